@@ -1,0 +1,36 @@
+# SmartLogs: the two commands a newcomer needs are `make up` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: up test install bench engines-up engines-down clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/smartlogs: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/smartlogs  ## create .venv and install SmartLogs with its test tools
+
+up: install  ## run the embedded platform (API on http://127.0.0.1:8000, no Docker, no engines)
+	$(BIN)/smartlogs up
+
+test: install  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: install  ## run the embedded benchmark and append the results to bench/RESULTS.md
+	$(BIN)/python bench/bench_embedded.py --lines 100000 --record bench/RESULTS.md
+
+engines-up:  ## install and start RabbitMQ, Kafka and Elasticsearch locally (no Docker)
+	scripts/engines/install.sh all
+	scripts/engines/start.sh all
+
+engines-down:  ## stop the local engines
+	scripts/engines/stop.sh all
+
+clean:  ## remove the virtualenv and local data
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,222 @@
+"""The FastAPI application: ingest (``POST /ingest``) and queries (``/api/...``).
+
+``create_app()`` builds the embedded platform: the API, the pipeline runner and the SQLite
+store in one process. Every refusal is a 4xx with a JSON body ``{"error", "detail"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ingest_api.decode import IngestError, decode_body
+from smartlogs import __version__
+from smartlogs.settings import Settings, get_settings
+from smartlogs.store import EventQuery, SqliteStore
+from streams.parsing import normalize_level
+from streams.pipeline import PipelineConfig
+from streams.runner import EmbeddedRunner
+
+__all__ = ["create_app", "parse_time"]
+
+log = logging.getLogger(__name__)
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str | None, *, now: float | None = None) -> float | None:
+    """'2005-06-14T15:16:01Z', epoch seconds, or a relative age such as '15m', '2h', '7d'."""
+    if value is None or value == "":
+        return None
+    v = value.strip()
+    m = _RELATIVE.match(v)
+    if m:
+        return (now if now is not None else time.time()) - float(m.group(1)) * _UNIT[m.group(2)]
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+    except ValueError:
+        raise IngestError(422, "invalid_time",
+                          f"{value!r} is not a time: use ISO 8601, epoch seconds, or an age like 15m, 2h, 7d")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def pipeline_config(s: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        window_seconds=s.window_seconds, log_format=s.log_format, year=s.default_year,
+        max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
+        hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
+        min_anomaly_score=s.min_anomaly_score,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = SqliteStore(s.db_path)
+        runner = EmbeddedRunner(store, pipeline_config(s), checkpoint_path=s.checkpoint_path,
+                                checkpoint_seconds=s.checkpoint_seconds)
+        runner.start()
+        app.state.store, app.state.runner = store, runner
+        log.info("SmartLogs %s embedded: store %s", __version__, s.db_path)
+        try:
+            yield
+        finally:
+            runner.stop()
+            store.close()
+
+    app = FastAPI(
+        title="SmartLogs",
+        version=__version__,
+        description="Real-time log ingest, template mining, anomaly detection and search.",
+        lifespan=lifespan,
+    )
+
+    # -- errors: always JSON, always saying what is wrong ---------------------------------
+    @app.exception_handler(IngestError)
+    async def _ingest_error(request: Request, exc: IngestError):
+        headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
+        return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+        return JSONResponse({"error": "invalid_request", "detail": detail, "errors": errors},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": "http_error", "detail": exc.detail},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # a bug: say so, in JSON
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal_error", "detail": "unexpected server error; see the server log"},
+                            status_code=500)
+
+    # -- ingest ---------------------------------------------------------------------------
+    @app.post(
+        "/ingest",
+        status_code=202,
+        summary="Send log events",
+        description=(
+            "Body: one JSON event, a JSON array, NDJSON, or text/plain (one raw log line per "
+            "line); optionally gzip-encoded. Answers 202 once the events are on disk."
+        ),
+        responses={202: {"description": "accepted: {accepted, ids}"},
+                   400: {"description": "malformed body"}, 413: {"description": "too large"},
+                   415: {"description": "unsupported type"}, 422: {"description": "invalid event"},
+                   503: {"description": "backlog full, retry later"}},
+    )
+    async def ingest(request: Request):
+        body = await _read_limited(request, s.max_body_bytes)
+        store: SqliteStore = request.app.state.store
+        runner: EmbeddedRunner = request.app.state.runner
+
+        def accept() -> list[str]:
+            items = decode_body(
+                body,
+                content_type=request.headers.get("content-type"),
+                content_encoding=request.headers.get("content-encoding"),
+                max_bytes=s.max_body_bytes,
+                max_line_length=s.max_line_length,
+            )
+            if store.spool_backlog() + len(items) > s.max_backlog_events:
+                raise IngestError(503, "backlog_full",
+                                  "the pipeline is behind; retry after a few seconds", retry_after=2)
+            token, now = secrets.token_hex(6), time.time()
+            for i, item in enumerate(items):
+                item.setdefault("id", f"{token}-{i}")
+                item["received"] = now
+                item["source"] = "http"
+            store.spool_append(items)
+            return [item["id"] for item in items]
+
+        ids = await run_in_threadpool(accept)
+        runner.wake()
+        return {"accepted": len(ids), "ids": ids}
+
+    # -- queries --------------------------------------------------------------------------
+    @app.get("/api/events", summary="Search stored events, newest first")
+    def events(
+        request: Request,
+        q: Annotated[str | None, Query(description="full-text search in the message")] = None,
+        host: str | None = None,
+        level: str | None = None,
+        template: Annotated[str | None, Query(description="template id, e.g. T12")] = None,
+        anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
+        since: Annotated[str | None, Query(description="event time ≥ (ISO 8601, epoch, or 15m/2h/7d ago)")] = None,
+        until: Annotated[str | None, Query(description="event time < (same forms as since)")] = None,
+        after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ):
+        query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
+                           anomaly=anomaly, since=parse_time(since), until=parse_time(until),
+                           after_seq=after, limit=limit)
+        result = request.app.state.store.search(query)
+        return {"total": result.total, "last_seq": result.last_seq, "events": result.events}
+
+    @app.get("/api/stats", summary="Windowed counts and top hosts/components/templates")
+    def stats(
+        request: Request,
+        since: str | None = None,
+        until: str | None = None,
+        windows: Annotated[int, Query(ge=1, le=10000)] = 60,
+        top: Annotated[int, Query(ge=1, le=1000)] = 10,
+    ):
+        out = request.app.state.store.stats(since=parse_time(since), until=parse_time(until),
+                                            windows=windows, top=top)
+        return {"window_seconds": s.window_seconds, **out}
+
+    @app.get("/api/templates", summary="Mined templates with their counts")
+    def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
+        return {"templates": request.app.state.store.templates(limit=limit)}
+
+    @app.get("/healthz", summary="Is the pipeline up?")
+    def healthz(request: Request):
+        runner: EmbeddedRunner = request.app.state.runner
+        st = runner.status()
+        ok = st["running"]
+        body = {"status": "ok" if ok else "down", "mode": "embedded", "version": __version__,
+                "pipeline": st}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise IngestError(413, "body_too_large", f"body is {declared} bytes, the limit is {limit}",
+                          limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise IngestError(413, "body_too_large", f"body exceeds the limit of {limit} bytes",
+                              limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

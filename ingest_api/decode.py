@@ -1,0 +1,203 @@
+"""Request bodies → accepted items. Pure: no I/O, every failure a clear ``IngestError``.
+
+Accepted bodies (``Content-Encoding: gzip`` optional on all of them):
+
+* ``application/json``: one event object, or an array of them;
+* ``application/x-ndjson`` / ``application/jsonl``: one event object per line;
+* ``text/plain``: one raw log line per line (the pipeline parses the header).
+
+An event object has ``message`` (or ``raw``/``line`` for an unparsed line) and optionally
+``timestamp`` (ISO 8601 or epoch seconds/milliseconds), ``host``, ``service``/``component``,
+``level``, ``pid``, ``id`` (idempotency key: an id already stored is not stored again) and
+``fields`` (an object of extra values). Other keys are kept in ``fields``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from datetime import datetime, timezone
+
+import orjson
+
+__all__ = ["IngestError", "decode_body", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
+
+JSON_TYPES = {"application/json"}
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl",
+                "application/x-jsonlines", "application/jsonlines"}
+TEXT_TYPES = {"text/plain"}
+
+_KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
+          "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
+MAX_ID_LENGTH = 200
+
+
+class IngestError(Exception):
+    """A request we refuse, with the HTTP status and a JSON-able body."""
+
+    def __init__(self, status: int, error: str, detail: str, **extra):
+        super().__init__(detail)
+        self.status = status
+        self.body = {"error": error, "detail": detail, **extra}
+
+
+def decode_body(
+    body: bytes,
+    *,
+    content_type: str | None,
+    content_encoding: str | None = None,
+    max_bytes: int,
+    max_line_length: int = 65536,
+) -> list[dict]:
+    """Decode and validate a request body into items (dicts without ids or times yet)."""
+    if content_encoding:
+        enc = content_encoding.strip().lower()
+        if enc == "gzip":
+            body = _gunzip(body, max_bytes)
+        elif enc not in ("identity", ""):
+            raise IngestError(415, "unsupported_encoding",
+                              f"Content-Encoding {content_encoding!r} is not supported; use gzip or none")
+    if len(body) > max_bytes:
+        raise IngestError(413, "body_too_large",
+                          f"body is {len(body)} bytes, the limit is {max_bytes}", limit=max_bytes)
+    if not body.strip():
+        raise IngestError(400, "empty_body", "the request body is empty; send at least one event")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError(400, "invalid_utf8",
+                          f"the body is not valid UTF-8 (bad byte at offset {exc.start})") from None
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime in TEXT_TYPES:
+        lines = text.split("\n")
+        items = [{"raw": line.rstrip("\r")} for line in lines if line.strip()]
+        return items
+    if mime in JSON_TYPES:
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise IngestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        if isinstance(doc, dict):
+            return [_event(doc, 0)]
+        if isinstance(doc, list):
+            if not doc:
+                raise IngestError(400, "empty_body", "the JSON array is empty; send at least one event")
+            return [_event(d, i) for i, d in enumerate(doc)]
+        raise IngestError(422, "invalid_event",
+                          f"expected a JSON object or an array of objects, got {_kind(doc)}")
+    if mime in NDJSON_TYPES:
+        items = []
+        for n, line in enumerate(text.split("\n")):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise IngestError(400, "invalid_json", f"line {n + 1} is not valid JSON: {exc}",
+                                  line=n + 1) from None
+            items.append(_event(doc, n, what="line"))
+        return items
+    raise IngestError(
+        415, "unsupported_media_type",
+        f"Content-Type {content_type!r} is not supported; use application/json, "
+        "application/x-ndjson or text/plain",
+    )
+
+
+def _gunzip(body: bytes, max_bytes: int) -> bytes:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, max_bytes + 1)
+        if len(out) > max_bytes or d.unconsumed_tail:
+            raise IngestError(413, "body_too_large",
+                              f"the decompressed body exceeds the limit of {max_bytes} bytes",
+                              limit=max_bytes)
+        if not d.eof:
+            raise IngestError(400, "invalid_gzip", "the gzip stream is truncated")
+        return out
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise IngestError(400, "invalid_gzip", f"the body is not valid gzip: {exc}") from None
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _str_field(doc: dict, keys: tuple[str, ...], where: str) -> str | None:
+    for k in keys:
+        v = doc.get(k)
+        if v is None:
+            continue
+        if isinstance(v, str):
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return str(v)
+        raise IngestError(422, "invalid_event", f"{where}: {k!r} must be a string, got {_kind(v)}",
+                          field=k)
+    return None
+
+
+def parse_timestamp(v, where: str = "event") -> float:
+    """ISO 8601 string or epoch seconds/milliseconds → epoch seconds (UTC)."""
+    if isinstance(v, bool):
+        raise IngestError(422, "invalid_event", f"{where}: 'timestamp' must be a string or number")
+    if isinstance(v, (int, float)):
+        ts = float(v)
+        if ts > 1e11:  # milliseconds
+            ts /= 1000.0
+        if not (0 <= ts < 253402300800):
+            raise IngestError(422, "invalid_event", f"{where}: 'timestamp' {v} is out of range")
+        return ts
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+        except ValueError:
+            raise IngestError(422, "invalid_event",
+                              f"{where}: 'timestamp' {v!r} is not ISO 8601 or epoch seconds") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    raise IngestError(422, "invalid_event",
+                      f"{where}: 'timestamp' must be a string or number, got {_kind(v)}")
+
+
+def _event(doc, i: int, what: str = "event") -> dict:
+    where = f"{what} {i + 1}" if what == "line" else f"event {i}"
+    if not isinstance(doc, dict):
+        raise IngestError(422, "invalid_event", f"{where}: expected an object, got {_kind(doc)}",
+                          index=i)
+    raw = _str_field(doc, ("raw", "line"), where)
+    message = _str_field(doc, ("message", "msg"), where)
+    if raw is None and message is None:
+        raise IngestError(422, "invalid_event", f"{where}: needs a 'message' (or 'raw') string",
+                          index=i)
+    item: dict = {}
+    eid = doc.get("id")
+    if eid is not None:
+        if not isinstance(eid, str) or not eid or len(eid) > MAX_ID_LENGTH:
+            raise IngestError(422, "invalid_event",
+                              f"{where}: 'id' must be a non-empty string of at most "
+                              f"{MAX_ID_LENGTH} characters", index=i)
+        item["id"] = eid
+    if message is None:
+        item["raw"] = raw
+        return item
+    item["message"] = message
+    ts = next((doc[k] for k in ("timestamp", "@timestamp", "time", "ts") if doc.get(k) is not None),
+              None)
+    if ts is not None:
+        item["ts"] = parse_timestamp(ts, where)
+    for key, names in (("host", ("host", "hostname")), ("component", ("service", "component", "app")),
+                       ("level", ("level", "severity")), ("pid", ("pid",))):
+        v = _str_field(doc, names, where)
+        if v is not None:
+            item[key] = v
+    fields = doc.get("fields")
+    if fields is not None and not isinstance(fields, dict):
+        raise IngestError(422, "invalid_event", f"{where}: 'fields' must be an object", index=i)
+    extra = {k: v for k, v in doc.items() if k not in _KNOWN}
+    if fields or extra:
+        item["fields"] = {**extra, **(fields or {})}
+    return item

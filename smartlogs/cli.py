@@ -1,0 +1,302 @@
+"""The ``smartlogs`` command line: run the platform, replay files, search, tail, stats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from smartlogs import __version__
+
+app = typer.Typer(
+    help="SmartLogs: real-time log ingest, template mining, online anomaly detection and search.\n\n"
+         "Start with `smartlogs up`, then `smartlogs replay FILE` in another terminal.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Sample datasets (loghub).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="SMARTLOGS_URL",
+                                     help="Base URL of a running SmartLogs API.")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _get(url: str, path: str, params: dict) -> dict:
+    params = {k: v for k, v in params.items() if v is not None}
+    try:
+        r = httpx.get(f"{url.rstrip('/')}{path}", params=params, timeout=30)
+    except httpx.TransportError as exc:
+        _fail(f"cannot reach SmartLogs at {url} ({exc}). Is `smartlogs up` running?", 2)
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        _fail(f"{path} answered {r.status_code}: {detail}")
+    return r.json()
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"smartlogs {__version__}")
+
+
+@app.command()
+def up(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1, env SMARTLOGS_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8000, env SMARTLOGS_PORT).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where the store and checkpoints live (default ./var, env SMARTLOGS_DATA_DIR).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the embedded platform in one process: API, stream pipeline and store.
+
+    No Docker and no external engines: events go through an on-disk spool into the same
+    pipeline the Kafka worker runs, and are stored in SQLite with full-text search.
+    """
+    import uvicorn
+
+    from ingest_api.app import create_app
+    from smartlogs.settings import Settings
+
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("data_dir", data_dir)) if v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
+                  f"store [cyan]{settings.db_path}[/]")
+    console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
+                  "-d '{\"message\": \"hello\"}'")
+    console.print("  replay:      smartlogs replay ../shared/data/loghub/Linux/Linux_2k.log")
+    console.print(f"  API docs:    {base}/docs        stop: Ctrl-C")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=log_level.lower(), access_log=False)
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Log file to send, e.g. Linux_2k.log.")],
+    url: UrlOpt = DEFAULT_URL,
+    batch_size: Annotated[int, typer.Option(min=1, max=100000, help="Lines per request.")] = 1000,
+    rate: Annotated[Optional[float], typer.Option(min=0.001, help="Send N lines per second instead of full speed.")] = None,
+    speedup: Annotated[Optional[float], typer.Option(min=0.001, help="Follow the log's own timestamps, X times faster than real time.")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Send the file N times (for load tests).")] = 1,
+    year: Annotated[Optional[int], typer.Option(help="Year for syslog lines without one (only used for --speedup pacing).")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Id prefix for this run; reuse it to resume a replay without duplicates.")] = None,
+) -> None:
+    """Send a log file to SmartLogs in batches, with a progress bar.
+
+    Ends with a summary (sent, accepted, rejected) and exits non-zero if anything was
+    rejected. Each line's id is RUN_ID:LINE, so retries never store a line twice.
+    """
+    from smartlogs.replay import count_lines, plan_batches, read_lines, send_batches
+
+    if rate and speedup:
+        _fail("choose --rate or --speedup, not both")
+    run_id = run_id or secrets.token_hex(4)
+    _get(url, "/healthz", {})  # fail fast, with advice, when nothing is listening
+    total = count_lines(path) * repeat
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn()]
+    started = time.monotonic()
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task(f"replay {path.name}", total=total, rate=0.0)
+
+        def on_batch(n: int, rejected: int) -> None:
+            progress.advance(task, n)
+            done = progress.tasks[0].completed
+            progress.update(task, rate=done / max(time.monotonic() - started, 1e-9))
+
+        batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
+                               speedup=speedup, year=year)
+        res = send_batches(url, batches, run_id=run_id, on_batch=on_batch)
+        progress.update(task, total=res.sent, completed=res.sent)
+    per_s = res.sent / res.seconds if res.seconds else 0
+    color = "green" if not res.rejected else "red"
+    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
+                  f"  retries {res.retries}  in {res.seconds:.1f}s ({per_s:,.0f} lines/s)  run id {run_id}")
+    for e in res.errors[:5]:
+        err.print(f"  [red]{escape(e)}[/]")
+    if res.aborted:
+        err.print(f"[red]stopped early: the server stayed unavailable. Resume without duplicates: "
+                  f"smartlogs replay {path} --run-id {run_id}[/]")
+    if res.rejected:
+        raise typer.Exit(1)
+
+
+def _event_table(events: list[dict], title: str) -> Table:
+    t = Table(title=title, show_lines=False, expand=True)
+    t.add_column("time", no_wrap=True)
+    t.add_column("host", no_wrap=True)
+    t.add_column("level", no_wrap=True)
+    t.add_column("tmpl", no_wrap=True)
+    t.add_column("score", justify="right")
+    t.add_column("message", ratio=1)
+    for e in events:
+        msg = escape(e["message"])
+        if e["anomaly"]:
+            msg = f"[bold red]⚠ {msg}[/]\n[red]  why: {escape(e['reason'] or '')}[/]"
+        t.add_row(e["timestamp"], escape(e["host"] or "-"), e["level"] or "-", e["template_id"],
+                  f"{e['score']:.2f}", msg)
+    return t
+
+
+@app.command()
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="Words to find in the message (all must match).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Only this level, e.g. ERROR.")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
+    anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
+    since: Annotated[Optional[str], typer.Option(help="Event time from: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Event time before (same forms).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    url: UrlOpt = DEFAULT_URL,
+) -> None:
+    """Search stored events, newest first.
+
+    Example: smartlogs search 'authentication failure' --host combo --anomalies
+    """
+    res = _get(url, "/api/events", {"q": query, "host": host, "level": level, "template": template,
+                                    "anomaly": "true" if anomalies else None, "since": since,
+                                    "until": until, "limit": limit})
+    if as_json:
+        sys.stdout.write(httpx.Response(200, json=res).text + "\n")
+        return
+    console.print(_event_table(res["events"], f"{res['total']:,} matching events (showing {len(res['events'])})"))
+
+
+@app.command()
+def tail(
+    anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
+    host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Only this level.")] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="Show the last N stored events first.")] = 10,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 0.5,
+    url: UrlOpt = DEFAULT_URL,
+) -> None:
+    """Follow new events live (Ctrl-C to stop). Anomalies are shown in red with their reason."""
+    filters = {"host": host, "level": level, "anomaly": "true" if anomalies else None}
+    first = _get(url, "/api/events", {**filters, "limit": max(lines, 1)})
+    for e in reversed(first["events"][:lines]):
+        _print_line(e)
+    cursor = first["last_seq"]
+    try:
+        while True:
+            time.sleep(interval)
+            res = _get(url, "/api/events", {**filters, "after": cursor, "limit": 1000})
+            for e in res["events"]:
+                _print_line(e)
+            # a full page may have more behind it; otherwise the whole store up to last_seq was seen
+            cursor = res["events"][-1]["seq"] if len(res["events"]) == 1000 else res["last_seq"]
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_line(e: dict) -> None:
+    head = f"{e['timestamp']} {escape(e['host'] or '-')} {escape(e['component'] or '-')} {e['level'] or '-'}"
+    if e["anomaly"]:
+        console.print(f"[bold red]⚠ {head} {escape(e['message'])}[/]  [red]({escape(e['reason'] or '')}, score {e['score']:.2f})[/]")
+    else:
+        console.print(f"[dim]{head}[/] {escape(e['message'])}")
+
+
+@app.command()
+def stats(
+    windows: Annotated[int, typer.Option(min=1, help="How many recent windows to show.")] = 15,
+    top: Annotated[int, typer.Option(min=1, help="How many top templates/hosts.")] = 10,
+    since: Annotated[Optional[str], typer.Option(help="Only windows from this event time.")] = None,
+    url: UrlOpt = DEFAULT_URL,
+) -> None:
+    """Windowed counts (per level, anomalies) and the top templates, hosts and components."""
+    res = _get(url, "/api/stats", {"windows": windows, "top": top, "since": since})
+    tot = res["totals"]
+    console.print(f"[bold]{tot['events']:,}[/] events, [bold red]{tot['anomalies']:,}[/] anomalies, "
+                  f"[bold]{tot['templates']:,}[/] templates; windows of {res['window_seconds']} s")
+    levels = sorted({lv for w in res["windows"] for lv in w["levels"]})
+    t = Table(title="recent windows (event time)")
+    t.add_column("window start")
+    t.add_column("events", justify="right")
+    t.add_column("anomalies", justify="right", style="red")
+    for lv in levels:
+        t.add_column(lv, justify="right")
+    for w in res["windows"]:
+        t.add_row(w["start"], str(w["total"]), str(w["anomalies"]), *(str(w["levels"].get(lv, 0)) for lv in levels))
+    console.print(t)
+    tt = Table(title="top templates")
+    tt.add_column("id")
+    tt.add_column("count", justify="right")
+    tt.add_column("template")
+    for row in res["top_templates"]:
+        tt.add_row(row["key"], f"{row['count']:,}", escape(row.get("template") or ""))
+    console.print(tt)
+    for dim in ("hosts", "components"):
+        th = Table(title=f"top {dim}")
+        th.add_column(dim[:-1])
+        th.add_column("count", justify="right")
+        for row in res[f"top_{dim}"]:
+            th.add_row(escape(row["key"]), f"{row['count']:,}")
+        console.print(th)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    dest: Annotated[Path, typer.Option(help="Where to put the files.")] = Path("data/loghub"),
+    dataset: Annotated[Optional[list[str]], typer.Option("--dataset", "-d", help="Only these (repeatable): Linux, OpenSSH, Apache, HDFS, Zookeeper, BGL.")] = None,
+    base_url: Annotated[str, typer.Option(envvar="SMARTLOGS_LOGHUB_URL", help="Where loghub's files are served.")] = "https://raw.githubusercontent.com/logpai/loghub/master",
+) -> None:
+    """Download the loghub sample logs with checksum verification.
+
+    Loghub's datasets are free for research or academic work; see
+    https://github.com/logpai/loghub and cite Zhu et al., ISSRE 2023.
+    """
+    from smartlogs.datasets import DATASETS, FetchError, fetch_dataset
+
+    names = dataset or list(DATASETS)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        _fail(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err) as progress:
+        task = progress.add_task("datasets", total=len(names))
+        for name in names:
+            progress.update(task, description=f"fetching {name}")
+            try:
+                paths = fetch_dataset(name, dest, base_url=base_url)
+            except FetchError as exc:
+                _fail(str(exc))
+            progress.advance(task)
+            for p in paths:
+                progress.console.print(f"  [green]✓[/] {p}")
+    console.print(f"verified {len(names)} dataset(s) in {dest}. License: https://github.com/logpai/loghub")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,60 @@
+"""Typed settings, read from the environment (prefix ``SMARTLOGS_``).
+
+One frozen model per concern; services read them through :func:`get_settings`, which
+tests override with ``get_settings.cache_clear()`` after changing the environment.
+Lower layers (pipeline, store) take explicit arguments, never settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that work on loopback."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTLOGS_", frozen=True, extra="ignore")
+
+    # where the embedded mode keeps its database and checkpoints
+    data_dir: Path = Field(Path("var"), description="Directory for the embedded store and checkpoints.")
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, description="Port the API listens on.")
+
+    # ingest limits
+    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body (after gzip decoding).")
+    max_line_length: int = Field(65536, description="Longer lines are truncated and flagged.")
+    max_backlog_events: int = Field(
+        500_000, description="Accepted-but-unprocessed events above which ingest answers 503."
+    )
+
+    # processing
+    window_seconds: int = Field(60, description="Tumbling event-time window length, seconds.")
+    default_year: int | None = Field(
+        None, description="Year for syslog lines that carry none (default: the current year)."
+    )
+    log_format: str | None = Field(None, description="Force one header format instead of detection.")
+    checkpoint_seconds: float = Field(5.0, description="How often model state is checkpointed.")
+    hst_trees: int = Field(10, description="HalfSpaceTrees: number of trees.")
+    hst_height: int = Field(6, description="HalfSpaceTrees: tree height (cost grows as 2^height).")
+    hst_window: int = Field(250, description="HalfSpaceTrees: reference window size (warm-up length).")
+    anomaly_quantile: float = Field(0.995, description="Adaptive threshold: running score quantile.")
+    min_anomaly_score: float = Field(0.7, description="Scores below this are never anomalies.")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "smartlogs.db"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.data_dir / "pipeline.ckpt"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,42 @@
+"""The sink/query interface every store implements (embedded SQLite now, Elasticsearch next)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["EventQuery", "SearchResult", "EventStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    q: str | None = None          # full text over the message
+    host: str | None = None
+    level: str | None = None
+    template: str | None = None   # template id, e.g. "T12"
+    anomaly: bool | None = None
+    since: float | None = None    # event time, epoch seconds, inclusive
+    until: float | None = None    # event time, epoch seconds, exclusive
+    after_seq: int | None = None  # tailing: only events stored after this sequence number
+    limit: int = 50
+
+
+@dataclass(slots=True)
+class SearchResult:
+    total: int
+    events: list[dict] = field(default_factory=list)
+    last_seq: int = 0  # highest sequence number in the store (a cursor for tailing)
+
+
+class EventStore(Protocol):
+    def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0) -> int:
+        """Store a batch idempotently (known ids are ignored); return how many were new."""
+
+    def search(self, query: EventQuery) -> SearchResult: ...
+
+    def stats(self, *, since: float | None = None, until: float | None = None,
+              windows: int = 60, top: int = 10) -> dict: ...
+
+    def templates(self, *, limit: int = 100) -> list[dict]: ...
+
+    def close(self) -> None: ...

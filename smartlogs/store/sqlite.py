@@ -1,0 +1,369 @@
+"""Embedded store: SQLite (WAL) with an FTS5 index over messages, plus the ingest spool.
+
+Why SQLite: it is in the standard library, gives transactions (so a batch of events,
+its window counts and the spool cursor commit together, which is what makes the embedded
+mode exactly-once), and FTS5 gives real full-text search. One file, no server.
+
+Tables
+  spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest)
+  events     one row per event; ``seq`` is the store's own monotonically growing cursor
+  events_fts FTS5 over ``message`` (external content, rowid = seq)
+  windows    (window start, dimension, key) → count, derived from stored events only
+  templates  template id → latest text, count, first/last event time, an example line
+  meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
+
+Connections are per thread (sqlite3 objects must not cross threads); the runner thread
+is the only writer of events, API threads append to the spool and read.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from smartlogs.store.base import EventQuery, SearchResult
+from streams.windows import count_windows
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    items BLOB NOT NULL,
+    n INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    timestamp TEXT NOT NULL,
+    received REAL NOT NULL,
+    source TEXT,
+    host TEXT,
+    component TEXT,
+    pid TEXT,
+    level TEXT,
+    message TEXT NOT NULL,
+    raw TEXT,
+    template_id TEXT NOT NULL,
+    template TEXT,
+    params BLOB,
+    score REAL,
+    anomaly INTEGER NOT NULL,
+    reason TEXT,
+    warming_up INTEGER,
+    parse_ok INTEGER NOT NULL,
+    format TEXT,
+    truncated INTEGER,
+    fields BLOB
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
+CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts);
+CREATE INDEX IF NOT EXISTS events_template_ts ON events(template_id, ts);
+CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
+    message, content='events', content_rowid='seq', tokenize='unicode61'
+);
+CREATE TABLE IF NOT EXISTS windows (
+    start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (start, dim, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+    id TEXT PRIMARY KEY, template TEXT NOT NULL, count INTEGER NOT NULL,
+    first_ts REAL, last_ts REAL, example TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = (
+    "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
+    "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
+    "warming_up", "parse_ok", "format", "truncated", "fields",
+)
+_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def _fts_query(text: str) -> str | None:
+    """User text → an FTS5 query that cannot be a syntax error: every word, quoted, ANDed."""
+    words = _TOKEN.findall(text)
+    return " ".join(f'"{w}"' for w in words) if words else None
+
+
+class SqliteStore:
+    """The embedded sink, query backend and ingest spool, in one SQLite file."""
+
+    def __init__(self, path: Path | str, *, durable_spool: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._durable_spool = durable_spool
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+
+    # -- connections ---------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash (kill -9); FULL also
+            # survives power loss, at an fsync per commit.
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._durable_spool else 'NORMAL'}")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- spool (the embedded transport's durable queue) ------------------------------------
+    def spool_append(self, items: list[dict]) -> int:
+        """Durably accept a batch (committed before return); returns its spool sequence."""
+        cur = self._conn().execute(
+            "INSERT INTO spool (items, n) VALUES (?, ?)", (orjson.dumps(items), len(items))
+        )
+        return cur.lastrowid
+
+    def spool_read(self, after_seq: int, max_items: int) -> list[tuple[int, list[dict]]]:
+        rows = self._conn().execute(
+            "SELECT seq, items, n FROM spool WHERE seq > ? ORDER BY seq LIMIT 1000", (after_seq,)
+        )
+        out, n = [], 0
+        for seq, blob, count in rows:
+            if out and n + count > max_items:
+                break
+            out.append((seq, orjson.loads(blob)))
+            n += count
+        return out
+
+    def spool_backlog(self) -> int:
+        stored = self.stored_seq()
+        row = self._conn().execute("SELECT coalesce(sum(n), 0) FROM spool WHERE seq > ?", (stored,))
+        return row.fetchone()[0]
+
+    def spool_trim(self, upto_seq: int) -> None:
+        """Forget batches that a durable checkpoint of the model already reflects."""
+        self._conn().execute("DELETE FROM spool WHERE seq <= ?", (upto_seq,))
+
+    def stored_seq(self) -> int:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'stored_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- sink -----------------------------------------------------------------------------
+    def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0) -> int:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            new = self._new_only(conn, events)
+            seq = self._next_seq
+            rows, fts = [], []
+            for e in new:
+                rows.append((
+                    seq, e["id"], e["ts"], e["timestamp"], e["received"], e["source"], e["host"],
+                    e["component"], e["pid"], e["level"], e["message"], e["raw"], e["template_id"],
+                    e["template"], orjson.dumps(e["params"]), e["score"], e["anomaly"], e["reason"],
+                    e["warming_up"], e["parse_ok"], e["format"], e["truncated"],
+                    orjson.dumps(e["fields"]) if e["fields"] else None,
+                ))
+                fts.append((seq, e["message"]))
+                e["seq"] = seq
+                seq += 1
+            conn.executemany(_INSERT, rows)
+            conn.executemany("INSERT INTO events_fts (rowid, message) VALUES (?, ?)", fts)
+            conn.executemany(
+                "INSERT INTO windows (start, dim, key, count) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count",
+                [(w, d, k, n) for (w, d, k), n in count_windows(new, window_seconds).items()],
+            )
+            conn.executemany(
+                "INSERT INTO templates (id, template, count, first_ts, last_ts, example) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "template = excluded.template, count = count + excluded.count, "
+                "first_ts = min(first_ts, excluded.first_ts), "
+                "last_ts = max(last_ts, excluded.last_ts)",
+                _template_rows(new),
+            )
+            if applied_seq:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('stored_seq', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+                    (applied_seq,),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._next_seq = seq
+        return len(new)
+
+    @staticmethod
+    def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
+        """Drop events whose id is already stored (or repeated within the batch)."""
+        seen: set[str] = set()
+        ids = [e["id"] for e in events]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = f"SELECT id FROM events WHERE id IN ({','.join('?' * len(chunk))})"
+            seen.update(r[0] for r in conn.execute(q, chunk))
+        out = []
+        for e in events:
+            if e["id"] not in seen:
+                seen.add(e["id"])
+                out.append(e)
+        return out
+
+    def max_template_number(self) -> int:
+        row = self._conn().execute(
+            "SELECT max(CAST(substr(id, 2) AS INTEGER)) FROM templates").fetchone()
+        return row[0] or 0
+
+    # -- queries --------------------------------------------------------------------------
+    def search(self, query: EventQuery) -> SearchResult:
+        conn = self._conn()
+        where, args, join = [], [], ""
+        if query.q:
+            fts = _fts_query(query.q)
+            if fts:
+                join = " JOIN events_fts f ON f.rowid = e.seq"
+                where.append("events_fts MATCH ?")
+                args.append(fts)
+        for col, val in (("e.host", query.host), ("e.level", query.level),
+                         ("e.template_id", query.template)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if query.anomaly is not None:
+            where.append("e.anomaly = ?")
+            args.append(1 if query.anomaly else 0)
+        if query.since is not None:
+            where.append("e.ts >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("e.ts < ?")
+            args.append(query.until)
+        if query.after_seq is not None:
+            where.append("e.seq > ?")
+            args.append(query.after_seq)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        # tailing reads forward from a cursor; everything else is newest first
+        order = "e.seq ASC" if query.after_seq is not None else "e.ts DESC, e.seq DESC"
+        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
+        try:
+            total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
+            rows = conn.execute(
+                f"{_SELECT}{join}{clause} ORDER BY {order} LIMIT ?", [*args, query.limit]
+            ).fetchall()
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+        return SearchResult(total=total, events=[_row_to_event(r) for r in rows], last_seq=last)
+
+    def stats(self, *, since: float | None = None, until: float | None = None,
+              windows: int = 60, top: int = 10) -> dict:
+        conn = self._conn()
+        lo = since if since is not None else float("-inf")
+        hi = until if until is not None else float("inf")
+        starts = [r[0] for r in conn.execute(
+            "SELECT DISTINCT start FROM windows WHERE dim = 'total' AND start >= ? AND start < ? "
+            "ORDER BY start DESC LIMIT ?", (lo, hi, windows))]
+        starts.reverse()
+        per: dict[float, dict] = {s: {"start": s, "total": 0, "anomalies": 0, "levels": {}}
+                                  for s in starts}
+        if starts:
+            rows = conn.execute(
+                "SELECT start, dim, key, count FROM windows WHERE start >= ? AND start <= ? "
+                "AND dim IN ('total', 'anomaly', 'level')", (starts[0], starts[-1]))
+            for start, dim, key, count in rows:
+                w = per.get(start)
+                if w is None:
+                    continue
+                if dim == "total":
+                    w["total"] = count
+                elif dim == "anomaly":
+                    w["anomalies"] = count
+                else:
+                    w["levels"][key] = count
+
+        def top_of(dim: str) -> list[dict]:
+            return [{"key": k, "count": c} for k, c in conn.execute(
+                "SELECT key, sum(count) AS c FROM windows WHERE dim = ? AND start >= ? "
+                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (dim, lo, hi, top))]
+
+        totals = conn.execute(
+            "SELECT coalesce(sum(CASE WHEN dim = 'total' THEN count END), 0), "
+            "coalesce(sum(CASE WHEN dim = 'anomaly' THEN count END), 0) FROM windows "
+            "WHERE start >= ? AND start < ?", (lo, hi)).fetchone()
+        top_templates = top_of("template")
+        texts = dict(conn.execute(
+            f"SELECT id, template FROM templates WHERE id IN ({','.join('?' * len(top_templates))})",
+            [t["key"] for t in top_templates]).fetchall()) if top_templates else {}
+        for t in top_templates:
+            t["template"] = texts.get(t["key"])
+        from streams.pipeline import _iso  # one formatter for every timestamp we emit
+        for w in per.values():
+            w["start"] = _iso(w["start"])
+        return {
+            "totals": {"events": totals[0], "anomalies": totals[1],
+                       "templates": conn.execute("SELECT count(*) FROM templates").fetchone()[0]},
+            "windows": list(per.values()),
+            "top_hosts": top_of("host"),
+            "top_components": top_of("component"),
+            "top_levels": top_of("level"),
+            "top_templates": top_templates,
+        }
+
+    def templates(self, *, limit: int = 100) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT id, template, count, first_ts, last_ts FROM templates "
+            "ORDER BY count DESC LIMIT ?", (limit,))
+        return [{"id": i, "template": t, "count": c, "first_ts": f, "last_ts": l}
+                for i, t, c, f, l in rows]
+
+    def count_events(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+def _template_rows(events: list[dict]) -> list[tuple]:
+    agg: dict[str, list] = {}
+    counts: Counter = Counter()
+    for e in events:
+        tid = e["template_id"]
+        counts[tid] += 1
+        a = agg.get(tid)
+        if a is None:
+            agg[tid] = [e["template"], e["ts"], e["ts"], e["message"]]
+        else:
+            a[0] = e["template"]
+            a[1] = min(a[1], e["ts"])
+            a[2] = max(a[2], e["ts"])
+    return [(tid, a[0], counts[tid], a[1], a[2], a[3]) for tid, a in agg.items()]
+
+
+def _row_to_event(row: tuple) -> dict:
+    e = dict(zip(_COLUMNS, row))
+    e["params"] = orjson.loads(e["params"]) if e["params"] else []
+    e["fields"] = orjson.loads(e["fields"]) if e["fields"] else {}
+    for flag in ("anomaly", "warming_up", "parse_ok", "truncated"):
+        e[flag] = bool(e[flag])
+    return e

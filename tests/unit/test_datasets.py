@@ -1,0 +1,50 @@
+"""`smartlogs data fetch` against a local stand-in for loghub's server (real HTTP, no internet)."""
+
+import functools
+import http.server
+import threading
+
+import pytest
+
+from smartlogs.datasets import DATASETS, FetchError, fetch_dataset
+
+
+@pytest.fixture
+def upstream(tmp_path, loghub):
+    """Serve files laid out like loghub's repository (BGL as the full 2k file's first lines + junk)."""
+    root = tmp_path / "upstream"
+    for name in ("Linux", "BGL"):
+        (root / name).mkdir(parents=True)
+    for f in DATASETS["Linux"]:
+        (root / "Linux" / f.upstream).write_bytes((loghub / "Linux" / f.name).read_bytes())
+    bgl = (loghub / "BGL" / "BGL_2k_first1000.log").read_bytes()
+    (root / "BGL" / "BGL_2k.log").write_bytes(bgl + b"- 1 extra line beyond the first thousand\n")
+    csv = (loghub / "BGL" / "BGL_2k_first1000.log_structured.csv").read_bytes()
+    (root / "BGL" / "BGL_2k.log_structured.csv").write_bytes(csv + b"1001,-,extra\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_fetch_verifies_and_cuts_bgl(tmp_path, upstream):
+    _, url = upstream
+    paths = fetch_dataset("Linux", tmp_path / "out", base_url=url)
+    assert [p.name for p in paths] == [f.name for f in DATASETS["Linux"]]
+    bgl = fetch_dataset("BGL", tmp_path / "out", base_url=url)
+    assert bgl[0].read_bytes().count(b"\n") == 1000
+
+
+def test_fetch_refuses_a_changed_file(tmp_path, upstream):
+    root, url = upstream
+    (root / "Linux" / "Linux_2k.log").write_bytes(b"tampered\n")
+    with pytest.raises(FetchError, match="checksum mismatch"):
+        fetch_dataset("Linux", tmp_path / "out", base_url=url)
+    assert not (tmp_path / "out" / "Linux" / "Linux_2k.log").exists()
+
+
+def test_fetch_reports_http_errors(tmp_path, upstream):
+    _, url = upstream
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch_dataset("HDFS", tmp_path / "out", base_url=url)

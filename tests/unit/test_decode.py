@@ -1,0 +1,55 @@
+import gzip
+
+import pytest
+
+from ingest_api.app import parse_time
+from ingest_api.decode import IngestError, decode_body
+
+
+def dec(body: bytes, ct="application/json", enc=None, max_bytes=10_000):
+    return decode_body(body, content_type=ct, content_encoding=enc, max_bytes=max_bytes)
+
+
+def test_single_event_fields():
+    [item] = dec(b'{"message": "m", "timestamp": "2024-01-01T00:00:00Z", "host": "h", '
+                 b'"service": "svc", "level": "warn", "pid": 12, "id": "k1", "zone": "eu"}')
+    assert item == {"id": "k1", "message": "m", "ts": 1704067200.0, "host": "h", "component": "svc",
+                    "level": "warn", "pid": "12", "fields": {"zone": "eu"}}
+
+
+def test_raw_line_event_and_text_plain():
+    assert dec(b'{"raw": "Jun 14 15:16:01 combo x: y"}') == [{"raw": "Jun 14 15:16:01 combo x: y"}]
+    assert dec(b"a\r\n\nb\n", ct="text/plain; charset=utf-8") == [{"raw": "a"}, {"raw": "b"}]
+
+
+def test_gzip_ndjson():
+    body = gzip.compress(b'{"message": "a"}\n{"message": "b"}')
+    assert [i["message"] for i in dec(body, ct="application/x-ndjson", enc="gzip")] == ["a", "b"]
+
+
+@pytest.mark.parametrize("ts,expected", [(1700000000, 1700000000.0), (1700000000123, 1700000000.123),
+                                         ("2023-11-14T22:13:20+00:00", 1700000000.0),
+                                         ("2023-11-14T22:13:20", 1700000000.0)])
+def test_timestamp_forms(ts, expected):
+    import orjson
+
+    [item] = dec(orjson.dumps({"message": "m", "timestamp": ts}))
+    assert item["ts"] == pytest.approx(expected)
+
+
+def test_error_names_the_position():
+    with pytest.raises(IngestError) as exc:
+        dec(b'[{"message": "ok"}, {"message": 5.5}, {"nomessage": 1}]')
+    assert exc.value.body["detail"] == "event 2: needs a 'message' (or 'raw') string"
+    with pytest.raises(IngestError) as exc:
+        dec(b'{"message": "a"}\n{"message": [1]}\n', ct="application/x-ndjson")
+    assert "line 2" in exc.value.body["detail"]
+
+
+def test_parse_time_forms():
+    assert parse_time("15m", now=1000.0) == 100.0
+    assert parse_time("1700000000") == 1700000000.0
+    assert parse_time("2023-11-14T22:13:20Z") == 1700000000.0
+    assert parse_time(None) is None
+    with pytest.raises(IngestError):
+        parse_time("soon")

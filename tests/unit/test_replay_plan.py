@@ -1,0 +1,60 @@
+from smartlogs.replay import plan_batches
+
+
+def lines(n):
+    return iter([(i + 1, f"line {i}") for i in range(n)])
+
+
+def test_full_speed_batches_in_order():
+    plan = list(plan_batches(lines(25), batch_size=10))
+    assert [len(b) for _, b in plan] == [10, 10, 5]
+    assert all(due == 0.0 for due, _ in plan)
+    assert [n for _, b in plan for n, _ in b] == list(range(1, 26))
+
+
+def test_rate_paces_lines():
+    plan = list(plan_batches(lines(100), batch_size=1000, rate=50))
+    assert [len(b) for _, b in plan] == [5] * 20
+    assert plan[-1][0] == 95 / 50
+
+
+def test_speedup_follows_log_timestamps():
+    log = [(1, "Jun 14 15:16:01 combo sshd[1]: a"), (2, "Jun 14 15:16:01 combo sshd[1]: b"),
+           (3, "Jun 14 15:16:11 combo sshd[1]: c"), (4, "no timestamp here"),
+           (5, "Jun 14 15:17:01 combo sshd[1]: d")]
+    plan = list(plan_batches(iter(log), speedup=10, year=2024))
+    assert [(due, [n for n, _ in b]) for due, b in plan] == [(0.0, [1, 2]), (1.0, [3, 4]), (6.0, [5])]
+
+
+def test_send_stops_when_the_server_stays_down():
+    import httpx
+
+    from smartlogs.replay import send_batches
+
+    def refuse(request):
+        raise httpx.ConnectError("connection refused")
+
+    client = httpx.Client(transport=httpx.MockTransport(refuse))
+    res = send_batches("http://x", plan_batches(lines(30), batch_size=10), run_id="r",
+                       client=client, sleep=lambda s: None, max_retries=2)
+    assert res.aborted and res.sent == 10 and res.rejected == 10 and res.retries == 2
+
+
+def test_send_retries_503_then_succeeds_with_same_ids():
+    import httpx
+
+    from smartlogs.replay import send_batches
+
+    bodies = []
+
+    def flaky(request):
+        bodies.append(request.content)
+        if len(bodies) == 1:
+            return httpx.Response(503, headers={"Retry-After": "1"}, json={"error": "backlog_full"})
+        return httpx.Response(202, json={"accepted": 3})
+
+    client = httpx.Client(transport=httpx.MockTransport(flaky))
+    res = send_batches("http://x", plan_batches(lines(3), batch_size=10), run_id="r",
+                       client=client, sleep=lambda s: None)
+    assert (res.accepted, res.rejected, res.retries) == (3, 0, 1)
+    assert bodies[0] == bodies[1] and b'"id":"r:1"' in bodies[0]
