@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -145,6 +146,7 @@ class Pipeline:
         }
 
 
+@lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"

@@ -21,6 +21,7 @@ Exactly-once, without a broker:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from pathlib import Path
@@ -52,6 +53,10 @@ class EmbeddedRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        # processed batches waiting for the writer thread; SQLite releases the GIL while it
+        # writes, so storing batch k overlaps with processing batch k+1
+        self._pending: queue.Queue = queue.Queue(maxsize=2)
         self._listeners: list = []
         self._last_ckpt = time.monotonic()
         self.processed = 0
@@ -71,6 +76,8 @@ class EmbeddedRunner:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="smartlogs-writer", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._run, name="smartlogs-runner", daemon=True)
         self._thread.start()
 
@@ -79,6 +86,10 @@ class EmbeddedRunner:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        self._pending.join()
+        if self._writer:
+            self._pending.put(None)
+            self._writer.join(timeout)
         self.checkpoint()
 
     def wake(self) -> None:
@@ -110,16 +121,27 @@ class EmbeddedRunner:
                 self._wake.clear()
 
     def step(self) -> int:
-        """Process one group of spool batches; returns the number of input items."""
+        """Process one group of spool batches; returns the number of input items.
+
+        With the threads running, the events go to the writer thread; without them (tests,
+        tools), they are written here.
+        """
         batches = self.store.spool_read(self.pipeline.applied_seq, self.max_batch)
         if not batches:
             return 0
         items = [item for _, group in batches for item in group]
         events = self.pipeline.process(items)
         last_seq = batches[-1][0]
+        if self._writer is not None and self._writer.is_alive():
+            self._pending.put((events, last_seq))
+        else:
+            self._write(events, last_seq)
+        self.pipeline.applied_seq = last_seq
+        return len(items)
+
+    def _write(self, events: list[dict], last_seq: int) -> None:
         new = self.store.write(events, window_seconds=self.config.window_seconds,
                                applied_seq=last_seq)
-        self.pipeline.applied_seq = last_seq
         self.processed += new
         if new:
             self.last_event_at = time.time()
@@ -129,12 +151,31 @@ class EmbeddedRunner:
                     cb(stored)
                 except Exception:  # noqa: BLE001 - a listener must never stop the pipeline
                     log.exception("event listener failed")
-        return len(items)
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._pending.get()
+            try:
+                if job is None:
+                    return
+                delay = 0.5
+                while True:  # already processed: must be stored, never dropped
+                    try:
+                        self._write(*job)
+                        break
+                    except Exception as exc:  # noqa: BLE001
+                        self.errors += 1
+                        self.last_error = f"store: {type(exc).__name__}: {exc}"
+                        log.exception("store write failed; retrying in %.1fs", delay)
+                        time.sleep(delay)
+                        delay = min(delay * 2, 10.0)
+            finally:
+                self._pending.task_done()
 
     def drain(self, timeout: float = 30.0) -> None:
         """Process until the spool is empty (used by tests and the benchmark)."""
         deadline = time.monotonic() + timeout
-        while self.store.spool_read(self.pipeline.applied_seq, 1):
+        while self.store.spool_read(self.pipeline.applied_seq, 1) or self._pending.unfinished_tasks:
             if time.monotonic() > deadline:
                 raise TimeoutError("spool not drained in time")
             if not self.alive:
@@ -145,6 +186,8 @@ class EmbeddedRunner:
     def checkpoint(self) -> None:
         if self.checkpoint_path is None:
             return
+        # the checkpoint may only cover what is stored: wait for the writer to catch up
+        self._pending.join()
         seq = self.pipeline.applied_seq
         save_checkpoint(self.pipeline, self.checkpoint_path)
         self.store.spool_trim(seq)
@@ -152,7 +195,7 @@ class EmbeddedRunner:
 
     def status(self) -> dict:
         return {
-            "running": self.alive,
+            "running": self.alive and self._writer is not None and self._writer.is_alive(),
             "processed": self.processed,
             "backlog": self.store.spool_backlog(),
             "errors": self.errors,

@@ -7,10 +7,15 @@ mode exactly-once), and FTS5 gives real full-text search. One file, no server.
 Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor
-  events_fts FTS5 over ``message`` (external content, rowid = seq)
+  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=none``: a
+             smaller, faster index; searches are ANDs of words, which need no positions)
   windows    (window start, dimension, key) → count, derived from stored events only
   templates  template id → latest text, count, first/last event time, an example line
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
+
+Indexes are kept to what the hot queries need (time, host, anomalies, id): each extra
+index costs ~2 µs per stored line (bench/RESULTS.md). Level and template filters scan by time;
+their counts come from ``windows``.
 
 Connections are per thread (sqlite3 objects must not cross threads); the runner thread
 is the only writer of events, API threads append to the spool and read.
@@ -64,11 +69,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
-CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts);
-CREATE INDEX IF NOT EXISTS events_template_ts ON events(template_id, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-    message, content='events', content_rowid='seq', tokenize='unicode61'
+    message, content='events', content_rowid='seq', tokenize='unicode61', detail='none'
 );
 CREATE TABLE IF NOT EXISTS windows (
     start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,

@@ -1,0 +1,190 @@
+"""Embedded benchmark: replay → stored-and-searchable lines/s, the cost of each stage, peak memory.
+
+Runs Linux_2k.log repeated to --lines lines (default 100,000) and measures, in one run:
+
+1. end to end: a real `smartlogs up` process, the replay client sending batches over HTTP,
+   until `/api/events` reports every line stored (i.e. stored *and* searchable);
+2. per-stage cost (µs/line, in this process): parse, template mining, features,
+   HST score+learn, store write (SQLite + FTS5 + window counts);
+3. River HalfSpaceTrees score_one + learn_one alone on the same feature vectors (the target
+   is at least half of that rate end to end);
+4. peak RSS of the server process (VmHWM).
+
+    python bench/bench_embedded.py --lines 100000 --record bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from smartlogs.replay import plan_batches, read_lines, send_batches  # noqa: E402
+from smartlogs.store import SqliteStore  # noqa: E402
+from streams.parsing import LineParser, normalize_level  # noqa: E402
+from streams.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from streams.scoring import AnomalyScorer  # noqa: E402
+from streams.templates import TemplateMiner  # noqa: E402
+from streams.windows import window_start  # noqa: E402
+
+
+def loghub() -> Path:
+    return Path(os.environ.get("SMARTLOGS_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub"))
+
+
+def lines_of(path: Path, n: int) -> list[str]:
+    base = path.read_text(errors="replace").splitlines()
+    return [base[i % len(base)] for i in range(n)]
+
+
+def stage_costs(lines: list[str]) -> dict[str, float]:
+    """µs per line of each stage, run in sequence over the same lines."""
+    n = len(lines)
+    cfg = PipelineConfig()
+    parser = LineParser()
+    t = time.perf_counter()
+    parsed = [parser.parse(x) for x in lines]
+    t_parse = time.perf_counter() - t
+
+    miner = TemplateMiner()
+    t = time.perf_counter()
+    mined = [miner.mine(p.message) for p in parsed]
+    t_mine = time.perf_counter() - t
+
+    scorer = AnomalyScorer(n_trees=cfg.hst_trees, height=cfg.hst_height, window_size=cfg.hst_window)
+    t = time.perf_counter()
+    feats = []
+    for p, m in zip(parsed, mined):
+        ts = p.timestamp.timestamp() if p.timestamp else 0.0
+        feats.append(scorer.features(template_id=m.template_id, seen_before=m.seen_before,
+                                     is_new=m.is_new, level=normalize_level(p.level),
+                                     tokens=p.message.count(" ") + 1, parsed=p.ok, host=p.host,
+                                     window_start=window_start(ts, cfg.window_seconds)))
+    t_feat = time.perf_counter() - t
+
+    t = time.perf_counter()
+    for x, ctx in feats:
+        scorer.score(x, ctx)
+    t_score = time.perf_counter() - t
+
+    # HST alone on the same feature vectors: a fresh model, score_one + learn_one
+    from river.anomaly import HalfSpaceTrees
+    hst = HalfSpaceTrees(n_trees=cfg.hst_trees, height=cfg.hst_height, window_size=cfg.hst_window, seed=42)
+    xs = [x for x, _ in feats]
+    t = time.perf_counter()
+    for x in xs:
+        hst.score_one(x)
+        hst.learn_one(x)
+    t_hst = time.perf_counter() - t
+
+    # whole pipeline (what the runner calls) and the store write
+    pipe = Pipeline(cfg)
+    items = [{"id": f"b:{i}", "raw": x, "received": 0.0} for i, x in enumerate(lines)]
+    t = time.perf_counter()
+    events = []
+    for k in range(0, n, 1000):
+        events.extend(pipe.process(items[k:k + 1000]))
+    t_pipe = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as d:
+        store = SqliteStore(Path(d) / "b.db")
+        t = time.perf_counter()
+        for k in range(0, n, 1000):
+            store.write(events[k:k + 1000], window_seconds=cfg.window_seconds, applied_seq=k + 1)
+        t_store = time.perf_counter() - t
+        store.close()
+    us = 1e6 / n
+    return {
+        "parse": t_parse * us, "template": t_mine * us, "features": t_feat * us,
+        "score+learn (incl. threshold)": t_score * us, "pipeline.process total": t_pipe * us,
+        "store write (SQLite+FTS5+windows)": t_store * us, "hst_alone_lines_per_s": n / t_hst,
+    }
+
+
+def end_to_end(path: Path, n: int, batch: int) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data_dir = tempfile.mkdtemp(prefix="smartlogs-bench-")
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": data_dir, "SMARTLOGS_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up", "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        reps = -(-n // 2000)
+        lines = ((i, x) for k, (i, x) in enumerate(read_lines(path, reps)) if k < n)
+        t0 = time.perf_counter()
+        res = send_batches(url, plan_batches(lines, batch_size=batch), run_id="bench")
+        t_sent = time.perf_counter() - t0
+        with httpx.Client() as c:
+            while c.get(f"{url}/api/events", params={"limit": 1}).json()["total"] < res.accepted:
+                time.sleep(0.02)
+        t_all = time.perf_counter() - t0
+        with open(f"/proc/{proc.pid}/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        return {"lines": res.accepted, "rejected": res.rejected, "send_s": t_sent, "stored_s": t_all,
+                "lines_per_s": res.accepted / t_all, "peak_rss_mb": hwm, "batch": batch}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lines", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=1000, help="lines per HTTP request")
+    ap.add_argument("--record", type=Path, help="append a results section to this Markdown file")
+    args = ap.parse_args()
+    path = loghub() / "Linux" / "Linux_2k.log"
+    lines = lines_of(path, args.lines)
+    e2e = end_to_end(path, args.lines, args.batch)
+    stages = stage_costs(lines)
+    hst_rate = stages.pop("hst_alone_lines_per_s")
+    ratio = e2e["lines_per_s"] / hst_rate
+    out = [
+        f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {args.lines:,} lines (Linux_2k.log repeated)",
+        "",
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}",
+        "",
+        f"- end to end (replay client → HTTP → spool → pipeline → SQLite/FTS5, until all searchable): "
+        f"**{e2e['lines_per_s']:,.0f} lines/s** ({e2e['lines']:,} lines in {e2e['stored_s']:.1f} s, "
+        f"batches of {e2e['batch']}, rejected {e2e['rejected']}); client finished sending after {e2e['send_s']:.1f} s",
+        f"- River HalfSpaceTrees score_one+learn_one alone, same features and config: **{hst_rate:,.0f} lines/s**; "
+        f"end to end / HST alone = **{ratio:.2f}** (target ≥ 0.5)",
+        f"- peak RSS of the `smartlogs up` process: **{e2e['peak_rss_mb']:.0f} MB**",
+        "",
+        "| stage | µs/line |",
+        "|---|---:|",
+        *(f"| {k} | {v:.1f} |" for k, v in stages.items()),
+        "",
+    ]
+    text = "\n".join(out)
+    print(text)
+    if args.record:
+        if not args.record.exists():
+            args.record.write_text("# Benchmark results\n\nAppended by `make bench` "
+                                   "(`python bench/bench_embedded.py --record bench/RESULTS.md`).\n\n")
+        with open(args.record, "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
