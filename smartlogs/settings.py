@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     anomaly_quantile: float = Field(0.995, description="Adaptive threshold: running score quantile.")
     min_anomaly_score: float = Field(0.7, description="Scores below this are never anomalies.")
 
+    # the full stack (RabbitMQ → bridge → Kafka → worker → Elasticsearch)
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
+    amqp_queue: str = Field("smartlogs.ingest", description="Durable queue the API publishes to.")
+    amqp_dlq: str = Field("smartlogs.ingest.dlq", description="Where the bridge puts undecodable messages.")
+    amqp_prefetch: int = Field(64, description="Bridge: unacknowledged AMQP messages in flight.")
+    publish_timeout: float = Field(5.0, description="API: seconds to wait for a publisher confirm.")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_topic: str = Field("smartlogs.raw", description="Topic of raw line batches, keyed by host.")
+    kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")
+    kafka_partitions: int = Field(4, description="Partitions of the raw topic.")
+    es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
+    es_index_prefix: str = Field("smartlogs-events", description="Daily indices <prefix>-YYYY.MM.DD.")
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "smartlogs.db"
