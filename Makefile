@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# engines run as unprivileged users, so their state lives where those users can reach it
+export SMARTLOGS_ENGINES_DIR ?= /var/tmp/smartlogs-engines
+ENGINES_DIR = $(SMARTLOGS_ENGINES_DIR)
 
 .PHONY: up test install bench engines-up engines-down clean help
 
@@ -19,18 +22,18 @@ install: $(BIN)/smartlogs  ## create .venv and install SmartLogs with its test t
 up: install  ## run the embedded platform (API on http://127.0.0.1:8000, no Docker, no engines)
 	$(BIN)/smartlogs up
 
-test: install  ## run the whole test suite
+test: install engines-up  ## start the real engines, then run the whole test suite
 	$(BIN)/python -m pytest
 
 bench: install  ## run the embedded benchmark and append the results to bench/RESULTS.md
 	$(BIN)/python bench/bench_embedded.py --lines 100000 --record bench/RESULTS.md
 
-engines-up:  ## install and start RabbitMQ, Kafka and Elasticsearch locally (no Docker)
-	scripts/engines/install.sh all
-	scripts/engines/start.sh all
+engines-up:  ## install and start RabbitMQ, Kafka and Elasticsearch locally (no Docker; idempotent)
+	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/install.sh all
+	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/start.sh all
 
 engines-down:  ## stop the local engines
-	scripts/engines/stop.sh all
+	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/stop.sh all
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) var .pytest_cache

@@ -1,7 +1,8 @@
 """The FastAPI application: ingest (``POST /ingest``) and queries (``/api/...``).
 
-``create_app()`` builds the embedded platform: the API, the pipeline runner and the SQLite
-store in one process. Every refusal is a 4xx with a JSON body ``{"error", "detail"}``.
+``create_app()`` builds the embedded platform (the API, the pipeline runner and the SQLite
+store in one process); ``create_app(mode="full")`` the production API (RabbitMQ for ingest,
+Elasticsearch for queries). Only the transport and the store differ. Every refusal is a 4xx with a JSON body ``{"error", "detail"}``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.decode import IngestError, decode_body
+from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__
 from smartlogs.settings import Settings, get_settings
-from smartlogs.store import EventQuery, SqliteStore
+from smartlogs.store import EventQuery
 from streams.parsing import normalize_level
-from streams.pipeline import PipelineConfig
-from streams.runner import EmbeddedRunner
 
 __all__ = ["create_app", "parse_time"]
 
@@ -59,30 +59,21 @@ def parse_time(value: str | None, *, now: float | None = None) -> float | None:
     return dt.timestamp()
 
 
-def pipeline_config(s: Settings) -> PipelineConfig:
-    return PipelineConfig(
-        window_seconds=s.window_seconds, log_format=s.log_format, year=s.default_year,
-        max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
-        hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
-        min_anomaly_score=s.min_anomaly_score,
-    )
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> FastAPI:
+    """The API. ``embedded``: spool + in-process pipeline + SQLite. ``full``: RabbitMQ + Elasticsearch."""
     s = settings or get_settings()
+    build = {"embedded": build_embedded, "full": build_full}[mode]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = SqliteStore(s.db_path)
-        runner = EmbeddedRunner(store, pipeline_config(s), checkpoint_path=s.checkpoint_path,
-                                checkpoint_seconds=s.checkpoint_seconds)
-        runner.start()
-        app.state.store, app.state.runner = store, runner
-        log.info("SmartLogs %s embedded: store %s", __version__, s.db_path)
+        transport, store = build(s)
+        await transport.start()
+        app.state.transport, app.state.store = transport, store
+        log.info("SmartLogs %s started in %s mode", __version__, mode)
         try:
             yield
         finally:
-            runner.stop()
+            await transport.stop()
             store.close()
 
     app = FastAPI(
@@ -133,31 +124,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def ingest(request: Request):
         body = await _read_limited(request, s.max_body_bytes)
-        store: SqliteStore = request.app.state.store
-        runner: EmbeddedRunner = request.app.state.runner
-
-        def accept() -> list[str]:
-            items = decode_body(
-                body,
-                content_type=request.headers.get("content-type"),
-                content_encoding=request.headers.get("content-encoding"),
-                max_bytes=s.max_body_bytes,
-                max_line_length=s.max_line_length,
-            )
-            if store.spool_backlog() + len(items) > s.max_backlog_events:
-                raise IngestError(503, "backlog_full",
-                                  "the pipeline is behind; retry after a few seconds", retry_after=2)
-            token, now = secrets.token_hex(6), time.time()
-            for i, item in enumerate(items):
-                item.setdefault("id", f"{token}-{i}")
-                item["received"] = now
-                item["source"] = "http"
-            store.spool_append(items)
-            return [item["id"] for item in items]
-
-        ids = await run_in_threadpool(accept)
-        runner.wake()
-        return {"accepted": len(ids), "ids": ids}
+        items = await run_in_threadpool(
+            decode_body, body,
+            content_type=request.headers.get("content-type"),
+            content_encoding=request.headers.get("content-encoding"),
+            max_bytes=s.max_body_bytes,
+            max_line_length=s.max_line_length,
+        )
+        batch_id, now = secrets.token_hex(6), time.time()
+        for i, item in enumerate(items):
+            item.setdefault("id", f"{batch_id}-{i}")
+            item["received"] = now
+            item["source"] = "http"
+        await request.app.state.transport.accept(items, batch_id)
+        return {"accepted": len(items), "ids": [item["id"] for item in items]}
 
     # -- queries --------------------------------------------------------------------------
     @app.get("/api/events", summary="Search stored events, newest first")
@@ -197,11 +177,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", summary="Is the pipeline up?")
     def healthz(request: Request):
-        runner: EmbeddedRunner = request.app.state.runner
-        st = runner.status()
-        ok = st["running"]
-        body = {"status": "ok" if ok else "down", "mode": "embedded", "version": __version__,
-                "pipeline": st}
+        transport = request.app.state.transport
+        ok, detail = transport.health()
+        body = {"status": "ok" if ok else "down", "mode": transport.mode, "version": __version__,
+                **detail}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

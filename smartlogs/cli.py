@@ -79,10 +79,8 @@ def up(
     import uvicorn
 
     from ingest_api.app import create_app
-    from smartlogs.settings import Settings
 
-    overrides = {k: v for k, v in (("host", host), ("port", port), ("data_dir", data_dir)) if v is not None}
-    settings = Settings(**overrides)
+    settings = _settings_from(host, port, data_dir)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
@@ -97,6 +95,69 @@ def up(
     sys.setswitchinterval(0.0005)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False)
+
+
+def _settings_from(host, port, data_dir):
+    from smartlogs.settings import Settings
+
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("data_dir", data_dir)) if v is not None}
+    return Settings(**overrides)
+
+
+@app.command()
+def api(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (env SMARTLOGS_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (env SMARTLOGS_PORT).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Full stack: run only the ingest/query API (RabbitMQ for ingest, Elasticsearch for queries).
+
+    Configured by SMARTLOGS_AMQP_URL, SMARTLOGS_AMQP_QUEUE, SMARTLOGS_ES_URL,
+    SMARTLOGS_ES_INDEX_PREFIX. Answers 202 only after RabbitMQ confirmed the batch, 503 with
+    Retry-After while the broker is unreachable.
+    """
+    import uvicorn
+
+    from ingest_api.app import create_app
+
+    settings = _settings_from(host, port, None)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"[bold green]SmartLogs {__version__}[/] API (full stack) on "
+                  f"http://{settings.host}:{settings.port} → {settings.amqp_url.split('@')[-1]} "
+                  f"queue {settings.amqp_queue}; queries from {settings.es_url}")
+    uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
+                log_level=log_level.lower(), access_log=False)
+
+
+@app.command()
+def bridge(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Full stack: move batches from RabbitMQ to Kafka (ack to RabbitMQ only after Kafka acked).
+
+    Configured by SMARTLOGS_AMQP_URL, SMARTLOGS_AMQP_QUEUE, SMARTLOGS_AMQP_DLQ,
+    SMARTLOGS_AMQP_PREFETCH, SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC.
+    """
+    import asyncio
+
+    from bridge.bridge import run_bridge
+    from smartlogs.settings import get_settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_bridge(get_settings()))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Full stack: the Faust stream worker (Kafka → pipeline → Elasticsearch).
+
+    Extra arguments go to Faust's own CLI, e.g. `smartlogs worker agents`,
+    `smartlogs worker tables`; default `worker -l info`. Configured by
+    SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC, SMARTLOGS_ES_URL, SMARTLOGS_DATA_DIR.
+    """
+    from streams.worker import main as worker_main
+
+    worker_main(list(ctx.args) or None)
 
 
 @app.command()

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     kafka_topic: str = Field("smartlogs.raw", description="Topic of raw line batches, keyed by host.")
     kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")
     kafka_partitions: int = Field(4, description="Partitions of the raw topic.")
+    worker_id: str = Field("smartlogs-worker", description="Faust app id: consumer group and changelog prefix.")
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
     es_index_prefix: str = Field("smartlogs-events", description="Daily indices <prefix>-YYYY.MM.DD.")
 

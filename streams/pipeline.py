@@ -45,6 +45,16 @@ class PipelineConfig:
     anomaly_quantile: float = 0.995
     min_anomaly_score: float = 0.7
 
+    @classmethod
+    def from_settings(cls, s) -> "PipelineConfig":
+        """From a ``smartlogs.settings.Settings`` (duck-typed: the core imports no settings)."""
+        return cls(
+            window_seconds=s.window_seconds, log_format=s.log_format, year=s.default_year,
+            max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
+            hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
+            min_anomaly_score=s.min_anomaly_score,
+        )
+
 
 class Pipeline:
     """All per-line processing state in one picklable object."""

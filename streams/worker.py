@@ -1,0 +1,129 @@
+"""Kafka mode: the same ``Pipeline`` driven by faust-streaming agents.
+
+    smartlogs worker                     # or: faust -A streams.worker worker -l info
+    faust -A streams.worker agents       # Faust's own commands keep working
+    faust -A streams.worker tables
+
+Topic ``smartlogs.raw`` carries batches of items (JSON arrays, up to a few hundred lines of
+one host each, keyed by host: the bridge makes them). One Faust message per batch, not per
+line: Faust's per-message cost (~200 µs, architecture.md) is then shared by the batch.
+
+Per message the ``process`` agent runs the pipeline, writes the events to Elasticsearch
+(bulk, ``op_type=create`` with the event id as ``_id``: a re-delivered batch is absorbed),
+sends documents Elasticsearch rejects to the dead-letter topic, and adds the **new** events
+(those the sink did not already have) to the ``window_counts`` table, one update per key
+per batch. The table is backed by its Kafka changelog, so a restarted worker recovers its
+windows. The offset of a message is committed only after the agent moved past it, i.e.
+after the sink acknowledged the write.
+
+Model state (templates, trees, threshold) is checkpointed to the data directory every few
+seconds; after a restart the worker resumes from the last committed offset with the last
+checkpoint, so in Kafka mode the model may relearn or skip a few seconds of lines (the
+stored events are exact either way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from functools import partial
+
+import faust
+import orjson
+
+from smartlogs.settings import get_settings
+from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.windows import count_windows
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+WINDOW = settings.window_seconds
+
+app = faust.App(
+    settings.worker_id,
+    broker=[f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",")],
+    store="memory://",
+    topic_partitions=settings.kafka_partitions,
+    datadir=str(settings.data_dir / "faust"),
+    producer_acks=-1,
+    web_enabled=False,
+)
+
+raw_topic = app.topic(settings.kafka_topic, key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw",
+                      partitions=settings.kafka_partitions)
+dead_letters = app.topic(settings.kafka_dlq_topic, value_type=bytes, value_serializer="raw")
+
+# (window start, dimension, key) → count, over events the sink newly stored
+window_counts = app.Table("window_counts", default=int, partitions=settings.kafka_partitions,
+                          key_type=str, value_type=int)
+
+_config = PipelineConfig.from_settings(settings)
+_ckpt = settings.data_dir / "worker.ckpt"
+pipeline: Pipeline = load_checkpoint(_ckpt, _config) or Pipeline(_config)
+_store = None
+_rejected: list[dict] = []
+_rejected_lock = threading.Lock()
+
+
+def _dead_letter(docs: list[dict]) -> None:  # called in the sink's thread
+    with _rejected_lock:
+        _rejected.extend(docs)
+
+
+def store():
+    global _store
+    if _store is None:
+        from smartlogs.store.elasticsearch import ElasticsearchStore
+
+        _store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
+                                    dead_letter=_dead_letter, window_seconds=WINDOW)
+    return _store
+
+
+def window_key(start: float, dim: str, key: str) -> str:
+    return f"{int(start)}|{dim}|{key}"
+
+
+@app.agent(raw_topic)
+async def process(batches):
+    loop = asyncio.get_running_loop()
+    async for value in batches:
+        try:
+            items = orjson.loads(value)
+            if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
+                raise ValueError("expected a JSON array of items with ids")
+        except ValueError as exc:
+            await dead_letters.send(value=orjson.dumps({"error": f"undecodable batch: {exc}",
+                                                        "body": value.decode("utf-8", "replace")}))
+            continue
+        events = pipeline.process(items)
+        # blocking bulk write off the event loop; retried inside until Elasticsearch takes it
+        await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+        new = [e for e in events if "seq" in e]
+        for (start, dim, key), n in count_windows(new, WINDOW).items():
+            window_counts[window_key(start, dim, key)] += n
+        with _rejected_lock:
+            rejected, _rejected[:] = list(_rejected), []
+        for doc in rejected:
+            await dead_letters.send(value=orjson.dumps(doc, default=str))
+
+
+@app.timer(interval=settings.checkpoint_seconds)
+async def checkpoint() -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(pipeline, _ckpt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run Faust's CLI on this app (default: `worker -l info`)."""
+    import sys
+
+    sys.argv = ["smartlogs-worker", *(argv or ["worker", "-l", "info"])]
+    app.main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
