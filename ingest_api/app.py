@@ -18,13 +18,14 @@ from typing import Annotated
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.decode import IngestError, decode_body
 from ingest_api.transports import build_embedded, build_full
-from smartlogs import __version__
+from smartlogs import __version__, metrics
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
 from streams.parsing import normalize_level
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     # -- errors: always JSON, always saying what is wrong ---------------------------------
     @app.exception_handler(IngestError)
     async def _ingest_error(request: Request, exc: IngestError):
+        metrics.REQUESTS_REJECTED.labels(exc.body["error"]).inc()
         headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
@@ -131,12 +133,15 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             max_bytes=s.max_body_bytes,
             max_line_length=s.max_line_length,
         )
+        metrics.EVENTS_RECEIVED.labels("http").inc(len(items))
         batch_id, now = secrets.token_hex(6), time.time()
         for i, item in enumerate(items):
             item.setdefault("id", f"{batch_id}-{i}")
             item["received"] = now
             item["source"] = "http"
-        await request.app.state.transport.accept(items, batch_id)
+        with metrics.ACCEPT_SECONDS.time():
+            await request.app.state.transport.accept(items, batch_id)
+        metrics.EVENTS_ACCEPTED.labels("http").inc(len(items))
         return {"accepted": len(items), "ids": [item["id"] for item in items]}
 
     # -- queries --------------------------------------------------------------------------
@@ -174,6 +179,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @app.get("/api/templates", summary="Mined templates with their counts")
     def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
         return {"templates": request.app.state.store.templates(limit=limit)}
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    def prometheus_metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="Is the pipeline up?")
     def healthz(request: Request):

@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from smartlogs import metrics
 from smartlogs.store.sqlite import SqliteStore
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
 
@@ -131,6 +132,8 @@ class EmbeddedRunner:
             return 0
         items = [item for _, group in batches for item in group]
         events = self.pipeline.process(items)
+        metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
+        metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
         if self._writer is not None and self._writer.is_alive():
             self._pending.put((events, last_seq))
@@ -140,12 +143,16 @@ class EmbeddedRunner:
         return len(items)
 
     def _write(self, events: list[dict], last_seq: int) -> None:
-        new = self.store.write(events, window_seconds=self.config.window_seconds,
-                               applied_seq=last_seq)
+        with metrics.SINK_SECONDS.labels("sqlite").time():
+            new = self.store.write(events, window_seconds=self.config.window_seconds,
+                                   applied_seq=last_seq)
         self.processed += new
         if new:
             self.last_event_at = time.time()
             stored = [e for e in events if "seq" in e]
+            metrics.EVENTS_PROCESSED.labels("sink").inc(new)
+            metrics.ANOMALIES.inc(sum(1 for e in stored if e["anomaly"]))
+            metrics.LAST_EVENT.labels("sink").set(self.last_event_at)
             for cb in self._listeners:
                 try:
                     cb(stored)
@@ -164,6 +171,7 @@ class EmbeddedRunner:
                         self._write(*job)
                         break
                     except Exception as exc:  # noqa: BLE001
+                        metrics.SINK_FAILURES.labels("sqlite").inc()
                         self.errors += 1
                         self.last_error = f"store: {type(exc).__name__}: {exc}"
                         log.exception("store write failed; retrying in %.1fs", delay)
@@ -194,10 +202,12 @@ class EmbeddedRunner:
         self._last_ckpt = time.monotonic()
 
     def status(self) -> dict:
+        backlog = self.store.spool_backlog()
+        metrics.BACKLOG.set(backlog)
         return {
             "running": self.alive and self._writer is not None and self._writer.is_alive(),
             "processed": self.processed,
-            "backlog": self.store.spool_backlog(),
+            "backlog": backlog,
             "errors": self.errors,
             "last_error": self.last_error,
             "last_event_at": self.last_event_at,

@@ -172,3 +172,28 @@ def test_fts_query_syntax_never_errors(app_client):
     for q in ['"', "(", "AND", "NOT *", "a:b", "-", "😀"]:
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 200, (q, r.text)
+
+
+def test_metrics_move_when_events_flow(app_client):
+    def value(name: str) -> float:
+        text = app_client.get("/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    before_acc = value('smartlogs_events_accepted_total{source="http"}')
+    before_rej = value('smartlogs_requests_rejected_total{reason="invalid_json"}')
+    before_sink = value('smartlogs_events_processed_total{stage="sink"}')
+    app_client.post("/ingest", json=[{"message": "m1"}, {"message": "m2"}])
+    app_client.post("/ingest", content=b"{", headers={"Content-Type": "application/json"})
+    wait_stored(app_client, 2)
+    assert value('smartlogs_events_accepted_total{source="http"}') == before_acc + 2
+    assert value('smartlogs_requests_rejected_total{reason="invalid_json"}') == before_rej + 1
+    import time
+    deadline = time.monotonic() + 5  # the counter moves just after the commit that made them visible
+    while value('smartlogs_events_processed_total{stage="sink"}') < before_sink + 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "smartlogs_queue_publish_seconds_bucket" in app_client.get("/metrics").text

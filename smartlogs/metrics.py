@@ -1,0 +1,48 @@
+"""Prometheus metrics shared by every SmartLogs service (prometheus-client, default registry).
+
+Each process exposes them at ``/metrics`` (the API on its own port; the bridge and the worker
+on ``SMARTLOGS_METRICS_PORT``). Names follow Prometheus conventions: ``_total`` counters,
+``_seconds`` histograms, labels with small fixed value sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS",
+    "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
+    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "BRIDGE_MESSAGES", "BRIDGE_LINES",
+    "BRIDGE_RECONNECTS", "CONSUMER_LAG",
+]
+
+_LAT = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+EVENTS_RECEIVED = Counter("smartlogs_events_received_total",
+                          "Events in requests that decoded successfully", ["source"])
+EVENTS_ACCEPTED = Counter("smartlogs_events_accepted_total",
+                          "Events durably taken (spool commit or broker confirm)", ["source"])
+REQUESTS_REJECTED = Counter("smartlogs_requests_rejected_total",
+                            "Ingest requests refused, by error code", ["reason"])
+ACCEPT_SECONDS = Histogram("smartlogs_queue_publish_seconds",
+                           "Time to durably hand a batch to the queue (spool or RabbitMQ)",
+                           buckets=_LAT)
+EVENTS_PROCESSED = Counter("smartlogs_events_processed_total",
+                           "Events through the pipeline, by stage", ["stage"])
+ANOMALIES = Counter("smartlogs_anomalies_total", "Events flagged as anomalies")
+SINK_SECONDS = Histogram("smartlogs_sink_write_seconds", "Store bulk write latency", ["store"],
+                         buckets=_LAT)
+SINK_FAILURES = Counter("smartlogs_sink_failures_total", "Store writes that failed (retried)",
+                        ["store"])
+DEAD_LETTERED = Counter("smartlogs_dead_lettered_total", "Messages/documents dead-lettered",
+                        ["hop"])
+MODEL_WARMED_UP = Gauge("smartlogs_model_warmed_up", "1 once the anomaly model left warm-up")
+BACKLOG = Gauge("smartlogs_backlog_events", "Accepted events not yet processed (embedded spool)")
+LAST_EVENT = Gauge("smartlogs_last_event_timestamp_seconds",
+                   "Wall-clock time of the last stored event", ["stage"])
+BRIDGE_MESSAGES = Counter("smartlogs_bridge_messages_total",
+                          "AMQP messages moved to Kafka (acked)", ["outcome"])
+BRIDGE_LINES = Counter("smartlogs_bridge_lines_total", "Lines produced to Kafka")
+BRIDGE_RECONNECTS = Counter("smartlogs_bridge_reconnects_total", "Reconnections", ["side"])
+CONSUMER_LAG = Gauge("smartlogs_consumer_lag_messages", "Kafka consumer lag per partition",
+                     ["topic", "partition"])
