@@ -93,7 +93,7 @@ class BackoffRobustConnection(RobustConnection):
         self._backoff_base = float(value) if value is not None else RECONNECT_BASE
 
     async def _on_connection_close(self, closing: asyncio.Future) -> None:
-        if self._lost_at is None and not self._close_called:
+        if self._lost_at is None and not self._close_called and self.connection_attempt:
             self._lost_at = time.monotonic()
             log.warning("RabbitMQ connection %s lost; reconnecting with backoff", self)
         await super()._on_connection_close(closing)
@@ -152,8 +152,8 @@ class AmqpPublisher:
         except Exception as exc:
             reason = _describe(exc)
             self._last_error = reason
-            log.warning("RabbitMQ %s unavailable (%s); retrying in the background", _safe_url(self.url),
-                        reason)
+            log.warning("RabbitMQ %s unavailable (%s); retrying in the background",
+                        _safe_url(self.url), reason)
             if self._retry_task is None or self._retry_task.done():
                 self._retry_task = asyncio.create_task(self._retry_connect(),
                                                        name="amqp-publisher-connect")
@@ -222,7 +222,8 @@ class AmqpPublisher:
         """Publish one batch as one message; return only after the broker confirmed it."""
         if not self.connected:
             self.failed += 1
-            why = "reconnecting" if self._connection is not None else (self._last_error or "not started")
+            why = ("reconnecting" if self._connection is not None
+                   else self._last_error or "not started")
             raise QueueUnavailable(f"RabbitMQ not connected ({why})")
         message = aio_pika.Message(
             orjson.dumps(items),
@@ -241,7 +242,8 @@ class AmqpPublisher:
             raise QueueUnavailable(f"no publisher confirm within {self.timeout:g} s") from None
         except aio_pika.exceptions.PublishError:  # Basic.Return: nothing routes to the queue
             self.failed += 1
-            raise QueueUnavailable(f"message returned: queue {self.queue!r} does not exist") from None
+            raise QueueUnavailable(
+                f"message returned: queue {self.queue!r} does not exist") from None
         except aio_pika.exceptions.DeliveryError as exc:  # Basic.Nack/Reject
             self.failed += 1
             raise QueueUnavailable(f"broker refused the message: {_describe(exc)}") from None

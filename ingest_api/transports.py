@@ -99,7 +99,7 @@ class AmqpTransport:
         except QueueUnavailable as exc:
             raise IngestError(503, "queue_unavailable",
                               f"the message broker did not take the batch ({exc}); retry later",
-                              retry_after=5) from None
+                              retry_after=exc.retry_after) from None
 
     def health(self) -> tuple[bool, dict]:
         ok = bool(self.publisher.connected)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 settings = get_settings()
 WINDOW = settings.window_seconds
+settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     settings.worker_id,

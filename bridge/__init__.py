@@ -1,0 +1,5 @@
+"""RabbitMQ → Kafka bridge: HTTP batches in, host-keyed line batches out (see ``bridge.bridge``)."""
+
+from bridge.bridge import Bridge, InvalidBatch, decode_batch, run_bridge
+
+__all__ = ["Bridge", "InvalidBatch", "decode_batch", "run_bridge"]

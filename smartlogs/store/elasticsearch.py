@@ -1,0 +1,713 @@
+r"""Full-stack store: Elasticsearch 8.x, with the same write/query interface as SqliteStore.
+
+Layout
+  <prefix>-YYYY.MM.DD   one index per UTC day of EVENT time (``ts``), created on first write by
+                        the composable index template ``<prefix>`` (pattern ``<prefix>-*``).
+                        An event always lands in the same index, so its id is a stable ``_id``:
+                        ``op_type=create`` makes a retry or a replay a no-op (409 = "already
+                        stored"). Retention = deleting whole old indices (``delete_before``),
+                        which also works on distributions without ILM or ``_delete_by_query``.
+
+Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change the mapping)
+  @timestamp date (event time, what Kibana uses), ts double (exact epoch seconds: filters and
+  sort), keyword host/component/level/template_id/source/format/pid/id, message text (standard
+  analyzer, for Kibana) + message.keyword, words (the message's words: what the API's ``q``
+  matches, so search behaves like the embedded FTS5 index), template keyword + template.text,
+  params keyword, score float,
+  anomaly/warming_up/parse_ok/truncated boolean, reason text + reason.keyword, received date
+  (epoch seconds), stored_at date (epoch ms), seq long, raw (kept, not indexed), fields flattened.
+
+Sequence numbers
+  ``seq`` = microseconds since the epoch at write time + the position in the batch, strictly
+  increasing within a process; ``search(EventQuery(after_seq=N))`` tails by it. Documents become
+  searchable at the next refresh (``refresh_interval`` 1s), or before ``write`` returns with
+  ``refresh="wait_for"``. The tail is exact for one writer with ``refresh="wait_for"``; without
+  it (or with several writers, whose clocks interleave) a reader can see a higher seq before a
+  lower one becomes visible and skip the latter: tailing is then best effort, like ``tail -f``
+  over a refresh interval. ``total``/``last_seq`` only count refreshed documents.
+
+Writes
+  ``helpers.streaming_bulk`` (chunks of 2000, bodies pre-serialised with orjson). Per item:
+  201 → new; 409 → already stored; 429/5xx, a lost connection, a timeout or a refusal that is
+  about the cluster, not the document (read-only block, auth, closed index) → retried with
+  exponential backoff (only the items without a definite answer; ``create`` makes that safe),
+  then ``StoreUnavailable``;
+  any other 4xx (mapping errors, ...) → ``dead_letter([{"event", "error"}])``, or
+  ``DocumentsRejected`` when there is no dead-letter callback. A 409 on a retried item is
+  checked against the ``seq`` we sent (``mget``): if it is ours, the earlier attempt stored it
+  and it is counted as new, so the return value stays exact across lost responses.
+
+Queries never use ``GET /`` (the minimal distribution answers 405) and tolerate a pattern that
+matches no index yet (``ignore_unavailable``/``allow_no_indices``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+
+import orjson
+from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch.helpers import streaming_bulk
+from elasticsearch.serializer import OrjsonSerializer
+
+from smartlogs.store.base import EventQuery, SearchResult
+from streams.pipeline import _iso  # one formatter for every timestamp we emit
+
+__all__ = [
+    "ElasticsearchStore", "ElasticsearchStoreError", "StoreUnavailable", "DocumentsRejected",
+    "index_template",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+TEMPLATE_PRIORITY = 200
+MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
+MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
+QUERY_RETRIES = 1             # queries fail fast (a user waits); writes retry max_retries times
+KEYWORD_IGNORE_ABOVE = 1024   # longer values are kept in _source but not indexed (never rejected)
+# words as FTS5's unicode61 tokenizer sees them: runs of letters and digits ("_" separates)
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_DAY = re.compile(r"\d{4}\.\d{2}\.\d{2}")
+
+# the event keys, in the order SqliteStore returns them
+_COLUMNS = (
+    "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
+    "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
+    "warming_up", "parse_ok", "format", "truncated", "fields",
+)
+_FLAGS = ("anomaly", "warming_up", "parse_ok", "truncated")
+_PASSTHROUGH = ("timestamp", "source", "host", "component", "pid", "level", "message", "raw",
+                "template_id", "template", "params", "score", "reason", "format")
+
+
+class ElasticsearchStoreError(Exception):
+    """Base class of this store's own errors."""
+
+
+class StoreUnavailable(ElasticsearchStoreError):
+    """Elasticsearch did not take (part of) a batch after every retry; retrying later is safe."""
+
+    def __init__(self, message: str, *, stored: int = 0, pending: int = 0):
+        super().__init__(message)
+        self.stored = stored      # newly stored before giving up (those events carry "seq")
+        self.pending = pending    # events without a definite answer
+
+
+class DocumentsRejected(ElasticsearchStoreError):
+    """Elasticsearch refused documents for good and the store has no dead-letter callback."""
+
+    def __init__(self, rejected: list[dict], *, stored: int = 0):
+        first = rejected[0]["error"] if rejected else ""
+        super().__init__(f"{len(rejected)} document(s) rejected, e.g. {first}")
+        self.rejected = rejected  # [{"event": e, "error": reason}]
+        self.stored = stored
+
+
+def _keyword(**extra) -> dict:
+    return {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE, **extra}
+
+
+def index_template(prefix: str) -> dict:
+    """The composable index template body for ``<prefix>-*`` (PUT _index_template/<prefix>)."""
+    return {
+        "index_patterns": [f"{prefix}-*"],
+        "priority": TEMPLATE_PRIORITY,
+        "version": SCHEMA_VERSION,
+        "_meta": {"managed_by": "smartlogs",
+                  "description": "SmartLogs events, one index per UTC day of event time"},
+        "template": {
+            "settings": {
+                "index": {
+                    "number_of_shards": 1,
+                    "auto_expand_replicas": "0-1",   # green on one node, a replica on two
+                    "refresh_interval": "1s",
+                    "query": {"default_field": ["message"]},  # Kibana free-text searches
+                },
+            },
+            "mappings": {
+                "dynamic": False,
+                "_meta": {"schema_version": SCHEMA_VERSION},
+                "_source": {"excludes": ["words"]},
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "timestamp": {"type": "date", "ignore_malformed": True},  # copy of @timestamp
+                    "ts": {"type": "double"},
+                    "id": _keyword(),
+                    "received": {"type": "date", "format": "epoch_second"},
+                    "stored_at": {"type": "date", "format": "epoch_millis"},
+                    "seq": {"type": "long"},
+                    "source": _keyword(),
+                    "host": _keyword(),
+                    "component": _keyword(),
+                    "pid": _keyword(),
+                    "level": _keyword(),
+                    "format": _keyword(),
+                    "message": {"type": "text", "analyzer": "standard",
+                                "fields": {"keyword": _keyword()}},
+                    # the message's words, space-separated (not kept in _source): the
+                    # API's q matches these, so "workerEnv" finds "workerEnv.init()" and
+                    # "218" finds "rhost=218.188.2.4", exactly like the embedded FTS5 index
+                    "words": {"type": "text", "analyzer": "standard", "norms": False,
+                              "index_options": "docs"},
+                    "raw": {"type": "text", "index": False},
+                    "template_id": _keyword(),
+                    "template": {"type": "keyword", "ignore_above": 4096,
+                                 "fields": {"text": {"type": "text", "analyzer": "standard"}}},
+                    "params": _keyword(),
+                    "score": {"type": "float"},
+                    "anomaly": {"type": "boolean"},
+                    "reason": {"type": "text", "analyzer": "standard",
+                               "fields": {"keyword": _keyword()}},
+                    "warming_up": {"type": "boolean"},
+                    "parse_ok": {"type": "boolean"},
+                    "truncated": {"type": "boolean"},
+                    "fields": {"type": "flattened", "ignore_above": KEYWORD_IGNORE_ABOVE},
+                },
+            },
+        },
+    }
+
+
+def _doc_id(event_id: str) -> str:
+    if len(event_id.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _aligned(t: float, size: int) -> float:
+    """The first window start ≥ t: stats select whole windows by their start, like SqliteStore."""
+    return math.ceil(t / size) * size
+
+
+class _Pending:
+    __slots__ = ("event", "index", "id", "seq", "body", "attempts")
+
+    def __init__(self, event: dict, index: str, doc_id: str, seq: int, body: bytes):
+        self.event, self.index, self.id, self.seq, self.body = event, index, doc_id, seq, body
+        self.attempts = 0
+
+    def action(self) -> tuple[dict, bytes]:
+        return {"create": {"_index": self.index, "_id": self.id}}, self.body
+
+
+class ElasticsearchStore:
+    """Event sink and query backend on Elasticsearch 8.x (same interface as SqliteStore)."""
+
+    def __init__(self, url: str, *, index_prefix: str = "smartlogs-events",
+                 dead_letter: Callable[[list[dict]], None] | None = None,
+                 refresh: bool | str = False, max_retries: int = 8, window_seconds: int = 60,
+                 request_timeout: float = 30.0, chunk_size: int = 2000,
+                 backoff: float = 0.1, max_backoff: float = 5.0,
+                 client: Elasticsearch | None = None):
+        if index_prefix != index_prefix.lower() or not index_prefix or any(
+                c in index_prefix for c in ' "*\\<|,>/?#:'):
+            raise ValueError(f"invalid index prefix {index_prefix!r} (lowercase, no wildcards)")
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.url = url
+        self.index_prefix = index_prefix
+        self.pattern = f"{index_prefix}-*"
+        self.template_name = index_prefix
+        self.window_seconds = int(window_seconds)
+        self.max_retries = max_retries
+        self.chunk_size = chunk_size
+        self.dead_lettered = 0  # documents refused for good so far (dead-lettered or raised)
+        self._dead_letter = dead_letter
+        self._refresh = ("true" if refresh else None) if isinstance(refresh, bool) else refresh
+        self._backoff, self._max_backoff = backoff, max_backoff
+        self._owns_client = client is None
+        self._es = client or Elasticsearch(
+            url, request_timeout=request_timeout, serializer=OrjsonSerializer(),
+            max_retries=2, retry_on_timeout=True,
+        )
+        # the bulk path retries by itself: it must know which attempt got which answer
+        self._bulk_es = self._es.options(max_retries=0, retry_on_timeout=False)
+        self._setup_done = False
+        self._setup_lock = threading.Lock()
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+
+    # -- setup ----------------------------------------------------------------------------
+    def ensure_setup(self) -> None:
+        """Install (or update) the index template. Idempotent; called lazily by the first write."""
+        with self._setup_lock:
+            if self._setup_done:
+                return
+            self._retrying("put index template", lambda: self._es.indices.put_index_template(
+                name=self.template_name, **index_template(self.index_prefix)))
+            self._setup_done = True
+
+    def _retrying(self, what: str, fn: Callable, retries: int | None = None):
+        retries = self.max_retries if retries is None else retries
+        for attempt in range(retries + 1):
+            try:
+                return fn()
+            except (TransportError, ApiError) as exc:
+                status = getattr(exc, "status_code", None)
+                transient = status is None or status == 429 or status >= 500
+                if not transient or attempt == retries:
+                    if transient:
+                        raise StoreUnavailable(f"{what}: {exc}") from exc
+                    raise
+                log.warning("%s failed (%s); retrying", what, exc)
+                self._sleep(attempt)
+
+    def _sleep(self, attempt: int) -> None:
+        delay = min(self._max_backoff, self._backoff * 2 ** attempt)
+        time.sleep(delay * (0.5 + random.random() / 2))
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._es.close()
+
+    def health(self) -> dict:
+        """Cluster health (``GET /_cluster/health``: this distribution has no ``GET /``)."""
+        try:
+            resp = self._es.options(request_timeout=5).cluster.health()
+        except (TransportError, ApiError) as exc:
+            return {"status": "unreachable", "error": str(exc)}
+        return {"status": resp["status"], "nodes": resp["number_of_nodes"]}
+
+    # -- sink -----------------------------------------------------------------------------
+    def _next_seqs(self, n: int) -> int:
+        with self._seq_lock:
+            base = max(time.time_ns() // 1000, self._last_seq + 1)
+            self._last_seq = base + n - 1
+            return base
+
+    def write(self, events: list[dict], *, window_seconds: int = 60, applied_seq: int = 0) -> int:
+        """Store a batch idempotently; return how many events were new (those get ``e["seq"]``).
+
+        ``window_seconds`` and ``applied_seq`` are accepted for interface compatibility: windows
+        are aggregated at query time here, and the stream's offsets are the transport's business.
+        """
+        if not events:
+            return 0
+        self.ensure_setup()
+        seen: set = set()
+        batch: list[dict] = []
+        for e in events:  # a repeated id within the batch: the first one wins (like SqliteStore)
+            key = e.get("id") if isinstance(e, dict) else None
+            if key is not None:  # (no id: dead-lettered below, never dropped silently)
+                key = str(key)
+                if key in seen:
+                    continue
+                seen.add(key)
+            batch.append(e)
+        base = self._next_seqs(len(batch))
+        stored_at = time.time_ns() // 1_000_000
+        pending: list[_Pending] = []
+        dead: list[dict] = []
+        for i, e in enumerate(batch):
+            try:
+                pending.append(self._prepare(e, base + i, stored_at))
+            except Exception as exc:  # noqa: BLE001 - a malformed event must not sink the batch
+                dead.append({"event": e,
+                             "error": f"unindexable event: {type(exc).__name__}: {exc}"})
+
+        # group by daily index: a chunk then touches few shards (one translog sync each), which
+        # matters when a replay spreads a batch over many days; seq keeps the batch order
+        pending.sort(key=lambda p: p.index)
+        new = 0
+        verify: list[_Pending] = []
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep(attempt - 1)
+            retry: list[_Pending] = []
+            done = 0
+            try:
+                for ok, info in streaming_bulk(
+                    self._bulk_es, [p.action() for p in pending],
+                    chunk_size=self.chunk_size, max_chunk_bytes=10 * 1024 * 1024,
+                    expand_action_callback=_identity, raise_on_error=False,
+                    raise_on_exception=False, max_retries=0,
+                    filter_path="errors,items.*.status,items.*.error",  # a much smaller answer
+                    **({"refresh": self._refresh} if self._refresh else {}),
+                ):
+                    p = pending[done]
+                    done += 1
+                    p.attempts += 1
+                    item = next(iter(info.values()))
+                    status = item.get("status", 500)
+                    if 200 <= status < 300:
+                        new += 1
+                        p.event["seq"] = p.seq
+                    elif status == 409:
+                        if p.attempts > 1:  # an earlier attempt may have stored it
+                            verify.append(p)
+                    elif status == 429 or status >= 500 or _store_side(status, item):
+                        retry.append(p)
+                    else:
+                        dead.append({"event": p.event, "error": _reason(item)})
+            except TransportError as exc:
+                # no answer for the rest (a chunk may or may not have been applied)
+                for p in pending[done:]:
+                    p.attempts += 1
+                retry.extend(pending[done:])
+                log.warning("bulk write to %s failed (%s): %d document(s) to retry",
+                            self.url, exc, len(pending) - done)
+            if retry:
+                log.warning("bulk write: %d document(s) not taken yet (attempt %d of %d)",
+                            len(retry), attempt + 1, self.max_retries + 1)
+            pending = retry
+            if not pending:
+                break
+        if verify:
+            new += self._verify_ours(verify)
+        if dead:
+            self.dead_lettered += len(dead)
+            log.error("Elasticsearch rejected %d document(s), e.g. %s", len(dead), dead[0]["error"])
+            if self._dead_letter is not None:
+                self._dead_letter(dead)
+        if pending:
+            raise StoreUnavailable(
+                f"Elasticsearch at {self.url} did not take {len(pending)} document(s) after "
+                f"{self.max_retries + 1} attempts", stored=new, pending=len(pending))
+        if dead and self._dead_letter is None:
+            raise DocumentsRejected(dead, stored=new)
+        return new
+
+    def _prepare(self, e: dict, seq: int, stored_at: int) -> _Pending:
+        event_id = e["id"]
+        if not isinstance(event_id, str):
+            event_id = str(event_id)
+        ts = float(e["ts"])
+        iso = _iso(ts)
+        doc: dict = {"@timestamp": iso, "id": event_id, "ts": ts}
+        for k in _PASSTHROUGH:
+            v = e.get(k)
+            if v is not None:
+                doc[k] = v
+        message = e.get("message")
+        if isinstance(message, str):
+            doc["words"] = " ".join(_TOKEN.findall(message))
+        if "timestamp" not in doc:
+            doc["timestamp"] = iso
+        received = e.get("received")
+        if received is not None:
+            doc["received"] = received
+        for k in _FLAGS:
+            doc[k] = bool(e.get(k))
+        fields = e.get("fields")
+        if fields:
+            doc["fields"] = fields
+        doc["stored_at"] = stored_at
+        doc["seq"] = seq
+        index = f"{self.index_prefix}-{iso[:10].replace('-', '.')}"
+        return _Pending(e, index, _doc_id(event_id), seq,
+                        orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS))
+
+    def _verify_ours(self, items: list[_Pending]) -> int:
+        """409s after a lost answer: count those whose stored seq is the one we sent."""
+        new = 0
+        for i in range(0, len(items), 1000):
+            chunk = items[i:i + 1000]
+            resp = self._retrying("mget", lambda: self._es.mget(
+                docs=[{"_index": p.index, "_id": p.id} for p in chunk], source_includes=["seq"]))
+            for p, doc in zip(chunk, resp["docs"]):
+                if doc.get("found") and (doc.get("_source") or {}).get("seq") == p.seq:
+                    new += 1
+                    p.event["seq"] = p.seq
+        return new
+
+    # -- queries --------------------------------------------------------------------------
+    def _search(self, **body):
+        resp = self._retrying("search", lambda: self._es.search(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True, **body),
+            retries=QUERY_RETRIES)
+        return resp.body
+
+    def search(self, query: EventQuery) -> SearchResult:
+        flt: list[dict] = []
+        words = _TOKEN.findall(query.q) if query.q else None
+        if words:  # like SqliteStore: every word must occur; text without words filters nothing
+            flt.append({"match": {"words": {"query": " ".join(words), "operator": "and"}}})
+        for field, val in (("host", query.host), ("level", query.level),
+                           ("template_id", query.template)):
+            if val is not None:
+                flt.append({"term": {field: val}})
+        if query.anomaly is not None:
+            flt.append({"term": {"anomaly": bool(query.anomaly)}})
+        rng = {}
+        if query.since is not None:
+            rng["gte"] = query.since
+        if query.until is not None:
+            rng["lt"] = query.until
+        if rng:
+            flt.append({"range": {"ts": rng}})
+        if query.after_seq is not None:
+            flt.append({"range": {"seq": {"gt": query.after_seq}}})
+        # tailing reads forward from a cursor; everything else is newest first
+        if query.after_seq is not None:
+            sort = [{"seq": {"order": "asc", "unmapped_type": "long"}}]
+        else:
+            sort = [{"ts": {"order": "desc", "unmapped_type": "double"}},
+                    {"seq": {"order": "desc", "unmapped_type": "long"}}]
+        limit = query.limit if query.limit >= 0 else MAX_RESULT_WINDOW
+        body = self._search(
+            query={"bool": {"filter": flt}}, sort=sort, size=min(limit, MAX_RESULT_WINDOW),
+            track_total_hits=True, source_excludes=["@timestamp", "stored_at"],
+            aggs={"all": {"global": {}, "aggs": {"last_seq": {"max": {"field": "seq"}}}}},
+        )
+        last = ((body.get("aggregations") or {}).get("all") or {}).get("last_seq", {}).get("value")
+        return SearchResult(total=body["hits"]["total"]["value"],
+                            events=[_source_to_event(h["_source"]) for h in body["hits"]["hits"]],
+                            last_seq=int(last) if last is not None else 0)
+
+    def _stats_filter(self, since: float | None, until: float | None) -> dict | None:
+        """Whole windows whose start is in [since, until), as SqliteStore selects them."""
+        rng: dict = {"format": "epoch_millis"}
+        if since is not None:
+            if math.isnan(since) or since == math.inf:
+                return None
+            if since != -math.inf:
+                rng["gte"] = int(_aligned(since, self.window_seconds) * 1000)
+        if until is not None:
+            if math.isnan(until) or until == -math.inf:
+                return None
+            if until != math.inf:
+                rng["lt"] = int(_aligned(until, self.window_seconds) * 1000)
+        return {"range": {"@timestamp": rng}} if len(rng) > 1 else {"match_all": {}}
+
+    def stats(self, *, since: float | None = None, until: float | None = None,
+              windows: int = 60, top: int = 10) -> dict:
+        flt = self._stats_filter(since, until)
+        query = flt if flt is not None else {"match_none": {}}
+        top_n = top if top >= 0 else MAX_RESULT_WINDOW
+        want = windows if windows >= 0 else math.inf
+        shard_size = max(100, top_n * 10)
+        # (the "" bucket is merged into "-", as SqliteStore's `value or "-"` does: ask for one more)
+        terms = lambda field: {"terms": {"field": field, "missing": "-",  # noqa: E731
+                                         "size": top_n + 1, "shard_size": shard_size}}
+        aggs: dict = {
+            "anomalies": {"filter": {"term": {"anomaly": True}}},
+            "all_templates": {"global": {}, "aggs": {"n": {"cardinality": {
+                "field": "template_id", "precision_threshold": 40000}}}},
+        }
+        if top_n > 0:
+            aggs |= {
+                "top_hosts": terms("host"), "top_components": terms("component"),
+                "top_levels": terms("level"),
+                "top_templates": {"terms": {"field": "template_id", "size": top_n,
+                                            "shard_size": shard_size},
+                                  "aggs": {"latest": _latest_template()}},
+            }
+        if want > 0:
+            aggs["windows"] = self._windows_agg(min(want, 1000))
+        body = self._search(query=query, size=0, track_total_hits=True, aggs=aggs)
+        res = body.get("aggregations") or {}
+
+        page = res.get("windows") or {}
+        buckets = list(page.get("buckets", []))
+        while page.get("buckets") and page.get("after_key") and len(buckets) < want:
+            more = self._search(query=query, size=0, aggs={"windows": self._windows_agg(
+                min(want - len(buckets), 1000), after=page["after_key"])})
+            page = (more.get("aggregations") or {}).get("windows") or {}
+            buckets.extend(page.get("buckets", []))
+        out_windows = []
+        for b in reversed(buckets):  # newest first from the agg; oldest first in the answer
+            out_windows.append({
+                "start": _iso(b["key"]["w"] / 1000),
+                "total": b["doc_count"],
+                "anomalies": b["anomalies"]["doc_count"],
+                "levels": dict(_merge_missing(b["levels"]["buckets"], None)),
+            })
+
+        def top_of(name: str) -> list[dict]:
+            if name not in res:
+                return []
+            return [{"key": k, "count": c}
+                    for k, c in _merge_missing(res[name]["buckets"], top_n)]
+
+        top_templates = [
+            {"key": b["key"], "count": b["doc_count"], "template": _latest_text(b["latest"])}
+            for b in (res.get("top_templates") or {}).get("buckets", [])
+        ]
+        return {
+            "totals": {
+                "events": body["hits"]["total"]["value"],
+                "anomalies": (res.get("anomalies") or {}).get("doc_count", 0),
+                "templates": int(
+                    ((res.get("all_templates") or {}).get("n") or {}).get("value") or 0),
+            },
+            "windows": out_windows,
+            "top_hosts": top_of("top_hosts"),
+            "top_components": top_of("top_components"),
+            "top_levels": top_of("top_levels"),
+            "top_templates": top_templates,
+        }
+
+    def _windows_agg(self, size: int, after: dict | None = None) -> dict:
+        composite: dict = {
+            "size": size,
+            "sources": [{"w": {"date_histogram": {
+                "field": "@timestamp", "fixed_interval": f"{self.window_seconds}s",
+                "order": "desc"}}}],
+        }
+        if after:
+            composite["after"] = after
+        return {"composite": composite, "aggs": {
+            "anomalies": {"filter": {"term": {"anomaly": True}}},
+            "levels": {"terms": {"field": "level", "missing": "-", "size": 100}},
+        }}
+
+    def templates(self, *, limit: int = 100) -> list[dict]:
+        """[{id, template, count, first_ts, last_ts}], most frequent first (exact counts)."""
+        if limit == 0:
+            return []
+        rows: list[dict] = []
+        after = None
+        while True:  # every template id (composite: exact counts whatever the shard count)
+            comp: dict = {"size": 1000, "sources": [{"id": {"terms": {"field": "template_id"}}}]}
+            if after:
+                comp["after"] = after
+            body = self._search(size=0, aggs={"t": {"composite": comp, "aggs": {
+                "first": {"min": {"field": "ts"}}, "last": {"max": {"field": "ts"}}}}})
+            agg = (body.get("aggregations") or {}).get("t") or {}
+            for b in agg.get("buckets", []):
+                rows.append({"id": b["key"]["id"], "template": None, "count": b["doc_count"],
+                             "first_ts": b["first"]["value"], "last_ts": b["last"]["value"]})
+            after = agg.get("after_key")
+            if not after or not agg.get("buckets"):
+                break
+        rows.sort(key=lambda r: (-r["count"], r["first_ts"] or 0.0, r["id"]))
+        if limit > 0:
+            rows = rows[:limit]
+        for i in range(0, len(rows), 1000):  # the latest text of each chosen template
+            chunk = rows[i:i + 1000]
+            body = self._search(size=0, query={"terms": {"template_id": [r["id"] for r in chunk]}},
+                                aggs={"t": {"terms": {"field": "template_id", "size": len(chunk)},
+                                            "aggs": {"latest": _latest_template()}}})
+            texts = {b["key"]: _latest_text(b["latest"]) for b in
+                     ((body.get("aggregations") or {}).get("t") or {}).get("buckets", [])}
+            for r in chunk:
+                r["template"] = texts.get(r["id"])
+        return rows
+
+    def count_events(self) -> int:
+        resp = self._retrying("count", lambda: self._es.count(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True),
+            retries=QUERY_RETRIES)
+        return int(resp["count"])
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Make everything written so far searchable now (tests, tools; not the hot path)."""
+        self._retrying("refresh", lambda: self._es.indices.refresh(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True))
+
+    def indices(self) -> list[str]:
+        """The daily indices of this store, oldest first."""
+        resp = self._retrying("get indices", lambda: self._es.indices.get(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
+            expand_wildcards="open,closed"))
+        return sorted(resp.body)
+
+    def delete_before(self, ts: float) -> list[str]:
+        """Retention: delete whole daily indices whose day ends at or before ``ts`` (by name:
+        wildcard deletes are refused by default). Returns the deleted index names."""
+        cutoff = _iso(ts)[:10].replace("-", ".")
+        doomed = [i for i in self.indices()
+                  if _DAY.fullmatch(i[len(self.index_prefix) + 1:])
+                  and i[len(self.index_prefix) + 1:] < cutoff]
+        for name in doomed:
+            self._retrying("delete index", lambda n=name: self._es.indices.delete(
+                index=n, ignore_unavailable=True))
+        return doomed
+
+
+_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _json_default(obj):
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Decimal):
+        return float(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _identity(action):
+    return action
+
+
+# refusals that say nothing about the document (disk full → read-only block, auth, a closed or
+# missing index when auto-create is off): retried, then StoreUnavailable; never dead-lettered
+_STORE_SIDE_ERRORS = {"cluster_block_exception", "index_not_found_exception",
+                      "index_closed_exception", "security_exception"}
+
+
+def _store_side(status: int, item: dict) -> bool:
+    if status in (401, 403, 404, 408):
+        return True
+    err = item.get("error")
+    return isinstance(err, dict) and err.get("type") in _STORE_SIDE_ERRORS
+
+
+def _reason(item: dict) -> str:
+    err = item.get("error")
+    status = item.get("status")
+    if isinstance(err, dict):
+        text = f"{err.get('type')}: {err.get('reason')}"
+        cause = err.get("caused_by")
+        if isinstance(cause, dict):
+            text += f" (caused by {cause.get('type')}: {cause.get('reason')})"
+    else:
+        text = str(err)
+    return f"{text} [status {status}]"
+
+
+def _latest_template() -> dict:
+    return {"top_hits": {"size": 1, "sort": [{"seq": {"order": "desc"}}],
+                         "_source": {"includes": ["template"]}}}
+
+
+def _latest_text(agg: dict) -> str | None:
+    hits = agg.get("hits", {}).get("hits", [])
+    return (hits[0].get("_source") or {}).get("template") if hits else None
+
+
+def _merge_missing(buckets: Iterable[dict], top: int | None) -> list[tuple[str, int]]:
+    counts: Counter = Counter()
+    for b in buckets:
+        counts[b["key"] if b["key"] != "" else "-"] += b["doc_count"]
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ordered if top is None else ordered[:top]
+
+
+def _num(v, cast):
+    if v is None:
+        return None
+    try:
+        return cast(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def _source_to_event(src: dict) -> dict:
+    """A stored document → the event dict SqliteStore returns (same keys, order and types)."""
+    e = {c: src.get(c) for c in _COLUMNS}
+    e["seq"] = int(e["seq"]) if e["seq"] is not None else 0
+    e["ts"] = _num(e["ts"], float)
+    e["received"] = _num(e["received"], float)
+    e["score"] = _num(e["score"], float)
+    if e["pid"] is not None and not isinstance(e["pid"], str):
+        e["pid"] = str(e["pid"])
+    e["params"] = e["params"] if isinstance(e["params"], list) else (
+        [e["params"]] if e["params"] is not None else [])
+    e["fields"] = e["fields"] or {}
+    for flag in _FLAGS:
+        e[flag] = bool(e[flag])
+    return e
