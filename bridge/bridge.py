@@ -664,6 +664,13 @@ async def run_bridge(settings: Settings | None = None,
     """Build the bridge from settings and run it until SIGINT/SIGTERM; returns it (counters)."""
     s = settings or get_settings()
     bridge = bridge_factory(s)
+    from prometheus_client import REGISTRY
+
+    from smartlogs import metrics
+
+    collector = metrics.StatsCollector("smartlogs_bridge", bridge.stats, gauges=("unacked",))
+    REGISTRY.register(collector)
+    metrics.serve(s.bridge_metrics_port, s.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -679,6 +686,7 @@ async def run_bridge(settings: Settings | None = None,
         for sig in installed:
             loop.remove_signal_handler(sig)
         await bridge.close()
+        REGISTRY.unregister(collector)
         log.info("bridge stopped: %s", bridge.stats())
     return bridge
 

@@ -328,6 +328,36 @@ def stats(
         console.print(th)
 
 
+@app.command()
+def status(
+    url: UrlOpt = DEFAULT_URL,
+    bridge_metrics: Annotated[str, typer.Option(envvar="SMARTLOGS_BRIDGE_METRICS_URL", help="Full stack: the bridge's /metrics.")] = "http://127.0.0.1:9464/metrics",
+    worker_metrics: Annotated[str, typer.Option(envvar="SMARTLOGS_WORKER_METRICS_URL", help="Full stack: the worker's /metrics.")] = "http://127.0.0.1:9465/metrics",
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between the two scrapes that give rates.")] = 2.0,
+    stuck_after: Annotated[float, typer.Option(min=1, help="A stage with work waiting and no progress for this long is stuck.")] = 60.0,
+) -> None:
+    """Health of each stage: rate, lag, errors, last event. Exits 1 when a stage is down or stuck."""
+    from datetime import datetime, timezone
+
+    from smartlogs.status import collect_status
+
+    mode, stages = collect_status(url, bridge_metrics=bridge_metrics, worker_metrics=worker_metrics,
+                                  interval=interval, stuck_after=stuck_after)
+    t = Table(title=f"SmartLogs status ({mode} mode, {url})")
+    for col in ("stage", "state", "rate/s", "lag", "errors", "last event", "problem"):
+        t.add_column(col)
+    for s in stages:
+        last = (datetime.fromtimestamp(s.last_event, timezone.utc).strftime("%H:%M:%S UTC")
+                if s.last_event else "-")
+        fmt = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
+        state = "[green]ok[/]" if s.ok else ("[red]down[/]" if not s.up else "[yellow]stuck[/]")
+        t.add_row(s.name, state, "-" if s.rate is None else f"{s.rate:,.1f}", fmt(s.lag),
+                  fmt(s.errors), last, escape(s.problem or ""))
+    console.print(t)
+    if not all(s.ok for s in stages):
+        raise typer.Exit(1)
+
+
 @data_app.command("fetch")
 def data_fetch(
     dest: Annotated[Path, typer.Option(help="Where to put the files.")] = Path("data/loghub"),

@@ -1,19 +1,22 @@
 """Prometheus metrics shared by every SmartLogs service (prometheus-client, default registry).
 
-Each process exposes them at ``/metrics`` (the API on its own port; the bridge and the worker
+The bridge's own counters (consumed, acked, produced lines, dead-lettered, reconnects, unacked)
+are read from ``Bridge.stats()`` at scrape time by a ``StatsCollector`` as
+``smartlogs_bridge_*``. Each process exposes them at ``/metrics`` (the API on its own port; the bridge and the worker
 on ``SMARTLOGS_METRICS_PORT``). Names follow Prometheus conventions: ``_total`` counters,
 ``_seconds`` histograms, labels with small fixed value sets.
 """
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS",
     "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
-    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "BRIDGE_MESSAGES", "BRIDGE_LINES",
-    "BRIDGE_RECONNECTS", "CONSUMER_LAG",
+    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "CONSUMER_LAG", "StatsCollector", "serve",
 ]
 
 _LAT = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -40,9 +43,44 @@ MODEL_WARMED_UP = Gauge("smartlogs_model_warmed_up", "1 once the anomaly model l
 BACKLOG = Gauge("smartlogs_backlog_events", "Accepted events not yet processed (embedded spool)")
 LAST_EVENT = Gauge("smartlogs_last_event_timestamp_seconds",
                    "Wall-clock time of the last stored event", ["stage"])
-BRIDGE_MESSAGES = Counter("smartlogs_bridge_messages_total",
-                          "AMQP messages moved to Kafka (acked)", ["outcome"])
-BRIDGE_LINES = Counter("smartlogs_bridge_lines_total", "Lines produced to Kafka")
-BRIDGE_RECONNECTS = Counter("smartlogs_bridge_reconnects_total", "Reconnections", ["side"])
 CONSUMER_LAG = Gauge("smartlogs_consumer_lag_messages", "Kafka consumer lag per partition",
                      ["topic", "partition"])
+
+
+class StatsCollector:
+    """Expose a component's own counters (a ``stats()`` dict) at scrape time, off the hot path."""
+
+    def __init__(self, prefix: str, stats, *, gauges: tuple[str, ...] = ()):
+        self.prefix, self.stats, self.gauges = prefix, stats, set(gauges)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for key, value in self.stats().items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            name = f"{self.prefix}_{key}"
+            if key in self.gauges:
+                yield GaugeMetricFamily(name, f"{self.prefix} {key}", value=value)
+            else:
+                yield CounterMetricFamily(name, f"{self.prefix} {key}", value=value)
+
+
+_serving: set[int] = set()
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics for a process without its own web server (bridge, worker); 0 disables.
+
+    Idempotent per port. A port already taken is logged, not fatal: the data path matters
+    more than its metrics."""
+    if not port or port in _serving:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        logging.getLogger(__name__).error("cannot serve /metrics on %s:%s: %s", host, port, exc)
+        return
+    _serving.add(port)

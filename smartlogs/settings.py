@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")
     kafka_partitions: int = Field(4, description="Partitions of the raw topic.")
     worker_id: str = Field("smartlogs-worker", description="Faust app id: consumer group and changelog prefix.")
+    bridge_metrics_port: int = Field(9464, description="Bridge: /metrics port (0: off).")
+    worker_metrics_port: int = Field(9465, description="Worker: /metrics port (0: off).")
+    metrics_host: str = Field("127.0.0.1", description="Bridge/worker: /metrics bind address.")
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
     es_index_prefix: str = Field("smartlogs-events", description="Daily indices <prefix>-YYYY.MM.DD.")
 

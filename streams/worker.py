@@ -27,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from functools import partial
 
 import faust
 import orjson
 
+from smartlogs import metrics
 from smartlogs.settings import get_settings
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
 from streams.windows import count_windows
@@ -99,17 +101,45 @@ async def process(batches):
         except ValueError as exc:
             await dead_letters.send(value=orjson.dumps({"error": f"undecodable batch: {exc}",
                                                         "body": value.decode("utf-8", "replace")}))
+            metrics.DEAD_LETTERED.labels("worker").inc()
             continue
         events = pipeline.process(items)
+        metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
         # blocking bulk write off the event loop; retried inside until Elasticsearch takes it
-        await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+        with metrics.SINK_SECONDS.labels("elasticsearch").time():
+            await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
         new = [e for e in events if "seq" in e]
+        metrics.EVENTS_PROCESSED.labels("sink").inc(len(new))
+        metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
+        metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
+        metrics.LAST_EVENT.labels("sink").set(time.time())
         for (start, dim, key), n in count_windows(new, WINDOW).items():
             window_counts[window_key(start, dim, key)] += n
         with _rejected_lock:
             rejected, _rejected[:] = list(_rejected), []
         for doc in rejected:
             await dead_letters.send(value=orjson.dumps(doc, default=str))
+        metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
+
+
+@app.timer(interval=5.0)
+async def consumer_lag() -> None:
+    """Kafka consumer lag per partition: high-water mark minus the committed offset."""
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != settings.kafka_topic:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet
+            continue
+        committed = consumer._committed_offset.get(tp) or 0  # Faust keeps no public getter
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max((high or 0) - committed, 0))
+
+
+@app.on_worker_init.connect
+def _serve_metrics(app, **kwargs) -> None:  # only when running as a worker, not for `agents`
+    metrics.serve(settings.worker_metrics_port, settings.metrics_host)
 
 
 @app.timer(interval=settings.checkpoint_seconds)

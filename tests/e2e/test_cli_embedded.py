@@ -157,3 +157,11 @@ def test_kill_9_keeps_every_accepted_line(tmp_path, loghub):
         assert st["totals"]["events"] == 2000
     finally:
         proc.kill()
+
+
+def test_status_reports_each_stage_and_fails_when_down(platform):
+    r = _cli("status", "--interval", "0.5", url=platform)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pipeline+store" in r.stdout and "ok" in r.stdout and "embedded" in r.stdout
+    r = _cli("status", "--interval", "0.2", url=f"http://127.0.0.1:{_free_port()}")
+    assert r.returncode == 1 and "down" in r.stdout

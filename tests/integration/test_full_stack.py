@@ -41,6 +41,8 @@ def stack(tmp_path, rabbitmq, kafka, elasticsearch):
         "SMARTLOGS_DATA_DIR": str(tmp_path / "var"),
         "SMARTLOGS_PORT": str(port),
         "SMARTLOGS_CHECKPOINT_SECONDS": "1",
+        "SMARTLOGS_BRIDGE_METRICS_PORT": str(_free_port()),
+        "SMARTLOGS_WORKER_METRICS_PORT": str(_free_port()),
     }
     logs = {}
     procs = {}
@@ -117,6 +119,18 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     st = httpx.get(f"{url}/api/stats", params={"windows": 10000}).json()
     assert st["totals"]["events"] == 2000
     assert st["top_hosts"][0] == {"key": "combo", "count": 2000}
+
+    # every stage reports through its metrics, and `smartlogs status` reads them
+    env = stack["env"]
+    bridge_m = f"http://127.0.0.1:{env['SMARTLOGS_BRIDGE_METRICS_PORT']}/metrics"
+    worker_m = f"http://127.0.0.1:{env['SMARTLOGS_WORKER_METRICS_PORT']}/metrics"
+    assert "smartlogs_bridge_produced_lines" in httpx.get(bridge_m).text
+    worker_text = httpx.get(worker_m).text
+    assert 'smartlogs_events_processed_total{stage="sink"} 2000.0' in worker_text
+    r = _cli(stack, "status", "--bridge-metrics", bridge_m, "--worker-metrics", worker_m,
+             "--interval", "0.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "full mode" in r.stdout and "bridge" in r.stdout and "worker+elasticsearch" in r.stdout
 
     r = _cli(stack, "search", "authentication failure", "--host", "combo", "--json")
     doc = json.loads(r.stdout)

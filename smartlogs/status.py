@@ -1,0 +1,127 @@
+"""`smartlogs status`: each stage's rate, lag, errors and last event; non-zero when down or stuck.
+
+Reads what the services already expose: the API's ``/healthz`` and ``/metrics`` and, for the
+full stack, the bridge's and worker's ``/metrics``. Rates come from two scrapes ``interval``
+seconds apart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["Stage", "scrape", "collect_status"]
+
+
+@dataclass
+class Stage:
+    name: str
+    up: bool
+    rate: float | None = None          # events (or messages) per second over the interval
+    lag: float | None = None           # backlog / consumer lag / unacked
+    errors: float | None = None
+    last_event: float | None = None    # wall-clock time of the last event through the stage
+    problem: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.up and self.problem is None
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text → {'name{label="v"}': value} (samples summed over nothing)."""
+    r = httpx.get(url, timeout=5)
+    r.raise_for_status()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def _sum(m: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in m.items() if k == prefix or k.startswith(prefix + "{"))
+
+
+def _stuck(lag: float | None, last: float | None, now: float, after: float) -> str | None:
+    if lag and lag > 0 and (last is None or now - last > after):
+        return f"{lag:.0f} waiting and nothing moved for over {after:.0f}s"
+    return None
+
+
+def collect_status(api_url: str, *, bridge_metrics: str | None = None,
+                   worker_metrics: str | None = None, interval: float = 2.0,
+                   stuck_after: float = 60.0) -> tuple[str, list[Stage]]:
+    """(mode, stages). A stage that cannot be reached is down."""
+    api = api_url.rstrip("/")
+    stages: list[Stage] = []
+    try:
+        health = httpx.get(f"{api}/healthz", timeout=5)
+        h = health.json()
+        m1 = scrape(f"{api}/metrics")
+    except (httpx.HTTPError, ValueError) as exc:
+        return "unknown", [Stage("api", False, problem=f"unreachable at {api}: {exc}")]
+    mode = h.get("mode", "unknown")
+    extra = {}
+    for name, url in (("bridge", bridge_metrics), ("worker", worker_metrics)):
+        if mode == "full" and url:
+            try:
+                extra[name] = (url, scrape(url))
+            except httpx.HTTPError as exc:
+                stages_err = Stage(name, False, problem=f"metrics unreachable at {url}: {exc}")
+                extra[name] = (url, None)
+                stages.append(stages_err)
+    time.sleep(interval)
+    m2 = scrape(f"{api}/metrics")
+    now = time.time()
+
+    def rate(a, b, key):
+        return (_sum(b, key) - _sum(a, key)) / interval
+
+    accepted = 'smartlogs_events_accepted_total'
+    api_stage = Stage("ingest api", health.status_code == 200, rate=rate(m1, m2, accepted),
+                      errors=_sum(m2, "smartlogs_requests_rejected_total"))
+    if health.status_code != 200:
+        api_stage.problem = f"health says {h.get('status')}: {h.get('broker') or ''}".strip(": ")
+    stages.insert(0, api_stage)
+
+    if mode == "embedded":
+        p = h.get("pipeline", {})
+        last = p.get("last_event_at")
+        stage = Stage("pipeline+store", bool(p.get("running")),
+                      rate=rate(m1, m2, 'smartlogs_events_processed_total{stage="sink"}'),
+                      lag=p.get("backlog"), errors=p.get("errors"), last_event=last,
+                      detail={"templates": p.get("templates"), "warmed_up": p.get("model_warmed_up")})
+        stage.problem = None if stage.up else "runner thread not running"
+        stage.problem = stage.problem or _stuck(stage.lag, last, now, stuck_after)
+        stages.append(stage)
+        return mode, stages
+
+    for name, (url, first) in extra.items():
+        if first is None:
+            continue
+        try:
+            second = scrape(url)
+        except httpx.HTTPError as exc:
+            stages.append(Stage(name, False, problem=f"metrics unreachable at {url}: {exc}"))
+            continue
+        if name == "bridge":
+            st = Stage("bridge", True, rate=rate(first, second, "smartlogs_bridge_produced_lines"),
+                       lag=_sum(second, "smartlogs_bridge_unacked"),
+                       errors=_sum(second, "smartlogs_bridge_kafka_failures")
+                       + _sum(second, "smartlogs_bridge_dead_lettered"))
+        else:
+            last = _sum(second, "smartlogs_last_event_timestamp_seconds") or None
+            st = Stage("worker+elasticsearch", True,
+                       rate=rate(first, second, 'smartlogs_events_processed_total{stage="sink"}'),
+                       lag=_sum(second, "smartlogs_consumer_lag_messages"),
+                       errors=_sum(second, "smartlogs_sink_failures_total")
+                       + _sum(second, "smartlogs_dead_lettered_total"), last_event=last)
+            st.problem = _stuck(st.lag, last, now, stuck_after)
+        stages.append(st)
+    return mode, stages
