@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingest_api.decode import IngestError, decode_body
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
+from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
 from streams.parsing import normalize_level
@@ -83,6 +84,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         description="Real-time log ingest, template mining, anomaly detection and search.",
         lifespan=lifespan,
     )
+
+    keys = KeyStore(s.keys_path)
+    limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
+    app.add_middleware(AuthMiddleware, keys=keys, limiter=limiter)
+    app.state.keys = keys
 
     # -- errors: always JSON, always saying what is wrong ---------------------------------
     @app.exception_handler(IngestError)
@@ -193,6 +199,55 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app
+
+
+class AuthMiddleware:
+    """API keys and per-key rate limits for every route, including routers added later.
+
+    Open while no key exists (the CLI refuses to bind beyond loopback then); afterwards each
+    request needs a key with the scope its path requires (``smartlogs.auth.required_scope``).
+    """
+
+    def __init__(self, app, *, keys: KeyStore, limiter: RateLimiter | None):
+        self.app, self.keys, self.limiter = app, keys, limiter
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        need = required_scope(scope["method"], scope["path"])
+        if need is None or not self.keys.enabled:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        secret = parse_authorization(headers.get(b"authorization", b"").decode("latin-1"))
+        key = self.keys.verify(secret) if secret else None
+        if key is None:
+            why = "missing API key" if not secret else "unknown or revoked API key"
+            return await _deny(send, 401, "unauthorized",
+                               f"{why}: send 'Authorization: Bearer <key>' (create one with "
+                               "`smartlogs keys create --name NAME --scope ingest|read|admin`)",
+                               {"WWW-Authenticate": "Bearer"})
+        if not key.allows(need):
+            return await _deny(send, 403, "forbidden",
+                               f"key {key.name!r} has scope {key.scope!r}; this needs {need!r}")
+        if self.limiter is not None:
+            wait = self.limiter.take(key.id)
+            if wait > 0:
+                retry = max(1, int(wait + 0.999))
+                metrics.REQUESTS_REJECTED.labels("rate_limited").inc()
+                return await _deny(send, 429, "rate_limited",
+                                   f"key {key.name!r} exceeds {self.limiter.rate:g} requests/s; "
+                                   f"retry in {retry}s", {"Retry-After": str(retry)})
+        return await self.app(scope, receive, send)
+
+
+async def _deny(send, status: int, error: str, detail: str, headers: dict | None = None) -> None:
+    import orjson
+
+    body = orjson.dumps({"error": error, "detail": detail})
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -29,6 +29,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Sample datasets (loghub).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+keys_app = typer.Typer(help="API keys: create, list, revoke (stored hashed in DATA_DIR/keys.db).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -43,10 +46,16 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _auth_headers() -> dict[str, str]:
+    """SMARTLOGS_API_KEY, when set, goes with every request the CLI makes."""
+    key = os.environ.get("SMARTLOGS_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _get(url: str, path: str, params: dict) -> dict:
     params = {k: v for k, v in params.items() if v is not None}
     try:
-        r = httpx.get(f"{url.rstrip('/')}{path}", params=params, timeout=30)
+        r = httpx.get(f"{url.rstrip('/')}{path}", params=params, timeout=30, headers=_auth_headers())
     except httpx.TransportError as exc:
         _fail(f"cannot reach SmartLogs at {url} ({exc}). Is `smartlogs up` running?", 2)
     if r.status_code >= 400:
@@ -70,6 +79,7 @@ def up(
     port: Annotated[Optional[int], typer.Option(help="Port (default 8000, env SMARTLOGS_PORT).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the store and checkpoints live (default ./var, env SMARTLOGS_DATA_DIR).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    insecure: InsecureOpt = False,
 ) -> None:
     """Run the embedded platform in one process: API, stream pipeline and store.
 
@@ -81,6 +91,7 @@ def up(
     from ingest_api.app import create_app
 
     settings = _settings_from(host, port, data_dir)
+    _guard_bind(settings, insecure)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
@@ -104,11 +115,81 @@ def _settings_from(host, port, data_dir):
     return Settings(**overrides)
 
 
+def _guard_bind(settings, insecure: bool) -> None:
+    """Beyond loopback, refuse to run open: keys first (or --insecure, loudly)."""
+    from smartlogs.auth import KeyStore, is_loopback
+
+    if is_loopback(settings.host) or KeyStore(settings.keys_path).enabled:
+        return
+    if insecure:
+        err.print(f"[bold red]WARNING: serving on {settings.host} with NO API KEYS (--insecure): "
+                  "anyone who can reach this port can send and read logs.[/]")
+        return
+    _fail(f"refusing to listen on {settings.host} without API keys: anyone could read your logs.\n"
+          f"  create one:  smartlogs keys create --name admin --scope admin "
+          f"--data-dir {settings.data_dir}\n  or run on 127.0.0.1, or pass --insecure to override")
+
+
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Allow listening beyond loopback without API keys (dangerous).")]
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name for the key (unique), e.g. the client's name.")],
+    scope: Annotated[str, typer.Option(help="ingest (send events), read (queries, console) or admin (both).")] = "ingest",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (env SMARTLOGS_DATA_DIR).")] = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from smartlogs.auth import KeyStore
+
+    s = _settings_from(None, None, data_dir)
+    try:
+        key, secret = KeyStore(s.keys_path).create(name, scope)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"created key [bold]{key.name}[/] (id {key.id}, scope {key.scope}). "
+                  "Copy it now, it is not shown again:")
+    print(secret)
+    console.print(f"use it as:  curl -H 'Authorization: Bearer {secret[:6]}…' ...", style="dim")
+
+
+@keys_app.command("list")
+def keys_list(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory.")] = None) -> None:
+    """List keys (names, scopes, state; never the secrets)."""
+    from datetime import datetime, timezone
+
+    from smartlogs.auth import KeyStore
+
+    t = Table(title="API keys")
+    for col in ("id", "name", "scope", "created", "state"):
+        t.add_column(col)
+    for k in KeyStore(_settings_from(None, None, data_dir).keys_path).list():
+        created = datetime.fromtimestamp(k.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        t.add_row(k.id, escape(k.name), k.scope, created, "revoked" if k.revoked else "active")
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name_or_id: Annotated[str, typer.Argument(help="The key's name or id.")],
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Revoke a key; running servers stop accepting it within a few seconds."""
+    from smartlogs.auth import KeyStore
+
+    try:
+        key = KeyStore(_settings_from(None, None, data_dir).keys_path).revoke(name_or_id)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    console.print(f"revoked key {key.name} ({key.id})")
+
+
 @app.command()
 def api(
     host: Annotated[Optional[str], typer.Option(help="Bind address (env SMARTLOGS_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (env SMARTLOGS_PORT).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    insecure: InsecureOpt = False,
 ) -> None:
     """Full stack: run only the ingest/query API (RabbitMQ for ingest, Elasticsearch for queries).
 
@@ -121,6 +202,7 @@ def api(
     from ingest_api.app import create_app
 
     settings = _settings_from(host, port, None)
+    _guard_bind(settings, insecure)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console.print(f"[bold green]SmartLogs {__version__}[/] API (full stack) on "
                   f"http://{settings.host}:{settings.port} → {settings.amqp_url.split('@')[-1]} "
@@ -197,7 +279,7 @@ def replay(
 
         batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
                                speedup=speedup, year=year)
-        res = send_batches(url, batches, run_id=run_id, on_batch=on_batch)
+        res = send_batches(url, batches, run_id=run_id, on_batch=on_batch, headers=_auth_headers())
         progress.update(task, total=res.sent, completed=res.sent)
     per_s = res.sent / res.seconds if res.seconds else 0
     color = "green" if not res.rejected else "red"

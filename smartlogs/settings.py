@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         500_000, description="Accepted-but-unprocessed events above which ingest answers 503."
     )
 
+    # access control
+    rate_limit_per_key: float = Field(50.0, description="Requests per second per API key (0: no limit).")
+
     # processing
     window_seconds: int = Field(60, description="Tumbling event-time window length, seconds.")
     default_year: int | None = Field(
@@ -66,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "smartlogs.db"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.db"
 
     @property
     def checkpoint_path(self) -> Path:

@@ -1,0 +1,196 @@
+"""API keys: creation, hashed storage, verification, scopes, per-key rate limits.
+
+Keys look like ``sl_<43 url-safe characters>`` (256 random bits) and are shown once, when
+created. Only their SHA-256 is stored (a fast hash is right for random 256-bit secrets; slow
+password hashes are for low-entropy passwords). Scopes: ``ingest`` (send events), ``read``
+(queries and the console), ``admin`` (both).
+
+While no key exists, the API is open — which ``smartlogs up``/``api`` allow only on a
+loopback address. Once a key exists, every request except ``/healthz``, ``/metrics``, the API
+docs and the console's static page needs one: ``Authorization: Bearer <key>``, or
+``Authorization: ApiKey <key>`` (also base64 ``id:key`` as Elasticsearch clients send it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SCOPES", "ApiKey", "KeyStore", "RateLimiter", "parse_authorization", "required_scope",
+           "is_loopback"]
+
+SCOPES = ("ingest", "read", "admin")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE, created REAL NOT NULL, revoked REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    scope: str
+    created: float
+    revoked: float | None = None
+
+    def allows(self, scope: str) -> bool:
+        return self.revoked is None and (self.scope == "admin" or self.scope == scope)
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStore:
+    """Keys in a small SQLite file; lookups served from memory, reloaded when the file changes."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass
+        self._lock = threading.Lock()
+        self._by_hash: dict[str, ApiKey] = {}
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    def create(self, name: str, scope: str) -> tuple[ApiKey, str]:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        if not name or len(name) > 100:
+            raise ValueError("name must be 1-100 characters")
+        secret = "sl_" + secrets.token_urlsafe(32)
+        key = ApiKey(id=secrets.token_hex(4), name=name, scope=scope, created=time.time())
+        try:
+            with self._connect() as conn:
+                conn.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                             (key.id, name, scope, _hash(secret), key.created))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"a key named {name!r} already exists") from None
+        self._stamp = None
+        return key, secret
+
+    def list(self) -> list[ApiKey]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT id, name, scope, created, revoked FROM api_keys ORDER BY created")
+            return [ApiKey(*r) for r in rows]
+
+    def revoke(self, name_or_id: str) -> ApiKey:
+        with self._connect() as conn:
+            cur = conn.execute("UPDATE api_keys SET revoked = ? WHERE (name = ? OR id = ?) AND revoked IS NULL",
+                               (time.time(), name_or_id, name_or_id))
+            if cur.rowcount == 0:
+                raise KeyError(f"no active key named or with id {name_or_id!r}")
+        self._stamp = None
+        return next(k for k in self.list() if name_or_id in (k.name, k.id))
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if self._stamp is not None and now - self._checked < 2.0:
+            return
+        self._checked = now
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        with self._connect() as conn:
+            rows = conn.execute("SELECT id, name, scope, created, revoked, hash FROM api_keys").fetchall()
+        with self._lock:
+            self._by_hash = {r[5]: ApiKey(*r[:5]) for r in rows if r[4] is None}
+            self._stamp = stamp
+
+    @property
+    def enabled(self) -> bool:
+        """True once at least one active key exists: then every protected request needs one."""
+        self._refresh()
+        return bool(self._by_hash)
+
+    def verify(self, secret: str) -> ApiKey | None:
+        self._refresh()
+        return self._by_hash.get(_hash(secret))
+
+
+def parse_authorization(header: str | None) -> str | None:
+    """The key from 'Bearer <key>', 'ApiKey <key>' or 'ApiKey base64(id:key)'."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "apikey":
+        if value.startswith("sl_"):
+            return value
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return value or None
+        return decoded.partition(":")[2] or decoded
+    return None
+
+
+_OPEN = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/static/", "/favicon.ico")
+_INGEST = ("/ingest", "/loki/", "/v1/logs")
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """Which scope a request needs; None for the open paths (health, metrics, docs, console page)."""
+    if path == "/" and method in ("GET", "HEAD"):
+        return None  # the console's page; its API calls need a read key
+    if path.startswith(_OPEN) or path in ("/healthz", "/metrics"):
+        return None
+    if path.startswith(_INGEST) or path.endswith("/_bulk"):
+        return "ingest"
+    return "read"
+
+
+class RateLimiter:
+    """Token bucket per key: ``rate`` requests per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float | None = None):
+        self.rate = rate
+        self.burst = burst or max(1.0, rate * 2)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when allowed, else the seconds to wait before retrying."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

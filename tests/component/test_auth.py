@@ -1,0 +1,133 @@
+"""API keys, scopes, rate limits, and the refusal to run open beyond loopback."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ingest_api.app import create_app
+from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
+from smartlogs.settings import Settings
+
+
+@pytest.fixture
+def secured(tmp_path):
+    settings = Settings(data_dir=tmp_path, rate_limit_per_key=1000)
+    keys = KeyStore(settings.keys_path)
+    _, ingest = keys.create("shipper", "ingest")
+    _, read = keys.create("viewer", "read")
+    _, admin = keys.create("ops", "admin")
+    with TestClient(create_app(settings)) as client:
+        yield client, {"ingest": ingest, "read": read, "admin": admin}, keys
+
+
+def bearer(k):
+    return {"Authorization": f"Bearer {k}"}
+
+
+def test_keys_are_stored_hashed(tmp_path):
+    keys = KeyStore(tmp_path / "k.db")
+    _, secret = keys.create("a", "read")
+    assert secret.startswith("sl_") and len(secret) > 40
+    assert secret.encode() not in (tmp_path / "k.db").read_bytes()
+    with pytest.raises(ValueError, match="already exists"):
+        keys.create("a", "read")
+    with pytest.raises(ValueError, match="scope"):
+        keys.create("b", "root")
+
+
+def test_scopes_are_enforced(secured):
+    client, k, _ = secured
+    r = client.post("/ingest", json={"message": "no key"})
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "keys create" in r.json()["detail"]
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert client.post("/ingest", json={"message": "bad"}, headers=bearer("sl_nope")).status_code == 401
+    assert client.post("/ingest", json={"message": "x"}, headers=bearer(k["read"])).status_code == 403
+    assert client.post("/ingest", json={"message": "x"}, headers=bearer(k["ingest"])).status_code == 202
+    assert client.post("/ingest", json={"message": "x"}, headers=bearer(k["admin"])).status_code == 202
+    assert client.get("/api/events").status_code == 401
+    assert client.get("/api/events", headers=bearer(k["ingest"])).status_code == 403
+    assert client.get("/api/events", headers=bearer(k["read"])).status_code == 200
+    # health, metrics and docs stay open for probes and scrapers
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_apikey_scheme_as_elasticsearch_clients_send_it(secured):
+    client, k, _ = secured
+    es_style = base64.b64encode(f"someid:{k['ingest']}".encode()).decode()
+    assert client.post("/ingest", json={"message": "x"},
+                       headers={"Authorization": f"ApiKey {es_style}"}).status_code == 202
+    assert client.post("/ingest", json={"message": "x"},
+                       headers={"Authorization": f"ApiKey {k['ingest']}"}).status_code == 202
+
+
+def test_revoked_key_stops_working(secured):
+    client, k, keys = secured
+    keys.revoke("viewer")
+    keys._checked = 0  # the server re-reads the key file every 2 s; don't wait in a test
+    assert client.get("/api/events", headers=bearer(k["read"])).status_code == 401
+
+
+def test_rate_limit_gives_429_with_retry_after(tmp_path):
+    settings = Settings(data_dir=tmp_path, rate_limit_per_key=1)
+    _, key = KeyStore(settings.keys_path).create("slow", "read")
+    with TestClient(create_app(settings)) as client:
+        codes = [client.get("/api/events", headers=bearer(key)).status_code for _ in range(5)]
+        assert codes[:2] == [200, 200] and codes[-1] == 429
+        r = client.get("/api/events", headers=bearer(key))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and r.json()["error"] == "rate_limited"
+
+
+def test_token_bucket():
+    rl = RateLimiter(2, burst=2)
+    assert rl.take("k", now=0) == 0 and rl.take("k", now=0) == 0
+    assert rl.take("k", now=0) == pytest.approx(0.5)
+    assert rl.take("k", now=0.5) == 0
+
+
+@pytest.mark.parametrize("header,expected", [
+    ("Bearer sl_abc", "sl_abc"), ("bearer  sl_abc ", "sl_abc"), ("ApiKey sl_abc", "sl_abc"),
+    ("ApiKey " + base64.b64encode(b"id1:sl_abc").decode(), "sl_abc"), ("Basic dTpw", None), (None, None),
+])
+def test_parse_authorization(header, expected):
+    assert parse_authorization(header) == expected
+
+
+def test_required_scope_table():
+    assert required_scope("POST", "/ingest") == "ingest"
+    assert required_scope("POST", "/myindex/_bulk") == "ingest"
+    assert required_scope("POST", "/v1/logs") == "ingest"
+    assert required_scope("GET", "/api/events") == "read"
+    assert required_scope("GET", "/") is None and required_scope("GET", "/healthz") is None
+
+
+def _cli(*args, data_dir):
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(data_dir), "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "smartlogs.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def test_refuses_to_serve_open_beyond_loopback(tmp_path):
+    r = _cli("up", "--host", "0.0.0.0", "--port", "1", data_dir=tmp_path)
+    assert r.returncode == 1
+    assert "refusing to listen on 0.0.0.0 without API keys" in r.stderr
+    assert "smartlogs keys create" in r.stderr
+
+
+def test_keys_cli_create_list_revoke(tmp_path):
+    r = _cli("keys", "create", "--name", "ci", "--scope", "read", data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    secret = next(line for line in r.stdout.splitlines() if line.startswith("sl_"))
+    assert KeyStore(tmp_path / "keys.db").verify(secret).name == "ci"
+    r = _cli("keys", "list", data_dir=tmp_path)
+    assert "ci" in r.stdout and "active" in r.stdout and secret not in r.stdout
+    assert _cli("keys", "revoke", "ci", data_dir=tmp_path).returncode == 0
+    assert "revoked" in _cli("keys", "list", data_dir=tmp_path).stdout
+    assert _cli("keys", "revoke", "ci", data_dir=tmp_path).returncode == 1
