@@ -7,6 +7,7 @@ COPY smartlogs ./smartlogs
 COPY streams ./streams
 COPY ingest_api ./ingest_api
 COPY bridge ./bridge
+COPY kibana ./kibana
 RUN pip install . && useradd --create-home smartlogs && mkdir -p /var/lib/smartlogs \
     && chown smartlogs /var/lib/smartlogs
 USER smartlogs

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ingest_api.console import router as console_router
 from ingest_api.decode import IngestError, decode_body
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
@@ -198,6 +199,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 **detail}
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    app.include_router(console_router)
     return app
 
 

@@ -57,20 +57,23 @@ class KeyStore:
     """Keys in a small SQLite file; lookups served from memory, reloaded when the file changes."""
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA)
-        try:
-            os.chmod(self.path, 0o600)
-        except OSError:
-            pass
+        self.path = Path(path)  # nothing touches the disk until the first use
         self._lock = threading.Lock()
         self._by_hash: dict[str, ApiKey] = {}
         self._stamp: tuple | None = None
         self._checked = 0.0
+        self._ready = False
 
     def _connect(self) -> sqlite3.Connection:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(self.path, timeout=10) as conn:
+                conn.executescript(_SCHEMA)
+            try:
+                os.chmod(self.path, 0o600)
+            except OSError:
+                pass
+            self._ready = True
         return sqlite3.connect(self.path, timeout=10)
 
     def create(self, name: str, scope: str) -> tuple[ApiKey, str]:
@@ -108,6 +111,9 @@ class KeyStore:
         if self._stamp is not None and now - self._checked < 2.0:
             return
         self._checked = now
+        if not self.path.exists():
+            self._by_hash, self._stamp = {}, ("absent",)
+            return
         st = os.stat(self.path)
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:

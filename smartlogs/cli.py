@@ -99,6 +99,7 @@ def up(
     console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
                   "-d '{\"message\": \"hello\"}'")
     console.print("  replay:      smartlogs replay ../shared/data/loghub/Linux/Linux_2k.log")
+    console.print(f"  web console: {base}/")
     console.print(f"  API docs:    {base}/docs        stop: Ctrl-C")
     # The pipeline threads hold the GIL for long stretches; the default 5 ms switch interval
     # then adds up to several ms to each of the many hand-offs a request makes between the
@@ -343,23 +344,47 @@ def tail(
     host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
     level: Annotated[Optional[str], typer.Option(help="Only this level.")] = None,
     lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="Show the last N stored events first.")] = 10,
-    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 0.5,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between the server's polls of the store.")] = 0.5,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
-    """Follow new events live (Ctrl-C to stop). Anomalies are shown in red with their reason."""
+    """Follow new events live (Ctrl-C to stop). Anomalies are shown in red with their reason.
+
+    Uses the server's live stream (/api/stream, server-sent events), the same one the web
+    console uses, so late-visible events in Elasticsearch are still delivered, once each.
+    """
+    import orjson
+
     filters = {"host": host, "level": level, "anomaly": "true" if anomalies else None}
     first = _get(url, "/api/events", {**filters, "limit": max(lines, 1)})
     for e in reversed(first["events"][:lines]):
         _print_line(e)
     cursor = first["last_seq"]
+    seen: set[int] = set()
+    params = {k: v for k, v in {**filters, "interval": interval}.items() if v is not None}
     try:
-        while True:
-            time.sleep(interval)
-            res = _get(url, "/api/events", {**filters, "after": cursor, "limit": 1000})
-            for e in res["events"]:
-                _print_line(e)
-            # a full page may have more behind it; otherwise the whole store up to last_seq was seen
-            cursor = res["events"][-1]["seq"] if len(res["events"]) == 1000 else res["last_seq"]
+        while True:  # the server ends a stream after a while; resume from the cursor
+            params["after"] = cursor
+            try:
+                with httpx.stream("GET", f"{url.rstrip('/')}/api/stream", params=params,
+                                  headers=_auth_headers(), timeout=httpx.Timeout(60, read=None)) as r:
+                    if r.status_code >= 400:
+                        _fail(f"/api/stream answered {r.status_code}: {r.read().decode()[:300]}")
+                    event = None
+                    for raw in r.iter_lines():
+                        if raw.startswith("event:"):
+                            event = raw[6:].strip()
+                        elif raw.startswith("data:") and event == "events":
+                            data = orjson.loads(raw[5:])
+                            for e in data["events"]:
+                                if e["seq"] not in seen:
+                                    seen.add(e["seq"])
+                                    _print_line(e)
+                            cursor = max(cursor, data.get("last_seq") or cursor)
+                            if len(seen) > 100_000:
+                                seen.clear()
+            except httpx.TransportError as exc:
+                err.print(f"[yellow]stream interrupted ({exc}); reconnecting…[/]")
+                time.sleep(1)
     except KeyboardInterrupt:
         pass
 
@@ -469,6 +494,11 @@ def data_fetch(
             for p in paths:
                 progress.console.print(f"  [green]✓[/] {p}")
     console.print(f"verified {len(names)} dataset(s) in {dest}. License: https://github.com/logpai/loghub")
+
+
+from smartlogs.kibana import kibana_setup_command  # noqa: E402
+
+app.command("kibana-setup")(kibana_setup_command)
 
 
 def main() -> None:  # pragma: no cover

@@ -91,7 +91,7 @@ _COLUMNS = (
 )
 _INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
-_TOKEN = re.compile(r"\w+", re.UNICODE)
+_TOKEN = re.compile(r"[^\W_]+")  # how FTS5's unicode61 tokenizer splits words
 
 
 def _fts_query(text: str) -> str | None:

@@ -169,7 +169,7 @@ def test_unknown_route_and_method_are_json(app_client):
 def test_fts_query_syntax_never_errors(app_client):
     app_client.post("/ingest", json={"message": 'quote " and (paren) AND OR NOT *'})
     wait_stored(app_client, 1)
-    for q in ['"', "(", "AND", "NOT *", "a:b", "-", "😀"]:
+    for q in ['"', "(", "AND", "NOT *", "a:b", "-", "😀", "jk2_init", "a_b c-d"]:
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 200, (q, r.text)
 

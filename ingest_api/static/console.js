@@ -1,0 +1,569 @@
+// SmartLogs console: plain JavaScript, no build step, no third-party code.
+//
+// Reads only the public query API (/api/events, /api/stats, /api/templates) and the live tail
+// stream (/api/stream, server-sent events), so it works with every store the API runs on.
+//
+// Log lines are hostile input. Every piece of data reaches the page through text nodes
+// (h() below) or element attributes set one by one; nothing is ever parsed as HTML.
+"use strict";
+
+(function () {
+  const LEVELS = ["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG", "TRACE", "FATAL"];
+  const MAX_TAIL_ROWS = 500;       // rows kept in the live tail
+  const TAIL_BACKLOG = 50;         // events shown when the tail (re)starts
+  const CATCH_UP_LIMIT = 2000;     // after a pause, replay at most this many missed events
+  const REFRESH_MS = 5000;         // stats, chart and anomalies refresh
+  const SVG = "http://www.w3.org/2000/svg";
+
+  const $ = (id) => document.getElementById(id);
+
+  // -- DOM helpers: text only ---------------------------------------------------------------
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    setProps(el, props);
+    append(el, children);
+    return el;
+  }
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+    append(el, children);
+    return el;
+  }
+  function setProps(el, props) {
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "dataset") Object.assign(el.dataset, v);
+      else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, String(v));
+    }
+  }
+  function append(el, children) {
+    for (const c of children.flat()) {
+      if (c === undefined || c === null || c === false) continue;
+      el.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+  }
+  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); }
+
+  // -- API ----------------------------------------------------------------------------------
+  function url(path, params) {
+    const u = new URL(path, document.baseURI);  // relative: works behind a path prefix too
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v === undefined || v === null || v === "" || v === false) continue;
+      u.searchParams.set(k, String(v));
+    }
+    return u;
+  }
+  async function api(path, params) {
+    let r;
+    try {
+      r = await fetch(url(path, params), { headers: { Accept: "application/json" } });
+    } catch (e) {
+      throw new Error("cannot reach the SmartLogs API (" + e.message + ")");
+    }
+    let body = null;
+    try { body = await r.json(); } catch (e) { /* not JSON */ }
+    if (!r.ok) {
+      const detail = body && (body.detail || body.error);
+      throw new Error(detail ? String(detail) : "HTTP " + r.status);
+    }
+    return body;
+  }
+  let errorTimer = null;
+  function showError(msg) {
+    const el = $("error");
+    el.textContent = msg;
+    el.hidden = false;
+    clearTimeout(errorTimer);
+    errorTimer = setTimeout(() => { el.hidden = true; }, 6000);
+  }
+
+  // -- formatting ---------------------------------------------------------------------------
+  const fmtInt = (n) => (n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"));
+  function fmtTime(iso) {
+    if (!iso) return "-";
+    return String(iso).replace("T", " ").replace(/(\.000)?Z$/, "");
+  }
+  function fmtEpoch(sec) {
+    if (sec === undefined || sec === null) return "-";
+    const d = new Date(sec * 1000);
+    return isNaN(d) ? "-" : fmtTime(d.toISOString());
+  }
+  const fmtScore = (x) => (typeof x === "number" ? x.toFixed(2) : "-");
+
+  // -- event rows (shared by tail, search and examples) -----------------------------------
+  function levelBadge(level) {
+    if (!level) return "-";
+    const cls = LEVELS.includes(level) ? "lvl lvl-" + level : "lvl";
+    return h("span", { class: cls }, level);
+  }
+  function templateLink(tid) {
+    return h("button", { type: "button", class: "linkish", title: "show this template",
+      onclick: (ev) => { ev.stopPropagation(); openTemplate(tid); } }, tid || "-");
+  }
+  function hostLink(host, onPick) {
+    if (!host) return "-";
+    if (!onPick) return host;
+    return h("button", { type: "button", class: "linkish", title: "filter on this host",
+      onclick: (ev) => { ev.stopPropagation(); onPick(host); } }, host);
+  }
+  function eventRow(e, opts) {
+    opts = opts || {};
+    const msg = h("td", { class: "msg" }, e.message);
+    if (e.anomaly) msg.appendChild(h("span", { class: "why" }, "⚠ " + (e.reason || "anomaly")));
+    const tr = h("tr", {
+      class: "event" + (e.anomaly ? " anomaly" : "") + (opts.fresh ? " fresh" : ""),
+      dataset: { seq: String(e.seq), id: String(e.id) },
+      title: "click for all fields",
+    },
+      h("td", { class: "time", title: e.timestamp || "" }, fmtTime(e.timestamp)),
+      h("td", { class: "host" }, hostLink(e.host, opts.onHost)),
+      h("td", { class: "comp" }, e.component || "-"),
+      h("td", { class: "level" }, levelBadge(e.level)),
+      h("td", { class: "tid" }, templateLink(e.template_id)),
+      h("td", { class: "num score" }, fmtScore(e.score)),
+      msg);
+    tr.addEventListener("click", () => toggleDetail(tr, e, 7));
+    return tr;
+  }
+  function toggleDetail(tr, obj, colspan) {
+    const next = tr.nextElementSibling;
+    if (next && next.classList.contains("detail")) { next.remove(); return; }
+    tr.after(h("tr", { class: "detail" }, h("td", { colspan: String(colspan) },
+      h("pre", null, JSON.stringify(obj, null, 2)))));
+  }
+
+  // -- tabs ---------------------------------------------------------------------------------
+  let currentView = "tail";
+  function showView(name) {
+    currentView = name;
+    for (const b of document.querySelectorAll(".tabs button")) {
+      b.setAttribute("aria-selected", String(b.dataset.view === name));
+    }
+    for (const v of document.querySelectorAll("main > .view")) v.hidden = v.id !== "view-" + name;
+    if (name === "templates" && !templates.loaded) loadTemplates();
+    if (name === "anomalies") loadAnomalies();
+  }
+
+  // -- stats + chart --------------------------------------------------------------------------
+  const stats = { windowSeconds: 60, knownLevels: new Set(), last: null };
+  async function refreshStats() {
+    let res;
+    try {
+      res = await api("api/stats", { windows: $("chart-windows").value, top: 20 });
+    } catch (e) {
+      $("chart-note").textContent = "stats unavailable: " + e.message;
+      return;
+    }
+    stats.last = res;
+    stats.windowSeconds = res.window_seconds || 60;
+    $("total-events").textContent = fmtInt(res.totals.events);
+    $("total-anomalies").textContent = fmtInt(res.totals.anomalies);
+    $("total-templates").textContent = fmtInt(res.totals.templates);
+    $("chart-note").textContent = "windows of " + stats.windowSeconds + " s";
+    drawChart(res.windows || []);
+    // hosts for the filters' autocompletion, levels for the level menus
+    const dl = $("hosts");
+    clear(dl);
+    for (const hst of res.top_hosts || []) dl.appendChild(h("option", { value: hst.key }));
+    let grew = false;
+    for (const lv of res.top_levels || []) {
+      if (lv.key && lv.key !== "-" && !stats.knownLevels.has(lv.key)) { stats.knownLevels.add(lv.key); grew = true; }
+    }
+    if (grew) fillLevelMenus();
+  }
+  function fillLevelMenus() {
+    const all = [...new Set([...LEVELS, ...stats.knownLevels])];
+    for (const sel of document.querySelectorAll("select.levels")) {
+      const keep = sel.value;
+      clear(sel);
+      sel.appendChild(h("option", { value: "" }, "any"));
+      for (const lv of all) sel.appendChild(h("option", { value: lv }, lv));
+      sel.value = keep;
+    }
+  }
+
+  function niceMax(v) {
+    if (v <= 0) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+    return 10 * p;
+  }
+  function drawChart(windows) {
+    const svg = $("chart");
+    clear(svg);
+    const box = $("chart-box").getBoundingClientRect();
+    const W = Math.max(320, Math.floor(box.width)), H = Math.max(120, Math.floor(box.height));
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    const m = { l: 46, r: 40, t: 10, b: 24 };
+    const pw = W - m.l - m.r, ph = H - m.t - m.b;
+    svg.appendChild(s("line", { class: "axis", x1: m.l, y1: m.t + ph, x2: m.l + pw, y2: m.t + ph }));
+    if (!windows.length) {
+      svg.appendChild(s("text", { class: "nodata", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no events yet"));
+      return;
+    }
+    const maxT = niceMax(Math.max(...windows.map((w) => w.total)));
+    const maxA = niceMax(Math.max(1, ...windows.map((w) => w.anomalies)));
+    const step = pw / windows.length, bw = Math.max(1, step * 0.8);
+    for (const f of [0, 0.5, 1]) {
+      const y = m.t + ph - f * ph;
+      svg.appendChild(s("line", { class: "axis", x1: m.l, y1: y, x2: m.l + pw, y2: y, "stroke-dasharray": f ? "2,3" : "" }));
+      svg.appendChild(s("text", { class: "tick", x: m.l - 6, y: y + 4, "text-anchor": "end" }, fmtInt(Math.round(maxT * f))));
+      svg.appendChild(s("text", { class: "tick anom", x: m.l + pw + 6, y: y + 4 }, fmtInt(Math.round(maxA * f))));
+    }
+    const pts = [];
+    windows.forEach((w, i) => {
+      const x = m.l + i * step + (step - bw) / 2;
+      const bh = (w.total / maxT) * ph;
+      const lv = Object.entries(w.levels || {}).sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => k + " " + fmtInt(v)).join(", ");
+      const tip = fmtTime(w.start) + " UTC\n" + fmtInt(w.total) + " events, " + fmtInt(w.anomalies) +
+        " anomalies" + (lv ? "\nlevels: " + lv : "");
+      const bar = s("rect", { class: "bar", x: x.toFixed(1), y: (m.t + ph - bh).toFixed(1),
+        width: bw.toFixed(1), height: Math.max(bh, w.total ? 1 : 0).toFixed(1), "data-start": w.start },
+        s("title", null, tip));
+      bar.addEventListener("click", () => searchWindow(w.start));
+      svg.appendChild(bar);
+      pts.push([m.l + i * step + step / 2, m.t + ph - (w.anomalies / maxA) * ph, w]);
+    });
+    svg.appendChild(s("polyline", { class: "anom-line", points: pts.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ") }));
+    for (const [x, y, w] of pts) {
+      if (w.anomalies) svg.appendChild(s("circle", { class: "anom-dot", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
+        s("title", null, fmtTime(w.start) + " UTC: " + fmtInt(w.anomalies) + " anomalies")));
+    }
+    const labels = windows.length > 2 ? [0, Math.floor(windows.length / 2), windows.length - 1] : windows.map((_, i) => i);
+    for (const i of labels) {
+      const anchor = i === 0 ? "start" : i === windows.length - 1 ? "end" : "middle";
+      const x = i === 0 ? m.l : i === windows.length - 1 ? m.l + pw : m.l + i * step + step / 2;
+      svg.appendChild(s("text", { class: "tick", x: x, y: H - 6, "text-anchor": anchor }, fmtTime(windows[i].start)));
+    }
+  }
+  function searchWindow(startIso) {
+    const start = Date.parse(startIso) / 1000;
+    if (isNaN(start)) return;
+    $("search-since").value = String(start);
+    $("search-until").value = String(start + stats.windowSeconds);
+    showView("search");
+    runSearch();
+  }
+
+  // -- live tail ----------------------------------------------------------------------------
+  const tail = { es: null, cursor: 0, paused: false, received: 0, gen: 0, pauseTimer: null, shown: new Set() };
+  function tailFilters() {
+    return {
+      host: $("tail-host").value.trim(),
+      level: $("tail-level").value,
+      anomaly: $("tail-anomaly").checked ? "true" : "",
+    };
+  }
+  function setConn(state, text) {
+    const c = $("conn");
+    c.className = "conn " + state;
+    c.textContent = text;
+  }
+  function tailStatus() {
+    const n = $("tail-body").querySelectorAll("tr.event").length;
+    $("tail-status").textContent = fmtInt(tail.received) + " received live · " + fmtInt(n) + " shown" +
+      (tail.paused ? " · paused" : "");
+    $("tail-empty").hidden = n > 0;
+  }
+  function addTailEvents(events, fresh) {
+    // events arrive oldest first; the newest goes on top. A stream that starts a little behind
+    // the first page (Elasticsearch: events must be old enough to be visible everywhere) may
+    // repeat a few of its events: each seq is shown once.
+    events = events.filter((e) => !tail.shown.has(String(e.seq)));
+    const body = $("tail-body");
+    const onHost = (hst) => { $("tail-host").value = hst; restartTail(); };
+    const frag = document.createDocumentFragment();
+    for (let i = events.length - 1; i >= 0; i--) {
+      tail.shown.add(String(events[i].seq));
+      frag.appendChild(eventRow(events[i], { fresh, onHost }));
+    }
+    body.insertBefore(frag, body.firstChild);
+    const rows = body.querySelectorAll("tr.event");
+    for (let i = MAX_TAIL_ROWS; i < rows.length; i++) {
+      const next = rows[i].nextElementSibling;
+      if (next && next.classList.contains("detail")) next.remove();
+      tail.shown.delete(rows[i].dataset.seq);
+      rows[i].remove();
+    }
+    return events.length;
+  }
+  function clearTail() {
+    clear($("tail-body"));
+    tail.shown.clear();
+  }
+  function closeStream() {
+    if (tail.es) { tail.es.close(); tail.es = null; }
+  }
+  async function restartTail(note) {
+    const gen = ++tail.gen;
+    closeStream();
+    let res;
+    try {
+      res = await api("api/events", { ...tailFilters(), limit: TAIL_BACKLOG });
+    } catch (e) {
+      if (gen !== tail.gen) return;
+      setConn("down", "offline");
+      $("tail-status").textContent = "cannot load events: " + e.message + " (retrying)";
+      setTimeout(() => { if (gen === tail.gen) restartTail(note); }, 3000);
+      return;
+    }
+    if (gen !== tail.gen) return;  // filters changed meanwhile
+    clearTail();
+    addTailEvents(res.events.slice().reverse(), false);
+    tail.cursor = res.last_seq;
+    tailStatus();
+    if (note) $("tail-status").textContent += " · " + note;
+    if (!tail.paused) openStream();
+  }
+  function openStream() {
+    closeStream();
+    const gen = tail.gen;
+    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor }));
+    tail.es = es;
+    es.addEventListener("ready", () => { if (gen === tail.gen) setConn("live", "live"); });
+    es.addEventListener("events", (m) => {
+      if (gen !== tail.gen || tail.paused) return;
+      const d = JSON.parse(m.data);
+      tail.cursor = d.last_seq;
+      if (d.events.length) {
+        tail.received += addTailEvents(d.events, true);
+        tailStatus();
+      }
+    });
+    es.addEventListener("store_error", (m) => {
+      let d = {};
+      try { d = JSON.parse(m.data); } catch (e) { /* ignore */ }
+      setConn("down", "store unavailable");
+      $("tail-status").textContent = "store unavailable: " + (d.detail || "") + " (retrying)";
+    });
+    es.onopen = () => { if (gen === tail.gen) setConn("live", "live"); };
+    es.onerror = () => {
+      if (gen !== tail.gen) return;
+      // EventSource reconnects by itself (resuming from the last id) unless the server refused
+      setConn("down", es.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…");
+      if (es.readyState === EventSource.CLOSED) setTimeout(() => { if (gen === tail.gen && !tail.paused) openStream(); }, 3000);
+    };
+  }
+  async function pollMissed() {
+    if (!tail.paused) return;
+    try {
+      const res = await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 });
+      if (tail.paused) $("tail-status").textContent = "paused · " + fmtInt(res.total) + " new event(s) since";
+    } catch (e) { /* shown on resume */ }
+  }
+  function pauseTail() {
+    tail.paused = true;
+    tail.gen++;  // ignore anything still in flight
+    closeStream();
+    $("tail-pause").textContent = "Resume";
+    $("tail-pause").setAttribute("aria-pressed", "true");
+    setConn("paused", "paused");
+    tailStatus();
+    tail.pauseTimer = setInterval(pollMissed, 2000);
+  }
+  async function resumeTail() {
+    tail.paused = false;
+    clearInterval(tail.pauseTimer);
+    $("tail-pause").textContent = "Pause";
+    $("tail-pause").setAttribute("aria-pressed", "false");
+    let missed = 0;
+    try {
+      missed = (await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 })).total;
+    } catch (e) { /* the stream will say */ }
+    if (missed > CATCH_UP_LIMIT) {
+      restartTail("skipped " + fmtInt(missed - TAIL_BACKLOG) + " events missed while paused");
+    } else {
+      tail.gen++;
+      openStream();  // replays what arrived during the pause, then goes on live
+      tailStatus();
+    }
+  }
+
+  // -- search -------------------------------------------------------------------------------
+  function searchParams() {
+    return {
+      q: $("search-q").value.trim(),
+      host: $("search-host").value.trim(),
+      level: $("search-level").value,
+      template: $("search-template").value.trim(),
+      anomaly: $("search-anomaly").checked ? "true" : "",
+      since: $("search-since").value.trim(),
+      until: $("search-until").value.trim(),
+      limit: $("search-limit").value,
+    };
+  }
+  let searchGen = 0;
+  async function runSearch() {
+    const gen = ++searchGen;
+    const summary = $("search-summary");
+    summary.textContent = "searching…";
+    let res;
+    try {
+      res = await api("api/events", searchParams());
+    } catch (e) {
+      if (gen === searchGen) { summary.textContent = "error: " + e.message; clear($("search-body")); }
+      return;
+    }
+    if (gen !== searchGen) return;
+    const body = $("search-body");
+    clear(body);
+    const onHost = (hst) => { $("search-host").value = hst; runSearch(); };
+    for (const e of res.events) body.appendChild(eventRow(e, { onHost }));
+    summary.textContent = fmtInt(res.total) + " matching event(s)" +
+      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : "");
+  }
+
+  // -- templates ----------------------------------------------------------------------------
+  const templates = { loaded: false, rows: [] };
+  async function loadTemplates() {
+    $("templates-summary").textContent = "loading…";
+    try {
+      templates.rows = (await api("api/templates", { limit: 1000 })).templates;
+      templates.loaded = true;
+    } catch (e) {
+      $("templates-summary").textContent = "error: " + e.message;
+      return;
+    }
+    renderTemplates();
+  }
+  function renderTemplates(openId) {
+    const f = $("templates-filter").value.trim().toLowerCase();
+    const body = $("templates-body");
+    clear(body);
+    let shown = 0;
+    for (const t of templates.rows) {
+      if (f && !(String(t.id).toLowerCase() === f || String(t.template || "").toLowerCase().includes(f))) continue;
+      shown++;
+      const tr = h("tr", { class: "template", dataset: { tid: String(t.id) } },
+        h("td", { class: "tid" }, t.id),
+        h("td", { class: "num" }, fmtInt(t.count)),
+        h("td", { class: "tmpl" }, t.template || ""),
+        h("td", { class: "time" }, fmtEpoch(t.last_ts)),
+        h("td", null,
+          h("button", { type: "button", class: "mini examples-btn", onclick: () => toggleExamples(tr, t.id) }, "examples"),
+          " ",
+          h("button", { type: "button", class: "mini", onclick: () => searchTemplate(t.id) }, "search")));
+      body.appendChild(tr);
+      if (openId && openId === t.id) toggleExamples(tr, t.id);
+    }
+    $("templates-summary").textContent = fmtInt(templates.rows.length) + " template(s)" +
+      (f ? ", " + fmtInt(shown) + " matching" : "");
+  }
+  async function toggleExamples(tr, tid) {
+    const next = tr.nextElementSibling;
+    if (next && next.classList.contains("detail")) { next.remove(); return; }
+    const list = h("ul", { class: "examples" }, h("li", { class: "muted" }, "loading…"));
+    tr.after(h("tr", { class: "detail" }, h("td", { colspan: "5" }, list)));
+    let res;
+    try {
+      res = await api("api/events", { template: tid, limit: 5 });
+    } catch (e) {
+      clear(list);
+      list.appendChild(h("li", null, "error: " + e.message));
+      return;
+    }
+    clear(list);
+    if (!res.events.length) list.appendChild(h("li", { class: "muted" }, "no stored example"));
+    for (const e of res.events) {
+      list.appendChild(h("li", { class: e.anomaly ? "example anomaly" : "example" },
+        h("span", { class: "meta" }, fmtTime(e.timestamp) + " " + (e.host || "-") + " " + (e.component || "-")),
+        e.message));
+    }
+    list.appendChild(h("li", { class: "muted" }, fmtInt(res.total) + " stored event(s) with this template"));
+  }
+  function searchTemplate(tid) {
+    for (const id of ["search-q", "search-host", "search-since", "search-until"]) $(id).value = "";
+    $("search-level").value = "";
+    $("search-anomaly").checked = false;
+    $("search-template").value = tid;
+    showView("search");
+    runSearch();
+  }
+  function openTemplate(tid) {
+    $("templates-filter").value = tid;
+    showView("templates");
+    if (templates.loaded) renderTemplates(tid);
+    else loadTemplates().then(() => renderTemplates(tid));
+  }
+
+  // -- anomalies ----------------------------------------------------------------------------
+  let anomGen = 0;
+  async function loadAnomalies() {
+    const gen = ++anomGen;
+    let res;
+    try {
+      res = await api("api/events", {
+        anomaly: "true",
+        host: $("anomalies-host").value.trim(),
+        since: $("anomalies-since").value.trim(),
+        limit: $("anomalies-limit").value,
+      });
+    } catch (e) {
+      if (gen === anomGen) $("anomalies-summary").textContent = "error: " + e.message;
+      return;
+    }
+    if (gen !== anomGen) return;
+    const body = $("anomalies-body");
+    clear(body);
+    for (const e of res.events) {
+      const meter = h("span", { class: "meter" }, h("span"));
+      meter.firstChild.style.width = Math.round(Math.max(0, Math.min(1, e.score || 0)) * 100) + "%";
+      const tr = h("tr", { class: "event anomaly", dataset: { seq: String(e.seq) }, title: "click for all fields" },
+        h("td", { class: "num score" }, meter, fmtScore(e.score)),
+        h("td", { class: "time", title: e.timestamp || "" }, fmtTime(e.timestamp)),
+        h("td", { class: "host" }, e.host || "-"),
+        h("td", { class: "comp" }, e.component || "-"),
+        h("td", { class: "tid" }, templateLink(e.template_id)),
+        h("td", { class: "reason" }, e.reason || ""),
+        h("td", { class: "msg" }, e.message));
+      tr.addEventListener("click", () => toggleDetail(tr, e, 7));
+      body.appendChild(tr);
+    }
+    $("anomalies-summary").textContent = fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
+      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : "");
+  }
+
+  // -- wiring -------------------------------------------------------------------------------
+  function init() {
+    fillLevelMenus();
+    for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showView(b.dataset.view));
+
+    let tailTimer = null;
+    const tailChanged = () => { clearTimeout(tailTimer); tailTimer = setTimeout(() => restartTail(), 300); };
+    $("tail-host").addEventListener("input", tailChanged);
+    $("tail-level").addEventListener("change", () => restartTail());
+    $("tail-anomaly").addEventListener("change", () => restartTail());
+    $("tail-form").addEventListener("submit", (ev) => { ev.preventDefault(); restartTail(); });
+    $("tail-pause").addEventListener("click", () => (tail.paused ? resumeTail() : pauseTail()));
+    $("tail-clear").addEventListener("click", () => { clearTail(); tail.received = 0; tailStatus(); });
+
+    $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); runSearch(); });
+    $("templates-filter").addEventListener("input", () => renderTemplates());
+    $("templates-form").addEventListener("submit", (ev) => ev.preventDefault());
+    $("templates-refresh").addEventListener("click", () => loadTemplates());
+    $("anomalies-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAnomalies(); });
+    $("chart-windows").addEventListener("change", refreshStats);
+
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (stats.last) drawChart(stats.last.windows || []); }, 150);
+    });
+    setInterval(() => {
+      if (document.hidden) return;
+      refreshStats();
+      if (currentView === "anomalies" && $("anomalies-auto").checked) loadAnomalies();
+    }, REFRESH_MS);
+
+    refreshStats();
+    restartTail();
+    window.smartlogsConsole = { tail, showView, runSearch };  // for debugging and tests
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

@@ -1,0 +1,465 @@
+"""The built-in web console, end to end, in a real browser.
+
+The embedded platform runs as a real process; headless Chromium (Debian packages ``chromium`` +
+``chromium-driver``, installed by ``scripts/install-browser.sh``) is driven by Selenium using
+the system chromedriver (nothing is downloaded). The test loads the console, replays a loghub
+sample, sees the events arrive live in the tail, pauses and resumes, filters to anomalies, looks
+at the anomalies and templates views, and runs a search. Log lines are hostile input: one line
+carries HTML that must show up as text and never run.
+
+Without Chromium (or Selenium) the browser test skips on a laptop and FAILS in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+HOSTILE = ('Jul 27 14:41:59 combo httpd[999]: ERROR injected <img src=x onerror="window.__xss=1">'
+           '<script>window.__xss=2</script> </td></tr><b>bold</b>')
+NOVEL = [
+    "Jul 27 14:41:57 combo kernel: Out of memory: Killed process 4242 (java) total-vm:8123456kB",
+    "Jul 27 14:41:58 combo kernel: EXT3-fs error (device sda2): ext3_lookup: unlinked inode 1234",
+    HOSTILE,
+]
+
+def _missing(reason: str):
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: browser tests must run; install with scripts/install-browser.sh)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_api(tmp_path: Path, mode: str, env: dict, ready_path: str):
+    """Start the API (`smartlogs up` or `smartlogs api`) as a real process; yield its URL."""
+    port = _free_port()
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_PORT": str(port),
+           "SMARTLOGS_HOST": "127.0.0.1", **env}
+    cmd = [sys.executable, "-m", "smartlogs.cli", "up" if mode == "embedded" else "api",
+           "--log-level", "warning"]
+    log = open(tmp_path / f"api-{mode}.log", "w+")
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.seek(0)
+            pytest.fail(f"the API ({mode}) did not become ready: {log.read()[-3000:]}")
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            pytest.fail("the API did not stop within 20 s of SIGINT (an open live tail must not hold it)")
+        finally:
+            log.close()
+
+
+@pytest.fixture
+def platform(tmp_path):
+    """The embedded platform: API + pipeline + SQLite in one process."""
+    # a shorter warm-up: the anomaly views have something to show early in the replay
+    yield from _run_api(tmp_path, "embedded", {"SMARTLOGS_HST_WINDOW": "50"}, "/healthz")
+
+
+def _find(*names: str, env: str) -> str | None:
+    if os.environ.get(env):
+        p = os.environ[env]
+        return p if os.access(p, os.X_OK) else None
+    for n in names:
+        p = shutil.which(n) or (n if os.path.isabs(n) and os.access(n, os.X_OK) else None)
+        if p:
+            return p
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path):
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _missing("selenium is not installed (pip install -e '.[test]')")
+    chromium = _find("chromium", "chromium-browser", "/usr/lib/chromium/chromium",
+                     env="SMARTLOGS_CHROMIUM")
+    driver_path = _find("chromedriver", "/usr/lib/chromium/chromedriver", env="SMARTLOGS_CHROMEDRIVER")
+    if not chromium or not driver_path:
+        _missing(f"headless Chromium not found (chromium: {chromium}, chromedriver: {driver_path})")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=driver_path, log_output=str(tmp_path / "chromedriver.log"))
+    try:
+        drv = webdriver.Chrome(service=service, options=opts)
+    except Exception as exc:  # noqa: BLE001 - report why the browser could not start
+        _missing(f"headless Chromium did not start: {exc}")
+    drv.set_page_load_timeout(20)
+    yield drv
+    drv.quit()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _lines(loghub: Path, start: int, stop: int) -> list[str]:
+    with open(loghub / "Linux" / "Linux_2k.log", encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()[start:stop]
+
+
+def _send(url: str, lines: list[str]) -> None:
+    r = httpx.post(f"{url}/ingest", content="\n".join(lines).encode(),
+                   headers={"Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 202, r.text
+    assert r.json()["accepted"] == len(lines)
+
+
+def _wait(predicate, what: str, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def _wait_stored(url: str, n: int) -> dict:
+    def stored():
+        res = httpx.get(f"{url}/api/events", params={"limit": 1}).json()
+        return res if res["total"] >= n else None
+
+    return _wait(stored, f"{n} stored events")
+
+
+def _js(drv, script: str, *args):
+    return drv.execute_script(script, *args)
+
+
+def _rows(drv, tbody: str) -> int:
+    return _js(drv, f"return document.querySelectorAll('#{tbody} tr.event').length")
+
+
+def _text(drv, element_id: str) -> str:
+    return _js(drv, "return document.getElementById(arguments[0]).textContent", element_id)
+
+
+def _click(drv, css: str) -> None:
+    drv.find_element("css selector", css).click()
+
+
+def _browser_errors(drv) -> list[str]:
+    """Script errors and CSP violations (the deliberate 422 of a bad search is not one)."""
+    return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"
+            and "status of 422" not in e["message"]]
+
+
+# -- the test --------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_console_live_tail_filters_search_templates_anomalies(platform, browser, loghub):
+    url, drv = platform, browser
+    t0 = time.monotonic()
+    drv.get(url + "/")
+    assert drv.title == "SmartLogs console"
+    _wait(lambda: _text(drv, "conn") == "live", "the live tail to connect")
+    _js(drv, "window.__sameDocument = 1")  # proves later updates came without a reload
+    assert _rows(drv, "tail-body") == 0
+
+    # -- events arrive live, in the open page --------------------------------------------
+    first = _lines(loghub, 0, 300)
+    _send(url, first[:50])
+    _wait(lambda: _rows(drv, "tail-body") == 50, "the first 50 lines in the tail")
+    for i in range(50, 300, 50):
+        _send(url, first[i:i + 50])
+        time.sleep(0.1)
+    _wait(lambda: _rows(drv, "tail-body") == 300, "300 lines in the tail")
+    assert _js(drv, "return window.__sameDocument") == 1
+    assert _js(drv, "return window.smartlogsConsole.tail.received") == 300
+    newest = _js(drv, "return document.querySelector('#tail-body tr.event td.msg').textContent")
+    assert newest.startswith(_wait_stored(url, 300)["events"][0]["message"])
+
+    # -- pause: nothing moves; the status counts what is waiting; resume catches up ------
+    _click(drv, "#tail-pause")
+    _wait(lambda: _text(drv, "conn") == "paused", "the paused state")
+    _send(url, _lines(loghub, 300, 320))
+    _wait_stored(url, 320)
+    _wait(lambda: "20 new event(s)" in _text(drv, "tail-status"), "the paused status to count 20 new events")
+    assert _rows(drv, "tail-body") == 300
+    _click(drv, "#tail-pause")  # resume
+    _wait(lambda: _rows(drv, "tail-body") == 320, "the 20 events missed while paused")
+    _wait(lambda: _text(drv, "conn") == "live", "the live state after resuming")
+
+    # -- the rest of the sample and a few unusual lines, one carrying HTML --------------
+    _send(url, _lines(loghub, 320, 2000))
+    _send(url, NOVEL)
+    total = _wait_stored(url, 2003)["total"]
+    assert total == 2003
+    _wait(lambda: _rows(drv, "tail-body") == 500, "the tail to show its 500 newest rows")
+    hostile_cell = _js(drv, """
+        for (const td of document.querySelectorAll('#tail-body td.msg'))
+          if (td.textContent.includes('ERROR injected')) return td.firstChild.textContent;
+        return null""")
+    assert hostile_cell is not None and '<img src=x onerror="window.__xss=1">' in hostile_cell
+    assert "<script>window.__xss=2</script>" in hostile_cell
+    assert _js(drv, "return typeof window.__xss") == "undefined"
+    assert _js(drv, "return document.querySelectorAll('main img, main script, main b').length") == 0
+
+    # -- filter the tail to anomalies -----------------------------------------------------
+    api_anoms = httpx.get(f"{url}/api/events", params={"anomaly": "true", "limit": 50}).json()
+    assert api_anoms["total"] >= 1, "the replay should produce anomalies once the model warmed up"
+    _click(drv, "#tail-anomaly")
+    _wait(lambda: _rows(drv, "tail-body") == min(api_anoms["total"], 50)
+          and _js(drv, "return document.querySelectorAll('#tail-body tr.event:not(.anomaly)').length") == 0,
+          "the tail to show only anomalies")
+    reasons = _js(drv, "return [...document.querySelectorAll('#tail-body tr.event .why')].map(e => e.textContent)")
+    assert len(reasons) == _rows(drv, "tail-body") and all(len(r) > 3 for r in reasons)
+    assert reasons[0] == "⚠ " + api_anoms["events"][0]["reason"]
+    _wait(lambda: _text(drv, "conn") == "live", "the filtered stream")
+
+    # -- anomalies view: scores and reasons ---------------------------------------------
+    _click(drv, "#tab-anomalies")
+    _wait(lambda: _rows(drv, "anomalies-body") == min(api_anoms["total"], 100), "the anomalies view")
+    first_row = _js(drv, """const tr = document.querySelector('#anomalies-body tr.event');
+        return [tr.querySelector('td.score').textContent, tr.querySelector('td.reason').textContent]""")
+    assert first_row[0] == f"{api_anoms['events'][0]['score']:.2f}"
+    assert first_row[1] == api_anoms["events"][0]["reason"]
+
+    # -- full-text search with filters ---------------------------------------------------
+    _click(drv, "#tab-search")
+    q = drv.find_element("css selector", "#search-q")
+    q.clear()
+    q.send_keys("session opened")
+    drv.find_element("css selector", "#search-host").send_keys("combo")
+    _click(drv, "#search-go")
+    expected = httpx.get(f"{url}/api/events", params={"q": "session opened", "host": "combo",
+                                                      "limit": 100}).json()
+    assert expected["total"] > 0
+    _wait(lambda: _text(drv, "search-summary").startswith(f"{expected['total']:,} matching"),
+          "the search summary")
+    assert _rows(drv, "search-body") == len(expected["events"])
+    messages = _js(drv, "return [...document.querySelectorAll('#search-body td.msg')].map(e => e.textContent)")
+    assert all("session" in m.lower() and "opened" in m.lower() for m in messages)
+    # a bad time is the API's 422, shown as a message, not a broken page
+    drv.find_element("css selector", "#search-since").send_keys("yesterday-ish")
+    _click(drv, "#search-go")
+    _wait(lambda: _text(drv, "search-summary").startswith("error:") and "not a time" in _text(drv, "search-summary"),
+          "the invalid-time error")
+
+    # -- templates: counts and example lines ---------------------------------------------
+    _click(drv, "#tab-templates")
+    api_templates = httpx.get(f"{url}/api/templates", params={"limit": 1000}).json()["templates"]
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#templates-body tr.template').length")
+          == len(api_templates), "the templates table")
+    top = api_templates[0]
+    row = _js(drv, """const tr = document.querySelector('#templates-body tr.template');
+        return [...tr.querySelectorAll('td')].slice(0, 3).map(td => td.textContent)""")
+    assert row == [top["id"], f"{top['count']:,}", top["template"]]
+    _click(drv, "#templates-body tr.template .examples-btn")
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#templates-body li.example').length") >= 1,
+          "example lines of the top template")
+
+    # -- the chart: one bar per window, anomalies on the second axis ----------------------
+    # (stats refresh every 5 s; everything is stored by now, so the next refresh shows it all)
+    stats = httpx.get(f"{url}/api/stats", params={"windows": 60, "top": 20}).json()
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#chart rect.bar').length") == len(stats["windows"])
+          and _text(drv, "total-events") == f"{stats['totals']['events']:,}", "the chart and totals", timeout=8)
+    assert _text(drv, "total-anomalies") == f"{stats['totals']['anomalies']:,}"
+    tip = _js(drv, "return document.querySelector('#chart rect.bar title').textContent")
+    assert tip.startswith(stats["windows"][0]["start"].replace("T", " ").replace(".000Z", ""))
+
+    # no script errors, no CSP violations
+    assert _browser_errors(drv) == []
+    assert time.monotonic() - t0 < 60
+
+
+def _sse_events(lines, want: int, timeout: float = 10.0) -> list[tuple[str, str, str]]:
+    """Read (event, id, data) triples from an SSE line iterator until `want` were read."""
+    out, event, ident, data = [], "message", "", []
+    deadline = time.monotonic() + timeout
+    for line in lines:
+        if line == "":
+            if data:
+                out.append((event, ident, "\n".join(data)))
+                if len(out) >= want:
+                    return out
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("id:"):
+            ident = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"stream ended or timed out with {out}")
+
+
+def test_stream_filters_resumes_by_last_event_id_and_rejects_bad_params(platform):
+    import orjson
+
+    url = platform
+    assert httpx.get(f"{url}/api/stream", params={"after": -1}).status_code == 422
+    assert httpx.get(f"{url}/api/stream", params={"interval": 0}).status_code == 422
+    assert httpx.get(f"{url}/console/../app.py").status_code == 404
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+
+    with httpx.stream("GET", f"{url}/api/stream", params={"host": "web-a", "interval": 0.1},
+                      timeout=10) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = resp.iter_lines()
+        ready = _sse_events(lines, 1)[0]
+        assert ready[0] == "ready" and orjson.loads(ready[2]) == {"cursor": 0}
+        r = httpx.post(f"{url}/ingest", json=[
+            {"message": "disk is full", "host": "web-a", "level": "error"},
+            {"message": "unrelated", "host": "web-b"},
+            {"message": "disk is fine", "host": "web-a", "level": "info"},
+        ])
+        assert r.status_code == 202
+        got, cursor = [], None
+        while len(got) < 2:
+            for event, ident, data in _sse_events(lines, 1):
+                assert event == "events"
+                body = orjson.loads(data)
+                got += body["events"]
+                cursor = int(ident)
+                assert body["last_seq"] == cursor
+    assert [e["message"] for e in got] == ["disk is full", "disk is fine"]
+    assert {e["host"] for e in got} == {"web-a"} and got[0]["level"] == "ERROR"
+    assert cursor >= got[-1]["seq"]
+
+    # a reconnect sends the last id back: the stream resumes there, without duplicates
+    httpx.post(f"{url}/ingest", json={"message": "disk is full again", "host": "web-a", "level": "err"})
+    with httpx.stream("GET", f"{url}/api/stream", params={"host": "web-a", "level": "ERROR", "interval": 0.1},
+                      headers={"Last-Event-ID": str(cursor)}, timeout=10) as resp:
+        lines = resp.iter_lines()
+        ready = _sse_events(lines, 1)[0]
+        assert orjson.loads(ready[2]) == {"cursor": cursor}
+        event, ident, data = _sse_events(lines, 1)[0]
+        assert [e["message"] for e in orjson.loads(data)["events"]] == ["disk is full again"]
+
+
+# -- the same console against Elasticsearch (the full stack's query store) ----------------------
+def _elasticsearch_url() -> str:
+    """The local Elasticsearch of scripts/engines (started if it is not running)."""
+    scripts = REPO / "scripts" / "engines"
+
+    def unavailable(msg: str):
+        if IN_CI:
+            pytest.fail(f"engine unavailable in CI: {msg}")
+        pytest.skip(f"engine unavailable (set CI=true to fail instead): {msg}")
+
+    if not os.environ.get("SMARTLOGS_ENGINES_EXTERNAL"):
+        proc = subprocess.run([str(scripts / "start.sh"), "elasticsearch"], capture_output=True,
+                              text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            unavailable(f"scripts/engines/start.sh elasticsearch failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    out = subprocess.run([str(scripts / "env.sh")], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("export SMARTLOGS_ES_URL="):
+            return line.split("=", 1)[1].strip("'\"")
+    unavailable("scripts/engines/env.sh names no SMARTLOGS_ES_URL")
+
+
+@pytest.fixture
+def es_platform(tmp_path):
+    """`smartlogs api` (full mode) on a private index prefix; yields (url, a store to write with)."""
+    import secrets
+
+    from smartlogs.store.elasticsearch import ElasticsearchStore
+
+    es = _elasticsearch_url()
+    prefix = f"smartlogs-console-test-{secrets.token_hex(3)}"
+    store = ElasticsearchStore(es, index_prefix=prefix, refresh="wait_for")
+    env = {"SMARTLOGS_ES_URL": es, "SMARTLOGS_ES_INDEX_PREFIX": prefix,
+           # queries only: ingest is not exercised here, so no broker is needed
+           "SMARTLOGS_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{_free_port()}/"}
+    try:
+        for url in _run_api(tmp_path, "full", env, "/api/events?limit=1"):
+            yield url, store
+    finally:
+        store.delete_before(time.time() + 3650 * 86400)  # this test's daily indices, by name
+        store.close()
+
+
+@pytest.mark.engines
+@pytest.mark.timeout(180)
+def test_console_against_elasticsearch(es_platform, browser, loghub):
+    from streams.pipeline import Pipeline, PipelineConfig
+
+    (url, store), drv = es_platform, browser
+    now = time.time()
+    lines = _lines(loghub, 0, 800)  # 21 days: 21 daily indices
+    events = Pipeline(PipelineConfig(hst_window=50)).process(
+        [{"id": f"es-{i}", "raw": line, "received": now, "source": "http"} for i, line in enumerate(lines)])
+
+    drv.get(url + "/")
+    _wait(lambda: _text(drv, "conn") == "live", "the live tail to connect")
+    assert _rows(drv, "tail-body") == 0
+    assert store.write(events[:100]) == 100  # what the Kafka worker's sink does
+    _wait(lambda: _rows(drv, "tail-body") == 100, "the first 100 events in the tail")
+    assert store.write(events[100:]) == 700
+    # (a replay spanning weeks writes to many daily indices at once: events become visible out of
+    # seq order, and the stream's late-event sweep must still deliver every one of them)
+    _wait(lambda: _js(drv, "return window.smartlogsConsole.tail.received") == 800,
+          "all 800 events live", timeout=30)
+    assert _rows(drv, "tail-body") == 500
+
+    anomalies = httpx.get(f"{url}/api/events", params={"anomaly": "true", "limit": 50}).json()
+    assert anomalies["total"] >= 1
+    _click(drv, "#tail-anomaly")
+    _wait(lambda: _rows(drv, "tail-body") == min(anomalies["total"], 50)
+          and _js(drv, "return document.querySelectorAll('#tail-body tr.event:not(.anomaly)').length") == 0,
+          "the tail to show only anomalies")
+
+    _click(drv, "#tab-search")
+    drv.find_element("css selector", "#search-q").send_keys("session opened")
+    _click(drv, "#search-go")
+    expected = httpx.get(f"{url}/api/events", params={"q": "session opened", "limit": 100}).json()
+    assert expected["total"] > 0
+    _wait(lambda: _text(drv, "search-summary").startswith(f"{expected['total']:,} matching"), "the search")
+    assert _rows(drv, "search-body") == len(expected["events"])
+
+    _click(drv, "#tab-templates")
+    n_templates = len(httpx.get(f"{url}/api/templates", params={"limit": 1000}).json()["templates"])
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#templates-body tr.template').length")
+          == n_templates, "the templates table")
+    _click(drv, "#templates-body tr.template .examples-btn")
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#templates-body li.example').length") >= 1,
+          "example lines")
+
+    stats = httpx.get(f"{url}/api/stats", params={"windows": 60, "top": 20}).json()
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#chart rect.bar').length") == len(stats["windows"])
+          and _text(drv, "total-events") == "800", "the chart and totals", timeout=8)
+    assert _browser_errors(drv) == []
