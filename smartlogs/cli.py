@@ -19,6 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from smartlogs import __version__
+from smartlogs.logs import configure_logging
 
 app = typer.Typer(
     help="SmartLogs: real-time log ingest, template mining, online anomaly detection and search.\n\n"
@@ -92,7 +93,7 @@ def up(
 
     settings = _settings_from(host, port, data_dir)
     _guard_bind(settings, insecure)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("embedded", log_level, settings.logs_json)
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
                   f"store [cyan]{settings.db_path}[/]")
@@ -106,7 +107,7 @@ def up(
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False)
+                log_level=log_level.lower(), access_log=False, log_config=None)
 
 
 def _settings_from(host, port, data_dir):
@@ -204,12 +205,12 @@ def api(
 
     settings = _settings_from(host, port, None)
     _guard_bind(settings, insecure)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("api", log_level, settings.logs_json)
     console.print(f"[bold green]SmartLogs {__version__}[/] API (full stack) on "
                   f"http://{settings.host}:{settings.port} → {settings.amqp_url.split('@')[-1]} "
                   f"queue {settings.amqp_queue}; queries from {settings.es_url}")
     uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False)
+                log_level=log_level.lower(), access_log=False, log_config=None)
 
 
 @app.command()
@@ -226,7 +227,7 @@ def bridge(
     from bridge.bridge import run_bridge
     from smartlogs.settings import get_settings
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("bridge", log_level, get_settings().logs_json)
     asyncio.run(run_bridge(get_settings()))
 
 
@@ -496,9 +497,11 @@ def data_fetch(
     console.print(f"verified {len(names)} dataset(s) in {dest}. License: https://github.com/logpai/loghub")
 
 
+from smartlogs.evaluation import eval_app  # noqa: E402
 from smartlogs.kibana import kibana_setup_command  # noqa: E402
 
 app.command("kibana-setup")(kibana_setup_command)
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:  # pragma: no cover

@@ -118,6 +118,8 @@ class Pipeline:
                 parsed=ok,
                 host=host,
                 window_start=window_start(ts, size),
+                ts=ts,
+                params=mined.params,
             )
             s = score(x, ctx)
             out.append({

@@ -1,19 +1,45 @@
-"""Online anomaly scoring: features in [0, 1] → River HalfSpaceTrees → adaptive threshold.
+"""Online anomaly scoring: evidence in [0, 1] per kind of anomaly → one score → adaptive threshold.
 
-Every line is scored *before* it is learned, so a line never vouches for itself.
-All state (trees, threshold histogram, rate history) is plain Python and picklable.
+Every line is scored *before* it is learned: each piece of evidence is computed from what
+the scorer knew before the line, so a line never vouches for itself. All state (rates,
+counts, the trees, the threshold histogram) is plain Python and picklable; nothing reads a
+clock (times are the lines' own event times), so a replay gives the same scores.
 
-Features (fixed keys, each already in [0, 1], so no scaler is needed):
+Evidence (each in [0, 1]; 0 = nothing unusual). Surprisals ``s`` (in nats, or z-scores for
+rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``:
 
-=================  ==========================================================
-``rarity``         surprisal of the template: -ln((c+1)/(n+2)) / ln(n+2)
-``new_template``   1 when the template was created by this line
-``severity``       level mapped to [0, 1] (DEBUG 0 … FATAL 1)
-``length``         token count / 64, capped
-``unparsed``       1 when no header format matched
-``host_burst``     this window's lines of the host vs. its usual per window
-``template_burst`` this window's lines of the template vs. its usual per window
-=================  ==========================================================
+================  ============================================================================
+``novelty``       a message pattern (template) never or hardly seen before. Its surprise is
+                  measured against the *current* rate of new patterns (Good-Turing: the share
+                  of patterns seen once, or the recent rate of new ones, whichever is higher),
+                  so the first new pattern in a calm stream counts, the 20th new pattern of a
+                  boot sequence or crash dump much less; a known pattern seen ``c`` times
+                  keeps ``1/(1+c)`` of it.
+``template_burst`` this window's lines of the pattern vs. its usual per window (Poisson z).
+``host_burst``     this window's lines of the host vs. its usual per window (Poisson z).
+``error_burst``   this window's warning-or-worse lines of the host vs. its usual (Poisson z):
+                  an error flood.
+``recurrence``    the same warning-or-worse pattern repeating on one host: its count over the
+                  last hour (decayed) against its long-run share of a day (a habitual error
+                  fades, a node that keeps failing does not).
+``silence``       the gap since the host's previous line vs. its usual gaps (z of log gap):
+                  a host that went quiet, reported on its first line back.
+``param``         a parameter value unusual for its slot in the pattern: a number far from the
+                  slot's usual magnitude (z of log|x|), or a new value in a slot that holds
+                  few distinct values (Good-Turing).
+``severity``      the level itself (DEBUG 0 … FATAL 1), a prior rather than learned evidence.
+================  ============================================================================
+
+The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, except severity
+0.6, so a routine FATAL alone stays below the floor but tips a line that is unusual in
+another way, and host_burst 0.5, the least specific)
+and the River ``HalfSpaceTrees`` score of the whole vector (weight 0.3: unusual
+*combinations*). A line is flagged when its score reaches both ``min_score`` and the
+running ``quantile`` of recent scores; its ``reason`` names each piece of evidence that
+was strong, with the numbers behind it, in words a person can act on.
+
+The feature vector also keeps the plain inputs (``rarity``, ``new_template``, ``length``,
+``unparsed``) for the trees and for consumers that read them.
 """
 
 from __future__ import annotations
@@ -23,7 +49,20 @@ from dataclasses import dataclass
 
 from river.anomaly import HalfSpaceTrees
 
-__all__ = ["FEATURES", "SEVERITY", "AnomalyScorer", "Score", "RateTracker", "AdaptiveThreshold"]
+__all__ = [
+    "FEATURES", "EVIDENCE", "SEVERITY", "AnomalyScorer", "Score", "RateTracker",
+    "AdaptiveThreshold", "explain",
+]
+
+EVIDENCE = (
+    "novelty",
+    "template_burst",
+    "host_burst",
+    "error_burst",
+    "recurrence",
+    "silence",
+    "param",
+)
 
 FEATURES = (
     "rarity",
@@ -31,9 +70,7 @@ FEATURES = (
     "severity",
     "length",
     "unparsed",
-    "host_burst",
-    "template_burst",
-)
+) + EVIDENCE
 
 SEVERITY: dict[str | None, float] = {
     None: 0.2,
@@ -49,62 +86,183 @@ SEVERITY: dict[str | None, float] = {
     "EMERGENCY": 1.0,
 }
 
+# weights in the noisy-OR
+W_SEVERITY = 0.6
+W_HST = 0.3
+# a host's overall volume is the least specific evidence (boots, batch jobs): alone it
+# stays below the flagging floor, with anything else it counts
+WEIGHTS = {"host_burst": 0.5}
+ERRORISH = 0.5  # severity from which a line counts as an error (WARNING and worse)
+
+_LN20 = math.log(20.0)
+_LN10 = math.log(10.0)
+
+
+def _ramp(s: float, s0: float, k: float) -> float:
+    """Surprise above ``s0`` → evidence in [0, 1)."""
+    if s <= s0:
+        return 0.0
+    return 1.0 - math.exp(-(s - s0) / k)
+
+
+def _poisson_z(count: int, usual: float | None) -> float:
+    if usual is None:
+        return 0.0
+    return (count - usual) / math.sqrt(usual + 1.0)
+
 
 class RateTracker:
     """Lines per key in the current event-time window, against that key's usual rate.
 
     ``add(key, window_start)`` returns ``(count_in_window, usual_per_window)``; the usual
     rate is an exponentially weighted mean over the key's closed windows (None before one
-    closed).
+    closed), and ``spread(key)`` the weighted variance of those counts (real logs are
+    burstier than Poisson: a key that often jumps gets a wide spread, and its jumps stop
+    counting as bursts).
     """
 
     def __init__(self, alpha: float = 0.3):
         self.alpha = alpha
         self._current: dict[str, tuple[float, int]] = {}
         self._usual: dict[str, float] = {}
+        self._var: dict[str, float] = {}
 
-    def add(self, key: str, window_start: float) -> tuple[int, float | None]:
+    def add(self, key, window_start: float) -> tuple[int, float | None]:
         start, count = self._current.get(key, (window_start, 0))
         if window_start > start:  # the key's previous window closed
             prev = self._usual.get(key)
-            self._usual[key] = count if prev is None else prev + self.alpha * (count - prev)
+            if prev is None:
+                self._usual[key] = count
+                self._var[key] = 0.0
+            else:
+                a = self.alpha
+                d = count - prev
+                self._usual[key] = prev + a * d
+                self._var[key] = (1 - a) * (self._var[key] + a * d * d)
             start, count = window_start, 0
-        elif window_start < start:  # a late line: count it in the window it belongs to? keep simple
+        elif window_start < start:  # a late line: counted against the window it is late for
             return count, self._usual.get(key)
         count += 1
         self._current[key] = (start, count)
         return count, self._usual.get(key)
 
+    def usual(self, key) -> float | None:
+        return self._usual.get(key)
+
+    def spread(self, key) -> float:
+        return self._var.get(key, 0.0)
+
+    def z(self, key, count: int, usual: float | None) -> float:
+        """How far above its usual a key runs: (count - usual) / sqrt(var + usual + 1)."""
+        if usual is None:
+            return 0.0
+        return (count - usual) / math.sqrt(self._var.get(key, 0.0) + usual + 1.0)
+
+
+class DecayedRate:
+    """Lines per key over the last ``tau`` seconds of event time (an exponentially decayed
+    count, so a burst is seen whole whatever window boundaries it straddles), against the
+    busiest the key has been before: its peak level over spans of ``tau`` that have
+    closed (so a burst is not compared with itself), which fades with a half-life of
+    ``peak_half_life`` seconds. A span that was itself a burst raises the peak by only a
+    third of its excess, so one anomaly does not hide the next, while a lasting change of
+    rate still becomes the new normal within a few dozen spans.
+
+    ``add(key, ts)`` returns ``(level, peak, z)``, ``z = (level - peak) / sqrt(peak + 1)``:
+    how far the key runs above anything it did before, judged before the line is learned
+    (0 while the key has fewer than ``min_history`` lines or three closed spans; a key
+    without history is
+    compared with ``default`` when one is given: "a known host that never logged an
+    error"). Real logs are bursty: a pattern that often comes in bursts has a high peak,
+    and its usual bursts stop counting.
+    """
+
+    def __init__(self, tau: float = 60.0, peak_half_life: float = 86400.0,
+                 min_history: int = 50):
+        self.tau = tau
+        self.peak_half_life = peak_half_life
+        self.min_history = min_history
+        self._state: dict = {}
+
+    def add(self, key, ts: float, default: float | None = None) -> tuple[float, float | None, float]:
+        st = self._state.get(key)
+        if st is None:
+            # last ts, level, peak (of closed spans), lines, this span's highest level, its start
+            st = self._state[key] = [ts, 0.0, 0.0, 0, 0.0, ts, 0]
+        last, level, peak, n, high, span, spans = st
+        dt = ts - last
+        if dt < -self.tau:  # far older than what this key already saw (a replay, a skewed
+            return level, None, 0.0  # clock): no rate to judge it against, nothing learned
+        if dt > 0:
+            level *= math.exp(-dt / self.tau)
+            peak *= 0.5 ** (dt / self.peak_half_life)
+            st[0] = ts
+        if ts - span >= self.tau:  # a span of tau closed: its highest level joins the peak
+            if high > peak:
+                if spans < 3 or (high - peak) < 4.0 * math.sqrt(peak + 1.0):
+                    peak = high
+                else:  # the span was itself a burst: learn it partly (robust to outliers)
+                    peak += 0.3 * (high - peak)
+            high = 0.0
+            st[5] = ts
+            spans += 1
+            st[6] = spans
+        level += 1.0
+        if n >= self.min_history and spans >= 3:
+            ref = peak
+        elif default is not None:
+            ref = max(default, peak)
+        else:
+            ref = None
+        z = 0.0 if ref is None else (level - ref) / math.sqrt(ref + 1.0)
+        st[1] = level
+        st[2] = peak
+        st[3] = n + 1
+        st[4] = level if level > high else high
+        return level, ref, z
+
 
 def _burst(count: int, usual: float | None) -> float:
-    """0.5 when a key runs at its usual rate, → 1 in a burst, → 0 when quiet."""
-    if usual is None:
-        return 0.5
-    r = count / (usual + 1.0)
-    return r / (1.0 + r)
+    """Evidence that a key runs well above its usual rate (Poisson z from 4 on)."""
+    return _zramp(_poisson_z(count, usual))
+
+
+def _zramp(z: float) -> float:
+    """A z-score → evidence: none up to 4, 0.63 at 6, 0.95 at 10."""
+    return _ramp(z, 4.0, 2.0)
 
 
 class AdaptiveThreshold:
-    """Running quantile of scores on a fixed histogram (O(1) update, picklable)."""
+    """Running quantile of scores on a fixed histogram (O(1) update, picklable).
+
+    The bins are even in ``-ln(1 - score)`` (up to 10, i.e. a score of 0.99995), not in the
+    score itself, so the top of the range, where the quantile of interest lies, is resolved
+    finely: 0.99 and 0.999 fall in different bins.
+    """
+
+    TOP = 10.0
 
     def __init__(self, quantile: float = 0.995, bins: int = 200, refresh: int = 256):
         self.quantile = quantile
-        self.bins = [0] * bins
+        self.bins = [0.0] * bins
         self.n = 0
+        self.mass = 0.0
         self.refresh = refresh
         self.value = 1.0
 
-    def update(self, score: float) -> None:
+    def update(self, score: float, weight: float = 1.0) -> None:
         nb = len(self.bins)
-        self.bins[min(int(score * nb), nb - 1)] += 1
+        u = -math.log(max(1.0 - score, 1e-12))
+        self.bins[min(int(u / self.TOP * nb), nb - 1)] += weight
         self.n += 1
+        self.mass += weight
         if self.n % self.refresh == 0:
-            target = self.quantile * self.n
+            target = self.quantile * self.mass
             acc = 0
             for i, c in enumerate(self.bins):
                 acc += c
                 if acc >= target:
-                    self.value = (i + 1) / nb
+                    self.value = 1.0 - math.exp(-(i + 1) / nb * self.TOP)
                     break
 
 
@@ -117,8 +275,41 @@ class Score:
     features: dict[str, float]
 
 
+class _Slot:
+    """What one parameter position of one template usually holds."""
+
+    __slots__ = ("n", "mean", "var", "nnum", "values", "singles", "capped")
+
+    def __init__(self):
+        self.n = 0          # values seen
+        self.nnum = 0       # numeric values seen
+        self.mean = 0.0     # of sign(x)·log1p(|x|), exponentially weighted
+        self.var = 0.0
+        self.values: dict[str, int] | None = {}
+        self.singles = 0    # distinct values seen exactly once
+        self.capped = False
+
+
+_MISSING = object()
+_MAX_SLOT_VALUES = 256  # a slot with more distinct values is an identifier: no categorical test
+_NUM_ALPHA = 0.05
+
+
+def _as_number(text: str) -> float | None:
+    c = text[:1]
+    if not c or not (c.isdigit() or c in "+-."):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    if v != v or v in (math.inf, -math.inf):
+        return None
+    return v
+
+
 class AnomalyScorer:
-    """HST over the fixed feature vector; score-then-learn; reasons for flagged lines."""
+    """Evidence per kind of anomaly + HST over the vector; score-then-learn; reasons."""
 
     def __init__(
         self,
@@ -129,6 +320,7 @@ class AnomalyScorer:
         quantile: float = 0.995,
         min_score: float = 0.7,
         seed: int = 42,
+        recurrence_half_life: float = 3600.0,
     ):
         self.hst = HalfSpaceTrees(
             n_trees=n_trees, height=height, window_size=window_size, seed=seed
@@ -137,15 +329,41 @@ class AnomalyScorer:
         self.threshold = AdaptiveThreshold(quantile)
         self.min_score = min_score
         self.seen = 0
-        self.hosts = RateTracker()
-        self.templates = RateTracker()
+        self.hosts = DecayedRate()
+        self.templates = DecayedRate()
+        self.errors = DecayedRate()
         self._template_cache: dict[str, tuple[float, float]] = {}
+        # novelty: templates seen exactly once, recent rate of new templates
+        self.singletons = 0
+        self.new_rate = 1.0
+        # recurrence of errors per (host, template): (fast count, slow count, last ts)
+        self.recurrence_half_life = recurrence_half_life
+        self._recur: dict[tuple, tuple[float, float, float]] = {}
+        self._recur_t: dict[str, tuple[float, float]] = {}
+        # silence: per host (last ts, mean log gap, var log gap, gaps seen)
+        self._gaps: dict[str, list] = {}
+        # parameter slots per (template, position)
+        self._slots: dict[str, list[_Slot]] = {}
+        self._numbers: dict[str, float | None] = {}  # parameter text -> signed log1p, memo
+
+    def __setstate__(self, state: dict) -> None:
+        if "_slots" not in state:  # a checkpoint of the scorer before the evidence model:
+            old = state  # keep its trees and counts, start the new trackers empty
+            threshold = old.get("threshold")
+            fresh = AnomalyScorer(window_size=old.get("window_size", 250),
+                                  quantile=getattr(threshold, "quantile", 0.995),
+                                  min_score=old.get("min_score", 0.7))
+            state = fresh.__dict__
+            state["hst"] = old["hst"]
+            state["seen"] = old.get("seen", 0)
+        self.__dict__.update(state)
 
     @property
     def warmed_up(self) -> bool:
         # HST scores 0 until its first reference window is complete
-        return self.seen >= 2 * self.window_size
+        return self.seen >= self.window_size
 
+    # -- features ---------------------------------------------------------------------------
     def features(
         self,
         *,
@@ -157,30 +375,177 @@ class AnomalyScorer:
         parsed: bool,
         host: str | None,
         window_start: float,
+        ts: float | None = None,
+        params: list[str] | None = None,
     ) -> tuple[dict[str, float], dict]:
         n = self.seen
+        hostkey = host or "-"
+        sev = SEVERITY.get(level, 0.5)
         rarity = -math.log((seen_before + 1) / (n + 2)) / math.log(n + 2)
-        hc, hu = self.hosts.add(host or "-", window_start)
-        tc, tu = self.templates.add(template_id, window_start)
+
+        # novelty against the current rate of new patterns
+        p_new = max((self.singletons + 1.0) / (n + 2.0), self.new_rate)
+        novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + seen_before)
+        if is_new:
+            self.singletons += 1
+        elif seen_before == 1:
+            self.singletons -= 1
+        self.new_rate += ((1.0 if is_new else 0.0) - self.new_rate) * (1.0 / 64.0)
+
+        t_ev = window_start if ts is None else ts
+        hc, hu, hz = self.hosts.add(hostkey, t_ev)
+        tc, tu, tz = self.templates.add(template_id, t_ev)
+
+        # errors: flood per host, recurrence per (host, template)
+        ec = eu = None
+        error_burst = recurrence = 0.0
+        rec_fast = 0.0
+        if sev >= ERRORISH:
+            ec, eu, ez = self.errors.add(hostkey, t_ev, default=0.0 if hu is not None else None)
+            error_burst = _zramp(ez)
+            if ts is not None:
+                recurrence, rec_fast = self._recurrence(hostkey, template_id, ts)
+
+        silence, gap, usual_gap = (0.0, None, None) if ts is None else self._silence(hostkey, ts)
+        param, param_what = self._params(template_id, params) if params else (0.0, None)
+
         x = {
             "rarity": min(max(rarity, 0.0), 1.0),
             "new_template": 1.0 if is_new else 0.0,
-            "severity": SEVERITY.get(level, 0.5),
+            "severity": sev,
             "length": min(tokens / 64.0, 1.0),
             "unparsed": 0.0 if parsed else 1.0,
-            "host_burst": _burst(hc, hu),
-            "template_burst": _burst(tc, tu),
+            "novelty": novelty,
+            "template_burst": _zramp(tz),
+            "host_burst": _zramp(hz),
+            "error_burst": error_burst,
+            "recurrence": recurrence,
+            "silence": silence,
+            "param": param,
         }
         ctx = {"host": host, "host_count": hc, "host_usual": hu, "template_count": tc,
                "template_usual": tu, "seen_before": seen_before, "level": level, "tokens": tokens,
-               "template_id": template_id}
+               "template_id": template_id, "error_count": ec, "error_usual": eu,
+               "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
+               "param": param_what}
         return x, ctx
 
+    def _recurrence(self, host: str, template_id: str, ts: float) -> tuple[float, float]:
+        """One host repeating an error pattern more than its share of the fleet and more than
+        its own long-run habit predict (decayed counts over the last hour and day)."""
+        hl = self.recurrence_half_life
+        key = (host, template_id)
+        fast, slow, last = self._recur.get(key, (0.0, 0.0, ts))
+        if ts < last - hl:  # far older than this pair's latest line: not judged
+            return 0.0, fast
+        dt = max(ts - last, 0.0)
+        if dt:
+            fast *= 0.5 ** (dt / hl)
+            slow *= 0.5 ** (dt / (24.0 * hl))
+        tfast, tlast = self._recur_t.get(template_id, (0.0, ts))
+        dt = max(ts - tlast, 0.0)
+        if dt:
+            tfast *= 0.5 ** (dt / hl)
+        # more than all other hosts together, and more than the host's own habit (a day's rate)
+        others = tfast - fast
+        expected = max(others, slow / 24.0) if len(self._gaps) > 1 else fast
+        z = (fast - expected) / math.sqrt(expected + 1.0)
+        self._recur[key] = (fast + 1.0, slow + 1.0, max(ts, last))
+        self._recur_t[template_id] = (tfast + 1.0, max(ts, tlast))
+        return _zramp(z), fast
+
+    def _silence(self, host: str, ts: float) -> tuple[float, float | None, float | None]:
+        st = self._gaps.get(host)
+        if st is None:
+            self._gaps[host] = [ts, 0.0, 0.0, 0]
+            return 0.0, None, None
+        last, mean, var, k = st
+        gap = ts - last
+        if gap < 0:  # out of order: no gap to judge
+            return 0.0, None, None
+        lg = math.log1p(gap)
+        evidence = 0.0
+        if k >= 20:
+            z = (lg - mean) / math.sqrt(var + 0.25)
+            evidence = _zramp(z)
+        # learn
+        a = 0.05 if k >= 20 else 1.0 / (k + 1)
+        d = lg - mean
+        mean += a * d
+        var = (1 - a) * (var + a * d * d)
+        st[0], st[1], st[2], st[3] = ts, mean, var, k + 1
+        return evidence, gap, math.expm1(mean)
+
+    def _params(self, template_id: str, params: list[str]):
+        best = 0.0
+        what = None
+        slots = self._slots.get(template_id)
+        if slots is None:
+            slots = self._slots[template_id] = []
+        while len(slots) < len(params):
+            slots.append(_Slot())
+        numbers = self._numbers
+        for i, value in enumerate(params):
+            slot = slots[i]
+            num = numbers.get(value, _MISSING)
+            if num is _MISSING:
+                num = _as_number(value)
+                if num is not None:
+                    num = math.copysign(math.log1p(abs(num)), num)
+                if len(numbers) >= 100_000:
+                    numbers.clear()
+                numbers[value] = num
+            if num is not None:
+                k = slot.nnum
+                if k >= 20:
+                    z = abs(num - slot.mean) / math.sqrt(slot.var + 0.25)
+                    if z > 4.0:
+                        e = _zramp(z)
+                        if e > best:
+                            best, what = e, (i, value, "number",
+                                             math.copysign(math.expm1(abs(slot.mean)), slot.mean))
+                    a = _NUM_ALPHA
+                else:
+                    a = 1.0 / (k + 1)
+                d = num - slot.mean
+                slot.mean += a * d
+                slot.var = (1 - a) * (slot.var + a * d * d)
+                slot.nnum = k + 1
+                slot.n += 1
+                continue
+            values = slot.values
+            if values is not None:
+                c = values.get(value, 0)
+                if c == 0:
+                    if slot.n >= 20:
+                        p_new = (slot.singles + 1.0) / (slot.n + 2.0)
+                        e = _ramp(-math.log(p_new), _LN20, _LN10)
+                        if e > best:
+                            best, what = e, (i, value, "value", len(values))
+                    if len(values) >= _MAX_SLOT_VALUES:
+                        slot.values = None  # an identifier-like slot: stop counting values
+                    else:
+                        values[value] = 1
+                        slot.singles += 1
+                else:
+                    values[value] = c + 1
+                    if c == 1:
+                        slot.singles -= 1
+            slot.n += 1
+        return best, what
+
+    # -- scoring ----------------------------------------------------------------------------
     def score(self, x: dict[str, float], ctx: dict) -> Score:
-        s = self.hst.score_one(x)
+        h = self.hst.score_one(x)
         self.hst.learn_one(x)
         warming = not self.warmed_up
         self.seen += 1
+        keep = (1.0 - W_SEVERITY * x["severity"]) * (1.0 - W_HST * h)
+        for k in EVIDENCE:
+            v = x[k]
+            if v:
+                keep *= 1.0 - v * WEIGHTS.get(k, 1.0)
+        s = 1.0 - keep
         if warming:
             return Score(s, False, None, True, x)
         self.threshold.update(s)
@@ -188,29 +553,70 @@ class AnomalyScorer:
         return Score(s, flagged, explain(x, ctx) if flagged else None, False, x)
 
 
-def explain(x: dict[str, float], ctx: dict) -> str:
-    """Words a person can act on: which features were extreme, with their numbers."""
-    parts: list[str] = []
-    if x["new_template"] >= 1.0:
-        parts.append(f"first time this message pattern ({ctx['template_id']}) was seen")
-    elif x["rarity"] >= 0.6:
-        parts.append(f"rare message pattern {ctx['template_id']} (seen {ctx['seen_before']} times before)")
-    if x["severity"] >= 0.5:
-        parts.append(f"severity {ctx['level']}")
-    if x["unparsed"] >= 1.0:
-        parts.append("line matches no known log format")
-    if x["host_burst"] >= 0.8:
-        parts.append(
-            f"host {ctx['host']} sent {ctx['host_count']} lines this window, usually ~{ctx['host_usual']:.0f}"
-        )
-    if x["template_burst"] >= 0.8:
-        parts.append(
-            f"pattern {ctx['template_id']} occurred {ctx['template_count']} times this window, "
-            f"usually ~{ctx['template_usual']:.0f}"
-        )
-    if x["length"] >= 0.8:
-        parts.append(f"unusually long message ({ctx['tokens']} tokens)")
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
+    """Words a person can act on: which evidence was strong, with the numbers behind it,
+    strongest first; then the level, when it is a warning or worse."""
+    parts: list[tuple[float, str]] = []
+    get = x.get
+    tid = ctx.get("template_id")
+    host = ctx.get("host") or "-"
+    nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
+    if get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
+        parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
+    elif nov >= strong:
+        parts.append((nov, f"rare message pattern {tid} (seen {ctx.get('seen_before')} times before)"))
+    if get("template_burst", 0.0) >= strong:
+        parts.append((x["template_burst"],
+                      f"burst: pattern {tid} ~{ctx['template_count']:.0f} times in the last minute, "
+                      f"at most ~{ctx['template_usual']:.0f} before"))
+    if get("error_burst", 0.0) >= strong:
+        parts.append((x["error_burst"],
+                      f"error flood: host {host} logged ~{ctx['error_count']:.0f} warnings/errors in "
+                      f"the last minute, at most ~{ctx['error_usual']:.0f} before"))
+    if get("recurrence", 0.0) >= strong:
+        parts.append((x["recurrence"],
+                      f"recurring {ctx.get('level') or 'error'}: host {host} logged pattern {tid} "
+                      f"~{ctx['recurrence_count']:.0f} times in the last hour, more than all other "
+                      f"hosts together"))
+    if get("silence", 0.0) >= strong:
+        parts.append((x["silence"],
+                      f"host {host} was silent for {_dur(ctx['gap'])} before this line "
+                      f"(usually ~{_dur(ctx['usual_gap'])} between lines)"))
+    if get("param", 0.0) >= strong and ctx.get("param"):
+        i, value, kind, ref = ctx["param"]
+        if kind == "number":
+            parts.append((x["param"], f"unusual value {value} in parameter {i + 1} of pattern "
+                                      f"{tid} (usually around {ref:.3g})"))
+        else:
+            parts.append((x["param"], f"new value {value!r} in parameter {i + 1} of pattern "
+                                      f"{tid} (it held {ref} distinct values before)"))
+    if get("host_burst", 0.0) >= strong:
+        parts.append((x["host_burst"],
+                      f"host {host} sent ~{ctx['host_count']:.0f} lines in the last minute, "
+                      f"at most ~{ctx['host_usual']:.0f} before"))
+    parts.sort(key=lambda p: -p[0])
+    words = [p[1] for p in parts]
+    if get("severity", 0.0) >= 0.5:
+        words.append(f"severity {ctx.get('level')}")
+    if get("unparsed", 0.0) >= 1.0:
+        words.append("line matches no known log format")
+    if get("length", 0.0) >= 0.8:
+        words.append(f"unusually long message ({ctx.get('tokens')} tokens)")
     if not parts:
-        top = sorted(x.items(), key=lambda kv: -kv[1])[:2]
-        parts.append("unusual combination of " + " and ".join(f"{k}={v:.2f}" for k, v in top))
-    return "; ".join(parts)
+        top = sorted(((k, v) for k, v in x.items() if k not in ("severity", "rarity", "length")),
+                     key=lambda kv: -kv[1])[:2]
+        words.insert(0, "unusual combination of "
+                     + " and ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in top))
+    return "; ".join(words)

@@ -1,33 +1,120 @@
 import pickle
 
-from streams.scoring import AdaptiveThreshold, AnomalyScorer, RateTracker, explain
+from streams.scoring import (EVIDENCE, FEATURES, AdaptiveThreshold, AnomalyScorer, DecayedRate,
+                             RateTracker, explain)
 
 
-def _x(s: AnomalyScorer, tid="T1", seen=10, new=False, level="INFO", host="h", w=0.0):
+def _x(s: AnomalyScorer, tid="T1", seen=10, new=False, level="INFO", host="h", ts=0.0,
+       params=None):
     return s.features(template_id=tid, seen_before=seen, is_new=new, level=level, tokens=8,
-                      parsed=True, host=host, window_start=w)
+                      parsed=True, host=host, window_start=ts - ts % 60, ts=ts, params=params)
 
 
 def test_features_are_in_unit_interval_and_fixed_keys():
     s = AnomalyScorer()
     x, _ = _x(s)
-    assert set(x) == {"rarity", "new_template", "severity", "length", "unparsed", "host_burst",
-                      "template_burst"}
+    assert tuple(x) == FEATURES
+    assert set(EVIDENCE) <= set(x)
     assert all(0.0 <= v <= 1.0 for v in x.values())
 
 
-def test_warm_up_then_rare_error_scores_above_common_info():
+def test_features_work_without_time_and_params():  # the call the benchmark makes
+    s = AnomalyScorer()
+    x, ctx = s.features(template_id="T1", seen_before=0, is_new=True, level=None, tokens=3,
+                        parsed=False, host=None, window_start=0.0)
+    assert x["silence"] == 0.0 and x["param"] == 0.0 and x["unparsed"] == 1.0
+    assert s.score(x, ctx).warming_up
+
+
+def test_warm_up_then_new_error_scores_above_common_info():
     s = AnomalyScorer(window_size=50, min_score=0.0, quantile=0.9)
     for i in range(400):
-        x, ctx = _x(s, seen=i)
-        r = s.score(x, ctx)
-        if i < 100:
+        r = s.score(*_x(s, seen=i, ts=float(i)))
+        if i < 50:
             assert r.warming_up and not r.is_anomaly
-    common = s.score(*_x(s, seen=400))
-    rare = s.score(*_x(s, tid="T99", seen=0, new=True, level="ERROR"))
+    common = s.score(*_x(s, seen=400, ts=400.0))
+    rare = s.score(*_x(s, tid="T99", seen=0, new=True, level="ERROR", ts=401.0))
     assert rare.score > common.score
     assert rare.is_anomaly and not common.is_anomaly
     assert "first time this message pattern (T99)" in rare.reason and "severity ERROR" in rare.reason
+
+
+def test_novelty_is_judged_against_the_current_rate_of_new_patterns():
+    calm = AnomalyScorer()
+    for i in range(300):
+        calm.score(*_x(calm, seen=i, ts=float(i)))
+    x_calm, _ = _x(calm, tid="Tnew", seen=0, new=True, ts=300.0)
+    busy = AnomalyScorer()
+    for i in range(300):  # every line a new pattern, like a boot sequence
+        busy.score(*_x(busy, tid=f"T{i}", seen=0, new=True, ts=float(i)))
+    x_busy, _ = _x(busy, tid="Tnew", seen=0, new=True, ts=300.0)
+    assert x_calm["novelty"] > 0.5 > 0.2 > x_busy["novelty"]
+
+
+def test_decayed_rate_flags_a_burst_above_the_past_peak_only():
+    r = DecayedRate(tau=60.0, min_history=5)
+    t = 0.0
+    for _ in range(300):  # one line every 10 s
+        t += 10.0
+        _level, _ref, z = r.add("k", t)
+        assert z < 4
+    zs = []
+    for _ in range(40):  # 40 lines in 20 s
+        t += 0.5
+        zs.append(r.add("k", t)[2])
+    assert max(zs) > 6
+
+
+def test_decayed_rate_error_default_for_known_quiet_key():
+    r = DecayedRate(min_history=20)
+    z = [r.add("h", float(i), default=0.0)[2] for i in range(10)]
+    assert z[-1] > 4  # ten errors within ten seconds from a host that never had one
+
+
+def test_silence_is_reported_on_the_first_line_back():
+    s = AnomalyScorer(window_size=10, min_score=0.0)
+    t = 0.0
+    for _ in range(200):
+        t += 2.0
+        s.score(*_x(s, ts=t))
+    x, ctx = _x(s, ts=t + 3600.0)
+    assert x["silence"] > 0.9
+    assert "host h was silent for 60 min before this line" in explain(x, ctx)
+
+
+def test_unusual_number_in_a_parameter_slot():
+    s = AnomalyScorer()
+    for i in range(100):
+        s.score(*_x(s, ts=float(i), params=[str(20 + i % 7), "alice"]))
+    x, ctx = _x(s, ts=100.0, params=["250000", "alice"])
+    assert x["param"] > 0.9
+    assert "unusual value 250000 in parameter 1" in explain(x, ctx)
+    x2, _ = _x(s, ts=101.0, params=["23", "alice"])
+    assert x2["param"] == 0.0
+
+
+def test_new_value_in_a_low_cardinality_slot():
+    s = AnomalyScorer()
+    for i in range(200):
+        s.score(*_x(s, ts=float(i), params=["OK" if i % 2 else "RETRY"]))
+    x, ctx = _x(s, ts=200.0, params=["FAILED"])
+    assert x["param"] > 0.5
+    assert "new value 'FAILED'" in explain(x, ctx)
+
+
+def test_recurrence_needs_one_host_above_the_rest_of_the_fleet():
+    s = AnomalyScorer()
+    for h in range(10):  # a fleet
+        s.score(*_x(s, host=f"n{h}", ts=float(h)))
+    xs = [_x(s, tid="Terr", seen=i, level="FATAL", host="n1", ts=100.0 + 60 * i)[0]
+          for i in range(12)]
+    assert xs[-1]["recurrence"] > 0.8
+    spread = AnomalyScorer()
+    for h in range(10):
+        spread.score(*_x(spread, host=f"n{h}", ts=float(h)))
+    ys = [_x(spread, tid="Terr", seen=i, level="FATAL", host=f"n{i % 10}", ts=100.0 + 60 * i)[0]
+          for i in range(12)]
+    assert max(y["recurrence"] for y in ys) == 0.0
 
 
 def test_rate_tracker_learns_the_usual_rate_per_window():
@@ -37,22 +124,59 @@ def test_rate_tracker_learns_the_usual_rate_per_window():
     assert t.add("h", 60.0) == (1, 5)
 
 
-def test_threshold_tracks_quantile():
+def test_threshold_tracks_quantile_and_resolves_the_top():
     th = AdaptiveThreshold(quantile=0.9, refresh=10)
     for i in range(1000):
         th.update((i % 100) / 100)
-    assert 0.88 <= th.value <= 0.92
+    assert 0.86 <= th.value <= 0.93
+    top = AdaptiveThreshold(quantile=0.99, refresh=100)
+    for i in range(10_000):
+        top.update(0.999 if i % 200 == 0 else 0.99)
+    assert 0.99 <= top.value < 0.995
 
 
 def test_explain_names_the_extreme_features():
     x = {"rarity": 0.1, "new_template": 0.0, "severity": 0.1, "length": 0.1, "unparsed": 0.0,
-         "host_burst": 0.95, "template_burst": 0.5}
-    ctx = {"host": "web1", "host_count": 900, "host_usual": 40.0, "template_id": "T3"}
-    assert explain(x, ctx) == "host web1 sent 900 lines this window, usually ~40"
+         "novelty": 0.0, "template_burst": 0.0, "host_burst": 0.95, "error_burst": 0.0,
+         "recurrence": 0.0, "silence": 0.0, "param": 0.0}
+    ctx = {"host": "web1", "host_count": 900.0, "host_usual": 40.0, "template_id": "T3",
+           "seen_before": 12}
+    assert explain(x, ctx) == "host web1 sent ~900 lines in the last minute, at most ~40 before"
 
 
-def test_scorer_pickles():
+def test_every_flag_has_a_reason():
+    s = AnomalyScorer(window_size=50)
+    results = []
+    for i in range(700):
+        results.append(s.score(*_x(s, tid=f"T{i % 7}", seen=i // 7, ts=float(i))))
+    for k in range(5):
+        results.append(s.score(*_x(s, tid=f"Tnew{k}", seen=0, new=True, level="ERROR",
+                                   ts=700.0 + k)))
+    flagged = [r for r in results if r.is_anomaly]
+    assert len(flagged) >= 3 and all(r.reason for r in flagged)
+    assert "first time this message pattern" in flagged[-1].reason
+
+
+def test_scorer_pickles_and_is_deterministic():
+    a, b = AnomalyScorer(), AnomalyScorer()
+    for i in range(50):
+        ra = a.score(*_x(a, tid=f"T{i % 3}", seen=i // 3, ts=float(i), params=[str(i)]))
+        rb = b.score(*_x(b, tid=f"T{i % 3}", seen=i // 3, ts=float(i), params=[str(i)]))
+        assert ra.score == rb.score
+    a2 = pickle.loads(pickle.dumps(a))
+    assert a2.seen == 50
+    r1 = a.score(*_x(a, ts=60.0))
+    r2 = a2.score(*_x(a2, ts=60.0))
+    assert r1.score == r2.score
+
+
+def test_checkpoint_of_the_previous_scorer_loads():
     s = AnomalyScorer()
-    s.score(*_x(s))
-    s2 = pickle.loads(pickle.dumps(s))
-    assert s2.seen == 1
+    old_state = {"hst": s.hst, "window_size": 250, "threshold": AdaptiveThreshold(0.99),
+                 "min_score": 0.7, "seen": 1234, "hosts": RateTracker(),
+                 "templates": RateTracker(), "_template_cache": {}}
+    restored = AnomalyScorer.__new__(AnomalyScorer)
+    restored.__setstate__(old_state)
+    assert restored.seen == 1234 and restored.threshold.quantile == 0.99
+    r = restored.score(*_x(restored, ts=5.0, params=["1"]))
+    assert 0.0 <= r.score <= 1.0

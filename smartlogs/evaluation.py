@@ -1,0 +1,582 @@
+"""``smartlogs eval``: parsing, template-mining and detection quality of the real pipeline.
+
+Every number here comes from running ``streams.pipeline.Pipeline.process`` (the code the
+platform runs: parser, template miner, scorer) over a file, one pass, in order:
+
+* :func:`eval_parsing` — share of lines parsed and, against a loghub structured CSV, the
+  agreement of each CSV column with the field the parser extracted (the column is matched
+  automatically to the parsed field that agrees best, so loghub's naming quirks, such as
+  the syslog host in Linux's ``Level`` column, need no table), plus template mining:
+  grouping accuracy (GA, the loghub benchmark's definition) and template counts against
+  the CSV's ``EventId``. With ``messages_only`` the CSV's ``Content`` column (or a plain
+  file of messages, one a line) is fed instead of raw lines, which judges template mining
+  apart from header parsing.
+* :func:`eval_detection` — on a labelled BGL-format file (first column ``-`` for a normal
+  line): ROC-AUC and PR-AUC of the score (rank-based, ties averaged), the same for the log
+  level alone as a baseline, and precision/recall/F1 of the live flags (the adaptive
+  threshold); every line's score, flag and reason written to CSV or JSONL; a PNG plot.
+* :func:`eval_synthetic` — anomalies of known kinds injected into a normal stream
+  (:mod:`smartlogs.synthetic`): recall per kind and false-positive rate, both at the live
+  adaptive threshold and at the operating point where the false-positive rate is 1%.
+
+Lines are scored before they are learned (the scorer's contract), so no line vouches for
+itself; the model starts empty for every file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Iterable, Optional
+
+import numpy as np
+import typer
+
+from smartlogs.synthetic import KINDS, generate
+from streams.parsing import ParsedLine
+from streams.pipeline import Pipeline, PipelineConfig
+from streams.scoring import SEVERITY
+
+__all__ = [
+    "grouping_accuracy", "roc_auc", "pr_auc", "eval_parsing", "eval_detection",
+    "eval_synthetic", "eval_loghub", "LOGHUB_SAMPLES", "eval_app",
+]
+
+BATCH = 500
+_IGNORED_COLUMNS = {"LineId", "EventId", "EventTemplate"}
+
+# the six shared samples: folder -> log file name
+LOGHUB_SAMPLES = {
+    "Linux": "Linux_2k.log",
+    "OpenSSH": "OpenSSH_2k.log",
+    "Apache": "Apache_2k.log",
+    "HDFS": "HDFS_2k.log",
+    "Zookeeper": "Zookeeper_2k.log",
+    "BGL": "BGL_2k_first1000.log",
+}
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def grouping_accuracy(truth: list, predicted: list) -> float:
+    """loghub's GA: a line is correct when the set of lines that share its predicted group
+    is exactly the set that shares its true group."""
+    if len(truth) != len(predicted):
+        raise ValueError("truth and predicted differ in length")
+    if not truth:
+        return 0.0
+    true_sizes = Counter(truth)
+    groups: dict = defaultdict(list)
+    for t, p in zip(truth, predicted):
+        groups[p].append(t)
+    correct = 0
+    for members in groups.values():
+        first = members[0]
+        if all(m == first for m in members) and true_sizes[first] == len(members):
+            correct += len(members)
+    return correct / len(truth)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties get the mean of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=float)
+    xs = x[order]
+    _, first, counts = np.unique(xs, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0  # 1-based mean rank of each run of ties
+    ranks[order] = np.repeat(avg, counts)
+    return ranks
+
+
+def roc_auc(labels: Iterable, scores: Iterable) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks); NaN without both classes."""
+    y = np.asarray(list(labels), dtype=bool)
+    s = np.asarray(list(scores), dtype=float)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = _average_ranks(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def pr_auc(labels: Iterable, scores: Iterable) -> float:
+    """Average precision: the precision at each distinct threshold weighted by the recall it
+    adds (tied scores enter together); NaN without positives."""
+    y = np.asarray(list(labels), dtype=bool)
+    s = np.asarray(list(scores), dtype=float)
+    n1 = int(y.sum())
+    if n1 == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each tie run
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n1
+    prev = np.r_[0.0, recall[:-1]]
+    return float(np.sum((recall - prev) * precision))
+
+
+def _prf(labels, flags) -> dict:
+    y = np.asarray(labels, dtype=bool)
+    f = np.asarray(flags, dtype=bool)
+    tp = int((y & f).sum())
+    fp = int((~y & f).sum())
+    fn = int((y & ~f).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f1, "tp": tp, "fp": fp, "fn": fn,
+            "flagged": int(f.sum())}
+
+
+# -- running the pipeline ------------------------------------------------------------------------
+def _run(items: list[dict], config: PipelineConfig | None = None) -> tuple[Pipeline, list[dict]]:
+    p = Pipeline(config or PipelineConfig())
+    events: list[dict] = []
+    for k in range(0, len(items), BATCH):
+        events.extend(p.process(items[k:k + BATCH]))
+    return p, events
+
+
+def _read_lines(path: Path) -> list[str]:
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _read_structured(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return list(csv.DictReader(f))
+
+
+# -- parsing and templates -------------------------------------------------------------------------
+_TIME_FORMATS = (
+    "%b", "%d", "%H:%M:%S", "%y%m%d", "%H%M%S", "%Y-%m-%d", "%Y.%m.%d", "%a %b %d %H:%M:%S %Y",
+    "%Y-%m-%d %H:%M:%S", "%m.%d %H:%M:%S", "%m-%d %H:%M:%S",
+)
+
+
+def _candidates(p: ParsedLine) -> dict[str, str]:
+    """Every value the parser extracted from a line, as text, by the name of its field."""
+    out = {"message": p.message}
+    for name in ("host", "component", "pid", "level"):
+        v = getattr(p, name)
+        out[name] = "" if v is None else str(v)  # absent = an empty CSV cell
+    for k, v in p.fields.items():
+        out[f"fields.{k}"] = str(v)
+    ts = p.timestamp
+    if ts is not None:
+        for fmt in _TIME_FORMATS:
+            out[f"time {fmt}"] = ts.strftime(fmt)
+        out["time day"] = str(ts.day)
+        out["time %H:%M:%S,ms"] = ts.strftime("%H:%M:%S,") + f"{ts.microsecond // 1000:03d}"
+        out["time %Y-%m-%d-%H.%M.%S.us"] = ts.strftime("%Y-%m-%d-%H.%M.%S.") + f"{ts.microsecond:06d}"
+        out["time epoch"] = str(int(ts.timestamp()))
+    return out
+
+
+def eval_parsing(log: Path, structured: Path | None = None, *, messages_only: bool = False,
+                 config: PipelineConfig | None = None) -> dict:
+    """Parsing share, field agreement and template grouping of the real pipeline on one file.
+
+    ``log`` holds raw lines; with ``messages_only`` it holds messages only (one a line) and
+    may be omitted (None) to take the ``Content`` column of ``structured`` instead.
+    """
+    rows = _read_structured(structured) if structured else None
+    if messages_only:
+        messages = [r["Content"] for r in rows] if log is None else \
+            Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+        items = [{"id": i, "message": m, "received": 0.0} for i, m in enumerate(messages)]
+    else:
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+        items = [{"id": i, "raw": line, "received": 0.0} for i, line in enumerate(lines)]
+    pipeline, events = _run(items, config)
+    n = len(events)
+    result: dict = {
+        "file": str(log if log is not None else structured),
+        "input": "messages" if messages_only else "raw lines",
+        "lines": n,
+        "templates": pipeline.miner.template_count,
+    }
+    if not messages_only:
+        parsed = sum(1 for e in events if e["parse_ok"])
+        result["parsed"] = parsed
+        result["parsed_share"] = parsed / n if n else 0.0
+        result["formats"] = dict(Counter(e["format"] for e in events))
+    if rows is None:
+        return result
+    if len(rows) != n:
+        result["warning"] = f"{n} lines but {len(rows)} CSV rows: compared the first {min(n, len(rows))}"
+    m = min(n, len(rows))
+    if not messages_only:
+        # field agreement: re-parse with the pipeline's own parser for the raw field texts
+        parser = pipeline.parser
+        cands = [_candidates(parser.parse(items[i]["raw"])) for i in range(m)]
+        fields = {}
+        for col in rows[0].keys():
+            if col in _IGNORED_COLUMNS or col is None:
+                continue
+            hits: Counter = Counter()
+            for i in range(m):
+                want = (rows[i][col] or "").strip()
+                for name, value in cands[i].items():
+                    if value.strip() == want:
+                        hits[name] += 1
+            if hits:
+                best, count = max(hits.items(), key=lambda kv: (kv[1], -len(kv[0])))
+            else:
+                best, count = None, 0
+            fields[col] = {"field": best, "agreement": count / m if m else 0.0}
+        result["fields"] = fields
+    truth = [r["EventId"] for r in rows[:m]]
+    predicted = [e["template_id"] for e in events[:m]]
+    result["grouping_accuracy"] = grouping_accuracy(truth, predicted)
+    result["true_templates"] = len(set(truth))
+    result["predicted_templates"] = len(set(predicted))
+    return result
+
+
+# -- detection on labelled data ---------------------------------------------------------------
+def _bgl_label(raw: str) -> bool:
+    """BGL: the first column is '-' for a normal line, an alert category otherwise."""
+    head = raw.split(None, 1)
+    return bool(head) and head[0] != "-"
+
+
+def eval_detection(log: Path, *, out: Path | None = None, plot: Path | None = None,
+                   config: PipelineConfig | None = None) -> dict:
+    """Detection quality on a labelled BGL-format file; writes per-line results and a plot."""
+    lines = _read_lines(log)
+    items = [{"id": i, "raw": line, "received": 0.0} for i, line in enumerate(lines)]
+    labels = [_bgl_label(line) for line in lines]
+    pipeline, events = _run(items, config)
+    scores = [e["score"] for e in events]
+    flags = [e["anomaly"] for e in events]
+    level_only = [SEVERITY.get(e["level"], 0.5) for e in events]
+    scored = [not e["warming_up"] for e in events]
+    result = {
+        "file": str(log),
+        "lines": len(events),
+        "anomalous": int(sum(labels)),
+        "roc_auc": roc_auc(labels, scores),
+        "pr_auc": pr_auc(labels, scores),
+        "level_only_roc_auc": roc_auc(labels, level_only),
+        "level_only_pr_auc": pr_auc(labels, level_only),
+        "at_threshold": _prf(labels, flags),
+        "warm_up_lines": int(len(events) - sum(scored)),
+        "threshold": pipeline.scorer.threshold.value,
+    }
+    after = [i for i, s in enumerate(scored) if s]
+    if after:
+        result["after_warm_up"] = {
+            "lines": len(after),
+            "roc_auc": roc_auc([labels[i] for i in after], [scores[i] for i in after]),
+            "at_threshold": _prf([labels[i] for i in after], [flags[i] for i in after]),
+        }
+    flagged = [e for e in events if e["anomaly"]]
+    result["flagged_with_reason"] = sum(1 for e in flagged if e["reason"])
+    if out is not None:
+        write_events(out, events, labels)
+        result["per_line"] = str(out)
+    if plot is not None:
+        result["plot"] = plot_scores(plot, events, labels, title=Path(log).name)
+    return result
+
+
+def write_events(path: Path, events: list[dict], labels: list[bool] | None = None) -> None:
+    """Every line's score, flag and reason: CSV, or JSONL when the name ends in .jsonl/.json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ("line", "label", "score", "anomaly", "warming_up", "reason", "timestamp", "host",
+            "level", "template_id", "template", "message")
+    rows = []
+    for i, e in enumerate(events):
+        rows.append({"line": i + 1, "label": (int(labels[i]) if labels is not None else None),
+                     "score": e["score"], "anomaly": e["anomaly"],
+                     "warming_up": e["warming_up"], "reason": e["reason"] or "",
+                     "timestamp": e["timestamp"], "host": e["host"], "level": e["level"],
+                     "template_id": e["template_id"], "template": e["template"],
+                     "message": e["message"]})
+    if path.suffix in (".jsonl", ".json"):
+        with open(path, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    else:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def plot_scores(path: Path, events: list[dict], labels: list[bool], *, title: str = "") -> str:
+    """Scores over time (event time when every line has one, else line number), labelled
+    anomalies in red, flags circled, the threshold as a line. matplotlib when installed,
+    otherwise a plain PNG drawn with numpy (same marks, no text). Returns the renderer used."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.array([e["ts"] for e in events], dtype=float)
+    use_time = bool(len(x)) and np.all(np.isfinite(x)) and np.ptp(x) > 0
+    if not use_time:
+        x = np.arange(1, len(events) + 1, dtype=float)
+    s = np.array([e["score"] for e in events], dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    f = np.array([e["anomaly"] for e in events], dtype=bool)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _png_scatter(path, x, s, y, f)
+        return "numpy (install matplotlib for axes and labels)"
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=110)
+    xt = [datetime.fromtimestamp(v, timezone.utc) for v in x] if use_time else x
+    ax.scatter([xt[i] for i in np.nonzero(~y)[0]], s[~y], s=6, c="#4a78b5", label="normal (label -)")
+    ax.scatter([xt[i] for i in np.nonzero(y)[0]], s[y], s=10, c="#d62728", label="labelled anomaly")
+    if f.any():
+        ax.scatter([xt[i] for i in np.nonzero(f)[0]], s[f], s=60, facecolors="none",
+                   edgecolors="black", linewidths=0.8, label="flagged")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("anomaly score")
+    ax.set_xlabel("event time (UTC)" if use_time else "line")
+    ax.set_title(title or "scores")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return "matplotlib"
+
+
+def _png_scatter(path: Path, x, s, y, f, w: int = 1000, h: int = 360) -> None:
+    import struct
+    import zlib
+    img = np.full((h, w, 3), 255, dtype=np.uint8)
+    pad = 20
+    img[h - pad, pad:w - pad] = 0
+    img[pad:h - pad, pad] = 0
+    x0, x1 = (float(x.min()), float(x.max())) if len(x) else (0.0, 1.0)
+    span = (x1 - x0) or 1.0
+    px = (pad + (x - x0) / span * (w - 2 * pad - 1)).astype(int)
+    py = (h - pad - np.clip(s, 0, 1) * (h - 2 * pad - 1)).astype(int)
+
+    def dot(i, color, r):
+        img[max(py[i] - r, 0):py[i] + r + 1, max(px[i] - r, 0):px[i] + r + 1] = color
+
+    for i in np.nonzero(~y)[0]:
+        dot(i, (74, 120, 181), 1)
+    for i in np.nonzero(y)[0]:
+        dot(i, (214, 39, 40), 2)
+    for i in np.nonzero(f)[0]:
+        img[max(py[i] - 4, 0), max(px[i] - 4, 0):px[i] + 5] = 0
+        img[min(py[i] + 4, h - 1), max(px[i] - 4, 0):px[i] + 5] = 0
+    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    Path(path).write_bytes(png)
+
+
+# -- synthetic anomalies ----------------------------------------------------------------------
+def eval_synthetic(log: Path, *, seed: int = 0, episodes: int = 20, passes: int | None = None,
+                   hosts: int = 8, rate: float = 2.0, target_lines: int = 20_000,
+                   kinds: tuple[str, ...] = KINDS, config: PipelineConfig | None = None) -> dict:
+    """Recall per kind and false-positive rate on a normal stream made from ``log``."""
+    lines = _read_lines(log)
+    if passes is None:
+        passes = max(3, math.ceil(target_lines / max(len(lines), 1)))
+    stream = generate(lines, seed=seed, passes=passes, hosts=hosts, rate=rate,
+                      episodes=episodes, kinds=kinds)
+    _pipeline, events = _run(stream.items, config)
+    by_id = {e["id"]: e for e in events}
+    normal = stream.normal_ids_after_warmup()
+    normal_scores = np.array([by_id[i]["score"] for i in normal])
+    # the operating point where 1% of normal lines score above the threshold
+    op = float(np.quantile(normal_scores, 0.99)) if len(normal_scores) else 1.0
+    live_fp = sum(1 for i in normal if by_id[i]["anomaly"])
+    per_kind: dict = {}
+    for kind in kinds:
+        eps = [e for e in stream.episodes if e.kind == kind]
+        live = [any(by_id[i]["anomaly"] for i in e.ids) for e in eps]
+        at_op = [max(by_id[i]["score"] for i in e.ids) > op for e in eps]
+        reasons = Counter()
+        for e in eps:
+            for i in e.ids:
+                if by_id[i]["anomaly"]:
+                    reasons[(by_id[i]["reason"] or "").split(";")[0].split(" (")[0][:60]] += 1
+                    break
+        per_kind[kind] = {
+            "episodes": len(eps),
+            "recall_at_1pct_fpr": (sum(at_op) / len(eps)) if eps else float("nan"),
+            "recall_live": (sum(live) / len(eps)) if eps else float("nan"),
+            "example_reasons": [r for r, _ in reasons.most_common(2)],
+        }
+    return {
+        "file": str(log),
+        "seed": seed,
+        "lines": len(events),
+        "normal_lines_after_warm_up": len(normal),
+        "operating_point_score": op,
+        "fpr_at_operating_point": float((normal_scores > op).mean()) if len(normal) else 0.0,
+        "fpr_live": live_fp / len(normal) if normal else 0.0,
+        "live_threshold_end": _pipeline.scorer.threshold.value,
+        "kinds": per_kind,
+    }
+
+
+# -- everything on the shared samples -----------------------------------------------------------
+def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (
+        "Linux", "OpenSSH", "Apache", "HDFS", "Zookeeper"), seed: int = 0) -> dict:
+    """Parsing/templates on the six samples, detection on BGL, synthetic on the others."""
+    root = Path(root)
+    report: dict = {"parsing": {}, "messages_only": {}, "detection": None, "synthetic": {}}
+    for name, fname in LOGHUB_SAMPLES.items():
+        log = root / name / fname
+        structured = root / name / f"{fname}_structured.csv"
+        if not log.exists():
+            continue
+        report["parsing"][name] = eval_parsing(log, structured if structured.exists() else None)
+        if structured.exists():
+            report["messages_only"][name] = eval_parsing(None, structured, messages_only=True)
+    bgl = root / "BGL" / LOGHUB_SAMPLES["BGL"]
+    if bgl.exists():
+        out = out_dir / "bgl_scores.csv" if out_dir else None
+        plot = out_dir / "bgl_scores.png" if out_dir else None
+        report["detection"] = eval_detection(bgl, out=out, plot=plot)
+    for name in synthetic_on:
+        log = root / name / LOGHUB_SAMPLES[name]
+        if log.exists():
+            report["synthetic"][name] = eval_synthetic(log, seed=seed)
+    return report
+
+
+# -- the command line ---------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def _print_parsing(r: dict, echo) -> None:
+    head = f"{r['file']}: {r['lines']} lines ({r['input']})"
+    if "parsed_share" in r:
+        head += f", parsed {r['parsed']} ({r['parsed_share']:.1%})"
+    echo(head)
+    for col, fa in (r.get("fields") or {}).items():
+        echo(f"  field {col:<12} ← {fa['field'] or '-':<28} agreement {fa['agreement']:.3f}")
+    if "grouping_accuracy" in r:
+        echo(f"  GA {r['grouping_accuracy']:.3f}   templates {r['predicted_templates']} "
+             f"(truth {r['true_templates']})")
+    else:
+        echo(f"  templates {r['templates']}")
+
+
+def _print_detection(r: dict, echo) -> None:
+    t = r["at_threshold"]
+    echo(f"{r['file']}: {r['lines']} lines, {r['anomalous']} labelled anomalous")
+    echo(f"  ROC-AUC {_fmt(r['roc_auc'])}  PR-AUC {_fmt(r['pr_auc'])}   "
+         f"(level alone: ROC-AUC {_fmt(r['level_only_roc_auc'])}, PR-AUC {_fmt(r['level_only_pr_auc'])})")
+    echo(f"  at the adaptive threshold: flagged {t['flagged']}, precision {t['precision']:.3f}, "
+         f"recall {t['recall']:.3f}, F1 {t['f1']:.3f}  (first {r['warm_up_lines']} lines warm-up, never flagged)")
+    for key in ("per_line", "plot"):
+        if key in r:
+            echo(f"  {key.replace('_', '-')}: {r[key]}")
+
+
+def _print_synthetic(r: dict, echo) -> None:
+    echo(f"{r['file']} (synthetic, seed {r['seed']}): {r['lines']} lines; "
+         f"FPR live {r['fpr_live']:.4f}; operating point score {r['operating_point_score']:.3f} "
+         f"(FPR {r['fpr_at_operating_point']:.4f})")
+    for kind, k in r["kinds"].items():
+        echo(f"  {kind:<16} recall@FPR≤1% {_fmt(k['recall_at_1pct_fpr'])}   live {_fmt(k['recall_live'])}"
+             f"   ({k['episodes']} episodes) {('e.g. ' + k['example_reasons'][0]) if k['example_reasons'] else ''}")
+
+
+def _make_app() -> typer.Typer:
+    app = typer.Typer(help="Quality of parsing, template mining and detection (runs the real pipeline).",
+                      no_args_is_help=True)
+
+    def echo(s: str) -> None:
+        typer.echo(s)
+
+    def dump(obj, path: Optional[Path]) -> None:
+        if path is not None:
+            Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+            echo(f"report: {path}")
+
+    @app.command("parse")
+    def parse_cmd(
+        log: Annotated[Optional[Path], typer.Argument(help="Raw log file (or messages, one a line, with --messages-only).")] = None,
+        structured: Annotated[Optional[Path], typer.Option("--structured", "-s", help="loghub structured CSV (the ground truth).")] = None,
+        messages_only: Annotated[bool, typer.Option("--messages-only", help="Input holds message contents only; without LOG, the CSV's Content column is used.")] = False,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
+    ) -> None:
+        """Parsing share, field agreement, grouping accuracy and template counts."""
+        if log is None and not (messages_only and structured):
+            raise typer.BadParameter("give LOG, or --messages-only with --structured")
+        r = eval_parsing(log, structured, messages_only=messages_only)
+        _print_parsing(r, echo)
+        dump(r, json_out)
+
+    @app.command("detect")
+    def detect_cmd(
+        log: Annotated[Path, typer.Argument(help="Labelled BGL-format log (first column '-' = normal).")],
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Per-line results: .csv or .jsonl.")] = None,
+        plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot of scores over time.")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
+    ) -> None:
+        """ROC-AUC, PR-AUC and precision/recall/F1 at the adaptive threshold."""
+        r = eval_detection(log, out=out, plot=plot)
+        _print_detection(r, echo)
+        dump(r, json_out)
+
+    @app.command("synthetic")
+    def synthetic_cmd(
+        log: Annotated[Path, typer.Argument(help="A normal log file to build the stream from.")],
+        seed: Annotated[int, typer.Option(help="Random seed (the stream depends on it only).")] = 0,
+        episodes: Annotated[int, typer.Option(help="Episodes per kind.")] = 20,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
+    ) -> None:
+        """Recall per kind of injected anomaly and the false-positive rate."""
+        r = eval_synthetic(log, seed=seed, episodes=episodes)
+        _print_synthetic(r, echo)
+        dump(r, json_out)
+
+    @app.command("loghub")
+    def loghub_cmd(
+        root: Annotated[Path, typer.Argument(help="Folder with the loghub samples.")] = Path("../shared/data/loghub"),
+        out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where to write BGL per-line results and plot.")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the synthetic streams.")] = 0,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole report as JSON.")] = None,
+    ) -> None:
+        """Everything on the six shared samples (the figures of bench/QUALITY.md)."""
+        r = eval_loghub(root, out_dir=out_dir, seed=seed)
+        echo("== parsing and templates (raw lines)")
+        for v in r["parsing"].values():
+            _print_parsing(v, echo)
+        echo("== templates from messages only (CSV Content)")
+        for v in r["messages_only"].values():
+            _print_parsing(v, echo)
+        if r["detection"]:
+            echo("== detection on labelled data")
+            _print_detection(r["detection"], echo)
+        echo("== synthetic anomalies")
+        for v in r["synthetic"].values():
+            _print_synthetic(v, echo)
+        dump(r, json_out)
+
+    return app
+
+
+eval_app = _make_app()
+
+
+if __name__ == "__main__":  # python -m smartlogs.evaluation ...
+    eval_app()
