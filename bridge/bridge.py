@@ -469,6 +469,8 @@ class Bridge:
             self.produced_lines += sum(n for _k, _v, n in records)
             if await self._settle(message, requeue=None):
                 self.acked += 1
+                log.info("moved %d lines to Kafka in %d records", sum(n for _k, _v, n in records),
+                         len(records), extra={"correlation_id": message.message_id})
 
     async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool | None) -> bool:
         """ack (requeue=None) or nack; False if the delivery's channel is gone."""

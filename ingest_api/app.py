@@ -146,9 +146,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             item.setdefault("id", f"{batch_id}-{i}")
             item["received"] = now
             item["source"] = "http"
+            item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
         with metrics.ACCEPT_SECONDS.time():
             await request.app.state.transport.accept(items, batch_id)
         metrics.EVENTS_ACCEPTED.labels("http").inc(len(items))
+        log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         return {"accepted": len(items), "ids": [item["id"] for item in items]}
 
     # -- queries --------------------------------------------------------------------------
@@ -195,6 +197,15 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     def healthz(request: Request):
         transport = request.app.state.transport
         ok, detail = transport.health()
+        store_health = getattr(request.app.state.store, "health", None)
+        if store_health is not None:  # Elasticsearch: the query side is a dependency too
+            try:
+                sink = store_health()
+                sink_ok = sink.get("status") in ("green", "yellow")
+            except Exception as exc:  # noqa: BLE001 - unreachable is an answer, not an error
+                sink, sink_ok = {"error": str(exc)[:200]}, False
+            detail["store"] = {"reachable": sink_ok, **sink}
+            ok = ok and sink_ok
         body = {"status": "ok" if ok else "down", "mode": transport.mode, "version": __version__,
                 **detail}
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         500_000, description="Accepted-but-unprocessed events above which ingest answers 503."
     )
 
+    logs_json: bool = Field(False, description="Log JSON lines (one event per line) instead of text.")
+
     # access control
     rate_limit_per_key: float = Field(50.0, description="Requests per second per API key (0: no limit).")
 

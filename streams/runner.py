@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from smartlogs import metrics
+from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
 
@@ -153,6 +154,7 @@ class EmbeddedRunner:
             metrics.EVENTS_PROCESSED.labels("sink").inc(new)
             metrics.ANOMALIES.inc(sum(1 for e in stored if e["anomaly"]))
             metrics.LAST_EVENT.labels("sink").set(self.last_event_at)
+            log.info("stored %d events", new, extra={"correlation_id": correlation_ids(events)})
             for cb in self._listeners:
                 try:
                     cb(stored)

@@ -34,6 +34,7 @@ import faust
 import orjson
 
 from smartlogs import metrics
+from smartlogs.logs import configure_logging, correlation_ids
 from smartlogs.settings import get_settings
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
 from streams.windows import count_windows
@@ -113,6 +114,8 @@ async def process(batches):
         metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
         metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
         metrics.LAST_EVENT.labels("sink").set(time.time())
+        log.info("stored %d new of %d events", len(new), len(events),
+                 extra={"correlation_id": correlation_ids(items)})
         for (start, dim, key), n in count_windows(new, WINDOW).items():
             window_counts[window_key(start, dim, key)] += n
         with _rejected_lock:
