@@ -47,3 +47,15 @@ def test_services_run_the_cli_verbs_that_exist():
     for name in ("api", "bridge", "worker"):
         assert svc[name]["command"][0] in verbs
     assert "replay" in svc and svc["replay"]["profiles"] == ["setup"]
+
+
+def test_prometheus_scrapes_every_service_on_its_metrics_port():
+    from smartlogs.settings import Settings
+
+    svc = compose()["services"]
+    assert svc["prometheus"]["profiles"] == ["monitoring"]
+    conf = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    targets = {j["job_name"]: j["static_configs"][0]["targets"][0] for j in conf["scrape_configs"]}
+    s = Settings()
+    assert targets == {"smartlogs-api": f"api:{s.port}", "smartlogs-bridge": f"bridge:{s.bridge_metrics_port}",
+                       "smartlogs-worker": f"worker:{s.worker_metrics_port}"}
