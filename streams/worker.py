@@ -140,6 +140,20 @@ async def consumer_lag() -> None:
         metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max((high or 0) - committed, 0))
 
 
+_last_summary: tuple | None = None
+
+
+@app.timer(interval=2.0)
+async def table_summary() -> None:
+    """Log the windows table's size when it changes (after a restart: what was recovered)."""
+    global _last_summary
+    total = sum(v for k, v in window_counts.items() if k.split("|", 2)[1] == "total")
+    summary = (len(window_counts), total)
+    if summary != _last_summary:
+        _last_summary = summary
+        log.info("window_counts: %d keys, total=%d events", summary[0], summary[1])
+
+
 @app.on_worker_init.connect
 def _serve_metrics(app, **kwargs) -> None:  # only when running as a worker, not for `agents`
     metrics.serve(settings.worker_metrics_port, settings.metrics_host)

@@ -166,3 +166,31 @@ def test_broker_down_means_503_with_retry_after(stack):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub):
+    """window_counts lives in memory and in its Kafka changelog: a new worker process rebuilds it."""
+    import re
+
+    r = _cli(stack, "replay", str(loghub / "OpenSSH" / "OpenSSH_2k.log"), "--run-id", "rec")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _wait_total(stack["url"], 2000, procs=stack["procs"]) == 2000, _logs(stack)
+
+    def logged_total(path, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(r"window_counts: \d+ keys, total=(\d+)", path.read_text())
+            if found and int(found[-1]) == 2000:
+                return 2000
+            time.sleep(0.5)
+        return int(found[-1]) if found else None
+
+    assert logged_total(stack["tmp"] / "worker.log") == 2000
+    old = stack["procs"]["worker"]
+    old.send_signal(signal.SIGTERM)
+    old.wait(30)
+    log2 = open(stack["tmp"] / "worker2.log", "w")
+    new = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "worker"], env=stack["env"],
+                           stdout=log2, stderr=subprocess.STDOUT)
+    stack["procs"]["worker"] = new
+    assert logged_total(stack["tmp"] / "worker2.log") == 2000, (stack["tmp"] / "worker2.log").read_text()[-3000:]
