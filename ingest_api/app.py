@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.console import router as console_router
 from ingest_api.decode import IngestError, decode_body
+from ingest_api.receivers import es_bulk, loki, otlp
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
 from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
@@ -210,6 +211,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 **detail}
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    app.state.settings = s
+    # shippers' protocols; es_bulk before the console: its GET / answers Elasticsearch clients
+    app.include_router(es_bulk.router)
+    app.include_router(loki.router)
+    app.include_router(otlp.router)
     app.include_router(console_router)
     return app
 

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 
 import orjson
 
-__all__ = ["IngestError", "decode_body", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
+__all__ = ["IngestError", "decode_body", "decode_content_encoding", "gunzip", "parse_timestamp",
+           "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
 
 JSON_TYPES = {"application/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl",
@@ -30,6 +31,8 @@ TEXT_TYPES = {"text/plain"}
 _KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
           "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
 MAX_ID_LENGTH = 200
+_MIN_TS = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()  # 0001-01-01T00:00:00Z
+_MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
 
 
 class IngestError(Exception):
@@ -50,13 +53,7 @@ def decode_body(
     max_line_length: int = 65536,
 ) -> list[dict]:
     """Decode and validate a request body into items (dicts without ids or times yet)."""
-    if content_encoding:
-        enc = content_encoding.strip().lower()
-        if enc == "gzip":
-            body = _gunzip(body, max_bytes)
-        elif enc not in ("identity", ""):
-            raise IngestError(415, "unsupported_encoding",
-                              f"Content-Encoding {content_encoding!r} is not supported; use gzip or none")
+    body = decode_content_encoding(body, content_encoding, max_bytes)
     if len(body) > max_bytes:
         raise IngestError(413, "body_too_large",
                           f"body is {len(body)} bytes, the limit is {max_bytes}", limit=max_bytes)
@@ -71,6 +68,9 @@ def decode_body(
     if mime in TEXT_TYPES:
         lines = text.split("\n")
         items = [{"raw": line.rstrip("\r")} for line in lines if line.strip()]
+        if not items:  # only unicode whitespace (U+00A0, U+3000, ...): nothing to store
+            raise IngestError(400, "empty_body", "the request body holds only blank lines; "
+                              "send at least one event")
         return items
     if mime in JSON_TYPES:
         try:
@@ -96,6 +96,9 @@ def decode_body(
                 raise IngestError(400, "invalid_json", f"line {n + 1} is not valid JSON: {exc}",
                                   line=n + 1) from None
             items.append(_event(doc, n, what="line"))
+        if not items:
+            raise IngestError(400, "empty_body", "the request body holds only blank lines; "
+                              "send at least one event")
         return items
     raise IngestError(
         415, "unsupported_media_type",
@@ -104,7 +107,20 @@ def decode_body(
     )
 
 
-def _gunzip(body: bytes, max_bytes: int) -> bytes:
+def decode_content_encoding(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding`` (gzip or identity/none); anything else is a 415."""
+    if content_encoding:
+        enc = content_encoding.strip().lower()
+        if enc == "gzip":
+            return gunzip(body, max_bytes)
+        if enc not in ("identity", ""):
+            raise IngestError(415, "unsupported_encoding",
+                              f"Content-Encoding {content_encoding!r} is not supported; use gzip or none")
+    return body
+
+
+def gunzip(body: bytes, max_bytes: int) -> bytes:
+    """gzip → bytes, refusing (413) to inflate beyond ``max_bytes`` and (400) broken streams."""
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(body, max_bytes + 1)
@@ -117,6 +133,9 @@ def _gunzip(body: bytes, max_bytes: int) -> bytes:
         return out
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise IngestError(400, "invalid_gzip", f"the body is not valid gzip: {exc}") from None
+
+
+_gunzip = gunzip  # the old private name
 
 
 def _kind(v) -> str:
@@ -158,7 +177,12 @@ def parse_timestamp(v, where: str = "event") -> float:
                               f"{where}: 'timestamp' {v!r} is not ISO 8601 or epoch seconds") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
+        ts = dt.timestamp()
+        # an offset can push the instant outside what a date can hold (year 0 or 10000)
+        if not (_MIN_TS <= ts < _MAX_TS):
+            raise IngestError(422, "invalid_event",
+                              f"{where}: 'timestamp' {v!r} is out of range")
+        return ts
     raise IngestError(422, "invalid_event",
                       f"{where}: 'timestamp' must be a string or number, got {_kind(v)}")
 

@@ -8,7 +8,8 @@ password hashes are for low-entropy passwords). Scopes: ``ingest`` (send events)
 While no key exists, the API is open — which ``smartlogs up``/``api`` allow only on a
 loopback address. Once a key exists, every request except ``/healthz``, ``/metrics``, the API
 docs and the console's static page needs one: ``Authorization: Bearer <key>``, or
-``Authorization: ApiKey <key>`` (also base64 ``id:key`` as Elasticsearch clients send it).
+``Authorization: ApiKey <key>`` (also base64 ``id:key`` as Elasticsearch clients send it), or
+``Authorization: Basic`` with the key as the password (for shippers that only know basic auth).
 """
 
 from __future__ import annotations
@@ -143,6 +144,12 @@ def parse_authorization(header: str | None) -> str | None:
     value = value.strip()
     if scheme.lower() == "bearer":
         return value or None
+    if scheme.lower() == "basic":  # shippers that only know user/password: any user, the key as password
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
     if scheme.lower() == "apikey":
         if value.startswith("sl_"):
             return value
@@ -155,7 +162,7 @@ def parse_authorization(header: str | None) -> str | None:
 
 
 _OPEN = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/static/", "/favicon.ico")
-_INGEST = ("/ingest", "/loki/", "/v1/logs")
+_INGEST = ("/ingest", "/loki/", "/v1/logs", "/_license", "/_xpack", "/_cluster/health")
 
 
 def required_scope(method: str, path: str) -> str | None:

@@ -46,7 +46,10 @@ Invalid dates (Feb 30, hour 25, leap second 60, ...): the line still matches its
 timestamp text is kept in ``fields["invalid_timestamp"]``.
 
 Lines longer than ``max_length`` are cut to ``max_length`` characters before parsing and
-flagged ``truncated=True``.  ``bytes`` input is decoded as UTF-8 (errors replaced).
+flagged ``truncated=True``; the message is never longer than ``max_length`` (a JSON number
+rendered longer than the line, ``1e15`` -> ``1000000000000000.0``, is cut and flagged too).
+Lone surrogates that JSON escapes decode to (``"\\ud800"``) become U+FFFD, so every string
+out of the parser can be encoded as UTF-8.  ``bytes`` input is decoded as UTF-8 (errors replaced).
 
 Automatic detection tries the format that matched the previous line first, then the
 formats that can start with the line's first character (the formats are mutually
@@ -200,11 +203,29 @@ def _frac_to_us(frac: str | None) -> int:
     return int(frac) * (10 ** (6 - len(frac)))
 
 
+def _last_instant() -> datetime:
+    """The latest time whose epoch seconds (a float) still turn back into a date: from
+    9999-12-31T23:59:59.999985 on, ``dt.timestamp()`` rounds to 10000-01-01 (out of range)."""
+    dt = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    while dt.timestamp() >= 253402300800.0:
+        dt -= timedelta(microseconds=1)
+    return dt
+
+
+_LAST_INSTANT = _last_instant()
+
+
+def _usable(dt: datetime | None) -> datetime | None:
+    """``dt``, or None when it is too close to year 10000 to survive epoch seconds."""
+    return dt if dt is None or dt <= _LAST_INSTANT else None
+
+
 def _make_dt(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int = 0) -> datetime | None:
     try:
-        return datetime(y, mo, d, h, mi, s, us, tzinfo=UTC)
+        dt = datetime(y, mo, d, h, mi, s, us, tzinfo=UTC)
     except (ValueError, OverflowError):
         return None
+    return dt if y < 9999 else _usable(dt)
 
 
 def _offset(tz: str | None) -> timedelta | None:
@@ -351,6 +372,21 @@ _ISO_RE = re.compile(
 _EPOCH_RE = re.compile(r"-?\d+(?:\.\d+)?$")
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(r: ParsedLine) -> None:
+    """Lone surrogates (from JSON escapes) -> U+FFFD, so every sink can encode the text."""
+
+    def fix(t):
+        return _SURROGATE_RE.sub("\ufffd", t) if t is not None else None
+
+    r.message, r.host, r.component, r.pid, r.level = (
+        fix(r.message), fix(r.host), fix(r.component), fix(r.pid), fix(r.level))
+    if r.fields:
+        r.fields = {fix(k): fix(v) for k, v in r.fields.items()}
+
+
 def _json_scalar(v) -> str:
     if isinstance(v, str):
         return v
@@ -390,7 +426,7 @@ def _epoch_to_dt(x: int | float) -> datetime | None:
             x /= 1e6
         elif ax >= 1e11:
             x /= 1e3
-        return datetime.fromtimestamp(x, UTC)
+        return _usable(datetime.fromtimestamp(x, UTC))
     except (ValueError, OverflowError, OSError):
         return None
 
@@ -414,9 +450,9 @@ def _parse_any_ts(v) -> datetime | None:
         pass
     else:
         if dt.tzinfo is None:
-            return dt.replace(tzinfo=UTC)
+            return _usable(dt.replace(tzinfo=UTC))
         try:
-            return dt.astimezone(UTC)
+            return _usable(dt.astimezone(UTC))
         except (ValueError, OverflowError):
             return None
     m = _ISO_RE.match(s)  # what fromisoformat refuses: "... UTC", "+05", ...
@@ -444,7 +480,7 @@ def _parse_any_ts(v) -> datetime | None:
                 dt = dt - off
             except OverflowError:
                 return None
-    return dt
+    return _usable(dt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -638,7 +674,7 @@ class LineParser:
                 try:
                     off = _offset(tz)
                     if off:
-                        ts = ts - off
+                        ts = _usable(ts - off)
                 except (ValueError, OverflowError):
                     ts = None
             ts = cache.put(key, ts or _INVALID)
@@ -824,6 +860,7 @@ class LineParser:
     def _parse_json(self, s: str) -> ParsedLine | None:
         if s[0] != "{" or s[-1] != "}":
             return None
+        lenient = False
         try:
             obj = orjson.loads(s)
         except orjson.JSONDecodeError:
@@ -831,6 +868,7 @@ class LineParser:
                 obj = json.loads(s)
             except (ValueError, RecursionError):
                 return None
+            lenient = True
         if not isinstance(obj, dict):
             return None
         items = obj.items()
@@ -874,7 +912,12 @@ class LineParser:
             message = _json_scalar(hit[2]).rstrip() if hit[2] is not None else ""
         else:
             message = s  # no message key: the event itself is the message
-        return ParsedLine(
+        truncated = False
+        # a number may render longer than its text ("1e15" -> "1000000000000000.0")
+        if len(message) > self.max_length:
+            message = message[: self.max_length]
+            truncated = True
+        r = ParsedLine(
             message,
             ts,
             text("host"),
@@ -883,9 +926,12 @@ class LineParser:
             text("level"),
             "json",
             True,
-            False,
+            truncated,
             fields,
         )
+        if lenient:  # json.loads turns "\\ud800" escapes into lone surrogates: not UTF-8
+            _replace_surrogates(r)
+        return r
 
 
 # ---------------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def test_token_bucket():
 
 @pytest.mark.parametrize("header,expected", [
     ("Bearer sl_abc", "sl_abc"), ("bearer  sl_abc ", "sl_abc"), ("ApiKey sl_abc", "sl_abc"),
-    ("ApiKey " + base64.b64encode(b"id1:sl_abc").decode(), "sl_abc"), ("Basic dTpw", None), (None, None),
+    ("ApiKey " + base64.b64encode(b"id1:sl_abc").decode(), "sl_abc"), ("Basic dTpw", "p"),
+    ("Basic " + base64.b64encode(b"fluentbit:sl_abc").decode(), "sl_abc"), ("Digest x", None), (None, None),
 ])
 def test_parse_authorization(header, expected):
     assert parse_authorization(header) == expected
@@ -106,6 +107,7 @@ def test_required_scope_table():
     assert required_scope("POST", "/v1/logs") == "ingest"
     assert required_scope("GET", "/api/events") == "read"
     assert required_scope("GET", "/") is None and required_scope("GET", "/healthz") is None
+    assert required_scope("GET", "/_license") == "ingest"  # shippers probe it with their ingest key
 
 
 def _cli(*args, data_dir):

@@ -331,7 +331,7 @@ def test_stream_filters_resumes_by_last_event_id_and_rejects_bad_params(platform
     assert httpx.get(f"{url}/api/stream", params={"after": -1}).status_code == 422
     assert httpx.get(f"{url}/api/stream", params={"interval": 0}).status_code == 422
     assert httpx.get(f"{url}/console/../app.py").status_code == 404
-    page = httpx.get(f"{url}/")
+    page = httpx.get(f"{url}/", headers={"Accept": "text/html"})  # a browser; ES clients get JSON at /
     assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
 
     with httpx.stream("GET", f"{url}/api/stream", params={"host": "web-a", "interval": 0.1},

@@ -1,0 +1,279 @@
+"""Loki push receiver: ``POST /loki/api/v1/push`` (Promtail, Grafana Alloy, python-logging-loki...).
+
+Both encodings Loki accepts:
+
+* ``Content-Type: application/json`` — ``{"streams": [{"stream": {label: value}, "values":
+  [["<unix ns>", "<line>"], ["<unix ns>", "<line>", {structured metadata}]]}]}``, and the older
+  ``{"streams": [{"labels": "{a=\\"b\\"}", "entries": [{"ts": "<RFC 3339>", "line": ...}]}]}``;
+  ``Content-Encoding: gzip`` optional;
+* ``Content-Type: application/x-protobuf`` (or none, as in Loki) — a ``logproto.PushRequest``
+  compressed with snappy's block format, as Promtail and Alloy send it.
+
+Each entry becomes one event: the line is the message, the entry's nanosecond timestamp its
+time. The stream labels and the entry's structured metadata (which wins on a clash) become
+``fields``; well-known labels also fill the event's columns: ``host``/``hostname``/``host_name``
+→ host, ``level``/``detected_level``/``severity``/``lvl``/``log_level``/``loglevel`` → level,
+``service_name``/``service``/``app``/``application``/``component``/``container``/``job`` →
+component, ``pid`` → pid.
+
+Answers: ``204`` once the events are durably taken (the only success python-logging-loki
+recognises); ``400`` with a JSON ``{"error", "detail"}`` for a malformed push (nothing of it
+stored); ``413``/``415`` for too large or unsupported bodies; ``503`` + ``Retry-After`` when the
+queue cannot take the batch (Promtail and Alloy retry 5xx and 429 with backoff).
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from ingest_api.decode import IngestError, decode_content_encoding, parse_timestamp
+from ingest_api.receivers import accept_items, assign_ids, read_body, reject, settings_of
+from smartlogs import metrics
+
+__all__ = [
+    "decode_push",
+    "decode_push_json",
+    "decode_push_protobuf",
+    "entry_event",
+    "parse_labels",
+    "router",
+    "snappy_decompress",
+]
+
+SOURCE = "loki"
+_MAX_TS = 253402300800  # year 10000
+
+_HOST = ("host", "hostname", "host_name")
+_LEVEL = ("level", "detected_level", "severity", "lvl", "log_level", "loglevel")
+_COMPONENT = ("service_name", "service", "app", "application", "component", "container", "job")
+
+PROTOBUF_TYPES = {"application/x-protobuf", "application/protobuf", "application/octet-stream", ""}
+
+
+def _bad(detail: str) -> IngestError:
+    return IngestError(400, "invalid_loki_push", detail)
+
+
+# -- pure decoding -------------------------------------------------------------------------------
+def decode_push(data: bytes, content_type: str | None, *, max_bytes: int) -> list[dict]:
+    """A push body (after Content-Encoding) → items without ids; raises ``IngestError``."""
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime == "application/json":
+        return decode_push_json(data)
+    if mime in PROTOBUF_TYPES:
+        return decode_push_protobuf(snappy_decompress(data, max_bytes))
+    raise IngestError(415, "unsupported_media_type",
+                      f"Content-Type {content_type!r} is not supported; Loki push takes "
+                      "application/json or application/x-protobuf (snappy)")
+
+
+def decode_push_json(data: bytes) -> list[dict]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"the body is not valid JSON: {exc}") from None
+    streams = doc.get("streams") if isinstance(doc, dict) else None
+    if not isinstance(streams, list):
+        raise _bad("expected an object with a 'streams' array")
+    items: list[dict] = []
+    for n, stream in enumerate(streams):
+        where = f"streams[{n}]"
+        if not isinstance(stream, dict):
+            raise _bad(f"{where}: expected an object")
+        if "values" in stream or "stream" in stream:
+            labels = stream.get("stream") or {}
+            if not isinstance(labels, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                raise _bad(f"{where}.stream: expected an object of string label values")
+            values = stream.get("values")
+            if not isinstance(values, list):
+                raise _bad(f"{where}.values: expected an array of [timestamp, line] pairs")
+            for m, value in enumerate(values):
+                items.append(_json_value(value, labels, f"{where}.values[{m}]"))
+        elif "entries" in stream or "labels" in stream:  # the pre-2.0 push format
+            labels = parse_labels(stream.get("labels") or "{}", where=f"{where}.labels")
+            entries = stream.get("entries")
+            if not isinstance(entries, list):
+                raise _bad(f"{where}.entries: expected an array")
+            for m, entry in enumerate(entries):
+                w = f"{where}.entries[{m}]"
+                if not isinstance(entry, dict) or not isinstance(entry.get("line"), str):
+                    raise _bad(f"{w}: expected an object with 'ts' and a 'line' string")
+                ts = entry.get("ts", entry.get("timestamp"))
+                if ts is None:
+                    raise _bad(f"{w}: the entry has no 'ts'")
+                try:
+                    seconds = parse_timestamp(ts, w)
+                except IngestError as exc:
+                    raise _bad(exc.body["detail"]) from None
+                items.append(entry_event(labels, {}, seconds, entry["line"]))
+        else:
+            raise _bad(f"{where}: expected 'stream' and 'values'")
+    if not items:
+        raise _bad("the push holds no log entries")
+    return items
+
+
+def _json_value(value, labels: dict, where: str) -> dict:
+    if not isinstance(value, list) or len(value) not in (2, 3) or not isinstance(value[1], str):
+        raise _bad(f"{where}: expected [\"<unix epoch ns>\", \"<line>\"] "
+                   "(and optionally an object of structured metadata)")
+    meta = value[2] if len(value) == 3 else {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _bad(f"{where}: structured metadata must be an object of strings")
+    return entry_event(labels, meta, _ns_seconds(value[0], where), value[1])
+
+
+def _ns_seconds(ts, where: str) -> float:
+    if isinstance(ts, str) and ts.isdigit():
+        ns = int(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0:
+        ns = ts
+    else:
+        raise _bad(f"{where}: the timestamp must be a string of Unix epoch nanoseconds, got {ts!r}")
+    seconds = ns / 1e9
+    if seconds >= _MAX_TS:
+        raise _bad(f"{where}: the timestamp {ts} is out of range (nanoseconds expected)")
+    return seconds
+
+
+def decode_push_protobuf(data: bytes) -> list[dict]:
+    """An uncompressed ``logproto.PushRequest`` → items."""
+    from google.protobuf.message import DecodeError
+
+    from ingest_api.receivers.proto.loki_push import PushRequest
+
+    try:
+        req = PushRequest.FromString(data)
+    except (DecodeError, ValueError) as exc:
+        raise _bad(f"the body is not a Loki PushRequest: {exc}") from None
+    items: list[dict] = []
+    for n, stream in enumerate(req.streams):
+        labels = parse_labels(stream.labels or "{}", where=f"streams[{n}].labels")
+        for entry in stream.entries:
+            ts = entry.timestamp.seconds + entry.timestamp.nanos / 1e9
+            if not 0 <= ts < _MAX_TS:
+                raise _bad(f"streams[{n}]: a timestamp is out of range")
+            meta = {p.name: p.value for p in entry.structuredMetadata}
+            items.append(entry_event(labels, meta, ts, entry.line))
+    if not items:
+        raise _bad("the push holds no log entries")
+    return items
+
+
+def snappy_decompress(data: bytes, max_bytes: int) -> bytes:
+    """Snappy block format (what Loki clients send) → bytes, refusing to inflate past ``max_bytes``."""
+    import cramjam
+
+    size, shift, i = 0, 0, 0
+    while True:  # the block starts with the uncompressed length as a varint
+        if i >= len(data) or i > 9:
+            raise _bad("the body is not snappy-compressed protobuf (no valid length header)")
+        b = data[i]
+        size |= (b & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not b & 0x80:
+            break
+    if size > max_bytes:
+        raise IngestError(413, "body_too_large",
+                          f"the decompressed body ({size} bytes) exceeds the limit of {max_bytes} bytes",
+                          limit=max_bytes)
+    try:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    except Exception as exc:  # noqa: BLE001 - cramjam.DecompressionError and friends
+        raise _bad(f"the body is not valid snappy (block format): {exc}") from None
+
+
+_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.DOTALL)
+
+
+def parse_labels(text: str, where: str = "labels") -> dict[str, str]:
+    """``{name="value", ...}`` (Prometheus/LogQL stream selector syntax) → dict."""
+    if not isinstance(text, str):
+        raise _bad(f"{where}: expected a string like '{{job=\"app\"}}'")
+    s = text.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        raise _bad(f"{where}: expected labels like '{{job=\"app\"}}', got {text[:100]!r}")
+    body, pos, out = s[1:-1], 0, {}
+    if not body.strip():
+        return out
+    while pos < len(body):
+        m = _LABEL.match(body, pos)
+        if not m or m.end() == pos:
+            raise _bad(f"{where}: cannot parse labels {text[:100]!r} at position {pos + 1}")
+        out[m.group(1)] = _unescape(m.group(2))
+        pos = m.end()
+        if m.group(3) == "" and pos < len(body):
+            raise _bad(f"{where}: cannot parse labels {text[:100]!r}")
+    return out
+
+
+def _unescape(v: str) -> str:
+    if "\\" not in v:
+        return v
+    try:
+        return orjson.loads(f'"{v}"')
+    except orjson.JSONDecodeError:
+        return v.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def entry_event(labels: dict, metadata: dict, ts: float, line: str) -> dict:
+    """One Loki entry → an item: line → message, labels + structured metadata → fields."""
+    merged = {**labels, **metadata} if metadata else labels
+    item: dict = {"message": line, "ts": ts}
+    for key, names in (("host", _HOST), ("level", _LEVEL), ("component", _COMPONENT),
+                       ("pid", ("pid",))):
+        for name in names:
+            v = merged.get(name)
+            if v:
+                item[key] = v
+                break
+    if merged:
+        item["fields"] = dict(merged)
+    return item
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+router = APIRouter(tags=["receivers"])
+
+
+def _decode(body: bytes, encoding: str | None, content_type: str | None, max_bytes: int) -> list[dict]:
+    data = decode_content_encoding(body, encoding, max_bytes)
+    if not data:
+        raise _bad("the request body is empty")
+    return assign_ids(decode_push(data, content_type, max_bytes=max_bytes), SOURCE, data)
+
+
+def _error(exc: IngestError) -> JSONResponse:
+    reject(f"loki_{exc.body['error']}")
+    headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
+    return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+
+@router.post(
+    "/loki/api/v1/push",
+    status_code=204,
+    summary="Loki push (JSON, or snappy protobuf)",
+    description="The Loki push API as Promtail, Grafana Alloy and Loki client libraries send it. "
+                "Answers 204 once the entries are durably taken.",
+    responses={204: {"description": "taken"}, 400: {"description": "malformed push"},
+               413: {"description": "too large"}, 415: {"description": "unsupported type"},
+               503: {"description": "backlog full, retry later"}},
+)
+async def push(request: Request) -> Response:
+    s = settings_of(request)
+    try:
+        body = await read_body(request, s.max_body_bytes)
+        items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
+                                        request.headers.get("content-type"), s.max_body_bytes)
+        metrics.EVENTS_RECEIVED.labels(SOURCE).inc(len(items))
+        await accept_items(request, items, SOURCE)
+    except IngestError as exc:
+        return _error(exc)
+    return Response(status_code=204)

@@ -1,0 +1,302 @@
+"""OTLP/HTTP logs receiver: ``POST /v1/logs`` (OpenTelemetry SDKs, the OpenTelemetry Collector).
+
+Bodies: an ``ExportLogsServiceRequest`` as protobuf (``Content-Type: application/x-protobuf``)
+or as OTLP JSON (``application/json``: lowerCamelCase keys, hex ``traceId``/``spanId``), with
+``Content-Encoding: gzip`` or ``deflate`` optional.
+
+Each log record becomes one event:
+
+* message ← ``body`` (a string as is; a map, array or other value as compact JSON);
+* time ← ``time_unix_nano``, else ``observed_time_unix_nano``, else the time of receipt;
+* level ← ``severity_text``, else ``severity_number`` (1–4 TRACE, 5–8 DEBUG, 9–12 INFO,
+  13–16 WARNING, 17–20 ERROR, 21–24 FATAL);
+* component ← ``service.name``, host ← ``host.name``, pid ← ``process.pid`` (record attributes
+  win over resource attributes);
+* fields ← the resource attributes, then the scope's attributes, then the record's (later ones
+  win on a clash), plus ``otel.scope.name``/``otel.scope.version``, ``trace_id``/``span_id``
+  (hex) and ``event.name`` when set.
+
+Answers, in the request's encoding (protobuf or JSON): ``200`` with an empty
+``ExportLogsServiceResponse`` once the records are durably taken; ``400`` with a
+``google.rpc.Status`` for an undecodable body (nothing stored; as JSON it also carries the API's
+usual ``error`` code and ``detail``, and so does the answer to an unknown Content-Type); ``413``, ``415``; ``503`` +
+``Retry-After`` with ``Status{code: UNAVAILABLE}`` when the queue cannot take the batch — the
+SDK exporters retry 429/502/503/504 (honouring Retry-After) and drop the batch on anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ingest_api.decode import IngestError, decode_content_encoding
+from ingest_api.receivers import accept_items, assign_ids, read_body, reject, settings_of
+from smartlogs import metrics
+
+__all__ = [
+    "any_value",
+    "decode_logs",
+    "decode_logs_json",
+    "decode_logs_protobuf",
+    "inflate",
+    "request_items",
+    "router",
+    "severity_level",
+]
+
+SOURCE = "otlp"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_MAX_NS = 253402300800 * 10**9
+
+_SEVERITY = ((21, "FATAL"), (17, "ERROR"), (13, "WARNING"), (9, "INFO"), (5, "DEBUG"), (1, "TRACE"))
+
+
+def _bad(detail: str) -> IngestError:
+    return IngestError(400, "invalid_otlp", detail)
+
+
+# -- pure decoding -------------------------------------------------------------------------------
+def decode_logs(data: bytes, content_type: str | None) -> list[dict]:
+    """An OTLP logs body (after Content-Encoding) → items without ids; raises ``IngestError``."""
+    mime = _mime(content_type)
+    if mime == JSON:
+        return decode_logs_json(data)
+    if mime == PROTOBUF:
+        return decode_logs_protobuf(data)
+    raise IngestError(415, "unsupported_media_type",
+                      f"Content-Type {content_type!r} is not supported; OTLP/HTTP takes "
+                      f"{PROTOBUF} or {JSON}")
+
+
+def _mime(content_type: str | None) -> str:
+    mime = (content_type or "").split(";")[0].strip().lower()
+    return mime or PROTOBUF  # OTLP/HTTP's default encoding
+
+
+def decode_logs_protobuf(data: bytes) -> list[dict]:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    try:
+        req = ExportLogsServiceRequest.FromString(data)
+    except (DecodeError, ValueError, RecursionError) as exc:
+        raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
+    return request_items(req)
+
+
+def decode_logs_json(data: bytes) -> list[dict]:
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _bad("expected an ExportLogsServiceRequest object: {\"resourceLogs\": [...]}")
+    _hex_ids_to_base64(doc)
+    req = ExportLogsServiceRequest()
+    try:
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
+    return request_items(req)
+
+
+def _hex_ids_to_base64(doc: dict) -> None:
+    """OTLP JSON carries trace/span ids as hex; protobuf's JSON mapping expects base64."""
+    for rl in _list(doc, "resourceLogs", "resource_logs"):
+        for sl in _list(rl, "scopeLogs", "scope_logs"):
+            for rec in _list(sl, "logRecords", "log_records"):
+                if not isinstance(rec, dict):
+                    continue
+                for key, size in (("traceId", 16), ("trace_id", 16), ("spanId", 8), ("span_id", 8)):
+                    v = rec.get(key)
+                    if isinstance(v, str) and len(v) == 2 * size:
+                        try:
+                            rec[key] = base64.b64encode(bytes.fromhex(v)).decode()
+                        except ValueError:
+                            pass
+
+
+def _list(obj, *keys) -> list:
+    if isinstance(obj, dict):
+        for k in keys:
+            v = obj.get(k)
+            if isinstance(v, list):
+                return v
+    return []
+
+
+def request_items(req) -> list[dict]:
+    """An ``ExportLogsServiceRequest`` message → items."""
+    items: list[dict] = []
+    for rl in req.resource_logs:
+        resource = _attributes(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            scope: dict = {}
+            if sl.scope.name:
+                scope["otel.scope.name"] = sl.scope.name
+            if sl.scope.version:
+                scope["otel.scope.version"] = sl.scope.version
+            scope.update(_attributes(sl.scope.attributes))
+            base = {**resource, **scope}
+            for rec in sl.log_records:
+                items.append(_record_item(rec, base, resource))
+    return items
+
+
+def _record_item(rec, base: dict, resource: dict) -> dict:
+    attrs = _attributes(rec.attributes)
+    fields = {**base, **attrs}
+    if any(rec.trace_id):
+        fields["trace_id"] = rec.trace_id.hex()
+    if any(rec.span_id):
+        fields["span_id"] = rec.span_id.hex()
+    if rec.event_name:
+        fields["event.name"] = rec.event_name
+    body = any_value(rec.body) if rec.HasField("body") else None
+    if body is None:
+        message = ""
+    elif isinstance(body, str):
+        message = body
+    else:
+        message = orjson.dumps(body).decode()
+    item: dict = {"message": message}
+    ns = rec.time_unix_nano or rec.observed_time_unix_nano
+    if 0 < ns < _MAX_NS:
+        item["ts"] = ns / 1e9
+    level = severity_level(rec.severity_text, rec.severity_number)
+    if level:
+        item["level"] = level
+    for key, name in (("host", "host.name"), ("component", "service.name"), ("pid", "process.pid")):
+        v = attrs.get(name, resource.get(name))
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and v != "":
+            item[key] = str(v)
+    if fields:
+        item["fields"] = fields
+    return item
+
+
+def severity_level(text: str, number: int) -> str | None:
+    """``severity_text`` if set, else the level of ``severity_number`` (None when unspecified)."""
+    if text and text.strip():
+        return text.strip()
+    for low, name in _SEVERITY:
+        if number >= low:
+            return name
+    return None
+
+
+def _attributes(kvs) -> dict:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def any_value(v):
+    """An OTLP ``AnyValue`` → a JSON-able Python value (bytes as base64 text)."""
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    value = getattr(v, kind)
+    if isinstance(value, float) and math.isnan(value):  # not JSON
+        return None
+    return value
+
+
+def inflate(body: bytes, max_bytes: int) -> bytes:
+    """``Content-Encoding: deflate`` (zlib-wrapped, as the OpenTelemetry exporters send it)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise IngestError(400, "invalid_deflate", f"the body is not valid deflate: {exc}") from None
+    if len(out) > max_bytes or d.unconsumed_tail:
+        raise IngestError(413, "body_too_large",
+                          f"the decompressed body exceeds the limit of {max_bytes} bytes",
+                          limit=max_bytes)
+    if not d.eof:
+        raise IngestError(400, "invalid_deflate", "the deflate stream is truncated")
+    return out
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+router = APIRouter(tags=["receivers"])
+
+_CODES = {400: 3, 413: 8, 415: 3, 503: 14}  # google.rpc.Code: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE
+
+
+def _answer(mime: str, status: int = 200, status_body: tuple[int, str, str] | None = None,
+            headers: dict | None = None) -> Response:
+    if status_body is None:
+        if mime == JSON:
+            return Response(b"{}", status, media_type=JSON, headers=headers)
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+        return Response(ExportLogsServiceResponse().SerializeToString(), status,
+                        media_type=PROTOBUF, headers=headers)
+    code, message, error = status_body
+    if mime == PROTOBUF:
+        from ingest_api.receivers.proto.rpc_status import Status
+
+        return Response(Status(code=code, message=message).SerializeToString(), status,
+                        media_type=PROTOBUF, headers=headers)
+    # a JSON google.rpc.Status, plus the API's own {"error", "detail"} for people reading it
+    return Response(orjson.dumps({"code": code, "message": message, "error": error,
+                                  "detail": message}), status, media_type=JSON, headers=headers)
+
+
+def _decode(body: bytes, encoding: str | None, content_type: str | None, max_bytes: int) -> list[dict]:
+    encoding = (encoding or "").strip().lower()
+    if encoding == "deflate":
+        data = inflate(body, max_bytes)
+    else:
+        data = decode_content_encoding(body, encoding, max_bytes)
+    return assign_ids(decode_logs(data, content_type), SOURCE, data)
+
+
+def _error(mime: str, exc: IngestError) -> Response:
+    reject(f"otlp_{exc.body['error']}")
+    headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
+    if mime not in (JSON, PROTOBUF):
+        mime = JSON
+    return _answer(mime, exc.status, (_CODES.get(exc.status, 3), exc.body["detail"], exc.body["error"]),
+                   headers)
+
+
+@router.post(
+    "/v1/logs",
+    summary="OTLP/HTTP logs (protobuf or JSON)",
+    description="An OTLP ExportLogsServiceRequest as OpenTelemetry SDKs and the Collector send "
+                "it. Answers 200 with an ExportLogsServiceResponse once the records are durably "
+                "taken; 503 + Retry-After when the queue is full.",
+    responses={200: {"description": "taken"}, 400: {"description": "undecodable body"},
+               413: {"description": "too large"}, 415: {"description": "unsupported type"},
+               503: {"description": "backlog full, retry later"}},
+)
+async def logs(request: Request) -> Response:
+    s = settings_of(request)
+    content_type = request.headers.get("content-type")
+    mime = _mime(content_type)
+    try:
+        body = await read_body(request, s.max_body_bytes)
+        items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
+                                        content_type, s.max_body_bytes)
+        if items:
+            metrics.EVENTS_RECEIVED.labels(SOURCE).inc(len(items))
+            await accept_items(request, items, SOURCE)
+    except IngestError as exc:
+        return _error(mime, exc)
+    return _answer(mime)
