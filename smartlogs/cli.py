@@ -286,7 +286,7 @@ def replay(
     per_s = res.sent / res.seconds if res.seconds else 0
     color = "green" if not res.rejected else "red"
     console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
-                  f"  retries {res.retries}  in {res.seconds:.1f}s ({per_s:,.0f} lines/s)  run id {run_id}")
+                  f"  retries {res.retries}  in {res.seconds:.2f}s ({per_s:,.0f} lines/s)  run id {run_id}")
     for e in res.errors[:5]:
         err.print(f"  [red]{escape(e)}[/]")
     if res.aborted:
