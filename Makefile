@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 export SMARTLOGS_ENGINES_DIR ?= /var/tmp/smartlogs-engines
 ENGINES_DIR = $(SMARTLOGS_ENGINES_DIR)
 
-.PHONY: up test install bench engines-up engines-down browser clean help
+.PHONY: up test install bench engines-up engines-down browser shippers clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ install: $(BIN)/smartlogs  ## create .venv and install SmartLogs with its test t
 up: install  ## run the embedded platform (API on http://127.0.0.1:8000, no Docker, no engines)
 	$(BIN)/smartlogs up
 
-test: install engines-up browser  ## start the real engines, then run the whole test suite
+test: install engines-up browser shippers  ## start the real engines, then run the whole test suite
 	$(BIN)/python -m pytest
 
 bench: install  ## run the embedded benchmark and append the results to bench/RESULTS.md
@@ -31,6 +31,9 @@ bench: install  ## run the embedded benchmark and append the results to bench/RE
 engines-up:  ## install and start RabbitMQ, Kafka and Elasticsearch locally (no Docker; idempotent)
 	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/install.sh all
 	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/start.sh all
+
+shippers:  ## install rsyslog + logger (Debian packages) for the syslog receiver tests
+	scripts/install-shippers.sh
 
 browser:  ## install headless Chromium + chromedriver (Debian packages) for the console's browser test
 	scripts/install-browser.sh

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingest_api.console import router as console_router
 from ingest_api.decode import IngestError, decode_body
 from ingest_api.receivers import es_bulk, loki, otlp
+from ingest_api.receivers.syslog import start_syslog
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
 from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
@@ -73,10 +74,13 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         transport, store = build(s)
         await transport.start()
         app.state.transport, app.state.store = transport, store
+        app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken
         log.info("SmartLogs %s started in %s mode", __version__, mode)
         try:
             yield
         finally:
+            if app.state.syslog is not None:  # before the transport: it drains what it read
+                await app.state.syslog.stop()
             await transport.stop()
             store.close()
 
@@ -141,16 +145,17 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             max_bytes=s.max_body_bytes,
             max_line_length=s.max_line_length,
         )
-        metrics.EVENTS_RECEIVED.labels("http").inc(len(items))
+        source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
+        metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
         batch_id, now = secrets.token_hex(6), time.time()
         for i, item in enumerate(items):
             item.setdefault("id", f"{batch_id}-{i}")
             item["received"] = now
-            item["source"] = "http"
+            item["source"] = source
             item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
         with metrics.ACCEPT_SECONDS.time():
             await request.app.state.transport.accept(items, batch_id)
-        metrics.EVENTS_ACCEPTED.labels("http").inc(len(items))
+        metrics.EVENTS_ACCEPTED.labels(source).inc(len(items))
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         return {"accepted": len(items), "ids": [item["id"] for item in items]}
 

@@ -499,8 +499,10 @@ def data_fetch(
 
 from smartlogs.evaluation import eval_app  # noqa: E402
 from smartlogs.kibana import kibana_setup_command  # noqa: E402
+from smartlogs.shipper import ship_command  # noqa: E402
 
 app.command("kibana-setup")(kibana_setup_command)
+app.command("ship")(ship_command)
 app.add_typer(eval_app, name="eval")
 
 

@@ -20,7 +20,8 @@ import orjson
 
 from streams.parsing import LineParser
 
-__all__ = ["ReplayResult", "count_lines", "read_lines", "plan_batches", "send_batches"]
+__all__ = ["ReplayResult", "PostOutcome", "count_lines", "read_lines", "plan_batches", "send_batches",
+           "post_ingest", "retry_after_seconds"]
 
 
 @dataclass
@@ -148,33 +149,102 @@ def send_batches(
     return res
 
 
-def _post(client, url, body, headers, max_retries, res, sleep) -> bool:
-    delay = 0.2
-    for attempt in range(max_retries + 1):
+@dataclass
+class PostOutcome:
+    """What :func:`post_ingest` got: accepted, or why not."""
+
+    ok: bool
+    status: int | None = None  # the last HTTP status (None: no answer)
+    retries: int = 0
+    error: str | None = None  # the last problem, e.g. "HTTP 422: ..." or "ConnectError: ..."
+    transient: bool = False  # the last problem was retryable (gave up, or asked to stop)
+
+
+RETRYABLE = (429, 502, 503, 504)
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (seconds, or an HTTP date) → seconds to wait; None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def post_ingest(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    max_retries: int | None = 8,
+    sleep: Callable[[float], object] = time.sleep,
+    first_delay: float = 0.2,
+    max_delay: float = 10.0,
+    max_retry_after: float = 300.0,
+    should_stop: Callable[[], bool] | None = None,
+    on_retry: Callable[[str, float], None] | None = None,
+) -> PostOutcome:
+    """POST an NDJSON body to ``url``/ingest until it is accepted (202).
+
+    Connection errors, timeouts and 429/502/503/504 are retried with exponential backoff
+    (``first_delay`` doubling up to ``max_delay``), waiting at least what ``Retry-After``
+    asks (capped at ``max_retry_after``); ``max_retries=None`` retries forever (until
+    ``should_stop()``). Any other answer is final. Reused by ``replay`` and ``ship``.
+    """
+    delay, attempt = first_delay, 0
+    out = PostOutcome(ok=False)
+    while True:
         try:
             r = client.post(f"{url.rstrip('/')}/ingest", content=body,
-                            headers={"Content-Type": "application/x-ndjson", **headers})
+                            headers={"Content-Type": "application/x-ndjson", **(headers or {})})
         except httpx.TransportError as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+            out.status, out.error = None, f"{type(exc).__name__}: {exc}"
+            wait = delay
         else:
+            out.status = r.status_code
             if r.status_code == 202:
-                return True
-            if r.status_code not in (429, 502, 503, 504):
+                out.ok, out.error, out.transient = True, None, False
+                return out
+            if r.status_code not in RETRYABLE:
                 try:
                     detail = r.json().get("detail", r.text)
-                except ValueError:
+                except (ValueError, AttributeError):
                     detail = r.text
-                res.errors.append(f"HTTP {r.status_code}: {detail}")
-                return False
-            problem = f"HTTP {r.status_code}"
-            retry_after = r.headers.get("retry-after")
-            if retry_after and retry_after.isdigit():
-                delay = max(delay, float(retry_after))
-        if attempt == max_retries:
-            res.errors.append(f"gave up after {max_retries} retries: {problem}")
-            res.aborted = problem.startswith(("Connect", "HTTP 5"))
-            return False
-        res.retries += 1
-        sleep(delay)
-        delay = min(delay * 2, 10.0)
+                out.error, out.transient = f"HTTP {r.status_code}: {detail}", False
+                return out
+            out.error = f"HTTP {r.status_code}"
+            asked = retry_after_seconds(r.headers.get("retry-after"))
+            wait = max(delay, min(asked, max_retry_after)) if asked is not None else delay
+        out.transient = True
+        if (max_retries is not None and attempt >= max_retries) or (should_stop and should_stop()):
+            return out
+        attempt += 1
+        out.retries += 1
+        if on_retry:
+            on_retry(out.error, wait)
+        sleep(wait)
+        delay = min(delay * 2, max_delay)
+
+
+def _post(client, url, body, headers, max_retries, res, sleep) -> bool:
+    out = post_ingest(client, url, body, headers, max_retries=max_retries, sleep=sleep)
+    res.retries += out.retries
+    if out.ok:
+        return True
+    if out.transient:
+        res.errors.append(f"gave up after {max_retries} retries: {out.error}")
+        res.aborted = out.error.startswith(("Connect", "HTTP 5"))
+    else:
+        res.errors.append(out.error)
     return False

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
 
     logs_json: bool = Field(False, description="Log JSON lines (one event per line) instead of text.")
 
+    # syslog receiver (RFC 5424 / RFC 3164 over TCP and UDP) in the API process
+    syslog_host: str = Field("127.0.0.1", description="Address the syslog receiver binds to "
+                             "(syslog has no authentication: loopback or a trusted network).")
+    syslog_port: int = Field(5514, description="Syslog port, TCP and UDP (0: off).")
+    syslog_udp: bool = Field(True, description="Also receive syslog over UDP (lossy by nature).")
+
     # access control
     rate_limit_per_key: float = Field(50.0, description="Requests per second per API key (0: no limit).")
 

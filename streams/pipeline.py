@@ -31,6 +31,7 @@ __all__ = ["Pipeline", "PipelineConfig", "save_checkpoint", "load_checkpoint"]
 log = logging.getLogger(__name__)
 
 _CKPT_MAGIC = b"SMARTLOGS-CKPT-1\n"
+_MIN_TS, _MAX_TS = -62135596800.0, 253402300800.0  # 0001-01-01 .. 9999-12-31, epoch seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +83,16 @@ class Pipeline:
         features = self.scorer.features
         score = self.scorer.score
         size = self.config.window_seconds
+        limit = self.config.max_line_length
         for item in items:
             raw = item.get("raw")
             if raw is not None:
-                p = parse(raw)
+                if len(raw) > limit:  # the parser cuts it too; what is stored must be cut as well
+                    raw = raw[:limit]
+                    p = parse(raw)
+                    p.truncated = True
+                else:
+                    p = parse(raw)
                 message, ts, host, component, pid = p.message, p.timestamp, p.host, p.component, p.pid
                 level, ok, fmt, truncated, extra = p.level, p.ok, p.format, p.truncated, p.fields
             else:
@@ -103,9 +110,14 @@ class Pipeline:
                     else:
                         fmt = "message"
                     truncated = p.truncated
+                if len(message) > limit:  # structured events obey the same limit, flagged
+                    message, truncated = message[:limit], True
             if isinstance(ts, datetime):
                 ts = ts.timestamp()
             if ts is None:
+                ts = item["received"]
+            elif not (_MIN_TS <= ts < _MAX_TS):  # NaN, ±inf, outside years 1-9999: a poison pill
+                extra = {**extra, "invalid_timestamp": str(ts)}
                 ts = item["received"]
             level = normalize_level(level)
             mined = mine(message)

@@ -31,7 +31,8 @@ def app_client(tmp_path):
     from ingest_api.app import create_app
     from smartlogs.settings import Settings
 
-    settings = Settings(data_dir=tmp_path, max_body_bytes=1_000_000, checkpoint_seconds=0.5)
+    settings = Settings(data_dir=tmp_path, max_body_bytes=1_000_000, checkpoint_seconds=0.5,
+                        syslog_port=0)
     with TestClient(create_app(settings)) as client:
         client.settings = settings
         yield client

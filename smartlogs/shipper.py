@@ -1,0 +1,566 @@
+"""``smartlogs ship PATH...``: follow log files like ``tail -F`` and send their lines to SmartLogs.
+
+* **Following.** Each PATH is followed by name: a file that does not exist yet is waited for;
+  rotation by rename (logrotate's default: ``app.log`` → ``app.log.1``, new ``app.log``) is
+  seen as a new inode at the path, and the old file is read to its end (the writer may still be
+  finishing its last line: ``rotate_wait``) before the new one is read from its start;
+  truncation in place (logrotate ``copytruncate``, ``: > app.log``) is seen as a file shorter
+  than the position, or whose first bytes changed, and is read again from its start.
+* **Position.** A state file holds, per path, the file's identity (device, inode, a digest of
+  its first KiB) and the byte offset up to which lines were *accepted* by the API (written
+  atomically after each accepted batch). A restart resumes there: lines are neither skipped
+  nor repeated. A file rotated while the shipper was stopped is found again by its inode in
+  the same directory and finished first.
+* **Ids.** Every line is sent with the id ``<file id>:<byte offset of the line>``; the file id
+  is a random token given to each file (each truncation gives a new one) and kept in the state
+  file before any of its lines is sent. A batch that is sent again (after a timeout, a 503, or
+  a kill before the state was saved) therefore carries the same ids, and the store keeps each
+  id once.
+* **Sending.** Lines are batched (``batch_size`` lines / ``batch_bytes``) as NDJSON
+  ``{"id", "raw"}`` items to ``POST /ingest``; connection errors, timeouts, 429 and 5xx
+  answers are retried forever with exponential backoff, honouring ``Retry-After`` (lines
+  written meanwhile wait in their files). ``SMARTLOGS_API_KEY`` is sent as
+  ``Authorization: Bearer``. A 401/403/4xx answer stops the shipper with the reason; the
+  position is not advanced, so nothing is lost.
+
+Limits: only complete (LF-terminated) lines are sent, except the last line of a rotated file;
+a line longer than ``max_line_bytes`` is sent in pieces; lines written between the copy and
+the truncation of ``copytruncate`` are in the copy only (inherent to copytruncate; the rename
+rotation has no such gap).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip as gzip_mod
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import orjson
+import typer
+
+from smartlogs.replay import post_ingest
+
+__all__ = ["FileState", "StateFile", "FollowedFile", "Shipper", "ShipError", "ShipStats",
+           "ship_command", "default_state_path"]
+
+log = logging.getLogger(__name__)
+
+HEAD_BYTES = 1024  # identity digest over the first KiB of a file
+STATE_VERSION = 1
+
+
+class ShipError(Exception):
+    """The API refused in a way retrying cannot fix (bad key, payload refused)."""
+
+
+# -- persisted state ------------------------------------------------------------------------
+
+@dataclass
+class FileState:
+    """Where one followed file stands. ``offset``: every line before it was accepted."""
+
+    fid: str
+    dev: int
+    ino: int
+    offset: int = 0
+    head: str = ""  # blake2b of the first head_len bytes ("" with head_len 0)
+    head_len: int = 0
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def default_state_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "smartlogs" / "ship-state.json"
+
+
+class StateFile:
+    """``{"version": 1, "files": {abs path: FileState}}``, replaced atomically on save.
+
+    Holds an exclusive lock (``<state>.lock``) so two shippers never share a state file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(str(self.path) + ".lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ShipError(f"another shipper is using the state file {self.path}") from None
+        self.files: dict[str, FileState] = {}
+        if self.path.exists():
+            try:
+                doc = orjson.loads(self.path.read_bytes())
+                self.files = {p: FileState(**v) for p, v in doc.get("files", {}).items()}
+            except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
+                self._lock.close()
+                raise ShipError(f"state file {self.path} is unreadable ({exc}); move it away to "
+                                "start over (lines already sent would be sent again)") from None
+
+    def get(self, path: str) -> FileState | None:
+        return self.files.get(path)
+
+    def set(self, path: str, st: FileState) -> None:
+        self.files[path] = st
+
+    def save(self) -> None:
+        doc = {"version": STATE_VERSION, "files": {p: asdict(s) for p, s in self.files.items()}}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            self._lock.close()
+
+
+# -- one followed path ----------------------------------------------------------------------
+
+@dataclass
+class _Open:
+    fd: int
+    dev: int
+    ino: int
+    st: FileState
+    name: str  # where it was opened (for messages)
+    rotated_at: float | None = None  # when the path stopped pointing at this file
+
+
+class FollowedFile:
+    """One PATH followed by name (``tail -F``). ``read`` gives lines after the accepted
+    offset; ``commit`` moves that offset once the API took them."""
+
+    def __init__(self, path: Path, state: StateFile, *, start_at_end: bool = False,
+                 rotate_wait: float = 2.0, max_line_bytes: int = 1 << 20,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path = Path(os.path.abspath(path))
+        self.key = str(self.path)
+        self.state = state
+        self.start_at_end = start_at_end
+        self.rotate_wait = rotate_wait
+        self.max_line_bytes = max_line_bytes
+        self.clock = clock
+        self.cur: _Open | None = None
+        self.pending: int | None = None  # offset after the lines last read, not yet committed
+        self._first = True
+        self._missing_logged = False
+
+    # -- tracking the file behind the name ----------------------------------------------
+    def refresh(self) -> None:
+        """Open, or notice truncation/rotation; switch to the new file once the old is done."""
+        if self.cur is None:
+            self._open_initial()
+            return
+        cur = self.cur
+        size = os.fstat(cur.fd).st_size
+        if size < cur.st.offset or not self._head_ok(cur):
+            log.info("%s was truncated (size %d < position %d, or its start changed): "
+                     "reading it again from the start", cur.name, size, cur.st.offset)
+            self._new_generation(cur, 0)
+        try:
+            pst = os.stat(self.path)
+        except FileNotFoundError:
+            pst = None
+        if pst is not None and (pst.st_dev, pst.st_ino) == (cur.dev, cur.ino):
+            cur.rotated_at = None
+            return
+        now = self.clock()
+        if cur.rotated_at is None:
+            cur.rotated_at = now
+            log.info("%s was rotated (%s); finishing the old file first", self.key,
+                     "removed" if pst is None else "new file")
+        done = cur.st.offset >= os.fstat(cur.fd).st_size
+        if done and pst is not None and (pst.st_size > 0 or now - cur.rotated_at >= self.rotate_wait):
+            self._close()
+            self._open_new_path()
+
+    def _open_initial(self) -> None:
+        saved = self.state.get(self.key)
+        first, self._first = self._first, False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        if saved is not None:
+            if fd is not None:
+                fst = os.fstat(fd)
+                if (fst.st_dev, fst.st_ino) == (saved.dev, saved.ino):
+                    cur = _Open(fd, fst.st_dev, fst.st_ino, saved, self.key)
+                    self.cur = cur
+                    if fst.st_size < saved.offset or not self._head_ok(cur):
+                        log.info("%s was truncated while not followed: reading it from the start",
+                                 self.key)
+                        self._new_generation(cur, 0)
+                    elif first and saved.offset:
+                        log.info("%s: resuming at byte %d", self.key, saved.offset)
+                    return
+            old = self._find_rotated(saved)
+            if old is not None:  # rotated while we were away: finish it first
+                if fd is not None:
+                    os.close(fd)
+                ofd, name = old
+                fst = os.fstat(ofd)
+                self.cur = _Open(ofd, fst.st_dev, fst.st_ino, saved, name, rotated_at=self.clock())
+                log.info("%s was rotated while not followed: finishing %s from byte %d first",
+                         self.key, name, saved.offset)
+                return
+            if fd is not None:
+                log.warning("%s: the file followed before (inode %d) is gone; following the new "
+                            "file from its start", self.key, saved.ino)
+        if fd is None:
+            if not self._missing_logged:
+                log.info("%s does not exist (yet); waiting for it", self.key)
+                self._missing_logged = True
+            return
+        self._missing_logged = False
+        fst = os.fstat(fd)
+        self.cur = _Open(fd, fst.st_dev, fst.st_ino, FileState("", fst.st_dev, fst.st_ino), self.key)
+        start = self._line_start_before(fd, fst.st_size) if (first and self.start_at_end) else 0
+        self._new_generation(self.cur, start)
+
+    def _open_new_path(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        fst = os.fstat(fd)
+        self.cur = _Open(fd, fst.st_dev, fst.st_ino, FileState("", fst.st_dev, fst.st_ino), self.key)
+        self._new_generation(self.cur, 0)
+
+    def _new_generation(self, cur: _Open, offset: int) -> None:
+        """A file (or a truncated file's new content) gets a new id, saved before any send."""
+        cur.st = FileState(secrets.token_hex(8), cur.dev, cur.ino, offset)
+        self._update_head(cur)
+        self.pending = None
+        self.state.set(self.key, cur.st)
+        self.state.save()
+
+    def _find_rotated(self, saved: FileState) -> tuple[int, str] | None:
+        try:
+            entries = list(os.scandir(self.path.parent))
+        except OSError:
+            return None
+        for e in entries:
+            try:
+                if e.inode() != saved.ino or not e.is_file(follow_symlinks=False):
+                    continue
+                fd = os.open(e.path, os.O_RDONLY)
+            except OSError:
+                continue
+            fst = os.fstat(fd)
+            if fst.st_dev == saved.dev and fst.st_size >= saved.offset and (
+                    saved.head_len == 0 or _digest(os.pread(fd, saved.head_len, 0)) == saved.head):
+                return fd, e.path
+            os.close(fd)
+        return None
+
+    @staticmethod
+    def _line_start_before(fd: int, size: int) -> int:
+        """Start of the line that contains ``size`` (for ``--start-at end``)."""
+        lo = max(0, size - (1 << 16))
+        tail = os.pread(fd, size - lo, lo)
+        nl = tail.rfind(b"\n")
+        return lo + nl + 1 if nl >= 0 else (size if lo else 0)
+
+    def _head_ok(self, cur: _Open) -> bool:
+        st = cur.st
+        return st.head_len == 0 or _digest(os.pread(cur.fd, st.head_len, 0)) == st.head
+
+    def _update_head(self, cur: _Open) -> None:
+        st = cur.st
+        want = min(HEAD_BYTES, st.offset)
+        if want > st.head_len:
+            data = os.pread(cur.fd, want, 0)
+            st.head, st.head_len = _digest(data), len(data)
+
+    def _close(self) -> None:
+        if self.cur is not None:
+            os.close(self.cur.fd)
+            self.cur = None
+            self.pending = None
+
+    # -- lines ----------------------------------------------------------------------------
+    def read(self, max_lines: int, max_bytes: int) -> list[tuple[str, str]]:
+        """``(id, line)`` pairs after the accepted offset (blank lines skipped); sets ``pending``."""
+        cur = self.cur
+        if cur is None or max_lines <= 0:
+            return []
+        fid, off = cur.st.fid, cur.st.offset
+        final = cur.rotated_at is not None and self.clock() - cur.rotated_at >= self.rotate_wait
+        out: list[tuple[str, str]] = []
+        nbytes = 0
+        chunk = max(1 << 16, self.max_line_bytes + 1)
+        full = False
+        while not full and len(out) < max_lines:
+            data = os.pread(cur.fd, chunk, off)
+            if not data:
+                break
+            start = 0
+            while True:
+                nl = data.find(b"\n", start)
+                if nl < 0:
+                    break
+                if nl - start > self.max_line_bytes:
+                    break  # handled below as an over-long line
+                if out and nbytes + (nl - start) > max_bytes:
+                    full = True
+                    break
+                self._add(out, fid, off + start, data[start:nl])
+                nbytes += nl - start + 40
+                start = nl + 1
+                if len(out) >= max_lines:
+                    full = True
+                    break
+            if full:
+                off += start
+                break
+            rest = len(data) - start
+            if rest > self.max_line_bytes:  # a line too long: send it in pieces
+                self._add(out, fid, off + start, data[start:start + self.max_line_bytes])
+                nbytes += self.max_line_bytes
+                off += start + self.max_line_bytes
+                continue
+            if start == 0 and rest and final and len(data) < chunk:  # last line of a rotated file
+                self._add(out, fid, off, data)
+                off += rest
+                break
+            off += start
+            if start == 0 or len(data) < chunk:
+                break
+        self.pending = off if off != cur.st.offset else None
+        return out
+
+    @staticmethod
+    def _add(out: list, fid: str, offset: int, raw: bytes) -> None:
+        # NULs: what a non-O_APPEND writer leaves in front after a copytruncate
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\0")
+        if line.strip():
+            out.append((f"{fid}:{offset}", line))
+
+    def commit(self) -> bool:
+        """The lines last read were accepted: move the offset (the caller saves the state)."""
+        if self.cur is None or self.pending is None:
+            return False
+        self.cur.st.offset = self.pending
+        self.pending = None
+        self._update_head(self.cur)
+        self.state.set(self.key, self.cur.st)
+        return True
+
+    def close(self) -> None:
+        self._close()
+
+
+# -- the shipper ------------------------------------------------------------------------------
+
+@dataclass
+class ShipStats:
+    lines: int = 0
+    batches: int = 0
+    retries: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Shipper:
+    """Follow ``paths`` and ship their lines to ``url``; see the module docstring."""
+
+    def __init__(self, paths: list[Path], url: str, *, state_path: Path,
+                 headers: dict[str, str] | None = None, client: httpx.Client | None = None,
+                 batch_size: int = 1000, batch_bytes: int = 4 << 20, poll_interval: float = 0.25,
+                 rotate_wait: float = 2.0, start_at_end: bool = False, gzip: bool = False,
+                 max_line_bytes: int = 1 << 20, max_backoff: float = 10.0,
+                 stop: threading.Event | None = None,
+                 sleep: Callable[[float], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if not paths:
+            raise ValueError("give at least one file to follow")
+        self.url = url
+        self.state = StateFile(state_path)
+        self.files = [FollowedFile(p, self.state, start_at_end=start_at_end,
+                                   rotate_wait=rotate_wait, max_line_bytes=max_line_bytes,
+                                   clock=clock) for p in dict.fromkeys(paths)]
+        # lets the API record source "file" instead of "http" (where it supports the header)
+        self.headers = {"X-SmartLogs-Source": "file", **(headers or {})}
+        if gzip:
+            self.headers["Content-Encoding"] = "gzip"
+        self.gzip = gzip
+        self.own_client = client is None
+        self.client = client or httpx.Client(timeout=30)
+        self.batch_size, self.batch_bytes = batch_size, batch_bytes
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.stop_event = stop or threading.Event()
+        self.sleep = sleep or self.stop_event.wait
+        self.stats = ShipStats()
+        self._rr = 0
+
+    def poll(self) -> int:
+        """One round: look at every file, send what is new, commit. Returns lines shipped
+        (-1 when the send was interrupted by ``stop``)."""
+        for f in self.files:
+            try:
+                f.refresh()
+            except OSError as exc:
+                log.warning("%s: %s", f.key, exc)
+        batch: list[tuple[str, str]] = []
+        n = len(self.files)
+        order = self.files[self._rr % n:] + self.files[:self._rr % n]
+        self._rr += 1
+        for f in order:
+            left = self.batch_size - len(batch)
+            try:
+                batch += f.read(left, self.batch_bytes)
+            except OSError as exc:
+                log.warning("%s: %s", f.key, exc)
+        if batch and not self._send(batch):
+            for f in self.files:
+                f.pending = None
+            return -1
+        committed = [f.commit() for f in self.files]  # every file, not up to the first True
+        if any(committed):
+            self.state.save()
+        if batch:
+            self.stats.lines += len(batch)
+            self.stats.batches += 1
+        return len(batch)
+
+    def _send(self, batch: list[tuple[str, str]]) -> bool:
+        body = b"\n".join(orjson.dumps({"id": i, "raw": line}) for i, line in batch)
+        if self.gzip:
+            body = gzip_mod.compress(body, compresslevel=5)
+
+        def on_retry(problem: str, wait: float) -> None:
+            log.warning("SmartLogs at %s not taking lines (%s); retrying in %.1fs", self.url,
+                        problem, wait)
+
+        out = post_ingest(self.client, self.url, body, self.headers, max_retries=None,
+                          max_delay=self.max_backoff, sleep=self.sleep,
+                          should_stop=self.stop_event.is_set, on_retry=on_retry)
+        self.stats.retries += out.retries
+        if out.ok:
+            return True
+        if out.transient:  # asked to stop while retrying
+            return False
+        if out.status == 413 and len(batch) > 1:
+            self.batch_size = max(1, len(batch) // 2)
+            self.batch_bytes = max(1024, self.batch_bytes // 2)
+            log.warning("batch too large for the API (%s); sending %d lines per request",
+                        out.error, self.batch_size)
+            return False
+        self.stats.errors.append(out.error or "refused")
+        raise ShipError(f"SmartLogs at {self.url} refused the lines: {out.error}")
+
+    def run(self, *, once: bool = False) -> ShipStats:
+        """Ship until ``stop`` is set (``once``: until everything there now is shipped)."""
+        while not self.stop_event.is_set():
+            n = self.poll()
+            if n < 0 and not self.stop_event.is_set():
+                continue  # 413: resend smaller
+            if once and n <= 0:
+                break
+            if n < self.batch_size:
+                self.sleep(self.poll_interval)
+        return self.stats
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        self.state.close()
+        if self.own_client:
+            self.client.close()
+
+
+# -- the command --------------------------------------------------------------------------------
+
+class StartAt(str, Enum):
+    beginning = "beginning"
+    end = "end"
+
+
+def ship_command(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Files to follow like `tail -F` (they may not exist yet; rotation and truncation "
+             "are handled).")],
+    url: Annotated[str, typer.Option("--url", envvar="SMARTLOGS_URL",
+                                     help="Base URL of a running SmartLogs API.")] = "http://127.0.0.1:8000",
+    state_file: Annotated[Optional[Path], typer.Option(
+        envvar="SMARTLOGS_SHIP_STATE",
+        help="Where positions are kept (default ~/.local/state/smartlogs/ship-state.json).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=100000, help="Lines per request at most.")] = 1000,
+    batch_bytes: Annotated[int, typer.Option(min=1024, help="Bytes of lines per request at most.")] = 4 << 20,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between looks at idle files.")] = 0.25,
+    rotate_wait: Annotated[float, typer.Option(min=0.0, help="Seconds a rotated file may still get its last line.")] = 2.0,
+    start_at: Annotated[StartAt, typer.Option(help="Where to start in a file not seen before (only files present at start).")] = StartAt.beginning,
+    max_backoff: Annotated[float, typer.Option(min=0.1, help="Longest wait between retries while the API is down, seconds.")] = 10.0,
+    gzip: Annotated[bool, typer.Option(help="gzip each request body.")] = False,
+    once: Annotated[bool, typer.Option(help="Ship what the files hold now, then exit.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Follow log files and ship their lines to SmartLogs (POST /ingest), resuming where it stopped.
+
+    Positions are saved after every accepted batch, so a restart neither skips nor repeats
+    lines; each line's id is FILE-ID:OFFSET, so a resent batch is stored once. Retries forever
+    with backoff while the API is down or busy (429/503, honouring Retry-After). Set
+    SMARTLOGS_API_KEY when the API requires keys. Stop with Ctrl-C or SIGTERM.
+    """
+    from smartlogs.logs import configure_logging
+
+    configure_logging("shipper", log_level,
+                      os.environ.get("SMARTLOGS_LOGS_JSON", "").lower() in ("1", "true"))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+    key = os.environ.get("SMARTLOGS_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        shipper = Shipper(paths, url, state_path=state_file or default_state_path(),
+                          headers=headers, batch_size=batch_size, batch_bytes=batch_bytes,
+                          poll_interval=poll_interval, rotate_wait=rotate_wait,
+                          start_at_end=start_at == StartAt.end, gzip=gzip,
+                          max_backoff=max_backoff, stop=stop)
+    except ShipError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    log.info("shipping %s to %s (state %s)", ", ".join(f.key for f in shipper.files), url,
+             shipper.state.path)
+    started = time.monotonic()
+    code = 0
+    try:
+        stats = shipper.run(once=once)
+    except ShipError as exc:
+        log.error("%s", exc)
+        stats, code = shipper.stats, 1
+    finally:
+        shipper.close()
+    log.info("shipped %d lines in %d batches (%d retries) in %.1fs", stats.lines, stats.batches,
+             stats.retries, time.monotonic() - started)
+    if code:
+        raise typer.Exit(code)
+
+
+if __name__ == "__main__":  # python -m smartlogs.shipper (until `smartlogs ship` is registered)
+    typer.run(ship_command)

@@ -1,0 +1,339 @@
+"""The file shipper against an in-memory API (httpx.MockTransport): following, rotation,
+truncation, persisted positions, ids, retries. No server, no sleeps."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+import httpx
+import orjson
+import pytest
+
+from smartlogs.replay import post_ingest, retry_after_seconds
+from smartlogs.shipper import ShipError, Shipper, StateFile
+
+
+class FakeAPI:
+    """Stores items by id like the store does (an id is kept once); can fail on demand."""
+
+    def __init__(self):
+        self.events: dict[str, str] = {}
+        self.order: list[str] = []
+        self.requests = 0
+        self.fail: list = []  # queued failures: an exception or a Response
+        self.headers: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        self.headers.append(dict(request.headers))
+        if self.fail:
+            f = self.fail.pop(0)
+            if isinstance(f, Exception):
+                raise f
+            return f
+        body = request.content
+        if request.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        items = [orjson.loads(line) for line in body.splitlines() if line.strip()]
+        for it in items:
+            if it["id"] not in self.events:
+                self.events[it["id"]] = it["raw"]
+                self.order.append(it["raw"])
+        return httpx.Response(202, json={"accepted": len(items)})
+
+    @property
+    def lines(self) -> list[str]:
+        return self.order
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def api():
+    return FakeAPI()
+
+
+@pytest.fixture
+def make(tmp_path, api):
+    made = []
+    sleeps: list[float] = []
+
+    def _make(*paths, **kw):
+        kw.setdefault("rotate_wait", 1.0)
+        sh = Shipper(list(paths), "http://api", state_path=tmp_path / "state.json",
+                     client=httpx.Client(transport=httpx.MockTransport(api)),
+                     sleep=sleeps.append, **kw)
+        made.append(sh)
+        return sh
+
+    _make.sleeps = sleeps
+    yield _make
+    for sh in made:
+        sh.close()
+
+
+def write(path, text, mode="a"):
+    with open(path, mode) as f:
+        f.write(text)
+
+
+def drain(sh, rounds=10):
+    for _ in range(rounds):
+        sh.poll()
+
+
+def test_ships_complete_lines_with_offset_ids(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "first\nsecond\n\nthird without lf")
+    sh = make(log)
+    assert sh.poll() == 2
+    assert api.lines == ["first", "second"]
+    fid = sh.files[0].cur.st.fid
+    assert list(api.events) == [f"{fid}:0", f"{fid}:6"]
+    write(log, " yet\n")
+    assert sh.poll() == 1
+    assert api.lines[-1] == "third without lf yet" and f"{fid}:14" in api.events
+    assert sh.poll() == 0
+    state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert state["offset"] == log.stat().st_size and state["ino"] == log.stat().st_ino
+
+
+def test_waits_for_a_file_that_does_not_exist_yet(tmp_path, api, make):
+    log = tmp_path / "later.log"
+    sh = make(log)
+    assert sh.poll() == 0
+    write(log, "hello\n")
+    drain(sh, 2)
+    assert api.lines == ["hello"]
+
+
+def test_restart_resumes_without_gaps_or_repeats(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "".join(f"line {i}\n" for i in range(10)))
+    sh = make(log, batch_size=4)
+    sh.poll()
+    sh.close()
+    write(log, "".join(f"line {i}\n" for i in range(10, 15)))
+    sh2 = make(log, batch_size=4)
+    drain(sh2)
+    assert api.lines == [f"line {i}" for i in range(15)]
+    assert api.requests == 4
+
+
+def test_killed_after_send_before_save_resends_same_ids(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "a\nb\n")
+    sh = make(log)
+    sh.poll()
+    saved = (tmp_path / "state.json").read_bytes()
+    write(log, "c\nd\n")
+    sh.poll()  # accepted, then "killed" before the state reached the disk:
+    sh.close()
+    (tmp_path / "state.json").write_bytes(saved)
+    before = dict(api.events)
+    sh2 = make(log)
+    drain(sh2, 2)
+    assert api.requests == 3  # c, d sent twice...
+    assert api.lines == ["a", "b", "c", "d"]  # ...stored once: same ids
+    assert set(before) <= set(api.events) and len(api.events) == 4
+
+
+def test_rotation_by_rename_reads_old_file_to_the_end_then_the_new_one(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "1\n2\n")
+    sh = make(log)
+    sh.poll()
+    write(log, "3\n4\n")  # written just before the rotation: must not be lost
+    os.rename(log, tmp_path / "app.log.1")
+    write(log, "5\n6\n", "w")
+    drain(sh, 3)
+    assert api.lines == ["1", "2", "3", "4", "5", "6"]
+    new_state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert new_state["ino"] == log.stat().st_ino and new_state["offset"] == 4
+
+
+def test_rotated_file_gets_its_unterminated_last_line_after_rotate_wait(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    clock = Clock()
+    write(log, "a\nlast without lf")
+    sh = make(log, clock=clock)
+    sh.poll()
+    os.rename(log, tmp_path / "app.log.1")
+    sh.poll()
+    assert api.lines == ["a"]
+    clock.t += 1.5
+    drain(sh, 2)
+    assert api.lines == ["a", "last without lf"]
+    write(log, "new\n", "w")
+    drain(sh, 2)
+    assert api.lines == ["a", "last without lf", "new"]
+
+
+def test_rotation_while_stopped_finishes_the_old_file_first(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "1\n2\n")
+    sh = make(log)
+    sh.poll()
+    sh.close()
+    write(log, "3\n")
+    os.rename(log, tmp_path / "app.log.1")
+    write(log, "4\n", "w")
+    sh2 = make(log)
+    drain(sh2, 4)
+    assert api.lines == ["1", "2", "3", "4"]
+
+
+def test_copytruncate_is_detected_and_read_from_the_start(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "old one\nold two\n")
+    sh = make(log)
+    sh.poll()
+    fid = sh.files[0].cur.st.fid
+    shutil.copy(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    write(log, "new\n")  # shorter than the position
+    drain(sh, 2)
+    assert api.lines == ["old one", "old two", "new"]
+    assert sh.files[0].cur.st.fid != fid  # new content, new ids: never mistaken for old lines
+
+
+def test_truncation_hidden_by_regrowth_is_detected_by_the_first_bytes(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "aa\n")
+    sh = make(log)
+    sh.poll()
+    os.truncate(log, 0)
+    write(log, "bbbbbbbb\ncc\n")  # already longer than the old position
+    drain(sh, 2)
+    assert api.lines == ["aa", "bbbbbbbb", "cc"]
+
+
+def test_inode_reuse_with_other_content_is_a_new_file(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "first content\n")
+    sh = make(log)
+    sh.poll()
+    sh.close()
+    state = orjson.loads((tmp_path / "state.json").read_bytes())
+    write(log, "other content, same inode\nmore\n", "w")  # same inode, different head
+    (tmp_path / "state.json").write_bytes(orjson.dumps(state))
+    sh2 = make(log)
+    drain(sh2, 2)
+    assert api.lines == ["first content", "other content, same inode", "more"]
+
+
+def test_start_at_end_skips_existing_lines_only_for_files_present_at_start(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "old\nold partial")
+    sh = make(log, start_at_end=True)
+    sh.poll()
+    write(log, " done\nnew\n")
+    drain(sh, 2)
+    assert api.lines == ["old partial done", "new"]
+
+
+def test_several_files_in_one_batch(tmp_path, api, make):
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    write(a, "a1\na2\n")
+    write(b, "b1\n")
+    sh = make(a, b)
+    assert sh.poll() == 3
+    assert sorted(api.lines) == ["a1", "a2", "b1"]
+
+
+def test_connection_errors_and_503_are_retried_with_retry_after(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\ny\n")
+    api.fail = [httpx.ConnectError("refused"), httpx.ConnectError("refused"),
+                httpx.Response(503, headers={"Retry-After": "3"}, json={"error": "backlog_full"}),
+                httpx.Response(429, headers={"Retry-After": "1"}, json={"error": "rate_limited"})]
+    sh = make(log)
+    assert sh.poll() == 2
+    assert api.lines == ["x", "y"]
+    assert make.sleeps[:4] == [0.2, 0.4, 3.0, 1.6]  # backoff, and Retry-After when it is longer
+    assert sh.stats.retries == 4
+
+
+def test_api_key_is_sent_as_bearer(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\n")
+    sh = make(log, headers={"Authorization": "Bearer k123"}, gzip=True)
+    sh.poll()
+    assert api.headers[0]["authorization"] == "Bearer k123"
+    assert api.headers[0]["x-smartlogs-source"] == "file"
+    assert api.headers[0]["content-encoding"] == "gzip" and api.lines == ["x"]
+
+
+def test_refusal_stops_without_advancing(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\n")
+    api.fail = [httpx.Response(401, json={"error": "unauthorized", "detail": "missing API key"})]
+    sh = make(log)
+    with pytest.raises(ShipError, match="missing API key"):
+        sh.poll()
+    assert sh.files[0].cur.st.offset == 0
+    sh.poll()
+    assert api.lines == ["x"]
+
+
+def test_413_halves_the_batch(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "".join(f"{i}\n" for i in range(8)))
+    api.fail = [httpx.Response(413, json={"error": "body_too_large", "detail": "too big"})]
+    sh = make(log)
+    drain(sh, 4)
+    assert api.lines == [str(i) for i in range(8)] and sh.batch_size == 4
+
+
+def test_stop_while_the_api_is_down_keeps_the_position(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\n")
+    sh = make(log)
+    api.fail = [httpx.ConnectError("down")] * 3
+
+    calls = []
+    sh.sleep = lambda s: (calls.append(s), sh.stop_event.set() if len(calls) == 2 else None)
+    assert sh.poll() == -1
+    assert sh.files[0].cur.st.offset == 0
+
+
+def test_long_lines_are_sent_in_pieces(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x" * 25 + "\nshort\n")
+    sh = make(log, max_line_bytes=10)
+    drain(sh, 3)
+    assert api.lines == ["x" * 10, "x" * 10, "x" * 5, "short"]
+
+
+def test_one_state_file_one_shipper(tmp_path, make):
+    log = tmp_path / "app.log"
+    make(log)
+    with pytest.raises(ShipError, match="another shipper"):
+        StateFile(tmp_path / "state.json")
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_post_ingest_retries_forever_until_stopped():
+    n = {"calls": 0}
+
+    def down(request):
+        n["calls"] += 1
+        raise httpx.ConnectError("refused")
+
+    client = httpx.Client(transport=httpx.MockTransport(down))
+    out = post_ingest(client, "http://x", b"{}", max_retries=None, sleep=lambda s: None,
+                      should_stop=lambda: n["calls"] >= 20)
+    assert not out.ok and out.transient and n["calls"] == 20 and out.retries == 19
