@@ -31,7 +31,7 @@ from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
 
-__all__ = ["EmbeddedRunner"]
+__all__ = ["EmbeddedRunner", "unprocessable_event"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class EmbeddedRunner:
         if not batches:
             return 0
         items = [item for _, group in batches for item in group]
-        events = self.pipeline.process(items)
+        events = self._process(items)
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
         metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
@@ -142,6 +142,25 @@ class EmbeddedRunner:
             self._write(events, last_seq)
         self.pipeline.applied_seq = last_seq
         return len(items)
+
+    def _process(self, items: list[dict]) -> list[dict]:
+        """The pipeline over a batch; a batch that makes it raise must not stop everything
+        behind it (a poison pill): its items are processed one by one, and an item that still
+        fails is stored raw, flagged with the error, never dropped."""
+        try:
+            return self.pipeline.process(items)
+        except Exception:  # noqa: BLE001
+            log.exception("a batch of %d items failed; processing it item by item", len(items))
+        events = []
+        for item in items:
+            try:
+                events.extend(self.pipeline.process([item]))
+            except Exception as exc:  # noqa: BLE001
+                self.errors += 1
+                self.last_error = f"pipeline: {type(exc).__name__}: {exc}"
+                metrics.DEAD_LETTERED.labels("pipeline").inc()
+                events.append(unprocessable_event(item, exc))
+        return events
 
     def _write(self, events: list[dict], last_seq: int) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
@@ -215,3 +234,19 @@ class EmbeddedRunner:
             "last_event_at": self.last_event_at,
             **self.pipeline.status(),
         }
+
+
+def unprocessable_event(item: dict, exc: Exception) -> dict:
+    """A stored record for an item the pipeline could not process: its text, flagged."""
+    from streams.pipeline import _iso
+
+    text = str(item.get("raw") if item.get("raw") is not None else item.get("message", ""))
+    ts = item.get("received") or time.time()
+    return {
+        "id": str(item.get("id")), "ts": ts, "timestamp": _iso(ts), "received": ts,
+        "source": item.get("source", "http"), "host": None, "component": None, "pid": None,
+        "level": None, "message": text, "raw": text, "template_id": "T0", "template": "(unprocessable)",
+        "params": [], "score": 0.0, "anomaly": False, "reason": None, "warming_up": False,
+        "parse_ok": False, "format": "unprocessable", "truncated": False,
+        "fields": {"processing_error": f"{type(exc).__name__}: {exc}"[:500]},
+    }

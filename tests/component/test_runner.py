@@ -118,3 +118,25 @@ def test_runner_thread_processes_and_notifies(tmp_path):
         runner.stop()
     assert (tmp_path / "ckpt").exists()
     assert store.spool_read(0, 10) == []  # trimmed: the checkpoint covers everything
+
+
+def test_a_poison_item_is_stored_flagged_and_does_not_block_the_rest(tmp_path, monkeypatch):
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    real = runner.pipeline.process
+
+    def fragile(items):
+        if any("POISON" in (i.get("raw") or "") for i in items):
+            raise RuntimeError("boom")
+        return real(items)
+
+    monkeypatch.setattr(runner.pipeline, "process", fragile)
+    store.spool_append(_items(["fine one", "POISON line", "fine two"], "p"))
+    store.spool_append(_items(["after it"], "q"))
+    runner.drain()
+    events = {e["id"]: e for e in store.search(EventQuery(limit=10, after_seq=0)).events}
+    assert set(events) == {"p:0", "p:1", "p:2", "q:0"}
+    bad = events["p:1"]
+    assert bad["format"] == "unprocessable" and bad["raw"] == "POISON line"
+    assert "boom" in bad["fields"]["processing_error"]
+    assert runner.errors == 1
