@@ -53,6 +53,10 @@ app = faust.App(
     datadir=str(settings.data_dir / "faust"),
     producer_acks=-1,
     web_enabled=False,
+    # a worker that died (kill -9) is noticed in seconds, not Faust's default minute, so a
+    # replacement gets its partitions quickly
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=3.0,
 )
 
 raw_topic = app.topic(settings.kafka_topic, key_type=bytes, value_type=bytes,
