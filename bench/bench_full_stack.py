@@ -59,9 +59,9 @@ def start_stack(tag: str) -> tuple[str, dict, list]:
            "SMARTLOGS_DATA_DIR": data, "SMARTLOGS_PORT": str(port), "SMARTLOGS_SYSLOG_PORT": "0",
            "SMARTLOGS_BRIDGE_METRICS_PORT": str(_port()), "SMARTLOGS_WORKER_METRICS_PORT": str(_port())}
     procs = [subprocess.Popen([sys.executable, "-m", "smartlogs.cli", verb, *extra], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=open(Path(data) / f"{verb}.log", "w"), stderr=subprocess.STDOUT)
              for verb, extra in (("api", ["--log-level", "warning"]), ("bridge", ["--log-level", "warning"]),
-                                 ("worker", ["worker", "-l", "warning"]))]
+                                 ("worker", ["worker", "-l", "warn"]))]
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
