@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.console import router as console_router
 from ingest_api.decode import IngestError, decode_body
-from ingest_api.receivers import es_bulk, loki, otlp
+from ingest_api.receivers import es_bulk, loki, otlp, read_body
 from ingest_api.receivers.syslog import start_syslog
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                    503: {"description": "backlog full, retry later"}},
     )
     async def ingest(request: Request):
-        body = await _read_limited(request, s.max_body_bytes)
+        body = await read_body(request, s.max_body_bytes)
         items = await run_in_threadpool(
             decode_body, body,
             content_type=request.headers.get("content-type"),
@@ -272,18 +272,3 @@ async def _deny(send, status: int, error: str, detail: str, headers: dict | None
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise IngestError(413, "body_too_large", f"body is {declared} bytes, the limit is {limit}",
-                          limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise IngestError(413, "body_too_large", f"body exceeds the limit of {limit} bytes",
-                              limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
