@@ -243,6 +243,11 @@ class AuthMiddleware:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         secret = parse_authorization(headers.get(b"authorization", b"").decode("latin-1"))
+        if secret is None and scope["path"] == "/api/stream":
+            # browsers' EventSource cannot send headers: the console passes its key as ?key=
+            from urllib.parse import parse_qs
+
+            secret = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key") or [None])[0]
         key = self.keys.verify(secret) if secret else None
         if key is None:
             why = "missing API key" if not secret else "unknown or revoked API key"

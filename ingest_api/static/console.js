@@ -56,12 +56,29 @@
     }
     return u;
   }
-  async function api(path, params) {
+  // API key: asked for once when the server answers 401/403, kept in this browser only
+  let apiKey = localStorage.getItem("smartlogs.apiKey") || "";
+  function askForKey(why) {
+    const k = window.prompt(why + "\nThis SmartLogs needs a read API key " +
+      "(create one with: smartlogs keys create --name me --scope read):", "");
+    if (k === null) return false;
+    apiKey = k.trim();
+    localStorage.setItem("smartlogs.apiKey", apiKey);
+    return true;
+  }
+  async function api(path, params, retried) {
     let r;
+    const headers = { Accept: "application/json" };
+    if (apiKey) headers.Authorization = "Bearer " + apiKey;
     try {
-      r = await fetch(url(path, params), { headers: { Accept: "application/json" } });
+      r = await fetch(url(path, params), { headers });
     } catch (e) {
       throw new Error("cannot reach the SmartLogs API (" + e.message + ")");
+    }
+    if ((r.status === 401 || r.status === 403) && !retried) {
+      let why = "HTTP " + r.status;
+      try { why = (await r.json()).detail || why; } catch (e) { /* not JSON */ }
+      if (askForKey(why)) return api(path, params, true);
     }
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON */ }
@@ -322,7 +339,8 @@
   function openStream() {
     closeStream();
     const gen = tail.gen;
-    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor }));
+    // EventSource cannot send headers: the key goes as a query parameter (accepted only here)
+    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor, key: apiKey }));
     tail.es = es;
     es.addEventListener("ready", () => { if (gen === tail.gen) setConn("live", "live"); });
     es.addEventListener("events", (m) => {

@@ -133,3 +133,14 @@ def test_keys_cli_create_list_revoke(tmp_path):
     assert _cli("keys", "revoke", "ci", data_dir=tmp_path).returncode == 0
     assert "revoked" in _cli("keys", "list", data_dir=tmp_path).stdout
     assert _cli("keys", "revoke", "ci", data_dir=tmp_path).returncode == 1
+
+
+def test_console_stream_takes_the_key_as_a_query_parameter(secured):
+    client, k, _ = secured
+    assert client.get("/api/stream", params={"max_seconds": 1}).status_code == 401
+    with client.stream("GET", "/api/stream", params={"max_seconds": 1, "key": k["read"]}) as r:
+        assert r.status_code == 200
+    # only the stream takes it: other queries still need the header
+    assert client.get("/api/events", params={"key": k["read"]}).status_code == 401
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 200  # the page itself is open; it asks for a key on 401
