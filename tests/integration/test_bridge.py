@@ -47,7 +47,7 @@ class Names:
 def _lines(name: str) -> list[str]:
     path = loghub_path() / name.split("_")[0] / name
     if not path.exists():
-        pytest.skip(f"loghub sample {path} missing")
+        pytest.fail(f"loghub sample {path} missing: set SMARTLOGS_LOGHUB_DIR")
     return [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
 
 
