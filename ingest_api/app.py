@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.console import router as console_router
-from ingest_api.decode import IngestError, decode_body
+from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.receivers import es_bulk, loki, otlp, read_body
 from ingest_api.receivers.syslog import start_syslog
 from ingest_api.transports import build_embedded, build_full
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                    400: {"description": "malformed body"}, 413: {"description": "too large"},
                    415: {"description": "unsupported type"}, 422: {"description": "invalid event"},
                    503: {"description": "backlog full, retry later"}},
+        openapi_extra={"requestBody": INGEST_REQUEST_BODY},
     )
     async def ingest(request: Request):
         body = await read_body(request, s.max_body_bytes)

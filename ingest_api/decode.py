@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 
 import orjson
 
-__all__ = ["IngestError", "decode_body", "decode_content_encoding", "gunzip", "parse_timestamp",
-           "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
+__all__ = ["IngestError", "decode_body", "INGEST_REQUEST_BODY", "decode_content_encoding",
+           "gunzip", "parse_timestamp", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
 
 JSON_TYPES = {"application/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl",
@@ -33,6 +33,41 @@ _KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "t
 MAX_ID_LENGTH = 200
 _MIN_TS = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()  # 0001-01-01T00:00:00Z
 _MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
+
+
+# What POST /ingest takes, for its OpenAPI schema (clients and fuzzers read it there).
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string"},
+        "raw": {"type": "string"},
+        "timestamp": {"anyOf": [
+            {"type": "string", "format": "date-time"},
+            # epoch seconds, or milliseconds above 1e11
+            {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
+        ]},
+        "host": {"type": "string"},
+        "service": {"type": "string"},
+        "level": {"type": "string"},
+        "pid": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        "id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "fields": {"type": "object"},
+    },
+    "anyOf": [{"required": ["message"]}, {"required": ["raw"]}],
+}
+NON_BLANK_TEXT = {"type": "string", "pattern": "\\S"}  # at least one line that is not blank
+INGEST_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"anyOf": [EVENT_SCHEMA,
+                                 {"type": "array", "items": EVENT_SCHEMA, "minItems": 1}]},
+        },
+        "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+        "text/plain": {"schema": NON_BLANK_TEXT},
+    },
+}
+
 
 
 class IngestError(Exception):

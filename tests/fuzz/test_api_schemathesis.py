@@ -70,37 +70,7 @@ MAX_LINE = 4096
 # What /ingest accepts. FastAPI cannot infer it (the body is read raw), so unless the route
 # declares it (``openapi_extra={"requestBody": INGEST_REQUEST_BODY}``), it is added here to
 # the schema Schemathesis fuzzes; once the route declares one, the route's own is used.
-EVENT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "message": {"type": "string"},
-        "raw": {"type": "string"},
-        "timestamp": {"anyOf": [
-            {"type": "string", "format": "date-time"},
-            # epoch seconds, or milliseconds above 1e11
-            {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
-        ]},
-        "host": {"type": "string"},
-        "service": {"type": "string"},
-        "level": {"type": "string"},
-        "pid": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-        "id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "fields": {"type": "object"},
-    },
-    "anyOf": [{"required": ["message"]}, {"required": ["raw"]}],
-}
-NON_BLANK_TEXT = {"type": "string", "pattern": "\\S"}  # at least one line that is not blank
-INGEST_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {"anyOf": [EVENT_SCHEMA,
-                                 {"type": "array", "items": EVENT_SCHEMA, "minItems": 1}]},
-        },
-        "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
-        "text/plain": {"schema": NON_BLANK_TEXT},
-    },
-}
+from ingest_api.decode import INGEST_REQUEST_BODY  # noqa: E402  (what the route declares)
 
 # Elasticsearch _bulk bodies: action lines (some odd) each followed by a source line (or not)
 bulk_action = st.one_of(
