@@ -15,18 +15,29 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
                   so the first new pattern in a calm stream counts, the 20th new pattern of a
                   boot sequence or crash dump much less; a known pattern seen ``c`` times
                   keeps ``1/(1+c)`` of it.
-``template_burst`` this window's lines of the pattern vs. its usual per window (Poisson z).
-``host_burst``     this window's lines of the host vs. its usual per window (Poisson z).
-``error_burst``   this window's warning-or-worse lines of the host vs. its usual (Poisson z):
-                  an error flood.
+``template_burst`` the pattern's lines over the last minute against the busiest it has been
+                  (``DecayedRate``), over the whole fleet and from this host alone (a
+                  failing service repeats itself on one host; a host's pattern with little
+                  history is judged against the whole fleet's busiest), whichever is higher.
+``host_burst``     the host's lines over the last minute against its busiest; only for lines
+                  whose pattern runs on this host at least at its own busiest (they make
+                  the surge; a routine line that comes while another pattern floods the
+                  host does not).
+``error_burst``   the host's warning-or-worse lines over the last minute against its busiest,
+                  or against its usual share of the whole fleet's errors (learned over a
+                  day, so a few floods hardly move it; a storm on every host is no one
+                  host's flood) for a line whose pattern this host logs more than all other
+                  hosts together: an error flood.
 ``recurrence``    the same warning-or-worse pattern repeating on one host: its count over the
                   last hour (decayed) against its long-run share of a day (a habitual error
                   fades, a node that keeps failing does not).
 ``silence``       the gap since the host's previous line vs. its usual gaps (z of log gap):
                   a host that went quiet, reported on its first line back.
-``param``         a parameter value unusual for its slot in the pattern: a number far from the
-                  slot's usual magnitude (z of log|x|), or a new value in a slot that holds
-                  few distinct values (Good-Turing).
+``param``         a parameter value unusual for its slot in the pattern: a number outside the
+                  range of magnitudes the slot held (the excess of log|x| beyond the range,
+                  in the slot's spread; an outlier widens the range by 5% of its excess and
+                  leaves the spread alone), or a new value in a slot that holds few distinct
+                  values (Good-Turing).
 ``severity``      the level itself (DEBUG 0 … FATAL 1), a prior rather than learned evidence.
 ================  ============================================================================
 
@@ -50,8 +61,14 @@ from dataclasses import dataclass
 from river.anomaly import HalfSpaceTrees
 
 __all__ = [
-    "FEATURES", "EVIDENCE", "SEVERITY", "AnomalyScorer", "Score", "RateTracker",
-    "AdaptiveThreshold", "explain",
+    "EVIDENCE",
+    "FEATURES",
+    "SEVERITY",
+    "AdaptiveThreshold",
+    "AnomalyScorer",
+    "RateTracker",
+    "Score",
+    "explain",
 ]
 
 EVIDENCE = (
@@ -96,6 +113,19 @@ ERRORISH = 0.5  # severity from which a line counts as an error (WARNING and wor
 
 _LN20 = math.log(20.0)
 _LN10 = math.log(10.0)
+
+# rates (DecayedRate): a span that beat a key's peak by more than chance raises it by this
+# share of its excess; the current pace is the count over the last tau / _PACE (10 s of 60)
+_PEAK_LEARN = 0.3
+_PACE = 6.0
+_MAX_PAIRS = 200_000  # (host, pattern) rates kept; the longest quiet are forgotten beyond
+# a host's share of the fleet's errors is learned over about a day, once the fleet logged
+# this many errors
+_SHARE_HALF_LIFE = 86400.0
+_SHARE_MIN = 100.0
+# parameter values: the share of an outlier's excess beyond a slot's range that is learned
+# (as fast as the slot's mean, _NUM_ALPHA), so one anomaly does not hide the next
+_OUTLIER_LEARN = 0.05
 
 
 def _ramp(s: float, s0: float, k: float) -> float:
@@ -164,62 +194,95 @@ class DecayedRate:
     count, so a burst is seen whole whatever window boundaries it straddles), against the
     busiest the key has been before: its peak level over spans of ``tau`` that have
     closed (so a burst is not compared with itself), which fades with a half-life of
-    ``peak_half_life`` seconds. A span that was itself a burst raises the peak by only a
-    third of its excess, so one anomaly does not hide the next, while a lasting change of
-    rate still becomes the new normal within a few dozen spans.
+    ``peak_half_life`` seconds. A span that beat the peak by more than chance (one spread,
+    ``sqrt(peak + 1)``), let alone a burst, raises it by only 0.3 of its excess, so one
+    anomaly does not hide the next, while a lasting change of rate still becomes the new
+    normal within a few dozen spans.
 
-    ``add(key, ts)`` returns ``(level, peak, z)``, ``z = (level - peak) / sqrt(peak + 1)``:
+    The level judged is the lesser of the last ``tau``'s count and the current pace (the
+    count over the last ``tau / 6``, scaled to ``tau``): a line that comes after a burst has
+    ended is not part of it, though the decayed count remembers the burst for a while; the
+    peak is of the same measure, so the tail of a burst does not raise it either.
+
+    ``add(key, ts)`` returns ``(level, peak, z)``, ``z = (judged - peak) / sqrt(peak + 1)``:
     how far the key runs above anything it did before, judged before the line is learned
     (0 while the key has fewer than ``min_history`` lines or three closed spans; a key
     without history is
     compared with ``default`` when one is given: "a known host that never logged an
     error"). Real logs are bursty: a pattern that often comes in bursts has a high peak,
-    and its usual bursts stop counting.
+    and its usual bursts stop counting. With ``max_keys``, the half of the keys quiet the
+    longest is forgotten when the bound is reached (bounded memory for per-host patterns).
     """
 
     def __init__(self, tau: float = 60.0, peak_half_life: float = 86400.0,
-                 min_history: int = 50):
+                 min_history: int = 50, max_keys: int | None = None):
         self.tau = tau
         self.peak_half_life = peak_half_life
         self.min_history = min_history
+        self.max_keys = max_keys
         self._state: dict = {}
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("max_keys", None)  # a checkpoint from before the bound
+        for st in state.get("_state", {}).values():
+            if len(st) == 7:  # no pace yet: start it at the level's pace
+                st.append(st[1] / _PACE)
+        self.__dict__.update(state)
 
     def add(self, key, ts: float, default: float | None = None) -> tuple[float, float | None, float]:
         st = self._state.get(key)
         if st is None:
-            # last ts, level, peak (of closed spans), lines, this span's highest level, its start
-            st = self._state[key] = [ts, 0.0, 0.0, 0, 0.0, ts, 0]
-        last, level, peak, n, high, span, spans = st
+            if self.max_keys is not None and len(self._state) >= self.max_keys:
+                self._forget()
+            # last ts, level, peak (of closed spans), lines, this span's highest level, its
+            # start, spans closed, level over the last tau/PACE (the current pace)
+            st = self._state[key] = [ts, 0.0, 0.0, 0, 0.0, ts, 0, 0.0]
+        last, level, peak, n, high, span, spans, pace = st
         dt = ts - last
         if dt < -self.tau:  # far older than what this key already saw (a replay, a skewed
-            return level, None, 0.0  # clock): no rate to judge it against, nothing learned
+            self.now = 0.0  # clock): no rate to judge it against, nothing learned
+            return level, None, 0.0
         if dt > 0:
             level *= math.exp(-dt / self.tau)
+            pace *= math.exp(-dt * _PACE / self.tau)
             peak *= 0.5 ** (dt / self.peak_half_life)
             st[0] = ts
         if ts - span >= self.tau:  # a span of tau closed: its highest level joins the peak
             if high > peak:
-                if spans < 3 or (high - peak) < 4.0 * math.sqrt(peak + 1.0):
+                if spans < 3 or high - peak < math.sqrt(peak + 1.0):  # busier within chance
                     peak = high
-                else:  # the span was itself a burst: learn it partly (robust to outliers)
-                    peak += 0.3 * (high - peak)
+                else:  # busier by more than chance, or itself a burst: believe part of it
+                    peak += _PEAK_LEARN * (high - peak)
             high = 0.0
             st[5] = ts
             spans += 1
             st[6] = spans
         level += 1.0
+        pace += 1.0
         if n >= self.min_history and spans >= 3:
             ref = peak
         elif default is not None:
             ref = max(default, peak)
         else:
             ref = None
-        z = 0.0 if ref is None else (level - ref) / math.sqrt(ref + 1.0)
+        # judged by the lesser of the last tau's count and the current pace (scaled to tau):
+        # a line that comes after a burst has ended is not part of it, though the decayed
+        # count still remembers the burst for a while
+        now = min(pace * _PACE, level)
+        z = 0.0 if ref is None else (now - ref) / math.sqrt(ref + 1.0)
+        st[7] = pace
         st[1] = level
         st[2] = peak
         st[3] = n + 1
-        st[4] = level if level > high else high
+        st[4] = max(high, now)  # the peak is of the same measure (no tails)
+        self.now = now
         return level, ref, z
+
+    def _forget(self) -> None:
+        """Drop the half of the keys that were quiet the longest (bounded memory; by event
+        time and then insertion order, so deterministic)."""
+        keep = sorted(self._state.items(), key=lambda kv: kv[1][0])[len(self._state) // 2:]
+        self._state = dict(keep)
 
 
 def _burst(count: int, usual: float | None) -> float:
@@ -278,21 +341,34 @@ class Score:
 class _Slot:
     """What one parameter position of one template usually holds."""
 
-    __slots__ = ("n", "mean", "var", "nnum", "values", "singles", "capped")
+    __slots__ = ("capped", "hi", "lo", "mean", "n", "nnum", "singles", "values", "var")
 
     def __init__(self):
         self.n = 0          # values seen
         self.nnum = 0       # numeric values seen
         self.mean = 0.0     # of sign(x)·log1p(|x|), exponentially weighted
         self.var = 0.0
+        self.lo = 0.0       # the range of sign(x)·log1p(|x|) the slot held (robustly learned)
+        self.hi = 0.0
         self.values: dict[str, int] | None = {}
         self.singles = 0    # distinct values seen exactly once
         self.capped = False
+
+    def __setstate__(self, state) -> None:
+        slots = state[1] if isinstance(state, tuple) else state
+        for k, v in (slots or {}).items():
+            setattr(self, k, v)
+        if not hasattr(self, "lo"):  # a slot from before ranges: the range starts at its mean
+            self.lo = self.hi = getattr(self, "mean", 0.0)
 
 
 _MISSING = object()
 _MAX_SLOT_VALUES = 256  # a slot with more distinct values is an identifier: no categorical test
 _NUM_ALPHA = 0.05
+
+
+def _unlog(v: float) -> float:
+    return math.copysign(math.expm1(abs(v)), v)
 
 
 def _as_number(text: str) -> float | None:
@@ -303,7 +379,7 @@ def _as_number(text: str) -> float | None:
         v = float(text)
     except ValueError:
         return None
-    if v != v or v in (math.inf, -math.inf):
+    if math.isnan(v) or v in (math.inf, -math.inf):
         return None
     return v
 
@@ -331,7 +407,12 @@ class AnomalyScorer:
         self.seen = 0
         self.hosts = DecayedRate()
         self.templates = DecayedRate()
+        # one pattern from one host: a failing service repeats itself, the fleet does not
+        self.pairs = DecayedRate(max_keys=_MAX_PAIRS)
         self.errors = DecayedRate()
+        # every host's errors (last ts, level over tau, decayed count over a day), each host's
+        self._err_fleet = [0.0, 0.0, 0.0]
+        self._err_share: dict[str, list] = {}
         self._template_cache: dict[str, tuple[float, float]] = {}
         # novelty: templates seen exactly once, recent rate of new templates
         self.singletons = 0
@@ -356,6 +437,10 @@ class AnomalyScorer:
             state = fresh.__dict__
             state["hst"] = old["hst"]
             state["seen"] = old.get("seen", 0)
+        if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
+            state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
+            state["_err_fleet"] = [0.0, 0.0, 0.0]
+            state["_err_share"] = {}
         self.__dict__.update(state)
 
     @property
@@ -395,13 +480,32 @@ class AnomalyScorer:
         t_ev = window_start if ts is None else ts
         hc, hu, hz = self.hosts.add(hostkey, t_ev)
         tc, tu, tz = self.templates.add(template_id, t_ev)
+        # the pair is judged against its own peak, and while it has little history against
+        # the whole fleet's peak for the pattern (one host alone above what all hosts did)
+        pc, pu, pz = self.pairs.add((hostkey, template_id), t_ev, default=tu)
+        # a host sending more than ever is evidence against the lines that make the surge:
+        # those whose pattern runs on this host at least at its own busiest, not a routine
+        # line that happens to come while another pattern floods the host
+        host_burst = _zramp(hz) if pz >= 0.0 else 0.0
+        burst_host = pz > tz
+        pair_level, fleet_level = pc, tc
+        if burst_host:
+            tc, tu, tz = pc, pu, pz
 
         # errors: flood per host, recurrence per (host, template)
         ec = eu = None
+        error_peer = False
         error_burst = recurrence = 0.0
         rec_fast = 0.0
         if sev >= ERRORISH:
             ec, eu, ez = self.errors.add(hostkey, t_ev, default=0.0 if hu is not None else None)
+            sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now)
+            # judged against the rest of the fleet rather than its own past, for a line whose
+            # pattern this host logs more than all other hosts together (it makes the flood;
+            # a routine warning that comes while another pattern floods the host does not)
+            error_peer = sz > ez and pair_level > fleet_level - pair_level
+            if error_peer:
+                ez, eu = sz, share_expected
             error_burst = _zramp(ez)
             if ts is not None:
                 recurrence, rec_fast = self._recurrence(hostkey, template_id, ts)
@@ -417,18 +521,52 @@ class AnomalyScorer:
             "unparsed": 0.0 if parsed else 1.0,
             "novelty": novelty,
             "template_burst": _zramp(tz),
-            "host_burst": _zramp(hz),
+            "host_burst": host_burst,
             "error_burst": error_burst,
             "recurrence": recurrence,
             "silence": silence,
             "param": param,
         }
         ctx = {"host": host, "host_count": hc, "host_usual": hu, "template_count": tc,
-               "template_usual": tu, "seen_before": seen_before, "level": level, "tokens": tokens,
-               "template_id": template_id, "error_count": ec, "error_usual": eu,
+               "template_usual": tu, "burst_host": burst_host, "seen_before": seen_before,
+               "level": level, "tokens": tokens, "template_id": template_id,
+               "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
                "param": param_what}
         return x, ctx
+
+    def _error_share(self, host: str, ts: float, level: float) -> tuple[float, float | None]:
+        """A host's errors over the last minute against its usual share of the fleet's:
+        what the other hosts' current error rate implies for it. Its share is learned over
+        a day, so one flood (or a few) hardly moves it, unlike a peak, and a storm on every
+        host at once is no one host's flood. Returns (z, expected)."""
+        tau = self.errors.tau
+        fleet = self._err_fleet
+        last, flevel, flong = fleet
+        dt = ts - last
+        if dt > 0:
+            flevel *= math.exp(-dt / tau)
+            flong *= 0.5 ** (dt / _SHARE_HALF_LIFE)
+            fleet[0] = ts
+        elif dt < -tau:  # far out of order: not judged, not learned
+            return 0.0, None
+        hst = self._err_share.get(host)
+        if hst is None:
+            hst = self._err_share[host] = [ts, 0.0]
+        hlast, hlong = hst
+        if ts > hlast:
+            hlong *= 0.5 ** ((ts - hlast) / _SHARE_HALF_LIFE)
+            hst[0] = ts
+        z, expected = 0.0, None
+        share = hlong / flong if flong > 0 else 1.0
+        if flong >= _SHARE_MIN and share < 0.9 and len(self._err_share) > 1:
+            others = max(flevel - level, 0.0) + 1.0  # this line's own host excluded
+            expected = others * share / (1.0 - share)
+            z = (level - expected) / math.sqrt(expected + 1.0)
+        fleet[1] = flevel + 1.0
+        fleet[2] = flong + 1.0
+        hst[1] = hlong + 1.0
+        return z, expected
 
     def _recurrence(self, host: str, template_id: str, ts: float) -> tuple[float, float]:
         """One host repeating an error pattern more than its share of the fleet and more than
@@ -497,19 +635,37 @@ class AnomalyScorer:
                 numbers[value] = num
             if num is not None:
                 k = slot.nnum
+                lo, hi = slot.lo, slot.hi
+                if k == 0:
+                    lo = hi = num
+                # how far outside the range the slot held, in its own spread: a value inside
+                # the range is never unusual (minutes 00-59, a small id among large ones)
+                excess = num - hi if num > hi else (lo - num if num < lo else 0.0)
                 if k >= 20:
-                    z = abs(num - slot.mean) / math.sqrt(slot.var + 0.25)
-                    if z > 4.0:
+                    z = excess / math.sqrt(slot.var + 0.25)
+                    outlier = z > 4.0
+                    if outlier:
                         e = _zramp(z)
                         if e > best:
                             best, what = e, (i, value, "number",
-                                             math.copysign(math.expm1(abs(slot.mean)), slot.mean))
+                                             (_unlog(lo), _unlog(hi)))
+                        # an outlier widens the range by a small part of its excess only and
+                        # leaves the usual (mean, spread) alone, so one anomaly does not hide
+                        # the next; a lasting shift is in the range within a few dozen values
+                        excess *= _OUTLIER_LEARN
                     a = _NUM_ALPHA
                 else:
+                    outlier = False
                     a = 1.0 / (k + 1)
-                d = num - slot.mean
-                slot.mean += a * d
-                slot.var = (1 - a) * (slot.var + a * d * d)
+                if num > hi:
+                    hi += excess
+                elif num < lo:
+                    lo -= excess
+                slot.lo, slot.hi = lo, hi
+                if not outlier:
+                    d = num - slot.mean
+                    slot.mean += a * d
+                    slot.var = (1 - a) * (slot.var + a * d * d)
                 slot.nnum = k + 1
                 slot.n += 1
                 continue
@@ -579,33 +735,39 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
         parts.append((nov, f"rare message pattern {tid} (seen {ctx.get('seen_before')} times before)"))
     if get("template_burst", 0.0) >= strong:
         parts.append((x["template_burst"],
-                      f"burst: pattern {tid} ~{ctx['template_count']:.0f} times in the last minute, "
-                      f"at most ~{ctx['template_usual']:.0f} before"))
+                      (f"burst: {'host ' + host + ' logged ' if ctx.get('burst_host') else ''}"
+                       f"pattern {tid} ~{ctx['template_count']:.0f} times in the last minute, "
+                       f"at most ~{ctx['template_usual']:.0f} before")))
     if get("error_burst", 0.0) >= strong:
         parts.append((x["error_burst"],
                       f"error flood: host {host} logged ~{ctx['error_count']:.0f} warnings/errors in "
-                      f"the last minute, at most ~{ctx['error_usual']:.0f} before"))
+                      "the last minute, "
+                      + (f"~{ctx['error_usual']:.0f} expected from its usual share of the fleet's"
+                         if ctx.get("error_peer") else
+                         f"at most ~{ctx['error_usual']:.0f} before")))
     if get("recurrence", 0.0) >= strong:
         parts.append((x["recurrence"],
-                      f"recurring {ctx.get('level') or 'error'}: host {host} logged pattern {tid} "
-                      f"~{ctx['recurrence_count']:.0f} times in the last hour, more than all other "
-                      f"hosts together"))
+                      (f"recurring {ctx.get('level') or 'error'}: host {host} logged pattern "
+                       f"{tid} ~{ctx['recurrence_count']:.0f} times in the last hour, more than "
+                       "all other hosts together")))
     if get("silence", 0.0) >= strong:
         parts.append((x["silence"],
-                      f"host {host} was silent for {_dur(ctx['gap'])} before this line "
-                      f"(usually ~{_dur(ctx['usual_gap'])} between lines)"))
+                      (f"host {host} was silent for {_dur(ctx['gap'])} before this line "
+                       f"(usually ~{_dur(ctx['usual_gap'])} between lines)")))
     if get("param", 0.0) >= strong and ctx.get("param"):
         i, value, kind, ref = ctx["param"]
         if kind == "number":
-            parts.append((x["param"], f"unusual value {value} in parameter {i + 1} of pattern "
-                                      f"{tid} (usually around {ref:.3g})"))
+            lo, hi = ref if isinstance(ref, tuple) else (ref, ref)
+            held = f"{lo:.3g}" if lo == hi else f"{lo:.3g} to {hi:.3g}"
+            parts.append((x["param"], (f"unusual value {value} in parameter {i + 1} of "
+                                       f"pattern {tid} (it held {held} before)")))
         else:
-            parts.append((x["param"], f"new value {value!r} in parameter {i + 1} of pattern "
-                                      f"{tid} (it held {ref} distinct values before)"))
+            parts.append((x["param"], (f"new value {value!r} in parameter {i + 1} of pattern "
+                                       f"{tid} (it held {ref} distinct values before)")))
     if get("host_burst", 0.0) >= strong:
         parts.append((x["host_burst"],
-                      f"host {host} sent ~{ctx['host_count']:.0f} lines in the last minute, "
-                      f"at most ~{ctx['host_usual']:.0f} before"))
+                      (f"host {host} sent ~{ctx['host_count']:.0f} lines in the last minute, "
+                       f"at most ~{ctx['host_usual']:.0f} before")))
     parts.sort(key=lambda p: -p[0])
     words = [p[1] for p in parts]
     if get("severity", 0.0) >= 0.5:

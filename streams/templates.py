@@ -24,10 +24,15 @@ about *which* tokens may differ inside one group):
    that holds a variable is keyed as ``<*>``).
 2. Each position of the line is compared with the group's template:
 
-   * equal tokens, or a template position already generalised to ``<*>``: a match;
+   * equal tokens, or a template position already generalised to ``<*>``, or to a labelled
+     placeholder whose constant text the token has (``user=<*>`` and ``user=test``): a match;
    * two *variable-like* tokens (holding a digit or a mask such as ``<IP>``) whose constant
      prefix agrees (``rhost=<IP>`` vs ``rhost=host-<NUM>.example.net``, ``<NUM>`` vs
      ``<HEX>``): a match as well: both are values of the same slot;
+   * two variable-like tokens whose *labels* differ (the text before the value, up to a
+     separator: ``dcbf.........0`` vs ``icbi.........0``, ``size:5`` vs ``time:5``): values
+     of different fields, so the group is not a candidate. A number glued to a word
+     without a separator (``web3``, ``sda1``) is an identifier, a value as a whole;
    * anything else is a *word difference*.
 
    The similarity is the share of matching positions; the best group with a similarity of
@@ -41,9 +46,17 @@ about *which* tokens may differ inside one group):
      (3) lines, a difference in its first two tokens (usually the verb or the subject of
      the message: ``Failed password ...`` vs ``Failed none ...``) starts a new group.
 
-   Otherwise the line starts a new group. Differing positions of the joined group become
-   ``<*>``. Groups never merge later and ids never change, so the template id emitted for
-   a line is final (what the evaluation scores).
+   Otherwise the line starts a new group. A differing position of the joined group becomes
+   a placeholder that keeps the constant text both tokens share around the value, cut at a
+   separator (``user=root``/``user=guest`` -> ``user=<*>``, ``(usable)``/``(reserved)`` ->
+   ``(<*>)``, ``rhost=<IP>``/``rhost=host-<NUM>.net`` -> ``rhost=<*>``), or plain ``<*>``.
+   Groups never merge later and ids never change, so the template id emitted for a line is
+   final (what the evaluation scores).
+
+Masks: an address is masked without its port (``10.0.0.1:22`` -> ``<IP>:<NUM>``), so the
+port is a number of its own. ``params`` holds one value per placeholder, without the
+constant text around it (``uid=0`` -> ``0``, ``/10.0.0.1:22`` -> ``10.0.0.1``, ``22``), so a
+number glued to a label is scored as a number.
 
 Two shortcuts keep it cheap: masks are applied per token, only to tokens that can hold a
 variable, and memoised (the order of ``MASKS`` is the priority, as in Drain3), and a
@@ -57,13 +70,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MinedTemplate", "TemplateMiner", "MASKS"]
+__all__ = ["MASKS", "MinedTemplate", "TemplateMiner"]
 
 # Order matters: the first instruction that matches a span wins.
 MASKS: tuple[tuple[str, str], ...] = (
     # starts only after a non-word character, so a long token costs linear time, not quadratic
     (r"((?<=[^\w.+-])|^)[\w.+-]+@[\w-]+(\.[\w-]+)+", "EMAIL"),
-    (r"((?<=[^A-Za-z0-9])|^)(\d{1,3}\.){3}\d{1,3}(:\d{1,5})?((?=[^A-Za-z0-9])|$)", "IP"),
+    # an address without its port: ``10.0.0.1:22`` masks as ``<IP>:<NUM>``, so the port is a number
+    (r"((?<=[^A-Za-z0-9])|^)(\d{1,3}\.){3}\d{1,3}((?=[^A-Za-z0-9])|$)", "IP"),
     (r"((?<=[^A-Za-z0-9])|^)([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}((?=[^A-Za-z0-9])|$)", "MAC"),
     (r"((?<=[^A-Za-z0-9])|^)(0x[a-fA-F0-9]+)((?=[^A-Za-z0-9])|$)", "HEX"),
     (r"((?<=[^A-Za-z0-9])|^)([a-fA-F0-9]{8,})((?=[^A-Za-z0-9])|$)", "HEX"),
@@ -72,6 +86,9 @@ MASKS: tuple[tuple[str, str], ...] = (
 )
 
 WILDCARD = "<*>"
+# the version of the pickled state: 2 masks ports apart from addresses and keeps labels
+# around placeholders (``uid=<*>``); older states are migrated on load
+STATE_VERSION = 2
 
 _MAYBE_VARIABLE = re.compile(r"[\d@/]")
 # a token holds a value when it has a digit or a mask
@@ -82,6 +99,8 @@ _HEAD = re.compile(r"[^<\d]*")
 _WORDS = re.compile(r"(?:<[A-Z*]+>|[\w.-])+")
 # a word run that may be empty in one line and filled in another: a value after = ( [ { : ' "
 _OPTIONAL_AFTER = "=([{:'\""
+# a mask in a template token (the variable parts of a parameter)
+_MASK = re.compile(r"<[A-Z*]+>")
 
 
 @dataclass(slots=True, frozen=True)
@@ -94,22 +113,40 @@ class MinedTemplate:
 
 
 class _Group:
-    """One template: its tokens (``<*>`` where lines differed), size and id."""
+    """One template: its tokens (``<*>`` where lines differed), size and id; ``globs`` holds
+    the positions whose token keeps a constant label around its value (``uid=<*>``)."""
 
-    __slots__ = ("cluster_id", "tokens", "size", "template")
+    __slots__ = ("cluster_id", "globs", "placeholders", "size", "template", "tokens")
 
     def __init__(self, cluster_id: int, tokens: list[str]):
         self.cluster_id = cluster_id
         self.tokens = tokens
         self.size = 1
+        self.changed()
+
+    def changed(self) -> None:
+        """Derived from the tokens: the template text, its globs and its placeholders."""
+        tokens = self.tokens
         self.template = " ".join(tokens)
+        self.globs = _globs(tokens)
+        self.placeholders = _placeholders(tokens)
 
     def __getstate__(self):
         return (self.cluster_id, self.tokens, self.size)
 
     def __setstate__(self, state):
         self.cluster_id, self.tokens, self.size = state
-        self.template = " ".join(self.tokens)
+        self.changed()
+
+
+def _globs(tokens: list[str]) -> dict[int, tuple[str, str]]:
+    """Positions whose token is ``label<*>rest``: (the text before ``<*>``, the text after)."""
+    out = {}
+    for i, t in enumerate(tokens):
+        if t != WILDCARD and WILDCARD in t:
+            head, _, tail = t.partition(WILDCARD)
+            out[i] = (head, tail)
+    return out
 
 
 def _is_variable(tok: str) -> bool:
@@ -121,6 +158,65 @@ def _same_slot(a: str, b: str) -> bool:
     ha = _HEAD.match(a).group()
     hb = _HEAD.match(b).group()
     return ha.startswith(hb) or hb.startswith(ha)
+
+
+def _label(tok: str) -> str:
+    """The constant label of a variable-like token: its head up to the last separator
+    (``uid=`` of ``uid=0``, ``instruction......`` of ``instruction......0``); none when
+    the number is glued to a word (``sda1``, ``web3``: an identifier, a value as a whole)."""
+    head = _HEAD.match(tok).group()
+    for k in range(len(head) - 1, -1, -1):
+        if not head[k].isalnum():
+            return head[:k + 1]
+    return ""
+
+
+def _different_labels(a: str, b: str) -> bool:
+    """Two values of *different* labelled fields (``illegal instruction......0`` vs
+    ``imprecise exception......0``): the labels are wording, a constant difference."""
+    la, lb = _label(a), _label(b)
+    return bool(la) and bool(lb) and not (la.startswith(lb) or lb.startswith(la))
+
+
+def _cut_prefix(p: str) -> str:
+    """Cut a common prefix back to just after a separator, so no word (or mask) is split."""
+    for k in range(len(p) - 1, -1, -1):
+        c = p[k]
+        if not c.isalnum() and c not in "<>*":
+            return p[:k + 1]
+    return ""
+
+
+def _cut_suffix(s: str) -> str:
+    for k, c in enumerate(s):
+        if not c.isalnum() and c not in "<>*":
+            return s[k:]
+    return ""
+
+
+def _generalise(t: str, m: str) -> str:
+    """The template token that covers ``t`` (a template token) and ``m`` (a line's token):
+    their common constant label and ending around ``<*>`` (``user=<*>``, ``(<*>)``,
+    ``instruction......<*>``), or ``<*>`` when they share none."""
+    literal = WILDCARD not in t
+    if literal:
+        head = tail = t
+    else:
+        head, _, tail = t.partition(WILDCARD)
+    n = min(len(head), len(m))
+    k = 0
+    while k < n and head[k] == m[k]:
+        k += 1
+    pre = _cut_prefix(head[:k])
+    # the ending may not overlap the label, in the line's token or in a literal template token
+    n = min(len(tail) - (len(pre) if literal else 0), len(m) - len(pre))
+    k = 0
+    while k < n and tail[-1 - k] == m[-1 - k]:
+        k += 1
+    suf = _cut_suffix(tail[len(tail) - k:]) if k else ""
+    if not pre and not suf:
+        return WILDCARD
+    return pre + WILDCARD + suf
 
 
 def _shape(tok: str) -> str:
@@ -168,6 +264,7 @@ class TemplateMiner:
         self._tokens: dict[str, str] = {}
         self._cache: dict[str, _Group] = {}
         self.cache_size = cache_size
+        self.version = STATE_VERSION
 
     # -- pickling (and migration of checkpoints made with the Drain3-based miner) --------------
     def __getstate__(self):
@@ -188,6 +285,13 @@ class TemplateMiner:
             fresh.clusters_counter = old.clusters_counter
             state = fresh.__dict__
             state.pop("_masks", None)
+        if state.get("version", 1) < STATE_VERSION:
+            # masks changed since (version 1 masked an address with its port as one <IP>): the
+            # memos of masked tokens and messages are dropped; the groups and ids are kept
+            # and still take the same lines (<IP> and <IP>:<NUM> are values of one slot)
+            state["_tokens"] = {}
+            state["_cache"] = {}
+            state["version"] = STATE_VERSION
         self.__dict__.update(state)
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
 
@@ -198,8 +302,7 @@ class TemplateMiner:
 
     def bump_ids_past(self, max_id: int) -> None:
         """Never reuse an id already stored (used when state was lost or rolled back)."""
-        if self.clusters_counter < max_id:
-            self.clusters_counter = max_id
+        self.clusters_counter = max(self.clusters_counter, max_id)
 
     def mask(self, message: str) -> str:
         """Mask variable tokens. Masks never span whitespace, so each token is masked alone,
@@ -231,7 +334,7 @@ class TemplateMiner:
         return MinedTemplate(
             template_id=f"T{group.cluster_id}",
             template=template,
-            params=_params(message, template),
+            params=_params(message, group),
             is_new=is_new,
             seen_before=group.size - 1,
         )
@@ -262,8 +365,8 @@ class TemplateMiner:
         group.size += 1
         if differ:
             for i in differ:
-                group.tokens[i] = WILDCARD
-            group.template = " ".join(group.tokens)
+                group.tokens[i] = _generalise(group.tokens[i], tokens[i])
+            group.changed()
         return group, False
 
     def _best(self, leaf: list[_Group], tokens: list[str]):
@@ -276,16 +379,31 @@ class TemplateMiner:
             match = 0
             words = []
             differ = []
+            globs = g.globs
+            constant = False
             for i, t in enumerate(g.tokens):
                 m = tokens[i]
                 if t == m or t == WILDCARD:
                     match += 1
                     continue
+                if i in globs:
+                    head, tail = globs[i]
+                    if (len(m) >= len(head) + len(tail) and m.startswith(head)
+                            and m.endswith(tail)):
+                        match += 1  # the label matches; the value is the slot's
+                        continue
+                if var[i] and _is_variable(t):
+                    if _same_slot(t, m):
+                        match += 1
+                        differ.append(i)
+                        continue
+                    if _different_labels(t, m):
+                        constant = True  # values of differently labelled fields
+                        break
                 differ.append(i)
-                if var[i] and _is_variable(t) and _same_slot(t, m):
-                    match += 1
-                else:
-                    words.append(i)
+                words.append(i)
+            if constant:
+                continue
             sim = match / n
             if sim >= self.sim_th:
                 scored.append((sim, g.size, g, differ, words))
@@ -300,10 +418,64 @@ class TemplateMiner:
         return None
 
 
-def _params(message: str, template: str) -> list[str]:
-    """Tokens of the message where the template has a placeholder (cheap positional diff)."""
+def _placeholders(tokens: list[str]) -> list[tuple[int, tuple[str, ...] | None]]:
+    """(position, constant pieces around its placeholders) of each template token that has
+    placeholders; pieces None for a plain placeholder (the whole token is the value)."""
+    out = []
+    for i, t in enumerate(tokens):
+        if "<" not in t:
+            continue
+        pieces = tuple(_MASK.split(t))
+        if len(pieces) == 1:
+            continue  # no placeholder, only a '<'
+        out.append((i, None if pieces == ("", "") else pieces))
+    return out
+
+
+def _values(tok: str, pieces: tuple[str, ...], out: list[str]) -> None:
+    """The values of one token, one per placeholder of its template token: the label and
+    the punctuation around them are constant text (``uid=0`` -> ``0``, ``10.0.0.1:22`` for
+    ``<IP>:<NUM>`` -> ``10.0.0.1``, ``22``). A token that does not fit gives itself (and empty
+    values), so a template always yields the same number of values."""
+    pre, post = pieces[0], pieces[-1]
+    k = len(pieces) - 1
+    if len(tok) >= len(pre) + len(post) and tok.startswith(pre) and tok.endswith(post):
+        body = tok[len(pre):len(tok) - len(post)]
+        if k == 1:
+            out.append(body)
+            return
+        vals = []
+        pos = 0
+        for lit in pieces[1:-1]:  # each value ends at the next constant piece
+            j = body.find(lit, pos + 1) if lit else -1
+            if j < 0:
+                break
+            vals.append(body[pos:j])
+            pos = j + len(lit)
+        else:
+            vals.append(body[pos:])
+            out.extend(vals)
+            return
+    out.append(tok)
+    out.extend([""] * (k - 1))
+
+
+def _params(message: str, group: _Group) -> list[str]:
+    """The values of the message where its template has placeholders (a positional diff):
+    one per placeholder, without the constant label around it."""
     tokens = message.split()
-    ttokens = template.split()
-    if len(tokens) != len(ttokens):
+    if len(tokens) != len(group.tokens):
         return []
-    return [tok for tok, ttok in zip(tokens, ttokens) if ttok != tok and "<" in ttok]
+    out: list[str] = []
+    for i, pieces in group.placeholders:
+        if pieces is None:
+            out.append(tokens[i])
+            continue
+        tok = tokens[i]
+        if len(pieces) == 2:  # one labelled placeholder (``uid=<NUM>``): inline
+            pre, post = pieces
+            if tok.startswith(pre) and tok.endswith(post) and len(tok) >= len(pre) + len(post):
+                out.append(tok[len(pre):len(tok) - len(post)])
+                continue
+        _values(tok, pieces, out)
+    return out

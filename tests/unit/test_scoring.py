@@ -1,7 +1,14 @@
 import pickle
 
-from streams.scoring import (EVIDENCE, FEATURES, AdaptiveThreshold, AnomalyScorer, DecayedRate,
-                             RateTracker, explain)
+from streams.scoring import (
+    EVIDENCE,
+    FEATURES,
+    AdaptiveThreshold,
+    AnomalyScorer,
+    DecayedRate,
+    RateTracker,
+    explain,
+)
 
 
 def _x(s: AnomalyScorer, tid="T1", seen=10, new=False, level="INFO", host="h", ts=0.0,
@@ -48,7 +55,8 @@ def test_novelty_is_judged_against_the_current_rate_of_new_patterns():
     for i in range(300):  # every line a new pattern, like a boot sequence
         busy.score(*_x(busy, tid=f"T{i}", seen=0, new=True, ts=float(i)))
     x_busy, _ = _x(busy, tid="Tnew", seen=0, new=True, ts=300.0)
-    assert x_calm["novelty"] > 0.5 > 0.2 > x_busy["novelty"]
+    assert x_calm["novelty"] > 0.5
+    assert x_busy["novelty"] < 0.2
 
 
 def test_decayed_rate_flags_a_burst_above_the_past_peak_only():
@@ -180,3 +188,145 @@ def test_checkpoint_of_the_previous_scorer_loads():
     assert restored.seen == 1234 and restored.threshold.quantile == 0.99
     r = restored.score(*_x(restored, ts=5.0, params=["1"]))
     assert 0.0 <= r.score <= 1.0
+
+
+def test_a_burst_of_one_pattern_from_one_host_is_judged_against_that_host():
+    s = AnomalyScorer()
+    t = 0.0
+    for k in range(2000):  # 8 hosts; the fleet also sends the pattern in bursts of 40 in 10 s
+        t += 1.0
+        s.score(*_x(s, host=f"h{k % 8}", ts=t))
+        if k % 600 == 0:
+            for j in range(40):
+                s.score(*_x(s, host=f"h{j % 8}", ts=t + j * 0.25))
+            t += 10.0
+    fleet_peak = s.templates._state["T1"][2]
+    for j in range(60):  # one host alone: fewer lines than the fleet's busiest minute
+        x, ctx = _x(s, host="h1", ts=t + 1.0 + j * 0.5)
+        s.score(x, ctx)
+    assert ctx["template_count"] < fleet_peak
+    assert x["template_burst"] > 0.6
+    assert explain(x, ctx).startswith("burst: host h1 logged pattern T1 ~")
+
+
+def test_a_line_after_a_burst_has_ended_is_not_part_of_it():
+    r = DecayedRate(tau=60.0, min_history=5)
+    t = 0.0
+    for _ in range(300):  # one line every 10 s
+        t += 10.0
+        r.add("k", t)
+    zs = []
+    for j in range(100):  # a burst: 100 lines in 20 s
+        zs.append(r.add("k", t + j * 0.2)[2])
+    assert max(zs) > 10
+    level, _ref, z = r.add("k", t + 20.0 + 30.0)  # 30 s after it ended
+    assert level > 30  # the minute's count still remembers the burst ...
+    assert z < 4  # ... the current pace does not
+
+
+def test_a_burst_raises_the_peak_by_part_of_its_excess_only():
+    r = DecayedRate(tau=60.0, min_history=5)
+    t = 0.0
+    for _ in range(300):
+        t += 10.0
+        r.add("k", t)
+    zs = []
+    for _burst in range(2):  # the same burst twice, an hour apart
+        zs.append(max(r.add("k", t + j * 0.2)[2] for j in range(100)))
+        for _ in range(360):
+            t += 10.0
+            r.add("k", t)
+        if not _burst:
+            assert r._state["k"][2] < 50  # a burst of ~100 lines: learned in part
+    assert min(zs) > 6  # the second is still a burst
+
+
+def test_a_routine_line_while_another_pattern_floods_the_host_gets_no_host_burst():
+    s = AnomalyScorer()
+    for k in range(3000):  # 4 hosts, two patterns, steady
+        s.score(*_x(s, tid=f"T{k % 2}", host=f"h{k % 4}", ts=float(k)))
+    t = 3000.0
+    for j in range(150):  # host h1 floods pattern T0
+        x, ctx = _x(s, tid="T0", host="h1", ts=t + j * 0.2)
+        s.score(x, ctx)
+    assert x["host_burst"] > 0.5 and x["template_burst"] > 0.5
+    routine, _ = _x(s, tid="T1", host="h1", ts=t + 30.5)
+    assert routine["host_burst"] == 0.0 and routine["template_burst"] == 0.0
+
+
+def test_an_error_flood_is_judged_against_the_hosts_share_of_the_fleet():
+    def fleet(s, t0, n):
+        for k in range(n):  # 8 hosts, one error line in 4 on each
+            s.score(*_x(s, tid=f"T{k % 4}", host=f"h{k % 8}", ts=t0 + k,
+                        level="ERROR" if k % 4 == 0 else "INFO"))
+        return t0 + n
+
+    def flood(s, t0, tid="Tflood", host="h3"):
+        xs = []
+        for j in range(40):  # 40 errors of a rare pattern in 60 s on one host
+            x, ctx = _x(s, tid=tid, host=host, level="ERROR", ts=t0 + j * 1.5)
+            s.score(x, ctx)
+            xs.append((x["error_burst"], x, ctx))
+        return max(xs, key=lambda e: e[0])
+
+    s = AnomalyScorer()
+    t = fleet(s, 0.0, 4000)
+    for _ in range(4):  # earlier floods on the same host raise its own peak ...
+        flood(s, t)
+        t = fleet(s, t + 60.0, 900)
+    e, x, ctx = flood(s, t)
+    assert e > 0.6  # ... but not its share of the fleet's errors
+    assert "expected from its usual share of the fleet's" in explain(x, ctx)
+
+    storm = AnomalyScorer()  # every host at once: no one host's flood
+    t = fleet(storm, 0.0, 4000)
+    for j in range(320):
+        x, _ = _x(storm, tid="T0", host=f"h{j % 8}", level="ERROR", ts=t + j * 0.2)
+        storm.score(x, _)
+    assert x["error_burst"] < 0.3
+
+
+def test_a_number_inside_the_range_a_slot_held_is_not_unusual():
+    s = AnomalyScorer()
+    for i in range(600):  # the seconds of a time of day: 00-59, so 0 is ordinary
+        s.score(*_x(s, ts=float(i), params=[f"{(i * 7) % 60:02d}"]))
+    x, _ = _x(s, ts=600.0, params=["00"])
+    assert x["param"] == 0.0
+    hits = []
+    for k in range(5):  # an outlier repeated: each is still unusual
+        x, ctx = _x(s, ts=601.0 + k, params=["5900003"])
+        s.score(x, ctx)
+        hits.append(x["param"])
+        if not k:
+            assert "unusual value 5900003 in parameter 1 of pattern T1 (it held 0 to 59 " \
+                   "before)" in explain(x, ctx)
+    assert min(hits) > 0.8
+
+
+def test_checkpoint_of_the_scorer_before_pair_rates_loads():
+    s = AnomalyScorer()
+    for i in range(30):
+        s.score(*_x(s, ts=float(i), params=[str(i)]))
+    state = dict(s.__dict__)
+    for key in ("pairs", "_err_fleet", "_err_share"):  # as pickled before these existed
+        del state[key]
+    for st in s.templates._state.values():
+        del st[7:]  # rate states without a pace
+    slot = s._slots["T1"][0]
+    del slot.lo, slot.hi  # a parameter slot without a range
+    old = pickle.loads(pickle.dumps(state))
+    restored = AnomalyScorer.__new__(AnomalyScorer)
+    restored.__setstate__(old)
+    restored.templates = pickle.loads(pickle.dumps(restored.templates))
+    assert restored._slots["T1"][0].lo == restored._slots["T1"][0].hi
+    assert len(restored.templates._state["T1"]) == 8
+    r = restored.score(*_x(restored, ts=31.0, params=["31"]))
+    assert 0.0 <= r.score <= 1.0
+
+
+def test_pair_rates_are_bounded():
+    r = DecayedRate(max_keys=100)
+    for k in range(1000):
+        r.add(("h", f"T{k}"), float(k))
+    assert len(r._state) <= 100
+    assert ("h", "T999") in r._state and ("h", "T0") not in r._state

@@ -97,3 +97,79 @@ def test_checkpoint_of_the_drain3_miner_is_migrated():
     assert m.template_count == 2
     assert m.mine("user alice logged in").template_id == f"T{cluster.cluster_id}"
     assert m.mine("something new entirely").template_id == "T3"
+
+
+def test_a_port_is_a_number_apart_from_its_address():
+    m = TemplateMiner()
+    a = m.mine("Received connection request /10.10.34.11:49949")
+    b = m.mine("Received connection request /10.10.34.12:5")
+    assert a.template_id == b.template_id
+    assert b.template == "Received connection request /<IP>:<NUM>"
+    assert b.params == ["10.10.34.12", "5"]  # the port is a number of its own
+
+
+def test_a_generalised_slot_keeps_its_label_and_values_lose_it():
+    m = TemplateMiner()
+    head = "authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser="
+    m.mine(f"{head} rhost=10.0.0.1  user=root")
+    b = m.mine(f"{head} rhost=host-7.example.net  user=guest")
+    assert b.template.endswith("rhost=<*> user=<*>")
+    c = m.mine(f"{head} rhost=10.0.0.9  user=test")  # matches the labelled slots
+    assert c.template_id == b.template_id and c.template == b.template
+    assert c.params == ["0", "0", "10.0.0.9", "test"]  # uid=0 gives the number 0
+
+
+def test_generalise_keeps_constant_text_around_the_value():
+    from streams.templates import _generalise
+
+    assert _generalise("user=root", "user=guest") == "user=<*>"
+    assert _generalise("(usable)", "(reserved)") == "(<*>)"
+    assert _generalise("rhost=<IP>", "rhost=host-<NUM>.net") == "rhost=<*>"
+    assert _generalise("<IP>:<NUM>", "<IP>:<HEX>") == "<IP>:<*>"
+    assert _generalise("<NUM>", "<HEX>") == "<*>"  # no label: a plain placeholder
+    assert _generalise("root", "alice") == "<*>"
+    assert _generalise("user=<*>", "user=") == "user=<*>"  # an empty value fits the slot
+    assert _generalise("ab=ab", "ab=") == "ab=<*>"  # label and ending never overlap
+
+
+def test_values_of_differently_labelled_fields_do_not_merge():
+    m = TemplateMiner()
+    a = m.mine("data store interrupt caused by dcbf.........0")
+    b = m.mine("data store interrupt caused by icbi.........0")  # 5 of 6 tokens agree
+    assert a.template_id != b.template_id  # dcbf... / icbi...: the label is wording
+    c = m.mine("program interrupt: illegal instruction......0")
+    d = m.mine("program interrupt: illegal instruction......12")
+    assert c.template_id == d.template_id and d.template.endswith("instruction......<NUM>")
+    # a number glued to a word is an identifier (a value as a whole), not a labelled field
+    e = m.mine("link down on node web3 now")
+    f = m.mine("link down on node db1 now")
+    assert e.template_id == f.template_id
+
+
+def test_params_split_a_token_into_its_values():
+    from streams.templates import _values
+
+    out: list[str] = []
+    _values("/10.0.0.1:22", ("/", ":", ""), out)
+    _values("uid=0", ("uid=", ""), out)
+    _values("garbage", ("/", ":", ""), out)  # does not fit: itself, and an empty value
+    assert out == ["10.0.0.1", "22", "0", "garbage", ""]
+
+
+def test_a_checkpoint_of_the_previous_state_version_is_migrated():
+    import pickle
+
+    m = TemplateMiner()
+    a = m.mine("connection from 10.0.0.1:22 closed")
+    state = m.__getstate__()
+    state["version"] = 1  # as written before ports were masked apart
+    state["_tokens"] = {"10.0.0.1:22": "<IP>"}
+    state["_cache"] = {"connection from <IP> closed": m._cache["connection from <IP>:<NUM> closed"]}
+    old = TemplateMiner.__new__(TemplateMiner)
+    old.__setstate__(state)
+    assert old.version == 2 and old._tokens == {} and old._cache == {}
+    assert old.template_count == 1
+    again = old.mine("connection from 10.0.0.7:23 closed")
+    assert again.template_id == a.template_id and not again.is_new
+    assert pickle.loads(pickle.dumps(old)).mine("connection from 1.2.3.4:5 closed").template_id \
+        == a.template_id
