@@ -32,7 +32,7 @@ engines-up:  ## install and start RabbitMQ, Kafka and Elasticsearch locally (no 
 	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/install.sh all
 	SMARTLOGS_ENGINES_DIR=$(ENGINES_DIR) scripts/engines/start.sh all
 
-shippers:  ## install rsyslog + logger (Debian packages) for the syslog receiver tests
+shippers:  ## install rsyslog (+ its Elasticsearch output) and logger (Debian packages) for the receiver tests
 	scripts/install-shippers.sh
 
 browser:  ## install headless Chromium + chromedriver (Debian packages) for the console's browser test

@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,7 +60,10 @@ from aio_pika.abc import AbstractRobustQueue
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from ingest_api.publisher import RECONNECT_BASE, RECONNECT_CAP, connect_with_backoff
+from ingest_api.publisher import (RECONNECT_BASE, RECONNECT_CAP, connect_with_backoff,
+                                  declare_ingest_queue)
+from smartlogs.security import (amqp_connect_url, amqp_ssl_context, kafka_client_kwargs, redact,
+                                redact_url, register_secrets)
 from smartlogs.settings import Settings, get_settings
 from streams.parsing import LineParser
 
@@ -114,6 +118,9 @@ class Bridge:
         reconnect_base: float = RECONNECT_BASE,
         reconnect_cap: float = RECONNECT_CAP,
         drain_timeout: float = 10.0,
+        kafka_kwargs: dict[str, Any] | None = None,
+        amqp_ssl_context: ssl.SSLContext | None = None,
+        max_queue_bytes: int = 0,
     ):
         if max_lines_per_record < 1:
             raise ValueError("max_lines_per_record must be >= 1")
@@ -123,6 +130,7 @@ class Bridge:
         self.kafka_bootstrap = kafka_bootstrap
         self.topic = topic
         self.prefetch = prefetch
+        self.max_queue_bytes = max_queue_bytes  # must equal the API's (same queue arguments)
         self.partitions = partitions
         self.max_lines_per_record = max_lines_per_record
         self.max_record_bytes = max(1024, min(max_record_bytes, KAFKA_MAX_REQUEST - 4096))
@@ -131,6 +139,9 @@ class Bridge:
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
         self.drain_timeout = drain_timeout
+        # credentials and TLS (smartlogs.security): aiokafka security kwargs, amqps context
+        self.kafka_kwargs = dict(kafka_kwargs or {})
+        self.amqp_ssl_context = amqp_ssl_context
 
         # counters
         self.consumed = 0           # AMQP deliveries received (redeliveries included)
@@ -167,6 +178,18 @@ class Bridge:
                 "dead_lettered_items", "reconnects", "kafka_failures", "requeued",
                 "ack_failures", "stale_dropped")
         return {k: getattr(self, k) for k in keys} | {"unacked": len(self._unacked)}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when consuming from RabbitMQ with a Kafka producer up (the /healthz answer).
+
+        Called from the metrics thread: it only reads attributes."""
+        conn = self._connection
+        amqp = bool(conn is not None and not conn.is_closed and conn.connected.is_set()
+                    and self._consumer_tag)
+        kafka = self._producer is not None
+        return amqp and kafka, {"rabbitmq": "consuming" if amqp else "disconnected",
+                                "kafka": "connected" if kafka else "disconnected",
+                                "unacked": len(self._unacked)}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Bridge until ``stop`` is set or :meth:`close` is called; then shut down cleanly."""
@@ -232,7 +255,8 @@ class Bridge:
         while not self._halt.is_set():
             try:
                 conn = await connect_with_backoff(self.amqp_url, timeout=self.connect_timeout,
-                                                  base=self.reconnect_base, cap=self.reconnect_cap)
+                                                  base=self.reconnect_base, cap=self.reconnect_cap,
+                                                  ssl_context=self.amqp_ssl_context)
             except Exception as exc:
                 log.warning("RabbitMQ unavailable (%s); retrying in %.1f s", _describe(exc), delay)
                 await self._sleep(delay)
@@ -240,8 +264,10 @@ class Bridge:
                 continue
             try:
                 channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+                channel, queue = await declare_ingest_queue(
+                    conn, channel, self.queue_name, max_bytes=self.max_queue_bytes,
+                    publisher_confirms=True, on_return_raises=True)
                 await channel.set_qos(prefetch_count=self.prefetch)
-                queue = await channel.declare_queue(self.queue_name, durable=True)
                 await channel.declare_queue(self.dlq_name, durable=True)
             except Exception as exc:
                 with contextlib.suppress(Exception):
@@ -272,6 +298,7 @@ class Bridge:
             max_request_size=KAFKA_MAX_REQUEST,
             request_timeout_ms=self.request_timeout_ms,
             retry_backoff_ms=200,
+            **self.kafka_kwargs,
         )
         _throttle_metadata_retries(producer.client, base=0.1, cap=2.0)
         return producer
@@ -285,7 +312,8 @@ class Bridge:
     async def _ensure_topic(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap,
                                     client_id="smartlogs-bridge-admin",
-                                    request_timeout_ms=int(self.connect_timeout * 1000))
+                                    request_timeout_ms=int(self.connect_timeout * 1000),
+                                    **self.kafka_kwargs)
         try:
             await admin.start()
             if self.topic in await admin.list_topics():
@@ -652,19 +680,22 @@ async def _cancel(*tasks: asyncio.Task) -> None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    text = str(exc).strip()
+    text = redact(str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def from_settings(s: Settings) -> Bridge:
-    return Bridge(s.amqp_url, s.amqp_queue, s.amqp_dlq, s.kafka_bootstrap, s.kafka_topic,
-                  prefetch=s.amqp_prefetch, partitions=s.kafka_partitions)
+    return Bridge(amqp_connect_url(s), s.amqp_queue, s.amqp_dlq, s.kafka_bootstrap, s.kafka_topic,
+                  prefetch=s.amqp_prefetch, partitions=s.kafka_partitions,
+                  kafka_kwargs=kafka_client_kwargs(s), amqp_ssl_context=amqp_ssl_context(s),
+                  max_queue_bytes=s.amqp_max_queue_bytes)
 
 
 async def run_bridge(settings: Settings | None = None,
                      bridge_factory: Callable[[Settings], Bridge] = from_settings) -> Bridge:
     """Build the bridge from settings and run it until SIGINT/SIGTERM; returns it (counters)."""
     s = settings or get_settings()
+    register_secrets(s)  # from here on no log record can carry them
     bridge = bridge_factory(s)
     from prometheus_client import REGISTRY
 
@@ -672,7 +703,7 @@ async def run_bridge(settings: Settings | None = None,
 
     collector = metrics.StatsCollector("smartlogs_bridge", bridge.stats, gauges=("unacked",))
     REGISTRY.register(collector)
-    metrics.serve(s.bridge_metrics_port, s.metrics_host)
+    metrics.serve(s.bridge_metrics_port, s.metrics_host, health=bridge.health)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -680,8 +711,8 @@ async def run_bridge(settings: Settings | None = None,
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    log.info("bridge: %s %r -> kafka %s %r", s.amqp_url.rsplit("@", 1)[-1], s.amqp_queue,
-             s.kafka_bootstrap, s.kafka_topic)
+    log.info("bridge: %s %r -> kafka %s (%s) %r", redact_url(s.amqp_url), s.amqp_queue,
+             s.kafka_bootstrap, s.kafka_security_protocol, s.kafka_topic)
     try:
         await bridge.run(stop)
     finally:

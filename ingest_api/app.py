@@ -26,10 +26,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingest_api.console import router as console_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.receivers import es_bulk, loki, otlp, read_body
+from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
 from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
+from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
 from streams.parsing import normalize_level
@@ -75,10 +77,13 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         await transport.start()
         app.state.transport, app.state.store = transport, store
         app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken
+        app.state.kafka_source = await start_kafka_source(s, transport)  # None without a topic
         log.info("SmartLogs %s started in %s mode", __version__, mode)
         try:
             yield
         finally:
+            if app.state.kafka_source is not None:  # commits what the transport took
+                await app.state.kafka_source.stop()
             if app.state.syslog is not None:  # before the transport: it drains what it read
                 await app.state.syslog.stop()
             await transport.stop()
@@ -210,9 +215,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 sink = store_health()
                 sink_ok = sink.get("status") in ("green", "yellow")
             except Exception as exc:  # noqa: BLE001 - unreachable is an answer, not an error
-                sink, sink_ok = {"error": str(exc)[:200]}, False
+                sink, sink_ok = {"error": redact(exc)[:200]}, False
             detail["store"] = {"reachable": sink_ok, **sink}
             ok = ok and sink_ok
+        source = getattr(request.app.state, "kafka_source", None)
+        if source is not None:  # informative: a source that cannot reach Kafka keeps retrying
+            detail["kafka_source"] = source.status()
         body = {"status": "ok" if ok else "down", "mode": transport.mode, "version": __version__,
                 **detail}
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -33,6 +33,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from smartlogs.security import redact
 from smartlogs.store import EventQuery
 from streams.parsing import normalize_level
 
@@ -196,7 +197,8 @@ async def stream(
             except Exception as exc:  # noqa: BLE001 - the store may be down; keep the stream
                 errors += 1
                 log.warning("live tail: store query failed (%s)", exc)
-                yield _sse({"error": "store_unavailable", "detail": str(exc)[:300]}, event="store_error")
+                yield _sse({"error": "store_unavailable", "detail": redact(exc)[:300]},
+                           event="store_error")
                 last_sent = time.monotonic()
                 await asyncio.sleep(min(interval * 2 ** errors, 10))
                 continue

@@ -32,15 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
 import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.abc import ConnectionParameter
 from aio_pika.robust_connection import RobustConnection
 from aiormq.connection import parse_timeout
+
+from smartlogs.security import redact, redact_url
 
 __all__ = ["AmqpPublisher", "QueueUnavailable", "BackoffRobustConnection", "connect_with_backoff"]
 
@@ -107,21 +111,58 @@ class BackoffRobustConnection(RobustConnection):
 
 
 async def connect_with_backoff(url: str, *, timeout: float, base: float = RECONNECT_BASE,
-                               cap: float = RECONNECT_CAP) -> AbstractRobustConnection:
-    """One bounded ``connect_robust`` attempt (raises on failure) with backoff reconnects after."""
+                               cap: float = RECONNECT_CAP,
+                               ssl_context: ssl.SSLContext | None = None) -> AbstractRobustConnection:
+    """One bounded ``connect_robust`` attempt (raises on failure) with backoff reconnects after.
+
+    ``ssl_context`` (``amqps://`` URLs; see :func:`smartlogs.security.amqp_ssl_context`) is
+    used for the first connection and every reconnection."""
+    tls = {"ssl_context": ssl_context} if ssl_context is not None else {}
     return await asyncio.wait_for(
         aio_pika.connect_robust(url, timeout=timeout, connection_class=BackoffRobustConnection,
-                                reconnect_interval=base, reconnect_max_interval=cap),
+                                reconnect_interval=base, reconnect_max_interval=cap, **tls),
         timeout=timeout + 1.0,
     )
+
+
+def queue_arguments(max_bytes: int) -> dict | None:
+    """Arguments of the ingest queue: at most ``max_bytes`` of ready messages, after which the
+    broker nacks new publishes (``reject-publish``) so the API answers 503 instead of the queue
+    growing without bound while a downstream hop (bridge, Kafka) is down. 0: unbounded."""
+    return {"x-max-length-bytes": int(max_bytes), "x-overflow": "reject-publish"} if max_bytes > 0 else None
+
+
+async def declare_ingest_queue(connection: AbstractRobustConnection, channel: AbstractRobustChannel,
+                               name: str, *, max_bytes: int, timeout: float | None = None,
+                               **channel_kwargs: Any):
+    """Declare the durable ingest queue with its length bound; returns ``(channel, queue)``.
+
+    A queue that already exists with other arguments (made by an older version, or with another
+    bound) cannot be re-declared: the broker closes the channel with PRECONDITION_FAILED. Then
+    the existing queue is used as it is, on a fresh channel, with a warning that says how to
+    apply the bound, rather than refusing to start."""
+    try:
+        queue = await channel.declare_queue(name, durable=True, arguments=queue_arguments(max_bytes),
+                                            timeout=timeout)
+        return channel, queue
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        log.warning("queue %r exists with other arguments than %s (%s); using it as it is. "
+                    "To apply SMARTLOGS_AMQP_MAX_QUEUE_BYTES, delete the queue once it is drained.",
+                    name, queue_arguments(max_bytes), _describe(exc))
+    channel = await asyncio.wait_for(connection.channel(**channel_kwargs), timeout=timeout)
+    queue = await channel.declare_queue(name, passive=True, timeout=timeout)
+    return channel, queue
 
 
 class AmqpPublisher:
     """Confirmed publishes of HTTP batches to a durable queue over one shared channel."""
 
     def __init__(self, url: str, queue: str, *, timeout: float = 5.0, dlq: str | None = None,
-                 reconnect_base: float = RECONNECT_BASE, reconnect_cap: float = RECONNECT_CAP):
+                 reconnect_base: float = RECONNECT_BASE, reconnect_cap: float = RECONNECT_CAP,
+                 ssl_context: ssl.SSLContext | None = None, max_queue_bytes: int = 0):
         self.url = url
+        self.max_queue_bytes = max_queue_bytes
+        self.ssl_context = ssl_context
         self.queue = queue
         self.dlq = dlq
         self.timeout = float(timeout)
@@ -161,13 +202,17 @@ class AmqpPublisher:
 
     async def _connect_once(self) -> None:
         connection = await connect_with_backoff(self.url, timeout=self.timeout,
-                                                base=self.reconnect_base, cap=self.reconnect_cap)
+                                                base=self.reconnect_base, cap=self.reconnect_cap,
+                                                ssl_context=self.ssl_context)
         try:
             channel = await asyncio.wait_for(
                 connection.channel(publisher_confirms=True, on_return_raises=True),
                 timeout=self.timeout)
-            for name in filter(None, (self.queue, self.dlq)):
-                await channel.declare_queue(name, durable=True, timeout=self.timeout)
+            channel, _ = await declare_ingest_queue(
+                connection, channel, self.queue, max_bytes=self.max_queue_bytes,
+                timeout=self.timeout, publisher_confirms=True, on_return_raises=True)
+            if self.dlq:
+                await channel.declare_queue(self.dlq, durable=True, timeout=self.timeout)
         except BaseException:
             await _quiet_close(connection)
             raise
@@ -191,6 +236,11 @@ class AmqpPublisher:
                 delay = min(self.reconnect_cap, delay * 2)
                 log.warning("RabbitMQ still unavailable (%s); next attempt in %.1f s",
                             self._last_error, delay)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection attempt failed (redacted), None once connected."""
+        return self._last_error
 
     @property
     def connected(self) -> bool:
@@ -254,19 +304,15 @@ class AmqpPublisher:
 
 
 def _describe(exc: BaseException) -> str:
+    """A short reason for logs and 503 bodies, scrubbed of URL passwords and known secrets."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    text = str(exc).strip()
+    text = redact(str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _safe_url(url: str) -> str:
-    try:
-        from yarl import URL
-        u = URL(url)
-        return str(u.with_password("***")) if u.password else str(u)
-    except Exception:
-        return "<amqp url>"
+    return redact_url(url)
 
 
 async def _quiet_close(connection: AbstractRobustConnection) -> None:

@@ -78,15 +78,21 @@ class AmqpTransport:
 
     def __init__(self, settings: Settings):
         from ingest_api.publisher import AmqpPublisher
+        from smartlogs.security import amqp_connect_url, amqp_ssl_context
 
-        self.publisher = AmqpPublisher(settings.amqp_url, settings.amqp_queue,
-                                       timeout=settings.publish_timeout)
+        self.publisher = AmqpPublisher(amqp_connect_url(settings), settings.amqp_queue,
+                                       timeout=settings.publish_timeout,
+                                       ssl_context=amqp_ssl_context(settings),
+                                       max_queue_bytes=settings.amqp_max_queue_bytes)
 
     async def start(self) -> None:
         try:
             await self.publisher.start()
         except Exception as exc:  # noqa: BLE001 - the API still starts and answers 503 until the broker is back
-            log.warning("RabbitMQ not reachable at start (%s); ingest answers 503 until it is", exc)
+            from smartlogs.security import redact
+
+            log.warning("RabbitMQ not reachable at start (%s); ingest answers 503 until it is",
+                        redact(exc))
 
     async def stop(self) -> None:
         await self.publisher.close()
@@ -97,13 +103,18 @@ class AmqpTransport:
         try:
             await self.publisher.publish(items, batch_id=batch_id)
         except QueueUnavailable as exc:
+            from smartlogs.security import redact
+
             raise IngestError(503, "queue_unavailable",
-                              f"the message broker did not take the batch ({exc}); retry later",
+                              f"the message broker did not take the batch ({redact(exc)}); retry later",
                               retry_after=exc.retry_after) from None
 
     def health(self) -> tuple[bool, dict]:
         ok = bool(self.publisher.connected)
-        return ok, {"broker": "connected" if ok else "disconnected"}
+        detail = {"broker": "connected" if ok else "disconnected"}
+        if not ok and self.publisher.last_error:  # e.g. a refused login: say so (redacted)
+            detail["broker_error"] = self.publisher.last_error
+        return ok, detail
 
 
 def build_embedded(settings: Settings):
@@ -114,8 +125,10 @@ def build_embedded(settings: Settings):
 
 def build_full(settings: Settings):
     """(transport, store) for `smartlogs api`: RabbitMQ for ingest, Elasticsearch for queries."""
+    from smartlogs.security import es_client_kwargs
     from smartlogs.store.elasticsearch import ElasticsearchStore
 
     store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
-                               window_seconds=settings.window_seconds)
+                               window_seconds=settings.window_seconds,
+                               client_kwargs=es_client_kwargs(settings))
     return AmqpTransport(settings), store

@@ -58,7 +58,9 @@ def _get(url: str, path: str, params: dict) -> dict:
     try:
         r = httpx.get(f"{url.rstrip('/')}{path}", params=params, timeout=30, headers=_auth_headers())
     except httpx.TransportError as exc:
-        _fail(f"cannot reach SmartLogs at {url} ({exc}). Is `smartlogs up` running?", 2)
+        from smartlogs.security import redact
+
+        _fail(escape(redact(f"cannot reach SmartLogs at {url} ({exc}). Is `smartlogs up` running?")), 2)
     if r.status_code >= 400:
         try:
             detail = r.json().get("detail")
@@ -66,6 +68,27 @@ def _get(url: str, path: str, params: dict) -> dict:
             detail = r.text
         _fail(f"{path} answered {r.status_code}: {detail}")
     return r.json()
+
+
+def _probe(url: str) -> None:
+    """Before a long send: fail when nothing answers at ``url``; only warn when it answers that
+    a dependency is down (503), since batches it cannot take yet are retried anyway."""
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/healthz", timeout=30, headers=_auth_headers())
+    except httpx.TransportError:
+        _get(url, "/healthz", {})  # the same clear error as every other verb
+        return
+    if r.status_code == 503:
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        down = [k for k, v in body.items() if isinstance(v, dict) and v.get("reachable") is False]
+        err.print(f"[yellow]warning:[/] SmartLogs at {url} reports it is not fully up"
+                  f"{' (' + ', '.join(down) + ' down)' if down else ''}; sending anyway: "
+                  "batches it cannot take now are retried")
+    elif r.status_code >= 400:
+        _get(url, "/healthz", {})
 
 
 @app.command()
@@ -94,7 +117,8 @@ def up(
     settings = _settings_from(host, port, data_dir)
     _guard_bind(settings, insecure)
     configure_logging("embedded", log_level, settings.logs_json)
-    base = f"http://{settings.host}:{settings.port}"
+    tls = _tls_setup(settings)
+    base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
                   f"store [cyan]{settings.db_path}[/]")
     console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
@@ -107,7 +131,32 @@ def up(
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False, log_config=None)
+                log_level=log_level.lower(), access_log=False, log_config=None, **tls)
+
+
+def _check_engine_security(settings, *engines: str) -> None:
+    """Credentials/TLS settings that do not fit together: one clear error line, no traceback."""
+    from smartlogs import security as sec
+
+    checks = {"amqp": sec.amqp_ssl_context, "kafka": sec.kafka_client_kwargs,
+              "es": sec.es_client_kwargs}
+    try:
+        for engine in engines:
+            checks[engine](settings)
+    except sec.ConfigError as exc:
+        _fail(escape(str(exc)))
+
+
+def _tls_setup(settings) -> dict:
+    """Register the settings' secrets (no log line may carry them) and return uvicorn's TLS
+    arguments (SMARTLOGS_TLS_CERTFILE/_KEYFILE; {} for plain HTTP), failing clearly on bad ones."""
+    from smartlogs.security import ConfigError, register_secrets, uvicorn_ssl_kwargs
+
+    register_secrets(settings)
+    try:
+        return uvicorn_ssl_kwargs(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def _settings_from(host, port, data_dir):
@@ -202,15 +251,19 @@ def api(
     import uvicorn
 
     from ingest_api.app import create_app
+    from smartlogs.security import redact_url
 
     settings = _settings_from(host, port, None)
     _guard_bind(settings, insecure)
+    _check_engine_security(settings, "amqp", "es")
     configure_logging("api", log_level, settings.logs_json)
+    tls = _tls_setup(settings)
     console.print(f"[bold green]SmartLogs {__version__}[/] API (full stack) on "
-                  f"http://{settings.host}:{settings.port} → {settings.amqp_url.split('@')[-1]} "
-                  f"queue {settings.amqp_queue}; queries from {settings.es_url}")
+                  f"{'https' if tls else 'http'}://{settings.host}:{settings.port} → "
+                  f"{escape(redact_url(settings.amqp_url))} queue {settings.amqp_queue}; "
+                  f"queries from {escape(redact_url(settings.es_url))}")
     uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False, log_config=None)
+                log_level=log_level.lower(), access_log=False, log_config=None, **tls)
 
 
 @app.command()
@@ -220,15 +273,67 @@ def bridge(
     """Full stack: move batches from RabbitMQ to Kafka (ack to RabbitMQ only after Kafka acked).
 
     Configured by SMARTLOGS_AMQP_URL, SMARTLOGS_AMQP_QUEUE, SMARTLOGS_AMQP_DLQ,
-    SMARTLOGS_AMQP_PREFETCH, SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC.
+    SMARTLOGS_AMQP_PREFETCH, SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC; credentials and
+    TLS by SMARTLOGS_AMQP_* and SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. (README).
     """
     import asyncio
 
     from bridge.bridge import run_bridge
     from smartlogs.settings import get_settings
 
+    _check_engine_security(get_settings(), "amqp", "kafka")
     configure_logging("bridge", log_level, get_settings().logs_json)
     asyncio.run(run_bridge(get_settings()))
+
+
+@app.command("kafka-source")
+def kafka_source(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics on this port (0: off).")] = 0,
+) -> None:
+    """Full stack: consume an existing Kafka topic into RabbitMQ, without the HTTP API.
+
+    Offsets are committed only after RabbitMQ confirmed the events. `smartlogs up` and
+    `smartlogs api` run the same source in-process when the topic is set; this runs it on its
+    own. Configured by SMARTLOGS_KAFKA_SOURCE_TOPIC, _GROUP, _FORMAT (raw|json|auto),
+    _BOOTSTRAP (default SMARTLOGS_KAFKA_BOOTSTRAP), SMARTLOGS_AMQP_URL. See docs/receivers.md.
+    """
+    import asyncio
+    import signal
+
+    from ingest_api.receivers.kafka_source import start_kafka_source
+    from ingest_api.transports import AmqpTransport
+    from smartlogs import metrics
+    from smartlogs.settings import get_settings
+
+    s = get_settings()
+    try:  # no log line may carry a configured secret (smartlogs/security.py)
+        from smartlogs.security import register_secrets
+    except ImportError:  # pragma: no cover - a tree without the security settings
+        register_secrets = None
+    if register_secrets is not None:
+        register_secrets(s)
+    configure_logging("kafka-source", log_level, s.logs_json)
+    if not s.kafka_source_topic.strip():
+        _fail("set SMARTLOGS_KAFKA_SOURCE_TOPIC to the topic to consume")
+    metrics.serve(metrics_port, s.metrics_host)
+
+    async def run() -> None:
+        transport = AmqpTransport(s)
+        await transport.start()
+        source = await start_kafka_source(s, transport)  # None: bad settings, logged
+        if source is None:
+            await transport.stop()
+            raise SystemExit(1)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await source.stop()
+        await transport.stop()
+
+    asyncio.run(run())
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -237,8 +342,12 @@ def worker(ctx: typer.Context) -> None:
 
     Extra arguments go to Faust's own CLI, e.g. `smartlogs worker agents`,
     `smartlogs worker tables`; default `worker -l info`. Configured by
-    SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC, SMARTLOGS_ES_URL, SMARTLOGS_DATA_DIR.
+    SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC, SMARTLOGS_ES_URL, SMARTLOGS_DATA_DIR;
+    credentials and TLS by SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. and SMARTLOGS_ES_* (README).
     """
+    from smartlogs.settings import get_settings
+
+    _check_engine_security(get_settings(), "kafka", "es")
     from streams.worker import main as worker_main
 
     worker_main(list(ctx.args) or None)
@@ -265,7 +374,7 @@ def replay(
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
     run_id = run_id or secrets.token_hex(4)
-    _get(url, "/healthz", {})  # fail fast, with advice, when nothing is listening
+    _probe(url)  # fail fast, with advice, when nothing is listening
     total = count_lines(path) * repeat
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
@@ -447,11 +556,12 @@ def status(
     """Health of each stage: rate, lag, errors, last event. Exits 1 when a stage is down or stuck."""
     from datetime import datetime, timezone
 
+    from smartlogs.security import redact_url
     from smartlogs.status import collect_status
 
     mode, stages = collect_status(url, bridge_metrics=bridge_metrics, worker_metrics=worker_metrics,
                                   interval=interval, stuck_after=stuck_after)
-    t = Table(title=f"SmartLogs status ({mode} mode, {url})")
+    t = Table(title=f"SmartLogs status ({mode} mode, {escape(redact_url(url))})")
     for col in ("stage", "state", "rate/s", "lag", "errors", "last event", "problem"):
         t.add_column(col)
     for s in stages:

@@ -6,6 +6,10 @@
 starts with it), logged again by the bridge when it moves the batch to Kafka, and by the
 worker or the embedded runner when its events are stored. ``grep`` one id to follow a batch
 from the API to the sink.
+
+No secret reaches a log line: the services call ``smartlogs.security.register_secrets`` at
+start, after which every record's message and traceback is scrubbed of the configured
+passwords/API keys (and of URL passwords) when it is created, whatever handler prints it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 
 import orjson
 
-__all__ = ["configure_logging", "JsonFormatter", "correlation_ids"]
+__all__ = ["JsonFormatter", "configure_logging", "correlation_ids", "dict_config"]
 
 _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -38,8 +42,8 @@ class JsonFormatter(logging.Formatter):
         for k, v in vars(record).items():
             if k not in _STD and not k.startswith("_"):
                 doc[k] = v
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # exc_text: already rendered (and scrubbed, smartlogs.security)
+            doc["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
 
 
@@ -59,6 +63,23 @@ def configure_logging(service: str, level: str = "info", json_lines: bool = Fals
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def dict_config(service: str, json_lines: bool) -> dict | None:
+    """A ``logging.config.dictConfig`` for processes whose framework sets up logging itself
+    (the Faust worker: mode's Worker applies ``App(logging_config=...)`` at start, replacing
+    any handler set before). JSON lines when ``json_lines``; None keeps the framework's own
+    colored terminal format."""
+    if not json_lines:
+        return None
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter, "service": service}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": ["default"]},
+    }
 
 
 def correlation_ids(items: list[dict]) -> str:

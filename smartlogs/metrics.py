@@ -3,14 +3,19 @@
 The bridge's own counters (consumed, acked, produced lines, dead-lettered, reconnects, unacked)
 are read from ``Bridge.stats()`` at scrape time by a ``StatsCollector`` as
 ``smartlogs_bridge_*``. Each process exposes them at ``/metrics`` (the API on its own port; the bridge and the worker
-on ``SMARTLOGS_METRICS_PORT``). Names follow Prometheus conventions: ``_total`` counters,
+on ``SMARTLOGS_BRIDGE_METRICS_PORT`` / ``SMARTLOGS_WORKER_METRICS_PORT``, next to a ``/healthz``
+readiness answer: 200 when the process can do its job now, 503 with what is missing). Names follow Prometheus conventions: ``_total`` counters,
 ``_seconds`` histograms, labels with small fixed value sets.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -68,19 +73,57 @@ class StatsCollector:
 
 _serving: set[int] = set()
 
+Health = Callable[[], tuple[bool, dict]]
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics for a process without its own web server (bridge, worker); 0 disables.
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        pass
+
+
+def _app(health: Health | None):
+    """WSGI app: ``/healthz`` from ``health()`` (200 ready / 503 not, JSON), else /metrics."""
+    from prometheus_client import make_wsgi_app
+
+    metrics_app = make_wsgi_app()
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") == "/healthz":
+            if health is None:
+                ok, detail = True, {}
+            else:
+                try:
+                    ok, detail = health()
+                except Exception as exc:  # noqa: BLE001 - a failing probe is an answer: not ready
+                    from smartlogs.security import redact
+
+                    ok, detail = False, {"error": redact(f"{type(exc).__name__}: {exc}")[:200]}
+            body = orjson.dumps({"status": "ok" if ok else "down", **detail}, default=str)
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+def serve(port: int, host: str = "127.0.0.1", health: Health | None = None) -> None:
+    """Serve ``/metrics`` and ``/healthz`` for a process without its own web server (bridge,
+    worker) from a daemon thread; port 0 disables. ``health()`` returns ``(ready, detail)``:
+    whether the process can do its job now (its broker connected, its sink reachable).
 
     Idempotent per port. A port already taken is logged, not fatal: the data path matters
     more than its metrics."""
     if not port or port in _serving:
         return
-    from prometheus_client import start_http_server
+    from prometheus_client.exposition import ThreadingWSGIServer
 
     try:
-        start_http_server(port, addr=host)
+        httpd = make_server(host, port, _app(health), ThreadingWSGIServer,
+                            handler_class=_QuietHandler)
     except OSError as exc:
         logging.getLogger(__name__).error("cannot serve /metrics on %s:%s: %s", host, port, exc)
         return
+    threading.Thread(target=httpd.serve_forever, name=f"metrics-{port}", daemon=True).start()
     _serving.add(port)

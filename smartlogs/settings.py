@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -41,6 +42,18 @@ class Settings(BaseSettings):
     syslog_port: int = Field(5514, description="Syslog port, TCP and UDP (0: off).")
     syslog_udp: bool = Field(True, description="Also receive syslog over UDP (lossy by nature).")
 
+    # Kafka topic source (ingest_api/receivers/kafka_source.py): consume an existing topic of
+    # raw lines or JSON events in `smartlogs up` / `smartlogs api`; off while the topic is empty
+    kafka_source_topic: str = Field("", description="Topic(s) to consume, comma-separated (empty: off).")
+    kafka_source_group: str = Field("smartlogs-source", description="Consumer group of the Kafka source.")
+    kafka_source_format: Literal["raw", "json", "auto"] = Field(
+        "auto", description="Record values: raw lines, JSON events, or auto (JSON if it decodes).")
+    kafka_source_bootstrap: str | None = Field(
+        None, description="Bootstrap servers of the source topic (default: kafka_bootstrap).")
+    kafka_source_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new consumer group starts in the topic.")
+    kafka_source_max_records: int = Field(2000, description="Records per fetch (one accept and commit each).")
+
     # access control
     rate_limit_per_key: float = Field(50.0, description="Requests per second per API key (0: no limit).")
 
@@ -61,6 +74,10 @@ class Settings(BaseSettings):
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
     amqp_queue: str = Field("smartlogs.ingest", description="Durable queue the API publishes to.")
     amqp_dlq: str = Field("smartlogs.ingest.dlq", description="Where the bridge puts undecodable messages.")
+    amqp_max_queue_bytes: int = Field(
+        1024**3, ge=0, description="Bound on the ingest queue's ready messages, bytes; when it is "
+        "full (bridge or Kafka down for long) the API answers 503 instead of the queue growing "
+        "without bound. Applied when the queue is created. 0: unbounded.")
     amqp_prefetch: int = Field(64, description="Bridge: unacknowledged AMQP messages in flight.")
     publish_timeout: float = Field(5.0, description="API: seconds to wait for a publisher confirm.")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
@@ -73,6 +90,34 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Bridge/worker: /metrics bind address.")
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
     es_index_prefix: str = Field("smartlogs-events", description="Daily indices <prefix>-YYYY.MM.DD.")
+
+    # -- credentials and TLS (mapped to client arguments in smartlogs/security.py only) ----
+    # secrets are SecretStr: never shown by repr(), never logged (security.register_secrets)
+    amqp_username: str | None = Field(None, description="RabbitMQ user (overrides the URL's).")
+    amqp_password: SecretStr | None = Field(None, description="RabbitMQ password (overrides the URL's).")
+    amqp_ca_file: Path | None = Field(None, description="RabbitMQ TLS (amqps://): CA bundle to trust.")
+    amqp_cert_file: Path | None = Field(None, description="RabbitMQ TLS: client certificate (mutual TLS).")
+    amqp_key_file: Path | None = Field(None, description="RabbitMQ TLS: client private key.")
+    amqp_key_password: SecretStr | None = Field(None, description="RabbitMQ TLS: password of the client key.")
+    amqp_tls_verify: bool = Field(True, description="RabbitMQ TLS: verify the broker's certificate and name.")
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", description="Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str = Field("PLAIN", description="Kafka SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, description="Kafka SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="Kafka SASL password.")
+    kafka_ca_file: Path | None = Field(None, description="Kafka TLS: CA bundle to trust.")
+    kafka_cert_file: Path | None = Field(None, description="Kafka TLS: client certificate (mutual TLS).")
+    kafka_key_file: Path | None = Field(None, description="Kafka TLS: client private key.")
+    kafka_key_password: SecretStr | None = Field(None, description="Kafka TLS: password of the client key.")
+    kafka_tls_verify: bool = Field(True, description="Kafka TLS: verify the broker's certificate and name.")
+    es_username: str | None = Field(None, description="Elasticsearch user (basic auth).")
+    es_password: SecretStr | None = Field(None, description="Elasticsearch password.")
+    es_api_key: SecretStr | None = Field(None, description="Elasticsearch API key (instead of user/password).")
+    es_ca_file: Path | None = Field(None, description="Elasticsearch TLS (https://): CA bundle to trust.")
+    es_verify_certs: bool = Field(True, description="Elasticsearch TLS: verify the certificate and name.")
+    tls_certfile: Path | None = Field(None, description="API: serve HTTPS with this certificate (chain).")
+    tls_keyfile: Path | None = Field(None, description="API: the certificate's private key.")
+    tls_keyfile_password: SecretStr | None = Field(None, description="API: password of the private key.")
 
     @property
     def db_path(self) -> Path:

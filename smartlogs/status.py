@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from smartlogs.security import redact
+
 __all__ = ["Stage", "scrape", "collect_status"]
 
 
@@ -65,7 +67,7 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
         h = health.json()
         m1 = scrape(f"{api}/metrics")
     except (httpx.HTTPError, ValueError) as exc:
-        return "unknown", [Stage("api", False, problem=f"unreachable at {api}: {exc}")]
+        return "unknown", [Stage("api", False, problem=redact(f"unreachable at {api}: {exc}"))]
     mode = h.get("mode", "unknown")
     extra = {}
     for name, url in (("bridge", bridge_metrics), ("worker", worker_metrics)):
@@ -73,7 +75,8 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
             try:
                 extra[name] = (url, scrape(url))
             except httpx.HTTPError as exc:
-                stages_err = Stage(name, False, problem=f"metrics unreachable at {url}: {exc}")
+                stages_err = Stage(name, False,
+                                   problem=redact(f"metrics unreachable at {url}: {exc}"))
                 extra[name] = (url, None)
                 stages.append(stages_err)
     time.sleep(interval)
@@ -87,7 +90,9 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
     api_stage = Stage("ingest api", health.status_code == 200, rate=rate(m1, m2, accepted),
                       errors=_sum(m2, "smartlogs_requests_rejected_total"))
     if health.status_code != 200:
-        api_stage.problem = f"health says {h.get('status')}: {h.get('broker') or ''}".strip(": ")
+        api_stage.problem = redact(f"health says {h.get('status')}: {h.get('broker') or ''}"
+                                   f"{' (' + h['broker_error'] + ')' if h.get('broker_error') else ''}"
+                                   ).strip(": ")
     stages.insert(0, api_stage)
 
     if mode == "embedded":
@@ -108,7 +113,7 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
         try:
             second = scrape(url)
         except httpx.HTTPError as exc:
-            stages.append(Stage(name, False, problem=f"metrics unreachable at {url}: {exc}"))
+            stages.append(Stage(name, False, problem=redact(f"metrics unreachable at {url}: {exc}")))
             continue
         if name == "bridge":
             st = Stage("bridge", True, rate=rate(first, second, "smartlogs_bridge_produced_lines"),

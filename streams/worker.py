@@ -34,7 +34,8 @@ import faust
 import orjson
 
 from smartlogs import metrics
-from smartlogs.logs import configure_logging, correlation_ids
+from smartlogs.logs import correlation_ids, dict_config
+from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
 from streams.windows import count_windows
@@ -42,6 +43,7 @@ from streams.windows import count_windows
 log = logging.getLogger(__name__)
 
 settings = get_settings()
+register_secrets(settings)  # Faust's own log handlers included: no record can carry them
 WINDOW = settings.window_seconds
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -52,7 +54,11 @@ app = faust.App(
     topic_partitions=settings.kafka_partitions,
     datadir=str(settings.data_dir / "faust"),
     producer_acks=-1,
+    # SASL/TLS from SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. (None: plaintext, Faust's default)
+    broker_credentials=faust_broker_credentials(settings),
     web_enabled=False,
+    # SMARTLOGS_LOGS_JSON=true: Faust's own lines are JSON too (service "worker")
+    logging_config=dict_config("worker", settings.logs_json),
     # a worker that died (kill -9) is noticed in seconds, not Faust's default minute, so a
     # replacement gets its partitions quickly
     broker_session_timeout=10.0,
@@ -87,12 +93,74 @@ def store():
         from smartlogs.store.elasticsearch import ElasticsearchStore
 
         _store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
-                                    dead_letter=_dead_letter, window_seconds=WINDOW)
+                                    dead_letter=_dead_letter, window_seconds=WINDOW,
+                                    client_kwargs=es_client_kwargs(settings))
     return _store
 
 
 def window_key(start: float, dim: str, key: str) -> str:
     return f"{int(start)}|{dim}|{key}"
+
+
+SINK_RETRY_CAP = 30.0  # seconds between attempts while Elasticsearch stays unavailable
+
+
+async def _write_until_taken(loop, events: list[dict]) -> None:
+    """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
+
+    The agent must not move past a batch the sink has not taken: a crashed agent would be
+    restarted by Faust past the message, losing it. So while Elasticsearch is down this batch
+    waits (capped exponential backoff, logged, counted in ``smartlogs_sink_failures_total``);
+    the rest waits in Kafka, durably, and the offset is not committed. Retries are idempotent
+    (``op_type=create`` on the event id; events stored by an earlier attempt keep their ``seq``).
+    """
+    from smartlogs.store.elasticsearch import StoreUnavailable
+
+    delay = 1.0
+    while True:
+        try:
+            # blocking bulk write off the event loop; it retries briefly by itself first
+            with metrics.SINK_SECONDS.labels("elasticsearch").time():
+                await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+            _sink_state.update(ok=True, error=None, since=None)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever it is, never move past unwritten data
+            # StoreUnavailable: Elasticsearch away or overloaded; anything else (a wrong password:
+            # 401, a broken mapping, ...) needs a person, so it is logged as an error, but the
+            # batch is held all the same: fixing the setting and restarting loses nothing
+            _sink_state.update(ok=False, error=redact(f"{type(exc).__name__}: {exc}")[:300],
+                               since=_sink_state.get("since") or time.time())
+            metrics.SINK_FAILURES.labels("elasticsearch").inc()
+            (log.warning if isinstance(exc, StoreUnavailable) else log.error)(
+                "%s; holding this batch of %d and retrying in %.0f s (the rest waits in Kafka)",
+                _sink_state["error"], len(events), delay)
+            await asyncio.sleep(delay)
+            delay = min(SINK_RETRY_CAP, delay * 2)
+
+
+_sink_state: dict = {"ok": True, "error": None, "since": None}
+
+
+def health() -> tuple[bool, dict]:
+    """The worker's /healthz (metrics port): ready when Elasticsearch answers and no batch is
+    waiting for it; also says how many partitions this worker holds (0 for a standby)."""
+    try:
+        es = store().health()
+        es_ok = es.get("status") in ("green", "yellow")
+    except Exception as exc:  # noqa: BLE001 - unreachable is an answer
+        from smartlogs.security import redact
+
+        es, es_ok = {"error": redact(f"{type(exc).__name__}: {exc}")[:200]}, False
+    try:
+        assigned = len(app.consumer.assignment())
+    except Exception:  # noqa: BLE001 - consumer not started yet
+        assigned = 0
+    waiting = not _sink_state["ok"]
+    detail = {"store": {"reachable": es_ok, **es},
+              "kafka": {"assigned_partitions": assigned},
+              "sink": {"waiting_for_elasticsearch_since": _sink_state["since"],
+                       "error": _sink_state["error"]} if waiting else {"ok": True}}
+    return es_ok and not waiting, detail
 
 
 @app.agent(raw_topic)
@@ -108,11 +176,16 @@ async def process(batches):
                                                         "body": value.decode("utf-8", "replace")}))
             metrics.DEAD_LETTERED.labels("worker").inc()
             continue
-        events = pipeline.process(items)
+        try:
+            events = pipeline.process(items)
+        except Exception as exc:  # noqa: BLE001 - a bug must not crash the agent past the batch
+            log.exception("pipeline failed on a batch of %d; dead-lettered", len(items))
+            await dead_letters.send(value=orjson.dumps({"error": f"pipeline failed: {exc!r}",
+                                                        "items": items}, default=str))
+            metrics.DEAD_LETTERED.labels("worker").inc()
+            continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        # blocking bulk write off the event loop; retried inside until Elasticsearch takes it
-        with metrics.SINK_SECONDS.labels("elasticsearch").time():
-            await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+        await _write_until_taken(loop, events)
         new = [e for e in events if "seq" in e]
         metrics.EVENTS_PROCESSED.labels("sink").inc(len(new))
         metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
@@ -160,7 +233,7 @@ async def table_summary() -> None:
 
 @app.on_worker_init.connect
 def _serve_metrics(app, **kwargs) -> None:  # only when running as a worker, not for `agents`
-    metrics.serve(settings.worker_metrics_port, settings.metrics_host)
+    metrics.serve(settings.worker_metrics_port, settings.metrics_host, health=health)
 
 
 @app.timer(interval=settings.checkpoint_seconds)
@@ -173,7 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     """Run Faust's CLI on this app (default: `worker -l info`)."""
     import sys
 
-    sys.argv = ["smartlogs-worker", *(argv or ["worker", "-l", "info"])]
+    # with JSON logs every line on stderr is JSON: Faust's startup banner is left out
+    quiet = ["--quiet"] if settings.logs_json else []
+    args = list(argv or ["worker", "-l", "info"])
+    if args[0] == "worker" and not any(a in ("--with-web", "--without-web") for a in args):
+        # Faust's `worker` command turns its web server on (0.0.0.0:6066) whatever web_enabled
+        # says; we serve nothing there (metrics have their own port), so keep it off
+        args.insert(1, "--without-web")
+    sys.argv = ["smartlogs-worker", *quiet, *args]
     app.main()
 
 

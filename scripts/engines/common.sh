@@ -2,11 +2,11 @@
 # Shared settings and helpers for scripts/engines/*.sh. Source it; do not run it.
 #
 # Everything the engines write (downloads unpacked, data, logs, pid files) lives in the
-# state dir: ${SMARTLOGS_ENGINES_DIR:-<repo>/.engines}. Maven's cache (~/.m2) holds the
+# state dir: ${SMARTLOGS_ENGINES_DIR:-/var/tmp/smartlogs-engines}. Maven's cache (~/.m2) holds the
 # downloaded jars/zip so a wiped state dir reinstalls in seconds.
 #
 # Settings (environment, all optional):
-#   SMARTLOGS_ENGINES_DIR            state dir (default <repo>/.engines)
+#   SMARTLOGS_ENGINES_DIR            state dir (default /var/tmp/smartlogs-engines, the same as the Makefile)
 #   SMARTLOGS_ENGINES_TIMEOUT        seconds to wait for an engine to become ready / to stop (180)
 #   SMARTLOGS_RABBITMQ_PORT          AMQP port (5672)
 #   SMARTLOGS_RABBITMQ_MGMT_PORT     management HTTP port (AMQP port + 10000 = 15672)
@@ -16,6 +16,10 @@
 #                                    when SMARTLOGS_RABBITMQ_PORT is not 5672)
 #   SMARTLOGS_KAFKA_PORT             Kafka PLAINTEXT listener (9092)
 #   SMARTLOGS_KAFKA_CONTROLLER_PORT  KRaft controller listener (Kafka port + 1 = 9093)
+#   SMARTLOGS_KAFKA_SASL_PORT        extra SASL_PLAINTEXT listener, mechanism PLAIN, for clients
+#                                    (Kafka port + 2 = 9094; 0 = no SASL listener)
+#   SMARTLOGS_KAFKA_BROKER_SASL_USER / SMARTLOGS_KAFKA_BROKER_SASL_PASSWORD
+#                                    the user that listener accepts (smartlogs / smartlogs-secret)
 #   SMARTLOGS_KAFKA_HEAP_OPTS        JVM heap flags for Kafka (-Xms256m -Xmx512m)
 #   SMARTLOGS_ES_PORT                Elasticsearch HTTP port (9200)
 #   SMARTLOGS_ES_TRANSPORT_PORT      Elasticsearch transport port (HTTP port + 100 = 9300)
@@ -30,7 +34,7 @@
 ENGINES_SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$ENGINES_SCRIPT_DIR/../.." && pwd)
 
-STATE_DIR=${SMARTLOGS_ENGINES_DIR:-$REPO_DIR/.engines}
+STATE_DIR=${SMARTLOGS_ENGINES_DIR:-/var/tmp/smartlogs-engines}
 case "$STATE_DIR" in
   /*) ;;
   *) STATE_DIR="$PWD/$STATE_DIR" ;;
@@ -86,6 +90,10 @@ KAFKA_PORT=${SMARTLOGS_KAFKA_PORT:-9092}
 _check_number SMARTLOGS_KAFKA_PORT "$KAFKA_PORT"
 KAFKA_CONTROLLER_PORT=${SMARTLOGS_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 _check_number SMARTLOGS_KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT"
+KAFKA_SASL_PORT=${SMARTLOGS_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+_check_number SMARTLOGS_KAFKA_SASL_PORT "$KAFKA_SASL_PORT"
+KAFKA_SASL_USER=${SMARTLOGS_KAFKA_BROKER_SASL_USER:-smartlogs}
+KAFKA_SASL_PASSWORD=${SMARTLOGS_KAFKA_BROKER_SASL_PASSWORD:-smartlogs-secret}
 KAFKA_HEAP_OPTS=${SMARTLOGS_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 KAFKA_DIR=$STATE_DIR/kafka
 KAFKA_HOME=$KAFKA_DIR/kafka_${KAFKA_SCALA_VERSION}-${KAFKA_VERSION}

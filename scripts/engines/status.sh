@@ -37,7 +37,10 @@ for engine in "${ENGINES[@]}"; do
     fi
     case "$engine" in
       rabbitmq) ((RABBITMQ_MANAGEMENT)) && extra="  management 127.0.0.1:$RABBITMQ_MGMT_PORT" ;;
-      kafka) extra="  controller 127.0.0.1:$KAFKA_CONTROLLER_PORT" ;;
+      kafka)
+        extra="  controller 127.0.0.1:$KAFKA_CONTROLLER_PORT"
+        if ((KAFKA_SASL_PORT)) && port_open "$KAFKA_SASL_PORT"; then extra+="  sasl_plaintext 127.0.0.1:$KAFKA_SASL_PORT"; fi
+        ;;
     esac
     pid_text="pid $pid"
   else

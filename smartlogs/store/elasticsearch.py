@@ -59,6 +59,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from elasticsearch.helpers import streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
+from smartlogs.security import redact, redact_url
 from smartlogs.store.base import EventQuery, SearchResult
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
@@ -208,13 +209,13 @@ class ElasticsearchStore:
                  refresh: bool | str = False, max_retries: int = 8, window_seconds: int = 60,
                  request_timeout: float = 30.0, chunk_size: int = 2000,
                  backoff: float = 0.1, max_backoff: float = 5.0,
-                 client: Elasticsearch | None = None):
+                 client: Elasticsearch | None = None, client_kwargs: dict | None = None):
         if index_prefix != index_prefix.lower() or not index_prefix or any(
                 c in index_prefix for c in ' "*\\<|,>/?#:'):
             raise ValueError(f"invalid index prefix {index_prefix!r} (lowercase, no wildcards)")
         if window_seconds <= 0:
             raise ValueError("window_seconds must be positive")
-        self.url = url
+        self.url = redact_url(url)  # for messages: a user:password in the URL stays hidden
         self.index_prefix = index_prefix
         self.pattern = f"{index_prefix}-*"
         self.template_name = index_prefix
@@ -226,9 +227,10 @@ class ElasticsearchStore:
         self._refresh = ("true" if refresh else None) if isinstance(refresh, bool) else refresh
         self._backoff, self._max_backoff = backoff, max_backoff
         self._owns_client = client is None
+        # client_kwargs: credentials and TLS (smartlogs.security.es_client_kwargs)
         self._es = client or Elasticsearch(
             url, request_timeout=request_timeout, serializer=OrjsonSerializer(),
-            max_retries=2, retry_on_timeout=True,
+            max_retries=2, retry_on_timeout=True, **(client_kwargs or {}),
         )
         # the bulk path retries by itself: it must know which attempt got which answer
         self._bulk_es = self._es.options(max_retries=0, retry_on_timeout=False)
@@ -275,7 +277,9 @@ class ElasticsearchStore:
         try:
             resp = self._es.options(request_timeout=5).cluster.health()
         except (TransportError, ApiError) as exc:
-            return {"status": "unreachable", "error": str(exc)}
+            # wrong credentials (401) or too few privileges (403): say so, not "unreachable"
+            denied = getattr(exc, "status_code", None) in (401, 403)
+            return {"status": "unauthorized" if denied else "unreachable", "error": redact(exc)}
         return {"status": resp["status"], "nodes": resp["number_of_nodes"]}
 
     # -- sink -----------------------------------------------------------------------------

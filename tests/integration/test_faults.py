@@ -64,11 +64,19 @@ def test_broker_stopped_means_503_and_nothing_accepted_then_ingest_resumes(stack
         assert r.status_code == 503, r.text
         assert r.headers.get("retry-after") and r.json()["error"] == "queue_unavailable"
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 503
+        bridge_health = f"http://127.0.0.1:{stack['env']['SMARTLOGS_BRIDGE_METRICS_PORT']}/healthz"
+        while (hb := httpx.get(bridge_health, timeout=10)).status_code != 503:
+            assert time.monotonic() < deadline + 30, hb.text
+            time.sleep(0.5)
+        assert hb.json()["rabbitmq"] == "disconnected"
     finally:
         subprocess.run([str(SCRIPTS / "start.sh"), "rabbitmq"], check=True, env=engine_env, timeout=300)
     deadline = time.monotonic() + 90
     while httpx.get(f"{url}/healthz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "the API did not reconnect to RabbitMQ"
+        time.sleep(0.5)
+    while httpx.get(bridge_health, timeout=10).status_code != 200:  # the bridge is back too
+        assert time.monotonic() < deadline + 60, "the bridge did not reconnect"
         time.sleep(0.5)
     r = httpx.post(f"{url}/ingest", json={"message": "broker is back marker"}, timeout=30)
     assert r.status_code == 202, r.text

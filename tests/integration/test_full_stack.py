@@ -127,6 +127,12 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     bridge_m = f"http://127.0.0.1:{env['SMARTLOGS_BRIDGE_METRICS_PORT']}/metrics"
     worker_m = f"http://127.0.0.1:{env['SMARTLOGS_WORKER_METRICS_PORT']}/metrics"
     assert "smartlogs_bridge_produced_lines" in httpx.get(bridge_m).text
+    # readiness next to the metrics: the bridge consumes and produces, the worker's sink answers
+    hb = httpx.get(bridge_m.replace("/metrics", "/healthz")).json()
+    assert hb == {"status": "ok", "rabbitmq": "consuming", "kafka": "connected", "unacked": 0}, hb
+    hw = httpx.get(worker_m.replace("/metrics", "/healthz"))
+    assert hw.status_code == 200 and hw.json()["store"]["reachable"] is True, hw.text
+    assert hw.json()["kafka"]["assigned_partitions"] >= 1
     worker_text = httpx.get(worker_m).text
     assert 'smartlogs_events_processed_total{stage="sink"} 2000.0' in worker_text
     r = _cli(stack, "status", "--bridge-metrics", bridge_m, "--worker-metrics", worker_m,

@@ -228,3 +228,53 @@ def test_start_later_connects_in_the_background(rabbitmq):
             await _delete_queues(rabbitmq, queue)
 
     asyncio.run(main())
+
+
+def test_a_full_queue_refuses_new_batches_until_it_drains(rabbitmq):
+    """x-max-length-bytes + reject-publish: with nobody consuming (bridge or Kafka down), the
+    queue stops growing at its bound and the publisher gets a nack (the API answers 503)."""
+    queue, _ = _names()
+    items = [{"id": f"i{i}", "message": "x" * 200} for i in range(2)]  # ~450 bytes a message
+
+    async def main():
+        pub = AmqpPublisher(rabbitmq, queue, timeout=5.0, max_queue_bytes=2000)
+        try:
+            await pub.start()
+            accepted = 0
+            with pytest.raises(QueueUnavailable, match="broker refused"):
+                for n in range(50):
+                    await pub.publish(items, batch_id=f"b{n}")
+                    accepted += 1
+            assert 1 <= accepted <= 5
+            conn = await aio_pika.connect(rabbitmq, timeout=10)
+            async with conn:
+                ch = await conn.channel()
+                q = await ch.declare_queue(queue, passive=True)
+                assert q.declaration_result.message_count == accepted  # nothing dropped either
+                await q.purge()
+            await pub.publish(items, batch_id="after-drain")  # room again
+        finally:
+            await pub.close()
+            await _delete_queues(rabbitmq, queue)
+
+    asyncio.run(main())
+
+
+def test_an_existing_queue_with_other_arguments_is_used_as_it_is(rabbitmq):
+    queue, _ = _names()
+
+    async def main():
+        conn = await aio_pika.connect(rabbitmq, timeout=10)
+        async with conn:
+            await (await conn.channel()).declare_queue(queue, durable=True)  # no bound
+        pub = AmqpPublisher(rabbitmq, queue, timeout=5.0, max_queue_bytes=2000)
+        try:
+            await pub.start()  # PRECONDITION_FAILED on the bounded declare: falls back, warns
+            for n in range(10):  # unbounded: all taken
+                await pub.publish([{"id": f"i{n}", "message": "x" * 400}], batch_id=f"b{n}")
+            assert pub.published == 10
+        finally:
+            await pub.close()
+            await _delete_queues(rabbitmq, queue)
+
+    asyncio.run(main())
