@@ -59,3 +59,14 @@ def test_prometheus_scrapes_every_service_on_its_metrics_port():
     s = Settings()
     assert targets == {"smartlogs-api": f"api:{s.port}", "smartlogs-bridge": f"bridge:{s.bridge_metrics_port}",
                        "smartlogs-worker": f"worker:{s.worker_metrics_port}"}
+
+
+def test_every_smartlogs_service_has_a_readiness_healthcheck_on_its_own_port():
+    from smartlogs.settings import Settings
+
+    s = Settings()
+    svc = compose()["services"]
+    ports = {"api": s.port, "bridge": s.bridge_metrics_port, "worker": s.worker_metrics_port}
+    for name, port in ports.items():
+        test = " ".join(svc[name]["healthcheck"]["test"])
+        assert f"localhost:{port}/healthz" in test, (name, test)
