@@ -6,6 +6,10 @@
    0.5 s among the load and polled until it is searchable; p50/p99 of those ingest→searchable
    latencies.
 
+During the sustained phase the CPU time (utime+stime from /proc) of every process is recorded
+(api, bridge, worker, and the engines started by scripts/engines, found by their pid files),
+as µs of CPU per line: where the time goes.
+
 Needs the engines (make engines-up; eval "$(scripts/engines/env.sh)").
 
     python bench/bench_full_stack.py --lines 20000 --rate 2000 --seconds 20 --record bench/RESULTS.md
@@ -73,6 +77,28 @@ def start_stack(tag: str) -> tuple[str, dict, list]:
     return url, env, procs
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_pids() -> dict[str, int]:
+    """Pids of the engines scripts/engines runs (their pid files in the state dir)."""
+    state = Path(os.environ.get("SMARTLOGS_ENGINES_DIR", "/var/tmp/smartlogs-engines"))
+    out = {}
+    for name, rel in (("rabbitmq", "rabbitmq/rabbitmq.pid"), ("kafka", "kafka/kafka.pid"),
+                      ("elasticsearch", "elasticsearch/run/elasticsearch.pid")):
+        try:
+            out[name] = int((state / rel).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
 def total(url: str, **params) -> int:
     return httpx.get(f"{url}/api/events", params={"limit": 1, **params}, timeout=30).json()["total"]
 
@@ -138,7 +164,10 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     url, env, procs = start_stack(tag)
     try:
+        pids = {"api": procs[0].pid, "bridge": procs[1].pid, "worker": procs[2].pid, **engine_pids()}
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
         sus = sustained(url, path, args.lines)
+        cpu_us = {k: (cpu_seconds(p) - before[k]) / sus["lines"] * 1e6 for k, p in pids.items()}
         lat = latency(url, path, args.rate, args.seconds)
     finally:
         for p in procs:
@@ -162,6 +191,8 @@ def main() -> None:
         f"({sus['lines']:,} lines in {sus['seconds']:.1f} s; the client finished sending after {sus['send_s']:.1f} s) — target ≥ 5,000",
         f"- ingest→searchable latency at {lat['rate']:,.0f} lines/s offered for {lat['seconds']:.0f} s "
         f"({lat['samples']} probes): p50 **{lat['p50']:.2f} s**, p99 **{lat['p99']:.2f} s**, max {lat['max']:.2f} s — target p99 ≤ 2 s",
+        "- CPU per line during the sustained phase (µs): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items()),
         "",
     ])
     print(text)

@@ -62,7 +62,7 @@ _SECURITY_HEADERS = {
 
 PAGE_SIZE = 500          # events per store query while catching up
 # Elasticsearch: ``seq`` is the writer's clock in µs, taken *before* the bulk request, and each
-# daily index becomes searchable at its own refresh; an event can therefore appear after events
+# monthly/daily index becomes searchable at its own refresh; an event can therefore appear after events
 # with higher seqs, and a cursor that jumped to the highest visible seq would skip it (a replay
 # spanning many days lost 1,299 of 2,000 events that way). So on Elasticsearch the stream
 # (1) hands out only events older than a short lag (most are visible by then), and

@@ -129,6 +129,7 @@ def build_full(settings: Settings):
     from smartlogs.store.elasticsearch import ElasticsearchStore
 
     store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
+                               index_period=settings.es_index_period,
                                window_seconds=settings.window_seconds,
                                client_kwargs=es_client_kwargs(settings))
     return AmqpTransport(settings), store

@@ -89,7 +89,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9465, description="Worker: /metrics port (0: off).")
     metrics_host: str = Field("127.0.0.1", description="Bridge/worker: /metrics bind address.")
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
-    es_index_prefix: str = Field("smartlogs-events", description="Daily indices <prefix>-YYYY.MM.DD.")
+    es_index_prefix: str = Field("smartlogs-events", description="Indices <prefix>-YYYY.MM (or .DD).")
+    es_index_period: Literal["month", "day"] = Field(
+        "month", description="One Elasticsearch index per UTC month (or day) of event time. "
+        "Months keep replays of old logs on few shards; days suit high volume and finer retention.")
 
     # -- credentials and TLS (mapped to client arguments in smartlogs/security.py only) ----
     # secrets are SecretStr: never shown by repr(), never logged (security.register_secrets)

@@ -11,8 +11,13 @@ line: Faust's per-message cost (~200 µs, architecture.md) is then shared by the
 Per message the ``process`` agent runs the pipeline, writes the events to Elasticsearch
 (bulk, ``op_type=create`` with the event id as ``_id``: a re-delivered batch is absorbed),
 sends documents Elasticsearch rejects to the dead-letter topic, and adds the **new** events
-(those the sink did not already have) to the ``window_counts`` table, one update per key
-per batch. The table is backed by its Kafka changelog, so a restarted worker recovers its
+(those the sink did not already have) to the ``window_counts`` table: one entry per (source
+partition, window start) holding that window's counts per (dimension, key) — scoped by
+partition so that each key has one writer and one changelog partition, whichever hosts share
+a window — so a batch costs one changelog
+record per window it touches rather than one per (window, dimension, key): ~6x fewer for a
+replay of an old log whose lines each fall in a minute of their own, ~50x fewer for live
+logs. The table is backed by its Kafka changelog, so a restarted worker recovers its
 windows. The offset of a message is committed only after the agent moved past it, i.e.
 after the sink acknowledged the write.
 
@@ -28,17 +33,20 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
+from contextlib import contextmanager
 from functools import partial
 
 import faust
 import orjson
+from faust.streams import _current_event  # see _attributed_to
 
 from smartlogs import metrics
 from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
-from streams.windows import count_windows
+from streams.windows import count_windows, fold_window_counts, summarize_windows
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +78,12 @@ raw_topic = app.topic(settings.kafka_topic, key_type=bytes, value_type=bytes,
                       partitions=settings.kafka_partitions)
 dead_letters = app.topic(settings.kafka_dlq_topic, value_type=bytes, value_serializer="raw")
 
-# (window start, dimension, key) → count, over events the sink newly stored
-window_counts = app.Table("window_counts", default=int, partitions=settings.kafka_partitions,
-                          key_type=str, value_type=int)
+# "partition|window start" → {"dimension|key": count}, over events the sink newly stored, per
+# source partition (a window's totals are the sum over partitions). A dict value is replaced,
+# never mutated in place: only an assignment writes the changelog.
+window_counts = app.Table("window_counts_by_window", default=dict,
+                          partitions=settings.kafka_partitions, key_type=str)
+                          # (no value_type: values go through the changelog as plain JSON objects)
 
 _config = PipelineConfig.from_settings(settings)
 _ckpt = settings.data_dir / "worker.ckpt"
@@ -93,13 +104,10 @@ def store():
         from smartlogs.store.elasticsearch import ElasticsearchStore
 
         _store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
+                                    index_period=settings.es_index_period,
                                     dead_letter=_dead_letter, window_seconds=WINDOW,
                                     client_kwargs=es_client_kwargs(settings))
     return _store
-
-
-def window_key(start: float, dim: str, key: str) -> str:
-    return f"{int(start)}|{dim}|{key}"
 
 
 SINK_RETRY_CAP = 30.0  # seconds between attempts while Elasticsearch stays unavailable
@@ -163,43 +171,90 @@ def health() -> tuple[bool, dict]:
     return es_ok and not waiting, detail
 
 
+@contextmanager
+def _attributed_to(event):
+    """Table updates inside are attributed to ``event`` (its partition's changelog), as if it
+    were the stream's current event: a batch's window counts are folded in once its write
+    completed, which is while the NEXT message is already current."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+async def _finish(stream, pending) -> None:
+    """Wait for a batch's write, then count it, fold its windows, dead-letter rejections and
+    ack its message: the offset becomes committable only now, after the sink took it."""
+    write, event, items, events = pending
+    await write
+    new = [e for e in events if "seq" in e]
+    metrics.EVENTS_PROCESSED.labels("sink").inc(len(new))
+    metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
+    metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
+    metrics.LAST_EVENT.labels("sink").set(time.time())
+    log.info("stored %d new of %d events", len(new), len(events),
+             extra={"correlation_id": correlation_ids(items)})
+    with _attributed_to(event):
+        # keys scoped by the source partition: one writer per key, one changelog partition
+        fold_window_counts(window_counts, count_windows(new, WINDOW),
+                           scope=f"{event.message.partition}|")
+    with _rejected_lock:
+        rejected, _rejected[:] = list(_rejected), []
+    for doc in rejected:
+        await dead_letters.send(value=orjson.dumps(doc, default=str))
+    metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
+    await stream.ack(event)
+
+
 @app.agent(raw_topic)
 async def process(batches):
+    """One Kafka message = one batch. Acks are manual: a message is acknowledged only after
+    Elasticsearch took its events (``_finish``). Two batches overlap: while batch N is being
+    written (Elasticsearch indexing on its own core, the write in a thread), batch N+1 goes
+    through the pipeline; N is finished before N+1's write starts, so writes, window folds
+    and acks stay in order."""
     loop = asyncio.get_running_loop()
-    async for value in batches:
-        try:
-            items = orjson.loads(value)
-            if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
-                raise ValueError("expected a JSON array of items with ids")
-        except ValueError as exc:
-            await dead_letters.send(value=orjson.dumps({"error": f"undecodable batch: {exc}",
-                                                        "body": value.decode("utf-8", "replace")}))
-            metrics.DEAD_LETTERED.labels("worker").inc()
-            continue
-        try:
-            events = pipeline.process(items)
-        except Exception as exc:  # noqa: BLE001 - a bug must not crash the agent past the batch
-            log.exception("pipeline failed on a batch of %d; dead-lettered", len(items))
-            await dead_letters.send(value=orjson.dumps({"error": f"pipeline failed: {exc!r}",
-                                                        "items": items}, default=str))
-            metrics.DEAD_LETTERED.labels("worker").inc()
-            continue
-        metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        await _write_until_taken(loop, events)
-        new = [e for e in events if "seq" in e]
-        metrics.EVENTS_PROCESSED.labels("sink").inc(len(new))
-        metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
-        metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
-        metrics.LAST_EVENT.labels("sink").set(time.time())
-        log.info("stored %d new of %d events", len(new), len(events),
-                 extra={"correlation_id": correlation_ids(items)})
-        for (start, dim, key), n in count_windows(new, WINDOW).items():
-            window_counts[window_key(start, dim, key)] += n
-        with _rejected_lock:
-            rejected, _rejected[:] = list(_rejected), []
-        for doc in rejected:
-            await dead_letters.send(value=orjson.dumps(doc, default=str))
-        metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
+    stream = batches.noack()
+    pending = None  # (write task, event, items, events) of the batch being written
+    try:
+        async for event in stream.events():
+            value = event.value
+            error = None
+            try:
+                items = orjson.loads(value)
+                if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i
+                                                          for i in items):
+                    raise ValueError("expected a JSON array of items with ids")
+            except ValueError as exc:
+                error = {"error": f"undecodable batch: {exc}",
+                         "body": value.decode("utf-8", "replace")}
+            else:
+                try:
+                    events = pipeline.process(items)  # overlaps with the pending write
+                except Exception as exc:  # noqa: BLE001 - never crash the agent past a batch
+                    log.exception("pipeline failed on a batch of %d; dead-lettered", len(items))
+                    error = {"error": f"pipeline failed: {exc!r}", "items": items}
+            if error is not None:
+                if pending is not None:  # keep acks in order
+                    await _finish(stream, pending)
+                    pending = None
+                await dead_letters.send(value=orjson.dumps(error, default=str))
+                metrics.DEAD_LETTERED.labels("worker").inc()
+                await stream.ack(event)
+                continue
+            metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
+            if pending is not None:
+                await _finish(stream, pending)
+            pending = (asyncio.ensure_future(_write_until_taken(loop, events)), event, items,
+                       events)
+            if not stream.channel.empty():  # more is waiting: overlap with the next batch
+                continue
+            await _finish(stream, pending)  # idle: finish now rather than at the next message
+            pending = None
+    finally:
+        if pending is not None and not pending[0].done():
+            pending[0].cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
 
 
 @app.timer(interval=5.0)
@@ -224,8 +279,7 @@ _last_summary: tuple | None = None
 async def table_summary() -> None:
     """Log the windows table's size when it changes (after a restart: what was recovered)."""
     global _last_summary
-    total = sum(v for k, v in window_counts.items() if k.split("|", 2)[1] == "total")
-    summary = (len(window_counts), total)
+    summary = summarize_windows(window_counts.values())
     if summary != _last_summary:
         _last_summary = summary
         log.info("window_counts: %d keys, total=%d events", summary[0], summary[1])

@@ -329,6 +329,32 @@ def test_retention_deletes_whole_old_days(make_store, loghub):
     assert store.search(EventQuery(since=day_start, limit=0)).total == kept
 
 
+def old_day_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y.%m.%d")
+
+
+def test_monthly_indices_and_their_retention(make_store, loghub):
+    """index_period="month" (the settings' default): one index per month of event time; a
+    replay of Linux_2k (44 days) touches two indices, not 44; retention deletes whole months,
+    and also the daily indices a store made before the period changed."""
+    daily = make_store(refresh="wait_for")
+    store = make_store(refresh="wait_for", index_prefix=daily.index_prefix, index_period="month")
+    events = linux_events(loghub, 2000)
+    assert store.write(events, window_seconds=WINDOW) == 2000
+    months = sorted({e["timestamp"][:7].replace("-", ".") for e in events})
+    assert store.indices() == [f"{store.index_prefix}-{m}" for m in months] and len(months) == 2
+    assert store.search(EventQuery(q="authentication failure", limit=0)).total > 0
+    old_day = dict(events[0], id="old-day", ts=events[0]["ts"] - 90 * 86400)
+    assert daily.write([old_day], window_seconds=WINDOW) == 1  # a daily index, months earlier
+    first_of_july = next(e["ts"] for e in events if e["timestamp"][:7] == months[1].replace(".", "-"))
+    old_day_index = f"{store.index_prefix}-{old_day_iso(old_day['ts'])}"
+    deleted = store.delete_before(first_of_july)
+    assert sorted(deleted) == sorted([old_day_index, f"{store.index_prefix}-{months[0]}"])
+    assert store.indices() == [f"{store.index_prefix}-{months[1]}"]
+    with pytest.raises(ValueError, match="index_period"):
+        ElasticsearchStore("http://127.0.0.1:1", index_prefix="x", index_period="week")
+
+
 def test_newest_first_and_tail_cursor(make_store, loghub):
     store = make_store(refresh="wait_for")
     first = linux_events(loghub, 300)
