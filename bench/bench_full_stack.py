@@ -8,7 +8,8 @@
 
 During the sustained phase the CPU time (utime+stime from /proc) of every process is recorded
 (api, bridge, worker, and the engines started by scripts/engines, found by their pid files),
-as µs of CPU per line: where the time goes.
+as µs of CPU per line: where the time goes; and the peak resident memory of each, since the
+sustained phase is an overload (the client sends ~100,000 lines/s).
 
 Needs the engines (make engines-up; eval "$(scripts/engines/env.sh)").
 
@@ -84,6 +85,25 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PeakRss(threading.Thread):
+    """Peak resident memory (MiB) of each process, sampled every 0.2 s from /proc."""
+
+    def __init__(self, pids: dict[str, int]):
+        super().__init__(daemon=True)
+        self.pids, self.peak, self.done = pids, dict.fromkeys(pids, 0.0), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            for name, pid in self.pids.items():
+                try:
+                    kb = next(int(line.split()[1]) for line in
+                              Path(f"/proc/{pid}/status").read_text().splitlines()
+                              if line.startswith("VmRSS:"))
+                except (OSError, StopIteration):
+                    continue
+                self.peak[name] = max(self.peak[name], kb / 1024)
 
 
 def engine_pids() -> dict[str, int]:
@@ -166,7 +186,10 @@ def main() -> None:
     try:
         pids = {"api": procs[0].pid, "bridge": procs[1].pid, "worker": procs[2].pid, **engine_pids()}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
+        rss = PeakRss(pids)
+        rss.start()
         sus = sustained(url, path, args.lines)
+        rss.done.set()
         cpu_us = {k: (cpu_seconds(p) - before[k]) / sus["lines"] * 1e6 for k, p in pids.items()}
         lat = latency(url, path, args.rate, args.seconds)
     finally:
@@ -193,6 +216,9 @@ def main() -> None:
         f"({lat['samples']} probes): p50 **{lat['p50']:.2f} s**, p99 **{lat['p99']:.2f} s**, max {lat['max']:.2f} s — target p99 ≤ 2 s",
         "- CPU per line during the sustained phase (µs): "
         + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items()),
+        "- peak RSS during the sustained phase, an overload (the client sends far faster than the "
+        "stack indexes, RabbitMQ and Kafka hold the backlog), MiB: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in rss.peak.items()),
         "",
     ])
     print(text)
