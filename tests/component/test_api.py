@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 
-import orjson
 import pytest
 
 from tests.conftest import wait_stored
