@@ -56,6 +56,29 @@ def _stuck(lag: float | None, last: float | None, now: float, after: float) -> s
     return None
 
 
+def readiness(metrics_url: str) -> tuple[bool, str | None] | None:
+    """The bridge's or worker's ``/healthz`` next to its ``/metrics``: (ready, what is wrong),
+    or None when it has none to offer (unreachable, or an older version without it)."""
+    url = metrics_url.rsplit("/metrics", 1)[0] + "/healthz"
+    try:
+        r = httpx.get(url, timeout=5)
+        body = r.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if r.status_code == 200:
+        return True, None
+    if r.status_code != 503 or not isinstance(body, dict):
+        return None
+    parts = []
+    for key, value in body.items():
+        if key == "status":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, ""))
+        parts.append(f"{key}: {value}")
+    return False, redact("; ".join(parts))[:300]
+
+
 def collect_status(api_url: str, *, bridge_metrics: str | None = None,
                    worker_metrics: str | None = None, interval: float = 2.0,
                    stuck_after: float = 60.0) -> tuple[str, list[Stage]]:
@@ -128,5 +151,8 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
                        errors=_sum(second, "smartlogs_sink_failures_total")
                        + _sum(second, "smartlogs_dead_lettered_total"), last_event=last)
             st.problem = _stuck(st.lag, last, now, stuck_after)
+        ready = readiness(url)
+        if ready is not None and not ready[0]:  # its own readiness says it cannot work now
+            st.up, st.problem = False, f"not ready: {ready[1]}"
         stages.append(st)
     return mode, stages

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_full_stack import _logs, _wait_total, stack  # noqa: F401
+from tests.integration.test_full_stack import _cli, _logs, _wait_total, stack  # noqa: F401
 
 pytestmark = [pytest.mark.engines, pytest.mark.timeout(900)]
 
@@ -134,6 +134,12 @@ def test_elasticsearch_stopped_30s_during_a_20k_replay(stack, loghub):
                                  "/healthz")
                 hw = httpx.get(worker_health, timeout=30)
                 assert hw.status_code == 503 and hw.json()["store"]["reachable"] is False, hw.text
+                # and `smartlogs status` says which stage cannot work, exiting non-zero
+                metrics = {v: f"http://127.0.0.1:{stack['env'][f'SMARTLOGS_{v.upper()}_METRICS_PORT']}/metrics"
+                           for v in ("bridge", "worker")}
+                st = _cli(stack, "status", "--bridge-metrics", metrics["bridge"],
+                          "--worker-metrics", metrics["worker"], "--interval", "0.5")
+                assert st.returncode != 0 and "not ready" in st.stdout, st.stdout + st.stderr
                 time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
                 # the worker waits for the sink (retrying with backoff) instead of dying
                 assert all(p.poll() is None for p in stack["procs"].values()), _logs(stack)
