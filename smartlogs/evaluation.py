@@ -234,7 +234,9 @@ def eval_parsing(log: Path, structured: Path | None = None, *, messages_only: bo
             fields[col] = {"field": best, "agreement": count / m if m else 0.0}
         result["fields"] = fields
     truth = [r["EventId"] for r in rows[:m]]
-    predicted = [e["template_id"] for e in events[:m]]
+    # an id emitted before its enumeration merged is scored as the group that took it over
+    resolve = pipeline.miner.resolve
+    predicted = [resolve(e["template_id"]) for e in events[:m]]
     result["grouping_accuracy"] = grouping_accuracy(truth, predicted)
     result["true_templates"] = len(set(truth))
     result["predicted_templates"] = len(set(predicted))

@@ -109,7 +109,7 @@ def test_a_port_is_a_number_apart_from_its_address():
 
 
 def test_a_generalised_slot_keeps_its_label_and_values_lose_it():
-    m = TemplateMiner()
+    m = TemplateMiner(enumeration=1)  # no enumerations: a second user name is a value at once
     head = "authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser="
     m.mine(f"{head} rhost=10.0.0.1  user=root")
     b = m.mine(f"{head} rhost=host-7.example.net  user=guest")
@@ -167,9 +167,78 @@ def test_a_checkpoint_of_the_previous_state_version_is_migrated():
     state["_cache"] = {"connection from <IP> closed": m._cache["connection from <IP>:<NUM> closed"]}
     old = TemplateMiner.__new__(TemplateMiner)
     old.__setstate__(state)
-    assert old.version == 2 and old._tokens == {} and old._cache == {}
+    assert old.version == 3 and old._tokens == {} and old._cache == {}
     assert old.template_count == 1
     again = old.mine("connection from 10.0.0.7:23 closed")
     assert again.template_id == a.template_id and not again.is_new
     assert pickle.loads(pickle.dumps(old)).mine("connection from 1.2.3.4:5 closed").template_id \
         == a.template_id
+
+
+AUTH = "authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=10.0.0.{} user={}"
+
+
+def test_a_few_word_values_of_a_key_are_an_enumeration():
+    m = TemplateMiner()  # enumeration=4
+    root = [m.mine(AUTH.format(i, "root")) for i in range(20)]
+    guest = m.mine(AUTH.format(1, "guest"))
+    test = m.mine(AUTH.format(2, "test"))
+    assert len({r.template_id for r in root}) == 1
+    assert len({root[0].template_id, guest.template_id, test.template_id}) == 3
+    assert guest.is_new and guest.template.endswith("user=guest")
+    assert m.mine(AUTH.format(3, "guest")).template_id == guest.template_id
+    assert m.mine(AUTH.format(4, "root")).template_id == root[0].template_id
+    assert m.template_count == 3
+    assert m.resolve(guest.template_id) == guest.template_id  # nothing merged yet
+
+
+def test_an_enumeration_with_too_many_values_merges_into_one_variable():
+    m = TemplateMiner()
+    ids = [m.mine(AUTH.format(i, u)).template_id
+           for i, u in enumerate(["root", "root", "ftp", "git", "mysql"])]
+    assert len(set(ids)) == 4 and m.template_count == 4
+    fifth = m.mine(AUTH.format(9, "uucp"))  # the fifth value: user= is a variable
+    assert not fifth.is_new
+    assert fifth.template_id == ids[0]  # the first group takes the others over
+    assert fifth.template.endswith("rhost=<IP> user=<*>")
+    assert fifth.params[-1] == "uucp"
+    assert fifth.seen_before == 5  # the merged groups' lines count
+    assert m.template_count == 1
+    assert {m.resolve(t) for t in ids} == {ids[0]}  # ids emitted before the merge resolve
+    # lines seen before (memoised on a merged group) and new names go to the merged group
+    assert m.mine(AUTH.format(2, "ftp")).template_id == ids[0]
+    assert m.mine(AUTH.format(5, "sshd")).template_id == ids[0]
+    assert m.resolve("T999") == "T999" and m.resolve("unparsed") == "unparsed"
+
+
+def test_enumerations_survive_a_checkpoint():
+    import pickle
+
+    m = TemplateMiner()
+    ids = [m.mine(AUTH.format(i, u)).template_id for i, u in enumerate(["root", "ftp", "git"])]
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.mine(AUTH.format(7, "git")).template_id == ids[2]
+    assert m2.mine(AUTH.format(7, "mysql")).is_new  # the fourth value, still apart
+    merged = m2.mine(AUTH.format(7, "uucp"))
+    assert merged.template_id == ids[0] and m2.template_count == 1
+    m3 = pickle.loads(pickle.dumps(m2))
+    assert m3.resolve(ids[2]) == ids[0]
+    assert m3.mine(AUTH.format(8, "ftp")).template_id == ids[0]
+
+
+def test_a_version_2_checkpoint_loads_without_enumerations():
+    m = TemplateMiner()
+    a = m.mine(AUTH.format(1, "root"))
+    state = m.__getstate__()
+    for key in ("aliases", "enumeration"):
+        state.pop(key)
+    state["version"] = 2
+    for leaf in state["_leaves"].values():
+        for g in leaf:
+            g.family = None
+    old = TemplateMiner.__new__(TemplateMiner)
+    old.__setstate__(state)
+    g = next(iter(old._leaves.values()))[0]
+    g.__setstate__((g.cluster_id, g.tokens, g.size))  # how version 2 pickled a group
+    assert old.mine(AUTH.format(2, "root")).template_id == a.template_id
+    assert old.mine(AUTH.format(3, "guest")).is_new
