@@ -46,8 +46,13 @@ The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, exce
 another way, and host_burst 0.5, the least specific)
 and the River ``HalfSpaceTrees`` score of the whole vector (weight 0.3: unusual
 *combinations*). A line is flagged when its score reaches both ``min_score`` and the
-running ``quantile`` of recent scores; its ``reason`` names each piece of evidence that
-was strong, with the numbers behind it, in words a person can act on.
+running ``quantile`` of the scores seen so far; its ``reason`` names each piece of evidence
+that was strong, with the numbers behind it, in words a person can act on. The quantile
+counts normal lines and the *first* line of each incident (lines above the threshold with
+the same strongest evidence for the same host or pattern, less than ``INCIDENT_GAP`` apart):
+a flood of a thousand lines is one event, and does not lift the threshold over the next,
+different anomaly (before, the injected episodes of the synthetic streams pushed it to 1.0,
+and live recall fell to 0.0 for the kinds that come as a single line).
 
 The feature vector also keeps the plain inputs (``rarity``, ``new_template``, ``length``,
 ``unparsed``) for the trees and for consumers that read them.
@@ -110,6 +115,10 @@ W_HST = 0.3
 # stays below the flagging floor, with anything else it counts
 WEIGHTS = {"host_burst": 0.5}
 ERRORISH = 0.5  # severity from which a line counts as an error (WARNING and worse)
+# lines above the threshold with the same strongest evidence (the same host's flood, the same
+# pattern's burst) less than this apart (event time) are one incident for the threshold
+INCIDENT_GAP = 60.0
+_MAX_INCIDENTS = 10_000
 
 _LN20 = math.log(20.0)
 _LN10 = math.log(10.0)
@@ -426,6 +435,8 @@ class AnomalyScorer:
         # parameter slots per (template, position)
         self._slots: dict[str, list[_Slot]] = {}
         self._numbers: dict[str, float | None] = {}  # parameter text -> signed log1p, memo
+        # incidents above the threshold: key -> event time of its latest line
+        self._incidents: dict[tuple, float] = {}
 
     def __setstate__(self, state: dict) -> None:
         if "_slots" not in state:  # a checkpoint of the scorer before the evidence model:
@@ -437,6 +448,7 @@ class AnomalyScorer:
             state = fresh.__dict__
             state["hst"] = old["hst"]
             state["seen"] = old.get("seen", 0)
+        state.setdefault("_incidents", {})  # checkpoints from before incidents
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
             state["_err_fleet"] = [0.0, 0.0, 0.0]
@@ -532,7 +544,7 @@ class AnomalyScorer:
                "level": level, "tokens": tokens, "template_id": template_id,
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
-               "param": param_what}
+               "param": param_what, "ts": t_ev}
         return x, ctx
 
     def _error_share(self, host: str, ts: float, level: float) -> tuple[float, float | None]:
@@ -704,9 +716,39 @@ class AnomalyScorer:
         s = 1.0 - keep
         if warming:
             return Score(s, False, None, True, x)
-        self.threshold.update(s)
-        flagged = s >= self.min_score and s >= self.threshold.value
+        threshold = self.threshold.value
+        # the threshold learns from the normal lines and from the *first* line of each
+        # incident: a flood or burst of a thousand lines is one event, and must not lift the
+        # quantile over the next, different anomaly
+        if s < threshold or not self._same_incident(x, ctx):
+            self.threshold.update(s)
+        flagged = s >= self.min_score and s >= threshold
         return Score(s, flagged, explain(x, ctx) if flagged else None, False, x)
+
+    def _same_incident(self, x: dict[str, float], ctx: dict) -> bool:
+        """Whether a line above the threshold continues an incident already counted: the
+        same strongest evidence for the same host or pattern, within ``INCIDENT_GAP``."""
+        kind = max(EVIDENCE, key=x.__getitem__)
+        if x[kind] < 0.3:
+            return False  # no one kind of evidence stands out (severity, the trees)
+        host, tid = ctx.get("host"), ctx.get("template_id")
+        if kind in ("host_burst", "error_burst", "silence"):
+            key = (kind, host)
+        elif kind == "template_burst":
+            key = (kind, host if ctx.get("burst_host") else None, tid)
+        elif kind == "param":
+            key = (kind, tid, (ctx.get("param") or (None,))[0])
+        elif kind == "recurrence":
+            key = (kind, host, tid)
+        else:
+            key = (kind, tid)
+        ts = ctx.get("ts") or 0.0
+        incidents = self._incidents
+        last = incidents.get(key)
+        if len(incidents) >= _MAX_INCIDENTS and last is None:
+            incidents.clear()
+        incidents[key] = ts if last is None else max(ts, last)
+        return last is not None and abs(ts - last) <= INCIDENT_GAP
 
 
 def _dur(seconds: float | None) -> str:

@@ -330,3 +330,37 @@ def test_pair_rates_are_bounded():
         r.add(("h", f"T{k}"), float(k))
     assert len(r._state) <= 100
     assert ("h", "T999") in r._state and ("h", "T0") not in r._state
+
+
+def test_a_long_flood_is_one_incident_for_the_threshold():
+    s = AnomalyScorer(window_size=50)
+    t = 0.0
+    for i in range(3000):  # a calm fleet: 7 patterns over 4 hosts, a line a second
+        t += 1.0
+        s.score(*_x(s, tid=f"T{i % 7}", seen=i // 7, host=f"h{i % 4}", ts=t))
+    before = s.threshold.value
+    flood = []
+    for k in range(1500):  # one host floods one error pattern, 10 lines a second
+        t += 0.1
+        flood.append(s.score(*_x(s, tid="T50", seen=k, level="ERROR", host="h1", ts=t)))
+    assert flood[0].is_anomaly or any(r.is_anomaly for r in flood[:20])
+    # every flood line above the threshold after the first of its incident is not counted,
+    # so the threshold stays where the calm stream put it ...
+    assert s.threshold.value <= max(before, 0.75)
+    # ... and the next, different anomaly is still flagged
+    t += 1.0
+    other = s.score(*_x(s, tid="T99", seen=0, new=True, level="ERROR", host="h3", ts=t))
+    assert other.is_anomaly and "first time this message pattern (T99)" in other.reason
+
+
+def test_incidents_are_keyed_by_the_strongest_evidence_and_expire():
+    s = AnomalyScorer()
+    x = dict.fromkeys(FEATURES, 0.0)
+    burst = {**x, "error_burst": 0.9, "template_burst": 0.5}
+    ctx = {"host": "h1", "template_id": "T5", "ts": 100.0}
+    assert not s._same_incident(burst, ctx)  # the first line of an incident counts
+    assert s._same_incident(burst, {**ctx, "template_id": "T6", "ts": 130.0})  # same host's flood
+    assert not s._same_incident(burst, {**ctx, "host": "h2", "ts": 131.0})  # another host
+    assert not s._same_incident(burst, {**ctx, "ts": 300.0})  # more than a minute later
+    assert not s._same_incident({**x, "severity": 1.0}, ctx)  # no evidence stands out
+    assert pickle.loads(pickle.dumps(s))._incidents == s._incidents
