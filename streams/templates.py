@@ -167,12 +167,6 @@ class _Family:
         self.pos = pos
         self.members = [first]
 
-    def __getstate__(self):
-        return (self.pos, self.members)
-
-    def __setstate__(self, state):
-        self.pos, self.members = state
-
 
 # ``key=value`` with a word value (no digit, no mask): a value from a small set, maybe
 _KEY_WORD = re.compile(r"([A-Za-z_][\w.-]*=)([A-Za-z_][\w.-]*)")

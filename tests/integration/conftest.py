@@ -56,33 +56,15 @@ def kafka(engine_env):
     slower per record on this machine)."""
     _ensure("kafka")
     bootstrap = engine_env["SMARTLOGS_KAFKA_BOOTSTRAP"]
-    before = _kafka_topics(bootstrap)
+    before = _kafka_admin(bootstrap, _topics)
     yield bootstrap
     if before is not None:
         _kafka_delete_new_topics(bootstrap, before)
 
 
-def _kafka_topics(bootstrap: str) -> set[str] | None:
-    import asyncio
-
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def run():
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            return set(await admin.list_topics())
-        finally:
-            await admin.close()
-
-    try:
-        return asyncio.run(run())
-    except Exception as exc:  # noqa: BLE001 - cleanup is a courtesy, never a test failure
-        print(f"warning: could not list Kafka topics ({exc}); this session's topics are kept")
-        return None
-
-
-def _kafka_delete_new_topics(bootstrap: str, before: set[str]) -> None:
+def _kafka_admin(bootstrap: str, action):
+    """Run ``await action(admin)`` with a Kafka admin client; None (and a warning) if Kafka
+    cannot be reached: the clean-up is a courtesy, never a test failure."""
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
@@ -91,16 +73,28 @@ def _kafka_delete_new_topics(bootstrap: str, before: set[str]) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
         await admin.start()
         try:
-            new = sorted(set(await admin.list_topics()) - before)
-            for i in range(0, len(new), 50):
-                await admin.delete_topics(new[i:i + 50])
+            return await action(admin)
         finally:
             await admin.close()
 
     try:
-        asyncio.run(run())
+        return asyncio.run(run())
     except Exception as exc:  # noqa: BLE001
-        print(f"warning: could not delete this session's Kafka topics: {exc}")
+        print(f"warning: Kafka topic clean-up skipped: {exc}")
+        return None
+
+
+async def _topics(admin) -> set[str]:
+    return set(await admin.list_topics())
+
+
+def _kafka_delete_new_topics(bootstrap: str, before: set[str]) -> None:
+    async def delete(admin):
+        new = sorted(await _topics(admin) - before)
+        for i in range(0, len(new), 50):
+            await admin.delete_topics(new[i:i + 50])
+
+    _kafka_admin(bootstrap, delete)
 
 
 @pytest.fixture(scope="session")
