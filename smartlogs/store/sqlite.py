@@ -26,13 +26,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections import Counter
 from pathlib import Path
 
 import orjson
 
 from smartlogs.store.base import EventQuery, SearchResult
-from streams.windows import count_windows
 
 __all__ = ["SqliteStore"]
 
@@ -90,6 +88,51 @@ _COLUMNS = (
     "warming_up", "parse_ok", "format", "truncated", "fields",
 )
 _INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# a batch arrives as one JSON array of event objects; ->> yields SQL values (JSON text for
+# params/fields, 1/0 for booleans)
+_JSON_VALUES = {
+    "seq": "value ->> '$.seq'", "params": "value ->> '$.params'",
+    "fields": "nullif(value ->> '$.fields', '{}')",
+}
+_INSERT_JSON = (
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(_JSON_VALUES.get(c, f"value ->> '$.{c}'") for c in _COLUMNS)
+    + " FROM json_each(?)"
+)
+_INSERT_FTS = "INSERT INTO events_fts (rowid, message) SELECT seq, message FROM events WHERE seq BETWEEN ? AND ?"
+# window counts and template rows of the batch just inserted (seq ?1..?2), as
+# streams.windows.count_windows and the pipeline define them: window start = floor(ts / size)
+# * size (?3 = size), a missing host/component/level counts as "-"; a template keeps the
+# newest text, the first example ever seen, the earliest and latest event time
+_UPSERT_WINDOWS = """
+WITH b AS (
+    SELECT CAST(?3 * (CAST(ts / ?3 AS INTEGER) - (ts / ?3 < CAST(ts / ?3 AS INTEGER))) AS REAL) AS w,
+           coalesce(nullif(host, ''), '-') AS host, coalesce(nullif(component, ''), '-') AS component,
+           coalesce(nullif(level, ''), '-') AS level, template_id, anomaly
+    FROM events WHERE seq BETWEEN ?1 AND ?2
+)
+INSERT INTO windows (start, dim, key, count)
+SELECT w, dim, key, count(*) FROM (
+    SELECT w, 'total' AS dim, '*' AS key FROM b
+    UNION ALL SELECT w, 'host', host FROM b
+    UNION ALL SELECT w, 'component', component FROM b
+    UNION ALL SELECT w, 'level', level FROM b
+    UNION ALL SELECT w, 'template', template_id FROM b
+    UNION ALL SELECT w, 'anomaly', '*' FROM b WHERE anomaly
+) WHERE true GROUP BY w, dim, key
+ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count
+"""
+_UPSERT_TEMPLATES = """
+INSERT INTO templates (id, template, count, first_ts, last_ts, example)
+SELECT g.template_id, newest.template, g.n, g.lo, g.hi, oldest.message
+FROM (SELECT template_id, count(*) AS n, min(ts) AS lo, max(ts) AS hi,
+             min(seq) AS s0, max(seq) AS s1
+      FROM events WHERE seq BETWEEN ?1 AND ?2 GROUP BY template_id) g
+JOIN events oldest ON oldest.seq = g.s0 JOIN events newest ON newest.seq = g.s1
+WHERE true
+ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + excluded.count,
+    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
+"""
 _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
 _TOKEN = re.compile(r"[^\W_]+")  # how FTS5's unicode61 tokenizer splits words
 
@@ -179,34 +222,18 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             new = self._new_only(conn, events)
-            seq = self._next_seq
-            rows, fts = [], []
+            first = seq = self._next_seq
             for e in new:
-                rows.append((
-                    seq, e["id"], e["ts"], e["timestamp"], e["received"], e["source"], e["host"],
-                    e["component"], e["pid"], e["level"], e["message"], e["raw"], e["template_id"],
-                    e["template"], orjson.dumps(e["params"]), e["score"], e["anomaly"], e["reason"],
-                    e["warming_up"], e["parse_ok"], e["format"], e["truncated"],
-                    orjson.dumps(e["fields"]) if e["fields"] else None,
-                ))
-                fts.append((seq, e["message"]))
                 e["seq"] = seq
                 seq += 1
-            conn.executemany(_INSERT, rows)
-            conn.executemany("INSERT INTO events_fts (rowid, message) VALUES (?, ?)", fts)
-            conn.executemany(
-                "INSERT INTO windows (start, dim, key, count) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count",
-                [(w, d, k, n) for (w, d, k), n in count_windows(new, window_seconds).items()],
-            )
-            conn.executemany(
-                "INSERT INTO templates (id, template, count, first_ts, last_ts, example) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "template = excluded.template, count = count + excluded.count, "
-                "first_ts = min(first_ts, excluded.first_ts), "
-                "last_ts = max(last_ts, excluded.last_ts)",
-                _template_rows(new),
-            )
+            if new:
+                # one statement per table for the whole batch: SQLite runs it with the GIL
+                # released, so storing batch k overlaps with the pipeline working on batch k+1
+                # (a row-by-row executemany takes the GIL back for every row)
+                conn.execute(_INSERT_JSON, (orjson.dumps(new),))
+                conn.execute(_INSERT_FTS, (first, seq - 1))
+                conn.execute(_UPSERT_WINDOWS, (first, seq - 1, window_seconds))
+                conn.execute(_UPSERT_TEMPLATES, (first, seq - 1))
             if applied_seq:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('stored_seq', ?) "
@@ -223,12 +250,9 @@ class SqliteStore:
     @staticmethod
     def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
         """Drop events whose id is already stored (or repeated within the batch)."""
-        seen: set[str] = set()
-        ids = [e["id"] for e in events]
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = f"SELECT id FROM events WHERE id IN ({','.join('?' * len(chunk))})"
-            seen.update(r[0] for r in conn.execute(q, chunk))
+        ids = orjson.dumps([e["id"] for e in events])
+        seen = {r[0] for r in conn.execute(
+            "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
         out = []
         for e in events:
             if e["id"] not in seen:
@@ -345,22 +369,6 @@ class SqliteStore:
 
     def count_events(self) -> int:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
-
-
-def _template_rows(events: list[dict]) -> list[tuple]:
-    agg: dict[str, list] = {}
-    counts: Counter = Counter()
-    for e in events:
-        tid = e["template_id"]
-        counts[tid] += 1
-        a = agg.get(tid)
-        if a is None:
-            agg[tid] = [e["template"], e["ts"], e["ts"], e["message"]]
-        else:
-            a[0] = e["template"]
-            a[1] = min(a[1], e["ts"])
-            a[2] = max(a[2], e["ts"])
-    return [(tid, a[0], counts[tid], a[1], a[2], a[3]) for tid, a in agg.items()]
 
 
 def _row_to_event(row: tuple) -> dict:
