@@ -77,11 +77,27 @@ class Pipeline:
 
     # -- the hot path ---------------------------------------------------------------------
     def process(self, items: list[dict]) -> list[dict]:
-        out = []
+        """Items in, events out, in order. Every line's features are computed first, then the
+        batch is scored (each line before it is learned, as line by line: score_many)."""
+        try:
+            out, lines = self._featurise(items)
+            scores = self.scorer.score_many(lines)
+        except BaseException:
+            self.scorer.discard_pending()
+            raise
+        for e, s in zip(out, scores):
+            e["score"] = round(s.score, 4)
+            e["anomaly"] = s.is_anomaly
+            e["reason"] = s.reason
+            e["warming_up"] = s.warming_up
+        self.lines += len(items)
+        return out
+
+    def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
+        out, lines = [], []
         parse = self.parser.parse
         mine = self.miner.mine
         features = self.scorer.features
-        score = self.scorer.score
         size = self.config.window_seconds
         limit = self.config.max_line_length
         for item in items:
@@ -133,7 +149,7 @@ class Pipeline:
                 ts=ts,
                 params=mined.params,
             )
-            s = score(x, ctx)
+            lines.append((x, ctx))
             out.append({
                 "id": item["id"],
                 "ts": ts,
@@ -149,17 +165,16 @@ class Pipeline:
                 "template_id": mined.template_id,
                 "template": mined.template,
                 "params": mined.params,
-                "score": round(s.score, 4),
-                "anomaly": s.is_anomaly,
-                "reason": s.reason,
-                "warming_up": s.warming_up,
+                "score": None,  # set by process() once the batch is scored
+                "anomaly": False,
+                "reason": None,
+                "warming_up": True,
                 "parse_ok": ok,
                 "format": fmt,
                 "truncated": truncated,
                 "fields": extra or {},
             })
-        self.lines += len(items)
-        return out
+        return out, lines
 
     def status(self) -> dict:
         return {

@@ -62,8 +62,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 
 from river.anomaly import HalfSpaceTrees
+
+from streams.hst_batch import BatchHST
 
 __all__ = [
     "EVIDENCE",
@@ -93,6 +96,7 @@ FEATURES = (
     "length",
     "unparsed",
 ) + EVIDENCE
+_ROW = itemgetter(*FEATURES)  # a feature dict as the row BatchHST takes
 
 SEVERITY: dict[str | None, float] = {
     None: 0.2,
@@ -437,6 +441,16 @@ class AnomalyScorer:
         self._numbers: dict[str, float | None] = {}  # parameter text -> signed log1p, memo
         # incidents above the threshold: key -> event time of its latest line
         self._incidents: dict[tuple, float] = {}
+        # lines whose features were computed but which are not scored yet (score_many)
+        self._pending = 0
+        self._batch: BatchHST | None = None  # River's trees, walked a batch at a time
+
+    def __getstate__(self) -> dict:
+        if self._batch is not None:
+            self._batch.sync()  # the River object carries the model in the checkpoint
+        state = self.__dict__.copy()
+        state["_batch"] = None
+        return state
 
     def __setstate__(self, state: dict) -> None:
         if "_slots" not in state:  # a checkpoint of the scorer before the evidence model:
@@ -449,6 +463,7 @@ class AnomalyScorer:
             state["hst"] = old["hst"]
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
+        state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
             state["_err_fleet"] = [0.0, 0.0, 0.0]
@@ -475,7 +490,10 @@ class AnomalyScorer:
         ts: float | None = None,
         params: list[str] | None = None,
     ) -> tuple[dict[str, float], dict]:
-        n = self.seen
+        """The feature vector and its context for the next line. Lines are scored in the order
+        their features were computed, one by one (``score``) or in a batch (``score_many``)."""
+        n = self.seen + self._pending
+        self._pending += 1
         hostkey = host or "-"
         sev = SEVERITY.get(level, 0.5)
         rarity = -math.log((seen_before + 1) / (n + 2)) / math.log(n + 2)
@@ -704,8 +722,24 @@ class AnomalyScorer:
 
     # -- scoring ----------------------------------------------------------------------------
     def score(self, x: dict[str, float], ctx: dict) -> Score:
-        h = self.hst.score_one(x)
-        self.hst.learn_one(x)
+        """Score the line whose features were computed last, then learn it."""
+        return self.score_many([(x, ctx)])[0]
+
+    def score_many(self, lines: list[tuple[dict[str, float], dict]]) -> list[Score]:
+        """Score, then learn, each line in the order their features were computed: the same
+        results as ``score`` line by line (River's HST scores a line before learning it;
+        BatchHST does a batch's tree walks at once, with the same numbers)."""
+        if self._batch is None:
+            self._batch = BatchHST(self.hst, FEATURES)
+        hs = self._batch.score_learn([_ROW(x) for x, _ in lines])
+        self._pending = max(0, self._pending - len(lines))
+        return [self._decide(x, ctx, h) for (x, ctx), h in zip(lines, hs)]
+
+    def discard_pending(self) -> None:
+        """Forget lines featurised but never scored (their batch failed)."""
+        self._pending = 0
+
+    def _decide(self, x: dict[str, float], ctx: dict, h: float) -> Score:
         warming = not self.warmed_up
         self.seen += 1
         keep = (1.0 - W_SEVERITY * x["severity"]) * (1.0 - W_HST * h)
