@@ -12,7 +12,8 @@ Exactly-once, without a broker:
   * the loop processes spool batches in order and commits the resulting events, their
     window counts and the spool cursor (``stored_seq``) in one SQLite transaction;
   * model state is checkpointed atomically every few seconds with the spool position it
-    reflects; spool batches are trimmed only after a checkpoint covers them;
+    reflects, after the stored events are synced to disk; spool batches are trimmed only
+    after a checkpoint covers them;
   * after a crash the last checkpoint is restored and the batches after its position are
     processed again: processing is deterministic, so they produce the same events, and the
     store ignores ids it already has.
@@ -218,6 +219,7 @@ class EmbeddedRunner:
         # the checkpoint may only cover what is stored: wait for the writer to catch up
         self._pending.join()
         seq = self.pipeline.applied_seq
+        self.store.sync()  # what the checkpoint covers must outlive a power cut before the trim
         save_checkpoint(self.pipeline, self.checkpoint_path)
         self.store.spool_trim(seq)
         self._last_ckpt = time.monotonic()

@@ -71,3 +71,41 @@ def test_events_round_trip_through_the_batch_insert(tmp_path):
                 value = ""  # stored as given; only the window counts read "" as "-"
             assert got[key] == value, (key, got[key], value)
     store.close()
+
+
+def test_a_store_with_its_spool_in_the_main_file_moves_it_over(tmp_path):
+    import sqlite3
+
+    import orjson
+
+    path = tmp_path / "s.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript("""
+        CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, items BLOB NOT NULL, n INTEGER NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('stored_seq', '7');
+    """)
+    for seq in (6, 7, 8, 9):  # 6 and 7 stored, not yet covered by a checkpoint; 8, 9 waiting
+        old.execute("INSERT INTO spool VALUES (?, ?, 1)", (seq, orjson.dumps([{"raw": f"line {seq}"}])))
+    old.close()
+
+    store = SqliteStore(path)
+    assert [(seq, items[0]["raw"]) for seq, items in store.spool_read(0, 100)] == [
+        (6, "line 6"), (7, "line 7"), (8, "line 8"), (9, "line 9")]
+    assert store.spool_backlog() == 2
+    assert store.spool_append([{"raw": "new"}]) == 10
+    assert not store._conn().execute("SELECT 1 FROM sqlite_master WHERE name = 'spool'").fetchone()
+    store.close()
+
+
+def test_a_lost_spool_file_does_not_hide_new_batches_behind_the_stored_cursor(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(3):
+        store.spool_append([{"raw": f"line {k}"}])
+    store.write([], window_seconds=60, applied_seq=3)
+    store.close()
+    store.spool_path.unlink()
+    store = SqliteStore(tmp_path / "s.db")
+    assert store.spool_append([{"raw": "after"}]) == 4
+    assert [seq for seq, _ in store.spool_read(store.stored_seq(), 10)] == [4]
+    store.close()
