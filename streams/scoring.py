@@ -45,7 +45,8 @@ The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, exce
 0.6, so a routine FATAL alone stays below the floor but tips a line that is unusual in
 another way, and host_burst 0.5, the least specific)
 and the River ``HalfSpaceTrees`` score of the whole vector (weight 0.3: unusual
-*combinations*). A line is flagged when its score reaches both ``min_score`` and the
+*combinations*; River's trees are walked a batch at a time by streams/hst_batch.py, with
+River's exact scores). A line is flagged when its score reaches both ``min_score`` and the
 running ``quantile`` of the scores seen so far; its ``reason`` names each piece of evidence
 that was strong, with the numbers behind it, in words a person can act on. The quantile
 counts normal lines and the *first* line of each incident (lines above the threshold with
