@@ -109,3 +109,16 @@ def test_a_lost_spool_file_does_not_hide_new_batches_behind_the_stored_cursor(tm
     assert store.spool_append([{"raw": "after"}]) == 4
     assert [seq for seq, _ in store.spool_read(store.stored_seq(), 10)] == [4]
     store.close()
+
+
+@pytest.mark.parametrize("per_insert", [1, 4, 1024])
+def test_a_batch_is_stored_whole_whatever_the_rows_per_statement(tmp_path, per_insert):
+    rng = random.Random(per_insert)
+    store = SqliteStore(tmp_path / "s.db")
+    store._rows_per_insert = per_insert
+    events = [_event(i, rng) for i in range(1, 1301)]
+    assert store.write(events[:23], window_seconds=60) == 23
+    assert store.write(events[23:], window_seconds=60) == 1277
+    rows = store._conn().execute("SELECT seq, id FROM events ORDER BY seq").fetchall()
+    assert rows == [(i + 1, e["id"]) for i, e in enumerate(events)]
+    store.close()
