@@ -40,29 +40,25 @@ class BatchHST:
 
     # -- River's trees as arrays (heap order: children of i are 2i+1 and 2i+2) ------------
     def _build(self) -> None:
-        hst, height = self.hst, self.hst.height
-        size = 2 ** (height + 1) - 1
-        n = len(hst.trees)
-        feat = np.zeros((n, size), dtype=np.intp)
-        thr = np.zeros((n, size))
-        r_mass = np.zeros((n, size), dtype=np.int64)
-        l_mass = np.zeros((n, size), dtype=np.int64)
-        for t, root in enumerate(hst.trees):
-            stack = [(root, 0)]
-            while stack:
-                node, i = stack.pop()
+        hst = self.hst
+        size = 2 ** (hst.height + 1) - 1
+        self._nodes = [self._heap_nodes(root, size) for root in hst.trees]
+        shape = (len(self._nodes), size)
+        feat = np.zeros(shape, dtype=np.intp)
+        thr = np.zeros(shape)
+        r_mass = np.zeros(shape, dtype=np.int64)
+        l_mass = np.zeros(shape, dtype=np.int64)
+        for t, nodes in enumerate(self._nodes):
+            for i, node in enumerate(nodes):
                 r_mass[t, i], l_mass[t, i] = node.r_mass, node.l_mass
                 if i < size // 2:  # a branch
                     feat[t, i] = self._col[node.feature]
                     thr[t, i] = node.threshold
-                    left, right = node.children
-                    stack.append((left, 2 * i + 1))
-                    stack.append((right, 2 * i + 2))
-        self._nodes = [self._heap_nodes(root, size) for root in hst.trees]
         self._arrays = (feat, thr, r_mass, l_mass)
 
     @staticmethod
     def _heap_nodes(root, size: int) -> list:
+        """A tree's nodes in heap order (children of i at 2i+1 and 2i+2)."""
         nodes = [None] * size
         stack = [(root, 0)]
         while stack:
@@ -91,9 +87,9 @@ class BatchHST:
         if not rows:
             return out
         if not hst.trees:  # River builds its trees from the first line it learns
-            hst.score_one(dict(zip(self.features, rows[0])))  # 0: first window
-            hst.learn_one(dict(zip(self.features, rows[0])))
-            out.append(0.0)
+            first = dict(zip(self.features, rows[0]))
+            out.append(hst.score_one(first))  # 0: the first window
+            hst.learn_one(first)
             rows = rows[1:]
             self._arrays = None
         if self._arrays is None:
