@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ci import engine_unavailable, missing
+
 REPO = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 HOSTILE = ('Jul 27 14:41:59 combo httpd[999]: ERROR injected <img src=x onerror="window.__xss=1">'
            '<script>window.__xss=2</script> </td></tr><b>bold</b>')
@@ -36,9 +37,7 @@ NOVEL = [
 ]
 
 def _missing(reason: str):
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: browser tests must run; install with scripts/install-browser.sh)")
-    pytest.skip(reason)
+    missing(reason, " (CI=true: browser tests must run; install with scripts/install-browser.sh)")
 
 
 def _free_port() -> int:
@@ -375,21 +374,16 @@ def _elasticsearch_url() -> str:
     """The local Elasticsearch of scripts/engines (started if it is not running)."""
     scripts = REPO / "scripts" / "engines"
 
-    def unavailable(msg: str):
-        if IN_CI:
-            pytest.fail(f"engine unavailable in CI: {msg}")
-        pytest.skip(f"engine unavailable (set CI=true to fail instead): {msg}")
-
     if not os.environ.get("SMARTLOGS_ENGINES_EXTERNAL"):
         proc = subprocess.run([str(scripts / "start.sh"), "elasticsearch"], capture_output=True,
                               text=True, timeout=600, check=False)
         if proc.returncode != 0:
-            unavailable(f"scripts/engines/start.sh elasticsearch failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            engine_unavailable(f"scripts/engines/start.sh elasticsearch failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     out = subprocess.run([str(scripts / "env.sh")], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         if line.startswith("export SMARTLOGS_ES_URL="):
             return line.split("=", 1)[1].strip("'\"")
-    unavailable("scripts/engines/env.sh names no SMARTLOGS_ES_URL")
+    engine_unavailable("scripts/engines/env.sh names no SMARTLOGS_ES_URL")
 
 
 @pytest.fixture

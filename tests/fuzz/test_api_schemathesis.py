@@ -38,12 +38,10 @@ from pathlib import Path
 
 import pytest
 
-if os.environ.get("CI"):  # in CI a missing test dependency fails, like a missing engine
-    import hypothesis
-    import schemathesis
-else:  # locally it skips
-    schemathesis = pytest.importorskip("schemathesis")
-    hypothesis = pytest.importorskip("hypothesis")
+from tests.ci import need_module
+
+schemathesis = need_module("schemathesis")  # skips locally when missing; fails in CI
+hypothesis = need_module("hypothesis")
 
 from hypothesis import given
 from hypothesis import strategies as st

@@ -28,11 +28,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-# a missing test dependency skips locally; in CI (CI=true) it fails, like a missing engine
-if os.environ.get("CI"):  # in CI a missing test dependency fails, like a missing engine
-    import hypothesis
-else:  # locally it skips
-    hypothesis = pytest.importorskip("hypothesis")
+from tests.ci import need_module
+
+hypothesis = need_module("hypothesis")  # skips locally when missing; fails in CI
 
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
