@@ -75,7 +75,23 @@ class EmbeddedRunner:
                 log.warning("no usable checkpoint; the model starts fresh, stored events are kept")
         # ids handed out before a crash (or by a lost checkpoint) are never reused
         pipeline.miner.bump_ids_past(self.store.max_template_number())
+        # template merges the store may not have applied yet (a crash between the write of a
+        # batch and its merge): applying them again is harmless
+        aliases = len(pipeline.miner.aliases)
+        self._merges_sent = aliases if not aliases or self._merge(pipeline.miner.merges()) else 0
         return pipeline
+
+    def _merge(self, merges: dict) -> bool:
+        """Have the store rewrite ids merged away. A failure does not stop the pipeline (the
+        events are stored; only their grouping by the old id is stale): logged, and the next
+        batch asks again."""
+        try:
+            n = self.store.merge_templates(merges)
+        except Exception:  # noqa: BLE001
+            log.exception("template merge failed; retried with the next batch")
+            return False
+        log.info("template merge: %d stored events now carry the surviving id", n)
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,10 +153,14 @@ class EmbeddedRunner:
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
         metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
+        merges = None
+        if len(self.pipeline.miner.aliases) != self._merges_sent:  # an enumeration merged
+            merges = self.pipeline.miner.merges()
+            self._merges_sent = len(self.pipeline.miner.aliases)
         if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, last_seq))
+            self._pending.put((events, last_seq, merges))
         else:
-            self._write(events, last_seq)
+            self._write(events, last_seq, merges)
         self.pipeline.applied_seq = last_seq
         return len(items)
 
@@ -163,10 +183,12 @@ class EmbeddedRunner:
                 events.append(unprocessable_event(item, exc))
         return events
 
-    def _write(self, events: list[dict], last_seq: int) -> None:
+    def _write(self, events: list[dict], last_seq: int, merges: dict | None = None) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
             new = self.store.write(events, window_seconds=self.config.window_seconds,
                                    applied_seq=last_seq)
+        if merges and not self._merge(merges):  # after the batch: it may carry merged ids
+            self._merges_sent = 0
         self.processed += new
         if new:
             self.last_event_at = time.time()

@@ -360,6 +360,12 @@ class TemplateMiner:
             n = self.aliases[n]
         return f"T{n}"
 
+    def merges(self) -> dict[str, str]:
+        """Every id merged away so far → the id that took it over. A store rewrites its events
+        with these (``merge_templates``), so a search by the surviving id finds the lines
+        emitted before the merge too."""
+        return {f"T{old}": self.resolve(f"T{old}") for old in self.aliases}
+
     def bump_ids_past(self, max_id: int) -> None:
         """Never reuse an id already stored (used when state was lost or rolled back)."""
         self.clusters_counter = max(self.clusters_counter, max_id)

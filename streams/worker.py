@@ -113,7 +113,36 @@ def store():
 SINK_RETRY_CAP = 30.0  # seconds between attempts while Elasticsearch stays unavailable
 
 
-async def _write_until_taken(loop, events: list[dict]) -> None:
+_merges_sent = 0  # how many template merges this process has had the store apply
+
+
+def _new_merges() -> dict | None:
+    """Template merges the store has not been told of by this process (after a start: all of
+    them, since a crash may have come between a batch's write and its merge; re-applying one
+    is harmless)."""
+    global _merges_sent
+    n = len(pipeline.miner.aliases)
+    if n == _merges_sent:
+        return None
+    _merges_sent = n
+    return pipeline.miner.merges()
+
+
+async def _merge_templates(loop, merges: dict) -> None:
+    """Have the store rewrite ids merged away. A failure does not hold the stream (the events
+    are stored; only their grouping by the old id is stale): it is logged, and the next batch
+    asks again."""
+    global _merges_sent
+    try:
+        n = await loop.run_in_executor(None, store().merge_templates, merges)
+        log.info("template merge: %d stored events now carry the surviving id", n)
+    except Exception as exc:  # noqa: BLE001
+        _merges_sent = 0
+        log.error("template merge failed (%s); retried with the next batch",
+                  redact(f"{type(exc).__name__}: {exc}")[:300])
+
+
+async def _write_until_taken(loop, events: list[dict], merges: dict | None = None) -> None:
     """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
 
     The agent must not move past a batch the sink has not taken: a crashed agent would be
@@ -130,6 +159,8 @@ async def _write_until_taken(loop, events: list[dict]) -> None:
             # blocking bulk write off the event loop; it retries briefly by itself first
             with metrics.SINK_SECONDS.labels("elasticsearch").time():
                 await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+            if merges:  # after the batch: its events may carry the ids merged away
+                await _merge_templates(loop, merges)
             _sink_state.update(ok=True, error=None, since=None)
             return
         except Exception as exc:  # noqa: BLE001 - whatever it is, never move past unwritten data
@@ -210,10 +241,11 @@ async def _finish(stream, pending) -> None:
 @app.agent(raw_topic)
 async def process(batches):
     """One Kafka message = one batch. Acks are manual: a message is acknowledged only after
-    Elasticsearch took its events (``_finish``). Two batches overlap: while batch N is being
-    written (Elasticsearch indexing on its own core, the write in a thread), batch N+1 goes
-    through the pipeline; N is finished before N+1's write starts, so writes, window folds
-    and acks stay in order."""
+    Elasticsearch took its events (``_finish``); template ids merged away while processing a
+    batch are rewritten in the store after its write (``merge_templates``). Two batches
+    overlap: while batch N is being written (Elasticsearch indexing on its own core, the write
+    in a thread), batch N+1 goes through the pipeline; N is finished before N+1's write
+    starts, so writes, window folds and acks stay in order."""
     loop = asyncio.get_running_loop()
     stream = batches.noack()
     pending = None  # (write task, event, items, events) of the batch being written
@@ -246,8 +278,8 @@ async def process(batches):
             metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
             if pending is not None:
                 await _finish(stream, pending)
-            pending = (asyncio.ensure_future(_write_until_taken(loop, events)), event, items,
-                       events)
+            pending = (asyncio.ensure_future(_write_until_taken(loop, events, _new_merges())),
+                       event, items, events)
             if not stream.channel.empty():  # more is waiting: overlap with the next batch
                 continue
             await _finish(stream, pending)  # idle: finish now rather than at the next message

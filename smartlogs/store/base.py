@@ -32,6 +32,10 @@ class EventStore(Protocol):
     def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0) -> int:
         """Store a batch idempotently (known ids are ignored); return how many were new."""
 
+    def merge_templates(self, merges: dict[str, str]) -> int:
+        """Rewrite stored events of template ids merged away (old id → the id that took it
+        over) to the surviving id; idempotent; return how many events were rewritten."""
+
     def search(self, query: EventQuery) -> SearchResult: ...
 
     def stats(self, *, since: float | None = None, until: float | None = None,

@@ -68,7 +68,7 @@ from decimal import Decimal
 
 import orjson
 from elasticsearch import ApiError, Elasticsearch, TransportError
-from elasticsearch.helpers import streaming_bulk
+from elasticsearch.helpers import scan, streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from smartlogs.security import redact, redact_url
@@ -429,6 +429,43 @@ class ElasticsearchStore:
         index = f"{self.index_prefix}-{iso[:self._suffix_len].replace('-', '.')}"
         return _Pending(e, index, _doc_id(event_id), seq,
                         orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS))
+
+    def merge_templates(self, merges: dict[str, str]) -> int:
+        """Rewrite the events of template ids merged away (old id → the id that took it over)
+        to the surviving id: a scroll over the matching events, then each one indexed again
+        whole, in bulk (the minimal distribution has neither ``_update_by_query`` nor
+        painless; a partial update would have Elasticsearch re-render the stored epoch floats
+        as ``1.79E9``, which the ``received`` date field then refuses).
+        Events keep the template text they were emitted with. Idempotent: ids already
+        rewritten match nothing. Returns how many events were rewritten. Windows and template
+        lists are aggregated from the events here, so they follow."""
+        pairs = {old: new for old, new in merges.items() if new != old}
+        if not pairs:
+            return 0
+        self.ensure_setup()
+
+        def rewrite() -> int:
+            # a search sees what the last refresh made visible: the batch just written too
+            self._es.indices.refresh(index=self.pattern, ignore_unavailable=True,
+                                     allow_no_indices=True)
+            hits = scan(self._es, index=self.pattern, ignore_unavailable=True,
+                        allow_no_indices=True, size=2000,
+                        query={"query": {"terms": {"template_id": sorted(pairs)}}})
+            actions = []
+            for h in hits:
+                src = h["_source"]
+                src["template_id"] = pairs[src["template_id"]]
+                actions.append({"_op_type": "index", "_index": h["_index"], "_id": h["_id"],
+                                "_source": src})
+            n = 0
+            for ok, info in streaming_bulk(self._bulk_es, actions, chunk_size=self.chunk_size,
+                                           raise_on_error=False, max_retries=0, refresh=True):
+                if not ok:
+                    raise RuntimeError(f"template merge: {_reason(next(iter(info.values())))}")
+                n += 1
+            return n
+
+        return self._retrying("merge templates", rewrite)
 
     def _verify_ours(self, items: list[_Pending]) -> int:
         """409s after a lost answer: count those whose stored seq is the one we sent."""

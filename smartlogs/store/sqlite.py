@@ -341,6 +341,44 @@ class SqliteStore:
                 out.append(e)
         return out
 
+    def merge_templates(self, merges: dict[str, str]) -> int:
+        """Rewrite the events, window counts and template rows of template ids merged away
+        (``TemplateMiner.merges``: old id → the id that took it over), in one transaction.
+        Events keep the template text they were emitted with (as after any generalisation);
+        the surviving template row keeps its text and adds the others' counts and times.
+        Idempotent: ids already rewritten match nothing. Returns how many events were
+        rewritten. Merges are rare (an enumeration outgrowing a handful of values), so the
+        scan of ``events`` (no index on template_id) is affordable."""
+        pairs = {old: new for old, new in merges.items() if new != old}
+        if not pairs:
+            return 0
+        conn = self._conn()
+        args = (orjson.dumps(pairs),)
+        m = "(SELECT key AS old, value AS new FROM json_each(?1))"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"INSERT INTO templates (id, template, count, first_ts, last_ts, example) "
+                f"SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, t.example "
+                f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
+                "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
+                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
+                args)
+            conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
+            conn.execute(
+                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, 'template', m.new, w.count "
+                f"FROM windows w JOIN {m} m ON w.dim = 'template' AND w.key = m.old WHERE true "
+                "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
+            conn.execute(f"DELETE FROM windows WHERE dim = 'template' AND key IN (SELECT old FROM {m})",
+                         args)
+            n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
+                             "WHERE events.template_id = m.old", args).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
     def max_template_number(self) -> int:
         row = self._conn().execute(
             "SELECT max(CAST(substr(id, 2) AS INTEGER)) FROM templates").fetchone()

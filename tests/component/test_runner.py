@@ -140,3 +140,85 @@ def test_a_poison_item_is_stored_flagged_and_does_not_block_the_rest(tmp_path, m
     assert bad["format"] == "unprocessable" and bad["raw"] == "POISON line"
     assert "boom" in bad["fields"]["processing_error"]
     assert runner.errors == 1
+
+
+AUTH = ("Jun 14 15:16:0{} combo sshd(pam_unix)[{}]: authentication failure; logname= uid=0 "
+        "euid=0 tty=NODEVssh ruser= rhost=10.0.0.{} user={}")
+USERS = ["root", "ftp", "git", "mysql", "uucp", "sshd"]
+
+
+def _auth_items(users: list[str], prefix: str) -> list[dict]:
+    return _items([AUTH.format(i % 10, 100 + i, i, u) for i, u in enumerate(users)], prefix)
+
+
+def test_a_template_merge_rewrites_the_events_stored_before_it(tmp_path):
+    """An enumeration (user=root, user=ftp, ...) outgrows its handful of values and merges into
+    its first group: the lines stored under the sibling ids before the merge are found by the
+    surviving id, and the counts follow."""
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store.spool_append(_auth_items(USERS[:4] * 2, "a"))  # four values: four sibling groups
+    runner.drain()
+    before = {e["template_id"] for e in store.search(EventQuery(limit=100)).events}
+    assert len(before) == 4
+    store.spool_append(_auth_items(USERS[4:], "b"))  # the fifth value merges them
+    runner.drain()
+    events = store.search(EventQuery(limit=100, after_seq=0)).events  # in stored order
+    assert len(events) == 10 and len({e["template_id"] for e in events}) == 1
+    survivor = events[0]["template_id"]
+    newest = events[-1]["template"]  # the text of the last line stored: after the merge
+    assert newest.endswith("user=<*>")
+    assert store.search(EventQuery(template=survivor)).total == 10
+    for old in before - {survivor}:
+        assert store.search(EventQuery(template=old)).total == 0
+    assert store.templates() == [
+        {"id": survivor, "template": newest, "count": 10,
+         "first_ts": min(e["ts"] for e in events), "last_ts": max(e["ts"] for e in events)}]
+    stats = store.stats(windows=100000)
+    assert stats["totals"]["templates"] == 1
+    assert stats["top_templates"] == [{"key": survivor, "count": 10, "template": newest}]
+    # idempotent: nothing left to rewrite
+    assert store.merge_templates(runner.pipeline.miner.merges()) == 0
+    assert store.search(EventQuery(template=survivor)).total == 10
+
+
+def test_a_merge_lost_in_a_crash_is_applied_on_restart(tmp_path):
+    """A crash after a batch was stored but before its merge was applied: the restarted runner
+    applies the merges its checkpoint knows of."""
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store.spool_append(_auth_items(USERS[:4], "a"))
+    store.spool_append(_auth_items(USERS[4:], "b"))
+    store.merge_templates = lambda merges: 0  # the crash: the merge never reaches the store
+    runner.drain()
+    runner.checkpoint()
+    assert len({e["template_id"] for e in store.search(EventQuery(limit=100)).events}) == 4
+    store.close()
+
+    store = SqliteStore(tmp_path / "db")
+    EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    assert len({e["template_id"] for e in store.search(EventQuery(limit=100)).events}) == 1
+    assert store.stats(windows=100000)["totals"]["templates"] == 1
+
+
+def test_a_failed_merge_does_not_stop_the_pipeline_and_is_asked_again(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    real, calls = store.merge_templates, []
+
+    def flaky(merges):
+        calls.append(merges)
+        if len(calls) == 1:
+            raise OSError("disk hiccup")
+        return real(merges)
+
+    store.merge_templates = flaky
+    store.spool_append(_auth_items(USERS[:4], "a"))
+    store.spool_append(_auth_items(USERS[4:], "b"))
+    runner.drain()
+    assert store.count_events() == 6 and len(calls) == 1  # stored all the same
+    assert len({e["template_id"] for e in store.search(EventQuery(limit=100)).events}) == 4
+    store.spool_append(_auth_items(["root"], "c"))  # the next batch asks again
+    runner.drain()
+    assert len(calls) == 2
+    assert len({e["template_id"] for e in store.search(EventQuery(limit=100)).events}) == 1

@@ -228,6 +228,43 @@ def test_rewrite_is_idempotent(make_store, loghub):
     assert store.search(EventQuery(limit=0)).total == 510
 
 
+AUTH = ("Jun 14 15:16:{:02d} combo sshd(pam_unix)[{}]: authentication failure; logname= uid=0 "
+        "euid=0 tty=NODEVssh ruser= rhost=10.0.0.{} user={}")
+
+
+def test_a_template_merge_rewrites_stored_events_like_sqlite(make_store, tmp_path):
+    """An enumeration (user=root, user=ftp, ...) outgrows its values and merges: the events
+    stored under the ids merged away carry the surviving id afterwards, as in SqliteStore."""
+    pipeline = Pipeline(PipelineConfig())
+    users = ["root", "ftp", "git", "mysql"] * 3 + ["uucp", "sshd"]
+    # received: an epoch float with many digits (a re-rendered 1.7E9 is no date for ES)
+    items = [{"id": f"m:{i}", "raw": AUTH.format(i, 100 + i, i, u), "received": 1795666376.379201}
+             for i, u in enumerate(users)]
+    before = pipeline.process(items[:12])
+    after = pipeline.process(items[12:])
+    merges = pipeline.miner.merges()
+    assert len(merges) == 3 and len({e["template_id"] for e in before}) == 4
+    es, lite = make_store(refresh="wait_for"), SqliteStore(tmp_path / "db")
+    for store in (es, lite):
+        store.write(copy.deepcopy(before), window_seconds=WINDOW)
+        store.write(copy.deepcopy(after), window_seconds=WINDOW)
+    assert es.merge_templates(merges) == lite.merge_templates(merges) == 9
+    survivor = after[0]["template_id"]
+    for store in (es, lite):
+        found = store.search(EventQuery(template=survivor, limit=100))
+        assert found.total == 14
+        assert {e["id"] for e in found.events} == {i["id"] for i in items}
+        assert [t["id"] for t in store.templates()] == [survivor]
+        assert store.stats(windows=1000)["top_templates"][0]["count"] == 14
+    # events keep everything else (the text they were emitted with, their times, ...)
+    stored = {e["id"]: e for e in es.search(EventQuery(limit=100)).events}
+    for e in before + after:
+        assert stored[e["id"]]["template"] == e["template"]
+        assert stored[e["id"]]["received"] == e["received"] and stored[e["id"]]["ts"] == e["ts"]
+    assert es.merge_templates(merges) == 0  # idempotent
+    assert es.count_events() == 14
+
+
 def test_rejected_documents_go_to_dead_letter(make_store, loghub):
     got: list[list[dict]] = []
     store = make_store(refresh="wait_for", dead_letter=got.append)

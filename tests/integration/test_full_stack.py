@@ -182,6 +182,27 @@ def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _wait_total(stack["url"], 2000, procs=stack["procs"]) == 2000, _logs(stack)
 
+    # the sample's user= enumeration merges (T17, T21, T23 → T9 with a fresh model, as here):
+    # the worker had Elasticsearch rewrite the events stored under the ids merged away
+    from streams.pipeline import Pipeline, PipelineConfig
+
+    local = Pipeline(PipelineConfig())
+    lines = (loghub / "OpenSSH" / "OpenSSH_2k.log").read_text(errors="replace").splitlines()
+    resolve = local.miner.resolve
+    ids = [resolve(e["template_id"]) for e in local.process(
+        [{"id": str(i), "raw": line, "received": 0.0} for i, line in enumerate(lines)])]
+    merges = local.miner.merges()
+    assert merges, "OpenSSH_2k.log no longer makes an enumeration merge: pick other lines"
+    deadline = time.monotonic() + 30
+    while True:
+        got = {t: httpx.get(f"{stack['url']}/api/events", params={"template": t, "limit": 1}
+                            ).json()["total"] for t in {*merges, *merges.values()}}
+        want = {t: ids.count(t) for t in got}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got == want, (got, want)
+
     def logged_total(path, timeout=60):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

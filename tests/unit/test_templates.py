@@ -242,3 +242,14 @@ def test_a_version_2_checkpoint_loads_without_enumerations():
     g.__setstate__((g.cluster_id, g.tokens, g.size))  # how version 2 pickled a group
     assert old.mine(AUTH.format(2, "root")).template_id == a.template_id
     assert old.mine(AUTH.format(3, "guest")).is_new
+
+
+def test_merges_name_the_surviving_id_and_its_text():
+    m = TemplateMiner()
+    assert m.merges() == {}
+    ids = [m.mine(AUTH.format(i, u)).template_id
+           for i, u in enumerate(["root", "ftp", "git", "mysql"])]
+    assert m.merges() == {}  # four values: still an enumeration
+    survivor = m.mine(AUTH.format(9, "uucp"))
+    assert m.merges() == {old: ids[0] for old in ids[1:]}
+    assert survivor.template_id == ids[0]
