@@ -137,7 +137,8 @@ def decode_body(
         return items
     raise IngestError(
         415, "unsupported_media_type",
-        f"Content-Type {content_type!r} is not supported; use application/json, "
+        (f"Content-Type {content_type!r} is not supported" if content_type else
+         "the request has no Content-Type") + "; use application/json, "
         "application/x-ndjson or text/plain",
     )
 

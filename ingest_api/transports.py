@@ -67,8 +67,8 @@ class SpoolTransport:
         self.runner.wake()
 
     def health(self) -> tuple[bool, dict]:
-        st = self.runner.status()
-        return st["running"], {"pipeline": st}
+        st = self.runner.status()  # down while processing or storing keeps failing
+        return st["running"] and st["failing_since"] is None, {"pipeline": st}
 
 
 class AmqpTransport:

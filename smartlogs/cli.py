@@ -101,7 +101,7 @@ def up(
     host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1, env SMARTLOGS_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default 8000, env SMARTLOGS_PORT).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the store and checkpoints live (default ./var, env SMARTLOGS_DATA_DIR).")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = "info",
     insecure: InsecureOpt = False,
 ) -> None:
     """Run the embedded platform in one process: API, stream pipeline and store.
@@ -115,6 +115,7 @@ def up(
 
     settings = _settings_from(host, port, data_dir)
     _guard_bind(settings, insecure)
+    lock = _lock_data_dir(settings.data_dir)  # noqa: F841 - held until the process ends
     configure_logging("embedded", log_level, settings.logs_json)
     tls = _tls_setup(settings)
     base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
@@ -122,7 +123,12 @@ def up(
                   f"store [cyan]{settings.db_path}[/]")
     console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
                   "-d '{\"message\": \"hello\"}'")
-    console.print("  replay:      smartlogs replay ../shared/data/loghub/Linux/Linux_2k.log")
+    from smartlogs.datasets import default_loghub_dir
+
+    sample = default_loghub_dir() / "Linux" / "Linux_2k.log"
+    url = "" if base == "http://127.0.0.1:8000" else f" --url {base}"
+    fetch = "" if sample.is_file() else "smartlogs data fetch -d Linux && "
+    console.print(f"  replay:      {fetch}smartlogs replay {sample}{url}")
     console.print(f"  web console: {base}/")
     console.print(f"  API docs:    {base}/docs        stop: Ctrl-C")
     # The pipeline threads hold the GIL for long stretches; the default 5 ms switch interval
@@ -158,6 +164,28 @@ def _tls_setup(settings) -> dict:
         _fail(str(exc))
 
 
+def _lock_data_dir(data_dir: Path):
+    """One embedded server per data directory: a second one would write the same SQLite
+    files with its own sequence numbers and model. Returns the open, exclusively locked file
+    (released by the OS when the process ends, however it ends)."""
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(data_dir / "smartlogs.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        _fail(f"another `smartlogs up` (pid {holder}) is using the data directory {escape(str(data_dir))}.\n"
+              "  stop it first, or give this one its own: --data-dir DIR (env SMARTLOGS_DATA_DIR)")
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 def _settings_from(host, port, data_dir):
     from smartlogs.settings import Settings
 
@@ -181,6 +209,16 @@ def _guard_bind(settings, insecure: bool) -> None:
 
 
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Allow listening beyond loopback without API keys (dangerous).")]
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter(f"{value!r}: choose debug, info, warning or error")
+    return value.lower()
+
+
+LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.",
+                                          callback=_log_level)]
 
 
 @keys_app.command("create")
@@ -238,7 +276,7 @@ def keys_revoke(
 def api(
     host: Annotated[Optional[str], typer.Option(help="Bind address (env SMARTLOGS_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (env SMARTLOGS_PORT).")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = "info",
     insecure: InsecureOpt = False,
 ) -> None:
     """Full stack: run only the ingest/query API (RabbitMQ for ingest, Elasticsearch for queries).
@@ -267,7 +305,7 @@ def api(
 
 @app.command()
 def bridge(
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Full stack: move batches from RabbitMQ to Kafka (ack to RabbitMQ only after Kafka acked).
 
@@ -287,7 +325,7 @@ def bridge(
 
 @app.command("kafka-source")
 def kafka_source(
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevelOpt = "info",
     metrics_port: Annotated[int, typer.Option(help="Serve /metrics on this port (0: off).")] = 0,
 ) -> None:
     """Full stack: consume an existing Kafka topic into RabbitMQ, without the HTTP API.
@@ -378,19 +416,29 @@ def replay(
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn()]
+    resume = f"smartlogs replay {path}" + ("" if url == DEFAULT_URL else f" --url {url}") + \
+        (f" --repeat {repeat}" if repeat > 1 else "") + f" --run-id {run_id}"
     started = time.monotonic()
-    with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(f"replay {path.name}", total=total, rate=0.0)
+    sent = 0
+    try:
+        with Progress(*columns, console=err, transient=False) as progress:
+            task = progress.add_task(f"replay {path.name}", total=total, rate=0.0)
 
-        def on_batch(n: int, rejected: int) -> None:
-            progress.advance(task, n)
-            done = progress.tasks[0].completed
-            progress.update(task, rate=done / max(time.monotonic() - started, 1e-9))
+            def on_batch(n: int, rejected: int) -> None:
+                nonlocal sent
+                sent += n
+                progress.advance(task, n)
+                progress.update(task, rate=sent / max(time.monotonic() - started, 1e-9))
 
-        batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
-                               speedup=speedup, year=year)
-        res = send_batches(url, batches, run_id=run_id, on_batch=on_batch, headers=_auth_headers())
-        progress.update(task, total=res.sent, completed=res.sent)
+            batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
+                                   speedup=speedup, year=year)
+            res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
+                               headers=_auth_headers())
+            progress.update(task, total=res.sent, completed=res.sent)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted after {sent:,} of {total:,} lines (run id {run_id}). "
+                  f"Resume without duplicates (lines already stored are skipped):[/]\n  {escape(resume)}")
+        raise typer.Exit(130) from None
     per_s = res.sent / res.seconds if res.seconds else 0
     color = "green" if not res.rejected else "red"
     console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
@@ -398,8 +446,8 @@ def replay(
     for e in res.errors[:5]:
         err.print(f"  [red]{escape(e)}[/]")
     if res.aborted:
-        err.print(f"[red]stopped early: the server stayed unavailable. Resume without duplicates: "
-                  f"smartlogs replay {path} --run-id {run_id}[/]")
+        err.print(f"[red]stopped early: the server stayed unavailable. Resume without duplicates:[/]"
+                  f"\n  {escape(resume)}")
     if res.rejected:
         raise typer.Exit(1)
 
@@ -577,7 +625,7 @@ def status(
 
 @data_app.command("fetch")
 def data_fetch(
-    dest: Annotated[Path, typer.Option(help="Where to put the files.")] = Path("data/loghub"),
+    dest: Annotated[Path, typer.Option(help="Where to put the files (the other commands look there).")] = Path("data/loghub"),
     dataset: Annotated[Optional[list[str]], typer.Option("--dataset", "-d", help="Only these (repeatable): Linux, OpenSSH, Apache, HDFS, Zookeeper, BGL.")] = None,
     base_url: Annotated[str, typer.Option(envvar="SMARTLOGS_LOGHUB_URL", help="Where loghub's files are served.")] = "https://raw.githubusercontent.com/logpai/loghub/master",
 ) -> None:
@@ -616,7 +664,26 @@ app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:  # pragma: no cover
-    app()
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except ValidationError as exc:  # settings from the environment: say which and why
+        if exc.title != "Settings":
+            raise
+        err.print(f"[bold red]error:[/] {escape(settings_errors(exc))}")
+        raise SystemExit(2) from None
+
+
+def settings_errors(exc) -> str:
+    """A pydantic ValidationError of Settings as lines a person can fix: the variable, the
+    value given, what is wrong."""
+    lines = ["invalid configuration:"]
+    for e in exc.errors():
+        name = "SMARTLOGS_" + "_".join(str(p) for p in e["loc"]).upper()
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {name}={e.get('input')!s}: {msg}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

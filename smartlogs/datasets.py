@@ -12,13 +12,29 @@ https://github.com/logpai/loghub and cite Zhu et al., "Loghub", ISSRE 2023.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-__all__ = ["DATASETS", "DEFAULT_BASE_URL", "FetchError", "fetch_dataset"]
+__all__ = ["DATASETS", "DEFAULT_BASE_URL", "FetchError", "default_loghub_dir", "fetch_dataset"]
+
+FETCH_DIR = Path("data/loghub")  # where `smartlogs data fetch` puts the samples by default
+
+
+def default_loghub_dir() -> Path:
+    """Where the loghub samples are: $SMARTLOGS_LOGHUB_DIR, else ``data/loghub`` (what
+    ``smartlogs data fetch`` fills), else a ``../shared/data/loghub`` next to the checkout
+    (the machines this was built on), else ``data/loghub``."""
+    env = os.environ.get("SMARTLOGS_LOGHUB_DIR")
+    if env:
+        return Path(env)
+    for candidate in (FETCH_DIR, Path("../shared/data/loghub")):
+        if candidate.is_dir():
+            return candidate
+    return FETCH_DIR
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/logpai/loghub/master"
 

@@ -564,13 +564,15 @@ def _make_app() -> typer.Typer:
 
     @app.command("loghub")
     def loghub_cmd(
-        root: Annotated[Path, typer.Argument(help="Folder with the loghub samples.")] = Path("../shared/data/loghub"),
+        root: Annotated[Optional[Path], typer.Argument(help="Folder with the loghub samples (default: $SMARTLOGS_LOGHUB_DIR, else data/loghub from `smartlogs data fetch`, else ../shared/data/loghub).", show_default=False)] = None,
         out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where to write BGL per-line results and plot.")] = None,
         seed: Annotated[int, typer.Option(help="Seed of the synthetic streams.")] = 0,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole report as JSON.")] = None,
     ) -> None:
         """Everything on the six shared samples (the figures of bench/QUALITY.md)."""
-        r = eval_loghub(root, out_dir=out_dir, seed=seed)
+        from smartlogs.datasets import default_loghub_dir
+
+        r = eval_loghub(root or default_loghub_dir(), out_dir=out_dir, seed=seed)
         echo("== parsing and templates (raw lines)")
         for v in r["parsing"].values():
             _print_parsing(v, echo)

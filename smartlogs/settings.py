@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -25,13 +25,13 @@ class Settings(BaseSettings):
     # where the embedded mode keeps its database and checkpoints
     data_dir: Path = Field(Path("var"), description="Directory for the embedded store and checkpoints.")
     host: str = Field("127.0.0.1", description="Address the API binds to.")
-    port: int = Field(8000, description="Port the API listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
 
     # ingest limits
-    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body (after gzip decoding).")
-    max_line_length: int = Field(65536, description="Longer lines are truncated and flagged.")
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest request body (after gzip decoding).")
+    max_line_length: int = Field(65536, gt=0, description="Longer lines are truncated and flagged.")
     max_backlog_events: int = Field(
-        500_000, description="Accepted-but-unprocessed events above which ingest answers 503."
+        500_000, ge=0, description="Accepted-but-unprocessed events above which ingest answers 503."
     )
 
     logs_json: bool = Field(False, description="Log JSON lines (one event per line) instead of text.")
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # syslog receiver (RFC 5424 / RFC 3164 over TCP and UDP) in the API process
     syslog_host: str = Field("127.0.0.1", description="Address the syslog receiver binds to "
                              "(syslog has no authentication: loopback or a trusted network).")
-    syslog_port: int = Field(5514, description="Syslog port, TCP and UDP (0: off).")
+    syslog_port: int = Field(5514, ge=0, le=65535, description="Syslog port, TCP and UDP (0: off).")
     syslog_udp: bool = Field(True, description="Also receive syslog over UDP (lossy by nature).")
 
     # Kafka topic source (ingest_api/receivers/kafka_source.py): consume an existing topic of
@@ -52,23 +52,24 @@ class Settings(BaseSettings):
         None, description="Bootstrap servers of the source topic (default: kafka_bootstrap).")
     kafka_source_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new consumer group starts in the topic.")
-    kafka_source_max_records: int = Field(2000, description="Records per fetch (one accept and commit each).")
+    kafka_source_max_records: int = Field(2000, gt=0, description="Records per fetch (one accept and commit each).")
 
     # access control
-    rate_limit_per_key: float = Field(50.0, description="Requests per second per API key (0: no limit).")
+    rate_limit_per_key: float = Field(50.0, ge=0, description="Requests per second per API key (0: no limit).")
 
     # processing
-    window_seconds: int = Field(60, description="Tumbling event-time window length, seconds.")
+    window_seconds: int = Field(60, gt=0, description="Tumbling event-time window length, seconds.")
     default_year: int | None = Field(
-        None, description="Year for syslog lines that carry none (default: the current year)."
+        None, ge=1, le=9999, description="Year for syslog lines that carry none (default: the current year)."
     )
-    log_format: str | None = Field(None, description="Force one header format instead of detection.")
-    checkpoint_seconds: float = Field(5.0, description="How often model state is checkpointed.")
-    hst_trees: int = Field(10, description="HalfSpaceTrees: number of trees.")
-    hst_height: int = Field(6, description="HalfSpaceTrees: tree height (cost grows as 2^height).")
-    hst_window: int = Field(250, description="HalfSpaceTrees: reference window size (warm-up length).")
-    anomaly_quantile: float = Field(0.995, description="Adaptive threshold: running score quantile.")
-    min_anomaly_score: float = Field(0.7, description="Scores below this are never anomalies.")
+    log_format: str | None = Field(None, description="Force one header format instead of detection "
+                                   "(one of streams.parsing.FORMATS; empty: detect).")
+    checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
+    hst_trees: int = Field(10, ge=1, description="HalfSpaceTrees: number of trees.")
+    hst_height: int = Field(6, ge=1, le=20, description="HalfSpaceTrees: tree height (cost grows as 2^height).")
+    hst_window: int = Field(250, ge=1, description="HalfSpaceTrees: reference window size (warm-up length).")
+    anomaly_quantile: float = Field(0.995, gt=0, lt=1, description="Adaptive threshold: running score quantile.")
+    min_anomaly_score: float = Field(0.7, ge=0, le=1, description="Scores below this are never anomalies.")
 
     # the full stack (RabbitMQ → bridge → Kafka → worker → Elasticsearch)
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")
@@ -78,15 +79,15 @@ class Settings(BaseSettings):
         1024**3, ge=0, description="Bound on the ingest queue's ready messages, bytes; when it is "
         "full (bridge or Kafka down for long) the API answers 503 instead of the queue growing "
         "without bound. Applied when the queue is created. 0: unbounded.")
-    amqp_prefetch: int = Field(64, description="Bridge: unacknowledged AMQP messages in flight.")
-    publish_timeout: float = Field(5.0, description="API: seconds to wait for a publisher confirm.")
+    amqp_prefetch: int = Field(64, ge=1, description="Bridge: unacknowledged AMQP messages in flight.")
+    publish_timeout: float = Field(5.0, gt=0, description="API: seconds to wait for a publisher confirm.")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_topic: str = Field("smartlogs.raw", description="Topic of raw line batches, keyed by host.")
     kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")
-    kafka_partitions: int = Field(4, description="Partitions of the raw topic.")
+    kafka_partitions: int = Field(4, ge=1, description="Partitions of the raw topic.")
     worker_id: str = Field("smartlogs-worker", description="Faust app id: consumer group and changelog prefix.")
-    bridge_metrics_port: int = Field(9464, description="Bridge: /metrics port (0: off).")
-    worker_metrics_port: int = Field(9465, description="Worker: /metrics port (0: off).")
+    bridge_metrics_port: int = Field(9464, ge=0, le=65535, description="Bridge: /metrics port (0: off).")
+    worker_metrics_port: int = Field(9465, ge=0, le=65535, description="Worker: /metrics port (0: off).")
     metrics_host: str = Field("127.0.0.1", description="Bridge/worker: /metrics bind address.")
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
     es_index_prefix: str = Field("smartlogs-events", description="Indices <prefix>-YYYY.MM (or .DD).")
@@ -121,6 +122,17 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = Field(None, description="API: serve HTTPS with this certificate (chain).")
     tls_keyfile: Path | None = Field(None, description="API: the certificate's private key.")
     tls_keyfile_password: SecretStr | None = Field(None, description="API: password of the private key.")
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        from streams.parsing import FORMATS
+
+        if v in (None, ""):
+            return None
+        if v not in FORMATS:
+            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}")
+        return v
 
     @property
     def db_path(self) -> Path:

@@ -55,6 +55,7 @@ class EmbeddedRunner:
         self.pipeline = self._restore()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # stop() gave up on a store that keeps failing
         self._thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         # processed batches waiting for the writer thread; SQLite releases the GIL while it
@@ -66,6 +67,8 @@ class EmbeddedRunner:
         self.errors = 0
         self.last_error: str | None = None
         self.last_event_at: float | None = None
+        # since when processing (a whole step) or storing (the writer) keeps failing
+        self._failing: dict[str, float] = {}
 
     def _restore(self) -> Pipeline:
         pipeline = load_checkpoint(self.checkpoint_path, self.config) if self.checkpoint_path else None
@@ -103,13 +106,28 @@ class EmbeddedRunner:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread:
+        deadline = time.monotonic() + timeout
+        if self._thread:  # (it may be waiting for the writer, to checkpoint)
             self._thread.join(timeout)
-        self._pending.join()
+        if not self._writes_done(max(deadline - time.monotonic(), 0.0)):
+            # never hang a shutdown on a store that keeps refusing: nothing is lost, the spool
+            # keeps every batch since the last checkpoint and a restart processes them again
+            log.error("stopping with store writes still failing (%s); no final checkpoint: "
+                      "the batches since the last one stay in the spool", self.last_error)
+            self._abandon.set()
+            return
         if self._writer:
             self._pending.put(None)
             self._writer.join(timeout)
         self.checkpoint()
+
+    def _writes_done(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._pending.unfinished_tasks:
+            if time.monotonic() > deadline or not (self._writer and self._writer.is_alive()):
+                return not self._pending.unfinished_tasks
+            time.sleep(0.02)
+        return True
 
     def wake(self) -> None:
         self._wake.set()
@@ -130,9 +148,11 @@ class EmbeddedRunner:
             except Exception as exc:  # noqa: BLE001 - keep the data in the spool, retry later
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self._failing.setdefault("step", time.time())
                 log.exception("processing failed; the batch stays in the spool and is retried")
                 self._stop.wait(1.0)
                 continue
+            self._failing.pop("step", None)
             if time.monotonic() - self._last_ckpt >= self.checkpoint_seconds:
                 self.checkpoint()
             if not did:
@@ -213,11 +233,15 @@ class EmbeddedRunner:
                 while True:  # already processed: must be stored, never dropped
                     try:
                         self._write(*job)
+                        self._failing.pop("store", None)
                         break
                     except Exception as exc:  # noqa: BLE001
                         metrics.SINK_FAILURES.labels("sqlite").inc()
                         self.errors += 1
                         self.last_error = f"store: {type(exc).__name__}: {exc}"
+                        self._failing.setdefault("store", time.time())
+                        if self._stop.is_set() and self._abandon.is_set():
+                            return  # stop() gave up waiting; the batch stays in the spool
                         log.exception("store write failed; retrying in %.1fs", delay)
                         time.sleep(delay)
                         delay = min(delay * 2, 10.0)
@@ -251,6 +275,7 @@ class EmbeddedRunner:
         metrics.BACKLOG.set(backlog)
         return {
             "running": self.alive and self._writer is not None and self._writer.is_alive(),
+            "failing_since": min(self._failing.values(), default=None),
             "processed": self.processed,
             "backlog": backlog,
             "errors": self.errors,

@@ -222,3 +222,30 @@ def test_a_failed_merge_does_not_stop_the_pipeline_and_is_asked_again(tmp_path):
     runner.drain()
     assert len(calls) == 2
     assert len({e["template_id"] for e in store.search(EventQuery(limit=100)).events}) == 1
+
+
+def test_a_store_that_keeps_failing_makes_health_down_and_stop_does_not_hang(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt",
+                            checkpoint_seconds=3600)
+
+    def broken(*a, **kw):
+        raise OSError("disk on fire")
+
+    store.write = broken
+    runner.start()
+    store.spool_append(_auth_items(USERS, "a"))
+    runner.wake()
+    deadline = time.monotonic() + 10
+    while runner.status()["failing_since"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = runner.status()
+    assert st["failing_since"] is not None and "disk on fire" in st["last_error"]
+    t0 = time.monotonic()
+    runner.stop(timeout=2.0)
+    assert time.monotonic() - t0 < 5.0
+    assert not (tmp_path / "ckpt").exists()  # no checkpoint past what was never stored
+    # a restart with a working store stores everything from the spool
+    store2 = SqliteStore(tmp_path / "db")
+    EmbeddedRunner(store2, CONFIG, checkpoint_path=tmp_path / "ckpt").drain()
+    assert store2.count_events() == len(USERS)

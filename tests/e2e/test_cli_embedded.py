@@ -165,3 +165,47 @@ def test_status_reports_each_stage_and_fails_when_down(platform):
     assert "pipeline+store" in r.stdout and "ok" in r.stdout and "embedded" in r.stdout
     r = _cli("status", "--interval", "0.2", url=f"http://127.0.0.1:{_free_port()}")
     assert r.returncode == 1 and "down" in r.stdout
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(platform, tmp_path):
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_SYSLOG_PORT": "0",
+           "COLUMNS": "200", "NO_COLOR": "1"}
+    r = subprocess.run([sys.executable, "-m", "smartlogs.cli", "up", "--port", str(_free_port())],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "another `smartlogs up`" in r.stderr and "--data-dir" in r.stderr
+    assert httpx.get(f"{platform}/healthz").status_code == 200  # the first one is untouched
+
+
+def test_bad_settings_are_one_clear_error_not_a_traceback(tmp_path):
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_WINDOW_SECONDS": "0",
+           "SMARTLOGS_LOG_FORMAT": "bogus", "COLUMNS": "200", "NO_COLOR": "1"}
+    r = subprocess.run([sys.executable, "-m", "smartlogs.cli", "up", "--port", str(_free_port())],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "SMARTLOGS_WINDOW_SECONDS=0: Input should be greater than 0" in r.stderr
+    assert "SMARTLOGS_LOG_FORMAT=bogus: unknown log format 'bogus'" in r.stderr
+    r = _cli("up", "--log-level", "verbose", url="http://x")
+    assert r.returncode == 2 and "choose debug, info, warning or error" in r.stderr
+
+
+def test_an_interrupted_replay_says_how_to_resume_without_duplicates(platform, loghub):
+    path = loghub / "Linux" / "Linux_2k.log"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smartlogs.cli", "replay", str(path), "--url", platform,
+         "--rate", "400", "--run-id", "ir"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err
+    resume = err[err.index("smartlogs replay"):].split()
+    assert resume[2:] == [str(path), "--url", platform, "--run-id", "ir"], err
+    r = _cli(*resume[1:], url=platform)
+    assert r.returncode == 0, r.stderr
+    assert _wait_total(platform, 2000) == 2000
+    time.sleep(0.5)
+    assert httpx.get(f"{platform}/api/events", params={"limit": 1}).json()["total"] == 2000
