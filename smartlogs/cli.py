@@ -572,7 +572,7 @@ def stats(
     t.add_column("events", justify="right")
     t.add_column("anomalies", justify="right", style="red")
     for lv in levels:
-        t.add_column(lv, justify="right")
+        t.add_column("no level" if lv == "-" else f"level {lv}", justify="right")
     for w in res["windows"]:
         t.add_row(w["start"], str(w["total"]), str(w["anomalies"]), *(str(w["levels"].get(lv, 0)) for lv in levels))
     console.print(t)

@@ -104,8 +104,7 @@ def fetch_dataset(
     A file already present with the right checksum is not downloaded again.
     """
     files = DATASETS[name]
-    folder = dest / name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = dest / name  # made only once a verified file is saved: a failure leaves nothing
     own = client is None
     client = client or httpx.Client(timeout=60, follow_redirects=True)
     out = []
@@ -136,6 +135,7 @@ def fetch_dataset(
             if digest != f.sha256:
                 raise FetchError(f"{f.name}: checksum mismatch (got {digest}, expected {f.sha256}); "
                                  "the file was not saved")
+            folder.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(target.suffix + ".part")
             tmp.write_bytes(data)
             tmp.replace(target)
