@@ -126,9 +126,16 @@
     return h("button", { type: "button", class: "linkish", title: "filter on this host",
       onclick: (ev) => { ev.stopPropagation(); onPick(host); } }, host);
   }
+  const MAX_ROW_MESSAGE = 1000;  // a 64 KiB line must not fill the screen: the detail has it all
+  function clipped(text) {
+    text = text || "";
+    if (text.length <= MAX_ROW_MESSAGE) return text;
+    return text.slice(0, MAX_ROW_MESSAGE) + " … (" +
+      (text.length - MAX_ROW_MESSAGE).toLocaleString() + " more characters: click for the whole event)";
+  }
   function eventRow(e, opts) {
     opts = opts || {};
-    const msg = h("td", { class: "msg" }, e.message);
+    const msg = h("td", { class: "msg" }, clipped(e.message));
     if (e.anomaly) msg.appendChild(h("span", { class: "why" }, "⚠ " + (e.reason || "anomaly")));
     const tr = h("tr", {
       class: "event" + (e.anomaly ? " anomaly" : "") + (opts.fresh ? " fresh" : ""),
