@@ -77,7 +77,7 @@ RETRY_MS = 1000          # how long the browser waits before reconnecting
 router = APIRouter()
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 def console_page() -> FileResponse:
     """The console (single page)."""
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",

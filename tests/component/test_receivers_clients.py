@@ -107,6 +107,8 @@ def test_root_answers_elasticsearch_clients_and_leaves_browsers_to_the_console(c
     assert h.status_code == 200 and h.headers["x-elastic-product"] == "Elasticsearch"
     page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    h = client.head("/", headers={"Accept": "text/html"})  # a browser's HEAD: the console's
+    assert h.status_code == 200 and h.headers["content-type"].startswith("text/html")
     for path in ("/_license", "/_xpack", "/_cluster/health"):
         r = client.get(path)
         assert r.status_code == 200 and r.headers["x-elastic-product"] == "Elasticsearch", path
