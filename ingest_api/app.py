@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
         with metrics.ACCEPT_SECONDS.time():
             await request.app.state.transport.accept(items, batch_id)
-        metrics.EVENTS_ACCEPTED.labels(source).inc(len(items))
+        metrics.accepted(source, len(items))
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         return {"accepted": len(items), "ids": [item["id"] for item in items]}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -21,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS",
     "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
-    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "CONSUMER_LAG", "StatsCollector", "serve",
+    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "CONSUMER_LAG", "StatsCollector", "serve",
 ]
 
 _LAT = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -47,7 +48,17 @@ DEAD_LETTERED = Counter("smartlogs_dead_lettered_total", "Messages/documents dea
 MODEL_WARMED_UP = Gauge("smartlogs_model_warmed_up", "1 once the anomaly model left warm-up")
 BACKLOG = Gauge("smartlogs_backlog_events", "Accepted events not yet processed (embedded spool)")
 LAST_EVENT = Gauge("smartlogs_last_event_timestamp_seconds",
-                   "Wall-clock time of the last stored event", ["stage"])
+                   "Wall-clock time of the last event a stage took (api: accepted, sink: stored)",
+                   ["stage"])
+
+
+def accepted(source: str, n: int) -> None:
+    """Count ``n`` events the API accepted from ``source`` and note when (``status``'s
+    "last event" of the ingest stage)."""
+    EVENTS_ACCEPTED.labels(source).inc(n)
+    LAST_EVENT.labels("api").set(time.time())
+
+
 CONSUMER_LAG = Gauge("smartlogs_consumer_lag_messages", "Kafka consumer lag per partition",
                      ["topic", "partition"])
 

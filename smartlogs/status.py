@@ -111,7 +111,8 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
 
     accepted = 'smartlogs_events_accepted_total'
     api_stage = Stage("ingest api", health.status_code == 200, rate=rate(m1, m2, accepted),
-                      errors=_sum(m2, "smartlogs_requests_rejected_total"))
+                      errors=_sum(m2, "smartlogs_requests_rejected_total"),
+                      last_event=_sum(m2, 'smartlogs_last_event_timestamp_seconds{stage="api"}') or None)
     if health.status_code != 200:
         api_stage.problem = redact(f"health says {h.get('status')}: {h.get('broker') or ''}"
                                    f"{' (' + h['broker_error'] + ')' if h.get('broker_error') else ''}"

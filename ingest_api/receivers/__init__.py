@@ -90,7 +90,7 @@ async def accept_items(request: Request, items: list[dict], source: str) -> None
         item["source"] = source
     with metrics.ACCEPT_SECONDS.time():
         await request.app.state.transport.accept(items, batch_id)
-    metrics.EVENTS_ACCEPTED.labels(source).inc(len(items))
+    metrics.accepted(source, len(items))
 
 
 def reject(reason: str, n: int = 1) -> None:

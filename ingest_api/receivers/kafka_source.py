@@ -384,7 +384,7 @@ class KafkaSource:
                 reason, retry_after = "transport_error", self.max_retry_wait
                 log.warning("Kafka source: transport error, retrying: %s", exc)
             else:
-                metrics.EVENTS_ACCEPTED.labels(SOURCE).inc(len(items))
+                metrics.accepted(SOURCE, len(items))
                 self.stats.accepted += len(items)
                 log.debug("accepted %d kafka events", len(items),
                           extra={"correlation_id": batch_id})

@@ -374,7 +374,7 @@ class SyslogReceiver:
                 log.warning("syslog: transport error, retrying: %s", exc)
                 retry_after, reason = self.max_retry_wait, "transport_error"
             else:
-                metrics.EVENTS_ACCEPTED.labels(source).inc(n)
+                metrics.accepted(source, n)
                 self.stats.accepted[source] += n
                 log.debug("accepted %d %s events", n, source, extra={"correlation_id": batch_id})
                 return True

@@ -160,9 +160,17 @@ def test_kill_9_keeps_every_accepted_line(tmp_path, loghub):
 
 
 def test_status_reports_each_stage_and_fails_when_down(platform):
+    import re
+
     r = _cli("status", "--interval", "0.5", url=platform)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "pipeline+store" in r.stdout and "ok" in r.stdout and "embedded" in r.stdout
+    httpx.post(f"{platform}/ingest", json={"message": "status probe"})
+    assert _wait_total(platform, 1) >= 1
+    r = _cli("status", "--interval", "0.2", url=platform)
+    for stage in ("ingest api", "pipeline+store"):  # each says when it last took an event
+        row = next(line for line in r.stdout.splitlines() if stage in line)
+        assert re.search(r"\d\d:\d\d:\d\d UTC", row), r.stdout
     r = _cli("status", "--interval", "0.2", url=f"http://127.0.0.1:{_free_port()}")
     assert r.returncode == 1 and "down" in r.stdout
 
