@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS",
     "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
-    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "CONSUMER_LAG", "StatsCollector", "serve",
+    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "GAPS_REPAIRED", "CONSUMER_LAG", "StatsCollector", "serve",
 ]
 
 _LAT = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -59,6 +59,8 @@ def accepted(source: str, n: int) -> None:
     LAST_EVENT.labels("api").set(time.time())
 
 
+GAPS_REPAIRED = Counter("smartlogs_worker_gap_messages_total",
+                        "Raw-topic messages the stream did not deliver, re-read by offset")
 CONSUMER_LAG = Gauge("smartlogs_consumer_lag_messages", "Kafka consumer lag per partition",
                      ["topic", "partition"])
 
