@@ -36,13 +36,18 @@ class Stage:
 
 def scrape(url: str) -> dict[str, float]:
     """Prometheus text → {'name{label="v"}': value} (samples summed over nothing)."""
+    if url.rstrip("/").endswith("/healthz"):  # an easy mix-up: the readiness URL next to it
+        url = url.rstrip("/")[: -len("healthz")] + "metrics"
     r = httpx.get(url, timeout=5)
     r.raise_for_status()
     out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(r.text):
-        for s in fam.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    try:
+        for fam in text_string_to_metric_families(r.text):
+            for s in fam.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    except ValueError as exc:
+        raise httpx.DecodingError(f"{url} does not answer with Prometheus metrics ({exc})") from None
     return out
 
 
@@ -84,6 +89,10 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
                    stuck_after: float = 60.0) -> tuple[str, list[Stage]]:
     """(mode, stages). A stage that cannot be reached is down."""
     api = api_url.rstrip("/")
+    # a readiness URL given for a metrics one: the same service, its /metrics
+    bridge_metrics, worker_metrics = (
+        u.rstrip("/")[: -len("healthz")] + "metrics" if u and u.rstrip("/").endswith("/healthz")
+        else u for u in (bridge_metrics, worker_metrics))
     stages: list[Stage] = []
     try:
         health = httpx.get(f"{api}/healthz", timeout=5)
@@ -91,7 +100,11 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
         m1 = scrape(f"{api}/metrics")
     except (httpx.HTTPError, ValueError) as exc:
         return "unknown", [Stage("api", False, problem=redact(f"unreachable at {api}: {exc}"))]
-    mode = h.get("mode", "unknown")
+    if not isinstance(h, dict) or "mode" not in h:
+        return "unknown", [Stage("api", False, problem=(
+            f"{api} does not look like the SmartLogs API (its /healthz names no mode): "
+            "give --url the API's address"))]
+    mode = h["mode"]
     extra = {}
     for name, url in (("bridge", bridge_metrics), ("worker", worker_metrics)):
         if mode == "full" and url:

@@ -139,6 +139,15 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
              "--interval", "0.5")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "full mode" in r.stdout and "bridge" in r.stdout and "worker+elasticsearch" in r.stdout
+    # the readiness URLs given instead of the metrics ones: the same answer, no traceback
+    r = _cli(stack, "status", "--bridge-metrics", bridge_m.replace("/metrics", "/healthz"),
+             "--worker-metrics", worker_m.replace("/metrics", "/healthz"), "--interval", "0.5")
+    assert r.returncode == 0 and "worker+elasticsearch" in r.stdout, r.stdout + r.stderr
+    # --url at something that is not the API: down, said plainly
+    r = subprocess.run([sys.executable, "-m", "smartlogs.cli", "status", "--url",
+                        bridge_m.replace("/metrics", ""), "--interval", "0.2"],
+                       capture_output=True, text=True, env={**stack["env"], "COLUMNS": "200"})
+    assert r.returncode == 1 and "does not look like the SmartLogs API" in r.stdout, r.stdout
 
     r = _cli(stack, "search", "authentication failure", "--host", "combo", "--json")
     doc = json.loads(r.stdout)
