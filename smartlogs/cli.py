@@ -311,7 +311,9 @@ def bridge(
 
     Configured by SMARTLOGS_AMQP_URL, SMARTLOGS_AMQP_QUEUE, SMARTLOGS_AMQP_DLQ,
     SMARTLOGS_AMQP_PREFETCH, SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC; credentials and
-    TLS by SMARTLOGS_AMQP_* and SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. (README).
+    TLS by SMARTLOGS_AMQP_* and SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. (README). Serves
+    /metrics and /healthz on SMARTLOGS_METRICS_HOST:SMARTLOGS_BRIDGE_METRICS_PORT
+    (127.0.0.1:9464; 0 turns it off).
     """
     import asyncio
 
@@ -381,6 +383,8 @@ def worker(ctx: typer.Context) -> None:
     `smartlogs worker tables`; default `worker -l info`. Configured by
     SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC, SMARTLOGS_ES_URL, SMARTLOGS_DATA_DIR;
     credentials and TLS by SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. and SMARTLOGS_ES_* (README).
+    Serves /metrics and /healthz on SMARTLOGS_METRICS_HOST:SMARTLOGS_WORKER_METRICS_PORT
+    (127.0.0.1:9465; 0 turns it off). Run one worker per topic: it holds the model.
     """
     from smartlogs.settings import get_settings
 
