@@ -168,16 +168,13 @@ def _lock_data_dir(data_dir: Path):
     """One embedded server per data directory: a second one would write the same SQLite
     files with its own sequence numbers and model. Returns the open, exclusively locked file
     (released by the OS when the process ends, however it ends)."""
-    import fcntl
+    from smartlogs.shipper import exclusive_lock
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    f = open(data_dir / "smartlogs.lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
+    path = data_dir / "smartlogs.lock"
+    f = exclusive_lock(path)
+    if f is None:
+        holder = path.read_text().strip() or "?"
         _fail(f"another `smartlogs up` (pid {holder}) is using the data directory {escape(str(data_dir))}.\n"
               "  stop it first, or give this one its own: --data-dir DIR (env SMARTLOGS_DATA_DIR)")
     f.truncate(0)

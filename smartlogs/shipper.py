@@ -83,6 +83,18 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
+def exclusive_lock(path: Path):
+    """``path`` opened and exclusively locked (released by the OS when the process ends,
+    however it ends), or None when another process holds it."""
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
 def default_state_path() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "smartlogs" / "ship-state.json"
@@ -96,12 +108,9 @@ class StateFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(str(self.path) + ".lock", "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ShipError(f"another shipper is using the state file {self.path}") from None
+        self._lock = exclusive_lock(Path(str(self.path) + ".lock"))
+        if self._lock is None:
+            raise ShipError(f"another shipper is using the state file {self.path}")
         self.files: dict[str, FileState] = {}
         if self.path.exists():
             try:

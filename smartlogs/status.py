@@ -36,8 +36,6 @@ class Stage:
 
 def scrape(url: str) -> dict[str, float]:
     """Prometheus text → {'name{label="v"}': value} (samples summed over nothing)."""
-    if url.rstrip("/").endswith("/healthz"):  # an easy mix-up: the readiness URL next to it
-        url = url.rstrip("/")[: -len("healthz")] + "metrics"
     r = httpx.get(url, timeout=5)
     r.raise_for_status()
     out: dict[str, float] = {}
@@ -89,9 +87,9 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
                    stuck_after: float = 60.0) -> tuple[str, list[Stage]]:
     """(mode, stages). A stage that cannot be reached is down."""
     api = api_url.rstrip("/")
-    # a readiness URL given for a metrics one: the same service, its /metrics
+    # an easy mix-up: the readiness URL given for the metrics one (same service, its /metrics)
     bridge_metrics, worker_metrics = (
-        u.rstrip("/")[: -len("healthz")] + "metrics" if u and u.rstrip("/").endswith("/healthz")
+        u.rstrip("/").removesuffix("/healthz") + "/metrics" if u and u.rstrip("/").endswith("/healthz")
         else u for u in (bridge_metrics, worker_metrics))
     stages: list[Stage] = []
     try:

@@ -31,6 +31,7 @@ from smartlogs import metrics
 from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "unprocessable_event"]
 
@@ -80,8 +81,10 @@ class EmbeddedRunner:
         pipeline.miner.bump_ids_past(self.store.max_template_number())
         # template merges the store may not have applied yet (a crash between the write of a
         # batch and its merge): applying them again is harmless
-        aliases = len(pipeline.miner.aliases)
-        self._merges_sent = aliases if not aliases or self._merge(pipeline.miner.merges()) else 0
+        self._merges = MergeNotices()
+        merges = self._merges.news(pipeline.miner)
+        if merges and not self._merge(merges):
+            self._merges.retry()
         return pipeline
 
     def _merge(self, merges: dict) -> bool:
@@ -173,10 +176,7 @@ class EmbeddedRunner:
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
         metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
-        merges = None
-        if len(self.pipeline.miner.aliases) != self._merges_sent:  # an enumeration merged
-            merges = self.pipeline.miner.merges()
-            self._merges_sent = len(self.pipeline.miner.aliases)
+        merges = self._merges.news(self.pipeline.miner)  # an enumeration merged since
         if self._writer is not None and self._writer.is_alive():
             self._pending.put((events, last_seq, merges))
         else:
@@ -208,7 +208,7 @@ class EmbeddedRunner:
             new = self.store.write(events, window_seconds=self.config.window_seconds,
                                    applied_seq=last_seq)
         if merges and not self._merge(merges):  # after the batch: it may carry merged ids
-            self._merges_sent = 0
+            self._merges.retry()
         self.processed += new
         if new:
             self.last_event_at = time.time()

@@ -79,7 +79,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MASKS", "MinedTemplate", "TemplateMiner"]
+__all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner"]
 
 # Order matters: the first instruction that matches a span wins.
 MASKS: tuple[tuple[str, str], ...] = (
@@ -590,3 +590,23 @@ def _params(message: str, group: _Group) -> list[str]:
                 continue
         _values(tok, pieces, out)
     return out
+
+
+class MergeNotices:
+    """Which of a miner's merges a store has been told of by this process, so a batch carries
+    ``TemplateMiner.merges()`` only when a merge happened since. It starts at none told: after
+    a start every merge is sent again (a crash may have come between a batch's write and its
+    merge; re-applying one is harmless); ``retry()`` after a failed rewrite does the same."""
+
+    def __init__(self) -> None:
+        self.told = 0
+
+    def news(self, miner: TemplateMiner) -> dict[str, str] | None:
+        n = len(miner.aliases)
+        if n == self.told:
+            return None
+        self.told = n
+        return miner.merges()
+
+    def retry(self) -> None:
+        self.told = 0

@@ -46,6 +46,7 @@ from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.templates import MergeNotices
 from streams.windows import count_windows, fold_window_counts, summarize_windows
 
 log = logging.getLogger(__name__)
@@ -113,31 +114,18 @@ def store():
 SINK_RETRY_CAP = 30.0  # seconds between attempts while Elasticsearch stays unavailable
 
 
-_merges_sent = 0  # how many template merges this process has had the store apply
-
-
-def _new_merges() -> dict | None:
-    """Template merges the store has not been told of by this process (after a start: all of
-    them, since a crash may have come between a batch's write and its merge; re-applying one
-    is harmless)."""
-    global _merges_sent
-    n = len(pipeline.miner.aliases)
-    if n == _merges_sent:
-        return None
-    _merges_sent = n
-    return pipeline.miner.merges()
+_merges = MergeNotices()  # template merges this process has had the store apply
 
 
 async def _merge_templates(loop, merges: dict) -> None:
     """Have the store rewrite ids merged away. A failure does not hold the stream (the events
     are stored; only their grouping by the old id is stale): it is logged, and the next batch
     asks again."""
-    global _merges_sent
     try:
         n = await loop.run_in_executor(None, store().merge_templates, merges)
         log.info("template merge: %d stored events now carry the surviving id", n)
     except Exception as exc:  # noqa: BLE001
-        _merges_sent = 0
+        _merges.retry()
         log.error("template merge failed (%s); retried with the next batch",
                   redact(f"{type(exc).__name__}: {exc}")[:300])
 
@@ -365,7 +353,7 @@ async def _repair(loop, event, first: int, end: int) -> None:
             metrics.DEAD_LETTERED.labels("worker").inc()
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        await _write_until_taken(loop, events, _new_merges())
+        await _write_until_taken(loop, events, _merges.news(pipeline.miner))
         await _account(event, items, events)
     _ack_offsets(tp, first, end)  # now the commit may move past them
 
@@ -409,7 +397,7 @@ async def process(batches):
             metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
             if pending is not None:
                 await _finish(stream, pending)
-            pending = (asyncio.ensure_future(_write_until_taken(loop, events, _new_merges())),
+            pending = (asyncio.ensure_future(_write_until_taken(loop, events, _merges.news(pipeline.miner))),
                        event, items, events)
             if not stream.channel.empty():  # more is waiting: overlap with the next batch
                 continue
