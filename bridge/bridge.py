@@ -62,6 +62,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ingest_api.publisher import (RECONNECT_BASE, RECONNECT_CAP, connect_with_backoff,
                                   declare_ingest_queue)
+from smartlogs import metrics
 from smartlogs.security import (amqp_connect_url, amqp_ssl_context, kafka_client_kwargs, redact,
                                 redact_url, register_secrets)
 from smartlogs.settings import Settings, get_settings
@@ -497,6 +498,7 @@ class Bridge:
             self.produced_lines += sum(n for _k, _v, n in records)
             if await self._settle(message, requeue=None):
                 self.acked += 1
+                metrics.LAST_EVENT.labels("bridge").set(time.time())
                 log.info("moved %d lines to Kafka in %d records", sum(n for _k, _v, n in records),
                          len(records), extra={"correlation_id": message.message_id})
 
@@ -698,8 +700,6 @@ async def run_bridge(settings: Settings | None = None,
     register_secrets(s)  # from here on no log record can carry them
     bridge = bridge_factory(s)
     from prometheus_client import REGISTRY
-
-    from smartlogs import metrics
 
     collector = metrics.StatsCollector("smartlogs_bridge", bridge.stats, gauges=("unacked",))
     REGISTRY.register(collector)

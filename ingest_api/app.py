@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     """The API. ``embedded``: spool + in-process pipeline + SQLite. ``full``: RabbitMQ + Elasticsearch."""
     s = settings or get_settings()
     build = {"embedded": build_embedded, "full": build_full}[mode]
+    metrics.expose("api", *(("pipeline", "spool") if mode == "embedded" else ()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -20,6 +20,33 @@ from rich.table import Table
 from smartlogs import __version__
 from smartlogs.logs import configure_logging
 
+
+
+def _wrap_long_help_values() -> None:
+    """typer renders an option's env var and default as rich Text items that inherit the
+    table's "ellipsis" overflow, so at 80 columns ``SMARTLOGS_BRIDGE_METRICS_URL`` or a long
+    default URL ended in "…": the one thing a reader copies from --help. Fold them instead.
+    (typer internals: if they change, --help keeps typer's own layout.)"""
+    from rich.text import Text
+    from typer import rich_utils
+
+    build = getattr(rich_utils, "_get_parameter_help", None)
+    if build is None or getattr(build, "_smartlogs_folds", False):
+        return
+
+    def folding(*args, **kwargs):
+        columns = build(*args, **kwargs)
+        for item in getattr(columns, "renderables", ()):
+            if isinstance(item, Text):
+                item.overflow = "fold"
+        return columns
+
+    folding._smartlogs_folds = True  # type: ignore[attr-defined]
+    rich_utils._get_parameter_help = folding
+
+
+_wrap_long_help_values()
+
 app = typer.Typer(
     help="SmartLogs: real-time log ingest, template mining, online anomaly detection and search.\n\n"
          "Start with `smartlogs up`, then `smartlogs replay FILE` in another terminal.",
@@ -435,12 +462,13 @@ def replay(
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
                                headers=_auth_headers())
-            progress.update(task, total=res.sent, completed=res.sent)
+            per_s = res.sent / res.seconds if res.seconds else 0
+            # the bar's last figure is the summary's: one clock (send_batches'), one rate
+            progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted after {sent:,} of {total:,} lines (run id {run_id}). "
                   f"Resume without duplicates (lines already stored are skipped):[/]\n  {escape(resume)}")
         raise typer.Exit(130) from None
-    per_s = res.sent / res.seconds if res.seconds else 0
     color = "green" if not res.rejected else "red"
     console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
                   f"  retries {res.retries}  in {res.seconds:.2f}s ({per_s:,.0f} lines/s)  run id {run_id}")

@@ -175,6 +175,18 @@ def set_default_data_view(client: httpx.Client, data_view_id: str = DATA_VIEW_ID
         raise KibanaSetupError(f"setting the default data view answered {r.status_code}: {_detail(r)}")
 
 
+def _check_url(url: str) -> None:
+    """A URL that can never answer is said at once, not after waiting out the timeout."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise KibanaSetupError(f"--kibana-url {url!r} is not a URL ({exc}); "
+                               "expected e.g. http://127.0.0.1:5601") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise KibanaSetupError(f"--kibana-url {url!r} is not an http(s) URL with a host; "
+                               "expected e.g. http://127.0.0.1:5601")
+
+
 def setup_kibana(kibana_url: str, *, objects_path: Path | None = None, index_prefix: str | None = None,
                  timeout: float = 300.0, interval: float = 2.0, space: str | None = None,
                  default_data_view: bool = True, username: str | None = None,
@@ -182,6 +194,7 @@ def setup_kibana(kibana_url: str, *, objects_path: Path | None = None, index_pre
                  log: Callable[[str], None] = lambda _: None) -> dict:
     """Wait for Kibana, import the saved objects (overwrite), set the default data view.
     Idempotent. Returns the import result (``successCount``, ``successResults``)."""
+    _check_url(kibana_url)
     objects = load_objects(objects_path, index_prefix=index_prefix)
     with _client(kibana_url, username=username, password=password, api_key=api_key,
                  timeout=30.0) as client:

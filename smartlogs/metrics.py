@@ -17,12 +17,12 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import orjson
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 __all__ = [
     "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS",
     "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
-    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "GAPS_REPAIRED", "CONSUMER_LAG", "StatsCollector", "serve",
+    "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "GAPS_REPAIRED", "CONSUMER_LAG", "StatsCollector", "serve", "expose",
 ]
 
 _LAT = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -33,22 +33,28 @@ EVENTS_ACCEPTED = Counter("smartlogs_events_accepted_total",
                           "Events durably taken (spool commit or broker confirm)", ["source"])
 REQUESTS_REJECTED = Counter("smartlogs_requests_rejected_total",
                             "Ingest requests refused, by error code", ["reason"])
+# Metrics without labels export a sample (0) as soon as they are registered. Those that only one
+# kind of process moves are registered by that process (``expose``), so the bridge does not
+# report an anomaly count of 0, nor the API in front of RabbitMQ a model that never warms up.
 ACCEPT_SECONDS = Histogram("smartlogs_queue_publish_seconds",
                            "Time to durably hand a batch to the queue (spool or RabbitMQ)",
-                           buckets=_LAT)
+                           buckets=_LAT, registry=None)
 EVENTS_PROCESSED = Counter("smartlogs_events_processed_total",
                            "Events through the pipeline, by stage", ["stage"])
-ANOMALIES = Counter("smartlogs_anomalies_total", "Events flagged as anomalies")
+ANOMALIES = Counter("smartlogs_anomalies_total", "Events flagged as anomalies", registry=None)
 SINK_SECONDS = Histogram("smartlogs_sink_write_seconds", "Store bulk write latency", ["store"],
                          buckets=_LAT)
 SINK_FAILURES = Counter("smartlogs_sink_failures_total", "Store writes that failed (retried)",
                         ["store"])
 DEAD_LETTERED = Counter("smartlogs_dead_lettered_total", "Messages/documents dead-lettered",
                         ["hop"])
-MODEL_WARMED_UP = Gauge("smartlogs_model_warmed_up", "1 once the anomaly model left warm-up")
-BACKLOG = Gauge("smartlogs_backlog_events", "Accepted events not yet processed (embedded spool)")
+MODEL_WARMED_UP = Gauge("smartlogs_model_warmed_up", "1 once the anomaly model left warm-up",
+                        registry=None)
+BACKLOG = Gauge("smartlogs_backlog_events", "Accepted events not yet processed (embedded spool)",
+                registry=None)
 LAST_EVENT = Gauge("smartlogs_last_event_timestamp_seconds",
-                   "Wall-clock time of the last event a stage took (api: accepted, sink: stored)",
+                   "Wall-clock time of the last event a stage took "
+                   "(api: accepted, bridge: moved to Kafka, sink: stored)",
                    ["stage"])
 
 
@@ -60,7 +66,27 @@ def accepted(source: str, n: int) -> None:
 
 
 GAPS_REPAIRED = Counter("smartlogs_worker_gap_messages_total",
-                        "Raw-topic messages the stream did not deliver, re-read by offset")
+                        "Raw-topic messages the stream did not deliver, re-read by offset",
+                        registry=None)
+
+_ROLES = {
+    "api": (ACCEPT_SECONDS,),               # takes ingest requests (embedded or full)
+    "pipeline": (ANOMALIES, MODEL_WARMED_UP),  # runs the pipeline (embedded server, worker)
+    "spool": (BACKLOG,),                    # the embedded server's spool
+    "worker": (GAPS_REPAIRED,),             # the Kafka-mode worker
+}
+_exposed: set[str] = set()
+_expose_lock = threading.Lock()
+
+
+def expose(*roles: str) -> None:
+    """Register the metrics of what this process does (see ``_ROLES``); idempotent."""
+    with _expose_lock:
+        for role in roles:
+            if role not in _exposed:
+                for metric in _ROLES[role]:
+                    REGISTRY.register(metric)
+                _exposed.add(role)
 CONSUMER_LAG = Gauge("smartlogs_consumer_lag_messages", "Kafka consumer lag per partition",
                      ["topic", "partition"])
 

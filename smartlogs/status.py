@@ -154,9 +154,11 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
             st = Stage("bridge", True, rate=rate(first, second, "smartlogs_bridge_produced_lines"),
                        lag=_sum(second, "smartlogs_bridge_unacked"),
                        errors=_sum(second, "smartlogs_bridge_kafka_failures")
-                       + _sum(second, "smartlogs_bridge_dead_lettered"))
+                       + _sum(second, "smartlogs_bridge_dead_lettered"),
+                       last_event=_sum(second, 'smartlogs_last_event_timestamp_seconds{stage="bridge"}') or None)
+            st.problem = _stuck(st.lag, st.last_event, now, stuck_after)
         else:
-            last = _sum(second, "smartlogs_last_event_timestamp_seconds") or None
+            last = _sum(second, 'smartlogs_last_event_timestamp_seconds{stage="sink"}') or None
             st = Stage("worker+elasticsearch", True,
                        rate=rate(first, second, 'smartlogs_events_processed_total{stage="sink"}'),
                        lag=_sum(second, "smartlogs_consumer_lag_messages"),

@@ -438,6 +438,7 @@ async def table_summary() -> None:
 
 @app.on_worker_init.connect
 def _serve_metrics(app, **kwargs) -> None:  # only when running as a worker, not for `agents`
+    metrics.expose("pipeline", "worker")
     metrics.serve(settings.worker_metrics_port, settings.metrics_host, health=health)
 
 

@@ -431,6 +431,16 @@ def test_setup_reports_import_errors_and_a_kibana_that_never_comes_up():
         setup_kibana("http://127.0.0.1:9", objects_path=NDJSON, timeout=0.2, interval=0.05)
 
 
+@pytest.mark.parametrize("url", ["not-a-url", "ftp://kibana:5601", "http://", "http://[::1"])
+def test_a_url_that_can_never_answer_is_refused_at_once(url):
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(KibanaSetupError, match="--kibana-url .*expected e.g. http://127.0.0.1:5601"):
+        setup_kibana(url, objects_path=NDJSON, timeout=30, interval=0.05)
+    assert time.monotonic() - t0 < 5  # not after waiting out the timeout
+
+
 def test_command_line_entry_point_with_space_and_custom_prefix(tmp_path):
     import typer
     from typer.testing import CliRunner

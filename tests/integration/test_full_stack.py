@@ -126,7 +126,13 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     env = stack["env"]
     bridge_m = f"http://127.0.0.1:{env['SMARTLOGS_BRIDGE_METRICS_PORT']}/metrics"
     worker_m = f"http://127.0.0.1:{env['SMARTLOGS_WORKER_METRICS_PORT']}/metrics"
-    assert "smartlogs_bridge_produced_lines" in httpx.get(bridge_m).text
+    bridge_text = httpx.get(bridge_m).text
+    assert "smartlogs_bridge_produced_lines" in bridge_text
+    assert 'smartlogs_last_event_timestamp_seconds{stage="bridge"}' in bridge_text
+    # each process exports what it does: no pipeline figures (stuck at 0) from the bridge or the API
+    api_text = httpx.get(f"{url}/metrics").text
+    for text in (bridge_text, api_text):
+        assert "smartlogs_anomalies_total" not in text and "smartlogs_model_warmed_up" not in text
     # readiness next to the metrics: the bridge consumes and produces, the worker's sink answers
     hb = httpx.get(bridge_m.replace("/metrics", "/healthz")).json()
     assert hb == {"status": "ok", "rabbitmq": "consuming", "kafka": "connected", "unacked": 0}, hb
@@ -135,6 +141,7 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     assert hw.json()["kafka"]["assigned_partitions"] >= 1
     worker_text = httpx.get(worker_m).text
     assert 'smartlogs_events_processed_total{stage="sink"} 2000.0' in worker_text
+    assert "smartlogs_model_warmed_up 1.0" in worker_text and "smartlogs_worker_gap_messages_total" in worker_text
     r = _cli(stack, "status", "--bridge-metrics", bridge_m, "--worker-metrics", worker_m,
              "--interval", "0.5")
     assert r.returncode == 0, r.stdout + r.stderr
