@@ -100,3 +100,11 @@ def _kafka_delete_new_topics(bootstrap: str, before: set[str]) -> None:
 def elasticsearch(engine_env) -> str:
     _ensure("elasticsearch")
     return engine_env["SMARTLOGS_ES_URL"]
+
+
+@pytest.fixture
+def stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    """`smartlogs api`, `bridge` and `worker` running on the real engines (tests/integration/stack.py)."""
+    from tests.integration.stack import run_stack
+
+    yield from run_stack(tmp_path, rabbitmq, kafka, elasticsearch)

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_full_stack import _cli, _logs, _wait_total, stack  # noqa: F401
+from tests.integration.stack import cli, stack_logs, wait_total
 
 pytestmark = [pytest.mark.engines, pytest.mark.timeout(900)]
 
@@ -82,10 +82,10 @@ def _finish(stack, replay: subprocess.Popen, rss: RssSampler, *, extra: int = 0)
     assert replay.returncode == 0, out + err
     assert f"accepted {LINES:,}" in out, out
     expect = LINES + extra
-    total = _wait_total(stack["url"], expect, timeout=300, procs=stack["procs"])
-    assert total == expect, _logs(stack)
+    total = wait_total(stack["url"], expect, timeout=300, procs=stack["procs"])
+    assert total == expect, stack_logs(stack)
     time.sleep(3)  # a late redelivery would show up now as a duplicate
-    assert _wait_total(stack["url"], expect, timeout=5) == expect
+    assert wait_total(stack["url"], expect, timeout=5) == expect
     st = httpx.get(f"{stack['url']}/api/stats", params={"windows": 10000}, timeout=30).json()
     assert st["totals"]["events"] == expect
     for name, bound in RSS_BOUND_MIB.items():
@@ -137,12 +137,12 @@ def test_elasticsearch_stopped_30s_during_a_20k_replay(stack, loghub):
                 # and `smartlogs status` says which stage cannot work, exiting non-zero
                 metrics = {v: f"http://127.0.0.1:{stack['env'][f'SMARTLOGS_{v.upper()}_METRICS_PORT']}/metrics"
                            for v in ("bridge", "worker")}
-                st = _cli(stack, "status", "--bridge-metrics", metrics["bridge"],
+                st = cli(stack, "status", "--bridge-metrics", metrics["bridge"],
                           "--worker-metrics", metrics["worker"], "--interval", "0.5")
                 assert st.returncode != 0 and "not ready" in st.stdout, st.stdout + st.stderr
                 time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
                 # the worker waits for the sink (retrying with backoff) instead of dying
-                assert all(p.poll() is None for p in stack["procs"].values()), _logs(stack)
+                assert all(p.poll() is None for p in stack["procs"].values()), stack_logs(stack)
             finally:
                 _engine("start", "elasticsearch")
             _finish(stack, replay, rss, extra=1)

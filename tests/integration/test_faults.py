@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.test_full_stack import _cli, _logs, _wait_total, stack  # noqa: F401
+from tests.integration.stack import stack_logs, wait_total
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "engines"
 
@@ -39,10 +39,10 @@ def test_kill_9_bridge_and_worker_during_a_20k_replay(stack, loghub):
         out, err = replay.communicate(timeout=300)
         assert replay.returncode == 0, out + err
         assert "accepted 20,000" in out
-        total = _wait_total(stack["url"], 20_000, timeout=240, procs=stack["procs"])
-        assert total == 20_000, _logs(stack)
+        total = wait_total(stack["url"], 20_000, timeout=240, procs=stack["procs"])
+        assert total == 20_000, stack_logs(stack)
         time.sleep(3)  # anything redelivered late would show up now as a duplicate
-        assert _wait_total(stack["url"], 20_000, timeout=5) == 20_000
+        assert wait_total(stack["url"], 20_000, timeout=5) == 20_000
         st = httpx.get(f"{stack['url']}/api/stats", params={"windows": 10000}, timeout=30).json()
         assert st["totals"]["events"] == 20_000
     finally:
@@ -70,17 +70,17 @@ def test_sigterm_to_the_worker_during_a_replay_loses_nothing(stack, loghub):
         out, err = replay.communicate(timeout=300)
         assert replay.returncode == 0, out + err
         assert "accepted 10,000" in out
-        total = _wait_total(stack["url"], 10_000, timeout=240, procs=stack["procs"])
-        assert total == 10_000, _logs(stack)
+        total = wait_total(stack["url"], 10_000, timeout=240, procs=stack["procs"])
+        assert total == 10_000, stack_logs(stack)
         time.sleep(3)
-        assert _wait_total(stack["url"], 10_000, timeout=5) == 10_000
+        assert wait_total(stack["url"], 10_000, timeout=5) == 10_000
     finally:
         replay.kill()
 
 
 def test_broker_stopped_means_503_and_nothing_accepted_then_ingest_resumes(stack):
     url = stack["url"]
-    before = _wait_total(url, 0, timeout=5)
+    before = wait_total(url, 0, timeout=5)
     engine_env = {**os.environ}
     subprocess.run([str(SCRIPTS / "stop.sh"), "rabbitmq"], check=True, env=engine_env, timeout=120)
     try:
@@ -109,7 +109,7 @@ def test_broker_stopped_means_503_and_nothing_accepted_then_ingest_resumes(stack
         time.sleep(0.5)
     r = httpx.post(f"{url}/ingest", json={"message": "broker is back marker"}, timeout=30)
     assert r.status_code == 202, r.text
-    assert _wait_total(url, before + 1, timeout=120, procs=stack["procs"]) == before + 1, _logs(stack)
+    assert wait_total(url, before + 1, timeout=120, procs=stack["procs"]) == before + 1, stack_logs(stack)
     found = httpx.get(f"{url}/api/events", params={"q": "broker is back marker"}).json()
     assert found["total"] == 1
     assert httpx.get(f"{url}/api/events", params={"q": "while the broker is down"}).json()["total"] == 0

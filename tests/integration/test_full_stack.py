@@ -5,119 +5,29 @@ queried back through the same API and CLI verbs as the embedded mode."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import httpx
-import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def stack(tmp_path, rabbitmq, kafka, elasticsearch):
-    tag = uuid.uuid4().hex[:8]
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SMARTLOGS_AMQP_URL": rabbitmq,
-        "SMARTLOGS_AMQP_QUEUE": f"test.ingest.{tag}",
-        "SMARTLOGS_AMQP_DLQ": f"test.ingest.dlq.{tag}",
-        "SMARTLOGS_KAFKA_BOOTSTRAP": kafka,
-        "SMARTLOGS_KAFKA_TOPIC": f"test.raw.{tag}",
-        "SMARTLOGS_KAFKA_DLQ_TOPIC": f"test.dlq.{tag}",
-        "SMARTLOGS_WORKER_ID": f"test-worker-{tag}",
-        "SMARTLOGS_ES_URL": elasticsearch,
-        "SMARTLOGS_ES_INDEX_PREFIX": f"test-events-{tag}",
-        "SMARTLOGS_DATA_DIR": str(tmp_path / "var"),
-        "SMARTLOGS_PORT": str(port),
-        "SMARTLOGS_CHECKPOINT_SECONDS": "1",
-        "SMARTLOGS_BRIDGE_METRICS_PORT": str(_free_port()),
-        "SMARTLOGS_WORKER_METRICS_PORT": str(_free_port()),
-    }
-    logs = {}
-    procs = {}
-    for verb in ("api", "bridge", "worker"):
-        logs[verb] = open(tmp_path / f"{verb}.log", "w")
-        procs[verb] = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", verb], env=env,
-                                       stdout=logs[verb], stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        pytest.fail("api not healthy: " + (tmp_path / "api.log").read_text()[-3000:])
-    yield {"url": url, "env": env, "tmp": tmp_path, "procs": procs}
-    for p in procs.values():
-        p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    for f in logs.values():
-        f.close()
-    from smartlogs.store.elasticsearch import ElasticsearchStore
-
-    store = ElasticsearchStore(elasticsearch, index_prefix=env["SMARTLOGS_ES_INDEX_PREFIX"])
-    store.delete_before(4e9)  # every daily index of this test (wildcard deletes are refused)
-    httpx.delete(f"{elasticsearch}/_index_template/{env['SMARTLOGS_ES_INDEX_PREFIX']}", timeout=10)
-    store.close()
-
-
-def _wait_total(url: str, n: int, timeout: float = 120, procs: dict | None = None) -> int:
-    deadline = time.monotonic() + timeout
-    total = -1
-    while time.monotonic() < deadline:
-        for name, p in (procs or {}).items():
-            assert p.poll() is None, f"{name} exited with {p.returncode}"
-        r = httpx.get(f"{url}/api/events", params={"limit": 1}, timeout=10)
-        if r.status_code == 200:
-            total = r.json()["total"]
-            if total >= n:
-                return total
-        time.sleep(0.5)
-    return total
-
-
-def _cli(stack, *args) -> subprocess.CompletedProcess:
-    env = {**stack["env"], "SMARTLOGS_URL": stack["url"], "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "smartlogs.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
-
-
-def _logs(stack) -> str:
-    return "\n".join(f"--- {v} ---\n" + (stack["tmp"] / f"{v}.log").read_text()[-2500:]
-                     for v in ("api", "bridge", "worker"))
+from tests.integration.stack import cli, free_port, stack_logs, wait_total
 
 
 def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     url = stack["url"]
-    r = _cli(stack, "replay", str(loghub / "Linux" / "Linux_2k.log"), "--run-id", "fs1",
+    r = cli(stack, "replay", str(loghub / "Linux" / "Linux_2k.log"), "--run-id", "fs1",
              "--batch-size", "250")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "accepted 2,000" in r.stdout
-    assert _wait_total(url, 2000, procs=stack["procs"]) == 2000, _logs(stack)
+    assert wait_total(url, 2000, procs=stack["procs"]) == 2000, stack_logs(stack)
 
     # the same run again: every id is already stored, nothing is duplicated anywhere
-    r = _cli(stack, "replay", str(loghub / "Linux" / "Linux_2k.log"), "--run-id", "fs1")
+    r = cli(stack, "replay", str(loghub / "Linux" / "Linux_2k.log"), "--run-id", "fs1")
     assert r.returncode == 0
     time.sleep(5)
-    assert _wait_total(url, 2000) == 2000
+    assert wait_total(url, 2000) == 2000
     st = httpx.get(f"{url}/api/stats", params={"windows": 10000}).json()
     assert st["totals"]["events"] == 2000
     assert st["top_hosts"][0] == {"key": "combo", "count": 2000}
@@ -142,12 +52,12 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     worker_text = httpx.get(worker_m).text
     assert 'smartlogs_events_processed_total{stage="sink"} 2000.0' in worker_text
     assert "smartlogs_model_warmed_up 1.0" in worker_text and "smartlogs_worker_gap_messages_total" in worker_text
-    r = _cli(stack, "status", "--bridge-metrics", bridge_m, "--worker-metrics", worker_m,
+    r = cli(stack, "status", "--bridge-metrics", bridge_m, "--worker-metrics", worker_m,
              "--interval", "0.5")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "full mode" in r.stdout and "bridge" in r.stdout and "worker+elasticsearch" in r.stdout
     # the readiness URLs given instead of the metrics ones: the same answer, no traceback
-    r = _cli(stack, "status", "--bridge-metrics", bridge_m.replace("/metrics", "/healthz"),
+    r = cli(stack, "status", "--bridge-metrics", bridge_m.replace("/metrics", "/healthz"),
              "--worker-metrics", worker_m.replace("/metrics", "/healthz"), "--interval", "0.5")
     assert r.returncode == 0 and "worker+elasticsearch" in r.stdout, r.stdout + r.stderr
     # --url at something that is not the API: down, said plainly
@@ -156,7 +66,7 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
                        capture_output=True, text=True, env={**stack["env"], "COLUMNS": "200"})
     assert r.returncode == 1 and "does not look like the SmartLogs API" in r.stdout, r.stdout
 
-    r = _cli(stack, "search", "authentication failure", "--host", "combo", "--json")
+    r = cli(stack, "search", "authentication failure", "--host", "combo", "--json")
     doc = json.loads(r.stdout)
     assert doc["total"] > 0 and all("authentication" in e["message"] for e in doc["events"])
     one = doc["events"][0]
@@ -168,7 +78,7 @@ def test_broker_down_means_503_with_retry_after(stack):
     from ingest_api.publisher import AmqpPublisher  # noqa: F401  (the module under test exists)
 
     bad = {**stack["env"], "SMARTLOGS_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
-           "SMARTLOGS_PORT": str(_free_port()), "SMARTLOGS_PUBLISH_TIMEOUT": "1"}
+           "SMARTLOGS_PORT": str(free_port()), "SMARTLOGS_PUBLISH_TIMEOUT": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "api"], env=bad,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{bad['SMARTLOGS_PORT']}"
@@ -194,9 +104,9 @@ def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub)
     """window_counts lives in memory and in its Kafka changelog: a new worker process rebuilds it."""
     import re
 
-    r = _cli(stack, "replay", str(loghub / "OpenSSH" / "OpenSSH_2k.log"), "--run-id", "rec")
+    r = cli(stack, "replay", str(loghub / "OpenSSH" / "OpenSSH_2k.log"), "--run-id", "rec")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _wait_total(stack["url"], 2000, procs=stack["procs"]) == 2000, _logs(stack)
+    assert wait_total(stack["url"], 2000, procs=stack["procs"]) == 2000, stack_logs(stack)
 
     # the sample's user= enumeration merges (T17, T21, T23 → T9 with a fresh model, as here):
     # the worker had Elasticsearch rewrite the events stored under the ids merged away
