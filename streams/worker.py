@@ -83,7 +83,9 @@ dead_letters = app.topic(settings.kafka_dlq_topic, value_type=bytes, value_seria
 # source partition (a window's totals are the sum over partitions). A dict value is replaced,
 # never mutated in place: only an assignment writes the changelog.
 window_counts = app.Table("window_counts_by_window", default=dict,
-                          partitions=settings.kafka_partitions, key_type=str)
+                          partitions=settings.kafka_partitions, key_type=str,
+                          help="Events per window and dimension (host, component, level, "
+                               "template, anomalies), per source partition")
                           # (no value_type: values go through the changelog as plain JSON objects)
 
 _config = PipelineConfig.from_settings(settings)
@@ -436,8 +438,10 @@ async def table_summary() -> None:
         log.info("window_counts: %d keys, total=%d events", summary[0], summary[1])
 
 
-@app.on_worker_init.connect
-def _serve_metrics(app, **kwargs) -> None:  # only when running as a worker, not for `agents`
+@app.task
+async def _serve_metrics() -> None:
+    # a task runs when the app starts as a worker; Faust's other commands (`agents`, `tables`)
+    # also send on_worker_init, and must not bind (or warn about) the worker's metrics port
     metrics.expose("pipeline", "worker")
     metrics.serve(settings.worker_metrics_port, settings.metrics_host, health=health)
 
