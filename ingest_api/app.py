@@ -238,8 +238,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
 class AuthMiddleware:
     """API keys and per-key rate limits for every route, including routers added later.
 
-    Open while no key exists (the CLI refuses to bind beyond loopback then); afterwards each
-    request needs a key with the scope its path requires (``smartlogs.auth.required_scope``).
+    Open while no key was ever created (the CLI refuses to bind beyond loopback then);
+    afterwards each request needs an active key with the scope its path requires
+    (``smartlogs.auth.required_scope``), also once every key is revoked (fail closed).
     """
 
     def __init__(self, app, *, keys: KeyStore, limiter: RateLimiter | None):
@@ -261,8 +262,11 @@ class AuthMiddleware:
         key = self.keys.verify(secret) if secret else None
         if key is None:
             why = "missing API key" if not secret else "unknown or revoked API key"
+            if not self.keys.active():
+                why += " (every key of this server is revoked)"
             return await _deny(send, 401, "unauthorized",
-                               f"{why}: send 'Authorization: Bearer <key>' (create one with "
+                               f"{why}: send 'Authorization: Bearer <key>' (the CLI sends "
+                               "$SMARTLOGS_API_KEY; create a key with "
                                "`smartlogs keys create --name NAME --scope ingest|read|admin`)",
                                {"WWW-Authenticate": "Bearer"})
         if not key.allows(need):

@@ -5,10 +5,12 @@ created. Only their SHA-256 is stored (a fast hash is right for random 256-bit s
 password hashes are for low-entropy passwords). Scopes: ``ingest`` (send events), ``read``
 (queries and the console), ``admin`` (both).
 
-While no key exists, the API is open — which ``smartlogs up``/``api`` allow only on a
-loopback address. Once a key exists, every request except ``/healthz``, ``/metrics``, the API
-docs and the console's static page needs one: ``Authorization: Bearer <key>``, or
-``Authorization: ApiKey <key>`` (also base64 ``id:key`` as Elasticsearch clients send it), or
+While no key was ever created, the API is open — which ``smartlogs up``/``api`` allow only on
+a loopback address. Once a key exists, every request except ``/healthz``, ``/metrics``, the API
+docs and the console's page and its script/style files needs one; revoking every key does *not*
+reopen the API (that would turn revoking a leaked key into exposing the server): it then refuses
+everything protected until a key is created, or ``keys.db`` is deleted on purpose. A request needs ``Authorization: Bearer <key>``,
+or ``Authorization: ApiKey <key>`` (also base64 ``id:key`` as Elasticsearch clients send it), or
 ``Authorization: Basic`` with the key as the password (for shippers that only know basic auth).
 """
 
@@ -61,6 +63,7 @@ class KeyStore:
         self.path = Path(path)  # nothing touches the disk until the first use
         self._lock = threading.Lock()
         self._by_hash: dict[str, ApiKey] = {}
+        self._any = False  # a key was created (active or revoked)
         self._stamp: tuple | None = None
         self._checked = 0.0
         self._ready = False
@@ -94,6 +97,8 @@ class KeyStore:
         return key, secret
 
     def list(self) -> list[ApiKey]:
+        if not self.path.exists():  # listing creates nothing
+            return []
         with self._connect() as conn:
             rows = conn.execute("SELECT id, name, scope, created, revoked FROM api_keys ORDER BY created")
             return [ApiKey(*r) for r in rows]
@@ -113,7 +118,7 @@ class KeyStore:
             return
         self._checked = now
         if not self.path.exists():
-            self._by_hash, self._stamp = {}, ("absent",)
+            self._by_hash, self._any, self._stamp = {}, False, ("absent",)
             return
         st = os.stat(self.path)
         stamp = (st.st_mtime_ns, st.st_size)
@@ -123,13 +128,20 @@ class KeyStore:
             rows = conn.execute("SELECT id, name, scope, created, revoked, hash FROM api_keys").fetchall()
         with self._lock:
             self._by_hash = {r[5]: ApiKey(*r[:5]) for r in rows if r[4] is None}
+            self._any = bool(rows)
             self._stamp = stamp
 
     @property
     def enabled(self) -> bool:
-        """True once at least one active key exists: then every protected request needs one."""
+        """True once a key was created, even if every key is revoked since (fail closed): then
+        every protected request needs an active one."""
         self._refresh()
-        return bool(self._by_hash)
+        return self._any
+
+    def active(self) -> int:
+        """How many keys are not revoked."""
+        self._refresh()
+        return len(self._by_hash)
 
     def verify(self, secret: str) -> ApiKey | None:
         self._refresh()
@@ -161,7 +173,9 @@ def parse_authorization(header: str | None) -> str | None:
     return None
 
 
-_OPEN = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/static/", "/favicon.ico")
+# the console's page and its files are open (a browser sends no key for a <script> tag; the
+# page asks for a read key and sends it with its API calls)
+_OPEN = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/console/", "/favicon.ico")
 _INGEST = ("/ingest", "/loki/", "/v1/logs", "/_license", "/_xpack", "/_cluster/health")
 
 

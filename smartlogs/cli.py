@@ -266,7 +266,7 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory.")] = None) -> None:
+def keys_list(data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (env SMARTLOGS_DATA_DIR).")] = None) -> None:
     """List keys (names, scopes, state; never the secrets)."""
     from datetime import datetime, timezone
 
@@ -284,16 +284,26 @@ def keys_list(data_dir: Annotated[Optional[Path], typer.Option(help="Data direct
 @keys_app.command("revoke")
 def keys_revoke(
     name_or_id: Annotated[str, typer.Argument(help="The key's name or id.")],
-    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (env SMARTLOGS_DATA_DIR).")] = None,
 ) -> None:
-    """Revoke a key; running servers stop accepting it within a few seconds."""
+    """Revoke a key; running servers stop accepting it within a few seconds.
+
+    Revoking the last active key does not reopen the API: it then refuses every protected
+    request until a key is created (to go back to running without keys, on loopback only,
+    stop the server and delete DATA_DIR/keys.db).
+    """
     from smartlogs.auth import KeyStore
 
+    store = KeyStore(_settings_from(None, None, data_dir).keys_path)
     try:
-        key = KeyStore(_settings_from(None, None, data_dir).keys_path).revoke(name_or_id)
+        key = store.revoke(name_or_id)
     except KeyError as exc:
         _fail(str(exc.args[0]))
     console.print(f"revoked key {key.name} ({key.id})")
+    if not store.active():
+        console.print("[yellow]no active key left: the API now refuses every request that needs a "
+                      "key (ingest, search, console) until you create one with "
+                      "`smartlogs keys create`.[/]")
 
 
 @app.command()

@@ -144,3 +144,38 @@ def test_console_stream_takes_the_key_as_a_query_parameter(secured):
     assert client.get("/api/events", params={"key": k["read"]}).status_code == 401
     page = client.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200  # the page itself is open; it asks for a key on 401
+
+
+def test_the_console_page_and_its_files_load_without_a_key(secured):
+    """A browser sends no key for <script>/<link>: the page's files must be open, or the page
+    (which asks for the key) can never run."""
+    client, _, _ = secured
+    for name in ("console.js", "console.css", "favicon.svg"):
+        r = client.get(f"/console/{name}")
+        assert r.status_code == 200 and r.content, name
+    # only the listed files: any other name is a 404, never a file from disk
+    assert client.get("/console/../auth.py").status_code in (404, 401)
+    assert client.get("/api/events").status_code == 401  # the data still needs a key
+
+
+def test_revoking_every_key_does_not_reopen_the_api(secured):
+    client, k, keys = secured
+    for name in ("shipper", "viewer", "ops"):
+        keys.revoke(name)
+    keys._checked = 0  # the server re-reads the key file every 2 s; don't wait in a test
+    r = client.post("/ingest", json={"message": "after the last revoke"})
+    assert r.status_code == 401 and "every key of this server is revoked" in r.json()["detail"]
+    assert client.get("/api/events").status_code == 401
+    assert client.get("/healthz").status_code == 200  # open paths stay open
+
+
+def test_revoking_the_last_key_warns_and_listing_creates_nothing(tmp_path):
+    assert "API keys" in _cli("keys", "list", data_dir=tmp_path).stdout
+    assert not (tmp_path / "keys.db").exists()
+    _cli("keys", "create", "--name", "only", "--scope", "admin", data_dir=tmp_path)
+    r = _cli("keys", "revoke", "only", data_dir=tmp_path)
+    assert r.returncode == 0 and "no active key left" in r.stdout, r.stdout
+    # beyond loopback the server still counts as secured (it refuses everything protected)
+    from smartlogs.cli import _guard_bind
+
+    _guard_bind(Settings(host="0.0.0.0", data_dir=tmp_path), insecure=False)  # no refusal
