@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import orjson
 
 __all__ = ["IngestError", "decode_body", "INGEST_REQUEST_BODY", "decode_content_encoding",
-           "gunzip", "parse_timestamp", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
+           "gunzip", "parse_timestamp", "check_depth", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
 
 JSON_TYPES = {"application/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl",
@@ -31,6 +31,10 @@ TEXT_TYPES = {"text/plain"}
 _KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
           "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
 MAX_ID_LENGTH = 200
+# how deep an event's own fields may nest objects/arrays; the stores serialise events as JSON
+# (orjson stops at 255 levels, the spool wraps each event in two more), so deeper is refused
+# here, with a clear error, rather than failing later where nobody can be told
+MAX_FIELD_DEPTH = 100
 _MIN_TS = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()  # 0001-01-01T00:00:00Z
 _MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
 
@@ -260,4 +264,19 @@ def _event(doc, i: int, what: str = "event") -> dict:
     extra = {k: v for k, v in doc.items() if k not in _KNOWN}
     if fields or extra:
         item["fields"] = {**extra, **(fields or {})}
+        check_depth(item["fields"], where, index=i)
     return item
+
+
+def check_depth(value, where: str, *, index: int | None = None, limit: int = MAX_FIELD_DEPTH) -> None:
+    """IngestError 422 when ``value`` nests objects/arrays more than ``limit`` levels deep.
+    Iterative (no recursion limit to hit), and it stops at the first level over the limit."""
+    level, todo = 0, [value]
+    while todo:
+        level += 1
+        if level > limit:
+            raise IngestError(422, "invalid_event",
+                              f"{where}: its fields nest objects/arrays more than {limit} levels "
+                              "deep; flatten them", index=index)
+        todo = [c for v in todo for c in (v.values() if isinstance(v, dict) else v)
+                if isinstance(c, (dict, list))]

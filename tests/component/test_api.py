@@ -138,6 +138,10 @@ BAD = [
     ("unknown encoding", b"x", {"Content-Type": "text/plain", "Content-Encoding": "br"}, 415, "unsupported_encoding"),
     ("too large", b"x" * 1_000_001, {"Content-Type": "text/plain"}, 413, "body_too_large"),
     ("gzip bomb", gzip.compress(b"a\n" * 600_000), {"Content-Type": "text/plain", "Content-Encoding": "gzip"}, 413, "body_too_large"),
+    ("fields nested 260 deep", b'{"message": "m", "fields": ' + b'{"a": ' * 260 + b'1' + b'}' * 261,
+     {"Content-Type": "application/json"}, 422, "invalid_event"),
+    ("extra key nested 260 deep", b'{"message": "m", "extra": ' + b'[' * 260 + b']' * 260 + b'}',
+     {"Content-Type": "application/json"}, 422, "invalid_event"),
 ]
 
 

@@ -53,3 +53,12 @@ def test_parse_time_forms():
     assert parse_time(None) is None
     with pytest.raises(IngestError):
         parse_time("soon")
+
+
+def test_fields_nested_too_deep_are_refused_and_reasonable_nesting_is_kept():
+    deep = '{"message": "m", "fields": ' + '{"a": ' * 150 + '1' + '}' * 151
+    with pytest.raises(IngestError) as e:
+        decode_body(deep.encode(), content_type="application/json", max_bytes=10**6)
+    assert e.value.status == 422 and "more than 100 levels" in e.value.body["detail"]
+    ok = '{"message": "m", "fields": ' + '{"a": [' * 45 + '1' + ']}' * 45 + '}'
+    assert decode_body(ok.encode(), content_type="application/json", max_bytes=10**6)[0]["fields"]

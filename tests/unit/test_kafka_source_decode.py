@@ -96,3 +96,11 @@ def test_an_unexpected_decoder_error_is_a_flagged_event_not_a_crash(monkeypatch)
     items, err = dec(b'{"message": "poison"}', "json")
     assert err == "decode_failed" and items[0]["message"] == '{"message": "poison"}'
     assert "RecursionError" in items[0]["fields"]["decode_detail"]
+
+
+def test_a_record_nested_too_deep_is_kept_as_flagged_text():
+    value = b'{"message": "m", "fields": ' + b'{"a": ' * 300 + b'1' + b'}' * 301
+    items, error = decode_record(value, "json", max_bytes=10**6)
+    assert error == "invalid_event" and len(items) == 1
+    assert items[0]["fields"]["decode_error"] == "invalid_event" and "levels" in items[0]["fields"]["decode_detail"]
+    orjson.dumps(items)  # what the spool will do with it
