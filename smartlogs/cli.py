@@ -123,6 +123,23 @@ def version() -> None:
     console.print(f"smartlogs {__version__}")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"smartlogs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                               help="Print the version and exit.")] = False,
+) -> None:
+    """SmartLogs: real-time log ingest, template mining, online anomaly detection and search.
+
+    Start with `smartlogs up`, then `smartlogs replay FILE` in another terminal.
+    """
+
+
 @app.command()
 def up(
     host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1, env SMARTLOGS_HOST).")] = None,
@@ -147,15 +164,15 @@ def up(
     tls = _tls_setup(settings)
     base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
-                  f"store [cyan]{settings.db_path}[/]")
+                  f"store [cyan]{settings.db_path}[/]", soft_wrap=True)
     console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
-                  "-d '{\"message\": \"hello\"}'")
+                  "-d '{\"message\": \"hello\"}'", soft_wrap=True)  # never cut a command
     from smartlogs.datasets import default_loghub_dir
 
     sample = default_loghub_dir() / "Linux" / "Linux_2k.log"
     url = "" if base == "http://127.0.0.1:8000" else f" --url {base}"
     fetch = "" if sample.is_file() else "smartlogs data fetch -d Linux && "
-    console.print(f"  replay:      {fetch}smartlogs replay {sample}{url}")
+    console.print(f"  replay:      {fetch}smartlogs replay {sample}{url}", soft_wrap=True)
     console.print(f"  web console: {base}/")
     console.print(f"  API docs:    {base}/docs        stop: Ctrl-C")
     # The pipeline threads hold the GIL for long stretches; the default 5 ms switch interval
@@ -262,7 +279,8 @@ def keys_create(
     console.print(f"created key [bold]{key.name}[/] (id {key.id}, scope {key.scope}). "
                   "Copy it now, it is not shown again:")
     print(secret)
-    console.print(f"use it as:  curl -H 'Authorization: Bearer {secret[:6]}…' ...", style="dim")
+    console.print(f"use it as:  curl -H 'Authorization: Bearer {secret[:6]}…' ...", style="dim",
+                  soft_wrap=True)
 
 
 @keys_app.command("list")
@@ -458,6 +476,8 @@ def replay(
         (f" --repeat {repeat}" if repeat > 1 else "") + f" --run-id {run_id}"
     started = time.monotonic()
     sent = 0
+    err.print(f"run id {run_id}: sending again with --run-id {run_id} skips what is already "
+              "stored", style="dim")
     try:
         with Progress(*columns, console=err, transient=False) as progress:
             task = progress.add_task(f"replay {path.name}", total=total, rate=0.0)
@@ -477,7 +497,8 @@ def replay(
             progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted after {sent:,} of {total:,} lines (run id {run_id}). "
-                  f"Resume without duplicates (lines already stored are skipped):[/]\n  {escape(resume)}")
+                  f"Resume without duplicates (lines already stored are skipped):[/]\n  {escape(resume)}",
+                  soft_wrap=True)
         raise typer.Exit(130) from None
     color = "green" if not res.rejected else "red"
     console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
@@ -485,8 +506,10 @@ def replay(
     for e in res.errors[:5]:
         err.print(f"  [red]{escape(e)}[/]")
     if res.aborted:
-        err.print(f"[red]stopped early: the server stayed unavailable. Resume without duplicates:[/]"
-                  f"\n  {escape(resume)}")
+        why = ("the server refused the API key (set SMARTLOGS_API_KEY to a key with the ingest "
+               "scope)" if res.abort_reason == "auth" else "the server stayed unavailable")
+        err.print(f"[red]stopped early: {why}. Resume without duplicates:[/]\n  {escape(resume)}",
+                  soft_wrap=True)
     if res.rejected:
         raise typer.Exit(1)
 
@@ -539,7 +562,7 @@ def tail(
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
     host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
     level: Annotated[Optional[str], typer.Option(help="Only this level.")] = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="Show the last N stored events first.")] = 10,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="First show the N newest stored events by event time (not by arrival), then follow.")] = 10,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between the server's polls of the store.")] = 0.5,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
@@ -655,8 +678,10 @@ def status(
                 if s.last_event else "-")
         fmt = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
         state = "[green]ok[/]" if s.ok else ("[red]down[/]" if not s.up else "[yellow]stuck[/]")
+        # the API's count is of requests it refused (bad input, keys, backlog): say so
+        errors = fmt(s.errors) + (" rejected" if s.name == "ingest api" and s.errors else "")
         t.add_row(s.name, state, "-" if s.rate is None else f"{s.rate:,.1f}", fmt(s.lag),
-                  fmt(s.errors), last, escape(s.problem or ""))
+                  errors, last, escape(s.problem or ""))
     console.print(t)
     if not all(s.ok for s in stages):
         raise typer.Exit(1)

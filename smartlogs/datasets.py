@@ -26,12 +26,15 @@ FETCH_DIR = Path("data/loghub")  # where `smartlogs data fetch` puts the samples
 
 def default_loghub_dir() -> Path:
     """Where the loghub samples are: $SMARTLOGS_LOGHUB_DIR, else ``data/loghub`` (what
-    ``smartlogs data fetch`` fills), else a ``../shared/data/loghub`` next to the checkout
-    (the machines this was built on), else ``data/loghub``."""
+    ``smartlogs data fetch`` fills; in the working directory, then in the checkout), else a
+    ``../shared/data/loghub`` (from the working directory, then next to the checkout: the
+    machines this was built on), else ``data/loghub``."""
     env = os.environ.get("SMARTLOGS_LOGHUB_DIR")
     if env:
         return Path(env)
-    for candidate in (FETCH_DIR, Path("../shared/data/loghub")):
+    repo = Path(__file__).resolve().parents[1]  # the checkout, when run from one
+    for candidate in (FETCH_DIR, repo / FETCH_DIR, Path("../shared/data/loghub"),
+                      repo.parent / "shared" / "data" / "loghub"):
         if candidate.is_dir():
             return candidate
     return FETCH_DIR

@@ -572,7 +572,12 @@ def _make_app() -> typer.Typer:
         """Everything on the six shared samples (the figures of bench/QUALITY.md)."""
         from smartlogs.datasets import default_loghub_dir
 
-        r = eval_loghub(root or default_loghub_dir(), out_dir=out_dir, seed=seed)
+        root = root or default_loghub_dir()
+        r = eval_loghub(root, out_dir=out_dir, seed=seed)
+        if not r["parsing"]:
+            raise SystemExit(f"error: no loghub samples under {root} (expected e.g. "
+                             f"{root / 'Linux' / 'Linux_2k.log'}): pass their folder, set "
+                             "SMARTLOGS_LOGHUB_DIR, or run `smartlogs data fetch`")
         echo("== parsing and templates (raw lines)")
         for v in r["parsing"].values():
             _print_parsing(v, echo)

@@ -32,7 +32,8 @@ class ReplayResult:
     retries: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    aborted: bool = False  # the server stayed unreachable: the rest of the file was not sent
+    aborted: bool = False  # the rest of the file was not sent (see ``abort_reason``)
+    abort_reason: str | None = None  # "unavailable" (server unreachable/5xx) or "auth" (401/403)
 
 
 def count_lines(path: Path) -> int:
@@ -244,7 +245,10 @@ def _post(client, url, body, headers, max_retries, res, sleep) -> bool:
         return True
     if out.transient:
         res.errors.append(f"gave up after {max_retries} retries: {out.error}")
-        res.aborted = out.error.startswith(("Connect", "HTTP 5"))
+        if out.error.startswith(("Connect", "HTTP 5")):
+            res.aborted, res.abort_reason = True, "unavailable"
     else:
         res.errors.append(out.error)
+        if out.status in (401, 403):  # every later batch would be refused the same way
+            res.aborted, res.abort_reason = True, "auth"
     return False

@@ -804,7 +804,7 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     parts: list[tuple[float, str]] = []
     get = x.get
     tid = ctx.get("template_id")
-    host = ctx.get("host") or "-"
+    host = ctx.get("host") or "(no host)"  # lines without a host share one "host"
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
     if get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))

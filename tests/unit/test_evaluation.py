@@ -164,3 +164,12 @@ def test_eval_synthetic_reports_recall_per_kind(tmp_path):
     assert r["fpr_at_operating_point"] <= 0.011
     assert r["kinds"]["unseen_template"]["recall_at_1pct_fpr"] >= 0.75
     assert r["kinds"]["host_silence"]["recall_at_1pct_fpr"] >= 0.75
+
+
+def test_eval_loghub_without_samples_fails_with_advice(tmp_path):
+    from typer.testing import CliRunner
+
+    from smartlogs.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "loghub", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "no loghub samples under" in r.output and "data fetch" in r.output

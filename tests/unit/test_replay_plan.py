@@ -1,3 +1,5 @@
+import pytest
+
 from smartlogs.replay import plan_batches
 
 
@@ -38,6 +40,25 @@ def test_send_stops_when_the_server_stays_down():
     res = send_batches("http://x", plan_batches(lines(30), batch_size=10), run_id="r",
                        client=client, sleep=lambda s: None, max_retries=2)
     assert res.aborted and res.sent == 10 and res.rejected == 10 and res.retries == 2
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_send_stops_at_the_first_refused_key(status):
+    import httpx
+
+    from smartlogs.replay import send_batches
+
+    calls = []
+
+    def deny(request):
+        calls.append(request)
+        return httpx.Response(status, json={"error": "unauthorized", "detail": "missing API key"})
+
+    client = httpx.Client(transport=httpx.MockTransport(deny))
+    res = send_batches("http://x", plan_batches(lines(30), batch_size=10), run_id="r",
+                       client=client, sleep=lambda s: None)
+    assert res.aborted and res.abort_reason == "auth" and len(calls) == 1
+    assert res.sent == 10 and res.rejected == 10 and "missing API key" in res.errors[0]
 
 
 def test_send_retries_503_then_succeeds_with_same_ids():
