@@ -78,6 +78,14 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         await transport.start()
         app.state.transport, app.state.store = transport, store
         app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken
+        if app.state.syslog is not None:
+            app.state.syslog_health = {"listening": True,
+                                       "address": f"{app.state.syslog.host}:{app.state.syslog.port}"}
+        elif s.syslog_port:  # asked for and not listening: /healthz and `status` say so
+            app.state.syslog_health = {"listening": False, "address": f"{s.syslog_host}:{s.syslog_port}",
+                                       "error": "could not bind the port (see the server log)"}
+        else:
+            app.state.syslog_health = None
         app.state.kafka_source = await start_kafka_source(s, transport)  # None without a topic
         log.info("SmartLogs %s started in %s mode", __version__, mode)
         try:
@@ -219,6 +227,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 sink, sink_ok = {"error": redact(exc)[:200]}, False
             detail["store"] = {"reachable": sink_ok, **sink}
             ok = ok and sink_ok
+        syslog = getattr(request.app.state, "syslog_health", None)
+        if syslog is not None:  # informative: HTTP ingest works without it
+            detail["syslog"] = syslog
         source = getattr(request.app.state, "kafka_source", None)
         if source is not None:  # informative: a source that cannot reach Kafka keeps retrying
             detail["kafka_source"] = source.status()

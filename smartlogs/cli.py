@@ -672,12 +672,13 @@ def status(
                                   interval=interval, stuck_after=stuck_after)
     t = Table(title=f"SmartLogs status ({mode} mode, {escape(redact_url(url))})")
     for col in ("stage", "state", "rate/s", "lag", "errors", "last event", "problem"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # an address or a stage name is never cut off
     for s in stages:
         last = (datetime.fromtimestamp(s.last_event, timezone.utc).strftime("%H:%M:%S UTC")
                 if s.last_event else "-")
         fmt = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
-        state = "[green]ok[/]" if s.ok else ("[red]down[/]" if not s.up else "[yellow]stuck[/]")
+        state = ("[green]ok[/]" if s.ok else "[red]down[/]" if not s.up
+                 else "[yellow]degraded[/]" if s.degraded else "[yellow]stuck[/]")
         # the API's count is of requests it refused (bad input, keys, backlog): say so
         errors = fmt(s.errors) + (" rejected" if s.name == "ingest api" and s.errors else "")
         t.add_row(s.name, state, "-" if s.rate is None else f"{s.rate:,.1f}", fmt(s.lag),

@@ -27,6 +27,7 @@ class Stage:
     errors: float | None = None
     last_event: float | None = None    # wall-clock time of the last event through the stage
     problem: str | None = None
+    degraded: bool = False             # works, but part of it does not (e.g. a receiver)
     detail: dict = field(default_factory=dict)
 
     @property
@@ -128,6 +129,11 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
         api_stage.problem = redact(f"health says {h.get('status')}: {h.get('broker') or ''}"
                                    f"{' (' + h['broker_error'] + ')' if h.get('broker_error') else ''}"
                                    ).strip(": ")
+    syslog = h.get("syslog")
+    if isinstance(syslog, dict) and syslog.get("listening") is False and api_stage.problem is None:
+        api_stage.problem = (f"syslog receiver not listening on {syslog.get('address')}: "
+                             f"{syslog.get('error')}")
+        api_stage.degraded = True
     stages.insert(0, api_stage)
 
     if mode == "embedded":

@@ -348,3 +348,23 @@ def test_start_syslog_from_settings_port_off_and_port_taken(caplog):
     off, taken = asyncio.run(scenario())
     assert off is None and taken is None
     assert "syslog receiver NOT started" in caplog.text
+
+
+def test_healthz_says_when_the_syslog_receiver_could_not_start(tmp_path):
+    """HTTP ingest still works (200), but /healthz names the receiver that is not listening."""
+    from fastapi.testclient import TestClient
+
+    from ingest_api.app import create_app
+    from smartlogs.settings import Settings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with TestClient(create_app(Settings(data_dir=tmp_path, syslog_port=port))) as c:
+            r = c.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["syslog"] == {"listening": False, "address": f"127.0.0.1:{port}",
+                                  "error": "could not bind the port (see the server log)"}
+    with TestClient(create_app(Settings(data_dir=tmp_path / "off", syslog_port=0))) as c:
+        assert "syslog" not in c.get("/healthz").json()
