@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _CKPT_MAGIC = b"SMARTLOGS-CKPT-1\n"
 _MIN_TS, _MAX_TS = -62135596800.0, 253402300800.0  # 0001-01-01 .. 9999-12-31, epoch seconds
+# how far past its arrival an event's own time may lie: more than the year rule for syslog
+# lines without a year allows (a month up to one month ahead stays in this year, ~35 days)
+MAX_FUTURE_SECONDS = 62 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,11 @@ class Pipeline:
                 ts = item["received"]
             elif not (_MIN_TS <= ts < _MAX_TS):  # NaN, ±inf, outside years 1-9999: a poison pill
                 extra = {**extra, "invalid_timestamp": str(ts)}
+                ts = item["received"]
+            elif ts > item["received"] + MAX_FUTURE_SECONDS:
+                # a clock or a client far off (year 9999, 2262): kept, flagged, placed at arrival,
+                # so it does not head every newest-first listing and window for years
+                extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
             level = normalize_level(level)
             mined = mine(message)
