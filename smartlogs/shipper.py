@@ -38,6 +38,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -93,6 +94,39 @@ def exclusive_lock(path: Path):
         f.close()
         return None
     return f
+
+
+def check_paths(paths: list[Path], *, missing_ok: bool = True) -> None:
+    """Refuse what can never be followed: a directory or another non-regular file, and a path
+    that does not exist unless ``missing_ok`` (followed files may appear later)."""
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            if missing_ok:
+                continue
+            raise ShipError(f"{p} does not exist (without --once, a missing file is waited "
+                            "for)") from None
+        except OSError as exc:
+            raise ShipError(f"{p}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ShipError(f"{p} is a directory; give the files in it (e.g. {p}/*.log)")
+        if not stat.S_ISREG(st.st_mode):
+            raise ShipError(f"{p} is not a regular file")
+        if not os.access(p, os.R_OK):
+            raise ShipError(f"{p} is not readable")
+
+
+def _open_regular(path) -> int | None:
+    """``path`` opened for reading, or None when it is missing or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def default_state_path() -> Path:
@@ -209,10 +243,7 @@ class FollowedFile:
     def _open_initial(self) -> None:
         saved = self.state.get(self.key)
         first, self._first = self._first, False
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            fd = None
+        fd = _open_regular(self.path)
         if saved is not None:
             if fd is not None:
                 fst = os.fstat(fd)
@@ -241,7 +272,7 @@ class FollowedFile:
                             "file from its start", self.key, saved.ino)
         if fd is None:
             if not self._missing_logged:
-                log.info("%s does not exist (yet); waiting for it", self.key)
+                log.info("%s does not exist (yet) as a file; waiting for it", self.key)
                 self._missing_logged = True
             return
         self._missing_logged = False
@@ -251,9 +282,8 @@ class FollowedFile:
         self._new_generation(self.cur, start)
 
     def _open_new_path(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = _open_regular(self.path)
+        if fd is None:
             return
         fst = os.fstat(fd)
         self.cur = _Open(fd, fst.st_dev, fst.st_ino, FileState("", fst.st_dev, fst.st_ino), self.key)
@@ -401,11 +431,13 @@ class Shipper:
                  batch_size: int = 1000, batch_bytes: int = 4 << 20, poll_interval: float = 0.25,
                  rotate_wait: float = 2.0, start_at_end: bool = False, gzip: bool = False,
                  max_line_bytes: int = 1 << 20, max_backoff: float = 10.0,
-                 stop: threading.Event | None = None,
+                 missing_ok: bool = True, stop: threading.Event | None = None,
                  sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if not paths:
             raise ValueError("give at least one file to follow")
+        # files that do not exist yet are waited for unless missing_ok is False; never dirs
+        check_paths(paths, missing_ok=missing_ok)
         self.url = url
         self.state = StateFile(state_path)
         self.files = [FollowedFile(p, self.state, start_at_end=start_at_end,
@@ -511,8 +543,8 @@ class StartAt(str, Enum):
 
 def ship_command(
     paths: Annotated[list[Path], typer.Argument(
-        help="Files to follow like `tail -F` (they may not exist yet; rotation and truncation "
-             "are handled).")],
+        help="Files to follow like `tail -F` (they may not exist yet, except with --once; "
+             "rotation and truncation are handled). Directories are refused.")],
     url: Annotated[str, typer.Option("--url", envvar="SMARTLOGS_URL",
                                      help="Base URL of a running SmartLogs API.")] = "http://127.0.0.1:8000",
     state_file: Annotated[Optional[Path], typer.Option(
@@ -525,7 +557,8 @@ def ship_command(
     start_at: Annotated[StartAt, typer.Option(help="Where to start in a file not seen before (only files present at start).")] = StartAt.beginning,
     max_backoff: Annotated[float, typer.Option(min=0.1, help="Longest wait between retries while the API is down, seconds.")] = 10.0,
     gzip: Annotated[bool, typer.Option(help="gzip each request body.")] = False,
-    once: Annotated[bool, typer.Option(help="Ship what the files hold now, then exit.")] = False,
+    once: Annotated[bool, typer.Option(
+        help="Ship what the files hold now, then exit (the files must exist).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Follow log files and ship their lines to SmartLogs (POST /ingest), resuming where it stopped.
@@ -550,7 +583,7 @@ def ship_command(
                           headers=headers, batch_size=batch_size, batch_bytes=batch_bytes,
                           poll_interval=poll_interval, rotate_wait=rotate_wait,
                           start_at_end=start_at == StartAt.end, gzip=gzip,
-                          max_backoff=max_backoff, stop=stop)
+                          max_backoff=max_backoff, missing_ok=not once, stop=stop)
     except ShipError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)

@@ -227,3 +227,18 @@ def test_lines_written_while_the_api_is_down_arrive_once_it_is_back(tmp_path):
         assert "not taking lines" in shipped and "retrying" in shipped
     finally:
         api.stop()
+
+
+def run_once(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*SHIP, *args, "--once", *FAST], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_directory_or_a_missing_file_is_refused_with_once(tmp_path):
+    state = tmp_path / "state.json"
+    r = run_once(str(tmp_path), "--state-file", str(state))
+    assert r.returncode == 1 and "is a directory" in r.stderr, r.stderr
+    assert "shipped" not in r.stderr and not state.exists()
+    r = run_once(str(tmp_path / "missing.log"), "--state-file", str(state))
+    assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
+    assert not state.exists()

@@ -337,3 +337,35 @@ def test_post_ingest_retries_forever_until_stopped():
     out = post_ingest(client, "http://x", b"{}", max_retries=None, sleep=lambda s: None,
                       should_stop=lambda: n["calls"] >= 20)
     assert not out.ok and out.transient and n["calls"] == 20 and out.retries == 19
+
+
+def test_a_directory_is_refused_and_never_recorded(tmp_path, api):
+    d = tmp_path / "logs"
+    d.mkdir()
+    with pytest.raises(ShipError, match="is a directory"):
+        Shipper([d], "http://api", state_path=tmp_path / "state.json")
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_a_missing_file_is_refused_only_when_it_must_exist(tmp_path, api, make):
+    with pytest.raises(ShipError, match="does not exist"):
+        Shipper([tmp_path / "nope.log"], "http://api", state_path=tmp_path / "s.json",
+                missing_ok=False)
+    assert not (tmp_path / "s.json").exists()
+    make(tmp_path / "later.log")  # followed: waited for
+
+
+def test_a_directory_appearing_at_a_followed_path_is_not_followed(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    sh = make(log)
+    sh.poll()
+    log.mkdir()
+    drain(sh, 2)
+    assert not (tmp_path / "state.json").exists() or str(log) not in orjson.loads(
+        (tmp_path / "state.json").read_bytes())["files"]
+    log.rmdir()
+    write(log, "x\n")
+    drain(sh, 2)
+    assert api.lines == ["x"]
+    files = orjson.loads((tmp_path / "state.json").read_bytes())["files"]
+    assert files[str(log)]["ino"] == log.stat().st_ino
