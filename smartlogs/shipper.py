@@ -18,10 +18,11 @@
   id once.
 * **Sending.** Lines are batched (``batch_size`` lines / ``batch_bytes``) as NDJSON
   ``{"id", "raw"}`` items to ``POST /ingest``; connection errors, timeouts, 429 and 5xx
-  answers are retried forever with exponential backoff, honouring ``Retry-After`` (lines
-  written meanwhile wait in their files). ``SMARTLOGS_API_KEY`` is sent as
-  ``Authorization: Bearer``. A 401/403/4xx answer stops the shipper with the reason; the
-  position is not advanced, so nothing is lost.
+  answers are retried with exponential backoff, honouring ``Retry-After`` (lines written
+  meanwhile wait in their files): forever, or for ``give_up_after`` seconds (``--once``),
+  after which the shipper stops with the positions of the lines accepted so far.
+  ``SMARTLOGS_API_KEY`` is sent as ``Authorization: Bearer``. A 401/403/4xx answer stops the
+  shipper with the reason; the position is not advanced, so nothing is lost.
 
 Limits: only complete (LF-terminated) lines are sent, except the last line of a rotated file;
 a line longer than ``max_line_bytes`` is sent in pieces; lines written between the copy and
@@ -94,6 +95,18 @@ def exclusive_lock(path: Path):
         f.close()
         return None
     return f
+
+
+def check_url(url: str) -> None:
+    """A URL that can never answer is a setup mistake: said at once, not retried forever."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ShipError(f"--url {url!r} is not an http(s) URL ({exc}); "
+                        "expected e.g. http://127.0.0.1:8000") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ShipError(f"--url {url!r} is not an http(s) URL with a host; "
+                        "expected e.g. http://127.0.0.1:8000")
 
 
 def check_paths(paths: list[Path], *, missing_ok: bool = True) -> None:
@@ -431,12 +444,16 @@ class Shipper:
                  batch_size: int = 1000, batch_bytes: int = 4 << 20, poll_interval: float = 0.25,
                  rotate_wait: float = 2.0, start_at_end: bool = False, gzip: bool = False,
                  max_line_bytes: int = 1 << 20, max_backoff: float = 10.0,
-                 missing_ok: bool = True, stop: threading.Event | None = None,
+                 give_up_after: float | None = None, missing_ok: bool = True,
+                 stop: threading.Event | None = None,
                  sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
+        """``give_up_after``: seconds a batch is retried while the API is down or busy before
+        :class:`ShipError` (None: forever). ``missing_ok``: files that do not exist yet are
+        waited for (else refused, like directories always are)."""
         if not paths:
             raise ValueError("give at least one file to follow")
-        # files that do not exist yet are waited for unless missing_ok is False; never dirs
+        check_url(url)
         check_paths(paths, missing_ok=missing_ok)
         self.url = url
         self.state = StateFile(state_path)
@@ -453,6 +470,8 @@ class Shipper:
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.give_up_after = give_up_after
+        self.clock = clock
         self.stop_event = stop or threading.Event()
         self.sleep = sleep or self.stop_event.wait
         self.stats = ShipStats()
@@ -497,14 +516,29 @@ class Shipper:
             log.warning("SmartLogs at %s not taking lines (%s); retrying in %.1fs", self.url,
                         problem, wait)
 
+        sleep, should_stop = self.sleep, self.stop_event.is_set
+        if self.give_up_after is not None:  # retry until then, never sleeping past it
+            deadline = self.clock() + self.give_up_after
+
+            def sleep(wait: float) -> None:
+                self.sleep(max(0.0, min(wait, deadline - self.clock())))
+
+            def should_stop() -> bool:
+                return self.stop_event.is_set() or self.clock() >= deadline
+
         out = post_ingest(self.client, self.url, body, self.headers, max_retries=None,
-                          max_delay=self.max_backoff, sleep=self.sleep,
-                          should_stop=self.stop_event.is_set, on_retry=on_retry)
+                          max_delay=self.max_backoff, sleep=sleep,
+                          should_stop=should_stop, on_retry=on_retry)
         self.stats.retries += out.retries
         if out.ok:
             return True
-        if out.transient:  # asked to stop while retrying
+        if out.transient and self.stop_event.is_set():  # asked to stop while retrying
             return False
+        if out.transient:
+            self.stats.errors.append(out.error or "unreachable")
+            raise ShipError(f"gave up after {self.give_up_after:g}s: SmartLogs at {self.url} is "
+                            f"not taking lines ({out.error}); the positions of the lines it took "
+                            "are saved: run again to resume")
         if out.status == 413 and len(batch) > 1:
             self.batch_size = max(1, len(batch) // 2)
             self.batch_bytes = max(1024, self.batch_bytes // 2)
@@ -559,14 +593,19 @@ def ship_command(
     gzip: Annotated[bool, typer.Option(help="gzip each request body.")] = False,
     once: Annotated[bool, typer.Option(
         help="Ship what the files hold now, then exit (the files must exist).")] = False,
+    give_up_after: Annotated[float, typer.Option(
+        min=0.0, help="With --once: seconds to retry while the API is down or busy, then exit "
+                      "1; positions are kept, so a rerun resumes. Without --once: retry "
+                      "forever.")] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Follow log files and ship their lines to SmartLogs (POST /ingest), resuming where it stopped.
 
     Positions are saved after every accepted batch, so a restart neither skips nor repeats
-    lines; each line's id is FILE-ID:OFFSET, so a resent batch is stored once. Retries forever
-    with backoff while the API is down or busy (429/503, honouring Retry-After). Set
-    SMARTLOGS_API_KEY when the API requires keys. Stop with Ctrl-C or SIGTERM.
+    lines; each line's id is FILE-ID:OFFSET, so a resent batch is stored once. Retries with
+    backoff while the API is down or busy (429/503, honouring Retry-After): forever, or with
+    --once for --give-up-after seconds, then exits 1. Set SMARTLOGS_API_KEY when the API
+    requires keys. Stop with Ctrl-C or SIGTERM.
     """
     from smartlogs.logs import configure_logging
 
@@ -583,7 +622,9 @@ def ship_command(
                           headers=headers, batch_size=batch_size, batch_bytes=batch_bytes,
                           poll_interval=poll_interval, rotate_wait=rotate_wait,
                           start_at_end=start_at == StartAt.end, gzip=gzip,
-                          max_backoff=max_backoff, missing_ok=not once, stop=stop)
+                          max_backoff=max_backoff,
+                          give_up_after=give_up_after if once else None, missing_ok=not once,
+                          stop=stop)
     except ShipError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)

@@ -234,6 +234,32 @@ def run_once(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def test_a_url_that_is_not_http_is_refused_at_once(tmp_path):
+    log, state = tmp_path / "once.log", tmp_path / "state.json"
+    log.write_text("x\n")
+    r = run_once(str(log), "--url", "notaurl", "--state-file", str(state), timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "error: --url 'notaurl' is not an http(s) URL" in r.stderr, r.stderr
+    assert "retrying" not in r.stderr and not state.exists()
+
+
+def test_once_against_a_down_api_gives_up_then_a_rerun_resumes(platform, tmp_path):
+    tok = uuid.uuid4().hex[:10]
+    log, state = tmp_path / "app.log", tmp_path / "state.json"
+    log.write_text(lines(tok, 0, 30))
+    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    r = run_once(str(log), "--url", down, "--state-file", str(state), "--give-up-after", "1.5")
+    assert r.returncode == 1, r.stderr
+    assert 1.5 <= time.monotonic() - t0 < 15
+    assert "gave up after 1.5s" in r.stderr and "run again" in r.stderr, r.stderr
+    assert orjson.loads(state.read_bytes())["files"][str(log)]["offset"] == 0  # nothing moved
+    r = run_once(str(log), "--url", platform.url, "--state-file", str(state))
+    assert r.returncode == 0, r.stderr
+    assert numbers(platform.wait_for(tok, 30)) == list(range(30))
+    assert "shipped 30 lines" in r.stderr
+
+
 def test_a_directory_or_a_missing_file_is_refused_with_once(tmp_path):
     state = tmp_path / "state.json"
     r = run_once(str(tmp_path), "--state-file", str(state))

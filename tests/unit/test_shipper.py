@@ -68,9 +68,9 @@ def make(tmp_path, api):
 
     def _make(*paths, **kw):
         kw.setdefault("rotate_wait", 1.0)
-        sh = Shipper(list(paths), "http://api", state_path=tmp_path / "state.json",
-                     client=httpx.Client(transport=httpx.MockTransport(api)),
-                     sleep=sleeps.append, **kw)
+        kw.setdefault("sleep", sleeps.append)
+        sh = Shipper(list(paths), kw.pop("url", "http://api"), state_path=tmp_path / "state.json",
+                     client=httpx.Client(transport=httpx.MockTransport(api)), **kw)
         made.append(sh)
         return sh
 
@@ -337,6 +337,45 @@ def test_post_ingest_retries_forever_until_stopped():
     out = post_ingest(client, "http://x", b"{}", max_retries=None, sleep=lambda s: None,
                       should_stop=lambda: n["calls"] >= 20)
     assert not out.ok and out.transient and n["calls"] == 20 and out.retries == 19
+
+
+@pytest.mark.parametrize("url", ["notaurl", "localhost:8000", "http://", "ftp://host/", "http://[::1"])
+def test_a_url_that_can_never_answer_is_refused_at_once(tmp_path, api, url):
+    with pytest.raises(ShipError, match="is not an http"):
+        Shipper([tmp_path / "app.log"], url, state_path=tmp_path / "state.json")
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_once_gives_up_when_the_api_stays_down_and_a_rerun_resumes(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\ny\n")
+    clock = Clock()
+    waits: list[float] = []
+
+    def sleep(s):
+        waits.append(s)
+        clock.t += s
+
+    api.fail = [httpx.ConnectError("refused")] * 1000
+    sh = make(log, clock=clock, sleep=sleep, give_up_after=5.0, max_backoff=2.0)
+    with pytest.raises(ShipError, match=r"gave up after 5s.*run again"):
+        sh.run(once=True)
+    assert clock.t == pytest.approx(5.0) and max(waits) <= 2.0  # never waits past the limit
+    assert sh.files[0].cur.st.offset == 0 and api.lines == []
+    sh.close()
+    api.fail = []
+    sh2 = make(log)
+    sh2.run(once=True)
+    assert api.lines == ["x", "y"]
+
+
+def test_forever_by_default_while_the_api_is_down(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\n")
+    clock = Clock()
+    api.fail = [httpx.ConnectError("refused")] * 200
+    sh = make(log, clock=clock, sleep=lambda s: setattr(clock, "t", clock.t + s), max_backoff=2.0)
+    assert sh.poll() == 1 and clock.t > 300 and api.lines == ["x"]
 
 
 def test_a_directory_is_refused_and_never_recorded(tmp_path, api):
