@@ -260,6 +260,25 @@ def test_once_against_a_down_api_gives_up_then_a_rerun_resumes(platform, tmp_pat
     assert "shipped 30 lines" in r.stderr
 
 
+def test_a_12_mb_line_is_one_event_truncated_and_flagged(platform, tmp_path):
+    tok = uuid.uuid4().hex[:10]
+    log, state = tmp_path / "app.log", tmp_path / "state.json"
+    with open(log, "w") as f:
+        f.write(f"{tok} line 00000\n{tok} line 00001\n")
+        f.write(f"{tok} long " + "x" * (12 << 20) + "\n")
+        f.write(f"{tok} line 00003\n")
+    r = run_once(str(log), "--url", platform.url, "--state-file", str(state))
+    assert r.returncode == 0, r.stderr
+    got = platform.wait_for(tok, 4)
+    assert len(got) == 4, [(e["id"], len(e["message"])) for e in got]
+    long = [e for e in got if " long " in e["message"]]
+    assert len(long) == 1 and long[0]["truncated"] is True
+    assert len(long[0]["message"]) == 65536 and long[0]["id"].endswith(":44")  # after 2 x 22 bytes
+    assert not any(e["truncated"] for e in got if e is not long[0])
+    assert "shipped 4 lines" in r.stderr, r.stderr
+    assert orjson.loads(state.read_bytes())["files"][str(log)]["offset"] == log.stat().st_size
+
+
 def test_a_directory_or_a_missing_file_is_refused_with_once(tmp_path):
     state = tmp_path / "state.json"
     r = run_once(str(tmp_path), "--state-file", str(state))
