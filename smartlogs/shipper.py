@@ -18,13 +18,22 @@
   id once.
 * **Sending.** Lines are batched (``batch_size`` lines / ``batch_bytes``) as NDJSON
   ``{"id", "raw"}`` items to ``POST /ingest``; connection errors, timeouts, 429 and 5xx
-  answers are retried forever with exponential backoff, honouring ``Retry-After`` (lines
-  written meanwhile wait in their files). ``SMARTLOGS_API_KEY`` is sent as
-  ``Authorization: Bearer``. A 401/403/4xx answer stops the shipper with the reason; the
-  position is not advanced, so nothing is lost.
+  answers are retried with exponential backoff, honouring ``Retry-After`` (lines written
+  meanwhile wait in their files): forever, or for ``give_up_after`` seconds (``--once``),
+  after which the shipper stops with the positions of the lines accepted so far.
+  ``SMARTLOGS_API_KEY`` is sent as ``Authorization: Bearer``. A 401/403/4xx answer stops the
+  shipper with the reason; the position is not advanced, so nothing is lost.
+* **Long lines.** One line is one event. A line longer than ``max_line_length`` characters
+  (the API's ``SMARTLOGS_MAX_LINE_LENGTH``) is sent cut to one character more than that, so
+  that the API cuts it to its limit and flags it ``truncated`` as it does for any longer line;
+  the rest of the line is skipped. At most ``4 * max_line_length + 4`` bytes of a line are read
+  into memory (enough for that many characters): a line still being written is sent as soon
+  as that much of it is there, and the state file records that its rest is to be skipped
+  (``skip``), so a restart in the middle of it does not send its rest as a line.
 
-Limits: only complete (LF-terminated) lines are sent, except the last line of a rotated file;
-a line longer than ``max_line_bytes`` is sent in pieces; lines written between the copy and
+Limits: only complete (LF-terminated) lines are sent, except the last line of a rotated file
+and the start of an over-long line; NUL bytes in front of a line (the hole a writer without
+``O_APPEND`` leaves after ``copytruncate``) are skipped; lines written between the copy and
 the truncation of ``copytruncate`` are in the copy only (inherent to copytruncate; the rename
 rotation has no such gap).
 """
@@ -36,8 +45,10 @@ import gzip as gzip_mod
 import hashlib
 import logging
 import os
+import re
 import secrets
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +70,8 @@ log = logging.getLogger(__name__)
 
 HEAD_BYTES = 1024  # identity digest over the first KiB of a file
 STATE_VERSION = 1
+MAX_LINE_LENGTH = 65536  # the API's default SMARTLOGS_MAX_LINE_LENGTH
+_NOT_NUL = re.compile(rb"[^\0]")
 
 
 class ShipError(Exception):
@@ -77,6 +90,7 @@ class FileState:
     offset: int = 0
     head: str = ""  # blake2b of the first head_len bytes ("" with head_len 0)
     head_len: int = 0
+    skip: bool = False  # offset is inside an over-long line already sent: skip to its LF
 
 
 def _digest(data: bytes) -> str:
@@ -93,6 +107,58 @@ def exclusive_lock(path: Path):
         f.close()
         return None
     return f
+
+
+def _state_doc(st: FileState) -> dict:
+    doc = asdict(st)
+    if not doc["skip"]:  # the usual case: state files stay readable by older shippers
+        del doc["skip"]
+    return doc
+
+
+def check_url(url: str) -> None:
+    """A URL that can never answer is a setup mistake: said at once, not retried forever."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ShipError(f"--url {url!r} is not an http(s) URL ({exc}); "
+                        "expected e.g. http://127.0.0.1:8000") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ShipError(f"--url {url!r} is not an http(s) URL with a host; "
+                        "expected e.g. http://127.0.0.1:8000")
+
+
+def check_paths(paths: list[Path], *, missing_ok: bool = True) -> None:
+    """Refuse what can never be followed: a directory or another non-regular file, and a path
+    that does not exist unless ``missing_ok`` (followed files may appear later)."""
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            if missing_ok:
+                continue
+            raise ShipError(f"{p} does not exist (without --once, a missing file is waited "
+                            "for)") from None
+        except OSError as exc:
+            raise ShipError(f"{p}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ShipError(f"{p} is a directory; give the files in it (e.g. {p}/*.log)")
+        if not stat.S_ISREG(st.st_mode):
+            raise ShipError(f"{p} is not a regular file")
+        if not os.access(p, os.R_OK):
+            raise ShipError(f"{p} is not readable")
+
+
+def _open_regular(path) -> int | None:
+    """``path`` opened for reading, or None when it is missing or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def default_state_path() -> Path:
@@ -128,7 +194,7 @@ class StateFile:
         self.files[path] = st
 
     def save(self) -> None:
-        doc = {"version": STATE_VERSION, "files": {p: asdict(s) for p, s in self.files.items()}}
+        doc = {"version": STATE_VERSION, "files": {p: _state_doc(s) for p, s in self.files.items()}}
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
@@ -163,17 +229,20 @@ class FollowedFile:
     offset; ``commit`` moves that offset once the API took them."""
 
     def __init__(self, path: Path, state: StateFile, *, start_at_end: bool = False,
-                 rotate_wait: float = 2.0, max_line_bytes: int = 1 << 20,
+                 rotate_wait: float = 2.0, max_line_length: int = MAX_LINE_LENGTH,
                  clock: Callable[[], float] = time.monotonic):
         self.path = Path(os.path.abspath(path))
         self.key = str(self.path)
         self.state = state
         self.start_at_end = start_at_end
         self.rotate_wait = rotate_wait
-        self.max_line_bytes = max_line_bytes
+        self.max_line_length = max_line_length
+        self.max_line_bytes = 4 * max_line_length + 4  # holds more than max_line_length chars
         self.clock = clock
         self.cur: _Open | None = None
-        self.pending: int | None = None  # offset after the lines last read, not yet committed
+        # (offset, skip) after the lines last read, not yet committed
+        self.pending: tuple[int, bool] | None = None
+        self._cut_logged = False
         self._first = True
         self._missing_logged = False
 
@@ -209,10 +278,7 @@ class FollowedFile:
     def _open_initial(self) -> None:
         saved = self.state.get(self.key)
         first, self._first = self._first, False
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            fd = None
+        fd = _open_regular(self.path)
         if saved is not None:
             if fd is not None:
                 fst = os.fstat(fd)
@@ -241,27 +307,27 @@ class FollowedFile:
                             "file from its start", self.key, saved.ino)
         if fd is None:
             if not self._missing_logged:
-                log.info("%s does not exist (yet); waiting for it", self.key)
+                log.info("%s does not exist (yet) as a file; waiting for it", self.key)
                 self._missing_logged = True
             return
         self._missing_logged = False
         fst = os.fstat(fd)
         self.cur = _Open(fd, fst.st_dev, fst.st_ino, FileState("", fst.st_dev, fst.st_ino), self.key)
-        start = self._line_start_before(fd, fst.st_size) if (first and self.start_at_end) else 0
-        self._new_generation(self.cur, start)
+        start, skip = (self._line_start_before(fd, fst.st_size) if (first and self.start_at_end)
+                       else (0, False))
+        self._new_generation(self.cur, start, skip)
 
     def _open_new_path(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = _open_regular(self.path)
+        if fd is None:
             return
         fst = os.fstat(fd)
         self.cur = _Open(fd, fst.st_dev, fst.st_ino, FileState("", fst.st_dev, fst.st_ino), self.key)
         self._new_generation(self.cur, 0)
 
-    def _new_generation(self, cur: _Open, offset: int) -> None:
+    def _new_generation(self, cur: _Open, offset: int, skip: bool = False) -> None:
         """A file (or a truncated file's new content) gets a new id, saved before any send."""
-        cur.st = FileState(secrets.token_hex(8), cur.dev, cur.ino, offset)
+        cur.st = FileState(secrets.token_hex(8), cur.dev, cur.ino, offset, skip=skip)
         self._update_head(cur)
         self.pending = None
         self.state.set(self.key, cur.st)
@@ -287,12 +353,15 @@ class FollowedFile:
         return None
 
     @staticmethod
-    def _line_start_before(fd: int, size: int) -> int:
-        """Start of the line that contains ``size`` (for ``--start-at end``)."""
+    def _line_start_before(fd: int, size: int) -> tuple[int, bool]:
+        """Start of the line that contains ``size`` (for ``--start-at end``), and whether it
+        is to be skipped (a line longer than 64 KiB: started before, its rest is skipped)."""
         lo = max(0, size - (1 << 16))
         tail = os.pread(fd, size - lo, lo)
         nl = tail.rfind(b"\n")
-        return lo + nl + 1 if nl >= 0 else (size if lo else 0)
+        if nl >= 0:
+            return lo + nl + 1, False
+        return (size, True) if lo else (0, False)
 
     def _head_ok(self, cur: _Open) -> bool:
         st = cur.st
@@ -313,59 +382,89 @@ class FollowedFile:
 
     # -- lines ----------------------------------------------------------------------------
     def read(self, max_lines: int, max_bytes: int) -> list[tuple[str, str]]:
-        """``(id, line)`` pairs after the accepted offset (blank lines skipped); sets ``pending``."""
+        """``(id, line)`` pairs after the accepted offset (blank lines skipped); sets ``pending``.
+
+        One pair per line; at most ``max_line_bytes`` of a line are read (see ``_add``). The
+        id's offset is where the line's text starts (after any NULs in front of it)."""
         cur = self.cur
         if cur is None or max_lines <= 0:
             return []
-        fid, off = cur.st.fid, cur.st.offset
+        fid, off, skip = cur.st.fid, cur.st.offset, cur.st.skip
         final = cur.rotated_at is not None and self.clock() - cur.rotated_at >= self.rotate_wait
         out: list[tuple[str, str]] = []
         nbytes = 0
-        chunk = max(1 << 16, self.max_line_bytes + 1)
-        full = False
-        while not full and len(out) < max_lines:
+        cap = self.max_line_bytes
+        chunk = max(1 << 16, cap + 1)
+        while len(out) < max_lines:
             data = os.pread(cur.fd, chunk, off)
             if not data:
                 break
-            start = 0
+            eof = len(data) < chunk  # what the file holds now was read to its end
+            pos = 0
+            if skip:  # the rest of an over-long line already sent
+                nl = data.find(b"\n")
+                if nl < 0:
+                    off += len(data)
+                    if eof and final:  # the rotated file ends inside it: done
+                        skip = False
+                    continue
+                pos, skip = nl + 1, False
+            full = False
             while True:
+                m = _NOT_NUL.search(data, pos)
+                if m is None:  # only NULs up to what was read: skipped, unless they may be
+                    if not eof or final:  # a preallocated end still to be written over
+                        pos = len(data)
+                    break
+                start = m.start()
                 nl = data.find(b"\n", start)
                 if nl < 0:
+                    rest = len(data) - start
+                    if rest > cap or (eof and final and rest):  # over-long / a rotated file's
+                        if out and nbytes + min(rest, cap) > max_bytes:  # last line
+                            full = True
+                            pos = start
+                            break
+                        self._add(out, fid, off + start, data[start:start + cap])
+                        nbytes += min(rest, cap) + 40
+                        pos, skip = len(data), rest > cap
+                    else:
+                        pos = start  # an incomplete line: read again from its start
                     break
-                if nl - start > self.max_line_bytes:
-                    break  # handled below as an over-long line
-                if out and nbytes + (nl - start) > max_bytes:
+                kept = min(nl - start, cap)
+                if out and nbytes + kept > max_bytes:
                     full = True
+                    pos = start
                     break
-                self._add(out, fid, off + start, data[start:nl])
-                nbytes += nl - start + 40
-                start = nl + 1
+                self._add(out, fid, off + start, data[start:start + kept])
+                nbytes += kept + 40
+                pos = nl + 1
                 if len(out) >= max_lines:
                     full = True
                     break
+            off += pos
             if full:
-                off += start
                 break
-            rest = len(data) - start
-            if rest > self.max_line_bytes:  # a line too long: send it in pieces
-                self._add(out, fid, off + start, data[start:start + self.max_line_bytes])
-                nbytes += self.max_line_bytes
-                off += start + self.max_line_bytes
+            if skip:
                 continue
-            if start == 0 and rest and final and len(data) < chunk:  # last line of a rotated file
-                self._add(out, fid, off, data)
-                off += rest
+            if pos == 0 or eof:
                 break
-            off += start
-            if start == 0 or len(data) < chunk:
-                break
-        self.pending = off if off != cur.st.offset else None
+        pend = (off, skip)
+        self.pending = pend if pend != (cur.st.offset, cur.st.skip) else None
         return out
 
-    @staticmethod
-    def _add(out: list, fid: str, offset: int, raw: bytes) -> None:
+    def _add(self, out: list, fid: str, offset: int, raw: bytes) -> None:
         # NULs: what a non-O_APPEND writer leaves in front after a copytruncate
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\0")
+        if len(line) > self.max_line_length:
+            # one character more than the API keeps: it cuts the line and flags it truncated
+            line = line[:self.max_line_length + 1]
+            if not self._cut_logged:
+                log.warning("%s: the line at byte %d is longer than %d characters: it is stored "
+                            "cut and flagged truncated, the rest of it is skipped (further such "
+                            "lines are counted in the summary)", self.key, offset,
+                            self.max_line_length)
+                self._cut_logged = True
         if line.strip():
             out.append((f"{fid}:{offset}", line))
 
@@ -373,7 +472,7 @@ class FollowedFile:
         """The lines last read were accepted: move the offset (the caller saves the state)."""
         if self.cur is None or self.pending is None:
             return False
-        self.cur.st.offset = self.pending
+        self.cur.st.offset, self.cur.st.skip = self.pending
         self.pending = None
         self._update_head(self.cur)
         self.state.set(self.key, self.cur.st)
@@ -389,6 +488,7 @@ class FollowedFile:
 class ShipStats:
     lines: int = 0
     batches: int = 0
+    truncated: int = 0  # lines sent cut to max_line_length (+1: the API flags them)
     retries: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -400,17 +500,24 @@ class Shipper:
                  headers: dict[str, str] | None = None, client: httpx.Client | None = None,
                  batch_size: int = 1000, batch_bytes: int = 4 << 20, poll_interval: float = 0.25,
                  rotate_wait: float = 2.0, start_at_end: bool = False, gzip: bool = False,
-                 max_line_bytes: int = 1 << 20, max_backoff: float = 10.0,
+                 max_line_length: int = MAX_LINE_LENGTH, max_backoff: float = 10.0,
+                 give_up_after: float | None = None, missing_ok: bool = True,
                  stop: threading.Event | None = None,
                  sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
+        """``give_up_after``: seconds a batch is retried while the API is down or busy before
+        :class:`ShipError` (None: forever). ``missing_ok``: files that do not exist yet are
+        waited for (else refused, like directories always are)."""
         if not paths:
             raise ValueError("give at least one file to follow")
+        check_url(url)
+        check_paths(paths, missing_ok=missing_ok)
         self.url = url
         self.state = StateFile(state_path)
         self.files = [FollowedFile(p, self.state, start_at_end=start_at_end,
-                                   rotate_wait=rotate_wait, max_line_bytes=max_line_bytes,
+                                   rotate_wait=rotate_wait, max_line_length=max_line_length,
                                    clock=clock) for p in dict.fromkeys(paths)]
+        self.max_line_length = max_line_length
         # lets the API record source "file" instead of "http" (where it supports the header)
         self.headers = {"X-SmartLogs-Source": "file", **(headers or {})}
         if gzip:
@@ -421,6 +528,8 @@ class Shipper:
         self.batch_size, self.batch_bytes = batch_size, batch_bytes
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.give_up_after = give_up_after
+        self.clock = clock
         self.stop_event = stop or threading.Event()
         self.sleep = sleep or self.stop_event.wait
         self.stats = ShipStats()
@@ -454,6 +563,7 @@ class Shipper:
         if batch:
             self.stats.lines += len(batch)
             self.stats.batches += 1
+            self.stats.truncated += sum(len(line) > self.max_line_length for _, line in batch)
         return len(batch)
 
     def _send(self, batch: list[tuple[str, str]]) -> bool:
@@ -465,14 +575,29 @@ class Shipper:
             log.warning("SmartLogs at %s not taking lines (%s); retrying in %.1fs", self.url,
                         problem, wait)
 
+        sleep, should_stop = self.sleep, self.stop_event.is_set
+        if self.give_up_after is not None:  # retry until then, never sleeping past it
+            deadline = self.clock() + self.give_up_after
+
+            def sleep(wait: float) -> None:
+                self.sleep(max(0.0, min(wait, deadline - self.clock())))
+
+            def should_stop() -> bool:
+                return self.stop_event.is_set() or self.clock() >= deadline
+
         out = post_ingest(self.client, self.url, body, self.headers, max_retries=None,
-                          max_delay=self.max_backoff, sleep=self.sleep,
-                          should_stop=self.stop_event.is_set, on_retry=on_retry)
+                          max_delay=self.max_backoff, sleep=sleep,
+                          should_stop=should_stop, on_retry=on_retry)
         self.stats.retries += out.retries
         if out.ok:
             return True
-        if out.transient:  # asked to stop while retrying
+        if out.transient and self.stop_event.is_set():  # asked to stop while retrying
             return False
+        if out.transient:
+            self.stats.errors.append(out.error or "unreachable")
+            raise ShipError(f"gave up after {self.give_up_after:g}s: SmartLogs at {self.url} is "
+                            f"not taking lines ({out.error}); the positions of the lines it took "
+                            "are saved: run again to resume")
         if out.status == 413 and len(batch) > 1:
             self.batch_size = max(1, len(batch) // 2)
             self.batch_bytes = max(1024, self.batch_bytes // 2)
@@ -511,8 +636,8 @@ class StartAt(str, Enum):
 
 def ship_command(
     paths: Annotated[list[Path], typer.Argument(
-        help="Files to follow like `tail -F` (they may not exist yet; rotation and truncation "
-             "are handled).")],
+        help="Files to follow like `tail -F` (they may not exist yet, except with --once; "
+             "rotation and truncation are handled). Directories are refused.")],
     url: Annotated[str, typer.Option("--url", envvar="SMARTLOGS_URL",
                                      help="Base URL of a running SmartLogs API.")] = "http://127.0.0.1:8000",
     state_file: Annotated[Optional[Path], typer.Option(
@@ -524,16 +649,26 @@ def ship_command(
     rotate_wait: Annotated[float, typer.Option(min=0.0, help="Seconds a rotated file may still get its last line.")] = 2.0,
     start_at: Annotated[StartAt, typer.Option(help="Where to start in a file not seen before (only files present at start).")] = StartAt.beginning,
     max_backoff: Annotated[float, typer.Option(min=0.1, help="Longest wait between retries while the API is down, seconds.")] = 10.0,
+    max_line_length: Annotated[int, typer.Option(
+        min=1, envvar="SMARTLOGS_MAX_LINE_LENGTH",
+        help="The API's line limit, characters: a longer line is one event, cut and flagged "
+             "truncated; the rest of it is skipped.")] = MAX_LINE_LENGTH,
     gzip: Annotated[bool, typer.Option(help="gzip each request body.")] = False,
-    once: Annotated[bool, typer.Option(help="Ship what the files hold now, then exit.")] = False,
+    once: Annotated[bool, typer.Option(
+        help="Ship what the files hold now, then exit (the files must exist).")] = False,
+    give_up_after: Annotated[float, typer.Option(
+        min=0.0, help="With --once: seconds to retry while the API is down or busy, then exit "
+                      "1; positions are kept, so a rerun resumes. Without --once: retry "
+                      "forever.")] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Follow log files and ship their lines to SmartLogs (POST /ingest), resuming where it stopped.
 
     Positions are saved after every accepted batch, so a restart neither skips nor repeats
-    lines; each line's id is FILE-ID:OFFSET, so a resent batch is stored once. Retries forever
-    with backoff while the API is down or busy (429/503, honouring Retry-After). Set
-    SMARTLOGS_API_KEY when the API requires keys. Stop with Ctrl-C or SIGTERM.
+    lines; each line's id is FILE-ID:OFFSET, so a resent batch is stored once. Retries with
+    backoff while the API is down or busy (429/503, honouring Retry-After): forever, or with
+    --once for --give-up-after seconds, then exits 1. Set SMARTLOGS_API_KEY when the API
+    requires keys. Stop with Ctrl-C or SIGTERM.
     """
     from smartlogs.logs import configure_logging
 
@@ -550,7 +685,9 @@ def ship_command(
                           headers=headers, batch_size=batch_size, batch_bytes=batch_bytes,
                           poll_interval=poll_interval, rotate_wait=rotate_wait,
                           start_at_end=start_at == StartAt.end, gzip=gzip,
-                          max_backoff=max_backoff, stop=stop)
+                          max_line_length=max_line_length, max_backoff=max_backoff,
+                          give_up_after=give_up_after if once else None, missing_ok=not once,
+                          stop=stop)
     except ShipError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
@@ -565,8 +702,9 @@ def ship_command(
         stats, code = shipper.stats, 1
     finally:
         shipper.close()
-    log.info("shipped %d lines in %d batches (%d retries) in %.1fs", stats.lines, stats.batches,
-             stats.retries, time.monotonic() - started)
+    log.info("shipped %d lines in %d batches (%d retries) in %.1fs%s", stats.lines,
+             stats.batches, stats.retries, time.monotonic() - started,
+             f"; {stats.truncated} cut to {max_line_length} characters" if stats.truncated else "")
     if code:
         raise typer.Exit(code)
 

@@ -227,3 +227,63 @@ def test_lines_written_while_the_api_is_down_arrive_once_it_is_back(tmp_path):
         assert "not taking lines" in shipped and "retrying" in shipped
     finally:
         api.stop()
+
+
+def run_once(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*SHIP, *args, "--once", *FAST], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_url_that_is_not_http_is_refused_at_once(tmp_path):
+    log, state = tmp_path / "once.log", tmp_path / "state.json"
+    log.write_text("x\n")
+    r = run_once(str(log), "--url", "notaurl", "--state-file", str(state), timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "error: --url 'notaurl' is not an http(s) URL" in r.stderr, r.stderr
+    assert "retrying" not in r.stderr and not state.exists()
+
+
+def test_once_against_a_down_api_gives_up_then_a_rerun_resumes(platform, tmp_path):
+    tok = uuid.uuid4().hex[:10]
+    log, state = tmp_path / "app.log", tmp_path / "state.json"
+    log.write_text(lines(tok, 0, 30))
+    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    r = run_once(str(log), "--url", down, "--state-file", str(state), "--give-up-after", "1.5")
+    assert r.returncode == 1, r.stderr
+    assert 1.5 <= time.monotonic() - t0 < 15
+    assert "gave up after 1.5s" in r.stderr and "run again" in r.stderr, r.stderr
+    assert orjson.loads(state.read_bytes())["files"][str(log)]["offset"] == 0  # nothing moved
+    r = run_once(str(log), "--url", platform.url, "--state-file", str(state))
+    assert r.returncode == 0, r.stderr
+    assert numbers(platform.wait_for(tok, 30)) == list(range(30))
+    assert "shipped 30 lines" in r.stderr
+
+
+def test_a_12_mb_line_is_one_event_truncated_and_flagged(platform, tmp_path):
+    tok = uuid.uuid4().hex[:10]
+    log, state = tmp_path / "app.log", tmp_path / "state.json"
+    with open(log, "w") as f:
+        f.write(f"{tok} line 00000\n{tok} line 00001\n")
+        f.write(f"{tok} long " + "x" * (12 << 20) + "\n")
+        f.write(f"{tok} line 00003\n")
+    r = run_once(str(log), "--url", platform.url, "--state-file", str(state))
+    assert r.returncode == 0, r.stderr
+    got = platform.wait_for(tok, 4)
+    assert len(got) == 4, [(e["id"], len(e["message"])) for e in got]
+    long = [e for e in got if " long " in e["message"]]
+    assert len(long) == 1 and long[0]["truncated"] is True
+    assert len(long[0]["message"]) == 65536 and long[0]["id"].endswith(":44")  # after 2 x 22 bytes
+    assert not any(e["truncated"] for e in got if e is not long[0])
+    assert "shipped 4 lines" in r.stderr, r.stderr
+    assert orjson.loads(state.read_bytes())["files"][str(log)]["offset"] == log.stat().st_size
+
+
+def test_a_directory_or_a_missing_file_is_refused_with_once(tmp_path):
+    state = tmp_path / "state.json"
+    r = run_once(str(tmp_path), "--state-file", str(state))
+    assert r.returncode == 1 and "is a directory" in r.stderr, r.stderr
+    assert "shipped" not in r.stderr and not state.exists()
+    r = run_once(str(tmp_path / "missing.log"), "--state-file", str(state))
+    assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
+    assert not state.exists()

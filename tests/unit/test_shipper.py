@@ -68,9 +68,9 @@ def make(tmp_path, api):
 
     def _make(*paths, **kw):
         kw.setdefault("rotate_wait", 1.0)
-        sh = Shipper(list(paths), "http://api", state_path=tmp_path / "state.json",
-                     client=httpx.Client(transport=httpx.MockTransport(api)),
-                     sleep=sleeps.append, **kw)
+        kw.setdefault("sleep", sleeps.append)
+        sh = Shipper(list(paths), kw.pop("url", "http://api"), state_path=tmp_path / "state.json",
+                     client=httpx.Client(transport=httpx.MockTransport(api)), **kw)
         made.append(sh)
         return sh
 
@@ -305,12 +305,71 @@ def test_stop_while_the_api_is_down_keeps_the_position(tmp_path, api, make):
     assert sh.files[0].cur.st.offset == 0
 
 
-def test_long_lines_are_sent_in_pieces(tmp_path, api, make):
+def test_an_overlong_line_is_one_event_cut_to_the_limit_and_its_rest_skipped(tmp_path, api, make):
     log = tmp_path / "app.log"
-    write(log, "x" * 25 + "\nshort\n")
-    sh = make(log, max_line_bytes=10)
+    # 200,000 bytes: more than one read (64 KiB) and more than 4 bytes per allowed character
+    write(log, "a\n" + "x" * 200_000 + "\nb\n" + "é" * 15 + "\n")
+    sh = make(log, max_line_length=10)
     drain(sh, 3)
-    assert api.lines == ["x" * 10, "x" * 10, "x" * 5, "short"]
+    fid = sh.files[0].cur.st.fid
+    # one event per line; a line cut by the shipper keeps one character more than the limit,
+    # so the API cuts it to the limit and flags it truncated (as for a long line sent whole)
+    assert api.lines == ["a", "x" * 11, "b", "é" * 11]
+    assert list(api.events) == [f"{fid}:0", f"{fid}:2", f"{fid}:200003", f"{fid}:200005"]
+    assert sh.stats.lines == 4 and sh.stats.truncated == 2
+    state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert state["offset"] == log.stat().st_size and "skip" not in state
+
+
+def test_a_line_within_the_byte_cap_is_not_cut_by_bytes(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "€" * 10 + "\n")  # 30 bytes, 10 characters: not over a limit of 10 characters
+    sh = make(log, max_line_length=10)
+    drain(sh, 2)
+    assert api.lines == ["€" * 10] and sh.stats.truncated == 0
+
+
+def test_an_overlong_line_still_being_written_is_skipped_across_reads_and_a_restart(
+        tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "first\n" + "x" * 100)  # over the cap (4 * 10 + 4 bytes), no LF yet
+    sh = make(log, max_line_length=10)
+    drain(sh, 2)
+    assert api.lines == ["first", "x" * 11]
+    write(log, "y" * 70_000)  # still the same line
+    drain(sh, 2)
+    state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert state["offset"] == log.stat().st_size and state["skip"] is True
+    sh.close()
+    write(log, "z" * 100 + "\nnext\n")  # the line ends while the shipper is stopped
+    sh2 = make(log, max_line_length=10)
+    drain(sh2, 3)
+    assert api.lines == ["first", "x" * 11, "next"]  # no piece of the long line as a line
+    state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert state["offset"] == log.stat().st_size and "skip" not in state
+
+
+def test_nuls_left_by_copytruncate_before_a_line_are_skipped(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "a\n")
+    sh = make(log, max_line_length=10)
+    sh.poll()
+    os.truncate(log, 0)  # copytruncate; the writer (no O_APPEND) goes on at its old offset
+    with open(log, "r+b") as f:
+        f.seek(100_000)
+        f.write(b"hole ok\n")
+    drain(sh, 4)
+    assert api.lines == ["a", "hole ok"]
+
+
+def test_start_at_end_inside_a_very_long_line_skips_its_rest(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "old\n" + "x" * 100_000)
+    sh = make(log, start_at_end=True)
+    sh.poll()
+    write(log, "x\nnew\n")
+    drain(sh, 2)
+    assert api.lines == ["new"]
 
 
 def test_one_state_file_one_shipper(tmp_path, make):
@@ -337,3 +396,74 @@ def test_post_ingest_retries_forever_until_stopped():
     out = post_ingest(client, "http://x", b"{}", max_retries=None, sleep=lambda s: None,
                       should_stop=lambda: n["calls"] >= 20)
     assert not out.ok and out.transient and n["calls"] == 20 and out.retries == 19
+
+
+@pytest.mark.parametrize("url", ["notaurl", "localhost:8000", "http://", "ftp://host/", "http://[::1"])
+def test_a_url_that_can_never_answer_is_refused_at_once(tmp_path, api, url):
+    with pytest.raises(ShipError, match="is not an http"):
+        Shipper([tmp_path / "app.log"], url, state_path=tmp_path / "state.json")
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_once_gives_up_when_the_api_stays_down_and_a_rerun_resumes(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\ny\n")
+    clock = Clock()
+    waits: list[float] = []
+
+    def sleep(s):
+        waits.append(s)
+        clock.t += s
+
+    api.fail = [httpx.ConnectError("refused")] * 1000
+    sh = make(log, clock=clock, sleep=sleep, give_up_after=5.0, max_backoff=2.0)
+    with pytest.raises(ShipError, match=r"gave up after 5s.*run again"):
+        sh.run(once=True)
+    assert clock.t == pytest.approx(5.0) and max(waits) <= 2.0  # never waits past the limit
+    assert sh.files[0].cur.st.offset == 0 and api.lines == []
+    sh.close()
+    api.fail = []
+    sh2 = make(log)
+    sh2.run(once=True)
+    assert api.lines == ["x", "y"]
+
+
+def test_forever_by_default_while_the_api_is_down(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    write(log, "x\n")
+    clock = Clock()
+    api.fail = [httpx.ConnectError("refused")] * 200
+    sh = make(log, clock=clock, sleep=lambda s: setattr(clock, "t", clock.t + s), max_backoff=2.0)
+    assert sh.poll() == 1 and clock.t > 300 and api.lines == ["x"]
+
+
+def test_a_directory_is_refused_and_never_recorded(tmp_path, api):
+    d = tmp_path / "logs"
+    d.mkdir()
+    with pytest.raises(ShipError, match="is a directory"):
+        Shipper([d], "http://api", state_path=tmp_path / "state.json")
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_a_missing_file_is_refused_only_when_it_must_exist(tmp_path, api, make):
+    with pytest.raises(ShipError, match="does not exist"):
+        Shipper([tmp_path / "nope.log"], "http://api", state_path=tmp_path / "s.json",
+                missing_ok=False)
+    assert not (tmp_path / "s.json").exists()
+    make(tmp_path / "later.log")  # followed: waited for
+
+
+def test_a_directory_appearing_at_a_followed_path_is_not_followed(tmp_path, api, make):
+    log = tmp_path / "app.log"
+    sh = make(log)
+    sh.poll()
+    log.mkdir()
+    drain(sh, 2)
+    assert not (tmp_path / "state.json").exists() or str(log) not in orjson.loads(
+        (tmp_path / "state.json").read_bytes())["files"]
+    log.rmdir()
+    write(log, "x\n")
+    drain(sh, 2)
+    assert api.lines == ["x"]
+    files = orjson.loads((tmp_path / "state.json").read_bytes())["files"]
+    assert files[str(log)]["ino"] == log.stat().st_ino
