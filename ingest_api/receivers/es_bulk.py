@@ -30,9 +30,11 @@ level ← ``log.level``, ``level``, ``severity``, ``log_level``, ``loglevel``, `
 ``pid``, ``PID``. Keys may be dotted (``"log.level"``) or nested (``{"log": {"level"}}``).
 Everything else, plus the target index as ``_index``, goes to ``fields``. A document with no
 message is stored with its compact JSON as the message.
-The action's ``_id`` is the event id (resending a document with the same ``_id`` stores it once);
-without one, the id is derived from the request body and the item's position, so a resent
-request is stored once too.
+Ids: Elasticsearch scopes ``_id`` per index, so an action's ``_id`` is stored as the event id
+``es:<index>:<_id>`` (the answer echoes the ``_id`` as sent): the same ``_id`` in two indices is
+two events, a resent document is stored once, and no ``/ingest`` id or other source's id can
+collide with it. Without an ``_id`` the id is ``es-<digest of the URL's index and the body>-<position>``,
+so a resent request is stored once too (and two byte-identical requests are one).
 """
 
 from __future__ import annotations
@@ -118,14 +120,18 @@ def parse_bulk(data: bytes, default_index: str | None = None) -> list[BulkItem]:
     if not lines:
         raise BulkRequestError("Validation Failed: 1: no requests added;",
                                "action_request_validation_exception")
-    digest = body_digest(data)
+    # Generated ids digest the body *and* the index of the URL (``/a/_bulk`` vs ``/b/_bulk``
+    # with the same body are different documents); with the position they are unique.
+    digest = body_digest(_index_prefix(default_index) + data)
     items: list[BulkItem] = []
     i = 0
     while i < len(lines):
         lineno, line = lines[i]
         i += 1
         action, meta = _action(line, lineno)
-        index = meta.get("_index", default_index)
+        index = meta.get("_index")
+        if index is None:
+            index = default_index
         raw_id = meta.get("_id")
         item = BulkItem(action, index if isinstance(index, str) else None,
                         str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool)
@@ -158,11 +164,32 @@ def parse_bulk(data: bytes, default_index: str | None = None) -> list[BulkItem]:
         except IngestError as exc:
             item.status, item.error = 400, _err("document_parsing_exception", exc.body["detail"])
             continue
-        if item.id is None:
+        if item.id is None:  # Elasticsearch makes one up; ours is stable for a resent request
             item.id = f"es-{digest}-{len(items) - 1}"
-        event["id"] = item.id
+            event["id"] = item.id
+        else:
+            event["id"] = event_id(item.index, item.id)
         item.event = event
     return items
+
+
+def event_id(index: str, doc_id: str) -> str:
+    """The stored id of the document ``doc_id`` of ``index``: ``es:<index>:<_id>``.
+
+    Elasticsearch scopes ``_id`` per index, so the index is part of the id (the same ``_id`` in
+    two indices is two documents), and the ``es:`` namespace keeps it apart from the ids other
+    sources give (``/ingest``'s own ``id``, ``kafka:...``). It depends on nothing else, so a
+    resent document is stored once. Elasticsearch forbids ``:`` in index names; were one to
+    come anyway, it is escaped (``%3A``, and ``%`` as ``%25``) so that the index always ends at
+    the first ``:`` after ``es:`` and two different (index, _id) pairs never share an id."""
+    return f"es:{index.replace('%', '%25').replace(':', '%3A')}:{doc_id}"
+
+
+def _index_prefix(index: str | None) -> bytes:
+    if index is None:
+        return b""
+    raw = index.encode("utf-8", "surrogatepass")
+    return b"%d:" % len(raw) + raw + b"\n"
 
 
 def _action(line: bytes, lineno: int) -> tuple[str, dict]:

@@ -139,10 +139,32 @@ def test_bulk_answers_like_elasticsearch(client):
     events = {e["message"]: e for e in stored(client.get, tag, 2)}
     assert set(events) == {f"{tag} one", f"{tag} two"}
     one = events[f"{tag} one"]
-    assert (one["id"], one["host"], one["level"], one["source"]) == (f"{tag}-1", "w1", "ERROR", "es_bulk")
+    assert (one["id"], one["host"], one["level"], one["source"]) == (
+        f"es:app-logs:{tag}-1", "w1", "ERROR", "es_bulk")
     assert one["timestamp"] == "2024-05-01T10:00:00.000Z"
     assert one["fields"] == {"http": {"status": 502}, "_index": "app-logs"}
     assert events[f"{tag} two"]["fields"] == {"_index": "other"}
+
+
+def test_bulk_same_id_in_two_indices_is_two_documents_and_a_resend_is_one(client):
+    tag = "bulkids" + uuid.uuid4().hex[:8]
+    body = _ndjson({"index": {"_index": "idxA", "_id": "1"}}, {"message": f"{tag} in A"},
+                   {"index": {"_index": "idxB", "_id": "1"}}, {"message": f"{tag} in B"})
+    for _ in range(2):  # the second time: a shipper resending after a lost answer
+        r = client.post("/_bulk", content=body, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 200 and r.json()["errors"] is False
+        assert [(i["index"]["_index"], i["index"]["_id"], i["index"]["status"])
+                for i in r.json()["items"]] == [("idxA", "1", 201), ("idxB", "1", 201)]
+    # an /ingest event whose own id is "1" is yet another event
+    r = client.post("/ingest", json={"id": "1", "message": f"{tag} from ingest"})
+    assert r.status_code == 202
+    events = stored(client.get, tag, 3)
+    assert sorted(e["message"] for e in events) == [f"{tag} from ingest", f"{tag} in A", f"{tag} in B"]
+    assert sorted(e["id"] for e in events) == ["1", "es:idxA:1", "es:idxB:1"]
+
+
+def _ndjson(*objs) -> bytes:
+    return b"".join(orjson.dumps(o) + b"\n" for o in objs)
 
 
 @pytest.mark.parametrize("body,headers,status,kind", [
@@ -306,7 +328,7 @@ def test_official_elasticsearch_client_helpers_bulk(server):
     assert len(events) == 7 and f"{tag} bad" not in events
     e = events[f"{tag} order 3 shipped"]
     assert (e["id"], e["host"], e["level"], e["component"], e["source"]) == (
-        f"{tag}-3", "shop-1", "INFO", "orders", "es_bulk")
+        f"es:app-logs:{tag}-3", "shop-1", "INFO", "orders", "es_bulk")
     assert e["timestamp"] == "2024-05-01T10:00:03.000Z"
     assert e["fields"] == {"order": {"id": 3}, "_index": "app-logs"}
     assert events[f"{tag} no id"]["level"] == "WARNING"

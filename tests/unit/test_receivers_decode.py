@@ -107,7 +107,7 @@ def test_bulk_maps_ecs_nested_and_dotted_fields():
     assert (first.action, first.index, first.id, first.status) == ("index", "filebeat-8", "doc-1", 201)
     assert first.event == {
         "message": "GET /x 500", "ts": 1714557600.25, "host": "web1", "level": "error",
-        "component": "nginx", "pid": "4242", "id": "doc-1",
+        "component": "nginx", "pid": "4242", "id": "es:filebeat-8:doc-1",
         "fields": {"host": {"ip": ["10.0.0.1"]}, "log": {"file": {"path": "/var/log/nginx.log"}},
                    "http": {"status": 500}, "_index": "filebeat-8"}}
     assert second.index == "app-logs" and second.id.startswith("es-") and second.id.endswith("-1")
@@ -118,6 +118,28 @@ def test_bulk_maps_ecs_nested_and_dotted_fields():
     # the same body gives the same ids (a resent request is stored once); another body others
     assert parse_bulk(body, "app-logs")[1].id == second.id
     assert parse_bulk(body + b"\n", "app-logs")[1].id != second.id
+
+
+def test_bulk_ids_are_scoped_per_index_and_stable_for_a_resent_request():
+    body = _nd({"index": {"_index": "idxA", "_id": "1"}}, {"message": "a"},
+               {"index": {"_index": "idxB", "_id": "1"}}, {"message": "b"},
+               {"create": {"_id": 1}}, {"message": "default index, numeric _id"},
+               {"index": {"_index": "a:b", "_id": "c"}}, {"message": "odd index"},
+               {"index": {"_index": "a", "_id": "b:c"}}, {"message": "odd id"},
+               {"index": {"_index": "idxA"}}, {"message": "no id"})
+    items = parse_bulk(body, "logs")
+    assert [i.status for i in items] == [201] * 6
+    # the answer echoes the client's _id; the stored id is namespaced and includes the index
+    assert [i.id for i in items[:5]] == ["1", "1", "1", "c", "b:c"]
+    ids = [i.event["id"] for i in items]
+    assert ids[:5] == ["es:idxA:1", "es:idxB:1", "es:logs:1", "es:a%3Ab:c", "es:a:b:c"]
+    assert len(set(ids)) == 6 and ids[5].startswith("es-") and ids[5] == items[5].id
+    # a resent request: the same ids, so the store keeps each document once
+    assert [i.event["id"] for i in parse_bulk(body, "logs")] == ids
+    # the same body sent to another index (URL) is other documents, with or without _id
+    other = [i.event["id"] for i in parse_bulk(body, "other")]
+    assert other[2] == "es:other:1" and other[5] != ids[5]
+    assert parse_bulk(body)[5].event["id"] != ids[5]
 
 
 def test_bulk_blank_lines_crlf_type_and_rsyslog_shape():
