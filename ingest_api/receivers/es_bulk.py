@@ -4,7 +4,9 @@ Routes (every answer carries ``X-Elastic-Product: Elasticsearch``, which the off
 check on each 2xx):
 
 * ``POST|PUT /_bulk`` and ``POST|PUT /{index}/_bulk`` — NDJSON action/source pairs
-  (``Content-Encoding: gzip`` optional; blank lines allowed). ``index`` and ``create`` store the
+  (``Content-Encoding: gzip`` optional; blank lines allowed), with a Content-Type of
+  ``application/json``, ``application/x-ndjson`` or their ``application/vnd.elasticsearch+``
+  forms (any other, or none, is a 415: Elasticsearch answers those 406). ``index`` and ``create`` store the
   source document as one event; ``delete`` and ``update`` get a per-item 400 (SmartLogs is
   append-only). The answer is Elasticsearch's: ``200 {"took", "errors", "items": [...]}`` with a
   ``status`` per item (201 ``created``, or 400 and an ``error`` for a source line that is not a
@@ -217,7 +219,14 @@ def _validate(action: str, meta: dict, item: BulkItem) -> dict | None:
                     f"SmartLogs stores logs append-only: the [{action}] action is not supported; "
                     "use index or create")
     if item.index is None:
+        given = meta.get("_index")
+        if given is not None:
+            return _err("action_request_validation_exception",
+                        f"Validation Failed: 1: _index must be a string, got {_kind(given)} "
+                        f"[{orjson.dumps(given).decode()[:64]}];")
         return _err("action_request_validation_exception", "Validation Failed: 1: index is missing;")
+    if item.index == "":
+        return _err("invalid_index_name_exception", "Invalid index name [], must not be empty")
     if "_id" in meta and meta["_id"] is not None:
         if item.id is None or item.id == "":
             return _err("action_request_validation_exception",
@@ -228,6 +237,11 @@ def _validate(action: str, meta: dict, item: BulkItem) -> dict | None:
                         f"Validation Failed: 1: id [{item.id[:64]}...] is too long, must be no "
                         f"longer than {MAX_ID_BYTES} bytes but was: {size};")
     return None
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
 
 
 def _err(type_: str, reason: str) -> dict:
@@ -339,6 +353,36 @@ class _NotForBrowsers(APIRoute):
 
 router = APIRouter(tags=["receivers"])
 
+# What Elasticsearch takes on _bulk that SmartLogs can read (it also takes SMILE and CBOR; no
+# shipper sends those). Parameters are not checked: Filebeat and rsyslog send
+# ``application/json; charset=UTF-8``, the official clients (elasticsearch-py 8: on _bulk
+# ``application/vnd.elasticsearch+x-ndjson; compatible-with=8``) the vendor types, and a 9.x
+# client's ``compatible-with=9`` is let through rather than refused as Elasticsearch 8 would.
+BULK_TYPES = ("application/json", "application/x-ndjson",
+              "application/vnd.elasticsearch+json", "application/vnd.elasticsearch+x-ndjson")
+
+
+def content_type_error(content_type: str | None) -> str | None:
+    """Why ``content_type`` is refused on _bulk (None: it is accepted).
+
+    A missing Content-Type is refused too: Elasticsearch (6.0 on) answers a request with a body
+    and no Content-Type ``406 Content-Type header is missing``, so no shipper that works with
+    Elasticsearch omits it, and guessing would take a form post (curl -d) or a text file for
+    NDJSON."""
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime in BULK_TYPES:
+        return None
+    return (f"Content-Type {content_type!r} is not supported" if content_type and content_type.strip()
+            else "the request has no Content-Type") + f"; _bulk takes {', '.join(BULK_TYPES)}"
+
+
+def _unsupported_type(detail: str) -> Response:
+    # Elasticsearch answers 406 here, with {"error": "<text>", "status": 406}; SmartLogs answers
+    # 415 like its other receivers, in a body that is both their {"error", "detail"} and
+    # Elasticsearch's simple error shape (a string "error" and a "status").
+    return _json({"error": "unsupported_media_type", "detail": detail, "status": 415,
+                  "accepted": list(BULK_TYPES)}, 415)
+
 
 def _decode(body: bytes, encoding: str | None, max_bytes: int, index: str | None) -> list[BulkItem]:
     return parse_bulk(decode_content_encoding(body, encoding, max_bytes), index)
@@ -349,6 +393,12 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
     s = settings_of(request)
     try:
         body = await read_body(request, s.max_body_bytes)
+        # Elasticsearch checks the type only of a request that has a body (an empty one is the
+        # 400 "no requests added" below whatever its type)
+        type_error = content_type_error(request.headers.get("content-type")) if body else None
+        if type_error is not None:
+            reject("es_bulk_unsupported_media_type")
+            return _unsupported_type(type_error)
         items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
                                         s.max_body_bytes, index)
     except IngestError as exc:
@@ -389,7 +439,10 @@ _BULK_DOC = {
     "description": "NDJSON action/source pairs as Elasticsearch shippers send them; answers like "
                    "Elasticsearch 8.19 (per-item status, `errors`, `X-Elastic-Product`). "
                    "4xx answers use Elasticsearch's error document "
-                   "`{\"error\": {\"type\", \"reason\", \"root_cause\"}, \"status\"}`.",
+                   "`{\"error\": {\"type\", \"reason\", \"root_cause\"}, \"status\"}`, "
+                   "except 415 (a Content-Type other than application/json, "
+                   "application/x-ndjson or their application/vnd.elasticsearch+ forms): "
+                   "`{\"error\": \"unsupported_media_type\", \"detail\", \"status\", \"accepted\"}`.",
 }
 for _method in ("POST", "PUT"):
     router.add_api_route("/_bulk", bulk, methods=[_method], operation_id=f"es_bulk_{_method.lower()}",

@@ -167,6 +167,25 @@ def _ndjson(*objs) -> bytes:
     return b"".join(orjson.dumps(o) + b"\n" for o in objs)
 
 
+@pytest.mark.parametrize("content_type", [None, "application/xml", "text/plain",
+                                          "application/x-www-form-urlencoded"])
+def test_bulk_refuses_other_content_types_with_415(client, content_type):
+    body = _ndjson({"index": {"_index": "a"}}, {"message": "typed wrong"})
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = client.post("/_bulk", content=body, headers=headers)
+    assert r.status_code == 415 and r.headers["x-elastic-product"] == "Elasticsearch"
+    err = r.json()
+    assert err["error"] == "unsupported_media_type" and err["status"] == 415
+    assert "application/x-ndjson" in err["detail"] and "application/json" in err["accepted"]
+    assert ("no Content-Type" in err["detail"]) is (content_type is None)
+    time.sleep(0.2)
+    assert _total(client.get) == 0
+    for ok in ("application/json; charset=UTF-8",
+               "application/vnd.elasticsearch+x-ndjson; compatible-with=8"):
+        r = client.post("/_bulk", content=body, headers={"Content-Type": ok})
+        assert r.status_code == 200 and r.json()["errors"] is False, ok
+
+
 @pytest.mark.parametrize("body,headers,status,kind", [
     (b"", {}, 400, "action_request_validation_exception"),
     (b'{"index": {}\n{"message": "m"}\n', {}, 400, "x_content_parse_exception"),
@@ -306,6 +325,7 @@ def test_official_elasticsearch_client_helpers_bulk(server):
     from elasticsearch import Elasticsearch, helpers
 
     tag = "esclient" + uuid.uuid4().hex[:8]
+    server.seen.clear()
     with Elasticsearch(server.url, request_timeout=10) as es:
         info = es.info()  # the product check runs on this first answer
         assert info["version"]["number"] == "8.19.3"
@@ -324,6 +344,9 @@ def test_official_elasticsearch_client_helpers_bulk(server):
                                   raise_on_error=False)
         assert ok == 1 and errors[0]["index"]["status"] == 400
         assert errors[0]["index"]["error"]["type"] == "document_parsing_exception"
+    # what the client sends on _bulk (it must stay accepted)
+    assert {h[1] for h in server.seen if h[0] == "/_bulk"} == {
+        "application/vnd.elasticsearch+x-ndjson; compatible-with=8"}
     events = {e["message"]: e for e in stored(server.get, tag, 7)}
     assert len(events) == 7 and f"{tag} bad" not in events
     e = events[f"{tag} order 3 shipped"]

@@ -142,6 +142,40 @@ def test_bulk_ids_are_scoped_per_index_and_stable_for_a_resent_request():
     assert parse_bulk(body)[5].event["id"] != ids[5]
 
 
+def test_bulk_index_of_the_wrong_type_says_so():
+    body = _nd({"index": {"_index": 5}}, {"message": "m"},
+               {"index": {"_index": ["a"]}}, {"message": "m"},
+               {"index": {"_index": None}}, {"message": "null falls back to the URL's index"},
+               {"index": {"_index": ""}}, {"message": "m"})
+    a, b, c, d = parse_bulk(body, "url-index")
+    assert a.status == b.status == 400
+    assert "_index must be a string, got a number [5]" in a.error["reason"]
+    assert "_index must be a string, got an array" in b.error["reason"]
+    assert "missing" not in a.error["reason"]
+    assert c.status == 201 and c.index == "url-index"
+    assert d.status == 400 and d.error["type"] == "invalid_index_name_exception"
+    [e] = parse_bulk(_nd({"index": {}}, {"message": "m"}))
+    assert "index is missing" in e.error["reason"]
+
+
+@pytest.mark.parametrize("content_type,ok", [
+    ("application/json", True),
+    ("application/json; charset=UTF-8", True),  # Filebeat, rsyslog
+    ("application/x-ndjson", True),  # Fluent Bit, Vector
+    ("application/vnd.elasticsearch+x-ndjson; compatible-with=8", True),  # elasticsearch-py 8
+    ("Application/VND.Elasticsearch+JSON;compatible-with=7", True),
+    (None, False), ("", False), ("application/xml", False), ("text/plain", False),
+    ("application/x-www-form-urlencoded", False),  # curl -d
+])
+def test_bulk_content_types(content_type, ok):
+    from ingest_api.receivers.es_bulk import content_type_error
+
+    error = content_type_error(content_type)
+    assert (error is None) is ok
+    if not ok:
+        assert "application/x-ndjson" in error and "application/vnd.elasticsearch+x-ndjson" in error
+
+
 def test_bulk_blank_lines_crlf_type_and_rsyslog_shape():
     body = (b'\r\n{"index":{"_index":"syslog","_type":"events"}}\r\n\r\n'
             b'{"@timestamp":"2024-05-01T10:00:00+02:00","host":"gw","severity":"notice",'
