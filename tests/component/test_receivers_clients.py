@@ -222,6 +222,11 @@ def test_loki_and_otlp_malformed_bodies_get_their_protocol_errors(client):
     assert st.code == 3 and "ExportLogsServiceRequest" in st.message
     r = client.post("/v1/logs", content=b"{nope", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == 3 and r.json()["error"] == "invalid_otlp"
+    for record, field in (({"traceId": "zz"}, "traceId"), ({"severityNumber": "x"}, "severityNumber")):
+        r = client.post("/v1/logs", json={"resourceLogs": [{"scopeLogs": [{"logRecords": [
+            {"body": {"stringValue": "otlp bad field"}, **record}]}]}]})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_otlp"
+        assert f"resourceLogs[0].scopeLogs[0].logRecords[0].{field}" in r.json()["detail"]
     r = client.post("/v1/logs", content=b"a", headers={"Content-Type": "text/xml"})
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type" and r.json()["detail"]
     r = client.post("/v1/logs", content=b"\x00junk", headers={**PROTOBUF, "Content-Encoding": "gzip"})

@@ -410,6 +410,56 @@ def test_otlp_json_with_hex_ids():
     assert item["fields"]["span_id"] == "eee19b7ec3c1b174" and item["fields"]["n"] == 7
 
 
+def _otlp_json(*records) -> bytes:
+    return orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": list(records)}]}]})
+
+
+@pytest.mark.parametrize("record,where,needle", [
+    ({"traceId": "zz"}, "logRecords[1].traceId", "32 hex digits"),  # was stored as "cf"
+    ({"traceId": "5b8efff798038103d269b633813fc60"}, "logRecords[1].traceId", "32 hex digits"),
+    ({"traceId": "W47/95gDgQPSabYzgT/GDA=="}, "logRecords[1].traceId", "32 hex digits"),  # base64
+    ({"traceId": "5b 8efff798038103d269b633813fc60c"[:32]}, "logRecords[1].traceId", "hex"),
+    ({"spanId": "eee19b7ec3c1b17g"}, "logRecords[1].spanId", "16 hex digits"),
+    ({"span_id": 7}, "logRecords[1].span_id", "16 hex digits"),
+    ({"severityNumber": "x"}, "logRecords[1].severityNumber", "SeverityNumber"),  # was ignored
+    ({"severityNumber": True}, "logRecords[1].severityNumber", "SeverityNumber"),
+    ({"body": {"stringValue": 5}}, "stringValue", "string"),
+    ({"severityText": ["WARN"]}, "severityText", ""),
+])
+def test_otlp_json_invalid_known_fields_are_a_400_naming_them(record, where, needle):
+    with pytest.raises(IngestError) as e:
+        decode_logs(_otlp_json({"body": {"stringValue": "good"}}, record), "application/json")
+    assert e.value.status == 400 and e.value.body["error"] == "invalid_otlp"
+    assert where in e.value.body["detail"] and needle in e.value.body["detail"]
+
+
+def test_otlp_json_valid_ids_enums_and_unknown_fields():
+    a, b, c = decode_logs(_otlp_json(
+        {"traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174",
+         "severityNumber": "SEVERITY_NUMBER_WARN"},
+        {"traceId": "", "spanId": "", "severityNumber": 17},
+        {"body": {"stringValue": "m", "futureValueKind": 1}, "futureField": {"x": [1]},
+         "attributes": [{"key": "k", "value": {"stringValue": "v"}, "futureKey": True}]}),
+        "application/json")
+    assert a["fields"] == {"trace_id": "5b8efff798038103d269b633813fc60c",
+                           "span_id": "eee19b7ec3c1b174"} and a["level"] == "WARNING"
+    assert "fields" not in b and b["level"] == "ERROR"
+    assert c["message"] == "m" and c["fields"] == {"k": "v"}
+
+
+def test_otlp_protobuf_id_of_the_wrong_length_is_a_400():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    sl.log_records.add(trace_id=bytes(16), span_id=bytes(8))
+    sl.log_records.add(span_id=b"\x01\x02\x03")
+    with pytest.raises(IngestError) as e:
+        decode_logs(req.SerializeToString(), "application/x-protobuf")
+    assert e.value.status == 400
+    assert "resource_logs[0].scope_logs[0].log_records[1].span_id" in e.value.body["detail"]
+
+
 @pytest.mark.parametrize("body,ct,status", [
     (b"\xff\xff\xff\xff", "application/x-protobuf", 400),
     (b"{", "application/json", 400),
