@@ -7,7 +7,7 @@ forward compatibility) but a known field of the wrong type is a 400 naming it (i
 ``resourceLogs[0].scopeLogs[0].logRecords[2].traceId``): a ``traceId``/``spanId`` that is not
 ``""`` or 32/16 hex digits, a ``severityNumber`` that is not an integer (or an enum name). In
 protobuf, a trace/span id that is not 16/8 bytes (or empty) is a 400 too: a wrong id is never
-stored.
+stored; a string that is not UTF-8 is decoded with U+FFFD replacement (not a 400 for the batch).
 
 Each log record becomes one event:
 
@@ -93,7 +93,20 @@ def decode_logs_protobuf(data: bytes) -> list[dict]:
     try:
         req = ExportLogsServiceRequest.FromString(data)
     except (DecodeError, ValueError, RecursionError) as exc:
-        raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
+        # A string that is not UTF-8 (a Latin-1 log line, say) is decoded with U+FFFD
+        # replacement, as /ingest text, syslog and the shipper do (and the Collector, in Go,
+        # takes such bytes), instead of refusing the batch: a 400, which exporters do not retry,
+        # would lose its good records. Not keyed on the error's text (it varies across protobuf
+        # runtimes): the mirror parse accepts what FromString does but for UTF-8, so any other
+        # error fails again.
+        from ingest_api.receivers.proto import parse_replacing_bad_utf8
+
+        try:
+            req = parse_replacing_bad_utf8(ExportLogsServiceRequest, data)
+        except (DecodeError, ValueError, RecursionError):
+            req = None
+        if req is None:
+            raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
     return request_items(req)
 
 

@@ -437,6 +437,29 @@ def test_loki_protobuf_snappy_push_and_resend_is_not_duplicated(server):
     assert (third["component"], third["level"]) == ("billing", "ERROR")
 
 
+def test_protobuf_pushes_with_a_line_that_is_not_utf8_are_taken(server):
+    """One Latin-1 line used to make the whole batch a 400 (and clients do not retry a 400)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    tag = "badutf8" + uuid.uuid4().hex[:8]
+    now = time.time_ns()
+    raw = loki_push_bytes([('{job="latin"}', [(now, f"{tag} loki good", {}),
+                                              (now + 1, f"{tag} loki caf".encode() + b"\xe9", {})])])
+    r = server.post("/loki/api/v1/push", content=bytes(cramjam.snappy.compress_raw(raw)),
+                    headers=PROTOBUF)
+    assert r.status_code == 204, r.text
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for line in (f"{tag} otlp good", f"{tag} otlp caf\u00e9"):
+        sl.log_records.add(time_unix_nano=now).body.string_value = line
+    r = server.post("/v1/logs", content=req.SerializeToString().replace("\u00e9".encode(), b"\xe9!"),
+                    headers=PROTOBUF)
+    assert r.status_code == 200, r.content
+    messages = sorted(e["message"] for e in stored(server.get, tag, 4))
+    assert messages == [f"{tag} loki caf\ufffd", f"{tag} loki good",
+                        f"{tag} otlp caf\ufffd!", f"{tag} otlp good"]
+
+
 def _otel_logger(server, compression, tag):
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter

@@ -328,6 +328,25 @@ def test_loki_protobuf_snappy():
     assert decode_push(body, None, max_bytes=10_000) == [a, b, c]  # no Content-Type: protobuf, as Loki
 
 
+def test_loki_protobuf_invalid_utf8_is_replaced_not_a_400():
+    """Loki (Go) takes a line that is not UTF-8; the python runtime refused the whole push."""
+    raw = loki_push_bytes([
+        ('{job="latin"}', [(1714557600000000000, "good line", {}),
+                           (1714557601000000000, b"caf\xe9 au lait", {"k": b"v\xff"})]),
+        (b'{job="l\xe9"}', [(1714557602000000000, "other stream", {})]),
+    ])
+    body = bytes(cramjam.snappy.compress_raw(raw))
+    a, b, c = decode_push(body, "application/x-protobuf", max_bytes=10_000)
+    assert a == {"message": "good line", "ts": 1714557600.0, "component": "latin",
+                 "fields": {"job": "latin"}}
+    assert b["message"] == "caf\ufffd au lait" and b["fields"] == {"job": "latin", "k": "v\ufffd"}
+    assert c["message"] == "other stream" and c["fields"] == {"job": "l\ufffd"}
+    # bad UTF-8 and a truncated field: still not a PushRequest, still a 400
+    with pytest.raises(IngestError) as e:
+        decode_push_protobuf(raw + b"\x0a\x05ab")
+    assert e.value.status == 400 and "not a Loki PushRequest" in e.value.body["detail"]
+
+
 def test_loki_protobuf_errors():
     with pytest.raises(IngestError) as e:  # protobuf that was not snappy-compressed
         decode_push(b"\x0a\x05hello", "application/x-protobuf", max_bytes=10_000)
@@ -445,6 +464,32 @@ def test_otlp_json_valid_ids_enums_and_unknown_fields():
                            "span_id": "eee19b7ec3c1b174"} and a["level"] == "WARNING"
     assert "fields" not in b and b["level"] == "ERROR"
     assert c["message"] == "m" and c["fields"] == {"k": "v"}
+
+
+def test_otlp_protobuf_invalid_utf8_is_replaced_not_a_400():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="svc")))
+    sl = rl.scope_logs.add()
+    sl.log_records.add(severity_number=9).body.string_value = "good record"
+    bad = sl.log_records.add(severity_text="WARN", trace_id=bytes(range(16)))
+    bad.body.string_value = "caf\u00e9 XX"
+    bad.attributes.append(KeyValue(key="user", value=AnyValue(string_value="J\u00e9r\u00f4me")))
+    sl.log_records.add().body.kvlist_value.SetInParent()  # an empty map body stays a map
+    # same lengths: U+00E9 is 2 bytes in UTF-8, replaced by a Latin-1 é and a space
+    raw = req.SerializeToString().replace("\u00e9".encode(), b"\xe9 ").replace(
+        "\u00f4".encode(), b"\xf4 ")
+    with pytest.raises(Exception, match="UTF-8"):
+        ExportLogsServiceRequest.FromString(raw)  # what the receiver got before
+    good, b, c = decode_logs(raw, "application/x-protobuf")
+    assert good["message"] == "good record" and good["level"] == "INFO"
+    assert b["message"] == "caf\ufffd  XX" and b["level"] == "WARN" and b["component"] == "svc"
+    assert b["fields"]["user"] == "J\ufffd r\ufffd me" and b["fields"]["trace_id"] == bytes(range(16)).hex()
+    assert c["message"] == "{}"
+    assert decode_logs(req.SerializeToString(), "application/x-protobuf")[1]["message"] == "caf\u00e9 XX"
 
 
 def test_otlp_protobuf_id_of_the_wrong_length_is_a_400():
