@@ -167,6 +167,34 @@ def _ndjson(*objs) -> bytes:
     return b"".join(orjson.dumps(o) + b"\n" for o in objs)
 
 
+def test_dedup_semantics_documented_in_receivers_md(client):
+    """Content-derived ids: an identical body is stored once (even a timeless heartbeat, even
+    gzipped the second time); /ingest without ids stores a repeated body twice."""
+    tag = "dedup" + uuid.uuid4().hex[:8]
+    otlp_json = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"body": {"stringValue": f"{tag} otlp heartbeat"}}]}]}]}
+    loki_json = orjson.dumps({"streams": [{"stream": {"job": "hb"},
+                                           "values": [["1714557600000000000", f"{tag} loki"]]}]})
+    bulk = _ndjson({"index": {"_index": "hb"}}, {"message": f"{tag} bulk heartbeat"})
+    for gz in (False, True):
+        enc = {"Content-Encoding": "gzip"} if gz else {}
+        def body(b):
+            return gzip.compress(b) if gz else b
+        assert client.post("/v1/logs", content=body(orjson.dumps(otlp_json)),
+                           headers={"Content-Type": "application/json", **enc}).status_code == 200
+        assert client.post("/loki/api/v1/push", content=body(loki_json),
+                           headers={"Content-Type": "application/json", **enc}).status_code == 204
+        assert client.post("/hb/_bulk", content=body(bulk),
+                           headers={"Content-Type": "application/x-ndjson", **enc}).status_code == 200
+        assert client.post("/ingest", json={"message": f"{tag} ingest heartbeat"}).status_code == 202
+    assert client.post("/other/_bulk", content=bulk,  # the same body to another index: another event
+                       headers={"Content-Type": "application/x-ndjson"}).status_code == 200
+    events = stored(client.get, tag, 6)
+    assert sorted(e["message"] for e in events) == sorted([
+        f"{tag} otlp heartbeat", f"{tag} loki", f"{tag} bulk heartbeat", f"{tag} bulk heartbeat",
+        f"{tag} ingest heartbeat", f"{tag} ingest heartbeat"])
+
+
 @pytest.mark.parametrize("content_type", [None, "application/xml", "text/plain",
                                           "application/x-www-form-urlencoded"])
 def test_bulk_refuses_other_content_types_with_415(client, content_type):
