@@ -14,11 +14,14 @@ They produce the same items as ``POST /ingest`` (``message``, ``ts``, ``host``, 
 is sent only once ``transport.accept`` returned (spool commit, or broker confirm in the full
 stack); when it refuses, the answer is the protocol's "retry later" (503/429 + Retry-After).
 
-Idempotency: an event without an id of its own (Elasticsearch's ``_id``) gets
-``<source>-<digest of the decoded request body>-<position>``. A shipper that resends the same
-request after a lost or failed answer therefore produces the same ids, and the store keeps each
-id once: no duplicates. (Two byte-identical requests are taken as one; real shippers stamp each
-record with its time, so distinct requests differ.)
+Idempotency: an event without an id of its own (Elasticsearch's ``_id``, stored as
+``es:<index>:<_id>``) gets ``<source>-<digest of the decoded request body>-<position>`` (for
+``_bulk`` the digest also covers the URL's index). A shipper that resends the same request
+after a lost or failed answer therefore produces the same ids, and the store keeps each id
+once: no duplicates. Two byte-identical requests are taken as one: real shippers stamp each
+record with its time, so distinct requests differ, but records without a time (a heartbeat)
+posted twice in identical bodies are stored once. ``/ingest`` is different: without client
+ids it draws a random batch id, so a repeated body is stored twice (docs/receivers.md).
 
 This package imports nothing heavy: the protobuf modules load with the router that needs them.
 """

@@ -4,7 +4,9 @@ Routes (every answer carries ``X-Elastic-Product: Elasticsearch``, which the off
 check on each 2xx):
 
 * ``POST|PUT /_bulk`` and ``POST|PUT /{index}/_bulk`` — NDJSON action/source pairs
-  (``Content-Encoding: gzip`` optional; blank lines allowed). ``index`` and ``create`` store the
+  (``Content-Encoding: gzip`` optional; blank lines allowed), with a Content-Type of
+  ``application/json``, ``application/x-ndjson`` or their ``application/vnd.elasticsearch+``
+  forms (any other, or none, is a 415: Elasticsearch answers those 406). ``index`` and ``create`` store the
   source document as one event; ``delete`` and ``update`` get a per-item 400 (SmartLogs is
   append-only). The answer is Elasticsearch's: ``200 {"took", "errors", "items": [...]}`` with a
   ``status`` per item (201 ``created``, or 400 and an ``error`` for a source line that is not a
@@ -30,9 +32,11 @@ level ← ``log.level``, ``level``, ``severity``, ``log_level``, ``loglevel``, `
 ``pid``, ``PID``. Keys may be dotted (``"log.level"``) or nested (``{"log": {"level"}}``).
 Everything else, plus the target index as ``_index``, goes to ``fields``. A document with no
 message is stored with its compact JSON as the message.
-The action's ``_id`` is the event id (resending a document with the same ``_id`` stores it once);
-without one, the id is derived from the request body and the item's position, so a resent
-request is stored once too.
+Ids: Elasticsearch scopes ``_id`` per index, so an action's ``_id`` is stored as the event id
+``es:<index>:<_id>`` (the answer echoes the ``_id`` as sent): the same ``_id`` in two indices is
+two events, a resent document is stored once, and no ``/ingest`` id or other source's id can
+collide with it. Without an ``_id`` the id is ``es-<digest of the URL's index and the body>-<position>``,
+so a resent request is stored once too (and two byte-identical requests are one).
 """
 
 from __future__ import annotations
@@ -118,14 +122,18 @@ def parse_bulk(data: bytes, default_index: str | None = None) -> list[BulkItem]:
     if not lines:
         raise BulkRequestError("Validation Failed: 1: no requests added;",
                                "action_request_validation_exception")
-    digest = body_digest(data)
+    # Generated ids digest the body *and* the index of the URL (``/a/_bulk`` vs ``/b/_bulk``
+    # with the same body are different documents); with the position they are unique.
+    digest = body_digest(_index_prefix(default_index) + data)
     items: list[BulkItem] = []
     i = 0
     while i < len(lines):
         lineno, line = lines[i]
         i += 1
         action, meta = _action(line, lineno)
-        index = meta.get("_index", default_index)
+        index = meta.get("_index")
+        if index is None:
+            index = default_index
         raw_id = meta.get("_id")
         item = BulkItem(action, index if isinstance(index, str) else None,
                         str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool)
@@ -158,11 +166,32 @@ def parse_bulk(data: bytes, default_index: str | None = None) -> list[BulkItem]:
         except IngestError as exc:
             item.status, item.error = 400, _err("document_parsing_exception", exc.body["detail"])
             continue
-        if item.id is None:
+        if item.id is None:  # Elasticsearch makes one up; ours is stable for a resent request
             item.id = f"es-{digest}-{len(items) - 1}"
-        event["id"] = item.id
+            event["id"] = item.id
+        else:
+            event["id"] = event_id(item.index, item.id)
         item.event = event
     return items
+
+
+def event_id(index: str, doc_id: str) -> str:
+    """The stored id of the document ``doc_id`` of ``index``: ``es:<index>:<_id>``.
+
+    Elasticsearch scopes ``_id`` per index, so the index is part of the id (the same ``_id`` in
+    two indices is two documents), and the ``es:`` namespace keeps it apart from the ids other
+    sources give (``/ingest``'s own ``id``, ``kafka:...``). It depends on nothing else, so a
+    resent document is stored once. Elasticsearch forbids ``:`` in index names; were one to
+    come anyway, it is escaped (``%3A``, and ``%`` as ``%25``) so that the index always ends at
+    the first ``:`` after ``es:`` and two different (index, _id) pairs never share an id."""
+    return f"es:{index.replace('%', '%25').replace(':', '%3A')}:{doc_id}"
+
+
+def _index_prefix(index: str | None) -> bytes:
+    if index is None:
+        return b""
+    raw = index.encode("utf-8", "surrogatepass")
+    return b"%d:" % len(raw) + raw + b"\n"
 
 
 def _action(line: bytes, lineno: int) -> tuple[str, dict]:
@@ -190,7 +219,14 @@ def _validate(action: str, meta: dict, item: BulkItem) -> dict | None:
                     f"SmartLogs stores logs append-only: the [{action}] action is not supported; "
                     "use index or create")
     if item.index is None:
+        given = meta.get("_index")
+        if given is not None:
+            return _err("action_request_validation_exception",
+                        f"Validation Failed: 1: _index must be a string, got {_kind(given)} "
+                        f"[{orjson.dumps(given).decode()[:64]}];")
         return _err("action_request_validation_exception", "Validation Failed: 1: index is missing;")
+    if item.index == "":
+        return _err("invalid_index_name_exception", "Invalid index name [], must not be empty")
     if "_id" in meta and meta["_id"] is not None:
         if item.id is None or item.id == "":
             return _err("action_request_validation_exception",
@@ -201,6 +237,11 @@ def _validate(action: str, meta: dict, item: BulkItem) -> dict | None:
                         f"Validation Failed: 1: id [{item.id[:64]}...] is too long, must be no "
                         f"longer than {MAX_ID_BYTES} bytes but was: {size};")
     return None
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
 
 
 def _err(type_: str, reason: str) -> dict:
@@ -312,6 +353,36 @@ class _NotForBrowsers(APIRoute):
 
 router = APIRouter(tags=["receivers"])
 
+# What Elasticsearch takes on _bulk that SmartLogs can read (it also takes SMILE and CBOR; no
+# shipper sends those). Parameters are not checked: Filebeat and rsyslog send
+# ``application/json; charset=UTF-8``, the official clients (elasticsearch-py 8: on _bulk
+# ``application/vnd.elasticsearch+x-ndjson; compatible-with=8``) the vendor types, and a 9.x
+# client's ``compatible-with=9`` is let through rather than refused as Elasticsearch 8 would.
+BULK_TYPES = ("application/json", "application/x-ndjson",
+              "application/vnd.elasticsearch+json", "application/vnd.elasticsearch+x-ndjson")
+
+
+def content_type_error(content_type: str | None) -> str | None:
+    """Why ``content_type`` is refused on _bulk (None: it is accepted).
+
+    A missing Content-Type is refused too: Elasticsearch (6.0 on) answers a request with a body
+    and no Content-Type ``406 Content-Type header is missing``, so no shipper that works with
+    Elasticsearch omits it, and guessing would take a form post (curl -d) or a text file for
+    NDJSON."""
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime in BULK_TYPES:
+        return None
+    return (f"Content-Type {content_type!r} is not supported" if content_type and content_type.strip()
+            else "the request has no Content-Type") + f"; _bulk takes {', '.join(BULK_TYPES)}"
+
+
+def _unsupported_type(detail: str) -> Response:
+    # Elasticsearch answers 406 here, with {"error": "<text>", "status": 406}; SmartLogs answers
+    # 415 like its other receivers, in a body that is both their {"error", "detail"} and
+    # Elasticsearch's simple error shape (a string "error" and a "status").
+    return _json({"error": "unsupported_media_type", "detail": detail, "status": 415,
+                  "accepted": list(BULK_TYPES)}, 415)
+
 
 def _decode(body: bytes, encoding: str | None, max_bytes: int, index: str | None) -> list[BulkItem]:
     return parse_bulk(decode_content_encoding(body, encoding, max_bytes), index)
@@ -322,6 +393,12 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
     s = settings_of(request)
     try:
         body = await read_body(request, s.max_body_bytes)
+        # Elasticsearch checks the type only of a request that has a body (an empty one is the
+        # 400 "no requests added" below whatever its type)
+        type_error = content_type_error(request.headers.get("content-type")) if body else None
+        if type_error is not None:
+            reject("es_bulk_unsupported_media_type")
+            return _unsupported_type(type_error)
         items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
                                         s.max_body_bytes, index)
     except IngestError as exc:
@@ -362,7 +439,10 @@ _BULK_DOC = {
     "description": "NDJSON action/source pairs as Elasticsearch shippers send them; answers like "
                    "Elasticsearch 8.19 (per-item status, `errors`, `X-Elastic-Product`). "
                    "4xx answers use Elasticsearch's error document "
-                   "`{\"error\": {\"type\", \"reason\", \"root_cause\"}, \"status\"}`.",
+                   "`{\"error\": {\"type\", \"reason\", \"root_cause\"}, \"status\"}`, "
+                   "except 415 (a Content-Type other than application/json, "
+                   "application/x-ndjson or their application/vnd.elasticsearch+ forms): "
+                   "`{\"error\": \"unsupported_media_type\", \"detail\", \"status\", \"accepted\"}`.",
 }
 for _method in ("POST", "PUT"):
     router.add_api_route("/_bulk", bulk, methods=[_method], operation_id=f"es_bulk_{_method.lower()}",

@@ -9,6 +9,9 @@ Both encodings Loki accepts:
 * ``Content-Type: application/x-protobuf`` (or none, as in Loki) — a ``logproto.PushRequest``
   compressed with snappy's block format, as Promtail and Alloy send it.
 
+A string that is not UTF-8 in a protobuf push (a Latin-1 line, say) is decoded with U+FFFD
+replacement, as Loki (Go) takes such bytes, instead of failing the whole push.
+
 Each entry becomes one event: the line is the message, the entry's nanosecond timestamp its
 time. The stream labels and the entry's structured metadata (which wins on a clash) become
 ``fields``; well-known labels also fill the event's columns: ``host``/``hostname``/``host_name``
@@ -151,7 +154,7 @@ def decode_push_protobuf(data: bytes) -> list[dict]:
     try:
         req = PushRequest.FromString(data)
     except (DecodeError, ValueError) as exc:
-        raise _bad(f"the body is not a Loki PushRequest: {exc}") from None
+        req = _with_bad_utf8(PushRequest, data, exc)
     items: list[dict] = []
     for n, stream in enumerate(req.streams):
         labels = parse_labels(stream.labels or "{}", where=f"streams[{n}].labels")
@@ -164,6 +167,24 @@ def decode_push_protobuf(data: bytes) -> list[dict]:
     if not items:
         raise _bad("the push holds no log entries")
     return items
+
+
+def _with_bad_utf8(cls, data: bytes, exc: Exception):
+    """The push again when it failed on a string that is not UTF-8 (a Latin-1 line, say):
+    Loki (Go, gogoproto) takes such bytes, so SmartLogs does too, decoding them with U+FFFD
+    replacement as /ingest text, syslog and the shipper do, rather than refusing the batch
+    (a 400, which clients do not retry: every good line of it would be lost)."""
+    from google.protobuf.message import DecodeError
+
+    from ingest_api.receivers.proto import parse_replacing_bad_utf8
+
+    # Not keyed on the error's text (it varies across protobuf runtimes): the mirror parse
+    # accepts exactly what FromString does but for UTF-8, so other errors fail again.
+    try:
+        return parse_replacing_bad_utf8(cls, data)
+    except (DecodeError, ValueError, RecursionError):
+        pass
+    raise _bad(f"the body is not a Loki PushRequest: {exc}") from None
 
 
 def snappy_decompress(data: bytes, max_bytes: int) -> bytes:

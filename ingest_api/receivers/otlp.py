@@ -2,7 +2,12 @@
 
 Bodies: an ``ExportLogsServiceRequest`` as protobuf (``Content-Type: application/x-protobuf``)
 or as OTLP JSON (``application/json``: lowerCamelCase keys, hex ``traceId``/``spanId``), with
-``Content-Encoding: gzip`` or ``deflate`` optional.
+``Content-Encoding: gzip`` or ``deflate`` optional. In JSON, unknown keys are ignored (OTLP's
+forward compatibility) but a known field of the wrong type is a 400 naming it (its path, e.g.
+``resourceLogs[0].scopeLogs[0].logRecords[2].traceId``): a ``traceId``/``spanId`` that is not
+``""`` or 32/16 hex digits, a ``severityNumber`` that is not an integer (or an enum name). In
+protobuf, a trace/span id that is not 16/8 bytes (or empty) is a 400 too: a wrong id is never
+stored; a string that is not UTF-8 is decoded with U+FFFD replacement (not a 400 for the batch).
 
 Each log record becomes one event:
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import zlib
 
 import orjson
@@ -87,7 +93,20 @@ def decode_logs_protobuf(data: bytes) -> list[dict]:
     try:
         req = ExportLogsServiceRequest.FromString(data)
     except (DecodeError, ValueError, RecursionError) as exc:
-        raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
+        # A string that is not UTF-8 (a Latin-1 log line, say) is decoded with U+FFFD
+        # replacement, as /ingest text, syslog and the shipper do (and the Collector, in Go,
+        # takes such bytes), instead of refusing the batch: a 400, which exporters do not retry,
+        # would lose its good records. Not keyed on the error's text (it varies across protobuf
+        # runtimes): the mirror parse accepts what FromString does but for UTF-8, so any other
+        # error fails again.
+        from ingest_api.receivers.proto import parse_replacing_bad_utf8
+
+        try:
+            req = parse_replacing_bad_utf8(ExportLogsServiceRequest, data)
+        except (DecodeError, ValueError, RecursionError):
+            req = None
+        if req is None:
+            raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
     return request_items(req)
 
 
@@ -101,46 +120,95 @@ def decode_logs_json(data: bytes) -> list[dict]:
         raise _bad(f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise _bad("expected an ExportLogsServiceRequest object: {\"resourceLogs\": [...]}")
-    _hex_ids_to_base64(doc)
+    _prepare_json(doc, ExportLogsServiceRequest.DESCRIPTOR)
     req = ExportLogsServiceRequest()
     try:
-        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+        # unknown fields are already gone (_prepare_json): what is left must have the right type
+        json_format.ParseDict(doc, req, ignore_unknown_fields=False)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
+        raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {_parse_error(exc)}") from None
     return request_items(req)
 
 
-def _hex_ids_to_base64(doc: dict) -> None:
-    """OTLP JSON carries trace/span ids as hex; protobuf's JSON mapping expects base64."""
-    for rl in _list(doc, "resourceLogs", "resource_logs"):
-        for sl in _list(rl, "scopeLogs", "scope_logs"):
-            for rec in _list(sl, "logRecords", "log_records"):
-                if not isinstance(rec, dict):
-                    continue
-                for key, size in (("traceId", 16), ("trace_id", 16), ("spanId", 8), ("span_id", 8)):
-                    v = rec.get(key)
-                    if isinstance(v, str) and len(v) == 2 * size:
-                        try:
-                            rec[key] = base64.b64encode(bytes.fromhex(v)).decode()
-                        except ValueError:
-                            pass
+# OTLP/JSON's hex-encoded byte fields (protobuf's JSON mapping would read them as base64)
+_HEX_IDS = {"opentelemetry.proto.logs.v1.LogRecord.trace_id": 16,
+            "opentelemetry.proto.logs.v1.LogRecord.span_id": 8}
+_HEX = re.compile(r"[0-9a-fA-F]*")
 
 
-def _list(obj, *keys) -> list:
-    if isinstance(obj, dict):
-        for k in keys:
-            v = obj.get(k)
-            if isinstance(v, list):
-                return v
-    return []
+def _prepare_json(doc: dict, descriptor) -> None:
+    """Make an OTLP/JSON document what protobuf's JSON parser takes, strictly, in place.
+
+    * Unknown keys are dropped: OTLP/JSON receivers MUST ignore them (forward compatibility), so
+      the parser can then run with ``ignore_unknown_fields=False``, which reports a known field
+      of the wrong type instead of skipping it (with ``True`` it also silently skips an enum it
+      cannot read: ``"severityNumber": "x"`` was a record without severity).
+    * ``traceId``/``spanId`` must be empty or exactly 32/16 hex digits, turned into base64 for
+      the parser. Anything else is a 400 naming the field, for the whole request, as the
+      OpenTelemetry Collector answers: a malformed id means a broken exporter, and the other
+      choice, storing the record without it, would pass the breakage off as an uncorrelated
+      record. (Before, a string of another length fell through to base64 decoding and a wrong
+      id was stored: ``"zz"`` became ``cf``.)
+    * An enum (``severityNumber``) must be an integer (OTLP/JSON's encoding) or one of the
+      enum's names; anything else is a 400 naming it."""
+    stack = [(doc, descriptor, "")]
+    while stack:
+        obj, desc, path = stack.pop()
+        for key in list(obj):
+            fd = desc.fields_by_camelcase_name.get(key) or desc.fields_by_name.get(key)
+            if fd is None:
+                del obj[key]
+                continue
+            value, where = obj[key], f"{path}.{key}" if path else key
+            if value is None:
+                continue
+            size = _HEX_IDS.get(fd.full_name)
+            if size is not None:
+                if not isinstance(value, str) or (
+                        value and (len(value) != 2 * size or not _HEX.fullmatch(value))):
+                    raise _bad(f"{where}: expected {2 * size} hex digits (an OTLP/JSON "
+                               f"{'trace' if size == 16 else 'span'} id) or \"\", got "
+                               f"{orjson.dumps(value).decode()[:80]}")
+                obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            elif fd.enum_type is not None:
+                _check_enum(fd, value, where)
+            elif fd.message_type is not None and not fd.message_type.GetOptions().map_entry \
+                    and not fd.message_type.full_name.startswith("google.protobuf."):
+                if fd.is_repeated:
+                    if isinstance(value, list):
+                        stack.extend((v, fd.message_type, f"{where}[{i}]")
+                                     for i, v in enumerate(value) if isinstance(v, dict))
+                elif isinstance(value, dict):
+                    stack.append((value, fd.message_type, where))
+
+
+def _check_enum(fd, value, where: str) -> None:
+    values = value if fd.is_repeated and isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, int) and not isinstance(v, bool):
+            continue
+        if isinstance(v, str) and (v in fd.enum_type.values_by_name or re.fullmatch(r"-?\d+", v)):
+            continue
+        raise _bad(f"{where}: expected a {fd.enum_type.name} (an integer, e.g. 9 for INFO), got "
+                   f"{orjson.dumps(v).decode()[:80]}")
+
+
+def _parse_error(exc: Exception) -> str:
+    """protobuf's "Failed to parse a field: Failed to parse b field: msg" → "a.b: msg"."""
+    text = str(exc)
+    names = re.findall(r"Failed to parse (\w+) field: ", text)
+    if not names:
+        return text
+    rest = re.sub(r"(Failed to parse \w+ field: )+", "", text).rstrip(".")
+    return f"{'.'.join(names)}: {rest}"
 
 
 def request_items(req) -> list[dict]:
     """An ``ExportLogsServiceRequest`` message → items."""
     items: list[dict] = []
-    for rl in req.resource_logs:
+    for n, rl in enumerate(req.resource_logs):
         resource = _attributes(rl.resource.attributes)
-        for sl in rl.scope_logs:
+        for m, sl in enumerate(rl.scope_logs):
             scope: dict = {}
             if sl.scope.name:
                 scope["otel.scope.name"] = sl.scope.name
@@ -148,7 +216,12 @@ def request_items(req) -> list[dict]:
                 scope["otel.scope.version"] = sl.scope.version
             scope.update(_attributes(sl.scope.attributes))
             base = {**resource, **scope}
-            for rec in sl.log_records:
+            for k, rec in enumerate(sl.log_records):
+                for name, size in (("trace_id", 16), ("span_id", 8)):
+                    if len(getattr(rec, name)) not in (0, size):  # never store a wrong id
+                        raise _bad(f"resource_logs[{n}].scope_logs[{m}].log_records[{k}].{name}: "
+                                   f"expected {size} bytes or none, got "
+                                   f"{len(getattr(rec, name))}")
                 items.append(_record_item(rec, base, resource))
     return items
 

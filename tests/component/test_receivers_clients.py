@@ -139,10 +139,79 @@ def test_bulk_answers_like_elasticsearch(client):
     events = {e["message"]: e for e in stored(client.get, tag, 2)}
     assert set(events) == {f"{tag} one", f"{tag} two"}
     one = events[f"{tag} one"]
-    assert (one["id"], one["host"], one["level"], one["source"]) == (f"{tag}-1", "w1", "ERROR", "es_bulk")
+    assert (one["id"], one["host"], one["level"], one["source"]) == (
+        f"es:app-logs:{tag}-1", "w1", "ERROR", "es_bulk")
     assert one["timestamp"] == "2024-05-01T10:00:00.000Z"
     assert one["fields"] == {"http": {"status": 502}, "_index": "app-logs"}
     assert events[f"{tag} two"]["fields"] == {"_index": "other"}
+
+
+def test_bulk_same_id_in_two_indices_is_two_documents_and_a_resend_is_one(client):
+    tag = "bulkids" + uuid.uuid4().hex[:8]
+    body = _ndjson({"index": {"_index": "idxA", "_id": "1"}}, {"message": f"{tag} in A"},
+                   {"index": {"_index": "idxB", "_id": "1"}}, {"message": f"{tag} in B"})
+    for _ in range(2):  # the second time: a shipper resending after a lost answer
+        r = client.post("/_bulk", content=body, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 200 and r.json()["errors"] is False
+        assert [(i["index"]["_index"], i["index"]["_id"], i["index"]["status"])
+                for i in r.json()["items"]] == [("idxA", "1", 201), ("idxB", "1", 201)]
+    # an /ingest event whose own id is "1" is yet another event
+    r = client.post("/ingest", json={"id": "1", "message": f"{tag} from ingest"})
+    assert r.status_code == 202
+    events = stored(client.get, tag, 3)
+    assert sorted(e["message"] for e in events) == [f"{tag} from ingest", f"{tag} in A", f"{tag} in B"]
+    assert sorted(e["id"] for e in events) == ["1", "es:idxA:1", "es:idxB:1"]
+
+
+def _ndjson(*objs) -> bytes:
+    return b"".join(orjson.dumps(o) + b"\n" for o in objs)
+
+
+def test_dedup_semantics_documented_in_receivers_md(client):
+    """Content-derived ids: an identical body is stored once (even a timeless heartbeat, even
+    gzipped the second time); /ingest without ids stores a repeated body twice."""
+    tag = "dedup" + uuid.uuid4().hex[:8]
+    otlp_json = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"body": {"stringValue": f"{tag} otlp heartbeat"}}]}]}]}
+    loki_json = orjson.dumps({"streams": [{"stream": {"job": "hb"},
+                                           "values": [["1714557600000000000", f"{tag} loki"]]}]})
+    bulk = _ndjson({"index": {"_index": "hb"}}, {"message": f"{tag} bulk heartbeat"})
+    for gz in (False, True):
+        enc = {"Content-Encoding": "gzip"} if gz else {}
+        def body(b):
+            return gzip.compress(b) if gz else b
+        assert client.post("/v1/logs", content=body(orjson.dumps(otlp_json)),
+                           headers={"Content-Type": "application/json", **enc}).status_code == 200
+        assert client.post("/loki/api/v1/push", content=body(loki_json),
+                           headers={"Content-Type": "application/json", **enc}).status_code == 204
+        assert client.post("/hb/_bulk", content=body(bulk),
+                           headers={"Content-Type": "application/x-ndjson", **enc}).status_code == 200
+        assert client.post("/ingest", json={"message": f"{tag} ingest heartbeat"}).status_code == 202
+    assert client.post("/other/_bulk", content=bulk,  # the same body to another index: another event
+                       headers={"Content-Type": "application/x-ndjson"}).status_code == 200
+    events = stored(client.get, tag, 6)
+    assert sorted(e["message"] for e in events) == sorted([
+        f"{tag} otlp heartbeat", f"{tag} loki", f"{tag} bulk heartbeat", f"{tag} bulk heartbeat",
+        f"{tag} ingest heartbeat", f"{tag} ingest heartbeat"])
+
+
+@pytest.mark.parametrize("content_type", [None, "application/xml", "text/plain",
+                                          "application/x-www-form-urlencoded"])
+def test_bulk_refuses_other_content_types_with_415(client, content_type):
+    body = _ndjson({"index": {"_index": "a"}}, {"message": "typed wrong"})
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = client.post("/_bulk", content=body, headers=headers)
+    assert r.status_code == 415 and r.headers["x-elastic-product"] == "Elasticsearch"
+    err = r.json()
+    assert err["error"] == "unsupported_media_type" and err["status"] == 415
+    assert "application/x-ndjson" in err["detail"] and "application/json" in err["accepted"]
+    assert ("no Content-Type" in err["detail"]) is (content_type is None)
+    time.sleep(0.2)
+    assert _total(client.get) == 0
+    for ok in ("application/json; charset=UTF-8",
+               "application/vnd.elasticsearch+x-ndjson; compatible-with=8"):
+        r = client.post("/_bulk", content=body, headers={"Content-Type": ok})
+        assert r.status_code == 200 and r.json()["errors"] is False, ok
 
 
 @pytest.mark.parametrize("body,headers,status,kind", [
@@ -181,6 +250,11 @@ def test_loki_and_otlp_malformed_bodies_get_their_protocol_errors(client):
     assert st.code == 3 and "ExportLogsServiceRequest" in st.message
     r = client.post("/v1/logs", content=b"{nope", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == 3 and r.json()["error"] == "invalid_otlp"
+    for record, field in (({"traceId": "zz"}, "traceId"), ({"severityNumber": "x"}, "severityNumber")):
+        r = client.post("/v1/logs", json={"resourceLogs": [{"scopeLogs": [{"logRecords": [
+            {"body": {"stringValue": "otlp bad field"}, **record}]}]}]})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_otlp"
+        assert f"resourceLogs[0].scopeLogs[0].logRecords[0].{field}" in r.json()["detail"]
     r = client.post("/v1/logs", content=b"a", headers={"Content-Type": "text/xml"})
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type" and r.json()["detail"]
     r = client.post("/v1/logs", content=b"\x00junk", headers={**PROTOBUF, "Content-Encoding": "gzip"})
@@ -284,6 +358,7 @@ def test_official_elasticsearch_client_helpers_bulk(server):
     from elasticsearch import Elasticsearch, helpers
 
     tag = "esclient" + uuid.uuid4().hex[:8]
+    server.seen.clear()
     with Elasticsearch(server.url, request_timeout=10) as es:
         info = es.info()  # the product check runs on this first answer
         assert info["version"]["number"] == "8.19.3"
@@ -302,11 +377,14 @@ def test_official_elasticsearch_client_helpers_bulk(server):
                                   raise_on_error=False)
         assert ok == 1 and errors[0]["index"]["status"] == 400
         assert errors[0]["index"]["error"]["type"] == "document_parsing_exception"
+    # what the client sends on _bulk (it must stay accepted)
+    assert {h[1] for h in server.seen if h[0] == "/_bulk"} == {
+        "application/vnd.elasticsearch+x-ndjson; compatible-with=8"}
     events = {e["message"]: e for e in stored(server.get, tag, 7)}
     assert len(events) == 7 and f"{tag} bad" not in events
     e = events[f"{tag} order 3 shipped"]
     assert (e["id"], e["host"], e["level"], e["component"], e["source"]) == (
-        f"{tag}-3", "shop-1", "INFO", "orders", "es_bulk")
+        f"es:app-logs:{tag}-3", "shop-1", "INFO", "orders", "es_bulk")
     assert e["timestamp"] == "2024-05-01T10:00:03.000Z"
     assert e["fields"] == {"order": {"id": 3}, "_index": "app-logs"}
     assert events[f"{tag} no id"]["level"] == "WARNING"
@@ -385,6 +463,29 @@ def test_loki_protobuf_snappy_push_and_resend_is_not_duplicated(server):
     assert events[f"{tag} second line"]["fields"]["trace_id"] == "t-1"
     third = events[f"{tag} third line"]
     assert (third["component"], third["level"]) == ("billing", "ERROR")
+
+
+def test_protobuf_pushes_with_a_line_that_is_not_utf8_are_taken(server):
+    """One Latin-1 line used to make the whole batch a 400 (and clients do not retry a 400)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    tag = "badutf8" + uuid.uuid4().hex[:8]
+    now = time.time_ns()
+    raw = loki_push_bytes([('{job="latin"}', [(now, f"{tag} loki good", {}),
+                                              (now + 1, f"{tag} loki caf".encode() + b"\xe9", {})])])
+    r = server.post("/loki/api/v1/push", content=bytes(cramjam.snappy.compress_raw(raw)),
+                    headers=PROTOBUF)
+    assert r.status_code == 204, r.text
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for line in (f"{tag} otlp good", f"{tag} otlp caf\u00e9"):
+        sl.log_records.add(time_unix_nano=now).body.string_value = line
+    r = server.post("/v1/logs", content=req.SerializeToString().replace("\u00e9".encode(), b"\xe9!"),
+                    headers=PROTOBUF)
+    assert r.status_code == 200, r.content
+    messages = sorted(e["message"] for e in stored(server.get, tag, 4))
+    assert messages == [f"{tag} loki caf\ufffd", f"{tag} loki good",
+                        f"{tag} otlp caf\ufffd!", f"{tag} otlp good"]
 
 
 def _otel_logger(server, compression, tag):

@@ -107,7 +107,7 @@ def test_bulk_maps_ecs_nested_and_dotted_fields():
     assert (first.action, first.index, first.id, first.status) == ("index", "filebeat-8", "doc-1", 201)
     assert first.event == {
         "message": "GET /x 500", "ts": 1714557600.25, "host": "web1", "level": "error",
-        "component": "nginx", "pid": "4242", "id": "doc-1",
+        "component": "nginx", "pid": "4242", "id": "es:filebeat-8:doc-1",
         "fields": {"host": {"ip": ["10.0.0.1"]}, "log": {"file": {"path": "/var/log/nginx.log"}},
                    "http": {"status": 500}, "_index": "filebeat-8"}}
     assert second.index == "app-logs" and second.id.startswith("es-") and second.id.endswith("-1")
@@ -118,6 +118,62 @@ def test_bulk_maps_ecs_nested_and_dotted_fields():
     # the same body gives the same ids (a resent request is stored once); another body others
     assert parse_bulk(body, "app-logs")[1].id == second.id
     assert parse_bulk(body + b"\n", "app-logs")[1].id != second.id
+
+
+def test_bulk_ids_are_scoped_per_index_and_stable_for_a_resent_request():
+    body = _nd({"index": {"_index": "idxA", "_id": "1"}}, {"message": "a"},
+               {"index": {"_index": "idxB", "_id": "1"}}, {"message": "b"},
+               {"create": {"_id": 1}}, {"message": "default index, numeric _id"},
+               {"index": {"_index": "a:b", "_id": "c"}}, {"message": "odd index"},
+               {"index": {"_index": "a", "_id": "b:c"}}, {"message": "odd id"},
+               {"index": {"_index": "idxA"}}, {"message": "no id"})
+    items = parse_bulk(body, "logs")
+    assert [i.status for i in items] == [201] * 6
+    # the answer echoes the client's _id; the stored id is namespaced and includes the index
+    assert [i.id for i in items[:5]] == ["1", "1", "1", "c", "b:c"]
+    ids = [i.event["id"] for i in items]
+    assert ids[:5] == ["es:idxA:1", "es:idxB:1", "es:logs:1", "es:a%3Ab:c", "es:a:b:c"]
+    assert len(set(ids)) == 6 and ids[5].startswith("es-") and ids[5] == items[5].id
+    # a resent request: the same ids, so the store keeps each document once
+    assert [i.event["id"] for i in parse_bulk(body, "logs")] == ids
+    # the same body sent to another index (URL) is other documents, with or without _id
+    other = [i.event["id"] for i in parse_bulk(body, "other")]
+    assert other[2] == "es:other:1" and other[5] != ids[5]
+    assert parse_bulk(body)[5].event["id"] != ids[5]
+
+
+def test_bulk_index_of_the_wrong_type_says_so():
+    body = _nd({"index": {"_index": 5}}, {"message": "m"},
+               {"index": {"_index": ["a"]}}, {"message": "m"},
+               {"index": {"_index": None}}, {"message": "null falls back to the URL's index"},
+               {"index": {"_index": ""}}, {"message": "m"})
+    a, b, c, d = parse_bulk(body, "url-index")
+    assert a.status == b.status == 400
+    assert "_index must be a string, got a number [5]" in a.error["reason"]
+    assert "_index must be a string, got an array" in b.error["reason"]
+    assert "missing" not in a.error["reason"]
+    assert c.status == 201 and c.index == "url-index"
+    assert d.status == 400 and d.error["type"] == "invalid_index_name_exception"
+    [e] = parse_bulk(_nd({"index": {}}, {"message": "m"}))
+    assert "index is missing" in e.error["reason"]
+
+
+@pytest.mark.parametrize("content_type,ok", [
+    ("application/json", True),
+    ("application/json; charset=UTF-8", True),  # Filebeat, rsyslog
+    ("application/x-ndjson", True),  # Fluent Bit, Vector
+    ("application/vnd.elasticsearch+x-ndjson; compatible-with=8", True),  # elasticsearch-py 8
+    ("Application/VND.Elasticsearch+JSON;compatible-with=7", True),
+    (None, False), ("", False), ("application/xml", False), ("text/plain", False),
+    ("application/x-www-form-urlencoded", False),  # curl -d
+])
+def test_bulk_content_types(content_type, ok):
+    from ingest_api.receivers.es_bulk import content_type_error
+
+    error = content_type_error(content_type)
+    assert (error is None) is ok
+    if not ok:
+        assert "application/x-ndjson" in error and "application/vnd.elasticsearch+x-ndjson" in error
 
 
 def test_bulk_blank_lines_crlf_type_and_rsyslog_shape():
@@ -272,6 +328,25 @@ def test_loki_protobuf_snappy():
     assert decode_push(body, None, max_bytes=10_000) == [a, b, c]  # no Content-Type: protobuf, as Loki
 
 
+def test_loki_protobuf_invalid_utf8_is_replaced_not_a_400():
+    """Loki (Go) takes a line that is not UTF-8; the python runtime refused the whole push."""
+    raw = loki_push_bytes([
+        ('{job="latin"}', [(1714557600000000000, "good line", {}),
+                           (1714557601000000000, b"caf\xe9 au lait", {"k": b"v\xff"})]),
+        (b'{job="l\xe9"}', [(1714557602000000000, "other stream", {})]),
+    ])
+    body = bytes(cramjam.snappy.compress_raw(raw))
+    a, b, c = decode_push(body, "application/x-protobuf", max_bytes=10_000)
+    assert a == {"message": "good line", "ts": 1714557600.0, "component": "latin",
+                 "fields": {"job": "latin"}}
+    assert b["message"] == "caf\ufffd au lait" and b["fields"] == {"job": "latin", "k": "v\ufffd"}
+    assert c["message"] == "other stream" and c["fields"] == {"job": "l\ufffd"}
+    # bad UTF-8 and a truncated field: still not a PushRequest, still a 400
+    with pytest.raises(IngestError) as e:
+        decode_push_protobuf(raw + b"\x0a\x05ab")
+    assert e.value.status == 400 and "not a Loki PushRequest" in e.value.body["detail"]
+
+
 def test_loki_protobuf_errors():
     with pytest.raises(IngestError) as e:  # protobuf that was not snappy-compressed
         decode_push(b"\x0a\x05hello", "application/x-protobuf", max_bytes=10_000)
@@ -352,6 +427,82 @@ def test_otlp_json_with_hex_ids():
     assert item["component"] == "web"
     assert item["fields"]["trace_id"] == "5b8efff798038103d269b633813fc60c"
     assert item["fields"]["span_id"] == "eee19b7ec3c1b174" and item["fields"]["n"] == 7
+
+
+def _otlp_json(*records) -> bytes:
+    return orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": list(records)}]}]})
+
+
+@pytest.mark.parametrize("record,where,needle", [
+    ({"traceId": "zz"}, "logRecords[1].traceId", "32 hex digits"),  # was stored as "cf"
+    ({"traceId": "5b8efff798038103d269b633813fc60"}, "logRecords[1].traceId", "32 hex digits"),
+    ({"traceId": "W47/95gDgQPSabYzgT/GDA=="}, "logRecords[1].traceId", "32 hex digits"),  # base64
+    ({"traceId": "5b 8efff798038103d269b633813fc60c"[:32]}, "logRecords[1].traceId", "hex"),
+    ({"spanId": "eee19b7ec3c1b17g"}, "logRecords[1].spanId", "16 hex digits"),
+    ({"span_id": 7}, "logRecords[1].span_id", "16 hex digits"),
+    ({"severityNumber": "x"}, "logRecords[1].severityNumber", "SeverityNumber"),  # was ignored
+    ({"severityNumber": True}, "logRecords[1].severityNumber", "SeverityNumber"),
+    ({"body": {"stringValue": 5}}, "stringValue", "string"),
+    ({"severityText": ["WARN"]}, "severityText", ""),
+])
+def test_otlp_json_invalid_known_fields_are_a_400_naming_them(record, where, needle):
+    with pytest.raises(IngestError) as e:
+        decode_logs(_otlp_json({"body": {"stringValue": "good"}}, record), "application/json")
+    assert e.value.status == 400 and e.value.body["error"] == "invalid_otlp"
+    assert where in e.value.body["detail"] and needle in e.value.body["detail"]
+
+
+def test_otlp_json_valid_ids_enums_and_unknown_fields():
+    a, b, c = decode_logs(_otlp_json(
+        {"traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174",
+         "severityNumber": "SEVERITY_NUMBER_WARN"},
+        {"traceId": "", "spanId": "", "severityNumber": 17},
+        {"body": {"stringValue": "m", "futureValueKind": 1}, "futureField": {"x": [1]},
+         "attributes": [{"key": "k", "value": {"stringValue": "v"}, "futureKey": True}]}),
+        "application/json")
+    assert a["fields"] == {"trace_id": "5b8efff798038103d269b633813fc60c",
+                           "span_id": "eee19b7ec3c1b174"} and a["level"] == "WARNING"
+    assert "fields" not in b and b["level"] == "ERROR"
+    assert c["message"] == "m" and c["fields"] == {"k": "v"}
+
+
+def test_otlp_protobuf_invalid_utf8_is_replaced_not_a_400():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="svc")))
+    sl = rl.scope_logs.add()
+    sl.log_records.add(severity_number=9).body.string_value = "good record"
+    bad = sl.log_records.add(severity_text="WARN", trace_id=bytes(range(16)))
+    bad.body.string_value = "caf\u00e9 XX"
+    bad.attributes.append(KeyValue(key="user", value=AnyValue(string_value="J\u00e9r\u00f4me")))
+    sl.log_records.add().body.kvlist_value.SetInParent()  # an empty map body stays a map
+    # same lengths: U+00E9 is 2 bytes in UTF-8, replaced by a Latin-1 é and a space
+    raw = req.SerializeToString().replace("\u00e9".encode(), b"\xe9 ").replace(
+        "\u00f4".encode(), b"\xf4 ")
+    with pytest.raises(Exception, match="UTF-8"):
+        ExportLogsServiceRequest.FromString(raw)  # what the receiver got before
+    good, b, c = decode_logs(raw, "application/x-protobuf")
+    assert good["message"] == "good record" and good["level"] == "INFO"
+    assert b["message"] == "caf\ufffd  XX" and b["level"] == "WARN" and b["component"] == "svc"
+    assert b["fields"]["user"] == "J\ufffd r\ufffd me" and b["fields"]["trace_id"] == bytes(range(16)).hex()
+    assert c["message"] == "{}"
+    assert decode_logs(req.SerializeToString(), "application/x-protobuf")[1]["message"] == "caf\u00e9 XX"
+
+
+def test_otlp_protobuf_id_of_the_wrong_length_is_a_400():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    sl.log_records.add(trace_id=bytes(16), span_id=bytes(8))
+    sl.log_records.add(span_id=b"\x01\x02\x03")
+    with pytest.raises(IngestError) as e:
+        decode_logs(req.SerializeToString(), "application/x-protobuf")
+    assert e.value.status == 400
+    assert "resource_logs[0].scope_logs[0].log_records[1].span_id" in e.value.body["detail"]
 
 
 @pytest.mark.parametrize("body,ct,status", [
