@@ -279,10 +279,11 @@ class AuthMiddleware:
                                f"{why}: send 'Authorization: Bearer <key>' (the CLI sends "
                                "$SMARTLOGS_API_KEY; create a key with "
                                "`smartlogs keys create --name NAME --scope ingest|read|admin`)",
-                               {"WWW-Authenticate": "Bearer"})
+                               {"WWW-Authenticate": "Bearer"}, scope)
         if not key.allows(need):
             return await _deny(send, 403, "forbidden",
-                               f"key {key.name!r} has scope {key.scope!r}; this needs {need!r}")
+                               f"key {key.name!r} has scope {key.scope!r}; this needs {need!r}",
+                               scope=scope)
         if self.limiter is not None:
             wait = self.limiter.take(key.id)
             if wait > 0:
@@ -290,15 +291,26 @@ class AuthMiddleware:
                 metrics.REQUESTS_REJECTED.labels("rate_limited").inc()
                 return await _deny(send, 429, "rate_limited",
                                    f"key {key.name!r} exceeds {self.limiter.rate:g} requests/s; "
-                                   f"retry in {retry}s", {"Retry-After": str(retry)})
+                                   f"retry in {retry}s", {"Retry-After": str(retry)}, scope)
         return await self.app(scope, receive, send)
 
 
-async def _deny(send, status: int, error: str, detail: str, headers: dict | None = None) -> None:
+_RPC_CODES = {401: 16, 403: 7, 429: 8}  # UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED
+
+
+async def _deny(send, status: int, error: str, detail: str, headers: dict | None = None,
+                scope: dict | None = None) -> None:
     import orjson
 
-    body = orjson.dumps({"error": error, "detail": detail})
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body, ctype = orjson.dumps({"error": error, "detail": detail}), b"application/json"
+    if scope is not None and scope["path"] == "/v1/logs" and dict(scope["headers"]).get(
+            b"content-type", b"").split(b";")[0].strip().lower() == b"application/x-protobuf":
+        # an OTLP exporter reads answers in its request's encoding: a google.rpc.Status
+        from ingest_api.receivers.proto.rpc_status import Status
+
+        body = Status(code=_RPC_CODES[status], message=detail).SerializeToString()
+        ctype = b"application/x-protobuf"
+    raw = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -51,7 +51,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from ingest_api.decode import IngestError, decode_content_encoding, parse_timestamp
+from ingest_api.decode import IngestError, check_depth, decode_content_encoding, parse_timestamp
 from ingest_api.receivers import accept_items, body_digest, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -275,6 +275,7 @@ def source_to_event(doc: dict, index: str | None = None, *, copy: bool = True) -
         fields["_index"] = index
     if fields:
         item["fields"] = fields
+        check_depth(fields, "the document")  # deeper than the stores can serialise: refused
     return item
 
 

@@ -179,3 +179,19 @@ def test_revoking_the_last_key_warns_and_listing_creates_nothing(tmp_path):
     from smartlogs.cli import _guard_bind
 
     _guard_bind(Settings(host="0.0.0.0", data_dir=tmp_path), insecure=False)  # no refusal
+
+
+def test_otlp_protobuf_clients_get_auth_answers_in_protobuf(secured):
+    """An OTLP exporter reads the answer in its request's encoding (a google.rpc.Status)."""
+    from ingest_api.receivers.proto.rpc_status import Status
+
+    client, k, _ = secured
+    r = client.post("/v1/logs", content=b"", headers={"Content-Type": "application/x-protobuf"})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/x-protobuf"
+    status = Status.FromString(r.content)
+    assert status.code == 16 and "missing API key" in status.message
+    r = client.post("/v1/logs", content=b"", headers={"Content-Type": "application/x-protobuf",
+                                                      **bearer(k["read"])})
+    assert r.status_code == 403 and Status.FromString(r.content).code == 7
+    r = client.post("/v1/logs", json={}, headers={})  # OTLP/JSON: the API's JSON error
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"

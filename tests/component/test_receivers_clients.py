@@ -558,3 +558,16 @@ def test_opentelemetry_exporter_retries_503_without_duplicates(server, flaky):
         provider.shutdown()
     assert results == [LogRecordExportResult.SUCCESS] and flaky.calls == 2  # 503, Retry-After, 200
     assert len(stored(server.get, tag, 1)) == 1
+
+
+def test_bulk_document_nested_too_deep_is_a_per_item_400_not_a_500(client):
+    tag = "bulkdeep" + uuid.uuid4().hex[:8]
+    deep = b'{"message": "' + tag.encode() + b' deep", "f": ' + b'{"a": ' * 260 + b'1' + b'}' * 261
+    body = (b'{"index": {}}\n' + deep + b"\n"
+            + b'{"index": {}}\n' + orjson.dumps({"message": f"{tag} flat"}) + b"\n")
+    r = client.post("/app-logs/_bulk", content=body, headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["index"]["status"] for i in items] == [400, 201]
+    assert "more than 100 levels" in items[0]["index"]["error"]["reason"]
+    assert [e["message"] for e in stored(client.get, tag, 1)] == [f"{tag} flat"]
