@@ -102,7 +102,8 @@ def stage_costs(lines: list[str]) -> dict[str, float]:
 
     # whole pipeline (what the runner calls) and the store write
     pipe = Pipeline(cfg)
-    items = [{"id": f"b:{i}", "raw": x, "received": 0.0} for i, x in enumerate(lines)]
+    now = time.time()  # arrival: now, as in the end-to-end run
+    items = [{"id": f"b:{i}", "raw": x, "received": now} for i, x in enumerate(lines)]
     t = time.perf_counter()
     events = []
     for k in range(0, n, 1000):

@@ -9,10 +9,11 @@ from streams.pipeline import PipelineConfig
 from streams.runner import EmbeddedRunner
 
 CONFIG = PipelineConfig(hst_window=50)
+RECEIVED = time.time()  # one arrival time for every run of a test: reprocessing must match
 
 
 def _items(lines: list[str], prefix: str) -> list[dict]:
-    return [{"id": f"{prefix}:{i}", "raw": line, "received": 1.0e9, "source": "test"}
+    return [{"id": f"{prefix}:{i}", "raw": line, "received": RECEIVED, "source": "test"}
             for i, line in enumerate(lines)]
 
 

@@ -27,6 +27,10 @@ from smartlogs.store.elasticsearch import (DocumentsRejected, ElasticsearchStore
                                            StoreUnavailable)
 from streams.pipeline import Pipeline, PipelineConfig
 
+# when the test events arrive: now, as for real ones (an event time more than 62 days after
+# its arrival is replaced by the arrival time: streams.pipeline.MAX_FUTURE_SECONDS)
+RECEIVED = time.time()
+
 pytestmark = pytest.mark.engines
 
 WINDOW = 60
@@ -67,7 +71,7 @@ def _lines(loghub, name: str, n: int) -> list[str]:
 
 
 def linux_events(loghub, n: int = 500, prefix: str = "t") -> list[dict]:
-    items = [{"id": f"{prefix}:{i}", "raw": line, "received": 0.0}
+    items = [{"id": f"{prefix}:{i}", "raw": line, "received": RECEIVED}
              for i, line in enumerate(_lines(loghub, "Linux", n))]
     return Pipeline(PipelineConfig()).process(items)
 
@@ -75,16 +79,16 @@ def linux_events(loghub, n: int = 500, prefix: str = "t") -> list[dict]:
 def mixed_events(loghub) -> list[dict]:
     """Linux (no level), Apache (levels, 2005) and JSON-ish items (hosts, "" level, no component),
     with some anomalies marked so that every stats dimension has something to count."""
-    items = [{"id": f"lx:{i}", "raw": line, "received": 0.0}
+    items = [{"id": f"lx:{i}", "raw": line, "received": RECEIVED}
              for i, line in enumerate(_lines(loghub, "Linux", 500))]
-    items += [{"id": f"ap:{i}", "raw": line, "received": 1.5}
+    items += [{"id": f"ap:{i}", "raw": line, "received": RECEIVED + 1.5}
               for i, line in enumerate(_lines(loghub, "Apache", 200))]
     for i in range(40):
         items.append({"id": f"js:{i}", "message": f"request {i} failed with (code) \"{i % 3}\"",
                       "ts": 1133672400.0 + 7.25 * i, "host": ("web-1", "web-2", "")[i % 3],
                       "level": ("error", "warn", "")[i % 3], "component": None,
                       "fields": {"path": f"/api/{i % 4}", "user": {"id": str(i)}},
-                      "received": 2.0})
+                      "received": RECEIVED + 2.0})
     events = Pipeline(PipelineConfig()).process(items)
     for i, e in enumerate(events):
         if i % 37 == 5:
@@ -616,7 +620,7 @@ def test_never_requests_root(make_store, loghub, caplog):
 
 def test_bulk_throughput_20k(make_store, loghub):
     lines = _lines(loghub, "Linux", 2000)
-    items = [{"id": f"bulk:{i}", "raw": lines[i % 2000], "received": 0.0} for i in range(20000)]
+    items = [{"id": f"bulk:{i}", "raw": lines[i % 2000], "received": RECEIVED} for i in range(20000)]
     events = Pipeline(PipelineConfig()).process(items)
     store = make_store()
     store.ensure_setup()

@@ -116,7 +116,7 @@ def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub)
     lines = (loghub / "OpenSSH" / "OpenSSH_2k.log").read_text(errors="replace").splitlines()
     resolve = local.miner.resolve
     ids = [resolve(e["template_id"]) for e in local.process(
-        [{"id": str(i), "raw": line, "received": 0.0} for i, line in enumerate(lines)])]
+        [{"id": str(i), "raw": line, "received": time.time()} for i, line in enumerate(lines)])]
     merges = local.miner.merges()
     assert merges, "OpenSSH_2k.log no longer makes an enumeration merge: pick other lines"
     deadline = time.monotonic() + 30
