@@ -176,15 +176,11 @@ def set_default_data_view(client: httpx.Client, data_view_id: str = DATA_VIEW_ID
 
 
 def _check_url(url: str) -> None:
-    """A URL that can never answer is said at once, not after waiting out the timeout."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise KibanaSetupError(f"--kibana-url {url!r} is not a URL ({exc}); "
-                               "expected e.g. http://127.0.0.1:5601") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise KibanaSetupError(f"--kibana-url {url!r} is not an http(s) URL with a host; "
-                               "expected e.g. http://127.0.0.1:5601")
+    from smartlogs.urls import http_url_problem
+
+    problem = http_url_problem(url, "--kibana-url", "http://127.0.0.1:5601")
+    if problem:
+        raise KibanaSetupError(problem)
 
 
 def setup_kibana(kibana_url: str, *, objects_path: Path | None = None, index_prefix: str | None = None,

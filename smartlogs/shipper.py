@@ -118,14 +118,11 @@ def _state_doc(st: FileState) -> dict:
 
 def check_url(url: str) -> None:
     """A URL that can never answer is a setup mistake: said at once, not retried forever."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ShipError(f"--url {url!r} is not an http(s) URL ({exc}); "
-                        "expected e.g. http://127.0.0.1:8000") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ShipError(f"--url {url!r} is not an http(s) URL with a host; "
-                        "expected e.g. http://127.0.0.1:8000")
+    from smartlogs.urls import http_url_problem
+
+    problem = http_url_problem(url, "--url", "http://127.0.0.1:8000")
+    if problem:
+        raise ShipError(problem)
 
 
 def check_paths(paths: list[Path], *, missing_ok: bool = True) -> None:
