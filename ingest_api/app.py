@@ -34,6 +34,7 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
+from smartlogs.store.base import search_words
 from streams.parsing import normalize_level
 
 __all__ = ["create_app", "parse_time"]
@@ -188,6 +189,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ):
+        if q and q.strip() and not search_words(q):
+            # the index holds words (letters and digits): "!!!" or "🚀" alone would filter
+            # nothing and return everything, which reads as "every event matches"
+            raise IngestError(422, "invalid_query",
+                              f"q={q!r} has no words to search for: search matches whole words "
+                              "(letters and digits); punctuation and emoji are not indexed")
         query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
                            anomaly=anomaly, since=parse_time(since), until=parse_time(until),
                            after_seq=after, limit=limit)
@@ -261,7 +268,12 @@ class AuthMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         need = required_scope(scope["method"], scope["path"])
-        if need is None or not self.keys.enabled:
+        keys = self.keys
+        if need is None:
+            return await self.app(scope, receive, send)
+        if not keys.enabled:
+            # a long-lived answer (the live tail) asks again: keys created since close it
+            scope.setdefault("state", {})["still_authorized"] = lambda: not keys.enabled
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         secret = parse_authorization(headers.get(b"authorization", b"").decode("latin-1"))
@@ -284,6 +296,11 @@ class AuthMiddleware:
             return await _deny(send, 403, "forbidden",
                                f"key {key.name!r} has scope {key.scope!r}; this needs {need!r}",
                                scope=scope)
+        def still_authorized() -> bool:  # the key revoked since, or its scope changed: no more
+            again = keys.verify(secret)
+            return again is not None and again.allows(need)
+
+        scope.setdefault("state", {})["still_authorized"] = still_authorized
         if self.limiter is not None:
             wait = self.limiter.take(key.id)
             if wait > 0:

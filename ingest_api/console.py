@@ -148,7 +148,8 @@ def _sse(data: dict, *, event: str, id: int | None = None) -> bytes:
     description=(
         "Server-sent events. `ready` once, with the starting cursor; then one `events` message "
         "per page of newly stored events (`{events, last_seq}`, oldest first; the message id is "
-        "the cursor to resume from); `store_error` when the store is unreachable (the stream goes on). "
+        "the cursor to resume from); `store_error` when the store is unreachable (the stream goes on); "
+        "`unauthorized`, and the stream ends, when its key was revoked or keys were turned on since it opened. "
         "Starts after `after`, or the `Last-Event-ID` header, or else at the newest stored "
         "event. Filters: host, level, anomaly."
     ),
@@ -183,6 +184,8 @@ async def stream(
         yield f"retry: {RETRY_MS}\n".encode() + _sse({"cursor": cursor}, event="ready", id=cursor)
         started = last_sent = last_sweep = time.monotonic()
         errors = 0
+        # the key was checked when the stream opened; it may be revoked (or keys turned on) since
+        still_authorized = request.scope.get("state", {}).get("still_authorized")
         floor = cursor       # late events are looked for above where this stream started only
         sent: dict = {}      # Elasticsearch: seqs sent in the late-event window (insertion order)
         window_us = int(ES_LATE_WINDOW_SECONDS * 1_000_000)
@@ -190,6 +193,12 @@ async def stream(
             if _server_exiting() or await request.is_disconnected():
                 return
             if time.monotonic() - started > max_seconds:
+                return
+            if still_authorized is not None and not still_authorized():
+                yield _sse({"error": "unauthorized",
+                            "detail": "the API key was revoked or keys were turned on since this "
+                                      "stream opened: reconnect with a valid key"},
+                           event="unauthorized")
                 return
             try:
                 res = await run_in_threadpool(

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "EventStore"]
+__all__ = ["EventQuery", "SearchResult", "EventStore", "WORD", "search_words"]
+
+# what full-text search matches: runs of letters and digits, as SQLite FTS5's unicode61
+# tokenizer splits them (the Elasticsearch store indexes the same words)
+WORD = re.compile(r"[^\W_]+")
+
+
+def search_words(text: str) -> list[str]:
+    """The words ``q`` searches for (each must occur); none for punctuation or emoji only."""
+    return WORD.findall(text)
 
 
 @dataclass(frozen=True, slots=True)

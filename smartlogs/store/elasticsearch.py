@@ -72,7 +72,7 @@ from elasticsearch.helpers import scan, streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from smartlogs.security import redact, redact_url
-from smartlogs.store.base import EventQuery, SearchResult
+from smartlogs.store.base import WORD, EventQuery, SearchResult
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -89,7 +89,7 @@ MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
 QUERY_RETRIES = 1             # queries fail fast (a user waits); writes retry max_retries times
 KEYWORD_IGNORE_ABOVE = 1024   # longer values are kept in _source but not indexed (never rejected)
 # words as FTS5's unicode61 tokenizer sees them: runs of letters and digits ("_" separates)
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_TOKEN = WORD
 _DAY = re.compile(r"\d{4}\.\d{2}\.\d{2}")
 _MONTH = re.compile(r"\d{4}\.\d{2}")
 INDEX_PERIODS = ("day", "month")

@@ -30,7 +30,6 @@ is the only writer of events, API threads append to the spool and read.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from functools import lru_cache
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from smartlogs.store.base import EventQuery, SearchResult
+from smartlogs.store.base import EventQuery, SearchResult, search_words
 
 __all__ = ["SqliteStore"]
 
@@ -154,12 +153,9 @@ ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + exc
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
 """
 _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
-_TOKEN = re.compile(r"[^\W_]+")  # how FTS5's unicode61 tokenizer splits words
-
-
 def _fts_query(text: str) -> str | None:
     """User text → an FTS5 query that cannot be a syntax error: every word, quoted, ANDed."""
-    words = _TOKEN.findall(text)
+    words = search_words(text)
     return " ".join(f'"{w}"' for w in words) if words else None
 
 

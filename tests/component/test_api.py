@@ -155,11 +155,20 @@ def test_bad_input_gets_a_clear_json_4xx(app_client, desc, content, headers, sta
 
 
 @pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "abc"}, {"since": "next tuesday"},
-                                    {"anomaly": "maybe"}, {"after": "-1"}])
+                                    {"anomaly": "maybe"}, {"after": "-1"}, {"q": "!!!"}, {"q": "🚀"}])
 def test_bad_query_parameters_get_422_json(app_client, params):
     r = app_client.get("/api/events", params=params)
     assert r.status_code == 422
     assert r.json()["detail"]
+
+
+def test_a_search_without_words_says_why_instead_of_matching_everything(app_client):
+    app_client.post("/ingest", json={"message": "deploy done !!! 🚀"})
+    wait_stored(app_client, 1)
+    r = app_client.get("/api/events", params={"q": "🚀"})
+    assert r.status_code == 422 and "no words to search for" in r.json()["detail"]
+    assert app_client.get("/api/events", params={"q": "deploy !!!"}).json()["total"] == 1
+    assert app_client.get("/api/events", params={"q": ""}).json()["total"] == 1  # empty: no filter
 
 
 def test_unknown_route_and_method_are_json(app_client):
@@ -172,9 +181,12 @@ def test_unknown_route_and_method_are_json(app_client):
 def test_fts_query_syntax_never_errors(app_client):
     app_client.post("/ingest", json={"message": 'quote " and (paren) AND OR NOT *'})
     wait_stored(app_client, 1)
-    for q in ['"', "(", "AND", "NOT *", "a:b", "-", "😀", "jk2_init", "a_b c-d"]:
+    for q in ["AND", "NOT *", "a:b", "jk2_init", "a_b c-d", '"quote"', "(paren)"]:
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 200, (q, r.text)
+    for q in ['"', "(", "-", "😀"]:  # no word at all: a clear 422, never an FTS syntax error
+        r = app_client.get("/api/events", params={"q": q})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_query", (q, r.text)
 
 
 def test_metrics_move_when_events_flow(app_client):

@@ -195,3 +195,33 @@ def test_otlp_protobuf_clients_get_auth_answers_in_protobuf(secured):
     assert r.status_code == 403 and Status.FromString(r.content).code == 7
     r = client.post("/v1/logs", json={}, headers={})  # OTLP/JSON: the API's JSON error
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+
+
+def _stream_until(client, headers: dict | None, params: dict, then) -> list[str]:
+    """Open the live tail, call ``then()`` once it is ready, and return the event names seen."""
+    names = []
+    with client.stream("GET", "/api/stream", params={"max_seconds": 15, "interval": 0.2, **params},
+                       headers=headers or {}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                names.append(line[7:])
+                if names == ["ready"]:
+                    then()
+                if names[-1] == "unauthorized":
+                    break
+    return names
+
+
+def test_an_open_live_tail_ends_when_its_key_is_revoked(secured):
+    client, k, keys = secured
+    names = _stream_until(client, bearer(k["read"]), {}, lambda: keys.revoke("viewer"))
+    assert names[-1] == "unauthorized"  # within the key file's 2 s re-read, not at max_seconds
+
+
+def test_a_keyless_live_tail_ends_when_keys_are_turned_on(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:
+        names = _stream_until(client, None, {},
+                              lambda: KeyStore(settings.keys_path).create("late", "read"))
+    assert names[-1] == "unauthorized"
