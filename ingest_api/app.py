@@ -13,7 +13,7 @@ import secrets
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -188,6 +188,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         until: Annotated[str | None, Query(description="event time < (same forms as since)")] = None,
         after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        order: Annotated[Literal["time", "arrival"], Query(
+            description="newest first by event time (default) or by arrival (what was stored last)")] = "time",
     ):
         if q and q.strip() and not search_words(q):
             # the index holds words (letters and digits): "!!!" or "🚀" alone would filter
@@ -197,7 +199,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                               "(letters and digits); punctuation and emoji are not indexed")
         query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
                            anomaly=anomaly, since=parse_time(since), until=parse_time(until),
-                           after_seq=after, limit=limit)
+                           after_seq=after, limit=limit, arrival=order == "arrival")
         result = request.app.state.store.search(query)
         return {"total": result.total, "last_seq": result.last_seq, "events": result.events}
 

@@ -29,6 +29,7 @@ class EventQuery:
     until: float | None = None    # event time, epoch seconds, exclusive
     after_seq: int | None = None  # tailing: only events stored after this sequence number
     limit: int = 50
+    arrival: bool = False         # newest *stored* first (seq), not newest by event time
 
 
 @dataclass(slots=True)

@@ -510,6 +510,8 @@ class ElasticsearchStore:
         # tailing reads forward from a cursor; everything else is newest first
         if query.after_seq is not None:
             sort = [{"seq": {"order": "asc", "unmapped_type": "long"}}]
+        elif query.arrival:
+            sort = [{"seq": {"order": "desc", "unmapped_type": "long"}}]
         else:
             sort = [{"ts": {"order": "desc", "unmapped_type": "double"}},
                     {"seq": {"order": "desc", "unmapped_type": "long"}}]

@@ -409,7 +409,8 @@ class SqliteStore:
             args.append(query.after_seq)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         # tailing reads forward from a cursor; everything else is newest first
-        order = "e.seq ASC" if query.after_seq is not None else "e.ts DESC, e.seq DESC"
+        order = ("e.seq ASC" if query.after_seq is not None else
+                 "e.seq DESC" if query.arrival else "e.ts DESC, e.seq DESC")
         conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
         try:
             total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 
 import pytest
 
@@ -212,3 +213,17 @@ def test_metrics_move_when_events_flow(app_client):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "smartlogs_queue_publish_seconds_bucket" in app_client.get("/metrics").text
+
+
+def test_order_arrival_lists_what_was_stored_last_first(app_client):
+    """The console's tail starts from what arrived last, not from the newest event time (a log
+    dated next month would otherwise hide every event sent now)."""
+    app_client.post("/ingest", json={"message": "from the future", "timestamp": time.time() + 20 * 86400})
+    wait_stored(app_client, 1)
+    app_client.post("/ingest", json={"message": "sent now"})
+    wait_stored(app_client, 2)
+    by_time = app_client.get("/api/events").json()["events"]
+    by_arrival = app_client.get("/api/events", params={"order": "arrival"}).json()["events"]
+    assert [e["message"] for e in by_time] == ["from the future", "sent now"]
+    assert [e["message"] for e in by_arrival] == ["sent now", "from the future"]
+    assert app_client.get("/api/events", params={"order": "random"}).status_code == 422

@@ -326,6 +326,8 @@ QUERIES = {
                                              limit=500),
     "until-only": lambda ev: EventQuery(until=_ts(ev, "js:0"), limit=500),
     "combined": lambda ev: EventQuery(q="request failed", level="ERROR", host="web-1", limit=500),
+    "arrival": lambda ev: EventQuery(arrival=True, limit=100),  # newest stored first
+    "arrival-filtered": lambda ev: EventQuery(arrival=True, host="web-1", limit=50),
 }
 
 
