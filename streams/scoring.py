@@ -804,7 +804,8 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     parts: list[tuple[float, str]] = []
     get = x.get
     tid = ctx.get("template_id")
-    host = ctx.get("host") or "(no host)"  # lines without a host share one "host"
+    # lines without a host are counted together, as one source
+    who = f"host {ctx['host']}" if ctx.get("host") else "lines without a host"
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
     if get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
@@ -812,24 +813,24 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
         parts.append((nov, f"rare message pattern {tid} (seen {ctx.get('seen_before')} times before)"))
     if get("template_burst", 0.0) >= strong:
         parts.append((x["template_burst"],
-                      (f"burst: {'host ' + host + ' logged ' if ctx.get('burst_host') else ''}"
+                      (f"burst: {who + ' logged ' if ctx.get('burst_host') else ''}"
                        f"pattern {tid} ~{ctx['template_count']:.0f} times in the last minute, "
                        f"at most ~{ctx['template_usual']:.0f} before")))
     if get("error_burst", 0.0) >= strong:
         parts.append((x["error_burst"],
-                      f"error flood: host {host} logged ~{ctx['error_count']:.0f} warnings/errors in "
+                      f"error flood: {who} logged ~{ctx['error_count']:.0f} warnings/errors in "
                       "the last minute, "
                       + (f"~{ctx['error_usual']:.0f} expected from its usual share of the fleet's"
                          if ctx.get("error_peer") else
                          f"at most ~{ctx['error_usual']:.0f} before")))
     if get("recurrence", 0.0) >= strong:
         parts.append((x["recurrence"],
-                      (f"recurring {ctx.get('level') or 'error'}: host {host} logged pattern "
+                      (f"recurring {ctx.get('level') or 'error'}: {who} logged pattern "
                        f"{tid} ~{ctx['recurrence_count']:.0f} times in the last hour, more than "
                        "all other hosts together")))
     if get("silence", 0.0) >= strong:
         parts.append((x["silence"],
-                      (f"host {host} was silent for {_dur(ctx['gap'])} before this line "
+                      (f"{who} was silent for {_dur(ctx['gap'])} before this line "
                        f"(usually ~{_dur(ctx['usual_gap'])} between lines)")))
     if get("param", 0.0) >= strong and ctx.get("param"):
         i, value, kind, ref = ctx["param"]
@@ -843,7 +844,7 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
                                        f"{tid} (it held {ref} distinct values before)")))
     if get("host_burst", 0.0) >= strong:
         parts.append((x["host_burst"],
-                      (f"host {host} sent ~{ctx['host_count']:.0f} lines in the last minute, "
+                      (f"{who} sent ~{ctx['host_count']:.0f} lines in the last minute, "
                        f"at most ~{ctx['host_usual']:.0f} before")))
     parts.sort(key=lambda p: -p[0])
     words = [p[1] for p in parts]
