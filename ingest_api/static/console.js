@@ -56,29 +56,39 @@
     }
     return u;
   }
-  // API key: asked for once when the server answers 401/403, kept in this browser only
-  let apiKey = localStorage.getItem("smartlogs.apiKey") || "";
-  function askForKey(why) {
-    const k = window.prompt(why + "\nThis SmartLogs needs a read API key " +
-      "(create one with: smartlogs keys create --name me --scope read):", "");
-    if (k === null) return false;
-    apiKey = k.trim();
-    localStorage.setItem("smartlogs.apiKey", apiKey);
-    return true;
+  // -- API key ------------------------------------------------------------------------------
+  // With keys on, every API call needs a read key. The page asks for it in one in-page box
+  // (never a modal prompt), stops polling and tailing while it has no working key, and keeps a
+  // key in this browser's localStorage only once the server accepted it.
+  const KEY_STORE = "smartlogs.apiKey";
+  const KEY_HINT = "Create one with: smartlogs keys create --name me --scope read";
+  function storedKey() { try { return localStorage.getItem(KEY_STORE) || ""; } catch (e) { return ""; } }
+  function storeKey(k) {
+    try { if (k) localStorage.setItem(KEY_STORE, k); else localStorage.removeItem(KEY_STORE); } catch (e) { /* private mode */ }
   }
-  async function api(path, params, retried) {
-    let r;
+  const auth = { key: storedKey(), blocked: false };
+  class AuthError extends Error {}
+  async function request(path, params, key) {
     const headers = { Accept: "application/json" };
-    if (apiKey) headers.Authorization = "Bearer " + apiKey;
+    if (key) headers.Authorization = "Bearer " + key;
     try {
-      r = await fetch(url(path, params), { headers });
+      return await fetch(url(path, params), { headers });
     } catch (e) {
       throw new Error("cannot reach the SmartLogs API (" + e.message + ")");
     }
-    if ((r.status === 401 || r.status === 403) && !retried) {
-      let why = "HTTP " + r.status;
-      try { why = (await r.json()).detail || why; } catch (e) { /* not JSON */ }
-      if (askForKey(why)) return api(path, params, true);
+  }
+  function refusedMessage(status, sentKey) {
+    if (!sentKey) return "This SmartLogs server needs a read API key.";
+    if (status === 403) return "That key was refused: it may not read logs (it needs the read or admin scope).";
+    return "That key was refused (unknown or revoked). Enter another read key.";
+  }
+  async function api(path, params) {
+    if (auth.blocked) throw new AuthError("waiting for an API key (see the box at the top)");
+    const key = auth.key;
+    const r = await request(path, params, key);
+    if (r.status === 401 || r.status === 403) {
+      if (key === auth.key) needKey(refusedMessage(r.status, key), key);
+      throw new AuthError(key ? "the API key was refused" : "this server needs a read API key");
     }
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON */ }
@@ -87,6 +97,69 @@
       throw new Error(detail ? String(detail) : "HTTP " + r.status);
     }
     return body;
+  }
+  function needKey(message, refusedKey) {
+    const first = !auth.blocked;
+    auth.blocked = true;
+    if (refusedKey && refusedKey === storedKey()) storeKey("");  // a refused key is not kept
+    closeStream();
+    setConn("paused", "needs a key");
+    $("tail-status").textContent = "paused until an API key is entered";
+    showKeyBox(message, !!refusedKey);
+    if (first && (document.activeElement === document.body || !document.activeElement)) $("key-input").focus();
+  }
+  function showKeyBox(message, refused) {
+    $("key-msg").textContent = message;
+    $("key-box").classList.toggle("refused", !!refused);
+    $("key-forget").hidden = !auth.key && !storedKey();
+    $("key-close").hidden = auth.blocked;
+    $("key-box").hidden = false;
+    $("key-btn").hidden = true;
+  }
+  function hideKeyBox() {
+    $("key-box").hidden = true;
+    $("key-input").value = "";
+    $("key-btn").hidden = !auth.key;
+  }
+  async function useKey(candidate) {
+    candidate = candidate.trim();
+    if (!candidate) { $("key-msg").textContent = "Paste a key first. " + KEY_HINT; return; }
+    $("key-use").disabled = true;
+    $("key-msg").textContent = "checking the key…";
+    let r;
+    try {
+      r = await request("api/events", { limit: 1 }, candidate);
+    } catch (e) {
+      $("key-msg").textContent = e.message + ": try again.";
+      return;
+    } finally {
+      $("key-use").disabled = false;
+    }
+    if (r.status === 401 || r.status === 403) {
+      $("key-box").classList.add("refused");
+      $("key-msg").textContent = refusedMessage(r.status, candidate);
+      $("key-input").select();
+      return;
+    }
+    auth.key = candidate;
+    storeKey(candidate);  // it worked: remember it in this browser
+    $("key-msg").textContent = "";
+    hideKeyBox();
+    resumeAll();
+  }
+  function forgetKey() {
+    storeKey("");
+    auth.key = "";
+    hideKeyBox();
+    resumeAll();  // an open server just goes on; one with keys shows the box again
+  }
+  function resumeAll() {
+    auth.blocked = false;
+    refreshStats();
+    restartTail();
+    if (currentView === "templates") loadTemplates();
+    else if (currentView === "anomalies") loadAnomalies();
+    else if (currentView === "search" && searchGen) runSearch();
   }
   let errorTimer = null;
   function showError(msg) {
@@ -329,7 +402,7 @@
     try {
       res = await api("api/events", { ...tailFilters(), limit: TAIL_BACKLOG });
     } catch (e) {
-      if (gen !== tail.gen) return;
+      if (gen !== tail.gen || e instanceof AuthError) return;  // no retries without a key
       setConn("down", "offline");
       $("tail-status").textContent = "cannot load events: " + e.message + " (retrying)";
       setTimeout(() => { if (gen === tail.gen) restartTail(note); }, 3000);
@@ -345,9 +418,10 @@
   }
   function openStream() {
     closeStream();
+    if (auth.blocked) return;
     const gen = tail.gen;
     // EventSource cannot send headers: the key goes as a query parameter (accepted only here)
-    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor, key: apiKey }));
+    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor, key: auth.key }));
     tail.es = es;
     es.addEventListener("ready", () => { if (gen === tail.gen) setConn("live", "live"); });
     es.addEventListener("events", (m) => {
@@ -370,11 +444,21 @@
       if (gen !== tail.gen) return;
       // EventSource reconnects by itself (resuming from the last id) unless the server refused
       setConn("down", es.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…");
-      if (es.readyState === EventSource.CLOSED) setTimeout(() => { if (gen === tail.gen && !tail.paused) openStream(); }, 3000);
+      // a refused stream (401: key revoked meanwhile) is found by one plain call, which shows the key box
+      if (es.readyState === EventSource.CLOSED) setTimeout(() => { if (gen === tail.gen && !tail.paused) reopenStream(gen); }, 3000);
     };
   }
+  async function reopenStream(gen) {
+    try {
+      await api("api/events", { limit: 1 });
+    } catch (e) {
+      if (!(e instanceof AuthError) && gen === tail.gen) setTimeout(() => { if (gen === tail.gen && !tail.paused) reopenStream(gen); }, 3000);
+      return;
+    }
+    if (gen === tail.gen && !tail.paused) openStream();
+  }
   async function pollMissed() {
-    if (!tail.paused) return;
+    if (!tail.paused || auth.blocked) return;
     try {
       const res = await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 });
       if (tail.paused) $("tail-status").textContent = "paused · " + fmtInt(res.total) + " new event(s) since";
@@ -572,6 +656,14 @@
     $("templates-refresh").addEventListener("click", () => loadTemplates());
     $("anomalies-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAnomalies(); });
     $("chart-windows").addEventListener("change", refreshStats);
+    $("key-box").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
+    $("key-forget").addEventListener("click", forgetKey);
+    $("key-close").addEventListener("click", () => { hideKeyBox(); $("key-btn").focus(); });
+    $("key-btn").addEventListener("click", () => {
+      showKeyBox("This browser uses a stored API key. Enter another one, or forget it.", false);
+      $("key-input").focus();
+    });
+    $("key-btn").hidden = !auth.key;
 
     let resizeTimer = null;
     window.addEventListener("resize", () => {
@@ -579,7 +671,7 @@
       resizeTimer = setTimeout(() => { if (stats.last) drawChart(stats.last.windows || []); }, 150);
     });
     setInterval(() => {
-      if (document.hidden) return;
+      if (document.hidden || auth.blocked) return;  // no polling while the server waits for a key
       refreshStats();
       if (currentView === "anomalies" && $("anomalies-auto").checked) loadAnomalies();
     }, REFRESH_MS);

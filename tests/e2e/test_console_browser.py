@@ -369,6 +369,96 @@ def test_stream_filters_resumes_by_last_event_id_and_rejects_bad_params(platform
         assert [e["message"] for e in orjson.loads(data)["events"]] == ["disk is full again"]
 
 
+# -- API keys: one in-page box, never a modal prompt ------------------------------------------
+_NO_DIALOGS = """window.__dialogs = [];
+for (const name of ['alert', 'prompt', 'confirm']) {
+  window[name] = function (msg) { window.__dialogs.push(name + ': ' + msg); return null; };
+}"""
+
+
+def _create_key(tmp_path: Path, name: str, scope: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "smartlogs.cli", "keys", "create", "--name", name, "--scope", scope],
+                         env={**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var")}, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return next(line for line in out.splitlines() if line.startswith("sl_"))
+
+
+@pytest.fixture
+def keyed_platform(tmp_path):
+    """The embedded platform with API keys on: yields (url, read key, ingest key)."""
+    read, ingest = _create_key(tmp_path, "console", "read"), _create_key(tmp_path, "shipper", "ingest")
+    for url in _run_api(tmp_path, "embedded", {}, "/healthz"):
+        yield url, read, ingest
+
+
+def _key_box(drv) -> list:
+    return _js(drv, """const box = document.getElementById('key-box');
+        return [box.hidden, document.getElementById('key-msg').textContent, box.classList.contains('refused')]""")
+
+
+def _use_key(drv, key: str) -> None:
+    field = drv.find_element("css selector", "#key-input")
+    field.clear()
+    field.send_keys(key)
+    _click(drv, "#key-use")
+
+
+@pytest.mark.timeout(90)
+def test_console_asks_for_a_key_in_the_page_and_never_with_a_prompt(keyed_platform, browser):
+    (url, read, ingest), drv = keyed_platform, browser
+    headers = {"Authorization": f"Bearer {ingest}"}
+    r = httpx.post(f"{url}/ingest", json=[{"message": f"keyed event {i}", "host": "web-04"} for i in range(5)],
+                   headers=headers)
+    assert r.status_code == 202
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _NO_DIALOGS})
+    drv.get(url + "/")
+
+    # a 401 shows the key box, says why, and the page stops calling the API until a key is entered
+    _wait(lambda: _key_box(drv)[0] is False, "the key box")
+    assert _key_box(drv) == [False, "This SmartLogs server needs a read API key.", False]
+    _wait(lambda: _text(drv, "conn") == "needs a key", "the tail to wait for a key")
+    calls = _js(drv, "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length")
+    time.sleep(6)  # longer than the refresh timer and the tail's retry
+    assert _js(drv, "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length") == calls
+
+    # a wrong key and a key without the read scope are refused, in the page, and not kept
+    _use_key(drv, "sl_not-a-key")
+    _wait(lambda: "refused" in _key_box(drv)[1], "the wrong key to be refused")
+    assert _key_box(drv)[0] is False and _key_box(drv)[2] is True
+    _use_key(drv, ingest)
+    _wait(lambda: "read or admin scope" in _key_box(drv)[1], "the ingest key to be refused")
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
+    assert _rows(drv, "tail-body") == 0
+
+    # the right key loads the data, goes live, and is kept for the next visit
+    _use_key(drv, read)
+    _wait(lambda: _rows(drv, "tail-body") == 5 and _text(drv, "conn") == "live", "the tail with the read key")
+    assert _key_box(drv)[0] is True
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") == read
+    _wait(lambda: _text(drv, "total-events") == "5", "the totals with the read key", timeout=8)
+    httpx.post(f"{url}/ingest", json={"message": "keyed live event", "host": "web-04"}, headers=headers)
+    _wait(lambda: _rows(drv, "tail-body") == 6, "a live event through the keyed stream (?key=)")
+
+    drv.get(url + "/")  # the stored key is used without asking
+    _wait(lambda: _rows(drv, "tail-body") == 6 and _text(drv, "conn") == "live", "the tail after a reload")
+    assert _key_box(drv)[0] is True
+
+    # "Forget key" drops it: the box comes back
+    _click(drv, "#key-btn")
+    _click(drv, "#key-forget")
+    _wait(lambda: _key_box(drv)[:2] == [False, "This SmartLogs server needs a read API key."], "the box after forgetting")
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
+
+    # a stored key that the server refuses (revoked meanwhile) is dropped and the box says so
+    _js(drv, "localStorage.setItem('smartlogs.apiKey', 'sl_revoked')")
+    drv.get(url + "/")
+    _wait(lambda: "refused" in _key_box(drv)[1], "the stored key to be refused")
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
+
+    assert _js(drv, "return window.__dialogs") == []
+    assert [e for e in _browser_errors(drv) if "status of 40" not in e] == []
+
+
 # -- the same console against Elasticsearch (the full stack's query store) ----------------------
 def _elasticsearch_url() -> str:
     """The local Elasticsearch of scripts/engines (started if it is not running)."""
