@@ -282,10 +282,11 @@
     }
   }
 
+  // both axes count events: the top is 1 or an even integer, so the middle tick is an integer too
   function niceMax(v) {
-    if (v <= 0) return 1;
+    if (v <= 1) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+    for (const m of [1, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * p && Number.isInteger(m * p / 2)) return m * p;
     return 10 * p;
   }
   function drawChart(windows) {
@@ -307,8 +308,9 @@
     for (const f of [0, 0.5, 1]) {
       const y = m.t + ph - f * ph;
       svg.appendChild(s("line", { class: "axis", x1: m.l, y1: y, x2: m.l + pw, y2: y, "stroke-dasharray": f ? "2,3" : "" }));
-      svg.appendChild(s("text", { class: "tick", x: m.l - 6, y: y + 4, "text-anchor": "end" }, fmtInt(Math.round(maxT * f))));
-      svg.appendChild(s("text", { class: "tick anom", x: m.l + pw + 6, y: y + 4 }, fmtInt(Math.round(maxA * f))));
+      // a label only where the value is a whole count (an axis topping at 1 has no middle label)
+      if (Number.isInteger(maxT * f)) svg.appendChild(s("text", { class: "tick", x: m.l - 6, y: y + 4, "text-anchor": "end" }, fmtInt(maxT * f)));
+      if (Number.isInteger(maxA * f)) svg.appendChild(s("text", { class: "tick anom", x: m.l + pw + 6, y: y + 4 }, fmtInt(maxA * f)));
     }
     const pts = [];
     windows.forEach((w, i) => {
@@ -678,7 +680,7 @@
 
     refreshStats();
     restartTail();
-    window.smartlogsConsole = { tail, showView, runSearch };  // for debugging and tests
+    window.smartlogsConsole = { tail, showView, runSearch, drawChart };  // for debugging and tests
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
