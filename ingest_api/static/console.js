@@ -494,6 +494,20 @@
     }
   }
 
+  // -- bad times: the API's 422 names the value it could not read --------------------------------
+  function markTimeFields(inputs, summary, message) {
+    let bad = null;
+    for (const inp of inputs) {
+      const v = inp.value.trim();
+      const hit = !!message && !bad && v !== "" && message.includes(v);
+      if (hit) bad = inp;
+      if (hit) { inp.setAttribute("aria-invalid", "true"); inp.setAttribute("aria-describedby", summary.id); }
+      else { inp.removeAttribute("aria-invalid"); inp.removeAttribute("aria-describedby"); }
+    }
+    summary.classList.toggle("bad", !!message);
+    return bad;
+  }
+
   // -- search -------------------------------------------------------------------------------
   function searchParams() {
     return {
@@ -516,10 +530,15 @@
     try {
       res = await api("api/events", searchParams());
     } catch (e) {
-      if (gen === searchGen) { summary.textContent = "error: " + e.message; clear($("search-body")); }
+      if (gen === searchGen) {
+        summary.textContent = "error: " + e.message;
+        markTimeFields([$("search-since"), $("search-until")], summary, e.message);
+        clear($("search-body"));
+      }
       return;
     }
     if (gen !== searchGen) return;
+    markTimeFields([$("search-since"), $("search-until")], summary, null);
     const body = $("search-body");
     clear(body);
     const onHost = (hst) => { $("search-host").value = hst; runSearch(); };
@@ -614,11 +633,21 @@
         limit: $("anomalies-limit").value,
       });
     } catch (e) {
-      if (gen === anomGen) $("anomalies-summary").textContent = "error: " + e.message;
+      if (gen !== anomGen) return;
+      $("anomalies-summary").textContent = "error: " + e.message;
+      markTimeFields([$("anomalies-since")], $("anomalies-summary"), e.message);
+      clear($("anomalies-body"));  // rows of an earlier query would look like this query's answer
       return;
     }
     if (gen !== anomGen) return;
+    markTimeFields([$("anomalies-since")], $("anomalies-summary"), null);
     const body = $("anomalies-body");
+    // the 5 s refresh rebuilds the table: rows the user opened stay open, focus stays put
+    const open = new Set([...body.querySelectorAll("tr.event")]
+      .filter((tr) => tr.nextElementSibling && tr.nextElementSibling.classList.contains("detail"))
+      .map((tr) => tr.dataset.seq));
+    const focused = document.activeElement && body.contains(document.activeElement) &&
+      document.activeElement.matches("tr.event") ? document.activeElement.dataset.seq : null;
     clear(body);
     for (const e of res.events) {
       const meter = h("span", { class: "meter" }, h("span"));
@@ -633,6 +662,8 @@
         h("td", { class: "msg" }, e.message));
       tr.addEventListener("click", () => toggleDetail(tr, e, 7));
       body.appendChild(tr);
+      if (open.has(String(e.seq))) toggleDetail(tr, e, 7);
+      if (focused === String(e.seq)) tr.focus();
     }
     $("anomalies-summary").textContent = fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
       (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : "");
