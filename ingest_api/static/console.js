@@ -104,6 +104,7 @@
     if (refusedKey && refusedKey === storedKey()) storeKey("");  // a refused key is not kept
     closeStream();
     setConn("paused", "needs a key");
+    tailStatus();
     $("tail-status").textContent = "paused until an API key is entered";
     showKeyBox(message, !!refusedKey);
     if (first && (document.activeElement === document.body || !document.activeElement)) $("key-input").focus();
@@ -367,6 +368,15 @@
     $("tail-status").textContent = fmtInt(tail.received) + " received live · " + fmtInt(n) + " shown" +
       (tail.paused ? " · paused" : "");
     $("tail-empty").hidden = n > 0;
+    // an empty tail says why: no events at all, none matching the filters, or no key yet
+    const f = tailFilters();
+    const set = [f.host && "host " + f.host, f.level && "level " + f.level, f.anomaly && "anomalies only"].filter(Boolean);
+    let other = "";
+    if (auth.blocked) other = "Paused until an API key is entered (see the box at the top).";
+    else if (set.length) other = "No events match these filters yet (" + set.join(", ") + "): matching events show up here as they arrive.";
+    $("tail-empty-other").textContent = other;
+    $("tail-empty-other").hidden = !other;
+    $("tail-empty-wait").hidden = !!other;
   }
   function addTailEvents(events, fresh) {
     // events arrive oldest first; the newest goes on top. A stream that starts a little behind
