@@ -341,10 +341,14 @@
     }
   }
   function searchWindow(startIso) {
-    const start = Date.parse(startIso) / 1000;
+    // a bar is "everything in this window": the other filters are cleared, the times are ISO
+    const start = Date.parse(startIso);
     if (isNaN(start)) return;
-    $("search-since").value = String(start);
-    $("search-until").value = String(start + stats.windowSeconds);
+    for (const id of ["search-q", "search-host", "search-template"]) $(id).value = "";
+    $("search-level").value = "";
+    $("search-anomaly").checked = false;
+    $("search-since").value = new Date(start).toISOString().replace(".000Z", "Z");
+    $("search-until").value = new Date(start + stats.windowSeconds * 1000).toISOString().replace(".000Z", "Z");
     showView("search");
     runSearch();
   }
