@@ -354,7 +354,7 @@
   }
 
   // -- live tail ----------------------------------------------------------------------------
-  const tail = { es: null, cursor: 0, paused: false, received: 0, gen: 0, pauseTimer: null, shown: new Set() };
+  const tail = { es: null, cursor: 0, paused: false, received: 0, gen: 0, pauseTimer: null, shown: new Set(), filters: null };
   function tailFilters() {
     return {
       host: $("tail-host").value.trim(),
@@ -425,6 +425,9 @@
       return;
     }
     if (gen !== tail.gen) return;  // filters changed meanwhile
+    const filters = JSON.stringify(tailFilters());
+    if (filters !== tail.filters) tail.received = 0;  // "received live" counts for these filters
+    tail.filters = filters;
     clearTail();
     addTailEvents(res.events.slice().reverse(), false);
     tail.cursor = res.last_seq;
