@@ -333,7 +333,9 @@
       if (w.anomalies) svg.appendChild(s("circle", { class: "anom-dot", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
         s("title", null, fmtTime(w.start) + " UTC: " + fmtInt(w.anomalies) + " anomalies")));
     }
-    const labels = windows.length > 2 ? [0, Math.floor(windows.length / 2), windows.length - 1] : windows.map((_, i) => i);
+    // three time labels where they fit, the first and the last on a narrow screen
+    const labels = windows.length <= 2 ? windows.map((_, i) => i)
+      : W < 560 ? [0, windows.length - 1] : [0, Math.floor(windows.length / 2), windows.length - 1];
     for (const i of labels) {
       const anchor = i === 0 ? "start" : i === windows.length - 1 ? "end" : "middle";
       const x = i === 0 ? m.l : i === windows.length - 1 ? m.l + pw : m.l + i * step + step / 2;
