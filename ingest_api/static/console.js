@@ -46,6 +46,8 @@
     }
   }
   function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); }
+  // live regions: rewrite only when the text changed, or a screen reader repeats it every refresh
+  function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
 
   // -- API ----------------------------------------------------------------------------------
   function url(path, params) {
@@ -207,9 +209,12 @@
     return text.slice(0, MAX_ROW_MESSAGE) + " … (" +
       (text.length - MAX_ROW_MESSAGE).toLocaleString() + " more characters: click for the whole event)";
   }
+  // the server cuts longer lines at SMARTLOGS_MAX_LINE_LENGTH (65,536 by default) and flags them
+  const TRUNCATED = "✂ this line was longer: cut to 65,536 characters when stored";
   function eventRow(e, opts) {
     opts = opts || {};
     const msg = h("td", { class: "msg" }, clipped(e.message));
+    if (e.truncated) msg.appendChild(h("span", { class: "trunc" }, TRUNCATED));
     if (e.anomaly) msg.appendChild(h("span", { class: "why" }, "⚠ " + (e.reason || "anomaly")));
     const tr = h("tr", {
       class: "event" + (e.anomaly ? " anomaly" : "") + (opts.fresh ? " fresh" : ""),
@@ -224,12 +229,23 @@
       h("td", { class: "num score" }, fmtScore(e.score)),
       msg);
     tr.addEventListener("click", () => toggleDetail(tr, e, 7));
+    keyboardRow(tr);
     return tr;
+  }
+  // rows open their detail with Enter or Space too (a row's own buttons keep their keys)
+  function keyboardRow(tr) {
+    tr.tabIndex = 0;
+    tr.addEventListener("keydown", (ev) => {
+      if (ev.target !== tr || (ev.key !== "Enter" && ev.key !== " ")) return;
+      ev.preventDefault();
+      tr.click();
+    });
   }
   function toggleDetail(tr, obj, colspan) {
     const next = tr.nextElementSibling;
     if (next && next.classList.contains("detail")) { next.remove(); return; }
     tr.after(h("tr", { class: "detail" }, h("td", { colspan: String(colspan) },
+      obj.truncated ? h("p", { class: "trunc" }, TRUNCATED) : null,
       h("pre", null, JSON.stringify(obj, null, 2)))));
   }
 
@@ -292,6 +308,8 @@
   }
   function drawChart(windows) {
     const svg = $("chart");
+    const focused = document.activeElement && document.activeElement.classList &&
+      document.activeElement.classList.contains("bar") ? document.activeElement.getAttribute("data-start") : null;
     clear(svg);
     const box = $("chart-box").getBoundingClientRect();
     const W = Math.max(320, Math.floor(box.width)), H = Math.max(120, Math.floor(box.height));
@@ -324,10 +342,18 @@
       const bar = s("rect", { class: "bar", x: x.toFixed(1), y: (m.t + ph - bh).toFixed(1),
         width: bw.toFixed(1), height: Math.max(bh, w.total ? 1 : 0).toFixed(1), "data-start": w.start },
         s("title", null, tip));
+      bar.setAttribute("tabindex", "-1");
+      bar.setAttribute("role", "button");
+      bar.setAttribute("aria-label", tip.replace(/\n/g, ", ") + ": search this window");
       bar.addEventListener("click", () => searchWindow(w.start));
+      bar.addEventListener("keydown", (ev) => barKey(ev, bar, w.start));
       svg.appendChild(bar);
       pts.push([m.l + i * step + step / 2, m.t + ph - (w.anomalies / maxA) * ph, w]);
     });
+    const bars = svg.querySelectorAll("rect.bar");
+    const keep = [...bars].find((b) => b.getAttribute("data-start") === focused);
+    (keep || bars[bars.length - 1]).setAttribute("tabindex", "0");
+    if (keep) keep.focus();
     svg.appendChild(s("polyline", { class: "anom-line", points: pts.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ") }));
     for (const [x, y, w] of pts) {
       if (w.anomalies) svg.appendChild(s("circle", { class: "anom-dot", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
@@ -341,6 +367,18 @@
       const x = i === 0 ? m.l : i === windows.length - 1 ? m.l + pw : m.l + i * step + step / 2;
       svg.appendChild(s("text", { class: "tick", x: x, y: H - 6, "text-anchor": anchor }, fmtTime(windows[i].start)));
     }
+  }
+  function barKey(ev, bar, start) {
+    if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); searchWindow(start); return; }
+    const bars = [...$("chart").querySelectorAll("rect.bar")];
+    let i = bars.indexOf(bar);
+    if (ev.key === "ArrowLeft") i--; else if (ev.key === "ArrowRight") i++;
+    else if (ev.key === "Home") i = 0; else if (ev.key === "End") i = bars.length - 1;
+    else return;
+    ev.preventDefault();
+    const next = bars[Math.max(0, Math.min(bars.length - 1, i))];
+    for (const b of bars) b.setAttribute("tabindex", b === next ? "0" : "-1");
+    next.focus();
   }
   function searchWindow(startIso) {
     // a bar is "everything in this window": the other filters are cleared, the times are ISO
@@ -364,10 +402,14 @@
       anomaly: $("tail-anomaly").checked ? "true" : "",
     };
   }
+  const CONN_SAID = { live: "Live tail connected", paused: "Live tail paused", down: "Live tail disconnected" };
   function setConn(state, text) {
     const c = $("conn");
     c.className = "conn " + state;
     c.textContent = text;
+    // screen readers hear state changes only (connected, paused, disconnected), not every event
+    const said = (CONN_SAID[state] || "Live tail") + (text !== state && text !== "live" ? ": " + text : "");
+    if ($("tail-live").textContent !== said) $("tail-live").textContent = said;
   }
   function tailStatus() {
     const n = $("tail-body").querySelectorAll("tr.event").length;
@@ -678,14 +720,15 @@
         h("td", { class: "comp" }, e.component || "-"),
         h("td", { class: "tid" }, templateLink(e.template_id)),
         h("td", { class: "reason" }, e.reason || ""),
-        h("td", { class: "msg" }, e.message));
+        h("td", { class: "msg" }, clipped(e.message), e.truncated ? h("span", { class: "trunc" }, TRUNCATED) : null));
       tr.addEventListener("click", () => toggleDetail(tr, e, 7));
+      keyboardRow(tr);
       body.appendChild(tr);
       if (open.has(String(e.seq))) toggleDetail(tr, e, 7);
       if (focused === String(e.seq)) tr.focus();
     }
-    $("anomalies-summary").textContent = fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
-      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : "");
+    setText($("anomalies-summary"), fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
+      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : ""));
   }
 
   // -- wiring -------------------------------------------------------------------------------
