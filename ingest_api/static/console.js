@@ -46,6 +46,8 @@
     }
   }
   function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); }
+  // live regions: rewrite only when the text changed, or a screen reader repeats it every refresh
+  function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
 
   // -- API ----------------------------------------------------------------------------------
   function url(path, params) {
@@ -56,29 +58,39 @@
     }
     return u;
   }
-  // API key: asked for once when the server answers 401/403, kept in this browser only
-  let apiKey = localStorage.getItem("smartlogs.apiKey") || "";
-  function askForKey(why) {
-    const k = window.prompt(why + "\nThis SmartLogs needs a read API key " +
-      "(create one with: smartlogs keys create --name me --scope read):", "");
-    if (k === null) return false;
-    apiKey = k.trim();
-    localStorage.setItem("smartlogs.apiKey", apiKey);
-    return true;
+  // -- API key ------------------------------------------------------------------------------
+  // With keys on, every API call needs a read key. The page asks for it in one in-page box
+  // (never a modal prompt), stops polling and tailing while it has no working key, and keeps a
+  // key in this browser's localStorage only once the server accepted it.
+  const KEY_STORE = "smartlogs.apiKey";
+  const KEY_HINT = "Create one with: smartlogs keys create --name me --scope read";
+  function storedKey() { try { return localStorage.getItem(KEY_STORE) || ""; } catch (e) { return ""; } }
+  function storeKey(k) {
+    try { if (k) localStorage.setItem(KEY_STORE, k); else localStorage.removeItem(KEY_STORE); } catch (e) { /* private mode */ }
   }
-  async function api(path, params, retried) {
-    let r;
+  const auth = { key: storedKey(), blocked: false };
+  class AuthError extends Error {}
+  async function request(path, params, key) {
     const headers = { Accept: "application/json" };
-    if (apiKey) headers.Authorization = "Bearer " + apiKey;
+    if (key) headers.Authorization = "Bearer " + key;
     try {
-      r = await fetch(url(path, params), { headers });
+      return await fetch(url(path, params), { headers });
     } catch (e) {
       throw new Error("cannot reach the SmartLogs API (" + e.message + ")");
     }
-    if ((r.status === 401 || r.status === 403) && !retried) {
-      let why = "HTTP " + r.status;
-      try { why = (await r.json()).detail || why; } catch (e) { /* not JSON */ }
-      if (askForKey(why)) return api(path, params, true);
+  }
+  function refusedMessage(status, sentKey) {
+    if (!sentKey) return "This SmartLogs server needs a read API key.";
+    if (status === 403) return "That key was refused: it may not read logs (it needs the read or admin scope).";
+    return "That key was refused (unknown or revoked). Enter another read key.";
+  }
+  async function api(path, params) {
+    if (auth.blocked) throw new AuthError("waiting for an API key (see the box at the top)");
+    const key = auth.key;
+    const r = await request(path, params, key);
+    if (r.status === 401 || r.status === 403) {
+      if (key === auth.key) needKey(refusedMessage(r.status, key), key);
+      throw new AuthError(key ? "the API key was refused" : "this server needs a read API key");
     }
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON */ }
@@ -87,6 +99,70 @@
       throw new Error(detail ? String(detail) : "HTTP " + r.status);
     }
     return body;
+  }
+  function needKey(message, refusedKey) {
+    const first = !auth.blocked;
+    auth.blocked = true;
+    if (refusedKey && refusedKey === storedKey()) storeKey("");  // a refused key is not kept
+    closeStream();
+    setConn("paused", "needs a key");
+    tailStatus();
+    $("tail-status").textContent = "paused until an API key is entered";
+    showKeyBox(message, !!refusedKey);
+    if (first && (document.activeElement === document.body || !document.activeElement)) $("key-input").focus();
+  }
+  function showKeyBox(message, refused) {
+    $("key-msg").textContent = message;
+    $("key-box").classList.toggle("refused", !!refused);
+    $("key-forget").hidden = !auth.key && !storedKey();
+    $("key-close").hidden = auth.blocked;
+    $("key-box").hidden = false;
+    $("key-btn").hidden = true;
+  }
+  function hideKeyBox() {
+    $("key-box").hidden = true;
+    $("key-input").value = "";
+    $("key-btn").hidden = !auth.key;
+  }
+  async function useKey(candidate) {
+    candidate = candidate.trim();
+    if (!candidate) { $("key-msg").textContent = "Paste a key first. " + KEY_HINT; return; }
+    $("key-use").disabled = true;
+    $("key-msg").textContent = "checking the key…";
+    let r;
+    try {
+      r = await request("api/events", { limit: 1 }, candidate);
+    } catch (e) {
+      $("key-msg").textContent = e.message + ": try again.";
+      return;
+    } finally {
+      $("key-use").disabled = false;
+    }
+    if (r.status === 401 || r.status === 403) {
+      $("key-box").classList.add("refused");
+      $("key-msg").textContent = refusedMessage(r.status, candidate);
+      $("key-input").select();
+      return;
+    }
+    auth.key = candidate;
+    storeKey(candidate);  // it worked: remember it in this browser
+    $("key-msg").textContent = "";
+    hideKeyBox();
+    resumeAll();
+  }
+  function forgetKey() {
+    storeKey("");
+    auth.key = "";
+    hideKeyBox();
+    resumeAll();  // an open server just goes on; one with keys shows the box again
+  }
+  function resumeAll() {
+    auth.blocked = false;
+    refreshStats();
+    restartTail();
+    if (currentView === "templates") loadTemplates();
+    else if (currentView === "anomalies") loadAnomalies();
+    else if (currentView === "search" && searchGen) runSearch();
   }
   let errorTimer = null;
   function showError(msg) {
@@ -133,9 +209,12 @@
     return text.slice(0, MAX_ROW_MESSAGE) + " … (" +
       (text.length - MAX_ROW_MESSAGE).toLocaleString() + " more characters: click for the whole event)";
   }
+  // the server cuts longer lines at SMARTLOGS_MAX_LINE_LENGTH (65,536 by default) and flags them
+  const TRUNCATED = "✂ this line was longer: cut to 65,536 characters when stored";
   function eventRow(e, opts) {
     opts = opts || {};
     const msg = h("td", { class: "msg" }, clipped(e.message));
+    if (e.truncated) msg.appendChild(h("span", { class: "trunc" }, TRUNCATED));
     if (e.anomaly) msg.appendChild(h("span", { class: "why" }, "⚠ " + (e.reason || "anomaly")));
     const tr = h("tr", {
       class: "event" + (e.anomaly ? " anomaly" : "") + (opts.fresh ? " fresh" : ""),
@@ -150,12 +229,23 @@
       h("td", { class: "num score" }, fmtScore(e.score)),
       msg);
     tr.addEventListener("click", () => toggleDetail(tr, e, 7));
+    keyboardRow(tr);
     return tr;
+  }
+  // rows open their detail with Enter or Space too (a row's own buttons keep their keys)
+  function keyboardRow(tr) {
+    tr.tabIndex = 0;
+    tr.addEventListener("keydown", (ev) => {
+      if (ev.target !== tr || (ev.key !== "Enter" && ev.key !== " ")) return;
+      ev.preventDefault();
+      tr.click();
+    });
   }
   function toggleDetail(tr, obj, colspan) {
     const next = tr.nextElementSibling;
     if (next && next.classList.contains("detail")) { next.remove(); return; }
     tr.after(h("tr", { class: "detail" }, h("td", { colspan: String(colspan) },
+      obj.truncated ? h("p", { class: "trunc" }, TRUNCATED) : null,
       h("pre", null, JSON.stringify(obj, null, 2)))));
   }
 
@@ -209,14 +299,17 @@
     }
   }
 
+  // both axes count events: the top is 1 or an even integer, so the middle tick is an integer too
   function niceMax(v) {
-    if (v <= 0) return 1;
+    if (v <= 1) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+    for (const m of [1, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * p && Number.isInteger(m * p / 2)) return m * p;
     return 10 * p;
   }
   function drawChart(windows) {
     const svg = $("chart");
+    const focused = document.activeElement && document.activeElement.classList &&
+      document.activeElement.classList.contains("bar") ? document.activeElement.getAttribute("data-start") : null;
     clear(svg);
     const box = $("chart-box").getBoundingClientRect();
     const W = Math.max(320, Math.floor(box.width)), H = Math.max(120, Math.floor(box.height));
@@ -234,8 +327,9 @@
     for (const f of [0, 0.5, 1]) {
       const y = m.t + ph - f * ph;
       svg.appendChild(s("line", { class: "axis", x1: m.l, y1: y, x2: m.l + pw, y2: y, "stroke-dasharray": f ? "2,3" : "" }));
-      svg.appendChild(s("text", { class: "tick", x: m.l - 6, y: y + 4, "text-anchor": "end" }, fmtInt(Math.round(maxT * f))));
-      svg.appendChild(s("text", { class: "tick anom", x: m.l + pw + 6, y: y + 4 }, fmtInt(Math.round(maxA * f))));
+      // a label only where the value is a whole count (an axis topping at 1 has no middle label)
+      if (Number.isInteger(maxT * f)) svg.appendChild(s("text", { class: "tick", x: m.l - 6, y: y + 4, "text-anchor": "end" }, fmtInt(maxT * f)));
+      if (Number.isInteger(maxA * f)) svg.appendChild(s("text", { class: "tick anom", x: m.l + pw + 6, y: y + 4 }, fmtInt(maxA * f)));
     }
     const pts = [];
     windows.forEach((w, i) => {
@@ -248,33 +342,59 @@
       const bar = s("rect", { class: "bar", x: x.toFixed(1), y: (m.t + ph - bh).toFixed(1),
         width: bw.toFixed(1), height: Math.max(bh, w.total ? 1 : 0).toFixed(1), "data-start": w.start },
         s("title", null, tip));
+      bar.setAttribute("tabindex", "-1");
+      bar.setAttribute("role", "button");
+      bar.setAttribute("aria-label", tip.replace(/\n/g, ", ") + ": search this window");
       bar.addEventListener("click", () => searchWindow(w.start));
+      bar.addEventListener("keydown", (ev) => barKey(ev, bar, w.start));
       svg.appendChild(bar);
       pts.push([m.l + i * step + step / 2, m.t + ph - (w.anomalies / maxA) * ph, w]);
     });
+    const bars = svg.querySelectorAll("rect.bar");
+    const keep = [...bars].find((b) => b.getAttribute("data-start") === focused);
+    (keep || bars[bars.length - 1]).setAttribute("tabindex", "0");
+    if (keep) keep.focus();
     svg.appendChild(s("polyline", { class: "anom-line", points: pts.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ") }));
     for (const [x, y, w] of pts) {
       if (w.anomalies) svg.appendChild(s("circle", { class: "anom-dot", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
         s("title", null, fmtTime(w.start) + " UTC: " + fmtInt(w.anomalies) + " anomalies")));
     }
-    const labels = windows.length > 2 ? [0, Math.floor(windows.length / 2), windows.length - 1] : windows.map((_, i) => i);
+    // three time labels where they fit, the first and the last on a narrow screen
+    const labels = windows.length <= 2 ? windows.map((_, i) => i)
+      : W < 560 ? [0, windows.length - 1] : [0, Math.floor(windows.length / 2), windows.length - 1];
     for (const i of labels) {
       const anchor = i === 0 ? "start" : i === windows.length - 1 ? "end" : "middle";
       const x = i === 0 ? m.l : i === windows.length - 1 ? m.l + pw : m.l + i * step + step / 2;
       svg.appendChild(s("text", { class: "tick", x: x, y: H - 6, "text-anchor": anchor }, fmtTime(windows[i].start)));
     }
   }
+  function barKey(ev, bar, start) {
+    if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); searchWindow(start); return; }
+    const bars = [...$("chart").querySelectorAll("rect.bar")];
+    let i = bars.indexOf(bar);
+    if (ev.key === "ArrowLeft") i--; else if (ev.key === "ArrowRight") i++;
+    else if (ev.key === "Home") i = 0; else if (ev.key === "End") i = bars.length - 1;
+    else return;
+    ev.preventDefault();
+    const next = bars[Math.max(0, Math.min(bars.length - 1, i))];
+    for (const b of bars) b.setAttribute("tabindex", b === next ? "0" : "-1");
+    next.focus();
+  }
   function searchWindow(startIso) {
-    const start = Date.parse(startIso) / 1000;
+    // a bar is "everything in this window": the other filters are cleared, the times are ISO
+    const start = Date.parse(startIso);
     if (isNaN(start)) return;
-    $("search-since").value = String(start);
-    $("search-until").value = String(start + stats.windowSeconds);
+    for (const id of ["search-q", "search-host", "search-template"]) $(id).value = "";
+    $("search-level").value = "";
+    $("search-anomaly").checked = false;
+    $("search-since").value = new Date(start).toISOString().replace(".000Z", "Z");
+    $("search-until").value = new Date(start + stats.windowSeconds * 1000).toISOString().replace(".000Z", "Z");
     showView("search");
     runSearch();
   }
 
   // -- live tail ----------------------------------------------------------------------------
-  const tail = { es: null, cursor: 0, paused: false, received: 0, gen: 0, pauseTimer: null, shown: new Set() };
+  const tail = { es: null, cursor: 0, paused: false, received: 0, gen: 0, pauseTimer: null, shown: new Set(), filters: null };
   function tailFilters() {
     return {
       host: $("tail-host").value.trim(),
@@ -282,16 +402,29 @@
       anomaly: $("tail-anomaly").checked ? "true" : "",
     };
   }
+  const CONN_SAID = { live: "Live tail connected", paused: "Live tail paused", down: "Live tail disconnected" };
   function setConn(state, text) {
     const c = $("conn");
     c.className = "conn " + state;
     c.textContent = text;
+    // screen readers hear state changes only (connected, paused, disconnected), not every event
+    const said = (CONN_SAID[state] || "Live tail") + (text !== state && text !== "live" ? ": " + text : "");
+    if ($("tail-live").textContent !== said) $("tail-live").textContent = said;
   }
   function tailStatus() {
     const n = $("tail-body").querySelectorAll("tr.event").length;
     $("tail-status").textContent = fmtInt(tail.received) + " received live · " + fmtInt(n) + " shown" +
       (tail.paused ? " · paused" : "");
     $("tail-empty").hidden = n > 0;
+    // an empty tail says why: no events at all, none matching the filters, or no key yet
+    const f = tailFilters();
+    const set = [f.host && "host " + f.host, f.level && "level " + f.level, f.anomaly && "anomalies only"].filter(Boolean);
+    let other = "";
+    if (auth.blocked) other = "Paused until an API key is entered (see the box at the top).";
+    else if (set.length) other = "No events match these filters yet (" + set.join(", ") + "): matching events show up here as they arrive.";
+    $("tail-empty-other").textContent = other;
+    $("tail-empty-other").hidden = !other;
+    $("tail-empty-wait").hidden = !!other;
   }
   function addTailEvents(events, fresh) {
     // events arrive oldest first; the newest goes on top. A stream that starts a little behind
@@ -329,13 +462,16 @@
     try {
       res = await api("api/events", { ...tailFilters(), limit: TAIL_BACKLOG });
     } catch (e) {
-      if (gen !== tail.gen) return;
+      if (gen !== tail.gen || e instanceof AuthError) return;  // no retries without a key
       setConn("down", "offline");
       $("tail-status").textContent = "cannot load events: " + e.message + " (retrying)";
       setTimeout(() => { if (gen === tail.gen) restartTail(note); }, 3000);
       return;
     }
     if (gen !== tail.gen) return;  // filters changed meanwhile
+    const filters = JSON.stringify(tailFilters());
+    if (filters !== tail.filters) tail.received = 0;  // "received live" counts for these filters
+    tail.filters = filters;
     clearTail();
     addTailEvents(res.events.slice().reverse(), false);
     tail.cursor = res.last_seq;
@@ -345,9 +481,10 @@
   }
   function openStream() {
     closeStream();
+    if (auth.blocked) return;
     const gen = tail.gen;
     // EventSource cannot send headers: the key goes as a query parameter (accepted only here)
-    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor, key: apiKey }));
+    const es = new EventSource(url("api/stream", { ...tailFilters(), after: tail.cursor, key: auth.key }));
     tail.es = es;
     es.addEventListener("ready", () => { if (gen === tail.gen) setConn("live", "live"); });
     es.addEventListener("events", (m) => {
@@ -370,11 +507,21 @@
       if (gen !== tail.gen) return;
       // EventSource reconnects by itself (resuming from the last id) unless the server refused
       setConn("down", es.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…");
-      if (es.readyState === EventSource.CLOSED) setTimeout(() => { if (gen === tail.gen && !tail.paused) openStream(); }, 3000);
+      // a refused stream (401: key revoked meanwhile) is found by one plain call, which shows the key box
+      if (es.readyState === EventSource.CLOSED) setTimeout(() => { if (gen === tail.gen && !tail.paused) reopenStream(gen); }, 3000);
     };
   }
+  async function reopenStream(gen) {
+    try {
+      await api("api/events", { limit: 1 });
+    } catch (e) {
+      if (!(e instanceof AuthError) && gen === tail.gen) setTimeout(() => { if (gen === tail.gen && !tail.paused) reopenStream(gen); }, 3000);
+      return;
+    }
+    if (gen === tail.gen && !tail.paused) openStream();
+  }
   async function pollMissed() {
-    if (!tail.paused) return;
+    if (!tail.paused || auth.blocked) return;
     try {
       const res = await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 });
       if (tail.paused) $("tail-status").textContent = "paused · " + fmtInt(res.total) + " new event(s) since";
@@ -408,6 +555,20 @@
     }
   }
 
+  // -- bad times: the API's 422 names the value it could not read --------------------------------
+  function markTimeFields(inputs, summary, message) {
+    let bad = null;
+    for (const inp of inputs) {
+      const v = inp.value.trim();
+      const hit = !!message && !bad && v !== "" && message.includes(v);
+      if (hit) bad = inp;
+      if (hit) { inp.setAttribute("aria-invalid", "true"); inp.setAttribute("aria-describedby", summary.id); }
+      else { inp.removeAttribute("aria-invalid"); inp.removeAttribute("aria-describedby"); }
+    }
+    summary.classList.toggle("bad", !!message);
+    return bad;
+  }
+
   // -- search -------------------------------------------------------------------------------
   function searchParams() {
     return {
@@ -430,10 +591,15 @@
     try {
       res = await api("api/events", searchParams());
     } catch (e) {
-      if (gen === searchGen) { summary.textContent = "error: " + e.message; clear($("search-body")); }
+      if (gen === searchGen) {
+        summary.textContent = "error: " + e.message;
+        markTimeFields([$("search-since"), $("search-until")], summary, e.message);
+        clear($("search-body"));
+      }
       return;
     }
     if (gen !== searchGen) return;
+    markTimeFields([$("search-since"), $("search-until")], summary, null);
     const body = $("search-body");
     clear(body);
     const onHost = (hst) => { $("search-host").value = hst; runSearch(); };
@@ -528,11 +694,21 @@
         limit: $("anomalies-limit").value,
       });
     } catch (e) {
-      if (gen === anomGen) $("anomalies-summary").textContent = "error: " + e.message;
+      if (gen !== anomGen) return;
+      $("anomalies-summary").textContent = "error: " + e.message;
+      markTimeFields([$("anomalies-since")], $("anomalies-summary"), e.message);
+      clear($("anomalies-body"));  // rows of an earlier query would look like this query's answer
       return;
     }
     if (gen !== anomGen) return;
+    markTimeFields([$("anomalies-since")], $("anomalies-summary"), null);
     const body = $("anomalies-body");
+    // the 5 s refresh rebuilds the table: rows the user opened stay open, focus stays put
+    const open = new Set([...body.querySelectorAll("tr.event")]
+      .filter((tr) => tr.nextElementSibling && tr.nextElementSibling.classList.contains("detail"))
+      .map((tr) => tr.dataset.seq));
+    const focused = document.activeElement && body.contains(document.activeElement) &&
+      document.activeElement.matches("tr.event") ? document.activeElement.dataset.seq : null;
     clear(body);
     for (const e of res.events) {
       const meter = h("span", { class: "meter" }, h("span"));
@@ -544,12 +720,15 @@
         h("td", { class: "comp" }, e.component || "-"),
         h("td", { class: "tid" }, templateLink(e.template_id)),
         h("td", { class: "reason" }, e.reason || ""),
-        h("td", { class: "msg" }, e.message));
+        h("td", { class: "msg" }, clipped(e.message), e.truncated ? h("span", { class: "trunc" }, TRUNCATED) : null));
       tr.addEventListener("click", () => toggleDetail(tr, e, 7));
+      keyboardRow(tr);
       body.appendChild(tr);
+      if (open.has(String(e.seq))) toggleDetail(tr, e, 7);
+      if (focused === String(e.seq)) tr.focus();
     }
-    $("anomalies-summary").textContent = fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
-      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : "");
+    setText($("anomalies-summary"), fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
+      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : ""));
   }
 
   // -- wiring -------------------------------------------------------------------------------
@@ -572,6 +751,14 @@
     $("templates-refresh").addEventListener("click", () => loadTemplates());
     $("anomalies-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAnomalies(); });
     $("chart-windows").addEventListener("change", refreshStats);
+    $("key-box").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
+    $("key-forget").addEventListener("click", forgetKey);
+    $("key-close").addEventListener("click", () => { hideKeyBox(); $("key-btn").focus(); });
+    $("key-btn").addEventListener("click", () => {
+      showKeyBox("This browser uses a stored API key. Enter another one, or forget it.", false);
+      $("key-input").focus();
+    });
+    $("key-btn").hidden = !auth.key;
 
     let resizeTimer = null;
     window.addEventListener("resize", () => {
@@ -579,14 +766,14 @@
       resizeTimer = setTimeout(() => { if (stats.last) drawChart(stats.last.windows || []); }, 150);
     });
     setInterval(() => {
-      if (document.hidden) return;
+      if (document.hidden || auth.blocked) return;  // no polling while the server waits for a key
       refreshStats();
       if (currentView === "anomalies" && $("anomalies-auto").checked) loadAnomalies();
     }, REFRESH_MS);
 
     refreshStats();
     restartTail();
-    window.smartlogsConsole = { tail, showView, runSearch };  // for debugging and tests
+    window.smartlogsConsole = { tail, showView, runSearch, drawChart };  // for debugging and tests
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -252,6 +252,19 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
         return [tr.querySelector('td.score').textContent, tr.querySelector('td.reason').textContent]""")
     assert first_row[0] == f"{api_anoms['events'][0]['score']:.2f}"
     assert first_row[1] == api_anoms["events"][0]["reason"]
+    # an opened row stays open across the 5 s auto-refresh
+    _click(drv, "#anomalies-body tr.event")
+    _js(drv, "document.querySelector('#anomalies-body tr.event').__old = 1")
+    _wait(lambda: _js(drv, "return document.querySelector('#anomalies-body tr.event').__old") is None,
+          "an auto-refresh of the anomalies", timeout=8)
+    assert _js(drv, "return document.querySelector('#anomalies-body tr.event').nextElementSibling.className") == "detail"
+    # a bad since: the old rows go, the field is marked invalid, the message is next to it
+    drv.find_element("css selector", "#anomalies-since").send_keys("last tuesday")
+    _click(drv, "#anomalies-form button[type=submit]")
+    _wait(lambda: "not a time" in _text(drv, "anomalies-summary"), "the anomalies' invalid-time error")
+    assert _rows(drv, "anomalies-body") == 0
+    assert _js(drv, "return document.getElementById('anomalies-since').getAttribute('aria-invalid')") == "true"
+    drv.find_element("css selector", "#anomalies-since").clear()
 
     # -- full-text search with filters ---------------------------------------------------
     _click(drv, "#tab-search")
@@ -273,6 +286,10 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
     _click(drv, "#search-go")
     _wait(lambda: _text(drv, "search-summary").startswith("error:") and "not a time" in _text(drv, "search-summary"),
           "the invalid-time error")
+    assert _js(drv, """const i = document.getElementById('search-since');
+        return [i.getAttribute('aria-invalid'), i.getAttribute('aria-describedby'),
+                document.getElementById('search-until').getAttribute('aria-invalid')]""") == ["true", "search-summary", None]
+    assert _rows(drv, "search-body") == 0
 
     # -- templates: counts and example lines ---------------------------------------------
     _click(drv, "#tab-templates")
@@ -295,6 +312,10 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
     assert _text(drv, "total-anomalies") == f"{stats['totals']['anomalies']:,}"
     tip = _js(drv, "return document.querySelector('#chart rect.bar title').textContent")
     assert tip.startswith(stats["windows"][0]["start"].replace("T", " ").replace(".000Z", ""))
+    for side in ("tick:not(.anom)", "tick.anom"):  # whole, distinct counts on both axes
+        ticks = _js(drv, f"return [...document.querySelectorAll('#chart text.{side}')].filter(t => t.getAttribute('text-anchor') !== 'middle' && t.getAttribute('y') < 190).map(t => t.textContent)")
+        ticks = [t for t in ticks if "-" not in t]  # not the time labels
+        assert len(ticks) == len(set(ticks)) >= 2 and all(t.replace(",", "").isdigit() for t in ticks), ticks
 
     # no script errors, no CSP violations
     assert _browser_errors(drv) == []
@@ -367,6 +388,167 @@ def test_stream_filters_resumes_by_last_event_id_and_rejects_bad_params(platform
         assert orjson.loads(ready[2]) == {"cursor": cursor}
         event, ident, data = _sse_events(lines, 1)[0]
         assert [e["message"] for e in orjson.loads(data)["events"]] == ["disk is full again"]
+
+
+@pytest.mark.timeout(90)
+def test_console_small_things(platform, browser):
+    """Tick labels, an empty filtered tail, the live counter, bar clicks, keyboard, cut lines, phones."""
+    url, drv = platform, browser
+    long_line = "Jul 27 14:41:59 combo app: " + "x" * 70_000
+    r = httpx.post(f"{url}/ingest", content=long_line.encode(), headers={"Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 202
+    _send(url, [f"Jul 27 14:42:{i:02d} combo sshd[1]: session opened for user u{i}" for i in range(5)])
+    _wait_stored(url, 6)
+    drv.get(url + "/")
+    _wait(lambda: _rows(drv, "tail-body") == 6 and _text(drv, "conn") == "live", "the tail")
+
+    # chart ticks: whole counts, never "0, 1, 1"
+    ticks = _js(drv, """const c = window.smartlogsConsole, out = [];
+        for (const [t, a] of [[1, 1], [3, 3], [7, 5], [250, 25]]) {
+          c.drawChart([{start: '2026-01-01T00:00:00.000Z', total: t, anomalies: a, levels: {}}]);
+          out.push([[...document.querySelectorAll('#chart text.tick:not(.anom)')].slice(0, -1).map(e => e.textContent),
+                    [...document.querySelectorAll('#chart text.tick.anom')].map(e => e.textContent)]);
+        }
+        return out""")
+    assert ticks == [[["0", "1"], ["0", "1"]], [["0", "2", "4"], ["0", "2", "4"]],
+                     [["0", "4", "8"], ["0", "3", "6"]], [["0", "125", "250"], ["0", "15", "30"]]], ticks
+
+    # a cut line says so, in the row and in its detail
+    cut = _js(drv, "return [...document.querySelectorAll('#tail-body tr.event .trunc')].map(e => e.textContent)")
+    assert cut == ["✂ this line was longer: cut to 65,536 characters when stored"]
+
+    # keyboard: rows open with Enter like a click
+    row = drv.find_element("css selector", "#tail-body tr.event")
+    assert row.get_attribute("tabindex") == "0"
+    row.send_keys("\ue007")  # Enter
+    _wait(lambda: _js(drv, "return document.querySelector('#tail-body tr.event').nextElementSibling.className") == "detail",
+          "the detail row opened with Enter")
+    assert _js(drv, "return document.getElementById('tail-status').getAttribute('aria-live')") is None
+    assert _text(drv, "tail-live") == "Live tail connected"
+
+    # live events count, and the count restarts for new filters; a filter matching nothing says so
+    _send(url, ["Jul 27 14:43:00 combo sshd[1]: session opened for user late"])
+    _wait(lambda: _js(drv, "return window.smartlogsConsole.tail.received") == 1, "one live event")
+    drv.find_element("css selector", "#tail-host").send_keys("no-such-host")
+    _wait(lambda: _rows(drv, "tail-body") == 0 and _text(drv, "tail-status").startswith("0 received live"),
+          "the filtered, empty tail")
+    assert _js(drv, "return document.getElementById('tail-empty-wait').hidden") is True
+    assert _text(drv, "tail-empty-other").startswith("No events match these filters yet (host no-such-host)")
+
+    # a bar searches its window alone, with ISO times
+    _wait(lambda: _js(drv, "return [...document.querySelectorAll('#chart rect.bar')].filter(b => "
+                           "!b.getAttribute('data-start').startsWith('2026-01-01')).length") >= 1,
+          "the real chart again (not the tick test's)", timeout=8)
+    _js(drv, "window.smartlogsConsole.showView('search')")
+    drv.find_element("css selector", "#search-q").send_keys("nothing like this")
+    _js(drv, "window.smartlogsConsole.showView('tail')")
+    bar = drv.find_element("css selector", "#chart rect.bar[tabindex='0']")
+    bar.send_keys("\ue007")  # Enter on the focused bar, like a click
+    _wait(lambda: _text(drv, "search-summary").endswith("matching event(s)") or "matching" in _text(drv, "search-summary"),
+          "the window's search")
+    since, until, q = _js(drv, "return ['search-since', 'search-until', 'search-q'].map(i => document.getElementById(i).value)")
+    assert q == "" and since.endswith("Z") and "T" in since and until > since, (since, until)
+    assert _rows(drv, "search-body") >= 1, _text(drv, "search-summary")
+
+    # a phone: no horizontal page scroll, a readable message column
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    for view in ("tail", "search", "templates", "anomalies"):
+        _js(drv, f"window.smartlogsConsole.showView('{view}')")
+        time.sleep(0.3)
+        assert _js(drv, "return document.documentElement.scrollWidth") <= 390, view
+    _js(drv, "window.smartlogsConsole.showView('search')")
+    assert _js(drv, "return document.querySelector('#search-body tr.event td.msg').getBoundingClientRect().width") > 300
+    assert _browser_errors(drv) == []
+
+
+# -- API keys: one in-page box, never a modal prompt ------------------------------------------
+_NO_DIALOGS = """window.__dialogs = [];
+for (const name of ['alert', 'prompt', 'confirm']) {
+  window[name] = function (msg) { window.__dialogs.push(name + ': ' + msg); return null; };
+}"""
+
+
+def _create_key(tmp_path: Path, name: str, scope: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "smartlogs.cli", "keys", "create", "--name", name, "--scope", scope],
+                         env={**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var")}, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return next(line for line in out.splitlines() if line.startswith("sl_"))
+
+
+@pytest.fixture
+def keyed_platform(tmp_path):
+    """The embedded platform with API keys on: yields (url, read key, ingest key)."""
+    read, ingest = _create_key(tmp_path, "console", "read"), _create_key(tmp_path, "shipper", "ingest")
+    for url in _run_api(tmp_path, "embedded", {}, "/healthz"):
+        yield url, read, ingest
+
+
+def _key_box(drv) -> list:
+    return _js(drv, """const box = document.getElementById('key-box');
+        return [box.hidden, document.getElementById('key-msg').textContent, box.classList.contains('refused')]""")
+
+
+def _use_key(drv, key: str) -> None:
+    field = drv.find_element("css selector", "#key-input")
+    field.clear()
+    field.send_keys(key)
+    _click(drv, "#key-use")
+
+
+@pytest.mark.timeout(90)
+def test_console_asks_for_a_key_in_the_page_and_never_with_a_prompt(keyed_platform, browser):
+    (url, read, ingest), drv = keyed_platform, browser
+    headers = {"Authorization": f"Bearer {ingest}"}
+    r = httpx.post(f"{url}/ingest", json=[{"message": f"keyed event {i}", "host": "web-04"} for i in range(5)],
+                   headers=headers)
+    assert r.status_code == 202
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _NO_DIALOGS})
+    drv.get(url + "/")
+
+    # a 401 shows the key box, says why, and the page stops calling the API until a key is entered
+    _wait(lambda: _key_box(drv)[0] is False, "the key box")
+    assert _key_box(drv) == [False, "This SmartLogs server needs a read API key.", False]
+    _wait(lambda: _text(drv, "conn") == "needs a key", "the tail to wait for a key")
+    calls = _js(drv, "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length")
+    time.sleep(6)  # longer than the refresh timer and the tail's retry
+    assert _js(drv, "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length") == calls
+
+    # a wrong key and a key without the read scope are refused, in the page, and not kept
+    _use_key(drv, "sl_not-a-key")
+    _wait(lambda: "refused" in _key_box(drv)[1], "the wrong key to be refused")
+    assert _key_box(drv)[0] is False and _key_box(drv)[2] is True
+    _use_key(drv, ingest)
+    _wait(lambda: "read or admin scope" in _key_box(drv)[1], "the ingest key to be refused")
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
+    assert _rows(drv, "tail-body") == 0
+
+    # the right key loads the data, goes live, and is kept for the next visit
+    _use_key(drv, read)
+    _wait(lambda: _rows(drv, "tail-body") == 5 and _text(drv, "conn") == "live", "the tail with the read key")
+    assert _key_box(drv)[0] is True
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") == read
+    _wait(lambda: _text(drv, "total-events") == "5", "the totals with the read key", timeout=8)
+    httpx.post(f"{url}/ingest", json={"message": "keyed live event", "host": "web-04"}, headers=headers)
+    _wait(lambda: _rows(drv, "tail-body") == 6, "a live event through the keyed stream (?key=)")
+
+    drv.get(url + "/")  # the stored key is used without asking
+    _wait(lambda: _rows(drv, "tail-body") == 6 and _text(drv, "conn") == "live", "the tail after a reload")
+    assert _key_box(drv)[0] is True
+
+    # "Forget key" drops it: the box comes back
+    _click(drv, "#key-btn")
+    _click(drv, "#key-forget")
+    _wait(lambda: _key_box(drv)[:2] == [False, "This SmartLogs server needs a read API key."], "the box after forgetting")
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
+
+    # a stored key that the server refuses (revoked meanwhile) is dropped and the box says so
+    _js(drv, "localStorage.setItem('smartlogs.apiKey', 'sl_revoked')")
+    drv.get(url + "/")
+    _wait(lambda: "refused" in _key_box(drv)[1], "the stored key to be refused")
+    assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
+
+    assert _js(drv, "return window.__dialogs") == []
+    assert [e for e in _browser_errors(drv) if "status of 40" not in e] == []
 
 
 # -- the same console against Elasticsearch (the full stack's query store) ----------------------
