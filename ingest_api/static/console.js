@@ -460,7 +460,7 @@
     closeStream();
     let res;
     try {
-      res = await api("api/events", { ...tailFilters(), limit: TAIL_BACKLOG });
+      res = await api("api/events", { ...tailFilters(), limit: TAIL_BACKLOG, order: "arrival" });  // what arrived last, not the newest event time
     } catch (e) {
       if (gen !== tail.gen || e instanceof AuthError) return;  // no retries without a key
       setConn("down", "offline");
