@@ -45,8 +45,9 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_time(value: str | None, *, now: float | None = None) -> float | None:
-    """'2005-06-14T15:16:01Z', epoch seconds, or a relative age such as '15m', '2h', '7d'."""
+def parse_time(value: str | None, *, now: float | None = None, field: str | None = None) -> float | None:
+    """'2005-06-14T15:16:01Z', epoch seconds, or a relative age such as '15m', '2h', '7d'.
+    A bad value is a 422 whose body names ``field`` (``since``/``until``) when given."""
     if value is None or value == "":
         return None
     v = value.strip()
@@ -61,7 +62,9 @@ def parse_time(value: str | None, *, now: float | None = None) -> float | None:
         dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
     except ValueError:
         raise IngestError(422, "invalid_time",
-                          f"{value!r} is not a time: use ISO 8601, epoch seconds, or an age like 15m, 2h, 7d")
+                          f"{field + '=' if field else ''}{value!r} is not a time: use ISO 8601, "
+                          "epoch seconds, or an age like 15m, 2h, 7d",
+                          **({"field": field} if field else {})) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
@@ -196,9 +199,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             # nothing and return everything, which reads as "every event matches"
             raise IngestError(422, "invalid_query",
                               f"q={q!r} has no words to search for: search matches whole words "
-                              "(letters and digits); punctuation and emoji are not indexed")
+                              "(letters and digits); punctuation and emoji are not indexed",
+                              field="q")
         query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
-                           anomaly=anomaly, since=parse_time(since), until=parse_time(until),
+                           anomaly=anomaly, since=parse_time(since, field="since"),
+                           until=parse_time(until, field="until"),
                            after_seq=after, limit=limit, arrival=order == "arrival")
         result = request.app.state.store.search(query)
         return {"total": result.total, "last_seq": result.last_seq, "events": result.events}
@@ -211,7 +216,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         windows: Annotated[int, Query(ge=1, le=10000)] = 60,
         top: Annotated[int, Query(ge=1, le=1000)] = 10,
     ):
-        out = request.app.state.store.stats(since=parse_time(since), until=parse_time(until),
+        out = request.app.state.store.stats(since=parse_time(since, field="since"),
+                                            until=parse_time(until, field="until"),
                                             windows=windows, top=top)
         return {"window_seconds": s.window_seconds, **out}
 

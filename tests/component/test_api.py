@@ -227,3 +227,12 @@ def test_order_arrival_lists_what_was_stored_last_first(app_client):
     assert [e["message"] for e in by_time] == ["from the future", "sent now"]
     assert [e["message"] for e in by_arrival] == ["sent now", "from the future"]
     assert app_client.get("/api/events", params={"order": "random"}).status_code == 422
+
+
+def test_a_bad_time_names_its_parameter(app_client):
+    for path in ("/api/events", "/api/stats"):
+        r = app_client.get(path, params={"since": "1h", "until": "next tuesday"})
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["error"] == "invalid_time" and body["field"] == "until"
+        assert body["detail"].startswith("until='next tuesday' is not a time")
