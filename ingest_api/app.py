@@ -276,20 +276,14 @@ class AuthMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         need = required_scope(scope["method"], scope["path"])
-        keys = self.keys
         if need is None:
             return await self.app(scope, receive, send)
-        if not keys.enabled:
-            # a long-lived answer (the live tail) asks again: keys created since close it
-            scope.setdefault("state", {})["still_authorized"] = lambda: not keys.enabled
+        enabled = self.keys.enabled
+        secret = _request_secret(scope) if enabled else None
+        # a long-lived answer (the live tail) asks ``keys.admits(secret, need)`` again as it runs
+        scope.setdefault("state", {})["auth"] = (secret, need)
+        if not enabled:
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        secret = parse_authorization(headers.get(b"authorization", b"").decode("latin-1"))
-        if secret is None and scope["path"] == "/api/stream":
-            # browsers' EventSource cannot send headers: the console passes its key as ?key=
-            from urllib.parse import parse_qs
-
-            secret = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key") or [None])[0]
         key = self.keys.verify(secret) if secret else None
         if key is None:
             why = "missing API key" if not secret else "unknown or revoked API key"
@@ -304,11 +298,6 @@ class AuthMiddleware:
             return await _deny(send, 403, "forbidden",
                                f"key {key.name!r} has scope {key.scope!r}; this needs {need!r}",
                                scope=scope)
-        def still_authorized() -> bool:  # the key revoked since, or its scope changed: no more
-            again = keys.verify(secret)
-            return again is not None and again.allows(need)
-
-        scope.setdefault("state", {})["still_authorized"] = still_authorized
         if self.limiter is not None:
             wait = self.limiter.take(key.id)
             if wait > 0:
@@ -318,6 +307,17 @@ class AuthMiddleware:
                                    f"key {key.name!r} exceeds {self.limiter.rate:g} requests/s; "
                                    f"retry in {retry}s", {"Retry-After": str(retry)}, scope)
         return await self.app(scope, receive, send)
+
+
+def _request_secret(scope) -> str | None:
+    """The API key a request carries: its Authorization header, or for the live tail ``?key=``
+    (browsers' EventSource cannot send headers)."""
+    secret = parse_authorization(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+    if secret is None and scope["path"] == "/api/stream":
+        from urllib.parse import parse_qs
+
+        secret = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key") or [None])[0]
+    return secret
 
 
 _RPC_CODES = {401: 16, 403: 7, 429: 8}  # UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED

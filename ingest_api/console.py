@@ -185,7 +185,8 @@ async def stream(
         started = last_sent = last_sweep = time.monotonic()
         errors = 0
         # the key was checked when the stream opened; it may be revoked (or keys turned on) since
-        still_authorized = request.scope.get("state", {}).get("still_authorized")
+        auth = request.scope.get("state", {}).get("auth")  # (secret, scope) it was let in with
+        keys = request.app.state.keys
         floor = cursor       # late events are looked for above where this stream started only
         sent: dict = {}      # Elasticsearch: seqs sent in the late-event window (insertion order)
         window_us = int(ES_LATE_WINDOW_SECONDS * 1_000_000)
@@ -194,7 +195,7 @@ async def stream(
                 return
             if time.monotonic() - started > max_seconds:
                 return
-            if still_authorized is not None and not still_authorized():
+            if auth is not None and not keys.admits(*auth):
                 yield _sse({"error": "unauthorized",
                             "detail": "the API key was revoked or keys were turned on since this "
                                       "stream opened: reconnect with a valid key"},

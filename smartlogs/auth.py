@@ -147,6 +147,14 @@ class KeyStore:
         self._refresh()
         return self._by_hash.get(_hash(secret))
 
+    def admits(self, secret: str | None, scope: str) -> bool:
+        """Whether a request with ``secret`` may do what ``scope`` covers now: always while no
+        key was ever created, else only with an active key of that scope."""
+        if not self.enabled:
+            return True
+        key = self.verify(secret) if secret else None
+        return key is not None and key.allows(scope)
+
 
 def parse_authorization(header: str | None) -> str | None:
     """The key from 'Bearer <key>', 'ApiKey <key>' or 'ApiKey base64(id:key)'."""

@@ -32,8 +32,12 @@ class ReplayResult:
     retries: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    aborted: bool = False  # the rest of the file was not sent (see ``abort_reason``)
-    abort_reason: str | None = None  # "unavailable" (server unreachable/5xx) or "auth" (401/403)
+    # why the rest of the file was not sent: "unavailable" (server unreachable/5xx) or "auth"
+    abort_reason: str | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self.abort_reason is not None
 
 
 def count_lines(path: Path) -> int:
@@ -246,9 +250,9 @@ def _post(client, url, body, headers, max_retries, res, sleep) -> bool:
     if out.transient:
         res.errors.append(f"gave up after {max_retries} retries: {out.error}")
         if out.error.startswith(("Connect", "HTTP 5")):
-            res.aborted, res.abort_reason = True, "unavailable"
+            res.abort_reason = "unavailable"
     else:
         res.errors.append(out.error)
         if out.status in (401, 403):  # every later batch would be refused the same way
-            res.aborted, res.abort_reason = True, "auth"
+            res.abort_reason = "auth"
     return False

@@ -6,16 +6,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "EventStore", "WORD", "search_words"]
+__all__ = ["EventQuery", "SearchResult", "EventStore", "search_words"]
 
 # what full-text search matches: runs of letters and digits, as SQLite FTS5's unicode61
 # tokenizer splits them (the Elasticsearch store indexes the same words)
-WORD = re.compile(r"[^\W_]+")
+_WORD = re.compile(r"[^\W_]+")
 
 
 def search_words(text: str) -> list[str]:
     """The words ``q`` searches for (each must occur); none for punctuation or emoji only."""
-    return WORD.findall(text)
+    return _WORD.findall(text)
 
 
 @dataclass(frozen=True, slots=True)

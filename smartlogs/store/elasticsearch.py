@@ -72,7 +72,7 @@ from elasticsearch.helpers import scan, streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from smartlogs.security import redact, redact_url
-from smartlogs.store.base import WORD, EventQuery, SearchResult
+from smartlogs.store.base import EventQuery, SearchResult, search_words
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -88,8 +88,6 @@ MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
 MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
 QUERY_RETRIES = 1             # queries fail fast (a user waits); writes retry max_retries times
 KEYWORD_IGNORE_ABOVE = 1024   # longer values are kept in _source but not indexed (never rejected)
-# words as FTS5's unicode61 tokenizer sees them: runs of letters and digits ("_" separates)
-_TOKEN = WORD
 _DAY = re.compile(r"\d{4}\.\d{2}\.\d{2}")
 _MONTH = re.compile(r"\d{4}\.\d{2}")
 INDEX_PERIODS = ("day", "month")
@@ -413,7 +411,7 @@ class ElasticsearchStore:
                 doc[k] = v
         message = e.get("message")
         if isinstance(message, str):
-            doc["words"] = " ".join(_TOKEN.findall(message))
+            doc["words"] = " ".join(search_words(message))
         if "timestamp" not in doc:
             doc["timestamp"] = iso
         received = e.get("received")
@@ -489,7 +487,7 @@ class ElasticsearchStore:
 
     def search(self, query: EventQuery) -> SearchResult:
         flt: list[dict] = []
-        words = _TOKEN.findall(query.q) if query.q else None
+        words = search_words(query.q) if query.q else None
         if words:  # like SqliteStore: every word must occur; text without words filters nothing
             flt.append({"match": {"words": {"query": " ".join(words), "operator": "and"}}})
         for field, val in (("host", query.host), ("level", query.level),
