@@ -160,21 +160,44 @@ def decode_content_encoding(body: bytes, content_encoding: str | None, max_bytes
 
 
 def gunzip(body: bytes, max_bytes: int) -> bytes:
-    """gzip → bytes, refusing (413) to inflate beyond ``max_bytes`` and (400) broken streams."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """gzip → bytes, every member of it, refusing (413) to inflate beyond ``max_bytes`` in all and
+    (400) broken streams.
+
+    Concatenated members are one valid gzip file (``gzip -c a b``, ``cat a.gz b.gz``; shippers
+    that rotate compressed chunks send them so), and ``gunzip`` decodes them all. Trailing zero
+    bytes after the last member (tape-style padding) are ignored, as GNU gzip does.
+
+    >>> import gzip
+    >>> gunzip(gzip.compress(b"one\\n") + gzip.compress(b"two\\n"), 100)
+    b'one\\ntwo\\n'
+    """
+    # Fed in small chunks: what zlib hands back after a member's end (``unused_data``) is a copy,
+    # so one big feed would cost O(body) per member, O(body²) for a body of many tiny members.
+    end, padded = len(body), len(body.rstrip(b"\0"))  # from ``padded`` on: zero bytes only
+    view = memoryview(body)
+    out = bytearray()
+    pos = 0
     try:
-        out = d.decompress(body, max_bytes + 1)
-        if len(out) > max_bytes or d.unconsumed_tail:
-            raise IngestError(413, "body_too_large",
-                              f"the decompressed body exceeds the limit of {max_bytes} bytes",
-                              limit=max_bytes)
-        if not d.eof:
-            raise IngestError(400, "invalid_gzip", "the gzip stream is truncated")
-        return out
+        while True:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not d.eof:
+                if pos >= end:
+                    raise IngestError(400, "invalid_gzip", "the gzip stream is truncated")
+                chunk = view[pos:pos + _GZIP_CHUNK]
+                pos += len(chunk)
+                out += d.decompress(chunk, max_bytes + 1 - len(out))
+                if len(out) > max_bytes or d.unconsumed_tail:
+                    raise IngestError(413, "body_too_large",
+                                      f"the decompressed body exceeds the limit of {max_bytes} bytes",
+                                      limit=max_bytes)
+            pos -= len(d.unused_data)
+            if pos >= padded:
+                return bytes(out)
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise IngestError(400, "invalid_gzip", f"the body is not valid gzip: {exc}") from None
 
 
+_GZIP_CHUNK = 4096
 _gunzip = gunzip  # the old private name
 
 

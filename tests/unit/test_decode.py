@@ -62,3 +62,19 @@ def test_fields_nested_too_deep_are_refused_and_reasonable_nesting_is_kept():
     assert e.value.status == 422 and "more than 100 levels" in e.value.body["detail"]
     ok = '{"message": "m", "fields": ' + '{"a": [' * 45 + '1' + ']}' * 45 + '}'
     assert decode_body(ok.encode(), content_type="application/json", max_bytes=10**6)[0]["fields"]
+
+
+def test_multi_member_gzip_is_decoded_whole_within_the_limit():
+    from ingest_api.decode import IngestError, gunzip
+
+    two = gzip.compress(b"one\n") + gzip.compress(b"two\n")
+    assert [i["raw"] for i in dec(two, ct="text/plain", enc="gzip")] == ["one", "two"]
+    assert gunzip(two + b"\0" * 8, 100) == b"one\ntwo\n"  # zero padding after the last member
+    # the limit counts every member together
+    with pytest.raises(IngestError) as exc:
+        gunzip(gzip.compress(b"a" * 60) + gzip.compress(b"b" * 60), 100)
+    assert exc.value.status == 413
+    for broken in (two + b"garbage", two[:-3], gzip.compress(b"one\n") + gzip.compress(b"two\n")[:10]):
+        with pytest.raises(IngestError) as exc:
+            gunzip(broken, 100)
+        assert exc.value.status == 400 and exc.value.body["error"] == "invalid_gzip"
