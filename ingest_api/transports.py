@@ -7,7 +7,9 @@ The API knows only this interface; each transport says when a batch is durably t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest_api.decode import IngestError
 from smartlogs.settings import Settings
 
-__all__ = ["IngestTransport", "SpoolTransport", "AmqpTransport", "build_embedded", "build_full"]
+__all__ = ["IngestTransport", "GroupCommit", "SpoolTransport", "AmqpTransport", "build_embedded", "build_full"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,48 @@ class IngestTransport(Protocol):
     def health(self) -> tuple[bool, dict]: ...
 
 
+class GroupCommit:
+    """Group commit: requests that arrive while a commit is running are committed together by
+    the next one, so N concurrent requests cost one transaction and one fsync, not N.
+
+    ``commit(payloads)`` runs in a worker thread and returns one outcome per payload, in order:
+    None when it was durably taken, or the exception to raise for that request. Every caller of
+    :meth:`submit` returns only once its own payload's outcome is known. With one client at a
+    time nothing waits: a lone request is committed at once, alone.
+    """
+
+    def __init__(self, commit: Callable[[list], list[BaseException | None]]):
+        self._commit = commit
+        self._pending: list[tuple[object, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def submit(self, payload) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((payload, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # shielded: a client that leaves does not cancel the commit others share with it
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                outcomes = await run_in_threadpool(self._commit, [p for p, _ in group])
+            except Exception as exc:  # noqa: BLE001 - the whole group failed: each caller hears why
+                outcomes = [exc] * len(group)
+            for (_, fut), outcome in zip(group, outcomes):
+                if fut.done():
+                    continue
+                if outcome is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(outcome)
+
+
 class SpoolTransport:
-    """Embedded: commit to the SQLite spool, wake the in-process runner."""
+    """Embedded: commit to the SQLite spool (concurrent requests share one commit), wake the
+    in-process runner."""
 
     mode = "embedded"
 
@@ -48,6 +90,7 @@ class SpoolTransport:
         self.runner = EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
                                      checkpoint_path=settings.checkpoint_path,
                                      checkpoint_seconds=settings.checkpoint_seconds)
+        self._spool = GroupCommit(self._commit)
 
     async def start(self) -> None:
         self.runner.start()
@@ -57,14 +100,26 @@ class SpoolTransport:
         self.store.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:
-        def commit() -> None:
-            if self.store.spool_backlog() + len(items) > self.settings.max_backlog_events:
-                raise IngestError(503, "backlog_full",
-                                  "the pipeline is behind; retry after a few seconds", retry_after=2)
-            self.store.spool_append(items)
-
-        await run_in_threadpool(commit)
+        await self._spool.submit(items)
         self.runner.wake()
+
+    def _commit(self, batches: list[list[dict]]) -> list[BaseException | None]:
+        """One spool transaction for the batches that fit under the backlog limit."""
+        backlog, limit = self.store.spool_backlog(), self.settings.max_backlog_events
+        outcomes: list[BaseException | None] = []
+        taken = []
+        for items in batches:
+            if backlog + len(items) > limit:
+                outcomes.append(IngestError(503, "backlog_full",
+                                            "the pipeline is behind; retry after a few seconds",
+                                            retry_after=2))
+            else:
+                backlog += len(items)
+                taken.append(items)
+                outcomes.append(None)
+        if taken:
+            self.store.spool_append_many(taken)
+        return outcomes
 
     def health(self) -> tuple[bool, dict]:
         st = self.runner.status()  # down while processing or storing keeps failing
