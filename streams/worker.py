@@ -47,6 +47,7 @@ from smartlogs.security import es_client_kwargs, faust_broker_credentials, redac
 from smartlogs.settings import get_settings
 from streams.faust_internals import ack_offsets, attributed_to, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.stage import process_isolating
 from streams.templates import MergeNotices
 from streams.windows import count_windows, fold_window_counts, summarize_windows
 
@@ -223,21 +224,26 @@ async def _account(event, items: list[dict], events: list[dict]) -> None:
     metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
 
 
-def _decode_and_process(value: bytes) -> tuple[list | None, list | None, dict | None]:
-    """A Kafka message's value → (items, events, None), or (.., .., a dead-letter document)."""
+def _decode_and_process(value: bytes) -> tuple[list | None, list | None, list[dict]]:
+    """A Kafka message's value → (items, events, dead letters). An undecodable value is one
+    dead letter and no events; an item the pipeline cannot process is isolated
+    (``streams.stage``): stored flagged, and dead-lettered alone, its batch-mates stored."""
     try:
         items = orjson.loads(value)
         if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i
                                                   for i in items):
             raise ValueError("expected a JSON array of items with ids")
     except ValueError as exc:
-        return None, None, {"error": f"undecodable batch: {exc}",
-                            "body": value.decode("utf-8", "replace")}
-    try:
-        return items, pipeline.process(items), None
-    except Exception as exc:  # noqa: BLE001 - never crash the agent past a batch
-        log.exception("pipeline failed on a batch of %d; dead-lettered", len(items))
-        return items, None, {"error": f"pipeline failed: {exc!r}", "items": items}
+        return None, None, [{"error": f"undecodable batch: {exc}",
+                             "body": value.decode("utf-8", "replace")}]
+    result = process_isolating(pipeline, items)
+    return items, result.events, result.dead_letters
+
+
+async def _dead_letter(docs: list[dict]) -> None:
+    for doc in docs:
+        await dead_letters.send(value=orjson.dumps(doc, default=str))
+    metrics.DEAD_LETTERED.labels("worker").inc(len(docs))
 
 
 # -- continuity of the raw topic ---------------------------------------------------------------
@@ -308,10 +314,9 @@ async def _repair(loop, event, first: int, end: int) -> None:
                 tp.partition, first, end - 1, len(records), end)
     metrics.GAPS_REPAIRED.inc(len(records))
     for rec in records:
-        items, events, error = _decode_and_process(rec.value)
-        if error is not None:
-            await dead_letters.send(value=orjson.dumps(error, default=str))
-            metrics.DEAD_LETTERED.labels("worker").inc()
+        items, events, dead = _decode_and_process(rec.value)
+        await _dead_letter(dead)
+        if events is None:
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
         await _write_until_taken(loop, events, _merges.news(pipeline.miner))
@@ -346,13 +351,12 @@ async def process(batches):
                     continue
                 await _repair(loop, event, first, end)
             # the pipeline runs while the pending batch is written
-            items, events, error = _decode_and_process(event.value)
-            if error is not None:
+            items, events, dead = _decode_and_process(event.value)
+            await _dead_letter(dead)
+            if events is None:  # undecodable: nothing to store
                 if pending is not None:  # keep acks in order
                     await _finish(stream, pending)
                     pending = None
-                await dead_letters.send(value=orjson.dumps(error, default=str))
-                metrics.DEAD_LETTERED.labels("worker").inc()
                 await stream.ack(event)
                 continue
             metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
