@@ -91,11 +91,21 @@ class SpoolTransport:
                                      checkpoint_path=settings.checkpoint_path,
                                      checkpoint_seconds=settings.checkpoint_seconds)
         self._spool = GroupCommit(self._commit)
+        self.retention = None
+        if settings.retention_days > 0:
+            from streams.retention import Retention
+
+            self.retention = Retention(self.store.delete_before, days=settings.retention_days,
+                                       window_seconds=settings.window_seconds)
 
     async def start(self) -> None:
         self.runner.start()
+        if self.retention is not None:
+            self.retention.start()
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await run_in_threadpool(self.retention.stop)
         await run_in_threadpool(self.runner.stop)
         self.store.close()
 

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     log_format: str | None = Field(None, description="Force one header format instead of detection "
                                    "(one of streams.parsing.FORMATS; empty: detect).")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
+    retention_days: float = Field(
+        0, ge=0, description="Delete events whose event time is older than this many days (0: keep "
+        "everything). Embedded: in small batches in the background; Elasticsearch: whole daily or "
+        "monthly indices once their period is past the cutoff. Checked every 10 minutes.")
     hst_trees: int = Field(10, ge=1, description="HalfSpaceTrees: number of trees.")
     hst_height: int = Field(6, ge=1, le=20, description="HalfSpaceTrees: tree height (cost grows as 2^height).")
     hst_window: int = Field(250, ge=1, description="HalfSpaceTrees: reference window size (warm-up length).")

@@ -240,7 +240,7 @@ def _decode_and_process(value: bytes) -> tuple[list | None, list | None, list[di
     return items, result.events, result.dead_letters
 
 
-async def _dead_letter(docs: list[dict]) -> None:
+async def _send_dead_letters(docs: list[dict]) -> None:
     for doc in docs:
         await dead_letters.send(value=orjson.dumps(doc, default=str))
     metrics.DEAD_LETTERED.labels("worker").inc(len(docs))
@@ -315,7 +315,7 @@ async def _repair(loop, event, first: int, end: int) -> None:
     metrics.GAPS_REPAIRED.inc(len(records))
     for rec in records:
         items, events, dead = _decode_and_process(rec.value)
-        await _dead_letter(dead)
+        await _send_dead_letters(dead)
         if events is None:
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
@@ -352,7 +352,7 @@ async def process(batches):
                 await _repair(loop, event, first, end)
             # the pipeline runs while the pending batch is written
             items, events, dead = _decode_and_process(event.value)
-            await _dead_letter(dead)
+            await _send_dead_letters(dead)
             if events is None:  # undecodable: nothing to store
                 if pending is not None:  # keep acks in order
                     await _finish(stream, pending)
@@ -371,6 +371,19 @@ async def process(batches):
     finally:
         if pending is not None and not pending[0].done():
             pending[0].cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
+
+
+if settings.retention_days > 0:
+    from streams.retention import Retention
+
+    _retention = Retention(lambda cut: len(store().delete_before(cut)), days=settings.retention_days,
+                           window_seconds=WINDOW)
+
+    @app.timer(interval=600.0, on_leader=False)
+    async def retention() -> None:
+        """Delete whole Elasticsearch indices past SMARTLOGS_RETENTION_DAYS (idempotent: with
+        several workers, the first to get there deletes, the others find nothing)."""
+        await asyncio.get_running_loop().run_in_executor(None, _retention.run_once)
 
 
 @app.timer(interval=5.0)

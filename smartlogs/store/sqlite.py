@@ -499,6 +499,32 @@ class SqliteStore:
     def count_events(self) -> int:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
+    def delete_before(self, ts: float, *, limit: int = 1000) -> int:
+        """Retention, one bounded step: delete up to ``limit`` of the events whose event time
+        is before ``ts`` (with their full-text rows) in one short transaction; once none is
+        left, the window counts that start before ``ts``. Returns the rows deleted (0: done).
+        Called in a loop with pauses, so ingest (another file) and the writer never wait long.
+        """
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute("SELECT seq, message FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
+                                (ts, limit)).fetchall()
+            if rows:
+                conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
+                                 "VALUES ('delete', ?, ?)", rows)
+                conn.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+                n = len(rows)
+            else:
+                n = conn.execute("DELETE FROM windows WHERE (start, dim, key) IN (SELECT start, "
+                                 "dim, key FROM windows WHERE start < ? LIMIT ?)",
+                                 (ts, limit)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
 
 def _row_to_event(row: tuple) -> dict:
     e = dict(zip(_COLUMNS, row))
