@@ -30,6 +30,7 @@ TEXT_TYPES = {"text/plain"}
 
 _KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
           "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
+MAX_FILE_LENGTH = 4096
 MAX_ID_LENGTH = 200
 # how deep an event's own fields may nest objects/arrays; the stores serialise events as JSON
 # (orjson stops at 255 levels, the spool wraps each event in two more), so deeper is refused
@@ -268,6 +269,9 @@ def _event(doc, i: int, what: str = "event") -> dict:
                               f"{where}: 'id' must be a non-empty string of at most "
                               f"{MAX_ID_LENGTH} characters", index=i)
         item["id"] = eid
+    path = doc.get("file")
+    if isinstance(path, str) and path:  # the file a shipper read the line from (it selects
+        item["file"] = path[:MAX_FILE_LENGTH]  # declared formats); other shapes stay in fields
     if message is None:
         item["raw"] = raw
         return item

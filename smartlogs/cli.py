@@ -491,7 +491,7 @@ def replay(
             batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
-                               headers=_auth_headers())
+                               headers=_auth_headers(), file=str(path))
             per_s = res.sent / res.seconds if res.seconds else 0
             # the bar's last figure is the summary's: one clock (send_batches'), one rate
             progress.update(task, total=res.sent, completed=res.sent, rate=per_s)

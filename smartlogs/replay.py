@@ -125,8 +125,10 @@ def send_batches(
     on_batch: Callable[[int, int], None] | None = None,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    file: str | None = None,
 ) -> ReplayResult:
-    """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff."""
+    """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff.
+    ``file``: the replayed file's path, sent with every line (declared formats select on it)."""
     res = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=60)
@@ -136,7 +138,9 @@ def send_batches(
             wait = due - (time.monotonic() - start)
             if wait > 0:
                 sleep(wait)
-            body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line}) for n, line in batch)
+            extra = {"file": file} if file else {}
+            body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line, **extra})
+                              for n, line in batch)
             res.sent += len(batch)
             ok = _post(client, url, body, headers or {}, max_retries, res, sleep)
             if ok:

@@ -63,7 +63,10 @@ class Settings(BaseSettings):
         None, ge=1, le=9999, description="Year for syslog lines that carry none (default: the current year)."
     )
     log_format: str | None = Field(None, description="Force one header format instead of detection "
-                                   "(one of streams.parsing.FORMATS; empty: detect).")
+                                   "(one of streams.parsing.FORMATS), or a grok pattern / regex with "
+                                   "named groups for every line (empty: detect).")
+    formats_file: Path | None = Field(None, description="YAML file of user-declared formats (grok or "
+                                      "regex, per host/file/source glob); see the README.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
     retention_days: float = Field(
         0, ge=0, description="Delete events whose event time is older than this many days (0: keep "
@@ -131,12 +134,40 @@ class Settings(BaseSettings):
     @classmethod
     def _known_format(cls, v: str | None) -> str | None:
         from streams.parsing import FORMATS
+        from streams.user_formats import FormatError, compile_format, is_pattern
 
         if v in (None, ""):
             return None
+        if is_pattern(v):
+            try:
+                compile_format(v, "SMARTLOGS_LOG_FORMAT")
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+            return v
         if v not in FORMATS:
-            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}")
+            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}, "
+                             "or a grok pattern (%{...}) or regex with named groups ((?P<name>...))")
         return v
+
+    @field_validator("formats_file")
+    @classmethod
+    def _formats_compile(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            _read_formats(v)  # refused at start: the file, the rule, the pattern, the error
+        return v
+
+    @property
+    def user_format_rules(self) -> tuple:
+        """The declared formats (``streams.user_formats.FormatRule``): SMARTLOGS_LOG_FORMAT when
+        it is a pattern (every line), then the rules of SMARTLOGS_FORMATS_FILE in order."""
+        from streams.user_formats import FormatRule, compile_format, is_pattern
+
+        rules: tuple = ()
+        if self.log_format and is_pattern(self.log_format):
+            rules = (FormatRule(compile_format(self.log_format, "SMARTLOGS_LOG_FORMAT")),)
+        if self.formats_file is not None:
+            rules += _read_formats(self.formats_file)
+        return rules
 
     @property
     def db_path(self) -> Path:
@@ -154,3 +185,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def _read_formats(path: Path) -> tuple:
+    from streams.user_formats import FormatError, rules_from_yaml_text
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return rules_from_yaml_text(text, str(path))
+    except FormatError as exc:
+        raise ValueError(str(exc)) from None
