@@ -161,7 +161,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         body = await read_body(request, s.max_body_bytes)
         decode = partial(decode_body, body, content_type=request.headers.get("content-type"),
                          content_encoding=request.headers.get("content-encoding"),
-                         max_bytes=s.max_body_bytes, max_line_length=s.max_line_length)
+                         max_bytes=s.max_body_bytes, max_line_length=s.max_line_length,
+                         multiline=s.multiline)
         # a small body is decoded at once: the hop to a worker thread costs more than the work
         items = decode() if len(body) <= _INLINE_DECODE_BYTES else await run_in_threadpool(decode)
         source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"

@@ -91,8 +91,12 @@ def decode_body(
     content_encoding: str | None = None,
     max_bytes: int,
     max_line_length: int = 65536,
+    multiline: bool = False,
 ) -> list[dict]:
-    """Decode and validate a request body into items (dicts without ids or times yet)."""
+    """Decode and validate a request body into items (dicts without ids or times yet).
+
+    ``multiline``: in a text body, continuation lines (a stack trace, an indented dump) join
+    the line they belong to (``streams.multiline``), one item per event."""
     body = decode_content_encoding(body, content_encoding, max_bytes)
     if len(body) > max_bytes:
         raise IngestError(413, "body_too_large",
@@ -106,8 +110,12 @@ def decode_body(
                           f"the body is not valid UTF-8 (bad byte at offset {exc.start})") from None
     mime = (content_type or "").split(";")[0].strip().lower()
     if mime in TEXT_TYPES:
-        lines = text.split("\n")
-        items = [{"raw": line.rstrip("\r")} for line in lines if line.strip()]
+        lines = [line.rstrip("\r") for line in text.split("\n")]
+        if multiline:
+            from streams.multiline import join_lines
+
+            lines = join_lines((line for line in lines if line.strip()), max_bytes=max_line_length)
+        items = [{"raw": line} for line in lines if line.strip()]
         if not items:  # only unicode whitespace (U+00A0, U+3000, ...): nothing to store
             raise IngestError(400, "empty_body", "the request body holds only blank lines; "
                               "send at least one event")

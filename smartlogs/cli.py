@@ -456,6 +456,7 @@ def replay(
     repeat: Annotated[int, typer.Option(min=1, help="Send the file N times (for load tests).")] = 1,
     year: Annotated[Optional[int], typer.Option(help="Year for syslog lines without one (only used for --speedup pacing).")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Id prefix for this run; reuse it to resume a replay without duplicates.")] = None,
+    multiline: Annotated[bool, typer.Option(help="Join continuation lines (a stack trace, an indented dump) to the line they belong to: one event each.")] = True,
 ) -> None:
     """Send a log file to SmartLogs in batches, with a progress bar.
 
@@ -463,6 +464,7 @@ def replay(
     rejected. Each line's id is RUN_ID:LINE, so retries never store a line twice.
     """
     from smartlogs.replay import count_lines, plan_batches, read_lines, send_batches
+    from streams.multiline import join_keyed
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
@@ -488,7 +490,10 @@ def replay(
                 progress.advance(task, n)
                 progress.update(task, rate=sent / max(time.monotonic() - started, 1e-9))
 
-            batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
+            lines = read_lines(path, repeat)
+            if multiline:  # a stack trace below a line is one event with it (streams.multiline)
+                lines = join_keyed(lines)
+            batches = plan_batches(lines, batch_size=batch_size, rate=rate,
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
                                headers=_auth_headers(), file=str(path))

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     log_format: str | None = Field(None, description="Force one header format instead of detection "
                                    "(one of streams.parsing.FORMATS), or a grok pattern / regex with "
                                    "named groups for every line (empty: detect).")
+    multiline: bool = Field(True, description="Join continuation lines (stack traces, indented "
+                            "dumps) to their event in text bodies, replay and ship.")
     formats_file: Path | None = Field(None, description="YAML file of user-declared formats (grok or "
                                       "regex, per host/file/source glob); see the README.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")

@@ -115,12 +115,15 @@ class Pipeline:
         for item in items:
             raw = item.get("raw")
             if raw is not None:
-                if len(raw) > limit:  # the parser cuts it too; what is stored must be cut as well
+                cut = len(raw) > limit  # the parser cuts it too; what is stored must be cut as well
+                if cut:
                     raw = raw[:limit]
-                    p = (user and user(raw, item, year=year)) or parse(raw)
-                    p.truncated = True
-                else:
-                    p = (user and user(raw, item, year=year)) or parse(raw)
+                # a multi-line event (streams.multiline): its first line carries the header
+                first, nl, more = raw.partition("\n")
+                p = (user and user(first, item, year=year)) or parse(first)
+                p.truncated = p.truncated or cut
+                if nl:
+                    p.message = f"{p.message}\n{more}"
                 message, ts, host, component, pid = p.message, p.timestamp, p.host, p.component, p.pid
                 level, ok, fmt, truncated, extra = p.level, p.ok, p.format, p.truncated, p.fields
             else:
@@ -153,7 +156,8 @@ class Pipeline:
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
             level = normalize_level(level)
-            mined = mine(message)
+            # the template is the first line's: a stack trace below it is detail, not pattern
+            mined = mine(message.partition("\n")[0] if "\n" in message else message)
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,
