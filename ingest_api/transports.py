@@ -37,16 +37,22 @@ class IngestTransport(Protocol):
 
 class GroupCommit:
     """Group commit: requests that arrive while a commit is running are committed together by
-    the next one, so N concurrent requests cost one transaction and one fsync, not N.
+    the next one, so N concurrent requests cost one transaction (one fsync, one broker
+    message and confirm), not N.
 
-    ``commit(payloads)`` runs in a worker thread and returns one outcome per payload, in order:
-    None when it was durably taken, or the exception to raise for that request. Every caller of
-    :meth:`submit` returns only once its own payload's outcome is known. With one client at a
-    time nothing waits: a lone request is committed at once, alone.
+    ``commit(payloads)`` returns one outcome per payload, in order: None when it was durably
+    taken, or the exception to raise for that request. A plain function runs in a worker
+    thread; a coroutine function is awaited. Every caller of :meth:`submit` returns only once
+    its own payload's outcome is known. With one client at a time nothing waits: a lone request
+    is committed at once, alone. ``max_items`` bounds a group by the total ``len`` of its
+    payloads (``size``; a payload larger than that still goes, alone).
     """
 
-    def __init__(self, commit: Callable[[list], list[BaseException | None]]):
-        self._commit = commit
+    def __init__(self, commit: Callable[[list], object], *, max_items: int | None = None,
+                 size: Callable[[object], int] = len):
+        self._commit, self._size = commit, size
+        self._async = asyncio.iscoroutinefunction(commit)
+        self.max_items = max_items
         self._pending: list[tuple[object, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
 
@@ -58,11 +64,28 @@ class GroupCommit:
         # shielded: a client that leaves does not cancel the commit others share with it
         await asyncio.shield(fut)
 
+    def _take(self) -> list[tuple[object, asyncio.Future]]:
+        if self.max_items is None:
+            group, self._pending = self._pending, []
+            return group
+        n, total = 0, 0
+        for payload, _ in self._pending:
+            size = self._size(payload)
+            if n and total + size > self.max_items:
+                break
+            n, total = n + 1, total + size
+        group, self._pending = self._pending[:n], self._pending[n:]
+        return group
+
     async def _flush(self) -> None:
         while self._pending:
-            group, self._pending = self._pending, []
+            group = self._take()
+            payloads = [p for p, _ in group]
             try:
-                outcomes = await run_in_threadpool(self._commit, [p for p, _ in group])
+                if self._async:
+                    outcomes = await self._commit(payloads)
+                else:
+                    outcomes = await run_in_threadpool(self._commit, payloads)
             except Exception as exc:  # noqa: BLE001 - the whole group failed: each caller hears why
                 outcomes = [exc] * len(group)
             for (_, fut), outcome in zip(group, outcomes):
@@ -136,6 +159,9 @@ class SpoolTransport:
         return st["running"] and st["failing_since"] is None, {"pipeline": st}
 
 
+_MAX_GROUP_ITEMS = 5000  # items per grouped message (a single larger request still goes alone)
+
+
 class AmqpTransport:
     """Full stack: publish each batch as one persistent message; 202 only after the confirm."""
 
@@ -149,6 +175,8 @@ class AmqpTransport:
                                        timeout=settings.publish_timeout,
                                        ssl_context=amqp_ssl_context(settings),
                                        max_queue_bytes=settings.amqp_max_queue_bytes)
+        self._publish = GroupCommit(self._publish_group, max_items=_MAX_GROUP_ITEMS,
+                                    size=lambda batch: len(batch[0]))
 
     async def start(self) -> None:
         try:
@@ -163,16 +191,24 @@ class AmqpTransport:
         await self.publisher.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:
+        await self._publish.submit((items, batch_id))
+
+    async def _publish_group(self, batches: list[tuple[list[dict], str]]) -> list:
+        """Concurrent requests travel as one message (one confirm); the bridge splits it into
+        per-host records by the items' own ids, so nothing about them changes."""
         from ingest_api.publisher import QueueUnavailable
 
+        items = batches[0][0] if len(batches) == 1 else [i for group, _ in batches for i in group]
         try:
-            await self.publisher.publish(items, batch_id=batch_id)
+            await self.publisher.publish(items, batch_id=batches[0][1])
         except QueueUnavailable as exc:
             from smartlogs.security import redact
 
-            raise IngestError(503, "queue_unavailable",
+            err = IngestError(503, "queue_unavailable",
                               f"the message broker did not take the batch ({redact(exc)}); retry later",
-                              retry_after=exc.retry_after) from None
+                              retry_after=exc.retry_after)
+            return [err] * len(batches)
+        return [None] * len(batches)
 
     def health(self) -> tuple[bool, dict]:
         ok = bool(self.publisher.connected)

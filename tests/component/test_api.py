@@ -36,8 +36,9 @@ def test_array_ndjson_text_and_gzip_bodies(app_client):
     nd = b'{"message": "a from ndjson", "host": "h1"}\n\n{"message": "b from ndjson", "host": "h1"}\n'
     r2 = app_client.post("/ingest", content=nd, headers={"Content-Type": "application/x-ndjson"})
     assert r2.status_code == 202 and r2.json()["accepted"] == 2
-    text = ("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost=1.2.3.4\n"
-            "complete junk that matches no header\n")
+    # (junk first: after a line with a timestamp it would continue that event, streams.multiline)
+    text = ("complete junk that matches no header\n"
+            "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost=1.2.3.4\n")
     r3 = app_client.post("/ingest", content=gzip.compress(text.encode()),
                          headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"})
     assert r3.status_code == 202 and r3.json()["accepted"] == 2

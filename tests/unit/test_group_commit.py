@@ -53,3 +53,26 @@ def test_each_request_gets_its_own_outcome_and_a_failed_commit_reaches_everyone(
         assert await gc.submit("after") is None  # the committer goes on after a failure
 
     asyncio.run(main())
+
+
+def test_an_async_commit_is_awaited_and_groups_are_bounded_by_size():
+    groups: list[list] = []
+    gate = asyncio.Event()
+
+    async def commit(payloads):
+        groups.append(payloads)
+        if len(groups) == 1:
+            await gate.wait()
+        return [None] * len(payloads)
+
+    async def main():
+        gc = GroupCommit(commit, max_items=5, size=lambda p: len(p[0]))
+        first = asyncio.create_task(gc.submit((["a"], "b0")))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(gc.submit((["x"] * n, f"b{n}"))) for n in (2, 2, 2, 9)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert [[b for _, b in g] for g in groups] == [["b0"], ["b2", "b2"], ["b2"], ["b9"]]
