@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ingest_api.alerts_routes import router as alerts_router
 from ingest_api.console import router as console_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.receivers import es_bulk, loki, otlp, read_body
@@ -259,6 +260,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     app.include_router(loki.router)
     app.include_router(otlp.router)
     app.include_router(console_router)
+    app.include_router(alerts_router)
     return app
 
 

@@ -114,6 +114,11 @@ class SpoolTransport:
                                      checkpoint_path=settings.checkpoint_path,
                                      checkpoint_seconds=settings.checkpoint_seconds)
         self._spool = GroupCommit(self._commit)
+        from smartlogs.alerting import Alerting
+
+        self.alerting = Alerting.from_settings(settings)  # None without SMARTLOGS_ALERT_RULES
+        if self.alerting is not None:
+            self.runner.subscribe(self.alerting.on_stored)
         self.retention = None
         if settings.retention_days > 0:
             from streams.retention import Retention
@@ -122,6 +127,8 @@ class SpoolTransport:
                                        window_seconds=settings.window_seconds)
 
     async def start(self) -> None:
+        if self.alerting is not None:
+            self.alerting.start()
         self.runner.start()
         if self.retention is not None:
             self.retention.start()
@@ -130,6 +137,8 @@ class SpoolTransport:
         if self.retention is not None:
             await run_in_threadpool(self.retention.stop)
         await run_in_threadpool(self.runner.stop)
+        if self.alerting is not None:
+            await run_in_threadpool(self.alerting.stop)
         self.store.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:

@@ -724,6 +724,7 @@ def data_fetch(
     console.print(f"verified {len(names)} dataset(s) in {dest}. License: https://github.com/logpai/loghub")
 
 
+from smartlogs.alerts_cli import alerts_app  # noqa: E402
 from smartlogs.evaluation import eval_app  # noqa: E402
 from smartlogs.kibana import kibana_setup_command  # noqa: E402
 from smartlogs.shipper import ship_command  # noqa: E402
@@ -731,6 +732,7 @@ from smartlogs.shipper import ship_command  # noqa: E402
 app.command("kibana-setup")(kibana_setup_command)
 app.command("ship")(ship_command)
 app.add_typer(eval_app, name="eval")
+app.add_typer(alerts_app, name="alerts")
 
 
 def main() -> None:  # pragma: no cover

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
                                    "named groups for every line (empty: detect).")
     multiline: bool = Field(True, description="Join continuation lines (stack traces, indented "
                             "dumps) to their event in text bodies, replay and ship.")
+    alert_rules: Path | None = Field(None, description="YAML file of alert rules (see "
+                                     "deploy/alerts.example.yaml); checked at start.")
+    alert_webhook_url: str | None = Field(None, description="Alerts: a generic JSON webhook (POST).")
+    alert_slack_url: str | None = Field(None, description="Alerts: a Slack-compatible incoming webhook.")
+    console_url: str | None = Field(None, description="The console's address for links in alerts "
+                                    "(default: http://HOST:PORT).")
     formats_file: Path | None = Field(None, description="YAML file of user-declared formats (grok or "
                                       "regex, per host/file/source glob); see the README.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
@@ -149,6 +155,28 @@ class Settings(BaseSettings):
         if v not in FORMATS:
             raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}, "
                              "or a grok pattern (%{...}) or regex with named groups ((?P<name>...))")
+        return v
+
+    @field_validator("alert_rules")
+    @classmethod
+    def _alert_rules_valid(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            from smartlogs.alerting import rules_from_file
+            from streams.alerts import RuleError
+
+            try:
+                rules_from_file(v)  # refused at start: the file, the rule, what is wrong
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("alert_webhook_url", "alert_slack_url", "console_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL")
         return v
 
     @field_validator("formats_file")
