@@ -107,9 +107,10 @@ def test_replay_linux_then_search_stats_tail(platform, loghub):
 def test_replay_with_junk_stores_junk_raw_and_rejects_nothing(platform, tmp_path):
     url = platform
     f = tmp_path / "mixed.log"
-    f.write_bytes(b"Jun 14 15:16:01 combo sshd(pam_unix)[1]: ok line\n"
-                  b"\xff\xfe binary junk \x00\n"
-                  b"just some words\n")
+    # junk first: after a timestamped line it would continue that event (multi-line events)
+    f.write_bytes(b"\xff\xfe binary junk \x00\n"
+                  b"just some words\n"
+                  b"Jun 14 15:16:01 combo sshd(pam_unix)[1]: ok line\n")
     r = _cli("replay", str(f), url=url)
     assert r.returncode == 0, r.stderr
     assert _wait_total(url, 3) == 3
