@@ -7,6 +7,7 @@ Elasticsearch for queries). Only the transport and the store differ. Every refus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -34,7 +35,8 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
-from smartlogs.store.base import search_words
+from smartlogs.store.base import QueryInterrupted, QueryTimeout
+from smartlogs.store.query import MAX_TERMS, QueryError, QueryTooComplex, parse_query
 from streams.parsing import normalize_level
 
 __all__ = ["create_app", "parse_time"]
@@ -70,6 +72,47 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
     return dt.timestamp()
 
 
+MAX_Q_LENGTH = 2000  # characters of q (its terms are bounded by smartlogs.store.query.MAX_TERMS)
+
+
+def _check_q(q: str | None) -> None:
+    """Parse ``q`` before any store sees it: a query that cannot be read, that is too complex,
+    or that has no words at all is a 422 that says what and where."""
+    if not q or not q.strip():
+        return
+    try:
+        node = parse_query(q)
+    except QueryError as exc:
+        where = {"position": exc.position} if exc.position is not None else {}
+        error = "query_too_complex" if isinstance(exc, QueryTooComplex) else "invalid_query"
+        extra = {"max_terms": MAX_TERMS} if isinstance(exc, QueryTooComplex) else {}
+        raise IngestError(422, error, f"q: {exc}", field="q", **where, **extra) from None
+    if node is None:
+        # the index holds words (letters and digits): "!!!" or "🚀" alone would filter
+        # nothing and return everything, which reads as "every event matches"
+        raise IngestError(422, "invalid_query",
+                          f"q={q!r} has no words to search for: search matches words "
+                          "(letters and digits); punctuation and emoji are not indexed",
+                          field="q")
+
+
+def _interrupt(store) -> None:
+    stop = getattr(store, "interrupt_queries", None)
+    if stop is not None:
+        stop()
+
+
+async def _interrupt_queries_on_exit(store) -> None:
+    """uvicorn waits for running requests before it shuts the app down: once it was asked to
+    stop (SIGINT/SIGTERM), running queries are stopped inside the store so that wait is short."""
+    from ingest_api.console import _server_exiting
+
+    while not _server_exiting():
+        await asyncio.sleep(0.2)
+    log.info("shutting down: stopping running queries")
+    _interrupt(store)
+
+
 def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> FastAPI:
     """The API. ``embedded``: spool + in-process pipeline + SQLite. ``full``: RabbitMQ + Elasticsearch."""
     s = settings or get_settings()
@@ -92,9 +135,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             app.state.syslog_health = None
         app.state.kafka_source = await start_kafka_source(s, transport)  # None without a topic
         log.info("SmartLogs %s started in %s mode", __version__, mode)
+        watcher = asyncio.create_task(_interrupt_queries_on_exit(store))
         try:
             yield
         finally:
+            watcher.cancel()
+            _interrupt(store)
             if app.state.kafka_source is not None:  # commits what the transport took
                 await app.state.kafka_source.stop()
             if app.state.syslog is not None:  # before the transport: it drains what it read
@@ -120,6 +166,17 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         metrics.REQUESTS_REJECTED.labels(exc.body["error"]).inc()
         headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(QueryTimeout)
+    async def _query_timeout(request: Request, exc: QueryTimeout):
+        if isinstance(exc, QueryInterrupted):
+            error, detail = "shutting_down", str(exc)
+        else:
+            error = "query_timeout"
+            detail = (f"{exc}: narrow it (a time range, a host, fewer or rarer words); the "
+                      "budget is the server's query_timeout setting")
+        metrics.REQUESTS_REJECTED.labels(error).inc()
+        return JSONResponse({"error": error, "detail": detail}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -182,7 +239,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @app.get("/api/events", summary="Search stored events, newest first")
     def events(
         request: Request,
-        q: Annotated[str | None, Query(description="full-text search in the message")] = None,
+        q: Annotated[str | None, Query(max_length=MAX_Q_LENGTH, description=(
+            'full-text search in the message: words (all required), "a phrase", prefix*, '
+            f"a OR b, -word / NOT word, (groups); at most {MAX_TERMS} different terms"))] = None,
         host: str | None = None,
         level: str | None = None,
         template: Annotated[str | None, Query(description="template id, e.g. T12")] = None,
@@ -194,13 +253,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         order: Annotated[Literal["time", "arrival"], Query(
             description="newest first by event time (default) or by arrival (what was stored last)")] = "time",
     ):
-        if q and q.strip() and not search_words(q):
-            # the index holds words (letters and digits): "!!!" or "🚀" alone would filter
-            # nothing and return everything, which reads as "every event matches"
-            raise IngestError(422, "invalid_query",
-                              f"q={q!r} has no words to search for: search matches whole words "
-                              "(letters and digits); punctuation and emoji are not indexed",
-                              field="q")
+        _check_q(q)
         query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),

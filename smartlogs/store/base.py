@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "EventStore", "search_words"]
+__all__ = ["EventQuery", "SearchResult", "EventStore", "search_words", "QueryTimeout",
+           "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT"]
+
+DEFAULT_QUERY_TIMEOUT = 10.0  # seconds a store may spend on one query (Settings.query_timeout)
 
 # what full-text search matches: runs of letters and digits, as SQLite FTS5's unicode61
 # tokenizer splits them (the Elasticsearch store indexes the same words)
@@ -16,6 +19,21 @@ _WORD = re.compile(r"[^\W_]+")
 def search_words(text: str) -> list[str]:
     """The words ``q`` searches for (each must occur); none for punctuation or emoji only."""
     return _WORD.findall(text)
+
+
+class QueryTimeout(Exception):
+    """The store stopped a query that ran past its time budget (enforced in the database)."""
+
+    def __init__(self, budget: float, message: str | None = None):
+        super().__init__(message or f"the query ran longer than its budget of {budget:g} s")
+        self.budget = budget
+
+
+class QueryInterrupted(QueryTimeout):
+    """The store stopped a query because the server is shutting down."""
+
+    def __init__(self, budget: float = 0.0):
+        super().__init__(budget, "the query was stopped: the server is shutting down")
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,12 @@ Writes
   checked against the ``seq`` we sent (``mget``): if it is ours, the earlier attempt stored it
   and it is counted as new, so the return value stays exact across lost responses.
 
+Queries parse ``q`` with ``smartlogs.store.query`` (the same parser as SqliteStore) and run
+under a time budget enforced by Elasticsearch: the search's ``timeout`` (``query_timeout``; a
+search that timed out on any shard is an error, not partial results) and a client timeout a
+little longer, whose closed connection makes Elasticsearch cancel the search task.
+``interrupt_queries()`` (server shutdown) refuses new queries.
+
 Queries never use ``GET /`` (the minimal distribution answers 405) and tolerate a pattern that
 matches no index yet (``ignore_unavailable``/``allow_no_indices``).
 """
@@ -72,7 +78,11 @@ from elasticsearch.helpers import scan, streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from smartlogs.security import redact, redact_url
-from smartlogs.store.base import EventQuery, SearchResult, search_words
+from elastic_transport import ConnectionTimeout
+
+from smartlogs.store import query as qsyntax
+from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
+                                  QueryTimeout, SearchResult, search_words)
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -222,7 +232,7 @@ class ElasticsearchStore:
                  request_timeout: float = 30.0, chunk_size: int = 2000,
                  backoff: float = 0.1, max_backoff: float = 5.0,
                  client: Elasticsearch | None = None, client_kwargs: dict | None = None,
-                 index_period: str = "day"):
+                 index_period: str = "day", query_timeout: float = DEFAULT_QUERY_TIMEOUT):
         if index_prefix != index_prefix.lower() or not index_prefix or any(
                 c in index_prefix for c in ' "*\\<|,>/?#:'):
             raise ValueError(f"invalid index prefix {index_prefix!r} (lowercase, no wildcards)")
@@ -231,6 +241,8 @@ class ElasticsearchStore:
         if index_period not in INDEX_PERIODS:
             raise ValueError(f"index_period must be one of {INDEX_PERIODS}, not {index_period!r}")
         self.index_period = index_period
+        self.query_timeout = query_timeout
+        self._stopping = threading.Event()
         self._suffix_len = 10 if index_period == "day" else 7  # of the ISO date: YYYY-MM(-DD)
         self.url = redact_url(url)  # for messages: a user:password in the URL stays hidden
         self.index_prefix = index_prefix
@@ -479,17 +491,34 @@ class ElasticsearchStore:
         return new
 
     # -- queries --------------------------------------------------------------------------
+    def interrupt_queries(self) -> None:
+        """Refuse new queries (the server is shutting down); running ones end within their
+        budget, which Elasticsearch enforces."""
+        self._stopping.set()
+
     def _search(self, **body):
-        resp = self._retrying("search", lambda: self._es.search(
-            index=self.pattern, ignore_unavailable=True, allow_no_indices=True, **body),
-            retries=QUERY_RETRIES)
+        budget = self.query_timeout
+        es = self._es.options(request_timeout=budget + 2, max_retries=0, retry_on_timeout=False)
+
+        def once():
+            if self._stopping.is_set():
+                raise QueryInterrupted(budget)
+            try:
+                return es.search(index=self.pattern, ignore_unavailable=True,
+                                 allow_no_indices=True, timeout=f"{int(budget * 1000)}ms", **body)
+            except ConnectionTimeout:  # not retried: the budget is spent
+                raise QueryTimeout(budget) from None
+
+        resp = self._retrying("search", once, retries=QUERY_RETRIES)
+        if resp.body.get("timed_out"):  # partial results would be wrong totals
+            raise QueryTimeout(budget)
         return resp.body
 
     def search(self, query: EventQuery) -> SearchResult:
         flt: list[dict] = []
-        words = search_words(query.q) if query.q else None
-        if words:  # like SqliteStore: every word must occur; text without words filters nothing
-            flt.append({"match": {"words": {"query": " ".join(words), "operator": "and"}}})
+        node = qsyntax.parse_query(query.q) if query.q else None
+        if node is not None:  # text without words filters nothing, like SqliteStore
+            flt.append(qsyntax.elasticsearch(node, "words"))
         for field, val in (("host", query.host), ("level", query.level),
                            ("template_id", query.template)):
             if val is not None:

@@ -14,8 +14,9 @@ Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor
-  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=none``: a
-             smaller, faster index; searches are ANDs of words, which need no positions)
+  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=full``: word
+             positions, which phrases (``"session opened"``) need; a store made with the
+             older ``detail=none`` index is rebuilt once when opened)
   windows    (window start, dimension, key) → count, derived from stored events only
   templates  template id → latest text, count, first/last event time, an example line
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
@@ -23,6 +24,10 @@ Tables
 Indexes are kept to what the hot queries need (time, host, anomalies, id): each extra
 index costs ~2 µs per stored line (bench/RESULTS.md). Level and template filters scan by time;
 their counts come from ``windows``.
+
+Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
+handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
+was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInterrupted``.
 
 Connections are per thread (sqlite3 objects must not cross threads); the runner thread
 is the only writer of events, API threads append to the spool and read.
@@ -32,12 +37,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import orjson
 
-from smartlogs.store.base import EventQuery, SearchResult, search_words
+from smartlogs.store import query as qsyntax
+from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
+                                  QueryTimeout, SearchResult)
 
 __all__ = ["SqliteStore"]
 
@@ -78,7 +86,7 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-    message, content='events', content_rowid='seq', tokenize='unicode61', detail='none'
+    message, content='events', content_rowid='seq', tokenize='unicode61', detail='full'
 );
 CREATE TABLE IF NOT EXISTS windows (
     start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
@@ -153,17 +161,34 @@ ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + exc
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
 """
 _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
-def _fts_query(text: str) -> str | None:
-    """User text → an FTS5 query that cannot be a syntax error: every word, quoted, ANDed."""
-    words = search_words(text)
-    return " ".join(f'"{w}"' for w in words) if words else None
+_PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock (~1 ms of work)
+
+
+def _match_sql(node: qsyntax.Node) -> tuple[str, list]:
+    """A WHERE condition on ``e.seq`` for a query tree: whole subtrees FTS5 can say become one
+    MATCH; negations FTS5 cannot say alone (``-cron``, ``a OR -b``) become SQL NOT."""
+    fts = qsyntax.fts5(node)
+    if fts is not None:
+        return "e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [fts]
+    if isinstance(node, qsyntax.Not):
+        inner, args = _match_sql(node.child)
+        return f"NOT ({inner})", args
+    parts, args = [], []
+    for child in node.children:
+        sql, a = _match_sql(child)
+        parts.append(f"({sql})")
+        args.extend(a)
+    return (" AND " if isinstance(node, qsyntax.And) else " OR ").join(parts), args
 
 
 class SqliteStore:
     """The embedded sink, query backend and ingest spool (two SQLite files)."""
 
-    def __init__(self, path: Path | str, *, durable_spool: bool = True):
+    def __init__(self, path: Path | str, *, durable_spool: bool = True,
+                 query_timeout: float = DEFAULT_QUERY_TIMEOUT):
         self.path = Path(path)
+        self.query_timeout = query_timeout
+        self._stopping = threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.spool_path = self.path.with_name(f"{self.path.stem}-spool{self.path.suffix or '.db'}")
         self._local = threading.local()
@@ -172,10 +197,31 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._rows_per_insert: int | None = None
         conn = self._conn()
+        self._upgrade_fts(conn)
         conn.executescript(_SCHEMA)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+
+    @staticmethod
+    def _upgrade_fts(conn: sqlite3.Connection) -> None:
+        """A store made before phrases were searchable has a ``detail=none`` index (no word
+        positions): rebuild it with positions, once (SQLite reads every message again)."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_fts'").fetchone()
+        if row and "detail='none'" in row[0]:
+            import logging
+
+            logging.getLogger(__name__).info("rebuilding the full-text index with word positions")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DROP TABLE events_fts")
+                conn.execute("CREATE VIRTUAL TABLE events_fts USING fts5(message, content='events', "
+                             "content_rowid='seq', tokenize='unicode61', detail='full')")
+                conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def _adopt_old_spool(self, conn: sqlite3.Connection) -> None:
         """Spool batches are numbered past everything the store has applied: from a store
@@ -381,15 +427,50 @@ class SqliteStore:
         return row[0] or 0
 
     # -- queries --------------------------------------------------------------------------
+    # -- the time budget -------------------------------------------------------------------
+    def interrupt_queries(self) -> None:
+        """Stop every running query now and refuse new ones (the server is shutting down).
+        Writes are not affected."""
+        self._stopping.set()
+
+    def _budgeted(self, conn: sqlite3.Connection, fn):
+        """Run ``fn()`` with SQLite's progress handler stopping it past the budget or on
+        ``interrupt_queries``: the statement ends inside SQLite, whatever the client does."""
+        if self._stopping.is_set():
+            raise QueryInterrupted(self.query_timeout)
+        deadline = time.monotonic() + self.query_timeout
+        stopping = self._stopping
+
+        def check() -> int:
+            return stopping.is_set() or time.monotonic() > deadline
+
+        conn.set_progress_handler(check, _PROGRESS_STEPS)
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            if stopping.is_set():
+                raise QueryInterrupted(self.query_timeout) from None
+            raise QueryTimeout(self.query_timeout) from None
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    # -- queries --------------------------------------------------------------------------
     def search(self, query: EventQuery) -> SearchResult:
         conn = self._conn()
         where, args, join = [], [], ""
-        if query.q:
-            fts = _fts_query(query.q)
-            if fts:
+        node = qsyntax.parse_query(query.q) if query.q else None
+        if node is not None:
+            fts = qsyntax.fts5(node)
+            if fts is not None:  # the usual case: FTS5 drives the query
                 join = " JOIN events_fts f ON f.rowid = e.seq"
                 where.append("events_fts MATCH ?")
                 args.append(fts)
+            else:
+                sql, a = _match_sql(node)
+                where.append(f"({sql})")
+                args.extend(a)
         for col, val in (("e.host", query.host), ("e.level", query.level),
                          ("e.template_id", query.template)):
             if val is not None:
@@ -411,13 +492,18 @@ class SqliteStore:
         # tailing reads forward from a cursor; everything else is newest first
         order = ("e.seq ASC" if query.after_seq is not None else
                  "e.seq DESC" if query.arrival else "e.ts DESC, e.seq DESC")
-        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
-        try:
+
+        def run():
             total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
             rows = conn.execute(
                 f"{_SELECT}{join}{clause} ORDER BY {order} LIMIT ?", [*args, query.limit]
             ).fetchall()
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            return total, rows, last
+
+        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
+        try:
+            total, rows, last = self._budgeted(conn, run)
         finally:
             conn.execute("COMMIT")
         return SearchResult(total=total, events=[_row_to_event(r) for r in rows], last_seq=last)
@@ -425,6 +511,10 @@ class SqliteStore:
     def stats(self, *, since: float | None = None, until: float | None = None,
               windows: int = 60, top: int = 10) -> dict:
         conn = self._conn()
+        return self._budgeted(conn, lambda: self._stats(conn, since, until, windows, top))
+
+    def _stats(self, conn: sqlite3.Connection, since: float | None, until: float | None,
+               windows: int, top: int) -> dict:
         lo = since if since is not None else float("-inf")
         hi = until if until is not None else float("inf")
         starts = [r[0] for r in conn.execute(

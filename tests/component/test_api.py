@@ -182,12 +182,67 @@ def test_unknown_route_and_method_are_json(app_client):
 def test_fts_query_syntax_never_errors(app_client):
     app_client.post("/ingest", json={"message": 'quote " and (paren) AND OR NOT *'})
     wait_stored(app_client, 1)
-    for q in ["AND", "NOT *", "a:b", "jk2_init", "a_b c-d", '"quote"', "(paren)"]:
+    for q in ["a:b", "jk2_init", "a_b c-d", '"quote"', "(paren)", "paren*", "NOT x", "-x"]:
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 200, (q, r.text)
-    for q in ['"', "(", "-", "😀"]:  # no word at all: a clear 422, never an FTS syntax error
+    for q in ['"', "(", "-", "😀", '""', "*"]:  # no word at all: a clear 422, never an FTS error
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 422 and r.json()["error"] == "invalid_query", (q, r.text)
+
+
+@pytest.mark.parametrize("q, position", [
+    ('"session opened', 1), ("(a b", 1), ("a b)", 4), ("AND", 1), ("a OR", 3), ("NOT", 1),
+    ("a OR OR b", 3), ("rhost=218*", 1),
+])
+def test_an_unparseable_query_is_a_422_that_says_where(app_client, q, position):
+    r = app_client.get("/api/events", params={"q": q})
+    body = r.json()
+    assert r.status_code == 422 and body["error"] == "invalid_query", (q, r.text)
+    assert body["field"] == "q" and body["position"] == position
+    assert f"character {position}" in body["detail"]
+
+
+def test_query_terms_are_deduplicated_and_bounded(app_client):
+    from smartlogs.store.query import MAX_TERMS
+
+    app_client.post("/ingest", json={"message": "alpha beta"})
+    wait_stored(app_client, 1)
+    # 300 repeats of one word are one term: answered, and as cheap as the word alone
+    r = app_client.get("/api/events", params={"q": " ".join(["alpha"] * 300)})
+    assert r.status_code == 200 and r.json()["total"] == 1
+    many = " ".join(f"w{i}" for i in range(MAX_TERMS + 1))
+    r = app_client.get("/api/events", params={"q": many})
+    body = r.json()
+    assert r.status_code == 422 and body["error"] == "query_too_complex", r.text
+    assert body["max_terms"] == MAX_TERMS and f"at most {MAX_TERMS}" in body["detail"]
+    r = app_client.get("/api/events", params={"q": "x" * 3000})
+    assert r.status_code == 422 and "2000" in r.text
+
+
+def test_a_query_past_the_time_budget_is_a_503_that_says_so(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ingest_api.app import create_app
+    from smartlogs.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, syslog_port=0, query_timeout=1e-6)
+    with TestClient(create_app(settings)) as client:
+        store = client.app.state.store
+        store.write([{**_stored_event(i), "message": f"line {i} of many"} for i in range(20_000)],
+                    window_seconds=60)
+        r = client.get("/api/events", params={"q": "-many"})
+        assert r.status_code == 503 and r.json()["error"] == "query_timeout", r.text
+        assert "budget" in r.json()["detail"] and "query_timeout" in r.json()["detail"]
+        r = client.get("/api/stats", params={"windows": 1000})
+        assert r.status_code == 503 and r.json()["error"] == "query_timeout", r.text
+
+
+def _stored_event(i: int) -> dict:
+    return {"id": f"x{i}", "ts": 1_700_000_000.0 + i, "timestamp": "x", "received": 1.0,
+            "source": "test", "host": "h", "component": None, "pid": None, "level": "INFO",
+            "message": "", "raw": None, "template_id": "T1", "template": "t", "params": [],
+            "score": 0.0, "anomaly": False, "reason": None, "warming_up": False,
+            "parse_ok": True, "format": "syslog", "truncated": False, "fields": {}}
 
 
 def test_metrics_move_when_events_flow(app_client):
