@@ -167,6 +167,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(QueryError)
+    async def _query_error(request: Request, exc: QueryError):  # raised by a store
+        metrics.REQUESTS_REJECTED.labels("invalid_query").inc()
+        return JSONResponse({"error": "invalid_query", "detail": f"q: {exc}", "field": "q"},
+                            status_code=422)
+
     @app.exception_handler(QueryTimeout)
     async def _query_timeout(request: Request, exc: QueryTimeout):
         if isinstance(exc, QueryInterrupted):

@@ -533,7 +533,7 @@ def _event_table(events: list[dict], title: str) -> Table:
 
 @app.command()
 def search(
-    query: Annotated[Optional[str], typer.Argument(help="Words to find in the message (all must match).")] = None,
+    query: Annotated[Optional[str], typer.Argument(help='What to find in the message: words (all must match), "a phrase", prefix*, a OR b, -word, (groups).')] = None,
     host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
     level: Annotated[Optional[str], typer.Option(help="Only this level, e.g. ERROR.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
@@ -547,6 +547,8 @@ def search(
     """Search stored events, newest first.
 
     Example: smartlogs search 'authentication failure' --host combo --anomalies
+
+    Example: smartlogs search '"session opened" -cron'
     """
     res = _get(url, "/api/events", {"q": query, "host": host, "level": level, "template": template,
                                     "anomaly": "true" if anomalies else None, "since": since,

@@ -92,7 +92,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``words`` holds word positions (phrase queries)
 TEMPLATE_PRIORITY = 200
 MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
 MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
@@ -178,10 +178,11 @@ def index_template(prefix: str) -> dict:
                     "message": {"type": "text", "analyzer": "standard",
                                 "fields": {"keyword": _keyword()}},
                     # the message's words, space-separated (not kept in _source): the
-                    # API's q matches these, so "workerEnv" finds "workerEnv.init()" and
+                    # API's q matches these (with positions, for phrases), so "workerEnv" finds
+                    # "workerEnv.init()" and
                     # "218" finds "rhost=218.188.2.4", exactly like the embedded FTS5 index
                     "words": {"type": "text", "analyzer": "standard", "norms": False,
-                              "index_options": "docs"},
+                              "index_options": "positions"},
                     "raw": {"type": "text", "index": False},
                     "template_id": _keyword(),
                     "template": {"type": "keyword", "ignore_above": 4096,
@@ -505,9 +506,17 @@ class ElasticsearchStore:
                 raise QueryInterrupted(budget)
             try:
                 return es.search(index=self.pattern, ignore_unavailable=True,
-                                 allow_no_indices=True, timeout=f"{int(budget * 1000)}ms", **body)
+                                 allow_no_indices=True,
+                                 timeout=f"{max(1, int(budget * 1_000_000))}micros", **body)
             except ConnectionTimeout:  # not retried: the budget is spent
                 raise QueryTimeout(budget) from None
+            except ApiError as exc:
+                if exc.status_code == 400 and "without position data" in str(exc):
+                    raise qsyntax.QueryUnsupported(
+                        "a phrase needs word positions, which indices made before SmartLogs' "
+                        f"index template version {SCHEMA_VERSION} lack; search the words "
+                        "without quotes, or reindex") from None
+                raise
 
         resp = self._retrying("search", once, retries=QUERY_RETRIES)
         if resp.body.get("timed_out"):  # partial results would be wrong totals

@@ -31,7 +31,7 @@ from smartlogs.store.base import search_words
 
 __all__ = [
     "MAX_TERMS", "MAX_DEPTH", "Term", "And", "Or", "Not", "Node",
-    "QueryError", "QuerySyntaxError", "QueryTooComplex", "parse_query", "terms_of",
+    "QueryError", "QuerySyntaxError", "QueryTooComplex", "QueryUnsupported", "parse_query", "terms_of",
 ]
 
 MAX_TERMS = 32   # distinct terms (words, phrases, prefixes) in one query
@@ -48,6 +48,10 @@ class QueryError(ValueError):
 
 class QuerySyntaxError(QueryError):
     """The text is not a query (an unclosed quote or parenthesis, an operator without a term)."""
+
+
+class QueryUnsupported(QueryError):
+    """The store cannot run this (well-formed) query over the data it holds."""
 
 
 class QueryTooComplex(QueryError):
