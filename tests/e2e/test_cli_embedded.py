@@ -217,3 +217,57 @@ def test_an_interrupted_replay_says_how_to_resume_without_duplicates(platform, l
     assert _wait_total(platform, 2000) == 2000
     time.sleep(0.5)
     assert httpx.get(f"{platform}/api/events", params={"limit": 1}).json()["total"] == 2000
+
+
+def test_sigterm_stops_a_running_query_and_the_server_promptly(tmp_path):
+    # a store big enough that one query runs for seconds (an AND of prefixes that each expand
+    # to ~1,000 words, over 60,000 events of 60 words), written before the server starts
+    import random
+    import threading
+
+    from smartlogs.store import SqliteStore
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(2000)]
+    store = SqliteStore(tmp_path / "var" / "smartlogs.db")
+    for b in range(0, 60_000, 10_000):
+        store.write([{"id": f"e{i}", "ts": 1.7e9 + i, "timestamp": "x", "received": 1.0,
+                      "source": "t", "host": "h", "component": None, "pid": None, "level": "INFO",
+                      "message": " ".join(rng.choice(words) for _ in range(60)), "raw": None,
+                      "template_id": "T1", "template": "t", "params": [], "score": 0.0,
+                      "anomaly": False, "reason": None, "warming_up": False, "parse_ok": True,
+                      "format": "x", "truncated": False, "fields": {}}
+                     for i in range(b, b + 10_000)], window_seconds=60)
+    store.close()
+    port = _free_port()
+    os.environ["SMARTLOGS_QUERY_TIMEOUT"] = "600"  # only shutdown may stop it
+    try:
+        proc, url = _start(tmp_path, port)
+    finally:
+        del os.environ["SMARTLOGS_QUERY_TIMEOUT"]
+    q = " ".join(f"w{i}*" for i in range(1, 33))
+    answers: list = []
+
+    def ask():
+        try:
+            answers.append(httpx.get(f"{url}/api/events", params={"q": q}, timeout=120))
+        except httpx.TransportError as exc:
+            answers.append(exc)
+
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(1.0)  # the query is running (it takes several seconds on this store)
+    assert not answers, "the query finished too soon to test its interruption"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("smartlogs up did not stop within 30 s of SIGTERM")
+    stopped = time.monotonic() - t0
+    r = answers[0]
+    assert isinstance(r, httpx.Response) and r.status_code == 503, r
+    assert r.json()["error"] == "shutting_down"
+    assert stopped < 15, stopped  # bounded: a query left running holds shutdown for minutes
