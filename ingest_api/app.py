@@ -35,7 +35,7 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
-from smartlogs.store.base import QueryInterrupted, QueryTimeout
+from smartlogs.store.base import QueryInterrupted, QueryTimeout, sort_key
 from smartlogs.store.query import MAX_TERMS, QueryError, QueryTooComplex, parse_query
 from streams.parsing import normalize_level
 
@@ -94,6 +94,44 @@ def _check_q(q: str | None) -> None:
                           f"q={q!r} has no words to search for: search matches words "
                           "(letters and digits); punctuation and emoji are not indexed",
                           field="q")
+
+
+def _encode_cursor(order: str, key: tuple) -> str:
+    """An opaque cursor: where the page ended, in which order (base64url JSON)."""
+    import base64
+
+    import orjson
+
+    return base64.urlsafe_b64encode(orjson.dumps([order, *key])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, order: str | None) -> tuple[str, tuple]:
+    """(the order the cursor pages, its key); ``order``: the one the request asked for."""
+    import base64
+    import binascii
+
+    import orjson
+
+    def bad(why: str) -> IngestError:
+        return IngestError(422, "invalid_cursor", f"cursor: {why}; pass the `next` of the "
+                           "previous answer unchanged, with the same order", field="cursor")
+
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise bad("not a cursor this server made") from None
+    shape = {"time": (float, int), "arrival": (int,), "tail": (int,)}
+    if not isinstance(raw, list) or not raw or raw[0] not in shape:
+        raise bad("not a cursor this server made")
+    if order is not None and raw[0] != order:
+        raise bad(f"it pages order={raw[0]}, this request asks for order={order}")
+    order, key = raw[0], raw[1:]
+    types = shape[order]
+    if len(key) != len(types) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 2**62
+            for v in key):
+        raise bad("not a cursor this server made")
+    return order, tuple(t(v) for t, v in zip(types, key))
 
 
 def _interrupt(store) -> None:
@@ -256,16 +294,41 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         until: Annotated[str | None, Query(description="event time < (same forms as since)")] = None,
         after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        order: Annotated[Literal["time", "arrival"], Query(
-            description="newest first by event time (default) or by arrival (what was stored last)")] = "time",
+        order: Annotated[Literal["time", "arrival", "tail"] | None, Query(
+            description="time: newest first by event time (the default); arrival: newest "
+                        "first by arrival (what was stored last); tail: oldest stored first "
+                        "(the order of after)")] = None,
+        cursor: Annotated[str | None, Query(max_length=200, description=(
+            "the next page: the `next` of the previous answer (same filters and order); "
+            "`next` is null on the last page"))] = None,
     ):
         _check_q(q)
+        if cursor and after is not None:
+            raise IngestError(422, "invalid_cursor", "give either after (a tail from a seq) or "
+                              "cursor (the next page), not both", field="cursor")
+        # the order: asked for, or the one the cursor pages, or the tail's when after is given
+        kind = order or ("tail" if after is not None else None)
+        page_after = None
+        if cursor:
+            kind, page_after = _decode_cursor(cursor, kind)
+        kind = kind or "time"
+        if kind == "tail":  # a tail reads forward from a seq: its cursor is that seq
+            after = max(after or 0, page_after[0] if page_after else 0)
+            page_after = None
+        elif after is not None:
+            raise IngestError(422, "invalid_request", f"after is a tail cursor (oldest stored "
+                              f"first): it does not combine with order={kind}", field="after")
         query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),
-                           after_seq=after, limit=limit, arrival=order == "arrival")
+                           after_seq=after, limit=limit, arrival=kind == "arrival",
+                           page_after=page_after)
         result = request.app.state.store.search(query)
-        return {"total": result.total, "last_seq": result.last_seq, "events": result.events}
+        nxt = None
+        if result.more and result.events:
+            nxt = _encode_cursor(kind, sort_key(query, result.events[-1]))
+        return {"total": result.total, "last_seq": result.last_seq, "next": nxt,
+                "events": result.events}
 
     @app.get("/api/stats", summary="Windowed counts and top hosts/components/templates")
     def stats(

@@ -540,23 +540,59 @@ def search(
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
     since: Annotated[Optional[str], typer.Option(help="Event time from: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
     until: Annotated[Optional[str], typer.Option(help="Event time before (same forms).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Events per page.")] = 20,
+    order: Annotated[str, typer.Option(help="time: newest event time first; arrival: newest stored first; tail: oldest stored first.")] = "time",
+    cursor: Annotated[Optional[str], typer.Option(help="Continue from the page that printed this cursor (same query and order).")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page (every matching event).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
-    """Search stored events, newest first.
+    """Search stored events, newest first, a page at a time.
 
     Example: smartlogs search 'authentication failure' --host combo --anomalies
 
     Example: smartlogs search '"session opened" -cron'
+
+    A page that is not the last ends with the command for the next one (--cursor); --all
+    prints every page.
     """
-    res = _get(url, "/api/events", {"q": query, "host": host, "level": level, "template": template,
-                                    "anomaly": "true" if anomalies else None, "since": since,
-                                    "until": until, "limit": limit})
+    if order not in ("time", "arrival", "tail"):
+        _fail(f"--order must be time, arrival or tail, not {order!r}")
+    params = {"q": query, "host": host, "level": level, "template": template,
+              "anomaly": "true" if anomalies else None, "since": since, "until": until,
+              "limit": limit, "order": order}
+    res = _get(url, "/api/events", {**params, "cursor": cursor})
+    events, shown = list(res["events"]), len(res["events"])
+    while all_pages and res.get("next"):
+        if not as_json:  # a table per page: a long result is shown as it comes
+            console.print(_event_table(events, f"{res['total']:,} matching events "
+                                               f"({shown:,} so far)"))
+            events = []
+        res = _get(url, "/api/events", {**params, "cursor": res["next"]})
+        events.extend(res["events"])
+        shown += len(res["events"])
+    nxt = res.get("next")
     if as_json:
-        sys.stdout.write(httpx.Response(200, json=res).text + "\n")
+        sys.stdout.write(httpx.Response(200, json={**res, "events": events}).text + "\n")
         return
-    console.print(_event_table(res["events"], f"{res['total']:,} matching events (showing {len(res['events'])})"))
+    title = f"{res['total']:,} matching events (showing {len(events):,}"
+    title += f", {shown:,} so far)" if all_pages and shown > len(events) else ")"
+    console.print(_event_table(events, title))
+    if nxt:
+        again = ["smartlogs", "search", *([query] if query else [])]
+        for flag, val in (("--host", host), ("--level", level), ("--template", template),
+                          ("--since", since), ("--until", until)):
+            if val is not None:
+                again += [flag, val]
+        if anomalies:
+            again.append("--anomalies")
+        if order != "time":
+            again += ["--order", order]
+        if limit != 20:
+            again += ["--limit", str(limit)]
+        import shlex
+
+        console.print(f"next page: {escape(shlex.join([*again, '--cursor', nxt]))}", soft_wrap=True)
 
 
 @app.command()

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "EventStore", "search_words", "QueryTimeout",
+__all__ = ["EventQuery", "SearchResult", "sort_key", "EventStore", "search_words", "QueryTimeout",
            "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT"]
 
 DEFAULT_QUERY_TIMEOUT = 10.0  # seconds a store may spend on one query (Settings.query_timeout)
@@ -48,6 +48,9 @@ class EventQuery:
     after_seq: int | None = None  # tailing: only events stored after this sequence number
     limit: int = 50
     arrival: bool = False         # newest *stored* first (seq), not newest by event time
+    # paging: only events after this one in the order asked for: (ts, seq) newest first by
+    # event time, (seq,) by arrival; a keyset, so events stored meanwhile never shift a page
+    page_after: tuple | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +58,14 @@ class SearchResult:
     total: int
     events: list[dict] = field(default_factory=list)
     last_seq: int = 0  # highest sequence number in the store (a cursor for tailing)
+    more: bool = False  # more events match after this page (in the order asked for)
+
+
+def sort_key(query: EventQuery, event: dict) -> tuple:
+    """Where ``event`` sits in the order ``query`` asks for: ``page_after`` for the next page."""
+    if query.after_seq is not None or query.arrival:
+        return (int(event["seq"]),)
+    return (float(event["ts"]), int(event["seq"]))
 
 
 class EventStore(Protocol):

@@ -551,16 +551,24 @@ class ElasticsearchStore:
         else:
             sort = [{"ts": {"order": "desc", "unmapped_type": "double"}},
                     {"seq": {"order": "desc", "unmapped_type": "long"}}]
-        limit = query.limit if query.limit >= 0 else MAX_RESULT_WINDOW
+        limit = min(query.limit if query.limit >= 0 else MAX_RESULT_WINDOW, MAX_RESULT_WINDOW)
+        extra = {}
+        if query.page_after is not None:  # the next page: search_after the key, in that order
+            key = query.page_after
+            extra["search_after"] = ([int(key[0])] if len(sort) == 1
+                                     else [float(key[0]), int(key[1])])
         body = self._search(
-            query={"bool": {"filter": flt}}, sort=sort, size=min(limit, MAX_RESULT_WINDOW),
+            query={"bool": {"filter": flt}}, sort=sort, size=min(limit + 1, MAX_RESULT_WINDOW),
             track_total_hits=True, source_excludes=["@timestamp", "stored_at"],
             aggs={"all": {"global": {}, "aggs": {"last_seq": {"max": {"field": "seq"}}}}},
+            **extra,
         )
         last = ((body.get("aggregations") or {}).get("all") or {}).get("last_seq", {}).get("value")
+        hits = body["hits"]["hits"]
+        more = len(hits) > limit
         return SearchResult(total=body["hits"]["total"]["value"],
-                            events=[_source_to_event(h["_source"]) for h in body["hits"]["hits"]],
-                            last_seq=int(last) if last is not None else 0)
+                            events=[_source_to_event(h["_source"]) for h in hits[:limit]],
+                            last_seq=int(last) if last is not None else 0, more=more)
 
     def _stats_filter(self, since: float | None, until: float | None) -> dict | None:
         """Whole windows whose start is in [since, until), as SqliteStore selects them."""

@@ -492,11 +492,23 @@ class SqliteStore:
         # tailing reads forward from a cursor; everything else is newest first
         order = ("e.seq ASC" if query.after_seq is not None else
                  "e.seq DESC" if query.arrival else "e.ts DESC, e.seq DESC")
+        page, page_args = clause, list(args)
+        if query.page_after is not None:  # the next page: strictly after the key, in that order
+            if query.after_seq is not None:
+                cond, key = "e.seq > ?", [int(query.page_after[0])]
+            elif query.arrival:
+                cond, key = "e.seq < ?", [int(query.page_after[0])]
+            else:
+                cond = "(e.ts < ? OR (e.ts = ? AND e.seq < ?))"
+                ts, seq = float(query.page_after[0]), int(query.page_after[1])
+                key = [ts, ts, seq]
+            page = f"{clause} AND {cond}" if clause else f" WHERE {cond}"
+            page_args.extend(key)
 
         def run():
             total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
             rows = conn.execute(
-                f"{_SELECT}{join}{clause} ORDER BY {order} LIMIT ?", [*args, query.limit]
+                f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
             ).fetchall()
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             return total, rows, last
@@ -506,7 +518,11 @@ class SqliteStore:
             total, rows, last = self._budgeted(conn, run)
         finally:
             conn.execute("COMMIT")
-        return SearchResult(total=total, events=[_row_to_event(r) for r in rows], last_seq=last)
+        more = 0 <= query.limit < len(rows)
+        if more:
+            rows = rows[:query.limit]
+        return SearchResult(total=total, events=[_row_to_event(r) for r in rows],
+                            last_seq=last, more=more)
 
     def stats(self, *, since: float | None = None, until: float | None = None,
               windows: int = 60, top: int = 10) -> dict:

@@ -291,3 +291,62 @@ def test_a_bad_time_names_its_parameter(app_client):
         body = r.json()
         assert body["error"] == "invalid_time" and body["field"] == "until"
         assert body["detail"].startswith("until='next tuesday' is not a time")
+
+
+def _page_all(client, params: dict, between=None) -> list[dict]:
+    out, cursor, pages = [], None, 0
+    while True:
+        r = client.get("/api/events", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        out.extend(body["events"])
+        pages += 1
+        if between is not None and pages == 1:
+            between()
+        cursor = body["next"]
+        if cursor is None:
+            return out
+        assert len(body["events"]) == params["limit"]
+
+
+@pytest.mark.parametrize("order", [None, "arrival", "tail"])
+def test_next_pages_through_everything_once_in_the_order_asked_for(app_client, order):
+    # many events share an event time (ties are broken by arrival) and arrive out of time order
+    items = [{"message": f"paged {i}", "timestamp": f"2026-01-01T00:00:{(i * 7) % 13:02d}Z",
+              "host": "pg"} for i in range(57)]
+    app_client.post("/ingest", json=items)
+    wait_stored(app_client, 57)
+    params = {"host": "pg", "limit": 10, **({"order": order} if order else {})}
+    whole = app_client.get("/api/events", params={**params, "limit": 1000}).json()
+    assert whole["next"] is None and len(whole["events"]) == 57
+
+    def more_arrive():  # during paging: newer, older and equal event times
+        app_client.post("/ingest", json=[
+            {"message": f"late {i}", "host": "pg",
+             "timestamp": ("2027-01-01T00:00:00Z", "2025-01-01T00:00:00Z",
+                           "2026-01-01T00:00:05Z")[i % 3]} for i in range(9)])
+        wait_stored(app_client, 66)
+
+    paged = _page_all(app_client, params, between=more_arrive)
+    ids = [e["id"] for e in paged]
+    assert len(ids) == len(set(ids))  # nothing twice
+    first = [e["id"] for e in whole["events"]]
+    assert [i for i in ids if i in first] == first  # every earlier event, in the same order
+    if order != "arrival":  # newest-first pages cannot show what arrived above the first page
+        late = [e for e in paged if e["message"].startswith("late")]
+        want = {None: 6, "tail": 9}[order]  # time: those not newer than page 1; tail: all
+        assert len(late) == want
+
+
+def test_a_bad_cursor_is_a_422_that_says_what_to_do(app_client):
+    app_client.post("/ingest", json=[{"message": f"c {i}"} for i in range(3)])
+    wait_stored(app_client, 3)
+    nxt = app_client.get("/api/events", params={"limit": 1}).json()["next"]
+    assert nxt
+    for params in ({"cursor": "garbage!"}, {"cursor": "WzEsMl0"},
+                   {"cursor": nxt, "order": "arrival"}, {"cursor": nxt, "after": 1}):
+        r = app_client.get("/api/events", params=params)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_cursor", (params, r.text)
+        assert r.json()["field"] == "cursor"
+    r = app_client.get("/api/events", params={"cursor": nxt, "order": "time", "limit": 5})
+    assert r.status_code == 200 and len(r.json()["events"]) == 2

@@ -271,3 +271,27 @@ def test_sigterm_stops_a_running_query_and_the_server_promptly(tmp_path):
     assert isinstance(r, httpx.Response) and r.status_code == 503, r
     assert r.json()["error"] == "shutting_down"
     assert stopped < 15, stopped  # bounded: a query left running holds shutdown for minutes
+
+
+def test_search_pages_with_a_next_hint_and_all(platform):
+    url = platform
+    httpx.post(f"{url}/ingest", json=[{"message": f"pager line {i}", "host": "pager"}
+                                      for i in range(45)])
+    assert _wait_total(url, 45) >= 45
+    r = _cli("search", "pager", "--limit", "20", url=url)
+    assert r.returncode == 0, r.stderr
+    assert "45 matching events (showing 20)" in r.stdout
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("next page: "))
+    import shlex
+
+    args = shlex.split(hint[len("next page: "):])
+    assert args[:3] == ["smartlogs", "search", "pager"] and "--cursor" in args
+    r2 = _cli(*args[1:], url=url)
+    assert r2.returncode == 0 and "45 matching events (showing 20)" in r2.stdout, r2.stderr
+    assert "pager line 24" in r2.stdout and "pager line 25" not in r2.stdout  # lines 24..5
+    r3 = _cli("search", "pager", "--limit", "20", "--all", "--json", url=url)
+    import json
+
+    doc = json.loads(r3.stdout)
+    assert [e["message"] for e in doc["events"]] == [f"pager line {i}" for i in range(44, -1, -1)]
+    assert doc["next"] is None

@@ -359,6 +359,36 @@ def test_filters_and_order_match_sqlite(pair, name):
         assert query.until not in [e["ts"] for e in got.events]
 
 
+def _pages(store, query: EventQuery) -> list[list[str]]:
+    from dataclasses import replace
+
+    from smartlogs.store.base import sort_key
+
+    pages = []
+    while True:
+        res = store.search(query)
+        pages.append([e["id"] for e in res.events])
+        if not res.more:
+            return pages
+        query = replace(query, page_after=sort_key(query, res.events[-1]))
+
+
+@pytest.mark.parametrize("kw", [{}, {"arrival": True}, {"after_seq": 0}, {"q": "session -closed"},
+                                {"host": "combo", "since": 1117800000.0}])
+def test_pages_match_sqlite(pair, kw):
+    events, sql, store = pair
+    query = EventQuery(limit=5 if "q" in kw else 37, **kw)
+    if "after_seq" in kw:  # seqs differ between the stores: page each by its own
+        want, got = _pages(sql, query), _pages(store, query)
+        assert [len(p) for p in got] == [len(p) for p in want]
+        assert sorted(i for p in got for i in p) == sorted(i for p in want for i in p)
+        return
+    want, got = _pages(sql, query), _pages(store, query)
+    assert got == want and len(want) > 2
+    every = [i for p in want for i in p]
+    assert len(every) == len(set(every)) == sql.search(query).total
+
+
 def test_underscores_separate_words(pair):
     # like FTS5's unicode61 tokenizer, "jk2_init" is the words jk2 and init (as a phrase)
     _, sql, store = pair
