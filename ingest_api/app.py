@@ -72,6 +72,9 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
     return dt.timestamp()
 
 
+TimeBasis = Annotated[Literal["event", "arrival"], Query(alias="time", description=(
+    "what since/until and the windows count in: event (the time the log line carries, the "
+    "default) or arrival (when SmartLogs received it)"))]
 MAX_Q_LENGTH = 2000  # characters of q (its terms are bounded by smartlogs.store.query.MAX_TERMS)
 
 
@@ -290,14 +293,15 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         level: str | None = None,
         template: Annotated[str | None, Query(description="template id, e.g. T12")] = None,
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
-        since: Annotated[str | None, Query(description="event time ≥ (ISO 8601, epoch, or 15m/2h/7d ago)")] = None,
-        until: Annotated[str | None, Query(description="event time < (same forms as since)")] = None,
+        since: Annotated[str | None, Query(description="time ≥ (ISO 8601, epoch, or 15m/2h/7d ago), event or arrival time (see time)")] = None,
+        until: Annotated[str | None, Query(description="time < (same forms as since)")] = None,
         after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         order: Annotated[Literal["time", "arrival", "tail"] | None, Query(
             description="time: newest first by event time (the default); arrival: newest "
                         "first by arrival (what was stored last); tail: oldest stored first "
                         "(the order of after)")] = None,
+        basis: TimeBasis = "event",
         cursor: Annotated[str | None, Query(max_length=200, description=(
             "the next page: the `next` of the previous answer (same filters and order); "
             "`next` is null on the last page"))] = None,
@@ -322,7 +326,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),
                            after_seq=after, limit=limit, arrival=kind == "arrival",
-                           page_after=page_after)
+                           page_after=page_after, basis=basis)
         result = request.app.state.store.search(query)
         nxt = None
         if result.more and result.events:
@@ -337,11 +341,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         until: str | None = None,
         windows: Annotated[int, Query(ge=1, le=10000)] = 60,
         top: Annotated[int, Query(ge=1, le=1000)] = 10,
+        basis: TimeBasis = "event",
     ):
         out = request.app.state.store.stats(since=parse_time(since, field="since"),
                                             until=parse_time(until, field="until"),
-                                            windows=windows, top=top)
-        return {"window_seconds": s.window_seconds, **out}
+                                            windows=windows, top=top, basis=basis)
+        return {"window_seconds": s.window_seconds, "time": basis, **out}
 
     @app.get("/api/templates", summary="Mined templates with their counts")
     def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):

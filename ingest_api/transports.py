@@ -44,7 +44,8 @@ class SpoolTransport:
         from streams.runner import EmbeddedRunner
 
         self.settings = settings
-        self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout)
+        self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
+                                 window_seconds=settings.window_seconds)
         self.runner = EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
                                      checkpoint_path=settings.checkpoint_path,
                                      checkpoint_seconds=settings.checkpoint_seconds)

@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "sort_key", "EventStore", "search_words", "QueryTimeout",
+__all__ = ["EventQuery", "SearchResult", "sort_key", "BASES", "EventStore", "search_words", "QueryTimeout",
            "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT"]
 
+BASES = ("event", "arrival")  # the time a filter or a window is counted in
 DEFAULT_QUERY_TIMEOUT = 10.0  # seconds a store may spend on one query (Settings.query_timeout)
 
 # what full-text search matches: runs of letters and digits, as SQLite FTS5's unicode61
@@ -43,14 +44,15 @@ class EventQuery:
     level: str | None = None
     template: str | None = None   # template id, e.g. "T12"
     anomaly: bool | None = None
-    since: float | None = None    # event time, epoch seconds, inclusive
-    until: float | None = None    # event time, epoch seconds, exclusive
+    since: float | None = None    # epoch seconds, inclusive (event or arrival time: ``basis``)
+    until: float | None = None    # epoch seconds, exclusive
     after_seq: int | None = None  # tailing: only events stored after this sequence number
     limit: int = 50
     arrival: bool = False         # newest *stored* first (seq), not newest by event time
     # paging: only events after this one in the order asked for: (ts, seq) newest first by
     # event time, (seq,) by arrival; a keyset, so events stored meanwhile never shift a page
     page_after: tuple | None = None
+    basis: str = "event"          # what since/until mean: "event" time (ts) or "arrival" (received)
 
 
 @dataclass(slots=True)
@@ -79,7 +81,8 @@ class EventStore(Protocol):
     def search(self, query: EventQuery) -> SearchResult: ...
 
     def stats(self, *, since: float | None = None, until: float | None = None,
-              windows: int = 60, top: int = 10) -> dict: ...
+              windows: int = 60, top: int = 10, basis: str = "event") -> dict:
+        """Windows of event time (``basis="event"``) or of arrival time (``"arrival"``)."""
 
     def templates(self, *, limit: int = 100) -> list[dict]: ...
 

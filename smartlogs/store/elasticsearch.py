@@ -534,13 +534,16 @@ class ElasticsearchStore:
                 flt.append({"term": {field: val}})
         if query.anomaly is not None:
             flt.append({"term": {"anomaly": bool(query.anomaly)}})
-        rng = {}
-        if query.since is not None:
-            rng["gte"] = query.since
-        if query.until is not None:
-            rng["lt"] = query.until
-        if rng:
-            flt.append({"range": {"ts": rng}})
+        if query.basis == "arrival":
+            flt.extend(_arrival_range(query.since, query.until))
+        else:
+            rng = {}
+            if query.since is not None:
+                rng["gte"] = query.since
+            if query.until is not None:
+                rng["lt"] = query.until
+            if rng:
+                flt.append({"range": {"ts": rng}})
         if query.after_seq is not None:
             flt.append({"range": {"seq": {"gt": query.after_seq}}})
         # tailing reads forward from a cursor; everything else is newest first
@@ -570,7 +573,8 @@ class ElasticsearchStore:
                             events=[_source_to_event(h["_source"]) for h in hits[:limit]],
                             last_seq=int(last) if last is not None else 0, more=more)
 
-    def _stats_filter(self, since: float | None, until: float | None) -> dict | None:
+    def _stats_filter(self, since: float | None, until: float | None,
+                      field: str = "@timestamp") -> dict | None:
         """Whole windows whose start is in [since, until), as SqliteStore selects them."""
         rng: dict = {"format": "epoch_millis"}
         if since is not None:
@@ -583,11 +587,13 @@ class ElasticsearchStore:
                 return None
             if until != math.inf:
                 rng["lt"] = int(_aligned(until, self.window_seconds) * 1000)
-        return {"range": {"@timestamp": rng}} if len(rng) > 1 else {"match_all": {}}
+        return {"range": {field: rng}} if len(rng) > 1 else {"match_all": {}}
 
     def stats(self, *, since: float | None = None, until: float | None = None,
-              windows: int = 60, top: int = 10) -> dict:
-        flt = self._stats_filter(since, until)
+              windows: int = 60, top: int = 10, basis: str = "event") -> dict:
+        # windows of event time (@timestamp) or of arrival time (received), like SqliteStore
+        field = "received" if basis == "arrival" else "@timestamp"
+        flt = self._stats_filter(since, until, field)
         query = flt if flt is not None else {"match_none": {}}
         top_n = top if top >= 0 else MAX_RESULT_WINDOW
         want = windows if windows >= 0 else math.inf
@@ -609,7 +615,7 @@ class ElasticsearchStore:
                                   "aggs": {"latest": _latest_template()}},
             }
         if want > 0:
-            aggs["windows"] = self._windows_agg(min(want, 1000))
+            aggs["windows"] = self._windows_agg(min(want, 1000), field=field)
         body = self._search(query=query, size=0, track_total_hits=True, aggs=aggs)
         res = body.get("aggregations") or {}
 
@@ -617,7 +623,7 @@ class ElasticsearchStore:
         buckets = list(page.get("buckets", []))
         while page.get("buckets") and page.get("after_key") and len(buckets) < want:
             more = self._search(query=query, size=0, aggs={"windows": self._windows_agg(
-                min(want - len(buckets), 1000), after=page["after_key"])})
+                min(want - len(buckets), 1000), after=page["after_key"], field=field)})
             page = (more.get("aggregations") or {}).get("windows") or {}
             buckets.extend(page.get("buckets", []))
         out_windows = []
@@ -653,11 +659,12 @@ class ElasticsearchStore:
             "top_templates": top_templates,
         }
 
-    def _windows_agg(self, size: int, after: dict | None = None) -> dict:
+    def _windows_agg(self, size: int, after: dict | None = None,
+                     field: str = "@timestamp") -> dict:
         composite: dict = {
             "size": size,
             "sources": [{"w": {"date_histogram": {
-                "field": "@timestamp", "fixed_interval": f"{self.window_seconds}s",
+                "field": field, "fixed_interval": f"{self.window_seconds}s",
                 "order": "desc"}}}],
         }
         if after:
@@ -777,6 +784,20 @@ def _reason(item: dict) -> str:
     else:
         text = str(err)
     return f"{text} [status {status}]"
+
+
+def _arrival_range(since: float | None, until: float | None) -> list[dict]:
+    """since/until on ``received`` (a date: millisecond precision), as SqliteStore compares
+    them (an infinite or NaN bound: no bound, or nothing at all)."""
+    rng: dict = {"format": "epoch_millis"}
+    far = 8e12  # seconds (year ~255,000): beyond what a date holds; a bound past it is ±inf
+    for name, v, empty in (("gte", since, math.inf), ("lt", until, -math.inf)):
+        if v is None or math.copysign(1, -empty) * v >= far:
+            continue  # since=-inf or until=+inf: no bound
+        if math.isnan(v) or math.copysign(1, empty) * v >= far:
+            return [{"match_none": {}}]
+        rng[name] = math.floor(v * 1000)
+    return [{"range": {"received": rng}}] if len(rng) > 1 else []
 
 
 def _latest_template() -> dict:

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
+CREATE INDEX IF NOT EXISTS events_received ON events(received);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     message, content='events', content_rowid='seq', tokenize='unicode61', detail='full'
 );
@@ -149,6 +150,13 @@ SELECT w, dim, key, count(*) FROM (
 ) WHERE true GROUP BY w, dim, key
 ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count
 """
+# the same counts by arrival time (``received``), as dims prefixed "a:"
+_UPSERT_ARRIVAL_WINDOWS = (
+    _UPSERT_WINDOWS.replace("CAST(ts / ?3", "CAST(received / ?3").replace("(ts / ?3", "(received / ?3")
+    .replace("'total' AS dim", "'a:total' AS dim").replace("w, 'host'", "w, 'a:host'")
+    .replace("w, 'component'", "w, 'a:component'").replace("w, 'level'", "w, 'a:level'")
+    .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
+assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
 _UPSERT_TEMPLATES = """
 INSERT INTO templates (id, template, count, first_ts, last_ts, example)
 SELECT g.template_id, newest.template, g.n, g.lo, g.hi, oldest.message
@@ -185,7 +193,7 @@ class SqliteStore:
     """The embedded sink, query backend and ingest spool (two SQLite files)."""
 
     def __init__(self, path: Path | str, *, durable_spool: bool = True,
-                 query_timeout: float = DEFAULT_QUERY_TIMEOUT):
+                 query_timeout: float = DEFAULT_QUERY_TIMEOUT, window_seconds: int | None = None):
         self.path = Path(path)
         self.query_timeout = query_timeout
         self._stopping = threading.Event()
@@ -202,6 +210,27 @@ class SqliteStore:
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+        row = conn.execute("SELECT value FROM meta WHERE key = 'arrival_windows'").fetchone()
+        self._arrival_windows: int | None = int(row[0]) if row else None
+        if self._arrival_windows is None and self._next_seq == 1:  # a new store: none to make
+            conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', 0)")
+            self._arrival_windows = 0
+        elif self._arrival_windows is None and window_seconds:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._backfill_arrival_windows(conn, self._next_seq - 1, window_seconds)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _backfill_arrival_windows(self, conn: sqlite3.Connection, upto: int, size: int) -> None:
+        """Arrival-time windows of the events a store held before it counted them (once, in
+        the caller's transaction)."""
+        conn.execute(_UPSERT_ARRIVAL_WINDOWS, (1, upto, size))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
+                     "DO UPDATE SET value = excluded.value", (upto,))
+        self._arrival_windows = upto
 
     @staticmethod
     def _upgrade_fts(conn: sqlite3.Connection) -> None:
@@ -340,6 +369,9 @@ class SqliteStore:
                 self._insert(conn, new)
                 conn.execute(_INSERT_FTS, (first, seq - 1))
                 conn.execute(_UPSERT_WINDOWS, (first, seq - 1, window_seconds))
+                if self._arrival_windows is None:  # a store made before arrival windows
+                    self._backfill_arrival_windows(conn, first - 1, window_seconds)
+                conn.execute(_UPSERT_ARRIVAL_WINDOWS, (first, seq - 1, window_seconds))
                 conn.execute(_UPSERT_TEMPLATES, (first, seq - 1))
             if applied_seq:
                 conn.execute(
@@ -408,11 +440,12 @@ class SqliteStore:
                 args)
             conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
             conn.execute(
-                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, 'template', m.new, w.count "
-                f"FROM windows w JOIN {m} m ON w.dim = 'template' AND w.key = m.old WHERE true "
+                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
+                f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+                "WHERE true "
                 "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-            conn.execute(f"DELETE FROM windows WHERE dim = 'template' AND key IN (SELECT old FROM {m})",
-                         args)
+            conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+                         f"AND key IN (SELECT old FROM {m})", args)
             n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
                              "WHERE events.template_id = m.old", args).rowcount
             conn.execute("COMMIT")
@@ -479,11 +512,12 @@ class SqliteStore:
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
+        col = "e.received" if query.basis == "arrival" else "e.ts"
         if query.since is not None:
-            where.append("e.ts >= ?")
+            where.append(f"{col} >= ?")
             args.append(query.since)
         if query.until is not None:
-            where.append("e.ts < ?")
+            where.append(f"{col} < ?")
             args.append(query.until)
         if query.after_seq is not None:
             where.append("e.seq > ?")
@@ -525,25 +559,28 @@ class SqliteStore:
                             last_seq=last, more=more)
 
     def stats(self, *, since: float | None = None, until: float | None = None,
-              windows: int = 60, top: int = 10) -> dict:
+              windows: int = 60, top: int = 10, basis: str = "event") -> dict:
         conn = self._conn()
-        return self._budgeted(conn, lambda: self._stats(conn, since, until, windows, top))
+        p = "a:" if basis == "arrival" else ""
+        return self._budgeted(conn, lambda: self._stats(conn, since, until, windows, top, p))
 
     def _stats(self, conn: sqlite3.Connection, since: float | None, until: float | None,
-               windows: int, top: int) -> dict:
+               windows: int, top: int, p: str) -> dict:
+        """``p``: the dims' prefix ("" event-time windows, "a:" arrival-time windows)."""
         lo = since if since is not None else float("-inf")
         hi = until if until is not None else float("inf")
         starts = [r[0] for r in conn.execute(
-            "SELECT DISTINCT start FROM windows WHERE dim = 'total' AND start >= ? AND start < ? "
-            "ORDER BY start DESC LIMIT ?", (lo, hi, windows))]
+            "SELECT DISTINCT start FROM windows WHERE dim = ? AND start >= ? AND start < ? "
+            "ORDER BY start DESC LIMIT ?", (p + "total", lo, hi, windows))]
         starts.reverse()
         per: dict[float, dict] = {s: {"start": s, "total": 0, "anomalies": 0, "levels": {}}
                                   for s in starts}
         if starts:
             rows = conn.execute(
                 "SELECT start, dim, key, count FROM windows WHERE start >= ? AND start <= ? "
-                "AND dim IN ('total', 'anomaly', 'level')", (starts[0], starts[-1]))
+                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], p + "total", p + "anomaly", p + "level"))
             for start, dim, key, count in rows:
+                dim = dim[len(p):]
                 w = per.get(start)
                 if w is None:
                     continue
@@ -557,12 +594,12 @@ class SqliteStore:
         def top_of(dim: str) -> list[dict]:
             return [{"key": k, "count": c} for k, c in conn.execute(
                 "SELECT key, sum(count) AS c FROM windows WHERE dim = ? AND start >= ? "
-                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (dim, lo, hi, top))]
+                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (p + dim, lo, hi, top))]
 
         totals = conn.execute(
-            "SELECT coalesce(sum(CASE WHEN dim = 'total' THEN count END), 0), "
-            "coalesce(sum(CASE WHEN dim = 'anomaly' THEN count END), 0) FROM windows "
-            "WHERE start >= ? AND start < ?", (lo, hi)).fetchone()
+            "SELECT coalesce(sum(CASE WHEN dim = ? THEN count END), 0), "
+            "coalesce(sum(CASE WHEN dim = ? THEN count END), 0) FROM windows "
+            "WHERE start >= ? AND start < ?", (p + "total", p + "anomaly", lo, hi)).fetchone()
         top_templates = top_of("template")
         texts = dict(conn.execute(
             f"SELECT id, template FROM templates WHERE id IN ({','.join('?' * len(top_templates))})",

@@ -350,3 +350,22 @@ def test_a_bad_cursor_is_a_422_that_says_what_to_do(app_client):
         assert r.json()["field"] == "cursor"
     r = app_client.get("/api/events", params={"cursor": nxt, "order": "time", "limit": 5})
     assert r.status_code == 200 and len(r.json()["events"]) == 2
+
+
+def test_time_filters_and_windows_in_arrival_time(app_client):
+    # lines from 2005 arriving now: "the last 2 hours" of arrival finds them, of event time not
+    app_client.post("/ingest", json=[{"message": f"old line {i}", "host": "old",
+                                      "timestamp": f"2005-06-14T15:16:{i:02d}Z"} for i in range(5)])
+    wait_stored(app_client, 5)
+    ev = app_client.get("/api/events", params={"since": "2h", "host": "old"}).json()
+    assert ev["total"] == 0
+    ar = app_client.get("/api/events", params={"since": "2h", "host": "old", "time": "arrival"})
+    assert ar.status_code == 200 and ar.json()["total"] == 5
+    assert app_client.get("/api/events", params={"until": "1h", "time": "arrival"}).json()["total"] == 0
+    st = app_client.get("/api/stats", params={"since": "2h", "time": "arrival"}).json()
+    assert st["time"] == "arrival" and st["totals"]["events"] == 5
+    assert st["windows"][-1]["start"] >= time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    st = app_client.get("/api/stats", params={"since": "2h"}).json()
+    assert st["time"] == "event" and st["totals"]["events"] == 0
+    r = app_client.get("/api/stats", params={"time": "wall"})
+    assert r.status_code == 422 and "time" in r.json()["detail"]

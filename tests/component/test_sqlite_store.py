@@ -32,6 +32,8 @@ def _event(i: int, rng: random.Random) -> dict:
 def test_windows_and_templates_equal_the_pure_definitions(tmp_path, size):
     rng = random.Random(size)
     events = [_event(i, rng) for i in range(600)]
+    for i, e in enumerate(events):  # arrival times in their own order, apart from event times
+        e["received"] = 1_800_000_000.0 + (i * 37 % 600) * 1.7
     store = SqliteStore(tmp_path / "s.db")
     written = []
     for k in range(0, 600, 150):
@@ -39,8 +41,12 @@ def test_windows_and_templates_equal_the_pure_definitions(tmp_path, size):
         store.write(batch, window_seconds=size)
         written.extend(events[k:k + 150])
     conn = store._conn()
-    got = Counter({(w, d, k): n for w, d, k, n in conn.execute("SELECT * FROM windows")})
+    rows = conn.execute("SELECT * FROM windows").fetchall()
+    got = Counter({(w, d, k): n for w, d, k, n in rows if not d.startswith("a:")})
     assert got == count_windows(written, size)
+    # the same counts in arrival-time windows (dims "a:…")
+    arrival = Counter({(w, d[2:], k): n for w, d, k, n in rows if d.startswith("a:")})
+    assert arrival == count_windows([{**e, "ts": e["received"]} for e in written], size)
 
     want = {}
     for e in written:
@@ -250,4 +256,43 @@ def test_a_store_with_the_old_positionless_index_is_rebuilt_for_phrases(tmp_path
     store = SqliteStore(path)
     got = store.search(EventQuery(q='"session opened"', limit=10))
     assert [e["id"] for e in got.events] == ["e0"]
+    store.close()
+
+
+def test_a_store_made_before_arrival_windows_counts_its_events_once(tmp_path):
+    rng = random.Random(5)
+    events = [_event(i, rng) for i in range(300)]
+    store = SqliteStore(tmp_path / "s.db")
+    store.write(events[:200], window_seconds=60)
+    conn = store._conn()  # as a store made before arrival windows were counted
+    conn.execute("DELETE FROM windows WHERE dim LIKE 'a:%'")
+    conn.execute("DELETE FROM meta WHERE key = 'arrival_windows'")
+    store.close()
+    store = SqliteStore(tmp_path / "s.db", window_seconds=60)  # counts them when opened
+    store.write(events[200:], window_seconds=60)
+    st = store.stats(basis="arrival", windows=1000)
+    assert st["totals"]["events"] == 300 and sum(w["total"] for w in st["windows"]) == 300
+    store.close()
+    store = SqliteStore(tmp_path / "s.db", window_seconds=60)  # and only once
+    assert store.stats(basis="arrival")["totals"]["events"] == 300
+    store.close()
+
+
+def test_since_until_and_windows_in_arrival_time(tmp_path):
+    from smartlogs.store.base import EventQuery
+
+    rng = random.Random(6)
+    events = [_event(i, rng) for i in range(100)]
+    for i, e in enumerate(events):  # event times from years ago; arrival in the last 100 s
+        e["ts"] = 1_100_000_000.0 + i
+        e["received"] = 1_900_000_000.0 + i
+    store = SqliteStore(tmp_path / "s.db")
+    store.write(events, window_seconds=60)
+    q = EventQuery(since=1_900_000_050.0, until=1_900_000_060.0, limit=100)
+    assert store.search(q).total == 0  # no event *time* in that range
+    got = store.search(EventQuery(since=q.since, until=q.until, limit=100, basis="arrival"))
+    assert sorted(e["id"] for e in got.events) == [f"e{i}" for i in range(50, 60)]
+    st = store.stats(since=1_899_999_000.0, basis="arrival")  # whole windows from since
+    assert st["totals"]["events"] == 100 and st["windows"][0]["start"].startswith("2030-")
+    assert store.stats(since=1_899_999_000.0)["totals"]["events"] == 0
     store.close()

@@ -29,7 +29,7 @@ from streams.pipeline import Pipeline, PipelineConfig
 
 # when the test events arrive: now, as for real ones (an event time more than 62 days after
 # its arrival is replaced by the arrival time: streams.pipeline.MAX_FUTURE_SECONDS)
-RECEIVED = time.time()
+RECEIVED = float(int(time.time()))
 
 pytestmark = pytest.mark.engines
 
@@ -79,16 +79,18 @@ def linux_events(loghub, n: int = 500, prefix: str = "t") -> list[dict]:
 def mixed_events(loghub) -> list[dict]:
     """Linux (no level), Apache (levels, 2005) and JSON-ish items (hosts, "" level, no component),
     with some anomalies marked so that every stats dimension has something to count."""
-    items = [{"id": f"lx:{i}", "raw": line, "received": RECEIVED}
+    # arrivals spread over ~25 minutes, in an order of their own (whole ms: Elasticsearch
+    # keeps dates to the millisecond), for filters and windows in arrival time
+    items = [{"id": f"lx:{i}", "raw": line, "received": RECEIVED - 1500 + (i * 7 % 500) * 2.125}
              for i, line in enumerate(_lines(loghub, "Linux", 500))]
-    items += [{"id": f"ap:{i}", "raw": line, "received": RECEIVED + 1.5}
+    items += [{"id": f"ap:{i}", "raw": line, "received": RECEIVED - 400 + i * 1.5}
               for i, line in enumerate(_lines(loghub, "Apache", 200))]
     for i in range(40):
         items.append({"id": f"js:{i}", "message": f"request {i} failed with (code) \"{i % 3}\"",
                       "ts": 1133672400.0 + 7.25 * i, "host": ("web-1", "web-2", "")[i % 3],
                       "level": ("error", "warn", "")[i % 3], "component": None,
                       "fields": {"path": f"/api/{i % 4}", "user": {"id": str(i)}},
-                      "received": RECEIVED + 2.0})
+                      "received": RECEIVED - 100 + 2.0 * i})
     events = Pipeline(PipelineConfig()).process(items)
     for i, e in enumerate(events):
         if i % 37 == 5:
@@ -304,6 +306,10 @@ def _ts(events, ident: str) -> float:
     return next(e["ts"] for e in events if e["id"] == ident)
 
 
+def _rc(events, ident: str) -> float:
+    return next(e["received"] for e in events if e["id"] == ident)
+
+
 QUERIES = {
     "all": lambda ev: EventQuery(limit=50),
     "words": lambda ev: EventQuery(q="authentication failure", limit=500),
@@ -339,6 +345,12 @@ QUERIES = {
                                              limit=500),
     "until-only": lambda ev: EventQuery(until=_ts(ev, "js:0"), limit=500),
     "combined": lambda ev: EventQuery(q="request failed", level="ERROR", host="web-1", limit=500),
+    "arrival-since": lambda ev: EventQuery(since=_rc(ev, "lx:100"), until=_rc(ev, "ap:50"),
+                                           basis="arrival", limit=1000),
+    "arrival-until": lambda ev: EventQuery(until=_rc(ev, "js:3"), basis="arrival", q="request",
+                                           limit=1000),
+    "arrival-anomalies": lambda ev: EventQuery(since=RECEIVED - 600, basis="arrival",
+                                               anomaly=True, limit=1000),
     "arrival": lambda ev: EventQuery(arrival=True, limit=100),  # newest stored first
     "arrival-filtered": lambda ev: EventQuery(arrival=True, host="web-1", limit=50),
 }
@@ -508,6 +520,9 @@ STATS = {
     "since": lambda ev: {"since": _ts(ev, "js:0"), "windows": 7, "top": 1000},
     "until": lambda ev: {"until": _ts(ev, "js:0") + 30, "windows": 1000, "top": 1000},
     "empty-range": lambda ev: {"since": 4e9, "top": 5},
+    "arrival": lambda ev: {"basis": "arrival", "windows": 1000, "top": 1000},
+    "arrival-range": lambda ev: {"basis": "arrival", "since": _rc(ev, "lx:100") + 0.5,
+                                 "until": _rc(ev, "ap:50"), "windows": 7, "top": 1000},
 }
 
 
@@ -526,6 +541,9 @@ def test_stats_match_sqlite(pair, name):
     if name == "defaults":
         assert len(got["windows"]) == 60 and got["windows"][0]["start"].endswith(":00.000Z")
         assert got["totals"]["anomalies"] > 0
+    if name == "arrival":
+        assert sum(w["total"] for w in got["windows"]) == len(events)
+        assert 20 <= len(got["windows"]) <= 30  # ~25 minutes of arrivals
     if name == "all-windows":
         assert any("-" in w["levels"] for w in got["windows"])
         assert any("ERROR" in w["levels"] for w in got["windows"])
