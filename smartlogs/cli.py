@@ -538,8 +538,9 @@ def search(
     level: Annotated[Optional[str], typer.Option(help="Only this level, e.g. ERROR.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
-    since: Annotated[Optional[str], typer.Option(help="Event time from: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Event time before (same forms).")] = None,
+    since: Annotated[Optional[str], typer.Option(help="From this time: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Before this time (same forms).")] = None,
+    basis: Annotated[str, typer.Option("--time", help="What --since/--until mean: event (the time in the log line) or arrival (when SmartLogs received it).")] = "event",
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Events per page.")] = 20,
     order: Annotated[str, typer.Option(help="time: newest event time first; arrival: newest stored first; tail: oldest stored first.")] = "time",
     cursor: Annotated[Optional[str], typer.Option(help="Continue from the page that printed this cursor (same query and order).")] = None,
@@ -558,9 +559,11 @@ def search(
     """
     if order not in ("time", "arrival", "tail"):
         _fail(f"--order must be time, arrival or tail, not {order!r}")
+    if basis not in ("event", "arrival"):
+        _fail(f"--time must be event or arrival, not {basis!r}")
     params = {"q": query, "host": host, "level": level, "template": template,
               "anomaly": "true" if anomalies else None, "since": since, "until": until,
-              "limit": limit, "order": order}
+              "limit": limit, "order": order, "time": basis}
     res = _get(url, "/api/events", {**params, "cursor": cursor})
     events, shown = list(res["events"]), len(res["events"])
     while all_pages and res.get("next"):
@@ -588,6 +591,8 @@ def search(
             again.append("--anomalies")
         if order != "time":
             again += ["--order", order]
+        if basis != "event":
+            again += ["--time", basis]
         if limit != 20:
             again += ["--limit", str(limit)]
         import shlex
@@ -658,16 +663,21 @@ def _print_line(e: dict) -> None:
 def stats(
     windows: Annotated[int, typer.Option(min=1, help="How many recent windows to show.")] = 15,
     top: Annotated[int, typer.Option(min=1, help="How many top templates/hosts.")] = 10,
-    since: Annotated[Optional[str], typer.Option(help="Only windows from this event time.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Only windows from this time (ISO 8601, epoch, or an age like 2h).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Only windows before this time.")] = None,
+    basis: Annotated[str, typer.Option("--time", help="Count windows in event time (the time in the log lines) or arrival time (when SmartLogs received them).")] = "event",
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
     """Windowed counts (per level, anomalies) and the top templates, hosts and components."""
-    res = _get(url, "/api/stats", {"windows": windows, "top": top, "since": since})
+    if basis not in ("event", "arrival"):
+        _fail(f"--time must be event or arrival, not {basis!r}")
+    res = _get(url, "/api/stats", {"windows": windows, "top": top, "since": since,
+                                   "until": until, "time": basis})
     tot = res["totals"]
     console.print(f"[bold]{tot['events']:,}[/] events, [bold red]{tot['anomalies']:,}[/] anomalies, "
                   f"[bold]{tot['templates']:,}[/] templates; windows of {res['window_seconds']} s")
     levels = sorted({lv for w in res["windows"] for lv in w["levels"]})
-    t = Table(title="recent windows (event time)")
+    t = Table(title=f"recent windows ({basis} time)")
     t.add_column("window start")
     t.add_column("events", justify="right")
     t.add_column("anomalies", justify="right", style="red")

@@ -295,3 +295,17 @@ def test_search_pages_with_a_next_hint_and_all(platform):
     doc = json.loads(r3.stdout)
     assert [e["message"] for e in doc["events"]] == [f"pager line {i}" for i in range(44, -1, -1)]
     assert doc["next"] is None
+
+
+def test_search_and_stats_in_arrival_time(platform):
+    url = platform
+    httpx.post(f"{url}/ingest", json=[{"message": f"vintage line {i}", "host": "vintage",
+                                       "timestamp": "2005-06-14T15:16:01Z"} for i in range(3)])
+    assert _wait_total(url, 3) >= 3
+    r = _cli("search", "vintage", "--since", "1h", url=url)
+    assert r.returncode == 0 and "0 matching events" in r.stdout, r.stdout
+    r = _cli("search", "vintage", "--since", "1h", "--time", "arrival", url=url)
+    assert r.returncode == 0 and "3 matching events" in r.stdout, r.stdout
+    r = _cli("stats", "--since", "1h", "--time", "arrival", url=url)
+    assert r.returncode == 0 and "recent windows (arrival time)" in r.stdout, r.stdout
+    assert "\n3 events" in "\n" + r.stdout or r.stdout.startswith("3 events"), r.stdout
