@@ -281,6 +281,15 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
     assert _rows(drv, "search-body") == len(expected["events"])
     messages = _js(drv, "return [...document.querySelectorAll('#search-body td.msg')].map(e => e.textContent)")
     assert all("session" in m.lower() and "opened" in m.lower() for m in messages)
+    # the next page comes below, as the API's cursor gives it
+    assert expected["next"] and expected["total"] > 100
+    page2 = httpx.get(f"{url}/api/events", params={"q": "session opened", "host": "combo", "limit": 100,
+                                                    "cursor": expected["next"]}).json()
+    _click(drv, "#search-more")
+    _wait(lambda: _rows(drv, "search-body") == 100 + len(page2["events"]), "the second page")
+    shown = _js(drv, "return [...document.querySelectorAll('#search-body td.msg')].map(e => e.textContent)")
+    assert shown[100:] == [e["message"] for e in page2["events"]]
+    assert _js(drv, "return document.getElementById('search-more').hidden") is (page2["next"] is None)
     # a bad time is the API's 422, shown as a message, not a broken page
     drv.find_element("css selector", "#search-since").send_keys("yesterday-ish")
     _click(drv, "#search-go")
