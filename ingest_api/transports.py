@@ -109,7 +109,8 @@ class SpoolTransport:
         from streams.runner import EmbeddedRunner
 
         self.settings = settings
-        self.store = SqliteStore(settings.db_path)
+        self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
+                                 window_seconds=settings.window_seconds)
         self.runner = EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
                                      checkpoint_path=settings.checkpoint_path,
                                      checkpoint_seconds=settings.checkpoint_seconds)
@@ -241,5 +242,6 @@ def build_full(settings: Settings):
     store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
                                index_period=settings.es_index_period,
                                window_seconds=settings.window_seconds,
+                               query_timeout=settings.query_timeout,
                                client_kwargs=es_client_kwargs(settings))
     return AmqpTransport(settings), store

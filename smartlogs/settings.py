@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     kafka_source_max_records: int = Field(2000, gt=0, description="Records per fetch (one accept and commit each).")
 
     # access control
+    query_timeout: float = Field(10.0, gt=0, le=3600, description="Seconds a store may spend on one "
+                                 "search or stats query (enforced in SQLite/Elasticsearch); past "
+                                 "it the API answers 503 query_timeout.")
     rate_limit_per_key: float = Field(50.0, ge=0, description="Requests per second per API key (0: no limit).")
 
     # processing
