@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from collections.abc import Callable
 from typing import Protocol
 
@@ -124,8 +125,9 @@ class SpoolTransport:
         if settings.retention_days > 0:
             from streams.retention import Retention
 
-            self.retention = Retention(self.store.delete_before, days=settings.retention_days,
-                                       window_seconds=settings.window_seconds)
+            self.retention = Retention(
+                partial(self.store.delete_before, window_seconds=settings.window_seconds),
+                days=settings.retention_days, window_seconds=settings.window_seconds)
 
     async def start(self) -> None:
         if self.alerting is not None:

@@ -642,31 +642,43 @@ class SqliteStore:
     def count_events(self) -> int:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
-    def delete_before(self, ts: float, *, limit: int = 1000) -> int:
+    def delete_before(self, ts: float, *, limit: int = 1000, window_seconds: int = 60) -> int:
         """Retention, one bounded step: delete up to ``limit`` of the events whose event time
-        is before ``ts`` (with their full-text rows) in one short transaction; once none is
-        left, the window counts that start before ``ts``. Returns the rows deleted (0: done).
-        Called in a loop with pauses, so ingest (another file) and the writer never wait long.
-        """
+        is before ``ts``, with their full-text rows, and take them out of the window counts
+        (event-time and arrival-time alike, so ``/api/stats`` keeps agreeing with what is
+        stored), in one short transaction. Returns the events deleted (0: done). Called in a
+        loop with pauses, so ingest (another file) and the writer never wait long."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             rows = conn.execute("SELECT seq, message FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
                                 (ts, limit)).fetchall()
             if rows:
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
+                conn.execute("DELETE FROM temp.doomed")
+                conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
+                conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
+                if self._arrival_windows is not None:
+                    conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))
+                conn.execute("DELETE FROM windows WHERE count <= 0")
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
-                conn.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
-                n = len(rows)
-            else:
-                n = conn.execute("DELETE FROM windows WHERE (start, dim, key) IN (SELECT start, "
-                                 "dim, key FROM windows WHERE start < ? LIMIT ?)",
-                                 (ts, limit)).rowcount
+                conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return n
+        return len(rows)
+
+
+# retention: the window counts of the events about to be deleted (temp.doomed), taken away
+_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
+    sql.replace("FROM events WHERE seq BETWEEN ?1 AND ?2", "FROM events WHERE seq IN "
+                "(SELECT seq FROM temp.doomed) AND ?1 = ?2")
+    .replace("count = count + excluded.count", "count = count - excluded.count")
+    for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
+assert all("temp.doomed" in q and "count - excluded" in q
+           for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
 
 
 def _row_to_event(row: tuple) -> dict:
