@@ -28,16 +28,23 @@ This package imports nothing heavy: the protobuf modules load with the router th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from ingest_api.decode import IngestError
 from smartlogs import metrics
 
-__all__ = ["accept_items", "assign_ids", "body_digest", "read_body", "reject", "settings_of"]
+__all__ = ["accept_items", "assign_ids", "body_digest", "ingest_slot", "read_body", "reject",
+           "settings_of"]
+
+log = logging.getLogger(__name__)
 
 
 def settings_of(request: Request):
@@ -53,19 +60,45 @@ def settings_of(request: Request):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    A client that goes away mid-body is its own business, not a server error: one INFO line,
+    no traceback, and nothing of the request is taken (``client_disconnected``)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise IngestError(413, "body_too_large", f"body is {declared} bytes, the limit is {limit}",
                           limit=limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise IngestError(413, "body_too_large", f"body exceeds the limit of {limit} bytes",
-                              limit=limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise IngestError(413, "body_too_large", f"body exceeds the limit of {limit} bytes",
+                                  limit=limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("%s %s: the client went away after %d bytes of its body; nothing taken",
+                 request.method, request.url.path, size)
+        raise IngestError(400, "client_disconnected",
+                          "the client closed the connection before sending the whole body") from None
     return b"".join(chunks)
+
+
+@asynccontextmanager
+async def ingest_slot(request: Request):
+    """Hold one of the app's ``ingest_concurrency`` slots while a body is decoded and its items
+    handed to the transport (every receiver takes one: one shared bound).
+
+    A decoded request costs many times its body (a Python object per line), and decoding is
+    CPU-bound under the GIL: more requests decoding at once add memory, not throughput. The
+    others wait here holding only their raw body, so eight concurrent large bodies peak at
+    about ``ingest_concurrency`` decoded ones, and the threadpool stays free for ``/healthz``."""
+    state = request.app.state
+    slots = getattr(state, "ingest_slots", None)
+    if slots is None:  # one per app, created on its event loop
+        slots = state.ingest_slots = asyncio.Semaphore(settings_of(request).ingest_concurrency)
+    async with slots:
+        yield
 
 
 def body_digest(data: bytes) -> str:
