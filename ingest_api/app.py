@@ -7,6 +7,7 @@ Elasticsearch for queries). Only the transport and the store differ. Every refus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         transport, store = build(s)
+        app.state.ingest_slots = asyncio.Semaphore(s.ingest_concurrency)  # receivers.ingest_slot
         await transport.start()
         app.state.transport, app.state.store = transport, store
         app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken
