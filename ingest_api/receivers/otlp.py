@@ -121,6 +121,7 @@ def decode_logs_json(data: bytes, max_lines: int | None = None) -> list[dict]:
         raise _bad(f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise _bad("expected an ExportLogsServiceRequest object: {\"resourceLogs\": [...]}")
+    check_count(_json_record_count(doc), max_lines, "log records")  # before protobuf objects
     _prepare_json(doc, ExportLogsServiceRequest.DESCRIPTOR)
     req = ExportLogsServiceRequest()
     try:
@@ -129,6 +130,17 @@ def decode_logs_json(data: bytes, max_lines: int | None = None) -> list[dict]:
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {_parse_error(exc)}") from None
     return request_items(req, max_lines)
+
+
+def _json_record_count(doc: dict) -> int:
+    """How many log records an OTLP/JSON document holds (protobuf's JSON names or field names)."""
+    def items(obj, *names):
+        v = next((obj[n] for n in names if n in obj), None) if isinstance(obj, dict) else None
+        return v if isinstance(v, list) else []
+
+    return sum(len(items(sl, "logRecords", "log_records"))
+               for rl in items(doc, "resourceLogs", "resource_logs")
+               for sl in items(rl, "scopeLogs", "scope_logs"))
 
 
 # OTLP/JSON's hex-encoded byte fields (protobuf's JSON mapping would read them as base64)

@@ -185,3 +185,13 @@ def test_a_batch_larger_than_the_backlog_limit_is_a_413_not_a_503_forever(tmp_pa
         # a batch that fits is taken
         assert client.post("/ingest", content=_text(50),
                            headers={"Content-Type": "text/plain"}).status_code == 202
+
+
+def test_otlp_json_records_are_counted_before_protobuf_objects_are_built():
+    """The count comes first: a body over the limit is a 413 even where protobuf's parser
+    (which builds an object per record) would have failed on a later record."""
+    doc = orjson.loads(_otlp(LIMIT + 1))
+    doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][-1]["severityNumber"] = "not a number"
+    with pytest.raises(IngestError) as exc:
+        otlp.decode_logs(orjson.dumps(doc), "application/json", max_lines=LIMIT)
+    assert exc.value.status == 413
