@@ -156,6 +156,7 @@ def up(
     import uvicorn
 
     from ingest_api.app import create_app
+    from ingest_api.timeouts import http_protocol
 
     settings = _settings_from(host, port, data_dir)
     _guard_bind(settings, insecure)
@@ -180,7 +181,8 @@ def up(
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False, log_config=None, **tls)
+                log_level=log_level.lower(), access_log=False, log_config=None,
+                http=http_protocol(settings.read_timeout), **tls)
 
 
 def _check_engine_security(settings, *engines: str) -> None:
@@ -340,6 +342,7 @@ def api(
     import uvicorn
 
     from ingest_api.app import create_app
+    from ingest_api.timeouts import http_protocol
     from smartlogs.security import redact_url
 
     settings = _settings_from(host, port, None)
@@ -352,7 +355,8 @@ def api(
                   f"{escape(redact_url(settings.amqp_url))} queue {settings.amqp_queue}; "
                   f"queries from {escape(redact_url(settings.es_url))}")
     uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False, log_config=None, **tls)
+                log_level=log_level.lower(), access_log=False, log_config=None,
+                http=http_protocol(settings.read_timeout), **tls)
 
 
 @app.command()
