@@ -119,3 +119,110 @@ def test_long_crafted_lines_cost_a_bounded_time():
         if cost > worst:
             worst, which = cost, line[:16]
     assert worst < 0.15, f"{which!r}: {worst * 1000:.0f} ms"
+
+
+# -- item 4: the group search is bounded ---------------------------------------------------------
+def _unique_lines(n, seed, first="svc", tokens=7):
+    import random
+    import string
+
+    rng = random.Random(seed)
+    return [" ".join([first] + ["".join(rng.choices(string.ascii_lowercase, k=6))
+                                for _ in range(tokens)]) for _ in range(n)]
+
+
+def test_unique_lines_with_one_first_word_cost_a_bounded_search():
+    """13,000 unique lines with the same first word and token count made 13,000 templates in
+    one group, each line compared with all of them: 1,000 more lines cost 7.7 s of CPU instead
+    of 0.27 s. The leaf keeps at most MAX_CANDIDATES groups; 1,000 lines must cost < 2.5 s."""
+    from streams.templates import MAX_CANDIDATES, TemplateMiner
+
+    m = TemplateMiner()
+    for x in _unique_lines(13_000, 1):
+        m.mine(x)
+    assert m.template_count <= MAX_CANDIDATES
+    assert max(len(leaf) for leaf in m._leaves.values()) <= MAX_CANDIDATES
+    batch = _unique_lines(1000, 2)
+    t = time.process_time()
+    for x in batch:
+        m.mine(x)
+    assert time.process_time() - t < 2.5
+
+
+def test_a_leaf_of_long_lines_keeps_fewer_groups():
+    """The budget is in token comparisons: a leaf of 2,000-token lines keeps the minimum."""
+    from streams.templates import MIN_CANDIDATES, TemplateMiner
+
+    m = TemplateMiner()
+    for x in _unique_lines(40, 3, tokens=2000):
+        m.mine(x)
+    assert m.template_count == MIN_CANDIDATES
+
+
+def test_a_busy_template_survives_a_flood_of_unique_lines_and_keeps_its_id():
+    from streams.templates import TemplateMiner
+
+    m = TemplateMiner()
+    busy = [m.mine(f"svc connected to peer {i} ok now fine").template_id for i in range(5)]
+    flood = _unique_lines(5000, 4)
+    for k, x in enumerate(flood):
+        m.mine(x)
+        if k % 100 == 0:  # a busy pattern in the same group, among the flood
+            busy.append(m.mine(f"svc connected to peer {k} ok now fine").template_id)
+    assert len(set(busy)) == 1
+    assert m.evicted > 4000
+
+
+# -- item 5: templates are capped, evicted ones come back with a new id ------------------------
+def test_templates_are_capped_and_an_evicted_template_comes_back_with_a_new_id():
+    from streams.templates import TemplateMiner
+
+    m = TemplateMiner(max_templates=500)
+    first = m.mine("rare event happened once here")
+    kept = m.mine("steady heartbeat from worker 1")
+    for k, x in enumerate(_unique_lines(3000, 5, first="", tokens=5)):
+        m.mine(x.strip())
+        if k % 50 == 0:
+            assert m.mine(f"steady heartbeat from worker {k}").template_id == kept.template_id
+    assert m.template_count <= 500
+    assert sum(len(leaf) for leaf in m._leaves.values()) == m.template_count
+    back = m.mine("rare event happened once here")
+    assert back.is_new and int(back.template_id[1:]) > int(first.template_id[1:])
+    assert int(back.template_id[1:]) == m.clusters_counter  # ids are never reused
+
+
+def test_the_token_budget_bounds_templates_of_long_lines():
+    from streams.templates import TemplateMiner
+
+    m = TemplateMiner(max_tokens=20_000)
+    for k in range(100):
+        first = "w" + "".join(chr(97 + int(d)) for d in str(k))  # no digit: one leaf each
+        m.mine(_unique_lines(1, k, first=first, tokens=999)[0])
+    assert m._held <= 20_000 and m.template_count == 20
+
+
+def test_bounds_survive_a_checkpoint_and_a_version_3_state_is_migrated():
+    import pickle
+
+    from streams.templates import TemplateMiner
+
+    m = TemplateMiner(max_templates=50)
+    for x in _unique_lines(200, 6, first="", tokens=4):
+        m.mine(x.strip())
+    again = pickle.loads(pickle.dumps(m))
+    assert again.max_templates == 50 and again.template_count == m.template_count
+    assert list(again._young) == list(m._young) and list(again._old) == list(m._old)
+    # a version 3 state: no bounds, groups without leaf keys
+    state = m.__getstate__()
+    for k in ("max_templates", "max_tokens", "search_budget", "memo_chars", "lines", "evicted",
+              "_held", "_memo_chars", "_young", "_old"):
+        del state[k]
+    for leaf in state["_leaves"].values():
+        for g in leaf:
+            g.key, g.last = None, 0
+    old = TemplateMiner.__new__(TemplateMiner)
+    old.__setstate__(state)
+    assert old.template_count == m.template_count and old._held == m._held
+    assert all(g.key == key for key, leaf in old._leaves.items() for g in leaf)
+    assert len(old._young) + len(old._old) == old.template_count
+    old.mine("one more line after the migration")
