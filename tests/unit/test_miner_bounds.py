@@ -226,3 +226,76 @@ def test_bounds_survive_a_checkpoint_and_a_version_3_state_is_migrated():
     assert all(g.key == key for key, leaf in old._leaves.items() for g in leaf)
     assert len(old._young) + len(old._old) == old.template_count
     old.mine("one more line after the migration")
+
+
+# -- item 5: per-key scoring state is bounded, and so is the memory of the whole pipeline --------
+def test_per_key_scoring_state_is_bounded(monkeypatch):
+    from streams import scoring
+
+    for name in ("_MAX_HOSTS", "_MAX_KEYS", "_MAX_PAIRS"):
+        monkeypatch.setattr(scoring, name, 100)
+    monkeypatch.setattr(scoring, "_MAX_SLOT_KEYS", 50)
+    sc = scoring.AnomalyScorer()
+    for i in range(1000):
+        x, ctx = sc.features(template_id=f"T{i}", seen_before=0, is_new=True, level="ERROR",
+                             tokens=5, parsed=True, host=f"h{i}", window_start=float(i),
+                             ts=float(i), params=[str(i), "v" * 1000 + str(i)])
+        sc.score(x, ctx)
+    for rate in (sc.hosts, sc.templates, sc.pairs, sc.errors):
+        assert len(rate._state) <= 100
+    for d in (sc._err_share, sc._gaps, sc._recur, sc._recur_t):
+        assert len(d) <= 100
+    assert len(sc._slots) <= 50
+    # the keys seen last are kept
+    assert "h999" in sc._gaps and "T999" in sc._slots and ("h999", "T999") in sc._recur
+    values = [v for slots in sc._slots.values() for s in slots for v in (s.values or ())]
+    assert values and max(map(len, values)) <= scoring._MAX_VALUE_CHARS
+
+
+_RSS_PROBE = r"""
+import random, string, sys
+from streams import scoring
+CAP = 2000
+scoring._MAX_HOSTS = scoring._MAX_KEYS = scoring._MAX_PAIRS = CAP
+scoring._MAX_SLOT_KEYS = scoring._MAX_NUMBERS = CAP // 2
+from streams.pipeline import Pipeline
+from streams.templates import TemplateMiner
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+p = Pipeline()
+p.miner = TemplateMiner(max_templates=CAP, cache_size=CAP)
+rng = random.Random(0)
+def w():
+    return "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9)))
+first = None
+for k in range(40):  # 40,000 unique lines, from 40,000 hosts, with a parameter each
+    lines = [f"Jan  1 00:{(k * 1000 + i) // 6000 % 60:02d}:{(k * 1000 + i) // 100 % 60:02d} "
+             f"h{k * 1000 + i} {w()}[{i}]: " + " ".join(w() for _ in range(rng.randint(3, 9)))
+             + f" n={i}" for i in range(1000)]
+    p.process([{"id": f"{k}.{i}", "received": 1.7e9 + k, "raw": x, "source": "t"}
+               for i, x in enumerate(lines)])
+    if k == 9:
+        first = rss()
+print(first, rss(), p.miner.template_count)
+"""
+
+
+def test_memory_stays_flat_under_a_flood_of_unique_lines():
+    """With the caps made small (the bounds are the same code at any size), 30,000 more unique
+    lines from new hosts, once the caps are reached, must not grow RSS by 16 MiB (without
+    bounds: +87 MiB, about 3 KB per template and host)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE], cwd=root, capture_output=True,
+                         text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, last, templates = out.stdout.split()
+    assert int(templates) <= 2000
+    assert float(last) - float(first) < 16, out.stdout
