@@ -85,7 +85,10 @@ Bounds (whatever the input, a flood of unique lines included):
   starts a new group with a new id (ids are never reused, ``clusters_counter``); the events
   stored under the old id keep it;
 * **the memos** (masked tokens, masked messages) hold at most ``cache_size`` entries and
-  ``MEMO_CHARS`` (8 M) characters each; a memo that is full is cleared.
+  ``MEMO_CHARS`` (8 M) characters each; a memo that is full is cleared;
+* **aliases** of merged ids: at most ``MAX_ALIASES`` (20,000); beyond, the oldest half is
+  dropped (``resolve`` then returns such an old id as is; the stores were told of those
+  merges when they happened).
 
 Two shortcuts keep it cheap: masks are applied per token, only to tokens that can hold a
 variable, and memoised (the order of ``MASKS`` is the priority, as in Drain3), and a
@@ -98,6 +101,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 __all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner"]
 
@@ -130,6 +134,9 @@ SEARCH_BUDGET = 16_384
 MAX_CANDIDATES = 256
 MIN_CANDIDATES = 8
 MEMO_CHARS = 8_000_000
+# ids merged away that ``resolve`` still knows (the oldest half is dropped beyond: the stores
+# were told of those merges long before, see ``MergeNotices``)
+MAX_ALIASES = 20_000
 
 _MAYBE_VARIABLE = re.compile(r"[\d@/]")
 # a token holds a value when it has a digit or a mask
@@ -364,6 +371,7 @@ class TemplateMiner:
         self.search_budget = search_budget
         self.memo_chars = memo_chars
         self.lines = 0  # lines mined: the clock of ``_Group.last``
+        self.merge_count = len(getattr(self, "aliases", ()))  # ids merged away, ever
         self.evicted = 0  # templates evicted so far
         self._held = 0  # tokens of the kept templates
         self._memo_chars = [0, 0]  # characters in the token memo and the message memo
@@ -391,23 +399,25 @@ class TemplateMiner:
             fresh.clusters_counter = old.clusters_counter
             state = fresh.__dict__
             state.pop("_masks", None)
+            state.pop("_young")  # the groups were added as they were: ordered below
         state.setdefault("enumeration", ENUMERATION)  # version 3 added enumerations
         state.setdefault("aliases", {})
         if "_young" not in state:  # version 4 added the bounds: order the groups by id
-            self._init_bounds(MAX_TEMPLATES, MAX_TEMPLATE_TOKENS, SEARCH_BUDGET, MEMO_CHARS)
-            bounds = {k: v for k, v in self.__dict__.items() if k not in state}
-            groups = sorted((g for leaf in state["_leaves"].values() for g in leaf),
-                            key=lambda g: g.cluster_id)
+            for k, v in (("max_templates", MAX_TEMPLATES), ("max_tokens", MAX_TEMPLATE_TOKENS),
+                         ("search_budget", SEARCH_BUDGET), ("memo_chars", MEMO_CHARS),
+                         ("lines", 0), ("evicted", 0)):
+                state.setdefault(k, v)
+            state["merge_count"] = len(state["aliases"])
+            young, old, held = {}, {}, 0
             for key, leaf in state["_leaves"].items():
                 for g in leaf:
                     g.key = key
-            for g in groups:
-                young = g.size < state.get("established", 3)
-                (bounds["_young"] if young else bounds["_old"])[g.cluster_id] = g
-                bounds["_held"] += len(g.tokens)
-            bounds["_memo_chars"] = [sum(map(len, state.get("_tokens", ()))),
-                                     sum(map(len, state.get("_cache", ())))]
-            state.update(bounds)
+            for g in sorted((g for leaf in state["_leaves"].values() for g in leaf),
+                            key=lambda g: g.cluster_id):
+                (young if g.size < state.get("established", 3) else old)[g.cluster_id] = g
+                held += len(g.tokens)
+            state.update(_young=young, _old=old, _held=held, _memo_chars=[
+                sum(map(len, state.get("_tokens", ()))), sum(map(len, state.get("_cache", ())))])
         if state.get("version", 1) < 2:
             # masks changed since (version 1 masked an address with its port as one <IP>): the
             # memos of masked tokens and messages are dropped; the groups and ids are kept
@@ -547,8 +557,11 @@ class TemplateMiner:
             other.merged_into = first
             other.family = None
             self.aliases[other.cluster_id] = first.cluster_id
+            self.merge_count += 1
             leaf.remove(other)
             self._forget(other)
+        if len(self.aliases) > MAX_ALIASES:
+            self.aliases = dict(islice(self.aliases.items(), len(self.aliases) // 2, None))
         first.family = None
         first.changed()
         return first
@@ -750,7 +763,7 @@ class MergeNotices:
         self.told = 0
 
     def news(self, miner: TemplateMiner) -> dict[str, str] | None:
-        n = len(miner.aliases)
+        n = miner.merge_count
         if n == self.told:
             return None
         self.told = n

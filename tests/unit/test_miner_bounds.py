@@ -299,3 +299,26 @@ def test_memory_stays_flat_under_a_flood_of_unique_lines():
     first, last, templates = out.stdout.split()
     assert int(templates) <= 2000
     assert float(last) - float(first) < 16, out.stdout
+
+
+def test_aliases_of_merged_ids_are_bounded_and_merges_still_reach_the_store(monkeypatch):
+    import random
+    import string
+
+    from streams import templates
+    from streams.templates import MergeNotices, TemplateMiner
+
+    monkeypatch.setattr(templates, "MAX_ALIASES", 30)
+    m = TemplateMiner()
+    notices = MergeNotices()
+    rng = random.Random(7)
+    told = 0
+    for _ in range(40):  # 40 keys, each with 5 word values: an enumeration merged each time
+        key, w1, w2, w3 = ("".join(rng.choices(string.ascii_lowercase, k=8)) for _ in range(4))
+        for v in ("alpha", "beta", "gamma", "delta", "omega"):
+            m.mine(f"svc {w1} {key}={v} {w2} {w3} done")
+        news = notices.news(m)
+        if news is not None:
+            told += 1
+    assert len(m.aliases) <= 30 and m.merge_count == 40 * 3
+    assert told == 40  # every merge was news, though the alias table was cut
