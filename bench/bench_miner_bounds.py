@@ -56,6 +56,9 @@ def part_rss(n: int) -> None:
     for start in range(0, n, 1000):
         lines = [" ".join(words(rng, rng.randint(4, 12))) for _ in range(min(1000, n - start))]
         p.process(items(lines, start))
+        if (start + 1000) % 50_000 == 0 and start + 1000 < n:
+            print(f"rss:   after {start + 1000:,} lines: RSS {rss_mib():.0f} MiB, "
+                  f"templates {p.miner.template_count:,}")
     cpu = time.process_time() - t
     size = len(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)) / 2**20
     print(f"rss: {n:,} unique lines: RSS {before:.0f} -> {rss_mib():.0f} MiB, "

@@ -138,7 +138,7 @@ _MAX_PAIRS = 200_000  # (host, pattern) rates kept; the longest quiet are forgot
 # end): beyond these, the half of the keys quiet the longest (by event time, then by order of
 # arrival) is forgotten, and a key that comes back starts afresh, as a new one would
 _MAX_HOSTS = 100_000  # hosts: rates, errors, gaps, shares of the fleet's errors
-_MAX_KEYS = 100_000  # patterns: rates and error recurrence (the miner keeps 50,000)
+_MAX_KEYS = 40_000  # patterns: rates and error recurrence (the miner keeps 20,000)
 _MAX_SLOT_KEYS = 20_000  # patterns whose parameter slots are kept (least recently seen go)
 _MAX_VALUE_CHARS = 64  # a parameter value is counted (and memoised) by its first 64 chars
 _MAX_NUMBERS = 100_000  # parameter texts whose numeric value is memoised

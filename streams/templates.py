@@ -74,7 +74,7 @@ Bounds (whatever the input, a flood of unique lines included):
   (``MAX_CANDIDATES``); a line is compared with those only, and a comparison stops as soon
   as the group has missed too many positions to reach ``sim_th``. So a line costs at most
   ~16,000 token comparisons (and at least 8 groups are kept for the longest lines);
-* **the templates**: at most ``MAX_TEMPLATES`` (50,000) groups, holding at most
+* **the templates**: at most ``MAX_TEMPLATES`` (20,000) groups, holding at most
   ``MAX_TEMPLATE_TOKENS`` (1,000,000) tokens in all;
 * **eviction** (when a leaf or the whole miner is full, before a new group is added): the
   group joined least recently among the *young* ones (fewer than ``established`` lines, a
@@ -128,7 +128,7 @@ ENUMERATION = 4
 # bounds (see "Bounds" in the module docs): templates kept, their tokens in all, the token
 # comparisons one line may cost in its group search, the groups one search may meet at most,
 # and the characters the two memos may hold
-MAX_TEMPLATES = 50_000
+MAX_TEMPLATES = 20_000
 MAX_TEMPLATE_TOKENS = 1_000_000
 SEARCH_BUDGET = 16_384
 MAX_CANDIDATES = 256
