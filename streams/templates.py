@@ -590,11 +590,11 @@ class TemplateMiner:
         self._held += len(tokens)
         while ((self._count > self.max_templates or self._held > self.max_tokens)
                and self._count > 1):
-            order = self._young if len(self._young) > 1 or not self._old else self._old
-            victim = next(iter(order.values()))
-            if victim is group or victim is keep:
-                victim = next(g for g in (*self._young.values(), *self._old.values())
-                              if g is not group and g is not keep)
+            victim = next((g for g in (*islice(self._young.values(), 3),
+                                       *islice(self._old.values(), 3))
+                           if g is not group and g is not keep), None)
+            if victim is None:  # only the new group and the one it was made from are left
+                break
             self._evict(victim)
         return group
 

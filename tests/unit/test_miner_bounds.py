@@ -322,3 +322,15 @@ def test_aliases_of_merged_ids_are_bounded_and_merges_still_reach_the_store(monk
             told += 1
     assert len(m.aliases) <= 30 and m.merge_count == 40 * 3
     assert told == 40  # every merge was news, though the alias table was cut
+
+
+def test_a_tiny_template_cap_never_fails():
+    from streams.templates import TemplateMiner
+
+    for cap in (1, 2, 3):
+        m = TemplateMiner(max_templates=cap)
+        for v in ("alpha", "beta", "gamma", "delta", "omega", "alpha"):
+            m.mine(f"svc one user={v} two three")
+        for x in _unique_lines(50, cap, first="", tokens=5):
+            m.mine(x.strip())
+        assert m.template_count <= max(cap, 2)
