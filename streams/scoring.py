@@ -55,6 +55,12 @@ a flood of a thousand lines is one event, and does not lift the threshold over t
 different anomaly (before, the injected episodes of the synthetic streams pushed it to 1.0,
 and live recall fell to 0.0 for the kinds that come as a single line).
 
+Memory is bounded whatever comes in: every map keyed by host, pattern or (host, pattern) has
+a cap (``_MAX_HOSTS``, ``_MAX_KEYS``, ``_MAX_PAIRS``, ``_MAX_SLOT_KEYS``); when a map is full,
+the half of its keys quiet the longest (by event time; parameter slots: seen least recently)
+is forgotten, and such a key that comes back starts afresh, like a new one. A parameter value
+is counted by its first ``_MAX_VALUE_CHARS`` characters.
+
 The feature vector also keeps the plain inputs (``rarity``, ``new_template``, ``length``,
 ``unparsed``) for the trees and for consumers that read them.
 """
