@@ -176,6 +176,8 @@ def _candidates(p: ParsedLine) -> dict[str, str]:
             out[f"time {fmt}"] = ts.strftime(fmt)
         out["time day"] = str(ts.day)
         out["time %H:%M:%S,ms"] = ts.strftime("%H:%M:%S,") + f"{ts.microsecond // 1000:03d}"
+        out["time %H:%M:%S.ms"] = ts.strftime("%H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+        out["time %m-%d"] = ts.strftime("%m-%d")
         out["time %Y-%m-%d-%H.%M.%S.us"] = ts.strftime("%Y-%m-%d-%H.%M.%S.") + f"{ts.microsecond:06d}"
         out["time epoch"] = str(int(ts.timestamp()))
     return out
@@ -216,9 +218,10 @@ def eval_parsing(log: Path, structured: Path | None = None, *, messages_only: bo
         result["warning"] = f"{n} lines but {len(rows)} CSV rows: compared the first {min(n, len(rows))}"
     m = min(n, len(rows))
     if not messages_only:
-        # field agreement: re-parse with the pipeline's own parser for the raw field texts
-        parser = pipeline.parser
-        cands = [_candidates(parser.parse(items[i]["raw"])) for i in range(m)]
+        # field agreement: re-parse the lines in order with a fresh twin of the pipeline's
+        # parsing (built-in formats, then each source's learned layout) for the raw field texts
+        reparse = Pipeline(pipeline.config)._parse
+        cands = [_candidates(reparse(items[i]["raw"], items[i])) for i in range(m)]
         fields = {}
         for col in rows[0].keys():
             if col in _IGNORED_COLUMNS or col is None:

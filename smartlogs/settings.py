@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     )
     log_format: str | None = Field(None, description="Force one header format instead of detection "
                                    "(one of streams.parsing.FORMATS; empty: detect).")
+    builtin_formats: bool = Field(True, description="Try the built-in header formats (syslog, RFC 5424, "
+                                  "Apache, log4j, JSON, ...) before the layout learned per source; "
+                                  "false: learned layouts alone.")
+    infer_headers: bool = Field(True, description="Learn each source's header layout from its first "
+                                "lines (timestamp, level, component, pid) when no built-in format fits.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
     hst_trees: int = Field(10, ge=1, description="HalfSpaceTrees: number of trees.")
     hst_height: int = Field(6, ge=1, le=20, description="HalfSpaceTrees: tree height (cost grows as 2^height).")

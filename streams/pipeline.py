@@ -21,7 +21,8 @@ from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
-from streams.parsing import LineParser, normalize_level
+from streams.headers import SourceHeaders, normalize_single_letter
+from streams.parsing import LineParser, ParsedLine, normalize_level
 from streams.scoring import AnomalyScorer
 from streams.templates import TemplateMiner
 from streams.windows import window_start
@@ -48,6 +49,8 @@ class PipelineConfig:
     hst_window: int = 250
     anomaly_quantile: float = 0.995
     min_anomaly_score: float = 0.7
+    builtin_formats: bool = True  # the parser's known formats first; False: inference alone
+    infer_headers: bool = True  # learn each source's header layout (streams.headers)
 
     @classmethod
     def from_settings(cls, s) -> "PipelineConfig":
@@ -57,6 +60,8 @@ class PipelineConfig:
             max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
             hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
             min_anomaly_score=s.min_anomaly_score,
+            builtin_formats=getattr(s, "builtin_formats", True),
+            infer_headers=getattr(s, "infer_headers", True),
         )
 
 
@@ -75,6 +80,7 @@ class Pipeline:
             quantile=c.anomaly_quantile,
             min_score=c.min_anomaly_score,
         )
+        self.sources: dict[str, SourceHeaders] = {}  # learned header layouts, per source
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
         self.lines = 0
 
@@ -98,7 +104,7 @@ class Pipeline:
 
     def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
         out, lines = [], []
-        parse = self.parser.parse
+        parse = self._parse
         mine = self.miner.mine
         features = self.scorer.features
         size = self.config.window_seconds
@@ -108,10 +114,10 @@ class Pipeline:
             if raw is not None:
                 if len(raw) > limit:  # the parser cuts it too; what is stored must be cut as well
                     raw = raw[:limit]
-                    p = parse(raw)
+                    p = parse(raw, item)
                     p.truncated = True
                 else:
-                    p = parse(raw)
+                    p = parse(raw, item)
                 message, ts, host, component, pid = p.message, p.timestamp, p.host, p.component, p.pid
                 level, ok, fmt, truncated, extra = p.level, p.ok, p.format, p.truncated, p.fields
             else:
@@ -121,7 +127,7 @@ class Pipeline:
                 ok, fmt, truncated = True, "json", False
                 if ts is None and host is None and level is None and component is None:
                     # only a message: it may be a whole log line with its own header
-                    p = parse(message)
+                    p = parse(message, item)
                     if p.ok:
                         message, ts, host, component, pid = (
                             p.message, p.timestamp, p.host, p.component, p.pid)
@@ -143,7 +149,7 @@ class Pipeline:
                 # so it does not head every newest-first listing and window for years
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
-            level = normalize_level(level)
+            level = normalize_level(normalize_single_letter(level))
             mined = mine(message)
             x, ctx = features(
                 template_id=mined.template_id,
@@ -184,6 +190,33 @@ class Pipeline:
             })
         return out, lines
 
+    def _parse(self, line: str, item: dict) -> ParsedLine:
+        """Built-in formats first (unless switched off), then the source's learned layout;
+        a line neither fits comes back raw (ok=False)."""
+        c = self.config
+        if c.builtin_formats or c.log_format is not None:
+            p = self.parser.parse(line)
+            if p.ok or c.log_format is not None or not c.infer_headers:
+                return p
+        elif not c.infer_headers:
+            return ParsedLine(message=line.rstrip())
+        key = source_key(item)
+        state = self.sources.get(key)
+        if state is None:
+            if len(self.sources) >= MAX_SOURCES:  # forget the source seen least
+                del self.sources[min(self.sources, key=lambda k: self.sources[k].lines)]
+            state = self.sources[key] = SourceHeaders()
+        q = state.parse(line, year=c.year, now=item.get("received"))
+        if q is None:
+            if c.builtin_formats:
+                return p
+            return ParsedLine(message=line.rstrip())
+        return q
+
+    def describe_sources(self) -> list[dict]:
+        """Each source's learned layout, lines seen and the share that fitted it."""
+        return [{"source": k, **v.describe()} for k, v in sorted(self.sources.items())]
+
     def status(self) -> dict:
         return {
             "lines": self.lines,
@@ -191,6 +224,15 @@ class Pipeline:
             "model_warmed_up": self.scorer.warmed_up,
             "threshold": self.scorer.threshold.value,
         }
+
+
+MAX_SOURCES = 1024
+
+
+def source_key(item: dict) -> str:
+    """Which source a line belongs to, for header inference: its named stream (a replayed or
+    shipped file, a receiver), else its transport (``http``, ``file``)."""
+    return str(item.get("stream") or item.get("source") or "http")
 
 
 @lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
@@ -232,6 +274,8 @@ def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
     except Exception as exc:  # noqa: BLE001 - any damage means: start fresh, never crash-loop
         log.error("checkpoint %s is unusable (%s); starting from a fresh model", path, exc)
         return None
+    if not hasattr(pipeline, "sources"):  # a checkpoint from before header inference
+        pipeline.sources = {}
     if pipeline.config != config:
         log.warning("checkpoint was made with other settings; keeping its model, using new settings")
         pipeline.config = config
