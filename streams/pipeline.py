@@ -127,7 +127,7 @@ class Pipeline:
                 ok, fmt, truncated = True, "json", False
                 if ts is None and host is None and level is None and component is None:
                     # only a message: it may be a whole log line with its own header
-                    p = parse(message, item)
+                    p = parse(message, item, learn=False)
                     if p.ok:
                         message, ts, host, component, pid = (
                             p.message, p.timestamp, p.host, p.component, p.pid)
@@ -190,13 +190,14 @@ class Pipeline:
             })
         return out, lines
 
-    def _parse(self, line: str, item: dict) -> ParsedLine:
+    def _parse(self, line: str, item: dict, learn: bool = True) -> ParsedLine:
         """Built-in formats first (unless switched off), then the source's learned layout;
-        a line neither fits comes back raw (ok=False)."""
+        a line neither fits comes back raw (ok=False). ``learn=False`` (a structured event's
+        message): built-in formats only, no layout is learned from message text."""
         c = self.config
-        if c.builtin_formats or c.log_format is not None:
+        if c.builtin_formats or c.log_format is not None or not learn:
             p = self.parser.parse(line)
-            if p.ok or c.log_format is not None or not c.infer_headers:
+            if p.ok or c.log_format is not None or not c.infer_headers or not learn:
                 return p
         elif not c.infer_headers:
             return ParsedLine(message=line.rstrip())
