@@ -110,6 +110,8 @@ _HEAD = re.compile(r"[^<\d]*")
 _WORDS = re.compile(r"(?:<[A-Z*]+>|[\w.-])+")
 # a word run that may be empty in one line and filled in another: a value after = ( [ { : ' "
 _OPTIONAL_AFTER = "=([{:'\""
+# characters that join the parts of one identifier rather than a label and its value
+_JOINERS = "_~"
 # a mask in a template token (the variable parts of a parameter)
 _MASK = re.compile(r"<[A-Z*]+>")
 
@@ -209,7 +211,8 @@ def _label(tok: str) -> str:
     head = _HEAD.match(tok).group()
     for k in range(len(head) - 1, -1, -1):
         if not head[k].isalnum():
-            return head[:k + 1]
+            # ``_`` and ``~`` join the parts of one identifier (``pkg_for_KB1``, ``a~b~1``)
+            return "" if head[k] in _JOINERS else head[:k + 1]
     return ""
 
 
