@@ -71,7 +71,7 @@ TS_FAMILIES: dict[str, tuple[str, int]] = {
     "md": (r"(?P<M>\d\d)-(?P<D>\d\d)\s+(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)(?:[.,](?P<f>\d{1,9}))?", 1),
     "compact": (r"(?P<Y>\d{4})(?P<M>\d\d)(?P<D>\d\d)-(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _FRAC, 2),
     "yymmdd": (r"(?P<y>\d\d)(?P<M>[01]\d)(?P<D>[0-3]\d)\s+(?P<h>[0-2]\d)(?P<m>[0-5]\d)(?P<s>[0-6]\d)", 0),
-    "epoch_ms": (r"(?P<ems>1\d{12}|2\d{12}|3\d{12}|4[01]\d{11})", 1),
+    "epoch_ms": (r"(?P<ems>9[4-9]\d{10}|[1-3]\d{12}|4[01]\d{11})", 1),
     "epoch": (r"(?P<e>9[4-9]\d{7}|[1-3]\d{9}|4[01]\d{8})(?:\.(?P<f>\d{1,9}))?", 0),
 }
 _END = r"[,;]?(?=\s|$)"  # a timestamp token may carry a trailing comma ("04:30:30, Info")
@@ -83,7 +83,8 @@ _LEVEL_WORDS = sorted({k for k in _LEVELS if not k.isdigit()}
 _LEVEL_RX = "(?:" + "|".join(_LEVEL_WORDS) + ")"
 _SINGLE = {"V": "VERBOSE", "D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "F": "FATAL"}
 
-_BRACKET_RX = r"\[(?:[^\[\]\n]|\[[^\[\]\n]*\])*\]"
+# "unrolled": a run of plain characters, then nested [..] each followed by another run
+_BRACKET_RX = r"\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]"
 _FRAG = {
     "level": r"\[?(?P<level>" + _LEVEL_RX + r")\]?:?(?=\s|$)",
     "int": r"-?\d+(?=\s|$)",
@@ -92,6 +93,10 @@ _FRAG = {
     "comp": r"(?P<comp>[^\s\[\]]*[^\s\[\]:])(?:\[(?P<pid>[^\[\]\s]*)\])?:(?=\s|$)",
     "word": r"\S+",
 }
+# in a compiled layout: any short word, checked against the level words after the match
+# (one set look-up is cheaper than a long alternation)
+_LOOSE_LEVEL = r"\[?(?P<level>[A-Za-z]{1,13})\]?:?(?=\s|$)"
+_LEVEL_SET = frozenset(_LEVEL_WORDS)
 _SCAN = [(k, re.compile(_FRAG[k])) for k in ("level", "int", "bracket", "sep", "comp", "word")]
 _WS = re.compile(r"\s+")
 _GROUP = re.compile(r"\(\?P<\w+>")
@@ -203,6 +208,9 @@ def _level_ahead(rest: list[Token], i: int) -> bool:
     return False
 
 
+_MISSING = object()
+
+
 def _year(now: float | None, month: int) -> int:
     t = datetime.fromtimestamp(now if now is not None else 0.0, UTC)
     return t.year - 1 if month > t.month + 1 else t.year
@@ -215,9 +223,11 @@ class Layout:
     slots: tuple[str, ...]
     regex: re.Pattern = field(init=False, repr=False, compare=False)
     roles: dict = field(init=False, repr=False, compare=False)
+    _times: dict = field(init=False, repr=False, compare=False)  # timestamp text -> datetime
 
     def __post_init__(self) -> None:
         self.regex, self.roles = _compile(self.slots)
+        self._times = {}
 
     def __getstate__(self):
         return self.slots
@@ -225,6 +235,7 @@ class Layout:
     def __setstate__(self, slots) -> None:
         self.slots = slots
         self.regex, self.roles = _compile(slots)
+        self._times = {}
 
     @property
     def text(self) -> str:
@@ -236,13 +247,25 @@ class Layout:
         if m is None:
             return None
         g = m.groupdict()
+        level = g.get("level")
+        if level is not None and level not in _LEVEL_SET:
+            return None
         fields: dict[str, str] = {}
         r = self.roles
         ts = None
         if r["ts"]:
-            ts = _timestamp(g, year, now)
+            text = g["ts"]
+            yearless = not (g.get("Y") or g.get("y") or g.get("e") or g.get("ems"))
+            key = (text, year, _year(now, int(g["M"]) if g.get("M") else _MONTHS[g["Mon"]])
+                   if yearless and year is None else None)
+            times = self._times
+            ts = times.get(key, _MISSING)
+            if ts is _MISSING:
+                if len(times) >= 4096:
+                    times.clear()
+                ts = times[key] = _timestamp(g, year, now)
             if ts is None:
-                fields["invalid_timestamp"] = m.group("ts")
+                fields["invalid_timestamp"] = text
         for name, key in r["extra"]:
             v = g.get(name)
             if v is not None:
@@ -254,7 +277,7 @@ class Layout:
         if tid is not None:
             fields["tid"] = tid
         msg = g.get("msg") or ""
-        return ParsedLine(msg.strip(), ts, host, comp, pid or None, g.get("level"), "inferred",
+        return ParsedLine(msg.strip(), ts, host, comp, pid or None, level, "inferred",
                           True, False, fields)
 
 
@@ -272,7 +295,7 @@ def _compile(slots: tuple[str, ...]) -> tuple[re.Pattern, dict]:
             parts.append(r"(?P<ts>\[?" + rx + r"\]?)[,;]?")
             roles["ts"] = True
             continue
-        frag = _FRAG[s]
+        frag = _FRAG[s] if s != "level" else _LOOSE_LEVEL  # checked against the set after
         if s in ("level", "comp"):
             parts.append(frag)
             continue
@@ -428,6 +451,26 @@ class SourceHeaders:
                     self.recent[-1] = True
                     self.parsed += 1
         return r
+
+    @property
+    def hot(self) -> bool:
+        """The last line of this source fitted a learned layout."""
+        return bool(self.recent) and self.recent[-1]
+
+    def quick(self, line: str, *, year: int | None = None, now: float | None = None
+              ) -> ParsedLine | None:
+        """The learned layouts only, nothing learned; a fit is counted as :meth:`parse`
+        counts it, a miss is not counted (the caller tries other formats, then ``parse``)."""
+        for layout in self.layouts:
+            r = layout.parse(line, year=year, now=now)
+            if r is not None:
+                self.lines += 1
+                self.parsed += 1
+                self.recent.append(True)
+                if len(self.recent) > _MISS_WINDOW:
+                    del self.recent[0]
+                return r
+        return None
 
     def _adopt(self, layout: Layout, *, replace: bool) -> None:
         if replace and self.layouts:

@@ -195,14 +195,25 @@ class Pipeline:
         a line neither fits comes back raw (ok=False). ``learn=False`` (a structured event's
         message): built-in formats only, no layout is learned from message text."""
         c = self.config
+        key = state = None
         if c.builtin_formats or c.log_format is not None or not learn:
+            if learn and c.log_format is None and c.infer_headers and self.sources:
+                # a source whose last line fitted its learned layout: that layout first (a
+                # layout is learned only from lines no built-in format took)
+                key = source_key(item)
+                state = self.sources.get(key)
+                if state is not None and state.hot:
+                    q = state.quick(line, year=c.year, now=item.get("received"))
+                    if q is not None:
+                        return q
             p = self.parser.parse(line)
             if p.ok or c.log_format is not None or not c.infer_headers or not learn:
                 return p
         elif not c.infer_headers:
             return ParsedLine(message=line.rstrip())
-        key = source_key(item)
-        state = self.sources.get(key)
+        if key is None:
+            key = source_key(item)
+            state = self.sources.get(key)
         if state is None:
             if len(self.sources) >= MAX_SOURCES:  # forget the source seen least
                 del self.sources[min(self.sources, key=lambda k: self.sources[k].lines)]
