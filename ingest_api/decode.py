@@ -28,7 +28,8 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
                 "application/x-jsonlines", "application/jsonlines"}
 TEXT_TYPES = {"text/plain"}
 
-_KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
+MAX_STREAM_LENGTH = 200
+_KNOWN = {"stream", "message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
           "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
 MAX_ID_LENGTH = 200
 # how deep an event's own fields may nest objects/arrays; the stores serialise events as JSON
@@ -45,6 +46,8 @@ EVENT_SCHEMA = {
     "properties": {
         "message": {"type": "string"},
         "raw": {"type": "string"},
+        "stream": {"type": "string", "description": "the source the line comes from (a file): "
+                   "its header layout is learned apart"},
         "timestamp": {"anyOf": [
             {"type": "string", "format": "date-time"},
             # epoch seconds, or milliseconds above 1e11
@@ -245,6 +248,9 @@ def _event(doc, i: int, what: str = "event") -> dict:
                               f"{where}: 'id' must be a non-empty string of at most "
                               f"{MAX_ID_LENGTH} characters", index=i)
         item["id"] = eid
+    stream = doc.get("stream")
+    if isinstance(stream, str) and stream.strip():  # the named source (a shipped file)
+        item["stream"] = stream.strip()[:MAX_STREAM_LENGTH]
     if message is None:
         item["raw"] = raw
         return item

@@ -540,14 +540,14 @@ class Shipper:
                 f.refresh()
             except OSError as exc:
                 log.warning("%s: %s", f.key, exc)
-        batch: list[tuple[str, str]] = []
+        batch: list[tuple[str, str, str]] = []
         n = len(self.files)
         order = self.files[self._rr % n:] + self.files[:self._rr % n]
         self._rr += 1
         for f in order:
             left = self.batch_size - len(batch)
             try:
-                batch += f.read(left, self.batch_bytes)
+                batch += [(i, line, f.key) for i, line in f.read(left, self.batch_bytes)]
             except OSError as exc:
                 log.warning("%s: %s", f.key, exc)
         if batch and not self._send(batch):
@@ -560,11 +560,13 @@ class Shipper:
         if batch:
             self.stats.lines += len(batch)
             self.stats.batches += 1
-            self.stats.truncated += sum(len(line) > self.max_line_length for _, line in batch)
+            self.stats.truncated += sum(len(line) > self.max_line_length for _, line, _ in batch)
         return len(batch)
 
-    def _send(self, batch: list[tuple[str, str]]) -> bool:
-        body = b"\n".join(orjson.dumps({"id": i, "raw": line}) for i, line in batch)
+    def _send(self, batch: list[tuple[str, str, str]]) -> bool:
+        # each line names its file as its stream: the API learns each file's header apart
+        body = b"\n".join(orjson.dumps({"id": i, "raw": line, "stream": name})
+                          for i, line, name in batch)
         if self.gzip:
             body = gzip_mod.compress(body, compresslevel=5)
 

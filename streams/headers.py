@@ -414,6 +414,13 @@ class SourceHeaders:
     misses: list[str] = field(default_factory=list)  # recent lines that fitted no layout
     recent: list[bool] = field(default_factory=list)  # fit / no fit of the last lines
     relearned: int = 0
+    builtin: dict = field(default_factory=dict)  # lines a built-in format took, by format
+
+    def note_builtin(self, fmt: str) -> None:
+        """A line of this source that a built-in format parsed (counted, nothing learned)."""
+        self.lines += 1
+        self.parsed += 1
+        self.builtin[fmt] = self.builtin.get(fmt, 0) + 1
 
     def parse(self, line: str, *, year: int | None = None, now: float | None = None
               ) -> ParsedLine | None:
@@ -489,9 +496,20 @@ class SourceHeaders:
         self.layouts = keep
 
     def describe(self) -> dict:
-        return {"layout": self.layouts[0].text if self.layouts else None,
-                "layouts": [lay.text for lay in self.layouts], "lines": self.lines,
-                "parsed_share": self.parsed / self.lines if self.lines else 0.0}
+        """What a person sees (``GET /api/sources``): the layout most lines fitted (a built-in
+        format's name, or the learned layout's slots), every layout, lines and share parsed."""
+        learned = self.parsed - sum(self.builtin.values())
+        main = max(self.builtin.items(), key=lambda kv: kv[1], default=(None, 0))
+        if self.layouts and learned >= main[1]:
+            layout = self.layouts[0].text
+        else:
+            layout = f"built-in {main[0]}" if main[0] else None
+        return {"layout": layout,
+                "layouts": [lay.text for lay in self.layouts]
+                + [f"built-in {k}" for k in sorted(self.builtin)],
+                "lines": self.lines,
+                "parsed_share": round(self.parsed / self.lines, 4) if self.lines else 0.0,
+                "relearned": self.relearned}
 
 
 def normalize_single_letter(level: str | None) -> str | None:

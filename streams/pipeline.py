@@ -207,6 +207,13 @@ class Pipeline:
                     if q is not None:
                         return q
             p = self.parser.parse(line)
+            if p.ok and learn:
+                if key is None:
+                    key = source_key(item)
+                    state = self.sources.get(key)
+                if state is None:
+                    state = self._new_source(key)
+                state.note_builtin(p.format)
             if p.ok or c.log_format is not None or not c.infer_headers or not learn:
                 return p
         elif not c.infer_headers:
@@ -215,9 +222,7 @@ class Pipeline:
             key = source_key(item)
             state = self.sources.get(key)
         if state is None:
-            if len(self.sources) >= MAX_SOURCES:  # forget the source seen least
-                del self.sources[min(self.sources, key=lambda k: self.sources[k].lines)]
-            state = self.sources[key] = SourceHeaders()
+            state = self._new_source(key)
         q = state.parse(line, year=c.year, now=item.get("received"))
         if q is None:
             if c.builtin_formats:
@@ -225,9 +230,15 @@ class Pipeline:
             return ParsedLine(message=line.rstrip())
         return q
 
+    def _new_source(self, key: str) -> SourceHeaders:
+        if len(self.sources) >= MAX_SOURCES:  # forget the source seen least
+            del self.sources[min(self.sources, key=lambda k: self.sources[k].lines)]
+        state = self.sources[key] = SourceHeaders()
+        return state
+
     def describe_sources(self) -> list[dict]:
         """Each source's learned layout, lines seen and the share that fitted it."""
-        return [{"source": k, **v.describe()} for k, v in sorted(self.sources.items())]
+        return [{"source": k, **v.describe()} for k, v in sorted(list(self.sources.items()))]
 
     def status(self) -> dict:
         return {
