@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     )
     log_format: str | None = Field(None, description="Force one header format instead of detection "
                                    "(one of streams.parsing.FORMATS; empty: detect).")
+    log_patterns: dict[str, str] = Field(default_factory=dict, description=(
+        "Declared formats per source, JSON {glob: pattern}: the glob matches the source's "
+        "name (X-SmartLogs-Stream, a shipped file's path, a receiver: syslog, loki, otlp, "
+        "http, file) or the line's host; the pattern is grok (%{TIMESTAMP_ISO8601:timestamp}) "
+        "or a regex with named groups. The first glob that matches wins."))
     builtin_formats: bool = Field(True, description="Try the built-in header formats (syslog, RFC 5424, "
                                   "Apache, log4j, JSON, ...) before the layout learned per source; "
                                   "false: learned layouts alone.")
@@ -136,7 +141,24 @@ class Settings(BaseSettings):
         if v in (None, ""):
             return None
         if v not in FORMATS:
-            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}")
+            if "%{" not in v and "(?P<" not in v and "(?<" not in v:
+                raise ValueError(f"unknown log format {v!r}; expected one of: "
+                                 f"{', '.join(FORMATS)}, or a grok pattern / regex with named "
+                                 "groups")
+            from streams.formats import UserFormat
+
+            UserFormat(v)  # FormatError (a ValueError): refused at start, pattern and error
+        return v
+
+    @field_validator("log_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: dict[str, str]) -> dict[str, str]:
+        from streams.formats import UserFormat
+
+        for glob, pattern in v.items():
+            if not glob:
+                raise ValueError("log_patterns: an empty source glob")
+            UserFormat(pattern)
         return v
 
     @property

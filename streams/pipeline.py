@@ -21,6 +21,7 @@ from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
+from streams.formats import UserFormats
 from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
 from streams.scoring import AnomalyScorer
@@ -49,14 +50,23 @@ class PipelineConfig:
     hst_window: int = 250
     anomaly_quantile: float = 0.995
     min_anomaly_score: float = 0.7
+    # user-declared formats: (glob on the source name or host, grok/regex pattern), first wins
+    log_patterns: tuple[tuple[str, str], ...] = ()
     builtin_formats: bool = True  # the parser's known formats first; False: inference alone
     infer_headers: bool = True  # learn each source's header layout (streams.headers)
 
     @classmethod
     def from_settings(cls, s) -> "PipelineConfig":
         """From a ``smartlogs.settings.Settings`` (duck-typed: the core imports no settings)."""
+        from streams.parsing import FORMATS
+
+        patterns = tuple((getattr(s, "log_patterns", None) or {}).items())
+        fmt = s.log_format
+        if fmt is not None and fmt not in FORMATS:  # a pattern of the user's for every source
+            patterns, fmt = (*patterns, ("*", fmt)), None
         return cls(
-            window_seconds=s.window_seconds, log_format=s.log_format, year=s.default_year,
+            window_seconds=s.window_seconds, log_format=fmt, year=s.default_year,
+            log_patterns=patterns,
             max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
             hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
             min_anomaly_score=s.min_anomaly_score,
@@ -81,6 +91,7 @@ class Pipeline:
             min_score=c.min_anomaly_score,
         )
         self.sources: dict[str, SourceHeaders] = {}  # learned header layouts, per source
+        self.user_formats = UserFormats(c.log_patterns)  # FormatError on a bad pattern
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
         self.lines = 0
 
@@ -196,11 +207,18 @@ class Pipeline:
         message): built-in formats only, no layout is learned from message text."""
         c = self.config
         key = state = None
+        if self.user_formats:  # a format the user declared for this source comes first
+            key = source_key(item)
+            f = self.user_formats.for_source(key, item.get("host"))
+            if f is not None:
+                q = f.parse(line, year=c.year, now=item.get("received"))
+                if q is not None:
+                    return q
         if c.builtin_formats or c.log_format is not None or not learn:
             if learn and c.log_format is None and c.infer_headers and self.sources:
                 # a source whose last line fitted its learned layout: that layout first (a
                 # layout is learned only from lines no built-in format took)
-                key = source_key(item)
+                key = key or source_key(item)
                 state = self.sources.get(key)
                 if state is not None and state.hot:
                     q = state.quick(line, year=c.year, now=item.get("received"))
@@ -208,8 +226,8 @@ class Pipeline:
                         return q
             p = self.parser.parse(line)
             if p.ok and learn:
-                if key is None:
-                    key = source_key(item)
+                if state is None:
+                    key = key or source_key(item)
                     state = self.sources.get(key)
                 if state is None:
                     state = self._new_source(key)
@@ -218,8 +236,8 @@ class Pipeline:
                 return p
         elif not c.infer_headers:
             return ParsedLine(message=line.rstrip())
-        if key is None:
-            key = source_key(item)
+        if state is None:
+            key = key or source_key(item)
             state = self.sources.get(key)
         if state is None:
             state = self._new_source(key)
@@ -299,9 +317,12 @@ def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
         return None
     if not hasattr(pipeline, "sources"):  # a checkpoint from before header inference
         pipeline.sources = {}
+    if not hasattr(pipeline, "user_formats"):
+        pipeline.user_formats = UserFormats(())
     if pipeline.config != config:
         log.warning("checkpoint was made with other settings; keeping its model, using new settings")
         pipeline.config = config
         pipeline.parser = LineParser(config.log_format, year=config.year,
                                      max_length=config.max_line_length)
+        pipeline.user_formats = UserFormats(config.log_patterns)
     return pipeline
