@@ -202,49 +202,47 @@ class Pipeline:
         return out, lines
 
     def _parse(self, line: str, item: dict, learn: bool = True) -> ParsedLine:
-        """Built-in formats first (unless switched off), then the source's learned layout;
-        a line neither fits comes back raw (ok=False). ``learn=False`` (a structured event's
-        message): built-in formats only, no layout is learned from message text."""
+        """A declared format of the line's source first, then the built-in formats (unless
+        switched off), then the source's learned layout; a line none fits comes back raw
+        (ok=False). ``learn=False`` (a structured event's message): no layout is learned
+        from message text. Written for the hot path: the built-in case costs a few lookups."""
         c = self.config
-        key = state = None
-        if self.user_formats:  # a format the user declared for this source comes first
-            key = source_key(item)
+        key = item.get("stream") or item.get("source") or "http"  # = source_key(item)
+        if self.user_formats.formats:  # a format the user declared for this source
             f = self.user_formats.for_source(key, item.get("host"))
             if f is not None:
                 q = f.parse(line, year=c.year, now=item.get("received"))
                 if q is not None:
                     return q
-        if c.builtin_formats or c.log_format is not None or not learn:
-            if learn and c.log_format is None and c.infer_headers and self.sources:
-                # a source whose last line fitted its learned layout: that layout first (a
-                # layout is learned only from lines no built-in format took)
-                key = key or source_key(item)
-                state = self.sources.get(key)
-                if state is not None and state.hot:
+        state = self.sources.get(key)
+        infer = c.infer_headers and c.log_format is None and learn
+        if not (c.builtin_formats or c.infer_headers or c.log_format):
+            return ParsedLine(message=line.rstrip())  # both switched off: every line raw
+        if c.builtin_formats or not infer:
+            if state is not None and infer:
+                recent = state.recent
+                if recent and recent[-1]:
+                    # the source's last line fitted its learned layout: that layout first (a
+                    # layout is learned only from lines no built-in format took)
                     q = state.quick(line, year=c.year, now=item.get("received"))
                     if q is not None:
                         return q
             p = self.parser.parse(line)
-            if p.ok and learn:
-                if state is None:
-                    key = key or source_key(item)
-                    state = self.sources.get(key)
-                if state is None:
-                    state = self._new_source(key)
-                state.note_builtin(p.format)
-            if p.ok or c.log_format is not None or not c.infer_headers or not learn:
+            if p.ok:
+                if learn:  # counted for GET /api/sources
+                    if state is None:
+                        state = self._new_source(key)
+                    state.lines += 1
+                    state.parsed += 1
+                    counts = state.builtin
+                    counts[p.format] = counts.get(p.format, 0) + 1
                 return p
-        elif not c.infer_headers:
-            return ParsedLine(message=line.rstrip())
-        if state is None:
-            key = key or source_key(item)
-            state = self.sources.get(key)
+            if not infer:
+                return p
         if state is None:
             state = self._new_source(key)
         q = state.parse(line, year=c.year, now=item.get("received"))
         if q is None:
-            if c.builtin_formats:
-                return p
             return ParsedLine(message=line.rstrip())
         return q
 
@@ -273,7 +271,7 @@ MAX_SOURCES = 1024
 def source_key(item: dict) -> str:
     """Which source a line belongs to, for header inference: its named stream (a replayed or
     shipped file, a receiver), else its transport (``http``, ``file``)."""
-    return str(item.get("stream") or item.get("source") or "http")
+    return item.get("stream") or item.get("source") or "http"
 
 
 @lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
