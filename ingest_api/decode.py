@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 
 import orjson
 
+from streams.multiline import join_lines
+
 __all__ = ["IngestError", "decode_body", "INGEST_REQUEST_BODY", "decode_content_encoding",
            "gunzip", "parse_timestamp", "check_depth", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
 
@@ -108,8 +110,10 @@ def decode_body(
                           f"the body is not valid UTF-8 (bad byte at offset {exc.start})") from None
     mime = (content_type or "").split(";")[0].strip().lower()
     if mime in TEXT_TYPES:
-        lines = text.split("\n")
-        items = [{"raw": line.rstrip("\r")} for line in lines if line.strip()]
+        lines = (line.rstrip("\r") for line in text.split("\n"))
+        # a stack trace or an indented continuation joins the line before it (streams.multiline)
+        items = [{"raw": event} for _, event in join_lines(
+            ((None, line) for line in lines if line.strip()), max_bytes=max_line_length)]
         if not items:  # only unicode whitespace (U+00A0, U+3000, ...): nothing to store
             raise IngestError(400, "empty_body", "the request body holds only blank lines; "
                               "send at least one event")

@@ -90,7 +90,8 @@ _FRAG = {
     "int": r"-?\d+(?=\s|$)",
     "bracket": _BRACKET_RX + r"(?=\s|$)",
     "sep": r"[-|>:#*=~]{1,2}(?=\s|$)",
-    "comp": r"(?P<comp>[^\s\[\]]*[^\s\[\]:])(?:\[(?P<pid>[^\[\]\s]*)\])?:(?=\s|$)",
+    # lazy, so a trailing [pid] is the pid; brackets inside stay in the name (a.b.[x].[y]:)
+    "comp": r"(?P<comp>\S*?[^\s:])(?:\[(?P<pid>\d*)\])?:(?=\s|$)",
     "word": r"\S+",
 }
 # in a compiled layout: any short word, checked against the level words after the match

@@ -161,7 +161,8 @@ class Pipeline:
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
             level = normalize_level(normalize_single_letter(level))
-            mined = mine(message)
+            # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
+            mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,

@@ -71,3 +71,17 @@ def test_sources_show_each_stream_layout_and_event_time(app_client, loghub):
     assert first["timestamp"] == "2015-10-18T18:01:47.978Z"  # the line's own time
     assert first["component"] == "org.apache.hadoop.mapreduce.v2.app.MRAppMaster"
     assert first["level"] == "INFO" and first["format"] == "inferred"
+
+
+def test_a_stack_trace_posted_as_text_is_one_event(app_client):
+    from tests.unit.test_multiline import JAVA
+
+    r = app_client.post("/ingest", content=JAVA.encode(), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 202 and r.json()["accepted"] == 3
+    wait_stored(app_client, 3)
+    events = app_client.get("/api/events", params={"after": 0}).json()["events"]
+    assert len(events) == 3
+    trace = events[1]
+    assert trace["level"] == "ERROR" and trace["timestamp"] == "2024-03-05T06:07:09.456Z"
+    assert trace["message"].endswith("\t... 58 common frames omitted")
+    assert "Caused by: java.net.ConnectException: Connection refused" in trace["message"]
