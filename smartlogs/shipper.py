@@ -23,7 +23,10 @@
   after which the shipper stops with the positions of the lines accepted so far.
   ``SMARTLOGS_API_KEY`` is sent as ``Authorization: Bearer``. A 401/403/4xx answer stops the
   shipper with the reason; the position is not advanced, so nothing is lost.
-* **Long lines.** One line is one event. A line longer than ``max_line_length`` characters
+* **Multi-line events.** A stack trace or an indented continuation joins the line before it
+  (``streams.multiline``), within what one poll reads of a file; the event keeps the id of its
+  first line.
+* **Long lines.** Otherwise one line is one event. A line longer than ``max_line_length`` characters
   (the API's ``SMARTLOGS_MAX_LINE_LENGTH``) is sent cut to one character more than that, so
   that the API cuts it to its limit and flags it ``truncated`` as it does for any longer line;
   the rest of the line is skipped. At most ``4 * max_line_length + 4`` bytes of a line are read
@@ -62,6 +65,7 @@ import orjson
 import typer
 
 from smartlogs.replay import post_ingest
+from streams.multiline import join_lines
 
 __all__ = ["FileState", "StateFile", "FollowedFile", "Shipper", "ShipError", "ShipStats",
            "ship_command", "default_state_path"]
@@ -547,7 +551,11 @@ class Shipper:
         for f in order:
             left = self.batch_size - len(batch)
             try:
-                batch += [(i, line, f.key) for i, line in f.read(left, self.batch_bytes)]
+                # a stack trace or an indented continuation joins the line before it, within
+                # what was read of this file now (streams.multiline); the event keeps the id of
+                # its first line, and the offsets move as before
+                batch += [(i, event, f.key) for i, event in join_lines(
+                    f.read(left, self.batch_bytes), max_bytes=self.max_line_length)]
             except OSError as exc:
                 log.warning("%s: %s", f.key, exc)
         if batch and not self._send(batch):

@@ -246,3 +246,19 @@ def test_layout_text_and_pickling():
     lay = Layout(("ts:iso", "level", "comp"))
     assert lay.text == "ts:iso level comp message"
     assert pickle.loads(pickle.dumps(lay)).parse("2024-01-01 00:00:00 INFO A: b").message == "b"
+
+
+def test_learned_layouts_survive_a_restart_through_the_checkpoint(tmp_path):
+    from streams.pipeline import load_checkpoint, save_checkpoint
+
+    p = Pipeline(INFERENCE_ONLY)
+    lines = [f"2024-01-02 03:04:{s:02d} WARN [t-{s}] a.b.C: value {s}" for s in range(40)]
+    p.process([{"id": i, "raw": x, "received": 1.8e9, "stream": "app.log"}
+               for i, x in enumerate(lines)])
+    save_checkpoint(p, tmp_path / "pipeline.ckpt")
+    again = load_checkpoint(tmp_path / "pipeline.ckpt", INFERENCE_ONLY)
+    assert again.describe_sources() == p.describe_sources()
+    e = again.process([{"id": 99, "raw": "2024-01-02 03:05:00 ERROR [t-1] a.b.C: value 1",
+                        "received": 1.8e9, "stream": "app.log"}])[0]
+    assert e["format"] == "inferred" and e["level"] == "ERROR" and e["component"] == "a.b.C"
+    assert again.sources["app.log"].lines == 41  # no re-learning from scratch

@@ -467,3 +467,19 @@ def test_a_directory_appearing_at_a_followed_path_is_not_followed(tmp_path, api,
     assert api.lines == ["x"]
     files = orjson.loads((tmp_path / "state.json").read_bytes())["files"]
     assert files[str(log)]["ino"] == log.stat().st_ino
+
+
+def test_a_stack_trace_is_shipped_as_one_event_named_by_its_file(tmp_path, api, make):
+    from tests.unit.test_multiline import JAVA
+
+    log = tmp_path / "app.log"
+    write(log, JAVA)
+    sh = make(log)
+    drain(sh)
+    assert len(api.lines) == 3
+    assert api.lines[1].count("\n") == 10 and api.lines[1].endswith("58 common frames omitted")
+    fid = sh.files[0].cur.st.fid
+    second = JAVA.index("\n") + 1
+    assert list(api.events)[1] == f"{fid}:{second}"  # the id of its first line
+    state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert state["offset"] == log.stat().st_size  # every line of it accepted
