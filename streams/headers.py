@@ -25,7 +25,8 @@ A :class:`Layout` compiles to one anchored regex, so parsing a line costs one ``
 
 :class:`SourceHeaders` keeps the layouts of one source: it learns from the first line, again
 from the first 8 and 32 lines, and learns another layout when lines stop matching (8 of the
-last 64 lines failing); up to ``MAX_LAYOUTS`` layouts per source (the newest), tried longest
+last 64 lines failing; after a try that finds none, twice as many misses before the next,
+up to 256); up to ``MAX_LAYOUTS`` layouts per source (the newest), tried longest
 first.
 Its state is plain data and pickles with the pipeline's checkpoint. A line no layout fits
 comes back as ``None`` (the caller stores it raw, ``parse_ok=false``).
@@ -415,6 +416,8 @@ class SourceHeaders:
     misses: list[str] = field(default_factory=list)  # recent lines that fitted no layout
     recent: list[bool] = field(default_factory=list)  # fit / no fit of the last lines
     relearned: int = 0
+    missed: int = 0  # lines that fitted no layout since the last try to learn one
+    failed_tries: int = 0  # tries in a row that found no layout
     builtin: dict = field(default_factory=dict)  # lines a built-in format took, by format
 
     def note_builtin(self, fmt: str) -> None:
@@ -446,11 +449,18 @@ class SourceHeaders:
             self.parsed += 1
             return r
         self.misses.append(line)
+        self.missed += 1
         if len(self.misses) > 2 * _MISS_LEARN:
             del self.misses[0]
-        if self.recent.count(False) >= _MISS_LEARN and len(self.misses) >= _MISS_LEARN:
+        # after a try that found nothing (lines with no header at all), wait twice as many
+        # misses before the next one: a source of plain messages costs no inference per line
+        need = _MISS_LEARN << min(self.failed_tries, 5)
+        if len(self.misses) >= _MISS_LEARN and self.recent.count(False) >= _MISS_LEARN and \
+                self.missed >= need:
             found = infer_layout(self.misses)
             self.misses = []
+            self.missed = 0
+            self.failed_tries = 0 if found is not None else self.failed_tries + 1
             if found is not None and all(found.slots != lay.slots for lay in self.layouts):
                 self._adopt(found, replace=False)
                 self.relearned += 1

@@ -262,3 +262,20 @@ def test_learned_layouts_survive_a_restart_through_the_checkpoint(tmp_path):
                         "received": 1.8e9, "stream": "app.log"}])[0]
     assert e["format"] == "inferred" and e["level"] == "ERROR" and e["component"] == "a.b.C"
     assert again.sources["app.log"].lines == 41  # no re-learning from scratch
+
+
+def test_a_source_without_headers_does_not_pay_for_inference_on_every_line(monkeypatch):
+    import streams.headers as headers
+
+    calls = []
+    real = headers.infer_layout
+    monkeypatch.setattr(headers, "infer_layout", lambda lines, **kw: calls.append(1) or real(lines, **kw))
+    state = SourceHeaders()
+    for i in range(5000):
+        assert state.parse(f"user {i} clicked the button number {i % 7}") is None
+    # the first lines (1, 8, 32) and then tries at exponentially growing distances
+    assert len(calls) <= 30, len(calls)  # without the back-off: 625
+    # a header that appears later is still learned
+    for s in range(2000):
+        r = state.parse(f"2024-01-02 03:04:{s % 60:02d} INFO Svc: started {s}")
+    assert r is not None and r.message == "started 1999"
