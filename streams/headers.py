@@ -13,7 +13,7 @@ application, the header is described by a sequence of generic token classes (a *
 
 Timestamp families (``TS_FAMILIES``): ISO 8601 with ``T`` or a space, ``,``/``.`` fractions
 and an optional offset; ``yyyy/MM/dd HH:mm:ss``; ``yyyy-MM-dd-HH.mm.ss.ffffff``; syslog
-``MMM d HH:mm:ss`` (optionally after a weekday and before a year); ``MM-dd HH:mm:ss.SSS``;
+``MMM d HH:mm:ss`` (optionally after a weekday); ctime ``EEE MMM d HH:mm:ss yyyy``; ``MM-dd HH:mm:ss.SSS``;
 ``yyMMdd HHmmss``; ``yyyyMMdd-HH:mm:ss:SSS``; epoch seconds (10 digits) and milliseconds
 (13 digits) between 2000 and 2100.
 
@@ -67,8 +67,12 @@ TS_FAMILIES: dict[str, tuple[str, int]] = {
               r"(?:[.,](?P<f>\d{1,9}))?", 2),
     "dotted": (r"(?P<Y>\d{4})-(?P<M>\d\d)-(?P<D>\d\d)-(?P<h>\d\d)\.(?P<m>\d\d)\.(?P<s>\d\d)"
                r"(?:\.(?P<f>\d{1,9}))?", 2),
+    # ctime / Apache: a weekday, then the year after the time (without the weekday, a number
+    # after a syslog time is the pid or the message's, not a year)
+    "ctime": (_DOW + r",?\s+(?P<Mon>" + _MON + r")\s+(?P<D>\d{1,2}),?\s+"
+              r"(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)(?:[.,](?P<f>\d{1,9}))?\s+(?P<Y>\d{4})", 1),
     "syslog": (r"(?:" + _DOW + r",?\s+)?(?P<Mon>" + _MON + r")\s+(?P<D>\d{1,2}),?\s+"
-               r"(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)(?:[.,](?P<f>\d{1,9}))?(?:\s+(?P<Y>\d{4}))?", 1),
+               r"(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)(?:[.,](?P<f>\d{1,9}))?", 1),
     "md": (r"(?P<M>\d\d)-(?P<D>\d\d)\s+(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)(?:[.,](?P<f>\d{1,9}))?", 1),
     "compact": (r"(?P<Y>\d{4})(?P<M>\d\d)(?P<D>\d\d)-(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _FRAC, 2),
     "yymmdd": (r"(?P<y>\d\d)(?P<M>[01]\d)(?P<D>[0-3]\d)\s+(?P<h>[0-2]\d)(?P<m>[0-5]\d)(?P<s>[0-6]\d)", 0),
