@@ -158,6 +158,18 @@ async def _interrupt_queries_on_exit(store) -> None:
     _interrupt(store)
 
 
+_STREAM_MAX = 200
+
+
+def stream_name(value: str | None) -> str | None:
+    """``X-SmartLogs-Stream``: which source the lines come from (a file, an application), so
+    that its header layout is learned apart; printable text, at most 200 characters."""
+    if not value:
+        return None
+    value = "".join(c for c in value if c.isprintable()).strip()[:_STREAM_MAX]
+    return value or None
+
+
 def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> FastAPI:
     """The API. ``embedded``: spool + in-process pipeline + SQLite. ``full``: RabbitMQ + Elasticsearch."""
     s = settings or get_settings()
@@ -276,12 +288,15 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             items = decode() if len(body) <= _INLINE_DECODE_BYTES else await run_in_threadpool(decode)
             del body, decode
             source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
+            stream = stream_name(request.headers.get("x-smartlogs-stream"))
             metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
             batch_id, now = secrets.token_hex(6), time.time()
             for i, item in enumerate(items):
                 item.setdefault("id", f"{batch_id}-{i}")
                 item["received"] = now
                 item["source"] = source
+                if stream:  # the named source whose header layout is learned (streams.headers)
+                    item.setdefault("stream", stream)
                 item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
             with metrics.ACCEPT_SECONDS.time():
                 await request.app.state.transport.accept(items, batch_id)
@@ -358,6 +373,16 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @app.get("/api/templates", summary="Mined templates with their counts")
     def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
         return {"templates": request.app.state.store.templates(limit=limit)}
+
+    @app.get("/api/sources", summary="Each source's learned header layout, lines and share parsed")
+    def sources(request: Request):
+        runner = getattr(request.app.state.transport, "runner", None)
+        if runner is None:
+            return JSONResponse(
+                {"detail": "sources are known to the pipeline process: in the full stack that "
+                           "is the worker (its log names each layout learned)",
+                 "mode": request.app.state.transport.mode}, status_code=404)
+        return {"sources": runner.pipeline.describe_sources()}
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     def prometheus_metrics():

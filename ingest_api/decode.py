@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 
 import orjson
 
+from streams.multiline import join_lines
+
 __all__ = ["IngestError", "decode_body", "INGEST_REQUEST_BODY", "decode_content_encoding",
            "gunzip", "check_count", "check_lines", "parse_timestamp", "check_depth", "JSON_TYPES", "NDJSON_TYPES", "TEXT_TYPES"]
 
@@ -28,9 +30,9 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
                 "application/x-jsonlines", "application/jsonlines"}
 TEXT_TYPES = {"text/plain"}
 
-_KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
+MAX_STREAM_LENGTH = 200
+_KNOWN = {"stream", "message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
           "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
-MAX_FILE_LENGTH = 4096
 MAX_ID_LENGTH = 200
 # how deep an event's own fields may nest objects/arrays; the stores serialise events as JSON
 # (orjson stops at 255 levels, the spool wraps each event in two more), so deeper is refused
@@ -46,6 +48,8 @@ EVENT_SCHEMA = {
     "properties": {
         "message": {"type": "string"},
         "raw": {"type": "string"},
+        "stream": {"type": "string", "description": "the source the line comes from (a file): "
+                   "its header layout is learned apart"},
         "timestamp": {"anyOf": [
             {"type": "string", "format": "date-time"},
             # epoch seconds, or milliseconds above 1e11
@@ -135,12 +139,13 @@ def decode_body(
         raise IngestError(400, "invalid_utf8",
                           f"the body is not valid UTF-8 (bad byte at offset {exc.start})") from None
     if mime in TEXT_TYPES:
-        lines = [line.rstrip("\r") for line in text.split("\n")]
-        if multiline:
-            from streams.multiline import join_lines
-
-            lines = join_lines((line for line in lines if line.strip()), max_bytes=max_line_length)
-        items = [{"raw": line} for line in lines if line.strip()]
+        lines = (line.rstrip("\r") for line in text.split("\n"))
+        nonblank = (line for line in lines if line.strip())
+        if multiline:  # a stack trace or an indented continuation joins the line before it
+            items = [{"raw": event} for _, event in join_lines(
+                ((None, line) for line in nonblank), max_bytes=max_line_length)]
+        else:
+            items = [{"raw": line} for line in nonblank]
         if not items:  # only unicode whitespace (U+00A0, U+3000, ...): nothing to store
             raise IngestError(400, "empty_body", "the request body holds only blank lines; "
                               "send at least one event")
@@ -303,9 +308,9 @@ def _event(doc, i: int, what: str = "event") -> dict:
                               f"{where}: 'id' must be a non-empty string of at most "
                               f"{MAX_ID_LENGTH} characters", index=i)
         item["id"] = eid
-    path = doc.get("file")
-    if isinstance(path, str) and path:  # the file a shipper read the line from (it selects
-        item["file"] = path[:MAX_FILE_LENGTH]  # declared formats); other shapes stay in fields
+    stream = doc.get("stream")
+    if isinstance(stream, str) and stream.strip():  # the named source (a shipped file)
+        item["stream"] = stream.strip()[:MAX_STREAM_LENGTH]
     if message is None:
         item["raw"] = raw
         return item

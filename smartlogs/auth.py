@@ -212,6 +212,7 @@ ROUTE_SCOPES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (_GET, "/api/events", "read"),
     (_GET, "/api/stats", "read"),
     (_GET, "/api/templates", "read"),
+    (_GET, "/api/sources", "read"),
     (_GET, "/api/stream", "read"),
     (_GET, "/api/alerts", "read"),
     (frozenset({"POST"}), "/api/alerts/silences", "admin"),

@@ -79,6 +79,12 @@ def _auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def _stream_header(name: str) -> dict[str, str]:
+    """X-SmartLogs-Stream: the source the lines come from (HTTP headers are Latin-1)."""
+    safe = name.encode("latin-1", "replace").decode("latin-1")
+    return {"X-SmartLogs-Stream": safe}
+
+
 def _get(url: str, path: str, params: dict) -> dict:
     params = {k: v for k, v in params.items() if v is not None}
     try:
@@ -461,6 +467,7 @@ def replay(
     year: Annotated[Optional[int], typer.Option(help="Year for syslog lines without one (only used for --speedup pacing).")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Id prefix for this run; reuse it to resume a replay without duplicates.")] = None,
     multiline: Annotated[bool, typer.Option(help="Join continuation lines (a stack trace, an indented dump) to the line they belong to: one event each.")] = True,
+    stream: Annotated[Optional[str], typer.Option(help="Source name whose header layout is learned apart (default: the file's name).")] = None,
 ) -> None:
     """Send a log file to SmartLogs in batches, with a progress bar.
 
@@ -468,7 +475,6 @@ def replay(
     rejected. Each line's id is RUN_ID:LINE, so retries never store a line twice.
     """
     from smartlogs.replay import count_lines, plan_batches, read_lines, send_batches
-    from streams.multiline import join_keyed
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
@@ -494,13 +500,11 @@ def replay(
                 progress.advance(task, n)
                 progress.update(task, rate=sent / max(time.monotonic() - started, 1e-9))
 
-            lines = read_lines(path, repeat)
-            if multiline:  # a stack trace below a line is one event with it (streams.multiline)
-                lines = join_keyed(lines)
+            lines = read_lines(path, repeat, multiline=multiline)
             batches = plan_batches(lines, batch_size=batch_size, rate=rate,
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
-                               headers=_auth_headers(), file=str(path))
+                               headers={**_auth_headers(), **_stream_header(stream or path.name)})
             per_s = res.sent / res.seconds if res.seconds else 0
             # the bar's last figure is the summary's: one clock (send_batches'), one rate
             progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
@@ -538,6 +542,29 @@ def _event_table(events: list[dict], title: str) -> Table:
         t.add_row(e["timestamp"], escape(e["host"] or "-"), e["level"] or "-", e["template_id"],
                   f"{e['score']:.2f}", msg)
     return t
+
+
+@app.command()
+def sources(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    url: UrlOpt = DEFAULT_URL,
+) -> None:
+    """Each source's header layout (learned, or the built-in format that took its lines),
+    lines seen and the share parsed. A source is the stream a replay or shipper names
+    (X-SmartLogs-Stream: the file), else its transport (http, file)."""
+    res = _get(url, "/api/sources", {})
+    if as_json:
+        sys.stdout.write(httpx.Response(200, json=res).text + "\n")
+        return
+    t = Table(title=f"{len(res['sources'])} sources", expand=True)
+    t.add_column("source", no_wrap=True)
+    t.add_column("layout", ratio=1)
+    t.add_column("lines", justify="right")
+    t.add_column("parsed", justify="right")
+    for src in res["sources"]:
+        t.add_row(escape(src["source"]), escape(src["layout"] or "-"), f"{src['lines']:,}",
+                  f"{src['parsed_share']:.1%}")
+    console.print(t)
 
 
 @app.command()

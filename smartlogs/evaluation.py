@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import random
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -44,7 +45,7 @@ from streams.scoring import SEVERITY
 
 __all__ = [
     "grouping_accuracy", "roc_auc", "pr_auc", "eval_parsing", "eval_detection",
-    "eval_synthetic", "eval_loghub", "LOGHUB_SAMPLES", "eval_app",
+    "eval_synthetic", "eval_loghub", "eval_mixed", "find_samples", "LOGHUB_SAMPLES", "eval_app",
 ]
 
 BATCH = 500
@@ -176,6 +177,8 @@ def _candidates(p: ParsedLine) -> dict[str, str]:
             out[f"time {fmt}"] = ts.strftime(fmt)
         out["time day"] = str(ts.day)
         out["time %H:%M:%S,ms"] = ts.strftime("%H:%M:%S,") + f"{ts.microsecond // 1000:03d}"
+        out["time %H:%M:%S.ms"] = ts.strftime("%H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+        out["time %m-%d"] = ts.strftime("%m-%d")
         out["time %Y-%m-%d-%H.%M.%S.us"] = ts.strftime("%Y-%m-%d-%H.%M.%S.") + f"{ts.microsecond:06d}"
         out["time epoch"] = str(int(ts.timestamp()))
     return out
@@ -216,9 +219,10 @@ def eval_parsing(log: Path, structured: Path | None = None, *, messages_only: bo
         result["warning"] = f"{n} lines but {len(rows)} CSV rows: compared the first {min(n, len(rows))}"
     m = min(n, len(rows))
     if not messages_only:
-        # field agreement: re-parse with the pipeline's own parser for the raw field texts
-        parser = pipeline.parser
-        cands = [_candidates(parser.parse(items[i]["raw"])) for i in range(m)]
+        # field agreement: re-parse the lines in order with a fresh twin of the pipeline's
+        # parsing (built-in formats, then each source's learned layout) for the raw field texts
+        reparse = Pipeline(pipeline.config)._parse
+        cands = [_candidates(reparse(items[i]["raw"], items[i])) for i in range(m)]
         fields = {}
         for col in rows[0].keys():
             if col in _IGNORED_COLUMNS or col is None:
@@ -444,19 +448,78 @@ def eval_synthetic(log: Path, *, seed: int = 0, episodes: int = 20, passes: int 
 
 
 # -- everything on the shared samples -----------------------------------------------------------
-def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (
-        "Linux", "OpenSSH", "Apache", "HDFS", "Zookeeper"), seed: int = 0) -> dict:
-    """Parsing/templates on the six samples, detection on BGL, synthetic on the others."""
-    root = Path(root)
-    report: dict = {"parsing": {}, "messages_only": {}, "detection": None, "synthetic": {}}
-    for name, fname in LOGHUB_SAMPLES.items():
-        log = root / name / fname
-        structured = root / name / f"{fname}_structured.csv"
-        if not log.exists():
+def find_samples(root: Path) -> dict[str, tuple[Path, Path | None]]:
+    """Every loghub-style sample under ``root``: folder name -> (log file, structured CSV or
+    None). A sample is a ``*.log`` file in a sub-folder, with ``<file>_structured.csv`` beside
+    it when there is a ground truth."""
+    out: dict[str, tuple[Path, Path | None]] = {}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        logs = sorted(folder.glob("*.log"))
+        if not logs:
             continue
-        report["parsing"][name] = eval_parsing(log, structured if structured.exists() else None)
-        if structured.exists():
-            report["messages_only"][name] = eval_parsing(None, structured, messages_only=True)
+        log = logs[0]
+        structured = log.with_name(log.name + "_structured.csv")
+        out[folder.name] = (log, structured if structured.exists() else None)
+    return out
+
+
+def eval_mixed(samples: dict[str, tuple[Path, Path | None]], *, seed: int = 0,
+               config: PipelineConfig | None = None) -> dict:
+    """All samples as one stream, lines interleaved at random (each file keeps its own order),
+    each line from a source named after its sample: GA per source, through one pipeline."""
+    rng = random.Random(seed)
+    queues, truth = {}, {}
+    for name, (log, structured) in samples.items():
+        if structured is None:
+            continue
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+        rows = _read_structured(structured)
+        m = min(len(lines), len(rows))
+        queues[name] = lines[:m]
+        truth[name] = [r["EventId"] for r in rows[:m]]
+    order = [name for name, q in queues.items() for _ in q]
+    rng.shuffle(order)
+    pos = dict.fromkeys(queues, 0)
+    arrival = _arrival()
+    items = []
+    for i, name in enumerate(order):
+        items.append({"id": i, "raw": queues[name][pos[name]], "received": arrival, "stream": name})
+        pos[name] += 1
+    pipeline, events = _run(items, config)
+    resolve = pipeline.miner.resolve
+    per: dict[str, list] = {name: [] for name in queues}
+    parsed: Counter = Counter()
+    for item, e in zip(items, events):
+        per[item["stream"]].append(resolve(e["template_id"]))
+        parsed[item["stream"]] += e["parse_ok"]
+    return {
+        "lines": len(items), "sources": len(queues), "seed": seed,
+        "per_source": {
+            name: {"lines": len(truth[name]), "parsed_share": parsed[name] / len(truth[name]),
+                   "grouping_accuracy": grouping_accuracy(truth[name], per[name])}
+            for name in queues},
+        "layouts": {d["source"]: d["layout"] for d in pipeline.describe_sources()},
+    }
+
+
+def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (
+        "Linux", "OpenSSH", "Apache", "HDFS", "Zookeeper"), seed: int = 0,
+        config: PipelineConfig | None = None, synthetic: bool = True) -> dict:
+    """Parsing/templates on every sample found, a mixed run of them all, detection on BGL,
+    synthetic anomalies on five."""
+    root = Path(root)
+    report: dict = {"parsing": {}, "messages_only": {}, "mixed": None, "detection": None,
+                    "synthetic": {}}
+    samples = find_samples(root) if root.is_dir() else {}
+    for name, (log, structured) in samples.items():
+        report["parsing"][name] = eval_parsing(log, structured, config=config)
+        if structured is not None:
+            report["messages_only"][name] = eval_parsing(None, structured, messages_only=True,
+                                                         config=config)
+    if samples:
+        report["mixed"] = eval_mixed(samples, seed=seed, config=config)
+    if not synthetic:
+        return report
     bgl = root / "BGL" / LOGHUB_SAMPLES["BGL"]
     if bgl.exists():
         out = out_dir / "bgl_scores.csv" if out_dir else None
@@ -578,12 +641,15 @@ def _make_app() -> typer.Typer:
         out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where to write BGL per-line results and plot.")] = None,
         seed: Annotated[int, typer.Option(help="Seed of the synthetic streams.")] = 0,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole report as JSON.")] = None,
+        builtin_formats: Annotated[bool, typer.Option("--builtin-formats/--inference-only", help="Try the built-in header formats first, or learned layouts alone (SMARTLOGS_BUILTIN_FORMATS).")] = True,
+        synthetic: Annotated[bool, typer.Option("--synthetic/--no-synthetic", help="Also run detection on BGL and the synthetic streams.")] = True,
     ) -> None:
-        """Everything on the six shared samples (the figures of bench/QUALITY.md)."""
+        """Everything on every sample found in ROOT, plus a mixed run (bench/QUALITY.md)."""
         from smartlogs.datasets import default_loghub_dir
 
         root = root or default_loghub_dir()
-        r = eval_loghub(root, out_dir=out_dir, seed=seed)
+        config = PipelineConfig(builtin_formats=builtin_formats)
+        r = eval_loghub(root, out_dir=out_dir, seed=seed, config=config, synthetic=synthetic)
         if not r["parsing"]:
             raise SystemExit(f"error: no loghub samples under {root} (expected e.g. "
                              f"{root / 'Linux' / 'Linux_2k.log'}): pass their folder, set "
@@ -594,6 +660,13 @@ def _make_app() -> typer.Typer:
         echo("== templates from messages only (CSV Content)")
         for v in r["messages_only"].values():
             _print_parsing(v, echo)
+        if r["mixed"]:
+            mx = r["mixed"]
+            echo(f"== mixed: {mx['lines']} lines of {mx['sources']} sources interleaved "
+                 f"(seed {mx['seed']}), one pipeline")
+            for name, v in mx["per_source"].items():
+                echo(f"  {name:<12} GA {v['grouping_accuracy']:.3f}  parsed {v['parsed_share']:.1%}"
+                     f"  layout {mx['layouts'].get(name) or '(built-in formats)'}")
         if r["detection"]:
             echo("== detection on labelled data")
             _print_detection(r["detection"], echo)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from streams.multiline import join_lines
 from streams.parsing import LineParser
 
 __all__ = ["ReplayResult", "PostOutcome", "count_lines", "read_lines", "plan_batches", "send_batches",
@@ -49,16 +50,21 @@ def count_lines(path: Path) -> int:
     return n + (last != b"\n")
 
 
-def read_lines(path: Path, repeat: int = 1) -> Iterator[tuple[int, str]]:
-    """(line number, text) pairs; bytes that are not UTF-8 are replaced, never dropped."""
-    n = 0
-    for _ in range(repeat):
-        with open(path, "rb") as f:
-            for raw in f:
-                n += 1
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line.strip():
-                    yield n, line
+def read_lines(path: Path, repeat: int = 1, *, multiline: bool = True) -> Iterator[tuple[int, str]]:
+    """(line number, text) pairs; bytes that are not UTF-8 are replaced, never dropped.
+    ``multiline``: a stack trace or an indented continuation joins the line before it, as one
+    event numbered by its first line (streams.multiline)."""
+    def physical() -> Iterator[tuple[int, str]]:
+        n = 0
+        for _ in range(repeat):
+            with open(path, "rb") as f:
+                for raw in f:
+                    n += 1
+                    line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                    if line.strip():
+                        yield n, line
+
+    return join_lines(physical()) if multiline else physical()
 
 
 def plan_batches(
@@ -125,10 +131,8 @@ def send_batches(
     on_batch: Callable[[int, int], None] | None = None,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    file: str | None = None,
 ) -> ReplayResult:
-    """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff.
-    ``file``: the replayed file's path, sent with every line (declared formats select on it)."""
+    """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff."""
     res = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=60)
@@ -138,9 +142,7 @@ def send_batches(
             wait = due - (time.monotonic() - start)
             if wait > 0:
                 sleep(wait)
-            extra = {"file": file} if file else {}
-            body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line, **extra})
-                              for n, line in batch)
+            body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line}) for n, line in batch)
             res.sent += len(batch)
             ok = _post(client, url, body, headers or {}, max_retries, res, sleep)
             if ok:

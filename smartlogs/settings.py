@@ -78,8 +78,17 @@ class Settings(BaseSettings):
         None, ge=1, le=9999, description="Year for syslog lines that carry none (default: the current year)."
     )
     log_format: str | None = Field(None, description="Force one header format instead of detection "
-                                   "(one of streams.parsing.FORMATS), or a grok pattern / regex with "
-                                   "named groups for every line (empty: detect).")
+                                   "(one of streams.parsing.FORMATS; empty: detect).")
+    log_patterns: dict[str, str] = Field(default_factory=dict, description=(
+        "Declared formats per source, JSON {glob: pattern}: the glob matches the source's "
+        "name (X-SmartLogs-Stream, a shipped file's path, a receiver: syslog, loki, otlp, "
+        "http, file) or the line's host; the pattern is grok (%{TIMESTAMP_ISO8601:timestamp}) "
+        "or a regex with named groups. The first glob that matches wins."))
+    builtin_formats: bool = Field(True, description="Try the built-in header formats (syslog, RFC 5424, "
+                                  "Apache, log4j, JSON, ...) before the layout learned per source; "
+                                  "false: learned layouts alone.")
+    infer_headers: bool = Field(True, description="Learn each source's header layout from its first "
+                                "lines (timestamp, level, component, pid) when no built-in format fits.")
     multiline: bool = Field(True, description="Join continuation lines (stack traces, indented "
                             "dumps) to their event in text bodies, replay and ship.")
     alert_rules: Path | None = Field(None, description="YAML file of alert rules (see "
@@ -88,8 +97,6 @@ class Settings(BaseSettings):
     alert_slack_url: str | None = Field(None, description="Alerts: a Slack-compatible incoming webhook.")
     console_url: str | None = Field(None, description="The console's address for links in alerts "
                                     "(default: http://HOST:PORT).")
-    formats_file: Path | None = Field(None, description="YAML file of user-declared formats (grok or "
-                                      "regex, per host/file/source glob); see the README.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
     retention_days: float = Field(
         0, ge=0, description="Delete events whose event time is older than this many days (0: keep "
@@ -157,19 +164,28 @@ class Settings(BaseSettings):
     @classmethod
     def _known_format(cls, v: str | None) -> str | None:
         from streams.parsing import FORMATS
-        from streams.user_formats import FormatError, compile_format, is_pattern
 
         if v in (None, ""):
             return None
-        if is_pattern(v):
-            try:
-                compile_format(v, "SMARTLOGS_LOG_FORMAT")
-            except FormatError as exc:
-                raise ValueError(str(exc)) from None
-            return v
         if v not in FORMATS:
-            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}, "
-                             "or a grok pattern (%{...}) or regex with named groups ((?P<name>...))")
+            if "%{" not in v and "(?P<" not in v and "(?<" not in v:
+                raise ValueError(f"unknown log format {v!r}; expected one of: "
+                                 f"{', '.join(FORMATS)}, or a grok pattern / regex with named "
+                                 "groups")
+            from streams.formats import UserFormat
+
+            UserFormat(v)  # FormatError (a ValueError): refused at start, pattern and error
+        return v
+
+    @field_validator("log_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: dict[str, str]) -> dict[str, str]:
+        from streams.formats import UserFormat
+
+        for glob, pattern in v.items():
+            if not glob:
+                raise ValueError("log_patterns: an empty source glob")
+            UserFormat(pattern)
         return v
 
     @field_validator("alert_rules")
@@ -194,26 +210,6 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v
 
-    @field_validator("formats_file")
-    @classmethod
-    def _formats_compile(cls, v: Path | None) -> Path | None:
-        if v is not None:
-            _read_formats(v)  # refused at start: the file, the rule, the pattern, the error
-        return v
-
-    @property
-    def user_format_rules(self) -> tuple:
-        """The declared formats (``streams.user_formats.FormatRule``): SMARTLOGS_LOG_FORMAT when
-        it is a pattern (every line), then the rules of SMARTLOGS_FORMATS_FILE in order."""
-        from streams.user_formats import FormatRule, compile_format, is_pattern
-
-        rules: tuple = ()
-        if self.log_format and is_pattern(self.log_format):
-            rules = (FormatRule(compile_format(self.log_format, "SMARTLOGS_LOG_FORMAT")),)
-        if self.formats_file is not None:
-            rules += _read_formats(self.formats_file)
-        return rules
-
     @property
     def db_path(self) -> Path:
         return self.data_dir / "smartlogs.db"
@@ -231,15 +227,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
-
-def _read_formats(path: Path) -> tuple:
-    from streams.user_formats import FormatError, rules_from_yaml_text
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return rules_from_yaml_text(text, str(path))
-    except FormatError as exc:
-        raise ValueError(str(exc)) from None

@@ -23,7 +23,11 @@
   after which the shipper stops with the positions of the lines accepted so far.
   ``SMARTLOGS_API_KEY`` is sent as ``Authorization: Bearer``. A 401/403/4xx answer stops the
   shipper with the reason; the position is not advanced, so nothing is lost.
-* **Long lines.** One line is one event. A line longer than ``max_line_length`` characters
+* **Multi-line events.** A stack trace or an indented continuation joins the line before it
+  (``streams.multiline``); the event keeps the id of its first line. A file's last event is held
+  back (its offset not committed) until the next line starts or ``idle_flush`` seconds pass with
+  no new line, so a trace being written is not cut in two, also across a restart.
+* **Long lines.** Otherwise one line is one event. A line longer than ``max_line_length`` characters
   (the API's ``SMARTLOGS_MAX_LINE_LENGTH``) is sent cut to one character more than that, so
   that the API cuts it to its limit and flags it ``truncated`` as it does for any longer line;
   the rest of the line is skipped. At most ``4 * max_line_length + 4`` bytes of a line are read
@@ -243,7 +247,6 @@ class FollowedFile:
         self.pending: tuple[int, bool] | None = None
         self._cut_logged = False
         self.multiline, self.idle_flush = multiline, idle_flush
-        self._timestamp_led: bool | None = None  # the file's lines start with a timestamp
         self._held: tuple[int, float] | None = None  # (offset, since when) of the event held back
         self._first = True
         self._missing_logged = False
@@ -396,10 +399,8 @@ class FollowedFile:
             return out
         cur = self.cur
         j = MultilineJoiner(max_bytes=self.max_line_length)
-        j.timestamp_led = self._timestamp_led
-        events = [e for fid_off, line in out for e in j.feed(fid_off, line)]
-        self._timestamp_led = j.timestamp_led
-        open_id = j.pending_key
+        events = [e for fid_off, line in out for e in j.feed(line, fid_off)]
+        open_id = j.pending_tag
         final = cur.rotated_at is not None and self.clock() - cur.rotated_at >= self.rotate_wait
         held_at = int(open_id.rsplit(":", 1)[1])
         now = self.clock()
@@ -604,7 +605,9 @@ class Shipper:
         return len(batch)
 
     def _send(self, batch: list[tuple[str, str, str]]) -> bool:
-        body = b"\n".join(orjson.dumps({"id": i, "raw": line, "file": path}) for i, line, path in batch)
+        # each line names its file as its stream: the API learns each file's header apart
+        body = b"\n".join(orjson.dumps({"id": i, "raw": line, "stream": name})
+                          for i, line, name in batch)
         if self.gzip:
             body = gzip_mod.compress(body, compresslevel=5)
 

@@ -21,8 +21,9 @@ from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
-from streams.parsing import LineParser, normalize_level
-from streams.user_formats import UserFormats
+from streams.formats import UserFormats
+from streams.headers import SourceHeaders, normalize_single_letter
+from streams.parsing import LineParser, ParsedLine, normalize_level
 from streams.scoring import AnomalyScorer
 from streams.templates import TemplateMiner
 from streams.windows import window_start
@@ -49,20 +50,28 @@ class PipelineConfig:
     hst_window: int = 250
     anomaly_quantile: float = 0.995
     min_anomaly_score: float = 0.7
-    user_formats: tuple = ()  # streams.user_formats.FormatRule, tried before anything else
+    # user-declared formats: (glob on the source name or host, grok/regex pattern), first wins
+    log_patterns: tuple[tuple[str, str], ...] = ()
+    builtin_formats: bool = True  # the parser's known formats first; False: inference alone
+    infer_headers: bool = True  # learn each source's header layout (streams.headers)
 
     @classmethod
     def from_settings(cls, s) -> "PipelineConfig":
         """From a ``smartlogs.settings.Settings`` (duck-typed: the core imports no settings)."""
-        from streams.user_formats import is_pattern
+        from streams.parsing import FORMATS
 
+        patterns = tuple((getattr(s, "log_patterns", None) or {}).items())
+        fmt = s.log_format
+        if fmt is not None and fmt not in FORMATS:  # a pattern of the user's for every source
+            patterns, fmt = (*patterns, ("*", fmt)), None
         return cls(
-            window_seconds=s.window_seconds, year=s.default_year,
-            log_format=None if s.log_format and is_pattern(s.log_format) else s.log_format,
-            user_formats=getattr(s, "user_format_rules", ()),
+            window_seconds=s.window_seconds, log_format=fmt, year=s.default_year,
+            log_patterns=patterns,
             max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
             hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
             min_anomaly_score=s.min_anomaly_score,
+            builtin_formats=getattr(s, "builtin_formats", True),
+            infer_headers=getattr(s, "infer_headers", True),
         )
 
 
@@ -73,7 +82,6 @@ class Pipeline:
         self.config = config or PipelineConfig()
         c = self.config
         self.parser = LineParser(c.log_format, year=c.year, max_length=c.max_line_length)
-        self.user_formats = UserFormats(c.user_formats)
         self.miner = TemplateMiner()
         self.scorer = AnomalyScorer(
             n_trees=c.hst_trees,
@@ -82,6 +90,8 @@ class Pipeline:
             quantile=c.anomaly_quantile,
             min_score=c.min_anomaly_score,
         )
+        self.sources: dict[str, SourceHeaders] = {}  # learned header layouts, per source
+        self.user_formats = UserFormats(c.log_patterns)  # FormatError on a bad pattern
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
         self.lines = 0
 
@@ -105,9 +115,7 @@ class Pipeline:
 
     def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
         out, lines = [], []
-        parse = self.parser.parse
-        user = self.user_formats.parse if self.user_formats else None  # declared formats first
-        year = self.config.year
+        parse = self._parse
         mine = self.miner.mine
         features = self.scorer.features
         size = self.config.window_seconds
@@ -118,12 +126,10 @@ class Pipeline:
                 cut = len(raw) > limit  # the parser cuts it too; what is stored must be cut as well
                 if cut:
                     raw = raw[:limit]
-                # a multi-line event (streams.multiline): its first line carries the header
-                first, nl, more = raw.partition("\n")
-                p = (user and user(first, item, year=year)) or parse(first)
-                p.truncated = p.truncated or cut
-                if nl:
-                    p.message = f"{p.message}\n{more}"
+                    p = parse(raw, item)
+                    p.truncated = True
+                else:
+                    p = parse(raw, item)
                 message, ts, host, component, pid = p.message, p.timestamp, p.host, p.component, p.pid
                 level, ok, fmt, truncated, extra = p.level, p.ok, p.format, p.truncated, p.fields
             else:
@@ -133,7 +139,7 @@ class Pipeline:
                 ok, fmt, truncated = True, "json", False
                 if ts is None and host is None and level is None and component is None:
                     # only a message: it may be a whole log line with its own header
-                    p = (user and user(message, item, year=year)) or parse(message)
+                    p = parse(message, item, learn=False)
                     if p.ok:
                         message, ts, host, component, pid = (
                             p.message, p.timestamp, p.host, p.component, p.pid)
@@ -155,9 +161,9 @@ class Pipeline:
                 # so it does not head every newest-first listing and window for years
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
-            level = normalize_level(level)
-            # the template is the first line's: a stack trace below it is detail, not pattern
-            mined = mine(message.partition("\n")[0] if "\n" in message else message)
+            level = normalize_level(normalize_single_letter(level))
+            # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
+            mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,
@@ -197,6 +203,61 @@ class Pipeline:
             })
         return out, lines
 
+    def _parse(self, line: str, item: dict, learn: bool = True) -> ParsedLine:
+        """A declared format of the line's source first, then the built-in formats (unless
+        switched off), then the source's learned layout; a line none fits comes back raw
+        (ok=False). ``learn=False`` (a structured event's message): no layout is learned
+        from message text. Written for the hot path: the built-in case costs a few lookups."""
+        c = self.config
+        key = item.get("stream") or item.get("source") or "http"  # = source_key(item)
+        if self.user_formats.formats:  # a format the user declared for this source
+            f = self.user_formats.for_source(key, item.get("host"))
+            if f is not None:
+                q = f.parse(line, year=c.year, now=item.get("received"))
+                if q is not None:
+                    return q
+        state = self.sources.get(key)
+        infer = c.infer_headers and c.log_format is None and learn
+        if not (c.builtin_formats or c.infer_headers or c.log_format):
+            return ParsedLine(message=line.rstrip())  # both switched off: every line raw
+        if c.builtin_formats or not infer:
+            if state is not None and infer:
+                recent = state.recent
+                if recent and recent[-1]:
+                    # the source's last line fitted its learned layout: that layout first (a
+                    # layout is learned only from lines no built-in format took)
+                    q = state.quick(line, year=c.year, now=item.get("received"))
+                    if q is not None:
+                        return q
+            p = self.parser.parse(line)
+            if p.ok:
+                if learn:  # counted for GET /api/sources
+                    if state is None:
+                        state = self._new_source(key)
+                    state.lines += 1
+                    state.parsed += 1
+                    counts = state.builtin
+                    counts[p.format] = counts.get(p.format, 0) + 1
+                return p
+            if not infer:
+                return p
+        if state is None:
+            state = self._new_source(key)
+        q = state.parse(line, year=c.year, now=item.get("received"))
+        if q is None:
+            return ParsedLine(message=line.rstrip())
+        return q
+
+    def _new_source(self, key: str) -> SourceHeaders:
+        if len(self.sources) >= MAX_SOURCES:  # forget the source seen least
+            del self.sources[min(self.sources, key=lambda k: self.sources[k].lines)]
+        state = self.sources[key] = SourceHeaders()
+        return state
+
+    def describe_sources(self) -> list[dict]:
+        """Each source's learned layout, lines seen and the share that fitted it."""
+        return [{"source": k, **v.describe()} for k, v in sorted(list(self.sources.items()))]
+
     def status(self) -> dict:
         return {
             "lines": self.lines,
@@ -204,6 +265,15 @@ class Pipeline:
             "model_warmed_up": self.scorer.warmed_up,
             "threshold": self.scorer.threshold.value,
         }
+
+
+MAX_SOURCES = 1024
+
+
+def source_key(item: dict) -> str:
+    """Which source a line belongs to, for header inference: its named stream (a replayed or
+    shipped file, a receiver), else its transport (``http``, ``file``)."""
+    return item.get("stream") or item.get("source") or "http"
 
 
 @lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
@@ -245,10 +315,14 @@ def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
     except Exception as exc:  # noqa: BLE001 - any damage means: start fresh, never crash-loop
         log.error("checkpoint %s is unusable (%s); starting from a fresh model", path, exc)
         return None
+    if not hasattr(pipeline, "sources"):  # a checkpoint from before header inference
+        pipeline.sources = {}
+    if not hasattr(pipeline, "user_formats"):
+        pipeline.user_formats = UserFormats(())
     if pipeline.config != config:
         log.warning("checkpoint was made with other settings; keeping its model, using new settings")
         pipeline.config = config
         pipeline.parser = LineParser(config.log_format, year=config.year,
                                      max_length=config.max_line_length)
-    pipeline.user_formats = UserFormats(config.user_formats)  # (also older checkpoints)
+        pipeline.user_formats = UserFormats(config.log_patterns)
     return pipeline

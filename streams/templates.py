@@ -147,6 +147,10 @@ _HEAD = re.compile(r"[^<\d]*")
 _WORDS = re.compile(r"(?:<[A-Z*]+>|[\w.-])+")
 # a word run that may be empty in one line and filled in another: a value after = ( [ { : ' "
 _OPTIONAL_AFTER = "=([{:'\""
+# a boolean literal: a line with "false" where the group has "true" is another outcome
+_BOOLEAN = re.compile(r"\b(?:true|false|True|False|TRUE|FALSE)\b")
+# characters that join the parts of one identifier rather than a label and its value
+_JOINERS = "_~"
 # a mask in a template token (the variable parts of a parameter)
 _MASK = re.compile(r"<[A-Z*]+>")
 
@@ -253,7 +257,8 @@ def _label(tok: str) -> str:
     head = _HEAD.match(tok).group()
     for k in range(len(head) - 1, -1, -1):
         if not head[k].isalnum():
-            return head[:k + 1]
+            # ``_`` and ``~`` join the parts of one identifier (``pkg_for_KB1``, ``a~b~1``)
+            return "" if head[k] in _JOINERS else head[:k + 1]
     return ""
 
 
@@ -664,6 +669,10 @@ class TemplateMiner:
                     if _different_labels(t, m):
                         constant = True  # values of differently labelled fields
                         break
+                if ("rue" in m or "alse" in m or "RUE" in m or "ALSE" in m) and (
+                        _BOOLEAN.sub("~", t) == _BOOLEAN.sub("~", m)):
+                    constant = True  # true/false: an outcome, told apart like any verb
+                    break
                 differ.append(i)
                 words.append(i)
                 if len(words) > misses_allowed:

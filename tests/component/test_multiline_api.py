@@ -13,6 +13,7 @@ def test_a_java_trace_posted_as_text_is_one_event_with_its_header(app_client, tm
     wait_stored(app_client, 3)
     events = app_client.get("/api/events", params={"limit": 10}).json()["events"]
     crash = next(e for e in events if "crashed" in e["message"])
+    assert crash["parse_ok"] is True and crash["level"] == "ERROR"  # SEVERE, from a learned header
     first, _, trace = crash["message"].partition("\n")
     assert first.endswith("billing run crashed") and trace.startswith("java.lang.RuntimeException")
     assert "Caused by: java.lang.IllegalStateException" in crash["message"]

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from smartlogs.cli import app
 
 COMMANDS = [["up"], ["replay"], ["search"], ["tail"], ["stats"], ["status"], ["api"], ["bridge"],
-            ["worker"], ["ship"], ["kibana-setup"], ["data", "fetch"], ["eval", "loghub"]]
+            ["worker"], ["ship"], ["kibana-setup"], ["data", "fetch"], ["eval", "loghub"],
+            ["sources"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -494,7 +494,7 @@ def test_a_stack_trace_is_shipped_as_one_event_once_the_next_line_starts(tmp_pat
     assert event["raw"].splitlines() == ["2024-05-01 10:00:00 ERROR billing failed",
                                          "java.lang.IllegalStateException: x",
                                          "\tat a.b(C.java:1)", "\tat d.e(F.java:2)"]
-    assert event["id"].endswith(":0") and event["file"] == str(log)
+    assert event["id"].endswith(":0") and event["stream"] == str(log)
     clock.t += 2.5  # idle: the last event goes out
     assert sh.poll() == 1
     assert api.items[-1]["raw"] == "2024-05-01 10:00:01 INFO retried"
@@ -512,3 +512,19 @@ def test_a_held_event_is_read_again_whole_after_a_restart(tmp_path, api, make):
     assert again.poll() == 1
     assert api.items[-1]["raw"] == "2024-05-01 10:00:01 ERROR two\n  detail\n  more detail"
     assert [i["id"] for i in api.items] == [api.items[0]["id"], api.items[-1]["id"]]  # no repeat
+
+
+def test_a_stack_trace_is_shipped_as_one_event_named_by_its_file(tmp_path, api, make):
+    from tests.unit.test_multiline import JAVA
+
+    log = tmp_path / "app.log"
+    write(log, JAVA)
+    sh = make(log, multiline=True, idle_flush=0.0)
+    drain(sh)
+    assert len(api.lines) == 3
+    assert api.lines[1].count("\n") == 10 and api.lines[1].endswith("58 common frames omitted")
+    fid = sh.files[0].cur.st.fid
+    second = JAVA.index("\n") + 1
+    assert list(api.events)[1] == f"{fid}:{second}"  # the id of its first line
+    state = orjson.loads((tmp_path / "state.json").read_bytes())["files"][str(log)]
+    assert state["offset"] == log.stat().st_size  # every line of it accepted

@@ -253,3 +253,29 @@ def test_merges_name_the_surviving_id_and_its_text():
     survivor = m.mine(AUTH.format(9, "uucp"))
     assert m.merges() == {old: ids[0] for old in ids[1:]}
     assert survivor.template_id == ids[0]
+
+
+def test_underscore_and_tilde_join_an_identifier_not_a_label():
+    """Package names of unlike shapes are values of one slot: ``_`` and ``~`` join the parts
+    of one identifier, they do not end a label (issue 17)."""
+    m = TemplateMiner()
+    head = "Read out cached package applicability for package:"
+    ids = {m.mine(f"{head} {pkg}~31bf3856ad364e35~amd64~~{v}, ApplicableState: 112, "
+                  "CurrentState:112").template_id
+           for pkg, v in (("Package_for_KB3121255", "6.1.1.0"), ("Package_for_KB2656356", "6.1.1.1"),
+                          ("Package_for_KB3108664", "6.1.1.0"), ("Package_for_KB3108665", "6.1.1.0"),
+                          ("Microsoft-Hyper-V-Integration-Services-Package", "6.3.9600.17681"),
+                          ("Microsoft-Windows-PlatformUpdate-Win7-SRV08R2-Package-TopLevel",
+                           "7.1.7601.16492"))}
+    assert len(ids) == 1
+
+
+def test_true_and_false_are_different_outcomes():
+    m = TemplateMiner()
+    a = m.mine("updateClipping isOverlap:false, getTopPadding=0.0, Translation=1.5")
+    b = m.mine("updateClipping isOverlap:false, getTopPadding=2.0, Translation=3.5")
+    c = m.mine("updateClipping isOverlap:true, getTopPadding=2.0, Translation=3.5")
+    d = m.mine("key pressed down true canceled false")
+    e = m.mine("key pressed down false canceled false")
+    assert a.template_id == b.template_id != c.template_id
+    assert d.template_id != e.template_id
