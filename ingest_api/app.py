@@ -34,7 +34,7 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
-from smartlogs.store.base import search_words
+from smartlogs.store.base import MAX_SEQ, search_words
 from streams.parsing import normalize_level
 
 __all__ = ["create_app", "parse_time"]
@@ -189,7 +189,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
         since: Annotated[str | None, Query(description="event time ≥ (ISO 8601, epoch, or 15m/2h/7d ago)")] = None,
         until: Annotated[str | None, Query(description="event time < (same forms as since)")] = None,
-        after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         order: Annotated[Literal["time", "arrival"], Query(
             description="newest first by event time (default) or by arrival (what was stored last)")] = "time",

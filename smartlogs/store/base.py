@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "EventStore", "search_words"]
+__all__ = ["MAX_SEQ", "EventQuery", "SearchResult", "EventStore", "search_words"]
 
 # what full-text search matches: runs of letters and digits, as SQLite FTS5's unicode61
 # tokenizer splits them (the Elasticsearch store indexes the same words)
@@ -16,6 +16,10 @@ _WORD = re.compile(r"[^\W_]+")
 def search_words(text: str) -> list[str]:
     """The words ``q`` searches for (each must occur); none for punctuation or emoji only."""
     return _WORD.findall(text)
+
+# The largest sequence number (cursor) a store can hold: a signed 64-bit integer, as SQLite's
+# INTEGER and Elasticsearch's long are. The API refuses larger cursors with a 422.
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
