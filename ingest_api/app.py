@@ -248,8 +248,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         source = getattr(request.app.state, "kafka_source", None)
         if source is not None:  # informative: a source that cannot reach Kafka keeps retrying
             detail["kafka_source"] = source.status()
-        body = {"status": "ok" if ok else "down", "mode": transport.mode, "version": __version__,
-                **detail}
+        # degraded: ingest works (what is accepted waits safely) but the pipeline behind it
+        # does not move; the reasons are in "degraded"
+        status = "down" if not ok else "degraded" if detail.get("degraded") else "ok"
+        body = {"status": status, "mode": transport.mode, "version": __version__, **detail}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     app.state.settings = s

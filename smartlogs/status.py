@@ -129,6 +129,10 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
         api_stage.problem = redact(f"health says {h.get('status')}: {h.get('broker') or ''}"
                                    f"{' (' + h['broker_error'] + ')' if h.get('broker_error') else ''}"
                                    ).strip(": ")
+    if h.get("status") == "degraded" and h.get("degraded") and api_stage.problem is None:
+        # the API takes events, but the pipeline behind its queue does not move them on
+        api_stage.problem = redact("; ".join(str(r) for r in h["degraded"]))[:400]
+        api_stage.degraded = True
     syslog = h.get("syslog")
     if isinstance(syslog, dict) and syslog.get("listening") is False and api_stage.problem is None:
         api_stage.problem = (f"syslog receiver not listening on {syslog.get('address')}: "
