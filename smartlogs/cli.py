@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import time
@@ -456,6 +457,7 @@ def replay(
     repeat: Annotated[int, typer.Option(min=1, help="Send the file N times (for load tests).")] = 1,
     year: Annotated[Optional[int], typer.Option(help="Year for syslog lines without one (only used for --speedup pacing).")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Id prefix for this run; reuse it to resume a replay without duplicates.")] = None,
+    retry_for: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Keep retrying a batch while the API is down or busy for up to DURATION (e.g. 90s, 10m, 1h) instead of 8 retries (~33 s).")] = None,
 ) -> None:
     """Send a log file to SmartLogs in batches, with a progress bar.
 
@@ -466,14 +468,17 @@ def replay(
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
+    retry_seconds = _duration(retry_for, "--retry-for") if retry_for else None
     run_id = run_id or secrets.token_hex(4)
-    _probe(url)  # fail fast, with advice, when nothing is listening
+    if retry_seconds is None:
+        _probe(url)  # fail fast, with advice, when nothing is listening
     total = count_lines(path) * repeat
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn()]
     resume = f"smartlogs replay {path}" + ("" if url == DEFAULT_URL else f" --url {url}") + \
-        (f" --repeat {repeat}" if repeat > 1 else "") + f" --run-id {run_id}"
+        (f" --repeat {repeat}" if repeat > 1 else "") + f" --run-id {run_id}" + \
+        (f" --retry-for {retry_for}" if retry_for else "")
     started = time.monotonic()
     sent = 0
     err.print(f"run id {run_id}: sending again with --run-id {run_id} skips what is already "
@@ -491,7 +496,7 @@ def replay(
             batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
-                               headers=_auth_headers())
+                               headers=_auth_headers(), retry_for=retry_seconds)
             per_s = res.sent / res.seconds if res.seconds else 0
             # the bar's last figure is the summary's: one clock (send_batches'), one rate
             progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
@@ -507,11 +512,23 @@ def replay(
         err.print(f"  [red]{escape(e)}[/]")
     if res.aborted:
         why = ("the server refused the API key (set SMARTLOGS_API_KEY to a key with the ingest "
-               "scope)" if res.abort_reason == "auth" else "the server stayed unavailable")
+               "scope)" if res.abort_reason == "auth" else "the server stayed unavailable"
+               + ("" if retry_for else " (ride out a longer outage with --retry-for, e.g. 10m)"))
         err.print(f"[red]stopped early: {why}. Resume without duplicates:[/]\n  {escape(resume)}",
                   soft_wrap=True)
     if res.rejected:
         raise typer.Exit(1)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def _duration(text: str, option: str) -> float:
+    """'90', '90s', '10m', '1.5h', '1d' → seconds; anything else is a usage error."""
+    m = _DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        _fail(f"{option} {text!r}: give a duration such as 90s, 10m or 1h", code=2)
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
 
 
 def _event_table(events: list[dict], title: str) -> Table:
