@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.console import router as console_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
+from ingest_api.docs import add_offline_docs
 from ingest_api.receivers import es_bulk, loki, otlp, read_body
 from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
@@ -107,7 +108,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         version=__version__,
         description="Real-time log ingest, template mining, anomaly detection and search.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs is served offline below (ingest_api/docs.py)
     )
+    add_offline_docs(app)
 
     keys = KeyStore(s.keys_path)
     limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
