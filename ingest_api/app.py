@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     # -- errors: always JSON, always saying what is wrong ---------------------------------
     @app.exception_handler(IngestError)
     async def _ingest_error(request: Request, exc: IngestError):
-        metrics.REQUESTS_REJECTED.labels(exc.body["error"]).inc()
+        metrics.rejected(exc.body["error"], detail=exc.body.get("detail"))
         headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
@@ -228,6 +228,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
         return {"templates": request.app.state.store.templates(limit=limit)}
 
+    @app.get("/api/rejections", summary="The last refused requests (reason, time, client)")
+    def rejections():
+        return {"rejections": metrics.recent_rejections()}
+
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     def prometheus_metrics():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -280,6 +284,9 @@ class AuthMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        client = scope.get("client")
+        metrics.CURRENT_REQUEST.set((f"{client[0]}:{client[1]}" if client else None,
+                                     f"{scope['method']} {scope['path']}"))
         need = required_scope(scope["method"], scope["path"])
         if need is None:
             return await self.app(scope, receive, send)
@@ -307,7 +314,7 @@ class AuthMiddleware:
             wait = self.limiter.take(key.id)
             if wait > 0:
                 retry = max(1, int(wait + 0.999))
-                metrics.REQUESTS_REJECTED.labels("rate_limited").inc()
+                metrics.rejected("rate_limited", detail=f"key {key.name!r}")
                 return await _deny(send, 429, "rate_limited",
                                    f"key {key.name!r} exceeds {self.limiter.rate:g} requests/s; "
                                    f"retry in {retry}s", {"Retry-After": str(retry)}, scope)

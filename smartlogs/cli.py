@@ -686,7 +686,8 @@ def status(
     from smartlogs.status import collect_status
 
     mode, stages = collect_status(url, bridge_metrics=bridge_metrics, worker_metrics=worker_metrics,
-                                  interval=interval, stuck_after=stuck_after)
+                                  interval=interval, stuck_after=stuck_after,
+                                  headers=_auth_headers())
     t = Table(title=f"SmartLogs status ({mode} mode, {escape(redact_url(url))})")
     for col in ("stage", "state", "rate/s", "lag", "errors", "last event", "problem"):
         t.add_column(col, overflow="fold")  # an address or a stage name is never cut off
@@ -701,8 +702,33 @@ def status(
         t.add_row(s.name, state, "-" if s.rate is None else f"{s.rate:,.1f}", fmt(s.lag),
                   errors, last, escape(s.problem or ""))
     console.print(t)
+    _print_rejections(stages)
     if not all(s.ok for s in stages):
         raise typer.Exit(1)
+
+
+def _print_rejections(stages) -> None:
+    """The API's last refusals (newest first): when, why, from whom, what was wrong."""
+    from datetime import datetime, timezone
+
+    api = next((s for s in stages if s.name == "ingest api"), None)
+    if api is None:
+        return
+    if api.detail.get("rejections_error"):
+        console.print(f"last rejections: not available ({escape(api.detail['rejections_error'])}; "
+                      "a read key is needed when keys are on)")
+    rows = api.detail.get("rejections") or []
+    if not rows:
+        return
+    t = Table(title=f"last {len(rows)} rejections (newest first; this API process since it started)")
+    for col in ("time", "reason", "client", "request", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        when = datetime.fromtimestamp(r["time"], timezone.utc).strftime("%H:%M:%S UTC")
+        reason = r["reason"] + (f" ×{r['count']}" if r.get("count", 1) > 1 else "")
+        t.add_row(when, escape(reason), escape(r.get("client") or "-"),
+                  escape(r.get("request") or "-"), escape(r.get("detail") or ""))
+    console.print(t)
 
 
 @data_app.command("fetch")

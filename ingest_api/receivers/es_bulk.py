@@ -403,7 +403,7 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
         items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
                                         s.max_body_bytes, index)
     except IngestError as exc:
-        reject(f"es_bulk_{exc.body['error']}")
+        reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get('detail'))
         kind = {413: "content_too_long_exception"}.get(exc.status, "parse_exception")
         return es_error(exc.status, kind, exc.body["detail"])
     except BulkRequestError as exc:
@@ -417,7 +417,7 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
         try:
             await accept_items(request, events, SOURCE)
         except IngestError as exc:
-            reject(f"es_bulk_{exc.body['error']}")
+            reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get('detail'))
             retry = str(exc.body.get("retry_after", 1))
             return es_error(429, "es_rejected_execution_exception",
                             f"rejected execution of the bulk request: {exc.body['detail']}",

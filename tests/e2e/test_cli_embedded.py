@@ -175,6 +175,26 @@ def test_status_reports_each_stage_and_fails_when_down(platform):
     assert r.returncode == 1 and "down" in r.stdout
 
 
+def test_status_shows_the_last_rejections_with_reason_and_client(platform):
+    """"1 rejected" said nothing about which request or why: the last refusals are kept
+    (reason, time, client, request, detail) and `smartlogs status` lists them."""
+    r = httpx.post(f"{platform}/ingest", content=b'{"message": "x"', timeout=10,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    r = httpx.post(f"{platform}/v1/logs", content=b"{not json", timeout=10,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    kept = httpx.get(f"{platform}/api/rejections").json()["rejections"]
+    assert [k["reason"] for k in kept] == ["otlp_invalid_otlp", "invalid_json"], kept
+    assert kept[1]["request"] == "POST /ingest" and kept[1]["client"].startswith("127.0.0.1:")
+    assert "not valid JSON" in kept[1]["detail"]
+    r = _cli("status", "--interval", "0.2", url=platform)
+    assert "2 rejected" in r.stdout, r.stdout
+    table = r.stdout[r.stdout.index("last 2 rejections"):]
+    assert "invalid_json" in table and "POST /ingest" in table and "127.0.0.1" in table, r.stdout
+    assert "otlp_invalid_otlp" in table and "POST /v1/logs" in table, r.stdout
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused(platform, tmp_path):
     env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_SYSLOG_PORT": "0",
            "COLUMNS": "200", "NO_COLOR": "1"}
