@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -180,6 +181,13 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         metrics.accepted(source, len(items))
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         return {"accepted": len(items), "ids": [item["id"] for item in items]}
+
+    @app.get("/ingest/runs/{run_id}", summary="How many lines of a replay run are stored")
+    def run_stored(request: Request, run_id: Annotated[str, FastApiPath(
+            min_length=1, max_length=200, description="the run id a replay printed")]):
+        # a replay gives each line the id RUN_ID:LINE; ingest scope, as the replay's key has
+        n = request.app.state.store.count_ids(f"{run_id}:")
+        return {"run_id": run_id, "stored": n}
 
     # -- queries --------------------------------------------------------------------------
     @app.get("/api/events", summary="Search stored events, newest first")

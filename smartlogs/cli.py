@@ -469,9 +469,14 @@ def replay(
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
     retry_seconds = _duration(retry_for, "--retry-for") if retry_for else None
+    resumed = run_id is not None
     run_id = run_id or secrets.token_hex(4)
     if retry_seconds is None:
         _probe(url)  # fail fast, with advice, when nothing is listening
+    already = _stored_of_run(url, run_id) if resumed else None
+    if already:
+        err.print(f"run id {run_id}: {already:,} lines of this run are already stored; they are "
+                  "sent again and skipped (never stored twice)")
     total = count_lines(path) * repeat
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
@@ -506,7 +511,8 @@ def replay(
                   soft_wrap=True)
         raise typer.Exit(130) from None
     color = "green" if not res.rejected else "red"
-    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
+    skipped = f" ({already:,} of them already stored before: skipped)" if already else ""
+    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}{skipped}  rejected {res.rejected:,}[/]"
                   f"  retries {res.retries}  in {res.seconds:.2f}s ({per_s:,.0f} lines/s)  run id {run_id}")
     for e in res.errors[:5]:
         err.print(f"  [red]{escape(e)}[/]")
@@ -518,6 +524,18 @@ def replay(
                   soft_wrap=True)
     if res.rejected:
         raise typer.Exit(1)
+
+
+def _stored_of_run(url: str, run_id: str) -> int | None:
+    """How many lines of run ``run_id`` the server already stores (None: it cannot say)."""
+    from urllib.parse import quote
+
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/ingest/runs/{quote(run_id, safe='')}", timeout=30,
+                      headers=_auth_headers())
+        return int(r.json()["stored"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")

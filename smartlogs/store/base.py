@@ -58,4 +58,8 @@ class EventStore(Protocol):
 
     def templates(self, *, limit: int = 100) -> list[dict]: ...
 
+    def count_ids(self, prefix: str) -> int:
+        """How many stored events have an id that starts with ``prefix`` (a replay's
+        ``RUN_ID:``: how much of a run is already stored)."""
+
     def close(self) -> None: ...

@@ -654,6 +654,13 @@ class ElasticsearchStore:
                 r["template"] = texts.get(r["id"])
         return rows
 
+    def count_ids(self, prefix: str) -> int:
+        """Events whose id (a keyword) starts with ``prefix``."""
+        resp = self._retrying("count", lambda: self._es.count(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
+            query={"prefix": {"id": prefix}}), retries=QUERY_RETRIES)
+        return int(resp["count"])
+
     def last_stored_at(self) -> float | None:
         """Wall-clock time (epoch seconds) of the newest write, None when nothing is stored:
         the API's readiness compares it with what it accepted to see a stuck pipeline. One

@@ -486,6 +486,15 @@ class SqliteStore:
     def count_events(self) -> int:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
+    def count_ids(self, prefix: str) -> int:
+        """Events whose id starts with ``prefix``: a range on the unique id index (ids compare
+        as UTF-8 bytes), not a scan."""
+        if not prefix:
+            return self.count_events()
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return self._conn().execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
+                                    (prefix, upper)).fetchone()[0]
+
 
 def _row_to_event(row: tuple) -> dict:
     e = dict(zip(_COLUMNS, row))

@@ -195,6 +195,25 @@ def test_status_shows_the_last_rejections_with_reason_and_client(platform):
     assert "otlp_invalid_otlp" in table and "POST /v1/logs" in table, r.stdout
 
 
+def test_a_resumed_replay_says_how_many_lines_were_already_stored(platform, tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"2024-05-01T10:00:{i % 60:02d}Z worker-{i % 3} job {i} done\n"
+                           for i in range(120)))
+    first = log.with_name("first.log")
+    first.write_text("".join(log.read_text().splitlines(keepends=True)[:80]))
+    r = _cli("replay", str(first), "--run-id", "rs1", url=platform)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lines of this run are already stored" not in r.stderr  # nothing of rs1 before
+    assert _wait_total(platform, 80) == 80
+    # the whole file under the same run id: its first 80 lines are already stored
+    r = _cli("replay", str(log), "--run-id", "rs1", url=platform)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "80 lines of this run are already stored" in r.stderr, r.stderr
+    assert "accepted 120 (80 of them already stored before: skipped)" in r.stdout, r.stdout
+    assert _wait_total(platform, 120) == 120
+    assert httpx.get(f"{platform}/ingest/runs/rs1").json() == {"run_id": "rs1", "stored": 120}
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused(platform, tmp_path):
     env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_SYSLOG_PORT": "0",
            "COLUMNS": "200", "NO_COLOR": "1"}
