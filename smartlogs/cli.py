@@ -549,7 +549,26 @@ def _duration(text: str, option: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
 
 
-def _event_table(events: list[dict], title: str) -> Table:
+NARROW = 120  # below this many columns an event is two lines: its fields, then its message
+
+
+def _event_table(events: list[dict], title: str, width: int | None = None) -> Table:
+    """Events as a table; on a narrow terminal (an 80-column one squeezed the message to ~20
+    characters) each event is its fields on one line and its message on the full width."""
+    width = console.width if width is None else width
+    if width < NARROW:
+        from rich import box
+
+        t = Table(title=title, show_header=False, show_lines=True, expand=True, box=box.SIMPLE)
+        t.add_column("event", ratio=1, overflow="fold")
+        for e in events:
+            head = (f"[dim]{e['timestamp']}  {escape(e['host'] or '-')}  {e['level'] or '-'}  "
+                    f"{e['template_id']}  score {e['score']:.2f}[/]")
+            msg = escape(e["message"])
+            if e["anomaly"]:
+                msg = f"[bold red]⚠ {msg}[/]\n[red]  why: {escape(e['reason'] or '')}[/]"
+            t.add_row(f"{head}\n{msg}")
+        return t
     t = Table(title=title, show_lines=False, expand=True)
     t.add_column("time", no_wrap=True)
     t.add_column("host", no_wrap=True)
