@@ -180,8 +180,25 @@ def up(
     # then adds up to several ms to each of the many hand-offs a request makes between the
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
+    _sigterm_exits_cleanly()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False, log_config=None, **tls)
+
+
+def _sigterm_exits_cleanly() -> None:
+    """After a graceful shutdown on SIGTERM, exit with status 0.
+
+    uvicorn stops gracefully on SIGTERM, restores the handler it found and then raises the
+    signal again, so that the process ends *by* SIGTERM (status -15) unless that handler says
+    otherwise: `make up` then ended with "make: *** [Makefile:23: up] Terminated". The handler
+    installed here is the one uvicorn restores: the process exits with 0 once it is done.
+    """
+    import signal
+
+    def done(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, done)
 
 
 def _check_engine_security(settings, *engines: str) -> None:
@@ -352,6 +369,7 @@ def api(
                   f"{'https' if tls else 'http'}://{settings.host}:{settings.port} → "
                   f"{escape(redact_url(settings.amqp_url))} queue {settings.amqp_queue}; "
                   f"queries from {escape(redact_url(settings.es_url))}")
+    _sigterm_exits_cleanly()
     uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False, log_config=None, **tls)
 

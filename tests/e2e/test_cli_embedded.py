@@ -214,6 +214,21 @@ def test_a_resumed_replay_says_how_many_lines_were_already_stored(platform, tmp_
     assert httpx.get(f"{platform}/ingest/runs/rs1").json() == {"run_id": "rs1", "stored": 120}
 
 
+def test_sigterm_stops_smartlogs_up_cleanly_with_status_0(tmp_path):
+    """uvicorn re-raised SIGTERM after its graceful shutdown, so the process died by the signal
+    (-15) and `make up` ended with "make: *** [Makefile:23: up] Terminated"."""
+    proc, url = _start(tmp_path, _free_port())
+    assert httpx.post(f"{url}/ingest", json={"message": "before the stop"}).status_code == 202
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, (proc.returncode, out[-2000:])
+    assert "Traceback" not in out, out[-2000:]
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused(platform, tmp_path):
     env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_SYSLOG_PORT": "0",
            "COLUMNS": "200", "NO_COLOR": "1"}
