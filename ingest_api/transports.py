@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -78,18 +77,19 @@ class AmqpTransport:
     """Full stack: publish each batch as one persistent message; 202 only after the confirm.
 
     Readiness (``health``) goes beyond "the broker is connected": a background probe (every
-    ``health_probe_seconds``) reads the ingest queue (ready messages, consumers) and, while
-    batches this API accepted may be unstored, the store's newest write. It reports
-    ``degraded`` reasons when nothing consumes the queue (the bridge is down) or when events
-    accepted more than ``stuck_after_seconds`` ago are followed by no write at all (the worker,
-    Kafka or the sink is stuck). Ingest keeps working meanwhile: RabbitMQ and Kafka hold what
-    was accepted. The comparison uses the API's clock for accepts and the worker's for writes:
-    keep the hosts' clocks in sync (NTP) to well under ``stuck_after_seconds``.
+    ``health_probe_seconds``) reads the ingest queue (ready messages, consumers) and, with
+    ``pipeline_probe``, the worker's progress on Kafka (``KafkaProgress``: its group's lag and
+    committed offsets). It reports ``degraded`` reasons when nothing consumes the ingest queue
+    (the bridge is down), when ready messages wait and none is taken for
+    ``stuck_after_seconds`` (the bridge cannot reach Kafka), or when records wait for the
+    worker and its committed offsets do not move for ``stuck_after_seconds`` (the worker is
+    down, or stuck on its sink). Ingest keeps working meanwhile: RabbitMQ and Kafka hold what
+    was accepted.
     """
 
     mode = "full"
 
-    def __init__(self, settings: Settings, *, last_stored_at=None):
+    def __init__(self, settings: Settings, *, pipeline_probe: bool = False):
         from ingest_api.publisher import AmqpPublisher
         from smartlogs.security import amqp_connect_url, amqp_ssl_context
 
@@ -100,10 +100,16 @@ class AmqpTransport:
         self.queue = settings.amqp_queue
         self.stuck_after = settings.stuck_after_seconds
         self.probe_seconds = settings.health_probe_seconds
-        self._last_stored_at = last_stored_at  # callable -> epoch seconds | None (blocking)
-        self._pending: deque[float] = deque(maxlen=100_000)  # accept times (≥1 s apart) not yet followed by a write
+        self._kafka = None
+        if pipeline_probe:
+            from ingest_api.pipeline_probe import KafkaProgress
+
+            self._kafka = KafkaProgress(settings)
+        now = time.time()
         self._queue_state: dict | None = None
-        self._stored_at: float | None = None
+        self._queue_moved_at = now   # last time the ready count fell, or was 0
+        self._kafka_state: dict | None = None
+        self._kafka_moved_at = now   # last time the worker committed more, or had no lag
         self._probe_error: str | None = None
         self._monitor: asyncio.Task | None = None
 
@@ -121,6 +127,8 @@ class AmqpTransport:
         if self._monitor is not None:
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
+        if self._kafka is not None:
+            await self._kafka.close()
         await self.publisher.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:
@@ -134,11 +142,6 @@ class AmqpTransport:
             raise IngestError(503, "queue_unavailable",
                               f"the message broker did not take the batch ({redact(exc)}); retry later",
                               retry_after=exc.retry_after) from None
-        now = time.time()
-        if self._last_stored_at is None:  # no store to compare with: no stuck check
-            return
-        if not self._pending or now - self._pending[-1] >= 1.0:
-            self._pending.append(now)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -146,36 +149,54 @@ class AmqpTransport:
             await asyncio.sleep(self.probe_seconds)
 
     async def probe(self) -> None:
-        """Read the ingest queue's state and, while accepts may be unstored, the newest write."""
+        """Read the ingest queue's state and the worker's progress on Kafka."""
         from ingest_api.publisher import QueueUnavailable
         from smartlogs.security import redact
 
+        errors = []
+        now = time.time()
         try:
-            self._queue_state = await self.publisher.queue_state() if self.publisher.connected else None
-            if self._pending and self._last_stored_at is not None:
-                self._stored_at = await run_in_threadpool(self._last_stored_at)
-                while self._pending and self._stored_at is not None and self._pending[0] <= self._stored_at:
-                    self._pending.popleft()
-            self._probe_error = None
+            q = await self.publisher.queue_state() if self.publisher.connected else None
         except QueueUnavailable as exc:
-            self._queue_state, self._probe_error = None, redact(exc)[:200]
-        except Exception as exc:  # noqa: BLE001 - the store unreachable: its own health says so
-            self._probe_error = redact(exc)[:200]
+            q = None
+            errors.append(redact(exc)[:200])
+        if q is not None:
+            last = self._queue_state
+            if q["messages"] == 0 or (last is not None and q["messages"] < last["messages"]):
+                self._queue_moved_at = now
+        self._queue_state = q
+        if self._kafka is not None:
+            try:
+                lag, committed = await self._kafka.read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Kafka unreachable: an answer, not a crash
+                self._kafka_state = None
+                errors.append(f"kafka: {redact(exc)[:200] or type(exc).__name__}")
+            else:
+                last = self._kafka_state
+                if lag == 0 or last is None or committed > last["committed"]:
+                    self._kafka_moved_at = now
+                self._kafka_state = {"lag": lag, "committed": committed}
+        self._probe_error = "; ".join(errors) or None
 
     def degraded(self, now: float | None = None) -> list[str]:
         """Why the pipeline behind the queue does not keep up (empty: it does, as far as known)."""
         now = time.time() if now is None else now
         reasons = []
-        q = self._queue_state
+        q, k = self._queue_state, self._kafka_state
         if q is not None and q["consumers"] == 0:
             reasons.append(f"no consumer on the ingest queue {self.queue!r}: is the bridge "
                            f"running? ({q['messages']} messages waiting; nothing is lost)")
-        if self._pending and now - self._pending[0] > self.stuck_after:
-            waiting = f"; {q['messages']} messages waiting on the ingest queue" if q else ""
-            reasons.append(f"pipeline stuck: events accepted {now - self._pending[0]:.0f}s ago "
-                           f"were followed by no write to the store for over "
-                           f"{self.stuck_after:g}s (is the worker running, are Kafka and "
-                           f"Elasticsearch up?){waiting}")
+        elif q is not None and q["messages"] > 0 and now - self._queue_moved_at > self.stuck_after:
+            reasons.append(f"the bridge takes nothing from the ingest queue: {q['messages']} "
+                           f"messages ready and none taken for over {self.stuck_after:g}s "
+                           "(can it reach Kafka?)")
+        if k is not None and k["lag"] > 0 and now - self._kafka_moved_at > self.stuck_after:
+            reasons.append(f"pipeline stuck: {k['lag']} records wait on Kafka topic "
+                           f"{self._kafka.topic!r} and the worker (group {self._kafka.group!r}) "
+                           f"made no progress for {now - self._kafka_moved_at:.0f}s (is the "
+                           "worker running, is Elasticsearch up?)")
         return reasons
 
     def health(self) -> tuple[bool, dict]:
@@ -183,16 +204,14 @@ class AmqpTransport:
         detail: dict = {"broker": "connected" if ok else "disconnected"}
         if not ok and self.publisher.last_error:  # e.g. a refused login: say so (redacted)
             detail["broker_error"] = self.publisher.last_error
-        now = time.time()
-        q = self._queue_state
+        q, k = self._queue_state, self._kafka_state
         detail["pipeline"] = {
             "consumers": q["consumers"] if q else None,
             "queued": q["messages"] if q else None,
-            "oldest_unstored_seconds": round(now - self._pending[0], 1) if self._pending else 0,
-            "last_stored_at": self._stored_at,
+            **({"worker_lag": k["lag"] if k else None} if self._kafka is not None else {}),
             **({"probe_error": self._probe_error} if self._probe_error else {}),
         }
-        reasons = self.degraded(now)
+        reasons = self.degraded()
         if reasons:
             detail["degraded"] = reasons
         return ok, detail
@@ -213,4 +232,4 @@ def build_full(settings: Settings):
                                index_period=settings.es_index_period,
                                window_seconds=settings.window_seconds,
                                client_kwargs=es_client_kwargs(settings))
-    return AmqpTransport(settings, last_stored_at=store.last_stored_at), store
+    return AmqpTransport(settings, pipeline_probe=True), store

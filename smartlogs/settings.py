@@ -82,11 +82,12 @@ class Settings(BaseSettings):
     amqp_prefetch: int = Field(64, ge=1, description="Bridge: unacknowledged AMQP messages in flight.")
     publish_timeout: float = Field(5.0, gt=0, description="API: seconds to wait for a publisher confirm.")
     stuck_after_seconds: float = Field(
-        60.0, gt=0, description="API readiness: events accepted this long ago and followed by "
-        "no write to the store make /healthz say degraded (pipeline stuck).")
+        60.0, gt=0, description="API readiness: work waiting (ready messages on the ingest "
+        "queue, records for the worker on Kafka) with no progress for this long makes /healthz "
+        "say degraded.")
     health_probe_seconds: float = Field(
-        5.0, gt=0, description="API readiness: how often the ingest queue (consumers, messages) "
-        "and the store's newest write are read.")
+        5.0, gt=0, description="API readiness: how often the ingest queue (consumers, ready "
+        "messages) and the worker's Kafka lag are read.")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_topic: str = Field("smartlogs.raw", description="Topic of raw line batches, keyed by host.")
     kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")

@@ -661,16 +661,6 @@ class ElasticsearchStore:
             query={"prefix": {"id": prefix}}), retries=QUERY_RETRIES)
         return int(resp["count"])
 
-    def last_stored_at(self) -> float | None:
-        """Wall-clock time (epoch seconds) of the newest write, None when nothing is stored:
-        the API's readiness compares it with what it accepted to see a stuck pipeline. One
-        attempt, no retries (a health probe must answer promptly)."""
-        resp = self._es.options(request_timeout=5).search(
-            index=self.pattern, ignore_unavailable=True, allow_no_indices=True, size=0,
-            aggs={"last": {"max": {"field": "stored_at"}}})
-        value = ((resp.body.get("aggregations") or {}).get("last") or {}).get("value")
-        return value / 1000.0 if value is not None else None
-
     def count_events(self) -> int:
         resp = self._retrying("count", lambda: self._es.count(
             index=self.pattern, ignore_unavailable=True, allow_no_indices=True),
