@@ -189,9 +189,9 @@ class AmqpTransport:
             reasons.append(f"no consumer on the ingest queue {self.queue!r}: is the bridge "
                            f"running? ({q['messages']} messages waiting; nothing is lost)")
         elif q is not None and q["messages"] > 0 and now - self._queue_moved_at > self.stuck_after:
-            reasons.append(f"the bridge takes nothing from the ingest queue: {q['messages']} "
-                           f"messages ready and none taken for over {self.stuck_after:g}s "
-                           "(can it reach Kafka?)")
+            reasons.append(f"the bridge does not keep up with the ingest queue: {q['messages']} "
+                           f"messages ready and their number has not gone down for over "
+                           f"{self.stuck_after:g}s (can it reach Kafka?)")
         if k is not None and k["lag"] > 0 and now - self._kafka_moved_at > self.stuck_after:
             reasons.append(f"pipeline stuck: {k['lag']} records wait on Kafka topic "
                            f"{self._kafka.topic!r} and the worker (group {self._kafka.group!r}) "
