@@ -7,10 +7,12 @@ Elasticsearch for queries). Only the transport and the store differ. Every refus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import time
+from functools import partial
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Annotated, Literal
@@ -24,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ingest_api.alerts_routes import router as alerts_router
 from ingest_api.console import router as console_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.docs import add_offline_docs
@@ -36,7 +39,8 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
-from smartlogs.store.base import MAX_SEQ, search_words
+from smartlogs.store.base import MAX_SEQ, QueryInterrupted, QueryTimeout, sort_key
+from smartlogs.store.query import MAX_TERMS, QueryError, QueryTooComplex, parse_query
 from streams.parsing import normalize_level
 
 __all__ = ["create_app", "parse_time"]
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_INLINE_DECODE_BYTES = 16 * 1024  # decoded in the event loop up to this size (~0.1 ms of work)
 
 
 def parse_time(value: str | None, *, now: float | None = None, field: str | None = None) -> float | None:
@@ -72,6 +77,88 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
     return dt.timestamp()
 
 
+TimeBasis = Annotated[Literal["event", "arrival"], Query(alias="time", description=(
+    "what since/until and the windows count in: event (the time the log line carries, the "
+    "default) or arrival (when SmartLogs received it)"))]
+MAX_Q_LENGTH = 2000  # characters of q (its terms are bounded by smartlogs.store.query.MAX_TERMS)
+
+
+def _check_q(q: str | None) -> None:
+    """Parse ``q`` before any store sees it: a query that cannot be read, that is too complex,
+    or that has no words at all is a 422 that says what and where."""
+    if not q or not q.strip():
+        return
+    try:
+        node = parse_query(q)
+    except QueryError as exc:
+        where = {"position": exc.position} if exc.position is not None else {}
+        error = "query_too_complex" if isinstance(exc, QueryTooComplex) else "invalid_query"
+        extra = {"max_terms": MAX_TERMS} if isinstance(exc, QueryTooComplex) else {}
+        raise IngestError(422, error, f"q: {exc}", field="q", **where, **extra) from None
+    if node is None:
+        # the index holds words (letters and digits): "!!!" or "🚀" alone would filter
+        # nothing and return everything, which reads as "every event matches"
+        raise IngestError(422, "invalid_query",
+                          f"q={q!r} has no words to search for: search matches words "
+                          "(letters and digits); punctuation and emoji are not indexed",
+                          field="q")
+
+
+def _encode_cursor(order: str, key: tuple) -> str:
+    """An opaque cursor: where the page ended, in which order (base64url JSON)."""
+    import base64
+
+    import orjson
+
+    return base64.urlsafe_b64encode(orjson.dumps([order, *key])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, order: str | None) -> tuple[str, tuple]:
+    """(the order the cursor pages, its key); ``order``: the one the request asked for."""
+    import base64
+    import binascii
+
+    import orjson
+
+    def bad(why: str) -> IngestError:
+        return IngestError(422, "invalid_cursor", f"cursor: {why}; pass the `next` of the "
+                           "previous answer unchanged, with the same order", field="cursor")
+
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise bad("not a cursor this server made") from None
+    shape = {"time": (float, int), "arrival": (int,), "tail": (int,)}
+    if not isinstance(raw, list) or not raw or raw[0] not in shape:
+        raise bad("not a cursor this server made")
+    if order is not None and raw[0] != order:
+        raise bad(f"it pages order={raw[0]}, this request asks for order={order}")
+    order, key = raw[0], raw[1:]
+    types = shape[order]
+    if len(key) != len(types) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 2**62
+            for v in key):
+        raise bad("not a cursor this server made")
+    return order, tuple(t(v) for t, v in zip(types, key))
+
+
+def _interrupt(store) -> None:
+    stop = getattr(store, "interrupt_queries", None)
+    if stop is not None:
+        stop()
+
+
+async def _interrupt_queries_on_exit(store) -> None:
+    """uvicorn waits for running requests before it shuts the app down: once it was asked to
+    stop (SIGINT/SIGTERM), running queries are stopped inside the store so that wait is short."""
+    from ingest_api.console import _server_exiting
+
+    while not _server_exiting():
+        await asyncio.sleep(0.2)
+    log.info("shutting down: stopping running queries")
+    _interrupt(store)
+
+
 def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> FastAPI:
     """The API. ``embedded``: spool + in-process pipeline + SQLite. ``full``: RabbitMQ + Elasticsearch."""
     s = settings or get_settings()
@@ -94,9 +181,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             app.state.syslog_health = None
         app.state.kafka_source = await start_kafka_source(s, transport)  # None without a topic
         log.info("SmartLogs %s started in %s mode", __version__, mode)
+        watcher = asyncio.create_task(_interrupt_queries_on_exit(store))
         try:
             yield
         finally:
+            watcher.cancel()
+            _interrupt(store)
             if app.state.kafka_source is not None:  # commits what the transport took
                 await app.state.kafka_source.stop()
             if app.state.syslog is not None:  # before the transport: it drains what it read
@@ -124,6 +214,23 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         metrics.rejected(exc.body["error"], detail=exc.body.get("detail"))
         headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(QueryError)
+    async def _query_error(request: Request, exc: QueryError):  # raised by a store
+        metrics.rejected("invalid_query", detail=f"q: {exc}")
+        return JSONResponse({"error": "invalid_query", "detail": f"q: {exc}", "field": "q"},
+                            status_code=422)
+
+    @app.exception_handler(QueryTimeout)
+    async def _query_timeout(request: Request, exc: QueryTimeout):
+        if isinstance(exc, QueryInterrupted):
+            error, detail = "shutting_down", str(exc)
+        else:
+            error = "query_timeout"
+            detail = (f"{exc}: narrow it (a time range, a host, fewer or rarer words); the "
+                      "budget is the server's query_timeout setting")
+        metrics.rejected(error, detail=detail)
+        return JSONResponse({"error": error, "detail": detail}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -161,13 +268,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     )
     async def ingest(request: Request):
         body = await read_body(request, s.max_body_bytes)
-        items = await run_in_threadpool(
-            decode_body, body,
-            content_type=request.headers.get("content-type"),
-            content_encoding=request.headers.get("content-encoding"),
-            max_bytes=s.max_body_bytes,
-            max_line_length=s.max_line_length,
-        )
+        decode = partial(decode_body, body, content_type=request.headers.get("content-type"),
+                         content_encoding=request.headers.get("content-encoding"),
+                         max_bytes=s.max_body_bytes, max_line_length=s.max_line_length,
+                         multiline=s.multiline)
+        # a small body is decoded at once: the hop to a worker thread costs more than the work
+        items = decode() if len(body) <= _INLINE_DECODE_BYTES else await run_in_threadpool(decode)
         source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
         metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
         batch_id, now = secrets.token_hex(6), time.time()
@@ -193,31 +299,53 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @app.get("/api/events", summary="Search stored events, newest first")
     def events(
         request: Request,
-        q: Annotated[str | None, Query(description="full-text search in the message")] = None,
+        q: Annotated[str | None, Query(max_length=MAX_Q_LENGTH, description=(
+            'full-text search in the message: words (all required), "a phrase", prefix*, '
+            f"a OR b, -word / NOT word, (groups); at most {MAX_TERMS} different terms"))] = None,
         host: str | None = None,
         level: str | None = None,
         template: Annotated[str | None, Query(description="template id, e.g. T12")] = None,
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
-        since: Annotated[str | None, Query(description="event time ≥ (ISO 8601, epoch, or 15m/2h/7d ago)")] = None,
-        until: Annotated[str | None, Query(description="event time < (same forms as since)")] = None,
+        since: Annotated[str | None, Query(description="time ≥ (ISO 8601, epoch, or 15m/2h/7d ago), event or arrival time (see time)")] = None,
+        until: Annotated[str | None, Query(description="time < (same forms as since)")] = None,
         after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        order: Annotated[Literal["time", "arrival"], Query(
-            description="newest first by event time (default) or by arrival (what was stored last)")] = "time",
+        order: Annotated[Literal["time", "arrival", "tail"] | None, Query(
+            description="time: newest first by event time (the default); arrival: newest "
+                        "first by arrival (what was stored last); tail: oldest stored first "
+                        "(the order of after)")] = None,
+        basis: TimeBasis = "event",
+        cursor: Annotated[str | None, Query(max_length=200, description=(
+            "the next page: the `next` of the previous answer (same filters and order); "
+            "`next` is null on the last page"))] = None,
     ):
-        if q and q.strip() and not search_words(q):
-            # the index holds words (letters and digits): "!!!" or "🚀" alone would filter
-            # nothing and return everything, which reads as "every event matches"
-            raise IngestError(422, "invalid_query",
-                              f"q={q!r} has no words to search for: search matches whole words "
-                              "(letters and digits); punctuation and emoji are not indexed",
-                              field="q")
+        _check_q(q)
+        if cursor and after is not None:
+            raise IngestError(422, "invalid_cursor", "give either after (a tail from a seq) or "
+                              "cursor (the next page), not both", field="cursor")
+        # the order: asked for, or the one the cursor pages, or the tail's when after is given
+        kind = order or ("tail" if after is not None else None)
+        page_after = None
+        if cursor:
+            kind, page_after = _decode_cursor(cursor, kind)
+        kind = kind or "time"
+        if kind == "tail":  # a tail reads forward from a seq: its cursor is that seq
+            after = max(after or 0, page_after[0] if page_after else 0)
+            page_after = None
+        elif after is not None:
+            raise IngestError(422, "invalid_request", f"after is a tail cursor (oldest stored "
+                              f"first): it does not combine with order={kind}", field="after")
         query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),
-                           after_seq=after, limit=limit, arrival=order == "arrival")
+                           after_seq=after, limit=limit, arrival=kind == "arrival",
+                           page_after=page_after, basis=basis)
         result = request.app.state.store.search(query)
-        return {"total": result.total, "last_seq": result.last_seq, "events": result.events}
+        nxt = None
+        if result.more and result.events:
+            nxt = _encode_cursor(kind, sort_key(query, result.events[-1]))
+        return {"total": result.total, "last_seq": result.last_seq, "next": nxt,
+                "events": result.events}
 
     @app.get("/api/stats", summary="Windowed counts and top hosts/components/templates")
     def stats(
@@ -226,11 +354,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         until: str | None = None,
         windows: Annotated[int, Query(ge=1, le=10000)] = 60,
         top: Annotated[int, Query(ge=1, le=1000)] = 10,
+        basis: TimeBasis = "event",
     ):
         out = request.app.state.store.stats(since=parse_time(since, field="since"),
                                             until=parse_time(until, field="until"),
-                                            windows=windows, top=top)
-        return {"window_seconds": s.window_seconds, **out}
+                                            windows=windows, top=top, basis=basis)
+        return {"window_seconds": s.window_seconds, "time": basis, **out}
 
     @app.get("/api/templates", summary="Mined templates with their counts")
     def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
@@ -275,6 +404,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     app.include_router(loki.router)
     app.include_router(otlp.router)
     app.include_router(console_router)
+    app.include_router(alerts_router)
     return app
 
 

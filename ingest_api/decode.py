@@ -30,6 +30,7 @@ TEXT_TYPES = {"text/plain"}
 
 _KNOWN = {"message", "msg", "raw", "line", "timestamp", "@timestamp", "time", "ts", "host",
           "hostname", "service", "component", "app", "level", "severity", "pid", "id", "fields"}
+MAX_FILE_LENGTH = 4096
 MAX_ID_LENGTH = 200
 # how deep an event's own fields may nest objects/arrays; the stores serialise events as JSON
 # (orjson stops at 255 levels, the spool wraps each event in two more), so deeper is refused
@@ -90,8 +91,12 @@ def decode_body(
     content_encoding: str | None = None,
     max_bytes: int,
     max_line_length: int = 65536,
+    multiline: bool = False,
 ) -> list[dict]:
-    """Decode and validate a request body into items (dicts without ids or times yet)."""
+    """Decode and validate a request body into items (dicts without ids or times yet).
+
+    ``multiline``: in a text body, continuation lines (a stack trace, an indented dump) join
+    the line they belong to (``streams.multiline``), one item per event."""
     body = decode_content_encoding(body, content_encoding, max_bytes)
     if len(body) > max_bytes:
         raise IngestError(413, "body_too_large",
@@ -112,8 +117,12 @@ def decode_body(
         raise IngestError(400, "invalid_utf8",
                           f"the body is not valid UTF-8 (bad byte at offset {exc.start})") from None
     if mime in TEXT_TYPES:
-        lines = text.split("\n")
-        items = [{"raw": line.rstrip("\r")} for line in lines if line.strip()]
+        lines = [line.rstrip("\r") for line in text.split("\n")]
+        if multiline:
+            from streams.multiline import join_lines
+
+            lines = join_lines((line for line in lines if line.strip()), max_bytes=max_line_length)
+        items = [{"raw": line} for line in lines if line.strip()]
         if not items:  # only unicode whitespace (U+00A0, U+3000, ...): nothing to store
             raise IngestError(400, "empty_body", "the request body holds only blank lines; "
                               "send at least one event")
@@ -162,21 +171,44 @@ def decode_content_encoding(body: bytes, content_encoding: str | None, max_bytes
 
 
 def gunzip(body: bytes, max_bytes: int) -> bytes:
-    """gzip → bytes, refusing (413) to inflate beyond ``max_bytes`` and (400) broken streams."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """gzip → bytes, every member of it, refusing (413) to inflate beyond ``max_bytes`` in all and
+    (400) broken streams.
+
+    Concatenated members are one valid gzip file (``gzip -c a b``, ``cat a.gz b.gz``; shippers
+    that rotate compressed chunks send them so), and ``gunzip`` decodes them all. Trailing zero
+    bytes after the last member (tape-style padding) are ignored, as GNU gzip does.
+
+    >>> import gzip
+    >>> gunzip(gzip.compress(b"one\\n") + gzip.compress(b"two\\n"), 100)
+    b'one\\ntwo\\n'
+    """
+    # Fed in small chunks: what zlib hands back after a member's end (``unused_data``) is a copy,
+    # so one big feed would cost O(body) per member, O(body²) for a body of many tiny members.
+    end, padded = len(body), len(body.rstrip(b"\0"))  # from ``padded`` on: zero bytes only
+    view = memoryview(body)
+    out = bytearray()
+    pos = 0
     try:
-        out = d.decompress(body, max_bytes + 1)
-        if len(out) > max_bytes or d.unconsumed_tail:
-            raise IngestError(413, "body_too_large",
-                              f"the decompressed body exceeds the limit of {max_bytes} bytes",
-                              limit=max_bytes)
-        if not d.eof:
-            raise IngestError(400, "invalid_gzip", "the gzip stream is truncated")
-        return out
+        while True:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not d.eof:
+                if pos >= end:
+                    raise IngestError(400, "invalid_gzip", "the gzip stream is truncated")
+                chunk = view[pos:pos + _GZIP_CHUNK]
+                pos += len(chunk)
+                out += d.decompress(chunk, max_bytes + 1 - len(out))
+                if len(out) > max_bytes or d.unconsumed_tail:
+                    raise IngestError(413, "body_too_large",
+                                      f"the decompressed body exceeds the limit of {max_bytes} bytes",
+                                      limit=max_bytes)
+            pos -= len(d.unused_data)
+            if pos >= padded:
+                return bytes(out)
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise IngestError(400, "invalid_gzip", f"the body is not valid gzip: {exc}") from None
 
 
+_GZIP_CHUNK = 4096
 _gunzip = gunzip  # the old private name
 
 
@@ -247,6 +279,9 @@ def _event(doc, i: int, what: str = "event") -> dict:
                               f"{where}: 'id' must be a non-empty string of at most "
                               f"{MAX_ID_LENGTH} characters", index=i)
         item["id"] = eid
+    path = doc.get("file")
+    if isinstance(path, str) and path:  # the file a shipper read the line from (it selects
+        item["file"] = path[:MAX_FILE_LENGTH]  # declared formats); other shapes stay in fields
     if message is None:
         item["raw"] = raw
         return item

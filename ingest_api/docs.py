@@ -2,23 +2,29 @@
 
 FastAPI's default ``/docs`` page loads Swagger UI's JavaScript and CSS from a CDN, so it is
 blank on a machine without internet. The same files ship in the ``swagger-ui-bundle-v2``
-package (Swagger UI 5, which reads the OpenAPI 3.1 schema FastAPI writes); they are served
-under ``/docs/assets/`` and the page is FastAPI's own ``get_swagger_ui_html`` pointed at them
+package (Swagger UI 5, which reads the OpenAPI 3.1 schema FastAPI writes); they are served at
+``/docs/assets/{name}`` and the page is FastAPI's own ``get_swagger_ui_html`` pointed at them
 (FastAPI's documented "self-hosting JavaScript and CSS for docs" recipe). ReDoc has no such
-package, so ``/redoc`` is off.
+package, so ``/redoc`` is off. The routes are open (``smartlogs.auth.ROUTE_SCOPES``), like
+FastAPI's own docs routes, and answer GET and HEAD as those did.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
 
-__all__ = ["DOCS_URL", "ASSETS_URL", "add_offline_docs"]
+__all__ = ["DOCS_URL", "ASSETS_URL", "ASSETS", "add_offline_docs"]
 
 DOCS_URL = "/docs"
-ASSETS_URL = "/docs/assets"  # under /docs: open without an API key, like the page itself
+ASSETS_URL = "/docs/assets"
+# the files the page loads (the package holds more: source maps, other bundles)
+ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+          "favicon-32x32.png": "image/png"}
 
 
 def add_offline_docs(app: FastAPI) -> None:
@@ -26,11 +32,9 @@ def add_offline_docs(app: FastAPI) -> None:
     with ``docs_url=None``)."""
     import swagger_ui_bundle
 
-    app.mount(ASSETS_URL, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
-              name="swagger-ui-assets")
+    root = Path(swagger_ui_bundle.swagger_ui_path)
 
-    @app.get(DOCS_URL, include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
+    async def swagger_ui(request: Request) -> Response:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url, title=f"{app.title} - API docs",
             oauth2_redirect_url=f"{DOCS_URL}/oauth2-redirect",
@@ -38,6 +42,18 @@ def add_offline_docs(app: FastAPI) -> None:
             swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png")
 
-    @app.get(f"{DOCS_URL}/oauth2-redirect", include_in_schema=False)
-    async def swagger_ui_redirect() -> HTMLResponse:
+    async def swagger_ui_redirect(request: Request) -> Response:
         return get_swagger_ui_oauth2_redirect_html()
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in ASSETS:
+            return JSONResponse({"error": "not_found", "detail": f"no docs asset {name!r}"},
+                                status_code=404)
+        return FileResponse(root / name, media_type=ASSETS[name],
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.add_route(DOCS_URL, swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_route(f"{DOCS_URL}/oauth2-redirect", swagger_ui_redirect, methods=["GET"],
+                  include_in_schema=False)
+    app.add_route(f"{ASSETS_URL}/{{name}}", asset, methods=["GET"], include_in_schema=False)

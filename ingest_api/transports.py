@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest_api.decode import IngestError
 from smartlogs.settings import Settings
 
-__all__ = ["IngestTransport", "SpoolTransport", "AmqpTransport", "build_embedded", "build_full"]
+__all__ = ["IngestTransport", "GroupCommit", "SpoolTransport", "AmqpTransport", "build_embedded", "build_full"]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,71 @@ class IngestTransport(Protocol):
     def health(self) -> tuple[bool, dict]: ...
 
 
+class GroupCommit:
+    """Group commit: requests that arrive while a commit is running are committed together by
+    the next one, so N concurrent requests cost one transaction (one fsync, one broker
+    message and confirm), not N.
+
+    ``commit(payloads)`` returns one outcome per payload, in order: None when it was durably
+    taken, or the exception to raise for that request. A plain function runs in a worker
+    thread; a coroutine function is awaited. Every caller of :meth:`submit` returns only once
+    its own payload's outcome is known. With one client at a time nothing waits: a lone request
+    is committed at once, alone. ``max_items`` bounds a group by the total ``len`` of its
+    payloads (``size``; a payload larger than that still goes, alone).
+    """
+
+    def __init__(self, commit: Callable[[list], object], *, max_items: int | None = None,
+                 size: Callable[[object], int] = len):
+        self._commit, self._size = commit, size
+        self._async = asyncio.iscoroutinefunction(commit)
+        self.max_items = max_items
+        self._pending: list[tuple[object, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def submit(self, payload) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((payload, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # shielded: a client that leaves does not cancel the commit others share with it
+        await asyncio.shield(fut)
+
+    def _take(self) -> list[tuple[object, asyncio.Future]]:
+        if self.max_items is None:
+            group, self._pending = self._pending, []
+            return group
+        n, total = 0, 0
+        for payload, _ in self._pending:
+            size = self._size(payload)
+            if n and total + size > self.max_items:
+                break
+            n, total = n + 1, total + size
+        group, self._pending = self._pending[:n], self._pending[n:]
+        return group
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group = self._take()
+            payloads = [p for p, _ in group]
+            try:
+                if self._async:
+                    outcomes = await self._commit(payloads)
+                else:
+                    outcomes = await run_in_threadpool(self._commit, payloads)
+            except Exception as exc:  # noqa: BLE001 - the whole group failed: each caller hears why
+                outcomes = [exc] * len(group)
+            for (_, fut), outcome in zip(group, outcomes):
+                if fut.done():
+                    continue
+                if outcome is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(outcome)
+
+
 class SpoolTransport:
-    """Embedded: commit to the SQLite spool, wake the in-process runner."""
+    """Embedded: commit to the SQLite spool (concurrent requests share one commit), wake the
+    in-process runner."""
 
     mode = "embedded"
 
@@ -46,31 +111,68 @@ class SpoolTransport:
         from streams.runner import EmbeddedRunner
 
         self.settings = settings
-        self.store = SqliteStore(settings.db_path)
+        self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
+                                 window_seconds=settings.window_seconds)
         self.runner = EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
                                      checkpoint_path=settings.checkpoint_path,
                                      checkpoint_seconds=settings.checkpoint_seconds)
+        self._spool = GroupCommit(self._commit)
+        from smartlogs.alerting import Alerting
+
+        self.alerting = Alerting.from_settings(settings)  # None without SMARTLOGS_ALERT_RULES
+        if self.alerting is not None:
+            self.runner.subscribe(self.alerting.on_stored)
+        self.retention = None
+        if settings.retention_days > 0:
+            from streams.retention import Retention
+
+            self.retention = Retention(
+                partial(self.store.delete_before, window_seconds=settings.window_seconds),
+                days=settings.retention_days, window_seconds=settings.window_seconds)
 
     async def start(self) -> None:
+        if self.alerting is not None:
+            self.alerting.start()
         self.runner.start()
+        if self.retention is not None:
+            self.retention.start()
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await run_in_threadpool(self.retention.stop)
         await run_in_threadpool(self.runner.stop)
+        if self.alerting is not None:
+            await run_in_threadpool(self.alerting.stop)
         self.store.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:
-        def commit() -> None:
-            if self.store.spool_backlog() + len(items) > self.settings.max_backlog_events:
-                raise IngestError(503, "backlog_full",
-                                  "the pipeline is behind; retry after a few seconds", retry_after=2)
-            self.store.spool_append(items)
-
-        await run_in_threadpool(commit)
+        await self._spool.submit(items)
         self.runner.wake()
+
+    def _commit(self, batches: list[list[dict]]) -> list[BaseException | None]:
+        """One spool transaction for the batches that fit under the backlog limit."""
+        backlog, limit = self.store.spool_backlog(), self.settings.max_backlog_events
+        outcomes: list[BaseException | None] = []
+        taken = []
+        for items in batches:
+            if backlog + len(items) > limit:
+                outcomes.append(IngestError(503, "backlog_full",
+                                            "the pipeline is behind; retry after a few seconds",
+                                            retry_after=2))
+            else:
+                backlog += len(items)
+                taken.append(items)
+                outcomes.append(None)
+        if taken:
+            self.store.spool_append_many(taken)
+        return outcomes
 
     def health(self) -> tuple[bool, dict]:
         st = self.runner.status()  # down while processing or storing keeps failing
         return st["running"] and st["failing_since"] is None, {"pipeline": st}
+
+
+_MAX_GROUP_ITEMS = 5000  # items per grouped message (a single larger request still goes alone)
 
 
 class AmqpTransport:
@@ -112,6 +214,8 @@ class AmqpTransport:
         self._kafka_moved_at = now   # last time the worker committed more, or had no lag
         self._probe_error: str | None = None
         self._monitor: asyncio.Task | None = None
+        self._publish = GroupCommit(self._publish_group, max_items=_MAX_GROUP_ITEMS,
+                                    size=lambda batch: len(batch[0]))
 
     async def start(self) -> None:
         self._monitor = asyncio.create_task(self._probe_loop(), name="amqp-readiness-probe")
@@ -132,16 +236,24 @@ class AmqpTransport:
         await self.publisher.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:
+        await self._publish.submit((items, batch_id))
+
+    async def _publish_group(self, batches: list[tuple[list[dict], str]]) -> list:
+        """Concurrent requests travel as one message (one confirm); the bridge splits it into
+        per-host records by the items' own ids, so nothing about them changes."""
         from ingest_api.publisher import QueueUnavailable
 
+        items = batches[0][0] if len(batches) == 1 else [i for group, _ in batches for i in group]
         try:
-            await self.publisher.publish(items, batch_id=batch_id)
+            await self.publisher.publish(items, batch_id=batches[0][1])
         except QueueUnavailable as exc:
             from smartlogs.security import redact
 
-            raise IngestError(503, "queue_unavailable",
+            err = IngestError(503, "queue_unavailable",
                               f"the message broker did not take the batch ({redact(exc)}); retry later",
-                              retry_after=exc.retry_after) from None
+                              retry_after=exc.retry_after)
+            return [err] * len(batches)
+        return [None] * len(batches)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -231,5 +343,6 @@ def build_full(settings: Settings):
     store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
                                index_period=settings.es_index_period,
                                window_seconds=settings.window_seconds,
+                               query_timeout=settings.query_timeout,
                                client_kwargs=es_client_kwargs(settings))
     return AmqpTransport(settings, pipeline_probe=True), store

@@ -7,7 +7,7 @@ password hashes are for low-entropy passwords). Scopes: ``ingest`` (send events)
 
 While no key was ever created, the API is open — which ``smartlogs up``/``api`` allow only on
 a loopback address. Once a key exists, every request except ``/healthz``, ``/metrics``, the API
-docs and the console's page and its script/style files needs one; revoking every key does *not*
+docs and the console's page and its script/style files needs one (each route's scope is declared in ``ROUTE_SCOPES``, matched by exact path template, never by prefix); revoking every key does *not*
 reopen the API (that would turn revoking a leaked key into exposing the server): it then refuses
 everything protected until a key is created, or ``keys.db`` is deleted on purpose. A request needs ``Authorization: Bearer <key>``,
 or ``Authorization: ApiKey <key>`` (also base64 ``id:key`` as Elasticsearch clients send it), or
@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["SCOPES", "ApiKey", "KeyStore", "RateLimiter", "parse_authorization", "required_scope",
+           "route_template", "ROUTE_SCOPES",
            "is_loopback"]
 
 SCOPES = ("ingest", "read", "admin")
@@ -181,21 +183,82 @@ def parse_authorization(header: str | None) -> str | None:
     return None
 
 
-# the console's page and its files are open (a browser sends no key for a <script> tag; the
-# page asks for a read key and sends it with its API calls)
-_OPEN = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/console/", "/favicon.ico")
-_INGEST = ("/ingest", "/loki/", "/v1/logs", "/_license", "/_xpack", "/_cluster/health")
+# Every route of the API and the scope it needs, by exact path template and method (None: open).
+# Open: health, metrics, the API docs, the console's page and its script/style files (a browser
+# sends no key for a <script> tag; the page asks for a read key and sends it with its API calls),
+# and ``GET /``, which answers browsers with the console and shippers' probes with an
+# Elasticsearch-style banner. A path that matches no entry needs a read key (it is a 404 or 405
+# for whoever holds one), so a route added to the app but not here is closed, and the test
+# generated from the app's routes fails until it is listed.
+_GET, _HEAD_GET = frozenset({"GET"}), frozenset({"GET", "HEAD"})
+ROUTE_SCOPES: tuple[tuple[frozenset[str], str, str | None], ...] = (
+    (_HEAD_GET, "/", None),
+    (_GET, "/console/{name}", None),
+    (_GET, "/healthz", None),
+    (_GET, "/metrics", None),
+    (_HEAD_GET, "/openapi.json", None),
+    (_HEAD_GET, "/docs", None),
+    (_HEAD_GET, "/docs/oauth2-redirect", None),
+    (_HEAD_GET, "/docs/assets/{name}", None),  # Swagger UI's files (ingest_api/docs.py)
+    (frozenset({"POST"}), "/ingest", "ingest"),
+    (frozenset({"POST", "PUT"}), "/_bulk", "ingest"),
+    (frozenset({"POST", "PUT"}), "/{index}/_bulk", "ingest"),
+    (frozenset({"POST"}), "/loki/api/v1/push", "ingest"),
+    (frozenset({"POST"}), "/v1/logs", "ingest"),
+    # shippers probe these with the key they ingest with
+    (_GET, "/_license", "ingest"),
+    (_GET, "/_xpack", "ingest"),
+    (_GET, "/_cluster/health", "ingest"),
+    (_GET, "/ingest/runs/{run_id}", "ingest"),  # how much of a replay is stored: the replay's key
+    (_GET, "/api/events", "read"),
+    (_GET, "/api/stats", "read"),
+    (_GET, "/api/templates", "read"),
+    (_GET, "/api/rejections", "read"),
+    (_GET, "/api/stream", "read"),
+    (_GET, "/api/alerts", "read"),
+    (frozenset({"POST"}), "/api/alerts/silences", "admin"),
+)
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """``/{index}/_bulk`` → a regex matching one non-empty path segment per ``{name}``."""
+    parts = re.split(r"\{[^/{}]+\}", template)
+    return re.compile("[^/]+".join(re.escape(p) for p in parts) + r"\Z")
+
+
+_ROUTES = tuple((methods, template, _template_regex(template), scope_)
+                for methods, template, scope_ in ROUTE_SCOPES)
+
+
+def _route(method: str, path: str) -> tuple[str, str | None] | None:
+    for methods, template, regex, scope_ in _ROUTES:
+        if method in methods and regex.match(path):
+            return template, scope_
+    return None
+
+
+def route_template(method: str, path: str) -> str | None:
+    """The path template of the route that ``method path`` reaches (None: no route).
+
+    >>> route_template("POST", "/docs/_bulk"), route_template("GET", "/docs")
+    ('/{index}/_bulk', '/docs')
+    >>> route_template("POST", "/healthz") is None
+    True
+    """
+    found = _route(method, path)
+    return found[0] if found else None
 
 
 def required_scope(method: str, path: str) -> str | None:
-    """Which scope a request needs; None for the open paths (health, metrics, docs, console page)."""
-    if path == "/" and method in ("GET", "HEAD"):
-        return None  # the console's page; its API calls need a read key
-    if path.startswith(_OPEN) or path in ("/healthz", "/metrics"):
-        return None
-    if path.startswith(_INGEST) or path.endswith("/_bulk"):
-        return "ingest"
-    return "read"
+    """Which scope ``method path`` needs: None for the open routes (health, metrics, docs, the
+    console), decided by the exact route it reaches, never by a prefix of the path; a path no
+    route serves needs a read key.
+
+    >>> required_scope("POST", "/docs/_bulk"), required_scope("GET", "/docsx")
+    ('ingest', 'read')
+    """
+    found = _route(method, path)
+    return found[1] if found else "read"
 
 
 class RateLimiter:

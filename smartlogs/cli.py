@@ -476,6 +476,7 @@ def replay(
     year: Annotated[Optional[int], typer.Option(help="Year for syslog lines without one (only used for --speedup pacing).")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Id prefix for this run; reuse it to resume a replay without duplicates.")] = None,
     retry_for: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Keep retrying a batch while the API is down or busy for up to DURATION (e.g. 90s, 10m, 1h) instead of 8 retries (~33 s).")] = None,
+    multiline: Annotated[bool, typer.Option(help="Join continuation lines (a stack trace, an indented dump) to the line they belong to: one event each.")] = True,
 ) -> None:
     """Send a log file to SmartLogs in batches, with a progress bar.
 
@@ -483,6 +484,7 @@ def replay(
     rejected. Each line's id is RUN_ID:LINE, so retries never store a line twice.
     """
     from smartlogs.replay import count_lines, plan_batches, read_lines, send_batches
+    from streams.multiline import join_keyed
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
@@ -516,10 +518,14 @@ def replay(
                 progress.advance(task, n)
                 progress.update(task, rate=sent / max(time.monotonic() - started, 1e-9))
 
-            batches = plan_batches(read_lines(path, repeat), batch_size=batch_size, rate=rate,
+            lines = read_lines(path, repeat)
+            if multiline:  # a stack trace below a line is one event with it (streams.multiline)
+                lines = join_keyed(lines)
+            batches = plan_batches(lines, batch_size=batch_size, rate=rate,
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
-                               headers=_auth_headers(), retry_for=retry_seconds)
+                               headers=_auth_headers(), file=str(path),
+                               retry_for=retry_seconds)
             per_s = res.sent / res.seconds if res.seconds else 0
             # the bar's last figure is the summary's: one clock (send_batches'), one rate
             progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
@@ -605,28 +611,71 @@ def _event_table(events: list[dict], title: str, width: int | None = None) -> Ta
 
 @app.command()
 def search(
-    query: Annotated[Optional[str], typer.Argument(help="Words to find in the message (all must match).")] = None,
+    query: Annotated[Optional[str], typer.Argument(help='What to find in the message: words (all must match), "a phrase", prefix*, a OR b, -word, (groups).')] = None,
     host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
     level: Annotated[Optional[str], typer.Option(help="Only this level, e.g. ERROR.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
-    since: Annotated[Optional[str], typer.Option(help="Event time from: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Event time before (same forms).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    since: Annotated[Optional[str], typer.Option(help="From this time: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Before this time (same forms).")] = None,
+    basis: Annotated[str, typer.Option("--time", help="What --since/--until mean: event (the time in the log line) or arrival (when SmartLogs received it).")] = "event",
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Events per page.")] = 20,
+    order: Annotated[str, typer.Option(help="time: newest event time first; arrival: newest stored first; tail: oldest stored first.")] = "time",
+    cursor: Annotated[Optional[str], typer.Option(help="Continue from the page that printed this cursor (same query and order).")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page (every matching event).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
-    """Search stored events, newest first.
+    """Search stored events, newest first, a page at a time.
 
     Example: smartlogs search 'authentication failure' --host combo --anomalies
+
+    Example: smartlogs search '"session opened" -cron'
+
+    A page that is not the last ends with the command for the next one (--cursor); --all
+    prints every page.
     """
-    res = _get(url, "/api/events", {"q": query, "host": host, "level": level, "template": template,
-                                    "anomaly": "true" if anomalies else None, "since": since,
-                                    "until": until, "limit": limit})
+    if order not in ("time", "arrival", "tail"):
+        _fail(f"--order must be time, arrival or tail, not {order!r}")
+    if basis not in ("event", "arrival"):
+        _fail(f"--time must be event or arrival, not {basis!r}")
+    params = {"q": query, "host": host, "level": level, "template": template,
+              "anomaly": "true" if anomalies else None, "since": since, "until": until,
+              "limit": limit, "order": order, "time": basis}
+    res = _get(url, "/api/events", {**params, "cursor": cursor})
+    events, shown = list(res["events"]), len(res["events"])
+    while all_pages and res.get("next"):
+        if not as_json:  # a table per page: a long result is shown as it comes
+            console.print(_event_table(events, f"{res['total']:,} matching events "
+                                               f"({shown:,} so far)"))
+            events = []
+        res = _get(url, "/api/events", {**params, "cursor": res["next"]})
+        events.extend(res["events"])
+        shown += len(res["events"])
+    nxt = res.get("next")
     if as_json:
-        sys.stdout.write(httpx.Response(200, json=res).text + "\n")
+        sys.stdout.write(httpx.Response(200, json={**res, "events": events}).text + "\n")
         return
-    console.print(_event_table(res["events"], f"{res['total']:,} matching events (showing {len(res['events'])})"))
+    title = f"{res['total']:,} matching events (showing {len(events):,}"
+    title += f", {shown:,} so far)" if all_pages and shown > len(events) else ")"
+    console.print(_event_table(events, title))
+    if nxt:
+        again = ["smartlogs", "search", *([query] if query else [])]
+        for flag, val in (("--host", host), ("--level", level), ("--template", template),
+                          ("--since", since), ("--until", until)):
+            if val is not None:
+                again += [flag, val]
+        if anomalies:
+            again.append("--anomalies")
+        if order != "time":
+            again += ["--order", order]
+        if basis != "event":
+            again += ["--time", basis]
+        if limit != 20:
+            again += ["--limit", str(limit)]
+        import shlex
+
+        console.print(f"next page: {escape(shlex.join([*again, '--cursor', nxt]))}", soft_wrap=True)
 
 
 @app.command()
@@ -692,16 +741,21 @@ def _print_line(e: dict) -> None:
 def stats(
     windows: Annotated[int, typer.Option(min=1, help="How many recent windows to show.")] = 15,
     top: Annotated[int, typer.Option(min=1, help="How many top templates/hosts.")] = 10,
-    since: Annotated[Optional[str], typer.Option(help="Only windows from this event time.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Only windows from this time (ISO 8601, epoch, or an age like 2h).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Only windows before this time.")] = None,
+    basis: Annotated[str, typer.Option("--time", help="Count windows in event time (the time in the log lines) or arrival time (when SmartLogs received them).")] = "event",
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
     """Windowed counts (per level, anomalies) and the top templates, hosts and components."""
-    res = _get(url, "/api/stats", {"windows": windows, "top": top, "since": since})
+    if basis not in ("event", "arrival"):
+        _fail(f"--time must be event or arrival, not {basis!r}")
+    res = _get(url, "/api/stats", {"windows": windows, "top": top, "since": since,
+                                   "until": until, "time": basis})
     tot = res["totals"]
     console.print(f"[bold]{tot['events']:,}[/] events, [bold red]{tot['anomalies']:,}[/] anomalies, "
                   f"[bold]{tot['templates']:,}[/] templates; windows of {res['window_seconds']} s")
     levels = sorted({lv for w in res["windows"] for lv in w["levels"]})
-    t = Table(title="recent windows (event time)")
+    t = Table(title=f"recent windows ({basis} time)")
     t.add_column("window start")
     t.add_column("events", justify="right")
     t.add_column("anomalies", justify="right", style="red")
@@ -817,6 +871,7 @@ def data_fetch(
     console.print(f"verified {len(names)} dataset(s) in {dest}. License: https://github.com/logpai/loghub")
 
 
+from smartlogs.alerts_cli import alerts_app  # noqa: E402
 from smartlogs.evaluation import eval_app  # noqa: E402
 from smartlogs.kibana import kibana_setup_command  # noqa: E402
 from smartlogs.shipper import ship_command  # noqa: E402
@@ -824,6 +879,7 @@ from smartlogs.shipper import ship_command  # noqa: E402
 app.command("kibana-setup")(kibana_setup_command)
 app.command("ship")(ship_command)
 app.add_typer(eval_app, name="eval")
+app.add_typer(alerts_app, name="alerts")
 
 
 def main() -> None:  # pragma: no cover

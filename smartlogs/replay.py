@@ -127,10 +127,12 @@ def send_batches(
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    file: str | None = None,
 ) -> ReplayResult:
     """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff:
     ``max_retries`` times (about 33 s with the default 8), or, with ``retry_for``, for up to
-    that many seconds per batch however many retries that takes (a long outage)."""
+    that many seconds per batch however many retries that takes (a long outage).
+    ``file``: the replayed file's path, sent with every line (declared formats select on it)."""
     res = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=60)
@@ -140,7 +142,9 @@ def send_batches(
             wait = due - (time.monotonic() - start)
             if wait > 0:
                 sleep(wait)
-            body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line}) for n, line in batch)
+            extra = {"file": file} if file else {}
+            body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line, **extra})
+                              for n, line in batch)
             res.sent += len(batch)
             ok = _post(client, url, body, headers or {}, max_retries, res, sleep,
                        retry_for=retry_for, clock=clock)

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     kafka_source_max_records: int = Field(2000, gt=0, description="Records per fetch (one accept and commit each).")
 
     # access control
+    query_timeout: float = Field(10.0, gt=0, le=3600, description="Seconds a store may spend on one "
+                                 "search or stats query (enforced in SQLite/Elasticsearch); past "
+                                 "it the API answers 503 query_timeout.")
     rate_limit_per_key: float = Field(50.0, ge=0, description="Requests per second per API key (0: no limit).")
 
     # processing
@@ -63,8 +66,23 @@ class Settings(BaseSettings):
         None, ge=1, le=9999, description="Year for syslog lines that carry none (default: the current year)."
     )
     log_format: str | None = Field(None, description="Force one header format instead of detection "
-                                   "(one of streams.parsing.FORMATS; empty: detect).")
+                                   "(one of streams.parsing.FORMATS), or a grok pattern / regex with "
+                                   "named groups for every line (empty: detect).")
+    multiline: bool = Field(True, description="Join continuation lines (stack traces, indented "
+                            "dumps) to their event in text bodies, replay and ship.")
+    alert_rules: Path | None = Field(None, description="YAML file of alert rules (see "
+                                     "deploy/alerts.example.yaml); checked at start.")
+    alert_webhook_url: str | None = Field(None, description="Alerts: a generic JSON webhook (POST).")
+    alert_slack_url: str | None = Field(None, description="Alerts: a Slack-compatible incoming webhook.")
+    console_url: str | None = Field(None, description="The console's address for links in alerts "
+                                    "(default: http://HOST:PORT).")
+    formats_file: Path | None = Field(None, description="YAML file of user-declared formats (grok or "
+                                      "regex, per host/file/source glob); see the README.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
+    retention_days: float = Field(
+        0, ge=0, description="Delete events whose event time is older than this many days (0: keep "
+        "everything). Embedded: in small batches in the background; Elasticsearch: whole daily or "
+        "monthly indices once their period is past the cutoff. Checked every 10 minutes.")
     hst_trees: int = Field(10, ge=1, description="HalfSpaceTrees: number of trees.")
     hst_height: int = Field(6, ge=1, le=20, description="HalfSpaceTrees: tree height (cost grows as 2^height).")
     hst_window: int = Field(250, ge=1, description="HalfSpaceTrees: reference window size (warm-up length).")
@@ -134,12 +152,62 @@ class Settings(BaseSettings):
     @classmethod
     def _known_format(cls, v: str | None) -> str | None:
         from streams.parsing import FORMATS
+        from streams.user_formats import FormatError, compile_format, is_pattern
 
         if v in (None, ""):
             return None
+        if is_pattern(v):
+            try:
+                compile_format(v, "SMARTLOGS_LOG_FORMAT")
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+            return v
         if v not in FORMATS:
-            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}")
+            raise ValueError(f"unknown log format {v!r}; expected one of: {', '.join(FORMATS)}, "
+                             "or a grok pattern (%{...}) or regex with named groups ((?P<name>...))")
         return v
+
+    @field_validator("alert_rules")
+    @classmethod
+    def _alert_rules_valid(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            from smartlogs.alerting import rules_from_file
+            from streams.alerts import RuleError
+
+            try:
+                rules_from_file(v)  # refused at start: the file, the rule, what is wrong
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("alert_webhook_url", "alert_slack_url", "console_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v
+
+    @field_validator("formats_file")
+    @classmethod
+    def _formats_compile(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            _read_formats(v)  # refused at start: the file, the rule, the pattern, the error
+        return v
+
+    @property
+    def user_format_rules(self) -> tuple:
+        """The declared formats (``streams.user_formats.FormatRule``): SMARTLOGS_LOG_FORMAT when
+        it is a pattern (every line), then the rules of SMARTLOGS_FORMATS_FILE in order."""
+        from streams.user_formats import FormatRule, compile_format, is_pattern
+
+        rules: tuple = ()
+        if self.log_format and is_pattern(self.log_format):
+            rules = (FormatRule(compile_format(self.log_format, "SMARTLOGS_LOG_FORMAT")),)
+        if self.formats_file is not None:
+            rules += _read_formats(self.formats_file)
+        return rules
 
     @property
     def db_path(self) -> Path:
@@ -157,3 +225,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def _read_formats(path: Path) -> tuple:
+    from streams.user_formats import FormatError, rules_from_yaml_text
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return rules_from_yaml_text(text, str(path))
+    except FormatError as exc:
+        raise ValueError(str(exc)) from None

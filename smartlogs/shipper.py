@@ -62,6 +62,7 @@ import orjson
 import typer
 
 from smartlogs.replay import post_ingest
+from streams.multiline import MultilineJoiner
 
 __all__ = ["FileState", "StateFile", "FollowedFile", "Shipper", "ShipError", "ShipStats",
            "ship_command", "default_state_path"]
@@ -227,7 +228,8 @@ class FollowedFile:
 
     def __init__(self, path: Path, state: StateFile, *, start_at_end: bool = False,
                  rotate_wait: float = 2.0, max_line_length: int = MAX_LINE_LENGTH,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, multiline: bool = False,
+                 idle_flush: float = 2.0):
         self.path = Path(os.path.abspath(path))
         self.key = str(self.path)
         self.state = state
@@ -240,6 +242,9 @@ class FollowedFile:
         # (offset, skip) after the lines last read, not yet committed
         self.pending: tuple[int, bool] | None = None
         self._cut_logged = False
+        self.multiline, self.idle_flush = multiline, idle_flush
+        self._timestamp_led: bool | None = None  # the file's lines start with a timestamp
+        self._held: tuple[int, float] | None = None  # (offset, since when) of the event held back
         self._first = True
         self._missing_logged = False
 
@@ -379,17 +384,48 @@ class FollowedFile:
 
     # -- lines ----------------------------------------------------------------------------
     def read(self, max_lines: int, max_bytes: int) -> list[tuple[str, str]]:
-        """``(id, line)`` pairs after the accepted offset (blank lines skipped); sets ``pending``.
+        """``(id, event)`` pairs after the accepted offset (blank lines skipped); sets ``pending``.
 
-        One pair per line; at most ``max_line_bytes`` of a line are read (see ``_add``). The
-        id's offset is where the line's text starts (after any NULs in front of it)."""
+        Without ``multiline``, one pair per line. With it, continuation lines join their event
+        (``streams.multiline``), and the last event read is held back while more of it may
+        still be written: ``pending`` then stops at its first line, so it is read again, whole,
+        next time; it goes out once the file grew past it, or after ``idle_flush`` seconds
+        without a new line, or when the read is full of it alone."""
+        out, full = self._read_lines(max_lines, max_bytes)
+        if not self.multiline or not out or self.cur is None:
+            return out
+        cur = self.cur
+        j = MultilineJoiner(max_bytes=self.max_line_length)
+        j.timestamp_led = self._timestamp_led
+        events = [e for fid_off, line in out for e in j.feed(fid_off, line)]
+        self._timestamp_led = j.timestamp_led
+        open_id = j.pending_key
+        final = cur.rotated_at is not None and self.clock() - cur.rotated_at >= self.rotate_wait
+        held_at = int(open_id.rsplit(":", 1)[1])
+        now = self.clock()
+        if self._held is None or self._held[0] != held_at:
+            self._held = (held_at, now)
+        idle = now - self._held[1] >= self.idle_flush
+        if final or idle or (full and not events):
+            self._held = None
+            return events + j.flush()
+        # hold the open event: the next read starts at its first line
+        if held_at <= cur.st.offset:
+            self.pending = None
+        else:
+            self.pending = (held_at, False)
+        return events
+
+    def _read_lines(self, max_lines: int, max_bytes: int) -> tuple[list[tuple[str, str]], bool]:
+        """``(id, line)`` pairs, and whether the read stopped at ``max_lines``/``max_bytes``."""
         cur = self.cur
         if cur is None or max_lines <= 0:
-            return []
+            return [], False
         fid, off, skip = cur.st.fid, cur.st.offset, cur.st.skip
         final = cur.rotated_at is not None and self.clock() - cur.rotated_at >= self.rotate_wait
         out: list[tuple[str, str]] = []
         nbytes = 0
+        full = False
         cap = self.max_line_bytes
         chunk = max(1 << 16, cap + 1)
         while len(out) < max_lines:
@@ -448,7 +484,7 @@ class FollowedFile:
                 break
         pend = (off, skip)
         self.pending = pend if pend != (cur.st.offset, cur.st.skip) else None
-        return out
+        return out, full
 
     def _add(self, out: list, fid: str, offset: int, raw: bytes) -> None:
         # NULs: what a non-O_APPEND writer leaves in front after a copytruncate
@@ -501,10 +537,13 @@ class Shipper:
                  give_up_after: float | None = None, missing_ok: bool = True,
                  stop: threading.Event | None = None,
                  sleep: Callable[[float], object] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 multiline: bool = True, idle_flush: float = 2.0):
         """``give_up_after``: seconds a batch is retried while the API is down or busy before
         :class:`ShipError` (None: forever). ``missing_ok``: files that do not exist yet are
-        waited for (else refused, like directories always are)."""
+        waited for (else refused, like directories always are). ``multiline``: continuation
+        lines join their event; the last event of a file goes out ``idle_flush`` seconds after
+        its last line (at once with 0)."""
         if not paths:
             raise ValueError("give at least one file to follow")
         check_url(url)
@@ -513,7 +552,8 @@ class Shipper:
         self.state = StateFile(state_path)
         self.files = [FollowedFile(p, self.state, start_at_end=start_at_end,
                                    rotate_wait=rotate_wait, max_line_length=max_line_length,
-                                   clock=clock) for p in dict.fromkeys(paths)]
+                                   clock=clock, multiline=multiline, idle_flush=idle_flush)
+                      for p in dict.fromkeys(paths)]
         self.max_line_length = max_line_length
         # lets the API record source "file" instead of "http" (where it supports the header)
         self.headers = {"X-SmartLogs-Source": "file", **(headers or {})}
@@ -540,14 +580,14 @@ class Shipper:
                 f.refresh()
             except OSError as exc:
                 log.warning("%s: %s", f.key, exc)
-        batch: list[tuple[str, str]] = []
+        batch: list[tuple[str, str, str]] = []  # (id, line, path)
         n = len(self.files)
         order = self.files[self._rr % n:] + self.files[:self._rr % n]
         self._rr += 1
         for f in order:
             left = self.batch_size - len(batch)
             try:
-                batch += f.read(left, self.batch_bytes)
+                batch += [(i, line, f.key) for i, line in f.read(left, self.batch_bytes)]
             except OSError as exc:
                 log.warning("%s: %s", f.key, exc)
         if batch and not self._send(batch):
@@ -560,11 +600,11 @@ class Shipper:
         if batch:
             self.stats.lines += len(batch)
             self.stats.batches += 1
-            self.stats.truncated += sum(len(line) > self.max_line_length for _, line in batch)
+            self.stats.truncated += sum(len(line) > self.max_line_length for _, line, _ in batch)
         return len(batch)
 
-    def _send(self, batch: list[tuple[str, str]]) -> bool:
-        body = b"\n".join(orjson.dumps({"id": i, "raw": line}) for i, line in batch)
+    def _send(self, batch: list[tuple[str, str, str]]) -> bool:
+        body = b"\n".join(orjson.dumps({"id": i, "raw": line, "file": path}) for i, line, path in batch)
         if self.gzip:
             body = gzip_mod.compress(body, compresslevel=5)
 
@@ -657,6 +697,12 @@ def ship_command(
         min=0.0, help="With --once: seconds to retry while the API is down or busy, then exit "
                       "1; positions are kept, so a rerun resumes. Without --once: retry "
                       "forever.")] = 60.0,
+    multiline: Annotated[bool, typer.Option(
+        help="Join continuation lines (a stack trace, an indented dump) to the line they belong "
+             "to: one event each.")] = True,
+    multiline_idle: Annotated[float, typer.Option(
+        min=0.0, help="Seconds without a new line after which a file's last event is sent "
+                      "(it may still get continuation lines until then).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Follow log files and ship their lines to SmartLogs (POST /ingest), resuming where it stopped.
@@ -684,7 +730,8 @@ def ship_command(
                           start_at_end=start_at == StartAt.end, gzip=gzip,
                           max_line_length=max_line_length, max_backoff=max_backoff,
                           give_up_after=give_up_after if once else None, missing_ok=not once,
-                          stop=stop)
+                          stop=stop, multiline=multiline,
+                          idle_flush=0.0 if once else multiline_idle)
     except ShipError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)

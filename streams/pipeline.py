@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from streams.parsing import LineParser, normalize_level
+from streams.user_formats import UserFormats
 from streams.scoring import AnomalyScorer
 from streams.templates import TemplateMiner
 from streams.windows import window_start
@@ -48,12 +49,17 @@ class PipelineConfig:
     hst_window: int = 250
     anomaly_quantile: float = 0.995
     min_anomaly_score: float = 0.7
+    user_formats: tuple = ()  # streams.user_formats.FormatRule, tried before anything else
 
     @classmethod
     def from_settings(cls, s) -> "PipelineConfig":
         """From a ``smartlogs.settings.Settings`` (duck-typed: the core imports no settings)."""
+        from streams.user_formats import is_pattern
+
         return cls(
-            window_seconds=s.window_seconds, log_format=s.log_format, year=s.default_year,
+            window_seconds=s.window_seconds, year=s.default_year,
+            log_format=None if s.log_format and is_pattern(s.log_format) else s.log_format,
+            user_formats=getattr(s, "user_format_rules", ()),
             max_line_length=s.max_line_length, hst_trees=s.hst_trees, hst_height=s.hst_height,
             hst_window=s.hst_window, anomaly_quantile=s.anomaly_quantile,
             min_anomaly_score=s.min_anomaly_score,
@@ -67,6 +73,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         c = self.config
         self.parser = LineParser(c.log_format, year=c.year, max_length=c.max_line_length)
+        self.user_formats = UserFormats(c.user_formats)
         self.miner = TemplateMiner()
         self.scorer = AnomalyScorer(
             n_trees=c.hst_trees,
@@ -99,6 +106,8 @@ class Pipeline:
     def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
         out, lines = [], []
         parse = self.parser.parse
+        user = self.user_formats.parse if self.user_formats else None  # declared formats first
+        year = self.config.year
         mine = self.miner.mine
         features = self.scorer.features
         size = self.config.window_seconds
@@ -106,12 +115,15 @@ class Pipeline:
         for item in items:
             raw = item.get("raw")
             if raw is not None:
-                if len(raw) > limit:  # the parser cuts it too; what is stored must be cut as well
+                cut = len(raw) > limit  # the parser cuts it too; what is stored must be cut as well
+                if cut:
                     raw = raw[:limit]
-                    p = parse(raw)
-                    p.truncated = True
-                else:
-                    p = parse(raw)
+                # a multi-line event (streams.multiline): its first line carries the header
+                first, nl, more = raw.partition("\n")
+                p = (user and user(first, item, year=year)) or parse(first)
+                p.truncated = p.truncated or cut
+                if nl:
+                    p.message = f"{p.message}\n{more}"
                 message, ts, host, component, pid = p.message, p.timestamp, p.host, p.component, p.pid
                 level, ok, fmt, truncated, extra = p.level, p.ok, p.format, p.truncated, p.fields
             else:
@@ -121,7 +133,7 @@ class Pipeline:
                 ok, fmt, truncated = True, "json", False
                 if ts is None and host is None and level is None and component is None:
                     # only a message: it may be a whole log line with its own header
-                    p = parse(message)
+                    p = (user and user(message, item, year=year)) or parse(message)
                     if p.ok:
                         message, ts, host, component, pid = (
                             p.message, p.timestamp, p.host, p.component, p.pid)
@@ -144,7 +156,8 @@ class Pipeline:
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
             level = normalize_level(level)
-            mined = mine(message)
+            # the template is the first line's: a stack trace below it is detail, not pattern
+            mined = mine(message.partition("\n")[0] if "\n" in message else message)
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,
@@ -237,4 +250,5 @@ def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
         pipeline.config = config
         pipeline.parser = LineParser(config.log_format, year=config.year,
                                      max_length=config.max_line_length)
+    pipeline.user_formats = UserFormats(config.user_formats)  # (also older checkpoints)
     return pipeline

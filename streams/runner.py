@@ -31,9 +31,10 @@ from smartlogs import metrics
 from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.stage import process_isolating, unprocessable_event
 from streams.templates import MergeNotices
 
-__all__ = ["EmbeddedRunner", "unprocessable_event"]
+__all__ = ["EmbeddedRunner", "unprocessable_event"]  # the latter: streams.stage's
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +186,13 @@ class EmbeddedRunner:
         return len(items)
 
     def _process(self, items: list[dict]) -> list[dict]:
-        """The pipeline over a batch; a batch that makes it raise must not stop everything
-        behind it (a poison pill): its items are processed one by one, and an item that still
-        fails is stored raw, flagged with the error, never dropped."""
-        try:
-            return self.pipeline.process(items)
-        except Exception:  # noqa: BLE001
-            log.exception("a batch of %d items failed; processing it item by item", len(items))
-        events = []
-        for item in items:
-            try:
-                events.extend(self.pipeline.process([item]))
-            except Exception as exc:  # noqa: BLE001
-                self.errors += 1
-                self.last_error = f"pipeline: {type(exc).__name__}: {exc}"
-                metrics.DEAD_LETTERED.labels("pipeline").inc()
-                events.append(unprocessable_event(item, exc))
-        return events
+        """The pipeline over a batch, isolating poison items (``streams.stage``)."""
+        result = process_isolating(self.pipeline, items)
+        for dead in result.dead_letters:
+            self.errors += 1
+            self.last_error = dead["error"]
+            metrics.DEAD_LETTERED.labels("pipeline").inc()
+        return result.events
 
     def _write(self, events: list[dict], last_seq: int, merges: dict | None = None) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
@@ -291,19 +282,3 @@ COUNTS_EXPLAINED = (
     "processed: new events this server stored since it started (ids already stored are "
     "skipped, not counted); lines: every line the model has learned from over its whole "
     "life, restored from the checkpoint across restarts (re-runs after a crash included)")
-
-
-def unprocessable_event(item: dict, exc: Exception) -> dict:
-    """A stored record for an item the pipeline could not process: its text, flagged."""
-    from streams.pipeline import _iso
-
-    text = str(item.get("raw") if item.get("raw") is not None else item.get("message", ""))
-    ts = item.get("received") or time.time()
-    return {
-        "id": str(item.get("id")), "ts": ts, "timestamp": _iso(ts), "received": ts,
-        "source": item.get("source", "http"), "host": None, "component": None, "pid": None,
-        "level": None, "message": text, "raw": text, "template_id": "T0", "template": "(unprocessable)",
-        "params": [], "score": 0.0, "anomaly": False, "reason": None, "warming_up": False,
-        "parse_ok": False, "format": "unprocessable", "truncated": False,
-        "fields": {"processing_error": f"{type(exc).__name__}: {exc}"[:500]},
-    }

@@ -21,6 +21,9 @@ logs. The table is backed by its Kafka changelog, so a restarted worker recovers
 windows. The offset of a message is committed only after the agent moved past it, i.e.
 after the sink acknowledged the write.
 
+The private Faust names this module relies on live in ``streams.faust_internals`` (pinned by
+tests/unit/test_faust_internals.py).
+
 Model state (templates, trees, threshold) is checkpointed to the data directory every few
 seconds; after a restart the worker resumes from the last committed offset with the last
 checkpoint, so in Kafka mode the model may relearn or skip a few seconds of lines (the
@@ -33,19 +36,18 @@ import asyncio
 import logging
 import threading
 import time
-import weakref
-from contextlib import contextmanager
 from functools import partial
 
 import faust
 import orjson
-from faust.streams import _current_event  # see _attributed_to
 
 from smartlogs import metrics
 from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
+from streams.faust_internals import ack_offsets, attributed_to, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.stage import process_isolating
 from streams.templates import MergeNotices
 from streams.windows import count_windows, fold_window_counts, summarize_windows
 
@@ -192,18 +194,6 @@ def health() -> tuple[bool, dict]:
     return es_ok and not waiting, detail
 
 
-@contextmanager
-def _attributed_to(event):
-    """Table updates inside are attributed to ``event`` (its partition's changelog), as if it
-    were the stream's current event: a batch's window counts are folded in once its write
-    completed, which is while the NEXT message is already current."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 async def _finish(stream, pending) -> None:
     """Wait for a batch's write, then count it, fold its windows, dead-letter rejections and
     ack its message: the offset becomes committable only now, after the sink took it."""
@@ -223,7 +213,7 @@ async def _account(event, items: list[dict], events: list[dict]) -> None:
     metrics.LAST_EVENT.labels("sink").set(time.time())
     log.info("stored %d new of %d events", len(new), len(events),
              extra={"correlation_id": correlation_ids(items)})
-    with _attributed_to(event):
+    with attributed_to(event):
         # keys scoped by the source partition: one writer per key, one changelog partition
         fold_window_counts(window_counts, count_windows(new, WINDOW),
                            scope=f"{event.message.partition}|")
@@ -234,21 +224,26 @@ async def _account(event, items: list[dict], events: list[dict]) -> None:
     metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
 
 
-def _decode_and_process(value: bytes) -> tuple[list | None, list | None, dict | None]:
-    """A Kafka message's value → (items, events, None), or (.., .., a dead-letter document)."""
+def _decode_and_process(value: bytes) -> tuple[list | None, list | None, list[dict]]:
+    """A Kafka message's value → (items, events, dead letters). An undecodable value is one
+    dead letter and no events; an item the pipeline cannot process is isolated
+    (``streams.stage``): stored flagged, and dead-lettered alone, its batch-mates stored."""
     try:
         items = orjson.loads(value)
         if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i
                                                   for i in items):
             raise ValueError("expected a JSON array of items with ids")
     except ValueError as exc:
-        return None, None, {"error": f"undecodable batch: {exc}",
-                            "body": value.decode("utf-8", "replace")}
-    try:
-        return items, pipeline.process(items), None
-    except Exception as exc:  # noqa: BLE001 - never crash the agent past a batch
-        log.exception("pipeline failed on a batch of %d; dead-lettered", len(items))
-        return items, None, {"error": f"pipeline failed: {exc!r}", "items": items}
+        return None, None, [{"error": f"undecodable batch: {exc}",
+                             "body": value.decode("utf-8", "replace")}]
+    result = process_isolating(pipeline, items)
+    return items, result.events, result.dead_letters
+
+
+async def _send_dead_letters(docs: list[dict]) -> None:
+    for doc in docs:
+        await dead_letters.send(value=orjson.dumps(doc, default=str))
+    metrics.DEAD_LETTERED.labels("worker").inc(len(docs))
 
 
 # -- continuity of the raw topic ---------------------------------------------------------------
@@ -265,36 +260,6 @@ def _decode_and_process(value: bytes) -> tuple[list | None, list | None, dict | 
 _expected: dict = {}  # TP → (consumer generation, next offset this agent should see)
 
 
-def _guard_gaps(consumer) -> None:
-    if getattr(consumer, "_smartlogs_gap_guard", False):
-        return
-    add_gap = consumer._add_gap
-
-    async def _add_gap(tp, offset_from: int, offset_to: int) -> None:
-        if tp.topic != settings.kafka_topic:
-            await add_gap(tp, offset_from, offset_to)
-        # raw topic: the agent re-reads the offsets in the gap and acks them itself
-
-    consumer._add_gap = _add_gap
-    consumer._smartlogs_gap_guard = True
-
-
-def _ack_offsets(tp, first: int, end: int) -> None:
-    """Ack offsets first..end-1 as Consumer.ack acks a message (Faust 0.15.3's bookkeeping):
-    the commit may move past them from now on."""
-    from faust.types.tuples import ack_lock
-
-    consumer = app.consumer
-    with ack_lock:
-        acked, index = consumer._acked[tp], consumer._acked_index[tp]
-        for off in range(first, end):
-            committed = consumer._committed_offset[tp]
-            if (committed is None or off >= committed) and off not in index:
-                index.add(off)
-                acked.append(off)
-                consumer._n_acked += 1
-
-
 def _continuity(event) -> tuple[int, int] | None:
     """(first, end) of offsets missing before ``event``, (x, x) for a message already seen by
     this process (a repeat), None when ``event`` is the next one expected."""
@@ -302,7 +267,7 @@ def _continuity(event) -> tuple[int, int] | None:
     gen = msg.generation_id
     seen = _expected.get(msg.tp)
     if seen is None or seen[0] != gen:  # first message of this assignment: from the commit on
-        committed = app.consumer._committed_offset.get(msg.tp)
+        committed = committed_offset(app.consumer, msg.tp)
         nxt = committed if committed is not None else msg.offset
     else:
         nxt = seen[1]
@@ -349,15 +314,14 @@ async def _repair(loop, event, first: int, end: int) -> None:
                 tp.partition, first, end - 1, len(records), end)
     metrics.GAPS_REPAIRED.inc(len(records))
     for rec in records:
-        items, events, error = _decode_and_process(rec.value)
-        if error is not None:
-            await dead_letters.send(value=orjson.dumps(error, default=str))
-            metrics.DEAD_LETTERED.labels("worker").inc()
+        items, events, dead = _decode_and_process(rec.value)
+        await _send_dead_letters(dead)
+        if events is None:
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
         await _write_until_taken(loop, events, _merges.news(pipeline.miner))
         await _account(event, items, events)
-    _ack_offsets(tp, first, end)  # now the commit may move past them
+    ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
 
 
 @app.agent(raw_topic)
@@ -370,7 +334,7 @@ async def process(batches):
     starts, so writes, window folds and acks stay in order."""
     loop = asyncio.get_running_loop()
     stream = batches.noack()
-    _guard_gaps(app.consumer)
+    keep_gaps_open(app.consumer, settings.kafka_topic)
     pending = None  # (write task, event, items, events) of the batch being written
     try:
         async for event in stream.events():
@@ -387,13 +351,12 @@ async def process(batches):
                     continue
                 await _repair(loop, event, first, end)
             # the pipeline runs while the pending batch is written
-            items, events, error = _decode_and_process(event.value)
-            if error is not None:
+            items, events, dead = _decode_and_process(event.value)
+            await _send_dead_letters(dead)
+            if events is None:  # undecodable: nothing to store
                 if pending is not None:  # keep acks in order
                     await _finish(stream, pending)
                     pending = None
-                await dead_letters.send(value=orjson.dumps(error, default=str))
-                metrics.DEAD_LETTERED.labels("worker").inc()
                 await stream.ack(event)
                 continue
             metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
@@ -410,6 +373,19 @@ async def process(batches):
             pending[0].cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
 
 
+if settings.retention_days > 0:
+    from streams.retention import Retention
+
+    _retention = Retention(lambda cut: len(store().delete_before(cut)), days=settings.retention_days,
+                           window_seconds=WINDOW)
+
+    @app.timer(interval=600.0, on_leader=False)
+    async def retention() -> None:
+        """Delete whole Elasticsearch indices past SMARTLOGS_RETENTION_DAYS (idempotent: with
+        several workers, the first to get there deletes, the others find nothing)."""
+        await asyncio.get_running_loop().run_in_executor(None, _retention.run_once)
+
+
 @app.timer(interval=5.0)
 async def consumer_lag() -> None:
     """Kafka consumer lag per partition: high-water mark minus the committed offset."""
@@ -421,7 +397,7 @@ async def consumer_lag() -> None:
             high = consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - not fetched yet
             continue
-        committed = consumer._committed_offset.get(tp) or 0  # Faust keeps no public getter
+        committed = committed_offset(consumer, tp) or 0
         metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max((high or 0) - committed, 0))
 
 

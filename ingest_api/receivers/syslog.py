@@ -1,8 +1,10 @@
 """Syslog receiver: RFC 5424 and RFC 3164 over TCP and UDP, in the API process.
 
-TCP accepts both RFC 6587 framings, detected per message: octet counting (``LEN SP MSG``;
-rsyslog's count includes a trailing LF, which is stripped) and newline termination
-(``MSG LF``, CR LF tolerated). UDP takes one message per datagram (RFC 5426).
+TCP accepts both RFC 6587 framings, detected once per connection from its first message and
+never switched mid-stream: octet counting (``LEN SP MSG``; rsyslog's count includes a trailing
+LF, which is stripped) only when the connection starts with ``<count> <PRI>``, else newline
+termination (``MSG LF``, CR LF tolerated) for the whole connection, so a plain line such as
+``5 apples sold`` is never taken for a count. UDP takes one message per datagram (RFC 5426).
 
 Every message becomes an item ``{"raw": line}``: the pipeline's ``LineParser`` detects the
 format, so RFC 5424 structured data lands in ``fields`` (``sd.<id>.<name>``) and facility and
@@ -59,12 +61,20 @@ _SKIP = b"\n\r\0 \t"  # between frames: stray terminators and padding
 class SyslogFramer:
     """Incremental RFC 6587 de-framing of a TCP byte stream: ``feed(bytes) -> [message bytes]``.
 
-    Per message: a leading ``[1-9][0-9]* SP`` is an octet count, anything else runs to the
-    next LF. Messages longer than ``max_frame`` bytes are cut to ``max_frame`` (the rest of
-    that message is skipped); empty messages are dropped. Pure: no I/O.
+    The framing is detected once, from the first message, and kept for the whole stream (RFC
+    6587 §3.4: a sender uses one framing per connection): octet counting when the stream starts
+    with ``[1-9][0-9]* SP <PRI>``, else every message runs to the next LF. Messages longer than
+    ``max_frame`` bytes are cut to ``max_frame`` (the rest of that message is skipped); empty
+    messages are dropped. Pure: no I/O.
+
+    >>> f = SyslogFramer()
+    >>> f.feed(b"5 apples sold\\n1000 users logged in\\n")
+    [b'5 apples sold', b'1000 users logged in']
+    >>> SyslogFramer().feed(b"7 <13>one7 <13>two")
+    [b'<13>one', b'<13>two']
     """
 
-    __slots__ = ("max_frame", "_buf", "_skip", "_discard_to_lf")
+    __slots__ = ("max_frame", "_buf", "_skip", "_discard_to_lf", "octet_counting")
 
     def __init__(self, max_frame: int = 256 * 1024):
         if max_frame < 16:
@@ -73,6 +83,7 @@ class SyslogFramer:
         self._buf = bytearray()
         self._skip = 0  # bytes still to drop of an oversized octet-counted frame
         self._discard_to_lf = False  # dropping the rest of an oversized LF-framed message
+        self.octet_counting: bool | None = None  # None until the first message shows it
 
     @property
     def buffered(self) -> int:
@@ -101,7 +112,11 @@ class SyslogFramer:
             if buf[pos] in _SKIP:
                 pos += 1
                 continue
-            if buf[pos] in _DIGITS and buf[pos] != 0x30:
+            if self.octet_counting is None:
+                self.octet_counting = _starts_octet_counted(buf, pos, n)
+                if self.octet_counting is None:
+                    break  # too few bytes to tell: wait for more
+            if self.octet_counting and buf[pos] in _DIGITS and buf[pos] != 0x30:
                 count, start = self._octet_count(buf, pos, n)
                 if count == -1:  # digits so far: wait for more bytes
                     break
@@ -118,6 +133,7 @@ class SyslogFramer:
                         pos = start + self.max_frame
                         self._skip = count - self.max_frame
                     continue
+            # LF framing; in an octet-counted stream, a frame without a count is kept to its LF
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 if n - pos > self.max_frame:
@@ -137,11 +153,12 @@ class SyslogFramer:
         """End of stream: an unterminated last message still counts (``logger`` without LF)."""
         out: list[bytes] = []
         if self._buf and not self._skip and not self._discard_to_lf:
-            rest = bytes(self._buf)
-            # an incomplete octet-counted frame: keep what came, without its count
-            head, sep, tail = rest.partition(b" ")
-            if sep and head.isdigit() and len(head) <= _MAX_COUNT_DIGITS and head[:1] != b"0":
-                rest = tail
+            rest = bytes(self._buf).lstrip(_SKIP)
+            if self.octet_counting:
+                # an incomplete octet-counted frame: keep what came, without its count
+                head, sep, tail = rest.partition(b" ")
+                if sep and head.isdigit() and len(head) <= _MAX_COUNT_DIGITS and head[:1] != b"0":
+                    rest = tail
             _emit(out, rest[: self.max_frame])
         self._buf.clear()
         self._skip, self._discard_to_lf = 0, False
@@ -160,6 +177,32 @@ class SyslogFramer:
         if buf[end] == 0x20 and end - pos <= _MAX_COUNT_DIGITS:
             return int(buf[pos:end]), end + 1
         return None, pos
+
+
+def _starts_octet_counted(buf: bytearray, pos: int, n: int) -> bool | None:
+    """Whether the stream's first message, at ``pos``, is ``[1-9][0-9]* SP <PRI>`` (RFC 6587
+    octet counting of a syslog message); None while the bytes so far cannot tell."""
+    i = pos
+    if buf[i] not in _DIGITS or buf[i] == 0x30:
+        return False
+    while i < n and buf[i] in _DIGITS:
+        i += 1
+        if i - pos > _MAX_COUNT_DIGITS:
+            return False
+    # then: SP '<' 1-3 digits '>'
+    for want in (b" ", b"<"):
+        if i == n:
+            return None
+        if buf[i] != want[0]:
+            return False
+        i += 1
+    digits = 0
+    while i < n and buf[i] in _DIGITS and digits < 3:
+        i += 1
+        digits += 1
+    if i == n:
+        return None
+    return digits > 0 and buf[i] == ord(">")
 
 
 def _emit(out: list[bytes], frame: bytes) -> None:

@@ -262,22 +262,33 @@
   }
 
   // -- stats + chart --------------------------------------------------------------------------
-  const stats = { windowSeconds: 60, knownLevels: new Set(), last: null };
+  const stats = { windowSeconds: 60, knownLevels: new Set(), last: null, range: null };
+  // the time every view's since/until and the chart count in: arrival (when SmartLogs got the
+  // line, the default: live data shows up at once) or event (the time the line carries)
+  const basis = () => $("time-basis").value;
   async function refreshStats() {
     let res;
+    const want = Number($("chart-windows").value), asked = basis();
     try {
-      res = await api("api/stats", { windows: $("chart-windows").value, top: 20 });
+      res = await api("api/stats", { windows: want, top: 20, time: asked });
     } catch (e) {
       $("chart-note").textContent = "stats unavailable: " + e.message;
       return;
     }
+    if (asked !== basis()) return;  // the switch moved meanwhile: a newer refresh is on its way
     stats.last = res;
     stats.windowSeconds = res.window_seconds || 60;
+    // arrival: the last N windows up to now, empty ones included; event time: the span of the
+    // windows that hold events (a replayed log's own dates)
+    const ms = stats.windowSeconds * 1000;
+    const end = Math.ceil(Date.now() / ms) * ms;
+    stats.range = asked === "arrival" ? [end - want * ms, end] : null;
+    $("chart-basis").textContent = asked === "arrival" ? "arrival time" : "event time";
     $("total-events").textContent = fmtInt(res.totals.events);
     $("total-anomalies").textContent = fmtInt(res.totals.anomalies);
     $("total-templates").textContent = fmtInt(res.totals.templates);
     $("chart-note").textContent = "windows of " + stats.windowSeconds + " s";
-    drawChart(res.windows || []);
+    drawChart(res.windows || [], stats.range);
     // hosts for the filters' autocompletion, levels for the level menus
     const dl = $("hosts");
     clear(dl);
@@ -306,7 +317,11 @@
     for (const m of [1, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * p && Number.isInteger(m * p / 2)) return m * p;
     return 10 * p;
   }
-  function drawChart(windows) {
+  // a true time axis: x is the window's start time, so empty windows are gaps (no bar, the
+  // anomaly line broken) and a chart never looks evenly busy when it is not. ``range``:
+  // [t0, t1) in ms (the live arrival view: the last N windows up to now); default: the span of
+  // the windows given
+  function drawChart(windows, range) {
     const svg = $("chart");
     const focused = document.activeElement && document.activeElement.classList &&
       document.activeElement.classList.contains("bar") ? document.activeElement.getAttribute("data-start") : null;
@@ -316,14 +331,21 @@
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     const m = { l: 46, r: 40, t: 10, b: 24 };
     const pw = W - m.l - m.r, ph = H - m.t - m.b;
+    const ws = stats.windowSeconds * 1000;
+    const at = (w) => Date.parse(w.start);
+    windows = windows.filter((w) => !isNaN(at(w)) && (!range || (at(w) >= range[0] && at(w) < range[1])));
     svg.appendChild(s("line", { class: "axis", x1: m.l, y1: m.t + ph, x2: m.l + pw, y2: m.t + ph }));
     if (!windows.length) {
-      svg.appendChild(s("text", { class: "nodata", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no events yet"));
+      svg.appendChild(s("text", { class: "nodata", x: W / 2, y: H / 2, "text-anchor": "middle" },
+        range ? "no events arrived in these windows" : "no events yet"));
       return;
     }
+    const t0 = range ? range[0] : at(windows[0]);
+    const t1 = range ? range[1] : at(windows[windows.length - 1]) + ws;
+    const xOf = (t) => m.l + ((t - t0) / (t1 - t0)) * pw;
+    const step = (ws / (t1 - t0)) * pw, bw = Math.max(1, step * 0.8);
     const maxT = niceMax(Math.max(...windows.map((w) => w.total)));
     const maxA = niceMax(Math.max(1, ...windows.map((w) => w.anomalies)));
-    const step = pw / windows.length, bw = Math.max(1, step * 0.8);
     for (const f of [0, 0.5, 1]) {
       const y = m.t + ph - f * ph;
       svg.appendChild(s("line", { class: "axis", x1: m.l, y1: y, x2: m.l + pw, y2: y, "stroke-dasharray": f ? "2,3" : "" }));
@@ -331,9 +353,11 @@
       if (Number.isInteger(maxT * f)) svg.appendChild(s("text", { class: "tick", x: m.l - 6, y: y + 4, "text-anchor": "end" }, fmtInt(maxT * f)));
       if (Number.isInteger(maxA * f)) svg.appendChild(s("text", { class: "tick anom", x: m.l + pw + 6, y: y + 4 }, fmtInt(maxA * f)));
     }
-    const pts = [];
-    windows.forEach((w, i) => {
-      const x = m.l + i * step + (step - bw) / 2;
+    const segments = [];  // the anomaly line, broken wherever a window is empty
+    let prev = null;
+    windows.forEach((w) => {
+      const x0 = xOf(at(w));
+      const x = x0 + (step - bw) / 2;
       const bh = (w.total / maxT) * ph;
       const lv = Object.entries(w.levels || {}).sort((a, b) => b[1] - a[1])
         .map(([k, v]) => k + " " + fmtInt(v)).join(", ");
@@ -348,24 +372,27 @@
       bar.addEventListener("click", () => searchWindow(w.start));
       bar.addEventListener("keydown", (ev) => barKey(ev, bar, w.start));
       svg.appendChild(bar);
-      pts.push([m.l + i * step + step / 2, m.t + ph - (w.anomalies / maxA) * ph, w]);
+      const pt = [x0 + step / 2, m.t + ph - (w.anomalies / maxA) * ph, w];
+      if (prev !== null && at(w) - at(prev) === ws) segments[segments.length - 1].push(pt);
+      else segments.push([pt]);
+      prev = w;
     });
     const bars = svg.querySelectorAll("rect.bar");
     const keep = [...bars].find((b) => b.getAttribute("data-start") === focused);
     (keep || bars[bars.length - 1]).setAttribute("tabindex", "0");
     if (keep) keep.focus();
-    svg.appendChild(s("polyline", { class: "anom-line", points: pts.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ") }));
-    for (const [x, y, w] of pts) {
-      if (w.anomalies) svg.appendChild(s("circle", { class: "anom-dot", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
-        s("title", null, fmtTime(w.start) + " UTC: " + fmtInt(w.anomalies) + " anomalies")));
+    for (const seg of segments) {
+      if (seg.length > 1) svg.appendChild(s("polyline", { class: "anom-line", points: seg.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" ") }));
+      for (const [x, y, w] of seg) {
+        if (w.anomalies) svg.appendChild(s("circle", { class: "anom-dot", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5 },
+          s("title", null, fmtTime(w.start) + " UTC: " + fmtInt(w.anomalies) + " anomalies")));
+      }
     }
-    // three time labels where they fit, the first and the last on a narrow screen
-    const labels = windows.length <= 2 ? windows.map((_, i) => i)
-      : W < 560 ? [0, windows.length - 1] : [0, Math.floor(windows.length / 2), windows.length - 1];
-    for (const i of labels) {
-      const anchor = i === 0 ? "start" : i === windows.length - 1 ? "end" : "middle";
-      const x = i === 0 ? m.l : i === windows.length - 1 ? m.l + pw : m.l + i * step + step / 2;
-      svg.appendChild(s("text", { class: "tick", x: x, y: H - 6, "text-anchor": anchor }, fmtTime(windows[i].start)));
+    // the axis' start, middle and end times (start and end on a narrow screen)
+    const iso = (t) => new Date(t).toISOString();
+    const labels = W < 560 ? [[t0, "start"], [t1, "end"]] : [[t0, "start"], [(t0 + t1) / 2, "middle"], [t1, "end"]];
+    for (const [t, anchor] of labels) {
+      svg.appendChild(s("text", { class: "tick time", x: xOf(t).toFixed(1), y: H - 6, "text-anchor": anchor }, fmtTime(iso(t))));
     }
   }
   function barKey(ev, bar, start) {
@@ -389,7 +416,7 @@
     $("search-anomaly").checked = false;
     $("search-since").value = new Date(start).toISOString().replace(".000Z", "Z");
     $("search-until").value = new Date(start + stats.windowSeconds * 1000).toISOString().replace(".000Z", "Z");
-    showView("search");
+    showView("search");  // since/until count in the switch's time, as the bar did
     runSearch();
   }
 
@@ -580,16 +607,20 @@
       since: $("search-since").value.trim(),
       until: $("search-until").value.trim(),
       limit: $("search-limit").value,
+      time: basis(),
     };
   }
   let searchGen = 0;
-  async function runSearch() {
+  const searchPage = { params: null, next: null, shown: 0 };
+  async function runSearch(more) {
     const gen = ++searchGen;
     const summary = $("search-summary");
+    const params = more === true && searchPage.next ? { ...searchPage.params, cursor: searchPage.next } : searchParams();
     summary.textContent = "searching…";
+    $("search-more").hidden = true;
     let res;
     try {
-      res = await api("api/events", searchParams());
+      res = await api("api/events", params);
     } catch (e) {
       if (gen === searchGen) {
         summary.textContent = "error: " + e.message;
@@ -601,11 +632,16 @@
     if (gen !== searchGen) return;
     markTimeFields([$("search-since"), $("search-until")], summary, null);
     const body = $("search-body");
-    clear(body);
+    if (!params.cursor) { clear(body); searchPage.shown = 0; }
+    searchPage.params = { ...params };
+    delete searchPage.params.cursor;
+    searchPage.next = res.next || null;
+    searchPage.shown += res.events.length;
     const onHost = (hst) => { $("search-host").value = hst; runSearch(); };
     for (const e of res.events) body.appendChild(eventRow(e, { onHost }));
     summary.textContent = fmtInt(res.total) + " matching event(s)" +
-      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : "");
+      (searchPage.shown < res.total ? ", showing the newest " + fmtInt(searchPage.shown) : "");
+    $("search-more").hidden = !searchPage.next;  // the next page, appended below
   }
 
   // -- templates ----------------------------------------------------------------------------
@@ -692,6 +728,8 @@
         host: $("anomalies-host").value.trim(),
         since: $("anomalies-since").value.trim(),
         limit: $("anomalies-limit").value,
+        time: basis(),  // arrival: what was flagged last comes first, whatever its event time
+        order: basis() === "arrival" ? "arrival" : "time",
       });
     } catch (e) {
       if (gen !== anomGen) return;
@@ -751,6 +789,11 @@
     $("templates-refresh").addEventListener("click", () => loadTemplates());
     $("anomalies-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAnomalies(); });
     $("chart-windows").addEventListener("change", refreshStats);
+    $("time-basis").addEventListener("change", () => {
+      refreshStats();
+      if (currentView === "anomalies") loadAnomalies();
+    });
+    $("search-more").addEventListener("click", () => runSearch(true));
     $("key-box").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
     $("key-forget").addEventListener("click", forgetKey);
     $("key-close").addEventListener("click", () => { hideKeyBox(); $("key-btn").focus(); });
@@ -763,7 +806,7 @@
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
-      resizeTimer = setTimeout(() => { if (stats.last) drawChart(stats.last.windows || []); }, 150);
+      resizeTimer = setTimeout(() => { if (stats.last) drawChart(stats.last.windows || [], stats.range); }, 150);
     });
     setInterval(() => {
       if (document.hidden || auth.blocked) return;  // no polling while the server waits for a key

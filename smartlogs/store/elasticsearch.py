@@ -49,6 +49,12 @@ Writes
   checked against the ``seq`` we sent (``mget``): if it is ours, the earlier attempt stored it
   and it is counted as new, so the return value stays exact across lost responses.
 
+Queries parse ``q`` with ``smartlogs.store.query`` (the same parser as SqliteStore) and run
+under a time budget enforced by Elasticsearch: the search's ``timeout`` (``query_timeout``; a
+search that timed out on any shard is an error, not partial results) and a client timeout a
+little longer, whose closed connection makes Elasticsearch cancel the search task.
+``interrupt_queries()`` (server shutdown) refuses new queries.
+
 Queries never use ``GET /`` (the minimal distribution answers 405) and tolerate a pattern that
 matches no index yet (``ignore_unavailable``/``allow_no_indices``).
 """
@@ -72,7 +78,11 @@ from elasticsearch.helpers import scan, streaming_bulk
 from elasticsearch.serializer import OrjsonSerializer
 
 from smartlogs.security import redact, redact_url
-from smartlogs.store.base import EventQuery, SearchResult, search_words
+from elastic_transport import ConnectionTimeout
+
+from smartlogs.store import query as qsyntax
+from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
+                                  QueryTimeout, SearchResult, search_words)
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -82,7 +92,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``words`` holds word positions (phrase queries)
 TEMPLATE_PRIORITY = 200
 MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
 MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
@@ -168,10 +178,11 @@ def index_template(prefix: str) -> dict:
                     "message": {"type": "text", "analyzer": "standard",
                                 "fields": {"keyword": _keyword()}},
                     # the message's words, space-separated (not kept in _source): the
-                    # API's q matches these, so "workerEnv" finds "workerEnv.init()" and
+                    # API's q matches these (with positions, for phrases), so "workerEnv" finds
+                    # "workerEnv.init()" and
                     # "218" finds "rhost=218.188.2.4", exactly like the embedded FTS5 index
                     "words": {"type": "text", "analyzer": "standard", "norms": False,
-                              "index_options": "docs"},
+                              "index_options": "positions"},
                     "raw": {"type": "text", "index": False},
                     "template_id": _keyword(),
                     "template": {"type": "keyword", "ignore_above": 4096,
@@ -222,7 +233,7 @@ class ElasticsearchStore:
                  request_timeout: float = 30.0, chunk_size: int = 2000,
                  backoff: float = 0.1, max_backoff: float = 5.0,
                  client: Elasticsearch | None = None, client_kwargs: dict | None = None,
-                 index_period: str = "day"):
+                 index_period: str = "day", query_timeout: float = DEFAULT_QUERY_TIMEOUT):
         if index_prefix != index_prefix.lower() or not index_prefix or any(
                 c in index_prefix for c in ' "*\\<|,>/?#:'):
             raise ValueError(f"invalid index prefix {index_prefix!r} (lowercase, no wildcards)")
@@ -231,6 +242,8 @@ class ElasticsearchStore:
         if index_period not in INDEX_PERIODS:
             raise ValueError(f"index_period must be one of {INDEX_PERIODS}, not {index_period!r}")
         self.index_period = index_period
+        self.query_timeout = query_timeout
+        self._stopping = threading.Event()
         self._suffix_len = 10 if index_period == "day" else 7  # of the ISO date: YYYY-MM(-DD)
         self.url = redact_url(url)  # for messages: a user:password in the URL stays hidden
         self.index_prefix = index_prefix
@@ -479,30 +492,58 @@ class ElasticsearchStore:
         return new
 
     # -- queries --------------------------------------------------------------------------
+    def interrupt_queries(self) -> None:
+        """Refuse new queries (the server is shutting down); running ones end within their
+        budget, which Elasticsearch enforces."""
+        self._stopping.set()
+
     def _search(self, **body):
-        resp = self._retrying("search", lambda: self._es.search(
-            index=self.pattern, ignore_unavailable=True, allow_no_indices=True, **body),
-            retries=QUERY_RETRIES)
+        budget = self.query_timeout
+        es = self._es.options(request_timeout=budget + 2, max_retries=0, retry_on_timeout=False)
+
+        def once():
+            if self._stopping.is_set():
+                raise QueryInterrupted(budget)
+            try:
+                return es.search(index=self.pattern, ignore_unavailable=True,
+                                 allow_no_indices=True,
+                                 timeout=f"{max(1, int(budget * 1_000_000))}micros", **body)
+            except ConnectionTimeout:  # not retried: the budget is spent
+                raise QueryTimeout(budget) from None
+            except ApiError as exc:
+                if exc.status_code == 400 and "without position data" in str(exc):
+                    raise qsyntax.QueryUnsupported(
+                        "a phrase needs word positions, which indices made before SmartLogs' "
+                        f"index template version {SCHEMA_VERSION} lack; search the words "
+                        "without quotes, or reindex") from None
+                raise
+
+        resp = self._retrying("search", once, retries=QUERY_RETRIES)
+        if resp.body.get("timed_out"):  # partial results would be wrong totals
+            raise QueryTimeout(budget)
         return resp.body
 
     def search(self, query: EventQuery) -> SearchResult:
         flt: list[dict] = []
-        words = search_words(query.q) if query.q else None
-        if words:  # like SqliteStore: every word must occur; text without words filters nothing
-            flt.append({"match": {"words": {"query": " ".join(words), "operator": "and"}}})
+        node = qsyntax.parse_query(query.q) if query.q else None
+        if node is not None:  # text without words filters nothing, like SqliteStore
+            flt.append(qsyntax.elasticsearch(node, "words"))
         for field, val in (("host", query.host), ("level", query.level),
                            ("template_id", query.template)):
             if val is not None:
                 flt.append({"term": {field: val}})
         if query.anomaly is not None:
             flt.append({"term": {"anomaly": bool(query.anomaly)}})
-        rng = {}
-        if query.since is not None:
-            rng["gte"] = query.since
-        if query.until is not None:
-            rng["lt"] = query.until
-        if rng:
-            flt.append({"range": {"ts": rng}})
+        if query.basis == "arrival":
+            flt.extend(_arrival_range(query.since, query.until))
+        else:
+            rng = {}
+            if query.since is not None:
+                rng["gte"] = query.since
+            if query.until is not None:
+                rng["lt"] = query.until
+            if rng:
+                flt.append({"range": {"ts": rng}})
         if query.after_seq is not None:
             flt.append({"range": {"seq": {"gt": query.after_seq}}})
         # tailing reads forward from a cursor; everything else is newest first
@@ -513,18 +554,27 @@ class ElasticsearchStore:
         else:
             sort = [{"ts": {"order": "desc", "unmapped_type": "double"}},
                     {"seq": {"order": "desc", "unmapped_type": "long"}}]
-        limit = query.limit if query.limit >= 0 else MAX_RESULT_WINDOW
+        limit = min(query.limit if query.limit >= 0 else MAX_RESULT_WINDOW, MAX_RESULT_WINDOW)
+        extra = {}
+        if query.page_after is not None:  # the next page: search_after the key, in that order
+            key = query.page_after
+            extra["search_after"] = ([int(key[0])] if len(sort) == 1
+                                     else [float(key[0]), int(key[1])])
         body = self._search(
-            query={"bool": {"filter": flt}}, sort=sort, size=min(limit, MAX_RESULT_WINDOW),
+            query={"bool": {"filter": flt}}, sort=sort, size=min(limit + 1, MAX_RESULT_WINDOW),
             track_total_hits=True, source_excludes=["@timestamp", "stored_at"],
             aggs={"all": {"global": {}, "aggs": {"last_seq": {"max": {"field": "seq"}}}}},
+            **extra,
         )
         last = ((body.get("aggregations") or {}).get("all") or {}).get("last_seq", {}).get("value")
+        hits = body["hits"]["hits"]
+        more = len(hits) > limit
         return SearchResult(total=body["hits"]["total"]["value"],
-                            events=[_source_to_event(h["_source"]) for h in body["hits"]["hits"]],
-                            last_seq=int(last) if last is not None else 0)
+                            events=[_source_to_event(h["_source"]) for h in hits[:limit]],
+                            last_seq=int(last) if last is not None else 0, more=more)
 
-    def _stats_filter(self, since: float | None, until: float | None) -> dict | None:
+    def _stats_filter(self, since: float | None, until: float | None,
+                      field: str = "@timestamp") -> dict | None:
         """Whole windows whose start is in [since, until), as SqliteStore selects them."""
         rng: dict = {"format": "epoch_millis"}
         if since is not None:
@@ -537,11 +587,13 @@ class ElasticsearchStore:
                 return None
             if until != math.inf:
                 rng["lt"] = int(_aligned(until, self.window_seconds) * 1000)
-        return {"range": {"@timestamp": rng}} if len(rng) > 1 else {"match_all": {}}
+        return {"range": {field: rng}} if len(rng) > 1 else {"match_all": {}}
 
     def stats(self, *, since: float | None = None, until: float | None = None,
-              windows: int = 60, top: int = 10) -> dict:
-        flt = self._stats_filter(since, until)
+              windows: int = 60, top: int = 10, basis: str = "event") -> dict:
+        # windows of event time (@timestamp) or of arrival time (received), like SqliteStore
+        field = "received" if basis == "arrival" else "@timestamp"
+        flt = self._stats_filter(since, until, field)
         query = flt if flt is not None else {"match_none": {}}
         top_n = top if top >= 0 else MAX_RESULT_WINDOW
         want = windows if windows >= 0 else math.inf
@@ -563,7 +615,7 @@ class ElasticsearchStore:
                                   "aggs": {"latest": _latest_template()}},
             }
         if want > 0:
-            aggs["windows"] = self._windows_agg(min(want, 1000))
+            aggs["windows"] = self._windows_agg(min(want, 1000), field=field)
         body = self._search(query=query, size=0, track_total_hits=True, aggs=aggs)
         res = body.get("aggregations") or {}
 
@@ -571,7 +623,7 @@ class ElasticsearchStore:
         buckets = list(page.get("buckets", []))
         while page.get("buckets") and page.get("after_key") and len(buckets) < want:
             more = self._search(query=query, size=0, aggs={"windows": self._windows_agg(
-                min(want - len(buckets), 1000), after=page["after_key"])})
+                min(want - len(buckets), 1000), after=page["after_key"], field=field)})
             page = (more.get("aggregations") or {}).get("windows") or {}
             buckets.extend(page.get("buckets", []))
         out_windows = []
@@ -607,11 +659,12 @@ class ElasticsearchStore:
             "top_templates": top_templates,
         }
 
-    def _windows_agg(self, size: int, after: dict | None = None) -> dict:
+    def _windows_agg(self, size: int, after: dict | None = None,
+                     field: str = "@timestamp") -> dict:
         composite: dict = {
             "size": size,
             "sources": [{"w": {"date_histogram": {
-                "field": "@timestamp", "fixed_interval": f"{self.window_seconds}s",
+                "field": field, "fixed_interval": f"{self.window_seconds}s",
                 "order": "desc"}}}],
         }
         if after:
@@ -738,6 +791,20 @@ def _reason(item: dict) -> str:
     else:
         text = str(err)
     return f"{text} [status {status}]"
+
+
+def _arrival_range(since: float | None, until: float | None) -> list[dict]:
+    """since/until on ``received`` (a date: millisecond precision), as SqliteStore compares
+    them (an infinite or NaN bound: no bound, or nothing at all)."""
+    rng: dict = {"format": "epoch_millis"}
+    far = 8e12  # seconds (year ~255,000): beyond what a date holds; a bound past it is ±inf
+    for name, v, empty in (("gte", since, math.inf), ("lt", until, -math.inf)):
+        if v is None or math.copysign(1, -empty) * v >= far:
+            continue  # since=-inf or until=+inf: no bound
+        if math.isnan(v) or math.copysign(1, empty) * v >= far:
+            return [{"match_none": {}}]
+        rng[name] = math.floor(v * 1000)
+    return [{"range": {"received": rng}}] if len(rng) > 1 else []
 
 
 def _latest_template() -> dict:

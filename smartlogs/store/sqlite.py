@@ -14,8 +14,9 @@ Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor
-  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=none``: a
-             smaller, faster index; searches are ANDs of words, which need no positions)
+  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=full``: word
+             positions, which phrases (``"session opened"``) need; a store made with the
+             older ``detail=none`` index is rebuilt once when opened)
   windows    (window start, dimension, key) → count, derived from stored events only
   templates  template id → latest text, count, first/last event time, an example line
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
@@ -23,6 +24,10 @@ Tables
 Indexes are kept to what the hot queries need (time, host, anomalies, id): each extra
 index costs ~2 µs per stored line (bench/RESULTS.md). Level and template filters scan by time;
 their counts come from ``windows``.
+
+Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
+handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
+was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInterrupted``.
 
 Connections are per thread (sqlite3 objects must not cross threads); the runner thread
 is the only writer of events, API threads append to the spool and read.
@@ -32,12 +37,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import orjson
 
-from smartlogs.store.base import EventQuery, SearchResult, search_words
+from smartlogs.store import query as qsyntax
+from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
+                                  QueryTimeout, SearchResult)
 
 __all__ = ["SqliteStore"]
 
@@ -77,8 +85,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
+CREATE INDEX IF NOT EXISTS events_received ON events(received);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-    message, content='events', content_rowid='seq', tokenize='unicode61', detail='none'
+    message, content='events', content_rowid='seq', tokenize='unicode61', detail='full'
 );
 CREATE TABLE IF NOT EXISTS windows (
     start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
@@ -141,6 +150,13 @@ SELECT w, dim, key, count(*) FROM (
 ) WHERE true GROUP BY w, dim, key
 ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count
 """
+# the same counts by arrival time (``received``), as dims prefixed "a:"
+_UPSERT_ARRIVAL_WINDOWS = (
+    _UPSERT_WINDOWS.replace("CAST(ts / ?3", "CAST(received / ?3").replace("(ts / ?3", "(received / ?3")
+    .replace("'total' AS dim", "'a:total' AS dim").replace("w, 'host'", "w, 'a:host'")
+    .replace("w, 'component'", "w, 'a:component'").replace("w, 'level'", "w, 'a:level'")
+    .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
+assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
 _UPSERT_TEMPLATES = """
 INSERT INTO templates (id, template, count, first_ts, last_ts, example)
 SELECT g.template_id, newest.template, g.n, g.lo, g.hi, oldest.message
@@ -153,17 +169,34 @@ ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + exc
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
 """
 _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
-def _fts_query(text: str) -> str | None:
-    """User text → an FTS5 query that cannot be a syntax error: every word, quoted, ANDed."""
-    words = search_words(text)
-    return " ".join(f'"{w}"' for w in words) if words else None
+_PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock (~1 ms of work)
+
+
+def _match_sql(node: qsyntax.Node) -> tuple[str, list]:
+    """A WHERE condition on ``e.seq`` for a query tree: whole subtrees FTS5 can say become one
+    MATCH; negations FTS5 cannot say alone (``-cron``, ``a OR -b``) become SQL NOT."""
+    fts = qsyntax.fts5(node)
+    if fts is not None:
+        return "e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [fts]
+    if isinstance(node, qsyntax.Not):
+        inner, args = _match_sql(node.child)
+        return f"NOT ({inner})", args
+    parts, args = [], []
+    for child in node.children:
+        sql, a = _match_sql(child)
+        parts.append(f"({sql})")
+        args.extend(a)
+    return (" AND " if isinstance(node, qsyntax.And) else " OR ").join(parts), args
 
 
 class SqliteStore:
     """The embedded sink, query backend and ingest spool (two SQLite files)."""
 
-    def __init__(self, path: Path | str, *, durable_spool: bool = True):
+    def __init__(self, path: Path | str, *, durable_spool: bool = True,
+                 query_timeout: float = DEFAULT_QUERY_TIMEOUT, window_seconds: int | None = None):
         self.path = Path(path)
+        self.query_timeout = query_timeout
+        self._stopping = threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.spool_path = self.path.with_name(f"{self.path.stem}-spool{self.path.suffix or '.db'}")
         self._local = threading.local()
@@ -172,10 +205,52 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._rows_per_insert: int | None = None
         conn = self._conn()
+        self._upgrade_fts(conn)
         conn.executescript(_SCHEMA)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+        row = conn.execute("SELECT value FROM meta WHERE key = 'arrival_windows'").fetchone()
+        self._arrival_windows: int | None = int(row[0]) if row else None
+        if self._arrival_windows is None and self._next_seq == 1:  # a new store: none to make
+            conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', 0)")
+            self._arrival_windows = 0
+        elif self._arrival_windows is None and window_seconds:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._backfill_arrival_windows(conn, self._next_seq - 1, window_seconds)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _backfill_arrival_windows(self, conn: sqlite3.Connection, upto: int, size: int) -> None:
+        """Arrival-time windows of the events a store held before it counted them (once, in
+        the caller's transaction)."""
+        conn.execute(_UPSERT_ARRIVAL_WINDOWS, (1, upto, size))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
+                     "DO UPDATE SET value = excluded.value", (upto,))
+        self._arrival_windows = upto
+
+    @staticmethod
+    def _upgrade_fts(conn: sqlite3.Connection) -> None:
+        """A store made before phrases were searchable has a ``detail=none`` index (no word
+        positions): rebuild it with positions, once (SQLite reads every message again)."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_fts'").fetchone()
+        if row and "detail='none'" in row[0]:
+            import logging
+
+            logging.getLogger(__name__).info("rebuilding the full-text index with word positions")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DROP TABLE events_fts")
+                conn.execute("CREATE VIRTUAL TABLE events_fts USING fts5(message, content='events', "
+                             "content_rowid='seq', tokenize='unicode61', detail='full')")
+                conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def _adopt_old_spool(self, conn: sqlite3.Connection) -> None:
         """Spool batches are numbered past everything the store has applied: from a store
@@ -248,10 +323,23 @@ class SqliteStore:
     # -- spool (the embedded transport's durable queue) ------------------------------------
     def spool_append(self, items: list[dict]) -> int:
         """Durably accept a batch (committed before return); returns its spool sequence."""
-        cur = self._spool().execute(
-            "INSERT INTO spool (items, n) VALUES (?, ?)", (orjson.dumps(items), len(items))
-        )
-        return cur.lastrowid
+        return self.spool_append_many([items])[0]
+
+    def spool_append_many(self, batches: list[list[dict]]) -> list[int]:
+        """Durably accept several batches in one transaction, so one fsync covers them all
+        (group commit: the API gathers the requests that arrive while a commit is running);
+        returns their spool sequences, in order."""
+        conn = self._spool()
+        rows = [(orjson.dumps(items), len(items)) for items in batches]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seqs = [conn.execute("INSERT INTO spool (items, n) VALUES (?, ?)", row).lastrowid
+                    for row in rows]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return seqs
 
     def spool_read(self, after_seq: int, max_items: int) -> list[tuple[int, list[dict]]]:
         rows = self._spool().execute(
@@ -294,6 +382,9 @@ class SqliteStore:
                 self._insert(conn, new)
                 conn.execute(_INSERT_FTS, (first, seq - 1))
                 conn.execute(_UPSERT_WINDOWS, (first, seq - 1, window_seconds))
+                if self._arrival_windows is None:  # a store made before arrival windows
+                    self._backfill_arrival_windows(conn, first - 1, window_seconds)
+                conn.execute(_UPSERT_ARRIVAL_WINDOWS, (first, seq - 1, window_seconds))
                 conn.execute(_UPSERT_TEMPLATES, (first, seq - 1))
             if applied_seq:
                 conn.execute(
@@ -362,11 +453,12 @@ class SqliteStore:
                 args)
             conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
             conn.execute(
-                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, 'template', m.new, w.count "
-                f"FROM windows w JOIN {m} m ON w.dim = 'template' AND w.key = m.old WHERE true "
+                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
+                f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+                "WHERE true "
                 "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-            conn.execute(f"DELETE FROM windows WHERE dim = 'template' AND key IN (SELECT old FROM {m})",
-                         args)
+            conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+                         f"AND key IN (SELECT old FROM {m})", args)
             n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
                              "WHERE events.template_id = m.old", args).rowcount
             conn.execute("COMMIT")
@@ -381,15 +473,50 @@ class SqliteStore:
         return row[0] or 0
 
     # -- queries --------------------------------------------------------------------------
+    # -- the time budget -------------------------------------------------------------------
+    def interrupt_queries(self) -> None:
+        """Stop every running query now and refuse new ones (the server is shutting down).
+        Writes are not affected."""
+        self._stopping.set()
+
+    def _budgeted(self, conn: sqlite3.Connection, fn):
+        """Run ``fn()`` with SQLite's progress handler stopping it past the budget or on
+        ``interrupt_queries``: the statement ends inside SQLite, whatever the client does."""
+        if self._stopping.is_set():
+            raise QueryInterrupted(self.query_timeout)
+        deadline = time.monotonic() + self.query_timeout
+        stopping = self._stopping
+
+        def check() -> int:
+            return stopping.is_set() or time.monotonic() > deadline
+
+        conn.set_progress_handler(check, _PROGRESS_STEPS)
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            if stopping.is_set():
+                raise QueryInterrupted(self.query_timeout) from None
+            raise QueryTimeout(self.query_timeout) from None
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    # -- queries --------------------------------------------------------------------------
     def search(self, query: EventQuery) -> SearchResult:
         conn = self._conn()
         where, args, join = [], [], ""
-        if query.q:
-            fts = _fts_query(query.q)
-            if fts:
+        node = qsyntax.parse_query(query.q) if query.q else None
+        if node is not None:
+            fts = qsyntax.fts5(node)
+            if fts is not None:  # the usual case: FTS5 drives the query
                 join = " JOIN events_fts f ON f.rowid = e.seq"
                 where.append("events_fts MATCH ?")
                 args.append(fts)
+            else:
+                sql, a = _match_sql(node)
+                where.append(f"({sql})")
+                args.extend(a)
         for col, val in (("e.host", query.host), ("e.level", query.level),
                          ("e.template_id", query.template)):
             if val is not None:
@@ -398,11 +525,12 @@ class SqliteStore:
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
+        col = "e.received" if query.basis == "arrival" else "e.ts"
         if query.since is not None:
-            where.append("e.ts >= ?")
+            where.append(f"{col} >= ?")
             args.append(query.since)
         if query.until is not None:
-            where.append("e.ts < ?")
+            where.append(f"{col} < ?")
             args.append(query.until)
         if query.after_seq is not None:
             where.append("e.seq > ?")
@@ -411,33 +539,61 @@ class SqliteStore:
         # tailing reads forward from a cursor; everything else is newest first
         order = ("e.seq ASC" if query.after_seq is not None else
                  "e.seq DESC" if query.arrival else "e.ts DESC, e.seq DESC")
-        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
-        try:
+        page, page_args = clause, list(args)
+        if query.page_after is not None:  # the next page: strictly after the key, in that order
+            if query.after_seq is not None:
+                cond, key = "e.seq > ?", [int(query.page_after[0])]
+            elif query.arrival:
+                cond, key = "e.seq < ?", [int(query.page_after[0])]
+            else:
+                cond = "(e.ts < ? OR (e.ts = ? AND e.seq < ?))"
+                ts, seq = float(query.page_after[0]), int(query.page_after[1])
+                key = [ts, ts, seq]
+            page = f"{clause} AND {cond}" if clause else f" WHERE {cond}"
+            page_args.extend(key)
+
+        def run():
             total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
             rows = conn.execute(
-                f"{_SELECT}{join}{clause} ORDER BY {order} LIMIT ?", [*args, query.limit]
+                f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
             ).fetchall()
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            return total, rows, last
+
+        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
+        try:
+            total, rows, last = self._budgeted(conn, run)
         finally:
             conn.execute("COMMIT")
-        return SearchResult(total=total, events=[_row_to_event(r) for r in rows], last_seq=last)
+        more = 0 <= query.limit < len(rows)
+        if more:
+            rows = rows[:query.limit]
+        return SearchResult(total=total, events=[_row_to_event(r) for r in rows],
+                            last_seq=last, more=more)
 
     def stats(self, *, since: float | None = None, until: float | None = None,
-              windows: int = 60, top: int = 10) -> dict:
+              windows: int = 60, top: int = 10, basis: str = "event") -> dict:
         conn = self._conn()
+        p = "a:" if basis == "arrival" else ""
+        return self._budgeted(conn, lambda: self._stats(conn, since, until, windows, top, p))
+
+    def _stats(self, conn: sqlite3.Connection, since: float | None, until: float | None,
+               windows: int, top: int, p: str) -> dict:
+        """``p``: the dims' prefix ("" event-time windows, "a:" arrival-time windows)."""
         lo = since if since is not None else float("-inf")
         hi = until if until is not None else float("inf")
         starts = [r[0] for r in conn.execute(
-            "SELECT DISTINCT start FROM windows WHERE dim = 'total' AND start >= ? AND start < ? "
-            "ORDER BY start DESC LIMIT ?", (lo, hi, windows))]
+            "SELECT DISTINCT start FROM windows WHERE dim = ? AND start >= ? AND start < ? "
+            "ORDER BY start DESC LIMIT ?", (p + "total", lo, hi, windows))]
         starts.reverse()
         per: dict[float, dict] = {s: {"start": s, "total": 0, "anomalies": 0, "levels": {}}
                                   for s in starts}
         if starts:
             rows = conn.execute(
                 "SELECT start, dim, key, count FROM windows WHERE start >= ? AND start <= ? "
-                "AND dim IN ('total', 'anomaly', 'level')", (starts[0], starts[-1]))
+                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], p + "total", p + "anomaly", p + "level"))
             for start, dim, key, count in rows:
+                dim = dim[len(p):]
                 w = per.get(start)
                 if w is None:
                     continue
@@ -451,12 +607,12 @@ class SqliteStore:
         def top_of(dim: str) -> list[dict]:
             return [{"key": k, "count": c} for k, c in conn.execute(
                 "SELECT key, sum(count) AS c FROM windows WHERE dim = ? AND start >= ? "
-                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (dim, lo, hi, top))]
+                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (p + dim, lo, hi, top))]
 
         totals = conn.execute(
-            "SELECT coalesce(sum(CASE WHEN dim = 'total' THEN count END), 0), "
-            "coalesce(sum(CASE WHEN dim = 'anomaly' THEN count END), 0) FROM windows "
-            "WHERE start >= ? AND start < ?", (lo, hi)).fetchone()
+            "SELECT coalesce(sum(CASE WHEN dim = ? THEN count END), 0), "
+            "coalesce(sum(CASE WHEN dim = ? THEN count END), 0) FROM windows "
+            "WHERE start >= ? AND start < ?", (p + "total", p + "anomaly", lo, hi)).fetchone()
         top_templates = top_of("template")
         texts = dict(conn.execute(
             f"SELECT id, template FROM templates WHERE id IN ({','.join('?' * len(top_templates))})",
@@ -494,6 +650,43 @@ class SqliteStore:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         return self._conn().execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
                                     (prefix, upper)).fetchone()[0]
+    def delete_before(self, ts: float, *, limit: int = 1000, window_seconds: int = 60) -> int:
+        """Retention, one bounded step: delete up to ``limit`` of the events whose event time
+        is before ``ts``, with their full-text rows, and take them out of the window counts
+        (event-time and arrival-time alike, so ``/api/stats`` keeps agreeing with what is
+        stored), in one short transaction. Returns the events deleted (0: done). Called in a
+        loop with pauses, so ingest (another file) and the writer never wait long."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute("SELECT seq, message FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
+                                (ts, limit)).fetchall()
+            if rows:
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
+                conn.execute("DELETE FROM temp.doomed")
+                conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
+                conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
+                if self._arrival_windows is not None:
+                    conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))
+                conn.execute("DELETE FROM windows WHERE count <= 0")
+                conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
+                                 "VALUES ('delete', ?, ?)", rows)
+                conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+
+# retention: the window counts of the events about to be deleted (temp.doomed), taken away
+_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
+    sql.replace("FROM events WHERE seq BETWEEN ?1 AND ?2", "FROM events WHERE seq IN "
+                "(SELECT seq FROM temp.doomed) AND ?1 = ?2")
+    .replace("count = count + excluded.count", "count = count - excluded.count")
+    for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
+assert all("temp.doomed" in q and "count - excluded" in q
+           for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
 
 
 def _row_to_event(row: tuple) -> dict:

@@ -36,8 +36,9 @@ def test_array_ndjson_text_and_gzip_bodies(app_client):
     nd = b'{"message": "a from ndjson", "host": "h1"}\n\n{"message": "b from ndjson", "host": "h1"}\n'
     r2 = app_client.post("/ingest", content=nd, headers={"Content-Type": "application/x-ndjson"})
     assert r2.status_code == 202 and r2.json()["accepted"] == 2
-    text = ("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost=1.2.3.4\n"
-            "complete junk that matches no header\n")
+    # (junk first: after a line with a timestamp it would continue that event, streams.multiline)
+    text = ("complete junk that matches no header\n"
+            "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost=1.2.3.4\n")
     r3 = app_client.post("/ingest", content=gzip.compress(text.encode()),
                          headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"})
     assert r3.status_code == 202 and r3.json()["accepted"] == 2
@@ -191,12 +192,67 @@ def test_unknown_route_and_method_are_json(app_client):
 def test_fts_query_syntax_never_errors(app_client):
     app_client.post("/ingest", json={"message": 'quote " and (paren) AND OR NOT *'})
     wait_stored(app_client, 1)
-    for q in ["AND", "NOT *", "a:b", "jk2_init", "a_b c-d", '"quote"', "(paren)"]:
+    for q in ["a:b", "jk2_init", "a_b c-d", '"quote"', "(paren)", "paren*", "NOT x", "-x"]:
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 200, (q, r.text)
-    for q in ['"', "(", "-", "😀"]:  # no word at all: a clear 422, never an FTS syntax error
+    for q in ['"', "(", "-", "😀", '""', "*"]:  # no word at all: a clear 422, never an FTS error
         r = app_client.get("/api/events", params={"q": q})
         assert r.status_code == 422 and r.json()["error"] == "invalid_query", (q, r.text)
+
+
+@pytest.mark.parametrize("q, position", [
+    ('"session opened', 1), ("(a b", 1), ("a b)", 4), ("AND", 1), ("a OR", 3), ("NOT", 1),
+    ("a OR OR b", 3), ("rhost=218*", 1),
+])
+def test_an_unparseable_query_is_a_422_that_says_where(app_client, q, position):
+    r = app_client.get("/api/events", params={"q": q})
+    body = r.json()
+    assert r.status_code == 422 and body["error"] == "invalid_query", (q, r.text)
+    assert body["field"] == "q" and body["position"] == position
+    assert f"character {position}" in body["detail"]
+
+
+def test_query_terms_are_deduplicated_and_bounded(app_client):
+    from smartlogs.store.query import MAX_TERMS
+
+    app_client.post("/ingest", json={"message": "alpha beta"})
+    wait_stored(app_client, 1)
+    # 300 repeats of one word are one term: answered, and as cheap as the word alone
+    r = app_client.get("/api/events", params={"q": " ".join(["alpha"] * 300)})
+    assert r.status_code == 200 and r.json()["total"] == 1
+    many = " ".join(f"w{i}" for i in range(MAX_TERMS + 1))
+    r = app_client.get("/api/events", params={"q": many})
+    body = r.json()
+    assert r.status_code == 422 and body["error"] == "query_too_complex", r.text
+    assert body["max_terms"] == MAX_TERMS and f"at most {MAX_TERMS}" in body["detail"]
+    r = app_client.get("/api/events", params={"q": "x" * 3000})
+    assert r.status_code == 422 and "2000" in r.text
+
+
+def test_a_query_past_the_time_budget_is_a_503_that_says_so(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ingest_api.app import create_app
+    from smartlogs.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, syslog_port=0, query_timeout=1e-6)
+    with TestClient(create_app(settings)) as client:
+        store = client.app.state.store
+        store.write([{**_stored_event(i), "message": f"line {i} of many"} for i in range(20_000)],
+                    window_seconds=60)
+        r = client.get("/api/events", params={"q": "-many"})
+        assert r.status_code == 503 and r.json()["error"] == "query_timeout", r.text
+        assert "budget" in r.json()["detail"] and "query_timeout" in r.json()["detail"]
+        r = client.get("/api/stats", params={"windows": 1000})
+        assert r.status_code == 503 and r.json()["error"] == "query_timeout", r.text
+
+
+def _stored_event(i: int) -> dict:
+    return {"id": f"x{i}", "ts": 1_700_000_000.0 + i, "timestamp": "x", "received": 1.0,
+            "source": "test", "host": "h", "component": None, "pid": None, "level": "INFO",
+            "message": "", "raw": None, "template_id": "T1", "template": "t", "params": [],
+            "score": 0.0, "anomaly": False, "reason": None, "warming_up": False,
+            "parse_ok": True, "format": "syslog", "truncated": False, "fields": {}}
 
 
 def test_metrics_move_when_events_flow(app_client):
@@ -245,3 +301,81 @@ def test_a_bad_time_names_its_parameter(app_client):
         body = r.json()
         assert body["error"] == "invalid_time" and body["field"] == "until"
         assert body["detail"].startswith("until='next tuesday' is not a time")
+
+
+def _page_all(client, params: dict, between=None) -> list[dict]:
+    out, cursor, pages = [], None, 0
+    while True:
+        r = client.get("/api/events", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        out.extend(body["events"])
+        pages += 1
+        if between is not None and pages == 1:
+            between()
+        cursor = body["next"]
+        if cursor is None:
+            return out
+        assert len(body["events"]) == params["limit"]
+
+
+@pytest.mark.parametrize("order", [None, "arrival", "tail"])
+def test_next_pages_through_everything_once_in_the_order_asked_for(app_client, order):
+    # many events share an event time (ties are broken by arrival) and arrive out of time order
+    items = [{"message": f"paged {i}", "timestamp": f"2026-01-01T00:00:{(i * 7) % 13:02d}Z",
+              "host": "pg"} for i in range(57)]
+    app_client.post("/ingest", json=items)
+    wait_stored(app_client, 57)
+    params = {"host": "pg", "limit": 10, **({"order": order} if order else {})}
+    whole = app_client.get("/api/events", params={**params, "limit": 1000}).json()
+    assert whole["next"] is None and len(whole["events"]) == 57
+
+    def more_arrive():  # during paging: newer, older and equal event times
+        app_client.post("/ingest", json=[
+            {"message": f"late {i}", "host": "pg",
+             "timestamp": ("2027-01-01T00:00:00Z", "2025-01-01T00:00:00Z",
+                           "2026-01-01T00:00:05Z")[i % 3]} for i in range(9)])
+        wait_stored(app_client, 66)
+
+    paged = _page_all(app_client, params, between=more_arrive)
+    ids = [e["id"] for e in paged]
+    assert len(ids) == len(set(ids))  # nothing twice
+    first = [e["id"] for e in whole["events"]]
+    assert [i for i in ids if i in first] == first  # every earlier event, in the same order
+    if order != "arrival":  # newest-first pages cannot show what arrived above the first page
+        late = [e for e in paged if e["message"].startswith("late")]
+        want = {None: 6, "tail": 9}[order]  # time: those not newer than page 1; tail: all
+        assert len(late) == want
+
+
+def test_a_bad_cursor_is_a_422_that_says_what_to_do(app_client):
+    app_client.post("/ingest", json=[{"message": f"c {i}"} for i in range(3)])
+    wait_stored(app_client, 3)
+    nxt = app_client.get("/api/events", params={"limit": 1}).json()["next"]
+    assert nxt
+    for params in ({"cursor": "garbage!"}, {"cursor": "WzEsMl0"},
+                   {"cursor": nxt, "order": "arrival"}, {"cursor": nxt, "after": 1}):
+        r = app_client.get("/api/events", params=params)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_cursor", (params, r.text)
+        assert r.json()["field"] == "cursor"
+    r = app_client.get("/api/events", params={"cursor": nxt, "order": "time", "limit": 5})
+    assert r.status_code == 200 and len(r.json()["events"]) == 2
+
+
+def test_time_filters_and_windows_in_arrival_time(app_client):
+    # lines from 2005 arriving now: "the last 2 hours" of arrival finds them, of event time not
+    app_client.post("/ingest", json=[{"message": f"old line {i}", "host": "old",
+                                      "timestamp": f"2005-06-14T15:16:{i:02d}Z"} for i in range(5)])
+    wait_stored(app_client, 5)
+    ev = app_client.get("/api/events", params={"since": "2h", "host": "old"}).json()
+    assert ev["total"] == 0
+    ar = app_client.get("/api/events", params={"since": "2h", "host": "old", "time": "arrival"})
+    assert ar.status_code == 200 and ar.json()["total"] == 5
+    assert app_client.get("/api/events", params={"until": "1h", "time": "arrival"}).json()["total"] == 0
+    st = app_client.get("/api/stats", params={"since": "2h", "time": "arrival"}).json()
+    assert st["time"] == "arrival" and st["totals"]["events"] == 5
+    assert st["windows"][-1]["start"] >= time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    st = app_client.get("/api/stats", params={"since": "2h"}).json()
+    assert st["time"] == "event" and st["totals"]["events"] == 0
+    r = app_client.get("/api/stats", params={"time": "wall"})
+    assert r.status_code == 422 and "time" in r.json()["detail"]

@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest_api.app import create_app
-from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
+from smartlogs.auth import (ROUTE_SCOPES, KeyStore, RateLimiter, parse_authorization,
+                            required_scope, route_template)
 from smartlogs.settings import Settings
 
 
@@ -108,6 +109,76 @@ def test_required_scope_table():
     assert required_scope("GET", "/api/events") == "read"
     assert required_scope("GET", "/") is None and required_scope("GET", "/healthz") is None
     assert required_scope("GET", "/_license") == "ingest"  # shippers probe it with their ingest key
+
+
+# index names that start like an open route: a prefix check let them ingest without a key
+_LOOKALIKES = ["docs", "docsx", "console", "metrics", "metrics2", "healthz", "healthzz", "redoc",
+               "openapi.json", "favicon.ico", "api", "_cluster"]
+
+
+def _app_routes():
+    """(method, path template) of every route the app serves, routers included."""
+    def walk(routes):
+        for r in routes:
+            inner = getattr(r, "original_router", None)
+            if inner is not None:
+                yield from walk(inner.routes)
+            elif getattr(r, "methods", None):
+                for m in r.methods:
+                    yield m, r.path
+    return sorted(set(walk(create_app(Settings()).routes)))
+
+
+def test_every_route_of_the_app_has_a_declared_scope():
+    """A route added to the app must be listed in ROUTE_SCOPES (else it is closed, and this fails)."""
+    declared = {(m, t) for methods, t, _ in ROUTE_SCOPES for m in methods}
+    served = set(_app_routes())
+    assert served - declared == set(), "routes without a declared scope in smartlogs.auth"
+    assert declared - served == set(), "ROUTE_SCOPES lists routes the app does not serve"
+    for method, template in served:
+        assert route_template(method, template.replace("{index}", "x").replace("{name}", "x")) == template
+
+
+def _concrete(template: str) -> list[str]:
+    if "{index}" in template:
+        return [template.replace("{index}", name) for name in ["logs", *_LOOKALIKES]]
+    if "{name}" in template:
+        return [template.replace("{name}", "console.js")]
+    return [template]
+
+
+@pytest.mark.parametrize("method,template", _app_routes())
+def test_every_route_answers_each_key_as_its_scope_says(secured, method, template):
+    """Generated from the app's routes: without a key, with each scope's key and a wrong key."""
+    client, secrets_, _keys = secured
+    need = next(s for methods, t, s in ROUTE_SCOPES if t == template and method in methods)
+    variants = {None: None, "wrong": "sl_" + "x" * 43, **{k: v for k, v in secrets_.items()}}
+    for path in _concrete(template):
+        for name, secret in variants.items():
+            allowed = need is None or (name in ("admin", need))
+            if allowed and template == "/api/stream":
+                continue  # a live tail never ends; its denials are checked, its stream elsewhere
+            headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+            r = client.request(method, path, headers=headers,
+                               content=b"" if method in ("POST", "PUT") else None)
+            if allowed:
+                assert r.status_code not in (401, 403), (method, path, name, r.text)
+            else:
+                want = 401 if name in (None, "wrong") else 403
+                assert r.status_code == want, (method, path, name, r.status_code, r.text)
+                assert r.json()["error"] in ("unauthorized", "forbidden")
+
+
+@pytest.mark.parametrize("index", _LOOKALIKES)
+def test_bulk_under_an_index_named_like_an_open_route_needs_a_key(secured, index):
+    client, secrets_, _keys = secured
+    body = b'{"index":{}}\n{"message":"forged","host":"attacker"}\n'
+    ctype = {"Content-Type": "application/x-ndjson"}
+    assert client.post(f"/{index}/_bulk", content=body, headers=ctype).status_code == 401
+    r = client.post(f"/{index}/_bulk", content=body, headers={**ctype, **bearer(secrets_["read"])})
+    assert r.status_code == 403
+    r = client.post(f"/{index}/_bulk", content=body, headers={**ctype, **bearer(secrets_["ingest"])})
+    assert r.status_code == 200 and r.json()["errors"] is False
 
 
 def _cli(*args, data_dir):

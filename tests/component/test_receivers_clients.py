@@ -571,3 +571,35 @@ def test_bulk_document_nested_too_deep_is_a_per_item_400_not_a_500(client):
     assert [i["index"]["status"] for i in items] == [400, 201]
     assert "more than 100 levels" in items[0]["index"]["error"]["reason"]
     assert [e["message"] for e in stored(client.get, tag, 1)] == [f"{tag} flat"]
+
+
+def _two_members(body: bytes) -> bytes:
+    """The body as two concatenated gzip members, cut mid-body (``cat a.gz b.gz``)."""
+    cut = len(body) // 2
+    return gzip.compress(body[:cut]) + gzip.compress(body[cut:])
+
+
+def test_every_receiver_decodes_every_member_of_a_multi_member_gzip_body(client):
+    """Concatenated gzip members are valid gzip: the second one used to be dropped silently."""
+    tag = "gzmembers" + uuid.uuid4().hex[:8]
+    gz = {"Content-Encoding": "gzip"}
+    text = "".join(f"{tag} ingest line {i}\n" for i in range(4)).encode()
+    r = client.post("/ingest", content=_two_members(text), headers={"Content-Type": "text/plain", **gz})
+    assert r.status_code == 202 and r.json()["accepted"] == 4
+    bulk = b"".join(b'{"index":{}}\n' + orjson.dumps({"message": f"{tag} bulk {i}"}) + b"\n"
+                    for i in range(4))
+    r = client.post("/idx/_bulk", content=_two_members(bulk),
+                    headers={"Content-Type": "application/x-ndjson", **gz})
+    assert r.status_code == 200 and r.json()["errors"] is False and len(r.json()["items"]) == 4
+    push = orjson.dumps({"streams": [{"stream": {"job": "gz"}, "values": [
+        [str(1714557600000000000 + i), f"{tag} loki {i}"] for i in range(4)]}]})
+    r = client.post("/loki/api/v1/push", content=_two_members(push),
+                    headers={"Content-Type": "application/json", **gz})
+    assert r.status_code == 204
+    otlp_body = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"body": {"stringValue": f"{tag} otlp {i}"}} for i in range(4)]}]}]})
+    r = client.post("/v1/logs", content=_two_members(otlp_body),
+                    headers={"Content-Type": "application/json", **gz})
+    assert r.status_code == 200
+    messages = {e["message"] for e in stored(client.get, tag, 16)}
+    assert len(messages) == 16 and {m.split()[1] for m in messages} == {"ingest", "bulk", "loki", "otlp"}

@@ -32,6 +32,8 @@ def _event(i: int, rng: random.Random) -> dict:
 def test_windows_and_templates_equal_the_pure_definitions(tmp_path, size):
     rng = random.Random(size)
     events = [_event(i, rng) for i in range(600)]
+    for i, e in enumerate(events):  # arrival times in their own order, apart from event times
+        e["received"] = 1_800_000_000.0 + (i * 37 % 600) * 1.7
     store = SqliteStore(tmp_path / "s.db")
     written = []
     for k in range(0, 600, 150):
@@ -39,8 +41,12 @@ def test_windows_and_templates_equal_the_pure_definitions(tmp_path, size):
         store.write(batch, window_seconds=size)
         written.extend(events[k:k + 150])
     conn = store._conn()
-    got = Counter({(w, d, k): n for w, d, k, n in conn.execute("SELECT * FROM windows")})
+    rows = conn.execute("SELECT * FROM windows").fetchall()
+    got = Counter({(w, d, k): n for w, d, k, n in rows if not d.startswith("a:")})
     assert got == count_windows(written, size)
+    # the same counts in arrival-time windows (dims "a:…")
+    arrival = Counter({(w, d[2:], k): n for w, d, k, n in rows if d.startswith("a:")})
+    assert arrival == count_windows([{**e, "ts": e["received"]} for e in written], size)
 
     want = {}
     for e in written:
@@ -121,4 +127,172 @@ def test_a_batch_is_stored_whole_whatever_the_rows_per_statement(tmp_path, per_i
     assert store.write(events[23:], window_seconds=60) == 1277
     rows = store._conn().execute("SELECT seq, id FROM events ORDER BY seq").fetchall()
     assert rows == [(i + 1, e["id"]) for i, e in enumerate(events)]
+    store.close()
+
+
+# -- search: the time budget, shutdown, the query language ---------------------------------
+def _many(n: int, rng: random.Random) -> list[dict]:
+    return [_event(i, rng) for i in range(n)]
+
+
+def test_a_query_past_its_budget_is_stopped_inside_sqlite(tmp_path):
+    from smartlogs.store.base import EventQuery, QueryTimeout
+
+    store = SqliteStore(tmp_path / "s.db", query_timeout=1e-6)
+    store.write(_many(20_000, random.Random(1)), window_seconds=60)
+    with pytest.raises(QueryTimeout, match="budget"):
+        store.search(EventQuery(q="-message", limit=10))  # a full scan: far past 1 µs
+    with pytest.raises(QueryTimeout):
+        store.stats(windows=1000)
+    store.query_timeout = 60  # the same store answers within a normal budget
+    assert store.search(EventQuery(q="message -T1", limit=10)).total > 0
+    store.close()
+
+
+def test_interrupt_queries_stops_queries_but_not_writes(tmp_path):
+    import threading
+    import time
+
+    from smartlogs.store.base import EventQuery, QueryInterrupted
+
+    store = SqliteStore(tmp_path / "s.db", query_timeout=600)
+    rng = random.Random(2)
+    store.write(_many(30_000, rng), window_seconds=60)
+    # a query that runs long (every event against a NOT of an OR of prefixes), stopped from
+    # another thread as the server's shutdown does
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        try:
+            for _ in range(1000):
+                store.search(EventQuery(q="-(T1* OR T2* OR of* OR as*) -message", limit=1000))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    started.wait()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    store.interrupt_queries()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 5  # bounded: a regression never ends
+    assert errors and isinstance(errors[0], QueryInterrupted)
+    with pytest.raises(QueryInterrupted):
+        store.search(EventQuery(limit=1))
+    extra = [_event(100_000 + i, rng) for i in range(10)]
+    assert store.write(extra, window_seconds=60) == 10  # the pipeline still stores
+    store.close()
+
+
+def _msg_store(tmp_path, messages: list[str]) -> SqliteStore:
+    rng = random.Random(3)
+    events = []
+    for i, m in enumerate(messages):
+        e = _event(i, rng)
+        e["message"] = m
+        events.append(e)
+    store = SqliteStore(tmp_path / "q.db")
+    store.write(events, window_seconds=60)
+    return store
+
+
+MESSAGES = [
+    "session opened for user root",      # 0
+    "session closed for user root",      # 1
+    "opened session for user cron",      # 2
+    "authentication failure; rhost=218.188.2.4",  # 3
+    "Authorization granted to admin",    # 4
+    "error reading jk2_init config",     # 5
+    "CRON job finished",                 # 6
+]
+
+
+@pytest.mark.parametrize("q, want", [
+    ('"session opened"', {0}),
+    ("session opened", {0, 2}),
+    ("auth*", {3, 4}),
+    ("AUTH*", {3, 4}),
+    ("failure OR error", {3, 5}),
+    ("session -cron", {0, 1}),
+    ("session NOT cron", {0, 1}),
+    ("-session", {3, 4, 5, 6}),
+    ("(root OR cron) -closed", {0, 2, 6}),
+    ("root OR -session", {0, 1, 3, 4, 5, 6}),
+    ("rhost=218.188.2.4", {3}),
+    ("218.188", {3}),
+    ("188.218", set()),
+    ("jk2_init", {5}),
+    ("init_jk2", set()),
+    ("user user user root", {0, 1}),
+    ('"session opened" OR granted', {0, 4}),
+])
+def test_query_language(tmp_path, q, want):
+    from smartlogs.store.base import EventQuery
+
+    store = _msg_store(tmp_path, MESSAGES)
+    got = store.search(EventQuery(q=q, limit=100))
+    assert {int(e["id"][1:]) for e in got.events} == want and got.total == len(want)
+    store.close()
+
+
+def test_a_store_with_the_old_positionless_index_is_rebuilt_for_phrases(tmp_path):
+    import sqlite3
+
+    from smartlogs.store.base import EventQuery
+
+    path = tmp_path / "old.db"
+    store = _msg_store(tmp_path, MESSAGES)
+    store.close()
+    (tmp_path / "q.db").rename(path)
+    conn = sqlite3.connect(path)  # as stores were made before phrases: detail=none
+    conn.executescript(
+        "DROP TABLE events_fts; CREATE VIRTUAL TABLE events_fts USING fts5(message, "
+        "content='events', content_rowid='seq', tokenize='unicode61', detail='none'); "
+        "INSERT INTO events_fts (events_fts) VALUES ('rebuild');")
+    conn.close()
+    store = SqliteStore(path)
+    got = store.search(EventQuery(q='"session opened"', limit=10))
+    assert [e["id"] for e in got.events] == ["e0"]
+    store.close()
+
+
+def test_a_store_made_before_arrival_windows_counts_its_events_once(tmp_path):
+    rng = random.Random(5)
+    events = [_event(i, rng) for i in range(300)]
+    store = SqliteStore(tmp_path / "s.db")
+    store.write(events[:200], window_seconds=60)
+    conn = store._conn()  # as a store made before arrival windows were counted
+    conn.execute("DELETE FROM windows WHERE dim LIKE 'a:%'")
+    conn.execute("DELETE FROM meta WHERE key = 'arrival_windows'")
+    store.close()
+    store = SqliteStore(tmp_path / "s.db", window_seconds=60)  # counts them when opened
+    store.write(events[200:], window_seconds=60)
+    st = store.stats(basis="arrival", windows=1000)
+    assert st["totals"]["events"] == 300 and sum(w["total"] for w in st["windows"]) == 300
+    store.close()
+    store = SqliteStore(tmp_path / "s.db", window_seconds=60)  # and only once
+    assert store.stats(basis="arrival")["totals"]["events"] == 300
+    store.close()
+
+
+def test_since_until_and_windows_in_arrival_time(tmp_path):
+    from smartlogs.store.base import EventQuery
+
+    rng = random.Random(6)
+    events = [_event(i, rng) for i in range(100)]
+    for i, e in enumerate(events):  # event times from years ago; arrival in the last 100 s
+        e["ts"] = 1_100_000_000.0 + i
+        e["received"] = 1_900_000_000.0 + i
+    store = SqliteStore(tmp_path / "s.db")
+    store.write(events, window_seconds=60)
+    q = EventQuery(since=1_900_000_050.0, until=1_900_000_060.0, limit=100)
+    assert store.search(q).total == 0  # no event *time* in that range
+    got = store.search(EventQuery(since=q.since, until=q.until, limit=100, basis="arrival"))
+    assert sorted(e["id"] for e in got.events) == [f"e{i}" for i in range(50, 60)]
+    st = store.stats(since=1_899_999_000.0, basis="arrival")  # whole windows from since
+    assert st["totals"]["events"] == 100 and st["windows"][0]["start"].startswith("2030-")
+    assert store.stats(since=1_899_999_000.0)["totals"]["events"] == 0
     store.close()

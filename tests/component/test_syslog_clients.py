@@ -368,3 +368,16 @@ def test_healthz_says_when_the_syslog_receiver_could_not_start(tmp_path):
                                   "error": "could not bind the port (see the server log)"}
     with TestClient(create_app(Settings(data_dir=tmp_path / "off", syslog_port=0))) as c:
         assert "syslog" not in c.get("/healthz").json()
+
+
+def test_plain_lines_starting_with_a_number_over_tcp_are_stored_as_sent(platform):
+    """``printf '5 apples sold\\n1000 users logged in\\n' > /dev/tcp/…`` stored "apple" and
+    "s … sold", and the second line swallowed the next 20 into one event."""
+    client, receiver, _ = platform
+    token = "numstart" + uuid.uuid4().hex[:6]
+    lines = [f"5 apples sold {token}", f"1000 users logged in {token}"]
+    lines += [f"line {i} {token}" for i in range(20)]
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
+        s.sendall("".join(line + "\n" for line in lines).encode())
+    got = stored(client, token, len(lines))
+    assert sorted(e["raw"] for e in got) == sorted(lines)

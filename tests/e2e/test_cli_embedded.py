@@ -107,9 +107,10 @@ def test_replay_linux_then_search_stats_tail(platform, loghub):
 def test_replay_with_junk_stores_junk_raw_and_rejects_nothing(platform, tmp_path):
     url = platform
     f = tmp_path / "mixed.log"
-    f.write_bytes(b"Jun 14 15:16:01 combo sshd(pam_unix)[1]: ok line\n"
-                  b"\xff\xfe binary junk \x00\n"
-                  b"just some words\n")
+    # junk first: after a timestamped line it would continue that event (multi-line events)
+    f.write_bytes(b"\xff\xfe binary junk \x00\n"
+                  b"just some words\n"
+                  b"Jun 14 15:16:01 combo sshd(pam_unix)[1]: ok line\n")
     r = _cli("replay", str(f), url=url)
     assert r.returncode == 0, r.stderr
     assert _wait_total(url, 3) == 3
@@ -271,3 +272,95 @@ def test_an_interrupted_replay_says_how_to_resume_without_duplicates(platform, l
     assert _wait_total(platform, 2000) == 2000
     time.sleep(0.5)
     assert httpx.get(f"{platform}/api/events", params={"limit": 1}).json()["total"] == 2000
+
+
+def test_sigterm_stops_a_running_query_and_the_server_promptly(tmp_path):
+    # a store big enough that one query runs for seconds (an AND of prefixes that each expand
+    # to ~1,000 words, over 60,000 events of 60 words), written before the server starts
+    import random
+    import threading
+
+    from smartlogs.store import SqliteStore
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(2000)]
+    store = SqliteStore(tmp_path / "var" / "smartlogs.db")
+    for b in range(0, 60_000, 10_000):
+        store.write([{"id": f"e{i}", "ts": 1.7e9 + i, "timestamp": "x", "received": 1.0,
+                      "source": "t", "host": "h", "component": None, "pid": None, "level": "INFO",
+                      "message": " ".join(rng.choice(words) for _ in range(60)), "raw": None,
+                      "template_id": "T1", "template": "t", "params": [], "score": 0.0,
+                      "anomaly": False, "reason": None, "warming_up": False, "parse_ok": True,
+                      "format": "x", "truncated": False, "fields": {}}
+                     for i in range(b, b + 10_000)], window_seconds=60)
+    store.close()
+    port = _free_port()
+    os.environ["SMARTLOGS_QUERY_TIMEOUT"] = "600"  # only shutdown may stop it
+    try:
+        proc, url = _start(tmp_path, port)
+    finally:
+        del os.environ["SMARTLOGS_QUERY_TIMEOUT"]
+    q = " ".join(f"w{i}*" for i in range(1, 33))
+    answers: list = []
+
+    def ask():
+        try:
+            answers.append(httpx.get(f"{url}/api/events", params={"q": q}, timeout=120))
+        except httpx.TransportError as exc:
+            answers.append(exc)
+
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(1.0)  # the query is running (it takes several seconds on this store)
+    assert not answers, "the query finished too soon to test its interruption"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("smartlogs up did not stop within 30 s of SIGTERM")
+    stopped = time.monotonic() - t0
+    r = answers[0]
+    assert isinstance(r, httpx.Response) and r.status_code == 503, r
+    assert r.json()["error"] == "shutting_down"
+    assert stopped < 15, stopped  # bounded: a query left running holds shutdown for minutes
+
+
+def test_search_pages_with_a_next_hint_and_all(platform):
+    url = platform
+    httpx.post(f"{url}/ingest", json=[{"message": f"pager line {i}", "host": "pager"}
+                                      for i in range(45)])
+    assert _wait_total(url, 45) >= 45
+    r = _cli("search", "pager", "--limit", "20", url=url)
+    assert r.returncode == 0, r.stderr
+    assert "45 matching events (showing 20)" in r.stdout
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("next page: "))
+    import shlex
+
+    args = shlex.split(hint[len("next page: "):])
+    assert args[:3] == ["smartlogs", "search", "pager"] and "--cursor" in args
+    r2 = _cli(*args[1:], url=url)
+    assert r2.returncode == 0 and "45 matching events (showing 20)" in r2.stdout, r2.stderr
+    assert "pager line 24" in r2.stdout and "pager line 25" not in r2.stdout  # lines 24..5
+    r3 = _cli("search", "pager", "--limit", "20", "--all", "--json", url=url)
+    import json
+
+    doc = json.loads(r3.stdout)
+    assert [e["message"] for e in doc["events"]] == [f"pager line {i}" for i in range(44, -1, -1)]
+    assert doc["next"] is None
+
+
+def test_search_and_stats_in_arrival_time(platform):
+    url = platform
+    httpx.post(f"{url}/ingest", json=[{"message": f"vintage line {i}", "host": "vintage",
+                                       "timestamp": "2005-06-14T15:16:01Z"} for i in range(3)])
+    assert _wait_total(url, 3) >= 3
+    r = _cli("search", "vintage", "--since", "1h", url=url)
+    assert r.returncode == 0 and "0 matching events" in r.stdout, r.stdout
+    r = _cli("search", "vintage", "--since", "1h", "--time", "arrival", url=url)
+    assert r.returncode == 0 and "3 matching events" in r.stdout, r.stdout
+    r = _cli("stats", "--since", "1h", "--time", "arrival", url=url)
+    assert r.returncode == 0 and "recent windows (arrival time)" in r.stdout, r.stdout
+    assert "\n3 events" in "\n" + r.stdout or r.stdout.startswith("3 events"), r.stdout

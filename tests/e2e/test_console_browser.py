@@ -281,6 +281,15 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
     assert _rows(drv, "search-body") == len(expected["events"])
     messages = _js(drv, "return [...document.querySelectorAll('#search-body td.msg')].map(e => e.textContent)")
     assert all("session" in m.lower() and "opened" in m.lower() for m in messages)
+    # the next page comes below, as the API's cursor gives it
+    assert expected["next"] and expected["total"] > 100
+    page2 = httpx.get(f"{url}/api/events", params={"q": "session opened", "host": "combo", "limit": 100,
+                                                    "cursor": expected["next"]}).json()
+    _click(drv, "#search-more")
+    _wait(lambda: _rows(drv, "search-body") == 100 + len(page2["events"]), "the second page")
+    shown = _js(drv, "return [...document.querySelectorAll('#search-body td.msg')].map(e => e.textContent)")
+    assert shown[100:] == [e["message"] for e in page2["events"]]
+    assert _js(drv, "return document.getElementById('search-more').hidden") is (page2["next"] is None)
     # a bad time is the API's 422, shown as a message, not a broken page
     drv.find_element("css selector", "#search-since").send_keys("yesterday-ish")
     _click(drv, "#search-go")
@@ -306,7 +315,8 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
 
     # -- the chart: one bar per window, anomalies on the second axis ----------------------
     # (stats refresh every 5 s; everything is stored by now, so the next refresh shows it all)
-    stats = httpx.get(f"{url}/api/stats", params={"windows": 60, "top": 20}).json()
+    # (the console counts in arrival time by default; everything arrived in the last minutes)
+    stats = httpx.get(f"{url}/api/stats", params={"windows": 60, "top": 20, "time": "arrival"}).json()
     _wait(lambda: _js(drv, "return document.querySelectorAll('#chart rect.bar').length") == len(stats["windows"])
           and _text(drv, "total-events") == f"{stats['totals']['events']:,}", "the chart and totals", timeout=8)
     assert _text(drv, "total-anomalies") == f"{stats['totals']['anomalies']:,}"
@@ -406,7 +416,7 @@ def test_console_small_things(platform, browser):
     ticks = _js(drv, """const c = window.smartlogsConsole, out = [];
         for (const [t, a] of [[1, 1], [3, 3], [7, 5], [250, 25]]) {
           c.drawChart([{start: '2026-01-01T00:00:00.000Z', total: t, anomalies: a, levels: {}}]);
-          out.push([[...document.querySelectorAll('#chart text.tick:not(.anom)')].slice(0, -1).map(e => e.textContent),
+          out.push([[...document.querySelectorAll('#chart text.tick:not(.anom):not(.time)')].map(e => e.textContent),
                     [...document.querySelectorAll('#chart text.tick.anom')].map(e => e.textContent)]);
         }
         return out""")
@@ -458,6 +468,48 @@ def test_console_small_things(platform, browser):
         assert _js(drv, "return document.documentElement.scrollWidth") <= 390, view
     _js(drv, "window.smartlogsConsole.showView('search')")
     assert _js(drv, "return document.querySelector('#search-body tr.event td.msg').getBoundingClientRect().width") > 300
+    assert _browser_errors(drv) == []
+
+
+def test_console_counts_live_data_in_arrival_time_with_gaps_on_a_true_time_axis(platform, browser):
+    """Old-dated lines (a replay) must not hide what arrives live: the chart and the anomaly list
+    count in arrival time by default, one switch shows event time, empty windows are gaps."""
+    url, drv = platform, browser
+    _send(url, [f"Jun 14 15:16:{i:02d} combo sshd[1]: old line {i}" for i in range(3)])  # this year's June
+    r = httpx.post(f"{url}/ingest", json=[{"message": f"vintage {i}", "timestamp": "2005-06-14T15:16:01Z"}
+                                          for i in range(4)])
+    assert r.status_code == 202
+    _wait_stored(url, 7)
+    drv.get(url + "/")
+    _wait(lambda: _text(drv, "chart-basis") == "arrival time" and _js(
+        drv, "return document.querySelectorAll('#chart rect.bar').length") >= 1, "the arrival chart")
+    assert _js(drv, "return document.getElementById('time-basis').value") == "arrival"
+    starts = _js(drv, "return [...document.querySelectorAll('#chart rect.bar')].map(b => b.getAttribute('data-start'))")
+    now = time.time()
+    from datetime import datetime
+
+    for st in starts:  # every bar is a window of the last hour of arrivals, none from 2005
+        assert now - 3700 <= datetime.fromisoformat(st.replace("Z", "+00:00")).timestamp() <= now, starts
+    heights = _js(drv, "return [...document.querySelectorAll('#chart rect.bar')].map(b => +b.getAttribute('height'))")
+    assert sum(1 for hgt in heights if hgt > 0) >= 1
+    # the switch: event time shows the lines' own dates (2005 among them)
+    Select = __import__("selenium.webdriver.support.select", fromlist=["Select"]).Select
+    Select(drv.find_element("css selector", "#time-basis")).select_by_value("event")
+    _wait(lambda: _text(drv, "chart-basis") == "event time" and any(
+        (b or "").startswith("2005-06-14") for b in _js(
+            drv, "return [...document.querySelectorAll('#chart rect.bar')].map(b => b.getAttribute('data-start'))")),
+          "the event-time chart")
+    # a true time axis: bars sit at their window's time; an empty window is a gap, and the
+    # anomaly line breaks there
+    geo = _js(drv, """const c = window.smartlogsConsole;
+        const w = (m, a) => ({start: new Date(Date.UTC(2026, 0, 1, 0, m)).toISOString(), total: 5, anomalies: a, levels: {}});
+        c.drawChart([w(0, 1), w(1, 2), w(3, 1), w(4, 1)]);
+        return {x: [...document.querySelectorAll('#chart rect.bar')].map(b => +b.getAttribute('x')),
+                lines: [...document.querySelectorAll('#chart polyline.anom-line')].map(p => p.getAttribute('points').split(' ').length)}""")
+    x = geo["x"]
+    step = x[1] - x[0]
+    assert step > 0 and abs((x[2] - x[1]) - 2 * step) < 0.5 and abs((x[3] - x[2]) - step) < 0.5, x
+    assert geo["lines"] == [2, 2], geo
     assert _browser_errors(drv) == []
 
 
@@ -663,7 +715,7 @@ def test_console_against_elasticsearch(es_platform, browser, loghub):
     _wait(lambda: _js(drv, "return document.querySelectorAll('#templates-body li.example').length") >= 1,
           "example lines")
 
-    stats = httpx.get(f"{url}/api/stats", params={"windows": 60, "top": 20}).json()
+    stats = httpx.get(f"{url}/api/stats", params={"windows": 60, "top": 20, "time": "arrival"}).json()
     _wait(lambda: _js(drv, "return document.querySelectorAll('#chart rect.bar').length") == len(stats["windows"])
           and _text(drv, "total-events") == "800", "the chart and totals", timeout=8)
     assert _browser_errors(drv) == []

@@ -29,7 +29,7 @@ from streams.pipeline import Pipeline, PipelineConfig
 
 # when the test events arrive: now, as for real ones (an event time more than 62 days after
 # its arrival is replaced by the arrival time: streams.pipeline.MAX_FUTURE_SECONDS)
-RECEIVED = time.time()
+RECEIVED = float(int(time.time()))
 
 pytestmark = pytest.mark.engines
 
@@ -79,16 +79,18 @@ def linux_events(loghub, n: int = 500, prefix: str = "t") -> list[dict]:
 def mixed_events(loghub) -> list[dict]:
     """Linux (no level), Apache (levels, 2005) and JSON-ish items (hosts, "" level, no component),
     with some anomalies marked so that every stats dimension has something to count."""
-    items = [{"id": f"lx:{i}", "raw": line, "received": RECEIVED}
+    # arrivals spread over ~25 minutes, in an order of their own (whole ms: Elasticsearch
+    # keeps dates to the millisecond), for filters and windows in arrival time
+    items = [{"id": f"lx:{i}", "raw": line, "received": RECEIVED - 1500 + (i * 7 % 500) * 2.125}
              for i, line in enumerate(_lines(loghub, "Linux", 500))]
-    items += [{"id": f"ap:{i}", "raw": line, "received": RECEIVED + 1.5}
+    items += [{"id": f"ap:{i}", "raw": line, "received": RECEIVED - 400 + i * 1.5}
               for i, line in enumerate(_lines(loghub, "Apache", 200))]
     for i in range(40):
         items.append({"id": f"js:{i}", "message": f"request {i} failed with (code) \"{i % 3}\"",
                       "ts": 1133672400.0 + 7.25 * i, "host": ("web-1", "web-2", "")[i % 3],
                       "level": ("error", "warn", "")[i % 3], "component": None,
                       "fields": {"path": f"/api/{i % 4}", "user": {"id": str(i)}},
-                      "received": RECEIVED + 2.0})
+                      "received": RECEIVED - 100 + 2.0 * i})
     events = Pipeline(PipelineConfig()).process(items)
     for i, e in enumerate(events):
         if i % 37 == 5:
@@ -304,12 +306,29 @@ def _ts(events, ident: str) -> float:
     return next(e["ts"] for e in events if e["id"] == ident)
 
 
+def _rc(events, ident: str) -> float:
+    return next(e["received"] for e in events if e["id"] == ident)
+
+
 QUERIES = {
     "all": lambda ev: EventQuery(limit=50),
     "words": lambda ev: EventQuery(q="authentication failure", limit=500),
-    "quotes-parens": lambda ev: EventQuery(q='session opened "for (user', limit=500),
-    "syntax-like": lambda ev: EventQuery(q='") OR (*:* AND [', limit=20),
     "no-words": lambda ev: EventQuery(q="((( ))) \"\" ", limit=20),
+    # the query language (smartlogs.store.query): both stores translate the same tree
+    "phrase": lambda ev: EventQuery(q='"session opened"', limit=500),
+    "phrase-reversed": lambda ev: EventQuery(q='"opened session"', limit=500),
+    "phrase-in-token": lambda ev: EventQuery(q="rhost=218.188.2.4", limit=500),
+    "underscore-phrase": lambda ev: EventQuery(q="jk2_init", limit=500),
+    "prefix": lambda ev: EventQuery(q="auth*", limit=500),
+    "prefix-upper": lambda ev: EventQuery(q="AUTH* user", limit=500),
+    "or": lambda ev: EventQuery(q="failure OR failed", limit=500),
+    "not": lambda ev: EventQuery(q="session -opened", limit=500),
+    "not-word": lambda ev: EventQuery(q="session NOT closed", limit=500),
+    "only-not": lambda ev: EventQuery(q="-session", limit=800),
+    "or-not": lambda ev: EventQuery(q="request OR -session", limit=800),
+    "groups": lambda ev: EventQuery(q='(sshd* OR "jk2 init") -(closed OR error)', limit=500),
+    "repeats": lambda ev: EventQuery(q="user user user root root", limit=500),
+    "syntax-chars": lambda ev: EventQuery(q='"for (user" code:*', limit=20),
     "dotted": lambda ev: EventQuery(q="workerEnv", limit=500),      # in "workerEnv.init()"
     "ip-part": lambda ev: EventQuery(q="218 rhost", limit=500),      # in "rhost=218.188.2.4"
     "case": lambda ev: EventQuery(q="AUTHENTICATION", limit=5),
@@ -326,6 +345,12 @@ QUERIES = {
                                              limit=500),
     "until-only": lambda ev: EventQuery(until=_ts(ev, "js:0"), limit=500),
     "combined": lambda ev: EventQuery(q="request failed", level="ERROR", host="web-1", limit=500),
+    "arrival-since": lambda ev: EventQuery(since=_rc(ev, "lx:100"), until=_rc(ev, "ap:50"),
+                                           basis="arrival", limit=1000),
+    "arrival-until": lambda ev: EventQuery(until=_rc(ev, "js:3"), basis="arrival", q="request",
+                                           limit=1000),
+    "arrival-anomalies": lambda ev: EventQuery(since=RECEIVED - 600, basis="arrival",
+                                               anomaly=True, limit=1000),
     "arrival": lambda ev: EventQuery(arrival=True, limit=100),  # newest stored first
     "arrival-filtered": lambda ev: EventQuery(arrival=True, host="web-1", limit=50),
 }
@@ -346,13 +371,67 @@ def test_filters_and_order_match_sqlite(pair, name):
         assert query.until not in [e["ts"] for e in got.events]
 
 
+def _pages(store, query: EventQuery) -> list[list[str]]:
+    from dataclasses import replace
+
+    from smartlogs.store.base import sort_key
+
+    pages = []
+    while True:
+        res = store.search(query)
+        pages.append([e["id"] for e in res.events])
+        if not res.more:
+            return pages
+        query = replace(query, page_after=sort_key(query, res.events[-1]))
+
+
+@pytest.mark.parametrize("kw", [{}, {"arrival": True}, {"after_seq": 0}, {"q": "session -closed"},
+                                {"host": "combo", "since": 1117800000.0}])
+def test_pages_match_sqlite(pair, kw):
+    events, sql, store = pair
+    query = EventQuery(limit=5 if "q" in kw else 37, **kw)
+    if "after_seq" in kw:  # seqs differ between the stores: page each by its own
+        want, got = _pages(sql, query), _pages(store, query)
+        assert [len(p) for p in got] == [len(p) for p in want]
+        assert sorted(i for p in got for i in p) == sorted(i for p in want for i in p)
+        return
+    want, got = _pages(sql, query), _pages(store, query)
+    assert got == want and len(want) > 2
+    every = [i for p in want for i in p]
+    assert len(every) == len(set(every)) == sql.search(query).total
+
+
 def test_underscores_separate_words(pair):
-    # like FTS5's unicode61 tokenizer ("jk2_init" is the words jk2 and init); SqliteStore itself
-    # fails on such a query (an FTS5 phrase with detail=none), so this compares within ES
-    _, _, store = pair
+    # like FTS5's unicode61 tokenizer, "jk2_init" is the words jk2 and init (as a phrase)
+    _, sql, store = pair
     a = store.search(EventQuery(q="jk2_init", limit=500))
     b = store.search(EventQuery(q="init jk2", limit=500))
     assert a.total == b.total > 0 and [e["id"] for e in a.events] == [e["id"] for e in b.events]
+    assert a.total == sql.search(EventQuery(q="jk2_init", limit=500)).total
+
+
+@pytest.mark.parametrize("q", ['session "opened', "(a", "a OR", "rhost=218*"])
+def test_both_stores_refuse_the_same_unparseable_queries(pair, q):
+    from smartlogs.store.query import QuerySyntaxError
+
+    _, sql, store = pair
+    with pytest.raises(QuerySyntaxError):
+        sql.search(EventQuery(q=q))
+    with pytest.raises(QuerySyntaxError):
+        store.search(EventQuery(q=q))
+
+
+def test_queries_stop_when_the_server_shuts_down(make_store, loghub):
+    # (the budget itself is Elasticsearch's search timeout, whose clock ticks every ~200 ms:
+    # a few hundred documents cannot run past it, so it is not tested here)
+    from smartlogs.store.base import QueryInterrupted
+
+    store = make_store(refresh="wait_for")
+    store.write(linux_events(loghub), window_seconds=WINDOW)
+    assert store.search(EventQuery(q="-session", limit=10)).total > 0
+    store.interrupt_queries()
+    with pytest.raises(QueryInterrupted):
+        store.search(EventQuery(limit=1))
 
 
 def test_retention_deletes_whole_old_days(make_store, loghub):
@@ -441,6 +520,9 @@ STATS = {
     "since": lambda ev: {"since": _ts(ev, "js:0"), "windows": 7, "top": 1000},
     "until": lambda ev: {"until": _ts(ev, "js:0") + 30, "windows": 1000, "top": 1000},
     "empty-range": lambda ev: {"since": 4e9, "top": 5},
+    "arrival": lambda ev: {"basis": "arrival", "windows": 1000, "top": 1000},
+    "arrival-range": lambda ev: {"basis": "arrival", "since": _rc(ev, "lx:100") + 0.5,
+                                 "until": _rc(ev, "ap:50"), "windows": 7, "top": 1000},
 }
 
 
@@ -459,6 +541,9 @@ def test_stats_match_sqlite(pair, name):
     if name == "defaults":
         assert len(got["windows"]) == 60 and got["windows"][0]["start"].endswith(":00.000Z")
         assert got["totals"]["anomalies"] > 0
+    if name == "arrival":
+        assert sum(w["total"] for w in got["windows"]) == len(events)
+        assert 20 <= len(got["windows"]) <= 30  # ~25 minutes of arrivals
     if name == "all-windows":
         assert any("-" in w["levels"] for w in got["windows"])
         assert any("ERROR" in w["levels"] for w in got["windows"])

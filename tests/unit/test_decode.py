@@ -72,3 +72,19 @@ def test_an_unknown_type_is_a_415_even_when_the_body_is_binary(ct):
         dec(png, ct=ct)
     assert e.value.status == 415 and e.value.body["error"] == "unsupported_media_type"
     assert (repr(ct) if ct else "no Content-Type") in e.value.body["detail"]
+
+
+def test_multi_member_gzip_is_decoded_whole_within_the_limit():
+    from ingest_api.decode import IngestError, gunzip
+
+    two = gzip.compress(b"one\n") + gzip.compress(b"two\n")
+    assert [i["raw"] for i in dec(two, ct="text/plain", enc="gzip")] == ["one", "two"]
+    assert gunzip(two + b"\0" * 8, 100) == b"one\ntwo\n"  # zero padding after the last member
+    # the limit counts every member together
+    with pytest.raises(IngestError) as exc:
+        gunzip(gzip.compress(b"a" * 60) + gzip.compress(b"b" * 60), 100)
+    assert exc.value.status == 413
+    for broken in (two + b"garbage", two[:-3], gzip.compress(b"one\n") + gzip.compress(b"two\n")[:10]):
+        with pytest.raises(IngestError) as exc:
+            gunzip(broken, 100)
+        assert exc.value.status == 400 and exc.value.body["error"] == "invalid_gzip"

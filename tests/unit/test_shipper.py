@@ -24,6 +24,7 @@ class FakeAPI:
         self.requests = 0
         self.fail: list = []  # queued failures: an exception or a Response
         self.headers: list[dict] = []
+        self.items: list[dict] = []  # the items stored, as sent
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
@@ -41,6 +42,7 @@ class FakeAPI:
             if it["id"] not in self.events:
                 self.events[it["id"]] = it["raw"]
                 self.order.append(it["raw"])
+                self.items.append(it)
         return httpx.Response(202, json={"accepted": len(items)})
 
     @property
@@ -69,6 +71,7 @@ def make(tmp_path, api):
     def _make(*paths, **kw):
         kw.setdefault("rotate_wait", 1.0)
         kw.setdefault("sleep", sleeps.append)
+        kw.setdefault("multiline", False)  # these tests are about lines; multi-line events below
         sh = Shipper(list(paths), kw.pop("url", "http://api"), state_path=tmp_path / "state.json",
                      client=httpx.Client(transport=httpx.MockTransport(api)), **kw)
         made.append(sh)
@@ -467,3 +470,45 @@ def test_a_directory_appearing_at_a_followed_path_is_not_followed(tmp_path, api,
     assert api.lines == ["x"]
     files = orjson.loads((tmp_path / "state.json").read_bytes())["files"]
     assert files[str(log)]["ino"] == log.stat().st_ino
+
+
+# -- multi-line events -----------------------------------------------------------------------
+class FixedClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_a_stack_trace_is_shipped_as_one_event_once_the_next_line_starts(tmp_path, api, make):
+    clock = FixedClock()
+    log = tmp_path / "app.log"
+    write(log, "2024-05-01 10:00:00 ERROR billing failed\njava.lang.IllegalStateException: x\n"
+               "\tat a.b(C.java:1)\n")
+    sh = make(log, multiline=True, idle_flush=2.0, clock=clock)
+    assert sh.poll() == 0  # the trace may still grow: held, nothing committed
+    write(log, "\tat d.e(F.java:2)\n2024-05-01 10:00:01 INFO retried\n")
+    assert sh.poll() == 1  # the next header closed it; the new line is held in turn
+    (event,) = api.items
+    assert event["raw"].splitlines() == ["2024-05-01 10:00:00 ERROR billing failed",
+                                         "java.lang.IllegalStateException: x",
+                                         "\tat a.b(C.java:1)", "\tat d.e(F.java:2)"]
+    assert event["id"].endswith(":0") and event["file"] == str(log)
+    clock.t += 2.5  # idle: the last event goes out
+    assert sh.poll() == 1
+    assert api.items[-1]["raw"] == "2024-05-01 10:00:01 INFO retried"
+
+
+def test_a_held_event_is_read_again_whole_after_a_restart(tmp_path, api, make):
+    clock = FixedClock()
+    log = tmp_path / "app.log"
+    write(log, "2024-05-01 10:00:00 INFO one\n2024-05-01 10:00:01 ERROR two\n  detail\n")
+    first = make(log, multiline=True, clock=clock)
+    assert first.poll() == 1  # "one"; "two" is held
+    first.close()
+    write(log, "  more detail\n")
+    again = make(log, multiline=True, idle_flush=0.0, clock=clock)
+    assert again.poll() == 1
+    assert api.items[-1]["raw"] == "2024-05-01 10:00:01 ERROR two\n  detail\n  more detail"
+    assert [i["id"] for i in api.items] == [api.items[0]["id"], api.items[-1]["id"]]  # no repeat

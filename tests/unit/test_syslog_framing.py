@@ -45,9 +45,31 @@ def test_rsyslog_octet_count_includes_the_trailing_lf():
     assert frame_all(data, 4) == [RFC3164, RFC5424]
 
 
-def test_framings_mixed_on_one_connection():
-    data = octet(b"<13>one") + b"<13>two\n" + octet(b"<13>three", lf=True) + b"<13>four\n"
-    assert frame_all(data, 3) == [b"<13>one", b"<13>two", b"<13>three", b"<13>four"]
+def test_octet_counted_connection_keeps_its_framing():
+    """Detected from the first message; a later frame without a count is kept to its LF."""
+    data = octet(b"<13>one") + b"<13>two\n" + octet(b"<13>three", lf=True) + octet(b"<13>4 5")
+    assert frame_all(data, 3) == [b"<13>one", b"<13>two", b"<13>three", b"<13>4 5"]
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 5])
+def test_newline_framed_lines_that_start_with_a_number_are_never_octet_counts(step):
+    """``5 apples sold`` was taken for a 5-byte frame and ``1000 users…`` swallowed 20 lines."""
+    lines = [b"5 apples sold", b"1000 users logged in"] + [b"<13>line %d" % i for i in range(20)]
+    lines += [b"12 <13>looks counted but the connection is LF-framed"]
+    assert frame_all(b"\n".join(lines) + b"\n", step) == lines
+
+
+def test_framing_is_decided_only_once_enough_bytes_came():
+    f = SyslogFramer()
+    assert f.feed(b"1") == [] and f.feed(b"0 ") == [] and f.octet_counting is None
+    assert f.feed(b"<1") == [] and f.octet_counting is None
+    assert f.feed(b"3>hello!") == [b"<13>hello!"] and f.octet_counting is True
+    g = SyslogFramer()
+    assert g.feed(b"10 x") == [] and g.octet_counting is False
+    assert g.feed(b"\n") == [b"10 x"]
+    h = SyslogFramer()
+    assert h.feed(b"1") == []
+    assert h.close() == [b"1"]  # an unterminated lone number is a message, not a count
 
 
 def test_a_line_starting_with_digits_is_not_an_octet_count():

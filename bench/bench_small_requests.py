@@ -1,0 +1,130 @@
+"""Small requests: many clients posting one line per request (curl, application loggers).
+
+Starts a fresh embedded `smartlogs up` (or uses --url, e.g. the full stack's API), then C
+concurrent clients each POST one text line per request to /ingest until N lines were accepted
+(202). Reports accepted lines/s (202 means on disk: the spool's commit, or the broker's
+confirm), and stored-and-searchable lines/s (until /api/events counts them all).
+
+    python bench/bench_small_requests.py --clients 32 --lines 20000 --record bench/RESULTS.md
+    python bench/bench_small_requests.py --clients 1 --lines 3000
+    python bench/bench_small_requests.py --url http://127.0.0.1:8000 --label "full stack"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+
+@contextmanager
+def embedded_server():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data_dir = tempfile.mkdtemp(prefix="smartlogs-bench-small-")
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": data_dir, "SMARTLOGS_PORT": str(port),
+           "SMARTLOGS_SYSLOG_PORT": "0", "SMARTLOGS_RATE_LIMIT_PER_KEY": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up", "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+async def post_lines(url: str, clients: int, lines: int, tag: str) -> dict:
+    counter = iter(range(lines))
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        async def client() -> None:
+            for i in counter:
+                while True:
+                    r = await http.post("/ingest", content=f"{tag} small request line {i}\n",
+                                        headers={"Content-Type": "text/plain"})
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code == 202:
+                        break
+                    await asyncio.sleep(float(r.headers.get("retry-after", "0.1")))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return {"accept_s": time.perf_counter() - t0, "statuses": statuses, "t0": t0}
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--lines", type=int, default=20_000)
+    ap.add_argument("--url", help="an API that is already running (default: start an embedded one)")
+    ap.add_argument("--label", default="embedded")
+    ap.add_argument("--record", type=Path, help="append a results section to this Markdown file")
+    args = ap.parse_args()
+    tag = "small" + uuid.uuid4().hex[:10]
+
+    def run(url: str) -> dict:
+        res = asyncio.run(post_lines(url, args.clients, args.lines, tag))
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while c.get("/api/events", params={"q": tag, "limit": 1}).json()["total"] < args.lines:
+                time.sleep(0.05)
+        res["stored_s"] = time.perf_counter() - res["t0"]
+        return res
+
+    cpu_us = None
+    if args.url:
+        res = run(args.url)
+    else:
+        with embedded_server() as (url, pid):
+            before = _cpu_seconds(pid)
+            res = run(url)
+            cpu_us = (_cpu_seconds(pid) - before) / args.lines * 1e6
+    text = "\n".join([
+        f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · small requests ({args.label}): "
+        f"{args.clients} concurrent clients, one line per POST",
+        "",
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}",
+        "",
+        f"- accepted (202, on disk): **{args.lines / res['accept_s']:,.0f} lines/s** "
+        f"({args.lines:,} requests in {res['accept_s']:.1f} s; answers {res['statuses']})",
+        f"- stored and searchable: **{args.lines / res['stored_s']:,.0f} lines/s**",
+        *([f"- CPU of the `smartlogs up` process: {cpu_us:,.0f} µs per request "
+           f"(user+system; a figure that a busy machine disturbs less than the rates)"]
+          if cpu_us is not None else []),
+        "",
+    ])
+    print(text)
+    if args.record:
+        with open(args.record, "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

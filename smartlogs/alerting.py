@@ -1,0 +1,303 @@
+"""Alerts at run time: the rule engine (``streams.alerts``) fed by stored batches, the alert
+history (SQLite, next to the store), silences, and notification delivery.
+
+Delivery never blocks the pipeline: alerts go into a bounded queue per target, and a thread per
+target POSTs them (a generic JSON webhook, or a Slack-compatible incoming webhook) with retries
+and exponential backoff on timeouts, connection errors, 408/429 and 5xx (a 4xx is final). Each
+POST carries ``X-SmartLogs-Alert-Id`` (the alert's id and state), so a receiver can drop a
+repeat. A full queue drops the alert from notification (it stays in the history) and counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+
+from streams.alerts import Alert, AlertEngine, load_rules
+
+__all__ = ["AlertHistory", "Notifier", "Alerting", "json_payload", "slack_payload",
+           "rules_from_file"]
+
+log = logging.getLogger(__name__)
+
+
+def rules_from_file(path: Path):
+    """(rules, warm-up lines) from a YAML file; ``streams.alerts.RuleError`` names what is wrong."""
+    import yaml
+
+    from streams.alerts import RuleError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{path}: not valid YAML: {exc}") from None
+    return load_rules(data, str(path))
+
+
+# -- payloads --------------------------------------------------------------------------------
+def console_link(base: str | None, alert: Alert) -> str | None:
+    """The console's search filtered to the alert's group and window."""
+    if not base:
+        return None
+    params = {"since": f"{alert.window_start:.0f}", "until": f"{alert.window_end + 1:.0f}"}
+    if alert.kind in ("new_template", "template_spike") and alert.group != "*":
+        params["template"] = alert.group
+    elif alert.group not in ("*", "-") and alert.kind in ("anomaly_burst", "error_flood", "silence", "match"):
+        params["host"] = alert.group
+    if alert.kind == "anomaly_burst":
+        params["anomaly"] = "true"
+    return f"{base.rstrip('/')}/#search?{urlencode(params)}"
+
+
+def json_payload(alert: Alert, console_url: str | None = None) -> dict:
+    body = asdict(alert)
+    body["link"] = console_link(console_url, alert)
+    return body
+
+
+def slack_payload(alert: Alert, console_url: str | None = None) -> dict:
+    icon = {"firing": ":rotating_light:", "resolved": ":white_check_mark:"}.get(alert.state, ":mute:")
+    title = f"{icon} [{alert.state.upper()}] {alert.rule} ({alert.kind}) — {alert.group}"
+    lines = [f"*{title}*", f"count {alert.count}" + (
+        f" vs baseline {alert.baseline:.1f}" if alert.baseline is not None else "")]
+    lines += [f"• {r}" for r in alert.reasons[:5]]
+    if alert.trigger:
+        lines.append(f"> {str(alert.trigger.get('message', ''))[:300]}")
+    link = console_link(console_url, alert)
+    if link:
+        lines.append(f"<{link}|open in SmartLogs>")
+    return {"text": title, "blocks": [{"type": "section",
+                                       "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]}
+
+
+# -- delivery --------------------------------------------------------------------------------
+class Notifier:
+    """One target: a queue and a thread that delivers with retries; ``submit`` never blocks."""
+
+    def __init__(self, url: str, *, kind: str = "webhook", console_url: str | None = None,
+                 max_queue: int = 1000, timeout: float = 5.0, max_attempts: int = 8,
+                 backoff: float = 0.5, max_backoff: float = 30.0,
+                 client: httpx.Client | None = None, sleep: Callable[[float], object] | None = None):
+        self.url, self.kind, self.console_url = url, kind, console_url
+        self.max_attempts, self.backoff, self.max_backoff = max_attempts, backoff, max_backoff
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._client = client or httpx.Client(timeout=timeout)
+        self._stop = threading.Event()
+        self._sleep = sleep or self._stop.wait
+        self._thread: threading.Thread | None = None
+        self.delivered = self.failed = self.dropped = 0
+
+    def submit(self, alert: Alert) -> bool:
+        try:
+            self._queue.put_nowait(alert)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            log.warning("alert queue for %s is full: alert %s not notified (kept in the history)",
+                        self.url, alert.id)
+            return False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"smartlogs-notify-{self.kind}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the thread if it waits for work
+        except queue.Full:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            alert = self._queue.get()
+            if alert is None:
+                return
+            self.deliver(alert)
+
+    def deliver(self, alert: Alert) -> bool:
+        body = (slack_payload if self.kind == "slack" else json_payload)(alert, self.console_url)
+        data = orjson.dumps(body)
+        headers = {"Content-Type": "application/json",
+                   "X-SmartLogs-Alert-Id": f"{alert.id}|{alert.state}"}
+        delay = self.backoff
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                r = self._client.post(self.url, content=data, headers=headers)
+                if r.status_code < 300:
+                    self.delivered += 1
+                    return True
+                if r.status_code < 500 and r.status_code not in (408, 429):
+                    log.error("alert %s refused by %s: %d %s", alert.id, self.url, r.status_code,
+                              r.text[:200])
+                    break
+                why = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                why = type(exc).__name__
+            if self._stop.is_set() or attempt == self.max_attempts:
+                break
+            log.warning("alert %s to %s failed (%s); retrying in %.1fs", alert.id, self.url, why, delay)
+            self._sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+        self.failed += 1
+        return False
+
+
+# -- history and silences --------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, state TEXT NOT NULL,
+    rule TEXT NOT NULL, kind TEXT NOT NULL, grp TEXT NOT NULL, at REAL NOT NULL,
+    historical INTEGER NOT NULL, notified INTEGER NOT NULL, body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule, seq);
+CREATE TABLE IF NOT EXISTS silences (
+    rule TEXT NOT NULL, grp TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (rule, grp)
+);
+"""
+
+
+class AlertHistory:
+    """Alerts as they were raised, and silences, in ``alerts.db`` (the embedded mode's store;
+    in Kafka mode the worker keeps its own next to its checkpoint)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def record(self, alert: Alert, notified: bool) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO alerts (id, state, rule, kind, grp, at, historical, notified, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alert.id, alert.state, alert.rule, alert.kind, alert.group, alert.at,
+                 int(alert.historical), int(notified), orjson.dumps(asdict(alert))))
+
+    def list(self, *, rule: str | None = None, state: str | None = None, limit: int = 100) -> list[dict]:
+        sql, args = "SELECT body, notified FROM alerts", []
+        where = []
+        if rule:
+            where.append("rule = ?")
+            args.append(rule)
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [{**orjson.loads(b), "notified": bool(n)} for b, n in rows]
+
+    def silence(self, rule: str, group: str, until: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO silences (rule, grp, until) VALUES (?, ?, ?) "
+                             "ON CONFLICT (rule, grp) DO UPDATE SET until = excluded.until",
+                             (rule, group, until))
+
+    def silenced(self, rule: str, group: str, now: float) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT max(until) FROM silences WHERE rule = ? AND grp IN (?, '*')",
+                (rule, group)).fetchone()
+        return bool(row and row[0] and row[0] > now)
+
+    def silences(self, now: float) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT rule, grp, until FROM silences WHERE until > ? "
+                                    "ORDER BY until", (now,)).fetchall()
+        return [{"rule": r, "group": g, "until": u} for r, g, u in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Alerting:
+    """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
+    thread (``tick`` every second); thread-safe."""
+
+    def __init__(self, engine: AlertEngine, history: AlertHistory, notifiers: list[Notifier],
+                 *, clock: Callable[[], float] = time.time, tick_seconds: float = 1.0):
+        self.engine, self.history, self.notifiers = engine, history, notifiers
+        self.clock, self.tick_seconds = clock, tick_seconds
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_stored(self, events: list[dict]) -> None:
+        with self._lock:
+            alerts = self.engine.observe(events)
+        self._dispatch(alerts)
+
+    def tick(self) -> None:
+        with self._lock:
+            alerts = self.engine.tick(self.clock())
+        self._dispatch(alerts)
+
+    def _dispatch(self, alerts: list[Alert]) -> None:
+        now = self.clock()
+        for a in alerts:
+            notify = not a.historical and not self.history.silenced(a.rule, a.group, now)
+            if notify:
+                for n in self.notifiers:
+                    n.submit(a)
+            self.history.record(a, notified=notify and bool(self.notifiers))
+            log.info("alert %s %s: %s", a.state, a.id, "; ".join(a.reasons[:2]))
+
+    def start(self) -> None:
+        for n in self.notifiers:
+            n.start()
+        self._thread = threading.Thread(target=self._run, name="smartlogs-alert-clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_seconds):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - alerting must never take the platform down
+                log.exception("alert tick failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for n in self.notifiers:
+            n.stop()
+        self.history.close()
+
+    @classmethod
+    def from_settings(cls, settings) -> "Alerting | None":
+        if settings.alert_rules is None:
+            return None
+        rules, warmup = rules_from_file(settings.alert_rules)
+        notifiers = []
+        console = settings.console_url or f"http://{settings.host}:{settings.port}"
+        if settings.alert_webhook_url:
+            notifiers.append(Notifier(settings.alert_webhook_url, kind="webhook", console_url=console))
+        if settings.alert_slack_url:
+            notifiers.append(Notifier(settings.alert_slack_url, kind="slack", console_url=console))
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(AlertEngine(rules, warmup_lines=warmup),
+                   AlertHistory(settings.data_dir / "alerts.db"), notifiers)

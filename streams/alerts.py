@@ -1,0 +1,390 @@
+"""Alert rules over the scored stream (pure: no clock, no I/O; time comes with the events).
+
+Rules are declared in a YAML file (``SMARTLOGS_ALERT_RULES``; example: deploy/alerts.example.yaml)::
+
+    rules:
+      - {name: new-pattern, kind: new_template}
+      - {name: burst, kind: anomaly_burst, threshold: 5, window: 5m, group_by: host}
+      - {name: spike, kind: template_spike, factor: 5, baseline: 10, min_count: 20, window: 1m}
+      - {name: errors, kind: error_flood, level: ERROR, threshold: 50, window: 1m, group_by: host}
+      - {name: quiet, kind: silence, windows: 5, window: 1m, group_by: host}
+      - {name: oom, kind: match, query: "out of memory", threshold: 1, window: 1m}
+
+Kinds: ``new_template`` (a template seen for the first time once ``warmup_lines`` lines were
+learned), ``anomaly_burst`` (at least ``threshold`` flagged lines in a window), ``template_spike``
+(a template's count in a window at least ``factor`` times the mean of its last ``baseline``
+windows, and at least ``min_count``), ``error_flood`` (lines at or above ``level``),
+``silence`` (a group active before has sent nothing for ``windows`` windows), ``match`` (lines
+whose message holds every word of ``query``, the search's word rule). ``group_by`` is ``host``,
+``component``, ``source``, ``template`` or ``none`` (one group for all).
+
+One alert per rule and group while its condition lasts: ``firing`` when it starts, ``resolved``
+once a window closes without it (``new_template``: the window after its first line). At most
+``max_per_window`` firings per rule and window (default 10); beyond that, one ``suppressed``
+notice says how many were held back, so a storm cannot flood a channel.
+
+Time: a line that arrives within ``late_seconds`` (default 300) of its own timestamp is *live*
+and judged in arrival time. A line far older than its arrival (a replay of an old log) is judged
+in its own event time, and its alerts are marked ``historical``: they are kept in the alert
+history, but not notified, so replaying last month's log does not page anyone.
+
+An invalid file is refused at start: every error names the file, the rule and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS"]
+
+KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
+GROUP_BY = ("host", "component", "source", "template", "none")
+LEVELS = ("TRACE", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+MAX_GROUPS = 10_000  # per rule: the least recently seen group is forgotten beyond it
+_SAMPLES = 5
+
+
+class RuleError(ValueError):
+    """An alert rule file that cannot be used; the message names the file, rule and problem."""
+
+
+def parse_duration(v) -> float:
+    """``30``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` → seconds.
+
+    >>> parse_duration("5m"), parse_duration(90)
+    (300.0, 90.0)
+    """
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a duration")
+    if isinstance(v, (int, float)):
+        if v <= 0:
+            raise ValueError(f"{v!r} is not a positive duration")
+        return float(v)
+    m = _DURATION.match(str(v).strip())
+    if not m or float(m[1]) <= 0:
+        raise ValueError(f"{v!r} is not a duration like 30s, 5m, 2h")
+    return float(m[1]) * _UNITS[m[2]]
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    name: str
+    kind: str
+    window: float = 60.0
+    group_by: str = "none"
+    threshold: int = 1
+    level: str = "ERROR"
+    factor: float = 5.0
+    baseline: int = 10
+    min_count: int = 10
+    windows: int = 5
+    query: tuple[str, ...] = ()
+    max_per_window: int = 10
+
+
+_PARAMS = {  # kind -> the keys it takes besides name/kind/window/group_by/max_per_window
+    "new_template": set(),
+    "anomaly_burst": {"threshold"},
+    "template_spike": {"factor", "baseline", "min_count"},
+    "error_flood": {"threshold", "level"},
+    "silence": {"windows"},
+    "match": {"query", "threshold"},
+}
+_DEFAULT_GROUP = {"new_template": "template", "template_spike": "template", "silence": "host"}
+
+
+def load_rules(data, where: str = "alert rules") -> tuple[tuple[AlertRule, ...], int]:
+    """``{"warmup_lines": N, "rules": [...]}`` (a parsed YAML document) → (rules, warm-up)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RuleError(f"{where}: expected a mapping with 'rules'")
+    unknown = set(data) - {"rules", "warmup_lines"}
+    if unknown:
+        raise RuleError(f"{where}: unknown top-level key(s) {sorted(unknown)}; use rules, warmup_lines")
+    warmup = data.get("warmup_lines", 1000)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise RuleError(f"{where}: warmup_lines must be a whole number >= 0, not {warmup!r}")
+    specs = data.get("rules") or []
+    if not isinstance(specs, list):
+        raise RuleError(f"{where}: 'rules' must be a list")
+    rules, names = [], set()
+    for i, spec in enumerate(specs):
+        label = f"{where}: rule #{i + 1}"
+        if not isinstance(spec, dict):
+            raise RuleError(f"{label}: expected a mapping with name and kind")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise RuleError(f"{label}: needs a 'name'")
+        label = f"{where}: rule #{i + 1} ({name})"
+        if name in names:
+            raise RuleError(f"{label}: the name is used by another rule")
+        names.add(name)
+        kind = spec.get("kind")
+        if kind not in KINDS:
+            raise RuleError(f"{label}: 'kind' must be one of {', '.join(KINDS)}, not {kind!r}")
+        allowed = {"name", "kind", "window", "group_by", "max_per_window"} | _PARAMS[kind]
+        extra = set(spec) - allowed
+        if extra:
+            raise RuleError(f"{label}: {kind} does not take {sorted(extra)}; it takes "
+                            f"{sorted(allowed - {'name', 'kind'})}")
+        kw: dict = {"name": name, "kind": kind, "group_by": _DEFAULT_GROUP.get(kind, "none")}
+        try:
+            if "window" in spec:
+                kw["window"] = parse_duration(spec["window"])
+        except ValueError as exc:
+            raise RuleError(f"{label}: window: {exc}") from None
+        if "group_by" in spec:
+            if spec["group_by"] not in GROUP_BY:
+                raise RuleError(f"{label}: group_by must be one of {', '.join(GROUP_BY)}")
+            kw["group_by"] = spec["group_by"]
+        for key, minimum in (("threshold", 1), ("baseline", 1), ("min_count", 1), ("windows", 1),
+                             ("max_per_window", 1)):
+            if key in spec:
+                v = spec[key]
+                if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+                    raise RuleError(f"{label}: {key} must be a whole number >= {minimum}, not {v!r}")
+                kw[key] = v
+        if "factor" in spec:
+            v = spec["factor"]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 1:
+                raise RuleError(f"{label}: factor must be a number above 1, not {v!r}")
+            kw["factor"] = float(v)
+        if "level" in spec:
+            lv = str(spec["level"]).upper()
+            lv = {"WARN": "WARNING", "ERR": "ERROR", "CRIT": "CRITICAL", "FATAL": "CRITICAL"}.get(lv, lv)
+            if lv not in LEVELS:
+                raise RuleError(f"{label}: level must be one of {', '.join(LEVELS)}")
+            kw["level"] = lv
+        if kind == "match":
+            query = spec.get("query")
+            terms = tuple(dict.fromkeys(w.lower() for w in _WORD.findall(query))) \
+                if isinstance(query, str) else ()
+            if not terms:
+                raise RuleError(f"{label}: match needs a 'query' with at least one word")
+            kw["query"] = terms
+        rules.append(AlertRule(**kw))
+    return tuple(rules), warmup
+
+
+# the search's word rule (smartlogs.store.base.search_words; a test keeps the two equal)
+_WORD = re.compile(r"[^\W_]+")
+_RANK = {lv: i for i, lv in enumerate(LEVELS)}
+
+
+@dataclass
+class Alert:
+    """A notification to send (and to keep in the history)."""
+
+    id: str                 # rule|group|window start of the firing: the same for its resolution
+    rule: str
+    kind: str
+    group: str
+    state: str              # firing | resolved | suppressed
+    window_start: float
+    window_end: float
+    count: int
+    baseline: float | None = None
+    historical: bool = False  # judged in event time (a replay): recorded, not notified
+    reasons: list[str] = field(default_factory=list)
+    trigger: dict | None = None  # the line that raised it
+    samples: list[dict] = field(default_factory=list)
+    at: float = 0.0          # when (the time basis of the rule: arrival or event time)
+
+
+@dataclass
+class _Group:
+    window: float = -1.0     # start of the window being counted
+    count: int = 0
+    samples: list = field(default_factory=list)
+    reasons: dict = field(default_factory=dict)
+    trigger: dict | None = None
+    firing: Alert | None = None
+    history: deque = field(default_factory=lambda: deque(maxlen=64))  # closed windows' counts
+    last_seen: float = 0.0
+
+
+class AlertEngine:
+    """Evaluates the rules over stored events: ``observe(events)`` as batches are stored,
+    ``tick(now)`` now and then (closes windows and notices silence when nothing arrives).
+    Returns the alerts to record and, unless ``historical``, to notify. Its state pickles."""
+
+    def __init__(self, rules: tuple[AlertRule, ...] = (), *, warmup_lines: int = 1000,
+                 late_seconds: float = 300.0):
+        self.rules = tuple(rules)
+        self.warmup_lines = warmup_lines
+        self.late_seconds = late_seconds
+        self.lines = 0
+        self._seen_templates: set[str] = set()
+        self._groups: dict[tuple[str, bool], dict[str, _Group]] = {}
+        self._fired: dict[tuple[str, float], int] = {}  # (rule, window) -> firings, for the cap
+        self._suppressed: dict[tuple[str, float], int] = {}
+        self._event_clock = 0.0  # newest event time among historical lines
+
+    # -- input -----------------------------------------------------------------------------
+    def observe(self, events: list[dict]) -> list[Alert]:
+        out: list[Alert] = []
+        for e in events:
+            historical = e["received"] - e["ts"] > self.late_seconds
+            t = e["ts"] if historical else e["received"]
+            new_template = e["template_id"] not in self._seen_templates
+            if new_template:
+                self._seen_templates.add(e["template_id"])
+            warmed = self.lines >= self.warmup_lines
+            self.lines += 1
+            if historical:
+                self._event_clock = max(self._event_clock, t)
+            for rule in self.rules:
+                if rule.kind == "new_template":
+                    if not (new_template and warmed):
+                        continue
+                elif rule.kind == "silence" and historical:
+                    continue  # silence is a live matter: a replay has gaps of its own
+                elif not self._counts(rule, e):
+                    continue
+                out += self._add(rule, e, t, historical)
+        return out
+
+    def tick(self, now: float) -> list[Alert]:
+        """Close the windows that ended by ``now`` (arrival time; a replay's windows by the
+        newest event time seen) and look for silence."""
+        out: list[Alert] = []
+        for rule in self.rules:
+            for key, g in list(self._groups.get((rule.name, True), {}).items()):
+                out += self._roll(rule, key, g, self._event_clock, historical=True)
+            groups = self._groups.get((rule.name, False), {})
+            for key, g in list(groups.items()):
+                out += self._roll(rule, key, g, now, historical=False)
+                if rule.kind == "silence" and g.last_seen and g.firing is None:
+                    quiet = now - g.last_seen
+                    if quiet >= rule.windows * rule.window:
+                        start = g.last_seen
+                        out += self._fire(rule, key, g, start, now, 0, False, now,
+                                          reasons=[f"nothing from {rule.group_by} {key} for "
+                                                   f"{quiet:.0f} s ({rule.windows} windows)"])
+        return out
+
+    # -- rules -----------------------------------------------------------------------------
+    @staticmethod
+    def _counts(rule: AlertRule, e: dict) -> bool:
+        k = rule.kind
+        if k == "anomaly_burst":
+            return bool(e.get("anomaly"))
+        if k == "error_flood":
+            return _RANK.get(e.get("level") or "", -1) >= _RANK[rule.level]
+        if k == "match":
+            words = {w.lower() for w in _WORD.findall(e.get("message") or "")}
+            return all(w in words for w in rule.query)
+        return True  # new_template (filtered before), template_spike, silence: every line
+
+    def _key(self, rule: AlertRule, e: dict) -> str:
+        if rule.group_by == "none":
+            return "*"
+        if rule.group_by == "template":
+            return e.get("template_id") or "-"
+        return e.get(rule.group_by) or "-"
+
+    def _add(self, rule, e, t, historical) -> list[Alert]:
+        groups = self._groups.setdefault((rule.name, historical), {})
+        key = self._key(rule, e)
+        g = groups.get(key)
+        if g is None:
+            if len(groups) >= MAX_GROUPS:  # forget the group seen least recently
+                del groups[min(groups, key=lambda k: groups[k].last_seen)]
+            g = groups[key] = _Group()
+        out = self._roll(rule, key, g, t, historical)
+        start = t - t % rule.window
+        if g.window != start:
+            g.window, g.count, g.samples, g.reasons, g.trigger = start, 0, [], {}, None
+        g.last_seen = max(g.last_seen, t)
+        if rule.kind == "silence":
+            if g.firing is not None:  # it speaks again: resolved
+                out += self._resolve(rule, g, t)
+            return out
+        g.count += 1
+        if len(g.samples) < _SAMPLES:
+            g.samples.append(_sample(e))
+        if e.get("reason"):
+            g.reasons[e["reason"]] = g.reasons.get(e["reason"], 0) + 1
+        if g.firing is not None:
+            g.firing.count = max(g.firing.count, g.count)
+            return out
+        fire, baseline = self._condition(rule, g)
+        if fire:
+            g.trigger = _sample(e)
+            reasons = [f"{r} (x{n})" for r, n in sorted(g.reasons.items(), key=lambda x: -x[1])][:5]
+            out += self._fire(rule, key, g, start, start + rule.window, g.count, historical, t,
+                              baseline=baseline, reasons=reasons or [_describe(rule, key, g.count)])
+        return out
+
+    def _condition(self, rule: AlertRule, g: _Group) -> tuple[bool, float | None]:
+        if rule.kind == "new_template":
+            return True, None
+        if rule.kind == "template_spike":
+            past = list(g.history)[-rule.baseline:]
+            if len(past) < rule.baseline:
+                return False, None
+            base = sum(past) / len(past)
+            return g.count >= max(rule.min_count, rule.factor * base), base
+        return g.count >= rule.threshold, None
+
+    def _roll(self, rule, key, g: _Group, t: float, historical: bool) -> list[Alert]:
+        """Windows of ``g`` that ended before ``t`` are closed: their count joins the baseline
+        (and the empty windows in between count 0), and a firing alert whose condition did
+        not hold in the last one resolves."""
+        if g.window < 0 or t < g.window + rule.window:
+            return []
+        closed = int((t - g.window) // rule.window)
+        g.history.append(g.count)
+        g.history.extend([0] * min(closed - 1, g.history.maxlen))
+        out = []
+        if g.firing is not None and rule.kind != "silence":
+            out = self._resolve(rule, g, g.window + rule.window)
+        g.window, g.count, g.samples, g.reasons, g.trigger = g.window + closed * rule.window, 0, [], {}, None
+        return out
+
+    def _fire(self, rule, key, g, start, end, count, historical, t, *, baseline=None,
+              reasons=()) -> list[Alert]:
+        slot = (rule.name, start - start % rule.window)
+        n = self._fired.get(slot, 0)
+        if len(self._fired) > 4 * MAX_GROUPS:
+            self._fired.clear()
+            self._suppressed.clear()
+        if n >= rule.max_per_window:
+            self._suppressed[slot] = self._suppressed.get(slot, 0) + 1
+            if self._suppressed[slot] == 1:
+                return [Alert(f"{rule.name}|*|{slot[1]:.0f}|suppressed", rule.name, rule.kind, "*",
+                              "suppressed", slot[1], slot[1] + rule.window, 0,
+                              historical=historical, at=t,
+                              reasons=[f"more than {rule.max_per_window} alerts of this rule in "
+                                       "one window: further ones are held back until it ends"])]
+            return []
+        self._fired[slot] = n + 1
+        a = Alert(f"{rule.name}|{key}|{start:.0f}", rule.name, rule.kind, key, "firing", start, end,
+                  count, baseline, historical, list(reasons), g.trigger, list(g.samples), t)
+        g.firing = a
+        return [a]
+
+    def _resolve(self, rule, g: _Group, t: float) -> list[Alert]:
+        a, g.firing = g.firing, None
+        return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, t, a.count,
+                      a.baseline, a.historical, a.reasons, a.trigger, a.samples, t)]
+
+
+def _sample(e: dict) -> dict:
+    return {k: e.get(k) for k in ("id", "timestamp", "host", "level", "template_id", "message",
+                                  "score", "reason")}
+
+
+def _describe(rule: AlertRule, key: str, count: int) -> str:
+    where = "" if key == "*" else f" from {rule.group_by} {key}"
+    return {
+        "new_template": f"a message pattern seen for the first time: {key}",
+        "anomaly_burst": f"{count} anomalous lines{where} in {rule.window:.0f} s",
+        "error_flood": f"{count} lines at {rule.level} or above{where} in {rule.window:.0f} s",
+        "match": f"{count} lines matching '{' '.join(rule.query)}'{where} in {rule.window:.0f} s",
+    }.get(rule.kind, f"{count} lines{where}")

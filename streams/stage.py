@@ -1,0 +1,59 @@
+"""The step after the pure pipeline that both runtimes share: the poison policy.
+
+A batch that makes ``Pipeline.process`` raise must not stop everything behind it, and must not
+take its good lines down with it: the batch is processed again item by item, and an item that
+still fails is *isolated*: stored as a raw, flagged record (``format="unprocessable"``, the
+error in ``fields.processing_error``; never dropped) and reported as a dead letter, alone. The
+embedded runner and the Kafka worker both call :func:`process_isolating`; they differ only in
+where a dead letter goes (a counter and the status in embedded mode, also the dead-letter topic
+in Kafka mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["StageResult", "process_isolating", "unprocessable_event"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    events: list[dict]  # one per input item, the isolated ones as flagged raw records
+    dead_letters: list[dict] = field(default_factory=list)  # {"error", "item"} per isolated item
+
+
+def process_isolating(pipeline, items: list[dict]) -> StageResult:
+    """``pipeline.process(items)``, isolating the items that make it raise (see the module)."""
+    try:
+        return StageResult(pipeline.process(items))
+    except Exception:  # noqa: BLE001
+        log.exception("a batch of %d items failed; processing it item by item", len(items))
+    result = StageResult([])
+    for item in items:
+        try:
+            result.events.extend(pipeline.process([item]))
+        except Exception as exc:  # noqa: BLE001
+            result.events.append(unprocessable_event(item, exc))
+            result.dead_letters.append({"error": f"pipeline failed: {type(exc).__name__}: {exc}",
+                                        "item": item})
+    return result
+
+
+def unprocessable_event(item: dict, exc: Exception) -> dict:
+    """A stored record for an item the pipeline could not process: its text, flagged."""
+    from streams.pipeline import _iso
+
+    text = str(item.get("raw") if item.get("raw") is not None else item.get("message", ""))
+    ts = item.get("received") or time.time()
+    return {
+        "id": str(item.get("id")), "ts": ts, "timestamp": _iso(ts), "received": ts,
+        "source": item.get("source", "http"), "host": None, "component": None, "pid": None,
+        "level": None, "message": text, "raw": text, "template_id": "T0", "template": "(unprocessable)",
+        "params": [], "score": 0.0, "anomaly": False, "reason": None, "warming_up": False,
+        "parse_ok": False, "format": "unprocessable", "truncated": False,
+        "fields": {"processing_error": f"{type(exc).__name__}: {exc}"[:500]},
+    }

@@ -1,0 +1,133 @@
+"""Alert rules (streams.alerts): validation one error at a time, and each kind's firing/resolving."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from streams.alerts import AlertEngine, RuleError, load_rules
+
+T0 = 1_700_000_000.0
+
+
+def ev(t, *, host="web1", level="INFO", template="T1", message="request served", anomaly=False,
+       reason=None, ts=None):
+    return {"id": f"e{t}", "ts": t if ts is None else ts, "received": t, "timestamp": str(t),
+            "host": host, "component": "app", "source": "http", "level": level,
+            "template_id": template, "message": message, "anomaly": anomaly, "reason": reason,
+            "score": 0.9 if anomaly else 0.1}
+
+
+def rules(text, **kw):
+    return load_rules(yaml.safe_load(text), "alerts.yaml")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("rules: [{kind: match}]", "rule #1: needs a 'name'"),
+    ("rules: [{name: a, kind: nope}]", "rule #1 (a): 'kind' must be one of new_template"),
+    ("rules: [{name: a, kind: anomaly_burst}, {name: a, kind: match, query: x}]",
+     "rule #2 (a): the name is used by another rule"),
+    ("rules: [{name: a, kind: anomaly_burst, threshold: 0}]", "threshold must be a whole number >= 1"),
+    ("rules: [{name: a, kind: anomaly_burst, window: soon}]", "window: 'soon' is not a duration"),
+    ("rules: [{name: a, kind: anomaly_burst, group_by: planet}]", "group_by must be one of"),
+    ("rules: [{name: a, kind: error_flood, level: LOUD}]", "level must be one of"),
+    ("rules: [{name: a, kind: template_spike, factor: 1}]", "factor must be a number above 1"),
+    ("rules: [{name: a, kind: match, query: '!!!'}]", "match needs a 'query' with at least one word"),
+    ("rules: [{name: a, kind: silence, threshold: 3}]", "silence does not take ['threshold']"),
+    ("warmup_lines: -1\nrules: []", "warmup_lines must be a whole number"),
+    ("rule: []", "unknown top-level key(s) ['rule']"),
+])
+def test_each_mistake_is_refused_naming_the_file_the_rule_and_what_is_wrong(text, message):
+    with pytest.raises(RuleError) as exc:
+        rules(text)
+    assert str(exc.value).startswith("alerts.yaml") and message in str(exc.value)
+
+
+def test_the_example_file_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "alerts.example.yaml"
+    loaded, warmup = load_rules(yaml.safe_load(path.read_text()), str(path))
+    assert {r.kind for r in loaded} == {"new_template", "anomaly_burst", "template_spike",
+                                       "error_flood", "silence", "match"}
+
+
+def normal(engine, start, n, hosts=("web1", "web2")):
+    out = []
+    for i in range(n):
+        out += engine.observe([ev(start + i, host=hosts[i % len(hosts)])])
+        out += engine.tick(start + i)
+    return out
+
+
+def test_one_firing_and_one_resolved_for_each_kind_and_none_for_the_normal_stretch():
+    loaded, _ = rules("""
+rules:
+  - {name: new, kind: new_template, window: 60s}
+  - {name: burst, kind: anomaly_burst, threshold: 5, window: 60s, group_by: host}
+  - {name: errors, kind: error_flood, level: ERROR, threshold: 10, window: 60s}
+  - {name: quiet, kind: silence, windows: 3, window: 60s, group_by: host}
+  - {name: oom, kind: match, query: "out of memory", threshold: 1, window: 60s}
+""")
+    engine = AlertEngine(loaded, warmup_lines=100)
+    assert normal(engine, T0, 600) == []  # ten minutes of normal lines: nothing
+    got = []
+    t = T0 + 600
+    got += engine.observe([ev(t, template="T99", message="a brand new thing")])
+    got += engine.observe([ev(t + 1 + i, anomaly=True, reason="rare pattern T5") for i in range(8)])
+    got += engine.observe([ev(t + 10 + i, level="ERROR", host="web2") for i in range(15)])
+    got += engine.observe([ev(t + 30, message="Out of memory: kill process 42", level="ERROR")])
+    got += normal(engine, t + 31, 600, hosts=("web2",))  # web1 falls silent
+    got += normal(engine, t + 700, 120, hosts=("web1", "web2"))  # web1 is back
+    by = {}
+    for a in got:
+        by.setdefault(a.rule, []).append(a.state)
+    assert by == {"new": ["firing", "resolved"], "burst": ["firing", "resolved"],
+                  "errors": ["firing", "resolved"], "oom": ["firing", "resolved"],
+                  "quiet": ["firing", "resolved"]}
+    burst = next(a for a in got if a.rule == "burst")
+    assert burst.group == "web1" and burst.count >= 5 and "rare pattern T5" in burst.reasons[0]
+    assert burst.trigger["host"] == "web1" and len(burst.samples) == 5
+    quiet = next(a for a in got if a.rule == "quiet")
+    assert quiet.group == "web1" and "nothing from host web1" in quiet.reasons[0]
+
+
+def test_a_template_spike_is_judged_against_its_own_baseline():
+    loaded, _ = rules("rules: [{name: spike, kind: template_spike, factor: 4, baseline: 5, "
+                      "min_count: 10, window: 60s}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    out = []
+    for w in range(6):  # five quiet windows: 3 lines a minute
+        out += engine.observe([ev(T0 + w * 60 + i) for i in range(3)])
+    assert out == []
+    out += engine.observe([ev(T0 + 6 * 60 + i * 0.5) for i in range(40)])
+    assert [a.state for a in out] == ["firing"] and out[0].baseline == 3.0
+    out += engine.tick(T0 + 8 * 60)
+    assert [a.state for a in out] == ["firing", "resolved"]
+
+
+def test_a_replay_of_old_logs_is_judged_in_event_time_and_marked_historical():
+    loaded, _ = rules("rules: [{name: errors, kind: error_flood, threshold: 3, window: 60s}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    now = T0 + 30 * 86400
+    old = [dict(ev(now + i * 0.001, level="ERROR"), ts=T0 + i * 600) for i in range(10)]
+    assert engine.observe(old) == []  # ten minutes apart in their own time: no flood
+    burst = [dict(ev(now + 1 + i * 0.001, level="ERROR"), ts=T0 + 7200 + i) for i in range(5)]
+    alerts = engine.observe(burst)
+    assert [a.state for a in alerts] == ["firing"] and alerts[0].historical
+
+
+def test_a_storm_is_capped_per_rule_and_window():
+    loaded, _ = rules("rules: [{name: burst, kind: anomaly_burst, threshold: 1, window: 60s, "
+                      "group_by: host, max_per_window: 3}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    out = engine.observe([ev(T0 + i * 0.1, host=f"h{i}", anomaly=True) for i in range(50)])
+    assert [a.state for a in out] == ["firing"] * 3 + ["suppressed"]
+
+
+def test_the_word_rule_is_the_search_one():
+    from smartlogs.store.base import search_words
+    from streams.alerts import _WORD
+
+    text = "Out-of-memory: kill_process 42 ünïcode 日本語のログ"
+    assert _WORD.findall(text) == search_words(text)

@@ -1,0 +1,78 @@
+"""Group commit of the embedded spool: concurrent requests share one transaction (one fsync)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from ingest_api.decode import IngestError
+from ingest_api.transports import GroupCommit
+
+
+def test_requests_arriving_during_a_commit_share_the_next_one():
+    groups: list[list[int]] = []
+    first_started, release = threading.Event(), threading.Event()
+
+    def commit(payloads):
+        groups.append(list(payloads))
+        if len(groups) == 1:
+            first_started.set()
+            release.wait(5)  # the first commit is slow: everyone else queues behind it
+        return [None] * len(payloads)
+
+    async def main():
+        gc = GroupCommit(commit)
+        first = asyncio.create_task(gc.submit(0))
+        await asyncio.to_thread(first_started.wait, 5)
+        rest = [asyncio.create_task(gc.submit(i)) for i in range(1, 32)]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in [first, *rest])  # nobody hears 'taken' before its commit
+        release.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert groups == [[0], list(range(1, 32))]
+
+
+def test_each_request_gets_its_own_outcome_and_a_failed_commit_reaches_everyone():
+    def commit(payloads):
+        if "boom" in payloads:
+            raise OSError("disk full")
+        return [IngestError(503, "backlog_full", "behind") if p == "big" else None for p in payloads]
+
+    async def main():
+        gc = GroupCommit(commit)
+        results = await asyncio.gather(gc.submit("a"), gc.submit("big"), gc.submit("b"),
+                                       return_exceptions=True)
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], IngestError) and results[1].status == 503
+        with pytest.raises(OSError, match="disk full"):
+            await gc.submit("boom")
+        assert await gc.submit("after") is None  # the committer goes on after a failure
+
+    asyncio.run(main())
+
+
+def test_an_async_commit_is_awaited_and_groups_are_bounded_by_size():
+    groups: list[list] = []
+    gate = asyncio.Event()
+
+    async def commit(payloads):
+        groups.append(payloads)
+        if len(groups) == 1:
+            await gate.wait()
+        return [None] * len(payloads)
+
+    async def main():
+        gc = GroupCommit(commit, max_items=5, size=lambda p: len(p[0]))
+        first = asyncio.create_task(gc.submit((["a"], "b0")))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(gc.submit((["x"] * n, f"b{n}"))) for n in (2, 2, 2, 9)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert [[b for _, b in g] for g in groups] == [["b0"], ["b2", "b2"], ["b2"], ["b9"]]

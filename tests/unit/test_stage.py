@@ -1,0 +1,55 @@
+"""The poison policy both runtimes share (streams.stage): isolate the bad item, keep the rest."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.pipeline import Pipeline, PipelineConfig
+from streams.stage import process_isolating
+
+
+def _items(texts):
+    return [{"id": f"i{k}", "raw": t, "received": 1_700_000_000.0} for k, t in enumerate(texts)]
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    pipeline = Pipeline(PipelineConfig())
+    real = pipeline.process
+
+    def process(items):
+        if any("POISON" in i["raw"] for i in items):
+            raise RuntimeError("cannot digest this")
+        return real(items)
+
+    monkeypatch.setattr(pipeline, "process", process)
+    return pipeline
+
+
+def test_a_poison_item_is_isolated_and_its_batch_mates_processed(poisoned):
+    result = process_isolating(poisoned, _items(["fine one", "POISON line", "fine two"]))
+    assert [e["id"] for e in result.events] == ["i0", "i1", "i2"]
+    good, bad = [e for e in result.events if e["id"] != "i1"], result.events[1]
+    assert all(e["format"] != "unprocessable" for e in good)
+    assert bad["format"] == "unprocessable" and bad["raw"] == "POISON line"
+    assert "cannot digest this" in bad["fields"]["processing_error"]
+    assert [d["item"]["id"] for d in result.dead_letters] == ["i1"]
+
+
+def test_a_clean_batch_has_no_dead_letters(poisoned):
+    assert process_isolating(poisoned, _items(["a", "b"])).dead_letters == []
+
+
+def test_the_kafka_worker_dead_letters_only_the_poison_item(poisoned, monkeypatch, tmp_path):
+    """It used to send the whole batch, good lines included, to the dead-letter topic."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams import worker
+
+    monkeypatch.setattr(worker, "pipeline", poisoned)
+    items, events, dead = worker._decode_and_process(
+        orjson.dumps(_items(["fine one", "POISON line", "fine two"])))
+    assert len(items) == 3 and [e["format"] == "unprocessable" for e in events] == [False, True, False]
+    assert [d["item"]["raw"] for d in dead] == ["POISON line"]
+    items, events, dead = worker._decode_and_process(b"not json")
+    assert events is None and dead[0]["error"].startswith("undecodable batch")
