@@ -30,9 +30,10 @@ from ingest_api.alerts_routes import router as alerts_router
 from ingest_api.console import router as console_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.docs import add_offline_docs
-from ingest_api.receivers import es_bulk, loki, otlp, read_body
+from ingest_api.receivers import LineBudget, es_bulk, ingest_slot, loki, otlp, read_body
 from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
+from ingest_api.timeouts import ReadTimeoutMiddleware
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
 from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_scope
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         transport, store = build(s)
+        app.state.ingest_slots = LineBudget(s.ingest_concurrency * s.max_lines_per_request)
         await transport.start()
         app.state.transport, app.state.store = transport, store
         app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken
@@ -206,6 +208,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     keys = KeyStore(s.keys_path)
     limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
     app.add_middleware(AuthMiddleware, keys=keys, limiter=limiter)
+    app.add_middleware(ReadTimeoutMiddleware, timeout=s.read_timeout)  # 408 for a stalled body
     app.state.keys = keys
 
     # -- errors: always JSON, always saying what is wrong ---------------------------------
@@ -268,22 +271,24 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     )
     async def ingest(request: Request):
         body = await read_body(request, s.max_body_bytes)
-        decode = partial(decode_body, body, content_type=request.headers.get("content-type"),
-                         content_encoding=request.headers.get("content-encoding"),
-                         max_bytes=s.max_body_bytes, max_line_length=s.max_line_length,
-                         multiline=s.multiline)
-        # a small body is decoded at once: the hop to a worker thread costs more than the work
-        items = decode() if len(body) <= _INLINE_DECODE_BYTES else await run_in_threadpool(decode)
-        source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
-        metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
-        batch_id, now = secrets.token_hex(6), time.time()
-        for i, item in enumerate(items):
-            item.setdefault("id", f"{batch_id}-{i}")
-            item["received"] = now
-            item["source"] = source
-            item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
-        with metrics.ACCEPT_SECONDS.time():
-            await request.app.state.transport.accept(items, batch_id)
+        async with ingest_slot(request, body):  # bounded decoding: see receivers.ingest_slot
+            decode = partial(decode_body, body, content_type=request.headers.get("content-type"),
+                             content_encoding=request.headers.get("content-encoding"),
+                             max_bytes=s.max_body_bytes, max_line_length=s.max_line_length,
+                             multiline=s.multiline, max_lines=s.max_lines_per_request)
+            # a small body is decoded at once: the hop to a worker thread costs more than the work
+            items = decode() if len(body) <= _INLINE_DECODE_BYTES else await run_in_threadpool(decode)
+            del body, decode
+            source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
+            metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
+            batch_id, now = secrets.token_hex(6), time.time()
+            for i, item in enumerate(items):
+                item.setdefault("id", f"{batch_id}-{i}")
+                item["received"] = now
+                item["source"] = source
+                item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
+            with metrics.ACCEPT_SECONDS.time():
+                await request.app.state.transport.accept(items, batch_id)
         metrics.accepted(source, len(items))
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         return {"accepted": len(items), "ids": [item["id"] for item in items]}

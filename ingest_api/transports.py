@@ -2,7 +2,8 @@
 
 The API knows only this interface; each transport says when a batch is durably taken
 (committed to the on-disk spool, or confirmed by the broker) and raises ``IngestError``
-(503 + Retry-After) when it cannot take more now.
+(503 + Retry-After) when it cannot take more now, or 413 when a batch can never fit (more events
+than the embedded backlog limit).
 """
 
 from __future__ import annotations
@@ -146,6 +147,12 @@ class SpoolTransport:
         self.store.close()
 
     async def accept(self, items: list[dict], batch_id: str) -> None:
+        limit = self.settings.max_backlog_events
+        if 0 < limit < len(items):  # it could never fit, however long the client waits: not a 503
+            raise IngestError(413, "batch_too_large",
+                              f"the batch holds {len(items)} events, more than the backlog limit of "
+                              f"{limit} (SMARTLOGS_MAX_BACKLOG_EVENTS): split it into smaller batches",
+                              limit=limit)
         await self._spool.submit(items)
         self.runner.wake()
 

@@ -157,6 +157,7 @@ def up(
     import uvicorn
 
     from ingest_api.app import create_app
+    from ingest_api.timeouts import http_protocol
 
     settings = _settings_from(host, port, data_dir)
     _guard_bind(settings, insecure)
@@ -182,7 +183,8 @@ def up(
     sys.setswitchinterval(0.0005)
     _sigterm_exits_cleanly()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False, log_config=None, **tls)
+                log_level=log_level.lower(), access_log=False, log_config=None,
+                http=http_protocol(settings.read_timeout), **tls)
 
 
 def _sigterm_exits_cleanly() -> None:
@@ -358,6 +360,7 @@ def api(
     import uvicorn
 
     from ingest_api.app import create_app
+    from ingest_api.timeouts import http_protocol
     from smartlogs.security import redact_url
 
     settings = _settings_from(host, port, None)
@@ -371,7 +374,8 @@ def api(
                   f"queries from {escape(redact_url(settings.es_url))}")
     _sigterm_exits_cleanly()
     uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
-                log_level=log_level.lower(), access_log=False, log_config=None, **tls)
+                log_level=log_level.lower(), access_log=False, log_config=None,
+                http=http_protocol(settings.read_timeout), **tls)
 
 
 @app.command()

@@ -31,8 +31,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest request body (after gzip decoding).")
     max_line_length: int = Field(65536, gt=0, description="Longer lines are truncated and flagged.")
     max_backlog_events: int = Field(
-        500_000, ge=0, description="Accepted-but-unprocessed events above which ingest answers 503."
+        500_000, ge=0, description="Accepted-but-unprocessed events above which ingest answers 503 "
+        "(a single batch larger than this can never fit: 413)."
     )
+    max_lines_per_request: int = Field(
+        100_000, gt=0, description="Most lines (or events) one ingest request may carry, on every "
+        "receiver; more is a 413, refused before the lines are split. Bounds a request's memory: "
+        "each line costs a few hundred bytes of objects however short it is.")
+    ingest_concurrency: int = Field(
+        4, ge=1, description="Ingest requests decoded and handed to the transport at once; the "
+        "others wait their turn with their body still unparsed, so concurrent large bodies do not "
+        "multiply the memory peak.")
+    read_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request's headers, and "
+        "between two pieces of its body; slower requests are closed (headers) or answered 408.")
 
     logs_json: bool = Field(False, description="Log JSON lines (one event per line) instead of text.")
 

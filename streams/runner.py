@@ -13,7 +13,9 @@ Exactly-once, without a broker:
     window counts and the spool cursor (``stored_seq``) in one SQLite transaction;
   * model state is checkpointed atomically every few seconds with the spool position it
     reflects, after the stored events are synced to disk; spool batches are trimmed only
-    after a checkpoint covers them;
+    after a checkpoint covers them. A checkpoint is written only when lines were processed
+    since the last one (an idle server writes nothing), and at most every ten times as long
+    as the last one took to write (a large model costs a bounded share of a core);
   * after a crash the last checkpoint is restored and the batches after its position are
     processed again: processing is deterministic, so they produce the same events, and the
     store ignores ids it already has.
@@ -65,6 +67,8 @@ class EmbeddedRunner:
         self._pending: queue.Queue = queue.Queue(maxsize=2)
         self._listeners: list = []
         self._last_ckpt = time.monotonic()
+        self._ckpt_cost = 0.0  # seconds the last checkpoint took
+        self.checkpoints = 0  # written by this runner
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -78,6 +82,9 @@ class EmbeddedRunner:
             pipeline = Pipeline(self.config)
             if self.store.stored_seq():
                 log.warning("no usable checkpoint; the model starts fresh, stored events are kept")
+        # what the checkpoint on disk holds (spool position, lines): with nothing processed
+        # since, there is nothing to write (a fresh model that processed nothing neither)
+        self._saved = (pipeline.applied_seq, pipeline.lines)
         # ids handed out before a crash (or by a lost checkpoint) are never reused
         pipeline.miner.bump_ids_past(self.store.max_template_number())
         # template merges the store may not have applied yet (a crash between the write of a
@@ -157,7 +164,8 @@ class EmbeddedRunner:
                 self._stop.wait(1.0)
                 continue
             self._failing.pop("step", None)
-            if time.monotonic() - self._last_ckpt >= self.checkpoint_seconds:
+            if (time.monotonic() - self._last_ckpt
+                    >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
                 self.checkpoint()
             if not did:
                 self._wake.wait(0.25)
@@ -256,10 +264,18 @@ class EmbeddedRunner:
         # the checkpoint may only cover what is stored: wait for the writer to catch up
         self._pending.join()
         seq = self.pipeline.applied_seq
+        now = (seq, self.pipeline.lines)
+        if now == self._saved:  # nothing processed since the last one: nothing to write
+            self._last_ckpt = time.monotonic()
+            return
+        start = time.monotonic()
         self.store.sync()  # what the checkpoint covers must outlive a power cut before the trim
         save_checkpoint(self.pipeline, self.checkpoint_path)
         self.store.spool_trim(seq)
+        self._saved = now
+        self.checkpoints += 1
         self._last_ckpt = time.monotonic()
+        self._ckpt_cost = self._last_ckpt - start
 
     def status(self) -> dict:
         backlog = self.store.spool_backlog()

@@ -55,6 +55,12 @@ a flood of a thousand lines is one event, and does not lift the threshold over t
 different anomaly (before, the injected episodes of the synthetic streams pushed it to 1.0,
 and live recall fell to 0.0 for the kinds that come as a single line).
 
+Memory is bounded whatever comes in: every map keyed by host, pattern or (host, pattern) has
+a cap (``_MAX_HOSTS``, ``_MAX_KEYS``, ``_MAX_PAIRS``, ``_MAX_SLOT_KEYS``); when a map is full,
+the half of its keys quiet the longest (by event time; parameter slots: seen least recently)
+is forgotten, and such a key that comes back starts afresh, like a new one. A parameter value
+is counted by its first ``_MAX_VALUE_CHARS`` characters.
+
 The feature vector also keeps the plain inputs (``rarity``, ``new_template``, ``length``,
 ``unparsed``) for the trees and for consumers that read them.
 """
@@ -63,6 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import islice
 from operator import itemgetter
 
 from river.anomaly import HalfSpaceTrees
@@ -133,6 +140,14 @@ _LN10 = math.log(10.0)
 _PEAK_LEARN = 0.3
 _PACE = 6.0
 _MAX_PAIRS = 200_000  # (host, pattern) rates kept; the longest quiet are forgotten beyond
+# per-key state is bounded (a flood of unique lines or host names must not grow it without
+# end): beyond these, the half of the keys quiet the longest (by event time, then by order of
+# arrival) is forgotten, and a key that comes back starts afresh, as a new one would
+_MAX_HOSTS = 100_000  # hosts: rates, errors, gaps, shares of the fleet's errors
+_MAX_KEYS = 40_000  # patterns: rates and error recurrence (the miner keeps 20,000)
+_MAX_SLOT_KEYS = 20_000  # patterns whose parameter slots are kept (least recently seen go)
+_MAX_VALUE_CHARS = 64  # a parameter value is counted (and memoised) by its first 64 chars
+_MAX_NUMBERS = 100_000  # parameter texts whose numeric value is memoised
 # a host's share of the fleet's errors is learned over about a day, once the fleet logged
 # this many errors
 _SHARE_HALF_LIFE = 86400.0
@@ -299,6 +314,12 @@ class DecayedRate:
         self._state = dict(keep)
 
 
+def _forget_quietest(d: dict, ts_at: int) -> dict:
+    """The half of ``d`` seen last: its values hold their key's latest event time at index
+    ``ts_at`` (ties keep the order of arrival, so it is deterministic)."""
+    return dict(sorted(d.items(), key=lambda kv: kv[1][ts_at])[len(d) // 2:])
+
+
 def _burst(count: int, usual: float | None) -> float:
     """Evidence that a key runs well above its usual rate (Poisson z from 4 on)."""
     return _zramp(_poisson_z(count, usual))
@@ -419,11 +440,11 @@ class AnomalyScorer:
         self.threshold = AdaptiveThreshold(quantile)
         self.min_score = min_score
         self.seen = 0
-        self.hosts = DecayedRate()
-        self.templates = DecayedRate()
+        self.hosts = DecayedRate(max_keys=_MAX_HOSTS)
+        self.templates = DecayedRate(max_keys=_MAX_KEYS)
         # one pattern from one host: a failing service repeats itself, the fleet does not
         self.pairs = DecayedRate(max_keys=_MAX_PAIRS)
-        self.errors = DecayedRate()
+        self.errors = DecayedRate(max_keys=_MAX_HOSTS)
         # every host's errors (last ts, level over tau, decayed count over a day), each host's
         self._err_fleet = [0.0, 0.0, 0.0]
         self._err_share: dict[str, list] = {}
@@ -469,6 +490,9 @@ class AnomalyScorer:
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
             state["_err_fleet"] = [0.0, 0.0, 0.0]
             state["_err_share"] = {}
+        for name, cap in (("hosts", _MAX_HOSTS), ("templates", _MAX_KEYS), ("errors", _MAX_HOSTS)):
+            if state[name].max_keys is None:  # a checkpoint from before these bounds
+                state[name].max_keys = cap
         self.__dict__.update(state)
 
     @property
@@ -583,6 +607,8 @@ class AnomalyScorer:
             return 0.0, None
         hst = self._err_share.get(host)
         if hst is None:
+            if len(self._err_share) >= _MAX_HOSTS:
+                self._err_share = _forget_quietest(self._err_share, 0)
             hst = self._err_share[host] = [ts, 0.0]
         hlast, hlong = hst
         if ts > hlast:
@@ -619,6 +645,10 @@ class AnomalyScorer:
         others = tfast - fast
         expected = max(others, slow / 24.0) if len(self._gaps) > 1 else fast
         z = (fast - expected) / math.sqrt(expected + 1.0)
+        if len(self._recur) >= _MAX_PAIRS and key not in self._recur:
+            self._recur = _forget_quietest(self._recur, 2)
+        if len(self._recur_t) >= _MAX_KEYS and template_id not in self._recur_t:
+            self._recur_t = _forget_quietest(self._recur_t, 1)
         self._recur[key] = (fast + 1.0, slow + 1.0, max(ts, last))
         self._recur_t[template_id] = (tfast + 1.0, max(ts, tlast))
         return _zramp(z), fast
@@ -626,6 +656,8 @@ class AnomalyScorer:
     def _silence(self, host: str, ts: float) -> tuple[float, float | None, float | None]:
         st = self._gaps.get(host)
         if st is None:
+            if len(self._gaps) >= _MAX_HOSTS:
+                self._gaps = _forget_quietest(self._gaps, 0)
             self._gaps[host] = [ts, 0.0, 0.0, 0]
             return 0.0, None, None
         last, mean, var, k = st
@@ -648,22 +680,31 @@ class AnomalyScorer:
     def _params(self, template_id: str, params: list[str]):
         best = 0.0
         what = None
-        slots = self._slots.get(template_id)
+        all_slots = self._slots
+        slots = all_slots.pop(template_id, None)  # re-inserted: the most recently seen last
         if slots is None:
-            slots = self._slots[template_id] = []
+            if len(all_slots) >= _MAX_SLOT_KEYS:  # the least recently seen half goes
+                all_slots = self._slots = dict(
+                    islice(all_slots.items(), len(all_slots) // 2, None))
+            slots = []
+        all_slots[template_id] = slots
         while len(slots) < len(params):
             slots.append(_Slot())
         numbers = self._numbers
         for i, value in enumerate(params):
             slot = slots[i]
-            num = numbers.get(value, _MISSING)
+            # a long value is counted by its head and not memoised: bounded memory
+            short = len(value) <= _MAX_VALUE_CHARS
+            key = value if short else value[:_MAX_VALUE_CHARS]
+            num = numbers.get(value, _MISSING) if short else _MISSING
             if num is _MISSING:
                 num = _as_number(value)
                 if num is not None:
                     num = math.copysign(math.log1p(abs(num)), num)
-                if len(numbers) >= 100_000:
-                    numbers.clear()
-                numbers[value] = num
+                if short:
+                    if len(numbers) >= _MAX_NUMBERS:
+                        numbers.clear()
+                    numbers[value] = num
             if num is not None:
                 k = slot.nnum
                 lo, hi = slot.lo, slot.hi
@@ -702,7 +743,7 @@ class AnomalyScorer:
                 continue
             values = slot.values
             if values is not None:
-                c = values.get(value, 0)
+                c = values.get(key, 0)
                 if c == 0:
                     if slot.n >= 20:
                         p_new = (slot.singles + 1.0) / (slot.n + 2.0)
@@ -712,10 +753,10 @@ class AnomalyScorer:
                     if len(values) >= _MAX_SLOT_VALUES:
                         slot.values = None  # an identifier-like slot: stop counting values
                     else:
-                        values[value] = 1
+                        values[key] = 1
                         slot.singles += 1
                 else:
-                    values[value] = c + 1
+                    values[key] = c + 1
                     if c == 1:
                         slot.singles -= 1
             slot.n += 1

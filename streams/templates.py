@@ -67,6 +67,29 @@ port is a number of its own. ``params`` holds one value per placeholder, without
 constant text around it (``uid=0`` -> ``0``, ``/10.0.0.1:22`` -> ``10.0.0.1``, ``22``), so a
 number glued to a label is scored as a number.
 
+Bounds (whatever the input, a flood of unique lines included):
+
+* **the group search**: a leaf (token count, first token) keeps at most ``SEARCH_BUDGET``
+  (16,384) token comparisons' worth of groups: 16,384 / the token count, within 8..256
+  (``MAX_CANDIDATES``); a line is compared with those only, and a comparison stops as soon
+  as the group has missed too many positions to reach ``sim_th``. So a line costs at most
+  ~16,000 token comparisons (and at least 8 groups are kept for the longest lines);
+* **the templates**: at most ``MAX_TEMPLATES`` (20,000) groups, holding at most
+  ``MAX_TEMPLATE_TOKENS`` (1,000,000) tokens in all;
+* **eviction** (when a leaf or the whole miner is full, before a new group is added): the
+  group joined least recently among the *young* ones (fewer than ``established`` lines, a
+  unique line's group), else the least recently joined of all. A flood of unique lines thus
+  churns among its own young groups, and the patterns that recur stay. Recency is counted
+  in lines mined (no clock), so eviction is deterministic and replays the same;
+* **ids**: a kept template keeps its id. An evicted template is gone: a line like it later
+  starts a new group with a new id (ids are never reused, ``clusters_counter``); the events
+  stored under the old id keep it;
+* **the memos** (masked tokens, masked messages) hold at most ``cache_size`` entries and
+  ``MEMO_CHARS`` (8 M) characters each; a memo that is full is cleared;
+* **aliases** of merged ids: at most ``MAX_ALIASES`` (20,000); beyond, the oldest half is
+  dropped (``resolve`` then returns such an old id as is; the stores were told of those
+  merges when they happened).
+
 Two shortcuts keep it cheap: masks are applied per token, only to tokens that can hold a
 variable, and memoised (the order of ``MASKS`` is the priority, as in Drain3), and a
 masked message seen before goes straight to the group it joined last time (adding it again
@@ -78,6 +101,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import islice
 
 __all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner"]
 
@@ -96,10 +120,23 @@ MASKS: tuple[tuple[str, str], ...] = (
 
 WILDCARD = "<*>"
 # the version of the pickled state: 2 masks ports apart from addresses and keeps labels
-# around placeholders (``uid=<*>``); older states are migrated on load
-STATE_VERSION = 3
+# around placeholders (``uid=<*>``); 4 bounds the templates (recency, leaf keys); older
+# states are migrated on load
+STATE_VERSION = 4
 # a key=value token with at most this many distinct word values is an enumeration
 ENUMERATION = 4
+# bounds (see "Bounds" in the module docs): templates kept, their tokens in all, the token
+# comparisons one line may cost in its group search, the groups one search may meet at most,
+# and the characters the two memos may hold
+MAX_TEMPLATES = 20_000
+MAX_TEMPLATE_TOKENS = 1_000_000
+SEARCH_BUDGET = 16_384
+MAX_CANDIDATES = 256
+MIN_CANDIDATES = 8
+MEMO_CHARS = 8_000_000
+# ids merged away that ``resolve`` still knows (the oldest half is dropped beyond: the stores
+# were told of those merges long before, see ``MergeNotices``)
+MAX_ALIASES = 20_000
 
 _MAYBE_VARIABLE = re.compile(r"[\d@/]")
 # a token holds a value when it has a digit or a mask
@@ -129,15 +166,18 @@ class _Group:
     ``family``: the enumeration it is a member of (``user=root`` beside ``user=guest``);
     ``merged_into``: the group that took it over when its enumeration merged."""
 
-    __slots__ = ("cluster_id", "family", "globs", "merged_into", "placeholders", "size",
-                 "template", "tokens")
+    __slots__ = ("cluster_id", "evicted", "family", "globs", "key", "last", "merged_into",
+                 "placeholders", "size", "template", "tokens")
 
-    def __init__(self, cluster_id: int, tokens: list[str]):
+    def __init__(self, cluster_id: int, tokens: list[str], key: tuple = (), last: int = 0):
         self.cluster_id = cluster_id
         self.tokens = tokens
         self.size = 1
         self.family: _Family | None = None
         self.merged_into: _Group | None = None
+        self.key = key  # the leaf (token count, first token) it is kept in
+        self.last = last  # the miner's line count when a line last joined it
+        self.evicted = False
         self.changed()
 
     def changed(self) -> None:
@@ -148,12 +188,16 @@ class _Group:
         self.placeholders = _placeholders(tokens)
 
     def __getstate__(self):
-        return (self.cluster_id, self.tokens, self.size, self.family, self.merged_into)
+        return (self.cluster_id, self.tokens, self.size, self.family, self.merged_into,
+                self.key, self.last, self.evicted)
 
     def __setstate__(self, state):
         if len(state) == 3:  # state version 2: no enumerations yet
             state = (*state, None, None)
-        self.cluster_id, self.tokens, self.size, self.family, self.merged_into = state
+        if len(state) == 5:  # version 3: no bounds yet (the miner sets the leaf key on load)
+            state = (*state, None, 0, False)
+        (self.cluster_id, self.tokens, self.size, self.family, self.merged_into,
+         self.key, self.last, self.evicted) = state
         self.changed()
 
 
@@ -266,24 +310,26 @@ def _shape(tok: str) -> str:
 
 
 def _same_shape(a: str, b: str) -> bool:
-    """Same punctuation skeleton; a value slot (a word after = ( [ { : ' ") may be empty."""
+    """Same punctuation skeleton; a value slot (a word after = ( [ { : ' ") may be empty.
+
+    Linear in the tokens' length and compiles nothing (a regex built per line cost 310 ms on
+    a 60 KB token): the skeletons alternate word runs (``w``) and punctuation, never two
+    ``w`` in a row, so one left-to-right walk decides whether the shorter skeleton is the
+    longer one with some optional word runs left out."""
     sa, sb = _shape(a), _shape(b)
     if sa == sb:
         return True
     if len(sa) < len(sb):
         sa, sb = sb, sa
-    if sa.replace("w", "") != sb.replace("w", ""):
-        return False
-    # sb must be sa with some optional value slots left out
-    pattern = []
+    j, nb = 0, len(sb)
     prev = ""
     for ch in sa:
-        if ch == "w":
-            pattern.append("w?" if prev and prev in _OPTIONAL_AFTER else "w")
-        else:
-            pattern.append(re.escape(ch))
+        if j < nb and sb[j] == ch:
+            j += 1  # the same punctuation, or a word run in both
+        elif ch != "w" or not prev or prev not in _OPTIONAL_AFTER:
+            return False  # a differing mark, or a word run that may not be left out
         prev = ch
-    return re.fullmatch("".join(pattern), sb) is not None
+    return j == nb
 
 
 class TemplateMiner:
@@ -293,16 +339,20 @@ class TemplateMiner:
     which the first two tokens are taken as constants; ``enumeration``: how many word values
     of one ``key=value`` token stay apart before they are taken as a variable; ``depth`` and
     ``max_clusters`` are accepted for compatibility with the Drain3-based miner (the tree
-    uses one prefix token).
+    uses one prefix token). ``max_templates``, ``max_tokens``, ``search_budget`` and
+    ``memo_chars``: the bounds (module docs, "Bounds").
     """
 
     def __init__(self, *, sim_th: float = 0.75, depth: int = 4, max_clusters: int | None = None,
                  cache_size: int = 100_000, established: int = 3, leading: int = 2,
-                 enumeration: int = ENUMERATION):
+                 enumeration: int = ENUMERATION, max_templates: int = MAX_TEMPLATES,
+                 max_tokens: int = MAX_TEMPLATE_TOKENS, search_budget: int = SEARCH_BUDGET,
+                 memo_chars: int = MEMO_CHARS):
         self.sim_th = sim_th
         self.established = established
         self.leading = leading
         self.enumeration = enumeration
+        self._init_bounds(max_templates, max_tokens, search_budget, memo_chars)
         # id of a group merged into another -> that group's id (see ``resolve``)
         self.aliases: dict[int, int] = {}
         self.clusters_counter = 0
@@ -313,6 +363,22 @@ class TemplateMiner:
         self._cache: dict[str, _Group] = {}
         self.cache_size = cache_size
         self.version = STATE_VERSION
+
+    def _init_bounds(self, max_templates: int, max_tokens: int, search_budget: int,
+                     memo_chars: int) -> None:
+        self.max_templates = max_templates
+        self.max_tokens = max_tokens
+        self.search_budget = search_budget
+        self.memo_chars = memo_chars
+        self.lines = 0  # lines mined: the clock of ``_Group.last``
+        self.merge_count = len(getattr(self, "aliases", ()))  # ids merged away, ever
+        self.evicted = 0  # templates evicted so far
+        self._held = 0  # tokens of the kept templates
+        self._memo_chars = [0, 0]  # characters in the token memo and the message memo
+        # kept groups by id, least recently joined first: those that have not reached
+        # ``established`` lines yet, and the others (eviction takes the first of the former)
+        self._young: dict[int, _Group] = {}
+        self._old: dict[int, _Group] = {}
 
     # -- pickling (and migration of checkpoints made with the Drain3-based miner) --------------
     def __getstate__(self):
@@ -333,14 +399,32 @@ class TemplateMiner:
             fresh.clusters_counter = old.clusters_counter
             state = fresh.__dict__
             state.pop("_masks", None)
+            state.pop("_young")  # the groups were added as they were: ordered below
         state.setdefault("enumeration", ENUMERATION)  # version 3 added enumerations
         state.setdefault("aliases", {})
+        if "_young" not in state:  # version 4 added the bounds: order the groups by id
+            for k, v in (("max_templates", MAX_TEMPLATES), ("max_tokens", MAX_TEMPLATE_TOKENS),
+                         ("search_budget", SEARCH_BUDGET), ("memo_chars", MEMO_CHARS),
+                         ("lines", 0), ("evicted", 0)):
+                state.setdefault(k, v)
+            state["merge_count"] = len(state["aliases"])
+            young, old, held = {}, {}, 0
+            for key, leaf in state["_leaves"].items():
+                for g in leaf:
+                    g.key = key
+            for g in sorted((g for leaf in state["_leaves"].values() for g in leaf),
+                            key=lambda g: g.cluster_id):
+                (young if g.size < state.get("established", 3) else old)[g.cluster_id] = g
+                held += len(g.tokens)
+            state.update(_young=young, _old=old, _held=held, _memo_chars=[
+                sum(map(len, state.get("_tokens", ()))), sum(map(len, state.get("_cache", ())))])
         if state.get("version", 1) < 2:
             # masks changed since (version 1 masked an address with its port as one <IP>): the
             # memos of masked tokens and messages are dropped; the groups and ids are kept
             # and still take the same lines (<IP> and <IP>:<NUM> are values of one slot)
             state["_tokens"] = {}
             state["_cache"] = {}
+            state["_memo_chars"] = [0, 0]
         state["version"] = STATE_VERSION
         self.__dict__.update(state)
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
@@ -379,27 +463,37 @@ class TemplateMiner:
             masked = cache.get(tok)
             if masked is None:
                 masked = self._mask_token(tok) if _MAYBE_VARIABLE.search(tok) else tok
-                if len(cache) >= self.cache_size:
+                chars = self._memo_chars
+                if len(cache) >= self.cache_size or chars[0] >= self.memo_chars:
                     cache.clear()
+                    chars[0] = 0
                 cache[tok] = masked
+                chars[0] += len(tok)
             out.append(masked)
         return " ".join(out)
 
     def mine(self, message: str) -> MinedTemplate:
         masked = self.mask(message)
+        self.lines += 1
         group = self._cache.get(masked)
         is_new = False
         if group is not None and group.merged_into is not None:
             while group.merged_into is not None:
                 group = group.merged_into
             self._cache[masked] = group
+        if group is not None and group.evicted:
+            group = None  # its template was evicted: the line looks for a group again
         if group is None:
             group, is_new = self._add(masked.split())
-            if len(self._cache) >= self.cache_size:
+            chars = self._memo_chars
+            if len(self._cache) >= self.cache_size or chars[1] >= self.memo_chars:
                 self._cache.clear()
+                chars[1] = 0
             self._cache[masked] = group
+            chars[1] += len(masked)
         else:
             group.size += 1
+        self._touch(group)
         template = group.template
         return MinedTemplate(
             template_id=f"T{group.cluster_id}",
@@ -423,14 +517,11 @@ class TemplateMiner:
         return (len(tokens), WILDCARD if _is_variable(first) else first)
 
     def _add(self, tokens: list[str]) -> tuple[_Group, bool]:
-        leaf = self._leaves.setdefault(self._key(tokens), [])
+        key = self._key(tokens)
+        leaf = self._leaves.setdefault(key, [])
         best = self._best(leaf, tokens)
         if best is None:
-            self.clusters_counter += 1
-            self._count += 1
-            group = _Group(self.clusters_counter, tokens)
-            leaf.append(group)
-            return group, True
+            return self._new_group(key, leaf, tokens), True
         group, differ, enum = best
         if enum is not None:
             family = group.family
@@ -438,15 +529,12 @@ class TemplateMiner:
                 family = group.family = _Family(enum, group)
             if len(family.members) < self.enumeration:
                 # another value of the enumeration: a group of its own, beside its siblings
-                self.clusters_counter += 1
-                self._count += 1
                 toks = list(group.tokens)
                 for i in differ:
                     toks[i] = tokens[i] if i == enum else _generalise(toks[i], tokens[i])
-                sibling = _Group(self.clusters_counter, toks)
+                sibling = self._new_group(key, leaf, toks, keep=group)
                 sibling.family = family
                 family.members.append(sibling)
-                leaf.append(sibling)
                 return sibling, True
             group = self._merge(family, leaf)
             differ = [i for i, t in enumerate(group.tokens) if t != tokens[i]]
@@ -469,17 +557,87 @@ class TemplateMiner:
             other.merged_into = first
             other.family = None
             self.aliases[other.cluster_id] = first.cluster_id
+            self.merge_count += 1
             leaf.remove(other)
-            self._count -= 1
+            self._forget(other)
+        if len(self.aliases) > MAX_ALIASES:
+            self.aliases = dict(islice(self.aliases.items(), len(self.aliases) // 2, None))
         first.family = None
         first.changed()
         return first
+
+    # -- bounds ------------------------------------------------------------------------------------
+    def _candidates(self, n: int) -> int:
+        """How many groups a leaf of ``n``-token lines keeps: the search budget in token
+        comparisons over ``n``, within [MIN_CANDIDATES, MAX_CANDIDATES]."""
+        return max(MIN_CANDIDATES, min(MAX_CANDIDATES, self.search_budget // max(n, 1)))
+
+    def _new_group(self, key: tuple, leaf: list[_Group], tokens: list[str],
+                   keep: _Group | None = None) -> _Group:
+        """A new group in ``leaf``, after making room: in the leaf (its least recently joined
+        group, young ones first) and in the whole miner (the same order, over all groups)."""
+        while len(leaf) >= self._candidates(len(tokens)):
+            young = [g for g in leaf if g.size < self.established and g is not keep]
+            pool = young or [g for g in leaf if g is not keep]
+            if not pool:
+                break
+            self._evict(min(pool, key=lambda g: g.last))
+        self.clusters_counter += 1
+        self._count += 1
+        group = _Group(self.clusters_counter, tokens, key, self.lines)
+        leaf.append(group)
+        self._young[group.cluster_id] = group
+        self._held += len(tokens)
+        while ((self._count > self.max_templates or self._held > self.max_tokens)
+               and self._count > 1):
+            victim = next((g for g in (*islice(self._young.values(), 3),
+                                       *islice(self._old.values(), 3))
+                           if g is not group and g is not keep), None)
+            if victim is None:  # only the new group and the one it was made from are left
+                break
+            self._evict(victim)
+        return group
+
+    def _touch(self, group: _Group) -> None:
+        """A line joined ``group``: it becomes the most recently joined (and, from
+        ``established`` lines on, leaves the young ones)."""
+        group.last = self.lines
+        cid = group.cluster_id
+        young = self._young.pop(cid, None)
+        if young is not None and group.size < self.established:
+            self._young[cid] = group
+        else:
+            self._old.pop(cid, None)
+            self._old[cid] = group
+
+    def _forget(self, group: _Group) -> None:
+        self._young.pop(group.cluster_id, None)
+        self._old.pop(group.cluster_id, None)
+        self._count -= 1
+        self._held -= len(group.tokens)
+
+    def _evict(self, group: _Group) -> None:
+        """Drop a group for good: a line it took comes back as a new group, with a new id."""
+        leaf = self._leaves.get(group.key)
+        if leaf is not None:
+            leaf.remove(group)
+            if not leaf:
+                del self._leaves[group.key]
+        family = group.family
+        if family is not None:
+            family.members.remove(group)
+            group.family = None
+        group.evicted = True
+        self.evicted += 1
+        self._forget(group)
 
     def _best(self, leaf: list[_Group], tokens: list[str]):
         n = len(tokens)
         if n == 0:
             return (leaf[0], [], None) if leaf else None
         var = [_is_variable(t) for t in tokens]
+        # a group that misses more positions than this cannot reach ``sim_th``: left early
+        misses_allowed = n - self.sim_th * n
         scored = []
         for g in leaf:
             match = 0
@@ -508,6 +666,9 @@ class TemplateMiner:
                         break
                 differ.append(i)
                 words.append(i)
+                if len(words) > misses_allowed:
+                    constant = True  # too many differences already: not a candidate
+                    break
             if constant:
                 continue
             sim = match / n
@@ -602,7 +763,7 @@ class MergeNotices:
         self.told = 0
 
     def news(self, miner: TemplateMiner) -> dict[str, str] | None:
-        n = len(miner.aliases)
+        n = miner.merge_count
         if n == self.told:
             return None
         self.told = n

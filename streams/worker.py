@@ -25,7 +25,8 @@ The private Faust names this module relies on live in ``streams.faust_internals`
 tests/unit/test_faust_internals.py).
 
 Model state (templates, trees, threshold) is checkpointed to the data directory every few
-seconds; after a restart the worker resumes from the last committed offset with the last
+seconds when lines were processed since the last checkpoint (the same bounded ``Pipeline`` as
+the embedded mode: capped templates and per-key state, a bounded search per line); after a restart the worker resumes from the last committed offset with the last
 checkpoint, so in Kafka mode the model may relearn or skip a few seconds of lines (the
 stored events are exact either way).
 """
@@ -422,10 +423,20 @@ async def _serve_metrics() -> None:
     metrics.serve(settings.worker_metrics_port, settings.metrics_host, health=health)
 
 
+_saved_lines = pipeline.lines  # what the checkpoint on disk covers (nothing new: no write)
+
+
 @app.timer(interval=settings.checkpoint_seconds)
 async def checkpoint() -> None:
+    """The model, when lines were processed since the last checkpoint (an idle worker writes
+    nothing; the caps of streams/templates.py and streams/scoring.py bound its size)."""
+    global _saved_lines
+    if pipeline.lines == _saved_lines:
+        return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lines = pipeline.lines
     save_checkpoint(pipeline, _ckpt)
+    _saved_lines = lines
 
 
 def main(argv: list[str] | None = None) -> None:

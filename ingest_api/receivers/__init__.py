@@ -28,16 +28,23 @@ This package imports nothing heavy: the protobuf modules load with the router th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from ingest_api.decode import IngestError
 from smartlogs import metrics
 
-__all__ = ["accept_items", "assign_ids", "body_digest", "read_body", "reject", "settings_of"]
+__all__ = ["accept_items", "assign_ids", "body_digest", "ingest_slot", "LineBudget", "read_body", "reject",
+           "settings_of"]
+
+log = logging.getLogger(__name__)
 
 
 def settings_of(request: Request):
@@ -53,19 +60,85 @@ def settings_of(request: Request):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    A client that goes away mid-body is its own business, not a server error: one INFO line,
+    no traceback, and nothing of the request is taken (``client_disconnected``)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise IngestError(413, "body_too_large", f"body is {declared} bytes, the limit is {limit}",
                           limit=limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise IngestError(413, "body_too_large", f"body exceeds the limit of {limit} bytes",
-                              limit=limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise IngestError(413, "body_too_large", f"body exceeds the limit of {limit} bytes",
+                                  limit=limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.info("%s %s: the client went away after %d bytes of its body; nothing taken",
+                 request.method, request.url.path, size)
+        raise IngestError(400, "client_disconnected",
+                          "the client closed the connection before sending the whole body") from None
     return b"".join(chunks)
+
+
+class LineBudget:
+    """A weighted semaphore in lines: ``ingest_concurrency`` full requests' worth
+    (``× max_lines_per_request``) decoded and waiting for the transport at once.
+
+    A decoded request costs a few hundred bytes of objects per line, so lines are what to
+    bound. A request weighs its lines when they can be counted before decoding (an identity
+    body: one C scan for newlines), else a full share: so thousands of one-line requests can be
+    in flight at once (and share one spool commit or broker confirm), while a handful of large
+    ones wait their turn holding only their raw body."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.free = capacity
+        self._cond = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, weight: int):
+        weight = max(1, min(weight, self.capacity))
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.free >= weight)
+            self.free -= weight
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.free += weight
+                self._cond.notify_all()
+
+
+def request_weight(request: Request, body: bytes | None) -> int | None:
+    """Lines ``body`` holds if that is known before decoding it, else None (a full share)."""
+    if body is None or request.headers.get("content-encoding", "identity").strip().lower() not in (
+            "", "identity"):
+        return None
+    return body.count(b"\n") + 1
+
+
+@asynccontextmanager
+async def ingest_slot(request: Request, body: bytes | None = None):
+    """Hold a share of the app's ``LineBudget`` while a body is decoded and its items handed to
+    the transport (every receiver takes one: one shared bound). Without ``body`` (or for an
+    encoded one), a full request's share.
+
+    Decoding is CPU-bound under the GIL: more requests decoding at once add memory, not
+    throughput. The others wait here holding only their raw body, so eight concurrent large
+    bodies peak at about ``ingest_concurrency`` decoded ones, and the threadpool stays free for
+    ``/healthz``."""
+    state = request.app.state
+    s = settings_of(request)
+    budget = getattr(state, "ingest_slots", None)
+    if budget is None:  # one per app, created on its event loop
+        budget = state.ingest_slots = LineBudget(s.ingest_concurrency * s.max_lines_per_request)
+    weight = request_weight(request, body)
+    async with budget.hold(s.max_lines_per_request if weight is None else weight):
+        yield
 
 
 def body_digest(data: bytes) -> str:

@@ -51,8 +51,10 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from ingest_api.decode import IngestError, check_depth, decode_content_encoding, parse_timestamp
-from ingest_api.receivers import accept_items, body_digest, read_body, reject, settings_of
+from ingest_api.decode import (IngestError, check_depth, check_lines, decode_content_encoding,
+                               parse_timestamp)
+from ingest_api.receivers import (accept_items, body_digest, ingest_slot, read_body, reject,
+                                 settings_of)
 from smartlogs import metrics
 
 __all__ = [
@@ -114,10 +116,13 @@ class BulkItem:
 
 
 # -- pure decoding -------------------------------------------------------------------------------
-def parse_bulk(data: bytes, default_index: str | None = None) -> list[BulkItem]:
+def parse_bulk(data: bytes, default_index: str | None = None, *,
+               max_lines: int | None = None) -> list[BulkItem]:
     """NDJSON bulk body → items, each with its event or its per-item error.
 
-    Raises ``BulkRequestError`` when the body cannot be split into actions."""
+    Raises ``BulkRequestError`` when the body cannot be split into actions, ``IngestError``
+    (413) when it has more than ``max_lines`` lines (counted before splitting)."""
+    check_lines(data, max_lines)
     lines = [(n + 1, line) for n, line in enumerate(data.split(b"\n")) if line.strip()]
     if not lines:
         raise BulkRequestError("Validation Failed: 1: no requests added;",
@@ -385,8 +390,9 @@ def _unsupported_type(detail: str) -> Response:
                   "accepted": list(BULK_TYPES)}, 415)
 
 
-def _decode(body: bytes, encoding: str | None, max_bytes: int, index: str | None) -> list[BulkItem]:
-    return parse_bulk(decode_content_encoding(body, encoding, max_bytes), index)
+def _decode(body: bytes, encoding: str | None, max_bytes: int, index: str | None,
+            max_lines: int | None = None) -> list[BulkItem]:
+    return parse_bulk(decode_content_encoding(body, encoding, max_bytes), index, max_lines=max_lines)
 
 
 async def _bulk(request: Request, index: str | None = None) -> Response:
@@ -394,18 +400,31 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
     s = settings_of(request)
     try:
         body = await read_body(request, s.max_body_bytes)
-        # Elasticsearch checks the type only of a request that has a body (an empty one is the
-        # 400 "no requests added" below whatever its type)
-        type_error = content_type_error(request.headers.get("content-type")) if body else None
-        if type_error is not None:
-            reject("es_bulk_unsupported_media_type")
-            return _unsupported_type(type_error)
-        items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
-                                        s.max_body_bytes, index)
     except IngestError as exc:
-        reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get('detail'))
-        kind = {413: "content_too_long_exception"}.get(exc.status, "parse_exception")
-        return es_error(exc.status, kind, exc.body["detail"])
+        return _ingest_error(exc)
+    # Elasticsearch checks the type only of a request that has a body (an empty one is the
+    # 400 "no requests added" below whatever its type)
+    type_error = content_type_error(request.headers.get("content-type")) if body else None
+    if type_error is not None:
+        reject("es_bulk_unsupported_media_type")
+        return _unsupported_type(type_error)
+    async with ingest_slot(request):  # bounded decoding: see receivers.ingest_slot
+        return await _decode_and_accept(request, body, index, s, t0)
+
+
+def _ingest_error(exc: IngestError) -> Response:
+    reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get("detail"))
+    kind = {413: "content_too_long_exception"}.get(exc.status, "parse_exception")
+    return es_error(exc.status, kind, exc.body["detail"])
+
+
+async def _decode_and_accept(request: Request, body: bytes, index: str | None, s,
+                             t0: float) -> Response:
+    try:
+        items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
+                                        s.max_body_bytes, index, s.max_lines_per_request)
+    except IngestError as exc:
+        return _ingest_error(exc)
     except BulkRequestError as exc:
         reject("es_bulk_malformed")
         return es_error(exc.status, exc.type, exc.reason)
@@ -417,7 +436,9 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
         try:
             await accept_items(request, events, SOURCE)
         except IngestError as exc:
-            reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get('detail'))
+            reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get("detail"))
+            if exc.status == 413:  # the batch can never fit: retrying it would never succeed
+                return es_error(413, "content_too_long_exception", exc.body["detail"])
             retry = str(exc.body.get("retry_after", 1))
             return es_error(429, "es_rejected_execution_exception",
                             f"rejected execution of the bulk request: {exc.body['detail']}",

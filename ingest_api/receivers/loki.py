@@ -34,8 +34,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest_api.decode import IngestError, decode_content_encoding, parse_timestamp
-from ingest_api.receivers import accept_items, assign_ids, read_body, reject, settings_of
+from ingest_api.decode import IngestError, check_count, decode_content_encoding, parse_timestamp
+from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
 __all__ = [
@@ -63,19 +63,21 @@ def _bad(detail: str) -> IngestError:
 
 
 # -- pure decoding -------------------------------------------------------------------------------
-def decode_push(data: bytes, content_type: str | None, *, max_bytes: int) -> list[dict]:
-    """A push body (after Content-Encoding) → items without ids; raises ``IngestError``."""
+def decode_push(data: bytes, content_type: str | None, *, max_bytes: int,
+                max_lines: int | None = None) -> list[dict]:
+    """A push body (after Content-Encoding) → items without ids; raises ``IngestError`` (413
+    when it holds more than ``max_lines`` entries, counted before an item is built for each)."""
     mime = (content_type or "").split(";")[0].strip().lower()
     if mime == "application/json":
-        return decode_push_json(data)
+        return decode_push_json(data, max_lines)
     if mime in PROTOBUF_TYPES:
-        return decode_push_protobuf(snappy_decompress(data, max_bytes))
+        return decode_push_protobuf(snappy_decompress(data, max_bytes), max_lines)
     raise IngestError(415, "unsupported_media_type",
                       f"Content-Type {content_type!r} is not supported; Loki push takes "
                       "application/json or application/x-protobuf (snappy)")
 
 
-def decode_push_json(data: bytes) -> list[dict]:
+def decode_push_json(data: bytes, max_lines: int | None = None) -> list[dict]:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -83,6 +85,9 @@ def decode_push_json(data: bytes) -> list[dict]:
     streams = doc.get("streams") if isinstance(doc, dict) else None
     if not isinstance(streams, list):
         raise _bad("expected an object with a 'streams' array")
+    check_count(sum(len(v) for st in streams if isinstance(st, dict)
+                    for v in (st.get("values"), st.get("entries")) if isinstance(v, list)),
+                max_lines, "log entries")
     items: list[dict] = []
     for n, stream in enumerate(streams):
         where = f"streams[{n}]"
@@ -145,7 +150,7 @@ def _ns_seconds(ts, where: str) -> float:
     return seconds
 
 
-def decode_push_protobuf(data: bytes) -> list[dict]:
+def decode_push_protobuf(data: bytes, max_lines: int | None = None) -> list[dict]:
     """An uncompressed ``logproto.PushRequest`` → items."""
     from google.protobuf.message import DecodeError
 
@@ -155,6 +160,7 @@ def decode_push_protobuf(data: bytes) -> list[dict]:
         req = PushRequest.FromString(data)
     except (DecodeError, ValueError) as exc:
         req = _with_bad_utf8(PushRequest, data, exc)
+    check_count(sum(len(stream.entries) for stream in req.streams), max_lines, "log entries")
     items: list[dict] = []
     for n, stream in enumerate(req.streams):
         labels = parse_labels(stream.labels or "{}", where=f"streams[{n}].labels")
@@ -264,11 +270,13 @@ def entry_event(labels: dict, metadata: dict, ts: float, line: str) -> dict:
 router = APIRouter(tags=["receivers"])
 
 
-def _decode(body: bytes, encoding: str | None, content_type: str | None, max_bytes: int) -> list[dict]:
+def _decode(body: bytes, encoding: str | None, content_type: str | None, max_bytes: int,
+            max_lines: int | None = None) -> list[dict]:
     data = decode_content_encoding(body, encoding, max_bytes)
     if not data:
         raise _bad("the request body is empty")
-    return assign_ids(decode_push(data, content_type, max_bytes=max_bytes), SOURCE, data)
+    return assign_ids(decode_push(data, content_type, max_bytes=max_bytes, max_lines=max_lines),
+                      SOURCE, data)
 
 
 def _error(exc: IngestError) -> JSONResponse:
@@ -291,10 +299,12 @@ async def push(request: Request) -> Response:
     s = settings_of(request)
     try:
         body = await read_body(request, s.max_body_bytes)
-        items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
-                                        request.headers.get("content-type"), s.max_body_bytes)
-        metrics.EVENTS_RECEIVED.labels(SOURCE).inc(len(items))
-        await accept_items(request, items, SOURCE)
+        async with ingest_slot(request):  # bounded decoding: see receivers.ingest_slot
+            items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
+                                            request.headers.get("content-type"), s.max_body_bytes,
+                                            s.max_lines_per_request)
+            metrics.EVENTS_RECEIVED.labels(SOURCE).inc(len(items))
+            await accept_items(request, items, SOURCE)
     except IngestError as exc:
         return _error(exc)
     return Response(status_code=204)

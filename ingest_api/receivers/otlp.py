@@ -41,8 +41,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest_api.decode import IngestError, decode_content_encoding
-from ingest_api.receivers import accept_items, assign_ids, read_body, reject, settings_of
+from ingest_api.decode import IngestError, check_count, decode_content_encoding
+from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
 __all__ = [
@@ -69,13 +69,14 @@ def _bad(detail: str) -> IngestError:
 
 
 # -- pure decoding -------------------------------------------------------------------------------
-def decode_logs(data: bytes, content_type: str | None) -> list[dict]:
-    """An OTLP logs body (after Content-Encoding) → items without ids; raises ``IngestError``."""
+def decode_logs(data: bytes, content_type: str | None, max_lines: int | None = None) -> list[dict]:
+    """An OTLP logs body (after Content-Encoding) → items without ids; raises ``IngestError`` (413
+    when it holds more than ``max_lines`` records, counted before an item is built for each)."""
     mime = _mime(content_type)
     if mime == JSON:
-        return decode_logs_json(data)
+        return decode_logs_json(data, max_lines)
     if mime == PROTOBUF:
-        return decode_logs_protobuf(data)
+        return decode_logs_protobuf(data, max_lines)
     raise IngestError(415, "unsupported_media_type",
                       f"Content-Type {content_type!r} is not supported; OTLP/HTTP takes "
                       f"{PROTOBUF} or {JSON}")
@@ -86,7 +87,7 @@ def _mime(content_type: str | None) -> str:
     return mime or PROTOBUF  # OTLP/HTTP's default encoding
 
 
-def decode_logs_protobuf(data: bytes) -> list[dict]:
+def decode_logs_protobuf(data: bytes, max_lines: int | None = None) -> list[dict]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -107,10 +108,10 @@ def decode_logs_protobuf(data: bytes) -> list[dict]:
             req = None
         if req is None:
             raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {exc}") from None
-    return request_items(req)
+    return request_items(req, max_lines)
 
 
-def decode_logs_json(data: bytes) -> list[dict]:
+def decode_logs_json(data: bytes, max_lines: int | None = None) -> list[dict]:
     from google.protobuf import json_format
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -120,6 +121,7 @@ def decode_logs_json(data: bytes) -> list[dict]:
         raise _bad(f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise _bad("expected an ExportLogsServiceRequest object: {\"resourceLogs\": [...]}")
+    check_count(_json_record_count(doc), max_lines, "log records")  # before protobuf objects
     _prepare_json(doc, ExportLogsServiceRequest.DESCRIPTOR)
     req = ExportLogsServiceRequest()
     try:
@@ -127,7 +129,18 @@ def decode_logs_json(data: bytes) -> list[dict]:
         json_format.ParseDict(doc, req, ignore_unknown_fields=False)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {_parse_error(exc)}") from None
-    return request_items(req)
+    return request_items(req, max_lines)
+
+
+def _json_record_count(doc: dict) -> int:
+    """How many log records an OTLP/JSON document holds (protobuf's JSON names or field names)."""
+    def items(obj, *names):
+        v = next((obj[n] for n in names if n in obj), None) if isinstance(obj, dict) else None
+        return v if isinstance(v, list) else []
+
+    return sum(len(items(sl, "logRecords", "log_records"))
+               for rl in items(doc, "resourceLogs", "resource_logs")
+               for sl in items(rl, "scopeLogs", "scope_logs"))
 
 
 # OTLP/JSON's hex-encoded byte fields (protobuf's JSON mapping would read them as base64)
@@ -203,8 +216,10 @@ def _parse_error(exc: Exception) -> str:
     return f"{'.'.join(names)}: {rest}"
 
 
-def request_items(req) -> list[dict]:
-    """An ``ExportLogsServiceRequest`` message → items."""
+def request_items(req, max_lines: int | None = None) -> list[dict]:
+    """An ``ExportLogsServiceRequest`` message → items (413 beyond ``max_lines`` records)."""
+    check_count(sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs),
+                max_lines, "log records")
     items: list[dict] = []
     for n, rl in enumerate(req.resource_logs):
         resource = _attributes(rl.resource.attributes)
@@ -331,13 +346,14 @@ def _answer(mime: str, status: int = 200, status_body: tuple[int, str, str] | No
                                   "detail": message}), status, media_type=JSON, headers=headers)
 
 
-def _decode(body: bytes, encoding: str | None, content_type: str | None, max_bytes: int) -> list[dict]:
+def _decode(body: bytes, encoding: str | None, content_type: str | None, max_bytes: int,
+            max_lines: int | None = None) -> list[dict]:
     encoding = (encoding or "").strip().lower()
     if encoding == "deflate":
         data = inflate(body, max_bytes)
     else:
         data = decode_content_encoding(body, encoding, max_bytes)
-    return assign_ids(decode_logs(data, content_type), SOURCE, data)
+    return assign_ids(decode_logs(data, content_type, max_lines), SOURCE, data)
 
 
 def _error(mime: str, exc: IngestError) -> Response:
@@ -365,11 +381,12 @@ async def logs(request: Request) -> Response:
     mime = _mime(content_type)
     try:
         body = await read_body(request, s.max_body_bytes)
-        items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
-                                        content_type, s.max_body_bytes)
-        if items:
-            metrics.EVENTS_RECEIVED.labels(SOURCE).inc(len(items))
-            await accept_items(request, items, SOURCE)
+        async with ingest_slot(request):  # bounded decoding: see receivers.ingest_slot
+            items = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"),
+                                            content_type, s.max_body_bytes, s.max_lines_per_request)
+            if items:
+                metrics.EVENTS_RECEIVED.labels(SOURCE).inc(len(items))
+                await accept_items(request, items, SOURCE)
     except IngestError as exc:
         return _error(mime, exc)
     return _answer(mime)

@@ -1,4 +1,4 @@
-from streams.templates import TemplateMiner
+from streams.templates import STATE_VERSION, TemplateMiner
 
 
 def test_masked_variables_share_a_template():
@@ -167,7 +167,7 @@ def test_a_checkpoint_of_the_previous_state_version_is_migrated():
     state["_cache"] = {"connection from <IP> closed": m._cache["connection from <IP>:<NUM> closed"]}
     old = TemplateMiner.__new__(TemplateMiner)
     old.__setstate__(state)
-    assert old.version == 3 and old._tokens == {} and old._cache == {}
+    assert old.version == STATE_VERSION and old._tokens == {} and old._cache == {}
     assert old.template_count == 1
     again = old.mine("connection from 10.0.0.7:23 closed")
     assert again.template_id == a.template_id and not again.is_new
