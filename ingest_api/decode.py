@@ -129,7 +129,6 @@ def decode_body(
         check_lines(body, max_lines)
     if not body.strip():
         raise IngestError(400, "empty_body", "the request body is empty; send at least one event")
-    mime = (content_type or "").split(";")[0].strip().lower()
     if mime not in TEXT_TYPES | JSON_TYPES | NDJSON_TYPES:  # the type first: a PNG is a 415
         raise IngestError(
             415, "unsupported_media_type",
