@@ -44,7 +44,12 @@ from streams.windows import window_start  # noqa: E402
 
 
 def loghub() -> Path:
-    return Path(os.environ.get("SMARTLOGS_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub"))
+    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+
+    try:
+        return require_loghub_dir("Linux")
+    except LoghubNotFound as exc:
+        sys.exit(f"error: {exc}")
 
 
 def lines_of(path: Path, n: int) -> list[str]:

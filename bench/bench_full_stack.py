@@ -211,7 +211,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--record", type=Path)
     args = ap.parse_args()
-    path = Path(os.environ.get("SMARTLOGS_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub")) / "Linux" / "Linux_2k.log"
+    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+
+    try:
+        path = require_loghub_dir("Linux") / "Linux" / "Linux_2k.log"
+    except LoghubNotFound as exc:
+        sys.exit(f"error: {exc}")
     tag = uuid.uuid4().hex[:8]
     url, env, procs = start_stack(tag)
     try:

@@ -54,7 +54,12 @@ HOST = "combo"
 
 
 def loghub() -> Path:
-    return Path(os.environ.get("SMARTLOGS_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub"))
+    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+
+    try:
+        return require_loghub_dir("Linux")
+    except LoghubNotFound as exc:
+        sys.exit(f"error: {exc}")
 
 
 def make_lines(n: int) -> list[str]:

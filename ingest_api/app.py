@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingest_api.alerts_routes import router as alerts_router
 from ingest_api.console import router as console_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
+from ingest_api.docs import add_offline_docs
 from ingest_api.receivers import LineBudget, es_bulk, ingest_slot, loki, otlp, read_body
 from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
@@ -38,7 +40,7 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
-from smartlogs.store.base import QueryInterrupted, QueryTimeout, sort_key
+from smartlogs.store.base import MAX_SEQ, QueryInterrupted, QueryTimeout, sort_key
 from smartlogs.store.query import MAX_TERMS, QueryError, QueryTooComplex, parse_query
 from streams.parsing import normalize_level
 
@@ -211,7 +213,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         version=__version__,
         description="Real-time log ingest, template mining, anomaly detection and search.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs is served offline below (ingest_api/docs.py)
     )
+    add_offline_docs(app)
 
     keys = KeyStore(s.keys_path)
     limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
@@ -222,13 +226,13 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     # -- errors: always JSON, always saying what is wrong ---------------------------------
     @app.exception_handler(IngestError)
     async def _ingest_error(request: Request, exc: IngestError):
-        metrics.REQUESTS_REJECTED.labels(exc.body["error"]).inc()
+        metrics.rejected(exc.body["error"], detail=exc.body.get("detail"))
         headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(QueryError)
     async def _query_error(request: Request, exc: QueryError):  # raised by a store
-        metrics.REQUESTS_REJECTED.labels("invalid_query").inc()
+        metrics.rejected("invalid_query", detail=f"q: {exc}")
         return JSONResponse({"error": "invalid_query", "detail": f"q: {exc}", "field": "q"},
                             status_code=422)
 
@@ -240,7 +244,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             error = "query_timeout"
             detail = (f"{exc}: narrow it (a time range, a host, fewer or rarer words); the "
                       "budget is the server's query_timeout setting")
-        metrics.REQUESTS_REJECTED.labels(error).inc()
+        metrics.rejected(error, detail=detail)
         return JSONResponse({"error": error, "detail": detail}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
@@ -304,6 +308,13 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         return {"accepted": len(items), "ids": [item["id"] for item in items]}
 
+    @app.get("/ingest/runs/{run_id}", summary="How many lines of a replay run are stored")
+    def run_stored(request: Request, run_id: Annotated[str, FastApiPath(
+            min_length=1, max_length=200, description="the run id a replay printed")]):
+        # a replay gives each line the id RUN_ID:LINE; ingest scope, as the replay's key has
+        n = request.app.state.store.count_ids(f"{run_id}:")
+        return {"run_id": run_id, "stored": n}
+
     # -- queries --------------------------------------------------------------------------
     @app.get("/api/events", summary="Search stored events, newest first")
     def events(
@@ -317,7 +328,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
         since: Annotated[str | None, Query(description="time ≥ (ISO 8601, epoch, or 15m/2h/7d ago), event or arrival time (see time)")] = None,
         until: Annotated[str | None, Query(description="time < (same forms as since)")] = None,
-        after: Annotated[int | None, Query(ge=0, description="tail cursor: events stored after this seq, oldest first")] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         order: Annotated[Literal["time", "arrival", "tail"] | None, Query(
             description="time: newest first by event time (the default); arrival: newest "
@@ -384,6 +395,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                  "mode": request.app.state.transport.mode}, status_code=404)
         return {"sources": runner.pipeline.describe_sources()}
 
+    @app.get("/api/rejections", summary="The last refused requests (reason, time, client)")
+    def rejections():
+        return {"rejections": metrics.recent_rejections()}
+
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     def prometheus_metrics():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -407,8 +422,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         source = getattr(request.app.state, "kafka_source", None)
         if source is not None:  # informative: a source that cannot reach Kafka keeps retrying
             detail["kafka_source"] = source.status()
-        body = {"status": "ok" if ok else "down", "mode": transport.mode, "version": __version__,
-                **detail}
+        # degraded: ingest works (what is accepted waits safely) but the pipeline behind it
+        # does not move; the reasons are in "degraded"
+        status = "down" if not ok else "degraded" if detail.get("degraded") else "ok"
+        body = {"status": status, "mode": transport.mode, "version": __version__, **detail}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     app.state.settings = s
@@ -435,6 +452,9 @@ class AuthMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        client = scope.get("client")
+        metrics.CURRENT_REQUEST.set((f"{client[0]}:{client[1]}" if client else None,
+                                     f"{scope['method']} {scope['path']}"))
         need = required_scope(scope["method"], scope["path"])
         if need is None:
             return await self.app(scope, receive, send)
@@ -462,7 +482,7 @@ class AuthMiddleware:
             wait = self.limiter.take(key.id)
             if wait > 0:
                 retry = max(1, int(wait + 0.999))
-                metrics.REQUESTS_REJECTED.labels("rate_limited").inc()
+                metrics.rejected("rate_limited", detail=f"key {key.name!r}")
                 return await _deny(send, 429, "rate_limited",
                                    f"key {key.name!r} exceeds {self.limiter.rate:g} requests/s; "
                                    f"retry in {retry}s", {"Retry-After": str(retry)}, scope)

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from smartlogs.security import redact
 from smartlogs.store import EventQuery
+from smartlogs.store.base import MAX_SEQ
 from streams.parsing import normalize_level
 
 __all__ = ["STATIC_DIR", "router"]
@@ -187,7 +188,7 @@ async def stream(
     host: str | None = None,
     level: str | None = None,
     anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
-    after: Annotated[int | None, Query(ge=0, description="start after this cursor (seq)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="start after this cursor (seq)")] = None,
     interval: Annotated[float, Query(ge=0.1, le=10, description="seconds between polls")] = 0.5,
     max_seconds: Annotated[float, Query(ge=1, le=3600, description="end the stream after this long; the browser reconnects")] = 300,
     replay: Annotated[int, Query(ge=0, le=MAX_REPLAY, description="most stored events sent before going live")] = DEFAULT_REPLAY,
@@ -195,7 +196,7 @@ async def stream(
 ):
     store = request.app.state.store
     filters = {"host": host or None, "level": normalize_level(level), "anomaly": anomaly}
-    if last_event_id and last_event_id.strip().isdigit():
+    if last_event_id and last_event_id.strip().isdigit() and int(last_event_id.strip()) <= MAX_SEQ:
         cursor: int | None = int(last_event_id.strip())
     else:
         cursor = after

@@ -133,6 +133,13 @@ def decode_body(
         check_lines(body, max_lines)
     if not body.strip():
         raise IngestError(400, "empty_body", "the request body is empty; send at least one event")
+    if mime not in TEXT_TYPES | JSON_TYPES | NDJSON_TYPES:  # the type first: a PNG is a 415
+        raise IngestError(
+            415, "unsupported_media_type",
+            (f"Content-Type {content_type!r} is not supported" if content_type else
+             "the request has no Content-Type") + "; use application/json, "
+            "application/x-ndjson or text/plain",
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -179,12 +186,7 @@ def decode_body(
             raise IngestError(400, "empty_body", "the request body holds only blank lines; "
                               "send at least one event")
         return items
-    raise IngestError(
-        415, "unsupported_media_type",
-        (f"Content-Type {content_type!r} is not supported" if content_type else
-         "the request has no Content-Type") + "; use application/json, "
-        "application/x-ndjson or text/plain",
-    )
+    raise AssertionError(f"unhandled media type {mime!r}")  # every accepted type returns above
 
 
 def decode_content_encoding(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:

@@ -249,6 +249,26 @@ class AmqpPublisher:
         return (conn is not None and ch is not None and not conn.is_closed
                 and conn.connected.is_set() and not ch.is_closed)
 
+    async def queue_state(self) -> dict:
+        """``{"messages": ready, "consumers": n}`` of the ingest queue (a passive declare on a
+        short-lived channel, so that a failure never closes the publishing channel). Raises
+        :class:`QueueUnavailable` when not connected or the broker does not answer."""
+        conn = self._connection
+        if conn is None or not self.connected:
+            raise QueueUnavailable("RabbitMQ not connected")
+        try:
+            channel = await asyncio.wait_for(conn.channel(), timeout=self.timeout)
+            try:
+                queue = await channel.declare_queue(self.queue, passive=True, timeout=self.timeout)
+                result = queue.declaration_result
+                return {"messages": result.message_count, "consumers": result.consumer_count}
+            finally:
+                await asyncio.wait_for(channel.close(), timeout=self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure is "no answer now"
+            raise QueueUnavailable(f"queue state unknown: {_describe(exc)}") from None
+
     async def close(self) -> None:
         self._closed = True
         if self._retry_task is not None:

@@ -199,7 +199,7 @@ ROUTE_SCOPES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (_HEAD_GET, "/openapi.json", None),
     (_HEAD_GET, "/docs", None),
     (_HEAD_GET, "/docs/oauth2-redirect", None),
-    (_HEAD_GET, "/redoc", None),
+    (_HEAD_GET, "/docs/assets/{name}", None),  # Swagger UI's files (ingest_api/docs.py)
     (frozenset({"POST"}), "/ingest", "ingest"),
     (frozenset({"POST", "PUT"}), "/_bulk", "ingest"),
     (frozenset({"POST", "PUT"}), "/{index}/_bulk", "ingest"),
@@ -209,10 +209,12 @@ ROUTE_SCOPES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (_GET, "/_license", "ingest"),
     (_GET, "/_xpack", "ingest"),
     (_GET, "/_cluster/health", "ingest"),
+    (_GET, "/ingest/runs/{run_id}", "ingest"),  # how much of a replay is stored: the replay's key
     (_GET, "/api/events", "read"),
     (_GET, "/api/stats", "read"),
     (_GET, "/api/templates", "read"),
     (_GET, "/api/sources", "read"),
+    (_GET, "/api/rejections", "read"),
     (_GET, "/api/stream", "read"),
     (_GET, "/api/alerts", "read"),
     (frozenset({"POST"}), "/api/alerts/silences", "admin"),

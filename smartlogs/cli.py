@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import time
@@ -186,9 +187,26 @@ def up(
     # then adds up to several ms to each of the many hand-offs a request makes between the
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
+    _sigterm_exits_cleanly()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False, log_config=None,
                 http=http_protocol(settings.read_timeout), **tls)
+
+
+def _sigterm_exits_cleanly() -> None:
+    """After a graceful shutdown on SIGTERM, exit with status 0.
+
+    uvicorn stops gracefully on SIGTERM, restores the handler it found and then raises the
+    signal again, so that the process ends *by* SIGTERM (status -15) unless that handler says
+    otherwise: `make up` then ended with "make: *** [Makefile:23: up] Terminated". The handler
+    installed here is the one uvicorn restores: the process exits with 0 once it is done.
+    """
+    import signal
+
+    def done(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, done)
 
 
 def _check_engine_security(settings, *engines: str) -> None:
@@ -360,6 +378,7 @@ def api(
                   f"{'https' if tls else 'http'}://{settings.host}:{settings.port} → "
                   f"{escape(redact_url(settings.amqp_url))} queue {settings.amqp_queue}; "
                   f"queries from {escape(redact_url(settings.es_url))}")
+    _sigterm_exits_cleanly()
     uvicorn.run(create_app(settings, mode="full"), host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False, log_config=None,
                 http=http_protocol(settings.read_timeout), **tls)
@@ -466,6 +485,7 @@ def replay(
     repeat: Annotated[int, typer.Option(min=1, help="Send the file N times (for load tests).")] = 1,
     year: Annotated[Optional[int], typer.Option(help="Year for syslog lines without one (only used for --speedup pacing).")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Id prefix for this run; reuse it to resume a replay without duplicates.")] = None,
+    retry_for: Annotated[Optional[str], typer.Option(metavar="DURATION", help="Keep retrying a batch while the API is down or busy for up to DURATION (e.g. 90s, 10m, 1h) instead of 8 retries (~33 s).")] = None,
     multiline: Annotated[bool, typer.Option(help="Join continuation lines (a stack trace, an indented dump) to the line they belong to: one event each.")] = True,
     stream: Annotated[Optional[str], typer.Option(help="Source name whose header layout is learned apart (default: the file's name).")] = None,
 ) -> None:
@@ -478,14 +498,22 @@ def replay(
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
+    retry_seconds = _duration(retry_for, "--retry-for") if retry_for else None
+    resumed = run_id is not None
     run_id = run_id or secrets.token_hex(4)
-    _probe(url)  # fail fast, with advice, when nothing is listening
+    if retry_seconds is None:
+        _probe(url)  # fail fast, with advice, when nothing is listening
+    already = _stored_of_run(url, run_id) if resumed else None
+    if already:
+        err.print(f"run id {run_id}: {already:,} lines of this run are already stored; they are "
+                  "sent again and skipped (never stored twice)")
     total = count_lines(path) * repeat
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn()]
     resume = f"smartlogs replay {path}" + ("" if url == DEFAULT_URL else f" --url {url}") + \
-        (f" --repeat {repeat}" if repeat > 1 else "") + f" --run-id {run_id}"
+        (f" --repeat {repeat}" if repeat > 1 else "") + f" --run-id {run_id}" + \
+        (f" --retry-for {retry_for}" if retry_for else "")
     started = time.monotonic()
     sent = 0
     err.print(f"run id {run_id}: sending again with --run-id {run_id} skips what is already "
@@ -504,7 +532,8 @@ def replay(
             batches = plan_batches(lines, batch_size=batch_size, rate=rate,
                                    speedup=speedup, year=year)
             res = send_batches(url, batches, run_id=run_id, on_batch=on_batch,
-                               headers={**_auth_headers(), **_stream_header(stream or path.name)})
+                               headers={**_auth_headers(), **_stream_header(stream or path.name)},
+                               retry_for=retry_seconds)
             per_s = res.sent / res.seconds if res.seconds else 0
             # the bar's last figure is the summary's: one clock (send_batches'), one rate
             progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
@@ -514,20 +543,64 @@ def replay(
                   soft_wrap=True)
         raise typer.Exit(130) from None
     color = "green" if not res.rejected else "red"
-    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}  rejected {res.rejected:,}[/]"
+    skipped = f" ({already:,} of them already stored before: skipped)" if already else ""
+    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}{skipped}  rejected {res.rejected:,}[/]"
                   f"  retries {res.retries}  in {res.seconds:.2f}s ({per_s:,.0f} lines/s)  run id {run_id}")
     for e in res.errors[:5]:
         err.print(f"  [red]{escape(e)}[/]")
     if res.aborted:
         why = ("the server refused the API key (set SMARTLOGS_API_KEY to a key with the ingest "
-               "scope)" if res.abort_reason == "auth" else "the server stayed unavailable")
+               "scope)" if res.abort_reason == "auth" else "the server stayed unavailable"
+               + ("" if retry_for else " (ride out a longer outage with --retry-for, e.g. 10m)"))
         err.print(f"[red]stopped early: {why}. Resume without duplicates:[/]\n  {escape(resume)}",
                   soft_wrap=True)
     if res.rejected:
         raise typer.Exit(1)
 
 
-def _event_table(events: list[dict], title: str) -> Table:
+def _stored_of_run(url: str, run_id: str) -> int | None:
+    """How many lines of run ``run_id`` the server already stores (None: it cannot say)."""
+    from urllib.parse import quote
+
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/ingest/runs/{quote(run_id, safe='')}", timeout=30,
+                      headers=_auth_headers())
+        return int(r.json()["stored"]) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def _duration(text: str, option: str) -> float:
+    """'90', '90s', '10m', '1.5h', '1d' → seconds; anything else is a usage error."""
+    m = _DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        _fail(f"{option} {text!r}: give a duration such as 90s, 10m or 1h", code=2)
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+
+
+NARROW = 120  # below this many columns an event is two lines: its fields, then its message
+
+
+def _event_table(events: list[dict], title: str, width: int | None = None) -> Table:
+    """Events as a table; on a narrow terminal (an 80-column one squeezed the message to ~20
+    characters) each event is its fields on one line and its message on the full width."""
+    width = console.width if width is None else width
+    if width < NARROW:
+        from rich import box
+
+        t = Table(title=title, show_header=False, show_lines=True, expand=True, box=box.SIMPLE)
+        t.add_column("event", ratio=1, overflow="fold")
+        for e in events:
+            head = (f"[dim]{e['timestamp']}  {escape(e['host'] or '-')}  {e['level'] or '-'}  "
+                    f"{e['template_id']}  score {e['score']:.2f}[/]")
+            msg = escape(e["message"])
+            if e["anomaly"]:
+                msg = f"[bold red]⚠ {msg}[/]\n[red]  why: {escape(e['reason'] or '')}[/]"
+            t.add_row(f"{head}\n{msg}")
+        return t
     t = Table(title=title, show_lines=False, expand=True)
     t.add_column("time", no_wrap=True)
     t.add_column("host", no_wrap=True)
@@ -753,7 +826,8 @@ def status(
     from smartlogs.status import collect_status
 
     mode, stages = collect_status(url, bridge_metrics=bridge_metrics, worker_metrics=worker_metrics,
-                                  interval=interval, stuck_after=stuck_after)
+                                  interval=interval, stuck_after=stuck_after,
+                                  headers=_auth_headers())
     t = Table(title=f"SmartLogs status ({mode} mode, {escape(redact_url(url))})")
     for col in ("stage", "state", "rate/s", "lag", "errors", "last event", "problem"):
         t.add_column(col, overflow="fold")  # an address or a stage name is never cut off
@@ -768,8 +842,33 @@ def status(
         t.add_row(s.name, state, "-" if s.rate is None else f"{s.rate:,.1f}", fmt(s.lag),
                   errors, last, escape(s.problem or ""))
     console.print(t)
+    _print_rejections(stages)
     if not all(s.ok for s in stages):
         raise typer.Exit(1)
+
+
+def _print_rejections(stages) -> None:
+    """The API's last refusals (newest first): when, why, from whom, what was wrong."""
+    from datetime import datetime, timezone
+
+    api = next((s for s in stages if s.name == "ingest api"), None)
+    if api is None:
+        return
+    if api.detail.get("rejections_error"):
+        console.print(f"last rejections: not available ({escape(api.detail['rejections_error'])}; "
+                      "a read key is needed when keys are on)")
+    rows = api.detail.get("rejections") or []
+    if not rows:
+        return
+    t = Table(title=f"last {len(rows)} rejections (newest first; this API process since it started)")
+    for col in ("time", "reason", "client", "request", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        when = datetime.fromtimestamp(r["time"], timezone.utc).strftime("%H:%M:%S UTC")
+        reason = r["reason"] + (f" ×{r['count']}" if r.get("count", 1) > 1 else "")
+        t.add_row(when, escape(reason), escape(r.get("client") or "-"),
+                  escape(r.get("request") or "-"), escape(r.get("detail") or ""))
+    console.print(t)
 
 
 @data_app.command("fetch")

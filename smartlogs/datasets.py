@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["DATASETS", "DEFAULT_BASE_URL", "FetchError", "default_loghub_dir", "fetch_dataset"]
+__all__ = ["DATASETS", "DEFAULT_BASE_URL", "FetchError", "LoghubNotFound", "default_loghub_dir",
+           "require_loghub_dir", "fetch_dataset"]
 
 FETCH_DIR = Path("data/loghub")  # where `smartlogs data fetch` puts the samples by default
 
@@ -38,6 +39,26 @@ def default_loghub_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return FETCH_DIR
+
+class LoghubNotFound(Exception):
+    """The loghub samples are not where the tools look; the message says what to do."""
+
+
+def require_loghub_dir(*datasets: str) -> Path:
+    """``default_loghub_dir()`` when it holds ``<name>/<name>_2k.log`` for each of ``datasets``;
+    else ``LoghubNotFound`` saying where it looked and what to set (a clone outside the
+    project folder has no ``../shared``)."""
+    root = default_loghub_dir()
+    missing = [n for n in datasets if not (root / n / f"{n}_2k.log").is_file()]
+    if missing:
+        looked = ("$SMARTLOGS_LOGHUB_DIR" if os.environ.get("SMARTLOGS_LOGHUB_DIR") else
+                  "data/loghub, then ../shared/data/loghub")
+        raise LoghubNotFound(
+            f"loghub samples not found ({', '.join(missing)}; looked in {looked}, got {root}): "
+            "set SMARTLOGS_LOGHUB_DIR to the folder that holds Linux/Linux_2k.log, or run "
+            f"`smartlogs data fetch -d {missing[0]}` (downloads them from GitHub: needs internet)")
+    return root
+
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/logpai/loghub/master"
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import orjson
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 __all__ = [
-    "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS",
+    "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS", "rejected",
+    "recent_rejections", "CURRENT_REQUEST",
     "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
     "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "GAPS_REPAIRED", "CONSUMER_LAG", "StatsCollector", "serve", "expose",
 ]
@@ -63,6 +66,35 @@ def accepted(source: str, n: int) -> None:
     "last event" of the ingest stage)."""
     EVENTS_ACCEPTED.labels(source).inc(n)
     LAST_EVENT.labels("api").set(time.time())
+
+
+RECENT_REJECTIONS = 20  # how many refusals ``recent_rejections`` keeps (per process)
+_recent: deque[dict] = deque(maxlen=RECENT_REJECTIONS)
+_recent_lock = threading.Lock()
+# (client address, "METHOD /path") of the HTTP request being served, set by the API's
+# middleware, so that a refusal counted deep in a receiver still says whose request it was
+CURRENT_REQUEST: ContextVar[tuple[str | None, str | None]] = ContextVar(
+    "smartlogs_current_request", default=(None, None))
+
+
+def rejected(reason: str, n: int = 1, *, detail: str | None = None, client: str | None = None,
+             request: str | None = None) -> None:
+    """Count a refused request (or ``n`` refused items) under ``reason`` and keep it among the
+    last ``RECENT_REJECTIONS`` (time, reason, client, request, detail) for ``smartlogs status``."""
+    REQUESTS_REJECTED.labels(reason).inc(n)
+    ctx_client, ctx_request = CURRENT_REQUEST.get()
+    entry = {"time": time.time(), "reason": reason, "count": n,
+             "client": client or ctx_client, "request": request or ctx_request}
+    if detail:
+        entry["detail"] = str(detail)[:300]
+    with _recent_lock:
+        _recent.append(entry)
+
+
+def recent_rejections() -> list[dict]:
+    """The last refusals of this process, newest first."""
+    with _recent_lock:
+        return [dict(e) for e in reversed(_recent)]
 
 
 GAPS_REPAIRED = Counter("smartlogs_worker_gap_messages_total",

@@ -128,11 +128,15 @@ def send_batches(
     run_id: str,
     headers: dict[str, str] | None = None,
     max_retries: int = 8,
+    retry_for: float | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ReplayResult:
-    """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff."""
+    """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff:
+    ``max_retries`` times (about 33 s with the default 8), or, with ``retry_for``, for up to
+    that many seconds per batch however many retries that takes (a long outage)."""
     res = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=60)
@@ -144,7 +148,8 @@ def send_batches(
                 sleep(wait)
             body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line}) for n, line in batch)
             res.sent += len(batch)
-            ok = _post(client, url, body, headers or {}, max_retries, res, sleep)
+            ok = _post(client, url, body, headers or {}, max_retries, res, sleep,
+                       retry_for=retry_for, clock=clock)
             if ok:
                 res.accepted += len(batch)
             else:
@@ -205,15 +210,20 @@ def post_ingest(
     max_retry_after: float = 300.0,
     should_stop: Callable[[], bool] | None = None,
     on_retry: Callable[[str, float], None] | None = None,
+    retry_for: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PostOutcome:
     """POST an NDJSON body to ``url``/ingest until it is accepted (202).
 
     Connection errors, timeouts and 429/502/503/504 are retried with exponential backoff
     (``first_delay`` doubling up to ``max_delay``), waiting at least what ``Retry-After``
     asks (capped at ``max_retry_after``); ``max_retries=None`` retries forever (until
-    ``should_stop()``). Any other answer is final. Reused by ``replay`` and ``ship``.
+    ``should_stop()``). ``retry_for``: give up once that many seconds passed since the first
+    attempt (instead of counting retries; the last wait is cut to end at that time). Any other
+    answer is final. Reused by ``replay`` and ``ship``.
     """
     delay, attempt = first_delay, 0
+    started = clock()
     out = PostOutcome(ok=False)
     while True:
         try:
@@ -238,7 +248,12 @@ def post_ingest(
             asked = retry_after_seconds(r.headers.get("retry-after"))
             wait = max(delay, min(asked, max_retry_after)) if asked is not None else delay
         out.transient = True
-        if (max_retries is not None and attempt >= max_retries) or (should_stop and should_stop()):
+        if retry_for is not None:
+            left = retry_for - (clock() - started)
+            if left <= 0 or (should_stop and should_stop()):
+                return out
+            wait = min(wait, left)
+        elif (max_retries is not None and attempt >= max_retries) or (should_stop and should_stop()):
             return out
         attempt += 1
         out.retries += 1
@@ -248,13 +263,17 @@ def post_ingest(
         delay = min(delay * 2, max_delay)
 
 
-def _post(client, url, body, headers, max_retries, res, sleep) -> bool:
-    out = post_ingest(client, url, body, headers, max_retries=max_retries, sleep=sleep)
+def _post(client, url, body, headers, max_retries, res, sleep, *, retry_for=None,
+          clock=time.monotonic) -> bool:
+    out = post_ingest(client, url, body, headers, max_retries=max_retries, sleep=sleep,
+                      retry_for=retry_for, clock=clock)
     res.retries += out.retries
     if out.ok:
         return True
     if out.transient:
-        res.errors.append(f"gave up after {max_retries} retries: {out.error}")
+        tried = (f"{out.retries} retries over {retry_for:g}s" if retry_for is not None
+                 else f"{max_retries} retries")
+        res.errors.append(f"gave up after {tried}: {out.error}")
         if out.error.startswith(("Connect", "HTTP 5")):
             res.abort_reason = "unavailable"
     else:

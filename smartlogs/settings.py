@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         "without bound. Applied when the queue is created. 0: unbounded.")
     amqp_prefetch: int = Field(64, ge=1, description="Bridge: unacknowledged AMQP messages in flight.")
     publish_timeout: float = Field(5.0, gt=0, description="API: seconds to wait for a publisher confirm.")
+    stuck_after_seconds: float = Field(
+        60.0, gt=0, description="API readiness: work waiting (ready messages on the ingest "
+        "queue, records for the worker on Kafka) with no progress for this long makes /healthz "
+        "say degraded.")
+    health_probe_seconds: float = Field(
+        5.0, gt=0, description="API readiness: how often the ingest queue (consumers, ready "
+        "messages) and the worker's Kafka lag are read.")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_topic: str = Field("smartlogs.raw", description="Topic of raw line batches, keyed by host.")
     kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")

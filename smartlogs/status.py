@@ -85,8 +85,11 @@ def readiness(metrics_url: str) -> tuple[bool, str | None] | None:
 
 def collect_status(api_url: str, *, bridge_metrics: str | None = None,
                    worker_metrics: str | None = None, interval: float = 2.0,
-                   stuck_after: float = 60.0) -> tuple[str, list[Stage]]:
-    """(mode, stages). A stage that cannot be reached is down."""
+                   stuck_after: float = 60.0,
+                   headers: dict | None = None) -> tuple[str, list[Stage]]:
+    """(mode, stages). A stage that cannot be reached is down. The API's stage carries its last
+    refusals in ``detail["rejections"]`` (``GET /api/rejections``, with ``headers``: a read
+    key when keys are on), or why they could not be read in ``detail["rejections_error"]``."""
     api = api_url.rstrip("/")
     # an easy mix-up: the readiness URL given for the metrics one (same service, its /metrics)
     bridge_metrics, worker_metrics = (
@@ -129,11 +132,24 @@ def collect_status(api_url: str, *, bridge_metrics: str | None = None,
         api_stage.problem = redact(f"health says {h.get('status')}: {h.get('broker') or ''}"
                                    f"{' (' + h['broker_error'] + ')' if h.get('broker_error') else ''}"
                                    ).strip(": ")
+    if h.get("status") == "degraded" and h.get("degraded") and api_stage.problem is None:
+        # the API takes events, but the pipeline behind its queue does not move them on
+        api_stage.problem = redact("; ".join(str(r) for r in h["degraded"]))[:400]
+        api_stage.degraded = True
     syslog = h.get("syslog")
     if isinstance(syslog, dict) and syslog.get("listening") is False and api_stage.problem is None:
         api_stage.problem = (f"syslog receiver not listening on {syslog.get('address')}: "
                              f"{syslog.get('error')}")
         api_stage.degraded = True
+    if api_stage.errors:
+        try:
+            r = httpx.get(f"{api}/api/rejections", timeout=5, headers=headers or {})
+            if r.status_code == 200:
+                api_stage.detail["rejections"] = r.json().get("rejections", [])
+            else:
+                api_stage.detail["rejections_error"] = f"HTTP {r.status_code} from /api/rejections"
+        except (httpx.HTTPError, ValueError) as exc:
+            api_stage.detail["rejections_error"] = redact(str(exc))[:200]
     stages.insert(0, api_stage)
 
     if mode == "embedded":

@@ -289,4 +289,12 @@ class EmbeddedRunner:
             "last_error": self.last_error,
             "last_event_at": self.last_event_at,
             **self.pipeline.status(),
+            "counts": COUNTS_EXPLAINED,
         }
+
+
+# why /healthz shows two different numbers (they answer different questions)
+COUNTS_EXPLAINED = (
+    "processed: new events this server stored since it started (ids already stored are "
+    "skipped, not counted); lines: every line the model has learned from over its whole "
+    "life, restored from the checkpoint across restarts (re-runs after a crash included)")

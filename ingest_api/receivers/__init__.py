@@ -169,6 +169,7 @@ async def accept_items(request: Request, items: list[dict], source: str) -> None
     metrics.accepted(source, len(items))
 
 
-def reject(reason: str, n: int = 1) -> None:
-    """Count a refused request (or ``n`` refused items) under ``reason``."""
-    metrics.REQUESTS_REJECTED.labels(reason).inc(n)
+def reject(reason: str, n: int = 1, detail: str | None = None) -> None:
+    """Count a refused request (or ``n`` refused items) under ``reason``; kept among the
+    recent refusals with the request's client (``metrics.rejected``)."""
+    metrics.rejected(reason, n, detail=detail)

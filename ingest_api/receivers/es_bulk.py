@@ -413,7 +413,7 @@ async def _bulk(request: Request, index: str | None = None) -> Response:
 
 
 def _ingest_error(exc: IngestError) -> Response:
-    reject(f"es_bulk_{exc.body['error']}")
+    reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get("detail"))
     kind = {413: "content_too_long_exception"}.get(exc.status, "parse_exception")
     return es_error(exc.status, kind, exc.body["detail"])
 
@@ -436,7 +436,7 @@ async def _decode_and_accept(request: Request, body: bytes, index: str | None, s
         try:
             await accept_items(request, events, SOURCE)
         except IngestError as exc:
-            reject(f"es_bulk_{exc.body['error']}")
+            reject(f"es_bulk_{exc.body['error']}", detail=exc.body.get("detail"))
             if exc.status == 413:  # the batch can never fit: retrying it would never succeed
                 return es_error(413, "content_too_long_exception", exc.body["detail"])
             retry = str(exc.body.get("retry_after", 1))

@@ -315,7 +315,7 @@ class KafkaSource:
         self.stats.records += sum(len(v) for v in batches.values())
         if empty:
             self.stats.empty += empty
-            metrics.REQUESTS_REJECTED.labels("kafka_empty_record").inc(empty)
+            metrics.rejected("kafka_empty_record", empty, request="kafka source")
         if bad:
             self.stats.undecodable += bad
             log.warning("Kafka source: %d record(s) did not decode as %s; stored as text with "
@@ -392,7 +392,7 @@ class KafkaSource:
             if not refused:  # count the batch once, not every retry
                 refused = True
                 self.stats.refusals += 1
-                metrics.REQUESTS_REJECTED.labels(reason).inc()
+                metrics.rejected(reason, request="kafka source")
                 log.info("Kafka source: transport refused %d events (%s); holding them and "
                          "fetching nothing more until it takes them", len(items), reason)
             if self._stopping.is_set() and time.monotonic() >= self._deadline:

@@ -280,7 +280,7 @@ def _decode(body: bytes, encoding: str | None, content_type: str | None, max_byt
 
 
 def _error(exc: IngestError) -> JSONResponse:
-    reject(f"loki_{exc.body['error']}")
+    reject(f"loki_{exc.body['error']}", detail=exc.body.get('detail'))
     headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 

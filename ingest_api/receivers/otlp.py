@@ -357,7 +357,7 @@ def _decode(body: bytes, encoding: str | None, content_type: str | None, max_byt
 
 
 def _error(mime: str, exc: IngestError) -> Response:
-    reject(f"otlp_{exc.body['error']}")
+    reject(f"otlp_{exc.body['error']}", detail=exc.body.get('detail'))
     headers = {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
     if mime not in (JSON, PROTOBUF):
         mime = JSON

@@ -370,7 +370,7 @@ class SyslogReceiver:
             return
         if len(self._udp_q) >= self.udp_queue_max:
             self.stats.dropped += 1
-            metrics.REQUESTS_REJECTED.labels("syslog_udp_overflow").inc()
+            metrics.rejected("syslog_udp_overflow", request="syslog")
             return
         frame = data.rstrip(b"\r\n\0")
         if frame.strip():
@@ -424,7 +424,7 @@ class SyslogReceiver:
             if not refused:  # count the batch once, not every poll while the backlog is full
                 refused = True
                 self.stats.refusals += 1
-                metrics.REQUESTS_REJECTED.labels(reason).inc()
+                metrics.rejected(reason, request="syslog")
                 log.info("syslog: transport refused %d %s events (%s); holding them and "
                          "pausing reads until it takes them", n, source, reason)
             if self._stopping and time.monotonic() >= self._deadline:
@@ -435,7 +435,7 @@ class SyslogReceiver:
 
     def _lost(self, n: int, reason: str, why: str) -> None:
         self.stats.dropped += n
-        metrics.REQUESTS_REJECTED.labels(reason).inc(n)
+        metrics.rejected(reason, n, request="syslog")
         log.error("syslog: %d events lost: %s", n, why)
 
 

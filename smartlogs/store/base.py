@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EventQuery", "SearchResult", "sort_key", "BASES", "EventStore", "search_words", "QueryTimeout",
+__all__ = ["MAX_SEQ", "EventQuery", "SearchResult", "sort_key", "BASES", "EventStore", "search_words", "QueryTimeout",
            "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT"]
 
 BASES = ("event", "arrival")  # the time a filter or a window is counted in
@@ -20,6 +20,10 @@ _WORD = re.compile(r"[^\W_]+")
 def search_words(text: str) -> list[str]:
     """The words ``q`` searches for (each must occur); none for punctuation or emoji only."""
     return _WORD.findall(text)
+
+# The largest sequence number (cursor) a store can hold: a signed 64-bit integer, as SQLite's
+# INTEGER and Elasticsearch's long are. The API refuses larger cursors with a 422.
+MAX_SEQ = 2**63 - 1
 
 
 class QueryTimeout(Exception):
@@ -85,5 +89,9 @@ class EventStore(Protocol):
         """Windows of event time (``basis="event"``) or of arrival time (``"arrival"``)."""
 
     def templates(self, *, limit: int = 100) -> list[dict]: ...
+
+    def count_ids(self, prefix: str) -> int:
+        """How many stored events have an id that starts with ``prefix`` (a replay's
+        ``RUN_ID:``: how much of a run is already stored)."""
 
     def close(self) -> None: ...

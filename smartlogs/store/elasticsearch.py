@@ -707,6 +707,13 @@ class ElasticsearchStore:
                 r["template"] = texts.get(r["id"])
         return rows
 
+    def count_ids(self, prefix: str) -> int:
+        """Events whose id (a keyword) starts with ``prefix``."""
+        resp = self._retrying("count", lambda: self._es.count(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
+            query={"prefix": {"id": prefix}}), retries=QUERY_RETRIES)
+        return int(resp["count"])
+
     def count_events(self) -> int:
         resp = self._retrying("count", lambda: self._es.count(
             index=self.pattern, ignore_unavailable=True, allow_no_indices=True),

@@ -642,6 +642,14 @@ class SqliteStore:
     def count_events(self) -> int:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
+    def count_ids(self, prefix: str) -> int:
+        """Events whose id starts with ``prefix``: a range on the unique id index (ids compare
+        as UTF-8 bytes), not a scan."""
+        if not prefix:
+            return self.count_events()
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return self._conn().execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
+                                    (prefix, upper)).fetchone()[0]
     def delete_before(self, ts: float, *, limit: int = 1000, window_seconds: int = 60) -> int:
         """Retention, one bounded step: delete up to ``limit`` of the events whose event time
         is before ``ts``, with their full-text rows, and take them out of the window counts

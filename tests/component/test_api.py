@@ -104,6 +104,15 @@ def test_healthz(app_client):
     assert r.json()["status"] == "ok" and r.json()["pipeline"]["running"] is True
 
 
+def test_healthz_says_why_processed_and_lines_differ(app_client):
+    app_client.post("/ingest", json={"id": "twice", "message": "same id twice"})
+    app_client.post("/ingest", json={"id": "twice", "message": "same id twice"})
+    wait_stored(app_client, 1)
+    p = app_client.get("/healthz").json()["pipeline"]
+    assert "processed" in p and "lines" in p
+    assert "processed: new events" in p["counts"] and "lines: every line" in p["counts"]
+
+
 def test_same_id_is_stored_once(app_client):
     ev = {"id": "client-key-1", "message": "retried message"}
     assert app_client.post("/ingest", json=ev).status_code == 202

@@ -176,6 +176,60 @@ def test_status_reports_each_stage_and_fails_when_down(platform):
     assert r.returncode == 1 and "down" in r.stdout
 
 
+def test_status_shows_the_last_rejections_with_reason_and_client(platform):
+    """"1 rejected" said nothing about which request or why: the last refusals are kept
+    (reason, time, client, request, detail) and `smartlogs status` lists them."""
+    r = httpx.post(f"{platform}/ingest", content=b'{"message": "x"', timeout=10,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    r = httpx.post(f"{platform}/v1/logs", content=b"{not json", timeout=10,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    kept = httpx.get(f"{platform}/api/rejections").json()["rejections"]
+    assert [k["reason"] for k in kept] == ["otlp_invalid_otlp", "invalid_json"], kept
+    assert kept[1]["request"] == "POST /ingest" and kept[1]["client"].startswith("127.0.0.1:")
+    assert "not valid JSON" in kept[1]["detail"]
+    r = _cli("status", "--interval", "0.2", url=platform)
+    assert "2 rejected" in r.stdout, r.stdout
+    table = r.stdout[r.stdout.index("last 2 rejections"):]
+    assert "invalid_json" in table and "POST /ingest" in table and "127.0.0.1" in table, r.stdout
+    assert "otlp_invalid_otlp" in table and "POST /v1/logs" in table, r.stdout
+
+
+def test_a_resumed_replay_says_how_many_lines_were_already_stored(platform, tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"2024-05-01T10:00:{i % 60:02d}Z worker-{i % 3} job {i} done\n"
+                           for i in range(120)))
+    first = log.with_name("first.log")
+    first.write_text("".join(log.read_text().splitlines(keepends=True)[:80]))
+    r = _cli("replay", str(first), "--run-id", "rs1", url=platform)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lines of this run are already stored" not in r.stderr  # nothing of rs1 before
+    assert _wait_total(platform, 80) == 80
+    # the whole file under the same run id: its first 80 lines are already stored
+    r = _cli("replay", str(log), "--run-id", "rs1", url=platform)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "80 lines of this run are already stored" in r.stderr, r.stderr
+    assert "accepted 120 (80 of them already stored before: skipped)" in r.stdout, r.stdout
+    assert _wait_total(platform, 120) == 120
+    assert httpx.get(f"{platform}/ingest/runs/rs1").json() == {"run_id": "rs1", "stored": 120}
+
+
+def test_sigterm_stops_smartlogs_up_cleanly_with_status_0(tmp_path):
+    """uvicorn re-raised SIGTERM after its graceful shutdown, so the process died by the signal
+    (-15) and `make up` ended with "make: *** [Makefile:23: up] Terminated"."""
+    proc, url = _start(tmp_path, _free_port())
+    assert httpx.post(f"{url}/ingest", json={"message": "before the stop"}).status_code == 202
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, (proc.returncode, out[-2000:])
+    assert "Traceback" not in out, out[-2000:]
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused(platform, tmp_path):
     env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_SYSLOG_PORT": "0",
            "COLUMNS": "200", "NO_COLOR": "1"}

@@ -520,6 +520,23 @@ for (const name of ['alert', 'prompt', 'confirm']) {
 }"""
 
 
+@pytest.mark.timeout(90)
+def test_api_docs_render_offline_from_local_assets(platform, browser):
+    """/docs loaded Swagger UI from a CDN: blank without internet. Now every file it loads
+    comes from the API itself, and the page renders the operations."""
+    url, drv = platform, browser
+    drv.get(f"{url}/docs")
+    _wait(lambda: _js(drv, "const t = document.querySelector('.swagger-ui .info .title');"
+                           "return t && t.textContent"), "Swagger UI's title", timeout=20)
+    assert "SmartLogs" in _js(drv, "return document.querySelector('.swagger-ui .info .title').textContent")
+    _wait(lambda: _js(drv, "return document.querySelectorAll('.opblock').length") >= 5,
+          "the operations")
+    loaded = _js(drv, "return performance.getEntriesByType('resource').map(e => e.name)")
+    foreign = [u for u in loaded if not u.startswith(url)]
+    assert not foreign, foreign
+    assert any(u.endswith("/docs/assets/swagger-ui-bundle.js") for u in loaded), loaded
+
+
 def _create_key(tmp_path: Path, name: str, scope: str) -> str:
     out = subprocess.run([sys.executable, "-m", "smartlogs.cli", "keys", "create", "--name", name, "--scope", scope],
                          env={**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var")}, cwd=REPO,

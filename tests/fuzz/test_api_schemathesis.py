@@ -17,6 +17,11 @@ context manager. ``/ingest`` and the receivers read their bodies raw, so the sch
 none: the bodies are added here (``INGEST_REQUEST_BODY``, ``RECEIVER_REQUEST_BODIES``), with
 strategies for NDJSON/_bulk and protobuf, which Schemathesis cannot make by itself.
 
+Phases (issue 21): Schemathesis' examples, coverage and fuzzing phases per operation
+(``test_api_fuzz``), and its stateful phase (``TestStatefulFuzz``: sequences of requests that
+follow ``STATEFUL_LINKS``, the live stream left out); every numeric parameter is bounded in the
+schema (``test_every_numeric_parameter_is_bounded``), so an out-of-range number is a 422.
+
 Budget: fixed ``max_examples`` per operation and phase, fixed seed, deterministic generation,
 no example database: the same requests on every run. ``SMARTLOGS_FUZZ_EXAMPLES`` raises the
 budget for a deeper local run (e.g. ``SMARTLOGS_FUZZ_EXAMPLES=500``); with
@@ -59,6 +64,7 @@ from tests.unit.test_properties import (
 )
 
 EXAMPLES = int(os.environ.get("SMARTLOGS_FUZZ_EXAMPLES", "60"))
+STATEFUL_STEPS = 8  # requests per stateful scenario; EXAMPLES // 2 scenarios
 SEED = 20240608
 MAX_RESPONSE_SECONDS = 5.0  # an answer slower than this is a hang as far as a client is concerned
 REQUEST_TIMEOUT = 15.0  # cut a request that really hangs, so the test fails instead of hanging
@@ -144,6 +150,27 @@ RECEIVER_REQUEST_BODIES = {
 }
 
 
+# OpenAPI links for the stateful phase: what one answer gives the next request. The schema has
+# no resource ids to follow, so the links are the values a client does carry over: the tail
+# cursor (``last_seq``) and the template ids of stored events and of the template list.
+STATEFUL_LINKS = {
+    ("/api/events", "get"): {
+        "NextTail": {"operationId": "events_api_events_get",
+                     "parameters": {"query.after": "$response.body#/last_seq"}},
+        "SameTemplate": {"operationId": "events_api_events_get",
+                         "parameters": {"query.template": "$response.body#/events/0/template"}},
+    },
+    ("/api/templates", "get"): {
+        "EventsOfTemplate": {"operationId": "events_api_events_get",
+                             "parameters": {"query.template": "$response.body#/templates/0/id"}},
+    },
+    ("/ingest", "post"): {
+        "FindAccepted": {"operationId": "events_api_events_get",
+                         "parameters": {"query.order": "arrival", "query.limit": 10}},
+    },
+}
+
+
 def _raw_schema(app) -> dict:
     raw = copy.deepcopy(app.openapi())
     raw["paths"]["/ingest"]["post"].setdefault("requestBody", copy.deepcopy(INGEST_REQUEST_BODY))
@@ -151,6 +178,11 @@ def _raw_schema(app) -> dict:
         for method, op in raw["paths"].get(path, {}).items():
             if method in ("post", "put"):
                 op.setdefault("requestBody", {"required": True, "content": copy.deepcopy(content)})
+    for (path, method), links in STATEFUL_LINKS.items():
+        responses = raw["paths"][path][method]["responses"]
+        code = "202" if method == "post" else "200"
+        responses.setdefault(code, {"description": "OK"}).setdefault("links", {}).update(
+            copy.deepcopy(links))
     return raw
 
 
@@ -169,7 +201,11 @@ def _config():
             "database": "none",
             "mode": "all",  # valid and invalid data
         },
-        "phases": {"stateful": {"enabled": False}},
+        # the phases Schemathesis' own CLI runs (`st run --phases examples,fuzzing,stateful`)
+        # plus its coverage phase (boundary values of every bounded parameter)
+        "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True},
+                   "fuzzing": {"enabled": True},
+                   "stateful": {"enabled": True, "max-steps": STATEFUL_STEPS}},
         "checks": {
             # the promises of this test; schema-conformance checks are reported separately
             "not_a_server_error": {"enabled": True},
@@ -289,6 +325,47 @@ def test_api_fuzz(case):
 def _max_response_time(ctx, response, case):
     assert response.elapsed <= MAX_RESPONSE_SECONDS, (
         f"{case.method} {case.formatted_path} took {response.elapsed:.2f}s")
+
+
+# -- the stateful phase: sequences of requests chained by the links above --------------------
+# The live tail is left out: it is a stream that runs until ``max_seconds`` by design.
+STATEFUL = SCHEMA.exclude(path="/api/stream").as_state_machine()
+
+
+class _Stateful(STATEFUL):
+    def validate_response(self, response, case, **kwargs):
+        _record(case, response)
+        case.validate_response(response, checks=[no_server_error, four_xx_is_json_error,
+                                                 _max_response_time])
+
+
+TestStatefulFuzz = _Stateful.TestCase
+TestStatefulFuzz.settings = hypothesis.settings(
+    _Stateful.TestCase.settings, max_examples=max(1, EXAMPLES // 2),
+    stateful_step_count=STATEFUL_STEPS, derandomize=True, database=None)
+
+
+def test_stateful_phase_has_transitions():
+    """The stateful phase follows links; without any it would only repeat the stateless one."""
+    assert STATEFUL.bundles or STATEFUL._transitions.operations, "no links for the stateful phase"
+    labels = {op for op, node in STATEFUL._transitions.operations.items() if node.outgoing}
+    assert {"GET /api/events", "GET /api/templates", "POST /ingest"} <= labels, labels
+
+
+def test_every_numeric_parameter_is_bounded():
+    """An integer beyond what the store holds (``after=2**63``) was a 500: every number in the
+    schema has a minimum and a maximum, so that it is refused with a 422 before any code runs."""
+    unbounded = []
+    for path, ops in APP.openapi()["paths"].items():
+        for method, op in ops.items():
+            for param in op.get("parameters", []):
+                schema = param.get("schema", {})
+                kinds = [schema] + schema.get("anyOf", [])
+                for kind in kinds:
+                    if kind.get("type") in ("integer", "number") and not (
+                            "maximum" in kind and "minimum" in kind):
+                        unbounded.append(f"{method.upper()} {path} {param['name']}")
+    assert not unbounded, unbounded
 
 
 def _runner(app):
@@ -511,6 +588,8 @@ def test_queries_take_arbitrary_parameters(ingest_client):
     ("DELETE", "/ingest", {}, 405),
     ("GET", "/api/events?limit=abc", {}, 422),
     ("GET", "/api/events?since=yesterday-ish", {}, 422),
+    ("GET", f"/api/events?after={2**63}", {}, 422),  # beyond 64 bits: was a 500
+    ("GET", f"/api/stream?after={2**64}", {}, 422),
     ("POST", "/ingest", {"Content-Type": "text/plain", "Content-Length": str(MAX_BODY + 1)}, 413),
 ])
 def test_refusals_outside_the_schema_are_json(ingest_client, method, path, headers, status):

@@ -21,8 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_stack(tmp_path, rabbitmq: str, kafka: str, elasticsearch: str):
-    """Start the three services on unique queues, topics and indices; yield; stop and clean up."""
+def run_stack(tmp_path, rabbitmq: str, kafka: str, elasticsearch: str,
+              extra_env: dict | None = None):
+    """Start the three services on unique queues, topics and indices; yield; stop and clean up.
+    ``extra_env``: more settings for the three (e.g. shorter readiness delays)."""
     tag = uuid.uuid4().hex[:8]
     port = free_port()
     env = {
@@ -41,6 +43,7 @@ def run_stack(tmp_path, rabbitmq: str, kafka: str, elasticsearch: str):
         "SMARTLOGS_CHECKPOINT_SECONDS": "1",
         "SMARTLOGS_BRIDGE_METRICS_PORT": str(free_port()),
         "SMARTLOGS_WORKER_METRICS_PORT": str(free_port()),
+        **(extra_env or {}),
     }
     logs = {}
     procs = {}

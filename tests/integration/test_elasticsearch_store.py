@@ -719,3 +719,11 @@ def test_bulk_throughput_20k(make_store, loghub):
     assert store.count_events() == 20000
     print(f"\nElasticsearchStore.write: 20000 events in {elapsed:.2f}s "
           f"= {20000 / elapsed:,.0f} docs/s")
+
+
+def test_count_ids_by_run_prefix_agrees_with_sqlite(pair):
+    """What a resumed replay reports as already stored: ids ``RUN_ID:LINE`` counted by prefix."""
+    _, sql, store = pair
+    for prefix in ("lx:", "ap:", "js:", "nope:", "l"):
+        assert store.count_ids(prefix) == sql.count_ids(prefix), prefix
+    assert sql.count_ids("lx:") == 500 and sql.count_ids("nope:") == 0

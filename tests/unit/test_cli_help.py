@@ -24,3 +24,26 @@ def test_env_vars_and_defaults_are_whole_at_80_columns(command):
 def test_a_long_env_var_name_survives_narrow_help():
     r = CliRunner().invoke(app, ["status", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
     assert re.search(r"SMARTLOGS_BRIDGE_METRICS_URL", r.output), r.output
+
+
+def test_search_results_at_80_columns_keep_the_message_readable():
+    """At 80 columns the table squeezed each message to ~20 characters: now a narrow terminal
+    gets each event's fields on one line and its message on (nearly) the full width."""
+    from rich.console import Console
+
+    from smartlogs.cli import _event_table
+
+    message = ("session opened for user root by (uid=0) after a long authentication exchange "
+               "with the remote host 10.0.0.1 port 22")
+    event = {"timestamp": "2024-06-14T15:16:01.000Z", "host": "combo", "level": "INFO",
+             "template_id": "T12", "score": 0.12, "anomaly": False, "reason": None,
+             "message": message}
+    out = Console(width=80, record=True, color_system=None)
+    out.print(_event_table([event], "1 matching events", width=80))
+    text = out.export_text()
+    lines = [ln.strip() for ln in text.splitlines()]
+    assert "2024-06-14T15:16:01.000Z" in text and "combo" in text and "T12" in text
+    # the message takes at most 2 lines of ≥ 60 characters, never a narrow column
+    msg_lines = [ln for ln in lines if ln and ln in message]
+    assert " ".join(msg_lines) == message and len(msg_lines) <= 2, text
+    assert max(len(ln) for ln in msg_lines) >= 70, text

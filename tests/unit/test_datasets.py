@@ -48,3 +48,25 @@ def test_fetch_reports_http_errors(tmp_path, upstream):
     _, url = upstream
     with pytest.raises(FetchError, match="HTTP 404"):
         fetch_dataset("HDFS", tmp_path / "out", base_url=url)
+
+
+def test_missing_samples_say_what_to_set(tmp_path, monkeypatch):
+    """A clone outside the project folder has no ../shared: the benchmarks said nothing but a
+    FileNotFoundError traceback; now they say where they looked and what to set."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+
+    monkeypatch.setenv("SMARTLOGS_LOGHUB_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(LoghubNotFound) as e:
+        require_loghub_dir("Linux")
+    assert "SMARTLOGS_LOGHUB_DIR" in str(e.value) and "smartlogs data fetch -d Linux" in str(e.value)
+    assert "needs internet" in str(e.value)
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(repo / "bench" / "bench_embedded.py"), "--lines", "10"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**__import__("os").environ, "SMARTLOGS_LOGHUB_DIR": str(tmp_path / "nowhere")})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "set SMARTLOGS_LOGHUB_DIR" in r.stderr, r.stderr

@@ -64,6 +64,16 @@ def test_fields_nested_too_deep_are_refused_and_reasonable_nesting_is_kept():
     assert decode_body(ok.encode(), content_type="application/json", max_bytes=10**6)[0]["fields"]
 
 
+@pytest.mark.parametrize("ct", ["image/png", "application/octet-stream", None])
+def test_an_unknown_type_is_a_415_even_when_the_body_is_binary(ct):
+    """A PNG sent as image/png was a 400 invalid_utf8: the type is checked first."""
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"
+    with pytest.raises(IngestError) as e:
+        dec(png, ct=ct)
+    assert e.value.status == 415 and e.value.body["error"] == "unsupported_media_type"
+    assert (repr(ct) if ct else "no Content-Type") in e.value.body["detail"]
+
+
 def test_multi_member_gzip_is_decoded_whole_within_the_limit():
     from ingest_api.decode import IngestError, gunzip
 

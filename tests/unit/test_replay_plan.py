@@ -79,3 +79,64 @@ def test_send_retries_503_then_succeeds_with_same_ids():
                        client=client, sleep=lambda s: None)
     assert (res.accepted, res.rejected, res.retries) == (3, 0, 1)
     assert bodies[0] == bodies[1] and b'"id":"r:1"' in bodies[0]
+
+
+def test_retry_for_rides_out_an_outage_longer_than_the_retry_count_allows():
+    """An API down for ~5 minutes: eight retries (~33 s) give up; ``retry_for=600`` keeps
+    retrying with backoff (capped at 10 s a wait) until the API answers, and stores once."""
+    import httpx
+
+    from smartlogs.replay import send_batches
+
+    now = [0.0]
+    calls = []
+
+    def down_for_300s(request):
+        calls.append(now[0])
+        if now[0] < 300:
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(202, json={"accepted": 10})
+
+    def sleep(s):
+        now[0] += s
+
+    def run(**kw):
+        now[0] = 0.0
+        calls.clear()
+        client = httpx.Client(transport=httpx.MockTransport(down_for_300s))
+        return send_batches("http://x", plan_batches(lines(10), batch_size=10), run_id="r",
+                            client=client, sleep=sleep, clock=lambda: now[0], **kw)
+
+    res = run()
+    assert res.aborted and res.rejected == 10 and now[0] < 60
+    res = run(retry_for=600)
+    assert not res.aborted and (res.accepted, res.rejected) == (10, 0), res.errors
+    assert 300 <= now[0] < 320 and res.retries == len(calls) - 1
+
+    res = run(retry_for=120)  # shorter than the outage: gives up at 120 s, says so
+    assert res.aborted and res.rejected == 10 and now[0] == 120
+    assert "over 120s" in res.errors[0]
+
+
+def test_cli_retry_for_keeps_trying_then_gives_the_rerun_hint(tmp_path):
+    """`replay --retry-for 1s` against an API that is down: no fail-fast probe, retries for the
+    duration, then the rerun hint (with the same --retry-for); a bad duration is a usage error."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from smartlogs.cli import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "a.log"
+    log.write_text("one line\nanother line\n")
+    env = {"COLUMNS": "200", "NO_COLOR": "1", "SMARTLOGS_API_KEY": ""}
+    r = CliRunner().invoke(app, ["replay", str(log), "--url", f"http://127.0.0.1:{port}",
+                                 "--run-id", "rf1", "--retry-for", "1s"], env=env)
+    assert r.exit_code == 1, r.output
+    assert "over 1s" in r.output and "stopped early" in r.output, r.output
+    assert "--run-id rf1 --retry-for 1s" in r.output.replace("\n", " "), r.output
+    r = CliRunner().invoke(app, ["replay", str(log), "--retry-for", "soon"], env=env)
+    assert r.exit_code == 2 and "give a duration" in r.output, r.output

@@ -364,3 +364,12 @@ def test_incidents_are_keyed_by_the_strongest_evidence_and_expire():
     assert not s._same_incident(burst, {**ctx, "ts": 300.0})  # more than a minute later
     assert not s._same_incident({**x, "severity": 1.0}, ctx)  # no evidence stands out
     assert pickle.loads(pickle.dumps(s))._incidents == s._incidents
+
+
+def test_warm_up_scores_are_the_other_evidence_and_never_flag():
+    """What the README says about warm-up: the trees add nothing yet, so a new ERROR line
+    still gets a score from its other evidence, and it is never flagged (min_score 0)."""
+    s = AnomalyScorer(window_size=50, min_score=0.0, quantile=0.5)
+    r = s.score(*_x(s, tid="T7", seen=0, new=True, level="ERROR", ts=1.0))
+    assert r.warming_up and not r.is_anomaly and r.reason is None
+    assert r.score > 0.1
