@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,12 +131,15 @@ def stage_costs(lines: list[str]) -> dict[str, float]:
     }
 
 
-def end_to_end(path: Path, n: int, batch: int) -> dict:
+@contextmanager
+def embedded_server(extra_env: dict | None = None):
+    """A fresh `smartlogs up` in a temporary data dir on a free port: yields (url, pid)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data_dir = tempfile.mkdtemp(prefix="smartlogs-bench-")
-    env = {**os.environ, "SMARTLOGS_DATA_DIR": data_dir, "SMARTLOGS_PORT": str(port)}
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": data_dir, "SMARTLOGS_PORT": str(port),
+           **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up", "--log-level", "warning"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -146,6 +150,14 @@ def end_to_end(path: Path, n: int, batch: int) -> dict:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def end_to_end(path: Path, n: int, batch: int) -> dict:
+    with embedded_server() as (url, pid):
         reps = -(-n // 2000)
         lines = ((i, x) for k, (i, x) in enumerate(read_lines(path, reps)) if k < n)
         t0 = time.perf_counter()
@@ -155,13 +167,10 @@ def end_to_end(path: Path, n: int, batch: int) -> dict:
             while c.get(f"{url}/api/events", params={"limit": 1}).json()["total"] < res.accepted:
                 time.sleep(0.02)
         t_all = time.perf_counter() - t0
-        with open(f"/proc/{proc.pid}/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
         return {"lines": res.accepted, "rejected": res.rejected, "send_s": t_sent, "stored_s": t_all,
                 "lines_per_s": res.accepted / t_all, "peak_rss_mb": hwm, "batch": batch}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
 
 
 def main() -> None:

@@ -16,42 +16,17 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 
-
-@contextmanager
-def embedded_server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data_dir = tempfile.mkdtemp(prefix="smartlogs-bench-small-")
-    env = {**os.environ, "SMARTLOGS_DATA_DIR": data_dir, "SMARTLOGS_PORT": str(port),
-           "SMARTLOGS_SYSLOG_PORT": "0", "SMARTLOGS_RATE_LIMIT_PER_KEY": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url, proc.pid
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_embedded import embedded_server  # noqa: E402
+from bench_full_stack import cpu_seconds  # noqa: E402
 
 
 async def post_lines(url: str, clients: int, lines: int, tag: str) -> dict:
@@ -72,12 +47,6 @@ async def post_lines(url: str, clients: int, lines: int, tag: str) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         return {"accept_s": time.perf_counter() - t0, "statuses": statuses, "t0": t0}
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -102,10 +71,11 @@ def main() -> None:
     if args.url:
         res = run(args.url)
     else:
-        with embedded_server() as (url, pid):
-            before = _cpu_seconds(pid)
+        with embedded_server({"SMARTLOGS_SYSLOG_PORT": "0",
+                              "SMARTLOGS_RATE_LIMIT_PER_KEY": "0"}) as (url, pid):
+            before = cpu_seconds(pid)
             res = run(url)
-            cpu_us = (_cpu_seconds(pid) - before) / args.lines * 1e6
+            cpu_us = (cpu_seconds(pid) - before) / args.lines * 1e6
     text = "\n".join([
         f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · small requests ({args.label}): "
         f"{args.clients} concurrent clients, one line per POST",
