@@ -175,6 +175,8 @@ class Pipeline:
                 window_start=window_start(ts, size),
                 ts=ts,
                 params=mined.params,
+                source=item.get("stream") or item.get("source"),
+                kind=fmt if fmt != "inferred" else f"inferred:{item.get('stream') or item.get('source')}",
             )
             lines.append((x, ctx))
             out.append({

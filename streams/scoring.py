@@ -458,6 +458,7 @@ class AnomalyScorer:
         self._recur_t: dict[str, tuple[float, float]] = {}
         # silence: per host (last ts, mean log gap, var log gap, gaps seen)
         self._gaps: dict[str, list] = {}
+        self._kind_peers: dict[str | None, list] = {}  # kind -> up to two of its sources
         # parameter slots per (template, position)
         self._slots: dict[str, list[_Slot]] = {}
         self._numbers: dict[str, float | None] = {}  # parameter text -> signed log1p, memo
@@ -485,6 +486,7 @@ class AnomalyScorer:
             state["hst"] = old["hst"]
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
+        state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
         state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
@@ -514,12 +516,26 @@ class AnomalyScorer:
         window_start: float,
         ts: float | None = None,
         params: list[str] | None = None,
+        source: str | None = None,
+        kind: str | None = None,
     ) -> tuple[dict[str, float], dict]:
         """The feature vector and its context for the next line. Lines are scored in the order
         their features were computed, one by one (``score``) or in a batch (``score_many``)."""
         n = self.seen + self._pending
         self._pending += 1
-        hostkey = host or "-"
+        # a line without a host is judged as its named source (a file, a stream), never lumped
+        # with every other hostless line into one pseudo-host
+        hostkey = host or (f"~{source}" if source else "-")
+        # sources of one kind (the same log format) are each other's fleet: "more than all
+        # other sources together" is asked only where another source of that kind exists
+        peers = self._kind_peers.get(kind)
+        if peers is None:
+            if len(self._kind_peers) >= _MAX_KEYS:
+                self._kind_peers.clear()
+            peers = self._kind_peers[kind] = []
+        if len(peers) < 2 and hostkey not in peers:
+            peers.append(hostkey)
+        has_peers = len(peers) > 1
         sev = SEVERITY.get(level, 0.5)
         rarity = -math.log((seen_before + 1) / (n + 2)) / math.log(n + 2)
 
@@ -563,7 +579,7 @@ class AnomalyScorer:
                 ez, eu = sz, share_expected
             error_burst = _zramp(ez)
             if ts is not None:
-                recurrence, rec_fast = self._recurrence(hostkey, template_id, ts)
+                recurrence, rec_fast = self._recurrence(hostkey, template_id, ts, has_peers)
 
         silence, gap, usual_gap = (0.0, None, None) if ts is None else self._silence(hostkey, ts)
         param, param_what = self._params(template_id, params) if params else (0.0, None)
@@ -582,7 +598,7 @@ class AnomalyScorer:
             "silence": silence,
             "param": param,
         }
-        ctx = {"host": host, "host_count": hc, "host_usual": hu, "template_count": tc,
+        ctx = {"host": host, "source": source if not host else None, "host_count": hc, "host_usual": hu, "template_count": tc,
                "template_usual": tu, "burst_host": burst_host, "seen_before": seen_before,
                "level": level, "tokens": tokens, "template_id": template_id,
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
@@ -625,7 +641,8 @@ class AnomalyScorer:
         hst[1] = hlong + 1.0
         return z, expected
 
-    def _recurrence(self, host: str, template_id: str, ts: float) -> tuple[float, float]:
+    def _recurrence(self, host: str, template_id: str, ts: float,
+                    has_peers: bool = True) -> tuple[float, float]:
         """One host repeating an error pattern more than its share of the fleet and more than
         its own long-run habit predict (decayed counts over the last hour and day)."""
         hl = self.recurrence_half_life
@@ -643,7 +660,7 @@ class AnomalyScorer:
             tfast *= 0.5 ** (dt / hl)
         # more than all other hosts together, and more than the host's own habit (a day's rate)
         others = tfast - fast
-        expected = max(others, slow / 24.0) if len(self._gaps) > 1 else fast
+        expected = max(others, slow / 24.0) if has_peers and len(self._gaps) > 1 else fast
         z = (fast - expected) / math.sqrt(expected + 1.0)
         if len(self._recur) >= _MAX_PAIRS and key not in self._recur:
             self._recur = _forget_quietest(self._recur, 2)
@@ -846,7 +863,8 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     get = x.get
     tid = ctx.get("template_id")
     # lines without a host are counted together, as one source
-    who = f"host {ctx['host']}" if ctx.get("host") else "lines without a host"
+    who = (f"host {ctx['host']}" if ctx.get("host") else
+           f"source {ctx['source']}" if ctx.get("source") else "lines without a host")
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
     if get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
