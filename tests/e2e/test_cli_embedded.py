@@ -260,7 +260,11 @@ def test_an_interrupted_replay_says_how_to_resume_without_duplicates(platform, l
         [sys.executable, "-m", "smartlogs.cli", "replay", str(path), "--url", platform,
          "--rate", "400", "--run-id", "ir"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # interrupt once it is sending (not while a slow machine is still importing the CLI)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{platform}/api/events", params={"limit": 1}).json()["total"] == 0:
+        assert time.monotonic() < deadline and proc.poll() is None, "the replay never started"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
