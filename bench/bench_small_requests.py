@@ -8,6 +8,11 @@ confirm), and stored-and-searchable lines/s (until /api/events counts them all).
     python bench/bench_small_requests.py --clients 32 --lines 20000 --record bench/RESULTS.md
     python bench/bench_small_requests.py --clients 1 --lines 3000
     python bench/bench_small_requests.py --url http://127.0.0.1:8000 --label "full stack"
+    python bench/bench_small_requests.py --wrk --seconds 10     # wrk as the client (apt install wrk)
+
+The Python client (httpx, asyncio) costs more CPU per request than the server on two cores, so
+it measures itself as much as SmartLogs; ``--wrk`` drives the same requests from wrk (C), which
+leaves the cores to the server.
 """
 
 from __future__ import annotations
@@ -49,6 +54,27 @@ async def post_lines(url: str, clients: int, lines: int, tag: str) -> dict:
         return {"accept_s": time.perf_counter() - t0, "statuses": statuses, "t0": t0}
 
 
+def run_wrk(url: str, clients: int, seconds: float, tag: str) -> dict:
+    """wrk POSTing one line per request for ``seconds``; (requests/s, non-2xx count)."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk), or run without --wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(f'wrk.method = "POST"\nwrk.body = "{tag} small request line\\n"\n'
+                'wrk.headers["Content-Type"] = "text/plain"\n')
+    out = subprocess.run([wrk, f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds:g}s", "-s", f.name,
+                          f"{url}/ingest"], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    total = int(re.search(r"(\d+) requests in", out)[1])
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rate": rate, "requests": total, "non_2xx": int(bad[1]) if bad else 0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=32)
@@ -56,6 +82,8 @@ def main() -> None:
     ap.add_argument("--url", help="an API that is already running (default: start an embedded one)")
     ap.add_argument("--label", default="embedded")
     ap.add_argument("--record", type=Path, help="append a results section to this Markdown file")
+    ap.add_argument("--wrk", action="store_true", help="use wrk (C) as the client instead of httpx")
+    ap.add_argument("--seconds", type=float, default=10.0, help="with --wrk: how long")
     args = ap.parse_args()
     tag = "small" + uuid.uuid4().hex[:10]
 
@@ -67,6 +95,41 @@ def main() -> None:
         res["stored_s"] = time.perf_counter() - res["t0"]
         return res
 
+    if args.wrk:
+        def wrk_run(url: str) -> dict:
+            res = run_wrk(url, args.clients, args.seconds, tag)
+            with httpx.Client(base_url=url, timeout=30) as c:
+                deadline = time.monotonic() + 120
+                while (c.get("/api/events", params={"q": tag, "limit": 1}).json()["total"]
+                       < res["requests"] - res["non_2xx"]) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                res["stored"] = c.get("/api/events", params={"q": tag, "limit": 1}).json()["total"]
+            return res
+
+        if args.url:
+            res, cpu = wrk_run(args.url), None
+        else:
+            with embedded_server({"SMARTLOGS_SYSLOG_PORT": "0",
+                                  "SMARTLOGS_RATE_LIMIT_PER_KEY": "0"}) as (url, pid):
+                before = cpu_seconds(pid)
+                res = wrk_run(url)
+                cpu = (cpu_seconds(pid) - before) / max(res["requests"], 1) * 1e6
+        text = "\n".join([
+            f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · small requests ({args.label}, wrk): "
+            f"{args.clients} connections, one line per POST, {args.seconds:g} s",
+            "",
+            f"machine: {os.cpu_count()} cores, Python {platform.python_version()}",
+            "",
+            f"- accepted (202, on disk): **{res['rate']:,.0f} lines/s** ({res['requests']:,} requests, "
+            f"{res['non_2xx']} not 2xx); stored and searchable afterwards: {res['stored']:,}",
+            *([f"- CPU of the `smartlogs up` process: {cpu:,.0f} µs per request"] if cpu else []),
+            "",
+        ])
+        print(text)
+        if args.record:
+            with open(args.record, "a") as f:
+                f.write(text + "\n")
+        return
     cpu_us = None
     if args.url:
         res = run(args.url)
