@@ -400,12 +400,24 @@ class SyslogReceiver:
         self.stats.received[source] += n
         batch_id = secrets.token_hex(6)
         items = make_items(frames, source, batch_id, time.time())
+        return await self._accept_items(items, batch_id, source)
+
+    async def _accept_items(self, items: list[dict], batch_id: str, source: str) -> bool:
+        n = len(items)
         wait, refused = 0.02, False
         while True:
             try:
                 with metrics.ACCEPT_SECONDS.time():
                     await self.transport.accept(items, batch_id)
             except IngestError as exc:
+                if exc.status == 413 and n > 1:
+                    # more than the transport takes in one batch (a backlog limit set below the
+                    # receiver's batch): hand it over in parts that fit, never drop it
+                    size = max(1, min(int(exc.body.get("limit") or 0) or n // 2, n // 2))
+                    ok = True
+                    for k in range(0, n, size):
+                        ok = await self._accept_items(items[k:k + size], batch_id, source) and ok
+                    return ok
                 if exc.status not in (429, 503):
                     self._lost(n, exc.body.get("error", "rejected"), f"refused: {exc}")
                     return False

@@ -381,3 +381,22 @@ def test_plain_lines_starting_with_a_number_over_tcp_are_stored_as_sent(platform
         s.sendall("".join(line + "\n" for line in lines).encode())
     got = stored(client, token, len(lines))
     assert sorted(e["raw"] for e in got) == sorted(lines)
+
+
+def test_a_read_larger_than_the_backlog_limit_is_handed_over_in_parts_not_dropped(tmp_path):
+    """The spool refuses one batch larger than SMARTLOGS_MAX_BACKLOG_EVENTS with a 413 (it could
+    never fit); the receiver reads up to thousands of lines at once: it splits them."""
+    settings = Settings(data_dir=tmp_path / "var", checkpoint_seconds=0.5, syslog_port=0,
+                        max_backlog_events=5)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        receiver = SyslogReceiver("127.0.0.1", 0)
+        client.portal.call(receiver.start, app.state.transport)
+        try:
+            token = "parts" + uuid.uuid4().hex[:6]
+            with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
+                s.sendall("".join(f"<13>line {i} {token}\n" for i in range(40)).encode())
+            got = stored(client, token, 40, timeout=30)
+            assert len(got) == 40 and receiver.stats.accepted["syslog_tcp"] == 40
+        finally:
+            client.portal.call(receiver.stop)
