@@ -378,6 +378,15 @@ class KafkaSource:
             except asyncio.CancelledError:
                 raise
             except IngestError as exc:
+                n = len(items)
+                if exc.status == 413 and n > 1:
+                    # larger than the transport takes in one batch (a backlog limit below the
+                    # fetch size): in parts that fit, each retried the same way
+                    size = max(1, min(int(exc.body.get("limit") or 0) or n // 2, n // 2))
+                    for k in range(0, n, size):
+                        if not await self._deliver(items[k:k + size], batch_id):
+                            return False
+                    return True
                 reason = exc.body.get("error", "unavailable")
                 retry_after = float(exc.body.get("retry_after") or 0) or self.max_retry_wait
             except Exception as exc:  # noqa: BLE001 - a transport fault: retry, never drop

@@ -233,3 +233,35 @@ def test_source_is_off_without_a_topic_and_refuses_an_unknown_format(tmp_path):
     assert KafkaSource.from_settings(Settings(data_dir=tmp_path)) is None
     with pytest.raises(ValueError):
         Settings(data_dir=tmp_path, kafka_source_topic="t", kafka_source_format="xml")
+
+
+class LimitedTransport(RecordingTransport):
+    """Takes at most ``limit`` items a batch, like the spool with a small backlog limit (413)."""
+
+    def __init__(self, broker: Broker, limit: int):
+        super().__init__(broker)
+        self.limit = limit
+
+    async def accept(self, items, batch_id):
+        if len(items) > self.limit:
+            raise IngestError(413, "batch_too_large", "too many", limit=self.limit)
+        await super().accept(items, batch_id)
+
+
+def test_a_fetch_larger_than_the_transport_takes_is_delivered_in_parts_then_committed(tmp_path):
+    """It retried the 413 forever (stuck, the topic never committed)."""
+    broker = Broker({0: [f"line {i}".encode() for i in range(7)]})
+    transport = LimitedTransport(broker, limit=2)
+
+    async def scenario():
+        src = KafkaSource(_settings(tmp_path, kafka_source_max_records=5),
+                          consumer_factory=broker.consumer, max_retry_wait=0.02)
+        await src.start(transport)
+        await _until(lambda: broker.committed.get(TopicPartition(TOPIC, 0)) == 7)
+        await src.stop()
+        return src
+
+    src = asyncio.run(scenario())
+    taken = [i["raw"] for _, items in transport.batches for i in items]
+    assert taken == [f"line {i}" for i in range(7)] and all(len(b) <= 2 for _, b in transport.batches)
+    assert src.stats.accepted == 7
