@@ -88,3 +88,22 @@ def test_multi_member_gzip_is_decoded_whole_within_the_limit():
         with pytest.raises(IngestError) as exc:
             gunzip(broken, 100)
         assert exc.value.status == 400 and exc.value.body["error"] == "invalid_gzip"
+
+
+def test_a_json_array_over_the_line_limit_is_refused_before_its_events_are_built():
+    """650,000 tiny events in a 10 MB array became 650,000 dicts (~135 MB) before the 413."""
+    import tracemalloc
+
+    body = b"[" + b",".join([b'{"message":"a"}'] * 650_000) + b"]"
+    tracemalloc.start()
+    try:
+        with pytest.raises(IngestError) as exc:
+            decode_body(body, content_type="application/json", max_bytes=20_000_000, max_lines=100_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert exc.value.status == 413 and exc.value.body["limit"] == 100_000
+    assert peak < 3 * len(body), peak  # the body and its text, not an object per event
+    ok = b"[" + b",".join([b'{"message":"a"}'] * 90_000) + b"]"
+    assert len(decode_body(ok, content_type="application/json", max_bytes=20_000_000,
+                           max_lines=100_000)) == 90_000
