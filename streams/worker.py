@@ -261,14 +261,41 @@ async def _send_dead_letters(docs: list[dict]) -> None:
 _expected: dict = {}  # TP → (consumer generation, next offset this agent should see)
 
 
-def _continuity(event) -> tuple[int, int] | None:
+def _needs_start(event) -> bool:
+    """Whether ``event`` is the first message of its partition's assignment in this process."""
+    seen = _expected.get(event.message.tp)
+    return seen is None or seen[0] != event.message.generation_id
+
+
+async def _group_committed(tp) -> int | None:
+    """The group's committed offset of ``tp``, asked of Kafka (OffsetFetch through a short-lived
+    consumer that joins nothing): for a first message that arrives before Faust has sought the
+    partition to it, when its own record of the committed offset is still empty."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    from smartlogs.security import kafka_client_kwargs
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=app.conf.id,
+                                enable_auto_commit=False, client_id="smartlogs-worker-committed",
+                                **kafka_client_kwargs(settings))
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(tp.topic, tp.partition))
+    finally:
+        await consumer.stop()
+
+
+def _continuity(event, committed: int | None = None) -> tuple[int, int] | None:
     """(first, end) of offsets missing before ``event``, (x, x) for a message already seen by
-    this process (a repeat), None when ``event`` is the next one expected."""
+    this process (a repeat), None when ``event`` is the next one expected. ``committed``: the
+    group's committed offset, when Faust's own record of it is still empty."""
     msg = event.message
     gen = msg.generation_id
     seen = _expected.get(msg.tp)
     if seen is None or seen[0] != gen:  # first message of this assignment: from the commit on
-        committed = committed_offset(app.consumer, msg.tp)
+        if committed is None:
+            committed = committed_offset(app.consumer, msg.tp)
         nxt = committed if committed is not None else msg.offset
     else:
         nxt = seen[1]
@@ -339,7 +366,19 @@ async def process(batches):
     pending = None  # (write task, event, items, events) of the batch being written
     try:
         async for event in stream.events():
-            gap = _continuity(event)
+            committed = None
+            if _needs_start(event) and committed_offset(app.consumer, event.message.tp) is None:
+                # the first message came before Faust sought the partition to its commit (the
+                # window in which it used to skip one): ask Kafka where the commit is
+                try:
+                    committed = await _group_committed(event.message.tp)
+                except Exception as exc:  # noqa: BLE001 - as before: from this message on
+                    log.warning("partition %s: could not read the group's commit (%s)",
+                                event.message.partition, exc)
+                log.info("partition %s: first message (offset %d) before Faust knew the commit; "
+                         "Kafka's committed offset: %s", event.message.partition,
+                         event.message.offset, committed)
+            gap = _continuity(event, committed)
             if gap is not None:
                 if pending is not None:  # keep writes and acks in order
                     await _finish(stream, pending)
