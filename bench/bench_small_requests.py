@@ -75,6 +75,14 @@ def run_wrk(url: str, clients: int, seconds: float, tag: str) -> dict:
     return {"rate": rate, "requests": total, "non_2xx": int(bad[1]) if bad else 0}
 
 
+def _emit(text: str, record: Path | None) -> None:
+    """Print a results section, and append it to ``record`` when given."""
+    print(text)
+    if record:
+        with open(record, "a") as f:
+            f.write(text + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=32)
@@ -125,10 +133,7 @@ def main() -> None:
             *([f"- CPU of the `smartlogs up` process: {cpu:,.0f} µs per request"] if cpu else []),
             "",
         ])
-        print(text)
-        if args.record:
-            with open(args.record, "a") as f:
-                f.write(text + "\n")
+        _emit(text, args.record)
         return
     cpu_us = None
     if args.url:
@@ -153,10 +158,7 @@ def main() -> None:
           if cpu_us is not None else []),
         "",
     ])
-    print(text)
-    if args.record:
-        with open(args.record, "a") as f:
-            f.write(text + "\n")
+    _emit(text, args.record)
 
 
 if __name__ == "__main__":
