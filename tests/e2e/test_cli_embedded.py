@@ -280,7 +280,9 @@ def test_an_interrupted_replay_says_how_to_resume_without_duplicates(platform, l
 
 def test_sigterm_stops_a_running_query_and_the_server_promptly(tmp_path):
     # a store big enough that one query runs for seconds (an AND of prefixes that each expand
-    # to ~1,000 words, over 60,000 events of 60 words), written before the server starts
+    # to ~1,000 words, over 60,000 events of 200 words: ~4 s here; with 60 words it took
+    # ~1.2 s, too close to the 1 s this test waits, and once finished before the SIGTERM
+    # reached it), written before the server starts
     import random
     import threading
 
@@ -292,7 +294,7 @@ def test_sigterm_stops_a_running_query_and_the_server_promptly(tmp_path):
     for b in range(0, 60_000, 10_000):
         store.write([{"id": f"e{i}", "ts": 1.7e9 + i, "timestamp": "x", "received": 1.0,
                       "source": "t", "host": "h", "component": None, "pid": None, "level": "INFO",
-                      "message": " ".join(rng.choice(words) for _ in range(60)), "raw": None,
+                      "message": " ".join(rng.choice(words) for _ in range(200)), "raw": None,
                       "template_id": "T1", "template": "t", "params": [], "score": 0.0,
                       "anomaly": False, "reason": None, "warming_up": False, "parse_ok": True,
                       "format": "x", "truncated": False, "fields": {}}
