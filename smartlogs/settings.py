@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     hst_window: int = Field(250, ge=1, description="HalfSpaceTrees: reference window size (warm-up length).")
     anomaly_quantile: float = Field(0.995, gt=0, lt=1, description="Adaptive threshold: running score quantile.")
     min_anomaly_score: float = Field(0.7, ge=0, le=1, description="Scores below this are never anomalies.")
+    incident_gap_seconds: float = Field(
+        300.0, gt=0, description="Incidents: flagged lines of one cause (same source or pattern, "
+        "same strongest evidence) at most this many seconds apart (event time) are one incident.")
+    incident_quiet_seconds: float = Field(
+        300.0, gt=0, description="Incidents: an incident is resolved once its stream's later lines "
+        "are this many seconds (event time) past its last line, or nothing of it arrived for "
+        "this long.")
+    incident_examples: int = Field(5, ge=1, le=100, description="Incidents: example lines kept per incident.")
 
     # the full stack (RabbitMQ → bridge → Kafka → worker → Elasticsearch)
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL.")

@@ -22,9 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from streams.formats import UserFormats
+from streams.incidents import DEFAULT_EXAMPLES, DEFAULT_GAP, DEFAULT_QUIET, IncidentTracker
 from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
-from streams.scoring import AnomalyScorer
+from streams.scoring import AnomalyScorer, incident_key
 from streams.templates import TemplateMiner
 from streams.windows import window_start
 
@@ -54,6 +55,11 @@ class PipelineConfig:
     log_patterns: tuple[tuple[str, str], ...] = ()
     builtin_formats: bool = True  # the parser's known formats first; False: inference alone
     infer_headers: bool = True  # learn each source's header layout (streams.headers)
+    # incidents (streams.incidents): flagged lines of one cause at most incident_gap seconds
+    # apart are one incident, resolved after incident_quiet seconds without a line
+    incident_gap: float = DEFAULT_GAP
+    incident_quiet: float = DEFAULT_QUIET
+    incident_examples: int = DEFAULT_EXAMPLES
 
     @classmethod
     def from_settings(cls, s) -> "PipelineConfig":
@@ -72,6 +78,9 @@ class PipelineConfig:
             min_anomaly_score=s.min_anomaly_score,
             builtin_formats=getattr(s, "builtin_formats", True),
             infer_headers=getattr(s, "infer_headers", True),
+            incident_gap=getattr(s, "incident_gap_seconds", DEFAULT_GAP),
+            incident_quiet=getattr(s, "incident_quiet_seconds", DEFAULT_QUIET),
+            incident_examples=getattr(s, "incident_examples", DEFAULT_EXAMPLES),
         )
 
 
@@ -92,6 +101,8 @@ class Pipeline:
         )
         self.sources: dict[str, SourceHeaders] = {}  # learned header layouts, per source
         self.user_formats = UserFormats(c.log_patterns)  # FormatError on a bad pattern
+        self.incidents = IncidentTracker(gap=c.incident_gap, quiet=c.incident_quiet,
+                                         examples=c.incident_examples)
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
         self.lines = 0
 
@@ -105,13 +116,25 @@ class Pipeline:
         except BaseException:
             self.scorer.discard_pending()
             raise
-        for e, s in zip(out, scores):
+        incidents = self.incidents
+        see, observe = incidents.see, incidents.observe
+        for e, s, (x, ctx) in zip(out, scores, lines):
             e["score"] = round(s.score, 4)
             e["anomaly"] = s.is_anomaly
             e["reason"] = s.reason
             e["warming_up"] = s.warming_up
+            stream = ctx.get("source") or e["host"] or e["source"]
+            see(stream, e["ts"])
+            if s.is_anomaly:
+                e["incident_id"] = observe(e, _incident_key(x, ctx, e, stream), stream)
+        incidents.sweep()
         self.lines += len(items)
         return out
+
+    def take_incidents(self) -> list[dict]:
+        """Incident snapshots changed by the batches processed since the last call, for the
+        store (upserted by id; the state here is authoritative)."""
+        return self.incidents.take()
 
     def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
         out, lines = [], []
@@ -198,6 +221,7 @@ class Pipeline:
                 "anomaly": False,
                 "reason": None,
                 "warming_up": True,
+                "incident_id": None,  # set by process() for a flagged line
                 "parse_ok": ok,
                 "format": fmt,
                 "truncated": truncated,
@@ -266,10 +290,22 @@ class Pipeline:
             "templates": self.miner.template_count,
             "model_warmed_up": self.scorer.warmed_up,
             "threshold": self.scorer.threshold.value,
+            "open_incidents": len(self.incidents.open),
         }
 
 
 MAX_SOURCES = 1024
+
+
+def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:
+    """The scorer's "same incident" key (``incident_key``), kept apart per stream for lines
+    without a host; a line whose evidence has no clear leader (severity, the trees) is keyed
+    by its source and pattern."""
+    key = incident_key(x, ctx)
+    if key is None:
+        kind = "severity" if x.get("severity", 0.0) >= 0.5 else "combination"
+        return (kind, event["host"] or stream, event["template_id"])
+    return key if event["host"] else (*key, stream)
 
 
 def source_key(item: dict) -> str:
@@ -321,10 +357,15 @@ def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
         pipeline.sources = {}
     if not hasattr(pipeline, "user_formats"):
         pipeline.user_formats = UserFormats(())
+    if not hasattr(pipeline, "incidents"):  # a checkpoint from before incidents
+        pipeline.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
+                                             examples=config.incident_examples)
     if pipeline.config != config:
         log.warning("checkpoint was made with other settings; keeping its model, using new settings")
         pipeline.config = config
         pipeline.parser = LineParser(config.log_format, year=config.year,
                                      max_length=config.max_line_length)
         pipeline.user_formats = UserFormats(config.log_patterns)
+        pipeline.incidents.configure(gap=config.incident_gap, quiet=config.incident_quiet,
+                                     examples=config.incident_examples)
     return pipeline

@@ -85,6 +85,7 @@ __all__ = [
     "RateTracker",
     "Score",
     "explain",
+    "incident_key",
 ]
 
 EVIDENCE = (
@@ -820,21 +821,11 @@ class AnomalyScorer:
 
     def _same_incident(self, x: dict[str, float], ctx: dict) -> bool:
         """Whether a line above the threshold continues an incident already counted: the
-        same strongest evidence for the same host or pattern, within ``INCIDENT_GAP``."""
-        kind = max(EVIDENCE, key=x.__getitem__)
-        if x[kind] < 0.3:
+        same strongest evidence for the same host or pattern (``incident_key``), within
+        ``INCIDENT_GAP``."""
+        key = incident_key(x, ctx)
+        if key is None:
             return False  # no one kind of evidence stands out (severity, the trees)
-        host, tid = ctx.get("host"), ctx.get("template_id")
-        if kind in ("host_burst", "error_burst", "silence"):
-            key = (kind, host)
-        elif kind == "template_burst":
-            key = (kind, host if ctx.get("burst_host") else None, tid)
-        elif kind == "param":
-            key = (kind, tid, (ctx.get("param") or (None,))[0])
-        elif kind == "recurrence":
-            key = (kind, host, tid)
-        else:
-            key = (kind, tid)
         ts = ctx.get("ts") or 0.0
         incidents = self._incidents
         last = incidents.get(key)
@@ -842,6 +833,26 @@ class AnomalyScorer:
             incidents.clear()
         incidents[key] = ts if last is None else max(ts, last)
         return last is not None and abs(ts - last) <= INCIDENT_GAP
+
+
+def incident_key(x: dict[str, float], ctx: dict) -> tuple | None:
+    """What makes two flagged lines "the same incident": the same strongest evidence for the
+    same host or pattern (a host's flood, a pattern's burst, one parameter slot's outliers).
+    None when no one kind of evidence stands out (at least 0.3): severity or the trees alone.
+    Used by the threshold (``AnomalyScorer._same_incident``) and by ``streams.incidents``."""
+    kind = max(EVIDENCE, key=x.__getitem__)
+    if x[kind] < 0.3:
+        return None
+    host, tid = ctx.get("host"), ctx.get("template_id")
+    if kind in ("host_burst", "error_burst", "silence"):
+        return (kind, host)
+    if kind == "template_burst":
+        return (kind, host if ctx.get("burst_host") else None, tid)
+    if kind == "param":
+        return (kind, tid, (ctx.get("param") or (None,))[0])
+    if kind == "recurrence":
+        return (kind, host, tid)
+    return (kind, tid)
 
 
 def _dur(seconds: float | None) -> str:

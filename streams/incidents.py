@@ -1,0 +1,195 @@
+"""Incidents: flagged lines that share a cause, grouped into one record with a count.
+
+A flood of identical failures is one thing to look at, not forty. ``IncidentTracker`` is part
+of the pipeline's state (pickled with it in every checkpoint) and, like the rest of the core,
+reads no clock and does no I/O: times are the lines' own event times (``ts``) and arrival
+times (``received``, stamped by the API and kept in the spool or the Kafka message), so a
+re-run of the same input after a crash gives the same incidents, ids and counts.
+
+Which lines belong together: the key ``streams.scoring.incident_key`` gives, the one the
+adaptive threshold already uses ("the same strongest evidence for the same host or pattern");
+a flagged line whose evidence has no clear leader (severity, the trees) is keyed by its source
+and pattern. A line joins the open incident of its key when it comes at most ``gap`` seconds
+(event time) after that incident's last line and at most ``quiet`` seconds after it arrived;
+otherwise the incident is resolved and the line opens a new one.
+
+When an incident is resolved:
+  * when a later line of the same stream (a replayed file, a shipper's path, a receiver;
+    ``ctx["source"]`` or the line's host) passes ``last + quiet`` in event time: a replay of
+    last year's logs resolves its incidents in its own time, however fast it runs, and is
+    not resolved by live lines of today;
+  * on ``tick(now)``, which the runtime calls when it is idle (nothing waiting to be
+    processed): incidents whose last line arrived more than ``quiet`` seconds before ``now``
+    (a source that went quiet sends no later line). A line that arrives later would not have
+    joined them anyway (its ``received`` is past ``last_received + quiet``), so ticks do not
+    change what a re-run computes.
+
+Incident ids are ``I`` + 16 hex digits of a hash of the key and the first line's event id:
+the same on a re-run. Every change bumps ``rev`` (twice the count, plus one once resolved);
+stores keep the snapshot with the highest ``rev``, so an older snapshot written late never
+overwrites a newer one, and a re-run writes the same snapshots again.
+
+Memory is bounded: resolved incidents leave the state once handed to the runtime
+(``take()``), open ones are capped at ``max_open`` (beyond, the one quiet longest is resolved).
+
+>>> t = IncidentTracker(gap=300, quiet=300, examples=3)
+>>> ev = lambda i, ts: {"id": f"e{i}", "ts": ts, "received": ts, "message": "auth failure",
+...                     "host": "h1", "template_id": "T1", "template": "auth failure",
+...                     "score": 0.9, "reason": "burst", "level": "ERROR", "source": "http"}
+>>> key = ("template_burst", "h1", "T1")
+>>> ids = {t.observe(ev(i, 100.0 + i), key) for i in range(40)}
+>>> len(ids), t.open[next(iter(t.open))]["count"]
+(1, 40)
+>>> [s["status"] for s in t.tick(1000.0)]
+['resolved']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from operator import itemgetter
+
+__all__ = ["IncidentTracker", "incident_id", "DEFAULT_GAP", "DEFAULT_QUIET", "DEFAULT_EXAMPLES"]
+
+DEFAULT_GAP = 300.0  # seconds of event time between two lines of one incident, at most
+DEFAULT_QUIET = 300.0  # seconds without a line after which an incident is resolved
+DEFAULT_EXAMPLES = 5  # example lines kept per incident
+MAX_OPEN = 10_000  # open incidents kept; beyond, the one quiet longest is resolved
+_MAX_STREAMS = 10_000  # streams whose latest event time is kept
+_MAX_EXAMPLE_CHARS = 2000  # an example line is kept up to this length
+
+
+def incident_id(key: tuple, first_event_id: str) -> str:
+    """A stable id: the same key and first line give the same id on every run."""
+    h = hashlib.sha256(repr((key, str(first_event_id))).encode("utf-8", "surrogatepass"))
+    return "I" + h.hexdigest()[:16]
+
+
+def _example(e: dict) -> dict:
+    return {"id": e["id"], "ts": e["ts"], "timestamp": e.get("timestamp"),
+            "host": e.get("host"), "level": e.get("level"), "score": e.get("score"),
+            "message": (e.get("message") or "")[:_MAX_EXAMPLE_CHARS]}
+
+
+class IncidentTracker:
+    """Open incidents by key; ``observe`` each flagged line, ``take`` the changed snapshots."""
+
+    def __init__(self, *, gap: float = DEFAULT_GAP, quiet: float = DEFAULT_QUIET,
+                 examples: int = DEFAULT_EXAMPLES, max_open: int = MAX_OPEN):
+        self.gap = float(gap)
+        self.quiet = float(quiet)
+        self.examples = int(examples)
+        self.max_open = int(max_open)
+        self.open: dict[tuple, dict] = {}  # key -> the incident's record (the snapshot)
+        self._latest: dict[str, float] = {}  # stream -> latest event time seen
+        self._changed: dict[str, dict] = {}  # id -> snapshot, not yet handed to the runtime
+
+    def configure(self, *, gap: float, quiet: float, examples: int) -> None:
+        """New settings for a restored tracker (open incidents keep what they have)."""
+        self.gap, self.quiet, self.examples = float(gap), float(quiet), int(examples)
+
+    # -- the hot path (flagged lines only) ------------------------------------------------
+    def see(self, stream: str, ts: float) -> None:
+        """Every line's event time moves its stream's clock (flagged or not)."""
+        latest = self._latest
+        last = latest.get(stream)
+        if last is None:
+            if len(latest) >= _MAX_STREAMS:  # forget the half seen least recently in event time
+                keep = sorted(latest.items(), key=itemgetter(1))[len(latest) // 2:]
+                self._latest = latest = dict(keep)
+            latest[stream] = ts
+        elif ts > last:
+            latest[stream] = ts
+
+    def observe(self, event: dict, key: tuple, stream: str | None = None) -> str:
+        """A flagged line: join it to its open incident or open one; returns the incident id."""
+        ts = float(event["ts"])
+        received = float(event.get("received") or ts)
+        stream = stream or event.get("source") or "-"
+        inc = self.open.get(key)
+        if inc is not None and not self._continues(inc, ts, received):
+            self._resolve(key, inc)
+            inc = None
+        if inc is None:
+            if len(self.open) >= self.max_open:
+                k, oldest = min(self.open.items(), key=lambda kv: (kv[1]["last_received"],
+                                                                   kv[1]["id"]))
+                self._resolve(k, oldest)
+            inc = self.open[key] = {
+                "id": incident_id(key, event["id"]), "status": "open",
+                "kind": key[0] if key else None,
+                "source": event.get("host") or stream, "stream": stream,
+                "host": event.get("host"), "template_id": event.get("template_id"),
+                "template": event.get("template"), "level": event.get("level"),
+                "reason": event.get("reason"), "first_ts": ts, "last_ts": ts,
+                "first_received": received, "last_received": received,
+                "resolved_ts": None, "count": 0, "max_score": 0.0,
+                "first_event_id": event["id"], "last_event_id": event["id"],
+                "last_message": None, "last_reason": None, "examples": [], "rev": 0,
+            }
+        inc["count"] += 1
+        inc["last_ts"] = max(inc["last_ts"], ts)
+        inc["last_received"] = max(inc["last_received"], received)
+        inc["last_event_id"] = event["id"]
+        inc["last_message"] = (event.get("message") or "")[:_MAX_EXAMPLE_CHARS]
+        inc["last_reason"] = event.get("reason")
+        inc["stream"] = stream
+        score = event.get("score") or 0.0
+        if score > inc["max_score"]:
+            inc["max_score"] = score
+        if len(inc["examples"]) < self.examples:
+            inc["examples"].append(_example(event))
+        inc["rev"] = 2 * inc["count"]
+        self._changed[inc["id"]] = inc
+        return inc["id"]
+
+    def _continues(self, inc: dict, ts: float, received: float) -> bool:
+        return (ts <= inc["last_ts"] + self.gap
+                and received <= inc["last_received"] + self.quiet
+                and not self._quiet_by_events(inc))
+
+    def _quiet_by_events(self, inc: dict) -> bool:
+        latest = self._latest.get(inc["stream"])
+        return latest is not None and latest > inc["last_ts"] + self.quiet
+
+    def _resolve(self, key: tuple, inc: dict) -> None:
+        del self.open[key]
+        inc["status"] = "resolved"
+        inc["resolved_ts"] = inc["last_ts"] + self.quiet
+        inc["rev"] = 2 * inc["count"] + 1
+        self._changed[inc["id"]] = inc
+
+    # -- periodic -------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Resolve the open incidents whose stream's later lines passed ``last + quiet``
+        (called after each batch; the same answer ``observe`` would give line by line)."""
+        for key, inc in list(self.open.items()):
+            if self._quiet_by_events(inc):
+                self._resolve(key, inc)
+
+    def tick(self, now: float) -> list[dict]:
+        """Resolve what went quiet in arrival time (``now``: the runtime's clock, when nothing
+        is waiting to be processed) and by event time; returns the changed snapshots."""
+        self.sweep()
+        for key, inc in list(self.open.items()):
+            if now > inc["last_received"] + self.quiet:
+                self._resolve(key, inc)
+        return self.take()
+
+    def take(self) -> list[dict]:
+        """The snapshots changed since the last call (copies), for the store to upsert."""
+        if not self._changed:
+            return []
+        out = [snapshot(inc) for inc in self._changed.values()]
+        self._changed = {}
+        return out
+
+    def describe(self) -> dict:
+        return {"open": len(self.open), "gap": self.gap, "quiet": self.quiet}
+
+
+def snapshot(inc: dict) -> dict:
+    """A copy of an incident's record, as the stores keep it."""
+    out = dict(inc)
+    out["examples"] = [dict(x) for x in inc["examples"]]
+    return out
