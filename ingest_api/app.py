@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.alerts_routes import router as alerts_router
 from ingest_api.console import router as console_router
+from ingest_api.incidents_routes import router as incidents_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.docs import add_offline_docs
 from ingest_api.receivers import LineBudget, es_bulk, ingest_slot, loki, otlp, read_body
@@ -326,6 +327,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         level: str | None = None,
         template: Annotated[str | None, Query(description="template id, e.g. T12")] = None,
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
+        incident: Annotated[str | None, Query(max_length=64, description=(
+            "only the flagged lines of this incident (its id, see /api/incidents)"))] = None,
         since: Annotated[str | None, Query(description="time ≥ (ISO 8601, epoch, or 15m/2h/7d ago), event or arrival time (see time)")] = None,
         until: Annotated[str | None, Query(description="time < (same forms as since)")] = None,
         after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first")] = None,
@@ -359,7 +362,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),
                            after_seq=after, limit=limit, arrival=kind == "arrival",
-                           page_after=page_after, basis=basis)
+                           page_after=page_after, basis=basis, incident=incident)
         result = request.app.state.store.search(query)
         nxt = None
         if result.more and result.events:
@@ -435,6 +438,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     app.include_router(otlp.router)
     app.include_router(console_router)
     app.include_router(alerts_router)
+    app.include_router(incidents_router)
     return app
 
 

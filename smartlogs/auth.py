@@ -217,6 +217,8 @@ ROUTE_SCOPES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (_GET, "/api/rejections", "read"),
     (_GET, "/api/stream", "read"),
     (_GET, "/api/alerts", "read"),
+    (_GET, "/api/incidents", "read"),
+    (_GET, "/api/incidents/{incident_id}", "read"),
     (frozenset({"POST"}), "/api/alerts/silences", "admin"),
 )
 

@@ -24,8 +24,8 @@ When an incident is resolved:
     joined them anyway (its ``received`` is past ``last_received + quiet``), so ticks do not
     change what a re-run computes.
 
-Incident ids are ``I`` + 16 hex digits of a hash of the key and the first line's event id:
-the same on a re-run. Every change bumps ``rev`` (twice the count, plus one once resolved);
+Incident ids are ``I`` + 16 hex digits of a hash of the key's kind and the first line's event
+id: the same on a re-run. Every change bumps ``rev`` (twice the count, plus one once resolved);
 stores keep the snapshot with the highest ``rev``, so an older snapshot written late never
 overwrites a newer one, and a re-run writes the same snapshots again.
 
@@ -60,8 +60,12 @@ _MAX_EXAMPLE_CHARS = 2000  # an example line is kept up to this length
 
 
 def incident_id(key: tuple, first_event_id: str) -> str:
-    """A stable id: the same key and first line give the same id on every run."""
-    h = hashlib.sha256(repr((key, str(first_event_id))).encode("utf-8", "surrogatepass"))
+    """A stable id: the same kind of evidence and first line give the same id on every run.
+    Only the key's kind counts, not its host or template id: after a crash, the template
+    miner hands out new ids to the templates it learns again (``bump_ids_past``), and the
+    re-run's incident must keep the id its lines were stored with."""
+    kind = key[0] if key else None
+    h = hashlib.sha256(repr((kind, str(first_event_id))).encode("utf-8", "surrogatepass"))
     return "I" + h.hexdigest()[:16]
 
 

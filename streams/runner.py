@@ -67,6 +67,7 @@ class EmbeddedRunner:
         self._pending: queue.Queue = queue.Queue(maxsize=2)
         self._listeners: list = []
         self._last_ckpt = time.monotonic()
+        self._last_tick = 0.0  # monotonic time of the last incident tick
         self._ckpt_cost = 0.0  # seconds the last checkpoint took
         self.checkpoints = 0  # written by this runner
         self.processed = 0
@@ -168,6 +169,12 @@ class EmbeddedRunner:
                     >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
                 self.checkpoint()
             if not did:
+                if time.monotonic() - self._last_tick >= 1.0:
+                    self._last_tick = time.monotonic()
+                    try:
+                        self.tick()
+                    except Exception:  # noqa: BLE001 - retried at the next idle second
+                        log.exception("incident tick failed")
                 self._wake.wait(0.25)
                 self._wake.clear()
 
@@ -186,12 +193,28 @@ class EmbeddedRunner:
         metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
         merges = self._merges.news(self.pipeline.miner)  # an enumeration merged since
-        if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, last_seq, merges))
-        else:
-            self._write(events, last_seq, merges)
+        incidents = self.pipeline.take_incidents()  # stored with the batch, in its transaction
+        self._submit(events, last_seq, merges, incidents)
         self.pipeline.applied_seq = last_seq
         return len(items)
+
+    def _submit(self, events: list[dict], last_seq: int, merges: dict | None,
+                incidents: list[dict]) -> None:
+        if self._writer is not None and self._writer.is_alive():
+            self._pending.put((events, last_seq, merges, incidents))
+        else:
+            self._write(events, last_seq, merges, incidents)
+
+    def tick(self, now: float | None = None) -> int:
+        """Resolve incidents that went quiet (``streams.incidents``), when nothing waits in
+        the spool: a line accepted before ``now`` is then processed already. Returns how many
+        snapshots changed (stored through the writer, in order with the batches)."""
+        if self.store.spool_read(self.pipeline.applied_seq, 1):
+            return 0
+        changed = self.pipeline.incidents.tick(time.time() if now is None else now)
+        if changed:
+            self._submit([], self.pipeline.applied_seq, None, changed)
+        return len(changed)
 
     def _process(self, items: list[dict]) -> list[dict]:
         """The pipeline over a batch, isolating poison items (``streams.stage``)."""
@@ -202,10 +225,11 @@ class EmbeddedRunner:
             metrics.DEAD_LETTERED.labels("pipeline").inc()
         return result.events
 
-    def _write(self, events: list[dict], last_seq: int, merges: dict | None = None) -> None:
+    def _write(self, events: list[dict], last_seq: int, merges: dict | None = None,
+               incidents: list[dict] | None = None) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
             new = self.store.write(events, window_seconds=self.config.window_seconds,
-                                   applied_seq=last_seq)
+                                   applied_seq=last_seq, incidents=incidents)
         if merges and not self._merge(merges):  # after the batch: it may carry merged ids
             self._merges.retry()
         self.processed += new

@@ -57,6 +57,7 @@ class EventQuery:
     # event time, (seq,) by arrival; a keyset, so events stored meanwhile never shift a page
     page_after: tuple | None = None
     basis: str = "event"          # what since/until mean: "event" time (ts) or "arrival" (received)
+    incident: str | None = None   # only the flagged events of this incident (its id)
 
 
 @dataclass(slots=True)
@@ -89,6 +90,16 @@ class EventStore(Protocol):
         """Windows of event time (``basis="event"``) or of arrival time (``"arrival"``)."""
 
     def templates(self, *, limit: int = 100) -> list[dict]: ...
+
+    def write_incidents(self, incidents: list[dict]) -> None:
+        """Upsert incident snapshots (``streams.incidents``) by id; a higher ``rev`` wins."""
+
+    def incidents(self, *, status: str | None = None, since: float | None = None,
+                  source: str | None = None, template: str | None = None,
+                  limit: int = 100) -> list[dict]:
+        """Incident snapshots, the latest line first."""
+
+    def incident(self, incident_id: str) -> dict | None: ...
 
     def count_ids(self, prefix: str) -> int:
         """How many stored events have an id that starts with ``prefix`` (a replay's

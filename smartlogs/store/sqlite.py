@@ -20,6 +20,10 @@ Tables
   windows    (window start, dimension, key) → count, derived from stored events only
   templates  template id → latest text, count, first/last event time, an example line
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
+  incidents  incident id → its latest snapshot (``streams.incidents``), upserted by id; an
+             older snapshot (lower ``rev``) never overwrites a newer one
+  event_incidents  seq of a flagged event → its incident id (a table of its own, so the
+             events table keeps its layout; only flagged events have a row)
 
 Indexes are kept to what the hot queries need (time, host, anomalies, id): each extra
 index costs ~2 µs per stored line (bench/RESULTS.md). Level and template filters scan by time;
@@ -98,7 +102,31 @@ CREATE TABLE IF NOT EXISTS templates (
     first_ts REAL, last_ts REAL, example TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, template_id TEXT,
+    first_ts REAL NOT NULL, last_ts REAL NOT NULL, count INTEGER NOT NULL, rev INTEGER NOT NULL,
+    doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_last_ts ON incidents(last_ts);
+CREATE TABLE IF NOT EXISTS event_incidents (
+    seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_incidents_incident ON event_incidents(incident_id, seq);
 """
+_UPSERT_INCIDENT = """
+INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET status = excluded.status, source = excluded.source,
+    template_id = excluded.template_id, first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+    count = excluded.count, rev = excluded.rev, doc = excluded.doc
+WHERE excluded.rev >= incidents.rev
+"""
+
+
+def _incident_values(inc: dict) -> tuple:
+    return (inc["id"], inc["status"], inc.get("source"), inc.get("template_id"),
+            float(inc["first_ts"]), float(inc["last_ts"]), int(inc["count"]), int(inc["rev"]),
+            orjson.dumps(inc))
 
 _COLUMNS = (
     "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
@@ -367,7 +395,10 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     # -- sink -----------------------------------------------------------------------------
-    def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0) -> int:
+    def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0,
+              incidents: list[dict] | None = None) -> int:
+        """Store a batch idempotently, with the incident snapshots its processing changed
+        (``incidents``), in one transaction."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -386,6 +417,12 @@ class SqliteStore:
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
                 conn.execute(_UPSERT_ARRIVAL_WINDOWS, (first, seq - 1, window_seconds))
                 conn.execute(_UPSERT_TEMPLATES, (first, seq - 1))
+                linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
+                if linked:
+                    conn.executemany("INSERT OR REPLACE INTO event_incidents (seq, incident_id) "
+                                     "VALUES (?, ?)", linked)
+            if incidents:
+                conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
             if applied_seq:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('stored_seq', ?) "
@@ -467,6 +504,45 @@ class SqliteStore:
             raise
         return n
 
+    def write_incidents(self, incidents: list[dict]) -> None:
+        """Upsert incident snapshots by id (a newer ``rev`` wins; the same one again is a
+        no-op in effect): what a tick of the pipeline resolved, with no events."""
+        if not incidents:
+            return
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def incidents(self, *, status: str | None = None, since: float | None = None,
+                  source: str | None = None, template: str | None = None,
+                  limit: int = 100) -> list[dict]:
+        """Incidents, the latest line first; ``since``: with a line at or after it (event
+        time); ``source``: host or stream; ``template``: template id."""
+        where, args = [], []
+        for col, val in (("status", status), ("source", source), ("template_id", template)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since is not None:
+            where.append("last_ts >= ?")
+            args.append(since)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        conn = self._conn()
+        rows = self._budgeted(conn, lambda: conn.execute(
+            f"SELECT doc FROM incidents{clause} ORDER BY last_ts DESC, id LIMIT ?",
+            [*args, limit]).fetchall())
+        return [orjson.loads(r[0]) for r in rows]
+
+    def incident(self, incident_id: str) -> dict | None:
+        row = self._conn().execute("SELECT doc FROM incidents WHERE id = ?",
+                                   (incident_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
     def max_template_number(self) -> int:
         row = self._conn().execute(
             "SELECT max(CAST(substr(id, 2) AS INTEGER)) FROM templates").fetchone()
@@ -525,6 +601,9 @@ class SqliteStore:
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
+        if query.incident is not None:
+            where.append("e.seq IN (SELECT seq FROM event_incidents WHERE incident_id = ?)")
+            args.append(query.incident)
         col = "e.received" if query.basis == "arrival" else "e.ts"
         if query.since is not None:
             where.append(f"{col} >= ?")
@@ -558,18 +637,24 @@ class SqliteStore:
                 f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
             ).fetchall()
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            return total, rows, last
+            links = dict(conn.execute(
+                "SELECT j.value, i.incident_id FROM json_each(?) j "
+                "JOIN event_incidents i ON i.seq = j.value",
+                (orjson.dumps([r[0] for r in rows]),)).fetchall()) if rows else {}
+            return total, rows, last, links
 
         conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
         try:
-            total, rows, last = self._budgeted(conn, run)
+            total, rows, last, links = self._budgeted(conn, run)
         finally:
             conn.execute("COMMIT")
         more = 0 <= query.limit < len(rows)
         if more:
             rows = rows[:query.limit]
-        return SearchResult(total=total, events=[_row_to_event(r) for r in rows],
-                            last_seq=last, more=more)
+        events = [_row_to_event(r) for r in rows]
+        for e in events:
+            e["incident_id"] = links.get(e["seq"])
+        return SearchResult(total=total, events=events, last_seq=last, more=more)
 
     def stats(self, *, since: float | None = None, until: float | None = None,
               windows: int = 60, top: int = 10, basis: str = "event") -> dict:
@@ -672,6 +757,9 @@ class SqliteStore:
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
+                conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
+            # incidents whose last line is past the cutoff go with their events
+            conn.execute("DELETE FROM incidents WHERE last_ts < ? AND status = 'resolved'", (ts,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

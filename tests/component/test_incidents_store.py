@@ -1,0 +1,94 @@
+"""Incidents in the embedded store and runner: idempotent upserts, crash re-runs, idle ticks."""
+
+from __future__ import annotations
+
+from smartlogs.store import EventQuery, SqliteStore
+from streams.pipeline import PipelineConfig
+from streams.runner import EmbeddedRunner
+from tests.component.test_incidents_api import burst, normal
+
+CONFIG = PipelineConfig()
+
+
+def _items(events: list[dict], prefix: str, received: float = 1.8e9) -> list[dict]:
+    return [{"id": f"{prefix}:{i}", "message": e["message"], "host": e["host"],
+             "level": e["level"], "ts": e["timestamp"], "received": received + i,
+             "source": "http"} for i, e in enumerate(events)]
+
+
+def _snap(rev: int, count: int, status: str = "open") -> dict:
+    return {"id": "Iabc", "status": status, "source": "web1", "template_id": "T1",
+            "first_ts": 1.0, "last_ts": float(count), "count": count, "rev": rev, "examples": []}
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    store.write_incidents([_snap(80, 40)])
+    store.write_incidents([_snap(40, 20)])  # written late (a re-run from an older checkpoint)
+    assert store.incident("Iabc")["count"] == 40
+    store.write_incidents([_snap(81, 40, "resolved")])
+    assert store.incident("Iabc")["status"] == "resolved"
+    store.write_incidents([_snap(81, 40, "resolved")])  # the same again: no change
+    assert [i["id"] for i in store.incidents(status="resolved")] == ["Iabc"]
+    assert store.incidents(status="open") == [] and store.incident("nope") is None
+
+
+def test_a_crash_before_the_checkpoint_reruns_to_the_same_incidents(tmp_path):
+    stream = _items(normal() + burst(), "b")
+    batches = [stream[k:k + 100] for k in range(0, len(stream), 100)]
+    ref_store = SqliteStore(tmp_path / "ref.db")
+    ref = EmbeddedRunner(ref_store, CONFIG)
+    for b in batches:
+        ref_store.spool_append(b)
+    ref.drain()
+    want = {i["id"]: i for i in ref_store.incidents(limit=1000)}
+    assert max(i["count"] for i in want.values()) >= 30
+
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    for b in batches[:12]:
+        store.spool_append(b)
+    runner.drain()
+    runner.checkpoint()  # the checkpoint covers the normal lines only
+    for b in batches[12:]:
+        store.spool_append(b)
+    runner.drain()  # the burst is stored, its incident too... then the process dies
+    store.close()
+    store = SqliteStore(tmp_path / "db")
+    again = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    again.drain()  # the burst is processed again from the checkpoint
+    got = {i["id"]: i for i in store.incidents(limit=1000)}
+    assert {k: (v["count"], v["status"]) for k, v in got.items()} == \
+        {k: (v["count"], v["status"]) for k, v in want.items()}
+    for inc in got.values():
+        assert store.search(EventQuery(incident=inc["id"], limit=0)).total == inc["count"]
+
+
+def test_an_idle_tick_resolves_what_went_quiet_in_arrival_time(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    store.spool_append(_items(normal() + burst(), "b", received=1.8e9))
+    runner.drain()
+    opened = store.incidents(status="open")
+    assert opened
+    last = max(i["last_received"] for i in opened)
+    assert runner.tick(now=min(i["last_received"] for i in opened) + CONFIG.incident_quiet - 1) == 0
+    store.spool_append(_items(normal(5), "late", received=last + 1))
+    assert runner.tick(now=last + 10 * CONFIG.incident_quiet) == 0  # a batch waits: no tick
+    runner.drain()
+    assert runner.tick(now=last + 10 * CONFIG.incident_quiet) == len(opened)
+    assert store.incidents(status="open") == []
+    assert {i["id"] for i in store.incidents(status="resolved")} >= {i["id"] for i in opened}
+
+
+def test_retention_takes_resolved_incidents_with_their_events(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    store.spool_append(_items(normal() + burst(), "b"))
+    runner.drain()
+    runner.tick(now=2e9)
+    n = len(store.incidents(status="resolved"))
+    assert n
+    while store.delete_before(2e9):
+        pass
+    assert store.incidents() == [] and store.count_events() == 0
