@@ -647,6 +647,7 @@ def search(
     level: Annotated[Optional[str], typer.Option(help="Only this level, e.g. ERROR.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
+    incident: Annotated[Optional[str], typer.Option(help="Only the lines of this incident (see smartlogs incidents).")] = None,
     since: Annotated[Optional[str], typer.Option(help="From this time: ISO 8601, epoch, or an age like 15m, 2h, 7d.")] = None,
     until: Annotated[Optional[str], typer.Option(help="Before this time (same forms).")] = None,
     basis: Annotated[str, typer.Option("--time", help="What --since/--until mean: event (the time in the log line) or arrival (when SmartLogs received it).")] = "event",
@@ -672,7 +673,7 @@ def search(
         _fail(f"--time must be event or arrival, not {basis!r}")
     params = {"q": query, "host": host, "level": level, "template": template,
               "anomaly": "true" if anomalies else None, "since": since, "until": until,
-              "limit": limit, "order": order, "time": basis}
+              "limit": limit, "order": order, "time": basis, "incident": incident}
     res = _get(url, "/api/events", {**params, "cursor": cursor})
     events, shown = list(res["events"]), len(res["events"])
     while all_pages and res.get("next"):
@@ -693,7 +694,7 @@ def search(
     if nxt:
         again = ["smartlogs", "search", *([query] if query else [])]
         for flag, val in (("--host", host), ("--level", level), ("--template", template),
-                          ("--since", since), ("--until", until)):
+                          ("--incident", incident), ("--since", since), ("--until", until)):
             if val is not None:
                 again += [flag, val]
         if anomalies:
@@ -903,12 +904,14 @@ def data_fetch(
 
 
 from smartlogs.alerts_cli import alerts_app  # noqa: E402
+from smartlogs.incidents_cli import incidents_command  # noqa: E402
 from smartlogs.evaluation import eval_app  # noqa: E402
 from smartlogs.kibana import kibana_setup_command  # noqa: E402
 from smartlogs.shipper import ship_command  # noqa: E402
 
 app.command("kibana-setup")(kibana_setup_command)
 app.command("ship")(ship_command)
+app.command("incidents")(incidents_command)
 app.add_typer(eval_app, name="eval")
 app.add_typer(alerts_app, name="alerts")
 

@@ -29,6 +29,13 @@ seconds when lines were processed since the last checkpoint (the same bounded ``
 the embedded mode: capped templates and per-key state, a bounded search per line); after a restart the worker resumes from the last committed offset with the last
 checkpoint, so in Kafka mode the model may relearn or skip a few seconds of lines (the
 stored events are exact either way).
+
+Incidents (``streams.incidents``) are part of that state: each batch's changed incident
+snapshots are written to Elasticsearch after its events (``<prefix>.incidents``, upserted by
+id, the newest ``rev`` wins), and a timer resolves the quiet ones when no records wait. After
+a kill -9 the worker resumes from its last checkpoint and the committed offset, which may lie
+past it: the lines in between are not processed again, so an incident's count may then
+differ from the lines stored with its id (exact counts after a crash: embedded mode).
 """
 
 from __future__ import annotations
@@ -135,7 +142,8 @@ async def _merge_templates(loop, merges: dict) -> None:
                   redact(f"{type(exc).__name__}: {exc}")[:300])
 
 
-async def _write_until_taken(loop, events: list[dict], merges: dict | None = None) -> None:
+async def _write_until_taken(loop, events: list[dict], merges: dict | None = None,
+                             incidents: list[dict] | None = None) -> None:
     """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
 
     The agent must not move past a batch the sink has not taken: a crashed agent would be
@@ -152,6 +160,8 @@ async def _write_until_taken(loop, events: list[dict], merges: dict | None = Non
             # blocking bulk write off the event loop; it retries briefly by itself first
             with metrics.SINK_SECONDS.labels("elasticsearch").time():
                 await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+                if incidents:  # after the events they count (a retry writes both again)
+                    await loop.run_in_executor(None, store().write_incidents, incidents)
             if merges:  # after the batch: its events may carry the ids merged away
                 await _merge_templates(loop, merges)
             _sink_state.update(ok=True, error=None, since=None)
@@ -239,6 +249,13 @@ def _decode_and_process(value: bytes) -> tuple[list | None, list | None, list[di
                              "body": value.decode("utf-8", "replace")}]
     result = process_isolating(pipeline, items)
     return items, result.events, result.dead_letters
+
+
+def _incidents_of_batch() -> list[dict]:
+    """The incident snapshots the last batch changed (``streams.incidents``), written after its
+    events; in order with the other batches' writes, so a newer snapshot is never overtaken
+    (and the store refuses an older ``rev`` anyway)."""
+    return pipeline.take_incidents()
 
 
 async def _send_dead_letters(docs: list[dict]) -> None:
@@ -347,7 +364,7 @@ async def _repair(loop, event, first: int, end: int) -> None:
         if events is None:
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        await _write_until_taken(loop, events, _merges.news(pipeline.miner))
+        await _write_until_taken(loop, events, _merges.news(pipeline.miner), _incidents_of_batch())
         await _account(event, items, events)
     ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
 
@@ -402,8 +419,9 @@ async def process(batches):
             metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
             if pending is not None:
                 await _finish(stream, pending)
-            pending = (asyncio.ensure_future(_write_until_taken(loop, events, _merges.news(pipeline.miner))),
-                       event, items, events)
+            pending = (asyncio.ensure_future(_write_until_taken(
+                loop, events, _merges.news(pipeline.miner), _incidents_of_batch())),
+                event, items, events)
             if not stream.channel.empty():  # more is waiting: overlap with the next batch
                 continue
             await _finish(stream, pending)  # idle: finish now rather than at the next message
@@ -460,6 +478,44 @@ async def _serve_metrics() -> None:
     # also send on_worker_init, and must not bind (or warn about) the worker's metrics port
     metrics.expose("pipeline", "worker")
     metrics.serve(settings.worker_metrics_port, settings.metrics_host, health=health)
+
+
+@app.timer(interval=5.0)
+async def incidents_tick() -> None:
+    """Resolve incidents that went quiet (``streams.incidents``: nothing of them arrived for
+    the quiet period) when this worker has nothing waiting in its partitions, and store the
+    resolved snapshots (a failed write is retried at the next tick)."""
+    global _unwritten_ticks
+    if _lagging():
+        return
+    changed = pipeline.incidents.tick(time.time())
+    if changed or _unwritten_ticks:
+        batch, _unwritten_ticks = _unwritten_ticks + changed, []
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, store().write_incidents, batch)
+        except Exception as exc:  # noqa: BLE001 - kept for the next tick
+            _unwritten_ticks = batch
+            log.warning("storing %d resolved incident(s) failed (%s); retried at the next tick",
+                        len(batch), redact(f"{type(exc).__name__}: {exc}")[:300])
+
+
+_unwritten_ticks: list[dict] = []
+
+
+def _lagging() -> bool:
+    """Whether records wait in an assigned partition of the raw topic (then a line that
+    arrived before now may not be processed yet, and the tick waits)."""
+    consumer = app.consumer
+    try:
+        for tp in consumer.assignment():
+            if tp.topic != settings.kafka_topic:
+                continue
+            high = consumer.highwater(tp)
+            if high and high > (committed_offset(consumer, tp) or 0):
+                return True
+    except Exception:  # noqa: BLE001 - consumer not started yet: nothing to tick for either
+        return True
+    return False
 
 
 _saved_lines = pipeline.lines  # what the checkpoint on disk covers (nothing new: no write)

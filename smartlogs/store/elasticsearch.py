@@ -92,7 +92,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: ``words`` holds word positions (phrase queries)
+SCHEMA_VERSION = 3  # 2: ``words`` holds word positions (phrase queries); 3: incident_id
 TEMPLATE_PRIORITY = 200
 MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
 MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
@@ -110,7 +110,7 @@ _COLUMNS = (
 )
 _FLAGS = ("anomaly", "warming_up", "parse_ok", "truncated")
 _PASSTHROUGH = ("timestamp", "source", "host", "component", "pid", "level", "message", "raw",
-                "template_id", "template", "params", "score", "reason", "format")
+                "template_id", "template", "params", "score", "reason", "format", "incident_id")
 
 
 class ElasticsearchStoreError(Exception):
@@ -196,9 +196,23 @@ def index_template(prefix: str) -> dict:
                     "parse_ok": {"type": "boolean"},
                     "truncated": {"type": "boolean"},
                     "fields": {"type": "flattened", "ignore_above": KEYWORD_IGNORE_ABOVE},
+                    "incident_id": _keyword(),
                 },
             },
         },
+    }
+
+
+def incidents_index_body() -> dict:
+    """Settings and mappings of ``<prefix>.incidents`` (the snapshot stays whole in _source)."""
+    kw = _keyword()
+    return {
+        "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
+        "mappings": {"dynamic": False, "properties": {
+            "id": kw, "status": kw, "source": kw, "host": kw, "template_id": kw, "kind": kw,
+            "first_ts": {"type": "double"}, "last_ts": {"type": "double"},
+            "count": {"type": "long"}, "rev": {"type": "long"},
+        }},
     }
 
 
@@ -248,6 +262,7 @@ class ElasticsearchStore:
         self.url = redact_url(url)  # for messages: a user:password in the URL stays hidden
         self.index_prefix = index_prefix
         self.pattern = f"{index_prefix}-*"
+        self.incidents_index = f"{index_prefix}.incidents"  # not matched by the pattern
         self.template_name = index_prefix
         self.window_seconds = int(window_seconds)
         self.max_retries = max_retries
@@ -277,7 +292,25 @@ class ElasticsearchStore:
                 return
             self._retrying("put index template", lambda: self._es.indices.put_index_template(
                 name=self.template_name, **index_template(self.index_prefix)))
+            # indices made before incident_id was mapped learn it (adding a field is allowed)
+            self._retrying("put mapping", lambda: self._es.indices.put_mapping(
+                index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
+                properties={"incident_id": _keyword()}))
             self._setup_done = True
+
+    def _ensure_incidents_index(self) -> None:
+        if getattr(self, "_incidents_ready", False):
+            return
+        body = incidents_index_body()
+
+        def create():
+            try:
+                self._es.indices.create(index=self.incidents_index, **body)
+            except ApiError as exc:
+                if exc.status_code != 400 or "resource_already_exists" not in str(exc):
+                    raise
+        self._retrying("create incidents index", create)
+        self._incidents_ready = True
 
     def _retrying(self, what: str, fn: Callable, retries: int | None = None):
         retries = self.max_retries if retries is None else retries
@@ -534,6 +567,8 @@ class ElasticsearchStore:
                 flt.append({"term": {field: val}})
         if query.anomaly is not None:
             flt.append({"term": {"anomaly": bool(query.anomaly)}})
+        if query.incident is not None:
+            flt.append({"term": {"incident_id": query.incident}})
         if query.basis == "arrival":
             flt.extend(_arrival_range(query.since, query.until))
         else:
@@ -707,6 +742,94 @@ class ElasticsearchStore:
                 r["template"] = texts.get(r["id"])
         return rows
 
+    # -- incidents ------------------------------------------------------------------------
+    def write_incidents(self, incidents: list[dict]) -> None:
+        """Upsert incident snapshots by id; a snapshot older (lower ``rev``) than the stored
+        one is refused by Elasticsearch (409) and skipped. Retries like events, then
+        ``StoreUnavailable``."""
+        if not incidents:
+            return
+        self._ensure_incidents_index()
+        latest: dict[str, dict] = {}
+        for inc in incidents:  # one batch may carry several snapshots of one incident
+            if inc["id"] not in latest or inc["rev"] >= latest[inc["id"]]["rev"]:
+                latest[inc["id"]] = inc
+        pending = list(latest.values())
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep(attempt - 1)
+            actions = [({"index": {"_index": self.incidents_index, "_id": inc["id"],
+                                   "version": int(inc["rev"]), "version_type": "external_gte"}},
+                        orjson.dumps(inc, default=_json_default, option=_ORJSON_OPTS))
+                       for inc in pending]
+            retry = []
+            try:
+                for (ok, info), inc in zip(streaming_bulk(
+                        self._bulk_es, actions, chunk_size=self.chunk_size,
+                        expand_action_callback=_identity, raise_on_error=False,
+                        raise_on_exception=False, max_retries=0,
+                        filter_path="errors,items.*.status,items.*.error",
+                        **({"refresh": self._refresh} if self._refresh else {})), pending):
+                    status = next(iter(info.values())).get("status", 500)
+                    if 200 <= status < 300 or status == 409:  # 409: a newer one is stored
+                        continue
+                    if status == 429 or status >= 500 or _store_side(status, next(iter(info.values()))):
+                        retry.append(inc)
+                    else:
+                        raise ElasticsearchStoreError(
+                            f"incident {inc['id']} refused: {_reason(next(iter(info.values())))}")
+            except TransportError as exc:
+                log.warning("incident write to %s failed (%s); retrying", self.url, exc)
+                retry = pending
+            pending = retry
+            if not pending:
+                return
+        raise StoreUnavailable(f"Elasticsearch at {self.url} did not take {len(pending)} "
+                               f"incident snapshot(s)", pending=len(pending))
+
+    def incidents(self, *, status: str | None = None, since: float | None = None,
+                  source: str | None = None, template: str | None = None,
+                  limit: int = 100) -> list[dict]:
+        """Incidents, the latest line first (like SqliteStore.incidents)."""
+        flt: list[dict] = []
+        for field, val in (("status", status), ("source", source), ("template_id", template)):
+            if val is not None:
+                flt.append({"term": {field: val}})
+        if since is not None:
+            flt.append({"range": {"last_ts": {"gte": since}}})
+        body = self._search_index(self.incidents_index, query={"bool": {"filter": flt}},
+                                  sort=[{"last_ts": {"order": "desc", "unmapped_type": "double"}},
+                                        {"id": {"order": "asc", "unmapped_type": "keyword"}}],
+                                  size=min(limit, MAX_RESULT_WINDOW))
+        return [h["_source"] for h in body["hits"]["hits"]]
+
+    def incident(self, incident_id: str) -> dict | None:
+        """One incident by id (a realtime get: seen as soon as written), or None."""
+        es = self._es.options(request_timeout=self.query_timeout + 2, ignore_status=404)
+        resp = self._retrying("get incident", lambda: es.get(index=self.incidents_index,
+                                                             id=incident_id),
+                              retries=QUERY_RETRIES)
+        return resp.body.get("_source") if resp.body.get("found") else None
+
+    def _search_index(self, index: str, **body) -> dict:
+        """A search of one index that may not exist yet (no incident so far: no hits)."""
+        budget = self.query_timeout
+        es = self._es.options(request_timeout=budget + 2, max_retries=0, retry_on_timeout=False)
+
+        def once():
+            if self._stopping.is_set():
+                raise QueryInterrupted(budget)
+            try:
+                return es.search(index=index, ignore_unavailable=True, allow_no_indices=True,
+                                 timeout=f"{max(1, int(budget * 1_000_000))}micros", **body)
+            except ConnectionTimeout:
+                raise QueryTimeout(budget) from None
+
+        resp = self._retrying("search", once, retries=QUERY_RETRIES)
+        if resp.body.get("timed_out"):
+            raise QueryTimeout(budget)
+        return resp.body
+
     def count_ids(self, prefix: str) -> int:
         """Events whose id (a keyword) starts with ``prefix``."""
         resp = self._retrying("count", lambda: self._es.count(
@@ -848,4 +971,5 @@ def _source_to_event(src: dict) -> dict:
     e["fields"] = e["fields"] or {}
     for flag in _FLAGS:
         e[flag] = bool(e[flag])
+    e["incident_id"] = src.get("incident_id")
     return e

@@ -52,6 +52,25 @@ def _incidents(url: str) -> list[dict]:
     return incs
 
 
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SMARTLOGS_URL": url, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "smartlogs.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def _cli_shows(url: str, main: dict) -> None:
+    """`smartlogs incidents` lists it, `smartlogs incidents ID` shows it with examples."""
+    r = _cli(url, "incidents", "--status", "open", "--source", "web1")
+    assert r.returncode == 0 and main["id"] in r.stdout and str(main["count"]) in r.stdout, r.stdout
+    r = _cli(url, "incidents", main["id"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{main['count']} line(s)" in r.stdout and "authentication failure" in r.stdout
+    r = _cli(url, "search", "--incident", main["id"], "--json")
+    assert r.returncode == 0 and f'"total":{main["count"]}' in r.stdout.replace(" ", ""), r.stdout[:500]
+    r = _cli(url, "incidents", "Inope")
+    assert r.returncode == 1 and "404" in r.stdout + r.stderr
+
+
 def _requests() -> list[list[dict]]:
     b = burst()
     return [normal()[i:i + 500] for i in range(0, 1500, 500)] + [b[i:i + 10] for i in range(0, 40, 10)]
@@ -66,7 +85,9 @@ def test_incidents_survive_kill_9_with_exact_counts(tmp_path):
         for body in _requests():
             _post(url, body)
         _wait_total(url, 1540)
-        want = sorted((i["count"], i["kind"], i["source"]) for i in _incidents(url))
+        incs = _incidents(url)
+        want = sorted((i["count"], i["kind"], i["source"]) for i in incs)
+        _cli_shows(url, max(incs, key=lambda i: i["count"]))
     finally:
         ref.kill()
         ref.wait()

@@ -1,0 +1,93 @@
+"""Incidents in ElasticsearchStore (the real Elasticsearch) agree with SqliteStore."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from smartlogs.store import EventQuery, SqliteStore
+from smartlogs.store.elasticsearch import ElasticsearchStore
+from streams.pipeline import Pipeline, PipelineConfig
+from tests.component.test_incidents_api import burst, normal
+
+pytestmark = pytest.mark.engines
+WINDOW = 60
+
+
+def _items() -> list[dict]:
+    events = normal() + burst()
+    return [{"id": f"x:{i}", "message": e["message"], "host": e["host"], "level": e["level"],
+             "ts": e["timestamp"], "received": 1.8e9 + i, "source": "http"}
+            for i, e in enumerate(events)]
+
+
+@pytest.fixture(scope="module")
+def stores(elasticsearch, tmp_path_factory):
+    """Both stores fed the same events and incident snapshots, batch by batch."""
+    p = Pipeline(PipelineConfig())
+    items = _items()
+    sql = SqliteStore(tmp_path_factory.mktemp("inc") / "ref.db")
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    es_store = ElasticsearchStore(elasticsearch, index_prefix=prefix, refresh="wait_for",
+                                  window_seconds=WINDOW)
+    for k in range(0, len(items), 200):
+        events = p.process(items[k:k + 200])
+        snaps = p.take_incidents()
+        sql.write(copy.deepcopy(events), window_seconds=WINDOW, incidents=copy.deepcopy(snaps))
+        es_store.write(copy.deepcopy(events), window_seconds=WINDOW)
+        es_store.write_incidents(copy.deepcopy(snaps))
+    yield sql, es_store
+    sql.close()
+    es_store.close()
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    names = client.indices.get(index=f"{prefix}-*", ignore_unavailable=True,
+                               allow_no_indices=True).body
+    for name in [*names, es_store.incidents_index]:
+        client.indices.delete(index=name, ignore_unavailable=True)
+    client.options(ignore_status=404).indices.delete_index_template(name=prefix)
+    client.close()
+
+
+@pytest.mark.parametrize("kw", [{}, {"status": "open"}, {"status": "resolved"},
+                                {"source": "web1"}, {"since": 1_700_003_010.0},
+                                {"limit": 1}, {"template": "T2"}])
+def test_incident_lists_match_sqlite(stores, kw):
+    sql, es_store = stores
+    want = sql.incidents(**kw)
+    assert es_store.incidents(**kw) == want
+    if not kw:
+        assert max(i["count"] for i in want) >= 30
+
+
+def test_one_incident_and_its_events_match_sqlite(stores):
+    sql, es_store = stores
+    for inc in sql.incidents():
+        assert es_store.incident(inc["id"]) == inc
+        q = EventQuery(incident=inc["id"], limit=100)
+        got, want = es_store.search(q), sql.search(q)
+        assert got.total == want.total == inc["count"]
+        assert [e["id"] for e in got.events] == [e["id"] for e in want.events]
+        assert all(e["incident_id"] == inc["id"] for e in got.events)
+    assert es_store.incident("Inope") is None and sql.incident("Inope") is None
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(stores):
+    sql, es_store = stores
+    inc = max(sql.incidents(), key=lambda i: i["count"])
+    old = {**inc, "count": 3, "rev": 6, "status": "open"}
+    es_store.write_incidents([old])  # refused by version (409), not an error
+    sql.write_incidents([old])
+    assert es_store.incident(inc["id"]) == sql.incident(inc["id"]) == inc
+    es_store.write_incidents([inc])  # the same snapshot again (a re-run): accepted, unchanged
+    assert es_store.incident(inc["id"]) == inc
+
+
+def test_no_incident_yet_is_an_empty_list(elasticsearch):
+    store = ElasticsearchStore(elasticsearch, index_prefix=f"slt-{uuid.uuid4().hex[:10]}")
+    try:
+        assert store.incidents() == [] and store.incident("I0") is None
+    finally:
+        store.close()
