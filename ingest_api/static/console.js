@@ -163,6 +163,7 @@
     if (currentView === "templates") loadTemplates();
     else if (currentView === "anomalies") loadAnomalies();
     else if (currentView === "search" && searchGen) runSearch();
+    else if (views[currentView]) views[currentView].load();
   }
   let errorTimer = null;
   function showError(msg) {
@@ -250,7 +251,15 @@
   }
 
   // -- tabs ---------------------------------------------------------------------------------
-  let currentView = "tail";
+  // the view shown first: the tab index.html marks selected (the incidents view)
+  const firstTab = document.querySelector('.tabs button[aria-selected="true"]');
+  let currentView = firstTab ? firstTab.dataset.view : "tail";
+  // views defined in files of their own (console/incidents.js): name -> {load, refresh}
+  const views = {};
+  function registerView(name, view) {
+    views[name] = view;
+    if (currentView === name && !auth.blocked) view.load();
+  }
   function showView(name) {
     currentView = name;
     for (const b of document.querySelectorAll(".tabs button")) {
@@ -259,6 +268,7 @@
     for (const v of document.querySelectorAll("main > .view")) v.hidden = v.id !== "view-" + name;
     if (name === "templates" && !templates.loaded) loadTemplates();
     if (name === "anomalies") loadAnomalies();
+    if (views[name]) views[name].load();
   }
 
   // -- stats + chart --------------------------------------------------------------------------
@@ -812,11 +822,15 @@
       if (document.hidden || auth.blocked) return;  // no polling while the server waits for a key
       refreshStats();
       if (currentView === "anomalies" && $("anomalies-auto").checked) loadAnomalies();
+      if (views[currentView] && views[currentView].refresh) views[currentView].refresh();
     }, REFRESH_MS);
 
     refreshStats();
     restartTail();
-    window.smartlogsConsole = { tail, showView, runSearch, drawChart };  // for debugging and tests
+    // for debugging and tests, and for the views in files of their own (registerView)
+    window.smartlogsConsole = { tail, showView, runSearch, drawChart, registerView, api, h, clear,
+      setText, fmtInt, fmtTime, fmtScore, eventRow, templateLink, keyboardRow, markTimeFields,
+      AuthError, view: () => currentView };
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -177,6 +177,17 @@ def _click(drv, css: str) -> None:
     drv.find_element("css selector", css).click()
 
 
+def _console(drv, url: str, view: str = "tail") -> None:
+    """Open the console: the incidents view comes first; then switch to ``view``."""
+    drv.get(url + "/")
+    _wait(lambda: _js(drv, "return window.smartlogsConsole && window.smartlogsConsole.view()") == "incidents",
+          "the incidents view first")
+    assert _js(drv, "return [document.getElementById('view-incidents').hidden, "
+                    "document.getElementById('view-tail').hidden]") == [False, True]
+    if view != "incidents":
+        _js(drv, "window.smartlogsConsole.showView(arguments[0])", view)
+
+
 def _browser_errors(drv) -> list[str]:
     """Script errors and CSP violations (the deliberate 422 of a bad search is not one)."""
     return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"
@@ -188,7 +199,7 @@ def _browser_errors(drv) -> list[str]:
 def test_console_live_tail_filters_search_templates_anomalies(platform, browser, loghub):
     url, drv = platform, browser
     t0 = time.monotonic()
-    drv.get(url + "/")
+    _console(drv, url)
     assert drv.title == "SmartLogs console"
     _wait(lambda: _text(drv, "conn") == "live", "the live tail to connect")
     _js(drv, "window.__sameDocument = 1")  # proves later updates came without a reload
@@ -265,6 +276,24 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
     assert _rows(drv, "anomalies-body") == 0
     assert _js(drv, "return document.getElementById('anomalies-since').getAttribute('aria-invalid')") == "true"
     drv.find_element("css selector", "#anomalies-since").clear()
+
+    # -- incidents view: one row per incident, its lines behind it ------------------------
+    api_incs = httpx.get(f"{url}/api/incidents").json()["incidents"]
+    assert sum(i["count"] for i in api_incs) == api_anoms["total"]  # every flagged line in one
+    _click(drv, "#tab-incidents")
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#incidents-body tr.incident').length")
+          == len(api_incs), "the incidents view")
+    first_inc = _js(drv, """const tr = document.querySelector('#incidents-body tr.incident');
+        return [tr.dataset.id, tr.querySelector('td.count').textContent]""")
+    newest = httpx.get(f"{url}/api/incidents", params={"limit": 1}).json()["incidents"][0]
+    assert first_inc == [newest["id"], f"{newest['count']:,}"]
+    _click(drv, "#incidents-body tr.incident")
+    _wait(lambda: "line(s) stored with this incident" in _js(
+        drv, "return document.querySelector('#incidents-body tr.detail').textContent"),
+        "the incident's lines")
+    assert _js(drv, "return document.querySelectorAll('#incidents-body tr.detail tr.event').length") \
+        == min(newest["count"], 50)
+    assert "incident(s)" in _text(drv, "incidents-summary")
 
     # -- full-text search with filters ---------------------------------------------------
     _click(drv, "#tab-search")
@@ -409,7 +438,7 @@ def test_console_small_things(platform, browser):
     assert r.status_code == 202
     _send(url, [f"Jul 27 14:42:{i:02d} combo sshd[1]: session opened for user u{i}" for i in range(5)])
     _wait_stored(url, 6)
-    drv.get(url + "/")
+    _console(drv, url)
     _wait(lambda: _rows(drv, "tail-body") == 6 and _text(drv, "conn") == "live", "the tail")
 
     # chart ticks: whole counts, never "0, 1, 1"
@@ -462,7 +491,7 @@ def test_console_small_things(platform, browser):
 
     # a phone: no horizontal page scroll, a readable message column
     drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
-    for view in ("tail", "search", "templates", "anomalies"):
+    for view in ("incidents", "tail", "search", "templates", "anomalies"):
         _js(drv, f"window.smartlogsConsole.showView('{view}')")
         time.sleep(0.3)
         assert _js(drv, "return document.documentElement.scrollWidth") <= 390, view
@@ -480,7 +509,7 @@ def test_console_counts_live_data_in_arrival_time_with_gaps_on_a_true_time_axis(
                                           for i in range(4)])
     assert r.status_code == 202
     _wait_stored(url, 7)
-    drv.get(url + "/")
+    _console(drv, url)
     _wait(lambda: _text(drv, "chart-basis") == "arrival time" and _js(
         drv, "return document.querySelectorAll('#chart rect.bar').length") >= 1, "the arrival chart")
     assert _js(drv, "return document.getElementById('time-basis').value") == "arrival"
@@ -572,7 +601,7 @@ def test_console_asks_for_a_key_in_the_page_and_never_with_a_prompt(keyed_platfo
                    headers=headers)
     assert r.status_code == 202
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _NO_DIALOGS})
-    drv.get(url + "/")
+    _console(drv, url)
 
     # a 401 shows the key box, says why, and the page stops calling the API until a key is entered
     _wait(lambda: _key_box(drv)[0] is False, "the key box")
@@ -611,7 +640,7 @@ def test_console_asks_for_a_key_in_the_page_and_never_with_a_prompt(keyed_platfo
     httpx.post(f"{url}/ingest", json={"message": "keyed live event", "host": "web-04"}, headers=headers)
     _wait(lambda: _rows(drv, "tail-body") == 6, "a live event through the keyed stream (?key=)")
 
-    drv.get(url + "/")  # the stored key is used without asking
+    _console(drv, url)  # the stored key is used without asking
     _wait(lambda: _rows(drv, "tail-body") == 6 and _text(drv, "conn") == "live", "the tail after a reload")
     assert _key_box(drv)[0] is True
 
@@ -623,7 +652,7 @@ def test_console_asks_for_a_key_in_the_page_and_never_with_a_prompt(keyed_platfo
 
     # a stored key that the server refuses (revoked meanwhile) is dropped and the box says so
     _js(drv, "localStorage.setItem('smartlogs.apiKey', 'sl_revoked')")
-    drv.get(url + "/")
+    _console(drv, url)
     _wait(lambda: "refused" in _key_box(drv)[1], "the stored key to be refused")
     assert _js(drv, "return localStorage.getItem('smartlogs.apiKey')") is None
 
@@ -680,7 +709,7 @@ def test_console_against_elasticsearch(es_platform, browser, loghub):
     events = Pipeline(PipelineConfig(hst_window=50)).process(
         [{"id": f"es-{i}", "raw": line, "received": now, "source": "http"} for i, line in enumerate(lines)])
 
-    drv.get(url + "/")
+    _console(drv, url)
     _wait(lambda: _text(drv, "conn") == "live", "the live tail to connect")
     assert _rows(drv, "tail-body") == 0
     assert store.write(events[:100]) == 100  # what the Kafka worker's sink does
