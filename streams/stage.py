@@ -54,6 +54,7 @@ def unprocessable_event(item: dict, exc: Exception) -> dict:
         "source": item.get("source", "http"), "host": None, "component": None, "pid": None,
         "level": None, "message": text, "raw": text, "template_id": "T0", "template": "(unprocessable)",
         "params": [], "score": 0.0, "anomaly": False, "reason": None, "warming_up": False,
+        "incident_id": None,
         "parse_ok": False, "format": "unprocessable", "truncated": False,
         "fields": {"processing_error": f"{type(exc).__name__}: {exc}"[:500]},
     }

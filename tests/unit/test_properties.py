@@ -514,7 +514,7 @@ PIPE_CONFIG = PipelineConfig(max_line_length=MAX_LINE, hst_window=16, hst_trees=
                              year=2024)
 RECORD_KEYS = {"id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
                "message", "raw", "template_id", "template", "params", "score", "anomaly",
-               "reason", "warming_up", "parse_ok", "format", "truncated", "fields"}
+               "reason", "warming_up", "parse_ok", "format", "truncated", "fields", "incident_id"}
 
 
 @st.composite
