@@ -507,14 +507,16 @@ def _lagging() -> bool:
     arrived before now may not be processed yet, and the tick waits)."""
     consumer = app.consumer
     try:
-        for tp in consumer.assignment():
-            if tp.topic != settings.kafka_topic:
-                continue
-            high = consumer.highwater(tp)
-            if high and high > (committed_offset(consumer, tp) or 0):
-                return True
+        assigned = [tp for tp in consumer.assignment() if tp.topic == settings.kafka_topic]
     except Exception:  # noqa: BLE001 - consumer not started yet: nothing to tick for either
         return True
+    for tp in assigned:
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet: nothing known to wait there
+            continue
+        if high and high > (committed_offset(consumer, tp) or 0):
+            return True
     return False
 
 

@@ -80,3 +80,25 @@ def test_incident_routes_refuse_bad_input_with_json(app_client):
         assert "error" in r.json() or "detail" in r.json()
     assert app_client.get("/api/incidents/bad%20id").status_code == 422
     assert app_client.get("/api/incidents").json() == {"incidents": []}
+
+
+def test_the_embedded_runner_resolves_a_quiet_incident_when_idle(tmp_path):
+    """Nothing later comes from the host: the runner's idle tick (arrival time) resolves it."""
+    from fastapi.testclient import TestClient
+
+    from ingest_api.app import create_app
+    from smartlogs.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, syslog_port=0, incident_quiet_seconds=1.0,
+                        incident_gap_seconds=300.0)
+    with TestClient(create_app(settings)) as client:
+        now = time.time()
+        _post(client, normal(start=now - 3100) + burst(start=now - 40), 1540)
+        deadline = time.monotonic() + 15
+        while True:
+            incs = client.get("/api/incidents").json()["incidents"]
+            if incs and all(i["status"] == "resolved" for i in incs):
+                break
+            assert time.monotonic() < deadline, incs
+            time.sleep(0.1)
+        assert max(i["count"] for i in incs) >= 30

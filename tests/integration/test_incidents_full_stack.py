@@ -57,3 +57,30 @@ def test_the_worker_writes_incidents_to_elasticsearch(stack):
     assert httpx.get(f"{url}/api/incidents/{main['id']}").json()["count"] == main["count"]
     r = cli(stack, "incidents", "--status", "resolved")
     assert r.returncode == 0 and main["id"] in r.stdout, r.stdout + r.stderr
+
+
+def test_the_worker_resolves_a_quiet_incident_on_its_tick(tmp_path, rabbitmq, kafka, elasticsearch):
+    """Live lines (event time = now): nothing later comes from the host, so only the worker's
+    periodic tick (arrival time, when no records wait) can resolve the incident."""
+    from tests.integration.stack import run_stack
+
+    gen = run_stack(tmp_path, rabbitmq, kafka, elasticsearch,
+                    extra_env={"SMARTLOGS_INCIDENT_QUIET_SECONDS": "5"})
+    stack = next(gen)
+    try:
+        url = stack["url"]
+        now = time.time()
+        events = normal(start=now - 3100) + burst(start=now - 40)
+        for i in range(0, len(events), 250):
+            assert httpx.post(f"{url}/ingest", json=events[i:i + 250], timeout=30).status_code == 202
+        assert wait_total(url, len(events), procs=stack["procs"]) == len(events), stack_logs(stack)
+        main = max(_settled(url), key=lambda i: i["count"])
+        assert main["count"] >= 30
+        deadline = time.monotonic() + 40  # quiet 5 s + a tick every 5 s + a refresh
+        while (httpx.get(f"{url}/api/incidents/{main['id']}").json()["status"] != "resolved"
+               or _incidents(url, status="open")):
+            assert time.monotonic() < deadline, (_incidents(url, status="open"), stack_logs(stack))
+            time.sleep(0.5)
+        assert httpx.get(f"{url}/api/incidents/{main['id']}").json()["count"] == main["count"]
+    finally:
+        next(gen, None)

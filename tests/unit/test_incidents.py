@@ -154,3 +154,25 @@ def test_incidents_are_part_of_the_checkpointed_state_a_rerun_gives_the_same_ids
     assert sum(e["incident_id"] is not None for e in a[1525:]) >= 5  # flagged after the cut
     assert {s["id"]: s["count"] for s in whole.incidents.open.values()} == \
         {s["id"]: s["count"] for s in restored.incidents.open.values()}
+
+
+def test_a_checkpoint_from_before_incidents_loads_with_an_empty_tracker(tmp_path):
+    from streams.pipeline import load_checkpoint, save_checkpoint
+
+    old = Pipeline(CONFIG)
+    del old.incidents  # what an older checkpoint holds
+    save_checkpoint(old, tmp_path / "ckpt")
+    p = load_checkpoint(tmp_path / "ckpt", CONFIG)
+    assert p.incidents.open == {} and p.incidents.quiet == CONFIG.incident_quiet
+    events = [e for b in _stream() for e in p.process(b)]
+    assert any(e["incident_id"] for e in events)
+
+
+def test_new_settings_apply_to_a_restored_tracker(tmp_path):
+    from dataclasses import replace
+
+    from streams.pipeline import load_checkpoint, save_checkpoint
+
+    save_checkpoint(Pipeline(CONFIG), tmp_path / "ckpt")
+    p = load_checkpoint(tmp_path / "ckpt", replace(CONFIG, incident_quiet=42.0, incident_examples=2))
+    assert (p.incidents.quiet, p.incidents.examples) == (42.0, 2)
