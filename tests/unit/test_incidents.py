@@ -176,3 +176,11 @@ def test_new_settings_apply_to_a_restored_tracker(tmp_path):
     save_checkpoint(Pipeline(CONFIG), tmp_path / "ckpt")
     p = load_checkpoint(tmp_path / "ckpt", replace(CONFIG, incident_quiet=42.0, incident_examples=2))
     assert (p.incidents.quiet, p.incidents.examples) == (42.0, 2)
+
+
+def test_the_module_example_runs():
+    import doctest
+
+    import streams.incidents
+
+    assert doctest.testmod(streams.incidents).failed == 0
