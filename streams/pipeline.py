@@ -104,6 +104,8 @@ class Pipeline:
         self.incidents = IncidentTracker(gap=c.incident_gap, quiet=c.incident_quiet,
                                          examples=c.incident_examples)
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
+        # Kafka mode: next offset per "topic:partition" reflected in this state (streams.worker)
+        self.positions: dict[str, int] = {}
         self.lines = 0
 
     # -- the hot path ---------------------------------------------------------------------
@@ -357,6 +359,8 @@ def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
         pipeline.sources = {}
     if not hasattr(pipeline, "user_formats"):
         pipeline.user_formats = UserFormats(())
+    if not hasattr(pipeline, "positions"):  # a checkpoint from before Kafka positions
+        pipeline.positions = {}
     if not hasattr(pipeline, "incidents"):  # a checkpoint from before incidents
         pipeline.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
                                              examples=config.incident_examples)

@@ -84,3 +84,55 @@ def test_the_worker_resolves_a_quiet_incident_on_its_tick(tmp_path, rabbitmq, ka
         assert httpx.get(f"{url}/api/incidents/{main['id']}").json()["count"] == main["count"]
     finally:
         next(gen, None)
+
+
+def test_incidents_survive_kill_9_of_the_worker_with_exact_counts(tmp_path, rabbitmq, kafka,
+                                                                  elasticsearch):
+    """Half a burst is processed, stored and committed after the last checkpoint; the worker is
+    killed. The new worker catches its state up from the checkpoint (those messages again, their
+    events already stored), so the rest of the burst continues the same incident and every
+    count equals the lines stored with its id. (Before, it resumed at the commit with the older
+    state: the burst split into two incidents, neither of them whole.)"""
+    import signal
+
+    from tests.integration.stack import run_stack
+    from tests.integration.test_faults import _restart
+
+    gen = run_stack(tmp_path, rabbitmq, kafka, elasticsearch,
+                    extra_env={"SMARTLOGS_CHECKPOINT_SECONDS": "20"})
+    stack = next(gen)
+    ckpt = tmp_path / "var" / "worker.ckpt"
+    try:
+        url = stack["url"]
+        events, b = normal(), burst()
+        for i in range(0, len(events), 250):
+            assert httpx.post(f"{url}/ingest", json=events[i:i + 250], timeout=30).status_code == 202
+        assert wait_total(url, 1500, procs=stack["procs"]) == 1500, stack_logs(stack)
+        deadline = time.monotonic() + 30
+        while not ckpt.exists():  # a checkpoint covers the normal lines
+            assert time.monotonic() < deadline, stack_logs(stack)
+            time.sleep(0.2)
+        stamp = ckpt.stat().st_mtime_ns
+        for i in range(0, 20, 5):  # half the burst, in four messages
+            assert httpx.post(f"{url}/ingest", json=b[i:i + 5], timeout=30).status_code == 202
+        assert wait_total(url, 1520, procs=stack["procs"]) == 1520
+        time.sleep(4)  # Faust commits every ~3 s: these offsets are committed now
+        assert ckpt.stat().st_mtime_ns == stamp, "a checkpoint came too early for this test"
+        stack["procs"]["worker"].send_signal(signal.SIGKILL)
+        stack["procs"]["worker"].wait()
+        _restart(stack, "worker")
+        for i in range(20, 40, 5):
+            assert httpx.post(f"{url}/ingest", json=b[i:i + 5], timeout=30).status_code == 202
+        assert wait_total(url, 1540, timeout=120, procs=stack["procs"]) == 1540, stack_logs(stack)
+        deadline = time.monotonic() + 30
+        while True:
+            incs = _settled(url)  # every count equals the lines stored with its id
+            main = max(incs, key=lambda i: i["count"])
+            if main["count"] >= 30 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert main["count"] >= 30, (incs, stack_logs(stack))
+        flagged = httpx.get(f"{url}/api/events", params={"anomaly": "true", "limit": 1}).json()["total"]
+        assert sum(i["count"] for i in incs) == flagged
+    finally:
+        next(gen, None)
