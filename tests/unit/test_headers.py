@@ -249,7 +249,7 @@ def test_layout_text_and_pickling():
 
 
 def test_learned_layouts_survive_a_restart_through_the_checkpoint(tmp_path):
-    from streams.pipeline import load_checkpoint, save_checkpoint
+    from streams.checkpoints import load_checkpoint, save_checkpoint
 
     p = Pipeline(INFERENCE_ONLY)
     lines = [f"2024-01-02 03:04:{s:02d} WARN [t-{s}] a.b.C: value {s}" for s in range(40)]
