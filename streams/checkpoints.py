@@ -6,14 +6,16 @@ A checkpoint is one SQLite file:
 * ``meta``: the pickled model *without* its keyed maps (``streams.keyed``) and its digest, a
   lineage (which model this file follows) and a generation (how many saves it holds);
 * ``rows``: one row per key of each keyed map (the scorer's rates per host, template and
-  host-template pair: ~70 % of a large model), in the map's insertion order.
+  host-template pair, the miner's memos of masked tokens and messages: most of a large
+  model), in the map's insertion order.
 
 A save writes, in one transaction (``synchronous=FULL``: on disk when it returns), the pickle
 of the rest and only the rows whose keys changed since the previous save — unless the file
 follows another model (another lineage, or a generation the model did not save last: a model
 restored from an older file, a fresh one after a lost checkpoint) or a map dropped keys (its
 bound was reached), which rewrites that map whole. A crash mid-save leaves the previous
-checkpoint as it was. The template miner and the smaller maps are still in the pickle, whole.
+checkpoint as it was. The miner's templates (groups and their indexes) and the smaller maps
+are still in the pickle, whole.
 
 Files of the older format (one pickle with a checksum) are read; the next save replaces them.
 """
@@ -27,6 +29,7 @@ import os
 import pickle
 import sqlite3
 import uuid
+from itertools import islice
 from pathlib import Path
 
 from streams.keyed import EXTERNAL_ROWS
@@ -96,8 +99,8 @@ def save_checkpoint(pipeline: Pipeline, path: Path) -> dict:
             done = _save(conn, pipeline, maps, force_full=False)
         finally:
             conn.close()
-    for m in maps.values():
-        m.saved()
+    for view in maps.values():
+        view.owner.saved()
     return done
 
 
@@ -106,10 +109,11 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
     lineage = getattr(pipeline, "ckpt_lineage", None)
     generation = getattr(pipeline, "ckpt_generation", 0)
     full = (force_full or lineage is None or meta.get("lineage") != lineage
-            or int(meta.get("generation", -1)) != generation)
+            or int(meta.get("generation", -1)) != generation
+            or any(f"n:{name}" not in meta for name in maps))
     if lineage is None:
         lineage = uuid.uuid4().hex
-    token = EXTERNAL_ROWS.set(frozenset(id(m) for m in maps.values()))
+    token = EXTERNAL_ROWS.set(frozenset(id(view.owner) for view in maps.values()))
     try:
         body = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
     finally:
@@ -119,28 +123,32 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
     try:
         if full:
             conn.execute("DELETE FROM rows")
-        for name, m in maps.items():
-            rows = m._state
-            if full or m.reordered:
+        for name, view in maps.items():
+            rows, owner, enc = view.rows, view.owner, view.encode
+            if full or owner.reordered:
                 if not full:
                     conn.execute("DELETE FROM rows WHERE map = ?", (name,))
-                todo = ((name, repr(k), pos, marshal.dumps((k, st)))
-                        for pos, (k, st) in enumerate(rows.items()))
+                todo = ((name, repr(k), pos, marshal.dumps((k, enc(v))))
+                        for pos, (k, v) in enumerate(rows.items()))
                 conn.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", todo)
                 written += len(rows)
                 continue
-            dirty = m.dirty
+            dirty = owner.dirty
             if not dirty:
                 continue
-            # positions are stable while a map only grows (a removal reorders: above)
-            todo = [(name, repr(k), pos, marshal.dumps((k, st)))
-                    for pos, (k, st) in enumerate(rows.items()) if k in dirty]
-            conn.executemany("INSERT INTO rows VALUES (?, ?, ?, ?) ON CONFLICT (map, k) "
-                             "DO UPDATE SET v = excluded.v", todo)
-            gone = [(name, repr(k)) for k in dirty if k not in rows]
-            conn.executemany("DELETE FROM rows WHERE map = ? AND k = ?", gone)
-            written += len(todo)
+            # while a map only grows (a removal reorders: above), the file holds its first
+            # ``held`` keys in order: the keys after them are new, the others keep their place
+            held = int(meta[f"n:{name}"])
+            new = [(name, repr(k), pos, marshal.dumps((k, enc(v))))
+                   for pos, (k, v) in enumerate(islice(rows.items(), held, None), held)]
+            conn.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", new)
+            fresh = frozenset(islice(rows, held, None))
+            known = [(marshal.dumps((k, enc(rows[k]))), name, repr(k)) for k in dirty
+                     if k in rows and k not in fresh]
+            conn.executemany("UPDATE rows SET v = ? WHERE map = ? AND k = ?", known)
+            written += len(new) + len(known)
         conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
+            *((f"n:{name}", str(len(view.rows))) for name, view in maps.items()),
             ("model", body), ("digest", hashlib.sha256(body).hexdigest()),
             ("lineage", lineage), ("generation", str(generation + 1)),
             ("maps", ",".join(maps))])
@@ -194,9 +202,10 @@ def _load(path: Path) -> Pipeline:
         maps = pipeline.keyed_maps()
         if set(meta["maps"].split(",")) != set(maps):
             raise ValueError(f"its keyed maps {meta['maps']} are not this model's")
-        for name, m in maps.items():
-            m._state = dict(marshal.loads(v) for (v,) in conn.execute(
-                "SELECT v FROM rows WHERE map = ? ORDER BY ord", (name,)))
+        for name, view in maps.items():
+            dec = view.decode
+            view.fill({k: dec(v) for k, v in (marshal.loads(b) for (b,) in conn.execute(
+                "SELECT v FROM rows WHERE map = ? ORDER BY ord", (name,)))})
         pipeline.ckpt_lineage = meta["lineage"]
         pipeline.ckpt_generation = int(meta["generation"])
         return pipeline

@@ -267,7 +267,8 @@ class Pipeline:
 
     def keyed_maps(self) -> dict:
         """Name → the maps of per-key rows a checkpoint writes incrementally (``streams.keyed``)."""
-        return {f"scorer.{k}": v for k, v in self.scorer.keyed_maps().items()}
+        return {**{f"miner.{k}": v for k, v in self.miner.keyed_maps().items()},
+                **{f"scorer.{k}": v for k, v in self.scorer.keyed_maps().items()}}
 
     def describe_sources(self) -> list[dict]:
         """Each source's learned layout, lines seen and the share that fitted it."""

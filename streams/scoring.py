@@ -75,7 +75,7 @@ from operator import itemgetter
 from river.anomaly import HalfSpaceTrees
 
 from streams.hst_batch import BatchHST
-from streams.keyed import KeyedRows
+from streams.keyed import KeyedRows, Rows
 
 __all__ = [
     "EVIDENCE",
@@ -310,6 +310,13 @@ class DecayedRate(KeyedRows):
         self.now = now
         return level, ref, z
 
+    def rows_view(self) -> Rows:
+        def fill(rows: dict) -> None:
+            self._state = rows
+            self.saved()
+
+        return Rows(self, self._state, fill)
+
     def _forget(self) -> None:
         """Drop the half of the keys that were quiet the longest (bounded memory; by event
         time and then insertion order, so deterministic)."""
@@ -472,10 +479,11 @@ class AnomalyScorer:
         self._pending = 0
         self._batch: BatchHST | None = None  # River's trees, walked a batch at a time
 
-    def keyed_maps(self) -> dict[str, DecayedRate]:
+    def keyed_maps(self) -> dict[str, Rows]:
         """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
-        return {"hosts": self.hosts, "templates": self.templates, "pairs": self.pairs,
-                "errors": self.errors}
+        return {name: rate.rows_view() for name, rate in (
+            ("hosts", self.hosts), ("templates", self.templates), ("pairs", self.pairs),
+            ("errors", self.errors))}
 
     def __getstate__(self) -> dict:
         if self._batch is not None:

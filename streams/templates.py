@@ -103,6 +103,8 @@ import re
 from dataclasses import dataclass
 from itertools import islice
 
+from streams.keyed import EXTERNAL_ROWS, Rows, TrackedDict
+
 __all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner"]
 
 # Order matters: the first instruction that matches a span wins.
@@ -337,6 +339,15 @@ def _same_shape(a: str, b: str) -> bool:
     return j == nb
 
 
+def _memo_target(group: _Group) -> _Group | None:
+    """What a message memo entry stands for: the group its lines join (merges followed), or
+    None when that group was evicted. A memo hit does the same with the entry as with this,
+    so a checkpoint keeps this (an id) instead of the entry's group."""
+    while group.merged_into is not None:
+        group = group.merged_into
+    return None if group.evicted else group
+
+
 class TemplateMiner:
     """Drain-style online grouping over masked tokens; one pass, picklable.
 
@@ -364,8 +375,10 @@ class TemplateMiner:
         self._leaves: dict[tuple, list[_Group]] = {}
         self._count = 0
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
-        self._tokens: dict[str, str] = {}
-        self._cache: dict[str, _Group] = {}
+        # memos (token -> masked token, masked message -> its group), written to checkpoints
+        # row by row (streams.keyed)
+        self._tokens: dict[str, str] = TrackedDict()
+        self._cache: dict[str, _Group] = TrackedDict()
         self.cache_size = cache_size
         self.version = STATE_VERSION
 
@@ -389,7 +402,27 @@ class TemplateMiner:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_masks", None)  # compiled patterns: rebuilt on load
+        if id(self._cache) in EXTERNAL_ROWS.get():  # its rows name groups by id: keep those
+            state["_cache_groups"] = {g.cluster_id: g for g in map(_memo_target, self._cache.values())
+                                      if g is not None}
         return state
+
+    def keyed_maps(self) -> dict[str, Rows]:
+        """The memos, for a checkpoint that writes them row by row (``streams.keyed``)."""
+        def group(cluster_id: int) -> _Group:
+            return _EVICTED if cluster_id < 0 else self.__dict__["_cache_groups"][cluster_id]
+
+        def group_id(g: _Group) -> int:
+            target = _memo_target(g)
+            return -1 if target is None else target.cluster_id
+
+        def fill_messages(rows: dict) -> None:
+            self._cache.fill(rows)
+            self.__dict__.pop("_cache_groups", None)
+
+        return {"tokens": Rows(self._tokens, self._tokens, self._tokens.fill),
+                "messages": Rows(self._cache, self._cache, fill_messages,
+                                 encode=group_id, decode=group)}
 
     def __setstate__(self, state):
         if "drain" in state:  # a checkpoint of the Drain3-based miner: carry its groups over
@@ -430,6 +463,9 @@ class TemplateMiner:
             state["_tokens"] = {}
             state["_cache"] = {}
             state["_memo_chars"] = [0, 0]
+        for memo in ("_tokens", "_cache"):  # plain dicts before checkpoints wrote them as rows
+            if not isinstance(state[memo], TrackedDict):
+                state[memo] = TrackedDict(state[memo])
         state["version"] = STATE_VERSION
         self.__dict__.update(state)
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
@@ -780,3 +816,7 @@ class MergeNotices:
 
     def retry(self) -> None:
         self.told = 0
+
+
+_EVICTED = _Group(-1, [])  # a memo entry restored from a checkpoint whose group was evicted
+_EVICTED.evicted = True
