@@ -5,7 +5,7 @@
     faust -A streams.worker tables
 
 Topic ``smartlogs.raw`` carries batches of items (JSON arrays, up to a few hundred lines of
-one host each, keyed by host: the bridge makes them). One Faust message per batch, not per
+one source each, keyed by source: the bridge makes them). One Faust message per batch, not per
 line: Faust's per-message cost (~200 µs, architecture.md) is then shared by the batch.
 
 Per message the ``process`` agent runs the pipeline, writes the events to Elasticsearch
