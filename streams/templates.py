@@ -125,6 +125,8 @@ WILDCARD = "<*>"
 STATE_VERSION = 4
 # a key=value token with at most this many distinct word values is an enumeration
 ENUMERATION = 4
+# two enumerations with this many words in common are one variable seen in two messages
+SHARED_VALUES = 2
 # bounds (see "Bounds" in the module docs): templates kept, their tokens in all, the token
 # comparisons one line may cost in its group search, the groups one search may meet at most,
 # and the characters the two memos may hold
@@ -220,13 +222,33 @@ class _Family:
 _KEY_WORD = re.compile(r"([A-Za-z_][\w.-]*=)([A-Za-z_][\w.-]*)")
 
 
+# a word that names something rather than saying what happened: a path or a qualified name
+# (``a/b``, ``com.example.Main``), an identifier whatever its vocabulary
+_NAME_LIKE = re.compile(r"/|\w\.\w+\.\w")
+# what a word value is compared by across families: the token without punctuation around it
+_EDGE = "\"'()[]{}<>,.;:!?"
+
+
+def _word(tok: str) -> bool:
+    """A plain word (no digit, no mask, no path or qualified name): one of a vocabulary."""
+    return (_VARIABLE.search(tok) is None and _NAME_LIKE.search(tok) is None
+            and any(c.isalpha() for c in tok))
+
+
 def _enumerable(t: str, m: str) -> bool:
-    """Two different word values of the same key (``user=root`` and ``user=guest``)."""
+    """Two different word values of the same key (``user=root`` and ``user=guest``), or two
+    different plain words (``VM Started``/``VM Paused``, ``for user cyrus``/``for user news``)."""
     a = _KEY_WORD.fullmatch(t)
-    if a is None:
-        return False
-    b = _KEY_WORD.fullmatch(m)
-    return b is not None and a.group(1) == b.group(1)
+    if a is not None:
+        b = _KEY_WORD.fullmatch(m)
+        return b is not None and a.group(1) == b.group(1)
+    return _word(t) and _word(m)
+
+
+def _enum_value(tok: str) -> str:
+    """The value an enumeration member holds at its position (``root`` of ``user=root``)."""
+    a = _KEY_WORD.fullmatch(tok)
+    return a.group(2) if a is not None else tok.strip(_EDGE)
 
 
 def _globs(tokens: list[str]) -> dict[int, tuple[str, str]]:
@@ -237,6 +259,35 @@ def _globs(tokens: list[str]) -> dict[int, tuple[str, str]]:
             head, _, tail = t.partition(WILDCARD)
             out[i] = (head, tail)
     return out
+
+
+_MONTHS = frozenset(x for m in ("January February March April May June July August September "
+                               "October November December").split()
+                    for x in (m, m[:3], m.upper(), m[:3].upper()))
+_WEEKDAYS = frozenset(x for d in "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+                      for x in (d, d[:3], d.upper(), d[:3].upper()))
+
+
+def _mask_date_names(tokens: list[str]) -> None:
+    """Mask the month and weekday names of a date written inside a message
+    (``at Sat Jun <NUM> <NUM>:<NUM>:<NUM> <NUM>`` -> ``at <DATE> <DATE> <NUM> ...``): a name
+    next to a day number (``Jun 14``, ``14 Jun``) or a weekday before a month is a value, not
+    wording. A name alone (``May I``, ``Sun``) is left as it is. One set look-up a token."""
+    n = len(tokens)
+    for i, tok in enumerate(tokens):
+        if len(tok) < 3 or len(tok) > 10 or not tok[0].isalpha():
+            continue
+        word = tok.rstrip(",.")
+        if word in _MONTHS:
+            prv = tokens[i - 1] if i else ""
+            nxt = tokens[i + 1] if i + 1 < n else ""
+            if (nxt.startswith("<NUM>") or prv.startswith("<NUM>") or prv == "<DATE>"
+                    or prv.rstrip(",") in _WEEKDAYS):
+                tokens[i] = "<DATE>" + tok[len(word):]
+        elif word in _WEEKDAYS:
+            nxt = tokens[i + 1] if i + 1 < n else ""
+            if nxt.rstrip(",.") in _MONTHS or nxt.startswith("<NUM>"):
+                tokens[i] = "<DATE>" + tok[len(word):]
 
 
 def _is_variable(tok: str) -> bool:
@@ -366,6 +417,8 @@ class TemplateMiner:
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
         self._tokens: dict[str, str] = {}
         self._cache: dict[str, _Group] = {}
+        # word value -> the enumerations (families) that hold it (see ``_shared``)
+        self._families: dict[str, list[_Family]] = {}
         self.cache_size = cache_size
         self.version = STATE_VERSION
 
@@ -433,6 +486,13 @@ class TemplateMiner:
         state["version"] = STATE_VERSION
         self.__dict__.update(state)
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
+        if "_families" not in state:  # version 4 indexed no enumeration by its words
+            self._families = {}
+            fams = {id(g.family): g.family for leaf in self._leaves.values() for g in leaf
+                    if g.family is not None}
+            for f in fams.values():
+                for m in f.members:
+                    self._index(f, m)
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -475,6 +535,7 @@ class TemplateMiner:
                 cache[tok] = masked
                 chars[0] += len(tok)
             out.append(masked)
+        _mask_date_names(out)
         return " ".join(out)
 
     def mine(self, message: str) -> MinedTemplate:
@@ -532,7 +593,9 @@ class TemplateMiner:
             family = group.family
             if family is None:
                 family = group.family = _Family(enum, group)
-            if len(family.members) < self.enumeration:
+                self._index(family, group)
+            value = _enum_value(tokens[enum])
+            if len(family.members) < self.enumeration and not self._shared(family, value):
                 # another value of the enumeration: a group of its own, beside its siblings
                 toks = list(group.tokens)
                 for i in differ:
@@ -540,8 +603,14 @@ class TemplateMiner:
                 sibling = self._new_group(key, leaf, toks, keep=group)
                 sibling.family = family
                 family.members.append(sibling)
+                self._index(family, sibling)
                 return sibling, True
             group = self._merge(family, leaf)
+            differ = [i for i, t in enumerate(group.tokens) if t != tokens[i]]
+        elif group.family is not None and group.family.pos in differ:
+            # a value unlike the enumeration's words (a number, an id) at its position: the
+            # position is a variable, and the siblings are one group
+            group = self._merge(group.family, leaf)
             differ = [i for i, t in enumerate(group.tokens) if t != tokens[i]]
         group.size += 1
         if differ:
@@ -553,6 +622,7 @@ class TemplateMiner:
     def _merge(self, family: _Family, leaf: list[_Group]) -> _Group:
         """One value too many: the enumeration is a variable after all. Its first group takes
         the others' lines (their ids become aliases of its id) and ``key=<*>``."""
+        self._unindex(family)
         first, *others = family.members
         for other in others:
             first.size += other.size
@@ -570,6 +640,41 @@ class TemplateMiner:
         first.family = None
         first.changed()
         return first
+
+    # -- enumerations: word values shared between families -------------------------------------
+    def _index(self, family: _Family, member: _Group) -> None:
+        value = _enum_value(member.tokens[family.pos])
+        self._families.setdefault(value, []).append(family)
+
+    def _unindex(self, family: _Family, members: list[_Group] | None = None) -> None:
+        for m in family.members if members is None else members:
+            value = _enum_value(m.tokens[family.pos])
+            fams = self._families.get(value)
+            if fams is not None:
+                if family in fams:
+                    fams.remove(family)
+                if not fams:
+                    del self._families[value]
+
+    def _shared(self, family: _Family, value: str) -> bool:
+        """Whether the enumeration's words, with ``value``, are the words of another
+        enumeration too (two in common): the user names that open sessions also close them,
+        so they are values of a variable, not a vocabulary of event kinds. The other
+        enumeration is merged (its words become a variable there as well)."""
+        values = {_enum_value(m.tokens[family.pos]) for m in family.members}
+        values.add(value)
+        seen: dict[int, int] = {}
+        for v in values:
+            for f in self._families.get(v, ()):
+                if f is family:
+                    continue
+                n = seen[id(f)] = seen.get(id(f), 0) + 1
+                if n >= SHARED_VALUES:
+                    leaf = self._leaves.get(f.members[0].key)
+                    if leaf is not None:
+                        self._merge(f, leaf)
+                    return True
+        return False
 
     # -- bounds ------------------------------------------------------------------------------------
     def _candidates(self, n: int) -> int:
@@ -630,6 +735,7 @@ class TemplateMiner:
                 del self._leaves[group.key]
         family = group.family
         if family is not None:
+            self._unindex(family, [group])
             family.members.remove(group)
             group.family = None
         group.evicted = True
