@@ -153,6 +153,10 @@ _OPTIONAL_AFTER = "=([{:'\""
 _BOOLEAN = re.compile(r"\b(?:true|false|True|False|TRUE|FALSE)\b")
 # characters that join the parts of one identifier rather than a label and its value
 _JOINERS = "_~"
+# the most whitespace tokens one double-quoted string may join
+QUOTE_SPAN = 8
+# a null literal: no value, which may stand for any value
+_NULL = re.compile(r"(?<![\w.-])(?:null|NULL|Null|nil|None|undefined)(?![\w.-])")
 # a mask in a template token (the variable parts of a parameter)
 _MASK = re.compile(r"<[A-Z*]+>")
 
@@ -361,8 +365,58 @@ def _generalise(t: str, m: str) -> str:
     return pre + WILDCARD + suf
 
 
+def _split(text: str) -> list[str]:
+    """The tokens of a message: split at whitespace, except inside a double-quoted string
+    (``tag="View Lock",`` is one token, one value): a token with an odd number of ``"`` opens
+    a string that the next such token, at most ``QUOTE_SPAN`` tokens on, closes; with no
+    close in reach (a stray quote) the tokens stay apart. Masks never hold a quote, so a
+    message and its masked form split alike. Linear: each token's quotes are counted once."""
+    toks = text.split()
+    if '"' not in text:
+        return toks
+    odd = [t.count('"') & 1 for t in toks]
+    out = []
+    i, n = 0, len(toks)
+    while i < n:
+        if odd[i]:
+            for j in range(i + 1, min(n, i + QUOTE_SPAN)):
+                if odd[j]:
+                    out.append(" ".join(toks[i:j + 1]))
+                    i = j + 1
+                    break
+            else:
+                out.append(toks[i])
+                i += 1
+        else:
+            out.append(toks[i])
+            i += 1
+    return out
+
+
 def _shape(tok: str) -> str:
     return _WORDS.sub("w", tok)
+
+
+def _same_quoted(a: str, b: str) -> bool:
+    """Two tokens that differ only inside their quotes (``tag="AudioMix",`` and
+    ``tag="View Lock",``): a quoted string is one value, so they are values of one slot."""
+    i = a.find('"')
+    if i < 0 or b.find('"') != i or a[:i] != b[:i]:
+        return False
+    k, j = a.rfind('"'), b.rfind('"')
+    return k > i and j > i and a[k:] == b[j:]
+
+
+def _null_fits(a: str, b: str) -> bool:
+    """A null literal stands for any value (``ws=null,`` and ``ws=WorkSource{1},``): the
+    text around it is the other token's."""
+    for x, y in ((a, b), (b, a)):
+        mt = _NULL.search(x)
+        if mt is not None:
+            pre, post = x[:mt.start()], x[mt.end():]
+            if len(y) >= len(pre) + len(post) and y.startswith(pre) and y.endswith(post):
+                return True
+    return False
 
 
 def _same_shape(a: str, b: str) -> bool:
@@ -550,7 +604,7 @@ class TemplateMiner:
         if group is not None and group.evicted:
             group = None  # its template was evicted: the line looks for a group again
         if group is None:
-            group, is_new = self._add(masked.split())
+            group, is_new = self._add(_split(masked))
             chars = self._memo_chars
             if len(self._cache) >= self.cache_size or chars[1] >= self.memo_chars:
                 self._cache.clear()
@@ -775,6 +829,10 @@ class TemplateMiner:
                     if _different_labels(t, m):
                         constant = True  # values of differently labelled fields
                         break
+                if ('"' in m and _same_quoted(t, m)) or _null_fits(t, m):
+                    match += 1  # another quoted string, or no value: values of one slot
+                    differ.append(i)
+                    continue
                 if ("rue" in m or "alse" in m or "RUE" in m or "ALSE" in m) and (
                         _BOOLEAN.sub("~", t) == _BOOLEAN.sub("~", m)):
                     constant = True  # true/false: an outcome, told apart like any verb
@@ -850,7 +908,7 @@ def _values(tok: str, pieces: tuple[str, ...], out: list[str]) -> None:
 def _params(message: str, group: _Group) -> list[str]:
     """The values of the message where its template has placeholders (a positional diff):
     one per placeholder, without the constant label around it."""
-    tokens = message.split()
+    tokens = _split(message)
     if len(tokens) != len(group.tokens):
         return []
     out: list[str] = []

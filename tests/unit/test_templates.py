@@ -371,3 +371,38 @@ def test_enumerations_and_their_words_survive_a_checkpoint():
     m3 = TemplateMiner.__new__(TemplateMiner)
     m3.__setstate__(pickle.loads(pickle.dumps(old)))
     assert m3.mine("session closed for user news").template == "session closed for user <*>"
+
+
+def test_a_quoted_string_is_one_value_whatever_it_holds():
+    m = TemplateMiner()
+    head = "release:lock=233570404, flg=0x0,"
+    a = m.mine(f'{head} tag="View Lock", name=com.example.ui", ws=null, uid=10037, pid=2227')
+    b = m.mine(f'{head} tag="*launch*", name=com.example.ui", ws=null, uid=1000, pid=1702')
+    c = m.mine(f'{head} tag="AudioMix", name=com.example.ui", ws=null, uid=1041, pid=0')
+    assert a.template_id == b.template_id == c.template_id
+    assert c.template == ('release:lock=<HEX>, flg=<HEX>, tag="<*>", name=com.example.ui", '
+                          'ws=null, uid=<NUM>, pid=<NUM>')
+    again = m.mine(f'{head} tag="View Lock", name=com.example.ui", ws=null, uid=10037, pid=2227')
+    assert again.params[2] == "View Lock" and c.params[2] == "AudioMix"
+    # a stray quote with no closing one in reach does not join the tokens after it
+    d = m.mine('name=com.example.ui", ws=null, uid=1, pid=2')
+    assert d.template == 'name=com.example.ui", ws=null, uid=<NUM>, pid=<NUM>'
+
+
+def test_a_null_value_stands_for_any_value():
+    m = TemplateMiner()
+    a = m.mine("acquire lock=1, flags=0x1, name=android, ws=null, uid=1000, pid=1702")
+    b = m.mine("acquire lock=2, flags=0x1, name=android, ws=WorkSource{10113}, uid=1000, pid=1702")
+    assert a.template_id == b.template_id
+    assert b.template == ("acquire lock=<NUM>, flags=<HEX>, name=android, ws=<*>, uid=<NUM>, "
+                          "pid=<NUM>")
+    assert b.params[2] == "WorkSource{10113}"
+
+
+def test_splitting_quoted_strings_is_bounded_and_linear():
+    from streams.templates import QUOTE_SPAN, _split
+
+    assert _split('say "a b c" now') == ['say', '"a b c"', 'now']
+    far = 'x="' + " w" * QUOTE_SPAN + ' end"'
+    assert len(_split(far)) == QUOTE_SPAN + 2  # the close is out of reach: not joined
+    assert len(_split('"' * 100_001)) == 1 and _split(' " ' * 50_000) == ['" "'] * 25_000
