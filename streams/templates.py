@@ -298,6 +298,10 @@ _WEEKDAYS = frozenset(x for d in "Monday Tuesday Wednesday Thursday Friday Satur
                       for x in (d, d[:3], d.upper(), d[:3].upper()))
 
 
+# the tokens that may be such a name: a message without one skips the walk (a set look-up in C)
+_DATE_TOKENS = frozenset(x + p for x in _MONTHS | _WEEKDAYS for p in ("", ",", "."))
+
+
 def _mask_date_names(tokens: list[str]) -> None:
     """Mask the month and weekday names of a date written inside a message
     (``at Sat Jun <NUM> <NUM>:<NUM>:<NUM> <NUM>`` -> ``at <DATE> <DATE> <NUM> ...``): a name
@@ -616,7 +620,8 @@ class TemplateMiner:
                 cache[tok] = masked
                 chars[0] += len(tok)
             out.append(masked)
-        _mask_date_names(out)
+        if not _DATE_TOKENS.isdisjoint(out):
+            _mask_date_names(out)
         return " ".join(out)
 
     def mine(self, message: str) -> MinedTemplate:
