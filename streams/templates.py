@@ -82,8 +82,8 @@ about *which* tokens may differ inside one group):
 Masks: an address is masked without its port (``10.0.0.1:22`` -> ``<IP>:<NUM>``), so the
 port is a number of its own. The month and weekday names of a date written inside a message
 are ``<DATE>`` (``at Sat Jun 18 02:08:10`` -> ``at <DATE> <DATE> <NUM> ...``): a name next to
-a day number, or a weekday before a month; a name alone is left as it is. ``params`` holds one value per placeholder, without the
-constant text around it (``uid=0`` -> ``0``, ``/10.0.0.1:22`` -> ``10.0.0.1``, ``22``), so a
+a day number, or a weekday before a month; a name alone is left as it is. ``params`` holds
+one value per placeholder, without the constant text around it (``uid=0`` -> ``0``, ``/10.0.0.1:22`` -> ``10.0.0.1``, ``22``), so a
 number glued to a label is scored as a number.
 
 Bounds (whatever the input, a flood of unique lines included):
@@ -750,20 +750,21 @@ class TemplateMiner:
         enumeration too (two in common): the user names that open sessions also close them,
         so they are values of a variable, not a vocabulary of event kinds. The other
         enumeration is merged (its words become a variable there as well)."""
-        values = {_enum_value(m.tokens[family.pos]) for m in family.members}
-        values.add(value)
-        seen: dict[int, int] = {}
+        # in the members' order (not a set's: string hashing differs between processes, and
+        # a replay must merge the same enumerations)
+        values = dict.fromkeys([*(_enum_value(m.tokens[family.pos]) for m in family.members),
+                                value])
+        common: dict[int, tuple[_Family, set[str]]] = {}
         for v in values:
             for f in self._families.get(v, ()):
-                if f is family:
-                    continue
-                n = seen[id(f)] = seen.get(id(f), 0) + 1
-                if n >= SHARED_VALUES:
-                    leaf = self._leaves.get(f.members[0].key)
-                    if leaf is not None:
-                        self._merge(f, leaf)
-                    return True
-        return False
+                if f is not family:
+                    common.setdefault(id(f), (f, set()))[1].add(v)
+        shared = [f for f, words in common.values() if len(words) >= SHARED_VALUES]
+        for f in shared:
+            leaf = self._leaves.get(f.members[0].key) if f.members else None
+            if leaf is not None:
+                self._merge(f, leaf)
+        return bool(shared)
 
     # -- bounds ------------------------------------------------------------------------------------
     def _candidates(self, n: int) -> int:
