@@ -1,4 +1,4 @@
-"""RabbitMQ → Kafka bridge: HTTP batches in, host-keyed line batches out (see ``bridge.bridge``)."""
+"""RabbitMQ → Kafka bridge: HTTP batches in, source-keyed line batches out (see ``bridge.bridge``)."""
 
 from bridge.bridge import Bridge, InvalidBatch, decode_batch, run_bridge
 

@@ -1,16 +1,17 @@
-"""The bridge: consume HTTP batches from RabbitMQ, produce host-keyed line batches to Kafka.
+"""The bridge: consume HTTP batches from RabbitMQ, produce source-keyed line batches to Kafka.
 
 Flow, per AMQP message (one HTTP batch, ``orjson`` list of item dicts, each with an ``id``)::
 
     decode ── invalid ──▶ DLQ queue (original body, header x-smartlogs-error) ─▶ ack
        │
        ▼
-    split by host key (item["host"], else LineParser().parse(raw or message).host, else "-"),
-    original order kept within a host; chunks of ≤ max_lines_per_record items (and ≤
+    split by source key (item["host"] when the event carries one, else its named stream, else
+    its receiver: what the request already says; no line is parsed here), original order kept
+    within a source; chunks of ≤ max_lines_per_record items (and ≤
     max_record_bytes serialized; a single item too large for Kafka goes to the DLQ instead)
        │
        ▼
-    producer.send(topic, key=host, value=orjson.dumps(chunk))   (every record) ──▶ futures
+    producer.send(topic, key=source, value=orjson.dumps(chunk))   (every record) ──▶ futures
        │
        ▼
     await all futures (Kafka acks=all) ─▶ AMQP ack          (Kafka failed ─▶ nack + requeue)
@@ -21,7 +22,7 @@ Guarantees and how they are kept:
   acknowledged (``acks="all"``, idempotent producer). Redeliveries produce the same items with
   the same ids again; downstream dedupe by id absorbs them.
 * **Order.** One dispatcher task takes deliveries in delivery order and calls ``send`` for all
-  records of a message before the next message, so one host's records reach its partition in
+  records of a message before the next message, so one source's records reach its partition in
   publish order (the idempotent producer keeps order across its own retries). A separate acker
   task awaits the futures, in order, and acks. Up to ``prefetch`` messages are in flight.
   After a failure (requeue/redelivery) order across the requeued messages is not guaranteed.
@@ -66,7 +67,7 @@ from smartlogs import metrics
 from smartlogs.security import (amqp_connect_url, amqp_ssl_context, kafka_client_kwargs, redact,
                                 redact_url, register_secrets)
 from smartlogs.settings import Settings, get_settings
-from streams.parsing import LineParser
+from streams.pipeline import source_key
 
 __all__ = ["Bridge", "InvalidBatch", "decode_batch", "run_bridge", "main", "ERROR_HEADER"]
 
@@ -100,7 +101,7 @@ def decode_batch(body: bytes) -> list[dict]:
 
 
 class Bridge:
-    """Consume batches from a durable RabbitMQ queue, produce host-keyed records to Kafka."""
+    """Consume batches from a durable RabbitMQ queue, produce source-keyed records to Kafka."""
 
     def __init__(
         self,
@@ -157,7 +158,6 @@ class Bridge:
         self.ack_failures = 0       # acks lost with a dead channel (the broker redelivers)
         self.stale_dropped = 0      # buffered deliveries of a dead channel, dropped unprocessed
 
-        self._parser = LineParser()
         self._halt = asyncio.Event()
         self._closed = False
         self._running: asyncio.Task | None = None
@@ -517,32 +517,34 @@ class Bridge:
 
     # -- records --------------------------------------------------------------------------
 
-    def host_key(self, item: dict) -> str:
+    @staticmethod
+    def source_key(item: dict) -> str:
+        """The Kafka key of an item: its host when the event carries one, else the source the
+        pipeline learns its header layout by (``streams.pipeline.source_key``: the named
+        stream, else the receiver). Read from what the request carries: parsing every line here
+        to find a host cost as much as the worker's own parse, and a line's host is the
+        pipeline's business."""
         host = item.get("host")
         if isinstance(host, str) and host:
             return host
-        line = item.get("raw") or item.get("message")
-        if isinstance(line, str) and line:
-            host = self._parser.parse(line).host
-            if host:
-                return host
-        return "-"
+        return source_key(item)
 
     def _records(self, items: list[dict]) -> tuple[list[tuple[bytes, bytes, int]], list[dict]]:
-        """(key, value, line count) records, host by host in order; and items too big for Kafka."""
-        by_host: dict[str, list[dict]] = {}
+        """(key, value, line count) records, source by source in order; and items too big for
+        Kafka."""
+        by_source: dict[str, list[dict]] = {}
         for item in items:
-            key = self.host_key(item)
-            group = by_host.get(key)
+            key = self.source_key(item)
+            group = by_source.get(key)
             if group is None:
-                by_host[key] = [item]
+                by_source[key] = [item]
             else:
                 group.append(item)
         records: list[tuple[bytes, bytes, int]] = []
         oversized: list[dict] = []
         n = self.max_lines_per_record
-        for host, group in by_host.items():
-            key = host.encode("utf-8", "replace")
+        for source, group in by_source.items():
+            key = source.encode("utf-8", "replace")
             for start in range(0, len(group), n):
                 self._emit(key, group[start:start + n], records, oversized)
         return records, oversized

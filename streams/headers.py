@@ -79,7 +79,10 @@ TS_FAMILIES: dict[str, tuple[str, int]] = {
     "epoch_ms": (r"(?P<ems>9[4-9]\d{10}|[1-3]\d{12}|4[01]\d{11})", 1),
     "epoch": (r"(?P<e>9[4-9]\d{7}|[1-3]\d{9}|4[01]\d{8})(?:\.(?P<f>\d{1,9}))?", 0),
 }
-_END = r"[,;]?(?=\s|$)"  # a timestamp token may carry a trailing comma ("04:30:30, Info")
+# where a token ends: at a blank or the end, or between "]" and "[" (log4j/JVM headers glue
+# their bracketed fields: "[2024-01-02T03:04:05,678][INFO ][o.e.n.Node]")
+_B = r"(?=\s|$|(?<=\])\[)"
+_END = r"[,;]?" + _B  # a timestamp token may carry a trailing comma ("04:30:30, Info")
 _TS_SCAN = [(name, re.compile(r"\[?" + rx + r"\]?" + _END), rank)
             for name, (rx, rank) in TS_FAMILIES.items()]
 
@@ -91,9 +94,10 @@ _SINGLE = {"V": "VERBOSE", "D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERRO
 # "unrolled": a run of plain characters, then nested [..] each followed by another run
 _BRACKET_RX = r"\[[^\[\]\n]*(?:\[[^\[\]\n]*\][^\[\]\n]*)*\]"
 _FRAG = {
-    "level": r"\[?(?P<level>" + _LEVEL_RX + r")\]?:?(?=\s|$)",
-    "int": r"-?\d+(?=\s|$)",
-    "bracket": _BRACKET_RX + r"(?=\s|$)",
+    # a level may be padded inside its brackets ("[INFO ]", a fixed-width column)
+    "level": r"(?:\[ *)?(?P<level>" + _LEVEL_RX + r")(?: *\])?:?" + _B,
+    "int": r"(?:-?\d+|\[-?\d+\])" + _B,
+    "bracket": _BRACKET_RX + _B,
     "sep": r"[-|>:#*=~]{1,2}(?=\s|$)",
     # lazy, so a trailing [pid] is the pid; brackets inside stay in the name (a.b.[x].[y]:)
     "comp": r"(?P<comp>\S*?[^\s:])(?:\[(?P<pid>\d*)\])?:(?=\s|$)",
@@ -101,7 +105,7 @@ _FRAG = {
 }
 # in a compiled layout: any short word, checked against the level words after the match
 # (one set look-up is cheaper than a long alternation)
-_LOOSE_LEVEL = r"\[?(?P<level>[A-Za-z]{1,13})\]?:?(?=\s|$)"
+_LOOSE_LEVEL = r"(?:\[ *)?(?P<level>[A-Za-z]{1,13})(?: *\])?:?" + _B
 _LEVEL_SET = frozenset(_LEVEL_WORDS)
 _SCAN = [(k, re.compile(_FRAG[k])) for k in ("level", "int", "bracket", "sep", "comp", "word")]
 _WS = re.compile(r"\s+")
@@ -113,6 +117,7 @@ class Token:
     kind: str  # ts:<family>, level, int, bracket, sep, comp, word
     text: str
     padded: bool  # followed by two or more blanks (a column)
+    glued: bool = False  # "]" directly followed by the next token's "["
 
 
 def scan(line: str, limit: int = MAX_SCAN_TOKENS) -> list[Token]:
@@ -136,7 +141,8 @@ def scan(line: str, limit: int = MAX_SCAN_TOKENS) -> list[Token]:
                     break
         ws = _WS.match(line, end)
         gap = ws.group() if ws else ""
-        out.append(Token(kind, line[pos:end], len(gap) >= 2 or "\t" in gap))
+        out.append(Token(kind, line[pos:end], len(gap) >= 2 or "\t" in gap,
+                         not gap and end < n))
         pos = end + len(gap)
     return out
 
@@ -154,11 +160,14 @@ def _header(tokens: list[Token]) -> tuple[str, ...] | None:
             if rank > best:
                 ts_at, best = i, rank
     slots: list[str] = []
+    used: list[Token] = []  # the token of each slot (whether it is glued to the next)
     if ts_at >= 0:
         for t in tokens[:ts_at]:  # everything before the timestamp is header
             k = t.kind
             slots.append("word" if k.startswith("ts:") or k in ("level", "comp", "sep") else k)
+            used.append(t)
         slots.append(tokens[ts_at].kind)
+        used.append(tokens[ts_at])
         rest = tokens[ts_at + 1:]
     else:
         rest = tokens
@@ -172,6 +181,7 @@ def _header(tokens: list[Token]) -> tuple[str, ...] | None:
             break
         if k == "comp":
             slots.append(k)
+            used.append(t)
             end = len(slots)
             break
         if k == "level":
@@ -197,12 +207,14 @@ def _header(tokens: list[Token]) -> tuple[str, ...] | None:
             if len(slots) - (ts_at + 1 if ts_at >= 0 else 0) > 6:
                 break
         slots.append(k)
+        used.append(t)
         if _ends(k, t):
             end = len(slots)
     slots = slots[:end]
     if not any(s.startswith("ts:") or s in ("level", "comp") for s in slots):
         return None
-    return tuple(slots)
+    # "+": glued to what follows (no blank between "]" and "[")
+    return tuple(s + "+" if u.glued else s for s, u in zip(slots, used))
 
 
 def _level_ahead(rest: list[Token], i: int) -> bool:
@@ -245,7 +257,7 @@ class Layout:
 
     @property
     def text(self) -> str:
-        return " ".join(self.slots) + " message"
+        return " ".join(s.rstrip("+") for s in self.slots) + " message"
 
     def parse(self, line: str, *, year: int | None = None, now: float | None = None
               ) -> ParsedLine | None:
@@ -280,6 +292,10 @@ class Layout:
         host = g.get(r["host"]) if r["host"] else None
         pid = g.get("pid") or (g.get(r["pid"]) if r["pid"] else None)
         tid = g.get(r["tid"]) if r["tid"] else None
+        if pid is not None and pid[:1] == "[":  # a bracketed number ("[22978]")
+            pid = pid[1:-1]
+        if tid is not None and tid[:1] == "[":
+            tid = tid[1:-1]
         if tid is not None:
             fields["tid"] = tid
         msg = g.get("msg") or ""
@@ -290,6 +306,8 @@ class Layout:
 def _compile(slots: tuple[str, ...]) -> tuple[re.Pattern, dict]:
     parts, roles = [], {"ts": False, "component": None, "host": None, "pid": None, "tid": None,
                         "extra": []}
+    glued = [s.endswith("+") for s in slots]
+    slots = tuple(s.rstrip("+") for s in slots)
     ts_at = next((i for i, s in enumerate(slots) if s.startswith("ts:")), -1)
     level_at = next((i for i, s in enumerate(slots) if s == "level"), -1)
     words = []
@@ -347,8 +365,9 @@ def _compile(slots: tuple[str, ...]) -> tuple[re.Pattern, dict]:
                 free.remove(free[0])
     for i in free:
         roles["extra"].append((f"s{i}", f"h{i}"))
-    body = r"\s+".join(parts)
-    rx = re.compile(r"\s*" + body + r"(?:\s+(?P<msg>.*))?$", re.DOTALL)
+    body = "".join(p + ("" if g else r"\s+") for p, g in zip(parts[:-1], glued)) + parts[-1]
+    rx = re.compile(r"\s*" + body + (r"(?:\s*" if glued[-1] else r"(?:\s+")
+                    + r"(?P<msg>.*))?$", re.DOTALL)
     return rx, roles
 
 

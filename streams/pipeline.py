@@ -6,20 +6,16 @@ sink. The embedded runner and the Kafka worker both call it; only the transport 
 
 Processing is deterministic for a given state and input (seeded trees, no wall clock),
 which is what makes recovery exact: after a crash the runner restores the last
-checkpoint and re-runs the items accepted since, producing the same ids, templates and
+checkpoint (written by ``streams.checkpoints``: the core does no file I/O) and re-runs the items accepted since, producing the same ids, templates and
 scores; the sink drops the ones it already stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
-from pathlib import Path
 
 from streams.formats import UserFormats
 from streams.incidents import DEFAULT_EXAMPLES, DEFAULT_GAP, DEFAULT_QUIET, IncidentTracker
@@ -29,11 +25,10 @@ from streams.scoring import AnomalyScorer, incident_key
 from streams.templates import TemplateMiner
 from streams.windows import window_start
 
-__all__ = ["Pipeline", "PipelineConfig", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Pipeline", "PipelineConfig"]
 
 log = logging.getLogger(__name__)
 
-_CKPT_MAGIC = b"SMARTLOGS-CKPT-1\n"
 _MIN_TS, _MAX_TS = -62135596800.0, 253402300800.0  # 0001-01-01 .. 9999-12-31, epoch seconds
 # how far past its arrival an event's own time may lie: more than the year rule for syslog
 # lines without a year allows (a month up to one month ahead stays in this year, ~35 days)
@@ -282,6 +277,32 @@ class Pipeline:
         state = self.sources[key] = SourceHeaders()
         return state
 
+    def upgrade(self, config: PipelineConfig) -> None:
+        """After a restore: fill what older checkpoints lack, and take ``config`` (a model made
+        with other settings keeps what it learned and uses the new settings)."""
+        if not hasattr(self, "sources"):  # a checkpoint from before header inference
+            self.sources = {}
+        if not hasattr(self, "user_formats"):
+            self.user_formats = UserFormats(())
+        if not hasattr(self, "positions"):  # a checkpoint from before Kafka positions
+            self.positions = {}
+        if not hasattr(self, "incidents"):  # a checkpoint from before incidents
+            self.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
+                                             examples=config.incident_examples)
+        if self.config != config:
+            log.warning("checkpoint was made with other settings; keeping its model, using new settings")
+            self.config = config
+            self.parser = LineParser(config.log_format, year=config.year,
+                                     max_length=config.max_line_length)
+            self.user_formats = UserFormats(config.log_patterns)
+            self.incidents.configure(gap=config.incident_gap, quiet=config.incident_quiet,
+                                     examples=config.incident_examples)
+
+    def keyed_maps(self) -> dict:
+        """Name → the maps of per-key rows a checkpoint writes incrementally (``streams.keyed``)."""
+        return {**{f"miner.{k}": v for k, v in self.miner.keyed_maps().items()},
+                **{f"scorer.{k}": v for k, v in self.scorer.keyed_maps().items()}}
+
     def describe_sources(self) -> list[dict]:
         """Each source's learned layout, lines seen and the share that fitted it."""
         return [{"source": k, **v.describe()} for k, v in sorted(list(self.sources.items()))]
@@ -321,55 +342,3 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-def save_checkpoint(pipeline: Pipeline, path: Path) -> None:
-    """Atomic: write a temp file with a checksum, fsync, then rename over the old one."""
-    body = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
-    digest = hashlib.sha256(body).hexdigest().encode()
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_CKPT_MAGIC + digest + b"\n" + body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, config: PipelineConfig) -> Pipeline | None:
-    """The checkpointed pipeline, or None (logged) when missing, truncated or corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        if not data.startswith(_CKPT_MAGIC):
-            raise ValueError("bad header")
-        rest = data[len(_CKPT_MAGIC):]
-        digest, body = rest[:64], rest[65:]
-        if hashlib.sha256(body).hexdigest().encode() != digest:
-            raise ValueError("checksum mismatch (truncated or corrupt)")
-        pipeline = pickle.loads(body)
-        if not isinstance(pipeline, Pipeline):
-            raise ValueError("not a pipeline checkpoint")
-    except Exception as exc:  # noqa: BLE001 - any damage means: start fresh, never crash-loop
-        log.error("checkpoint %s is unusable (%s); starting from a fresh model", path, exc)
-        return None
-    if not hasattr(pipeline, "sources"):  # a checkpoint from before header inference
-        pipeline.sources = {}
-    if not hasattr(pipeline, "user_formats"):
-        pipeline.user_formats = UserFormats(())
-    if not hasattr(pipeline, "positions"):  # a checkpoint from before Kafka positions
-        pipeline.positions = {}
-    if not hasattr(pipeline, "incidents"):  # a checkpoint from before incidents
-        pipeline.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
-                                             examples=config.incident_examples)
-    if pipeline.config != config:
-        log.warning("checkpoint was made with other settings; keeping its model, using new settings")
-        pipeline.config = config
-        pipeline.parser = LineParser(config.log_format, year=config.year,
-                                     max_length=config.max_line_length)
-        pipeline.user_formats = UserFormats(config.log_patterns)
-        pipeline.incidents.configure(gap=config.incident_gap, quiet=config.incident_quiet,
-                                     examples=config.incident_examples)
-    return pipeline

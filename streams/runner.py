@@ -32,7 +32,8 @@ from pathlib import Path
 from smartlogs import metrics
 from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
-from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.checkpoints import load_checkpoint, save_checkpoint
+from streams.pipeline import Pipeline, PipelineConfig
 from streams.stage import process_isolating, unprocessable_event
 from streams.templates import MergeNotices
 

@@ -75,6 +75,7 @@ from operator import itemgetter
 from river.anomaly import HalfSpaceTrees
 
 from streams.hst_batch import BatchHST
+from streams.keyed import KeyedRows, Rows
 
 __all__ = [
     "EVIDENCE",
@@ -219,7 +220,7 @@ class RateTracker:
         return (count - usual) / math.sqrt(self._var.get(key, 0.0) + usual + 1.0)
 
 
-class DecayedRate:
+class DecayedRate(KeyedRows):
     """Lines per key over the last ``tau`` seconds of event time (an exponentially decayed
     count, so a burst is seen whole whatever window boundaries it straddles), against the
     busiest the key has been before: its peak level over spans of ``tau`` that have
@@ -246,6 +247,7 @@ class DecayedRate:
 
     def __init__(self, tau: float = 60.0, peak_half_life: float = 86400.0,
                  min_history: int = 50, max_keys: int | None = None):
+        super().__init__()
         self.tau = tau
         self.peak_half_life = peak_half_life
         self.min_history = min_history
@@ -254,10 +256,10 @@ class DecayedRate:
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("max_keys", None)  # a checkpoint from before the bound
-        for st in state.get("_state", {}).values():
+        for st in (state.get("_state") or {}).values():
             if len(st) == 7:  # no pace yet: start it at the level's pace
                 st.append(st[1] / _PACE)
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def add(self, key, ts: float, default: float | None = None) -> tuple[float, float | None, float]:
         st = self._state.get(key)
@@ -267,6 +269,7 @@ class DecayedRate:
             # last ts, level, peak (of closed spans), lines, this span's highest level, its
             # start, spans closed, level over the last tau/PACE (the current pace)
             st = self._state[key] = [ts, 0.0, 0.0, 0, 0.0, ts, 0, 0.0]
+        self.dirty.add(key)  # (KeyedRows.touched, inlined: this runs four times a line)
         last, level, peak, n, high, span, spans, pace = st
         dt = ts - last
         if dt < -self.tau:  # far older than what this key already saw (a replay, a skewed
@@ -308,11 +311,19 @@ class DecayedRate:
         self.now = now
         return level, ref, z
 
+    def rows_view(self) -> Rows:
+        def fill(rows: dict) -> None:
+            self._state = rows
+            self.saved()
+
+        return Rows(self, self._state, fill)
+
     def _forget(self) -> None:
         """Drop the half of the keys that were quiet the longest (bounded memory; by event
         time and then insertion order, so deterministic)."""
         keep = sorted(self._state.items(), key=lambda kv: kv[1][0])[len(self._state) // 2:]
         self._state = dict(keep)
+        self.reordered = True
 
 
 def _forget_quietest(d: dict, ts_at: int) -> dict:
@@ -468,6 +479,12 @@ class AnomalyScorer:
         # lines whose features were computed but which are not scored yet (score_many)
         self._pending = 0
         self._batch: BatchHST | None = None  # River's trees, walked a batch at a time
+
+    def keyed_maps(self) -> dict[str, Rows]:
+        """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
+        return {name: rate.rows_view() for name, rate in (
+            ("hosts", self.hosts), ("templates", self.templates), ("pairs", self.pairs),
+            ("errors", self.errors))}
 
     def __getstate__(self) -> dict:
         if self._batch is not None:

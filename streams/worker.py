@@ -5,7 +5,7 @@
     faust -A streams.worker tables
 
 Topic ``smartlogs.raw`` carries batches of items (JSON arrays, up to a few hundred lines of
-one host each, keyed by host: the bridge makes them). One Faust message per batch, not per
+one source each, keyed by source: the bridge makes them). One Faust message per batch, not per
 line: Faust's per-message cost (~200 µs, architecture.md) is then shared by the batch.
 
 Per message the ``process`` agent runs the pipeline, writes the events to Elasticsearch
@@ -54,7 +54,8 @@ from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
 from streams.faust_internals import ack_offsets, attributed_to, committed_offset, keep_gaps_open
-from streams.pipeline import Pipeline, PipelineConfig, load_checkpoint, save_checkpoint
+from streams.checkpoints import load_checkpoint, save_checkpoint
+from streams.pipeline import Pipeline, PipelineConfig
 from streams.stage import process_isolating
 from streams.templates import MergeNotices
 from streams.windows import count_windows, fold_window_counts, summarize_windows

@@ -34,7 +34,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest_api.decode import IngestError, check_count, decode_content_encoding, parse_timestamp
+from ingest_api.decode import (IngestError, check_count, check_json_elements, check_protobuf_elements,
+                               decode_content_encoding, parse_timestamp)
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -78,6 +79,9 @@ def decode_push(data: bytes, content_type: str | None, *, max_bytes: int,
 
 
 def decode_push_json(data: bytes, max_lines: int | None = None) -> list[dict]:
+    # counted before a Python object is built for each entry ([ts, line] takes 9 bytes: ["1","a"],)
+    check_json_elements(data, max_lines, ("streams.item.values", "streams.item.entries"),
+                        "log entries", 9)
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -156,6 +160,7 @@ def decode_push_protobuf(data: bytes, max_lines: int | None = None) -> list[dict
 
     from ingest_api.receivers.proto.loki_push import PushRequest
 
+    check_protobuf_elements(data, max_lines, (1, 2), "log entries")  # streams[].entries[]
     try:
         req = PushRequest.FromString(data)
     except (DecodeError, ValueError) as exc:

@@ -41,7 +41,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest_api.decode import IngestError, check_count, decode_content_encoding
+from ingest_api.decode import (IngestError, check_count, check_json_elements, check_protobuf_elements,
+                               decode_content_encoding)
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -91,6 +92,8 @@ def decode_logs_protobuf(data: bytes, max_lines: int | None = None) -> list[dict
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+    # resource_logs[].scope_logs[].log_records[], counted before the message is parsed
+    check_protobuf_elements(data, max_lines, (1, 2, 2), "log records")
     try:
         req = ExportLogsServiceRequest.FromString(data)
     except (DecodeError, ValueError, RecursionError) as exc:
@@ -115,6 +118,7 @@ def decode_logs_json(data: bytes, max_lines: int | None = None) -> list[dict]:
     from google.protobuf import json_format
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+    check_json_elements(data, max_lines, _JSON_RECORDS, "log records", 3)  # {},
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -130,6 +134,11 @@ def decode_logs_json(data: bytes, max_lines: int | None = None) -> list[dict]:
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise _bad(f"the body is not an OTLP ExportLogsServiceRequest: {_parse_error(exc)}") from None
     return request_items(req, max_lines)
+
+
+# where OTLP/JSON keeps its log records (protobuf's JSON names, or the field names)
+_JSON_RECORDS = tuple(f"{r}.item.{s}.item.{l}" for r in ("resourceLogs", "resource_logs")
+                      for s in ("scopeLogs", "scope_logs") for l in ("logRecords", "log_records"))
 
 
 def _json_record_count(doc: dict) -> int:

@@ -13,7 +13,6 @@ from smartlogs.evaluation import find_samples, grouping_accuracy
 from tests.conftest import loghub_path, wait_stored
 
 SAMPLES = sorted(find_samples(loghub_path())) if loghub_path().is_dir() else []
-BELOW_TARGET = {"Android", "OpenStack", "Windows"}  # the miner's own figure (bench/QUALITY.md)
 
 
 def _replay(client, name: str, lines: list[str]) -> None:
@@ -49,8 +48,6 @@ def test_every_sample_through_the_api(app_client, loghub, name):
     parsed = sum(e["parse_ok"] for e in got) / len(got)
     ga = grouping_accuracy(truth, [e["template_id"] for e in got])
     assert parsed >= 0.99, parsed
-    if name in BELOW_TARGET:
-        pytest.xfail(f"GA {ga:.3f} < 0.95: the miner on these messages (issue 17, open)")
     assert ga >= 0.95, ga
     sources = app_client.get("/api/sources").json()["sources"]
     mine = next(s for s in sources if s["source"] == f"{name}.log")

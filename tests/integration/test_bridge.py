@@ -52,13 +52,16 @@ def _lines(name: str) -> list[str]:
 
 
 def _items(tag: str, batch: int, spec: list[tuple[str, object]]) -> list[dict]:
-    """spec: ("raw", line) | ("host", (host, message)) | ("msg", message) → API-shaped items."""
+    """spec: ("raw", line) | ("stream", (name, line)) | ("host", (host, message)) | ("msg",
+    message) → API-shaped items."""
     now = time.time()
     out = []
     for j, (kind, value) in enumerate(spec):
         item = {"id": f"{tag}-{batch}-{j}", "received": now, "source": "http"}
         if kind == "raw":
             item["raw"] = value
+        elif kind == "stream":  # a named source (X-SmartLogs-Stream, a replay's file)
+            item["stream"], item["raw"] = value
         elif kind == "host":
             item["host"], item["message"] = value
         else:
@@ -142,28 +145,27 @@ async def _stop(bridge: Bridge, task: asyncio.Task) -> None:
 
 # -- tests --------------------------------------------------------------------------------
 
-def test_batches_arrive_exactly_once_keyed_by_host_in_order(rabbitmq, kafka):
+def test_batches_arrive_exactly_once_keyed_by_source_in_order(rabbitmq, kafka):
+    """Keyed by what the request carries (issue 18): the event's host, else its named stream,
+    else its receiver; a raw line is not parsed to find a host."""
     linux, ssh = _lines("Linux_2k.log"), _lines("OpenSSH_2k.log")
     names = Names()
     batches = [
-        _items(names.tag, 0, [("raw", ln) for ln in linux[:250]]),
+        _items(names.tag, 0, [("stream", ("linux.log", ln)) for ln in linux[:250]]),
         _items(names.tag, 1, [x for i in range(300) for x in
                               ([("raw", ssh[i])] + ([("host", (f"web-{i % 3}", f"GET /{i}"))]
                                                     if i % 4 == 0 else []))]),
-        _items(names.tag, 2, [("raw", linux[250 + i]) if i % 2 else ("raw", ssh[300 + i])
-                              for i in range(180)]
+        _items(names.tag, 2, [("stream", ("linux.log", linux[250 + i])) if i % 2
+                              else ("raw", ssh[300 + i]) for i in range(180)]
                + [("msg", "no header here"), ("host", ("db-1", "checkpoint")),
                   ("msg", "Jun 14 15:16:01 edge-7 sshd[9]: a syslog line sent as message")]),
     ]
     expected_host = {}
     for items in batches:
         for it in items:
-            if "host" in it:
-                expected_host[it["id"]] = it["host"]
-            elif "raw" in it:
-                expected_host[it["id"]] = "combo" if it["raw"] in linux else "LabSZ"
-            else:
-                expected_host[it["id"]] = "edge-7" if "edge-7" in it["message"] else "-"
+            # a host only when the event carries one: the syslog header of a raw line or of a
+            # message ("edge-7") is the pipeline's to parse, not the bridge's
+            expected_host[it["id"]] = it.get("host") or it.get("stream") or "http"
     order = [it["id"] for items in batches for it in items]
     total = len(order)
     max_lines = 100
@@ -209,7 +211,7 @@ def test_batches_arrive_exactly_once_keyed_by_host_in_order(rabbitmq, kafka):
         partitions[r["key"]].add(r["partition"])
         per_host[r["key"]].extend(it["id"] for it in r["items"])
     assert all(len(p) == 1 for p in partitions.values())
-    assert set(per_host) == {"combo", "LabSZ", "web-0", "web-1", "web-2", "db-1", "edge-7", "-"}
+    assert set(per_host) == {"linux.log", "http", "web-0", "web-1", "web-2", "db-1"}
     for host, got in per_host.items():
         assert got == [i for i in order if expected_host[i] == host], host
     # the original items, untouched

@@ -107,3 +107,93 @@ def test_a_json_array_over_the_line_limit_is_refused_before_its_events_are_built
     ok = b"[" + b",".join([b'{"message":"a"}'] * 90_000) + b"]"
     assert len(decode_body(ok, content_type="application/json", max_bytes=20_000_000,
                            max_lines=100_000)) == 90_000
+
+
+def _loki_and_otlp_bodies(n: int) -> dict[str, tuple[bytes, str]]:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from ingest_api.receivers.proto.loki_push import PushRequest
+
+    push = PushRequest()
+    stream = push.streams.add()
+    stream.labels = '{job="x"}'
+    export = ExportLogsServiceRequest()
+    records = export.resource_logs.add().scope_logs.add()
+    for _ in range(n):
+        stream.entries.add().line = "a"
+        records.log_records.add().body.string_value = "a"
+    return {
+        "loki-json": (b'{"streams":[{"stream":{"job":"x"},"values":['
+                      + b",".join([b'["1","a"]'] * n) + b"]}]}", "application/json"),
+        "loki-protobuf": (push.SerializeToString(), "application/x-protobuf"),
+        "otlp-json": (b'{"resourceLogs":[{"scopeLogs":[{"logRecords":['
+                      + b",".join([b'{"body":{"stringValue":"a"}}'] * n) + b"]}]}]}",
+                      "application/json"),
+        "otlp-protobuf": (export.SerializeToString(), "application/x-protobuf"),
+    }
+
+
+_DECODE_IN_A_CHILD = """
+import resource, sys
+from ingest_api.decode import IngestError
+from ingest_api.receivers.loki import decode_push_json, decode_push_protobuf
+from ingest_api.receivers.otlp import decode_logs
+kind, path, mime = sys.argv[1:]
+body = open(path, "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    if kind.startswith("loki"):
+        (decode_push_json if mime.endswith("json") else decode_push_protobuf)(body, 100_000)
+    else:
+        decode_logs(body, mime, 100_000)
+    print("accepted")
+except IngestError as exc:
+    print(exc.status, exc.body["error"], exc.body["limit"])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_loki_and_otlp_bodies_over_the_line_limit_are_refused_before_they_are_parsed(tmp_path):
+    """900,000 one-character entries (4.5–10 MB) took 73–236 MiB of parsed objects (JSON dicts,
+    protobuf messages) before the 413 (issue 22 item 7): now counted on the wire first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for kind, (body, mime) in _loki_and_otlp_bodies(900_000).items():
+        path = tmp_path / kind
+        path.write_bytes(body)
+        out = subprocess.run([sys.executable, "-c", _DECODE_IN_A_CHILD, kind, str(path), mime],
+                             capture_output=True, text=True, cwd=root, check=True).stdout.split("\n")
+        assert out[0] == "413 too_many_lines 100000", (kind, out)
+        assert int(out[1]) < 30, f"{kind}: peak RSS rose {out[1]} MiB to refuse {len(body):,} bytes"
+
+
+def test_loki_and_otlp_bodies_at_the_line_limit_are_decoded_whole():
+    from ingest_api.receivers.loki import decode_push
+    from ingest_api.receivers.otlp import decode_logs
+
+    for kind, (body, mime) in _loki_and_otlp_bodies(1_000).items():
+        if kind == "loki-protobuf":
+            import cramjam
+
+            body = bytes(cramjam.snappy.compress_raw(body))  # Loki's protobuf is snappy'd
+        if kind.startswith("loki"):
+            items = decode_push(body, mime, max_bytes=2**20, max_lines=1_000)
+            with pytest.raises(IngestError) as exc:
+                decode_push(body, mime, max_bytes=2**20, max_lines=999)
+        else:
+            items = decode_logs(body, mime, max_lines=1_000)
+            with pytest.raises(IngestError) as exc:
+                decode_logs(body, mime, max_lines=999)
+        assert len(items) == 1_000 and {i["message"] for i in items} == {"a"}, kind
+        assert exc.value.status == 413, kind
+
+
+def test_the_wire_count_leaves_a_malformed_protobuf_to_the_parser():
+    from ingest_api.decode import check_protobuf_elements
+
+    for junk in (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x0a\x05ab", b"\x0b" * 40,
+                 bytes(range(256)) * 3):
+        check_protobuf_elements(junk, 3, (1, 2), "entries")  # no error of its own, no hang

@@ -47,7 +47,7 @@ def test_pr_auc_is_average_precision():
 SYSLOG = [
     "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown",
     "Jun 14 15:16:02 combo sshd(pam_unix)[19937]: session opened for user cyrus by (uid=0)",
-    "Jun 14 15:16:03 combo sshd(pam_unix)[19938]: session opened for user news by (uid=0)",
+    "Jun 14 15:16:03 combo sshd(pam_unix)[19938]: session opened for user cyrus by (uid=42)",
     "Jun 14 15:16:04 combo su(pam_unix)[10]: session opened for user root by LOGIN(uid=0)",
 ]
 

@@ -64,23 +64,14 @@ def test_every_line_of_a_new_sample_yields_time_level_and_component(loghub, name
         assert hits / n >= 0.99, (name, key, hits, n)
 
 
-@pytest.mark.parametrize("name", ["Apache", "BGL", "HDFS", "HPC", "Hadoop", "Linux", "OpenSSH",
-                                  "Zookeeper"])
+@pytest.mark.parametrize("name", ["Android", "Apache", "BGL", "HDFS", "HPC", "Hadoop", "Linux",
+                                  "OpenSSH", "OpenStack", "Windows", "Zookeeper"])
 def test_grouping_accuracy_with_inference_alone(loghub, name):
     """Raw lines, built-in formats off: templates as good as with them (>= 0.95)."""
     log, structured = find_samples(loghub)[name]
     r = eval_parsing(log, structured, config=INFERENCE_ONLY)
     assert r["parsed_share"] >= 0.99
     assert r["grouping_accuracy"] >= 0.95, r["grouping_accuracy"]
-
-
-@pytest.mark.xfail(reason="issue 17: the miner itself scores below 0.95 on these messages "
-                          "(CSV Content alone gives the same figure); not fixed yet", strict=False)
-@pytest.mark.parametrize("name", ["Android", "OpenStack", "Windows"])
-def test_grouping_accuracy_target_on_the_remaining_samples(loghub, name):
-    log, structured = find_samples(loghub)[name]
-    r = eval_parsing(log, structured, config=INFERENCE_ONLY)
-    assert r["grouping_accuracy"] >= 0.95
 
 
 def test_a_new_sample_stored_at_its_own_time(loghub):
@@ -141,7 +132,9 @@ def test_year_rule_for_a_time_without_year():
 _WORD = st.text("abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=8).filter(
     lambda w: w not in _LEVELS and w.lower() not in _LEVELS and w.title() not in _LEVELS)
 _MESSAGE = st.lists(_WORD, min_size=1, max_size=8).map(" ".join)
-_TIMES = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 12, 31))
+# no 29 February: the yearless families are read in the year given (2030), which has none
+_TIMES = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 12, 31)).filter(
+    lambda t: (t.month, t.day) != (2, 29))
 
 
 def _render_ts(family: str, t: datetime) -> tuple[str, datetime]:
@@ -249,7 +242,7 @@ def test_layout_text_and_pickling():
 
 
 def test_learned_layouts_survive_a_restart_through_the_checkpoint(tmp_path):
-    from streams.pipeline import load_checkpoint, save_checkpoint
+    from streams.checkpoints import load_checkpoint, save_checkpoint
 
     p = Pipeline(INFERENCE_ONLY)
     lines = [f"2024-01-02 03:04:{s:02d} WARN [t-{s}] a.b.C: value {s}" for s in range(40)]
@@ -279,3 +272,28 @@ def test_a_source_without_headers_does_not_pay_for_inference_on_every_line(monke
     for s in range(2000):
         r = state.parse(f"2024-01-02 03:04:{s % 60:02d} INFO Svc: started {s}")
     assert r is not None and r.message == "started 1999"
+
+
+def test_glued_bracketed_header_fields_are_read_as_fields():
+    """JVM services glue their bracketed header fields ("][", no blank): log4j's
+    ``[%d][%-5p][%c]`` and unified JVM logging's ``[time][pid][level][tags]``. Read as one
+    word before, so none of these lines had its own time or level."""
+    log4j = [f"[2026-03-0{d}T10:1{i}:05,{100 + i}][{lvl:<5}][o.e.c.m.MetadataService] [node-1] "
+             f"deleting index idx-{i}" for d in (1, 2) for i in range(6)
+             for lvl in ("INFO", "WARN")]
+    state = SourceHeaders()
+    for line in log4j:
+        r = state.parse(line, year=2030)
+        assert r is not None and r.level in ("INFO", "WARN"), line
+        assert r.timestamp.year == 2026 and r.timestamp.microsecond in range(100000, 106001)
+        assert r.message.startswith("[node-1] deleting index idx-"), r.message
+        assert r.fields.get("context") == "o.e.c.m.MetadataService"
+    jvm = [f"[2026-03-01T10:00:0{i}.177+0100][4242][{lvl}][gc,heap] GC({i}) Pause Young {i}M->1M"
+           for i in range(8) for lvl in ("info", "debug")]
+    state = SourceHeaders()
+    for line in jvm:
+        r = state.parse(line, year=2030)
+        assert r is not None and r.level in ("info", "debug") and r.pid == "4242", line
+        assert r.timestamp.hour == 9  # +0100 applied
+        assert r.message.startswith("GC("), r.message
+        assert r.fields.get("context") == "gc,heap"

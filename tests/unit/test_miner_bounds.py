@@ -334,3 +334,29 @@ def test_a_tiny_template_cap_never_fails():
         for x in _unique_lines(50, cap, first="", tokens=5):
             m.mine(x.strip())
         assert m.template_count <= max(cap, 2)
+
+
+def test_the_index_of_enumeration_words_is_bounded():
+    """Every enumeration (two plain words at one position) is indexed by its words, to find
+    another enumeration with the same words (``_shared``). A flood of enumerations that share
+    one word keeps at most FAMILIES_PER_WORD of them under that word, and an evicted group
+    leaves the index: it never holds more entries than the miner holds templates."""
+    import random
+    import string
+
+    from streams.templates import FAMILIES_PER_WORD, TemplateMiner
+
+    rng = random.Random(3)
+
+    def word():
+        return "".join(rng.choices(string.ascii_lowercase, k=8))
+
+    for cap in (20_000, 50):
+        m = TemplateMiner(max_templates=cap)
+        for _ in range(1000):
+            head = word()
+            m.mine(f"{head} session opened for user root")
+            m.mine(f"{head} session opened for user {word()}")  # a sibling: {root, x}
+        assert len(m._families["root"]) <= FAMILIES_PER_WORD
+        assert sum(len(v) for v in m._families.values()) <= m.template_count
+        assert m.merge_count == 0  # one word in common is no evidence of a variable

@@ -36,7 +36,7 @@ out["while_unwritten"] = [os.path.exists(w._ckpt), w._checkpoint_due]
 w._unwritten -= 1  # what _write_until_taken does once Elasticsearch took the events
 run()
 out["after_write"] = [os.path.exists(w._ckpt), w._checkpoint_due]
-from streams.pipeline import load_checkpoint
+from streams.checkpoints import load_checkpoint
 out["positions"] = load_checkpoint(w._ckpt, w._config).positions
 
 def first(offset, committed):
