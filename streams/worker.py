@@ -24,18 +24,18 @@ after the sink acknowledged the write.
 The private Faust names this module relies on live in ``streams.faust_internals`` (pinned by
 tests/unit/test_faust_internals.py).
 
-Model state (templates, trees, threshold, incidents) is checkpointed to the data directory
-every few seconds when lines were processed since the last checkpoint (the same bounded
-``Pipeline`` as the embedded mode: capped templates and per-key state, a bounded search per
-line), only when every processed batch is stored, with the next offset of each partition it
-reflects (``Pipeline.positions``). After a restart each partition starts where the
-checkpointed state stops (``_continuity``): messages committed after the checkpoint are
-processed again (their events are already stored: no-ops), earlier ones are not processed
-twice; so the model after a kill -9 is what an uninterrupted run has.
+Model state (templates, trees, threshold) is checkpointed to the data directory every few
+seconds when lines were processed since the last checkpoint (the same bounded ``Pipeline`` as
+the embedded mode: capped templates and per-key state, a bounded search per line); after a restart the worker resumes from the last committed offset with the last
+checkpoint, so in Kafka mode the model may relearn or skip a few seconds of lines (the
+stored events are exact either way).
 
-Incidents (``streams.incidents``): each batch's changed incident snapshots are written to
-Elasticsearch after its events (``<prefix>.incidents``, upserted by id, the newest ``rev``
-wins), and a timer resolves the quiet ones when no records wait.
+Incidents (``streams.incidents``) are part of that state: each batch's changed incident
+snapshots are written to Elasticsearch after its events (``<prefix>.incidents``, upserted by
+id, the newest ``rev`` wins), and a timer resolves the quiet ones when no records wait. After
+a kill -9 the worker resumes from its last checkpoint and the committed offset, which may lie
+past it: the lines in between are not processed again, so an incident's count may then
+differ from the lines stored with its id (exact counts after a crash: embedded mode).
 """
 
 from __future__ import annotations
