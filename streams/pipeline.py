@@ -99,8 +99,6 @@ class Pipeline:
         self.incidents = IncidentTracker(gap=c.incident_gap, quiet=c.incident_quiet,
                                          examples=c.incident_examples)
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
-        # Kafka mode: next offset per "topic:partition" reflected in this state (streams.worker)
-        self.positions: dict[str, int] = {}
         self.lines = 0
 
     # -- the hot path ---------------------------------------------------------------------
@@ -284,8 +282,6 @@ class Pipeline:
             self.sources = {}
         if not hasattr(self, "user_formats"):
             self.user_formats = UserFormats(())
-        if not hasattr(self, "positions"):  # a checkpoint from before Kafka positions
-            self.positions = {}
         if not hasattr(self, "incidents"):  # a checkpoint from before incidents
             self.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
                                              examples=config.incident_examples)

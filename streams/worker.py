@@ -166,8 +166,6 @@ async def _write_until_taken(loop, events: list[dict], merges: dict | None = Non
             if merges:  # after the batch: its events may carry the ids merged away
                 await _merge_templates(loop, merges)
             _sink_state.update(ok=True, error=None, since=None)
-            global _unwritten
-            _unwritten -= 1
             return
         except Exception as exc:  # noqa: BLE001 - whatever it is, never move past unwritten data
             # StoreUnavailable: Elasticsearch away or overloaded; anything else (a wrong password:
@@ -251,21 +249,7 @@ def _decode_and_process(value: bytes) -> tuple[list | None, list | None, list[di
         return None, None, [{"error": f"undecodable batch: {exc}",
                              "body": value.decode("utf-8", "replace")}]
     result = process_isolating(pipeline, items)
-    global _unwritten
-    _unwritten += 1  # until _write_until_taken stored these events
     return items, result.events, result.dead_letters
-
-
-def _applied(tp, offset: int) -> None:
-    """The pipeline's state now reflects ``tp`` up to ``offset`` (kept in the checkpoint)."""
-    pipeline.positions[f"{tp.topic}:{tp.partition}"] = offset + 1
-
-
-# processed batches whose events are not stored yet: a checkpoint is taken only when there are
-# none, so the state it saves never holds a batch that a kill -9 could leave unstored (its
-# message would be acked after the restart as "already processed")
-_unwritten = 0
-_checkpoint_due = False
 
 
 def _incidents_of_batch() -> list[dict]:
@@ -323,15 +307,7 @@ async def _group_committed(tp) -> int | None:
 def _continuity(event, committed: int | None = None) -> tuple[int, int] | None:
     """(first, end) of offsets missing before ``event``, (x, x) for a message already seen by
     this process (a repeat), None when ``event`` is the next one expected. ``committed``: the
-    group's committed offset, when Faust's own record of it is still empty.
-
-    The first message of an assignment is expected where the checkpointed state stops
-    (``pipeline.positions``), when the checkpoint knows the partition: messages after it that
-    were committed before a kill -9 are processed again (their events are already stored: the
-    writes are no-ops), so the model, windows of the state and incidents are exactly what an
-    uninterrupted run has; messages before it are acked without being processed twice (a
-    checkpoint only covers stored batches). A checkpoint more than ``MAX_CATCH_UP`` messages
-    behind the commit (the partition was another worker's meanwhile) is not caught up."""
+    group's committed offset, when Faust's own record of it is still empty."""
     msg = event.message
     gen = msg.generation_id
     seen = _expected.get(msg.tp)
@@ -339,12 +315,6 @@ def _continuity(event, committed: int | None = None) -> tuple[int, int] | None:
         if committed is None:
             committed = committed_offset(app.consumer, msg.tp)
         nxt = committed if committed is not None else msg.offset
-        ckpt = pipeline.positions.get(f"{msg.tp.topic}:{msg.tp.partition}")
-        if ckpt is not None and ckpt != nxt and (committed is None
-                                                 or committed - ckpt <= MAX_CATCH_UP):
-            log.info("partition %s: the checkpointed state stops at offset %d, the commit at %s: "
-                     "from %d on", msg.tp.partition, ckpt, committed, ckpt)
-            nxt = ckpt
     else:
         nxt = seen[1]
     if msg.offset >= nxt:
@@ -354,9 +324,6 @@ def _continuity(event, committed: int | None = None) -> tuple[int, int] | None:
     if msg.offset < nxt:
         return (msg.offset, msg.offset)
     return (nxt, msg.offset)
-
-
-MAX_CATCH_UP = 10_000  # messages a restarted worker processes again to catch its state up
 
 
 async def _read_range(tp, first: int, end: int) -> list:
@@ -388,14 +355,12 @@ async def _repair(loop, event, first: int, end: int) -> None:
     """Process the messages first..end-1 of ``event``'s partition that Faust did not deliver."""
     tp = event.message.tp
     records = await _read_range(tp, first, end)
-    log.warning("partition %s: offsets %d-%d were not delivered by the stream (or come after "
-                "the checkpointed state); re-read %d message(s) from Kafka and processed them "
-                "before offset %d",
+    log.warning("partition %s: offsets %d-%d were not delivered by the stream; re-read %d "
+                "message(s) from Kafka and processed them before offset %d",
                 tp.partition, first, end - 1, len(records), end)
     metrics.GAPS_REPAIRED.inc(len(records))
     for rec in records:
         items, events, dead = _decode_and_process(rec.value)
-        _applied(tp, rec.offset)
         await _send_dead_letters(dead)
         if events is None:
             continue
@@ -443,14 +408,8 @@ async def process(batches):
                     await stream.ack(event)
                     continue
                 await _repair(loop, event, first, end)
-            if _checkpoint_due:  # a checkpoint only covers stored batches: finish this one first
-                if pending is not None:
-                    await _finish(stream, pending)
-                    pending = None
-                _save_checkpoint()
             # the pipeline runs while the pending batch is written
             items, events, dead = _decode_and_process(event.value)
-            _applied(event.message.tp, event.message.offset)
             await _send_dead_letters(dead)
             if events is None:  # undecodable: nothing to store
                 if pending is not None:  # keep acks in order
@@ -568,21 +527,9 @@ _saved_lines = pipeline.lines  # what the checkpoint on disk covers (nothing new
 @app.timer(interval=settings.checkpoint_seconds)
 async def checkpoint() -> None:
     """The model, when lines were processed since the last checkpoint (an idle worker writes
-    nothing; the caps of streams/templates.py and streams/scoring.py bound its size). Only
-    when every processed batch is stored; otherwise the agent takes it before its next batch."""
-    global _checkpoint_due
+    nothing; the caps of streams/templates.py and streams/scoring.py bound its size)."""
+    global _saved_lines
     if pipeline.lines == _saved_lines:
-        return
-    if _unwritten:
-        _checkpoint_due = True
-        return
-    _save_checkpoint()
-
-
-def _save_checkpoint() -> None:
-    global _saved_lines, _checkpoint_due
-    _checkpoint_due = False
-    if pipeline.lines == _saved_lines or _unwritten:
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lines = pipeline.lines
