@@ -1,0 +1,113 @@
+"""``/api/templates``: the template catalog (list, one template's history and examples) and
+feedback on a template (``expected`` / ``always_alert`` / ``none``), see streams/catalog.py.
+
+Both stores answer the catalog (SQLite in embedded mode, Elasticsearch in the full stack).
+Feedback is stored with the template's history; in embedded mode the pipeline shares this
+process and scores the next line with it; in the full stack the worker reads the marks from
+Elasticsearch every few seconds (``SMARTLOGS_MARKS_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastApiPath
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from ingest_api.decode import IngestError
+from streams.catalog import MAX_NOTE_CHARS, TemplateChange, normalise_mark
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+TEMPLATE_ID = r"^T\d{1,18}$"
+MAX_TEMPLATES_PAGE = 10_000
+MAX_HISTORY = 1000
+
+TemplateId = Annotated[str, FastApiPath(pattern=TEMPLATE_ID, max_length=19,
+                                        description="a template id, e.g. T12")]
+
+
+def _since(value: str | None) -> float | None:
+    from ingest_api.app import parse_time
+
+    return parse_time(value, field="since")
+
+
+@router.get("/api/templates", summary="The template catalog: mined templates, counts, first/last seen, marks")
+def templates(
+    request: Request,
+    sort: Annotated[Literal["count", "first_seen", "last_seen"], Query(description=(
+        "count: most lines first (the default); first_seen: newest templates first; "
+        "last_seen: most recently seen first"))] = "count",
+    since: Annotated[str | None, Query(max_length=100, description=(
+        "only templates first seen at or after this event time (ISO 8601, epoch seconds, or "
+        "an age like 15m, 2h, 7d): what is new"))] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_TEMPLATES_PAGE)] = 100,
+):
+    rows = request.app.state.store.templates(limit=limit, sort=sort, since=_since(since))
+    return {"sort": sort, "templates": rows}
+
+
+@router.get("/api/templates/{template_id}",
+            summary="One template: its text, counts, example lines and history of changes",
+            responses={404: {"description": "no such template"}})
+def template(
+    request: Request, template_id: TemplateId,
+    history: Annotated[int, Query(ge=1, le=MAX_HISTORY, description=(
+        "how many of the latest history records to return"))] = 100,
+):
+    found = request.app.state.store.template(template_id, history=history)
+    if found is None:
+        raise _unknown(template_id)
+    return found
+
+
+def _unknown(template_id: str) -> IngestError:
+    return IngestError(404, "unknown_template",
+                       f"no template {template_id} in the catalog (GET /api/templates lists them; "
+                       "an id merged into another or dropped by retention is gone)",
+                       template_id=template_id)
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mark: Literal["expected", "always_alert", "always-alert", "none"] = Field(description=(
+        "expected: its lines stop counting as anomalous for rarity or novelty (the model keeps "
+        "learning them); always_alert: its lines are always flagged; none: clear the mark"))
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS,
+                             description="why (stored with the template's history)")
+
+
+@router.post("/api/templates/{template_id}/feedback",
+             summary="Mark a template expected or always-alert (or clear the mark)",
+             responses={404: {"description": "no such template"},
+                        422: {"description": "invalid body"}})
+async def feedback(request: Request, template_id: TemplateId, body: Feedback):
+    now = time.time()
+    change = TemplateChange(id=f"feedback/{template_id}/{time.time_ns()}", template_id=template_id,
+                            kind="feedback", at=now, mark=normalise_mark(body.mark),
+                            note=body.note or None, by=_key_name(request))
+    runner = getattr(request.app.state.transport, "runner", None)
+    # embedded: the runner stores the mark and applies it to the pipeline it runs
+    apply = runner.set_mark if runner is not None else request.app.state.store.set_mark
+    if not await run_in_threadpool(apply, change):
+        raise _unknown(template_id)
+    applies = ("from the next line processed" if runner is not None else
+               "once the workers read the marks (within SMARTLOGS_MARKS_SECONDS)")
+    return {"template_id": template_id, "mark": change.mark, "at": now, "applies": applies}
+
+
+def _key_name(request: Request) -> str | None:
+    """The name of the API key that gave the feedback (None while keys are off)."""
+    keys = getattr(request.app.state, "keys", None)
+    secret = (request.scope.get("state") or {}).get("auth", (None,))[0]
+    if keys is None or not secret:
+        return None
+    key = keys.verify(secret)
+    return key.name if key is not None else None
