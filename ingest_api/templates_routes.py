@@ -61,16 +61,22 @@ def template(
     history: Annotated[int, Query(ge=1, le=MAX_HISTORY, description=(
         "how many of the latest history records to return"))] = 100,
 ):
-    found = request.app.state.store.template(template_id, history=history)
+    store = request.app.state.store
+    found = store.template(template_id, history=history)
     if found is None:
-        raise _unknown(template_id)
+        raise _unknown(template_id, store.merged_into(template_id))
     return found
 
 
-def _unknown(template_id: str) -> IngestError:
+def _unknown(template_id: str, into: str | None = None) -> IngestError:
+    if into is not None:  # its lines carry the other id now: say which
+        return IngestError(404, "merged_template",
+                           f"template {template_id} was merged into {into}: GET "
+                           f"/api/templates/{into} (its history has the merge)",
+                           template_id=template_id, merged_into=into)
     return IngestError(404, "unknown_template",
                        f"no template {template_id} in the catalog (GET /api/templates lists them; "
-                       "an id merged into another or dropped by retention is gone)",
+                       "one whose lines were all deleted by retention is gone)",
                        template_id=template_id)
 
 
@@ -97,7 +103,8 @@ async def feedback(request: Request, template_id: TemplateId, body: Feedback):
     # embedded: the runner stores the mark and applies it to the pipeline it runs
     apply = runner.set_mark if runner is not None else request.app.state.store.set_mark
     if not await run_in_threadpool(apply, change):
-        raise _unknown(template_id)
+        store = request.app.state.store
+        raise _unknown(template_id, await run_in_threadpool(store.merged_into, template_id))
     applies = ("from the next line processed" if runner is not None else
                "once the workers read the marks (within 5 s)")
     return {"template_id": template_id, "mark": change.mark, "at": now, "applies": applies}

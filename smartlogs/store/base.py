@@ -97,6 +97,9 @@ class EventStore(Protocol):
     def template(self, template_id: str, *, history: int = 100) -> dict | None:
         """One template (``template_detail``) or None when unknown."""
 
+    def merged_into(self, template_id: str) -> str | None:
+        """The id a template was merged into, or None."""
+
     def set_mark(self, change) -> bool:
         """Store feedback (``streams.catalog.TemplateChange``, kind feedback) as the template's
         mark and a history record; False when the template is unknown."""

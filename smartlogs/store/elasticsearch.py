@@ -816,6 +816,13 @@ class ElasticsearchStore:
         records = [h["_source"] for h in body["hits"]["hits"]]
         return records, body["hits"]["total"]["value"]
 
+    def merged_into(self, template_id: str) -> str | None:
+        """The id a template was merged into (its lines carry that id now), or None."""
+        body = self._catalog_search(size=1, sort=[{"order": "desc"}], query={"bool": {"filter": [
+            {"term": {"template_id": template_id}}, {"term": {"kind": "merged"}}]}})
+        hits = body["hits"]["hits"]
+        return hits[0]["_source"].get("into") if hits else None
+
     def set_mark(self, change) -> bool:
         """Feedback: a history record (its mark is the template's mark from now on), visible
         to searches when this returns. False when no event has the template."""

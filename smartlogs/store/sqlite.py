@@ -691,6 +691,13 @@ class SqliteStore:
         return template_detail(template_row(*row[:6]), records, first=row[6], last=row[7],
                                total=total)
 
+    def merged_into(self, template_id: str) -> str | None:
+        """The id a template was merged into (its lines carry that id now), or None."""
+        row = self._conn().execute(
+            "SELECT into_id FROM template_history WHERE template_id = ? AND kind = 'merged' "
+            "ORDER BY n DESC LIMIT 1", (template_id,)).fetchone()
+        return row[0] if row else None
+
     def set_mark(self, change) -> bool:
         """Feedback (a ``streams.catalog.TemplateChange`` of kind feedback): the template's
         mark and its history record, in one transaction. False: no such template."""

@@ -196,3 +196,25 @@ def test_feedback_needs_an_admin_key_once_keys_exist(tmp_path):
         assert r.status_code == 200
         fb = client.get(f"/api/templates/{a}", headers=h(read)).json()["history"][-1]
         assert fb["kind"] == "feedback" and fb["by"] == "ops"
+
+
+AUTH = "authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=10.0.0.{} user={}"
+
+
+def test_a_merged_id_answers_404_naming_the_template_it_was_merged_into(app_client):
+    users = ["root", "ftp", "git", "mysql"]
+    stored = _send(app_client, [{"message": AUTH.format(i, u), "host": "h", "timestamp": T0 + i}
+                                for i, u in enumerate(users)], 4)
+    siblings = {e["template_id"] for e in stored}
+    assert len(siblings) == 4  # an enumeration: four templates
+    _send(app_client, [{"message": AUTH.format(9, "uucp"), "host": "h", "timestamp": T0 + 9}], 5)
+    [survivor] = [t["id"] for t in app_client.get("/api/templates").json()["templates"]]
+    for old in siblings - {survivor}:
+        r = app_client.get(f"/api/templates/{old}")
+        assert r.status_code == 404
+        assert r.json()["error"] == "merged_template" and r.json()["merged_into"] == survivor
+        assert f"merged into {survivor}" in r.json()["detail"]
+        r = app_client.post(f"/api/templates/{old}/feedback", json={"mark": "expected"})
+        assert r.status_code == 404 and r.json()["merged_into"] == survivor
+    history = app_client.get(f"/api/templates/{survivor}").json()["history"]
+    assert sorted(h["template_id"] for h in history if h["kind"] == "merged") == sorted(siblings - {survivor})

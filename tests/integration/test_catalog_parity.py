@@ -86,3 +86,8 @@ def test_the_catalog_answers_the_same_from_both_stores(make_store, tmp_path):  #
     assert cache_detail["examples"][-1] == "cache warmed in region r1 after 11 ms"
     assert len(cache_detail["examples"]) <= 5
     assert es_store.template("T99999") is None and lite.template("T99999") is None
+    merged = [c.template_id for c in catalog if c.kind == "merged"]
+    for old in merged:
+        assert es_store.template(old) is None and lite.template(old) is None
+        assert es_store.merged_into(old) == lite.merged_into(old) == survivor
+    assert es_store.merged_into(cache) is None and lite.merged_into(cache) is None
