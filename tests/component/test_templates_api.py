@@ -133,6 +133,10 @@ def test_feedback_is_stored_in_the_history_and_survives_a_restart(tmp_path):
         client.post(f"/api/templates/{a}/feedback", json={"mark": "none"})
         assert client.get(f"/api/templates/{a}").json()["mark"] is None
         assert client.app.state.transport.runner.pipeline.scorer.marks == {}
+        # the id survived the restart: a new line of the template gets it
+        again = _send(client, [{"message": "cache warmed in region delta", "host": "h",
+                                "timestamp": T0 + 400}], 7)
+        assert again[0]["template_id"] == a
 
 
 def _warm_then_new(client):
