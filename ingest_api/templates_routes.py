@@ -32,6 +32,31 @@ TemplateId = Annotated[str, FastApiPath(pattern=TEMPLATE_ID, max_length=19,
                                         description="a template id, e.g. T12")]
 
 
+def _store(request: Request, method: str, *args, **kwargs):
+    """A call to the store; a store that cannot answer now (Elasticsearch down or overloaded)
+    is a 503 that says so, never a 500."""
+    from smartlogs.store.elasticsearch import ElasticsearchStoreError
+
+    try:
+        return getattr(request.app.state.store, method)(*args, **kwargs)
+    except ElasticsearchStoreError as exc:
+        raise _unavailable(exc) from None
+    except Exception as exc:
+        from elasticsearch import ApiError, TransportError
+
+        if isinstance(exc, (ApiError, TransportError)):
+            raise _unavailable(exc) from None
+        raise
+
+
+def _unavailable(exc: Exception) -> IngestError:
+    from smartlogs.security import redact
+
+    return IngestError(503, "store_unavailable", "the store cannot answer now "
+                       f"({redact(f'{type(exc).__name__}: {exc}')[:200]}); retry later",
+                       retry_after=5)
+
+
 def _since(value: str | None) -> float | None:
     from ingest_api.app import parse_time
 
@@ -49,7 +74,7 @@ def templates(
         "an age like 15m, 2h, 7d): what is new"))] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TEMPLATES_PAGE)] = 100,
 ):
-    rows = request.app.state.store.templates(limit=limit, sort=sort, since=_since(since))
+    rows = _store(request, "templates", limit=limit, sort=sort, since=_since(since))
     return {"sort": sort, "templates": rows}
 
 
@@ -61,10 +86,9 @@ def template(
     history: Annotated[int, Query(ge=1, le=MAX_HISTORY, description=(
         "how many of the latest history records to return"))] = 100,
 ):
-    store = request.app.state.store
-    found = store.template(template_id, history=history)
+    found = _store(request, "template", template_id, history=history)
     if found is None:
-        raise _unknown(template_id, store.merged_into(template_id))
+        raise _unknown(template_id, _store(request, "merged_into", template_id))
     return found
 
 
@@ -101,10 +125,13 @@ async def feedback(request: Request, template_id: TemplateId, body: Feedback):
                             note=body.note or None, by=_key_name(request))
     runner = getattr(request.app.state.transport, "runner", None)
     # embedded: the runner stores the mark and applies it to the pipeline it runs
-    apply = runner.set_mark if runner is not None else request.app.state.store.set_mark
-    if not await run_in_threadpool(apply, change):
-        store = request.app.state.store
-        raise _unknown(template_id, await run_in_threadpool(store.merged_into, template_id))
+    if runner is not None:
+        done = await run_in_threadpool(runner.set_mark, change)
+    else:
+        done = await run_in_threadpool(_store, request, "set_mark", change)
+    if not done:
+        raise _unknown(template_id, await run_in_threadpool(_store, request, "merged_into",
+                                                            template_id))
     applies = ("from the next line processed" if runner is not None else
                "once the workers read the marks (within 5 s)")
     return {"template_id": template_id, "mark": change.mark, "at": now, "applies": applies}

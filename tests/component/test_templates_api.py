@@ -222,3 +222,28 @@ def test_a_merged_id_answers_404_naming_the_template_it_was_merged_into(app_clie
         assert r.status_code == 404 and r.json()["merged_into"] == survivor
     history = app_client.get(f"/api/templates/{survivor}").json()["history"]
     assert sorted(h["template_id"] for h in history if h["kind"] == "merged") == sorted(siblings - {survivor})
+
+
+def test_the_full_stack_api_answers_503_not_500_when_elasticsearch_is_away(tmp_path):
+    """The catalog routes of `smartlogs api` (full mode) with no Elasticsearch behind them: a
+    503 with Retry-After that says the store cannot answer (no engine needed: nothing listens)."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from ingest_api.app import create_app
+    from smartlogs.settings import Settings
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    settings = Settings(data_dir=tmp_path, syslog_port=0, es_url=f"http://127.0.0.1:{ports[0]}",
+                        amqp_url=f"amqp://guest:guest@127.0.0.1:{ports[1]}/")
+    with TestClient(create_app(settings, mode="full")) as client:
+        for method, path, body in (("GET", "/api/templates", None), ("GET", "/api/templates/T1", None),
+                                   ("POST", "/api/templates/T1/feedback", {"mark": "expected"})):
+            r = client.request(method, path, json=body)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"] == "store_unavailable" and r.headers["Retry-After"] == "5"
