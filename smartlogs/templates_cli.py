@@ -31,6 +31,7 @@ def templates_list(
     since: Annotated[Optional[str], typer.Option(help="Only templates first seen since this "
                                                       "time (ISO 8601, epoch, or an age like 2h).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many templates.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
     """List templates with their counts, first/last seen and mark.
@@ -49,6 +50,9 @@ def templates_list(
     if key not in ("count", "first_seen", "last_seen"):
         _fail(f"--sort must be count, first-seen or last-seen, not {sort!r}")
     res = _get(url, "/api/templates", {"sort": key, "since": since, "limit": limit})
+    if as_json:
+        _print_json(res)
+        return
     rows = res["templates"]
     table = Table(title=f"{len(rows)} template(s), by {sort}" + (f", new since {since}" if since else ""),
                   expand=True)
@@ -68,6 +72,7 @@ def templates_list(
 def templates_show(
     template_id: Annotated[str, typer.Argument(help="A template id, e.g. T12.")],
     history: Annotated[int, typer.Option(min=1, max=1000, help="How many of the latest history records.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
     """One template: its text, counts, mark, example lines and history of changes."""
@@ -77,6 +82,9 @@ def templates_show(
     from smartlogs.cli import _get, console
 
     t = _get(url, f"/api/templates/{quote(template_id, safe='')}", {"history": history})
+    if as_json:
+        _print_json(t)
+        return
     console.print(f"[bold]{t['id']}[/]  {escape(t['template'] or '')}")
     console.print(f"{t['count']:,} lines, first seen {t['first_seen']}, last seen {t['last_seen']}"
                   + (f", marked {_mark(t['mark'])}" if t["mark"] else ""))
@@ -92,6 +100,14 @@ def templates_show(
     for h in t["history"]:
         hist.add_row((h["time"] or "-")[:19], h["kind"], escape(_detail(h, t["id"])))
     console.print(hist)
+
+
+def _print_json(doc: dict) -> None:
+    import sys
+
+    import orjson
+
+    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def _detail(h: dict, tid: str) -> str:

@@ -220,6 +220,8 @@ class Pipeline:
             if change.into is not None:
                 carry_marks(self.scorer.marks, {change.template_id: change.into})
         notes.clear()
+        if len(self.catalog) > MAX_PENDING_CHANGES:  # nobody takes them (a tool, a benchmark)
+            del self.catalog[:len(self.catalog) // 2]
 
     def take_catalog(self) -> list[TemplateChange]:
         """The catalog records made since the last call (the runtime stores them with the
@@ -292,6 +294,9 @@ class Pipeline:
 
 
 MAX_SOURCES = 1024
+# catalog records kept until the runtime takes them (it does after every batch); a user of the
+# pipeline that never takes them keeps the newest ones only
+MAX_PENDING_CHANGES = 10_000
 
 
 def source_key(item: dict) -> str:

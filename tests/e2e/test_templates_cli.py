@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from tests.e2e.test_cli_embedded import _cli, _wait_total, platform  # noqa: F401 - the fixture
@@ -26,6 +28,10 @@ def test_templates_list_show_and_mark(platform):  # noqa: F811
     r = _cli("templates", "--sort", "first-seen", "--since", str(T0 + 30), url=url)
     assert r.returncode == 0, r.stderr
     assert replica in r.stdout and "cache warmed" not in r.stdout
+    r = _cli("templates", "--json", "--limit", "1", url=url)
+    assert r.returncode == 0 and json.loads(r.stdout)["templates"][0]["id"] == cache
+    r = _cli("templates", "show", replica, "--json", url=url)
+    assert r.returncode == 0 and json.loads(r.stdout)["examples"] == ["replica lagging behind primary"]
     r = _cli("templates", "--sort", "size", url=url)
     assert r.returncode == 1 and "--sort must be count, first-seen or last-seen" in r.stderr
 

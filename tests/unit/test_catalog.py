@@ -171,3 +171,16 @@ def test_marks_survive_a_checkpoint_and_old_scorers_load_without():
     old = AnomalyScorer.__new__(AnomalyScorer)
     old.__setstate__(state)
     assert old.marks == {}
+
+
+def test_records_nobody_takes_are_bounded(monkeypatch):
+    import streams.pipeline as pl
+
+    monkeypatch.setattr(pl, "MAX_PENDING_CHANGES", 10)
+    p = Pipeline(PipelineConfig())
+    for i in range(30):  # each pair: a new template (its own first word), then its generalisation
+        unit = "unit" + chr(97 + i % 26) + chr(97 + i // 26)
+        p.process([{"id": f"a{i}", "raw": f"{unit} finished step alpha", "received": 1.0},
+                   {"id": f"b{i}", "raw": f"{unit} finished step beta", "received": 2.0}])
+    kept = p.take_catalog()
+    assert 5 <= len(kept) <= 10 and kept[-1].id == "b29/generalised/" + kept[-1].template_id
