@@ -549,7 +549,8 @@ class TemplateMiner:
             for i in differ:
                 group.tokens[i] = _generalise(group.tokens[i], tokens[i])
             group.changed()
-            self._note("generalised", group, before)
+            if group.template != before:
+                self._note("generalised", group, before)
         return group, False
 
     def _merge(self, family: _Family, leaf: list[_Group]) -> _Group:
