@@ -47,6 +47,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # the only files the console serves (no path from the URL ever reaches the file system)
 _ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
+    "templates.js": "text/javascript; charset=utf-8",  # the Templates page
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

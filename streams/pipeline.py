@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
 
+from streams.catalog import TemplateChange, carry_marks, change_from_miner
 from streams.formats import UserFormats
 from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
@@ -78,6 +79,8 @@ class Pipeline:
         c = self.config
         self.parser = LineParser(c.log_format, year=c.year, max_length=c.max_line_length)
         self.miner = TemplateMiner()
+        self.miner.changes = []  # its generalisations and merges: the catalog's history
+        self.catalog: list[TemplateChange] = []  # made since the runtime last took them
         self.scorer = AnomalyScorer(
             n_trees=c.hst_trees,
             height=c.hst_height,
@@ -112,6 +115,7 @@ class Pipeline:
         out, lines = [], []
         parse = self._parse
         mine = self.miner.mine
+        notes = self.miner.changes
         features = self.scorer.features
         size = self.config.window_seconds
         limit = self.config.max_line_length
@@ -159,6 +163,8 @@ class Pipeline:
             level = normalize_level(normalize_single_letter(level))
             # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
             mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
+            if notes:  # this line generalised a template, or merged an enumeration
+                self._record(notes, item["id"], ts, message)
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,
@@ -199,6 +205,24 @@ class Pipeline:
                 "fields": extra or {},
             })
         return out, lines
+
+    def _record(self, notes: list, event_id, ts: float, line: str) -> None:
+        """The miner's change notes of one line → catalog records (``take_catalog``); a mark
+        passes to the template an id was merged into."""
+        for note in notes:
+            change = change_from_miner(note, event_id=str(event_id), ts=ts, line=line)
+            self.catalog.append(change)
+            if change.into is not None:
+                carry_marks(self.scorer.marks, {change.template_id: change.into})
+        notes.clear()
+        if len(self.catalog) > MAX_PENDING_CHANGES:  # nobody takes them (a tool, a benchmark)
+            del self.catalog[:len(self.catalog) // 2]
+
+    def take_catalog(self) -> list[TemplateChange]:
+        """The catalog records made since the last call (the runtime stores them with the
+        batch's events)."""
+        out, self.catalog = self.catalog, []
+        return out
 
     def _parse(self, line: str, item: dict, learn: bool = True) -> ParsedLine:
         """A declared format of the line's source first, then the built-in formats (unless
@@ -258,6 +282,10 @@ class Pipeline:
             self.sources = {}
         if not hasattr(self, "user_formats"):
             self.user_formats = UserFormats(())
+        if self.miner.changes is None:  # a checkpoint from before the template catalog
+            self.miner.changes = []
+        if not hasattr(self, "catalog"):
+            self.catalog = []
         if self.config != config:
             log.warning("checkpoint was made with other settings; keeping its model, using new settings")
             self.config = config
@@ -284,6 +312,9 @@ class Pipeline:
 
 
 MAX_SOURCES = 1024
+# catalog records kept until the runtime takes them (it does after every batch); a user of the
+# pipeline that never takes them keeps the newest ones only
+MAX_PENDING_CHANGES = 10_000
 
 
 def source_key(item: dict) -> str:

@@ -88,6 +88,9 @@ class EmbeddedRunner:
         self._saved = (pipeline.applied_seq, pipeline.lines)
         # ids handed out before a crash (or by a lost checkpoint) are never reused
         pipeline.miner.bump_ids_past(self.store.max_template_number())
+        # feedback on templates: the store holds the marks (a mark given after the checkpoint
+        # was written is not lost)
+        pipeline.scorer.marks = self.store.template_marks()
         # template merges the store may not have applied yet (a crash between the write of a
         # batch and its merge): applying them again is harmless
         self._merges = MergeNotices()
@@ -141,6 +144,19 @@ class EmbeddedRunner:
             time.sleep(0.02)
         return True
 
+    def set_mark(self, change) -> bool:
+        """Feedback on a template (``streams.catalog.TemplateChange``): stored with the
+        template's history, then applied to scoring, from the next line scored. False: the
+        catalog has no such template."""
+        if not self.store.set_mark(change):
+            return False
+        marks = self.pipeline.scorer.marks
+        if change.mark is None:
+            marks.pop(change.template_id, None)
+        else:
+            marks[change.template_id] = change.mark
+        return True
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -187,10 +203,11 @@ class EmbeddedRunner:
         metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
         merges = self._merges.news(self.pipeline.miner)  # an enumeration merged since
+        catalog = self.pipeline.take_catalog()  # templates generalised or merged by the batch
         if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, last_seq, merges))
+            self._pending.put((events, last_seq, merges, catalog))
         else:
-            self._write(events, last_seq, merges)
+            self._write(events, last_seq, merges, catalog)
         self.pipeline.applied_seq = last_seq
         return len(items)
 
@@ -203,10 +220,11 @@ class EmbeddedRunner:
             metrics.DEAD_LETTERED.labels("pipeline").inc()
         return result.events
 
-    def _write(self, events: list[dict], last_seq: int, merges: dict | None = None) -> None:
+    def _write(self, events: list[dict], last_seq: int, merges: dict | None = None,
+               catalog: list | None = None) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
             new = self.store.write(events, window_seconds=self.config.window_seconds,
-                                   applied_seq=last_seq)
+                                   applied_seq=last_seq, catalog=catalog)
         if merges and not self._merge(merges):  # after the batch: it may carry merged ids
             self._merges.retry()
         self.processed += new

@@ -478,6 +478,9 @@ class AnomalyScorer:
         # lines whose features were computed but which are not scored yet (score_many)
         self._pending = 0
         self._batch: BatchHST | None = None  # River's trees, walked a batch at a time
+        # feedback on templates (streams.catalog): id -> "expected" or "always_alert"; read
+        # for every line, so a change applies from the next line scored
+        self.marks: dict[str, str] = {}
 
     def keyed_maps(self) -> dict[str, Rows]:
         """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
@@ -504,6 +507,7 @@ class AnomalyScorer:
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
+        state.setdefault("marks", {})  # checkpoints from before the template catalog
         state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
@@ -601,6 +605,10 @@ class AnomalyScorer:
         silence, gap, usual_gap = (0.0, None, None) if ts is None else self._silence(hostkey, ts)
         param, param_what = self._params(template_id, params) if params else (0.0, None)
 
+        mark = self.marks.get(template_id) if self.marks else None
+        if mark == "expected":  # feedback: a known, expected pattern (learned all the same)
+            rarity = novelty = 0.0
+            is_new = False
         x = {
             "rarity": min(max(rarity, 0.0), 1.0),
             "new_template": 1.0 if is_new else 0.0,
@@ -621,6 +629,8 @@ class AnomalyScorer:
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
                "param": param_what, "ts": t_ev}
+        if mark is not None:
+            ctx["mark"] = mark
         return x, ctx
 
     def _error_share(self, host: str, ts: float, level: float) -> tuple[float, float | None]:
@@ -824,8 +834,9 @@ class AnomalyScorer:
             if v:
                 keep *= 1.0 - v * WEIGHTS.get(k, 1.0)
         s = 1.0 - keep
+        always = ctx.get("mark") == "always_alert"
         if warming:
-            return Score(s, False, None, True, x)
+            return Score(s, always, _always_reason(x, ctx, False) if always else None, True, x)
         threshold = self.threshold.value
         # the threshold learns from the normal lines and from the *first* line of each
         # incident: a flood or burst of a thousand lines is one event, and must not lift the
@@ -833,6 +844,8 @@ class AnomalyScorer:
         if s < threshold or not self._same_incident(x, ctx):
             self.threshold.update(s)
         flagged = s >= self.min_score and s >= threshold
+        if always:
+            return Score(s, True, _always_reason(x, ctx, flagged), False, x)
         return Score(s, flagged, explain(x, ctx) if flagged else None, False, x)
 
     def _same_incident(self, x: dict[str, float], ctx: dict) -> bool:
@@ -861,6 +874,13 @@ class AnomalyScorer:
         return last is not None and abs(ts - last) <= INCIDENT_GAP
 
 
+def _always_reason(x: dict[str, float], ctx: dict, unusual: bool) -> str:
+    """The reason of a line whose template is marked always-alert: the mark, then what was
+    unusual about the line when it would have been flagged anyway."""
+    why = f"pattern {ctx.get('template_id')} is marked always-alert"
+    return f"{why}; {explain(x, ctx)}" if unusual else why
+
+
 def _dur(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -883,7 +903,9 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     who = (f"host {ctx['host']}" if ctx.get("host") else
            f"source {ctx['source']}" if ctx.get("source") else "lines without a host")
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
-    if get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
+    if ctx.get("mark") == "expected":
+        pass  # marked expected: never "new" or "rare", whatever its count
+    elif get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
     elif nov >= strong:
         parts.append((nov, f"rare message pattern {tid} (seen {ctx.get('seen_before')} times before)"))

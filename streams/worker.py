@@ -136,7 +136,8 @@ async def _merge_templates(loop, merges: dict) -> None:
                   redact(f"{type(exc).__name__}: {exc}")[:300])
 
 
-async def _write_until_taken(loop, events: list[dict], merges: dict | None = None) -> None:
+async def _write_until_taken(loop, events: list[dict], merges: dict | None = None,
+                             catalog: list | None = None) -> None:
     """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
 
     The agent must not move past a batch the sink has not taken: a crashed agent would be
@@ -152,7 +153,8 @@ async def _write_until_taken(loop, events: list[dict], merges: dict | None = Non
         try:
             # blocking bulk write off the event loop; it retries briefly by itself first
             with metrics.SINK_SECONDS.labels("elasticsearch").time():
-                await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+                await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW,
+                                                         catalog=catalog))
             if merges:  # after the batch: its events may carry the ids merged away
                 await _merge_templates(loop, merges)
             _sink_state.update(ok=True, error=None, since=None)
@@ -348,7 +350,7 @@ async def _repair(loop, event, first: int, end: int) -> None:
         if events is None:
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        await _write_until_taken(loop, events, _merges.news(pipeline.miner))
+        await _write_until_taken(loop, events, _merges.news(pipeline.miner), pipeline.take_catalog())
         await _account(event, items, events)
     ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
 
@@ -403,7 +405,8 @@ async def process(batches):
             metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
             if pending is not None:
                 await _finish(stream, pending)
-            pending = (asyncio.ensure_future(_write_until_taken(loop, events, _merges.news(pipeline.miner))),
+            pending = (asyncio.ensure_future(_write_until_taken(
+                loop, events, _merges.news(pipeline.miner), pipeline.take_catalog())),
                        event, items, events)
             if not stream.channel.empty():  # more is waiting: overlap with the next batch
                 continue
@@ -440,6 +443,24 @@ async def consumer_lag() -> None:
             continue
         committed = committed_offset(consumer, tp) or 0
         metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max((high or 0) - committed, 0))
+
+
+MARKS_SECONDS = 5.0  # how often the worker reads the template marks (feedback) from the store
+
+
+@app.timer(interval=MARKS_SECONDS)
+async def template_marks() -> None:
+    """Feedback on templates (POST /api/templates/{id}/feedback) is stored in Elasticsearch by
+    the API; the worker reads the marks every MARKS_SECONDS and scores the next lines with them
+    (in the event loop, between two batches: a batch is scored with one set of marks)."""
+    try:
+        marks = await asyncio.get_running_loop().run_in_executor(None, store().template_marks)
+    except Exception as exc:  # noqa: BLE001 - the marks in force stay; read again next time
+        log.warning("could not read the template marks (%s)", redact(f"{type(exc).__name__}: {exc}")[:200])
+        return
+    if marks != pipeline.scorer.marks:
+        log.info("template marks: %d in force", len(marks))
+        pipeline.scorer.marks = marks
 
 
 _last_summary: tuple | None = None
