@@ -177,7 +177,10 @@ class Pipeline:
                 ts=ts,
                 params=mined.params,
                 source=item.get("stream") or item.get("source"),
-                kind=fmt if fmt != "inferred" else f"inferred:{item.get('stream') or item.get('source')}",
+                # a kind: hosts of one named stream (a service, a file) are each other's fleet,
+                # else the hosts writing one format; a learned layout is its source's own
+                kind=(f"{fmt}:{item['stream']}" if item.get("stream")
+                      else fmt if fmt != "inferred" else f"inferred:{item.get('source')}"),
             )
             lines.append((x, ctx))
             out.append({

@@ -457,7 +457,9 @@ class AnomalyScorer:
         self.pairs = DecayedRate(max_keys=_MAX_PAIRS)
         self.errors = DecayedRate(max_keys=_MAX_HOSTS)
         # every host's errors (last ts, level over tau, decayed count over a day), each host's
-        self._err_fleet = [0.0, 0.0, 0.0]
+        # per kind of source (its log format): (last ts, level over tau, decayed count over a
+        # day) of the errors of every host of that kind; each host's share of its kind's
+        self._err_fleets: dict[str | None, list] = {}
         self._err_share: dict[str, list] = {}
         self._template_cache: dict[str, tuple[float, float]] = {}
         # novelty: templates seen exactly once, recent rate of new templates
@@ -511,8 +513,10 @@ class AnomalyScorer:
         state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
-            state["_err_fleet"] = [0.0, 0.0, 0.0]
             state["_err_share"] = {}
+        if "_err_fleets" not in state:  # before fleets per kind: the one fleet was every kind's
+            old_fleet = state.pop("_err_fleet", None)
+            state["_err_fleets"] = {None: old_fleet} if old_fleet else {}
         for name, cap in (("hosts", _MAX_HOSTS), ("templates", _MAX_KEYS), ("errors", _MAX_HOSTS)):
             if state[name].max_keys is None:  # a checkpoint from before these bounds
                 state[name].max_keys = cap
@@ -591,11 +595,13 @@ class AnomalyScorer:
         rec_fast = 0.0
         if sev >= ERRORISH:
             ec, eu, ez = self.errors.add(hostkey, t_ev, default=0.0 if hu is not None else None)
-            sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now)
+            sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now, kind,
+                                                   has_peers)
             # judged against the rest of the fleet rather than its own past, for a line whose
             # pattern this host logs more than all other hosts together (it makes the flood;
             # a routine warning that comes while another pattern floods the host does not)
-            error_peer = sz > ez and pair_level > fleet_level - pair_level
+            error_peer = (sz is not None and sz > ez
+                          and pair_level > fleet_level - pair_level)
             if error_peer:
                 ez, eu = sz, share_expected
             error_burst = _zramp(ez)
@@ -633,13 +639,19 @@ class AnomalyScorer:
             ctx["mark"] = mark
         return x, ctx
 
-    def _error_share(self, host: str, ts: float, level: float) -> tuple[float, float | None]:
-        """A host's errors over the last minute against its usual share of the fleet's:
-        what the other hosts' current error rate implies for it. Its share is learned over
-        a day, so one flood (or a few) hardly moves it, unlike a peak, and a storm on every
-        host at once is no one host's flood. Returns (z, expected)."""
+    def _error_share(self, host: str, ts: float, level: float, kind: str | None = None,
+                     has_peers: bool = True) -> tuple[float | None, float | None]:
+        """A host's errors over the last minute against its usual share of its fleet's (the
+        hosts of its kind: one log format, one clock): what the other hosts' current error
+        rate implies for it. Its share is learned over a day, so one flood (or a few) hardly
+        moves it, unlike a peak, and a storm on every host at once is no one host's flood.
+        Returns (z, expected); z is None when the line is not judged (far out of order)."""
         tau = self.errors.tau
-        fleet = self._err_fleet
+        fleet = self._err_fleets.get(kind)
+        if fleet is None:
+            if len(self._err_fleets) >= _MAX_KEYS:
+                self._err_fleets.clear()
+            fleet = self._err_fleets[kind] = [ts, 0.0, 0.0]
         last, flevel, flong = fleet
         dt = ts - last
         if dt > 0:
@@ -647,7 +659,7 @@ class AnomalyScorer:
             flong *= 0.5 ** (dt / _SHARE_HALF_LIFE)
             fleet[0] = ts
         elif dt < -tau:  # far out of order: not judged, not learned
-            return 0.0, None
+            return None, None
         hst = self._err_share.get(host)
         if hst is None:
             if len(self._err_share) >= _MAX_HOSTS:
@@ -659,7 +671,7 @@ class AnomalyScorer:
             hst[0] = ts
         z, expected = 0.0, None
         share = hlong / flong if flong > 0 else 1.0
-        if flong >= _SHARE_MIN and share < 0.9 and len(self._err_share) > 1:
+        if flong >= _SHARE_MIN and share < 0.9 and has_peers:
             others = max(flevel - level, 0.0) + 1.0  # this line's own host excluded
             expected = others * share / (1.0 - share)
             z = (level - expected) / math.sqrt(expected + 1.0)
