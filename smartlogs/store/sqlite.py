@@ -74,7 +74,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
-CREATE INDEX IF NOT EXISTS events_received ON events(received);
+CREATE TABLE IF NOT EXISTS arrival_blocks (
+    first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     message, content='', tokenize='unicode61', detail='full', columnsize=0
 );
@@ -225,6 +227,23 @@ def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS) -> st
 
 
 _FTS_COLUMNS = ("rowid", "message")
+
+# Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
+# every event (19 bytes an event): each row holds a run of consecutive seqs and the lowest and
+# highest arrival time among them. Events are stored about in the order they arrived, so a
+# range of arrival time maps to a few runs of seqs, which the query reads by rowid and filters
+# on ``received`` itself (exact whatever the order). A batch joins the previous run while that
+# holds fewer than _BLOCK_EVENTS events (one row per ~2,000 events: small batches add none).
+_BLOCK_EVENTS = 2048
+_ADD_ARRIVAL_BLOCK = """
+INSERT INTO arrival_blocks (first_seq, last_seq, lo, hi)
+SELECT coalesce(b.first_seq, ?1), ?2, min(coalesce(b.lo, ?3), ?3), max(coalesce(b.hi, ?4), ?4)
+FROM (SELECT 1) LEFT JOIN (SELECT * FROM arrival_blocks ORDER BY first_seq DESC LIMIT 1) b
+     ON b.last_seq - b.first_seq + 1 < ?5 AND b.last_seq < ?1
+WHERE true
+ON CONFLICT (first_seq) DO UPDATE SET last_seq = excluded.last_seq, lo = excluded.lo, hi = excluded.hi
+"""
+_MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to the last)
 # window counts and template rows of the batch just inserted (seq ?1..?2), as
 # streams.windows.count_windows and the pipeline define them: window start = floor(ts / size)
 # * size (?3 = size), a missing host/component/level counts as "-"; a template keeps the
@@ -302,6 +321,7 @@ class SqliteStore:
         self._bodies.load(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
+        self._block_arrival_times(conn)
         self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
         row = conn.execute("SELECT value FROM meta WHERE key = 'arrival_windows'").fetchone()
         self._arrival_windows: int | None = int(row[0]) if row else None
@@ -380,6 +400,24 @@ class SqliteStore:
         conn.execute("DROP TABLE events_v1")
         conn.execute("VACUUM")
         log.info("moved %d events to the compact layout", total)
+
+    @staticmethod
+    def _block_arrival_times(conn: sqlite3.Connection) -> None:
+        """A store that indexed every event's arrival time gets ``arrival_blocks`` in its
+        place, once."""
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_received'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM arrival_blocks")
+            conn.execute(f"INSERT INTO arrival_blocks (first_seq, last_seq, lo, hi) "
+                         f"SELECT min(seq), max(seq), min(received), max(received) FROM events "
+                         f"GROUP BY seq / {_BLOCK_EVENTS}")
+            conn.execute("DROP INDEX events_received")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _adopt_old_spool(self, conn: sqlite3.Connection) -> None:
         """Spool batches are numbered past everything the store has applied: from a store
@@ -539,6 +577,9 @@ class SqliteStore:
              e["template_id"], e["anomaly"], b) for e, b in zip(events, bodies)])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
+        received = [e["received"] for e in events]
+        conn.execute(_ADD_ARRIVAL_BLOCK, (events[0]["seq"], events[-1]["seq"], min(received),
+                                          max(received), _BLOCK_EVENTS))
 
     def _insert_many(self, conn: sqlite3.Connection, table: str, columns: tuple,
                      rows: list[tuple]) -> None:
@@ -668,6 +709,14 @@ class SqliteStore:
         conn = self._conn()
         where, args, join = [], [], ""
         node = qsyntax.parse_query(query.q) if query.q else None
+        conn.execute("BEGIN")  # one snapshot: arrival runs, total, page and cursor agree
+        try:
+            return self._search(conn, query, node, where, args, join)
+        finally:
+            conn.execute("COMMIT")
+
+    def _search(self, conn: sqlite3.Connection, query: EventQuery, node, where: list,
+                args: list, join: str) -> SearchResult:
         if node is not None:
             fts = qsyntax.fts5(node)
             if fts is not None:  # the usual case: FTS5 drives the query
@@ -687,6 +736,10 @@ class SqliteStore:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
         col = "e.received" if query.basis == "arrival" else "e.ts"
+        if col == "e.received" and (query.since is not None or query.until is not None):
+            runs = self._arrival_runs(conn, query.since, query.until)
+            where.append("(" + (" OR ".join(["e.seq BETWEEN ? AND ?"] * len(runs)) or "0") + ")")
+            args.extend(x for run in runs for x in run)
         if query.since is not None:
             where.append(f"{col} >= ?")
             args.append(query.since)
@@ -721,16 +774,30 @@ class SqliteStore:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             return total, rows, last
 
-        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
-        try:
-            total, rows, last = self._budgeted(conn, run)
-        finally:
-            conn.execute("COMMIT")
+        total, rows, last = self._budgeted(conn, run)
         more = 0 <= query.limit < len(rows)
         if more:
             rows = rows[:query.limit]
         return SearchResult(total=total, events=[self._row_to_event(conn, r) for r in rows],
                             last_seq=last, more=more)
+
+    @staticmethod
+    def _arrival_runs(conn: sqlite3.Connection, since: float | None,
+                      until: float | None) -> list[tuple[int, int]]:
+        """The runs of seqs whose arrival times may fall in [since, until) (see
+        ``arrival_blocks``), adjacent runs joined; at most _MAX_RANGES."""
+        lo = since if since is not None else float("-inf")
+        hi = until if until is not None else float("inf")
+        runs: list[list[int]] = []
+        for a, b in conn.execute("SELECT first_seq, last_seq FROM arrival_blocks "
+                                 "WHERE hi >= ? AND lo < ? ORDER BY first_seq", (lo, hi)):
+            if runs and a == runs[-1][1] + 1:
+                runs[-1][1] = b
+            else:
+                runs.append([a, b])
+        if len(runs) > _MAX_RANGES:
+            runs = [[runs[0][0], runs[-1][1]]]
+        return [(a, b) for a, b in runs]
 
     def _row_to_event(self, conn: sqlite3.Connection, row: tuple) -> dict:
         (seq, eid, ts, received, host, component, level, template_id, anomaly, body) = row
@@ -847,6 +914,8 @@ class SqliteStore:
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
+                conn.execute("DELETE FROM arrival_blocks WHERE last_seq < "
+                             "(SELECT min(seq) FROM events)")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -292,7 +292,8 @@ def _answers(store: SqliteStore) -> list:
                EventQuery(q="-session", limit=-1), EventQuery(host="a", limit=-1),
                EventQuery(level="ERROR", limit=-1), EventQuery(template="T3", limit=-1),
                EventQuery(anomaly=True, limit=-1), EventQuery(since=0.0, until=100.0, limit=-1),
-               EventQuery(arrival=True, limit=-1), EventQuery(after_seq=1000, limit=-1)]
+               EventQuery(arrival=True, limit=-1), EventQuery(after_seq=1000, limit=-1),
+               EventQuery(since=1000.0, until=1900.0, basis="arrival", limit=-1)]
     out = []
     for q in queries:
         r = store.search(q)
@@ -308,6 +309,7 @@ def test_a_store_written_in_the_old_layout_is_moved_on_open_and_answers_the_same
     for i in range(2600):  # past the first body dictionary (2,000 events)
         e = _event(i, rng)
         e["message"] = f"{MESSAGES[i % len(MESSAGES)]} {i}"
+        e["received"] = float(i + rng.randint(-50, 50))
         events.append(e)
     store = SqliteStore(tmp_path / "s.db")
     for k in range(0, len(events), 500):
@@ -351,6 +353,31 @@ def test_a_move_stopped_midway_resumes_when_the_store_is_opened_again(tmp_path, 
     monkeypatch.setattr(SqliteStore, "_insert_events", real)
     store = SqliteStore(tmp_path / "s.db")
     assert _answers(store) == want and store.count_events() == 900
+    store.close()
+
+
+@pytest.mark.parametrize("batch", [1, 7, 500, 3000])
+def test_arrival_time_ranges_find_exactly_the_events_received_in_them(tmp_path, batch):
+    """Arrival time is searched through runs of seqs (``arrival_blocks``), not an index: events
+    stored out of arrival order, in batches small and large, are all found, and only them."""
+    from smartlogs.store.base import EventQuery
+
+    rng = random.Random(batch)
+    events = [_event(i, rng) for i in range(3000)]
+    for i, e in enumerate(events):  # mostly in arrival order, some late, some far off
+        e["received"] = 1_800_000_000.0 + i * 0.5 + rng.choice([0.0, 0.0, -30.0, 7.5, 4000.0])
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(0, len(events), batch):
+        store.write(events[k:k + batch], window_seconds=60)
+    for _ in range(40):
+        since = 1_800_000_000.0 + rng.uniform(-100, 3600)
+        until = since + rng.choice([0.5, 10.0, 300.0, 5000.0])
+        want = sorted(e["id"] for e in events if since <= e["received"] < until)
+        got = store.search(EventQuery(since=since, until=until, basis="arrival", limit=-1))
+        assert sorted(e["id"] for e in got.events) == want and got.total == len(want)
+    got = store.search(EventQuery(since=1_800_004_000.0, basis="arrival", limit=-1))
+    assert got.total == sum(e["received"] >= 1_800_004_000.0 for e in events)
+    assert store._conn().execute("SELECT count(*) FROM arrival_blocks").fetchone()[0] <= 3
     store.close()
 
 
