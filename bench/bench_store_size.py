@@ -2,6 +2,7 @@
 the latency of each /api/events filter kind, at N stored lines.
 
     python bench/bench_store_size.py --lines 1000000 [--against REV] [--keep DIR]
+    python bench/bench_store_size.py --keep DIR --queries-only   # the queries again, on DIR
 
 Linux_2k.log goes through the real pipeline once (parse, template mining, scoring); its 2,000
 events are then written N/2000 times through ``SqliteStore.write`` (2,000 per batch, as the
@@ -134,11 +135,25 @@ def queries(base: list[dict], n_lines: int):
     ]
 
 
+def run_queries(store, base: list[dict]) -> None:
+    n = store.count_events()
+    print(f"queries at {n:,} events (ms, median of 3; limit 50):")
+    for label, q in queries(base, n):
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            r = store.search(q)
+            times.append((time.perf_counter() - t) * 1000)
+        print(f"  {label:<40} {statistics.median(times):8.1f} ms  {r.total:>10,} matched")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--against", help="git revision whose smartlogs/store/sqlite.py to measure")
     ap.add_argument("--keep", help="directory to write the store into (kept afterwards)")
+    ap.add_argument("--queries-only", action="store_true",
+                    help="only the queries, on the store --keep names (written before)")
     args = ap.parse_args()
     cls = load_store_class(args.against)
     base, lines = base_events()
@@ -146,6 +161,10 @@ def main() -> None:
     d = pathlib.Path(args.keep) if args.keep else pathlib.Path(tempfile.mkdtemp())
     d.mkdir(parents=True, exist_ok=True)
     store = cls(d / "smartlogs.db", window_seconds=60)
+    if args.queries_only:
+        run_queries(store, base)
+        store.close()
+        return
     raw = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     marks = []
@@ -172,14 +191,7 @@ def main() -> None:
     for name, size in where_the_bytes_go(d / "smartlogs.db"):
         if size >= total / 1000:
             print(f"  {name:<28} {size / 1e6:8.1f} MB  {size / n:6.1f} bytes/event")
-    print("queries (ms, median of 3; limit 50):")
-    for label, q in queries(base, n):
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            r = store.search(q)
-            times.append((time.perf_counter() - t) * 1000)
-        print(f"  {label:<40} {statistics.median(times):8.1f} ms  {r.total:>10,} matched")
+    run_queries(store, base)
     store.close()
     if not args.keep:
         shutil.rmtree(d, ignore_errors=True)
