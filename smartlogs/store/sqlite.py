@@ -243,6 +243,8 @@ FROM (SELECT 1) LEFT JOIN (SELECT * FROM arrival_blocks ORDER BY first_seq DESC 
 WHERE true
 ON CONFLICT (first_seq) DO UPDATE SET last_seq = excluded.last_seq, lo = excluded.lo, hi = excluded.hi
 """
+_DENSE = 100  # words in at least 1 event in _DENSE: the query walks events, not matches
+_FTS_SET = "+e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
 _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to the last)
 # window counts and template rows of the batch just inserted (seq ?1..?2), as
 # streams.windows.count_windows and the pipeline define them: window start = floor(ts / size)
@@ -766,12 +768,31 @@ class SqliteStore:
             page = f"{clause} AND {cond}" if clause else f" WHERE {cond}"
             page_args.extend(key)
 
+        fts = args[0] if join else None
+        only_words = bool(join) and len(where) == 1
+
         def run():
-            total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            nonlocal join, clause, page
+            total = None
+            if fts is not None:
+                # How many events have the words decides the plan. Few: the full-text index
+                # drives (each match looked up, then sorted). Many (>= 1% of the store): the
+                # matches are read once into a set and the events walked in the order asked
+                # for (an index), each tested against the set, until the page is full; the
+                # join would look up and sort every match. Either way the same rows.
+                hits = conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
+                                    (fts,)).fetchone()[0]
+                if only_words:  # every indexed message is a stored event's
+                    total = hits
+                if hits * _DENSE >= last:
+                    join = ""
+                    clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
+            if total is None:
+                total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
             rows = conn.execute(
                 f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
             ).fetchall()
-            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             return total, rows, last
 
         total, rows, last = self._budgeted(conn, run)
