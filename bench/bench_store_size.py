@@ -108,7 +108,8 @@ def queries(base: list[dict], n_lines: int):
     mid_copy = (n_lines // len(base)) // 2
     t0 = lo + mid_copy * span + 86400.0  # a day inside a copy in the middle of the store
     host = Counter(e["host"] for e in base).most_common(1)[0][0]
-    tmpl = Counter(e["template_id"] for e in base).most_common(1)[0][0]
+    tmpls = Counter(e["template_id"] for e in base).most_common()
+    tmpl, rare_tmpl = tmpls[0][0], tmpls[-1][0]
     levels = Counter(e["level"] for e in base if e["level"])
     level = levels.most_common()[-1][0] if levels else "error"
     r_mid = 1.8e9 + (n_lines // 2) * 0.001
@@ -123,7 +124,8 @@ def queries(base: list[dict], n_lines: int):
         ("q rare word: kernel", EventQuery(q="kernel")),
         (f"host={host}", EventQuery(host=host)),
         (f"level={level}", EventQuery(level=level)),
-        (f"template={tmpl}", EventQuery(template=tmpl)),
+        (f"template={tmpl} (most common)", EventQuery(template=tmpl)),
+        (f"template={rare_tmpl} (rarest)", EventQuery(template=rare_tmpl)),
         ("anomaly=true", EventQuery(anomaly=True)),
         ("time range (1 day, event time)", EventQuery(since=t0, until=t0 + 86400.0)),
         ("time range (10 s, arrival time)", EventQuery(since=r_mid, until=r_mid + 10.0,

@@ -13,17 +13,27 @@ mode exactly-once), and FTS5 gives real full-text search. One file, no server.
 Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
-  events     one row per event; ``seq`` is the store's own monotonically growing cursor
-  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=full``: word
-             positions, which phrases (``"session opened"``) need; a store made with the
-             older ``detail=none`` index is rebuilt once when opened)
+  events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
+             only for what queries filter, sort or count by (id, ts, received, host, component,
+             level, template id, anomaly); the rest, what is only displayed (message, template
+             text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
+             with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
+  events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
+             second time here), ``detail=full``: word positions, which phrases
+             (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
+  arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
+             ranges are searched, instead of an index on every event
   windows    (window start, dimension, key) → count, derived from stored events only
   templates  template id → latest text, count, first/last event time, an example line
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
 
-Indexes are kept to what the hot queries need (time, host, anomalies, id): each extra
-index costs ~2 µs per stored line (bench/RESULTS.md). Level and template filters scan by time;
-their counts come from ``windows``.
+A store written before bodies (every field a column, the full-text index reading
+``message``) is moved to this layout when opened, once, in resumable batches.
+
+Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
+one, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+event. The template filter walks the time index; its counts come from ``windows``. Bytes per
+event and query times at 1M and 10M lines: bench/bench_store_size.py, bench/RESULTS.md.
 
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
@@ -74,6 +84,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
+CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
 );
@@ -359,7 +370,8 @@ class SqliteStore:
         if "message" in cols:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for ix in ("events_ts", "events_host_ts", "events_anomaly_ts", "events_received"):
+                for ix in ("events_ts", "events_host_ts", "events_anomaly_ts", "events_received",
+                           "events_level_ts"):
                     conn.execute(f"DROP INDEX IF EXISTS {ix}")
                 conn.execute("DROP TABLE IF EXISTS events_fts")
                 conn.execute("ALTER TABLE events RENAME TO events_v1")
