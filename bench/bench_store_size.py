@@ -51,12 +51,20 @@ def base_events() -> tuple[list[dict], list[str]]:
     return events, lines
 
 
-def copies(base: list[dict], n_lines: int):
+def _span(base: list[dict], copy_span: float | None) -> tuple[float, float, float]:
+    """(first ts, span of one copy, scale of its times)."""
+    lo = min(e["ts"] for e in base)
+    span = max(e["ts"] for e in base) - lo + 86400.0
+    if copy_span:
+        return lo, copy_span, copy_span / span
+    return lo, span, 1.0
+
+
+def copies(base: list[dict], n_lines: int, copy_span: float | None = None):
     """Batches of 2,000 events: copy k of the base with new ids and later times."""
     from streams.pipeline import _iso
 
-    lo = min(e["ts"] for e in base)
-    span = max(e["ts"] for e in base) - lo + 86400.0
+    lo, span, scale = _span(base, copy_span)
     k = 0
     while k * len(base) < n_lines:
         shift = k * span
@@ -65,7 +73,7 @@ def copies(base: list[dict], n_lines: int):
             e = dict(e)
             n = k * len(base) + i
             e["id"] = f"bench:{n}"
-            e["ts"] = e["ts"] + shift
+            e["ts"] = lo + shift + (e["ts"] - lo) * scale
             e["timestamp"] = _iso(e["ts"])
             e["received"] = 1.8e9 + n * 0.001
             batch.append(e)
@@ -97,16 +105,15 @@ def where_the_bytes_go(path: pathlib.Path) -> list[tuple[str, int]]:
     return rows
 
 
-def queries(base: list[dict], n_lines: int):
+def queries(base: list[dict], n_lines: int, copy_span: float | None = None):
     """(label, EventQuery) for each filter kind of /api/events."""
     from collections import Counter
 
     from smartlogs.store.base import EventQuery
 
-    lo = min(e["ts"] for e in base)
-    span = max(e["ts"] for e in base) - lo + 86400.0
+    lo, span, scale = _span(base, copy_span)
     mid_copy = (n_lines // len(base)) // 2
-    t0 = lo + mid_copy * span + 86400.0  # a day inside a copy in the middle of the store
+    t0 = lo + mid_copy * span + 86400.0 * scale  # a day inside a copy in the middle of the store
     host = Counter(e["host"] for e in base).most_common(1)[0][0]
     tmpls = Counter(e["template_id"] for e in base).most_common()
     tmpl, rare_tmpl = tmpls[0][0], tmpls[-1][0]
@@ -127,20 +134,57 @@ def queries(base: list[dict], n_lines: int):
         (f"template={tmpl} (most common)", EventQuery(template=tmpl)),
         (f"template={rare_tmpl} (rarest)", EventQuery(template=rare_tmpl)),
         ("anomaly=true", EventQuery(anomaly=True)),
-        ("time range (1 day, event time)", EventQuery(since=t0, until=t0 + 86400.0)),
+        ("time range (1 day*, event time)", EventQuery(since=t0, until=t0 + 86400.0 * scale)),
         ("time range (10 s, arrival time)", EventQuery(since=r_mid, until=r_mid + 10.0,
                                                          basis="arrival")),
         ("order=arrival", EventQuery(arrival=True)),
         ("tail (after=N-100)", EventQuery(after_seq=n_lines - 100)),
-        ("q + host + time range", EventQuery(q="session", host=host, since=t0,
-                                             until=t0 + 30 * 86400.0)),
+        ("q + host + time range (30 days*)", EventQuery(q="session", host=host, since=t0,
+                                                        until=t0 + 30 * 86400.0 * scale)),
     ]
 
 
-def run_queries(store, base: list[dict]) -> None:
+def measure_elasticsearch(args, base: list[dict], lines: list[str]) -> None:
+    """The Elasticsearch store's bytes per line, measured as for SQLite: N lines through
+    ``ElasticsearchStore.write`` (monthly indices), then a refresh and a forcemerge to one
+    segment, then the indices' store size (``_cat/indices?bytes=b``)."""
+    import httpx
+
+    from smartlogs.store.elasticsearch import ElasticsearchStore
+
+    url = args.elasticsearch.rstrip("/")
+    prefix = f"bench-store-size-{os.getpid()}"
+    store = ElasticsearchStore(url, index_prefix=prefix, index_period="month")
+    http = httpx.Client(timeout=600)
+    raw = 0
+    try:
+        wall0 = time.perf_counter()
+        for _, batch in copies(base, args.lines, args.copy_span):
+            store.write(batch, window_seconds=60)
+            raw += sum(len(lines[i].encode()) + 1 for i in range(len(batch)))
+        wall = time.perf_counter() - wall0
+        http.post(f"{url}/{prefix}-*/_refresh").raise_for_status()
+        http.post(f"{url}/{prefix}-*/_forcemerge?max_num_segments=1").raise_for_status()
+        rows = http.get(f"{url}/_cat/indices/{prefix}-*?bytes=b&format=json").json()
+        size = sum(int(r["pri.store.size"]) for r in rows)
+        docs = sum(int(r["docs.count"]) for r in rows)
+        print(f"elasticsearch: {docs:,} documents in {len(rows)} indices, raw {raw / 1e6:.1f} MB; "
+              f"primary store {size / 1e6:.1f} MB = {size / raw:.2f}x raw, {size / docs:.0f} "
+              f"bytes/event after forcemerge; write {docs / wall:,.0f} lines/s")
+    finally:
+        store.close()
+        names = [r["index"] for r in http.get(
+            f"{url}/_cat/indices/{prefix}-*?format=json").json()]
+        if names:
+            http.delete(f"{url}/{','.join(names)}")
+        http.delete(f"{url}/_index_template/{prefix}")
+        http.close()
+
+
+def run_queries(store, base: list[dict], copy_span: float | None = None) -> None:
     n = store.count_events()
-    print(f"queries at {n:,} events (ms, median of 3; limit 50):")
-    for label, q in queries(base, n):
+    print(f"queries at {n:,} events (ms, median of 3; limit 50; * of the original log's time):")
+    for label, q in queries(base, n, copy_span):
         times = []
         for _ in range(3):
             t = time.perf_counter()
@@ -156,21 +200,27 @@ def main() -> None:
     ap.add_argument("--keep", help="directory to write the store into (kept afterwards)")
     ap.add_argument("--queries-only", action="store_true",
                     help="only the queries, on the store --keep names (written before)")
+    ap.add_argument("--copy-span", type=float, help="seconds of event time one copy of the "
+                    "log spans (default: as the log, ~45 days; fewer: more events per window)")
+    ap.add_argument("--elasticsearch", metavar="URL", help="measure the Elasticsearch store "
+                    "instead (indices under a prefix of its own, deleted afterwards)")
     args = ap.parse_args()
     cls = load_store_class(args.against)
     base, lines = base_events()
     raw_per_copy = sum(len(x.encode()) + 1 for x in lines)
+    if args.elasticsearch:
+        return measure_elasticsearch(args, base, lines)
     d = pathlib.Path(args.keep) if args.keep else pathlib.Path(tempfile.mkdtemp())
     d.mkdir(parents=True, exist_ok=True)
     store = cls(d / "smartlogs.db", window_seconds=60)
     if args.queries_only:
-        run_queries(store, base)
+        run_queries(store, base, args.copy_span)
         store.close()
         return
     raw = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     marks = []
-    for k, batch in copies(base, args.lines):
+    for k, batch in copies(base, args.lines, args.copy_span):
         store.write(batch, window_seconds=60, applied_seq=k)
         raw += raw_per_copy if len(batch) == len(base) else sum(
             len(lines[i].encode()) + 1 for i in range(len(batch)))
@@ -193,7 +243,7 @@ def main() -> None:
     for name, size in where_the_bytes_go(d / "smartlogs.db"):
         if size >= total / 1000:
             print(f"  {name:<28} {size / 1e6:8.1f} MB  {size / n:6.1f} bytes/event")
-    run_queries(store, base)
+    run_queries(store, base, args.copy_span)
     store.close()
     if not args.keep:
         shutil.rmtree(d, ignore_errors=True)
