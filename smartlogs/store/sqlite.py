@@ -782,6 +782,9 @@ class SqliteStore:
 
         fts = args[0] if join else None
         only_words = bool(join) and len(where) == 1
+        # a range of time or seqs is read through its index, each row probing the full-text
+        # index: kept whatever the words (the walk would read every match first)
+        ranged = query.since is not None or query.until is not None or query.after_seq is not None
 
         def run():
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -789,15 +792,15 @@ class SqliteStore:
             total = None
             if fts is not None:
                 # How many events have the words decides the plan. Few: the full-text index
-                # drives (each match looked up, then sorted). Many (>= 1% of the store): the
-                # matches are read once into a set and the events walked in the order asked
-                # for (an index), each tested against the set, until the page is full; the
-                # join would look up and sort every match. Either way the same rows.
+                # drives (each match looked up, then sorted). Many (>= 1% of the store) and no
+                # time range: the matches are read once into a set and the events walked in
+                # the order asked for (an index), each tested against the set, until the page
+                # is full; the join would look up and sort every match. Same rows either way.
                 hits = conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
                                     (fts,)).fetchone()[0]
                 if only_words:  # every indexed message is a stored event's
                     total = hits
-                if hits * _DENSE >= last:
+                if hits * _DENSE >= last and not ranged:
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
             if total is None:
