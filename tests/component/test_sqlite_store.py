@@ -563,3 +563,28 @@ def test_both_plans_of_a_word_query_give_the_same_pages(tmp_path, monkeypatch, q
     assert got[0] == got[10**9]
     assert any(p[0][0] for p in got[0])  # the queries match something
     store.close()
+
+
+def test_retention_takes_deleted_events_out_of_the_full_text_index(tmp_path):
+    """The index keeps no copy of the messages: retention hands it each deleted event's message
+    (from its body), and word counts, totals and pages stay those of the events left."""
+    from smartlogs.store.base import EventQuery
+
+    events = [_loglike(i) for i in range(3000)]
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(0, 3000, 1000):
+        store.write([dict(e) for e in events[k:k + 1000]], window_seconds=60)
+    cut = events[1800]["ts"]
+    while store.delete_before(cut, limit=500):
+        pass
+    left = [e for e in events if e["ts"] >= cut]
+    for q, has in (("session", lambda m: "session" in m.split()),
+                   ('"Accepted password"', lambda m: m.startswith("Accepted password")),
+                   ("auth*", lambda m: m.startswith("authentication"))):
+        want = [e["id"] for e in sorted(left, key=lambda e: -e["ts"]) if has(e["message"])]
+        got = store.search(EventQuery(q=q, limit=-1))
+        assert got.total == len(want) and [e["id"] for e in got.events] == want
+        fts = store._conn().execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
+                                    (q.replace("auth*", '"auth"*'),)).fetchone()[0]
+        assert fts == len(want)
+    store.close()
