@@ -161,12 +161,13 @@ class _Bodies:
     def encode(self, conn: sqlite3.Connection, values: list[bytes]) -> list[bytes]:
         """JSON bodies → blobs (with the current dictionary)."""
         n = self.current
+        d = self._dict(conn, n) if n else None
         cache = getattr(self._local, "c", None)
-        if cache is None or cache[0] != n:
-            c = (zstd.ZstdCompressor(level=self.LEVEL, dict_data=self._dict(conn, n),
-                                     write_checksum=False, write_dict_id=False) if n else
+        if cache is None or cache[0] is not d or cache[2][0] != n:
+            c = (zstd.ZstdCompressor(level=self.LEVEL, dict_data=d, write_checksum=False,
+                                     write_dict_id=False) if n else
                  zstd.ZstdCompressor(level=self.LEVEL, write_checksum=False))
-            cache = self._local.c = (n, c, bytes((n,)))
+            cache = self._local.c = (d, c, bytes((n,)))
         _, c, head = cache
         return [head + c.compress(v) for v in values]
 
@@ -175,11 +176,11 @@ class _Bodies:
         ds = getattr(self._local, "d", None)
         if ds is None:
             ds = self._local.d = {}
-        d = ds.get(n)
-        if d is None:
-            d = ds[n] = (zstd.ZstdDecompressor(dict_data=self._dict(conn, n)) if n else
-                         zstd.ZstdDecompressor())
-        return orjson.loads(d.decompress(memoryview(blob)[1:]))
+        zd = self._dict(conn, n) if n else None
+        got = ds.get(n)
+        if got is None or got[0] is not zd:  # (a dictionary of a rolled-back batch: replaced)
+            got = ds[n] = (zd, zstd.ZstdDecompressor(dict_data=zd) if n else zstd.ZstdDecompressor())
+        return orjson.loads(got[1].decompress(memoryview(blob)[1:]))
 
     def maybe_train(self, conn: sqlite3.Connection, events: int, fresh: list[bytes]) -> None:
         """Once the store holds ``next_training`` events: a new dictionary from the latest
@@ -208,6 +209,9 @@ class _Bodies:
         """After a rollback: the dictionary trained in it is not in the store."""
         self.current, self.next_training = 0, self.FIRST
         self.load(conn)
+        with self._lock:
+            for n in [n for n in self._dicts if n > self.current]:
+                del self._dicts[n]
 
 
 def _ts_text(ts: float) -> str:

@@ -475,7 +475,14 @@ def test_a_batch_rolled_back_after_training_a_dictionary_leaves_nothing_behind(t
         store.write([dict(e) for e in events[1500:]], window_seconds=60)  # trains, rolls back
     assert store._bodies.current == 0
     store._upsert_templates = real
+    for e in events[1500:]:  # other events this time: another dictionary is trained
+        e["message"] = f"disk {e['id']} full after {e['message']}"
     store.write([dict(e) for e in events[1500:]], window_seconds=60)
+    assert store._bodies.current == 1
+    got = {e["id"]: e for e in store.search(EventQuery(limit=-1)).events}
+    assert [got[e["id"]]["message"] for e in events] == [e["message"] for e in events]
+    store.close()
+    store = SqliteStore(tmp_path / "s.db")  # and from the file, in a new process's view
     got = {e["id"]: e for e in store.search(EventQuery(limit=-1)).events}
     assert [got[e["id"]]["message"] for e in events] == [e["message"] for e in events]
     store.close()
