@@ -32,8 +32,10 @@ A store written before bodies (every field a column, the full-text index reading
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
 one, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
-event. The template filter walks the time index; its counts come from ``windows``. Bytes per
-event and query times at 1M and 10M lines: bench/bench_store_size.py, bench/RESULTS.md.
+event. The template filter has none: it walks the time index (a page of a common template is
+quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
+``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+bench/RESULTS.md.
 
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
