@@ -215,6 +215,10 @@ class AlertEngine:
 
     def __init__(self, rules: tuple[AlertRule, ...] = (), *, warmup_lines: int = 1000,
                  late_seconds: float = 300.0):
+        # the template catalog's marks (template id -> "expected" | "always_alert"), read
+        # through ``marks_of`` (set by the runtime): an expected pattern raises no new_template
+        # or template_spike alert; an always-alert one is flagged, so anomaly_burst counts it
+        self.marks_of = None
         self.rules = tuple(rules)
         self.warmup_lines = warmup_lines
         self.late_seconds = late_seconds
@@ -225,9 +229,15 @@ class AlertEngine:
         self._suppressed: dict[tuple[str, float], int] = {}
         self._event_clock = 0.0  # newest event time among historical lines
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["marks_of"] = None  # the runtime's, set again after a restore
+        return state
+
     # -- input -----------------------------------------------------------------------------
     def observe(self, events: list[dict]) -> list[Alert]:
         out: list[Alert] = []
+        marks = self.marks_of() if self.marks_of is not None else None
         for e in events:
             historical = e["received"] - e["ts"] > self.late_seconds
             t = e["ts"] if historical else e["received"]
@@ -238,7 +248,10 @@ class AlertEngine:
             self.lines += 1
             if historical:
                 self._event_clock = max(self._event_clock, t)
+            expected = bool(marks) and marks.get(e["template_id"]) == "expected"
             for rule in self.rules:
+                if expected and rule.kind in ("new_template", "template_spike"):
+                    continue  # marked expected by a user: its newness and rate are known
                 if rule.kind == "new_template":
                     if not (new_template and warmed):
                         continue
