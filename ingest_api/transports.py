@@ -125,6 +125,7 @@ class SpoolTransport:
             self.runner.subscribe(self.alerting.on_stored)
             # the catalog's marks, as the pipeline has them now (feedback takes effect at once)
             self.alerting.engine.marks_of = lambda: self.runner.pipeline.scorer.marks
+            self.alerting.engine.lines_learned_of = lambda: self.runner.pipeline.lines
         self.retention = None
         if settings.retention_days > 0:
             from streams.retention import Retention
