@@ -34,6 +34,7 @@ from ingest_api.docs import add_offline_docs
 from ingest_api.receivers import LineBudget, es_bulk, ingest_slot, loki, otlp, read_body
 from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
+from ingest_api.templates_routes import router as templates_router
 from ingest_api.timeouts import ReadTimeoutMiddleware
 from ingest_api.transports import build_embedded, build_full
 from smartlogs import __version__, metrics
@@ -384,10 +385,6 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                                             windows=windows, top=top, basis=basis)
         return {"window_seconds": s.window_seconds, "time": basis, **out}
 
-    @app.get("/api/templates", summary="Mined templates with their counts")
-    def templates(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
-        return {"templates": request.app.state.store.templates(limit=limit)}
-
     @app.get("/api/sources", summary="Each source's learned header layout, lines and share parsed")
     def sources(request: Request):
         runner = getattr(request.app.state.transport, "runner", None)
@@ -439,6 +436,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     app.include_router(console_router)
     app.include_router(alerts_router)
     app.include_router(incidents_router)
+    app.include_router(templates_router)
     return app
 
 

@@ -48,6 +48,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 _ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
     "incidents.js": "text/javascript; charset=utf-8",  # the incidents view
+    "templates.js": "text/javascript; charset=utf-8",  # the Templates page
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -123,6 +123,9 @@ class SpoolTransport:
         self.alerting = Alerting.from_settings(settings)  # None without SMARTLOGS_ALERT_RULES
         if self.alerting is not None:
             self.runner.subscribe(self.alerting.on_stored)
+            # the catalog's marks, as the pipeline has them now (feedback takes effect at once)
+            self.alerting.engine.marks_of = lambda: self.runner.pipeline.scorer.marks
+            self.alerting.engine.lines_learned_of = lambda: self.runner.pipeline.lines
         self.retention = None
         if settings.retention_days > 0:
             from streams.retention import Retention

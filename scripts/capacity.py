@@ -29,7 +29,9 @@ RAW_BYTES_PER_LINE = 108.0  # Linux_2k.log: 108 MB for 1,000,000 lines
 # a line as a Kafka record value (JSON of the item, in batches of up to a few hundred lines):
 # Linux_2k.log lines as items with their ids are 155 bytes; arrival time and source add ~40
 KAFKA_BYTES_PER_LINE = 200.0
-ES_BYTES_PER_LINE = 250.0  # stored and indexed, per copy: an assumption until measured here
+# stored and indexed, per copy: bench/bench_store_size.py --elasticsearch, 200,000 Linux_2k.log
+# lines after a refresh and forcemerge: 188 bytes (bench/RESULTS.md)
+ES_BYTES_PER_LINE = 190.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def plan(i: Inputs) -> dict:
     >>> p["workers"], p["partitions"], p["api"], p["bridge"]
     (15, 30, 2, 2)
     >>> p["kafka_brokers"], p["elasticsearch_nodes"], p["rabbitmq_nodes"]
-    (3, 8, 1)
+    (3, 6, 1)
     """
     def cores(name: str) -> float:
         return i.rate * i.us[name] / 1e6 / i.utilisation

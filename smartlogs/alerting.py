@@ -75,6 +75,9 @@ def slack_payload(alert: Alert, console_url: str | None = None) -> dict:
     lines = [f"*{title}*", f"count {alert.count}" + (
         f" vs baseline {alert.baseline:.1f}" if alert.baseline is not None else "")]
     lines += [f"• {r}" for r in alert.reasons[:5]]
+    if alert.warming_up:
+        lines.append(f"_the model is still warming up ({alert.lines_learned:,} lines learned): "
+                     "its judgement is not trusted yet_")
     if alert.trigger:
         lines.append(f"> {str(alert.trigger.get('message', ''))[:300]}")
     link = console_link(console_url, alert)

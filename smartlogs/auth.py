@@ -213,6 +213,8 @@ ROUTE_SCOPES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (_GET, "/api/events", "read"),
     (_GET, "/api/stats", "read"),
     (_GET, "/api/templates", "read"),
+    (_GET, "/api/templates/{template_id}", "read"),
+    (frozenset({"POST"}), "/api/templates/{template_id}/feedback", "admin"),  # changes scoring
     (_GET, "/api/sources", "read"),
     (_GET, "/api/rejections", "read"),
     (_GET, "/api/stream", "read"),

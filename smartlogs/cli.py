@@ -908,12 +908,14 @@ from smartlogs.incidents_cli import incidents_command  # noqa: E402
 from smartlogs.evaluation import eval_app  # noqa: E402
 from smartlogs.kibana import kibana_setup_command  # noqa: E402
 from smartlogs.shipper import ship_command  # noqa: E402
+from smartlogs.templates_cli import templates_app  # noqa: E402
 
 app.command("kibana-setup")(kibana_setup_command)
 app.command("ship")(ship_command)
 app.command("incidents")(incidents_command)
 app.add_typer(eval_app, name="eval")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(templates_app, name="templates")
 
 
 def main() -> None:  # pragma: no cover

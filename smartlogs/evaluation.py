@@ -502,6 +502,116 @@ def eval_mixed(samples: dict[str, tuple[Path, Path | None]], *, seed: int = 0,
     }
 
 
+def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = (
+        "Linux", "OpenSSH", "Apache", "HDFS", "Zookeeper"), target_lines: int = 20_000,
+        episodes: int = 20, hosts: int = 8, warm_up: int = 500,
+        config: PipelineConfig | None = None) -> dict:
+    """Detection as in production: every sample under ``root`` as one source of one stream,
+    interleaved at random (each source keeps its order), the synthetic anomalies injected into
+    the sources in ``synthetic_on``, through one pipeline.
+
+    Per source: flags on its normal lines after its warm-up (the synthetic stream's clean first
+    pass; for the other sources their first ``warm_up`` lines; BGL's labelled alerts are not
+    normal), and incidents per simulated hour (its event-time span). Per synthetic kind: an
+    episode is found when at least one of its lines is flagged (so at least one incident covers
+    it). BGL: ROC-AUC of the stored scores on its lines in the mixed stream, each line scored
+    before it is learned, against the level alone, on the whole and on each contiguous half."""
+    rng = random.Random(seed)
+    samples = find_samples(root)
+    synthetic_on = set(synthetic_on)
+    queues: dict[str, list[dict]] = {}
+    normal: dict[str, set] = {}
+    labels: dict = {}
+    episodes_of: dict[str, list] = {}
+    for name, (log, _structured) in samples.items():
+        lines = _read_lines(log)
+        if not lines:
+            continue
+        if name in synthetic_on:
+            passes = max(3, math.ceil(target_lines / len(lines)))
+            # the synthetic streams of ``eval_synthetic`` (same hosts, rate, episodes)
+            st = generate(lines, seed=seed, passes=passes, hosts=hosts, rate=2.0,
+                          episodes=episodes)
+            items = [{**it, "id": f"{name}:{it['id']}", "host": f"{name.lower()}-{it['host']}",
+                      "stream": name} for it in st.items]
+            normal[name] = {f"{name}:{i}" for i in st.normal_ids_after_warmup()}
+            episodes_of[name] = [(e.kind, [f"{name}:{i}" for i in e.ids]) for e in st.episodes]
+        else:
+            items = [{"id": f"{name}:{i}", "raw": line, "stream": name}
+                     for i, line in enumerate(lines)]
+            bgl = name == "BGL"
+            if bgl:
+                labels.update((it["id"], _bgl_label(it["raw"])) for it in items)
+            normal[name] = {it["id"] for it in items[warm_up:]
+                            if not (bgl and labels[it["id"]])}
+        queues[name] = items
+    order = [name for name, q in queues.items() for _ in q]
+    rng.shuffle(order)
+    pos = dict.fromkeys(queues, 0)
+    arrival = _arrival()
+    mixed = []
+    for k, name in enumerate(order):
+        it = dict(queues[name][pos[name]])
+        pos[name] += 1
+        it.setdefault("received", arrival + k * 0.01)
+        mixed.append(it)
+    pipeline, events = _run(mixed, config)
+    by_id = {e["id"]: e for e in events}
+    per_source: dict = {}
+    for name, items in queues.items():
+        evs = [by_id[it["id"]] for it in items]
+        flagged = [e for e in evs if e["anomaly"]]
+        norm = normal[name]
+        fp = sum(1 for e in flagged if e["id"] in norm)
+        span_h = max((max(e["ts"] for e in evs) - min(e["ts"] for e in evs)) / 3600.0, 1e-9)
+        incidents = {e.get("incident_id") for e in flagged if e.get("incident_id")}
+        per_source[name] = {
+            "lines": len(evs), "normal_after_warm_up": len(norm), "flagged": len(flagged),
+            "flagged_normal": fp, "fpr": fp / len(norm) if norm else 0.0,
+            "hours": span_h, "incidents": len(incidents) if "incident_id" in evs[0] else None,
+            "incidents_per_hour": (len(incidents) / span_h) if "incident_id" in evs[0] else None,
+        }
+    kinds: dict = {}
+    for name, eps in episodes_of.items():
+        for kind, ids in eps:
+            k = kinds.setdefault(kind, {"episodes": 0, "found": 0})
+            k["episodes"] += 1
+            k["found"] += any(by_id[i]["anomaly"] for i in ids)
+    for k in kinds.values():
+        k["recall"] = k["found"] / k["episodes"] if k["episodes"] else float("nan")
+    report = {"seed": seed, "lines": len(events), "sources": len(queues),
+              "per_source": per_source, "kinds": kinds, "bgl": None}
+    bgl_ids = [it["id"] for it in queues.get("BGL", [])]
+    if bgl_ids:
+        def auc(ids):
+            ys = [labels[i] for i in ids]
+            return {"lines": len(ids), "anomalous": int(sum(ys)),
+                    "roc_auc": roc_auc(ys, [by_id[i]["score"] for i in ids]),
+                    "level_only_roc_auc": roc_auc(
+                        ys, [SEVERITY.get(by_id[i]["level"], 0.5) for i in ids])}
+        half = len(bgl_ids) // 2
+        report["bgl"] = {"whole": auc(bgl_ids), "first_half": auc(bgl_ids[:half]),
+                         "second_half": auc(bgl_ids[half:])}
+    return report
+
+
+def _print_production(r: dict, echo) -> None:
+    echo(f"== production-like: {r['lines']} lines of {r['sources']} sources interleaved "
+         f"(seed {r['seed']}), one pipeline")
+    for name, v in r["per_source"].items():
+        inc = ("-" if v["incidents"] is None
+               else f"{v['incidents']} ({v['incidents_per_hour']:.1f}/h over {v['hours']:.1f} h)")
+        echo(f"  {name:<10} lines {v['lines']:>6}  flagged {v['flagged']:>4}  normal flagged "
+             f"{v['flagged_normal']:>4} of {v['normal_after_warm_up']:>6} = {v['fpr']:.2%}  "
+             f"incidents {inc}")
+    for kind, k in sorted(r["kinds"].items()):
+        echo(f"  {kind:<16} found {k['found']}/{k['episodes']} = {_fmt(k['recall'])}")
+    if r["bgl"]:
+        for part, b in r["bgl"].items():
+            echo(f"  BGL {part:<11} ROC-AUC {_fmt(b['roc_auc'])} (level alone "
+                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts")
+
+
 def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (
         "Linux", "OpenSSH", "Apache", "HDFS", "Zookeeper"), seed: int = 0,
         config: PipelineConfig | None = None, synthetic: bool = True) -> dict:
@@ -633,6 +743,24 @@ def _make_app() -> typer.Typer:
         r = eval_synthetic(log, seed=seed, episodes=episodes,
                            config=PipelineConfig(anomaly_quantile=quantile, min_anomaly_score=min_score))
         _print_synthetic(r, echo)
+        dump(r, json_out)
+
+    @app.command("production")
+    def production_cmd(
+        root: Annotated[Optional[Path], typer.Argument(help="Folder with the loghub samples (default: $SMARTLOGS_LOGHUB_DIR, else data/loghub from `smartlogs data fetch`, else ../shared/data/loghub).", show_default=False)] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the interleaving and the synthetic streams.")] = 0,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
+    ) -> None:
+        """Every sample as one source of one stream, synthetic anomalies injected into five:
+        flags on normal lines per source, incidents per hour, recall per kind, BGL ROC-AUC."""
+        from smartlogs.datasets import default_loghub_dir
+
+        root = root or default_loghub_dir()
+        if not root.is_dir() or not find_samples(root):
+            raise SystemExit(f"error: no loghub samples under {root}: pass their folder, set "
+                             "SMARTLOGS_LOGHUB_DIR, or run `smartlogs data fetch`")
+        r = eval_production(root, seed=seed)
+        _print_production(r, echo)
         dump(r, json_out)
 
     @app.command("loghub")

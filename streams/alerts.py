@@ -194,6 +194,10 @@ class Alert:
     trigger: dict | None = None  # the line that raised it
     samples: list[dict] = field(default_factory=list)
     at: float = 0.0          # when (the time basis of the rule: arrival or event time)
+    # the model was still warming up when the triggering line was scored (its flags are not
+    # trusted yet), and how many lines it had learned when the alert was raised
+    warming_up: bool = False
+    lines_learned: int = 0
 
 
 @dataclass
@@ -215,6 +219,12 @@ class AlertEngine:
 
     def __init__(self, rules: tuple[AlertRule, ...] = (), *, warmup_lines: int = 1000,
                  late_seconds: float = 300.0):
+        # the template catalog's marks (template id -> "expected" | "always_alert"), read
+        # through ``marks_of`` (set by the runtime): an expected pattern raises no new_template
+        # or template_spike alert; an always-alert one is flagged, so anomaly_burst counts it
+        self.marks_of = None
+        # how many lines the model has learned (set by the runtime; else the lines observed)
+        self.lines_learned_of = None
         self.rules = tuple(rules)
         self.warmup_lines = warmup_lines
         self.late_seconds = late_seconds
@@ -225,9 +235,15 @@ class AlertEngine:
         self._suppressed: dict[tuple[str, float], int] = {}
         self._event_clock = 0.0  # newest event time among historical lines
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["marks_of"] = state["lines_learned_of"] = None  # the runtime's, set again
+        return state
+
     # -- input -----------------------------------------------------------------------------
     def observe(self, events: list[dict]) -> list[Alert]:
         out: list[Alert] = []
+        marks = self.marks_of() if self.marks_of is not None else None
         for e in events:
             historical = e["received"] - e["ts"] > self.late_seconds
             t = e["ts"] if historical else e["received"]
@@ -238,7 +254,10 @@ class AlertEngine:
             self.lines += 1
             if historical:
                 self._event_clock = max(self._event_clock, t)
+            expected = bool(marks) and marks.get(e["template_id"]) == "expected"
             for rule in self.rules:
+                if expected and rule.kind in ("new_template", "template_spike"):
+                    continue  # marked expected by a user: its newness and rate are known
                 if rule.kind == "new_template":
                     if not (new_template and warmed):
                         continue
@@ -364,20 +383,24 @@ class AlertEngine:
                                        "one window: further ones are held back until it ends"])]
             return []
         self._fired[slot] = n + 1
+        learned = self.lines_learned_of() if self.lines_learned_of is not None else self.lines
         a = Alert(f"{rule.name}|{key}|{start:.0f}", rule.name, rule.kind, key, "firing", start, end,
-                  count, baseline, historical, list(reasons), g.trigger, list(g.samples), t)
+                  count, baseline, historical, list(reasons), g.trigger, list(g.samples), t,
+                  warming_up=bool(g.trigger and g.trigger.get("warming_up")),
+                  lines_learned=learned)
         g.firing = a
         return [a]
 
     def _resolve(self, rule, g: _Group, t: float) -> list[Alert]:
         a, g.firing = g.firing, None
         return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, t, a.count,
-                      a.baseline, a.historical, a.reasons, a.trigger, a.samples, t)]
+                      a.baseline, a.historical, a.reasons, a.trigger, a.samples, t,
+                      a.warming_up, a.lines_learned)]
 
 
 def _sample(e: dict) -> dict:
     return {k: e.get(k) for k in ("id", "timestamp", "host", "level", "template_id", "message",
-                                  "score", "reason")}
+                                  "score", "reason", "warming_up")}
 
 
 def _describe(rule: AlertRule, key: str, count: int) -> str:

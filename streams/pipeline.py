@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
 
+from streams.catalog import TemplateChange, carry_marks, change_from_miner
 from streams.formats import UserFormats
 from streams.incidents import DEFAULT_EXAMPLES, DEFAULT_GAP, DEFAULT_QUIET, IncidentTracker
 from streams.headers import SourceHeaders, normalize_single_letter
@@ -87,6 +88,8 @@ class Pipeline:
         c = self.config
         self.parser = LineParser(c.log_format, year=c.year, max_length=c.max_line_length)
         self.miner = TemplateMiner()
+        self.miner.changes = []  # its generalisations and merges: the catalog's history
+        self.catalog: list[TemplateChange] = []  # made since the runtime last took them
         self.scorer = AnomalyScorer(
             n_trees=c.hst_trees,
             height=c.hst_height,
@@ -135,6 +138,7 @@ class Pipeline:
         out, lines = [], []
         parse = self._parse
         mine = self.miner.mine
+        notes = self.miner.changes
         features = self.scorer.features
         size = self.config.window_seconds
         limit = self.config.max_line_length
@@ -182,6 +186,8 @@ class Pipeline:
             level = normalize_level(normalize_single_letter(level))
             # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
             mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
+            if notes:  # this line generalised a template, or merged an enumeration
+                self._record(notes, item["id"], ts, message)
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,
@@ -194,7 +200,10 @@ class Pipeline:
                 ts=ts,
                 params=mined.params,
                 source=item.get("stream") or item.get("source"),
-                kind=fmt if fmt != "inferred" else f"inferred:{item.get('stream') or item.get('source')}",
+                # a kind: hosts of one named stream (a service, a file) are each other's fleet,
+                # else the hosts writing one format; a learned layout is its source's own
+                kind=(f"{fmt}:{item['stream']}" if item.get("stream")
+                      else fmt if fmt != "inferred" else f"inferred:{item.get('source')}"),
             )
             lines.append((x, ctx))
             out.append({
@@ -223,6 +232,24 @@ class Pipeline:
                 "fields": extra or {},
             })
         return out, lines
+
+    def _record(self, notes: list, event_id, ts: float, line: str) -> None:
+        """The miner's change notes of one line → catalog records (``take_catalog``); a mark
+        passes to the template an id was merged into."""
+        for note in notes:
+            change = change_from_miner(note, event_id=str(event_id), ts=ts, line=line)
+            self.catalog.append(change)
+            if change.into is not None:
+                carry_marks(self.scorer.marks, {change.template_id: change.into})
+        notes.clear()
+        if len(self.catalog) > MAX_PENDING_CHANGES:  # nobody takes them (a tool, a benchmark)
+            del self.catalog[:len(self.catalog) // 2]
+
+    def take_catalog(self) -> list[TemplateChange]:
+        """The catalog records made since the last call (the runtime stores them with the
+        batch's events)."""
+        out, self.catalog = self.catalog, []
+        return out
 
     def _parse(self, line: str, item: dict, learn: bool = True) -> ParsedLine:
         """A declared format of the line's source first, then the built-in formats (unless
@@ -285,6 +312,10 @@ class Pipeline:
         if not hasattr(self, "incidents"):  # a checkpoint from before incidents
             self.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
                                              examples=config.incident_examples)
+        if self.miner.changes is None:  # a checkpoint from before the template catalog
+            self.miner.changes = []
+        if not hasattr(self, "catalog"):
+            self.catalog = []
         if self.config != config:
             log.warning("checkpoint was made with other settings; keeping its model, using new settings")
             self.config = config
@@ -314,6 +345,9 @@ class Pipeline:
 
 
 MAX_SOURCES = 1024
+# catalog records kept until the runtime takes them (it does after every batch); a user of the
+# pipeline that never takes them keeps the newest ones only
+MAX_PENDING_CHANGES = 10_000
 
 
 def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:

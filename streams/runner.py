@@ -89,6 +89,9 @@ class EmbeddedRunner:
         self._saved = (pipeline.applied_seq, pipeline.lines)
         # ids handed out before a crash (or by a lost checkpoint) are never reused
         pipeline.miner.bump_ids_past(self.store.max_template_number())
+        # feedback on templates: the store holds the marks (a mark given after the checkpoint
+        # was written is not lost)
+        pipeline.scorer.marks = self.store.template_marks()
         # template merges the store may not have applied yet (a crash between the write of a
         # batch and its merge): applying them again is harmless
         self._merges = MergeNotices()
@@ -140,6 +143,19 @@ class EmbeddedRunner:
             if time.monotonic() > deadline or not (self._writer and self._writer.is_alive()):
                 return not self._pending.unfinished_tasks
             time.sleep(0.02)
+        return True
+
+    def set_mark(self, change) -> bool:
+        """Feedback on a template (``streams.catalog.TemplateChange``): stored with the
+        template's history, then applied to scoring, from the next line scored. False: the
+        catalog has no such template."""
+        if not self.store.set_mark(change):
+            return False
+        marks = self.pipeline.scorer.marks
+        if change.mark is None:
+            marks.pop(change.template_id, None)
+        else:
+            marks[change.template_id] = change.mark
         return True
 
     def wake(self) -> None:
@@ -194,17 +210,18 @@ class EmbeddedRunner:
         metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
         last_seq = batches[-1][0]
         merges = self._merges.news(self.pipeline.miner)  # an enumeration merged since
+        catalog = self.pipeline.take_catalog()  # templates generalised or merged by the batch
         incidents = self.pipeline.take_incidents()  # stored with the batch, in its transaction
-        self._submit(events, last_seq, merges, incidents)
+        self._submit(events, last_seq, merges, catalog, incidents)
         self.pipeline.applied_seq = last_seq
         return len(items)
 
     def _submit(self, events: list[dict], last_seq: int, merges: dict | None,
-                incidents: list[dict]) -> None:
+                catalog: list | None, incidents: list[dict]) -> None:
         if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, last_seq, merges, incidents))
+            self._pending.put((events, last_seq, merges, catalog, incidents))
         else:
-            self._write(events, last_seq, merges, incidents)
+            self._write(events, last_seq, merges, catalog, incidents)
 
     def tick(self, now: float | None = None) -> int:
         """Resolve incidents that went quiet (``streams.incidents``), when nothing waits in
@@ -214,7 +231,7 @@ class EmbeddedRunner:
             return 0
         changed = self.pipeline.incidents.tick(time.time() if now is None else now)
         if changed:
-            self._submit([], self.pipeline.applied_seq, None, changed)
+            self._submit([], self.pipeline.applied_seq, None, None, changed)
         return len(changed)
 
     def _process(self, items: list[dict]) -> list[dict]:
@@ -227,10 +244,10 @@ class EmbeddedRunner:
         return result.events
 
     def _write(self, events: list[dict], last_seq: int, merges: dict | None = None,
-               incidents: list[dict] | None = None) -> None:
+               catalog: list | None = None, incidents: list[dict] | None = None) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
             new = self.store.write(events, window_seconds=self.config.window_seconds,
-                                   applied_seq=last_seq, incidents=incidents)
+                                   applied_seq=last_seq, catalog=catalog, incidents=incidents)
         if merges and not self._merge(merges):  # after the batch: it may carry merged ids
             self._merges.retry()
         self.processed += new

@@ -458,7 +458,9 @@ class AnomalyScorer:
         self.pairs = DecayedRate(max_keys=_MAX_PAIRS)
         self.errors = DecayedRate(max_keys=_MAX_HOSTS)
         # every host's errors (last ts, level over tau, decayed count over a day), each host's
-        self._err_fleet = [0.0, 0.0, 0.0]
+        # per kind of source (its log format): (last ts, level over tau, decayed count over a
+        # day) of the errors of every host of that kind; each host's share of its kind's
+        self._err_fleets: dict[str | None, list] = {}
         self._err_share: dict[str, list] = {}
         self._template_cache: dict[str, tuple[float, float]] = {}
         # novelty: templates seen exactly once, recent rate of new templates
@@ -479,6 +481,9 @@ class AnomalyScorer:
         # lines whose features were computed but which are not scored yet (score_many)
         self._pending = 0
         self._batch: BatchHST | None = None  # River's trees, walked a batch at a time
+        # feedback on templates (streams.catalog): id -> "expected" or "always_alert"; read
+        # for every line, so a change applies from the next line scored
+        self.marks: dict[str, str] = {}
 
     def keyed_maps(self) -> dict[str, Rows]:
         """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
@@ -505,11 +510,14 @@ class AnomalyScorer:
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
+        state.setdefault("marks", {})  # checkpoints from before the template catalog
         state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
-            state["_err_fleet"] = [0.0, 0.0, 0.0]
             state["_err_share"] = {}
+        if "_err_fleets" not in state:  # before fleets per kind: the one fleet was every kind's
+            old_fleet = state.pop("_err_fleet", None)
+            state["_err_fleets"] = {None: old_fleet} if old_fleet else {}
         for name, cap in (("hosts", _MAX_HOSTS), ("templates", _MAX_KEYS), ("errors", _MAX_HOSTS)):
             if state[name].max_keys is None:  # a checkpoint from before these bounds
                 state[name].max_keys = cap
@@ -588,11 +596,13 @@ class AnomalyScorer:
         rec_fast = 0.0
         if sev >= ERRORISH:
             ec, eu, ez = self.errors.add(hostkey, t_ev, default=0.0 if hu is not None else None)
-            sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now)
+            sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now, kind,
+                                                   has_peers)
             # judged against the rest of the fleet rather than its own past, for a line whose
             # pattern this host logs more than all other hosts together (it makes the flood;
             # a routine warning that comes while another pattern floods the host does not)
-            error_peer = sz > ez and pair_level > fleet_level - pair_level
+            error_peer = (sz is not None and sz > ez
+                          and pair_level > fleet_level - pair_level)
             if error_peer:
                 ez, eu = sz, share_expected
             error_burst = _zramp(ez)
@@ -602,6 +612,10 @@ class AnomalyScorer:
         silence, gap, usual_gap = (0.0, None, None) if ts is None else self._silence(hostkey, ts)
         param, param_what = self._params(template_id, params) if params else (0.0, None)
 
+        mark = self.marks.get(template_id) if self.marks else None
+        if mark == "expected":  # feedback: a known, expected pattern (learned all the same)
+            rarity = novelty = 0.0
+            is_new = False
         x = {
             "rarity": min(max(rarity, 0.0), 1.0),
             "new_template": 1.0 if is_new else 0.0,
@@ -622,15 +636,23 @@ class AnomalyScorer:
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
                "param": param_what, "ts": t_ev}
+        if mark is not None:
+            ctx["mark"] = mark
         return x, ctx
 
-    def _error_share(self, host: str, ts: float, level: float) -> tuple[float, float | None]:
-        """A host's errors over the last minute against its usual share of the fleet's:
-        what the other hosts' current error rate implies for it. Its share is learned over
-        a day, so one flood (or a few) hardly moves it, unlike a peak, and a storm on every
-        host at once is no one host's flood. Returns (z, expected)."""
+    def _error_share(self, host: str, ts: float, level: float, kind: str | None = None,
+                     has_peers: bool = True) -> tuple[float | None, float | None]:
+        """A host's errors over the last minute against its usual share of its fleet's (the
+        hosts of its kind: one log format, one clock): what the other hosts' current error
+        rate implies for it. Its share is learned over a day, so one flood (or a few) hardly
+        moves it, unlike a peak, and a storm on every host at once is no one host's flood.
+        Returns (z, expected); z is None when the line is not judged (far out of order)."""
         tau = self.errors.tau
-        fleet = self._err_fleet
+        fleet = self._err_fleets.get(kind)
+        if fleet is None:
+            if len(self._err_fleets) >= _MAX_KEYS:
+                self._err_fleets.clear()
+            fleet = self._err_fleets[kind] = [ts, 0.0, 0.0]
         last, flevel, flong = fleet
         dt = ts - last
         if dt > 0:
@@ -638,7 +660,7 @@ class AnomalyScorer:
             flong *= 0.5 ** (dt / _SHARE_HALF_LIFE)
             fleet[0] = ts
         elif dt < -tau:  # far out of order: not judged, not learned
-            return 0.0, None
+            return None, None
         hst = self._err_share.get(host)
         if hst is None:
             if len(self._err_share) >= _MAX_HOSTS:
@@ -650,7 +672,7 @@ class AnomalyScorer:
             hst[0] = ts
         z, expected = 0.0, None
         share = hlong / flong if flong > 0 else 1.0
-        if flong >= _SHARE_MIN and share < 0.9 and len(self._err_share) > 1:
+        if flong >= _SHARE_MIN and share < 0.9 and has_peers:
             others = max(flevel - level, 0.0) + 1.0  # this line's own host excluded
             expected = others * share / (1.0 - share)
             z = (level - expected) / math.sqrt(expected + 1.0)
@@ -825,8 +847,9 @@ class AnomalyScorer:
             if v:
                 keep *= 1.0 - v * WEIGHTS.get(k, 1.0)
         s = 1.0 - keep
+        always = ctx.get("mark") == "always_alert"
         if warming:
-            return Score(s, False, None, True, x)
+            return Score(s, always, _always_reason(x, ctx, False) if always else None, True, x)
         threshold = self.threshold.value
         # the threshold learns from the normal lines and from the *first* line of each
         # incident: a flood or burst of a thousand lines is one event, and must not lift the
@@ -834,6 +857,8 @@ class AnomalyScorer:
         if s < threshold or not self._same_incident(x, ctx):
             self.threshold.update(s)
         flagged = s >= self.min_score and s >= threshold
+        if always:
+            return Score(s, True, _always_reason(x, ctx, flagged), False, x)
         return Score(s, flagged, explain(x, ctx) if flagged else None, False, x)
 
     def _same_incident(self, x: dict[str, float], ctx: dict) -> bool:
@@ -872,6 +897,13 @@ def incident_key(x: dict[str, float], ctx: dict) -> tuple | None:
     return (kind, tid)
 
 
+def _always_reason(x: dict[str, float], ctx: dict, unusual: bool) -> str:
+    """The reason of a line whose template is marked always-alert: the mark, then what was
+    unusual about the line when it would have been flagged anyway."""
+    why = f"pattern {ctx.get('template_id')} is marked always-alert"
+    return f"{why}; {explain(x, ctx)}" if unusual else why
+
+
 def _dur(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -894,7 +926,9 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     who = (f"host {ctx['host']}" if ctx.get("host") else
            f"source {ctx['source']}" if ctx.get("source") else "lines without a host")
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
-    if get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
+    if ctx.get("mark") == "expected":
+        pass  # marked expected: never "new" or "rare", whatever its count
+    elif get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
     elif nov >= strong:
         parts.append((nov, f"rare message pattern {tid} (seen {ctx.get('seen_before')} times before)"))

@@ -736,9 +736,12 @@ class TemplateMiner:
             differ = [i for i, t in enumerate(group.tokens) if t != tokens[i]]
         group.size += 1
         if differ:
+            before = group.template
             for i in differ:
                 group.tokens[i] = _generalise(group.tokens[i], tokens[i])
             group.changed()
+            if group.template != before:
+                self._note("generalised", group, before)
         return group, False
 
     def _merge(self, family: _Family, leaf: list[_Group]) -> _Group:
@@ -746,6 +749,7 @@ class TemplateMiner:
         the others' lines (their ids become aliases of its id) and ``key=<*>``."""
         self._unindex(family)
         first, *others = family.members
+        before = first.template
         for other in others:
             first.size += other.size
             for i, t in enumerate(other.tokens):
@@ -753,6 +757,7 @@ class TemplateMiner:
                     first.tokens[i] = _generalise(first.tokens[i], t)
             other.merged_into = first
             other.family = None
+            self._note("merged", other, other.template, into=first)
             self.aliases[other.cluster_id] = first.cluster_id
             self.merge_count += 1
             leaf.remove(other)
@@ -761,6 +766,8 @@ class TemplateMiner:
             self.aliases = dict(islice(self.aliases.items(), len(self.aliases) // 2, None))
         first.family = None
         first.changed()
+        if first.template != before:
+            self._note("generalised", first, before)
         return first
 
     # -- enumerations: word values shared between families -------------------------------------
@@ -801,6 +808,17 @@ class TemplateMiner:
             if leaf is not None:
                 self._merge(f, leaf)
         return bool(shared)
+
+    # -- change records (the template catalog's history, streams.catalog) -----------------------
+    # None: nobody listens (the default); a list: ``_note`` appends (kind, id, template, previous
+    # template, id merged into) to it, and the listener (``Pipeline``) empties it after each line.
+    # A class attribute, so states pickled before it load with it off.
+    changes: list | None = None
+
+    def _note(self, kind: str, group: _Group, before: str, into: _Group | None = None) -> None:
+        if self.changes is not None:
+            self.changes.append((kind, f"T{group.cluster_id}", group.template, before,
+                                 f"T{into.cluster_id}" if into is not None else None))
 
     # -- bounds ------------------------------------------------------------------------------------
     def _candidates(self, n: int) -> int:

@@ -144,6 +144,7 @@ async def _merge_templates(loop, merges: dict) -> None:
 
 
 async def _write_until_taken(loop, events: list[dict], merges: dict | None = None,
+                             catalog: list | None = None,
                              incidents: list[dict] | None = None) -> None:
     """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
 
@@ -160,7 +161,8 @@ async def _write_until_taken(loop, events: list[dict], merges: dict | None = Non
         try:
             # blocking bulk write off the event loop; it retries briefly by itself first
             with metrics.SINK_SECONDS.labels("elasticsearch").time():
-                await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW))
+                await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW,
+                                                         catalog=catalog))
                 if incidents:  # after the events they count (a retry writes both again)
                     await loop.run_in_executor(None, store().write_incidents, incidents)
             if merges:  # after the batch: its events may carry the ids merged away
@@ -365,7 +367,8 @@ async def _repair(loop, event, first: int, end: int) -> None:
         if events is None:
             continue
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        await _write_until_taken(loop, events, _merges.news(pipeline.miner), _incidents_of_batch())
+        await _write_until_taken(loop, events, _merges.news(pipeline.miner), pipeline.take_catalog(),
+                                 _incidents_of_batch())
         await _account(event, items, events)
     ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
 
@@ -421,7 +424,8 @@ async def process(batches):
             if pending is not None:
                 await _finish(stream, pending)
             pending = (asyncio.ensure_future(_write_until_taken(
-                loop, events, _merges.news(pipeline.miner), _incidents_of_batch())),
+                loop, events, _merges.news(pipeline.miner), pipeline.take_catalog(),
+                _incidents_of_batch())),
                 event, items, events)
             if not stream.channel.empty():  # more is waiting: overlap with the next batch
                 continue
@@ -458,6 +462,24 @@ async def consumer_lag() -> None:
             continue
         committed = committed_offset(consumer, tp) or 0
         metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max((high or 0) - committed, 0))
+
+
+MARKS_SECONDS = 5.0  # how often the worker reads the template marks (feedback) from the store
+
+
+@app.timer(interval=MARKS_SECONDS)
+async def template_marks() -> None:
+    """Feedback on templates (POST /api/templates/{id}/feedback) is stored in Elasticsearch by
+    the API; the worker reads the marks every MARKS_SECONDS and scores the next lines with them
+    (in the event loop, between two batches: a batch is scored with one set of marks)."""
+    try:
+        marks = await asyncio.get_running_loop().run_in_executor(None, store().template_marks)
+    except Exception as exc:  # noqa: BLE001 - the marks in force stay; read again next time
+        log.warning("could not read the template marks (%s)", redact(f"{type(exc).__name__}: {exc}")[:200])
+        return
+    if marks != pipeline.scorer.marks:
+        log.info("template marks: %d in force", len(marks))
+        pipeline.scorer.marks = marks
 
 
 _last_summary: tuple | None = None

@@ -266,7 +266,7 @@
       b.setAttribute("aria-selected", String(b.dataset.view === name));
     }
     for (const v of document.querySelectorAll("main > .view")) v.hidden = v.id !== "view-" + name;
-    if (name === "templates" && !templates.loaded) loadTemplates();
+    if (name === "templates" && !tpl().loaded) loadTemplates();
     if (name === "anomalies") loadAnomalies();
     if (views[name]) views[name].load();
   }
@@ -654,64 +654,9 @@
     $("search-more").hidden = !searchPage.next;  // the next page, appended below
   }
 
-  // -- templates ----------------------------------------------------------------------------
-  const templates = { loaded: false, rows: [] };
-  async function loadTemplates() {
-    $("templates-summary").textContent = "loading…";
-    try {
-      templates.rows = (await api("api/templates", { limit: 1000 })).templates;
-      templates.loaded = true;
-    } catch (e) {
-      $("templates-summary").textContent = "error: " + e.message;
-      return;
-    }
-    renderTemplates();
-  }
-  function renderTemplates(openId) {
-    const f = $("templates-filter").value.trim().toLowerCase();
-    const body = $("templates-body");
-    clear(body);
-    let shown = 0;
-    for (const t of templates.rows) {
-      if (f && !(String(t.id).toLowerCase() === f || String(t.template || "").toLowerCase().includes(f))) continue;
-      shown++;
-      const tr = h("tr", { class: "template", dataset: { tid: String(t.id) } },
-        h("td", { class: "tid" }, t.id),
-        h("td", { class: "num" }, fmtInt(t.count)),
-        h("td", { class: "tmpl" }, t.template || ""),
-        h("td", { class: "time" }, fmtEpoch(t.last_ts)),
-        h("td", null,
-          h("button", { type: "button", class: "mini examples-btn", onclick: () => toggleExamples(tr, t.id) }, "examples"),
-          " ",
-          h("button", { type: "button", class: "mini", onclick: () => searchTemplate(t.id) }, "search")));
-      body.appendChild(tr);
-      if (openId && openId === t.id) toggleExamples(tr, t.id);
-    }
-    $("templates-summary").textContent = fmtInt(templates.rows.length) + " template(s)" +
-      (f ? ", " + fmtInt(shown) + " matching" : "");
-  }
-  async function toggleExamples(tr, tid) {
-    const next = tr.nextElementSibling;
-    if (next && next.classList.contains("detail")) { next.remove(); return; }
-    const list = h("ul", { class: "examples" }, h("li", { class: "muted" }, "loading…"));
-    tr.after(h("tr", { class: "detail" }, h("td", { colspan: "5" }, list)));
-    let res;
-    try {
-      res = await api("api/events", { template: tid, limit: 5 });
-    } catch (e) {
-      clear(list);
-      list.appendChild(h("li", null, "error: " + e.message));
-      return;
-    }
-    clear(list);
-    if (!res.events.length) list.appendChild(h("li", { class: "muted" }, "no stored example"));
-    for (const e of res.events) {
-      list.appendChild(h("li", { class: e.anomaly ? "example anomaly" : "example" },
-        h("span", { class: "meta" }, fmtTime(e.timestamp) + " " + (e.host || "-") + " " + (e.component || "-")),
-        e.message));
-    }
-    list.appendChild(h("li", { class: "muted" }, fmtInt(res.total) + " stored event(s) with this template"));
-  }
+  // -- templates: the page is ingest_api/static/templates.js (window.smartlogsTemplates) ------
+  const tpl = () => window.smartlogsTemplates;
+  function loadTemplates() { return tpl().load(); }
   function searchTemplate(tid) {
     for (const id of ["search-q", "search-host", "search-since", "search-until"]) $(id).value = "";
     $("search-level").value = "";
@@ -720,12 +665,7 @@
     showView("search");
     runSearch();
   }
-  function openTemplate(tid) {
-    $("templates-filter").value = tid;
-    showView("templates");
-    if (templates.loaded) renderTemplates(tid);
-    else loadTemplates().then(() => renderTemplates(tid));
-  }
+  function openTemplate(tid) { tpl().open(tid); }
 
   // -- anomalies ----------------------------------------------------------------------------
   let anomGen = 0;
@@ -779,6 +719,10 @@
       (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : ""));
   }
 
+  // what the pages in their own files use (templates.js)
+  window.smartlogsUI = { h, clear, setText, api, auth, fmtInt, fmtEpoch, fmtTime,
+    showView: (name) => showView(name), searchTemplate: (tid) => searchTemplate(tid) };
+
   // -- wiring -------------------------------------------------------------------------------
   function init() {
     fillLevelMenus();
@@ -794,9 +738,6 @@
     $("tail-clear").addEventListener("click", () => { clearTail(); tail.received = 0; tailStatus(); });
 
     $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); runSearch(); });
-    $("templates-filter").addEventListener("input", () => renderTemplates());
-    $("templates-form").addEventListener("submit", (ev) => ev.preventDefault());
-    $("templates-refresh").addEventListener("click", () => loadTemplates());
     $("anomalies-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAnomalies(); });
     $("chart-windows").addEventListener("change", refreshStats);
     $("time-basis").addEventListener("change", () => {

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["MAX_SEQ", "EventQuery", "SearchResult", "sort_key", "BASES", "EventStore", "search_words", "QueryTimeout",
+__all__ = ["template_row", "template_detail", "MAX_SEQ", "EventQuery", "SearchResult", "sort_key", "BASES", "EventStore", "search_words", "QueryTimeout",
            "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT"]
 
 BASES = ("event", "arrival")  # the time a filter or a window is counted in
@@ -89,7 +89,24 @@ class EventStore(Protocol):
               windows: int = 60, top: int = 10, basis: str = "event") -> dict:
         """Windows of event time (``basis="event"``) or of arrival time (``"arrival"``)."""
 
-    def templates(self, *, limit: int = 100) -> list[dict]: ...
+    def templates(self, *, limit: int = 100, sort: str = "count",
+                  since: float | None = None) -> list[dict]:
+        """The template catalog (``template_row``s): sorted by ``count`` (most first),
+        ``first_seen`` or ``last_seen`` (newest first), then id; ``since``: first seen at or
+        after it (event time)."""
+
+    def template(self, template_id: str, *, history: int = 100) -> dict | None:
+        """One template (``template_detail``) or None when unknown."""
+
+    def merged_into(self, template_id: str) -> str | None:
+        """The id a template was merged into, or None."""
+
+    def set_mark(self, change) -> bool:
+        """Store feedback (``streams.catalog.TemplateChange``, kind feedback) as the template's
+        mark and a history record; False when the template is unknown."""
+
+    def template_marks(self) -> dict[str, str]:
+        """Every marked template's mark."""
 
     def write_incidents(self, incidents: list[dict]) -> None:
         """Upsert incident snapshots (``streams.incidents``) by id; a higher ``rev`` wins."""
@@ -106,3 +123,38 @@ class EventStore(Protocol):
         ``RUN_ID:``: how much of a run is already stored)."""
 
     def close(self) -> None: ...
+
+
+# -- the template catalog: one answer shape for every store ------------------------------------
+def template_row(tid: str, template: str | None, count: int, first_ts: float | None,
+                 last_ts: float | None, mark: str | None) -> dict:
+    """One template of ``GET /api/templates``."""
+    from streams.pipeline import _iso  # one formatter for every timestamp we emit
+
+    return {"id": tid, "template": template, "count": int(count), "first_ts": first_ts,
+            "last_ts": last_ts, "first_seen": _iso(first_ts) if first_ts is not None else None,
+            "last_seen": _iso(last_ts) if last_ts is not None else None, "mark": mark}
+
+
+def template_detail(row: dict, records: list[dict], *, first: str | None, last: str | None,
+                    total: int) -> dict:
+    """``GET /api/templates/{id}``: the row, its example lines (``streams.catalog.pick_examples``)
+    and its history: ``created`` (derived: the first line, and the text before the first
+    generalisation) then the stored records oldest first; ``history_total`` counts the stored
+    records (``records`` may be the latest of them only)."""
+    from streams.catalog import pick_examples
+    from streams.pipeline import _iso
+
+    # by time, then in the order the store took them (``order``: the records of one line)
+    records = sorted(records, key=lambda r: (r["at"], r.pop("order", 0)))
+    own_gen = [r for r in records if r["kind"] == "generalised" and r["template_id"] == row["id"]]
+    created = {"id": f"{row['id']}/created", "template_id": row["id"], "kind": "created",
+               "at": row["first_ts"], "template": own_gen[0]["previous"] if own_gen and total ==
+               len(records) else (row["template"] if not own_gen else None),
+               "previous": None, "into": None, "example": first, "mark": None, "note": None,
+               "by": None}
+    history = [created, *records]
+    for h in history:
+        h["time"] = _iso(h["at"]) if h.get("at") is not None else None
+    examples = pick_examples(first, [r["example"] for r in own_gen], last)
+    return {**row, "examples": examples, "history": history, "history_total": total + 1}

@@ -49,6 +49,13 @@ Writes
   checked against the ``seq`` we sent (``mget``): if it is ours, the earlier attempt stored it
   and it is counted as new, so the return value stays exact across lost responses.
 
+Template catalog
+  ``<prefix>.catalog`` (a name outside the events' pattern, made on first use): the history
+  records of streams/catalog.py (generalised, merged, feedback), one document per record id
+  (``op_type=create``: a batch processed again stores nothing twice). A template's count, first
+  and last seen and example lines are aggregated from the events, as the template list is; its
+  mark is its latest feedback record (a mark passes to the id a template was merged into).
+
 Queries parse ``q`` with ``smartlogs.store.query`` (the same parser as SqliteStore) and run
 under a time budget enforced by Elasticsearch: the search's ``timeout`` (``query_timeout``; a
 search that timed out on any shard is an error, not partial results) and a client timeout a
@@ -82,7 +89,9 @@ from elastic_transport import ConnectionTimeout
 
 from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
-                                  QueryTimeout, SearchResult, search_words)
+                                  QueryTimeout, SearchResult, search_words, template_detail,
+                                  template_row)
+from streams.catalog import MAX_EXAMPLE_CHARS, carry_marks
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -216,6 +225,13 @@ def incidents_index_body() -> dict:
     }
 
 
+# the template catalog's index: history records (streams.catalog.TemplateChange) and an order
+_CATALOG_SETTINGS = {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}
+_CATALOG_MAPPINGS = {"dynamic": False, "properties": {
+    "id": _keyword(), "template_id": _keyword(), "into": _keyword(), "kind": _keyword(),
+    "at": {"type": "double"}, "order": {"type": "long"}, "mark": _keyword()}}
+
+
 def _doc_id(event_id: str) -> str:
     if len(event_id.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES:
         return event_id
@@ -263,6 +279,8 @@ class ElasticsearchStore:
         self.index_prefix = index_prefix
         self.pattern = f"{index_prefix}-*"
         self.incidents_index = f"{index_prefix}.incidents"  # not matched by the pattern
+        self.catalog_index = f"{index_prefix}.catalog"  # not matched by the events' pattern
+        self._catalog_ready = False
         self.template_name = index_prefix
         self.window_seconds = int(window_seconds)
         self.max_retries = max_retries
@@ -312,6 +330,15 @@ class ElasticsearchStore:
         self._retrying("create incidents index", create)
         self._incidents_ready = True
 
+    def _ensure_catalog(self) -> None:
+        """Create the catalog index with its mapping (idempotent; on first use)."""
+        if self._catalog_ready:
+            return
+        self._retrying("create the catalog index", lambda: self._es.options(ignore_status=400)
+                       .indices.create(index=self.catalog_index, settings=_CATALOG_SETTINGS,
+                                       mappings=_CATALOG_MAPPINGS))
+        self._catalog_ready = True
+
     def _retrying(self, what: str, fn: Callable, retries: int | None = None):
         retries = self.max_retries if retries is None else retries
         for attempt in range(retries + 1):
@@ -352,14 +379,43 @@ class ElasticsearchStore:
             self._last_seq = base + n - 1
             return base
 
-    def write(self, events: list[dict], *, window_seconds: int = 60, applied_seq: int = 0) -> int:
+    def write(self, events: list[dict], *, window_seconds: int = 60, applied_seq: int = 0,
+              catalog: list | None = None) -> int:
         """Store a batch idempotently; return how many events were new (those get ``e["seq"]``).
+        ``catalog``: the template catalog's records the batch made, stored after its events.
 
         ``window_seconds`` and ``applied_seq`` are accepted for interface compatibility: windows
         are aggregated at query time here, and the stream's offsets are the transport's business.
         """
-        if not events:
-            return 0
+        new = self._write_events(events) if events else 0
+        if catalog:
+            self._write_catalog(catalog)
+        return new
+
+    def _write_catalog(self, records: list, refresh: bool | str = False) -> None:
+        """History records, each stored once (``create`` on the record id; 409: stored before)."""
+        self._ensure_catalog()
+        base = self._next_seqs(len(records))
+        actions = [{"_op_type": "create", "_index": self.catalog_index, "_id": _doc_id(r.id),
+                    "_source": {**r.as_dict(), "order": base + i}} for i, r in enumerate(records)]
+
+        def bulk() -> None:
+            failed = []
+            for ok, info in streaming_bulk(self._bulk_es, actions, chunk_size=self.chunk_size,
+                                           raise_on_error=False, raise_on_exception=False,
+                                           max_retries=0, refresh=refresh or None):
+                item = next(iter(info.values()))
+                if not ok and item.get("status") != 409:
+                    failed.append(item)
+            if failed:
+                status = failed[0].get("status", 500)
+                if status == 429 or status >= 500:
+                    raise StoreUnavailable(f"catalog write: {_reason(failed[0])}")
+                raise ElasticsearchStoreError(f"catalog write: {_reason(failed[0])}")
+
+        self._retrying("write catalog records", bulk)
+
+    def _write_events(self, events: list[dict]) -> int:
         self.ensure_setup()
         seen: set = set()
         batch: list[dict] = []
@@ -709,8 +765,10 @@ class ElasticsearchStore:
             "levels": {"terms": {"field": "level", "missing": "-", "size": 100}},
         }}
 
-    def templates(self, *, limit: int = 100) -> list[dict]:
-        """[{id, template, count, first_ts, last_ts}], most frequent first (exact counts)."""
+    def templates(self, *, limit: int = 100, sort: str = "count",
+                  since: float | None = None) -> list[dict]:
+        """The template catalog, like SqliteStore's (exact counts: a composite aggregation over
+        every template id; ``since`` keeps those whose first event is at or after it)."""
         if limit == 0:
             return []
         rows: list[dict] = []
@@ -728,7 +786,14 @@ class ElasticsearchStore:
             after = agg.get("after_key")
             if not after or not agg.get("buckets"):
                 break
-        rows.sort(key=lambda r: (-r["count"], r["first_ts"] or 0.0, r["id"]))
+        if since is not None:
+            rows = [r for r in rows if r["first_ts"] is not None and r["first_ts"] >= since]
+        rows.sort(key=lambda r: r["id"])  # then, stable: the order asked for (ties by id)
+        if sort == "count":
+            rows.sort(key=lambda r: -r["count"])
+        else:
+            key = "first_ts" if sort == "first_seen" else "last_ts"
+            rows.sort(key=lambda r: -(r[key] if r[key] is not None else -math.inf))
         if limit > 0:
             rows = rows[:limit]
         for i in range(0, len(rows), 1000):  # the latest text of each chosen template
@@ -740,7 +805,86 @@ class ElasticsearchStore:
                      ((body.get("aggregations") or {}).get("t") or {}).get("buckets", [])}
             for r in chunk:
                 r["template"] = texts.get(r["id"])
-        return rows
+        marks = self.template_marks() if rows else {}
+        return [template_row(r["id"], r["template"], r["count"], r["first_ts"], r["last_ts"],
+                             marks.get(r["id"])) for r in rows]
+
+    def template(self, template_id: str, *, history: int = 100) -> dict | None:
+        """One template (``smartlogs.store.base.template_detail``), None when no event has it."""
+        first = {"top_hits": {"size": 1, "sort": [{"seq": {"order": "asc"}}],
+                              "_source": {"includes": ["message"]}}}
+        last = {"top_hits": {"size": 1, "sort": [{"seq": {"order": "desc"}}],
+                             "_source": {"includes": ["message", "template"]}}}
+        body = self._search(size=0, track_total_hits=True,
+                            query={"term": {"template_id": template_id}},
+                            aggs={"lo": {"min": {"field": "ts"}}, "hi": {"max": {"field": "ts"}},
+                                  "first": first, "last": last})
+        count = body["hits"]["total"]["value"]
+        if not count:
+            return None
+        aggs = body["aggregations"]
+
+        def src(name: str) -> dict:
+            hits = aggs[name]["hits"]["hits"]
+            return (hits[0].get("_source") or {}) if hits else {}
+
+        newest = src("last")
+        cut = lambda m: m[:MAX_EXAMPLE_CHARS] if isinstance(m, str) else None  # noqa: E731
+        row = template_row(template_id, newest.get("template"), count, aggs["lo"]["value"],
+                           aggs["hi"]["value"], self.template_marks().get(template_id))
+        records, total = self._catalog_records(template_id, history)
+        return template_detail(row, records, first=cut(src("first").get("message")),
+                               last=cut(newest.get("message")), total=total)
+
+    def _catalog_search(self, **body) -> dict:
+        return self._retrying("search the catalog", lambda: self._es.search(
+            index=self.catalog_index, ignore_unavailable=True, allow_no_indices=True,
+            **body), retries=QUERY_RETRIES).body
+
+    def _catalog_records(self, template_id: str, limit: int) -> tuple[list[dict], int]:
+        """The latest ``limit`` history records of a template (and of ids merged into it)."""
+        body = self._catalog_search(
+            size=limit, track_total_hits=True,
+            query={"bool": {"should": [{"term": {"template_id": template_id}},
+                                       {"term": {"into": template_id}}]}},
+            sort=[{"at": "desc"}, {"order": "desc"}])
+        records = [h["_source"] for h in body["hits"]["hits"]]
+        return records, body["hits"]["total"]["value"]
+
+    def merged_into(self, template_id: str) -> str | None:
+        """The id a template was merged into (its lines carry that id now), or None."""
+        body = self._catalog_search(size=1, sort=[{"order": "desc"}], query={"bool": {"filter": [
+            {"term": {"template_id": template_id}}, {"term": {"kind": "merged"}}]}})
+        hits = body["hits"]["hits"]
+        return hits[0]["_source"].get("into") if hits else None
+
+    def set_mark(self, change) -> bool:
+        """Feedback: a history record (its mark is the template's mark from now on), visible
+        to searches when this returns. False when no event has the template."""
+        found = self._retrying("count", lambda: self._es.count(
+            index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
+            query={"term": {"template_id": change.template_id}}), retries=QUERY_RETRIES)
+        if not found["count"]:
+            return False
+        self._write_catalog([change], refresh="wait_for")
+        return True
+
+    def template_marks(self) -> dict[str, str]:
+        """Every marked template's mark: its latest feedback record's, passed on to the id it
+        was merged into unless that one has its own (``streams.catalog.carry_marks``)."""
+        latest: dict[str, tuple] = {}
+        merges: dict[str, str] = {}
+        for h in scan(self._es, index=self.catalog_index, ignore_unavailable=True, size=1000,
+                      query={"query": {"terms": {"kind": ["feedback", "merged"]}}}):
+            r = h["_source"]
+            if r["kind"] == "merged":
+                merges[r["template_id"]] = r["into"]
+                continue
+            key = (r["at"], r.get("order", 0))
+            if r["template_id"] not in latest or key > latest[r["template_id"]][0]:
+                latest[r["template_id"]] = (key, r.get("mark"))
+        marks = {tid: mark for tid, (_, mark) in latest.items() if mark}
+        return carry_marks(marks, merges)
 
     # -- incidents ------------------------------------------------------------------------
     def write_incidents(self, incidents: list[dict]) -> None:
@@ -847,7 +991,8 @@ class ElasticsearchStore:
     def refresh(self) -> None:
         """Make everything written so far searchable now (tests, tools; not the hot path)."""
         self._retrying("refresh", lambda: self._es.indices.refresh(
-            index=self.pattern, ignore_unavailable=True, allow_no_indices=True))
+            index=f"{self.pattern},{self.catalog_index}", ignore_unavailable=True,
+            allow_no_indices=True))
 
     def indices(self) -> list[str]:
         """The indices of this store (daily or monthly), oldest first."""

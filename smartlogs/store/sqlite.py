@@ -13,21 +13,35 @@ mode exactly-once), and FTS5 gives real full-text search. One file, no server.
 Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
-  events     one row per event; ``seq`` is the store's own monotonically growing cursor
-  events_fts FTS5 over ``message`` (external content, rowid = seq, ``detail=full``: word
-             positions, which phrases (``"session opened"``) need; a store made with the
-             older ``detail=none`` index is rebuilt once when opened)
+  events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
+             only for what queries filter, sort or count by (id, ts, received, host, component,
+             level, template id, anomaly); the rest, what is only displayed (message, template
+             text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
+             with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
+  events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
+             second time here), ``detail=full``: word positions, which phrases
+             (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
+  arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
+             ranges are searched, instead of an index on every event
   windows    (window start, dimension, key) → count, derived from stored events only
-  templates  template id → latest text, count, first/last event time, an example line
+  templates  template id → latest text, count, first/last event time, its first and latest
+             line, the feedback mark (the template catalog, streams/catalog.py)
+  template_history  the catalog's history records (generalised, merged, feedback), one per id
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
   incidents  incident id → its latest snapshot (``streams.incidents``), upserted by id; an
              older snapshot (lower ``rev``) never overwrites a newer one
   event_incidents  seq of a flagged event → its incident id (a table of its own, so the
              events table keeps its layout; only flagged events have a row)
 
-Indexes are kept to what the hot queries need (time, host, anomalies, id): each extra
-index costs ~2 µs per stored line (bench/RESULTS.md). Level and template filters scan by time;
-their counts come from ``windows``.
+A store written before bodies (every field a column, the full-text index reading
+``message``) is moved to this layout when opened, once, in resumable batches.
+
+Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
+one, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+event. The template filter has none: it walks the time index (a page of a common template is
+quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
+``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+bench/RESULTS.md.
 
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
@@ -42,14 +56,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
 import orjson
+import zstandard as zstd
 
 from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
-                                  QueryTimeout, SearchResult)
+                                  QueryTimeout, SearchResult, template_detail, template_row)
+from streams.catalog import MAX_EXAMPLE_CHARS
 
 __all__ = ["SqliteStore"]
 
@@ -65,42 +82,45 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     ts REAL NOT NULL,
-    timestamp TEXT NOT NULL,
     received REAL NOT NULL,
-    source TEXT,
     host TEXT,
     component TEXT,
-    pid TEXT,
     level TEXT,
-    message TEXT NOT NULL,
-    raw TEXT,
     template_id TEXT NOT NULL,
-    template TEXT,
-    params BLOB,
-    score REAL,
     anomaly INTEGER NOT NULL,
-    reason TEXT,
-    warming_up INTEGER,
-    parse_ok INTEGER NOT NULL,
-    format TEXT,
-    truncated INTEGER,
-    fields BLOB
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
-CREATE INDEX IF NOT EXISTS events_received ON events(received);
-CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-    message, content='events', content_rowid='seq', tokenize='unicode61', detail='full'
+CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
+CREATE TABLE IF NOT EXISTS arrival_blocks (
+    first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
+    message, content='', tokenize='unicode61', detail='full', columnsize=0
+);
+CREATE TABLE IF NOT EXISTS body_dicts (id INTEGER PRIMARY KEY, events INTEGER NOT NULL,
+                                       dict BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
     start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (start, dim, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
     id TEXT PRIMARY KEY, template TEXT NOT NULL, count INTEGER NOT NULL,
-    first_ts REAL, last_ts REAL, example TEXT
+    first_ts REAL, last_ts REAL, example TEXT, last_example TEXT, mark TEXT
 );
+-- what is new (sort=first_seen, since=): first_ts rarely changes once a template exists, so
+-- this index costs writes almost nothing; count and last_ts change with every batch, and
+-- indexes on them added ~2 µs of CPU per stored line in a quick A/B (a noisy machine), so
+-- those sorts scan the table (~0.1 s at 500,000 templates)
+CREATE INDEX IF NOT EXISTS templates_first ON templates(first_ts DESC, id);
+CREATE TABLE IF NOT EXISTS template_history (
+    n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, template_id TEXT NOT NULL,
+    into_id TEXT, kind TEXT NOT NULL, at REAL NOT NULL, body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS template_history_tid ON template_history(template_id);
+CREATE INDEX IF NOT EXISTS template_history_into ON template_history(into_id) WHERE into_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, template_id TEXT,
@@ -128,34 +148,163 @@ def _incident_values(inc: dict) -> tuple:
             float(inc["first_ts"]), float(inc["last_ts"]), int(inc["count"]), int(inc["rev"]),
             orjson.dumps(inc))
 
-_COLUMNS = (
+# ``events`` holds what queries filter, sort or count by; the rest of an event, what is only
+# displayed, is its ``body`` (the values of _BODY, compressed: see _Bodies)
+_COLUMNS = ("seq", "id", "ts", "received", "host", "component", "level", "template_id", "anomaly",
+            "body")
+_BODY = ("timestamp", "source", "pid", "message", "raw", "template", "params", "score", "reason",
+         "warming_up", "parse_ok", "format", "truncated", "fields")
+_EVENT_KEYS = (  # an event as the API shows it, in this order
     "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
     "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
     "warming_up", "parse_ok", "format", "truncated", "fields",
 )
 
-@lru_cache(maxsize=16)
-def _insert_rows(n: int) -> str:
+
+class _Bodies:
+    """The display-only part of events as compressed blobs: the values of ``_BODY`` as JSON,
+    compressed with zstd (``zstandard``, pinned) using a dictionary trained on this store's own
+    events. A log line is too short for a compressor to find repeats within it; a dictionary
+    holds the words and templates the log repeats, and a body shrinks ~5x with one where it
+    barely shrinks alone (bench/RESULTS.md, "Storage and growth"). A blob is one byte, the
+    number of its dictionary (0: none), then a zstd frame. Dictionaries are kept in
+    ``body_dicts`` as long as the store (a blob needs its own); a new one is trained from the
+    latest events when the store has 2,000 events, then each time it has grown 25-fold, so the
+    dictionary follows a log that changes. A few µs per event each way.
+
+    zstd objects are not thread-safe: compressors and decompressors are per thread."""
+
+    LEVEL = 3
+    FIRST = 2_000   # events before the first dictionary
+    GROWTH = 25     # a new dictionary when the store has this many times the events of the last
+    SIZE = 64 * 1024
+
+    def __init__(self):
+        self._dicts: dict[int, zstd.ZstdCompressionDict] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.current = 0        # the dictionary new bodies are compressed with
+        self.next_training = self.FIRST
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT id, events FROM body_dicts ORDER BY id DESC LIMIT 1").fetchone()
+        if row:
+            self.current, self.next_training = row[0], max(row[1] * self.GROWTH, self.FIRST)
+
+    def _dict(self, conn: sqlite3.Connection, n: int) -> zstd.ZstdCompressionDict:
+        d = self._dicts.get(n)
+        if d is None:
+            row = conn.execute("SELECT dict FROM body_dicts WHERE id = ?", (n,)).fetchone()
+            if row is None:
+                raise sqlite3.DatabaseError(f"body dictionary {n} is missing from the store")
+            d = zstd.ZstdCompressionDict(row[0])
+            with self._lock:
+                self._dicts[n] = d
+        return d
+
+    def encode(self, conn: sqlite3.Connection, values: list[bytes]) -> list[bytes]:
+        """JSON bodies → blobs (with the current dictionary)."""
+        n = self.current
+        d = self._dict(conn, n) if n else None
+        cache = getattr(self._local, "c", None)
+        if cache is None or cache[0] is not d or cache[2][0] != n:
+            c = (zstd.ZstdCompressor(level=self.LEVEL, dict_data=d, write_checksum=False,
+                                     write_dict_id=False) if n else
+                 zstd.ZstdCompressor(level=self.LEVEL, write_checksum=False))
+            cache = self._local.c = (d, c, bytes((n,)))
+        _, c, head = cache
+        return [head + c.compress(v) for v in values]
+
+    def decode(self, conn: sqlite3.Connection, blob: bytes) -> list:
+        n = blob[0]
+        ds = getattr(self._local, "d", None)
+        if ds is None:
+            ds = self._local.d = {}
+        zd = self._dict(conn, n) if n else None
+        got = ds.get(n)
+        if got is None or got[0] is not zd:  # (a dictionary of a rolled-back batch: replaced)
+            got = ds[n] = (zd, zstd.ZstdDecompressor(dict_data=zd) if n else zstd.ZstdDecompressor())
+        return orjson.loads(got[1].decompress(memoryview(blob)[1:]))
+
+    def maybe_train(self, conn: sqlite3.Connection, events: int, fresh: list[bytes]) -> None:
+        """Once the store holds ``next_training`` events: a new dictionary from the latest
+        bodies (``fresh``, not yet stored, and the newest stored ones), in the caller's
+        transaction. A sample too small to train on leaves the current one in use."""
+        if events < self.next_training or self.current >= 255:
+            return
+        samples = list(fresh[-4000:])
+        if len(samples) < 4000:
+            for (blob,) in conn.execute("SELECT body FROM events ORDER BY seq DESC LIMIT ?",
+                                        (4000 - len(samples),)):
+                samples.append(orjson.dumps(self.decode(conn, blob)))
+        try:
+            d = zstd.train_dictionary(self.SIZE, samples, level=self.LEVEL)
+        except zstd.ZstdError:  # too few or too uniform samples: try again when twice as big
+            self.next_training = events * 2
+            return
+        n = self.current + 1
+        conn.execute("INSERT INTO body_dicts (id, events, dict) VALUES (?, ?, ?)",
+                     (n, events, d.as_bytes()))
+        with self._lock:
+            self._dicts[n] = zstd.ZstdCompressionDict(d.as_bytes())
+        self.current, self.next_training = n, events * self.GROWTH
+
+    def forget_uncommitted(self, conn: sqlite3.Connection) -> None:
+        """After a rollback: the dictionary trained in it is not in the store."""
+        self.current, self.next_training = 0, self.FIRST
+        self.load(conn)
+        with self._lock:
+            for n in [n for n in self._dicts if n > self.current]:
+                del self._dicts[n]
+
+
+def _ts_text(ts: float) -> str:
+    """The ``timestamp`` the pipeline gives an event of time ``ts`` (streams.pipeline._iso): a
+    body leaves it out when it is exactly this, and it is rebuilt with this when read."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _body_json(e: dict) -> bytes:
+    ts_text = e["timestamp"]
+    if ts_text == _ts_text(e["ts"]):  # rebuilt when read
+        ts_text = None
+    return orjson.dumps([ts_text, e["source"], e["pid"], e["message"], e["raw"], e["template"],
+                         e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
+                         e["format"], e["truncated"], e["fields"] or None])
+
+
+@lru_cache(maxsize=32)
+def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS) -> str:
     """One INSERT of ``n`` rows (multi-row VALUES). A batch is written in a few such statements
     (row counts are powers of two, so the statement cache holds at most ~11 of them): each
     statement releases the GIL once while SQLite works, where a row-by-row executemany takes
     it back for every row (and waits up to the 5 ms switch interval while the pipeline thread
     runs). Binding parameters costs ~1 µs a row; JSON (json_each) cost SQLite ~15 µs a row."""
-    row = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-    return f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * n)
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * n)
 
 
-def _event_values(e: dict) -> tuple:
-    return (
-        e["seq"], e["id"], e["ts"], e["timestamp"], e["received"], e["source"], e["host"],
-        e["component"], e["pid"], e["level"], e["message"], e["raw"], e["template_id"],
-        e["template"], orjson.dumps(e["params"]), e["score"], e["anomaly"], e["reason"],
-        e["warming_up"], e["parse_ok"], e["format"], e["truncated"],
-        orjson.dumps(e["fields"]) if e["fields"] else None,
-    )
+_FTS_COLUMNS = ("rowid", "message")
 
-
-_INSERT_FTS = "INSERT INTO events_fts (rowid, message) SELECT seq, message FROM events WHERE seq BETWEEN ? AND ?"
+# Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
+# every event (19 bytes an event): each row holds a run of consecutive seqs and the lowest and
+# highest arrival time among them. Events are stored about in the order they arrived, so a
+# range of arrival time maps to a few runs of seqs, which the query reads by rowid and filters
+# on ``received`` itself (exact whatever the order). A batch joins the previous run while that
+# holds fewer than _BLOCK_EVENTS events (one row per ~2,000 events: small batches add none).
+_BLOCK_EVENTS = 2048
+_ADD_ARRIVAL_BLOCK = """
+INSERT INTO arrival_blocks (first_seq, last_seq, lo, hi)
+SELECT coalesce(b.first_seq, ?1), ?2, min(coalesce(b.lo, ?3), ?3), max(coalesce(b.hi, ?4), ?4)
+FROM (SELECT 1) LEFT JOIN (SELECT * FROM arrival_blocks ORDER BY first_seq DESC LIMIT 1) b
+     ON b.last_seq - b.first_seq + 1 < ?5 AND b.last_seq < ?1
+WHERE true
+ON CONFLICT (first_seq) DO UPDATE SET last_seq = excluded.last_seq, lo = excluded.lo, hi = excluded.hi
+"""
+_DENSE = 100  # words in at least 1 event in _DENSE: the query walks events, not matches
+_FTS_SET = "+e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
+_MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to the last)
 # window counts and template rows of the batch just inserted (seq ?1..?2), as
 # streams.windows.count_windows and the pipeline define them: window start = floor(ts / size)
 # * size (?3 = size), a missing host/component/level counts as "-"; a template keeps the
@@ -185,17 +334,17 @@ _UPSERT_ARRIVAL_WINDOWS = (
     .replace("w, 'component'", "w, 'a:component'").replace("w, 'level'", "w, 'a:level'")
     .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
 assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
-_UPSERT_TEMPLATES = """
-INSERT INTO templates (id, template, count, first_ts, last_ts, example)
-SELECT g.template_id, newest.template, g.n, g.lo, g.hi, oldest.message
-FROM (SELECT template_id, count(*) AS n, min(ts) AS lo, max(ts) AS hi,
-             min(seq) AS s0, max(seq) AS s1
-      FROM events WHERE seq BETWEEN ?1 AND ?2 GROUP BY template_id) g
-JOIN events oldest ON oldest.seq = g.s0 JOIN events newest ON newest.seq = g.s1
-WHERE true
+_UPSERT_TEMPLATE = """
+INSERT INTO templates (id, template, count, first_ts, last_ts, example, last_example)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + excluded.count,
-    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
+    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+    last_example = excluded.last_example
 """
+_INSERT_HISTORY = ("INSERT OR IGNORE INTO template_history (id, template_id, into_id, kind, at, body) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
+_TEMPLATE_SORTS = {"count": "count DESC, id", "first_seen": "first_ts DESC, id",
+                   "last_seen": "last_ts DESC, id"}
 _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock (~1 ms of work)
 
@@ -232,11 +381,15 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._rows_per_insert: int | None = None
+        self._bodies = _Bodies()
         conn = self._conn()
-        self._upgrade_fts(conn)
+        self._migrate_old_layout(conn)
+        self._upgrade_templates(conn)
         conn.executescript(_SCHEMA)
+        self._bodies.load(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
+        self._block_arrival_times(conn)
         self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
         row = conn.execute("SELECT value FROM meta WHERE key = 'arrival_windows'").fetchone()
         self._arrival_windows: int | None = int(row[0]) if row else None
@@ -261,24 +414,88 @@ class SqliteStore:
         self._arrival_windows = upto
 
     @staticmethod
-    def _upgrade_fts(conn: sqlite3.Connection) -> None:
-        """A store made before phrases were searchable has a ``detail=none`` index (no word
-        positions): rebuild it with positions, once (SQLite reads every message again)."""
-        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_fts'").fetchone()
-        if row and "detail='none'" in row[0]:
-            import logging
+    def _upgrade_templates(conn: sqlite3.Connection) -> None:
+        """A store made before the template catalog: its templates table gets the columns."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(templates)")}
+        if cols:
+            for col in ("last_example", "mark"):
+                if col not in cols:
+                    conn.execute(f"ALTER TABLE templates ADD COLUMN {col} TEXT")
 
-            logging.getLogger(__name__).info("rebuilding the full-text index with word positions")
+    _MIGRATE_BATCH = 20_000
+
+    def _migrate_old_layout(self, conn: sqlite3.Connection) -> None:
+        """A store written before bodies (``events`` with a ``message`` column and every other
+        field, a full-text index reading it) is moved to this layout once, when opened: its
+        table is renamed ``events_v1``, its events copied over in batches of 20,000 (a
+        transaction each: a store stopped midway resumes where it was), the old table dropped and
+        the file compacted (VACUUM). Windows, templates and meta stay as they are."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        if "message" in cols:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DROP TABLE events_fts")
-                conn.execute("CREATE VIRTUAL TABLE events_fts USING fts5(message, content='events', "
-                             "content_rowid='seq', tokenize='unicode61', detail='full')")
-                conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')")
+                for ix in ("events_ts", "events_host_ts", "events_anomaly_ts", "events_received",
+                           "events_level_ts"):
+                    conn.execute(f"DROP INDEX IF EXISTS {ix}")
+                conn.execute("DROP TABLE IF EXISTS events_fts")
+                conn.execute("ALTER TABLE events RENAME TO events_v1")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_v1'").fetchone():
+            return
+        import logging
+
+        log = logging.getLogger(__name__)
+        total = conn.execute("SELECT count(*) FROM events_v1").fetchone()[0]
+        log.info("moving %d events to the compact layout (once)", total)
+        conn.executescript(_SCHEMA)
+        self._bodies.load(conn)
+        while True:
+            start = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            cur = conn.execute("SELECT * FROM events_v1 WHERE seq > ? ORDER BY seq LIMIT ?",
+                               (start, self._MIGRATE_BATCH))
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            if not rows:
+                break
+            events = []
+            for row in rows:
+                e = dict.fromkeys(_EVENT_KEYS)
+                e.update(zip(names, row))
+                e["params"] = orjson.loads(e["params"]) if e["params"] else []
+                e["fields"] = orjson.loads(e["fields"]) if e["fields"] else {}
+                events.append(e)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_events(conn, events, events[-1]["seq"])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._bodies.forget_uncommitted(conn)
+                raise
+        conn.execute("DROP TABLE events_v1")
+        conn.execute("VACUUM")
+        log.info("moved %d events to the compact layout", total)
+
+    @staticmethod
+    def _block_arrival_times(conn: sqlite3.Connection) -> None:
+        """A store that indexed every event's arrival time gets ``arrival_blocks`` in its
+        place, once."""
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_received'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM arrival_blocks")
+            conn.execute(f"INSERT INTO arrival_blocks (first_seq, last_seq, lo, hi) "
+                         f"SELECT min(seq), max(seq), min(received), max(received) FROM events "
+                         f"GROUP BY seq / {_BLOCK_EVENTS}")
+            conn.execute("DROP INDEX events_received")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _adopt_old_spool(self, conn: sqlite3.Connection) -> None:
         """Spool batches are numbered past everything the store has applied: from a store
@@ -396,9 +613,10 @@ class SqliteStore:
 
     # -- sink -----------------------------------------------------------------------------
     def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0,
-              incidents: list[dict] | None = None) -> int:
-        """Store a batch idempotently, with the incident snapshots its processing changed
-        (``incidents``), in one transaction."""
+              catalog: list | None = None, incidents: list[dict] | None = None) -> int:
+        """Store a batch (and the template catalog's records it made: ``catalog``, see
+        streams/catalog.py, and the incident snapshots its processing changed: ``incidents``)
+        in one transaction; known event and record ids are ignored."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -410,17 +628,18 @@ class SqliteStore:
             if new:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
-                self._insert(conn, new)
-                conn.execute(_INSERT_FTS, (first, seq - 1))
+                self._insert_events(conn, new, seq - 1)
                 conn.execute(_UPSERT_WINDOWS, (first, seq - 1, window_seconds))
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
                 conn.execute(_UPSERT_ARRIVAL_WINDOWS, (first, seq - 1, window_seconds))
-                conn.execute(_UPSERT_TEMPLATES, (first, seq - 1))
+                self._upsert_templates(conn, new)
                 linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
                 if linked:
                     conn.executemany("INSERT OR REPLACE INTO event_incidents (seq, incident_id) "
                                      "VALUES (?, ?)", linked)
+            if catalog:
+                conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in catalog])
             if incidents:
                 conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
             if applied_seq:
@@ -432,25 +651,66 @@ class SqliteStore:
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            self._bodies.forget_uncommitted(conn)
             raise
         self._next_seq = seq
         return len(new)
 
-    def _insert(self, conn: sqlite3.Connection, events: list[dict]) -> None:
+    def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
+        """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
+        store's event count after them (when to train a body dictionary)."""
+        bodies = [_body_json(e) for e in events]
+        self._bodies.maybe_train(conn, upto, bodies)
+        bodies = self._bodies.encode(conn, bodies)
+        self._insert_many(conn, "events", _COLUMNS, [
+            (e["seq"], e["id"], e["ts"], e["received"], e["host"], e["component"], e["level"],
+             e["template_id"], e["anomaly"], b) for e, b in zip(events, bodies)])
+        self._insert_many(conn, "events_fts", _FTS_COLUMNS,
+                          [(e["seq"], e["message"]) for e in events])
+        received = [e["received"] for e in events]
+        conn.execute(_ADD_ARRIVAL_BLOCK, (events[0]["seq"], events[-1]["seq"], min(received),
+                                          max(received), _BLOCK_EVENTS))
+
+    def _insert_many(self, conn: sqlite3.Connection, table: str, columns: tuple,
+                     rows: list[tuple]) -> None:
         per = self._rows_per_insert
         if per is None:  # SQLite's bound-parameter limit (32,766 by default, 250,000 here)
             limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             per = self._rows_per_insert = 1 << min(10, (limit // len(_COLUMNS)).bit_length() - 1)
         k = 0
-        while k < len(events):
+        while k < len(rows):
             n = per
-            while n > len(events) - k:
+            while n > len(rows) - k:
                 n >>= 1
             values: list = []
-            for e in events[k:k + n]:
-                values.extend(_event_values(e))
-            conn.execute(_insert_rows(n), values)
+            for r in rows[k:k + n]:
+                values.extend(r)
+            conn.execute(_insert_rows(n, table, columns), values)
             k += n
+
+    @staticmethod
+    def _upsert_templates(conn: sqlite3.Connection, events: list[dict]) -> None:
+        """Template rows of a batch: count, earliest and latest event time, the newest text,
+        (for a template new to the store) the first event's message as its example, and the
+        batch's last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS)."""
+        groups: dict[str, list] = {}
+        for e in events:
+            g = groups.get(e["template_id"])
+            ts = e["ts"]
+            if g is None:
+                groups[e["template_id"]] = [e["template_id"], e["template"], 1, ts, ts,
+                                            e["message"][:MAX_EXAMPLE_CHARS], e["message"]]
+            else:
+                g[1] = e["template"]
+                g[2] += 1
+                if ts < g[3]:
+                    g[3] = ts
+                if ts > g[4]:
+                    g[4] = ts
+                g[6] = e["message"]
+        for g in groups.values():
+            g[6] = g[6][:MAX_EXAMPLE_CHARS]
+        conn.executemany(_UPSERT_TEMPLATE, list(groups.values()))
 
     @staticmethod
     def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
@@ -482,11 +742,13 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
-                f"INSERT INTO templates (id, template, count, first_ts, last_ts, example) "
-                f"SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, t.example "
+                f"INSERT INTO templates (id, template, count, first_ts, last_ts, example, "
+                f"last_example, mark) SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, "
+                f"t.example, t.last_example, t.mark "
                 f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
                 "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
-                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)",
+                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+                "mark = coalesce(mark, excluded.mark)",
                 args)
             conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
             conn.execute(
@@ -583,6 +845,14 @@ class SqliteStore:
         conn = self._conn()
         where, args, join = [], [], ""
         node = qsyntax.parse_query(query.q) if query.q else None
+        conn.execute("BEGIN")  # one snapshot: arrival runs, total, page and cursor agree
+        try:
+            return self._search(conn, query, node, where, args, join)
+        finally:
+            conn.execute("COMMIT")
+
+    def _search(self, conn: sqlite3.Connection, query: EventQuery, node, where: list,
+                args: list, join: str) -> SearchResult:
         if node is not None:
             fts = qsyntax.fts5(node)
             if fts is not None:  # the usual case: FTS5 drives the query
@@ -605,6 +875,10 @@ class SqliteStore:
             where.append("e.seq IN (SELECT seq FROM event_incidents WHERE incident_id = ?)")
             args.append(query.incident)
         col = "e.received" if query.basis == "arrival" else "e.ts"
+        if col == "e.received" and (query.since is not None or query.until is not None):
+            runs = self._arrival_runs(conn, query.since, query.until)
+            where.append("(" + (" OR ".join(["e.seq BETWEEN ? AND ?"] * len(runs)) or "0") + ")")
+            args.extend(x for run in runs for x in run)
         if query.since is not None:
             where.append(f"{col} >= ?")
             args.append(query.since)
@@ -631,30 +905,80 @@ class SqliteStore:
             page = f"{clause} AND {cond}" if clause else f" WHERE {cond}"
             page_args.extend(key)
 
+        fts = args[0] if join else None
+        only_words = bool(join) and len(where) == 1
+        # a range of time or seqs is read through its index, each row probing the full-text
+        # index: kept whatever the words (the walk would read every match first)
+        ranged = query.since is not None or query.until is not None or query.after_seq is not None
+
         def run():
-            total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            nonlocal join, clause, page
+            total = None
+            if fts is not None:
+                # How many events have the words decides the plan. Few: the full-text index
+                # drives (each match looked up, then sorted). Many (>= 1% of the store) and no
+                # time range: the matches are read once into a set and the events walked in
+                # the order asked for (an index), each tested against the set, until the page
+                # is full; the join would look up and sort every match. Same rows either way.
+                hits = conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
+                                    (fts,)).fetchone()[0]
+                if only_words:  # every indexed message is a stored event's
+                    total = hits
+                if hits * _DENSE >= last and not ranged:
+                    join = ""
+                    clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
+            if total is None:
+                total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
             rows = conn.execute(
                 f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
             ).fetchall()
-            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             links = dict(conn.execute(
                 "SELECT j.value, i.incident_id FROM json_each(?) j "
                 "JOIN event_incidents i ON i.seq = j.value",
                 (orjson.dumps([r[0] for r in rows]),)).fetchall()) if rows else {}
             return total, rows, last, links
 
-        conn.execute("BEGIN")  # one snapshot: total, page and cursor agree
-        try:
-            total, rows, last, links = self._budgeted(conn, run)
-        finally:
-            conn.execute("COMMIT")
+        total, rows, last, links = self._budgeted(conn, run)
         more = 0 <= query.limit < len(rows)
         if more:
             rows = rows[:query.limit]
-        events = [_row_to_event(r) for r in rows]
+        events = [self._row_to_event(conn, r) for r in rows]
         for e in events:
             e["incident_id"] = links.get(e["seq"])
         return SearchResult(total=total, events=events, last_seq=last, more=more)
+
+    @staticmethod
+    def _arrival_runs(conn: sqlite3.Connection, since: float | None,
+                      until: float | None) -> list[tuple[int, int]]:
+        """The runs of seqs whose arrival times may fall in [since, until) (see
+        ``arrival_blocks``), adjacent runs joined; at most _MAX_RANGES."""
+        lo = since if since is not None else float("-inf")
+        hi = until if until is not None else float("inf")
+        runs: list[list[int]] = []
+        for a, b in conn.execute("SELECT first_seq, last_seq FROM arrival_blocks "
+                                 "WHERE hi >= ? AND lo < ? ORDER BY first_seq", (lo, hi)):
+            if runs and a == runs[-1][1] + 1:
+                runs[-1][1] = b
+            else:
+                runs.append([a, b])
+        if len(runs) > _MAX_RANGES:
+            runs = [[runs[0][0], runs[-1][1]]]
+        return [(a, b) for a, b in runs]
+
+    def _row_to_event(self, conn: sqlite3.Connection, row: tuple) -> dict:
+        (seq, eid, ts, received, host, component, level, template_id, anomaly, body) = row
+        (ts_text, source, pid, message, raw, template, params, score, reason, warming_up,
+         parse_ok, fmt, truncated, fields) = self._bodies.decode(conn, body)
+        return {
+            "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
+            "received": received, "source": source, "host": host, "component": component,
+            "pid": pid, "level": level, "message": message, "raw": raw,
+            "template_id": template_id, "template": template, "params": params or [],
+            "score": score, "anomaly": bool(anomaly), "reason": reason,
+            "warming_up": bool(warming_up), "parse_ok": bool(parse_ok), "format": fmt,
+            "truncated": bool(truncated), "fields": fields or {},
+        }
 
     def stats(self, *, since: float | None = None, until: float | None = None,
               windows: int = 60, top: int = 10, basis: str = "event") -> dict:
@@ -717,12 +1041,66 @@ class SqliteStore:
             "top_templates": top_templates,
         }
 
-    def templates(self, *, limit: int = 100) -> list[dict]:
-        rows = self._conn().execute(
-            "SELECT id, template, count, first_ts, last_ts FROM templates "
-            "ORDER BY count DESC LIMIT ?", (limit,))
-        return [{"id": i, "template": t, "count": c, "first_ts": f, "last_ts": l}
-                for i, t, c, f, l in rows]
+    def templates(self, *, limit: int = 100, sort: str = "count",
+                  since: float | None = None) -> list[dict]:
+        """The catalog: ``sort`` count (most lines first), first_seen or last_seen (newest
+        first); ``since``: only templates first seen at or after it (event time)."""
+        order = _TEMPLATE_SORTS[sort]
+        where, args = "", []
+        if since is not None:
+            # the templates new since are found by the first_ts index, then sorted (a unary +
+            # keeps SQLite from walking the whole count index instead, filtering as it goes)
+            where, args = "WHERE first_ts >= ?", [since]
+            order = "+" + order
+        conn = self._conn()
+        rows = self._budgeted(conn, lambda: conn.execute(
+            f"SELECT id, template, count, first_ts, last_ts, mark FROM templates {where} "
+            f"ORDER BY {order} LIMIT ?", [*args, limit]).fetchall())
+        return [template_row(i, t, c, f, l, m) for i, t, c, f, l, m in rows]
+
+    def template(self, template_id: str, *, history: int = 100) -> dict | None:
+        """One template with its examples and history (the ``history`` latest records, with
+        ``created`` first), or None when the catalog has no such id."""
+        conn = self._conn()
+        row = conn.execute("SELECT id, template, count, first_ts, last_ts, mark, example, "
+                           "last_example FROM templates WHERE id = ?", (template_id,)).fetchone()
+        if row is None:
+            return None
+        records = [{**orjson.loads(body), "order": n} for n, body in conn.execute(
+            "SELECT n, body FROM template_history WHERE template_id = ?1 OR into_id = ?1 "
+            "ORDER BY at DESC, n DESC LIMIT ?2", (template_id, history))]
+        total = conn.execute("SELECT count(*) FROM template_history WHERE template_id = ?1 "
+                             "OR into_id = ?1", (template_id,)).fetchone()[0]
+        return template_detail(template_row(*row[:6]), records, first=row[6], last=row[7],
+                               total=total)
+
+    def merged_into(self, template_id: str) -> str | None:
+        """The id a template was merged into (its lines carry that id now), or None."""
+        row = self._conn().execute(
+            "SELECT into_id FROM template_history WHERE template_id = ? AND kind = 'merged' "
+            "ORDER BY n DESC LIMIT 1", (template_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_mark(self, change) -> bool:
+        """Feedback (a ``streams.catalog.TemplateChange`` of kind feedback): the template's
+        mark and its history record, in one transaction. False: no such template."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("UPDATE templates SET mark = ? WHERE id = ?",
+                             (change.mark, change.template_id)).rowcount
+            if n:
+                conn.execute(_INSERT_HISTORY, _history_row(change))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return bool(n)
+
+    def template_marks(self) -> dict[str, str]:
+        """Every marked template's mark (what the pipeline applies at start)."""
+        return dict(self._conn().execute(
+            "SELECT id, mark FROM templates WHERE mark IS NOT NULL").fetchall())
 
     def count_events(self) -> int:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
@@ -744,8 +1122,8 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = conn.execute("SELECT seq, message FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
-                                (ts, limit)).fetchall()
+            rows = [(seq, self._bodies.decode(conn, body)[3]) for seq, body in conn.execute(
+                "SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?", (ts, limit))]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
@@ -758,6 +1136,8 @@ class SqliteStore:
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
+                conn.execute("DELETE FROM arrival_blocks WHERE last_seq < "
+                             "(SELECT min(seq) FROM events)")
             # incidents whose last line is past the cutoff go with their events
             conn.execute("DELETE FROM incidents WHERE last_ts < ? AND status = 'resolved'", (ts,))
             conn.execute("COMMIT")
@@ -777,10 +1157,5 @@ assert all("temp.doomed" in q and "count - excluded" in q
            for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
 
 
-def _row_to_event(row: tuple) -> dict:
-    e = dict(zip(_COLUMNS, row))
-    e["params"] = orjson.loads(e["params"]) if e["params"] else []
-    e["fields"] = orjson.loads(e["fields"]) if e["fields"] else {}
-    for flag in ("anomaly", "warming_up", "parse_ok", "truncated"):
-        e[flag] = bool(e[flag])
-    return e
+def _history_row(c) -> tuple:
+    return (c.id, c.template_id, c.into, c.kind, c.at, orjson.dumps(c.as_dict()))

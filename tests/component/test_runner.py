@@ -172,9 +172,16 @@ def test_a_template_merge_rewrites_the_events_stored_before_it(tmp_path):
     assert store.search(EventQuery(template=survivor)).total == 10
     for old in before - {survivor}:
         assert store.search(EventQuery(template=old)).total == 0
-    assert store.templates() == [
-        {"id": survivor, "template": newest, "count": 10,
-         "first_ts": min(e["ts"] for e in events), "last_ts": max(e["ts"] for e in events)}]
+    [row] = store.templates()
+    assert {k: row[k] for k in ("id", "template", "count", "first_ts", "last_ts")} == {
+        "id": survivor, "template": newest, "count": 10,
+        "first_ts": min(e["ts"] for e in events), "last_ts": max(e["ts"] for e in events)}
+    # the catalog's history of the survivor names the ids merged into it, and its generalisation
+    history = store.template(survivor)["history"]
+    merged = [h for h in history if h["kind"] == "merged"]
+    assert sorted(h["template_id"] for h in merged) == sorted(before - {survivor})
+    assert {h["into"] for h in merged} == {survivor}
+    assert history[-1]["kind"] == "generalised" and history[-1]["template"] == newest
     stats = store.stats(windows=100000)
     assert stats["totals"]["templates"] == 1
     assert stats["top_templates"] == [{"key": survivor, "count": 10, "template": newest}]

@@ -748,3 +748,63 @@ def test_console_against_elasticsearch(es_platform, browser, loghub):
     _wait(lambda: _js(drv, "return document.querySelectorAll('#chart rect.bar').length") == len(stats["windows"])
           and _text(drv, "total-events") == "800", "the chart and totals", timeout=8)
     assert _browser_errors(drv) == []
+
+
+@pytest.mark.timeout(120)
+def test_console_templates_page_sorts_shows_history_and_marks(platform, browser):
+    """The Templates page: sorted by count / first seen, new since a time, one template's example
+    lines and history, and the feedback buttons (stored, shown, applied)."""
+    url, drv = platform, browser
+    t0 = 1_700_000_000
+    events = [{"message": f"cache warmed in region {r}", "host": "h", "timestamp": t0 + i}
+              for i, r in enumerate(["a1b2", "c3d4x", "e5f6yy"])]
+    events.append({"message": "replica lagging <b>behind</b> primary", "host": "h", "timestamp": t0 + 60})
+    assert httpx.post(f"{url}/ingest", json=events).status_code == 202
+    _wait_stored(url, 4)
+    rows = httpx.get(f"{url}/api/templates").json()["templates"]
+    cache, replica = rows[0]["id"], rows[1]["id"]
+    drv.get(url + "/")
+    _click(drv, "#tab-templates")
+    ids = "return [...document.querySelectorAll('#templates-body tr.template')].map(tr => tr.dataset.tid)"
+    _wait(lambda: _js(drv, ids) == [cache, replica], "the templates by count")
+    assert _text(drv, "templates-summary") == "2 template(s), by count"
+    row = _js(drv, """return [...document.querySelector('#templates-body tr.template').querySelectorAll('td')]
+        .slice(0, 5).map(td => td.textContent)""")
+    assert row == [cache, "3", "cache warmed in region <*>", "2023-11-14 22:13:20", "2023-11-14 22:13:22"]
+    drv.find_element("css selector", "#templates-sort option[value='first_seen']").click()
+    _wait(lambda: _js(drv, ids) == [replica, cache], "the templates newest first")
+    drv.find_element("css selector", "#templates-since").send_keys(str(t0 + 30))
+    _click(drv, "#templates-refresh")
+    _wait(lambda: _js(drv, ids) == [replica], "only the template new since t0+30")
+    assert _js(drv, "return document.querySelector('#templates-body td.tmpl').textContent") == \
+        "replica lagging <b>behind</b> primary"  # text, never HTML
+    drv.find_element("css selector", "#templates-since").clear()
+    _click(drv, "#templates-refresh")
+    _wait(lambda: _js(drv, ids) == [replica, cache], "both templates again")
+
+    # one template: its example lines and history, then feedback
+    _click(drv, f"#templates-body tr.template[data-tid='{cache}'] .examples-btn")
+    _wait(lambda: _js(drv, "return document.querySelectorAll('#templates-body li.example').length") == 3,
+          "the example lines")
+    kinds = _js(drv, "return [...document.querySelectorAll('#templates-body li.history-item')].map(li => li.className)")
+    assert kinds == ["history-item kind-created", "history-item kind-generalised"]
+    assert "cache warmed in region a1b2  →  cache warmed in region <*>" in _js(
+        drv, "return document.querySelector('#templates-body li.kind-generalised').textContent")
+    _click(drv, "#templates-body .fb-always")
+    _wait(lambda: _js(drv, "return document.querySelector('#templates-body .feedback-status').textContent")
+          .startswith("marked always alert; applies from the next line"), "the feedback stored")
+    assert httpx.get(f"{url}/api/templates/{cache}").json()["mark"] == "always_alert"
+    assert _js(drv, f"""return document.querySelector("#templates-body tr.template[data-tid='{cache}'] .mark")
+        .textContent""") == "always alert"
+    assert _js(drv, "return document.querySelector('#templates-body .fb-always').getAttribute('aria-pressed')") == "true"
+    # the next line of that template is flagged, and says why
+    assert httpx.post(f"{url}/ingest", json={"message": "cache warmed in region delta", "host": "h",
+                                             "timestamp": t0 + 90}).status_code == 202
+    _wait_stored(url, 5)
+    last = httpx.get(f"{url}/api/events", params={"template": cache, "limit": 1}).json()["events"][0]
+    assert last["anomaly"] and "marked always-alert" in last["reason"]
+    _click(drv, "#templates-body .fb-clear")
+    _wait(lambda: _js(drv, "return document.querySelector('#templates-body .feedback-status').textContent")
+          .startswith("mark cleared"), "the mark cleared")
+    assert httpx.get(f"{url}/api/templates/{cache}").json()["mark"] is None
+    assert _browser_errors(drv) == []

@@ -540,7 +540,7 @@ QUERY_PARAMS = {
     "/api/events": ["q", "host", "level", "template", "anomaly", "since", "until", "after",
                     "limit"],
     "/api/stats": ["since", "until", "windows", "top"],
-    "/api/templates": ["limit"],
+    "/api/templates": ["limit", "sort", "since"],
 }
 query_value = st.one_of(
     st.text(st.characters(codec="utf-8"), max_size=40),

@@ -105,6 +105,7 @@ def _cleanup(es: Elasticsearch, prefix: str) -> None:
     for name in names:  # by name: wildcard deletes are refused (destructive_requires_name)
         es.indices.delete(index=name, ignore_unavailable=True)
     es.options(ignore_status=404).indices.delete_index_template(name=prefix)
+    es.options(ignore_status=404).indices.delete(index=f"{prefix}.catalog")  # the template catalog
 
 
 @pytest.fixture(scope="module")
@@ -563,7 +564,8 @@ def test_stats_small_top_and_templates_match_sqlite(pair):
     assert sorted(t_es, key=lambda t: t["id"]) == sorted(t_sql, key=lambda t: t["id"])
     assert [t["count"] for t in t_es] == [t["count"] for t in t_sql]  # most frequent first
     assert [t["count"] for t in store.templates(limit=3)] == [t["count"] for t in t_sql[:3]]
-    assert set(t_es[0]) == {"id", "template", "count", "first_ts", "last_ts"}
+    assert set(t_es[0]) == {"id", "template", "count", "first_ts", "last_ts", "first_seen",
+                            "last_seen", "mark"}
 
 
 # -- failures and throughput ------------------------------------------------------------------

@@ -131,3 +131,51 @@ def test_the_word_rule_is_the_search_one():
 
     text = "Out-of-memory: kill_process 42 ünïcode 日本語のログ"
     assert _WORD.findall(text) == search_words(text)
+
+
+def test_a_template_marked_expected_raises_no_new_template_or_spike_alert():
+    """Feedback from the template catalog (issue 20): a pattern a user marked expected is
+    known, so its first line and its surges raise nothing; other rules still see its lines."""
+    loaded, _ = rules("rules: [{name: new, kind: new_template}, {name: spike, kind: "
+                      "template_spike, factor: 4, baseline: 5, min_count: 10, window: 60s}, "
+                      "{name: errs, kind: error_flood, level: ERROR, threshold: 3, window: 60s}]")
+    marks = {"T9": "expected"}
+
+    def run(with_marks: bool):
+        engine = AlertEngine(loaded, warmup_lines=0)
+        if with_marks:
+            engine.marks_of = lambda: marks
+        out = []
+        for w in range(6):
+            out += engine.observe([ev(T0 + w * 60 + i, template="T9") for i in range(3)])
+        out += engine.observe([ev(T0 + 6 * 60 + i * 0.5, template="T9", level="ERROR")
+                               for i in range(40)])
+        return sorted({a.rule for a in out if a.state == "firing"})
+
+    assert run(False) == ["errs", "new", "spike"]
+    assert run(True) == ["errs"]
+    import pickle
+
+    engine = AlertEngine(loaded)
+    engine.marks_of = lambda: marks
+    assert pickle.loads(pickle.dumps(engine)).marks_of is None  # the runtime sets it again
+
+
+def test_an_alert_says_whether_the_model_was_warming_up_and_how_much_it_had_learned():
+    """Issue 20: no silent cold start: an alert raised on a line scored while the model was
+    warming up says so, with the lines learned; the Slack text says it in words."""
+    from smartlogs.alerting import json_payload, slack_payload
+
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 2, "
+                      "window: 60s}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    engine.lines_learned_of = lambda: 42
+    cold = [dict(ev(T0 + i, level="ERROR"), warming_up=True) for i in range(2)]
+    (a,) = engine.observe(cold)
+    assert a.warming_up is True and a.lines_learned == 42
+    assert json_payload(a)["warming_up"] is True and json_payload(a)["lines_learned"] == 42
+    assert "still warming up (42 lines learned)" in slack_payload(a)["blocks"][0]["text"]["text"]
+    warm = AlertEngine(loaded, warmup_lines=0)
+    (b,) = warm.observe([dict(ev(T0 + i, level="ERROR"), warming_up=False) for i in range(2)])
+    assert b.warming_up is False and b.lines_learned == 2  # without the runtime: lines seen
+    assert "warming up" not in slack_payload(b)["blocks"][0]["text"]["text"]

@@ -9,7 +9,7 @@ from smartlogs.cli import app
 
 COMMANDS = [["up"], ["replay"], ["search"], ["tail"], ["stats"], ["status"], ["api"], ["bridge"],
             ["worker"], ["ship"], ["kibana-setup"], ["data", "fetch"], ["eval", "loghub"],
-            ["sources"], ["incidents"]]
+            ["sources"], ["templates"], ["templates", "show"], ["templates", "mark"], ["incidents"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

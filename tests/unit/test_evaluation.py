@@ -173,3 +173,20 @@ def test_eval_loghub_without_samples_fails_with_advice(tmp_path):
 
     r = CliRunner().invoke(app, ["eval", "loghub", str(tmp_path / "none")])
     assert r.exit_code == 1 and "no loghub samples under" in r.output and "data fetch" in r.output
+
+
+def test_eval_production_reports_every_source_and_kind(tmp_path, loghub):
+    """`smartlogs eval production`: samples as sources of one stream, synthetic anomalies
+    injected into some; every source gets its FPR, every kind its recall, BGL its ROC-AUC."""
+    from smartlogs.evaluation import eval_production
+
+    for name in ("Linux", "Apache", "BGL"):
+        (tmp_path / name).symlink_to(loghub / name)
+    r = eval_production(tmp_path, synthetic_on=("Linux",), target_lines=6000, episodes=4)
+    assert set(r["per_source"]) == {"Linux", "Apache", "BGL"}
+    assert set(r["kinds"]) == set(KINDS) and all(k["episodes"] > 0 for k in r["kinds"].values())
+    linux = r["per_source"]["Linux"]
+    assert linux["normal_after_warm_up"] > 3000 and linux["fpr"] <= 0.01
+    assert r["kinds"]["error_flood"]["recall"] >= 0.75
+    assert r["bgl"]["whole"]["anomalous"] > 0 and r["bgl"]["whole"]["roc_auc"] > 0.8
+    assert r["lines"] == sum(v["lines"] for v in r["per_source"].values())

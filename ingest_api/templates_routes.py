@@ -1,0 +1,147 @@
+"""``/api/templates``: the template catalog (list, one template's history and examples) and
+feedback on a template (``expected`` / ``always_alert`` / ``none``), see streams/catalog.py.
+
+Both stores answer the catalog (SQLite in embedded mode, Elasticsearch in the full stack).
+Feedback is stored with the template's history; in embedded mode the pipeline shares this
+process and scores the next line with it; in the full stack the worker reads the marks from
+Elasticsearch every few seconds (``streams.worker.MARKS_SECONDS``, 5).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastApiPath
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from ingest_api.decode import IngestError
+from streams.catalog import MAX_NOTE_CHARS, TemplateChange, normalise_mark
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+TEMPLATE_ID = r"^T\d{1,18}$"
+MAX_TEMPLATES_PAGE = 10_000
+MAX_HISTORY = 1000
+
+TemplateId = Annotated[str, FastApiPath(pattern=TEMPLATE_ID, max_length=19,
+                                        description="a template id, e.g. T12")]
+
+
+def _store(request: Request, method: str, *args, **kwargs):
+    """A call to the store; a store that cannot answer now (Elasticsearch down or overloaded)
+    is a 503 that says so, never a 500."""
+    from smartlogs.store.elasticsearch import ElasticsearchStoreError
+
+    try:
+        return getattr(request.app.state.store, method)(*args, **kwargs)
+    except ElasticsearchStoreError as exc:
+        raise _unavailable(exc) from None
+    except Exception as exc:
+        from elasticsearch import ApiError, TransportError
+
+        if isinstance(exc, (ApiError, TransportError)):
+            raise _unavailable(exc) from None
+        raise
+
+
+def _unavailable(exc: Exception) -> IngestError:
+    from smartlogs.security import redact
+
+    return IngestError(503, "store_unavailable", "the store cannot answer now "
+                       f"({redact(f'{type(exc).__name__}: {exc}')[:200]}); retry later",
+                       retry_after=5)
+
+
+def _since(value: str | None) -> float | None:
+    from ingest_api.app import parse_time
+
+    return parse_time(value, field="since")
+
+
+@router.get("/api/templates", summary="The template catalog: mined templates, counts, first/last seen, marks")
+def templates(
+    request: Request,
+    sort: Annotated[Literal["count", "first_seen", "last_seen"], Query(description=(
+        "count: most lines first (the default); first_seen: newest templates first; "
+        "last_seen: most recently seen first"))] = "count",
+    since: Annotated[str | None, Query(max_length=100, description=(
+        "only templates first seen at or after this event time (ISO 8601, epoch seconds, or "
+        "an age like 15m, 2h, 7d): what is new"))] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_TEMPLATES_PAGE)] = 100,
+):
+    rows = _store(request, "templates", limit=limit, sort=sort, since=_since(since))
+    return {"sort": sort, "templates": rows}
+
+
+@router.get("/api/templates/{template_id}",
+            summary="One template: its text, counts, example lines and history of changes",
+            responses={404: {"description": "no such template"}})
+def template(
+    request: Request, template_id: TemplateId,
+    history: Annotated[int, Query(ge=1, le=MAX_HISTORY, description=(
+        "how many of the latest history records to return"))] = 100,
+):
+    found = _store(request, "template", template_id, history=history)
+    if found is None:
+        raise _unknown(template_id, _store(request, "merged_into", template_id))
+    return found
+
+
+def _unknown(template_id: str, into: str | None = None) -> IngestError:
+    if into is not None:  # its lines carry the other id now: say which
+        return IngestError(404, "merged_template",
+                           f"template {template_id} was merged into {into}: GET "
+                           f"/api/templates/{into} (its history has the merge)",
+                           template_id=template_id, merged_into=into)
+    return IngestError(404, "unknown_template",
+                       f"no template {template_id} in the catalog (GET /api/templates lists them; "
+                       "one whose lines were all deleted by retention is gone)",
+                       template_id=template_id)
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mark: Literal["expected", "always_alert", "always-alert", "none"] = Field(description=(
+        "expected: its lines stop counting as anomalous for rarity or novelty (the model keeps "
+        "learning them); always_alert: its lines are always flagged; none: clear the mark"))
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS,
+                             description="why (stored with the template's history)")
+
+
+@router.post("/api/templates/{template_id}/feedback",
+             summary="Mark a template expected or always-alert (or clear the mark)",
+             responses={404: {"description": "no such template"},
+                        422: {"description": "invalid body"}})
+async def feedback(request: Request, template_id: TemplateId, body: Feedback):
+    now = time.time()
+    change = TemplateChange(id=f"feedback/{template_id}/{time.time_ns()}", template_id=template_id,
+                            kind="feedback", at=now, mark=normalise_mark(body.mark),
+                            note=body.note or None, by=_key_name(request))
+    runner = getattr(request.app.state.transport, "runner", None)
+    # embedded: the runner stores the mark and applies it to the pipeline it runs
+    if runner is not None:
+        done = await run_in_threadpool(runner.set_mark, change)
+    else:
+        done = await run_in_threadpool(_store, request, "set_mark", change)
+    if not done:
+        raise _unknown(template_id, await run_in_threadpool(_store, request, "merged_into",
+                                                            template_id))
+    applies = ("from the next line processed" if runner is not None else
+               "once the workers read the marks (within 5 s)")
+    return {"template_id": template_id, "mark": change.mark, "at": now, "applies": applies}
+
+
+def _key_name(request: Request) -> str | None:
+    """The name of the API key that gave the feedback (None while keys are off)."""
+    keys = getattr(request.app.state, "keys", None)
+    secret = (request.scope.get("state") or {}).get("auth", (None,))[0]
+    if keys is None or not secret:
+        return None
+    key = keys.verify(secret)
+    return key.name if key is not None else None

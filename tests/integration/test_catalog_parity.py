@@ -1,0 +1,93 @@
+"""The template catalog answers the same from both stores (SqliteStore and ElasticsearchStore,
+the real Elasticsearch): list (each sort, since, limit), one template (history, examples),
+feedback marks (set, cleared, carried over a merge), unknown ids."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from smartlogs.store import SqliteStore
+from streams.catalog import TemplateChange
+from streams.pipeline import Pipeline, PipelineConfig
+from tests.integration.test_elasticsearch_store import AUTH, WINDOW, es, make_store  # noqa: F401
+
+pytestmark = pytest.mark.engines
+RECEIVED = 1_781_000_000.0
+
+
+def _feed(stores, pipeline, items):
+    events = pipeline.process(items)
+    catalog = pipeline.take_catalog()
+    merges = pipeline.miner.merges()
+    for store in stores:
+        store.write(copy.deepcopy(events), window_seconds=WINDOW, catalog=catalog)
+        if merges:
+            store.merge_templates(merges)
+    return events, catalog
+
+
+def _feedback(tid: str, mark: str | None, at: float, note: str | None = None) -> TemplateChange:
+    return TemplateChange(id=f"feedback/{tid}/{int(at * 1e9)}", template_id=tid, kind="feedback",
+                          at=at, mark=mark, note=note, by="ops")
+
+
+def test_the_catalog_answers_the_same_from_both_stores(make_store, tmp_path):  # noqa: F811
+    es_store, lite = make_store(refresh="wait_for"), SqliteStore(tmp_path / "db")
+    stores = (es_store, lite)
+    pipeline = Pipeline(PipelineConfig())
+    items = [{"id": f"c:{i}", "message": f"cache warmed in region r{i % 5} after {i} ms", "host": "h",
+              "ts": 1_700_000_000.0 + i, "received": RECEIVED} for i in range(12)]
+    items += [{"id": f"q:{i}", "message": "replica lagging behind primary", "host": "h",
+               "ts": 1_700_000_500.0 + i, "received": RECEIVED} for i in range(3)]
+    _feed(stores, pipeline, items)
+    # an enumeration (user=...) that outgrows four values in the second batch: a merge
+    users = ["root", "ftp", "git", "mysql"]
+    _feed(stores, pipeline, [
+        {"id": f"a:{i}", "raw": AUTH.format(i, 100 + i, i, u), "received": RECEIVED}
+        for i, u in enumerate(users)])
+    events, catalog = _feed(stores, pipeline, [
+        {"id": f"b:{i}", "raw": AUTH.format(10 + i, 200 + i, i, u), "received": RECEIVED}
+        for i, u in enumerate(["uucp", "sshd"])])
+    assert [c.kind for c in catalog].count("merged") == 3
+    survivor = events[0]["template_id"]
+    es_store.refresh()
+
+    # feedback: set on one, set and cleared on another, on a merged-away id, on an unknown id
+    cache = next(t["id"] for t in lite.templates() if t["template"].startswith("cache"))
+    replica = next(t["id"] for t in lite.templates() if t["template"].startswith("replica"))
+    for store in stores:
+        assert store.set_mark(_feedback(cache, "always_alert", 1_800_000_000.0, "page"))
+        assert store.set_mark(_feedback(replica, "expected", 1_800_000_001.0))
+        assert store.set_mark(_feedback(replica, None, 1_800_000_002.0))
+        assert store.set_mark(_feedback(survivor, "expected", 1_800_000_003.0))
+        assert not store.set_mark(_feedback("T99999", "expected", 1_800_000_004.0))
+    es_store.refresh()
+
+    assert lite.template_marks() == es_store.template_marks() == {cache: "always_alert",
+                                                                  survivor: "expected"}
+    for sort in ("count", "first_seen", "last_seen"):
+        for since in (None, 1_700_000_400.0):
+            for limit in (1, 3, 100):
+                want = lite.templates(sort=sort, since=since, limit=limit)
+                assert es_store.templates(sort=sort, since=since, limit=limit) == want, (sort, since, limit)
+    listed = lite.templates(limit=100)
+    assert len(listed) == 3 and {t["mark"] for t in listed} == {"always_alert", "expected", None}
+    for t in listed:
+        want = lite.template(t["id"])
+        assert es_store.template(t["id"]) == want, t["id"]
+        assert es_store.template(t["id"], history=2) == lite.template(t["id"], history=2)
+    detail = lite.template(survivor)
+    kinds = [h["kind"] for h in detail["history"]]
+    assert kinds[0] == "created" and kinds.count("merged") == 3 and kinds[-1] == "feedback"
+    cache_detail = lite.template(cache)
+    assert cache_detail["examples"][0] == "cache warmed in region r0 after 0 ms"
+    assert cache_detail["examples"][-1] == "cache warmed in region r1 after 11 ms"
+    assert len(cache_detail["examples"]) <= 5
+    assert es_store.template("T99999") is None and lite.template("T99999") is None
+    merged = [c.template_id for c in catalog if c.kind == "merged"]
+    for old in merged:
+        assert es_store.template(old) is None and lite.template(old) is None
+        assert es_store.merged_into(old) == lite.merged_into(old) == survivor
+    assert es_store.merged_into(cache) is None and lite.merged_into(cache) is None
