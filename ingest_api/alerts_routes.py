@@ -1,4 +1,4 @@
-"""``/api/alerts``: the alert history and silences (embedded mode; see smartlogs.alerting)."""
+"""``/api/alerts``: the alert history and silences (see smartlogs.alerting)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ router = APIRouter()
 
 
 def _alerting(request: Request):
+    """Embedded: the transport's alerting; full stack: the rules and the history the worker
+    writes to Elasticsearch (``smartlogs.alerting.AlertsView``)."""
     alerting = getattr(getattr(request.app.state, "transport", None), "alerting", None)
+    alerting = alerting or getattr(request.app.state, "alerts_view", None)
     if alerting is None:
         raise IngestError(404, "alerts_off",
                           "alerting is off: start with SMARTLOGS_ALERT_RULES=FILE (see "
-                          "deploy/alerts.example.yaml); in the full stack alerts are not served "
-                          "by the API yet")
+                          "deploy/alerts.example.yaml; in the full stack, on the API and the "
+                          "worker)")
     return alerting
 
 

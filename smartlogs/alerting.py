@@ -237,6 +237,77 @@ class AlertHistory:
         self._db.close()
 
 
+class EsAlertHistory:
+    """The same history in Elasticsearch (the full stack): ``<prefix>.alerts`` (one document
+    per record) and ``<prefix>.alert-silences`` (one per rule and group), names outside the
+    events' pattern, made on first use. The worker records, the API lists and silences; a
+    record is searchable within the index's refresh interval (1 s)."""
+
+    _MAPPINGS = {"dynamic": False, "properties": {
+        "id": {"type": "keyword"}, "state": {"type": "keyword"}, "rule": {"type": "keyword"},
+        "kind": {"type": "keyword"}, "group": {"type": "keyword"}, "at": {"type": "double"},
+        "seq": {"type": "long"}, "historical": {"type": "boolean"},
+        "notified": {"type": "boolean"}, "body": {"type": "object", "enabled": False}}}
+    _SILENCE_MAPPINGS = {"dynamic": False, "properties": {
+        "rule": {"type": "keyword"}, "group": {"type": "keyword"}, "until": {"type": "double"}}}
+
+    def __init__(self, client, prefix: str):
+        self._es = client
+        self.index = f"{prefix}.alerts"
+        self.silence_index = f"{prefix}.alert-silences"
+        self._ready = False
+        self._seq = time.time_ns()  # orders records of one writer (the worker) as written
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        es = self._es.options(ignore_status=400)  # already there
+        es.indices.create(index=self.index, mappings=self._MAPPINGS,
+                          settings={"number_of_replicas": 0})
+        es.indices.create(index=self.silence_index, mappings=self._SILENCE_MAPPINGS,
+                          settings={"number_of_replicas": 0})
+        self._ready = True
+
+    def record(self, alert: Alert, notified: bool) -> None:
+        self._ensure()
+        self._seq += 1
+        doc = {"id": alert.id, "state": alert.state, "rule": alert.rule, "kind": alert.kind,
+               "group": alert.group, "at": alert.at, "seq": self._seq,
+               "historical": alert.historical, "notified": notified, "body": asdict(alert)}
+        # one record per (alert, state): a batch processed again after a crash rewrites it
+        self._es.index(index=self.index, id=f"{alert.id}|{alert.state}", document=doc)
+
+    def list(self, *, rule: str | None = None, state: str | None = None, limit: int = 100) -> list[dict]:
+        self._ensure()
+        filters = [{"term": {k: v}} for k, v in (("rule", rule), ("state", state)) if v]
+        res = self._es.search(index=self.index, size=limit, query={"bool": {"filter": filters}},
+                              sort=[{"seq": "desc"}], source=["body", "notified"])
+        return [{**h["_source"]["body"], "notified": h["_source"]["notified"]}
+                for h in res["hits"]["hits"]]
+
+    def silence(self, rule: str, group: str, until: float) -> None:
+        self._ensure()
+        self._es.index(index=self.silence_index, id=f"{rule}|{group}", refresh="true",
+                       document={"rule": rule, "group": group, "until": until})
+
+    def silenced(self, rule: str, group: str, now: float) -> bool:
+        self._ensure()
+        res = self._es.search(index=self.silence_index, size=1, query={"bool": {"filter": [
+            {"term": {"rule": rule}}, {"terms": {"group": [group, "*"]}},
+            {"range": {"until": {"gt": now}}}]}})
+        return bool(res["hits"]["hits"])
+
+    def silences(self, now: float) -> list[dict]:
+        self._ensure()
+        res = self._es.search(index=self.silence_index, size=1000,
+                              query={"range": {"until": {"gt": now}}}, sort=[{"until": "asc"}])
+        return [{"rule": h["_source"]["rule"], "group": h["_source"]["group"],
+                 "until": h["_source"]["until"]} for h in res["hits"]["hits"]]
+
+    def close(self) -> None:
+        pass  # the client is the store's
+
+
 class Alerting:
     """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
     thread (``tick`` every second); thread-safe."""
@@ -291,7 +362,9 @@ class Alerting:
         self.history.close()
 
     @classmethod
-    def from_settings(cls, settings) -> "Alerting | None":
+    def from_settings(cls, settings, history=None) -> "Alerting | None":
+        """From the settings; ``history``: where alerts are kept (default ``alerts.db`` in the
+        data directory; the Kafka worker passes an :class:`EsAlertHistory`)."""
         if settings.alert_rules is None:
             return None
         rules, warmup = rules_from_file(settings.alert_rules)
@@ -301,6 +374,23 @@ class Alerting:
             notifiers.append(Notifier(settings.alert_webhook_url, kind="webhook", console_url=console))
         if settings.alert_slack_url:
             notifiers.append(Notifier(settings.alert_slack_url, kind="slack", console_url=console))
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(AlertEngine(rules, warmup_lines=warmup),
-                   AlertHistory(settings.data_dir / "alerts.db"), notifiers)
+        if history is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            history = AlertHistory(settings.data_dir / "alerts.db")
+        return cls(AlertEngine(rules, warmup_lines=warmup), history, notifiers)
+
+
+class AlertsView:
+    """What the API of the full stack serves about alerts: the rules (to check a silence's
+    rule) and the history the worker writes to Elasticsearch."""
+
+    def __init__(self, rules, history: EsAlertHistory):
+        self.engine = AlertEngine(rules)
+        self.history = history
+
+    @classmethod
+    def from_settings(cls, settings, client) -> "AlertsView | None":
+        if settings.alert_rules is None:
+            return None
+        rules, _warmup = rules_from_file(settings.alert_rules)
+        return cls(rules, EsAlertHistory(client, settings.es_index_prefix))

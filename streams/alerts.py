@@ -16,6 +16,8 @@ learned), ``anomaly_burst`` (at least ``threshold`` flagged lines in a window), 
 windows, and at least ``min_count``), ``error_flood`` (lines at or above ``level``),
 ``silence`` (a group active before has sent nothing for ``windows`` windows), ``match`` (lines
 whose message holds every word of ``query``, the search's word rule). ``group_by`` is ``host``,
+``incident`` (an ``anomaly_burst`` rule with ``group_by: incident``: one alert per incident,
+whatever its number of lines),
 ``component``, ``source``, ``template`` or ``none`` (one group for all).
 
 One alert per rule and group while its condition lasts: ``firing`` when it starts, ``resolved``
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 __all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS"]
 
 KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
-GROUP_BY = ("host", "component", "source", "template", "none")
+GROUP_BY = ("host", "component", "source", "template", "incident", "none")
 LEVELS = ("TRACE", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -305,6 +307,8 @@ class AlertEngine:
             return "*"
         if rule.group_by == "template":
             return e.get("template_id") or "-"
+        if rule.group_by == "incident":  # one alert per incident (its flagged lines)
+            return e.get("incident_id") or "-"
         return e.get(rule.group_by) or "-"
 
     def _add(self, rule, e, t, historical) -> list[Alert]:

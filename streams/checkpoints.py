@@ -113,6 +113,11 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
             or any(f"n:{name}" not in meta for name in maps))
     if lineage is None:
         lineage = uuid.uuid4().hex
+    for view in maps.values():  # rows computed at save time (streams.keyed.DiffRows)
+        prepare = getattr(view.owner, "prepare", None)
+        if prepare is not None:
+            prepare()
+            view.rows = view.owner.rows
     token = EXTERNAL_ROWS.set(frozenset(id(view.owner) for view in maps.values()))
     try:
         body = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
@@ -135,6 +140,15 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
                 continue
             dirty = owner.dirty
             if not dirty:
+                continue
+            if getattr(owner, "unordered", False):  # a row's place is its key: upsert, delete
+                todo = [(name, repr(k), 0, marshal.dumps((k, enc(rows[k]))))
+                        for k in dirty if k in rows]
+                conn.executemany("INSERT INTO rows VALUES (?, ?, ?, ?) ON CONFLICT (map, k) "
+                                 "DO UPDATE SET v = excluded.v", todo)
+                conn.executemany("DELETE FROM rows WHERE map = ? AND k = ?",
+                                 [(name, repr(k)) for k in dirty if k not in rows])
+                written += len(todo)
                 continue
             # while a map only grows (a removal reorders: above), the file holds its first
             # ``held`` keys in order: the keys after them are new, the others keep their place
@@ -200,9 +214,12 @@ def _load(path: Path) -> Pipeline:
             raise ValueError("checksum mismatch (truncated or corrupt)")
         pipeline = pickle.loads(body)
         maps = pipeline.keyed_maps()
-        if set(meta["maps"].split(",")) != set(maps):
+        held = set(meta["maps"].split(","))
+        if not held <= set(maps):
             raise ValueError(f"its keyed maps {meta['maps']} are not this model's")
         for name, view in maps.items():
+            if name not in held:  # written whole in the pickle by an earlier version
+                continue
             dec = view.decode
             view.fill({k: dec(v) for k, v in (marshal.loads(b) for (b,) in conn.execute(
                 "SELECT v FROM rows WHERE map = ? ORDER BY ord", (name,)))})

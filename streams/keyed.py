@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-__all__ = ["KeyedRows", "TrackedDict", "Rows", "EXTERNAL_ROWS"]
+__all__ = ["KeyedRows", "TrackedDict", "DiffRows", "Rows", "EXTERNAL_ROWS"]
 
 # set by the checkpoint writer while it pickles the model: ids of the maps whose rows it
 # writes itself (their pickled form then leaves the rows out)
@@ -134,15 +134,59 @@ class TrackedDict(dict):
         return (TrackedDict, (dict(self),))
 
 
+class DiffRows:
+    """Rows of a structure with many mutation sites (the miner's templates): computed when a
+    checkpoint is written (``prepare``) and compared with what the last one wrote, so only the
+    rows that changed, appeared or went away are written. Costs one pass over the rows per
+    save (bounded by the structure's own cap), never a missed change. Unordered: a row's
+    place is its key (the loader orders what needs it).
+
+    >>> state = {"a": 1, "b": 2}
+    >>> d = DiffRows(lambda: dict(state)); d.prepare(); sorted(d.dirty)
+    ['a', 'b']
+    >>> d.saved(); state["b"] = 3; del state["a"]; state["c"] = 4; d.prepare(); sorted(d.dirty)
+    ['a', 'b', 'c']
+    """
+
+    unordered = True
+
+    def __init__(self, compute):
+        self.compute = compute
+        self.rows: dict = {}
+        self.dirty: set = set()
+        self.reordered = False
+        self._saved: dict = {}  # key -> the bytes the last save wrote
+        self._pending: dict = {}
+
+    def prepare(self) -> None:
+        import marshal
+
+        self.rows = rows = self.compute()
+        enc = {k: marshal.dumps(v) for k, v in rows.items()}
+        saved = self._saved
+        self.dirty = {k for k, b in enc.items() if saved.get(k) != b} | (saved.keys() - enc.keys())
+        self._pending = enc
+
+    def saved(self) -> None:
+        self._saved, self._pending = self._pending, {}
+        self.dirty = set()
+
+    def prime(self) -> None:
+        """After a restore: what the file holds is what was just read."""
+        self.prepare()
+        self.saved()
+
+
 class Rows:
     """What the checkpoint writer needs of one keyed map: ``owner`` (its bookkeeping:
     ``dirty``, ``reordered``, ``saved()``; the object named in ``EXTERNAL_ROWS``), ``rows``
     (the ordered dict of its rows), ``fill`` (restore them), and how a value is written and
-    read back (``encode``/``decode``: identity unless the values are objects of the model)."""
+    read back (``encode``/``decode``: identity unless the values are objects of the model).
+    An owner with ``prepare`` (:class:`DiffRows`) computes its rows when a save begins."""
 
     __slots__ = ("owner", "rows", "fill", "encode", "decode")
 
-    def __init__(self, owner, rows: dict, fill, encode=None, decode=None):
+    def __init__(self, owner, rows: dict | None, fill, encode=None, decode=None):
         self.owner, self.rows, self.fill = owner, rows, fill
         self.encode = encode or _same
         self.decode = decode or _same

@@ -125,7 +125,7 @@ import re
 from dataclasses import dataclass
 from itertools import islice
 
-from streams.keyed import EXTERNAL_ROWS, Rows, TrackedDict
+from streams.keyed import EXTERNAL_ROWS, DiffRows, Rows, TrackedDict
 
 __all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner"]
 
@@ -474,6 +474,20 @@ def _same_shape(a: str, b: str) -> bool:
     return j == nb
 
 
+def _family_id(family: _Family | None) -> int | None:
+    """An enumeration's id in checkpoints: its oldest member's template id."""
+    if family is None or not family.members:
+        return None
+    return min(m.cluster_id for m in family.members)
+
+
+def _restored_group(cid: int, row: tuple) -> _Group:
+    tokens, size, _fid, key, last, _young = row
+    g = _Group(cid, list(tokens), tuple(key), last)
+    g.size = size
+    return g
+
+
 def _memo_target(group: _Group) -> _Group | None:
     """What a message memo entry stands for: the group its lines join (merges followed), or
     None when that group was evicted. A memo hit does the same with the entry as with this,
@@ -540,15 +554,90 @@ class TemplateMiner:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_masks", None)  # compiled patterns: rebuilt on load
-        if id(self._cache) in EXTERNAL_ROWS.get():  # its rows name groups by id: keep those
+        state.pop("_row_views", None)  # a checkpoint writer's bookkeeping
+        external = EXTERNAL_ROWS.get()
+        views = self.__dict__.get("_row_views")
+        if views is not None and id(views[0]) in external:
+            # the templates are rows beside the pickle (``keyed_maps``): so are their indexes
+            state.update(_leaves=None, _young=None, _old=None, _families=None)
+        elif id(self._cache) in external:  # its rows name groups by id: keep those
             state["_cache_groups"] = {g.cluster_id: g for g in map(_memo_target, self._cache.values())
                                       if g is not None}
         return state
 
+    # -- checkpoint rows ---------------------------------------------------------------------------
+    def _group_rows(self) -> dict:
+        """Every kept template: id -> (tokens, size, its enumeration's id, leaf key, last line,
+        young). Merged and evicted groups are gone (their ids live on in ``aliases``)."""
+        rows = {}
+        for groups, young in ((self._young, True), (self._old, False)):
+            for cid, g in groups.items():
+                rows[cid] = (g.tokens, g.size, _family_id(g.family), g.key, g.last, young)
+        return rows
+
+    def _family_rows(self) -> dict:
+        fams = {id(g.family): g.family for d in (self._young, self._old) for g in d.values()
+                if g.family is not None}
+        for fs in self._families.values():
+            fams.update((id(f), f) for f in fs)
+        return {_family_id(f): (f.pos, [m.cluster_id for m in f.members])
+                for f in fams.values() if f.members}
+
+    def _word_rows(self) -> dict:
+        return {w: [_family_id(f) for f in fs if f.members] for w, fs in self._families.items()}
+
+    def _restore_groups(self, rows: dict) -> None:
+        self._restoring = {cid: (_restored_group(cid, row), row[2], row[5])
+                           for cid, row in rows.items()}
+
+    def _restore_families(self, rows: dict) -> None:
+        groups = self._restoring
+        fams = {}
+        for fid, (pos, members) in rows.items():
+            f = fams[fid] = _Family(pos, groups[members[0]][0])
+            f.members = [groups[c][0] for c in members]
+        for g, fid, _young in groups.values():
+            g.family = fams.get(fid) if fid is not None else None
+        self._restoring_families = fams
+
+    def _restore_words(self, rows: dict) -> None:
+        """The last of the template maps: link everything and rebuild the indexes (leaves in
+        id order, young and old ones in the order they were last joined)."""
+        fams = self.__dict__.pop("_restoring_families", {})
+        groups = self.__dict__.pop("_restoring", {})
+        self._families = {w: [fams[f] for f in fids if f in fams] for w, fids in rows.items()}
+        self._young, self._old, self._leaves = {}, {}, {}
+        for g, _fid, young in sorted(groups.values(), key=lambda t: (t[0].last, t[0].cluster_id)):
+            (self._young if young else self._old)[g.cluster_id] = g
+        for cid in sorted(groups):
+            g = groups[cid][0]
+            self._leaves.setdefault(g.key, []).append(g)
+        self.__dict__["_cache_groups"] = {cid: t[0] for cid, t in groups.items()}
+        for view in self._row_views:
+            view.prime()
+
     def keyed_maps(self) -> dict[str, Rows]:
-        """The memos, for a checkpoint that writes them row by row (``streams.keyed``)."""
+        """The templates (groups, enumerations, the index of their words) and the memos, for a
+        checkpoint that writes them row by row (``streams.keyed``); in this order on load."""
+        views = self.__dict__.get("_row_views")
+        if views is None:
+            views = self._row_views = (DiffRows(self._group_rows), DiffRows(self._family_rows),
+                                       DiffRows(self._word_rows))
+
         def group(cluster_id: int) -> _Group:
-            return _EVICTED if cluster_id < 0 else self.__dict__["_cache_groups"][cluster_id]
+            """A memo row's group. The row was written when its entry was set; the group may
+            have been merged or evicted since (that changes no entry): merges are followed
+            through ``aliases`` as a hit follows ``merged_into``, and a group that is gone is
+            an evicted one, as it is to a hit."""
+            if cluster_id < 0:
+                return _EVICTED
+            groups = self.__dict__["_cache_groups"]
+            g = groups.get(cluster_id)
+            n = cluster_id
+            while g is None and n in self.aliases:
+                n = self.aliases[n]
+                g = groups.get(n)
+            return _EVICTED if g is None else g
 
         def group_id(g: _Group) -> int:
             target = _memo_target(g)
@@ -558,7 +647,10 @@ class TemplateMiner:
             self._cache.fill(rows)
             self.__dict__.pop("_cache_groups", None)
 
-        return {"tokens": Rows(self._tokens, self._tokens, self._tokens.fill),
+        return {"groups": Rows(views[0], None, self._restore_groups),
+                "families": Rows(views[1], None, self._restore_families),
+                "words": Rows(views[2], None, self._restore_words),
+                "tokens": Rows(self._tokens, self._tokens, self._tokens.fill),
                 "messages": Rows(self._cache, self._cache, fill_messages,
                                  encode=group_id, decode=group)}
 

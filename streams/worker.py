@@ -217,10 +217,31 @@ async def _finish(stream, pending) -> None:
     await stream.ack(event)
 
 
+def _make_alerting():
+    """Alert rules in the full stack (``SMARTLOGS_ALERT_RULES``): the same engine as embedded
+    mode, fed with each batch once Elasticsearch took it, its history in Elasticsearch (the
+    API lists it). One worker per topic today (README), so each rule is evaluated once."""
+    if settings.alert_rules is None:
+        return None
+    from smartlogs.alerting import Alerting, EsAlertHistory
+
+    alerting = Alerting.from_settings(
+        settings, history=EsAlertHistory(store().client, settings.es_index_prefix))
+    alerting.engine.marks_of = lambda: pipeline.scorer.marks
+    alerting.engine.lines_learned_of = lambda: pipeline.lines
+    return alerting
+
+
+_alerting = _make_alerting()
+
+
 async def _account(event, items: list[dict], events: list[dict]) -> None:
     """After a batch's write: count it, fold its windows (in ``event``'s partition's
-    changelog), dead-letter what Elasticsearch rejected."""
+    changelog), dead-letter what Elasticsearch rejected, and hand it to the alert rules."""
     new = [e for e in events if "seq" in e]
+    if _alerting is not None and new:
+        # off the event loop: the history is written to Elasticsearch (never raises)
+        await asyncio.get_running_loop().run_in_executor(None, _alert_on, new)
     metrics.EVENTS_PROCESSED.labels("sink").inc(len(new))
     metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
     metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
@@ -493,6 +514,19 @@ async def table_summary() -> None:
     if summary != _last_summary:
         _last_summary = summary
         log.info("window_counts: %d keys, total=%d events", summary[0], summary[1])
+
+
+def _alert_on(events: list[dict]) -> None:
+    try:
+        _alerting.on_stored(events)
+    except Exception:  # noqa: BLE001 - alerting must never hold the pipeline
+        log.exception("alert rules failed on a batch")
+
+
+@app.task
+async def _start_alerting() -> None:
+    if _alerting is not None:
+        _alerting.start()
 
 
 @app.task

@@ -302,6 +302,11 @@ class ElasticsearchStore:
         self._seq_lock = threading.Lock()
         self._last_seq = 0
 
+    @property
+    def client(self):
+        """The Elasticsearch client (for what lives beside the events: the alert history)."""
+        return self._es
+
     # -- setup ----------------------------------------------------------------------------
     def ensure_setup(self) -> None:
         """Install (or update) the index template. Idempotent; called lazily by the first write."""

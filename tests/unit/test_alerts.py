@@ -179,3 +179,20 @@ def test_an_alert_says_whether_the_model_was_warming_up_and_how_much_it_had_lear
     (b,) = warm.observe([dict(ev(T0 + i, level="ERROR"), warming_up=False) for i in range(2)])
     assert b.warming_up is False and b.lines_learned == 2  # without the runtime: lines seen
     assert "warming up" not in slack_payload(b)["blocks"][0]["text"]["text"]
+
+
+def test_an_anomaly_burst_grouped_by_incident_is_one_alert_per_incident():
+    """Issue 20: an alert for an incident, never per line: 40 flagged lines of one incident
+    are one firing (count 40), a second incident another; resolved once its window closes."""
+    loaded, _ = rules("rules: [{name: inc, kind: anomaly_burst, threshold: 1, window: 5m, "
+                      "group_by: incident}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    out = []
+    for i in range(40):
+        out += engine.observe([dict(ev(T0 + i, anomaly=True, reason="burst"), incident_id="I1")])
+    out += engine.observe([dict(ev(T0 + 50, anomaly=True, reason="flood"), incident_id="I2")])
+    out += engine.observe([ev(T0 + 51)])  # an ordinary line: no incident, no alert
+    firing = [a for a in out if a.state == "firing"]
+    assert [(a.group, a.count) for a in firing] == [("I1", 40), ("I2", 1)]  # one each
+    out = engine.tick(T0 + 700)
+    assert sorted((a.group, a.state) for a in out) == [("I1", "resolved"), ("I2", "resolved")]

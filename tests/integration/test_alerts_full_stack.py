@@ -1,0 +1,100 @@
+"""Alert rules in the full stack (issue 20): the worker evaluates the rules on each batch once
+Elasticsearch took it, notifies a webhook (a real HTTP server here), keeps the history in
+Elasticsearch, and the API lists it and takes silences."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from tests.integration.stack import run_stack, stack_logs, wait_total
+
+pytestmark = pytest.mark.engines
+T0 = 1_700_000_000
+RULES = """warmup_lines: 300
+rules:
+  - {name: new-pattern, kind: new_template}
+  - {name: errors, kind: error_flood, level: ERROR, threshold: 5, window: 1m, group_by: host}
+"""
+
+
+class _Hook(BaseHTTPRequestHandler):
+    got: list = []
+
+    def do_POST(self):  # noqa: N802
+        _Hook.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def alert_stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    _Hook.got.clear()
+    try:
+        yield from run_stack(tmp_path, rabbitmq, kafka, elasticsearch, extra_env={
+            "SMARTLOGS_ALERT_RULES": str(rules), "SMARTLOGS_SYSLOG_PORT": "0",
+            "SMARTLOGS_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_port}/hook"})
+    finally:
+        hook.shutdown()
+
+
+def _wait(pred, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.3)
+    return None
+
+
+@pytest.mark.timeout(300)
+def test_the_worker_raises_alerts_the_api_lists_and_silences(alert_stack):
+    url, procs = alert_stack["url"], alert_stack["procs"]
+    now = time.time()  # live lines: judged in arrival time, notified
+    warm = [{"message": f"heartbeat ok from worker {i % 7}", "host": "h1", "level": "INFO",
+             "timestamp": now + i * 0.01} for i in range(400)]
+    r = httpx.post(f"{url}/ingest", json=warm, timeout=30)
+    assert r.status_code == 202, r.text
+    assert wait_total(url, 400, procs=procs) == 400, stack_logs(alert_stack)
+    new = {"message": "disk controller reported a parity fault", "host": "h2", "level": "INFO",
+           "timestamp": time.time()}
+    httpx.post(f"{url}/ingest", json=[new], timeout=30)
+    hit = _wait(lambda: [a for a in _Hook.got if a["kind"] == "new_template"
+                         and a["trigger"]["message"] == new["message"]])
+    assert hit and hit[0]["state"] == "firing" and hit[0]["lines_learned"] >= 400, \
+        (_Hook.got, stack_logs(alert_stack))
+    listed = _wait(lambda: httpx.get(f"{url}/api/alerts", params={"rule": "new-pattern"}
+                                     ).json()["alerts"])
+    assert listed and listed[0]["group"] == hit[0]["group"] and listed[0]["notified"] is True
+
+    # a silence given to the API holds the worker's notifications of that rule and group
+    r = httpx.post(f"{url}/api/alerts/silences", json={"rule": "errors", "group": "h3",
+                                                       "seconds": 600})
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{url}/api/alerts/silences", json={"rule": "nope", "seconds": 60}
+                      ).status_code == 422
+    flood = [{"message": f"write failed on volume {i}", "host": host, "level": "ERROR",
+              "timestamp": time.time()} for host in ("h3", "h4") for i in range(6)]
+    httpx.post(f"{url}/ingest", json=flood, timeout=30)
+    errs = _wait(lambda: [a for a in httpx.get(f"{url}/api/alerts", params={"rule": "errors"}
+                                               ).json()["alerts"] if a["state"] == "firing"]
+                 if len({a["group"] for a in httpx.get(f"{url}/api/alerts", params={
+                     "rule": "errors"}).json()["alerts"]}) >= 2 else None)
+    assert errs, stack_logs(alert_stack)
+    by_group = {a["group"]: a for a in errs}
+    assert by_group["h3"]["notified"] is False and by_group["h4"]["notified"] is True
+    assert {a["group"] for a in _Hook.got if a["rule"] == "errors"} == {"h4"}
+    assert httpx.get(f"{url}/api/alerts").json()["silences"][0]["group"] == "h3"
