@@ -49,6 +49,7 @@ _ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
     "incidents.js": "text/javascript; charset=utf-8",  # the incidents view
     "templates.js": "text/javascript; charset=utf-8",  # the Templates page
+    "alerts.js": "text/javascript; charset=utf-8",  # the Alerts page
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -808,3 +808,41 @@ def test_console_templates_page_sorts_shows_history_and_marks(platform, browser)
           .startswith("mark cleared"), "the mark cleared")
     assert httpx.get(f"{url}/api/templates/{cache}").json()["mark"] is None
     assert _browser_errors(drv) == []
+
+
+@pytest.fixture
+def alerting_platform(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("warmup_lines: 0\nrules:\n  - {name: errors, kind: error_flood, level: ERROR, "
+                     "threshold: 2, window: 1m, group_by: host}\n")
+    yield from _run_api(tmp_path, "embedded", {"SMARTLOGS_ALERT_RULES": str(rules),
+                                               "SMARTLOGS_SYSLOG_PORT": "0"}, "/healthz")
+
+
+def test_console_alerts_page_lists_alerts_and_silences(alerting_platform, browser):
+    """Issue 20: the alerts raised, shown in the console, and a silence given from it."""
+    url, drv = alerting_platform, browser
+    now = time.time()
+    assert httpx.post(f"{url}/ingest", json=[
+        {"message": f"write <i>failed</i> on volume {i}", "host": "db-1", "level": "ERROR",
+         "timestamp": now + i * 0.1} for i in range(3)]).status_code == 202
+    _wait(lambda: httpx.get(f"{url}/api/alerts").json()["alerts"], "an alert raised")
+    drv.get(url + "/")
+    _click(drv, "#tab-alerts")
+    cells = "return [...document.querySelectorAll('#alerts-body tr.alert td')].map(td => td.textContent)"
+    _wait(lambda: _js(drv, cells), "the alert shown")
+    row = _js(drv, cells)
+    assert row[0] == "firing" and row[2] == "errors (error_flood)" and row[3] == "db-1", row
+    assert row[6].startswith("write <i>failed</i> on volume"), row  # text, never HTML
+    assert _text(drv, "alerts-summary") == "1 alert record(s), 1 firing"
+    drv.find_element("css selector", "#silence-rule").send_keys("errors")
+    drv.find_element("css selector", "#silence-group").send_keys("db-1")
+    _click(drv, "#silence-form button[type=submit]")
+    _wait(lambda: _text(drv, "silence-status").startswith("silenced errors · db-1 until"),
+          "the silence stored")
+    _wait(lambda: "errors · db-1 until" in _text(drv, "alerts-silences"), "the silence listed")
+    assert httpx.get(f"{url}/api/alerts").json()["silences"][0]["group"] == "db-1"
+    drv.find_element("css selector", "#silence-rule").clear()
+    drv.find_element("css selector", "#silence-rule").send_keys("nope")
+    _click(drv, "#silence-form button[type=submit]")
+    _wait(lambda: "no rule named 'nope'" in _text(drv, "silence-status"), "the unknown rule refused")
