@@ -555,14 +555,10 @@ class TemplateMiner:
         state = dict(self.__dict__)
         state.pop("_masks", None)  # compiled patterns: rebuilt on load
         state.pop("_row_views", None)  # a checkpoint writer's bookkeeping
-        external = EXTERNAL_ROWS.get()
         views = self.__dict__.get("_row_views")
-        if views is not None and id(views[0]) in external:
+        if views is not None and id(views[0]) in EXTERNAL_ROWS.get():
             # the templates are rows beside the pickle (``keyed_maps``): so are their indexes
             state.update(_leaves=None, _young=None, _old=None, _families=None)
-        elif id(self._cache) in external:  # its rows name groups by id: keep those
-            state["_cache_groups"] = {g.cluster_id: g for g in map(_memo_target, self._cache.values())
-                                      if g is not None}
         return state
 
     # -- checkpoint rows ---------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import httpx
 from tests.e2e.test_cli_embedded import _free_port
 
 
-def _up(tmp_path, port):
-    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_PORT": str(port),
-           "SMARTLOGS_CHECKPOINT_SECONDS": "1"}
+def _up(data_dir, port: int, checkpoint_seconds: str = "1") -> subprocess.Popen:
+    """`smartlogs up` on ``data_dir`` as a real process, once it answers /healthz."""
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(data_dir), "SMARTLOGS_PORT": str(port),
+           "SMARTLOGS_CHECKPOINT_SECONDS": checkpoint_seconds}
     proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up", "--log-level", "warning"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -36,7 +37,7 @@ def test_kill_9_three_times_during_a_50k_replay(tmp_path, loghub):
     rnd = random.Random(8)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _up(tmp_path, port)
+    server = _up(tmp_path / "var", port)
     env = {**os.environ, "SMARTLOGS_URL": url, "NO_COLOR": "1"}
     replay = subprocess.Popen(
         [sys.executable, "-m", "smartlogs.cli", "replay", str(loghub / "Linux" / "Linux_2k.log"),
@@ -54,7 +55,7 @@ def test_kill_9_three_times_during_a_50k_replay(tmp_path, loghub):
             server.wait()
             kills += 1
             time.sleep(rnd.uniform(0.1, 1.0))
-            server = _up(tmp_path, port)
+            server = _up(tmp_path / "var", port)
         out, err = replay.communicate(timeout=300)
         assert kills == 3, f"the replay finished before three kills: {out} {err}"
         assert replay.returncode == 0, out + err

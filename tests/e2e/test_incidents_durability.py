@@ -14,22 +14,7 @@ import httpx
 
 from tests.component.test_incidents_api import burst, normal
 from tests.e2e.test_cli_embedded import _free_port
-
-
-def _up(data_dir, port: int, checkpoint_seconds: str) -> subprocess.Popen:
-    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(data_dir), "SMARTLOGS_PORT": str(port),
-           "SMARTLOGS_CHECKPOINT_SECONDS": checkpoint_seconds}
-    proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up", "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("smartlogs up did not start")
+from tests.e2e.test_durability import _up
 
 
 def _post(url: str, events: list[dict]) -> None:
