@@ -25,11 +25,10 @@ split the header with a lazy regex where every space is ``\\s+``:
   ``-- root``).  It is limited to 64 characters and must not contain brackets; a line
   with a valid syslog timestamp but no ``tag:`` still matches (component None).  The
   host may be absent (``Jun 14 15:16:01 sshd[1]: msg``).
-* zookeeper: loghub cuts ``[thread:Class@line]`` at the *first* ``:`` and the first
-  ``@`` after it: node = ``QuorumPeer[myid=1]/0``, component =
-  ``0:0:0:0:0:0:0:2181:FastLeaderElection``, id = ``774``.  We reproduce that split
-  (fields ``node``/``id``, component) and additionally give the semantic split in
-  fields ``thread`` (text before the last ``:``) and ``class``.
+* zookeeper: ``[thread:Class@line]`` is split as log4j wrote it (``%t:%C{1}@%L``): the
+  component is the class (``FastLeaderElection``), fields ``thread`` (the text before the
+  last ``:``, ``QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181``) and ``line`` (``774``). (loghub's
+  CSV cuts at the *first* ``:`` instead; that cut fits its files only and is not copied.)
 * bgl: the timestamp comes from the microsecond time column (taken as UTC, like every
   naive log time).  In the loghub sample that column is exactly 7 h behind the epoch
   column (kept in ``fields["epoch"]``), i.e. it looks like US Pacific daylight time.
@@ -807,22 +806,16 @@ class LineParser:
         if ts is _INVALID:
             ts = None
             fields["invalid_timestamp"] = s[:23]
-        # loghub's split: node = up to the first ':', component = up to the next '@'
+        # the layout's own fields, "%t:%C{1}@%L": the class is the component, the thread is
+        # before the last ':' before the last '@', the source line after it
         component = bracket
-        node, colon, rest = bracket.partition(":")
-        if colon:
-            comp, at, ident = rest.partition("@")
-            if at:
-                component = comp
-                fields["node"] = node
-                fields["id"] = ident
-        # semantic split of "%t:%C{1}@%L": thread = before the last ':' before the last '@'
-        head, at, _line = bracket.rpartition("@")
+        head, at, line_no = bracket.rpartition("@")
         if at:
             thread, colon, cls = head.rpartition(":")
             if colon:
+                component = cls
                 fields["thread"] = thread
-                fields["class"] = cls
+                fields["line"] = line_no
         return ParsedLine(
             msg.rstrip(), ts, None, component, None, level, "zookeeper", True, False, fields
         )

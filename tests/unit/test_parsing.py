@@ -101,9 +101,10 @@ def _zookeeper(row: dict[str, str]) -> dict[str, object]:
             f"{row['Date']} {row['Time']}", "%Y-%m-%d %H:%M:%S,%f"
         ).replace(tzinfo=UTC),
         "level": row["Level"],
-        "component": row["Component"],
-        "fields.node": row["Node"],
-        "fields.id": row["Id"],
+        # the CSV cuts "%t:%C{1}@%L" at the first ':'; the parser splits it as log4j wrote it
+        "component": f"{row['Node']}:{row['Component']}".rpartition(":")[2],
+        "fields.thread": f"{row['Node']}:{row['Component']}".rpartition(":")[0],
+        "fields.line": row["Id"],
         "host": None,
         "pid": None,
     }
@@ -234,17 +235,16 @@ def test_zookeeper_semantic_thread_class_split() -> None:
     parser = LineParser("zookeeper")
     for line in lines:
         r = parser.parse(line)
-        # loghub's node:component and the log4j thread:class cover the same text
-        assert f"{r.fields['node']}:{r.component}" == f"{r.fields['thread']}:{r.fields['class']}"
+        # thread:class@line cover the bracket's text exactly
+        assert line.split(" [", 1)[1].startswith(
+            f"{r.fields['thread']}:{r.component}@{r.fields['line']}]")
     r = parser.parse(
         "2015-07-30 18:18:02,003 - INFO  [ProcessThread(sid:1 cport:-1)::PrepRequestProcessor@476]"
         " - Processed session termination for sessionid: 0x14ede63a5a70002"
     )
-    assert r.fields["node"] == "ProcessThread(sid"
-    assert r.component == "1 cport:-1)::PrepRequestProcessor"
+    assert r.component == "PrepRequestProcessor"
     assert r.fields["thread"] == "ProcessThread(sid:1 cport:-1):"
-    assert r.fields["class"] == "PrepRequestProcessor"
-    assert r.fields["id"] == "476"
+    assert r.fields["line"] == "476"
     assert r.message == "Processed session termination for sessionid: 0x14ede63a5a70002"
 
 
