@@ -67,7 +67,7 @@ from smartlogs import metrics
 from smartlogs.security import (amqp_connect_url, amqp_ssl_context, kafka_client_kwargs, redact,
                                 redact_url, register_secrets)
 from smartlogs.settings import Settings, get_settings
-from streams.pipeline import source_key
+from streams.partitions import partition_key
 
 __all__ = ["Bridge", "InvalidBatch", "decode_batch", "run_bridge", "main", "ERROR_HEADER"]
 
@@ -517,17 +517,9 @@ class Bridge:
 
     # -- records --------------------------------------------------------------------------
 
-    @staticmethod
-    def source_key(item: dict) -> str:
-        """The Kafka key of an item: its host when the event carries one, else the source the
-        pipeline learns its header layout by (``streams.pipeline.source_key``: the named
-        stream, else the receiver). Read from what the request carries: parsing every line here
-        to find a host cost as much as the worker's own parse, and a line's host is the
-        pipeline's business."""
-        host = item.get("host")
-        if isinstance(host, str) and host:
-            return host
-        return source_key(item)
+    #: the Kafka key of an item (``streams.partitions.partition_key``: its host, else its named
+    #: stream, else its receiver), read from what the request carries, never from a parse
+    source_key = staticmethod(partition_key)
 
     def _records(self, items: list[dict]) -> tuple[list[tuple[bytes, bytes, int]], list[dict]]:
         """(key, value, line count) records, source by source in order; and items too big for

@@ -22,11 +22,12 @@ from streams.formats import UserFormats
 from streams.incidents import DEFAULT_EXAMPLES, DEFAULT_GAP, DEFAULT_QUIET, IncidentTracker
 from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
+from streams.partitions import source_key
 from streams.scoring import AnomalyScorer, incident_key
 from streams.templates import TemplateMiner
 from streams.windows import window_start
 
-__all__ = ["Pipeline", "PipelineConfig"]
+__all__ = ["Pipeline", "PipelineConfig", "source_key"]
 
 log = logging.getLogger(__name__)
 
@@ -359,12 +360,6 @@ def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:
         kind = "severity" if x.get("severity", 0.0) >= 0.5 else "combination"
         return (kind, event["host"] or stream, event["template_id"])
     return key if event["host"] else (*key, stream)
-
-
-def source_key(item: dict) -> str:
-    """Which source a line belongs to, for header inference: its named stream (a replayed or
-    shipped file, a receiver), else its transport (``http``, ``file``)."""
-    return item.get("stream") or item.get("source") or "http"
 
 
 @lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
