@@ -10,9 +10,10 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
 
 ================  ============================================================================
 ``novelty``       a message pattern (template) never or hardly seen before. Its surprise is
-                  measured against the *current* rate of new patterns (Good-Turing: the share
-                  of patterns seen once, or the recent rate of new ones, whichever is higher),
-                  so the first new pattern in a calm stream counts, the 20th new pattern of a
+                  measured against the *current* rate of new patterns of the line's kind of
+                  source (Good-Turing: the share of its patterns seen once, or its recent
+                  rate of new ones, whichever is higher), so the first new pattern in a calm
+                  source counts whatever a chatty one does, the 20th new pattern of a
                   boot sequence or crash dump much less; a known pattern seen ``c`` times
                   keeps ``1/(1+c)`` of it.
 ``template_burst`` the pattern's lines over the last minute against the busiest it has been
@@ -465,7 +466,8 @@ class AnomalyScorer:
         self._template_cache: dict[str, tuple[float, float]] = {}
         # novelty: templates seen exactly once, recent rate of new templates
         self.singletons = 0
-        self.new_rate = 1.0
+        # per kind of source: [lines, patterns first seen there still seen once, new rate]
+        self._novel: dict[str | None, list] = {}
         # recurrence of errors per (host, template): (fast count, slow count, last ts)
         self.recurrence_half_life = recurrence_half_life
         self._recur: dict[tuple, tuple[float, float, float]] = {}
@@ -510,6 +512,9 @@ class AnomalyScorer:
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
+        if "_novel" not in state:  # before novelty per kind: the one rate was every kind's
+            state["_novel"] = {None: [state.get("seen", 0), state.get("singletons", 0),
+                                      state.pop("new_rate", 1.0)]}
         state.setdefault("marks", {})  # checkpoints from before the template catalog
         state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
@@ -565,14 +570,25 @@ class AnomalyScorer:
         sev = SEVERITY.get(level, 0.5)
         rarity = -math.log((seen_before + 1) / (n + 2)) / math.log(n + 2)
 
-        # novelty against the current rate of new patterns
-        p_new = max((self.singletons + 1.0) / (n + 2.0), self.new_rate)
+        # novelty against the current rate of new patterns of this kind of source: a source
+        # still finding its vocabulary (a chatty app, one just added) is judged by its own
+        # pace, and a calm source's first new pattern is not drowned by another's
+        nk = self._novel.get(kind)
+        if nk is None:
+            if len(self._novel) >= _MAX_KEYS:
+                self._novel.clear()
+            nk = self._novel[kind] = [0, 0, 1.0]  # lines, patterns seen once, recent new rate
+        lines_k, singles_k, rate_k = nk
+        p_new = max((singles_k + 1.0) / (lines_k + 2.0), rate_k)
         novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + seen_before)
         if is_new:
             self.singletons += 1
+            singles_k += 1
         elif seen_before == 1:
             self.singletons -= 1
-        self.new_rate += ((1.0 if is_new else 0.0) - self.new_rate) * (1.0 / 64.0)
+            singles_k = max(singles_k - 1, 0)
+        nk[0], nk[1] = lines_k + 1, singles_k
+        nk[2] = rate_k + ((1.0 if is_new else 0.0) - rate_k) * (1.0 / 64.0)
 
         t_ev = window_start if ts is None else ts
         hc, hu, hz = self.hosts.add(hostkey, t_ev)

@@ -60,6 +60,42 @@ def test_novelty_is_judged_against_the_current_rate_of_new_patterns():
     assert x_busy["novelty"] < 0.2
 
 
+def test_novelty_is_judged_against_the_rate_of_new_patterns_of_the_lines_kind_of_source():
+    """A chatty source that keeps finding new patterns (an app with a large vocabulary, one
+    just added) neither drowns a calm source's first new pattern nor gets its own new
+    patterns flagged for being new: each kind of source is judged by its own pace. On a
+    mixed stream, judging every source by one shared rate flagged 1.9% of a chatty source's
+    normal lines and found half the unseen patterns injected into calm ones."""
+    s = AnomalyScorer()
+
+    def line(kind, i, tid, seen, new):
+        return s.features(template_id=tid, seen_before=seen, is_new=new, level="INFO",
+                          tokens=8, parsed=True, host=None, window_start=0.0, ts=float(i),
+                          source=kind, kind=kind)
+
+    for i in range(600):  # interleaved: calm repeats one pattern, chatty is new 1 line in 3
+        s.score(*line("calm", i, "Tc", i // 2, False))
+        s.score(*line("chatty", i, f"Tn{i}" if i % 3 == 0 else "Tk", 0 if i % 3 == 0 else i,
+                      i % 3 == 0))
+    x_calm, _ = line("calm", 601, "Tcalm-new", 0, True)
+    x_chatty, _ = line("chatty", 601, "Tchatty-new", 0, True)
+    assert x_calm["novelty"] > 0.5
+    assert x_chatty["novelty"] < 0.2
+
+
+def test_a_checkpoint_from_before_novelty_per_kind_keeps_its_rate():
+    s = AnomalyScorer()
+    for i in range(300):
+        s.score(*_x(s, seen=i, ts=float(i)))
+    state = s.__getstate__()
+    legacy = {k: v for k, v in state.items() if k != "_novel"}
+    legacy["new_rate"] = 0.01
+    old = AnomalyScorer.__new__(AnomalyScorer)
+    old.__setstate__(legacy)
+    x, _ = _x(old, tid="Tnew", seen=0, new=True, ts=300.0)  # kind None: the old shared rate
+    assert x["novelty"] > 0.5
+
+
 def test_decayed_rate_flags_a_burst_above_the_past_peak_only():
     r = DecayedRate(tau=60.0, min_history=5)
     t = 0.0
