@@ -48,7 +48,9 @@ another way, and host_burst 0.5, the least specific)
 and the River ``HalfSpaceTrees`` score of the whole vector (weight 0.3: unusual
 *combinations*; River's trees are walked a batch at a time by streams/hst_batch.py, with
 River's exact scores). A line is flagged when its score reaches both ``min_score`` and the
-running ``quantile`` of the scores seen so far; its ``reason`` names each piece of evidence
+running ``quantile`` of the scores seen so far, or when its severity counts (the first line of a
+pattern at ERROR or worse from its host or source, where its kind of source logs such lines in
+under ``SEVERE_RARE`` of its lines: news there, routine where a fifth of the lines are FATAL); its ``reason`` names each piece of evidence
 that was strong, with the numbers behind it, in words a person can act on. The quantile
 counts normal lines and the *first* line of each incident (lines above the threshold with
 the same strongest evidence for the same host or pattern, less than ``INCIDENT_GAP`` apart):
@@ -134,6 +136,20 @@ ERRORISH = 0.5  # severity from which a line counts as an error (WARNING and wor
 # pattern's burst) less than this apart (event time) are one incident for the threshold
 INCIDENT_GAP = 60.0
 _MAX_INCIDENTS = 10_000
+
+# novelty: the recent rate of new patterns is a moving average over about this many lines, and
+# a kind of source with fewer lines than this borrows (part of) the whole stream's rate
+_NOVEL_ALPHA = 1.0 / 64.0
+_NOVEL_PRIOR = 64.0
+
+# severity that counts: a line at ERROR or worse whose pattern is the first of its kind from its
+# host or source is flagged where such lines are rare: where its kind of source logs them in less
+# than SEVERE_RARE of its lines (the flagging budget the detector is held to: ≤ 1% of normal lines
+# flagged), the share being a moving average over about 1 / _SEVERE_ALPHA lines (a new kind
+# starts from the whole stream's share)
+SEVERE = 0.8  # ERROR
+SEVERE_RARE = 0.01
+_SEVERE_ALPHA = 1.0 / 1000.0
 
 _LN20 = math.log(20.0)
 _LN10 = math.log(10.0)
@@ -466,6 +482,10 @@ class AnomalyScorer:
         self._template_cache: dict[str, tuple[float, float]] = {}
         # novelty: templates seen exactly once, recent rate of new templates
         self.singletons = 0
+        self.new_rate = 1.0
+        # share of lines at SEVERE or worse: of the whole stream, and per kind of source
+        self.severe_share = 0.0
+        self._severe: dict[str | None, float] = {}
         # per kind of source: [lines, patterns first seen there still seen once, new rate]
         self._novel: dict[str | None, list] = {}
         # recurrence of errors per (host, template): (fast count, slow count, last ts)
@@ -514,8 +534,10 @@ class AnomalyScorer:
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
         if "_novel" not in state:  # before novelty per kind: the one rate was every kind's
             state["_novel"] = {None: [state.get("seen", 0), state.get("singletons", 0),
-                                      state.pop("new_rate", 1.0)]}
+                                      state.get("new_rate", 1.0)]}
         state.setdefault("marks", {})  # checkpoints from before the template catalog
+        state.setdefault("severe_share", 0.0)  # checkpoints from before severity that counts
+        state.setdefault("_severe", {})
         state["_pending"], state["_batch"] = 0, None
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
@@ -573,14 +595,20 @@ class AnomalyScorer:
         # novelty against the current rate of new patterns of this kind of source: a source
         # still finding its vocabulary (a chatty app, one just added) is judged by its own
         # pace, and a calm source's first new pattern is not drowned by another's
+        # (a kind with little history borrows the whole stream's rate: its estimate starts as
+        # the stream's and passes to its own over its first _NOVEL_PRIOR lines)
+        p_all = (self.singletons + 1.0) / (n + 2.0)
         nk = self._novel.get(kind)
         if nk is None:
             if len(self._novel) >= _MAX_KEYS:
                 self._novel.clear()
-            nk = self._novel[kind] = [0, 0, 1.0]  # lines, patterns seen once, recent new rate
+            # lines, patterns first seen there still seen once, recent rate of new ones
+            nk = self._novel[kind] = [0, 0, self.new_rate]
         lines_k, singles_k, rate_k = nk
-        p_new = max((singles_k + 1.0) / (lines_k + 2.0), rate_k)
+        own = min(lines_k / _NOVEL_PRIOR, 1.0)
+        p_new = max(own * (singles_k + 1.0) / (lines_k + 2.0) + (1.0 - own) * p_all, rate_k)
         novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + seen_before)
+        new = 1.0 if is_new else 0.0
         if is_new:
             self.singletons += 1
             singles_k += 1
@@ -588,7 +616,8 @@ class AnomalyScorer:
             self.singletons -= 1
             singles_k = max(singles_k - 1, 0)
         nk[0], nk[1] = lines_k + 1, singles_k
-        nk[2] = rate_k + ((1.0 if is_new else 0.0) - rate_k) * (1.0 / 64.0)
+        nk[2] = rate_k + (new - rate_k) * _NOVEL_ALPHA
+        self.new_rate += (new - self.new_rate) * _NOVEL_ALPHA
 
         t_ev = window_start if ts is None else ts
         hc, hu, hz = self.hosts.add(hostkey, t_ev)
@@ -604,6 +633,19 @@ class AnomalyScorer:
         pair_level, fleet_level = pc, tc
         if burst_host:
             tc, tu, tz = pc, pu, pz
+
+        # severity that counts: the first line of a pattern at ERROR or worse from this host or
+        # source, where its kind of source rarely logs that level
+        share = self._severe.get(kind)
+        if share is None:
+            if len(self._severe) >= _MAX_KEYS:
+                self._severe.clear()
+            share = self.severe_share
+        severe = 1.0 if sev >= SEVERE else 0.0
+        self._severe[kind] = share + (severe - share) * _SEVERE_ALPHA
+        self.severe_share += (severe - self.severe_share) * _SEVERE_ALPHA
+        first_severe = (severe and share < SEVERE_RARE and ts is not None
+                        and (hostkey, template_id) not in self._recur)
 
         # errors: flood per host, recurrence per (host, template)
         ec = eu = None
@@ -654,6 +696,8 @@ class AnomalyScorer:
                "param": param_what, "ts": t_ev}
         if mark is not None:
             ctx["mark"] = mark
+        if first_severe and mark != "expected":
+            ctx["first_severe"] = share
         return x, ctx
 
     def _error_share(self, host: str, ts: float, level: float, kind: str | None = None,
@@ -875,6 +919,9 @@ class AnomalyScorer:
         flagged = s >= self.min_score and s >= threshold
         if always:
             return Score(s, True, _always_reason(x, ctx, flagged), False, x)
+        if not flagged and ctx.get("first_severe") is not None:
+            # severity that counts (SEVERE_RARE): flagged, and ranked with the flagged lines
+            return Score(max(s, self.min_score, threshold), True, explain(x, ctx), False, x)
         return Score(s, flagged, explain(x, ctx) if flagged else None, False, x)
 
     def _same_incident(self, x: dict[str, float], ctx: dict) -> bool:
@@ -985,13 +1032,17 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
                        f"at most ~{ctx['host_usual']:.0f} before")))
     parts.sort(key=lambda p: -p[0])
     words = [p[1] for p in parts]
+    if ctx.get("first_severe") is not None:  # severity that counts: said first
+        level = ctx.get("level")
+        words.insert(0, (f"first {level} line of pattern {tid} from {who}, where {level} or worse "
+                         f"is rare ({ctx['first_severe']:.1%} of this kind of source's lines)"))
     if get("severity", 0.0) >= 0.5:
         words.append(f"severity {ctx.get('level')}")
     if get("unparsed", 0.0) >= 1.0:
         words.append("line matches no known log format")
     if get("length", 0.0) >= 0.8:
         words.append(f"unusually long message ({ctx.get('tokens')} tokens)")
-    if not parts:
+    if not parts and ctx.get("first_severe") is None:
         top = sorted(((k, v) for k, v in x.items() if k not in ("severity", "rarity", "length")),
                      key=lambda kv: -kv[1])[:2]
         words.insert(0, "unusual combination of "

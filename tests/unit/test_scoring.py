@@ -447,3 +447,27 @@ def test_a_hosts_error_share_is_judged_within_its_kind_whatever_other_kinds_time
     alone, mixed = run(False), run(True)
     assert max(alone) > 0.5  # the flood is evidence when the kind is alone
     assert mixed == alone
+
+
+def test_a_severe_pattern_new_for_its_host_is_flagged_only_where_severe_lines_are_rare():
+    """Severity that counts (issue 19): the first line of a pattern at ERROR or worse from a host
+    is flagged where its kind of source logs such lines in under 1% of its lines, and not where
+    they are routine (on BGL-like data, where a fifth of the lines are FATAL, a line's level
+    alone cannot carry a flag)."""
+    def run(severe_every):
+        s = AnomalyScorer(window_size=50)
+        for i in range(2000):
+            level = "FATAL" if severe_every and i % severe_every == 0 else "INFO"
+            tid = f"Tf{i % 7}" if level == "FATAL" else f"T{i % 5}"
+            s.score(*s.features(template_id=tid, seen_before=i, is_new=False, level=level,
+                                tokens=8, parsed=True, host=f"h{i % 4}", window_start=0.0,
+                                ts=float(i), kind="k"))
+        x, ctx = s.features(template_id="Tnew-fatal", seen_before=5, is_new=False,
+                            level="FATAL", tokens=8, parsed=True, host="h9", window_start=0.0,
+                            ts=2001.0, kind="k")
+        return s.score(x, ctx)
+
+    calm = run(0)
+    assert calm.is_anomaly and calm.reason.startswith("first FATAL line of pattern Tnew-fatal")
+    routine = run(5)  # 20% of the lines FATAL
+    assert not routine.is_anomaly
