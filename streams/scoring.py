@@ -474,6 +474,9 @@ class AnomalyScorer:
         # one pattern from one host: a failing service repeats itself, the fleet does not
         self.pairs = DecayedRate(max_keys=_MAX_PAIRS)
         self.errors = DecayedRate(max_keys=_MAX_HOSTS)
+        # warning-or-worse lines of one pattern from one kind of source (the fleet a host's
+        # error flood is judged in: another kind logging the same text is not its fleet)
+        self.kind_errors = DecayedRate(max_keys=_MAX_KEYS)
         # every host's errors (last ts, level over tau, decayed count over a day), each host's
         # per kind of source (its log format): (last ts, level over tau, decayed count over a
         # day) of the errors of every host of that kind; each host's share of its kind's
@@ -511,7 +514,7 @@ class AnomalyScorer:
         """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
         return {name: rate.rows_view() for name, rate in (
             ("hosts", self.hosts), ("templates", self.templates), ("pairs", self.pairs),
-            ("errors", self.errors))}
+            ("errors", self.errors), ("kind_errors", self.kind_errors))}
 
     def __getstate__(self) -> dict:
         if self._batch is not None:
@@ -539,6 +542,8 @@ class AnomalyScorer:
         state.setdefault("severe_share", 0.0)  # checkpoints from before severity that counts
         state.setdefault("_severe", {})
         state["_pending"], state["_batch"] = 0, None
+        if "kind_errors" not in state:  # before error patterns per kind of source
+            state["kind_errors"] = DecayedRate(max_keys=_MAX_KEYS)
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
             state["_err_share"] = {}
@@ -654,6 +659,7 @@ class AnomalyScorer:
         rec_fast = 0.0
         if sev >= ERRORISH:
             ec, eu, ez = self.errors.add(hostkey, t_ev, default=0.0 if hu is not None else None)
+            fleet_level = self.kind_errors.add((kind, template_id), t_ev)[0]
             sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now, kind,
                                                    has_peers)
             # judged against the rest of the fleet rather than its own past, for a line whose
