@@ -15,7 +15,8 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
                   rate of new ones, whichever is higher), so the first new pattern in a calm
                   source counts whatever a chatty one does, the 20th new pattern of a
                   boot sequence or crash dump much less; a known pattern seen ``c`` times
-                  keeps ``1/(1+c)`` of it.
+                  from this kind of source keeps ``1/(1+c)`` of it (a pattern routine in
+                  one system is news the first time another logs it).
 ``template_burst`` the pattern's lines over the last minute against the busiest it has been
                   (``DecayedRate``), over the whole fleet and from this host alone (a
                   failing service repeats itself on one host; a host's pattern with little
@@ -491,6 +492,8 @@ class AnomalyScorer:
         self._severe: dict[str | None, float] = {}
         # per kind of source: [lines, patterns first seen there still seen once, new rate]
         self._novel: dict[str | None, list] = {}
+        self._kind_seen: dict[tuple, int] = {}  # (kind, pattern) -> lines seen
+        self._kind_seen_legacy = False  # restored from before: absent pairs take the global count
         # recurrence of errors per (host, template): (fast count, slow count, last ts)
         self.recurrence_half_life = recurrence_half_life
         self._recur: dict[tuple, tuple[float, float, float]] = {}
@@ -535,6 +538,8 @@ class AnomalyScorer:
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
+        if "_kind_seen" not in state:  # before patterns were counted per kind
+            state["_kind_seen"], state["_kind_seen_legacy"] = {}, True
         if "_novel" not in state:  # before novelty per kind: the one rate was every kind's
             state["_novel"] = {None: [state.get("seen", 0), state.get("singletons", 0),
                                       state.get("new_rate", 1.0)]}
@@ -610,19 +615,31 @@ class AnomalyScorer:
             # lines, patterns first seen there still seen once, recent rate of new ones
             nk = self._novel[kind] = [0, 0, self.new_rate]
         lines_k, singles_k, rate_k = nk
+        # a pattern is new (or rare) for its kind of source by that kind's own count: one
+        # system's routine line appearing in another is news there
+        seen = self._kind_seen
+        kkey = (kind, template_id)
+        seen_k = seen.get(kkey, 0)
+        if not seen_k and self._kind_seen_legacy:  # a model from before: its global count
+            seen_k = seen_before
+        if seen_k == 0 and len(seen) >= _MAX_PAIRS:  # the half first counted longest ago goes
+            seen = self._kind_seen = dict(islice(seen.items(), len(seen) // 2, None))
+        seen[kkey] = seen_k + 1 if seen_k < 1_000_000 else seen_k
         own = min(lines_k / _NOVEL_PRIOR, 1.0)
         p_new = max(own * (singles_k + 1.0) / (lines_k + 2.0) + (1.0 - own) * p_all, rate_k)
-        novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + seen_before)
-        new = 1.0 if is_new else 0.0
+        novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + min(seen_before, seen_k))
+        new_k = 1.0 if seen_k == 0 else 0.0
         if is_new:
             self.singletons += 1
-            singles_k += 1
         elif seen_before == 1:
             self.singletons -= 1
+        if seen_k == 0:
+            singles_k += 1
+        elif seen_k == 1:
             singles_k = max(singles_k - 1, 0)
         nk[0], nk[1] = lines_k + 1, singles_k
-        nk[2] = rate_k + (new - rate_k) * _NOVEL_ALPHA
-        self.new_rate += (new - self.new_rate) * _NOVEL_ALPHA
+        nk[2] = rate_k + (new_k - rate_k) * _NOVEL_ALPHA
+        self.new_rate += ((1.0 if is_new else 0.0) - self.new_rate) * _NOVEL_ALPHA
 
         t_ev = window_start if ts is None else ts
         hc, hu, hz = self.hosts.add(hostkey, t_ev)
@@ -696,6 +713,7 @@ class AnomalyScorer:
         }
         ctx = {"host": host, "source": source if not host else None, "host_count": hc, "host_usual": hu, "template_count": tc,
                "template_usual": tu, "burst_host": burst_host, "seen_before": seen_before,
+               "seen_in_kind": seen_k,
                "level": level, "tokens": tokens, "template_id": template_id,
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
@@ -997,6 +1015,9 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
     if ctx.get("mark") == "expected":
         pass  # marked expected: never "new" or "rare", whatever its count
+    elif ctx.get("seen_in_kind") == 0 and ctx.get("seen_before") and nov >= strong:
+        parts.append((nov, (f"first time message pattern {tid} was seen from this kind of source "
+                            f"(seen {ctx['seen_before']} times from others)")))
     elif get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
     elif nov >= strong:
