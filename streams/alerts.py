@@ -21,7 +21,8 @@ whatever its number of lines),
 ``component``, ``source``, ``template`` or ``none`` (one group for all).
 
 One alert per rule and group while its condition lasts: ``firing`` when it starts, ``resolved``
-once a window closes without it (``new_template``: the window after its first line). At most
+once a window closes without it (``new_template``: the window after its first line); a
+condition that holds window after window stays one alert. At most
 ``max_per_window`` firings per rule and window (default 10); beyond that, one ``suppressed``
 notice says how many were held back, so a storm cannot flood a channel.
 
@@ -362,11 +363,18 @@ class AlertEngine:
         if g.window < 0 or t < g.window + rule.window:
             return []
         closed = int((t - g.window) // rule.window)
+        # a firing alert lasts while its condition holds in each window that closes (one alert
+        # per rule and group while the condition lasts); new_template's lasts one window
+        held = (g.firing is not None and rule.kind not in ("new_template", "silence")
+                and self._condition(rule, g)[0])
         g.history.append(g.count)
         g.history.extend([0] * min(closed - 1, g.history.maxlen))
         out = []
-        if g.firing is not None and rule.kind != "silence":
-            out = self._resolve(rule, g, g.window + rule.window)
+        if g.firing is not None and rule.kind != "silence" and not (held and closed == 1):
+            # the first window that closed without the condition: the one after the last
+            # window that had it (an empty one, if ``closed`` > 1)
+            end = g.window + (2 if held else 1) * rule.window
+            out = self._resolve(rule, g, end)
         g.window, g.count, g.samples, g.reasons, g.trigger = g.window + closed * rule.window, 0, [], {}, None
         return out
 

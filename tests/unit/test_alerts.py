@@ -196,3 +196,21 @@ def test_an_anomaly_burst_grouped_by_incident_is_one_alert_per_incident():
     assert [(a.group, a.count) for a in firing] == [("I1", 40), ("I2", 1)]  # one each
     out = engine.tick(T0 + 700)
     assert sorted((a.group, a.state) for a in out) == [("I1", "resolved"), ("I2", "resolved")]
+
+
+def test_a_condition_that_lasts_window_after_window_is_one_alert_resolved_once():
+    """Issue 20: one alert per rule and group while the condition lasts, then one resolved:
+    ten minutes of errors over 1-minute windows are one firing, not one per window; it
+    resolves at the end of the first window without the condition."""
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 5, "
+                      "window: 60s, group_by: host}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    start = T0 - T0 % 60
+    out = []
+    for i in range(600):
+        out += engine.observe([ev(start + i, level="ERROR")])
+        out += engine.tick(start + i)
+    out += normal(engine, start + 600, 120)  # then two minutes of ordinary lines
+    assert [a.state for a in out] == ["firing", "resolved"]
+    assert out[0].count == 60 and out[1].window_end == start + 660
+    assert len({a.id for a in out}) == 1
