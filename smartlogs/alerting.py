@@ -6,6 +6,15 @@ target POSTs them (a generic JSON webhook, or a Slack-compatible incoming webhoo
 and exponential backoff on timeouts, connection errors, 408/429 and 5xx (a 4xx is final). Each
 POST carries ``X-SmartLogs-Alert-Id`` (the alert's id and state), so a receiver can drop a
 repeat. A full queue drops the alert from notification (it stays in the history) and counts it.
+
+The engine's state outlives a restart, in the store the history lives in (``alerts.db`` in
+embedded mode, Elasticsearch in Kafka mode): ``Alerting`` saves the engine's snapshot
+(``AlertEngine.snapshot``, JSON, zlib) with the history's position every
+``state_seconds`` when something changed, and at stop; at start it restores the snapshot and
+applies the history records written after that position, so a crash between two saves still
+knows every alert it opened or resolved (window counts may then miss the last seconds' lines).
+One implementation for both modes: each history offers ``position()``, ``save_state``,
+``load_state`` and ``records_after``.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlencode
@@ -175,6 +185,9 @@ CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule, seq);
 CREATE TABLE IF NOT EXISTS silences (
     rule TEXT NOT NULL, grp TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (rule, grp)
 );
+CREATE TABLE IF NOT EXISTS engine_state (
+    scope TEXT PRIMARY KEY, position INTEGER NOT NULL, saved REAL NOT NULL, state BLOB NOT NULL
+);
 """
 
 
@@ -233,6 +246,38 @@ class AlertHistory:
                                     "ORDER BY until", (now,)).fetchall()
         return [{"rule": r, "group": g, "until": u} for r, g, u in rows]
 
+    # the engine's state (see the module docstring)
+    def position(self) -> int:
+        """The last record written: the records after it are not in a snapshot taken now."""
+        with self._lock:
+            return self._db.execute("SELECT coalesce(max(seq), 0) FROM alerts").fetchone()[0]
+
+    def save_state(self, scope: str, state: bytes, position: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO engine_state (scope, position, saved, state) "
+                             "VALUES (?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET "
+                             "position = excluded.position, saved = excluded.saved, "
+                             "state = excluded.state", (scope, position, time.time(), state))
+
+    def load_state(self, scope: str) -> tuple[bytes | None, int | None]:
+        with self._lock:
+            row = self._db.execute("SELECT state, position FROM engine_state WHERE scope = ?",
+                                   (scope,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def records_after(self, position: int | None) -> Iterator[dict]:
+        """The alerts recorded after ``position`` (all of them for None), oldest first."""
+        last = -1 if position is None else position
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, body FROM alerts WHERE seq > ? ORDER BY seq "
+                                        "LIMIT 1000", (last,)).fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield orjson.loads(body)
+            last = rows[-1][0]
+
     def close(self) -> None:
         self._db.close()
 
@@ -250,11 +295,15 @@ class EsAlertHistory:
         "notified": {"type": "boolean"}, "body": {"type": "object", "enabled": False}}}
     _SILENCE_MAPPINGS = {"dynamic": False, "properties": {
         "rule": {"type": "keyword"}, "group": {"type": "keyword"}, "until": {"type": "double"}}}
+    _STATE_MAPPINGS = {"dynamic": False, "properties": {
+        "position": {"type": "long"}, "saved": {"type": "double"},
+        "state": {"type": "binary"}}}
 
     def __init__(self, client, prefix: str):
         self._es = client
         self.index = f"{prefix}.alerts"
         self.silence_index = f"{prefix}.alert-silences"
+        self.state_index = f"{prefix}.alert-state"
         self._ready = False
         self._seq = time.time_ns()  # orders records of one writer (the worker) as written
 
@@ -265,6 +314,8 @@ class EsAlertHistory:
         es.indices.create(index=self.index, mappings=self._MAPPINGS,
                           settings={"number_of_replicas": 0})
         es.indices.create(index=self.silence_index, mappings=self._SILENCE_MAPPINGS,
+                          settings={"number_of_replicas": 0})
+        es.indices.create(index=self.state_index, mappings=self._STATE_MAPPINGS,
                           settings={"number_of_replicas": 0})
         self._ready = True
 
@@ -304,31 +355,129 @@ class EsAlertHistory:
         return [{"rule": h["_source"]["rule"], "group": h["_source"]["group"],
                  "until": h["_source"]["until"]} for h in res["hits"]["hits"]]
 
+    # the engine's state (see the module docstring): one document per scope; a record's
+    # ``seq`` orders the history (this writer's counter starts at the clock's nanoseconds, so
+    # a restarted writer's records come after its predecessor's)
+    def position(self) -> int:
+        return self._seq
+
+    def save_state(self, scope: str, state: bytes, position: int) -> None:
+        import base64
+
+        self._ensure()
+        self._es.index(index=self.state_index, id=scope, document={
+            "position": position, "saved": time.time(),
+            "state": base64.b64encode(state).decode("ascii")})
+
+    def load_state(self, scope: str) -> tuple[bytes | None, int | None]:
+        import base64
+
+        self._ensure()
+        doc = self._es.options(ignore_status=404).get(index=self.state_index, id=scope)
+        if not doc.get("found"):
+            return None, None
+        src = doc["_source"]
+        return base64.b64decode(src["state"]), src["position"]
+
+    def records_after(self, position: int | None) -> Iterator[dict]:
+        self._ensure()
+        self._es.indices.refresh(index=self.index)  # the records of the last second too
+        query = {"match_all": {}} if position is None else {"range": {"seq": {"gt": position}}}
+        after = None
+        while True:
+            res = self._es.search(index=self.index, size=1000, query=query, sort=[{"seq": "asc"}],
+                                  source=["body"], search_after=after)
+            hits = res["hits"]["hits"]
+            if not hits:
+                return
+            for h in hits:
+                yield h["_source"]["body"]
+            after = hits[-1]["sort"]
+
     def close(self) -> None:
         pass  # the client is the store's
 
 
 class Alerting:
     """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
-    thread (``tick`` every second); thread-safe."""
+    thread (``tick`` every second); thread-safe. The engine's state is restored from the
+    history's store before the first batch or tick, and saved there every ``state_seconds``
+    when it changed and at stop, under ``scope`` (one engine per scope)."""
 
     def __init__(self, engine: AlertEngine, history: AlertHistory, notifiers: list[Notifier],
-                 *, clock: Callable[[], float] = time.time, tick_seconds: float = 1.0):
+                 *, clock: Callable[[], float] = time.time, tick_seconds: float = 1.0,
+                 state_seconds: float = 5.0, scope: str = "engine"):
         self.engine, self.history, self.notifiers = engine, history, notifiers
         self.clock, self.tick_seconds = clock, tick_seconds
+        self.state_seconds, self.scope = state_seconds, scope
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._restored = False
+        self._changes = 0        # batches and alerts since start; saved when it moved
+        self._saved_changes = 0
+        self._last_save = time.monotonic()
 
     def on_stored(self, events: list[dict]) -> None:
         with self._lock:
-            alerts = self.engine.observe(events)
+            alerts = self._restore_once()
+            alerts += self.engine.observe(events)
+            self._changes += 1 + len(alerts)
         self._dispatch(alerts)
 
     def tick(self) -> None:
         with self._lock:
-            alerts = self.engine.tick(self.clock())
+            alerts = self._restore_once()
+            alerts += self.engine.tick(self.clock())
+            self._changes += len(alerts)
         self._dispatch(alerts)
+
+    # -- state across restarts ---------------------------------------------------------------
+    def _restore_once(self) -> list[Alert]:
+        """(Under the lock.) The saved state and the history records after it, once; the
+        alerts ``restore`` closes. A store that cannot be read is logged, and the engine
+        starts fresh (an alert open before the restart may then fire again)."""
+        if self._restored:
+            return []
+        self._restored = True
+        try:
+            blob, position = self.history.load_state(self.scope)
+            saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
+            now = self.clock()
+            closed = self.engine.restore(
+                saved.get("engine"), self.history.records_after(position), now=now,
+                complete=bool(saved.get("clean")),
+                paused=max(0.0, now - saved["at"]) if "at" in saved else 0.0)
+        except Exception:  # noqa: BLE001 - alerting must never take the platform down
+            log.exception("the alert engine's state could not be restored: it starts fresh, so "
+                          "an alert open before the restart may fire again")
+            return []
+        opened = len(self.engine.open_alerts())
+        log.info("alert engine state restored (%s): %d alert(s) open, %d closed as their rule "
+                 "changed", "saved state and history" if blob is not None else "history only",
+                 opened, len(closed))
+        return closed
+
+    def save(self, *, clean: bool = False) -> bool:
+        """Save the engine's state if it changed since the last save (``clean``: at a stop,
+        nothing is observed after it); False if that failed."""
+        position = self.history.position()  # before the snapshot: a record after it is applied
+        with self._lock:
+            if not self._restored or (self._changes == self._saved_changes and not clean):
+                return True
+            changes = self._changes
+            blob = orjson.dumps({"engine": self.engine.snapshot(), "clean": clean,
+                                 "at": self.clock()})
+        try:
+            self.history.save_state(self.scope, zlib.compress(blob, 1), position)
+        except Exception:  # noqa: BLE001 - saved again at the next interval
+            log.exception("saving the alert engine's state failed; retried in %.0f s",
+                          self.state_seconds)
+            self._last_save = time.monotonic()
+            return False
+        self._saved_changes = changes
+        self._last_save = time.monotonic()
+        return True
 
     def _dispatch(self, alerts: list[Alert]) -> None:
         now = self.clock()
@@ -343,6 +492,9 @@ class Alerting:
     def start(self) -> None:
         for n in self.notifiers:
             n.start()
+        with self._lock:
+            closed = self._restore_once()
+        self._dispatch(closed)
         self._thread = threading.Thread(target=self._run, name="smartlogs-alert-clock", daemon=True)
         self._thread.start()
 
@@ -352,11 +504,14 @@ class Alerting:
                 self.tick()
             except Exception:  # noqa: BLE001 - alerting must never take the platform down
                 log.exception("alert tick failed")
+            if time.monotonic() - self._last_save >= self.state_seconds:
+                self.save()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        self.save(clean=True)
         for n in self.notifiers:
             n.stop()
         self.history.close()
@@ -377,7 +532,8 @@ class Alerting:
         if history is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             history = AlertHistory(settings.data_dir / "alerts.db")
-        return cls(AlertEngine(rules, warmup_lines=warmup), history, notifiers)
+        return cls(AlertEngine(rules, warmup_lines=warmup), history, notifiers,
+                   state_seconds=settings.checkpoint_seconds)
 
 
 class AlertsView:

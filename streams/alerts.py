@@ -32,13 +32,23 @@ in its own event time, and its alerts are marked ``historical``: they are kept i
 history, but not notified, so replaying last month's log does not page anyone.
 
 An invalid file is refused at start: every error names the file, the rule and what is wrong.
+
+State across restarts: ``snapshot()`` gives what the engine has learned as plain JSON-able
+data (open alerts, each group's window count, baseline and last sighting, the per-rule caps,
+the templates seen), and ``restore(snapshot, records)`` takes it up again in a new engine,
+then applies the alert records written after the snapshot (the alert history: a firing opens,
+a resolved closes, each firing counts against its rule's cap), so a snapshot a few seconds old
+plus the history gives the open alerts exactly. A rule whose counting changed in between
+(kind, window, group_by, level or query) starts afresh, and an alert it left open is resolved
+by ``restore`` (a rule removed likewise), so nobody waits for a resolution that cannot come.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 
 __all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS"]
 
@@ -47,6 +57,7 @@ GROUP_BY = ("host", "component", "source", "template", "incident", "none")
 LEVELS = ("TRACE", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+STATE_VERSION = 1  # of ``AlertEngine.snapshot()``
 MAX_GROUPS = 10_000  # per rule: the least recently seen group is forgotten beyond it
 _SAMPLES = 5
 
@@ -213,6 +224,9 @@ class _Group:
     firing: Alert | None = None
     history: deque = field(default_factory=lambda: deque(maxlen=64))  # closed windows' counts
     last_seen: float = 0.0
+    # the window being counted misses lines (restored after a crash): it cannot resolve the
+    # open alert; the next window decides
+    partial: bool = False
 
 
 class AlertEngine:
@@ -242,6 +256,106 @@ class AlertEngine:
         state = self.__dict__.copy()
         state["marks_of"] = state["lines_learned_of"] = None  # the runtime's, set again
         return state
+
+    # -- state across restarts ---------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """What a new engine needs to carry on (JSON-able; ``restore`` takes it up)."""
+        groups = [[name, historical, key, {
+            "window": g.window, "count": g.count, "samples": g.samples, "reasons": g.reasons,
+            "trigger": g.trigger, "firing": asdict(g.firing) if g.firing is not None else None,
+            "history": list(g.history), "last_seen": g.last_seen, "partial": g.partial}]
+            for (name, historical), gs in self._groups.items() for key, g in gs.items()]
+        return {"version": STATE_VERSION, "lines": self.lines, "event_clock": self._event_clock,
+                "seen_templates": sorted(self._seen_templates),
+                "rules": {r.name: _shape(r) for r in self.rules}, "groups": groups,
+                "fired": [[r, s, n] for (r, s), n in self._fired.items()],
+                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items()]}
+
+    def open_alerts(self) -> list[Alert]:
+        """The alerts firing now (raised, not resolved yet)."""
+        return [g.firing for gs in self._groups.values() for g in gs.values()
+                if g.firing is not None]
+
+    def restore(self, state: dict | None, records: Iterable[dict] = (), now: float = 0.0, *,
+                complete: bool = False, paused: float = 0.0) -> list[Alert]:
+        """Take up ``state`` (a ``snapshot()``, or None), then the alert ``records`` written
+        after it, oldest first (alerts as dicts: a firing opens its group's alert, a resolved
+        closes it). Returns a ``resolved`` alert (at ``now``) for each alert left open by a
+        rule that is gone or counts differently now: nothing else would ever resolve it.
+
+        ``complete``: nothing was observed after the snapshot (taken at a clean stop). If not
+        (a crash: the lines between the last snapshot and the crash are not in it), an open
+        alert's window counts are unknown, so its live group starts a window at ``now`` that
+        cannot resolve it: the first full window after the restart decides. ``paused``: how
+        long the platform was down, which a live silence rule does not count as a source's
+        silence (in embedded mode nobody could send meanwhile)."""
+        by_name = {r.name: r for r in self.rules}
+        kept = set(by_name)  # the rules whose state carries over
+        orphans: dict[str, Alert] = {}
+        if state is not None and state.get("version") == STATE_VERSION:
+            shapes = state.get("rules") or {}
+            kept = {n for n, r in by_name.items() if shapes.get(n) == _shape(r)}
+            self.lines = int(state.get("lines", 0))
+            self._event_clock = float(state.get("event_clock", 0.0))
+            self._seen_templates = set(state.get("seen_templates") or ())
+            for name, historical, key, g in state.get("groups") or ():
+                firing = _alert_of(g["firing"]) if g.get("firing") else None
+                if name not in kept:
+                    if firing is not None:
+                        orphans[firing.id] = firing
+                    continue
+                group = _Group(window=g["window"], count=g["count"], samples=list(g["samples"]),
+                               reasons=dict(g["reasons"]), trigger=g["trigger"], firing=firing,
+                               last_seen=g["last_seen"], partial=bool(g.get("partial")))
+                group.history.extend(g["history"])
+                self._groups.setdefault((name, bool(historical)), {})[key] = group
+            for target, rows in ((self._fired, state.get("fired")),
+                                 (self._suppressed, state.get("suppressed"))):
+                for name, slot, n in rows or ():
+                    if name in kept:
+                        target[(name, slot)] = n
+        for rec in records:
+            a = _alert_of(rec)
+            rule = by_name.get(a.rule)
+            if rule is None or a.rule not in kept or rule.kind != a.kind:
+                if a.state == "firing":
+                    orphans[a.id] = a
+                elif a.state == "resolved":
+                    orphans.pop(a.id, None)
+                continue
+            slot = (rule.name, a.window_start - a.window_start % rule.window)
+            if a.state == "suppressed":
+                self._suppressed[slot] = max(1, self._suppressed.get(slot, 0))
+                continue
+            groups = self._groups.setdefault((rule.name, a.historical), {})
+            g = groups.get(a.group)
+            if a.state == "resolved":
+                if g is not None and g.firing is not None and g.firing.id == a.id:
+                    g.firing = None
+                continue
+            if g is None:  # the snapshot predates the group: its window is the alert's
+                g = groups[a.group] = _Group(window=slot[1], count=a.count,
+                                             last_seen=a.window_start if rule.kind == "silence"
+                                             else a.at)
+            if g.firing is None or g.firing.id != a.id:
+                g.firing = a
+                self._fired[slot] = self._fired.get(slot, 0) + 1
+            if rule.kind == "new_template":
+                self._seen_templates.add(a.group)
+        for rule in self.rules:
+            for g in self._groups.get((rule.name, False), {}).values():
+                if rule.kind == "silence":
+                    if g.last_seen and paused > 0:
+                        g.last_seen += paused
+                elif g.firing is not None and not complete:
+                    g.window, g.count, g.samples, g.reasons, g.trigger = \
+                        now - now % rule.window, 0, [], {}, None
+                    g.partial = True
+        return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, now, a.count,
+                      a.baseline, a.historical,
+                      [*a.reasons, "the rule was changed or removed since: closed"], a.trigger,
+                      a.samples, now, a.warming_up, a.lines_learned)
+                for a in orphans.values()]
 
     # -- input -----------------------------------------------------------------------------
     def observe(self, events: list[dict]) -> list[Alert]:
@@ -366,7 +480,8 @@ class AlertEngine:
         # a firing alert lasts while its condition holds in each window that closes (one alert
         # per rule and group while the condition lasts); new_template's lasts one window
         held = (g.firing is not None and rule.kind not in ("new_template", "silence")
-                and self._condition(rule, g)[0])
+                and (g.partial or self._condition(rule, g)[0]))
+        g.partial = False
         g.history.append(g.count)
         g.history.extend([0] * min(closed - 1, g.history.maxlen))
         out = []
@@ -408,6 +523,19 @@ class AlertEngine:
         return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, t, a.count,
                       a.baseline, a.historical, a.reasons, a.trigger, a.samples, t,
                       a.warming_up, a.lines_learned)]
+
+
+def _shape(rule: AlertRule) -> list:
+    """What a rule's window counts depend on: its state carries over a restart while it holds."""
+    return [rule.kind, rule.window, rule.group_by, rule.level, list(rule.query)]
+
+
+_ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
+
+
+def _alert_of(d: dict) -> Alert:
+    """An alert from its dict form (a snapshot's, or a history record with extra keys)."""
+    return Alert(**{k: v for k, v in d.items() if k in _ALERT_FIELDS})
 
 
 def _sample(e: dict) -> dict:

@@ -525,8 +525,15 @@ def _alert_on(events: list[dict]) -> None:
 
 @app.task
 async def _start_alerting() -> None:
+    if _alerting is not None:  # restores the engine's state from Elasticsearch: off the loop
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.start)
+
+
+@app.on_before_shutdown.connect
+async def _stop_alerting(sender, **kwargs) -> None:
+    """A clean stop saves the alert engine's state (smartlogs.alerting) for the next start."""
     if _alerting is not None:
-        _alerting.start()
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.stop)
 
 
 @app.task

@@ -214,3 +214,80 @@ def test_a_condition_that_lasts_window_after_window_is_one_alert_resolved_once()
     assert [a.state for a in out] == ["firing", "resolved"]
     assert out[0].count == 60 and out[1].window_end == start + 660
     assert len({a.id for a in out}) == 1
+
+
+# -- state across restarts ---------------------------------------------------------------------
+ERRS = ("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 10, window: 60s, "
+        "group_by: host}, {name: quiet, kind: silence, windows: 2, window: 60s, group_by: host}, "
+        "{name: new, kind: new_template}]")
+
+
+def _restarted(engine, text=ERRS, records=(), now=0.0):
+    """A new engine (new rules from ``text``) that took up ``engine``'s snapshot through JSON
+    (taken at a clean stop)."""
+    import json
+
+    fresh = AlertEngine(rules(text)[0], warmup_lines=0)
+    closed = fresh.restore(json.loads(json.dumps(engine.snapshot())), records, now=now,
+                           complete=True)
+    return fresh, closed
+
+
+def test_a_restart_keeps_window_counts_open_alerts_silences_and_the_templates_seen():
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    out = engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(6)])
+    out += engine.observe([ev(start + 1, host="web2")])
+    assert [a.rule for a in out] == ["new"]  # T1's first line
+    engine, closed = _restarted(engine)
+    assert closed == []
+    # the window's count carries over: 6 + 4 errors reach the threshold of 10
+    out = engine.observe([ev(start + 10 + i, level="ERROR", host="web1") for i in range(4)])
+    assert [(a.rule, a.state, a.count) for a in out] == [("errs", "firing", 10)]
+    engine, _ = _restarted(engine)
+    # the open alert carries over: errors lasting into the next windows raise nothing more
+    out = [a for i in range(120) for a in engine.observe([ev(start + 60 + i, level="ERROR",
+                                                             host="web1")])]
+    assert [a for a in out if a.rule == "errs"] == []
+    assert [a.rule for a in out] == []  # T1 is known: no second new_template alert
+    engine, _ = _restarted(engine)
+    out = engine.tick(start + 300)  # quiet since: errs resolves, web2's silence is noticed
+    assert sorted((a.rule, a.group, a.state) for a in out) == [
+        ("errs", "web1", "resolved"), ("new", "T1", "resolved"), ("quiet", "web1", "firing"),
+        ("quiet", "web2", "firing")]
+
+
+def test_alert_records_written_after_the_snapshot_are_applied():
+    """A crash between two snapshots: the history has what the last snapshot lacks."""
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    old = engine.snapshot()
+    fired = engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(10)])
+    records = [dict(vars(a), notified=True) for a in fired]
+    fresh = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    assert fresh.restore(old, records, now=start + 15) == []
+    out = fresh.observe([ev(start + 20 + i, level="ERROR", host="web1") for i in range(3)])
+    assert [a.rule for a in out] == []  # web1's flood is open already: no second firing
+    # the window of the crash lacks the lines before it: it cannot resolve; the next one can
+    first = fresh.tick(start + 61)
+    assert [a.rule for a in first] == ["new"]  # (T1's new_template alert: one window)
+    out = first + fresh.tick(start + 121)
+    assert [(a.rule, a.state, a.id) for a in out if a.rule == "errs"] == [
+        ("errs", "resolved", fired[1].id)]
+    # and a resolution recorded after the snapshot closes it
+    again = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    again.restore(old, records + [dict(vars(a)) for a in out])
+    assert again.tick(start + 400) == []
+
+
+def test_an_alert_left_open_by_a_changed_or_removed_rule_is_resolved_at_restart():
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(10)])
+    changed = ERRS.replace("level: ERROR", "level: WARNING")
+    engine2, closed = _restarted(engine, changed, now=start + 30)
+    assert [(a.rule, a.state, a.at) for a in closed] == [("errs", "resolved", start + 30)]
+    assert "changed or removed" in closed[0].reasons[-1]
+    # a threshold changes nothing in the window counts: the open alert carries over
+    _, closed = _restarted(engine, ERRS.replace("threshold: 10", "threshold: 12"))
+    assert closed == []
