@@ -413,6 +413,9 @@ class Alerting:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # set by the runtime: whether accepted lines still wait to be processed (then the
+        # clock does not close windows: their lines may still come, e.g. after a restart)
+        self.busy: Callable[[], bool] | None = None
         self._restored = False
         self._changes = 0        # batches and alerts since start; saved when it moved
         self._saved_changes = 0
@@ -426,9 +429,11 @@ class Alerting:
         self._dispatch(alerts)
 
     def tick(self) -> None:
+        busy = self.busy is not None and self.busy()
         with self._lock:
             alerts = self._restore_once()
-            alerts += self.engine.tick(self.clock())
+            if not busy:
+                alerts += self.engine.tick(self.clock())
             self._changes += len(alerts)
         self._dispatch(alerts)
 

@@ -275,3 +275,27 @@ def test_the_embedded_platform_keeps_its_open_alerts_across_a_restart(tmp_path, 
     assert [(p["rule"], p["state"]) for p in receiver.posts] == [("errors", "firing"),
                                                                  ("errors", "resolved")]
     assert len({p["id"] for p in receiver.posts}) == 1
+
+
+def test_the_clock_closes_no_window_while_accepted_lines_wait(tmp_path):
+    """Lines accepted before a restart (waiting in the spool or in Kafka) still belong to
+    their windows: while the runtime says some wait, a tick resolves nothing."""
+    import yaml
+
+    from smartlogs.alerting import AlertHistory, Alerting
+    from streams.alerts import AlertEngine, load_rules
+
+    now = [1_800_000_000.0]
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    a = Alerting(AlertEngine(rules, warmup_lines=0), AlertHistory(tmp_path / "alerts.db"), [],
+                 clock=lambda: now[0], tick_seconds=3600)
+    waiting = [True]
+    a.busy = lambda: waiting[0]
+    a.on_stored([_line(i, now[0] + i, "web1") for i in range(6)])
+    now[0] += 600
+    a.tick()
+    assert [x["state"] for x in a.history.list()] == ["firing"]  # nothing closed
+    waiting[0] = False
+    a.tick()
+    assert [x["state"] for x in a.history.list(rule="errors")] == ["resolved", "firing"]
+    a.stop()
