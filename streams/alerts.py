@@ -41,6 +41,23 @@ a resolved closes, each firing counts against its rule's cap), so a snapshot a f
 plus the history gives the open alerts exactly. A rule whose counting changed in between
 (kind, window, group_by, level or query) starts afresh, and an alert it left open is resolved
 by ``restore`` (a rule removed likewise), so nobody waits for a resolution that cannot come.
+
+Several workers (Kafka mode, each holding some partitions of the raw topic, which is keyed by
+source: ``streams.partitions``): each rule must still be evaluated once. ``placement(rule)``
+says how. A rule grouped by ``host`` or ``incident`` is *partition-local*: a host's lines (and
+the incidents made of them) travel in one partition, so the worker holding it sees every line
+of the group and evaluates the rule over its own events, as one process does. Any other rule
+(``group_by: none``, ``component``, ``source``, ``template``; so ``new_template`` and
+``template_spike`` too) looks across sources and is *global*: ``assign_rules`` gives the global
+rules to one worker only, the one holding partition 0 of the raw topic (whoever gets it after a
+rebalance takes over), and that worker evaluates them not from its own events but from the
+store's counts of the window (``observe_counts``: Elasticsearch aggregations over every
+worker's stored events, see ``smartlogs.alerting.EsWindowCounts``), a little behind the clock
+(``GLOBAL_LAG_SECONDS``) so that the window's lines are searchable when it is judged. The
+same rule code judges the counts (thresholds, baselines, one alert while it lasts, caps). A
+process that sees every event (embedded mode, or a worker holding every partition) evaluates
+all rules over its events, as before. A host sent under two partition keys (say, with and
+without a host field) is counted per partition: a local rule then sees part of it.
 """
 
 from __future__ import annotations
@@ -50,7 +67,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS"]
+__all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS",
+           "placement", "assign_rules", "GLOBAL_LAG_SECONDS"]
 
 KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
 GROUP_BY = ("host", "component", "source", "template", "incident", "none")
@@ -58,6 +76,8 @@ LEVELS = ("TRACE", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "A
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 STATE_VERSION = 1  # of ``AlertEngine.snapshot()``
+PARTITION_LOCAL = ("host", "incident")  # the groups whose lines all travel in one partition
+GLOBAL_LAG_SECONDS = 2.0  # global rules are judged this far behind the clock (store refresh)
 MAX_GROUPS = 10_000  # per rule: the least recently seen group is forgotten beyond it
 _SAMPLES = 5
 
@@ -358,8 +378,10 @@ class AlertEngine:
                 for a in orphans.values()]
 
     # -- input -----------------------------------------------------------------------------
-    def observe(self, events: list[dict]) -> list[Alert]:
+    def observe(self, events: list[dict], rules: Iterable[AlertRule] | None = None) -> list[Alert]:
+        """Judge stored events by ``rules`` (default: all the engine's rules)."""
         out: list[Alert] = []
+        chosen = self.rules if rules is None else tuple(rules)
         marks = self.marks_of() if self.marks_of is not None else None
         for e in events:
             historical = e["received"] - e["ts"] > self.late_seconds
@@ -372,7 +394,7 @@ class AlertEngine:
             if historical:
                 self._event_clock = max(self._event_clock, t)
             expected = bool(marks) and marks.get(e["template_id"]) == "expected"
-            for rule in self.rules:
+            for rule in chosen:
                 if expected and rule.kind in ("new_template", "template_spike"):
                     continue  # marked expected by a user: its newness and rate are known
                 if rule.kind == "new_template":
@@ -385,11 +407,11 @@ class AlertEngine:
                 out += self._add(rule, e, t, historical)
         return out
 
-    def tick(self, now: float) -> list[Alert]:
+    def tick(self, now: float, rules: Iterable[AlertRule] | None = None) -> list[Alert]:
         """Close the windows that ended by ``now`` (arrival time; a replay's windows by the
-        newest event time seen) and look for silence."""
+        newest event time seen) and look for silence (of ``rules``, default all)."""
         out: list[Alert] = []
-        for rule in self.rules:
+        for rule in (self.rules if rules is None else tuple(rules)):
             for key, g in list(self._groups.get((rule.name, True), {}).items()):
                 out += self._roll(rule, key, g, self._event_clock, historical=True)
             groups = self._groups.get((rule.name, False), {})
@@ -402,6 +424,53 @@ class AlertEngine:
                         out += self._fire(rule, key, g, start, now, 0, False, now,
                                           reasons=[f"nothing from {rule.group_by} {key} for "
                                                    f"{quiet:.0f} s ({rule.windows} windows)"])
+        return out
+
+    def observe_counts(self, rule: AlertRule, window_start: float, counts: dict[str, int],
+                       t: float, samples: dict[str, list[dict]] | None = None) -> list[Alert]:
+        """Judge a global rule by the store's counts of a live window (group → lines counted
+        so far, every worker's; ``samples``: a few of each group's lines), at time ``t``.
+        Counts are totals, so asking again is harmless; a group's alert fires once its count
+        meets the rule, as with ``observe``. ``new_template``: each template in ``counts`` not
+        seen before (once the warm-up is over: ``lines_learned_of``)."""
+        out: list[Alert] = []
+        groups = self._groups.setdefault((rule.name, False), {})
+        learned = self.lines_learned_of() if self.lines_learned_of is not None else self.lines
+        marks = (self.marks_of() if self.marks_of is not None else None) or {}
+        start = window_start - window_start % rule.window
+        for key, count in counts.items():
+            if rule.kind in ("new_template", "template_spike") and marks.get(key) == "expected":
+                continue
+            if rule.kind == "new_template":
+                if key in self._seen_templates:
+                    continue
+                self._seen_templates.add(key)
+                if learned < self.warmup_lines:
+                    continue
+            g = groups.get(key)
+            if g is None:
+                if len(groups) >= MAX_GROUPS:
+                    del groups[min(groups, key=lambda k: groups[k].last_seen)]
+                g = groups[key] = _Group()
+            out += self._roll(rule, key, g, start, False)
+            if g.window != start:
+                g.window, g.count, g.samples, g.reasons, g.trigger = start, 0, [], {}, None
+            if count <= g.count and g.window == start and rule.kind != "new_template":
+                continue
+            g.count, g.last_seen = max(g.count, count), max(g.last_seen, t)
+            g.samples = list((samples or {}).get(key, g.samples))[:_SAMPLES]
+            if rule.kind == "silence":
+                if g.firing is not None:
+                    out += self._resolve(rule, g, t)
+                continue
+            if g.firing is not None:
+                g.firing.count = max(g.firing.count, g.count)
+                continue
+            fire, baseline = self._condition(rule, g)
+            if fire:
+                g.trigger = g.samples[-1] if g.samples else None
+                out += self._fire(rule, key, g, start, start + rule.window, g.count, False, t,
+                                  baseline=baseline, reasons=[_describe(rule, key, g.count)])
         return out
 
     # -- rules -----------------------------------------------------------------------------
@@ -523,6 +592,39 @@ class AlertEngine:
         return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, t, a.count,
                       a.baseline, a.historical, a.reasons, a.trigger, a.samples, t,
                       a.warming_up, a.lines_learned)]
+
+
+def placement(rule: AlertRule) -> str:
+    """``"partition"``: the worker holding a group's partition sees all its lines (grouped by
+    host or incident); ``"global"``: the rule looks across sources, one worker evaluates it.
+
+    >>> placement(AlertRule("a", "error_flood", group_by="host")), placement(AlertRule("b", "match"))
+    ('partition', 'global')
+    """
+    return "partition" if rule.group_by in PARTITION_LOCAL else "global"
+
+
+def assign_rules(rules: Iterable[AlertRule], partitions: Iterable[int], n_partitions: int
+                 ) -> tuple[tuple[AlertRule, ...], tuple[AlertRule, ...]]:
+    """Which rules a worker holding ``partitions`` (of ``n_partitions``) evaluates:
+    (over its own events, from the store's window counts). A worker holding every partition
+    sees every event: all rules over its events. Otherwise the partition-local rules over its
+    events, and the global ones from the store if it holds partition 0 (else none).
+
+    >>> r = (AlertRule("burst", "anomaly_burst", group_by="host"), AlertRule("flood", "error_flood"))
+    >>> [[x.name for x in side] for side in assign_rules(r, {0, 1, 2}, 3)]
+    [['burst', 'flood'], []]
+    >>> [[x.name for x in side] for side in assign_rules(r, {0}, 3)]
+    [['burst'], ['flood']]
+    >>> [[x.name for x in side] for side in assign_rules(r, {1, 2}, 3)]
+    [['burst'], []]
+    """
+    rules, held = tuple(rules), set(partitions)
+    if held >= set(range(n_partitions)):
+        return rules, ()
+    local = tuple(r for r in rules if placement(r) == "partition")
+    shared = tuple(r for r in rules if placement(r) == "global") if 0 in held else ()
+    return local, shared
 
 
 def _shape(rule: AlertRule) -> list:

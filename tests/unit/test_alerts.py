@@ -291,3 +291,82 @@ def test_an_alert_left_open_by_a_changed_or_removed_rule_is_resolved_at_restart(
     # a threshold changes nothing in the window counts: the open alert carries over
     _, closed = _restarted(engine, ERRS.replace("threshold: 10", "threshold: 12"))
     assert closed == []
+
+
+# -- several workers: each rule evaluated once --------------------------------------------------
+def test_the_doctests():
+    import doctest
+
+    import streams.alerts
+
+    assert doctest.testmod(streams.alerts).failed == 0
+
+
+def test_each_rule_is_evaluated_by_exactly_one_worker_whatever_the_assignment():
+    """Issue 20: with several workers a rule over all sources is evaluated once. Host- and
+    incident-grouped rules go with the partitions (every worker over its own events); the
+    others only by the holder of partition 0, from the store; one worker with every
+    partition evaluates everything over its events."""
+    from streams.alerts import assign_rules, placement
+
+    loaded, _ = rules("""
+rules:
+  - {name: burst, kind: anomaly_burst, threshold: 5, group_by: host}
+  - {name: inc, kind: anomaly_burst, threshold: 1, group_by: incident}
+  - {name: quiet, kind: silence, windows: 3}
+  - {name: flood, kind: error_flood, threshold: 50}
+  - {name: oom, kind: match, query: out of memory}
+  - {name: new, kind: new_template}
+  - {name: spike, kind: template_spike}
+  - {name: comp, kind: error_flood, threshold: 5, group_by: component}
+""")
+    assert {r.name: placement(r) for r in loaded} == {
+        "burst": "partition", "inc": "partition", "quiet": "partition", "flood": "global",
+        "oom": "global", "new": "global", "spike": "global", "comp": "global"}
+    for n, workers in ((1, [{0}]), (6, [{0, 1, 2, 3, 4, 5}]), (6, [{0, 3}, {1, 4}, {2, 5}]),
+                       (6, [{1, 2}, {0}, {3, 4, 5}]), (4, [{3}, {2}, {1}, {0}])):
+        plans = [assign_rules(loaded, held, n) for held in workers]
+        alone = len(workers) == 1
+        for r in loaded:
+            over_events = sum(r in local for local, _ in plans)
+            from_store = sum(r in shared for _, shared in plans)
+            if alone or placement(r) == "global":
+                # once in all: over the events of the one worker, or from the store
+                assert over_events + from_store == 1, (r.name, workers)
+            else:
+                assert (over_events, from_store) == (len(workers), 0), (r.name, workers)
+        # the holder of partition 0 judges the global rules, unless it sees everything
+        holder = next(p for p, held in zip(plans, workers) if 0 in held)
+        assert (holder[1] == ()) == alone
+
+
+def test_a_global_rule_judged_from_store_counts_fires_once_while_it_lasts():
+    """The store's window totals (every worker's lines), asked again each second: one alert
+    while the flood lasts, resolved once a window closes below the threshold."""
+    (flood,), _ = rules("rules: [{name: flood, kind: error_flood, threshold: 10, window: 60s}]")
+    engine = AlertEngine((flood,), warmup_lines=0)
+    start = T0 - T0 % 60
+    out = []
+    for i, total in enumerate((3, 7, 12, 15, 15)):  # growing totals of one window
+        out += engine.observe_counts(flood, start, {"*": total}, start + i,
+                                     samples={"*": [{"message": f"m{total}"}]})
+    assert [a.state for a in out] == ["firing"]
+    assert out[0].trigger == {"message": "m12"}  # raised by the total that met the threshold
+    out += engine.observe_counts(flood, start + 60, {"*": 30}, start + 70)  # lasts
+    out += engine.observe_counts(flood, start + 120, {"*": 2}, start + 130)
+    out += engine.tick(start + 181, rules=(flood,))
+    assert [a.state for a in out] == ["firing", "resolved"]
+    assert out[1].window_end == start + 180
+
+
+def test_new_templates_from_store_counts_fire_once_each_after_the_warm_up():
+    (new,), _ = rules("rules: [{name: new, kind: new_template}]")
+    engine = AlertEngine((new,), warmup_lines=100)
+    learned = [50]
+    engine.lines_learned_of = lambda: learned[0]
+    start = T0 - T0 % 60
+    assert engine.observe_counts(new, start, {"T1": 5, "T2": 1}, start + 1) == []  # warming up
+    learned[0] = 500
+    out = engine.observe_counts(new, start, {"T1": 6, "T2": 2, "T3": 1}, start + 2)
+    out += engine.observe_counts(new, start, {"T1": 7, "T3": 4}, start + 3)
+    assert [(a.group, a.state) for a in out] == [("T3", "firing")]
