@@ -33,10 +33,10 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
-from streams.alerts import Alert, AlertEngine, load_rules
+from streams.alerts import GLOBAL_LAG_SECONDS, LEVELS, Alert, AlertEngine, AlertRule, load_rules
 
-__all__ = ["AlertHistory", "Notifier", "Alerting", "json_payload", "slack_payload",
-           "rules_from_file"]
+__all__ = ["AlertHistory", "EsAlertHistory", "EsWindowCounts", "Notifier", "Alerting",
+           "json_payload", "slack_payload", "rules_from_file"]
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +398,54 @@ class EsAlertHistory:
         pass  # the client is the store's
 
 
+class EsWindowCounts:
+    """The store's counts of a live window for a global rule (``streams.alerts.placement``),
+    over every worker's stored events: one Elasticsearch query per rule, the events of
+    ``[start, end)`` in arrival time that the rule counts (flagged ones, ones at or above a
+    level, ones holding the query's words: the search's ``words`` field, so the same word rule),
+    totalled per group (a terms aggregation on the group's field), with the newest few lines of
+    each group as samples. Called with (rule, start, end); returns (counts, samples)."""
+
+    _FIELD = {"host": "host", "component": "component", "source": "source",
+              "template": "template_id", "incident": "incident_id"}
+    _SAMPLE_FIELDS = ["id", "timestamp", "host", "level", "template_id", "message", "score",
+                      "reason", "warming_up"]
+    MAX_GROUPS = 1000  # per rule and window; more groups than that are counted in the total
+
+    def __init__(self, client, pattern: str):
+        self._es, self.pattern = client, pattern
+
+    def __call__(self, rule: AlertRule, start: float, end: float
+                 ) -> tuple[dict[str, int], dict[str, list[dict]]]:
+        flt: list[dict] = [{"range": {"received": {"gte": int(start), "lt": int(end) + (end % 1 > 0),
+                                                   "format": "epoch_second"}}}]
+        if rule.kind == "anomaly_burst":
+            flt.append({"term": {"anomaly": True}})
+        elif rule.kind == "error_flood":
+            flt.append({"terms": {"level": list(LEVELS[LEVELS.index(rule.level):])}})
+        elif rule.kind == "match":
+            flt.append({"match": {"words": {"query": " ".join(rule.query), "operator": "and"}}})
+        field = ("template_id" if rule.kind in ("new_template", "template_spike")
+                 else self._FIELD.get(rule.group_by))
+        top = {"top_hits": {"size": 3, "sort": [{"seq": "desc"}],
+                            "_source": self._SAMPLE_FIELDS}}
+        aggs = ({"g": {"terms": {"field": field, "size": self.MAX_GROUPS}, "aggs": {"s": top}}}
+                if field else {"s": top})
+        res = self._es.search(index=self.pattern, size=0, query={"bool": {"filter": flt}},
+                              aggs=aggs, track_total_hits=True, ignore_unavailable=True,
+                              allow_no_indices=True)
+        res = getattr(res, "body", res)
+        if not field:
+            total = res["hits"]["total"]["value"]
+            hits = res.get("aggregations", {}).get("s", {}).get("hits", {}).get("hits", [])
+            return ({"*": total} if total else {}), {"*": [h["_source"] for h in reversed(hits)]}
+        counts, samples = {}, {}
+        for b in res.get("aggregations", {}).get("g", {}).get("buckets", []):
+            counts[str(b["key"])] = b["doc_count"]
+            samples[str(b["key"])] = [h["_source"] for h in reversed(b["s"]["hits"]["hits"])]
+        return counts, samples
+
+
 class Alerting:
     """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
     thread (``tick`` every second); thread-safe. The engine's state is restored from the
@@ -416,26 +464,63 @@ class Alerting:
         # set by the runtime: whether accepted lines still wait to be processed (then the
         # clock does not close windows: their lines may still come, e.g. after a restart)
         self.busy: Callable[[], bool] | None = None
+        # set by a runtime that shares the events with other workers: () -> (the rules judged
+        # over this process's events, the global ones it judges from the store's window
+        # counts: streams.alerts.assign_rules), and ``global_counts`` (EsWindowCounts)
+        self.plan: Callable[[], tuple[tuple, tuple]] | None = None
+        self.global_counts: Callable | None = None
+        self._global_window: dict[str, float] = {}  # rule → the window judged last
         self._restored = False
         self._changes = 0        # batches and alerts since start; saved when it moved
         self._saved_changes = 0
         self._last_save = time.monotonic()
 
     def on_stored(self, events: list[dict]) -> None:
+        local = self.plan()[0] if self.plan is not None else None
         with self._lock:
             alerts = self._restore_once()
-            alerts += self.engine.observe(events)
+            alerts += self.engine.observe(events, local)
             self._changes += 1 + len(alerts)
         self._dispatch(alerts)
 
     def tick(self) -> None:
         busy = self.busy is not None and self.busy()
+        local, shared = self.plan() if self.plan is not None else (None, ())
+        now = self.clock()
+        judged = self._global_judgements(shared, now) if shared and not busy else []
         with self._lock:
             alerts = self._restore_once()
             if not busy:
-                alerts += self.engine.tick(self.clock())
-            self._changes += len(alerts)
+                alerts += self.engine.tick(now, local)
+                for rule, start, counts, samples, t in judged:
+                    alerts += self.engine.observe_counts(rule, start, counts, t, samples)
+                if shared:
+                    alerts += self.engine.tick(now - GLOBAL_LAG_SECONDS, shared)
+            self._changes += len(alerts) + len(judged)
         self._dispatch(alerts)
+
+    def _global_judgements(self, rules, now: float) -> list[tuple]:
+        """The store's counts for the global rules this process judges: the window of
+        ``now - GLOBAL_LAG_SECONDS`` (the lines of the last seconds may not be searchable
+        yet), and once more the window before it when that one just ended (its last lines)."""
+        t = now - GLOBAL_LAG_SECONDS
+        out = []
+        for rule in rules:
+            start = t - t % rule.window
+            windows = [start]
+            last = self._global_window.get(rule.name)
+            if last is not None and last < start:
+                windows.insert(0, start - rule.window)
+            try:
+                for w in windows:
+                    counts, samples = self.global_counts(rule, w, w + rule.window)
+                    out.append((rule, w, counts, samples, min(t, w + rule.window - 1e-3)))
+            except Exception as exc:  # noqa: BLE001 - judged again at the next tick
+                log.warning("window counts for rule %s failed (%s); asked again next tick",
+                            rule.name, f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            self._global_window[rule.name] = start
+        return out
 
     # -- state across restarts ---------------------------------------------------------------
     def _restore_once(self) -> list[Alert]:
