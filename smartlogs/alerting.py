@@ -12,7 +12,8 @@ embedded mode, Elasticsearch in Kafka mode): ``Alerting`` saves the engine's sna
 (``AlertEngine.snapshot``, JSON, zlib) with the history's position every
 ``state_seconds`` when something changed, and at stop; at start it restores the snapshot and
 applies the history records written after that position, so a crash between two saves still
-knows every alert it opened or resolved (window counts may then miss the last seconds' lines).
+knows every alert it opened or resolved (window counts may then miss the last seconds' lines:
+the window of a restart never resolves an alert, see ``AlertEngine.restore``).
 One implementation for both modes: each history offers ``position()``, ``save_state``,
 ``load_state`` and ``records_after``.
 """
@@ -536,7 +537,6 @@ class Alerting:
             now = self.clock()
             closed = self.engine.restore(
                 saved.get("engine"), self.history.records_after(position), now=now,
-                complete=bool(saved.get("clean")),
                 paused=max(0.0, now - saved["at"]) if "at" in saved else 0.0)
         except Exception:  # noqa: BLE001 - alerting must never take the platform down
             log.exception("the alert engine's state could not be restored: it starts fresh, so "
@@ -544,8 +544,8 @@ class Alerting:
             return []
         opened = len(self.engine.open_alerts())
         log.info("alert engine state restored (%s): %d alert(s) open, %d closed as their rule "
-                 "changed", "saved state and history" if blob is not None else "history only",
-                 opened, len(closed))
+                 "changed", ("saved state and history" if blob is not None else "history only")
+                 + ("" if saved.get("clean", True) else ", after a crash"), opened, len(closed))
         return closed
 
     def save(self, *, clean: bool = False) -> bool:

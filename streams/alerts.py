@@ -244,9 +244,9 @@ class _Group:
     firing: Alert | None = None
     history: deque = field(default_factory=lambda: deque(maxlen=64))  # closed windows' counts
     last_seen: float = 0.0
-    # the window being counted misses lines (restored after a crash): it cannot resolve the
-    # open alert; the next window decides
-    partial: bool = False
+    # restored after a restart: the windows that end by then (the one the restart fell in,
+    # and those the platform was down for) may miss lines, so they cannot resolve the alert
+    resume_until: float = 0.0
 
 
 class AlertEngine:
@@ -283,7 +283,8 @@ class AlertEngine:
         groups = [[name, historical, key, {
             "window": g.window, "count": g.count, "samples": g.samples, "reasons": g.reasons,
             "trigger": g.trigger, "firing": asdict(g.firing) if g.firing is not None else None,
-            "history": list(g.history), "last_seen": g.last_seen, "partial": g.partial}]
+            "history": list(g.history), "last_seen": g.last_seen,
+            "resume_until": g.resume_until}]
             for (name, historical), gs in self._groups.items() for key, g in gs.items()]
         return {"version": STATE_VERSION, "lines": self.lines, "event_clock": self._event_clock,
                 "seen_templates": sorted(self._seen_templates),
@@ -297,18 +298,17 @@ class AlertEngine:
                 if g.firing is not None]
 
     def restore(self, state: dict | None, records: Iterable[dict] = (), now: float = 0.0, *,
-                complete: bool = False, paused: float = 0.0) -> list[Alert]:
+                paused: float = 0.0) -> list[Alert]:
         """Take up ``state`` (a ``snapshot()``, or None), then the alert ``records`` written
         after it, oldest first (alerts as dicts: a firing opens its group's alert, a resolved
         closes it). Returns a ``resolved`` alert (at ``now``) for each alert left open by a
         rule that is gone or counts differently now: nothing else would ever resolve it.
 
-        ``complete``: nothing was observed after the snapshot (taken at a clean stop). If not
-        (a crash: the lines between the last snapshot and the crash are not in it), an open
-        alert's window counts are unknown, so its live group starts a window at ``now`` that
-        cannot resolve it: the first full window after the restart decides. ``paused``: how
-        long the platform was down, which a live silence rule does not count as a source's
-        silence (in embedded mode nobody could send meanwhile)."""
+        A window the restart fell in (at ``now``), or one the platform was down for, may miss
+        lines (after a crash, those between the last snapshot and the crash; in embedded mode,
+        the ones nobody could send meanwhile), so it cannot resolve an open alert: the first
+        window after the restart decides. ``paused``: how long the platform was down, which a
+        live silence rule does not count as a source's silence either."""
         by_name = {r.name: r for r in self.rules}
         kept = set(by_name)  # the rules whose state carries over
         orphans: dict[str, Alert] = {}
@@ -326,7 +326,8 @@ class AlertEngine:
                     continue
                 group = _Group(window=g["window"], count=g["count"], samples=list(g["samples"]),
                                reasons=dict(g["reasons"]), trigger=g["trigger"], firing=firing,
-                               last_seen=g["last_seen"], partial=bool(g.get("partial")))
+                               last_seen=g["last_seen"],
+                               resume_until=float(g.get("resume_until") or 0.0))
                 group.history.extend(g["history"])
                 self._groups.setdefault((name, bool(historical)), {})[key] = group
             for target, rows in ((self._fired, state.get("fired")),
@@ -367,10 +368,8 @@ class AlertEngine:
                 if rule.kind == "silence":
                     if g.last_seen and paused > 0:
                         g.last_seen += paused
-                elif g.firing is not None and not complete:
-                    g.window, g.count, g.samples, g.reasons, g.trigger = \
-                        now - now % rule.window, 0, [], {}, None
-                    g.partial = True
+                elif g.firing is not None and rule.kind != "new_template":  # (one window)
+                    g.resume_until = now - now % rule.window + rule.window
         return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, now, a.count,
                       a.baseline, a.historical,
                       [*a.reasons, "the rule was changed or removed since: closed"], a.trigger,
@@ -549,16 +548,19 @@ class AlertEngine:
         # a firing alert lasts while its condition holds in each window that closes (one alert
         # per rule and group while the condition lasts); new_template's lasts one window
         held = (g.firing is not None and rule.kind not in ("new_template", "silence")
-                and (g.partial or self._condition(rule, g)[0]))
-        g.partial = False
+                and self._condition(rule, g)[0])
         g.history.append(g.count)
         g.history.extend([0] * min(closed - 1, g.history.maxlen))
         out = []
-        if g.firing is not None and rule.kind != "silence" and not (held and closed == 1):
-            # the first window that closed without the condition: the one after the last
-            # window that had it (an empty one, if ``closed`` > 1)
-            end = g.window + (2 if held else 1) * rule.window
+        # the end of the first window that closed without the condition: this one, or the
+        # (empty) one after it; none that a restart may have cut short (``resume_until``)
+        end = max(g.window + (2 if held else 1) * rule.window, g.resume_until + rule.window
+                  if g.resume_until > g.window else 0.0)
+        if (g.firing is not None and rule.kind != "silence"
+                and end <= g.window + closed * rule.window):
             out = self._resolve(rule, g, end)
+        if g.resume_until <= g.window + closed * rule.window:
+            g.resume_until = 0.0
         g.window, g.count, g.samples, g.reasons, g.trigger = g.window + closed * rule.window, 0, [], {}, None
         return out
 

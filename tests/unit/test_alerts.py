@@ -228,8 +228,7 @@ def _restarted(engine, text=ERRS, records=(), now=0.0):
     import json
 
     fresh = AlertEngine(rules(text)[0], warmup_lines=0)
-    closed = fresh.restore(json.loads(json.dumps(engine.snapshot())), records, now=now,
-                           complete=True)
+    closed = fresh.restore(json.loads(json.dumps(engine.snapshot())), records, now=now)
     return fresh, closed
 
 
@@ -370,3 +369,35 @@ def test_new_templates_from_store_counts_fire_once_each_after_the_warm_up():
     out = engine.observe_counts(new, start, {"T1": 6, "T2": 2, "T3": 1}, start + 2)
     out += engine.observe_counts(new, start, {"T1": 7, "T3": 4}, start + 3)
     assert [(a.group, a.state) for a in out] == [("T3", "firing")]
+
+
+def test_windows_the_platform_was_down_for_do_not_resolve_an_open_alert():
+    """Embedded mode takes no lines while it is down: the windows of the downtime (and the
+    one the restart fell in) are not evidence that a flood stopped. The flood goes on after
+    five minutes down: still one alert; it resolves once a window after the restart is clean."""
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    out = [a for i in range(12) for a in engine.observe([ev(start + i, level="ERROR")])]
+    back = start + 330  # five minutes down
+    engine, _ = _restarted(engine, now=back)
+    for i in range(200):  # the flood goes on, and stops at back + 200
+        out += engine.observe([ev(back + i, level="ERROR")])
+        out += engine.tick(back + i)
+    out += normal(engine, back + 200, 200)
+    assert [(a.rule, a.state) for a in out if a.rule == "errs"] == [("errs", "firing"),
+                                                                   ("errs", "resolved")]
+    resolved = next(a for a in out if a.rule == "errs" and a.state == "resolved")
+    assert resolved.window_end == back - back % 60 + 300  # the first clean window's end
+
+
+def test_the_time_the_platform_was_down_is_not_a_sources_silence():
+    import json
+
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    engine.observe([ev(start + 1, host="web2")])
+    fresh = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    fresh.restore(json.loads(json.dumps(engine.snapshot())), now=start + 600, paused=595)
+    assert [a.rule for a in fresh.tick(start + 601)] == ["new"]  # (T1's, resolved) — and
+    # no silence: web2 was quiet for 600 s, but 595 of them the platform was down
+    assert [(a.rule, a.group) for a in fresh.tick(start + 601 + 120)] == [("quiet", "web2")]
