@@ -475,6 +475,7 @@ class Alerting:
         self._changes = 0        # batches and alerts since start; saved when it moved
         self._saved_changes = 0
         self._last_save = time.monotonic()
+        self._save_cost = 0.0  # seconds the last save took
 
     def on_stored(self, events: list[dict]) -> None:
         local = self.plan()[0] if self.plan is not None else None
@@ -551,6 +552,7 @@ class Alerting:
     def save(self, *, clean: bool = False) -> bool:
         """Save the engine's state if it changed since the last save (``clean``: at a stop,
         nothing is observed after it); False if that failed."""
+        started = time.monotonic()
         position = self.history.position()  # before the snapshot: a record after it is applied
         with self._lock:
             if not self._restored or (self._changes == self._saved_changes and not clean):
@@ -560,6 +562,7 @@ class Alerting:
                                  "at": self.clock()})
         try:
             self.history.save_state(self.scope, zlib.compress(blob, 1), position)
+            self._save_cost = time.monotonic() - started
         except Exception:  # noqa: BLE001 - saved again at the next interval
             log.exception("saving the alert engine's state failed; retried in %.0f s",
                           self.state_seconds)
@@ -594,7 +597,8 @@ class Alerting:
                 self.tick()
             except Exception:  # noqa: BLE001 - alerting must never take the platform down
                 log.exception("alert tick failed")
-            if time.monotonic() - self._last_save >= self.state_seconds:
+            # at most every ten times as long as a save takes (a bounded share of a core)
+            if time.monotonic() - self._last_save >= max(self.state_seconds, 10 * self._save_cost):
                 self.save()
 
     def stop(self) -> None:

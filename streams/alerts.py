@@ -280,11 +280,13 @@ class AlertEngine:
     # -- state across restarts ---------------------------------------------------------------
     def snapshot(self) -> dict:
         """What a new engine needs to carry on (JSON-able; ``restore`` takes it up)."""
+        # past windows' counts: only a spike's baseline reads them, its last ``baseline``
+        keep = {r.name: r.baseline if r.kind == "template_spike" else 0 for r in self.rules}
         groups = [[name, historical, key, {
             "window": g.window, "count": g.count, "samples": g.samples, "reasons": g.reasons,
             "trigger": g.trigger, "firing": asdict(g.firing) if g.firing is not None else None,
-            "history": list(g.history), "last_seen": g.last_seen,
-            "resume_until": g.resume_until}]
+            "history": list(g.history)[-keep[name]:] if keep.get(name) else [],
+            "last_seen": g.last_seen, "resume_until": g.resume_until}]
             for (name, historical), gs in self._groups.items() for key, g in gs.items()]
         return {"version": STATE_VERSION, "lines": self.lines, "event_clock": self._event_clock,
                 "seen_templates": sorted(self._seen_templates),

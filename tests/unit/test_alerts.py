@@ -401,3 +401,13 @@ def test_the_time_the_platform_was_down_is_not_a_sources_silence():
     assert [a.rule for a in fresh.tick(start + 601)] == ["new"]  # (T1's, resolved) — and
     # no silence: web2 was quiet for 600 s, but 595 of them the platform was down
     assert [(a.rule, a.group) for a in fresh.tick(start + 601 + 120)] == [("quiet", "web2")]
+
+
+def test_a_spikes_baseline_survives_a_restart():
+    loaded = "rules: [{name: spike, kind: template_spike, factor: 4, baseline: 5, min_count: 10, window: 60s}]"
+    engine = AlertEngine(rules(loaded)[0], warmup_lines=0)
+    for w in range(6):  # five quiet windows: 3 lines a minute
+        engine.observe([ev(T0 + w * 60 + i) for i in range(3)])
+    engine, _ = _restarted(engine, loaded)
+    out = engine.observe([ev(T0 + 6 * 60 + i * 0.5) for i in range(40)])
+    assert [a.state for a in out] == ["firing"] and out[0].baseline == 3.0
