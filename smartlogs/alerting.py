@@ -16,6 +16,17 @@ knows every alert it opened or resolved (window counts may then miss the last se
 the window of a restart never resolves an alert, see ``AlertEngine.restore``).
 One implementation for both modes: each history offers ``position()``, ``save_state``,
 ``load_state`` and ``records_after``.
+
+Not done yet: the state's ``scope`` with several Kafka workers. Today every process saves
+under one scope (``engine``), right for embedded mode and one worker; several workers would
+overwrite each other's. The design: save per partition rather than per process — the groups
+of a partition-local rule (``streams.alerts.placement``) under ``p<partition>`` (a host
+group's partition is ``streams.partitions.partition_of(host, n)``; an incident group's, the
+partition of the source its incident belongs to), the global rules' groups under ``global``,
+written only by the holder of partition 0 — and on an assignment load the scopes of the
+partitions gained and drop the groups of those lost (after a last save), so a group's state
+moves with its partition as the model's does. The history records to apply after a saved
+position are then those of the scope's groups.
 """
 
 from __future__ import annotations
