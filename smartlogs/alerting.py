@@ -422,7 +422,7 @@ class EsWindowCounts:
               "template": "template_id", "incident": "incident_id"}
     _SAMPLE_FIELDS = ["id", "timestamp", "host", "level", "template_id", "message", "score",
                       "reason", "warming_up"]
-    MAX_GROUPS = 1000  # per rule and window; more groups than that are counted in the total
+    MAX_GROUPS = 1000  # per rule and window: the terms aggregation's largest 1000 groups
 
     def __init__(self, client, pattern: str):
         self._es, self.pattern = client, pattern

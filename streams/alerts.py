@@ -456,7 +456,7 @@ class AlertEngine:
             out += self._roll(rule, key, g, start, False)
             if g.window != start:
                 g.window, g.count, g.samples, g.reasons, g.trigger = start, 0, [], {}, None
-            if count <= g.count and g.window == start and rule.kind != "new_template":
+            if count <= g.count and rule.kind != "new_template":
                 continue
             g.count, g.last_seen = max(g.count, count), max(g.last_seen, t)
             g.samples = list((samples or {}).get(key, g.samples))[:_SAMPLES]
