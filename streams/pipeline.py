@@ -278,7 +278,7 @@ class Pipeline:
                     q = state.quick(line, year=c.year, now=item.get("received"))
                     if q is not None:
                         return q
-            p = self.parser.parse(line)
+            p = self.parser.parse(line, item.get("received"))
             if p.ok:
                 if learn:  # counted for GET /api/sources
                     if state is None:
