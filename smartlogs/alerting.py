@@ -45,29 +45,13 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
-from streams.alerts import GLOBAL_LAG_SECONDS, LEVELS, Alert, AlertEngine, AlertRule, load_rules
+from smartlogs.settings import rules_from_file  # read with the settings (the file is checked at start)
+from streams.alerts import GLOBAL_LAG_SECONDS, LEVELS, Alert, AlertEngine, AlertRule
 
 __all__ = ["AlertHistory", "EsAlertHistory", "EsWindowCounts", "Notifier", "Alerting",
            "json_payload", "slack_payload", "rules_from_file"]
 
 log = logging.getLogger(__name__)
-
-
-def rules_from_file(path: Path):
-    """(rules, warm-up lines) from a YAML file; ``streams.alerts.RuleError`` names what is wrong."""
-    import yaml
-
-    from streams.alerts import RuleError
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{path}: not valid YAML: {exc}") from None
-    return load_rules(data, str(path))
 
 
 # -- payloads --------------------------------------------------------------------------------
