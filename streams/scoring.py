@@ -406,7 +406,8 @@ class Score:
 class _Slot:
     """What one parameter position of one template usually holds."""
 
-    __slots__ = ("capped", "hi", "lo", "mean", "n", "nnum", "singles", "values", "var")
+    __slots__ = ("capped", "hi", "lo", "mean", "n", "new_rate", "nnum", "singles", "values",
+                 "var")
 
     def __init__(self):
         self.n = 0          # values seen
@@ -417,6 +418,7 @@ class _Slot:
         self.hi = 0.0
         self.values: dict[str, int] | None = {}
         self.singles = 0    # distinct values seen exactly once
+        self.new_rate = 0.0  # recent rate of new values (moving average over ~64 values)
         self.capped = False
 
     def __setstate__(self, state) -> None:
@@ -425,6 +427,8 @@ class _Slot:
             setattr(self, k, v)
         if not hasattr(self, "lo"):  # a slot from before ranges: the range starts at its mean
             self.lo = self.hi = getattr(self, "mean", 0.0)
+        if not hasattr(self, "new_rate"):  # a slot from before its rate of new values
+            self.new_rate = 0.0
 
 
 _MISSING = object()
@@ -885,9 +889,14 @@ class AnomalyScorer:
             values = slot.values
             if values is not None:
                 c = values.get(key, 0)
+                # like novelty: the share of values seen once, or the recent rate of new ones,
+                # whichever is higher (a slot that takes a new value every so often, each then
+                # repeated, such as the address of a new client, is not surprised by the next)
+                rate = slot.new_rate
+                slot.new_rate = rate + ((1.0 if c == 0 else 0.0) - rate) * _NOVEL_ALPHA
                 if c == 0:
                     if slot.n >= 20:
-                        p_new = (slot.singles + 1.0) / (slot.n + 2.0)
+                        p_new = max((slot.singles + 1.0) / (slot.n + 2.0), rate)
                         e = _ramp(-math.log(p_new), _LN20, _LN10)
                         if e > best:
                             best, what = e, (i, value, "value", len(values))
