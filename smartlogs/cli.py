@@ -769,7 +769,7 @@ def tail(
 
 
 def _print_line(e: dict) -> None:
-    head = f"{e['timestamp']} {escape(e['host'] or '-')} {escape(e['component'] or '-')} {e['level'] or '-'}"
+    head = f"{e['timestamp']} {escape(_source(e))} {escape(e['component'] or '-')} {e['level'] or '-'}"
     if e["anomaly"]:
         console.print(f"[bold red]⚠ {head} {escape(e['message'])}[/]  [red]({escape(e['reason'] or '')}, score {e['score']:.2f})[/]")
     else:

@@ -15,7 +15,8 @@ Tables
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
              only for what queries filter, sort or count by (id, ts, received, host, component,
-             level, template id, anomaly); the rest, what is only displayed (message, template
+             level, template id, anomaly, and the source of an event without a host: with a
+             host, the host is its source and the column stays NULL); the rest, what is only displayed (message, template
              text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
              with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
@@ -37,7 +38,7 @@ A store written before bodies (every field a column, the full-text index reading
 ``message``) is moved to this layout when opened, once, in resumable batches.
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
 event. The template filter has none: it walks the time index (a page of a common template is
 quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
 ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
