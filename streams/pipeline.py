@@ -282,7 +282,7 @@ class Pipeline:
                     q = state.quick(line, year=c.year, now=item.get("received"))
                     if q is not None:
                         return q
-            p = self.parser.parse(line)
+            p = self.parser.parse(line, item.get("received"))
             if p.ok:
                 if learn:  # counted for GET /api/sources
                     if state is None:
@@ -358,7 +358,11 @@ MAX_PENDING_CHANGES = 10_000
 def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:
     """The scorer's "same incident" key (``incident_key``), kept apart per stream for lines
     without a host; a line whose evidence has no clear leader (severity, the trees) is keyed
-    by its source and pattern."""
+    by its source and pattern; a line flagged for severity that counts (the first of a severe
+    pattern from its host, ``streams.scoring.SEVERE_RARE``) by its pattern alone, so a panic
+    that reaches host after host is one incident."""
+    if ctx.get("first_severe") is not None:  # one severe pattern reaching host after host
+        return ("severity", event["template_id"])
     key = incident_key(x, ctx)
     if key is None:
         kind = "severity" if x.get("severity", 0.0) >= 0.5 else "combination"
