@@ -106,3 +106,16 @@ def test_the_partition_key_is_the_source_an_item_names_before_parsing(item):
     e = _one(item)
     assert partition_key(item) == e["source"]
 
+
+
+def test_a_sender_cannot_name_itself_after_an_api_key():
+    """Only the API sets an item's ``key`` (the key it let the request in with): a ``key`` in
+    the body is one of the event's fields."""
+    from ingest_api.decode import decode_body
+
+    (item,) = decode_body(orjson.dumps({"message": "m", "key": "admin"}),
+                          content_type="application/json", max_bytes=10_000)
+    assert "key" not in item and item["fields"] == {"key": "admin"}
+    item.update(id="d1", received=1.8e9, source="http")
+    (e,) = Pipeline().process([item])
+    assert e["source"] == "http"
