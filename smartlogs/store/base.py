@@ -45,6 +45,7 @@ class QueryInterrupted(QueryTimeout):
 class EventQuery:
     q: str | None = None          # full text over the message
     host: str | None = None
+    source: str | None = None     # the event's source (streams.partitions.source_of)
     level: str | None = None
     template: str | None = None   # template id, e.g. "T12"
     anomaly: bool | None = None

@@ -113,12 +113,12 @@ INDEX_PERIODS = ("day", "month")
 
 # the event keys, in the order SqliteStore returns them
 _COLUMNS = (
-    "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
-    "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
+    "seq", "id", "ts", "timestamp", "received", "source", "receiver", "host", "component", "pid",
+    "level", "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
     "warming_up", "parse_ok", "format", "truncated", "fields",
 )
 _FLAGS = ("anomaly", "warming_up", "parse_ok", "truncated")
-_PASSTHROUGH = ("timestamp", "source", "host", "component", "pid", "level", "message", "raw",
+_PASSTHROUGH = ("timestamp", "source", "receiver", "host", "component", "pid", "level", "message", "raw",
                 "template_id", "template", "params", "score", "reason", "format", "incident_id")
 
 
@@ -179,6 +179,7 @@ def index_template(prefix: str) -> dict:
                     "stored_at": {"type": "date", "format": "epoch_millis"},
                     "seq": {"type": "long"},
                     "source": _keyword(),
+                    "receiver": _keyword(),
                     "host": _keyword(),
                     "component": _keyword(),
                     "pid": _keyword(),
@@ -315,10 +316,11 @@ class ElasticsearchStore:
                 return
             self._retrying("put index template", lambda: self._es.indices.put_index_template(
                 name=self.template_name, **index_template(self.index_prefix)))
-            # indices made before incident_id was mapped learn it (adding a field is allowed)
+            # indices made before incident_id and receiver were mapped learn them (adding a
+            # field is allowed)
             self._retrying("put mapping", lambda: self._es.indices.put_mapping(
                 index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
-                properties={"incident_id": _keyword()}))
+                properties={"incident_id": _keyword(), "receiver": _keyword()}))
             self._setup_done = True
 
     def _ensure_incidents_index(self) -> None:
@@ -626,6 +628,13 @@ class ElasticsearchStore:
                            ("template_id", query.template)):
             if val is not None:
                 flt.append({"term": {field: val}})
+        if query.source is not None:
+            # a document written before events had a source held the receiver in ``source``
+            # (and no ``receiver``): its source is its host
+            flt.append({"bool": {"minimum_should_match": 1, "should": [
+                {"term": {"source": query.source}},
+                {"bool": {"filter": [{"term": {"host": query.source}}],
+                          "must_not": [{"exists": {"field": "receiver"}}]}}]}})
         if query.anomaly is not None:
             flt.append({"term": {"anomaly": bool(query.anomaly)}})
         if query.incident is not None:
@@ -1122,4 +1131,7 @@ def _source_to_event(src: dict) -> dict:
     for flag in _FLAGS:
         e[flag] = bool(e[flag])
     e["incident_id"] = src.get("incident_id")
+    if e["receiver"] is None:  # written before events had a source: ``source`` was the receiver
+        e["receiver"] = e["source"]
+        e["source"] = e["host"] or e["source"]
     return e

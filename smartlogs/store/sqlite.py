@@ -15,7 +15,8 @@ Tables
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
              only for what queries filter, sort or count by (id, ts, received, host, component,
-             level, template id, anomaly); the rest, what is only displayed (message, template
+             level, template id, anomaly, and the source of an event without a host: with a
+             host, the host is its source and the column stays NULL); the rest, what is only displayed (message, template
              text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
              with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
@@ -37,7 +38,7 @@ A store written before bodies (every field a column, the full-text index reading
 ``message``) is moved to this layout when opened, once, in resumable batches.
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
 event. The template filter has none: it walks the time index (a page of a common template is
 quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
 ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
@@ -88,10 +89,12 @@ CREATE TABLE IF NOT EXISTS events (
     level TEXT,
     template_id TEXT NOT NULL,
     anomaly INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
+CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
@@ -151,12 +154,15 @@ def _incident_values(inc: dict) -> tuple:
 # ``events`` holds what queries filter, sort or count by; the rest of an event, what is only
 # displayed, is its ``body`` (the values of _BODY, compressed: see _Bodies)
 _COLUMNS = ("seq", "id", "ts", "received", "host", "component", "level", "template_id", "anomaly",
-            "body")
-_BODY = ("timestamp", "source", "pid", "message", "raw", "template", "params", "score", "reason",
+            "body", "source")
+# ``source`` is a column only for an event without a host (NULL: the source is the host, see
+# streams.partitions.source_of); the body's second value is the receiver (``http``, ``syslog``,
+# ...), which events called ``source`` before every event had a source of its own
+_BODY = ("timestamp", "receiver", "pid", "message", "raw", "template", "params", "score", "reason",
          "warming_up", "parse_ok", "format", "truncated", "fields")
 _EVENT_KEYS = (  # an event as the API shows it, in this order
-    "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
-    "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
+    "seq", "id", "ts", "timestamp", "received", "source", "receiver", "host", "component", "pid",
+    "level", "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
     "warming_up", "parse_ok", "format", "truncated", "fields",
 )
 
@@ -269,9 +275,20 @@ def _body_json(e: dict) -> bytes:
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
-    return orjson.dumps([ts_text, e["source"], e["pid"], e["message"], e["raw"], e["template"],
+    return orjson.dumps([ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
                          e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
                          e["format"], e["truncated"], e["fields"] or None])
+
+
+def _receiver(e: dict) -> str | None:
+    """What received an event (``receiver``; events made before it had one: ``source``)."""
+    r = e.get("receiver")
+    return r if r is not None else e.get("source")
+
+
+def _source_column(e: dict) -> str | None:
+    """The ``source`` column: an event's source when it has no host, else NULL (its host)."""
+    return None if e.get("host") else e.get("source")
 
 
 @lru_cache(maxsize=32)
@@ -385,8 +402,11 @@ class SqliteStore:
         conn = self._conn()
         self._migrate_old_layout(conn)
         self._upgrade_templates(conn)
+        added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
         self._bodies.load(conn)
+        if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
+            self._fill_sources(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
@@ -421,6 +441,48 @@ class SqliteStore:
             for col in ("last_example", "mark"):
                 if col not in cols:
                     conn.execute(f"ALTER TABLE templates ADD COLUMN {col} TEXT")
+
+    @staticmethod
+    def _add_source_column(conn: sqlite3.Connection) -> bool:
+        """A store made before events had a source of their own gets the ``source`` column;
+        True when it was added (its hostless events are then given one: ``_fill_sources``)."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        if not cols or "source" in cols:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE events ADD COLUMN source TEXT")
+            # to be filled (resumable: the row goes once every hostless event has a source)
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sources_filled', 0)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return True
+
+    def _fill_sources(self, conn: sqlite3.Connection) -> None:
+        """The events a store held without a host before sources: their source is what their
+        item named then, the receiver (kept in the body); in batches of ``_MIGRATE_BATCH``, a
+        transaction each (a store stopped midway resumes where it was)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'sources_filled'").fetchone()
+        done = int(row[0]) if row else 0
+        while True:
+            rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? AND host IS NULL "
+                                "ORDER BY seq LIMIT ?", (done, self._MIGRATE_BATCH)).fetchall()
+            if not rows:
+                break
+            done = rows[-1][0]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("UPDATE events SET source = ? WHERE seq = ? AND source IS NULL",
+                                 [(self._bodies.decode(conn, b)[1], q) for q, b in rows])
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'sources_filled'", (done,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        conn.execute("DELETE FROM meta WHERE key = 'sources_filled'")
 
     _MIGRATE_BATCH = 20_000
 
@@ -664,7 +726,8 @@ class SqliteStore:
         bodies = self._bodies.encode(conn, bodies)
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], e["id"], e["ts"], e["received"], e["host"], e["component"], e["level"],
-             e["template_id"], e["anomaly"], b) for e, b in zip(events, bodies)])
+             e["template_id"], e["anomaly"], b, _source_column(e))
+            for e, b in zip(events, bodies)])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
         received = [e["received"] for e in events]
@@ -868,6 +931,9 @@ class SqliteStore:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
+        if query.source is not None:  # a host is its events' source; a hostless one is a column
+            where.append("(e.host = ? OR e.source = ?)")
+            args.extend((query.source, query.source))
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
@@ -967,12 +1033,13 @@ class SqliteStore:
         return [(a, b) for a, b in runs]
 
     def _row_to_event(self, conn: sqlite3.Connection, row: tuple) -> dict:
-        (seq, eid, ts, received, host, component, level, template_id, anomaly, body) = row
-        (ts_text, source, pid, message, raw, template, params, score, reason, warming_up,
+        (seq, eid, ts, received, host, component, level, template_id, anomaly, body, source) = row
+        (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
          parse_ok, fmt, truncated, fields) = self._bodies.decode(conn, body)
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
-            "received": received, "source": source, "host": host, "component": component,
+            "received": received, "source": source or host or receiver, "receiver": receiver,
+            "host": host, "component": component,
             "pid": pid, "level": level, "message": message, "raw": raw,
             "template_id": template_id, "template": template, "params": params or [],
             "score": score, "anomaly": bool(anomaly), "reason": reason,

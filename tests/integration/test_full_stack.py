@@ -71,6 +71,10 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     assert doc["total"] > 0 and all("authentication" in e["message"] for e in doc["events"])
     one = doc["events"][0]
     assert one["template_id"].startswith("T") and isinstance(one["score"], float)
+    # every event has a source (its host here) and keeps its receiver (issue 19)
+    assert (one["source"], one["receiver"]) == ("combo", "http")
+    r = cli(stack, "search", "--source", "combo", "--limit", "1", "--json")
+    assert json.loads(r.stdout)["total"] == 2000, r.stdout + r.stderr
 
 
 def test_broker_down_means_503_with_retry_after(stack):

@@ -512,7 +512,7 @@ def test_decode_structured_bodies(text, ctype):
 MAX_LINE = 64
 PIPE_CONFIG = PipelineConfig(max_line_length=MAX_LINE, hst_window=16, hst_trees=3, hst_height=3,
                              year=2024)
-RECORD_KEYS = {"id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
+RECORD_KEYS = {"id", "ts", "timestamp", "received", "source", "receiver", "host", "component", "pid", "level",
                "message", "raw", "template_id", "template", "params", "score", "anomaly",
                "reason", "warming_up", "parse_ok", "format", "truncated", "fields", "incident_id"}
 
