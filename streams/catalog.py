@@ -63,11 +63,12 @@ learns them, and other evidence, an error flood or a burst, still flags them);
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 __all__ = ["EXPECTED", "ALWAYS_ALERT", "MARKS", "MAX_EXAMPLES", "HISTORY_KINDS", "SORTS",
            "TemplateChange", "alias_change", "canonical_id", "carry_marks", "change_from_miner",
-           "converge", "normalise_mark", "pick_examples", "text_links"]
+           "converge", "normalise_mark", "pick_examples", "text_key", "text_links"]
 
 EXPECTED = "expected"
 ALWAYS_ALERT = "always_alert"
@@ -166,6 +167,13 @@ def converge(links, aliases: dict[str, str]) -> dict[str, str]:
         if root != x and aliases.get(x) != root:
             out[x] = root
     return out
+
+
+def text_key(text: str) -> int:
+    """A template text as a signed 64-bit number (BLAKE2b), what a store indexes to find the
+    ids recorded with one text without indexing texts of any length."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def text_links(pairs) -> list[tuple[str, str]]:

@@ -246,6 +246,15 @@ class Pipeline:
         if len(self.catalog) > MAX_PENDING_CHANGES:  # nobody takes them (a tool, a benchmark)
             del self.catalog[:len(self.catalog) // 2]
 
+    def adopt_aliases(self, aliases: dict[str, str]) -> dict[str, str]:
+        """The catalog's aliases (id -> canonical id, ``streams.catalog``) taken by the miner
+        (``TemplateMiner.adopt``): new lines carry the canonical ids; marks pass on as with a
+        merge. Returns the ids renamed here."""
+        changed = self.miner.adopt(aliases) if aliases else {}
+        if changed:
+            carry_marks(self.scorer.marks, changed)
+        return changed
+
     def take_catalog(self) -> list[TemplateChange]:
         """The catalog records made since the last call (the runtime stores them with the
         batch's events)."""

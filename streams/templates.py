@@ -1059,13 +1059,22 @@ class TemplateMiner:
         return group
 
     def _new_id(self, tokens: list[str]) -> str:
-        """The id of a template made from ``tokens`` (``template_id_for``); an id this miner
-        already uses (a kept template or an alias: a chance collision, or a template made again
-        from the same tokens while the first one lives on) is rehashed with a salt, 1, 2, ..."""
+        """The id of a template made from ``tokens`` (``template_id_for``). An id a kept
+        template of this miner has (a chance collision, or a template made again from the
+        same tokens while the first one lives on) is rehashed with a salt, 1, 2, ... An id
+        that is an alias (merged away, or renamed by the catalog) is taken as it is: the new
+        template is the one the catalog knows by it (the stores map it to its canonical id,
+        and the next ``adopt`` renames it), so no id the catalog has never seen is made; the
+        aliases that led through it keep their target."""
         cid, salt = template_id_for(tokens), 0
-        while cid in self._young or cid in self._old or cid in self.aliases:
+        while cid in self._young or cid in self._old:
             salt += 1
             cid = template_id_for(tokens, salt)
+        target = self.aliases.pop(cid, None)
+        if target is not None:
+            for k, v in self.aliases.items():
+                if v == cid:
+                    self.aliases[k] = target
         return cid
 
     def _touch(self, group: _Group) -> None:

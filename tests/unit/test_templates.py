@@ -66,13 +66,11 @@ def test_an_id_taken_inside_one_miner_is_rehashed_deterministically():
 
     m = TemplateMiner()
     taken = m.mine("alpha beta gamma").template_id
-    m.aliases[m.mine("delta epsilon zeta").template_id] = taken  # as if merged away ...
-    m._young.clear()  # ... and gone: a line made from the same tokens needs another id
-    m._old.clear()
-    m._leaves.clear()
-    m._cache.clear()
+    clash = template_id_for(["delta", "epsilon", "zeta"])
+    m._rename(m._live(taken), clash)  # as if "alpha beta gamma" hashed like "delta ..."
     again = m.mine("delta epsilon zeta").template_id
-    assert again == template_id_for(["delta", "epsilon", "zeta"], 1)
+    assert again == template_id_for(["delta", "epsilon", "zeta"], 1) != clash
+    assert m.mine("alpha beta gamma").template_id == clash
 
 
 def test_adopt_renames_a_template_to_the_catalogs_id_and_remembers_the_alias():
