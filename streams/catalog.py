@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 __all__ = ["EXPECTED", "ALWAYS_ALERT", "MARKS", "MAX_EXAMPLES", "HISTORY_KINDS", "SORTS",
            "TemplateChange", "alias_change", "canonical_id", "carry_marks", "change_from_miner",
-           "converge", "normalise_mark", "pick_examples", "text_key", "text_links"]
+           "converge", "normalise_mark", "pick_examples", "text_key", "text_links", "texts_of"]
 
 EXPECTED = "expected"
 ALWAYS_ALERT = "always_alert"
@@ -188,6 +188,19 @@ def text_links(pairs) -> list[tuple[str, str]]:
         if first != tid:
             out.append((tid, first))
     return out
+
+
+def texts_of(events: list[dict], catalog: list | None = None) -> set[tuple[str, str]]:
+    """The (template id, text) pairs a batch records: its events' and its catalog records'
+    (a generalisation's or a merge's text, before and after)."""
+    pairs = {(e["template_id"], e["template"]) for e in events
+             if e["template_id"] != UNPROCESSABLE and e.get("template")}
+    for c in catalog or ():
+        if c.kind in ("generalised", "merged"):
+            for text in (c.previous, c.template):
+                if text:
+                    pairs.add((c.template_id, text))
+    return pairs
 
 
 def alias_change(old: str, new: str, *, at: float) -> TemplateChange:

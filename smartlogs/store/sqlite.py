@@ -66,8 +66,7 @@ import zstandard as zstd
 from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
-from streams.catalog import (MAX_EXAMPLE_CHARS, UNPROCESSABLE, alias_change, converge,
-                             text_key)
+from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
 
 __all__ = ["SqliteStore"]
 
@@ -651,7 +650,7 @@ class SqliteStore:
                                      "VALUES (?, ?)", linked)
             if catalog:
                 conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in catalog])
-            self._converge(conn, _texts_of(new, catalog),
+            self._converge(conn, texts_of(new, catalog),
                            {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
                 conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
@@ -851,6 +850,11 @@ class SqliteStore:
             f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
             "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
             "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+            # the examples: the earliest first line and the latest line of them all
+            "example = CASE WHEN excluded.first_ts < first_ts THEN excluded.example "
+            "ELSE example END, "
+            "last_example = CASE WHEN excluded.last_ts > last_ts THEN excluded.last_example "
+            "ELSE last_example END, "
             "mark = coalesce(mark, excluded.mark)",
             args)
         conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
@@ -1254,15 +1258,3 @@ assert all("temp.doomed" in q and "count - excluded" in q
 def _history_row(c) -> tuple:
     return (c.id, c.template_id, c.into, c.kind, c.at, orjson.dumps(c.as_dict()))
 
-
-def _texts_of(events: list[dict], catalog: list | None) -> set[tuple[str, str]]:
-    """The (template id, text) pairs a batch records: its events' and its catalog records'
-    (a generalisation's text before and after)."""
-    pairs = {(e["template_id"], e["template"]) for e in events
-             if e["template_id"] != UNPROCESSABLE and e.get("template")}
-    for c in catalog or ():
-        if c.kind in ("generalised", "merged"):
-            for text in (c.previous, c.template):
-                if text:
-                    pairs.add((c.template_id, text))
-    return pairs
