@@ -249,10 +249,12 @@ class Pipeline:
     def adopt_aliases(self, aliases: dict[str, str]) -> dict[str, str]:
         """The catalog's aliases (id -> canonical id, ``streams.catalog``) taken by the miner
         (``TemplateMiner.adopt``): new lines carry the canonical ids; marks pass on as with a
-        merge. Returns the ids renamed here."""
+        merge, and what the scorer learned of a template moves with it. Returns the ids
+        renamed here."""
         changed = self.miner.adopt(aliases) if aliases else {}
         if changed:
             carry_marks(self.scorer.marks, changed)
+            self.scorer.rename_templates(changed)
         return changed
 
     def take_catalog(self) -> list[TemplateChange]:

@@ -223,3 +223,21 @@ def test_a_merge_in_each_direction_by_two_miners_makes_no_cycle():
     aliases = converge([("Tg", "Tr")], {})  # one miner merged g into r, the other r into g
     aliases.update(converge([("Tr", "Tg")], aliases))
     assert aliases == {"Tr": "Tg"}
+
+
+def test_a_template_the_catalog_renames_keeps_what_the_scorer_learned_of_it():
+    p = Pipeline(PipelineConfig(hst_window=50))
+    items = [{"id": f"i{k}", "raw": f"job {k} finished on node1 in {k % 7} ms", "host": "h",
+              "received": 1.7e9 + k} for k in range(60)]
+    old = p.process(items)[-1]["template_id"]
+    p.scorer.marks[old] = EXPECTED
+    learned = list(p.scorer.templates._state[old])
+    assert p.adopt_aliases({old: "T000000000001"}) == {old: "T000000000001"}
+    assert old not in p.scorer.templates._state
+    assert p.scorer.templates._state["T000000000001"] == learned
+    assert not any(k[1] == old for k in p.scorer.pairs._state)
+    assert p.scorer.marks["T000000000001"] == EXPECTED
+    nxt = p.process([{"id": "n", "raw": "job 99 finished on node1 in 3 ms", "host": "h",
+                      "received": 1.7e9 + 99}])[0]
+    assert nxt["template_id"] == "T000000000001"
+    assert p.adopt_aliases({old: "T000000000001"}) == {}  # taken already
