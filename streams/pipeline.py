@@ -326,6 +326,9 @@ class Pipeline:
                                              examples=config.incident_examples)
         if self.miner.changes is None:  # a checkpoint from before the template catalog
             self.miner.changes = []
+        if self.miner.__dict__.pop("_legacy_ids", False):
+            # ids were numbers (rows keyed by them): the next checkpoint rewrites every row
+            self.ckpt_lineage = None
         if not hasattr(self, "catalog"):
             self.catalog = []
         if self.config != config:

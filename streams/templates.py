@@ -627,6 +627,8 @@ class TemplateMiner:
         return {w: [_family_id(f) for f in fs if f.members] for w, fs in self._families.items()}
 
     def _restore_groups(self, rows: dict) -> None:
+        if any(not isinstance(cid, str) for cid in rows):
+            self._legacy_ids = True  # (Pipeline.upgrade: the next checkpoint rewrites every row)
         self._restoring = {_legacy_id(cid): (_restored_group(cid, row),
                                              None if row[2] is None else _legacy_id(row[2]),
                                              row[5])
@@ -743,6 +745,7 @@ class TemplateMiner:
             if not isinstance(state[memo], TrackedDict):
                 state[memo] = TrackedDict(state[memo])
         if state.get("version", 1) < 6:  # sequential ids: the numbers n are the ids "Tn"
+            state["_legacy_ids"] = True
             state["aliases"] = {_legacy_id(k): _legacy_id(v) for k, v in state["aliases"].items()}
             for name in ("_young", "_old"):
                 if state.get(name):
