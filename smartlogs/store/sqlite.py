@@ -396,6 +396,7 @@ class SqliteStore:
         self._upgrade_templates(conn)
         conn.executescript(_SCHEMA)
         self._bodies.load(conn)
+        self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
@@ -421,6 +422,22 @@ class SqliteStore:
         conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
                      "DO UPDATE SET value = excluded.value", (upto,))
         self._arrival_windows = upto
+
+    def _record_stored_texts(self, conn: sqlite3.Connection) -> None:
+        """A store made before the catalog recorded texts (its ids numbered T1, T2, ...): the
+        text of each template row is recorded once, so a model that names those templates by
+        their text's id now (a lost checkpoint, another shard) joins the stored ids."""
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'template_texts'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            pairs = set(conn.execute("SELECT id, template FROM templates"))
+            self._converge(conn, pairs)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('template_texts', 1)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _upgrade_templates(conn: sqlite3.Connection) -> None:

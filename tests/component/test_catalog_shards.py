@@ -135,3 +135,29 @@ def test_the_api_lists_one_template_per_text(tmp_path):
         assert sum(r["count"] for r in rows) == 2 * 30 * 3
         one = client.get(f"/api/templates/{rows[0]['id']}").json()
         assert one["id"] == rows[0]["id"]
+
+
+def test_a_store_made_with_numbered_ids_joins_them_to_the_text_ids(tmp_path):
+    """A store from before the catalog recorded texts (ids T1, T2, ...): opened now, its
+    template rows' texts are recorded, so a model that names the pattern by its text (a lost
+    checkpoint) joins the stored id instead of making a second template."""
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "smartlogs.db")
+    old = Pipeline(CONFIG)
+    events = old.process([{"id": f"o{k}", "raw": f"job {k} finished on node{k} in 5 ms",
+                           "received": T0 + k} for k in range(5)])
+    for e in events:  # as the release before named them
+        e["template_id"] = "T1"
+    store.write(events, window_seconds=60)
+    store.close()
+    with sqlite3.connect(tmp_path / "smartlogs.db") as conn:  # as that release left the file
+        conn.execute("DELETE FROM template_texts")
+        conn.execute("DELETE FROM meta WHERE key = 'template_texts'")
+    store = SqliteStore(tmp_path / "smartlogs.db")
+    fresh = Shard("n", store)
+    fresh.send([f"job {k} finished on node{k} in 5 ms" for k in range(7, 12)])
+    by_text = _ids_by_text(store)
+    assert len(set().union(*by_text.values())) == 1  # one id for both models' lines
+    assert len(store.templates()) == 1
+    assert store.count_events() == 10
