@@ -288,6 +288,7 @@ class ElasticsearchStore:
         # (text key, id) pairs it has recorded (streams.catalog: one id per template text)
         self._aliases: dict[str, str] = {}
         self._texts_known: set[tuple[int, str]] = set()
+        self._stored_texts_recorded = False
         self.template_name = index_prefix
         self.window_seconds = int(window_seconds)
         self.max_retries = max_retries
@@ -422,6 +423,8 @@ class ElasticsearchStore:
         a ``merged`` record each, and the events of every id that is an alias now are
         rewritten. Of two processes recording one text at once, the later search sees the
         earlier pair (each write is refreshed before its search)."""
+        if not self._stored_texts_recorded:
+            pairs = set(pairs) | self._stored_texts()
         keyed = {(text_key(text), tid) for tid, text in pairs} - self._texts_known
         links = list(links)
         if keyed:
@@ -442,6 +445,10 @@ class ElasticsearchStore:
                     ids_of.setdefault(src["h"], set()).add(src["template_id"])
             for h, tid in sorted(keyed):
                 links.extend((tid, other) for other in sorted(ids_of.get(h, ())) if other != tid)
+        if getattr(self, "_pending_mark", False):
+            self._write_docs([{"_op_type": "create", "_index": self.catalog_index,
+                               "_id": self._TEXTS_MARK, "_source": {"kind": "meta"}}])
+            self._pending_mark = False
         if not links:
             self._texts_known |= keyed
             return 0
@@ -465,6 +472,25 @@ class ElasticsearchStore:
         n = self._rewrite({x: c for x, c in full.items() if c in roots})
         self._texts_known |= keyed  # (only once linked: a failure above tries them again)
         return n
+
+    _TEXTS_MARK = "meta/stored-texts-recorded"
+
+    def _stored_texts(self) -> set[tuple[str, str]]:
+        """Once per catalog: the (id, latest text) of every template stored before the catalog
+        recorded texts (ids numbered T1, T2, ...), so a model that names those templates by
+        their text joins the stored ids. A mark document says it was done; each process
+        checks it once."""
+        self._ensure_catalog()
+        done = self._retrying("read the catalog mark", lambda: self._es.options(
+            ignore_status=404).get(index=self.catalog_index, id=self._TEXTS_MARK))
+        if done.body.get("found"):
+            self._stored_texts_recorded = True
+            return set()
+        pairs = {(r["id"], r["template"]) for r in self.templates(limit=10_000_000)
+                 if r.get("template")}
+        self._stored_texts_recorded = True  # (the mark is written once these are recorded)
+        self._pending_mark = True
+        return pairs
 
     def _write_docs(self, actions: list[dict]) -> None:
         """Catalog documents, each stored once (``create``; 409: stored before), visible to

@@ -148,3 +148,33 @@ def test_two_workers_on_one_elasticsearch_converge_to_one_id_per_text(make_store
     three.refresh()
     by_text = _one_id_per_text(three)
     assert {i for ids in by_text.values() for i in ids} == {e["template_id"] for e in after_a}
+
+
+def test_templates_stored_with_numbered_ids_join_the_text_ids_in_elasticsearch(make_store,  # noqa: F811
+                                                                                es):  # noqa: F811
+    """Events stored before the catalog recorded texts (ids T1, T2, ...): the first write of
+    a process records their texts once, so a model that names the pattern by its text joins
+    the stored id."""
+    import uuid
+
+    from smartlogs.store.base import EventQuery
+    from tests.component.test_catalog_shards import Shard
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    old = make_store(index_prefix=prefix, refresh="wait_for")
+    events = Pipeline(PipelineConfig()).process(
+        [{"id": f"o{k}", "raw": f"job {k} finished on node{k} in 5 ms", "received": RECEIVED + k}
+         for k in range(5)])
+    for e in events:  # as the release before named them
+        e["template_id"] = "T1"
+    old.write(events, window_seconds=WINDOW)
+    # as that release left the catalog: no text records, no mark (no history either, here)
+    es.indices.delete(index=old.catalog_index)
+    new = make_store(index_prefix=prefix, refresh="wait_for")
+    fresh = Shard("n", new)
+    fresh.send([f"job {k} finished on node{k} in 5 ms" for k in range(7, 12)])
+    new.template_aliases()
+    new.refresh()
+    ids = {e["template_id"] for e in new.search(EventQuery(limit=100)).events}
+    assert len(ids) == 1 and len(new.templates()) == 1
+    assert new.count_events() == 10
