@@ -55,6 +55,13 @@ Template catalog
   (``op_type=create``: a batch processed again stores nothing twice). A template's count, first
   and last seen and example lines are aggregated from the events, as the template list is; its
   mark is its latest feedback record (a mark passes to the id a template was merged into).
+  One id per template text (streams/catalog.py): each (id, text) pair a process has not
+  recorded yet is a document of kind ``text`` (``h``: the text's 64-bit key), written with a
+  refresh before the search for the text's other ids, so of two processes recording one text
+  at once the later sees the earlier; the aliases are the ``merged`` records, read through
+  ``streams.catalog.converge``; the events of a new alias are rewritten (``_rewrite``), and a
+  process maps the ids of the events it writes by the aliases it last read
+  (``template_aliases``, which also rewrites the events of aliases new to it).
 
 Queries parse ``q`` with ``smartlogs.store.query`` (the same parser as SqliteStore) and run
 under a time budget enforced by Elasticsearch: the search's ``timeout`` (``query_timeout``; a

@@ -27,6 +27,12 @@ Tables
   templates  template id → latest text, count, first/last event time, its first and latest
              line, the feedback mark (the template catalog, streams/catalog.py)
   template_history  the catalog's history records (generalised, merged, feedback), one per id
+  template_texts  (64-bit key of a template text, id): every text recorded under every id,
+             with the batch that carried it; two ids with one text name one template
+  template_aliases  id → the canonical id of its template (the smallest id linked to it by a
+             text or a merge, ``streams.catalog.converge``): its events, window counts and
+             template row are rewritten to the canonical id, and events written later under it
+             are stored under the canonical id
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
   incidents  incident id → its latest snapshot (``streams.incidents``), upserted by id; an
              older snapshot (lower ``rev``) never overwrites a newer one
