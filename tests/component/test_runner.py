@@ -265,3 +265,32 @@ def test_a_store_that_keeps_failing_makes_health_down_and_stop_does_not_hang(tmp
     store2 = SqliteStore(tmp_path / "db")
     EmbeddedRunner(store2, CONFIG, checkpoint_path=tmp_path / "ckpt").drain()
     assert store2.count_events() == len(USERS)
+
+
+def test_the_runner_takes_the_catalogs_aliases_at_start_and_as_it_runs(tmp_path):
+    """Issue 18: an alias the store holds (another shard met the template under a smaller
+    id) is handed to the runner's miner as it runs and when it starts, so its new lines
+    carry the canonical id from the pipeline on (not only once the store maps them)."""
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt",
+                            checkpoint_seconds=0.0)
+    store.spool_append(_items([f"job {k} finished in {k} ms" for k in range(5)], "a"))
+    runner.drain()
+    mine = store.search(EventQuery(limit=1)).events[0]["template_id"]
+    canonical = "T000000000000"  # smaller than any id: the catalog's name for it
+    store.merge_templates({mine: canonical})
+    store.spool_append(_items([f"job {k} finished in {k} ms" for k in range(5, 9)], "b"))
+    runner.drain()
+    assert runner.pipeline.miner.resolve(mine) == canonical
+    assert runner.pipeline.miner._live(canonical) is not None
+    assert {e["template_id"] for e in store.search(EventQuery(limit=100)).events} == {canonical}
+    runner.checkpoint()
+    store.close()
+
+    # a runner whose checkpoint predates an alias takes it when it starts
+    store = SqliteStore(tmp_path / "db")
+    smaller = "T00000000000"  # sorts before T000000000000
+    store.merge_templates({canonical: smaller})
+    restarted = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    assert restarted.pipeline.miner.resolve(mine) == smaller
+    assert restarted.pipeline.miner._live(smaller) is not None
