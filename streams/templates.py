@@ -787,9 +787,10 @@ class TemplateMiner:
         """Take the catalog's names (``streams.catalog.converge``: id -> the canonical id of
         its template, from the store): a kept template named by an alias is renamed to the
         canonical id (or, when this miner keeps that one too, folded into it), and the alias
-        is remembered, so ``resolve`` maps it and new lines carry the canonical id. Returns
-        the ids whose name changed here (old -> new; the caller carries marks over).
-        Idempotent: aliases already taken cost a dict look-up each."""
+        is remembered, so ``resolve`` maps it and new lines carry the canonical id. Aliases of
+        ids this miner does not use are not kept (so this miner's aliases stay bounded by its
+        own ids). Returns the ids whose name changed here (old -> new; the caller carries marks
+        over). Idempotent: aliases already taken cost a dict look-up each."""
         changed: dict[str, str] = {}
         for old, new in sorted(aliases.items()):
             target = self.resolve(new)
@@ -797,6 +798,8 @@ class TemplateMiner:
             if current == target or old == new:
                 continue
             group = self._live(current)
+            if group is None and old not in self.aliases:
+                continue  # an id this miner does not use (another's, or evicted): no alias
             into = self._live(target)
             if group is not None and into is not None:
                 self._fold(group, into)

@@ -80,6 +80,8 @@ def test_adopt_renames_a_template_to_the_catalogs_id_and_remembers_the_alias():
     assert m.mine("job 18 finished in 5 ms").template_id == "T000000000001"
     assert m.resolve(a) == "T000000000001"
     assert m.adopt({a: "T000000000001"}) == {}  # idempotent
+    assert m.adopt({"Tffffffffffff": "T000000000001"}) == {}  # an id not used here: not kept
+    assert "Tffffffffffff" not in m.aliases
     # two kept templates the catalog says are one: the alias's lines go to the canonical one
     b = m.mine("cache miss for key 12").template_id
     assert m.adopt({b: "T000000000001"}) == {b: "T000000000001"}
