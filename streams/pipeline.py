@@ -250,6 +250,17 @@ class Pipeline:
         if len(self.catalog) > MAX_PENDING_CHANGES:  # nobody takes them (a tool, a benchmark)
             del self.catalog[:len(self.catalog) // 2]
 
+    def adopt_aliases(self, aliases: dict[str, str]) -> dict[str, str]:
+        """The catalog's aliases (id -> canonical id, ``streams.catalog``) taken by the miner
+        (``TemplateMiner.adopt``): new lines carry the canonical ids; marks pass on as with a
+        merge, and what the scorer learned of a template moves with it. Returns the ids
+        renamed here."""
+        changed = self.miner.adopt(aliases) if aliases else {}
+        if changed:
+            carry_marks(self.scorer.marks, changed)
+            self.scorer.rename_templates(changed)
+        return changed
+
     def take_catalog(self) -> list[TemplateChange]:
         """The catalog records made since the last call (the runtime stores them with the
         batch's events)."""
@@ -319,6 +330,9 @@ class Pipeline:
                                              examples=config.incident_examples)
         if self.miner.changes is None:  # a checkpoint from before the template catalog
             self.miner.changes = []
+        if self.miner.__dict__.pop("_legacy_ids", False):
+            # ids were numbers (rows keyed by them): the next checkpoint rewrites every row
+            self.ckpt_lineage = None
         if not hasattr(self, "catalog"):
             self.catalog = []
         if self.config != config:

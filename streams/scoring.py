@@ -517,6 +517,28 @@ class AnomalyScorer:
         # for every line, so a change applies from the next line scored
         self.marks: dict[str, str] = {}
 
+    def rename_templates(self, renamed: dict[str, str]) -> None:
+        """Templates that took another id (the catalog named them, ``streams.catalog``): what
+        was learned of each (its rates, per host too, recurrence, parameter values) moves to
+        the new id unless that one has its own, so its lines are not news under the new name."""
+        for old, new in renamed.items():
+            for rates in (self.templates, self.pairs):
+                state = rates._state
+                keys = [old] if rates is self.templates else [k for k in state if k[1] == old]
+                for k in keys:
+                    to = new if rates is self.templates else (k[0], new)
+                    if k in state and to not in state:
+                        state[to] = state.pop(k)
+                        rates.dirty.add(to)
+                        rates.reordered = True
+            for table, keyed in ((self._recur_t, False), (self._slots, False),
+                                 (self._recur, True)):
+                keys = [k for k in table if k[1] == old] if keyed else [old]
+                for k in keys:
+                    to = (k[0], new) if keyed else new
+                    if k in table and to not in table:
+                        table[to] = table.pop(k)
+
     def keyed_maps(self) -> dict[str, Rows]:
         """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
         return {name: rate.rows_view() for name, rate in (

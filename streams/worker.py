@@ -517,6 +517,22 @@ async def template_marks() -> None:
     if marks != pipeline.scorer.marks:
         log.info("template marks: %d in force", len(marks))
         pipeline.scorer.marks = marks
+    await _adopt_aliases()
+
+
+async def _adopt_aliases() -> None:
+    """The catalog's aliases (ids another worker's template text made aliases, streams.catalog)
+    handed to the miner, so the next lines carry the canonical ids (the store maps the ids it
+    is given meanwhile). Between two batches, like the marks."""
+    try:
+        aliases = await asyncio.get_running_loop().run_in_executor(None, store().template_aliases)
+    except Exception as exc:  # noqa: BLE001 - read again next time
+        log.warning("could not read the template aliases (%s)",
+                    redact(f"{type(exc).__name__}: {exc}")[:200])
+        return
+    renamed = pipeline.adopt_aliases(aliases)
+    if renamed:
+        log.info("template catalog: %d template(s) renamed to their canonical id", len(renamed))
 
 
 _last_summary: tuple | None = None

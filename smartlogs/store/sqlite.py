@@ -28,6 +28,12 @@ Tables
   templates  template id → latest text, count, first/last event time, its first and latest
              line, the feedback mark (the template catalog, streams/catalog.py)
   template_history  the catalog's history records (generalised, merged, feedback), one per id
+  template_texts  (64-bit key of a template text, id): every text recorded under every id,
+             with the batch that carried it; two ids with one text name one template
+  template_aliases  id → the canonical id of its template (the smallest id linked to it by a
+             text or a merge, ``streams.catalog.converge``): its events, window counts and
+             template row are rewritten to the canonical id, and events written later under it
+             are stored under the canonical id
   meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
   incidents  incident id → its latest snapshot (``streams.incidents``), upserted by id; an
              older snapshot (lower ``rev``) never overwrites a newer one
@@ -67,7 +73,7 @@ import zstandard as zstd
 from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
-from streams.catalog import MAX_EXAMPLE_CHARS
+from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
 
 __all__ = ["SqliteStore"]
 
@@ -124,6 +130,15 @@ CREATE TABLE IF NOT EXISTS template_history (
 );
 CREATE INDEX IF NOT EXISTS template_history_tid ON template_history(template_id);
 CREATE INDEX IF NOT EXISTS template_history_into ON template_history(into_id) WHERE into_id IS NOT NULL;
+-- the template catalog across miners (streams/catalog.py): every (text, id) pair recorded, by
+-- the text's 64-bit key, and the ids that are aliases of a template's canonical id
+CREATE TABLE IF NOT EXISTS template_texts (
+    h INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (h, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS template_aliases (
+    id TEXT PRIMARY KEY, canonical TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS template_aliases_canonical ON template_aliases(canonical);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, template_id TEXT,
@@ -407,6 +422,7 @@ class SqliteStore:
         self._bodies.load(conn)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
             self._fill_sources(conn)
+        self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
@@ -432,6 +448,22 @@ class SqliteStore:
         conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
                      "DO UPDATE SET value = excluded.value", (upto,))
         self._arrival_windows = upto
+
+    def _record_stored_texts(self, conn: sqlite3.Connection) -> None:
+        """A store made before the catalog recorded texts (its ids numbered T1, T2, ...): the
+        text of each template row is recorded once, so a model that names those templates by
+        their text's id now (a lost checkpoint, another shard) joins the stored ids."""
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'template_texts'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            pairs = set(conn.execute("SELECT id, template FROM templates"))
+            self._converge(conn, pairs)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('template_texts', 1)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _upgrade_templates(conn: sqlite3.Connection) -> None:
@@ -682,6 +714,7 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
             first = seq = self._next_seq
             for e in new:
@@ -702,6 +735,8 @@ class SqliteStore:
                                      "VALUES (?, ?)", linked)
             if catalog:
                 conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in catalog])
+            self._converge(conn, texts_of(new, catalog),
+                           {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
                 conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
             if applied_seq:
@@ -789,44 +824,135 @@ class SqliteStore:
         return out
 
     def merge_templates(self, merges: dict[str, str]) -> int:
-        """Rewrite the events, window counts and template rows of template ids merged away
-        (``TemplateMiner.merges``: old id → the id that took it over), in one transaction.
-        Events keep the template text they were emitted with (as after any generalisation);
-        the surviving template row keeps its text and adds the others' counts and times.
-        Idempotent: ids already rewritten match nothing. Returns how many events were
-        rewritten. Merges are rare (an enumeration outgrowing a handful of values), so the
-        scan of ``events`` (no index on template_id) is affordable."""
-        pairs = {old: new for old, new in merges.items() if new != old}
-        if not pairs:
+        """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
+        over) to the catalog, in one transaction: each merge links two ids of one template,
+        whose id is then the smallest of all ids so linked (``streams.catalog.converge``), and
+        the events, window counts and template rows of the others are rewritten to it (see
+        ``_rewrite``). Idempotent. Returns how many events were rewritten."""
+        links = [(old, new) for old, new in merges.items() if new != old]
+        if not links:
             return 0
         conn = self._conn()
-        args = (orjson.dumps(pairs),)
-        m = "(SELECT key AS old, value AS new FROM json_each(?1))"
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                f"INSERT INTO templates (id, template, count, first_ts, last_ts, example, "
-                f"last_example, mark) SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, "
-                f"t.example, t.last_example, t.mark "
-                f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
-                "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
-                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
-                "mark = coalesce(mark, excluded.mark)",
-                args)
-            conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
-            conn.execute(
-                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
-                f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
-                "WHERE true "
-                "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-            conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
-                         f"AND key IN (SELECT old FROM {m})", args)
-            n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
-                             "WHERE events.template_id = m.old", args).rowcount
+            n = self._link(conn, links, recorded=set(links))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return n
+
+    def template_aliases(self) -> dict[str, str]:
+        """Every id that is an alias in the catalog → the canonical id of its template (what
+        the runtimes hand their miners, ``TemplateMiner.adopt``)."""
+        return dict(self._conn().execute("SELECT id, canonical FROM template_aliases"))
+
+    @staticmethod
+    def _canonical_ids(conn: sqlite3.Connection, events: list[dict]) -> None:
+        """Events named by an alias (a miner that has not taken the catalog's names yet) are
+        stored under the canonical id (the event dicts are updated)."""
+        ids = {e["template_id"] for e in events}
+        if not ids:
+            return
+        found = dict(conn.execute(
+            "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a ON a.id = j.value",
+            (orjson.dumps(sorted(ids)),)))
+        if found:
+            for e in events:
+                c = found.get(e["template_id"])
+                if c is not None:
+                    e["template_id"] = c
+
+    def _converge(self, conn: sqlite3.Connection, pairs: set[tuple[str, str]],
+                  recorded: set | None = None) -> int:
+        """Record (id, text) pairs; an id recorded with a text that another id has is linked
+        to it (the canonical-id rule, ``_link``; ``recorded``: merges the batch's own records
+        tell already). In the caller's transaction."""
+        if not pairs:
+            return 0
+        keyed = {(text_key(text), tid) for tid, text in pairs}
+        known: dict[int, set[str]] = {}
+        for h, tid in conn.execute(
+                "SELECT t.h, t.id FROM json_each(?) j JOIN template_texts t ON t.h = j.value",
+                (orjson.dumps(sorted({h for h, _ in keyed})),)):
+            known.setdefault(h, set()).add(tid)
+        fresh = sorted(k for k in keyed if k[1] not in known.get(k[0], ()))
+        if not fresh:
+            return 0
+        conn.executemany("INSERT OR IGNORE INTO template_texts (h, id) VALUES (?, ?)", fresh)
+        links = []
+        for h, tid in fresh:
+            links.extend((tid, other) for other in sorted(known.get(h, ())) if other != tid)
+            known.setdefault(h, set()).add(tid)
+        return self._link(conn, links, recorded) if links else 0
+
+    def _link(self, conn: sqlite3.Connection, links: list[tuple[str, str]],
+              recorded: set | None = None) -> int:
+        """Ids that name one template: the catalog's aliases change as ``converge`` says, a
+        ``merged`` record is kept for each new alias (unless ``recorded``: a miner's merge,
+        recorded by the pipeline), and the others' events are rewritten to the canonical id."""
+        ids = sorted({x for link in links for x in link})
+        alias_of = dict(conn.execute(
+            "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a ON a.id = j.value",
+            (orjson.dumps(ids),)))
+        roots = sorted({alias_of.get(x, x) for x in ids})
+        aliases = dict(conn.execute(
+            "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a "
+            "ON a.canonical = j.value", (orjson.dumps(roots),)))
+        aliases.update(alias_of)
+        changes = converge(links, aliases)
+        if not changes:
+            return 0
+        conn.executemany("INSERT INTO template_aliases (id, canonical) VALUES (?, ?) "
+                         "ON CONFLICT (id) DO UPDATE SET canonical = excluded.canonical",
+                         sorted(changes.items()))
+        conn.execute("DELETE FROM template_aliases WHERE id IN (SELECT value FROM json_each(?))",
+                     (orjson.dumps(sorted(set(changes.values()))),))
+        now = time.time()
+        records = [alias_change(old, new, at=now) for old, new in sorted(changes.items())
+                   if not recorded or (old, new) not in recorded]
+        if records:
+            conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in records])
+        return self._rewrite(conn, changes)
+
+    @staticmethod
+    def _rewrite(conn: sqlite3.Connection, pairs: dict[str, str]) -> int:
+        """Rewrite the events, window counts and template rows of ids that are aliases now
+        (old id → canonical id), in the caller's transaction. Events keep the template text
+        they were emitted with (as after any generalisation); the surviving template row
+        keeps its text and adds the others' counts and times. Idempotent: ids already
+        rewritten match nothing. Returns how many events were rewritten. Aliases are rare
+        (an enumeration outgrowing a handful of values, two miners meeting one text), so the
+        scan of ``events`` (no index on template_id) is affordable."""
+        pairs = {old: new for old, new in pairs.items() if new != old}
+        if not pairs:
+            return 0
+        args = (orjson.dumps(pairs),)
+        m = "(SELECT key AS old, value AS new FROM json_each(?1))"
+        conn.execute(
+            f"INSERT INTO templates (id, template, count, first_ts, last_ts, example, "
+            f"last_example, mark) SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, "
+            f"t.example, t.last_example, t.mark "
+            f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
+            "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
+            "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+            # the examples: the earliest first line and the latest line of them all
+            "example = CASE WHEN excluded.first_ts < first_ts THEN excluded.example "
+            "ELSE example END, "
+            "last_example = CASE WHEN excluded.last_ts > last_ts THEN excluded.last_example "
+            "ELSE last_example END, "
+            "mark = coalesce(mark, excluded.mark)",
+            args)
+        conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
+        conn.execute(
+            f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
+            f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+            "WHERE true "
+            "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
+        conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+                     f"AND key IN (SELECT old FROM {m})", args)
+        n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
+                         "WHERE events.template_id = m.old", args).rowcount
         return n
 
     def write_incidents(self, incidents: list[dict]) -> None:
@@ -867,11 +993,6 @@ class SqliteStore:
         row = self._conn().execute("SELECT doc FROM incidents WHERE id = ?",
                                    (incident_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
-
-    def max_template_number(self) -> int:
-        row = self._conn().execute(
-            "SELECT max(CAST(substr(id, 2) AS INTEGER)) FROM templates").fetchone()
-        return row[0] or 0
 
     # -- queries --------------------------------------------------------------------------
     # -- the time budget -------------------------------------------------------------------
@@ -1226,3 +1347,4 @@ assert all("temp.doomed" in q and "count - excluded" in q
 
 def _history_row(c) -> tuple:
     return (c.id, c.template_id, c.into, c.kind, c.at, orjson.dumps(c.as_dict()))
+

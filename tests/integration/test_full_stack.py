@@ -112,7 +112,7 @@ def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_total(stack["url"], 2000, procs=stack["procs"]) == 2000, stack_logs(stack)
 
-    # the sample's user= enumeration merges (T17, T21, T23 → T9 with a fresh model, as here):
+    # the sample's user= enumeration merges (three ids into a fourth with a fresh model, as here):
     # the worker had Elasticsearch rewrite the events stored under the ids merged away
     from streams.pipeline import Pipeline, PipelineConfig
 

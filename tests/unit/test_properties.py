@@ -361,7 +361,7 @@ def test_normalize_level_never_raises(level):
 
 
 # -- TemplateMiner ---------------------------------------------------------------------------------
-TEMPLATE_ID = re.compile(r"^T\d+$")
+TEMPLATE_ID = re.compile(r"^T(?:[0-9a-f]{12}|\d+)$")
 # messages from a small vocabulary with variables, so that lines do share templates
 vocab_message = st.lists(st.one_of(
     st.sampled_from(["user", "session", "opened", "closed", "for", "from", "port", "failed",
