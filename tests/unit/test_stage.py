@@ -53,3 +53,17 @@ def test_the_kafka_worker_dead_letters_only_the_poison_item(poisoned, monkeypatc
     assert [d["item"]["raw"] for d in dead] == ["POISON line"]
     items, events, dead = worker._decode_and_process(b"not json")
     assert events is None and dead[0]["error"].startswith("undecodable batch")
+
+
+def test_run_stage_hands_the_store_what_the_batch_changed(poisoned):
+    """What both runtimes take from the pipeline after a batch (streams.stage.run_stage)."""
+    from streams.stage import count_stored, run_stage
+    from streams.templates import MergeNotices
+
+    batch = run_stage(poisoned, MergeNotices(), _items(["disk sda1 full", "POISON", "disk sda2 full"]))
+    assert [e["id"] for e in batch.events] == ["i0", "i1", "i2"]
+    assert [d["item"]["id"] for d in batch.dead_letters] == ["i1"]
+    assert batch.catalog and poisoned.take_catalog() == []  # taken: the next batch has none
+    assert batch.merges is None and batch.incidents == poisoned.take_incidents() == []
+    stored = [{**batch.events[0], "seq": 1}, batch.events[2]]  # the store had the second
+    assert count_stored(stored) == stored[:1]
