@@ -45,14 +45,16 @@ def test_the_kafka_worker_dead_letters_only_the_poison_item(poisoned, monkeypatc
     """It used to send the whole batch, good lines included, to the dead-letter topic."""
     monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
     from streams import worker
+    from streams.state_records import Book
 
-    monkeypatch.setattr(worker, "pipeline", poisoned)
-    items, events, dead = worker._decode_and_process(
-        orjson.dumps(_items(["fine one", "POISON line", "fine two"])))
-    assert len(items) == 3 and [e["format"] == "unprocessable" for e in events] == [False, True, False]
-    assert [d["item"]["raw"] for d in dead] == ["POISON line"]
-    items, events, dead = worker._decode_and_process(b"not json")
-    assert events is None and dead[0]["error"].startswith("undecodable batch")
+    part = worker.Part(0, poisoned, None, Book(), writer=None)
+    items, batch = worker._decode_and_process(
+        orjson.dumps(_items(["fine one", "POISON line", "fine two"])), part)
+    assert len(items) == 3
+    assert [e["format"] == "unprocessable" for e in batch.events] == [False, True, False]
+    assert [d["item"]["raw"] for d in batch.dead_letters] == ["POISON line"]
+    items, dead = worker._decode_and_process(b"not json", part)
+    assert items is None and dead[0]["error"].startswith("undecodable batch")
 
 
 def test_run_stage_hands_the_store_what_the_batch_changed(poisoned):
