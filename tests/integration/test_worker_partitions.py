@@ -62,7 +62,7 @@ def _assigned(port: int) -> int:
 
 def _es_count(es: str, prefix: str, query: dict) -> int:
     r = httpx.post(f"{es}/{prefix}-*/_count", json={"query": query}, timeout=30)
-    r.raise_for_status()
+    assert r.status_code == 200, r.text
     return r.json()["count"]
 
 
@@ -95,7 +95,8 @@ def test_two_workers_share_the_partitions_and_a_kill_9_moves_them(tmp_path, rabb
         held_by_b = _assigned(second.metrics_port)
         time.sleep(3)  # a save (every second here) covers phase 1 on both workers
         # phase 2, sent while worker b is killed mid-way
-        phase2 = time.time()
+        phase2 = int(time.time()) + 1  # a whole second ("received" is epoch_second)
+        time.sleep(max(0.0, phase2 - time.time()) + 0.05)
         sender = threading.Thread(target=_post, args=(url, _items(loghub, "p", 15_000, 30_000), 100))
         sender.start()
         wait_total(url, 18_000, timeout=120, procs=stack["procs"])
