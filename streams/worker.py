@@ -233,7 +233,7 @@ def health() -> tuple[bool, dict]:
               "kafka": {"assigned_partitions": assigned,
                         "state": {str(p): {"lines": part.pipeline.lines, "offset": part.applied,
                                            "saved_offset": part.saved_offset}
-                                  for p, part in sorted(parts.items())}},
+                                  for p, part in sorted(list(parts.items()))}},
               "sink": {"waiting_for_elasticsearch_since": _sink_state["since"],
                        "error": _sink_state["error"]} if waiting else {"ok": True}}
     return es_ok and not waiting, detail
