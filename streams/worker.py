@@ -243,12 +243,12 @@ async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch
     """Write a processed batch, account for it and ack its message: the offset becomes
     committable only now, after the sink took it. A task of its own, so a batch finishes even
     when no message follows (a rebalance clears the stream's buffer and waits for every ack)."""
-    try:
-        await _write_until_taken(loop, part, batch.events, batch.merges, batch.catalog,
-                                 batch.incidents)
-        await _account(items, batch.events)
-    finally:
-        part.unstored -= 1
+    await _write_until_taken(loop, part, batch.events, batch.merges, batch.catalog,
+                             batch.incidents)
+    # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
+    # no later save of this process can cover a batch Elasticsearch lacks)
+    part.unstored -= 1
+    await _account(items, batch.events)
     if event is not None:
         await stream.ack(event)
 
@@ -507,8 +507,8 @@ async def _repair(loop, event, part: Part, first: int, end: int) -> None:
         if items is None:
             await _send_dead_letters(batch)
             continue
+        part.unstored += 1  # before any await: no save covers it until it is stored
         await _send_dead_letters(batch.dead_letters)
-        part.unstored += 1
         await _store_batch(loop, None, None, part, items, batch)
     part.applied = end
     ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
@@ -587,8 +587,8 @@ async def process(batches):
                     pending = None
                 await stream.ack(event)
                 continue
+            part.unstored += 1  # before any await: no save covers it until it is stored
             await _send_dead_letters(batch.dead_letters)
-            part.unstored += 1
             if pending is not None:  # the previous batch's write is done before this one's
                 await pending
             pending = asyncio.ensure_future(_store_batch(loop, stream, event, part, items, batch))
