@@ -11,7 +11,8 @@ Flow, per AMQP message (one HTTP batch, ``orjson`` list of item dicts, each with
     max_record_bytes serialized; a single item too large for Kafka goes to the DLQ instead)
        │
        ▼
-    producer.send(topic, key=source, value=orjson.dumps(chunk))   (every record) ──▶ futures
+    producer.send(topic, key=source, partition=partition_of(source, n), value=orjson.dumps(chunk))
+                                                                  (every record) ──▶ futures
        │
        ▼
     await all futures (Kafka acks=all) ─▶ AMQP ack          (Kafka failed ─▶ nack + requeue)
