@@ -100,7 +100,7 @@ def test_broker_down_means_503_with_retry_after(stack):
         proc.wait()
 
 
-def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub):
+def test_restarted_worker_restores_its_model_from_the_state_topic(stack, loghub):
     """The model lives in Kafka (the state topic), not in the worker process: a new worker
     process restores it, so the same log sent again meets a warm model (no line scored while
     warming up, no template minted twice), and /api/stats counts what Elasticsearch holds."""
