@@ -87,8 +87,8 @@ class EmbeddedRunner:
         # what the checkpoint on disk holds (spool position, lines): with nothing processed
         # since, there is nothing to write (a fresh model that processed nothing neither)
         self._saved = (pipeline.applied_seq, pipeline.lines)
-        # ids handed out before a crash (or by a lost checkpoint) are never reused
-        pipeline.miner.bump_ids_past(self.store.max_template_number())
+        # the catalog's names for templates that other pipelines met too (streams.catalog)
+        self._adopt_aliases(pipeline)
         # feedback on templates: the store holds the marks (a mark given after the checkpoint
         # was written is not lost)
         pipeline.scorer.marks = self.store.template_marks()
@@ -99,6 +99,19 @@ class EmbeddedRunner:
         if merges and not self._merge(merges):
             self._merges.retry()
         return pipeline
+
+    def _adopt_aliases(self, pipeline: Pipeline, every: float = 0.0) -> None:
+        """Hand the pipeline's miner the catalog's aliases (ids another pipeline's template
+        text made aliases: ``streams.catalog``), at most every ``every`` seconds; the store
+        maps ids meanwhile. A failure is logged; the next call reads them again."""
+        now = time.monotonic()
+        if now - getattr(self, "_aliases_at", -every) < every:
+            return
+        self._aliases_at = now
+        try:
+            pipeline.adopt_aliases(self.store.template_aliases())
+        except Exception:  # noqa: BLE001 - names only: the store maps ids when it writes
+            log.exception("reading the template catalog's aliases failed; retried later")
 
     def _merge(self, merges: dict) -> bool:
         """Have the store rewrite ids merged away. A failure does not stop the pipeline (the
@@ -204,6 +217,7 @@ class EmbeddedRunner:
         batches = self.store.spool_read(self.pipeline.applied_seq, self.max_batch)
         if not batches:
             return 0
+        self._adopt_aliases(self.pipeline, every=self.checkpoint_seconds)
         items = [item for _, group in batches for item in group]
         batch = run_stage(self.pipeline, self._merges, items)  # shared with the Kafka worker
         self._dead_letters(batch.dead_letters)

@@ -148,10 +148,13 @@ class Part:
         self.merges = MergeNotices()  # template merges of this pipeline the store was told of
         if _marks is not None:
             pipeline.scorer.marks = _marks
+        if _aliases:
+            pipeline.adopt_aliases(_aliases)
 
 
 parts: dict[int, Part] = {}  # raw partition → its state, for the partitions this worker holds
 _marks: dict | None = None  # the template marks read from the store (template_marks), once read
+_aliases: dict = {}  # the catalog's aliases read from the store (template_marks), once read
 
 
 def _lines_learned() -> int:
@@ -256,16 +259,32 @@ async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch
 def _make_alerting():
     """Alert rules in the full stack (``SMARTLOGS_ALERT_RULES``): the same engine as embedded
     mode, fed with each batch once Elasticsearch took it (each event once: only the events
-    the store newly took), its history in Elasticsearch (the API lists it). With several
-    workers each evaluates the rules on its partitions' events."""
+    the store newly took), its history in Elasticsearch (the API lists it). Each rule is
+    evaluated once however many workers share the topic (``streams.alerts.assign_rules``:
+    with every partition, all rules over this worker's events; else host/incident rules over
+    its events, and the global ones, from the store's window counts, by the holder of
+    partition 0)."""
     if settings.alert_rules is None:
         return None
-    from smartlogs.alerting import Alerting, EsAlertHistory
+    from smartlogs.alerting import Alerting, EsAlertHistory, EsWindowCounts
+    from streams.alerts import assign_rules
 
     alerting = Alerting.from_settings(
         settings, history=EsAlertHistory(store().client, settings.es_index_prefix))
     alerting.engine.marks_of = lambda: _marks or {}
     alerting.engine.lines_learned_of = _lines_learned
+    alerting.busy = lambda: _lagging()  # windows close by the clock once nothing waits
+
+    def raw_partitions() -> set[int]:
+        try:
+            return {tp.partition for tp in app.consumer.assignment()
+                    if tp.topic == settings.kafka_topic}
+        except Exception:  # noqa: BLE001 - consumer not started: no events to judge yet
+            return set()
+
+    alerting.plan = lambda: assign_rules(alerting.engine.rules, raw_partitions(),
+                                         settings.kafka_partitions)
+    alerting.global_counts = EsWindowCounts(store().client, store().pattern)
     return alerting
 
 
@@ -646,6 +665,25 @@ async def template_marks() -> None:
     for part in list(parts.values()):
         if part.pipeline.scorer.marks != marks:
             part.pipeline.scorer.marks = marks
+    await _adopt_aliases()
+
+
+async def _adopt_aliases() -> None:
+    """The catalog's aliases (ids another worker's template text made aliases, streams.catalog)
+    handed to every partition's miner, so the next lines carry the canonical ids (the store maps
+    the ids it is given meanwhile). Between two batches, like the marks; a partition taken
+    later gets them when its state is read back (``Part``)."""
+    global _aliases
+    try:
+        aliases = await asyncio.get_running_loop().run_in_executor(None, store().template_aliases)
+    except Exception as exc:  # noqa: BLE001 - read again next time
+        log.warning("could not read the template aliases (%s)",
+                    redact(f"{type(exc).__name__}: {exc}")[:200])
+        return
+    _aliases = aliases
+    renamed = sum(len(part.pipeline.adopt_aliases(aliases) or ()) for part in list(parts.values()))
+    if renamed:
+        log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
 def _alert_on(events: list[dict]) -> None:
@@ -657,8 +695,15 @@ def _alert_on(events: list[dict]) -> None:
 
 @app.task
 async def _start_alerting() -> None:
+    if _alerting is not None:  # restores the engine's state from Elasticsearch: off the loop
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.start)
+
+
+@app.on_before_shutdown.connect
+async def _stop_alerting(sender, **kwargs) -> None:
+    """A clean stop saves the alert engine's state (smartlogs.alerting) for the next start."""
     if _alerting is not None:
-        _alerting.start()
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.stop)
 
 
 @app.task
