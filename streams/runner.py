@@ -34,7 +34,7 @@ from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
 from streams.checkpoints import load_checkpoint, save_checkpoint
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import process_isolating, unprocessable_event
+from streams.stage import count_stored, run_stage, unprocessable_event
 from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "unprocessable_event"]  # the latter: streams.stage's
@@ -219,14 +219,11 @@ class EmbeddedRunner:
             return 0
         self._adopt_aliases(self.pipeline, every=self.checkpoint_seconds)
         items = [item for _, group in batches for item in group]
-        events = self._process(items)
-        metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        metrics.MODEL_WARMED_UP.set(1 if self.pipeline.scorer.warmed_up else 0)
+        batch = run_stage(self.pipeline, self._merges, items)  # shared with the Kafka worker
+        self._dead_letters(batch.dead_letters)
         last_seq = batches[-1][0]
-        merges = self._merges.news(self.pipeline.miner)  # an enumeration merged since
-        catalog = self.pipeline.take_catalog()  # templates generalised or merged by the batch
-        incidents = self.pipeline.take_incidents()  # stored with the batch, in its transaction
-        self._submit(events, last_seq, merges, catalog, incidents)
+        # the incident snapshots are stored with the batch, in its transaction
+        self._submit(batch.events, last_seq, batch.merges, batch.catalog, batch.incidents)
         self.pipeline.applied_seq = last_seq
         return len(items)
 
@@ -248,14 +245,12 @@ class EmbeddedRunner:
             self._submit([], self.pipeline.applied_seq, None, None, changed)
         return len(changed)
 
-    def _process(self, items: list[dict]) -> list[dict]:
-        """The pipeline over a batch, isolating poison items (``streams.stage``)."""
-        result = process_isolating(self.pipeline, items)
-        for dead in result.dead_letters:
+    def _dead_letters(self, dead_letters: list[dict]) -> None:
+        """Items the pipeline could not process (isolated by ``streams.stage``): counted."""
+        for dead in dead_letters:
             self.errors += 1
             self.last_error = dead["error"]
             metrics.DEAD_LETTERED.labels("pipeline").inc()
-        return result.events
 
     def _write(self, events: list[dict], last_seq: int, merges: dict | None = None,
                catalog: list | None = None, incidents: list[dict] | None = None) -> None:
@@ -267,10 +262,7 @@ class EmbeddedRunner:
         self.processed += new
         if new:
             self.last_event_at = time.time()
-            stored = [e for e in events if "seq" in e]
-            metrics.EVENTS_PROCESSED.labels("sink").inc(new)
-            metrics.ANOMALIES.inc(sum(1 for e in stored if e["anomaly"]))
-            metrics.LAST_EVENT.labels("sink").set(self.last_event_at)
+            stored = count_stored(events)  # shared with the Kafka worker
             log.info("stored %d events", new, extra={"correlation_id": correlation_ids(events)})
             for cb in self._listeners:
                 try:
