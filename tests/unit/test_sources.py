@@ -96,8 +96,8 @@ def test_component_family(component, family):
 
 
 @pytest.mark.parametrize("item", [
-    {"message": "m", "component": "billing", "stream": "s", "source": "otlp"},
     {"message": "m", "host": "h1", "component": "billing", "source": "http"},
+    {"message": "m", "component": "billing", "source": "otlp"},
     {"message": "m", "key": "k", "source": "http"},
     {"raw": "x", "stream": "f.log", "source": "file"},
     {"raw": "x", "source": "syslog_udp"},
@@ -105,6 +105,17 @@ def test_component_family(component, family):
 def test_the_partition_key_is_the_source_an_item_names_before_parsing(item):
     e = _one(item)
     assert partition_key(item) == e["source"]
+
+
+@pytest.mark.parametrize("item", [
+    {"message": "m", "component": "billing", "stream": "s", "source": "otlp"},
+    {"message": "m", "host": "h1", "stream": "s", "source": "http"},
+    {"raw": "Jun 14 15:16:01 h1 sshd[1]: x", "stream": "s", "source": "file"},
+])
+def test_the_hosts_of_a_named_stream_share_its_partition(item):
+    """A stream's hosts are each other's fleet (the scorer's kind of source): one partition,
+    one model, whatever each event's own source."""
+    assert partition_key(item) == "s"
 
 
 
