@@ -42,6 +42,8 @@ __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # t
 
 log = logging.getLogger(__name__)
 
+ID_BLOCK = 100_000_000  # template numbers of one partition's miner (see _restore)
+
 
 def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
     """Where partition ``partition``'s checkpoint lives: ``path`` itself with one partition
@@ -137,8 +139,14 @@ class EmbeddedRunner:
         # what the checkpoint on disk holds (spool position, lines): with nothing processed
         # since, there is nothing to write (a fresh model that processed nothing neither)
         self._saved[p] = (pipeline.applied_seq, pipeline.lines)
-        # ids handed out before a crash (or by a lost checkpoint) are never reused
-        pipeline.miner.bump_ids_past(self.store.max_template_number())
+        # ids handed out before a crash (or by a lost checkpoint) are never reused. Each
+        # partition's miner numbers the templates it finds in a block of its own (T<n> for
+        # partition 0, T<p * ID_BLOCK + n> for partition p), so two partitions never give one
+        # id to two texts. (Interim: once ids derive from the template's text, the same text
+        # gets the same id in every partition and the blocks go.)
+        lo = p * ID_BLOCK
+        hi = lo + ID_BLOCK if self.n_partitions > 1 else None
+        pipeline.miner.bump_ids_past(max(lo, self.store.max_template_number(lo, hi)))
         # feedback on templates: the store holds the marks (a mark given after the checkpoint
         # was written is not lost)
         pipeline.scorer.marks = self.store.template_marks()

@@ -873,9 +873,11 @@ class SqliteStore:
                                    (incident_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def max_template_number(self) -> int:
+    def max_template_number(self, lo: int = 0, hi: int | None = None) -> int:
+        """The highest number of a stored template id ``T<n>`` (with ``lo <= n < hi``)."""
         row = self._conn().execute(
-            "SELECT max(CAST(substr(id, 2) AS INTEGER)) FROM templates").fetchone()
+            "SELECT max(n) FROM (SELECT CAST(substr(id, 2) AS INTEGER) AS n FROM templates) "
+            "WHERE n >= ? AND (? IS NULL OR n < ?)", (lo, hi, hi)).fetchone()
         return row[0] or 0
 
     # -- queries --------------------------------------------------------------------------
