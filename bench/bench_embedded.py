@@ -150,12 +150,13 @@ def embedded_server(extra_env: dict | None = None):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        for _ in range(1200):  # up: the API answers and every shard runs its pipelines
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)

@@ -121,7 +121,9 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
     status_path = folder / f"shard-{k}.json"
     try:
-        while not stop.wait(STATUS_SECONDS):
+        first = True
+        while first or not stop.wait(STATUS_SECONDS):
+            first = False
             if os.getppid() != parent:
                 log.warning("shard %d: the server process is gone; stopping", k)
                 break
@@ -293,7 +295,8 @@ class ShardSupervisor:
             st.pop("counts", None)
             alive = p is not None and p.is_alive()
             # a shard that stopped reporting is as good as down
-            fresh = bool(st) and now - st.get("written_at", 0) < 10 * STATUS_SECONDS + 5
+            fresh = (bool(st) and p is not None and st.get("pid") == p.pid
+                     and now - st.get("written_at", 0) < 10 * STATUS_SECONDS + 5)
             shards.append({**st, "shard": k, "pid": p.pid if p else None, "alive": alive,
                            "restarts": self.restarts[k], "reporting": fresh})
             if st.get("failing_since") is not None:
@@ -301,7 +304,8 @@ class ShardSupervisor:
         backlog = self.store.spool_backlog()
         metrics.BACKLOG.set(backlog)
         return {
-            "running": self.alive,
+            # up once every shard runs its pipelines (a shard takes a few seconds to start)
+            "running": all(s["alive"] and s["reporting"] and s.get("running") for s in shards),
             "failing_since": min(failing, default=None),
             "processed": sum(s.get("processed", 0) for s in shards),
             "backlog": backlog,

@@ -1,7 +1,8 @@
 """Issue 18, embedded shards: `smartlogs up` with two shard processes, a 30,000-line replay
 from two sources (one on each shard); kill -9 of one shard mid-replay (the supervisor
 restarts it, its partitions resume from their checkpoints), then kill -9 of the whole server
-(its orphaned shards stop by themselves); every line is stored exactly once."""
+(its orphaned shards stop by themselves); every line is stored exactly once; SIGTERM stops
+the shards with their final checkpoints."""
 
 from __future__ import annotations
 
@@ -115,14 +116,23 @@ def test_kill_9_of_a_shard_and_of_the_server_during_a_30k_replay(tmp_path, loghu
         assert _total(url) == 32_000  # none lost, none stored twice
         st = httpx.get(f"{url}/api/stats", params={"windows": 10000}, timeout=10).json()
         assert st["totals"]["events"] == 32_000  # window counts agree with the stored events
+        # SIGTERM stops the shards cleanly: final checkpoints cover everything, spool trimmed
+        pids = [s["pid"] for s in _shards(url)]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+        assert all(_gone(pid, 5) for pid in pids)
+        spool = sqlite3.connect(tmp_path / "var" / "smartlogs-spool.db")
+        assert spool.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
+        spool.close()
     finally:
         for r in replays:
             r.kill()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
         log.close()
     db = sqlite3.connect(tmp_path / "var" / "smartlogs.db")
     n, ids = db.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
