@@ -310,7 +310,13 @@ class ShardSupervisor:
             "processed": sum(s.get("processed", 0) for s in shards),
             "backlog": backlog,
             "errors": sum(s.get("errors", 0) for s in shards),
+            "last_error": next((s["last_error"] for s in shards if s.get("last_error")), None),
+            "last_event_at": max((s["last_event_at"] for s in shards
+                                  if s.get("last_event_at")), default=None),
             "lines": sum(s.get("lines", 0) for s in shards),
+            "templates": sum(s.get("templates", 0) for s in shards),
+            "model_warmed_up": all(s.get("model_warmed_up") for s in shards),
+            "open_incidents": sum(s.get("open_incidents", 0) for s in shards),
             "partitions": self.settings.partitions,
             "shards": shards,
             "counts": COUNTS_EXPLAINED,
