@@ -316,10 +316,14 @@ class EmbeddedRunner:
             catalog.extend(pipeline.take_catalog())  # templates generalised or merged
             incidents.extend(pipeline.take_incidents())  # stored in the batch's transaction
         metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        self._submit(events, dict.fromkeys(self.pipelines, last_seq), merges or None,
-                     catalog or None, incidents)
-        for pipeline in self.pipelines.values():
-            pipeline.applied_seq = last_seq
+        # partitions ahead of the read (restored from a later checkpoint: one that moved
+        # here from another shard) keep their position
+        ahead = {p for p, seq in seqs.items() if seq >= last_seq}
+        self._submit(events, {p: last_seq for p in self.pipelines if p not in ahead},
+                     merges or None, catalog or None, incidents)
+        for p, pipeline in self.pipelines.items():
+            if p not in ahead:
+                pipeline.applied_seq = last_seq
         return n
 
     def _split(self, batches: list, seqs: dict[int, int]) -> dict[int, list[dict]]:

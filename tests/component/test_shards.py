@@ -203,3 +203,37 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
     assert [e["seq"] for e in seen] == sorted(e["seq"] for e in seen)
     assert store.spool_read(0, 10) == []
     store.close()
+
+
+def test_partitions_at_different_spool_positions_each_resume_from_their_own(tmp_path, loghub):
+    """One shard takes over partitions checkpointed at different positions (they come from
+    two shards): each re-runs only what its checkpoint does not cover, none goes back."""
+    lines = _lines(loghub, "Linux")
+    names = {}
+    for i in range(100):  # two streams in partitions of different shards of 2
+        names.setdefault(partition_of(f"s{i}", P) % 2, f"s{i}")
+    ref_store = SqliteStore(tmp_path / "ref.db", partitions=P)
+    ref = _shards(ref_store, tmp_path / "ref", 1)
+    store = SqliteStore(tmp_path / "s.db", partitions=P)
+    a, b = _shards(store, tmp_path, 2)
+    for k in range(0, 1600, 200):
+        for st in (ref_store, store):
+            st.spool_append(_items(lines[k:k + 100], f"x{k}", names[0])
+                            + _items(lines[k + 100:k + 200], f"y{k}", names[1]))
+        if k == 400:
+            _drain([a, b])
+            a.checkpoint()  # shard 0's partitions checkpointed at 3 ...
+        if k == 1000:
+            _drain([a, b])
+            b.checkpoint()  # ... shard 1's at 6
+    _drain([a, b])
+    store.close()
+    _drain(ref)
+    store = SqliteStore(tmp_path / "s.db", partitions=P)
+    (one,) = _shards(store, tmp_path, 1, max_batch=50)  # a request (one spool row) per step
+    positions = {p: pl.applied_seq for p, pl in one.pipelines.items()}
+    assert sorted(set(positions.values())) == [3, 6]
+    assert one.lines == 300 + 600  # what the two checkpoints had learned
+    _drain([one])
+    assert one.lines == 1600  # each line learned once: 500 + 200 re-run from the checkpoints
+    assert _events(store) == _events(ref_store)
