@@ -192,7 +192,9 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
         while len(seen) < 2400:
             assert time.monotonic() < deadline, len(seen)
             time.sleep(0.05)
-        st = sup.status()
+        while (st := sup.status())["processed"] < 2400:  # shards report once a second
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
         assert st["processed"] == 2400 and st["lines"] == 2400
         assert sorted(p for s in st["shards"] for p in s["partitions"]) == list(range(P))
         assert {s["restarts"] for s in st["shards"]} == {0}
