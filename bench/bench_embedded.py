@@ -23,6 +23,7 @@ shard busy whatever K is.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import signal
@@ -177,6 +178,13 @@ def _streams(n: int, partitions: int) -> list[str]:
     return names
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _hwm_mb(pids) -> float:
     total = 0
     for pid in pids:
@@ -196,15 +204,17 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
     if shards:
         env["SMARTLOGS_SHARDS"] = str(shards)
     with embedded_server(env) as (url, pid):
-        reps = -(-n // 2000)
         share = -(-n // sources)
+        reps = -(-share // 2000)
 
         def send(k: int, stream: str):
-            lines = ((i, x) for j, (i, x) in enumerate(read_lines(path, reps))
-                     if j < min(share, n - k * share))
+            lines = itertools.islice(read_lines(path, reps), max(0, min(share, n - k * share)))
             return send_batches(url, plan_batches(lines, batch_size=batch), run_id=f"bench{k}",
                                 headers={"x-smartlogs-stream": stream})
 
+        shard_pids = [s["pid"] for s in httpx.get(f"{url}/healthz").json()["pipeline"].get("shards", [])]
+        cpu0 = {p: _cpu_s(p) for p in [pid, *shard_pids]}
+        client0 = sum(os.times()[:2])
         t0 = time.perf_counter()
         with ThreadPoolExecutor(sources) as pool:
             results = list(pool.map(send, range(sources), _streams(sources, partitions)))
@@ -214,9 +224,11 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
             while c.get(f"{url}/api/events", params={"limit": 1}).json()["total"] < accepted:
                 time.sleep(0.02)
         t_all = time.perf_counter() - t0
-        health = httpx.get(f"{url}/healthz").json()["pipeline"]
-        shard_pids = [s["pid"] for s in health.get("shards", [])]
-        return {"lines": accepted, "rejected": sum(r.rejected for r in results), "send_s": t_sent,
+        us = 1e6 / max(accepted, 1)
+        cpu = {("api" if p == pid else f"shard {k - 1}"): (_cpu_s(p) - c) * us
+               for k, (p, c) in enumerate(cpu0.items())}
+        cpu["client"] = (sum(os.times()[:2]) - client0) * us
+        return {"cpu_us_per_line": cpu, "lines": accepted, "rejected": sum(r.rejected for r in results), "send_s": t_sent,
                 "stored_s": t_all, "lines_per_s": accepted / t_all,
                 "peak_rss_mb": _hwm_mb([pid, *shard_pids]), "batch": batch,
                 "shards": len(shard_pids) or 1, "sources": sources}
@@ -255,6 +267,9 @@ def main() -> None:
         f"- the same trees walked a batch at a time (streams/hst_batch.py, what the pipeline runs; "
         f"identical scores): {batch_rate:,.0f} lines/s; end to end / that = {e2e['lines_per_s'] / batch_rate:.2f}",
         f"- peak RSS of the `smartlogs up` process and its shards: **{e2e['peak_rss_mb']:.0f} MB**",
+        "- CPU µs per line, by process (end to end run): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in e2e["cpu_us_per_line"].items())
+        + f" (total {sum(e2e['cpu_us_per_line'].values()):.0f})",
         "",
         "| stage | µs/line |",
         "|---|---:|",

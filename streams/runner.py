@@ -43,6 +43,7 @@ __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # t
 log = logging.getLogger(__name__)
 
 ID_BLOCK = 100_000_000  # template numbers of one partition's miner (see _restore)
+IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its spool cursors
 
 
 def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
@@ -97,6 +98,7 @@ class EmbeddedRunner:
         self._listeners: list = []
         self._last_ckpt = time.monotonic()
         self._last_tick = 0.0  # monotonic time of the last incident tick
+        self._cursor_written = 0.0  # monotonic time of the last write
         self._ckpt_cost = 0.0  # seconds the last checkpoint took
         # feedback marks given through another process (the API): read from the store
         self._reload_marks = reload_marks
@@ -319,8 +321,16 @@ class EmbeddedRunner:
         # partitions ahead of the read (restored from a later checkpoint: one that moved
         # here from another shard) keep their position
         ahead = {p for p, seq in seqs.items() if seq >= last_seq}
-        self._submit(events, {p: last_seq for p in self.pipelines if p not in ahead},
-                     merges or None, catalog or None, incidents)
+        cursors = {p: last_seq for p in self.pipelines if p not in ahead}
+        if events or merges or catalog or incidents:
+            self._submit(events, cursors, merges or None, catalog or None, incidents)
+            self._cursor_written = time.monotonic()
+        elif time.monotonic() - self._cursor_written >= IDLE_CURSOR_SECONDS:
+            # nothing of this shard's in these batches: its cursors (read only for the
+            # backlog; a restart resumes from the checkpoints) move at most this often,
+            # instead of a write that would make the busy shards wait their turn
+            self._submit([], cursors, None, None, [])
+            self._cursor_written = time.monotonic()
         for p, pipeline in self.pipelines.items():
             if p not in ahead:
                 pipeline.applied_seq = last_seq

@@ -60,9 +60,11 @@ transaction. API threads append to the spool and read.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -396,6 +398,8 @@ class SqliteStore:
         self._durable_spool = durable_spool
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._turn_file = None  # the writers' lock file (``_writer_turn``), opened on first use
+        self._turn_thread = threading.Lock()
         self._rows_per_insert: int | None = None
         self._bodies = _Bodies()
         conn = self._conn()
@@ -594,6 +598,9 @@ class SqliteStore:
                 except sqlite3.Error:
                     pass
             self._all.clear()
+            if self._turn_file is not None:
+                self._turn_file.close()
+                self._turn_file = None
         self._local = threading.local()
 
     # -- spool (the embedded transport's durable queue) ------------------------------------
@@ -684,6 +691,28 @@ class SqliteStore:
         and record ids are ignored."""
         if applied_seq and cursors is None:
             cursors = dict.fromkeys(range(self.partitions), applied_seq)
+        with self._writer_turn():
+            return self._write(events, window_seconds, catalog, incidents, cursors)
+
+    @contextmanager
+    def _writer_turn(self):
+        """Writers of batches (the shards, in several processes) take turns through a lock
+        file (``<db>-writer.lock``): a blocked ``flock`` wakes the moment the lock is free,
+        where SQLite's busy handler polls with sleeps growing to 100 ms while the other
+        shard's batch commits."""
+        with self._lock:
+            f = self._turn_file
+            if f is None:
+                f = self._turn_file = open(self.path.with_name(self.path.name + "-writer.lock"), "a+")  # noqa: SIM115
+        with self._turn_thread:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
+               incidents: list[dict] | None, cursors: dict[int, int] | None) -> int:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
