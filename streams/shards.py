@@ -258,6 +258,8 @@ class ShardSupervisor:
     def subscribe(self, callback) -> None:
         self._listeners.append(callback)
 
+    marks_apply = f"once the shards read the marks (within {MARKS_SECONDS:.0f} s)"
+
     def set_mark(self, change) -> bool:
         """Stored in the catalog; the shards read the marks within ``MARKS_SECONDS``."""
         return self.store.set_mark(change)
