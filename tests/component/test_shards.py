@@ -239,3 +239,28 @@ def test_partitions_at_different_spool_positions_each_resume_from_their_own(tmp_
     _drain([one])
     assert one.lines == 1600  # each line learned once: 500 + 200 re-run from the checkpoints
     assert _events(store) == _events(ref_store)
+
+
+def test_a_shard_in_another_process_reads_feedback_marks_from_the_store(tmp_path, loghub):
+    """Feedback given through the API process reaches a shard's pipelines through the store."""
+    from streams.catalog import TemplateChange
+
+    store = SqliteStore(tmp_path / "s.db", partitions=P)
+    (shard,) = _shards(store, tmp_path, 1, reload_marks=0.05)
+    store.spool_append(_items(_lines(loghub, "Linux")[:200], "a", "l.log"))
+    _drain([shard])
+    tid = store.templates(limit=1)[0]["id"]
+    api = SqliteStore(tmp_path / "s.db")  # the API process's own connection
+    assert api.set_mark(TemplateChange(id=f"feedback/{tid}/1", template_id=tid, kind="feedback",
+                                       at=time.time(), mark="expected"))
+    shard.start()
+    try:
+        deadline = time.monotonic() + 10
+        while shard.marks() != {tid: "expected"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert all(pl.scorer.marks == {tid: "expected"} for pl in shard.pipelines.values())
+    finally:
+        shard.stop()
+        api.close()
+        store.close()
