@@ -1,4 +1,5 @@
-"""The embedded runtime: one thread that drains the spool through the pipeline into a store.
+"""The embedded runtime: a shard's loop that drains the spool through the pipelines of its
+partitions into a store (``streams/shards.py`` runs K of them; with K=1, in the API process).
 
 Why not Faust here: architecture.md records that Faust without Kafka needs either a
 disabled-Kafka boot (tables never start) or a ~240-line custom transport that reaches into
@@ -7,7 +8,9 @@ batched. The embedded mode therefore runs the *same* pure ``Pipeline`` object th
 worker runs, driven by this small loop; what the loop owns (ordering, exactly-once and
 recovery) is tested directly in tests/component/test_runner.py.
 
-Exactly-once, without a broker:
+Exactly-once, without a broker (per partition: each has its own pipeline, checkpoint
+``<checkpoint>-p<N>`` and spool cursor; items go to the partition of their source,
+``streams.partitions``):
   * the API commits each accepted request to the spool before answering 202;
   * the loop processes spool batches in order and commits the resulting events, their
     window counts and the spool cursor (``stored_seq``) in one SQLite transaction;

@@ -167,7 +167,17 @@ class ShardSupervisor:
                               args=(k, self.shards, self.settings,
                                     logging.getLevelName(logging.getLogger().getEffectiveLevel()),
                                     r))
-        p.start()
+        # Ctrl-C reaches the whole process group: a shard ignores it from its first
+        # instruction (an ignored signal stays ignored across exec), the API stops it
+        try:
+            old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread (a restart): the shard ignores it once up
+            old_int = None
+        try:
+            p.start()
+        finally:
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
         r.close()  # the child's end: its death then shows here as a broken pipe
         os.set_blocking(w.fileno(), False)  # a wake-up never waits for a busy shard
         old, self._wakes[k] = self._wakes[k], w
