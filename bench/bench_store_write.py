@@ -26,7 +26,7 @@ def _events(lines: list[str], n: int, off: int) -> list[dict]:
              "received": 1.8e9 + (off + i) * 0.003, "source": "bench", "host": "h",
              "component": "sshd", "pid": "1", "level": None,
              "message": lines[(off + i) % len(lines)].split(": ", 1)[-1] + f" {off + i}",
-             "raw": None, "template_id": f"T{i % 50}", "template": "t", "params": [],
+             "raw": None, "template_id": f"T{i % 50}", "template": f"t {i % 50}", "params": [],
              "score": 0.1, "anomaly": i % 97 == 0, "reason": None, "warming_up": False,
              "parse_ok": True, "format": "syslog", "truncated": False, "fields": {}}
             for i in range(n)]

@@ -517,8 +517,8 @@ class Bridge:
 
     # -- records --------------------------------------------------------------------------
 
-    #: the Kafka key of an item (``streams.partitions.partition_key``: its host, else its named
-    #: stream, else its receiver), read from what the request carries, never from a parse
+    #: the Kafka key of an item (``streams.partitions.partition_key``: its source as the request
+    #: names it: host, else service, named stream, API key, receiver), never from a parse
     source_key = staticmethod(partition_key)
 
     def _records(self, items: list[dict]) -> tuple[list[tuple[bytes, bytes, int]], list[dict]]:

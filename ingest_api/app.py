@@ -31,7 +31,8 @@ from ingest_api.console import router as console_router
 from ingest_api.incidents_routes import router as incidents_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.docs import add_offline_docs
-from ingest_api.receivers import LineBudget, es_bulk, ingest_slot, loki, otlp, read_body
+from ingest_api.receivers import (LineBudget, es_bulk, ingest_slot, loki, otlp, read_body,
+                                 sender_key)
 from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
 from ingest_api.templates_routes import router as templates_router
@@ -83,6 +84,7 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
 TimeBasis = Annotated[Literal["event", "arrival"], Query(alias="time", description=(
     "what since/until and the windows count in: event (the time the log line carries, the "
     "default) or arrival (when SmartLogs received it)"))]
+MAX_SOURCE_LENGTH = 1024  # characters of source= (Elasticsearch indexes keywords up to 1,024)
 MAX_Q_LENGTH = 2000  # characters of q (its terms are bounded by smartlogs.store.query.MAX_TERMS)
 
 
@@ -299,6 +301,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             del body, decode
             source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
             stream = stream_name(request.headers.get("x-smartlogs-stream"))
+            key = sender_key(request)
             metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
             batch_id, now = secrets.token_hex(6), time.time()
             for i, item in enumerate(items):
@@ -307,6 +310,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 item["source"] = source
                 if stream:  # the named source whose header layout is learned (streams.headers)
                     item.setdefault("stream", stream)
+                if key:  # the source of a line that names nothing else (streams.partitions)
+                    item["key"] = key
                 item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
             with metrics.ACCEPT_SECONDS.time():
                 await request.app.state.transport.accept(items, batch_id)
@@ -329,6 +334,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             'full-text search in the message: words (all required), "a phrase", prefix*, '
             f"a OR b, -word / NOT word, (groups); at most {MAX_TERMS} different terms"))] = None,
         host: str | None = None,
+        source: Annotated[str | None, Query(min_length=1, max_length=MAX_SOURCE_LENGTH, description=(
+            "the events of one source: a host, else the service, file, stream or API key the "
+            "event came from (an event's `source`)"))] = None,
         level: str | None = None,
         template: Annotated[str | None, Query(description="template id, e.g. T12")] = None,
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
@@ -363,7 +371,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         elif after is not None:
             raise IngestError(422, "invalid_request", f"after is a tail cursor (oldest stored "
                               f"first): it does not combine with order={kind}", field="after")
-        query = EventQuery(q=q, host=host, level=normalize_level(level), template=template,
+        query = EventQuery(q=q, host=host, source=source, level=normalize_level(level),
+                           template=template,
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),
                            after_seq=after, limit=limit, arrival=kind == "arrival",
@@ -480,6 +489,7 @@ class AuthMiddleware:
                                "$SMARTLOGS_API_KEY; create a key with "
                                "`smartlogs keys create --name NAME --scope ingest|read|admin`)",
                                {"WWW-Authenticate": "Bearer"}, scope)
+        scope["state"]["key_name"] = key.name  # names the source of what it sends
         if not key.allows(need):
             return await _deny(send, 403, "forbidden",
                                f"key {key.name!r} has scope {key.scope!r}; this needs {need!r}",

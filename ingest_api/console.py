@@ -181,7 +181,7 @@ def _sse(data: dict, *, event: str, id: int | None = None) -> bytes:
         "event; but it replays at most `replay` stored events before going live: when more were "
         "stored after the cursor, it starts at the newest `replay` of them and `ready` says so "
         "(`skipped`: how many older ones it left out, to read with /api/events). "
-        "Filters: host, level, anomaly."
+        "Filters: host, source, level, anomaly."
     ),
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
@@ -189,6 +189,8 @@ def _sse(data: dict, *, event: str, id: int | None = None) -> bytes:
 async def stream(
     request: Request,
     host: str | None = None,
+    source: Annotated[str | None, Query(max_length=1024, description=(
+        "the events of one source (a host, else the service, file, stream or API key)"))] = None,
     level: str | None = None,
     anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="start after this cursor (seq)")] = None,
@@ -198,7 +200,8 @@ async def stream(
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ):
     store = request.app.state.store
-    filters = {"host": host or None, "level": normalize_level(level), "anomaly": anomaly}
+    filters = {"host": host or None, "source": source or None, "level": normalize_level(level),
+               "anomaly": anomaly}
     if last_event_id and last_event_id.strip().isdigit() and int(last_event_id.strip()) <= MAX_SEQ:
         cursor: int | None = int(last_event_id.strip())
     else:

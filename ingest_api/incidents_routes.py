@@ -41,7 +41,7 @@ async def incidents(
         description="open: still going on; resolved: quiet for the quiet period")] = None,
     since: Annotated[str | None, Query(max_length=100, description=(
         "with a line at or after this time (ISO 8601, epoch, or 15m/2h/7d ago; event time)"))] = None,
-    source: Annotated[str | None, Query(max_length=500, description="host or stream")] = None,
+    source: Annotated[str | None, Query(max_length=500, description="the incident's source: its lines' host, else their service, file, stream or API key")] = None,
     template: Annotated[str | None, Query(max_length=100, description="template id, e.g. T12")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):

@@ -24,12 +24,14 @@ __all__ = ["router"]
 
 router = APIRouter()
 
-TEMPLATE_ID = r"^T\d{1,18}$"
+# "T" + 12 hex digits (ids derived from the template's text, streams.templates); "T" + a number
+# (stores and checkpoints made before, and T0: lines that could not be processed)
+TEMPLATE_ID = r"^T(?:[0-9a-f]{12}|\d{1,18})$"
 MAX_TEMPLATES_PAGE = 10_000
 MAX_HISTORY = 1000
 
 TemplateId = Annotated[str, FastApiPath(pattern=TEMPLATE_ID, max_length=19,
-                                        description="a template id, e.g. T12")]
+                                        description="a template id, e.g. T3f2a9c01b7de")]
 
 
 def _store(request: Request, method: str, *args, **kwargs):

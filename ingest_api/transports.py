@@ -133,6 +133,8 @@ class SpoolTransport:
             # the catalog's marks, as the pipeline has them now (feedback takes effect at once)
             self.alerting.engine.marks_of = self.runner.marks
             self.alerting.engine.lines_learned_of = lambda: self.runner.lines
+            # windows close by the clock only once the spool holds nothing unprocessed
+            self.alerting.busy = lambda: self.store.spool_backlog() > 0
         self.retention = None
         if settings.retention_days > 0:
             from streams.retention import Retention

@@ -6,6 +6,27 @@ target POSTs them (a generic JSON webhook, or a Slack-compatible incoming webhoo
 and exponential backoff on timeouts, connection errors, 408/429 and 5xx (a 4xx is final). Each
 POST carries ``X-SmartLogs-Alert-Id`` (the alert's id and state), so a receiver can drop a
 repeat. A full queue drops the alert from notification (it stays in the history) and counts it.
+
+The engine's state outlives a restart, in the store the history lives in (``alerts.db`` in
+embedded mode, Elasticsearch in Kafka mode): ``Alerting`` saves the engine's snapshot
+(``AlertEngine.snapshot``, JSON, zlib) with the history's position every
+``state_seconds`` when something changed, and at stop; at start it restores the snapshot and
+applies the history records written after that position, so a crash between two saves still
+knows every alert it opened or resolved (window counts may then miss the last seconds' lines:
+the window of a restart never resolves an alert, see ``AlertEngine.restore``).
+One implementation for both modes: each history offers ``position()``, ``save_state``,
+``load_state`` and ``records_after``.
+
+Not done yet: the state's ``scope`` with several Kafka workers. Today every process saves
+under one scope (``engine``), right for embedded mode and one worker; several workers would
+overwrite each other's. The design: save per partition rather than per process — the groups
+of a partition-local rule (``streams.alerts.placement``) under ``p<partition>`` (a host
+group's partition is ``streams.partitions.partition_of(host, n)``; an incident group's, the
+partition of the source its incident belongs to), the global rules' groups under ``global``,
+written only by the holder of partition 0 — and on an assignment load the scopes of the
+partitions gained and drop the groups of those lost (after a last save), so a group's state
+moves with its partition as the model's does. The history records to apply after a saved
+position are then those of the scope's groups.
 """
 
 from __future__ import annotations
@@ -15,7 +36,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlencode
@@ -23,29 +45,13 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
-from streams.alerts import Alert, AlertEngine, load_rules
+from smartlogs.settings import rules_from_file  # read with the settings (the file is checked at start)
+from streams.alerts import GLOBAL_LAG_SECONDS, LEVELS, Alert, AlertEngine, AlertRule
 
-__all__ = ["AlertHistory", "Notifier", "Alerting", "json_payload", "slack_payload",
-           "rules_from_file"]
+__all__ = ["AlertHistory", "EsAlertHistory", "EsWindowCounts", "Notifier", "Alerting",
+           "json_payload", "slack_payload", "rules_from_file"]
 
 log = logging.getLogger(__name__)
-
-
-def rules_from_file(path: Path):
-    """(rules, warm-up lines) from a YAML file; ``streams.alerts.RuleError`` names what is wrong."""
-    import yaml
-
-    from streams.alerts import RuleError
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{path}: not valid YAML: {exc}") from None
-    return load_rules(data, str(path))
 
 
 # -- payloads --------------------------------------------------------------------------------
@@ -175,6 +181,9 @@ CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule, seq);
 CREATE TABLE IF NOT EXISTS silences (
     rule TEXT NOT NULL, grp TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (rule, grp)
 );
+CREATE TABLE IF NOT EXISTS engine_state (
+    scope TEXT PRIMARY KEY, position INTEGER NOT NULL, saved REAL NOT NULL, state BLOB NOT NULL
+);
 """
 
 
@@ -233,6 +242,38 @@ class AlertHistory:
                                     "ORDER BY until", (now,)).fetchall()
         return [{"rule": r, "group": g, "until": u} for r, g, u in rows]
 
+    # the engine's state (see the module docstring)
+    def position(self) -> int:
+        """The last record written: the records after it are not in a snapshot taken now."""
+        with self._lock:
+            return self._db.execute("SELECT coalesce(max(seq), 0) FROM alerts").fetchone()[0]
+
+    def save_state(self, scope: str, state: bytes, position: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO engine_state (scope, position, saved, state) "
+                             "VALUES (?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET "
+                             "position = excluded.position, saved = excluded.saved, "
+                             "state = excluded.state", (scope, position, time.time(), state))
+
+    def load_state(self, scope: str) -> tuple[bytes | None, int | None]:
+        with self._lock:
+            row = self._db.execute("SELECT state, position FROM engine_state WHERE scope = ?",
+                                   (scope,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def records_after(self, position: int | None) -> Iterator[dict]:
+        """The alerts recorded after ``position`` (all of them for None), oldest first."""
+        last = -1 if position is None else position
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, body FROM alerts WHERE seq > ? ORDER BY seq "
+                                        "LIMIT 1000", (last,)).fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield orjson.loads(body)
+            last = rows[-1][0]
+
     def close(self) -> None:
         self._db.close()
 
@@ -250,11 +291,15 @@ class EsAlertHistory:
         "notified": {"type": "boolean"}, "body": {"type": "object", "enabled": False}}}
     _SILENCE_MAPPINGS = {"dynamic": False, "properties": {
         "rule": {"type": "keyword"}, "group": {"type": "keyword"}, "until": {"type": "double"}}}
+    _STATE_MAPPINGS = {"dynamic": False, "properties": {
+        "position": {"type": "long"}, "saved": {"type": "double"},
+        "state": {"type": "binary"}}}
 
     def __init__(self, client, prefix: str):
         self._es = client
         self.index = f"{prefix}.alerts"
         self.silence_index = f"{prefix}.alert-silences"
+        self.state_index = f"{prefix}.alert-state"
         self._ready = False
         self._seq = time.time_ns()  # orders records of one writer (the worker) as written
 
@@ -265,6 +310,8 @@ class EsAlertHistory:
         es.indices.create(index=self.index, mappings=self._MAPPINGS,
                           settings={"number_of_replicas": 0})
         es.indices.create(index=self.silence_index, mappings=self._SILENCE_MAPPINGS,
+                          settings={"number_of_replicas": 0})
+        es.indices.create(index=self.state_index, mappings=self._STATE_MAPPINGS,
                           settings={"number_of_replicas": 0})
         self._ready = True
 
@@ -304,31 +351,221 @@ class EsAlertHistory:
         return [{"rule": h["_source"]["rule"], "group": h["_source"]["group"],
                  "until": h["_source"]["until"]} for h in res["hits"]["hits"]]
 
+    # the engine's state (see the module docstring): one document per scope; a record's
+    # ``seq`` orders the history (this writer's counter starts at the clock's nanoseconds, so
+    # a restarted writer's records come after its predecessor's)
+    def position(self) -> int:
+        return self._seq
+
+    def save_state(self, scope: str, state: bytes, position: int) -> None:
+        import base64
+
+        self._ensure()
+        self._es.index(index=self.state_index, id=scope, document={
+            "position": position, "saved": time.time(),
+            "state": base64.b64encode(state).decode("ascii")})
+
+    def load_state(self, scope: str) -> tuple[bytes | None, int | None]:
+        import base64
+
+        self._ensure()
+        doc = self._es.options(ignore_status=404).get(index=self.state_index, id=scope)
+        if not doc.get("found"):
+            return None, None
+        src = doc["_source"]
+        return base64.b64decode(src["state"]), src["position"]
+
+    def records_after(self, position: int | None) -> Iterator[dict]:
+        self._ensure()
+        self._es.indices.refresh(index=self.index)  # the records of the last second too
+        query = {"match_all": {}} if position is None else {"range": {"seq": {"gt": position}}}
+        after = None
+        while True:
+            res = self._es.search(index=self.index, size=1000, query=query, sort=[{"seq": "asc"}],
+                                  source=["body"], search_after=after)
+            hits = res["hits"]["hits"]
+            if not hits:
+                return
+            for h in hits:
+                yield h["_source"]["body"]
+            after = hits[-1]["sort"]
+
     def close(self) -> None:
         pass  # the client is the store's
 
 
+class EsWindowCounts:
+    """The store's counts of a live window for a global rule (``streams.alerts.placement``),
+    over every worker's stored events: one Elasticsearch query per rule, the events of
+    ``[start, end)`` in arrival time that the rule counts (flagged ones, ones at or above a
+    level, ones holding the query's words: the search's ``words`` field, so the same word rule),
+    totalled per group (a terms aggregation on the group's field), with the newest few lines of
+    each group as samples. Called with (rule, start, end); returns (counts, samples)."""
+
+    _FIELD = {"host": "host", "component": "component", "source": "source",
+              "template": "template_id", "incident": "incident_id"}
+    _SAMPLE_FIELDS = ["id", "timestamp", "host", "level", "template_id", "message", "score",
+                      "reason", "warming_up"]
+    MAX_GROUPS = 1000  # per rule and window: the terms aggregation's largest 1000 groups
+
+    def __init__(self, client, pattern: str):
+        self._es, self.pattern = client, pattern
+
+    def __call__(self, rule: AlertRule, start: float, end: float
+                 ) -> tuple[dict[str, int], dict[str, list[dict]]]:
+        flt: list[dict] = [{"range": {"received": {"gte": int(start), "lt": int(end) + (end % 1 > 0),
+                                                   "format": "epoch_second"}}}]
+        if rule.kind == "anomaly_burst":
+            flt.append({"term": {"anomaly": True}})
+        elif rule.kind == "error_flood":
+            flt.append({"terms": {"level": list(LEVELS[LEVELS.index(rule.level):])}})
+        elif rule.kind == "match":
+            flt.append({"match": {"words": {"query": " ".join(rule.query), "operator": "and"}}})
+        field = ("template_id" if rule.kind in ("new_template", "template_spike")
+                 else self._FIELD.get(rule.group_by))
+        top = {"top_hits": {"size": 3, "sort": [{"seq": "desc"}],
+                            "_source": self._SAMPLE_FIELDS}}
+        aggs = ({"g": {"terms": {"field": field, "size": self.MAX_GROUPS}, "aggs": {"s": top}}}
+                if field else {"s": top})
+        res = self._es.search(index=self.pattern, size=0, query={"bool": {"filter": flt}},
+                              aggs=aggs, track_total_hits=True, ignore_unavailable=True,
+                              allow_no_indices=True)
+        res = getattr(res, "body", res)
+        if not field:
+            total = res["hits"]["total"]["value"]
+            hits = res.get("aggregations", {}).get("s", {}).get("hits", {}).get("hits", [])
+            return ({"*": total} if total else {}), {"*": [h["_source"] for h in reversed(hits)]}
+        counts, samples = {}, {}
+        for b in res.get("aggregations", {}).get("g", {}).get("buckets", []):
+            counts[str(b["key"])] = b["doc_count"]
+            samples[str(b["key"])] = [h["_source"] for h in reversed(b["s"]["hits"]["hits"])]
+        return counts, samples
+
+
 class Alerting:
     """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
-    thread (``tick`` every second); thread-safe."""
+    thread (``tick`` every second); thread-safe. The engine's state is restored from the
+    history's store before the first batch or tick, and saved there every ``state_seconds``
+    when it changed and at stop, under ``scope`` (one engine per scope)."""
 
     def __init__(self, engine: AlertEngine, history: AlertHistory, notifiers: list[Notifier],
-                 *, clock: Callable[[], float] = time.time, tick_seconds: float = 1.0):
+                 *, clock: Callable[[], float] = time.time, tick_seconds: float = 1.0,
+                 state_seconds: float = 5.0, scope: str = "engine"):
         self.engine, self.history, self.notifiers = engine, history, notifiers
         self.clock, self.tick_seconds = clock, tick_seconds
+        self.state_seconds, self.scope = state_seconds, scope
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # set by the runtime: whether accepted lines still wait to be processed (then the
+        # clock does not close windows: their lines may still come, e.g. after a restart)
+        self.busy: Callable[[], bool] | None = None
+        # set by a runtime that shares the events with other workers: () -> (the rules judged
+        # over this process's events, the global ones it judges from the store's window
+        # counts: streams.alerts.assign_rules), and ``global_counts`` (EsWindowCounts)
+        self.plan: Callable[[], tuple[tuple, tuple]] | None = None
+        self.global_counts: Callable | None = None
+        self._global_window: dict[str, float] = {}  # rule → the window judged last
+        self._restored = False
+        self._changes = 0        # batches and alerts since start; saved when it moved
+        self._saved_changes = 0
+        self._last_save = time.monotonic()
+        self._save_cost = 0.0  # seconds the last save took
 
     def on_stored(self, events: list[dict]) -> None:
+        local = self.plan()[0] if self.plan is not None else None
         with self._lock:
-            alerts = self.engine.observe(events)
+            alerts = self._restore_once()
+            alerts += self.engine.observe(events, local)
+            self._changes += 1 + len(alerts)
         self._dispatch(alerts)
 
     def tick(self) -> None:
+        busy = self.busy is not None and self.busy()
+        local, shared = self.plan() if self.plan is not None else (None, ())
+        now = self.clock()
+        judged = self._global_judgements(shared, now) if shared and not busy else []
         with self._lock:
-            alerts = self.engine.tick(self.clock())
+            alerts = self._restore_once()
+            if not busy:
+                alerts += self.engine.tick(now, local)
+                for rule, start, counts, samples, t in judged:
+                    alerts += self.engine.observe_counts(rule, start, counts, t, samples)
+                if shared:
+                    alerts += self.engine.tick(now - GLOBAL_LAG_SECONDS, shared)
+            self._changes += len(alerts) + len(judged)
         self._dispatch(alerts)
+
+    def _global_judgements(self, rules, now: float) -> list[tuple]:
+        """The store's counts for the global rules this process judges: the window of
+        ``now - GLOBAL_LAG_SECONDS`` (the lines of the last seconds may not be searchable
+        yet), and once more the window before it when that one just ended (its last lines)."""
+        t = now - GLOBAL_LAG_SECONDS
+        out = []
+        for rule in rules:
+            start = t - t % rule.window
+            windows = [start]
+            last = self._global_window.get(rule.name)
+            if last is not None and last < start:
+                windows.insert(0, start - rule.window)
+            try:
+                for w in windows:
+                    counts, samples = self.global_counts(rule, w, w + rule.window)
+                    out.append((rule, w, counts, samples, min(t, w + rule.window - 1e-3)))
+            except Exception as exc:  # noqa: BLE001 - judged again at the next tick
+                log.warning("window counts for rule %s failed (%s); asked again next tick",
+                            rule.name, f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            self._global_window[rule.name] = start
+        return out
+
+    # -- state across restarts ---------------------------------------------------------------
+    def _restore_once(self) -> list[Alert]:
+        """(Under the lock.) The saved state and the history records after it, once; the
+        alerts ``restore`` closes. A store that cannot be read is logged, and the engine
+        starts fresh (an alert open before the restart may then fire again)."""
+        if self._restored:
+            return []
+        self._restored = True
+        try:
+            blob, position = self.history.load_state(self.scope)
+            saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
+            now = self.clock()
+            closed = self.engine.restore(
+                saved.get("engine"), self.history.records_after(position), now=now,
+                paused=max(0.0, now - saved["at"]) if "at" in saved else 0.0)
+        except Exception:  # noqa: BLE001 - alerting must never take the platform down
+            log.exception("the alert engine's state could not be restored: it starts fresh, so "
+                          "an alert open before the restart may fire again")
+            return []
+        opened = len(self.engine.open_alerts())
+        log.info("alert engine state restored (%s): %d alert(s) open, %d closed as their rule "
+                 "changed", ("saved state and history" if blob is not None else "history only")
+                 + ("" if saved.get("clean", True) else ", after a crash"), opened, len(closed))
+        return closed
+
+    def save(self, *, clean: bool = False) -> bool:
+        """Save the engine's state if it changed since the last save (``clean``: at a stop,
+        nothing is observed after it); False if that failed."""
+        started = time.monotonic()
+        position = self.history.position()  # before the snapshot: a record after it is applied
+        with self._lock:
+            if not self._restored or (self._changes == self._saved_changes and not clean):
+                return True
+            changes = self._changes
+            blob = orjson.dumps({"engine": self.engine.snapshot(), "clean": clean,
+                                 "at": self.clock()})
+        try:
+            self.history.save_state(self.scope, zlib.compress(blob, 1), position)
+            self._save_cost = time.monotonic() - started
+        except Exception:  # noqa: BLE001 - saved again at the next interval
+            log.exception("saving the alert engine's state failed; retried in %.0f s",
+                          self.state_seconds)
+            self._last_save = time.monotonic()
+            return False
+        self._saved_changes = changes
+        self._last_save = time.monotonic()
+        return True
 
     def _dispatch(self, alerts: list[Alert]) -> None:
         now = self.clock()
@@ -343,6 +580,9 @@ class Alerting:
     def start(self) -> None:
         for n in self.notifiers:
             n.start()
+        with self._lock:
+            closed = self._restore_once()
+        self._dispatch(closed)
         self._thread = threading.Thread(target=self._run, name="smartlogs-alert-clock", daemon=True)
         self._thread.start()
 
@@ -352,11 +592,15 @@ class Alerting:
                 self.tick()
             except Exception:  # noqa: BLE001 - alerting must never take the platform down
                 log.exception("alert tick failed")
+            # at most every ten times as long as a save takes (a bounded share of a core)
+            if time.monotonic() - self._last_save >= max(self.state_seconds, 10 * self._save_cost):
+                self.save()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        self.save(clean=True)
         for n in self.notifiers:
             n.stop()
         self.history.close()
@@ -377,7 +621,8 @@ class Alerting:
         if history is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             history = AlertHistory(settings.data_dir / "alerts.db")
-        return cls(AlertEngine(rules, warmup_lines=warmup), history, notifiers)
+        return cls(AlertEngine(rules, warmup_lines=warmup), history, notifiers,
+                   state_seconds=settings.checkpoint_seconds)
 
 
 class AlertsView:

@@ -586,6 +586,11 @@ def _duration(text: str, option: str) -> float:
 NARROW = 120  # below this many columns an event is two lines: its fields, then its message
 
 
+def _source(e: dict) -> str:
+    """An event's source (its host, else the service, file, stream or key it came from)."""
+    return e.get("source") or e.get("host") or "-"
+
+
 def _event_table(events: list[dict], title: str, width: int | None = None) -> Table:
     """Events as a table; on a narrow terminal (an 80-column one squeezed the message to ~20
     characters) each event is its fields on one line and its message on the full width."""
@@ -596,7 +601,7 @@ def _event_table(events: list[dict], title: str, width: int | None = None) -> Ta
         t = Table(title=title, show_header=False, show_lines=True, expand=True, box=box.SIMPLE)
         t.add_column("event", ratio=1, overflow="fold")
         for e in events:
-            head = (f"[dim]{e['timestamp']}  {escape(e['host'] or '-')}  {e['level'] or '-'}  "
+            head = (f"[dim]{e['timestamp']}  {escape(_source(e))}  {e['level'] or '-'}  "
                     f"{e['template_id']}  score {e['score']:.2f}[/]")
             msg = escape(e["message"])
             if e["anomaly"]:
@@ -605,7 +610,7 @@ def _event_table(events: list[dict], title: str, width: int | None = None) -> Ta
         return t
     t = Table(title=title, show_lines=False, expand=True)
     t.add_column("time", no_wrap=True)
-    t.add_column("host", no_wrap=True)
+    t.add_column("source", no_wrap=True, max_width=32)  # its host, else service, file, ...
     t.add_column("level", no_wrap=True)
     t.add_column("tmpl", no_wrap=True)
     t.add_column("score", justify="right")
@@ -614,7 +619,7 @@ def _event_table(events: list[dict], title: str, width: int | None = None) -> Ta
         msg = escape(e["message"])
         if e["anomaly"]:
             msg = f"[bold red]⚠ {msg}[/]\n[red]  why: {escape(e['reason'] or '')}[/]"
-        t.add_row(e["timestamp"], escape(e["host"] or "-"), e["level"] or "-", e["template_id"],
+        t.add_row(e["timestamp"], escape(_source(e)), e["level"] or "-", e["template_id"],
                   f"{e['score']:.2f}", msg)
     return t
 
@@ -646,6 +651,7 @@ def sources(
 def search(
     query: Annotated[Optional[str], typer.Argument(help='What to find in the message: words (all must match), "a phrase", prefix*, a OR b, -word, (groups).')] = None,
     host: Annotated[Optional[str], typer.Option(help="Only this host.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Only this source: a host, else the service, file, stream or API key the events came from (the source column).")] = None,
     level: Annotated[Optional[str], typer.Option(help="Only this level, e.g. ERROR.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
     anomalies: Annotated[bool, typer.Option("--anomalies", help="Only anomalies.")] = False,
@@ -673,7 +679,7 @@ def search(
         _fail(f"--order must be time, arrival or tail, not {order!r}")
     if basis not in ("event", "arrival"):
         _fail(f"--time must be event or arrival, not {basis!r}")
-    params = {"q": query, "host": host, "level": level, "template": template,
+    params = {"q": query, "host": host, "source": source, "level": level, "template": template,
               "anomaly": "true" if anomalies else None, "since": since, "until": until,
               "limit": limit, "order": order, "time": basis, "incident": incident}
     res = _get(url, "/api/events", {**params, "cursor": cursor})
@@ -695,7 +701,8 @@ def search(
     console.print(_event_table(events, title))
     if nxt:
         again = ["smartlogs", "search", *([query] if query else [])]
-        for flag, val in (("--host", host), ("--level", level), ("--template", template),
+        for flag, val in (("--host", host), ("--source", source), ("--level", level),
+                          ("--template", template),
                           ("--incident", incident), ("--since", since), ("--until", until)):
             if val is not None:
                 again += [flag, val]
@@ -764,7 +771,7 @@ def tail(
 
 
 def _print_line(e: dict) -> None:
-    head = f"{e['timestamp']} {escape(e['host'] or '-')} {escape(e['component'] or '-')} {e['level'] or '-'}"
+    head = f"{e['timestamp']} {escape(_source(e))} {escape(e['component'] or '-')} {e['level'] or '-'}"
     if e["anomaly"]:
         console.print(f"[bold red]⚠ {head} {escape(e['message'])}[/]  [red]({escape(e['reason'] or '')}, score {e['score']:.2f})[/]")
     else:

@@ -14,7 +14,25 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "rules_from_file"]
+
+
+def rules_from_file(path: Path):
+    """(rules, warm-up lines) of an alert rule file (YAML, ``streams.alerts.load_rules``);
+    ``streams.alerts.RuleError`` names the file, the rule and what is wrong."""
+    import yaml
+
+    from streams.alerts import RuleError, load_rules
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{path}: not valid YAML: {exc}") from None
+    return load_rules(data, str(path))
 
 
 class Settings(BaseSettings):
@@ -216,7 +234,6 @@ class Settings(BaseSettings):
     @classmethod
     def _alert_rules_valid(cls, v: Path | None) -> Path | None:
         if v is not None:
-            from smartlogs.alerting import rules_from_file
             from streams.alerts import RuleError
 
             try:

@@ -21,7 +21,8 @@ whatever its number of lines),
 ``component``, ``source``, ``template`` or ``none`` (one group for all).
 
 One alert per rule and group while its condition lasts: ``firing`` when it starts, ``resolved``
-once a window closes without it (``new_template``: the window after its first line). At most
+once a window closes without it (``new_template``: the window after its first line); a
+condition that holds window after window stays one alert. At most
 ``max_per_window`` firings per rule and window (default 10); beyond that, one ``suppressed``
 notice says how many were held back, so a storm cannot flood a channel.
 
@@ -31,21 +32,52 @@ in its own event time, and its alerts are marked ``historical``: they are kept i
 history, but not notified, so replaying last month's log does not page anyone.
 
 An invalid file is refused at start: every error names the file, the rule and what is wrong.
+
+State across restarts: ``snapshot()`` gives what the engine has learned as plain JSON-able
+data (open alerts, each group's window count, baseline and last sighting, the per-rule caps,
+the templates seen), and ``restore(snapshot, records)`` takes it up again in a new engine,
+then applies the alert records written after the snapshot (the alert history: a firing opens,
+a resolved closes, each firing counts against its rule's cap), so a snapshot a few seconds old
+plus the history gives the open alerts exactly. A rule whose counting changed in between
+(kind, window, group_by, level or query) starts afresh, and an alert it left open is resolved
+by ``restore`` (a rule removed likewise), so nobody waits for a resolution that cannot come.
+
+Several workers (Kafka mode, each holding some partitions of the raw topic, which is keyed by
+source: ``streams.partitions``): each rule must still be evaluated once. ``placement(rule)``
+says how. A rule grouped by ``host`` or ``incident`` is *partition-local*: a host's lines (and
+the incidents made of them) travel in one partition, so the worker holding it sees every line
+of the group and evaluates the rule over its own events, as one process does. Any other rule
+(``group_by: none``, ``component``, ``source``, ``template``; so ``new_template`` and
+``template_spike`` too) looks across sources and is *global*: ``assign_rules`` gives the global
+rules to one worker only, the one holding partition 0 of the raw topic (whoever gets it after a
+rebalance takes over), and that worker evaluates them not from its own events but from the
+store's counts of the window (``observe_counts``: Elasticsearch aggregations over every
+worker's stored events, see ``smartlogs.alerting.EsWindowCounts``), a little behind the clock
+(``GLOBAL_LAG_SECONDS``) so that the window's lines are searchable when it is judged. The
+same rule code judges the counts (thresholds, baselines, one alert while it lasts, caps). A
+process that sees every event (embedded mode, or a worker holding every partition) evaluates
+all rules over its events, as before. A host sent under two partition keys (say, with and
+without a host field) is counted per partition: a local rule then sees part of it.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS"]
+__all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS",
+           "placement", "assign_rules", "GLOBAL_LAG_SECONDS"]
 
 KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
 GROUP_BY = ("host", "component", "source", "template", "incident", "none")
 LEVELS = ("TRACE", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+STATE_VERSION = 1  # of ``AlertEngine.snapshot()``
+PARTITION_LOCAL = ("host", "incident")  # the groups whose lines all travel in one partition
+GLOBAL_LAG_SECONDS = 2.0  # global rules are judged this far behind the clock (store refresh)
 MAX_GROUPS = 10_000  # per rule: the least recently seen group is forgotten beyond it
 _SAMPLES = 5
 
@@ -212,6 +244,9 @@ class _Group:
     firing: Alert | None = None
     history: deque = field(default_factory=lambda: deque(maxlen=64))  # closed windows' counts
     last_seen: float = 0.0
+    # restored after a restart: the windows that end by then (the one the restart fell in,
+    # and those the platform was down for) may miss lines, so they cannot resolve the alert
+    resume_until: float = 0.0
 
 
 class AlertEngine:
@@ -242,9 +277,112 @@ class AlertEngine:
         state["marks_of"] = state["lines_learned_of"] = None  # the runtime's, set again
         return state
 
+    # -- state across restarts ---------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """What a new engine needs to carry on (JSON-able; ``restore`` takes it up)."""
+        # past windows' counts: only a spike's baseline reads them, its last ``baseline``
+        keep = {r.name: r.baseline if r.kind == "template_spike" else 0 for r in self.rules}
+        groups = [[name, historical, key, {
+            "window": g.window, "count": g.count, "samples": g.samples, "reasons": g.reasons,
+            "trigger": g.trigger, "firing": asdict(g.firing) if g.firing is not None else None,
+            "history": list(g.history)[-keep[name]:] if keep.get(name) else [],
+            "last_seen": g.last_seen, "resume_until": g.resume_until}]
+            for (name, historical), gs in self._groups.items() for key, g in gs.items()]
+        return {"version": STATE_VERSION, "lines": self.lines, "event_clock": self._event_clock,
+                "seen_templates": sorted(self._seen_templates),
+                "rules": {r.name: _shape(r) for r in self.rules}, "groups": groups,
+                "fired": [[r, s, n] for (r, s), n in self._fired.items()],
+                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items()]}
+
+    def open_alerts(self) -> list[Alert]:
+        """The alerts firing now (raised, not resolved yet)."""
+        return [g.firing for gs in self._groups.values() for g in gs.values()
+                if g.firing is not None]
+
+    def restore(self, state: dict | None, records: Iterable[dict] = (), now: float = 0.0, *,
+                paused: float = 0.0) -> list[Alert]:
+        """Take up ``state`` (a ``snapshot()``, or None), then the alert ``records`` written
+        after it, oldest first (alerts as dicts: a firing opens its group's alert, a resolved
+        closes it). Returns a ``resolved`` alert (at ``now``) for each alert left open by a
+        rule that is gone or counts differently now: nothing else would ever resolve it.
+
+        A window the restart fell in (at ``now``), or one the platform was down for, may miss
+        lines (after a crash, those between the last snapshot and the crash; in embedded mode,
+        the ones nobody could send meanwhile), so it cannot resolve an open alert: the first
+        window after the restart decides. ``paused``: how long the platform was down, which a
+        live silence rule does not count as a source's silence either."""
+        by_name = {r.name: r for r in self.rules}
+        kept = set(by_name)  # the rules whose state carries over
+        orphans: dict[str, Alert] = {}
+        if state is not None and state.get("version") == STATE_VERSION:
+            shapes = state.get("rules") or {}
+            kept = {n for n, r in by_name.items() if shapes.get(n) == _shape(r)}
+            self.lines = int(state.get("lines", 0))
+            self._event_clock = float(state.get("event_clock", 0.0))
+            self._seen_templates = set(state.get("seen_templates") or ())
+            for name, historical, key, g in state.get("groups") or ():
+                firing = _alert_of(g["firing"]) if g.get("firing") else None
+                if name not in kept:
+                    if firing is not None:
+                        orphans[firing.id] = firing
+                    continue
+                group = _Group(window=g["window"], count=g["count"], samples=list(g["samples"]),
+                               reasons=dict(g["reasons"]), trigger=g["trigger"], firing=firing,
+                               last_seen=g["last_seen"],
+                               resume_until=float(g.get("resume_until") or 0.0))
+                group.history.extend(g["history"])
+                self._groups.setdefault((name, bool(historical)), {})[key] = group
+            for target, rows in ((self._fired, state.get("fired")),
+                                 (self._suppressed, state.get("suppressed"))):
+                for name, slot, n in rows or ():
+                    if name in kept:
+                        target[(name, slot)] = n
+        for rec in records:
+            a = _alert_of(rec)
+            rule = by_name.get(a.rule)
+            if rule is None or a.rule not in kept or rule.kind != a.kind:
+                if a.state == "firing":
+                    orphans[a.id] = a
+                elif a.state == "resolved":
+                    orphans.pop(a.id, None)
+                continue
+            slot = (rule.name, a.window_start - a.window_start % rule.window)
+            if a.state == "suppressed":
+                self._suppressed[slot] = max(1, self._suppressed.get(slot, 0))
+                continue
+            groups = self._groups.setdefault((rule.name, a.historical), {})
+            g = groups.get(a.group)
+            if a.state == "resolved":
+                if g is not None and g.firing is not None and g.firing.id == a.id:
+                    g.firing = None
+                continue
+            if g is None:  # the snapshot predates the group: its window is the alert's
+                g = groups[a.group] = _Group(window=slot[1], count=a.count,
+                                             last_seen=a.window_start if rule.kind == "silence"
+                                             else a.at)
+            if g.firing is None or g.firing.id != a.id:
+                g.firing = a
+                self._fired[slot] = self._fired.get(slot, 0) + 1
+            if rule.kind == "new_template":
+                self._seen_templates.add(a.group)
+        for rule in self.rules:
+            for g in self._groups.get((rule.name, False), {}).values():
+                if rule.kind == "silence":
+                    if g.last_seen and paused > 0:
+                        g.last_seen += paused
+                elif g.firing is not None and rule.kind != "new_template":  # (one window)
+                    g.resume_until = now - now % rule.window + rule.window
+        return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, now, a.count,
+                      a.baseline, a.historical,
+                      [*a.reasons, "the rule was changed or removed since: closed"], a.trigger,
+                      a.samples, now, a.warming_up, a.lines_learned)
+                for a in orphans.values()]
+
     # -- input -----------------------------------------------------------------------------
-    def observe(self, events: list[dict]) -> list[Alert]:
+    def observe(self, events: list[dict], rules: Iterable[AlertRule] | None = None) -> list[Alert]:
+        """Judge stored events by ``rules`` (default: all the engine's rules)."""
         out: list[Alert] = []
+        chosen = self.rules if rules is None else tuple(rules)
         marks = self.marks_of() if self.marks_of is not None else None
         for e in events:
             historical = e["received"] - e["ts"] > self.late_seconds
@@ -257,7 +395,7 @@ class AlertEngine:
             if historical:
                 self._event_clock = max(self._event_clock, t)
             expected = bool(marks) and marks.get(e["template_id"]) == "expected"
-            for rule in self.rules:
+            for rule in chosen:
                 if expected and rule.kind in ("new_template", "template_spike"):
                     continue  # marked expected by a user: its newness and rate are known
                 if rule.kind == "new_template":
@@ -270,11 +408,11 @@ class AlertEngine:
                 out += self._add(rule, e, t, historical)
         return out
 
-    def tick(self, now: float) -> list[Alert]:
+    def tick(self, now: float, rules: Iterable[AlertRule] | None = None) -> list[Alert]:
         """Close the windows that ended by ``now`` (arrival time; a replay's windows by the
-        newest event time seen) and look for silence."""
+        newest event time seen) and look for silence (of ``rules``, default all)."""
         out: list[Alert] = []
-        for rule in self.rules:
+        for rule in (self.rules if rules is None else tuple(rules)):
             for key, g in list(self._groups.get((rule.name, True), {}).items()):
                 out += self._roll(rule, key, g, self._event_clock, historical=True)
             groups = self._groups.get((rule.name, False), {})
@@ -287,6 +425,53 @@ class AlertEngine:
                         out += self._fire(rule, key, g, start, now, 0, False, now,
                                           reasons=[f"nothing from {rule.group_by} {key} for "
                                                    f"{quiet:.0f} s ({rule.windows} windows)"])
+        return out
+
+    def observe_counts(self, rule: AlertRule, window_start: float, counts: dict[str, int],
+                       t: float, samples: dict[str, list[dict]] | None = None) -> list[Alert]:
+        """Judge a global rule by the store's counts of a live window (group → lines counted
+        so far, every worker's; ``samples``: a few of each group's lines), at time ``t``.
+        Counts are totals, so asking again is harmless; a group's alert fires once its count
+        meets the rule, as with ``observe``. ``new_template``: each template in ``counts`` not
+        seen before (once the warm-up is over: ``lines_learned_of``)."""
+        out: list[Alert] = []
+        groups = self._groups.setdefault((rule.name, False), {})
+        learned = self.lines_learned_of() if self.lines_learned_of is not None else self.lines
+        marks = (self.marks_of() if self.marks_of is not None else None) or {}
+        start = window_start - window_start % rule.window
+        for key, count in counts.items():
+            if rule.kind in ("new_template", "template_spike") and marks.get(key) == "expected":
+                continue
+            if rule.kind == "new_template":
+                if key in self._seen_templates:
+                    continue
+                self._seen_templates.add(key)
+                if learned < self.warmup_lines:
+                    continue
+            g = groups.get(key)
+            if g is None:
+                if len(groups) >= MAX_GROUPS:
+                    del groups[min(groups, key=lambda k: groups[k].last_seen)]
+                g = groups[key] = _Group()
+            out += self._roll(rule, key, g, start, False)
+            if g.window != start:
+                g.window, g.count, g.samples, g.reasons, g.trigger = start, 0, [], {}, None
+            if count <= g.count and rule.kind != "new_template":
+                continue
+            g.count, g.last_seen = max(g.count, count), max(g.last_seen, t)
+            g.samples = list((samples or {}).get(key, g.samples))[:_SAMPLES]
+            if rule.kind == "silence":
+                if g.firing is not None:
+                    out += self._resolve(rule, g, t)
+                continue
+            if g.firing is not None:
+                g.firing.count = max(g.firing.count, g.count)
+                continue
+            fire, baseline = self._condition(rule, g)
+            if fire:
+                g.trigger = g.samples[-1] if g.samples else None
+                out += self._fire(rule, key, g, start, start + rule.window, g.count, False, t,
+                                  baseline=baseline, reasons=[_describe(rule, key, g.count)])
         return out
 
     # -- rules -----------------------------------------------------------------------------
@@ -362,11 +547,22 @@ class AlertEngine:
         if g.window < 0 or t < g.window + rule.window:
             return []
         closed = int((t - g.window) // rule.window)
+        # a firing alert lasts while its condition holds in each window that closes (one alert
+        # per rule and group while the condition lasts); new_template's lasts one window
+        held = (g.firing is not None and rule.kind not in ("new_template", "silence")
+                and self._condition(rule, g)[0])
         g.history.append(g.count)
         g.history.extend([0] * min(closed - 1, g.history.maxlen))
         out = []
-        if g.firing is not None and rule.kind != "silence":
-            out = self._resolve(rule, g, g.window + rule.window)
+        # the end of the first window that closed without the condition: this one, or the
+        # (empty) one after it; none that a restart may have cut short (``resume_until``)
+        end = max(g.window + (2 if held else 1) * rule.window, g.resume_until + rule.window
+                  if g.resume_until > g.window else 0.0)
+        if (g.firing is not None and rule.kind != "silence"
+                and end <= g.window + closed * rule.window):
+            out = self._resolve(rule, g, end)
+        if g.resume_until <= g.window + closed * rule.window:
+            g.resume_until = 0.0
         g.window, g.count, g.samples, g.reasons, g.trigger = g.window + closed * rule.window, 0, [], {}, None
         return out
 
@@ -400,6 +596,52 @@ class AlertEngine:
         return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, t, a.count,
                       a.baseline, a.historical, a.reasons, a.trigger, a.samples, t,
                       a.warming_up, a.lines_learned)]
+
+
+def placement(rule: AlertRule) -> str:
+    """``"partition"``: the worker holding a group's partition sees all its lines (grouped by
+    host or incident); ``"global"``: the rule looks across sources, one worker evaluates it.
+
+    >>> placement(AlertRule("a", "error_flood", group_by="host")), placement(AlertRule("b", "match"))
+    ('partition', 'global')
+    """
+    return "partition" if rule.group_by in PARTITION_LOCAL else "global"
+
+
+def assign_rules(rules: Iterable[AlertRule], partitions: Iterable[int], n_partitions: int
+                 ) -> tuple[tuple[AlertRule, ...], tuple[AlertRule, ...]]:
+    """Which rules a worker holding ``partitions`` (of ``n_partitions``) evaluates:
+    (over its own events, from the store's window counts). A worker holding every partition
+    sees every event: all rules over its events. Otherwise the partition-local rules over its
+    events, and the global ones from the store if it holds partition 0 (else none).
+
+    >>> r = (AlertRule("burst", "anomaly_burst", group_by="host"), AlertRule("flood", "error_flood"))
+    >>> [[x.name for x in side] for side in assign_rules(r, {0, 1, 2}, 3)]
+    [['burst', 'flood'], []]
+    >>> [[x.name for x in side] for side in assign_rules(r, {0}, 3)]
+    [['burst'], ['flood']]
+    >>> [[x.name for x in side] for side in assign_rules(r, {1, 2}, 3)]
+    [['burst'], []]
+    """
+    rules, held = tuple(rules), set(partitions)
+    if held >= set(range(n_partitions)):
+        return rules, ()
+    local = tuple(r for r in rules if placement(r) == "partition")
+    shared = tuple(r for r in rules if placement(r) == "global") if 0 in held else ()
+    return local, shared
+
+
+def _shape(rule: AlertRule) -> list:
+    """What a rule's window counts depend on: its state carries over a restart while it holds."""
+    return [rule.kind, rule.window, rule.group_by, rule.level, list(rule.query)]
+
+
+_ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
+
+
+def _alert_of(d: dict) -> Alert:
+    """An alert from its dict form (a snapshot's, or a history record with extra keys)."""
+    return Alert(**{k: v for k, v in d.items() if k in _ALERT_FIELDS})
 
 
 def _sample(e: dict) -> dict:

@@ -1,4 +1,33 @@
-"""The template catalog's pure parts: change records, feedback marks, example lines.
+"""The template catalog's pure parts: one id per template, change records, feedback marks,
+example lines.
+
+One catalog for many workers
+----------------------------
+Several miners name templates at once (Kafka workers, embedded shards, per-partition
+pipelines). The design chosen: **ids derived from the template's constant text, plus the
+smallest-id rule**, rather than a catalog topic (or a global table) that every worker must
+read before it can name a template. A template's id is a digest of the tokens it is made from
+(``streams.templates.template_id_for``), so every miner names a pattern's first line alike
+with no round trip on the hot path and no coordinator. Two miners can still reach one text
+from different first lines (then generalise to the same text) under two ids; the rule that
+settles it needs no coordination either and gives the same answer in whatever order the
+stores learn the facts:
+
+    **the canonical id of a template is the smallest id ever recorded with its text**, and,
+    since ids linked by a shared text or by a merge name one template, the smallest id of
+    all the ids so linked (``converge``).
+
+The stores apply it when they record a batch's (id, text) pairs and the miners' merges: the
+other ids become aliases of the canonical one (a ``merged`` history record; their stored
+events are rewritten, ``merge_templates``), and ``GET /api/templates`` lists one template per
+text. The runtimes read the aliases (``template_aliases()`` of a store) and hand them to their
+miners (``TemplateMiner.adopt``), so new lines carry the canonical id. Until a runtime has
+read them (a few seconds), a store maps the ids of the events it writes itself.
+
+>>> converge([("T9", "T4"), ("T4", "T7")], {})
+{'T7': 'T4', 'T9': 'T4'}
+>>> converge([("T2", "T7")], {"T9": "T4", "T7": "T4"})  # T4's template meets T2's
+{'T4': 'T2', 'T7': 'T2', 'T9': 'T2'}
 
 A template is a durable record (id, text, first/last seen, count, example lines, history).
 Its *history* is made of records:
@@ -34,11 +63,12 @@ learns them, and other evidence, an error flood or a burst, still flags them);
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 __all__ = ["EXPECTED", "ALWAYS_ALERT", "MARKS", "MAX_EXAMPLES", "HISTORY_KINDS", "SORTS",
-           "TemplateChange", "carry_marks", "change_from_miner", "normalise_mark",
-           "pick_examples"]
+           "TemplateChange", "alias_change", "canonical_id", "carry_marks", "change_from_miner",
+           "converge", "normalise_mark", "pick_examples", "text_key", "text_links", "texts_of"]
 
 EXPECTED = "expected"
 ALWAYS_ALERT = "always_alert"
@@ -93,6 +123,92 @@ def change_from_miner(note: tuple, *, event_id: str, ts: float, line: str) -> Te
     return TemplateChange(id=f"{event_id}/{kind}/{tid}", template_id=tid, kind=kind, at=ts,
                           template=template, previous=previous if kind == "generalised" else None,
                           into=into, example=line[:MAX_EXAMPLE_CHARS])
+
+
+UNPROCESSABLE = "T0"  # lines the pipeline could not process: never linked to a template
+
+
+def canonical_id(ids) -> str:
+    """The rule: of the ids that name one template, the smallest (as text). Order-free."""
+    return min(ids)
+
+
+def converge(links, aliases: dict[str, str]) -> dict[str, str]:
+    """The aliases to add or change after ``links`` (pairs of ids that name one template: the
+    same text recorded under both, or a merge), given the ``aliases`` known (id -> its
+    canonical id) for the ids involved and for every id aliased to their canonical ids. Each
+    group of linked ids gets its smallest id (``canonical_id``); returns id -> canonical id
+    for each id whose canonical id is new or changed. The same facts in any order give the
+    same aliases."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            lo, hi = (ra, rb) if canonical_id((ra, rb)) == ra else (rb, ra)
+            parent[hi] = lo
+
+    for old, new in aliases.items():
+        union(old, new)
+    for a, b in links:
+        if a != b and UNPROCESSABLE not in (a, b):
+            union(a, b)
+    out = {}
+    for x in sorted(parent):
+        root = find(x)
+        if root != x and aliases.get(x) != root:
+            out[x] = root
+    return out
+
+
+def text_key(text: str) -> int:
+    """A template text as a signed 64-bit number (BLAKE2b), what a store indexes to find the
+    ids recorded with one text without indexing texts of any length."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def text_links(pairs) -> list[tuple[str, str]]:
+    """Links between ids recorded with one text: ``pairs`` of (id, text) -> (id, other id)
+    for each text recorded under more than one id."""
+    by_text: dict[str, str] = {}
+    out = []
+    for tid, text in pairs:
+        if tid == UNPROCESSABLE:
+            continue
+        first = by_text.setdefault(text, tid)
+        if first != tid:
+            out.append((tid, first))
+    return out
+
+
+def texts_of(events: list[dict], catalog: list | None = None) -> set[tuple[str, str]]:
+    """The (template id, text) pairs a batch records: its events' and its catalog records'
+    (a generalisation's or a merge's text, before and after)."""
+    pairs = {(e["template_id"], e["template"]) for e in events
+             if e["template_id"] != UNPROCESSABLE and e.get("template")}
+    for c in catalog or ():
+        if c.kind in ("generalised", "merged"):
+            for text in (c.previous, c.template):
+                if text:
+                    pairs.add((c.template_id, text))
+    return pairs
+
+
+def alias_change(old: str, new: str, *, at: float) -> TemplateChange:
+    """The ``merged`` history record of an alias the catalog made (``old`` now carries the
+    canonical id ``new``); its id is built from the pair, so every store and every retry
+    makes one record."""
+    return TemplateChange(id=f"catalog/merged/{old}/{new}", template_id=old, kind="merged",
+                          at=at, into=new)
 
 
 def carry_marks(marks: dict[str, str], merges: dict[str, str]) -> dict[str, str]:

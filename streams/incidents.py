@@ -61,8 +61,8 @@ _MAX_EXAMPLE_CHARS = 2000  # an example line is kept up to this length
 
 def incident_id(key: tuple, first_event_id: str) -> str:
     """A stable id: the same kind of evidence and first line give the same id on every run.
-    Only the key's kind counts, not its host or template id: after a crash, the template
-    miner hands out new ids to the templates it learns again (``bump_ids_past``), and the
+    Only the key's kind counts, not its host or template id: a template id may change after
+    the lines were stored (a merge, or the catalog naming it by another worker's id), and the
     re-run's incident must keep the id its lines were stored with."""
     kind = key[0] if key else None
     h = hashlib.sha256(repr((kind, str(first_event_id))).encode("utf-8", "surrogatepass"))

@@ -497,6 +497,7 @@ class LineParser:
         "_order",
         "_by_char",
         "_cache",
+        "_now",
         "_now_expiry",
         "_now_year",
         "_now_month",
@@ -513,6 +514,7 @@ class LineParser:
         self.year = year
         self.max_length = max_length
         self._cache = _DtCache()
+        self._now: float | None = None  # arrival of the line being parsed (parse's ``now``)
         self._now_expiry = 0.0
         self._now_year = 1970
         self._now_month = 1
@@ -543,7 +545,12 @@ class LineParser:
 
     # -- public -----------------------------------------------------------------------
 
-    def parse(self, line: str) -> ParsedLine:
+    def parse(self, line: str, now: float | None = None) -> ParsedLine:
+        """``now``: when the line arrived (epoch seconds), which places a timestamp without a
+        year (classic syslog) in a year: the pipeline always passes the line's arrival, so a
+        line gets the same time however late it is processed (a replay after a crash, a year
+        later); without it, the wall clock (tools that parse a line on the spot)."""
+        self._now = now
         try:
             return self._parse(line)
         except Exception:  # never raise: degrade to a raw line
@@ -594,11 +601,13 @@ class LineParser:
         return ParsedLine(message=line.rstrip(), truncated=truncated)
 
     def _default_year(self, month: int) -> int:
-        now = time.time()
-        if now >= self._now_expiry:
+        now = self._now
+        if now is None:
+            now = time.time()
+        if not (self._now_expiry - 60.0 <= now < self._now_expiry):  # another minute
             t = time.gmtime(now)
             self._now_year, self._now_month = t.tm_year, t.tm_mon
-            self._now_expiry = now + 60.0
+            self._now_expiry = now - now % 60.0 + 60.0
         if month > self._now_month + 1:
             return self._now_year - 1
         return self._now_year

@@ -22,7 +22,7 @@ from streams.formats import UserFormats
 from streams.incidents import DEFAULT_EXAMPLES, DEFAULT_GAP, DEFAULT_QUIET, IncidentTracker
 from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
-from streams.partitions import source_key
+from streams.partitions import source_key, source_of
 from streams.scoring import AnomalyScorer, incident_key
 from streams.templates import TemplateMiner
 from streams.windows import window_start
@@ -122,7 +122,7 @@ class Pipeline:
             e["anomaly"] = s.is_anomaly
             e["reason"] = s.reason
             e["warming_up"] = s.warming_up
-            stream = ctx.get("source") or e["host"] or e["source"]
+            stream = e["source"]  # its host, else the source it is judged as
             see(stream, e["ts"])
             if s.is_anomaly:
                 e["incident_id"] = observe(e, _incident_key(x, ctx, e, stream), stream)
@@ -155,11 +155,13 @@ class Pipeline:
                     p = parse(raw, item)
                 message, ts, host, component, pid = p.message, p.timestamp, p.host, p.component, p.pid
                 level, ok, fmt, truncated, extra = p.level, p.ok, p.format, p.truncated, p.fields
+                service = None
             else:
                 message = item["message"]
                 ts, host, component = item.get("ts"), item.get("host"), item.get("component")
                 pid, level, extra = item.get("pid"), item.get("level"), item.get("fields") or {}
                 ok, fmt, truncated = True, "json", False
+                service = component  # declared by the sender (service/app/component)
                 if ts is None and host is None and level is None and component is None:
                     # only a message: it may be a whole log line with its own header
                     p = parse(message, item, learn=False)
@@ -185,6 +187,7 @@ class Pipeline:
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = item["received"]
             level = normalize_level(normalize_single_letter(level))
+            source = source_of(item, host, service, component)  # streams.partitions
             # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
             mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
             if notes:  # this line generalised a template, or merged an enumeration
@@ -200,7 +203,7 @@ class Pipeline:
                 window_start=window_start(ts, size),
                 ts=ts,
                 params=mined.params,
-                source=item.get("stream") or item.get("source"),
+                source=source,  # a line without a host is judged as its source
                 # a kind: hosts of one named stream (a service, a file) are each other's fleet,
                 # else the hosts writing one format; a learned layout is its source's own
                 kind=(f"{fmt}:{item['stream']}" if item.get("stream")
@@ -212,7 +215,8 @@ class Pipeline:
                 "ts": ts,
                 "timestamp": _iso(ts),
                 "received": item["received"],
-                "source": item.get("source", "http"),
+                "source": source,
+                "receiver": item.get("source", "http"),
                 "host": host,
                 "component": component,
                 "pid": pid,
@@ -246,6 +250,17 @@ class Pipeline:
         if len(self.catalog) > MAX_PENDING_CHANGES:  # nobody takes them (a tool, a benchmark)
             del self.catalog[:len(self.catalog) // 2]
 
+    def adopt_aliases(self, aliases: dict[str, str]) -> dict[str, str]:
+        """The catalog's aliases (id -> canonical id, ``streams.catalog``) taken by the miner
+        (``TemplateMiner.adopt``): new lines carry the canonical ids; marks pass on as with a
+        merge, and what the scorer learned of a template moves with it. Returns the ids
+        renamed here."""
+        changed = self.miner.adopt(aliases) if aliases else {}
+        if changed:
+            carry_marks(self.scorer.marks, changed)
+            self.scorer.rename_templates(changed)
+        return changed
+
     def take_catalog(self) -> list[TemplateChange]:
         """The catalog records made since the last call (the runtime stores them with the
         batch's events)."""
@@ -258,7 +273,7 @@ class Pipeline:
         (ok=False). ``learn=False`` (a structured event's message): no layout is learned
         from message text. Written for the hot path: the built-in case costs a few lookups."""
         c = self.config
-        key = item.get("stream") or item.get("source") or "http"  # = source_key(item)
+        key = item.get("stream") or item.get("key") or item.get("source") or "http"  # = source_key(item)
         if self.user_formats.formats:  # a format the user declared for this source
             f = self.user_formats.for_source(key, item.get("host"))
             if f is not None:
@@ -278,7 +293,7 @@ class Pipeline:
                     q = state.quick(line, year=c.year, now=item.get("received"))
                     if q is not None:
                         return q
-            p = self.parser.parse(line)
+            p = self.parser.parse(line, item.get("received"))
             if p.ok:
                 if learn:  # counted for GET /api/sources
                     if state is None:
@@ -315,6 +330,9 @@ class Pipeline:
                                              examples=config.incident_examples)
         if self.miner.changes is None:  # a checkpoint from before the template catalog
             self.miner.changes = []
+        if self.miner.__dict__.pop("_legacy_ids", False):
+            # ids were numbers (rows keyed by them): the next checkpoint rewrites every row
+            self.ckpt_lineage = None
         if not hasattr(self, "catalog"):
             self.catalog = []
         if self.config != config:
@@ -354,7 +372,11 @@ MAX_PENDING_CHANGES = 10_000
 def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:
     """The scorer's "same incident" key (``incident_key``), kept apart per stream for lines
     without a host; a line whose evidence has no clear leader (severity, the trees) is keyed
-    by its source and pattern."""
+    by its source and pattern; a line flagged for severity that counts (the first of a severe
+    pattern from its host, ``streams.scoring.SEVERE_RARE``) by its pattern alone, so a panic
+    that reaches host after host is one incident."""
+    if ctx.get("first_severe") is not None:  # one severe pattern reaching host after host
+        return ("severity", event["template_id"])
     key = incident_key(x, ctx)
     if key is None:
         kind = "severity" if x.get("severity", 0.0) >= 0.5 else "combination"

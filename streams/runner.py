@@ -45,7 +45,6 @@ __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # t
 
 log = logging.getLogger(__name__)
 
-ID_BLOCK = 100_000_000  # template numbers of one partition's miner (see _restore)
 IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its spool cursors
 
 
@@ -144,14 +143,9 @@ class EmbeddedRunner:
         # what the checkpoint on disk holds (spool position, lines): with nothing processed
         # since, there is nothing to write (a fresh model that processed nothing neither)
         self._saved[p] = (pipeline.applied_seq, pipeline.lines)
-        # ids handed out before a crash (or by a lost checkpoint) are never reused. Each
-        # partition's miner numbers the templates it finds in a block of its own (T<n> for
-        # partition 0, T<p * ID_BLOCK + n> for partition p), so two partitions never give one
-        # id to two texts. (Interim: once ids derive from the template's text, the same text
-        # gets the same id in every partition and the blocks go.)
-        lo = p * ID_BLOCK
-        hi = lo + ID_BLOCK if self.n_partitions > 1 else None
-        pipeline.miner.bump_ids_past(max(lo, self.store.max_template_number(lo, hi)))
+        # the catalog's names for templates that other pipelines met too (streams.catalog):
+        # other partitions' pipelines, in this shard or another
+        self._adopt_aliases([pipeline])
         # feedback on templates: the store holds the marks (a mark given after the checkpoint
         # was written is not lost)
         pipeline.scorer.marks = self.store.template_marks()
@@ -162,6 +156,21 @@ class EmbeddedRunner:
         if merges and not self._merge(merges):
             notices.retry()
         return pipeline
+
+    def _adopt_aliases(self, pipelines: list[Pipeline], every: float = 0.0) -> None:
+        """Hand the pipelines' miners the catalog's aliases (ids another pipeline's template
+        text made aliases: ``streams.catalog``), at most every ``every`` seconds; the store
+        maps ids meanwhile. A failure is logged; the next call reads them again."""
+        now = time.monotonic()
+        if now - getattr(self, "_aliases_at", -every) < every:
+            return
+        self._aliases_at = now
+        try:
+            aliases = self.store.template_aliases()
+            for pipeline in pipelines:
+                pipeline.adopt_aliases(aliases)
+        except Exception:  # noqa: BLE001 - names only: the store maps ids when it writes
+            log.exception("reading the template catalog's aliases failed; retried later")
 
     def _merge(self, merges: dict) -> bool:
         """Have the store rewrite ids merged away. A failure does not stop the pipeline (the
@@ -304,6 +313,7 @@ class EmbeddedRunner:
         batches = self.store.spool_read(low, self.max_batch * self.n_partitions // len(self.parts))
         if not batches:
             return 0
+        self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
         last_seq = batches[-1][0]
         per = self._split(batches, seqs)
         events: list[dict] = []

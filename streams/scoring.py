@@ -10,11 +10,13 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
 
 ================  ============================================================================
 ``novelty``       a message pattern (template) never or hardly seen before. Its surprise is
-                  measured against the *current* rate of new patterns (Good-Turing: the share
-                  of patterns seen once, or the recent rate of new ones, whichever is higher),
-                  so the first new pattern in a calm stream counts, the 20th new pattern of a
+                  measured against the *current* rate of new patterns of the line's kind of
+                  source (Good-Turing: the share of its patterns seen once, or its recent
+                  rate of new ones, whichever is higher), so the first new pattern in a calm
+                  source counts whatever a chatty one does, the 20th new pattern of a
                   boot sequence or crash dump much less; a known pattern seen ``c`` times
-                  keeps ``1/(1+c)`` of it.
+                  from this kind of source keeps ``1/(1+c)`` of it (a pattern routine in
+                  one system is news the first time another logs it).
 ``template_burst`` the pattern's lines over the last minute against the busiest it has been
                   (``DecayedRate``), over the whole fleet and from this host alone (a
                   failing service repeats itself on one host; a host's pattern with little
@@ -47,7 +49,9 @@ another way, and host_burst 0.5, the least specific)
 and the River ``HalfSpaceTrees`` score of the whole vector (weight 0.3: unusual
 *combinations*; River's trees are walked a batch at a time by streams/hst_batch.py, with
 River's exact scores). A line is flagged when its score reaches both ``min_score`` and the
-running ``quantile`` of the scores seen so far; its ``reason`` names each piece of evidence
+running ``quantile`` of the scores seen so far, or when its severity counts (the first line of a
+pattern at ERROR or worse from its host or source, where its kind of source logs such lines in
+under ``SEVERE_RARE`` of its lines: news there, routine where a fifth of the lines are FATAL); its ``reason`` names each piece of evidence
 that was strong, with the numbers behind it, in words a person can act on. The quantile
 counts normal lines and the *first* line of each incident (lines above the threshold with
 the same strongest evidence for the same host or pattern, less than ``INCIDENT_GAP`` apart):
@@ -133,6 +137,20 @@ ERRORISH = 0.5  # severity from which a line counts as an error (WARNING and wor
 # pattern's burst) less than this apart (event time) are one incident for the threshold
 INCIDENT_GAP = 60.0
 _MAX_INCIDENTS = 10_000
+
+# novelty: the recent rate of new patterns is a moving average over about this many lines, and
+# a kind of source with fewer lines than this borrows (part of) the whole stream's rate
+_NOVEL_ALPHA = 1.0 / 64.0
+_NOVEL_PRIOR = 64.0
+
+# severity that counts: a line at ERROR or worse whose pattern is the first of its kind from its
+# host or source is flagged where such lines are rare: where its kind of source logs them in less
+# than SEVERE_RARE of its lines (the flagging budget the detector is held to: ≤ 1% of normal lines
+# flagged), the share being a moving average over about 1 / _SEVERE_ALPHA lines (a new kind
+# starts from the whole stream's share)
+SEVERE = 0.8  # ERROR
+SEVERE_RARE = 0.01
+_SEVERE_ALPHA = 1.0 / 1000.0
 
 _LN20 = math.log(20.0)
 _LN10 = math.log(10.0)
@@ -388,7 +406,8 @@ class Score:
 class _Slot:
     """What one parameter position of one template usually holds."""
 
-    __slots__ = ("capped", "hi", "lo", "mean", "n", "nnum", "singles", "values", "var")
+    __slots__ = ("capped", "hi", "lo", "mean", "n", "new_rate", "nnum", "singles", "values",
+                 "var")
 
     def __init__(self):
         self.n = 0          # values seen
@@ -399,6 +418,7 @@ class _Slot:
         self.hi = 0.0
         self.values: dict[str, int] | None = {}
         self.singles = 0    # distinct values seen exactly once
+        self.new_rate = 0.0  # recent rate of new values (moving average over ~64 values)
         self.capped = False
 
     def __setstate__(self, state) -> None:
@@ -407,6 +427,8 @@ class _Slot:
             setattr(self, k, v)
         if not hasattr(self, "lo"):  # a slot from before ranges: the range starts at its mean
             self.lo = self.hi = getattr(self, "mean", 0.0)
+        if not hasattr(self, "new_rate"):  # a slot from before its rate of new values
+            self.new_rate = 0.0
 
 
 _MISSING = object()
@@ -457,6 +479,9 @@ class AnomalyScorer:
         # one pattern from one host: a failing service repeats itself, the fleet does not
         self.pairs = DecayedRate(max_keys=_MAX_PAIRS)
         self.errors = DecayedRate(max_keys=_MAX_HOSTS)
+        # warning-or-worse lines of one pattern from one kind of source (the fleet a host's
+        # error flood is judged in: another kind logging the same text is not its fleet)
+        self.kind_errors = DecayedRate(max_keys=_MAX_KEYS)
         # every host's errors (last ts, level over tau, decayed count over a day), each host's
         # per kind of source (its log format): (last ts, level over tau, decayed count over a
         # day) of the errors of every host of that kind; each host's share of its kind's
@@ -466,6 +491,13 @@ class AnomalyScorer:
         # novelty: templates seen exactly once, recent rate of new templates
         self.singletons = 0
         self.new_rate = 1.0
+        # share of lines at SEVERE or worse: of the whole stream, and per kind of source
+        self.severe_share = 0.0
+        self._severe: dict[str | None, float] = {}
+        # per kind of source: [lines, patterns first seen there still seen once, new rate]
+        self._novel: dict[str | None, list] = {}
+        self._kind_seen: dict[tuple, int] = {}  # (kind, pattern) -> lines seen
+        self._kind_seen_legacy = False  # restored from before: absent pairs take the global count
         # recurrence of errors per (host, template): (fast count, slow count, last ts)
         self.recurrence_half_life = recurrence_half_life
         self._recur: dict[tuple, tuple[float, float, float]] = {}
@@ -485,11 +517,33 @@ class AnomalyScorer:
         # for every line, so a change applies from the next line scored
         self.marks: dict[str, str] = {}
 
+    def rename_templates(self, renamed: dict[str, str]) -> None:
+        """Templates that took another id (the catalog named them, ``streams.catalog``): what
+        was learned of each (its rates, per host too, recurrence, parameter values) moves to
+        the new id unless that one has its own, so its lines are not news under the new name."""
+        for old, new in renamed.items():
+            for rates in (self.templates, self.pairs):
+                state = rates._state
+                keys = [old] if rates is self.templates else [k for k in state if k[1] == old]
+                for k in keys:
+                    to = new if rates is self.templates else (k[0], new)
+                    if k in state and to not in state:
+                        state[to] = state.pop(k)
+                        rates.dirty.add(to)
+                        rates.reordered = True
+            for table, keyed in ((self._recur_t, False), (self._slots, False),
+                                 (self._recur, True)):
+                keys = [k for k in table if k[1] == old] if keyed else [old]
+                for k in keys:
+                    to = (k[0], new) if keyed else new
+                    if k in table and to not in table:
+                        table[to] = table.pop(k)
+
     def keyed_maps(self) -> dict[str, Rows]:
         """The maps a checkpoint writes row by row (the bulk of what the scorer learns)."""
         return {name: rate.rows_view() for name, rate in (
             ("hosts", self.hosts), ("templates", self.templates), ("pairs", self.pairs),
-            ("errors", self.errors))}
+            ("errors", self.errors), ("kind_errors", self.kind_errors))}
 
     def __getstate__(self) -> dict:
         if self._batch is not None:
@@ -510,8 +564,17 @@ class AnomalyScorer:
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
+        if "_kind_seen" not in state:  # before patterns were counted per kind
+            state["_kind_seen"], state["_kind_seen_legacy"] = {}, True
+        if "_novel" not in state:  # before novelty per kind: the one rate was every kind's
+            state["_novel"] = {None: [state.get("seen", 0), state.get("singletons", 0),
+                                      state.get("new_rate", 1.0)]}
         state.setdefault("marks", {})  # checkpoints from before the template catalog
+        state.setdefault("severe_share", 0.0)  # checkpoints from before severity that counts
+        state.setdefault("_severe", {})
         state["_pending"], state["_batch"] = 0, None
+        if "kind_errors" not in state:  # before error patterns per kind of source
+            state["kind_errors"] = DecayedRate(max_keys=_MAX_KEYS)
         if "pairs" not in state:  # a checkpoint from before the per-host pattern rates
             state["pairs"] = DecayedRate(max_keys=_MAX_PAIRS)
             state["_err_share"] = {}
@@ -565,14 +628,44 @@ class AnomalyScorer:
         sev = SEVERITY.get(level, 0.5)
         rarity = -math.log((seen_before + 1) / (n + 2)) / math.log(n + 2)
 
-        # novelty against the current rate of new patterns
-        p_new = max((self.singletons + 1.0) / (n + 2.0), self.new_rate)
-        novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + seen_before)
+        # novelty against the current rate of new patterns of this kind of source: a source
+        # still finding its vocabulary (a chatty app, one just added) is judged by its own
+        # pace, and a calm source's first new pattern is not drowned by another's
+        # (a kind with little history borrows the whole stream's rate: its estimate starts as
+        # the stream's and passes to its own over its first _NOVEL_PRIOR lines)
+        p_all = (self.singletons + 1.0) / (n + 2.0)
+        nk = self._novel.get(kind)
+        if nk is None:
+            if len(self._novel) >= _MAX_KEYS:
+                self._novel.clear()
+            # lines, patterns first seen there still seen once, recent rate of new ones
+            nk = self._novel[kind] = [0, 0, self.new_rate]
+        lines_k, singles_k, rate_k = nk
+        # a pattern is new (or rare) for its kind of source by that kind's own count: one
+        # system's routine line appearing in another is news there
+        seen = self._kind_seen
+        kkey = (kind, template_id)
+        seen_k = seen.get(kkey, 0)
+        if not seen_k and self._kind_seen_legacy:  # a model from before: its global count
+            seen_k = seen_before
+        if seen_k == 0 and len(seen) >= _MAX_PAIRS:  # the half first counted longest ago goes
+            seen = self._kind_seen = dict(islice(seen.items(), len(seen) // 2, None))
+        seen[kkey] = seen_k + 1 if seen_k < 1_000_000 else seen_k
+        own = min(lines_k / _NOVEL_PRIOR, 1.0)
+        p_new = max(own * (singles_k + 1.0) / (lines_k + 2.0) + (1.0 - own) * p_all, rate_k)
+        novelty = _ramp(-math.log(p_new), _LN20, _LN10) / (1.0 + min(seen_before, seen_k))
+        new_k = 1.0 if seen_k == 0 else 0.0
         if is_new:
             self.singletons += 1
         elif seen_before == 1:
             self.singletons -= 1
-        self.new_rate += ((1.0 if is_new else 0.0) - self.new_rate) * (1.0 / 64.0)
+        if seen_k == 0:
+            singles_k += 1
+        elif seen_k == 1:
+            singles_k = max(singles_k - 1, 0)
+        nk[0], nk[1] = lines_k + 1, singles_k
+        nk[2] = rate_k + (new_k - rate_k) * _NOVEL_ALPHA
+        self.new_rate += ((1.0 if is_new else 0.0) - self.new_rate) * _NOVEL_ALPHA
 
         t_ev = window_start if ts is None else ts
         hc, hu, hz = self.hosts.add(hostkey, t_ev)
@@ -589,6 +682,19 @@ class AnomalyScorer:
         if burst_host:
             tc, tu, tz = pc, pu, pz
 
+        # severity that counts: the first line of a pattern at ERROR or worse from this host or
+        # source, where its kind of source rarely logs that level
+        share = self._severe.get(kind)
+        if share is None:
+            if len(self._severe) >= _MAX_KEYS:
+                self._severe.clear()
+            share = self.severe_share
+        severe = 1.0 if sev >= SEVERE else 0.0
+        self._severe[kind] = share + (severe - share) * _SEVERE_ALPHA
+        self.severe_share += (severe - self.severe_share) * _SEVERE_ALPHA
+        first_severe = (severe and share < SEVERE_RARE and ts is not None
+                        and (hostkey, template_id) not in self._recur)
+
         # errors: flood per host, recurrence per (host, template)
         ec = eu = None
         error_peer = False
@@ -596,6 +702,7 @@ class AnomalyScorer:
         rec_fast = 0.0
         if sev >= ERRORISH:
             ec, eu, ez = self.errors.add(hostkey, t_ev, default=0.0 if hu is not None else None)
+            fleet_level = self.kind_errors.add((kind, template_id), t_ev)[0]
             sz, share_expected = self._error_share(hostkey, t_ev, self.errors.now, kind,
                                                    has_peers)
             # judged against the rest of the fleet rather than its own past, for a line whose
@@ -632,12 +739,15 @@ class AnomalyScorer:
         }
         ctx = {"host": host, "source": source if not host else None, "host_count": hc, "host_usual": hu, "template_count": tc,
                "template_usual": tu, "burst_host": burst_host, "seen_before": seen_before,
+               "seen_in_kind": seen_k,
                "level": level, "tokens": tokens, "template_id": template_id,
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
                "param": param_what, "ts": t_ev}
         if mark is not None:
             ctx["mark"] = mark
+        if first_severe and mark != "expected":
+            ctx["first_severe"] = share
         return x, ctx
 
     def _error_share(self, host: str, ts: float, level: float, kind: str | None = None,
@@ -801,9 +911,14 @@ class AnomalyScorer:
             values = slot.values
             if values is not None:
                 c = values.get(key, 0)
+                # like novelty: the share of values seen once, or the recent rate of new ones,
+                # whichever is higher (a slot that takes a new value every so often, each then
+                # repeated, such as the address of a new client, is not surprised by the next)
+                rate = slot.new_rate
+                slot.new_rate = rate + ((1.0 if c == 0 else 0.0) - rate) * _NOVEL_ALPHA
                 if c == 0:
                     if slot.n >= 20:
-                        p_new = (slot.singles + 1.0) / (slot.n + 2.0)
+                        p_new = max((slot.singles + 1.0) / (slot.n + 2.0), rate)
                         e = _ramp(-math.log(p_new), _LN20, _LN10)
                         if e > best:
                             best, what = e, (i, value, "value", len(values))
@@ -859,6 +974,9 @@ class AnomalyScorer:
         flagged = s >= self.min_score and s >= threshold
         if always:
             return Score(s, True, _always_reason(x, ctx, flagged), False, x)
+        if not flagged and ctx.get("first_severe") is not None:
+            # severity that counts (SEVERE_RARE): flagged, and ranked with the flagged lines
+            return Score(max(s, self.min_score, threshold), True, explain(x, ctx), False, x)
         return Score(s, flagged, explain(x, ctx) if flagged else None, False, x)
 
     def _same_incident(self, x: dict[str, float], ctx: dict) -> bool:
@@ -928,6 +1046,9 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
     nov = get("novelty", get("rarity", 0.0) if get("rarity", 0.0) >= 0.6 else 0.0)
     if ctx.get("mark") == "expected":
         pass  # marked expected: never "new" or "rare", whatever its count
+    elif ctx.get("seen_in_kind") == 0 and ctx.get("seen_before") and nov >= strong:
+        parts.append((nov, (f"first time message pattern {tid} was seen from this kind of source "
+                            f"(seen {ctx['seen_before']} times from others)")))
     elif get("new_template", 0.0) >= 1.0 or ctx.get("seen_before") == 0:
         parts.append((max(nov, strong), f"first time this message pattern ({tid}) was seen"))
     elif nov >= strong:
@@ -969,13 +1090,17 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
                        f"at most ~{ctx['host_usual']:.0f} before")))
     parts.sort(key=lambda p: -p[0])
     words = [p[1] for p in parts]
+    if ctx.get("first_severe") is not None:  # severity that counts: said first
+        level = ctx.get("level")
+        words.insert(0, (f"first {level} line of pattern {tid} from {who}, where {level} or worse "
+                         f"is rare ({ctx['first_severe']:.1%} of this kind of source's lines)"))
     if get("severity", 0.0) >= 0.5:
         words.append(f"severity {ctx.get('level')}")
     if get("unparsed", 0.0) >= 1.0:
         words.append("line matches no known log format")
     if get("length", 0.0) >= 0.8:
         words.append(f"unusually long message ({ctx.get('tokens')} tokens)")
-    if not parts:
+    if not parts and ctx.get("first_severe") is None:
         top = sorted(((k, v) for k, v in x.items() if k not in ("severity", "rarity", "length")),
                      key=lambda kv: -kv[1])[:2]
         words.insert(0, "unusual combination of "

@@ -73,11 +73,21 @@ about *which* tokens may differ inside one group):
    * a value that is no plain word (a number, an id: ``root28_domain`` beside
      ``root_domain``) comes at its position.
 
-   The merged groups' ids become aliases of the first one's (``resolve``), so an id emitted
-   before the merge still names the group, and the evaluation scores the resolved ids.
+   The merged group is named by the smallest of the members' ids (the catalog's rule, so the
+   name does not depend on which word came first); the others become aliases of it
+   (``resolve``), so an id emitted before the merge still names the group, and the
+   evaluation scores the resolved ids.
    Why four: the loghub ground truths keep three user names apart in Linux (root, guest,
    test) and group six in OpenSSH (root, ftp, git, mysql, sshd, uucp); four sits
-   between. Apart from such a merge, ids never change.
+   between. Apart from such a merge, and a renaming by the catalog (``adopt``), ids never
+   change.
+
+Ids: a template's id is derived from the tokens it is created from (``template_id_for``:
+"T" + 12 hex digits of their BLAKE2b digest), not numbered, so two miners (workers, shards,
+partitions) that meet the same first line of a pattern name it alike, whatever they saw
+before. It is kept when the template generalises. Two miners can still reach one template
+text from different first lines, under two ids: the catalog (``streams.catalog``) names it
+by the smaller, and ``adopt`` renames it here.
 
 Masks: an address is masked without its port (``10.0.0.1:22`` -> ``<IP>:<NUM>``), so the
 port is a number of its own. The month and weekday names of a date written inside a message
@@ -101,8 +111,9 @@ Bounds (whatever the input, a flood of unique lines included):
   churns among its own young groups, and the patterns that recur stay. Recency is counted
   in lines mined (no clock), so eviction is deterministic and replays the same;
 * **ids**: a kept template keeps its id. An evicted template is gone: a line like it later
-  starts a new group with a new id (ids are never reused, ``clusters_counter``); the events
-  stored under the old id keep it;
+  starts a new group, whose id is again that of the tokens it is made from (the same as
+  before when it is made from the same first line); the events stored under the old id
+  keep it;
 * **the memos** (masked tokens, masked messages) hold at most ``cache_size`` entries and
   ``MEMO_CHARS`` (8 M) characters each; a memo that is full is cleared;
 * **aliases** of merged ids: at most ``MAX_ALIASES`` (20,000); beyond, the oldest half is
@@ -121,13 +132,14 @@ bounded and part of the pickled state, so processing stays deterministic.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from itertools import islice
 
 from streams.keyed import EXTERNAL_ROWS, DiffRows, Rows, TrackedDict
 
-__all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner"]
+__all__ = ["MASKS", "MergeNotices", "MinedTemplate", "TemplateMiner", "template_id_for"]
 
 # Order matters: the first instruction that matches a span wins.
 MASKS: tuple[tuple[str, str], ...] = (
@@ -146,7 +158,7 @@ WILDCARD = "<*>"
 # the version of the pickled state: 2 masks ports apart from addresses and keeps labels
 # around placeholders (``uid=<*>``); 4 bounds the templates (recency, leaf keys); 5 indexes
 # the enumerations by their words (``_families``, rebuilt on load); older states are migrated
-STATE_VERSION = 5
+STATE_VERSION = 6  # 6: ids derived from the template's text (strings), creation order kept
 # a key=value token with at most this many distinct word values is an enumeration
 ENUMERATION = 4
 # two enumerations with this many words in common are one variable seen in two messages
@@ -197,17 +209,43 @@ class MinedTemplate:
     seen_before: int  # how many lines this template had before this one
 
 
+def template_id_for(tokens: list[str], salt: int = 0) -> str:
+    """A template's id from the tokens it is created from: "T" + 12 hex digits of their
+    BLAKE2b digest, so every miner (worker, shard, partition) that meets a pattern's first line
+    names it alike, with no coordination. ``salt`` > 0 rehashes (an id already taken inside one
+    miner). 48 bits: a chance collision between two templates of a 20,000-template catalog is
+    ~1e-6; inside one miner it is resolved by the salt, across miners it would join two
+    patterns in the catalog (streams.catalog).
+
+    >>> template_id_for(["Accepted", "password", "for", "<*>"])
+    'Tc694a6f976df'
+    >>> template_id_for(["a"]) != template_id_for(["a"], 1)
+    True
+    """
+    data = "\\n".join(tokens).encode("utf-8", "surrogatepass")  # a token holds no newline
+    if salt:
+        data = b"%d\\0" % salt + data
+    return "T" + hashlib.blake2b(data, digest_size=6).hexdigest()
+
+
+def _legacy_id(cid) -> str:
+    """An id of a checkpoint made before ids came from text: the number ``n`` was "Tn"."""
+    return cid if isinstance(cid, str) else f"T{cid}"
+
+
 class _Group:
     """One template: its tokens (``<*>`` where lines differed), size and id; ``globs`` holds
     the positions whose token keeps a constant label around its value (``uid=<*>``).
     ``family``: the enumeration it is a member of (``user=root`` beside ``user=guest``);
     ``merged_into``: the group that took it over when its enumeration merged."""
 
-    __slots__ = ("cluster_id", "evicted", "family", "globs", "key", "last", "merged_into",
+    __slots__ = ("born", "cluster_id", "evicted", "family", "globs", "key", "last", "merged_into",
                  "placeholders", "size", "template", "tokens")
 
-    def __init__(self, cluster_id: int, tokens: list[str], key: tuple = (), last: int = 0):
-        self.cluster_id = cluster_id
+    def __init__(self, cluster_id: str, tokens: list[str], key: tuple = (), last: int = 0,
+                 born: int = 0):
+        self.cluster_id = cluster_id  # the template id, "T" + 12 hex digits (template_id_for)
+        self.born = born  # the miner's group count when it was made: its place in its leaf
         self.tokens = tokens
         self.size = 1
         self.family: _Family | None = None
@@ -226,15 +264,18 @@ class _Group:
 
     def __getstate__(self):
         return (self.cluster_id, self.tokens, self.size, self.family, self.merged_into,
-                self.key, self.last, self.evicted)
+                self.key, self.last, self.evicted, self.born)
 
     def __setstate__(self, state):
         if len(state) == 3:  # state version 2: no enumerations yet
             state = (*state, None, None)
         if len(state) == 5:  # version 3: no bounds yet (the miner sets the leaf key on load)
             state = (*state, None, 0, False)
+        if len(state) == 8:  # version 5: sequential numbers (T1, T2, ...), kept as they were
+            state = (*state, state[0])
         (self.cluster_id, self.tokens, self.size, self.family, self.merged_into,
-         self.key, self.last, self.evicted) = state
+         self.key, self.last, self.evicted, self.born) = state
+        self.cluster_id = _legacy_id(self.cluster_id)
         self.changed()
 
 
@@ -474,16 +515,18 @@ def _same_shape(a: str, b: str) -> bool:
     return j == nb
 
 
-def _family_id(family: _Family | None) -> int | None:
-    """An enumeration's id in checkpoints: its oldest member's template id."""
+def _family_id(family: _Family | None) -> str | None:
+    """An enumeration's id in checkpoints: its smallest member id."""
     if family is None or not family.members:
         return None
     return min(m.cluster_id for m in family.members)
 
 
-def _restored_group(cid: int, row: tuple) -> _Group:
-    tokens, size, _fid, key, last, _young = row
-    g = _Group(cid, list(tokens), tuple(key), last)
+def _restored_group(cid, row: tuple) -> _Group:
+    if len(row) == 6:  # version 5: sequential ids, which were the creation order
+        row = (*row, cid)
+    tokens, size, _fid, key, last, _young, born = row
+    g = _Group(_legacy_id(cid), list(tokens), tuple(key), last, born)
     g.size = size
     return g
 
@@ -564,11 +607,12 @@ class TemplateMiner:
     # -- checkpoint rows ---------------------------------------------------------------------------
     def _group_rows(self) -> dict:
         """Every kept template: id -> (tokens, size, its enumeration's id, leaf key, last line,
-        young). Merged and evicted groups are gone (their ids live on in ``aliases``)."""
+        young, born). Merged and evicted groups are gone (their ids live on in ``aliases``)."""
         rows = {}
         for groups, young in ((self._young, True), (self._old, False)):
             for cid, g in groups.items():
-                rows[cid] = (g.tokens, g.size, _family_id(g.family), g.key, g.last, young)
+                rows[cid] = (g.tokens, g.size, _family_id(g.family), g.key, g.last, young,
+                             g.born)
         return rows
 
     def _family_rows(self) -> dict:
@@ -583,14 +627,19 @@ class TemplateMiner:
         return {w: [_family_id(f) for f in fs if f.members] for w, fs in self._families.items()}
 
     def _restore_groups(self, rows: dict) -> None:
-        self._restoring = {cid: (_restored_group(cid, row), row[2], row[5])
+        if any(not isinstance(cid, str) for cid in rows):
+            self._legacy_ids = True  # (Pipeline.upgrade: the next checkpoint rewrites every row)
+        self._restoring = {_legacy_id(cid): (_restored_group(cid, row),
+                                             None if row[2] is None else _legacy_id(row[2]),
+                                             row[5])
                            for cid, row in rows.items()}
 
     def _restore_families(self, rows: dict) -> None:
         groups = self._restoring
         fams = {}
         for fid, (pos, members) in rows.items():
-            f = fams[fid] = _Family(pos, groups[members[0]][0])
+            members = [_legacy_id(c) for c in members]
+            f = fams[_legacy_id(fid)] = _Family(pos, groups[members[0]][0])
             f.members = [groups[c][0] for c in members]
         for g, fid, _young in groups.values():
             g.family = fams.get(fid) if fid is not None else None
@@ -598,15 +647,16 @@ class TemplateMiner:
 
     def _restore_words(self, rows: dict) -> None:
         """The last of the template maps: link everything and rebuild the indexes (leaves in
-        id order, young and old ones in the order they were last joined)."""
+        the order their groups were made, young and old ones in the order they were last
+        joined)."""
         fams = self.__dict__.pop("_restoring_families", {})
         groups = self.__dict__.pop("_restoring", {})
-        self._families = {w: [fams[f] for f in fids if f in fams] for w, fids in rows.items()}
+        self._families = {w: [fams[f] for f in map(_legacy_id, fids) if f in fams]
+                          for w, fids in rows.items()}
         self._young, self._old, self._leaves = {}, {}, {}
-        for g, _fid, young in sorted(groups.values(), key=lambda t: (t[0].last, t[0].cluster_id)):
+        for g, _fid, young in sorted(groups.values(), key=lambda t: (t[0].last, t[0].born)):
             (self._young if young else self._old)[g.cluster_id] = g
-        for cid in sorted(groups):
-            g = groups[cid][0]
+        for g, _fid, _young in sorted(groups.values(), key=lambda t: t[0].born):
             self._leaves.setdefault(g.key, []).append(g)
         self.__dict__["_cache_groups"] = {cid: t[0] for cid, t in groups.items()}
         for view in self._row_views:
@@ -620,24 +670,26 @@ class TemplateMiner:
             views = self._row_views = (DiffRows(self._group_rows), DiffRows(self._family_rows),
                                        DiffRows(self._word_rows))
 
-        def group(cluster_id: int) -> _Group:
+        def group(cluster_id) -> _Group:
             """A memo row's group. The row was written when its entry was set; the group may
             have been merged or evicted since (that changes no entry): merges are followed
             through ``aliases`` as a hit follows ``merged_into``, and a group that is gone is
-            an evicted one, as it is to a hit."""
-            if cluster_id < 0:
+            an evicted one, as it is to a hit. (None, or -1 before version 6: evicted.)"""
+            if cluster_id is None or cluster_id == -1:
                 return _EVICTED
             groups = self.__dict__["_cache_groups"]
-            g = groups.get(cluster_id)
-            n = cluster_id
-            while g is None and n in self.aliases:
+            n = _legacy_id(cluster_id)
+            g = groups.get(n)
+            hops = 0
+            while g is None and n in self.aliases and hops <= len(self.aliases):
                 n = self.aliases[n]
                 g = groups.get(n)
+                hops += 1
             return _EVICTED if g is None else g
 
-        def group_id(g: _Group) -> int:
+        def group_id(g: _Group) -> str | None:
             target = _memo_target(g)
-            return -1 if target is None else target.cluster_id
+            return None if target is None else target.cluster_id
 
         def fill_messages(rows: dict) -> None:
             self._cache.fill(rows)
@@ -656,7 +708,7 @@ class TemplateMiner:
             fresh = TemplateMiner(cache_size=state.get("cache_size", 100_000))
             for c in sorted(old.clusters, key=lambda c: c.cluster_id):
                 toks = list(c.log_template_tokens)
-                g = _Group(c.cluster_id, toks)
+                g = _Group(_legacy_id(c.cluster_id), toks, born=c.cluster_id)
                 g.size = c.size
                 fresh._leaves.setdefault(fresh._key(toks), []).append(g)
                 fresh._count += 1
@@ -677,7 +729,7 @@ class TemplateMiner:
                 for g in leaf:
                     g.key = key
             for g in sorted((g for leaf in state["_leaves"].values() for g in leaf),
-                            key=lambda g: g.cluster_id):
+                            key=lambda g: g.born):
                 (young if g.size < state.get("established", 3) else old)[g.cluster_id] = g
                 held += len(g.tokens)
             state.update(_young=young, _old=old, _held=held, _memo_chars=[
@@ -692,6 +744,12 @@ class TemplateMiner:
         for memo in ("_tokens", "_cache"):  # plain dicts before checkpoints wrote them as rows
             if not isinstance(state[memo], TrackedDict):
                 state[memo] = TrackedDict(state[memo])
+        if state.get("version", 1) < 6:  # sequential ids: the numbers n are the ids "Tn"
+            state["_legacy_ids"] = True
+            state["aliases"] = {_legacy_id(k): _legacy_id(v) for k, v in state["aliases"].items()}
+            for name in ("_young", "_old"):
+                if state.get(name):
+                    state[name] = {_legacy_id(k): v for k, v in state[name].items()}
         state["version"] = STATE_VERSION
         self.__dict__.update(state)
         self._masks = [(re.compile(p), f"<{name}>") for p, name in MASKS]
@@ -709,24 +767,81 @@ class TemplateMiner:
         return self._count
 
     def resolve(self, template_id: str) -> str:
-        """The id a template has now: an id emitted before its enumeration merged names the
-        group that took it over (``T7`` -> ``T3``); any other id is returned as is."""
-        if not template_id.startswith("T") or not template_id[1:].isdigit():
-            return template_id
-        n = int(template_id[1:])
-        while n in self.aliases:
-            n = self.aliases[n]
-        return f"T{n}"
+        """The id a template has now: an id emitted before its enumeration merged, or before
+        the catalog named its template otherwise (``adopt``), names the group that took it
+        over; any other id is returned as is."""
+        aliases = self.aliases
+        hops = 0
+        while template_id in aliases and hops <= len(aliases):  # (no cycle is ever made)
+            template_id = aliases[template_id]
+            hops += 1
+        return template_id
 
     def merges(self) -> dict[str, str]:
         """Every id merged away so far → the id that took it over. A store rewrites its events
         with these (``merge_templates``), so a search by the surviving id finds the lines
         emitted before the merge too."""
-        return {f"T{old}": self.resolve(f"T{old}") for old in self.aliases}
+        return {old: self.resolve(old) for old in self.aliases}
 
-    def bump_ids_past(self, max_id: int) -> None:
-        """Never reuse an id already stored (used when state was lost or rolled back)."""
-        self.clusters_counter = max(self.clusters_counter, max_id)
+    def adopt(self, aliases: dict[str, str]) -> dict[str, str]:
+        """Take the catalog's names (``streams.catalog.converge``: id -> the canonical id of
+        its template, from the store): a kept template named by an alias is renamed to the
+        canonical id (or, when this miner keeps that one too, folded into it), and the alias
+        is remembered, so ``resolve`` maps it and new lines carry the canonical id. Aliases of
+        ids this miner does not use are not kept (so this miner's aliases stay bounded by its
+        own ids). Returns the ids whose name changed here (old -> new; the caller carries marks
+        over). Idempotent: aliases already taken cost a dict look-up each."""
+        changed: dict[str, str] = {}
+        for old, new in sorted(aliases.items()):
+            target = self.resolve(new)
+            current = self.resolve(old)
+            if current == target or old == new:
+                continue
+            group = self._live(current)
+            if group is None and old not in self.aliases:
+                continue  # an id this miner does not use (another's, or evicted): no alias
+            into = self._live(target)
+            if group is not None and into is not None:
+                self._fold(group, into)
+            elif group is not None:
+                self._rename(group, target)
+            else:
+                self.aliases[current] = target
+            changed[old] = target
+        return changed
+
+    def _live(self, template_id: str) -> _Group | None:
+        return self._young.get(template_id) or self._old.get(template_id)
+
+    def _rename(self, group: _Group, new_id: str) -> None:
+        """Give a kept template another id (its place in every index stays); the old id becomes
+        an alias of it."""
+        old = group.cluster_id
+        for name in ("_young", "_old"):
+            d = getattr(self, name)
+            if old in d:
+                setattr(self, name, {(new_id if k == old else k): v for k, v in d.items()})
+        group.cluster_id = new_id
+        self.aliases.pop(new_id, None)
+        self.aliases[old] = new_id
+
+    def _fold(self, group: _Group, into: _Group) -> None:
+        """Two kept templates the catalog says are one: ``into`` takes ``group``'s lines (its
+        text stays as it is) and ``group``'s id becomes an alias."""
+        family = group.family
+        if family is not None:
+            self._unindex(family, [group])
+            family.members.remove(group)
+            group.family = None
+        leaf = self._leaves.get(group.key)
+        if leaf is not None and group in leaf:
+            leaf.remove(group)
+            if not leaf:
+                del self._leaves[group.key]
+        into.size += group.size
+        group.merged_into = into
+        self._forget(group)
+        self.aliases[group.cluster_id] = into.cluster_id
 
     def mask(self, message: str) -> str:
         """Mask variable tokens. Masks never span whitespace, so each token is masked alone,
@@ -772,7 +887,7 @@ class TemplateMiner:
         self._touch(group)
         template = group.template
         return MinedTemplate(
-            template_id=f"T{group.cluster_id}",
+            template_id=group.cluster_id,
             template=template,
             params=_params(message, group),
             is_new=is_new,
@@ -829,14 +944,17 @@ class TemplateMiner:
                 group.tokens[i] = _generalise(group.tokens[i], tokens[i])
             group.changed()
             if group.template != before:
-                self._note("generalised", group, before)
+                self._note("generalised", group.cluster_id, group.template, before)
         return group, False
 
     def _merge(self, family: _Family, leaf: list[_Group]) -> _Group:
         """One value too many: the enumeration is a variable after all. Its first group takes
-        the others' lines (their ids become aliases of its id) and ``key=<*>``."""
+        the others' lines and ``key=<*>``; the merged template is named by the smallest of
+        the members' ids (the catalog's rule, ``streams.catalog.canonical_id``, so a miner
+        that met the words in another order names it alike), the other ids become aliases."""
         self._unindex(family)
         first, *others = family.members
+        name = min(m.cluster_id for m in family.members)
         before = first.template
         for other in others:
             first.size += other.size
@@ -845,17 +963,23 @@ class TemplateMiner:
                     first.tokens[i] = _generalise(first.tokens[i], t)
             other.merged_into = first
             other.family = None
-            self._note("merged", other, other.template, into=first)
-            self.aliases[other.cluster_id] = first.cluster_id
-            self.merge_count += 1
             leaf.remove(other)
             self._forget(other)
+        for other in others:  # (the id named may be one of theirs: free now)
+            if other.cluster_id != name:
+                self._note("merged", other.cluster_id, other.template, other.template, into=name)
+                self.aliases[other.cluster_id] = name
+                self.merge_count += 1
+        if first.cluster_id != name:
+            self._note("merged", first.cluster_id, first.template, first.template, into=name)
+            self._rename(first, name)
+            self.merge_count += 1
         if len(self.aliases) > MAX_ALIASES:
             self.aliases = dict(islice(self.aliases.items(), len(self.aliases) // 2, None))
         first.family = None
         first.changed()
         if first.template != before:
-            self._note("generalised", first, before)
+            self._note("generalised", first.cluster_id, first.template, before)
         return first
 
     # -- enumerations: word values shared between families -------------------------------------
@@ -903,10 +1027,10 @@ class TemplateMiner:
     # A class attribute, so states pickled before it load with it off.
     changes: list | None = None
 
-    def _note(self, kind: str, group: _Group, before: str, into: _Group | None = None) -> None:
+    def _note(self, kind: str, tid: str, template: str, before: str,
+              into: str | None = None) -> None:
         if self.changes is not None:
-            self.changes.append((kind, f"T{group.cluster_id}", group.template, before,
-                                 f"T{into.cluster_id}" if into is not None else None))
+            self.changes.append((kind, tid, template, before, into))
 
     # -- bounds ------------------------------------------------------------------------------------
     def _candidates(self, n: int) -> int:
@@ -926,7 +1050,7 @@ class TemplateMiner:
             self._evict(min(pool, key=lambda g: g.last))
         self.clusters_counter += 1
         self._count += 1
-        group = _Group(self.clusters_counter, tokens, key, self.lines)
+        group = _Group(self._new_id(tokens), tokens, key, self.lines, self.clusters_counter)
         leaf.append(group)
         self._young[group.cluster_id] = group
         self._held += len(tokens)
@@ -939,6 +1063,25 @@ class TemplateMiner:
                 break
             self._evict(victim)
         return group
+
+    def _new_id(self, tokens: list[str]) -> str:
+        """The id of a template made from ``tokens`` (``template_id_for``). An id a kept
+        template of this miner has (a chance collision, or a template made again from the
+        same tokens while the first one lives on) is rehashed with a salt, 1, 2, ... An id
+        that is an alias (merged away, or renamed by the catalog) is taken as it is: the new
+        template is the one the catalog knows by it (the stores map it to its canonical id,
+        and the next ``adopt`` renames it), so no id the catalog has never seen is made; the
+        aliases that led through it keep their target."""
+        cid, salt = template_id_for(tokens), 0
+        while cid in self._young or cid in self._old:
+            salt += 1
+            cid = template_id_for(tokens, salt)
+        target = self.aliases.pop(cid, None)
+        if target is not None:
+            for k, v in self.aliases.items():
+                if v == cid:
+                    self.aliases[k] = target
+        return cid
 
     def _touch(self, group: _Group) -> None:
         """A line joined ``group``: it becomes the most recently joined (and, from
@@ -1124,5 +1267,5 @@ class MergeNotices:
         self.told = 0
 
 
-_EVICTED = _Group(-1, [])  # a memo entry restored from a checkpoint whose group was evicted
+_EVICTED = _Group("", [])  # a memo entry restored from a checkpoint whose group was evicted
 _EVICTED.evicted = True

@@ -220,15 +220,31 @@ async def _finish(stream, pending) -> None:
 def _make_alerting():
     """Alert rules in the full stack (``SMARTLOGS_ALERT_RULES``): the same engine as embedded
     mode, fed with each batch once Elasticsearch took it, its history in Elasticsearch (the
-    API lists it). One worker per topic today (README), so each rule is evaluated once."""
+    API lists it). Each rule is evaluated once however many workers share the topic
+    (``streams.alerts.assign_rules``: with every partition, all rules over this worker's
+    events; else host/incident rules over its events, and the global ones, from the store's
+    window counts, by the holder of partition 0)."""
     if settings.alert_rules is None:
         return None
-    from smartlogs.alerting import Alerting, EsAlertHistory
+    from smartlogs.alerting import Alerting, EsAlertHistory, EsWindowCounts
+    from streams.alerts import assign_rules
 
     alerting = Alerting.from_settings(
         settings, history=EsAlertHistory(store().client, settings.es_index_prefix))
     alerting.engine.marks_of = lambda: pipeline.scorer.marks
     alerting.engine.lines_learned_of = lambda: pipeline.lines
+    alerting.busy = lambda: _lagging()  # windows close by the clock once nothing waits
+
+    def raw_partitions() -> set[int]:
+        try:
+            return {tp.partition for tp in app.consumer.assignment()
+                    if tp.topic == settings.kafka_topic}
+        except Exception:  # noqa: BLE001 - consumer not started: no events to judge yet
+            return set()
+
+    alerting.plan = lambda: assign_rules(alerting.engine.rules, raw_partitions(),
+                                         settings.kafka_partitions)
+    alerting.global_counts = EsWindowCounts(store().client, store().pattern)
     return alerting
 
 
@@ -501,6 +517,22 @@ async def template_marks() -> None:
     if marks != pipeline.scorer.marks:
         log.info("template marks: %d in force", len(marks))
         pipeline.scorer.marks = marks
+    await _adopt_aliases()
+
+
+async def _adopt_aliases() -> None:
+    """The catalog's aliases (ids another worker's template text made aliases, streams.catalog)
+    handed to the miner, so the next lines carry the canonical ids (the store maps the ids it
+    is given meanwhile). Between two batches, like the marks."""
+    try:
+        aliases = await asyncio.get_running_loop().run_in_executor(None, store().template_aliases)
+    except Exception as exc:  # noqa: BLE001 - read again next time
+        log.warning("could not read the template aliases (%s)",
+                    redact(f"{type(exc).__name__}: {exc}")[:200])
+        return
+    renamed = pipeline.adopt_aliases(aliases)
+    if renamed:
+        log.info("template catalog: %d template(s) renamed to their canonical id", len(renamed))
 
 
 _last_summary: tuple | None = None
@@ -525,8 +557,15 @@ def _alert_on(events: list[dict]) -> None:
 
 @app.task
 async def _start_alerting() -> None:
+    if _alerting is not None:  # restores the engine's state from Elasticsearch: off the loop
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.start)
+
+
+@app.on_before_shutdown.connect
+async def _stop_alerting(sender, **kwargs) -> None:
+    """A clean stop saves the alert engine's state (smartlogs.alerting) for the next start."""
     if _alerting is not None:
-        _alerting.start()
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.stop)
 
 
 @app.task

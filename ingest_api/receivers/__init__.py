@@ -155,15 +155,25 @@ def assign_ids(items: list[dict], source: str, data: bytes) -> list[dict]:
     return items
 
 
+def sender_key(request: Request) -> str | None:
+    """The name of the API key a request was let in with (None while keys are off): the
+    source of the lines that name nothing else (``streams.partitions.source_of``)."""
+    return (request.scope.get("state") or {}).get("key_name")
+
+
 async def accept_items(request: Request, items: list[dict], source: str) -> None:
-    """Stamp ``received``/``source`` and hand the items to the transport; raises ``IngestError``.
+    """Stamp ``received``/``source`` (the receiver) and the API key's name, and hand the
+    items to the transport; raises ``IngestError``.
 
     Returns only once the transport took them durably."""
     batch_id, now = secrets.token_hex(6), time.time()
+    key = sender_key(request)
     for i, item in enumerate(items):
         item.setdefault("id", f"{batch_id}-{i}")
         item["received"] = now
         item["source"] = source
+        if key:
+            item["key"] = key
     with metrics.ACCEPT_SECONDS.time():
         await request.app.state.transport.accept(items, batch_id)
     metrics.accepted(source, len(items))

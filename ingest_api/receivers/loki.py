@@ -17,7 +17,8 @@ time. The stream labels and the entry's structured metadata (which wins on a cla
 ``fields``; well-known labels also fill the event's columns: ``host``/``hostname``/``host_name``
 → host, ``level``/``detected_level``/``severity``/``lvl``/``log_level``/``loglevel`` → level,
 ``service_name``/``service``/``app``/``application``/``component``/``container``/``job`` →
-component, ``pid`` → pid.
+component, ``pid`` → pid. The stream's labels but the host and level ones name the entries'
+``stream`` (``stream_name``), their source when they name no host or service.
 
 Answers: ``204`` once the events are durably taken (the only success python-logging-loki
 recognises); ``400`` with a JSON ``{"error", "detail"}`` for a malformed push (nothing of it
@@ -34,8 +35,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest_api.decode import (IngestError, check_count, check_json_elements, check_protobuf_elements,
-                               decode_content_encoding, parse_timestamp)
+from ingest_api.decode import (MAX_STREAM_LENGTH, IngestError, check_count, check_json_elements,
+                               check_protobuf_elements, decode_content_encoding, parse_timestamp)
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -47,6 +48,7 @@ __all__ = [
     "parse_labels",
     "router",
     "snappy_decompress",
+    "stream_name",
 ]
 
 SOURCE = "loki"
@@ -55,6 +57,7 @@ _MAX_TS = 253402300800  # year 10000
 _HOST = ("host", "hostname", "host_name")
 _LEVEL = ("level", "detected_level", "severity", "lvl", "log_level", "loglevel")
 _COMPONENT = ("service_name", "service", "app", "application", "component", "container", "job")
+_NOT_STREAM = frozenset((*_HOST, *_LEVEL))
 
 PROTOBUF_TYPES = {"application/x-protobuf", "application/protobuf", "application/octet-stream", ""}
 
@@ -105,13 +108,16 @@ def decode_push_json(data: bytes, max_lines: int | None = None) -> list[dict]:
             values = stream.get("values")
             if not isinstance(values, list):
                 raise _bad(f"{where}.values: expected an array of [timestamp, line] pairs")
+            start = len(items)
             for m, value in enumerate(values):
                 items.append(_json_value(value, labels, f"{where}.values[{m}]"))
+            _name_stream(items, start, labels)
         elif "entries" in stream or "labels" in stream:  # the pre-2.0 push format
             labels = parse_labels(stream.get("labels") or "{}", where=f"{where}.labels")
             entries = stream.get("entries")
             if not isinstance(entries, list):
                 raise _bad(f"{where}.entries: expected an array")
+            start = len(items)
             for m, entry in enumerate(entries):
                 w = f"{where}.entries[{m}]"
                 if not isinstance(entry, dict) or not isinstance(entry.get("line"), str):
@@ -124,6 +130,7 @@ def decode_push_json(data: bytes, max_lines: int | None = None) -> list[dict]:
                 except IngestError as exc:
                     raise _bad(exc.body["detail"]) from None
                 items.append(entry_event(labels, {}, seconds, entry["line"]))
+            _name_stream(items, start, labels)
         else:
             raise _bad(f"{where}: expected 'stream' and 'values'")
     if not items:
@@ -169,12 +176,14 @@ def decode_push_protobuf(data: bytes, max_lines: int | None = None) -> list[dict
     items: list[dict] = []
     for n, stream in enumerate(req.streams):
         labels = parse_labels(stream.labels or "{}", where=f"streams[{n}].labels")
+        start = len(items)
         for entry in stream.entries:
             ts = entry.timestamp.seconds + entry.timestamp.nanos / 1e9
             if not 0 <= ts < _MAX_TS:
                 raise _bad(f"streams[{n}]: a timestamp is out of range")
             meta = {p.name: p.value for p in entry.structuredMetadata}
             items.append(entry_event(labels, meta, ts, entry.line))
+        _name_stream(items, start, labels)
     if not items:
         raise _bad("the push holds no log entries")
     return items
@@ -253,6 +262,30 @@ def _unescape(v: str) -> str:
         return orjson.loads(f'"{v}"')
     except orjson.JSONDecodeError:
         return v.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def stream_name(labels: dict) -> str | None:
+    """A Loki stream's name, the source of its entries that name no host or service
+    (``streams.partitions``): its labels as a LogQL selector, sorted, without the host and
+    level labels (one stream per writer, not per host or level); at most 200 characters.
+
+    >>> stream_name({"job": "varlogs", "filename": "/var/log/app.log", "level": "info"})
+    '{filename="/var/log/app.log", job="varlogs"}'
+    >>> stream_name({"host": "web-1"}) is None
+    True
+    """
+    kept = sorted((k, v) for k, v in labels.items() if k not in _NOT_STREAM and v)
+    if not kept:
+        return None
+    text = ", ".join(f'{k}="{v}"' for k, v in kept)
+    return ("{" + text + "}")[:MAX_STREAM_LENGTH]
+
+
+def _name_stream(items: list[dict], start: int, labels: dict) -> None:
+    name = stream_name(labels) if labels else None
+    if name:
+        for item in items[start:]:
+            item["stream"] = name
 
 
 def entry_event(labels: dict, metadata: dict, ts: float, line: str) -> dict:

@@ -16,7 +16,8 @@ Each log record becomes one event:
 * level ← ``severity_text``, else ``severity_number`` (1–4 TRACE, 5–8 DEBUG, 9–12 INFO,
   13–16 WARNING, 17–20 ERROR, 21–24 FATAL);
 * component ← ``service.name``, host ← ``host.name``, pid ← ``process.pid`` (record attributes
-  win over resource attributes);
+  win over resource attributes); stream ← the resource's ``service.name`` (the event's source
+  when it names no host, ``streams.partitions``);
 * fields ← the resource attributes, then the scope's attributes, then the record's (later ones
   win on a clash), plus ``otel.scope.name``/``otel.scope.version``, ``trace_id``/``span_id``
   (hex) and ``event.name`` when set.
@@ -41,8 +42,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ingest_api.decode import (IngestError, check_count, check_json_elements, check_protobuf_elements,
-                               decode_content_encoding)
+from ingest_api.decode import (MAX_STREAM_LENGTH, IngestError, check_count, check_json_elements,
+                               check_protobuf_elements, decode_content_encoding)
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -277,6 +278,9 @@ def _record_item(rec, base: dict, resource: dict) -> dict:
         v = attrs.get(name, resource.get(name))
         if isinstance(v, (str, int)) and not isinstance(v, bool) and v != "":
             item[key] = str(v)
+    service = resource.get("service.name")  # the resource's stream (streams.partitions)
+    if isinstance(service, str) and service.strip():
+        item["stream"] = service.strip()[:MAX_STREAM_LENGTH]
     if fields:
         item["fields"] = fields
     return item

@@ -8,8 +8,10 @@ termination (``MSG LF``, CR LF tolerated) for the whole connection, so a plain l
 
 Every message becomes an item ``{"raw": line}``: the pipeline's ``LineParser`` detects the
 format, so RFC 5424 structured data lands in ``fields`` (``sd.<id>.<name>``) and facility and
-severity in ``fields``/``level``, exactly as for a line posted to ``/ingest``. The ``source`` is
-``syslog_tcp`` or ``syslog_udp``; metrics count received/accepted under that label and refused
+severity in ``fields``/``level``, exactly as for a line posted to ``/ingest``. Its receiver
+(the item's ``source``, the event's ``receiver``) is ``syslog_tcp`` or ``syslog_udp``; its
+``stream`` is the sender's IP address, the event's source when the header names no host
+(``streams.partitions``); metrics count received/accepted under that label and refused
 or dropped events under ``smartlogs_requests_rejected_total{reason=...}``.
 
 Delivery:
@@ -216,10 +218,25 @@ def decode_message(frame: bytes) -> str:
     return frame.decode("utf-8", errors="replace")
 
 
-def make_items(frames: list[bytes], source: str, batch_id: str, now: float) -> list[dict]:
-    """The items the transport takes, as ``POST /ingest`` makes them for a text line."""
-    return [{"raw": decode_message(f), "id": f"{source}-{batch_id}-{i}", "received": now,
-             "source": source, "cid": batch_id} for i, f in enumerate(frames)]
+def make_items(frames: list[bytes], source: str, batch_id: str, now: float,
+               peers: str | list[str | None] | None = None) -> list[dict]:
+    """The items the transport takes, as ``POST /ingest`` makes them for a text line. ``peers``:
+    the sender's address (one for a TCP connection, one per UDP datagram), each item's
+    ``stream``: the source of a line whose header names no host (``streams.partitions``)."""
+    items = [{"raw": decode_message(f), "id": f"{source}-{batch_id}-{i}", "received": now,
+              "source": source, "cid": batch_id} for i, f in enumerate(frames)]
+    if peers:
+        for item, peer in zip(items, [peers] * len(items) if isinstance(peers, str) else peers):
+            if peer:
+                item["stream"] = peer
+    return items
+
+
+def _address(peername) -> str | None:
+    """A socket's peer → its IP address (the port changes with every connection)."""
+    if isinstance(peername, (tuple, list)) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None
 
 
 # -- the receiver -------------------------------------------------------------------------
@@ -346,13 +363,14 @@ class SyslogReceiver:
         conn = self._conns[task] = _Conn(task)
         self.stats.connections += 1
         framer = SyslogFramer(self.max_frame)
+        peer = _address(writer.get_extra_info("peername"))
         try:
             while not self._stopping:
                 data = await reader.read(self.read_size)
                 frames = framer.feed(data) if data else framer.close()
                 conn.delivering = True
                 for i in range(0, len(frames), self.batch_max):
-                    await self._deliver(frames[i:i + self.batch_max], SOURCE_TCP)
+                    await self._deliver(frames[i:i + self.batch_max], SOURCE_TCP, peer)
                 conn.delivering = False
                 if not data:
                     break
@@ -365,7 +383,7 @@ class SyslogReceiver:
             writer.close()
 
     # -- UDP ----------------------------------------------------------------------------
-    def _datagram(self, data: bytes) -> None:
+    def _datagram(self, data: bytes, addr=None) -> None:
         if self._stopping:
             return
         if len(self._udp_q) >= self.udp_queue_max:
@@ -374,7 +392,7 @@ class SyslogReceiver:
             return
         frame = data.rstrip(b"\r\n\0")
         if frame.strip():
-            self._udp_q.append(frame)
+            self._udp_q.append((frame, _address(addr)))
             self._udp_wake.set()
 
     async def _udp_flusher(self) -> None:
@@ -387,19 +405,21 @@ class SyslogReceiver:
                 await self._udp_wake.wait()
                 continue
             n = min(len(q), self.batch_max)
-            frames = [q.popleft() for _ in range(n)]
-            await self._deliver(frames, SOURCE_UDP)
+            got = [q.popleft() for _ in range(n)]
+            await self._deliver([f for f, _ in got], SOURCE_UDP, [p for _, p in got])
 
     # -- both ---------------------------------------------------------------------------
-    async def _deliver(self, frames: list[bytes], source: str) -> bool:
-        """Hand ``frames`` to the transport, retrying refusals until taken (or shutdown)."""
+    async def _deliver(self, frames: list[bytes], source: str,
+                       peers: str | list[str | None] | None = None) -> bool:
+        """Hand ``frames`` (sent by ``peers``, see ``make_items``) to the transport, retrying
+        refusals until taken (or shutdown)."""
         if not frames:
             return True
         n = len(frames)
         metrics.EVENTS_RECEIVED.labels(source).inc(n)
         self.stats.received[source] += n
         batch_id = secrets.token_hex(6)
-        items = make_items(frames, source, batch_id, time.time())
+        items = make_items(frames, source, batch_id, time.time(), peers)
         return await self._accept_items(items, batch_id, source)
 
     async def _accept_items(self, items: list[dict], batch_id: str, source: str) -> bool:
@@ -456,7 +476,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.receiver = receiver
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.receiver._datagram(data)
+        self.receiver._datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:  # pragma: no cover - ICMP noise
         log.debug("syslog udp: %s", exc)

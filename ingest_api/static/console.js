@@ -197,11 +197,12 @@
     return h("button", { type: "button", class: "linkish", title: "show this template",
       onclick: (ev) => { ev.stopPropagation(); openTemplate(tid); } }, tid || "-");
   }
-  function hostLink(host, onPick) {
-    if (!host) return "-";
-    if (!onPick) return host;
-    return h("button", { type: "button", class: "linkish", title: "filter on this host",
-      onclick: (ev) => { ev.stopPropagation(); onPick(host); } }, host);
+  // an event's source: its host, else the service, file, stream or API key it came from
+  function sourceLink(source, onPick) {
+    if (!source) return "-";
+    if (!onPick) return source;
+    return h("button", { type: "button", class: "linkish", title: "filter on this source",
+      onclick: (ev) => { ev.stopPropagation(); onPick(source); } }, source);
   }
   const MAX_ROW_MESSAGE = 1000;  // a 64 KiB line must not fill the screen: the detail has it all
   function clipped(text) {
@@ -223,7 +224,7 @@
       title: "click for all fields",
     },
       h("td", { class: "time", title: e.timestamp || "" }, fmtTime(e.timestamp)),
-      h("td", { class: "host" }, hostLink(e.host, opts.onHost)),
+      h("td", { class: "source" }, sourceLink(e.source || e.host, opts.onSource)),
       h("td", { class: "comp" }, e.component || "-"),
       h("td", { class: "level" }, levelBadge(e.level)),
       h("td", { class: "tid" }, templateLink(e.template_id)),
@@ -435,6 +436,7 @@
   function tailFilters() {
     return {
       host: $("tail-host").value.trim(),
+      source: $("tail-source").value.trim(),
       level: $("tail-level").value,
       anomaly: $("tail-anomaly").checked ? "true" : "",
     };
@@ -455,7 +457,7 @@
     $("tail-empty").hidden = n > 0;
     // an empty tail says why: no events at all, none matching the filters, or no key yet
     const f = tailFilters();
-    const set = [f.host && "host " + f.host, f.level && "level " + f.level, f.anomaly && "anomalies only"].filter(Boolean);
+    const set = [f.host && "host " + f.host, f.source && "source " + f.source, f.level && "level " + f.level, f.anomaly && "anomalies only"].filter(Boolean);
     let other = "";
     if (auth.blocked) other = "Paused until an API key is entered (see the box at the top).";
     else if (set.length) other = "No events match these filters yet (" + set.join(", ") + "): matching events show up here as they arrive.";
@@ -469,11 +471,11 @@
     // repeat a few of its events: each seq is shown once.
     events = events.filter((e) => !tail.shown.has(String(e.seq)));
     const body = $("tail-body");
-    const onHost = (hst) => { $("tail-host").value = hst; restartTail(); };
+    const onSource = (src) => { $("tail-source").value = src; restartTail(); };
     const frag = document.createDocumentFragment();
     for (let i = events.length - 1; i >= 0; i--) {
       tail.shown.add(String(events[i].seq));
-      frag.appendChild(eventRow(events[i], { fresh, onHost }));
+      frag.appendChild(eventRow(events[i], { fresh, onSource }));
     }
     body.insertBefore(frag, body.firstChild);
     const rows = body.querySelectorAll("tr.event");
@@ -611,6 +613,7 @@
     return {
       q: $("search-q").value.trim(),
       host: $("search-host").value.trim(),
+      source: $("search-source").value.trim(),
       level: $("search-level").value,
       template: $("search-template").value.trim(),
       anomaly: $("search-anomaly").checked ? "true" : "",
@@ -647,8 +650,8 @@
     delete searchPage.params.cursor;
     searchPage.next = res.next || null;
     searchPage.shown += res.events.length;
-    const onHost = (hst) => { $("search-host").value = hst; runSearch(); };
-    for (const e of res.events) body.appendChild(eventRow(e, { onHost }));
+    const onSource = (src) => { $("search-source").value = src; runSearch(); };
+    for (const e of res.events) body.appendChild(eventRow(e, { onSource }));
     summary.textContent = fmtInt(res.total) + " matching event(s)" +
       (searchPage.shown < res.total ? ", showing the newest " + fmtInt(searchPage.shown) : "");
     $("search-more").hidden = !searchPage.next;  // the next page, appended below
@@ -658,7 +661,7 @@
   const tpl = () => window.smartlogsTemplates;
   function loadTemplates() { return tpl().load(); }
   function searchTemplate(tid) {
-    for (const id of ["search-q", "search-host", "search-since", "search-until"]) $(id).value = "";
+    for (const id of ["search-q", "search-host", "search-source", "search-since", "search-until"]) $(id).value = "";
     $("search-level").value = "";
     $("search-anomaly").checked = false;
     $("search-template").value = tid;
@@ -704,7 +707,7 @@
       const tr = h("tr", { class: "event anomaly", dataset: { seq: String(e.seq) }, title: "click for all fields" },
         h("td", { class: "num score" }, meter, fmtScore(e.score)),
         h("td", { class: "time", title: e.timestamp || "" }, fmtTime(e.timestamp)),
-        h("td", { class: "host" }, e.host || "-"),
+        h("td", { class: "source" }, e.source || e.host || "-"),
         h("td", { class: "comp" }, e.component || "-"),
         h("td", { class: "tid" }, templateLink(e.template_id)),
         h("td", { class: "reason" }, e.reason || ""),
@@ -731,6 +734,7 @@
     let tailTimer = null;
     const tailChanged = () => { clearTimeout(tailTimer); tailTimer = setTimeout(() => restartTail(), 300); };
     $("tail-host").addEventListener("input", tailChanged);
+    $("tail-source").addEventListener("input", tailChanged);
     $("tail-level").addEventListener("change", () => restartTail());
     $("tail-anomaly").addEventListener("change", () => restartTail());
     $("tail-form").addEventListener("submit", (ev) => { ev.preventDefault(); restartTail(); });

@@ -45,6 +45,7 @@ class QueryInterrupted(QueryTimeout):
 class EventQuery:
     q: str | None = None          # full text over the message
     host: str | None = None
+    source: str | None = None     # the event's source (streams.partitions.source_of)
     level: str | None = None
     template: str | None = None   # template id, e.g. "T12"
     anomaly: bool | None = None
@@ -80,8 +81,13 @@ class EventStore(Protocol):
         """Store a batch idempotently (known ids are ignored); return how many were new."""
 
     def merge_templates(self, merges: dict[str, str]) -> int:
-        """Rewrite stored events of template ids merged away (old id → the id that took it
-        over) to the surviving id; idempotent; return how many events were rewritten."""
+        """Apply a miner's merges (old id → the id that took it over): the ids are linked in
+        the catalog and the events of each alias rewritten to the canonical id (the smallest,
+        ``streams.catalog.converge``); idempotent; return how many events were rewritten."""
+
+    def template_aliases(self) -> dict[str, str]:
+        """Every id that is an alias in the template catalog → its canonical id (the stores
+        make them as they write: two ids recorded with one text, or merged, are one template)."""
 
     def search(self, query: EventQuery) -> SearchResult: ...
 

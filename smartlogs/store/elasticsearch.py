@@ -55,6 +55,13 @@ Template catalog
   (``op_type=create``: a batch processed again stores nothing twice). A template's count, first
   and last seen and example lines are aggregated from the events, as the template list is; its
   mark is its latest feedback record (a mark passes to the id a template was merged into).
+  One id per template text (streams/catalog.py): each (id, text) pair a process has not
+  recorded yet is a document of kind ``text`` (``h``: the text's 64-bit key), written with a
+  refresh before the search for the text's other ids, so of two processes recording one text
+  at once the later sees the earlier; the aliases are the ``merged`` records, read through
+  ``streams.catalog.converge``; the events of a new alias are rewritten (``_rewrite``), and a
+  process maps the ids of the events it writes by the aliases it last read
+  (``template_aliases``, which also rewrites the events of aliases new to it).
 
 Queries parse ``q`` with ``smartlogs.store.query`` (the same parser as SqliteStore) and run
 under a time budget enforced by Elasticsearch: the search's ``timeout`` (``query_timeout``; a
@@ -91,7 +98,8 @@ from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, search_words, template_detail,
                                   template_row)
-from streams.catalog import MAX_EXAMPLE_CHARS, carry_marks
+from streams.catalog import (MAX_EXAMPLE_CHARS, alias_change, carry_marks, converge, text_key,
+                             texts_of)
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -113,12 +121,12 @@ INDEX_PERIODS = ("day", "month")
 
 # the event keys, in the order SqliteStore returns them
 _COLUMNS = (
-    "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
-    "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
+    "seq", "id", "ts", "timestamp", "received", "source", "receiver", "host", "component", "pid",
+    "level", "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
     "warming_up", "parse_ok", "format", "truncated", "fields",
 )
 _FLAGS = ("anomaly", "warming_up", "parse_ok", "truncated")
-_PASSTHROUGH = ("timestamp", "source", "host", "component", "pid", "level", "message", "raw",
+_PASSTHROUGH = ("timestamp", "source", "receiver", "host", "component", "pid", "level", "message", "raw",
                 "template_id", "template", "params", "score", "reason", "format", "incident_id")
 
 
@@ -179,6 +187,7 @@ def index_template(prefix: str) -> dict:
                     "stored_at": {"type": "date", "format": "epoch_millis"},
                     "seq": {"type": "long"},
                     "source": _keyword(),
+                    "receiver": _keyword(),
                     "host": _keyword(),
                     "component": _keyword(),
                     "pid": _keyword(),
@@ -229,7 +238,9 @@ def incidents_index_body() -> dict:
 _CATALOG_SETTINGS = {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}
 _CATALOG_MAPPINGS = {"dynamic": False, "properties": {
     "id": _keyword(), "template_id": _keyword(), "into": _keyword(), "kind": _keyword(),
-    "at": {"type": "double"}, "order": {"type": "long"}, "mark": _keyword()}}
+    "at": {"type": "double"}, "order": {"type": "long"}, "mark": _keyword(),
+    # kind "text": a (template id, text) pair recorded, by the text's key (streams.catalog)
+    "h": {"type": "long"}}}
 
 
 def _doc_id(event_id: str) -> str:
@@ -281,6 +292,11 @@ class ElasticsearchStore:
         self.incidents_index = f"{index_prefix}.incidents"  # not matched by the pattern
         self.catalog_index = f"{index_prefix}.catalog"  # not matched by the events' pattern
         self._catalog_ready = False
+        # the catalog's aliases as this process last read them (id -> canonical id), and the
+        # (text key, id) pairs it has recorded (streams.catalog: one id per template text)
+        self._aliases: dict[str, str] = {}
+        self._texts_known: set[tuple[int, str]] = set()
+        self._stored_texts_recorded = False
         self.template_name = index_prefix
         self.window_seconds = int(window_seconds)
         self.max_retries = max_retries
@@ -315,10 +331,11 @@ class ElasticsearchStore:
                 return
             self._retrying("put index template", lambda: self._es.indices.put_index_template(
                 name=self.template_name, **index_template(self.index_prefix)))
-            # indices made before incident_id was mapped learn it (adding a field is allowed)
+            # indices made before incident_id and receiver were mapped learn them (adding a
+            # field is allowed)
             self._retrying("put mapping", lambda: self._es.indices.put_mapping(
                 index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
-                properties={"incident_id": _keyword()}))
+                properties={"incident_id": _keyword(), "receiver": _keyword()}))
             self._setup_done = True
 
     def _ensure_incidents_index(self) -> None:
@@ -342,6 +359,9 @@ class ElasticsearchStore:
         self._retrying("create the catalog index", lambda: self._es.options(ignore_status=400)
                        .indices.create(index=self.catalog_index, settings=_CATALOG_SETTINGS,
                                        mappings=_CATALOG_MAPPINGS))
+        # an index made before the text keys: the field is added (a mapping only grows)
+        self._retrying("update the catalog mapping", lambda: self._es.indices.put_mapping(
+            index=self.catalog_index, properties={"h": {"type": "long"}}))
         self._catalog_ready = True
 
     def _retrying(self, what: str, fn: Callable, retries: int | None = None):
@@ -392,10 +412,138 @@ class ElasticsearchStore:
         ``window_seconds`` and ``applied_seq`` are accepted for interface compatibility: windows
         are aggregated at query time here, and the stream's offsets are the transport's business.
         """
+        if self._aliases:  # ids the catalog made aliases: stored under the canonical id
+            for e in events:
+                c = self._aliases.get(e["template_id"])
+                if c is not None:
+                    e["template_id"] = c
         new = self._write_events(events) if events else 0
         if catalog:
             self._write_catalog(catalog)
+        merged = [(c.template_id, c.into) for c in catalog or () if c.kind == "merged"]
+        self._settle(texts_of(events, catalog), merged)
         return new
+
+    # -- one id per template text (streams.catalog) ---------------------------------------
+    def _settle(self, pairs: set[tuple[str, str]], links: list[tuple[str, str]]) -> int:
+        """Record the (id, text) pairs this process has not recorded yet (visible to every
+        process when this returns), link each to the ids recorded with its text before, and
+        apply the canonical-id rule to those links and to ``links`` (merges): new aliases get
+        a ``merged`` record each, and the events of every id that is an alias now are
+        rewritten. Of two processes recording one text at once, the later search sees the
+        earlier pair (each write is refreshed before its search)."""
+        if not self._stored_texts_recorded:
+            pairs = set(pairs) | self._stored_texts()
+        keyed = {(text_key(text), tid) for tid, text in pairs} - self._texts_known
+        links = list(links)
+        if keyed:
+            self._ensure_catalog()
+            now = time.time()
+            self._write_docs([{"_op_type": "create", "_index": self.catalog_index,
+                               "_id": f"text/{h}/{tid}",
+                               "_source": {"kind": "text", "template_id": tid, "h": h,
+                                           "at": now}} for h, tid in sorted(keyed)])
+            hashes = sorted({h for h, _ in keyed})
+            ids_of: dict[int, set[str]] = {}
+            for i in range(0, len(hashes), 1000):
+                for hit in scan(self._es, index=self.catalog_index, size=1000,
+                                query={"query": {"bool": {"filter": [
+                                    {"term": {"kind": "text"}},
+                                    {"terms": {"h": hashes[i:i + 1000]}}]}}}):
+                    src = hit["_source"]
+                    ids_of.setdefault(src["h"], set()).add(src["template_id"])
+            for h, tid in sorted(keyed):
+                links.extend((tid, other) for other in sorted(ids_of.get(h, ())) if other != tid)
+        if getattr(self, "_pending_mark", False):
+            self._write_docs([{"_op_type": "create", "_index": self.catalog_index,
+                               "_id": self._TEXTS_MARK, "_source": {"kind": "meta"}}])
+            self._pending_mark = False
+        if not links:
+            self._texts_known |= keyed
+            return 0
+        full = self._read_aliases()
+        changes = converge(links, full)
+        if changes:
+            recorded = set(links)
+            now = time.time()
+            records = [alias_change(o, n, at=now) for o, n in sorted(changes.items())
+                       if (o, n) not in recorded]
+            base = self._next_seqs(len(records)) if records else 0
+            self._write_docs([{"_op_type": "create", "_index": self.catalog_index,
+                               "_id": _doc_id(r.id), "_source": {**r.as_dict(), "order": base + i}}
+                              for i, r in enumerate(records)])
+            full.update(changes)
+            for root in set(changes.values()):
+                full.pop(root, None)
+        self._aliases = full
+        ids = {x for link in links for x in link}
+        roots = {full.get(x, x) for x in ids}
+        n = self._rewrite({x: c for x, c in full.items() if c in roots})
+        self._texts_known |= keyed  # (only once linked: a failure above tries them again)
+        return n
+
+    _TEXTS_MARK = "meta/stored-texts-recorded"
+
+    def _stored_texts(self) -> set[tuple[str, str]]:
+        """Once per catalog: the (id, latest text) of every template stored before the catalog
+        recorded texts (ids numbered T1, T2, ...), so a model that names those templates by
+        their text joins the stored ids. A mark document says it was done; each process
+        checks it once."""
+        self._ensure_catalog()
+        done = self._retrying("read the catalog mark", lambda: self._es.options(
+            ignore_status=404).get(index=self.catalog_index, id=self._TEXTS_MARK))
+        if done.body.get("found"):
+            self._stored_texts_recorded = True
+            return set()
+        pairs = {(r["id"], r["template"]) for r in self.templates(limit=10_000_000)
+                 if r.get("template")}
+        self._stored_texts_recorded = True  # (the mark is written once these are recorded)
+        self._pending_mark = True
+        return pairs
+
+    def _write_docs(self, actions: list[dict]) -> None:
+        """Catalog documents, each stored once (``create``; 409: stored before), visible to
+        searches when this returns."""
+        if not actions:
+            return
+
+        def bulk() -> None:
+            for ok, info in streaming_bulk(self._bulk_es, actions, chunk_size=self.chunk_size,
+                                           raise_on_error=False, raise_on_exception=False,
+                                           max_retries=0, refresh=True):
+                item = next(iter(info.values()))
+                if not ok and item.get("status") != 409:
+                    status = item.get("status", 500)
+                    if status == 429 or status >= 500:
+                        raise StoreUnavailable(f"catalog write: {_reason(item)}")
+                    raise ElasticsearchStoreError(f"catalog write: {_reason(item)}")
+
+        self._retrying("write catalog records", bulk)
+
+    def _read_aliases(self) -> dict[str, str]:
+        """Every alias in the catalog (id -> canonical id): the canonical-id rule over every
+        ``merged`` record (a miner's merge or an alias the catalog made)."""
+        self._ensure_catalog()
+        self._retrying("refresh the catalog", lambda: self._es.indices.refresh(
+            index=self.catalog_index, ignore_unavailable=True))
+        links = [(h["_source"]["template_id"], h["_source"]["into"])
+                 for h in scan(self._es, index=self.catalog_index, size=2000,
+                               query={"query": {"term": {"kind": "merged"}}})
+                 if h["_source"].get("into")]
+        return converge(links, {})
+
+    def template_aliases(self) -> dict[str, str]:
+        """Every id that is an alias in the catalog → the canonical id of its template (what
+        the runtimes hand their miners). Aliases new to this process have their events
+        rewritten (events this process stored under them before it knew), and the ids of the
+        events it writes from now on are mapped."""
+        full = self._read_aliases()
+        new = {k: v for k, v in full.items() if self._aliases.get(k) != v}
+        self._aliases = full
+        if new:
+            roots = set(new.values())
+            self._rewrite({x: c for x, c in full.items() if c in roots})
+        return dict(full)
 
     def _write_catalog(self, records: list, refresh: bool | str = False) -> None:
         """History records, each stored once (``create`` on the record id; 409: stored before)."""
@@ -536,8 +684,18 @@ class ElasticsearchStore:
                         orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS))
 
     def merge_templates(self, merges: dict[str, str]) -> int:
-        """Rewrite the events of template ids merged away (old id → the id that took it over)
-        to the surviving id: a scroll over the matching events, then each one indexed again
+        """Apply a miner's merges (old id → the id that took it over) to the catalog: each
+        links two ids of one template, whose id is the smallest of all ids so linked
+        (``streams.catalog.converge``); the events of the others are rewritten (``_rewrite``).
+        Idempotent. Returns how many events were rewritten."""
+        links = [(old, new) for old, new in merges.items() if new != old]
+        if not links:
+            return 0
+        return self._settle(set(), links)
+
+    def _rewrite(self, merges: dict[str, str]) -> int:
+        """Rewrite the events of template ids that are aliases (old id → canonical id)
+        to the canonical id: a scroll over the matching events, then each one indexed again
         whole, in bulk (the minimal distribution has neither ``_update_by_query`` nor
         painless; a partial update would have Elasticsearch re-render the stored epoch floats
         as ``1.79E9``, which the ``received`` date field then refuses).
@@ -626,6 +784,13 @@ class ElasticsearchStore:
                            ("template_id", query.template)):
             if val is not None:
                 flt.append({"term": {field: val}})
+        if query.source is not None:
+            # a document written before events had a source held the receiver in ``source``
+            # (and no ``receiver``): its source is its host
+            flt.append({"bool": {"minimum_should_match": 1, "should": [
+                {"term": {"source": query.source}},
+                {"bool": {"filter": [{"term": {"host": query.source}}],
+                          "must_not": [{"exists": {"field": "receiver"}}]}}]}})
         if query.anomaly is not None:
             flt.append({"term": {"anomaly": bool(query.anomaly)}})
         if query.incident is not None:
@@ -851,7 +1016,9 @@ class ElasticsearchStore:
         body = self._catalog_search(
             size=limit, track_total_hits=True,
             query={"bool": {"should": [{"term": {"template_id": template_id}},
-                                       {"term": {"into": template_id}}]}},
+                                       {"term": {"into": template_id}}],
+                            "minimum_should_match": 1,
+                            "must_not": [{"term": {"kind": "text"}}]}},
             sort=[{"at": "desc"}, {"order": "desc"}])
         records = [h["_source"] for h in body["hits"]["hits"]]
         return records, body["hits"]["total"]["value"]
@@ -1122,4 +1289,7 @@ def _source_to_event(src: dict) -> dict:
     for flag in _FLAGS:
         e[flag] = bool(e[flag])
     e["incident_id"] = src.get("incident_id")
+    if e["receiver"] is None:  # written before events had a source: ``source`` was the receiver
+        e["receiver"] = e["source"]
+        e["source"] = e["host"] or e["source"]
     return e

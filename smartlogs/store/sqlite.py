@@ -15,7 +15,8 @@ Tables
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
              only for what queries filter, sort or count by (id, ts, received, host, component,
-             level, template id, anomaly); the rest, what is only displayed (message, template
+             level, template id, anomaly, and the source of an event without a host: with a
+             host, the host is its source and the column stays NULL); the rest, what is only displayed (message, template
              text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
              with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
@@ -27,6 +28,12 @@ Tables
   templates  template id → latest text, count, first/last event time, its first and latest
              line, the feedback mark (the template catalog, streams/catalog.py)
   template_history  the catalog's history records (generalised, merged, feedback), one per id
+  template_texts  (64-bit key of a template text, id): every text recorded under every id,
+             with the batch that carried it; two ids with one text name one template
+  template_aliases  id → the canonical id of its template (the smallest id linked to it by a
+             text or a merge, ``streams.catalog.converge``): its events, window counts and
+             template row are rewritten to the canonical id, and events written later under it
+             are stored under the canonical id
   meta       small key/value state: ``stored_seq/<p>``, the last spool batch whose events of
              partition ``p`` are stored (``stored_seq``: a store made before partitions, the
              cursor of every partition that has none of its own); ``ckpt_seq/<p>``: the spool
@@ -41,7 +48,7 @@ A store written before bodies (every field a column, the full-text index reading
 ``message``) is moved to this layout when opened, once, in resumable batches.
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
 event. The template filter has none: it walks the time index (a page of a common template is
 quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
 ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
@@ -75,7 +82,7 @@ import zstandard as zstd
 from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
-from streams.catalog import MAX_EXAMPLE_CHARS
+from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
 
 __all__ = ["SqliteStore"]
 
@@ -97,10 +104,12 @@ CREATE TABLE IF NOT EXISTS events (
     level TEXT,
     template_id TEXT NOT NULL,
     anomaly INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
+CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
@@ -130,6 +139,15 @@ CREATE TABLE IF NOT EXISTS template_history (
 );
 CREATE INDEX IF NOT EXISTS template_history_tid ON template_history(template_id);
 CREATE INDEX IF NOT EXISTS template_history_into ON template_history(into_id) WHERE into_id IS NOT NULL;
+-- the template catalog across miners (streams/catalog.py): every (text, id) pair recorded, by
+-- the text's 64-bit key, and the ids that are aliases of a template's canonical id
+CREATE TABLE IF NOT EXISTS template_texts (
+    h INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (h, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS template_aliases (
+    id TEXT PRIMARY KEY, canonical TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS template_aliases_canonical ON template_aliases(canonical);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, template_id TEXT,
@@ -160,12 +178,15 @@ def _incident_values(inc: dict) -> tuple:
 # ``events`` holds what queries filter, sort or count by; the rest of an event, what is only
 # displayed, is its ``body`` (the values of _BODY, compressed: see _Bodies)
 _COLUMNS = ("seq", "id", "ts", "received", "host", "component", "level", "template_id", "anomaly",
-            "body")
-_BODY = ("timestamp", "source", "pid", "message", "raw", "template", "params", "score", "reason",
+            "body", "source")
+# ``source`` is a column only for an event without a host (NULL: the source is the host, see
+# streams.partitions.source_of); the body's second value is the receiver (``http``, ``syslog``,
+# ...), which events called ``source`` before every event had a source of its own
+_BODY = ("timestamp", "receiver", "pid", "message", "raw", "template", "params", "score", "reason",
          "warming_up", "parse_ok", "format", "truncated", "fields")
 _EVENT_KEYS = (  # an event as the API shows it, in this order
-    "seq", "id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
-    "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
+    "seq", "id", "ts", "timestamp", "received", "source", "receiver", "host", "component", "pid",
+    "level", "message", "raw", "template_id", "template", "params", "score", "anomaly", "reason",
     "warming_up", "parse_ok", "format", "truncated", "fields",
 )
 
@@ -283,9 +304,20 @@ def _body_json(e: dict) -> bytes:
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
-    return orjson.dumps([ts_text, e["source"], e["pid"], e["message"], e["raw"], e["template"],
+    return orjson.dumps([ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
                          e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
                          e["format"], e["truncated"], e["fields"] or None])
+
+
+def _receiver(e: dict) -> str | None:
+    """What received an event (``receiver``; events made before it had one: ``source``)."""
+    r = e.get("receiver")
+    return r if r is not None else e.get("source")
+
+
+def _source_column(e: dict) -> str | None:
+    """The ``source`` column: an event's source when it has no host, else NULL (its host)."""
+    return None if e.get("host") else e.get("source")
 
 
 @lru_cache(maxsize=32)
@@ -405,9 +437,13 @@ class SqliteStore:
         conn = self._conn()
         self._migrate_old_layout(conn)
         self._upgrade_templates(conn)
+        added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
         self._bodies.load(conn)
         self.partitions = self._check_partitions(conn, partitions)
+        if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
+            self._fill_sources(conn)
+        self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
@@ -448,6 +484,22 @@ class SqliteStore:
                      "DO UPDATE SET value = excluded.value", (upto,))
         self._arrival_windows = upto
 
+    def _record_stored_texts(self, conn: sqlite3.Connection) -> None:
+        """A store made before the catalog recorded texts (its ids numbered T1, T2, ...): the
+        text of each template row is recorded once, so a model that names those templates by
+        their text's id now (a lost checkpoint, another shard) joins the stored ids."""
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'template_texts'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            pairs = set(conn.execute("SELECT id, template FROM templates"))
+            self._converge(conn, pairs)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('template_texts', 1)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     @staticmethod
     def _upgrade_templates(conn: sqlite3.Connection) -> None:
         """A store made before the template catalog: its templates table gets the columns."""
@@ -456,6 +508,48 @@ class SqliteStore:
             for col in ("last_example", "mark"):
                 if col not in cols:
                     conn.execute(f"ALTER TABLE templates ADD COLUMN {col} TEXT")
+
+    @staticmethod
+    def _add_source_column(conn: sqlite3.Connection) -> bool:
+        """A store made before events had a source of their own gets the ``source`` column;
+        True when it was added (its hostless events are then given one: ``_fill_sources``)."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        if not cols or "source" in cols:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE events ADD COLUMN source TEXT")
+            # to be filled (resumable: the row goes once every hostless event has a source)
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sources_filled', 0)")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return True
+
+    def _fill_sources(self, conn: sqlite3.Connection) -> None:
+        """The events a store held without a host before sources: their source is what their
+        item named then, the receiver (kept in the body); in batches of ``_MIGRATE_BATCH``, a
+        transaction each (a store stopped midway resumes where it was)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'sources_filled'").fetchone()
+        done = int(row[0]) if row else 0
+        while True:
+            rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? AND host IS NULL "
+                                "ORDER BY seq LIMIT ?", (done, self._MIGRATE_BATCH)).fetchall()
+            if not rows:
+                break
+            done = rows[-1][0]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("UPDATE events SET source = ? WHERE seq = ? AND source IS NULL",
+                                 [(self._bodies.decode(conn, b)[1], q) for q, b in rows])
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'sources_filled'", (done,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        conn.execute("DELETE FROM meta WHERE key = 'sources_filled'")
 
     _MIGRATE_BATCH = 20_000
 
@@ -716,6 +810,7 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
             # read inside the transaction: other processes (shards) write events too
             self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
@@ -738,6 +833,8 @@ class SqliteStore:
                                      "VALUES (?, ?)", linked)
             if catalog:
                 conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in catalog])
+            self._converge(conn, texts_of(new, catalog),
+                           {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
                 conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
             if cursors:
@@ -761,7 +858,8 @@ class SqliteStore:
         bodies = self._bodies.encode(conn, bodies)
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], e["id"], e["ts"], e["received"], e["host"], e["component"], e["level"],
-             e["template_id"], e["anomaly"], b) for e, b in zip(events, bodies)])
+             e["template_id"], e["anomaly"], b, _source_column(e))
+            for e, b in zip(events, bodies)])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
         received = [e["received"] for e in events]
@@ -823,44 +921,135 @@ class SqliteStore:
         return out
 
     def merge_templates(self, merges: dict[str, str]) -> int:
-        """Rewrite the events, window counts and template rows of template ids merged away
-        (``TemplateMiner.merges``: old id → the id that took it over), in one transaction.
-        Events keep the template text they were emitted with (as after any generalisation);
-        the surviving template row keeps its text and adds the others' counts and times.
-        Idempotent: ids already rewritten match nothing. Returns how many events were
-        rewritten. Merges are rare (an enumeration outgrowing a handful of values), so the
-        scan of ``events`` (no index on template_id) is affordable."""
-        pairs = {old: new for old, new in merges.items() if new != old}
-        if not pairs:
+        """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
+        over) to the catalog, in one transaction: each merge links two ids of one template,
+        whose id is then the smallest of all ids so linked (``streams.catalog.converge``), and
+        the events, window counts and template rows of the others are rewritten to it (see
+        ``_rewrite``). Idempotent. Returns how many events were rewritten."""
+        links = [(old, new) for old, new in merges.items() if new != old]
+        if not links:
             return 0
         conn = self._conn()
-        args = (orjson.dumps(pairs),)
-        m = "(SELECT key AS old, value AS new FROM json_each(?1))"
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                f"INSERT INTO templates (id, template, count, first_ts, last_ts, example, "
-                f"last_example, mark) SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, "
-                f"t.example, t.last_example, t.mark "
-                f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
-                "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
-                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
-                "mark = coalesce(mark, excluded.mark)",
-                args)
-            conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
-            conn.execute(
-                f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
-                f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
-                "WHERE true "
-                "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-            conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
-                         f"AND key IN (SELECT old FROM {m})", args)
-            n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
-                             "WHERE events.template_id = m.old", args).rowcount
+            n = self._link(conn, links, recorded=set(links))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return n
+
+    def template_aliases(self) -> dict[str, str]:
+        """Every id that is an alias in the catalog → the canonical id of its template (what
+        the runtimes hand their miners, ``TemplateMiner.adopt``)."""
+        return dict(self._conn().execute("SELECT id, canonical FROM template_aliases"))
+
+    @staticmethod
+    def _canonical_ids(conn: sqlite3.Connection, events: list[dict]) -> None:
+        """Events named by an alias (a miner that has not taken the catalog's names yet) are
+        stored under the canonical id (the event dicts are updated)."""
+        ids = {e["template_id"] for e in events}
+        if not ids:
+            return
+        found = dict(conn.execute(
+            "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a ON a.id = j.value",
+            (orjson.dumps(sorted(ids)),)))
+        if found:
+            for e in events:
+                c = found.get(e["template_id"])
+                if c is not None:
+                    e["template_id"] = c
+
+    def _converge(self, conn: sqlite3.Connection, pairs: set[tuple[str, str]],
+                  recorded: set | None = None) -> int:
+        """Record (id, text) pairs; an id recorded with a text that another id has is linked
+        to it (the canonical-id rule, ``_link``; ``recorded``: merges the batch's own records
+        tell already). In the caller's transaction."""
+        if not pairs:
+            return 0
+        keyed = {(text_key(text), tid) for tid, text in pairs}
+        known: dict[int, set[str]] = {}
+        for h, tid in conn.execute(
+                "SELECT t.h, t.id FROM json_each(?) j JOIN template_texts t ON t.h = j.value",
+                (orjson.dumps(sorted({h for h, _ in keyed})),)):
+            known.setdefault(h, set()).add(tid)
+        fresh = sorted(k for k in keyed if k[1] not in known.get(k[0], ()))
+        if not fresh:
+            return 0
+        conn.executemany("INSERT OR IGNORE INTO template_texts (h, id) VALUES (?, ?)", fresh)
+        links = []
+        for h, tid in fresh:
+            links.extend((tid, other) for other in sorted(known.get(h, ())) if other != tid)
+            known.setdefault(h, set()).add(tid)
+        return self._link(conn, links, recorded) if links else 0
+
+    def _link(self, conn: sqlite3.Connection, links: list[tuple[str, str]],
+              recorded: set | None = None) -> int:
+        """Ids that name one template: the catalog's aliases change as ``converge`` says, a
+        ``merged`` record is kept for each new alias (unless ``recorded``: a miner's merge,
+        recorded by the pipeline), and the others' events are rewritten to the canonical id."""
+        ids = sorted({x for link in links for x in link})
+        alias_of = dict(conn.execute(
+            "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a ON a.id = j.value",
+            (orjson.dumps(ids),)))
+        roots = sorted({alias_of.get(x, x) for x in ids})
+        aliases = dict(conn.execute(
+            "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a "
+            "ON a.canonical = j.value", (orjson.dumps(roots),)))
+        aliases.update(alias_of)
+        changes = converge(links, aliases)
+        if not changes:
+            return 0
+        conn.executemany("INSERT INTO template_aliases (id, canonical) VALUES (?, ?) "
+                         "ON CONFLICT (id) DO UPDATE SET canonical = excluded.canonical",
+                         sorted(changes.items()))
+        conn.execute("DELETE FROM template_aliases WHERE id IN (SELECT value FROM json_each(?))",
+                     (orjson.dumps(sorted(set(changes.values()))),))
+        now = time.time()
+        records = [alias_change(old, new, at=now) for old, new in sorted(changes.items())
+                   if not recorded or (old, new) not in recorded]
+        if records:
+            conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in records])
+        return self._rewrite(conn, changes)
+
+    @staticmethod
+    def _rewrite(conn: sqlite3.Connection, pairs: dict[str, str]) -> int:
+        """Rewrite the events, window counts and template rows of ids that are aliases now
+        (old id → canonical id), in the caller's transaction. Events keep the template text
+        they were emitted with (as after any generalisation); the surviving template row
+        keeps its text and adds the others' counts and times. Idempotent: ids already
+        rewritten match nothing. Returns how many events were rewritten. Aliases are rare
+        (an enumeration outgrowing a handful of values, two miners meeting one text), so the
+        scan of ``events`` (no index on template_id) is affordable."""
+        pairs = {old: new for old, new in pairs.items() if new != old}
+        if not pairs:
+            return 0
+        args = (orjson.dumps(pairs),)
+        m = "(SELECT key AS old, value AS new FROM json_each(?1))"
+        conn.execute(
+            f"INSERT INTO templates (id, template, count, first_ts, last_ts, example, "
+            f"last_example, mark) SELECT m.new, t.template, t.count, t.first_ts, t.last_ts, "
+            f"t.example, t.last_example, t.mark "
+            f"FROM templates t JOIN {m} m ON t.id = m.old WHERE true "
+            "ON CONFLICT (id) DO UPDATE SET count = count + excluded.count, "
+            "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+            # the examples: the earliest first line and the latest line of them all
+            "example = CASE WHEN excluded.first_ts < first_ts THEN excluded.example "
+            "ELSE example END, "
+            "last_example = CASE WHEN excluded.last_ts > last_ts THEN excluded.last_example "
+            "ELSE last_example END, "
+            "mark = coalesce(mark, excluded.mark)",
+            args)
+        conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
+        conn.execute(
+            f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
+            f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+            "WHERE true "
+            "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
+        conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+                     f"AND key IN (SELECT old FROM {m})", args)
+        n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
+                         "WHERE events.template_id = m.old", args).rowcount
         return n
 
     def write_incidents(self, incidents: list[dict]) -> None:
@@ -901,13 +1090,6 @@ class SqliteStore:
         row = self._conn().execute("SELECT doc FROM incidents WHERE id = ?",
                                    (incident_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
-
-    def max_template_number(self, lo: int = 0, hi: int | None = None) -> int:
-        """The highest number of a stored template id ``T<n>`` (with ``lo <= n < hi``)."""
-        row = self._conn().execute(
-            "SELECT max(n) FROM (SELECT CAST(substr(id, 2) AS INTEGER) AS n FROM templates) "
-            "WHERE n >= ? AND (? IS NULL OR n < ?)", (lo, hi, hi)).fetchone()
-        return row[0] or 0
 
     # -- queries --------------------------------------------------------------------------
     # -- the time budget -------------------------------------------------------------------
@@ -967,6 +1149,9 @@ class SqliteStore:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
+        if query.source is not None:  # a host is its events' source; a hostless one is a column
+            where.append("(e.host = ? OR e.source = ?)")
+            args.extend((query.source, query.source))
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
@@ -1066,12 +1251,13 @@ class SqliteStore:
         return [(a, b) for a, b in runs]
 
     def _row_to_event(self, conn: sqlite3.Connection, row: tuple) -> dict:
-        (seq, eid, ts, received, host, component, level, template_id, anomaly, body) = row
-        (ts_text, source, pid, message, raw, template, params, score, reason, warming_up,
+        (seq, eid, ts, received, host, component, level, template_id, anomaly, body, source) = row
+        (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
          parse_ok, fmt, truncated, fields) = self._bodies.decode(conn, body)
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
-            "received": received, "source": source, "host": host, "component": component,
+            "received": received, "source": source or host or receiver, "receiver": receiver,
+            "host": host, "component": component,
             "pid": pid, "level": level, "message": message, "raw": raw,
             "template_id": template_id, "template": template, "params": params or [],
             "score": score, "anomaly": bool(anomaly), "reason": reason,
@@ -1258,3 +1444,4 @@ assert all("temp.doomed" in q and "count - excluded" in q
 
 def _history_row(c) -> tuple:
     return (c.id, c.template_id, c.into, c.kind, c.at, orjson.dumps(c.as_dict()))
+

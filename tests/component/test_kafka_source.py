@@ -221,7 +221,7 @@ def test_crash_between_accept_and_commit_is_stored_once_in_the_embedded_store(tm
         assert sorted(e["id"] for e in res["events"]) == sorted(
             f"kafka:app-logs:0:{i}:{1_700_000_000_000 + i}" for i in range(11))
         ev = {e["message"]: e for e in res["events"]}
-        assert ev["crash test 3"]["host"] == "combo" and ev["crash test 3"]["source"] == "kafka"
+        assert ev["crash test 3"]["host"] == "combo" and ev["crash test 3"]["receiver"] == "kafka"
         assert ev["crash test 3"]["component"] == "sshd" and ev["crash test 3"]["pid"] == "3"
         assert (ev["json event"]["host"], ev["json event"]["level"]) == ("h1", "WARNING")
         metrics = client.get("/metrics").text

@@ -38,3 +38,29 @@ def test_hostless_sources_after_hosts_are_not_flooded_with_flags(app_client, log
             break
     assert flagged.get("Apache", 0) <= 20, flagged  # ≤ 1% of 2,000
     assert flagged.get("Zookeeper", 0) <= 20, flagged
+
+
+def test_severe_lines_new_for_their_host_are_flagged_and_a_spreading_panic_is_one_incident(
+        app_client, loghub):
+    """Issue 19's missed severity cases: after Linux and OpenSSH, an out-of-memory kill at
+    ERROR from a new host scored 0.77 and was not flagged, nor the second and third CRITICAL
+    kernel panics from two other hosts."""
+    total = sum(_replay(app_client, loghub, name) for name in ("Linux", "OpenSSH"))
+    wait_stored(app_client, total, timeout=120)
+    now = __import__("time").time()
+    events = [{"id": "oom", "message": "Out of memory: Kill process 1234 (java) score 900 or "
+               "sacrifice child", "level": "error", "host": "db-7", "ts": now}]
+    events += [{"id": f"panic-{h}", "message": "Kernel panic - not syncing: Fatal exception",
+                "level": "critical", "host": f"web-{h}", "ts": now + h} for h in (1, 2, 3)]
+    r = app_client.post("/ingest", json=events)
+    assert r.status_code == 202, r.text
+    wait_stored(app_client, total + 4, timeout=60)
+    got = {e["id"]: e for e in app_client.get("/api/events", params={
+        "anomaly": "true", "limit": 100, "q": "panic OR memory"}).json()["events"]}
+    assert set(got) == {"oom", "panic-1", "panic-2", "panic-3"}, sorted(got)
+    assert "first ERROR line of pattern" in got["oom"]["reason"]
+    for h in (1, 2, 3):
+        assert "first CRITICAL line of pattern" in got[f"panic-{h}"]["reason"]
+    assert len({got[f"panic-{h}"]["incident_id"] for h in (1, 2, 3)}) == 1
+    incident = app_client.get(f"/api/incidents/{got['panic-1']['incident_id']}").json()
+    assert incident["count"] == 3

@@ -139,7 +139,7 @@ def test_bulk_answers_like_elasticsearch(client):
     events = {e["message"]: e for e in stored(client.get, tag, 2)}
     assert set(events) == {f"{tag} one", f"{tag} two"}
     one = events[f"{tag} one"]
-    assert (one["id"], one["host"], one["level"], one["source"]) == (
+    assert (one["id"], one["host"], one["level"], one["receiver"]) == (
         f"es:app-logs:{tag}-1", "w1", "ERROR", "es_bulk")
     assert one["timestamp"] == "2024-05-01T10:00:00.000Z"
     assert one["fields"] == {"http": {"status": 502}, "_index": "app-logs"}
@@ -383,7 +383,7 @@ def test_official_elasticsearch_client_helpers_bulk(server):
     events = {e["message"]: e for e in stored(server.get, tag, 7)}
     assert len(events) == 7 and f"{tag} bad" not in events
     e = events[f"{tag} order 3 shipped"]
-    assert (e["id"], e["host"], e["level"], e["component"], e["source"]) == (
+    assert (e["id"], e["host"], e["level"], e["component"], e["receiver"]) == (
         f"es:app-logs:{tag}-3", "shop-1", "INFO", "orders", "es_bulk")
     assert e["timestamp"] == "2024-05-01T10:00:03.000Z"
     assert e["fields"] == {"order": {"id": 3}, "_index": "app-logs"}
@@ -428,7 +428,7 @@ def test_python_logging_loki_json_push(server):
     assert len(events) == 4
     for version in ("1", "0"):
         slow, failed = events[f"{tag} v{version} payment slow"], events[f"{tag} v{version} payment failed"]
-        assert (slow["level"], slow["host"], slow["component"], slow["source"]) == (
+        assert (slow["level"], slow["host"], slow["component"], slow["receiver"]) == (
             "WARNING", "web7", "shop", "loki")
         assert slow["fields"] == {"application": "shop", "host": "web7", "severity": "warning",
                                   "logger": f"shop.checkout.{tag}"}
@@ -457,7 +457,7 @@ def test_loki_protobuf_snappy_push_and_resend_is_not_duplicated(server):
     events = {e["message"]: e for e in stored(server.get, tag, 3)}
     assert len(events) == 3
     first = events[f"{tag} first line"]
-    assert (first["host"], first["component"], first["source"]) == ("node-9", "promtail", "loki")
+    assert (first["host"], first["component"], first["receiver"]) == ("node-9", "promtail", "loki")
     assert first["fields"] == {"job": "promtail", "hostname": "node-9", "filename": f"/var/log/{tag}.log"}
     assert abs(_epoch(first["timestamp"]) - now / 1e9) < 0.002
     assert events[f"{tag} second line"]["fields"]["trace_id"] == "t-1"
@@ -535,7 +535,7 @@ def test_opentelemetry_sdk_otlp_http_exporter(server, gzip_on):
     events = {e["message"]: e for e in stored(server.get, tag, 3)}
     assert len(events) == 3
     created = events[f"{tag} cart created"]
-    assert (created["level"], created["component"], created["host"], created["source"]) == (
+    assert (created["level"], created["component"], created["host"], created["receiver"]) == (
         "INFO", "checkout", "otel-host", "otlp")
     f = created["fields"]
     assert f["cart.items"] == 3 and f["customer"] == "c-9" and f["deployment.environment"] == "test"

@@ -220,14 +220,14 @@ def test_rsyslog_omelasticsearch_bulk_lines_stored_once_with_fields(api, rsyslog
     got = _events(api, tok_c, len(custom))
     assert sorted(e["message"] for e in got) == sorted(custom)  # each line once, intact
     e = got[0]
-    assert (e["source"], e["host"], e["component"], e["level"]) == ("es_bulk", HOST, "rs_es_custom", "WARNING")
+    assert (e["receiver"], e["host"], e["component"], e["level"]) == ("es_bulk", HOST, "rs_es_custom", "WARNING")
     assert e["fields"]["_index"] == "rsyslog-custom" and e["format"] == "json"
     assert abs(e["ts"] - time.time()) < 300  # @timestamp: rsyslog's timereported
 
     got = _events(api, tok_d, len(default))
     assert sorted(e["message"] for e in got) == sorted(default)
     e = got[0]
-    assert (e["source"], e["host"], e["level"]) == ("es_bulk", HOST, "INFO")
+    assert (e["receiver"], e["host"], e["level"]) == ("es_bulk", HOST, "INFO")
     assert e["fields"]["_index"] == "rsyslog-default" and e["fields"]["facility"] == "local1"
     assert "timegenerated" in e["fields"]
 

@@ -16,9 +16,12 @@ def _event(i: int, rng: random.Random) -> dict:
     ts = rng.choice([-3601.5, -60.0, -0.25, 0.0, 59.999, 60.0, 1_118_897_460.0, 1_700_000_000.75])
     ts += rng.choice([0.0, rng.uniform(0, 300)])
     tid = f"T{rng.randint(1, 5)}"
+    host = rng.choice(["a", "b", "", None])
     return {
-        "id": f"e{i}", "ts": ts, "timestamp": "x", "received": 1.0, "source": "test",
-        "host": rng.choice(["a", "b", "", None]), "component": rng.choice(["sshd", None, ""]),
+        "id": f"e{i}", "ts": ts, "timestamp": "x", "received": 1.0,
+        # the source is the host, else what the line came from (streams.partitions.source_of)
+        "source": host or rng.choice(["app.log", "billing"]), "receiver": "test",
+        "host": host, "component": rng.choice(["sshd", None, ""]),
         "pid": rng.choice(["12", None]), "level": rng.choice(["INFO", "ERROR", None]),
         "message": f"message {i} of {tid}", "raw": None, "template_id": tid,
         "template": f"text of {tid} as of {i}", "params": rng.choice([[], ["x", "1"]]),
@@ -277,7 +280,8 @@ def _rewrite_in_the_old_layout(path, events: list[dict], detail: str) -> None:
     conn.executemany(
         f"INSERT INTO events ({', '.join(_OLD_COLUMNS)}) VALUES ({', '.join('?' * 23)})",
         [tuple(orjson.dumps(e[c]) if c == "params" else
-               (orjson.dumps(e[c]) if e[c] else None) if c == "fields" else e[c]
+               (orjson.dumps(e[c]) if e[c] else None) if c == "fields" else
+               e["receiver"] if c == "source" else e[c]  # (``source`` held the receiver)
                for c in _OLD_COLUMNS) for e in events])
     conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')")
     conn.commit()
@@ -310,6 +314,8 @@ def test_a_store_written_in_the_old_layout_is_moved_on_open_and_answers_the_same
         e = _event(i, rng)
         e["message"] = f"{MESSAGES[i % len(MESSAGES)]} {i}"
         e["received"] = float(i + rng.randint(-50, 50))
+        # the source the old layout's events get when moved: the host, else the receiver
+        e["source"] = e["host"] or e["receiver"]
         events.append(e)
     store = SqliteStore(tmp_path / "s.db")
     for k in range(0, len(events), 500):
@@ -332,6 +338,8 @@ def test_a_store_written_in_the_old_layout_is_moved_on_open_and_answers_the_same
 def test_a_move_stopped_midway_resumes_when_the_store_is_opened_again(tmp_path, monkeypatch):
     rng = random.Random(8)
     events = [_event(i, rng) for i in range(900)]
+    for e in events:  # the source the old layout's events get when moved
+        e["source"] = e["host"] or e["receiver"]
     store = SqliteStore(tmp_path / "s.db")
     store.write(events, window_seconds=60)
     want = _answers(store)
@@ -406,7 +414,8 @@ def _loglike(i: int) -> dict:
         "id": f"{i:012x}-{i % 500}", "ts": ts,
         "timestamp": datetime.fromtimestamp(ts, timezone.utc).isoformat(
             timespec="milliseconds").replace("+00:00", "Z"),
-        "received": 1_800_000_000.0 + i * 0.01, "source": "http", "host": "web-01",
+        "received": 1_800_000_000.0 + i * 0.01, "source": "web-01", "receiver": "http",
+        "host": "web-01",
         "component": "sshd", "pid": str(rng.randint(100, 30000)), "level": None,
         "message": message, "raw": None, "template_id": f"T{kind + 1}", "template": template,
         "params": params, "score": round(rng.random(), 4), "anomaly": rng.random() < 0.01,

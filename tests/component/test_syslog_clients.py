@@ -94,15 +94,16 @@ def test_logger_over_tcp_both_framings_and_udp(platform):
     assert sorted(by) == ["bsd", "lf", "octet", "udp"] and len(events) == 4
 
     lf, oc, bsd, udp = by["lf"], by["octet"], by["bsd"], by["udp"]
-    assert lf["message"] == f"lf {tok}" and lf["source"] == "syslog_tcp"
+    assert lf["message"] == f"lf {tok}" and lf["receiver"] == "syslog_tcp"
+    assert lf["source"] == HOST  # a line with a host: the host is its source
     assert (lf["format"], lf["host"], lf["component"], lf["level"]) == ("rfc5424", HOST, "app_lf", "ERROR")
     assert lf["fields"]["sd.ex@32473.k"] == "lf v" and lf["fields"]["msgid"] == "M1"
     assert lf["fields"]["sd.timeQuality.tzKnown"] == "1"
-    assert oc["source"] == "syslog_tcp" and oc["fields"]["sd.ex@32473.k"] == "oc"
+    assert oc["receiver"] == "syslog_tcp" and oc["fields"]["sd.ex@32473.k"] == "oc"
     assert oc["message"] == f"octet {tok}" and oc["component"] == "app_oc"
     assert (bsd["format"], bsd["host"], bsd["component"], bsd["level"]) == ("syslog", HOST, "app_bsd", "WARNING")
     assert bsd["fields"] == {"facility": "4", "severity": "4"}
-    assert udp["source"] == "syslog_udp" and udp["fields"]["sd.ex@32473.k"] == "udp"
+    assert udp["receiver"] == "syslog_udp" and udp["fields"]["sd.ex@32473.k"] == "udp"
 
     metrics = client.get("/metrics").text
     assert 'smartlogs_events_accepted_total{source="syslog_tcp"}' in metrics
@@ -173,6 +174,22 @@ def rsyslog(platform, tmp_path):
             proc.wait()
 
 
+
+def test_a_line_without_a_host_is_named_by_its_syslog_peer(platform):
+    """Issue 19: every event has a source; a syslog line whose header names no host has the
+    address of the peer that sent it (over TCP and over UDP)."""
+    client, rcv, _ = platform
+    tok = uuid.uuid4().hex[:10]
+    with socket.create_connection(("127.0.0.1", rcv.port), timeout=5) as s:
+        s.sendall(f"no header at all, tcp {tok}\n".encode())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.sendto(f"no header at all, udp {tok}".encode(), ("127.0.0.1", rcv.port))
+    events = stored(client, tok, 2)
+    assert sorted((e["receiver"], e["host"], e["source"]) for e in events) == [
+        ("syslog_tcp", None, "127.0.0.1"), ("syslog_udp", None, "127.0.0.1")]
+    got = client.get("/api/events", params={"source": "127.0.0.1", "q": tok}).json()
+    assert got["total"] == 2
+
 def test_rsyslog_forwards_over_tcp_octet_counted_lf_and_udp(platform, rsyslog):
     client = platform[0]
     tok = uuid.uuid4().hex[:10]
@@ -197,14 +214,14 @@ def test_rsyslog_forwards_over_tcp_octet_counted_lf_and_udp(platform, rsyslog):
         assert msgs == [f"{tag} {tok} {i:03d}" for i in range(n)], tag  # each once, none cut
 
     octet = groups["rs_octet"][0]
-    assert (octet["source"], octet["format"], octet["component"]) == ("syslog_tcp", "rfc5424", "rs_octet")
+    assert (octet["receiver"], octet["format"], octet["component"]) == ("syslog_tcp", "rfc5424", "rs_octet")
     assert octet["fields"]["sd.ex@32473.k"] == "octet"
     assert not octet["message"].endswith("\n")  # rsyslog's LF inside the octet count is framing
     lf = groups["rs_lf"][0]
-    assert (lf["source"], lf["format"], lf["component"], lf["host"]) == ("syslog_tcp", "syslog", "rs_lf", HOST)
+    assert (lf["receiver"], lf["format"], lf["component"], lf["host"]) == ("syslog_tcp", "syslog", "rs_lf", HOST)
     assert lf["pid"] and lf["fields"]["facility"] == "1"
     udp = groups["rs_udp"][0]
-    assert (udp["source"], udp["format"]) == ("syslog_udp", "rfc5424")
+    assert (udp["receiver"], udp["format"]) == ("syslog_udp", "rfc5424")
     assert udp["fields"]["sd.ex@32473.k"] == "udp"
 
 

@@ -148,7 +148,9 @@ def test_rotation_by_rename_and_copytruncate(platform, tmp_path):
         got = platform.wait_for(tok, 250)
         assert numbers(got) == list(range(250))  # every line once: none lost, none repeated
         # "file" once /ingest honours the shipper's X-SmartLogs-Source header, "http" before
-        assert len({e["source"] for e in got}) == 1 and got[0]["source"] in ("file", "http")
+        assert len({e["receiver"] for e in got}) == 1 and got[0]["receiver"] in ("file", "http")
+        # the followed file's path is the source of its lines, across rotations (issue 19)
+        assert {e["source"] for e in got} == {str(log)}
     finally:
         stop(proc)
     assert proc.returncode == 0, (tmp_path / "ship.log").read_text()

@@ -77,7 +77,7 @@ def run_stack(tmp_path, rabbitmq: str, kafka: str, elasticsearch: str,
     store = ElasticsearchStore(elasticsearch, index_prefix=env["SMARTLOGS_ES_INDEX_PREFIX"])
     store.delete_before(4e9)  # every daily index of this test (wildcard deletes are refused)
     httpx.delete(f"{elasticsearch}/_index_template/{env['SMARTLOGS_ES_INDEX_PREFIX']}", timeout=10)
-    for extra in ("catalog", "alerts", "alert-silences", "incidents"):
+    for extra in ("catalog", "alerts", "alert-silences", "alert-state", "incidents"):
         httpx.delete(f"{elasticsearch}/{env['SMARTLOGS_ES_INDEX_PREFIX']}.{extra}", timeout=10)
     store.close()
 

@@ -37,10 +37,14 @@ class _Hook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def alert_stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    yield from _stack_with_rules(RULES, tmp_path, rabbitmq, kafka, elasticsearch)
+
+
+def _stack_with_rules(text, tmp_path, rabbitmq, kafka, elasticsearch):
     hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules.write_text(text)
     _Hook.got.clear()
     try:
         yield from run_stack(tmp_path, rabbitmq, kafka, elasticsearch, extra_env={
@@ -98,3 +102,60 @@ def test_the_worker_raises_alerts_the_api_lists_and_silences(alert_stack):
     assert by_group["h3"]["notified"] is False and by_group["h4"]["notified"] is True
     assert {a["group"] for a in _Hook.got if a["rule"] == "errors"} == {"h4"}
     assert httpx.get(f"{url}/api/alerts").json()["silences"][0]["group"] == "h3"
+
+
+@pytest.fixture
+def flood_stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    yield from _stack_with_rules(
+        "warmup_lines: 0\nrules:\n  - {name: errors, kind: error_flood, level: ERROR, "
+        "threshold: 3, window: 4s, group_by: host}\n", tmp_path, rabbitmq, kafka, elasticsearch)
+
+
+@pytest.mark.timeout(300)
+def test_a_flood_lasting_across_a_worker_restart_is_one_alert_resolved_once(flood_stack):
+    """Kafka mode: the worker is stopped (SIGTERM) and started again while a host floods
+    errors (its lines wait in RabbitMQ/Kafka meanwhile): one firing, one resolved. The stopped
+    worker saved the engine's state in Elasticsearch, marked clean; the new one restored it."""
+    import base64
+    import signal
+    import subprocess
+    import sys
+    import zlib
+
+    import orjson
+
+    url, procs, env = flood_stack["url"], flood_stack["procs"], flood_stack["env"]
+
+    def flood(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r = httpx.post(f"{url}/ingest", timeout=30, json=[
+                {"message": f"write failed on volume {i}", "host": "h1", "level": "ERROR",
+                 "timestamp": time.time()} for i in range(4)])
+            assert r.status_code == 202, r.text
+            time.sleep(0.5)
+
+    flood(3)
+    assert _wait(lambda: [a for a in _Hook.got if a["rule"] == "errors"], timeout=90), \
+        stack_logs(flood_stack)
+    worker = procs["worker"]
+    worker.send_signal(signal.SIGTERM)
+    flood(2)  # lines keep coming while no worker runs
+    worker.wait(60)
+    es = env["SMARTLOGS_ES_URL"]
+    doc = httpx.get(f"{es}/{env['SMARTLOGS_ES_INDEX_PREFIX']}.alert-state/_doc/engine").json()
+    saved = orjson.loads(zlib.decompress(base64.b64decode(doc["_source"]["state"])))
+    assert saved["clean"] is True and saved["engine"]["groups"], saved
+    log = open(flood_stack["tmp"] / "worker.log", "a")
+    procs["worker"] = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "worker"], env=env,
+                                       stdout=log, stderr=subprocess.STDOUT)
+    flood(12)  # three windows more of the flood, after the restart
+    resolved = _wait(lambda: [a for a in _Hook.got if a["state"] == "resolved"], timeout=90)
+    assert resolved, stack_logs(flood_stack)
+    time.sleep(3)
+    got = [(a["rule"], a["group"], a["state"]) for a in _Hook.got]
+    assert got == [("errors", "h1", "firing"), ("errors", "h1", "resolved")], \
+        (got, stack_logs(flood_stack))
+    assert len({a["id"] for a in _Hook.got}) == 1
+    assert "alert engine state restored (saved state and history): 1 alert(s) open" in \
+        (flood_stack["tmp"] / "worker.log").read_text()

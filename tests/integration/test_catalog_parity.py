@@ -91,3 +91,90 @@ def test_the_catalog_answers_the_same_from_both_stores(make_store, tmp_path):  #
         assert es_store.template(old) is None and lite.template(old) is None
         assert es_store.merged_into(old) == lite.merged_into(old) == survivor
     assert es_store.merged_into(cache) is None and lite.merged_into(cache) is None
+
+
+def _one_id_per_text(store) -> dict[str, set[str]]:
+    from collections import defaultdict
+
+    from smartlogs.store.base import EventQuery
+
+    by_text = defaultdict(set)
+    for e in store.search(EventQuery(limit=1000)).events:
+        by_text[e["template"]].add(e["template_id"])
+    assert by_text and all(len(ids) == 1 for ids in by_text.values()), {
+        t: ids for t, ids in by_text.items() if len(ids) > 1}
+    rows = store.templates(limit=1000)
+    assert len({r["template"] for r in rows}) == len(rows), "a template text listed twice"
+    assert {r["id"] for r in rows} == {i for ids in by_text.values() for i in ids}
+    return by_text
+
+
+def test_two_workers_on_one_elasticsearch_converge_to_one_id_per_text(make_store):  # noqa: F811
+    """Issue 18 on the real Elasticsearch: two pipelines, each with its own store client (two
+    worker processes), meet the same patterns through different first lines; after the
+    aliases are applied every template text is under one id across all stored events, the
+    template list names it once, and a pipeline restarted from its checkpoint keeps the ids."""
+    import pickle
+    import uuid
+
+    from tests.component.test_catalog_shards import Shard, _lines
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    one = make_store(index_prefix=prefix, refresh="wait_for")
+    two = make_store(index_prefix=prefix, refresh="wait_for")
+    a, b = Shard("a", one), Shard("b", two)
+    first_a, first_b = a.send(_lines(0, 3)), b.send(_lines(1, 3))
+    assert first_a[0]["template_id"] != first_b[0]["template_id"]
+    for k in range(3, 30, 3):
+        a.send(_lines(0, 3, k))
+        b.send(_lines(1, 3, k))
+    aliases = two.template_aliases()
+    assert aliases == one.template_aliases()
+    assert aliases and all(new < old for old, new in aliases.items())
+    one.refresh()
+    _one_id_per_text(one)
+    a.adopt()
+    b.adopt()
+    after_a, after_b = a.send(_lines(0, 3, 40)), b.send(_lines(1, 3, 40))
+    assert [e["template_id"] for e in after_a] == [e["template_id"] for e in after_b]
+    one.refresh()
+    _one_id_per_text(one)
+    # a restart from the checkpoint (the pickled pipeline) with a new store client
+    three = make_store(index_prefix=prefix, refresh="wait_for")
+    restarted = Shard("b2", three, pickle.loads(pickle.dumps(b.pipeline)))
+    restarted.adopt()
+    again = restarted.send(_lines(1, 3, 60))
+    assert [e["template_id"] for e in again] == [e["template_id"] for e in after_b]
+    three.refresh()
+    by_text = _one_id_per_text(three)
+    assert {i for ids in by_text.values() for i in ids} == {e["template_id"] for e in after_a}
+
+
+def test_templates_stored_with_numbered_ids_join_the_text_ids_in_elasticsearch(make_store,  # noqa: F811
+                                                                                es):  # noqa: F811
+    """Events stored before the catalog recorded texts (ids T1, T2, ...): the first write of
+    a process records their texts once, so a model that names the pattern by its text joins
+    the stored id."""
+    import uuid
+
+    from smartlogs.store.base import EventQuery
+    from tests.component.test_catalog_shards import Shard
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    old = make_store(index_prefix=prefix, refresh="wait_for")
+    events = Pipeline(PipelineConfig()).process(
+        [{"id": f"o{k}", "raw": f"job {k} finished on node{k} in 5 ms", "received": RECEIVED + k}
+         for k in range(5)])
+    for e in events:  # as the release before named them
+        e["template_id"] = "T1"
+    old.write(events, window_seconds=WINDOW)
+    # as that release left the catalog: no text records, no mark (no history either, here)
+    es.indices.delete(index=old.catalog_index)
+    new = make_store(index_prefix=prefix, refresh="wait_for")
+    fresh = Shard("n", new)
+    fresh.send([f"job {k} finished on node{k} in 5 ms" for k in range(7, 12)])
+    new.template_aliases()
+    new.refresh()
+    ids = {e["template_id"] for e in new.search(EventQuery(limit=100)).events}
+    assert len(ids) == 1 and len(new.templates()) == 1
+    assert new.count_events() == 10

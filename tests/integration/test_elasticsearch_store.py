@@ -307,6 +307,10 @@ def _ts(events, ident: str) -> float:
     return next(e["ts"] for e in events if e["id"] == ident)
 
 
+def _tid(events, ident: str) -> str:
+    return next(e["template_id"] for e in events if e["id"] == ident)
+
+
 def _rc(events, ident: str) -> float:
     return next(e["received"] for e in events if e["id"] == ident)
 
@@ -337,7 +341,7 @@ QUERIES = {
     "host-2": lambda ev: EventQuery(host="web-2", limit=50),
     "level": lambda ev: EventQuery(level="ERROR", limit=500),
     "level-q": lambda ev: EventQuery(level="NOTICE", q="jk2 init", limit=500),
-    "template": lambda ev: EventQuery(template="T1", limit=500),
+    "template": lambda ev: EventQuery(template=_tid(ev, "lx:0"), limit=500),
     "anomaly": lambda ev: EventQuery(anomaly=True, limit=500),
     "not-anomaly": lambda ev: EventQuery(anomaly=False, host="combo", limit=10),
     "since-until": lambda ev: EventQuery(since=_ts(ev, "lx:100"), until=_ts(ev, "lx:300"),

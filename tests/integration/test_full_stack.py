@@ -71,6 +71,10 @@ def test_replay_flows_through_every_hop_exactly_once(stack, loghub):
     assert doc["total"] > 0 and all("authentication" in e["message"] for e in doc["events"])
     one = doc["events"][0]
     assert one["template_id"].startswith("T") and isinstance(one["score"], float)
+    # every event has a source (its host here) and keeps its receiver (issue 19)
+    assert (one["source"], one["receiver"]) == ("combo", "http")
+    r = cli(stack, "search", "--source", "combo", "--limit", "1", "--json")
+    assert json.loads(r.stdout)["total"] == 2000, r.stdout + r.stderr
 
 
 def test_broker_down_means_503_with_retry_after(stack):
@@ -108,7 +112,7 @@ def test_restarted_worker_recovers_its_windows_from_the_changelog(stack, loghub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_total(stack["url"], 2000, procs=stack["procs"]) == 2000, stack_logs(stack)
 
-    # the sample's user= enumeration merges (T17, T21, T23 → T9 with a fresh model, as here):
+    # the sample's user= enumeration merges (three ids into a fourth with a fresh model, as here):
     # the worker had Elasticsearch rewrite the events stored under the ids merged away
     from streams.pipeline import Pipeline, PipelineConfig
 

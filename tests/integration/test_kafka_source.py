@@ -175,7 +175,7 @@ def test_smartlogs_up_consumes_raw_lines_and_json_events_exactly_once(tmp_path, 
         stored = all_events(url)
         assert total == len(stored) == len(expected), tail(proc)
         assert {e["id"] for e in stored} == expected  # every record once, nothing else
-        assert {e["source"] for e in stored} == {"kafka"}
+        assert {e["receiver"] for e in stored} == {"kafka"}
 
         by_id = {e["id"]: e for e in stored}
         first = by_id[record_id(topic, *coords[0])]  # Linux_2k.log's first line, parsed
@@ -241,7 +241,7 @@ def test_kill_9_during_consumption_loses_nothing_and_stores_nothing_twice(tmp_pa
         stored = all_events(url)
         assert total == len(stored) == n, tail(proc)
         assert {e["id"] for e in stored} == expected  # none lost, none twice
-        assert {e["source"] for e in stored} == {"kafka"}
+        assert {e["receiver"] for e in stored} == {"kafka"}
         st = httpx.get(f"{url}/api/stats", params={"windows": 10000}).json()
         assert st["totals"]["events"] == n  # windows agree with the events
     finally:

@@ -196,3 +196,218 @@ def test_an_anomaly_burst_grouped_by_incident_is_one_alert_per_incident():
     assert [(a.group, a.count) for a in firing] == [("I1", 40), ("I2", 1)]  # one each
     out = engine.tick(T0 + 700)
     assert sorted((a.group, a.state) for a in out) == [("I1", "resolved"), ("I2", "resolved")]
+
+
+def test_a_condition_that_lasts_window_after_window_is_one_alert_resolved_once():
+    """Issue 20: one alert per rule and group while the condition lasts, then one resolved:
+    ten minutes of errors over 1-minute windows are one firing, not one per window; it
+    resolves at the end of the first window without the condition."""
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 5, "
+                      "window: 60s, group_by: host}]")
+    engine = AlertEngine(loaded, warmup_lines=0)
+    start = T0 - T0 % 60
+    out = []
+    for i in range(600):
+        out += engine.observe([ev(start + i, level="ERROR")])
+        out += engine.tick(start + i)
+    out += normal(engine, start + 600, 120)  # then two minutes of ordinary lines
+    assert [a.state for a in out] == ["firing", "resolved"]
+    assert out[0].count == 60 and out[1].window_end == start + 660
+    assert len({a.id for a in out}) == 1
+
+
+# -- state across restarts ---------------------------------------------------------------------
+ERRS = ("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 10, window: 60s, "
+        "group_by: host}, {name: quiet, kind: silence, windows: 2, window: 60s, group_by: host}, "
+        "{name: new, kind: new_template}]")
+
+
+def _restarted(engine, text=ERRS, records=(), now=0.0):
+    """A new engine (new rules from ``text``) that took up ``engine``'s snapshot through JSON
+    (taken at a clean stop)."""
+    import json
+
+    fresh = AlertEngine(rules(text)[0], warmup_lines=0)
+    closed = fresh.restore(json.loads(json.dumps(engine.snapshot())), records, now=now)
+    return fresh, closed
+
+
+def test_a_restart_keeps_window_counts_open_alerts_silences_and_the_templates_seen():
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    out = engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(6)])
+    out += engine.observe([ev(start + 1, host="web2")])
+    assert [a.rule for a in out] == ["new"]  # T1's first line
+    engine, closed = _restarted(engine)
+    assert closed == []
+    # the window's count carries over: 6 + 4 errors reach the threshold of 10
+    out = engine.observe([ev(start + 10 + i, level="ERROR", host="web1") for i in range(4)])
+    assert [(a.rule, a.state, a.count) for a in out] == [("errs", "firing", 10)]
+    engine, _ = _restarted(engine)
+    # the open alert carries over: errors lasting into the next windows raise nothing more
+    out = [a for i in range(120) for a in engine.observe([ev(start + 60 + i, level="ERROR",
+                                                             host="web1")])]
+    assert [a for a in out if a.rule == "errs"] == []
+    assert [a.rule for a in out] == []  # T1 is known: no second new_template alert
+    engine, _ = _restarted(engine)
+    out = engine.tick(start + 300)  # quiet since: errs resolves, web2's silence is noticed
+    assert sorted((a.rule, a.group, a.state) for a in out) == [
+        ("errs", "web1", "resolved"), ("new", "T1", "resolved"), ("quiet", "web1", "firing"),
+        ("quiet", "web2", "firing")]
+
+
+def test_alert_records_written_after_the_snapshot_are_applied():
+    """A crash between two snapshots: the history has what the last snapshot lacks."""
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    old = engine.snapshot()
+    fired = engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(10)])
+    records = [dict(vars(a), notified=True) for a in fired]
+    fresh = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    assert fresh.restore(old, records, now=start + 15) == []
+    out = fresh.observe([ev(start + 20 + i, level="ERROR", host="web1") for i in range(3)])
+    assert [a.rule for a in out] == []  # web1's flood is open already: no second firing
+    # the window of the crash lacks the lines before it: it cannot resolve; the next one can
+    first = fresh.tick(start + 61)
+    assert [a.rule for a in first] == ["new"]  # (T1's new_template alert: one window)
+    out = first + fresh.tick(start + 121)
+    assert [(a.rule, a.state, a.id) for a in out if a.rule == "errs"] == [
+        ("errs", "resolved", fired[1].id)]
+    # and a resolution recorded after the snapshot closes it
+    again = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    again.restore(old, records + [dict(vars(a)) for a in out])
+    assert again.tick(start + 400) == []
+
+
+def test_an_alert_left_open_by_a_changed_or_removed_rule_is_resolved_at_restart():
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(10)])
+    changed = ERRS.replace("level: ERROR", "level: WARNING")
+    engine2, closed = _restarted(engine, changed, now=start + 30)
+    assert [(a.rule, a.state, a.at) for a in closed] == [("errs", "resolved", start + 30)]
+    assert "changed or removed" in closed[0].reasons[-1]
+    # a threshold changes nothing in the window counts: the open alert carries over
+    _, closed = _restarted(engine, ERRS.replace("threshold: 10", "threshold: 12"))
+    assert closed == []
+
+
+# -- several workers: each rule evaluated once --------------------------------------------------
+def test_the_doctests():
+    import doctest
+
+    import streams.alerts
+
+    assert doctest.testmod(streams.alerts).failed == 0
+
+
+def test_each_rule_is_evaluated_by_exactly_one_worker_whatever_the_assignment():
+    """Issue 20: with several workers a rule over all sources is evaluated once. Host- and
+    incident-grouped rules go with the partitions (every worker over its own events); the
+    others only by the holder of partition 0, from the store; one worker with every
+    partition evaluates everything over its events."""
+    from streams.alerts import assign_rules, placement
+
+    loaded, _ = rules("""
+rules:
+  - {name: burst, kind: anomaly_burst, threshold: 5, group_by: host}
+  - {name: inc, kind: anomaly_burst, threshold: 1, group_by: incident}
+  - {name: quiet, kind: silence, windows: 3}
+  - {name: flood, kind: error_flood, threshold: 50}
+  - {name: oom, kind: match, query: out of memory}
+  - {name: new, kind: new_template}
+  - {name: spike, kind: template_spike}
+  - {name: comp, kind: error_flood, threshold: 5, group_by: component}
+""")
+    assert {r.name: placement(r) for r in loaded} == {
+        "burst": "partition", "inc": "partition", "quiet": "partition", "flood": "global",
+        "oom": "global", "new": "global", "spike": "global", "comp": "global"}
+    for n, workers in ((1, [{0}]), (6, [{0, 1, 2, 3, 4, 5}]), (6, [{0, 3}, {1, 4}, {2, 5}]),
+                       (6, [{1, 2}, {0}, {3, 4, 5}]), (4, [{3}, {2}, {1}, {0}])):
+        plans = [assign_rules(loaded, held, n) for held in workers]
+        alone = len(workers) == 1
+        for r in loaded:
+            over_events = sum(r in local for local, _ in plans)
+            from_store = sum(r in shared for _, shared in plans)
+            if alone or placement(r) == "global":
+                # once in all: over the events of the one worker, or from the store
+                assert over_events + from_store == 1, (r.name, workers)
+            else:
+                assert (over_events, from_store) == (len(workers), 0), (r.name, workers)
+        # the holder of partition 0 judges the global rules, unless it sees everything
+        holder = next(p for p, held in zip(plans, workers) if 0 in held)
+        assert (holder[1] == ()) == alone
+
+
+def test_a_global_rule_judged_from_store_counts_fires_once_while_it_lasts():
+    """The store's window totals (every worker's lines), asked again each second: one alert
+    while the flood lasts, resolved once a window closes below the threshold."""
+    (flood,), _ = rules("rules: [{name: flood, kind: error_flood, threshold: 10, window: 60s}]")
+    engine = AlertEngine((flood,), warmup_lines=0)
+    start = T0 - T0 % 60
+    out = []
+    for i, total in enumerate((3, 7, 12, 15, 15)):  # growing totals of one window
+        out += engine.observe_counts(flood, start, {"*": total}, start + i,
+                                     samples={"*": [{"message": f"m{total}"}]})
+    assert [a.state for a in out] == ["firing"]
+    assert out[0].trigger == {"message": "m12"}  # raised by the total that met the threshold
+    out += engine.observe_counts(flood, start + 60, {"*": 30}, start + 70)  # lasts
+    out += engine.observe_counts(flood, start + 120, {"*": 2}, start + 130)
+    out += engine.tick(start + 181, rules=(flood,))
+    assert [a.state for a in out] == ["firing", "resolved"]
+    assert out[1].window_end == start + 180
+
+
+def test_new_templates_from_store_counts_fire_once_each_after_the_warm_up():
+    (new,), _ = rules("rules: [{name: new, kind: new_template}]")
+    engine = AlertEngine((new,), warmup_lines=100)
+    learned = [50]
+    engine.lines_learned_of = lambda: learned[0]
+    start = T0 - T0 % 60
+    assert engine.observe_counts(new, start, {"T1": 5, "T2": 1}, start + 1) == []  # warming up
+    learned[0] = 500
+    out = engine.observe_counts(new, start, {"T1": 6, "T2": 2, "T3": 1}, start + 2)
+    out += engine.observe_counts(new, start, {"T1": 7, "T3": 4}, start + 3)
+    assert [(a.group, a.state) for a in out] == [("T3", "firing")]
+
+
+def test_windows_the_platform_was_down_for_do_not_resolve_an_open_alert():
+    """Embedded mode takes no lines while it is down: the windows of the downtime (and the
+    one the restart fell in) are not evidence that a flood stopped. The flood goes on after
+    five minutes down: still one alert; it resolves once a window after the restart is clean."""
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    out = [a for i in range(12) for a in engine.observe([ev(start + i, level="ERROR")])]
+    back = start + 330  # five minutes down
+    engine, _ = _restarted(engine, now=back)
+    for i in range(200):  # the flood goes on, and stops at back + 200
+        out += engine.observe([ev(back + i, level="ERROR")])
+        out += engine.tick(back + i)
+    out += normal(engine, back + 200, 200)
+    assert [(a.rule, a.state) for a in out if a.rule == "errs"] == [("errs", "firing"),
+                                                                   ("errs", "resolved")]
+    resolved = next(a for a in out if a.rule == "errs" and a.state == "resolved")
+    assert resolved.window_end == back - back % 60 + 300  # the first clean window's end
+
+
+def test_the_time_the_platform_was_down_is_not_a_sources_silence():
+    import json
+
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    engine.observe([ev(start + 1, host="web2")])
+    fresh = AlertEngine(rules(ERRS)[0], warmup_lines=0)
+    fresh.restore(json.loads(json.dumps(engine.snapshot())), now=start + 600, paused=595)
+    assert [a.rule for a in fresh.tick(start + 601)] == ["new"]  # (T1's, resolved) — and
+    # no silence: web2 was quiet for 600 s, but 595 of them the platform was down
+    assert [(a.rule, a.group) for a in fresh.tick(start + 601 + 120)] == [("quiet", "web2")]
+
+
+def test_a_spikes_baseline_survives_a_restart():
+    loaded = "rules: [{name: spike, kind: template_spike, factor: 4, baseline: 5, min_count: 10, window: 60s}]"
+    engine = AlertEngine(rules(loaded)[0], warmup_lines=0)
+    for w in range(6):  # five quiet windows: 3 lines a minute
+        engine.observe([ev(T0 + w * 60 + i) for i in range(3)])
+    engine, _ = _restarted(engine, loaded)
+    out = engine.observe([ev(T0 + 6 * 60 + i * 0.5) for i in range(40)])
+    assert [a.state for a in out] == ["firing"] and out[0].baseline == 3.0

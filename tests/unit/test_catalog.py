@@ -44,10 +44,11 @@ def test_the_miner_notes_a_merge_into_the_surviving_id():
     m.changes.clear()
     m.mine(AUTH.format(9, "uucp"))
     merged = [c for c in m.changes if c[0] == "merged"]
-    assert sorted(c[1] for c in merged) == sorted(ids[1:])
-    assert {c[4] for c in merged} == {ids[0]}
+    name = min(ids)  # the merged template is named by the smallest member id
+    assert sorted(c[1] for c in merged) == sorted(set(ids) - {name})
+    assert {c[4] for c in merged} == {name}
     gen = [c for c in m.changes if c[0] == "generalised"]
-    assert gen and gen[0][1] == ids[0] and gen[-1][2].endswith("user=<*>")
+    assert gen and gen[0][1] == name and gen[-1][2].endswith("user=<*>")
 
 
 def test_ids_survive_a_checkpoint_and_a_generalisation():
@@ -188,3 +189,55 @@ def test_records_nobody_takes_are_bounded(monkeypatch):
                    {"id": f"b{i}", "raw": f"{unit} finished step beta", "received": 2.0}])
     kept = p.take_catalog()
     assert 5 <= len(kept) <= 10 and kept[-1].id == "b29/generalised/" + kept[-1].template_id
+
+
+# -- one catalog for many miners (issue 18): the canonical-id rule --------------------------------
+def test_the_canonical_id_of_a_text_is_the_smallest_id_recorded_with_it():
+    from streams.catalog import canonical_id, converge, text_links
+
+    pairs = [("Tb", "user <*> logged in"), ("Ta", "disk <*> full"), ("Tc", "user <*> logged in"),
+             ("Ta", "disk <*> full"), ("T0", "(unprocessable)"), ("T0", "disk <*> full")]
+    links = text_links(pairs)
+    assert converge(links, {}) == {"Tc": "Tb"}  # T0 (unprocessable) is never linked
+    assert canonical_id(["Tc", "Tb", "Td"]) == "Tb"
+
+
+def test_the_rule_gives_the_same_aliases_whatever_order_the_facts_come_in():
+    import itertools
+
+    from streams.catalog import converge
+
+    facts = [("T5", "T3"), ("T9", "T5"), ("T2", "T8"), ("T8", "T9"), ("T7", "T6")]
+    results = set()
+    for order in itertools.permutations(facts):
+        aliases: dict[str, str] = {}
+        for link in order:  # learned one at a time, as stores do, batch after batch
+            aliases.update(converge([link], aliases))
+        results.add(tuple(sorted(aliases.items())))
+    assert results == {(("T3", "T2"), ("T5", "T2"), ("T7", "T6"), ("T8", "T2"), ("T9", "T2"))}
+
+
+def test_a_merge_in_each_direction_by_two_miners_makes_no_cycle():
+    from streams.catalog import converge
+
+    aliases = converge([("Tg", "Tr")], {})  # one miner merged g into r, the other r into g
+    aliases.update(converge([("Tr", "Tg")], aliases))
+    assert aliases == {"Tr": "Tg"}
+
+
+def test_a_template_the_catalog_renames_keeps_what_the_scorer_learned_of_it():
+    p = Pipeline(PipelineConfig(hst_window=50))
+    items = [{"id": f"i{k}", "raw": f"job {k} finished on node1 in {k % 7} ms", "host": "h",
+              "received": 1.7e9 + k} for k in range(60)]
+    old = p.process(items)[-1]["template_id"]
+    p.scorer.marks[old] = EXPECTED
+    learned = list(p.scorer.templates._state[old])
+    assert p.adopt_aliases({old: "T000000000001"}) == {old: "T000000000001"}
+    assert old not in p.scorer.templates._state
+    assert p.scorer.templates._state["T000000000001"] == learned
+    assert not any(k[1] == old for k in p.scorer.pairs._state)
+    assert p.scorer.marks["T000000000001"] == EXPECTED
+    nxt = p.process([{"id": "n", "raw": "job 99 finished on node1 in 3 ms", "host": "h",
+                      "received": 1.7e9 + 99}])[0]
+    assert nxt["template_id"] == "T000000000001"
+    assert p.adopt_aliases({old: "T000000000001"}) == {}  # taken already

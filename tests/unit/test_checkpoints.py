@@ -144,3 +144,42 @@ def test_a_damaged_checkpoint_starts_a_fresh_model(tmp_path, caplog):
         path.write_bytes(damaged)
         assert load_checkpoint(path, CONFIG) is None
     assert "unusable" in caplog.text
+
+
+def test_a_checkpoint_with_sequential_ids_loads_with_its_ids(tmp_path):
+    """tests/unit/data/checkpoint-v5.ckpt was written by the release before ids came from the
+    templates' text (miner state version 5: T1, T2, ...; 40 lines each of a job pattern, a
+    user= enumeration that merged T4-T6 into T2, and a cache pattern). Its templates keep their
+    ids and aliases; new templates get text-derived ids; it saves and loads again."""
+    import shutil
+    from pathlib import Path
+
+    from streams.templates import template_id_for
+
+    path = tmp_path / "model.ckpt"
+    shutil.copy(Path(__file__).parent / "data" / "checkpoint-v5.ckpt", path)
+    config = PipelineConfig(hst_trees=2, hst_height=3, hst_window=20)
+    p = load_checkpoint(path, config)
+    assert p is not None and p.lines == 120
+    m = p.miner
+    assert sorted(m._young) + sorted(m._old) == sorted(["T1", "T2", "T3"])
+    assert m.merges() == {"T4": "T2", "T5": "T2", "T6": "T2"}
+
+    def run(pipeline, raws):
+        return [e["template_id"] for e in pipeline.process(
+            [{"id": f"n{i}", "raw": r, "received": 1.8e9 + i} for i, r in enumerate(raws)])]
+
+    lines = ["job 99 finished on node1 in 3 ms", "session opened for user=sshd by uid 0",
+             "cache miss for key 4242", "a pattern never seen before 7"]
+    got = run(p, lines)
+    assert got[:3] == ["T1", "T2", "T3"]
+    assert got[3] == template_id_for(["a", "pattern", "never", "seen", "before", "<NUM>"])
+    assert save_checkpoint(p, path)["full"]  # every row again, keyed by the new ids
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        keys = [k for (k,) in conn.execute("SELECT k FROM rows WHERE map = 'miner.groups'")]
+    assert sorted(keys) == ["'T1'", "'T2'", "'T3'", repr(got[3])]
+    again = load_checkpoint(path, config)
+    assert run(again, lines) == got
+    assert again.miner.resolve("T5") == "T2"

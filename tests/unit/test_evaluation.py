@@ -190,3 +190,15 @@ def test_eval_production_reports_every_source_and_kind(tmp_path, loghub):
     assert r["kinds"]["error_flood"]["recall"] >= 0.75
     assert r["bgl"]["whole"]["anomalous"] > 0 and r["bgl"]["whole"]["roc_auc"] > 0.8
     assert r["lines"] == sum(v["lines"] for v in r["per_source"].values())
+
+
+def test_hadoops_failure_starts_at_its_first_network_symptom():
+    """The Hadoop sample is one job loghub labels "Network disconnection": the evaluation counts
+    its lines as normal only before the first symptom (bench/QUALITY.md)."""
+    from smartlogs.evaluation import _hadoop_failure_start
+
+    lines = ["INFO progress 1", "INFO progress 2",
+             "WARN ipc.Client: Address change detected. Old: a/1.2.3.4:9000 New: a:9000",
+             "INFO progress 3"]
+    assert _hadoop_failure_start(lines) == 2
+    assert _hadoop_failure_start(lines[:2]) == 2  # no failure: every line counts

@@ -731,3 +731,21 @@ def test_levels_as_written_in_samples() -> None:
     seen.discard(None)
     assert {"notice", "error", "INFO", "WARN", "ERROR", "FATAL", "SEVERE", "WARNING"} <= seen
     assert {normalize_level(s) for s in seen} <= {"NOTICE", "ERROR", "INFO", "WARNING", "FATAL"}
+
+
+def test_a_line_without_a_year_is_placed_by_its_arrival_not_by_when_it_is_processed(monkeypatch):
+    """The pipeline is deterministic (recovery re-runs accepted items and must produce the same
+    events): the year of a syslog line without one comes from the item's arrival time, never
+    from the wall clock of the process that happens to run it."""
+    import calendar
+
+    import streams.parsing
+    from streams.pipeline import Pipeline
+
+    arrived = calendar.timegm((2026, 1, 3, 12, 0, 0))
+    item = {"id": 1, "raw": "Dec 30 23:59:58 web-1 cron[12]: job done", "received": arrived}
+    first = Pipeline().process([dict(item)])[0]
+    assert first["timestamp"].startswith("2025-12-30T23:59:58")  # last year's December
+    monkeypatch.setattr(streams.parsing.time, "time", lambda: arrived + 400 * 86400.0)
+    again = Pipeline().process([dict(item)])[0]  # processed over a year later
+    assert again["ts"] == first["ts"]

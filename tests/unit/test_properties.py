@@ -361,7 +361,7 @@ def test_normalize_level_never_raises(level):
 
 
 # -- TemplateMiner ---------------------------------------------------------------------------------
-TEMPLATE_ID = re.compile(r"^T\d+$")
+TEMPLATE_ID = re.compile(r"^T(?:[0-9a-f]{12}|\d+)$")
 # messages from a small vocabulary with variables, so that lines do share templates
 vocab_message = st.lists(st.one_of(
     st.sampled_from(["user", "session", "opened", "closed", "for", "from", "port", "failed",
@@ -512,7 +512,7 @@ def test_decode_structured_bodies(text, ctype):
 MAX_LINE = 64
 PIPE_CONFIG = PipelineConfig(max_line_length=MAX_LINE, hst_window=16, hst_trees=3, hst_height=3,
                              year=2024)
-RECORD_KEYS = {"id", "ts", "timestamp", "received", "source", "host", "component", "pid", "level",
+RECORD_KEYS = {"id", "ts", "timestamp", "received", "source", "receiver", "host", "component", "pid", "level",
                "message", "raw", "template_id", "template", "params", "score", "anomaly",
                "reason", "warming_up", "parse_ok", "format", "truncated", "fields", "incident_id"}
 

@@ -270,9 +270,12 @@ def test_loki_json_streams_labels_and_structured_metadata():
     a, b, c = decode_push(body, "application/json; charset=utf-8", max_bytes=10_000)
     assert a == {"message": "first line", "ts": pytest.approx(1714557600.123456789), "host": "web1",
                  "level": "warn", "component": "varlogs",
-                 "fields": {"job": "varlogs", "host": "web1", "level": "warn", "filename": "/var/log/a"}}
+                 "fields": {"job": "varlogs", "host": "web1", "level": "warn", "filename": "/var/log/a"},
+                 # the stream's name: its labels but host and level (issue 19, sources)
+                 "stream": '{filename="/var/log/a", job="varlogs"}'}
     assert b["level"] == "error" and b["fields"]["trace_id"] == "abc"  # metadata wins over labels
     assert c["component"] == "checkout" and c["host"] == "h2" and c["message"] == ""
+    assert c["stream"] == '{service_name="checkout"}'
 
 
 def test_loki_legacy_json_push_with_label_string():
@@ -321,7 +324,8 @@ def test_loki_protobuf_snappy():
     a, b, c = decode_push(body, "application/x-protobuf", max_bytes=10_000)
     assert a == {"message": "from promtail", "ts": pytest.approx(1714557600.123456789),
                  "host": "node-3", "level": "info", "component": "promtail",
-                 "fields": {"job": "promtail", "host": "node-3", "level": "info", "traceID": "t1"}}
+                 "fields": {"job": "promtail", "host": "node-3", "level": "info", "traceID": "t1"},
+                 "stream": '{job="promtail"}'}
     assert b["message"] == "ünïcode line" and "traceID" not in b["fields"]
     assert c == {"message": "no labels", "ts": 1714557602.0}
     assert decode_push_protobuf(raw) == [a, b, c]
@@ -338,7 +342,7 @@ def test_loki_protobuf_invalid_utf8_is_replaced_not_a_400():
     body = bytes(cramjam.snappy.compress_raw(raw))
     a, b, c = decode_push(body, "application/x-protobuf", max_bytes=10_000)
     assert a == {"message": "good line", "ts": 1714557600.0, "component": "latin",
-                 "fields": {"job": "latin"}}
+                 "fields": {"job": "latin"}, "stream": '{job="latin"}'}
     assert b["message"] == "caf\ufffd au lait" and b["fields"] == {"job": "latin", "k": "v\ufffd"}
     assert c["message"] == "other stream" and c["fields"] == {"job": "l\ufffd"}
     # bad UTF-8 and a truncated field: still not a PushRequest, still a 400
@@ -404,7 +408,8 @@ def test_otlp_protobuf_records_to_events():
     assert r1 == {"message": "card declined", "ts": pytest.approx(1714557600.123456789),
                   "level": "WARN", "host": "override-host", "component": "checkout", "pid": "321",
                   "fields": {**resource, "order.id": 42, "retry": True, "host.name": "override-host",
-                             "trace_id": bytes(range(16)).hex(), "span_id": bytes(range(8)).hex()}}
+                             "trace_id": bytes(range(16)).hex(), "span_id": bytes(range(8)).hex()},
+                  "stream": "checkout"}  # the resource's service.name (issue 19, sources)
     assert r2["ts"] == 1714557601.0 and r2["level"] == "ERROR" and r2["host"] == "pod-1"
     assert orjson.loads(r2["message"]) == {"event": "refund", "amount": 9.5}
     assert "ts" not in r3 and "level" not in r3 and r3["message"] == ""
