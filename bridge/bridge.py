@@ -11,7 +11,8 @@ Flow, per AMQP message (one HTTP batch, ``orjson`` list of item dicts, each with
     max_record_bytes serialized; a single item too large for Kafka goes to the DLQ instead)
        │
        ▼
-    producer.send(topic, key=source, value=orjson.dumps(chunk))   (every record) ──▶ futures
+    producer.send(topic, key=source, partition=partition_of(source, n), value=orjson.dumps(chunk))
+                                                                  (every record) ──▶ futures
        │
        ▼
     await all futures (Kafka acks=all) ─▶ AMQP ack          (Kafka failed ─▶ nack + requeue)
@@ -67,7 +68,7 @@ from smartlogs import metrics
 from smartlogs.security import (amqp_connect_url, amqp_ssl_context, kafka_client_kwargs, redact,
                                 redact_url, register_secrets)
 from smartlogs.settings import Settings, get_settings
-from streams.partitions import partition_key
+from streams.partitions import partition_key, partition_of
 
 __all__ = ["Bridge", "InvalidBatch", "decode_batch", "run_bridge", "main", "ERROR_HEADER"]
 
@@ -165,6 +166,7 @@ class Bridge:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._n_partitions = 0  # of the topic, known once the producer started (0: the default partitioner)
         self._consumer_tag: str | None = None
         self._seq = 0
         self._unacked: dict[int, AbstractIncomingMessage] = {}  # insertion = delivery order
@@ -309,6 +311,11 @@ class Bridge:
         self._producer = producer
         await asyncio.wait_for(producer.start(), self.connect_timeout)
         await asyncio.wait_for(self._ensure_topic(), self.connect_timeout)
+        # the topic's partition count as it is (it may predate SMARTLOGS_KAFKA_PARTITIONS): each
+        # record goes to streams.partitions.partition_of(key, n), the rule the embedded shards
+        # use too, rather than the client's default partitioner
+        parts = await asyncio.wait_for(producer.partitions_for(self.topic), self.connect_timeout)
+        self._n_partitions = len(parts)
 
     async def _ensure_topic(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap,
@@ -468,9 +475,11 @@ class Bridge:
             try:
                 if producer is None:
                     raise RuntimeError("no Kafka producer")
+                n_parts = self._n_partitions
                 for key, value, _n in records:
-                    futures.append(await producer.send(self.topic, value=value, key=key,
-                                                       headers=headers))
+                    futures.append(await producer.send(
+                        self.topic, value=value, key=key, headers=headers,
+                        partition=partition_of(key, n_parts) if n_parts else None))
             except Exception as exc:
                 for fut in futures:  # their outcome no longer matters
                     fut.add_done_callback(_consume_result)

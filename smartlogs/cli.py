@@ -467,7 +467,8 @@ def worker(ctx: typer.Context) -> None:
     SMARTLOGS_KAFKA_BOOTSTRAP, SMARTLOGS_KAFKA_TOPIC, SMARTLOGS_ES_URL, SMARTLOGS_DATA_DIR;
     credentials and TLS by SMARTLOGS_KAFKA_SECURITY_PROTOCOL & co. and SMARTLOGS_ES_* (README).
     Serves /metrics and /healthz on SMARTLOGS_METRICS_HOST:SMARTLOGS_WORKER_METRICS_PORT
-    (127.0.0.1:9465; 0 turns it off). Run one worker per topic: it holds the model.
+    (127.0.0.1:9465; 0 turns it off). Start it several times (up to the raw topic's partition
+    count): the workers share the partitions, each partition's model kept in Kafka.
     """
     from smartlogs.settings import get_settings
 

@@ -146,6 +146,22 @@ def _run(items: list[dict], config: PipelineConfig | None = None) -> tuple[Pipel
     return p, events
 
 
+def _run_partitioned(items: list[dict], partitions: int,
+                     config: PipelineConfig | None = None) -> list[dict]:
+    """As the runtimes run it with ``partitions`` partitions: each item goes to its source's
+    partition (``streams.partitions``), each partition has its own model and sees its items in
+    order. Events in the order of the items."""
+    from streams.partitions import partition_key, partition_of
+
+    if partitions <= 1:
+        return _run(items, config)[1]
+    parts: dict[int, list[dict]] = {}
+    for it in items:
+        parts.setdefault(partition_of(partition_key(it), partitions), []).append(it)
+    by_id = {e["id"]: e for part in parts.values() for e in _run(part, config)[1]}
+    return [by_id[it["id"]] for it in items]
+
+
 def _read_lines(path: Path) -> list[str]:
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     return [line for line in text.splitlines() if line.strip()]
@@ -519,7 +535,7 @@ def eval_mixed(samples: dict[str, tuple[Path, Path | None]], *, seed: int = 0,
 def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = (
         "Linux", "OpenSSH", "Apache", "HDFS", "Zookeeper"), target_lines: int = 20_000,
         episodes: int = 20, hosts: int = 8, warm_up: int = 500,
-        config: PipelineConfig | None = None) -> dict:
+        config: PipelineConfig | None = None, partitions: int = 1) -> dict:
     """Detection as in production: every sample under ``root`` as one source of one stream,
     interleaved at random (each source keeps its order), the synthetic anomalies injected into
     the sources in ``synthetic_on``, through one pipeline.
@@ -576,7 +592,7 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
         pos[name] += 1
         it.setdefault("received", arrival + k * 0.01)
         mixed.append(it)
-    pipeline, events = _run(mixed, config)
+    events = _run_partitioned(mixed, partitions, config)
     by_id = {e["id"]: e for e in events}
     per_source: dict = {}
     for name, items in queues.items():
@@ -600,7 +616,7 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
             k["found"] += any(by_id[i]["anomaly"] for i in ids)
     for k in kinds.values():
         k["recall"] = k["found"] / k["episodes"] if k["episodes"] else float("nan")
-    report = {"seed": seed, "lines": len(events), "sources": len(queues),
+    report = {"seed": seed, "partitions": partitions, "lines": len(events), "sources": len(queues),
               "per_source": per_source, "kinds": kinds, "bgl": None}
     bgl_ids = [it["id"] for it in queues.get("BGL", [])]
     if bgl_ids:
@@ -617,8 +633,10 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
 
 
 def _print_production(r: dict, echo) -> None:
+    parts = r.get("partitions", 1)
     echo(f"== production-like: {r['lines']} lines of {r['sources']} sources interleaved "
-         f"(seed {r['seed']}), one pipeline")
+         f"(seed {r['seed']}), " + ("one pipeline" if parts <= 1 else
+                                    f"{parts} partitions (a model each)"))
     for name, v in r["per_source"].items():
         inc = ("-" if v["incidents"] is None
                else f"{v['incidents']} ({v['incidents_per_hour']:.1f}/h over {v['hours']:.1f} h)")
@@ -771,6 +789,7 @@ def _make_app() -> typer.Typer:
         root: Annotated[Optional[Path], typer.Argument(help="Folder with the loghub samples (default: $SMARTLOGS_LOGHUB_DIR, else data/loghub from `smartlogs data fetch`, else ../shared/data/loghub).", show_default=False)] = None,
         seed: Annotated[int, typer.Option(help="Seed of the interleaving and the synthetic streams.")] = 0,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
+        partitions: Annotated[int, typer.Option(min=1, max=256, help="Run it as the runtimes do with this many partitions (SMARTLOGS_PARTITIONS): one model per partition, sources spread by their key.")] = 1,
     ) -> None:
         """Every sample as one source of one stream, synthetic anomalies injected into five:
         flags on normal lines per source, incidents per hour, recall per kind, BGL ROC-AUC."""
@@ -780,7 +799,7 @@ def _make_app() -> typer.Typer:
         if not root.is_dir() or not find_samples(root):
             raise SystemExit(f"error: no loghub samples under {root}: pass their folder, set "
                              "SMARTLOGS_LOGHUB_DIR, or run `smartlogs data fetch`")
-        r = eval_production(root, seed=seed)
+        r = eval_production(root, seed=seed, partitions=partitions)
         _print_production(r, echo)
         dump(r, json_out)
 

@@ -38,7 +38,7 @@ from smartlogs.store.sqlite import SqliteStore
 from streams.checkpoints import load_checkpoint, save_checkpoint
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import process_isolating, unprocessable_event
+from streams.stage import count_stored, run_stage, unprocessable_event
 from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.stage's
@@ -325,12 +325,16 @@ class EmbeddedRunner:
             items = per.get(p)
             if items:
                 n += len(items)
-                events.extend(self._process(pipeline, items))
-                metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
-            merges.update(self._merges[p].news(pipeline.miner) or {})  # merged since
-            catalog.extend(pipeline.take_catalog())  # templates generalised or merged
-            incidents.extend(pipeline.take_incidents())  # stored in the batch's transaction
-        metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
+                batch = run_stage(pipeline, self._merges[p], items)  # shared with the Kafka worker
+                self._dead_letters(batch.dead_letters)
+                events.extend(batch.events)
+                merges.update(batch.merges or {})
+                catalog.extend(batch.catalog)  # templates generalised or merged
+                incidents.extend(batch.incidents)  # stored in the batch's transaction
+            else:  # a merge adopted from the catalog since, say
+                merges.update(self._merges[p].news(pipeline.miner) or {})
+                catalog.extend(pipeline.take_catalog())
+                incidents.extend(pipeline.take_incidents())
         # partitions ahead of the read (restored from a later checkpoint: one that moved
         # here from another shard) keep their position
         ahead = {p for p, seq in seqs.items() if seq >= last_seq}
@@ -382,14 +386,12 @@ class EmbeddedRunner:
             self._submit([], seqs, None, None, changed)
         return len(changed)
 
-    def _process(self, pipeline: Pipeline, items: list[dict]) -> list[dict]:
-        """A pipeline over a batch, isolating poison items (``streams.stage``)."""
-        result = process_isolating(pipeline, items)
-        for dead in result.dead_letters:
+    def _dead_letters(self, dead_letters: list[dict]) -> None:
+        """Items the pipeline could not process (isolated by ``streams.stage``): counted."""
+        for dead in dead_letters:
             self.errors += 1
             self.last_error = dead["error"]
             metrics.DEAD_LETTERED.labels("pipeline").inc()
-        return result.events
 
     def _write(self, events: list[dict], cursors: dict[int, int], merges: dict | None = None,
                catalog: list | None = None, incidents: list[dict] | None = None) -> None:
@@ -402,10 +404,7 @@ class EmbeddedRunner:
         self.processed += new
         if new:
             self.last_event_at = time.time()
-            stored = [e for e in events if "seq" in e]
-            metrics.EVENTS_PROCESSED.labels("sink").inc(new)
-            metrics.ANOMALIES.inc(sum(1 for e in stored if e["anomaly"]))
-            metrics.LAST_EVENT.labels("sink").set(self.last_event_at)
+            stored = count_stored(events)  # shared with the Kafka worker
             log.info("stored %d events", new, extra={"correlation_id": correlation_ids(events)})
             for cb in self._listeners:
                 try:

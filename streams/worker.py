@@ -8,34 +8,50 @@ Topic ``smartlogs.raw`` carries batches of items (JSON arrays, up to a few hundr
 one source each, keyed by source: the bridge makes them). One Faust message per batch, not per
 line: Faust's per-message cost (~200 µs, architecture.md) is then shared by the batch.
 
-Per message the ``process`` agent runs the pipeline, writes the events to Elasticsearch
-(bulk, ``op_type=create`` with the event id as ``_id``: a re-delivered batch is absorbed),
-sends documents Elasticsearch rejects to the dead-letter topic, and adds the **new** events
-(those the sink did not already have) to the ``window_counts`` table: one entry per (source
-partition, window start) holding that window's counts per (dimension, key) — scoped by
-partition so that each key has one writer and one changelog partition, whichever hosts share
-a window — so a batch costs one changelog
-record per window it touches rather than one per (window, dimension, key): ~6x fewer for a
-replay of an old log whose lines each fall in a minute of their own, ~50x fewer for live
-logs. The table is backed by its Kafka changelog, so a restarted worker recovers its
-windows. The offset of a message is committed only after the agent moved past it, i.e.
-after the sink acknowledged the write.
+Per message the ``process`` agent runs the pipeline **of the message's partition**, writes the
+events to Elasticsearch (bulk, ``op_type=create`` with the event id as ``_id``: a re-delivered
+batch is absorbed) and sends documents Elasticsearch rejects to the dead-letter topic. The
+offset of a message is committed only after the agent moved past it, i.e. after the sink
+acknowledged the write. What follows ``Pipeline.process`` and is the same in both runtimes
+(the poison policy, the counters, the merges/catalog/incidents handed to the store) is
+``streams.stage``'s.
 
 The private Faust names this module relies on live in ``streams.faust_internals`` (pinned by
 tests/unit/test_faust_internals.py).
 
-Model state (templates, trees, threshold) is checkpointed to the data directory every few
-seconds when lines were processed since the last checkpoint (the same bounded ``Pipeline`` as
-the embedded mode: capped templates and per-key state, a bounded search per line); after a restart the worker resumes from the last committed offset with the last
-checkpoint, so in Kafka mode the model may relearn or skip a few seconds of lines (the
-stored events are exact either way).
+**Per-partition state, in Kafka.** The bridge keys the raw topic by source
+(``streams.partitions``), so everything learned about a source belongs to one partition. The
+worker keeps one ``Pipeline`` per assigned partition of the raw topic (trees, threshold,
+rates, header layouts, incidents, its miner; bounded as in embedded mode), and that state
+lives in Kafka, not in a local file: the compacted topic ``<worker id>-state``, whose
+partition *p* holds the state of raw partition *p* (``streams.state_records`` for the records,
+``streams.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
+that processed lines since their last save write the rows that changed, the rest of the model
+and a head with the raw-topic offset the state reflects, in one Kafka transaction. A save only
+covers batches Elasticsearch took (a partition with a batch in flight waits for it).
 
-Incidents (``streams.incidents``) are part of that state: each batch's changed incident
-snapshots are written to Elasticsearch after its events (``<prefix>.incidents``, upserted by
-id, the newest ``rev`` wins), and a timer resolves the quiet ones when no records wait. After
-a kill -9 the worker resumes from its last checkpoint and the committed offset, which may lie
-past it: the lines in between are not processed again, so an incident's count may then
-differ from the lines stored with its id (exact counts after a crash: embedded mode).
+**Exact after a crash; N workers.** ``smartlogs worker`` started several times forms one
+consumer group and shares the partitions. When a partition is assigned, its state is read back
+from the state topic before its first message is processed, and the raw records from the
+offset the state reflects up to the committed offset are processed again from Kafka (their
+events are stored already: Elasticsearch absorbs the writes; processing is deterministic), so
+the model, its incidents and their counts end as if no worker had died, and a partition that
+moves to another worker resumes from what was learned (no cold model, no warm-up burst).
+Records the state already covers but the group had not committed are acknowledged without
+being processed twice. Revoked partitions are saved (when nothing of theirs is in flight) and
+dropped once the new assignment is known.
+
+**Window counts: one implementation, the store's.** ``/api/stats`` reads Elasticsearch's
+aggregations over the stored events, which are exact by construction (one document per event
+id, whatever was re-delivered or processed again); the worker keeps no window table of its own.
+
+Incidents (``streams.incidents``) are part of each partition's state: each batch's changed
+incident snapshots are written to Elasticsearch after its events (``<prefix>.incidents``,
+upserted by id, the newest ``rev`` wins), and a timer resolves the quiet ones when no records
+wait.
+
+Template ids are minted by each partition's miner (content-derived ids make them equal across
+partitions: streams/templates.py).
 """
 
 from __future__ import annotations
@@ -53,12 +69,11 @@ from smartlogs import metrics
 from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
-from streams.faust_internals import ack_offsets, attributed_to, committed_offset, keep_gaps_open
-from streams.checkpoints import load_checkpoint, save_checkpoint
+from streams.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import process_isolating
+from streams.stage import count_stored, run_stage
+from streams.state_records import Book, decode_state, encode_save
 from streams.templates import MergeNotices
-from streams.windows import count_windows, fold_window_counts, summarize_windows
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +105,9 @@ raw_topic = app.topic(settings.kafka_topic, key_type=bytes, value_type=bytes,
                       partitions=settings.kafka_partitions)
 dead_letters = app.topic(settings.kafka_dlq_topic, value_type=bytes, value_serializer="raw")
 
-# "partition|window start" → {"dimension|key": count}, over events the sink newly stored, per
-# source partition (a window's totals are the sum over partitions). A dict value is replaced,
-# never mutated in place: only an assignment writes the changelog.
-window_counts = app.Table("window_counts_by_window", default=dict,
-                          partitions=settings.kafka_partitions, key_type=str,
-                          help="Events per window and dimension (host, component, level, "
-                               "template, anomalies), per source partition")
-                          # (no value_type: values go through the changelog as plain JSON objects)
+state_topic_name = f"{settings.worker_id}-state"
 
 _config = PipelineConfig.from_settings(settings)
-_ckpt = settings.data_dir / "worker.ckpt"
-pipeline: Pipeline = load_checkpoint(_ckpt, _config) or Pipeline(_config)
 _store = None
 _rejected: list[dict] = []
 _rejected_lock = threading.Lock()
@@ -127,10 +133,35 @@ def store():
 SINK_RETRY_CAP = 30.0  # seconds between attempts while Elasticsearch stays unavailable
 
 
-_merges = MergeNotices()  # template merges this process has had the store apply
+class Part:
+    """One assigned partition of the raw topic: its pipeline, the next raw offset that
+    pipeline's state reflects (``applied``; None: a fresh model, from the committed offset on),
+    what its state topic partition holds (``book``, ``saved_offset``) and its batches processed
+    but not yet stored (``unstored``: a save waits for none)."""
+
+    def __init__(self, partition: int, pipeline: Pipeline, applied: int | None, book: Book,
+                 writer) -> None:
+        self.partition, self.pipeline, self.applied = partition, pipeline, applied
+        self.book, self.writer = book, writer
+        self.saved_offset = applied
+        self.unstored = 0
+        self.merges = MergeNotices()  # template merges of this pipeline the store was told of
+        if _marks is not None:
+            pipeline.scorer.marks = _marks
+        if _aliases:
+            pipeline.adopt_aliases(_aliases)
 
 
-async def _merge_templates(loop, merges: dict) -> None:
+parts: dict[int, Part] = {}  # raw partition → its state, for the partitions this worker holds
+_marks: dict | None = None  # the template marks read from the store (template_marks), once read
+_aliases: dict = {}  # the catalog's aliases read from the store (template_marks), once read
+
+
+def _lines_learned() -> int:
+    return sum(part.pipeline.lines for part in list(parts.values()))
+
+
+async def _merge_templates(loop, part: Part, merges: dict) -> None:
     """Have the store rewrite ids merged away. A failure does not hold the stream (the events
     are stored; only their grouping by the old id is stale): it is logged, and the next batch
     asks again."""
@@ -138,12 +169,12 @@ async def _merge_templates(loop, merges: dict) -> None:
         n = await loop.run_in_executor(None, store().merge_templates, merges)
         log.info("template merge: %d stored events now carry the surviving id", n)
     except Exception as exc:  # noqa: BLE001
-        _merges.retry()
+        part.merges.retry()
         log.error("template merge failed (%s); retried with the next batch",
                   redact(f"{type(exc).__name__}: {exc}")[:300])
 
 
-async def _write_until_taken(loop, events: list[dict], merges: dict | None = None,
+async def _write_until_taken(loop, part: Part, events: list[dict], merges: dict | None = None,
                              catalog: list | None = None,
                              incidents: list[dict] | None = None) -> None:
     """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
@@ -166,7 +197,7 @@ async def _write_until_taken(loop, events: list[dict], merges: dict | None = Non
                 if incidents:  # after the events they count (a retry writes both again)
                     await loop.run_in_executor(None, store().write_incidents, incidents)
             if merges:  # after the batch: its events may carry the ids merged away
-                await _merge_templates(loop, merges)
+                await _merge_templates(loop, part, merges)
             _sink_state.update(ok=True, error=None, since=None)
             return
         except Exception as exc:  # noqa: BLE001 - whatever it is, never move past unwritten data
@@ -202,28 +233,37 @@ def health() -> tuple[bool, dict]:
         assigned = 0
     waiting = not _sink_state["ok"]
     detail = {"store": {"reachable": es_ok, **es},
-              "kafka": {"assigned_partitions": assigned},
+              "kafka": {"assigned_partitions": assigned,
+                        "state": {str(p): {"lines": part.pipeline.lines, "offset": part.applied,
+                                           "saved_offset": part.saved_offset}
+                                  for p, part in sorted(list(parts.items()))}},
               "sink": {"waiting_for_elasticsearch_since": _sink_state["since"],
                        "error": _sink_state["error"]} if waiting else {"ok": True}}
     return es_ok and not waiting, detail
 
 
-async def _finish(stream, pending) -> None:
-    """Wait for a batch's write, then count it, fold its windows, dead-letter rejections and
-    ack its message: the offset becomes committable only now, after the sink took it."""
-    write, event, items, events = pending
-    await write
-    await _account(event, items, events)
-    await stream.ack(event)
+async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch) -> None:
+    """Write a processed batch, account for it and ack its message: the offset becomes
+    committable only now, after the sink took it. A task of its own, so a batch finishes even
+    when no message follows (a rebalance clears the stream's buffer and waits for every ack)."""
+    await _write_until_taken(loop, part, batch.events, batch.merges, batch.catalog,
+                             batch.incidents)
+    # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
+    # no later save of this process can cover a batch Elasticsearch lacks)
+    part.unstored -= 1
+    await _account(items, batch.events)
+    if event is not None:
+        await stream.ack(event)
 
 
 def _make_alerting():
     """Alert rules in the full stack (``SMARTLOGS_ALERT_RULES``): the same engine as embedded
-    mode, fed with each batch once Elasticsearch took it, its history in Elasticsearch (the
-    API lists it). Each rule is evaluated once however many workers share the topic
-    (``streams.alerts.assign_rules``: with every partition, all rules over this worker's
-    events; else host/incident rules over its events, and the global ones, from the store's
-    window counts, by the holder of partition 0)."""
+    mode, fed with each batch once Elasticsearch took it (each event once: only the events
+    the store newly took), its history in Elasticsearch (the API lists it). Each rule is
+    evaluated once however many workers share the topic (``streams.alerts.assign_rules``:
+    with every partition, all rules over this worker's events; else host/incident rules over
+    its events, and the global ones, from the store's window counts, by the holder of
+    partition 0)."""
     if settings.alert_rules is None:
         return None
     from smartlogs.alerting import Alerting, EsAlertHistory, EsWindowCounts
@@ -231,8 +271,8 @@ def _make_alerting():
 
     alerting = Alerting.from_settings(
         settings, history=EsAlertHistory(store().client, settings.es_index_prefix))
-    alerting.engine.marks_of = lambda: pipeline.scorer.marks
-    alerting.engine.lines_learned_of = lambda: pipeline.lines
+    alerting.engine.marks_of = lambda: _marks or {}
+    alerting.engine.lines_learned_of = _lines_learned
     alerting.busy = lambda: _lagging()  # windows close by the clock once nothing waits
 
     def raw_partitions() -> set[int]:
@@ -251,23 +291,15 @@ def _make_alerting():
 _alerting = _make_alerting()
 
 
-async def _account(event, items: list[dict], events: list[dict]) -> None:
-    """After a batch's write: count it, fold its windows (in ``event``'s partition's
-    changelog), dead-letter what Elasticsearch rejected, and hand it to the alert rules."""
-    new = [e for e in events if "seq" in e]
+async def _account(items: list[dict], events: list[dict]) -> None:
+    """After a batch's write: count it (``streams.stage.count_stored``), dead-letter what
+    Elasticsearch rejected, and hand the newly stored events to the alert rules."""
+    new = count_stored(events)
     if _alerting is not None and new:
         # off the event loop: the history is written to Elasticsearch (never raises)
         await asyncio.get_running_loop().run_in_executor(None, _alert_on, new)
-    metrics.EVENTS_PROCESSED.labels("sink").inc(len(new))
-    metrics.ANOMALIES.inc(sum(1 for e in new if e["anomaly"]))
-    metrics.MODEL_WARMED_UP.set(1 if pipeline.scorer.warmed_up else 0)
-    metrics.LAST_EVENT.labels("sink").set(time.time())
     log.info("stored %d new of %d events", len(new), len(events),
              extra={"correlation_id": correlation_ids(items)})
-    with attributed_to(event):
-        # keys scoped by the source partition: one writer per key, one changelog partition
-        fold_window_counts(window_counts, count_windows(new, WINDOW),
-                           scope=f"{event.message.partition}|")
     with _rejected_lock:
         rejected, _rejected[:] = list(_rejected), []
     for doc in rejected:
@@ -275,27 +307,20 @@ async def _account(event, items: list[dict], events: list[dict]) -> None:
     metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
 
 
-def _decode_and_process(value: bytes) -> tuple[list | None, list | None, list[dict]]:
-    """A Kafka message's value → (items, events, dead letters). An undecodable value is one
-    dead letter and no events; an item the pipeline cannot process is isolated
-    (``streams.stage``): stored flagged, and dead-lettered alone, its batch-mates stored."""
+def _decode_and_process(value: bytes, part: Part):
+    """A Kafka message's value → (items, batch), through ``part``'s pipeline
+    (``streams.stage.run_stage``). An undecodable value is (None, dead letters): no events; an
+    item the pipeline cannot process is isolated (stored flagged, and dead-lettered alone, its
+    batch-mates stored). Either way the partition's state now reflects the message."""
     try:
         items = orjson.loads(value)
         if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i
                                                   for i in items):
             raise ValueError("expected a JSON array of items with ids")
     except ValueError as exc:
-        return None, None, [{"error": f"undecodable batch: {exc}",
-                             "body": value.decode("utf-8", "replace")}]
-    result = process_isolating(pipeline, items)
-    return items, result.events, result.dead_letters
-
-
-def _incidents_of_batch() -> list[dict]:
-    """The incident snapshots the last batch changed (``streams.incidents``), written after its
-    events; in order with the other batches' writes, so a newer snapshot is never overtaken
-    (and the store refuses an older ``rev`` anyway)."""
-    return pipeline.take_incidents()
+        return None, [{"error": f"undecodable batch: {exc}",
+                       "body": value.decode("utf-8", "replace")}]
+    return items, run_stage(part.pipeline, part.merges, items)
 
 
 async def _send_dead_letters(docs: list[dict]) -> None:
@@ -314,7 +339,9 @@ async def _send_dead_letters(docs: list[dict]) -> None:
 # offsets it gets are consecutive, from the committed offset on; a message it did not get is
 # read again from Kafka by offset and processed before the one that follows it, and only then
 # acked (until then the commit cannot move past it; Faust's own gap-filling is off for it). A message
-# delivered twice is not processed twice.
+# delivered twice is not processed twice. The same mechanism catches a partition's state up: on
+# an assignment the agent expects the first offset the state does not reflect (``Part.applied``)
+# rather than the committed one.
 _expected: dict = {}  # TP → (consumer generation, next offset this agent should see)
 
 
@@ -343,17 +370,22 @@ async def _group_committed(tp) -> int | None:
         await consumer.stop()
 
 
-def _continuity(event, committed: int | None = None) -> tuple[int, int] | None:
-    """(first, end) of offsets missing before ``event``, (x, x) for a message already seen by
-    this process (a repeat), None when ``event`` is the next one expected. ``committed``: the
-    group's committed offset, when Faust's own record of it is still empty."""
+def _continuity(event, part: Part, committed: int | None = None) -> tuple[int, int] | None:
+    """(first, end) of offsets missing before ``event``, (x, x) for a message already reflected
+    in ``part``'s state (a repeat), None when ``event`` is the next one expected. On the first
+    message of an assignment the next offset expected is the one ``part``'s state stops at
+    (what it was restored at, or what it processed last); with no state, the group's committed
+    offset (``committed`` when Faust's own record of it is still empty)."""
     msg = event.message
     gen = msg.generation_id
     seen = _expected.get(msg.tp)
-    if seen is None or seen[0] != gen:  # first message of this assignment: from the commit on
-        if committed is None:
-            committed = committed_offset(app.consumer, msg.tp)
-        nxt = committed if committed is not None else msg.offset
+    if seen is None or seen[0] != gen:  # first message of this assignment
+        if part.applied is not None:
+            nxt = part.applied
+        else:
+            if committed is None:
+                committed = committed_offset(app.consumer, msg.tp)
+            nxt = committed if committed is not None else msg.offset
     else:
         nxt = seen[1]
     if msg.offset >= nxt:
@@ -365,17 +397,105 @@ def _continuity(event, committed: int | None = None) -> tuple[int, int] | None:
     return (nxt, msg.offset)
 
 
-async def _read_range(tp, first: int, end: int) -> list:
-    """Records first..end-1 of ``tp``, read directly from Kafka (no consumer group)."""
+def _client_kwargs() -> dict:
+    from smartlogs.security import kafka_client_kwargs
+
+    return kafka_client_kwargs(settings)
+
+
+async def _raw_bounds(tp) -> tuple[int, int]:
+    """(log start, end) offsets of a raw-topic partition, asked of Kafka."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    from smartlogs.security import kafka_client_kwargs
+    part = TopicPartition(tp.topic, tp.partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                client_id="smartlogs-worker-bounds", **_client_kwargs())
+    await consumer.start()
+    try:
+        first = (await consumer.beginning_offsets([part]))[part]
+        end = (await consumer.end_offsets([part]))[part]
+        return first, end
+    finally:
+        await consumer.stop()
+
+
+STATE_RETRY_CAP = 30.0  # seconds between attempts to read a partition's state
+_state_topic_ready = False
+
+
+async def _take_partition(tp) -> Part:
+    """A newly assigned raw partition: its writer (which fences a previous owner out of the
+    state topic partition), then its state read back to the high-water mark. A state that
+    cannot be read is retried (a cold model is what this avoids); a damaged one is logged and
+    replaced by a fresh model (whose first save rewrites it whole)."""
+    from streams.state_topic import StateWriter, ensure_state_topic, read_state
+
+    global _state_topic_ready
+    p = tp.partition
+    delay = 1.0
+    while True:
+        try:
+            if not _state_topic_ready:  # before anything reads it (no auto-created topic)
+                await ensure_state_topic(settings.kafka_bootstrap, state_topic_name,
+                                         settings.kafka_partitions, **_client_kwargs())
+                _state_topic_ready = True
+        except Exception as exc:  # noqa: BLE001 - Kafka away: the partition waits for its state
+            log.warning("creating %s failed (%s); retrying in %.0f s", state_topic_name,
+                        redact(f"{type(exc).__name__}: {exc}")[:300], delay)
+            await asyncio.sleep(delay)
+            delay = min(STATE_RETRY_CAP, delay * 2)
+            continue
+        writer = StateWriter(settings.kafka_bootstrap, state_topic_name, p, settings.worker_id,
+                             **_client_kwargs())
+        try:
+            started = time.monotonic()
+            await writer.start()
+            records = await read_state(settings.kafka_bootstrap, state_topic_name, p,
+                                       **_client_kwargs())
+            break
+        except Exception as exc:  # noqa: BLE001 - Kafka away: the partition waits for its state
+            await writer.stop()
+            log.warning("partition %d: reading its state failed (%s); retrying in %.0f s", p,
+                        redact(f"{type(exc).__name__}: {exc}")[:300], delay)
+            await asyncio.sleep(delay)
+            delay = min(STATE_RETRY_CAP, delay * 2)
+    try:
+        restored = decode_state(records, _config)
+    except Exception as exc:  # noqa: BLE001 - damaged: start fresh, never crash-loop
+        log.error("partition %d: its state in %s is unusable (%s); starting a fresh model", p,
+                  state_topic_name, exc)
+        restored = None
+    if restored is None:
+        log.info("partition %d: no state in %s; a fresh model from the committed offset", p,
+                 state_topic_name)
+        return Part(p, Pipeline(_config), None, Book(), writer)
+    pipeline, offset, book = restored
+    log_start, end = await _raw_bounds(tp)
+    if offset > end:  # the raw topic was recreated: its offsets mean nothing to this state
+        log.warning("partition %d: the state reflects offset %d but the raw partition ends at %d "
+                    "(topic recreated?): its model is kept, from the committed offset on",
+                    p, offset, end)
+        offset = None
+    elif offset < log_start:
+        log.warning("partition %d: the raw records %d-%d the state misses are gone (retention); "
+                    "from %d on", p, offset, log_start - 1, log_start)
+    log.info("partition %d: state restored from %s in %.2f s: %d lines learned, %d records, "
+             "reflects the raw topic up to offset %s", p, state_topic_name,
+             time.monotonic() - started, pipeline.lines, len(records), offset)
+    return Part(p, pipeline, offset, book, writer)
+
+
+async def _read_range(tp, first: int, end: int) -> list:
+    """Records first..end-1 of ``tp`` (those retention kept), read directly from Kafka (no
+    consumer group)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
 
     part = TopicPartition(tp.topic, tp.partition)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False, client_id="smartlogs-worker-gap",
-                                **kafka_client_kwargs(settings))
+                                auto_offset_reset="earliest", **_client_kwargs())
     await consumer.start()
     try:
         consumer.assign([part])
@@ -390,42 +510,70 @@ async def _read_range(tp, first: int, end: int) -> list:
         await consumer.stop()
 
 
-async def _repair(loop, event, first: int, end: int) -> None:
-    """Process the messages first..end-1 of ``event``'s partition that Faust did not deliver."""
+async def _repair(loop, event, part: Part, first: int, end: int) -> None:
+    """Process the messages first..end-1 of ``event``'s partition: those Faust did not deliver,
+    or those after the offset a restored state reflects (their events are stored already: the
+    writes are absorbed; the model and incidents catch up)."""
     tp = event.message.tp
     records = await _read_range(tp, first, end)
-    log.warning("partition %s: offsets %d-%d were not delivered by the stream; re-read %d "
+    log.warning("partition %s: offsets %d-%d were not processed by this state; re-read %d "
                 "message(s) from Kafka and processed them before offset %d",
                 tp.partition, first, end - 1, len(records), end)
     metrics.GAPS_REPAIRED.inc(len(records))
     for rec in records:
-        items, events, dead = _decode_and_process(rec.value)
-        await _send_dead_letters(dead)
-        if events is None:
+        items, batch = _decode_and_process(rec.value, part)
+        part.applied = rec.offset + 1
+        if items is None:
+            await _send_dead_letters(batch)
             continue
-        metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-        await _write_until_taken(loop, events, _merges.news(pipeline.miner), pipeline.take_catalog(),
-                                 _incidents_of_batch())
-        await _account(event, items, events)
+        part.unstored += 1  # before any await: no save covers it until it is stored
+        await _send_dead_letters(batch.dead_letters)
+        await _store_batch(loop, None, None, part, items, batch)
+    part.applied = end
     ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
+
+
+async def _part_of(event) -> Part | None:
+    """The state of ``event``'s partition (read back from the state topic at its first
+    message); None for a message of a partition this worker no longer holds."""
+    tp = event.message.tp
+    part = parts.get(tp.partition)
+    if part is None:
+        if tp not in app.consumer.assignment():
+            return None
+        part = parts[tp.partition] = await _take_partition(tp)
+    return part
 
 
 @app.agent(raw_topic)
 async def process(batches):
-    """One Kafka message = one batch. Acks are manual: a message is acknowledged only after
-    Elasticsearch took its events (``_finish``); template ids merged away while processing a
-    batch are rewritten in the store after its write (``merge_templates``). Two batches
-    overlap: while batch N is being written (Elasticsearch indexing on its own core, the write
-    in a thread), batch N+1 goes through the pipeline; N is finished before N+1's write
-    starts, so writes, window folds and acks stay in order."""
+    """One Kafka message = one batch, through the pipeline of its partition. Acks are manual: a
+    message is acknowledged only after Elasticsearch took its events (``_store_batch``);
+    template ids merged away while processing a batch are rewritten in the store after its
+    write (``merge_templates``). Two batches overlap: while batch N is being written
+    (Elasticsearch indexing on its own core, the write in a thread), batch N+1 goes through the
+    pipeline; N's write is done before N+1's starts, so writes and acks stay in order. When a
+    save is due and a partition has a batch in flight, the save is taken here, between two
+    batches, once the write is done (a save covers stored batches only)."""
     loop = asyncio.get_running_loop()
     stream = batches.noack()
     keep_gaps_open(app.consumer, settings.kafka_topic)
-    pending = None  # (write task, event, items, events) of the batch being written
+    pending = None  # the task writing and acking the last batch
     try:
         async for event in stream.events():
+            if _save_due:
+                if pending is not None:
+                    await pending
+                    pending = None
+                await _save_parts()
+            part = await _part_of(event)
+            if part is None:  # revoked meanwhile: the new owner processes it
+                log.info("partition %s: offset %d arrived after the partition was revoked; left "
+                         "to its new owner", event.message.partition, event.message.offset)
+                continue
             committed = None
-            if _needs_start(event) and committed_offset(app.consumer, event.message.tp) is None:
+            if (_needs_start(event) and part.applied is None
+                    and committed_offset(app.consumer, event.message.tp) is None):
                 # the first message came before Faust sought the partition to its commit (the
                 # window in which it used to skip one): ask Kafka where the commit is
                 try:
@@ -436,41 +584,36 @@ async def process(batches):
                 log.info("partition %s: first message (offset %d) before Faust knew the commit; "
                          "Kafka's committed offset: %s", event.message.partition,
                          event.message.offset, committed)
-            gap = _continuity(event, committed)
+            gap = _continuity(event, part, committed)
             if gap is not None:
                 if pending is not None:  # keep writes and acks in order
-                    await _finish(stream, pending)
+                    await pending
                     pending = None
                 first, end = gap
-                if first == end:  # delivered again: processed already, ack once more
-                    log.info("partition %s: offset %d delivered again; not processed twice",
-                             event.message.partition, first)
+                if first == end:  # reflected in the state already: ack once more
+                    log.info("partition %s: offset %d is reflected in its state already; not "
+                             "processed twice", event.message.partition, first)
                     await stream.ack(event)
                     continue
-                await _repair(loop, event, first, end)
+                await _repair(loop, event, part, first, end)
             # the pipeline runs while the pending batch is written
-            items, events, dead = _decode_and_process(event.value)
-            await _send_dead_letters(dead)
-            if events is None:  # undecodable: nothing to store
+            items, batch = _decode_and_process(event.value, part)
+            part.applied = event.message.offset + 1
+            if items is None:  # undecodable: nothing to store
+                await _send_dead_letters(batch)
                 if pending is not None:  # keep acks in order
-                    await _finish(stream, pending)
+                    await pending
                     pending = None
                 await stream.ack(event)
                 continue
-            metrics.EVENTS_PROCESSED.labels("pipeline").inc(len(events))
-            if pending is not None:
-                await _finish(stream, pending)
-            pending = (asyncio.ensure_future(_write_until_taken(
-                loop, events, _merges.news(pipeline.miner), pipeline.take_catalog(),
-                _incidents_of_batch())),
-                event, items, events)
-            if not stream.channel.empty():  # more is waiting: overlap with the next batch
-                continue
-            await _finish(stream, pending)  # idle: finish now rather than at the next message
-            pending = None
+            part.unstored += 1  # before any await: no save covers it until it is stored
+            await _send_dead_letters(batch.dead_letters)
+            if pending is not None:  # the previous batch's write is done before this one's
+                await pending
+            pending = asyncio.ensure_future(_store_batch(loop, stream, event, part, items, batch))
     finally:
-        if pending is not None and not pending[0].done():
-            pending[0].cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
+        if pending is not None and not pending.done():
+            pending.cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
 
 
 if settings.retention_days > 0:
@@ -507,45 +650,40 @@ MARKS_SECONDS = 5.0  # how often the worker reads the template marks (feedback) 
 @app.timer(interval=MARKS_SECONDS)
 async def template_marks() -> None:
     """Feedback on templates (POST /api/templates/{id}/feedback) is stored in Elasticsearch by
-    the API; the worker reads the marks every MARKS_SECONDS and scores the next lines with them
-    (in the event loop, between two batches: a batch is scored with one set of marks)."""
+    the API; the worker reads the marks every MARKS_SECONDS and scores the next lines of every
+    partition with them (in the event loop, between two batches: a batch is scored with one set
+    of marks)."""
+    global _marks
     try:
         marks = await asyncio.get_running_loop().run_in_executor(None, store().template_marks)
     except Exception as exc:  # noqa: BLE001 - the marks in force stay; read again next time
         log.warning("could not read the template marks (%s)", redact(f"{type(exc).__name__}: {exc}")[:200])
         return
-    if marks != pipeline.scorer.marks:
+    if marks != _marks:
         log.info("template marks: %d in force", len(marks))
-        pipeline.scorer.marks = marks
+        _marks = marks
+    for part in list(parts.values()):
+        if part.pipeline.scorer.marks != marks:
+            part.pipeline.scorer.marks = marks
     await _adopt_aliases()
 
 
 async def _adopt_aliases() -> None:
     """The catalog's aliases (ids another worker's template text made aliases, streams.catalog)
-    handed to the miner, so the next lines carry the canonical ids (the store maps the ids it
-    is given meanwhile). Between two batches, like the marks."""
+    handed to every partition's miner, so the next lines carry the canonical ids (the store maps
+    the ids it is given meanwhile). Between two batches, like the marks; a partition taken
+    later gets them when its state is read back (``Part``)."""
+    global _aliases
     try:
         aliases = await asyncio.get_running_loop().run_in_executor(None, store().template_aliases)
     except Exception as exc:  # noqa: BLE001 - read again next time
         log.warning("could not read the template aliases (%s)",
                     redact(f"{type(exc).__name__}: {exc}")[:200])
         return
-    renamed = pipeline.adopt_aliases(aliases)
+    _aliases = aliases
+    renamed = sum(len(part.pipeline.adopt_aliases(aliases) or ()) for part in list(parts.values()))
     if renamed:
-        log.info("template catalog: %d template(s) renamed to their canonical id", len(renamed))
-
-
-_last_summary: tuple | None = None
-
-
-@app.timer(interval=2.0)
-async def table_summary() -> None:
-    """Log the windows table's size when it changes (after a restart: what was recovered)."""
-    global _last_summary
-    summary = summarize_windows(window_counts.values())
-    if summary != _last_summary:
-        _last_summary = summary
-        log.info("window_counts: %d keys, total=%d events", summary[0], summary[1])
+        log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
 def _alert_on(events: list[dict]) -> None:
@@ -584,7 +722,8 @@ async def incidents_tick() -> None:
     global _unwritten_ticks
     if _lagging():
         return
-    changed = pipeline.incidents.tick(time.time())
+    now = time.time()
+    changed = [snap for part in list(parts.values()) for snap in part.pipeline.incidents.tick(now)]
     if changed or _unwritten_ticks:
         batch, _unwritten_ticks = _unwritten_ticks + changed, []
         try:
@@ -616,20 +755,77 @@ def _lagging() -> bool:
     return False
 
 
-_saved_lines = pipeline.lines  # what the checkpoint on disk covers (nothing new: no write)
+_save_due = False  # a save waits for a partition's batch in flight: the agent takes it
+_save_lock = asyncio.Lock()  # one save at a time, in order (created here: Python >= 3.10)
 
 
 @app.timer(interval=settings.checkpoint_seconds)
 async def checkpoint() -> None:
-    """The model, when lines were processed since the last checkpoint (an idle worker writes
-    nothing; the caps of streams/templates.py and streams/scoring.py bound its size)."""
-    global _saved_lines
-    if pipeline.lines == _saved_lines:
+    """Save the state of the partitions that processed records since their last save (an idle
+    worker writes nothing). A partition with a batch not yet stored waits: the agent then saves
+    between two batches, once the write is done."""
+    global _save_due
+    if not await _save_parts():
+        _save_due = True
+
+
+async def _save_parts(only: set[int] | None = None) -> bool:
+    """Save the partitions (``only`` those) whose state moved since their last save and that
+    have no batch in flight; False when one had to wait. Each save is one transaction on the
+    state topic; encoding it is synchronous (the state saved is the state at that instant)."""
+    global _save_due
+    _save_due = False
+    done = True
+    async with _save_lock:
+        for p, part in list(parts.items()):
+            if only is not None and p not in only:
+                continue
+            if part.applied is None or part.applied == part.saved_offset:
+                continue
+            if part.unstored:
+                done = False
+                continue
+            await _save_part(part)
+    return done
+
+
+async def _save_part(part: Part) -> None:
+    started = time.process_time()
+    save = encode_save(part.pipeline, part.book, part.applied)
+    cpu = time.process_time() - started
+    try:
+        await part.writer.write(save.records)
+    except Exception as exc:  # noqa: BLE001 - the next save is whole; the stream goes on
+        part.book.failed(save)
+        log.error("partition %d: saving its state failed (%s); the next save rewrites it whole",
+                  part.partition, redact(f"{type(exc).__name__}: {exc}")[:300])
         return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    lines = pipeline.lines
-    save_checkpoint(pipeline, _ckpt)
-    _saved_lines = lines
+    part.saved_offset = save.offset
+    log.info("partition %d: state saved at offset %d (%d records, %s, %.0f ms CPU)",
+             part.partition, save.offset, len(save.records), "whole" if save.full else "changes",
+             cpu * 1000)
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(sender, revoked, **kwargs) -> None:  # noqa: ARG001 - Faust's signature
+    """Before a rebalance: save the raw partitions being revoked (Faust waited for every
+    delivered message to be acked, so none has a batch in flight unless a write is stuck)."""
+    mine = {tp.partition for tp in revoked if tp.topic == settings.kafka_topic}
+    if mine:
+        await _save_parts(only=mine)
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - Faust's signature
+    """After a rebalance: drop the state of the raw partitions this worker no longer holds
+    (their new owner reads it back from the state topic); those it keeps stay in memory,
+    nobody else held them in between."""
+    keep = {tp.partition for tp in assigned if tp.topic == settings.kafka_topic}
+    for p in [p for p in parts if p not in keep]:
+        part = parts.pop(p)
+        log.info("partition %d: revoked; its state (%d lines learned, saved at offset %s) goes "
+                 "with it", p, part.pipeline.lines, part.saved_offset)
+        await part.writer.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -88,8 +88,17 @@ async def _topics(admin) -> set[str]:
 
 
 def _kafka_delete_new_topics(bootstrap: str, before: set[str]) -> None:
+    """Delete the topics new since this session began; a full stack's topics only when they
+    carry a tag of this session's stacks (tests/integration/stack.py ``TAGS``): another
+    session sharing the broker keeps the topics of the stack it is running (deleting them
+    mid-test made its worker lose its partitions)."""
+    from tests.integration.stack import TAGS, TOPIC_MARKS
+
+    def ours(topic: str) -> bool:
+        return any(tag in topic for tag in TAGS) or not any(m in topic for m in TOPIC_MARKS)
+
     async def delete(admin):
-        new = sorted(await _topics(admin) - before)
+        new = sorted(t for t in await _topics(admin) - before if ours(t))
         for i in range(0, len(new), 50):
             await admin.delete_topics(new[i:i + 50])
 

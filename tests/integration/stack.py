@@ -15,6 +15,10 @@ import httpx
 import pytest
 
 
+TAGS: set[str] = set()  # of this session's stacks: the Kafka topics it may delete at its end
+TOPIC_MARKS = ("test.raw.", "test.dlq.", "test-worker-")  # in the names of a stack's topics
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -26,6 +30,7 @@ def run_stack(tmp_path, rabbitmq: str, kafka: str, elasticsearch: str,
     """Start the three services on unique queues, topics and indices; yield; stop and clean up.
     ``extra_env``: more settings for the three (e.g. shorter readiness delays)."""
     tag = uuid.uuid4().hex[:8]
+    TAGS.add(tag)
     port = free_port()
     env = {
         **os.environ,

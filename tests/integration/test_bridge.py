@@ -211,6 +211,10 @@ def test_batches_arrive_exactly_once_keyed_by_source_in_order(rabbitmq, kafka):
         partitions[r["key"]].add(r["partition"])
         per_host[r["key"]].extend(it["id"] for it in r["items"])
     assert all(len(p) == 1 for p in partitions.values())
+    # the partition is streams.partitions.partition_of(key, 4): the rule both runtimes share
+    from streams.partitions import partition_of
+
+    assert {k: p.pop() for k, p in partitions.items()} == {k: partition_of(k, 4) for k in partitions}
     assert set(per_host) == {"linux.log", "http", "web-0", "web-1", "web-2", "db-1"}
     for host, got in per_host.items():
         assert got == [i for i in order if expected_host[i] == host], host
@@ -329,6 +333,9 @@ class _FailingProducer:
 
     async def stop(self):
         await self.real.stop()
+
+    async def partitions_for(self, topic):
+        return await self.real.partitions_for(topic)
 
     async def send(self, topic, value=None, key=None, **kw):
         fut = asyncio.get_running_loop().create_future()

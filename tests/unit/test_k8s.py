@@ -65,5 +65,5 @@ def test_probes_use_the_healthz_endpoints_compose_checks():
 
 def test_worker_replicas_are_within_the_partition_count():
     worker = _workloads()["worker"]
-    assert worker["kind"] == "StatefulSet"  # its checkpoint volume stays with its identity
+    assert worker["kind"] == "StatefulSet"  # a stable identity per worker (its state is in Kafka)
     assert 1 <= worker["spec"]["replicas"] <= Settings().kafka_partitions

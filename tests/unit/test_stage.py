@@ -45,11 +45,53 @@ def test_the_kafka_worker_dead_letters_only_the_poison_item(poisoned, monkeypatc
     """It used to send the whole batch, good lines included, to the dead-letter topic."""
     monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
     from streams import worker
+    from streams.state_records import Book
 
-    monkeypatch.setattr(worker, "pipeline", poisoned)
-    items, events, dead = worker._decode_and_process(
-        orjson.dumps(_items(["fine one", "POISON line", "fine two"])))
-    assert len(items) == 3 and [e["format"] == "unprocessable" for e in events] == [False, True, False]
-    assert [d["item"]["raw"] for d in dead] == ["POISON line"]
-    items, events, dead = worker._decode_and_process(b"not json")
-    assert events is None and dead[0]["error"].startswith("undecodable batch")
+    part = worker.Part(0, poisoned, None, Book(), writer=None)
+    items, batch = worker._decode_and_process(
+        orjson.dumps(_items(["fine one", "POISON line", "fine two"])), part)
+    assert len(items) == 3
+    assert [e["format"] == "unprocessable" for e in batch.events] == [False, True, False]
+    assert [d["item"]["raw"] for d in batch.dead_letters] == ["POISON line"]
+    items, dead = worker._decode_and_process(b"not json", part)
+    assert items is None and dead[0]["error"].startswith("undecodable batch")
+
+
+def test_run_stage_hands_the_store_what_the_batch_changed(poisoned):
+    """What both runtimes take from the pipeline after a batch (streams.stage.run_stage)."""
+    from streams.stage import count_stored, run_stage
+    from streams.templates import MergeNotices
+
+    batch = run_stage(poisoned, MergeNotices(), _items(["disk sda1 full", "POISON", "disk sda2 full"]))
+    assert [e["id"] for e in batch.events] == ["i0", "i1", "i2"]
+    assert [d["item"]["id"] for d in batch.dead_letters] == ["i1"]
+    assert batch.catalog and poisoned.take_catalog() == []  # taken: the next batch has none
+    assert batch.merges is None and batch.incidents == poisoned.take_incidents() == []
+    stored = [{**batch.events[0], "seq": 1}, batch.events[2]]  # the store had the second
+    assert count_stored(stored) == stored[:1]
+
+
+def test_a_restored_partition_expects_the_offset_its_state_stops_at(monkeypatch, tmp_path):
+    """The worker's catch-up rule (streams/worker.py ``_continuity``): on a partition's first
+    message, the next offset expected is the one its restored state reflects, not the group's
+    commit: records before it are repeats (acked, not processed twice), records after it are
+    read again from Kafka and processed first (the model catches up)."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from types import SimpleNamespace
+
+    from streams import worker
+    from streams.pipeline import Pipeline, PipelineConfig
+    from streams.state_records import Book
+
+    def event(offset, generation=1):
+        return SimpleNamespace(message=SimpleNamespace(tp=("raw", 0), partition=0, offset=offset,
+                                                       generation_id=generation))
+
+    monkeypatch.setattr(worker, "_expected", {})
+    part = worker.Part(0, Pipeline(PipelineConfig()), 40, Book(), writer=None)
+    assert worker._continuity(event(37), part, committed=37) == (37, 37)  # in the state: repeat
+    assert worker._continuity(event(38), part) == (38, 38)
+    assert worker._continuity(event(40), part) is None  # where the state stops: processed
+    monkeypatch.setattr(worker, "_expected", {})
+    assert worker._continuity(event(45, generation=2), part, committed=45) == (40, 45)  # catch up
+    assert worker._continuity(event(46, generation=2), part) is None

@@ -1,0 +1,121 @@
+"""The Kafka side of per-partition state (``streams.state_records``): a compacted topic whose
+partition *p* holds the learned state of raw partition *p*.
+
+* :func:`ensure_state_topic` creates it (as many partitions as the raw topic,
+  ``cleanup.policy=compact``, ``max.message.bytes`` above the largest record this project
+  writes: a chunk of pickle is at most ``CHUNK``);
+* :class:`StateWriter` writes one save as **one transaction**, with a transactional producer
+  per partition whose id names the partition: the worker that takes a partition over
+  initialises the same id, which aborts a transaction the previous owner left open (kill -9
+  mid-save) and fences that owner out, so a partition's state has one writer at a time;
+* :func:`read_state` reads a partition to its end (``read_committed``: aborted saves are
+  not seen), the latest value per key.
+
+Why a topic of our own rather than a Faust table: a Faust table changelog writes one record
+per key *change*, with no way to group the records of one save (a kill -9 halfway leaves a
+model whose rows and pickle disagree), no transaction across keys, and a table's values live
+in memory (or RocksDB) a second time beside the model. Here a save is the rows that changed
+since the previous one plus a head, committed together, and restoring reads them once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from streams.state_records import CHUNK
+
+__all__ = ["ensure_state_topic", "StateWriter", "read_state", "MAX_RECORD"]
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD = 4 * CHUNK  # max.message.bytes of the topic and the producer's max_request_size
+
+
+async def ensure_state_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1,
+                             **client) -> None:
+    """Create the compacted state topic if it does not exist."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
+    await admin.start()
+    try:
+        if topic in set(await admin.list_topics()):
+            return
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication,
+                                                topic_configs={"cleanup.policy": "compact",
+                                                               "max.message.bytes": str(MAX_RECORD),
+                                                               "min.cleanable.dirty.ratio": "0.2",
+                                                               "segment.ms": "600000"})])
+            log.info("created state topic %s (%d partitions, compacted)", topic, partitions)
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        await admin.close()
+
+
+class StateWriter:
+    """Transactional writes of one partition's saves (see the module)."""
+
+    def __init__(self, bootstrap: str, topic: str, partition: int, group: str, **client):
+        self.topic, self.partition = topic, partition
+        self._kwargs = dict(bootstrap_servers=bootstrap, transactional_id=f"{group}-state-{partition}",
+                            enable_idempotence=True, max_request_size=MAX_RECORD,
+                            client_id=f"smartlogs-state-{partition}", **client)
+        self._producer = None
+
+    async def start(self) -> None:
+        """Initialise the transactional id: fences a previous owner, aborts its open save."""
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(**self._kwargs)
+        await self._producer.start()
+
+    async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """All of ``records`` or none of them (one transaction)."""
+        producer = self._producer
+        async with producer.transaction():
+            futures = [await producer.send(self.topic, key=k, value=v, partition=self.partition)
+                       for k, v in records]
+            for f in futures:
+                await f
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                await producer.stop()
+            except Exception as exc:  # noqa: BLE001 - closing: nothing left to lose
+                log.warning("state producer of partition %d: %s", self.partition, exc)
+
+
+async def read_state(bootstrap: str, topic: str, partition: int,
+                     **client) -> dict[bytes, bytes | None]:
+    """The latest committed value per key of one partition of the state topic."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                client_id="smartlogs-state-reader", max_partition_fetch_bytes=MAX_RECORD,
+                                fetch_max_bytes=4 * MAX_RECORD, **client)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
+        out: dict[bytes, bytes | None] = {}
+        while await consumer.position(tp) < end:
+            got = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+            for rec in got:
+                if rec.offset >= end:
+                    break
+                if rec.value is None:
+                    out.pop(rec.key, None)
+                else:
+                    out[rec.key] = rec.value
+        return out
+    finally:
+        await consumer.stop()
