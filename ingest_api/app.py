@@ -406,7 +406,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 {"detail": "sources are known to the pipeline process: in the full stack that "
                            "is the worker (its log names each layout learned)",
                  "mode": request.app.state.transport.mode}, status_code=404)
-        return {"sources": runner.pipeline.describe_sources()}
+        return {"sources": runner.describe_sources()}
 
     @app.get("/api/rejections", summary="The last refused requests (reason, time, client)")
     def rejections():

@@ -134,8 +134,8 @@ async def feedback(request: Request, template_id: TemplateId, body: Feedback):
     if not done:
         raise _unknown(template_id, await run_in_threadpool(_store, request, "merged_into",
                                                             template_id))
-    applies = ("from the next line processed" if runner is not None else
-               "once the workers read the marks (within 5 s)")
+    applies = (getattr(runner, "marks_apply", "from the next line processed")
+               if runner is not None else "once the workers read the marks (within 5 s)")
     return {"template_id": template_id, "mark": change.mark, "at": now, "applies": applies}
 
 

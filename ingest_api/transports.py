@@ -110,13 +110,20 @@ class SpoolTransport:
         from smartlogs.store import SqliteStore
         from streams.pipeline import PipelineConfig
         from streams.runner import EmbeddedRunner
+        from streams.shards import ShardSupervisor
 
         self.settings = settings
         self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
-                                 window_seconds=settings.window_seconds)
-        self.runner = EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
-                                     checkpoint_path=settings.checkpoint_path,
-                                     checkpoint_seconds=settings.checkpoint_seconds)
+                                 window_seconds=settings.window_seconds,
+                                 partitions=settings.partitions)
+        # K shards (streams/shards.py): one runs here, more run in processes of their own
+        shards = settings.shard_count
+        self.runner = (
+            EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
+                           checkpoint_path=settings.checkpoint_path,
+                           checkpoint_seconds=settings.checkpoint_seconds,
+                           n_partitions=settings.partitions)
+            if shards == 1 else ShardSupervisor(settings, self.store, shards))
         self._spool = GroupCommit(self._commit)
         from smartlogs.alerting import Alerting
 
@@ -124,8 +131,8 @@ class SpoolTransport:
         if self.alerting is not None:
             self.runner.subscribe(self.alerting.on_stored)
             # the catalog's marks, as the pipeline has them now (feedback takes effect at once)
-            self.alerting.engine.marks_of = lambda: self.runner.pipeline.scorer.marks
-            self.alerting.engine.lines_learned_of = lambda: self.runner.pipeline.lines
+            self.alerting.engine.marks_of = self.runner.marks
+            self.alerting.engine.lines_learned_of = lambda: self.runner.lines
             # windows close by the clock only once the spool holds nothing unprocessed
             self.alerting.busy = lambda: self.store.spool_backlog() > 0
         self.retention = None

@@ -155,7 +155,8 @@ def up(
     log_level: LogLevelOpt = "info",
     insecure: InsecureOpt = False,
 ) -> None:
-    """Run the embedded platform in one process: API, stream pipeline and store.
+    """Run the embedded platform: the API process and its shard processes (the stream
+    pipeline, SMARTLOGS_SHARDS: one per core by default), over one SQLite store.
 
     No Docker and no external engines: events go through an on-disk spool into the same
     pipeline the Kafka worker runs, and are stored in SQLite with full-text search.
@@ -172,7 +173,8 @@ def up(
     tls = _tls_setup(settings)
     base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
-                  f"store [cyan]{settings.db_path}[/]", soft_wrap=True)
+                  f"store [cyan]{settings.db_path}[/], {settings.shard_count} shard(s) over "
+                  f"{settings.partitions} partitions", soft_wrap=True)
     console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
                   "-d '{\"message\": \"hello\"}'", soft_wrap=True)  # never cut a command
     from smartlogs.datasets import default_loghub_dir

@@ -117,8 +117,10 @@ def test_one_firing_and_one_resolved_per_kind_and_none_for_normal_lines(tmp_path
     with TestClient(create_app(settings)) as client:
         def beat(k=1, hosts=("web1", "web2")):  # normal, live lines from each host
             for _ in range(k):
+                # every host says each normal line (a host's lines are learned by its own
+                # partition's model: a line only another host said is new to it)
                 _post(client, [{"message": normal[i % 4], "host": h, "timestamp": time.time()}
-                               for i, h in enumerate(hosts * 5)])
+                               for h in hosts for i in range(5)])
                 time.sleep(0.2)
 
         beat(6)  # warm-up and a normal stretch: every pattern is known, nothing fires
