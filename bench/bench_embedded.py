@@ -41,7 +41,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartlogs.replay import plan_batches, read_lines, send_batches  # noqa: E402
+from smartlogs.cli.replay import plan_batches, read_lines, send_batches  # noqa: E402
 from smartlogs.store import SqliteStore  # noqa: E402
 from streams.parsing import LineParser, normalize_level  # noqa: E402
 from streams.pipeline import Pipeline, PipelineConfig  # noqa: E402
@@ -52,7 +52,7 @@ from streams.windows import window_start  # noqa: E402
 
 
 def loghub() -> Path:
-    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
 
     try:
         return require_loghub_dir("Linux")

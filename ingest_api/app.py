@@ -189,7 +189,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         await transport.start()
         app.state.transport, app.state.store = transport, store
         if mode != "embedded" and s.alert_rules is not None:  # the worker raises them
-            from smartlogs.alerting import AlertsView
+            from streams.runtime.alerting import AlertsView
 
             app.state.alerts_view = AlertsView.from_settings(s, store.client)
         app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken

@@ -4,7 +4,7 @@ feedback on a template (``expected`` / ``always_alert`` / ``none``), see streams
 Both stores answer the catalog (SQLite in embedded mode, Elasticsearch in the full stack).
 Feedback is stored with the template's history; in embedded mode the pipeline shares this
 process and scores the next line with it; in the full stack the worker reads the marks from
-Elasticsearch every few seconds (``streams.worker.MARKS_SECONDS``, 5).
+Elasticsearch every few seconds (``streams.runtime.worker.MARKS_SECONDS``, 5).
 """
 
 from __future__ import annotations

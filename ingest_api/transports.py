@@ -109,14 +109,14 @@ class SpoolTransport:
     def __init__(self, settings: Settings):
         from smartlogs.store import SqliteStore
         from streams.pipeline import PipelineConfig
-        from streams.runner import EmbeddedRunner
-        from streams.shards import ShardSupervisor
+        from streams.runtime.embedded import EmbeddedRunner
+        from streams.runtime.shards import ShardSupervisor
 
         self.settings = settings
         self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
                                  window_seconds=settings.window_seconds,
                                  partitions=settings.partitions)
-        # K shards (streams/shards.py): one runs here, more run in processes of their own
+        # K shards (streams/runtime/shards.py): one runs here, more run in processes of their own
         shards = settings.shard_count
         self.runner = (
             EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
@@ -125,7 +125,7 @@ class SpoolTransport:
                            n_partitions=settings.partitions)
             if shards == 1 else ShardSupervisor(settings, self.store, shards))
         self._spool = GroupCommit(self._commit)
-        from smartlogs.alerting import Alerting
+        from streams.runtime.alerting import Alerting
 
         self.alerting = Alerting.from_settings(settings)  # None without SMARTLOGS_ALERT_RULES
         if self.alerting is not None:
@@ -137,7 +137,7 @@ class SpoolTransport:
             self.alerting.busy = lambda: self.store.spool_backlog() > 0
         self.retention = None
         if settings.retention_days > 0:
-            from streams.retention import Retention
+            from streams.runtime.retention import Retention
 
             self.retention = Retention(
                 partial(self.store.delete_before, window_seconds=settings.window_seconds),

@@ -52,7 +52,7 @@ of the group and evaluates the rule over its own events, as one process does. An
 rules to one worker only, the one holding partition 0 of the raw topic (whoever gets it after a
 rebalance takes over), and that worker evaluates them not from its own events but from the
 store's counts of the window (``observe_counts``: Elasticsearch aggregations over every
-worker's stored events, see ``smartlogs.alerting.EsWindowCounts``), a little behind the clock
+worker's stored events, see ``streams.runtime.alerting.EsWindowCounts``), a little behind the clock
 (``GLOBAL_LAG_SECONDS``) so that the window's lines are searchable when it is judged. The
 same rule code judges the counts (thresholds, baselines, one alert while it lasts, caps). A
 process that sees every event (embedded mode, or a worker holding every partition) evaluates

@@ -4,7 +4,7 @@ The bulk of what the model learns is a few maps of per-key rows: the scorer's ra
 template and host-template pair, the miner's memos of masked tokens and messages. A map that
 keeps its rows in ``_state`` (a dict, insertion-ordered) and mixes in :class:`KeyedRows`, or a
 :class:`TrackedDict`, records which keys changed since the last checkpoint; its owner hands
-the runtime (``streams.checkpoints``) a :class:`Rows` view of it, and the runtime writes only
+the runtime (``streams.runtime.checkpoints``) a :class:`Rows` view of it, and the runtime writes only
 those rows and pickles the rest of the model without them. Pure: no I/O here, only the
 bookkeeping.
 

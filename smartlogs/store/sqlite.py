@@ -59,7 +59,7 @@ handler stops the statement once ``query_timeout`` seconds have passed or ``inte
 was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInterrupted``.
 
 Connections are per thread (sqlite3 objects must not cross threads). Writers of events are
-the runner threads of the shards (streams/shards.py), one per shard, possibly in several
+the runner threads of the shards (streams/runtime/shards.py), one per shard, possibly in several
 processes: SQLite serialises their transactions (``BEGIN IMMEDIATE``), and everything a write
 derives from the store (the next ``seq``, the body dictionary) is read inside its
 transaction. API threads append to the spool and read.

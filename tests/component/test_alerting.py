@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest_api.app import create_app
-from smartlogs.alerting import Notifier
+from streams.runtime.alerting import Notifier
 from smartlogs.settings import Settings
 from streams.alerts import Alert
 
@@ -202,7 +202,7 @@ def restart_scenario(make_history, receiver) -> None:
     restarts, is noticed as silent. ``make_history()`` opens the history's store again."""
     import yaml
 
-    from smartlogs.alerting import Alerting
+    from streams.runtime.alerting import Alerting
     from streams.alerts import AlertEngine, load_rules
 
     now = [1_800_000_000.0]
@@ -245,7 +245,7 @@ def restart_scenario(make_history, receiver) -> None:
 
 
 def test_a_condition_lasting_across_restarts_raises_once_and_resolves_once(tmp_path, receiver):
-    from smartlogs.alerting import AlertHistory
+    from streams.runtime.alerting import AlertHistory
 
     restart_scenario(lambda: AlertHistory(tmp_path / "alerts.db"), receiver)
 
@@ -284,7 +284,7 @@ def test_the_clock_closes_no_window_while_accepted_lines_wait(tmp_path):
     their windows: while the runtime says some wait, a tick resolves nothing."""
     import yaml
 
-    from smartlogs.alerting import AlertHistory, Alerting
+    from streams.runtime.alerting import AlertHistory, Alerting
     from streams.alerts import AlertEngine, load_rules
 
     now = [1_800_000_000.0]

@@ -11,8 +11,8 @@ import pytest
 from smartlogs.store import EventQuery, SqliteStore
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import PipelineConfig
-from streams.runner import EmbeddedRunner, partition_checkpoint
-from streams.shards import shard_partitions
+from streams.runtime.embedded import EmbeddedRunner, partition_checkpoint
+from streams.runtime.shards import shard_partitions
 
 CONFIG = PipelineConfig(hst_window=50)
 RECEIVED = time.time()
@@ -171,7 +171,7 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
     listeners (alerting) see each stored event once, in order, and stop() leaves the spool
     trimmed (each shard wrote its final checkpoints)."""
     from smartlogs.settings import Settings
-    from streams.shards import ShardSupervisor
+    from streams.runtime.shards import ShardSupervisor
 
     settings = Settings(data_dir=tmp_path / "var", partitions=P, shards=2, checkpoint_seconds=0.5)
     store = SqliteStore(settings.db_path, partitions=P)

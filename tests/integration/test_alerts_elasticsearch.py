@@ -9,7 +9,7 @@ import uuid
 import pytest
 from elasticsearch import Elasticsearch
 
-from smartlogs.alerting import EsAlertHistory
+from streams.runtime.alerting import EsAlertHistory
 from tests.component.test_alerting import Receiver, restart_scenario
 
 pytestmark = pytest.mark.engines
@@ -41,7 +41,7 @@ def test_a_global_rule_is_raised_once_by_two_workers_from_the_stores_window_coun
     store's."""
     import yaml
 
-    from smartlogs.alerting import Alerting, EsWindowCounts
+    from streams.runtime.alerting import Alerting, EsWindowCounts
     from smartlogs.store.elasticsearch import ElasticsearchStore
     from streams.alerts import AlertEngine, assign_rules, load_rules
 

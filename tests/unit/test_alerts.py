@@ -164,7 +164,7 @@ def test_a_template_marked_expected_raises_no_new_template_or_spike_alert():
 def test_an_alert_says_whether_the_model_was_warming_up_and_how_much_it_had_learned():
     """Issue 20: no silent cold start: an alert raised on a line scored while the model was
     warming up says so, with the lines learned; the Slack text says it in words."""
-    from smartlogs.alerting import json_payload, slack_payload
+    from streams.runtime.alerting import json_payload, slack_payload
 
     loaded, _ = rules("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 2, "
                       "window: 60s}]")

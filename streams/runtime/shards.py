@@ -1,7 +1,7 @@
 """Embedded shards: K processes, each running the pipelines of its share of the partitions.
 
 One Python process runs ~50 µs of GIL-held work per line, so one process cannot use a second
-core. `smartlogs up` therefore runs the partitioned pipeline (``streams.runner``) as K shards:
+core. `smartlogs up` therefore runs the partitioned pipeline (``streams.runtime.embedded``) as K shards:
 shard k owns the partitions p with ``p % K == k``, reads the spool (every shard reads every
 batch and keeps its partitions' items: decoding a batch costs ~1 µs a line, the pipeline ~50),
 and writes its events to the one SQLite store with its partitions' cursors in the same
@@ -96,7 +96,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     from smartlogs.logs import configure_logging
     from smartlogs.store.sqlite import SqliteStore
     from streams.pipeline import PipelineConfig
-    from streams.runner import EmbeddedRunner
+    from streams.runtime.embedded import EmbeddedRunner
 
     configure_logging(f"shard-{k}", log_level, settings.logs_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the API decides
@@ -297,7 +297,7 @@ class ShardSupervisor:
 
     def status(self) -> dict:
         from smartlogs import metrics
-        from streams.runner import COUNTS_EXPLAINED
+        from streams.runtime.embedded import COUNTS_EXPLAINED
 
         now = time.time()
         shards, failing = [], []

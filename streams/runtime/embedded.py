@@ -1,5 +1,5 @@
 """The embedded runtime: a shard's loop that drains the spool through the pipelines of its
-partitions into a store (``streams/shards.py`` runs K of them; with K=1, in the API process).
+partitions into a store (``streams/runtime/shards.py`` runs K of them; with K=1, in the API process).
 
 Why not Faust here: architecture.md records that Faust without Kafka needs either a
 disabled-Kafka boot (tables never start) or a ~240-line custom transport that reaches into
@@ -35,13 +35,13 @@ from pathlib import Path
 from smartlogs import metrics
 from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
-from streams.checkpoints import load_checkpoint, save_checkpoint
+from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import count_stored, run_stage, unprocessable_event
+from streams.runtime.stage import count_stored, run_stage, unprocessable_event
 from streams.templates import MergeNotices
 
-__all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.stage's
+__all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.runtime.stage's
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
 class EmbeddedRunner:
     """One shard: the pipelines of the partitions it owns (``partitions``, of
     ``n_partitions``; default: the one partition of an unpartitioned store), fed from the
-    spool, written to the store. ``streams.shards`` runs K of them, each in its own process,
+    spool, written to the store. ``streams.runtime.shards`` runs K of them, each in its own process,
     or one in the API process (K=1)."""
 
     def __init__(
@@ -387,7 +387,7 @@ class EmbeddedRunner:
         return len(changed)
 
     def _dead_letters(self, dead_letters: list[dict]) -> None:
-        """Items the pipeline could not process (isolated by ``streams.stage``): counted."""
+        """Items the pipeline could not process (isolated by ``streams.runtime.stage``): counted."""
         for dead in dead_letters:
             self.errors += 1
             self.last_error = dead["error"]

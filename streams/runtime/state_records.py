@@ -6,7 +6,7 @@ a compacted topic whose partition *p* holds the state of raw partition *p*. This
 a pipeline into the records of one save, and the records read back into a pipeline. Pure: no
 I/O here; the worker sends and reads the records (in one Kafka transaction per save).
 
-The row model is the checkpoint file's (``streams.checkpoints``, ``streams.keyed``):
+The row model is the checkpoint file's (``streams.runtime.checkpoints``, ``streams.keyed``):
 
 * ``r|<map>|<repr(key)>`` — one record per row of a keyed map: ``marshal((ord, key, value))``;
   a save writes only the rows changed since the previous save, a removed key is a
