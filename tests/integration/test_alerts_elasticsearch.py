@@ -108,7 +108,7 @@ class _MemoryHistory:
     def __init__(self):
         self.records: list[dict] = []
 
-    def record(self, alert, notified):
+    def record(self, alert, notified, scope=None):
         from dataclasses import asdict
 
         self.records.append(asdict(alert))
@@ -125,7 +125,10 @@ class _MemoryHistory:
     def load_state(self, scope):
         return None, None
 
-    def records_after(self, position):
+    def follow(self, position):
+        pass
+
+    def records_after(self, position, scope=None):
         return iter(())
 
     def close(self):
