@@ -190,9 +190,10 @@ class _Workers:
             n.stop()
         del self.workers[name]
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # a clean stop of each (its final save)
         for a in self.workers.values():
             a.stop()
+        self.workers.clear()
 
     def state(self, scope: str) -> dict:
         import zlib
@@ -323,3 +324,68 @@ def test_a_partition_moving_after_a_crash_resumes_from_its_record_and_the_histor
         receiver.close()
         _cleanup(client, prefix)
         client.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_global_rules_state_follows_partition_0(elasticsearch):
+    """A flood over all sources (a global rule, judged from the store's window counts by the
+    holder of partition 0) lasts while partition 0 moves from A to B: A raised it and saved
+    the global record when partition 0 was revoked; B takes it up with partition 0, raises
+    nothing new while the flood lasts and resolves it once."""
+    from smartlogs.alerting import EsWindowCounts
+    from smartlogs.store.elasticsearch import ElasticsearchStore
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    store = ElasticsearchStore(elasticsearch, index_prefix=prefix, refresh="wait_for")
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    rules = ("warmup_lines: 0\nrules:\n  - {name: flood, kind: error_flood, level: ERROR, "
+             "threshold: 4, window: 60s}\n")
+    group = _Workers(client, prefix, receiver, rules, 3, now,
+                     counts=EsWindowCounts(store.client, store.pattern))
+    seq = [0]
+
+    def minutes(n, errors=True):  # an error every 10 s from web1 (partition 0) and web2 (1)
+        for _ in range(n * 6):
+            now[0] += 10
+            if errors:  # (none: quiet, the store's counts are empty)
+                seq[0] += 1
+                events = [{"id": f"{host}:{seq[0]}", "ts": now[0] - 5, "received": now[0] - 5,
+                           "timestamp": "", "host": host, "component": "disk", "source": host,
+                           "level": "ERROR", "template_id": "T1", "message": "write failed",
+                           "anomaly": False, "reason": None, "score": 0.1}
+                          for host in ("web1", "web2")]
+                store.write(events, window_seconds=60)
+                for p, e in enumerate(events):  # to the holder of its partition
+                    holder = next(k for k, held in group.held.items() if p in held)
+                    group.workers[holder].on_stored([e], f"p{p}")
+            for w in group.workers.values():
+                w.tick()
+
+    try:
+        a = group.start("A", {0, 2})
+        group.start("B", {1})
+        minutes(2)
+        assert _posts(receiver, 1) == [("flood", "*", "firing")]
+        group.move(0, "A", "B")  # A saves partition 0's part and the global one
+        glob = group.state("global")
+        assert [(g[0], g[2], bool(g[3]["firing"])) for g in glob["groups"]] == [
+            ("flood", "*", True)]
+        minutes(1)  # the flood lasts, now judged by B: nothing new
+        assert _posts(receiver, 1) == [("flood", "*", "firing")]
+        assert a.engine.open_alerts() == []  # A no longer holds the global rules' groups
+        minutes(3, errors=False)  # over: resolved once, by B
+        assert _posts(receiver, 2) == [("flood", "*", "firing"), ("flood", "*", "resolved")]
+        assert len({p["id"] for p in receiver.posts}) == 1
+        group.stop()  # B saves the global record: the alert is over
+        assert [bool(g[3]["firing"]) for g in group.state("global")["groups"]] == [False]
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
+        store.delete_before(4e9)
+        store.client.options(ignore_status=404).indices.delete_index_template(name=prefix)
+        store.close()
