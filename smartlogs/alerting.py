@@ -15,18 +15,27 @@ applies the history records written after that position, so a crash between two 
 knows every alert it opened or resolved (window counts may then miss the last seconds' lines:
 the window of a restart never resolves an alert, see ``AlertEngine.restore``).
 One implementation for both modes: each history offers ``position()``, ``save_state``,
-``load_state`` and ``records_after``.
+``load_state``, ``follow`` and ``records_after``.
 
-Not done yet: the state's ``scope`` with several Kafka workers. Today every process saves
-under one scope (``engine``), right for embedded mode and one worker; several workers would
-overwrite each other's. The design: save per partition rather than per process — the groups
-of a partition-local rule (``streams.alerts.placement``) under ``p<partition>`` (a host
-group's partition is ``streams.partitions.partition_of(host, n)``; an incident group's, the
-partition of the source its incident belongs to), the global rules' groups under ``global``,
-written only by the holder of partition 0 — and on an assignment load the scopes of the
-partitions gained and drop the groups of those lost (after a last save), so a group's state
-moves with its partition as the model's does. The history records to apply after a saved
-position are then those of the scope's groups.
+Several Kafka workers: one record per owner, not per process. A runtime that shares the raw
+partitions with other workers sets ``Alerting.holds`` (the parts it holds now:
+``streams.alerts.scopes_held``), and hands each stored batch over with its partition's
+scope. The groups of a partition-local rule (``streams.alerts.placement``) belong to the
+partition whose lines fed them and are saved under ``p<partition>``
+(``streams.alerts.partition_scope``); the global rules' groups, the templates seen and the
+lines observed under ``global``, held with partition 0. Each history record carries the
+scope of its group. At each batch and tick the alerting restores the parts it gained
+(``AlertEngine.restore(..., owner=scope)`` into the running engine, then that scope's records
+written after the save) and forgets the groups of the parts it lost (``AlertEngine.drop``);
+the worker saves the parts of the partitions being revoked before the rebalance completes
+(``save(scopes=...)``), so the new holder reads them. The history's ``follow(position)``
+makes the records this process writes after taking a part up come after that part's saved
+position (Elasticsearch's ``seq`` is a per-writer counter started at its clock), so a later
+holder applies them whichever writer's clock is ahead. Embedded mode (``holds`` unset) saves
+one record, ``engine``, with every group. The save and restore code is the same for both;
+only the key differs. Limits: a part that cannot be read when it is taken starts fresh (as a
+whole engine does at start); the workers do not read the single ``engine`` record a one-worker
+deployment saved before this (its open alerts may fire once more after the upgrade).
 """
 
 from __future__ import annotations

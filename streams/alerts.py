@@ -58,6 +58,13 @@ same rule code judges the counts (thresholds, baselines, one alert while it last
 process that sees every event (embedded mode, or a worker holding every partition) evaluates
 all rules over its events, as before. A host sent under two partition keys (say, with and
 without a host field) is counted per partition: a local rule then sees part of it.
+
+The state of several workers is split the same way: each group has an *owner*, the partition
+whose lines fed it (``partition_scope``, given with the events to ``observe``) or
+``GLOBAL_SCOPE`` for a global rule's; ``snapshot(owner)`` is one owner's part,
+``restore(..., owner=...)`` takes a part up into a running engine, ``drop(owner)`` forgets one,
+and ``scopes_held`` says which parts a worker holding some partitions owns
+(``smartlogs.alerting`` saves and restores them).
 """
 
 from __future__ import annotations
