@@ -299,3 +299,31 @@ def test_the_clock_closes_no_window_while_accepted_lines_wait(tmp_path):
     a.tick()
     assert [x["state"] for x in a.history.list(rule="errors")] == ["resolved", "firing"]
     a.stop()
+
+
+def test_the_sqlite_history_keeps_each_records_scope_and_opens_a_db_made_before_scopes(tmp_path):
+    """The history's records carry the part of the engine's state they belong to, and a
+    restore reads one part's records; an ``alerts.db`` written before records had a scope is
+    opened as it is (the column is added)."""
+    import sqlite3
+
+    from smartlogs.alerting import AlertHistory
+
+    old = sqlite3.connect(tmp_path / "alerts.db")
+    old.executescript("""CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, state TEXT NOT NULL,
+        rule TEXT NOT NULL, kind TEXT NOT NULL, grp TEXT NOT NULL, at REAL NOT NULL,
+        historical INTEGER NOT NULL, notified INTEGER NOT NULL, body BLOB NOT NULL);""")
+    old.close()
+    history = AlertHistory(tmp_path / "alerts.db")
+    try:
+        history.record(_alert(1), notified=True, scope="p0")
+        start = history.position()
+        history.record(_alert(2), notified=True, scope="p1")
+        history.record(_alert(3), notified=False, scope="p0")
+        assert [r["id"] for r in history.records_after(None, "p0")] == [
+            "burst|web1|1", "burst|web1|3"]
+        assert [r["id"] for r in history.records_after(start, "p0")] == ["burst|web1|3"]
+        assert [r["id"] for r in history.records_after(start)] == ["burst|web1|2", "burst|web1|3"]
+    finally:
+        history.close()
