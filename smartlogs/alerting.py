@@ -334,7 +334,7 @@ class EsAlertHistory:
         es.indices.create(index=self.state_index, mappings=self._STATE_MAPPINGS,
                           settings={"number_of_replicas": 0})
         # an index made before records had a scope: add the field (a no-op when it is there)
-        self._es.indices.put_mapping(index=self.index, properties={"scope": {"type": "keyword"}})
+        es.indices.put_mapping(index=self.index, properties={"scope": {"type": "keyword"}})
         self._ready = True
 
     def record(self, alert: Alert, notified: bool, scope: str | None = None) -> None:
@@ -516,6 +516,10 @@ class Alerting:
         with self._lock:
             done = self._sync()
             done += self._scoped(self.engine.observe(events, local, owner))
+            if self.holds is not None and owner is not None and owner not in self._held:
+                # the last batch of a partition revoked meanwhile: judged and recorded (its
+                # new holder applies the records), not kept (nobody here saves that part)
+                self.engine.drop(owner)
             # the batch's groups moved; so did the templates seen and lines observed (global)
             self._dirty |= {self._record_of(owner), self._record_of(GLOBAL_SCOPE)}
         self._dispatch(done)

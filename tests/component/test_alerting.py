@@ -327,3 +327,28 @@ def test_the_sqlite_history_keeps_each_records_scope_and_opens_a_db_made_before_
         assert [r["id"] for r in history.records_after(start)] == ["burst|web1|2", "burst|web1|3"]
     finally:
         history.close()
+
+
+def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
+    """With several workers, a batch that finishes after its partition was revoked raises its
+    alerts (recorded with the partition's scope, for its new holder), and leaves no group
+    here that nobody would save or drop."""
+    import yaml
+
+    from smartlogs.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    held = {0, 1}
+    a = Alerting(AlertEngine(rules, warmup_lines=0), AlertHistory(tmp_path / "alerts.db"), [],
+                 clock=lambda: 1_800_000_000.0, tick_seconds=3600)
+    a.holds = lambda: scopes_held(held, 2)
+    a.start()
+    a.on_stored([_line(i, 1_800_000_000.0, "web1") for i in range(6)], "p0")
+    held.discard(1)
+    a.on_stored([_line(i, 1_800_000_000.0, "web2") for i in range(6)], "p1")
+    assert sorted((x.group, a.engine.owner_of(x)) for x in a.engine.open_alerts()) == [
+        ("web1", "p0")]
+    assert [(r["group"], r["state"]) for r in a.history.records_after(None, "p1")] == [
+        ("web2", "firing")]
+    a.stop()
