@@ -624,8 +624,9 @@ class Alerting:
 
     def save(self, *, clean: bool = False, scopes: set[str] | None = None) -> bool:
         """Save the engine's state if it changed since the last save (``clean``: at a stop,
-        nothing is observed after it): each record held (``scopes``: only those) whose part
-        changed; False if one failed (it is saved again at the next interval)."""
+        or of the partitions being revoked, whatever changed: nothing of it is observed here
+        after it): each record held (``scopes``: only those); False if one failed (it is saved
+        again at the next interval)."""
         started = time.monotonic()
         position = self.history.position()  # before the snapshot: a record after it is applied
         with self._lock:

@@ -820,7 +820,8 @@ async def _on_revoked(sender, revoked, **kwargs) -> None:  # noqa: ARG001 - Faus
     if mine and _alerting is not None:  # and their part of the alert engine's state (its
         # groups are forgotten once the new assignment is known: Alerting.holds)
         await asyncio.get_running_loop().run_in_executor(
-            None, partial(_alerting.save, scopes=scopes_held(mine, settings.kafka_partitions)))
+            None, partial(_alerting.save, clean=True,
+                          scopes=scopes_held(mine, settings.kafka_partitions)))
 
 
 @app.on_partitions_assigned.connect

@@ -181,7 +181,7 @@ class _Workers:
         from streams.alerts import scopes_held
 
         if not crash:
-            self.workers[src].save(scopes=scopes_held({partition}, self.n))
+            self.workers[src].save(clean=True, scopes=scopes_held({partition}, self.n))
         self.held[src].discard(partition)
         self.held[dst].add(partition)
 
