@@ -1,4 +1,4 @@
-"""What saving and restoring the alert engine's state costs (smartlogs.alerting: a snapshot
+"""What saving and restoring the alert engine's state costs (streams.runtime.alerting: a snapshot
 every SMARTLOGS_CHECKPOINT_SECONDS when it changed, under the engine's lock).
 
 ``PYTHONPATH=<checkout> python bench/bench_alert_state.py [--hosts 10000]`` feeds an engine

@@ -1,5 +1,5 @@
 """What a checkpoint costs under load: the whole model pickled (the format before issue 22
-item 5 was finished) against the incremental checkpoint (streams.checkpoints).
+item 5 was finished) against the incremental checkpoint (streams.runtime.checkpoints).
 
 ``PYTHONPATH=<checkout> python bench/bench_checkpoints.py [N]`` grows a model with N
 (default 100,000) unique random lines, then replays ``Linux_2k.log`` (from
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from streams.checkpoints import save_checkpoint
+from streams.runtime.checkpoints import save_checkpoint
 from streams.pipeline import Pipeline
 
 

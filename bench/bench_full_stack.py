@@ -44,7 +44,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartlogs.replay import plan_batches, read_lines, send_batches  # noqa: E402
+from smartlogs.cli.replay import plan_batches, read_lines, send_batches  # noqa: E402
 
 
 def _port() -> int:
@@ -241,7 +241,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--streams", type=int, default=1)
     args = ap.parse_args()
-    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
 
     try:
         path = require_loghub_dir("Linux") / "Linux" / "Linux_2k.log"

@@ -2,7 +2,7 @@
 incident tracker on and with it switched off (its three calls replaced by no-ops), side by
 side in one process, alternating, median of ``--repeat`` runs each.
 
-The input: the first three samples found (``smartlogs.evaluation.find_samples``), each line
+The input: the first three samples found (``smartlogs.cli.evaluation.find_samples``), each line
 sent ``--copies`` times under other ids and from three streams, in batches of 500; a looser
 threshold (quantile 0.99, floor 0.5) than the defaults so that more lines are flagged.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartlogs.evaluation import find_samples  # noqa: E402
+from smartlogs.cli.evaluation import find_samples  # noqa: E402
 from streams.pipeline import Pipeline, PipelineConfig  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Parse-stage cost per line (µs), before and after header inference (issue 17).
 
-For every sample found (``smartlogs.evaluation.find_samples``), each file repeated to
+For every sample found (``smartlogs.cli.evaluation.find_samples``), each file repeated to
 ``--lines`` lines, best of ``--repeat`` runs of:
 
 * ``builtin``: ``LineParser.parse`` alone (the parse stage before issue 17; on a format it
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartlogs.evaluation import find_samples  # noqa: E402
+from smartlogs.cli.evaluation import find_samples  # noqa: E402
 from streams.parsing import LineParser  # noqa: E402
 from streams.pipeline import Pipeline, PipelineConfig  # noqa: E402
 

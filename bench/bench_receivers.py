@@ -54,7 +54,7 @@ HOST = "combo"
 
 
 def loghub() -> Path:
-    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
 
     try:
         return require_loghub_dir("Linux")

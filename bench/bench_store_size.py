@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 
 def base_events() -> tuple[list[dict], list[str]]:
-    from smartlogs.datasets import require_loghub_dir
+    from smartlogs.cli.datasets import require_loghub_dir
     from streams.pipeline import Pipeline
 
     lines = (require_loghub_dir("Linux") / "Linux" / "Linux_2k.log").read_text(

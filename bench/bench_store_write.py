@@ -33,7 +33,7 @@ def _events(lines: list[str], n: int, off: int) -> list[dict]:
 
 
 def main() -> None:
-    from smartlogs.datasets import default_loghub_dir
+    from smartlogs.cli.datasets import default_loghub_dir
     from smartlogs.store.sqlite import SqliteStore
 
     ap = argparse.ArgumentParser()

@@ -1,4 +1,4 @@
-"""``/api/alerts``: the alert history and silences (see smartlogs.alerting)."""
+"""``/api/alerts``: the alert history and silences (see streams.runtime.alerting)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ router = APIRouter()
 
 def _alerting(request: Request):
     """Embedded: the transport's alerting; full stack: the rules and the history the worker
-    writes to Elasticsearch (``smartlogs.alerting.AlertsView``)."""
+    writes to Elasticsearch (``streams.runtime.alerting.AlertsView``)."""
     alerting = getattr(getattr(request.app.state, "transport", None), "alerting", None)
     alerting = alerting or getattr(request.app.state, "alerts_view", None)
     if alerting is None:

@@ -189,7 +189,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         await transport.start()
         app.state.transport, app.state.store = transport, store
         if mode != "embedded" and s.alert_rules is not None:  # the worker raises them
-            from smartlogs.alerting import AlertsView
+            from streams.runtime.alerting import AlertsView
 
             app.state.alerts_view = AlertsView.from_settings(s, store.client)
         app.state.syslog = await start_syslog(s, transport)  # None when off or the port is taken
@@ -406,7 +406,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 {"detail": "sources are known to the pipeline process: in the full stack that "
                            "is the worker (its log names each layout learned)",
                  "mode": request.app.state.transport.mode}, status_code=404)
-        return {"sources": runner.pipeline.describe_sources()}
+        return {"sources": runner.describe_sources()}
 
     @app.get("/api/rejections", summary="The last refused requests (reason, time, client)")
     def rejections():

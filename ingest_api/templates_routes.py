@@ -4,7 +4,7 @@ feedback on a template (``expected`` / ``always_alert`` / ``none``), see streams
 Both stores answer the catalog (SQLite in embedded mode, Elasticsearch in the full stack).
 Feedback is stored with the template's history; in embedded mode the pipeline shares this
 process and scores the next line with it; in the full stack the worker reads the marks from
-Elasticsearch every few seconds (``streams.worker.MARKS_SECONDS``, 5).
+Elasticsearch every few seconds (``streams.runtime.worker.MARKS_SECONDS``, 5).
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ async def feedback(request: Request, template_id: TemplateId, body: Feedback):
     if not done:
         raise _unknown(template_id, await run_in_threadpool(_store, request, "merged_into",
                                                             template_id))
-    applies = ("from the next line processed" if runner is not None else
-               "once the workers read the marks (within 5 s)")
+    applies = (getattr(runner, "marks_apply", "from the next line processed")
+               if runner is not None else "once the workers read the marks (within 5 s)")
     return {"template_id": template_id, "mark": change.mark, "at": now, "applies": applies}
 
 

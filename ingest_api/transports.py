@@ -109,28 +109,35 @@ class SpoolTransport:
     def __init__(self, settings: Settings):
         from smartlogs.store import SqliteStore
         from streams.pipeline import PipelineConfig
-        from streams.runner import EmbeddedRunner
+        from streams.runtime.embedded import EmbeddedRunner
+        from streams.runtime.shards import ShardSupervisor
 
         self.settings = settings
         self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
-                                 window_seconds=settings.window_seconds)
-        self.runner = EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
-                                     checkpoint_path=settings.checkpoint_path,
-                                     checkpoint_seconds=settings.checkpoint_seconds)
+                                 window_seconds=settings.window_seconds,
+                                 partitions=settings.partitions)
+        # K shards (streams/runtime/shards.py): one runs here, more run in processes of their own
+        shards = settings.shard_count
+        self.runner = (
+            EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
+                           checkpoint_path=settings.checkpoint_path,
+                           checkpoint_seconds=settings.checkpoint_seconds,
+                           n_partitions=settings.partitions)
+            if shards == 1 else ShardSupervisor(settings, self.store, shards))
         self._spool = GroupCommit(self._commit)
-        from smartlogs.alerting import Alerting
+        from streams.runtime.alerting import Alerting
 
         self.alerting = Alerting.from_settings(settings)  # None without SMARTLOGS_ALERT_RULES
         if self.alerting is not None:
             self.runner.subscribe(self.alerting.on_stored)
             # the catalog's marks, as the pipeline has them now (feedback takes effect at once)
-            self.alerting.engine.marks_of = lambda: self.runner.pipeline.scorer.marks
-            self.alerting.engine.lines_learned_of = lambda: self.runner.pipeline.lines
+            self.alerting.engine.marks_of = self.runner.marks
+            self.alerting.engine.lines_learned_of = lambda: self.runner.lines
             # windows close by the clock only once the spool holds nothing unprocessed
             self.alerting.busy = lambda: self.store.spool_backlog() > 0
         self.retention = None
         if settings.retention_days > 0:
-            from streams.retention import Retention
+            from streams.runtime.retention import Retention
 
             self.retention = Retention(
                 partial(self.store.delete_before, window_seconds=settings.window_seconds),

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "rules_from_file"]
@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     console_url: str | None = Field(None, description="The console's address for links in alerts "
                                     "(default: http://HOST:PORT).")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
+    shards: int = Field(
+        0, ge=0, description="Embedded mode: shard processes running the partitions' pipelines "
+        "(shard k owns the partitions p with p % shards == k; at most one per partition). "
+        "0: the number of cores; 1: one shard, in the API process.")
     retention_days: float = Field(
         0, ge=0, description="Delete events whose event time is older than this many days (0: keep "
         "everything). Embedded: in small batches in the background; Elasticsearch: whole daily or "
@@ -154,7 +158,12 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_topic: str = Field("smartlogs.raw", description="Topic of raw line batches, keyed by host.")
     kafka_dlq_topic: str = Field("smartlogs.dlq", description="Documents Elasticsearch rejected.")
-    kafka_partitions: int = Field(4, ge=1, description="Partitions of the raw topic.")
+    partitions: int = Field(
+        4, ge=1, validation_alias=AliasChoices("SMARTLOGS_PARTITIONS", "SMARTLOGS_KAFKA_PARTITIONS",
+                                               "partitions", "kafka_partitions"),
+        description="Partitions work is keyed into by source (streams/partitions.py): the raw "
+        "topic's in the full stack, the spool's in embedded mode; each has its own learned "
+        "state. SMARTLOGS_KAFKA_PARTITIONS is the old name. Fixed for an existing data directory.")
     worker_id: str = Field("smartlogs-worker", description="Faust app id: consumer group and changelog prefix.")
     bridge_metrics_port: int = Field(9464, ge=0, le=65535, description="Bridge: /metrics port (0: off).")
     worker_metrics_port: int = Field(9465, ge=0, le=65535, description="Worker: /metrics port (0: off).")
@@ -241,6 +250,18 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v
+
+    @property
+    def kafka_partitions(self) -> int:
+        """The old name of :attr:`partitions` (the raw topic's partitions)."""
+        return self.partitions
+
+    @property
+    def shard_count(self) -> int:
+        """Shards embedded mode runs: ``shards`` (0: the cores), at most one per partition."""
+        import os
+
+        return max(1, min(self.shards or os.cpu_count() or 1, self.partitions))
 
     @property
     def db_path(self) -> Path:

@@ -52,7 +52,7 @@ of the group and evaluates the rule over its own events, as one process does. An
 rules to one worker only, the one holding partition 0 of the raw topic (whoever gets it after a
 rebalance takes over), and that worker evaluates them not from its own events but from the
 store's counts of the window (``observe_counts``: Elasticsearch aggregations over every
-worker's stored events, see ``smartlogs.alerting.EsWindowCounts``), a little behind the clock
+worker's stored events, see ``streams.runtime.alerting.EsWindowCounts``), a little behind the clock
 (``GLOBAL_LAG_SECONDS``) so that the window's lines are searchable when it is judged. The
 same rule code judges the counts (thresholds, baselines, one alert while it lasts, caps). A
 process that sees every event (embedded mode, or a worker holding every partition) evaluates
@@ -64,7 +64,7 @@ whose lines fed it (``partition_scope``, given with the events to ``observe``) o
 ``GLOBAL_SCOPE`` for a global rule's; ``snapshot(owner)`` is one owner's part,
 ``restore(..., owner=...)`` takes a part up into a running engine, ``drop(owner)`` forgets one,
 and ``scopes_held`` says which parts a worker holding some partitions owns
-(``smartlogs.alerting`` saves and restores them).
+(``streams.runtime.alerting`` saves and restores them).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The bulk of what the model learns is a few maps of per-key rows: the scorer's ra
 template and host-template pair, the miner's memos of masked tokens and messages. A map that
 keeps its rows in ``_state`` (a dict, insertion-ordered) and mixes in :class:`KeyedRows`, or a
 :class:`TrackedDict`, records which keys changed since the last checkpoint; its owner hands
-the runtime (``streams.checkpoints``) a :class:`Rows` view of it, and the runtime writes only
+the runtime (``streams.runtime.checkpoints``) a :class:`Rows` view of it, and the runtime writes only
 those rows and pickles the rest of the model without them. Pure: no I/O here, only the
 bookkeeping.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-__all__ = ["KeyedRows", "TrackedDict", "DiffRows", "Rows", "EXTERNAL_ROWS"]
+__all__ = ["KeyedRows", "TrackedDict", "DiffRows", "Rows", "EXTERNAL_ROWS", "pickle_without_rows"]
 
 # set by the checkpoint writer while it pickles the model: ids of the maps whose rows it
 # writes itself (their pickled form then leaves the rows out)
@@ -194,3 +194,21 @@ class Rows:
 
 def _same(value):
     return value
+
+
+def pickle_without_rows(obj, maps: dict) -> bytes:
+    """``obj`` pickled without the rows of ``maps`` (name → ``Rows``), which a checkpoint
+    writes row by row: rows computed at save time (``DiffRows``) are prepared first, and the
+    owners are named in ``EXTERNAL_ROWS`` while pickling so they leave their rows out."""
+    import pickle
+
+    for view in maps.values():
+        prepare = getattr(view.owner, "prepare", None)
+        if prepare is not None:
+            prepare()
+            view.rows = view.owner.rows
+    token = EXTERNAL_ROWS.set(frozenset(id(view.owner) for view in maps.values()))
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        EXTERNAL_ROWS.reset(token)

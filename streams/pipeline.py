@@ -6,7 +6,7 @@ sink. The embedded runner and the Kafka worker both call it; only the transport 
 
 Processing is deterministic for a given state and input (seeded trees, no wall clock),
 which is what makes recovery exact: after a crash the runner restores the last
-checkpoint (written by ``streams.checkpoints``: the core does no file I/O) and re-runs the items accepted since, producing the same ids, templates and
+checkpoint (written by ``streams.runtime.checkpoints``: the core does no file I/O) and re-runs the items accepted since, producing the same ids, templates and
 scores; the sink drops the ones it already stored.
 """
 

@@ -34,7 +34,11 @@ Tables
              text or a merge, ``streams.catalog.converge``): its events, window counts and
              template row are rewritten to the canonical id, and events written later under it
              are stored under the canonical id
-  meta       small key/value state (``stored_seq``: last spool batch whose events are stored)
+  meta       small key/value state: ``stored_seq/<p>``, the last spool batch whose events of
+             partition ``p`` are stored (``stored_seq``: a store made before partitions, the
+             cursor of every partition that has none of its own); ``ckpt_seq/<p>``: the spool
+             position partition ``p``'s durable checkpoint covers (the spool is trimmed below
+             the lowest); ``partitions``: how many partitions the store was made with
   incidents  incident id → its latest snapshot (``streams.incidents``), upserted by id; an
              older snapshot (lower ``rev``) never overwrites a newer one
   event_incidents  seq of a flagged event → its incident id (a table of its own, so the
@@ -54,15 +58,20 @@ Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: 
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
 was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInterrupted``.
 
-Connections are per thread (sqlite3 objects must not cross threads); the runner thread
-is the only writer of events, API threads append to the spool and read.
+Connections are per thread (sqlite3 objects must not cross threads). Writers of events are
+the runner threads of the shards (streams/runtime/shards.py), one per shard, possibly in several
+processes: SQLite serialises their transactions (``BEGIN IMMEDIATE``), and everything a write
+derives from the store (the next ``seq``, the body dictionary) is read inside its
+transaction. API threads append to the spool and read.
 """
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -253,6 +262,11 @@ class _Bodies:
         transaction. A sample too small to train on leaves the current one in use."""
         if events < self.next_training or self.current >= 255:
             return
+        # another process (a shard) may have trained one since: adopt it instead
+        row = conn.execute("SELECT max(id) FROM body_dicts").fetchone()
+        if row[0] and row[0] > self.current:
+            self.load(conn)
+            return
         samples = list(fresh[-4000:])
         if len(samples) < 4000:
             for (blob,) in conn.execute("SELECT body FROM events ORDER BY seq DESC LIMIT ?",
@@ -402,7 +416,11 @@ class SqliteStore:
     """The embedded sink, query backend and ingest spool (two SQLite files)."""
 
     def __init__(self, path: Path | str, *, durable_spool: bool = True,
-                 query_timeout: float = DEFAULT_QUERY_TIMEOUT, window_seconds: int | None = None):
+                 query_timeout: float = DEFAULT_QUERY_TIMEOUT, window_seconds: int | None = None,
+                 partitions: int | None = None):
+        """``partitions``: how many partitions the runtime keys the spool by (None: as the
+        store was made, 1 for a new one). A store made with another number is refused: the
+        sources' learned state would land in other partitions."""
         self.path = Path(path)
         self.query_timeout = query_timeout
         self._stopping = threading.Event()
@@ -412,6 +430,8 @@ class SqliteStore:
         self._durable_spool = durable_spool
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._turn_file = None  # the writers' lock file (``_writer_turn``), opened on first use
+        self._turn_thread = threading.Lock()
         self._rows_per_insert: int | None = None
         self._bodies = _Bodies()
         conn = self._conn()
@@ -420,6 +440,7 @@ class SqliteStore:
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
         self._bodies.load(conn)
+        self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
             self._fill_sources(conn)
         self._record_stored_texts(conn)
@@ -440,6 +461,20 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _check_partitions(conn: sqlite3.Connection, wanted: int | None) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'partitions'").fetchone()
+        have = int(row[0]) if row else None
+        if have is not None and wanted is not None and wanted != have:
+            raise ValueError(
+                f"this store was made with {have} partitions, not {wanted}: a source's learned "
+                f"state lives in its partition, so the number cannot change for an existing data "
+                f"directory (set SMARTLOGS_PARTITIONS={have}, or start a new data directory)")
+        if have is None and wanted is not None:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('partitions', ?)",
+                         (wanted,))
+        return have or wanted or 1
 
     def _backfill_arrival_windows(self, conn: sqlite3.Connection, upto: int, size: int) -> None:
         """Arrival-time windows of the events a store held before it counted them (once, in
@@ -596,7 +631,7 @@ class SqliteStore:
         that kept its spool in the main file (moved over, unprocessed batches included), or
         whose spool file went missing (new batches must not hide behind ``stored_seq``)."""
         spool = self._spool()
-        floor = self.stored_seq()
+        floor = max(self.cursors().values())
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'spool'").fetchone():
             # all of it: batches a checkpoint does not cover yet are replayed to rebuild the model
             rows = conn.execute("SELECT seq, items, n FROM spool ORDER BY seq")
@@ -657,6 +692,9 @@ class SqliteStore:
                 except sqlite3.Error:
                     pass
             self._all.clear()
+            if self._turn_file is not None:
+                self._turn_file.close()
+                self._turn_file = None
         self._local = threading.local()
 
     # -- spool (the embedded transport's durable queue) ------------------------------------
@@ -693,6 +731,8 @@ class SqliteStore:
         return out
 
     def spool_backlog(self) -> int:
+        """Items accepted and not yet stored (items of partitions that are ahead of the
+        slowest one are counted too: an upper bound)."""
         stored = self.stored_seq()
         row = self._spool().execute("SELECT coalesce(sum(n), 0) FROM spool WHERE seq > ?", (stored,))
         return row.fetchone()[0]
@@ -701,21 +741,79 @@ class SqliteStore:
         """Forget batches that a durable checkpoint of the model already reflects."""
         self._spool().execute("DELETE FROM spool WHERE seq <= ?", (upto_seq,))
 
+    def _partition_values(self, prefix: str) -> dict[int, int]:
+        rows = self._conn().execute(
+            "SELECT key, value FROM meta WHERE key = ? OR key LIKE ?", (prefix, prefix + "/%"))
+        got = dict(rows.fetchall())
+        legacy = int(got.get(prefix, 0))
+        return {p: int(got.get(f"{prefix}/{p}", legacy)) for p in range(self.partitions)}
+
+    def cursors(self) -> dict[int, int]:
+        """Partition → the last spool batch whose events of that partition are stored."""
+        return self._partition_values("stored_seq")
+
     def stored_seq(self) -> int:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = 'stored_seq'").fetchone()
-        return int(row[0]) if row else 0
+        """The spool position every partition's events are stored up to."""
+        return min(self.cursors().values())
+
+    def checkpointed(self, positions: dict[int, int]) -> None:
+        """Record the spool positions the partitions' durable checkpoints now cover, and trim
+        the spool below the lowest of every partition's (only what all of them cover)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET value = max(CAST(value AS INTEGER), excluded.value)",
+                [(f"ckpt_seq/{p}", seq) for p, seq in positions.items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        covered = min(self._partition_values("ckpt_seq").values())
+        if covered:
+            self.spool_trim(covered)
 
     # -- sink -----------------------------------------------------------------------------
     def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0,
-              catalog: list | None = None, incidents: list[dict] | None = None) -> int:
+              catalog: list | None = None, incidents: list[dict] | None = None,
+              cursors: dict[int, int] | None = None) -> int:
         """Store a batch (and the template catalog's records it made: ``catalog``, see
         streams/catalog.py, and the incident snapshots its processing changed: ``incidents``)
-        in one transaction; known event and record ids are ignored."""
+        in one transaction, with the spool cursors of the partitions it covers (``cursors``:
+        partition → spool seq; ``applied_seq``: the same for every partition); known event
+        and record ids are ignored."""
+        if applied_seq and cursors is None:
+            cursors = dict.fromkeys(range(self.partitions), applied_seq)
+        with self._writer_turn():
+            return self._write(events, window_seconds, catalog, incidents, cursors)
+
+    @contextmanager
+    def _writer_turn(self):
+        """Writers of batches (the shards, in several processes) take turns through a lock
+        file (``<db>-writer.lock``): a blocked ``flock`` wakes the moment the lock is free,
+        where SQLite's busy handler polls with sleeps growing to 100 ms while the other
+        shard's batch commits."""
+        with self._lock:
+            f = self._turn_file
+            if f is None:
+                f = self._turn_file = open(self.path.with_name(self.path.name + "-writer.lock"), "a+")  # noqa: SIM115
+        with self._turn_thread:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
+               incidents: list[dict] | None, cursors: dict[int, int] | None) -> int:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
+            # read inside the transaction: other processes (shards) write events too
+            self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
             first = seq = self._next_seq
             for e in new:
                 e["seq"] = seq
@@ -739,12 +837,11 @@ class SqliteStore:
                            {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
                 conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
-            if applied_seq:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('stored_seq', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
-                    (applied_seq,),
-                )
+            if cursors:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                    "DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+                    [(f"stored_seq/{p}", s) for p, s in cursors.items() if s])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

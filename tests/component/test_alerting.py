@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest_api.app import create_app
-from smartlogs.alerting import Notifier
+from streams.runtime.alerting import Notifier
 from smartlogs.settings import Settings
 from streams.alerts import Alert
 
@@ -117,8 +117,10 @@ def test_one_firing_and_one_resolved_per_kind_and_none_for_normal_lines(tmp_path
     with TestClient(create_app(settings)) as client:
         def beat(k=1, hosts=("web1", "web2")):  # normal, live lines from each host
             for _ in range(k):
+                # every host says each normal line (a host's lines are learned by its own
+                # partition's model: a line only another host said is new to it)
                 _post(client, [{"message": normal[i % 4], "host": h, "timestamp": time.time()}
-                               for i, h in enumerate(hosts * 5)])
+                               for h in hosts for i in range(5)])
                 time.sleep(0.2)
 
         beat(6)  # warm-up and a normal stretch: every pattern is known, nothing fires
@@ -200,7 +202,7 @@ def restart_scenario(make_history, receiver) -> None:
     restarts, is noticed as silent. ``make_history()`` opens the history's store again."""
     import yaml
 
-    from smartlogs.alerting import Alerting
+    from streams.runtime.alerting import Alerting
     from streams.alerts import AlertEngine, load_rules
 
     now = [1_800_000_000.0]
@@ -243,7 +245,7 @@ def restart_scenario(make_history, receiver) -> None:
 
 
 def test_a_condition_lasting_across_restarts_raises_once_and_resolves_once(tmp_path, receiver):
-    from smartlogs.alerting import AlertHistory
+    from streams.runtime.alerting import AlertHistory
 
     restart_scenario(lambda: AlertHistory(tmp_path / "alerts.db"), receiver)
 
@@ -282,7 +284,7 @@ def test_the_clock_closes_no_window_while_accepted_lines_wait(tmp_path):
     their windows: while the runtime says some wait, a tick resolves nothing."""
     import yaml
 
-    from smartlogs.alerting import AlertHistory, Alerting
+    from streams.runtime.alerting import AlertHistory, Alerting
     from streams.alerts import AlertEngine, load_rules
 
     now = [1_800_000_000.0]
@@ -307,7 +309,7 @@ def test_the_sqlite_history_keeps_each_records_scope_and_opens_a_db_made_before_
     opened as it is (the column is added)."""
     import sqlite3
 
-    from smartlogs.alerting import AlertHistory
+    from streams.runtime.alerting import AlertHistory
 
     old = sqlite3.connect(tmp_path / "alerts.db")
     old.executescript("""CREATE TABLE alerts (
@@ -335,7 +337,7 @@ def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
     here that nobody would save or drop."""
     import yaml
 
-    from smartlogs.alerting import Alerting, AlertHistory
+    from streams.runtime.alerting import Alerting, AlertHistory
     from streams.alerts import AlertEngine, load_rules, scopes_held
 
     rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")

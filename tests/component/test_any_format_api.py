@@ -9,7 +9,7 @@ import csv
 import orjson
 import pytest
 
-from smartlogs.evaluation import find_samples, grouping_accuracy
+from smartlogs.cli.evaluation import find_samples, grouping_accuracy
 from tests.conftest import loghub_path, wait_stored
 
 SAMPLES = sorted(find_samples(loghub_path())) if loghub_path().is_dir() else []

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from smartlogs.store.base import EventQuery
 from smartlogs.store.sqlite import SqliteStore
-from streams.checkpoints import load_checkpoint, save_checkpoint
+from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.templates import MergeNotices
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from smartlogs.store import EventQuery, SqliteStore
 from streams.pipeline import PipelineConfig
-from streams.runner import EmbeddedRunner
+from streams.runtime.embedded import EmbeddedRunner
 from tests.component.test_incidents_api import burst, normal
 
 CONFIG = PipelineConfig()

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from smartlogs.kibana import (
+from smartlogs.cli.kibana import (
     DATA_VIEW_ID,
     KibanaSetupError,
     kibana_setup_command,

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from ingest_api.app import create_app
 from smartlogs.settings import Settings
-from streams.retention import Retention, cutoff
+from streams.runtime.retention import Retention, cutoff
 from tests.conftest import wait_stored
 
 

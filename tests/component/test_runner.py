@@ -6,7 +6,7 @@ import time
 
 from smartlogs.store import EventQuery, SqliteStore
 from streams.pipeline import PipelineConfig
-from streams.runner import EmbeddedRunner
+from streams.runtime.embedded import EmbeddedRunner
 
 CONFIG = PipelineConfig(hst_window=50)
 RECEIVED = time.time()  # one arrival time for every run of a test: reprocessing must match

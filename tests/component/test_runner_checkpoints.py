@@ -9,7 +9,7 @@ import time
 
 from smartlogs.store import SqliteStore
 from streams.pipeline import PipelineConfig
-from streams.runner import EmbeddedRunner
+from streams.runtime.embedded import EmbeddedRunner
 
 CONFIG = PipelineConfig(hst_window=50)
 

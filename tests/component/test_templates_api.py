@@ -121,9 +121,9 @@ def test_feedback_is_stored_in_the_history_and_survives_a_restart(tmp_path):
         assert r.status_code == 200 and r.json()["mark"] == "always_alert"
         r = client.post(f"/api/templates/{a}/feedback", json={"mark": "expected"})
         assert r.json()["mark"] == "expected"
-        assert client.app.state.transport.runner.pipeline.scorer.marks == {a: "expected"}
+        assert client.app.state.transport.runner.marks() == {a: "expected"}
     with _client(tmp_path) as client:  # a restart: the mark is the store's
-        assert client.app.state.transport.runner.pipeline.scorer.marks == {a: "expected"}
+        assert client.app.state.transport.runner.marks() == {a: "expected"}
         t = client.get(f"/api/templates/{a}").json()
         assert t["mark"] == "expected"
         fb = [h for h in t["history"] if h["kind"] == "feedback"]
@@ -132,7 +132,7 @@ def test_feedback_is_stored_in_the_history_and_survives_a_restart(tmp_path):
         assert client.get("/api/templates").json()["templates"][0]["mark"] == "expected"
         client.post(f"/api/templates/{a}/feedback", json={"mark": "none"})
         assert client.get(f"/api/templates/{a}").json()["mark"] is None
-        assert client.app.state.transport.runner.pipeline.scorer.marks == {}
+        assert client.app.state.transport.runner.marks() == {}
         # the id survived the restart: a new line of the template gets it
         again = _send(client, [{"message": "cache warmed in region delta", "host": "h",
                                 "timestamp": T0 + 400}], 7)

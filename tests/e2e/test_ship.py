@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pytest
 
-SHIP = [sys.executable, "-m", "smartlogs.shipper"]  # `smartlogs ship` once registered
+SHIP = [sys.executable, "-m", "smartlogs.cli.shipper"]  # `smartlogs ship` once registered
 FAST = ["--poll-interval", "0.05", "--rotate-wait", "0.5", "--max-backoff", "0.5"]
 
 

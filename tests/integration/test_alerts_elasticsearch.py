@@ -9,7 +9,7 @@ import uuid
 import pytest
 from elasticsearch import Elasticsearch
 
-from smartlogs.alerting import EsAlertHistory
+from streams.runtime.alerting import EsAlertHistory
 from tests.component.test_alerting import Receiver, restart_scenario
 
 pytestmark = pytest.mark.engines
@@ -41,7 +41,7 @@ def test_a_global_rule_is_raised_once_by_two_workers_from_the_stores_window_coun
     store's."""
     import yaml
 
-    from smartlogs.alerting import Alerting, EsWindowCounts
+    from streams.runtime.alerting import Alerting, EsWindowCounts
     from smartlogs.store.elasticsearch import ElasticsearchStore
     from streams.alerts import AlertEngine, assign_rules, load_rules
 
@@ -135,7 +135,7 @@ class _MemoryHistory:
         pass
 
 
-# -- several workers: the engine's state per partition (smartlogs.alerting) -------------------
+# -- several workers: the engine's state per partition (streams.runtime.alerting) -------------------
 _HOST_RULES = ("warmup_lines: 0\nrules:\n  - {name: errors, kind: error_flood, level: ERROR, "
                "threshold: 3, window: 60s, group_by: host}\n")
 
@@ -159,7 +159,7 @@ class _Workers:
     def start(self, name: str, partitions: set[int]):
         import time as _time
 
-        from smartlogs.alerting import Alerting, EsAlertHistory, Notifier
+        from streams.runtime.alerting import Alerting, EsAlertHistory, Notifier
         from streams.alerts import AlertEngine, assign_rules, scopes_held
 
         _time.sleep(0.01)  # each writer's sequence starts at its own clock (a later start)
@@ -200,7 +200,7 @@ class _Workers:
 
         import orjson
 
-        from smartlogs.alerting import EsAlertHistory
+        from streams.runtime.alerting import EsAlertHistory
 
         blob, _ = EsAlertHistory(self.client, self.prefix).load_state(scope)
         return orjson.loads(zlib.decompress(blob))["engine"]
@@ -332,7 +332,7 @@ def test_the_global_rules_state_follows_partition_0(elasticsearch):
     holder of partition 0) lasts while partition 0 moves from A to B: A raised it and saved
     the global record when partition 0 was revoked; B takes it up with partition 0, raises
     nothing new while the flood lasts and resolves it once."""
-    from smartlogs.alerting import EsWindowCounts
+    from streams.runtime.alerting import EsWindowCounts
     from smartlogs.store.elasticsearch import ElasticsearchStore
     from tests.component.test_alerting import Receiver
 

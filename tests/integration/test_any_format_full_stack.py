@@ -9,7 +9,7 @@ import csv
 
 import httpx
 
-from smartlogs.evaluation import grouping_accuracy
+from smartlogs.cli.evaluation import grouping_accuracy
 from tests.integration.stack import cli, stack_logs, wait_total
 
 

@@ -52,7 +52,7 @@ def test_kill_9_bridge_and_worker_during_a_20k_replay(stack, loghub):
 def test_sigterm_to_the_worker_during_a_replay_loses_nothing(stack, loghub):
     """A graceful stop (SIGTERM: what `docker compose stop` sends) while batches flow, then a
     new worker: Faust 0.15.3 could skip the message after the committed offset on the new
-    worker's assignment (about every other run lost one batch); streams/worker.py re-reads it."""
+    worker's assignment (about every other run lost one batch); streams/runtime/worker.py re-reads it."""
     env = {**stack["env"], "SMARTLOGS_URL": stack["url"], "NO_COLOR": "1"}
     replay = subprocess.Popen(
         [sys.executable, "-m", "smartlogs.cli", "replay",

@@ -164,7 +164,7 @@ def test_a_template_marked_expected_raises_no_new_template_or_spike_alert():
 def test_an_alert_says_whether_the_model_was_warming_up_and_how_much_it_had_learned():
     """Issue 20: no silent cold start: an alert raised on a line scored while the model was
     warming up says so, with the lines learned; the Slack text says it in words."""
-    from smartlogs.alerting import json_payload, slack_payload
+    from streams.runtime.alerting import json_payload, slack_payload
 
     loaded, _ = rules("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 2, "
                       "window: 60s}]")
@@ -413,7 +413,7 @@ def test_a_spikes_baseline_survives_a_restart():
     assert [a.state for a in out] == ["firing"] and out[0].baseline == 3.0
 
 
-# -- the engine's state per owner (several Kafka workers: smartlogs.alerting) -----------------
+# -- the engine's state per owner (several Kafka workers: streams.runtime.alerting) -----------------
 def test_the_state_is_keyed_by_partition_and_the_global_part_goes_with_partition_0():
     from streams.alerts import GLOBAL_SCOPE, partition_scope, scopes_held
 

@@ -83,7 +83,7 @@ def test_the_pipeline_makes_deterministic_catalog_records():
 
 
 def test_a_checkpoint_from_before_the_catalog_loads(tmp_path):
-    from streams.checkpoints import load_checkpoint, save_checkpoint
+    from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 
     p = Pipeline(PipelineConfig())
     p.miner.changes = None

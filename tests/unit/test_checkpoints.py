@@ -9,7 +9,7 @@ import pickle
 import random
 import string
 
-from streams.checkpoints import checkpoint_generation, load_checkpoint, save_checkpoint
+from streams.runtime.checkpoints import checkpoint_generation, load_checkpoint, save_checkpoint
 from streams.pipeline import Pipeline, PipelineConfig
 
 CONFIG = PipelineConfig(hst_window=50)

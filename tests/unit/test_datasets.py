@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from smartlogs.datasets import DATASETS, FetchError, fetch_dataset
+from smartlogs.cli.datasets import DATASETS, FetchError, fetch_dataset
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_missing_samples_say_what_to_set(tmp_path, monkeypatch):
     import sys
     from pathlib import Path
 
-    from smartlogs.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
 
     monkeypatch.setenv("SMARTLOGS_LOGHUB_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(LoghubNotFound) as e:

@@ -5,9 +5,9 @@ import random
 import numpy as np
 import pytest
 
-from smartlogs.evaluation import (eval_detection, eval_parsing, eval_synthetic, grouping_accuracy,
+from smartlogs.cli.evaluation import (eval_detection, eval_parsing, eval_synthetic, grouping_accuracy,
                                   pr_auc, roc_auc, write_events)
-from smartlogs.synthetic import KINDS, generate
+from smartlogs.cli.synthetic import KINDS, generate
 
 
 def test_grouping_accuracy_follows_loghub():
@@ -178,7 +178,7 @@ def test_eval_loghub_without_samples_fails_with_advice(tmp_path):
 def test_eval_production_reports_every_source_and_kind(tmp_path, loghub):
     """`smartlogs eval production`: samples as sources of one stream, synthetic anomalies
     injected into some; every source gets its FPR, every kind its recall, BGL its ROC-AUC."""
-    from smartlogs.evaluation import eval_production
+    from smartlogs.cli.evaluation import eval_production
 
     for name in ("Linux", "Apache", "BGL"):
         (tmp_path / name).symlink_to(loghub / name)
@@ -195,7 +195,7 @@ def test_eval_production_reports_every_source_and_kind(tmp_path, loghub):
 def test_hadoops_failure_starts_at_its_first_network_symptom():
     """The Hadoop sample is one job loghub labels "Network disconnection": the evaluation counts
     its lines as normal only before the first symptom (bench/QUALITY.md)."""
-    from smartlogs.evaluation import _hadoop_failure_start
+    from smartlogs.cli.evaluation import _hadoop_failure_start
 
     lines = ["INFO progress 1", "INFO progress 2",
              "WARN ipc.Client: Address change detected. Old: a/1.2.3.4:9000 New: a:9000",

@@ -1,4 +1,4 @@
-"""Pins the faust-streaming internals the worker relies on (streams/faust_internals.py).
+"""Pins the faust-streaming internals the worker relies on (streams/runtime/faust_internals.py).
 
 Each test checks what the worker needs of one private name on the installed Faust, with a real
 Consumer object (not started: no broker is contacted). An upgrade that changes one fails here.
@@ -12,7 +12,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from streams import faust_internals as fi
+from streams.runtime import faust_internals as fi
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smartlogs.evaluation import _candidates, eval_parsing, find_samples
+from smartlogs.cli.evaluation import _candidates, eval_parsing, find_samples
 from streams.headers import Layout, SourceHeaders, infer_layout
 from streams.parsing import _LEVELS
 from streams.pipeline import Pipeline, PipelineConfig
@@ -242,7 +242,7 @@ def test_layout_text_and_pickling():
 
 
 def test_learned_layouts_survive_a_restart_through_the_checkpoint(tmp_path):
-    from streams.checkpoints import load_checkpoint, save_checkpoint
+    from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 
     p = Pipeline(INFERENCE_ONLY)
     lines = [f"2024-01-02 03:04:{s:02d} WARN [t-{s}] a.b.C: value {s}" for s in range(40)]

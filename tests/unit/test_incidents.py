@@ -157,7 +157,7 @@ def test_incidents_are_part_of_the_checkpointed_state_a_rerun_gives_the_same_ids
 
 
 def test_a_checkpoint_from_before_incidents_loads_with_an_empty_tracker(tmp_path):
-    from streams.checkpoints import load_checkpoint, save_checkpoint
+    from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 
     old = Pipeline(CONFIG)
     del old.incidents  # what an older checkpoint holds
@@ -171,7 +171,7 @@ def test_a_checkpoint_from_before_incidents_loads_with_an_empty_tracker(tmp_path
 def test_new_settings_apply_to_a_restored_tracker(tmp_path):
     from dataclasses import replace
 
-    from streams.checkpoints import load_checkpoint, save_checkpoint
+    from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 
     save_checkpoint(Pipeline(CONFIG), tmp_path / "ckpt")
     p = load_checkpoint(tmp_path / "ckpt", replace(CONFIG, incident_quiet=42.0, incident_examples=2))

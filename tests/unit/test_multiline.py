@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smartlogs.replay import read_lines
+from smartlogs.cli.replay import read_lines
 from streams.multiline import MultilineJoiner, join_lines
 from streams.pipeline import Pipeline, PipelineConfig
 

@@ -1,6 +1,6 @@
 import pytest
 
-from smartlogs.replay import plan_batches
+from smartlogs.cli.replay import plan_batches
 
 
 def lines(n):
@@ -31,7 +31,7 @@ def test_speedup_follows_log_timestamps():
 def test_send_stops_when_the_server_stays_down():
     import httpx
 
-    from smartlogs.replay import send_batches
+    from smartlogs.cli.replay import send_batches
 
     def refuse(request):
         raise httpx.ConnectError("connection refused")
@@ -46,7 +46,7 @@ def test_send_stops_when_the_server_stays_down():
 def test_send_stops_at_the_first_refused_key(status):
     import httpx
 
-    from smartlogs.replay import send_batches
+    from smartlogs.cli.replay import send_batches
 
     calls = []
 
@@ -64,7 +64,7 @@ def test_send_stops_at_the_first_refused_key(status):
 def test_send_retries_503_then_succeeds_with_same_ids():
     import httpx
 
-    from smartlogs.replay import send_batches
+    from smartlogs.cli.replay import send_batches
 
     bodies = []
 
@@ -86,7 +86,7 @@ def test_retry_for_rides_out_an_outage_longer_than_the_retry_count_allows():
     retrying with backoff (capped at 10 s a wait) until the API answers, and stores once."""
     import httpx
 
-    from smartlogs.replay import send_batches
+    from smartlogs.cli.replay import send_batches
 
     now = [0.0]
     calls = []

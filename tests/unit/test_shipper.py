@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from smartlogs.replay import post_ingest, retry_after_seconds
-from smartlogs.shipper import ShipError, Shipper, StateFile
+from smartlogs.cli.replay import post_ingest, retry_after_seconds
+from smartlogs.cli.shipper import ShipError, Shipper, StateFile
 
 
 class FakeAPI:

@@ -1,4 +1,4 @@
-"""The poison policy both runtimes share (streams.stage): isolate the bad item, keep the rest."""
+"""The poison policy both runtimes share (streams.runtime.stage): isolate the bad item, keep the rest."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import process_isolating
+from streams.runtime.stage import process_isolating
 
 
 def _items(texts):
@@ -44,8 +44,8 @@ def test_a_clean_batch_has_no_dead_letters(poisoned):
 def test_the_kafka_worker_dead_letters_only_the_poison_item(poisoned, monkeypatch, tmp_path):
     """It used to send the whole batch, good lines included, to the dead-letter topic."""
     monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams import worker
-    from streams.state_records import Book
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
 
     part = worker.Part(0, poisoned, None, Book(), writer=None)
     items, batch = worker._decode_and_process(
@@ -58,8 +58,8 @@ def test_the_kafka_worker_dead_letters_only_the_poison_item(poisoned, monkeypatc
 
 
 def test_run_stage_hands_the_store_what_the_batch_changed(poisoned):
-    """What both runtimes take from the pipeline after a batch (streams.stage.run_stage)."""
-    from streams.stage import count_stored, run_stage
+    """What both runtimes take from the pipeline after a batch (streams.runtime.stage.run_stage)."""
+    from streams.runtime.stage import count_stored, run_stage
     from streams.templates import MergeNotices
 
     batch = run_stage(poisoned, MergeNotices(), _items(["disk sda1 full", "POISON", "disk sda2 full"]))
@@ -72,16 +72,16 @@ def test_run_stage_hands_the_store_what_the_batch_changed(poisoned):
 
 
 def test_a_restored_partition_expects_the_offset_its_state_stops_at(monkeypatch, tmp_path):
-    """The worker's catch-up rule (streams/worker.py ``_continuity``): on a partition's first
+    """The worker's catch-up rule (streams/runtime/worker.py ``_continuity``): on a partition's first
     message, the next offset expected is the one its restored state reflects, not the group's
     commit: records before it are repeats (acked, not processed twice), records after it are
     read again from Kafka and processed first (the model catches up)."""
     monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
     from types import SimpleNamespace
 
-    from streams import worker
+    from streams.runtime import worker
     from streams.pipeline import Pipeline, PipelineConfig
-    from streams.state_records import Book
+    from streams.runtime.state_records import Book
 
     def event(offset, generation=1):
         return SimpleNamespace(message=SimpleNamespace(tp=("raw", 0), partition=0, offset=offset,

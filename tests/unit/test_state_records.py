@@ -1,4 +1,4 @@
-"""A partition's state as records of a compacted topic (streams.state_records): a chain of
+"""A partition's state as records of a compacted topic (streams.runtime.state_records): a chain of
 incremental saves, applied as compaction would keep them, restores the model exactly (same
 rows, same results on what comes next), with the raw-topic offset each save reflects; a save
 whose transaction failed is followed by a whole one that leaves no stale row behind."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from streams.pipeline import Pipeline
-from streams.state_records import CHUNK, HEAD, Book, decode_state, encode_save
+from streams.runtime.state_records import CHUNK, HEAD, Book, decode_state, encode_save
 from tests.unit.test_checkpoints import CONFIG, _batch, _miner_shape, _results, _rows
 
 

@@ -1,4 +1,4 @@
-"""The Kafka worker's saves of per-partition state (streams/worker.py): the checkpoint timer
+"""The Kafka worker's saves of per-partition state (streams/runtime/worker.py): the checkpoint timer
 saves only the partitions that processed records since their last save (it rewrote the whole
 model every few seconds, idle or not), never a partition with a batch not yet stored (a save
 covers stored batches only: a restored state never skips a batch Elasticsearch lacks), and
@@ -16,9 +16,9 @@ from pathlib import Path
 
 _PROBE = r"""
 import asyncio, inspect, json, os, sys
-import streams.worker as w
+import streams.runtime.worker as w
 from streams.pipeline import Pipeline
-from streams.state_records import Book, decode_state
+from streams.runtime.state_records import Book, decode_state
 
 class Writer:
     def __init__(self):

@@ -65,7 +65,7 @@ import httpx
 import orjson
 import typer
 
-from smartlogs.replay import post_ingest
+from smartlogs.cli.replay import post_ingest
 from streams.multiline import MultilineJoiner
 
 __all__ = ["FileState", "StateFile", "FollowedFile", "Shipper", "ShipError", "ShipStats",
@@ -756,5 +756,5 @@ def ship_command(
         raise typer.Exit(code)
 
 
-if __name__ == "__main__":  # python -m smartlogs.shipper (until `smartlogs ship` is registered)
+if __name__ == "__main__":  # python -m smartlogs.cli.shipper (until `smartlogs ship` is registered)
     typer.run(ship_command)

@@ -155,7 +155,8 @@ def up(
     log_level: LogLevelOpt = "info",
     insecure: InsecureOpt = False,
 ) -> None:
-    """Run the embedded platform in one process: API, stream pipeline and store.
+    """Run the embedded platform: the API process and its shard processes (the stream
+    pipeline, SMARTLOGS_SHARDS: one per core by default), over one SQLite store.
 
     No Docker and no external engines: events go through an on-disk spool into the same
     pipeline the Kafka worker runs, and are stored in SQLite with full-text search.
@@ -172,10 +173,11 @@ def up(
     tls = _tls_setup(settings)
     base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     console.print(f"[bold green]SmartLogs {__version__}[/] embedded mode: API [cyan]{base}[/], "
-                  f"store [cyan]{settings.db_path}[/]", soft_wrap=True)
+                  f"store [cyan]{settings.db_path}[/], {settings.shard_count} shard(s) over "
+                  f"{settings.partitions} partitions", soft_wrap=True)
     console.print(f"  send a log:  curl -X POST {base}/ingest -H 'Content-Type: application/json' "
                   "-d '{\"message\": \"hello\"}'", soft_wrap=True)  # never cut a command
-    from smartlogs.datasets import default_loghub_dir
+    from smartlogs.cli.datasets import default_loghub_dir
 
     sample = default_loghub_dir() / "Linux" / "Linux_2k.log"
     url = "" if base == "http://127.0.0.1:8000" else f" --url {base}"
@@ -238,7 +240,7 @@ def _lock_data_dir(data_dir: Path):
     """One embedded server per data directory: a second one would write the same SQLite
     files with its own sequence numbers and model. Returns the open, exclusively locked file
     (released by the OS when the process ends, however it ends)."""
-    from smartlogs.shipper import exclusive_lock
+    from smartlogs.cli.shipper import exclusive_lock
 
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "smartlogs.lock"
@@ -471,7 +473,7 @@ def worker(ctx: typer.Context) -> None:
     from smartlogs.settings import get_settings
 
     _check_engine_security(get_settings(), "kafka", "es")
-    from streams.worker import main as worker_main
+    from streams.runtime.worker import main as worker_main
 
     worker_main(list(ctx.args) or None)
 
@@ -495,7 +497,7 @@ def replay(
     Ends with a summary (sent, accepted, rejected) and exits non-zero if anything was
     rejected. Each line's id is RUN_ID:LINE, so retries never store a line twice.
     """
-    from smartlogs.replay import count_lines, plan_batches, read_lines, send_batches
+    from smartlogs.cli.replay import count_lines, plan_batches, read_lines, send_batches
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
@@ -832,7 +834,7 @@ def status(
     from datetime import datetime, timezone
 
     from smartlogs.security import redact_url
-    from smartlogs.status import collect_status
+    from smartlogs.cli.status import collect_status
 
     mode, stages = collect_status(url, bridge_metrics=bridge_metrics, worker_metrics=worker_metrics,
                                   interval=interval, stuck_after=stuck_after,
@@ -891,7 +893,7 @@ def data_fetch(
     Loghub's datasets are free for research or academic work; see
     https://github.com/logpai/loghub and cite Zhu et al., ISSRE 2023.
     """
-    from smartlogs.datasets import DATASETS, FetchError, fetch_dataset
+    from smartlogs.cli.datasets import DATASETS, FetchError, fetch_dataset
 
     names = dataset or list(DATASETS)
     unknown = [n for n in names if n not in DATASETS]
@@ -911,12 +913,12 @@ def data_fetch(
     console.print(f"verified {len(names)} dataset(s) in {dest}. License: https://github.com/logpai/loghub")
 
 
-from smartlogs.alerts_cli import alerts_app  # noqa: E402
-from smartlogs.incidents_cli import incidents_command  # noqa: E402
-from smartlogs.evaluation import eval_app  # noqa: E402
-from smartlogs.kibana import kibana_setup_command  # noqa: E402
-from smartlogs.shipper import ship_command  # noqa: E402
-from smartlogs.templates_cli import templates_app  # noqa: E402
+from smartlogs.cli.alerts import alerts_app  # noqa: E402
+from smartlogs.cli.incidents import incidents_command  # noqa: E402
+from smartlogs.cli.evaluation import eval_app  # noqa: E402
+from smartlogs.cli.kibana import kibana_setup_command  # noqa: E402
+from smartlogs.cli.shipper import ship_command  # noqa: E402
+from smartlogs.cli.templates import templates_app  # noqa: E402
 
 app.command("kibana-setup")(kibana_setup_command)
 app.command("ship")(ship_command)

@@ -1,4 +1,4 @@
-"""The Kafka side of per-partition state (``streams.state_records``): a compacted topic whose
+"""The Kafka side of per-partition state (``streams.runtime.state_records``): a compacted topic whose
 partition *p* holds the learned state of raw partition *p*.
 
 * :func:`ensure_state_topic` creates it (as many partitions as the raw topic,
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from streams.state_records import CHUNK
+from streams.runtime.state_records import CHUNK
 
 __all__ = ["ensure_state_topic", "StateWriter", "read_state", "MAX_RECORD"]
 

@@ -1,8 +1,8 @@
 """Kafka mode: the same ``Pipeline`` driven by faust-streaming agents.
 
-    smartlogs worker                     # or: faust -A streams.worker worker -l info
-    faust -A streams.worker agents       # Faust's own commands keep working
-    faust -A streams.worker tables
+    smartlogs worker                     # or: faust -A streams.runtime.worker worker -l info
+    faust -A streams.runtime.worker agents       # Faust's own commands keep working
+    faust -A streams.runtime.worker tables
 
 Topic ``smartlogs.raw`` carries batches of items (JSON arrays, up to a few hundred lines of
 one source each, keyed by source: the bridge makes them). One Faust message per batch, not per
@@ -14,9 +14,9 @@ batch is absorbed) and sends documents Elasticsearch rejects to the dead-letter 
 offset of a message is committed only after the agent moved past it, i.e. after the sink
 acknowledged the write. What follows ``Pipeline.process`` and is the same in both runtimes
 (the poison policy, the counters, the merges/catalog/incidents handed to the store) is
-``streams.stage``'s.
+``streams.runtime.stage``'s.
 
-The private Faust names this module relies on live in ``streams.faust_internals`` (pinned by
+The private Faust names this module relies on live in ``streams.runtime.faust_internals`` (pinned by
 tests/unit/test_faust_internals.py).
 
 **Per-partition state, in Kafka.** The bridge keys the raw topic by source
@@ -24,8 +24,8 @@ tests/unit/test_faust_internals.py).
 worker keeps one ``Pipeline`` per assigned partition of the raw topic (trees, threshold,
 rates, header layouts, incidents, its miner; bounded as in embedded mode), and that state
 lives in Kafka, not in a local file: the compacted topic ``<worker id>-state``, whose
-partition *p* holds the state of raw partition *p* (``streams.state_records`` for the records,
-``streams.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
+partition *p* holds the state of raw partition *p* (``streams.runtime.state_records`` for the records,
+``streams.runtime.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
 that processed lines since their last save write the rows that changed, the rest of the model
 and a head with the raw-topic offset the state reflects, in one Kafka transaction. A save only
 covers batches Elasticsearch took (a partition with a batch in flight waits for it).
@@ -40,7 +40,7 @@ moves to another worker resumes from what was learned (no cold model, no warm-up
 Records the state already covers but the group had not committed are acknowledged without
 being processed twice. Revoked partitions are saved (when nothing of theirs is in flight) and
 dropped once the new assignment is known; so is each partition's part of the alert engine's
-state (in Elasticsearch, ``smartlogs.alerting``), and the global rules' part with partition 0.
+state (in Elasticsearch, ``streams.runtime.alerting``), and the global rules' part with partition 0.
 
 **Window counts: one implementation, the store's.** ``/api/stats`` reads Elasticsearch's
 aggregations over the stored events, which are exact by construction (one document per event
@@ -71,10 +71,10 @@ from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
 from streams.alerts import partition_scope, scopes_held
-from streams.faust_internals import ack_offsets, committed_offset, keep_gaps_open
+from streams.runtime.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import count_stored, run_stage
-from streams.state_records import Book, decode_state, encode_save
+from streams.runtime.stage import count_stored, run_stage
+from streams.runtime.state_records import Book, decode_state, encode_save
 from streams.templates import MergeNotices
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ def _make_alerting():
     the global rules (``streams.alerts.scopes_held``): it moves with the partitions."""
     if settings.alert_rules is None:
         return None
-    from smartlogs.alerting import Alerting, EsAlertHistory, EsWindowCounts
+    from streams.runtime.alerting import Alerting, EsAlertHistory, EsWindowCounts
     from streams.alerts import assign_rules
 
     alerting = Alerting.from_settings(
@@ -296,7 +296,7 @@ _alerting = _make_alerting()
 
 
 async def _account(items: list[dict], events: list[dict], partition: int) -> None:
-    """After a batch's write: count it (``streams.stage.count_stored``), dead-letter what
+    """After a batch's write: count it (``streams.runtime.stage.count_stored``), dead-letter what
     Elasticsearch rejected, and hand the newly stored events to the alert rules."""
     new = count_stored(events)
     if _alerting is not None and new:
@@ -313,7 +313,7 @@ async def _account(items: list[dict], events: list[dict], partition: int) -> Non
 
 def _decode_and_process(value: bytes, part: Part):
     """A Kafka message's value → (items, batch), through ``part``'s pipeline
-    (``streams.stage.run_stage``). An undecodable value is (None, dead letters): no events; an
+    (``streams.runtime.stage.run_stage``). An undecodable value is (None, dead letters): no events; an
     item the pipeline cannot process is isolated (stored flagged, and dead-lettered alone, its
     batch-mates stored). Either way the partition's state now reflects the message."""
     try:
@@ -433,7 +433,7 @@ async def _take_partition(tp) -> Part:
     state topic partition), then its state read back to the high-water mark. A state that
     cannot be read is retried (a cold model is what this avoids); a damaged one is logged and
     replaced by a fresh model (whose first save rewrites it whole)."""
-    from streams.state_topic import StateWriter, ensure_state_topic, read_state
+    from streams.runtime.state_topic import StateWriter, ensure_state_topic, read_state
 
     global _state_topic_ready
     p = tp.partition
@@ -621,7 +621,7 @@ async def process(batches):
 
 
 if settings.retention_days > 0:
-    from streams.retention import Retention
+    from streams.runtime.retention import Retention
 
     _retention = Retention(lambda cut: len(store().delete_before(cut)), days=settings.retention_days,
                            window_seconds=WINDOW)
@@ -705,7 +705,7 @@ async def _start_alerting() -> None:
 
 @app.on_before_shutdown.connect
 async def _stop_alerting(sender, **kwargs) -> None:
-    """A clean stop saves the alert engine's state (smartlogs.alerting) for the next start."""
+    """A clean stop saves the alert engine's state (streams.runtime.alerting) for the next start."""
     if _alerting is not None:
         await asyncio.get_running_loop().run_in_executor(None, _alerting.stop)
 

@@ -1,4 +1,5 @@
-"""The embedded runtime: one thread that drains the spool through the pipeline into a store.
+"""The embedded runtime: a shard's loop that drains the spool through the pipelines of its
+partitions into a store (``streams/runtime/shards.py`` runs K of them; with K=1, in the API process).
 
 Why not Faust here: architecture.md records that Faust without Kafka needs either a
 disabled-Kafka boot (tables never start) or a ~240-line custom transport that reaches into
@@ -7,7 +8,9 @@ batched. The embedded mode therefore runs the *same* pure ``Pipeline`` object th
 worker runs, driven by this small loop; what the loop owns (ordering, exactly-once and
 recovery) is tested directly in tests/component/test_runner.py.
 
-Exactly-once, without a broker:
+Exactly-once, without a broker (per partition: each has its own pipeline, checkpoint
+``<checkpoint>-p<N>`` and spool cursor; items go to the partition of their source,
+``streams.partitions``):
   * the API commits each accepted request to the spool before answering 202;
   * the loop processes spool batches in order and commits the resulting events, their
     window counts and the spool cursor (``stored_seq``) in one SQLite transaction;
@@ -32,17 +35,33 @@ from pathlib import Path
 from smartlogs import metrics
 from smartlogs.logs import correlation_ids
 from smartlogs.store.sqlite import SqliteStore
-from streams.checkpoints import load_checkpoint, save_checkpoint
+from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
+from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.stage import count_stored, run_stage, unprocessable_event
+from streams.runtime.stage import count_stored, run_stage, unprocessable_event
 from streams.templates import MergeNotices
 
-__all__ = ["EmbeddedRunner", "unprocessable_event"]  # the latter: streams.stage's
+__all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.runtime.stage's
 
 log = logging.getLogger(__name__)
 
+IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its spool cursors
+
+
+def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
+    """Where partition ``partition``'s checkpoint lives: ``path`` itself with one partition
+    (the layout of a store made before partitions), else ``<stem>-p<partition><suffix>``."""
+    if partitions <= 1:
+        return path
+    return path.with_name(f"{path.stem}-p{partition}{path.suffix}")
+
 
 class EmbeddedRunner:
+    """One shard: the pipelines of the partitions it owns (``partitions``, of
+    ``n_partitions``; default: the one partition of an unpartitioned store), fed from the
+    spool, written to the store. ``streams.runtime.shards`` runs K of them, each in its own process,
+    or one in the API process (K=1)."""
+
     def __init__(
         self,
         store: SqliteStore,
@@ -51,14 +70,26 @@ class EmbeddedRunner:
         checkpoint_path: Path | None = None,
         checkpoint_seconds: float = 5.0,
         max_batch: int = 5000,
+        partitions: list[int] | None = None,
+        n_partitions: int | None = None,
+        wake_event=None,
+        reload_marks: float | None = None,
     ):
         self.store = store
         self.config = config
         self.checkpoint_path = checkpoint_path
         self.checkpoint_seconds = checkpoint_seconds
         self.max_batch = max_batch
-        self.pipeline = self._restore()
-        self._wake = threading.Event()
+        self.n_partitions = n_partitions or store.partitions
+        self.parts = sorted(partitions) if partitions is not None else list(range(self.n_partitions))
+        if not self.parts or not all(0 <= p < self.n_partitions for p in self.parts):
+            raise ValueError(f"partitions {self.parts} are not a non-empty subset of "
+                             f"0..{self.n_partitions - 1}")
+        self._saved: dict[int, tuple] = {}
+        self._merges: dict[int, MergeNotices] = {}
+        self.pipelines: dict[int, Pipeline] = {p: self._restore(p) for p in self.parts}
+        # another process's wake (a multiprocessing.Event) when the API is not in this one
+        self._wake = wake_event if wake_event is not None else threading.Event()
         self._stop = threading.Event()
         self._abandon = threading.Event()  # stop() gave up on a store that keeps failing
         self._thread: threading.Thread | None = None
@@ -69,7 +100,11 @@ class EmbeddedRunner:
         self._listeners: list = []
         self._last_ckpt = time.monotonic()
         self._last_tick = 0.0  # monotonic time of the last incident tick
+        self._cursor_written = 0.0  # monotonic time of the last write
         self._ckpt_cost = 0.0  # seconds the last checkpoint took
+        # feedback marks given through another process (the API): read from the store
+        self._reload_marks = reload_marks
+        self._last_marks = time.monotonic()
         self.checkpoints = 0  # written by this runner
         self.processed = 0
         self.errors = 0
@@ -78,30 +113,52 @@ class EmbeddedRunner:
         # since when processing (a whole step) or storing (the writer) keeps failing
         self._failing: dict[str, float] = {}
 
-    def _restore(self) -> Pipeline:
-        pipeline = load_checkpoint(self.checkpoint_path, self.config) if self.checkpoint_path else None
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline of a runner with one partition (tests, tools)."""
+        if len(self.pipelines) != 1:
+            raise AttributeError("this runner runs several partitions: see .pipelines")
+        return next(iter(self.pipelines.values()))
+
+    def _checkpoint_path(self, p: int) -> Path | None:
+        if self.checkpoint_path is None:
+            return None
+        return partition_checkpoint(self.checkpoint_path, p, self.n_partitions)
+
+    def _restore(self, p: int) -> Pipeline:
+        path = self._checkpoint_path(p)
+        pipeline = load_checkpoint(path, self.config) if path else None
+        if (pipeline is None and path is not None and path != self.checkpoint_path
+                and self.checkpoint_path.exists()):
+            # a data directory from before partitions: every partition starts from a copy
+            # of what the one pipeline had learned (and re-runs the spool after its position)
+            pipeline = load_checkpoint(self.checkpoint_path, self.config)
+            if pipeline is not None:
+                log.info("partition %d starts from the unpartitioned checkpoint", p)
         if pipeline is None:
             pipeline = Pipeline(self.config)
-            if self.store.stored_seq():
-                log.warning("no usable checkpoint; the model starts fresh, stored events are kept")
+            if self.store.cursors().get(p):
+                log.warning("partition %d: no usable checkpoint; its model starts fresh, stored "
+                            "events are kept", p)
         # what the checkpoint on disk holds (spool position, lines): with nothing processed
         # since, there is nothing to write (a fresh model that processed nothing neither)
-        self._saved = (pipeline.applied_seq, pipeline.lines)
-        # the catalog's names for templates that other pipelines met too (streams.catalog)
-        self._adopt_aliases(pipeline)
+        self._saved[p] = (pipeline.applied_seq, pipeline.lines)
+        # the catalog's names for templates that other pipelines met too (streams.catalog):
+        # other partitions' pipelines, in this shard or another
+        self._adopt_aliases([pipeline])
         # feedback on templates: the store holds the marks (a mark given after the checkpoint
         # was written is not lost)
         pipeline.scorer.marks = self.store.template_marks()
         # template merges the store may not have applied yet (a crash between the write of a
         # batch and its merge): applying them again is harmless
-        self._merges = MergeNotices()
-        merges = self._merges.news(pipeline.miner)
+        self._merges[p] = notices = MergeNotices()
+        merges = notices.news(pipeline.miner)
         if merges and not self._merge(merges):
-            self._merges.retry()
+            notices.retry()
         return pipeline
 
-    def _adopt_aliases(self, pipeline: Pipeline, every: float = 0.0) -> None:
-        """Hand the pipeline's miner the catalog's aliases (ids another pipeline's template
+    def _adopt_aliases(self, pipelines: list[Pipeline], every: float = 0.0) -> None:
+        """Hand the pipelines' miners the catalog's aliases (ids another pipeline's template
         text made aliases: ``streams.catalog``), at most every ``every`` seconds; the store
         maps ids meanwhile. A failure is logged; the next call reads them again."""
         now = time.monotonic()
@@ -109,7 +166,9 @@ class EmbeddedRunner:
             return
         self._aliases_at = now
         try:
-            pipeline.adopt_aliases(self.store.template_aliases())
+            aliases = self.store.template_aliases()
+            for pipeline in pipelines:
+                pipeline.adopt_aliases(aliases)
         except Exception:  # noqa: BLE001 - names only: the store maps ids when it writes
             log.exception("reading the template catalog's aliases failed; retried later")
 
@@ -164,12 +223,27 @@ class EmbeddedRunner:
         catalog has no such template."""
         if not self.store.set_mark(change):
             return False
-        marks = self.pipeline.scorer.marks
-        if change.mark is None:
-            marks.pop(change.template_id, None)
-        else:
-            marks[change.template_id] = change.mark
+        for pipeline in self.pipelines.values():
+            marks = pipeline.scorer.marks
+            if change.mark is None:
+                marks.pop(change.template_id, None)
+            else:
+                marks[change.template_id] = change.mark
         return True
+
+    def marks(self) -> dict:
+        """The feedback marks scoring applies (the same in every partition)."""
+        return next(iter(self.pipelines.values())).scorer.marks
+
+    @property
+    def lines(self) -> int:
+        """Lines every partition's model has learned from."""
+        return sum(p.lines for p in self.pipelines.values())
+
+    def describe_sources(self) -> list[dict]:
+        """Each source's learned layout (each source lives in one partition)."""
+        out = [d for p in self.pipelines.values() for d in p.describe_sources()]
+        return sorted(out, key=lambda d: d["source"])
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,6 +272,10 @@ class EmbeddedRunner:
             if (time.monotonic() - self._last_ckpt
                     >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
                 self.checkpoint()
+            if (self._reload_marks is not None
+                    and time.monotonic() - self._last_marks >= self._reload_marks):
+                self._last_marks = time.monotonic()
+                self._refresh_marks()
             if not did:
                 if time.monotonic() - self._last_tick >= 1.0:
                     self._last_tick = time.monotonic()
@@ -208,57 +286,121 @@ class EmbeddedRunner:
                 self._wake.wait(0.25)
                 self._wake.clear()
 
-    def step(self) -> int:
-        """Process one group of spool batches; returns the number of input items.
+    def _refresh_marks(self) -> None:
+        """Feedback given through the API process (shards in processes of their own)."""
+        try:
+            marks = self.store.template_marks()
+        except Exception:  # noqa: BLE001 - the marks in use stay; read again next time
+            log.exception("reading the feedback marks failed")
+            return
+        for pipeline in self.pipelines.values():
+            pipeline.scorer.marks = dict(marks)
 
-        With the threads running, the events go to the writer thread; without them (tests,
-        tools), they are written here.
+    def step(self) -> int:
+        """Process one group of spool batches; returns the number of input items of this
+        runner's partitions.
+
+        The spool holds requests as accepted; each item goes to the pipeline of its partition
+        (``streams.partitions``: keyed by source), items of partitions this runner does not own
+        are skipped. Every partition has its own position in the spool (its pipeline's
+        ``applied_seq``), stored as its cursor in the same transaction as its events. With the
+        threads running, the events go to the writer thread; without them (tests, tools),
+        they are written here.
         """
-        batches = self.store.spool_read(self.pipeline.applied_seq, self.max_batch)
+        seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
+        low = min(seqs.values())
+        # a shard with a share of the partitions reads more so its own batches keep their size
+        batches = self.store.spool_read(low, self.max_batch * self.n_partitions // len(self.parts))
         if not batches:
             return 0
-        self._adopt_aliases(self.pipeline, every=self.checkpoint_seconds)
-        items = [item for _, group in batches for item in group]
-        batch = run_stage(self.pipeline, self._merges, items)  # shared with the Kafka worker
-        self._dead_letters(batch.dead_letters)
+        self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
         last_seq = batches[-1][0]
-        # the incident snapshots are stored with the batch, in its transaction
-        self._submit(batch.events, last_seq, batch.merges, batch.catalog, batch.incidents)
-        self.pipeline.applied_seq = last_seq
-        return len(items)
+        per = self._split(batches, seqs)
+        events: list[dict] = []
+        merges: dict = {}
+        catalog: list = []
+        incidents: list[dict] = []
+        n = 0
+        for p, pipeline in self.pipelines.items():
+            items = per.get(p)
+            if items:
+                n += len(items)
+                batch = run_stage(pipeline, self._merges[p], items)  # shared with the Kafka worker
+                self._dead_letters(batch.dead_letters)
+                events.extend(batch.events)
+                merges.update(batch.merges or {})
+                catalog.extend(batch.catalog)  # templates generalised or merged
+                incidents.extend(batch.incidents)  # stored in the batch's transaction
+            else:  # a merge adopted from the catalog since, say
+                merges.update(self._merges[p].news(pipeline.miner) or {})
+                catalog.extend(pipeline.take_catalog())
+                incidents.extend(pipeline.take_incidents())
+        # partitions ahead of the read (restored from a later checkpoint: one that moved
+        # here from another shard) keep their position
+        ahead = {p for p, seq in seqs.items() if seq >= last_seq}
+        cursors = {p: last_seq for p in self.pipelines if p not in ahead}
+        if events or merges or catalog or incidents:
+            self._submit(events, cursors, merges or None, catalog or None, incidents)
+            self._cursor_written = time.monotonic()
+        elif time.monotonic() - self._cursor_written >= IDLE_CURSOR_SECONDS:
+            # nothing of this shard's in these batches: its cursors (read only for the
+            # backlog; a restart resumes from the checkpoints) move at most this often,
+            # instead of a write that would make the busy shards wait their turn
+            self._submit([], cursors, None, None, [])
+            self._cursor_written = time.monotonic()
+        for p, pipeline in self.pipelines.items():
+            if p not in ahead:
+                pipeline.applied_seq = last_seq
+        return n
 
-    def _submit(self, events: list[dict], last_seq: int, merges: dict | None,
+    def _split(self, batches: list, seqs: dict[int, int]) -> dict[int, list[dict]]:
+        """Items of the batches → the partitions of this runner that have not applied them."""
+        if self.n_partitions == 1:
+            return {0: [item for seq, group in batches if seq > seqs[0] for item in group]}
+        per: dict[int, list[dict]] = {}
+        n = self.n_partitions
+        for seq, group in batches:
+            for item in group:
+                p = partition_of(partition_key(item), n)
+                if seq > seqs.get(p, seq):
+                    per.setdefault(p, []).append(item)
+        return per
+
+    def _submit(self, events: list[dict], cursors: dict[int, int], merges: dict | None,
                 catalog: list | None, incidents: list[dict]) -> None:
         if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, last_seq, merges, catalog, incidents))
+            self._pending.put((events, cursors, merges, catalog, incidents))
         else:
-            self._write(events, last_seq, merges, catalog, incidents)
+            self._write(events, cursors, merges, catalog, incidents)
 
     def tick(self, now: float | None = None) -> int:
         """Resolve incidents that went quiet (``streams.incidents``), when nothing waits in
         the spool: a line accepted before ``now`` is then processed already. Returns how many
         snapshots changed (stored through the writer, in order with the batches)."""
-        if self.store.spool_read(self.pipeline.applied_seq, 1):
+        seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
+        if self.store.spool_read(min(seqs.values()), 1):
             return 0
-        changed = self.pipeline.incidents.tick(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        changed = [s for pl in self.pipelines.values() for s in pl.incidents.tick(now)]
         if changed:
-            self._submit([], self.pipeline.applied_seq, None, None, changed)
+            self._submit([], seqs, None, None, changed)
         return len(changed)
 
     def _dead_letters(self, dead_letters: list[dict]) -> None:
-        """Items the pipeline could not process (isolated by ``streams.stage``): counted."""
+        """Items the pipeline could not process (isolated by ``streams.runtime.stage``): counted."""
         for dead in dead_letters:
             self.errors += 1
             self.last_error = dead["error"]
             metrics.DEAD_LETTERED.labels("pipeline").inc()
 
-    def _write(self, events: list[dict], last_seq: int, merges: dict | None = None,
+    def _write(self, events: list[dict], cursors: dict[int, int], merges: dict | None = None,
                catalog: list | None = None, incidents: list[dict] | None = None) -> None:
         with metrics.SINK_SECONDS.labels("sqlite").time():
             new = self.store.write(events, window_seconds=self.config.window_seconds,
-                                   applied_seq=last_seq, catalog=catalog, incidents=incidents)
+                                   cursors=cursors, catalog=catalog, incidents=incidents)
         if merges and not self._merge(merges):  # after the batch: it may carry merged ids
-            self._merges.retry()
+            for notices in self._merges.values():
+                notices.retry()
         self.processed += new
         if new:
             self.last_event_at = time.time()
@@ -295,10 +437,14 @@ class EmbeddedRunner:
             finally:
                 self._pending.task_done()
 
+    def _behind(self) -> bool:
+        low = min(pl.applied_seq for pl in self.pipelines.values())
+        return bool(self.store.spool_read(low, 1))
+
     def drain(self, timeout: float = 30.0) -> None:
         """Process until the spool is empty (used by tests and the benchmark)."""
         deadline = time.monotonic() + timeout
-        while self.store.spool_read(self.pipeline.applied_seq, 1) or self._pending.unfinished_tasks:
+        while self._behind() or self._pending.unfinished_tasks:
             if time.monotonic() > deadline:
                 raise TimeoutError("spool not drained in time")
             if not self.alive:
@@ -311,16 +457,18 @@ class EmbeddedRunner:
             return
         # the checkpoint may only cover what is stored: wait for the writer to catch up
         self._pending.join()
-        seq = self.pipeline.applied_seq
-        now = (seq, self.pipeline.lines)
-        if now == self._saved:  # nothing processed since the last one: nothing to write
+        now = {p: (pl.applied_seq, pl.lines) for p, pl in self.pipelines.items()}
+        changed = [p for p in self.parts if now[p] != self._saved[p]]
+        if not changed:  # nothing processed since the last one: nothing to write
             self._last_ckpt = time.monotonic()
             return
         start = time.monotonic()
         self.store.sync()  # what the checkpoint covers must outlive a power cut before the trim
-        save_checkpoint(self.pipeline, self.checkpoint_path)
-        self.store.spool_trim(seq)
-        self._saved = now
+        for p in changed:
+            save_checkpoint(self.pipelines[p], self._checkpoint_path(p))
+            self._saved[p] = now[p]
+        # the spool is trimmed below what every partition's checkpoint covers
+        self.store.checkpointed({p: now[p][0] for p in changed})
         self.checkpoints += 1
         self._last_ckpt = time.monotonic()
         self._ckpt_cost = self._last_ckpt - start
@@ -328,6 +476,7 @@ class EmbeddedRunner:
     def status(self) -> dict:
         backlog = self.store.spool_backlog()
         metrics.BACKLOG.set(backlog)
+        models = [pl.status() for pl in self.pipelines.values()]
         return {
             "running": self.alive and self._writer is not None and self._writer.is_alive(),
             "failing_since": min(self._failing.values(), default=None),
@@ -336,7 +485,13 @@ class EmbeddedRunner:
             "errors": self.errors,
             "last_error": self.last_error,
             "last_event_at": self.last_event_at,
-            **self.pipeline.status(),
+            "partitions": self.parts,
+            "lines": sum(m["lines"] for m in models),
+            "templates": sum(m["templates"] for m in models),
+            "model_warmed_up": all(m["model_warmed_up"] for m in models),
+            "threshold": models[0]["threshold"] if len(models) == 1 else
+            {p: m["threshold"] for p, m in zip(self.pipelines, models)},
+            "open_incidents": sum(m["open_incidents"] for m in models),
             "counts": COUNTS_EXPLAINED,
         }
 

@@ -32,7 +32,7 @@ import uuid
 from itertools import islice
 from pathlib import Path
 
-from streams.keyed import EXTERNAL_ROWS
+from streams.keyed import pickle_without_rows
 from streams.pipeline import Pipeline, PipelineConfig
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_generation"]
@@ -113,16 +113,7 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
             or any(f"n:{name}" not in meta for name in maps))
     if lineage is None:
         lineage = uuid.uuid4().hex
-    for view in maps.values():  # rows computed at save time (streams.keyed.DiffRows)
-        prepare = getattr(view.owner, "prepare", None)
-        if prepare is not None:
-            prepare()
-            view.rows = view.owner.rows
-    token = EXTERNAL_ROWS.set(frozenset(id(view.owner) for view in maps.values()))
-    try:
-        body = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        EXTERNAL_ROWS.reset(token)
+    body = pickle_without_rows(pipeline, maps)
     written = 0
     conn.execute("BEGIN IMMEDIATE")
     try:

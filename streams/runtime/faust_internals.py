@@ -31,7 +31,7 @@ if faust.__version__ != PINNED_FAUST:  # pragma: no cover - only on an unpinned 
     import warnings
 
     warnings.warn(f"faust-streaming {faust.__version__} is installed; SmartLogs' worker relies on "
-                  f"internals of {PINNED_FAUST} (streams/faust_internals.py)", stacklevel=1)
+                  f"internals of {PINNED_FAUST} (streams/runtime/faust_internals.py)", stacklevel=1)
 
 
 @contextmanager

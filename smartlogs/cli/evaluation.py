@@ -16,7 +16,7 @@ platform runs: parser, template miner, scorer) over a file, one pass, in order:
   level alone as a baseline, and precision/recall/F1 of the live flags (the adaptive
   threshold); every line's score, flag and reason written to CSV or JSONL; a PNG plot.
 * :func:`eval_synthetic` — anomalies of known kinds injected into a normal stream
-  (:mod:`smartlogs.synthetic`): recall per kind and false-positive rate, both at the live
+  (:mod:`smartlogs.cli.synthetic`): recall per kind and false-positive rate, both at the live
   adaptive threshold and at the operating point where the false-positive rate is 1%.
 
 Lines are scored before they are learned (the scorer's contract), so no line vouches for
@@ -38,7 +38,7 @@ from typing import Annotated, Iterable, Optional
 import numpy as np
 import typer
 
-from smartlogs.synthetic import KINDS, generate
+from smartlogs.cli.synthetic import KINDS, generate
 from streams.parsing import ParsedLine
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.scoring import SEVERITY
@@ -793,7 +793,7 @@ def _make_app() -> typer.Typer:
     ) -> None:
         """Every sample as one source of one stream, synthetic anomalies injected into five:
         flags on normal lines per source, incidents per hour, recall per kind, BGL ROC-AUC."""
-        from smartlogs.datasets import default_loghub_dir
+        from smartlogs.cli.datasets import default_loghub_dir
 
         root = root or default_loghub_dir()
         if not root.is_dir() or not find_samples(root):
@@ -813,7 +813,7 @@ def _make_app() -> typer.Typer:
         synthetic: Annotated[bool, typer.Option("--synthetic/--no-synthetic", help="Also run detection on BGL and the synthetic streams.")] = True,
     ) -> None:
         """Everything on every sample found in ROOT, plus a mixed run (bench/QUALITY.md)."""
-        from smartlogs.datasets import default_loghub_dir
+        from smartlogs.cli.datasets import default_loghub_dir
 
         root = root or default_loghub_dir()
         config = PipelineConfig(builtin_formats=builtin_formats)
@@ -849,5 +849,5 @@ def _make_app() -> typer.Typer:
 eval_app = _make_app()
 
 
-if __name__ == "__main__":  # python -m smartlogs.evaluation ...
+if __name__ == "__main__":  # python -m smartlogs.cli.evaluation ...
     eval_app()

@@ -6,7 +6,7 @@ a compacted topic whose partition *p* holds the state of raw partition *p*. This
 a pipeline into the records of one save, and the records read back into a pipeline. Pure: no
 I/O here; the worker sends and reads the records (in one Kafka transaction per save).
 
-The row model is the checkpoint file's (``streams.checkpoints``, ``streams.keyed``):
+The row model is the checkpoint file's (``streams.runtime.checkpoints``, ``streams.keyed``):
 
 * ``r|<map>|<repr(key)>`` — one record per row of a keyed map: ``marshal((ord, key, value))``;
   a save writes only the rows changed since the previous save, a removed key is a
@@ -43,7 +43,7 @@ import pickle
 from dataclasses import dataclass, field
 from itertools import islice
 
-from streams.keyed import EXTERNAL_ROWS
+from streams.keyed import pickle_without_rows
 from streams.pipeline import Pipeline, PipelineConfig
 
 __all__ = ["Book", "Save", "encode_save", "decode_state", "CHUNK", "HEAD"]
@@ -100,16 +100,7 @@ def encode_save(pipeline: Pipeline, book: Book, offset: int) -> Save:
     the model's rows saved (synchronously: whatever the model learns after this call is in
     the next save). If the records do not reach Kafka, call ``book.failed(save)``."""
     maps = pipeline.keyed_maps()
-    for view in maps.values():  # rows computed at save time (streams.keyed.DiffRows)
-        prepare = getattr(view.owner, "prepare", None)
-        if prepare is not None:
-            prepare()
-            view.rows = view.owner.rows
-    token = EXTERNAL_ROWS.set(frozenset(id(view.owner) for view in maps.values()))
-    try:
-        body = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        EXTERNAL_ROWS.reset(token)
+    body = pickle_without_rows(pipeline, maps)
     full = book.fresh or any(name not in book.ords for name in maps)
     before = {name: dict(o) for name, o in book.ords.items()} if full else {}
     records: list[tuple[bytes, bytes | None]] = []
