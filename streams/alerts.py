@@ -58,6 +58,13 @@ same rule code judges the counts (thresholds, baselines, one alert while it last
 process that sees every event (embedded mode, or a worker holding every partition) evaluates
 all rules over its events, as before. A host sent under two partition keys (say, with and
 without a host field) is counted per partition: a local rule then sees part of it.
+
+The state of several workers is split the same way: each group has an *owner*, the partition
+whose lines fed it (``partition_scope``, given with the events to ``observe``) or
+``GLOBAL_SCOPE`` for a global rule's; ``snapshot(owner)`` is one owner's part,
+``restore(..., owner=...)`` takes a part up into a running engine, ``drop(owner)`` forgets one,
+and ``scopes_held`` says which parts a worker holding some partitions owns
+(``streams.runtime.alerting`` saves and restores them).
 """
 
 from __future__ import annotations
@@ -68,7 +75,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 
 __all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS",
-           "placement", "assign_rules", "GLOBAL_LAG_SECONDS"]
+           "placement", "assign_rules", "GLOBAL_LAG_SECONDS", "GLOBAL_SCOPE", "partition_scope",
+           "scopes_held"]
 
 KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
 GROUP_BY = ("host", "component", "source", "template", "incident", "none")
@@ -78,6 +86,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 STATE_VERSION = 1  # of ``AlertEngine.snapshot()``
 PARTITION_LOCAL = ("host", "incident")  # the groups whose lines all travel in one partition
 GLOBAL_LAG_SECONDS = 2.0  # global rules are judged this far behind the clock (store refresh)
+GLOBAL_SCOPE = "global"  # the owner of the global rules' groups (the holder of partition 0)
 MAX_GROUPS = 10_000  # per rule: the least recently seen group is forgotten beyond it
 _SAMPLES = 5
 
@@ -247,6 +256,9 @@ class _Group:
     # restored after a restart: the windows that end by then (the one the restart fell in,
     # and those the platform was down for) may miss lines, so they cannot resolve the alert
     resume_until: float = 0.0
+    # whose state the group is part of (``partition_scope`` of the partition whose lines fed
+    # it, ``GLOBAL_SCOPE`` for a global rule's; None when nobody said: one process)
+    owner: str | None = None
 
 
 class AlertEngine:
@@ -278,21 +290,54 @@ class AlertEngine:
         return state
 
     # -- state across restarts ---------------------------------------------------------------
-    def snapshot(self) -> dict:
-        """What a new engine needs to carry on (JSON-able; ``restore`` takes it up)."""
+    def snapshot(self, owner: str | None = None) -> dict:
+        """What a new engine needs to carry on (JSON-able; ``restore`` takes it up). With
+        ``owner``, only that owner's part (``scopes_held``): its groups, and the per-rule caps
+        of its rules (a partition's: the partition-local rules'; ``GLOBAL_SCOPE``'s: the
+        global rules', the templates seen and the lines observed)."""
         # past windows' counts: only a spike's baseline reads them, its last ``baseline``
         keep = {r.name: r.baseline if r.kind == "template_spike" else 0 for r in self.rules}
         groups = [[name, historical, key, {
             "window": g.window, "count": g.count, "samples": g.samples, "reasons": g.reasons,
             "trigger": g.trigger, "firing": asdict(g.firing) if g.firing is not None else None,
             "history": list(g.history)[-keep[name]:] if keep.get(name) else [],
-            "last_seen": g.last_seen, "resume_until": g.resume_until}]
-            for (name, historical), gs in self._groups.items() for key, g in gs.items()]
-        return {"version": STATE_VERSION, "lines": self.lines, "event_clock": self._event_clock,
-                "seen_templates": sorted(self._seen_templates),
+            "last_seen": g.last_seen, "resume_until": g.resume_until, "owner": g.owner}]
+            for (name, historical), gs in self._groups.items() for key, g in gs.items()
+            if owner is None or g.owner == owner]
+        mine = self._rules_of(owner)
+        whole = owner is None or owner == GLOBAL_SCOPE
+        return {"version": STATE_VERSION, "lines": self.lines if whole else 0,
+                "event_clock": self._event_clock,
+                "seen_templates": sorted(self._seen_templates) if whole else [],
                 "rules": {r.name: _shape(r) for r in self.rules}, "groups": groups,
-                "fired": [[r, s, n] for (r, s), n in self._fired.items()],
-                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items()]}
+                "fired": [[r, s, n] for (r, s), n in self._fired.items() if r in mine],
+                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items() if r in mine]}
+
+    def _rules_of(self, owner: str | None) -> set[str]:
+        """The names of the rules whose groups ``owner`` may hold (None: every rule)."""
+        if owner is None:
+            return {r.name for r in self.rules}
+        want = "global" if owner == GLOBAL_SCOPE else "partition"
+        return {r.name for r in self.rules if placement(r) == want}
+
+    def owner_of(self, alert: Alert) -> str | None:
+        """Whose state ``alert``'s group is part of: ``GLOBAL_SCOPE`` for a global rule, the
+        owner of the group otherwise (None: unknown, e.g. a cap's notice)."""
+        rule = next((r for r in self.rules if r.name == alert.rule), None)
+        if rule is not None and placement(rule) == "global":
+            return GLOBAL_SCOPE
+        g = self._groups.get((alert.rule, alert.historical), {}).get(alert.group)
+        return g.owner if g is not None else None
+
+    def drop(self, owner: str) -> int:
+        """Forget the groups of ``owner`` (a partition this process no longer holds: its new
+        holder restores them); how many."""
+        n = 0
+        for gs in self._groups.values():
+            for key in [k for k, g in gs.items() if g.owner == owner]:
+                del gs[key]
+                n += 1
+        return n
 
     def open_alerts(self) -> list[Alert]:
         """The alerts firing now (raised, not resolved yet)."""
@@ -300,7 +345,7 @@ class AlertEngine:
                 if g.firing is not None]
 
     def restore(self, state: dict | None, records: Iterable[dict] = (), now: float = 0.0, *,
-                paused: float = 0.0) -> list[Alert]:
+                paused: float = 0.0, owner: str | None = None) -> list[Alert]:
         """Take up ``state`` (a ``snapshot()``, or None), then the alert ``records`` written
         after it, oldest first (alerts as dicts: a firing opens its group's alert, a resolved
         closes it). Returns a ``resolved`` alert (at ``now``) for each alert left open by a
@@ -310,16 +355,26 @@ class AlertEngine:
         lines (after a crash, those between the last snapshot and the crash; in embedded mode,
         the ones nobody could send meanwhile), so it cannot resolve an open alert: the first
         window after the restart decides. ``paused``: how long the platform was down, which a
-        live silence rule does not count as a source's silence either."""
+        live silence rule does not count as a source's silence either.
+
+        ``owner``: the state is one owner's part (``snapshot(owner)``), taken up by an engine
+        that may hold other owners' groups already: its groups are added (as ``owner``'s),
+        the lines, event clock, templates seen and caps merged (the larger count), and only
+        the groups restored are touched; ``records`` must then be the owner's records."""
+        merge = owner is not None
+        touched: list[tuple[AlertRule, _Group, bool]] = []
         by_name = {r.name: r for r in self.rules}
         kept = set(by_name)  # the rules whose state carries over
         orphans: dict[str, Alert] = {}
         if state is not None and state.get("version") == STATE_VERSION:
             shapes = state.get("rules") or {}
             kept = {n for n, r in by_name.items() if shapes.get(n) == _shape(r)}
-            self.lines = int(state.get("lines", 0))
-            self._event_clock = float(state.get("event_clock", 0.0))
-            self._seen_templates = set(state.get("seen_templates") or ())
+            lines, clock = int(state.get("lines", 0)), float(state.get("event_clock", 0.0))
+            seen = set(state.get("seen_templates") or ())
+            if merge:
+                lines, clock = max(lines, self.lines), max(clock, self._event_clock)
+                seen |= self._seen_templates
+            self.lines, self._event_clock, self._seen_templates = lines, clock, seen
             for name, historical, key, g in state.get("groups") or ():
                 firing = _alert_of(g["firing"]) if g.get("firing") else None
                 if name not in kept:
@@ -329,14 +384,16 @@ class AlertEngine:
                 group = _Group(window=g["window"], count=g["count"], samples=list(g["samples"]),
                                reasons=dict(g["reasons"]), trigger=g["trigger"], firing=firing,
                                last_seen=g["last_seen"],
-                               resume_until=float(g.get("resume_until") or 0.0))
+                               resume_until=float(g.get("resume_until") or 0.0),
+                               owner=owner if merge else g.get("owner"))
                 group.history.extend(g["history"])
                 self._groups.setdefault((name, bool(historical)), {})[key] = group
+                touched.append((by_name[name], group, bool(historical)))
             for target, rows in ((self._fired, state.get("fired")),
                                  (self._suppressed, state.get("suppressed"))):
                 for name, slot, n in rows or ():
                     if name in kept:
-                        target[(name, slot)] = n
+                        target[(name, slot)] = max(n, target.get((name, slot), 0)) if merge else n
         for rec in records:
             a = _alert_of(rec)
             rule = by_name.get(a.rule)
@@ -359,19 +416,20 @@ class AlertEngine:
             if g is None:  # the snapshot predates the group: its window is the alert's
                 g = groups[a.group] = _Group(window=slot[1], count=a.count,
                                              last_seen=a.window_start if rule.kind == "silence"
-                                             else a.at)
+                                             else a.at, owner=owner)
+                touched.append((rule, g, a.historical))
             if g.firing is None or g.firing.id != a.id:
                 g.firing = a
                 self._fired[slot] = self._fired.get(slot, 0) + 1
             if rule.kind == "new_template":
                 self._seen_templates.add(a.group)
-        for rule in self.rules:
-            for g in self._groups.get((rule.name, False), {}).values():
-                if rule.kind == "silence":
-                    if g.last_seen and paused > 0:
-                        g.last_seen += paused
-                elif g.firing is not None and rule.kind != "new_template":  # (one window)
-                    g.resume_until = now - now % rule.window + rule.window
+        # the live groups restored (all of them, in a fresh engine)
+        for rule, g in {id(g): (r, g) for r, g, historical in touched if not historical}.values():
+            if rule.kind == "silence":
+                if g.last_seen and paused > 0:
+                    g.last_seen += paused
+            elif g.firing is not None and rule.kind != "new_template":  # (one window)
+                g.resume_until = now - now % rule.window + rule.window
         return [Alert(a.id, a.rule, a.kind, a.group, "resolved", a.window_start, now, a.count,
                       a.baseline, a.historical,
                       [*a.reasons, "the rule was changed or removed since: closed"], a.trigger,
@@ -379,8 +437,11 @@ class AlertEngine:
                 for a in orphans.values()]
 
     # -- input -----------------------------------------------------------------------------
-    def observe(self, events: list[dict], rules: Iterable[AlertRule] | None = None) -> list[Alert]:
-        """Judge stored events by ``rules`` (default: all the engine's rules)."""
+    def observe(self, events: list[dict], rules: Iterable[AlertRule] | None = None,
+                owner: str | None = None) -> list[Alert]:
+        """Judge stored events by ``rules`` (default: all the engine's rules); ``owner``: the
+        partition's scope they came from (``partition_scope``), which the groups of its
+        partition-local rules are part of (a global rule's are ``GLOBAL_SCOPE``'s)."""
         out: list[Alert] = []
         chosen = self.rules if rules is None else tuple(rules)
         marks = self.marks_of() if self.marks_of is not None else None
@@ -405,7 +466,8 @@ class AlertEngine:
                     continue  # silence is a live matter: a replay has gaps of its own
                 elif not self._counts(rule, e):
                     continue
-                out += self._add(rule, e, t, historical)
+                out += self._add(rule, e, t, historical,
+                                 GLOBAL_SCOPE if placement(rule) == "global" else owner)
         return out
 
     def tick(self, now: float, rules: Iterable[AlertRule] | None = None) -> list[Alert]:
@@ -452,7 +514,7 @@ class AlertEngine:
             if g is None:
                 if len(groups) >= MAX_GROUPS:
                     del groups[min(groups, key=lambda k: groups[k].last_seen)]
-                g = groups[key] = _Group()
+                g = groups[key] = _Group(owner=GLOBAL_SCOPE)
             out += self._roll(rule, key, g, start, False)
             if g.window != start:
                 g.window, g.count, g.samples, g.reasons, g.trigger = start, 0, [], {}, None
@@ -496,7 +558,7 @@ class AlertEngine:
             return e.get("incident_id") or "-"
         return e.get(rule.group_by) or "-"
 
-    def _add(self, rule, e, t, historical) -> list[Alert]:
+    def _add(self, rule, e, t, historical, owner=None) -> list[Alert]:
         groups = self._groups.setdefault((rule.name, historical), {})
         key = self._key(rule, e)
         g = groups.get(key)
@@ -504,6 +566,8 @@ class AlertEngine:
             if len(groups) >= MAX_GROUPS:  # forget the group seen least recently
                 del groups[min(groups, key=lambda k: groups[k].last_seen)]
             g = groups[key] = _Group()
+        if owner is not None:
+            g.owner = owner  # (a host sent in two partitions goes with the last one's)
         out = self._roll(rule, key, g, t, historical)
         start = t - t % rule.window
         if g.window != start:
@@ -629,6 +693,28 @@ def assign_rules(rules: Iterable[AlertRule], partitions: Iterable[int], n_partit
     local = tuple(r for r in rules if placement(r) == "partition")
     shared = tuple(r for r in rules if placement(r) == "global") if 0 in held else ()
     return local, shared
+
+
+def partition_scope(partition: int) -> str:
+    """The key of a raw partition's part of the alert engine's state (its partition-local
+    rules' groups): ``p<partition>``.
+
+    >>> partition_scope(3)
+    'p3'
+    """
+    return f"p{partition}"
+
+
+def scopes_held(partitions: Iterable[int], n_partitions: int) -> set[str]:
+    """The parts of the alert engine's state a worker holding ``partitions`` (of
+    ``n_partitions``) owns: each partition's, and ``GLOBAL_SCOPE`` (the global rules' groups)
+    with partition 0, whose holder evaluates them (``assign_rules``).
+
+    >>> sorted(scopes_held({0, 2}, 4)), sorted(scopes_held({1}, 4)), sorted(scopes_held((), 4))
+    (['global', 'p0', 'p2'], ['p1'], [])
+    """
+    held = {p for p in partitions if 0 <= p < n_partitions}
+    return {partition_scope(p) for p in held} | ({GLOBAL_SCOPE} if 0 in held else set())
 
 
 def _shape(rule: AlertRule) -> list:

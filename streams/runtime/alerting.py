@@ -15,18 +15,27 @@ applies the history records written after that position, so a crash between two 
 knows every alert it opened or resolved (window counts may then miss the last seconds' lines:
 the window of a restart never resolves an alert, see ``AlertEngine.restore``).
 One implementation for both modes: each history offers ``position()``, ``save_state``,
-``load_state`` and ``records_after``.
+``load_state``, ``follow`` and ``records_after``.
 
-Not done yet: the state's ``scope`` with several Kafka workers. Today every process saves
-under one scope (``engine``), right for embedded mode and one worker; several workers would
-overwrite each other's. The design: save per partition rather than per process — the groups
-of a partition-local rule (``streams.alerts.placement``) under ``p<partition>`` (a host
-group's partition is ``streams.partitions.partition_of(host, n)``; an incident group's, the
-partition of the source its incident belongs to), the global rules' groups under ``global``,
-written only by the holder of partition 0 — and on an assignment load the scopes of the
-partitions gained and drop the groups of those lost (after a last save), so a group's state
-moves with its partition as the model's does. The history records to apply after a saved
-position are then those of the scope's groups.
+Several Kafka workers: one record per owner, not per process. A runtime that shares the raw
+partitions with other workers sets ``Alerting.holds`` (the parts it holds now:
+``streams.alerts.scopes_held``), and hands each stored batch over with its partition's
+scope. The groups of a partition-local rule (``streams.alerts.placement``) belong to the
+partition whose lines fed them and are saved under ``p<partition>``
+(``streams.alerts.partition_scope``); the global rules' groups, the templates seen and the
+lines observed under ``global``, held with partition 0. Each history record carries the
+scope of its group. At each batch and tick the alerting restores the parts it gained
+(``AlertEngine.restore(..., owner=scope)`` into the running engine, then that scope's records
+written after the save) and forgets the groups of the parts it lost (``AlertEngine.drop``);
+the worker saves the parts of the partitions being revoked before the rebalance completes
+(``save(scopes=...)``), so the new holder reads them. The history's ``follow(position)``
+makes the records this process writes after taking a part up come after that part's saved
+position (Elasticsearch's ``seq`` is a per-writer counter started at its clock), so a later
+holder applies them whichever writer's clock is ahead. Embedded mode (``holds`` unset) saves
+one record, ``engine``, with every group. The save and restore code is the same for both;
+only the key differs. Limits: a part that cannot be read when it is taken starts fresh (as a
+whole engine does at start); the workers do not read the single ``engine`` record a one-worker
+deployment saved before this (its open alerts may fire once more after the upgrade).
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import httpx
 import orjson
 
 from smartlogs.settings import rules_from_file  # read with the settings (the file is checked at start)
-from streams.alerts import GLOBAL_LAG_SECONDS, LEVELS, Alert, AlertEngine, AlertRule
+from streams.alerts import GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, LEVELS, Alert, AlertEngine, AlertRule
 
 __all__ = ["AlertHistory", "EsAlertHistory", "EsWindowCounts", "Notifier", "Alerting",
            "json_payload", "slack_payload", "rules_from_file"]
@@ -175,7 +184,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, state TEXT NOT NULL,
     rule TEXT NOT NULL, kind TEXT NOT NULL, grp TEXT NOT NULL, at REAL NOT NULL,
-    historical INTEGER NOT NULL, notified INTEGER NOT NULL, body BLOB NOT NULL
+    historical INTEGER NOT NULL, notified INTEGER NOT NULL, body BLOB NOT NULL, scope TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule, seq);
 CREATE TABLE IF NOT EXISTS silences (
@@ -197,14 +206,17 @@ class AlertHistory:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        if "scope" not in {r[1] for r in self._db.execute("PRAGMA table_info(alerts)")}:
+            self._db.execute("ALTER TABLE alerts ADD COLUMN scope TEXT")  # a db made before it
 
-    def record(self, alert: Alert, notified: bool) -> None:
+    def record(self, alert: Alert, notified: bool, scope: str | None = None) -> None:
+        """Keep ``alert``; ``scope``: the part of the engine's state its group is in."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO alerts (id, state, rule, kind, grp, at, historical, notified, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO alerts (id, state, rule, kind, grp, at, historical, notified, body, "
+                "scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (alert.id, alert.state, alert.rule, alert.kind, alert.group, alert.at,
-                 int(alert.historical), int(notified), orjson.dumps(asdict(alert))))
+                 int(alert.historical), int(notified), orjson.dumps(asdict(alert)), scope))
 
     def list(self, *, rule: str | None = None, state: str | None = None, limit: int = 100) -> list[dict]:
         sql, args = "SELECT body, notified FROM alerts", []
@@ -261,13 +273,20 @@ class AlertHistory:
                                    (scope,)).fetchone()
         return (row[0], row[1]) if row else (None, None)
 
-    def records_after(self, position: int | None) -> Iterator[dict]:
-        """The alerts recorded after ``position`` (all of them for None), oldest first."""
+    def follow(self, position: int | None) -> None:
+        """Records written from now on come after ``position`` (a state saved by another
+        process): always so here, one sequence for all."""
+
+    def records_after(self, position: int | None, scope: str | None = None) -> Iterator[dict]:
+        """The alerts recorded after ``position`` (all of them for None), oldest first; only
+        those of ``scope`` if given."""
         last = -1 if position is None else position
+        where = "seq > ?" + (" AND scope = ?" if scope is not None else "")
         while True:
             with self._lock:
-                rows = self._db.execute("SELECT seq, body FROM alerts WHERE seq > ? ORDER BY seq "
-                                        "LIMIT 1000", (last,)).fetchall()
+                rows = self._db.execute(f"SELECT seq, body FROM alerts WHERE {where} ORDER BY seq "
+                                        "LIMIT 1000", (last, scope) if scope is not None
+                                        else (last,)).fetchall()
             if not rows:
                 return
             for seq, body in rows:
@@ -288,7 +307,8 @@ class EsAlertHistory:
         "id": {"type": "keyword"}, "state": {"type": "keyword"}, "rule": {"type": "keyword"},
         "kind": {"type": "keyword"}, "group": {"type": "keyword"}, "at": {"type": "double"},
         "seq": {"type": "long"}, "historical": {"type": "boolean"},
-        "notified": {"type": "boolean"}, "body": {"type": "object", "enabled": False}}}
+        "notified": {"type": "boolean"}, "scope": {"type": "keyword"},
+        "body": {"type": "object", "enabled": False}}}
     _SILENCE_MAPPINGS = {"dynamic": False, "properties": {
         "rule": {"type": "keyword"}, "group": {"type": "keyword"}, "until": {"type": "double"}}}
     _STATE_MAPPINGS = {"dynamic": False, "properties": {
@@ -313,14 +333,17 @@ class EsAlertHistory:
                           settings={"number_of_replicas": 0})
         es.indices.create(index=self.state_index, mappings=self._STATE_MAPPINGS,
                           settings={"number_of_replicas": 0})
+        # an index made before records had a scope: add the field (a no-op when it is there)
+        es.indices.put_mapping(index=self.index, properties={"scope": {"type": "keyword"}})
         self._ready = True
 
-    def record(self, alert: Alert, notified: bool) -> None:
+    def record(self, alert: Alert, notified: bool, scope: str | None = None) -> None:
         self._ensure()
         self._seq += 1
         doc = {"id": alert.id, "state": alert.state, "rule": alert.rule, "kind": alert.kind,
                "group": alert.group, "at": alert.at, "seq": self._seq,
-               "historical": alert.historical, "notified": notified, "body": asdict(alert)}
+               "historical": alert.historical, "notified": notified, "scope": scope,
+               "body": asdict(alert)}
         # one record per (alert, state): a batch processed again after a crash rewrites it
         self._es.index(index=self.index, id=f"{alert.id}|{alert.state}", document=doc)
 
@@ -353,9 +376,15 @@ class EsAlertHistory:
 
     # the engine's state (see the module docstring): one document per scope; a record's
     # ``seq`` orders the history (this writer's counter starts at the clock's nanoseconds, so
-    # a restarted writer's records come after its predecessor's)
+    # a restarted writer's records come after its predecessor's, and ``follow`` moves it past
+    # the position of a state another worker saved, so that this worker's records of that
+    # scope come after it whatever the two clocks say)
     def position(self) -> int:
         return self._seq
+
+    def follow(self, position: int | None) -> None:
+        if position is not None:
+            self._seq = max(self._seq, int(position))
 
     def save_state(self, scope: str, state: bytes, position: int) -> None:
         import base64
@@ -375,10 +404,13 @@ class EsAlertHistory:
         src = doc["_source"]
         return base64.b64decode(src["state"]), src["position"]
 
-    def records_after(self, position: int | None) -> Iterator[dict]:
+    def records_after(self, position: int | None, scope: str | None = None) -> Iterator[dict]:
         self._ensure()
         self._es.indices.refresh(index=self.index)  # the records of the last second too
-        query = {"match_all": {}} if position is None else {"range": {"seq": {"gt": position}}}
+        flt = [] if position is None else [{"range": {"seq": {"gt": position}}}]
+        if scope is not None:
+            flt.append({"term": {"scope": scope}})
+        query = {"bool": {"filter": flt}}
         after = None
         while True:
             res = self._es.search(index=self.index, size=1000, query=query, sort=[{"seq": "asc"}],
@@ -446,7 +478,9 @@ class Alerting:
     """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
     thread (``tick`` every second); thread-safe. The engine's state is restored from the
     history's store before the first batch or tick, and saved there every ``state_seconds``
-    when it changed and at stop, under ``scope`` (one engine per scope)."""
+    when it changed and at stop, under ``scope`` (one engine per scope). A runtime that
+    shares the partitions with other workers sets ``holds`` instead: the state is then saved
+    and restored per owner (``streams.alerts.scopes_held``), see the module docstring."""
 
     def __init__(self, engine: AlertEngine, history: AlertHistory, notifiers: list[Notifier],
                  *, clock: Callable[[], float] = time.time, tick_seconds: float = 1.0,
@@ -465,20 +499,30 @@ class Alerting:
         # counts: streams.alerts.assign_rules), and ``global_counts`` (EsWindowCounts)
         self.plan: Callable[[], tuple[tuple, tuple]] | None = None
         self.global_counts: Callable | None = None
+        # set by a runtime whose events are split by partition over several workers: () -> the
+        # parts of the state it holds now (``streams.alerts.scopes_held``); None: one process,
+        # one record under ``scope``
+        self.holds: Callable[[], set[str]] | None = None
         self._global_window: dict[str, float] = {}  # rule → the window judged last
-        self._restored = False
-        self._changes = 0        # batches and alerts since start; saved when it moved
-        self._saved_changes = 0
+        self._held: set[str] = set()   # the records restored (and not dropped since)
+        self._dirty: set[str] = set()  # the records whose part changed since its last save
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
 
-    def on_stored(self, events: list[dict]) -> None:
+    def on_stored(self, events: list[dict], owner: str | None = None) -> None:
+        """Judge a stored batch; ``owner``: the scope of the partition it came from
+        (``streams.alerts.partition_scope``; with ``holds`` set)."""
         local = self.plan()[0] if self.plan is not None else None
         with self._lock:
-            alerts = self._restore_once()
-            alerts += self.engine.observe(events, local)
-            self._changes += 1 + len(alerts)
-        self._dispatch(alerts)
+            done = self._sync()
+            done += self._scoped(self.engine.observe(events, local, owner))
+            if self.holds is not None and owner is not None and owner not in self._held:
+                # the last batch of a partition revoked meanwhile: judged and recorded (its
+                # new holder applies the records), not kept (nobody here saves that part)
+                self.engine.drop(owner)
+            # the batch's groups moved; so did the templates seen and lines observed (global)
+            self._dirty |= {self._record_of(owner), self._record_of(GLOBAL_SCOPE)}
+        self._dispatch(done)
 
     def tick(self) -> None:
         busy = self.busy is not None and self.busy()
@@ -486,15 +530,18 @@ class Alerting:
         now = self.clock()
         judged = self._global_judgements(shared, now) if shared and not busy else []
         with self._lock:
-            alerts = self._restore_once()
+            done = self._sync()
+            alerts = []
             if not busy:
                 alerts += self.engine.tick(now, local)
                 for rule, start, counts, samples, t in judged:
                     alerts += self.engine.observe_counts(rule, start, counts, t, samples)
                 if shared:
                     alerts += self.engine.tick(now - GLOBAL_LAG_SECONDS, shared)
-            self._changes += len(alerts) + len(judged)
-        self._dispatch(alerts)
+            done += self._scoped(alerts)
+            if judged:
+                self._dirty.add(self._record_of(GLOBAL_SCOPE))
+        self._dispatch(done)
 
     def _global_judgements(self, rules, now: float) -> list[tuple]:
         """The store's counts for the global rules this process judges: the window of
@@ -520,68 +567,107 @@ class Alerting:
         return out
 
     # -- state across restarts ---------------------------------------------------------------
-    def _restore_once(self) -> list[Alert]:
-        """(Under the lock.) The saved state and the history records after it, once; the
-        alerts ``restore`` closes. A store that cannot be read is logged, and the engine
-        starts fresh (an alert open before the restart may then fire again)."""
-        if self._restored:
-            return []
-        self._restored = True
+    def _record_of(self, owner: str | None) -> str | None:
+        """The record an owner's part of the state is saved in: its own with ``holds`` (None
+        for no owner), else the one ``scope``."""
+        return owner if self.holds is not None else self.scope
+
+    def _scoped(self, alerts: list[Alert]) -> list[tuple[Alert, str | None]]:
+        """(Under the lock.) Each alert with the record its group is part of, which it
+        changed."""
+        out = [(a, self._record_of(self.engine.owner_of(a))) for a in alerts]
+        self._dirty.update(scope for _, scope in out)
+        return out
+
+    def _sync(self) -> list[tuple[Alert, str | None]]:
+        """(Under the lock.) Restore the records this process holds now and did not restore
+        yet (one process: ``scope``'s, once), and forget the groups of those it no longer
+        holds (their new holder restores them; they were saved when revoked); the alerts the
+        restores close."""
+        wanted = {self.scope} if self.holds is None else set(self.holds())
+        done = []
+        for scope in sorted(wanted - self._held):
+            done += self._restore(scope)
+        for scope in self._held - wanted:
+            dropped = self.engine.drop(scope)
+            self._held.discard(scope)
+            self._dirty.discard(scope)
+            log.info("alert engine: %s is no longer held here (%d group(s) forgotten)",
+                     scope, dropped)
+        return done
+
+    def _restore(self, scope: str) -> list[tuple[Alert, str | None]]:
+        """(Under the lock.) ``scope``'s saved state and its history records after it; the
+        alerts ``restore`` closes. A store that cannot be read is logged, and that part
+        starts fresh (an alert open before may then fire again)."""
+        self._held.add(scope)
+        owner = scope if self.holds is not None else None
         try:
-            blob, position = self.history.load_state(self.scope)
+            blob, position = self.history.load_state(scope)
+            self.history.follow(position)  # this process's records of it come after the save
             saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
             now = self.clock()
             closed = self.engine.restore(
-                saved.get("engine"), self.history.records_after(position), now=now,
-                paused=max(0.0, now - saved["at"]) if "at" in saved else 0.0)
+                saved.get("engine"), self.history.records_after(position, owner), now=now,
+                paused=max(0.0, now - saved["at"]) if "at" in saved else 0.0, owner=owner)
         except Exception:  # noqa: BLE001 - alerting must never take the platform down
-            log.exception("the alert engine's state could not be restored: it starts fresh, so "
-                          "an alert open before the restart may fire again")
+            log.exception("the alert engine's state (%s) could not be restored: it starts fresh, "
+                          "so an alert open before may fire again", scope)
             return []
-        opened = len(self.engine.open_alerts())
-        log.info("alert engine state restored (%s): %d alert(s) open, %d closed as their rule "
-                 "changed", ("saved state and history" if blob is not None else "history only")
+        opened = sum(1 for a in self.engine.open_alerts()
+                     if owner is None or self.engine.owner_of(a) == owner)
+        log.info("alert engine state %s restored (%s): %d alert(s) open, %d closed as their rule "
+                 "changed", scope, ("saved state and history" if blob is not None else
+                                    "history only")
                  + ("" if saved.get("clean", True) else ", after a crash"), opened, len(closed))
-        return closed
+        return [(a, scope) for a in closed]
 
-    def save(self, *, clean: bool = False) -> bool:
+    def save(self, *, clean: bool = False, scopes: set[str] | None = None) -> bool:
         """Save the engine's state if it changed since the last save (``clean``: at a stop,
-        nothing is observed after it); False if that failed."""
+        or of the partitions being revoked, whatever changed: nothing of it is observed here
+        after it): each record held (``scopes``: only those); False if one failed (it is saved
+        again at the next interval)."""
         started = time.monotonic()
         position = self.history.position()  # before the snapshot: a record after it is applied
         with self._lock:
-            if not self._restored or (self._changes == self._saved_changes and not clean):
-                return True
-            changes = self._changes
-            blob = orjson.dumps({"engine": self.engine.snapshot(), "clean": clean,
-                                 "at": self.clock()})
-        try:
-            self.history.save_state(self.scope, zlib.compress(blob, 1), position)
+            due = self._held if clean else self._held & self._dirty
+            if scopes is not None:
+                due = due & set(scopes)
+            blobs = {scope: orjson.dumps({
+                "engine": self.engine.snapshot(scope if self.holds is not None else None),
+                "clean": clean, "at": self.clock()}) for scope in sorted(due)}
+            self._dirty -= set(blobs)
+        ok = True
+        for scope, blob in blobs.items():
+            try:
+                self.history.save_state(scope, zlib.compress(blob, 1), position)
+            except Exception:  # noqa: BLE001 - saved again at the next interval
+                log.exception("saving the alert engine's state (%s) failed; retried in %.0f s",
+                              scope, self.state_seconds)
+                with self._lock:
+                    if scope in self._held:
+                        self._dirty.add(scope)
+                ok = False
+        if blobs and ok:
             self._save_cost = time.monotonic() - started
-        except Exception:  # noqa: BLE001 - saved again at the next interval
-            log.exception("saving the alert engine's state failed; retried in %.0f s",
-                          self.state_seconds)
-            self._last_save = time.monotonic()
-            return False
-        self._saved_changes = changes
         self._last_save = time.monotonic()
-        return True
+        return ok
 
-    def _dispatch(self, alerts: list[Alert]) -> None:
+    def _dispatch(self, alerts: list[tuple[Alert, str | None]]) -> None:
         now = self.clock()
-        for a in alerts:
+        for a, scope in alerts:
             notify = not a.historical and not self.history.silenced(a.rule, a.group, now)
             if notify:
                 for n in self.notifiers:
                     n.submit(a)
-            self.history.record(a, notified=notify and bool(self.notifiers))
+            self.history.record(a, notified=notify and bool(self.notifiers), scope=scope)
             log.info("alert %s %s: %s", a.state, a.id, "; ".join(a.reasons[:2]))
 
     def start(self) -> None:
         for n in self.notifiers:
             n.start()
         with self._lock:
-            closed = self._restore_once()
+            closed = self._sync()
         self._dispatch(closed)
         self._thread = threading.Thread(target=self._run, name="smartlogs-alert-clock", daemon=True)
         self._thread.start()

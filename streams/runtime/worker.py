@@ -39,7 +39,8 @@ the model, its incidents and their counts end as if no worker had died, and a pa
 moves to another worker resumes from what was learned (no cold model, no warm-up burst).
 Records the state already covers but the group had not committed are acknowledged without
 being processed twice. Revoked partitions are saved (when nothing of theirs is in flight) and
-dropped once the new assignment is known.
+dropped once the new assignment is known; so is each partition's part of the alert engine's
+state (in Elasticsearch, ``streams.runtime.alerting``), and the global rules' part with partition 0.
 
 **Window counts: one implementation, the store's.** ``/api/stats`` reads Elasticsearch's
 aggregations over the stored events, which are exact by construction (one document per event
@@ -69,6 +70,7 @@ from smartlogs import metrics
 from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
+from streams.alerts import partition_scope, scopes_held
 from streams.runtime.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.runtime.stage import count_stored, run_stage
@@ -251,7 +253,7 @@ async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch
     # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
     # no later save of this process can cover a batch Elasticsearch lacks)
     part.unstored -= 1
-    await _account(items, batch.events)
+    await _account(items, batch.events, part.partition)
     if event is not None:
         await stream.ack(event)
 
@@ -263,7 +265,8 @@ def _make_alerting():
     evaluated once however many workers share the topic (``streams.alerts.assign_rules``:
     with every partition, all rules over this worker's events; else host/incident rules over
     its events, and the global ones, from the store's window counts, by the holder of
-    partition 0)."""
+    partition 0). The engine's state is saved per partition held and, with partition 0, for
+    the global rules (``streams.alerts.scopes_held``): it moves with the partitions."""
     if settings.alert_rules is None:
         return None
     from streams.runtime.alerting import Alerting, EsAlertHistory, EsWindowCounts
@@ -285,19 +288,20 @@ def _make_alerting():
     alerting.plan = lambda: assign_rules(alerting.engine.rules, raw_partitions(),
                                          settings.kafka_partitions)
     alerting.global_counts = EsWindowCounts(store().client, store().pattern)
+    alerting.holds = lambda: scopes_held(raw_partitions(), settings.kafka_partitions)
     return alerting
 
 
 _alerting = _make_alerting()
 
 
-async def _account(items: list[dict], events: list[dict]) -> None:
+async def _account(items: list[dict], events: list[dict], partition: int) -> None:
     """After a batch's write: count it (``streams.runtime.stage.count_stored``), dead-letter what
     Elasticsearch rejected, and hand the newly stored events to the alert rules."""
     new = count_stored(events)
     if _alerting is not None and new:
         # off the event loop: the history is written to Elasticsearch (never raises)
-        await asyncio.get_running_loop().run_in_executor(None, _alert_on, new)
+        await asyncio.get_running_loop().run_in_executor(None, _alert_on, new, partition)
     log.info("stored %d new of %d events", len(new), len(events),
              extra={"correlation_id": correlation_ids(items)})
     with _rejected_lock:
@@ -686,9 +690,9 @@ async def _adopt_aliases() -> None:
         log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
-def _alert_on(events: list[dict]) -> None:
+def _alert_on(events: list[dict], partition: int) -> None:
     try:
-        _alerting.on_stored(events)
+        _alerting.on_stored(events, partition_scope(partition))
     except Exception:  # noqa: BLE001 - alerting must never hold the pipeline
         log.exception("alert rules failed on a batch")
 
@@ -813,6 +817,11 @@ async def _on_revoked(sender, revoked, **kwargs) -> None:  # noqa: ARG001 - Faus
     mine = {tp.partition for tp in revoked if tp.topic == settings.kafka_topic}
     if mine:
         await _save_parts(only=mine)
+    if mine and _alerting is not None:  # and their part of the alert engine's state (its
+        # groups are forgotten once the new assignment is known: Alerting.holds)
+        await asyncio.get_running_loop().run_in_executor(
+            None, partial(_alerting.save, clean=True,
+                          scopes=scopes_held(mine, settings.kafka_partitions)))
 
 
 @app.on_partitions_assigned.connect

@@ -301,3 +301,56 @@ def test_the_clock_closes_no_window_while_accepted_lines_wait(tmp_path):
     a.tick()
     assert [x["state"] for x in a.history.list(rule="errors")] == ["resolved", "firing"]
     a.stop()
+
+
+def test_the_sqlite_history_keeps_each_records_scope_and_opens_a_db_made_before_scopes(tmp_path):
+    """The history's records carry the part of the engine's state they belong to, and a
+    restore reads one part's records; an ``alerts.db`` written before records had a scope is
+    opened as it is (the column is added)."""
+    import sqlite3
+
+    from streams.runtime.alerting import AlertHistory
+
+    old = sqlite3.connect(tmp_path / "alerts.db")
+    old.executescript("""CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, state TEXT NOT NULL,
+        rule TEXT NOT NULL, kind TEXT NOT NULL, grp TEXT NOT NULL, at REAL NOT NULL,
+        historical INTEGER NOT NULL, notified INTEGER NOT NULL, body BLOB NOT NULL);""")
+    old.close()
+    history = AlertHistory(tmp_path / "alerts.db")
+    try:
+        history.record(_alert(1), notified=True, scope="p0")
+        start = history.position()
+        history.record(_alert(2), notified=True, scope="p1")
+        history.record(_alert(3), notified=False, scope="p0")
+        assert [r["id"] for r in history.records_after(None, "p0")] == [
+            "burst|web1|1", "burst|web1|3"]
+        assert [r["id"] for r in history.records_after(start, "p0")] == ["burst|web1|3"]
+        assert [r["id"] for r in history.records_after(start)] == ["burst|web1|2", "burst|web1|3"]
+    finally:
+        history.close()
+
+
+def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
+    """With several workers, a batch that finishes after its partition was revoked raises its
+    alerts (recorded with the partition's scope, for its new holder), and leaves no group
+    here that nobody would save or drop."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    held = {0, 1}
+    a = Alerting(AlertEngine(rules, warmup_lines=0), AlertHistory(tmp_path / "alerts.db"), [],
+                 clock=lambda: 1_800_000_000.0, tick_seconds=3600)
+    a.holds = lambda: scopes_held(held, 2)
+    a.start()
+    a.on_stored([_line(i, 1_800_000_000.0, "web1") for i in range(6)], "p0")
+    held.discard(1)
+    a.on_stored([_line(i, 1_800_000_000.0, "web2") for i in range(6)], "p1")
+    assert sorted((x.group, a.engine.owner_of(x)) for x in a.engine.open_alerts()) == [
+        ("web1", "p0")]
+    assert [(r["group"], r["state"]) for r in a.history.records_after(None, "p1")] == [
+        ("web2", "firing")]
+    a.stop()

@@ -108,7 +108,7 @@ class _MemoryHistory:
     def __init__(self):
         self.records: list[dict] = []
 
-    def record(self, alert, notified):
+    def record(self, alert, notified, scope=None):
         from dataclasses import asdict
 
         self.records.append(asdict(alert))
@@ -125,8 +125,267 @@ class _MemoryHistory:
     def load_state(self, scope):
         return None, None
 
-    def records_after(self, position):
+    def follow(self, position):
+        pass
+
+    def records_after(self, position, scope=None):
         return iter(())
 
     def close(self):
         pass
+
+
+# -- several workers: the engine's state per partition (streams.runtime.alerting) -------------------
+_HOST_RULES = ("warmup_lines: 0\nrules:\n  - {name: errors, kind: error_flood, level: ERROR, "
+               "threshold: 3, window: 60s, group_by: host}\n")
+
+
+class _Workers:
+    """Workers of one consumer group, simulated: each an ``Alerting`` with its own history
+    writer on the same real Elasticsearch (as each worker process has), holding the raw
+    partitions the test gives it (``held``), notifying one real webhook receiver."""
+
+    def __init__(self, client, prefix, receiver, rules_text, n_partitions, now, counts=None):
+        import yaml
+
+        from streams.alerts import load_rules
+
+        self.client, self.prefix, self.receiver = client, prefix, receiver
+        self.rules, self.warmup = load_rules(yaml.safe_load(rules_text), "rules.yaml")
+        self.n, self.now, self.counts = n_partitions, now, counts
+        self.held: dict[str, set[int]] = {}
+        self.workers: dict = {}
+
+    def start(self, name: str, partitions: set[int]):
+        import time as _time
+
+        from streams.runtime.alerting import Alerting, EsAlertHistory, Notifier
+        from streams.alerts import AlertEngine, assign_rules, scopes_held
+
+        _time.sleep(0.01)  # each writer's sequence starts at its own clock (a later start)
+        self.held[name] = set(partitions)
+        a = Alerting(AlertEngine(self.rules, warmup_lines=self.warmup),
+                     EsAlertHistory(self.client, self.prefix),
+                     [Notifier(self.receiver.url, backoff=0.05)], clock=lambda: self.now[0],
+                     tick_seconds=3600)
+        a.holds = lambda: scopes_held(self.held[name], self.n)
+        a.plan = lambda: assign_rules(self.rules, self.held[name], self.n)
+        a.global_counts = self.counts
+        a.start()
+        self.workers[name] = a
+        return a
+
+    def move(self, partition: int, src: str, dst: str, *, crash: bool = False) -> None:
+        """A rebalance: ``src`` saves the partition's part when it is revoked (unless it
+        crashed), then ``dst`` holds it; each notices at its next batch or tick."""
+        from streams.alerts import scopes_held
+
+        if not crash:
+            self.workers[src].save(clean=True, scopes=scopes_held({partition}, self.n))
+        self.held[src].discard(partition)
+        self.held[dst].add(partition)
+
+    def crash(self, name: str) -> None:  # no final save; its notifications were delivered
+        for n in self.workers[name].notifiers:
+            n.stop()
+        del self.workers[name]
+
+    def stop(self) -> None:  # a clean stop of each (its final save)
+        for a in self.workers.values():
+            a.stop()
+        self.workers.clear()
+
+    def state(self, scope: str) -> dict:
+        import zlib
+
+        import orjson
+
+        from streams.runtime.alerting import EsAlertHistory
+
+        blob, _ = EsAlertHistory(self.client, self.prefix).load_state(scope)
+        return orjson.loads(zlib.decompress(blob))["engine"]
+
+
+def _errors(t: float, host: str, level: str = "ERROR") -> list[dict]:
+    from tests.component.test_alerting import _line
+
+    return [_line(0, t, host, level)]
+
+
+def _posts(receiver, n: int) -> list[tuple]:
+    from tests.component.test_alerting import _wait
+
+    assert _wait(lambda: len(receiver.posts) >= n, timeout=10), receiver.posts
+    import time as _time
+
+    _time.sleep(0.3)  # nothing more arrives
+    return sorted((p["rule"], p["group"], p["state"]) for p in receiver.posts)
+
+
+def _cleanup(client, prefix):
+    for name in (".alerts", ".alert-silences", ".alert-state"):
+        client.options(ignore_status=404).indices.delete(index=prefix + name)
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_save_their_partitions_states_apart_and_an_open_alert_moves_with_its_partition(
+        elasticsearch):
+    """Workers A (partition 0) and B (partition 1) each see a host flood errors: each saves
+    its partition's record (A the global one too) and neither overwrites the other's. Then
+    partition 1 moves to A on a clean rebalance while web2 keeps flooding: A carries web2's
+    open alert on (no second firing) and resolves it once when the flood ends."""
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    group = _Workers(client, prefix, receiver, _HOST_RULES, 2, now)
+    try:
+        a, b = group.start("A", {0}), group.start("B", {1})
+
+        def minutes(n, level="ERROR"):  # a line every 10 s from each host, by its holder
+            for _ in range(n * 6):
+                now[0] += 10
+                for name, w in group.workers.items():
+                    for p in sorted(group.held[name]):  # web1 is in partition 0, web2 in 1
+                        w.on_stored(_errors(now[0], f"web{p + 1}", level), f"p{p}")
+                    w.tick()
+
+        minutes(2)
+        assert a.save() and b.save()
+        p0, p1 = group.state("p0"), group.state("p1")
+        assert [(g[0], g[2], bool(g[3]["firing"])) for g in p0["groups"]] == [
+            ("errors", "web1", True)]
+        assert [(g[0], g[2], bool(g[3]["firing"])) for g in p1["groups"]] == [
+            ("errors", "web2", True)]
+        assert group.state("global")["groups"] == []  # A holds partition 0: no global rule
+        ids = {p["group"]: p["id"] for p in receiver.posts}
+
+        group.move(1, "B", "A")
+        minutes(1)  # web2 still floods, now at A: nothing new
+        assert _posts(receiver, 2) == [("errors", "web1", "firing"), ("errors", "web2", "firing")]
+        assert b.engine.open_alerts() == []  # B forgot partition 1's groups
+        minutes(3, level="INFO")  # over: each resolved once
+        assert _posts(receiver, 4) == [
+            ("errors", "web1", "firing"), ("errors", "web1", "resolved"),
+            ("errors", "web2", "firing"), ("errors", "web2", "resolved")]
+        assert {p["group"]: p["id"] for p in receiver.posts if p["state"] == "resolved"} == ids
+        group.stop()
+        assert sorted(g[2] for g in group.state("p1")["groups"]) == ["web2"]  # saved by A now
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_partition_moving_after_a_crash_resumes_from_its_record_and_the_history_after_it(
+        elasticsearch):
+    """B saved partition 1's record before web2's flood began and crashed while it lasted:
+    A, taking partition 1, applies B's firing written after the save (no second firing) and
+    resolves it; A crashes too, and C, taking partition 1 from B's old record, applies A's
+    resolution (A's records of it come after B's save whatever their writers' clocks)."""
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    group = _Workers(client, prefix, receiver, _HOST_RULES, 2, now)
+
+    def minutes(w, n, level="ERROR"):
+        for _ in range(n * 6):
+            now[0] += 10
+            w.on_stored(_errors(now[0], "web2", level), "p1")
+            w.tick()
+
+    try:
+        a = group.start("A", {0})  # A's writer starts first: its sequence is behind B's
+        b = group.start("B", {1})
+        minutes(b, 1, level="INFO")
+        assert b.save()
+        minutes(b, 2)  # firing, after the save
+        group.crash("B")
+        group.move(1, "B", "A", crash=True)
+        minutes(a, 1)  # still flooding: the open alert is B's
+        assert _posts(receiver, 1) == [("errors", "web2", "firing")]
+        minutes(a, 2, level="INFO")  # resolved once, by A
+        assert _posts(receiver, 2) == [("errors", "web2", "firing"), ("errors", "web2", "resolved")]
+        group.crash("A")
+        group.held["A"] = set()
+        c = group.start("C", {1})  # B's record, then the records after it: B's and A's
+        assert [x.group for x in c.engine.open_alerts()] == []
+        minutes(c, 2, level="INFO")
+        assert _posts(receiver, 2) == [("errors", "web2", "firing"), ("errors", "web2", "resolved")]
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_global_rules_state_follows_partition_0(elasticsearch):
+    """A flood over all sources (a global rule, judged from the store's window counts by the
+    holder of partition 0) lasts while partition 0 moves from A to B: A raised it and saved
+    the global record when partition 0 was revoked; B takes it up with partition 0, raises
+    nothing new while the flood lasts and resolves it once."""
+    from streams.runtime.alerting import EsWindowCounts
+    from smartlogs.store.elasticsearch import ElasticsearchStore
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    store = ElasticsearchStore(elasticsearch, index_prefix=prefix, refresh="wait_for")
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    rules = ("warmup_lines: 0\nrules:\n  - {name: flood, kind: error_flood, level: ERROR, "
+             "threshold: 4, window: 60s}\n")
+    group = _Workers(client, prefix, receiver, rules, 3, now,
+                     counts=EsWindowCounts(store.client, store.pattern))
+    seq = [0]
+
+    def minutes(n, errors=True):  # an error every 10 s from web1 (partition 0) and web2 (1)
+        for _ in range(n * 6):
+            now[0] += 10
+            if errors:  # (none: quiet, the store's counts are empty)
+                seq[0] += 1
+                events = [{"id": f"{host}:{seq[0]}", "ts": now[0] - 5, "received": now[0] - 5,
+                           "timestamp": "", "host": host, "component": "disk", "source": host,
+                           "level": "ERROR", "template_id": "T1", "message": "write failed",
+                           "anomaly": False, "reason": None, "score": 0.1}
+                          for host in ("web1", "web2")]
+                store.write(events, window_seconds=60)
+                for p, e in enumerate(events):  # to the holder of its partition
+                    holder = next(k for k, held in group.held.items() if p in held)
+                    group.workers[holder].on_stored([e], f"p{p}")
+            for w in group.workers.values():
+                w.tick()
+
+    try:
+        a = group.start("A", {0, 2})
+        group.start("B", {1})
+        minutes(2)
+        assert _posts(receiver, 1) == [("flood", "*", "firing")]
+        group.move(0, "A", "B")  # A saves partition 0's part and the global one
+        glob = group.state("global")
+        assert [(g[0], g[2], bool(g[3]["firing"])) for g in glob["groups"]] == [
+            ("flood", "*", True)]
+        minutes(1)  # the flood lasts, now judged by B: nothing new
+        assert _posts(receiver, 1) == [("flood", "*", "firing")]
+        assert a.engine.open_alerts() == []  # A no longer holds the global rules' groups
+        minutes(3, errors=False)  # over: resolved once, by B
+        assert _posts(receiver, 2) == [("flood", "*", "firing"), ("flood", "*", "resolved")]
+        assert len({p["id"] for p in receiver.posts}) == 1
+        group.stop()  # B saves the global record: the alert is over
+        assert [bool(g[3]["firing"]) for g in group.state("global")["groups"]] == [False]
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
+        store.delete_before(4e9)
+        store.client.options(ignore_status=404).indices.delete_index_template(name=prefix)
+        store.close()

@@ -5,6 +5,7 @@ Elasticsearch, and the API lists it and takes silences."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -143,9 +144,15 @@ def test_a_flood_lasting_across_a_worker_restart_is_one_alert_resolved_once(floo
     flood(2)  # lines keep coming while no worker runs
     worker.wait(60)
     es = env["SMARTLOGS_ES_URL"]
-    doc = httpx.get(f"{es}/{env['SMARTLOGS_ES_INDEX_PREFIX']}.alert-state/_doc/engine").json()
-    saved = orjson.loads(zlib.decompress(base64.b64decode(doc["_source"]["state"])))
-    assert saved["clean"] is True and saved["engine"]["groups"], saved
+    # the state is saved per partition (and global): h1's group is in its partition's record
+    index = f"{es}/{env['SMARTLOGS_ES_INDEX_PREFIX']}.alert-state"
+    httpx.post(f"{index}/_refresh")
+    docs = {h["_id"]: orjson.loads(zlib.decompress(base64.b64decode(h["_source"]["state"])))
+            for h in httpx.get(f"{index}/_search", params={"size": 100}).json()["hits"]["hits"]}
+    holding = [k for k, saved in docs.items()
+               if any(g[2] == "h1" for g in saved["engine"]["groups"])]
+    assert len(holding) == 1 and re.fullmatch(r"p\d+", holding[0]), docs.keys()
+    assert docs[holding[0]]["clean"] is True and "engine" not in docs, docs.keys()
     log = open(flood_stack["tmp"] / "worker.log", "a")
     procs["worker"] = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "worker"], env=env,
                                        stdout=log, stderr=subprocess.STDOUT)
@@ -157,5 +164,50 @@ def test_a_flood_lasting_across_a_worker_restart_is_one_alert_resolved_once(floo
     assert got == [("errors", "h1", "firing"), ("errors", "h1", "resolved")], \
         (got, stack_logs(flood_stack))
     assert len({a["id"] for a in _Hook.got}) == 1
-    assert "alert engine state restored (saved state and history): 1 alert(s) open" in \
-        (flood_stack["tmp"] / "worker.log").read_text()
+    assert re.search(rf"alert engine state {holding[0]} restored \(saved state and history\): "
+                     r"1 alert\(s\) open", (flood_stack["tmp"] / "worker.log").read_text())
+
+
+@pytest.mark.timeout(300)
+def test_floods_lasting_while_a_second_worker_joins_are_one_alert_each_resolved_once(flood_stack):
+    """Kafka mode, two real workers: eight hosts flood errors (spread over the 4 partitions);
+    a second worker joins while they do, and the partitions it takes carry their part of the
+    alert engine's state over (saved when revoked from the first worker, restored with its
+    open alerts by the second). Each host: one firing, one resolved, one id."""
+    from tests.integration.test_worker_partitions import _assigned, _start_worker
+
+    url = flood_stack["url"]
+    hosts = [f"h{i}" for i in range(8)]
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            r = httpx.post(f"{url}/ingest", timeout=30, json=[
+                {"message": f"write failed on volume {i}", "host": h, "level": "ERROR",
+                 "timestamp": time.time()} for h in hosts for i in range(2)])
+            assert r.status_code == 202, r.text
+            time.sleep(0.5)
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        assert _wait(lambda: len({a["group"] for a in _Hook.got}) == len(hosts), timeout=90), \
+            (_Hook.got, stack_logs(flood_stack))
+        second = flood_stack["procs"]["worker-b"] = _start_worker(flood_stack, "worker-b")
+        assert _wait(lambda: _assigned(second.metrics_port) > 0, timeout=90), \
+            stack_logs(flood_stack)
+        time.sleep(12)  # three windows more of the floods, with two workers
+    finally:
+        stop.set()
+        sender.join(30)
+    assert _wait(lambda: len([a for a in _Hook.got if a["state"] == "resolved"]) >= len(hosts),
+                 timeout=90), (_Hook.got, stack_logs(flood_stack))
+    time.sleep(3)
+    got = sorted((a["group"], a["state"]) for a in _Hook.got)
+    assert got == sorted((h, s) for h in hosts for s in ("firing", "resolved")), \
+        (got, stack_logs(flood_stack))
+    assert len({a["id"] for a in _Hook.got}) == len(hosts)
+    # the second worker took partitions up from their saved records, open alerts included
+    log = (flood_stack["tmp"] / "worker-b.log").read_text()
+    assert re.search(r"alert engine state p\d restored \(saved state and history\): "
+                     r"[1-9]\d* alert\(s\) open", log), log[-3000:]

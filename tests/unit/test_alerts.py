@@ -411,3 +411,72 @@ def test_a_spikes_baseline_survives_a_restart():
     engine, _ = _restarted(engine, loaded)
     out = engine.observe([ev(T0 + 6 * 60 + i * 0.5) for i in range(40)])
     assert [a.state for a in out] == ["firing"] and out[0].baseline == 3.0
+
+
+# -- the engine's state per owner (several Kafka workers: streams.runtime.alerting) -----------------
+def test_the_state_is_keyed_by_partition_and_the_global_part_goes_with_partition_0():
+    from streams.alerts import GLOBAL_SCOPE, partition_scope, scopes_held
+
+    assert partition_scope(0) == "p0" and partition_scope(11) == "p11"
+    assert scopes_held({0, 3}, 4) == {"p0", "p3", GLOBAL_SCOPE}
+    assert scopes_held({1, 2, 3}, 4) == {"p1", "p2", "p3"}  # no global part without 0
+    assert scopes_held(set(), 4) == set()
+    assert scopes_held({0, 1, 2, 3}, 4) == {"p0", "p1", "p2", "p3", GLOBAL_SCOPE}
+    assert scopes_held({5}, 4) == set()  # not a partition of the topic
+
+
+OWNED = ("warmup_lines: 0\nrules: [{name: errs, kind: error_flood, level: ERROR, threshold: 3, "
+         "window: 60s, group_by: host}, {name: all, kind: error_flood, level: ERROR, "
+         "threshold: 3, window: 60s}, {name: new, kind: new_template}]")
+
+
+def test_each_owner_snapshots_its_own_groups_and_the_global_part_the_global_rules():
+    import json
+
+    start = T0 - T0 % 60
+    engine = AlertEngine(rules(OWNED)[0], warmup_lines=0)
+    out = engine.observe([ev(start + i, level="ERROR", host="web1") for i in range(3)], owner="p0")
+    out += engine.observe([ev(start + i, level="ERROR", host="web2", template="T2")
+                           for i in range(3)], owner="p1")
+    assert {(a.rule, a.group): engine.owner_of(a) for a in out} == {
+        ("new", "T1"): "global", ("errs", "web1"): "p0", ("all", "*"): "global",
+        ("new", "T2"): "global", ("errs", "web2"): "p1"}
+    p0, p1, glob = (json.loads(json.dumps(engine.snapshot(o))) for o in ("p0", "p1", "global"))
+    assert [(g[0], g[2]) for g in p0["groups"]] == [("errs", "web1")]
+    assert [(g[0], g[2]) for g in p1["groups"]] == [("errs", "web2")]
+    assert sorted((g[0], g[2]) for g in glob["groups"]) == [("all", "*"), ("new", "T1"),
+                                                             ("new", "T2")]
+    assert p0["seen_templates"] == [] and glob["seen_templates"] == ["T1", "T2"]
+    assert {r for r, _, _ in p1["fired"]} == {"errs"} and {r for r, _, _ in glob["fired"]} == {
+        "all", "new"}
+    # everything, as one process saves it
+    assert len(engine.snapshot()["groups"]) == 5
+
+
+def test_a_partition_taken_over_joins_a_running_engine_and_leaves_the_others_alone():
+    """Worker B holds p1 (web2 flooding, its alert open) and takes p0 from A: web1's open
+    alert carries over (no second firing), web2's window is untouched, and dropping p1 later
+    forgets web2 only."""
+    import json
+
+    start = T0 - T0 % 60
+    a = AlertEngine(rules(OWNED)[0], warmup_lines=0)
+    fired_a = a.observe([ev(start + i, level="ERROR", host="web1") for i in range(3)], owner="p0")
+    b = AlertEngine(rules(OWNED)[0], warmup_lines=0)
+    b.observe([ev(start + i, level="ERROR", host="web2") for i in range(4)], owner="p1")
+    p0 = json.loads(json.dumps(a.snapshot("p0")))
+    assert b.restore(p0, [], now=start + 10, owner="p0") == []
+    assert sorted((x.rule, x.group) for x in b.open_alerts() if x.rule == "errs") == [
+        ("errs", "web1"), ("errs", "web2")]
+    # web1 keeps flooding at B: its alert is the one A raised
+    assert b.observe([ev(start + 20 + i, level="ERROR", host="web1") for i in range(5)],
+                     owner="p0") == []
+    assert [x.id for x in b.open_alerts() if x.group == "web1"] == [
+        x.id for x in fired_a if x.rule == "errs"]
+    assert b.drop("p1") == 1
+    assert [x.group for x in b.open_alerts() if x.rule == "errs"] == ["web1"]
+    # a record of p0 written after the save (A resolved it just before the move) is applied
+    b2 = AlertEngine(rules(OWNED)[0], warmup_lines=0)
+    resolved = dict(vars(next(x for x in fired_a if x.rule == "errs")), state="resolved")
+    b2.restore(p0, [resolved], now=start + 10, owner="p0")
+    assert [x.group for x in b2.open_alerts() if x.rule == "errs"] == []
