@@ -194,7 +194,7 @@ def texts_of(events: list[dict], catalog: list | None = None) -> set[tuple[str, 
     """The (template id, text) pairs a batch records: its events' and its catalog records'
     (a generalisation's or a merge's text, before and after)."""
     pairs = {(e["template_id"], e["template"]) for e in events
-             if e["template_id"] != UNPROCESSABLE and e.get("template")}
+             if e.get("template") and e.get("template_id") not in (None, UNPROCESSABLE)}
     for c in catalog or ():
         if c.kind in ("generalised", "merged"):
             for text in (c.previous, c.template):

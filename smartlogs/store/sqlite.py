@@ -1376,11 +1376,21 @@ class SqliteStore:
                              (change.mark, change.template_id)).rowcount
             if n:
                 conn.execute(_INSERT_HISTORY, _history_row(change))
+                # shards in other processes compare this before each batch (marks_version)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('marks_version', 1) "
+                             "ON CONFLICT(key) DO UPDATE SET value = value + 1")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return bool(n)
+
+    def marks_version(self) -> int:
+        """Bumped by every ``set_mark``: a process that runs pipelines re-reads the marks when
+        it changed (one primary-key read before each batch), so feedback applies from the next
+        line it processes."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'marks_version'").fetchone()
+        return int(row[0]) if row else 0
 
     def template_marks(self) -> dict[str, str]:
         """Every marked template's mark (what the pipeline applies at start)."""

@@ -104,7 +104,7 @@ class EmbeddedRunner:
         self._ckpt_cost = 0.0  # seconds the last checkpoint took
         # feedback marks given through another process (the API): read from the store
         self._reload_marks = reload_marks
-        self._last_marks = time.monotonic()
+        self._marks_version = -1  # the store's marks version the pipelines' marks reflect
         self.checkpoints = 0  # written by this runner
         self.processed = 0
         self.errors = 0
@@ -272,10 +272,6 @@ class EmbeddedRunner:
             if (time.monotonic() - self._last_ckpt
                     >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
                 self.checkpoint()
-            if (self._reload_marks is not None
-                    and time.monotonic() - self._last_marks >= self._reload_marks):
-                self._last_marks = time.monotonic()
-                self._refresh_marks()
             if not did:
                 if time.monotonic() - self._last_tick >= 1.0:
                     self._last_tick = time.monotonic()
@@ -287,9 +283,15 @@ class EmbeddedRunner:
                 self._wake.clear()
 
     def _refresh_marks(self) -> None:
-        """Feedback given through the API process (shards in processes of their own)."""
+        """Feedback given through the API process (shards in processes of their own): re-read
+        when the store's marks version moved, before a batch is processed, so a mark applies
+        from the next line processed."""
         try:
+            version = self.store.marks_version()
+            if version == self._marks_version:
+                return
             marks = self.store.template_marks()
+            self._marks_version = version
         except Exception:  # noqa: BLE001 - the marks in use stay; read again next time
             log.exception("reading the feedback marks failed")
             return
@@ -307,6 +309,8 @@ class EmbeddedRunner:
         threads running, the events go to the writer thread; without them (tests, tools),
         they are written here.
         """
+        if self._reload_marks is not None:  # a shard process: feedback given since
+            self._refresh_marks()
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
         low = min(seqs.values())
         # a shard with a share of the partitions reads more so its own batches keep their size

@@ -19,7 +19,8 @@ shard waits for an orphan still finishing rather than run the same partition twi
 
 Shards report their status through a small JSON file each (``shards/shard-<k>.json``,
 replaced atomically every second), which ``/healthz`` shows; feedback marks reach them
-through the store (read every few seconds).
+through the store: a shard compares the store's marks version before each batch, so a mark
+applies from the next line processed.
 """
 
 from __future__ import annotations
@@ -268,10 +269,10 @@ class ShardSupervisor:
     def subscribe(self, callback) -> None:
         self._listeners.append(callback)
 
-    marks_apply = f"once the shards read the marks (within {MARKS_SECONDS:.0f} s)"
+    marks_apply = "from the next line processed"
 
     def set_mark(self, change) -> bool:
-        """Stored in the catalog; the shards read the marks within ``MARKS_SECONDS``."""
+        """Stored in the catalog; each shard re-reads the marks before its next batch."""
         return self.store.set_mark(change)
 
     def marks(self) -> dict:

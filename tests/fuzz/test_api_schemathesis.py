@@ -125,9 +125,11 @@ schemathesis.openapi.media_type("application/x-protobuf", PROTOBUF_BODY)
 
 
 def _settings(tmp_path) -> Settings:
-    # syslog_port=0: no syslog listener (the fuzzed apps must not hold a real port)
+    # syslog_port=0: no syslog listener (the fuzzed apps must not hold a real port); one shard
+    # in the API process over one partition: the API is what is fuzzed, and the tests below read
+    # its runner (shard processes are tested in tests/component/test_shards.py and tests/e2e)
     return Settings(data_dir=tmp_path, max_body_bytes=MAX_BODY, max_line_length=MAX_LINE,
-                    checkpoint_seconds=0.5, syslog_port=0)
+                    checkpoint_seconds=0.5, syslog_port=0, shards=1, partitions=1)
 
 
 # The receivers read their bodies raw too; what their clients send:
