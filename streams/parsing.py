@@ -15,11 +15,11 @@ Supported formats (``FORMATS``)::
 Anything else comes back as ``ParsedLine(message=line.rstrip(), ok=False, format="raw")``.
 ``LineParser.parse`` never raises: any internal error also degrades to the raw result.
 
-Field splitting follows loghub's structured CSVs (the reference for the sample data), which
-split the header with a lazy regex where every space is ``\\s+``:
+Field splitting, the same for every source (the evaluation compares it with loghub's
+structured CSVs, which agree except where noted):
 
 * message is the content after the header with leading *and* trailing whitespace removed
-  (loghub's ``: <Content>`` separator swallows all spaces: ``kernel:   DMA zone`` -> ``DMA zone``).
+  (``kernel:   DMA zone`` -> ``DMA zone``): padding after a tag is layout, not content.
 * syslog: the program ("component") is everything between the host and the first ``[pid]:``
   or ``:`` followed by whitespace, so it may contain spaces (``syslogd 1.4.1``,
   ``-- root``).  It is limited to 64 characters and must not contain brackets; a line
@@ -30,8 +30,8 @@ split the header with a lazy regex where every space is ``\\s+``:
   last ``:``, ``QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181``) and ``line`` (``774``). (loghub's
   CSV cuts at the *first* ``:`` instead; that cut fits its files only and is not copied.)
 * bgl: the timestamp comes from the microsecond time column (taken as UTC, like every
-  naive log time).  In the loghub sample that column is exactly 7 h behind the epoch
-  column (kept in ``fields["epoch"]``), i.e. it looks like US Pacific daylight time.
+  naive log time); the epoch column is kept in ``fields["epoch"]`` (the two may differ by a
+  time-zone offset: the time column is local time).
   Fields: ``label`` ("-" = normal), ``type``, ``epoch`` (+ ``node_repeat`` if it differs).
 
 Timestamps are always timezone-aware UTC.  Naive log times are taken as UTC; offsets
@@ -54,13 +54,10 @@ Automatic detection tries the format that matched the previous line first, then 
 formats that can start with the line's first character (the formats are mutually
 exclusive by construction, so the order never changes the result, only the speed).
 
-Performance (CPython 3.11.7, 2-vCPU container shared with other jobs, best of 5
-``timeit`` runs over Linux_2k.log repeated 25x = 50,000 lines, automatic detection):
-**about 2.3 us per line** on the fast path (2.3-2.6 us over runs; noisy neighbours pushed
-single runs to 3.5 us).  The other samples: HDFS 1.8, Apache 2.1, OpenSSH 2.2, BGL 2.6,
-Zookeeper 2.6 us; a stream that changes format on every line 3.6-3.9 us; a JSON event
-about 4 us.  Datetimes are built from integers (no ``strptime``) and cached per timestamp
-text; JSON timestamps go through ``datetime.fromisoformat``.
+Performance: about 2-4 us per line on the fast path, measured per sample format by
+``bench/bench_parse.py`` (figures in bench/RESULTS.md).  Datetimes are built from integers (no
+``strptime``) and cached per timestamp text; JSON timestamps go through
+``datetime.fromisoformat``.
 
 JSON: keys are matched case-insensitively after flattening nested objects with dots
 (``{"log": {"level": ..}}`` -> ``log.level``); timestamp from @timestamp/timestamp/time/
@@ -262,7 +259,7 @@ class _DtCache(dict):
 
 # RFC 3164 / BSD syslog.  Groups: 1 pri, 2 mon, 3 day, 4 h, 5 m, 6 s, 7 frac, 8 host,
 # 9 tag, 10 pid; the message is the rest of the line after m.end().
-# The tag ("component") is loghub's lazy "<Component>(\[<PID>\])?: " written greedily: it
+# The tag ("component") is RFC 3164's TAG, read leniently: it
 # runs to the first "[pid]:" or ":"+whitespace, so it may hold spaces ("syslogd 1.4.1")
 # and colons not followed by whitespace, but no brackets; at most 64 characters.
 _TAG = (

@@ -18,7 +18,7 @@ scorer keeps a history per: the first of
    keeps apart as ``receiver``.
 
 A raw line's component comes after the stream: the lines of one file or stream are one source
-whose parts are its components, not dozens of sources (one per Java class or Android tag).
+whose parts are its components, not dozens of sources (one per logging class or tag).
 
 Work is keyed by what an item names before it is parsed (:func:`partition_key`) and spread
 over ``n`` partitions by a stable hash of that key (:func:`partition_of`). Everything a model
@@ -27,11 +27,9 @@ partition can move to another worker or shard and take what was learned with it.
 stream the item names, when it names one, else its source by the rule above (host, service, API
 key, receiver): the hosts of one stream are each other's fleet (``streams.scoring`` judges a
 host's floods and novelties against the hosts of its kind of source, a kind being the named
-stream), so they stay in one partition. Keyed by host, the production-like evaluation
-(``smartlogs eval production --partitions 4``: eight hosts per synthetic source) split each
-fleet over four models and flagged 5.5% of Zookeeper's normal lines (0.38% with one model),
-found 33 of 100 unseen patterns (94) and 90 of 100 error floods (100); keyed by stream, every
-figure is within a line or two of one model's (bench/QUALITY.md). A raw line is keyed by its
+stream), so they stay in one partition: keyed by host, a fleet is split over several models
+and each host is judged against a part of it (measured with ``smartlogs eval production
+--partitions P``: bench/QUALITY.md, "With partitions"). A raw line is keyed by its
 stream in any case: parsing to find a host would cost as much as the pipeline's own parse.
 What does not scale out by this key: one stream's lines all go through one partition, so a
 stream that outgrows a worker is split by the sender into several streams (per service or
