@@ -286,6 +286,19 @@ def _hadoop_failure_start(lines: list[str]) -> int:
                 len(lines))
 
 
+def _interleave(queues: dict[str, list], rng: random.Random) -> list[tuple[str, object]]:
+    """(name, element) of every queue, in a random order that keeps each queue's own order:
+    several sources arriving as one stream."""
+    order = [name for name, q in queues.items() for _ in q]
+    rng.shuffle(order)
+    pos = dict.fromkeys(queues, 0)
+    out = []
+    for name in order:
+        out.append((name, queues[name][pos[name]]))
+        pos[name] += 1
+    return out
+
+
 def _arrival() -> float:
     """When the evaluated lines "arrive": now, as in a replay. (The pipeline places an event
     time more than 62 days after its arrival at the arrival; an arrival of 0 would do that to
@@ -507,14 +520,9 @@ def eval_mixed(samples: dict[str, tuple[Path, Path | None]], *, seed: int = 0,
         m = min(len(lines), len(rows))
         queues[name] = lines[:m]
         truth[name] = [r["EventId"] for r in rows[:m]]
-    order = [name for name, q in queues.items() for _ in q]
-    rng.shuffle(order)
-    pos = dict.fromkeys(queues, 0)
     arrival = _arrival()
-    items = []
-    for i, name in enumerate(order):
-        items.append({"id": i, "raw": queues[name][pos[name]], "received": arrival, "stream": name})
-        pos[name] += 1
+    items = [{"id": i, "raw": line, "received": arrival, "stream": name}
+             for i, (name, line) in enumerate(_interleave(queues, rng))]
     pipeline, events = _run(items, config)
     resolve = pipeline.miner.resolve
     per: dict[str, list] = {name: [] for name in queues}
@@ -582,14 +590,10 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
             normal[name] = {it["id"] for it in items[warm_up:end]
                             if not (bgl and labels[it["id"]])}
         queues[name] = items
-    order = [name for name, q in queues.items() for _ in q]
-    rng.shuffle(order)
-    pos = dict.fromkeys(queues, 0)
     arrival = _arrival()
     mixed = []
-    for k, name in enumerate(order):
-        it = dict(queues[name][pos[name]])
-        pos[name] += 1
+    for k, (_name, item) in enumerate(_interleave(queues, rng)):
+        it = dict(item)
         it.setdefault("received", arrival + k * 0.01)
         mixed.append(it)
     events = _run_partitioned(mixed, partitions, config)
