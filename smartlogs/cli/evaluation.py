@@ -696,7 +696,12 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
     for k in kinds.values():
         k["recall"] = k["found"] / k["episodes"] if k["episodes"] else float("nan")
     report = {"seed": seed, "partitions": partitions, "lines": len(events), "sources": len(queues),
-              "per_source": per_source, "kinds": kinds, "bgl": None}
+              "per_source": per_source, "kinds": kinds, "bgl": None,
+              # silence incidents that cover no injected silence (at most 50), to read
+              "false_silences": [
+                  {k: inc.get(k) for k in ("source", "stream", "first_ts", "detected_ts",
+                                           "resolved_ts", "status", "reason")}
+                  for incs in silence_of.values() for inc in incs if inc["id"] not in used][:50]}
     bgl_ids = [it["id"] for it in queues.get("BGL", [])]
     if bgl_ids:
         def auc(ids):
