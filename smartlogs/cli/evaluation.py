@@ -601,9 +601,11 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
     pass; for the other sources their first ``warm_up`` lines; BGL's labelled alerts are not
     normal, nor Hadoop's lines from its labelled network disconnection on, which count as one
     real failure episode, found when one of its lines is flagged), and incidents per simulated
-    hour (its event-time span). Per synthetic kind: an
+    hour (its event-time span), and silence incidents (``streams.silence``): how many, and how
+    many cover no injected silence (false) per simulated hour. Per synthetic kind: an
     episode is found when at least one of its lines is flagged (so at least one incident covers
-    it). BGL: ROC-AUC of the stored scores on its lines in the mixed stream, each line scored
+    it); a host's silence also when a silence incident was opened from its last line before the
+    gap (both counts reported). BGL: ROC-AUC of the stored scores on its lines in the mixed stream, each line scored
     before it is learned, against the level alone, on the whole and on each contiguous half."""
     rng = random.Random(seed)
     samples = find_samples(root)
