@@ -184,7 +184,8 @@ class SilenceWatch:
 
     def _forget_half(self) -> None:
         """Bounded memory: the half of the sources whose last line is oldest (by their kind's
-        minutes) is forgotten; a silent one among them is no longer followed."""
+        minutes) is forgotten; a silent one among them is no longer followed (its incident
+        stays open until the tracker's own bound, ``max_open``, resolves it)."""
         every = sorted(((k.count - s[_AT], name, source) for name, k in self.kinds.items()
                         for source, s in k.sources.items()), key=lambda x: (-x[0], str(x[1]),
                                                                               x[2]))
