@@ -190,6 +190,12 @@ def test_eval_production_reports_every_source_and_kind(tmp_path, loghub):
     assert r["kinds"]["error_flood"]["recall"] >= 0.75
     assert r["bgl"]["whole"]["anomalous"] > 0 and r["bgl"]["whole"]["roc_auc"] > 0.8
     assert r["lines"] == sum(v["lines"] for v in r["per_source"].values())
+    # a host's silence is found while it lasts, by a silence incident (streams.silence);
+    # the ones covering no injected silence are counted per source
+    sil = r["kinds"]["host_silence"]
+    assert sil["found_by_silence_incident"] >= sil["episodes"] - 1 and sil["recall"] >= 0.75
+    assert linux["silence_incidents"] >= sil["found_by_silence_incident"]
+    assert all(v["false_silence_incidents_per_hour"] >= 0 for v in r["per_source"].values())
 
 
 def test_hadoops_failure_starts_at_its_first_network_symptom():
