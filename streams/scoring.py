@@ -70,7 +70,11 @@ is forgotten, and such a key that comes back starts afresh, like a new one. A pa
 is counted by its first ``_MAX_VALUE_CHARS`` characters.
 
 The feature vector also keeps the plain inputs (``rarity``, ``new_template``, ``length``,
-``unparsed``) for the trees and for consumers that read them.
+``unparsed``) for the trees and for consumers that read them. ``new_template`` is 1 for a
+pattern never seen before *where new patterns are news* (novelty above 0: its kind of source
+finds new ones less often than 1 line in 20): in a source still finding its vocabulary (a
+crash dump where every register line is a new pattern) the trees would otherwise rate each
+new pattern rare against the whole stream and undo what novelty judged.
 """
 
 from __future__ import annotations
@@ -751,7 +755,10 @@ class AnomalyScorer:
             is_new = False
         x = {
             "rarity": min(max(rarity, 0.0), 1.0),
-            "new_template": 1.0 if is_new else 0.0,
+            # a new pattern is rare to the trees only where novelty finds new patterns news:
+            # not while its kind of source finds them more often than 1 in 20 lines (a crash
+            # dump, a boot), where novelty is 0, or the trees would undo that judgement
+            "new_template": 1.0 if is_new and novelty > 0.0 else 0.0,
             "severity": sev,
             "length": min(tokens / 64.0, 1.0),
             "unparsed": 0.0 if parsed else 1.0,

@@ -595,3 +595,33 @@ def test_a_model_from_before_level_shares_keeps_its_share_of_severe_lines():
                           tokens=8, parsed=True, host="h2", window_start=0.0, ts=301.0, kind="k")
     assert "first_severe" not in ctx  # 30% of the kind's lines severe: not news
     assert abs(ctx["level_share"] - 0.3) < 0.01
+
+
+def test_the_trees_do_not_rate_rare_a_new_pattern_where_new_patterns_are_routine():
+    """Issue 19 (BGL): in a stream where one kind of source is in a crash dump (every other of
+    its lines a new pattern) while the rest of the stream is calm, novelty judges its new
+    patterns routine (0), and the trees must not undo that by rating "a new pattern" rare
+    against the whole stream: its new patterns score as its known ones. In a calm kind a new
+    pattern stays news, to novelty and to the trees."""
+    s = AnomalyScorer(window_size=100)
+
+    def line(i, tid, kind, new, seen):
+        return s.score(*s.features(template_id=tid, seen_before=seen, is_new=new, level="FATAL"
+                                   if kind == "dump" else "INFO", tokens=8, parsed=True,
+                                   host=f"{kind}{i % 3}", window_start=0.0, ts=float(i),
+                                   kind=kind))
+
+    new_scores, known_scores = [], []
+    for i in range(3000):
+        if i % 10:  # nine lines in ten: a calm kind, known patterns
+            line(i, f"T{i % 6}", "calm", False, i)
+        elif i < 2000:  # the dump's lines: every other one a new pattern
+            line(i, f"D{i}" if i % 20 else "Dknown", "dump", bool(i % 20), 0 if i % 20 else i)
+        else:
+            r = line(i, f"D{i}" if i % 20 else "Dknown", "dump", bool(i % 20), 0 if i % 20 else i)
+            (new_scores if i % 20 else known_scores).append(r.score)
+    assert sum(new_scores) / len(new_scores) <= sum(known_scores) / len(known_scores) + 0.05
+    x, _ = s.features(template_id="Tcalm-new", seen_before=0, is_new=True, level="INFO",
+                      tokens=8, parsed=True, host="calm0", window_start=0.0, ts=3000.0,
+                      kind="calm")
+    assert x["new_template"] == 1.0 and x["novelty"] > 0.5
