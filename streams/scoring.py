@@ -707,16 +707,18 @@ class AnomalyScorer:
                 self._levels.clear()
             levels = self._levels[kind] = dict(self.level_share)
         share = as_bad = 0.0
-        for v, p in levels.items():
+        keep_share = 1.0 - _SEVERE_ALPHA
+        for v, p in levels.items():  # read, then decay (the few levels a kind logs)
             if v >= SEVERE:
                 share += p
             if v >= sev:
                 as_bad += p
-        keep_share = 1.0 - _SEVERE_ALPHA
-        for table in (levels, self.level_share):
-            for v in table:
-                table[v] *= keep_share
-            table[sev] = table.get(sev, 0.0) + _SEVERE_ALPHA
+            levels[v] = p * keep_share
+        levels[sev] = levels.get(sev, 0.0) + _SEVERE_ALPHA
+        whole = self.level_share
+        for v in whole:
+            whole[v] *= keep_share
+        whole[sev] = whole.get(sev, 0.0) + _SEVERE_ALPHA
         severe = sev >= SEVERE
         # the level's weight as evidence: discounted by how routine it is here (ERROR or worse)
         sev_weight = sev * max(1.0 - as_bad, 0.0) if severe else sev
