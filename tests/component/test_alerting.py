@@ -354,3 +354,83 @@ def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
     assert [(r["group"], r["state"]) for r in a.history.records_after(None, "p1")] == [
         ("web2", "firing")]
     a.stop()
+
+
+FACT_RULES = """
+warmup_lines: 0
+rules:
+  - {name: burst, kind: anomaly_burst, threshold: 3, window: 60s}
+  - {name: new, kind: new_template}
+"""
+
+
+def _judge(tmp_path, held, clock, history=None):
+    """An ``Alerting`` of a worker holding ``held`` of 2 partitions (its history: alerts.db)."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(FACT_RULES), "rules.yaml")
+    a = Alerting(AlertEngine(rules, warmup_lines=0),
+                 history or AlertHistory(tmp_path / "alerts.db"), [], clock=clock,
+                 tick_seconds=3600)
+    a.holds = lambda: scopes_held(held, 2)
+    a.plan = lambda: assign_rules(rules, held, 2)
+    a.start()
+    return a
+
+
+def _flagged(i: int, t: float, host: str, template: str = "T1") -> dict:
+    return {**_line(i, t, host), "anomaly": True, "template_id": template}
+
+
+def test_the_facts_of_two_workers_are_judged_once_and_their_position_moves_with_partition_0(
+        tmp_path):
+    """Workers A (partitions {0}) and B ({1}) each store flagged lines of a burst over all
+    sources: neither raises it; their facts, judged by A, raise it once, and a fact read twice
+    (a re-read after a seek) is not counted twice. A saves the global record with the facts'
+    position and crashes after judging more facts (a new template fired after the save); C
+    takes partition 0 from that record, re-judges the facts after it and raises nothing twice;
+    a revocation's save fences A's judging off until the new assignment."""
+    from streams.runtime.alerting import AlertHistory
+
+    t = 1_800_000_000.0
+    a, b = _judge(tmp_path, {0}, lambda: t), _judge(tmp_path / "b", {1}, lambda: t,
+                                                      AlertHistory(tmp_path / "b.db"))
+    assert a.facts_position() == -1 and b.facts_position() is None  # A judges; nothing read
+    topic = []  # the facts topic: (offset, record)
+
+    def store(worker, events, owner):
+        facts = worker.on_stored(events, owner)
+        if facts:
+            topic.append((len(topic), {"lines": len(events), "events": facts}))
+
+    store(a, [_flagged(i, t + i, "web1") for i in range(2)], "p0")
+    store(b, [_flagged(i, t + i, "web2") for i in range(2)], "p1")
+    assert a.history.list() == [] and b.history.list() == []  # neither sees the burst alone
+    a.on_facts(topic[:1])
+    a.on_facts(topic[:2])  # the first again, then the second: 4 flagged lines
+    assert [(r["rule"], r["state"]) for r in a.history.list()] == [("burst", "firing")]
+    assert a.facts_position() == 2
+    assert a.save(clean=False)
+    store(b, [_flagged(5, t + 5, "web2", template="T9")], "p1")
+    a.on_facts(topic[2:])
+    assert sorted((r["rule"], r["group"]) for r in a.history.list()) == [("burst", "*"),
+                                                                          ("new", "T9")]
+    # A crashes (no final save); C takes partition 0 with A's history (the same store)
+    c = _judge(tmp_path, {0}, lambda: t + 10)
+    assert c.facts_position() == 2  # from A's save
+    c.on_facts(topic)  # offsets 0-1 judged before the save: skipped; 2 judged again
+    assert sorted((r["rule"], r["group"], r["state"]) for r in c.history.list()) == [
+        ("burst", "*", "firing"), ("new", "T9", "firing")]  # nothing twice
+    assert c.facts_position() == 3
+    # a clean rebalance: partition 0 is being revoked from C: it judges nothing more
+    assert c.save(clean=True, scopes={"global", "p0"}, fence=True)
+    assert c.facts_position() is None
+    c.on_facts([(3, {"lines": 1, "events": [_flagged(9, t + 9, "web3", template="T7")]})])
+    assert [r["group"] for r in c.history.list() if r["rule"] == "new"] == ["T9"]
+    c.assigned()  # it kept partition 0: it goes on from where it was
+    assert c.facts_position() == 3
+    for w in (a, b, c):
+        w.stop()
