@@ -447,8 +447,9 @@ class AlertEngine:
         partition's scope they came from (``partition_scope``), which the groups of its
         partition-local rules are part of (a global rule's are ``GLOBAL_SCOPE``'s).
         ``lines``: how many lines the batch had (the warm-up's count; default: the events);
-        0 for a batch whose lines another engine counts (a worker's own events when the
-        holder of partition 0 judges the global rules from its facts)."""
+        0 for a batch whose global rules are judged over its facts (a worker's own events
+        when the holder of partition 0 judges the global rules, maybe in this very engine):
+        its lines and its templates are then counted as facts, not here."""
         out: list[Alert] = []
         chosen = self.rules if rules is None else tuple(rules)
         marks = self.marks_of() if self.marks_of is not None else None
@@ -458,7 +459,7 @@ class AlertEngine:
             historical = e["received"] - e["ts"] > self.late_seconds
             t = e["ts"] if historical else e["received"]
             new_template = e["template_id"] not in self._seen_templates
-            if new_template:
+            if new_template and lines != 0:  # (0: the judge of the facts tells)
                 self._seen_templates.add(e["template_id"])
             warmed = self.lines >= self.warmup_lines
             if lines != 0:
