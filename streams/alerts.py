@@ -454,7 +454,7 @@ class AlertEngine:
         chosen = self.rules if rules is None else tuple(rules)
         marks = self.marks_of() if self.marks_of is not None else None
         if lines is not None:  # the lines not among ``events`` count before them
-            self.lines += max(0, lines - len(events))
+            self.lines += max(0, lines - sum(e.get("n") or 1 for e in events))
         for e in events:
             historical = e["received"] - e["ts"] > self.late_seconds
             t = e["ts"] if historical else e["received"]
@@ -463,7 +463,7 @@ class AlertEngine:
                 self._seen_templates.add(e["template_id"])
             warmed = self.lines >= self.warmup_lines
             if lines != 0:
-                self.lines += 1
+                self.lines += e.get("n") or 1
             if historical:
                 self._event_clock = max(self._event_clock, t)
             expected = bool(marks) and marks.get(e["template_id"]) == "expected"
@@ -541,11 +541,11 @@ class AlertEngine:
             if g.firing is not None:  # it speaks again: resolved
                 out += self._resolve(rule, g, t)
             return out
-        g.count += 1
+        g.count += e.get("n") or 1  # (a fact may stand for several lines: ``facts_of``)
         if len(g.samples) < _SAMPLES:
             g.samples.append(_sample(e))
         if e.get("reason"):
-            g.reasons[e["reason"]] = g.reasons.get(e["reason"], 0) + 1
+            g.reasons[e["reason"]] = g.reasons.get(e["reason"], 0) + (e.get("n") or 1)
         if g.firing is not None:
             g.firing.count = max(g.firing.count, g.count)
             return out
@@ -669,16 +669,19 @@ FACT_FIELDS = ("id", "ts", "received", "timestamp", "host", "component", "source
 def facts_of(rules: Iterable[AlertRule], events: list[dict], passed: set[str]) -> list[dict]:
     """What the holder of partition 0 needs of ``events`` (a batch stored by a worker that
     does not see every event) to judge the global ``rules`` as if it had seen them: a compact
-    copy (``FACT_FIELDS``) of each line one of them counts, and of the first line of each
-    template not passed on before (``passed``, updated; the judge keeps the templates seen,
-    so passing one twice is harmless). ``new_template`` alone needs a template's first line;
-    ``template_spike`` and ``silence`` count every line.
+    copy (``FACT_FIELDS``) of each line an ``anomaly_burst``, ``error_flood`` or ``match``
+    rule counts, and of the first line of each template not passed on before (``passed``,
+    updated; the judge keeps the templates seen, so passing one twice is harmless). The other
+    lines, which only ``template_spike`` and ``silence`` count (every line), are counted: one
+    fact per template, host, component, source and second, with ``n`` the lines it stands for
+    (``observe`` counts it so), where the first of them was in the batch.
 
-    >>> rules = (AlertRule("new", "new_template"), AlertRule("burst", "anomaly_burst", threshold=3))
-    >>> ev = [{"id": i, "template_id": "T1", "anomaly": i == 2, "message": "m", "ts": 0,
-    ...        "received": 0} for i in range(4)]
-    >>> [f["id"] for f in facts_of(rules, ev, set())]
-    [0, 2]
+    >>> rules = (AlertRule("new", "new_template"), AlertRule("burst", "anomaly_burst", threshold=3),
+    ...          AlertRule("spike", "template_spike"))
+    >>> ev = [{"id": i, "template_id": "T1", "anomaly": i == 2, "message": "m", "ts": 0.5,
+    ...        "received": 0.5} for i in range(5)]
+    >>> [(f["id"], f.get("n")) for f in facts_of(rules, ev, set())]
+    [(0, None), (1, 3), (2, None)]
     """
     rules = tuple(rules)
     if not rules:
@@ -686,7 +689,8 @@ def facts_of(rules: Iterable[AlertRule], events: list[dict], passed: set[str]) -
     every = any(r.kind in ("template_spike", "silence") for r in rules)
     novel = any(r.kind == "new_template" for r in rules)
     counting = tuple(r for r in rules if r.kind in ("anomaly_burst", "error_flood", "match"))
-    out = []
+    out: list[dict] = []
+    counted: dict[tuple, dict] = {}
     for e in events:
         tid = e.get("template_id")
         fresh = novel and tid not in passed
@@ -694,8 +698,17 @@ def facts_of(rules: Iterable[AlertRule], events: list[dict], passed: set[str]) -
             if len(passed) >= 4 * MAX_GROUPS:
                 passed.clear()  # bounded: a template passed again is known to the judge
             passed.add(tid)
-        if every or fresh or any(AlertEngine._counts(r, e) for r in counting):
+        if fresh or any(AlertEngine._counts(r, e) for r in counting):
             out.append({k: e.get(k) for k in FACT_FIELDS})
+        elif every:  # counted by the second (a line's time: arrival, or its own in a replay)
+            key = (tid, e.get("host"), e.get("component"), e.get("source"),
+                   int(e.get("received") or 0), int(e.get("ts") or 0))
+            fact = counted.get(key)
+            if fact is None:  # in the batch's order, where its first line was
+                fact = counted[key] = {**{k: e.get(k) for k in FACT_FIELDS}, "n": 0}
+                out.append(fact)
+            fact["n"] += 1
+            fact["received"], fact["ts"] = e.get("received"), e.get("ts")  # the last one's
     return out
 
 

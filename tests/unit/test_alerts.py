@@ -523,3 +523,67 @@ def test_a_partition_taken_over_joins_a_running_engine_and_leaves_the_others_alo
     resolved = dict(vars(next(x for x in fired_a if x.rule == "errs")), state="resolved")
     b2.restore(p0, [resolved], now=start + 10, owner="p0")
     assert [x.group for x in b2.open_alerts() if x.rule == "errs"] == []
+
+
+def test_the_facts_of_two_workers_raise_what_one_process_seeing_every_line_raises():
+    """Template spikes, a source's silence, an ungrouped burst, new templates and a host
+    flood over several windows, the lines of 4 hosts split over 2 workers by partition: the
+    alerts of the split (host rules at each worker, the global ones at the judge over the
+    facts, where lines only spikes and silences count are counted, not copied) are those of
+    one engine that saw every line, counts included; and far fewer facts than lines."""
+    import random
+
+    from streams.alerts import assign_rules, facts_of, placement
+
+    text = """warmup_lines: 20
+rules:
+  - {name: new, kind: new_template, window: 60s}
+  - {name: spike, kind: template_spike, factor: 3, baseline: 3, min_count: 20, window: 60s}
+  - {name: quiet, kind: silence, windows: 2, window: 60s, group_by: source}
+  - {name: burst, kind: anomaly_burst, threshold: 5, window: 60s}
+  - {name: flood, kind: error_flood, threshold: 8, window: 60s, group_by: host}
+"""
+    loaded, warmup = rules(text)
+    rng = random.Random(7)
+    hosts = {"web1": 0, "web2": 1, "db1": 0, "db2": 1}  # host -> partition
+    batches = []  # (partition, events), in time order
+    start = T0 - T0 % 60
+    for minute in range(8):
+        for second in range(0, 60, 5):
+            t = start + minute * 60 + second
+            for host, p in hosts.items():
+                if host == "db2" and minute >= 4:
+                    continue  # db2's source goes quiet
+                n = 36 if (minute == 5 and host.startswith("web")) else 6  # a spike of T1
+                events = [{**ev(t + i * 0.01, host=host, template="T1",
+                                level="ERROR" if minute == 6 and host == "web1" else "INFO",
+                                anomaly=rng.random() < 0.05),
+                           "id": f"{host}-{t}-{i}", "source": host} for i in range(n)]
+                if minute == 3 and second == 10:
+                    events.append({**ev(t + 0.5, host=host, template=f"N-{host}"),
+                                   "id": f"{host}-{t}-new", "source": host})
+                batches.append((p, events))
+    one = AlertEngine(loaded, warmup_lines=warmup)
+    expected = [a for _, events in batches for a in one.observe(events)]
+    expected += one.tick(start + 9 * 60)
+
+    plans = [assign_rules(loaded, held, 2) for held in ({0}, {1})]
+    workers = [AlertEngine(loaded, warmup_lines=warmup) for _ in plans]
+    glob = tuple(r for r in loaded if placement(r) == "global")
+    passed, got, lines, facts = [set(), set()], [], 0, 0
+    for p, events in batches:
+        local = plans[p][0]
+        got += workers[p].observe(events, local, f"p{p}", lines=0)
+        sent = facts_of(tuple(r for r in glob if r not in local), events, passed[p])
+        lines, facts = lines + len(events), facts + len(sent)
+        got += workers[0].observe(sent, plans[0][1], "global", lines=len(events))  # the judge
+    got += workers[0].tick(start + 9 * 60, plans[0][1]) + workers[0].tick(start + 9 * 60,
+                                                                          plans[0][0])
+    got += workers[1].tick(start + 9 * 60, plans[1][0])
+
+    def key(a):
+        return (a.rule, a.group, a.state, a.window_start, a.count)
+
+    assert {a.rule for a in expected} >= {"new", "spike", "quiet", "burst", "flood"}, expected
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    assert facts < lines / 3, (facts, lines)  # (batches of 6 lines here; of hundreds live)
