@@ -477,11 +477,12 @@ class Alerting:
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
 
-    def on_stored(self, events: list[dict], owner: str | None = None) -> list[dict]:
+    def on_stored(self, events: list[dict], owner: str | None = None) -> list[dict] | None:
         """Judge a stored batch; ``owner``: the scope of the partition it came from
         (``streams.alerts.partition_scope``; with ``holds`` set). Returns the facts the
-        holder of partition 0 needs of it (``streams.alerts.facts_of``) when this process
-        does not judge every rule over its own events (else [])."""
+        holder of partition 0 needs of it (``streams.alerts.facts_of``) when its global
+        rules are judged there: a list, maybe empty (its lines still count towards the
+        warm-up there), to send; None when this process judges every rule of it."""
         local = self.plan()[0] if self.plan is not None else None
         with self._lock:
             done = self._sync()
@@ -490,7 +491,7 @@ class Alerting:
             # lines whose global rules are judged from the facts count there (warm-up)
             done += self._scoped(self.engine.observe(events, local, owner,
                                                      lines=0 if away else None))
-            facts = facts_of(away, events, self._passed) if away else []
+            facts = facts_of(away, events, self._passed) if away else None
             if self.holds is not None and owner is not None and owner not in self._held:
                 # the last batch of a partition revoked meanwhile: judged and recorded (its
                 # new holder applies the records), not kept (nobody here saves that part)

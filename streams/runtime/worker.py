@@ -305,7 +305,7 @@ async def _account(items: list[dict], events: list[dict], partition: int) -> Non
     if _alerting is not None and new:
         # off the event loop: the history is written to Elasticsearch (never raises)
         facts = await asyncio.get_running_loop().run_in_executor(None, _alert_on, new, partition)
-        if facts:
+        if facts is not None:  # (none to pass on: the lines still count for the warm-up)
             await _send_facts(len(new), facts)
     log.info("stored %d new of %d events", len(new), len(events),
              extra={"correlation_id": correlation_ids(items)})
@@ -695,12 +695,12 @@ async def _adopt_aliases() -> None:
         log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
-def _alert_on(events: list[dict], partition: int) -> list[dict]:
+def _alert_on(events: list[dict], partition: int) -> list[dict] | None:
     try:
         return _alerting.on_stored(events, partition_scope(partition))
     except Exception:  # noqa: BLE001 - alerting must never hold the pipeline
         log.exception("alert rules failed on a batch")
-        return []
+        return None
 
 
 facts_topic_name = alert_facts.facts_topic_name(settings.worker_id)

@@ -403,35 +403,44 @@ def test_the_facts_of_two_workers_are_judged_once_and_their_position_moves_with_
 
     def store(worker, events, owner):
         facts = worker.on_stored(events, owner)
-        if facts:
+        if facts is not None:
             topic.append((len(topic), {"lines": len(events), "events": facts}))
+        return facts
 
+    assert len(store(b, [_line(i, t, "web2") for i in range(3)], "p1")) == 1  # T1's first
+    # lines the global rules do not count: no fact, but sent all the same (the warm-up)
+    assert store(b, [_line(i, t + 1, "web2") for i in range(3)], "p1") == []
     store(a, [_flagged(i, t + i, "web1") for i in range(2)], "p0")
     store(b, [_flagged(i, t + i, "web2") for i in range(2)], "p1")
     assert a.history.list() == [] and b.history.list() == []  # neither sees the burst alone
-    a.on_facts(topic[:1])
-    a.on_facts(topic[:2])  # the first again, then the second: 4 flagged lines
+    a.on_facts(topic[:3])
+    a.on_facts(topic[:4])  # the first three again, then the fourth: 4 flagged lines
+    assert a.engine.lines == 3 + 3 + 2 + 2  # every worker's lines, once
     assert sorted((r["rule"], r["group"], r["state"]) for r in a.history.list()) == [
         ("burst", "*", "firing"), ("new", "T1", "firing")]  # T1: new to the judge too
-    assert a.facts_position() == 2
+    assert a.facts_position() == 4
     assert a.save(clean=False)
     store(b, [_flagged(5, t + 5, "web2", template="T9")], "p1")
-    a.on_facts(topic[2:])
+    a.on_facts(topic[4:])
     assert sorted((r["rule"], r["group"]) for r in a.history.list()) == [
         ("burst", "*"), ("new", "T1"), ("new", "T9")]
     # A crashes (no final save); C takes partition 0 with A's history (the same store)
     c = _judge(tmp_path, {0}, lambda: t + 10)
-    assert c.facts_position() == 2  # from A's save
-    c.on_facts(topic)  # offsets 0-1 judged before the save: skipped; 2 judged again
+    assert c.facts_position() == 4  # from A's save
+    c.on_facts(topic)  # offsets 0-3 judged before the save: skipped; 4 judged again
     assert sorted((r["rule"], r["group"], r["state"]) for r in c.history.list()) == [
         ("burst", "*", "firing"), ("new", "T1", "firing"), ("new", "T9", "firing")]  # none twice
-    assert c.facts_position() == 3
+    assert c.facts_position() == 5
     # a clean rebalance: partition 0 is being revoked from C: it judges nothing more
     assert c.save(clean=True, scopes={"global", "p0"}, fence=True)
     assert c.facts_position() is None
-    c.on_facts([(3, {"lines": 1, "events": [_flagged(9, t + 9, "web3", template="T7")]})])
+    c.on_facts([(5, {"lines": 1, "events": [_flagged(9, t + 9, "web3", template="T7")]})])
     assert sorted(r["group"] for r in c.history.list() if r["rule"] == "new") == ["T1", "T9"]
     c.assigned()  # it kept partition 0: it goes on from where it was
-    assert c.facts_position() == 3
-    for w in (a, b, c):
+    assert c.facts_position() == 5
+    # a worker holding every partition judges every rule over its events: nothing to send
+    d = _judge(tmp_path / "d", {0, 1}, lambda: t, AlertHistory(tmp_path / "d.db"))
+    assert d.on_stored([_flagged(0, t, "web4", template="T5")], "p0") is None
+    assert [r["group"] for r in d.history.list()] == ["T5"]  # (burst: 1 of 3)
+    for w in (a, b, c, d):
         w.stop()

@@ -175,7 +175,7 @@ class _Workers:
     def store(self, name: str, events: list[dict], owner: str) -> None:
         """Worker ``name`` stored a batch: its facts go to the topic."""
         facts = self.workers[name].on_stored(events, owner)
-        if facts:
+        if facts is not None:
             self.topic.append((len(self.topic), {"lines": len(events), "events": facts}))
 
     def read_facts(self) -> None:
