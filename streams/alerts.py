@@ -78,7 +78,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 __all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS",
            "placement", "assign_rules", "GLOBAL_LAG_SECONDS", "GLOBAL_SCOPE", "partition_scope",
-           "scopes_held", "facts_of", "FACT_FIELDS"]
+           "scopes_held", "facts_of", "FACT_FIELDS", "alert_from_dict"]
 
 KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
 GROUP_BY = ("host", "component", "source", "template", "incident", "none")
@@ -287,6 +287,11 @@ class AlertEngine:
         self._fired: dict[tuple[str, float], int] = {}  # (rule, window) -> firings, for the cap
         self._suppressed: dict[tuple[str, float], int] = {}
         self._event_clock = 0.0  # newest event time among historical lines
+        # the cap over every worker's firings of the partition-local rules (``admit``): the
+        # firings let through per (rule, window), the notices given, the firings held back
+        self._admitted: dict[tuple[str, float], int] = {}
+        self._admit_notices: dict[tuple[str, float], int] = {}
+        self._held_back: dict[str, tuple[str, float]] = {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -315,7 +320,10 @@ class AlertEngine:
                 "seen_templates": sorted(self._seen_templates) if whole else [],
                 "rules": {r.name: _shape(r) for r in self.rules}, "groups": groups,
                 "fired": [[r, s, n] for (r, s), n in self._fired.items() if r in mine],
-                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items() if r in mine]}
+                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items() if r in mine],
+                "admitted": [[r, s, n] for (r, s), n in self._admitted.items()] if whole else [],
+                "held_back": [[i, r, s] for i, (r, s) in self._held_back.items()]
+                if whole else []}
 
     def _rules_of(self, owner: str | None) -> set[str]:
         """The names of the rules whose groups ``owner`` may hold (None: every rule)."""
@@ -393,7 +401,10 @@ class AlertEngine:
                 group.history.extend(g["history"])
                 self._groups.setdefault((name, bool(historical)), {})[key] = group
                 touched.append((by_name[name], group, bool(historical)))
-            for target, rows in ((self._fired, state.get("fired")),
+            for i, r, slot in state.get("held_back") or ():
+                self._held_back[i] = (r, slot)
+            for target, rows in ((self._admitted, state.get("admitted")),
+                                 (self._fired, state.get("fired")),
                                  (self._suppressed, state.get("suppressed"))):
                 for name, slot, n in rows or ():
                     if name in kept:
@@ -499,6 +510,39 @@ class AlertEngine:
                                           reasons=[f"nothing from {rule.group_by} {key} for "
                                                    f"{quiet:.0f} s ({rule.windows} windows)"])
         return out
+
+    def admit(self, alert: Alert) -> list[Alert]:
+        """The cap of a partition-local rule over every worker's firings: ``alert`` was
+        raised by a worker that shares the partitions with others and passed on to the holder
+        of partition 0 (``streams.runtime.alerting``), which lets it through unless the rule's
+        ``max_per_window`` firings of its window were let through already (then one
+        ``suppressed`` notice per window, as ``observe`` gives, and the firing's resolution is
+        held back too). A worker's own notice (its own cap) counts as a firing held back."""
+        rule = next((r for r in self.rules if r.name == alert.rule), None)
+        if rule is None:
+            return [alert]
+        slot = (rule.name, alert.window_start - alert.window_start % rule.window)
+        if len(self._admitted) > 4 * MAX_GROUPS:
+            self._admitted.clear()
+            self._admit_notices.clear()
+        if len(self._held_back) > 4 * MAX_GROUPS:
+            self._held_back.clear()
+        if alert.state == "resolved":
+            return [] if self._held_back.pop(alert.id, None) is not None else [alert]
+        if alert.state == "firing":
+            n = self._admitted.get(slot, 0)
+            if n < rule.max_per_window:
+                self._admitted[slot] = n + 1
+                return [alert]
+            self._held_back[alert.id] = slot
+        self._admit_notices[slot] = self._admit_notices.get(slot, 0) + 1
+        if self._admit_notices[slot] > 1:
+            return []
+        return [Alert(f"{rule.name}|*|{slot[1]:.0f}|suppressed", rule.name, rule.kind, "*",
+                      "suppressed", slot[1], slot[1] + rule.window, 0,
+                      historical=alert.historical, at=alert.at,
+                      reasons=[f"more than {rule.max_per_window} alerts of this rule in one "
+                               "window: further ones are held back until it ends"])]
 
     # -- rules -----------------------------------------------------------------------------
     @staticmethod
@@ -742,9 +786,12 @@ def _shape(rule: AlertRule) -> list:
 _ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
 
 
-def _alert_of(d: dict) -> Alert:
+def alert_from_dict(d: dict) -> Alert:
     """An alert from its dict form (a snapshot's, or a history record with extra keys)."""
     return Alert(**{k: v for k, v in d.items() if k in _ALERT_FIELDS})
+
+
+_alert_of = alert_from_dict
 
 
 def _sample(e: dict) -> dict:

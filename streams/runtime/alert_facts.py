@@ -39,8 +39,12 @@ def facts_topic_name(worker_id: str) -> str:
     return f"{worker_id}-alert-facts"
 
 
-def encode_facts(lines: int, events: list[dict]) -> bytes:
-    return orjson.dumps({"lines": lines, "events": events}, default=str)
+def encode_facts(lines: int, events: list[dict], alerts: list[dict] | None = None) -> bytes:
+    """A facts record: a stored batch's ``lines`` and ``events`` (``streams.alerts.facts_of``),
+    or a worker's alerts of partition-local rules (``alerts``, for the cap over every
+    worker's firings: ``streams.alerts.AlertEngine.admit``)."""
+    return orjson.dumps({"lines": lines, "events": events, **({"alerts": alerts} if alerts
+                                                               else {})}, default=str)
 
 
 async def ensure_facts_topic(bootstrap: str, topic: str, replication: int = 1, **client) -> None:

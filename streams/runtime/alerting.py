@@ -66,8 +66,8 @@ import httpx
 import orjson
 
 from smartlogs.settings import rules_from_file  # read with the settings (the file is checked at start)
-from streams.alerts import (GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, Alert, AlertEngine, facts_of,
-                            placement)
+from streams.alerts import (GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, Alert, AlertEngine,
+                            alert_from_dict, facts_of, placement)
 
 __all__ = ["AlertHistory", "EsAlertHistory", "Notifier", "Alerting",
            "json_payload", "slack_payload", "rules_from_file"]
@@ -472,6 +472,13 @@ class Alerting:
         self._facts_next = -1
         self._passed: set[str] = set()
         self._fenced = False
+        # set by a runtime whose events are split over several workers: () -> whether this
+        # process shares the partitions with others now, and ``forward(record)`` (any thread)
+        # to send a facts record; its partition-local rules' alerts then go to the holder of
+        # partition 0, which applies the cap over every worker's firings (``AlertEngine.admit``)
+        self.shares: Callable[[], bool] | None = None
+        self.forward: Callable[[dict], None] | None = None
+        self._recorded: set[tuple[str, str]] = set()  # (id, state) after the global record
         self._held: set[str] = set()   # the records restored (and not dropped since)
         self._dirty: set[str] = set()  # the records whose part changed since its last save
         self._last_save = time.monotonic()
@@ -523,17 +530,23 @@ class Alerting:
             done = self._sync()
             if self._fenced or (self.holds is not None and GLOBAL_SCOPE not in self._held):
                 records = []
-            alerts = []
+            alerts, admitted = [], []
             for offset, fact in records:
                 if 0 <= offset < self._facts_next:
                     continue
                 alerts += self.engine.observe(fact.get("events") or [], rules, GLOBAL_SCOPE,
                                               lines=int(fact.get("lines") or 0))
+                for d in fact.get("alerts") or ():  # a partition-local rule's, from a worker
+                    # (those judged by the previous holder after its save are recorded: not
+                    # twice)
+                    admitted += [(x, d.get("scope") if x.state != "suppressed" else None)
+                                 for x in self.engine.admit(alert_from_dict(d))
+                                 if (x.id, x.state) not in self._recorded]
                 self._facts_next = offset + 1
-            done += self._scoped(alerts)
+            done += self._scoped(alerts) + admitted
             if records:
                 self._dirty.add(self._record_of(GLOBAL_SCOPE))
-        self._dispatch(done)
+        self._dispatch(done, route=False)
 
     def assigned(self) -> None:
         """A rebalance is over (the runtime's assignment is the new one): the facts may be
@@ -599,6 +612,10 @@ class Alerting:
             saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
             if owner is None or owner == GLOBAL_SCOPE:  # the facts judged before the save
                 self._facts_next = int(saved.get("facts", -1))
+                if self.shares is not None and position is not None:
+                    # the forwarded alerts recorded since the save: not admitted twice
+                    self._recorded = {(r.get("id"), r.get("state"))
+                                      for r in self.history.records_after(position)}
             now = self.clock()
             closed = self.engine.restore(
                 saved.get("engine"), self.history.records_after(position, owner), now=now,
@@ -656,7 +673,18 @@ class Alerting:
         self._last_save = time.monotonic()
         return ok
 
-    def _dispatch(self, alerts: list[tuple[Alert, str | None]]) -> None:
+    def _dispatch(self, alerts: list[tuple[Alert, str | None]], *, route: bool = True) -> None:
+        """Notify and record ``alerts``; with ``route`` and several workers (``shares``), the
+        alerts of partition-local rules are forwarded to the holder of partition 0 instead,
+        which admits them under the cap over every worker's firings (``on_facts``)."""
+        routed = (route and alerts and self.forward is not None and self.shares is not None
+                  and self.shares())
+        if routed:
+            local = {r.name for r in self.engine.rules if placement(r) == "partition"}
+            away = [{**asdict(a), "scope": scope} for a, scope in alerts if a.rule in local]
+            if away:
+                self.forward({"lines": 0, "events": [], "alerts": away})
+                alerts = [(a, scope) for a, scope in alerts if a.rule not in local]
         now = self.clock()
         for a, scope in alerts:
             notify = not a.historical and not self.history.silenced(a.rule, a.group, now)

@@ -291,6 +291,9 @@ def _make_alerting():
     alerting.plan = lambda: assign_rules(alerting.engine.rules, raw_partitions(),
                                          settings.kafka_partitions)
     alerting.holds = lambda: scopes_held(raw_partitions(), settings.kafka_partitions)
+    # with other workers, its host/incident rules' alerts go to the holder of partition 0
+    # (the cap over every worker's firings); ``forward`` is set once the loop runs
+    alerting.shares = lambda: raw_partitions() != set(range(settings.kafka_partitions))
     return alerting
 
 
@@ -708,17 +711,26 @@ facts_topic = app.topic(facts_topic_name, value_type=bytes, value_serializer="ra
 _facts_topic_ready = asyncio.Event()
 
 
-async def _send_facts(lines: int, facts: list[dict]) -> None:
+async def _send_facts(lines: int, facts: list[dict], alerts: list[dict] | None = None) -> None:
     """A stored batch's facts to the holder of partition 0 (``streams.runtime.alert_facts``):
     sent before the batch is acked. A send that fails is logged, and the global rules miss
     those lines (as they would miss a batch the rules failed on)."""
     try:
         if not _facts_topic_ready.is_set():
             await _ensure_facts_topic()
-        await facts_topic.send(value=alert_facts.encode_facts(lines, facts))
+        await facts_topic.send(value=alert_facts.encode_facts(lines, facts, alerts))
     except Exception as exc:  # noqa: BLE001 - alerting must never hold the pipeline
-        log.error("sending %d alert fact(s) failed (%s): the global rules miss them", len(facts),
+        log.error("sending %d alert fact(s) and %d alert(s) failed (%s): the global rules miss "
+                  "them", len(facts), len(alerts or ()),
                   redact(f"{type(exc).__name__}: {exc}")[:300])
+
+
+async def _forward_alerts(forwarded: asyncio.Queue) -> None:
+    """Send the alerts of partition-local rules this worker raised (``Alerting.forward``, from
+    any thread) to the holder of partition 0, in the order they were raised."""
+    while True:
+        record = await forwarded.get()
+        await _send_facts(0, [], record.get("alerts"))
 
 
 async def _ensure_facts_topic() -> None:
@@ -731,8 +743,12 @@ async def _ensure_facts_topic() -> None:
 async def _start_alerting() -> None:
     if _alerting is None:
         return
+    loop = asyncio.get_running_loop()
+    forwarded: asyncio.Queue = asyncio.Queue()
+    _alerting.forward = lambda record: loop.call_soon_threadsafe(forwarded.put_nowait, record)
+    app.add_future(_forward_alerts(forwarded))
     # restores the engine's state from Elasticsearch: off the loop
-    await asyncio.get_running_loop().run_in_executor(None, _alerting.start)
+    await loop.run_in_executor(None, _alerting.start)
     delay = 1.0
     while True:  # the holder of partition 0 judges the global rules over every worker's facts
         try:

@@ -444,3 +444,50 @@ def test_the_facts_of_two_workers_are_judged_once_and_their_position_moves_with_
     assert [r["group"] for r in d.history.list()] == ["T5"]  # (burst: 1 of 3)
     for w in (a, b, c, d):
         w.stop()
+
+
+def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_path):
+    """Workers A ({0}) and B ({1}) share the partitions: the alerts of their host rule are
+    forwarded to the facts (not notified by them), and A, judging the facts, lets 3 through
+    (the cap) and one notice, over both workers' firings. A crashes after its save; C takes
+    partition 0, reads the facts after the save again and records nothing twice."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(
+        "warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
+        "window: 60s, group_by: host, max_per_window: 3}\n"), "rules.yaml")
+    t = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    topic: list[tuple[int, dict]] = []
+
+    def worker(name, held, history):
+        a = Alerting(AlertEngine(rules, warmup_lines=0), history, [], clock=lambda: t + 1,
+                     tick_seconds=3600)
+        a.holds = lambda: scopes_held(held, 2)
+        a.plan = lambda: assign_rules(rules, held, 2)
+        a.shares = lambda: True
+        a.forward = lambda record: topic.append((len(topic), record))
+        a.start()
+        return a
+
+    a = worker("A", {0}, AlertHistory(tmp_path / "alerts.db"))
+    b = worker("B", {1}, AlertHistory(tmp_path / "b.db"))
+    for w, scope, hosts in ((a, "p0", ("h1", "h2", "h3")), (b, "p1", ("h4", "h5"))):
+        for h in hosts:
+            w.on_stored([_line(0, t + 1, h)], scope)
+    assert a.history.list() == [] and b.history.list() == []  # forwarded, not notified
+    assert len(topic) == 5
+    a.on_facts(topic[:3])
+    assert a.save()
+    a.on_facts(topic[3:])
+    got = sorted((r["group"], r["state"]) for r in a.history.list())
+    assert got == [("*", "suppressed"), ("h1", "firing"), ("h2", "firing"), ("h3", "firing")]
+    assert {r["group"]: r for r in a.history.records_after(None, "p0")}.keys() == {
+        "h1", "h2", "h3"}  # recorded with their partition's scope (its holder restores them)
+    c = worker("C", {0}, AlertHistory(tmp_path / "alerts.db"))  # A crashed: C reads on
+    c.on_facts(topic)
+    assert sorted((r["group"], r["state"]) for r in c.history.list()) == got
+    for w in (a, b, c):
+        w.stop()

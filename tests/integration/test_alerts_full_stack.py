@@ -220,6 +220,8 @@ rules:
   - {name: burst, kind: anomaly_burst, threshold: 6, window: 10s}
   - {name: per-comp, kind: anomaly_burst, threshold: 1, window: 1m, group_by: component,
      max_per_window: 3}
+  - {name: per-host, kind: anomaly_burst, threshold: 1, window: 1m, group_by: host,
+     max_per_window: 3}
 """
 MARKED = "maintenance override engaged by operator"
 
@@ -309,7 +311,8 @@ def test_two_workers_raise_a_global_alert_once_and_its_cap_holds_over_both(globa
     template new to both workers raises one new_template alert; 8 flagged lines from 8 hosts
     (neither worker sees 6 of them) raise one burst alert; 8 components each flagged once,
     with a cap of 3 firings per window, raise 3 and one 'suppressed' notice over both
-    workers (each worker alone would have raised up to 3)."""
+    workers (each worker alone would have raised up to 3); so do the 8 hosts of a host rule
+    (judged by each worker for its hosts, its firings capped by the holder of partition 0)."""
     url = global_stack["url"]
     workers, hosts = _two_workers_marked(global_stack)
     held = [_held(port) for _, port in workers.values()]
@@ -322,12 +325,14 @@ def test_two_workers_raise_a_global_alert_once_and_its_cap_holds_over_both(globa
                 "level": "INFO", "timestamp": time.time()} for i, h in enumerate(hosts)]
     assert httpx.post(f"{url}/ingest", json=fault + flagged, timeout=30).status_code == 202
     assert _wait(lambda: len([a for a in _Hook.got if a["state"] in ("firing", "suppressed")])
-                 >= 5, timeout=60), (_Hook.got, stack_logs(global_stack))
+                 >= 9, timeout=60), (_Hook.got, stack_logs(global_stack))
     time.sleep(5)  # nothing more comes (a second judge would raise them again)
     got = sorted((a["rule"], a["state"]) for a in _Hook.got if a["state"] != "resolved")
     assert got == [("burst", "firing"), ("new-pattern", "firing"),
                    ("per-comp", "firing"), ("per-comp", "firing"), ("per-comp", "firing"),
-                   ("per-comp", "suppressed")], (got, stack_logs(global_stack))
+                   ("per-comp", "suppressed"), ("per-host", "firing"), ("per-host", "firing"),
+                   ("per-host", "firing"), ("per-host", "suppressed")], \
+        (got, stack_logs(global_stack))
     new = [a for a in _Hook.got if a["rule"] == "new-pattern"]
     assert new[0]["trigger"]["message"] == fault[0]["message"]
     burst = next(a for a in _Hook.got if a["rule"] == "burst")
@@ -387,5 +392,7 @@ def test_a_kill_9_of_the_judging_worker_raises_no_global_alert_twice(global_stac
     assert got.count(("burst", "firing")) == 1 and got.count(("burst", "resolved")) == 1, got
     assert got.count(("new-pattern", "firing")) == 1, got
     assert len({a["id"] for a in _Hook.got if a["rule"] == "burst"}) == 1
+    sent = [(a["id"], a["state"]) for a in _Hook.got]  # host alerts too: none twice
+    assert len(sent) == len(set(sent)), sent
     log = (global_stack["tmp"] / f"{survivor}.log").read_text()
     assert re.search(r"alert engine state global restored", log), log[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from streams.alerts import AlertEngine, RuleError, load_rules
+from streams.alerts import Alert, AlertEngine, RuleError, load_rules
 
 T0 = 1_700_000_000.0
 
@@ -587,3 +587,27 @@ rules:
     assert {a.rule for a in expected} >= {"new", "spike", "quiet", "burst", "flood"}, expected
     assert sorted(map(key, got)) == sorted(map(key, expected))
     assert facts < lines / 3, (facts, lines)  # (batches of 6 lines here; of hundreds live)
+
+
+def test_the_cap_of_a_host_rule_holds_over_every_workers_firings():
+    """Two workers each raise 2 host alerts of a rule capped at 3 per window: admitted at the
+    holder of partition 0, 3 go through and one notice; the 4th firing's resolution is held
+    back too; a worker's own notice counts as a firing held back (one notice per window)."""
+    from streams.alerts import assign_rules
+
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, threshold: 1, window: 60s, "
+                      "group_by: host, max_per_window: 3}]")
+    plans = [assign_rules(loaded, held, 2) for held in ({0}, {1})]
+    workers = [AlertEngine(loaded, warmup_lines=0) for _ in plans]
+    raised = [a for k, w in enumerate(workers) for i in range(2)
+              for a in w.observe([ev(T0 + i, host=f"h{k}{i}", level="ERROR")], plans[k][0])]
+    assert [a.state for a in raised] == ["firing"] * 4  # each worker is under the cap alone
+    judge = workers[0]
+    out = [x for a in raised for x in judge.admit(a)]
+    assert [(a.state, a.group) for a in out] == [("firing", "h00"), ("firing", "h01"),
+                                                 ("firing", "h10"), ("suppressed", "*")]
+    resolved = [x for w, p in zip(workers, plans) for x in w.tick(T0 + 180, p[0])]
+    assert sorted(a.group for a in resolved) == ["h00", "h01", "h10", "h11"]
+    assert sorted(x.group for a in resolved for x in judge.admit(a)) == ["h00", "h01", "h10"]
+    late = Alert("errs|*|x|suppressed", "errs", "error_flood", "*", "suppressed", T0, T0 + 60, 0)
+    assert judge.admit(late) == []  # the window's notice was given
