@@ -56,7 +56,9 @@ and of the first line of each template it had not passed on yet), and the holder
 0 observes them with the same ``observe`` as its own events (``streams.runtime.alerting``
 carries them through a one-partition Kafka topic). So the same rule code judges them
 (thresholds, baselines, one alert while it lasts, the per-rule cap over every worker's
-firings), in the stream, not from a store polled behind the clock. A process that sees every
+firings), in the stream, not from a store polled behind the clock. The partition-local rules'
+alerts go there too, once raised, so that the holder of partition 0 applies their cap over
+every worker's firings (``AlertEngine.admit``). A process that sees every
 event (embedded mode, or a worker holding every partition) evaluates all rules over its
 events, as before. A host sent under two partition keys (say, with and without a host field)
 is counted per partition: a local rule then sees part of it.

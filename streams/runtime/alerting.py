@@ -40,7 +40,11 @@ hold every partition returns, from ``on_stored``, the *facts* of its stored batc
 (``streams.alerts.facts_of``: the lines the global rules count, the first line of each
 template); the runtime sends them to a one-partition topic, and the holder of partition 0
 reads it and hands them to ``on_facts``, which judges them with the same engine code
-(``observe``) under the global record. The position of the next fact is saved with the global
+(``observe``) under the global record. With ``shares`` and ``forward`` set, the alerts of
+partition-local rules are not notified where they were raised but forwarded as facts too,
+and ``on_facts`` admits them under the cap over every worker's firings
+(``AlertEngine.admit``), notifies and records them with their partition's scope. The
+position of the next fact is saved with the global
 record, so a new holder of partition 0 (after a rebalance or a crash) goes on from the facts
 after the last save: those judged since are judged again, and the history records written
 since (applied at the restore) keep their alerts from firing twice. ``facts_position`` says
