@@ -67,6 +67,7 @@ transaction. API threads append to the spool and read.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import sqlite3
 import threading
@@ -118,6 +119,9 @@ CREATE TABLE IF NOT EXISTS arrival_blocks (
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     message, content='', tokenize='unicode61', detail='full', columnsize=0
 );
+-- the bodies of runs of consecutive events (seqs first_seq .. first_seq + n - 1), see _Bodies
+CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER NOT NULL,
+                                        blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS body_dicts (id INTEGER PRIMARY KEY, events INTEGER NOT NULL,
                                        dict BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
@@ -194,10 +198,14 @@ _EVENT_KEYS = (  # an event as the API shows it, in this order
 class _Bodies:
     """The display-only part of events as compressed blobs: the values of ``_BODY`` as JSON,
     compressed with zstd (``zstandard``, pinned) using a dictionary trained on this store's own
-    events. A log line is too short for a compressor to find repeats within it; a dictionary
-    holds the words and templates the log repeats, and a body shrinks ~5x with one where it
-    barely shrinks alone (bench/RESULTS.md, "Storage and growth"). A blob is one byte, the
-    number of its dictionary (0: none), then a zstd frame. Dictionaries are kept in
+    events, ``BLOCK`` consecutive events to a blob (``body_blocks``). A log line is too short for
+    a compressor to find repeats within it: alone, with a dictionary trained on other lines
+    of its log, a body took ~80 bytes; in a block of 128 neighbours, whose lines repeat each
+    other's words, ~14 (bench/RESULTS.md, "Storage and growth"). The dictionary still helps the
+    small blocks of small batches (one line per request). A blob is one byte, the
+    number of its dictionary (0: none), then a zstd frame (a JSON array: one body, or a block
+    of them). Stores written before blocks keep a blob per event in ``events.body``, read as
+    they were; an event in a block has an empty ``body``. Dictionaries are kept in
     ``body_dicts`` as long as the store (a blob needs its own); a new one is trained from the
     latest events when the store has 2,000 events, then each time it has grown 25-fold, so the
     dictionary follows a log that changes. A few µs per event each way.
@@ -205,6 +213,7 @@ class _Bodies:
     zstd objects are not thread-safe: compressors and decompressors are per thread."""
 
     LEVEL = 3
+    BLOCK = 128     # bodies per blob (one page of results decompresses ~1-50 blocks)
     FIRST = 2_000   # events before the first dictionary
     GROWTH = 25     # a new dictionary when the store has this many times the events of the last
     SIZE = 64 * 1024
@@ -256,6 +265,28 @@ class _Bodies:
             got = ds[n] = (zd, zstd.ZstdDecompressor(dict_data=zd) if n else zstd.ZstdDecompressor())
         return orjson.loads(got[1].decompress(memoryview(blob)[1:]))
 
+    def encode_blocks(self, conn: sqlite3.Connection,
+                      bodies: list[tuple[int, bytes]]) -> list[tuple[int, int, bytes]]:
+        """(seq, JSON body) in seq order → (first seq, n, blob) rows of ``body_blocks``: runs
+        of at most ``BLOCK`` consecutive seqs, each a JSON array of its bodies compressed as one
+        frame with the current dictionary (``decode`` of the blob is the list of bodies)."""
+        runs: list[tuple[int, list[bytes]]] = []
+        for seq, body in bodies:
+            if runs and len(runs[-1][1]) < self.BLOCK and seq == runs[-1][0] + len(runs[-1][1]):
+                runs[-1][1].append(body)
+            else:
+                runs.append((seq, [body]))
+        blobs = self.encode(conn, [b"[" + b",".join(values) + b"]" for _, values in runs])
+        return [(first, len(values), blob) for (first, values), blob in zip(runs, blobs)]
+
+    def newest(self, conn: sqlite3.Connection):
+        """Stored bodies, the newest first (blocks, then bodies stored one per event)."""
+        for (blob,) in conn.execute("SELECT blob FROM body_blocks ORDER BY first_seq DESC"):
+            yield from reversed(self.decode(conn, blob))
+        for (blob,) in conn.execute("SELECT body FROM events WHERE length(body) > 0 "
+                                    "ORDER BY seq DESC"):
+            yield self.decode(conn, blob)
+
     def maybe_train(self, conn: sqlite3.Connection, events: int, fresh: list[bytes]) -> None:
         """Once the store holds ``next_training`` events: a new dictionary from the latest
         bodies (``fresh``, not yet stored, and the newest stored ones), in the caller's
@@ -269,9 +300,10 @@ class _Bodies:
             return
         samples = list(fresh[-4000:])
         if len(samples) < 4000:
-            for (blob,) in conn.execute("SELECT body FROM events ORDER BY seq DESC LIMIT ?",
-                                        (4000 - len(samples),)):
-                samples.append(orjson.dumps(self.decode(conn, blob)))
+            for body in self.newest(conn):
+                samples.append(orjson.dumps(body))
+                if len(samples) >= 4000:
+                    break
         try:
             d = zstd.train_dictionary(self.SIZE, samples, level=self.LEVEL)
         except zstd.ZstdError:  # too few or too uniform samples: try again when twice as big
@@ -332,6 +364,7 @@ def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS) -> st
 
 
 _FTS_COLUMNS = ("rowid", "message")
+_BLOCK_COLUMNS = ("first_seq", "n", "blob")
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
 # every event (19 bytes an event): each row holds a run of consecutive seqs and the lowest and
@@ -447,7 +480,7 @@ class SqliteStore:
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
-        self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+        self._next_seq = self._first_free_seq(conn)
         row = conn.execute("SELECT value FROM meta WHERE key = 'arrival_windows'").fetchone()
         self._arrival_windows: int | None = int(row[0]) if row else None
         if self._arrival_windows is None and self._next_seq == 1:  # a new store: none to make
@@ -543,7 +576,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("UPDATE events SET source = ? WHERE seq = ? AND source IS NULL",
-                                 [(self._bodies.decode(conn, b)[1], q) for q, b in rows])
+                                 [(b[1], q) for (q, _), b in zip(rows, self._decoded(conn, rows))])
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'sources_filled'", (done,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -813,7 +846,7 @@ class SqliteStore:
             self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
             # read inside the transaction: other processes (shards) write events too
-            self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+            self._next_seq = self._first_free_seq(conn)
             first = seq = self._next_seq
             for e in new:
                 e["seq"] = seq
@@ -850,16 +883,25 @@ class SqliteStore:
         self._next_seq = seq
         return len(new)
 
+    @staticmethod
+    def _first_free_seq(conn: sqlite3.Connection) -> int:
+        """The seq the next event gets: past every stored event and every body block (a block
+        outlives none of its events, but seqs are never given twice either way)."""
+        return max(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0],
+                   conn.execute("SELECT coalesce(max(first_seq + n), 1) FROM (SELECT first_seq, n "
+                                "FROM body_blocks ORDER BY first_seq DESC LIMIT 1)").fetchone()[0])
+
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary)."""
         bodies = [_body_json(e) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
-        bodies = self._bodies.encode(conn, bodies)
+        self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
+            conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], e["id"], e["ts"], e["received"], e["host"], e["component"], e["level"],
-             e["template_id"], e["anomaly"], b, _source_column(e))
-            for e, b in zip(events, bodies)])
+             e["template_id"], e["anomaly"], b"", _source_column(e))
+            for e in events])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
         received = [e["received"] for e in events]
@@ -1227,7 +1269,8 @@ class SqliteStore:
         more = 0 <= query.limit < len(rows)
         if more:
             rows = rows[:query.limit]
-        events = [self._row_to_event(conn, r) for r in rows]
+        events = [self._row_to_event(r, b) for r, b in
+                  zip(rows, self._decoded(conn, [(r[0], r[9]) for r in rows]))]
         for e in events:
             e["incident_id"] = links.get(e["seq"])
         return SearchResult(total=total, events=events, last_seq=last, more=more)
@@ -1250,10 +1293,35 @@ class SqliteStore:
             runs = [[runs[0][0], runs[-1][1]]]
         return [(a, b) for a, b in runs]
 
-    def _row_to_event(self, conn: sqlite3.Connection, row: tuple) -> dict:
-        (seq, eid, ts, received, host, component, level, template_id, anomaly, body, source) = row
+    def _decoded(self, conn: sqlite3.Connection, rows: list[tuple[int, bytes]]) -> list[list]:
+        """(seq, ``events.body``) → the events' decoded bodies (the values of ``_BODY``), in
+        that order: an empty ``body`` is in a block of ``body_blocks``; each block is read and
+        decompressed once."""
+        out: list[list] = []
+        firsts: list[int] = []               # the first seqs of the blocks read, sorted
+        blocks: dict[int, list] = {}         # first seq → its bodies
+        for seq, body in rows:
+            if body:
+                out.append(self._bodies.decode(conn, body))
+                continue
+            k = bisect.bisect_right(firsts, seq) - 1
+            if k < 0 or seq >= firsts[k] + len(blocks[firsts[k]]):
+                row = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq <= ? "
+                                   "ORDER BY first_seq DESC LIMIT 1", (seq,)).fetchone()
+                if row is None or seq >= row[0] + row[1]:
+                    raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+                blocks[row[0]] = self._bodies.decode(conn, row[2])
+                bisect.insort(firsts, row[0])
+                k = firsts.index(row[0])
+            first = firsts[k]
+            out.append(blocks[first][seq - first])
+        return out
+
+    @staticmethod
+    def _row_to_event(row: tuple, body: list) -> dict:
+        (seq, eid, ts, received, host, component, level, template_id, anomaly, _, source) = row
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
-         parse_ok, fmt, truncated, fields) = self._bodies.decode(conn, body)
+         parse_ok, fmt, truncated, fields) = body
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
             "received": received, "source": source or host or receiver, "receiver": receiver,
@@ -1417,8 +1485,9 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = [(seq, self._bodies.decode(conn, body)[3]) for seq, body in conn.execute(
-                "SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?", (ts, limit))]
+            doomed = conn.execute("SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
+                                  (ts, limit)).fetchall()
+            rows = [(seq, body[3]) for (seq, _), body in zip(doomed, self._decoded(conn, doomed))]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
@@ -1431,6 +1500,12 @@ class SqliteStore:
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
+                # body blocks none of whose events is left
+                conn.execute("DELETE FROM body_blocks WHERE first_seq IN (SELECT b.first_seq FROM "
+                             "body_blocks b WHERE b.first_seq <= ? AND b.first_seq + b.n > ? AND NOT "
+                             "EXISTS (SELECT 1 FROM events e WHERE e.seq >= b.first_seq AND "
+                             "e.seq < b.first_seq + b.n))",
+                             (max(r[0] for r in rows), min(r[0] for r in rows)))
                 conn.execute("DELETE FROM arrival_blocks WHERE last_seq < "
                              "(SELECT min(seq) FROM events)")
             # incidents whose last line is past the cutoff go with their events

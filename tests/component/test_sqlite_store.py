@@ -245,7 +245,7 @@ def test_query_language(tmp_path, q, want):
 # events as stores kept them before bodies (commit af621b3 and earlier): every field a column,
 # the full-text index reading ``message`` from the table (external content)
 _OLD_LAYOUT = """
-DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts;
+DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts; DROP TABLE IF EXISTS body_blocks;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, timestamp TEXT NOT NULL,
     received REAL NOT NULL, source TEXT, host TEXT, component TEXT, pid TEXT, level TEXT,
