@@ -886,7 +886,7 @@ class SqliteStore:
     @staticmethod
     def _first_free_seq(conn: sqlite3.Connection) -> int:
         """The seq the next event gets: past every stored event and every body block (a block
-        outlives none of its events, but seqs are never given twice either way)."""
+        whose newest events retention deleted still covers their seqs)."""
         return max(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0],
                    conn.execute("SELECT coalesce(max(first_seq + n), 1) FROM (SELECT first_seq, n "
                                 "FROM body_blocks ORDER BY first_seq DESC LIMIT 1)").fetchone()[0])
