@@ -119,6 +119,9 @@ CREATE TABLE IF NOT EXISTS arrival_blocks (
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     message, content='', tokenize='unicode61', detail='full', columnsize=0
 );
+-- the hosts, components and template ids events name, each by a short key (see _Names)
+CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE,
+                                  text TEXT NOT NULL UNIQUE);
 -- the bodies of runs of consecutive events (seqs first_seq .. first_seq + n - 1), see _Bodies
 CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER NOT NULL,
                                         blob BLOB NOT NULL);
@@ -325,6 +328,58 @@ class _Bodies:
                 del self._dicts[n]
 
 
+class _Names:
+    """Hosts, components and template ids in ``events`` as short keys: each distinct text gets
+    a number in ``names`` (1, 2, ...), stored in events as the big-endian bytes of that number,
+    a BLOB of 1-3 bytes where the text took 5-15 (a template id is 13: "T" and 12 hex digits),
+    in the table and in the (host, ts) index. A BLOB, because the columns are TEXT: SQLite
+    would store a number there as its decimal text, and a key must never read as a text an
+    older store holds (stores written before names keep their texts in these columns, and
+    every reader takes either). Keys are given inside the writer's transaction (shards in
+    other processes add names too) and never change, so readers may keep what they read."""
+
+    def __init__(self):
+        self._text: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def keys(conn: sqlite3.Connection, texts: list) -> dict[str, bytes]:
+        """Text → key for each text (None and duplicates skipped), adding the new ones (in the
+        caller's transaction)."""
+        wanted = sorted({t for t in texts if t is not None})
+        if not wanted:
+            return {}
+        got = dict(conn.execute("SELECT n.text, n.key FROM json_each(?) j JOIN names n "
+                                "ON n.text = j.value", (orjson.dumps(wanted),)))
+        new = [t for t in wanted if t not in got]
+        if new:
+            code = conn.execute("SELECT coalesce(max(code), 0) FROM names").fetchone()[0]
+            rows = []
+            for t in new:
+                code += 1
+                got[t] = code.to_bytes((code.bit_length() + 7) // 8, "big")
+                rows.append((code, got[t], t))
+            conn.executemany("INSERT INTO names (code, key, text) VALUES (?, ?, ?)", rows)
+        return got
+
+    @staticmethod
+    def key_of(conn: sqlite3.Connection, text: str) -> bytes | None:
+        row = conn.execute("SELECT key FROM names WHERE text = ?", (text,)).fetchone()
+        return row[0] if row else None
+
+    def texts(self, conn: sqlite3.Connection, values: list) -> dict[bytes, str]:
+        """Key → text for the keys among ``values`` (texts of older rows pass through)."""
+        missing = sorted({v for v in values if isinstance(v, bytes) and v not in self._text})
+        for k in range(0, len(missing), 500):
+            part = missing[k:k + 500]
+            found = conn.execute(
+                f"SELECT key, text FROM names WHERE key IN ({', '.join('?' * len(part))})",
+                part).fetchall()
+            with self._lock:
+                self._text.update(found)
+        return self._text
+
+
 def _ts_text(ts: float) -> str:
     """The ``timestamp`` the pipeline gives an event of time ``ts`` (streams.pipeline._iso): a
     body leaves it out when it is exactly this, and it is rebuilt with this when read."""
@@ -391,9 +446,13 @@ _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to
 _UPSERT_WINDOWS = """
 WITH b AS (
     SELECT CAST(?3 * (CAST(ts / ?3 AS INTEGER) - (ts / ?3 < CAST(ts / ?3 AS INTEGER))) AS REAL) AS w,
-           coalesce(nullif(host, ''), '-') AS host, coalesce(nullif(component, ''), '-') AS component,
-           coalesce(nullif(level, ''), '-') AS level, template_id, anomaly
-    FROM events WHERE seq BETWEEN ?1 AND ?2
+           coalesce(nullif(coalesce(h.text, e.host), ''), '-') AS host,
+           coalesce(nullif(coalesce(c.text, e.component), ''), '-') AS component,
+           coalesce(nullif(level, ''), '-') AS level, coalesce(t.text, e.template_id) AS template_id,
+           anomaly
+    FROM events e LEFT JOIN names h ON h.key = e.host LEFT JOIN names c ON c.key = e.component
+         LEFT JOIN names t ON t.key = e.template_id
+    WHERE seq BETWEEN ?1 AND ?2
 )
 INSERT INTO windows (start, dim, key, count)
 SELECT w, dim, key, count(*) FROM (
@@ -467,11 +526,16 @@ class SqliteStore:
         self._turn_thread = threading.Lock()
         self._rows_per_insert: int | None = None
         self._bodies = _Bodies()
+        self._names = _Names()
         conn = self._conn()
+        names_from = self._names_from(conn)
         self._migrate_old_layout(conn)
         self._upgrade_templates(conn)
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
+        if names_from is not None:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
+                         (names_from,))
         self._bodies.load(conn)
         self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
@@ -494,6 +558,25 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _names_from(conn: sqlite3.Connection) -> int | None:
+        """For a store without ``names`` yet: the first seq whose host, component and template
+        id will be keys (rows below keep their texts; a store of the oldest layout is moved
+        with keys). None when the store has names already."""
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'names'").fetchone():
+            return None
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        if "body" not in cols:  # a new store, or one the move to bodies rewrites whole
+            return 1
+        return conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
+
+    def _texts_stored(self, conn: sqlite3.Connection) -> bool:
+        """Whether events written before ``names`` (their texts in the columns) are stored."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'names_from'").fetchone()
+        start = int(row[0]) if row else 1
+        return start > 1 and conn.execute("SELECT 1 FROM events WHERE seq < ? LIMIT 1",
+                                          (start,)).fetchone() is not None
 
     @staticmethod
     def _check_partitions(conn: sqlite3.Connection, wanted: int | None) -> int:
@@ -898,9 +981,12 @@ class SqliteStore:
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
+        key = _Names.keys(conn, [x for e in events for x in (e["host"], e["component"],
+                                                               e["template_id"])])
         self._insert_many(conn, "events", _COLUMNS, [
-            (e["seq"], e["id"], e["ts"], e["received"], e["host"], e["component"], e["level"],
-             e["template_id"], e["anomaly"], b"", _source_column(e))
+            (e["seq"], e["id"], e["ts"], e["received"], key.get(e["host"]),
+             key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
+             _source_column(e))
             for e in events])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
@@ -1090,8 +1176,19 @@ class SqliteStore:
             "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
         conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
                      f"AND key IN (SELECT old FROM {m})", args)
-        n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
-                         "WHERE events.template_id = m.old", args).rowcount
+        # events name a template by its key (or, written before names, by its id itself)
+        key = _Names.keys(conn, list(pairs.values()))
+        cases = [(old, key[new]) for old, new in pairs.items()]
+        cases += [(k, key[pairs[old]]) for old in pairs
+                  if (k := _Names.key_of(conn, old)) is not None]
+        n = 0
+        for k in range(0, len(cases), 400):  # (SQLite's bound-parameter limit)
+            part = cases[k:k + 400]
+            n += conn.execute(
+                "UPDATE events SET template_id = CASE template_id "
+                + " ".join(["WHEN ? THEN ?"] * len(part)) + " END WHERE template_id IN ("
+                + ", ".join("?" * len(part)) + ")",
+                [x for case in part for x in case] + [old for old, _ in part]).rowcount
         return n
 
     def write_incidents(self, incidents: list[dict]) -> None:
@@ -1186,14 +1283,24 @@ class SqliteStore:
                 sql, a = _match_sql(node)
                 where.append(f"({sql})")
                 args.extend(a)
-        for col, val in (("e.host", query.host), ("e.level", query.level),
-                         ("e.template_id", query.template)):
+        if query.level is not None:
+            where.append("e.level = ?")
+            args.append(query.level)
+        # a host or template id is its key in ``names``; rows of a store written before names
+        # hold the text itself (then either matches: slower, an IN does not walk the index
+        # in time order)
+        texts = self._texts_stored(conn) if (query.host or query.template or query.source) else False
+
+        def named(col: str, val: str) -> str:
+            args.extend((val, _Names.key_of(conn, val)) if texts else (_Names.key_of(conn, val),))
+            return f"{col} IN (?, ?)" if texts else f"{col} = ?"
+
+        for col, val in (("e.host", query.host), ("e.template_id", query.template)):
             if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
+                where.append(named(col, val))
         if query.source is not None:  # a host is its events' source; a hostless one is a column
-            where.append("(e.host = ? OR e.source = ?)")
-            args.extend((query.source, query.source))
+            where.append(f"({named('e.host', query.source)} OR e.source = ?)")
+            args.append(query.source)
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
@@ -1269,7 +1376,8 @@ class SqliteStore:
         more = 0 <= query.limit < len(rows)
         if more:
             rows = rows[:query.limit]
-        events = [self._row_to_event(r, b) for r, b in
+        text = self._names.texts(conn, [x for r in rows for x in (r[4], r[5], r[7])])
+        events = [self._row_to_event(r, b, text) for r, b in
                   zip(rows, self._decoded(conn, [(r[0], r[9]) for r in rows]))]
         for e in events:
             e["incident_id"] = links.get(e["seq"])
@@ -1318,8 +1426,9 @@ class SqliteStore:
         return out
 
     @staticmethod
-    def _row_to_event(row: tuple, body: list) -> dict:
+    def _row_to_event(row: tuple, body: list, text: dict) -> dict:
         (seq, eid, ts, received, host, component, level, template_id, anomaly, _, source) = row
+        host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
          parse_ok, fmt, truncated, fields) = body
         return {
@@ -1519,7 +1628,7 @@ class SqliteStore:
 
 # retention: the window counts of the events about to be deleted (temp.doomed), taken away
 _UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
-    sql.replace("FROM events WHERE seq BETWEEN ?1 AND ?2", "FROM events WHERE seq IN "
+    sql.replace("WHERE seq BETWEEN ?1 AND ?2", "WHERE seq IN "
                 "(SELECT seq FROM temp.doomed) AND ?1 = ?2")
     .replace("count = count + excluded.count", "count = count - excluded.count")
     for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
