@@ -1289,7 +1289,8 @@ class SqliteStore:
         # a host or template id is its key in ``names``; rows of a store written before names
         # hold the text itself (then either matches: slower, an IN does not walk the index
         # in time order)
-        texts = self._texts_stored(conn) if (query.host or query.template or query.source) else False
+        texts = (any(x is not None for x in (query.host, query.template, query.source))
+                 and self._texts_stored(conn))
 
         def named(col: str, val: str) -> str:
             args.extend((val, _Names.key_of(conn, val)) if texts else (_Names.key_of(conn, val),))

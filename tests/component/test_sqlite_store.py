@@ -700,3 +700,69 @@ def test_retention_drops_the_blocks_whose_events_are_all_gone(tmp_path):
     assert [e["message"] for e in sorted(got, key=lambda e: e["seq"])] == [
         e["message"] for e in more]
     store.close()
+
+
+# -- names: hosts, components and template ids as short keys --------------------------------
+def _as_written_before_names(path) -> None:
+    """The store at ``path`` as the code before ``names`` left it: texts in the columns."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    for col in ("host", "component", "template_id"):
+        conn.execute(f"UPDATE events SET {col} = (SELECT text FROM names WHERE key = {col}) "
+                     f"WHERE typeof({col}) = 'blob'")
+    conn.execute("DROP TABLE names")
+    conn.execute("DELETE FROM meta WHERE key = 'names_from'")
+    conn.commit()
+    conn.close()
+
+
+def _filters(store: SqliteStore) -> dict:
+    from smartlogs.store.base import EventQuery
+
+    got = {}
+    for name, q in {"all": EventQuery(limit=-1), "host a": EventQuery(host="a", limit=-1),
+                    "host ''": EventQuery(host="", limit=-1),
+                    "template T3": EventQuery(template="T3", limit=-1),
+                    "source billing": EventQuery(source="billing", limit=-1),
+                    "source b": EventQuery(source="b", limit=-1),
+                    "host a, T2, paged": EventQuery(host="a", template="T2", limit=7),
+                    "unknown host": EventQuery(host="nope", limit=-1)}.items():
+        r = store.search(q)
+        got[name] = (r.total, [(e["id"], e["host"], e["component"], e["template_id"])
+                               for e in r.events])
+    return got
+
+
+def test_names_are_keys_and_a_store_written_before_them_reads_and_filters_the_same(tmp_path):
+    rng = random.Random(11)
+    events = [_event(i, rng) for i in range(900)]
+    want_store = SqliteStore(tmp_path / "want.db")  # every event written with keys
+    for k in range(0, 900, 300):
+        want_store.write([dict(e) for e in events[k:k + 300]], window_seconds=60)
+    conn = want_store._conn()
+    assert conn.execute("SELECT count(*) FROM events WHERE typeof(template_id) != 'blob'"
+                        ).fetchone()[0] == 0
+    want = _filters(want_store)
+    want_windows = sorted(conn.execute("SELECT * FROM windows"))
+    want_store.close()
+
+    store = SqliteStore(tmp_path / "s.db")
+    store.write([dict(e) for e in events[:300]], window_seconds=60)
+    store.close()
+    _as_written_before_names(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")  # 300 rows with texts, then keys
+    for k in range(300, 900, 300):
+        store.write([dict(e) for e in events[k:k + 300]], window_seconds=60)
+    assert _filters(store) == want
+    assert sorted(store._conn().execute("SELECT * FROM windows")) == want_windows
+    # a merge rewrites rows of both kinds; retention uncounts both
+    store.merge_templates({"T2": "T1"})
+    got = store.search(__import__("smartlogs.store.base", fromlist=["EventQuery"]).EventQuery(
+        template="T1", limit=-1))
+    assert got.total == sum(e["template_id"] in ("T1", "T2") for e in events)
+    assert {e["template_id"] for e in got.events} == {"T1"}
+    while store.delete_before(4e9, limit=250):
+        pass
+    assert store._conn().execute("SELECT count(*) FROM windows").fetchone()[0] == 0
+    store.close()
