@@ -122,6 +122,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
 -- the hosts, components and template ids events name, each by a short key (see _Names)
 CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE,
                                   text TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS names_key_text ON names(key, text);  -- key → text in one lookup
 -- the bodies of runs of consecutive events (seqs first_seq .. first_seq + n - 1), see _Bodies
 CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER NOT NULL,
                                         blob BLOB NOT NULL);
@@ -446,23 +447,22 @@ _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to
 _UPSERT_WINDOWS = """
 WITH b AS (
     SELECT CAST(?3 * (CAST(ts / ?3 AS INTEGER) - (ts / ?3 < CAST(ts / ?3 AS INTEGER))) AS REAL) AS w,
-           coalesce(nullif(coalesce(h.text, e.host), ''), '-') AS host,
-           coalesce(nullif(coalesce(c.text, e.component), ''), '-') AS component,
-           coalesce(nullif(level, ''), '-') AS level, coalesce(t.text, e.template_id) AS template_id,
-           anomaly
-    FROM events e LEFT JOIN names h ON h.key = e.host LEFT JOIN names c ON c.key = e.component
-         LEFT JOIN names t ON t.key = e.template_id
-    WHERE seq BETWEEN ?1 AND ?2
+           host, component, level, template_id, anomaly
+    FROM events WHERE seq BETWEEN ?1 AND ?2
+), g AS (
+    SELECT w, dim, key, count(*) AS n FROM (
+        SELECT w, 'total' AS dim, '*' AS key FROM b
+        UNION ALL SELECT w, 'host', host FROM b
+        UNION ALL SELECT w, 'component', component FROM b
+        UNION ALL SELECT w, 'level', level FROM b
+        UNION ALL SELECT w, 'template', template_id FROM b
+        UNION ALL SELECT w, 'anomaly', '*' FROM b WHERE anomaly
+    ) GROUP BY w, dim, key
 )
 INSERT INTO windows (start, dim, key, count)
-SELECT w, dim, key, count(*) FROM (
-    SELECT w, 'total' AS dim, '*' AS key FROM b
-    UNION ALL SELECT w, 'host', host FROM b
-    UNION ALL SELECT w, 'component', component FROM b
-    UNION ALL SELECT w, 'level', level FROM b
-    UNION ALL SELECT w, 'template', template_id FROM b
-    UNION ALL SELECT w, 'anomaly', '*' FROM b WHERE anomaly
-) WHERE true GROUP BY w, dim, key
+SELECT w, dim, coalesce(nullif(CASE WHEN typeof(key) = 'blob' THEN
+           (SELECT text FROM names WHERE names.key = g.key) ELSE key END, ''), '-') AS k, sum(n)
+FROM g WHERE true GROUP BY w, dim, k
 ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count
 """
 # the same counts by arrival time (``received``), as dims prefixed "a:"
