@@ -16,9 +16,14 @@ Tables
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
              only for what queries filter, sort or count by (id, ts, received, host, component,
              level, template id, anomaly, and the source of an event without a host: with a
-             host, the host is its source and the column stays NULL); the rest, what is only displayed (message, template
-             text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
-             with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
+             host, the host is its source and the column stays NULL); host, component and
+             template id are 1-3 byte keys of ``names``. What is only displayed (message,
+             template text, params, pid, score, ...) is in ``body_blocks``; ``body`` is empty
+             (a store written before blocks keeps one blob per event there, read as before)
+  body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
+             each, compressed with a dictionary trained on the store's own events (``_Bodies``,
+             ``body_dicts``): neighbouring lines repeat each other's words
+  names      key ↔ text of every host, component and template id events name (``_Names``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
              second time here), ``detail=full``: word positions, which phrases
              (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
@@ -45,7 +50,9 @@ Tables
              events table keeps its layout; only flagged events have a row)
 
 A store written before bodies (every field a column, the full-text index reading
-``message``) is moved to this layout when opened, once, in resumable batches.
+``message``) is moved to this layout when opened, once, in resumable batches. A store written
+with one body blob per event, or with texts in host/component/template id, needs no move: its
+rows are read as they are (the file stays as large as it was; new events take the new layout).
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
 one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
@@ -61,8 +68,8 @@ was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInter
 Connections are per thread (sqlite3 objects must not cross threads). Writers of events are
 the runner threads of the shards (streams/runtime/shards.py), one per shard, possibly in several
 processes: SQLite serialises their transactions (``BEGIN IMMEDIATE``), and everything a write
-derives from the store (the next ``seq``, the body dictionary) is read inside its
-transaction. API threads append to the spool and read.
+derives from the store (the next ``seq``, the body dictionary, the keys of new names) is
+read inside its transaction. API threads append to the spool and read.
 """
 
 from __future__ import annotations
