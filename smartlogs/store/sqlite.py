@@ -1186,11 +1186,11 @@ class SqliteStore:
         # events name a template by its key (or, written before names, by its id itself)
         key = _Names.keys(conn, list(pairs.values()))
         cases = [(old, key[new]) for old, new in pairs.items()]
-        cases += [(k, key[pairs[old]]) for old in pairs
-                  if (k := _Names.key_of(conn, old)) is not None]
+        old_keys = {old: _Names.key_of(conn, old) for old in pairs}
+        cases += [(k, key[pairs[old]]) for old, k in old_keys.items() if k is not None]
         n = 0
-        for k in range(0, len(cases), 400):  # (SQLite's bound-parameter limit)
-            part = cases[k:k + 400]
+        for i in range(0, len(cases), 400):  # (SQLite's bound-parameter limit)
+            part = cases[i:i + 400]
             n += conn.execute(
                 "UPDATE events SET template_id = CASE template_id "
                 + " ".join(["WHEN ? THEN ?"] * len(part)) + " END WHERE template_id IN ("
