@@ -70,7 +70,8 @@ def _index_stats(es, pattern: str) -> dict:
             "flush_ms": p["flush"]["total_time_in_millis"]}
 
 
-def run_one(mod, url: str, events: list[dict], es_pid: int | None) -> dict:
+def run_one(mod, url: str, events: list[dict], es_pid: int | None,
+            refresh: str | None = None) -> dict:
     prefix = f"bench-esw-{uuid.uuid4().hex[:8]}"
     store = mod.ElasticsearchStore(url, index_prefix=prefix, index_period="month")
     run = uuid.uuid4().hex[:6]
@@ -78,6 +79,10 @@ def run_one(mod, url: str, events: list[dict], es_pid: int | None) -> dict:
                for k in range(0, len(events), 500)]
     store.ensure_setup()
     es = store.client
+    if refresh:  # this refresh interval whatever the version's own
+        body = mod.index_template(prefix)
+        body["template"]["settings"]["index"]["refresh_interval"] = refresh
+        es.indices.put_index_template(name=prefix, **body)
     try:
         es_cpu0 = cpu_seconds(es_pid) if es_pid else 0.0
         me0 = time.process_time()
@@ -107,6 +112,8 @@ def main() -> None:
     ap.add_argument("--against", required=True, help="git revision to compare with")
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--refresh", help="refresh intervals, OTHER,THIS (e.g. 1s,1s: the mapping "
+                    "alone; 1s,500ms): instead of each version's own")
     args = ap.parse_args()
     import smartlogs.store.elasticsearch as this
 
@@ -116,18 +123,20 @@ def main() -> None:
     es_pid = engine_pids().get("elasticsearch")
     load = os.getloadavg()[0]
     runs: dict[str, list[dict]] = {args.against: [], "this checkout": []}
+    refresh = dict(zip(runs, args.refresh.split(","))) if args.refresh else {}
     # a warm-up write first (JIT, caches), not counted
     run_one(this, url, events[:2000], es_pid)
     for _ in range(args.rounds):
         for name, mod in ((args.against, other), ("this checkout", this)):
-            runs[name].append(run_one(mod, url, events, es_pid))
+            runs[name].append(run_one(mod, url, events, es_pid, refresh.get(name)))
     keys = ("es_us", "index_ms", "refresh_ms", "merge_ms", "flush_ms", "writer_us", "docs_s", "bytes")
     print(f"{args.events:,} events x {args.rounds} rounds; 1-min load average {load:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after")
+          f"{os.getloadavg()[0]:.1f} after; refresh intervals: {refresh or 'each version its own'}")
     print("| version | ES CPU µs/event | index ms/1k | refresh ms/1k | merge ms/1k | flush ms/1k "
           "| writer CPU µs/event | docs/s | bytes/event |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, rs in runs.items():
+        name = f"{name} ({refresh[name]})" if name in refresh else name
         med = {k: statistics.median(r[k] for r in rs) for k in keys}
         rng = {k: (min(r[k] for r in rs), max(r[k] for r in rs)) for k in ("es_us", "index_ms")}
         print(f"| {name} | {med['es_us']:.0f} ({rng['es_us'][0]:.0f}–{rng['es_us'][1]:.0f}) "
