@@ -79,7 +79,8 @@ def drop_queues_and_topics(env: dict, tag: str) -> None:
         await admin.start()
         try:
             mine = [t for t in await admin.list_topics()
-                    if t.startswith((f"bench.raw.{tag}", f"bench.dlq.{tag}", f"bench-{tag}-"))]
+                    if t.startswith((env["SMARTLOGS_KAFKA_TOPIC"], env["SMARTLOGS_KAFKA_DLQ_TOPIC"],
+                                     env["SMARTLOGS_WORKER_ID"] + "-"))]
             if mine:
                 await admin.delete_topics(mine)
         finally:
@@ -96,8 +97,12 @@ def start_stack(tag: str, workers: int = 1) -> tuple[str, dict, list]:
     data = tempfile.mkdtemp(prefix="smartlogs-fsbench-")
     env = {**os.environ, **{k: v.strip("'") for k, v in engine_env().items()},
            "SMARTLOGS_AMQP_QUEUE": f"bench.ingest.{tag}", "SMARTLOGS_AMQP_DLQ": f"bench.dlq.{tag}",
-           "SMARTLOGS_KAFKA_TOPIC": f"bench.raw.{tag}", "SMARTLOGS_KAFKA_DLQ_TOPIC": f"bench.dlq.{tag}",
-           "SMARTLOGS_WORKER_ID": f"bench-{tag}", "SMARTLOGS_ES_INDEX_PREFIX": f"bench-{tag}",
+           # the topics' names carry tests/integration/stack.py's TOPIC_MARKS: an integration
+           # session sharing the broker deletes the new topics without them when it ends, and
+           # took this run's raw and state topics mid-run (its worker then stalls)
+           "SMARTLOGS_KAFKA_TOPIC": f"bench.test.raw.{tag}",
+           "SMARTLOGS_KAFKA_DLQ_TOPIC": f"bench.test.dlq.{tag}",
+           "SMARTLOGS_WORKER_ID": f"bench-test-worker-{tag}", "SMARTLOGS_ES_INDEX_PREFIX": f"bench-{tag}",
            "SMARTLOGS_DATA_DIR": data, "SMARTLOGS_PORT": str(port), "SMARTLOGS_SYSLOG_PORT": "0",
            "SMARTLOGS_BRIDGE_METRICS_PORT": str(_port()), "SMARTLOGS_WORKER_METRICS_PORT": str(_port())}
     procs = [subprocess.Popen([sys.executable, "-m", "smartlogs.cli", verb, *extra], env=env,
