@@ -671,7 +671,7 @@ class ElasticsearchStore:
         """(pending, its bulk item) in order, one ``_bulk`` request per chunk (at most
         ``chunk_size`` documents and 10 MiB). The request body is joined from the bytes
         ``_prepare`` made: ``helpers.streaming_bulk`` would serialise every action header again
-        and wrap every answer (~10 µs of the worker's CPU per event, bench/RESULTS.md), and its
+        and wrap every answer (~3 µs of the writer's CPU per event, bench/RESULTS.md), and its
         retries are not used (this store retries by item). A refusal of a whole request (an
         ``ApiError``: 429, 5xx, 413, ...) answers each of its documents with that status; a
         ``TransportError`` (no answer) propagates: the documents from that chunk on are
