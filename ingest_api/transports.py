@@ -363,5 +363,6 @@ def build_full(settings: Settings):
                                index_period=settings.es_index_period,
                                window_seconds=settings.window_seconds,
                                query_timeout=settings.query_timeout,
+                               refresh_interval=settings.es_refresh_interval,
                                client_kwargs=es_client_kwargs(settings))
     return AmqpTransport(settings, pipeline_probe=True), store
