@@ -166,10 +166,11 @@ class SpoolTransport:
                               f"{limit} (SMARTLOGS_MAX_BACKLOG_EVENTS): split it into smaller batches",
                               limit=limit)
         await self._spool.submit(items)
-        self.runner.wake()
 
     def _commit(self, batches: list[list[dict]]) -> list[BaseException | None]:
-        """One spool transaction for the batches that fit under the backlog limit."""
+        """One spool transaction for the batches that fit under the backlog limit, then one
+        wake-up of the runner (its shards) for them all: a wake-up per request cost the API
+        a pipe write per shard, and each shard a read, for every one-line request."""
         backlog, limit = self.store.spool_backlog(), self.settings.max_backlog_events
         outcomes: list[BaseException | None] = []
         taken = []
@@ -184,6 +185,7 @@ class SpoolTransport:
                 outcomes.append(None)
         if taken:
             self.store.spool_append_many(taken)
+            self.runner.wake()
         return outcomes
 
     def health(self) -> tuple[bool, dict]:
