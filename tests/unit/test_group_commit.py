@@ -112,3 +112,40 @@ def test_the_spool_wakes_the_runner_once_per_commit_after_it_not_once_per_reques
     asyncio.run(main())
     assert len(spool) == 32
     assert wakes == [1, 32]
+
+
+def test_with_in_flight_commits_a_request_need_not_wait_for_the_commit_before_it():
+    """A broker's confirm is mostly waiting: with ``in_flight=2`` a request that arrives while
+    one group waits for its confirm is sent at once, in a group of its own; a third waits
+    for a free slot. With one in flight (the spool), the second waits."""
+    started: list[list[str]] = []
+    gates: list[asyncio.Event] = []
+
+    async def commit(payloads):
+        gate = asyncio.Event()
+        started.append(payloads)
+        gates.append(gate)
+        await gate.wait()
+        return [None] * len(payloads)
+
+    async def main(in_flight: int) -> list[list[str]]:
+        started.clear()
+        gates.clear()
+        gc = GroupCommit(commit, in_flight=in_flight)
+        tasks = [asyncio.create_task(gc.submit("a"))]
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(gc.submit("b")))
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(gc.submit("c")))
+        await asyncio.sleep(0.01)
+        seen = [list(g) for g in started]
+        while not all(t.done() for t in tasks):
+            for g in gates:
+                g.set()
+            await asyncio.sleep(0.01)
+        assert [list(g) for g in started][-1][-1] == "c"  # everyone was committed in the end
+        assert not gc._flushers  # and no flusher is left running
+        return seen
+
+    assert asyncio.run(main(2)) == [["a"], ["b"]]
+    assert asyncio.run(main(1)) == [["a"]]
