@@ -28,8 +28,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -41,30 +39,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_embedded import embedded_server  # noqa: E402
-from bench_full_stack import cpu_seconds, drop_queues_and_topics, start_stack  # noqa: E402
+from bench_full_stack import cpu_seconds, full_stack  # noqa: E402
 
 
 @contextmanager
-def full_stack(tag: str):
-    """API + bridge + worker on the real engines, in a queue/topic/index namespace of their
-    own that is deleted afterwards: yields (url, the API's pid)."""
-    url, env, procs = start_stack(tag)
-    try:
+def _api_pid(stack):
+    """(url, the API's pid) of a running ``full_stack``."""
+    with stack as (url, procs):
         yield url, procs[0].pid
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        from smartlogs.store.elasticsearch import ElasticsearchStore
-
-        es = ElasticsearchStore(env["SMARTLOGS_ES_URL"], index_prefix=f"bench-{tag}")
-        es.delete_before(4e9)
-        es.close()
-        drop_queues_and_topics(env, tag)
 
 
 def load_average() -> str:
@@ -139,7 +121,7 @@ def main() -> None:
     def server():
         """(url, pid of the API process) of a fresh server of the kind asked for."""
         if args.full_stack:
-            return full_stack(tag[5:13])
+            return _api_pid(full_stack(tag[5:13]))
         return embedded_server({"SMARTLOGS_SYSLOG_PORT": "0", "SMARTLOGS_RATE_LIMIT_PER_KEY": "0"})
 
     def run(url: str) -> dict:
