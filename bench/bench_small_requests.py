@@ -49,6 +49,14 @@ def _api_pid(stack):
         yield url, procs[0].pid
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the shards of `smartlogs up`)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -148,13 +156,15 @@ def main() -> None:
 
         load = load_average()
         if args.url:
-            res, cpu = wrk_run(args.url), None
+            res, cpu, shards = wrk_run(args.url), None, 0.0
         else:
             with server() as (url, pid):
-                before = cpu_seconds(pid)
+                before, kids = cpu_seconds(pid), {k: cpu_seconds(k) for k in children(pid)}
                 res = run_wrk(url, args.clients, args.seconds, tag)
                 cpu = (cpu_seconds(pid) - before) / max(res["requests"], 1) * 1e6
                 res = {**res, **wrk_stored(url, res)}
+                # the shard processes (embedded): until what was accepted is stored
+                shards = sum(cpu_seconds(k) - c for k, c in kids.items()) / max(res["stored"], 1) * 1e6
         load = f"{load} before, {load_average()} after"
         text = "\n".join([
             f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · small requests ({args.label}, wrk): "
@@ -168,6 +178,8 @@ def main() -> None:
             f"{res['non_2xx']} not 2xx); stored and searchable afterwards: {res['stored']:,}",
             *([f"- CPU of the API process (`smartlogs {'api' if args.full_stack else 'up'}`): "
                f"{cpu:,.0f} µs per request"] if cpu else []),
+            *([f"- CPU of its shard processes, together: {shards:,.0f} µs per line stored"]
+              if shards else []),
             "",
         ])
         _emit(text, args.record)
