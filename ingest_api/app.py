@@ -467,8 +467,9 @@ class DirectRoute:
     with orjson, in the route's status code. Nothing is written twice: the endpoint, its
     OpenAPI entry and the app's exception handlers (the JSON error bodies, the rejection
     metrics and record) are the ones the app declared; an exception without a handler goes
-    on to the server-error middleware, as from any route. The route must take only the
-    ``Request`` and return a dict or a ``Response``.
+    on to the server-error middleware, as from any route. Only a route whose endpoint takes
+    the ``Request`` alone (no parameters or dependencies for FastAPI to solve) and returns a
+    dict or a ``Response`` is called directly; any other goes through the app as usual.
     """
 
     def __init__(self, app, *, fastapi_app: FastAPI, method: str, path: str):
@@ -476,22 +477,34 @@ class DirectRoute:
         self._route = None
 
     def route(self):
-        """The app's route for the method and path (looked up once, at the first request)."""
+        """The app's route for the method and path if it can be called directly, else False
+        (looked up once, at the first request)."""
         if self._route is None:
             from fastapi.routing import APIRoute
 
-            self._route = next(r for r in self.fastapi_app.router.routes
-                               if isinstance(r, APIRoute) and r.path == self.path
-                               and self.method in r.methods)
+            route = next((r for r in self.fastapi_app.router.routes
+                          if isinstance(r, APIRoute) and r.path == self.path
+                          and self.method in r.methods), None)
+            d = route.dependant if route is not None else None
+            plain = d is not None and d.request_param_name is not None and not (
+                d.path_params or d.query_params or d.header_params or d.cookie_params
+                or d.body_params or d.dependencies or d.response_param_name
+                or d.background_tasks_param_name) and asyncio.iscoroutinefunction(route.endpoint)
+            if route is not None and not plain:
+                log.warning("%s %s takes more than the request: served by the app, not directly",
+                            self.method, self.path)
+            self._route = route if plain else False
         return self._route
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != self.method or \
                 scope["path"] != scope.get("root_path", "") + self.path:
             return await self.app(scope, receive, send)
+        route = self.route()
+        if not route:
+            return await self.app(scope, receive, send)
         import orjson
 
-        route = self.route()
         request = Request(scope, receive)
         try:
             answer = await route.endpoint(request)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from ingest_api.app import create_app
@@ -142,3 +143,22 @@ def test_other_methods_and_paths_go_through_the_app(tmp_path):
         assert r.status_code == 307 and r.headers["location"].endswith("/ingest")
         r = client.get("/ingest")
         assert r.status_code == 405 and r.json()["error"] == "http_error"
+
+
+def test_a_route_that_needs_fastapi_is_served_by_the_app_not_directly():
+    """A route whose endpoint asks FastAPI for more than the request (a validated query
+    parameter here) is not called directly: its validation still answers."""
+
+    from ingest_api.app import DirectRoute
+
+    app = FastAPI()
+    app.add_middleware(DirectRoute, fastapi_app=app, method="POST", path="/x")
+
+    @app.post("/x", status_code=201)
+    async def x(request: Request, n: int):
+        return {"n": n}
+
+    with TestClient(app) as client:
+        assert client.post("/x", params={"n": "3"}).json() == {"n": 3}
+        r = client.post("/x", params={"n": "three"})
+        assert r.status_code == 422
