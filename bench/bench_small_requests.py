@@ -196,7 +196,8 @@ def main() -> None:
         f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · small requests ({args.label}): "
         f"{args.clients} concurrent clients, one line per POST",
         "",
-        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load average "
+        f"{load_average()} after",
         "",
         f"- accepted (202, on disk): **{args.lines / res['accept_s']:,.0f} lines/s** "
         f"({args.lines:,} requests in {res['accept_s']:.1f} s; answers {res['statuses']})",
