@@ -199,10 +199,12 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load average "
         f"{load_average()} after",
         "",
-        f"- accepted (202, on disk): **{args.lines / res['accept_s']:,.0f} lines/s** "
+        f"- accepted (202, {'confirmed by RabbitMQ' if args.full_stack else 'on disk'}): "
+        f"**{args.lines / res['accept_s']:,.0f} lines/s** "
         f"({args.lines:,} requests in {res['accept_s']:.1f} s; answers {res['statuses']})",
         f"- stored and searchable: **{args.lines / res['stored_s']:,.0f} lines/s**",
-        *([f"- CPU of the `smartlogs up` process: {cpu_us:,.0f} µs per request "
+        *([f"- CPU of the API process (`smartlogs {'api' if args.full_stack else 'up'}`): "
+           f"{cpu_us:,.0f} µs per request "
            f"(user+system; a figure that a busy machine disturbs less than the rates)"]
           if cpu_us is not None else []),
         "",
