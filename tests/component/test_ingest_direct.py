@@ -63,7 +63,7 @@ def _post(app, body: bytes, content_type: bytes = b"text/plain") -> list[dict]:
 def test_a_one_line_request_runs_a_bounded_number_of_python_calls(tmp_path):
     """The work per small request, counted in Python function calls (deterministic, unlike a
     time): through FastAPI's routing, dependency solving and jsonable_encoder a one-line POST
-    made 388 calls; the direct route makes 182. A bound with room for library updates
+    made 388 calls; the direct route makes 167. A bound with room for library updates
     that a return to the framework's path would break."""
     app = _app(tmp_path, StubTransport())
     calls = 0
