@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,6 +91,30 @@ def drop_queues_and_topics(env: dict, tag: str) -> None:
         asyncio.run(drop())
     except Exception as exc:  # noqa: BLE001 - the figures are measured already; say so and go on
         print(f"warning: could not delete this run's queues/topics: {exc}", file=sys.stderr)
+
+
+@contextmanager
+def full_stack(tag: str, workers: int = 1):
+    """``start_stack``, then stop its processes and delete what the run made (Elasticsearch
+    indices, queues, topics): yields (url, processes: api, bridge, worker(s))."""
+    url, env, procs = start_stack(tag, workers)
+    try:
+        yield url, procs
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        from smartlogs.store.elasticsearch import ElasticsearchStore
+        es = ElasticsearchStore(env["SMARTLOGS_ES_URL"], index_prefix=f"bench-{tag}")
+        es.delete_before(4e9)
+        es.client.options(ignore_status=404).indices.delete(
+            index=f"{es.catalog_index},{es.incidents_index}", ignore_unavailable=True)
+        es.close()
+        drop_queues_and_topics(env, tag)
 
 
 def start_stack(tag: str, workers: int = 1) -> tuple[str, dict, list]:
@@ -298,10 +323,9 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     tag = uuid.uuid4().hex[:8]
     load0 = os.getloadavg()[0]
-    # SIGTERM (e.g. `timeout`) ends the run through the cleanup below: no orphan worker
+    # SIGTERM (e.g. `timeout`) ends the run through full_stack's cleanup: no orphan worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
-    url, env, procs = start_stack(tag, args.workers)
-    try:
+    with full_stack(tag, args.workers) as (url, procs):
         pids = {"api": procs[0].pid, "bridge": procs[1].pid, "worker": procs[2].pid,
                 **{f"worker{i}": p.pid for i, p in enumerate(procs[3:], 1)}, **engine_pids()}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -313,7 +337,7 @@ def main() -> None:
                else sustained(url, path, args.lines))
         rss.done.set()
         cpu_us = {k: (cpu_seconds(p) - before[k]) / sus["lines"] * 1e6 for k, p in pids.items()}
-        es_url, prefix = env["SMARTLOGS_ES_URL"], f"bench-{tag}"
+        es_url, prefix = engine_env()["SMARTLOGS_ES_URL"].strip("'"), f"bench-{tag}"
         try:
             own = {k: v / sus["lines"] * 1000 for k, v in index_stats(es_url, prefix).items()}
         except (httpx.HTTPError, KeyError) as exc:
@@ -321,21 +345,6 @@ def main() -> None:
             own = None
         lat = (latency(url, path, args.rate, args.seconds, pids, es_url, prefix)
                if args.seconds > 0 else None)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        from smartlogs.store.elasticsearch import ElasticsearchStore
-        es = ElasticsearchStore(env["SMARTLOGS_ES_URL"], index_prefix=f"bench-{tag}")
-        es.delete_before(4e9)
-        es.client.options(ignore_status=404).indices.delete(
-            index=f"{es.catalog_index},{es.incidents_index}", ignore_unavailable=True)
-        es.close()
-        drop_queues_and_topics(env, tag)
     text = "\n".join([
         f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · full stack on real engines",
         "",

@@ -227,6 +227,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
 
     keys = KeyStore(s.keys_path)
     limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
+    # added first, so innermost: POST /ingest passes the read timeout and auth like any route
+    app.add_middleware(DirectRoute, fastapi_app=app, method="POST", path="/ingest")
     app.add_middleware(AuthMiddleware, keys=keys, limiter=limiter)
     app.add_middleware(ReadTimeoutMiddleware, timeout=s.read_timeout)  # 408 for a stalled body
     app.state.keys = keys
@@ -451,6 +453,76 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     app.include_router(incidents_router)
     app.include_router(templates_router)
     return app
+
+
+class DirectRoute:
+    """One route, called without FastAPI's per-request machinery: ``POST /ingest``.
+
+    Many clients post one line per request (curl, application loggers); for them the ingest
+    work is small and the framework's layers (routing over every route, dependency solving,
+    ``jsonable_encoder``, the exception middleware's wrappers) cost more CPU than the rest
+    of the request together (bench/RESULTS.md, "small requests"). This middleware sits
+    inside the read timeout and the API keys (both still apply) and, for its method and
+    path, calls the route's own endpoint with the ``Request`` and writes its dict answer
+    with orjson, in the route's status code. Nothing is written twice: the endpoint, its
+    OpenAPI entry and the app's exception handlers (the JSON error bodies, the rejection
+    metrics and record) are the ones the app declared; an exception without a handler goes
+    on to the server-error middleware, as from any route. Only a route whose endpoint takes
+    the ``Request`` alone (no parameters or dependencies for FastAPI to solve) and returns a
+    dict or a ``Response`` is called directly; any other goes through the app as usual.
+    """
+
+    def __init__(self, app, *, fastapi_app: FastAPI, method: str, path: str):
+        self.app, self.fastapi_app, self.method, self.path = app, fastapi_app, method, path
+        self._route = None
+
+    def route(self):
+        """The app's route for the method and path if it can be called directly, else False
+        (looked up once, at the first request)."""
+        if self._route is None:
+            from fastapi.routing import APIRoute
+
+            route = next((r for r in self.fastapi_app.router.routes
+                          if isinstance(r, APIRoute) and r.path == self.path
+                          and self.method in r.methods), None)
+            d = route.dependant if route is not None else None
+            plain = d is not None and d.request_param_name is not None and not (
+                d.path_params or d.query_params or d.header_params or d.cookie_params
+                or d.body_params or d.dependencies or d.response_param_name
+                or d.background_tasks_param_name) and asyncio.iscoroutinefunction(route.endpoint)
+            if route is not None and not plain:
+                log.warning("%s %s takes more than the request: served by the app, not directly",
+                            self.method, self.path)
+            self._route = route if plain else False
+        return self._route
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != self.method or \
+                scope["path"] != scope.get("root_path", "") + self.path:
+            return await self.app(scope, receive, send)
+        route = self.route()
+        if not route:
+            return await self.app(scope, receive, send)
+        import orjson
+
+        request = Request(scope, receive)
+        try:
+            answer = await route.endpoint(request)
+        except Exception as exc:
+            handler = next((self.fastapi_app.exception_handlers[t] for t in type(exc).__mro__
+                            if t is not Exception and t in self.fastapi_app.exception_handlers),
+                           None)
+            if handler is None:
+                raise
+            answer = await handler(request, exc)
+        if not isinstance(answer, Response):
+            body = orjson.dumps(answer)
+            await send({"type": "http.response.start", "status": route.status_code or 200,
+                        "headers": [(b"content-length", str(len(body)).encode()),
+                                    (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await answer(scope, receive, send)
 
 
 class AuthMiddleware:
