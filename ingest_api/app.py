@@ -260,6 +260,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+        metrics.rejected("invalid_request", detail=detail)  # kept among the recent refusals
         return JSONResponse({"error": "invalid_request", "detail": detail, "errors": errors},
                             status_code=422)
 
@@ -522,6 +523,9 @@ _RPC_CODES = {401: 16, 403: 7, 429: 8}  # UNAUTHENTICATED, PERMISSION_DENIED, RE
 async def _deny(send, status: int, error: str, detail: str, headers: dict | None = None,
                 scope: dict | None = None) -> None:
     import orjson
+
+    if status in (401, 403):  # a shipper with a wrong key shows up in `smartlogs status`
+        metrics.rejected(error, detail=detail)
 
     body, ctype = orjson.dumps({"error": error, "detail": detail}), b"application/json"
     if scope is not None and scope["path"] == "/v1/logs" and dict(scope["headers"]).get(

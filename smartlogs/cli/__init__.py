@@ -715,6 +715,8 @@ def search(
             again += ["--time", basis]
         if limit != 20:
             again += ["--limit", str(limit)]
+        if url not in (DEFAULT_URL, os.environ.get("SMARTLOGS_URL")):  # the next page is there too
+            again += ["--url", url]
         import shlex
 
         console.print(f"next page: {escape(shlex.join([*again, '--cursor', nxt]))}", soft_wrap=True)

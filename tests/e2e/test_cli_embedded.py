@@ -370,3 +370,24 @@ def test_search_and_stats_in_arrival_time(platform):
     r = _cli("stats", "--since", "1h", "--time", "arrival", url=url)
     assert r.returncode == 0 and "recent windows (arrival time)" in r.stdout, r.stdout
     assert "\n3 events" in "\n" + r.stdout or r.stdout.startswith("3 events"), r.stdout
+
+
+def test_search_next_page_hint_keeps_the_url_it_was_given(platform):
+    """Given --url (no SMARTLOGS_URL), the printed next-page command asked the default
+    address instead, so pasting it failed or read another server."""
+    url = platform
+    httpx.post(f"{url}/ingest", json=[{"message": f"urlpager line {i}"} for i in range(5)])
+    assert _wait_total(url, 5) >= 5
+    env = {k: v for k, v in os.environ.items() if k != "SMARTLOGS_URL"}
+    env.update(COLUMNS="200", NO_COLOR="1")
+    r = subprocess.run([sys.executable, "-m", "smartlogs.cli", "search", "urlpager", "--limit",
+                        "2", "--url", url], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("next page: "))
+    import shlex
+
+    args = shlex.split(hint[len("next page: "):])
+    assert args[args.index("--url") + 1] == url, hint
+    r2 = subprocess.run([sys.executable, "-m", "smartlogs.cli", *args[1:]], capture_output=True,
+                        text=True, env=env, timeout=120)
+    assert r2.returncode == 0 and "urlpager line 2" in r2.stdout, r2.stdout + r2.stderr
