@@ -391,3 +391,24 @@ def test_search_next_page_hint_keeps_the_url_it_was_given(platform):
     r2 = subprocess.run([sys.executable, "-m", "smartlogs.cli", *args[1:]], capture_output=True,
                         text=True, env=env, timeout=120)
     assert r2.returncode == 0 and "urlpager line 2" in r2.stdout, r2.stdout + r2.stderr
+
+
+def test_incidents_in_arrival_time(platform, tmp_path):
+    """`smartlogs incidents --time arrival`: what was flagged last first, whatever the dates its
+    lines carry (a future-dated replay's incident no longer sits on top)."""
+    import sqlite3
+
+    from smartlogs.store.sqlite import _UPSERT_INCIDENT, _incident_values
+    from tests.component.test_incidents_store import FUTURE, LIVE
+
+    db = sqlite3.connect(tmp_path / "var" / "smartlogs.db", timeout=30)
+    with db:
+        db.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in (FUTURE, LIVE)])
+    db.close()
+    r = _cli("incidents", url=platform)
+    assert r.returncode == 0 and r.stdout.index("Ifuture") < r.stdout.index("Ilive"), r.stdout
+    r = _cli("incidents", "--time", "arrival", url=platform)
+    assert r.returncode == 0 and "latest first (arrival time)" in r.stdout, r.stdout
+    assert r.stdout.index("Ilive") < r.stdout.index("Ifuture") and "2027-01-15" in r.stdout, r.stdout
+    r = _cli("incidents", "--time", "received", url=platform)
+    assert r.returncode == 1 and "--time must be event or arrival" in r.stdout + r.stderr
