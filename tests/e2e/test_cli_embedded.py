@@ -93,15 +93,37 @@ def test_replay_linux_then_search_stats_tail(platform, loghub):
     r = _cli("stats", url=url)
     assert r.returncode == 0 and "2,000" in r.stdout and "top templates" in r.stdout
 
-    env = {**os.environ, "SMARTLOGS_URL": url, "COLUMNS": "200", "NO_COLOR": "1"}
-    tail = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "tail", "-n", "0", "--interval", "0.1"],
+    # the tail first shows the newest stored line (once it shows, it is following), then the
+    # marker sent afterwards arrives live; waits on what it prints, not on a fixed sleep (the
+    # CLI alone takes seconds to start on a loaded machine)
+    import threading
+
+    httpx.post(f"{url}/ingest", json={"message": "tail warm-up 41", "host": "tailhost"})
+    assert _wait_total(url, 2001) == 2001
+    env = {**os.environ, "SMARTLOGS_URL": url, "COLUMNS": "200", "NO_COLOR": "1",
+           "PYTHONUNBUFFERED": "1"}
+    tail = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "tail", "-n", "1", "--interval", "0.1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
-    httpx.post(f"{url}/ingest", json={"message": "tail marker 42", "host": "tailhost"})
-    time.sleep(1.5)
-    tail.send_signal(signal.SIGINT)
-    out, _ = tail.communicate(timeout=10)
-    assert "tail marker 42" in out and "tailhost" in out
+    seen: list[str] = []
+    threading.Thread(target=lambda: seen.extend(iter(tail.stdout.readline, "")), daemon=True).start()
+
+    def printed(text: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in seen):
+            if time.monotonic() > deadline or tail.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return True
+
+    try:
+        assert printed("tail warm-up 41"), (seen, tail.poll())
+        httpx.post(f"{url}/ingest", json={"message": "tail marker 42", "host": "tailhost"})
+        assert printed("tail marker 42"), seen
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(10)
+    line = next(line for line in seen if "tail marker 42" in line)
+    assert "tailhost" in line, line
 
 
 def test_replay_with_junk_stores_junk_raw_and_rejects_nothing(platform, tmp_path):
