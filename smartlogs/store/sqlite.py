@@ -528,6 +528,9 @@ class SqliteStore:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if "last_received" in {r[1] for r in conn.execute("PRAGMA table_info(incidents)")}:
+                conn.execute("COMMIT")  # another process opening the store did it meanwhile
+                return
             conn.execute("ALTER TABLE incidents ADD COLUMN last_received REAL")
             conn.executemany("UPDATE incidents SET last_received = ? WHERE id = ?", [
                 (_last_received(orjson.loads(doc)), iid)
