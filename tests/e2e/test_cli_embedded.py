@@ -26,7 +26,10 @@ def _cli(*args, url: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def _start(tmp_path, port):
-    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_PORT": str(port)}
+    # a syslog port of its own: the default 5514 may be held by another server on this
+    # machine, and then this one reports itself degraded (its syslog receiver is not up)
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_PORT": str(port),
+           "SMARTLOGS_SYSLOG_PORT": str(_free_port())}
     proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
