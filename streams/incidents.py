@@ -29,6 +29,13 @@ id: the same on a re-run. Every change bumps ``rev`` (twice the count, plus one 
 stores keep the snapshot with the highest ``rev``, so an older snapshot written late never
 overwrites a newer one, and a re-run writes the same snapshots again.
 
+Silences (``streams.silence``) are incidents of kind ``source_silence`` without lines of their
+own: opened by the kind of source's clock when a regularly active source has gone quiet while
+its peers keep sending (``open_silence``: first_ts = its last line, last_ts = when it was
+noticed), resolved only when that source sends again (``close_silence``: the line back is its
+last_event_id and its example), never by quiet periods or ticks. Their id hashes the kind and
+the source's last line before the silence.
+
 Memory is bounded: resolved incidents leave the state once handed to the runtime
 (``take()``), open ones are capped at ``max_open`` (beyond, the one quiet longest is resolved).
 
@@ -49,11 +56,13 @@ from __future__ import annotations
 import hashlib
 from operator import itemgetter
 
-__all__ = ["IncidentTracker", "incident_id", "DEFAULT_GAP", "DEFAULT_QUIET", "DEFAULT_EXAMPLES"]
+__all__ = ["IncidentTracker", "incident_id", "DEFAULT_GAP", "DEFAULT_QUIET", "DEFAULT_EXAMPLES",
+           "SILENCE"]
 
 DEFAULT_GAP = 300.0  # seconds of event time between two lines of one incident, at most
 DEFAULT_QUIET = 300.0  # seconds without a line after which an incident is resolved
 DEFAULT_EXAMPLES = 5  # example lines kept per incident
+SILENCE = "source_silence"  # the kind of a silence incident (streams.silence): no lines of its own
 MAX_OPEN = 10_000  # open incidents kept; beyond, the one quiet longest is resolved
 _MAX_STREAMS = 10_000  # streams whose latest event time is kept
 _MAX_EXAMPLE_CHARS = 2000  # an example line is kept up to this length
@@ -147,6 +156,49 @@ class IncidentTracker:
         self._changed[inc["id"]] = inc
         return inc["id"]
 
+    # -- silences (streams.silence): opened by the stream's clock, closed by the source ------
+    def open_silence(self, kind: str | None, source: str, host: str | None, since_id,
+                     since_ts: float, at_ts: float, received: float, reason: str) -> str:
+        """A source gone quiet while its kind kept sending: an incident without lines, from
+        its last line (``since_id`` at ``since_ts``) to the line that ends it (``close``).
+        Not resolved by quiet periods or ticks: only by the source sending again."""
+        key = (SILENCE, kind, source)
+        old = self.open.get(key)
+        if old is not None:  # (cannot happen: a source is silent once until it speaks)
+            self._resolve(key, old)
+        if len(self.open) >= self.max_open:
+            k, oldest = min(self.open.items(), key=lambda kv: (kv[1]["last_received"],
+                                                               kv[1]["id"]))
+            self._resolve(k, oldest)
+        inc = self.open[key] = {
+            "id": incident_id(key, since_id), "status": "open", "kind": SILENCE,
+            "source": source, "stream": kind, "host": host, "template_id": None,
+            "template": None, "level": None, "reason": reason, "first_ts": since_ts,
+            "last_ts": at_ts, "first_received": received, "last_received": received,
+            "resolved_ts": None, "count": 0, "max_score": 0.0,
+            "first_event_id": since_id, "last_event_id": since_id,
+            "last_message": None, "last_reason": reason, "examples": [], "rev": 2,
+            "silent_since": since_ts, "detected_ts": at_ts,
+        }
+        self._changed[inc["id"]] = inc
+        return inc["id"]
+
+    def close_silence(self, kind: str | None, source: str, event: dict) -> str | None:
+        """The silent source sent ``event``: its silence incident is resolved at that line."""
+        inc = self.open.pop((SILENCE, kind, source), None)
+        if inc is None:  # forgotten (max_open) or never opened
+            return None
+        ts = float(event["ts"])
+        inc["status"] = "resolved"
+        inc["last_ts"] = inc["resolved_ts"] = max(ts, inc["last_ts"])
+        inc["last_received"] = max(float(event.get("received") or ts), inc["last_received"])
+        inc["last_event_id"] = event["id"]
+        inc["last_message"] = (event.get("message") or "")[:_MAX_EXAMPLE_CHARS]
+        inc["examples"] = [_example(event)]  # the line that ended it
+        inc["rev"] = 3
+        self._changed[inc["id"]] = inc
+        return inc["id"]
+
     def _continues(self, inc: dict, ts: float, received: float) -> bool:
         return (ts <= inc["last_ts"] + self.gap
                 and received <= inc["last_received"] + self.quiet
@@ -160,7 +212,7 @@ class IncidentTracker:
         del self.open[key]
         inc["status"] = "resolved"
         inc["resolved_ts"] = inc["last_ts"] + self.quiet
-        inc["rev"] = 2 * inc["count"] + 1
+        inc["rev"] = 2 * inc["count"] + 1 if inc["kind"] != SILENCE else 3
         self._changed[inc["id"]] = inc
 
     # -- periodic -------------------------------------------------------------------------
@@ -168,7 +220,7 @@ class IncidentTracker:
         """Resolve the open incidents whose stream's later lines passed ``last + quiet``
         (called after each batch; the same answer ``observe`` would give line by line)."""
         for key, inc in list(self.open.items()):
-            if self._quiet_by_events(inc):
+            if inc["kind"] != SILENCE and self._quiet_by_events(inc):
                 self._resolve(key, inc)
 
     def tick(self, now: float) -> list[dict]:
@@ -176,7 +228,7 @@ class IncidentTracker:
         is waiting to be processed) and by event time; returns the changed snapshots."""
         self.sweep()
         for key, inc in list(self.open.items()):
-            if now > inc["last_received"] + self.quiet:
+            if inc["kind"] != SILENCE and now > inc["last_received"] + self.quiet:
                 self._resolve(key, inc)
         return self.take()
 

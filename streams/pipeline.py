@@ -24,6 +24,7 @@ from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
 from streams.partitions import source_key, source_of
 from streams.scoring import AnomalyScorer, incident_key
+from streams.silence import SilenceWatch
 from streams.templates import TemplateMiner
 from streams.windows import window_start
 
@@ -102,6 +103,7 @@ class Pipeline:
         self.user_formats = UserFormats(c.log_patterns)  # FormatError on a bad pattern
         self.incidents = IncidentTracker(gap=c.incident_gap, quiet=c.incident_quiet,
                                          examples=c.incident_examples)
+        self.silences = SilenceWatch()  # sources gone quiet while their kind kept sending
         self.applied_seq = 0  # last input sequence number (spool offset) reflected in this state
         self.lines = 0
 
@@ -110,14 +112,15 @@ class Pipeline:
         """Items in, events out, in order. Every line's features are computed first, then the
         batch is scored (each line before it is learned, as line by line: score_many)."""
         try:
-            out, lines = self._featurise(items)
+            out, lines, kinds = self._featurise(items)
             scores = self.scorer.score_many(lines)
         except BaseException:
             self.scorer.discard_pending()
             raise
         incidents = self.incidents
         see, observe = incidents.see, incidents.observe
-        for e, s, (x, ctx) in zip(out, scores, lines):
+        watch = self.silences.see
+        for e, s, (x, ctx), kind in zip(out, scores, lines, kinds):
             e["score"] = round(s.score, 4)
             e["anomaly"] = s.is_anomaly
             e["reason"] = s.reason
@@ -126,17 +129,34 @@ class Pipeline:
             see(stream, e["ts"])
             if s.is_anomaly:
                 e["incident_id"] = observe(e, _incident_key(x, ctx, e, stream), stream)
+            changed = watch(kind, stream, e["ts"], e["id"], e["host"])
+            if changed:
+                self._silences(kind, e, changed)
         incidents.sweep()
         self.lines += len(items)
         return out
+
+    def _silences(self, kind: str, event: dict, changed: list[tuple]) -> None:
+        """Silences the watch found (``streams.silence``) → incidents of their own."""
+        for what, source, since_id, since_ts, at_ts, *rest in changed:
+            if what == "close":
+                self.incidents.close_silence(kind, source, event)
+                continue
+            minutes, usual, share, host = rest
+            self.incidents.open_silence(
+                kind, source, host, since_id, since_ts,
+                at_ts, float(event.get("received") or at_ts),
+                f"silence: {source} has sent nothing for {minutes} minutes in which other "
+                f"sources of its kind kept sending (its longest usual gap: {usual} min; "
+                f"it sent in {share:.0%} of their minutes)")
 
     def take_incidents(self) -> list[dict]:
         """Incident snapshots changed by the batches processed since the last call, for the
         store (upserted by id; the state here is authoritative)."""
         return self.incidents.take()
 
-    def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
-        out, lines = [], []
+    def _featurise(self, items: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]], list]:
+        out, lines, kinds = [], [], []
         parse = self._parse
         mine = self.miner.mine
         notes = self.miner.changes
@@ -192,6 +212,11 @@ class Pipeline:
             mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
             if notes:  # this line generalised a template, or merged an enumeration
                 self._record(notes, item["id"], ts, message)
+            # a kind: hosts of one named stream (a service, a file) are each other's fleet,
+            # else the hosts writing one format; a learned layout is its source's own
+            kind = (f"{fmt}:{item['stream']}" if item.get("stream")
+                    else fmt if fmt != "inferred" else f"inferred:{item.get('source')}")
+            kinds.append(kind)
             x, ctx = features(
                 template_id=mined.template_id,
                 seen_before=mined.seen_before,
@@ -204,10 +229,7 @@ class Pipeline:
                 ts=ts,
                 params=mined.params,
                 source=source,  # a line without a host is judged as its source
-                # a kind: hosts of one named stream (a service, a file) are each other's fleet,
-                # else the hosts writing one format; a learned layout is its source's own
-                kind=(f"{fmt}:{item['stream']}" if item.get("stream")
-                      else fmt if fmt != "inferred" else f"inferred:{item.get('source')}"),
+                kind=kind,
             )
             lines.append((x, ctx))
             out.append({
@@ -236,7 +258,7 @@ class Pipeline:
                 "truncated": truncated,
                 "fields": extra or {},
             })
-        return out, lines
+        return out, lines, kinds
 
     def _record(self, notes: list, event_id, ts: float, line: str) -> None:
         """The miner's change notes of one line → catalog records (``take_catalog``); a mark
@@ -328,6 +350,8 @@ class Pipeline:
         if not hasattr(self, "incidents"):  # a checkpoint from before incidents
             self.incidents = IncidentTracker(gap=config.incident_gap, quiet=config.incident_quiet,
                                              examples=config.incident_examples)
+        if not hasattr(self, "silences"):  # a checkpoint from before silences were watched
+            self.silences = SilenceWatch()
         if self.miner.changes is None:  # a checkpoint from before the template catalog
             self.miner.changes = []
         if self.miner.__dict__.pop("_legacy_ids", False):
@@ -360,6 +384,7 @@ class Pipeline:
             "model_warmed_up": self.scorer.warmed_up,
             "threshold": self.scorer.threshold.value,
             "open_incidents": len(self.incidents.open),
+            "silent_sources": len(self.silences.silent()),
         }
 
 

@@ -45,7 +45,7 @@ from streams.scoring import SEVERITY
 
 __all__ = [
     "grouping_accuracy", "roc_auc", "pr_auc", "eval_parsing", "eval_detection",
-    "eval_synthetic", "eval_loghub", "eval_mixed", "find_samples", "LOGHUB_SAMPLES", "eval_app",
+    "eval_synthetic", "eval_loghub", "eval_mixed", "worst_contiguous_half", "find_samples", "LOGHUB_SAMPLES", "eval_app",
 ]
 
 BATCH = 500
@@ -105,6 +105,19 @@ def roc_auc(labels: Iterable, scores: Iterable) -> float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
+def worst_contiguous_half(labels: list, scores: list) -> tuple[int, float]:
+    """(start, ROC-AUC) of the contiguous half of the lines (``len // 2`` of them, starting at
+    any line) where the ROC-AUC is lowest, among those holding both classes; (-1, NaN) when
+    none does."""
+    half = len(labels) // 2
+    worst = (-1, float("nan"))
+    for start in range(0, len(labels) - half + 1):
+        a = roc_auc(labels[start:start + half], scores[start:start + half])
+        if a == a and not worst[1] <= a:  # NaN (one class only) is skipped
+            worst = (start, a)
+    return worst
+
+
 def pr_auc(labels: Iterable, scores: Iterable) -> float:
     """Average precision: the precision at each distinct threshold weighted by the recall it
     adds (tied scores enter together); NaN without positives."""
@@ -138,27 +151,61 @@ def _prf(labels, flags) -> dict:
 
 
 # -- running the pipeline ------------------------------------------------------------------------
-def _run(items: list[dict], config: PipelineConfig | None = None) -> tuple[Pipeline, list[dict]]:
+def _run(items: list[dict], config: PipelineConfig | None = None,
+         incidents: dict | None = None) -> tuple[Pipeline, list[dict]]:
+    """Every item through one pipeline in batches; ``incidents`` (if given) gets the latest
+    snapshot of every incident by id."""
     p = Pipeline(config or PipelineConfig())
     events: list[dict] = []
     for k in range(0, len(items), BATCH):
         events.extend(p.process(items[k:k + BATCH]))
+        if incidents is not None:
+            for snap in p.take_incidents():
+                if snap["id"] not in incidents or incidents[snap["id"]]["rev"] <= snap["rev"]:
+                    incidents[snap["id"]] = snap
     return p, events
 
 
+def _silences_covered(items: list[dict], episodes: list[tuple[str, list]],
+                      incidents: dict) -> tuple[list[bool], set]:
+    """Per ``host_silence`` episode (kind, its ids: the host's first lines back): whether a
+    silence incident (``streams.silence``) covers it, i.e. one opened from that host's last
+    line before the gap; and the ids of the silence incidents that cover one."""
+    from streams.incidents import SILENCE
+
+    by_first = {}
+    for inc in incidents.values():
+        if inc.get("kind") == SILENCE:
+            by_first.setdefault(inc["first_event_id"], []).append(inc["id"])
+    index = {it["id"]: k for k, it in enumerate(items)}
+    covered, used = [], set()
+    for kind, ids in episodes:
+        if kind != "host_silence" or not ids:
+            continue
+        k = index[ids[0]]
+        host = items[k]["host"]
+        before = next((items[j]["id"] for j in range(k - 1, -1, -1)
+                       if items[j].get("host") == host), None)
+        got = by_first.get(before, [])
+        covered.append(bool(got))
+        used.update(got)
+    return covered, used
+
+
 def _run_partitioned(items: list[dict], partitions: int,
-                     config: PipelineConfig | None = None) -> list[dict]:
+                     config: PipelineConfig | None = None,
+                     incidents: dict | None = None) -> list[dict]:
     """As the runtimes run it with ``partitions`` partitions: each item goes to its source's
     partition (``streams.partitions``), each partition has its own model and sees its items in
     order. Events in the order of the items."""
     from streams.partitions import partition_key, partition_of
 
     if partitions <= 1:
-        return _run(items, config)[1]
+        return _run(items, config, incidents)[1]
     parts: dict[int, list[dict]] = {}
     for it in items:
         parts.setdefault(partition_of(partition_key(it), partitions), []).append(it)
-    by_id = {e["id"]: e for part in parts.values() for e in _run(part, config)[1]}
+    by_id = {e["id"]: e for part in parts.values() for e in _run(part, config, incidents)[1]}
     return [by_id[it["id"]] for it in items]
 
 
@@ -453,9 +500,14 @@ def eval_synthetic(log: Path, *, seed: int = 0, episodes: int = 20, passes: int 
         passes = max(3, math.ceil(target_lines / max(len(lines), 1)))
     stream = generate(lines, seed=seed, passes=passes, hosts=hosts, rate=rate,
                       episodes=episodes, kinds=kinds)
-    _pipeline, events = _run(stream.items, config)
+    incidents: dict = {}
+    _pipeline, events = _run(stream.items, config, incidents)
     by_id = {e["id"]: e for e in events}
     normal = stream.normal_ids_after_warmup()
+    covered, used = _silences_covered(
+        stream.items, [(e.kind, e.ids) for e in stream.episodes], incidents)
+    silences = [i for i in incidents.values() if i.get("kind") == "source_silence"]
+    hours = max((max(e["ts"] for e in events) - min(e["ts"] for e in events)) / 3600.0, 1e-9)
     normal_scores = np.array([by_id[i]["score"] for i in normal])
     # the operating point where 1% of normal lines score above the threshold
     op = float(np.quantile(normal_scores, 0.99)) if len(normal_scores) else 1.0
@@ -477,6 +529,11 @@ def eval_synthetic(log: Path, *, seed: int = 0, episodes: int = 20, passes: int 
             "recall_live": (sum(live) / len(eps)) if eps else float("nan"),
             "example_reasons": [r for r, _ in reasons.most_common(2)],
         }
+        if kind == "host_silence":  # also: covered by a silence incident (streams.silence)
+            per_kind[kind]["recall_silence_incident"] = (
+                sum(covered) / len(covered) if covered else float("nan"))
+            per_kind[kind]["recall_live_or_incident"] = (
+                sum(a or b for a, b in zip(live, covered)) / len(eps) if eps else float("nan"))
     return {
         "file": str(log),
         "seed": seed,
@@ -487,6 +544,11 @@ def eval_synthetic(log: Path, *, seed: int = 0, episodes: int = 20, passes: int 
         "fpr_live": live_fp / len(normal) if normal else 0.0,
         "live_threshold_end": _pipeline.scorer.threshold.value,
         "kinds": per_kind,
+        "silence_incidents": len(silences),
+        "false_silence_incidents": len([i for i in silences if i["id"] not in used]),
+        "false_silence_incidents_per_hour": len([i for i in silences if i["id"] not in used])
+        / hours,
+        "hours": hours,
     }
 
 
@@ -552,9 +614,11 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
     pass; for the other sources their first ``warm_up`` lines; BGL's labelled alerts are not
     normal, nor Hadoop's lines from its labelled network disconnection on, which count as one
     real failure episode, found when one of its lines is flagged), and incidents per simulated
-    hour (its event-time span). Per synthetic kind: an
+    hour (its event-time span), and silence incidents (``streams.silence``): how many, and how
+    many cover no injected silence (false) per simulated hour. Per synthetic kind: an
     episode is found when at least one of its lines is flagged (so at least one incident covers
-    it). BGL: ROC-AUC of the stored scores on its lines in the mixed stream, each line scored
+    it); a host's silence also when a silence incident was opened from its last line before the
+    gap (both counts reported). BGL: ROC-AUC of the stored scores on its lines in the mixed stream, each line scored
     before it is learned, against the level alone, on the whole and on each contiguous half."""
     rng = random.Random(seed)
     samples = find_samples(root)
@@ -596,8 +660,19 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
         it = dict(item)
         it.setdefault("received", arrival + k * 0.01)
         mixed.append(it)
-    events = _run_partitioned(mixed, partitions, config)
+    incidents: dict = {}
+    events = _run_partitioned(mixed, partitions, config, incidents)
     by_id = {e["id"]: e for e in events}
+    # silences: an injected one is found by a flagged line back or by a silence incident
+    covered_by: dict[str, list[bool]] = {}
+    used: set = set()
+    for name, eps in episodes_of.items():
+        covered_by[name], u = _silences_covered(queues[name], eps, incidents)
+        used |= u
+    silence_of: dict[str, list] = {}  # sample -> its silence incidents
+    for inc in incidents.values():
+        if inc.get("kind") == "source_silence":
+            silence_of.setdefault(str(inc["first_event_id"]).split(":", 1)[0], []).append(inc)
     per_source: dict = {}
     for name, items in queues.items():
         evs = [by_id[it["id"]] for it in items]
@@ -605,23 +680,43 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
         norm = normal[name]
         fp = sum(1 for e in flagged if e["id"] in norm)
         span_h = max((max(e["ts"] for e in evs) - min(e["ts"] for e in evs)) / 3600.0, 1e-9)
-        incidents = {e.get("incident_id") for e in flagged if e.get("incident_id")}
+        line_incidents = {e.get("incident_id") for e in flagged if e.get("incident_id")}
         per_source[name] = {
             "lines": len(evs), "normal_after_warm_up": len(norm), "flagged": len(flagged),
             "flagged_normal": fp, "fpr": fp / len(norm) if norm else 0.0,
-            "hours": span_h, "incidents": len(incidents) if "incident_id" in evs[0] else None,
-            "incidents_per_hour": (len(incidents) / span_h) if "incident_id" in evs[0] else None,
+            "hours": span_h,
+            "incidents": len(line_incidents) if "incident_id" in evs[0] else None,
+            "incidents_per_hour": (len(line_incidents) / span_h) if "incident_id" in evs[0]
+            else None,
+            "silence_incidents": len(silence_of.get(name, [])),
+            "false_silence_incidents": sum(1 for i in silence_of.get(name, [])
+                                           if i["id"] not in used),
+            "false_silence_incidents_per_hour": sum(1 for i in silence_of.get(name, [])
+                                                    if i["id"] not in used) / span_h,
         }
     kinds: dict = {}
     for name, eps in episodes_of.items():
+        cover = iter(covered_by[name])
         for kind, ids in eps:
             k = kinds.setdefault(kind, {"episodes": 0, "found": 0})
             k["episodes"] += 1
-            k["found"] += any(by_id[i]["anomaly"] for i in ids)
+            by_line = any(by_id[i]["anomaly"] for i in ids)
+            if kind == "host_silence" and ids:
+                by_incident = next(cover)
+                k["found_by_line"] = k.get("found_by_line", 0) + by_line
+                k["found_by_silence_incident"] = k.get("found_by_silence_incident", 0) + by_incident
+                k["found"] += by_line or by_incident
+            else:
+                k["found"] += by_line
     for k in kinds.values():
         k["recall"] = k["found"] / k["episodes"] if k["episodes"] else float("nan")
     report = {"seed": seed, "partitions": partitions, "lines": len(events), "sources": len(queues),
-              "per_source": per_source, "kinds": kinds, "bgl": None}
+              "per_source": per_source, "kinds": kinds, "bgl": None,
+              # silence incidents that cover no injected silence (at most 50), to read
+              "false_silences": [
+                  {k: inc.get(k) for k in ("source", "stream", "first_ts", "detected_ts",
+                                           "resolved_ts", "status", "reason")}
+                  for incs in silence_of.values() for inc in incs if inc["id"] not in used][:50]}
     bgl_ids = [it["id"] for it in queues.get("BGL", [])]
     if bgl_ids:
         def auc(ids):
@@ -631,8 +726,13 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
                     "level_only_roc_auc": roc_auc(
                         ys, [SEVERITY.get(by_id[i]["level"], 0.5) for i in ids])}
         half = len(bgl_ids) // 2
+        start, _ = worst_contiguous_half([labels[i] for i in bgl_ids],
+                                         [by_id[i]["score"] for i in bgl_ids])
         report["bgl"] = {"whole": auc(bgl_ids), "first_half": auc(bgl_ids[:half]),
                          "second_half": auc(bgl_ids[half:])}
+        if start >= 0:  # "any contiguous half": the one where the score ranks worst
+            report["bgl"]["worst_half"] = {**auc(bgl_ids[start:start + half]),
+                                           "first_line": start + 1}
     return report
 
 
@@ -646,13 +746,18 @@ def _print_production(r: dict, echo) -> None:
                else f"{v['incidents']} ({v['incidents_per_hour']:.1f}/h over {v['hours']:.1f} h)")
         echo(f"  {name:<10} lines {v['lines']:>6}  flagged {v['flagged']:>4}  normal flagged "
              f"{v['flagged_normal']:>4} of {v['normal_after_warm_up']:>6} = {v['fpr']:.2%}  "
-             f"incidents {inc}")
+             f"incidents {inc}  silence incidents {v['silence_incidents']} (false "
+             f"{v['false_silence_incidents']}, {v['false_silence_incidents_per_hour']:.3f}/h)")
     for kind, k in sorted(r["kinds"].items()):
-        echo(f"  {kind:<16} found {k['found']}/{k['episodes']} = {_fmt(k['recall'])}")
+        extra = (f" (by a flagged line {k['found_by_line']}, by a silence incident "
+                 f"{k['found_by_silence_incident']})" if "found_by_line" in k else "")
+        echo(f"  {kind:<16} found {k['found']}/{k['episodes']} = {_fmt(k['recall'])}{extra}")
     if r["bgl"]:
         for part, b in r["bgl"].items():
+            where = (f" (lines {b['first_line']}-{b['first_line'] + b['lines'] - 1})"
+                     if "first_line" in b else "")
             echo(f"  BGL {part:<11} ROC-AUC {_fmt(b['roc_auc'])} (level alone "
-                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts")
+                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts{where}")
 
 
 def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (
@@ -725,6 +830,13 @@ def _print_synthetic(r: dict, echo) -> None:
     for kind, k in r["kinds"].items():
         echo(f"  {kind:<16} recall@FPR≤1% {_fmt(k['recall_at_1pct_fpr'])}   live {_fmt(k['recall_live'])}"
              f"   ({k['episodes']} episodes) {('e.g. ' + k['example_reasons'][0]) if k['example_reasons'] else ''}")
+        if "recall_silence_incident" in k:
+            echo(f"  {'':<16} covered by a silence incident {_fmt(k['recall_silence_incident'])}"
+                 f"   live line or incident {_fmt(k['recall_live_or_incident'])}")
+    if "silence_incidents" in r:
+        echo(f"  silence incidents {r['silence_incidents']}, false "
+             f"{r['false_silence_incidents']} ({r['false_silence_incidents_per_hour']:.2f}/h "
+             f"over {r['hours']:.1f} h)")
 
 
 _DEFAULTS = PipelineConfig()

@@ -17,7 +17,9 @@ Kinds (``KINDS``), one *episode* each:
                      of the kind a failing service writes).
 ``host_silence``     one busy host sends nothing for ``silence`` seconds; the episode is its
                      first ``3`` lines after the gap (a line-by-line detector can only notice
-                     a silence when the host speaks again).
+                     a silence when the host speaks again; the pipeline's silence incidents,
+                     ``streams.silence``, notice it while it lasts: the evaluation counts
+                     both).
 ``param_value``      a known line (of a pattern seen at least 20 times) with one number
                      changed to 10^4 x the largest value that position held in the base
                      (31337 where it only held zeros).

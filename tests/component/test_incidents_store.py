@@ -5,7 +5,7 @@ from __future__ import annotations
 from smartlogs.store import EventQuery, SqliteStore
 from streams.pipeline import PipelineConfig
 from streams.runtime.embedded import EmbeddedRunner
-from tests.component.test_incidents_api import burst, normal
+from tests.component.test_incidents_api import TS0, burst, normal
 
 CONFIG = PipelineConfig()
 
@@ -131,3 +131,37 @@ def test_a_store_made_before_arrival_listing_gets_its_incidents_arrival_times(tm
     store = SqliteStore(tmp_path / "db")
     assert [i["id"] for i in store.incidents(basis="arrival")] == ["Ilive", "Ifuture"]
     assert store.incidents(basis="arrival")[0] == LIVE
+
+
+def _fleet_with_a_silence(quiet_from: float, quiet_to: float, n: int = 2400) -> list[dict]:
+    """Five hosts, a line every 2 s in turn (each host every 10 s); web3 sends nothing
+    between ``quiet_from`` and ``quiet_to`` seconds."""
+    return [e for e in normal(n) if not (e["host"] == "web3"
+                                         and TS0 + quiet_from <= e["timestamp"] < TS0 + quiet_to)]
+
+
+def test_a_silent_host_is_an_incident_in_the_store_while_it_is_quiet_and_survives_a_crash(tmp_path):
+    from streams.incidents import SILENCE
+
+    events = _fleet_with_a_silence(2400.0, 3600.0)  # web3 quiet for 20 minutes
+    during = [e for e in events if e["timestamp"] < TS0 + 3500]  # up to 100 s before it speaks
+    after = [e for e in events if e["timestamp"] >= TS0 + 3500]
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store.spool_append(_items(during, "a"))
+    runner.drain()
+    (inc,) = [i for i in store.incidents(limit=100) if i["kind"] == SILENCE]
+    assert inc["status"] == "open" and inc["source"] == "web3" and inc["count"] == 0
+    assert TS0 + 2390 <= inc["first_ts"] < TS0 + 2400 < inc["detected_ts"] < TS0 + 3500
+    assert runner.tick(now=1e12) >= 0 and store.incident(inc["id"])["status"] == "open"
+    runner.checkpoint()
+    store.spool_append(_items(after, "b", received=2.0e9))
+    runner.drain()  # web3 speaks again, stored... then the process dies
+    done = store.incident(inc["id"])
+    assert done["status"] == "resolved" and done["resolved_ts"] >= TS0 + 3600
+    store.close()
+    store = SqliteStore(tmp_path / "db")
+    EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt").drain()  # re-run
+    silences = [i for i in store.incidents(limit=100) if i["kind"] == SILENCE]
+    assert [(i["id"], i["status"], i["resolved_ts"]) for i in silences] == \
+        [(inc["id"], "resolved", done["resolved_ts"])]

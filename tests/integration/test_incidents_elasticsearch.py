@@ -12,14 +12,17 @@ from elasticsearch import Elasticsearch
 from smartlogs.store import EventQuery, SqliteStore
 from smartlogs.store.elasticsearch import ElasticsearchStore
 from streams.pipeline import Pipeline, PipelineConfig
-from tests.component.test_incidents_api import burst, normal
+from tests.component.test_incidents_api import TS0, burst, normal
 
 pytestmark = pytest.mark.engines
 WINDOW = 60
 
 
 def _items() -> list[dict]:
-    events = normal() + burst()
+    # web3 quiet for 20 minutes in the middle: a silence incident (streams.silence) as well
+    events = [e for e in normal() if not (e["host"] == "web3"
+                                          and TS0 + 1200 <= e["timestamp"] < TS0 + 2400)]
+    events += burst()
     return [{"id": f"x:{i}", "message": e["message"], "host": e["host"], "level": e["level"],
              "ts": e["timestamp"], "received": 1.8e9 + i, "source": "http"}
             for i, e in enumerate(events)]
@@ -151,3 +154,11 @@ def test_an_incidents_index_made_before_arrival_listing_is_mapped_and_reindexed(
         client.close()
         _drop(elasticsearch, es_store)
         es_store.close()
+
+
+def test_a_silence_incident_is_stored_and_read_back_alike(stores):
+    sql, es_store = stores
+    (want,) = [i for i in sql.incidents(limit=100) if i["kind"] == "source_silence"]
+    assert want["source"] == "web3" and want["status"] == "resolved" and want["count"] == 0
+    assert es_store.incident(want["id"]) == want
+    assert want["id"] in [i["id"] for i in es_store.incidents(source="web3", limit=100)]
