@@ -8,6 +8,7 @@ Elasticsearch for queries). Only the transport and the store differ. Every refus
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 import secrets
@@ -79,6 +80,38 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
+
+
+# What every 4xx of the API's own routes answers (the handlers below): the schema says so for
+# the 422s FastAPI declares on every route, instead of its default ``{"detail": [...]}`` body
+REFUSAL_SCHEMA = {
+    "title": "Refusal", "type": "object", "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong, as a code: invalid_request, "
+                  "invalid_time, invalid_query, invalid_cursor, ..."},
+        "detail": {"type": "string", "description": "what is wrong, for a person"},
+        "field": {"type": "string", "description": "the parameter at fault, when one is"},
+        "position": {"type": "integer", "description": "where in q a query could not be read"},
+        "errors": {"type": "array", "items": {"type": "object"},
+                   "description": "each invalid parameter (type, loc, msg)"},
+    },
+}
+
+
+def _declare_refusal_shape(app: FastAPI) -> None:
+    """The OpenAPI schema (and so /docs and schema-driven clients) shows the 422 body the API
+    really sends."""
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = base().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = copy.deepcopy(REFUSAL_SCHEMA)
+                schemas.pop("ValidationError", None)  # referred to only by the default above
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 TimeBasis = Annotated[Literal["event", "arrival"], Query(alias="time", description=(
@@ -224,6 +257,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         docs_url=None, redoc_url=None,  # /docs is served offline below (ingest_api/docs.py)
     )
     add_offline_docs(app)
+    _declare_refusal_shape(app)
 
     keys = KeyStore(s.keys_path)
     limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
@@ -262,6 +296,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+        metrics.rejected("invalid_request", detail=detail)  # kept among the recent refusals
         return JSONResponse({"error": "invalid_request", "detail": detail, "errors": errors},
                             status_code=422)
 
@@ -594,6 +629,9 @@ _RPC_CODES = {401: 16, 403: 7, 429: 8}  # UNAUTHENTICATED, PERMISSION_DENIED, RE
 async def _deny(send, status: int, error: str, detail: str, headers: dict | None = None,
                 scope: dict | None = None) -> None:
     import orjson
+
+    if status in (401, 403):  # a shipper with a wrong key shows up in `smartlogs status`
+        metrics.rejected(error, detail=detail)
 
     body, ctype = orjson.dumps({"error": error, "detail": detail}), b"application/json"
     if scope is not None and scope["path"] == "/v1/logs" and dict(scope["headers"]).get(

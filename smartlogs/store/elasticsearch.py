@@ -243,6 +243,7 @@ def incidents_index_body() -> dict:
         "mappings": {"dynamic": False, "properties": {
             "id": kw, "status": kw, "source": kw, "host": kw, "template_id": kw, "kind": kw,
             "first_ts": {"type": "double"}, "last_ts": {"type": "double"},
+            "last_received": {"type": "double"},
             "count": {"type": "long"}, "rev": {"type": "long"},
         }},
     }
@@ -372,8 +373,38 @@ class ElasticsearchStore:
             except ApiError as exc:
                 if exc.status_code != 400 or "resource_already_exists" not in str(exc):
                     raise
+                self._map_incident_arrival()
         self._retrying("create incidents index", create)
         self._incidents_ready = True
+
+    def _map_incident_arrival(self) -> None:
+        """An incidents index made before incidents were listed in arrival time does not index
+        ``last_received`` (its mapping is not dynamic), though every snapshot carries it: map
+        it and re-index the stored snapshots, once, each under its own version (a snapshot
+        written meanwhile has a higher one and wins). Done here rather than by
+        ``_update_by_query``, which needs Elasticsearch's reindex module."""
+        mapping = self._es.indices.get_mapping(index=self.incidents_index).body
+        props = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
+        if "last_received" in props:
+            return
+        self._es.indices.put_mapping(index=self.incidents_index,
+                                     properties={"last_received": {"type": "double"}})
+        actions = (({"index": {"_index": self.incidents_index, "_id": hit["_id"],
+                               "version": hit["_version"], "version_type": "external_gte"}},
+                    orjson.dumps(hit["_source"], option=_ORJSON_OPTS))
+                   for hit in scan(self._es, index=self.incidents_index, version=True,
+                                   query={"query": {"match_all": {}}}))
+        n = 0
+        for ok, info in streaming_bulk(self._bulk_es, actions, chunk_size=self.chunk_size,
+                                       expand_action_callback=_identity, raise_on_error=False,
+                                       max_retries=0):
+            status = next(iter(info.values())).get("status", 500)
+            if not (200 <= status < 300 or status == 409):  # 409: a newer snapshot is stored
+                raise ElasticsearchStoreError(
+                    f"re-indexing incidents for last_received: {_reason(next(iter(info.values())))}")
+            n += 1
+        log.info("%s: last_received mapped, %d stored incident(s) re-indexed",
+                 self.incidents_index, n)
 
     def _ensure_catalog(self) -> None:
         """Create the catalog index with its mapping (idempotent; on first use)."""
@@ -1155,16 +1186,18 @@ class ElasticsearchStore:
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,
-                  limit: int = 100) -> list[dict]:
-        """Incidents, the latest line first (like SqliteStore.incidents)."""
+                  limit: int = 100, basis: str = "event") -> list[dict]:
+        """Incidents, the latest line first, in event or arrival time (like
+        SqliteStore.incidents)."""
+        when = "last_received" if basis == "arrival" else "last_ts"
         flt: list[dict] = []
         for field, val in (("status", status), ("source", source), ("template_id", template)):
             if val is not None:
                 flt.append({"term": {field: val}})
         if since is not None:
-            flt.append({"range": {"last_ts": {"gte": since}}})
+            flt.append({"range": {when: {"gte": since}}})
         body = self._search_index(self.incidents_index, query={"bool": {"filter": flt}},
-                                  sort=[{"last_ts": {"order": "desc", "unmapped_type": "double"}},
+                                  sort=[{when: {"order": "desc", "unmapped_type": "double"}},
                                         {"id": {"order": "asc", "unmapped_type": "keyword"}}],
                                   size=min(limit, MAX_RESULT_WINDOW))
         return [h["_source"] for h in body["hits"]["hits"]]

@@ -167,20 +167,23 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, template_id TEXT,
     first_ts REAL NOT NULL, last_ts REAL NOT NULL, count INTEGER NOT NULL, rev INTEGER NOT NULL,
-    doc BLOB NOT NULL
+    doc BLOB NOT NULL, last_received REAL
 );
 CREATE INDEX IF NOT EXISTS incidents_last_ts ON incidents(last_ts);
+CREATE INDEX IF NOT EXISTS incidents_last_received ON incidents(last_received);
 CREATE TABLE IF NOT EXISTS event_incidents (
     seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_incidents_incident ON event_incidents(incident_id, seq);
 """
 _UPSERT_INCIDENT = """
-INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc,
+                       last_received)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, source = excluded.source,
     template_id = excluded.template_id, first_ts = excluded.first_ts, last_ts = excluded.last_ts,
-    count = excluded.count, rev = excluded.rev, doc = excluded.doc
+    count = excluded.count, rev = excluded.rev, doc = excluded.doc,
+    last_received = excluded.last_received
 WHERE excluded.rev >= incidents.rev
 """
 
@@ -188,7 +191,13 @@ WHERE excluded.rev >= incidents.rev
 def _incident_values(inc: dict) -> tuple:
     return (inc["id"], inc["status"], inc.get("source"), inc.get("template_id"),
             float(inc["first_ts"]), float(inc["last_ts"]), int(inc["count"]), int(inc["rev"]),
-            orjson.dumps(inc))
+            orjson.dumps(inc), _last_received(inc))
+
+
+def _last_received(inc: dict) -> float:
+    """When the incident's latest line arrived (its event time for a snapshot without one)."""
+    v = inc.get("last_received")
+    return float(v if isinstance(v, (int, float)) and not isinstance(v, bool) else inc["last_ts"])
 
 # ``events`` holds what queries filter, sort or count by; the rest of an event, what is only
 # displayed, is its ``body`` (the values of _BODY, compressed: see _Bodies)
@@ -536,6 +545,7 @@ class SqliteStore:
         self._names = _Names()
         conn = self._conn()
         names_from = self._names_from(conn)
+        self._upgrade_incidents(conn)
         self._migrate_old_layout(conn)
         self._upgrade_templates(conn)
         added = self._add_source_column(conn)
@@ -631,6 +641,27 @@ class SqliteStore:
             for col in ("last_example", "mark"):
                 if col not in cols:
                     conn.execute(f"ALTER TABLE templates ADD COLUMN {col} TEXT")
+
+    @staticmethod
+    def _upgrade_incidents(conn: sqlite3.Connection) -> None:
+        """A store made before incidents were listed in arrival time: its incidents table gets
+        the ``last_received`` column, filled from each snapshot."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(incidents)")}
+        if not cols or "last_received" in cols:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "last_received" in {r[1] for r in conn.execute("PRAGMA table_info(incidents)")}:
+                conn.execute("COMMIT")  # another process opening the store did it meanwhile
+                return
+            conn.execute("ALTER TABLE incidents ADD COLUMN last_received REAL")
+            conn.executemany("UPDATE incidents SET last_received = ? WHERE id = ?", [
+                (_last_received(orjson.loads(doc)), iid)
+                for iid, doc in conn.execute("SELECT id, doc FROM incidents").fetchall()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _add_source_column(conn: sqlite3.Connection) -> bool:
@@ -1214,21 +1245,23 @@ class SqliteStore:
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,
-                  limit: int = 100) -> list[dict]:
-        """Incidents, the latest line first; ``since``: with a line at or after it (event
-        time); ``source``: host or stream; ``template``: template id."""
+                  limit: int = 100, basis: str = "event") -> list[dict]:
+        """Incidents, the latest line first; ``since``: with a line at or after it; ``basis``:
+        both in the lines' event time, or (``arrival``) in when their latest line arrived;
+        ``source``: host or stream; ``template``: template id."""
+        when = "last_received" if basis == "arrival" else "last_ts"
         where, args = [], []
         for col, val in (("status", status), ("source", source), ("template_id", template)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
         if since is not None:
-            where.append("last_ts >= ?")
+            where.append(f"{when} >= ?")
             args.append(since)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         conn = self._conn()
         rows = self._budgeted(conn, lambda: conn.execute(
-            f"SELECT doc FROM incidents{clause} ORDER BY last_ts DESC, id LIMIT ?",
+            f"SELECT doc FROM incidents{clause} ORDER BY {when} DESC, id LIMIT ?",
             [*args, limit]).fetchall())
         return [orjson.loads(r[0]) for r in rows]
 
