@@ -43,6 +43,9 @@ _MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
 
 
 # What POST /ingest takes, for its OpenAPI schema (clients and fuzzers read it there).
+# host, service, level, pid: a number is taken as its text, null as absent (``_str_field``)
+_TEXT_FIELD = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
+
 EVENT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -54,11 +57,12 @@ EVENT_SCHEMA = {
             {"type": "string", "format": "date-time"},
             # epoch seconds, or milliseconds above 1e11
             {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
+            {"type": "null"},  # null: as if absent (the arrival time stands in)
         ]},
-        "host": {"type": "string"},
-        "service": {"type": "string"},
-        "level": {"type": "string"},
-        "pid": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        "host": _TEXT_FIELD,
+        "service": _TEXT_FIELD,
+        "level": _TEXT_FIELD,
+        "pid": _TEXT_FIELD,
         "id": {"type": "string", "minLength": 1, "maxLength": 200},
         "fields": {"type": "object"},
     },

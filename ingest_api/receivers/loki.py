@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest_api.decode import (MAX_STREAM_LENGTH, IngestError, check_count, check_json_elements,
                                check_protobuf_elements, decode_content_encoding, parse_timestamp)
+from ingest_api.openapi import BINARY, refusals
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -323,15 +324,29 @@ def _error(exc: IngestError) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
 
+# What the push takes (the route reads its body raw, so FastAPI cannot infer it): Loki's JSON
+# push body, or its snappy-compressed protobuf PushRequest
+PUSH_REQUEST_BODY = {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "properties": {"streams": {
+        "type": "array", "items": {"type": "object", "properties": {
+            "stream": {"type": "object", "additionalProperties": {"type": "string"}},
+            "values": {"type": "array", "items": {
+                "type": "array", "minItems": 2, "maxItems": 3,
+                "items": [{"type": "string", "pattern": "^[0-9]{1,19}$"},
+                          {"type": "string"}]}}}}}}}},
+    "application/x-protobuf": BINARY,
+}}
+
+
 @router.post(
     "/loki/api/v1/push",
     status_code=204,
     summary="Loki push (JSON, or snappy protobuf)",
     description="The Loki push API as Promtail, Grafana Alloy and Loki client libraries send it. "
                 "Answers 204 once the entries are durably taken.",
-    responses={204: {"description": "taken"}, 400: {"description": "malformed push"},
-               413: {"description": "too large"}, 415: {"description": "unsupported type"},
-               503: {"description": "backlog full, retry later"}},
+    responses={204: {"description": "taken"},
+               **refusals(400, 413, 415, 503, s400="malformed push")},
+    openapi_extra={"requestBody": PUSH_REQUEST_BODY},
 )
 async def push(request: Request) -> Response:
     s = settings_of(request)
