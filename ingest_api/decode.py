@@ -43,16 +43,17 @@ _MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
 
 
 # What POST /ingest takes, for its OpenAPI schema (clients and fuzzers read it there).
-# host, service, level, pid: a number is taken as its text, null as absent (``_str_field``)
+# message, raw, host, service, level, pid: a number is taken as its text, null as absent
+# (``_str_field``)
 _TEXT_FIELD = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
 
 EVENT_SCHEMA = {
     "type": "object",
     "properties": {
-        "message": {"type": "string"},
-        "raw": {"type": "string"},
-        "stream": {"type": "string", "description": "the source the line comes from (a file): "
-                   "its header layout is learned apart"},
+        "message": _TEXT_FIELD,
+        "raw": _TEXT_FIELD,
+        "stream": {"type": ["string", "null"], "description": "the source the line comes from "
+                   "(a file): its header layout is learned apart"},
         "timestamp": {"anyOf": [
             {"type": "string", "format": "date-time"},
             # epoch seconds, or milliseconds above 1e11
@@ -63,10 +64,12 @@ EVENT_SCHEMA = {
         "service": _TEXT_FIELD,
         "level": _TEXT_FIELD,
         "pid": _TEXT_FIELD,
-        "id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "fields": {"type": "object"},
+        "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+        "fields": {"type": ["object", "null"]},
     },
-    "anyOf": [{"required": ["message"]}, {"required": ["raw"]}],
+    # a message or a raw line that is not null
+    "anyOf": [{"required": [k], "properties": {k: {"not": {"type": "null"}}}}
+              for k in ("message", "raw")],
 }
 NON_BLANK_TEXT = {"type": "string", "pattern": "\\S"}  # at least one line that is not blank
 INGEST_REQUEST_BODY = {
@@ -448,6 +451,9 @@ def _event(doc, i: int, what: str = "event") -> dict:
                               f"{MAX_ID_LENGTH} characters", index=i)
         item["id"] = eid
     stream = doc.get("stream")
+    if stream is not None and not isinstance(stream, str):
+        raise IngestError(422, "invalid_event", f"{where}: 'stream' must be a string, got "
+                          f"{_kind(stream)}", field="stream", index=i)
     if isinstance(stream, str) and stream.strip():  # the named source (a shipped file)
         item["stream"] = stream.strip()[:MAX_STREAM_LENGTH]
     if message is None:

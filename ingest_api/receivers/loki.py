@@ -54,6 +54,7 @@ __all__ = [
 
 SOURCE = "loki"
 _MAX_TS = 253402300800  # year 10000
+_MAX_NS = (_MAX_TS - 1) * 10**9  # the last second before it, in ns (exact, unlike a float)
 
 _HOST = ("host", "hostname", "host_name")
 _LEVEL = ("level", "detected_level", "severity", "lvl", "log_level", "loglevel")
@@ -102,7 +103,8 @@ def decode_push_json(data: bytes, max_lines: int | None = None) -> list[dict]:
         if not isinstance(stream, dict):
             raise _bad(f"{where}: expected an object")
         if "values" in stream or "stream" in stream:
-            labels = stream.get("stream") or {}
+            labels = stream.get("stream")
+            labels = {} if labels is None else labels  # "" or [] is not labels: refused below
             if not isinstance(labels, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
                 raise _bad(f"{where}.stream: expected an object of string label values")
@@ -154,12 +156,15 @@ def _ns_seconds(ts, where: str) -> float:
         ns = int(ts)
     elif isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0:
         ns = ts
+    elif isinstance(ts, float) and ts.is_integer() and 0 <= ts < 2**64:
+        # 1.0 is an integer in JSON; beyond 64 bits, where the parser gives floats, whose
+        # rounding would move the bound, a number is refused (a string of digits is not)
+        ns = int(ts)
     else:
         raise _bad(f"{where}: the timestamp must be a string of Unix epoch nanoseconds, got {ts!r}")
-    seconds = ns / 1e9
-    if seconds >= _MAX_TS:
+    if ns >= _MAX_NS:  # compared as integers: the schema's bound, exactly
         raise _bad(f"{where}: the timestamp {ts} is out of range (nanoseconds expected)")
-    return seconds
+    return ns / 1e9
 
 
 def decode_push_protobuf(data: bytes, max_lines: int | None = None) -> list[dict]:
@@ -325,15 +330,19 @@ def _error(exc: IngestError) -> JSONResponse:
 
 
 # What the push takes (the route reads its body raw, so FastAPI cannot infer it): Loki's JSON
-# push body, or its snappy-compressed protobuf PushRequest
+# push body (streams of labels and [epoch ns, line, metadata?] values; the pre-2.0 form with
+# labels/entries is taken too, undeclared), or its snappy-compressed protobuf PushRequest
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_EPOCH_NS = {"anyOf": [{"type": "string", "pattern": "^0*[0-9]{1,20}$"},  # below year 10000
+                       {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}]}
 PUSH_REQUEST_BODY = {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "properties": {"streams": {
-        "type": "array", "items": {"type": "object", "properties": {
-            "stream": {"type": "object", "additionalProperties": {"type": "string"}},
-            "values": {"type": "array", "items": {
-                "type": "array", "minItems": 2, "maxItems": 3,
-                "items": [{"type": "string", "pattern": "^[0-9]{1,19}$"},
-                          {"type": "string"}]}}}}}}}},
+    "application/json": {"schema": {"type": "object", "required": ["streams"], "properties": {
+        "streams": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["values"], "properties": {
+                "stream": {"anyOf": [_STRINGS, {"type": "null"}]},
+                "values": {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "minItems": 2, "maxItems": 3,
+                    "items": [_EPOCH_NS, {"type": "string"}, _STRINGS]}}}}}}}},
     "application/x-protobuf": BINARY,
 }}
 

@@ -398,7 +398,8 @@ def _error(mime: str, exc: IngestError) -> Response:
                   for status, why in ((400, "undecodable body"), (413, "body too large"),
                                       (415, "unsupported Content-Type or Content-Encoding"),
                                       (503, "backlog full, retry later (Retry-After)"))}},
-    openapi_extra={"requestBody": {"required": True, "content": {
+    # no body: an empty ExportLogsServiceRequest (nothing to take), answered 200
+    openapi_extra={"requestBody": {"required": False, "content": {
         JSON: {"schema": {"type": "object"}}, PROTOBUF: BINARY}}},
 )
 async def logs(request: Request) -> Response:
