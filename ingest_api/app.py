@@ -436,12 +436,14 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                                             windows=windows, top=top, basis=basis)
         return {"window_seconds": s.window_seconds, "time": basis, **out}
 
-    @app.get("/api/sources", summary="Each source's learned header layout, lines and share parsed")
+    @app.get("/api/sources", summary="Each source's learned header layout, lines and share parsed",
+             responses=refusals(404, s404="full stack: the worker knows the sources"))
     def sources(request: Request):
         runner = getattr(request.app.state.transport, "runner", None)
         if runner is None:
             return JSONResponse(
-                {"detail": "sources are known to the pipeline process: in the full stack that "
+                {"error": "not_here",
+                 "detail": "sources are known to the pipeline process: in the full stack that "
                            "is the worker (its log names each layout learned)",
                  "mode": request.app.state.transport.mode}, status_code=404)
         return {"sources": runner.describe_sources()}
@@ -454,7 +456,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     def prometheus_metrics():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", summary="Is the pipeline up?")
+    @app.get("/healthz", summary="Is the pipeline up?",
+             responses={200: {"description": "ok (or degraded: status says why)"},
+                        503: {"description": "down: the same document, status and the part "
+                                             "at fault say why",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}})
     def healthz(request: Request):
         transport = request.app.state.transport
         ok, detail = transport.health()
