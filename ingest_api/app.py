@@ -75,10 +75,13 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
             try:
                 out = float(v)
             except ValueError:
-                dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
-                if dt.tzinfo is None:
-                    dt = dt.replace(tzinfo=timezone.utc)
-                out = dt.timestamp()
+                try:  # the pattern admits only real dates; a refusal here would be a bug in it
+                    dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+                    if dt.tzinfo is None:
+                        dt = dt.replace(tzinfo=timezone.utc)
+                    out = dt.timestamp()
+                except (ValueError, OverflowError):
+                    log.warning("since/until %r matches TIME_PATTERN but is not a date", v)
     if out is None or not math.isfinite(out):
         raise IngestError(422, "invalid_time",
                           f"{field + '=' if field else ''}{value!r} is not a time: use ISO 8601, "

@@ -352,6 +352,7 @@ def test_api_does_what_its_schema_says(case):
     ("2024-02-29T10:00:00Z", True), ("2024-02-29", True), ("1999-12-31 23:59+01:00", True),
     ("1717171717.5", True), ("-3", True), ("1e9", True), ("15m", True), ("1.5 h", True),
     ("", True), ("2023-02-29", False), ("2024-13-01", False), ("0000-01-01", False),
+    ("0000-02-29", False), ("0400-02-29", True), ("1900-02-29", False), ("2000-02-29", True),
     ("nan", False), ("inf", False), ("yesterday-ish", False), (" 15m", False),
     ("2024-W01-1", False),  # an ISO week date: Python reads it, the pattern does not
 ])
