@@ -47,29 +47,36 @@ _MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
 # (``_str_field``)
 _TEXT_FIELD = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
 
+_NOT_NULL = {"not": {"type": "null"}}
 EVENT_SCHEMA = {
     "type": "object",
-    "properties": {
+    "properties": {  # read from every event
         "message": _TEXT_FIELD,
         "raw": _TEXT_FIELD,
         "stream": {"type": ["string", "null"], "description": "the source the line comes from "
                    "(a file): its header layout is learned apart"},
-        "timestamp": {"anyOf": [
-            {"type": "string", "format": "date-time"},
-            # epoch seconds, or milliseconds above 1e11
-            {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
-            {"type": "null"},  # null: as if absent (the arrival time stands in)
-        ]},
-        "host": _TEXT_FIELD,
-        "service": _TEXT_FIELD,
-        "level": _TEXT_FIELD,
-        "pid": _TEXT_FIELD,
         "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
-        "fields": {"type": ["object", "null"]},
     },
-    # a message or a raw line that is not null
-    "anyOf": [{"required": [k], "properties": {k: {"not": {"type": "null"}}}}
-              for k in ("message", "raw")],
+    "anyOf": [
+        # an event with a message: its other fields are read as given
+        {"required": ["message"], "properties": {
+            "message": _NOT_NULL,
+            "timestamp": {"anyOf": [
+                {"type": "string", "format": "date-time"},
+                # epoch seconds, or milliseconds above 1e11
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
+                {"type": "null"},  # null: as if absent (the arrival time stands in)
+            ]},
+            "host": _TEXT_FIELD,
+            "service": _TEXT_FIELD,
+            "level": _TEXT_FIELD,
+            "pid": _TEXT_FIELD,
+            "fields": {"type": ["object", "null"]},
+        }},
+        # a raw line and no message: the line is parsed like text/plain (host, time... come
+        # from it) and the event's other fields are not read
+        {"required": ["raw"], "properties": {"raw": _NOT_NULL, "message": {"type": "null"}}},
+    ],
 }
 NON_BLANK_TEXT = {"type": "string", "pattern": "\\S"}  # at least one line that is not blank
 INGEST_REQUEST_BODY = {
