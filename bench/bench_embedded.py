@@ -228,7 +228,8 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
         cpu = {("api" if p == pid else f"shard {k - 1}"): (_cpu_s(p) - c) * us
                for k, (p, c) in enumerate(cpu0.items())}
         cpu["client"] = (sum(os.times()[:2]) - client0) * us
-        return {"cpu_us_per_line": cpu, "lines": accepted, "rejected": sum(r.rejected for r in results), "send_s": t_sent,
+        return {"cpu_us_per_line": cpu, "lines": accepted, "rejected": sum(r.rejected for r in results),
+                "not_delivered": sum(r.not_delivered for r in results), "send_s": t_sent,
                 "stored_s": t_all, "lines_per_s": accepted / t_all,
                 "peak_rss_mb": _hwm_mb([pid, *shard_pids]), "batch": batch,
                 "shards": len(shard_pids) or 1, "sources": sources}
@@ -261,7 +262,8 @@ def main() -> None:
         "",
         f"- end to end (replay client → HTTP → spool → pipeline → SQLite/FTS5, until all searchable): "
         f"**{e2e['lines_per_s']:,.0f} lines/s** ({e2e['lines']:,} lines in {e2e['stored_s']:.1f} s, "
-        f"batches of {e2e['batch']}, rejected {e2e['rejected']}); client finished sending after {e2e['send_s']:.1f} s",
+        f"batches of {e2e['batch']}, rejected {e2e['rejected']}"
+        + (f", not delivered {e2e['not_delivered']}" if e2e['not_delivered'] else "") + f"); client finished sending after {e2e['send_s']:.1f} s",
         f"- River HalfSpaceTrees score_one+learn_one alone, same features and config: **{hst_rate:,.0f} lines/s**; "
         f"end to end / HST alone = **{ratio:.2f}** (target ≥ 0.33, issue 18)",
         f"- the same trees walked a batch at a time (streams/hst_batch.py, what the pipeline runs; "
