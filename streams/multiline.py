@@ -26,7 +26,7 @@ after an idle time (the joiner has no clock). :func:`join_lines` joins a finite 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from streams.headers import scan
 
@@ -43,9 +43,11 @@ _EXCEPTION = re.compile(r"(?:[A-Za-z_$][\w$]*\.)*[A-Z][\w$]*(?:Error|Exception|W
                         r"(?::|$)")
 
 
-def is_continuation(line: str, after_continuation: bool, after_header: bool = False) -> bool:
+def is_continuation(line: str, after_continuation: bool,
+                    after_header: bool | Callable[[], bool] = False) -> bool:
     """Whether ``line`` continues the event before it (see the module docstring).
-    ``after_header``: the event began with a timestamped header line."""
+    ``after_header``: the event began with a timestamped header line (or a function that says
+    so, called only for a line that names an exception right after a first line)."""
     if not line:
         return False
     c = line[0]
@@ -53,7 +55,9 @@ def is_continuation(line: str, after_continuation: bool, after_header: bool = Fa
         return bool(line.strip())
     if c in "CS.TD" and _STARTS_TRACE.match(line):
         return True
-    return (after_continuation or after_header) and _EXCEPTION.match(line) is not None
+    if _EXCEPTION.match(line) is None:
+        return False
+    return after_continuation or bool(after_header() if callable(after_header) else after_header)
 
 
 def starts_with_header(line: str) -> bool:
@@ -70,12 +74,15 @@ class MultilineJoiner:
         self._size = 0
         self._tag = None  # the caller's tag of the event's first line (an id, a line number)
         self._after = False
-        self._header = False  # the event began with a timestamped header line
+        # the event began with a timestamped header line; None: not looked at yet. Only a line
+        # naming an exception right after the first line asks, so most lines are never scanned
+        # for a header (scanning every line cost a replay ~13 µs a line: bench/RESULTS.md)
+        self._header: bool | None = False
 
     def feed(self, line: str, tag=None) -> list[tuple[object, str]]:
         """(tag of the first line, text) of each event ``line`` completed: none, or the
         previous one when ``line`` starts a new event."""
-        cont = bool(self._parts) and is_continuation(line, self._after, self._header)
+        cont = bool(self._parts) and is_continuation(line, self._after, self._first_has_header)
         if cont and len(self._parts) < self.max_lines and \
                 self._size + 1 + len(line) <= self.max_bytes:
             self._parts.append(line)
@@ -84,9 +91,14 @@ class MultilineJoiner:
             return []
         out = self.flush()
         self._parts, self._size, self._tag = [line], len(line), tag
-        self._header = not cont and starts_with_header(line)
+        self._header = False if cont else None
         self._after = cont  # a continuation cut off by a bound still reads as one
         return out
+
+    def _first_has_header(self) -> bool:
+        if self._header is None:
+            self._header = starts_with_header(self._parts[0])
+        return self._header
 
     def flush(self) -> list[tuple[object, str]]:
         """The event being joined, if any (at the end of input, or after an idle time)."""

@@ -123,3 +123,19 @@ def test_a_real_python_traceback_with_a_chained_exception_is_one_event():
     assert events[1].splitlines()[0].endswith("ERROR smartlogs.test.stacktrace - import of batch 7 failed")
     assert "During handling of the above exception" in events[1]
     assert events[1].splitlines()[-1].startswith("ValueError: invalid literal for int()")
+
+
+def test_a_first_line_is_scanned_for_a_header_only_when_an_exception_line_follows_it(monkeypatch):
+    # scanning every line for a timestamp cost a replay ~13 µs a line; only a line naming an
+    # exception right after a first line needs to know whether that line had a header
+    import streams.multiline as ml
+
+    scanned = []
+    real = ml.starts_with_header
+    monkeypatch.setattr(ml, "starts_with_header", lambda line: scanned.append(line) or real(line))
+    lines = [f"Jun 14 15:16:{i:02d} combo sshd[{i}]: session opened" for i in range(50)]
+    assert len(_events("\n".join(lines))) == 50
+    assert scanned == []
+    ev = _events("2024-03-05 06:07:08,123 ERROR job failed\nValueError: bad value\nplain\n")
+    assert ev == ["2024-03-05 06:07:08,123 ERROR job failed\nValueError: bad value", "plain"]
+    assert scanned == ["2024-03-05 06:07:08,123 ERROR job failed"]
