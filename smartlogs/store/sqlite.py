@@ -83,6 +83,7 @@ from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
+from streams.windows import count_windows
 
 __all__ = ["SqliteStore"]
 
@@ -320,18 +321,21 @@ def _source_column(e: dict) -> str | None:
     return None if e.get("host") else e.get("source")
 
 
-@lru_cache(maxsize=32)
-def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS) -> str:
+@lru_cache(maxsize=64)
+def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS, upsert: str = "") -> str:
     """One INSERT of ``n`` rows (multi-row VALUES). A batch is written in a few such statements
     (row counts are powers of two, so the statement cache holds at most ~11 of them): each
     statement releases the GIL once while SQLite works, where a row-by-row executemany takes
     it back for every row (and waits up to the 5 ms switch interval while the pipeline thread
     runs). Binding parameters costs ~1 µs a row; JSON (json_each) cost SQLite ~15 µs a row."""
     row = "(" + ", ".join("?" * len(columns)) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * n)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * n) + upsert
 
 
 _FTS_COLUMNS = ("rowid", "message")
+_WINDOW_COLUMNS = ("start", "dim", "key", "count")
+_WINDOW_FIELDS = ("ts", "received", "host", "component", "level", "template_id", "anomaly")
+_ADD_COUNT = " ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count"
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
 # every event (19 bytes an event): each row holds a run of consecutive seqs and the lowest and
@@ -351,10 +355,11 @@ ON CONFLICT (first_seq) DO UPDATE SET last_seq = excluded.last_seq, lo = exclude
 _DENSE = 100  # words in at least 1 event in _DENSE: the query walks events, not matches
 _FTS_SET = "+e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
 _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to the last)
-# window counts and template rows of the batch just inserted (seq ?1..?2), as
-# streams.windows.count_windows and the pipeline define them: window start = floor(ts / size)
-# * size (?3 = size), a missing host/component/level counts as "-"; a template keeps the
-# newest text, the first example ever seen, the earliest and latest event time
+# window counts of events already stored (seq ?1..?2), as streams.windows.count_windows
+# defines them: window start = floor(ts / size) * size (?3 = size), a missing
+# host/component/level counts as "-". Only to count what a store made before arrival windows
+# holds, once (its arrival form below): a batch being written is counted in memory
+# (count_windows, _add_windows), for less than half of these statements' CPU
 _UPSERT_WINDOWS = """
 WITH b AS (
     SELECT CAST(?3 * (CAST(ts / ?3 AS INTEGER) - (ts / ?3 < CAST(ts / ?3 AS INTEGER))) AS REAL) AS w,
@@ -380,6 +385,7 @@ _UPSERT_ARRIVAL_WINDOWS = (
     .replace("w, 'component'", "w, 'a:component'").replace("w, 'level'", "w, 'a:level'")
     .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
 assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
+# a template row: the newest text, the first example ever seen, the earliest and latest event time
 _UPSERT_TEMPLATE = """
 INSERT INTO templates (id, template, count, first_ts, last_ts, example, last_example)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -822,10 +828,9 @@ class SqliteStore:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
                 self._insert_events(conn, new, seq - 1)
-                conn.execute(_UPSERT_WINDOWS, (first, seq - 1, window_seconds))
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
-                conn.execute(_UPSERT_ARRIVAL_WINDOWS, (first, seq - 1, window_seconds))
+                self._add_windows(conn, count_windows(new, window_seconds, arrival=True))
                 self._upsert_templates(conn, new)
                 linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
                 if linked:
@@ -850,6 +855,14 @@ class SqliteStore:
         self._next_seq = seq
         return len(new)
 
+    def _add_windows(self, conn: sqlite3.Connection, counts) -> None:
+        """Add a batch's window counts (``streams.windows.count_windows``: counted in memory
+        from the batch's events, grouped, so ~1 row per line is upserted; counting them in SQL
+        from the inserted rows cost over twice the CPU) in a few multi-row upserts."""
+        self._insert_many(conn, "windows", _WINDOW_COLUMNS,
+                          [(w, dim, key, n) for (w, dim, key), n in counts.items()],
+                          upsert=_ADD_COUNT)
+
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary)."""
@@ -867,7 +880,7 @@ class SqliteStore:
                                           max(received), _BLOCK_EVENTS))
 
     def _insert_many(self, conn: sqlite3.Connection, table: str, columns: tuple,
-                     rows: list[tuple]) -> None:
+                     rows: list[tuple], upsert: str = "") -> None:
         per = self._rows_per_insert
         if per is None:  # SQLite's bound-parameter limit (32,766 by default, 250,000 here)
             limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -880,7 +893,7 @@ class SqliteStore:
             values: list = []
             for r in rows[k:k + n]:
                 values.extend(r)
-            conn.execute(_insert_rows(n, table, columns), values)
+            conn.execute(_insert_rows(n, table, columns, upsert), values)
             k += n
 
     @staticmethod
@@ -1423,9 +1436,13 @@ class SqliteStore:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
                 conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
-                conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
-                if self._arrival_windows is not None:
-                    conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))
+                # what the write added for them (the same count_windows), taken away
+                doomed = [dict(zip(_WINDOW_FIELDS, r)) for r in conn.execute(
+                    f"SELECT {', '.join(_WINDOW_FIELDS)} FROM events "
+                    "WHERE seq IN (SELECT seq FROM temp.doomed)")]
+                counts = count_windows(doomed, window_seconds,
+                                       arrival=self._arrival_windows is not None)
+                self._add_windows(conn, {k: -n for k, n in counts.items()})
                 conn.execute("DELETE FROM windows WHERE count <= 0")
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
@@ -1440,16 +1457,6 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             raise
         return len(rows)
-
-
-# retention: the window counts of the events about to be deleted (temp.doomed), taken away
-_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
-    sql.replace("FROM events WHERE seq BETWEEN ?1 AND ?2", "FROM events WHERE seq IN "
-                "(SELECT seq FROM temp.doomed) AND ?1 = ?2")
-    .replace("count = count + excluded.count", "count = count - excluded.count")
-    for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
-assert all("temp.doomed" in q and "count - excluded" in q
-           for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
 
 
 def _history_row(c) -> tuple:
