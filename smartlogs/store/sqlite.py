@@ -83,15 +83,21 @@ from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
+from streams.partitions import partition_key, partition_of
 from streams.windows import count_windows
 
 __all__ = ["SqliteStore"]
 
+# ``part``: the partition of every item of the batch (streams.partitions), so a shard reads only
+# its partitions' batches (the record's header and ``part`` come before the blob: passing a
+# batch of another partition does not read it); NULL: items of several partitions (a batch
+# written before the column), split item by item when read
 _SPOOL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    items BLOB NOT NULL,
-    n INTEGER NOT NULL
+    part INTEGER,
+    n INTEGER NOT NULL,
+    items BLOB NOT NULL
 );
 """
 _SCHEMA = """
@@ -451,6 +457,8 @@ class SqliteStore:
             self._fill_sources(conn)
         self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
+        if not any(c[1] == "part" for c in self._spool().execute("PRAGMA table_info(spool)")):
+            self._spool().execute("ALTER TABLE spool ADD COLUMN part INTEGER")  # a spool made before
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
         self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
@@ -711,30 +719,82 @@ class SqliteStore:
     def spool_append_many(self, batches: list[list[dict]]) -> list[int]:
         """Durably accept several batches in one transaction, so one fsync covers them all
         (group commit: the API gathers the requests that arrive while a commit is running);
-        returns their spool sequences, in order."""
+        returns their spool sequences, in order. A batch is kept as one spool row per
+        partition its items belong to (its items' order kept within each); its sequence is
+        that of its last row."""
         conn = self._spool()
-        rows = [(orjson.dumps(items), len(items)) for items in batches]
+        rows = [[(p, len(group), orjson.dumps(group)) for p, group in self._by_partition(items)]
+                for items in batches]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            seqs = [conn.execute("INSERT INTO spool (items, n) VALUES (?, ?)", row).lastrowid
-                    for row in rows]
+            seqs = [[conn.execute("INSERT INTO spool (part, n, items) VALUES (?, ?, ?)", row).lastrowid
+                     for row in group][-1] for group in rows]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return seqs
 
+    def _by_partition(self, items: list[dict]) -> list[tuple[int | None, list[dict]]]:
+        """(partition, its items) of a batch (``streams.partitions``: the key an item names,
+        computed once per key)."""
+        if self.partitions <= 1 or not items:
+            return [(0 if self.partitions <= 1 else None, items)]
+        n = self.partitions
+        of: dict[str, int] = {}
+        groups: dict[int, list[dict]] = {}
+        for item in items:
+            key = partition_key(item)
+            p = of.get(key)
+            if p is None:
+                p = of[key] = partition_of(key, n)
+            g = groups.get(p)
+            if g is None:
+                groups[p] = [item]
+            else:
+                g.append(item)
+        return sorted(groups.items())
+
     def spool_read(self, after_seq: int, max_items: int) -> list[tuple[int, list[dict]]]:
-        rows = self._spool().execute(
-            "SELECT seq, items, n FROM spool WHERE seq > ? ORDER BY seq LIMIT 1000", (after_seq,)
-        )
-        out, n = [], 0
-        for seq, blob, count in rows:
-            if out and n + count > max_items:
-                break
-            out.append((seq, orjson.loads(blob)))
-            n += count
-        return out
+        """Spool batches after ``after_seq`` (every partition's), in order: (seq, items)."""
+        return [(seq, items) for seq, _, items in self.spool_rows(after_seq, max_items)[0]]
+
+    def spool_rows(self, after_seq: int, max_items: int, positions: dict[int, int] | None = None
+                   ) -> tuple[list[tuple[int, int | None, list[dict]]], int]:
+        """The spool rows after ``after_seq``, in order, as (seq, partition or None for
+        several, items), about ``max_items`` items (at least one row); with ``positions``
+        (partition → the spool position its reader applied), only the rows of those partitions
+        after each one's own position (and rows of several partitions). Also the spool position
+        the reader has seen everything it asked for up to: the last row returned when more
+        wait, else the end of the spool as it was read (rows of other partitions before it are
+        not the reader's). One read transaction, so no row committed meanwhile falls between
+        the two."""
+        where = ""
+        if positions is not None:  # ints only: written into the statement
+            where = " AND (part IS NULL" + "".join(
+                f" OR (part = {int(p)} AND seq > {int(s)})" for p, s in sorted(positions.items())) + ")"
+        conn = self._spool()
+        conn.execute("BEGIN")
+        try:
+            cur = conn.execute(f"SELECT seq, part, n, items FROM spool WHERE seq > ?{where} "
+                               "ORDER BY seq LIMIT 1000", (after_seq,))
+            out: list = []
+            n, more = 0, False
+            for seq, part, count, blob in cur:
+                if out and n + count > max_items:
+                    more = True
+                    break
+                out.append((seq, part, orjson.loads(blob)))
+                n += count
+            cur.close()
+            if more or len(out) == 1000:
+                upto = out[-1][0]
+            else:
+                end = conn.execute("SELECT max(seq) FROM spool").fetchone()[0]
+                upto = max(end or 0, after_seq)
+        finally:
+            conn.execute("COMMIT")
+        return out, upto
 
     def spool_backlog(self) -> int:
         """Items accepted and not yet stored (items of partitions that are ahead of the

@@ -2,9 +2,8 @@
 
 One Python process runs ~50 µs of GIL-held work per line, so one process cannot use a second
 core. `smartlogs up` therefore runs the partitioned pipeline (``streams.runtime.embedded``) as K shards:
-shard k owns the partitions p with ``p % K == k``, reads the spool (every shard reads every
-batch and keeps its partitions' items: decoding a batch costs ~1 µs a line, the pipeline ~50),
-and writes its events to the one SQLite store with its partitions' cursors in the same
+shard k owns the partitions p with ``p % K == k``, reads the spool rows of its partitions (the
+API keeps each request as a row per partition, so a shard decodes only its own items), and writes its events to the one SQLite store with its partitions' cursors in the same
 transaction (SQLite serialises the shards' transactions). Each partition has its own
 checkpoint, so K can change between runs: a partition moves to another shard with what it
 learned.
