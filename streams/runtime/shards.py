@@ -97,6 +97,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     from smartlogs.store.sqlite import SqliteStore
     from streams.pipeline import PipelineConfig
     from streams.runtime.embedded import EmbeddedRunner
+    from streams.runtime.gc_tuning import tune_gc
 
     configure_logging(f"shard-{k}", log_level, settings.logs_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the API decides
@@ -117,6 +118,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             checkpoint_seconds=settings.checkpoint_seconds,
                             partitions=parts, n_partitions=settings.partitions,
                             wake_event=wake, reload_marks=MARKS_SECONDS)
+    tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     runner.start()
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
     status_path = folder / f"shard-{k}.json"
