@@ -300,6 +300,7 @@ class _Bodies:
                 del self._dicts[n]
 
 
+@lru_cache(maxsize=4096)  # as streams.pipeline._iso: log timestamps repeat (many lines a second)
 def _ts_text(ts: float) -> str:
     """The ``timestamp`` the pipeline gives an event of time ``ts`` (streams.pipeline._iso): a
     body leaves it out when it is exactly this, and it is rebuilt with this when read."""
