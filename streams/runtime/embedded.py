@@ -302,9 +302,10 @@ class EmbeddedRunner:
         """Process one group of spool batches; returns the number of input items of this
         runner's partitions.
 
-        The spool holds requests as accepted, a row per partition of each (``streams.partitions``:
-        keyed by source); this runner reads the rows of the partitions it owns (rows of other
-        partitions are not decoded) and each row goes to the pipeline of its partition. Every partition has its own position in the spool (its pipeline's
+        The spool holds requests as accepted, a row per partition of each
+        (``streams.partitions``: keyed by source); this runner reads the rows of the partitions
+        it owns (rows of other partitions are not decoded) and each row goes to the pipeline of
+        its partition. Every partition has its own position in the spool (its pipeline's
         ``applied_seq``), stored as its cursor in the same transaction as its events. With the
         threads running, the events go to the writer thread; without them (tests, tools),
         they are written here.
