@@ -190,7 +190,13 @@ def up(
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
     _sigterm_exits_cleanly()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    api = create_app(settings)
+    # this process parses every request (and with one shard runs the pipeline): far fewer
+    # passes of the garbage collector (streams/runtime/gc_tuning.py; the shards do the same)
+    from streams.runtime.gc_tuning import tune_gc
+
+    tune_gc()
+    uvicorn.run(api, host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False, log_config=None,
                 http=http_protocol(settings.read_timeout), **tls)
 

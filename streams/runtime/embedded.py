@@ -302,9 +302,10 @@ class EmbeddedRunner:
         """Process one group of spool batches; returns the number of input items of this
         runner's partitions.
 
-        The spool holds requests as accepted; each item goes to the pipeline of its partition
-        (``streams.partitions``: keyed by source), items of partitions this runner does not own
-        are skipped. Every partition has its own position in the spool (its pipeline's
+        The spool holds requests as accepted, a row per partition of each
+        (``streams.partitions``: keyed by source); this runner reads the rows of the partitions
+        it owns (rows of other partitions are not decoded) and each row goes to the pipeline of
+        its partition. Every partition has its own position in the spool (its pipeline's
         ``applied_seq``), stored as its cursor in the same transaction as its events. With the
         threads running, the events go to the writer thread; without them (tests, tools),
         they are written here.
@@ -313,12 +314,12 @@ class EmbeddedRunner:
             self._refresh_marks()
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
         low = min(seqs.values())
-        # a shard with a share of the partitions reads more so its own batches keep their size
-        batches = self.store.spool_read(low, self.max_batch * self.n_partitions // len(self.parts))
-        if not batches:
+        # only the spool rows of this runner's partitions (the API keeps a row per partition)
+        batches, last_seq = self.store.spool_rows(low, self.max_batch, self._positions(seqs))
+        if last_seq <= low:
             return 0
-        self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
-        last_seq = batches[-1][0]
+        if batches:
+            self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
         per = self._split(batches, seqs)
         events: list[dict] = []
         merges: dict = {}
@@ -347,9 +348,9 @@ class EmbeddedRunner:
             self._submit(events, cursors, merges or None, catalog or None, incidents)
             self._cursor_written = time.monotonic()
         elif time.monotonic() - self._cursor_written >= IDLE_CURSOR_SECONDS:
-            # nothing of this shard's in these batches: its cursors (read only for the
-            # backlog; a restart resumes from the checkpoints) move at most this often,
-            # instead of a write that would make the busy shards wait their turn
+            # only other shards' batches since: its cursors (read only for the backlog; a
+            # restart resumes from the checkpoints) move at most this often, instead of a
+            # write that would make the busy shards wait their turn
             self._submit([], cursors, None, None, [])
             self._cursor_written = time.monotonic()
         for p, pipeline in self.pipelines.items():
@@ -357,13 +358,26 @@ class EmbeddedRunner:
                 pipeline.applied_seq = last_seq
         return n
 
+    def _positions(self, seqs: dict[int, int]) -> dict[int, int] | None:
+        """What to read of the spool: each owned partition's rows after its own position
+        (None: every row; the rows' partitions are the store's, which a runner made with
+        another number of partitions does not use)."""
+        return seqs if self.n_partitions == self.store.partitions else None
+
     def _split(self, batches: list, seqs: dict[int, int]) -> dict[int, list[dict]]:
-        """Items of the batches → the partitions of this runner that have not applied them."""
+        """Items of the spool rows → the partitions of this runner that have not applied them
+        (a row of one partition as a whole; a row of several, made before rows had one,
+        item by item)."""
         if self.n_partitions == 1:
-            return {0: [item for seq, group in batches if seq > seqs[0] for item in group]}
+            return {0: [item for seq, _, group in batches if seq > seqs[0] for item in group]}
         per: dict[int, list[dict]] = {}
         n = self.n_partitions
-        for seq, group in batches:
+        tagged = n == self.store.partitions
+        for seq, part, group in batches:
+            if part is not None and tagged:
+                if seq > seqs.get(part, seq):
+                    per.setdefault(part, []).extend(group)
+                continue
             for item in group:
                 p = partition_of(partition_key(item), n)
                 if seq > seqs.get(p, seq):
@@ -382,7 +396,7 @@ class EmbeddedRunner:
         the spool: a line accepted before ``now`` is then processed already. Returns how many
         snapshots changed (stored through the writer, in order with the batches)."""
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
-        if self.store.spool_read(min(seqs.values()), 1):
+        if self.store.spool_rows(min(seqs.values()), 1, self._positions(seqs))[0]:
             return 0
         now = time.time() if now is None else now
         changed = [s for pl in self.pipelines.values() for s in pl.incidents.tick(now)]
@@ -442,8 +456,8 @@ class EmbeddedRunner:
                 self._pending.task_done()
 
     def _behind(self) -> bool:
-        low = min(pl.applied_seq for pl in self.pipelines.values())
-        return bool(self.store.spool_read(low, 1))
+        seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
+        return bool(self.store.spool_rows(min(seqs.values()), 1, self._positions(seqs))[0])
 
     def drain(self, timeout: float = 30.0) -> None:
         """Process until the spool is empty (used by tests and the benchmark)."""
