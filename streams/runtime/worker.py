@@ -13,8 +13,10 @@ events to Elasticsearch (bulk, ``op_type=create`` with the event id as ``_id``: 
 batch is absorbed) and sends documents Elasticsearch rejects to the dead-letter topic. The
 offset of a message is committed only after the agent moved past it, i.e. after the sink
 acknowledged the write. What follows ``Pipeline.process`` and is the same in both runtimes
-(the poison policy, the counters, the merges/catalog/incidents handed to the store) is
-``streams.runtime.stage``'s.
+(the poison policy, the counters, the merges/catalog/incidents handed to the store, and the
+write itself: its order, its retries until Elasticsearch takes the batch, the merges after
+it, the sink state ``/healthz`` reads) is ``streams.runtime.stage``'s; the worker calls it in
+an executor thread, so the event loop is never blocked by a write or its retries.
 
 The private Faust names this module relies on live in ``streams.runtime.faust_internals`` (pinned by
 tests/unit/test_faust_internals.py).
