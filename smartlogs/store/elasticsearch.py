@@ -430,7 +430,8 @@ class ElasticsearchStore:
         writes both again, absorbed: events by id, snapshots by ``rev``). The interface both
         stores give ``streams.runtime.stage.Sink``; ``batch.cursors`` is the embedded spool's
         (the stream's offsets are the transport's here). Returns how many events were new."""
-        new = self.write(batch.events, window_seconds=window_seconds, catalog=batch.catalog)
+        new = (self.write(batch.events, window_seconds=window_seconds, catalog=batch.catalog)
+               if batch.events or batch.catalog else 0)
         if batch.incidents:
             self.write_incidents(batch.incidents)
         return new

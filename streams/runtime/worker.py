@@ -75,7 +75,7 @@ from smartlogs.settings import get_settings
 from streams.alerts import partition_scope, scopes_held
 from streams.runtime.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.runtime.stage import RetryPolicy, Sink, run_stage
+from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage
 from streams.runtime.state_records import Book, decode_state, encode_save
 from streams.templates import MergeNotices
 
@@ -715,7 +715,10 @@ async def incidents_tick() -> None:
     if changed or _unwritten_ticks:
         batch, _unwritten_ticks = _unwritten_ticks + changed, []
         try:
-            await asyncio.get_running_loop().run_in_executor(None, store().write_incidents, batch)
+            # the one write (streams.runtime.stage.Sink: its failures show in the sink state),
+            # one attempt: the next tick tries again
+            await asyncio.get_running_loop().run_in_executor(
+                None, sink().write, Batch([], [], None, [], batch))
         except Exception as exc:  # noqa: BLE001 - kept for the next tick
             _unwritten_ticks = batch
             log.warning("storing %d resolved incident(s) failed (%s); retried at the next tick",

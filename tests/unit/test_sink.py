@@ -9,6 +9,7 @@ tests/component/test_runner.py and on Elasticsearch in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from types import SimpleNamespace
 
@@ -16,7 +17,6 @@ import pytest
 
 from streams.pipeline import PipelineConfig
 from streams.runtime.stage import Batch, RetryPolicy, Sink, SinkState
-from streams.templates import MergeNotices
 
 
 class FakeStore:
@@ -245,3 +245,29 @@ def test_the_sink_state_is_what_health_reads(monkeypatch, tmp_path):
     assert not ok
     assert detail["sink"] == {"waiting_for_elasticsearch_since": 123.0,
                               "error": "OSError: disk on fire"}
+
+
+def test_the_workers_incident_tick_writes_through_the_sink(monkeypatch, tmp_path):
+    """Resolved incidents (the worker's timer) take the same write: a failure shows in the sink
+    state that /healthz reads and the snapshots are kept for the next tick, as in embedded mode
+    (where ticks go through the writer thread)."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    store = FakeStore(fail=1)
+    sink = Sink(store, name="elasticsearch", window_seconds=60)
+    monkeypatch.setattr(worker, "_sink", sink)
+    monkeypatch.setattr(worker, "_lagging", lambda: False)
+    monkeypatch.setattr(worker, "_unwritten_ticks", [])
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    snaps = iter([[{"id": "inc-9", "rev": 3}], []])
+    monkeypatch.setattr(part.pipeline.incidents, "tick", lambda now: next(snaps))
+    monkeypatch.setattr(worker, "parts", {0: part})
+    tick = inspect.unwrap(worker.incidents_tick)  # the function under Faust's timer
+    asyncio.run(tick())
+    assert not sink.state.ok and worker._unwritten_ticks == [{"id": "inc-9", "rev": 3}]
+    asyncio.run(tick())
+    assert sink.state.ok and worker._unwritten_ticks == []
+    assert store.calls == [("write_batch", [], ["inc-9"])] * 2
