@@ -48,16 +48,20 @@ says how. A rule grouped by ``host`` or ``incident`` is *partition-local*: a hos
 the incidents made of them) travel in one partition, so the worker holding it sees every line
 of the group and evaluates the rule over its own events, as one process does. Any other rule
 (``group_by: none``, ``component``, ``source``, ``template``; so ``new_template`` and
-``template_spike`` too) looks across sources and is *global*: ``assign_rules`` gives the global
-rules to one worker only, the one holding partition 0 of the raw topic (whoever gets it after a
-rebalance takes over), and that worker evaluates them not from its own events but from the
-store's counts of the window (``observe_counts``: Elasticsearch aggregations over every
-worker's stored events, see ``streams.runtime.alerting.EsWindowCounts``), a little behind the clock
-(``GLOBAL_LAG_SECONDS``) so that the window's lines are searchable when it is judged. The
-same rule code judges the counts (thresholds, baselines, one alert while it lasts, caps). A
-process that sees every event (embedded mode, or a worker holding every partition) evaluates
-all rules over its events, as before. A host sent under two partition keys (say, with and
-without a host field) is counted per partition: a local rule then sees part of it.
+``template_spike`` too) looks across sources and is *global*: it is judged in one place, by
+the holder of partition 0 of the raw topic (whoever gets it after a rebalance takes over), over
+*facts*: each worker that does not see every event hands over, with each stored batch, the
+events the global rules count (``facts_of``: a compact copy of each line a global rule counts,
+and of the first line of each template it had not passed on yet), and the holder of partition
+0 observes them with the same ``observe`` as its own events (``streams.runtime.alerting``
+carries them through a one-partition Kafka topic). So the same rule code judges them
+(thresholds, baselines, one alert while it lasts, the per-rule cap over every worker's
+firings), in the stream, not from a store polled behind the clock. The partition-local rules'
+alerts go there too, once raised, so that the holder of partition 0 applies their cap over
+every worker's firings (``AlertEngine.admit``). A process that sees every
+event (embedded mode, or a worker holding every partition) evaluates all rules over its
+events, as before. A host sent under two partition keys (say, with and without a host field)
+is counted per partition: a local rule then sees part of it.
 
 The state of several workers is split the same way: each group has an *owner*, the partition
 whose lines fed it (``partition_scope``, given with the events to ``observe``) or
@@ -76,7 +80,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 __all__ = ["AlertRule", "AlertEngine", "Alert", "RuleError", "load_rules", "parse_duration", "KINDS",
            "placement", "assign_rules", "GLOBAL_LAG_SECONDS", "GLOBAL_SCOPE", "partition_scope",
-           "scopes_held"]
+           "scopes_held", "facts_of", "FACT_FIELDS", "alert_from_dict"]
 
 KINDS = ("new_template", "anomaly_burst", "template_spike", "error_flood", "silence", "match")
 GROUP_BY = ("host", "component", "source", "template", "incident", "none")
@@ -85,7 +89,9 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 STATE_VERSION = 1  # of ``AlertEngine.snapshot()``
 PARTITION_LOCAL = ("host", "incident")  # the groups whose lines all travel in one partition
-GLOBAL_LAG_SECONDS = 2.0  # global rules are judged this far behind the clock (store refresh)
+# the windows of global rules close this far behind the clock (other workers' facts of the
+# window may still be on their way); they fire as soon as their facts arrive
+GLOBAL_LAG_SECONDS = 2.0
 GLOBAL_SCOPE = "global"  # the owner of the global rules' groups (the holder of partition 0)
 MAX_GROUPS = 10_000  # per rule: the least recently seen group is forgotten beyond it
 _SAMPLES = 5
@@ -283,6 +289,11 @@ class AlertEngine:
         self._fired: dict[tuple[str, float], int] = {}  # (rule, window) -> firings, for the cap
         self._suppressed: dict[tuple[str, float], int] = {}
         self._event_clock = 0.0  # newest event time among historical lines
+        # the cap over every worker's firings of the partition-local rules (``admit``): the
+        # firings let through per (rule, window), the notices given, the firings held back
+        self._admitted: dict[tuple[str, float], int] = {}
+        self._admit_notices: dict[tuple[str, float], int] = {}
+        self._held_back: dict[str, tuple[str, float]] = {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -311,7 +322,10 @@ class AlertEngine:
                 "seen_templates": sorted(self._seen_templates) if whole else [],
                 "rules": {r.name: _shape(r) for r in self.rules}, "groups": groups,
                 "fired": [[r, s, n] for (r, s), n in self._fired.items() if r in mine],
-                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items() if r in mine]}
+                "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items() if r in mine],
+                "admitted": [[r, s, n] for (r, s), n in self._admitted.items()] if whole else [],
+                "held_back": [[i, r, s] for i, (r, s) in self._held_back.items()]
+                if whole else []}
 
     def _rules_of(self, owner: str | None) -> set[str]:
         """The names of the rules whose groups ``owner`` may hold (None: every rule)."""
@@ -389,7 +403,10 @@ class AlertEngine:
                 group.history.extend(g["history"])
                 self._groups.setdefault((name, bool(historical)), {})[key] = group
                 touched.append((by_name[name], group, bool(historical)))
-            for target, rows in ((self._fired, state.get("fired")),
+            for i, r, slot in state.get("held_back") or ():
+                self._held_back[i] = (r, slot)
+            for target, rows in ((self._admitted, state.get("admitted")),
+                                 (self._fired, state.get("fired")),
                                  (self._suppressed, state.get("suppressed"))):
                 for name, slot, n in rows or ():
                     if name in kept:
@@ -438,21 +455,28 @@ class AlertEngine:
 
     # -- input -----------------------------------------------------------------------------
     def observe(self, events: list[dict], rules: Iterable[AlertRule] | None = None,
-                owner: str | None = None) -> list[Alert]:
+                owner: str | None = None, *, lines: int | None = None) -> list[Alert]:
         """Judge stored events by ``rules`` (default: all the engine's rules); ``owner``: the
         partition's scope they came from (``partition_scope``), which the groups of its
-        partition-local rules are part of (a global rule's are ``GLOBAL_SCOPE``'s)."""
+        partition-local rules are part of (a global rule's are ``GLOBAL_SCOPE``'s).
+        ``lines``: how many lines the batch had (the warm-up's count; default: the events);
+        0 for a batch whose global rules are judged over its facts (a worker's own events
+        when the holder of partition 0 judges the global rules, maybe in this very engine):
+        its lines and its templates are then counted as facts, not here."""
         out: list[Alert] = []
         chosen = self.rules if rules is None else tuple(rules)
         marks = self.marks_of() if self.marks_of is not None else None
+        if lines is not None:  # the lines not among ``events`` count before them
+            self.lines += max(0, lines - sum(e.get("n") or 1 for e in events))
         for e in events:
             historical = e["received"] - e["ts"] > self.late_seconds
             t = e["ts"] if historical else e["received"]
             new_template = e["template_id"] not in self._seen_templates
-            if new_template:
+            if new_template and lines != 0:  # (0: the judge of the facts tells)
                 self._seen_templates.add(e["template_id"])
             warmed = self.lines >= self.warmup_lines
-            self.lines += 1
+            if lines != 0:
+                self.lines += e.get("n") or 1
             if historical:
                 self._event_clock = max(self._event_clock, t)
             expected = bool(marks) and marks.get(e["template_id"]) == "expected"
@@ -489,52 +513,38 @@ class AlertEngine:
                                                    f"{quiet:.0f} s ({rule.windows} windows)"])
         return out
 
-    def observe_counts(self, rule: AlertRule, window_start: float, counts: dict[str, int],
-                       t: float, samples: dict[str, list[dict]] | None = None) -> list[Alert]:
-        """Judge a global rule by the store's counts of a live window (group → lines counted
-        so far, every worker's; ``samples``: a few of each group's lines), at time ``t``.
-        Counts are totals, so asking again is harmless; a group's alert fires once its count
-        meets the rule, as with ``observe``. ``new_template``: each template in ``counts`` not
-        seen before (once the warm-up is over: ``lines_learned_of``)."""
-        out: list[Alert] = []
-        groups = self._groups.setdefault((rule.name, False), {})
-        learned = self.lines_learned_of() if self.lines_learned_of is not None else self.lines
-        marks = (self.marks_of() if self.marks_of is not None else None) or {}
-        start = window_start - window_start % rule.window
-        for key, count in counts.items():
-            if rule.kind in ("new_template", "template_spike") and marks.get(key) == "expected":
-                continue
-            if rule.kind == "new_template":
-                if key in self._seen_templates:
-                    continue
-                self._seen_templates.add(key)
-                if learned < self.warmup_lines:
-                    continue
-            g = groups.get(key)
-            if g is None:
-                if len(groups) >= MAX_GROUPS:
-                    del groups[min(groups, key=lambda k: groups[k].last_seen)]
-                g = groups[key] = _Group(owner=GLOBAL_SCOPE)
-            out += self._roll(rule, key, g, start, False)
-            if g.window != start:
-                g.window, g.count, g.samples, g.reasons, g.trigger = start, 0, [], {}, None
-            if count <= g.count and rule.kind != "new_template":
-                continue
-            g.count, g.last_seen = max(g.count, count), max(g.last_seen, t)
-            g.samples = list((samples or {}).get(key, g.samples))[:_SAMPLES]
-            if rule.kind == "silence":
-                if g.firing is not None:
-                    out += self._resolve(rule, g, t)
-                continue
-            if g.firing is not None:
-                g.firing.count = max(g.firing.count, g.count)
-                continue
-            fire, baseline = self._condition(rule, g)
-            if fire:
-                g.trigger = g.samples[-1] if g.samples else None
-                out += self._fire(rule, key, g, start, start + rule.window, g.count, False, t,
-                                  baseline=baseline, reasons=[_describe(rule, key, g.count)])
-        return out
+    def admit(self, alert: Alert) -> list[Alert]:
+        """The cap of a partition-local rule over every worker's firings: ``alert`` was
+        raised by a worker that shares the partitions with others and passed on to the holder
+        of partition 0 (``streams.runtime.alerting``), which lets it through unless the rule's
+        ``max_per_window`` firings of its window were let through already (then one
+        ``suppressed`` notice per window, as ``observe`` gives, and the firing's resolution is
+        held back too). A worker's own notice (its own cap) counts as a firing held back."""
+        rule = next((r for r in self.rules if r.name == alert.rule), None)
+        if rule is None:
+            return [alert]
+        slot = (rule.name, alert.window_start - alert.window_start % rule.window)
+        if len(self._admitted) > 4 * MAX_GROUPS:
+            self._admitted.clear()
+            self._admit_notices.clear()
+        if len(self._held_back) > 4 * MAX_GROUPS:
+            self._held_back.clear()
+        if alert.state == "resolved":
+            return [] if self._held_back.pop(alert.id, None) is not None else [alert]
+        if alert.state == "firing":
+            n = self._admitted.get(slot, 0)
+            if n < rule.max_per_window:
+                self._admitted[slot] = n + 1
+                return [alert]
+            self._held_back[alert.id] = slot
+        self._admit_notices[slot] = self._admit_notices.get(slot, 0) + 1
+        if self._admit_notices[slot] > 1:
+            return []
+        return [Alert(f"{rule.name}|*|{slot[1]:.0f}|suppressed", rule.name, rule.kind, "*",
+                      "suppressed", slot[1], slot[1] + rule.window, 0,
+                      historical=alert.historical, at=alert.at,
+                      reasons=[f"more than {rule.max_per_window} alerts of this rule in one "
+                               "window: further ones are held back until it ends"])]
 
     # -- rules -----------------------------------------------------------------------------
     @staticmethod
@@ -577,11 +587,11 @@ class AlertEngine:
             if g.firing is not None:  # it speaks again: resolved
                 out += self._resolve(rule, g, t)
             return out
-        g.count += 1
+        g.count += e.get("n") or 1  # (a fact may stand for several lines: ``facts_of``)
         if len(g.samples) < _SAMPLES:
             g.samples.append(_sample(e))
         if e.get("reason"):
-            g.reasons[e["reason"]] = g.reasons.get(e["reason"], 0) + 1
+            g.reasons[e["reason"]] = g.reasons.get(e["reason"], 0) + (e.get("n") or 1)
         if g.firing is not None:
             g.firing.count = max(g.firing.count, g.count)
             return out
@@ -675,9 +685,10 @@ def placement(rule: AlertRule) -> str:
 def assign_rules(rules: Iterable[AlertRule], partitions: Iterable[int], n_partitions: int
                  ) -> tuple[tuple[AlertRule, ...], tuple[AlertRule, ...]]:
     """Which rules a worker holding ``partitions`` (of ``n_partitions``) evaluates:
-    (over its own events, from the store's window counts). A worker holding every partition
-    sees every event: all rules over its events. Otherwise the partition-local rules over its
-    events, and the global ones from the store if it holds partition 0 (else none).
+    (over its own events, over every worker's facts). A worker holding every partition sees
+    every event: all rules over its events. Otherwise the partition-local rules over its
+    events (its facts go to the holder of partition 0: ``facts_of``), and the global ones over
+    the facts if it holds partition 0 (else none).
 
     >>> r = (AlertRule("burst", "anomaly_burst", group_by="host"), AlertRule("flood", "error_flood"))
     >>> [[x.name for x in side] for side in assign_rules(r, {0, 1, 2}, 3)]
@@ -693,6 +704,58 @@ def assign_rules(rules: Iterable[AlertRule], partitions: Iterable[int], n_partit
     local = tuple(r for r in rules if placement(r) == "partition")
     shared = tuple(r for r in rules if placement(r) == "global") if 0 in held else ()
     return local, shared
+
+
+# what a global rule reads of an event (``AlertEngine.observe`` and its samples)
+FACT_FIELDS = ("id", "ts", "received", "timestamp", "host", "component", "source", "level",
+               "template_id", "incident_id", "message", "anomaly", "score", "reason",
+               "warming_up")
+
+
+def facts_of(rules: Iterable[AlertRule], events: list[dict], passed: set[str]) -> list[dict]:
+    """What the holder of partition 0 needs of ``events`` (a batch stored by a worker that
+    does not see every event) to judge the global ``rules`` as if it had seen them: a compact
+    copy (``FACT_FIELDS``) of each line an ``anomaly_burst``, ``error_flood`` or ``match``
+    rule counts, and of the first line of each template not passed on before (``passed``,
+    updated; the judge keeps the templates seen, so passing one twice is harmless). The other
+    lines, which only ``template_spike`` and ``silence`` count (every line), are counted: one
+    fact per template, host, component, source and second, with ``n`` the lines it stands for
+    (``observe`` counts it so), where the first of them was in the batch.
+
+    >>> rules = (AlertRule("new", "new_template"), AlertRule("burst", "anomaly_burst", threshold=3),
+    ...          AlertRule("spike", "template_spike"))
+    >>> ev = [{"id": i, "template_id": "T1", "anomaly": i == 2, "message": "m", "ts": 0.5,
+    ...        "received": 0.5} for i in range(5)]
+    >>> [(f["id"], f.get("n")) for f in facts_of(rules, ev, set())]
+    [(0, None), (1, 3), (2, None)]
+    """
+    rules = tuple(rules)
+    if not rules:
+        return []
+    every = any(r.kind in ("template_spike", "silence") for r in rules)
+    novel = any(r.kind == "new_template" for r in rules)
+    counting = tuple(r for r in rules if r.kind in ("anomaly_burst", "error_flood", "match"))
+    out: list[dict] = []
+    counted: dict[tuple, dict] = {}
+    for e in events:
+        tid = e.get("template_id")
+        fresh = novel and tid not in passed
+        if fresh:
+            if len(passed) >= 4 * MAX_GROUPS:
+                passed.clear()  # bounded: a template passed again is known to the judge
+            passed.add(tid)
+        if fresh or any(AlertEngine._counts(r, e) for r in counting):
+            out.append({k: e.get(k) for k in FACT_FIELDS})
+        elif every:  # counted by the second (a line's time: arrival, or its own in a replay)
+            key = (tid, e.get("host"), e.get("component"), e.get("source"),
+                   int(e.get("received") or 0), int(e.get("ts") or 0))
+            fact = counted.get(key)
+            if fact is None:  # in the batch's order, where its first line was
+                fact = counted[key] = {**{k: e.get(k) for k in FACT_FIELDS}, "n": 0}
+                out.append(fact)
+            fact["n"] += 1
+            fact["received"], fact["ts"] = e.get("received"), e.get("ts")  # the last one's
+    return out
 
 
 def partition_scope(partition: int) -> str:
@@ -725,9 +788,12 @@ def _shape(rule: AlertRule) -> list:
 _ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
 
 
-def _alert_of(d: dict) -> Alert:
+def alert_from_dict(d: dict) -> Alert:
     """An alert from its dict form (a snapshot's, or a history record with extra keys)."""
     return Alert(**{k: v for k, v in d.items() if k in _ALERT_FIELDS})
+
+
+_alert_of = alert_from_dict
 
 
 def _sample(e: dict) -> dict:

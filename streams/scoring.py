@@ -40,7 +40,11 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
                   in the slot's spread; an outlier widens the range by 5% of its excess and
                   leaves the spread alone), or a new value in a slot that holds few distinct
                   values (Good-Turing).
-``severity``      the level itself (DEBUG 0 … FATAL 1), a prior rather than learned evidence.
+``severity``      the level itself (DEBUG 0 … FATAL 1), a prior rather than learned evidence;
+                  at ERROR or worse it weighs as much as it is rare in the line's kind of
+                  source (``severity × (1 - share of its lines at this level or worse)``):
+                  a FATAL where half the lines are FATAL says little, one where FATAL is
+                  news keeps its full weight.
 ================  ============================================================================
 
 The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, except severity
@@ -66,7 +70,11 @@ is forgotten, and such a key that comes back starts afresh, like a new one. A pa
 is counted by its first ``_MAX_VALUE_CHARS`` characters.
 
 The feature vector also keeps the plain inputs (``rarity``, ``new_template``, ``length``,
-``unparsed``) for the trees and for consumers that read them.
+``unparsed``) for the trees and for consumers that read them. ``new_template`` is 1 for a
+pattern never seen before *where new patterns are news* (novelty above 0: its kind of source
+finds new ones less often than 1 line in 20): in a source still finding its vocabulary (a
+crash dump where every register line is a new pattern) the trees would otherwise rate each
+new pattern rare against the whole stream and undo what novelty judged.
 """
 
 from __future__ import annotations
@@ -151,6 +159,11 @@ _NOVEL_PRIOR = 64.0
 SEVERE = 0.8  # ERROR
 SEVERE_RARE = 0.01
 _SEVERE_ALPHA = 1.0 / 1000.0
+# the level as evidence counts as much as it is rare in the line's kind of source: a line at
+# ERROR or worse weighs ``severity × (1 - share)``, the share being that of the kind's lines at
+# its level or worse (the same moving average over ~1 / _SEVERE_ALPHA lines): a FATAL where a
+# third of the lines are FATAL says less than one where FATAL is news. Below ERROR the level is
+# a plain prior (a WARNING rarely means trouble by itself, and the routine INFO says nothing)
 
 _LN20 = math.log(20.0)
 _LN10 = math.log(10.0)
@@ -491,9 +504,10 @@ class AnomalyScorer:
         # novelty: templates seen exactly once, recent rate of new templates
         self.singletons = 0
         self.new_rate = 1.0
-        # share of lines at SEVERE or worse: of the whole stream, and per kind of source
-        self.severe_share = 0.0
-        self._severe: dict[str | None, float] = {}
+        # share of lines at each level (by its SEVERITY value): of the whole stream, and per
+        # kind of source (moving averages over ~1 / _SEVERE_ALPHA lines)
+        self.level_share: dict[float, float] = {}
+        self._levels: dict[str | None, dict[float, float]] = {}
         # per kind of source: [lines, patterns first seen there still seen once, new rate]
         self._novel: dict[str | None, list] = {}
         self._kind_seen: dict[tuple, int] = {}  # (kind, pattern) -> lines seen
@@ -570,8 +584,10 @@ class AnomalyScorer:
             state["_novel"] = {None: [state.get("seen", 0), state.get("singletons", 0),
                                       state.get("new_rate", 1.0)]}
         state.setdefault("marks", {})  # checkpoints from before the template catalog
-        state.setdefault("severe_share", 0.0)  # checkpoints from before severity that counts
-        state.setdefault("_severe", {})
+        if "_levels" not in state:  # before shares per level: the share at ERROR or worse
+            state["level_share"] = {SEVERE: state.pop("severe_share", 0.0)}
+            state["_levels"] = {k: {SEVERE: v} for k, v in (state.pop("_severe", None)
+                                                             or {}).items()}
         state["_pending"], state["_batch"] = 0, None
         if "kind_errors" not in state:  # before error patterns per kind of source
             state["kind_errors"] = DecayedRate(max_keys=_MAX_KEYS)
@@ -682,16 +698,32 @@ class AnomalyScorer:
         if burst_host:
             tc, tu, tz = pc, pu, pz
 
+        # how usual the line's level is in its kind of source (a new kind starts from the
+        # whole stream's shares): the share of its lines at ERROR or worse, and at this level
+        # or worse; then the line is learned
+        levels = self._levels.get(kind)
+        if levels is None:
+            if len(self._levels) >= _MAX_KEYS:
+                self._levels.clear()
+            levels = self._levels[kind] = dict(self.level_share)
+        share = as_bad = 0.0
+        keep_share = 1.0 - _SEVERE_ALPHA
+        for v, p in levels.items():  # read, then decay (the few levels a kind logs)
+            if v >= SEVERE:
+                share += p
+            if v >= sev:
+                as_bad += p
+            levels[v] = p * keep_share
+        levels[sev] = levels.get(sev, 0.0) + _SEVERE_ALPHA
+        whole = self.level_share
+        for v in whole:
+            whole[v] *= keep_share
+        whole[sev] = whole.get(sev, 0.0) + _SEVERE_ALPHA
+        severe = sev >= SEVERE
+        # the level's weight as evidence: discounted by how routine it is here (ERROR or worse)
+        sev_weight = sev * max(1.0 - as_bad, 0.0) if severe else sev
         # severity that counts: the first line of a pattern at ERROR or worse from this host or
         # source, where its kind of source rarely logs that level
-        share = self._severe.get(kind)
-        if share is None:
-            if len(self._severe) >= _MAX_KEYS:
-                self._severe.clear()
-            share = self.severe_share
-        severe = 1.0 if sev >= SEVERE else 0.0
-        self._severe[kind] = share + (severe - share) * _SEVERE_ALPHA
-        self.severe_share += (severe - self.severe_share) * _SEVERE_ALPHA
         first_severe = (severe and share < SEVERE_RARE and ts is not None
                         and (hostkey, template_id) not in self._recur)
 
@@ -725,7 +757,10 @@ class AnomalyScorer:
             is_new = False
         x = {
             "rarity": min(max(rarity, 0.0), 1.0),
-            "new_template": 1.0 if is_new else 0.0,
+            # a new pattern is rare to the trees only where novelty finds new patterns news:
+            # not while its kind of source finds them more often than 1 in 20 lines (a crash
+            # dump, a boot), where novelty is 0, or the trees would undo that judgement
+            "new_template": 1.0 if is_new and novelty > 0.0 else 0.0,
             "severity": sev,
             "length": min(tokens / 64.0, 1.0),
             "unparsed": 0.0 if parsed else 1.0,
@@ -743,7 +778,8 @@ class AnomalyScorer:
                "level": level, "tokens": tokens, "template_id": template_id,
                "error_count": ec, "error_usual": eu, "error_peer": error_peer,
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
-               "param": param_what, "ts": t_ev}
+               "param": param_what, "ts": t_ev, "severity_weight": sev_weight,
+               "level_share": as_bad}
         if mark is not None:
             ctx["mark"] = mark
         if first_severe and mark != "expected":
@@ -956,7 +992,7 @@ class AnomalyScorer:
     def _decide(self, x: dict[str, float], ctx: dict, h: float) -> Score:
         warming = not self.warmed_up
         self.seen += 1
-        keep = (1.0 - W_SEVERITY * x["severity"]) * (1.0 - W_HST * h)
+        keep = (1.0 - W_SEVERITY * ctx.get("severity_weight", x["severity"])) * (1.0 - W_HST * h)
         for k in EVIDENCE:
             v = x[k]
             if v:
@@ -1095,7 +1131,12 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
         words.insert(0, (f"first {level} line of pattern {tid} from {who}, where {level} or worse "
                          f"is rare ({ctx['first_severe']:.1%} of this kind of source's lines)"))
     if get("severity", 0.0) >= 0.5:
-        words.append(f"severity {ctx.get('level')}")
+        level, usual = ctx.get("level"), ctx.get("level_share") or 0.0
+        if get("severity", 0.0) >= SEVERE and usual >= SEVERE_RARE:  # weighed less: routine here
+            words.append(f"severity {level} ({usual:.0%} of this kind of source's lines are "
+                         f"{level} or worse)")
+        else:
+            words.append(f"severity {level}")
     if get("unparsed", 0.0) >= 1.0:
         words.append("line matches no known log format")
     if get("length", 0.0) >= 0.8:

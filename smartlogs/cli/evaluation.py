@@ -45,7 +45,7 @@ from streams.scoring import SEVERITY
 
 __all__ = [
     "grouping_accuracy", "roc_auc", "pr_auc", "eval_parsing", "eval_detection",
-    "eval_synthetic", "eval_loghub", "eval_mixed", "find_samples", "LOGHUB_SAMPLES", "eval_app",
+    "eval_synthetic", "eval_loghub", "eval_mixed", "worst_contiguous_half", "find_samples", "LOGHUB_SAMPLES", "eval_app",
 ]
 
 BATCH = 500
@@ -103,6 +103,19 @@ def roc_auc(labels: Iterable, scores: Iterable) -> float:
         return float("nan")
     r = _average_ranks(s)
     return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def worst_contiguous_half(labels: list, scores: list) -> tuple[int, float]:
+    """(start, ROC-AUC) of the contiguous half of the lines (``len // 2`` of them, starting at
+    any line) where the ROC-AUC is lowest, among those holding both classes; (-1, NaN) when
+    none does."""
+    half = len(labels) // 2
+    worst = (-1, float("nan"))
+    for start in range(0, len(labels) - half + 1):
+        a = roc_auc(labels[start:start + half], scores[start:start + half])
+        if a == a and not worst[1] <= a:  # NaN (one class only) is skipped
+            worst = (start, a)
+    return worst
 
 
 def pr_auc(labels: Iterable, scores: Iterable) -> float:
@@ -713,8 +726,13 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
                     "level_only_roc_auc": roc_auc(
                         ys, [SEVERITY.get(by_id[i]["level"], 0.5) for i in ids])}
         half = len(bgl_ids) // 2
+        start, _ = worst_contiguous_half([labels[i] for i in bgl_ids],
+                                         [by_id[i]["score"] for i in bgl_ids])
         report["bgl"] = {"whole": auc(bgl_ids), "first_half": auc(bgl_ids[:half]),
                          "second_half": auc(bgl_ids[half:])}
+        if start >= 0:  # "any contiguous half": the one where the score ranks worst
+            report["bgl"]["worst_half"] = {**auc(bgl_ids[start:start + half]),
+                                           "first_line": start + 1}
     return report
 
 
@@ -736,8 +754,10 @@ def _print_production(r: dict, echo) -> None:
         echo(f"  {kind:<16} found {k['found']}/{k['episodes']} = {_fmt(k['recall'])}{extra}")
     if r["bgl"]:
         for part, b in r["bgl"].items():
+            where = (f" (lines {b['first_line']}-{b['first_line'] + b['lines'] - 1})"
+                     if "first_line" in b else "")
             echo(f"  BGL {part:<11} ROC-AUC {_fmt(b['roc_auc'])} (level alone "
-                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts")
+                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts{where}")
 
 
 def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (

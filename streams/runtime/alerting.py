@@ -33,7 +33,22 @@ makes the records this process writes after taking a part up come after that par
 position (Elasticsearch's ``seq`` is a per-writer counter started at its clock), so a later
 holder applies them whichever writer's clock is ahead. Embedded mode (``holds`` unset) saves
 one record, ``engine``, with every group. The save and restore code is the same for both;
-only the key differs. Limits: a part that cannot be read when it is taken starts fresh (as a
+only the key differs.
+
+Global rules with several workers (``streams.alerts.placement``): each worker that does not
+hold every partition returns, from ``on_stored``, the *facts* of its stored batch
+(``streams.alerts.facts_of``: the lines the global rules count, the first line of each
+template); the runtime sends them to a one-partition topic, and the holder of partition 0
+reads it and hands them to ``on_facts``, which judges them with the same engine code
+(``observe``) under the global record. With ``shares`` and ``forward`` set, the alerts of
+partition-local rules are not notified where they were raised but forwarded as facts too,
+and ``on_facts`` admits them under the cap over every worker's firings
+(``AlertEngine.admit``), notifies and records them with their partition's scope. The
+position of the next fact is saved with the global
+record, so a new holder of partition 0 (after a rebalance or a crash) goes on from the facts
+after the last save: those judged since are judged again, and the history records written
+since (applied at the restore) keep their alerts from firing twice. ``facts_position`` says
+whether, and from where, this process reads the facts now. Limits: a part that cannot be read when it is taken starts fresh (as a
 whole engine does at start); the workers do not read the single ``engine`` record a one-worker
 deployment saved before this (its open alerts may fire once more after the upgrade).
 """
@@ -55,9 +70,10 @@ import httpx
 import orjson
 
 from smartlogs.settings import rules_from_file  # read with the settings (the file is checked at start)
-from streams.alerts import GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, LEVELS, Alert, AlertEngine, AlertRule
+from streams.alerts import (GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, Alert, AlertEngine,
+                            alert_from_dict, facts_of, placement)
 
-__all__ = ["AlertHistory", "EsAlertHistory", "EsWindowCounts", "Notifier", "Alerting",
+__all__ = ["AlertHistory", "EsAlertHistory", "Notifier", "Alerting",
            "json_payload", "slack_payload", "rules_from_file"]
 
 log = logging.getLogger(__name__)
@@ -426,54 +442,6 @@ class EsAlertHistory:
         pass  # the client is the store's
 
 
-class EsWindowCounts:
-    """The store's counts of a live window for a global rule (``streams.alerts.placement``),
-    over every worker's stored events: one Elasticsearch query per rule, the events of
-    ``[start, end)`` in arrival time that the rule counts (flagged ones, ones at or above a
-    level, ones holding the query's words: the search's ``words`` field, so the same word rule),
-    totalled per group (a terms aggregation on the group's field), with the newest few lines of
-    each group as samples. Called with (rule, start, end); returns (counts, samples)."""
-
-    _FIELD = {"host": "host", "component": "component", "source": "source",
-              "template": "template_id", "incident": "incident_id"}
-    _SAMPLE_FIELDS = ["id", "timestamp", "host", "level", "template_id", "message", "score",
-                      "reason", "warming_up"]
-    MAX_GROUPS = 1000  # per rule and window: the terms aggregation's largest 1000 groups
-
-    def __init__(self, client, pattern: str):
-        self._es, self.pattern = client, pattern
-
-    def __call__(self, rule: AlertRule, start: float, end: float
-                 ) -> tuple[dict[str, int], dict[str, list[dict]]]:
-        flt: list[dict] = [{"range": {"received": {"gte": int(start), "lt": int(end) + (end % 1 > 0),
-                                                   "format": "epoch_second"}}}]
-        if rule.kind == "anomaly_burst":
-            flt.append({"term": {"anomaly": True}})
-        elif rule.kind == "error_flood":
-            flt.append({"terms": {"level": list(LEVELS[LEVELS.index(rule.level):])}})
-        elif rule.kind == "match":
-            flt.append({"match": {"words": {"query": " ".join(rule.query), "operator": "and"}}})
-        field = ("template_id" if rule.kind in ("new_template", "template_spike")
-                 else self._FIELD.get(rule.group_by))
-        top = {"top_hits": {"size": 3, "sort": [{"seq": "desc"}],
-                            "_source": self._SAMPLE_FIELDS}}
-        aggs = ({"g": {"terms": {"field": field, "size": self.MAX_GROUPS}, "aggs": {"s": top}}}
-                if field else {"s": top})
-        res = self._es.search(index=self.pattern, size=0, query={"bool": {"filter": flt}},
-                              aggs=aggs, track_total_hits=True, ignore_unavailable=True,
-                              allow_no_indices=True)
-        res = getattr(res, "body", res)
-        if not field:
-            total = res["hits"]["total"]["value"]
-            hits = res.get("aggregations", {}).get("s", {}).get("hits", {}).get("hits", [])
-            return ({"*": total} if total else {}), {"*": [h["_source"] for h in reversed(hits)]}
-        counts, samples = {}, {}
-        for b in res.get("aggregations", {}).get("g", {}).get("buckets", []):
-            counts[str(b["key"])] = b["doc_count"]
-            samples[str(b["key"])] = [h["_source"] for h in reversed(b["s"]["hits"]["hits"])]
-        return counts, samples
-
-
 class Alerting:
     """Engine + history + notifiers, fed by the stored batches (``on_stored``) and a clock
     thread (``tick`` every second); thread-safe. The engine's state is restored from the
@@ -495,27 +463,46 @@ class Alerting:
         # clock does not close windows: their lines may still come, e.g. after a restart)
         self.busy: Callable[[], bool] | None = None
         # set by a runtime that shares the events with other workers: () -> (the rules judged
-        # over this process's events, the global ones it judges from the store's window
-        # counts: streams.alerts.assign_rules), and ``global_counts`` (EsWindowCounts)
+        # over this process's events, the global ones it judges over every worker's facts:
+        # streams.alerts.assign_rules)
         self.plan: Callable[[], tuple[tuple, tuple]] | None = None
-        self.global_counts: Callable | None = None
         # set by a runtime whose events are split by partition over several workers: () -> the
         # parts of the state it holds now (``streams.alerts.scopes_held``); None: one process,
         # one record under ``scope``
         self.holds: Callable[[], set[str]] | None = None
-        self._global_window: dict[str, float] = {}  # rule → the window judged last
+        # the facts (streams.alerts.facts_of) judged here: the offset of the next one in their
+        # topic (-1: none known; saved with the global record), the templates passed on, and
+        # whether a revocation's save fenced the judging off until the new assignment
+        self._facts_next = -1
+        self._passed: set[str] = set()
+        self._fenced = False
+        # set by a runtime whose events are split over several workers: () -> whether this
+        # process shares the partitions with others now, and ``forward(record)`` (any thread)
+        # to send a facts record; its partition-local rules' alerts then go to the holder of
+        # partition 0, which applies the cap over every worker's firings (``AlertEngine.admit``)
+        self.shares: Callable[[], bool] | None = None
+        self.forward: Callable[[dict], None] | None = None
+        self._recorded: set[tuple[str, str]] = set()  # (id, state) after the global record
         self._held: set[str] = set()   # the records restored (and not dropped since)
         self._dirty: set[str] = set()  # the records whose part changed since its last save
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
 
-    def on_stored(self, events: list[dict], owner: str | None = None) -> None:
+    def on_stored(self, events: list[dict], owner: str | None = None) -> list[dict] | None:
         """Judge a stored batch; ``owner``: the scope of the partition it came from
-        (``streams.alerts.partition_scope``; with ``holds`` set)."""
+        (``streams.alerts.partition_scope``; with ``holds`` set). Returns the facts the
+        holder of partition 0 needs of it (``streams.alerts.facts_of``) when its global
+        rules are judged there: a list, maybe empty (its lines still count towards the
+        warm-up there), to send; None when this process judges every rule of it."""
         local = self.plan()[0] if self.plan is not None else None
         with self._lock:
             done = self._sync()
-            done += self._scoped(self.engine.observe(events, local, owner))
+            away = () if local is None else tuple(
+                r for r in self.engine.rules if placement(r) == "global" and r not in local)
+            # lines whose global rules are judged from the facts count there (warm-up)
+            done += self._scoped(self.engine.observe(events, local, owner,
+                                                     lines=0 if away else None))
+            facts = facts_of(away, events, self._passed) if away else None
             if self.holds is not None and owner is not None and owner not in self._held:
                 # the last batch of a partition revoked meanwhile: judged and recorded (its
                 # new holder applies the records), not kept (nobody here saves that part)
@@ -523,48 +510,67 @@ class Alerting:
             # the batch's groups moved; so did the templates seen and lines observed (global)
             self._dirty |= {self._record_of(owner), self._record_of(GLOBAL_SCOPE)}
         self._dispatch(done)
+        return facts
+
+    def facts_position(self) -> int | None:
+        """Whether this process judges the facts now (it holds the global rules' part, taken
+        up here, and no revocation fenced it off): the offset of the next fact it expects
+        (-1: none known, e.g. a first start), else None."""
+        with self._lock:
+            done = self._sync()
+            judging = (not self._fenced and
+                       (self.holds is None or GLOBAL_SCOPE in self._held))
+            position = self._facts_next if judging else None
+        self._dispatch(done)
+        return position
+
+    def on_facts(self, records: list[tuple[int, dict]]) -> None:
+        """Judge the facts of other workers' (and this one's) stored batches by the global
+        rules: ``records`` are (offset in the facts topic, ``{"lines": n, "events": [...]}``),
+        in order. Ignored unless this process judges them now (``facts_position``); a record
+        before the next one expected was judged already (it is not judged twice)."""
+        rules = tuple(r for r in self.engine.rules if placement(r) == "global")
+        with self._lock:
+            done = self._sync()
+            if self._fenced or (self.holds is not None and GLOBAL_SCOPE not in self._held):
+                records = []
+            alerts, admitted = [], []
+            for offset, fact in records:
+                if 0 <= offset < self._facts_next:
+                    continue
+                alerts += self.engine.observe(fact.get("events") or [], rules, GLOBAL_SCOPE,
+                                              lines=int(fact.get("lines") or 0))
+                for d in fact.get("alerts") or ():  # a partition-local rule's, from a worker
+                    # (those judged by the previous holder after its save are recorded: not
+                    # twice)
+                    admitted += [(x, d.get("scope") if x.state != "suppressed" else None)
+                                 for x in self.engine.admit(alert_from_dict(d))
+                                 if (x.id, x.state) not in self._recorded]
+                self._facts_next = offset + 1
+            done += self._scoped(alerts) + admitted
+            if records:
+                self._dirty.add(self._record_of(GLOBAL_SCOPE))
+        self._dispatch(done, route=False)
+
+    def assigned(self) -> None:
+        """A rebalance is over (the runtime's assignment is the new one): the facts may be
+        judged again, by this process if it still holds partition 0."""
+        with self._lock:
+            self._fenced = False
 
     def tick(self) -> None:
         busy = self.busy is not None and self.busy()
         local, shared = self.plan() if self.plan is not None else (None, ())
         now = self.clock()
-        judged = self._global_judgements(shared, now) if shared and not busy else []
         with self._lock:
             done = self._sync()
             alerts = []
             if not busy:
                 alerts += self.engine.tick(now, local)
-                for rule, start, counts, samples, t in judged:
-                    alerts += self.engine.observe_counts(rule, start, counts, t, samples)
-                if shared:
+                if shared:  # the facts of the window's last lines may still be on their way
                     alerts += self.engine.tick(now - GLOBAL_LAG_SECONDS, shared)
             done += self._scoped(alerts)
-            if judged:
-                self._dirty.add(self._record_of(GLOBAL_SCOPE))
         self._dispatch(done)
-
-    def _global_judgements(self, rules, now: float) -> list[tuple]:
-        """The store's counts for the global rules this process judges: the window of
-        ``now - GLOBAL_LAG_SECONDS`` (the lines of the last seconds may not be searchable
-        yet), and once more the window before it when that one just ended (its last lines)."""
-        t = now - GLOBAL_LAG_SECONDS
-        out = []
-        for rule in rules:
-            start = t - t % rule.window
-            windows = [start]
-            last = self._global_window.get(rule.name)
-            if last is not None and last < start:
-                windows.insert(0, start - rule.window)
-            try:
-                for w in windows:
-                    counts, samples = self.global_counts(rule, w, w + rule.window)
-                    out.append((rule, w, counts, samples, min(t, w + rule.window - 1e-3)))
-            except Exception as exc:  # noqa: BLE001 - judged again at the next tick
-                log.warning("window counts for rule %s failed (%s); asked again next tick",
-                            rule.name, f"{type(exc).__name__}: {exc}"[:200])
-                continue
-            self._global_window[rule.name] = start
-        return out
 
     # -- state across restarts ---------------------------------------------------------------
     def _record_of(self, owner: str | None) -> str | None:
@@ -589,6 +595,8 @@ class Alerting:
         for scope in sorted(wanted - self._held):
             done += self._restore(scope)
         for scope in self._held - wanted:
+            if scope == GLOBAL_SCOPE:
+                self._facts_next = -1  # the next holder goes on from the saved position
             dropped = self.engine.drop(scope)
             self._held.discard(scope)
             self._dirty.discard(scope)
@@ -606,6 +614,12 @@ class Alerting:
             blob, position = self.history.load_state(scope)
             self.history.follow(position)  # this process's records of it come after the save
             saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
+            if owner is None or owner == GLOBAL_SCOPE:  # the facts judged before the save
+                self._facts_next = int(saved.get("facts", -1))
+                if self.shares is not None and position is not None:
+                    # the forwarded alerts recorded since the save: not admitted twice
+                    self._recorded = {(r.get("id"), r.get("state"))
+                                      for r in self.history.records_after(position)}
             now = self.clock()
             closed = self.engine.restore(
                 saved.get("engine"), self.history.records_after(position, owner), now=now,
@@ -622,11 +636,15 @@ class Alerting:
                  + ("" if saved.get("clean", True) else ", after a crash"), opened, len(closed))
         return [(a, scope) for a in closed]
 
-    def save(self, *, clean: bool = False, scopes: set[str] | None = None) -> bool:
+    def save(self, *, clean: bool = False, scopes: set[str] | None = None,
+             fence: bool = False) -> bool:
         """Save the engine's state if it changed since the last save (``clean``: at a stop,
         or of the partitions being revoked, whatever changed: nothing of it is observed here
         after it): each record held (``scopes``: only those); False if one failed (it is saved
-        again at the next interval)."""
+        again at the next interval). The global record carries the position of the next fact
+        to judge. ``fence``: the partitions saved are being revoked; if partition 0 is among
+        them, no fact is judged here until ``assigned`` (its next holder takes over from this
+        save, so a fact is judged by one of the two)."""
         started = time.monotonic()
         position = self.history.position()  # before the snapshot: a record after it is applied
         with self._lock:
@@ -635,8 +653,14 @@ class Alerting:
                 due = due & set(scopes)
             blobs = {scope: orjson.dumps({
                 "engine": self.engine.snapshot(scope if self.holds is not None else None),
-                "clean": clean, "at": self.clock()}) for scope in sorted(due)}
+                "clean": clean, "at": self.clock(),
+                **({"facts": self._facts_next} if scope in (GLOBAL_SCOPE, self.scope) else {})})
+                for scope in sorted(due)}
             self._dirty -= set(blobs)
+            if fence and GLOBAL_SCOPE in due:
+                # partition 0 is being revoked: the facts after this save are its next
+                # holder's to judge (judged here again only once the rebalance is over)
+                self._fenced = True
         ok = True
         for scope, blob in blobs.items():
             try:
@@ -653,7 +677,18 @@ class Alerting:
         self._last_save = time.monotonic()
         return ok
 
-    def _dispatch(self, alerts: list[tuple[Alert, str | None]]) -> None:
+    def _dispatch(self, alerts: list[tuple[Alert, str | None]], *, route: bool = True) -> None:
+        """Notify and record ``alerts``; with ``route`` and several workers (``shares``), the
+        alerts of partition-local rules are forwarded to the holder of partition 0 instead,
+        which admits them under the cap over every worker's firings (``on_facts``)."""
+        routed = (route and alerts and self.forward is not None and self.shares is not None
+                  and self.shares())
+        if routed:
+            local = {r.name for r in self.engine.rules if placement(r) == "partition"}
+            away = [{**asdict(a), "scope": scope} for a, scope in alerts if a.rule in local]
+            if away:
+                self.forward({"lines": 0, "events": [], "alerts": away})
+                alerts = [(a, scope) for a, scope in alerts if a.rule not in local]
         now = self.clock()
         for a, scope in alerts:
             notify = not a.historical and not self.history.silenced(a.rule, a.group, now)

@@ -73,6 +73,7 @@ from smartlogs.logs import correlation_ids, dict_config
 from smartlogs.security import es_client_kwargs, faust_broker_credentials, redact, register_secrets
 from smartlogs.settings import get_settings
 from streams.alerts import partition_scope, scopes_held
+from streams.runtime import alert_facts
 from streams.runtime.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage
@@ -247,12 +248,14 @@ def _make_alerting():
     the store newly took), its history in Elasticsearch (the API lists it). Each rule is
     evaluated once however many workers share the topic (``streams.alerts.assign_rules``:
     with every partition, all rules over this worker's events; else host/incident rules over
-    its events, and the global ones, from the store's window counts, by the holder of
-    partition 0). The engine's state is saved per partition held and, with partition 0, for
-    the global rules (``streams.alerts.scopes_held``): it moves with the partitions."""
+    its events, and the global ones by the holder of partition 0, over the facts every
+    worker sends to ``<worker id>-alert-facts``: ``streams.runtime.alert_facts``). The
+    engine's state is saved per partition held and, with partition 0, for the global rules
+    with the facts' position (``streams.alerts.scopes_held``): it moves with the
+    partitions."""
     if settings.alert_rules is None:
         return None
-    from streams.runtime.alerting import Alerting, EsAlertHistory, EsWindowCounts
+    from streams.runtime.alerting import Alerting, EsAlertHistory
     from streams.alerts import assign_rules
 
     alerting = Alerting.from_settings(
@@ -270,8 +273,10 @@ def _make_alerting():
 
     alerting.plan = lambda: assign_rules(alerting.engine.rules, raw_partitions(),
                                          settings.kafka_partitions)
-    alerting.global_counts = EsWindowCounts(store().client, store().pattern)
     alerting.holds = lambda: scopes_held(raw_partitions(), settings.kafka_partitions)
+    # with other workers, its host/incident rules' alerts go to the holder of partition 0
+    # (the cap over every worker's firings); ``forward`` is set once the loop runs
+    alerting.shares = lambda: raw_partitions() != set(range(settings.kafka_partitions))
     return alerting
 
 
@@ -280,12 +285,15 @@ _alerting = _make_alerting()
 
 async def _account(items: list[dict], events: list[dict], new: list[dict],
                    partition: int) -> None:
-    """After a batch's write (``new``: the events newly stored, counted by the sink):
-    dead-letter what Elasticsearch rejected, and hand the newly stored events to the alert
-    rules."""
+    """After a batch's write (``new``: the events newly stored, counted by the sink,
+    ``streams.runtime.stage.Sink``): dead-letter what Elasticsearch rejected, and hand the
+    newly stored events to the alert rules (and their facts to the holder of partition 0,
+    ``streams.runtime.alert_facts``)."""
     if _alerting is not None and new:
         # off the event loop: the history is written to Elasticsearch (never raises)
-        await asyncio.get_running_loop().run_in_executor(None, _alert_on, new, partition)
+        facts = await asyncio.get_running_loop().run_in_executor(None, _alert_on, new, partition)
+        if facts is not None:  # (none to pass on: the lines still count for the warm-up)
+            await _send_facts(len(new), facts)
     log.info("stored %d new of %d events", len(new), len(events),
              extra={"correlation_id": correlation_ids(items)})
     with _rejected_lock:
@@ -674,17 +682,71 @@ async def _adopt_aliases() -> None:
         log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
-def _alert_on(events: list[dict], partition: int) -> None:
+def _alert_on(events: list[dict], partition: int) -> list[dict] | None:
     try:
-        _alerting.on_stored(events, partition_scope(partition))
+        return _alerting.on_stored(events, partition_scope(partition))
     except Exception:  # noqa: BLE001 - alerting must never hold the pipeline
         log.exception("alert rules failed on a batch")
+        return None
+
+
+facts_topic_name = alert_facts.facts_topic_name(settings.worker_id)
+facts_topic = app.topic(facts_topic_name, value_type=bytes, value_serializer="raw", partitions=1)
+_facts_topic_ready = asyncio.Event()
+
+
+async def _send_facts(lines: int, facts: list[dict], alerts: list[dict] | None = None) -> None:
+    """A stored batch's facts to the holder of partition 0 (``streams.runtime.alert_facts``):
+    sent before the batch is acked. A send that fails is logged, and the global rules miss
+    those lines (as they would miss a batch the rules failed on)."""
+    try:
+        if not _facts_topic_ready.is_set():
+            await _ensure_facts_topic()
+        await facts_topic.send(value=alert_facts.encode_facts(lines, facts, alerts))
+    except Exception as exc:  # noqa: BLE001 - alerting must never hold the pipeline
+        log.error("sending %d alert fact(s) and %d alert(s) failed (%s): the global rules miss "
+                  "them", len(facts), len(alerts or ()),
+                  redact(f"{type(exc).__name__}: {exc}")[:300])
+
+
+async def _forward_alerts(forwarded: asyncio.Queue) -> None:
+    """Send the alerts of partition-local rules this worker raised (``Alerting.forward``, from
+    any thread) to the holder of partition 0, in the order they were raised."""
+    while True:
+        record = await forwarded.get()
+        await _send_facts(0, [], record.get("alerts"))
+
+
+async def _ensure_facts_topic() -> None:
+    await alert_facts.ensure_facts_topic(settings.kafka_bootstrap, facts_topic_name,
+                                         **_client_kwargs())
+    _facts_topic_ready.set()
 
 
 @app.task
 async def _start_alerting() -> None:
-    if _alerting is not None:  # restores the engine's state from Elasticsearch: off the loop
-        await asyncio.get_running_loop().run_in_executor(None, _alerting.start)
+    if _alerting is None:
+        return
+    loop = asyncio.get_running_loop()
+    forwarded: asyncio.Queue = asyncio.Queue()
+    _alerting.forward = lambda record: loop.call_soon_threadsafe(forwarded.put_nowait, record)
+    app.add_future(_forward_alerts(forwarded))
+    # restores the engine's state from Elasticsearch: off the loop
+    await loop.run_in_executor(None, _alerting.start)
+    delay = 1.0
+    while True:  # the holder of partition 0 judges the global rules over every worker's facts
+        try:
+            if not _facts_topic_ready.is_set():
+                await _ensure_facts_topic()
+            await alert_facts.read_facts(_alerting, settings.kafka_bootstrap, facts_topic_name,
+                                         **_client_kwargs())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Kafka away: read again from the position
+            log.warning("reading the alert facts failed (%s); again in %.0f s",
+                        redact(f"{type(exc).__name__}: {exc}")[:300], delay)
+            await asyncio.sleep(delay)
+            delay = min(STATE_RETRY_CAP, delay * 2)
 
 
 @app.on_before_shutdown.connect
@@ -805,9 +867,10 @@ async def _on_revoked(sender, revoked, **kwargs) -> None:  # noqa: ARG001 - Faus
     if mine:
         await _save_parts(only=mine)
     if mine and _alerting is not None:  # and their part of the alert engine's state (its
-        # groups are forgotten once the new assignment is known: Alerting.holds)
+        # groups are forgotten once the new assignment is known: Alerting.holds); with
+        # partition 0, the facts wait for the new assignment (``Alerting.assigned``)
         await asyncio.get_running_loop().run_in_executor(
-            None, partial(_alerting.save, clean=True,
+            None, partial(_alerting.save, clean=True, fence=True,
                           scopes=scopes_held(mine, settings.kafka_partitions)))
 
 
@@ -822,6 +885,8 @@ async def _on_assigned(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - Fa
         log.info("partition %d: revoked; its state (%d lines learned, saved at offset %s) goes "
                  "with it", p, part.pipeline.lines, part.saved_offset)
         await part.writer.stop()
+    if _alerting is not None:
+        await asyncio.get_running_loop().run_in_executor(None, _alerting.assigned)
 
 
 def main(argv: list[str] | None = None) -> None:

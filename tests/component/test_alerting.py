@@ -354,3 +354,140 @@ def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
     assert [(r["group"], r["state"]) for r in a.history.records_after(None, "p1")] == [
         ("web2", "firing")]
     a.stop()
+
+
+FACT_RULES = """
+warmup_lines: 0
+rules:
+  - {name: burst, kind: anomaly_burst, threshold: 3, window: 60s}
+  - {name: new, kind: new_template}
+"""
+
+
+def _judge(tmp_path, held, clock, history=None):
+    """An ``Alerting`` of a worker holding ``held`` of 2 partitions (its history: alerts.db)."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(FACT_RULES), "rules.yaml")
+    a = Alerting(AlertEngine(rules, warmup_lines=0),
+                 history or AlertHistory(tmp_path / "alerts.db"), [], clock=clock,
+                 tick_seconds=3600)
+    a.holds = lambda: scopes_held(held, 2)
+    a.plan = lambda: assign_rules(rules, held, 2)
+    a.start()
+    return a
+
+
+def _flagged(i: int, t: float, host: str, template: str = "T1") -> dict:
+    return {**_line(i, t, host), "anomaly": True, "template_id": template}
+
+
+def test_the_facts_of_two_workers_are_judged_once_and_their_position_moves_with_partition_0(
+        tmp_path):
+    """Workers A (partitions {0}) and B ({1}) each store flagged lines of a burst over all
+    sources: neither raises it; their facts, judged by A, raise it once, and a fact read twice
+    (a re-read after a seek) is not counted twice. A saves the global record with the facts'
+    position and crashes after judging more facts (a new template fired after the save); C
+    takes partition 0 from that record, re-judges the facts after it and raises nothing twice;
+    a revocation's save fences A's judging off until the new assignment."""
+    from streams.runtime.alerting import AlertHistory
+
+    t = 1_800_000_000.0
+    a, b = _judge(tmp_path, {0}, lambda: t), _judge(tmp_path / "b", {1}, lambda: t,
+                                                      AlertHistory(tmp_path / "b.db"))
+    assert a.facts_position() == -1 and b.facts_position() is None  # A judges; nothing read
+    topic = []  # the facts topic: (offset, record)
+
+    def store(worker, events, owner):
+        facts = worker.on_stored(events, owner)
+        if facts is not None:
+            topic.append((len(topic), {"lines": len(events), "events": facts}))
+        return facts
+
+    assert len(store(b, [_line(i, t, "web2") for i in range(3)], "p1")) == 1  # T1's first
+    # lines the global rules do not count: no fact, but sent all the same (the warm-up)
+    assert store(b, [_line(i, t + 1, "web2") for i in range(3)], "p1") == []
+    store(a, [_flagged(i, t + i, "web1") for i in range(2)], "p0")
+    store(b, [_flagged(i, t + i, "web2") for i in range(2)], "p1")
+    assert a.history.list() == [] and b.history.list() == []  # neither sees the burst alone
+    a.on_facts(topic[:3])
+    a.on_facts(topic[:4])  # the first three again, then the fourth: 4 flagged lines
+    assert a.engine.lines == 3 + 3 + 2 + 2  # every worker's lines, once
+    assert sorted((r["rule"], r["group"], r["state"]) for r in a.history.list()) == [
+        ("burst", "*", "firing"), ("new", "T1", "firing")]  # T1: new to the judge too
+    assert a.facts_position() == 4
+    assert a.save(clean=False)
+    store(b, [_flagged(5, t + 5, "web2", template="T9")], "p1")
+    a.on_facts(topic[4:])
+    assert sorted((r["rule"], r["group"]) for r in a.history.list()) == [
+        ("burst", "*"), ("new", "T1"), ("new", "T9")]
+    # A crashes (no final save); C takes partition 0 with A's history (the same store)
+    c = _judge(tmp_path, {0}, lambda: t + 10)
+    assert c.facts_position() == 4  # from A's save
+    c.on_facts(topic)  # offsets 0-3 judged before the save: skipped; 4 judged again
+    assert sorted((r["rule"], r["group"], r["state"]) for r in c.history.list()) == [
+        ("burst", "*", "firing"), ("new", "T1", "firing"), ("new", "T9", "firing")]  # none twice
+    assert c.facts_position() == 5
+    # a clean rebalance: partition 0 is being revoked from C: it judges nothing more
+    assert c.save(clean=True, scopes={"global", "p0"}, fence=True)
+    assert c.facts_position() is None
+    c.on_facts([(5, {"lines": 1, "events": [_flagged(9, t + 9, "web3", template="T7")]})])
+    assert sorted(r["group"] for r in c.history.list() if r["rule"] == "new") == ["T1", "T9"]
+    c.assigned()  # it kept partition 0: it goes on from where it was
+    assert c.facts_position() == 5
+    # a worker holding every partition judges every rule over its events: nothing to send
+    d = _judge(tmp_path / "d", {0, 1}, lambda: t, AlertHistory(tmp_path / "d.db"))
+    assert d.on_stored([_flagged(0, t, "web4", template="T5")], "p0") is None
+    assert [r["group"] for r in d.history.list()] == ["T5"]  # (burst: 1 of 3)
+    for w in (a, b, c, d):
+        w.stop()
+
+
+def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_path):
+    """Workers A ({0}) and B ({1}) share the partitions: the alerts of their host rule are
+    forwarded to the facts (not notified by them), and A, judging the facts, lets 3 through
+    (the cap) and one notice, over both workers' firings. A crashes after its save; C takes
+    partition 0, reads the facts after the save again and records nothing twice."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(
+        "warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
+        "window: 60s, group_by: host, max_per_window: 3}\n"), "rules.yaml")
+    t = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    topic: list[tuple[int, dict]] = []
+
+    def worker(name, held, history):
+        a = Alerting(AlertEngine(rules, warmup_lines=0), history, [], clock=lambda: t + 1,
+                     tick_seconds=3600)
+        a.holds = lambda: scopes_held(held, 2)
+        a.plan = lambda: assign_rules(rules, held, 2)
+        a.shares = lambda: True
+        a.forward = lambda record: topic.append((len(topic), record))
+        a.start()
+        return a
+
+    a = worker("A", {0}, AlertHistory(tmp_path / "alerts.db"))
+    b = worker("B", {1}, AlertHistory(tmp_path / "b.db"))
+    for w, scope, hosts in ((a, "p0", ("h1", "h2", "h3")), (b, "p1", ("h4", "h5"))):
+        for h in hosts:
+            w.on_stored([_line(0, t + 1, h)], scope)
+    assert a.history.list() == [] and b.history.list() == []  # forwarded, not notified
+    assert len(topic) == 5
+    a.on_facts(topic[:3])
+    assert a.save()
+    a.on_facts(topic[3:])
+    got = sorted((r["group"], r["state"]) for r in a.history.list())
+    assert got == [("*", "suppressed"), ("h1", "firing"), ("h2", "firing"), ("h3", "firing")]
+    assert {r["group"]: r for r in a.history.records_after(None, "p0")}.keys() == {
+        "h1", "h2", "h3"}  # recorded with their partition's scope (its holder restores them)
+    c = worker("C", {0}, AlertHistory(tmp_path / "alerts.db"))  # A crashed: C reads on
+    c.on_facts(topic)
+    assert sorted((r["group"], r["state"]) for r in c.history.list()) == got
+    for w in (a, b, c):
+        w.stop()

@@ -32,17 +32,14 @@ def test_a_condition_lasting_across_restarts_raises_once_and_resolves_once_on_el
         client.close()
 
 
-@pytest.mark.timeout(120)
-def test_a_global_rule_is_raised_once_by_two_workers_from_the_stores_window_counts(elasticsearch):
-    """Two workers, each holding one of two partitions, each storing its hosts' lines in the
-    real Elasticsearch: a flood over all sources that neither sees alone (6 + 6 errors, the
-    threshold 10) is raised once, by the holder of partition 0, from the store's counts; a
-    host-grouped flood by the worker that holds the host; the counts per kind are the
-    store's."""
+def test_a_global_rule_is_raised_once_by_two_workers_from_their_facts():
+    """Two workers, each holding one of two partitions: a flood over all sources that
+    neither sees alone (6 + 6 errors, the threshold 10) is raised once, by the holder of
+    partition 0, over both workers' facts; so are a match and a component-grouped burst; a
+    host-grouped flood by the worker that holds the host."""
     import yaml
 
-    from streams.runtime.alerting import Alerting, EsWindowCounts
-    from smartlogs.store.elasticsearch import ElasticsearchStore
+    from streams.runtime.alerting import Alerting
     from streams.alerts import AlertEngine, assign_rules, load_rules
 
     rules, _ = load_rules(yaml.safe_load("""
@@ -52,8 +49,6 @@ rules:
   - {name: oom, kind: match, query: out of memory, threshold: 2, window: 60s}
   - {name: burst, kind: anomaly_burst, threshold: 3, window: 60s, group_by: component}
 """), "rules.yaml")
-    prefix = f"slt-{uuid.uuid4().hex[:10]}"
-    store = ElasticsearchStore(elasticsearch, index_prefix=prefix, refresh="wait_for")
     start = 1_800_000_000.0 - 1_800_000_000.0 % 60
     now = [start + 30]
 
@@ -65,41 +60,31 @@ rules:
                 "anomaly": kw.get("anomaly", False), "reason": None, "score": 0.1}
 
     workers = []
-    try:
-        for held in ({0}, {1}):
-            a = Alerting(AlertEngine(rules, warmup_lines=0), _MemoryHistory(), [],
-                         clock=lambda: now[0], tick_seconds=3600)
-            a.plan = (lambda held=held: assign_rules(rules, held, 2))
-            a.global_counts = EsWindowCounts(store.client, store.pattern)
-            workers.append(a)
-        batches = ([line(i, "web1") for i in range(6)] + [line(6, "web1", message="Out of memory")],
-                   [line(10 + i, "web2", anomaly=True) for i in range(6)]
-                   + [line(20, "web2", message="out of memory: kill", level="INFO")])
-        for a, events in zip(workers, batches):
-            store.write(events, window_seconds=60)
-            a.on_stored(events)
-        counts = EsWindowCounts(store.client, store.pattern)
-        assert counts(rules[0], start, start + 60)[0] == {"*": 13}
-        assert counts(rules[1], start, start + 60)[0] == {"web1": 7, "web2": 6}
-        assert counts(rules[2], start, start + 60)[0] == {"*": 2}
-        assert counts(rules[3], start, start + 60)[0] == {"disk": 6}
-        for a in workers:
-            a.tick()
-        raised = [(i, r["rule"], r["group"]) for i, a in enumerate(workers)
-                  for r in a.history.records]
-        assert sorted(raised) == [(0, "burst", "disk"), (0, "flood", "*"), (0, "oom", "*"),
-                                  (0, "per-host", "web1"), (1, "per-host", "web2")], raised
-        now[0] += 120  # the next windows close without: each resolved once, by its raiser
-        for a in workers:
-            a.tick()
-        resolved = sorted((i, r["rule"]) for i, a in enumerate(workers) for r in a.history.records
-                          if r["state"] == "resolved")
-        assert resolved == [(0, "burst"), (0, "flood"), (0, "oom"), (0, "per-host"),
-                            (1, "per-host")], resolved
-    finally:
-        store.delete_before(4e9)
-        store.client.options(ignore_status=404).indices.delete_index_template(name=prefix)
-        store.close()
+    for held in ({0}, {1}):
+        a = Alerting(AlertEngine(rules, warmup_lines=0), _MemoryHistory(), [],
+                     clock=lambda: now[0], tick_seconds=3600)
+        a.plan = (lambda held=held: assign_rules(rules, held, 2))
+        workers.append(a)
+    batches = ([line(i, "web1") for i in range(6)] + [line(6, "web1", message="Out of memory")],
+               [line(10 + i, "web2", anomaly=True) for i in range(6)]
+               + [line(20, "web2", message="out of memory: kill", level="INFO")])
+    topic = []
+    for a, events in zip(workers, batches):
+        topic.append((len(topic), {"lines": len(events), "events": a.on_stored(events)}))
+    workers[0].on_facts(topic)  # the holder of partition 0 reads the facts
+    for a in workers:
+        a.tick()
+    raised = [(i, r["rule"], r["group"]) for i, a in enumerate(workers)
+              for r in a.history.records]
+    assert sorted(raised) == [(0, "burst", "disk"), (0, "flood", "*"), (0, "oom", "*"),
+                              (0, "per-host", "web1"), (1, "per-host", "web2")], raised
+    now[0] += 120  # the next windows close without: each resolved once, by its raiser
+    for a in workers:
+        a.tick()
+    resolved = sorted((i, r["rule"]) for i, a in enumerate(workers) for r in a.history.records
+                      if r["state"] == "resolved")
+    assert resolved == [(0, "burst"), (0, "flood"), (0, "oom"), (0, "per-host"),
+                        (1, "per-host")], resolved
 
 
 class _MemoryHistory:
@@ -145,14 +130,15 @@ class _Workers:
     writer on the same real Elasticsearch (as each worker process has), holding the raw
     partitions the test gives it (``held``), notifying one real webhook receiver."""
 
-    def __init__(self, client, prefix, receiver, rules_text, n_partitions, now, counts=None):
+    def __init__(self, client, prefix, receiver, rules_text, n_partitions, now):
         import yaml
 
         from streams.alerts import load_rules
 
         self.client, self.prefix, self.receiver = client, prefix, receiver
         self.rules, self.warmup = load_rules(yaml.safe_load(rules_text), "rules.yaml")
-        self.n, self.now, self.counts = n_partitions, now, counts
+        self.n, self.now = n_partitions, now
+        self.topic: list[tuple[int, dict]] = []  # the facts topic
         self.held: dict[str, set[int]] = {}
         self.workers: dict = {}
 
@@ -170,7 +156,6 @@ class _Workers:
                      tick_seconds=3600)
         a.holds = lambda: scopes_held(self.held[name], self.n)
         a.plan = lambda: assign_rules(self.rules, self.held[name], self.n)
-        a.global_counts = self.counts
         a.start()
         self.workers[name] = a
         return a
@@ -181,9 +166,24 @@ class _Workers:
         from streams.alerts import scopes_held
 
         if not crash:
-            self.workers[src].save(clean=True, scopes=scopes_held({partition}, self.n))
+            self.workers[src].save(clean=True, scopes=scopes_held({partition}, self.n),
+                                   fence=True)
+            self.workers[src].assigned()
         self.held[src].discard(partition)
         self.held[dst].add(partition)
+
+    def store(self, name: str, events: list[dict], owner: str) -> None:
+        """Worker ``name`` stored a batch: its facts go to the topic."""
+        facts = self.workers[name].on_stored(events, owner)
+        if facts is not None:
+            self.topic.append((len(self.topic), {"lines": len(events), "events": facts}))
+
+    def read_facts(self) -> None:
+        """The worker that judges the facts now reads them from its position."""
+        for w in self.workers.values():
+            pos = w.facts_position()
+            if pos is not None:
+                w.on_facts(self.topic[max(pos, 0):])
 
     def crash(self, name: str) -> None:  # no final save; its notifications were delivered
         for n in self.workers[name].notifiers:
@@ -204,6 +204,17 @@ class _Workers:
 
         blob, _ = EsAlertHistory(self.client, self.prefix).load_state(scope)
         return orjson.loads(zlib.decompress(blob))["engine"]
+
+    def facts(self, scope: str) -> int:
+        """The facts' position saved with ``scope``'s record."""
+        import zlib
+
+        import orjson
+
+        from streams.runtime.alerting import EsAlertHistory
+
+        blob, _ = EsAlertHistory(self.client, self.prefix).load_state(scope)
+        return orjson.loads(zlib.decompress(blob))["facts"]
 
 
 def _errors(t: float, host: str, level: str = "ERROR") -> list[dict]:
@@ -328,39 +339,35 @@ def test_a_partition_moving_after_a_crash_resumes_from_its_record_and_the_histor
 
 @pytest.mark.timeout(120)
 def test_the_global_rules_state_follows_partition_0(elasticsearch):
-    """A flood over all sources (a global rule, judged from the store's window counts by the
-    holder of partition 0) lasts while partition 0 moves from A to B: A raised it and saved
-    the global record when partition 0 was revoked; B takes it up with partition 0, raises
-    nothing new while the flood lasts and resolves it once."""
-    from streams.runtime.alerting import EsWindowCounts
-    from smartlogs.store.elasticsearch import ElasticsearchStore
+    """A flood over all sources (a global rule, judged over the workers' facts by the holder
+    of partition 0) lasts while partition 0 moves from A to B: A raised it and saved the
+    global record (with the facts' position) when partition 0 was revoked; B takes it up with
+    partition 0, raises nothing new while the flood lasts and resolves it once."""
     from tests.component.test_alerting import Receiver
 
     prefix = f"slt-{uuid.uuid4().hex[:10]}"
     client = Elasticsearch(elasticsearch, request_timeout=30)
-    store = ElasticsearchStore(elasticsearch, index_prefix=prefix, refresh="wait_for")
     receiver = Receiver()
     now = [1_800_000_000.0]
     rules = ("warmup_lines: 0\nrules:\n  - {name: flood, kind: error_flood, level: ERROR, "
              "threshold: 4, window: 60s}\n")
-    group = _Workers(client, prefix, receiver, rules, 3, now,
-                     counts=EsWindowCounts(store.client, store.pattern))
+    group = _Workers(client, prefix, receiver, rules, 3, now)
     seq = [0]
 
     def minutes(n, errors=True):  # an error every 10 s from web1 (partition 0) and web2 (1)
         for _ in range(n * 6):
             now[0] += 10
-            if errors:  # (none: quiet, the store's counts are empty)
+            if errors:  # (none: quiet)
                 seq[0] += 1
                 events = [{"id": f"{host}:{seq[0]}", "ts": now[0] - 5, "received": now[0] - 5,
                            "timestamp": "", "host": host, "component": "disk", "source": host,
                            "level": "ERROR", "template_id": "T1", "message": "write failed",
                            "anomaly": False, "reason": None, "score": 0.1}
                           for host in ("web1", "web2")]
-                store.write(events, window_seconds=60)
                 for p, e in enumerate(events):  # to the holder of its partition
                     holder = next(k for k, held in group.held.items() if p in held)
-                    group.workers[holder].on_stored([e], f"p{p}")
+                    group.store(holder, [e], f"p{p}")
+            group.read_facts()
             for w in group.workers.values():
                 w.tick()
 
@@ -373,6 +380,7 @@ def test_the_global_rules_state_follows_partition_0(elasticsearch):
         glob = group.state("global")
         assert [(g[0], g[2], bool(g[3]["firing"])) for g in glob["groups"]] == [
             ("flood", "*", True)]
+        assert group.facts("global") == len(group.topic)  # every fact judged before it
         minutes(1)  # the flood lasts, now judged by B: nothing new
         assert _posts(receiver, 1) == [("flood", "*", "firing")]
         assert a.engine.open_alerts() == []  # A no longer holds the global rules' groups
@@ -386,6 +394,3 @@ def test_the_global_rules_state_follows_partition_0(elasticsearch):
         receiver.close()
         _cleanup(client, prefix)
         client.close()
-        store.delete_before(4e9)
-        store.client.options(ignore_status=404).indices.delete_index_template(name=prefix)
-        store.close()

@@ -211,3 +211,188 @@ def test_floods_lasting_while_a_second_worker_joins_are_one_alert_each_resolved_
     log = (flood_stack["tmp"] / "worker-b.log").read_text()
     assert re.search(r"alert engine state p\d restored \(saved state and history\): "
                      r"[1-9]\d* alert\(s\) open", log), log[-3000:]
+
+
+# -- several workers: global rules judged once, in the stream (the facts topic) -----------------
+GLOBAL_RULES = """warmup_lines: 300
+rules:
+  - {name: new-pattern, kind: new_template, window: 10s}
+  - {name: burst, kind: anomaly_burst, threshold: 6, window: 10s}
+  - {name: per-comp, kind: anomaly_burst, threshold: 1, window: 1m, group_by: component,
+     max_per_window: 3}
+  - {name: per-host, kind: anomaly_burst, threshold: 1, window: 1m, group_by: host,
+     max_per_window: 3}
+"""
+MARKED = "maintenance override engaged by operator"
+
+
+def _hosts_over_partitions(n: int = 4, per: int = 2) -> list[str]:
+    """``per`` hosts in each of the raw topic's ``n`` partitions (the partition key is the
+    host): whichever worker holds which partitions, each sees some of them."""
+    from streams.partitions import partition_of
+
+    out, k = {p: [] for p in range(n)}, 0
+    while any(len(v) < per for v in out.values()):
+        host = f"node-{k}"
+        if len(out[partition_of(host, n)]) < per:
+            out[partition_of(host, n)].append(host)
+        k += 1
+    return [h for p in range(n) for h in out[p]]
+
+
+def _held(port: int) -> set[int]:
+    try:
+        detail = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+    except (httpx.TransportError, ValueError):
+        return set()
+    return {int(p) for p in detail.get("kafka", {}).get("state", {})}
+
+
+def _two_workers_marked(stack) -> tuple[dict, list[str]]:
+    """Warm the model up on every partition, start a second worker, and mark the pattern
+    ``MARKED`` always-alert (each of its lines is then flagged: anomaly bursts on demand).
+    Returns {name: (process, metrics port)} and the hosts."""
+    from tests.integration.test_worker_partitions import _start_worker
+
+    url, procs, env = stack["url"], stack["procs"], stack["env"]
+    hosts = _hosts_over_partitions()
+    now = time.time()
+    warm = [{"message": f"heartbeat ok from worker {i % 7}", "host": hosts[i % len(hosts)],
+             "level": "INFO", "timestamp": now + i * 0.01} for i in range(400)]
+    warm.append({"message": f"{MARKED} 0", "host": hosts[0], "level": "INFO",
+                 "timestamp": time.time()})
+    assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
+    assert wait_total(url, 401, procs=procs) == 401, stack_logs(stack)
+    second = procs["worker-b"] = _start_worker(stack, "worker-b")
+    workers = {"worker": (procs["worker"], int(env["SMARTLOGS_WORKER_METRICS_PORT"])),
+               "worker-b": (second, second.metrics_port)}
+    def assigned(port):  # raw partitions assigned (a worker lists a partition's state
+        try:                # only once a message of it came)
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()[
+                "kafka"]["assigned_partitions"]
+        except (httpx.TransportError, ValueError, KeyError):
+            return 0
+
+    assert _wait(lambda: all(assigned(port) for _, port in workers.values()), timeout=120), \
+        stack_logs(stack)
+
+    def spread():  # a line in every partition: each worker shows the partitions it holds
+        httpx.post(f"{url}/ingest", json=[{"message": "heartbeat ok from worker 1", "host": h,
+                                           "level": "INFO", "timestamp": time.time()}
+                                          for h in hosts], timeout=30)
+        held = [_held(port) for _, port in workers.values()]
+        return (held[0] | held[1] == {0, 1, 2, 3} and not held[0] & held[1]
+                and held[0] and held[1])
+
+    assert _wait(spread, timeout=120), stack_logs(stack)
+    found = _wait(lambda: httpx.get(f"{url}/api/events", params={"q": MARKED}, timeout=10
+                                    ).json().get("events"))
+    r = httpx.post(f"{url}/api/templates/{found[0]['template_id']}/feedback",
+                   json={"mark": "always_alert"}, timeout=10)
+    assert r.status_code < 300, r.text
+    time.sleep(7)  # each worker reads the marks every 5 s
+    return workers, hosts
+
+
+def _mid_window() -> None:
+    """Wait until at least 4 s are left in the current 10 s window, and 15 s in the minute."""
+    while time.time() % 10 > 6 or time.time() % 60 > 45:
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def global_stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    yield from _stack_with_rules(GLOBAL_RULES, tmp_path, rabbitmq, kafka, elasticsearch)
+
+
+@pytest.mark.timeout(400)
+def test_two_workers_raise_a_global_alert_once_and_its_cap_holds_over_both(global_stack):
+    """Two real workers, each holding some of the 4 partitions, hosts in every partition: a
+    template new to both workers raises one new_template alert; 8 flagged lines from 8 hosts
+    (neither worker sees 6 of them) raise one burst alert; 8 components each flagged once,
+    with a cap of 3 firings per window, raise 3 and one 'suppressed' notice over both
+    workers (each worker alone would have raised up to 3); so do the 8 hosts of a host rule
+    (judged by each worker for its hosts, its firings capped by the holder of partition 0)."""
+    url = global_stack["url"]
+    workers, hosts = _two_workers_marked(global_stack)
+    held = [_held(port) for _, port in workers.values()]
+    assert held[0] and held[1] and not held[0] & held[1], held
+    _Hook.got.clear()
+    _mid_window()
+    fault = [{"message": "disk controller reported a parity fault", "host": h, "level": "INFO",
+              "timestamp": time.time()} for h in hosts]
+    flagged = [{"message": f"{MARKED} {i + 1}", "host": h, "component": f"unit{i}",
+                "level": "INFO", "timestamp": time.time()} for i, h in enumerate(hosts)]
+    assert httpx.post(f"{url}/ingest", json=fault + flagged, timeout=30).status_code == 202
+    assert _wait(lambda: len([a for a in _Hook.got if a["state"] in ("firing", "suppressed")])
+                 >= 9, timeout=60), (_Hook.got, stack_logs(global_stack))
+    time.sleep(5)  # nothing more comes (a second judge would raise them again)
+    got = sorted((a["rule"], a["state"]) for a in _Hook.got if a["state"] != "resolved")
+    assert got == [("burst", "firing"), ("new-pattern", "firing"),
+                   ("per-comp", "firing"), ("per-comp", "firing"), ("per-comp", "firing"),
+                   ("per-comp", "suppressed"), ("per-host", "firing"), ("per-host", "firing"),
+                   ("per-host", "firing"), ("per-host", "suppressed")], \
+        (got, stack_logs(global_stack))
+    new = [a for a in _Hook.got if a["rule"] == "new-pattern"]
+    assert new[0]["trigger"]["message"] == fault[0]["message"]
+    burst = next(a for a in _Hook.got if a["rule"] == "burst")
+    assert burst["count"] >= 6 and burst["group"] == "*"
+
+
+@pytest.mark.timeout(500)
+def test_a_kill_9_of_the_judging_worker_raises_no_global_alert_twice(global_stack):
+    """Two real workers; a burst over all sources lasts (flagged lines from hosts in every
+    partition, 2 per second) and a new template arrives; the worker judging them (the holder
+    of partition 0) is killed with SIGKILL right after raising them. The survivor takes
+    partition 0 up from the global record and the history after it, judges the facts after
+    the record's position again, and raises neither a second time; the burst resolves once
+    after it ends."""
+    import signal
+
+    url = global_stack["url"]
+    workers, hosts = _two_workers_marked(global_stack)
+    judge = next(name for name, (_, port) in workers.items() if 0 in _held(port))
+    survivor = next(name for name in workers if name != judge)
+    _Hook.got.clear()
+    stop = threading.Event()
+
+    def burst():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            r = httpx.post(f"{url}/ingest", timeout=30, json=[
+                {"message": f"{MARKED} {i}", "host": hosts[i % len(hosts)], "level": "INFO",
+                 "timestamp": time.time()}])
+            assert r.status_code == 202, r.text
+            time.sleep(0.5)
+
+    sender = threading.Thread(target=burst, daemon=True)
+    sender.start()
+    try:
+        httpx.post(f"{url}/ingest", json=[{"message": "fan tray reported an overheating "
+                                           "condition", "host": h, "level": "INFO",
+                                           "timestamp": time.time()} for h in hosts], timeout=30)
+        assert _wait(lambda: {a["rule"] for a in _Hook.got} >= {"burst", "new-pattern"},
+                     timeout=60), (_Hook.got, stack_logs(global_stack))
+        time.sleep(0.5)
+        workers[judge][0].send_signal(signal.SIGKILL)
+        workers[judge][0].wait(30)
+        _, port = workers[survivor]
+        assert _wait(lambda: 0 in _held(port), timeout=120), stack_logs(global_stack)
+        time.sleep(15)  # the burst goes on, judged by the survivor now
+    finally:
+        stop.set()
+        sender.join(30)
+    assert _wait(lambda: [a for a in _Hook.got if a["rule"] == "burst"
+                          and a["state"] == "resolved"], timeout=90), \
+        (_Hook.got, stack_logs(global_stack))
+    time.sleep(3)
+    got = sorted((a["rule"], a["state"]) for a in _Hook.got
+                 if a["rule"] in ("burst", "new-pattern"))
+    assert got.count(("burst", "firing")) == 1 and got.count(("burst", "resolved")) == 1, got
+    assert got.count(("new-pattern", "firing")) == 1, got
+    assert len({a["id"] for a in _Hook.got if a["rule"] == "burst"}) == 1
+    sent = [(a["id"], a["state"]) for a in _Hook.got]  # host alerts too: none twice
+    assert len(sent) == len(set(sent)), sent
+    log = (global_stack["tmp"] / f"{survivor}.log").read_text()
+    assert re.search(r"alert engine state global restored", log), log[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from streams.alerts import AlertEngine, RuleError, load_rules
+from streams.alerts import Alert, AlertEngine, RuleError, load_rules
 
 T0 = 1_700_000_000.0
 
@@ -304,8 +304,8 @@ def test_the_doctests():
 def test_each_rule_is_evaluated_by_exactly_one_worker_whatever_the_assignment():
     """Issue 20: with several workers a rule over all sources is evaluated once. Host- and
     incident-grouped rules go with the partitions (every worker over its own events); the
-    others only by the holder of partition 0, from the store; one worker with every
-    partition evaluates everything over its events."""
+    others only by the holder of partition 0, over every worker's facts; one worker with
+    every partition evaluates everything over its events."""
     from streams.alerts import assign_rules, placement
 
     loaded, _ = rules("""
@@ -339,36 +339,79 @@ rules:
         assert (holder[1] == ()) == alone
 
 
-def test_a_global_rule_judged_from_store_counts_fires_once_while_it_lasts():
-    """The store's window totals (every worker's lines), asked again each second: one alert
-    while the flood lasts, resolved once a window closes below the threshold."""
-    (flood,), _ = rules("rules: [{name: flood, kind: error_flood, threshold: 10, window: 60s}]")
-    engine = AlertEngine((flood,), warmup_lines=0)
-    start = T0 - T0 % 60
+GLOBAL_RULES = """warmup_lines: 5
+rules:
+  - {name: new, kind: new_template}
+  - {name: burst, kind: anomaly_burst, threshold: 4, window: 60s}
+  - {name: comp, kind: anomaly_burst, threshold: 1, window: 60s, group_by: component,
+     max_per_window: 2}
+  - {name: per-host, kind: error_flood, threshold: 2, window: 60s, group_by: host}
+"""
+
+
+def _two_workers_and_a_judge(text=GLOBAL_RULES):
+    """Workers holding partitions {0} and {1} of 2 (their own engines); the first judges the
+    global rules over both workers' facts (in the engine its own events go through)."""
+    from streams.alerts import assign_rules
+
+    loaded, warmup = rules(text)
+    plans = [assign_rules(loaded, held, 2) for held in ({0}, {1})]
+    workers = [AlertEngine(loaded, warmup_lines=warmup) for _ in plans]
+    return loaded, plans, workers, workers[0]
+
+
+def test_global_rules_are_judged_once_over_every_workers_facts():
+    """Issue 20, several workers: an ungrouped burst neither worker sees alone (2 + 2 flagged
+    lines, threshold 4) fires once, at the judge; a template new to both workers fires once;
+    the warm-up counts both workers' lines; host rules stay with each worker; the facts are
+    the lines the global rules count and each template's first line, not every line."""
+    from streams.alerts import facts_of, placement
+
+    loaded, plans, workers, judge = _two_workers_and_a_judge()
+    glob = tuple(r for r in loaded if placement(r) == "global")
+    raised, sent = [], 0
+    passed = [set(), set()]
+
+    def store(k, events):  # worker k stored a batch: its rules, then its facts to the judge
+        nonlocal sent
+        local, _ = plans[k]
+        away = tuple(r for r in glob if r not in local)
+        raised.extend(("w", a.rule, a.group) for a in workers[k].observe(events, local, f"p{k}",
+                                                                          lines=0))
+        facts = facts_of(away, events, passed[k])
+        sent += len(facts)
+        _, shared = plans[0]  # the judge: the holder of partition 0
+        raised.extend(("j", a.rule, a.group) for a in judge.observe(facts, shared, "global",
+                                                                     lines=len(events)))
+
+    t = T0
+    store(0, [ev(t + i, host="web1") for i in range(3)])  # warm-up: 3 + 3 lines, one template
+    store(1, [ev(t + 3 + i, host="web2") for i in range(3)])
+    assert raised == [] and judge.lines == 6 and sent == 2  # one first line per worker
+    for k, host in ((0, "web1"), (1, "web2")):
+        store(k, [ev(t + 10 + k, host=host, anomaly=True, template="T2"),
+                  ev(t + 12 + k, host=host, anomaly=True, level="ERROR"),
+                  ev(t + 14 + k, host=host, level="ERROR")])
+    assert sorted(raised) == [("j", "burst", "*"), ("j", "comp", "app"), ("j", "new", "T2"),
+                              ("w", "per-host", "web1"), ("w", "per-host", "web2")], raised
+    assert judge.lines == 12 and workers[1].lines == 0  # counted at the judge, once
+
+
+def test_the_cap_of_a_global_rule_holds_over_every_workers_firings():
+    """Each worker alone would raise two alerts of ``comp`` (cap 2 per window): judged over
+    both workers' facts, two fire in all and one notice says the rest were held back."""
+    from streams.alerts import facts_of, placement
+
+    loaded, plans, _workers, judge = _two_workers_and_a_judge()
+    glob = tuple(r for r in loaded if placement(r) == "global")
     out = []
-    for i, total in enumerate((3, 7, 12, 15, 15)):  # growing totals of one window
-        out += engine.observe_counts(flood, start, {"*": total}, start + i,
-                                     samples={"*": [{"message": f"m{total}"}]})
-    assert [a.state for a in out] == ["firing"]
-    assert out[0].trigger == {"message": "m12"}  # raised by the total that met the threshold
-    out += engine.observe_counts(flood, start + 60, {"*": 30}, start + 70)  # lasts
-    out += engine.observe_counts(flood, start + 120, {"*": 2}, start + 130)
-    out += engine.tick(start + 181, rules=(flood,))
-    assert [a.state for a in out] == ["firing", "resolved"]
-    assert out[1].window_end == start + 180
-
-
-def test_new_templates_from_store_counts_fire_once_each_after_the_warm_up():
-    (new,), _ = rules("rules: [{name: new, kind: new_template}]")
-    engine = AlertEngine((new,), warmup_lines=100)
-    learned = [50]
-    engine.lines_learned_of = lambda: learned[0]
-    start = T0 - T0 % 60
-    assert engine.observe_counts(new, start, {"T1": 5, "T2": 1}, start + 1) == []  # warming up
-    learned[0] = 500
-    out = engine.observe_counts(new, start, {"T1": 6, "T2": 2, "T3": 1}, start + 2)
-    out += engine.observe_counts(new, start, {"T1": 7, "T3": 4}, start + 3)
-    assert [(a.group, a.state) for a in out] == [("T3", "firing")]
+    for k in (0, 1):
+        events = [{**ev(T0 + k * 10 + i, host=f"web{k}", anomaly=True, template="T1"),
+                   "component": f"c{k}{i}"} for i in range(2)]
+        facts = facts_of(glob, events, set())
+        out += judge.observe(facts, plans[0][1], "global", lines=len(events))
+    comp = [(a.state, a.group) for a in out if a.rule == "comp"]
+    assert comp == [("firing", "c00"), ("firing", "c01"), ("suppressed", "*")], comp
 
 
 def test_windows_the_platform_was_down_for_do_not_resolve_an_open_alert():
@@ -480,3 +523,91 @@ def test_a_partition_taken_over_joins_a_running_engine_and_leaves_the_others_alo
     resolved = dict(vars(next(x for x in fired_a if x.rule == "errs")), state="resolved")
     b2.restore(p0, [resolved], now=start + 10, owner="p0")
     assert [x.group for x in b2.open_alerts() if x.rule == "errs"] == []
+
+
+def test_the_facts_of_two_workers_raise_what_one_process_seeing_every_line_raises():
+    """Template spikes, a source's silence, an ungrouped burst, new templates and a host
+    flood over several windows, the lines of 4 hosts split over 2 workers by partition: the
+    alerts of the split (host rules at each worker, the global ones at the judge over the
+    facts, where lines only spikes and silences count are counted, not copied) are those of
+    one engine that saw every line, counts included; and far fewer facts than lines."""
+    import random
+
+    from streams.alerts import assign_rules, facts_of, placement
+
+    text = """warmup_lines: 20
+rules:
+  - {name: new, kind: new_template, window: 60s}
+  - {name: spike, kind: template_spike, factor: 3, baseline: 3, min_count: 20, window: 60s}
+  - {name: quiet, kind: silence, windows: 2, window: 60s, group_by: source}
+  - {name: burst, kind: anomaly_burst, threshold: 5, window: 60s}
+  - {name: flood, kind: error_flood, threshold: 8, window: 60s, group_by: host}
+"""
+    loaded, warmup = rules(text)
+    rng = random.Random(7)
+    hosts = {"web1": 0, "web2": 1, "db1": 0, "db2": 1}  # host -> partition
+    batches = []  # (partition, events), in time order
+    start = T0 - T0 % 60
+    for minute in range(8):
+        for second in range(0, 60, 5):
+            t = start + minute * 60 + second
+            for host, p in hosts.items():
+                if host == "db2" and minute >= 4:
+                    continue  # db2's source goes quiet
+                n = 36 if (minute == 5 and host.startswith("web")) else 6  # a spike of T1
+                events = [{**ev(t + i * 0.01, host=host, template="T1",
+                                level="ERROR" if minute == 6 and host == "web1" else "INFO",
+                                anomaly=rng.random() < 0.05),
+                           "id": f"{host}-{t}-{i}", "source": host} for i in range(n)]
+                if minute == 3 and second == 10:
+                    events.append({**ev(t + 0.5, host=host, template=f"N-{host}"),
+                                   "id": f"{host}-{t}-new", "source": host})
+                batches.append((p, events))
+    one = AlertEngine(loaded, warmup_lines=warmup)
+    expected = [a for _, events in batches for a in one.observe(events)]
+    expected += one.tick(start + 9 * 60)
+
+    plans = [assign_rules(loaded, held, 2) for held in ({0}, {1})]
+    workers = [AlertEngine(loaded, warmup_lines=warmup) for _ in plans]
+    glob = tuple(r for r in loaded if placement(r) == "global")
+    passed, got, lines, facts = [set(), set()], [], 0, 0
+    for p, events in batches:
+        local = plans[p][0]
+        got += workers[p].observe(events, local, f"p{p}", lines=0)
+        sent = facts_of(tuple(r for r in glob if r not in local), events, passed[p])
+        lines, facts = lines + len(events), facts + len(sent)
+        got += workers[0].observe(sent, plans[0][1], "global", lines=len(events))  # the judge
+    got += workers[0].tick(start + 9 * 60, plans[0][1]) + workers[0].tick(start + 9 * 60,
+                                                                          plans[0][0])
+    got += workers[1].tick(start + 9 * 60, plans[1][0])
+
+    def key(a):
+        return (a.rule, a.group, a.state, a.window_start, a.count)
+
+    assert {a.rule for a in expected} >= {"new", "spike", "quiet", "burst", "flood"}, expected
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    assert facts < lines / 3, (facts, lines)  # (batches of 6 lines here; of hundreds live)
+
+
+def test_the_cap_of_a_host_rule_holds_over_every_workers_firings():
+    """Two workers each raise 2 host alerts of a rule capped at 3 per window: admitted at the
+    holder of partition 0, 3 go through and one notice; the 4th firing's resolution is held
+    back too; a worker's own notice counts as a firing held back (one notice per window)."""
+    from streams.alerts import assign_rules
+
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, threshold: 1, window: 60s, "
+                      "group_by: host, max_per_window: 3}]")
+    plans = [assign_rules(loaded, held, 2) for held in ({0}, {1})]
+    workers = [AlertEngine(loaded, warmup_lines=0) for _ in plans]
+    raised = [a for k, w in enumerate(workers) for i in range(2)
+              for a in w.observe([ev(T0 + i, host=f"h{k}{i}", level="ERROR")], plans[k][0])]
+    assert [a.state for a in raised] == ["firing"] * 4  # each worker is under the cap alone
+    judge = workers[0]
+    out = [x for a in raised for x in judge.admit(a)]
+    assert [(a.state, a.group) for a in out] == [("firing", "h00"), ("firing", "h01"),
+                                                 ("firing", "h10"), ("suppressed", "*")]
+    resolved = [x for w, p in zip(workers, plans) for x in w.tick(T0 + 180, p[0])]
+    assert sorted(a.group for a in resolved) == ["h00", "h01", "h10", "h11"]
+    assert sorted(x.group for a in resolved for x in judge.admit(a)) == ["h00", "h01", "h10"]
+    late = Alert("errs|*|x|suppressed", "errs", "error_flood", "*", "suppressed", T0, T0 + 60, 0)
+    assert judge.admit(late) == []  # the window's notice was given

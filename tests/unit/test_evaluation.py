@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from smartlogs.cli.evaluation import (eval_detection, eval_parsing, eval_synthetic, grouping_accuracy,
-                                  pr_auc, roc_auc, write_events)
+                                  pr_auc, roc_auc, worst_contiguous_half, write_events)
 from smartlogs.cli.synthetic import KINDS, generate
 
 
@@ -208,3 +208,17 @@ def test_hadoops_failure_starts_at_its_first_network_symptom():
              "INFO progress 3"]
     assert _hadoop_failure_start(lines) == 2
     assert _hadoop_failure_start(lines[:2]) == 2  # no failure: every line counts
+
+
+def test_the_worst_contiguous_half_is_found_wherever_it_starts():
+    """Issue 19 asks for BGL's ROC-AUC "on any contiguous half": the half-length window, at any
+    start, where the score ranks worst (windows with one class only are skipped)."""
+    labels = [False] * 20
+    scores = [0.1] * 20
+    for i in (2, 15):  # two alerts: the first ranked well, the second below normal lines
+        labels[i] = True
+    scores[2], scores[15] = 0.9, 0.05
+    scores[13] = 0.5  # a normal line above the second alert's score
+    start, auc = worst_contiguous_half(labels, scores)
+    assert 6 <= start <= 10 and auc == pytest.approx(0.0)  # windows holding line 15 but not 2
+    assert worst_contiguous_half([False] * 10, [0.0] * 10) == (-1, pytest.approx(float("nan"), nan_ok=True))

@@ -548,3 +548,80 @@ def test_a_severe_pattern_new_for_its_host_is_flagged_only_where_severe_lines_ar
     assert calm.is_anomaly and calm.reason.startswith("first FATAL line of pattern Tf1")
     routine = run(5)  # 20% of the lines FATAL: the rule stays silent (other evidence may not)
     assert "first FATAL line" not in (routine.reason or "")
+
+
+def test_a_level_weighs_as_much_as_it_is_rare_in_its_kind_of_source():
+    """Issue 19: the level is evidence in proportion to how rare it is in the line's kind of
+    source. Where a third of the lines are FATAL, one more FATAL line of a known pattern says
+    little; the same line where FATAL is rare keeps the level's full weight. Scored the same
+    in every other way (same pattern, host, times), the routine one scores clearly lower."""
+    def run(fatal_every):
+        s = AnomalyScorer(window_size=50)
+        for i in range(1500):
+            fatal = i % fatal_every == 0
+            tid, level = ("Tf", "FATAL") if fatal else (f"T{i % 5}", "INFO")
+            s.score(*s.features(template_id=tid, seen_before=i, is_new=False, level=level,
+                                tokens=8, parsed=True, host=f"h{i % 4}", window_start=0.0,
+                                ts=float(i), kind="k"))
+        x, ctx = s.features(template_id="Tf", seen_before=100, is_new=False, level="FATAL",
+                            tokens=8, parsed=True, host="h0", window_start=0.0, ts=1500.0,
+                            kind="k")
+        return s.score(x, ctx), x
+
+    routine, x_routine = run(3)  # a third of the lines FATAL
+    rare, x_rare = run(300)  # 0.3% of the lines FATAL
+    # nothing else sets the two apart: no evidence besides the level
+    assert max(x_routine[k] for k in EVIDENCE) < 0.2 and max(x_rare[k] for k in EVIDENCE) < 0.2
+    assert rare.score >= 0.55
+    assert routine.score <= rare.score - 0.15
+    assert "of this kind of source's lines are FATAL or worse" in explain(x_routine, {
+        **routine.features, "level": "FATAL", "level_share": 0.33, "template_id": "Tf"})
+
+
+def test_a_model_from_before_level_shares_keeps_its_share_of_severe_lines():
+    """A checkpoint from before the shares per level held one share (lines at ERROR or worse)
+    per kind: restored, severity that counts judges with it as before."""
+    s = AnomalyScorer(window_size=50)
+    for i in range(300):
+        s.score(*s.features(template_id="T1", seen_before=i, is_new=False, level="INFO",
+                            tokens=8, parsed=True, host="h", window_start=0.0, ts=float(i),
+                            kind="k"))
+    state = s.__getstate__()
+    del state["_levels"], state["level_share"]
+    state["_severe"], state["severe_share"] = {"k": 0.3}, 0.0  # severe lines routine in "k"
+    old = AnomalyScorer.__new__(AnomalyScorer)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    x, ctx = old.features(template_id="Tnew", seen_before=0, is_new=True, level="ERROR",
+                          tokens=8, parsed=True, host="h2", window_start=0.0, ts=301.0, kind="k")
+    assert "first_severe" not in ctx  # 30% of the kind's lines severe: not news
+    assert abs(ctx["level_share"] - 0.3) < 0.01
+
+
+def test_the_trees_do_not_rate_rare_a_new_pattern_where_new_patterns_are_routine():
+    """Issue 19 (BGL): in a stream where one kind of source is in a crash dump (every other of
+    its lines a new pattern) while the rest of the stream is calm, novelty judges its new
+    patterns routine (0), and the trees must not undo that by rating "a new pattern" rare
+    against the whole stream: its new patterns score as its known ones. In a calm kind a new
+    pattern stays news, to novelty and to the trees."""
+    s = AnomalyScorer(window_size=100)
+
+    def line(i, tid, kind, new, seen):
+        return s.score(*s.features(template_id=tid, seen_before=seen, is_new=new, level="FATAL"
+                                   if kind == "dump" else "INFO", tokens=8, parsed=True,
+                                   host=f"{kind}{i % 3}", window_start=0.0, ts=float(i),
+                                   kind=kind))
+
+    new_scores, known_scores = [], []
+    for i in range(3000):
+        if i % 10:  # nine lines in ten: a calm kind, known patterns
+            line(i, f"T{i % 6}", "calm", False, i)
+        elif i < 2000:  # the dump's lines: every other one a new pattern
+            line(i, f"D{i}" if i % 20 else "Dknown", "dump", bool(i % 20), 0 if i % 20 else i)
+        else:
+            r = line(i, f"D{i}" if i % 20 else "Dknown", "dump", bool(i % 20), 0 if i % 20 else i)
+            (new_scores if i % 20 else known_scores).append(r.score)
+    assert sum(new_scores) / len(new_scores) <= sum(known_scores) / len(known_scores) + 0.05
+    x, _ = s.features(template_id="Tcalm-new", seen_before=0, is_new=True, level="INFO",
+                      tokens=8, parsed=True, host="calm0", window_start=0.0, ts=3000.0,
+                      kind="calm")
+    assert x["new_template"] == 1.0 and x["novelty"] > 0.5
