@@ -76,7 +76,7 @@ from streams.alerts import partition_scope, scopes_held
 from streams.runtime import alert_facts
 from streams.runtime.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage
+from streams.runtime.stage import Batch, RetryPolicy, Sink, Stored, run_stage
 from streams.runtime.state_records import Book, decode_state, encode_save
 from streams.templates import MergeNotices
 
@@ -178,10 +178,10 @@ def _lines_learned() -> int:
     return sum(part.pipeline.lines for part in list(parts.values()))
 
 
-async def _write_until_taken(loop, batch) -> list[dict]:
+async def _write_until_taken(loop, batch) -> Stored:
     """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing
     (``Sink.write_until_taken``, in an executor thread: the event loop goes on meanwhile);
-    returns the events newly stored.
+    returns what the write did (the events newly stored, whether the merges were applied).
 
     The agent must not move past a batch the sink has not taken: a crashed agent would be
     restarted by Faust past the message, losing it. So while Elasticsearch is down this batch
