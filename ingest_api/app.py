@@ -8,6 +8,7 @@ Elasticsearch for queries). Only the transport and the store differ. Every refus
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 import secrets
@@ -79,6 +80,38 @@ def parse_time(value: str | None, *, now: float | None = None, field: str | None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
+
+
+# What every 4xx of the API's own routes answers (the handlers below): the schema says so for
+# the 422s FastAPI declares on every route, instead of its default ``{"detail": [...]}`` body
+REFUSAL_SCHEMA = {
+    "title": "Refusal", "type": "object", "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong, as a code: invalid_request, "
+                  "invalid_time, invalid_query, invalid_cursor, ..."},
+        "detail": {"type": "string", "description": "what is wrong, for a person"},
+        "field": {"type": "string", "description": "the parameter at fault, when one is"},
+        "position": {"type": "integer", "description": "where in q a query could not be read"},
+        "errors": {"type": "array", "items": {"type": "object"},
+                   "description": "each invalid parameter (type, loc, msg)"},
+    },
+}
+
+
+def _declare_refusal_shape(app: FastAPI) -> None:
+    """The OpenAPI schema (and so /docs and schema-driven clients) shows the 422 body the API
+    really sends."""
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = base().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = copy.deepcopy(REFUSAL_SCHEMA)
+                schemas.pop("ValidationError", None)  # referred to only by the default above
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 TimeBasis = Annotated[Literal["event", "arrival"], Query(alias="time", description=(
@@ -224,9 +257,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         docs_url=None, redoc_url=None,  # /docs is served offline below (ingest_api/docs.py)
     )
     add_offline_docs(app)
+    _declare_refusal_shape(app)
 
     keys = KeyStore(s.keys_path)
     limiter = RateLimiter(s.rate_limit_per_key) if s.rate_limit_per_key > 0 else None
+    # added first, so innermost: POST /ingest passes the read timeout and auth like any route
+    app.add_middleware(DirectRoute, fastapi_app=app, method="POST", path="/ingest")
     app.add_middleware(AuthMiddleware, keys=keys, limiter=limiter)
     app.add_middleware(ReadTimeoutMiddleware, timeout=s.read_timeout)  # 408 for a stalled body
     app.state.keys = keys
@@ -260,6 +296,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+        metrics.rejected("invalid_request", detail=detail)  # kept among the recent refusals
         return JSONResponse({"error": "invalid_request", "detail": detail, "errors": errors},
                             status_code=422)
 
@@ -453,6 +490,76 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     return app
 
 
+class DirectRoute:
+    """One route, called without FastAPI's per-request machinery: ``POST /ingest``.
+
+    Many clients post one line per request (curl, application loggers); for them the ingest
+    work is small and the framework's layers (routing over every route, dependency solving,
+    ``jsonable_encoder``, the exception middleware's wrappers) cost more CPU than the rest
+    of the request together (bench/RESULTS.md, "small requests"). This middleware sits
+    inside the read timeout and the API keys (both still apply) and, for its method and
+    path, calls the route's own endpoint with the ``Request`` and writes its dict answer
+    with orjson, in the route's status code. Nothing is written twice: the endpoint, its
+    OpenAPI entry and the app's exception handlers (the JSON error bodies, the rejection
+    metrics and record) are the ones the app declared; an exception without a handler goes
+    on to the server-error middleware, as from any route. Only a route whose endpoint takes
+    the ``Request`` alone (no parameters or dependencies for FastAPI to solve) and returns a
+    dict or a ``Response`` is called directly; any other goes through the app as usual.
+    """
+
+    def __init__(self, app, *, fastapi_app: FastAPI, method: str, path: str):
+        self.app, self.fastapi_app, self.method, self.path = app, fastapi_app, method, path
+        self._route = None
+
+    def route(self):
+        """The app's route for the method and path if it can be called directly, else False
+        (looked up once, at the first request)."""
+        if self._route is None:
+            from fastapi.routing import APIRoute
+
+            route = next((r for r in self.fastapi_app.router.routes
+                          if isinstance(r, APIRoute) and r.path == self.path
+                          and self.method in r.methods), None)
+            d = route.dependant if route is not None else None
+            plain = d is not None and d.request_param_name is not None and not (
+                d.path_params or d.query_params or d.header_params or d.cookie_params
+                or d.body_params or d.dependencies or d.response_param_name
+                or d.background_tasks_param_name) and asyncio.iscoroutinefunction(route.endpoint)
+            if route is not None and not plain:
+                log.warning("%s %s takes more than the request: served by the app, not directly",
+                            self.method, self.path)
+            self._route = route if plain else False
+        return self._route
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != self.method or \
+                scope["path"] != scope.get("root_path", "") + self.path:
+            return await self.app(scope, receive, send)
+        route = self.route()
+        if not route:
+            return await self.app(scope, receive, send)
+        import orjson
+
+        request = Request(scope, receive)
+        try:
+            answer = await route.endpoint(request)
+        except Exception as exc:
+            handler = next((self.fastapi_app.exception_handlers[t] for t in type(exc).__mro__
+                            if t is not Exception and t in self.fastapi_app.exception_handlers),
+                           None)
+            if handler is None:
+                raise
+            answer = await handler(request, exc)
+        if not isinstance(answer, Response):
+            body = orjson.dumps(answer)
+            await send({"type": "http.response.start", "status": route.status_code or 200,
+                        "headers": [(b"content-length", str(len(body)).encode()),
+                                    (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await answer(scope, receive, send)
+
+
 class AuthMiddleware:
     """API keys and per-key rate limits for every route, including routers added later.
 
@@ -522,6 +629,9 @@ _RPC_CODES = {401: 16, 403: 7, 429: 8}  # UNAUTHENTICATED, PERMISSION_DENIED, RE
 async def _deny(send, status: int, error: str, detail: str, headers: dict | None = None,
                 scope: dict | None = None) -> None:
     import orjson
+
+    if status in (401, 403):  # a shipper with a wrong key shows up in `smartlogs status`
+        metrics.rejected(error, detail=detail)
 
     body, ctype = orjson.dumps({"error": error, "detail": detail}), b"application/json"
     if scope is not None and scope["path"] == "/v1/logs" and dict(scope["headers"]).get(

@@ -28,7 +28,7 @@ def present(inc: dict) -> dict:
 
     out = dict(inc)
     for key, iso in (("first_ts", "first_seen"), ("last_ts", "last_seen"),
-                     ("resolved_ts", "resolved_at")):
+                     ("resolved_ts", "resolved_at"), ("last_received", "last_arrival")):
         v = inc.get(key)
         out[iso] = _iso(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
     return out
@@ -40,10 +40,15 @@ async def incidents(
     status: Annotated[Literal["open", "resolved"] | None, Query(
         description="open: still going on; resolved: quiet for the quiet period")] = None,
     since: Annotated[str | None, Query(max_length=100, description=(
-        "with a line at or after this time (ISO 8601, epoch, or 15m/2h/7d ago; event time)"))] = None,
+        "with a line at or after this time (ISO 8601, epoch, or 15m/2h/7d ago; event or "
+        "arrival time, see time)"))] = None,
     source: Annotated[str | None, Query(max_length=500, description="the incident's source: its lines' host, else their service, file, stream or API key")] = None,
     template: Annotated[str | None, Query(max_length=100, description="template id, e.g. T12")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    basis: Annotated[Literal["event", "arrival"], Query(alias="time", description=(
+        "what since and the order count in: event (the time the lines carry, the default) or "
+        "arrival (when their latest line reached SmartLogs: what was flagged last comes "
+        "first, whatever the dates in a replayed file)"))] = "event",
 ):
     from ingest_api.app import parse_time
 
@@ -52,7 +57,7 @@ async def incidents(
         raise IngestError(422, "invalid_time", f"since={since!r} is not a finite time", field="since")
     store = request.app.state.store
     rows = await run_in_threadpool(store.incidents, status=status, since=t, source=source,
-                                   template=template, limit=limit)
+                                   template=template, limit=limit, basis=basis)
     return {"incidents": [present(i) for i in rows]}
 
 

@@ -95,9 +95,10 @@ class ReadTimeoutMiddleware:
             nonlocal body_done
             if body_done:  # later calls wait for a disconnect (a live tail): no bound
                 return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.timeout)
-            except asyncio.TimeoutError:
+            try:  # (asyncio.timeout: no task per message, unlike wait_for)
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
                 log.info("%s %s: the request body stalled for %gs (SMARTLOGS_READ_TIMEOUT); "
                          "answering 408", scope["method"], scope["path"], self.timeout)
                 raise IngestError(408, "request_timeout",

@@ -49,21 +49,27 @@ class GroupCommit:
     its own payload's outcome is known. With one client at a time nothing waits: a lone request
     is committed at once, alone. ``max_items`` bounds a group by the total ``len`` of its
     payloads (``size``; a payload larger than that still goes, alone).
+
+    ``in_flight``: how many commits may run at once. One for a store with one writer (the
+    spool: a second commit would only wait for the first one's lock); more where a commit
+    is mostly waiting for an answer that others can wait for alongside (a broker's confirm),
+    so that requests arriving during a commit need not wait for its end.
     """
 
     def __init__(self, commit: Callable[[list], object], *, max_items: int | None = None,
-                 size: Callable[[object], int] = len):
+                 size: Callable[[object], int] = len, in_flight: int = 1):
         self._commit, self._size = commit, size
         self._async = asyncio.iscoroutinefunction(commit)
         self.max_items = max_items
+        self.in_flight = in_flight
         self._pending: list[tuple[object, asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._flushers: set[asyncio.Task] = set()
 
     async def submit(self, payload) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((payload, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if len(self._flushers) < self.in_flight:
+            self._flushers.add(asyncio.create_task(self._flush()))
         # shielded: a client that leaves does not cancel the commit others share with it
         await asyncio.shield(fut)
 
@@ -81,6 +87,12 @@ class GroupCommit:
         return group
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_pending()
+        finally:  # at once when nothing is left: a payload submitted later starts a flusher
+            self._flushers.discard(asyncio.current_task())
+
+    async def _flush_pending(self) -> None:
         while self._pending:
             group = self._take()
             payloads = [p for p, _ in group]
@@ -168,10 +180,11 @@ class SpoolTransport:
                               f"{limit} (SMARTLOGS_MAX_BACKLOG_EVENTS): split it into smaller batches",
                               limit=limit)
         await self._spool.submit(items)
-        self.runner.wake()
 
     def _commit(self, batches: list[list[dict]]) -> list[BaseException | None]:
-        """One spool transaction for the batches that fit under the backlog limit."""
+        """One spool transaction for the batches that fit under the backlog limit, then one
+        wake-up of the runner (its shards) for them all: a wake-up per request cost the API
+        a pipe write per shard, and each shard a read, for every one-line request."""
         backlog, limit = self.store.spool_backlog(), self.settings.max_backlog_events
         outcomes: list[BaseException | None] = []
         taken = []
@@ -186,6 +199,7 @@ class SpoolTransport:
                 outcomes.append(None)
         if taken:
             self.store.spool_append_many(taken)
+            self.runner.wake()
         return outcomes
 
     def health(self) -> tuple[bool, dict]:
@@ -194,6 +208,9 @@ class SpoolTransport:
 
 
 _MAX_GROUP_ITEMS = 5000  # items per grouped message (a single larger request still goes alone)
+# grouped messages awaiting their confirm at once: requests that arrive meanwhile go in the
+# next message without waiting for the confirm before it (bench/RESULTS.md, small requests)
+_PUBLISH_IN_FLIGHT = 4
 
 
 class AmqpTransport:
@@ -236,7 +253,7 @@ class AmqpTransport:
         self._probe_error: str | None = None
         self._monitor: asyncio.Task | None = None
         self._publish = GroupCommit(self._publish_group, max_items=_MAX_GROUP_ITEMS,
-                                    size=lambda batch: len(batch[0]))
+                                    size=lambda batch: len(batch[0]), in_flight=_PUBLISH_IN_FLIGHT)
 
     async def start(self) -> None:
         self._monitor = asyncio.create_task(self._probe_loop(), name="amqp-readiness-probe")
@@ -365,5 +382,6 @@ def build_full(settings: Settings):
                                index_period=settings.es_index_period,
                                window_seconds=settings.window_seconds,
                                query_timeout=settings.query_timeout,
+                               refresh_interval=settings.es_refresh_interval,
                                client_kwargs=es_client_kwargs(settings))
     return AmqpTransport(settings, pipeline_probe=True), store

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     es_index_period: Literal["month", "day"] = Field(
         "month", description="One Elasticsearch index per UTC month (or day) of event time. "
         "Months keep replays of old logs on few shards; days suit high volume and finer retention.")
+    es_refresh_interval: str = Field(
+        "500ms", pattern=r"^[1-9][0-9]*(ms|s)$",
+        description="How often Elasticsearch makes new events searchable (e.g. 500ms, 1s, 30s): "
+        "an event waits up to one interval; shorter costs Elasticsearch more CPU per event. "
+        "Applied to the index template and to existing indices when the worker starts.")
 
     # -- credentials and TLS (mapped to client arguments in smartlogs/security.py only) ----
     # secrets are SecretStr: never shown by repr(), never logged (security.register_secrets)

@@ -70,12 +70,16 @@ class MultilineJoiner:
         self._size = 0
         self._tag = None  # the caller's tag of the event's first line (an id, a line number)
         self._after = False
-        self._header = False  # the event began with a timestamped header line
+        # the event began with a timestamped header line; None: not looked at yet (a scan
+        # of the first line, needed only when a later line names an exception)
+        self._header: bool | None = False
 
     def feed(self, line: str, tag=None) -> list[tuple[object, str]]:
         """(tag of the first line, text) of each event ``line`` completed: none, or the
         previous one when ``line`` starts a new event."""
-        cont = bool(self._parts) and is_continuation(line, self._after, self._header)
+        cont = bool(self._parts) and (
+            is_continuation(line, self._after)
+            or (not self._after and is_continuation(line, False, True) and self._began_with_header()))
         if cont and len(self._parts) < self.max_lines and \
                 self._size + 1 + len(line) <= self.max_bytes:
             self._parts.append(line)
@@ -84,9 +88,14 @@ class MultilineJoiner:
             return []
         out = self.flush()
         self._parts, self._size, self._tag = [line], len(line), tag
-        self._header = not cont and starts_with_header(line)
+        self._header = False if cont else None
         self._after = cont  # a continuation cut off by a bound still reads as one
         return out
+
+    def _began_with_header(self) -> bool:
+        if self._header is None:
+            self._header = starts_with_header(self._parts[0])
+        return self._header
 
     def flush(self) -> list[tuple[object, str]]:
         """The event being joined, if any (at the end of input, or after an idle time)."""

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import math
 
+from streams import scoring
+
 __all__ = ["SilenceWatch", "MINUTE", "MIN_MINUTES", "MIN_ACTIVE", "FACTOR", "ALPHA"]
 
 MINUTE = 60.0  # seconds of event time in one kind-minute
@@ -57,7 +59,6 @@ ALPHA = 1e-3  # chance of the silence, were the source as active as usual, below
 QUANTILE = 0.99  # the usual longest gap: this quantile of its gaps
 LEARN_SILENCE = 0.3  # a gap reported as a silence counts as this much of a usual gap
 _HALVE_AT = 2000.0  # gaps counted; beyond, every count is halved (recent habits weigh more)
-_MAX_SOURCES = 100_000  # sources watched over all kinds; beyond, the half quiet longest goes
 _MAX_KINDS = 1024
 
 # a source's state: a list (small to pickle, quick to index)
@@ -112,7 +113,9 @@ class SilenceWatch:
             k.last_ts = ts
         s = k.sources.get(source)
         if s is None:
-            if self.watched >= _MAX_SOURCES:
+            # sources watched over all kinds: as many as the scorer keeps hosts (read here, so
+            # one bound sets both); beyond, the half quiet longest is forgotten
+            if self.watched >= scoring._MAX_HOSTS:
                 self._forget_half()
             s = k.sources[source] = [k.count, minute, 1.0, 0.0, {}, 0.0, None, event_id, ts,
                                      False, host]

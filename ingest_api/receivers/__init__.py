@@ -98,19 +98,28 @@ class LineBudget:
         self.capacity = capacity
         self.free = capacity
         self._cond = asyncio.Condition()
+        self._waiting = 0
 
     @asynccontextmanager
     async def hold(self, weight: int):
         weight = max(1, min(weight, self.capacity))
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.free >= weight)
+        if self.free < weight:
+            async with self._cond:
+                self._waiting += 1
+                try:
+                    await self._cond.wait_for(lambda: self.free >= weight)
+                finally:
+                    self._waiting -= 1
+                self.free -= weight
+        else:  # it fits: taken at once (one event loop, no await in between: no lock needed)
             self.free -= weight
         try:
             yield
         finally:
-            async with self._cond:
-                self.free += weight
-                self._cond.notify_all()
+            self.free += weight
+            if self._waiting:
+                async with self._cond:
+                    self._cond.notify_all()
 
 
 def request_weight(request: Request, body: bytes | None) -> int | None:

@@ -747,6 +747,7 @@
     $("time-basis").addEventListener("change", () => {
       refreshStats();
       if (currentView === "anomalies") loadAnomalies();
+      else if (views[currentView]) views[currentView].load();  // the incidents list
     });
     $("search-more").addEventListener("click", () => runSearch(true));
     $("key-box").addEventListener("submit", (ev) => { ev.preventDefault(); useKey($("key-input").value); });
@@ -775,7 +776,7 @@
     // for debugging and tests, and for the views in files of their own (registerView)
     window.smartlogsConsole = { tail, showView, runSearch, drawChart, registerView, api, h, clear,
       setText, fmtInt, fmtTime, fmtScore, eventRow, templateLink, keyboardRow, markTimeFields,
-      AuthError, view: () => currentView };
+      AuthError, basis, view: () => currentView };
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -17,13 +17,16 @@
       return;
     }
     const { api, h, clear, setText, fmtInt, fmtTime, fmtScore, eventRow, templateLink,
-      keyboardRow, markTimeFields, AuthError } = c;
+      keyboardRow, markTimeFields, AuthError, basis } = c;
     let gen = 0;
     const opened = new Set();  // incident ids whose detail is open (kept across refreshes)
 
     async function load() {
       const mine = ++gen;
       const since = $("incidents-since");
+      // the console's one time switch: arrival (the default) lists what was flagged last first,
+      // whatever the dates in a replayed file; event orders by the lines' own times
+      const asked = basis();
       let res;
       try {
         res = await api("api/incidents", {
@@ -31,6 +34,7 @@
           source: $("incidents-source").value.trim(),
           since: since.value.trim(),
           limit: $("incidents-limit").value,
+          time: asked,
         });
       } catch (e) {
         if (mine !== gen) return;
@@ -41,10 +45,11 @@
       }
       if (mine !== gen) return;
       markTimeFields([since], $("incidents-summary"), null);
-      render(res.incidents || []);
+      render(res.incidents || [], asked === "arrival");
     }
 
-    function render(incidents) {
+    function render(incidents, arrival) {
+      setText($("incidents-time-head"), arrival ? "last arrival (UTC)" : "last line (UTC)");
       const body = $("incidents-body");
       const focused = document.activeElement && body.contains(document.activeElement) &&
         document.activeElement.matches("tr.incident") ? document.activeElement.dataset.id : null;
@@ -56,7 +61,10 @@
         },
           h("td", { class: "status" }, h("span", { class: "badge badge-" + inc.status }, inc.status)),
           h("td", { class: "num count" }, fmtInt(inc.count)),
-          h("td", { class: "time", title: "first " + (inc.first_seen || "") }, fmtTime(inc.last_seen)),
+          h("td", {
+            class: "time",
+            title: "first line " + (inc.first_seen || "") + ", last line " + (inc.last_seen || ""),
+          }, fmtTime(arrival ? inc.last_arrival : inc.last_seen)),
           h("td", { class: "host" }, inc.source || "-"),
           h("td", { class: "tid" }, templateLink(inc.template_id)),
           h("td", { class: "reason" }, inc.reason || inc.last_reason || ""),

@@ -715,6 +715,8 @@ def search(
             again += ["--time", basis]
         if limit != 20:
             again += ["--limit", str(limit)]
+        if url not in (DEFAULT_URL, os.environ.get("SMARTLOGS_URL")):  # the next page is there too
+            again += ["--url", url]
         import shlex
 
         console.print(f"next page: {escape(shlex.join([*again, '--cursor', nxt]))}", soft_wrap=True)
@@ -796,15 +798,29 @@ def stats(
     tot = res["totals"]
     console.print(f"[bold]{tot['events']:,}[/] events, [bold red]{tot['anomalies']:,}[/] anomalies, "
                   f"[bold]{tot['templates']:,}[/] templates; windows of {res['window_seconds']} s")
-    levels = sorted({lv for w in res["windows"] for lv in w["levels"]})
+    per_level: dict[str, int] = {}
+    for w in res["windows"]:
+        for lv, n in w["levels"].items():
+            per_level[lv] = per_level.get(lv, 0) + n
+    # a column per level while they fit (at 80 columns three), the commonest first; the rest
+    # are summed in "other" so that no column is squeezed until "2026-1…" is all it shows
+    fit = max(1, (console.width - 46) // 10)
+    levels = sorted(per_level, key=lambda lv: (-per_level[lv], lv))
+    rest = levels[fit - 1:] if len(levels) > fit else []
+    levels = sorted(levels[:fit - 1] if rest else levels)
     t = Table(title=f"recent windows ({basis} time)")
-    t.add_column("window start")
+    t.add_column("window start (UTC)", no_wrap=True, min_width=16)
     t.add_column("events", justify="right")
     t.add_column("anomalies", justify="right", style="red")
-    for lv in levels:
-        t.add_column("no level" if lv == "-" else f"level {lv}", justify="right")
+    for lv in levels:  # a level is log data: printed as text, never read as markup
+        t.add_column("no level" if lv == "-" else escape(lv), justify="right", overflow="fold")
+    if rest:
+        t.add_column(f"{len(rest)} other levels", justify="right", overflow="fold")
     for w in res["windows"]:
-        t.add_row(w["start"], str(w["total"]), str(w["anomalies"]), *(str(w["levels"].get(lv, 0)) for lv in levels))
+        start = w["start"].replace("T", " ").replace(":00.000Z", "")  # 2026-12-07 10:37
+        t.add_row(start, str(w["total"]), str(w["anomalies"]),
+                  *(str(w["levels"].get(lv, 0)) for lv in levels),
+                  *([str(sum(w["levels"].get(lv, 0) for lv in rest))] if rest else []))
     console.print(t)
     tt = Table(title="top templates")
     tt.add_column("id")

@@ -24,6 +24,7 @@ def incidents_command(
     source: Annotated[Optional[str], typer.Option(help="Only this source (host or stream).")] = None,
     template: Annotated[Optional[str], typer.Option(help="Only this template id, e.g. T12.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 30,
+    basis: Annotated[str, typer.Option("--time", help="What --since and the order mean: event (the time in the lines) or arrival (when the latest line reached SmartLogs).")] = "event",
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
     url: Annotated[str, typer.Option(envvar="SMARTLOGS_URL", help="Base URL of the API.")] = "http://127.0.0.1:8000",
 ) -> None:
@@ -41,6 +42,8 @@ def incidents_command(
 
     if status is not None and status not in ("open", "resolved"):
         _fail(f"--status must be open or resolved, not {status!r}")
+    if basis not in ("event", "arrival"):
+        _fail(f"--time must be event or arrival, not {basis!r}")
     if incident_id is not None:
         inc = _get(url, f"/api/incidents/{incident_id}", {})
         if as_json:
@@ -65,15 +68,18 @@ def incidents_command(
         console.print(f"all its lines: smartlogs search --incident {inc['id']}")
         return
     res = _get(url, "/api/incidents", {"status": status, "since": since, "source": source,
-                                       "template": template, "limit": limit})
+                                       "template": template, "limit": limit, "time": basis})
     if as_json:
         console.print_json(json.dumps(res))
         return
-    table = Table(title=f"{len(res['incidents'])} incident(s), latest first", expand=True)
-    for col in ("id", "status", "lines", "last", "source", "template", "why"):
+    table = Table(title=f"{len(res['incidents'])} incident(s), latest first ({basis} time)",
+                  expand=True)
+    last = "last_arrival" if basis == "arrival" else "last_seen"
+    for col in ("id", "status", "lines", "last arrived" if basis == "arrival" else "last",
+                "source", "template", "why"):
         table.add_column(col, overflow="fold", ratio=4 if col == "why" else None)
     for i in res["incidents"]:
-        table.add_row(i["id"], i["status"], str(i["count"]), _short(i.get("last_seen")),
+        table.add_row(i["id"], i["status"], str(i["count"]), _short(i.get(last)),
                       escape(str(i.get("source") or "-")), escape(str(i.get("template_id") or "-")),
                       escape(i.get("reason") or i.get("last_reason") or "-"))
     console.print(table)

@@ -125,8 +125,9 @@ class EventStore(Protocol):
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,
-                  limit: int = 100) -> list[dict]:
-        """Incident snapshots, the latest line first."""
+                  limit: int = 100, basis: str = "event") -> list[dict]:
+        """Incident snapshots, the latest line first, in event time (``last_ts``) or, with
+        ``basis="arrival"``, in when their latest line arrived (``last_received``)."""
 
     def incident(self, incident_id: str) -> dict | None: ...
 

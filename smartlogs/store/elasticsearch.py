@@ -22,24 +22,30 @@ Layout
 
 Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change the mapping)
   @timestamp date (event time, what Kibana uses), ts double (exact epoch seconds: filters and
-  sort), keyword host/component/level/template_id/source/format/pid/id, message text (standard
-  analyzer, for Kibana) + message.keyword, words (the message's words: what the API's ``q``
-  matches, so search behaves like the embedded FTS5 index), template keyword + template.text,
-  params keyword, score float,
-  anomaly/warming_up/parse_ok/truncated boolean, reason text + reason.keyword, received date
-  (epoch seconds), stored_at date (epoch ms), seq long, raw (kept, not indexed), fields flattened.
+  sort), keyword host/component/level/template_id/source/receiver/format/pid/incident_id, id
+  keyword (no doc values: unique, only searched by prefix), words (the message's words, not in
+  ``_source``: what the API's ``q`` and Kibana's free text (``index.query.default_field``)
+  match, so search behaves like the embedded FTS5 index), template keyword, score float,
+  anomaly/warming_up/parse_ok/truncated boolean, reason text + reason.keyword (flagged events
+  only), received date (epoch seconds), seq long, fields flattened. Kept in ``_source`` for
+  display and not indexed at all (no inverted index, no doc values), since nothing searches,
+  sorts or aggregates them: message (``words`` is its searchable form), raw, params,
+  timestamp (the ISO copy of @timestamp) and stored_at (write time, epoch ms). Indexing each
+  of those cost Elasticsearch CPU on every event (bench/RESULTS.md, issue 18); indices made by
+  an older template keep their mapping (a field's indexing cannot change in place).
 
 Sequence numbers
   ``seq`` = microseconds since the epoch at write time + the position in the batch, strictly
   increasing within a process; ``search(EventQuery(after_seq=N))`` tails by it. Documents become
-  searchable at the next refresh (``refresh_interval`` 1s), or before ``write`` returns with
+  searchable at the next refresh (``refresh_interval``, 500 ms by default: the setting
+  ``SMARTLOGS_ES_REFRESH_INTERVAL``, also applied to existing indices on start), or before ``write`` returns with
   ``refresh="wait_for"``. The tail is exact for one writer with ``refresh="wait_for"``; without
   it (or with several writers, whose clocks interleave) a reader can see a higher seq before a
   lower one becomes visible and skip the latter: tailing is then best effort, like ``tail -f``
   over a refresh interval. ``total``/``last_seq`` only count refreshed documents.
 
 Writes
-  ``helpers.streaming_bulk`` (chunks of 2000, bodies pre-serialised with orjson). Per item:
+  ``_bulk`` requests (chunks of 2000, every line pre-serialised with orjson once). Per item:
   201 → new; 409 → already stored; 429/5xx, a lost connection, a timeout or a refusal that is
   about the cluster, not the document (read-only block, auth, closed index) → retried with
   exponential backoff (only the items without a definite answer; ``create`` makes that safe),
@@ -109,7 +115,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: ``words`` holds word positions (phrase queries); 3: incident_id
+SCHEMA_VERSION = 4  # 2: ``words`` holds word positions (phrase queries); 3: incident_id;
+#                    4: fields never searched are not indexed (bench/RESULTS.md, issue 18)
+# how often new documents become searchable: the p99 ingest->searchable target of 1 s needs
+# less than 1 s here (a document waits up to a whole interval), measured in bench/RESULTS.md
+DEFAULT_REFRESH_INTERVAL = "500ms"
+_INTERVAL = re.compile(r"[1-9]\d*(ms|s)")
 TEMPLATE_PRIORITY = 200
 MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
 MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
@@ -157,7 +168,11 @@ def _keyword(**extra) -> dict:
     return {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE, **extra}
 
 
-def index_template(prefix: str) -> dict:
+# fields kept in _source for display only: no inverted index, no doc values
+_NOT_SEARCHED = {"index": False, "doc_values": False}
+
+
+def index_template(prefix: str, refresh_interval: str = DEFAULT_REFRESH_INTERVAL) -> dict:
     """The composable index template body for ``<prefix>-*`` (PUT _index_template/<prefix>)."""
     return {
         "index_patterns": [f"{prefix}-*"],
@@ -170,8 +185,8 @@ def index_template(prefix: str) -> dict:
                 "index": {
                     "number_of_shards": 1,
                     "auto_expand_replicas": "0-1",   # green on one node, a replica on two
-                    "refresh_interval": "1s",
-                    "query": {"default_field": ["message"]},  # Kibana free-text searches
+                    "refresh_interval": refresh_interval,
+                    "query": {"default_field": ["words"]},  # Kibana free-text searches
                 },
             },
             "mappings": {
@@ -180,11 +195,12 @@ def index_template(prefix: str) -> dict:
                 "_source": {"excludes": ["words"]},
                 "properties": {
                     "@timestamp": {"type": "date"},
-                    "timestamp": {"type": "date", "ignore_malformed": True},  # copy of @timestamp
+                    # a copy of @timestamp, and the write time: displayed, never searched
+                    "timestamp": {"type": "date", "ignore_malformed": True, **_NOT_SEARCHED},
                     "ts": {"type": "double"},
-                    "id": _keyword(),
+                    "id": _keyword(doc_values=False),  # unique: searched (prefix), never sorted
                     "received": {"type": "date", "format": "epoch_second"},
-                    "stored_at": {"type": "date", "format": "epoch_millis"},
+                    "stored_at": {"type": "date", "format": "epoch_millis", **_NOT_SEARCHED},
                     "seq": {"type": "long"},
                     "source": _keyword(),
                     "receiver": _keyword(),
@@ -193,8 +209,7 @@ def index_template(prefix: str) -> dict:
                     "pid": _keyword(),
                     "level": _keyword(),
                     "format": _keyword(),
-                    "message": {"type": "text", "analyzer": "standard",
-                                "fields": {"keyword": _keyword()}},
+                    "message": {"type": "text", "index": False},
                     # the message's words, space-separated (not kept in _source): the
                     # API's q matches these (with positions, for phrases), so "workerEnv" finds
                     # "workerEnv.init()" and
@@ -203,9 +218,8 @@ def index_template(prefix: str) -> dict:
                               "index_options": "positions"},
                     "raw": {"type": "text", "index": False},
                     "template_id": _keyword(),
-                    "template": {"type": "keyword", "ignore_above": 4096,
-                                 "fields": {"text": {"type": "text", "analyzer": "standard"}}},
-                    "params": _keyword(),
+                    "template": {"type": "keyword", "ignore_above": 4096},
+                    "params": {"type": "keyword", **_NOT_SEARCHED},
                     "score": {"type": "float"},
                     "anomaly": {"type": "boolean"},
                     "reason": {"type": "text", "analyzer": "standard",
@@ -229,6 +243,7 @@ def incidents_index_body() -> dict:
         "mappings": {"dynamic": False, "properties": {
             "id": kw, "status": kw, "source": kw, "host": kw, "template_id": kw, "kind": kw,
             "first_ts": {"type": "double"}, "last_ts": {"type": "double"},
+            "last_received": {"type": "double"},
             "count": {"type": "long"}, "rev": {"type": "long"},
         }},
     }
@@ -255,14 +270,12 @@ def _aligned(t: float, size: int) -> float:
 
 
 class _Pending:
-    __slots__ = ("event", "index", "id", "seq", "body", "attempts")
+    __slots__ = ("event", "index", "id", "seq", "body", "header", "attempts")
 
     def __init__(self, event: dict, index: str, doc_id: str, seq: int, body: bytes):
         self.event, self.index, self.id, self.seq, self.body = event, index, doc_id, seq, body
+        self.header = orjson.dumps({"create": {"_index": index, "_id": doc_id}})  # its bulk line
         self.attempts = 0
-
-    def action(self) -> tuple[dict, bytes]:
-        return {"create": {"_index": self.index, "_id": self.id}}, self.body
 
 
 class ElasticsearchStore:
@@ -274,7 +287,8 @@ class ElasticsearchStore:
                  request_timeout: float = 30.0, chunk_size: int = 2000,
                  backoff: float = 0.1, max_backoff: float = 5.0,
                  client: Elasticsearch | None = None, client_kwargs: dict | None = None,
-                 index_period: str = "day", query_timeout: float = DEFAULT_QUERY_TIMEOUT):
+                 index_period: str = "day", query_timeout: float = DEFAULT_QUERY_TIMEOUT,
+                 refresh_interval: str = DEFAULT_REFRESH_INTERVAL):
         if index_prefix != index_prefix.lower() or not index_prefix or any(
                 c in index_prefix for c in ' "*\\<|,>/?#:'):
             raise ValueError(f"invalid index prefix {index_prefix!r} (lowercase, no wildcards)")
@@ -282,6 +296,9 @@ class ElasticsearchStore:
             raise ValueError("window_seconds must be positive")
         if index_period not in INDEX_PERIODS:
             raise ValueError(f"index_period must be one of {INDEX_PERIODS}, not {index_period!r}")
+        if not _INTERVAL.fullmatch(refresh_interval):
+            raise ValueError(f"refresh_interval must be like 500ms or 1s, not {refresh_interval!r}")
+        self.refresh_interval = refresh_interval
         self.index_period = index_period
         self.query_timeout = query_timeout
         self._stopping = threading.Event()
@@ -330,12 +347,19 @@ class ElasticsearchStore:
             if self._setup_done:
                 return
             self._retrying("put index template", lambda: self._es.indices.put_index_template(
-                name=self.template_name, **index_template(self.index_prefix)))
+                name=self.template_name,
+                **index_template(self.index_prefix, self.refresh_interval)))
             # indices made before incident_id and receiver were mapped learn them (adding a
-            # field is allowed)
+            # field is allowed); a field's indexing cannot change in an existing index, so
+            # those made before schema 4 keep indexing what it no longer does (harmless)
             self._retrying("put mapping", lambda: self._es.indices.put_mapping(
                 index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
                 properties={"incident_id": _keyword(), "receiver": _keyword()}))
+            # the refresh interval is dynamic: existing indices (the current month's takes
+            # the live events) follow the setting too
+            self._retrying("put settings", lambda: self._es.indices.put_settings(
+                index=self.pattern, ignore_unavailable=True, allow_no_indices=True,
+                settings={"index": {"refresh_interval": self.refresh_interval}}))
             self._setup_done = True
 
     def _ensure_incidents_index(self) -> None:
@@ -349,8 +373,38 @@ class ElasticsearchStore:
             except ApiError as exc:
                 if exc.status_code != 400 or "resource_already_exists" not in str(exc):
                     raise
+                self._map_incident_arrival()
         self._retrying("create incidents index", create)
         self._incidents_ready = True
+
+    def _map_incident_arrival(self) -> None:
+        """An incidents index made before incidents were listed in arrival time does not index
+        ``last_received`` (its mapping is not dynamic), though every snapshot carries it: map
+        it and re-index the stored snapshots, once, each under its own version (a snapshot
+        written meanwhile has a higher one and wins). Done here rather than by
+        ``_update_by_query``, which needs Elasticsearch's reindex module."""
+        mapping = self._es.indices.get_mapping(index=self.incidents_index).body
+        props = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
+        if "last_received" in props:
+            return
+        self._es.indices.put_mapping(index=self.incidents_index,
+                                     properties={"last_received": {"type": "double"}})
+        actions = (({"index": {"_index": self.incidents_index, "_id": hit["_id"],
+                               "version": hit["_version"], "version_type": "external_gte"}},
+                    orjson.dumps(hit["_source"], option=_ORJSON_OPTS))
+                   for hit in scan(self._es, index=self.incidents_index, version=True,
+                                   query={"query": {"match_all": {}}}))
+        n = 0
+        for ok, info in streaming_bulk(self._bulk_es, actions, chunk_size=self.chunk_size,
+                                       expand_action_callback=_identity, raise_on_error=False,
+                                       max_retries=0):
+            status = next(iter(info.values())).get("status", 500)
+            if not (200 <= status < 300 or status == 409):  # 409: a newer snapshot is stored
+                raise ElasticsearchStoreError(
+                    f"re-indexing incidents for last_received: {_reason(next(iter(info.values())))}")
+            n += 1
+        log.info("%s: last_received mapped, %d stored incident(s) re-indexed",
+                 self.incidents_index, n)
 
     def _ensure_catalog(self) -> None:
         """Create the catalog index with its mapping (idempotent; on first use)."""
@@ -614,18 +668,9 @@ class ElasticsearchStore:
             retry: list[_Pending] = []
             done = 0
             try:
-                for ok, info in streaming_bulk(
-                    self._bulk_es, [p.action() for p in pending],
-                    chunk_size=self.chunk_size, max_chunk_bytes=10 * 1024 * 1024,
-                    expand_action_callback=_identity, raise_on_error=False,
-                    raise_on_exception=False, max_retries=0,
-                    filter_path="errors,items.*.status,items.*.error",  # a much smaller answer
-                    **({"refresh": self._refresh} if self._refresh else {}),
-                ):
-                    p = pending[done]
+                for p, item in self._bulk(pending):
                     done += 1
                     p.attempts += 1
-                    item = next(iter(info.values()))
                     status = item.get("status", 500)
                     if 200 <= status < 300:
                         new += 1
@@ -664,6 +709,42 @@ class ElasticsearchStore:
         if dead and self._dead_letter is None:
             raise DocumentsRejected(dead, stored=new)
         return new
+
+    def _bulk(self, pending: list[_Pending]):
+        """(pending, its bulk item) in order, one ``_bulk`` request per chunk (at most
+        ``chunk_size`` documents and 10 MiB). The request body is joined from the bytes
+        ``_prepare`` made: ``helpers.streaming_bulk`` would serialise every action header again
+        and wrap every answer (~3 µs of the writer's CPU per event, bench/RESULTS.md), and its
+        retries are not used (this store retries by item). A refusal of a whole request (an
+        ``ApiError``: 429, 5xx, 413, ...) answers each of its documents with that status; a
+        ``TransportError`` (no answer) propagates: the documents from that chunk on are
+        retried. A missing answer for a document is a 500 (retried)."""
+        limit = 10 * 1024 * 1024
+        extra = {"refresh": self._refresh} if self._refresh else {}
+        start = 0
+        while start < len(pending):
+            end, size = start, 0
+            while end < len(pending) and end - start < self.chunk_size:
+                n = len(pending[end].header) + len(pending[end].body) + 2
+                if end > start and size + n > limit:
+                    break
+                size += n
+                end += 1
+            chunk = pending[start:end]
+            lines: list[bytes] = []
+            for p in chunk:
+                lines.append(p.header)
+                lines.append(p.body)
+            try:
+                resp = self._bulk_es.bulk(
+                    operations=lines, filter_path="errors,items.*.status,items.*.error",
+                    **extra)  # filter_path: a much smaller answer
+                items = [next(iter(it.values())) for it in resp.body.get("items") or ()]
+            except ApiError as exc:
+                items = [{"status": exc.status_code, "error": str(exc)}] * len(chunk)
+            for k, p in enumerate(chunk):
+                yield p, (items[k] if k < len(items) else {"status": 500, "error": "no answer"})
+            start = end
 
     def _prepare(self, e: dict, seq: int, stored_at: int) -> _Pending:
         event_id = e["id"]
@@ -1117,16 +1198,18 @@ class ElasticsearchStore:
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,
-                  limit: int = 100) -> list[dict]:
-        """Incidents, the latest line first (like SqliteStore.incidents)."""
+                  limit: int = 100, basis: str = "event") -> list[dict]:
+        """Incidents, the latest line first, in event or arrival time (like
+        SqliteStore.incidents)."""
+        when = "last_received" if basis == "arrival" else "last_ts"
         flt: list[dict] = []
         for field, val in (("status", status), ("source", source), ("template_id", template)):
             if val is not None:
                 flt.append({"term": {field: val}})
         if since is not None:
-            flt.append({"range": {"last_ts": {"gte": since}}})
+            flt.append({"range": {when: {"gte": since}}})
         body = self._search_index(self.incidents_index, query={"bool": {"filter": flt}},
-                                  sort=[{"last_ts": {"order": "desc", "unmapped_type": "double"}},
+                                  sort=[{when: {"order": "desc", "unmapped_type": "double"}},
                                         {"id": {"order": "asc", "unmapped_type": "keyword"}}],
                                   size=min(limit, MAX_RESULT_WINDOW))
         return [h["_source"] for h in body["hits"]["hits"]]

@@ -16,9 +16,14 @@ Tables
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
              only for what queries filter, sort or count by (id, ts, received, host, component,
              level, template id, anomaly, and the source of an event without a host: with a
-             host, the host is its source and the column stays NULL); the rest, what is only displayed (message, template
-             text, params, pid, score, ...), is ``body``: one zstd blob per event, compressed
-             with a dictionary trained on the store's own events (``_Bodies``, ``body_dicts``)
+             host, the host is its source and the column stays NULL); host, component and
+             template id are 1-3 byte keys of ``names``. What is only displayed (message,
+             template text, params, pid, score, ...) is in ``body_blocks``; ``body`` is empty
+             (a store written before blocks keeps one blob per event there, read as before)
+  body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
+             each, compressed with a dictionary trained on the store's own events (``_Bodies``,
+             ``body_dicts``): neighbouring lines repeat each other's words
+  names      key ↔ text of every host, component and template id events name (``_Names``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
              second time here), ``detail=full``: word positions, which phrases
              (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
@@ -45,7 +50,9 @@ Tables
              events table keeps its layout; only flagged events have a row)
 
 A store written before bodies (every field a column, the full-text index reading
-``message``) is moved to this layout when opened, once, in resumable batches.
+``message``) is moved to this layout when opened, once, in resumable batches. A store written
+with one body blob per event, or with texts in host/component/template id, needs no move: its
+rows are read as they are (the file stays as large as it was; new events take the new layout).
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
 one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
@@ -61,12 +68,13 @@ was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInter
 Connections are per thread (sqlite3 objects must not cross threads). Writers of events are
 the runner threads of the shards (streams/runtime/shards.py), one per shard, possibly in several
 processes: SQLite serialises their transactions (``BEGIN IMMEDIATE``), and everything a write
-derives from the store (the next ``seq``, the body dictionary) is read inside its
-transaction. API threads append to the spool and read.
+derives from the store (the next ``seq``, the body dictionary, the keys of new names) is
+read inside its transaction. API threads append to the spool and read.
 """
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import sqlite3
 import threading
@@ -118,6 +126,13 @@ CREATE TABLE IF NOT EXISTS arrival_blocks (
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     message, content='', tokenize='unicode61', detail='full', columnsize=0
 );
+-- the hosts, components and template ids events name, each by a short key (see _Names)
+CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE,
+                                  text TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS names_key_text ON names(key, text);  -- key → text in one lookup
+-- the bodies of runs of consecutive events (seqs first_seq .. first_seq + n - 1), see _Bodies
+CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER NOT NULL,
+                                        blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS body_dicts (id INTEGER PRIMARY KEY, events INTEGER NOT NULL,
                                        dict BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
@@ -152,20 +167,23 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, template_id TEXT,
     first_ts REAL NOT NULL, last_ts REAL NOT NULL, count INTEGER NOT NULL, rev INTEGER NOT NULL,
-    doc BLOB NOT NULL
+    doc BLOB NOT NULL, last_received REAL
 );
 CREATE INDEX IF NOT EXISTS incidents_last_ts ON incidents(last_ts);
+CREATE INDEX IF NOT EXISTS incidents_last_received ON incidents(last_received);
 CREATE TABLE IF NOT EXISTS event_incidents (
     seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_incidents_incident ON event_incidents(incident_id, seq);
 """
 _UPSERT_INCIDENT = """
-INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc,
+                       last_received)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, source = excluded.source,
     template_id = excluded.template_id, first_ts = excluded.first_ts, last_ts = excluded.last_ts,
-    count = excluded.count, rev = excluded.rev, doc = excluded.doc
+    count = excluded.count, rev = excluded.rev, doc = excluded.doc,
+    last_received = excluded.last_received
 WHERE excluded.rev >= incidents.rev
 """
 
@@ -173,7 +191,13 @@ WHERE excluded.rev >= incidents.rev
 def _incident_values(inc: dict) -> tuple:
     return (inc["id"], inc["status"], inc.get("source"), inc.get("template_id"),
             float(inc["first_ts"]), float(inc["last_ts"]), int(inc["count"]), int(inc["rev"]),
-            orjson.dumps(inc))
+            orjson.dumps(inc), _last_received(inc))
+
+
+def _last_received(inc: dict) -> float:
+    """When the incident's latest line arrived (its event time for a snapshot without one)."""
+    v = inc.get("last_received")
+    return float(v if isinstance(v, (int, float)) and not isinstance(v, bool) else inc["last_ts"])
 
 # ``events`` holds what queries filter, sort or count by; the rest of an event, what is only
 # displayed, is its ``body`` (the values of _BODY, compressed: see _Bodies)
@@ -194,10 +218,14 @@ _EVENT_KEYS = (  # an event as the API shows it, in this order
 class _Bodies:
     """The display-only part of events as compressed blobs: the values of ``_BODY`` as JSON,
     compressed with zstd (``zstandard``, pinned) using a dictionary trained on this store's own
-    events. A log line is too short for a compressor to find repeats within it; a dictionary
-    holds the words and templates the log repeats, and a body shrinks ~5x with one where it
-    barely shrinks alone (bench/RESULTS.md, "Storage and growth"). A blob is one byte, the
-    number of its dictionary (0: none), then a zstd frame. Dictionaries are kept in
+    events, ``BLOCK`` consecutive events to a blob (``body_blocks``). A log line is too short for
+    a compressor to find repeats within it: alone, with a dictionary trained on other lines
+    of its log, a body took ~80 bytes; in a block of 128 neighbours, whose lines repeat each
+    other's words, ~14 (bench/RESULTS.md, "Storage and growth"). The dictionary still helps the
+    small blocks of small batches (one line per request). A blob is one byte, the
+    number of its dictionary (0: none), then a zstd frame (a JSON array: one body, or a block
+    of them). Stores written before blocks keep a blob per event in ``events.body``, read as
+    they were; an event in a block has an empty ``body``. Dictionaries are kept in
     ``body_dicts`` as long as the store (a blob needs its own); a new one is trained from the
     latest events when the store has 2,000 events, then each time it has grown 25-fold, so the
     dictionary follows a log that changes. A few µs per event each way.
@@ -205,6 +233,7 @@ class _Bodies:
     zstd objects are not thread-safe: compressors and decompressors are per thread."""
 
     LEVEL = 3
+    BLOCK = 128     # bodies per blob (one page of results decompresses ~1-50 blocks)
     FIRST = 2_000   # events before the first dictionary
     GROWTH = 25     # a new dictionary when the store has this many times the events of the last
     SIZE = 64 * 1024
@@ -256,6 +285,28 @@ class _Bodies:
             got = ds[n] = (zd, zstd.ZstdDecompressor(dict_data=zd) if n else zstd.ZstdDecompressor())
         return orjson.loads(got[1].decompress(memoryview(blob)[1:]))
 
+    def encode_blocks(self, conn: sqlite3.Connection,
+                      bodies: list[tuple[int, bytes]]) -> list[tuple[int, int, bytes]]:
+        """(seq, JSON body) in seq order → (first seq, n, blob) rows of ``body_blocks``: runs
+        of at most ``BLOCK`` consecutive seqs, each a JSON array of its bodies compressed as one
+        frame with the current dictionary (``decode`` of the blob is the list of bodies)."""
+        runs: list[tuple[int, list[bytes]]] = []
+        for seq, body in bodies:
+            if runs and len(runs[-1][1]) < self.BLOCK and seq == runs[-1][0] + len(runs[-1][1]):
+                runs[-1][1].append(body)
+            else:
+                runs.append((seq, [body]))
+        blobs = self.encode(conn, [b"[" + b",".join(values) + b"]" for _, values in runs])
+        return [(first, len(values), blob) for (first, values), blob in zip(runs, blobs)]
+
+    def newest(self, conn: sqlite3.Connection):
+        """Stored bodies, the newest first (blocks, then bodies stored one per event)."""
+        for (blob,) in conn.execute("SELECT blob FROM body_blocks ORDER BY first_seq DESC"):
+            yield from reversed(self.decode(conn, blob))
+        for (blob,) in conn.execute("SELECT body FROM events WHERE length(body) > 0 "
+                                    "ORDER BY seq DESC"):
+            yield self.decode(conn, blob)
+
     def maybe_train(self, conn: sqlite3.Connection, events: int, fresh: list[bytes]) -> None:
         """Once the store holds ``next_training`` events: a new dictionary from the latest
         bodies (``fresh``, not yet stored, and the newest stored ones), in the caller's
@@ -269,9 +320,10 @@ class _Bodies:
             return
         samples = list(fresh[-4000:])
         if len(samples) < 4000:
-            for (blob,) in conn.execute("SELECT body FROM events ORDER BY seq DESC LIMIT ?",
-                                        (4000 - len(samples),)):
-                samples.append(orjson.dumps(self.decode(conn, blob)))
+            for body in self.newest(conn):
+                samples.append(orjson.dumps(body))
+                if len(samples) >= 4000:
+                    break
         try:
             d = zstd.train_dictionary(self.SIZE, samples, level=self.LEVEL)
         except zstd.ZstdError:  # too few or too uniform samples: try again when twice as big
@@ -291,6 +343,58 @@ class _Bodies:
         with self._lock:
             for n in [n for n in self._dicts if n > self.current]:
                 del self._dicts[n]
+
+
+class _Names:
+    """Hosts, components and template ids in ``events`` as short keys: each distinct text gets
+    a number in ``names`` (1, 2, ...), stored in events as the big-endian bytes of that number,
+    a BLOB of 1-3 bytes where the text took 5-15 (a template id is 13: "T" and 12 hex digits),
+    in the table and in the (host, ts) index. A BLOB, because the columns are TEXT: SQLite
+    would store a number there as its decimal text, and a key must never read as a text an
+    older store holds (stores written before names keep their texts in these columns, and
+    every reader takes either). Keys are given inside the writer's transaction (shards in
+    other processes add names too) and never change, so readers may keep what they read."""
+
+    def __init__(self):
+        self._text: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def keys(conn: sqlite3.Connection, texts: list) -> dict[str, bytes]:
+        """Text → key for each text (None and duplicates skipped), adding the new ones (in the
+        caller's transaction)."""
+        wanted = sorted({t for t in texts if t is not None})
+        if not wanted:
+            return {}
+        got = dict(conn.execute("SELECT n.text, n.key FROM json_each(?) j JOIN names n "
+                                "ON n.text = j.value", (orjson.dumps(wanted),)))
+        new = [t for t in wanted if t not in got]
+        if new:
+            code = conn.execute("SELECT coalesce(max(code), 0) FROM names").fetchone()[0]
+            rows = []
+            for t in new:
+                code += 1
+                got[t] = code.to_bytes((code.bit_length() + 7) // 8, "big")
+                rows.append((code, got[t], t))
+            conn.executemany("INSERT INTO names (code, key, text) VALUES (?, ?, ?)", rows)
+        return got
+
+    @staticmethod
+    def key_of(conn: sqlite3.Connection, text: str) -> bytes | None:
+        row = conn.execute("SELECT key FROM names WHERE text = ?", (text,)).fetchone()
+        return row[0] if row else None
+
+    def texts(self, conn: sqlite3.Connection, values: list) -> dict[bytes, str]:
+        """Key → text for the keys among ``values`` (texts of older rows pass through)."""
+        missing = sorted({v for v in values if isinstance(v, bytes) and v not in self._text})
+        for k in range(0, len(missing), 500):
+            part = missing[k:k + 500]
+            found = conn.execute(
+                f"SELECT key, text FROM names WHERE key IN ({', '.join('?' * len(part))})",
+                part).fetchall()
+            with self._lock:
+                self._text.update(found)
+        return self._text
 
 
 def _ts_text(ts: float) -> str:
@@ -332,6 +436,7 @@ def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS) -> st
 
 
 _FTS_COLUMNS = ("rowid", "message")
+_BLOCK_COLUMNS = ("first_seq", "n", "blob")
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
 # every event (19 bytes an event): each row holds a run of consecutive seqs and the lowest and
@@ -358,19 +463,22 @@ _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to
 _UPSERT_WINDOWS = """
 WITH b AS (
     SELECT CAST(?3 * (CAST(ts / ?3 AS INTEGER) - (ts / ?3 < CAST(ts / ?3 AS INTEGER))) AS REAL) AS w,
-           coalesce(nullif(host, ''), '-') AS host, coalesce(nullif(component, ''), '-') AS component,
-           coalesce(nullif(level, ''), '-') AS level, template_id, anomaly
+           host, component, level, template_id, anomaly
     FROM events WHERE seq BETWEEN ?1 AND ?2
+), g AS (
+    SELECT w, dim, key, count(*) AS n FROM (
+        SELECT w, 'total' AS dim, '*' AS key FROM b
+        UNION ALL SELECT w, 'host', host FROM b
+        UNION ALL SELECT w, 'component', component FROM b
+        UNION ALL SELECT w, 'level', level FROM b
+        UNION ALL SELECT w, 'template', template_id FROM b
+        UNION ALL SELECT w, 'anomaly', '*' FROM b WHERE anomaly
+    ) GROUP BY w, dim, key
 )
 INSERT INTO windows (start, dim, key, count)
-SELECT w, dim, key, count(*) FROM (
-    SELECT w, 'total' AS dim, '*' AS key FROM b
-    UNION ALL SELECT w, 'host', host FROM b
-    UNION ALL SELECT w, 'component', component FROM b
-    UNION ALL SELECT w, 'level', level FROM b
-    UNION ALL SELECT w, 'template', template_id FROM b
-    UNION ALL SELECT w, 'anomaly', '*' FROM b WHERE anomaly
-) WHERE true GROUP BY w, dim, key
+SELECT w, dim, coalesce(nullif(CASE WHEN typeof(key) = 'blob' THEN
+           (SELECT text FROM names WHERE names.key = g.key) ELSE key END, ''), '-') AS k, sum(n)
+FROM g WHERE true GROUP BY w, dim, k
 ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count
 """
 # the same counts by arrival time (``received``), as dims prefixed "a:"
@@ -434,11 +542,17 @@ class SqliteStore:
         self._turn_thread = threading.Lock()
         self._rows_per_insert: int | None = None
         self._bodies = _Bodies()
+        self._names = _Names()
         conn = self._conn()
+        names_from = self._names_from(conn)
+        self._upgrade_incidents(conn)
         self._migrate_old_layout(conn)
         self._upgrade_templates(conn)
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
+        if names_from is not None:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
+                         (names_from,))
         self._bodies.load(conn)
         self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
@@ -447,7 +561,7 @@ class SqliteStore:
         self._spool().executescript(_SPOOL_SCHEMA)
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
-        self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+        self._next_seq = self._first_free_seq(conn)
         row = conn.execute("SELECT value FROM meta WHERE key = 'arrival_windows'").fetchone()
         self._arrival_windows: int | None = int(row[0]) if row else None
         if self._arrival_windows is None and self._next_seq == 1:  # a new store: none to make
@@ -461,6 +575,25 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _names_from(conn: sqlite3.Connection) -> int | None:
+        """For a store without ``names`` yet: the first seq whose host, component and template
+        id will be keys (rows below keep their texts; a store of the oldest layout is moved
+        with keys). None when the store has names already."""
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'names'").fetchone():
+            return None
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+        if "body" not in cols:  # a new store, or one the move to bodies rewrites whole
+            return 1
+        return conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
+
+    def _texts_stored(self, conn: sqlite3.Connection) -> bool:
+        """Whether events written before ``names`` (their texts in the columns) are stored."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'names_from'").fetchone()
+        start = int(row[0]) if row else 1
+        return start > 1 and conn.execute("SELECT 1 FROM events WHERE seq < ? LIMIT 1",
+                                          (start,)).fetchone() is not None
 
     @staticmethod
     def _check_partitions(conn: sqlite3.Connection, wanted: int | None) -> int:
@@ -510,6 +643,27 @@ class SqliteStore:
                     conn.execute(f"ALTER TABLE templates ADD COLUMN {col} TEXT")
 
     @staticmethod
+    def _upgrade_incidents(conn: sqlite3.Connection) -> None:
+        """A store made before incidents were listed in arrival time: its incidents table gets
+        the ``last_received`` column, filled from each snapshot."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(incidents)")}
+        if not cols or "last_received" in cols:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "last_received" in {r[1] for r in conn.execute("PRAGMA table_info(incidents)")}:
+                conn.execute("COMMIT")  # another process opening the store did it meanwhile
+                return
+            conn.execute("ALTER TABLE incidents ADD COLUMN last_received REAL")
+            conn.executemany("UPDATE incidents SET last_received = ? WHERE id = ?", [
+                (_last_received(orjson.loads(doc)), iid)
+                for iid, doc in conn.execute("SELECT id, doc FROM incidents").fetchall()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
     def _add_source_column(conn: sqlite3.Connection) -> bool:
         """A store made before events had a source of their own gets the ``source`` column;
         True when it was added (its hostless events are then given one: ``_fill_sources``)."""
@@ -543,7 +697,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("UPDATE events SET source = ? WHERE seq = ? AND source IS NULL",
-                                 [(self._bodies.decode(conn, b)[1], q) for q, b in rows])
+                                 [(b[1], q) for (q, _), b in zip(rows, self._decoded(conn, rows))])
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'sources_filled'", (done,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -821,7 +975,7 @@ class SqliteStore:
             self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
             # read inside the transaction: other processes (shards) write events too
-            self._next_seq = (conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+            self._next_seq = self._first_free_seq(conn)
             first = seq = self._next_seq
             for e in new:
                 e["seq"] = seq
@@ -858,16 +1012,28 @@ class SqliteStore:
         self._next_seq = seq
         return len(new)
 
+    @staticmethod
+    def _first_free_seq(conn: sqlite3.Connection) -> int:
+        """The seq the next event gets: past every stored event and every body block (a block
+        whose newest events retention deleted still covers their seqs)."""
+        return max(conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0],
+                   conn.execute("SELECT coalesce(max(first_seq + n), 1) FROM (SELECT first_seq, n "
+                                "FROM body_blocks ORDER BY first_seq DESC LIMIT 1)").fetchone()[0])
+
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary)."""
         bodies = [_body_json(e) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
-        bodies = self._bodies.encode(conn, bodies)
+        self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
+            conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
+        key = _Names.keys(conn, [x for e in events for x in (e["host"], e["component"],
+                                                               e["template_id"])])
         self._insert_many(conn, "events", _COLUMNS, [
-            (e["seq"], e["id"], e["ts"], e["received"], e["host"], e["component"], e["level"],
-             e["template_id"], e["anomaly"], b, _source_column(e))
-            for e, b in zip(events, bodies)])
+            (e["seq"], e["id"], e["ts"], e["received"], key.get(e["host"]),
+             key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
+             _source_column(e))
+            for e in events])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
         received = [e["received"] for e in events]
@@ -1056,8 +1222,19 @@ class SqliteStore:
             "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
         conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
                      f"AND key IN (SELECT old FROM {m})", args)
-        n = conn.execute(f"UPDATE events SET template_id = m.new FROM {m} m "
-                         "WHERE events.template_id = m.old", args).rowcount
+        # events name a template by its key (or, written before names, by its id itself)
+        key = _Names.keys(conn, list(pairs.values()))
+        cases = [(old, key[new]) for old, new in pairs.items()]
+        old_keys = {old: _Names.key_of(conn, old) for old in pairs}
+        cases += [(k, key[pairs[old]]) for old, k in old_keys.items() if k is not None]
+        n = 0
+        for i in range(0, len(cases), 400):  # (SQLite's bound-parameter limit)
+            part = cases[i:i + 400]
+            n += conn.execute(
+                "UPDATE events SET template_id = CASE template_id "
+                + " ".join(["WHEN ? THEN ?"] * len(part)) + " END WHERE template_id IN ("
+                + ", ".join("?" * len(part)) + ")",
+                [x for case in part for x in case] + [old for old, _ in part]).rowcount
         return n
 
     def write_incidents(self, incidents: list[dict]) -> None:
@@ -1076,21 +1253,23 @@ class SqliteStore:
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,
-                  limit: int = 100) -> list[dict]:
-        """Incidents, the latest line first; ``since``: with a line at or after it (event
-        time); ``source``: host or stream; ``template``: template id."""
+                  limit: int = 100, basis: str = "event") -> list[dict]:
+        """Incidents, the latest line first; ``since``: with a line at or after it; ``basis``:
+        both in the lines' event time, or (``arrival``) in when their latest line arrived;
+        ``source``: host or stream; ``template``: template id."""
+        when = "last_received" if basis == "arrival" else "last_ts"
         where, args = [], []
         for col, val in (("status", status), ("source", source), ("template_id", template)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
         if since is not None:
-            where.append("last_ts >= ?")
+            where.append(f"{when} >= ?")
             args.append(since)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         conn = self._conn()
         rows = self._budgeted(conn, lambda: conn.execute(
-            f"SELECT doc FROM incidents{clause} ORDER BY last_ts DESC, id LIMIT ?",
+            f"SELECT doc FROM incidents{clause} ORDER BY {when} DESC, id LIMIT ?",
             [*args, limit]).fetchall())
         return [orjson.loads(r[0]) for r in rows]
 
@@ -1152,14 +1331,25 @@ class SqliteStore:
                 sql, a = _match_sql(node)
                 where.append(f"({sql})")
                 args.extend(a)
-        for col, val in (("e.host", query.host), ("e.level", query.level),
-                         ("e.template_id", query.template)):
+        if query.level is not None:
+            where.append("e.level = ?")
+            args.append(query.level)
+        # a host or template id is its key in ``names``; rows of a store written before names
+        # hold the text itself (then either matches: slower, an IN does not walk the index
+        # in time order)
+        texts = (any(x is not None for x in (query.host, query.template, query.source))
+                 and self._texts_stored(conn))
+
+        def named(col: str, val: str) -> str:
+            args.extend((val, _Names.key_of(conn, val)) if texts else (_Names.key_of(conn, val),))
+            return f"{col} IN (?, ?)" if texts else f"{col} = ?"
+
+        for col, val in (("e.host", query.host), ("e.template_id", query.template)):
             if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
+                where.append(named(col, val))
         if query.source is not None:  # a host is its events' source; a hostless one is a column
-            where.append("(e.host = ? OR e.source = ?)")
-            args.extend((query.source, query.source))
+            where.append(f"({named('e.host', query.source)} OR e.source = ?)")
+            args.append(query.source)
         if query.anomaly is not None:
             where.append("e.anomaly = ?")
             args.append(1 if query.anomaly else 0)
@@ -1235,7 +1425,9 @@ class SqliteStore:
         more = 0 <= query.limit < len(rows)
         if more:
             rows = rows[:query.limit]
-        events = [self._row_to_event(conn, r) for r in rows]
+        text = self._names.texts(conn, [x for r in rows for x in (r[4], r[5], r[7])])
+        events = [self._row_to_event(r, b, text) for r, b in
+                  zip(rows, self._decoded(conn, [(r[0], r[9]) for r in rows]))]
         for e in events:
             e["incident_id"] = links.get(e["seq"])
         return SearchResult(total=total, events=events, last_seq=last, more=more)
@@ -1258,10 +1450,36 @@ class SqliteStore:
             runs = [[runs[0][0], runs[-1][1]]]
         return [(a, b) for a, b in runs]
 
-    def _row_to_event(self, conn: sqlite3.Connection, row: tuple) -> dict:
-        (seq, eid, ts, received, host, component, level, template_id, anomaly, body, source) = row
+    def _decoded(self, conn: sqlite3.Connection, rows: list[tuple[int, bytes]]) -> list[list]:
+        """(seq, ``events.body``) → the events' decoded bodies (the values of ``_BODY``), in
+        that order: an empty ``body`` is in a block of ``body_blocks``; each block is read and
+        decompressed once."""
+        out: list[list] = []
+        firsts: list[int] = []               # the first seqs of the blocks read, sorted
+        blocks: dict[int, list] = {}         # first seq → its bodies
+        for seq, body in rows:
+            if body:
+                out.append(self._bodies.decode(conn, body))
+                continue
+            k = bisect.bisect_right(firsts, seq) - 1
+            if k < 0 or seq >= firsts[k] + len(blocks[firsts[k]]):
+                row = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq <= ? "
+                                   "ORDER BY first_seq DESC LIMIT 1", (seq,)).fetchone()
+                if row is None or seq >= row[0] + row[1]:
+                    raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+                blocks[row[0]] = self._bodies.decode(conn, row[2])
+                bisect.insort(firsts, row[0])
+                k = firsts.index(row[0])
+            first = firsts[k]
+            out.append(blocks[first][seq - first])
+        return out
+
+    @staticmethod
+    def _row_to_event(row: tuple, body: list, text: dict) -> dict:
+        (seq, eid, ts, received, host, component, level, template_id, anomaly, _, source) = row
+        host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
-         parse_ok, fmt, truncated, fields) = self._bodies.decode(conn, body)
+         parse_ok, fmt, truncated, fields) = body
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
             "received": received, "source": source or host or receiver, "receiver": receiver,
@@ -1425,8 +1643,9 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = [(seq, self._bodies.decode(conn, body)[3]) for seq, body in conn.execute(
-                "SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?", (ts, limit))]
+            doomed = conn.execute("SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
+                                  (ts, limit)).fetchall()
+            rows = [(seq, body[3]) for (seq, _), body in zip(doomed, self._decoded(conn, doomed))]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
@@ -1439,6 +1658,12 @@ class SqliteStore:
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
+                # body blocks none of whose events is left
+                conn.execute("DELETE FROM body_blocks WHERE first_seq IN (SELECT b.first_seq FROM "
+                             "body_blocks b WHERE b.first_seq <= ? AND b.first_seq + b.n > ? AND NOT "
+                             "EXISTS (SELECT 1 FROM events e WHERE e.seq >= b.first_seq AND "
+                             "e.seq < b.first_seq + b.n))",
+                             (max(r[0] for r in rows), min(r[0] for r in rows)))
                 conn.execute("DELETE FROM arrival_blocks WHERE last_seq < "
                              "(SELECT min(seq) FROM events)")
             # incidents whose last line is past the cutoff go with their events
@@ -1452,7 +1677,7 @@ class SqliteStore:
 
 # retention: the window counts of the events about to be deleted (temp.doomed), taken away
 _UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
-    sql.replace("FROM events WHERE seq BETWEEN ?1 AND ?2", "FROM events WHERE seq IN "
+    sql.replace("WHERE seq BETWEEN ?1 AND ?2", "WHERE seq IN "
                 "(SELECT seq FROM temp.doomed) AND ?1 = ?2")
     .replace("count = count + excluded.count", "count = count - excluded.count")
     for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))

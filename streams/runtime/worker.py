@@ -131,6 +131,7 @@ def store():
         _store = ElasticsearchStore(settings.es_url, index_prefix=settings.es_index_prefix,
                                     index_period=settings.es_index_period,
                                     dead_letter=_dead_letter, window_seconds=WINDOW,
+                                    refresh_interval=settings.es_refresh_interval,
                                     client_kwargs=es_client_kwargs(settings))
     return _store
 

@@ -379,3 +379,14 @@ def test_time_filters_and_windows_in_arrival_time(app_client):
     assert st["time"] == "event" and st["totals"]["events"] == 0
     r = app_client.get("/api/stats", params={"time": "wall"})
     assert r.status_code == 422 and "time" in r.json()["detail"]
+
+
+def test_out_of_range_parameters_are_422_and_kept_among_the_recent_rejections(app_client):
+    """A number beyond 64 bits was a 500; now it is a 422 naming the parameter, and like every
+    refusal it is kept among the last rejections that `smartlogs status` lists (it was not)."""
+    r = app_client.get("/api/events", params={"after": 2**63})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+    assert "query.after" in r.json()["detail"]
+    kept = app_client.get("/api/rejections").json()["rejections"][0]
+    assert kept["reason"] == "invalid_request" and kept["request"] == "GET /api/events", kept
+    assert "query.after" in kept["detail"]

@@ -296,3 +296,16 @@ def test_a_keyless_live_tail_ends_when_keys_are_turned_on(tmp_path):
         names = _stream_until(client, None, {},
                               lambda: KeyStore(settings.keys_path).create("late", "read"))
     assert names[-1] == "unauthorized"
+
+
+def test_refused_keys_are_kept_among_the_recent_rejections(secured):
+    """A shipper with a revoked or wrong key, or a key of the wrong scope, was refused without a
+    trace in `smartlogs status`: 401 and 403 are kept among the last rejections too."""
+    client, k, _ = secured
+    assert client.post("/ingest", json={"message": "x"}, headers=bearer("sl_nope")).status_code == 401
+    assert client.post("/ingest", json={"message": "x"}, headers=bearer(k["read"])).status_code == 403
+    kept = client.get("/api/rejections", headers=bearer(k["read"])).json()["rejections"]
+    assert [r["reason"] for r in kept[:2]] == ["forbidden", "unauthorized"], kept
+    assert kept[0]["request"] == "POST /ingest" and "viewer" in kept[0]["detail"], kept[0]
+    assert kept[1]["request"] == "POST /ingest" and "unknown or revoked" in kept[1]["detail"]
+    assert "sl_nope" not in str(kept)  # a secret sent is never kept

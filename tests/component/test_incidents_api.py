@@ -102,3 +102,19 @@ def test_the_embedded_runner_resolves_a_quiet_incident_when_idle(tmp_path):
             assert time.monotonic() < deadline, incs
             time.sleep(0.1)
         assert max(i["count"] for i in incs) >= 30
+
+
+def test_incidents_list_in_arrival_time_when_asked(app_client):
+    """GET /api/incidents?time=arrival: what was flagged last first, whatever the dates the
+    lines carry; the default stays event time; the answer says when the last line arrived."""
+    from tests.component.test_incidents_store import FUTURE, LIVE
+
+    app_client.app.state.store.write_incidents([FUTURE, LIVE])
+    ids = lambda **p: [i["id"] for i in app_client.get("/api/incidents", params=p).json()["incidents"]]
+    assert ids() == ids(time="event") == ["Ifuture", "Ilive"]
+    assert ids(time="arrival") == ["Ilive", "Ifuture"]
+    assert ids(time="arrival", since=str(1.8e9 + 60)) == ["Ilive"]
+    live = app_client.get("/api/incidents", params={"time": "arrival"}).json()["incidents"][0]
+    assert live["last_arrival"] == "2027-01-15T08:01:40.000Z", live
+    r = app_client.get("/api/incidents", params={"time": "received"})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"

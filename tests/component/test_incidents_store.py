@@ -94,6 +94,45 @@ def test_retention_takes_resolved_incidents_with_their_events(tmp_path):
     assert store.incidents() == [] and store.count_events() == 0
 
 
+def _dated(iid: str, last_ts: float, last_received: float) -> dict:
+    return {"id": iid, "status": "open", "source": "h", "template_id": "T1", "first_ts": last_ts,
+            "last_ts": last_ts, "first_received": last_received, "last_received": last_received,
+            "count": 1, "rev": 1, "examples": []}
+
+
+# a replayed file dated next week, flagged first; then a live incident, flagged later
+FUTURE = _dated("Ifuture", last_ts=1.9e9, last_received=1.8e9)
+LIVE = _dated("Ilive", last_ts=1.8e9 + 50, last_received=1.8e9 + 100)
+
+
+def test_incidents_are_listed_in_event_or_in_arrival_time(tmp_path):
+    """Incidents of a future-dated replay sat above every live one (the list, the console's
+    first view, was in event time only): in arrival time the live one comes first, and since
+    counts arrivals."""
+    store = SqliteStore(tmp_path / "db")
+    store.write_incidents([FUTURE, LIVE])
+    assert [i["id"] for i in store.incidents()] == ["Ifuture", "Ilive"]
+    assert [i["id"] for i in store.incidents(basis="arrival")] == ["Ilive", "Ifuture"]
+    assert [i["id"] for i in store.incidents(since=1.8e9 + 60, basis="arrival")] == ["Ilive"]
+    assert [i["id"] for i in store.incidents(since=1.8e9 + 60)] == ["Ifuture"]
+
+
+def test_a_store_made_before_arrival_listing_gets_its_incidents_arrival_times(tmp_path):
+    store = SqliteStore(tmp_path / "db")
+    store.write_incidents([FUTURE, LIVE])
+    store.close()
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "db")  # the table as it was: no last_received column
+    conn.execute("DROP INDEX incidents_last_received")
+    conn.execute("ALTER TABLE incidents DROP COLUMN last_received")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(tmp_path / "db")
+    assert [i["id"] for i in store.incidents(basis="arrival")] == ["Ilive", "Ifuture"]
+    assert store.incidents(basis="arrival")[0] == LIVE
+
+
 def _fleet_with_a_silence(quiet_from: float, quiet_to: float, n: int = 2400) -> list[dict]:
     """Five hosts, a line every 2 s in turn (each host every 10 s); web3 sends nothing
     between ``quiet_from`` and ``quiet_to`` seconds."""

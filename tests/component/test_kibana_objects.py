@@ -156,6 +156,12 @@ def _mapping() -> dict:
     return index_template(Settings().es_index_prefix)["template"]["mappings"]
 
 
+def _searchable(mapping: dict, name: str) -> bool:
+    """A KQL query on the field works: it is indexed (fields kept only for display are not)."""
+    node = mapping["properties"].get(name.partition(".")[0], {})
+    return node.get("index", True) is not False
+
+
 def _field_type(mapping: dict, name: str) -> str | None:
     """'message.keyword' → the type of the sub-field; None when the sink does not map it."""
     props = mapping["properties"]
@@ -198,11 +204,11 @@ def _field_uses(objects: list[dict]) -> list[tuple[str, str, str]]:
                 uses.append((o["id"], field, "aggregatable"))
             src = json.loads(a["kibanaSavedObjectMeta"]["searchSourceJSON"])
             for field in _kql_fields(src["query"]["query"]):
-                uses.append((o["id"], field, "mapped"))
+                uses.append((o["id"], field, "searchable"))
         elif o["type"] == "lens":
             st = a["state"]
             for field in _kql_fields(st["query"]["query"]):
-                uses.append((o["id"], field, "mapped"))
+                uses.append((o["id"], field, "searchable"))
             for layer in st["datasourceStates"]["formBased"]["layers"].values():
                 for col in layer["columns"].values():
                     op, field = col["operationType"], col.get("sourceField")
@@ -215,7 +221,7 @@ def _field_uses(objects: list[dict]) -> list[tuple[str, str, str]]:
                     if op == "last_value":
                         uses.append((o["id"], col["params"]["sortField"], "date"))
                     for f in _kql_fields((col.get("filter") or {}).get("query", "")):
-                        uses.append((o["id"], f, "mapped"))
+                        uses.append((o["id"], f, "searchable"))
     return uses
 
 
@@ -232,6 +238,7 @@ def test_every_field_the_objects_use_is_in_the_sink_mapping_with_a_fitting_type(
         typ = _field_type(mapping, field)
         ok = typ is not None and (
             need == "mapped"
+            or (need == "searchable" and _searchable(mapping, field))
             or (need == "date" and typ in ("date", "date_nanos"))
             or (need == "numeric" and typ in NUMERIC)
             or (need == "aggregatable" and typ in AGGREGATABLE))
@@ -247,7 +254,8 @@ def test_fields_check_catches_a_wrong_field():
     mapping = _mapping()
     assert _field_type(mapping, "hostname") is None
     assert _field_type(mapping, "message") == "text" and "text" not in AGGREGATABLE
-    assert _field_type(mapping, "message.keyword") == "keyword"
+    assert _field_type(mapping, "message.keyword") is None  # schema 4: not indexed twice
+    assert not _searchable(mapping, "message") and _searchable(mapping, "words")
     assert _field_type(mapping, "reason.keyword") == "keyword"
     assert _kql_fields('anomaly : true and host:"web 1" or @timestamp >= now') == ["anomaly", "host"]
 

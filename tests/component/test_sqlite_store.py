@@ -245,7 +245,7 @@ def test_query_language(tmp_path, q, want):
 # events as stores kept them before bodies (commit af621b3 and earlier): every field a column,
 # the full-text index reading ``message`` from the table (external content)
 _OLD_LAYOUT = """
-DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts;
+DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts; DROP TABLE IF EXISTS body_blocks;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, timestamp TEXT NOT NULL,
     received REAL NOT NULL, source TEXT, host TEXT, component TEXT, pid TEXT, level TEXT,
@@ -604,4 +604,165 @@ def test_retention_takes_deleted_events_out_of_the_full_text_index(tmp_path):
         fts = store._conn().execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
                                     (q.replace("auth*", '"auth"*'),)).fetchone()[0]
         assert fts == len(want)
+    store.close()
+
+
+# -- bodies in blocks: what is only displayed is compressed with its neighbours -------------
+def _body_bytes(store: SqliteStore) -> int:
+    conn = store._conn()
+    return (conn.execute("SELECT coalesce(sum(length(body)), 0) FROM events").fetchone()[0]
+            + conn.execute("SELECT coalesce(sum(length(blob)), 0) FROM body_blocks").fetchone()[0])
+
+
+def test_bodies_of_neighbouring_events_are_compressed_together(tmp_path):
+    """Bounded: one blob per event took 43 bytes an event of this log (random pids, addresses
+    and scores, a dictionary trained on the store's first 2,000 events); 128 neighbours to a
+    blob take ~25. A regression to one blob per event breaks 32."""
+    events = [_loglike(i) for i in range(20_000)]
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(0, len(events), 2000):
+        store.write([dict(e) for e in events[k:k + 2000]], window_seconds=60)
+    per_event = _body_bytes(store) / len(events)
+    store.close()
+    assert per_event < 32, per_event
+
+
+def _as_one_blob_per_event(store: SqliteStore, upto: int) -> None:
+    """The events with seq <= ``upto`` as a store written before blocks holds them: each its
+    own blob in ``events.body``, no block."""
+    import orjson
+
+    from smartlogs.store.sqlite import _Bodies
+
+    conn = store._conn()
+    rows = conn.execute("SELECT seq, body FROM events WHERE seq <= ?", (upto,)).fetchall()
+    bodies = store._decoded(conn, rows)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("UPDATE events SET body = ? WHERE seq = ?", [
+        (_Bodies.encode(store._bodies, conn, [orjson.dumps(b)])[0], seq)
+        for (seq, _), b in zip(rows, bodies)])
+    conn.execute("DELETE FROM body_blocks WHERE first_seq <= ?", (upto,))
+    conn.execute("COMMIT")
+
+
+def test_a_store_with_bodies_per_event_and_in_blocks_reads_both(tmp_path):
+    """A store written before blocks keeps its blobs per event; events written after go into
+    blocks; every event reads back whole, by every page and after a restart."""
+    from smartlogs.store.base import EventQuery
+
+    events = [_loglike(i) for i in range(3000)]
+    events[5]["fields"] = {"k": [1, {"x": None}], "ü": "✓"}
+    by_id = {e["id"]: e for e in events}
+    store = SqliteStore(tmp_path / "s.db")
+    store.write([dict(e) for e in events[:1500]], window_seconds=60)
+    assert store._conn().execute("SELECT count(*) FROM events WHERE length(body) > 0"
+                                 ).fetchone()[0] == 0
+    _as_one_blob_per_event(store, 1500)
+    store.close()
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(1500, 3000, 7 * 61):  # batches whose blocks end anywhere
+        store.write([dict(e) for e in events[k:k + 7 * 61]], window_seconds=60)
+    for q in (EventQuery(limit=-1), EventQuery(limit=-1, arrival=True),
+              EventQuery(q="session", limit=-1), EventQuery(after_seq=1400, limit=-1)):
+        got = store.search(q).events
+        assert got, q
+        for e in got:
+            assert {k: v for k, v in e.items() if k not in ("seq", "incident_id")} == by_id[e["id"]]
+    store.close()
+
+
+def test_retention_drops_the_blocks_whose_events_are_all_gone(tmp_path):
+    from smartlogs.store.base import EventQuery
+
+    events = [_loglike(i) for i in range(3000)]
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(0, 3000, 1000):
+        store.write([dict(e) for e in events[k:k + 1000]], window_seconds=60)
+    cut = sorted(e["ts"] for e in events)[1800]
+    while store.delete_before(cut, limit=333):
+        pass
+    conn = store._conn()
+    left = {r[0] for r in conn.execute("SELECT seq FROM events")}
+    blocks = conn.execute("SELECT first_seq, n FROM body_blocks").fetchall()
+    # every block holds an event left, and every event left is in a block
+    assert all(any(a <= s < a + n for s in left) for a, n in blocks)
+    assert all(any(a <= s < a + n for a, n in blocks) for s in left)
+    got = store.search(EventQuery(limit=-1))
+    assert sorted(e["id"] for e in got.events) == sorted(e["id"] for e in events
+                                                         if e["ts"] >= cut)
+    # everything deleted: no block left; events written next read back
+    while store.delete_before(4e9, limit=1000):
+        pass
+    assert conn.execute("SELECT count(*) FROM body_blocks").fetchone()[0] == 0
+    more = [_loglike(i) for i in range(3000, 3010)]
+    store.write([dict(e) for e in more], window_seconds=60)
+    got = store.search(EventQuery(limit=-1)).events
+    assert [e["message"] for e in sorted(got, key=lambda e: e["seq"])] == [
+        e["message"] for e in more]
+    store.close()
+
+
+# -- names: hosts, components and template ids as short keys --------------------------------
+def _as_written_before_names(path) -> None:
+    """The store at ``path`` as the code before ``names`` left it: texts in the columns."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    for col in ("host", "component", "template_id"):
+        conn.execute(f"UPDATE events SET {col} = (SELECT text FROM names WHERE key = {col}) "
+                     f"WHERE typeof({col}) = 'blob'")
+    conn.execute("DROP TABLE names")
+    conn.execute("DELETE FROM meta WHERE key = 'names_from'")
+    conn.commit()
+    conn.close()
+
+
+def _filters(store: SqliteStore) -> dict:
+    from smartlogs.store.base import EventQuery
+
+    got = {}
+    for name, q in {"all": EventQuery(limit=-1), "host a": EventQuery(host="a", limit=-1),
+                    "host ''": EventQuery(host="", limit=-1),
+                    "template T3": EventQuery(template="T3", limit=-1),
+                    "source billing": EventQuery(source="billing", limit=-1),
+                    "source b": EventQuery(source="b", limit=-1),
+                    "host a, T2, paged": EventQuery(host="a", template="T2", limit=7),
+                    "unknown host": EventQuery(host="nope", limit=-1)}.items():
+        r = store.search(q)
+        got[name] = (r.total, [(e["id"], e["host"], e["component"], e["template_id"])
+                               for e in r.events])
+    return got
+
+
+def test_names_are_keys_and_a_store_written_before_them_reads_and_filters_the_same(tmp_path):
+    rng = random.Random(11)
+    events = [_event(i, rng) for i in range(900)]
+    want_store = SqliteStore(tmp_path / "want.db")  # every event written with keys
+    for k in range(0, 900, 300):
+        want_store.write([dict(e) for e in events[k:k + 300]], window_seconds=60)
+    conn = want_store._conn()
+    assert conn.execute("SELECT count(*) FROM events WHERE typeof(template_id) != 'blob'"
+                        ).fetchone()[0] == 0
+    want = _filters(want_store)
+    want_windows = sorted(conn.execute("SELECT * FROM windows"))
+    want_store.close()
+
+    store = SqliteStore(tmp_path / "s.db")
+    store.write([dict(e) for e in events[:300]], window_seconds=60)
+    store.close()
+    _as_written_before_names(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")  # 300 rows with texts, then keys
+    for k in range(300, 900, 300):
+        store.write([dict(e) for e in events[k:k + 300]], window_seconds=60)
+    assert _filters(store) == want
+    assert sorted(store._conn().execute("SELECT * FROM windows")) == want_windows
+    # a merge rewrites rows of both kinds; retention uncounts both
+    store.merge_templates({"T2": "T1"})
+    got = store.search(__import__("smartlogs.store.base", fromlist=["EventQuery"]).EventQuery(
+        template="T1", limit=-1))
+    assert got.total == sum(e["template_id"] in ("T1", "T2") for e in events)
+    assert {e["template_id"] for e in got.events} == {"T1"}
+    while store.delete_before(4e9, limit=250):
+        pass
+    assert store._conn().execute("SELECT count(*) FROM windows").fetchone()[0] == 0
     store.close()

@@ -26,7 +26,10 @@ def _cli(*args, url: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def _start(tmp_path, port):
-    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_PORT": str(port)}
+    # a syslog port of its own: the default 5514 may be held by another server on this
+    # machine, and then this one reports itself degraded (its syslog receiver is not up)
+    env = {**os.environ, "SMARTLOGS_DATA_DIR": str(tmp_path / "var"), "SMARTLOGS_PORT": str(port),
+           "SMARTLOGS_SYSLOG_PORT": str(_free_port())}
     proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -93,15 +96,37 @@ def test_replay_linux_then_search_stats_tail(platform, loghub):
     r = _cli("stats", url=url)
     assert r.returncode == 0 and "2,000" in r.stdout and "top templates" in r.stdout
 
-    env = {**os.environ, "SMARTLOGS_URL": url, "COLUMNS": "200", "NO_COLOR": "1"}
-    tail = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "tail", "-n", "0", "--interval", "0.1"],
+    # the tail first shows the newest stored line (once it shows, it is following), then the
+    # marker sent afterwards arrives live; waits on what it prints, not on a fixed sleep (the
+    # CLI alone takes seconds to start on a loaded machine)
+    import threading
+
+    httpx.post(f"{url}/ingest", json={"message": "tail warm-up 41", "host": "tailhost"})
+    assert _wait_total(url, 2001) == 2001
+    env = {**os.environ, "SMARTLOGS_URL": url, "COLUMNS": "200", "NO_COLOR": "1",
+           "PYTHONUNBUFFERED": "1"}
+    tail = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "tail", "-n", "1", "--interval", "0.1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
-    httpx.post(f"{url}/ingest", json={"message": "tail marker 42", "host": "tailhost"})
-    time.sleep(1.5)
-    tail.send_signal(signal.SIGINT)
-    out, _ = tail.communicate(timeout=10)
-    assert "tail marker 42" in out and "tailhost" in out
+    seen: list[str] = []
+    threading.Thread(target=lambda: seen.extend(iter(tail.stdout.readline, "")), daemon=True).start()
+
+    def printed(text: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in seen):
+            if time.monotonic() > deadline or tail.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return True
+
+    try:
+        assert printed("tail warm-up 41"), (seen, tail.poll())
+        httpx.post(f"{url}/ingest", json={"message": "tail marker 42", "host": "tailhost"})
+        assert printed("tail marker 42"), seen
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(10)
+    line = next(line for line in seen if "tail marker 42" in line)
+    assert "tailhost" in line, line
 
 
 def test_replay_with_junk_stores_junk_raw_and_rejects_nothing(platform, tmp_path):
@@ -370,3 +395,45 @@ def test_search_and_stats_in_arrival_time(platform):
     r = _cli("stats", "--since", "1h", "--time", "arrival", url=url)
     assert r.returncode == 0 and "recent windows (arrival time)" in r.stdout, r.stdout
     assert "\n3 events" in "\n" + r.stdout or r.stdout.startswith("3 events"), r.stdout
+
+
+def test_search_next_page_hint_keeps_the_url_it_was_given(platform):
+    """Given --url (no SMARTLOGS_URL), the printed next-page command asked the default
+    address instead, so pasting it failed or read another server."""
+    url = platform
+    httpx.post(f"{url}/ingest", json=[{"message": f"urlpager line {i}"} for i in range(5)])
+    assert _wait_total(url, 5) >= 5
+    env = {k: v for k, v in os.environ.items() if k != "SMARTLOGS_URL"}
+    env.update(COLUMNS="200", NO_COLOR="1")
+    r = subprocess.run([sys.executable, "-m", "smartlogs.cli", "search", "urlpager", "--limit",
+                        "2", "--url", url], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("next page: "))
+    import shlex
+
+    args = shlex.split(hint[len("next page: "):])
+    assert args[args.index("--url") + 1] == url, hint
+    r2 = subprocess.run([sys.executable, "-m", "smartlogs.cli", *args[1:]], capture_output=True,
+                        text=True, env=env, timeout=120)
+    assert r2.returncode == 0 and "urlpager line 2" in r2.stdout, r2.stdout + r2.stderr
+
+
+def test_incidents_in_arrival_time(platform, tmp_path):
+    """`smartlogs incidents --time arrival`: what was flagged last first, whatever the dates its
+    lines carry (a future-dated replay's incident no longer sits on top)."""
+    import sqlite3
+
+    from smartlogs.store.sqlite import _UPSERT_INCIDENT, _incident_values
+    from tests.component.test_incidents_store import FUTURE, LIVE
+
+    db = sqlite3.connect(tmp_path / "var" / "smartlogs.db", timeout=30)
+    with db:
+        db.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in (FUTURE, LIVE)])
+    db.close()
+    r = _cli("incidents", url=platform)
+    assert r.returncode == 0 and r.stdout.index("Ifuture") < r.stdout.index("Ilive"), r.stdout
+    r = _cli("incidents", "--time", "arrival", url=platform)
+    assert r.returncode == 0 and "latest first (arrival time)" in r.stdout, r.stdout
+    assert r.stdout.index("Ilive") < r.stdout.index("Ifuture") and "2027-01-15" in r.stdout, r.stdout
+    r = _cli("incidents", "--time", "received", url=platform)
+    assert r.returncode == 1 and "--time must be event or arrival" in r.stdout + r.stderr

@@ -285,7 +285,8 @@ def test_console_live_tail_filters_search_templates_anomalies(platform, browser,
           == len(api_incs), "the incidents view")
     first_inc = _js(drv, """const tr = document.querySelector('#incidents-body tr.incident');
         return [tr.dataset.id, tr.querySelector('td.count').textContent]""")
-    newest = httpx.get(f"{url}/api/incidents", params={"limit": 1}).json()["incidents"][0]
+    # the console lists them in arrival time (its time switch's default)
+    newest = httpx.get(f"{url}/api/incidents", params={"limit": 1, "time": "arrival"}).json()["incidents"][0]
     assert first_inc == [newest["id"], f"{newest['count']:,}"]
     _click(drv, "#incidents-body tr.incident")
     _wait(lambda: "line(s) stored with this incident" in _js(
@@ -500,7 +501,7 @@ def test_console_small_things(platform, browser):
     assert _browser_errors(drv) == []
 
 
-def test_console_counts_live_data_in_arrival_time_with_gaps_on_a_true_time_axis(platform, browser):
+def test_console_counts_live_data_in_arrival_time_with_gaps_on_a_true_time_axis(platform, browser, tmp_path):
     """Old-dated lines (a replay) must not hide what arrives live: the chart and the anomaly list
     count in arrival time by default, one switch shows event time, empty windows are gaps."""
     url, drv = platform, browser
@@ -509,7 +510,21 @@ def test_console_counts_live_data_in_arrival_time_with_gaps_on_a_true_time_axis(
                                           for i in range(4)])
     assert r.status_code == 202
     _wait_stored(url, 7)
-    _console(drv, url)
+    # two incidents (written straight into the store): a future-dated replay's, flagged first,
+    # and a live one flagged later; the incidents view follows the same switch
+    import sqlite3
+
+    from smartlogs.store.sqlite import _UPSERT_INCIDENT, _incident_values
+    from tests.component.test_incidents_store import FUTURE, LIVE
+
+    db = sqlite3.connect(tmp_path / "var" / "smartlogs.db", timeout=30)
+    with db:
+        db.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in (FUTURE, LIVE)])
+    db.close()
+    _console(drv, url, view="incidents")
+    order = "return [...document.querySelectorAll('#incidents-body tr.incident')].map(r => r.dataset.id)"
+    _wait(lambda: _js(drv, order) == ["Ilive", "Ifuture"], "incidents in arrival time")
+    assert _text(drv, "incidents-time-head") == "last arrival (UTC)"
     _wait(lambda: _text(drv, "chart-basis") == "arrival time" and _js(
         drv, "return document.querySelectorAll('#chart rect.bar').length") >= 1, "the arrival chart")
     assert _js(drv, "return document.getElementById('time-basis').value") == "arrival"
@@ -524,6 +539,8 @@ def test_console_counts_live_data_in_arrival_time_with_gaps_on_a_true_time_axis(
     # the switch: event time shows the lines' own dates (2005 among them)
     Select = __import__("selenium.webdriver.support.select", fromlist=["Select"]).Select
     Select(drv.find_element("css selector", "#time-basis")).select_by_value("event")
+    _wait(lambda: _js(drv, order) == ["Ifuture", "Ilive"], "incidents in event time")
+    assert _text(drv, "incidents-time-head") == "last line (UTC)"
     _wait(lambda: _text(drv, "chart-basis") == "event time" and any(
         (b or "").startswith("2005-06-14") for b in _js(
             drv, "return [...document.querySelectorAll('#chart rect.bar')].map(b => b.getAttribute('data-start'))")),

@@ -158,7 +158,8 @@ def test_template_mapping_and_empty_store(make_store, es):
     body = tpl["index_template"]
     assert body["index_patterns"] == [f"{store.index_prefix}-*"]
     settings = body["template"]["settings"]["index"]
-    assert settings["refresh_interval"] == "1s"
+    assert settings["refresh_interval"] == "500ms"
+    assert settings["query"]["default_field"] == ["words"]
     mapping = body["template"]["mappings"]
     assert mapping["dynamic"] is False or mapping["dynamic"] == "false"
     props = mapping["properties"]
@@ -171,11 +172,89 @@ def test_template_mapping_and_empty_store(make_store, es):
                 "stored_at": "date", "seq": "long", "raw": "text", "fields": "flattened",
                 "words": "text"}
     assert {k: props[k]["type"] for k in expected} == expected
-    assert props["message"]["analyzer"] == "standard"
-    assert props["message"]["fields"]["keyword"] == {"type": "keyword", "ignore_above": 1024}
-    assert props["template"]["fields"]["text"]["type"] == "text"
+    # kept for display, never searched, sorted or aggregated: not indexed at all (schema 4)
+    for name in ("message", "raw", "params", "timestamp", "stored_at"):
+        assert props[name].get("index") is False, name
+        assert "fields" not in props[name], name
+    for name in ("params", "timestamp", "stored_at"):
+        assert props[name]["doc_values"] is False, name
+    assert "fields" not in props["template"] and props["id"]["doc_values"] is False
     assert mapping["_source"] == {"excludes": ["words"]}
     assert props["reason"]["fields"]["keyword"]["type"] == "keyword"
+
+
+def test_refresh_interval_setting_applies_to_new_and_existing_indices(make_store, es, loghub):
+    with pytest.raises(ValueError):
+        make_store(refresh_interval="soon")
+    old = make_store(refresh_interval="1s")
+    events = linux_events(loghub, 20)
+    assert old.write(events, window_seconds=WINDOW) == 20
+    index = old.indices()[0]
+
+    def interval(name: str) -> str:
+        return es.indices.get_settings(index=name).body[name]["settings"]["index"]["refresh_interval"]
+
+    assert interval(index) == "1s"
+    # the next start with another interval: the template and the existing index take it
+    new = make_store(index_prefix=old.index_prefix, refresh_interval="250ms")
+    new.ensure_setup()
+    assert interval(index) == "250ms"
+    assert es.indices.get_index_template(name=old.index_prefix)["index_templates"][0][
+        "index_template"]["template"]["settings"]["index"]["refresh_interval"] == "250ms"
+
+
+def test_index_made_by_the_previous_schema_keeps_working(make_store, es, loghub, tmp_path):
+    """An index created by schema 3 (message and template indexed twice, params indexed, no
+    receiver) before an upgrade: the new store writes to it and answers every filter there
+    as the embedded store does."""
+    store = make_store(refresh="wait_for", index_period="month")
+    events = linux_events(loghub, 200)
+    month = events[0]["timestamp"][:7]
+    events = [e for e in events if e["timestamp"][:7] == month]
+    index = f"{store.index_prefix}-{month.replace('-', '.')}"
+    kw = {"type": "keyword", "ignore_above": 1024}
+    props = {"@timestamp": {"type": "date"}, "timestamp": {"type": "date", "ignore_malformed": True},
+             "ts": {"type": "double"}, "id": kw, "received": {"type": "date", "format": "epoch_second"},
+             "stored_at": {"type": "date", "format": "epoch_millis"}, "seq": {"type": "long"},
+             "source": kw, "host": kw, "component": kw, "pid": kw, "level": kw, "format": kw,
+             "message": {"type": "text", "analyzer": "standard", "fields": {"keyword": kw}},
+             "words": {"type": "text", "analyzer": "standard", "norms": False,
+                       "index_options": "positions"},
+             "raw": {"type": "text", "index": False}, "template_id": kw,
+             "template": {"type": "keyword", "ignore_above": 4096,
+                          "fields": {"text": {"type": "text", "analyzer": "standard"}}},
+             "params": kw, "score": {"type": "float"}, "anomaly": {"type": "boolean"},
+             "reason": {"type": "text", "analyzer": "standard", "fields": {"keyword": kw}},
+             "warming_up": {"type": "boolean"}, "parse_ok": {"type": "boolean"},
+             "truncated": {"type": "boolean"}, "fields": {"type": "flattened"},
+             "incident_id": kw}
+    es.indices.create(index=index, settings={"index": {"number_of_shards": 1,
+                                                       "number_of_replicas": 0,
+                                                       "refresh_interval": "1s"}},
+                      mappings={"dynamic": False, "_source": {"excludes": ["words"]},
+                                "properties": props})
+    for i, e in enumerate(events):
+        e["host"] = e["source"] = f"h{i % 3}"
+        if i % 17 == 3:
+            e["anomaly"], e["reason"] = True, "rare template"
+    assert store.write(copy.deepcopy(events), window_seconds=WINDOW) == len(events) > 100
+    assert store.indices() == [index]  # the old index took them
+    mapping = es.indices.get_mapping(index=index).body[index]["mappings"]["properties"]
+    assert mapping["receiver"]["type"] == "keyword"  # learned on start
+    assert "keyword" in mapping["message"]["fields"]  # its own mapping otherwise kept
+    sql = SqliteStore(tmp_path / "ref.db")
+    sql.write(copy.deepcopy(events), window_seconds=WINDOW)
+    word = events[5]["message"].split()[0]
+    for q in (EventQuery(limit=500), EventQuery(q=word, limit=500), EventQuery(host="h1", limit=500),
+              EventQuery(anomaly=True, limit=500), EventQuery(template=events[0]["template_id"], limit=500),
+              EventQuery(source="h2", limit=500)):
+        got, want = store.search(q), sql.search(q)
+        assert got.total == want.total > 0, q
+        diff = [(k, a.get(k), b.get(k)) for a, b in zip(_strip_seq(got.events), _strip_seq(want.events))
+                for k in set(a) | set(b) if a.get(k) != b.get(k)]
+        assert not diff, (q, diff[:5])
+    assert store.stats(top=5)["totals"] == sql.stats(top=5)["totals"]
+    sql.close()
 
 
 def test_daily_indices_by_event_time_get_the_mapping(make_store, es, loghub):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 
 import pytest
@@ -59,7 +60,8 @@ def stores(elasticsearch, tmp_path_factory):
 
 @pytest.mark.parametrize("kw", [{}, {"status": "open"}, {"status": "resolved"},
                                 {"source": "web1"}, {"since": 1_700_003_010.0},
-                                {"limit": 1}, {"template": "of the first incident"}])
+                                {"limit": 1}, {"template": "of the first incident"},
+                                {"basis": "arrival"}, {"since": 1.8e9 + 1000, "basis": "arrival"}])
 def test_incident_lists_match_sqlite(stores, kw):
     sql, es_store = stores
     if kw.get("template"):  # ids come from the templates' text: the first incident's
@@ -100,6 +102,61 @@ def test_no_incident_yet_is_an_empty_list(elasticsearch):
         assert store.incidents() == [] and store.incident("I0") is None
     finally:
         store.close()
+
+
+def _drop(es_url: str, store: ElasticsearchStore) -> None:
+    client = Elasticsearch(es_url, request_timeout=30)
+    client.indices.delete(index=store.incidents_index, ignore_unavailable=True)
+    client.close()
+
+
+def test_incidents_in_arrival_time_match_sqlite(elasticsearch, tmp_path):
+    """A future-dated replay's incident and a later live one: event time puts the future one
+    first, arrival time the live one, in both stores."""
+    from tests.component.test_incidents_store import FUTURE, LIVE
+
+    sql = SqliteStore(tmp_path / "ref.db")
+    es_store = ElasticsearchStore(elasticsearch, index_prefix=f"slt-{uuid.uuid4().hex[:10]}",
+                                  refresh="wait_for")
+    try:
+        for store in (sql, es_store):
+            store.write_incidents([copy.deepcopy(FUTURE), copy.deepcopy(LIVE)])
+        for kw in ({}, {"basis": "arrival"}, {"basis": "arrival", "since": 1.8e9 + 60},
+                   {"since": 1.8e9 + 60}):
+            assert es_store.incidents(**kw) == sql.incidents(**kw), kw
+        assert [i["id"] for i in es_store.incidents(basis="arrival")] == ["Ilive", "Ifuture"]
+    finally:
+        sql.close()
+        _drop(elasticsearch, es_store)
+        es_store.close()
+
+
+def test_an_incidents_index_made_before_arrival_listing_is_mapped_and_reindexed(elasticsearch):
+    """The incidents index's mapping is not dynamic: one made before ``last_received`` was
+    mapped could not sort by it. The first write maps it and re-indexes the stored snapshots."""
+    from smartlogs.store.elasticsearch import incidents_index_body
+    from tests.component.test_incidents_store import FUTURE, LIVE
+
+    es_store = ElasticsearchStore(elasticsearch, index_prefix=f"slt-{uuid.uuid4().hex[:10]}",
+                                  refresh="wait_for")
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    try:
+        old = incidents_index_body()
+        del old["mappings"]["properties"]["last_received"]
+        client.indices.create(index=es_store.incidents_index, **old)
+        for inc in (FUTURE, LIVE):  # stored by the old version
+            client.index(index=es_store.incidents_index, id=inc["id"], document=inc,
+                         version=inc["rev"], version_type="external_gte", refresh="wait_for")
+        es_store.write_incidents([{**copy.deepcopy(FUTURE), "rev": 2, "count": 2}])
+        deadline = time.monotonic() + 30
+        while [i["id"] for i in es_store.incidents(basis="arrival")] != ["Ilive", "Ifuture"]:
+            assert time.monotonic() < deadline, es_store.incidents(basis="arrival")
+            time.sleep(0.2)
+        assert es_store.incident("Ifuture")["count"] == 2
+    finally:
+        client.close()
+        _drop(elasticsearch, es_store)
+        es_store.close()
 
 
 def test_a_silence_incident_is_stored_and_read_back_alike(stores):

@@ -47,3 +47,27 @@ def test_search_results_at_80_columns_keep_the_message_readable():
     msg_lines = [ln for ln in lines if ln and ln in message]
     assert " ".join(msg_lines) == message and len(msg_lines) <= 2, text
     assert max(len(ln) for ln in msg_lines) >= 70, text
+
+
+def test_stats_windows_at_80_columns_are_never_cut(monkeypatch):
+    """With many levels the windows table squeezed every column at 80 columns until a window
+    start read "2026-1…": the commonest levels get a column, the rest one "other" column;
+    a level holding [markup] is printed as text."""
+    import smartlogs.cli as cli
+
+    levels = {"INFO": 5, "WARN": 1, "ERROR": 2, "DEBUG": 9, "NOTICE": 1, "[red]x": 4, "-": 3}
+    answer = {"window_seconds": 60, "time": "arrival",
+              "totals": {"events": 25, "anomalies": 1, "templates": 2},
+              "windows": [{"start": "2026-12-07T10:37:00.000Z", "total": 25, "anomalies": 1,
+                           "levels": levels}],
+              "top_templates": [], "top_hosts": [], "top_components": []}
+    monkeypatch.setattr(cli, "_get", lambda url, path, params: answer)
+    r = CliRunner().invoke(app, ["stats"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output and "2026-12-07 10:37" in r.output, r.output
+    row = next(line for line in r.output.splitlines() if "2026-12-07 10:37" in line)
+    # DEBUG 9 and INFO 5 get columns; the 5 other levels sum to 11
+    assert [c.strip() for c in row.split("│")[1:-1]] == ["2026-12-07 10:37", "25", "1", "9", "5", "11"], r.output
+    assert "5 other" in r.output and max(len(line) for line in r.output.splitlines()) <= 80
+    wide = CliRunner().invoke(app, ["stats"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert "[red]x" in wide.output and "other" not in wide.output, wide.output

@@ -76,3 +76,76 @@ def test_an_async_commit_is_awaited_and_groups_are_bounded_by_size():
 
     asyncio.run(main())
     assert [[b for _, b in g] for g in groups] == [["b0"], ["b2", "b2"], ["b2"], ["b9"]]
+
+
+def test_the_spool_wakes_the_runner_once_per_commit_after_it_not_once_per_request():
+    """32 requests in two commits: two wake-ups (each a pipe write per shard process), each
+    after its commit, so a shard that wakes finds the batches in the spool."""
+    from types import SimpleNamespace
+
+    from ingest_api.transports import SpoolTransport
+
+    spool: list[list[dict]] = []
+    wakes: list[int] = []  # how many batches the spool held at each wake-up
+    first_started, release = threading.Event(), threading.Event()
+
+    def append_many(batches):
+        if not spool:
+            first_started.set()
+            release.wait(5)  # a slow first commit: the other 31 requests queue behind it
+        spool.extend(batches)
+
+    t = SpoolTransport.__new__(SpoolTransport)
+    t.settings = SimpleNamespace(max_backlog_events=1000)
+    t.store = SimpleNamespace(spool_backlog=lambda: len(spool), spool_append_many=append_many)
+    t.runner = SimpleNamespace(wake=lambda: wakes.append(len(spool)))
+    t._spool = GroupCommit(t._commit)
+
+    async def main():
+        first = asyncio.create_task(t.accept([{"raw": "line 0"}], "b0"))
+        await asyncio.to_thread(first_started.wait, 5)
+        rest = [asyncio.create_task(t.accept([{"raw": f"line {i}"}], f"b{i}")) for i in range(1, 32)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert len(spool) == 32
+    assert wakes == [1, 32]
+
+
+def test_with_in_flight_commits_a_request_need_not_wait_for_the_commit_before_it():
+    """A broker's confirm is mostly waiting: with ``in_flight=2`` a request that arrives while
+    one group waits for its confirm is sent at once, in a group of its own; a third waits
+    for a free slot. With one in flight (the spool), the second waits."""
+    started: list[list[str]] = []
+    gates: list[asyncio.Event] = []
+
+    async def commit(payloads):
+        gate = asyncio.Event()
+        started.append(payloads)
+        gates.append(gate)
+        await gate.wait()
+        return [None] * len(payloads)
+
+    async def main(in_flight: int) -> list[list[str]]:
+        started.clear()
+        gates.clear()
+        gc = GroupCommit(commit, in_flight=in_flight)
+        tasks = [asyncio.create_task(gc.submit("a"))]
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(gc.submit("b")))
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(gc.submit("c")))
+        await asyncio.sleep(0.01)
+        seen = [list(g) for g in started]
+        while not all(t.done() for t in tasks):
+            for g in gates:
+                g.set()
+            await asyncio.sleep(0.01)
+        assert [list(g) for g in started][-1][-1] == "c"  # everyone was committed in the end
+        assert not gc._flushers  # and no flusher is left running
+        return seen
+
+    assert asyncio.run(main(2)) == [["a"], ["b"]]
+    assert asyncio.run(main(1)) == [["a"]]

@@ -123,3 +123,19 @@ def test_a_real_python_traceback_with_a_chained_exception_is_one_event():
     assert events[1].splitlines()[0].endswith("ERROR smartlogs.test.stacktrace - import of batch 7 failed")
     assert "During handling of the above exception" in events[1]
     assert events[1].splitlines()[-1].startswith("ValueError: invalid literal for int()")
+
+
+def test_a_first_line_is_scanned_for_a_header_only_when_a_later_line_names_an_exception(monkeypatch):
+    """The scan (streams.headers) cost a one-line request more than the rest of its decoding:
+    it runs only when its answer matters, and the answer is the same."""
+    import streams.multiline as ml
+
+    scanned: list[str] = []
+    real = ml.starts_with_header
+    monkeypatch.setattr(ml, "starts_with_header", lambda line: scanned.append(line) or real(line))
+    assert _events("one line\n") == ["one line"]
+    assert _events("a\nb\n  indented\nc\n") == ["a", "b\n  indented", "c"]
+    assert scanned == []
+    assert _events("2024-03-05 06:07:09,456 ERROR x\nValueError: boom\nplain\nKeyError: k\n") == [
+        "2024-03-05 06:07:09,456 ERROR x\nValueError: boom", "plain", "KeyError: k"]
+    assert scanned == ["2024-03-05 06:07:09,456 ERROR x", "plain"]
