@@ -1009,6 +1009,14 @@ class SqliteStore:
         with self._writer_turn():
             return self._write(events, window_seconds, catalog, incidents, cursors)
 
+    def write_batch(self, batch, *, window_seconds: int) -> int:
+        """Store a processed batch (``streams.runtime.stage.Batch``): its events, catalog
+        records, incident snapshots and spool cursors in one transaction (``write``); the
+        interface both stores give ``streams.runtime.stage.Sink``. Returns how many events
+        were new."""
+        return self.write(batch.events, window_seconds=window_seconds, cursors=batch.cursors,
+                          catalog=batch.catalog or None, incidents=batch.incidents or None)
+
     @contextmanager
     def _writer_turn(self):
         """Writers of batches (the shards, in several processes) take turns through a lock

@@ -38,7 +38,7 @@ from smartlogs.store.sqlite import SqliteStore
 from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.runtime.stage import count_stored, run_stage, unprocessable_event
+from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage, unprocessable_event
 from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.runtime.stage's
@@ -74,6 +74,7 @@ class EmbeddedRunner:
         n_partitions: int | None = None,
         wake_event=None,
         reload_marks: float | None = None,
+        retry: RetryPolicy | None = None,
     ):
         self.store = store
         self.config = config
@@ -85,6 +86,8 @@ class EmbeddedRunner:
         if not self.parts or not all(0 <= p < self.n_partitions for p in self.parts):
             raise ValueError(f"partitions {self.parts} are not a non-empty subset of "
                              f"0..{self.n_partitions - 1}")
+        # the write, its retries and merges, shared with the Kafka worker (streams.runtime.stage)
+        self.sink = Sink(store, name="sqlite", window_seconds=config.window_seconds, policy=retry)
         self._saved: dict[int, tuple] = {}
         self._merges: dict[int, MergeNotices] = {}
         self.pipelines: dict[int, Pipeline] = {p: self._restore(p) for p in self.parts}
@@ -110,7 +113,7 @@ class EmbeddedRunner:
         self.errors = 0
         self.last_error: str | None = None
         self.last_event_at: float | None = None
-        # since when processing (a whole step) or storing (the writer) keeps failing
+        # since when processing (a whole step) keeps failing (storing: self.sink.state)
         self._failing: dict[str, float] = {}
 
     @property
@@ -153,7 +156,7 @@ class EmbeddedRunner:
         # batch and its merge): applying them again is harmless
         self._merges[p] = notices = MergeNotices()
         merges = notices.news(pipeline.miner)
-        if merges and not self._merge(merges):
+        if merges and not self.sink.merge(merges):
             notices.retry()
         return pipeline
 
@@ -171,18 +174,6 @@ class EmbeddedRunner:
                 pipeline.adopt_aliases(aliases)
         except Exception:  # noqa: BLE001 - names only: the store maps ids when it writes
             log.exception("reading the template catalog's aliases failed; retried later")
-
-    def _merge(self, merges: dict) -> bool:
-        """Have the store rewrite ids merged away. A failure does not stop the pipeline (the
-        events are stored; only their grouping by the old id is stale): logged, and the next
-        batch asks again."""
-        try:
-            n = self.store.merge_templates(merges)
-        except Exception:  # noqa: BLE001
-            log.exception("template merge failed; retried with the next batch")
-            return False
-        log.info("template merge: %d stored events now carry the surviving id", n)
-        return True
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -386,10 +377,11 @@ class EmbeddedRunner:
 
     def _submit(self, events: list[dict], cursors: dict[int, int], merges: dict | None,
                 catalog: list | None, incidents: list[dict]) -> None:
+        batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors)
         if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, cursors, merges, catalog, incidents))
+            self._pending.put(batch)
         else:
-            self._write(events, cursors, merges, catalog, incidents)
+            self._write(batch)
 
     def tick(self, now: float | None = None) -> int:
         """Resolve incidents that went quiet (``streams.incidents``), when nothing waits in
@@ -411,47 +403,38 @@ class EmbeddedRunner:
             self.last_error = dead["error"]
             metrics.DEAD_LETTERED.labels("pipeline").inc()
 
-    def _write(self, events: list[dict], cursors: dict[int, int], merges: dict | None = None,
-               catalog: list | None = None, incidents: list[dict] | None = None) -> None:
-        with metrics.SINK_SECONDS.labels("sqlite").time():
-            new = self.store.write(events, window_seconds=self.config.window_seconds,
-                                   cursors=cursors, catalog=catalog, incidents=incidents)
-        if merges and not self._merge(merges):  # after the batch: it may carry merged ids
+    def _write(self, batch: Batch, stopping: threading.Event | None = None) -> bool:
+        """Store ``batch`` through the sink shared with the Kafka worker: once (no writer
+        thread: a failure raises), or until the store takes it (``stopping``: the writer
+        thread, which gives up only once stop() gave up). False: given up, not stored."""
+        stored = (self.sink.write(batch) if stopping is None
+                  else self.sink.write_until_taken(batch, stopping=stopping))
+        if stored is None:
+            return False
+        if not stored.merged:  # the next batch asks again
             for notices in self._merges.values():
                 notices.retry()
-        self.processed += new
+        new = stored.events
+        self.processed += len(new)
         if new:
             self.last_event_at = time.time()
-            stored = count_stored(events)  # shared with the Kafka worker
-            log.info("stored %d events", new, extra={"correlation_id": correlation_ids(events)})
+            log.info("stored %d events", len(new),
+                     extra={"correlation_id": correlation_ids(batch.events)})
             for cb in self._listeners:
                 try:
-                    cb(stored)
+                    cb(new)
                 except Exception:  # noqa: BLE001 - a listener must never stop the pipeline
                     log.exception("event listener failed")
+        return True
 
     def _write_loop(self) -> None:
         while True:
-            job = self._pending.get()
+            batch = self._pending.get()
             try:
-                if job is None:
+                # already processed: stored, never dropped; stop() may give up waiting (the
+                # batch then stays in the spool)
+                if batch is None or not self._write(batch, stopping=self._abandon):
                     return
-                delay = 0.5
-                while True:  # already processed: must be stored, never dropped
-                    try:
-                        self._write(*job)
-                        self._failing.pop("store", None)
-                        break
-                    except Exception as exc:  # noqa: BLE001
-                        metrics.SINK_FAILURES.labels("sqlite").inc()
-                        self.errors += 1
-                        self.last_error = f"store: {type(exc).__name__}: {exc}"
-                        self._failing.setdefault("store", time.time())
-                        if self._stop.is_set() and self._abandon.is_set():
-                            return  # stop() gave up waiting; the batch stays in the spool
-                        log.exception("store write failed; retrying in %.1fs", delay)
-                        time.sleep(delay)
-                        delay = min(delay * 2, 10.0)
             finally:
                 self._pending.task_done()
 
@@ -495,13 +478,16 @@ class EmbeddedRunner:
         backlog = self.store.spool_backlog()
         metrics.BACKLOG.set(backlog)
         models = [pl.status() for pl in self.pipelines.values()]
+        sink = self.sink.state  # the store's writes (streams.runtime.stage.Sink)
+        failing = [*self._failing.values(), *([] if sink.ok else [sink.failing_since])]
         return {
             "running": self.alive and self._writer is not None and self._writer.is_alive(),
-            "failing_since": min(self._failing.values(), default=None),
+            "failing_since": min(failing, default=None),
             "processed": self.processed,
             "backlog": backlog,
-            "errors": self.errors,
-            "last_error": self.last_error,
+            "errors": self.errors + sink.failures,
+            "last_error": sink.error or self.last_error or sink.last_error,
+            "sink": sink.describe(),
             "last_event_at": self.last_event_at,
             "partitions": self.parts,
             "lines": sum(m["lines"] for m in models),

@@ -98,6 +98,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     from streams.pipeline import PipelineConfig
     from streams.runtime.embedded import EmbeddedRunner
     from streams.runtime.gc_tuning import tune_gc
+    from streams.runtime.stage import RetryPolicy
 
     configure_logging(f"shard-{k}", log_level, settings.logs_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the API decides
@@ -117,7 +118,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             checkpoint_path=settings.checkpoint_path,
                             checkpoint_seconds=settings.checkpoint_seconds,
                             partitions=parts, n_partitions=settings.partitions,
-                            wake_event=wake, reload_marks=MARKS_SECONDS)
+                            wake_event=wake, reload_marks=MARKS_SECONDS,
+                            retry=RetryPolicy.from_settings(settings))
     tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     runner.start()
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
