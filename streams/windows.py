@@ -28,16 +28,44 @@ def window_start(ts: float, size: int) -> float:
     return float(int(ts // size) * size)
 
 
-def count_windows(events: Iterable[dict], size: int) -> Counter:
-    """(window_start, dimension, key) → count for a batch of processed events."""
-    counts: Counter = Counter()
+def count_windows(events: Iterable[dict], size: int, *, arrival: bool = False) -> Counter:
+    """(window_start, dimension, key) → count for a batch of processed events; with
+    ``arrival``, also the same counts by arrival time (``received``), as the dimensions
+    prefixed ``a:``. A missing or empty host, component or level counts as ``-``.
+
+    A batch at a time: the events are first grouped by what the counts depend on (their
+    window, host, component, level, template, flag, arrival), so each count is added once per
+    group, not once per event and dimension (a batch of log lines holds far fewer groups than
+    lines)."""
+    starts: dict = {}  # event time → its window start (many lines share a second)
+    groups: Counter = Counter()
     for e in events:
-        w = window_start(e["ts"], size)
-        counts[(w, "total", "*")] += 1
-        counts[(w, "host", e.get("host") or "-")] += 1
-        counts[(w, "component", e.get("component") or "-")] += 1
-        counts[(w, "level", e.get("level") or "-")] += 1
-        counts[(w, "template", e["template_id"])] += 1
-        if e.get("anomaly"):
-            counts[(w, "anomaly", "*")] += 1
+        ts = e["ts"]
+        w = starts.get(ts)
+        if w is None:
+            w = starts[ts] = window_start(ts, size)
+        groups[(w, e["received"] if arrival else None, e.get("host") or "-",
+                e.get("component") or "-", e.get("level") or "-", e["template_id"],
+                bool(e.get("anomaly")))] += 1
+    counts: Counter = Counter()
+    arrived: dict = {}
+    for (w, received, host, component, level, template, anomaly), n in groups.items():
+        counts[(w, "total", "*")] += n
+        counts[(w, "host", host)] += n
+        counts[(w, "component", component)] += n
+        counts[(w, "level", level)] += n
+        counts[(w, "template", template)] += n
+        if anomaly:
+            counts[(w, "anomaly", "*")] += n
+        if arrival:
+            a = arrived.get(received)
+            if a is None:
+                a = arrived[received] = window_start(received, size)
+            counts[(a, "a:total", "*")] += n
+            counts[(a, "a:host", host)] += n
+            counts[(a, "a:component", component)] += n
+            counts[(a, "a:level", level)] += n
+            counts[(a, "a:template", template)] += n
+            if anomaly:
+                counts[(a, "a:anomaly", "*")] += n
     return counts

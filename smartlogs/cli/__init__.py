@@ -190,7 +190,13 @@ def up(
     # event loop and its worker thread. 0.5 ms keeps ingest latency low (measured in bench/).
     sys.setswitchinterval(0.0005)
     _sigterm_exits_cleanly()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    api = create_app(settings)
+    # this process parses every request (and with one shard runs the pipeline): far fewer
+    # passes of the garbage collector (streams/runtime/gc_tuning.py; the shards do the same)
+    from streams.runtime.gc_tuning import tune_gc
+
+    tune_gc()
+    uvicorn.run(api, host=settings.host, port=settings.port,
                 log_level=log_level.lower(), access_log=False, log_config=None,
                 http=http_protocol(settings.read_timeout), **tls)
 
@@ -492,12 +498,14 @@ def replay(
     multiline: Annotated[bool, typer.Option(help="Join continuation lines (a stack trace, an indented dump) to the line they belong to: one event each.")] = True,
     stream: Annotated[Optional[str], typer.Option(help="Source name whose header layout is learned apart (default: the file's name).")] = None,
 ) -> None:
-    """Send a log file to SmartLogs in batches, with a progress bar.
+    """Send a log file to SmartLogs in batches, with a progress bar over the file's lines.
 
-    Ends with a summary (sent, accepted, rejected) and exits non-zero if anything was
-    rejected. Each line's id is RUN_ID:LINE, so retries never store a line twice.
+    Ends with a summary: accepted, rejected (refused by the server, with its reason) and, if
+    the server could not be reached or stayed busy, not delivered, with the command that sends
+    them again. Exits non-zero unless every line was accepted. Each line's id is RUN_ID:LINE,
+    so retries and reruns never store a line twice.
     """
-    from smartlogs.cli.replay import count_lines, plan_batches, read_lines, send_batches
+    from smartlogs.cli.replay import count_events, plan_batches, read_lines, send_batches
 
     if rate and speedup:
         _fail("choose --rate or --speedup, not both")
@@ -510,7 +518,8 @@ def replay(
     if already:
         err.print(f"run id {run_id}: {already:,} lines of this run are already stored; they are "
                   "sent again and skipped (never stored twice)")
-    total = count_lines(path) * repeat
+    # the lines planned (blank ones skipped, continuations joined), not the batches answered
+    total = count_events(path, repeat, multiline=multiline)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} lines/s"), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn()]
@@ -525,8 +534,10 @@ def replay(
         with Progress(*columns, console=err, transient=False) as progress:
             task = progress.add_task(f"replay {path.name}", total=total, rate=0.0)
 
-            def on_batch(n: int, rejected: int) -> None:
+            def on_batch(n: int, outcome: str) -> None:
                 nonlocal sent
+                if outcome == "undelivered":  # the bar shows lines the server answered for
+                    return
                 sent += n
                 progress.advance(task, n)
                 progress.update(task, rate=sent / max(time.monotonic() - started, 1e-9))
@@ -538,26 +549,38 @@ def replay(
                                headers={**_auth_headers(), **_stream_header(stream or path.name)},
                                retry_for=retry_seconds)
             per_s = res.sent / res.seconds if res.seconds else 0
-            # the bar's last figure is the summary's: one clock (send_batches'), one rate
-            progress.update(task, total=res.sent, completed=res.sent, rate=per_s)
+            # the bar's last figures are the summary's: one clock (send_batches'), one rate,
+            # and the lines planned as counted while sending
+            progress.update(task, total=res.planned, completed=res.sent, rate=per_s)
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted after {sent:,} of {total:,} lines (run id {run_id}). "
                   f"Resume without duplicates (lines already stored are skipped):[/]\n  {escape(resume)}",
                   soft_wrap=True)
         raise typer.Exit(130) from None
-    color = "green" if not res.rejected else "red"
+    missed = res.not_delivered
+    color = "green" if not (res.rejected or missed) else "red"
     skipped = f" ({already:,} of them already stored before: skipped)" if already else ""
-    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}{skipped}  rejected {res.rejected:,}[/]"
-                  f"  retries {res.retries}  in {res.seconds:.2f}s ({per_s:,.0f} lines/s)  run id {run_id}")
+    lost = ""
+    if missed:
+        lost = (f"  not delivered {missed:,}"
+                + (" (server unreachable)" if res.abort_reason == "unavailable" else
+                   " (the API key was refused)" if res.abort_reason == "auth" else
+                   " (no answer, or the server stayed busy)"))
+    console.print(f"[{color}]sent {res.sent:,}  accepted {res.accepted:,}{skipped}  rejected {res.rejected:,}"
+                  f"{lost}[/]  of {res.planned:,} lines  retries {res.retries}  in {res.seconds:.2f}s "
+                  f"({per_s:,.0f} lines/s)  run id {run_id}")
     for e in res.errors[:5]:
         err.print(f"  [red]{escape(e)}[/]")
     if res.aborted:
         why = ("the server refused the API key (set SMARTLOGS_API_KEY to a key with the ingest "
                "scope)" if res.abort_reason == "auth" else "the server stayed unavailable"
                + ("" if retry_for else " (ride out a longer outage with --retry-for, e.g. 10m)"))
-        err.print(f"[red]stopped early: {why}. Resume without duplicates:[/]\n  {escape(resume)}",
-                  soft_wrap=True)
-    if res.rejected:
+        err.print(f"[red]stopped early: {why}; {missed:,} lines not delivered. "
+                  f"Send them without duplicates:[/]\n  {escape(resume)}", soft_wrap=True)
+    elif missed:
+        err.print(f"[red]{missed:,} lines not delivered (no answer, or the server stayed busy). "
+                  f"Send them without duplicates:[/]\n  {escape(resume)}", soft_wrap=True)
+    if res.rejected or missed:
         raise typer.Exit(1)
 
 

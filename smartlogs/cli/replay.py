@@ -21,15 +21,21 @@ import orjson
 from streams.multiline import join_lines
 from streams.parsing import LineParser
 
-__all__ = ["ReplayResult", "PostOutcome", "count_lines", "read_lines", "plan_batches", "send_batches",
-           "post_ingest", "retry_after_seconds"]
+__all__ = ["ReplayResult", "PostOutcome", "count_lines", "count_events", "read_lines", "plan_batches",
+           "send_batches", "post_ingest", "retry_after_seconds"]
 
 
 @dataclass
 class ReplayResult:
-    sent: int = 0
+    """What became of the planned lines: each is exactly one of accepted, rejected (the server
+    answered and refused it, with a reason in ``errors``), undelivered (tried, but no answer or
+    only busy/unavailable ones after the retries) or unsent (never tried: the replay stopped)."""
+
+    sent: int = 0  # lines the server answered for: accepted + rejected
     accepted: int = 0
     rejected: int = 0
+    undelivered: int = 0
+    unsent: int = 0
     retries: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -40,6 +46,15 @@ class ReplayResult:
     def aborted(self) -> bool:
         return self.abort_reason is not None
 
+    @property
+    def planned(self) -> int:
+        return self.accepted + self.rejected + self.undelivered + self.unsent
+
+    @property
+    def not_delivered(self) -> int:
+        """Lines the server never got to answer for: a rerun with the same run id sends them."""
+        return self.undelivered + self.unsent
+
 
 def count_lines(path: Path) -> int:
     n, last = 0, b"\n"
@@ -48,6 +63,12 @@ def count_lines(path: Path) -> int:
             n += chunk.count(b"\n")
             last = chunk[-1:]
     return n + (last != b"\n")
+
+
+def count_events(path: Path, repeat: int = 1, *, multiline: bool = True) -> int:
+    """How many lines (events) :func:`read_lines` yields: blank lines skipped, continuation
+    lines joined. One pass of the file, multiplied by ``repeat``."""
+    return sum(1 for _ in read_lines(path, multiline=multiline)) * repeat
 
 
 def read_lines(path: Path, repeat: int = 1, *, multiline: bool = True) -> Iterator[tuple[int, str]]:
@@ -129,34 +150,45 @@ def send_batches(
     headers: dict[str, str] | None = None,
     max_retries: int = 8,
     retry_for: float | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[int, str], None] | None = None,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> ReplayResult:
     """POST each batch as NDJSON to ``url``/ingest; retry transient failures with backoff:
     ``max_retries`` times (about 33 s with the default 8), or, with ``retry_for``, for up to
-    that many seconds per batch however many retries that takes (a long outage)."""
+    that many seconds per batch however many retries that takes (a long outage).
+
+    ``on_batch(lines, outcome)`` after each batch, outcome "accepted", "rejected" (the server
+    refused it: a 4xx) or "undelivered" (no answer, or still busy/unavailable after the
+    retries). Once the server is known to be down or to refuse the key, the rest is not sent
+    and counted as ``unsent``."""
     res = ReplayResult()
     own = client is None
     client = client or httpx.Client(timeout=60)
     start = time.monotonic()
+    batches = iter(batches)  # one pass: what is left after a stop is counted from the same plan
     try:
         for due, batch in batches:
             wait = due - (time.monotonic() - start)
             if wait > 0:
                 sleep(wait)
             body = b"\n".join(orjson.dumps({"id": f"{run_id}:{n}", "raw": line}) for n, line in batch)
-            res.sent += len(batch)
-            ok = _post(client, url, body, headers or {}, max_retries, res, sleep,
-                       retry_for=retry_for, clock=clock)
-            if ok:
-                res.accepted += len(batch)
+            outcome = _post(client, url, body, headers or {}, max_retries, res, sleep,
+                            retry_for=retry_for, clock=clock)
+            if outcome == "undelivered":
+                res.undelivered += len(batch)
             else:
-                res.rejected += len(batch)
+                res.sent += len(batch)
+                if outcome == "accepted":
+                    res.accepted += len(batch)
+                else:
+                    res.rejected += len(batch)
             if on_batch:
-                on_batch(len(batch), 0 if ok else len(batch))
+                on_batch(len(batch), outcome)
             if res.aborted:
+                # count what is left (the plan is pure: no waiting), so the summary can say it
+                res.unsent = sum(len(b) for _, b in batches)
                 break
     finally:
         res.seconds = time.monotonic() - start
@@ -264,20 +296,21 @@ def post_ingest(
 
 
 def _post(client, url, body, headers, max_retries, res, sleep, *, retry_for=None,
-          clock=time.monotonic) -> bool:
+          clock=time.monotonic) -> str:
+    """"accepted", "rejected" (a final refusal) or "undelivered" (gave up on a transient one)."""
     out = post_ingest(client, url, body, headers, max_retries=max_retries, sleep=sleep,
                       retry_for=retry_for, clock=clock)
     res.retries += out.retries
     if out.ok:
-        return True
+        return "accepted"
     if out.transient:
         tried = (f"{out.retries} retries over {retry_for:g}s" if retry_for is not None
                  else f"{max_retries} retries")
         res.errors.append(f"gave up after {tried}: {out.error}")
         if out.error.startswith(("Connect", "HTTP 5")):
             res.abort_reason = "unavailable"
-    else:
-        res.errors.append(out.error)
-        if out.status in (401, 403):  # every later batch would be refused the same way
-            res.abort_reason = "auth"
-    return False
+        return "undelivered"
+    res.errors.append(out.error)
+    if out.status in (401, 403):  # every later batch would be refused the same way
+        res.abort_reason = "auth"
+    return "rejected"

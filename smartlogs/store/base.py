@@ -80,6 +80,12 @@ class EventStore(Protocol):
     def write(self, events: list[dict], *, window_seconds: int, applied_seq: int = 0) -> int:
         """Store a batch idempotently (known ids are ignored); return how many were new."""
 
+    def write_batch(self, batch, *, window_seconds: int) -> int:
+        """Store a processed batch (``streams.runtime.stage.Batch``: events, catalog records,
+        incident snapshots; in embedded mode its spool cursors too, in the same transaction)
+        idempotently, events and catalog first, then incidents; return how many events were
+        new. What ``streams.runtime.stage.Sink`` calls, retries and follows with the merges."""
+
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (old id → the id that took it over): the ids are linked in
         the catalog and the events of each alias rewritten to the canonical id (the smallest,

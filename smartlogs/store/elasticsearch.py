@@ -478,6 +478,18 @@ class ElasticsearchStore:
         self._settle(texts_of(events, catalog), merged)
         return new
 
+    def write_batch(self, batch, *, window_seconds: int = 60) -> int:
+        """Store a processed batch (``streams.runtime.stage.Batch``): its events and catalog
+        records (``write``), then its incident snapshots (after the events they count; a retry
+        writes both again, absorbed: events by id, snapshots by ``rev``). The interface both
+        stores give ``streams.runtime.stage.Sink``; ``batch.cursors`` is the embedded spool's
+        (the stream's offsets are the transport's here). Returns how many events were new."""
+        new = (self.write(batch.events, window_seconds=window_seconds, catalog=batch.catalog)
+               if batch.events or batch.catalog else 0)
+        if batch.incidents:
+            self.write_incidents(batch.incidents)
+        return new
+
     # -- one id per template text (streams.catalog) ---------------------------------------
     def _settle(self, pairs: set[tuple[str, str]], links: list[tuple[str, str]]) -> int:
         """Record the (id, text) pairs this process has not recorded yet (visible to every

@@ -91,14 +91,21 @@ from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
+from streams.partitions import partition_key, partition_of
+from streams.windows import count_windows
 
 __all__ = ["SqliteStore"]
 
+# ``part``: the partition of every item of the batch (streams.partitions), so a shard reads only
+# its partitions' batches (the record's header and ``part`` come before the blob: passing a
+# batch of another partition does not read it); NULL: items of several partitions (a batch
+# written before the column), split item by item when read
 _SPOOL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    items BLOB NOT NULL,
-    n INTEGER NOT NULL
+    part INTEGER,
+    n INTEGER NOT NULL,
+    items BLOB NOT NULL
 );
 """
 _SCHEMA = """
@@ -403,6 +410,7 @@ class _Names:
         return self._text
 
 
+@lru_cache(maxsize=4096)  # as streams.pipeline._iso: log timestamps repeat (many lines a second)
 def _ts_text(ts: float) -> str:
     """The ``timestamp`` the pipeline gives an event of time ``ts`` (streams.pipeline._iso): a
     body leaves it out when it is exactly this, and it is rebuilt with this when read."""
@@ -430,19 +438,21 @@ def _source_column(e: dict) -> str | None:
     return None if e.get("host") else e.get("source")
 
 
-@lru_cache(maxsize=32)
-def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS) -> str:
+@lru_cache(maxsize=64)
+def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS, upsert: str = "") -> str:
     """One INSERT of ``n`` rows (multi-row VALUES). A batch is written in a few such statements
     (row counts are powers of two, so the statement cache holds at most ~11 of them): each
     statement releases the GIL once while SQLite works, where a row-by-row executemany takes
     it back for every row (and waits up to the 5 ms switch interval while the pipeline thread
     runs). Binding parameters costs ~1 µs a row; JSON (json_each) cost SQLite ~15 µs a row."""
     row = "(" + ", ".join("?" * len(columns)) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * n)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * n) + upsert
 
 
 _FTS_COLUMNS = ("rowid", "message")
 _BLOCK_COLUMNS = ("first_seq", "n", "blob")
+_WINDOW_COLUMNS = ("start", "dim", "key", "count")
+_ADD_COUNT = " ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count"
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
 # every event (19 bytes an event): each row holds a run of consecutive seqs and the lowest and
@@ -462,10 +472,12 @@ ON CONFLICT (first_seq) DO UPDATE SET last_seq = excluded.last_seq, lo = exclude
 _DENSE = 100  # words in at least 1 event in _DENSE: the query walks events, not matches
 _FTS_SET = "+e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
 _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to the last)
-# window counts and template rows of the batch just inserted (seq ?1..?2), as
-# streams.windows.count_windows and the pipeline define them: window start = floor(ts / size)
-# * size (?3 = size), a missing host/component/level counts as "-"; a template keeps the
-# newest text, the first example ever seen, the earliest and latest event time
+# window counts of events already stored (seq ?1..?2), as streams.windows.count_windows
+# defines them: window start = floor(ts / size) * size (?3 = size), a missing
+# host/component/level counts as "-". Used to count what a store made before arrival windows
+# holds, once (its arrival form below), and, turned into subtractions, by retention (which reads
+# the stored rows, whose names are keys); a batch being written is counted in memory
+# (count_windows, _add_windows), for less than half of these statements' CPU
 _UPSERT_WINDOWS = """
 WITH b AS (
     SELECT CAST(?3 * (CAST(ts / ?3 AS INTEGER) - (ts / ?3 < CAST(ts / ?3 AS INTEGER))) AS REAL) AS w,
@@ -494,6 +506,7 @@ _UPSERT_ARRIVAL_WINDOWS = (
     .replace("w, 'component'", "w, 'a:component'").replace("w, 'level'", "w, 'a:level'")
     .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
 assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
+# a template row: the newest text, the first example ever seen, the earliest and latest event time
 _UPSERT_TEMPLATE = """
 INSERT INTO templates (id, template, count, first_ts, last_ts, example, last_example)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -565,6 +578,8 @@ class SqliteStore:
             self._fill_sources(conn)
         self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
+        if not any(c[1] == "part" for c in self._spool().execute("PRAGMA table_info(spool)")):
+            self._spool().execute("ALTER TABLE spool ADD COLUMN part INTEGER")  # a spool made before
         self._adopt_old_spool(conn)
         self._block_arrival_times(conn)
         self._next_seq = self._first_free_seq(conn)
@@ -865,30 +880,82 @@ class SqliteStore:
     def spool_append_many(self, batches: list[list[dict]]) -> list[int]:
         """Durably accept several batches in one transaction, so one fsync covers them all
         (group commit: the API gathers the requests that arrive while a commit is running);
-        returns their spool sequences, in order."""
+        returns their spool sequences, in order. A batch is kept as one spool row per
+        partition its items belong to (its items' order kept within each); its sequence is
+        that of its last row."""
         conn = self._spool()
-        rows = [(orjson.dumps(items), len(items)) for items in batches]
+        rows = [[(p, len(group), orjson.dumps(group)) for p, group in self._by_partition(items)]
+                for items in batches]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            seqs = [conn.execute("INSERT INTO spool (items, n) VALUES (?, ?)", row).lastrowid
-                    for row in rows]
+            seqs = [[conn.execute("INSERT INTO spool (part, n, items) VALUES (?, ?, ?)", row).lastrowid
+                     for row in group][-1] for group in rows]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return seqs
 
+    def _by_partition(self, items: list[dict]) -> list[tuple[int | None, list[dict]]]:
+        """(partition, its items) of a batch (``streams.partitions``: the key an item names,
+        computed once per key)."""
+        if self.partitions <= 1 or not items:
+            return [(0 if self.partitions <= 1 else None, items)]
+        n = self.partitions
+        of: dict[str, int] = {}
+        groups: dict[int, list[dict]] = {}
+        for item in items:
+            key = partition_key(item)
+            p = of.get(key)
+            if p is None:
+                p = of[key] = partition_of(key, n)
+            g = groups.get(p)
+            if g is None:
+                groups[p] = [item]
+            else:
+                g.append(item)
+        return sorted(groups.items())
+
     def spool_read(self, after_seq: int, max_items: int) -> list[tuple[int, list[dict]]]:
-        rows = self._spool().execute(
-            "SELECT seq, items, n FROM spool WHERE seq > ? ORDER BY seq LIMIT 1000", (after_seq,)
-        )
-        out, n = [], 0
-        for seq, blob, count in rows:
-            if out and n + count > max_items:
-                break
-            out.append((seq, orjson.loads(blob)))
-            n += count
-        return out
+        """Spool batches after ``after_seq`` (every partition's), in order: (seq, items)."""
+        return [(seq, items) for seq, _, items in self.spool_rows(after_seq, max_items)[0]]
+
+    def spool_rows(self, after_seq: int, max_items: int, positions: dict[int, int] | None = None
+                   ) -> tuple[list[tuple[int, int | None, list[dict]]], int]:
+        """The spool rows after ``after_seq``, in order, as (seq, partition or None for
+        several, items), about ``max_items`` items (at least one row); with ``positions``
+        (partition → the spool position its reader applied), only the rows of those partitions
+        after each one's own position (and rows of several partitions). Also the spool position
+        the reader has seen everything it asked for up to: the last row returned when more
+        wait, else the end of the spool as it was read (rows of other partitions before it are
+        not the reader's). One read transaction, so no row committed meanwhile falls between
+        the two."""
+        where = ""
+        if positions is not None:  # ints only: written into the statement
+            where = " AND (part IS NULL" + "".join(
+                f" OR (part = {int(p)} AND seq > {int(s)})" for p, s in sorted(positions.items())) + ")"
+        conn = self._spool()
+        conn.execute("BEGIN")
+        try:
+            cur = conn.execute(f"SELECT seq, part, n, items FROM spool WHERE seq > ?{where} "
+                               "ORDER BY seq LIMIT 1000", (after_seq,))
+            out: list = []
+            n, more = 0, False
+            for seq, part, count, blob in cur:
+                if out and n + count > max_items:
+                    more = True
+                    break
+                out.append((seq, part, orjson.loads(blob)))
+                n += count
+            cur.close()
+            if more or len(out) == 1000:
+                upto = out[-1][0]
+            else:
+                end = conn.execute("SELECT max(seq) FROM spool").fetchone()[0]
+                upto = max(end or 0, after_seq)
+        finally:
+            conn.execute("COMMIT")
+        return out, upto
 
     def spool_backlog(self) -> int:
         """Items accepted and not yet stored (items of partitions that are ahead of the
@@ -948,6 +1015,14 @@ class SqliteStore:
         with self._writer_turn():
             return self._write(events, window_seconds, catalog, incidents, cursors)
 
+    def write_batch(self, batch, *, window_seconds: int) -> int:
+        """Store a processed batch (``streams.runtime.stage.Batch``): its events, catalog
+        records, incident snapshots and spool cursors in one transaction (``write``); the
+        interface both stores give ``streams.runtime.stage.Sink``. Returns how many events
+        were new."""
+        return self.write(batch.events, window_seconds=window_seconds, cursors=batch.cursors,
+                          catalog=batch.catalog or None, incidents=batch.incidents or None)
+
     @contextmanager
     def _writer_turn(self):
         """Writers of batches (the shards, in several processes) take turns through a lock
@@ -982,10 +1057,9 @@ class SqliteStore:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
                 self._insert_events(conn, new, seq - 1)
-                conn.execute(_UPSERT_WINDOWS, (first, seq - 1, window_seconds))
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
-                conn.execute(_UPSERT_ARRIVAL_WINDOWS, (first, seq - 1, window_seconds))
+                self._add_windows(conn, count_windows(new, window_seconds, arrival=True))
                 self._upsert_templates(conn, new)
                 linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
                 if linked:
@@ -1018,6 +1092,14 @@ class SqliteStore:
                    conn.execute("SELECT coalesce(max(first_seq + n), 1) FROM (SELECT first_seq, n "
                                 "FROM body_blocks ORDER BY first_seq DESC LIMIT 1)").fetchone()[0])
 
+    def _add_windows(self, conn: sqlite3.Connection, counts) -> None:
+        """Add a batch's window counts (``streams.windows.count_windows``: counted in memory
+        from the batch's events, grouped, so ~1 row per line is upserted; counting them in SQL
+        from the inserted rows cost over twice the CPU) in a few multi-row upserts."""
+        self._insert_many(conn, "windows", _WINDOW_COLUMNS,
+                          [(w, dim, key, n) for (w, dim, key), n in counts.items()],
+                          upsert=_ADD_COUNT)
+
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary)."""
@@ -1039,7 +1121,7 @@ class SqliteStore:
                                           max(received), _BLOCK_EVENTS))
 
     def _insert_many(self, conn: sqlite3.Connection, table: str, columns: tuple,
-                     rows: list[tuple]) -> None:
+                     rows: list[tuple], upsert: str = "") -> None:
         per = self._rows_per_insert
         if per is None:  # SQLite's bound-parameter limit (32,766 by default, 250,000 here)
             limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -1052,7 +1134,7 @@ class SqliteStore:
             values: list = []
             for r in rows[k:k + n]:
                 values.extend(r)
-            conn.execute(_insert_rows(n, table, columns), values)
+            conn.execute(_insert_rows(n, table, columns, upsert), values)
             k += n
 
     @staticmethod
@@ -1648,6 +1730,8 @@ class SqliteStore:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
                 conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
+                # what the write added for them, taken away (the stored rows carry names as
+                # keys: the statement reads their texts, as count_windows counted them)
                 conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
                 if self._arrival_windows is not None:
                     conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))

@@ -49,24 +49,12 @@ def encode_facts(lines: int, events: list[dict], alerts: list[dict] | None = Non
 
 async def ensure_facts_topic(bootstrap: str, topic: str, replication: int = 1, **client) -> None:
     """Create the facts topic (one partition, deleted after a day) if it does not exist."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from streams.runtime.topics import ensure_topic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
-    await admin.start()
-    try:
-        if topic in set(await admin.list_topics()):
-            return
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=1,
-                                                replication_factor=replication,
-                                                topic_configs={"cleanup.policy": "delete",
-                                                               "retention.ms": str(RETENTION_MS)})])
-            log.info("created the alert facts topic %s", topic)
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        await admin.close()
+    if await ensure_topic(bootstrap, topic, partitions=1, replication=replication,
+                          configs={"cleanup.policy": "delete", "retention.ms": str(RETENTION_MS)},
+                          **client):
+        log.info("created the alert facts topic %s", topic)
 
 
 async def read_facts(alerting, bootstrap: str, topic: str, **client) -> None:

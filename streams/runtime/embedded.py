@@ -38,7 +38,7 @@ from smartlogs.store.sqlite import SqliteStore
 from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.runtime.stage import count_stored, run_stage, unprocessable_event
+from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage, unprocessable_event
 from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.runtime.stage's
@@ -74,6 +74,7 @@ class EmbeddedRunner:
         n_partitions: int | None = None,
         wake_event=None,
         reload_marks: float | None = None,
+        retry: RetryPolicy | None = None,
     ):
         self.store = store
         self.config = config
@@ -85,6 +86,8 @@ class EmbeddedRunner:
         if not self.parts or not all(0 <= p < self.n_partitions for p in self.parts):
             raise ValueError(f"partitions {self.parts} are not a non-empty subset of "
                              f"0..{self.n_partitions - 1}")
+        # the write, its retries and merges, shared with the Kafka worker (streams.runtime.stage)
+        self.sink = Sink(store, name="sqlite", window_seconds=config.window_seconds, policy=retry)
         self._saved: dict[int, tuple] = {}
         self._merges: dict[int, MergeNotices] = {}
         self.pipelines: dict[int, Pipeline] = {p: self._restore(p) for p in self.parts}
@@ -110,7 +113,7 @@ class EmbeddedRunner:
         self.errors = 0
         self.last_error: str | None = None
         self.last_event_at: float | None = None
-        # since when processing (a whole step) or storing (the writer) keeps failing
+        # since when processing (a whole step) keeps failing (storing: self.sink.state)
         self._failing: dict[str, float] = {}
 
     @property
@@ -153,7 +156,7 @@ class EmbeddedRunner:
         # batch and its merge): applying them again is harmless
         self._merges[p] = notices = MergeNotices()
         merges = notices.news(pipeline.miner)
-        if merges and not self._merge(merges):
+        if merges and not self.sink.merge(merges):
             notices.retry()
         return pipeline
 
@@ -171,18 +174,6 @@ class EmbeddedRunner:
                 pipeline.adopt_aliases(aliases)
         except Exception:  # noqa: BLE001 - names only: the store maps ids when it writes
             log.exception("reading the template catalog's aliases failed; retried later")
-
-    def _merge(self, merges: dict) -> bool:
-        """Have the store rewrite ids merged away. A failure does not stop the pipeline (the
-        events are stored; only their grouping by the old id is stale): logged, and the next
-        batch asks again."""
-        try:
-            n = self.store.merge_templates(merges)
-        except Exception:  # noqa: BLE001
-            log.exception("template merge failed; retried with the next batch")
-            return False
-        log.info("template merge: %d stored events now carry the surviving id", n)
-        return True
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -302,9 +293,10 @@ class EmbeddedRunner:
         """Process one group of spool batches; returns the number of input items of this
         runner's partitions.
 
-        The spool holds requests as accepted; each item goes to the pipeline of its partition
-        (``streams.partitions``: keyed by source), items of partitions this runner does not own
-        are skipped. Every partition has its own position in the spool (its pipeline's
+        The spool holds requests as accepted, a row per partition of each
+        (``streams.partitions``: keyed by source); this runner reads the rows of the partitions
+        it owns (rows of other partitions are not decoded) and each row goes to the pipeline of
+        its partition. Every partition has its own position in the spool (its pipeline's
         ``applied_seq``), stored as its cursor in the same transaction as its events. With the
         threads running, the events go to the writer thread; without them (tests, tools),
         they are written here.
@@ -313,12 +305,12 @@ class EmbeddedRunner:
             self._refresh_marks()
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
         low = min(seqs.values())
-        # a shard with a share of the partitions reads more so its own batches keep their size
-        batches = self.store.spool_read(low, self.max_batch * self.n_partitions // len(self.parts))
-        if not batches:
+        # only the spool rows of this runner's partitions (the API keeps a row per partition)
+        batches, last_seq = self.store.spool_rows(low, self.max_batch, self._positions(seqs))
+        if last_seq <= low:
             return 0
-        self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
-        last_seq = batches[-1][0]
+        if batches:
+            self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
         per = self._split(batches, seqs)
         events: list[dict] = []
         merges: dict = {}
@@ -347,9 +339,9 @@ class EmbeddedRunner:
             self._submit(events, cursors, merges or None, catalog or None, incidents)
             self._cursor_written = time.monotonic()
         elif time.monotonic() - self._cursor_written >= IDLE_CURSOR_SECONDS:
-            # nothing of this shard's in these batches: its cursors (read only for the
-            # backlog; a restart resumes from the checkpoints) move at most this often,
-            # instead of a write that would make the busy shards wait their turn
+            # only other shards' batches since: its cursors (read only for the backlog; a
+            # restart resumes from the checkpoints) move at most this often, instead of a
+            # write that would make the busy shards wait their turn
             self._submit([], cursors, None, None, [])
             self._cursor_written = time.monotonic()
         for p, pipeline in self.pipelines.items():
@@ -357,13 +349,26 @@ class EmbeddedRunner:
                 pipeline.applied_seq = last_seq
         return n
 
+    def _positions(self, seqs: dict[int, int]) -> dict[int, int] | None:
+        """What to read of the spool: each owned partition's rows after its own position
+        (None: every row; the rows' partitions are the store's, which a runner made with
+        another number of partitions does not use)."""
+        return seqs if self.n_partitions == self.store.partitions else None
+
     def _split(self, batches: list, seqs: dict[int, int]) -> dict[int, list[dict]]:
-        """Items of the batches → the partitions of this runner that have not applied them."""
+        """Items of the spool rows → the partitions of this runner that have not applied them
+        (a row of one partition as a whole; a row of several, made before rows had one,
+        item by item)."""
         if self.n_partitions == 1:
-            return {0: [item for seq, group in batches if seq > seqs[0] for item in group]}
+            return {0: [item for seq, _, group in batches if seq > seqs[0] for item in group]}
         per: dict[int, list[dict]] = {}
         n = self.n_partitions
-        for seq, group in batches:
+        tagged = n == self.store.partitions
+        for seq, part, group in batches:
+            if part is not None and tagged:
+                if seq > seqs.get(part, seq):
+                    per.setdefault(part, []).extend(group)
+                continue
             for item in group:
                 p = partition_of(partition_key(item), n)
                 if seq > seqs.get(p, seq):
@@ -372,17 +377,18 @@ class EmbeddedRunner:
 
     def _submit(self, events: list[dict], cursors: dict[int, int], merges: dict | None,
                 catalog: list | None, incidents: list[dict]) -> None:
+        batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors)
         if self._writer is not None and self._writer.is_alive():
-            self._pending.put((events, cursors, merges, catalog, incidents))
+            self._pending.put(batch)
         else:
-            self._write(events, cursors, merges, catalog, incidents)
+            self._write(batch)
 
     def tick(self, now: float | None = None) -> int:
         """Resolve incidents that went quiet (``streams.incidents``), when nothing waits in
         the spool: a line accepted before ``now`` is then processed already. Returns how many
         snapshots changed (stored through the writer, in order with the batches)."""
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
-        if self.store.spool_read(min(seqs.values()), 1):
+        if self.store.spool_rows(min(seqs.values()), 1, self._positions(seqs))[0]:
             return 0
         now = time.time() if now is None else now
         changed = [s for pl in self.pipelines.values() for s in pl.incidents.tick(now)]
@@ -397,53 +403,44 @@ class EmbeddedRunner:
             self.last_error = dead["error"]
             metrics.DEAD_LETTERED.labels("pipeline").inc()
 
-    def _write(self, events: list[dict], cursors: dict[int, int], merges: dict | None = None,
-               catalog: list | None = None, incidents: list[dict] | None = None) -> None:
-        with metrics.SINK_SECONDS.labels("sqlite").time():
-            new = self.store.write(events, window_seconds=self.config.window_seconds,
-                                   cursors=cursors, catalog=catalog, incidents=incidents)
-        if merges and not self._merge(merges):  # after the batch: it may carry merged ids
+    def _write(self, batch: Batch, stopping: threading.Event | None = None) -> bool:
+        """Store ``batch`` through the sink shared with the Kafka worker: once (no writer
+        thread: a failure raises), or until the store takes it (``stopping``: the writer
+        thread, which gives up only once stop() gave up). False: given up, not stored."""
+        stored = (self.sink.write(batch) if stopping is None
+                  else self.sink.write_until_taken(batch, stopping=stopping))
+        if stored is None:
+            return False
+        if not stored.merged:  # the next batch asks again
             for notices in self._merges.values():
                 notices.retry()
-        self.processed += new
+        new = stored.events
+        self.processed += len(new)
         if new:
             self.last_event_at = time.time()
-            stored = count_stored(events)  # shared with the Kafka worker
-            log.info("stored %d events", new, extra={"correlation_id": correlation_ids(events)})
+            log.info("stored %d events", len(new),
+                     extra={"correlation_id": correlation_ids(batch.events)})
             for cb in self._listeners:
                 try:
-                    cb(stored)
+                    cb(new)
                 except Exception:  # noqa: BLE001 - a listener must never stop the pipeline
                     log.exception("event listener failed")
+        return True
 
     def _write_loop(self) -> None:
         while True:
-            job = self._pending.get()
+            batch = self._pending.get()
             try:
-                if job is None:
+                # already processed: stored, never dropped; stop() may give up waiting (the
+                # batch then stays in the spool)
+                if batch is None or not self._write(batch, stopping=self._abandon):
                     return
-                delay = 0.5
-                while True:  # already processed: must be stored, never dropped
-                    try:
-                        self._write(*job)
-                        self._failing.pop("store", None)
-                        break
-                    except Exception as exc:  # noqa: BLE001
-                        metrics.SINK_FAILURES.labels("sqlite").inc()
-                        self.errors += 1
-                        self.last_error = f"store: {type(exc).__name__}: {exc}"
-                        self._failing.setdefault("store", time.time())
-                        if self._stop.is_set() and self._abandon.is_set():
-                            return  # stop() gave up waiting; the batch stays in the spool
-                        log.exception("store write failed; retrying in %.1fs", delay)
-                        time.sleep(delay)
-                        delay = min(delay * 2, 10.0)
             finally:
                 self._pending.task_done()
 
     def _behind(self) -> bool:
-        low = min(pl.applied_seq for pl in self.pipelines.values())
-        return bool(self.store.spool_read(low, 1))
+        seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
+        return bool(self.store.spool_rows(min(seqs.values()), 1, self._positions(seqs))[0])
 
     def drain(self, timeout: float = 30.0) -> None:
         """Process until the spool is empty (used by tests and the benchmark)."""
@@ -481,13 +478,16 @@ class EmbeddedRunner:
         backlog = self.store.spool_backlog()
         metrics.BACKLOG.set(backlog)
         models = [pl.status() for pl in self.pipelines.values()]
+        sink = self.sink.state  # the store's writes (streams.runtime.stage.Sink)
+        failing = [*self._failing.values(), *([] if sink.ok else [sink.failing_since])]
         return {
             "running": self.alive and self._writer is not None and self._writer.is_alive(),
-            "failing_since": min(self._failing.values(), default=None),
+            "failing_since": min(failing, default=None),
             "processed": self.processed,
             "backlog": backlog,
-            "errors": self.errors,
-            "last_error": self.last_error,
+            "errors": self.errors + sink.failures,
+            "last_error": sink.error or self.last_error or sink.last_error,
+            "sink": sink.describe(),
             "last_event_at": self.last_event_at,
             "partitions": self.parts,
             "lines": sum(m["lines"] for m in models),

@@ -2,9 +2,8 @@
 
 One Python process runs ~50 µs of GIL-held work per line, so one process cannot use a second
 core. `smartlogs up` therefore runs the partitioned pipeline (``streams.runtime.embedded``) as K shards:
-shard k owns the partitions p with ``p % K == k``, reads the spool (every shard reads every
-batch and keeps its partitions' items: decoding a batch costs ~1 µs a line, the pipeline ~50),
-and writes its events to the one SQLite store with its partitions' cursors in the same
+shard k owns the partitions p with ``p % K == k``, reads the spool rows of its partitions (the
+API keeps each request as a row per partition, so a shard decodes only its own items), and writes its events to the one SQLite store with its partitions' cursors in the same
 transaction (SQLite serialises the shards' transactions). Each partition has its own
 checkpoint, so K can change between runs: a partition moves to another shard with what it
 learned.
@@ -98,6 +97,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     from smartlogs.store.sqlite import SqliteStore
     from streams.pipeline import PipelineConfig
     from streams.runtime.embedded import EmbeddedRunner
+    from streams.runtime.gc_tuning import tune_gc
+    from streams.runtime.stage import RetryPolicy
 
     configure_logging(f"shard-{k}", log_level, settings.logs_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the API decides
@@ -117,7 +118,9 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             checkpoint_path=settings.checkpoint_path,
                             checkpoint_seconds=settings.checkpoint_seconds,
                             partitions=parts, n_partitions=settings.partitions,
-                            wake_event=wake, reload_marks=MARKS_SECONDS)
+                            wake_event=wake, reload_marks=MARKS_SECONDS,
+                            retry=RetryPolicy.from_settings(settings))
+    tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     runner.start()
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
     status_path = folder / f"shard-{k}.json"

@@ -34,25 +34,14 @@ MAX_RECORD = 4 * CHUNK  # max.message.bytes of the topic and the producer's max_
 async def ensure_state_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1,
                              **client) -> None:
     """Create the compacted state topic if it does not exist."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from streams.runtime.topics import ensure_topic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
-    await admin.start()
-    try:
-        if topic in set(await admin.list_topics()):
-            return
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication,
-                                                topic_configs={"cleanup.policy": "compact",
-                                                               "max.message.bytes": str(MAX_RECORD),
-                                                               "min.cleanable.dirty.ratio": "0.2",
-                                                               "segment.ms": "600000"})])
-            log.info("created state topic %s (%d partitions, compacted)", topic, partitions)
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        await admin.close()
+    if await ensure_topic(bootstrap, topic, partitions=partitions, replication=replication,
+                          configs={"cleanup.policy": "compact",
+                                   "max.message.bytes": str(MAX_RECORD),
+                                   "min.cleanable.dirty.ratio": "0.2",
+                                   "segment.ms": "600000"}, **client):
+        log.info("created state topic %s (%d partitions, compacted)", topic, partitions)
 
 
 class StateWriter:

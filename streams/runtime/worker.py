@@ -13,8 +13,10 @@ events to Elasticsearch (bulk, ``op_type=create`` with the event id as ``_id``: 
 batch is absorbed) and sends documents Elasticsearch rejects to the dead-letter topic. The
 offset of a message is committed only after the agent moved past it, i.e. after the sink
 acknowledged the write. What follows ``Pipeline.process`` and is the same in both runtimes
-(the poison policy, the counters, the merges/catalog/incidents handed to the store) is
-``streams.runtime.stage``'s.
+(the poison policy, the counters, the merges/catalog/incidents handed to the store, and the
+write itself: its order, its retries until Elasticsearch takes the batch, the merges after
+it, the sink state ``/healthz`` reads) is ``streams.runtime.stage``'s; the worker calls it in
+an executor thread, so the event loop is never blocked by a write or its retries.
 
 The private Faust names this module relies on live in ``streams.runtime.faust_internals`` (pinned by
 tests/unit/test_faust_internals.py).
@@ -74,7 +76,7 @@ from streams.alerts import partition_scope, scopes_held
 from streams.runtime import alert_facts
 from streams.runtime.faust_internals import ack_offsets, committed_offset, keep_gaps_open
 from streams.pipeline import Pipeline, PipelineConfig
-from streams.runtime.stage import count_stored, run_stage
+from streams.runtime.stage import Batch, RetryPolicy, Sink, Stored, run_stage
 from streams.runtime.state_records import Book, decode_state, encode_save
 from streams.templates import MergeNotices
 
@@ -134,7 +136,19 @@ def store():
     return _store
 
 
-SINK_RETRY_CAP = 30.0  # seconds between attempts while Elasticsearch stays unavailable
+_sink = None
+
+
+def sink() -> Sink:
+    """The write of a batch, its retries and merges: ``streams.runtime.stage.Sink``, shared
+    with the embedded runner, on Elasticsearch (``StoreUnavailable``: away or overloaded)."""
+    global _sink
+    if _sink is None:
+        from smartlogs.store.elasticsearch import StoreUnavailable
+
+        _sink = Sink(store(), name="elasticsearch", window_seconds=WINDOW,
+                     policy=RetryPolicy.from_settings(settings), transient=(StoreUnavailable,))
+    return _sink
 
 
 class Part:
@@ -165,60 +179,27 @@ def _lines_learned() -> int:
     return sum(part.pipeline.lines for part in list(parts.values()))
 
 
-async def _merge_templates(loop, part: Part, merges: dict) -> None:
-    """Have the store rewrite ids merged away. A failure does not hold the stream (the events
-    are stored; only their grouping by the old id is stale): it is logged, and the next batch
-    asks again."""
-    try:
-        n = await loop.run_in_executor(None, store().merge_templates, merges)
-        log.info("template merge: %d stored events now carry the surviving id", n)
-    except Exception as exc:  # noqa: BLE001
-        part.merges.retry()
-        log.error("template merge failed (%s); retried with the next batch",
-                  redact(f"{type(exc).__name__}: {exc}")[:300])
-
-
-async def _write_until_taken(loop, part: Part, events: list[dict], merges: dict | None = None,
-                             catalog: list | None = None,
-                             incidents: list[dict] | None = None) -> None:
-    """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing.
+async def _write_until_taken(loop, batch) -> Stored:
+    """Write a batch to Elasticsearch, waiting for as long as it is unavailable or refusing
+    (``Sink.write_until_taken``, in an executor thread: the event loop goes on meanwhile);
+    returns what the write did (the events newly stored, whether the merges were applied).
 
     The agent must not move past a batch the sink has not taken: a crashed agent would be
     restarted by Faust past the message, losing it. So while Elasticsearch is down this batch
-    waits (capped exponential backoff, logged, counted in ``smartlogs_sink_failures_total``);
-    the rest waits in Kafka, durably, and the offset is not committed. Retries are idempotent
-    (``op_type=create`` on the event id; events stored by an earlier attempt keep their ``seq``).
+    waits (the one retry policy, logged, counted in ``smartlogs_sink_failures_total``); the
+    rest waits in Kafka, durably, and the offset is not committed. Retries are idempotent
+    (``op_type=create`` on the event id; events stored by an earlier attempt keep their
+    ``seq``). Cancelled (the worker stops): the thread gives up at its next wait, the message
+    is not acked and Kafka delivers it again.
     """
-    from smartlogs.store.elasticsearch import StoreUnavailable
-
-    delay = 1.0
-    while True:
-        try:
-            # blocking bulk write off the event loop; it retries briefly by itself first
-            with metrics.SINK_SECONDS.labels("elasticsearch").time():
-                await loop.run_in_executor(None, partial(store().write, events, window_seconds=WINDOW,
-                                                         catalog=catalog))
-                if incidents:  # after the events they count (a retry writes both again)
-                    await loop.run_in_executor(None, store().write_incidents, incidents)
-            if merges:  # after the batch: its events may carry the ids merged away
-                await _merge_templates(loop, part, merges)
-            _sink_state.update(ok=True, error=None, since=None)
-            return
-        except Exception as exc:  # noqa: BLE001 - whatever it is, never move past unwritten data
-            # StoreUnavailable: Elasticsearch away or overloaded; anything else (a wrong password:
-            # 401, a broken mapping, ...) needs a person, so it is logged as an error, but the
-            # batch is held all the same: fixing the setting and restarting loses nothing
-            _sink_state.update(ok=False, error=redact(f"{type(exc).__name__}: {exc}")[:300],
-                               since=_sink_state.get("since") or time.time())
-            metrics.SINK_FAILURES.labels("elasticsearch").inc()
-            (log.warning if isinstance(exc, StoreUnavailable) else log.error)(
-                "%s; holding this batch of %d and retrying in %.0f s (the rest waits in Kafka)",
-                _sink_state["error"], len(events), delay)
-            await asyncio.sleep(delay)
-            delay = min(SINK_RETRY_CAP, delay * 2)
-
-
-_sink_state: dict = {"ok": True, "error": None, "since": None}
+    stopping = threading.Event()
+    try:
+        stored = await loop.run_in_executor(
+            None, partial(sink().write_until_taken, batch, stopping=stopping))
+    except asyncio.CancelledError:
+        stopping.set()
+        raise
+    return stored
 
 
 def health() -> tuple[bool, dict]:
@@ -235,14 +216,15 @@ def health() -> tuple[bool, dict]:
         assigned = len(app.consumer.assignment())
     except Exception:  # noqa: BLE001 - consumer not started yet
         assigned = 0
-    waiting = not _sink_state["ok"]
+    state = sink().state
+    waiting = not state.ok
     detail = {"store": {"reachable": es_ok, **es},
               "kafka": {"assigned_partitions": assigned,
                         "state": {str(p): {"lines": part.pipeline.lines, "offset": part.applied,
                                            "saved_offset": part.saved_offset}
                                   for p, part in sorted(list(parts.items()))}},
-              "sink": {"waiting_for_elasticsearch_since": _sink_state["since"],
-                       "error": _sink_state["error"]} if waiting else {"ok": True}}
+              "sink": {"waiting_for_elasticsearch_since": state.failing_since,
+                       "error": state.error} if waiting else {"ok": True}}
     return es_ok and not waiting, detail
 
 
@@ -250,12 +232,13 @@ async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch
     """Write a processed batch, account for it and ack its message: the offset becomes
     committable only now, after the sink took it. A task of its own, so a batch finishes even
     when no message follows (a rebalance clears the stream's buffer and waits for every ack)."""
-    await _write_until_taken(loop, part, batch.events, batch.merges, batch.catalog,
-                             batch.incidents)
+    stored = await _write_until_taken(loop, batch)
+    if not stored.merged:  # the next batch asks again
+        part.merges.retry()
     # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
     # no later save of this process can cover a batch Elasticsearch lacks)
     part.unstored -= 1
-    await _account(items, batch.events, part.partition)
+    await _account(items, batch.events, stored.events, part.partition)
     if event is not None:
         await stream.ack(event)
 
@@ -301,11 +284,12 @@ def _make_alerting():
 _alerting = _make_alerting()
 
 
-async def _account(items: list[dict], events: list[dict], partition: int) -> None:
-    """After a batch's write: count it (``streams.runtime.stage.count_stored``), dead-letter what
-    Elasticsearch rejected, and hand the newly stored events to the alert rules (and their
-    facts to the holder of partition 0, ``streams.runtime.alert_facts``)."""
-    new = count_stored(events)
+async def _account(items: list[dict], events: list[dict], new: list[dict],
+                   partition: int) -> None:
+    """After a batch's write (``new``: the events newly stored, counted by the sink,
+    ``streams.runtime.stage.Sink``): dead-letter what Elasticsearch rejected, and hand the
+    newly stored events to the alert rules (and their facts to the holder of partition 0,
+    ``streams.runtime.alert_facts``)."""
     if _alerting is not None and new:
         # off the event loop: the history is written to Elasticsearch (never raises)
         facts = await asyncio.get_running_loop().run_in_executor(None, _alert_on, new, partition)
@@ -794,7 +778,10 @@ async def incidents_tick() -> None:
     if changed or _unwritten_ticks:
         batch, _unwritten_ticks = _unwritten_ticks + changed, []
         try:
-            await asyncio.get_running_loop().run_in_executor(None, store().write_incidents, batch)
+            # the one write (streams.runtime.stage.Sink: its failures show in the sink state),
+            # one attempt: the next tick tries again
+            await asyncio.get_running_loop().run_in_executor(
+                None, sink().write, Batch([], [], None, [], batch))
         except Exception as exc:  # noqa: BLE001 - kept for the next tick
             _unwritten_ticks = batch
             log.warning("storing %d resolved incident(s) failed (%s); retried at the next tick",

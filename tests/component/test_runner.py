@@ -294,3 +294,37 @@ def test_the_runner_takes_the_catalogs_aliases_at_start_and_as_it_runs(tmp_path)
     restarted = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
     assert restarted.pipeline.miner.resolve(mine) == smaller
     assert restarted.pipeline.miner._live(smaller) is not None
+
+
+def test_the_writer_retries_a_failing_store_under_the_policy_and_stores_each_event_once(tmp_path):
+    """Issue 18 (one stage): the writer thread stores through streams.runtime.stage.Sink, the
+    write the Kafka worker uses too: the whole batch (events, catalog, incidents and the spool
+    cursors, one transaction) is tried again under the runner's retry policy until SQLite takes
+    it; the failures count in the status while they last, and nothing is stored twice."""
+    from streams.runtime.stage import RetryPolicy
+
+    store = SqliteStore(tmp_path / "db")
+    real, attempts = store.write_batch, []
+
+    def flaky(batch, **kw):
+        attempts.append((len(batch.events), dict(batch.cursors or {})))
+        if len(attempts) <= 2:
+            raise OSError("disk hiccup")
+        return real(batch, **kw)
+
+    store.write_batch = flaky
+    runner = EmbeddedRunner(store, CONFIG, retry=RetryPolicy(first=0.05, cap=0.1))
+    runner.start()
+    try:
+        seq = store.spool_append(_auth_items(USERS, "a"))
+        runner.wake()
+        runner.drain(timeout=20)
+        st = runner.status()
+    finally:
+        runner.stop()
+    assert attempts[:3] == [(len(USERS), {0: seq})] * 3  # the same batch, whole, three times
+    assert store.count_events() == len(USERS) == _window_total(store)
+    assert store.cursors() == {0: seq}
+    assert st["errors"] == 2 and st["failing_since"] is None and st["sink"]["ok"]
+    assert "disk hiccup" in st["last_error"]
+    assert runner.processed == len(USERS)

@@ -89,6 +89,54 @@ def test_two_shards_store_every_line_of_every_source_once(tmp_path, loghub):
     assert sum(r.lines for r in runners) == 4000
 
 
+def test_a_request_is_spooled_as_a_row_per_partition_and_a_shard_reads_only_its_own(tmp_path,
+                                                                                     loghub):
+    """Each shard decoded every spool batch and dropped the other shards' items (a cost per
+    line in every shard); a request is now kept as a row per partition, and a shard reads the
+    rows of its partitions, each after that partition's own position."""
+    lines = _lines(loghub, "Linux")[:400]
+    streams = {}
+    for i in range(200):  # a stream in each partition
+        streams.setdefault(partition_of(f"s{i}", P), f"s{i}")
+    store = SqliteStore(tmp_path / "s.db", partitions=P)
+    mixed = [it for p in range(P) for it in _items(lines[p * 100:(p + 1) * 100], f"r{p}", streams[p])]
+    seq = store.spool_append(mixed[::-1])  # in any order
+    rows = store.spool_read(0, 10_000)
+    assert len(rows) == P and rows[-1][0] == seq
+    got, upto = store.spool_rows(0, 10_000, {0: 0, 2: 0})
+    assert [part for _, part, _ in got] == [0, 2] and upto == seq
+    for _, part, items in got:  # all of the partition's items, in the request's order
+        assert [it["id"] for it in items] == [f"r{part}:{i}" for i in range(99, -1, -1)]
+    # a partition that applied the rows up to its own position reads none of them again
+    got, upto = store.spool_rows(0, 10_000, {0: seq, 2: 0})
+    assert [part for _, part, _ in got] == [2] and upto == seq
+    a, b = _shards(store, tmp_path, 2)
+    _drain([a, b])
+    assert store.count_events() == 400
+    pipelines = {p: pl for r in (a, b) for p, pl in r.pipelines.items()}
+    assert {p: (pl.lines, sorted(pl.sources)) for p, pl in pipelines.items()} == {
+        p: (100, [streams[p]]) for p in range(P)}
+
+
+def test_a_spool_written_before_rows_had_a_partition_is_read_item_by_item(tmp_path, loghub):
+    import sqlite3
+
+    import orjson
+
+    lines = _lines(loghub, "Linux")[:400]
+    old = sqlite3.connect(tmp_path / "s-spool.db")
+    old.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, items BLOB NOT NULL, "
+                "n INTEGER NOT NULL)")
+    batch = [it for k in range(4) for it in _items(lines[k * 100:(k + 1) * 100], f"r{k}", f"s{k}")]
+    old.execute("INSERT INTO spool (items, n) VALUES (?, ?)", (orjson.dumps(batch), len(batch)))
+    old.commit()
+    old.close()
+    store = SqliteStore(tmp_path / "s.db", partitions=P)
+    assert [part for _, part, _ in store.spool_rows(0, 10_000, {0: 0})[0]] == [None]
+    _drain(_shards(store, tmp_path, 2))
+    assert store.count_events() == 400 == len(_events(store))
+
+
 def test_a_partition_moves_to_another_shard_with_what_it_learned(tmp_path, loghub):
     """Two shards checkpoint and stop, the server comes back with one: the partitions resume
     from their checkpoints, and the events equal those of an uninterrupted single shard. (A
@@ -218,23 +266,24 @@ def test_partitions_at_different_spool_positions_each_resume_from_their_own(tmp_
     ref = _shards(ref_store, tmp_path / "ref", 1)
     store = SqliteStore(tmp_path / "s.db", partitions=P)
     a, b = _shards(store, tmp_path, 2)
+    at = {}
     for k in range(0, 1600, 200):
         for st in (ref_store, store):
-            st.spool_append(_items(lines[k:k + 100], f"x{k}", names[0])
-                            + _items(lines[k + 100:k + 200], f"y{k}", names[1]))
+            at[k] = st.spool_append(_items(lines[k:k + 100], f"x{k}", names[0])
+                                    + _items(lines[k + 100:k + 200], f"y{k}", names[1]))
         if k == 400:
             _drain([a, b])
-            a.checkpoint()  # shard 0's partitions checkpointed at 3 ...
+            a.checkpoint()  # shard 0's partitions checkpointed at the third request ...
         if k == 1000:
             _drain([a, b])
-            b.checkpoint()  # ... shard 1's at 6
+            b.checkpoint()  # ... shard 1's at the sixth
     _drain([a, b])
     store.close()
     _drain(ref)
     store = SqliteStore(tmp_path / "s.db", partitions=P)
-    (one,) = _shards(store, tmp_path, 1, max_batch=50)  # a request (one spool row) per step
+    (one,) = _shards(store, tmp_path, 1, max_batch=50)  # one spool row per step
     positions = {p: pl.applied_seq for p, pl in one.pipelines.items()}
-    assert sorted(set(positions.values())) == [3, 6]
+    assert sorted(set(positions.values())) == [at[400], at[1000]]
     assert one.lines == 300 + 600  # what the two checkpoints had learned
     _drain([one])
     assert one.lines == 1600  # each line learned once: 500 + 200 re-run from the checkpoints

@@ -151,6 +151,22 @@ def test_replay_against_nothing_fails_fast_and_clearly(tmp_path, loghub):
     assert "cannot reach SmartLogs" in r.stderr and "smartlogs up" in r.stderr
 
 
+def test_replay_to_a_dead_port_says_not_delivered_not_rejected(loghub):
+    """With --retry-for (no fail-fast probe) against nothing: the summary said "rejected 1,000"
+    and the bar "1000/1000" for a 2,000-line file. Nothing was refused by a server: all 2,000
+    are "not delivered", the bar's total is the file's 2,000 lines with none answered, and the
+    rerun hint keeps the run id."""
+    path = loghub / "Linux" / "Linux_2k.log"
+    r = _cli("replay", str(path), "--run-id", "dead1", "--retry-for", "1s",
+             url=f"http://127.0.0.1:{_free_port()}", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "accepted 0  rejected 0  not delivered 2,000 (server unreachable)  of 2,000 lines" \
+        in r.stdout, r.stdout
+    assert "0/2000" in r.stderr and "1000/1000" not in r.stderr, r.stderr
+    hint = r.stderr[r.stderr.index("smartlogs replay"):].split()
+    assert hint[hint.index("--run-id") + 1] == "dead1" and "--retry-for" in hint, r.stderr
+
+
 def test_search_without_server_says_what_to_do():
     r = _cli("search", "x", url=f"http://127.0.0.1:{_free_port()}")
     assert r.returncode == 2 and "smartlogs up" in r.stderr

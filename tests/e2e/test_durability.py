@@ -39,9 +39,12 @@ def test_kill_9_three_times_during_a_50k_replay(tmp_path, loghub):
     url = f"http://127.0.0.1:{port}"
     server = _up(tmp_path / "var", port)
     env = {**os.environ, "SMARTLOGS_URL": url, "NO_COLOR": "1"}
+    # 2,000 lines/s: 25 s of sending, so three kill-and-restart cycles (~5-10 s each on a busy
+    # machine) fall within the replay; at 4,000 a server that keeps up and restarts quickly let
+    # the replay finish before the third kill
     replay = subprocess.Popen(
         [sys.executable, "-m", "smartlogs.cli", "replay", str(loghub / "Linux" / "Linux_2k.log"),
-         "--repeat", "25", "--batch-size", "500", "--rate", "4000", "--run-id", "dur"],
+         "--repeat", "25", "--batch-size", "500", "--rate", "2000", "--run-id", "dur"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     kills = 0
     try:

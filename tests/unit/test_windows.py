@@ -20,3 +20,27 @@ def test_counts_per_window_and_dimension():
     counts = count_windows(batch, 60)
     assert counts[(0.0, "total", "*")] == 2 and counts[(0.0, "host", "h2")] == 1
     assert counts[(60.0, "anomaly", "*")] == 1 and counts[(60.0, "template", "T2")] == 1
+
+
+def test_arrival_counts_come_with_the_event_time_counts_and_equal_counting_line_by_line():
+    import random
+    from collections import Counter
+
+    rnd = random.Random(7)
+    batch = [{"ts": rnd.uniform(-200, 400), "received": 1000 + rnd.uniform(0, 300),
+              "host": rnd.choice(["h1", "h2", "", None]), "component": rnd.choice(["sshd", None]),
+              "level": rnd.choice(["info", "error", None]), "template_id": rnd.choice("ABC"),
+              "anomaly": rnd.random() < 0.2} for _ in range(500)]
+    want: Counter = Counter()
+    for e in batch:  # the definition, one event and dimension at a time
+        for prefix, t in (("", e["ts"]), ("a:", e["received"])):
+            w = window_start(t, 60)
+            for dim, key in (("total", "*"), ("host", e["host"] or "-"),
+                             ("component", e["component"] or "-"), ("level", e["level"] or "-"),
+                             ("template", e["template_id"])):
+                want[(w, prefix + dim, key)] += 1
+            if e["anomaly"]:
+                want[(w, prefix + "anomaly", "*")] += 1
+    assert count_windows(batch, 60, arrival=True) == want
+    assert count_windows(batch, 60) == Counter({k: n for k, n in want.items() if not k[1].startswith("a:")})
+    assert window_start(-30.0, 60) == -60.0
