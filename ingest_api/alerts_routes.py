@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from ingest_api.decode import IngestError
+from ingest_api.openapi import refusals
 
 __all__ = ["router"]
 
@@ -28,7 +29,8 @@ def _alerting(request: Request):
     return alerting
 
 
-@router.get("/api/alerts", summary="Alerts raised (firing, resolved, suppressed), newest first")
+@router.get("/api/alerts", summary="Alerts raised (firing, resolved, suppressed), newest first",
+            responses=refusals(404, s404="alerting is off (no SMARTLOGS_ALERT_RULES)"))
 def alerts(request: Request,
            rule: Annotated[str | None, Query(max_length=200, description="only this rule")] = None,
            state: Annotated[Literal["firing", "resolved", "suppressed"] | None, Query()] = None,
@@ -45,7 +47,7 @@ class Silence(BaseModel):
 
 
 @router.post("/api/alerts/silences", summary="Silence a rule (or one of its groups) for a while",
-             status_code=201)
+             status_code=201, responses=refusals(400, 404, s404="alerting is off (no SMARTLOGS_ALERT_RULES)", s400="body is not JSON"))
 def silence(request: Request, body: Silence):
     a = _alerting(request)
     if body.rule not in {r.name for r in a.engine.rules}:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import re
 import secrets
 import time
@@ -33,6 +34,7 @@ from ingest_api.console import router as console_router
 from ingest_api.incidents_routes import router as incidents_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.docs import add_offline_docs
+from ingest_api.openapi import REFUSAL_REF, REFUSAL_SCHEMA, TIME_RE, refusals, TimeText, time_query
 from ingest_api.receivers import (LineBudget, es_bulk, ingest_slot, loki, otlp, read_body,
                                  sender_key)
 from ingest_api.receivers.kafka_source import start_kafka_source
@@ -53,63 +55,67 @@ __all__ = ["create_app", "parse_time"]
 
 log = logging.getLogger(__name__)
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_RELATIVE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) *(s|m|h|d|w)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _INLINE_DECODE_BYTES = 16 * 1024  # decoded in the event loop up to this size (~0.1 ms of work)
 
 
 def parse_time(value: str | None, *, now: float | None = None, field: str | None = None) -> float | None:
-    """'2005-06-14T15:16:01Z', epoch seconds, or a relative age such as '15m', '2h', '7d'.
+    """'2005-06-14T15:16:01Z', epoch seconds, or a relative age such as '15m', '2h', '7d': the
+    values ``TIME_PATTERN`` (the schema's pattern of since/until) matches, and only those.
     A bad value is a 422 whose body names ``field`` (``since``/``until``) when given."""
     if value is None or value == "":
         return None
-    v = value.strip()
-    m = _RELATIVE.match(v)
-    if m:
-        return (now if now is not None else time.time()) - float(m.group(1)) * _UNIT[m.group(2)]
-    try:
-        return float(v)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
-    except ValueError:
+    v = value
+    out = None
+    if TIME_RE.fullmatch(v):
+        m = _RELATIVE.match(v)
+        if m:
+            out = (now if now is not None else time.time()) - float(m.group(1)) * _UNIT[m.group(2)]
+        else:
+            try:
+                out = float(v)
+            except ValueError:
+                try:  # the pattern admits only real dates; a refusal here would be a bug in it
+                    dt = datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v)
+                    if dt.tzinfo is None:
+                        dt = dt.replace(tzinfo=timezone.utc)
+                    out = dt.timestamp()
+                except (ValueError, OverflowError):
+                    log.warning("since/until %r matches TIME_PATTERN but is not a date", v)
+    if out is None or not math.isfinite(out):
         raise IngestError(422, "invalid_time",
                           f"{field + '=' if field else ''}{value!r} is not a time: use ISO 8601, "
                           "epoch seconds, or an age like 15m, 2h, 7d",
-                          **({"field": field} if field else {})) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-# What every 4xx of the API's own routes answers (the handlers below): the schema says so for
-# the 422s FastAPI declares on every route, instead of its default ``{"detail": [...]}`` body
-REFUSAL_SCHEMA = {
-    "title": "Refusal", "type": "object", "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string", "description": "what is wrong, as a code: invalid_request, "
-                  "invalid_time, invalid_query, invalid_cursor, ..."},
-        "detail": {"type": "string", "description": "what is wrong, for a person"},
-        "field": {"type": "string", "description": "the parameter at fault, when one is"},
-        "position": {"type": "integer", "description": "where in q a query could not be read"},
-        "errors": {"type": "array", "items": {"type": "object"},
-                   "description": "each invalid parameter (type, loc, msg)"},
-    },
-}
+                          **({"field": field} if field else {}))
+    return out
 
 
 def _declare_refusal_shape(app: FastAPI) -> None:
-    """The OpenAPI schema (and so /docs and schema-driven clients) shows the 422 body the API
-    really sends."""
+    """The OpenAPI schema (and so /docs and schema-driven clients) shows the 4xx body the API
+    really sends: one component, ``Refusal`` (``ingest_api.openapi``), instead of FastAPI's
+    default 422 body (``{"detail": [...]}``) on every route."""
     base = app.openapi
+    default = "#/components/schemas/HTTPValidationError"
+
+    def point_at_refusal(node) -> None:
+        if isinstance(node, dict):
+            if node.get("$ref") == default:
+                node["$ref"] = REFUSAL_REF
+            for value in node.values():
+                point_at_refusal(value)
+        elif isinstance(node, list):
+            for value in node:
+                point_at_refusal(value)
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            schemas = base().get("components", {}).get("schemas", {})
-            if "HTTPValidationError" in schemas:
-                schemas["HTTPValidationError"] = copy.deepcopy(REFUSAL_SCHEMA)
-                schemas.pop("ValidationError", None)  # referred to only by the default above
+            doc = base()
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)  # referred to only by the default above
+            schemas["Refusal"] = copy.deepcopy(REFUSAL_SCHEMA)
+            point_at_refusal(doc["paths"])
         return app.openapi_schema
 
     app.openapi = openapi
@@ -322,9 +328,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             "line); optionally gzip-encoded. Answers 202 once the events are on disk."
         ),
         responses={202: {"description": "accepted: {accepted, ids}"},
-                   400: {"description": "malformed body"}, 413: {"description": "too large"},
-                   415: {"description": "unsupported type"}, 422: {"description": "invalid event"},
-                   503: {"description": "backlog full, retry later"}},
+                   **refusals(400, 413, 415, 422, 503, s422="invalid event")},
         openapi_extra={"requestBody": INGEST_REQUEST_BODY},
     )
     async def ingest(request: Request):
@@ -383,8 +387,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         anomaly: Annotated[bool | None, Query(description="true: only anomalies")] = None,
         incident: Annotated[str | None, Query(max_length=64, description=(
             "only the flagged lines of this incident (its id, see /api/incidents)"))] = None,
-        since: Annotated[str | None, Query(description="time ≥ (ISO 8601, epoch, or 15m/2h/7d ago), event or arrival time (see time)")] = None,
-        until: Annotated[str | None, Query(description="time < (same forms as since)")] = None,
+        since: Annotated[TimeText | None, time_query("time ≥ this, event or arrival time (see time)")] = None,
+        until: Annotated[TimeText | None, time_query("time < this")] = None,
         after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         order: Annotated[Literal["time", "arrival", "tail"] | None, Query(
@@ -428,8 +432,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     @app.get("/api/stats", summary="Windowed counts and top hosts/components/templates")
     def stats(
         request: Request,
-        since: str | None = None,
-        until: str | None = None,
+        since: Annotated[TimeText | None, time_query("time ≥ this, event or arrival time (see time)")] = None,
+        until: Annotated[TimeText | None, time_query("time < this")] = None,
         windows: Annotated[int, Query(ge=1, le=10000)] = 60,
         top: Annotated[int, Query(ge=1, le=1000)] = 10,
         basis: TimeBasis = "event",
@@ -439,12 +443,14 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                                             windows=windows, top=top, basis=basis)
         return {"window_seconds": s.window_seconds, "time": basis, **out}
 
-    @app.get("/api/sources", summary="Each source's learned header layout, lines and share parsed")
+    @app.get("/api/sources", summary="Each source's learned header layout, lines and share parsed",
+             responses=refusals(404, s404="full stack: the worker knows the sources"))
     def sources(request: Request):
         runner = getattr(request.app.state.transport, "runner", None)
         if runner is None:
             return JSONResponse(
-                {"detail": "sources are known to the pipeline process: in the full stack that "
+                {"error": "not_here",
+                 "detail": "sources are known to the pipeline process: in the full stack that "
                            "is the worker (its log names each layout learned)",
                  "mode": request.app.state.transport.mode}, status_code=404)
         return {"sources": runner.describe_sources()}
@@ -457,7 +463,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     def prometheus_metrics():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", summary="Is the pipeline up?")
+    @app.get("/healthz", summary="Is the pipeline up?",
+             responses={200: {"description": "ok (or degraded: status says why)"},
+                        503: {"description": "down: the same document, status and the part "
+                                             "at fault say why",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}})
     def healthz(request: Request):
         transport = request.app.state.transport
         ok, detail = transport.health()

@@ -43,26 +43,40 @@ _MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z
 
 
 # What POST /ingest takes, for its OpenAPI schema (clients and fuzzers read it there).
+# message, raw, host, service, level, pid: a number is taken as its text, null as absent
+# (``_str_field``)
+_TEXT_FIELD = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
+
+_NOT_NULL = {"not": {"type": "null"}}
 EVENT_SCHEMA = {
     "type": "object",
-    "properties": {
-        "message": {"type": "string"},
-        "raw": {"type": "string"},
-        "stream": {"type": "string", "description": "the source the line comes from (a file): "
-                   "its header layout is learned apart"},
-        "timestamp": {"anyOf": [
-            {"type": "string", "format": "date-time"},
-            # epoch seconds, or milliseconds above 1e11
-            {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
-        ]},
-        "host": {"type": "string"},
-        "service": {"type": "string"},
-        "level": {"type": "string"},
-        "pid": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-        "id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "fields": {"type": "object"},
+    "properties": {  # read from every event
+        "message": _TEXT_FIELD,
+        "raw": _TEXT_FIELD,
+        "stream": {"type": ["string", "null"], "description": "the source the line comes from "
+                   "(a file): its header layout is learned apart"},
+        "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
     },
-    "anyOf": [{"required": ["message"]}, {"required": ["raw"]}],
+    "anyOf": [
+        # an event with a message: its other fields are read as given
+        {"required": ["message"], "properties": {
+            "message": _NOT_NULL,
+            "timestamp": {"anyOf": [
+                {"type": "string", "format": "date-time"},
+                # epoch seconds, or milliseconds above 1e11
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 253402300800000},
+                {"type": "null"},  # null: as if absent (the arrival time stands in)
+            ]},
+            "host": _TEXT_FIELD,
+            "service": _TEXT_FIELD,
+            "level": _TEXT_FIELD,
+            "pid": _TEXT_FIELD,
+            "fields": {"type": ["object", "null"]},
+        }},
+        # a raw line and no message: the line is parsed like text/plain (host, time... come
+        # from it) and the event's other fields are not read
+        {"required": ["raw"], "properties": {"raw": _NOT_NULL, "message": {"type": "null"}}},
+    ],
 }
 NON_BLANK_TEXT = {"type": "string", "pattern": "\\S"}  # at least one line that is not blank
 INGEST_REQUEST_BODY = {
@@ -444,6 +458,9 @@ def _event(doc, i: int, what: str = "event") -> dict:
                               f"{MAX_ID_LENGTH} characters", index=i)
         item["id"] = eid
     stream = doc.get("stream")
+    if stream is not None and not isinstance(stream, str):
+        raise IngestError(422, "invalid_event", f"{where}: 'stream' must be a string, got "
+                          f"{_kind(stream)}", field="stream", index=i)
     if isinstance(stream, str) and stream.strip():  # the named source (a shipped file)
         item["stream"] = stream.strip()[:MAX_STREAM_LENGTH]
     if message is None:

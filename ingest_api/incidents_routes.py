@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ingest_api.decode import IngestError
+from ingest_api.openapi import TimeText, time_query, refusals
 
 __all__ = ["router", "present"]
 
@@ -39,9 +40,8 @@ async def incidents(
     request: Request,
     status: Annotated[Literal["open", "resolved"] | None, Query(
         description="open: still going on; resolved: quiet for the quiet period")] = None,
-    since: Annotated[str | None, Query(max_length=100, description=(
-        "with a line at or after this time (ISO 8601, epoch, or 15m/2h/7d ago; event or "
-        "arrival time, see time)"))] = None,
+    since: Annotated[TimeText | None, time_query(
+        "with a line at or after this time (event or arrival time, see time)")] = None,
     source: Annotated[str | None, Query(max_length=500, description="the incident's source: its lines' host, else their service, file, stream or API key")] = None,
     template: Annotated[str | None, Query(max_length=100, description="template id, e.g. T12")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -61,7 +61,8 @@ async def incidents(
     return {"incidents": [present(i) for i in rows]}
 
 
-@router.get("/api/incidents/{incident_id}", summary="One incident, with its example lines")
+@router.get("/api/incidents/{incident_id}", summary="One incident, with its example lines",
+            responses=refusals(404, s404="no such incident"))
 async def incident(request: Request, incident_id: IncidentId):
     inc = await run_in_threadpool(request.app.state.store.incident, incident_id)
     if inc is None:

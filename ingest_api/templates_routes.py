@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ingest_api.decode import IngestError
+from ingest_api.openapi import refusals, TimeText, time_query
 from streams.catalog import MAX_NOTE_CHARS, TemplateChange, normalise_mark
 
 __all__ = ["router"]
@@ -71,9 +72,8 @@ def templates(
     sort: Annotated[Literal["count", "first_seen", "last_seen"], Query(description=(
         "count: most lines first (the default); first_seen: newest templates first; "
         "last_seen: most recently seen first"))] = "count",
-    since: Annotated[str | None, Query(max_length=100, description=(
-        "only templates first seen at or after this event time (ISO 8601, epoch seconds, or "
-        "an age like 15m, 2h, 7d): what is new"))] = None,
+    since: Annotated[TimeText | None, time_query(
+        "only templates first seen at or after this event time (what is new)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TEMPLATES_PAGE)] = 100,
 ):
     rows = _store(request, "templates", limit=limit, sort=sort, since=_since(since))
@@ -82,7 +82,7 @@ def templates(
 
 @router.get("/api/templates/{template_id}",
             summary="One template: its text, counts, example lines and history of changes",
-            responses={404: {"description": "no such template"}})
+            responses=refusals(404, s404="no such template (or merged into another)"))
 def template(
     request: Request, template_id: TemplateId,
     history: Annotated[int, Query(ge=1, le=MAX_HISTORY, description=(
@@ -118,8 +118,9 @@ class Feedback(BaseModel):
 
 @router.post("/api/templates/{template_id}/feedback",
              summary="Mark a template expected or always-alert (or clear the mark)",
-             responses={404: {"description": "no such template"},
-                        422: {"description": "invalid body"}})
+             responses=refusals(400, 404, 422, s400="body is not JSON",
+                                s404="no such template (or merged into another)",
+                                s422="invalid body"))
 async def feedback(request: Request, template_id: TemplateId, body: Feedback):
     now = time.time()
     change = TemplateChange(id=f"feedback/{template_id}/{time.time_ns()}", template_id=template_id,

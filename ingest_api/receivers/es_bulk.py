@@ -53,6 +53,7 @@ from starlette.routing import Match
 
 from ingest_api.decode import (IngestError, check_depth, check_lines, decode_content_encoding,
                                parse_timestamp)
+from ingest_api.openapi import BINARY, REFUSAL_REF
 from ingest_api.receivers import (accept_items, body_digest, ingest_slot, read_body, reject,
                                  settings_of)
 from smartlogs import metrics
@@ -466,6 +467,22 @@ _BULK_DOC = {
                    "application/x-ndjson or their application/vnd.elasticsearch+ forms): "
                    "`{\"error\": \"unsupported_media_type\", \"detail\", \"status\", \"accepted\"}`.",
 }
+# Elasticsearch's error document (400, 413, 429), and the 415 in the API's Refusal shape
+ES_ERROR = {"type": "object", "required": ["error", "status"], "properties": {
+    "error": {"type": "object", "required": ["type", "reason"], "properties": {
+        "type": {"type": "string"}, "reason": {"type": "string"},
+        "root_cause": {"type": "array", "items": {"type": "object"}}}},
+    "status": {"type": "integer"}}}
+_BULK_DOC["responses"] = {
+    200: {"description": "per-item results (`errors`, `items`)"},
+    **{status: {"description": why, "content": {"application/json": {"schema": ES_ERROR}}}
+       for status, why in ((400, "malformed body or action"), (413, "body too large"),
+                           (429, "backlog full, retry later (Retry-After)"))},
+    415: {"description": "unsupported Content-Type",
+          "content": {"application/json": {"schema": {"$ref": REFUSAL_REF}}}},
+}
+_BULK_DOC["openapi_extra"] = {"requestBody": {"required": True, "content": {
+    "application/x-ndjson": BINARY, "application/json": BINARY}}}
 for _method in ("POST", "PUT"):
     router.add_api_route("/_bulk", bulk, methods=[_method], operation_id=f"es_bulk_{_method.lower()}",
                          **_BULK_DOC)

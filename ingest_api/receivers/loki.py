@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest_api.decode import (MAX_STREAM_LENGTH, IngestError, check_count, check_json_elements,
                                check_protobuf_elements, decode_content_encoding, parse_timestamp)
+from ingest_api.openapi import BINARY, refusals
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -53,6 +54,7 @@ __all__ = [
 
 SOURCE = "loki"
 _MAX_TS = 253402300800  # year 10000
+_MAX_NS = (_MAX_TS - 1) * 10**9  # the last second before it, in ns (exact, unlike a float)
 
 _HOST = ("host", "hostname", "host_name")
 _LEVEL = ("level", "detected_level", "severity", "lvl", "log_level", "loglevel")
@@ -101,7 +103,8 @@ def decode_push_json(data: bytes, max_lines: int | None = None) -> list[dict]:
         if not isinstance(stream, dict):
             raise _bad(f"{where}: expected an object")
         if "values" in stream or "stream" in stream:
-            labels = stream.get("stream") or {}
+            labels = stream.get("stream")
+            labels = {} if labels is None else labels  # "" or [] is not labels: refused below
             if not isinstance(labels, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
                 raise _bad(f"{where}.stream: expected an object of string label values")
@@ -153,12 +156,15 @@ def _ns_seconds(ts, where: str) -> float:
         ns = int(ts)
     elif isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0:
         ns = ts
+    elif isinstance(ts, float) and ts.is_integer() and 0 <= ts < 2**64:
+        # 1.0 is an integer in JSON; beyond 64 bits, where the parser gives floats, whose
+        # rounding would move the bound, a number is refused (a string of digits is not)
+        ns = int(ts)
     else:
         raise _bad(f"{where}: the timestamp must be a string of Unix epoch nanoseconds, got {ts!r}")
-    seconds = ns / 1e9
-    if seconds >= _MAX_TS:
+    if ns >= _MAX_NS:  # compared as integers: the schema's bound, exactly
         raise _bad(f"{where}: the timestamp {ts} is out of range (nanoseconds expected)")
-    return seconds
+    return ns / 1e9
 
 
 def decode_push_protobuf(data: bytes, max_lines: int | None = None) -> list[dict]:
@@ -323,15 +329,33 @@ def _error(exc: IngestError) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
 
+# What the push takes (the route reads its body raw, so FastAPI cannot infer it): Loki's JSON
+# push body (streams of labels and [epoch ns, line, metadata?] values; the pre-2.0 form with
+# labels/entries is taken too, undeclared), or its snappy-compressed protobuf PushRequest
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_EPOCH_NS = {"anyOf": [{"type": "string", "pattern": "^0*[0-9]{1,20}$"},  # below year 10000
+                       {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}]}
+PUSH_REQUEST_BODY = {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "required": ["streams"], "properties": {
+        "streams": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["values"], "properties": {
+                "stream": {"anyOf": [_STRINGS, {"type": "null"}]},
+                "values": {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "minItems": 2, "maxItems": 3,
+                    "items": [_EPOCH_NS, {"type": "string"}, _STRINGS]}}}}}}}},
+    "application/x-protobuf": BINARY,
+}}
+
+
 @router.post(
     "/loki/api/v1/push",
     status_code=204,
     summary="Loki push (JSON, or snappy protobuf)",
     description="The Loki push API as Promtail, Grafana Alloy and Loki client libraries send it. "
                 "Answers 204 once the entries are durably taken.",
-    responses={204: {"description": "taken"}, 400: {"description": "malformed push"},
-               413: {"description": "too large"}, 415: {"description": "unsupported type"},
-               503: {"description": "backlog full, retry later"}},
+    responses={204: {"description": "taken"},
+               **refusals(400, 413, 415, 503, s400="malformed push")},
+    openapi_extra={"requestBody": PUSH_REQUEST_BODY},
 )
 async def push(request: Request) -> Response:
     s = settings_of(request)

@@ -44,6 +44,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest_api.decode import (MAX_STREAM_LENGTH, IngestError, check_count, check_json_elements,
                                check_protobuf_elements, decode_content_encoding)
+from ingest_api.openapi import BINARY, REFUSAL_REF
 from ingest_api.receivers import accept_items, assign_ids, ingest_slot, read_body, reject, settings_of
 from smartlogs import metrics
 
@@ -336,6 +337,11 @@ def inflate(body: bytes, max_bytes: int) -> bytes:
 # -- HTTP --------------------------------------------------------------------------------------
 router = APIRouter(tags=["receivers"])
 
+# A refusal in JSON: a google.rpc.Status (code, message) that is also the API's Refusal; in
+# protobuf (a protobuf request), the google.rpc.Status message
+RPC_STATUS_JSON = {"allOf": [{"$ref": REFUSAL_REF}, {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}]}
 _CODES = {400: 3, 413: 8, 415: 3, 503: 14}  # google.rpc.Code: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE
 
 
@@ -384,9 +390,17 @@ def _error(mime: str, exc: IngestError) -> Response:
     description="An OTLP ExportLogsServiceRequest as OpenTelemetry SDKs and the Collector send "
                 "it. Answers 200 with an ExportLogsServiceResponse once the records are durably "
                 "taken; 503 + Retry-After when the queue is full.",
-    responses={200: {"description": "taken"}, 400: {"description": "undecodable body"},
-               413: {"description": "too large"}, 415: {"description": "unsupported type"},
-               503: {"description": "backlog full, retry later"}},
+    responses={200: {"description": "taken: an ExportLogsServiceResponse, in the request's "
+                                     "encoding",
+                      "content": {JSON: {"schema": {"type": "object"}}, PROTOBUF: BINARY}},
+               **{status: {"description": why, "content": {JSON: {"schema": RPC_STATUS_JSON},
+                                                           PROTOBUF: BINARY}}
+                  for status, why in ((400, "undecodable body"), (413, "body too large"),
+                                      (415, "unsupported Content-Type or Content-Encoding"),
+                                      (503, "backlog full, retry later (Retry-After)"))}},
+    # no body: an empty ExportLogsServiceRequest (nothing to take), answered 200
+    openapi_extra={"requestBody": {"required": False, "content": {
+        JSON: {"schema": {"type": "object"}}, PROTOBUF: BINARY}}},
 )
 async def logs(request: Request) -> Response:
     s = settings_of(request)

@@ -373,8 +373,14 @@ class _Names:
         wanted = sorted({t for t in texts if t is not None})
         if not wanted:
             return {}
-        got = dict(conn.execute("SELECT n.text, n.key FROM json_each(?) j JOIN names n "
-                                "ON n.text = j.value", (orjson.dumps(wanted),)))
+        # bound parameters, not json_each: SQLite's JSON functions end a text at a NUL, so a
+        # name holding one ("a\x00b") was never found, inserted again, and the UNIQUE failure
+        # made the shard retry that write forever
+        got: dict[str, bytes] = {}
+        for k in range(0, len(wanted), 500):
+            part = wanted[k:k + 500]
+            got.update(conn.execute(
+                f"SELECT text, key FROM names WHERE text IN ({', '.join('?' * len(part))})", part))
         new = [t for t in wanted if t not in got]
         if new:
             code = conn.execute("SELECT coalesce(max(code), 0) FROM names").fetchone()[0]

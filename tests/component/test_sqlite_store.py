@@ -766,3 +766,21 @@ def test_names_are_keys_and_a_store_written_before_them_reads_and_filters_the_sa
         pass
     assert store._conn().execute("SELECT count(*) FROM windows").fetchone()[0] == 0
     store.close()
+
+
+def test_a_name_holding_a_nul_is_written_twice_without_wedging_the_store(tmp_path):
+    """A host (or component) holding a NUL ("a\\x00b", which a Loki label or an API event may
+    carry) was never found among the names (SQLite's JSON functions end a text at a NUL), so
+    its second write inserted it again: a UNIQUE failure the shard retried forever, while
+    /healthz said down (found by Schemathesis against `smartlogs up`, issue 21)."""
+    from smartlogs.store.base import EventQuery
+
+    rng = random.Random(3)
+    store = SqliteStore(tmp_path / "s.db")
+    for n in range(2):
+        e = _event(n, rng)
+        e.update(id=f"nul-{n}", host="a\x00b", component="c\x00")
+        store.write([e], window_seconds=60)
+    got = store.search(EventQuery(host="a\x00b", limit=-1))
+    assert got.total == 2 and {e["host"] for e in got.events} == {"a\x00b"}
+    store.close()
