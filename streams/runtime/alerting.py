@@ -48,7 +48,13 @@ position of the next fact is saved with the global
 record, so a new holder of partition 0 (after a rebalance or a crash) goes on from the facts
 after the last save: those judged since are judged again, and the history records written
 since (applied at the restore) keep their alerts from firing twice. ``facts_position`` says
-whether, and from where, this process reads the facts now. Limits: a part that cannot be read when it is taken starts fresh (as a
+whether, and from where, this process reads the facts now. An (id, state) recorded by this
+process, or restored as recorded (the records after a part's save), is never notified nor
+recorded again (``_first_record``), whichever path raises it again: the facts judged again,
+a partition's raw records processed again from its saved offset by its new holder, two
+workers' copies of one group. What remains is the window between handing an alert to the
+notifier and writing its record: a kill -9 there sends it once more (at least once; the
+``X-SmartLogs-Alert-Id`` header lets a receiver drop the repeat). Limits: a part that cannot be read when it is taken starts fresh (as a
 whole engine does at start); the workers do not read the single ``engine`` record a one-worker
 deployment saved before this (its open alerts may fire once more after the upgrade).
 """
