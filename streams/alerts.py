@@ -324,6 +324,8 @@ class AlertEngine:
                 "fired": [[r, s, n] for (r, s), n in self._fired.items() if r in mine],
                 "suppressed": [[r, s, n] for (r, s), n in self._suppressed.items() if r in mine],
                 "admitted": [[r, s, n] for (r, s), n in self._admitted.items()] if whole else [],
+                "admit_notices": [[r, s, n] for (r, s), n in self._admit_notices.items()]
+                if whole else [],
                 "held_back": [[i, r, s] for i, (r, s) in self._held_back.items()]
                 if whole else []}
 
@@ -411,6 +413,18 @@ class AlertEngine:
                 for name, slot, n in rows or ():
                     if name in kept:
                         target[(name, slot)] = max(n, target.get((name, slot), 0)) if merge else n
+            # the window notices given by ``admit`` (one per window, not again after a
+            # restart); a window capped over every worker is capped here too, should this
+            # engine come to judge the rule alone (``_fire``: no second firing past the cap,
+            # no second notice)
+            for name, slot, n in state.get("admit_notices") or ():
+                if name in kept:
+                    key = (name, slot)
+                    self._admit_notices[key] = max(n, self._admit_notices.get(key, 0))
+                    self._suppressed[key] = max(1, self._suppressed.get(key, 0))
+            for name, slot, n in state.get("admitted") or ():
+                if name in kept:
+                    self._fired[(name, slot)] = max(n, self._fired.get((name, slot), 0))
         for rec in records:
             a = _alert_of(rec)
             rule = by_name.get(a.rule)
@@ -423,6 +437,7 @@ class AlertEngine:
             slot = (rule.name, a.window_start - a.window_start % rule.window)
             if a.state == "suppressed":
                 self._suppressed[slot] = max(1, self._suppressed.get(slot, 0))
+                self._admit_notices[slot] = max(1, self._admit_notices.get(slot, 0))
                 continue
             groups = self._groups.setdefault((rule.name, a.historical), {})
             g = groups.get(a.group)

@@ -48,7 +48,13 @@ position of the next fact is saved with the global
 record, so a new holder of partition 0 (after a rebalance or a crash) goes on from the facts
 after the last save: those judged since are judged again, and the history records written
 since (applied at the restore) keep their alerts from firing twice. ``facts_position`` says
-whether, and from where, this process reads the facts now. Limits: a part that cannot be read when it is taken starts fresh (as a
+whether, and from where, this process reads the facts now. An (id, state) recorded by this
+process, or restored as recorded (the records after a part's save), is never notified nor
+recorded again (``_first_record``), whichever path raises it again: the facts judged again,
+a partition's raw records processed again from its saved offset by its new holder, two
+workers' copies of one group. What remains is the window between handing an alert to the
+notifier and writing its record: a kill -9 there sends it once more (at least once; the
+``X-SmartLogs-Alert-Id`` header lets a receiver drop the repeat). Limits: a part that cannot be read when it is taken starts fresh (as a
 whole engine does at start); the workers do not read the single ``engine`` record a one-worker
 deployment saved before this (its open alerts may fire once more after the upgrade).
 """
@@ -70,13 +76,16 @@ import httpx
 import orjson
 
 from smartlogs.settings import rules_from_file  # read with the settings (the file is checked at start)
-from streams.alerts import (GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, Alert, AlertEngine,
+from streams.alerts import (GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, MAX_GROUPS, Alert, AlertEngine,
                             alert_from_dict, facts_of, placement)
 
 __all__ = ["AlertHistory", "EsAlertHistory", "Notifier", "Alerting",
            "json_payload", "slack_payload", "rules_from_file"]
 
 log = logging.getLogger(__name__)
+
+# (id, state) pairs remembered as recorded (``Alerting._first_record``): 4 x 10,000 groups
+_RECORDED_MAX = 4 * MAX_GROUPS
 
 
 # -- payloads --------------------------------------------------------------------------------
@@ -482,7 +491,12 @@ class Alerting:
         # partition 0, which applies the cap over every worker's firings (``AlertEngine.admit``)
         self.shares: Callable[[], bool] | None = None
         self.forward: Callable[[dict], None] | None = None
-        self._recorded: set[tuple[str, str]] = set()  # (id, state) after the global record
+        # (id, state) of the alerts recorded by this process or after a restored record's
+        # position (oldest first, bounded): one is never notified nor recorded twice, whichever
+        # path raises it again (a partition's raw records processed again after a crash, the
+        # facts judged again from the saved position, two workers' copies of one group)
+        self._recorded: dict[tuple[str, str], None] = {}
+        self._recorded_lock = threading.Lock()
         self._held: set[str] = set()   # the records restored (and not dropped since)
         self._dirty: set[str] = set()  # the records whose part changed since its last save
         self._last_save = time.monotonic()
@@ -545,7 +559,7 @@ class Alerting:
                     # twice)
                     admitted += [(x, d.get("scope") if x.state != "suppressed" else None)
                                  for x in self.engine.admit(alert_from_dict(d))
-                                 if (x.id, x.state) not in self._recorded]
+                                 if not self._was_recorded(x)]
                 self._facts_next = offset + 1
             done += self._scoped(alerts) + admitted
             if records:
@@ -618,11 +632,12 @@ class Alerting:
                 self._facts_next = int(saved.get("facts", -1))
                 if self.shares is not None and position is not None:
                     # the forwarded alerts recorded since the save: not admitted twice
-                    self._recorded = {(r.get("id"), r.get("state"))
-                                      for r in self.history.records_after(position)}
+                    self._remember(self.history.records_after(position))
+            records = list(self.history.records_after(position, owner))
+            self._remember(records)  # raised again (its raw records processed again): not sent
             now = self.clock()
             closed = self.engine.restore(
-                saved.get("engine"), self.history.records_after(position, owner), now=now,
+                saved.get("engine"), records, now=now,
                 paused=max(0.0, now - saved["at"]) if "at" in saved else 0.0, owner=owner)
         except Exception:  # noqa: BLE001 - alerting must never take the platform down
             log.exception("the alert engine's state (%s) could not be restored: it starts fresh, "
@@ -691,12 +706,42 @@ class Alerting:
                 alerts = [(a, scope) for a, scope in alerts if a.rule not in local]
         now = self.clock()
         for a, scope in alerts:
+            if not self._first_record(a):
+                log.info("alert %s %s: recorded already, not notified again", a.state, a.id)
+                continue
             notify = not a.historical and not self.history.silenced(a.rule, a.group, now)
             if notify:
                 for n in self.notifiers:
                     n.submit(a)
             self.history.record(a, notified=notify and bool(self.notifiers), scope=scope)
             log.info("alert %s %s: %s", a.state, a.id, "; ".join(a.reasons[:2]))
+
+    def _remember(self, records) -> None:
+        with self._recorded_lock:
+            for r in records:
+                self._recorded[(r.get("id"), r.get("state"))] = None
+            self._trim()
+
+    def _was_recorded(self, alert: Alert) -> bool:
+        with self._recorded_lock:
+            return (alert.id, alert.state) in self._recorded
+
+    def _first_record(self, alert: Alert) -> bool:
+        """Whether ``alert`` (its id and state) was not recorded yet; it counts as recorded
+        from now on (checked and marked at once: two threads may dispatch the same alert)."""
+        key = (alert.id, alert.state)
+        with self._recorded_lock:
+            if key in self._recorded:
+                return False
+            self._recorded[key] = None
+            self._trim()
+        return True
+
+    def _trim(self) -> None:
+        """(Under ``_recorded_lock``.) Forget the oldest beyond a bound: an alert that old is
+        known to its group in the engine, which does not raise it again."""
+        while len(self._recorded) > _RECORDED_MAX:
+            del self._recorded[next(iter(self._recorded))]
 
     def start(self) -> None:
         for n in self.notifiers:

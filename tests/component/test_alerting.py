@@ -491,3 +491,68 @@ def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_p
     assert sorted((r["group"], r["state"]) for r in c.history.list()) == got
     for w in (a, b, c):
         w.stop()
+
+
+class _Sent:
+    """A notifier that keeps what it is given (``Alerting`` submits to it)."""
+
+    def __init__(self):
+        self.got = []
+
+    def submit(self, alert) -> bool:
+        self.got.append((alert.id, alert.state))
+        return True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+
+@pytest.mark.parametrize("facts_first", [False, True])
+def test_a_host_alert_forwarded_before_the_judge_crashed_is_not_sent_again_by_its_successor(
+        tmp_path, facts_first):
+    """Workers A ({0}, the judge) and B ({1}) share the partitions. A raises a host alert on
+    partition 0 after its last save, forwards it to the facts and is killed before judging
+    it. C takes both partitions from A's save: it processes partition 0's raw lines after the
+    save again (the same alert is raised again, now by C, which holds every partition and
+    notifies directly) and judges the facts after the save (A's forwarded copy), in either
+    order: the alert is notified and recorded once."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(
+        "warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
+        "window: 60s, group_by: host, max_per_window: 3}\n"), "rules.yaml")
+    t = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    topic: list[tuple[int, dict]] = []
+
+    def worker(held, history, sent):
+        a = Alerting(AlertEngine(rules, warmup_lines=0), history, [sent], clock=lambda: t + 1,
+                     tick_seconds=3600)
+        a.holds = lambda: scopes_held(held, 2)
+        a.plan = lambda: assign_rules(rules, held, 2)
+        a.shares = lambda: held != {0, 1}
+        a.forward = lambda record: topic.append((len(topic), record))
+        a.start()
+        return a
+
+    sent = _Sent()
+    a = worker({0}, AlertHistory(tmp_path / "alerts.db"), sent)
+    assert a.save(clean=True)  # its last save: the facts' position and p0 without the alert
+    a.on_stored([_line(0, t + 1, "h1")], "p0")
+    assert len(topic) == 1 and sent.got == []  # forwarded; A is killed before judging it
+    c = worker({0, 1}, AlertHistory(tmp_path / "alerts.db"), sent)  # (B, now holding both)
+    again = [_line(0, t + 1, "h1")]  # partition 0's raw lines after A's save, processed again
+    if facts_first:
+        c.on_facts(topic)
+        c.on_stored(again, "p0")
+    else:
+        c.on_stored(again, "p0")
+        c.on_facts(topic)
+    assert sent.got == [(f"errs|h1|{t:.0f}", "firing")]
+    assert [(r["group"], r["state"]) for r in c.history.list()] == [("h1", "firing")]
+    c.stop()

@@ -611,3 +611,28 @@ def test_the_cap_of_a_host_rule_holds_over_every_workers_firings():
     assert sorted(x.group for a in resolved for x in judge.admit(a)) == ["h00", "h01", "h10"]
     late = Alert("errs|*|x|suppressed", "errs", "error_flood", "*", "suppressed", T0, T0 + 60, 0)
     assert judge.admit(late) == []  # the window's notice was given
+
+
+def test_the_window_notice_of_the_cap_over_every_worker_is_not_given_again_after_a_restart():
+    """The holder of partition 0 admitted 3 host alerts and gave the window's notice, then
+    saved the global part; its successor takes it up: a 5th firing of that window is held
+    back without a second notice, and if the successor judges the rule alone (it holds every
+    partition now) it fires no 4th alert and gives no second notice either."""
+    from streams.alerts import GLOBAL_SCOPE
+
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, threshold: 1, window: 60s, "
+                      "group_by: host, max_per_window: 3}]")
+    worker, judge = AlertEngine(loaded, warmup_lines=0), AlertEngine(loaded, warmup_lines=0)
+    raised = [a for i in range(4) for a in worker.observe([ev(T0 + i, host=f"h{i}",
+                                                                 level="ERROR")])]
+    out = [x for a in raised[:3] for x in judge.admit(a)]
+    out += [x for a in raised[3:] for x in judge.admit(a)]
+    assert [a.state for a in out] == ["firing"] * 3 + ["suppressed"]
+    state = judge.snapshot(GLOBAL_SCOPE)
+    successor = AlertEngine(loaded, warmup_lines=0)
+    successor.restore(state, owner=GLOBAL_SCOPE)
+    late = Alert(f"errs|h9|{T0:.0f}", "errs", "error_flood", "h9", "firing", T0, T0 + 60, 1)
+    assert successor.admit(late) == []
+    alone = AlertEngine(loaded, warmup_lines=0)
+    alone.restore(state, owner=GLOBAL_SCOPE)
+    assert alone.observe([ev(T0 + 5, host="h8", level="ERROR")]) == []
