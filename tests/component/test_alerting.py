@@ -446,31 +446,42 @@ def test_the_facts_of_two_workers_are_judged_once_and_their_position_moves_with_
         w.stop()
 
 
+_CAPPED_HOST_RULE = ("warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
+                     "window: 60s, group_by: host, max_per_window: 3}\n")
+_T = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a window
+
+
+def _sharing_worker(held, history, topic, notifiers=(), shares=lambda held: True):
+    """An ``Alerting`` of a worker holding partitions ``held`` of 2 that shares them with
+    others: the capped host rule, its forwards appended to ``topic`` as (offset, record)."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(_CAPPED_HOST_RULE), "rules.yaml")
+    a = Alerting(AlertEngine(rules, warmup_lines=0), history, list(notifiers),
+                 clock=lambda: _T + 1, tick_seconds=3600)
+    a.holds = lambda: scopes_held(held, 2)
+    a.plan = lambda: assign_rules(rules, held, 2)
+    a.shares = lambda: shares(held)
+    a.forward = lambda record: topic.append((len(topic), record))
+    a.start()
+    return a
+
+
 def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_path):
     """Workers A ({0}) and B ({1}) share the partitions: the alerts of their host rule are
     forwarded to the facts (not notified by them), and A, judging the facts, lets 3 through
     (the cap) and one notice, over both workers' firings. A crashes after its save; C takes
     partition 0, reads the facts after the save again and records nothing twice."""
-    import yaml
+    from streams.runtime.alerting import AlertHistory
 
-    from streams.runtime.alerting import Alerting, AlertHistory
-    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
-
-    rules, _ = load_rules(yaml.safe_load(
-        "warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
-        "window: 60s, group_by: host, max_per_window: 3}\n"), "rules.yaml")
-    t = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    t = _T
     topic: list[tuple[int, dict]] = []
 
     def worker(name, held, history):
-        a = Alerting(AlertEngine(rules, warmup_lines=0), history, [], clock=lambda: t + 1,
-                     tick_seconds=3600)
-        a.holds = lambda: scopes_held(held, 2)
-        a.plan = lambda: assign_rules(rules, held, 2)
-        a.shares = lambda: True
-        a.forward = lambda record: topic.append((len(topic), record))
-        a.start()
-        return a
+        return _sharing_worker(held, history, topic)
 
     a = worker("A", {0}, AlertHistory(tmp_path / "alerts.db"))
     b = worker("B", {1}, AlertHistory(tmp_path / "b.db"))
@@ -519,26 +530,13 @@ def test_a_host_alert_forwarded_before_the_judge_crashed_is_not_sent_again_by_it
     save again (the same alert is raised again, now by C, which holds every partition and
     notifies directly) and judges the facts after the save (A's forwarded copy), in either
     order: the alert is notified and recorded once."""
-    import yaml
+    from streams.runtime.alerting import AlertHistory
 
-    from streams.runtime.alerting import Alerting, AlertHistory
-    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
-
-    rules, _ = load_rules(yaml.safe_load(
-        "warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
-        "window: 60s, group_by: host, max_per_window: 3}\n"), "rules.yaml")
-    t = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    t = _T
     topic: list[tuple[int, dict]] = []
 
-    def worker(held, history, sent):
-        a = Alerting(AlertEngine(rules, warmup_lines=0), history, [sent], clock=lambda: t + 1,
-                     tick_seconds=3600)
-        a.holds = lambda: scopes_held(held, 2)
-        a.plan = lambda: assign_rules(rules, held, 2)
-        a.shares = lambda: held != {0, 1}
-        a.forward = lambda record: topic.append((len(topic), record))
-        a.start()
-        return a
+    def worker(held, history, sent):  # a worker holding both partitions shares nothing
+        return _sharing_worker(held, history, topic, [sent], shares=lambda h: h != {0, 1})
 
     sent = _Sent()
     a = worker({0}, AlertHistory(tmp_path / "alerts.db"), sent)
