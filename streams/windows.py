@@ -50,22 +50,18 @@ def count_windows(events: Iterable[dict], size: int, *, arrival: bool = False) -
     counts: Counter = Counter()
     arrived: dict = {}
     for (w, received, host, component, level, template, anomaly), n in groups.items():
-        counts[(w, "total", "*")] += n
-        counts[(w, "host", host)] += n
-        counts[(w, "component", component)] += n
-        counts[(w, "level", level)] += n
-        counts[(w, "template", template)] += n
-        if anomaly:
-            counts[(w, "anomaly", "*")] += n
+        at = [(w, "")]  # event-time windows; arrival-time ones as dims prefixed "a:"
         if arrival:
             a = arrived.get(received)
             if a is None:
                 a = arrived[received] = window_start(received, size)
-            counts[(a, "a:total", "*")] += n
-            counts[(a, "a:host", host)] += n
-            counts[(a, "a:component", component)] += n
-            counts[(a, "a:level", level)] += n
-            counts[(a, "a:template", template)] += n
+            at.append((a, "a:"))
+        for start, p in at:
+            counts[(start, p + "total", "*")] += n
+            counts[(start, p + "host", host)] += n
+            counts[(start, p + "component", component)] += n
+            counts[(start, p + "level", level)] += n
+            counts[(start, p + "template", template)] += n
             if anomaly:
-                counts[(a, "a:anomaly", "*")] += n
+                counts[(start, p + "anomaly", "*")] += n
     return counts
