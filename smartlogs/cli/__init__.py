@@ -648,6 +648,31 @@ def _event_table(events: list[dict], title: str, width: int | None = None) -> Ta
     return t
 
 
+def _record_table(title: str, columns: list[str], rows: list[list[str]], *,
+                  labelled: tuple[str, ...] = (), width: int | None = None) -> Table:
+    """Records (incidents, alerts) whose last column is a long text (the reason). On a wide
+    terminal a table; on a narrow one (at 80 columns the reason was squeezed to one character a
+    line) each record is its short fields on one line, then its reason on the full width.
+    Values must already be escaped; a column in ``labelled`` is shown as "name value" there."""
+    width = console.width if width is None else width
+    if width < NARROW:
+        from rich import box
+
+        t = Table(title=title, show_header=False, show_lines=True, expand=True, box=box.SIMPLE)
+        t.add_column(columns[-1], ratio=1, overflow="fold")
+        for row in rows:
+            head = "  ".join(f"{c} {v}" if c in labelled else v
+                             for c, v in zip(columns[:-1], row[:-1]))
+            t.add_row(f"[dim]{head}[/]\n  {columns[-1]}: {row[-1]}")
+        return t
+    t = Table(title=title, expand=True)
+    for col in columns:
+        t.add_column(col, overflow="fold", ratio=4 if col == columns[-1] else None)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 @app.command()
 def sources(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -32,18 +32,18 @@ def alerts_list(
     if ctx.invoked_subcommand is not None:
         return
     from rich.markup import escape
-    from rich.table import Table
 
-    from smartlogs.cli import _get, console
+    from smartlogs.cli import _get, _record_table, console
 
     res = _get(url, "/api/alerts", {"rule": rule, "state": state, "limit": limit})
-    table = Table(title=f"{len(res['alerts'])} alert(s)", expand=True)
-    for col in ("time", "state", "rule", "group", "count", "why"):
-        table.add_column(col, overflow="fold", ratio=4 if col == "why" else None)
+    rows = []
     for a in res["alerts"]:
         note = "" if a["notified"] else (" (replay: not notified)" if a["historical"] else " (not notified)")
-        table.add_row(_when(a["at"]), a["state"] + note, escape(a["rule"]), escape(a["group"]),
-                      str(a["count"]), escape("; ".join(a["reasons"][:2])))
+        rows.append([_when(a["at"]), a["state"] + note, escape(a["rule"]), escape(a["group"]),
+                     str(a["count"]), escape("; ".join(a["reasons"][:2]))])
+    table = _record_table(f"{len(res['alerts'])} alert(s)",
+                          ["time", "state", "rule", "group", "count", "why"], rows,
+                          labelled=("count",))
     console.print(table)
     for s in res["silences"]:
         console.print(f"silenced: {escape(s['rule'])} / {escape(s['group'])} until {_when(s['until'])} UTC")

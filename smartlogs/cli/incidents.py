@@ -38,7 +38,7 @@ def incidents_command(
     from rich.markup import escape
     from rich.table import Table
 
-    from smartlogs.cli import _fail, _get, console
+    from smartlogs.cli import _fail, _get, _record_table, console
 
     if status is not None and status not in ("open", "resolved"):
         _fail(f"--status must be open or resolved, not {status!r}")
@@ -72,14 +72,12 @@ def incidents_command(
     if as_json:
         console.print_json(json.dumps(res))
         return
-    table = Table(title=f"{len(res['incidents'])} incident(s), latest first ({basis} time)",
-                  expand=True)
     last = "last_arrival" if basis == "arrival" else "last_seen"
-    for col in ("id", "status", "lines", "last arrived" if basis == "arrival" else "last",
-                "source", "template", "why"):
-        table.add_column(col, overflow="fold", ratio=4 if col == "why" else None)
-    for i in res["incidents"]:
-        table.add_row(i["id"], i["status"], str(i["count"]), _short(i.get(last)),
-                      escape(str(i.get("source") or "-")), escape(str(i.get("template_id") or "-")),
-                      escape(i.get("reason") or i.get("last_reason") or "-"))
+    columns = ["id", "status", "lines", "last arrived" if basis == "arrival" else "last",
+               "source", "template", "why"]
+    rows = [[i["id"], i["status"], str(i["count"]), _short(i.get(last)),
+             escape(str(i.get("source") or "-")), escape(str(i.get("template_id") or "-")),
+             escape(i.get("reason") or i.get("last_reason") or "-")] for i in res["incidents"]]
+    table = _record_table(f"{len(res['incidents'])} incident(s), latest first ({basis} time)",
+                          columns, rows, labelled=("lines", "last", "last arrived", "template"))
     console.print(table)
