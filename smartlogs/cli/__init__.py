@@ -662,7 +662,7 @@ def _record_table(title: str, columns: list[str], rows: list[list[str]], *,
         t.add_column(columns[-1], ratio=1, overflow="fold")
         for row in rows:
             head = "  ".join(f"{c} {v}" if c in labelled else v
-                             for c, v in zip(columns[:-1], row[:-1]))
+                             for c, v in zip(columns[:-1], row[:-1]) if v)
             t.add_row(f"[dim]{head}[/]\n  {columns[-1]}: {row[-1]}")
         return t
     t = Table(title=title, expand=True)

@@ -42,9 +42,8 @@ def templates_list(
     if ctx.invoked_subcommand is not None:
         return
     from rich.markup import escape
-    from rich.table import Table
 
-    from smartlogs.cli import _fail, _get, console
+    from smartlogs.cli import _fail, _get, _record_table, console
 
     key = sort.replace("-", "_")
     if key not in ("count", "first_seen", "last_seen"):
@@ -54,17 +53,12 @@ def templates_list(
         _print_json(res)
         return
     rows = res["templates"]
-    table = Table(title=f"{len(rows)} template(s), by {sort}" + (f", new since {since}" if since else ""),
-                  expand=True)
-    table.add_column("id", no_wrap=True)
-    table.add_column("count", justify="right")
-    table.add_column("first seen", no_wrap=True)
-    table.add_column("last seen", no_wrap=True)
-    table.add_column("mark", no_wrap=True)
-    table.add_column("template", overflow="fold", ratio=1)
-    for t in rows:
-        table.add_row(t["id"], f"{t['count']:,}", (t["first_seen"] or "-")[:19],
-                      (t["last_seen"] or "-")[:19], _mark(t["mark"]), escape(t["template"] or ""))
+    table = _record_table(
+        f"{len(rows)} template(s), by {sort}" + (f", new since {since}" if since else ""),
+        ["id", "count", "first seen", "last seen", "mark", "template"],
+        [[t["id"], f"{t['count']:,}", (t["first_seen"] or "-")[:19], (t["last_seen"] or "-")[:19],
+          _mark(t["mark"]), escape(t["template"] or "")] for t in rows],
+        labelled=("count", "first seen", "last seen"))
     console.print(table)
 
 

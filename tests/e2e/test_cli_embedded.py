@@ -33,7 +33,7 @@ def _start(tmp_path, port):
     proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "up"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded 2-core box can take 30 s to start the shards
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
