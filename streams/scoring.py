@@ -585,9 +585,12 @@ class AnomalyScorer:
                                       state.get("new_rate", 1.0)]}
         state.setdefault("marks", {})  # checkpoints from before the template catalog
         if "_levels" not in state:  # before shares per level: the share at ERROR or worse
-            state["level_share"] = {SEVERE: state.pop("severe_share", 0.0)}
-            state["_levels"] = {k: {SEVERE: v} for k, v in (state.pop("_severe", None)
-                                                             or {}).items()}
+            # (the rest of the lines, below ERROR, kept as one share at the lowest level so
+            # the shares sum as they did: the weighing divides by that sum)
+            whole = state.pop("severe_share", 0.0)
+            state["level_share"] = {SEVERE: whole, 0.0: max(1.0 - whole, 0.0)}
+            state["_levels"] = {k: {SEVERE: v, 0.0: max(1.0 - v, 0.0)}
+                                for k, v in (state.pop("_severe", None) or {}).items()}
         state["_pending"], state["_batch"] = 0, None
         if "kind_errors" not in state:  # before error patterns per kind of source
             state["kind_errors"] = DecayedRate(max_keys=_MAX_KEYS)
@@ -706,14 +709,22 @@ class AnomalyScorer:
             if len(self._levels) >= _MAX_KEYS:
                 self._levels.clear()
             levels = self._levels[kind] = dict(self.level_share)
-        share = as_bad = 0.0
+        share = as_bad = mass = 0.0
         keep_share = 1.0 - _SEVERE_ALPHA
         for v, p in levels.items():  # read, then decay (the few levels a kind logs)
             if v >= SEVERE:
                 share += p
             if v >= sev:
                 as_bad += p
+            mass += p
             levels[v] = p * keep_share
+        # the moving average starts from nothing, so over a kind's first ~1 / _SEVERE_ALPHA
+        # lines its shares sum to less than 1 (1 - (1 - alpha)^n): the weighing reads the share
+        # among the lines seen (divided by that sum, the usual bias correction), or a level
+        # would weigh more the earlier it comes, whatever the lines around it (a crash dump's
+        # first FATAL lines above the FATAL lines after it)
+        if mass > 0.0:
+            as_bad /= mass
         levels[sev] = levels.get(sev, 0.0) + _SEVERE_ALPHA
         whole = self.level_share
         for v in whole:

@@ -45,7 +45,8 @@ from streams.scoring import SEVERITY
 
 __all__ = [
     "grouping_accuracy", "roc_auc", "pr_auc", "eval_parsing", "eval_detection",
-    "eval_synthetic", "eval_loghub", "eval_mixed", "worst_contiguous_half", "find_samples", "LOGHUB_SAMPLES", "eval_app",
+    "eval_synthetic", "eval_loghub", "eval_mixed", "worst_contiguous_half",
+    "roc_auc_interval", "contiguous_halves", "find_samples", "LOGHUB_SAMPLES", "eval_app",
 ]
 
 BATCH = 500
@@ -116,6 +117,66 @@ def worst_contiguous_half(labels: list, scores: list) -> tuple[int, float]:
         if a == a and not worst[1] <= a:  # NaN (one class only) is skipped
             worst = (start, a)
     return worst
+
+
+def roc_auc_interval(labels: Iterable, scores: Iterable, baseline: Iterable | None = None, *,
+                     level: float = 0.95, resamples: int = 2000,
+                     seed: int = 0) -> dict[str, float]:
+    """How much a ROC-AUC can be trusted: a stratified bootstrap (the positives resampled among
+    the positives, the negatives among the negatives, ``resamples`` times) gives the central
+    ``level`` interval of the ROC-AUC (``low``, ``high``); with ``baseline`` scores of the same
+    lines, also that of the difference ROC-AUC(scores) - ROC-AUC(baseline) on the same resamples
+    (``diff_low``, ``diff_high``) and the share of resamples where the scores rank better
+    (``better``). With two positives the interval spans the two lines' ranks: a ROC-AUC of so
+    few says little. NaN without both classes."""
+    y = np.asarray(list(labels), dtype=bool)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    keys = ["low", "high"] + (["diff_low", "diff_high", "better"] if baseline is not None else [])
+    if not len(pos) or not len(neg):
+        return dict.fromkeys(keys, float("nan"))
+
+    def wins(s) -> np.ndarray:  # pos x neg: 1 when the positive ranks above, 0.5 on a tie
+        s = np.asarray(list(s), dtype=float)
+        d = s[pos][:, None] - s[neg][None, :]
+        return (d > 0) + 0.5 * (d == 0)
+
+    rng = np.random.default_rng(seed)
+    wp = rng.multinomial(len(pos), np.full(len(pos), 1.0 / len(pos)), size=resamples)
+    wn = rng.multinomial(len(neg), np.full(len(neg), 1.0 / len(neg)), size=resamples)
+    norm = float(len(pos) * len(neg))
+    a = np.einsum("ri,ij,rj->r", wp, wins(scores), wn) / norm
+    tail = 100.0 * (1.0 - level) / 2.0
+    out = dict(zip(("low", "high"), map(float, np.percentile(a, [tail, 100.0 - tail]))))
+    if baseline is not None:
+        d = a - np.einsum("ri,ij,rj->r", wp, wins(baseline), wn) / norm
+        out.update(zip(("diff_low", "diff_high"), map(float, np.percentile(d, [tail, 100.0 - tail]))))
+        out["better"] = float((d > 0).mean())
+    return out
+
+
+def contiguous_halves(labels: list, scores: list, baseline: list,
+                      target: float = 0.97) -> dict:
+    """Every contiguous half (``len // 2`` lines, any start) holding both classes: how many
+    there are, how many reach ``target``, how many rank above ``baseline`` (the level alone),
+    how many do both, and the fewest and most positives a half holds."""
+    half = len(labels) // 2
+    n = reach = above = both = 0
+    fewest, most = None, None
+    for start in range(0, len(labels) - half + 1):
+        ys = labels[start:start + half]
+        a = roc_auc(ys, scores[start:start + half])
+        if a != a:
+            continue
+        b = roc_auc(ys, baseline[start:start + half])
+        k = int(sum(ys))
+        n += 1
+        reach += a >= target
+        above += a > b
+        both += a >= target and a > b
+        fewest = k if fewest is None else min(fewest, k)
+        most = k if most is None else max(most, k)
+    return {"halves": n, "reach_target": reach, "above_baseline": above, "both": both,
+            "target": target, "fewest_positives": fewest, "most_positives": most}
 
 
 def pr_auc(labels: Iterable, scores: Iterable) -> float:
@@ -721,18 +782,24 @@ def eval_production(root: Path, *, seed: int = 0, synthetic_on: Iterable[str] = 
     if bgl_ids:
         def auc(ids):
             ys = [labels[i] for i in ids]
-            return {"lines": len(ids), "anomalous": int(sum(ys)),
-                    "roc_auc": roc_auc(ys, [by_id[i]["score"] for i in ids]),
-                    "level_only_roc_auc": roc_auc(
-                        ys, [SEVERITY.get(by_id[i]["level"], 0.5) for i in ids])}
+            ss = [by_id[i]["score"] for i in ids]
+            lv = [SEVERITY.get(by_id[i]["level"], 0.5) for i in ids]
+            # how far a figure can be trusted (a half holding 2 alerts says little): a 95%
+            # bootstrap interval of it, and of its lead over the level alone
+            return {"lines": len(ids), "anomalous": int(sum(ys)), "roc_auc": roc_auc(ys, ss),
+                    "level_only_roc_auc": roc_auc(ys, lv),
+                    "interval": roc_auc_interval(ys, ss, lv)}
         half = len(bgl_ids) // 2
-        start, _ = worst_contiguous_half([labels[i] for i in bgl_ids],
-                                         [by_id[i]["score"] for i in bgl_ids])
+        ys_all = [labels[i] for i in bgl_ids]
+        ss_all = [by_id[i]["score"] for i in bgl_ids]
+        start, _ = worst_contiguous_half(ys_all, ss_all)
         report["bgl"] = {"whole": auc(bgl_ids), "first_half": auc(bgl_ids[:half]),
                          "second_half": auc(bgl_ids[half:])}
         if start >= 0:  # "any contiguous half": the one where the score ranks worst
             report["bgl"]["worst_half"] = {**auc(bgl_ids[start:start + half]),
                                            "first_line": start + 1}
+        report["bgl_halves"] = contiguous_halves(
+            ys_all, ss_all, [SEVERITY.get(by_id[i]["level"], 0.5) for i in bgl_ids])
     return report
 
 
@@ -756,8 +823,17 @@ def _print_production(r: dict, echo) -> None:
         for part, b in r["bgl"].items():
             where = (f" (lines {b['first_line']}-{b['first_line'] + b['lines'] - 1})"
                      if "first_line" in b else "")
+            ci = b.get("interval") or {}
+            trust = (f"; 95% interval {_fmt(ci['low'])}-{_fmt(ci['high'])}, lead over the level "
+                     f"{ci['diff_low']:+.3f} to {ci['diff_high']:+.3f}" if ci else "")
             echo(f"  BGL {part:<11} ROC-AUC {_fmt(b['roc_auc'])} (level alone "
-                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts{where}")
+                 f"{_fmt(b['level_only_roc_auc'])}), {b['anomalous']} of {b['lines']} alerts{where}"
+                 f"{trust}")
+        h = r.get("bgl_halves")
+        if h:
+            echo(f"  BGL contiguous halves: {h['both']} of {h['halves']} reach {h['target']} and beat "
+                 f"the level alone ({h['reach_target']} reach it, {h['above_baseline']} beat the "
+                 f"level); alerts per half {h['fewest_positives']}-{h['most_positives']}")
 
 
 def eval_loghub(root: Path, *, out_dir: Path | None = None, synthetic_on: Iterable[str] = (

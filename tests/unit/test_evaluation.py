@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from smartlogs.cli.evaluation import (eval_detection, eval_parsing, eval_synthetic, grouping_accuracy,
-                                  pr_auc, roc_auc, worst_contiguous_half, write_events)
+                                  pr_auc, roc_auc, worst_contiguous_half, write_events,
+                                  roc_auc_interval, contiguous_halves)
 from smartlogs.cli.synthetic import KINDS, generate
 
 
@@ -189,6 +190,11 @@ def test_eval_production_reports_every_source_and_kind(tmp_path, loghub):
     assert linux["normal_after_warm_up"] > 3000 and linux["fpr"] <= 0.01
     assert r["kinds"]["error_flood"]["recall"] >= 0.75
     assert r["bgl"]["whole"]["anomalous"] > 0 and r["bgl"]["whole"]["roc_auc"] > 0.8
+    # each BGL figure with a 95% bootstrap interval, and every contiguous half counted
+    whole = r["bgl"]["whole"]
+    assert whole["interval"]["low"] <= whole["roc_auc"] <= whole["interval"]["high"]
+    halves = r["bgl_halves"]
+    assert halves["halves"] > 0 and 0 <= halves["both"] <= halves["reach_target"] <= halves["halves"]
     assert r["lines"] == sum(v["lines"] for v in r["per_source"].values())
     # a host's silence is found while it lasts, by a silence incident (streams.silence);
     # the ones covering no injected silence are counted per source
@@ -222,3 +228,45 @@ def test_the_worst_contiguous_half_is_found_wherever_it_starts():
     start, auc = worst_contiguous_half(labels, scores)
     assert 6 <= start <= 10 and auc == pytest.approx(0.0)  # windows holding line 15 but not 2
     assert worst_contiguous_half([False] * 10, [0.0] * 10) == (-1, pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_a_roc_auc_of_few_positives_comes_with_a_wide_interval():
+    """Issue 19: a contiguous half of BGL may hold 2 alerts; its ROC-AUC is then the mean of
+    two ranks, and the evaluation says how little that is (a stratified bootstrap interval, and
+    that of the lead over a baseline on the same resamples)."""
+    labels = [False] * 200
+    scores = [i / 200 for i in range(200)]  # normal lines spread over [0, 1)
+    labels[180], labels[90] = True, True  # two alerts, ranked high and in the middle
+    scores[90] = 0.55
+    ci = roc_auc_interval(labels, scores)
+    assert ci["low"] < 0.6 and ci["high"] > 0.85  # spans both alerts' ranks
+    many = [False] * 200
+    for i in range(150, 200):
+        many[i] = True  # 50 alerts, all ranked above every normal line
+    tight = roc_auc_interval(many, scores)
+    assert tight["low"] == tight["high"] == 1.0
+    # against a baseline: the same lines, the lead's interval and how often the score is ahead
+    level = [1.0 if i >= 100 else 0.0 for i in range(200)]  # ties every alert with 50 normals
+    vs = roc_auc_interval(many, scores, level)
+    assert vs["diff_low"] > 0 and vs["better"] == 1.0
+    other = list(scores)
+    other[90], other[180] = 1.0, 0.0  # a baseline ranking the other alert first
+    noisy = roc_auc_interval(labels, scores, other)
+    assert noisy["diff_low"] < 0 < noisy["diff_high"]  # 2 alerts: no telling which ranks better
+    assert 0.1 < noisy["better"] < 0.9
+    nan = roc_auc_interval([False] * 5, [0.1] * 5)
+    assert nan["low"] != nan["low"]
+
+
+def test_every_contiguous_half_is_counted_against_target_and_baseline():
+    labels = [False] * 20
+    scores = [0.1] * 20
+    base = [0.1] * 20
+    labels[2], labels[15] = True, True
+    scores[2], scores[15] = 0.9, 0.05
+    base[2] = base[15] = 0.5  # the baseline ranks both alerts first
+    h = contiguous_halves(labels, scores, base)
+    assert h["halves"] == 8 and h["fewest_positives"] == 1 and h["most_positives"] == 1
+    # halves holding line 15 rank worse than the baseline (line 15 below the normal lines)
+    assert h["above_baseline"] == 0 and h["reach_target"] == sum(
+        1 for s in range(11) if 2 in range(s, s + 10)) and h["both"] == 0
