@@ -55,10 +55,21 @@ _WORDS = re.compile(
     + r")(?![\w\-/]|\.\w)", re.IGNORECASE)
 
 
+# stems of the words: a line with none of them (nearly every line) costs one lower() and a
+# few substring searches in C, not a case-insensitive regex scan (~5 µs a line)
+_STEMS = ("emerg", "panic", "alert", "crit", "fatal", "attack", "intru", "break")
+
+
 def severe_word(message: str) -> tuple[str, str] | None:
     """The first severe word of ``message`` as written, and the level it names (EMERGENCY,
     ALERT, CRITICAL or FATAL; ALERT for a word naming an attack), or None."""
     if not message:
+        return None
+    low = message.lower()
+    for stem in _STEMS:
+        if stem in low:
+            break
+    else:
         return None
     m = _WORDS.search(message)
     if m is None:
