@@ -25,18 +25,18 @@ def test_a_panic_over_hosts_of_two_workers_is_one_incident_with_the_exact_count(
     stack["procs"]["worker-b"] = second
     first_port = int(env["SMARTLOGS_WORKER_METRICS_PORT"])
     try:
+        hosts = [f"web-{i}" for i in range(40)]
+        t0 = time.time() - 7200.0
+        warm = [{"message": f"request {i % 7} served in {i % 13} ms", "host": h, "level": "INFO",
+                 "timestamp": t0 + i + k / 100} for i in range(80) for k, h in enumerate(hosts)]
+        _post(url, warm)  # (the raw topic exists once the bridge sends to it)
+        assert wait_total(url, len(warm), timeout=150, procs=stack["procs"]) == len(warm), \
+            stack_logs(stack)
         deadline = time.monotonic() + 90
         while not (_assigned(first_port) and _assigned(second.metrics_port)):
             assert time.monotonic() < deadline, "both workers should hold partitions"
             time.sleep(0.5)
         assert _assigned(first_port) + _assigned(second.metrics_port) == P
-        hosts = [f"web-{i}" for i in range(40)]
-        t0 = time.time() - 7200.0
-        warm = [{"message": f"request {i % 7} served in {i % 13} ms", "host": h, "level": "INFO",
-                 "timestamp": t0 + i + k / 100} for i in range(80) for k, h in enumerate(hosts)]
-        _post(url, warm)
-        assert wait_total(url, len(warm), timeout=150, procs=stack["procs"]) == len(warm), \
-            stack_logs(stack)
         # one panicking host in each partition: both workers see the pattern
         by_part = {}
         for h in hosts:
