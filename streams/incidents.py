@@ -36,6 +36,19 @@ noticed), resolved only when that source sends again (``close_silence``: the lin
 last_event_id and its example), never by quiet periods or ticks. Their id hashes the kind and
 the source's last line before the silence.
 
+**Shared incidents** (one severe pattern reaching hosts in several partitions): a key
+``("severity", template_id)`` (``streams.pipeline``: the first line of a severe pattern from a
+host) is the same in every partition, but each partition has its own tracker and none sees the
+others' lines. Its incident id is therefore derived from the pattern and the clock hour of
+event time (``SHARED_SPAN``) the line falls in, not from a first line: every partition gives a
+line of that pattern in that hour the same id, whatever the order they run in, with no message
+between them. Each partition's record is a *part* (``part``: today's id of its first line) with
+its own exact count; the stores keep one record per id, merging the parts by ``merge_part``
+(count = sum of the parts' counts, first/last = the earliest/latest, open while a part is
+open; a part's older snapshot never overwrites its newer one), so a re-run writes the same
+record again. A shared incident ends at the hour's end (the next line opens the next hour's),
+which is where two partitions' lines could otherwise disagree.
+
 Memory is bounded: resolved incidents leave the state once handed to the runtime
 (``take()``), open ones are capped at ``max_open`` (beyond, the one quiet longest is resolved).
 
@@ -57,7 +70,7 @@ import hashlib
 from operator import itemgetter
 
 __all__ = ["IncidentTracker", "incident_id", "DEFAULT_GAP", "DEFAULT_QUIET", "DEFAULT_EXAMPLES",
-           "SILENCE"]
+           "SILENCE", "SHARED_SPAN", "merge_part", "merge_snapshot"]
 
 DEFAULT_GAP = 300.0  # seconds of event time between two lines of one incident, at most
 DEFAULT_QUIET = 300.0  # seconds without a line after which an incident is resolved
@@ -66,6 +79,10 @@ SILENCE = "source_silence"  # the kind of a silence incident (streams.silence): 
 MAX_OPEN = 10_000  # open incidents kept; beyond, the one quiet longest is resolved
 _MAX_STREAMS = 10_000  # streams whose latest event time is kept
 _MAX_EXAMPLE_CHARS = 2000  # an example line is kept up to this length
+# a shared incident (one severe pattern over partitions) covers one clock hour of event time:
+# the span every partition agrees on without telling the others (see "Shared incidents")
+SHARED_SPAN = 3600.0
+_SHARED_KINDS = ("severity",)
 
 
 def incident_id(key: tuple, first_event_id: str) -> str:
@@ -76,6 +93,74 @@ def incident_id(key: tuple, first_event_id: str) -> str:
     kind = key[0] if key else None
     h = hashlib.sha256(repr((kind, str(first_event_id))).encode("utf-8", "surrogatepass"))
     return "I" + h.hexdigest()[:16]
+
+
+def _shared(key: tuple) -> bool:
+    """A key every partition computes alike for one cause: a severe pattern (no host in it)."""
+    return len(key) == 2 and key[0] in _SHARED_KINDS
+
+
+def shared_incident_id(key: tuple, ts: float) -> tuple[str, int]:
+    """The id of a shared key's incident for a line at event time ``ts``, and its hour."""
+    span = int(ts // SHARED_SPAN)
+    h = hashlib.sha256(repr(("shared", key[0], str(key[1]), span)).encode("utf-8", "surrogatepass"))
+    return "I" + h.hexdigest()[:16], span
+
+
+def merge_part(stored: dict | None, snap: dict) -> dict | None:
+    """The record a store keeps for a shared incident after one partition's snapshot
+    (``snap``, with its ``part``) joins ``stored`` (None when there is none): the parts'
+    latest snapshots, counts summed. None when ``snap`` changes nothing (that part's snapshot
+    stored is as new or newer: a re-run, or a late write).
+
+    >>> a = {"id": "I1", "part": "Ia", "status": "open", "count": 2, "rev": 4, "first_ts": 10.0,
+    ...      "last_ts": 12.0, "first_received": 10.0, "last_received": 12.0, "max_score": 0.8,
+    ...      "last_event_id": "a2", "last_message": "m", "last_reason": "r", "examples": [],
+    ...      "resolved_ts": None, "examples_cap": 5}
+    >>> b = {**a, "part": "Ib", "count": 1, "rev": 3, "status": "resolved", "first_ts": 11.0,
+    ...      "last_ts": 11.0, "last_event_id": "b1", "resolved_ts": 311.0}
+    >>> m = merge_part(merge_part(None, a), b)
+    >>> m["count"], m["status"], m["first_ts"], m["last_event_id"], sorted(m["parts"])
+    (3, 'open', 10.0, 'a2', ['Ia', 'Ib'])
+    >>> merge_part(m, b) is None, merge_part(m, {**a, "rev": 2}) is None
+    (True, True)
+    """
+    parts = dict((stored or {}).get("parts") or {})
+    old = parts.get(snap["part"])
+    if old is not None and int(old["rev"]) >= int(snap["rev"]):
+        return None
+    parts[snap["part"]] = {k: v for k, v in snap.items() if k != "parts"}
+    ps = sorted(parts.values(), key=lambda p: (p["first_ts"], p["part"]))
+    last = max(ps, key=lambda p: (p["last_ts"], p["part"]))
+    out = {k: v for k, v in ps[0].items() if k != "part"}
+    opened = [p for p in ps if p["status"] == "open"]
+    cap = max(int(p.get("examples_cap") or DEFAULT_EXAMPLES) for p in ps)
+    out.update({
+        "status": "open" if opened else "resolved",
+        "resolved_ts": None if opened else max(p["resolved_ts"] or p["last_ts"] for p in ps),
+        "count": sum(int(p["count"]) for p in ps),
+        "rev": sum(int(p["rev"]) for p in ps),
+        "last_ts": last["last_ts"],
+        "first_received": min(p["first_received"] for p in ps),
+        "last_received": max(p["last_received"] for p in ps),
+        "max_score": max(p["max_score"] for p in ps),
+        "last_event_id": last["last_event_id"], "last_message": last["last_message"],
+        "last_reason": last["last_reason"],
+        "examples": sorted((x for p in ps for x in p["examples"]),
+                           key=lambda x: (x["ts"], str(x["id"])))[:cap],
+        "parts": parts,
+    })
+    return out
+
+
+def merge_snapshot(stored: dict | None, snap: dict) -> dict | None:
+    """What a store keeps after ``snap``: a part merged (``merge_part``), else the snapshot
+    itself when its ``rev`` is at least the stored one's (None: keep what is stored)."""
+    if snap.get("part") is not None:
+        return merge_part(stored, snap)
+    if stored is not None and int(stored["rev"]) > int(snap["rev"]):
+        return None
+    return snap
 
 
 def _example(e: dict) -> dict:
@@ -123,6 +208,11 @@ class IncidentTracker:
         if inc is not None and not self._continues(inc, ts, received):
             self._resolve(key, inc)
             inc = None
+        shared = _shared(key)
+        if shared and inc is not None and inc.get("span") is not None \
+                and int(ts // SHARED_SPAN) != inc["span"]:  # a shared incident's hour is over
+            self._resolve(key, inc)
+            inc = None
         if inc is None:
             if len(self.open) >= self.max_open:
                 k, oldest = min(self.open.items(), key=lambda kv: (kv[1]["last_received"],
@@ -140,6 +230,10 @@ class IncidentTracker:
                 "first_event_id": event["id"], "last_event_id": event["id"],
                 "last_message": None, "last_reason": None, "examples": [], "rev": 0,
             }
+            if shared:  # the same id in every partition; this partition's record is a part
+                inc["part"] = inc["id"]
+                inc["id"], inc["span"] = shared_incident_id(key, ts)
+                inc["examples_cap"] = self.examples
         inc["count"] += 1
         inc["last_ts"] = max(inc["last_ts"], ts)
         inc["last_received"] = max(inc["last_received"], received)
@@ -153,7 +247,7 @@ class IncidentTracker:
         if len(inc["examples"]) < self.examples:
             inc["examples"].append(_example(event))
         inc["rev"] = 2 * inc["count"]
-        self._changed[inc["id"]] = inc
+        self._changed[inc.get("part") or inc["id"]] = inc
         return inc["id"]
 
     # -- silences (streams.silence): opened by the stream's clock, closed by the source ------
@@ -180,7 +274,7 @@ class IncidentTracker:
             "last_message": None, "last_reason": reason, "examples": [], "rev": 2,
             "silent_since": since_ts, "detected_ts": at_ts,
         }
-        self._changed[inc["id"]] = inc
+        self._changed[inc.get("part") or inc["id"]] = inc
         return inc["id"]
 
     def close_silence(self, kind: str | None, source: str, event: dict) -> str | None:
@@ -196,7 +290,7 @@ class IncidentTracker:
         inc["last_message"] = (event.get("message") or "")[:_MAX_EXAMPLE_CHARS]
         inc["examples"] = [_example(event)]  # the line that ended it
         inc["rev"] = 3
-        self._changed[inc["id"]] = inc
+        self._changed[inc.get("part") or inc["id"]] = inc
         return inc["id"]
 
     def _continues(self, inc: dict, ts: float, received: float) -> bool:
@@ -213,7 +307,7 @@ class IncidentTracker:
         inc["status"] = "resolved"
         inc["resolved_ts"] = inc["last_ts"] + self.quiet
         inc["rev"] = 2 * inc["count"] + 1 if inc["kind"] != SILENCE else 3
-        self._changed[inc["id"]] = inc
+        self._changed[inc.get("part") or inc["id"]] = inc
 
     # -- periodic -------------------------------------------------------------------------
     def sweep(self) -> None:

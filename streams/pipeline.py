@@ -24,6 +24,7 @@ from streams.headers import SourceHeaders, normalize_single_letter
 from streams.parsing import LineParser, ParsedLine, normalize_level
 from streams.partitions import source_key, source_of
 from streams.scoring import AnomalyScorer, incident_key
+from streams.severity_words import severe_word
 from streams.silence import SilenceWatch
 from streams.templates import TemplateMiner
 from streams.windows import window_start
@@ -230,6 +231,8 @@ class Pipeline:
                 params=mined.params,
                 source=source,  # a line without a host is judged as its source
                 kind=kind,
+                # a line without a level: a word that names a severity or an attack
+                word=severe_word(message) if level is None else None,
             )
             lines.append((x, ctx))
             out.append({

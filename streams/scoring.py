@@ -626,6 +626,7 @@ class AnomalyScorer:
         params: list[str] | None = None,
         source: str | None = None,
         kind: str | None = None,
+        word: tuple[str, str] | None = None,
     ) -> tuple[dict[str, float], dict]:
         """The feature vector and its context for the next line. Lines are scored in the order
         their features were computed, one by one (``score``) or in a batch (``score_many``)."""
@@ -691,7 +692,9 @@ class AnomalyScorer:
         tc, tu, tz = self.templates.add(template_id, t_ev)
         # the pair is judged against its own peak, and while it has little history against
         # the whole fleet's peak for the pattern (one host alone above what all hosts did)
-        pc, pu, pz = self.pairs.add((hostkey, template_id), t_ev, default=tu)
+        pkey = (hostkey, template_id)
+        new_pair = pkey not in self.pairs._state  # this host's first line of the pattern
+        pc, pu, pz = self.pairs.add(pkey, t_ev, default=tu)
         # a host sending more than ever is evidence against the lines that make the surge:
         # those whose pattern runs on this host at least at its own busiest, not a routine
         # line that happens to come while another pattern floods the host
@@ -737,6 +740,11 @@ class AnomalyScorer:
         # source, where its kind of source rarely logs that level
         first_severe = (severe and share < SEVERE_RARE and ts is not None
                         and (hostkey, template_id) not in self._recur)
+        # a line without a level whose words name a severity or an attack
+        # (streams.severity_words): the first of its pattern from this host or source is news
+        # there, however often the kind's other hosts log it (a break-in attempt reaching a
+        # host for the first time); its later lines from that host are judged as any other
+        first_word = word is not None and level is None and ts is not None and new_pair
 
         # errors: flood per host, recurrence per (host, template)
         ec = eu = None
@@ -795,6 +803,9 @@ class AnomalyScorer:
             ctx["mark"] = mark
         if first_severe and mark != "expected":
             ctx["first_severe"] = share
+        elif first_word and mark != "expected":
+            ctx["first_severe"] = share
+            ctx["severe_word"] = word
         return x, ctx
 
     def _error_share(self, host: str, ts: float, level: float, kind: str | None = None,
@@ -1137,7 +1148,11 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
                        f"at most ~{ctx['host_usual']:.0f} before")))
     parts.sort(key=lambda p: -p[0])
     words = [p[1] for p in parts]
-    if ctx.get("first_severe") is not None:  # severity that counts: said first
+    if ctx.get("severe_word") is not None:  # a levelless line naming a severity: said first
+        word, named = ctx["severe_word"]
+        words.insert(0, (f"first line of pattern {tid} from {who} with the word {word!r} "
+                         f"(severity {named} named in a line without a level)"))
+    elif ctx.get("first_severe") is not None:  # severity that counts: said first
         level = ctx.get("level")
         words.insert(0, (f"first {level} line of pattern {tid} from {who}, where {level} or worse "
                          f"is rare ({ctx['first_severe']:.1%} of this kind of source's lines)"))

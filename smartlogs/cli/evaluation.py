@@ -40,6 +40,7 @@ import typer
 
 from smartlogs.cli.synthetic import KINDS, generate
 from streams.parsing import ParsedLine
+from streams.incidents import merge_snapshot
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.scoring import SEVERITY
 
@@ -221,9 +222,10 @@ def _run(items: list[dict], config: PipelineConfig | None = None,
     for k in range(0, len(items), BATCH):
         events.extend(p.process(items[k:k + BATCH]))
         if incidents is not None:
-            for snap in p.take_incidents():
-                if snap["id"] not in incidents or incidents[snap["id"]]["rev"] <= snap["rev"]:
-                    incidents[snap["id"]] = snap
+            for snap in p.take_incidents():  # as the stores keep them (shared ones merged)
+                kept = merge_snapshot(incidents.get(snap["id"]), snap)
+                if kept is not None:
+                    incidents[snap["id"]] = kept
     return p, events
 
 

@@ -106,6 +106,7 @@ from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterr
                                   template_row)
 from streams.catalog import (MAX_EXAMPLE_CHARS, alias_change, carry_marks, converge, text_key,
                              texts_of)
+from streams.incidents import merge_part
 from streams.pipeline import _iso  # one formatter for every timestamp we emit
 
 __all__ = [
@@ -125,6 +126,7 @@ TEMPLATE_PRIORITY = 200
 MAX_ID_BYTES = 512            # Elasticsearch's limit for _id
 MAX_RESULT_WINDOW = 10_000    # index.max_result_window (default)
 QUERY_RETRIES = 1             # queries fail fast (a user waits); writes retry max_retries times
+_MERGE_ATTEMPTS = 20          # a shared incident re-read and merged after a conflicting write
 KEYWORD_IGNORE_ABOVE = 1024   # longer values are kept in _source but not indexed (never rejected)
 _DAY = re.compile(r"\d{4}\.\d{2}\.\d{2}")
 _MONTH = re.compile(r"\d{4}\.\d{2}")
@@ -1159,6 +1161,12 @@ class ElasticsearchStore:
         if not incidents:
             return
         self._ensure_incidents_index()
+        parts = [inc for inc in incidents if inc.get("part") is not None]
+        if parts:
+            self._merge_incident_parts(parts)
+            incidents = [inc for inc in incidents if inc.get("part") is None]
+            if not incidents:
+                return
         latest: dict[str, dict] = {}
         for inc in incidents:  # one batch may carry several snapshots of one incident
             if inc["id"] not in latest or inc["rev"] >= latest[inc["id"]]["rev"]:
@@ -1195,6 +1203,44 @@ class ElasticsearchStore:
                 return
         raise StoreUnavailable(f"Elasticsearch at {self.url} did not take {len(pending)} "
                                f"incident snapshot(s)", pending=len(pending))
+
+    def _merge_incident_parts(self, parts: list[dict]) -> None:
+        """Parts of shared incidents (one severe pattern over partitions, whose workers write
+        concurrently): each id's stored record is read, the parts merged into it
+        (``streams.incidents.merge_part``) and written back only if no one wrote it meanwhile
+        (``if_seq_no``/``if_primary_term``; a new record with ``op_type=create``); on a
+        conflict, read and merged again."""
+        by_id: dict[str, list[dict]] = {}
+        for snap in parts:
+            by_id.setdefault(snap["id"], []).append(snap)
+        es = self._es.options(request_timeout=self.query_timeout + 2, ignore_status=404)
+        extra = {"refresh": self._refresh} if self._refresh else {}
+        for inc_id, snaps in by_id.items():
+            for _ in range(_MERGE_ATTEMPTS):
+                got = self._retrying("get incident", lambda: es.get(
+                    index=self.incidents_index, id=inc_id)).body
+                found = got.get("found", False)
+                merged = got.get("_source") if found else None
+                changed = False
+                for snap in snaps:
+                    m = merge_part(merged, snap)
+                    if m is not None:
+                        merged, changed = m, True
+                if not changed:
+                    break
+                body = orjson.dumps(merged, default=_json_default, option=_ORJSON_OPTS)
+                cond = ({"if_seq_no": got["_seq_no"], "if_primary_term": got["_primary_term"]}
+                        if found else {"op_type": "create"})
+                try:
+                    self._retrying("write incident", lambda: self._es.index(
+                        index=self.incidents_index, id=inc_id, document=body, **cond, **extra))
+                    break
+                except ApiError as exc:
+                    if exc.status_code != 409:  # 409: written meanwhile; merge again
+                        raise
+            else:
+                raise StoreUnavailable(f"incident {inc_id}: {_MERGE_ATTEMPTS} conflicting "
+                                       f"writes in a row", pending=len(snaps))
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,

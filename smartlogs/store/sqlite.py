@@ -91,6 +91,7 @@ from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, template_detail, template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
+from streams.incidents import merge_part
 from streams.partitions import partition_key, partition_of
 from streams.windows import count_windows
 
@@ -193,6 +194,22 @@ ON CONFLICT (id) DO UPDATE SET status = excluded.status, source = excluded.sourc
     last_received = excluded.last_received
 WHERE excluded.rev >= incidents.rev
 """
+
+
+def _upsert_incidents(conn: sqlite3.Connection, incidents: list[dict]) -> None:
+    """Incident snapshots upserted by id (a newer ``rev`` wins); a part of a shared incident
+    (one severe pattern over partitions, ``streams.incidents.merge_part``) is merged into the
+    stored record, in the caller's transaction."""
+    plain = [i for i in incidents if i.get("part") is None]
+    if plain:
+        conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in plain])
+    for snap in incidents:
+        if snap.get("part") is None:
+            continue
+        row = conn.execute("SELECT doc FROM incidents WHERE id = ?", (snap["id"],)).fetchone()
+        merged = merge_part(orjson.loads(row[0]) if row else None, snap)
+        if merged is not None:
+            conn.execute(_UPSERT_INCIDENT, _incident_values(merged))
 
 
 def _incident_values(inc: dict) -> tuple:
@@ -1070,7 +1087,7 @@ class SqliteStore:
             self._converge(conn, texts_of(new, catalog),
                            {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
-                conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
+                _upsert_incidents(conn, incidents)
             if cursors:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
@@ -1325,7 +1342,7 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_UPSERT_INCIDENT, [_incident_values(i) for i in incidents])
+            _upsert_incidents(conn, incidents)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -64,3 +64,30 @@ def test_severe_lines_new_for_their_host_are_flagged_and_a_spreading_panic_is_on
     assert len({got[f"panic-{h}"]["incident_id"] for h in (1, 2, 3)}) == 1
     incident = app_client.get(f"/api/incidents/{got['panic-1']['incident_id']}").json()
     assert incident["count"] == 3
+
+
+def test_a_break_in_attempt_from_a_new_host_is_flagged_naming_its_severity(app_client, loghub):
+    """Issue 19's third missed case: after OpenSSH's 2,000 lines (85 of them ``POSSIBLE
+    BREAK-IN ATTEMPT!``, all from one host), the same warning from a new host scored 0.46 and
+    was not flagged: the line has no level field and its pattern is known. Its words name an
+    attack (streams.severity_words): the first such line from a host is flagged, its reason
+    naming the word and the severity; the host's next one is judged as any other line."""
+    total = _replay(app_client, loghub, "OpenSSH")
+    wait_stored(app_client, total, timeout=120)
+    lines = [f"Dec 10 11:0{i}:40 gw-9 sshd[3{i}]: reverse mapping checking getaddrinfo for "
+             f"host{i}.example.net [203.0.113.{i}] failed - POSSIBLE BREAK-IN ATTEMPT!"
+             for i in (1, 2)]
+    body = b"\n".join(orjson.dumps({"id": f"gw-9:{i}", "raw": line})
+                      for i, line in enumerate(lines))
+    r = app_client.post("/ingest", content=body, headers={
+        "Content-Type": "application/x-ndjson", "X-SmartLogs-Stream": "OpenSSH_2k.log"})
+    assert r.status_code == 202, r.text
+    wait_stored(app_client, total + 2, timeout=60)
+    got = {e["id"]: e for e in app_client.get("/api/events", params={
+        "host": "gw-9", "limit": 10}).json()["events"]}
+    assert set(got) == {"gw-9:0", "gw-9:1"}, sorted(got)
+    first = got["gw-9:0"]
+    assert first["anomaly"], first
+    assert "with the word 'BREAK-IN' (severity ALERT named in a line without a level)" in \
+        first["reason"], first["reason"]
+    assert first["incident_id"]

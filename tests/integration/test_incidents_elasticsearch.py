@@ -165,3 +165,49 @@ def test_a_silence_incident_is_stored_and_read_back_alike(stores):
     assert want["source"] == "web3" and want["status"] == "resolved" and want["count"] == 0
     assert es_store.incident(want["id"]) == want
     assert want["id"] in [i["id"] for i in es_store.incidents(source="web3", limit=100)]
+
+
+def test_parts_of_a_shared_incident_written_concurrently_are_merged_exactly(elasticsearch,
+                                                                            tmp_path):
+    """A severe pattern over partitions (streams.incidents "Shared incidents"): two trackers'
+    parts written by several stores at once, again and out of order, give one record whose
+    count is the sum of the parts' latest counts, as SQLite's."""
+    import threading
+
+    from streams.incidents import IncidentTracker
+
+    key = ("severity", "T9")
+    trackers = [IncidentTracker(), IncidentTracker()]
+    snaps: list[list[dict]] = [[], []]
+    for i in range(12):
+        t = trackers[i % 2]
+        t.observe({"id": f"p:{i}", "ts": TS0 + i, "received": TS0 + i, "host": f"web-{i}",
+                   "level": "CRITICAL", "message": "Kernel panic", "template_id": "T9",
+                   "template": "Kernel panic", "score": 0.9, "reason": "first CRITICAL"}, key)
+        snaps[i % 2].extend(t.take())
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    stores = [ElasticsearchStore(elasticsearch, index_prefix=prefix, refresh="wait_for")
+              for _ in range(4)]
+    sql = SqliteStore(tmp_path / "ref.db")
+    try:
+        runs = [threading.Thread(target=s.write_incidents, args=(order,)) for s, order in zip(
+            stores, (snaps[0], snaps[1], snaps[1][::-1], snaps[0][:3]))]
+        for r in runs:
+            r.start()
+        for r in runs:
+            r.join(60)
+        for order in (snaps[1][::-1], snaps[0]):
+            sql.write_incidents(order)
+        (inc_id,) = {s["id"] for s in snaps[0] + snaps[1]}
+        got, ref = stores[0].incident(inc_id), sql.incident(inc_id)
+        assert got["count"] == ref["count"] == 12
+        assert got["first_event_id"] == ref["first_event_id"] == "p:0"
+        assert got["last_event_id"] == ref["last_event_id"] == "p:11"
+        assert len(got["parts"]) == 2
+    finally:
+        for s in stores:
+            s.close()
+        sql.close()
+        client = Elasticsearch(elasticsearch, request_timeout=30)
+        client.indices.delete(index=stores[0].incidents_index, ignore_unavailable=True)
+        client.close()

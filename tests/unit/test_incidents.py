@@ -184,3 +184,43 @@ def test_the_module_example_runs():
     import streams.incidents
 
     assert doctest.testmod(streams.incidents).failed == 0
+
+
+def _panic(i: int, host: str, ts: float) -> dict:
+    return {"id": f"panic:{i}", "ts": ts, "received": ts, "timestamp": None, "host": host,
+            "source": host, "level": "CRITICAL", "score": 0.9, "reason": "first CRITICAL line",
+            "message": "Kernel panic - not syncing: Fatal exception", "template_id": "T9",
+            "template": "Kernel panic - not syncing: Fatal exception"}
+
+
+def test_a_severe_pattern_over_two_partitions_is_one_incident_with_the_exact_count():
+    """Issue 19: one severe pattern reaching hosts whose lines two partitions process (two
+    trackers that never see each other's lines) is one incident: the same id in both, and
+    the stores' merge of the two parts counts every line once, whatever order the parts'
+    snapshots are written in, again or late."""
+    from streams.incidents import merge_snapshot
+
+    a, b = IncidentTracker(), IncidentTracker()
+    key = ("severity", "T9")
+    ids = {a.observe(_panic(1, "web-1", 7210.0), key), b.observe(_panic(2, "web-2", 7215.0), key),
+           a.observe(_panic(3, "web-3", 7220.0), key), b.observe(_panic(4, "web-4", 7230.0), key),
+           b.observe(_panic(5, "web-5", 7240.0), key)}
+    assert len(ids) == 1
+    (shared_id,) = ids
+    snaps = a.take() + b.take() + a.tick(99999.0) + b.tick(99999.0)
+    for order in (snaps, snaps[::-1], snaps + snaps[:2]):
+        kept = None
+        for snap in order:
+            kept = merge_snapshot(kept, snap) or kept
+        assert kept["id"] == shared_id
+        assert kept["count"] == 5 and kept["status"] == "resolved"
+        assert kept["first_ts"] == 7210.0 and kept["last_ts"] == 7240.0
+        assert kept["first_event_id"] == "panic:1" and kept["last_event_id"] == "panic:5"
+        assert [x["id"] for x in kept["examples"]] == [f"panic:{i}" for i in range(1, 6)]
+    # the next clock hour of event time is the next incident, in both partitions alike
+    assert a.observe(_panic(6, "web-6", 10900.0), key) == b.observe(_panic(7, "web-7", 10950.0),
+                                                                     key) != kept["id"]
+    # a host's own severity incident (no shared key) stays the partition's own
+    own = IncidentTracker()
+    own.observe(_panic(8, "web-8", 7300.0), ("severity", "web-8", "T9"))
+    assert "part" not in own.take()[0]
