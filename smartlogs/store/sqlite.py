@@ -61,6 +61,13 @@ quick; its total, and a rare template, read every event); ``/api/stats`` counts 
 ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
+Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
+``track_total_hits``): counts stop at the limit + 1 (``SELECT count(*) FROM (... LIMIT n)``),
+so a filter matching millions of events reads ~10,000 of them for its total; pages are exact
+whatever the total says. Words alone in many events (>= 1 in _DENSE) are answered by walking
+the events in the order asked for a chunk at a time (``_walk``); in few, the full-text index
+drives.
+
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
 was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInterrupted``.
@@ -480,6 +487,8 @@ _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to
 # a word's list directly): the work is what the page (and a bounded total) needs, not every
 # match. A chunk whose seqs spread over more than _WALK_SPREAD times its rows (events stored
 # far out of event-time order) would read too much of the lists: the set plan answers instead.
+# Not for prefixes: FTS5 merges every word of a prefix over the whole index for each query,
+# whatever the rowid range (~95 ms at 1M for auth*), so one set is cheaper than many chunks.
 _WALK = True
 _WALK_FIRST, _WALK_MAX, _WALK_SPREAD = 256, 8192, 64
 # window counts of events already stored (seq ?1..?2), as streams.windows.count_windows
@@ -1513,7 +1522,7 @@ class SqliteStore:
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
             rows = None
             if (_WALK and words_alone and not ranged and (fts is None or not join)
-                    and query.limit >= 0):
+                    and query.limit >= 0 and not any(t.prefix for t in qsyntax.terms_of(node))):
                 # the page (and, when the words cannot be counted in the index alone, the
                 # bounded total) by walking the events; None: they are too far out of order
                 counting = total is None
