@@ -1566,42 +1566,44 @@ class SqliteStore:
         """The first ``need`` events matching ``node`` in the order ``query`` asks for (newest
         first by event time, or by arrival), after ``query.page_after``, and, with
         ``counting``, how many match from there (up to ``upto`` + 1; ``upto`` None: all; without
-        ``counting`` 0). None when a chunk's seqs spread too widely (see _WALK_SPREAD)."""
+        ``counting`` 0). None when a chunk's seqs spread too widely (see _WALK_SPREAD). The walk
+        reads only (seq, ts) from the index; the rows of the page are read at the end."""
         by_time = not query.arrival
         key = query.page_after
-        out: list = []
+        page: list[int] = []
         n, chunk = 0, _WALK_FIRST
-
-        def enough() -> bool:
-            return not counting or (upto is not None and n > upto)
-
+        stop = None if not counting else (upto + 1 if upto is not None else float("inf"))
         while True:
             if by_time:
-                cond = " WHERE (e.ts < ? OR (e.ts = ? AND e.seq < ?))" if key else ""
+                cond = " WHERE (ts < ? OR (ts = ? AND seq < ?))" if key else ""
                 a = [float(key[0]), float(key[0]), int(key[1])] if key else []
-                sql = f"{_SELECT}{cond} ORDER BY e.ts DESC, e.seq DESC LIMIT ?"
+                sql = f"SELECT seq, ts FROM events{cond} ORDER BY ts DESC, seq DESC LIMIT ?"
             else:
-                cond = " WHERE e.seq < ?" if key else ""
+                cond = " WHERE seq < ?" if key else ""
                 a = [int(key[0])] if key else []
-                sql = f"{_SELECT}{cond} ORDER BY e.seq DESC LIMIT ?"
+                sql = f"SELECT seq, ts FROM events{cond} ORDER BY seq DESC LIMIT ?"
             rows = conn.execute(sql, [*a, chunk]).fetchall()
             if not rows:
-                return out, n
+                break
             seqs = {r[0] for r in rows}
             lo, hi = min(seqs), max(seqs)
             if hi - lo >= _WALK_SPREAD * len(rows):
                 return None
             hits = self._match_set(conn, node, lo, hi, seqs)
-            for r in rows:
-                if r[0] in hits:
-                    if len(out) < need:
-                        out.append(r)
-                    n += counting
-                    if len(out) >= need and enough():
-                        return out, n
+            if len(page) < need:
+                page.extend([r[0] for r in rows if r[0] in hits][:need - len(page)])
+            n += len(hits) if counting else 0
+            if len(page) >= need and (stop is None or n >= stop):
+                break
             last = rows[-1]
-            key = (last[2], last[0]) if by_time else (last[0],)
+            key = (last[1], last[0]) if by_time else (last[0],)
             chunk = min(chunk * 2, _WALK_MAX)
+        if stop is not None:
+            n = min(n, stop)
+        got = {r[0]: r for r in conn.execute(
+            f"{_SELECT} WHERE e.seq IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(page),))} if page else {}
+        return [got[q] for q in page], n
 
     @staticmethod
     def _match_set(conn: sqlite3.Connection, node, lo: int, hi: int, seqs: set) -> set:
