@@ -491,6 +491,10 @@ _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to
 # whatever the rowid range (~95 ms at 1M for auth*), so one set is cheaper than many chunks.
 _WALK = True
 _WALK_FIRST, _WALK_MAX, _WALK_SPREAD = 256, 8192, 64
+# ... and words alone in at least this many events are walked whatever the store's size: the
+# index-driven plan sorts every match (its cost grows with the store), the walk reads ~50 / the
+# share of events that match (at 50,000 of 10M: ~10,000 index entries for a page)
+_WALK_HITS = 50_000
 # window counts of events already stored (seq ?1..?2), as streams.windows.count_windows
 # defines them: window start = floor(ts / size) * size (?3 = size), a missing
 # host/component/level counts as "-". Used to count what a store made before arrival windows
@@ -1513,11 +1517,13 @@ class SqliteStore:
                 # the order asked for (an index), each tested against the set, until the page
                 # is full; the join would look up and sort every match. Same rows either way.
                 # Counted up to what the plan and the total need, no further.
+                dense = -(-last // _DENSE) if _DENSE else 0
                 hits = count("FROM events_fts WHERE events_fts MATCH ?", [fts],
-                             upto=-(-last // _DENSE) if _DENSE else 0)
+                             upto=min(dense, _WALK_HITS) if words_alone and _WALK else dense)
                 if only_words:  # every indexed message is a stored event's
                     total = hits
-                if hits * _DENSE >= last and not ranged:
+                if not ranged and (hits * _DENSE >= last
+                                   or (words_alone and _WALK and hits >= _WALK_HITS)):
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
             rows = None

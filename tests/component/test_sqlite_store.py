@@ -580,13 +580,17 @@ def test_both_plans_of_a_word_query_give_the_same_pages(tmp_path, monkeypatch, q
         return out
 
     got = {}
-    for dense, walk in ((0, False), (10**9, False), (10**9, True)):  # _DENSE 0: never walk
+    # _DENSE 0: the share never walks; _WALK_HITS 1: words alone in any event walk
+    for dense, walk, hits in ((0, False, 10**9), (10**9, False, 10**9), (10**9, True, 10**9),
+                              (0, True, 1)):
         monkeypatch.setattr(mod, "_DENSE", dense)
         monkeypatch.setattr(mod, "_WALK", walk)
+        monkeypatch.setattr(mod, "_WALK_HITS", hits)
         monkeypatch.setattr(mod, "_WALK_FIRST", 16)  # several chunks in a page of 37
-        got[dense, walk] = [pages(shape) for shape in shapes]
-    assert got[0, False] == got[10**9, False] == got[10**9, True]
-    assert any(p[0][0] for p in got[0, False])  # the queries match something
+        got[dense, walk, hits] = [pages(shape) for shape in shapes]
+    assert (got[0, False, 10**9] == got[10**9, False, 10**9] == got[10**9, True, 10**9]
+            == got[0, True, 1])
+    assert any(p[0][0] for p in got[0, False, 10**9])  # the queries match something
     store.close()
 
 
