@@ -233,7 +233,7 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
                             ).json()["total"]:
                 time.sleep(0.02)
             t_all = time.perf_counter() - t0
-            total = c.get(f"{url}/api/events", params={"limit": 1}).json()["total"]
+            total = c.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"}).json()["total"]
             assert total == accepted, f"{total} events stored of {accepted} accepted"
         us = 1e6 / max(accepted, 1)
         cpu = {("api" if p == pid else f"shard {k - 1}"):

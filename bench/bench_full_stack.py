@@ -194,7 +194,8 @@ def engine_pids() -> dict[str, int]:
 def total(url: str, **params) -> int:
     """Events searchable now (-1 when the API could not say: e.g. a query over its time budget
     on a busy machine; the caller polls again)."""
-    r = httpx.get(f"{url}/api/events", params={"limit": 1, **params}, timeout=30)
+    r = httpx.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true", **params},
+                  timeout=30)
     return r.json()["total"] if r.status_code == 200 else -1
 
 

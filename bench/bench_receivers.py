@@ -236,7 +236,7 @@ class Server:
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
     def total(self) -> int:
-        return self.http.get("/api/events", params={"limit": 1}).json()["total"]
+        return self.http.get("/api/events", params={"limit": 1, "exact_total": "true"}).json()["total"]
 
     def accepted(self, source: str) -> float:
         m = re.search(rf'smartlogs_events_accepted_total{{source="{source}"}} ([0-9.e+]+)',

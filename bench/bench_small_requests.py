@@ -135,7 +135,7 @@ def main() -> None:
     def run(url: str) -> dict:
         res = asyncio.run(post_lines(url, args.clients, args.lines, tag))
         with httpx.Client(base_url=url, timeout=30) as c:
-            while c.get("/api/events", params={"q": tag, "limit": 1}).json()["total"] < args.lines:
+            while c.get("/api/events", params={"q": tag, "limit": 1, "exact_total": "true"}).json()["total"] < args.lines:
                 time.sleep(0.05)
         res["stored_s"] = time.perf_counter() - res["t0"]
         return res
@@ -145,10 +145,10 @@ def main() -> None:
             """How many of the accepted lines are stored and searchable (waits up to 120 s)."""
             with httpx.Client(base_url=url, timeout=30) as c:
                 deadline = time.monotonic() + 120
-                while (c.get("/api/events", params={"q": tag, "limit": 1}).json()["total"]
+                while (c.get("/api/events", params={"q": tag, "limit": 1, "exact_total": "true"}).json()["total"]
                        < res["requests"] - res["non_2xx"]) and time.monotonic() < deadline:
                     time.sleep(0.2)
-                return {"stored": c.get("/api/events", params={"q": tag, "limit": 1}).json()["total"]}
+                return {"stored": c.get("/api/events", params={"q": tag, "limit": 1, "exact_total": "true"}).json()["total"]}
 
         def wrk_run(url: str) -> dict:
             res = run_wrk(url, args.clients, args.seconds, tag)

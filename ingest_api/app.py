@@ -34,7 +34,8 @@ from ingest_api.console import router as console_router
 from ingest_api.incidents_routes import router as incidents_router
 from ingest_api.decode import INGEST_REQUEST_BODY, IngestError, decode_body
 from ingest_api.docs import add_offline_docs
-from ingest_api.openapi import REFUSAL_REF, REFUSAL_SCHEMA, TIME_RE, refusals, TimeText, time_query
+from ingest_api.openapi import (EVENTS_RESPONSE, REFUSAL_REF, REFUSAL_SCHEMA, TIME_RE, TimeText,
+                                 refusals, time_query)
 from ingest_api.receivers import (LineBudget, es_bulk, ingest_slot, loki, otlp, read_body,
                                  sender_key)
 from ingest_api.receivers.kafka_source import start_kafka_source
@@ -47,7 +48,7 @@ from smartlogs.auth import KeyStore, RateLimiter, parse_authorization, required_
 from smartlogs.security import redact
 from smartlogs.settings import Settings, get_settings
 from smartlogs.store import EventQuery
-from smartlogs.store.base import MAX_SEQ, QueryInterrupted, QueryTimeout, sort_key
+from smartlogs.store.base import MAX_SEQ, TOTAL_LIMIT, QueryInterrupted, QueryTimeout, sort_key
 from smartlogs.store.query import MAX_TERMS, QueryError, QueryTooComplex, parse_query
 from streams.parsing import normalize_level
 
@@ -372,7 +373,8 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         return {"run_id": run_id, "stored": n}
 
     # -- queries --------------------------------------------------------------------------
-    @app.get("/api/events", summary="Search stored events, newest first")
+    @app.get("/api/events", summary="Search stored events, newest first",
+             responses={200: EVENTS_RESPONSE})
     def events(
         request: Request,
         q: Annotated[str | None, Query(max_length=MAX_Q_LENGTH, description=(
@@ -399,6 +401,10 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         cursor: Annotated[str | None, Query(max_length=200, description=(
             "the next page: the `next` of the previous answer (same filters and order); "
             "`next` is null on the last page"))] = None,
+        exact_total: Annotated[bool, Query(description=(
+            f"count every match: total is exact whatever it is (by default the count stops "
+            f"past {TOTAL_LIMIT:,}: total {TOTAL_LIMIT:,} and total_relation gte). Slower on "
+            "a large store: a query matching millions of events reads them all"))] = False,
     ):
         _check_q(q)
         if cursor and after is not None:
@@ -421,13 +427,14 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                            anomaly=anomaly, since=parse_time(since, field="since"),
                            until=parse_time(until, field="until"),
                            after_seq=after, limit=limit, arrival=kind == "arrival",
-                           page_after=page_after, basis=basis, incident=incident)
+                           page_after=page_after, basis=basis, incident=incident,
+                           total_limit=None if exact_total else TOTAL_LIMIT)
         result = request.app.state.store.search(query)
         nxt = None
         if result.more and result.events:
             nxt = _encode_cursor(kind, sort_key(query, result.events[-1]))
-        return {"total": result.total, "last_seq": result.last_seq, "next": nxt,
-                "events": result.events}
+        return {"total": result.total, "total_relation": result.total_relation,
+                "last_seq": result.last_seq, "next": nxt, "events": result.events}
 
     @app.get("/api/stats", summary="Windowed counts and top hosts/components/templates")
     def stats(

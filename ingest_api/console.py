@@ -129,8 +129,8 @@ def _visibility_lag_us(store) -> int:
 def _late_events(store, filters: dict, lo: int, hi: int, sent: dict) -> list[dict]:
     """Matching events with ``lo < seq <= hi`` that were not sent (they became visible late).
     Two cheap counts first; the window is re-read only when the counts say something is missing."""
-    in_window = (store.search(EventQuery(after_seq=lo, limit=1, **filters)).total
-                 - store.search(EventQuery(after_seq=hi, limit=1, **filters)).total)
+    in_window = (store.search(EventQuery(after_seq=lo, limit=1, total_limit=None, **filters)).total
+                 - store.search(EventQuery(after_seq=hi, limit=1, total_limit=None, **filters)).total)
     if in_window <= sum(1 for seq in sent if lo < seq <= hi):
         return []
     out, after = [], lo
@@ -160,7 +160,8 @@ def _replay_start(store, filters: dict, cursor: int, replay: int) -> tuple[int, 
         start = store.search(EventQuery(limit=1)).last_seq
         if start <= cursor:
             return cursor, 0
-    behind = store.search(EventQuery(after_seq=cursor, limit=1, **filters)).total
+    behind = store.search(EventQuery(after_seq=cursor, limit=1, total_limit=None,
+                                      **filters)).total
     return start, max(behind - replay, 0)
 
 

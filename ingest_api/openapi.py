@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import WithJsonSchema
 
-__all__ = ["REFUSAL_SCHEMA", "REFUSAL_REF", "refusals", "TIME_PATTERN", "TIME_RE", "TimeText", "time_query"]
+__all__ = ["REFUSAL_SCHEMA", "REFUSAL_REF", "refusals", "EVENTS_RESPONSE", "TIME_PATTERN", "TIME_RE", "TimeText", "time_query"]
 
 REFUSAL_REF = "#/components/schemas/Refusal"
 REFUSAL_SCHEMA = {
@@ -33,6 +33,30 @@ REFUSAL_SCHEMA = {
 }
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}  # a body a route reads raw
+
+# GET /api/events: a page of events and how many match. ``total`` is exact up to
+# smartlogs.store.base.TOTAL_LIMIT (10,000) matching events; past it the store stops counting
+# and says so, as Elasticsearch's default track_total_hits does.
+EVENTS_RESPONSE = {
+    "description": "a page of matching events, newest first (or in the order asked for)",
+    "content": {"application/json": {"schema": {
+        "title": "EventsPage", "type": "object",
+        "required": ["total", "total_relation", "last_seq", "next", "events"],
+        "properties": {
+            "total": {"type": "integer", "minimum": 0, "description": (
+                "how many events match: exact when total_relation is eq; with gte, at least "
+                "this many (the count stops at 10,000: shown as 10,000+)")},
+            "total_relation": {"type": "string", "enum": ["eq", "gte"], "description": (
+                "eq: total is exact; gte: total is a lower bound (more than 10,000 match)")},
+            "last_seq": {"type": "integer", "minimum": 0, "description": (
+                "the highest seq stored: a cursor for tailing (after=)")},
+            "next": {"type": ["string", "null"], "description": (
+                "the cursor of the next page (pass it as cursor=); null on the last page. "
+                "Exact whatever total says")},
+            "events": {"type": "array", "items": {"type": "object"}},
+        },
+    }}},
+}
 
 _WHY = {400: "malformed body", 404: "not found", 413: "body too large",
         415: "unsupported Content-Type or Content-Encoding", 422: "invalid request",

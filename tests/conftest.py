@@ -44,7 +44,7 @@ def wait_stored(client, n: int, timeout: float = 10.0) -> dict:
 
     deadline = time.monotonic() + timeout
     while True:
-        res = client.get("/api/events", params={"limit": 1}).json()
+        res = client.get("/api/events", params={"limit": 1, "exact_total": "true"}).json()
         if res["total"] >= n or time.monotonic() > deadline:
             return res
         time.sleep(0.05)

@@ -176,6 +176,9 @@
 
   // -- formatting ---------------------------------------------------------------------------
   const fmtInt = (n) => (n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"));
+  // an /api/events total: exact, or a lower bound past 10,000 ("10,000+", total_relation "gte")
+  const fmtTotal = (res) => fmtInt(res.total) + (res.total_relation === "gte" ? "+" : "");
+  const fewerThan = (n, res) => n < res.total || res.total_relation === "gte";
   function fmtTime(iso) {
     if (!iso) return "-";
     return String(iso).replace("T", " ").replace(/(\.000)?Z$/, "");
@@ -563,7 +566,7 @@
     if (!tail.paused || auth.blocked) return;
     try {
       const res = await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 });
-      if (tail.paused) $("tail-status").textContent = "paused · " + fmtInt(res.total) + " new event(s) since";
+      if (tail.paused) $("tail-status").textContent = "paused · " + fmtTotal(res) + " new event(s) since";
     } catch (e) { /* shown on resume */ }
   }
   function pauseTail() {
@@ -581,12 +584,15 @@
     clearInterval(tail.pauseTimer);
     $("tail-pause").textContent = "Pause";
     $("tail-pause").setAttribute("aria-pressed", "false");
-    let missed = 0;
+    let missed = 0, bound = false;
     try {
-      missed = (await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 })).total;
+      const res = await api("api/events", { ...tailFilters(), after: tail.cursor, limit: 1 });
+      missed = res.total;
+      bound = res.total_relation === "gte";
     } catch (e) { /* the stream will say */ }
     if (missed > CATCH_UP_LIMIT) {
-      restartTail("skipped " + fmtInt(missed - TAIL_BACKLOG) + " events missed while paused");
+      restartTail("skipped " + (bound ? "more than " : "") + fmtInt(missed - TAIL_BACKLOG) +
+        " events missed while paused");
     } else {
       tail.gen++;
       openStream();  // replays what arrived during the pause, then goes on live
@@ -652,8 +658,8 @@
     searchPage.shown += res.events.length;
     const onSource = (src) => { $("search-source").value = src; runSearch(); };
     for (const e of res.events) body.appendChild(eventRow(e, { onSource }));
-    summary.textContent = fmtInt(res.total) + " matching event(s)" +
-      (searchPage.shown < res.total ? ", showing the newest " + fmtInt(searchPage.shown) : "");
+    summary.textContent = fmtTotal(res) + " matching event(s)" +
+      (fewerThan(searchPage.shown, res) ? ", showing the newest " + fmtInt(searchPage.shown) : "");
     $("search-more").hidden = !searchPage.next;  // the next page, appended below
   }
 
@@ -718,8 +724,8 @@
       if (open.has(String(e.seq))) toggleDetail(tr, e, 7);
       if (focused === String(e.seq)) tr.focus();
     }
-    setText($("anomalies-summary"), fmtInt(res.total) + " anomal" + (res.total === 1 ? "y" : "ies") +
-      (res.events.length < res.total ? ", showing the newest " + fmtInt(res.events.length) : ""));
+    setText($("anomalies-summary"), fmtTotal(res) + " anomal" + (res.total === 1 && res.total_relation !== "gte" ? "y" : "ies") +
+      (fewerThan(res.events.length, res) ? ", showing the newest " + fmtInt(res.events.length) : ""));
   }
 
   // what the pages in their own files use (templates.js)
@@ -775,7 +781,7 @@
     restartTail();
     // for debugging and tests, and for the views in files of their own (registerView)
     window.smartlogsConsole = { tail, showView, runSearch, drawChart, registerView, api, h, clear,
-      setText, fmtInt, fmtTime, fmtScore, eventRow, templateLink, keyboardRow, markTimeFields,
+      setText, fmtInt, fmtTotal, fewerThan, fmtTime, fmtScore, eventRow, templateLink, keyboardRow, markTimeFields,
       AuthError, basis, view: () => currentView };
   }
 

@@ -16,7 +16,7 @@
       document.addEventListener("DOMContentLoaded", start, { once: true });
       return;
     }
-    const { api, h, clear, setText, fmtInt, fmtTime, fmtScore, eventRow, templateLink,
+    const { api, h, clear, setText, fmtInt, fmtTotal, fewerThan, fmtTime, fmtScore, eventRow, templateLink,
       keyboardRow, markTimeFields, AuthError, basis } = c;
     let gen = 0;
     const opened = new Set();  // incident ids whose detail is open (kept across refreshes)
@@ -110,8 +110,8 @@
         clear(lines);
         for (const e of res.events) lines.appendChild(eventRow(e));
         lines.appendChild(h("tr", null, h("td", { class: "muted", colspan: "7" },
-          fmtInt(res.total) + " line(s) stored with this incident" +
-          (res.total > res.events.length ? ", the newest " + fmtInt(res.events.length) + " shown" : ""))));
+          fmtTotal(res) + " line(s) stored with this incident" +
+          (fewerThan(res.events.length, res) ? ", the newest " + fmtInt(res.events.length) + " shown" : ""))));
       }, (e) => {
         clear(lines);
         lines.appendChild(h("tr", null, h("td", null, "error: " + e.message)));

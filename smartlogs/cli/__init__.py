@@ -615,6 +615,12 @@ def _source(e: dict) -> str:
     return e.get("source") or e.get("host") or "-"
 
 
+def _total(res: dict) -> str:
+    """An /api/events total: "1,234", or "10,000+" past the count the server stops at
+    (``total_relation`` "gte")."""
+    return f"{res['total']:,}" + ("+" if res.get("total_relation") == "gte" else "")
+
+
 def _event_table(events: list[dict], title: str, width: int | None = None) -> Table:
     """Events as a table; on a narrow terminal (an 80-column one squeezed the message to ~20
     characters) each event is its fields on one line and its message on the full width."""
@@ -735,7 +741,7 @@ def search(
     events, shown = list(res["events"]), len(res["events"])
     while all_pages and res.get("next"):
         if not as_json:  # a table per page: a long result is shown as it comes
-            console.print(_event_table(events, f"{res['total']:,} matching events "
+            console.print(_event_table(events, f"{_total(res)} matching events "
                                                f"({shown:,} so far)"))
             events = []
         res = _get(url, "/api/events", {**params, "cursor": res["next"]})
@@ -745,7 +751,7 @@ def search(
     if as_json:
         sys.stdout.write(httpx.Response(200, json={**res, "events": events}).text + "\n")
         return
-    title = f"{res['total']:,} matching events (showing {len(events):,}"
+    title = f"{_total(res)} matching events (showing {len(events):,}"
     title += f", {shown:,} so far)" if all_pages and shown > len(events) else ")"
     console.print(_event_table(events, title))
     if nxt:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = ["template_row", "template_detail", "MAX_SEQ", "EventQuery", "SearchResult", "sort_key", "BASES", "EventStore", "search_words", "QueryTimeout",
-           "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT"]
+           "QueryInterrupted", "DEFAULT_QUERY_TIMEOUT", "TOTAL_LIMIT", "bounded_total"]
 
 BASES = ("event", "arrival")  # the time a filter or a window is counted in
 DEFAULT_QUERY_TIMEOUT = 10.0  # seconds a store may spend on one query (Settings.query_timeout)
@@ -20,6 +20,20 @@ _WORD = re.compile(r"[^\W_]+")
 def search_words(text: str) -> list[str]:
     """The words ``q`` searches for (each must occur); none for punctuation or emoji only."""
     return _WORD.findall(text)
+
+# ``total`` of a search is exact up to this many matching events; beyond it the store stops
+# counting and says so (``total_relation="gte"``, ``total == TOTAL_LIMIT``), as Elasticsearch's
+# default ``track_total_hits``: counting every match of a common word made a query's time grow
+# with the store (bench/RESULTS.md). Pages (``more``, the API's ``next``) stay exact.
+TOTAL_LIMIT = 10_000
+
+
+def bounded_total(count: int, limit: int | None) -> tuple[int, str]:
+    """(total, relation) of ``count`` matches counted up to ``limit`` + 1 (None: exact)."""
+    if limit is not None and count > limit:
+        return limit, "gte"
+    return count, "eq"
+
 
 # The largest sequence number (cursor) a store can hold: a signed 64-bit integer, as SQLite's
 # INTEGER and Elasticsearch's long are. The API refuses larger cursors with a 422.
@@ -59,14 +73,18 @@ class EventQuery:
     page_after: tuple | None = None
     basis: str = "event"          # what since/until mean: "event" time (ts) or "arrival" (received)
     incident: str | None = None   # only the flagged events of this incident (its id)
+    # ``total`` is exact up to this many matches, then TOTAL_LIMIT with relation "gte"; None:
+    # always exact (internal counts, e.g. the live tail's, over a small range of seqs)
+    total_limit: int | None = TOTAL_LIMIT
 
 
 @dataclass(slots=True)
 class SearchResult:
-    total: int
+    total: int                    # exact when ``total_relation == "eq"``, else a lower bound
     events: list[dict] = field(default_factory=list)
     last_seq: int = 0  # highest sequence number in the store (a cursor for tailing)
     more: bool = False  # more events match after this page (in the order asked for)
+    total_relation: str = "eq"  # "eq": total is exact; "gte": at least total (query.total_limit)
 
 
 def sort_key(query: EventQuery, event: dict) -> tuple:

@@ -918,16 +918,20 @@ class ElasticsearchStore:
                                      else [float(key[0]), int(key[1])])
         body = self._search(
             query={"bool": {"filter": flt}}, sort=sort, size=min(limit + 1, MAX_RESULT_WINDOW),
-            track_total_hits=True, source_excludes=["@timestamp", "stored_at"],
+            # exact up to the limit, then "gte" (Elasticsearch's default of 10,000)
+            track_total_hits=True if query.total_limit is None else query.total_limit,
+            source_excludes=["@timestamp", "stored_at"],
             aggs={"all": {"global": {}, "aggs": {"last_seq": {"max": {"field": "seq"}}}}},
             **extra,
         )
         last = ((body.get("aggregations") or {}).get("all") or {}).get("last_seq", {}).get("value")
         hits = body["hits"]["hits"]
         more = len(hits) > limit
-        return SearchResult(total=body["hits"]["total"]["value"],
+        total = body["hits"]["total"]
+        return SearchResult(total=total["value"],
                             events=[_source_to_event(h["_source"]) for h in hits[:limit]],
-                            last_seq=int(last) if last is not None else 0, more=more)
+                            last_seq=int(last) if last is not None else 0, more=more,
+                            total_relation=total.get("relation", "eq"))
 
     def _stats_filter(self, since: float | None, until: float | None,
                       field: str = "@timestamp") -> dict | None:

@@ -61,6 +61,13 @@ quick; its total, and a rare template, read every event); ``/api/stats`` counts 
 ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
+Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
+``track_total_hits``): counts stop at the limit + 1 (``SELECT count(*) FROM (... LIMIT n)``),
+so a filter matching millions of events reads ~10,000 of them for its total; pages are exact
+whatever the total says. Words alone in many events (>= 1 in _DENSE) are answered by walking
+the events in the order asked for a chunk at a time (``_walk``); in few, the full-text index
+drives.
+
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
 was called (server shutdown), and the query raises ``QueryTimeout``/``QueryInterrupted``.
@@ -80,6 +87,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -89,7 +97,8 @@ import zstandard as zstd
 
 from smartlogs.store import query as qsyntax
 from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
-                                  QueryTimeout, SearchResult, template_detail, template_row)
+                                  QueryTimeout, SearchResult, bounded_total, template_detail,
+                                  template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
 from streams.incidents import merge_part
 from streams.partitions import partition_key, partition_of
@@ -489,6 +498,20 @@ ON CONFLICT (first_seq) DO UPDATE SET last_seq = excluded.last_seq, lo = exclude
 _DENSE = 100  # words in at least 1 event in _DENSE: the query walks events, not matches
 _FTS_SET = "+e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
 _MAX_RANGES = 64  # runs of seqs in one query (beyond: one run from the first to the last)
+# Words alone (no other filter, no range) in many events are answered by walking the events in
+# the order asked for, a chunk at a time (_WALK_FIRST rows, doubling up to _WALK_MAX), each
+# chunk tested against the matches within its own span of seqs (FTS5 reads a rowid range of
+# a word's list directly): the work is what the page (and a bounded total) needs, not every
+# match. A chunk whose seqs spread over more than _WALK_SPREAD times its rows (events stored
+# far out of event-time order) would read too much of the lists: the set plan answers instead.
+# Not for prefixes: FTS5 merges every word of a prefix over the whole index for each query,
+# whatever the rowid range (~95 ms at 1M for auth*), so one set is cheaper than many chunks.
+_WALK = True
+_WALK_FIRST, _WALK_MAX, _WALK_SPREAD = 256, 8192, 64
+# ... and words alone in at least this many events are walked whatever the store's size: the
+# index-driven plan sorts every match (its cost grows with the store), the walk reads ~50 / the
+# share of events that match (at 50,000 of 10M: ~10,000 index entries for a page)
+_WALK_HITS = 50_000
 # window counts of events already stored (seq ?1..?2), as streams.windows.count_windows
 # defines them: window start = floor(ts / size) * size (?3 = size), a missing
 # host/component/level counts as "-". Used to count what a store made before arrival windows
@@ -1486,9 +1509,19 @@ class SqliteStore:
 
         fts = args[0] if join else None
         only_words = bool(join) and len(where) == 1
+        words_alone = node is not None and len(where) == 1  # no other filter, no range
         # a range of time or seqs is read through its index, each row probing the full-text
         # index: kept whatever the words (the walk would read every match first)
         ranged = query.since is not None or query.until is not None or query.after_seq is not None
+
+        cap = query.total_limit  # count at most cap + 1 matches (None: every one)
+
+        def count(sql: str, a: list, upto: int | None = None) -> int:
+            upto = None if cap is None else max(cap + 1, upto or 0)
+            if upto is None:
+                return conn.execute(f"SELECT count(*) {sql}", a).fetchone()[0]
+            return conn.execute(f"SELECT count(*) FROM (SELECT 1 {sql} LIMIT ?)",
+                                [*a, upto]).fetchone()[0]
 
         def run():
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -1500,18 +1533,38 @@ class SqliteStore:
                 # time range: the matches are read once into a set and the events walked in
                 # the order asked for (an index), each tested against the set, until the page
                 # is full; the join would look up and sort every match. Same rows either way.
-                hits = conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
-                                    (fts,)).fetchone()[0]
+                # Counted up to what the plan and the total need, no further.
+                dense = -(-last // _DENSE) if _DENSE else 0
+                hits = count("FROM events_fts WHERE events_fts MATCH ?", [fts],
+                             upto=min(dense, _WALK_HITS) if words_alone and _WALK else dense)
                 if only_words:  # every indexed message is a stored event's
                     total = hits
-                if hits * _DENSE >= last and not ranged:
+                if not ranged and (hits * _DENSE >= last
+                                   or (words_alone and _WALK and hits >= _WALK_HITS)):
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
+            rows = None
+            if (_WALK and words_alone and not ranged and (fts is None or not join)
+                    and query.limit >= 0 and not any(t.prefix for t in qsyntax.terms_of(node))):
+                # the page (and, when the words cannot be counted in the index alone, the
+                # bounded total) by walking the events; None: they are too far out of order
+                counting = total is None
+                walked = self._walk(conn, node, query, query.limit + 1,
+                                    counting=counting and query.page_after is None, upto=cap)
+                if walked is not None and counting and query.page_after is not None:
+                    # the total counts every match, not only those after the cursor
+                    counted = self._walk(conn, node, replace(query, page_after=None), 0,
+                                         counting=True, upto=cap)
+                    walked = None if counted is None else (walked[0], counted[1])
+                if walked is not None:
+                    rows = walked[0]
+                    total = walked[1] if counting else total
             if total is None:
-                total = conn.execute(f"SELECT count(*) FROM events e{join}{clause}", args).fetchone()[0]
-            rows = conn.execute(
-                f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
-            ).fetchall()
+                total = count(f"FROM events e{join}{clause}", args)
+            if rows is None:
+                rows = conn.execute(
+                    f"{_SELECT}{join}{page} ORDER BY {order} LIMIT ?", [*page_args, query.limit + 1 if query.limit >= 0 else -1]
+                ).fetchall()
             links = dict(conn.execute(
                 "SELECT j.value, i.incident_id FROM json_each(?) j "
                 "JOIN event_incidents i ON i.seq = j.value",
@@ -1527,7 +1580,68 @@ class SqliteStore:
                   zip(rows, self._decoded(conn, [(r[0], r[9]) for r in rows]))]
         for e in events:
             e["incident_id"] = links.get(e["seq"])
-        return SearchResult(total=total, events=events, last_seq=last, more=more)
+        total, relation = bounded_total(total, cap)
+        return SearchResult(total=total, events=events, last_seq=last, more=more,
+                            total_relation=relation)
+
+    def _walk(self, conn: sqlite3.Connection, node, query: EventQuery, need: int, *,
+              counting: bool, upto: int | None) -> tuple[list, int] | None:
+        """The first ``need`` events matching ``node`` in the order ``query`` asks for (newest
+        first by event time, or by arrival), after ``query.page_after``, and, with
+        ``counting``, how many match from there (up to ``upto`` + 1; ``upto`` None: all; without
+        ``counting`` 0). None when a chunk's seqs spread too widely (see _WALK_SPREAD). The walk
+        reads only (seq, ts) from the index; the rows of the page are read at the end."""
+        by_time = not query.arrival
+        key = query.page_after
+        page: list[int] = []
+        n, chunk = 0, _WALK_FIRST
+        stop = None if not counting else (upto + 1 if upto is not None else float("inf"))
+        while True:
+            if by_time:
+                cond = " WHERE (ts < ? OR (ts = ? AND seq < ?))" if key else ""
+                a = [float(key[0]), float(key[0]), int(key[1])] if key else []
+                sql = f"SELECT seq, ts FROM events{cond} ORDER BY ts DESC, seq DESC LIMIT ?"
+            else:
+                cond = " WHERE seq < ?" if key else ""
+                a = [int(key[0])] if key else []
+                sql = f"SELECT seq, ts FROM events{cond} ORDER BY seq DESC LIMIT ?"
+            rows = conn.execute(sql, [*a, chunk]).fetchall()
+            if not rows:
+                break
+            seqs = {r[0] for r in rows}
+            lo, hi = min(seqs), max(seqs)
+            if hi - lo >= _WALK_SPREAD * len(rows):
+                return None
+            hits = self._match_set(conn, node, lo, hi, seqs)
+            if len(page) < need:
+                page.extend([r[0] for r in rows if r[0] in hits][:need - len(page)])
+            n += len(hits) if counting else 0
+            if len(page) >= need and (stop is None or n >= stop):
+                break
+            last = rows[-1]
+            key = (last[1], last[0]) if by_time else (last[0],)
+            chunk = min(chunk * 2, _WALK_MAX)
+        if stop is not None:
+            n = min(n, stop)
+        got = {r[0]: r for r in conn.execute(
+            f"{_SELECT} WHERE e.seq IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(page),))} if page else {}
+        return [got[q] for q in page], n
+
+    @staticmethod
+    def _match_set(conn: sqlite3.Connection, node, lo: int, hi: int, seqs: set) -> set:
+        """The seqs among ``seqs`` (all within lo..hi) whose message matches ``node``: each
+        subtree FTS5 can say is one MATCH over the rowid range; NOT is what the chunk holds
+        minus the matches."""
+        fts = qsyntax.fts5(node)
+        if fts is not None:
+            return {r for (r,) in conn.execute(
+                "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                (fts, lo, hi))} & seqs
+        if isinstance(node, qsyntax.Not):
+            return seqs - SqliteStore._match_set(conn, node.child, lo, hi, seqs)
+        parts = [SqliteStore._match_set(conn, c, lo, hi, seqs) for c in node.children]
+        return set.intersection(*parts) if isinstance(node, qsyntax.And) else set.union(*parts)
 
     @staticmethod
     def _arrival_runs(conn: sqlite3.Connection, since: float | None,

@@ -390,3 +390,37 @@ def test_out_of_range_parameters_are_422_and_kept_among_the_recent_rejections(ap
     kept = app_client.get("/api/rejections").json()["rejections"][0]
     assert kept["reason"] == "invalid_request" and kept["request"] == "GET /api/events", kept
     assert "query.after" in kept["detail"]
+
+
+def test_totals_stop_at_ten_thousand_and_say_so_while_pages_stay_exact(app_client):
+    """Past 10,000 matches ``total`` is 10,000 with ``total_relation`` gte (Elasticsearch's
+    default track_total_hits); ``exact_total=true`` counts them all; paging with ``next``
+    still reaches every event once. The schema declares both fields."""
+    n = 10_005
+    for k in range(0, n, 2500):
+        lines = [{"message": f"bulk line {i}" + (" rare" if i % 1000 == 7 else ""),
+                  "timestamp": 1_700_000_000 + i} for i in range(k, min(k + 2500, n))]
+        assert app_client.post("/ingest", json=lines).status_code == 202
+    wait_stored(app_client, n, timeout=120)
+    res = app_client.get("/api/events", params={"limit": 1}).json()
+    assert (res["total"], res["total_relation"]) == (10_000, "gte")
+    res = app_client.get("/api/events", params={"q": "bulk", "limit": 1}).json()
+    assert (res["total"], res["total_relation"]) == (10_000, "gte")
+    res = app_client.get("/api/events", params={"q": "rare", "limit": 1}).json()
+    assert (res["total"], res["total_relation"]) == (10, "eq")
+    res = app_client.get("/api/events", params={"limit": 1, "exact_total": "true"}).json()
+    assert (res["total"], res["total_relation"]) == (n, "eq")
+    seen, params = [], {"limit": 1000}
+    while True:
+        page = app_client.get("/api/events", params=params).json()
+        assert page["total_relation"] == "gte"
+        seen.extend(e["id"] for e in page["events"])
+        if not page["next"]:
+            break
+        params = {"limit": 1000, "cursor": page["next"]}
+    assert len(seen) == len(set(seen)) == n
+    schema = app_client.get("/openapi.json").json()
+    body = schema["paths"]["/api/events"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    assert body["properties"]["total_relation"]["enum"] == ["eq", "gte"]
+    assert "exact_total" in {p["name"] for p in schema["paths"]["/api/events"]["get"]["parameters"]}

@@ -537,11 +537,15 @@ def test_since_until_and_windows_in_arrival_time(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("ordered", [False, True])
 @pytest.mark.parametrize("q", ["alpha", "alpha beta", '"beta gamma"', "gam*", "alpha OR delta",
-                               "alpha -beta", "zeta"])
-def test_both_plans_of_a_word_query_give_the_same_pages(tmp_path, monkeypatch, q):
+                               "alpha -beta", "zeta", "-alpha", "zeta OR -(beta gamma)"])
+def test_both_plans_of_a_word_query_give_the_same_pages(tmp_path, monkeypatch, q, ordered):
     """Words in few events: the full-text index drives; in many: events are walked in order and
-    tested against the set of matches (``_DENSE``). Same totals, pages and cursors either way."""
+    tested against the set of matches (``_DENSE``), or, for words alone, walked a chunk at a
+    time against the matches in the chunk's seqs (``_WALK``; events far out of order fall back
+    to the set). Same totals, pages and cursors every way; ``ordered``: event times about in
+    the order stored (the chunked walk), else scattered (its fallback)."""
     import smartlogs.store.sqlite as mod
     from smartlogs.store.base import EventQuery, sort_key
 
@@ -554,6 +558,8 @@ def test_both_plans_of_a_word_query_give_the_same_pages(tmp_path, monkeypatch, q
         if i % 500 == 0:
             e["message"] += " zeta"
         e["received"] = 1_800_000_000.0 + i
+        if ordered:
+            e["ts"] = 900_000_000.0 + i - rng.choice([0.0, 0.0, 30.0, 0.5])
         events.append(e)
     store = SqliteStore(tmp_path / "s.db")
     for k in range(0, len(events), 400):
@@ -574,11 +580,17 @@ def test_both_plans_of_a_word_query_give_the_same_pages(tmp_path, monkeypatch, q
         return out
 
     got = {}
-    for dense in (0, 10**9):  # 0: never walk events; 10**9: always
+    # _DENSE 0: the share never walks; _WALK_HITS 1: words alone in any event walk
+    for dense, walk, hits in ((0, False, 10**9), (10**9, False, 10**9), (10**9, True, 10**9),
+                              (0, True, 1)):
         monkeypatch.setattr(mod, "_DENSE", dense)
-        got[dense] = [pages(shape) for shape in shapes]
-    assert got[0] == got[10**9]
-    assert any(p[0][0] for p in got[0])  # the queries match something
+        monkeypatch.setattr(mod, "_WALK", walk)
+        monkeypatch.setattr(mod, "_WALK_HITS", hits)
+        monkeypatch.setattr(mod, "_WALK_FIRST", 16)  # several chunks in a page of 37
+        got[dense, walk, hits] = [pages(shape) for shape in shapes]
+    assert (got[0, False, 10**9] == got[10**9, False, 10**9] == got[10**9, True, 10**9]
+            == got[0, True, 1])
+    assert any(p[0][0] for p in got[0, False, 10**9])  # the queries match something
     store.close()
 
 
@@ -783,4 +795,75 @@ def test_a_name_holding_a_nul_is_written_twice_without_wedging_the_store(tmp_pat
         store.write([e], window_seconds=60)
     got = store.search(EventQuery(host="a\x00b", limit=-1))
     assert got.total == 2 and {e["host"] for e in got.events} == {"a\x00b"}
+    store.close()
+
+
+# -- bounded totals ------------------------------------------------------------------------
+@pytest.mark.parametrize("dense", [0, 10**9])
+def test_totals_are_exact_up_to_the_limit_then_a_lower_bound_and_pages_are_unchanged(
+        tmp_path, monkeypatch, dense):
+    """``total`` is exact up to ``total_limit`` matches, then the limit with relation "gte"
+    (as Elasticsearch's track_total_hits); the page, ``more`` and ``last_seq`` are those of
+    an exact count, whichever plan the words take (``_DENSE``)."""
+    import smartlogs.store.sqlite as mod
+    from dataclasses import replace
+
+    from smartlogs.store.base import EventQuery, sort_key
+
+    rng = random.Random(5)
+    words = ["alpha", "beta", "gamma", "delta"]
+    events = []
+    for i in range(2000):
+        e = _event(i, rng)
+        e["message"] = " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+        e["received"] = 1_800_000_000.0 + i
+        events.append(e)
+    store = SqliteStore(tmp_path / "s.db")
+    for k in range(0, len(events), 500):
+        store.write(events[k:k + 500], window_seconds=60)
+    monkeypatch.setattr(mod, "_DENSE", dense)
+    shapes = [dict(), dict(q="alpha"), dict(q='"alpha beta"'), dict(q="al*"), dict(q="-alpha"),
+              dict(q="alpha OR -beta"), dict(q="alpha", host="a"), dict(host="b"),
+              dict(template="T2"), dict(anomaly=True), dict(level="ERROR"),
+              dict(since=0.0, until=1e9), dict(arrival=True, q="beta"), dict(after_seq=1500),
+              dict(since=1_800_000_100.0, until=1_800_001_900.0, basis="arrival", q="gamma")]
+    seen = set()
+    for shape in shapes:
+        exact = store.search(EventQuery(limit=20, total_limit=None, **shape))
+        assert exact.total_relation == "eq"
+        for limit in (1, 37, exact.total - 1, exact.total, 5000):
+            if limit < 0:
+                continue
+            got = store.search(EventQuery(limit=20, total_limit=limit, **shape))
+            want = (exact.total, "eq") if exact.total <= limit else (limit, "gte")
+            assert (got.total, got.total_relation) == want, (shape, limit)
+            seen.add(got.total_relation)
+            assert ([e["id"] for e in got.events], got.more, got.last_seq) == (
+                [e["id"] for e in exact.events], exact.more, exact.last_seq)
+        if exact.more:  # the next page too
+            q = EventQuery(limit=20, **shape)
+            after = sort_key(q, exact.events[-1])
+            a = store.search(replace(q, page_after=after, total_limit=None))
+            b = store.search(replace(q, page_after=after, total_limit=3))
+            assert [e["id"] for e in a.events] == [e["id"] for e in b.events] and a.more == b.more
+    assert seen == {"eq", "gte"}
+    store.close()
+
+
+def test_the_default_total_stops_at_ten_thousand(tmp_path):
+    from smartlogs.store.base import TOTAL_LIMIT, EventQuery
+
+    assert TOTAL_LIMIT == 10_000 and EventQuery().total_limit == TOTAL_LIMIT
+    store = SqliteStore(tmp_path / "s.db")
+    store.write(_many(TOTAL_LIMIT, random.Random(2)), window_seconds=60)
+    r = store.search(EventQuery(limit=1))
+    assert (r.total, r.total_relation) == (TOTAL_LIMIT, "eq")
+    more = [_event(TOTAL_LIMIT + 1 + i, random.Random(3)) for i in range(2)]
+    store.write(more, window_seconds=60)
+    r = store.search(EventQuery(limit=1))
+    assert (r.total, r.total_relation) == (TOTAL_LIMIT, "gte")
+    r = store.search(EventQuery(limit=1, total_limit=None))
+    assert (r.total, r.total_relation) == (TOTAL_LIMIT + 2, "eq")
+    r = store.search(EventQuery(q="message", limit=1))  # the words' count, bounded the same
+    assert (r.total, r.total_relation) == (TOTAL_LIMIT, "gte")
     store.close()

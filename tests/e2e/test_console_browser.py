@@ -453,6 +453,13 @@ def test_console_small_things(platform, browser):
     assert ticks == [[["0", "1"], ["0", "1"]], [["0", "2", "4"], ["0", "2", "4"]],
                      [["0", "4", "8"], ["0", "3", "6"]], [["0", "125", "250"], ["0", "15", "30"]]], ticks
 
+    # a total past the count /api/events stops at (total_relation gte) reads "10,000+", and a
+    # page of 50 of it is "the newest 50" (the summaries of search, anomalies and incidents)
+    shown = _js(drv, """const c = window.smartlogsConsole;
+        return [c.fmtTotal({total: 10000, total_relation: 'gte'}), c.fmtTotal({total: 12, total_relation: 'eq'}),
+                c.fewerThan(50, {total: 10000, total_relation: 'gte'}), c.fewerThan(50, {total: 50, total_relation: 'eq'})]""")
+    assert shown == ["10,000+", "12", True, False], shown
+
     # a cut line says so, in the row and in its detail
     cut = _js(drv, "return [...document.querySelectorAll('#tail-body tr.event .trunc')].map(e => e.textContent)")
     assert cut == ["✂ this line was longer: cut to 65,536 characters when stored"]

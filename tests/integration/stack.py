@@ -93,7 +93,7 @@ def wait_total(url: str, n: int, timeout: float = 120, procs: dict | None = None
     while time.monotonic() < deadline:
         for name, p in (procs or {}).items():
             assert p.poll() is None, f"{name} exited with {p.returncode}"
-        r = httpx.get(f"{url}/api/events", params={"limit": 1}, timeout=10)
+        r = httpx.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"}, timeout=10)
         if r.status_code == 200:
             total = r.json()["total"]
             if total >= n:

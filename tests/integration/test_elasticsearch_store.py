@@ -446,13 +446,32 @@ def test_filters_and_order_match_sqlite(pair, name):
     query = QUERIES[name](events)
     want = sql.search(query)
     got = store.search(query)
-    assert got.total == want.total
+    assert (got.total, got.total_relation) == (want.total, want.total_relation)
     assert [e["id"] for e in got.events] == [e["id"] for e in want.events]  # newest first
     assert _strip_seq(got.events) == _strip_seq(want.events)
     if name in ("since-until", "until-exclusive"):
         assert 0 < got.total < len(events)
         assert all(query.since <= e["ts"] < query.until for e in got.events)
         assert query.until not in [e["ts"] for e in got.events]
+
+
+@pytest.mark.parametrize("name", ["all", "words", "prefix", "only-not", "host", "template",
+                                  "arrival", "since-until", "level"])
+@pytest.mark.parametrize("limit", [1, 100])
+def test_bounded_totals_match_sqlite(pair, name, limit):
+    """``total`` exact up to ``total_limit``, then the limit with relation gte, in both stores
+    (Elasticsearch: track_total_hits=N, hits.total.relation); the pages are unchanged."""
+    from dataclasses import replace
+
+    events, sql, store = pair
+    query = replace(QUERIES[name](events), total_limit=limit)
+    want, got = sql.search(query), store.search(query)
+    exact = sql.search(replace(query, total_limit=None))
+    assert (want.total, want.total_relation) == ((exact.total, "eq") if exact.total <= limit
+                                                 else (limit, "gte"))
+    assert (got.total, got.total_relation) == (want.total, want.total_relation)
+    assert [e["id"] for e in got.events] == [e["id"] for e in exact.events]
+    assert got.more == exact.more
 
 
 def _pages(store, query: EventQuery) -> list[list[str]]:

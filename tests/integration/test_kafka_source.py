@@ -137,10 +137,12 @@ def all_events(url: str) -> list[dict]:
 def wait_total(url: str, n: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        total = httpx.get(f"{url}/api/events", params={"limit": 1}, timeout=10).json()["total"]
+        total = httpx.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"},
+                          timeout=10).json()["total"]
         if total >= n or time.monotonic() > deadline:
             time.sleep(1.0)  # a late duplicate would show up now
-            return httpx.get(f"{url}/api/events", params={"limit": 1}, timeout=10).json()["total"]
+            return httpx.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"},
+                             timeout=10).json()["total"]
         time.sleep(0.2)
 
 
@@ -231,7 +233,8 @@ def test_kill_9_during_consumption_loses_nothing_and_stores_nothing_twice(tmp_pa
                     break
                 assert time.monotonic() < deadline, f"the source did not reach {threshold}"
                 time.sleep(0.02)
-            stored_before = httpx.get(f"{url}/api/events", params={"limit": 1}).json()["total"]
+            stored_before = httpx.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"}
+                                      ).json()["total"]
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             assert stored_before < n, "consumption had already finished: the kill proves nothing"

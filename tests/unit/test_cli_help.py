@@ -71,3 +71,21 @@ def test_stats_windows_at_80_columns_are_never_cut(monkeypatch):
     assert "5 other" in r.output and max(len(line) for line in r.output.splitlines()) <= 80
     wide = CliRunner().invoke(app, ["stats"], env={"COLUMNS": "200"}, terminal_width=200)
     assert "[red]x" in wide.output and "other" not in wide.output, wide.output
+
+
+@pytest.mark.parametrize("relation, shown", [("eq", "10,000 matching events"),
+                                             ("gte", "10,000+ matching events")])
+def test_search_shows_a_bounded_total_as_a_lower_bound(monkeypatch, relation, shown):
+    """/api/events stops counting past 10,000 (``total_relation`` gte): the CLI says 10,000+."""
+    import smartlogs.cli as cli
+
+    event = {"timestamp": "2024-06-14T15:16:01.000Z", "host": "combo", "level": "INFO",
+             "template_id": "T12", "score": 0.12, "anomaly": False, "reason": None,
+             "message": "session opened", "seq": 1, "ts": 1.0}
+    monkeypatch.setattr(cli, "_get", lambda url, path, params: {
+        "total": 10_000, "total_relation": relation, "last_seq": 1, "next": None,
+        "events": [event]})
+    r = CliRunner().invoke(app, ["search", "session"], env={"COLUMNS": "120"},
+                           terminal_width=120)
+    assert r.exit_code == 0, r.output
+    assert shown in r.output and ("10,000+" in r.output) == (relation == "gte"), r.output
