@@ -30,7 +30,10 @@ partition *p* holds the state of raw partition *p* (``streams.runtime.state_reco
 ``streams.runtime.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
 that processed lines since their last save write the rows that changed, the rest of the model
 and a head with the raw-topic offset the state reflects, in one Kafka transaction. A save only
-covers batches Elasticsearch took (a partition with a batch in flight waits for it).
+covers batches Elasticsearch took (a partition with a batch in flight waits for it). The same
+producer commits each stored batch's alert facts with the partition's facts mark (a task of
+its own, ``_commit_facts``; a save carries those not committed yet), so the global alert rules
+see every batch once whatever the crash point (``streams.runtime.alert_facts``).
 
 **Exact after a crash; N workers.** ``smartlogs worker`` started several times forms one
 consumer group and shares the partitions. When a partition is assigned, its state is read back
