@@ -6,11 +6,44 @@ hands the records to its alerting in order, from the position the global record 
 alert engine's state was saved at.
 
 One partition, so the facts are read in one order by one reader, and a position is one
-offset. Each batch's facts are sent once Elasticsearch took the batch, from the events it
-newly took (``streams.runtime.stage.count_stored``), so a batch processed again after a crash
-sends no fact twice. Kept a day (``retention.ms``): a reader resumes from a saved position
-seconds old; a reader with no position (a first start) starts ``REWIND_SECONDS`` before it
-took partition 0 (the facts sent while the first workers joined).
+offset. Kept a day (``retention.ms``): a reader resumes from a saved position seconds old; a
+reader with no position (a first start) starts ``REWIND_SECONDS`` before it took partition 0
+(the facts sent while the first workers joined).
+
+**Exactly once per batch, whatever the crash point.** A batch's facts are written in a Kafka
+transaction of the producer that saves its raw partition's state (``streams.runtime.state_topic``:
+one transactional id per raw partition, which fences a dead or revoked owner out), together
+with the partition's **facts mark** (``MARK_KEY`` in the state topic: the raw offset before
+which every batch's global-rule input, facts or the worker's own judging, is committed).
+A state save carries the facts not yet committed and the mark too, so a saved state never
+covers a batch whose facts are not committed. The judge reads with
+``isolation_level=read_committed``: facts of a transaction that aborted (its writer killed
+mid-way, or fenced) are never judged. The new owner of a partition reads the mark back with
+the state; it processes the batches after the state's offset again (``streams.runtime.worker``),
+and the global rules see a batch again exactly when it lies at or past the mark: its stored
+events (Elasticsearch absorbed the write; processing is deterministic) give the facts that
+were lost. Per crash window of a batch *b* on worker W (old code → now):
+
+1. W dies before Elasticsearch took *b*: the new owner stores *b* and sends its facts (same).
+2. W dies after Elasticsearch took *b*, before its facts were sent: the old code built the
+   facts from the events a write newly stored, and the new owner's write of *b* stores none,
+   so *b* was **never judged** by the global rules. Now *b* is past the mark: judged once.
+3. W dies mid-transaction (facts sent, not committed): aborted when the new owner initialises
+   the same transactional id (or after the producer's transaction timeout); the judge never
+   saw them (read_committed), *b* is past the mark: judged once. Until the abort, the judge's
+   reading stops at the open transaction (the last stable offset): global alerts are late by
+   the failover time (seconds), none is lost.
+4. W dies after the commit, before *b*'s ack or the state save covering it: the new owner
+   processes *b* again (the state is older), *b* is before the mark: not judged twice.
+5. W dies after a state save covering *b*: *b* is not processed again (same).
+
+A facts path that fails (Kafka refusing the transaction) never holds the pipeline: the
+batch is acked, its facts wait in memory (``Outbox``) and go with the next transaction; if W
+dies meanwhile, case 2 applies. Limits: a partition with no saved state (its first
+``SMARTLOGS_CHECKPOINT_SECONDS``) is taken up from the group's committed offset, so a batch
+acked before its facts were committed is lost to the global rules if its worker dies then;
+a state saved before the mark existed has none, and every batch processed again after it is
+judged (after a kill -9 during the upgrade, a few seconds' lines may count twice).
 """
 
 from __future__ import annotations
@@ -21,13 +54,16 @@ import time
 
 import orjson
 
-__all__ = ["facts_topic_name", "ensure_facts_topic", "read_facts", "encode_facts"]
+__all__ = ["facts_topic_name", "ensure_facts_topic", "read_facts", "encode_facts", "Outbox",
+           "MARK_KEY", "encode_mark", "decode_mark"]
 
 log = logging.getLogger(__name__)
 
 RETENTION_MS = 24 * 3600 * 1000
 REWIND_SECONDS = 60.0
 IDLE_SECONDS = 0.2  # how often a worker that does not judge the facts asks whether it does now
+MARK_KEY = b"f"  # the facts mark's key in a raw partition's state (state_records ignores it)
+OUTBOX_MAX = 10_000  # batches' facts kept while their transactions fail (then the oldest go)
 
 
 def facts_topic_name(worker_id: str) -> str:
@@ -45,6 +81,70 @@ def encode_facts(lines: int, events: list[dict], alerts: list[dict] | None = Non
     worker's firings: ``streams.alerts.AlertEngine.admit``)."""
     return orjson.dumps({"lines": lines, "events": events, **({"alerts": alerts} if alerts
                                                                else {})}, default=str)
+
+
+def encode_mark(offset: int) -> bytes:
+    """The facts mark's value.
+
+    >>> decode_mark({MARK_KEY: encode_mark(42)})
+    42
+    """
+    return b"%d" % offset
+
+
+def decode_mark(records: dict[bytes, bytes | None]) -> int | None:
+    """The facts mark of a partition's state records (None: none saved)."""
+    value = records.get(MARK_KEY)
+    return int(value) if value is not None else None
+
+
+class Outbox:
+    """One raw partition's global-rule input not committed yet, and its facts mark (see the
+    module). ``resume``: the mark read back with the partition's state; a batch before it was
+    seen by the global rules already (``seen``). Not thread-safe: the worker's event loop.
+
+    >>> box = Outbox(resume=10)
+    >>> box.seen(9), box.seen(10)
+    (True, False)
+    >>> box.add(11, b"{}"); box.add(12, None)
+    >>> mark, records, n = box.take(at_least=5)
+    >>> mark, records, n
+    (12, [b'{}'], 2)
+    >>> box.committed(n, mark); box.mark, box.pending
+    (12, [])
+    """
+
+    def __init__(self, resume: int | None = None) -> None:
+        self.resume = resume
+        self.mark = resume or 0
+        self.pending: list[tuple[int, bytes | None]] = []  # (batch end offset, facts record)
+
+    def seen(self, offset: int) -> bool:
+        """Whether the global rules saw the batch at raw ``offset`` before this process took
+        the partition (it is processed again: not twice)."""
+        return self.resume is not None and offset < self.resume
+
+    def add(self, end: int, record: bytes | None) -> None:
+        """A batch ending before ``end`` was seen by the global rules: its facts ``record``
+        (None: judged here, only the mark moves) go with the next transaction."""
+        if len(self.pending) >= OUTBOX_MAX:
+            lost = self.pending.pop(0)
+            log.error("alert facts: %d batches wait for a transaction; the facts of the batch "
+                      "before offset %d are dropped (the global rules miss it)",
+                      len(self.pending) + 1, lost[0])
+        self.pending.append((end, record))
+
+    def take(self, at_least: int = 0) -> tuple[int, list[bytes], int]:
+        """What the next transaction writes: (the mark, the facts records, how many pending
+        entries they are); ``at_least``: the offset a state save in it reflects."""
+        n = len(self.pending)
+        mark = max([self.mark, at_least] + [end for end, _ in self.pending])
+        return mark, [r for _, r in self.pending if r is not None], n
+
+    def committed(self, n: int, mark: int) -> None:
+        """The transaction of ``take``'s answer committed."""
+        del self.pending[:n]
+        self.mark = max(self.mark, mark)
 
 
 async def ensure_facts_topic(bootstrap: str, topic: str, replication: int = 1, **client) -> None:
@@ -69,6 +169,8 @@ async def read_facts(alerting, bootstrap: str, topic: str, **client) -> None:
     tp = TopicPartition(topic, 0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 client_id="smartlogs-worker-alert-facts",
+                                # a transaction's facts only once it committed (see the module)
+                                isolation_level="read_committed",
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100, **client)
     await consumer.start()
     try:

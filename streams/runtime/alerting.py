@@ -502,21 +502,35 @@ class Alerting:
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
 
-    def on_stored(self, events: list[dict], owner: str | None = None) -> list[dict] | None:
+    def on_stored(self, events: list[dict], owner: str | None = None, *,
+                  seen: list[dict] | None = None) -> list[dict] | None:
         """Judge a stored batch; ``owner``: the scope of the partition it came from
-        (``streams.alerts.partition_scope``; with ``holds`` set). Returns the facts the
-        holder of partition 0 needs of it (``streams.alerts.facts_of``) when its global
-        rules are judged there: a list, maybe empty (its lines still count towards the
-        warm-up there), to send; None when this process judges every rule of it."""
+        (``streams.alerts.partition_scope``; with ``holds`` set). ``seen``: the batch's events
+        the global rules see, when not ``events`` (the Kafka worker's: the batch's stored
+        events when its global-rule input was never committed, though Elasticsearch had its
+        events already, and none when it was: ``streams.runtime.alert_facts``). Returns the
+        facts the holder of partition 0 needs of it (``streams.alerts.facts_of``) when its
+        global rules are judged there: a list, maybe empty (its lines still count towards
+        the warm-up there), to send; None when this process judges every rule of it."""
         local = self.plan()[0] if self.plan is not None else None
+        glob = events if seen is None else seen
         with self._lock:
             done = self._sync()
             away = () if local is None else tuple(
                 r for r in self.engine.rules if placement(r) == "global" and r not in local)
-            # lines whose global rules are judged from the facts count there (warm-up)
-            done += self._scoped(self.engine.observe(events, local, owner,
-                                                     lines=0 if away else None))
-            facts = facts_of(away, events, self._passed) if away else None
+            if glob is events or away:
+                # lines whose global rules are judged from the facts count there (warm-up)
+                done += self._scoped(self.engine.observe(events, local, owner,
+                                                         lines=0 if away else None))
+            else:  # judged here: the partition-local rules over ``events``, the global over
+                # ``seen`` (which counts the lines and templates)
+                chosen = self.engine.rules if local is None else local
+                alerts = self.engine.observe(
+                    events, tuple(r for r in chosen if placement(r) == "partition"), owner, lines=0)
+                alerts += self.engine.observe(
+                    glob, tuple(r for r in chosen if placement(r) == "global"), owner)
+                done += self._scoped(alerts)
+            facts = facts_of(away, glob, self._passed) if away else None
             if self.holds is not None and owner is not None and owner not in self._held:
                 # the last batch of a partition revoked meanwhile: judged and recorded (its
                 # new holder applies the records), not kept (nobody here saves that part)

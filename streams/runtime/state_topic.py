@@ -8,6 +8,8 @@ partition *p* holds the learned state of raw partition *p*.
   per partition whose id names the partition: the worker that takes a partition over
   initialises the same id, which aborts a transaction the previous owner left open (kill -9
   mid-save) and fences that owner out, so a partition's state has one writer at a time;
+* the same transactions carry the partition's alert facts and their mark
+  (``streams.runtime.alert_facts``), so they commit or abort with the state they go with;
 * :func:`read_state` reads a partition to its end (``read_committed``: aborted saves are
   not seen), the latest value per key.
 
@@ -61,12 +63,16 @@ class StateWriter:
         self._producer = AIOKafkaProducer(**self._kwargs)
         await self._producer.start()
 
-    async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
-        """All of ``records`` or none of them (one transaction)."""
+    async def write(self, records: list[tuple[bytes, bytes | None]], *, facts: list[bytes] = (),
+                    facts_topic: str | None = None) -> None:
+        """All of ``records`` or none of them (one transaction), with ``facts``: records for
+        partition 0 of ``facts_topic`` (``streams.runtime.alert_facts``), sent last so that
+        topic's open transaction, which holds its read_committed reader back, is short."""
         producer = self._producer
         async with producer.transaction():
             futures = [await producer.send(self.topic, key=k, value=v, partition=self.partition)
                        for k, v in records]
+            futures += [await producer.send(facts_topic, value=v, partition=0) for v in facts]
             for f in futures:
                 await f
 

@@ -30,7 +30,10 @@ partition *p* holds the state of raw partition *p* (``streams.runtime.state_reco
 ``streams.runtime.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
 that processed lines since their last save write the rows that changed, the rest of the model
 and a head with the raw-topic offset the state reflects, in one Kafka transaction. A save only
-covers batches Elasticsearch took (a partition with a batch in flight waits for it).
+covers batches Elasticsearch took (a partition with a batch in flight waits for it). The same
+producer commits each stored batch's alert facts with the partition's facts mark (a task of
+its own, ``_commit_facts``; a save carries those not committed yet), so the global alert rules
+see every batch once whatever the crash point (``streams.runtime.alert_facts``).
 
 **Exact after a crash; N workers.** ``smartlogs worker`` started several times forms one
 consumer group and shares the partitions. When a partition is assigned, its state is read back
@@ -154,15 +157,19 @@ def sink() -> Sink:
 class Part:
     """One assigned partition of the raw topic: its pipeline, the next raw offset that
     pipeline's state reflects (``applied``; None: a fresh model, from the committed offset on),
-    what its state topic partition holds (``book``, ``saved_offset``) and its batches processed
-    but not yet stored (``unstored``: a save waits for none)."""
+    what its state topic partition holds (``book``, ``saved_offset``), its batches processed
+    but not yet stored (``unstored``: a save waits for none) and its global-rule input not
+    committed yet (``outbox``, from the facts mark ``mark`` read back with its state:
+    ``streams.runtime.alert_facts``); ``tx``: one transaction at a time on its ``writer``."""
 
     def __init__(self, partition: int, pipeline: Pipeline, applied: int | None, book: Book,
-                 writer) -> None:
+                 writer, mark: int | None = None) -> None:
         self.partition, self.pipeline, self.applied = partition, pipeline, applied
         self.book, self.writer = book, writer
         self.saved_offset = applied
         self.unstored = 0
+        self.outbox = alert_facts.Outbox(mark)
+        self.tx = asyncio.Lock()
         self.merges = MergeNotices()  # template merges of this pipeline the store was told of
         if _marks is not None:
             pipeline.scorer.marks = _marks
@@ -228,19 +235,56 @@ def health() -> tuple[bool, dict]:
     return es_ok and not waiting, detail
 
 
-async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch) -> None:
-    """Write a processed batch, account for it and ack its message: the offset becomes
-    committable only now, after the sink took it. A task of its own, so a batch finishes even
-    when no message follows (a rebalance clears the stream's buffer and waits for every ack)."""
+async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch,
+                       offset: int) -> None:
+    """Write a processed batch (at raw ``offset``), judge it by the alert rules, account for it
+    and ack its message: the offset becomes committable only now, after the sink took it. A
+    task of its own, so a batch finishes even when no message follows (a rebalance clears the
+    stream's buffer and waits for every ack)."""
     stored = await _write_until_taken(loop, batch)
     if not stored.merged:  # the next batch asks again
         part.merges.retry()
+    with _rejected_lock:
+        rejected, _rejected[:] = list(_rejected), []
+    # before a save may cover the batch: its global-rule input is in the outbox then
+    await _judge(part, offset, batch.events, stored.events, rejected)
     # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
     # no later save of this process can cover a batch Elasticsearch lacks)
     part.unstored -= 1
-    await _account(items, batch.events, stored.events, part.partition)
+    await _account(items, batch.events, stored.events, rejected)
     if event is not None:
         await stream.ack(event)
+
+
+async def _judge(part: Part, offset: int, events: list[dict], new: list[dict],
+                 rejected: list[dict]) -> None:
+    """The alert rules over a stored batch at raw ``offset``: the partition-local ones over
+    the events the store newly took (``new``), the global ones over the batch's stored events
+    unless the facts mark says they saw them before this process took the partition
+    (``streams.runtime.alert_facts``: a batch stored by a worker that died before its facts
+    were committed is judged by the one processing it again). Their input (the facts for the
+    holder of partition 0, or only the mark when judged here) goes to the partition's outbox,
+    committed in a transaction by ``_commit_facts``, never awaited here: a failing facts path
+    does not hold the pipeline."""
+    if _alerting is None:
+        return
+    glob: list[dict] = []
+    if not part.outbox.seen(offset):
+        dead = {id(d.get("event")) for d in rejected}
+        ids: set = set()  # a repeated id is stored once (the first)
+        for e in events:
+            if id(e) not in dead and e.get("id") not in ids:
+                ids.add(e.get("id"))
+                glob.append(e)
+    if not new and not glob:
+        return
+    # off the event loop: the history is written to Elasticsearch (never raises)
+    facts = await asyncio.get_running_loop().run_in_executor(
+        None, _alert_on, new, part.partition, None if len(glob) == len(new) else glob)
+    if glob:
+        part.outbox.add(offset + 1, None if facts is None
+                        else alert_facts.encode_facts(len(glob), facts))
+        _facts_due.set()
 
 
 def _make_alerting():
@@ -285,20 +329,11 @@ _alerting = _make_alerting()
 
 
 async def _account(items: list[dict], events: list[dict], new: list[dict],
-                   partition: int) -> None:
+                   rejected: list[dict]) -> None:
     """After a batch's write (``new``: the events newly stored, counted by the sink,
-    ``streams.runtime.stage.Sink``): dead-letter what Elasticsearch rejected, and hand the
-    newly stored events to the alert rules (and their facts to the holder of partition 0,
-    ``streams.runtime.alert_facts``)."""
-    if _alerting is not None and new:
-        # off the event loop: the history is written to Elasticsearch (never raises)
-        facts = await asyncio.get_running_loop().run_in_executor(None, _alert_on, new, partition)
-        if facts is not None:  # (none to pass on: the lines still count for the warm-up)
-            await _send_facts(len(new), facts)
+    ``streams.runtime.stage.Sink``): log it and dead-letter what Elasticsearch rejected."""
     log.info("stored %d new of %d events", len(new), len(events),
              extra={"correlation_id": correlation_ids(items)})
-    with _rejected_lock:
-        rejected, _rejected[:] = list(_rejected), []
     for doc in rejected:
         await dead_letters.send(value=orjson.dumps(doc, default=str))
     metrics.DEAD_LETTERED.labels("elasticsearch").inc(len(rejected))
@@ -466,7 +501,7 @@ async def _take_partition(tp) -> Part:
     if restored is None:
         log.info("partition %d: no state in %s; a fresh model from the committed offset", p,
                  state_topic_name)
-        return Part(p, Pipeline(_config), None, Book(), writer)
+        return Part(p, Pipeline(_config), None, Book(), writer, alert_facts.decode_mark(records))
     pipeline, offset, book = restored
     log_start, end = await _raw_bounds(tp)
     if offset > end:  # the raw topic was recreated: its offsets mean nothing to this state
@@ -480,7 +515,7 @@ async def _take_partition(tp) -> Part:
     log.info("partition %d: state restored from %s in %.2f s: %d lines learned, %d records, "
              "reflects the raw topic up to offset %s", p, state_topic_name,
              time.monotonic() - started, pipeline.lines, len(records), offset)
-    return Part(p, pipeline, offset, book, writer)
+    return Part(p, pipeline, offset, book, writer, alert_facts.decode_mark(records))
 
 
 async def _read_range(tp, first: int, end: int) -> list:
@@ -525,7 +560,7 @@ async def _repair(loop, event, part: Part, first: int, end: int) -> None:
             continue
         part.unstored += 1  # before any await: no save covers it until it is stored
         await _send_dead_letters(batch.dead_letters)
-        await _store_batch(loop, None, None, part, items, batch)
+        await _store_batch(loop, None, None, part, items, batch, rec.offset)
     part.applied = end
     ack_offsets(app.consumer, tp, first, end)  # now the commit may move past them
 
@@ -607,7 +642,8 @@ async def process(batches):
             await _send_dead_letters(batch.dead_letters)
             if pending is not None:  # the previous batch's write is done before this one's
                 await pending
-            pending = asyncio.ensure_future(_store_batch(loop, stream, event, part, items, batch))
+            pending = asyncio.ensure_future(_store_batch(loop, stream, event, part, items, batch,
+                                                         event.message.offset))
     finally:
         if pending is not None and not pending.done():
             pending.cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
@@ -683,9 +719,9 @@ async def _adopt_aliases() -> None:
         log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
-def _alert_on(events: list[dict], partition: int) -> list[dict] | None:
+def _alert_on(events: list[dict], partition: int, seen: list[dict] | None) -> list[dict] | None:
     try:
-        return _alerting.on_stored(events, partition_scope(partition))
+        return _alerting.on_stored(events, partition_scope(partition), seen=seen)
     except Exception:  # noqa: BLE001 - alerting must never hold the pipeline
         log.exception("alert rules failed on a batch")
         return None
@@ -696,17 +732,65 @@ facts_topic = app.topic(facts_topic_name, value_type=bytes, value_serializer="ra
 _facts_topic_ready = asyncio.Event()
 
 
-async def _send_facts(lines: int, facts: list[dict], alerts: list[dict] | None = None) -> None:
-    """A stored batch's facts to the holder of partition 0 (``streams.runtime.alert_facts``):
-    sent before the batch is acked. A send that fails is logged, and the global rules miss
-    those lines (as they would miss a batch the rules failed on)."""
+_facts_due = asyncio.Event()  # a partition's outbox has global-rule input to commit
+
+
+async def _commit(part: Part, records: list = (), reflects: int = 0) -> None:
+    """One transaction on ``part``'s state writer: ``records`` (a state save reflecting the
+    raw topic up to ``reflects``), the facts waiting in its outbox and the facts mark
+    (``streams.runtime.alert_facts``): committed together or not at all. Raises if it failed
+    (the outbox keeps what it had: the next transaction carries it)."""
+    async with part.tx:
+        mark, facts, n = part.outbox.take(reflects)
+        if facts and not _facts_topic_ready.is_set():
+            await _ensure_facts_topic()
+        await part.writer.write([*records, (alert_facts.MARK_KEY, alert_facts.encode_mark(mark))],
+                                facts=facts, facts_topic=facts_topic_name)
+        part.outbox.committed(n, mark)
+
+
+@app.task
+async def _commit_facts() -> None:
+    """Commit the global-rule input of the stored batches (their facts, or only the mark when
+    they were judged here) of every partition held, a transaction per partition with
+    something waiting (a busy partition's batches go together). A transaction that fails is
+    logged and tried again, with what came meanwhile, after a growing wait; the pipeline
+    never waits for it."""
+    if _alerting is None:
+        return
+    delay = 0.0
+    while True:
+        await _facts_due.wait()
+        _facts_due.clear()
+        failed = False
+        for p, part in list(parts.items()):
+            if not part.outbox.pending or parts.get(p) is not part:
+                continue
+            try:
+                await _commit(part)
+            except Exception as exc:  # noqa: BLE001 - alerting must never hold the pipeline
+                failed = True
+                log.error("partition %d: committing the alert facts of %d batch(es) failed (%s); "
+                          "tried again in %.0f s", p, len(part.outbox.pending),
+                          redact(f"{type(exc).__name__}: {exc}")[:300], max(delay, 1.0))
+        if failed:
+            delay = min(STATE_RETRY_CAP, max(1.0, delay * 2))
+            await asyncio.sleep(delay)
+            _facts_due.set()
+        else:
+            delay = 0.0
+
+
+async def _send_alerts(alerts: list[dict]) -> None:
+    """Alerts of partition-local rules to the holder of partition 0 (``Alerting.forward``),
+    a plain send (they are recorded where they were raised: see streams.runtime.alerting). A
+    send that fails is logged; the cap over every worker's firings misses them."""
     try:
         if not _facts_topic_ready.is_set():
             await _ensure_facts_topic()
-        await facts_topic.send(value=alert_facts.encode_facts(lines, facts, alerts))
+        await facts_topic.send(value=alert_facts.encode_facts(0, [], alerts))
     except Exception as exc:  # noqa: BLE001 - alerting must never hold the pipeline
-        log.error("sending %d alert fact(s) and %d alert(s) failed (%s): the global rules miss "
-                  "them", len(facts), len(alerts or ()),
+        log.error("forwarding %d alert(s) failed (%s)", len(alerts),
                   redact(f"{type(exc).__name__}: {exc}")[:300])
 
 
@@ -715,7 +799,7 @@ async def _forward_alerts(forwarded: asyncio.Queue) -> None:
     any thread) to the holder of partition 0, in the order they were raised."""
     while True:
         record = await forwarded.get()
-        await _send_facts(0, [], record.get("alerts"))
+        await _send_alerts(record.get("alerts") or [])
 
 
 async def _ensure_facts_topic() -> None:
@@ -847,8 +931,8 @@ async def _save_part(part: Part) -> None:
     started = time.process_time()
     save = encode_save(part.pipeline, part.book, part.applied)
     cpu = time.process_time() - started
-    try:
-        await part.writer.write(save.records)
+    try:  # with the alert facts not committed yet: a save never covers a batch without them
+        await _commit(part, save.records, save.offset)
     except Exception as exc:  # noqa: BLE001 - the next save is whole; the stream goes on
         part.book.failed(save)
         log.error("partition %d: saving its state failed (%s); the next save rewrites it whole",

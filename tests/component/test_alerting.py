@@ -446,6 +446,32 @@ def test_the_facts_of_two_workers_are_judged_once_and_their_position_moves_with_
         w.stop()
 
 
+def test_a_batch_processed_again_is_judged_by_the_global_rules_over_the_events_it_is_given(
+        tmp_path):
+    """A Kafka worker processing a batch again after a crash (``on_stored(..., seen=...)``,
+    streams/runtime/alert_facts.py): the partition-local rules judge the events the store
+    newly took, the global ones the batch's stored events when their input was never
+    committed, and nothing when it was. A worker holding every partition judges them here; a
+    worker sharing them returns the facts of those events."""
+    from streams.runtime.alerting import AlertHistory
+
+    t = 1_800_000_000.0
+    d = _judge(tmp_path, {0, 1}, lambda: t)
+    # the store took none of it anew (stored before the crash): judged from ``seen``
+    assert d.on_stored([], "p1", seen=[_flagged(0, t, "web4", template="T5")]) is None
+    assert [(r["rule"], r["group"]) for r in d.history.list()] == [("new", "T5")]
+    # its input committed before the crash: the global rules see nothing of it
+    assert d.on_stored([_flagged(1, t, "web4", template="T6")], "p1", seen=[]) is None
+    assert [r["group"] for r in d.history.list()] == ["T5"]
+    assert d.engine.lines == 1  # the warm-up counts the lines the global rules saw
+    b = _judge(tmp_path / "b", {1}, lambda: t, AlertHistory(tmp_path / "b.db"))
+    facts = b.on_stored([], "p1", seen=[_line(i, t, "web2") for i in range(3)])
+    assert [f["id"] for f in facts] == ["web2:1800000000.0:0"]  # T1's first line
+    assert b.on_stored([_line(5, t, "web2")], "p1", seen=[]) == []
+    for w in (d, b):
+        w.stop()
+
+
 _CAPPED_HOST_RULE = ("warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 1, "
                      "window: 60s, group_by: host, max_per_window: 3}\n")
 _T = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a window

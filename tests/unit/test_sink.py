@@ -188,7 +188,7 @@ def _worker(store, batch, policy, monkeypatch, tmp_path):
 
         t = asyncio.ensure_future(ticker())
         await worker._store_batch(asyncio.get_running_loop(), None, None, part,
-                                  [{"id": e["id"]} for e in batch.events], batch)
+                                  [{"id": e["id"]} for e in batch.events], batch, 0)
         t.cancel()
 
     asyncio.run(run())

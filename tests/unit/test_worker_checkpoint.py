@@ -23,7 +23,7 @@ from streams.runtime.state_records import Book, decode_state
 class Writer:
     def __init__(self):
         self.saves = []
-    async def write(self, records):
+    async def write(self, records, **facts):
         self.saves.append(records)
 
 tick = inspect.unwrap(w.checkpoint)  # the function under Faust's timer
