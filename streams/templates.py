@@ -343,6 +343,7 @@ _WEEKDAYS = frozenset(x for d in "Monday Tuesday Wednesday Thursday Friday Satur
 
 # the tokens that may be such a name: a message without one skips the walk (a set look-up in C)
 _DATE_TOKENS = frozenset(x + p for x in _MONTHS | _WEEKDAYS for p in ("", ",", "."))
+_DATE_WORDS = _MONTHS | _WEEKDAYS
 
 
 def _mask_date_names(tokens: list[str]) -> None:
@@ -352,9 +353,10 @@ def _mask_date_names(tokens: list[str]) -> None:
     wording. A name alone (``May I``, ``Sun``) is left as it is. One set look-up a token."""
     n = len(tokens)
     for i, tok in enumerate(tokens):
-        if len(tok) < 3 or len(tok) > 10 or not tok[0].isalpha():
-            continue
         word = tok.rstrip(",.")
+        # a name is 3-9 letters: what is not one is passed over with one set look-up
+        if word not in _DATE_WORDS or len(tok) > 10:
+            continue
         if word in _MONTHS:
             prv = tokens[i - 1] if i else ""
             nxt = tokens[i + 1] if i + 1 < n else ""
@@ -846,9 +848,13 @@ class TemplateMiner:
     def mask(self, message: str) -> str:
         """Mask variable tokens. Masks never span whitespace, so each token is masked alone,
         only when it could hold a variable (a digit, '@' or '/'), and memoised."""
+        return " ".join(self._masked(message.split()))
+
+    def _masked(self, tokens: list[str]) -> list[str]:
+        """``mask`` of a message split at whitespace (``tokens``), as a new list of tokens."""
         cache = self._tokens
         out = []
-        for tok in message.split():
+        for tok in tokens:
             masked = cache.get(tok)
             if masked is None:
                 masked = self._mask_token(tok) if _MAYBE_VARIABLE.search(tok) else tok
@@ -861,10 +867,13 @@ class TemplateMiner:
             out.append(masked)
         if not _DATE_TOKENS.isdisjoint(out):
             _mask_date_names(out)
-        return " ".join(out)
+        return out
 
     def mine(self, message: str) -> MinedTemplate:
-        masked = self.mask(message)
+        # split once: the masking and the values (``_params``) read the same tokens, unless a
+        # quoted string makes the values' tokens differ (``_split``)
+        tokens = message.split()
+        masked = " ".join(self._masked(tokens))
         self.lines += 1
         group = self._cache.get(masked)
         is_new = False
@@ -889,7 +898,7 @@ class TemplateMiner:
         return MinedTemplate(
             template_id=group.cluster_id,
             template=template,
-            params=_params(message, group),
+            params=_params(message, group, None if '"' in message else tokens),
             is_new=is_new,
             seen_before=group.size - 1,
         )
@@ -1226,10 +1235,12 @@ def _values(tok: str, pieces: tuple[str, ...], out: list[str]) -> None:
     out.extend([""] * (k - 1))
 
 
-def _params(message: str, group: _Group) -> list[str]:
+def _params(message: str, group: _Group, tokens: list[str] | None = None) -> list[str]:
     """The values of the message where its template has placeholders (a positional diff):
-    one per placeholder, without the constant label around it."""
-    tokens = _split(message)
+    one per placeholder, without the constant label around it. ``tokens``: the message's
+    ``_split`` when the caller has it already."""
+    if tokens is None:
+        tokens = _split(message)
     if len(tokens) != len(group.tokens):
         return []
     out: list[str] = []

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 __all__ = ["DIMENSIONS", "count_windows", "window_start"]
 
 DIMENSIONS = ("total", "host", "component", "level", "template", "anomaly")
+_EVENT_DIMS = DIMENSIONS
+_ARRIVAL_DIMS = tuple("a:" + d for d in DIMENSIONS)
 
 
 def window_start(ts: float, size: int) -> float:
@@ -38,30 +40,35 @@ def count_windows(events: Iterable[dict], size: int, *, arrival: bool = False) -
     group, not once per event and dimension (a batch of log lines holds far fewer groups than
     lines)."""
     starts: dict = {}  # event time → its window start (many lines share a second)
-    groups: Counter = Counter()
+    groups: dict = {}
+    get = groups.get
     for e in events:
         ts = e["ts"]
         w = starts.get(ts)
         if w is None:
             w = starts[ts] = window_start(ts, size)
-        groups[(w, e["received"] if arrival else None, e.get("host") or "-",
-                e.get("component") or "-", e.get("level") or "-", e["template_id"],
-                bool(e.get("anomaly")))] += 1
+        key = (w, e["received"] if arrival else None, e.get("host") or "-",
+               e.get("component") or "-", e.get("level") or "-", e["template_id"],
+               bool(e.get("anomaly")))
+        groups[key] = get(key, 0) + 1
+    # plain dict updates (``get``): a Counter's ``+=`` on a new key calls its Python-level
+    # ``__missing__``, and most keys of a batch are new to it
     counts: Counter = Counter()
+    add = counts.get
     arrived: dict = {}
     for (w, received, host, component, level, template, anomaly), n in groups.items():
-        at = [(w, "")]  # event-time windows; arrival-time ones as dims prefixed "a:"
+        at = [(w, _EVENT_DIMS)]  # event-time windows; arrival-time ones as dims prefixed "a:"
         if arrival:
             a = arrived.get(received)
             if a is None:
                 a = arrived[received] = window_start(received, size)
-            at.append((a, "a:"))
-        for start, p in at:
-            counts[(start, p + "total", "*")] += n
-            counts[(start, p + "host", host)] += n
-            counts[(start, p + "component", component)] += n
-            counts[(start, p + "level", level)] += n
-            counts[(start, p + "template", template)] += n
+            at.append((a, _ARRIVAL_DIMS))
+        for start, (d_total, d_host, d_component, d_level, d_template, d_anomaly) in at:
+            for k in ((start, d_total, "*"), (start, d_host, host),
+                      (start, d_component, component), (start, d_level, level),
+                      (start, d_template, template)):
+                counts[k] = add(k, 0) + n
             if anomaly:
-                counts[(start, p + "anomaly", "*")] += n
+                k = (start, d_anomaly, "*")
+                counts[k] = add(k, 0) + n
     return counts

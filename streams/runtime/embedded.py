@@ -418,8 +418,9 @@ class EmbeddedRunner:
         self.processed += len(new)
         if new:
             self.last_event_at = time.time()
-            log.info("stored %d events", len(new),
-                     extra={"correlation_id": correlation_ids(batch.events)})
+            if log.isEnabledFor(logging.INFO):  # the ids are a walk over the batch
+                log.info("stored %d events", len(new),
+                         extra={"correlation_id": correlation_ids(batch.events)})
             for cb in self._listeners:
                 try:
                     cb(new)

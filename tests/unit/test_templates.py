@@ -497,3 +497,34 @@ def test_enumerations_sharing_words_merge_alike_in_every_process():
         outs.add(r.stdout)
     assert len(outs) == 1
     assert "alpha job went <*> today" in outs.pop()
+
+
+def test_date_names_with_trailing_punctuation_and_long_tokens():
+    """The date-name walk looks a token up by its word without trailing ',' and '.', and
+    passes over tokens longer than ten characters (the walk was made cheaper: issue 18)."""
+    from streams.templates import _mask_date_names
+
+    toks = ["on", "Sat.,", "Jun.", "<NUM>", "and", "Wednesday,,,", "Jul", "<NUM>", "Mayday", "14"]
+    _mask_date_names(toks)
+    assert toks == ["on", "<DATE>.,", "<DATE>.", "<NUM>", "and", "Wednesday,,,", "<DATE>",
+                    "<NUM>", "Mayday", "14"]
+    toks = ["<DATE>", "Jun", "x", "Mon,", "May", "Fri", "x"]
+    _mask_date_names(toks)
+    assert toks == ["<DATE>", "<DATE>", "x", "<DATE>,", "May", "Fri", "x"]
+
+
+def test_mined_values_are_those_of_the_message_split_on_its_own():
+    """``mine`` splits a message once for its mask and its values; the values are those
+    ``_params`` finds from the message alone, with and without quoted strings."""
+    from streams.templates import _params
+
+    m = TemplateMiner()
+    lines = ["user=root uid=0 from 10.0.0.1:22", "user=news uid=12 from 10.0.0.2:2222",
+             'tag="View Lock", uid=10037 pid=2227', 'tag="a b c", uid=1000 pid=1702',
+             'odd " quote 42', 'odd " quote 43']
+    for line in lines:
+        got = m.mine(line)
+        group = m._cache[m.mask(line)]
+        while group.merged_into is not None:
+            group = group.merged_into
+        assert got.params == _params(line, group)

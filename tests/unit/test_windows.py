@@ -44,3 +44,30 @@ def test_arrival_counts_come_with_the_event_time_counts_and_equal_counting_line_
     assert count_windows(batch, 60, arrival=True) == want
     assert count_windows(batch, 60) == Counter({k: n for k, n in want.items() if not k[1].startswith("a:")})
     assert window_start(-30.0, 60) == -60.0
+
+
+def test_grouped_counts_equal_counting_every_event_and_dimension():
+    """count_windows groups a batch before counting (issue 18: fewer dict updates); its counts
+    are those of adding 1 per event and dimension, by event time and by arrival."""
+    import random
+    from collections import Counter
+
+    rnd = random.Random(7)
+    events = [{"ts": 1_000.0 + rnd.random() * 600, "received": 2_000.0 + (i // 50) * 7.5,
+               "host": rnd.choice(["a", "b", None, ""]), "component": rnd.choice(["x", None]),
+               "level": rnd.choice(["INFO", "ERROR", None]),
+               "template_id": rnd.choice(["T1", "T2", "T3"]), "anomaly": rnd.random() < 0.2}
+              for i in range(500)]
+    want: Counter = Counter()
+    for e in events:
+        for start, p in ((window_start(e["ts"], 60), ""), (window_start(e["received"], 60), "a:")):
+            want[(start, p + "total", "*")] += 1
+            want[(start, p + "host", e["host"] or "-")] += 1
+            want[(start, p + "component", e["component"] or "-")] += 1
+            want[(start, p + "level", e["level"] or "-")] += 1
+            want[(start, p + "template", e["template_id"])] += 1
+            if e["anomaly"]:
+                want[(start, p + "anomaly", "*")] += 1
+    assert count_windows(events, 60, arrival=True) == want
+    assert count_windows(events, 60) == Counter({k: v for k, v in want.items()
+                                                 if not k[1].startswith("a:")})
