@@ -24,6 +24,7 @@ import asyncio
 import logging
 
 from ingest_api.decode import IngestError
+from ingest_api.onewrite import OneWriteTransport
 
 __all__ = ["ReadTimeoutMiddleware", "http_protocol"]
 
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def http_protocol(timeout: float):
     """uvicorn's default HTTP protocol class, closing connections whose request headers take
-    longer than ``timeout`` seconds to arrive (pass it as ``uvicorn.run(http=...)``)."""
+    longer than ``timeout`` seconds to arrive (pass it as ``uvicorn.run(http=...)``), and
+    sending each answer's headers and body with one write (:class:`OneWriteTransport`)."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     class HeaderTimeoutProtocol(AutoHTTPProtocol):
@@ -60,6 +62,8 @@ def http_protocol(timeout: float):
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            # the status line and headers go out with the body (ingest_api/onewrite.py)
+            self.transport = OneWriteTransport(transport, asyncio.get_running_loop())
             self._arm()
 
         def data_received(self, data: bytes) -> None:

@@ -54,20 +54,38 @@ class GroupCommit:
     spool: a second commit would only wait for the first one's lock); more where a commit
     is mostly waiting for an answer that others can wait for alongside (a broker's confirm),
     so that requests arriving during a commit need not wait for its end.
+
+    ``gather`` (a fraction; 0: off): with one commit at a time, clients that each wait for
+    their answer before they send again fall into two halves that take turns (those answered
+    by one commit come back while the next runs and wait for the one after it), so each
+    client gets one answer per *two* commits, and a commit is mostly an fsync of a few ms
+    whatever its size. With ``gather``, once a commit's callers are answered the next commit
+    waits for them to come back (until as many requests are pending as were answered plus
+    those that were already waiting), for at most ``gather`` × the last commit's duration
+    (capped at ``max_gather`` seconds): the two halves merge and each commit takes every
+    client. A lone client is never held: its next request alone reaches the count; requests
+    that do not come back cost at most that bound, once per commit.
     """
 
     def __init__(self, commit: Callable[[list], object], *, max_items: int | None = None,
-                 size: Callable[[object], int] = len, in_flight: int = 1):
+                 size: Callable[[object], int] = len, in_flight: int = 1, gather: float = 0.0,
+                 max_gather: float = 0.01):
         self._commit, self._size = commit, size
         self._async = asyncio.iscoroutinefunction(commit)
         self.max_items = max_items
         self.in_flight = in_flight
+        self.gather, self.max_gather = gather, max_gather
         self._pending: list[tuple[object, asyncio.Future]] = []
         self._flushers: set[asyncio.Task] = set()
+        self._gathered: asyncio.Future | None = None  # set once ``_gather_count`` are pending
+        self._gather_count = 0
 
     async def submit(self, payload) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((payload, fut))
+        if self._gathered is not None and len(self._pending) >= self._gather_count \
+                and not self._gathered.done():
+            self._gathered.set_result(None)
         if len(self._flushers) < self.in_flight:
             self._flushers.add(asyncio.create_task(self._flush()))
         # shielded: a client that leaves does not cancel the commit others share with it
@@ -93,9 +111,11 @@ class GroupCommit:
             self._flushers.discard(asyncio.current_task())
 
     async def _flush_pending(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
             group = self._take()
             payloads = [p for p, _ in group]
+            started = loop.time()
             try:
                 if self._async:
                     outcomes = await self._commit(payloads)
@@ -103,6 +123,7 @@ class GroupCommit:
                     outcomes = await run_in_threadpool(self._commit, payloads)
             except Exception as exc:  # noqa: BLE001 - the whole group failed: each caller hears why
                 outcomes = [exc] * len(group)
+            took = loop.time() - started
             for (_, fut), outcome in zip(group, outcomes):
                 if fut.done():
                     continue
@@ -110,6 +131,26 @@ class GroupCommit:
                     fut.set_result(None)
                 else:
                     fut.set_exception(outcome)
+            if self.gather > 0 and self.in_flight == 1:
+                await self._gather_returning(len(group), min(self.gather * took, self.max_gather))
+
+    async def _gather_returning(self, answered: int, bound: float) -> None:
+        """Wait (at most ``bound`` s) until the ``answered`` callers may have sent again:
+        ``answered`` more requests pending than now (see ``gather``)."""
+        self._gather_count = len(self._pending) + answered
+        if len(self._pending) >= self._gather_count or bound <= 0:
+            return
+        self._gathered = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(bound):
+                await self._gathered
+        except TimeoutError:
+            pass
+        finally:
+            self._gathered = None
+
+
+_SPOOL_GATHER = 0.5  # × the last commit's duration (GroupCommit.gather)
 
 
 class SpoolTransport:
@@ -138,7 +179,9 @@ class SpoolTransport:
                            n_partitions=settings.partitions,
                            retry=RetryPolicy.from_settings(settings))
             if shards == 1 else ShardSupervisor(settings, self.store, shards))
-        self._spool = GroupCommit(self._commit)
+        # gather: clients that post one line at a time come back within a fraction of a
+        # commit (an fsync); each commit waits for them (GroupCommit, bench/RESULTS.md)
+        self._spool = GroupCommit(self._commit, gather=_SPOOL_GATHER)
         from streams.runtime.alerting import Alerting
 
         self.alerting = Alerting.from_settings(settings)  # None without SMARTLOGS_ALERT_RULES

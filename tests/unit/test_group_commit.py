@@ -149,3 +149,62 @@ def test_with_in_flight_commits_a_request_need_not_wait_for_the_commit_before_it
 
     assert asyncio.run(main(2)) == [["a"], ["b"]]
     assert asyncio.run(main(1)) == [["a"]]
+
+
+def _closed_loop(gather: float, clients: int = 8, rounds: int = 6) -> list[int]:
+    """``clients`` that each submit, wait for the answer and submit again 2 ms later (its
+    round trip; wrk, loggers), the first starting alone, against a commit that takes 30 ms
+    (an fsync on a busy disk): the size of each commit."""
+    import time
+
+    sizes: list[int] = []
+
+    def commit(payloads):
+        sizes.append(len(payloads))
+        time.sleep(0.03)
+        return [None] * len(payloads)
+
+    async def main():
+        gc = GroupCommit(commit, gather=gather, max_gather=1.0)
+
+        async def client(c):
+            await asyncio.sleep(0.004 * c)  # the first client is alone at first
+            for r in range(rounds):
+                await gc.submit((c, r))
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+
+    asyncio.run(main())
+    assert sum(sizes) == clients * rounds  # everyone committed once per round, nobody twice
+    return sizes
+
+
+def test_without_gather_closed_loop_clients_split_into_halves_that_take_turns():
+    sizes = _closed_loop(gather=0)
+    assert max(sizes) < 8, sizes  # each commit holds only part of the clients
+    assert len(sizes) >= 12  # 48 requests: every client gets one answer per two commits
+
+
+def test_with_gather_each_commit_waits_for_the_clients_it_answered_and_takes_them_all():
+    sizes = _closed_loop(gather=0.5)
+    # the first commit holds the first client alone (nobody is held before a first commit);
+    # the next waits for it to come back and takes everyone
+    assert sizes[0] == 1 and all(s == 8 for s in sizes[1:-1]), sizes
+    assert len(sizes) <= 7  # 48 requests in 7 commits, not 12 or more
+
+
+def test_gather_never_holds_a_lone_client_nor_waits_past_its_bound():
+    import time
+
+    async def main():
+        gc = GroupCommit(lambda p: [None] * len(p), gather=0.5, max_gather=1.0)
+        t0 = time.perf_counter()
+        for i in range(20):  # one client at a time: each request is committed at once, alone
+            await gc.submit(i)
+        lone = time.perf_counter() - t0
+        while gc._flushers:  # after the last answer the committer waits at most its bound
+            await asyncio.sleep(0.01)
+        return lone
+
+    assert asyncio.run(main()) < 5  # generous: no request waited for a gather bound

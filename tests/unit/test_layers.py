@@ -26,7 +26,8 @@ FLOOR = {"smartlogs", "smartlogs.settings", "smartlogs.metrics", "smartlogs.logs
 # ingest_api.openapi: what the schema says of refusals and times, declared by the receivers'
 # routes (transports) as well as by the API's own (faces); it imports only FastAPI/pydantic
 TRANSPORT_MODULES = {"ingest_api.transports", "ingest_api.publisher", "ingest_api.decode",
-                     "ingest_api.timeouts", "ingest_api.pipeline_probe", "ingest_api.openapi"}
+                     "ingest_api.timeouts", "ingest_api.onewrite", "ingest_api.pipeline_probe",
+                     "ingest_api.openapi"}
 
 
 def layer(module: str) -> str:
