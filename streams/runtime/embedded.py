@@ -316,11 +316,15 @@ class EmbeddedRunner:
         merges: dict = {}
         catalog: list = []
         incidents: list[dict] = []
+        cids: dict[str, None] = {}  # the requests' correlation ids (the pipeline's events lack them)
+        logged = log.isEnabledFor(logging.INFO)
         n = 0
         for p, pipeline in self.pipelines.items():
             items = per.get(p)
             if items:
                 n += len(items)
+                if logged:
+                    cids.update(dict.fromkeys(filter(None, correlation_ids(items).split(","))))
                 batch = run_stage(pipeline, self._merges[p], items)  # shared with the Kafka worker
                 self._dead_letters(batch.dead_letters)
                 events.extend(batch.events)
@@ -336,7 +340,8 @@ class EmbeddedRunner:
         ahead = {p for p, seq in seqs.items() if seq >= last_seq}
         cursors = {p: last_seq for p in self.pipelines if p not in ahead}
         if events or merges or catalog or incidents:
-            self._submit(events, cursors, merges or None, catalog or None, incidents)
+            self._submit(events, cursors, merges or None, catalog or None, incidents,
+                         ",".join(cids))
             self._cursor_written = time.monotonic()
         elif time.monotonic() - self._cursor_written >= IDLE_CURSOR_SECONDS:
             # only other shards' batches since: its cursors (read only for the backlog; a
@@ -376,8 +381,9 @@ class EmbeddedRunner:
         return per
 
     def _submit(self, events: list[dict], cursors: dict[int, int], merges: dict | None,
-                catalog: list | None, incidents: list[dict]) -> None:
-        batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors)
+                catalog: list | None, incidents: list[dict], correlation: str = "") -> None:
+        batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors,
+                      correlation=correlation)
         if self._writer is not None and self._writer.is_alive():
             self._pending.put(batch)
         else:
@@ -418,9 +424,7 @@ class EmbeddedRunner:
         self.processed += len(new)
         if new:
             self.last_event_at = time.time()
-            if log.isEnabledFor(logging.INFO):  # the ids are a walk over the batch
-                log.info("stored %d events", len(new),
-                         extra={"correlation_id": correlation_ids(batch.events)})
+            log.info("stored %d events", len(new), extra={"correlation_id": batch.correlation})
             for cb in self._listeners:
                 try:
                     cb(new)

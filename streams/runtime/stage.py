@@ -74,6 +74,7 @@ class Batch:
     catalog: list
     incidents: list[dict]
     cursors: dict[int, int] | None = None
+    correlation: str = ""  # embedded mode: the accepted requests' ids, for the "stored" log line
 
 
 def run_stage(pipeline, notices, items: list[dict]) -> Batch:

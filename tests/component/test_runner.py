@@ -328,3 +328,20 @@ def test_the_writer_retries_a_failing_store_under_the_policy_and_stores_each_eve
     assert st["errors"] == 2 and st["failing_since"] is None and st["sink"]["ok"]
     assert "disk hiccup" in st["last_error"]
     assert runner.processed == len(USERS)
+
+
+def test_the_stored_log_line_names_the_requests_correlation_ids(tmp_path, caplog):
+    """The README: one batch can be followed by its correlation id from the API to the sink.
+    The embedded "stored N events" line logged an empty id (it read the pipeline's events,
+    which do not carry the request's ``cid``)."""
+    import logging
+
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    items = _items(["alpha one", "beta two"], "r")
+    items[0]["cid"], items[1]["cid"] = "req-1", "req-2"
+    store.spool_append(items)
+    with caplog.at_level(logging.INFO, logger="streams.runtime.embedded"):
+        runner.drain()
+    stored = [r for r in caplog.records if r.getMessage().startswith("stored ")]
+    assert stored and stored[0].correlation_id == "req-1,req-2"
