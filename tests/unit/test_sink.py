@@ -377,3 +377,37 @@ def test_the_worker_waits_for_the_writer_beyond_a_bulk_of_events(monkeypatch, tm
 
     asyncio.run(run())
     assert [c[1] for c in store.calls] == [["a"], ["b", "c", "d"]]
+
+
+def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkeypatch, tmp_path):
+    """A checkpoint that found a batch in flight used to wait for the next message (or the
+    next tick): after the last batch of a replay a stop could come first, and the next worker
+    found no state. The writer takes it once its queue is written."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    monkeypatch.setattr(worker, "_sink", Sink(FakeStore(), name="elasticsearch", window_seconds=60))
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    saved = []
+
+    async def save_parts(only=None):
+        saved.append(part.unstored)
+        return True
+
+    monkeypatch.setattr(worker, "_save_parts", save_parts)
+    monkeypatch.setattr(worker, "_save_due", True)
+
+    class Stream:
+        async def ack(self, event):
+            pass
+
+    async def run():
+        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        part.unstored += 1
+        writes.add("m0", part, [], _batch(("a",)))
+        await writes.drain()
+
+    asyncio.run(run())
+    assert saved == [0]  # after the write: the save covers the stored batch
