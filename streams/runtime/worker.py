@@ -281,14 +281,19 @@ class _Writes:
 
     async def _run(self) -> None:
         global _save_due
-        while self.queue:
-            group, self.queue, self.events = self.queue, [], 0
-            self._taken.set()
-            await _store_batches(self.loop, self.stream, group)
-        # a save that waited for these writes is taken now, not at the next message or tick (a
-        # stop before either would leave the state topic without what they covered)
-        if _save_due and not await _save_parts():
-            _save_due = True  # a batch is between processing and its write: the agent takes it
+        while True:
+            while self.queue:
+                group, self.queue, self.events = self.queue, [], 0
+                self._taken.set()
+                await _store_batches(self.loop, self.stream, group)
+            # a save that waited for these writes is taken now, not at the next message or
+            # tick (a stop before either would leave the state topic without what they covered)
+            if not _save_due:
+                return
+            if not await _save_parts():
+                _save_due = True  # a batch between processing and its write: taken after it
+            if not self.queue:  # (batches added during the save are written by this task)
+                return
 
     async def room(self) -> None:
         """Wait while ``limit`` events or more wait for the writer."""

@@ -411,3 +411,42 @@ def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkey
 
     asyncio.run(run())
     assert saved == [0]  # after the write: the save covers the stored batch
+
+
+def test_batches_added_while_the_writer_saves_are_written_by_it(monkeypatch, tmp_path):
+    """The save the writer takes yields to the event loop (a Kafka transaction): batches the
+    agent adds meanwhile are written by the same task, none is left behind unwritten."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    store = FakeStore()
+    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    release = asyncio.Event()
+
+    async def save_parts(only=None):
+        worker._save_due = False
+        await release.wait()
+        return True
+
+    monkeypatch.setattr(worker, "_save_parts", save_parts)
+    monkeypatch.setattr(worker, "_save_due", True)
+    acked = []
+
+    class Stream:
+        async def ack(self, event):
+            acked.append(event)
+
+    async def run():
+        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        part.unstored += 2
+        writes.add("m0", part, [], _batch(("a",)))
+        await asyncio.sleep(0.01)  # written; the save waits
+        writes.add("m1", part, [], _batch(("b",)))
+        release.set()
+        await asyncio.wait_for(writes.drain(), 10)
+
+    asyncio.run(run())
+    assert acked == ["m0", "m1"] and [c[1] for c in store.calls] == [["a"], ["b"]]
