@@ -819,6 +819,15 @@ async def _start_alerting() -> None:
 
 
 @app.on_before_shutdown.connect
+async def _save_on_stop(sender, **kwargs) -> None:  # noqa: ARG001 - Faust's signature
+    """A clean stop (SIGTERM, ``docker compose stop``) saves the partitions whose state moved
+    since their last save (those with no batch left unstored), so their next owner resumes
+    from here, not from the last checkpoint tick or, before the first one, a fresh model
+    (Faust stops the consumer without revoking the partitions, so ``_on_revoked`` does not)."""
+    await _save_parts()
+
+
+@app.on_before_shutdown.connect
 async def _stop_alerting(sender, **kwargs) -> None:
     """A clean stop saves the alert engine's state (streams.runtime.alerting) for the next start."""
     if _alerting is not None:

@@ -450,3 +450,29 @@ def test_batches_added_while_the_writer_saves_are_written_by_it(monkeypatch, tmp
 
     asyncio.run(run())
     assert acked == ["m0", "m1"] and [c[1] for c in store.calls] == [["a"], ["b"]]
+
+
+def test_a_clean_stop_saves_the_partitions_state(monkeypatch, tmp_path):
+    """SIGTERM: Faust stops without revoking the partitions; the state they learned since the
+    last checkpoint tick is saved all the same (a stop right after a replay, before the first
+    tick, used to leave the next worker a fresh model). A partition with a batch not stored
+    is not saved (a save covers stored batches only)."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    class Writer:
+        def __init__(self):
+            self.saves = []
+
+        async def write(self, records):
+            self.saves.append(len(records))
+
+    done = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
+    busy = worker.Part(1, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
+    done.applied, busy.applied, busy.unstored = 3, 7, 1
+    monkeypatch.setattr(worker, "parts", {0: done, 1: busy})
+    asyncio.run(worker._save_on_stop(None))
+    assert done.saved_offset == 3 and len(done.writer.saves) == 1
+    assert busy.saved_offset is None and busy.writer.saves == []
