@@ -327,7 +327,7 @@ def test_the_worker_writes_the_batches_processed_during_a_write_as_one(monkeypat
         for n, (ids, part) in enumerate([(("a", "b"), parts[0]), (("c",), parts[1]),
                                          (("d", "e"), parts[0])]):
             part.unstored += 1
-            writes.add(f"m{n}", part, [{"id": i} for i in ids], _batch(ids))
+            writes.add(f"m{n}", part, [{"id": i} for i in ids], _batch(ids), n)
             await writes.room()
             await asyncio.sleep(0.05)  # the first write is in flight meanwhile
         assert acked == []
@@ -335,7 +335,7 @@ def test_the_worker_writes_the_batches_processed_during_a_write_as_one(monkeypat
         await writes.drain()
         part = parts[1]
         part.unstored += 1
-        writes.add("m3", part, [{"id": "f"}], _batch(("f",)))
+        writes.add("m3", part, [{"id": "f"}], _batch(("f",)), 3)
         await writes.drain()
 
     asyncio.run(run())
@@ -364,10 +364,10 @@ def test_the_worker_waits_for_the_writer_beyond_a_bulk_of_events(monkeypatch, tm
     async def run():
         writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=3)
         part.unstored += 2
-        writes.add("m0", part, [], _batch(("a",)))
+        writes.add("m0", part, [], _batch(("a",)), 0)
         await writes.room()
         await asyncio.sleep(0.05)  # the first write is in flight
-        writes.add("m1", part, [], _batch(("b", "c", "d")))
+        writes.add("m1", part, [], _batch(("b", "c", "d")), 1)
         waiting = asyncio.ensure_future(writes.room())
         await asyncio.sleep(0.05)
         assert not waiting.done() and writes.events == 3
@@ -406,7 +406,7 @@ def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkey
     async def run():
         writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
         part.unstored += 1
-        writes.add("m0", part, [], _batch(("a",)))
+        writes.add("m0", part, [], _batch(("a",)), 0)
         await writes.drain()
 
     asyncio.run(run())
@@ -442,9 +442,9 @@ def test_batches_added_while_the_writer_saves_are_written_by_it(monkeypatch, tmp
     async def run():
         writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
         part.unstored += 2
-        writes.add("m0", part, [], _batch(("a",)))
+        writes.add("m0", part, [], _batch(("a",)), 0)
         await asyncio.sleep(0.01)  # written; the save waits
-        writes.add("m1", part, [], _batch(("b",)))
+        writes.add("m1", part, [], _batch(("b",)), 1)
         release.set()
         await asyncio.wait_for(writes.drain(), 10)
 
@@ -466,7 +466,7 @@ def test_a_clean_stop_saves_the_partitions_state(monkeypatch, tmp_path):
         def __init__(self):
             self.saves = []
 
-        async def write(self, records):
+        async def write(self, records, **kwargs):
             self.saves.append(len(records))
 
     done = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
