@@ -300,11 +300,15 @@ def latency(url: str, path: Path, rate: float, seconds: float, pids: dict[str, i
 def index_stats(es_url: str, prefix: str) -> dict:
     """This run's indices' own times (ms) from ``_stats``: not disturbed by other users of the
     shared engine the way its process CPU is (still wall time: a busy machine stretches it)."""
-    p = httpx.get(f"{es_url}/{prefix}-*/_stats/indexing,refresh,merge,flush", timeout=30).json()[
+    p = httpx.get(f"{es_url}/{prefix}-*/_stats/indexing,refresh,merge,flush,bulk", timeout=30).json()[
         "_all"]["primaries"]
     return {"index": p["indexing"]["index_time_in_millis"],
             "refresh": p["refresh"]["total_time_in_millis"],
-            "merge": p["merges"]["total_time_in_millis"], "flush": p["flush"]["total_time_in_millis"]}
+            "merge": p["merges"]["total_time_in_millis"], "flush": p["flush"]["total_time_in_millis"],
+            # shard-level bulk requests (one per index a request touches): the documents per
+            # request are what the per-request costs are shared by
+            "bulks": p.get("bulk", {}).get("total_operations", 0),
+            "refreshes": p["refresh"]["total"]}
 
 
 def main() -> None:
@@ -339,8 +343,12 @@ def main() -> None:
         rss.done.set()
         cpu_us = {k: (cpu_seconds(p) - before[k]) / sus["lines"] * 1e6 for k, p in pids.items()}
         es_url, prefix = engine_env()["SMARTLOGS_ES_URL"].strip("'"), f"bench-{tag}"
+        counts = {}
         try:
-            own = {k: v / sus["lines"] * 1000 for k, v in index_stats(es_url, prefix).items()}
+            own = index_stats(es_url, prefix)
+            counts = {"lines per shard bulk": sus["lines"] / max(1, own.pop("bulks")),
+                      "refreshes": own.pop("refreshes")}
+            own = {k: v / sus["lines"] * 1000 for k, v in own.items()}
         except (httpx.HTTPError, KeyError) as exc:
             print(f"warning: no index stats: {exc}", file=sys.stderr)
             own = None
@@ -369,7 +377,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items())
         + f" = {sum(cpu_us.values()):.0f} in all",
         *(["- this run's indices' own times during the sustained phase (`_stats`, ms per 1,000 lines): "
-           + ", ".join(f"{k} {v:.0f}" for k, v in own.items())] if own else []),
+           + ", ".join(f"{k} {v:.0f}" for k, v in own.items())
+           + "; " + ", ".join(f"{k} {v:.0f}" for k, v in counts.items())] if own else []),
         "- peak RSS during the sustained phase, an overload (the client sends far faster than the "
         "stack indexes, RabbitMQ and Kafka hold the backlog), MiB: "
         + ", ".join(f"{k} {v:.0f}" for k, v in rss.peak.items()),

@@ -76,6 +76,29 @@ class Batch:
     cursors: dict[int, int] | None = None
     correlation: str = ""  # embedded mode: the accepted requests' ids, for the "stored" log line
 
+    @classmethod
+    def join(cls, batches: list[Batch]) -> Batch:
+        """Consecutive batches as one write (one bulk request instead of one per batch: the
+        store's cost per request, bench/RESULTS.md, issue 18), in their order: the events,
+        dead letters, catalog records and incident snapshots one after the other; the merges
+        of the later batch win for an id (each batch carries its miner's whole mapping); the
+        highest cursor per partition."""
+        if len(batches) == 1:
+            return batches[0]
+        merges: dict = {}
+        cursors: dict[int, int] | None = None
+        for b in batches:
+            if b.merges:
+                merges.update(b.merges)
+            if b.cursors is not None:
+                cursors = dict(cursors or {})
+                for p, seq in b.cursors.items():
+                    cursors[p] = max(seq, cursors.get(p, seq))
+        return cls([e for b in batches for e in b.events],
+                   [d for b in batches for d in b.dead_letters], merges or None,
+                   [c for b in batches for c in b.catalog],
+                   [i for b in batches for i in b.incidents], cursors)
+
 
 def run_stage(pipeline, notices, items: list[dict]) -> Batch:
     """``items`` through ``pipeline`` (isolating poison items), counted, with what the store

@@ -11,8 +11,10 @@ line: Faust's per-message cost (~200 µs, architecture.md) is then shared by the
 Per message the ``process`` agent runs the pipeline **of the message's partition**, writes the
 events to Elasticsearch (bulk, ``op_type=create`` with the event id as ``_id``: a re-delivered
 batch is absorbed) and sends documents Elasticsearch rejects to the dead-letter topic. The
-offset of a message is committed only after the agent moved past it, i.e. after the sink
-acknowledged the write. What follows ``Pipeline.process`` and is the same in both runtimes
+messages processed while a write is in flight are written together by the next one (one bulk
+request, up to the store's bulk size: Elasticsearch's and the worker's cost per request is
+shared, bench/RESULTS.md). The offset of a message is committed only after the agent moved
+past it, i.e. after the sink acknowledged the write. What follows ``Pipeline.process`` and is the same in both runtimes
 (the poison policy, the counters, the merges/catalog/incidents handed to the store, and the
 write itself: its order, its retries until Elasticsearch takes the batch, the merges after
 it, the sink state ``/healthz`` reads) is ``streams.runtime.stage``'s; the worker calls it in
@@ -237,23 +239,97 @@ def health() -> tuple[bool, dict]:
 
 async def _store_batch(loop, stream, event, part: Part, items: list[dict], batch,
                        offset: int) -> None:
-    """Write a processed batch (at raw ``offset``), judge it by the alert rules, account for it
-    and ack its message: the offset becomes committable only now, after the sink took it. A
-    task of its own, so a batch finishes even when no message follows (a rebalance clears the
-    stream's buffer and waits for every ack)."""
-    stored = await _write_until_taken(loop, batch)
-    if not stored.merged:  # the next batch asks again
-        part.merges.retry()
+    """Write one processed batch (at raw ``offset``), judge it, account for it and ack its
+    message (``_store_batches``)."""
+    await _store_batches(loop, stream, [(event, part, items, batch, offset)])
+
+
+async def _store_batches(loop, stream, group: list[tuple]) -> None:
+    """Write processed batches ``(event, part, items, batch, raw offset)`` as one write
+    (``Batch.join``: one bulk request), then judge each by the alert rules, account for it and
+    ack its message, in order: an offset becomes committable only now, after the sink took it.
+    Run as a task of its own (``_Writes``), so a batch finishes even when no message follows (a
+    rebalance clears the stream's buffer and waits for every ack)."""
+    stored = await _write_until_taken(loop, Batch.join([g[3] for g in group]))
+    if not stored.merged:  # the next batch of each pipeline asks again
+        for part in {id(g[1]): g[1] for g in group}.values():
+            part.merges.retry()
     with _rejected_lock:
         rejected, _rejected[:] = list(_rejected), []
-    # before a save may cover the batch: its global-rule input is in the outbox then
-    await _judge(part, offset, batch.events, stored.events, rejected)
-    # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
-    # no later save of this process can cover a batch Elasticsearch lacks)
-    part.unstored -= 1
-    await _account(items, batch.events, stored.events, rejected)
-    if event is not None:
-        await stream.ack(event)
+    for k, (event, part, items, batch, offset) in enumerate(group):
+        new = stored.events if len(group) == 1 else [e for e in batch.events if "seq" in e]
+        # before a save may cover the batch: its global-rule input is in the outbox then
+        # (``rejected`` is matched by event, so the whole group's list serves each batch)
+        await _judge(part, offset, batch.events, new, rejected)
+        # stored: a save may cover it now (a write cancelled by a stop leaves the count up, so
+        # no later save of this process can cover a batch Elasticsearch lacks)
+        part.unstored -= 1
+        await _account(items, batch.events, new, rejected if k == 0 else [])
+        if event is not None:
+            await stream.ack(event)
+
+
+class _Writes:
+    """The agent's processed batches on their way to the store: one task writes them in
+    order, and the batches processed while a write is in flight go together in the next one
+    (up to ``limit`` events, the store's bulk size; beyond that the agent waits for the writer
+    to take them). At a steady rate the writer is idle when a batch arrives and each batch is
+    its own write, as soon as it is processed; under load the writes grow, and with them the
+    events per bulk request, which costs Elasticsearch and the worker per request
+    (bench/RESULTS.md, issue 18). Writes and acks stay in the order of the messages."""
+
+    def __init__(self, loop, stream, limit: int) -> None:
+        self.loop, self.stream, self.limit = loop, stream, max(1, limit)
+        self.queue: list[tuple] = []
+        self.events = 0  # in the queue
+        self.task: asyncio.Future | None = None
+        self._taken = asyncio.Event()
+
+    def add(self, event, part: Part, items: list[dict], batch, offset: int) -> None:
+        self.queue.append((event, part, items, batch, offset))
+        self.events += len(batch.events)
+        if self.task is None or self.task.done():
+            if self.task is not None:
+                self.task.result()  # a failed write stops the agent, as before
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        global _save_due
+        while True:
+            while self.queue:
+                group, self.queue, self.events = self.queue, [], 0
+                self._taken.set()
+                await _store_batches(self.loop, self.stream, group)
+            # a save that waited for these writes is taken now, not at the next message or
+            # tick (a stop before either would leave the state topic without what they covered)
+            if not _save_due:
+                return
+            if not await _save_parts():
+                _save_due = True  # a batch between processing and its write: taken after it
+            if not self.queue:  # (batches added during the save are written by this task)
+                return
+
+    async def room(self) -> None:
+        """Wait while ``limit`` events or more wait for the writer."""
+        while self.events >= self.limit and self.task is not None and not self.task.done():
+            self._taken.clear()
+            taken = asyncio.ensure_future(self._taken.wait())
+            try:
+                await asyncio.wait({taken, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                taken.cancel()
+        if self.task is not None and self.task.done():
+            self.task.result()
+
+    async def drain(self) -> None:
+        """Every batch added so far written and acked (to keep acks in order, before a save)."""
+        if self.task is not None:
+            await self.task  # it runs until the queue is empty; nothing is added meanwhile
+
+    def cancel(self) -> None:
+        """Stopping: what is not written is not acked, so Kafka delivers it again."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
 
 async def _judge(part: Part, offset: int, events: list[dict], new: list[dict],
@@ -580,23 +656,22 @@ async def _part_of(event) -> Part | None:
 @app.agent(raw_topic)
 async def process(batches):
     """One Kafka message = one batch, through the pipeline of its partition. Acks are manual: a
-    message is acknowledged only after Elasticsearch took its events (``_store_batch``);
+    message is acknowledged only after Elasticsearch took its events (``_store_batches``);
     template ids merged away while processing a batch are rewritten in the store after its
-    write (``merge_templates``). Two batches overlap: while batch N is being written
-    (Elasticsearch indexing on its own core, the write in a thread), batch N+1 goes through the
-    pipeline; N's write is done before N+1's starts, so writes and acks stay in order. When a
-    save is due and a partition has a batch in flight, the save is taken here, between two
-    batches, once the write is done (a save covers stored batches only)."""
+    write (``merge_templates``). Processing and writing overlap: while a write is in flight
+    (Elasticsearch indexing on its own core, the write in a thread), the next batches go
+    through the pipeline, and are written together once it is done (``_Writes``: one bulk
+    request for all of them), so writes and acks stay in order. When a save is due and a
+    partition has a batch in flight, the save is taken here, between two batches, once the
+    writes are done (a save covers stored batches only)."""
     loop = asyncio.get_running_loop()
     stream = batches.noack()
     keep_gaps_open(app.consumer, settings.kafka_topic)
-    pending = None  # the task writing and acking the last batch
+    writes = _Writes(loop, stream, store().chunk_size)  # the batches on their way to the store
     try:
         async for event in stream.events():
             if _save_due:
-                if pending is not None:
-                    await pending
-                    pending = None
+                await writes.drain()
                 await _save_parts()
             part = await _part_of(event)
             if part is None:  # revoked meanwhile: the new owner processes it
@@ -618,9 +693,7 @@ async def process(batches):
                          event.message.offset, committed)
             gap = _continuity(event, part, committed)
             if gap is not None:
-                if pending is not None:  # keep writes and acks in order
-                    await pending
-                    pending = None
+                await writes.drain()  # keep writes and acks in order
                 first, end = gap
                 if first == end:  # reflected in the state already: ack once more
                     log.info("partition %s: offset %d is reflected in its state already; not "
@@ -628,25 +701,20 @@ async def process(batches):
                     await stream.ack(event)
                     continue
                 await _repair(loop, event, part, first, end)
-            # the pipeline runs while the pending batch is written
+            # the pipeline runs while the batches before are written
             items, batch = _decode_and_process(event.value, part)
             part.applied = event.message.offset + 1
             if items is None:  # undecodable: nothing to store
                 await _send_dead_letters(batch)
-                if pending is not None:  # keep acks in order
-                    await pending
-                    pending = None
+                await writes.drain()  # keep acks in order
                 await stream.ack(event)
                 continue
             part.unstored += 1  # before any await: no save covers it until it is stored
             await _send_dead_letters(batch.dead_letters)
-            if pending is not None:  # the previous batch's write is done before this one's
-                await pending
-            pending = asyncio.ensure_future(_store_batch(loop, stream, event, part, items, batch,
-                                                         event.message.offset))
+            writes.add(event, part, items, batch, event.message.offset)
+            await writes.room()
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
+        writes.cancel()  # stopping: not acked, so Kafka redelivers it (ids absorb it)
 
 
 if settings.retention_days > 0:
@@ -832,6 +900,15 @@ async def _start_alerting() -> None:
                         redact(f"{type(exc).__name__}: {exc}")[:300], delay)
             await asyncio.sleep(delay)
             delay = min(STATE_RETRY_CAP, delay * 2)
+
+
+@app.on_before_shutdown.connect
+async def _save_on_stop(sender, **kwargs) -> None:  # noqa: ARG001 - Faust's signature
+    """A clean stop (SIGTERM, ``docker compose stop``) saves the partitions whose state moved
+    since their last save (those with no batch left unstored), so their next owner resumes
+    from here, not from the last checkpoint tick or, before the first one, a fresh model
+    (Faust stops the consumer without revoking the partitions, so ``_on_revoked`` does not)."""
+    await _save_parts()
 
 
 @app.on_before_shutdown.connect

@@ -271,3 +271,208 @@ def test_the_workers_incident_tick_writes_through_the_sink(monkeypatch, tmp_path
     asyncio.run(tick())
     assert sink.state.ok and worker._unwritten_ticks == []
     assert store.calls == [("write_batch", [], ["inc-9"])] * 2
+
+
+def test_batches_joined_keep_their_order_and_the_latest_merges():
+    a = Batch([_event("a")], [{"item": 1}], {"T2": "T1"}, ["c1"], [{"id": "inc-1", "rev": 1}],
+              {0: 5})
+    b = Batch([_event("b"), _event("c")], [], {"T2": "T1", "T3": "T1"}, ["c2"],
+              [{"id": "inc-1", "rev": 2}], {0: 9, 1: 2})
+    j = Batch.join([a, b])
+    assert [e["id"] for e in j.events] == ["a", "b", "c"]
+    assert j.dead_letters == [{"item": 1}] and j.catalog == ["c1", "c2"]
+    assert j.merges == {"T2": "T1", "T3": "T1"}
+    assert j.incidents == [{"id": "inc-1", "rev": 1}, {"id": "inc-1", "rev": 2}]
+    assert j.cursors == {0: 9, 1: 2}
+    assert Batch.join([a]) is a
+    assert Batch.join([Batch([], [], None, [], []), Batch([], [], None, [], [])]).merges is None
+
+
+class SlowStore(FakeStore):
+    """A FakeStore whose first write waits until the test lets it go."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def write_batch(self, batch, *, window_seconds):
+        if not self.calls:
+            self.release.wait(10)
+        return super().write_batch(batch, window_seconds=window_seconds)
+
+
+def test_the_worker_writes_the_batches_processed_during_a_write_as_one(monkeypatch, tmp_path):
+    """Issue 18 (CPU per line): each Kafka message used to be its own bulk request. Batches
+    that are processed while a write is in flight wait for it and then go to the store
+    together, in their order, each message acked after its events were taken, in order; with
+    the writer idle, a batch is written at once, alone."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    store = SlowStore()
+    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
+    parts = [worker.Part(p, Pipeline(PipelineConfig()), None, Book(), writer=None)
+             for p in (0, 1)]
+    acked = []
+
+    class Stream:
+        async def ack(self, event):
+            acked.append(event)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        writes = worker._Writes(loop, Stream(), limit=5)
+        for n, (ids, part) in enumerate([(("a", "b"), parts[0]), (("c",), parts[1]),
+                                         (("d", "e"), parts[0])]):
+            part.unstored += 1
+            writes.add(f"m{n}", part, [{"id": i} for i in ids], _batch(ids), n)
+            await writes.room()
+            await asyncio.sleep(0.05)  # the first write is in flight meanwhile
+        assert acked == []
+        store.release.set()
+        await writes.drain()
+        part = parts[1]
+        part.unstored += 1
+        writes.add("m3", part, [{"id": "f"}], _batch(("f",)), 3)
+        await writes.drain()
+
+    asyncio.run(run())
+    assert [c[1] for c in store.calls] == [["a", "b"], ["c", "d", "e"], ["f"]]
+    assert store.calls[1][2] == ["inc-1", "inc-1"]  # each batch's snapshots
+    assert acked == ["m0", "m1", "m2", "m3"]
+    assert [p.unstored for p in parts] == [0, 0]
+
+
+def test_the_worker_waits_for_the_writer_beyond_a_bulk_of_events(monkeypatch, tmp_path):
+    """The batches waiting for a write are bounded: at ``limit`` events the agent waits until
+    the writer took them."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    store = SlowStore()
+    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+
+    class Stream:
+        async def ack(self, event):
+            pass
+
+    async def run():
+        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=3)
+        part.unstored += 2
+        writes.add("m0", part, [], _batch(("a",)), 0)
+        await writes.room()
+        await asyncio.sleep(0.05)  # the first write is in flight
+        writes.add("m1", part, [], _batch(("b", "c", "d")), 1)
+        waiting = asyncio.ensure_future(writes.room())
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and writes.events == 3
+        store.release.set()
+        await asyncio.wait_for(waiting, 10)
+        await writes.drain()
+
+    asyncio.run(run())
+    assert [c[1] for c in store.calls] == [["a"], ["b", "c", "d"]]
+
+
+def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkeypatch, tmp_path):
+    """A checkpoint that found a batch in flight used to wait for the next message (or the
+    next tick): after the last batch of a replay a stop could come first, and the next worker
+    found no state. The writer takes it once its queue is written."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    monkeypatch.setattr(worker, "_sink", Sink(FakeStore(), name="elasticsearch", window_seconds=60))
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    saved = []
+
+    async def save_parts(only=None):
+        saved.append(part.unstored)
+        return True
+
+    monkeypatch.setattr(worker, "_save_parts", save_parts)
+    monkeypatch.setattr(worker, "_save_due", True)
+
+    class Stream:
+        async def ack(self, event):
+            pass
+
+    async def run():
+        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        part.unstored += 1
+        writes.add("m0", part, [], _batch(("a",)), 0)
+        await writes.drain()
+
+    asyncio.run(run())
+    assert saved == [0]  # after the write: the save covers the stored batch
+
+
+def test_batches_added_while_the_writer_saves_are_written_by_it(monkeypatch, tmp_path):
+    """The save the writer takes yields to the event loop (a Kafka transaction): batches the
+    agent adds meanwhile are written by the same task, none is left behind unwritten."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    store = FakeStore()
+    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    release = asyncio.Event()
+
+    async def save_parts(only=None):
+        worker._save_due = False
+        await release.wait()
+        return True
+
+    monkeypatch.setattr(worker, "_save_parts", save_parts)
+    monkeypatch.setattr(worker, "_save_due", True)
+    acked = []
+
+    class Stream:
+        async def ack(self, event):
+            acked.append(event)
+
+    async def run():
+        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        part.unstored += 2
+        writes.add("m0", part, [], _batch(("a",)), 0)
+        await asyncio.sleep(0.01)  # written; the save waits
+        writes.add("m1", part, [], _batch(("b",)), 1)
+        release.set()
+        await asyncio.wait_for(writes.drain(), 10)
+
+    asyncio.run(run())
+    assert acked == ["m0", "m1"] and [c[1] for c in store.calls] == [["a"], ["b"]]
+
+
+def test_a_clean_stop_saves_the_partitions_state(monkeypatch, tmp_path):
+    """SIGTERM: Faust stops without revoking the partitions; the state they learned since the
+    last checkpoint tick is saved all the same (a stop right after a replay, before the first
+    tick, used to leave the next worker a fresh model). A partition with a batch not stored
+    is not saved (a save covers stored batches only)."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    class Writer:
+        def __init__(self):
+            self.saves = []
+
+        async def write(self, records, **kwargs):
+            self.saves.append(len(records))
+
+    done = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
+    busy = worker.Part(1, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
+    done.applied, busy.applied, busy.unstored = 3, 7, 1
+    monkeypatch.setattr(worker, "parts", {0: done, 1: busy})
+    asyncio.run(worker._save_on_stop(None))
+    assert done.saved_offset == 3 and len(done.writer.saves) == 1
+    assert busy.saved_offset is None and busy.writer.saves == []
