@@ -76,6 +76,17 @@ class StateWriter:
             for f in futures:
                 await f
 
+    def fenced(self) -> bool:
+        """Whether no transaction of this writer can commit any more: its producer met a fatal
+        error (``ProducerFenced``: another producer initialised the same transactional id, i.e.
+        another worker took the partition; or the broker timed its transaction out), or it
+        is stopped."""
+        producer = self._producer
+        if producer is None:
+            return True
+        txn = getattr(producer, "_txn_manager", None)  # aiokafka's: no public accessor
+        return txn is not None and txn.is_fatal_error()
+
     async def stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
