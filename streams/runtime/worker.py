@@ -44,7 +44,9 @@ the model, its incidents and their counts end as if no worker had died, and a pa
 moves to another worker resumes from what was learned (no cold model, no warm-up burst).
 Records the state already covers but the group had not committed are acknowledged without
 being processed twice. Revoked partitions are saved (when nothing of theirs is in flight) and
-dropped once the new assignment is known; so is each partition's part of the alert engine's
+dropped once the new assignment is known (and so are those a worker is given back after it
+missed a generation of the group, or whose writer a transaction found fenced: they are read
+back from the state topic, ``_on_assigned``, ``_part_of``); so is each partition's part of the alert engine's
 state (in Elasticsearch, ``streams.runtime.alerting``), and the global rules' part with partition 0.
 
 **Window counts: one implementation, the store's.** ``/api/stats`` reads Elasticsearch's
