@@ -73,6 +73,8 @@ class StateWriter:
             futures = [await producer.send(self.topic, key=k, value=v, partition=self.partition)
                        for k, v in records]
             futures += [await producer.send(facts_topic, value=v, partition=0) for v in facts]
+            for f in futures:  # a failed send fails the others too: none left unretrieved
+                f.add_done_callback(_retrieved)
             for f in futures:
                 await f
 
@@ -94,6 +96,11 @@ class StateWriter:
                 await producer.stop()
             except Exception as exc:  # noqa: BLE001 - closing: nothing left to lose
                 log.warning("state producer of partition %d: %s", self.partition, exc)
+
+
+def _retrieved(future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def read_state(bootstrap: str, topic: str, partition: int,
