@@ -73,8 +73,21 @@ class StateWriter:
             futures = [await producer.send(self.topic, key=k, value=v, partition=self.partition)
                        for k, v in records]
             futures += [await producer.send(facts_topic, value=v, partition=0) for v in facts]
+            for f in futures:  # a failed send fails the others too: none left unretrieved
+                f.add_done_callback(_retrieved)
             for f in futures:
                 await f
+
+    def fenced(self) -> bool:
+        """Whether no transaction of this writer can commit any more: its producer met a fatal
+        error (``ProducerFenced``: another producer initialised the same transactional id, i.e.
+        another worker took the partition; or the broker timed its transaction out), or it
+        is stopped."""
+        producer = self._producer
+        if producer is None:
+            return True
+        txn = getattr(producer, "_txn_manager", None)  # aiokafka's: no public accessor
+        return txn is not None and txn.is_fatal_error()
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -83,6 +96,11 @@ class StateWriter:
                 await producer.stop()
             except Exception as exc:  # noqa: BLE001 - closing: nothing left to lose
                 log.warning("state producer of partition %d: %s", self.partition, exc)
+
+
+def _retrieved(future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def read_state(bootstrap: str, topic: str, partition: int,

@@ -46,7 +46,9 @@ the model, its incidents and their counts end as if no worker had died, and a pa
 moves to another worker resumes from what was learned (no cold model, no warm-up burst).
 Records the state already covers but the group had not committed are acknowledged without
 being processed twice. Revoked partitions are saved (when nothing of theirs is in flight) and
-dropped once the new assignment is known; so is each partition's part of the alert engine's
+dropped once the new assignment is known (and so are those a worker is given back after it
+missed a generation of the group, or whose writer a transaction found fenced: they are read
+back from the state topic, ``_on_assigned``, ``_part_of``); so is each partition's part of the alert engine's
 state (in Elasticsearch, ``streams.runtime.alerting``), and the global rules' part with partition 0.
 
 **Window counts: one implementation, the store's.** ``/api/stats`` reads Elasticsearch's
@@ -172,6 +174,10 @@ class Part:
         self.unstored = 0
         self.outbox = alert_facts.Outbox(mark)
         self.tx = asyncio.Lock()
+        # its writer was fenced (another worker took the partition while this one was out of
+        # the group): the state in memory may be behind the one saved since; ``_part_of``
+        # takes the partition again from the state topic
+        self.stale = False
         self.merges = MergeNotices()  # template merges of this pipeline the store was told of
         if _marks is not None:
             pipeline.scorer.marks = _marks
@@ -646,6 +652,14 @@ async def _part_of(event) -> Part | None:
     message); None for a message of a partition this worker no longer holds."""
     tp = event.message.tp
     part = parts.get(tp.partition)
+    if part is not None and part.stale:
+        # fenced: another worker held the partition meanwhile (this one missed a rebalance,
+        # e.g. frozen past the session timeout) and saved a newer state; a writer of the same
+        # transactional id can never commit again, so take the partition up afresh
+        log.warning("partition %d: its state writer was fenced by another owner; taking the "
+                    "partition again from %s", tp.partition, state_topic_name)
+        await _drop_part(tp.partition)
+        part = None
     if part is None:
         if tp not in app.consumer.assignment():
             return None
@@ -812,8 +826,13 @@ async def _commit(part: Part, records: list = (), reflects: int = 0) -> None:
         mark, facts, n = part.outbox.take(reflects)
         if facts and not _facts_topic_ready.is_set():
             await _ensure_facts_topic()
-        await part.writer.write([*records, (alert_facts.MARK_KEY, alert_facts.encode_mark(mark))],
-                                facts=facts, facts_topic=facts_topic_name)
+        try:
+            await part.writer.write([*records, (alert_facts.MARK_KEY, alert_facts.encode_mark(mark))],
+                                    facts=facts, facts_topic=facts_topic_name)
+        except Exception:
+            if part.writer.fenced():  # no later transaction of this writer can commit
+                part.stale = True
+            raise
         part.outbox.committed(n, mark)
 
 
@@ -1040,15 +1059,65 @@ async def _on_revoked(sender, revoked, **kwargs) -> None:  # noqa: ARG001 - Faus
 async def _on_assigned(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - Faust's signature
     """After a rebalance: drop the state of the raw partitions this worker no longer holds
     (their new owner reads it back from the state topic); those it keeps stay in memory,
-    nobody else held them in between."""
+    nobody else held them in between, unless this worker missed a generation of the group
+    (``_missed_generation``): then another worker may have held them, saved a newer state and
+    fenced their writers, so they are read back from the state topic too (the old code kept
+    them: a fenced writer never committed their facts or state again, the global rules never
+    saw their batches until a restart)."""
+    global _generation
     keep = {tp.partition for tp in assigned if tp.topic == settings.kafka_topic}
-    for p in [p for p in parts if p not in keep]:
-        part = parts.pop(p)
-        log.info("partition %d: revoked; its state (%d lines learned, saved at offset %s) goes "
-                 "with it", p, part.pipeline.lines, part.saved_offset)
+    before, generation = _generation, getattr(app, "consumer_generation_id", None)
+    missed = _missed_generation(before, generation)
+    _generation = generation
+    try:
+        for p in [p for p in parts if p not in keep or missed]:
+            if p in keep:
+                log.warning("partition %d: this worker missed a rebalance (generation %s, now "
+                            "%s): another may have held it meanwhile, so its state is read back "
+                            "from %s", p, before, generation, state_topic_name)
+            else:
+                log.info("partition %d: revoked; its state (%d lines learned, saved at offset "
+                         "%s) goes with it", p, parts[p].pipeline.lines, parts[p].saved_offset)
+            await _drop_part(p)
+    finally:  # whatever happened above, the judging is not left fenced off
+        if _alerting is not None:
+            await asyncio.get_running_loop().run_in_executor(None, _alerting.assigned)
+
+
+_generation: int | None = None  # the consumer group generation of this worker's last assignment
+DROP_WAIT_SECONDS = 10.0  # how long a dropped partition's writer waits for its transaction
+
+
+def _missed_generation(before: int | None, now: int | None) -> bool:
+    """Whether the group went through a generation without this worker between its last
+    assignment (``before``) and this one (``now``): it was out of the group meanwhile (frozen
+    or starved past the session timeout), so another worker may have held, processed and saved
+    the partitions it keeps, and fenced their writers.
+
+    >>> _missed_generation(None, 3), _missed_generation(3, 4), _missed_generation(2, 4)
+    (False, False, True)
+    """
+    return before is not None and now is not None and now != before + 1
+
+
+async def _drop_part(p: int) -> None:
+    """Forget raw partition ``p``'s state in memory (its owner, maybe this worker again,
+    reads it back from the state topic) and stop its writer once no transaction of it runs."""
+    part = parts.pop(p)
+    for tp in [tp for tp in _expected if tp.partition == p and tp.topic == settings.kafka_topic]:
+        del _expected[tp]  # its next message is a first one: continuity from the state read back
+    held = False
+    try:  # bounded: a transaction that never returns must not hold the rebalance
+        await asyncio.wait_for(part.tx.acquire(), DROP_WAIT_SECONDS)
+        held = True
+    except asyncio.TimeoutError:
+        log.error("partition %d: a transaction of its writer did not end in %.0f s; stopped "
+                  "anyway", p, DROP_WAIT_SECONDS)
+    try:
         await part.writer.stop()
-    if _alerting is not None:
-        await asyncio.get_running_loop().run_in_executor(None, _alerting.assigned)
+    finally:
+        if held:
+            part.tx.release()
 
 
 def main(argv: list[str] | None = None) -> None:

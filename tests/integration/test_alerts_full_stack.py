@@ -5,7 +5,9 @@ Elasticsearch, and the API lists it and takes silences."""
 from __future__ import annotations
 
 import json
+import random
 import re
+import string
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -474,3 +476,50 @@ def test_a_batch_stored_by_a_worker_killed_before_its_facts_went_out_is_judged_o
     got = [(a["rule"], a["state"]) for a in _Hook.got if a["rule"] == "new-pattern"]
     assert got.count(("new-pattern", "firing")) == 1, got
     assert len({a["id"] for a in _Hook.got if a["rule"] == "new-pattern"}) == 1, got
+
+
+@pytest.mark.timeout(500)
+def test_a_judging_worker_frozen_past_the_session_timeout_alerts_again_for_every_partition(
+        global_stack):
+    """Two real workers; the holder of partition 0 is frozen (SIGSTOP) for 15 s, past the
+    10 s session timeout: the other worker takes every partition, fencing the frozen worker's
+    state writers, and saves newer states. Thawed, the frozen worker rejoins (often given its
+    partitions back). Then a new template from a host of every partition raises its
+    new-pattern alert. The old code kept the partitions it was given back with their fenced
+    writers: their facts never reached the judge again, so the hosts of those partitions got
+    no global alert (bench/RELIABILITY.md, the alert stall)."""
+    import signal
+
+    url = global_stack["url"]
+    workers, hosts = _two_workers_marked(global_stack)
+    judge = next(name for name, (_, port) in workers.items() if 0 in _held(port))
+    proc, _ = workers[judge]
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(15)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+    def settled():  # both workers hold partitions again, every partition once
+        httpx.post(f"{url}/ingest", json=[{"message": "heartbeat ok from worker 1", "host": h,
+                                           "level": "INFO", "timestamp": time.time()}
+                                          for h in hosts], timeout=30)
+        held = [_held(port) for _, port in workers.values()]
+        return held[0] | held[1] == {0, 1, 2, 3} and not held[0] & held[1]
+
+    assert _wait(settled, timeout=120), stack_logs(global_stack)
+    time.sleep(6)  # past a checkpoint: a fenced writer has failed a transaction by now
+    _Hook.got.clear()
+    missing = []
+    rng = random.Random(20)
+    for k, host in enumerate(hosts):  # one new template per host, one at a time (the cap);
+        # a length of its own each: no two of them can be one template
+        msg = " ".join("".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(3 + k))
+        assert httpx.post(f"{url}/ingest", json=[{"message": msg, "host": host, "level": "INFO",
+                                                  "timestamp": time.time()}],
+                          timeout=30).status_code == 202
+        if not _wait(lambda: [a for a in _Hook.got if a["rule"] == "new-pattern"
+                              and (a.get("trigger") or {}).get("message") == msg], timeout=30):
+            missing.append(host)
+    logs = "".join((global_stack["tmp"] / f"{name}.log").read_text()[-4000:] for name in workers)
+    assert not missing, (missing, logs)
