@@ -50,7 +50,8 @@ def _shards(url: str) -> list[dict]:
 
 
 def _total(url: str) -> int:
-    return httpx.get(f"{url}/api/events", params={"limit": 1}, timeout=10).json()["total"]
+    return httpx.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"},
+                     timeout=10).json()["total"]
 
 
 def _gone(pid: int, timeout: float) -> bool:
