@@ -391,7 +391,7 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
             "only the flagged lines of this incident (its id, see /api/incidents)"))] = None,
         since: Annotated[TimeText | None, time_query("time ≥ this, event or arrival time (see time)")] = None,
         until: Annotated[TimeText | None, time_query("time < this")] = None,
-        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first")] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="tail cursor: events stored after this seq, oldest first; with order=tail or no order (not with order=time or arrival, nor with cursor)")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         order: Annotated[Literal["time", "arrival", "tail"] | None, Query(
             description="time: newest first by event time (the default); arrival: newest "
