@@ -14,11 +14,7 @@ real engines and a real kill -9)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.unit.worker_probe import run_probe
 
 _PROBE = r"""
 import asyncio, json, os, sys
@@ -138,14 +134,7 @@ os._exit(0)  # Faust's app holds threads; nothing to clean up
 
 
 def test_a_batch_stored_before_its_worker_died_is_judged_once_by_the_global_rules(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "SMARTLOGS_DATA_DIR": str(tmp_path)}
-    env.pop("SMARTLOGS_ALERT_RULES", None)
-    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_probe(_PROBE, tmp_path)
     assert out["a_outbox_before_save"] == 1  # not committed by the batch: by a transaction
     assert out["after_save"] == ["6", 0, 6]  # the save carried the facts and the mark
     assert out["a_stored_6"]

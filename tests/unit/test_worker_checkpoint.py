@@ -8,11 +8,7 @@ place of the state topic (tests/integration/test_worker_partitions.py covers the
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.unit.worker_probe import run_probe
 
 _PROBE = r"""
 import asyncio, inspect, json, os, sys
@@ -55,13 +51,7 @@ os._exit(0)  # Faust's app holds threads; nothing to clean up
 
 
 def test_the_worker_saves_a_partition_after_new_lines_and_stored_batches_only(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "SMARTLOGS_DATA_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_probe(_PROBE, tmp_path)
     assert out["idle_fresh"] == [0, 0]  # nothing processed: nothing written
     assert out["after_lines"] == [1, 0, True]  # b waits for its write (the agent is told)
     assert out["a_idle_again"] == 1  # written once, not rewritten while idle

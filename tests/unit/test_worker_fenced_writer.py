@@ -15,11 +15,12 @@ subprocess with fake writers (no Kafka)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.unit.worker_probe import run_probe
 
 _PROBE = r"""
 import asyncio, json, os, sys
@@ -102,14 +103,7 @@ os._exit(0)  # Faust's app holds threads; nothing to clean up
 
 
 def test_a_partition_kept_after_the_worker_missed_a_rebalance_or_found_fenced_is_read_back(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "SMARTLOGS_DATA_DIR": str(tmp_path)}
-    env.pop("SMARTLOGS_ALERT_RULES", None)
-    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_probe(_PROBE, tmp_path)
     assert out["kept_in_order"] == [True, True]  # a first assignment keeps what it has
     assert out["kept_next"] == [True, True]  # consecutive generations: nobody else held them
     assert out["kept_after_missed"] == [False, False]  # read back from the state topic
