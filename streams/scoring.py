@@ -44,7 +44,10 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
                   at ERROR or worse it weighs as much as it is rare in the line's kind of
                   source (``severity × (1 - share of its lines at this level or worse)``):
                   a FATAL where half the lines are FATAL says little, one where FATAL is
-                  news keeps its full weight.
+                  news keeps its full weight. The share is the lower of two moving
+                  averages, over the kind's last ~1,000 lines and its last ~64: a level
+                  routine in the long run but not lately (the first FATAL long after a
+                  crash dump) is news again.
 ================  ============================================================================
 
 The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, except severity

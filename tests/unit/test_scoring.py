@@ -655,7 +655,7 @@ def test_a_model_from_before_level_shares_keeps_its_share_of_severe_lines():
                             tokens=8, parsed=True, host="h", window_start=0.0, ts=float(i),
                             kind="k"))
     state = s.__getstate__()
-    del state["_levels"], state["level_share"]
+    del state["_levels"], state["level_share"], state["_recent_levels"]  # none of these then
     state["_severe"], state["severe_share"] = {"k": 0.3}, 0.0  # severe lines routine in "k"
     old = AnomalyScorer.__new__(AnomalyScorer)
     old.__setstate__(pickle.loads(pickle.dumps(state)))
