@@ -630,7 +630,7 @@ def test_the_first_fatal_after_a_long_calm_weighs_fully_though_a_dump_made_fatal
 
     dump = lambda i: "FATAL" if 500 <= i < 800 else "INFO"  # noqa: E731
     after_calm, s = weight(dump, 1000)  # 200 INFO lines after the dump
-    assert after_calm > 0.9  # the code before: 0.72 (the dump still a quarter of the share)
+    assert after_calm > 0.9  # the code before: 0.66 (the dump still a third of the share)
     inside, _ = weight(dump, 790)
     assert inside < 0.6 and after_calm > inside + 0.3  # the dump: FATAL is half the lines
     steady, _ = weight(lambda i: "FATAL" if i % 4 == 0 else "INFO", 1000)  # noqa: E731
