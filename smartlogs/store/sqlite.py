@@ -25,8 +25,12 @@ Tables
              ``body_dicts``): neighbouring lines repeat each other's words
   names      key ↔ text of every host, component and template id events name (``_Names``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
-             second time here), ``detail=full``: word positions, which phrases
-             (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
+             second time here), ``detail=none``: for each word only the list of its events, no
+             positions (~1/3 of the bytes); phrases are checked against the stored text for the
+             candidates; plus one synthetic token per event for its template id, and prefixes
+             asked as the OR of their words (smartlogs/store/fts.py); ``columnsize=0`` (no
+             ranking, no sizes kept). An index written with positions is rebuilt once when the
+             store is opened (``fts.convert``, resumable)
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
   windows    (window start, dimension, key) → count, derived from stored events only
@@ -56,9 +60,10 @@ rows are read as they are (the file stays as large as it was; new events take th
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
 one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
-event. The template filter has none: it walks the time index (a page of a common template is
-quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
-``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
+synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
+time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
+from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
 Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
@@ -66,7 +71,9 @@ Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsea
 so a filter matching millions of events reads ~10,000 of them for its total; pages are exact
 whatever the total says. Words alone in many events (>= 1 in _DENSE) are answered by walking
 the events in the order asked for a chunk at a time (``_walk``); in few, the full-text index
-drives.
+drives. A query holding a phrase is asked of the index as its words (a superset) and each
+candidate checked against its message (``fts_check``, ``fts.matcher``): bounded totals keep that
+to ~10,000 candidates plus the page.
 
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
@@ -1696,12 +1703,29 @@ class SqliteStore:
         return set.intersection(*parts) if isinstance(node, qsyntax.And) else set.union(*parts)
 
     def _messages(self, conn: sqlite3.Connection, seqs) -> dict[int, str]:
-        """seq → the stored message of each of ``seqs``."""
+        """seq → the stored message of each of ``seqs`` (the blocks that hold them read in
+        one statement, each decompressed once)."""
         if not seqs:
             return {}
         rows = conn.execute("SELECT seq, body FROM events WHERE seq IN (SELECT value FROM "
                             "json_each(?)) ORDER BY seq", (orjson.dumps(sorted(seqs)),)).fetchall()
-        return {r[0]: b[3] for r, b in zip(rows, self._decoded(conn, rows))}
+        out = {r[0]: self._bodies.decode(conn, r[1])[3] for r in rows if r[1]}
+        want = [r[0] for r in rows if not r[1]]
+        if want:
+            blocks = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq "
+                                  "BETWEEN ? AND ? ORDER BY first_seq",
+                                  (want[0] - _Bodies.BLOCK + 1, want[-1])).fetchall()
+            firsts = [b[0] for b in blocks]
+            decoded: dict[int, list] = {}
+            for seq in want:
+                k = bisect.bisect_right(firsts, seq) - 1
+                if k < 0 or seq >= firsts[k] + blocks[k][1]:
+                    raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+                msgs = decoded.get(k)
+                if msgs is None:
+                    msgs = decoded[k] = self._bodies.decode(conn, blocks[k][2])
+                out[seq] = msgs[seq - firsts[k]][3]
+        return out
 
     def _checker(self, conn: sqlite3.Connection, node) -> None:
         """Define ``fts_check(seq, body)`` on ``conn`` for this query: 1 when the event's
