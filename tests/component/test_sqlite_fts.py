@@ -20,7 +20,7 @@ from smartlogs.store.base import EventQuery
 _WORDS = ["session", "opened", "closed", "for", "user", "root", "Café", "CAFE", "crème", "naïve",
           "e\u0301cole", "École", "İstanbul", "Σίσυφος", "日本語", "テスト", "jk2_init",
           "rhost=10.0.0.1", "a~b", "~t01", "auth", "authentication", "authorize", "x\u00b2",
-          "ﬁle", "\u00aa", "\ue000pua", "😀", "Straße", "STRASSE", "ǅemal"]
+          "ﬁle", "\u00aa", "\ue000pua", "😀", "Straße", "STRASSE", "ǅemal", "opened],[session"]
 
 
 def _message(rng: random.Random) -> str:
