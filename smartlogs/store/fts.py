@@ -93,7 +93,7 @@ def tokens(text: str) -> list[str]:
     """The words FTS5's unicode61 tokenizer makes of ``text`` (as indexed: ``~`` separates),
     folded as it folds them (lower case, diacritics removed), in order."""
     if text.isascii():
-        return [w.lower() for w in _ASCII_WORD.findall(text)]
+        return _ASCII_WORD.findall(text.lower())
     out: list[str] = []
     cur: list[str] = []
     inside = False

@@ -1738,7 +1738,9 @@ class SqliteStore:
             if not seqs:
                 break
             n += sum(1 for m in self._messages(conn, seqs).values() if test(fts.tokens(m)))
-            below, run = seqs[-1], min(run * 2, 8192)
+            # (most candidates usually match: read about what the bound still needs)
+            below = seqs[-1]
+            run = min(run * 2, 8192) if stop is None else max(64, min(run * 2, 8192, stop - n))
         return n if stop is None else min(n, stop)
 
     def _messages(self, conn: sqlite3.Connection, seqs) -> dict[int, str]:
