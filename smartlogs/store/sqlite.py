@@ -25,8 +25,12 @@ Tables
              ``body_dicts``): neighbouring lines repeat each other's words
   names      key ↔ text of every host, component and template id events name (``_Names``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
-             second time here), ``detail=full``: word positions, which phrases
-             (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
+             second time here), ``detail=none``: for each word only the list of its events, no
+             positions (~1/3 of the bytes); phrases are checked against the stored text for the
+             candidates; plus one synthetic token per event for its template id, and prefixes
+             asked as the OR of their words (smartlogs/store/fts.py); ``columnsize=0`` (no
+             ranking, no sizes kept). An index written with positions is rebuilt once when the
+             store is opened (``fts.convert``, resumable)
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
   windows    (window start, dimension, key) → count, derived from stored events only
@@ -56,9 +60,10 @@ rows are read as they are (the file stays as large as it was; new events take th
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
 one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
-event. The template filter has none: it walks the time index (a page of a common template is
-quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
-``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
+synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
+time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
+from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
 Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
@@ -66,7 +71,9 @@ Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsea
 so a filter matching millions of events reads ~10,000 of them for its total; pages are exact
 whatever the total says. Words alone in many events (>= 1 in _DENSE) are answered by walking
 the events in the order asked for a chunk at a time (``_walk``); in few, the full-text index
-drives.
+drives. A query holding a phrase is asked of the index as its words (a superset) and each
+candidate checked against its message (``fts_check``, ``fts.matcher``): bounded totals keep that
+to ~10,000 candidates plus the page.
 
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
@@ -95,8 +102,9 @@ from pathlib import Path
 import orjson
 import zstandard as zstd
 
+from smartlogs.store import fts
 from smartlogs.store import query as qsyntax
-from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
+from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, MAX_SEQ, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, bounded_total, template_detail,
                                   template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
@@ -140,9 +148,7 @@ CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS N
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-    message, content='', tokenize='unicode61', detail='full', columnsize=0
-);
+-- events_fts: see smartlogs/store/fts.py (created from fts.SCHEMA)
 -- the hosts, components and template ids events name, each by a short key (see _Names)
 CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE,
                                   text TEXT NOT NULL UNIQUE);
@@ -192,7 +198,7 @@ CREATE TABLE IF NOT EXISTS event_incidents (
     seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_incidents_incident ON event_incidents(incident_id, seq);
-"""
+""" + fts.SCHEMA.format(name="events_fts") + ";\n"
 _UPSERT_INCIDENT = """
 INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc,
                        last_received)
@@ -307,7 +313,7 @@ class _Bodies:
         _, c, head = cache
         return [head + c.compress(v) for v in values]
 
-    def decode(self, conn: sqlite3.Connection, blob: bytes) -> list:
+    def _decompress(self, conn: sqlite3.Connection, blob: bytes) -> bytes:
         n = blob[0]
         ds = getattr(self._local, "d", None)
         if ds is None:
@@ -316,7 +322,24 @@ class _Bodies:
         got = ds.get(n)
         if got is None or got[0] is not zd:  # (a dictionary of a rolled-back batch: replaced)
             got = ds[n] = (zd, zstd.ZstdDecompressor(dict_data=zd) if n else zstd.ZstdDecompressor())
-        return orjson.loads(got[1].decompress(memoryview(blob)[1:]))
+        return got[1].decompress(memoryview(blob)[1:])
+
+    def decode(self, conn: sqlite3.Connection, blob: bytes) -> list:
+        return orjson.loads(self._decompress(conn, blob))
+
+    def decode_some(self, conn: sqlite3.Connection, blob: bytes, n: int, wanted) -> dict:
+        """The bodies at positions ``wanted`` of a block of ``n`` (index → body), parsing
+        only those: a block is ``[`` + its bodies joined by ``,`` + ``]`` and every body is a
+        JSON array (``encode_blocks``), so the n - 1 boundaries are each ``],[``; when the text
+        holds exactly n - 1 of them (none inside a string), it is cut there. Else the whole
+        block is parsed. (Checking a phrase needs ~1 message in 10 of a block.)"""
+        raw = self._decompress(conn, blob)
+        parts = raw[1:-1].split(b"],[")
+        if len(parts) != n:
+            bodies = orjson.loads(raw)
+            return {i: bodies[i] for i in wanted}
+        return {i: orjson.loads((b"[" if i > 0 else b"") + parts[i] + (b"]" if i < n - 1 else b""))
+                for i in wanted}
 
     def encode_blocks(self, conn: sqlite3.Connection,
                       bodies: list[tuple[int, bytes]]) -> list[tuple[int, int, bytes]]:
@@ -562,18 +585,22 @@ _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock (~1 ms of work)
 
 
-def _match_sql(node: qsyntax.Node) -> tuple[str, list]:
-    """A WHERE condition on ``e.seq`` for a query tree: whole subtrees FTS5 can say become one
-    MATCH; negations FTS5 cannot say alone (``-cron``, ``a OR -b``) become SQL NOT."""
-    fts = qsyntax.fts5(node)
-    if fts is not None:
-        return "e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [fts]
+def _match_sql(node: qsyntax.Node, expand) -> tuple[str, list]:
+    """A WHERE condition on ``e.seq`` for a query tree, true for a superset of its matches
+    (exactly them when ``fts.exact(node)``; else ``fts_check`` makes them exact): whole
+    subtrees FTS5 can say become one MATCH; negations FTS5 cannot say alone (``-cron``,
+    ``a OR -b``) become SQL NOT, but a negated phrase is left to the check."""
+    expr = fts.relaxed(node, expand)
+    if expr is not None:
+        return "e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [expr]
     if isinstance(node, qsyntax.Not):
-        inner, args = _match_sql(node.child)
+        if not fts.exact(node.child):
+            return "1", []
+        inner, args = _match_sql(node.child, expand)
         return f"NOT ({inner})", args
     parts, args = [], []
     for child in node.children:
-        sql, a = _match_sql(child)
+        sql, a = _match_sql(child, expand)
         parts.append(f"({sql})")
         args.extend(a)
     return (" AND " if isinstance(node, qsyntax.And) else " OR ").join(parts), args
@@ -613,6 +640,11 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
         self._bodies.load(conn)
+        if not fts.is_current(conn):  # an index with positions: rebuilt once (fts.convert)
+            import logging
+
+            fts.convert(conn, lambda c, rows: [b[3] for b in self._decoded(c, rows)],
+                        log=logging.getLogger(__name__))
         self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
             self._fill_sources(conn)
@@ -1155,7 +1187,8 @@ class SqliteStore:
              _source_column(e))
             for e in events])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
-                          [(e["seq"], e["message"]) for e in events])
+                          [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]]))
+                           for e in events])
         received = [e["received"] for e in events]
         conn.execute(_ADD_ARRIVAL_BLOCK, (events[0]["seq"], events[-1]["seq"], min(received),
                                           max(received), _BLOCK_EVENTS))
@@ -1306,8 +1339,7 @@ class SqliteStore:
             conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in records])
         return self._rewrite(conn, changes)
 
-    @staticmethod
-    def _rewrite(conn: sqlite3.Connection, pairs: dict[str, str]) -> int:
+    def _rewrite(self, conn: sqlite3.Connection, pairs: dict[str, str]) -> int:
         """Rewrite the events, window counts and template rows of ids that are aliases now
         (old id → canonical id), in the caller's transaction. Events keep the template text
         they were emitted with (as after any generalisation); the surviving template row
@@ -1350,12 +1382,29 @@ class SqliteStore:
         n = 0
         for i in range(0, len(cases), 400):  # (SQLite's bound-parameter limit)
             part = cases[i:i + 400]
+            self._reindex_templates(conn, dict(part))
             n += conn.execute(
                 "UPDATE events SET template_id = CASE template_id "
                 + " ".join(["WHEN ? THEN ?"] * len(part)) + " END WHERE template_id IN ("
                 + ", ".join("?" * len(part)) + ")",
                 [x for case in part for x in case] + [old for old, _ in part]).rowcount
         return n
+
+    def _reindex_templates(self, conn: sqlite3.Connection, new_of: dict) -> None:
+        """The full-text rows of the events about to move from one template id to another
+        (stored value → new key): their template token changes (``fts.template_token``), so
+        each row is deleted with the text it was indexed with and indexed again."""
+        olds = list(new_of)
+        rows = conn.execute(
+            "SELECT seq, body, template_id FROM events WHERE template_id IN ("
+            + ", ".join("?" * len(olds)) + ")", olds).fetchall()
+        if not rows:
+            return
+        messages = [b[3] for b in self._decoded(conn, [(r[0], r[1]) for r in rows])]
+        conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) VALUES ('delete', ?, ?)",
+                         [(r[0], fts.indexed_text(m, r[2])) for r, m in zip(rows, messages)])
+        conn.executemany("INSERT INTO events_fts (rowid, message) VALUES (?, ?)",
+                         [(r[0], fts.indexed_text(m, new_of[r[2]])) for r, m in zip(rows, messages)])
 
     def write_incidents(self, incidents: list[dict]) -> None:
         """Upsert incident snapshots by id (a newer ``rev`` wins; the same one again is a
@@ -1441,24 +1490,43 @@ class SqliteStore:
 
     def _search(self, conn: sqlite3.Connection, query: EventQuery, node, where: list,
                 args: list, join: str) -> SearchResult:
-        if node is not None:
-            fts = qsyntax.fts5(node)
-            if fts is not None:  # the usual case: FTS5 drives the query
-                join = " JOIN events_fts f ON f.rowid = e.seq"
-                where.append("events_fts MATCH ?")
-                args.append(fts)
-            else:
-                sql, a = _match_sql(node)
-                where.append(f"({sql})")
-                args.extend(a)
+        # the full-text index answers the words (a superset when they hold a phrase: the
+        # candidates are then checked against the text, ``checked``) and the template id (its
+        # synthetic token, fts.template_token); other filters are conditions on the events
+        expand = self._expander(conn)
+        texts = (any(x is not None for x in (query.host, query.template, query.source))
+                 and self._texts_stored(conn))
+        checked = node is not None and not fts.exact(node)
+        drive = [fts.relaxed(node, expand)] if node is not None else []
+        if drive and drive[0] is None:  # a negation FTS5 cannot say alone
+            sql, a = _match_sql(node, expand)
+            where.append(f"({sql})")
+            args.extend(a)
+            drive = []
+        if query.template is not None and not texts:
+            # a template in few events (< 1 in _DENSE): its list in the index drives; in many,
+            # the events are walked in the order asked for, each tested (a page fills fast)
+            tok = fts.template_token(_Names.key_of(conn, query.template))
+            if tok is not None:
+                last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+                dense = -(-last // _DENSE) if _DENSE else 0
+                if conn.execute("SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts "
+                                "MATCH ? LIMIT ?)", (f'"{tok}"', dense)).fetchone()[0] < dense:
+                    drive.append(f'"{tok}"')
+        if drive:  # the usual case: FTS5 drives the query
+            join = " JOIN events_fts f ON f.rowid = e.seq"
+            where.insert(0, "events_fts MATCH ?")
+            args.insert(0, drive[0] if len(drive) == 1 else "(" + " AND ".join(drive) + ")")
+        if checked:
+            self._checker(conn, node)
+            where.append("fts_check(e.seq, e.body)")
+        n_words = len(where)  # the conditions that say the words
         if query.level is not None:
             where.append("e.level = ?")
             args.append(query.level)
         # a host or template id is its key in ``names``; rows of a store written before names
         # hold the text itself (then either matches: slower, an IN does not walk the index
         # in time order)
-        texts = (any(x is not None for x in (query.host, query.template, query.source))
-                 and self._texts_stored(conn))
 
         def named(col: str, val: str) -> str:
             args.extend((val, _Names.key_of(conn, val)) if texts else (_Names.key_of(conn, val),))
@@ -1507,9 +1575,10 @@ class SqliteStore:
             page = f"{clause} AND {cond}" if clause else f" WHERE {cond}"
             page_args.extend(key)
 
-        fts = args[0] if join else None
-        only_words = bool(join) and len(where) == 1
-        words_alone = node is not None and len(where) == 1  # no other filter, no range
+        fts_expr = args[0] if join else None
+        # only the index's words (exact: no phrase to check): its count is the total
+        only_words = bool(join) and len(where) == 1 and not checked
+        words_alone = node is not None and len(where) == n_words  # no other filter, no range
         # a range of time or seqs is read through its index, each row probing the full-text
         # index: kept whatever the words (the walk would read every match first)
         ranged = query.since is not None or query.until is not None or query.after_seq is not None
@@ -1527,7 +1596,7 @@ class SqliteStore:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             nonlocal join, clause, page
             total = None
-            if fts is not None:
+            if fts_expr is not None:
                 # How many events have the words decides the plan. Few: the full-text index
                 # drives (each match looked up, then sorted). Many (>= 1% of the store) and no
                 # time range: the matches are read once into a set and the events walked in
@@ -1535,7 +1604,7 @@ class SqliteStore:
                 # is full; the join would look up and sort every match. Same rows either way.
                 # Counted up to what the plan and the total need, no further.
                 dense = -(-last // _DENSE) if _DENSE else 0
-                hits = count("FROM events_fts WHERE events_fts MATCH ?", [fts],
+                hits = count("FROM events_fts WHERE events_fts MATCH ?", [fts_expr],
                              upto=min(dense, _WALK_HITS) if words_alone and _WALK else dense)
                 if only_words:  # every indexed message is a stored event's
                     total = hits
@@ -1544,16 +1613,21 @@ class SqliteStore:
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
             rows = None
-            if (_WALK and words_alone and not ranged and (fts is None or not join)
-                    and query.limit >= 0 and not any(t.prefix for t in qsyntax.terms_of(node))):
+            if (_WALK and words_alone and not ranged and (fts_expr is None or not join)
+                    and query.limit >= 0 and not any(fts.relaxed(t, expand).endswith("*")
+                                                     for t in qsyntax.terms_of(node))):
                 # the page (and, when the words cannot be counted in the index alone, the
                 # bounded total) by walking the events; None: they are too far out of order
+                if total is None and checked and fts_expr is not None:
+                    # a phrase: its candidates in the index, newest seq first, each checked,
+                    # up to the bound (no need to walk the events in order for a count)
+                    total = self._count_checked(conn, node, fts_expr, cap)
                 counting = total is None
-                walked = self._walk(conn, node, query, query.limit + 1,
+                walked = self._walk(conn, node, query, query.limit + 1, expand,
                                     counting=counting and query.page_after is None, upto=cap)
                 if walked is not None and counting and query.page_after is not None:
                     # the total counts every match, not only those after the cursor
-                    counted = self._walk(conn, node, replace(query, page_after=None), 0,
+                    counted = self._walk(conn, node, replace(query, page_after=None), 0, expand,
                                          counting=True, upto=cap)
                     walked = None if counted is None else (walked[0], counted[1])
                 if walked is not None:
@@ -1584,7 +1658,7 @@ class SqliteStore:
         return SearchResult(total=total, events=events, last_seq=last, more=more,
                             total_relation=relation)
 
-    def _walk(self, conn: sqlite3.Connection, node, query: EventQuery, need: int, *,
+    def _walk(self, conn: sqlite3.Connection, node, query: EventQuery, need: int, expand, *,
               counting: bool, upto: int | None) -> tuple[list, int] | None:
         """The first ``need`` events matching ``node`` in the order ``query`` asks for (newest
         first by event time, or by arrival), after ``query.page_after``, and, with
@@ -1612,7 +1686,7 @@ class SqliteStore:
             lo, hi = min(seqs), max(seqs)
             if hi - lo >= _WALK_SPREAD * len(rows):
                 return None
-            hits = self._match_set(conn, node, lo, hi, seqs)
+            hits = self._match_set(conn, node, lo, hi, seqs, expand)
             if len(page) < need:
                 page.extend([r[0] for r in rows if r[0] in hits][:need - len(page)])
             n += len(hits) if counting else 0
@@ -1628,20 +1702,124 @@ class SqliteStore:
             (orjson.dumps(page),))} if page else {}
         return [got[q] for q in page], n
 
-    @staticmethod
-    def _match_set(conn: sqlite3.Connection, node, lo: int, hi: int, seqs: set) -> set:
+    def _match_set(self, conn: sqlite3.Connection, node, lo: int, hi: int, seqs: set,
+                   expand) -> set:
         """The seqs among ``seqs`` (all within lo..hi) whose message matches ``node``: each
-        subtree FTS5 can say is one MATCH over the rowid range; NOT is what the chunk holds
-        minus the matches."""
-        fts = qsyntax.fts5(node)
-        if fts is not None:
-            return {r for (r,) in conn.execute(
-                "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid BETWEEN ? AND ?",
-                (fts, lo, hi))} & seqs
+        subtree the index answers alone is one MATCH over the rowid range; a phrase is its
+        words' events checked against their text; NOT is what the chunk holds minus the
+        matches."""
+        if fts.exact(node) or isinstance(node, qsyntax.Term):
+            expr = fts.relaxed(node, expand)
+            if expr is not None:
+                got = {r for (r,) in conn.execute(
+                    "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                    (expr, lo, hi))} & seqs
+                if isinstance(node, qsyntax.Term) and not fts.exact(node):
+                    test = fts.matcher(node)
+                    got = {s for s, m in self._messages(conn, got).items() if test(fts.tokens(m))}
+                return got
         if isinstance(node, qsyntax.Not):
-            return seqs - SqliteStore._match_set(conn, node.child, lo, hi, seqs)
-        parts = [SqliteStore._match_set(conn, c, lo, hi, seqs) for c in node.children]
+            return seqs - self._match_set(conn, node.child, lo, hi, seqs, expand)
+        parts = [self._match_set(conn, c, lo, hi, seqs, expand) for c in node.children]
         return set.intersection(*parts) if isinstance(node, qsyntax.And) else set.union(*parts)
+
+    def _count_checked(self, conn: sqlite3.Connection, node, expr: str,
+                       upto: int | None) -> int:
+        """How many events match ``node`` (up to ``upto`` + 1; None: all), from the candidates
+        of its relaxed expression ``expr`` (every index row is a stored event's), read from
+        the index newest seq first a run at a time, each checked against its message."""
+        test = fts.matcher(node)
+        stop = upto + 1 if upto is not None else None
+        n, below, run = 0, MAX_SEQ, 512
+        while stop is None or n < stop:
+            seqs = [r for (r,) in conn.execute(
+                "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid < ? "
+                "ORDER BY rowid DESC LIMIT ?", (expr, below, run))]
+            if not seqs:
+                break
+            n += sum(1 for m in self._messages(conn, seqs).values() if test(fts.tokens(m)))
+            # (most candidates usually match: read about what the bound still needs)
+            below = seqs[-1]
+            run = min(run * 2, 8192) if stop is None else max(64, min(run * 2, 8192, stop - n))
+        return n if stop is None else min(n, stop)
+
+    def _messages(self, conn: sqlite3.Connection, seqs) -> dict[int, str]:
+        """seq → the stored message of each of ``seqs``: the blocks that may hold them read in
+        one statement, each decompressed once and only the bodies asked for parsed; seqs in
+        no block (a store written with one body per event) read ``events.body``."""
+        if not seqs:
+            return {}
+        want = sorted(seqs)
+        blocks = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq "
+                              "BETWEEN ? AND ? ORDER BY first_seq",
+                              (want[0] - _Bodies.BLOCK + 1, want[-1])).fetchall()
+        firsts = [b[0] for b in blocks]
+        by_block: dict[int, list[int]] = {}
+        alone = []
+        for seq in want:
+            k = bisect.bisect_right(firsts, seq) - 1
+            if k < 0 or seq >= firsts[k] + blocks[k][1]:
+                alone.append(seq)
+            else:
+                by_block.setdefault(k, []).append(seq - firsts[k])
+        out: dict[int, str] = {}
+        for k, idx in by_block.items():
+            first, n, blob = blocks[k]
+            for i, body in self._bodies.decode_some(conn, blob, n, idx).items():
+                out[first + i] = body[3]
+        if alone:
+            rows = conn.execute("SELECT seq, body FROM events WHERE seq IN (SELECT value FROM "
+                                "json_each(?))", (orjson.dumps(alone),)).fetchall()
+            for seq, body in rows:
+                if not body:
+                    raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+                out[seq] = self._bodies.decode(conn, body)[3]
+        return out
+
+    def _checker(self, conn: sqlite3.Connection, node) -> None:
+        """Define ``fts_check(seq, body)`` on ``conn`` for this query: 1 when the event's
+        message matches ``node`` as a positional index answers it (fts.matcher), read from
+        its body (the last few blocks read are kept: a plan reads events in runs)."""
+        test = fts.matcher(node)
+        blocks: dict[int, list] = {}
+
+        def message(seq: int, body: bytes | None) -> str:
+            if body:
+                return self._bodies.decode(conn, body)[3]
+            for first, msgs in blocks.items():
+                if first <= seq < first + len(msgs):
+                    return msgs[seq - first]
+            row = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq <= ? "
+                               "ORDER BY first_seq DESC LIMIT 1", (seq,)).fetchone()
+            if row is None or seq >= row[0] + row[1]:
+                raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+            if len(blocks) >= 16:
+                del blocks[next(iter(blocks))]
+            msgs = blocks[row[0]] = [b[3] for b in self._bodies.decode(conn, row[2])]
+            return msgs[seq - row[0]]
+
+        conn.create_function("fts_check", 2, lambda seq, body: int(test(fts.tokens(
+            message(seq, body)))))
+
+    def _expander(self, conn: sqlite3.Connection):
+        """prefix → the words of the index that start with it, in order (``fts5vocab`` over
+        the index, a range of its terms), or None when there are more than
+        fts.MAX_EXPANSION; remembered for the query."""
+        if not getattr(self._local, "vocab", None):
+            conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.events_vocab USING "
+                         "fts5vocab(main, events_fts, 'row')")
+            self._local.vocab = True
+        memo: dict[str, list | None] = {}
+
+        def expand(prefix: str) -> list | None:
+            if prefix not in memo:
+                hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                words = [w for (w,) in conn.execute(
+                    "SELECT term FROM temp.events_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                    (prefix, hi, fts.MAX_EXPANSION + 1)) if w.startswith(prefix)]
+                memo[prefix] = None if len(words) > fts.MAX_EXPANSION else words
+            return memo[prefix]
+        return expand
 
     @staticmethod
     def _arrival_runs(conn: sqlite3.Connection, since: float | None,
@@ -1854,9 +2032,11 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            doomed = conn.execute("SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
-                                  (ts, limit)).fetchall()
-            rows = [(seq, body[3]) for (seq, _), body in zip(doomed, self._decoded(conn, doomed))]
+            doomed = conn.execute("SELECT seq, body, template_id FROM events WHERE ts < ? "
+                                  "ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
+            # the index is contentless: a delete gives the text the row was indexed with
+            rows = [(seq, fts.indexed_text(body[3], tid)) for (seq, _, tid), body
+                    in zip(doomed, self._decoded(conn, [(r[0], r[1]) for r in doomed]))]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
