@@ -24,8 +24,8 @@
 #   SMARTLOGS_ES_PORT                Elasticsearch HTTP port (9200)
 #   SMARTLOGS_ES_TRANSPORT_PORT      Elasticsearch transport port (HTTP port + 100 = 9300)
 #   SMARTLOGS_ES_HEAP                Elasticsearch heap, used for -Xms and -Xmx (512m)
-#   SMARTLOGS_ES_JAVA_OPTS           more JVM flags for Elasticsearch (none), e.g. -XX:+UseParallelGC
-#                                    (bench/RESULTS.md: its CPU per event under each GC)
+#   SMARTLOGS_ES_JAVA_OPTS           more JVM flags for Elasticsearch (none), e.g. -XX:-UseCodeCacheFlushing
+#                                    (another GC needs jvm.options.d: the distribution sets G1)
 #   SMARTLOGS_ES_USER                unprivileged user that runs Elasticsearch when we are root
 #                                    (smartlogs-es)
 #   SMARTLOGS_JAVA_HOME              Java 17+ to use (default: JAVA_HOME, then `java` on PATH)
