@@ -115,6 +115,10 @@ ES_TRANSPORT_PORT=${SMARTLOGS_ES_TRANSPORT_PORT:-$((ES_PORT + 100))}
 _check_number SMARTLOGS_ES_TRANSPORT_PORT "$ES_TRANSPORT_PORT"
 ES_HEAP=${SMARTLOGS_ES_HEAP:-512m}
 ES_EXTRA_JAVA_OPTS=${SMARTLOGS_ES_JAVA_OPTS:-}
+# es_java_opts: the JVM flags Elasticsearch starts with (ES_JAVA_OPTS): the heap, then ours
+es_java_opts() {
+  printf '%s\n' "-Xms$ES_HEAP -Xmx$ES_HEAP${ES_EXTRA_JAVA_OPTS:+ $ES_EXTRA_JAVA_OPTS}"
+}
 ES_USER=${SMARTLOGS_ES_USER:-smartlogs-es}
 ES_CLUSTER_NAME=smartlogs
 ES_DIR=$STATE_DIR/elasticsearch
