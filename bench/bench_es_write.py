@@ -41,9 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_full_stack import ES_WORK as _WORK  # noqa: E402
 from bench_full_stack import cpu_seconds, engine_env, engine_pids, jvm_thread_cpu  # noqa: E402
-
-_WORK = ("write", "refresh", "merge", "flush", "transport_worker", "generic", "management")
 
 
 def _load_store_module(rev: str):

@@ -208,6 +208,11 @@ def engine_pids(es_dir: str | None = None) -> dict[str, int]:
     return out
 
 
+# Elasticsearch's thread pools that do the work of our writes; the rest is the JIT compilers,
+# GC, and on a shared node other users' searches and cluster-state changes
+ES_WORK = ("write", "refresh", "transport_worker", "merge", "flush")
+
+
 def _jcmd() -> str | None:
     for cand in (os.environ.get("JAVA_HOME", "") + "/bin/jcmd",
                  *sorted(glob.glob("/usr/lib/jvm/*17*/bin/jcmd")), "jcmd"):
@@ -448,7 +453,10 @@ def main() -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items())
         + f" = {sum(cpu_us.values()):.0f} in all",
         *(["- Elasticsearch's CPU per line by thread (µs, `jcmd Thread.print`): "
-           + ", ".join(f"{k} {v:.0f}" for k, v in es_threads.items())] if es_threads else []),
+           + ", ".join(f"{k} {v:.0f}" for k, v in es_threads.items())
+           + f"; its work for these lines (indexing, refresh, HTTP, merges, flushes) "
+           f"**{sum(es_threads.get(k, 0.0) for k in ES_WORK):.0f}**, the JIT compilers "
+           f"{sum(v for k, v in es_threads.items() if 'Compiler' in k):.0f}"] if es_threads else []),
         *(["- this run's indices' own times during the sustained phase (`_stats`, ms per 1,000 lines): "
            + ", ".join(f"{k} {v:.0f}" for k, v in own.items())
            + "; " + ", ".join(f"{k} {v:.0f}" for k, v in counts.items())] if own else []),
