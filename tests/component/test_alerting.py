@@ -356,6 +356,80 @@ def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
     a.stop()
 
 
+class _ContestedHistory:
+    """alerts.db, with parts another worker takes up behind this one's back (``taken``):
+    its writes of them are refused, it owns them no longer (Elasticsearch's conditional
+    writes, tests/integration/test_alerts_elasticsearch.py)."""
+
+    def __init__(self, path):
+        from streams.runtime.alerting import AlertHistory
+
+        self._db = AlertHistory(path)
+        self.taken: set[str] = set()
+        self.takes: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def take_state(self, scope):
+        self.takes.append(scope)
+        self.taken.discard(scope)  # claimed back (as after a new assignment)
+        return self._db.load_state(scope)
+
+    def save_state(self, scope, state, position):
+        from streams.runtime.alerting import StaleOwner
+
+        if scope in self.taken:
+            raise StaleOwner(scope)
+        self._db.save_state(scope, state, position)
+
+    def owns(self, scope):
+        return scope not in self.taken
+
+
+def test_a_part_another_worker_took_up_is_dropped_neither_saved_nor_alerted_until_reassigned(
+        tmp_path, caplog):
+    """A worker whose part was taken up by another (it was frozen): its refused save drops
+    the part (logged, no exception, no retry), it neither notifies nor records an alert of
+    that part, nor takes it up again before the next assignment; then it does."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting
+    from streams.alerts import AlertEngine, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    history = _ContestedHistory(tmp_path / "alerts.db")
+    sent = _Sent()
+    t = 1_800_000_000.0
+    a = Alerting(AlertEngine(rules, warmup_lines=0), history, [sent], clock=lambda: t,
+                 tick_seconds=3600)
+    a.holds = lambda: scopes_held({0, 1}, 2)
+    a.start()
+    a.on_stored([_line(i, t, "web1", "INFO") for i in range(3)], "p0")
+    a.on_stored([_line(i, t, "web2", "INFO") for i in range(3)], "p1")
+    assert a.save(clean=True) and sorted(history.takes) == ["global", "p0", "p1"]
+
+    history.taken.add("p1")  # another worker took partition 1 while this one was frozen
+    a.on_stored([_line(i, t, "web2") for i in range(6)], "p1")  # its older state fires
+    assert sent.got == [] and list(history.records_after(None)) == []
+    assert a.engine.open_alerts() == []  # its groups forgotten
+    assert "p1 was taken up by another worker" in caplog.text
+    assert sorted(history.takes) == ["global", "p0", "p1"]  # not taken up again
+
+    history.taken.add("p0")
+    a.on_stored([_line(i, t, "web1", "INFO") for i in range(3)], "p0")
+    assert a.save(clean=True) is False  # p0's refused: dropped, not retried
+    assert a.save(clean=True) is True  # the global part only, still this worker's
+
+    a.assigned(retake=True)  # the next assignment: both partitions again, read back
+    a.on_stored([_line(i, t, "web2") for i in range(6)], "p1")
+    assert sorted(history.takes) == ["global", "global", "p0", "p0", "p1", "p1"]
+    assert [state for _, state in sent.got] == ["firing"]
+    assert [(r["group"], r["state"]) for r in history.records_after(None, "p1")] == [
+        ("web2", "firing")]
+    a.stop()
+
+
 FACT_RULES = """
 warmup_lines: 0
 rules:
