@@ -130,8 +130,12 @@ def slack_payload(alert: Alert, console_url: str | None = None) -> dict:
     link = console_link(console_url, alert)
     if link:
         lines.append(f"<{link}|open in SmartLogs>")
-    return {"text": title, "blocks": [{"type": "section",
-                                       "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]}
+    # Slack drops no repeat (it ignores X-SmartLogs-Alert-Id): the id lets people tell a repeat
+    # (delivery is at least once) from a new alert
+    return {"text": title, "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+        {"type": "context", "elements": [{"type": "mrkdwn",
+                                          "text": f"alert `{alert.id}|{alert.state}`"}]}]}
 
 
 # -- delivery --------------------------------------------------------------------------------

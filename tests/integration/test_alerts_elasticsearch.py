@@ -474,3 +474,63 @@ def test_a_worker_frozen_past_the_session_timeout_cannot_overwrite_the_survivors
         receiver.close()
         _cleanup(client, prefix)
         client.close()
+
+
+class _Killed(BaseException):
+    """The judging worker is killed (-9) here: nothing after this line of it runs."""
+
+
+@pytest.mark.timeout(120)
+def test_a_judge_killed_between_notifying_and_recording_repeats_the_alert_with_the_same_id(
+        elasticsearch):
+    """Delivery is at least once: A, the holder of partition 0, judges a flood from the
+    facts, hands the firing to the notifier (the receiver gets it) and is killed before its
+    history record is written. B takes partition 0 up from A's last save, judges the facts
+    after it again and sends the firing once more: with the same X-SmartLogs-Alert-Id and the
+    same alert (id, state, window, count, trigger), so the receiver can drop it; the history
+    keeps one record of it."""
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    rules = ("warmup_lines: 0\nrules:\n  - {name: flood, kind: error_flood, level: ERROR, "
+             "threshold: 4, window: 60s}\n")
+    group = _Workers(client, prefix, receiver, rules, 2, now)
+
+    def lines(n, level):  # from web2 (partition 1, held by B): facts for the judge
+        for _ in range(n):
+            now[0] += 5
+            group.store("B", _errors(now[0], "web2", level), "p1")
+
+    try:
+        a = group.start("A", {0})
+        group.start("B", {1})
+        lines(3, "INFO")
+        group.read_facts()
+        assert a.save(clean=True)  # the global part, with the position of the next fact
+
+        def killed(*args, **kwargs):
+            raise _Killed
+
+        a.history.record = killed
+        lines(4, "ERROR")
+        with pytest.raises(_Killed):
+            group.read_facts()  # A: notified, killed before the record
+        assert _posts(receiver, 1) == [("flood", "*", "firing")]
+        group.crash("A")
+        group.move(0, "A", "B", crash=True)
+        group.read_facts()  # B goes on from A's save: the flood is judged again
+        assert _posts(receiver, 2) == [("flood", "*", "firing"), ("flood", "*", "firing")]
+        first, again = receiver.posts
+        assert receiver.ids[0] == receiver.ids[1] == f"{first['id']}|firing"
+        same = ("id", "state", "rule", "group", "window_start", "window_end", "count", "trigger")
+        assert {k: again[k] for k in same} == {k: first[k] for k in same}
+        client.indices.refresh(index=f"{prefix}.alerts")
+        assert client.count(index=f"{prefix}.alerts")["count"] == 1  # one record of it
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
