@@ -54,9 +54,24 @@ recorded again (``_first_record``), whichever path raises it again: the facts ju
 a partition's raw records processed again from its saved offset by its new holder, two
 workers' copies of one group. What remains is the window between handing an alert to the
 notifier and writing its record: a kill -9 there sends it once more (at least once; the
-``X-SmartLogs-Alert-Id`` header lets a receiver drop the repeat). Limits: a part that cannot be read when it is taken starts fresh (as a
-whole engine does at start); the workers do not read the single ``engine`` record a one-worker
-deployment saved before this (its open alerts may fire once more after the upgrade).
+``X-SmartLogs-Alert-Id`` header lets a receiver drop the repeat; the Slack message shows the
+id, as Slack drops nothing). Limits: a part whose history records cannot be applied when it
+is taken starts fresh (as a whole engine does at start; one that cannot be read at all is
+tried again at the next batch or tick); the workers do not read the single ``engine`` record a
+one-worker deployment saved before this (its open alerts may fire once more after the upgrade).
+
+A part has one owner at a time, even when a worker was frozen past the session timeout and
+wakes up believing it still holds its partitions: the Elasticsearch history writes a part
+only if nobody wrote it since this writer read or wrote it (``if_seq_no``/``if_primary_term``;
+the minimal distribution has them), and ``take_state`` writes the part back with a token of
+its own (``claim``) as it reads it, so an earlier owner's later write is refused
+(``StaleOwner``). A refused save makes this process drop the part, unsaved (``_lose``), and not
+take it up again before the next assignment (``assigned``; after a missed generation of the
+group, ``assigned(retake=True)`` reads back every part it keeps); before notifying (or
+forwarding) alerts, ``_owned`` asks the store whether their part is still this process's
+(``owns``: the claim token; the global part for the alerts the judge admits), so the alerts
+an older state raises are neither notified nor recorded. ``alerts.db`` (embedded mode) has one
+writer, its process: its ``take_state`` is a plain read and it owns every part.
 """
 
 from __future__ import annotations
@@ -849,6 +864,7 @@ class Alerting:
         """Notify and record ``alerts``; with ``route`` and several workers (``shares``), the
         alerts of partition-local rules are forwarded to the holder of partition 0 instead,
         which admits them under the cap over every worker's firings (``on_facts``)."""
+        alerts = self._owned(alerts, route)  # (forwarded or not) none of a part lost
         routed = (route and alerts and self.forward is not None and self.shares is not None
                   and self.shares())
         if routed:
@@ -857,7 +873,6 @@ class Alerting:
             if away:
                 self.forward({"lines": 0, "events": [], "alerts": away})
                 alerts = [(a, scope) for a, scope in alerts if a.rule not in local]
-        alerts = self._owned(alerts, route)
         now = self.clock()
         for a, scope in alerts:
             if not self._first_record(a):
