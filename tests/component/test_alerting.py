@@ -604,6 +604,26 @@ def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_p
         w.stop()
 
 
+def test_a_worker_whose_part_was_taken_up_forwards_none_of_its_alerts_nor_judges_them(
+        tmp_path):
+    """Sharing workers: B, whose partition 1 another worker took up while B was frozen,
+    forwards none of the host alerts its older state raises there; A, the judge, whose
+    global part was taken up, admits none of the forwarded alerts (its successor does)."""
+    topic: list[tuple[int, dict]] = []
+    a = _sharing_worker({0}, _ContestedHistory(tmp_path / "a.db"), topic)
+    b = _sharing_worker({1}, _ContestedHistory(tmp_path / "b.db"), topic)
+    b.on_stored([_line(0, _T + 1, "h4")], "p1")
+    assert len(topic) == 1  # B owns partition 1: its alert goes to the judge
+    b.history.taken.add("p1")
+    b.on_stored([_line(0, _T + 2, "h5")], "p1")
+    assert len(topic) == 1  # not forwarded: partition 1 is another worker's now
+    a.history.taken.add("global")
+    a.on_facts(topic)
+    assert a.history.list() == []  # the judge's part is another's: nothing notified
+    for w in (a, b):
+        w.stop()
+
+
 class _Sent:
     """A notifier that keeps what it is given (``Alerting`` submits to it)."""
 
