@@ -612,6 +612,7 @@ class Alerting:
         # this process was frozen or missed a rebalance): not taken up again before the next
         # assignment (``assigned``)
         self._lost: set[str] = set()
+        self._untaken: set[str] = set()  # the records whose take-up failed (store unreadable)
         self._dirty: set[str] = set()  # the records whose part changed since its last save
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
@@ -783,11 +784,15 @@ class Alerting:
             self._lose(scope)
             return []
         except Exception as exc:  # noqa: BLE001 - alerting must never take the platform down
-            # not taken up (nor claimed): tried again at the next batch or tick
+            # not taken up (nor claimed): tried again at the next batch or tick (logged once
+            # until it succeeds: the store may be down for a while)
             self._held.discard(scope)
-            log.warning("the alert engine's state (%s) could not be taken up (%s: %s); tried "
-                        "again at the next batch", scope, type(exc).__name__, str(exc)[:200])
+            (log.debug if scope in self._untaken else log.warning)(
+                "the alert engine's state (%s) could not be taken up (%s: %s); tried again at "
+                "each batch and tick", scope, type(exc).__name__, str(exc)[:200])
+            self._untaken.add(scope)
             return []
+        self._untaken.discard(scope)
         try:
             self.history.follow(position)  # this process's records of it come after the save
             saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}

@@ -367,12 +367,15 @@ class _ContestedHistory:
         self._db = AlertHistory(path)
         self.taken: set[str] = set()
         self.takes: list[str] = []
+        self.unreadable = False
 
     def __getattr__(self, name):
         return getattr(self._db, name)
 
     def take_state(self, scope):
         self.takes.append(scope)
+        if self.unreadable:
+            raise ConnectionError("the store is down")
         self.taken.discard(scope)  # claimed back (as after a new assignment)
         return self._db.load_state(scope)
 
@@ -602,6 +605,41 @@ def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_p
     assert sorted((r["group"], r["state"]) for r in c.history.list()) == got
     for w in (a, b, c):
         w.stop()
+
+
+def test_a_part_whose_saved_state_cannot_be_read_is_taken_up_later_not_started_fresh(
+        tmp_path):
+    """The store cannot be read when a worker takes a partition's part up: the part is not
+    held (nor saved over) and is taken up at a later batch, from its saved state: an alert
+    open there stays one alert (the old code started the part fresh: the firing again)."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting
+    from streams.alerts import AlertEngine, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    t = 1_800_000_000.0
+    history = _ContestedHistory(tmp_path / "alerts.db")
+    first = Alerting(AlertEngine(rules, warmup_lines=0), history, [_Sent()], clock=lambda: t,
+                     tick_seconds=3600)
+    first.holds = lambda: scopes_held({1}, 2)
+    first.start()
+    first.on_stored([_line(i, t, "web2") for i in range(6)], "p1")  # firing
+    assert first.save(clean=True)
+
+    history = _ContestedHistory(tmp_path / "alerts.db")  # its successor, the store down
+    history.unreadable = True
+    sent = _Sent()
+    a = Alerting(AlertEngine(rules, warmup_lines=0), history, [sent], clock=lambda: t + 10,
+                 tick_seconds=3600)
+    a.holds = lambda: scopes_held({1}, 2)
+    a.start()
+    assert history.takes == ["p1"] and a.save(clean=True)  # nothing held: nothing saved
+    history.unreadable = False
+    a.on_stored([_line(i, t + 10, "web2") for i in range(6)], "p1")  # taken up now
+    assert history.takes == ["p1", "p1"]
+    assert sent.got == [] and [x.group for x in a.engine.open_alerts()] == ["web2"]
+    a.stop()
 
 
 def test_a_worker_whose_part_was_taken_up_forwards_none_of_its_alerts_nor_judges_them(
