@@ -525,6 +525,28 @@ class LineParser:
             self._by_char = {c: tuple(table[n] for n in names) for c, names in by_char.items()}
         self._last = self._order[0]
 
+    # -- pickling (model checkpoints) ---------------------------------------------------
+    # A checkpoint keeps the parser's settings only: its tables are bound methods, which a
+    # pickle names, so a format removed from this module would make every older checkpoint
+    # unloadable (and the model be started afresh).
+
+    def __reduce__(self):
+        return (_restore_parser, (self.fmt, self.year, self.max_length))
+
+    def __setstate__(self, state) -> None:
+        # checkpoints written before __reduce__: (None, {slot: value}), tables included
+        slots = state[1] if isinstance(state, tuple) else state
+        fmt = slots.get("fmt")
+        self.__init__(fmt if fmt in FORMATS else None, year=slots.get("year"),
+                      max_length=slots.get("max_length", 65536))
+
+    def __getattr__(self, name: str):
+        # only reached when a name is missing: an older checkpoint's table naming the parser
+        # of a format since removed; it matches nothing, and __setstate__ rebuilds the tables
+        if name.startswith("_parse_"):
+            return _no_match
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # -- public -----------------------------------------------------------------------
 
     def parse(self, line: str, now: float | None = None) -> ParsedLine:
@@ -902,3 +924,13 @@ def parse_line(line: str, fmt: str | None = None, *, year: int | None = None) ->
     if parser is None:
         parser = _PARSERS.setdefault((fmt, year), LineParser(fmt, year=year))
     return parser.parse(line)
+
+
+def _restore_parser(fmt: str | None, year: int | None, max_length: int) -> LineParser:
+    """A parser from a checkpoint: its settings (a format no longer known: detection)."""
+    return LineParser(fmt if fmt in FORMATS else None, year=year, max_length=max_length)
+
+
+def _no_match(s: str) -> None:
+    """A removed format's parser in an older checkpoint: matches no line."""
+    return None

@@ -731,3 +731,18 @@ def test_a_line_without_a_year_is_placed_by_its_arrival_not_by_when_it_is_proces
     monkeypatch.setattr(streams.parsing.time, "time", lambda: arrived + 400 * 86400.0)
     again = Pipeline().process([dict(item)])[0]  # processed over a year later
     assert again["ts"] == first["ts"]
+
+
+def test_a_pickled_parser_keeps_its_settings_not_its_tables() -> None:
+    """Model checkpoints pickle the parser: only its settings go in (no parser method is
+    named, so removing a format never makes a checkpoint unloadable), and it parses alike.
+    tests/unit/test_checkpoints.py loads one written when `bgl` was a built-in format."""
+    import pickle
+
+    for parser in (LineParser(), LineParser("syslog", year=2005, max_length=40)):
+        data = pickle.dumps(parser)
+        assert b"_parse_" not in data
+        again = pickle.loads(data)
+        assert (again.fmt, again.year, again.max_length) == (parser.fmt, parser.year,
+                                                              parser.max_length)
+        assert again.parse(LINUX_LINE) == parser.parse(LINUX_LINE)
