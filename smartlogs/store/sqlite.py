@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import bisect
 import fcntl
+import hashlib
 import sqlite3
 import threading
 import time
@@ -121,7 +122,7 @@ CREATE TABLE IF NOT EXISTS spool (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT,
     ts REAL NOT NULL,
     received REAL NOT NULL,
     host TEXT,
@@ -137,6 +138,12 @@ CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
+-- the events' ids by a 32-bit hash (_EventIds): what finds a stored id (and its seq)
+CREATE TABLE IF NOT EXISTS event_ids (
+    h INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (h, seq)
+) WITHOUT ROWID;
+-- how many stored events have an id that starts with each prefix up to a ':' (count_ids)
+CREATE TABLE IF NOT EXISTS id_prefixes (prefix TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
 );
@@ -444,13 +451,63 @@ def _ts_text(ts: float) -> str:
         "+00:00", "Z")
 
 
-def _body_json(e: dict) -> bytes:
+def _body_json(e: dict, with_id: bool = False) -> bytes:
+    """The values of ``_BODY`` as JSON; ``with_id``: the event's id after them (a store whose
+    ids are in ``event_ids``, not in the row)."""
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
-    return orjson.dumps([ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
-                         e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
-                         e["format"], e["truncated"], e["fields"] or None])
+    values = [ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
+              e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
+              e["format"], e["truncated"], e["fields"] or None]
+    if with_id:
+        values.append(e["id"])
+    return orjson.dumps(values)
+
+
+# Event ids. A store made before ``event_ids`` keeps each id in its row with a UNIQUE index on
+# it (~35 bytes an event for ids of ~12 characters, twice that for the API's ~27): its events
+# keep that layout. A newer store keeps the id only in the event's body (compressed with its
+# neighbours: a run's ids differ in their last digits) and indexes a 32-bit hash of it,
+# (hash, seq) in ``event_ids`` (~15 bytes an event whatever the id's length). Hashes collide
+# (at 10M events, ~0.2% of new ids hit a stored hash): a hit is checked against the id in the
+# stored body, so a collision costs a block's decompression (~50-100 µs) and never an event;
+# several events may share a hash. A replay's progress (``count_ids("RUN:")``), which read a
+# range of the id index, reads ``id_prefixes``: per prefix of an id up to each of its first
+# _ID_PREFIX_DEPTH colons, how many stored events have it, updated in the transaction that
+# stores or deletes them.
+_ID_PREFIX_DEPTH = 4
+
+
+def _id_hash(eid: str) -> int:
+    """An event id as a signed 32-bit number (BLAKE2b; signed, so SQLite stores it in 4 bytes)."""
+    return int.from_bytes(hashlib.blake2b(eid.encode("utf-8", "surrogatepass"),
+                                          digest_size=4).digest(), "big", signed=True)
+
+
+def _id_prefixes(eid: str) -> list[str]:
+    """The prefixes of an id that ``id_prefixes`` counts: up to each of its first colons."""
+    out, k = [], -1
+    for _ in range(_ID_PREFIX_DEPTH):
+        k = eid.find(":", k + 1)
+        if k < 0:
+            break
+        out.append(eid[:k + 1])
+    return out
+
+
+def _count_prefixes(conn: sqlite3.Connection, ids, sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) the ids' prefixes in ``id_prefixes``."""
+    counts: dict[str, int] = {}
+    for eid in ids:
+        for p in _id_prefixes(eid):
+            counts[p] = counts.get(p, 0) + 1
+    if counts:
+        conn.executemany("INSERT INTO id_prefixes (prefix, n) VALUES (?, ?) ON CONFLICT (prefix) "
+                         "DO UPDATE SET n = n + excluded.n",
+                         [(p, sign * n) for p, n in counts.items()])
+        if sign < 0:
+            conn.execute("DELETE FROM id_prefixes WHERE n <= 0")
 
 
 def _receiver(e: dict) -> str | None:
@@ -600,6 +657,7 @@ class SqliteStore:
         self._turn_file = None  # the writers' lock file (``_writer_turn``), opened on first use
         self._turn_thread = threading.Lock()
         self._rows_per_insert: int | None = None
+        self._hashed_ids = True  # set from the store's layout when opened (_ids_hashed)
         self._bodies = _Bodies()
         self._names = _Names()
         conn = self._conn()
@@ -609,6 +667,7 @@ class SqliteStore:
         self._upgrade_templates(conn)
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
+        self._hashed_ids = self._ids_hashed(conn)
         if names_from is not None:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
@@ -636,6 +695,16 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _ids_hashed(conn: sqlite3.Connection) -> bool:
+        """Whether the store finds ids through ``event_ids`` (False: a store made before it,
+        whose events table has the id in each row under a UNIQUE index, kept as it is)."""
+        for _, name, unique, *_ in conn.execute("PRAGMA index_list(events)").fetchall():
+            if unique and [r[2] for r in conn.execute(
+                    "SELECT * FROM pragma_index_info(?)", (name,))] == ["id"]:
+                return False
+        return True
 
     @staticmethod
     def _names_from(conn: sqlite3.Connection) -> int | None:
@@ -795,6 +864,7 @@ class SqliteStore:
         total = conn.execute("SELECT count(*) FROM events_v1").fetchone()[0]
         log.info("moving %d events to the compact layout (once)", total)
         conn.executescript(_SCHEMA)
+        self._hashed_ids = self._ids_hashed(conn)
         self._bodies.load(conn)
         while True:
             start = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -1143,17 +1213,22 @@ class SqliteStore:
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary)."""
-        bodies = [_body_json(e) for e in events]
+        hashed = self._hashed_ids
+        bodies = [_body_json(e, hashed) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
         key = _Names.keys(conn, [x for e in events for x in (e["host"], e["component"],
                                                                e["template_id"])])
         self._insert_many(conn, "events", _COLUMNS, [
-            (e["seq"], e["id"], e["ts"], e["received"], key.get(e["host"]),
+            (e["seq"], None if hashed else e["id"], e["ts"], e["received"], key.get(e["host"]),
              key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
              _source_column(e))
             for e in events])
+        if hashed:
+            self._insert_many(conn, "event_ids", ("h", "seq"),
+                              [(_id_hash(e["id"]), e["seq"]) for e in events])
+            _count_prefixes(conn, [e["id"] for e in events], 1)
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], e["message"]) for e in events])
         received = [e["received"] for e in events]
@@ -1201,18 +1276,32 @@ class SqliteStore:
             g[6] = g[6][:MAX_EXAMPLE_CHARS]
         conn.executemany(_UPSERT_TEMPLATE, list(groups.values()))
 
-    @staticmethod
-    def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
+    def _new_only(self, conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
         """Drop events whose id is already stored (or repeated within the batch)."""
-        ids = orjson.dumps([e["id"] for e in events])
-        seen = {r[0] for r in conn.execute(
-            "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
+        if self._hashed_ids:
+            seen = self._stored_ids(conn, [e["id"] for e in events])
+        else:
+            ids = orjson.dumps([e["id"] for e in events])
+            seen = {r[0] for r in conn.execute(
+                "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
         out = []
         for e in events:
             if e["id"] not in seen:
                 seen.add(e["id"])
                 out.append(e)
         return out
+
+    def _stored_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        """The stored ids among ``ids`` (a store with ``event_ids``): the events whose hash is
+        one of theirs, each checked by the id in its body (hashes collide)."""
+        hashes = orjson.dumps(sorted({_id_hash(i) for i in ids}))
+        rows = conn.execute(
+            "SELECT e.seq, e.body FROM events e WHERE e.seq IN (SELECT x.seq FROM json_each(?) j "
+            "JOIN event_ids x ON x.h = j.value) ORDER BY e.seq", (hashes,)).fetchall()
+        if not rows:
+            return set()
+        wanted = set(ids)
+        return {b[14] for b in self._decoded(conn, rows) if b[14] in wanted}
 
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
@@ -1690,7 +1779,9 @@ class SqliteStore:
         (seq, eid, ts, received, host, component, level, template_id, anomaly, _, source) = row
         host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
-         parse_ok, fmt, truncated, fields) = body
+         parse_ok, fmt, truncated, fields) = body[:14]
+        if eid is None:  # a store with event_ids: the id is in the body
+            eid = body[14]
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
             "received": received, "source": source or host or receiver, "receiver": receiver,
@@ -1838,10 +1929,25 @@ class SqliteStore:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
     def count_ids(self, prefix: str) -> int:
-        """Events whose id starts with ``prefix``: a range on the unique id index (ids compare
-        as UTF-8 bytes), not a scan."""
+        """Events whose id starts with ``prefix``. A store with ``event_ids``: one row of
+        ``id_prefixes`` for a prefix ending at one of an id's first _ID_PREFIX_DEPTH colons (a
+        replay's ``RUN:``), else a scan of every body (no caller asks for one); a store made
+        before: a range on the unique id index (ids compare as UTF-8 bytes)."""
         if not prefix:
             return self.count_events()
+        conn = self._conn()
+        if self._hashed_ids:
+            if prefix.endswith(":") and prefix.count(":") <= _ID_PREFIX_DEPTH:
+                row = conn.execute("SELECT n FROM id_prefixes WHERE prefix = ?", (prefix,)).fetchone()
+                return row[0] if row else 0
+            n, last = 0, 0
+            while True:
+                rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq "
+                                    "LIMIT 10000", (last,)).fetchall()
+                if not rows:
+                    return n
+                last = rows[-1][0]
+                n += sum(1 for b in self._decoded(conn, rows) if b[14].startswith(prefix))
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         return self._conn().execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
                                     (prefix, upper)).fetchone()[0]
@@ -1856,7 +1962,8 @@ class SqliteStore:
         try:
             doomed = conn.execute("SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
                                   (ts, limit)).fetchall()
-            rows = [(seq, body[3]) for (seq, _), body in zip(doomed, self._decoded(conn, doomed))]
+            bodies = self._decoded(conn, doomed)
+            rows = [(seq, body[3]) for (seq, _), body in zip(doomed, bodies)]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
@@ -1870,6 +1977,11 @@ class SqliteStore:
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
+                if self._hashed_ids:
+                    ids = [b[14] for b in bodies]
+                    conn.executemany("DELETE FROM event_ids WHERE h = ? AND seq = ?",
+                                     [(_id_hash(i), r[0]) for i, r in zip(ids, rows)])
+                    _count_prefixes(conn, ids, -1)
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
                 # body blocks none of whose events is left
                 conn.execute("DELETE FROM body_blocks WHERE first_seq IN (SELECT b.first_seq FROM "

@@ -120,6 +120,15 @@ def test_a_lost_spool_file_does_not_hide_new_batches_behind_the_stored_cursor(tm
     store.close()
 
 
+def _seq_ids(store: SqliteStore) -> list[tuple[int, str]]:
+    """(seq, id) of every stored event, in seq order (the id is in the row in a store made
+    before ``event_ids``, in the body after)."""
+    conn = store._conn()
+    rows = conn.execute("SELECT seq, id, body FROM events ORDER BY seq").fetchall()
+    bodies = store._decoded(conn, [(q, b) for q, _, b in rows])
+    return [(q, i if i is not None else b[14]) for (q, i, _), b in zip(rows, bodies)]
+
+
 @pytest.mark.parametrize("per_insert", [1, 4, 1024])
 def test_a_batch_is_stored_whole_whatever_the_rows_per_statement(tmp_path, per_insert):
     rng = random.Random(per_insert)
@@ -128,8 +137,7 @@ def test_a_batch_is_stored_whole_whatever_the_rows_per_statement(tmp_path, per_i
     events = [_event(i, rng) for i in range(1, 1301)]
     assert store.write(events[:23], window_seconds=60) == 23
     assert store.write(events[23:], window_seconds=60) == 1277
-    rows = store._conn().execute("SELECT seq, id FROM events ORDER BY seq").fetchall()
-    assert rows == [(i + 1, e["id"]) for i, e in enumerate(events)]
+    assert _seq_ids(store) == [(i + 1, e["id"]) for i, e in enumerate(events)]
     store.close()
 
 
@@ -246,6 +254,7 @@ def test_query_language(tmp_path, q, want):
 # the full-text index reading ``message`` from the table (external content)
 _OLD_LAYOUT = """
 DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts; DROP TABLE IF EXISTS body_blocks;
+DROP TABLE IF EXISTS event_ids; DROP TABLE IF EXISTS id_prefixes;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, timestamp TEXT NOT NULL,
     received REAL NOT NULL, source TEXT, host TEXT, component TEXT, pid TEXT, level TEXT,
@@ -866,4 +875,114 @@ def test_the_default_total_stops_at_ten_thousand(tmp_path):
     assert (r.total, r.total_relation) == (TOTAL_LIMIT + 2, "eq")
     r = store.search(EventQuery(q="message", limit=1))  # the words' count, bounded the same
     assert (r.total, r.total_relation) == (TOTAL_LIMIT, "gte")
+    store.close()
+
+
+# -- event ids: a 32-bit hash of each id (event_ids), the id itself in the body ------------------
+def _ids_of(store: SqliteStore) -> list[str]:
+    from smartlogs.store.base import EventQuery
+    got = store.search(EventQuery(limit=100_000, arrival=True, total_limit=None))
+    return sorted(e["id"] for e in got.events)
+
+
+def _run_event(eid: str, i: int, rng: random.Random) -> dict:
+    e = _event(i, rng)
+    e["id"] = eid
+    return e
+
+
+def test_ids_are_found_by_their_hash_not_a_unique_index_and_read_from_the_body(tmp_path):
+    rng = random.Random(5)
+    store = SqliteStore(tmp_path / "s.db")
+    conn = store._conn()
+    assert not [r for r in conn.execute("PRAGMA index_list(events)") if r[2]]  # no UNIQUE index
+    ids = [f"{'r1' if i % 3 else 'r2'}:{i}" for i in range(600)]
+    events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
+    assert store.write(events[:400], window_seconds=60) == 400
+    # ids stored already (a resent batch, a retried request) and repeated within the batch
+    assert store.write(events[200:] + events[590:], window_seconds=60) == 200
+    assert _ids_of(store) == sorted(ids)
+    assert conn.execute("SELECT count(*) FROM events WHERE id IS NOT NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 600
+    assert store.count_ids("r1:") == 400 and store.count_ids("r2:") == 200
+    assert store.count_ids("r3:") == 0 and store.count_ids("") == 600
+    store.close()
+
+
+def test_ids_whose_hashes_collide_are_stored_once_each_and_found_again(tmp_path, monkeypatch):
+    import smartlogs.store.sqlite as sq
+
+    # every id under one of two hashes: each lookup meets hundreds of other ids' events
+    monkeypatch.setattr(sq, "_id_hash", lambda eid: len(eid) % 2)
+    rng = random.Random(6)
+    store = SqliteStore(tmp_path / "s.db")
+    ids = [f"run:{i}" for i in range(500)]
+    events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
+    for k in range(0, 500, 70):
+        assert store.write(events[k:k + 70], window_seconds=60) == len(events[k:k + 70])
+    assert store.write(events, window_seconds=60) == 0
+    assert store.write(events[::7] + [_run_event("run:new", 999, rng)], window_seconds=60) == 1
+    assert _ids_of(store) == sorted([*ids, "run:new"])
+    assert store.count_ids("run:") == 501
+    # retention takes deleted events out of event_ids and of the counts: they can come back,
+    # the others still cannot
+    cut = sorted(e["ts"] for e in events)[250]
+    while store.delete_before(cut, limit=100):
+        pass
+    kept = _ids_of(store)
+    gone = sorted(set(ids) - set(kept))
+    assert gone and store.count_ids("run:") == len(kept)
+    assert store._conn().execute("SELECT count(*) FROM event_ids").fetchone()[0] == len(kept)
+    again = store.write(events, window_seconds=60)
+    want = sorted(set(ids) | ({"run:new"} & set(kept)))
+    assert again == len(gone) and _ids_of(store) == want
+    assert store.count_ids("run:") == len(want)
+    store.close()
+
+
+def test_count_ids_counts_nested_run_prefixes_and_any_other_prefix(tmp_path):
+    rng = random.Random(7)
+    store = SqliteStore(tmp_path / "s.db")
+    ids = ["a:b:1", "a:b:2", "a:c:1", "a:1", "ab:1", "b-1", "a:b:c:d:e:1", "é:1"]
+    store.write([_run_event(x, i, rng) for i, x in enumerate(ids)], window_seconds=60)
+    want = {"a:": 5, "a:b:": 3, "a:c:": 1, "ab:": 1, "b:": 0, "a:b:c:": 1, "a:b:c:d:": 1,
+            "a:b:c:d:e:": 1, "é:": 1, "a": 6, "a:b": 3, "b-": 1, "x": 0}
+    assert {p: store.count_ids(p) for p in want} == want
+    store.close()
+
+
+# the events table as stores made it before event_ids (commit db63daa and earlier)
+_UNIQUE_ID_EVENTS = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, received REAL NOT NULL,
+    host TEXT, component TEXT, level TEXT, template_id TEXT NOT NULL, anomaly INTEGER NOT NULL,
+    body BLOB NOT NULL, source TEXT
+);
+"""
+
+
+def test_a_store_with_ids_in_a_unique_index_keeps_that_layout_and_answers_the_same(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:
+        c.executescript(_UNIQUE_ID_EVENTS)
+    rng = random.Random(8)
+    ids = [f"old:{i}" for i in range(300)]
+    events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
+    store = SqliteStore(path)
+    assert store.write(events[:200], window_seconds=60) == 200
+    store.close()
+    store = SqliteStore(path)  # opened again: the same layout
+    assert store.write(events, window_seconds=60) == 100
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 0
+    assert sorted(r[0] for r in conn.execute("SELECT id FROM events")) == sorted(ids)
+    assert _ids_of(store) == sorted(ids) and store.count_ids("old:") == 300
+    cut = sorted(e["ts"] for e in events)[100]
+    while store.delete_before(cut, limit=64):
+        pass
+    kept = _ids_of(store)
+    assert len(kept) < 300 and store.count_ids("old:") == len(kept)
+    assert store.write(events, window_seconds=60) == 300 - len(kept)
     store.close()
