@@ -254,7 +254,7 @@ def test_query_language(tmp_path, q, want):
 # the full-text index reading ``message`` from the table (external content)
 _OLD_LAYOUT = """
 DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts; DROP TABLE IF EXISTS body_blocks;
-DROP TABLE IF EXISTS event_ids; DROP TABLE IF EXISTS id_prefixes;
+DROP TABLE IF EXISTS event_ids; DROP TABLE IF EXISTS id_stems;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, timestamp TEXT NOT NULL,
     received REAL NOT NULL, source TEXT, host TEXT, component TEXT, pid TEXT, level TEXT,
@@ -878,7 +878,7 @@ def test_the_default_total_stops_at_ten_thousand(tmp_path):
     store.close()
 
 
-# -- event ids: a 32-bit hash of each id (event_ids), the id itself in the body ------------------
+# -- event ids: (stem, number) of each id in event_ids, the id itself in the body ------------------
 def _ids_of(store: SqliteStore) -> list[str]:
     from smartlogs.store.base import EventQuery
     got = store.search(EventQuery(limit=100_000, arrival=True, total_limit=None))
@@ -891,7 +891,7 @@ def _run_event(eid: str, i: int, rng: random.Random) -> dict:
     return e
 
 
-def test_ids_are_found_by_their_hash_not_a_unique_index_and_read_from_the_body(tmp_path):
+def test_ids_are_found_by_stem_and_number_not_a_unique_index_and_read_from_the_body(tmp_path):
     rng = random.Random(5)
     store = SqliteStore(tmp_path / "s.db")
     conn = store._conn()
@@ -904,49 +904,67 @@ def test_ids_are_found_by_their_hash_not_a_unique_index_and_read_from_the_body(t
     assert _ids_of(store) == sorted(ids)
     assert conn.execute("SELECT count(*) FROM events WHERE id IS NOT NULL").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 600
+    assert conn.execute("SELECT count(*) FROM id_stems").fetchone()[0] == 2
     assert store.count_ids("r1:") == 400 and store.count_ids("r2:") == 200
     assert store.count_ids("r3:") == 0 and store.count_ids("") == 600
     store.close()
 
 
-def test_ids_whose_hashes_collide_are_stored_once_each_and_found_again(tmp_path, monkeypatch):
-    import smartlogs.store.sqlite as sq
+_TRICKY_IDS = [
+    "t:0", "t:00", "t:007", "t:07", "t:7", "t:70", "7", "07", "0", "00", "t:", "t", "abc", "a-1", "a-01", "x" + "9" * 25, "x" + "9" * 24, "x" + "0" * 20 + "1",
+    "1" * 19, "1" * 18, "r:\u0663", "r:3", "nul\x00:1", "nul\x00:2", "é:12", "é:012",
+    "3f9a2c1b7e00-0", "3f9a2c1b7e00-10", "3f9a2c1b7e01-0",
+]
 
-    # every id under one of two hashes: each lookup meets hundreds of other ids' events
-    monkeypatch.setattr(sq, "_id_hash", lambda eid: len(eid) % 2)
+
+def test_ids_split_into_stem_and_number_are_stored_once_each_and_found_again(tmp_path):
+    from smartlogs.store.sqlite import _id_key
+
+    for eid in _TRICKY_IDS:  # the key gives the id back, the number as SQLite can keep it
+        stem, tail = _id_key(eid)
+        assert (eid == tail if stem is None else stem + str(tail) == eid and 0 <= tail < 2 ** 63)
     rng = random.Random(6)
     store = SqliteStore(tmp_path / "s.db")
-    ids = [f"run:{i}" for i in range(500)]
+    ids = [*_TRICKY_IDS, *(f"run:{i}" for i in range(200))]
     events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
-    for k in range(0, 500, 70):
+    for k in range(0, len(events), 70):
         assert store.write(events[k:k + 70], window_seconds=60) == len(events[k:k + 70])
     assert store.write(events, window_seconds=60) == 0
     assert store.write(events[::7] + [_run_event("run:new", 999, rng)], window_seconds=60) == 1
     assert _ids_of(store) == sorted([*ids, "run:new"])
-    assert store.count_ids("run:") == 501
-    # retention takes deleted events out of event_ids and of the counts: they can come back,
-    # the others still cannot
-    cut = sorted(e["ts"] for e in events)[250]
-    while store.delete_before(cut, limit=100):
+    assert store.count_ids("run:") == 200 + 1 and store.count_ids("t:") == 7
+    # retention takes deleted events out of event_ids (and stems left without ids out of
+    # id_stems) and out of the counts: they can come back, the others still cannot
+    conn = store._conn()
+    cut = sorted(e["ts"] for e in events)[len(events) // 2]
+    while store.delete_before(cut, limit=50):
         pass
     kept = _ids_of(store)
     gone = sorted(set(ids) - set(kept))
-    assert gone and store.count_ids("run:") == len(kept)
-    assert store._conn().execute("SELECT count(*) FROM event_ids").fetchone()[0] == len(kept)
+    assert gone and store.count_ids("run:") == sum(x.startswith("run:") for x in kept)
+    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == len(kept)
+    stems = {r[0] for r in conn.execute("SELECT stem FROM id_stems")}
+    assert stems == {_id_key(x)[0] for x in kept} - {None}
     again = store.write(events, window_seconds=60)
     want = sorted(set(ids) | ({"run:new"} & set(kept)))
     assert again == len(gone) and _ids_of(store) == want
-    assert store.count_ids("run:") == len(want)
+    assert store.count_ids("run:") == sum(x.startswith("run:") for x in want)
+    while store.delete_before(4e9, limit=100):
+        pass
+    assert conn.execute("SELECT (SELECT count(*) FROM event_ids) + (SELECT count(*) FROM id_stems)"
+                        ).fetchone()[0] == 0
     store.close()
 
 
 def test_count_ids_counts_nested_run_prefixes_and_any_other_prefix(tmp_path):
     rng = random.Random(7)
     store = SqliteStore(tmp_path / "s.db")
-    ids = ["a:b:1", "a:b:2", "a:c:1", "a:1", "ab:1", "b-1", "a:b:c:d:e:1", "é:1"]
+    ids = ["a:b:1", "a:b:2", "a:c:1", "a:1", "ab:1", "b-1", "a:b:c:d:e:1", "é:1", "a:x", "a:b:12",
+           "a:b:x7y", "a:b:07", "a:b:0", "a:", "a", "10", "17", "a:b:" + "1" * 20, "z\U0010ffff:1"]
     store.write([_run_event(x, i, rng) for i, x in enumerate(ids)], window_seconds=60)
-    want = {"a:": 5, "a:b:": 3, "a:c:": 1, "ab:": 1, "b:": 0, "a:b:c:": 1, "a:b:c:d:": 1,
-            "a:b:c:d:e:": 1, "é:": 1, "a": 6, "a:b": 3, "b-": 1, "x": 0}
+    want = {"a:": 12, "a:b:": 8, "a:c:": 1, "ab:": 1, "b:": 0, "a:b:c:": 1, "a:b:c:d:": 1,
+            "a:b:c:d:e:": 1, "é:": 1, "a": 14, "a:b": 8, "b-": 1, "x": 0, "a:b:1": 3, "a:b:0": 2,
+            "1": 2, "a:b:x": 1, "a:b:x7": 1, "z\U0010ffff:": 1, "z": 1}
     assert {p: store.count_ids(p) for p in want} == want
     store.close()
 
