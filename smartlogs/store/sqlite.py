@@ -14,12 +14,20 @@ Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
-             only for what queries filter, sort or count by (id, ts, received, host, component,
+             only for what queries filter, sort or count by (ts, received, host, component,
              level, template id, anomaly, and the source of an event without a host: with a
              host, the host is its source and the column stays NULL); host, component and
              template id are 1-3 byte keys of ``names``. What is only displayed (message,
-             template text, params, pid, score, ...) is in ``body_blocks``; ``body`` is empty
-             (a store written before blocks keeps one blob per event there, read as before)
+             template text, params, pid, score, ..., and the event's id) is in ``body_blocks``;
+             ``body`` is empty (a store written before blocks keeps one blob per event there,
+             read as before). ``id`` is NULL: a store made before ``event_ids`` keeps the id
+             there, under a UNIQUE index, and keeps doing so (its rows are not rewritten)
+  event_ids  (stem code, tail) → seq, one per event: an id is the text before its trailing
+             digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those digits as a
+             number, or (0, the id) when it has none (``_id_key``). Exact and in the ids'
+             order, so a batch's ids (one stem, counting up) land on a few index pages; how
+             duplicates are refused and a run's stored events counted (``count_ids``)
+  id_stems   code ↔ stem of every stored id
   body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
              each, compressed with a dictionary trained on the store's own events (``_Bodies``,
              ``body_dicts``): neighbouring lines repeat each other's words
@@ -55,7 +63,7 @@ with one body blob per event, or with texts in host/component/template id, needs
 rows are read as they are (the file stays as large as it was; new events take the new layout).
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+one, the source of hostless events; ids through ``event_ids``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
 event. The template filter has none: it walks the time index (a page of a common template is
 quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
 ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
