@@ -167,7 +167,7 @@ CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER
 CREATE TABLE IF NOT EXISTS body_dicts (id INTEGER PRIMARY KEY, events INTEGER NOT NULL,
                                        dict BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
-    start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
+    start REAL NOT NULL, dim INTEGER NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (start, dim, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
@@ -529,6 +529,13 @@ def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS, upser
 _FTS_COLUMNS = ("rowid", "message")
 _BLOCK_COLUMNS = ("first_seq", "n", "blob")
 _WINDOW_COLUMNS = ("start", "dim", "key", "count")
+# the template dims under either layout (a code never equals a name)
+_TEMPLATE_DIMS = "'template', 'a:template', 5, 21"
+# A window's dimension as stored: a 1-byte code (0 and 1 take no byte at all), where a store
+# made before codes keeps the name (TEXT: 4-11 bytes in each of ~0.75 rows an event)
+_DIM_CODES = {d: k for k, d in enumerate(("total", "anomaly", "host", "component", "level",
+                                          "template"))}
+_DIM_CODES.update({"a:" + d: 16 + k for d, k in list(_DIM_CODES.items())})
 _ADD_COUNT = " ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count"
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
@@ -662,6 +669,8 @@ class SqliteStore:
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
         self._ids_keyed = self._keyed_layout(conn)
+        self._dims_coded = any(r[1] == "dim" and r[2].upper() == "INTEGER"
+                               for r in conn.execute("PRAGMA table_info(windows)"))
         if names_from is not None:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
@@ -689,6 +698,11 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def _dim(self, name: str):
+        """A window dimension as this store keeps it (its code, or its name in a store made
+        before codes)."""
+        return _DIM_CODES[name] if self._dims_coded else name
 
     @staticmethod
     def _keyed_layout(conn: sqlite3.Connection) -> bool:
@@ -736,7 +750,7 @@ class SqliteStore:
     def _backfill_arrival_windows(self, conn: sqlite3.Connection, upto: int, size: int) -> None:
         """Arrival-time windows of the events a store held before it counted them (once, in
         the caller's transaction)."""
-        conn.execute(_UPSERT_ARRIVAL_WINDOWS, (1, upto, size))
+        conn.execute(_WINDOW_SQL[_UPSERT_ARRIVAL_WINDOWS, self._dims_coded], (1, upto, size))
         conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
                      "DO UPDATE SET value = excluded.value", (upto,))
         self._arrival_windows = upto
@@ -1201,7 +1215,7 @@ class SqliteStore:
         from the batch's events, grouped, so ~1 row per line is upserted; counting them in SQL
         from the inserted rows cost over twice the CPU) in a few multi-row upserts."""
         self._insert_many(conn, "windows", _WINDOW_COLUMNS,
-                          [(w, dim, key, n) for (w, dim, key), n in counts.items()],
+                          [(w, self._dim(dim), key, n) for (w, dim, key), n in counts.items()],
                           upsert=_ADD_COUNT)
 
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
@@ -1446,10 +1460,10 @@ class SqliteStore:
         conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
         conn.execute(
             f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
-            f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+            f"FROM windows w JOIN {m} m ON w.dim IN ({_TEMPLATE_DIMS}) AND w.key = m.old "
             "WHERE true "
             "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-        conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+        conn.execute(f"DELETE FROM windows WHERE dim IN ({_TEMPLATE_DIMS}) "
                      f"AND key IN (SELECT old FROM {m})", args)
         # events name a template by its key (or, written before names, by its id itself)
         key = _Names.keys(conn, list(pairs.values()))
@@ -1826,16 +1840,18 @@ class SqliteStore:
         hi = until if until is not None else float("inf")
         starts = [r[0] for r in conn.execute(
             "SELECT DISTINCT start FROM windows WHERE dim = ? AND start >= ? AND start < ? "
-            "ORDER BY start DESC LIMIT ?", (p + "total", lo, hi, windows))]
+            "ORDER BY start DESC LIMIT ?", (self._dim(p + "total"), lo, hi, windows))]
         starts.reverse()
         per: dict[float, dict] = {s: {"start": s, "total": 0, "anomalies": 0, "levels": {}}
                                   for s in starts}
         if starts:
             rows = conn.execute(
                 "SELECT start, dim, key, count FROM windows WHERE start >= ? AND start <= ? "
-                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], p + "total", p + "anomaly", p + "level"))
+                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], *map(self._dim, (
+                    p + "total", p + "anomaly", p + "level"))))
+            names = {self._dim(p + d): d for d in ("total", "anomaly", "level")}
             for start, dim, key, count in rows:
-                dim = dim[len(p):]
+                dim = names[dim]
                 w = per.get(start)
                 if w is None:
                     continue
@@ -1849,12 +1865,14 @@ class SqliteStore:
         def top_of(dim: str) -> list[dict]:
             return [{"key": k, "count": c} for k, c in conn.execute(
                 "SELECT key, sum(count) AS c FROM windows WHERE dim = ? AND start >= ? "
-                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (p + dim, lo, hi, top))]
+                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (self._dim(p + dim), lo, hi,
+                                                                       top))]
 
         totals = conn.execute(
             "SELECT coalesce(sum(CASE WHEN dim = ? THEN count END), 0), "
             "coalesce(sum(CASE WHEN dim = ? THEN count END), 0) FROM windows "
-            "WHERE start >= ? AND start < ?", (p + "total", p + "anomaly", lo, hi)).fetchone()
+            "WHERE start >= ? AND start < ?", (self._dim(p + "total"), self._dim(p + "anomaly"),
+                                               lo, hi)).fetchone()
         top_templates = top_of("template")
         texts = dict(conn.execute(
             f"SELECT id, template FROM templates WHERE id IN ({','.join('?' * len(top_templates))})",
@@ -1994,9 +2012,10 @@ class SqliteStore:
                 conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
                 # what the write added for them, taken away (the stored rows carry names as
                 # keys: the statement reads their texts, as count_windows counted them)
-                conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
+                conn.execute(_WINDOW_SQL[_UNCOUNT_WINDOWS, self._dims_coded], (0, 0, window_seconds))
                 if self._arrival_windows is not None:
-                    conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))
+                    conn.execute(_WINDOW_SQL[_UNCOUNT_ARRIVAL_WINDOWS, self._dims_coded],
+                                 (0, 0, window_seconds))
                 conn.execute("DELETE FROM windows WHERE count <= 0")
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
@@ -2036,6 +2055,21 @@ _UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
     for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
 assert all("temp.doomed" in q and "count - excluded" in q
            for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
+
+
+def _dims_coded(sql: str) -> str:
+    """A window statement above for a store whose dims are codes (_DIM_CODES)."""
+    case = "CASE dim " + " ".join(f"WHEN '{d}' THEN {c}" for d, c in _DIM_CODES.items()) + " END"
+    assert sql.count("SELECT w, dim, coalesce(") == 1
+    assert sql.count("FROM g WHERE true GROUP BY w, dim, k\n") == 1
+    return sql.replace("SELECT w, dim, coalesce(", f"SELECT w, {case} AS d, coalesce(").replace(
+        "FROM g WHERE true GROUP BY w, dim, k\n", "FROM g WHERE true GROUP BY w, d, k\n")
+
+
+# (statement, coded) → the statement for that layout
+_WINDOW_SQL = {(q, coded): _dims_coded(q) if coded else q
+               for q in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS, _UNCOUNT_WINDOWS,
+                         _UNCOUNT_ARRIVAL_WINDOWS) for coded in (False, True)}
 
 
 def _history_row(c) -> tuple:

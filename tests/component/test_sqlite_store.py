@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from smartlogs.store import SqliteStore
+from smartlogs.store.sqlite import _DIM_CODES
 from streams.windows import count_windows
 
 
@@ -44,7 +45,8 @@ def test_windows_and_templates_equal_the_pure_definitions(tmp_path, size):
         store.write(batch, window_seconds=size)
         written.extend(events[k:k + 150])
     conn = store._conn()
-    rows = conn.execute("SELECT * FROM windows").fetchall()
+    dims = {c: d for d, c in _DIM_CODES.items()}  # (stored as 1-byte codes)
+    rows = [(w, dims[d], k, n) for w, d, k, n in conn.execute("SELECT * FROM windows")]
     got = Counter({(w, d, k): n for w, d, k, n in rows if not d.startswith("a:")})
     assert got == count_windows(written, size)
     # the same counts in arrival-time windows (dims "a:…")
@@ -513,7 +515,8 @@ def test_a_store_made_before_arrival_windows_counts_its_events_once(tmp_path):
     store = SqliteStore(tmp_path / "s.db")
     store.write(events[:200], window_seconds=60)
     conn = store._conn()  # as a store made before arrival windows were counted
-    conn.execute("DELETE FROM windows WHERE dim LIKE 'a:%'")
+    conn.execute("DELETE FROM windows WHERE dim IN (SELECT value FROM json_each(?))",
+                 (str([c for d, c in _DIM_CODES.items() if d.startswith("a:")]),))
     conn.execute("DELETE FROM meta WHERE key = 'arrival_windows'")
     store.close()
     store = SqliteStore(tmp_path / "s.db", window_seconds=60)  # counts them when opened
@@ -1004,3 +1007,54 @@ def test_a_store_with_ids_in_a_unique_index_keeps_that_layout_and_answers_the_sa
     assert len(kept) < 300 and store.count_ids("old:") == len(kept)
     assert store.write(events, window_seconds=60) == 300 - len(kept)
     store.close()
+
+
+# the windows table as stores made it before dimension codes (commit db63daa and earlier)
+_NAMED_DIMS_WINDOWS = """
+CREATE TABLE windows (
+    start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (start, dim, key)
+) WITHOUT ROWID;
+"""
+
+
+@pytest.mark.parametrize("size", [60, 3600])
+def test_windows_with_dimension_codes_or_names_give_the_same_stats(tmp_path, size):
+    import sqlite3
+
+    rng = random.Random(size)
+    events = [_event(i, rng) for i in range(900)]
+    for i, e in enumerate(events):
+        e["received"] = 1_800_000_000.0 + (i * 37 % 900) * 1.3
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as c:
+        c.executescript(_NAMED_DIMS_WINDOWS)
+    stores = [SqliteStore(tmp_path / "new.db"), SqliteStore(old)]
+    for st in stores:
+        for k in range(0, 900, 300):
+            st.write([dict(e) for e in events[k:k + 300]], window_seconds=size)
+    new_dims = {r[0] for r in stores[0]._conn().execute("SELECT DISTINCT dim FROM windows")}
+    old_dims = {r[0] for r in stores[1]._conn().execute("SELECT DISTINCT dim FROM windows")}
+    assert new_dims <= set(_DIM_CODES.values()) and old_dims <= set(_DIM_CODES)
+    assert all(0 <= c < 128 for c in new_dims)  # one byte each at most
+
+    def stats(st):
+        return [st.stats(since=since, until=until, windows=w, top=t, basis=b)
+                for since, until in ((None, None), (0.0, 3600.0), (-4000.0, 1.8e9 + 600))
+                for w, t in ((60, 10), (3, 2)) for b in ("event", "arrival")]
+
+    assert stats(stores[0]) == stats(stores[1])
+    for st in stores:  # a template merge and retention rewrite and uncount both kinds of rows
+        st.merge_templates({"T2": "T1"})
+    assert stats(stores[0]) == stats(stores[1])
+    for st in stores:
+        while st.delete_before(60.0, limit=100, window_seconds=size):
+            pass
+    assert stats(stores[0]) == stats(stores[1])
+    # a store made before codes is opened again as it is (no rows rewritten)
+    stores[1].close()
+    stores[1] = SqliteStore(old)
+    assert {r[0] for r in stores[1]._conn().execute("SELECT DISTINCT dim FROM windows")} <= set(_DIM_CODES)
+    assert stats(stores[0]) == stats(stores[1])
+    for st in stores:
+        st.close()
