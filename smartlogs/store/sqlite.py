@@ -488,6 +488,7 @@ def _body_json(e: dict, with_id: bool = False) -> bytes:
 _DIGITS = "0123456789"
 
 
+@lru_cache(maxsize=8192)  # a batch's ids are split when looked up, then again when stored
 def _id_key(eid: str) -> tuple[str | None, int | str]:
     """An id as (stem, tail): its trailing ASCII digits (at most 18, no leading zero: a number
     SQLite stores in 1-8 bytes) and the text before them, ``stem + str(tail) == eid``; (None,
@@ -1325,9 +1326,20 @@ class SqliteStore:
                 for st, tail in split]
 
     def _stored_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-        """The stored ids among ``ids`` (a store with ``event_ids``)."""
+        """The stored ids among ``ids`` (a store with ``event_ids``). Ids of a stem whose
+        stored numbers all lie below theirs (a run counting up: the usual batch) are new
+        without a look-up each: one read of the stem's highest number decides."""
         by_key = {k: i for k, i in zip(self._id_keys(conn, ids), ids) if k is not None}
-        keys = sorted(by_key, key=lambda k: (k[0], isinstance(k[1], str), k[1]))
+        lowest: dict[int, int] = {}
+        for code, tail in by_key:
+            if code and (code not in lowest or tail < lowest[code]):
+                lowest[code] = tail
+        for code, lo in lowest.items():
+            row = conn.execute("SELECT tail FROM event_ids WHERE stem = ? ORDER BY tail DESC "
+                               "LIMIT 1", (code,)).fetchone()
+            lowest[code] = row is None or lo > row[0]  # True: none of them is stored
+        keys = sorted((k for k in by_key if not (k[0] and lowest[k[0]] is True)),
+                      key=lambda k: (k[0], isinstance(k[1], str), k[1]))
         found: set[str] = set()
         for k in range(0, len(keys), 500):
             part = keys[k:k + 500]
