@@ -37,7 +37,9 @@ Tables
              (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
-  windows    (window start, dimension, key) → count, derived from stored events only
+  windows    (window start, dimension, key) → count, derived from stored events only; the
+             dimension is a 1-byte code (``_DIM_CODES``; a store made before codes keeps the
+             names, and each store is read and written in its own form: ``_dim``)
   templates  template id → latest text, count, first/last event time, its first and latest
              line, the feedback mark (the template catalog, streams/catalog.py)
   template_history  the catalog's history records (generalised, merged, feedback), one per id
