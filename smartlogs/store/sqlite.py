@@ -14,12 +14,20 @@ Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
-             only for what queries filter, sort or count by (id, ts, received, host, component,
+             only for what queries filter, sort or count by (ts, received, host, component,
              level, template id, anomaly, and the source of an event without a host: with a
              host, the host is its source and the column stays NULL); host, component and
              template id are 1-3 byte keys of ``names``. What is only displayed (message,
-             template text, params, pid, score, ...) is in ``body_blocks``; ``body`` is empty
-             (a store written before blocks keeps one blob per event there, read as before)
+             template text, params, pid, score, ..., and the event's id) is in ``body_blocks``;
+             ``body`` is empty (a store written before blocks keeps one blob per event there,
+             read as before). ``id`` is NULL: a store made before ``event_ids`` keeps the id
+             there, under a UNIQUE index, and keeps doing so (its rows are not rewritten)
+  event_ids  (stem code, tail) → seq, one per event: an id is the text before its trailing
+             digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those digits as a
+             number, or (0, the id) when it has none (``_id_key``). Exact and in the ids'
+             order, so a batch's ids (one stem, counting up) land on a few index pages; how
+             duplicates are refused and a run's stored events counted (``count_ids``)
+  id_stems   code ↔ stem of every stored id
   body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
              each, compressed with a dictionary trained on the store's own events (``_Bodies``,
              ``body_dicts``): neighbouring lines repeat each other's words
@@ -33,7 +41,9 @@ Tables
              store is opened (``fts.convert``, resumable)
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
-  windows    (window start, dimension, key) → count, derived from stored events only
+  windows    (window start, dimension, key) → count, derived from stored events only; the
+             dimension is a 1-byte code (``_DIM_CODES``; a store made before codes keeps the
+             names, and each store is read and written in its own form: ``_dim``)
   templates  template id → latest text, count, first/last event time, its first and latest
              line, the feedback mark (the template catalog, streams/catalog.py)
   template_history  the catalog's history records (generalised, merged, feedback), one per id
@@ -59,7 +69,7 @@ with one body blob per event, or with texts in host/component/template id, needs
 rows are read as they are (the file stays as large as it was; new events take the new layout).
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+one, the source of hostless events; ids through ``event_ids``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
 event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
 synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
 time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
@@ -129,7 +139,7 @@ CREATE TABLE IF NOT EXISTS spool (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT,
     ts REAL NOT NULL,
     received REAL NOT NULL,
     host TEXT,
@@ -145,6 +155,12 @@ CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
+-- the events' ids, each as (the code of its stem, its numeric tail) (_id_key): what finds a
+-- stored id; the id itself is in the event's body
+CREATE TABLE IF NOT EXISTS id_stems (code INTEGER PRIMARY KEY, stem TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS event_ids (
+    stem INTEGER NOT NULL, tail NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stem, tail)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
 );
@@ -159,7 +175,7 @@ CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER
 CREATE TABLE IF NOT EXISTS body_dicts (id INTEGER PRIMARY KEY, events INTEGER NOT NULL,
                                        dict BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
-    start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
+    start REAL NOT NULL, dim INTEGER NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (start, dim, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
@@ -467,13 +483,51 @@ def _ts_text(ts: float) -> str:
         "+00:00", "Z")
 
 
-def _body_json(e: dict) -> bytes:
+def _body_json(e: dict, with_id: bool = False) -> bytes:
+    """The values of ``_BODY`` as JSON; ``with_id``: the event's id after them (a store whose
+    ids are in ``event_ids``, not in the row)."""
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
-    return orjson.dumps([ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
-                         e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
-                         e["format"], e["truncated"], e["fields"] or None])
+    values = [ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
+              e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
+              e["format"], e["truncated"], e["fields"] or None]
+    if with_id:
+        values.append(e["id"])
+    return orjson.dumps(values)
+
+
+# Event ids. A store made before ``event_ids`` keeps each id in its row with a UNIQUE index on
+# it (~35 bytes an event for ids of ~12 characters, twice that for the API's ~15): its events
+# keep that layout. A newer store keeps the id only in the event's body (compressed with its
+# neighbours: a run's ids differ in their last digits) and finds ids through ``event_ids``:
+# an id is its stem (the text before its trailing digits, once in ``id_stems``, by a 1-3 byte
+# code) and those digits as a number (``RUN:123456`` → (code of ``RUN:``, 123456)), ~14 bytes
+# an event where the text took ~23 in the index and ~12 in the row. The key is exact (no
+# hash: nothing to check against the body) and keeps the order of the ids, so a batch's ids,
+# which share a stem and count up, go to the same few pages of the index: a 32-bit hash
+# (tried first) scattered each batch's 2,000 inserts over as many pages, +8-10 µs of CPU an
+# event at 200,000 events and growing with the store. An id without trailing digits is its
+# own key (stem code 0, the whole id as text). A replay's progress (``count_ids("RUN:")``)
+# reads the range of stems that start with the prefix, then each one's range of keys.
+_DIGITS = "0123456789"
+
+
+@lru_cache(maxsize=8192)  # a batch's ids are split when looked up, then again when stored
+def _id_key(eid: str) -> tuple[str | None, int | str]:
+    """An id as (stem, tail): its trailing ASCII digits (at most 18, no leading zero: a number
+    SQLite stores in 1-8 bytes) and the text before them, ``stem + str(tail) == eid``; (None,
+    eid) when it does not end with a digit."""
+    stem = eid.rstrip(_DIGITS)
+    digits = eid[len(stem):]
+    if not digits:
+        return None, eid
+    if len(digits) > 18:
+        stem, digits = eid[:-18], digits[-18:]
+    if len(digits) > 1 and digits[0] == "0":  # leading zeros belong to the stem
+        nz = digits.lstrip("0") or "0"
+        stem, digits = eid[:len(eid) - len(nz)], nz
+    return stem, int(digits)
 
 
 def _receiver(e: dict) -> str | None:
@@ -501,6 +555,13 @@ def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS, upser
 _FTS_COLUMNS = ("rowid", "message")
 _BLOCK_COLUMNS = ("first_seq", "n", "blob")
 _WINDOW_COLUMNS = ("start", "dim", "key", "count")
+# the template dims under either layout (a code never equals a name)
+_TEMPLATE_DIMS = "'template', 'a:template', 5, 21"
+# A window's dimension as stored: a 1-byte code (0 and 1 take no byte at all), where a store
+# made before codes keeps the name (TEXT: 4-11 bytes in each of ~0.75 rows an event)
+_DIM_CODES = {d: k for k, d in enumerate(("total", "anomaly", "host", "component", "level",
+                                          "template"))}
+_DIM_CODES.update({"a:" + d: 16 + k for d, k in list(_DIM_CODES.items())})
 _ADD_COUNT = " ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count"
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
@@ -627,6 +688,7 @@ class SqliteStore:
         self._turn_file = None  # the writers' lock file (``_writer_turn``), opened on first use
         self._turn_thread = threading.Lock()
         self._rows_per_insert: int | None = None
+        self._ids_keyed = True  # set from the store's layout when opened (_keyed_layout)
         self._bodies = _Bodies()
         self._names = _Names()
         conn = self._conn()
@@ -636,6 +698,9 @@ class SqliteStore:
         self._upgrade_templates(conn)
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
+        self._ids_keyed = self._keyed_layout(conn)
+        self._dims_coded = any(r[1] == "dim" and r[2].upper() == "INTEGER"
+                               for r in conn.execute("PRAGMA table_info(windows)"))
         if names_from is not None:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
@@ -668,6 +733,21 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def _dim(self, name: str):
+        """A window dimension as this store keeps it (its code, or its name in a store made
+        before codes)."""
+        return _DIM_CODES[name] if self._dims_coded else name
+
+    @staticmethod
+    def _keyed_layout(conn: sqlite3.Connection) -> bool:
+        """Whether the store finds ids through ``event_ids`` (False: a store made before it,
+        whose events table has the id in each row under a UNIQUE index, kept as it is)."""
+        for _, name, unique, *_ in conn.execute("PRAGMA index_list(events)").fetchall():
+            if unique and [r[2] for r in conn.execute(
+                    "SELECT * FROM pragma_index_info(?)", (name,))] == ["id"]:
+                return False
+        return True
 
     @staticmethod
     def _names_from(conn: sqlite3.Connection) -> int | None:
@@ -705,7 +785,7 @@ class SqliteStore:
     def _backfill_arrival_windows(self, conn: sqlite3.Connection, upto: int, size: int) -> None:
         """Arrival-time windows of the events a store held before it counted them (once, in
         the caller's transaction)."""
-        conn.execute(_UPSERT_ARRIVAL_WINDOWS, (1, upto, size))
+        conn.execute(_WINDOW_SQL[_UPSERT_ARRIVAL_WINDOWS, self._dims_coded], (1, upto, size))
         conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
                      "DO UPDATE SET value = excluded.value", (upto,))
         self._arrival_windows = upto
@@ -827,6 +907,7 @@ class SqliteStore:
         total = conn.execute("SELECT count(*) FROM events_v1").fetchone()[0]
         log.info("moving %d events to the compact layout (once)", total)
         conn.executescript(_SCHEMA)
+        self._ids_keyed = self._keyed_layout(conn)
         self._bodies.load(conn)
         while True:
             start = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -1169,23 +1250,28 @@ class SqliteStore:
         from the batch's events, grouped, so ~1 row per line is upserted; counting them in SQL
         from the inserted rows cost over twice the CPU) in a few multi-row upserts."""
         self._insert_many(conn, "windows", _WINDOW_COLUMNS,
-                          [(w, dim, key, n) for (w, dim, key), n in counts.items()],
+                          [(w, self._dim(dim), key, n) for (w, dim, key), n in counts.items()],
                           upsert=_ADD_COUNT)
 
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary)."""
-        bodies = [_body_json(e) for e in events]
+        keyed = self._ids_keyed
+        bodies = [_body_json(e, keyed) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
         key = _Names.keys(conn, [x for e in events for x in (e["host"], e["component"],
                                                                e["template_id"])])
         self._insert_many(conn, "events", _COLUMNS, [
-            (e["seq"], e["id"], e["ts"], e["received"], key.get(e["host"]),
+            (e["seq"], None if keyed else e["id"], e["ts"], e["received"], key.get(e["host"]),
              key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
              _source_column(e))
             for e in events])
+        if keyed:
+            ids = [e["id"] for e in events]
+            self._insert_many(conn, "event_ids", ("stem", "tail", "seq"), [
+                (*k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]]))
                            for e in events])
@@ -1234,18 +1320,69 @@ class SqliteStore:
             g[6] = g[6][:MAX_EXAMPLE_CHARS]
         conn.executemany(_UPSERT_TEMPLATE, list(groups.values()))
 
-    @staticmethod
-    def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
+    def _new_only(self, conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
         """Drop events whose id is already stored (or repeated within the batch)."""
-        ids = orjson.dumps([e["id"] for e in events])
-        seen = {r[0] for r in conn.execute(
-            "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
+        if self._ids_keyed:
+            seen = self._stored_ids(conn, [e["id"] for e in events])
+        else:
+            ids = orjson.dumps([e["id"] for e in events])
+            seen = {r[0] for r in conn.execute(
+                "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
         out = []
         for e in events:
             if e["id"] not in seen:
                 seen.add(e["id"])
                 out.append(e)
         return out
+
+    @staticmethod
+    def _id_keys(conn: sqlite3.Connection, ids: list[str], *,
+                 add: bool = False) -> list[tuple[int, int | str] | None]:
+        """The ``event_ids`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
+        get a code (in the caller's transaction), else an id of an unknown stem has None (it
+        is not stored)."""
+        split = [_id_key(i) for i in ids]
+        wanted = sorted({st for st, _ in split if st is not None})
+        codes: dict[str, int] = {}
+        for k in range(0, len(wanted), 500):
+            part = wanted[k:k + 500]
+            codes.update(conn.execute(
+                f"SELECT stem, code FROM id_stems WHERE stem IN ({', '.join('?' * len(part))})", part))
+        if add:
+            new = [st for st in wanted if st not in codes]
+            if new:
+                code = conn.execute("SELECT coalesce(max(code), 0) FROM id_stems").fetchone()[0]
+                for st in new:
+                    code += 1
+                    codes[st] = code
+                conn.executemany("INSERT INTO id_stems (code, stem) VALUES (?, ?)",
+                                 [(codes[st], st) for st in new])
+        return [(0, tail) if st is None else (codes[st], tail) if st in codes else None
+                for st, tail in split]
+
+    def _stored_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        """The stored ids among ``ids`` (a store with ``event_ids``). Ids of a stem whose
+        stored numbers all lie below theirs (a run counting up: the usual batch) are new
+        without a look-up each: one read of the stem's highest number decides."""
+        by_key = {k: i for k, i in zip(self._id_keys(conn, ids), ids) if k is not None}
+        lowest: dict[int, int] = {}
+        for code, tail in by_key:
+            if code and (code not in lowest or tail < lowest[code]):
+                lowest[code] = tail
+        for code, lo in lowest.items():
+            row = conn.execute("SELECT tail FROM event_ids WHERE stem = ? ORDER BY tail DESC "
+                               "LIMIT 1", (code,)).fetchone()
+            lowest[code] = row is None or lo > row[0]  # True: none of them is stored
+        keys = sorted((k for k in by_key if not (k[0] and lowest[k[0]] is True)),
+                      key=lambda k: (k[0], isinstance(k[1], str), k[1]))
+        found: set[str] = set()
+        for k in range(0, len(keys), 500):
+            part = keys[k:k + 500]
+            values = [x for key in part for x in key]
+            found.update(by_key[key] for key in conn.execute(
+                "SELECT x.stem, x.tail FROM (VALUES " + ", ".join(["(?, ?)"] * len(part))
+                + ") v JOIN event_ids x ON x.stem = v.column1 AND x.tail = v.column2", values))
+        return found
 
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
@@ -1369,10 +1506,10 @@ class SqliteStore:
         conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
         conn.execute(
             f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
-            f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+            f"FROM windows w JOIN {m} m ON w.dim IN ({_TEMPLATE_DIMS}) AND w.key = m.old "
             "WHERE true "
             "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-        conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+        conn.execute(f"DELETE FROM windows WHERE dim IN ({_TEMPLATE_DIMS}) "
                      f"AND key IN (SELECT old FROM {m})", args)
         # events name a template by its key (or, written before names, by its id itself)
         key = _Names.keys(conn, list(pairs.values()))
@@ -1868,7 +2005,9 @@ class SqliteStore:
         (seq, eid, ts, received, host, component, level, template_id, anomaly, _, source) = row
         host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
-         parse_ok, fmt, truncated, fields) = body
+         parse_ok, fmt, truncated, fields) = body[:14]
+        if eid is None:  # a store with event_ids: the id is in the body
+            eid = body[14]
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
             "received": received, "source": source or host or receiver, "receiver": receiver,
@@ -1893,16 +2032,18 @@ class SqliteStore:
         hi = until if until is not None else float("inf")
         starts = [r[0] for r in conn.execute(
             "SELECT DISTINCT start FROM windows WHERE dim = ? AND start >= ? AND start < ? "
-            "ORDER BY start DESC LIMIT ?", (p + "total", lo, hi, windows))]
+            "ORDER BY start DESC LIMIT ?", (self._dim(p + "total"), lo, hi, windows))]
         starts.reverse()
         per: dict[float, dict] = {s: {"start": s, "total": 0, "anomalies": 0, "levels": {}}
                                   for s in starts}
         if starts:
             rows = conn.execute(
                 "SELECT start, dim, key, count FROM windows WHERE start >= ? AND start <= ? "
-                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], p + "total", p + "anomaly", p + "level"))
+                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], *map(self._dim, (
+                    p + "total", p + "anomaly", p + "level"))))
+            names = {self._dim(p + d): d for d in ("total", "anomaly", "level")}
             for start, dim, key, count in rows:
-                dim = dim[len(p):]
+                dim = names[dim]
                 w = per.get(start)
                 if w is None:
                     continue
@@ -1916,12 +2057,14 @@ class SqliteStore:
         def top_of(dim: str) -> list[dict]:
             return [{"key": k, "count": c} for k, c in conn.execute(
                 "SELECT key, sum(count) AS c FROM windows WHERE dim = ? AND start >= ? "
-                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (p + dim, lo, hi, top))]
+                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (self._dim(p + dim), lo, hi,
+                                                                       top))]
 
         totals = conn.execute(
             "SELECT coalesce(sum(CASE WHEN dim = ? THEN count END), 0), "
             "coalesce(sum(CASE WHEN dim = ? THEN count END), 0) FROM windows "
-            "WHERE start >= ? AND start < ?", (p + "total", p + "anomaly", lo, hi)).fetchone()
+            "WHERE start >= ? AND start < ?", (self._dim(p + "total"), self._dim(p + "anomaly"),
+                                               lo, hi)).fetchone()
         top_templates = top_of("template")
         texts = dict(conn.execute(
             f"SELECT id, template FROM templates WHERE id IN ({','.join('?' * len(top_templates))})",
@@ -2016,11 +2159,30 @@ class SqliteStore:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
     def count_ids(self, prefix: str) -> int:
-        """Events whose id starts with ``prefix``: a range on the unique id index (ids compare
-        as UTF-8 bytes), not a scan."""
+        """Events whose id starts with ``prefix`` (ids compare as UTF-8 bytes). A store with
+        ``event_ids`` and a prefix that does not end with a digit (a replay's ``RUN:``): every
+        such id is a stem in the prefix's range and a number, or an id without digits at its
+        end (``_id_key``), so the count is ranges of ``id_stems`` and ``event_ids``; another
+        prefix scans every body (no caller asks for one). A store made before: a range on the
+        unique id index."""
         if not prefix:
             return self.count_events()
+        conn = self._conn()
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        if self._ids_keyed:
+            if prefix[-1] not in _DIGITS:
+                return conn.execute(
+                    "SELECT coalesce(sum((SELECT count(*) FROM event_ids x WHERE x.stem = s.code)), 0) "
+                    "+ (SELECT count(*) FROM event_ids WHERE stem = 0 AND tail >= ?1 AND tail < ?2) "
+                    "FROM id_stems s WHERE s.stem >= ?1 AND s.stem < ?2", (prefix, upper)).fetchone()[0]
+            n, last = 0, 0
+            while True:
+                rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq "
+                                    "LIMIT 10000", (last,)).fetchall()
+                if not rows:
+                    return n
+                last = rows[-1][0]
+                n += sum(1 for b in self._decoded(conn, rows) if b[14].startswith(prefix))
         return self._conn().execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
                                     (prefix, upper)).fetchone()[0]
     def delete_before(self, ts: float, *, limit: int = 1000, window_seconds: int = 60) -> int:
@@ -2034,22 +2196,33 @@ class SqliteStore:
         try:
             doomed = conn.execute("SELECT seq, body, template_id FROM events WHERE ts < ? "
                                   "ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
+            bodies = self._decoded(conn, [(r[0], r[1]) for r in doomed])
             # the index is contentless: a delete gives the text the row was indexed with
             rows = [(seq, fts.indexed_text(body[3], tid)) for (seq, _, tid), body
-                    in zip(doomed, self._decoded(conn, [(r[0], r[1]) for r in doomed]))]
+                    in zip(doomed, bodies)]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
                 conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
                 # what the write added for them, taken away (the stored rows carry names as
                 # keys: the statement reads their texts, as count_windows counted them)
-                conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
+                conn.execute(_WINDOW_SQL[_UNCOUNT_WINDOWS, self._dims_coded], (0, 0, window_seconds))
                 if self._arrival_windows is not None:
-                    conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))
+                    conn.execute(_WINDOW_SQL[_UNCOUNT_ARRIVAL_WINDOWS, self._dims_coded],
+                                 (0, 0, window_seconds))
                 conn.execute("DELETE FROM windows WHERE count <= 0")
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
+                if self._ids_keyed:
+                    ids = [b[14] for b in bodies]
+                    keys = self._id_keys(conn, ids)
+                    conn.executemany("DELETE FROM event_ids WHERE stem = ? AND tail = ? AND seq = ?",
+                                     [(*k, r[0]) for k, r in zip(keys, rows) if k is not None])
+                    # stems none of whose ids is left (the API's: one per request)
+                    conn.executemany("DELETE FROM id_stems WHERE code = ?1 AND NOT EXISTS (SELECT 1 "
+                                     "FROM event_ids WHERE stem = ?1)",
+                                     [(c,) for c in {k[0] for k in keys if k and k[0]}])
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
                 # body blocks none of whose events is left
                 conn.execute("DELETE FROM body_blocks WHERE first_seq IN (SELECT b.first_seq FROM "
@@ -2076,6 +2249,21 @@ _UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
     for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
 assert all("temp.doomed" in q and "count - excluded" in q
            for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
+
+
+def _dims_coded(sql: str) -> str:
+    """A window statement above for a store whose dims are codes (_DIM_CODES)."""
+    case = "CASE dim " + " ".join(f"WHEN '{d}' THEN {c}" for d, c in _DIM_CODES.items()) + " END"
+    assert sql.count("SELECT w, dim, coalesce(") == 1
+    assert sql.count("FROM g WHERE true GROUP BY w, dim, k\n") == 1
+    return sql.replace("SELECT w, dim, coalesce(", f"SELECT w, {case} AS d, coalesce(").replace(
+        "FROM g WHERE true GROUP BY w, dim, k\n", "FROM g WHERE true GROUP BY w, d, k\n")
+
+
+# (statement, coded) → the statement for that layout
+_WINDOW_SQL = {(q, coded): _dims_coded(q) if coded else q
+               for q in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS, _UNCOUNT_WINDOWS,
+                         _UNCOUNT_ARRIVAL_WINDOWS) for coded in (False, True)}
 
 
 def _history_row(c) -> tuple:
