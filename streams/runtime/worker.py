@@ -31,8 +31,9 @@ lives in Kafka, not in a local file: the compacted topic ``<worker id>-state``, 
 partition *p* holds the state of raw partition *p* (``streams.runtime.state_records`` for the records,
 ``streams.runtime.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
 that processed lines since their last save write the rows that changed, the rest of the model
-and a head with the raw-topic offset the state reflects, in one Kafka transaction. A save only
-covers batches Elasticsearch took (a partition with a batch in flight waits for it). The same
+and a head with the raw-topic offset the state reflects, in one Kafka transaction (and a
+partition taken with no state is saved at its start offset before its first message:
+``_first_save``). A save only covers batches Elasticsearch took (a partition with a batch in flight waits for it). The same
 producer commits each stored batch's alert facts with the partition's facts mark (a task of
 its own, ``_commit_facts``; a save carries those not committed yet), so the global alert rules
 see every batch once whatever the crash point (``streams.runtime.alert_facts``).
@@ -372,8 +373,8 @@ async def _judge(part: Part, offset: int, events: list[dict], new: list[dict],
 
 def _make_alerting():
     """Alert rules in the full stack (``SMARTLOGS_ALERT_RULES``): the same engine as embedded
-    mode, fed with each batch once Elasticsearch took it (each event once: only the events
-    the store newly took), its history in Elasticsearch (the API lists it). Each rule is
+    mode, fed with each batch once Elasticsearch took it (each batch once, also when
+    processed again after a crash: ``_judge``), its history in Elasticsearch (the API lists it). Each rule is
     evaluated once however many workers share the topic (``streams.alerts.assign_rules``:
     with every partition, all rules over this worker's events; else host/incident rules over
     its events, and the global ones by the holder of partition 0, over the facts every
