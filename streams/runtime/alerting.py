@@ -531,7 +531,7 @@ class Alerting:
             if offset is not None and batch is not None and owner in self._local_next:
                 start = self._local_next[owner]
                 if start is not None:
-                    events = list(batch) if offset >= start else []
+                    events = batch if offset >= start else []  # (``seen`` is it, usually)
                 self._local_next[owner] = max(start or 0, offset + 1)
             away = () if local is None else tuple(
                 r for r in self.engine.rules if placement(r) == "global" and r not in local)
