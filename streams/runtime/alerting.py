@@ -28,7 +28,10 @@ scope of its group. At each batch and tick the alerting restores the parts it ga
 (``AlertEngine.restore(..., owner=scope)`` into the running engine, then that scope's records
 written after the save) and forgets the groups of the parts it lost (``AlertEngine.drop``);
 the worker saves the parts of the partitions being revoked before the rebalance completes
-(``save(scopes=...)``), so the new holder reads them. The history's ``follow(position)``
+(``save(scopes=...)``), so the new holder reads them. A partition's part also records the
+raw offset from which the partition's batches are not in it (``raw``, from ``on_stored``'s
+``offset``): a batch its new holder processes again after a crash is judged by the
+partition-local rules once, whether or not its old holder judged it. The history's ``follow(position)``
 makes the records this process writes after taking a part up come after that part's saved
 position (Elasticsearch's ``seq`` is a per-writer counter started at its clock), so a later
 holder applies them whichever writer's clock is ahead. Embedded mode (``holds`` unset) saves
