@@ -276,6 +276,17 @@ async def _store_batches(loop, stream, group: list[tuple]) -> None:
             await stream.ack(event)
 
 
+# A write that stored fewer than WRITE_GATHER_EVENTS events is followed by a pause of
+# WRITE_GATHER_SECONDS before the next, so the small batches processed meanwhile go as one bulk
+# request: each write costs the worker a fixed share of CPU (the thread hop, the bulk request,
+# its answer) whatever its size, and with many clients posting a line each every Kafka message
+# held a few lines (bench/RESULTS.md, issue 18). The first write after a pause goes at once; a
+# backlog fills the writes past the bound, so it never waits; the pause adds at most this much
+# to ingest → searchable (p99 target 1 s).
+WRITE_GATHER_SECONDS = 0.02
+WRITE_GATHER_EVENTS = 500
+
+
 class _Writes:
     """The agent's processed batches on their way to the store: one task writes them in
     order, and the batches processed while a write is in flight go together in the next one
@@ -307,6 +318,10 @@ class _Writes:
                 group, self.queue, self.events = self.queue, [], 0
                 self._taken.set()
                 await _store_batches(self.loop, self.stream, group)
+                if sum(len(g[3].events) for g in group) < WRITE_GATHER_EVENTS:
+                    # a small write (clients posting a line each): the batches of the next
+                    # few ms go together in the next one (see WRITE_GATHER_SECONDS)
+                    await asyncio.sleep(WRITE_GATHER_SECONDS)
             # a save that waited for these writes is taken now, not at the next message or
             # tick (a stop before either would leave the state topic without what they covered)
             if not _save_due:
