@@ -547,9 +547,8 @@ _UPSERT_ARRIVAL_WINDOWS = (
     .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
 assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
 # a template row: the newest text, the first example ever seen, the earliest and latest event time
-_UPSERT_TEMPLATE = """
-INSERT INTO templates (id, template, count, first_ts, last_ts, example, last_example)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+_TEMPLATE_COLUMNS = ("id", "template", "count", "first_ts", "last_ts", "example", "last_example")
+_ADD_TEMPLATE = """
 ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + excluded.count,
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
     last_example = excluded.last_example
@@ -599,6 +598,9 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._turn_file = None  # the writers' lock file (``_writer_turn``), opened on first use
         self._turn_thread = threading.Lock()
+        # seconds this store's batch writes waited for their turn (another shard writing) and
+        # held it: what the shards lose to the one SQLite writer (``/healthz``, the benchmark)
+        self.turn_waited = self.turn_held = 0.0
         self._rows_per_insert: int | None = None
         self._bodies = _Bodies()
         self._names = _Names()
@@ -1073,12 +1075,16 @@ class SqliteStore:
             f = self._turn_file
             if f is None:
                 f = self._turn_file = open(self.path.with_name(self.path.name + "-writer.lock"), "a+")  # noqa: SIM115
+        asked = time.monotonic()
         with self._turn_thread:
             fcntl.flock(f, fcntl.LOCK_EX)
+            got = time.monotonic()
+            self.turn_waited += got - asked
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+                self.turn_held += time.monotonic() - got
 
     def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
                incidents: list[dict] | None, cursors: dict[int, int] | None) -> int:
@@ -1177,11 +1183,13 @@ class SqliteStore:
             conn.execute(_insert_rows(n, table, columns, upsert), values)
             k += n
 
-    @staticmethod
-    def _upsert_templates(conn: sqlite3.Connection, events: list[dict]) -> None:
+    def _upsert_templates(self, conn: sqlite3.Connection, events: list[dict]) -> None:
         """Template rows of a batch: count, earliest and latest event time, the newest text,
         (for a template new to the store) the first event's message as its example, and the
-        batch's last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS)."""
+        batch's last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS).
+        In a few multi-row upserts (``_insert_rows``), not a row-by-row executemany: that
+        released and took back the GIL once per template (~100 a batch) while this shard held
+        the store's writer turn, each time waiting for the pipeline thread's switch interval."""
         groups: dict[str, list] = {}
         for e in events:
             g = groups.get(e["template_id"])
@@ -1199,7 +1207,8 @@ class SqliteStore:
                 g[6] = e["message"]
         for g in groups.values():
             g[6] = g[6][:MAX_EXAMPLE_CHARS]
-        conn.executemany(_UPSERT_TEMPLATE, list(groups.values()))
+        self._insert_many(conn, "templates", _TEMPLATE_COLUMNS, list(groups.values()),
+                          upsert=_ADD_TEMPLATE)
 
     @staticmethod
     def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:

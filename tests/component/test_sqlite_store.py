@@ -867,3 +867,26 @@ def test_the_default_total_stops_at_ten_thousand(tmp_path):
     r = store.search(EventQuery(q="message", limit=1))  # the words' count, bounded the same
     assert (r.total, r.total_relation) == (TOTAL_LIMIT, "gte")
     store.close()
+
+
+def test_a_batch_is_written_in_a_few_statements_whatever_its_number_of_templates(tmp_path):
+    """Bounded: each statement the writer runs releases the GIL and takes it back, waiting for
+    the pipeline thread while the shard holds the store's one writer turn (issue 18). A batch's
+    template rows were one statement each (an executemany: 500 templates, 500+ statements);
+    they are a few multi-row upserts now, with the same rows (the test above)."""
+    events = []
+    for i in range(2000):
+        e = _loglike(i)
+        e["template_id"] = f"T{i % 500}"
+        e["template"] = f"pattern {i % 500} <*>"
+        events.append(e)
+    store = SqliteStore(tmp_path / "s.db")
+    store.write([dict(e) for e in events[:1000]], window_seconds=60)
+    statements = []
+    store._conn().set_trace_callback(lambda sql: statements.append(sql))
+    store.write([dict(e) for e in events[1000:]], window_seconds=60)
+    store._conn().set_trace_callback(None)
+    ours = [s for s in statements if not s.startswith("--")]  # not FTS5's own, run inside ours
+    assert len(ours) < 60, len(ours)
+    rows = dict(store._conn().execute("SELECT id, count FROM templates"))
+    assert len(rows) == 500 and set(rows.values()) == {4}
