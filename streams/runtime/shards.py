@@ -144,6 +144,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                 break
             try:
                 _write_status(status_path, {**runner.status(), "pid": os.getpid(),
+                                            "switch_interval": sys.getswitchinterval(),
                                             "sources": runner.describe_sources(),
                                             "written_at": time.time()})
             except Exception:  # noqa: BLE001 - status is best effort
