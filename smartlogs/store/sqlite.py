@@ -1054,8 +1054,13 @@ class SqliteStore:
         and record ids are ignored."""
         if applied_seq and cursors is None:
             cursors = dict.fromkeys(range(self.partitions), applied_seq)
+        # what needs no transaction is done before the writer turn, which the other shards
+        # wait for: the events' bodies and the batch's window counts (used as they are unless
+        # the transaction finds ids already stored or aliases to rename)
+        ready = ([_body_json(e) for e in events],
+                 count_windows(events, window_seconds, arrival=True)) if events else None
         with self._writer_turn():
-            return self._write(events, window_seconds, catalog, incidents, cursors)
+            return self._write(events, window_seconds, catalog, incidents, cursors, ready)
 
     def write_batch(self, batch, *, window_seconds: int) -> int:
         """Store a processed batch (``streams.runtime.stage.Batch``): its events, catalog
@@ -1087,12 +1092,14 @@ class SqliteStore:
                 self.turn_held += time.monotonic() - got
 
     def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
-               incidents: list[dict] | None, cursors: dict[int, int] | None) -> int:
+               incidents: list[dict] | None, cursors: dict[int, int] | None,
+               ready: tuple | None = None) -> int:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._canonical_ids(conn, events)
+            renamed = self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
+            whole = ready is not None and len(new) == len(events)  # ``ready`` is of ``new``
             # read inside the transaction: other processes (shards) write events too
             self._next_seq = self._first_free_seq(conn)
             first = seq = self._next_seq
@@ -1102,10 +1109,11 @@ class SqliteStore:
             if new:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
-                self._insert_events(conn, new, seq - 1)
+                self._insert_events(conn, new, seq - 1, ready[0] if whole else None)
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
-                self._add_windows(conn, count_windows(new, window_seconds, arrival=True))
+                self._add_windows(conn, ready[1] if whole and not renamed
+                                  else count_windows(new, window_seconds, arrival=True))
                 self._upsert_templates(conn, new)
                 linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
                 if linked:
@@ -1146,10 +1154,13 @@ class SqliteStore:
                           [(w, dim, key, n) for (w, dim, key), n in counts.items()],
                           upsert=_ADD_COUNT)
 
-    def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
+    def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int,
+                       bodies: list[bytes] | None = None) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
-        store's event count after them (when to train a body dictionary)."""
-        bodies = [_body_json(e) for e in events]
+        store's event count after them (when to train a body dictionary); ``bodies``: their
+        ``_body_json``, when already made."""
+        if bodies is None:
+            bodies = [_body_json(e) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
@@ -1248,12 +1259,12 @@ class SqliteStore:
         return dict(self._conn().execute("SELECT id, canonical FROM template_aliases"))
 
     @staticmethod
-    def _canonical_ids(conn: sqlite3.Connection, events: list[dict]) -> None:
+    def _canonical_ids(conn: sqlite3.Connection, events: list[dict]) -> bool:
         """Events named by an alias (a miner that has not taken the catalog's names yet) are
-        stored under the canonical id (the event dicts are updated)."""
+        stored under the canonical id (the event dicts are updated). True: some were."""
         ids = {e["template_id"] for e in events}
         if not ids:
-            return
+            return False
         found = dict(conn.execute(
             "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a ON a.id = j.value",
             (orjson.dumps(sorted(ids)),)))
@@ -1262,6 +1273,7 @@ class SqliteStore:
                 c = found.get(e["template_id"])
                 if c is not None:
                     e["template_id"] = c
+        return bool(found)
 
     def _converge(self, conn: sqlite3.Connection, pairs: set[tuple[str, str]],
                   recorded: set | None = None) -> int:

@@ -890,3 +890,41 @@ def test_a_batch_is_written_in_a_few_statements_whatever_its_number_of_templates
     assert len(ours) < 60, len(ours)
     rows = dict(store._conn().execute("SELECT id, count FROM templates"))
     assert len(rows) == 500 and set(rows.values()) == {4}
+
+
+def test_bodies_and_window_counts_are_made_before_the_writer_turn(tmp_path, monkeypatch):
+    """The writer turn is what the shards wait for (issue 18): the Python work a batch needs
+    no transaction for is done before it is taken; what the transaction changes (ids already
+    stored, ids the catalog renames) is made again inside, from the events kept."""
+    from contextlib import contextmanager
+
+    import smartlogs.store.sqlite as sq
+
+    store = SqliteStore(tmp_path / "s.db")
+    inside = []
+    turn = store._writer_turn
+
+    @contextmanager
+    def watched():
+        with turn():
+            inside.append(True)
+            try:
+                yield
+            finally:
+                inside.pop()
+
+    made = []
+    body, count = sq._body_json, sq.count_windows
+    monkeypatch.setattr(store, "_writer_turn", watched)
+    monkeypatch.setattr(sq, "_body_json", lambda e: made.append(("body", bool(inside))) or body(e))
+    monkeypatch.setattr(sq, "count_windows",
+                        lambda *a, **k: made.append(("counts", bool(inside))) or count(*a, **k))
+    events = [_loglike(i) for i in range(200)]
+    store.write([dict(e) for e in events[:100]], window_seconds=60)
+    assert made and not any(held for _, held in made)
+    # half of this batch is stored already: only the other half is counted
+    store.write([dict(e) for e in events[50:150]], window_seconds=60)
+    assert store.count_events() == 150
+    total = dict(((w, d), n) for w, d, k, n in store._conn().execute(
+        "SELECT start, dim, key, count FROM windows") if k == "*")
+    assert sum(n for (w, d), n in total.items() if d == "total") == 150
