@@ -510,8 +510,8 @@ class EmbeddedRunner:
             "open_incidents": sum(m["open_incidents"] for m in models),
             # seconds since start: the store's turn waited for (another shard writing) and
             # held, this shard waiting for its writer thread, and for work
-            "waited_s": {"store_turn": round(self.store.turn_waited, 3),
-                         "store_turn_held": round(self.store.turn_held, 3),
+            "waited_s": {"store_turn": round(getattr(self.store, "turn_waited", 0.0), 3),
+                         "store_turn_held": round(getattr(self.store, "turn_held", 0.0), 3),
                          **{k: round(v, 3) for k, v in self.waited.items()}},
             "counts": COUNTS_EXPLAINED,
         }
