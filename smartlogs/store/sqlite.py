@@ -453,6 +453,30 @@ def _body_json(e: dict) -> bytes:
                          e["format"], e["truncated"], e["fields"] or None])
 
 
+def _template_rows(events: list[dict]) -> list[list]:
+    """Template rows of a batch: count, earliest and latest event time, the newest text, (for
+    a template new to the store) the first event's message as its example, and the batch's
+    last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS)."""
+    groups: dict[str, list] = {}
+    for e in events:
+        g = groups.get(e["template_id"])
+        ts = e["ts"]
+        if g is None:
+            groups[e["template_id"]] = [e["template_id"], e["template"], 1, ts, ts,
+                                        e["message"][:MAX_EXAMPLE_CHARS], e["message"]]
+        else:
+            g[1] = e["template"]
+            g[2] += 1
+            if ts < g[3]:
+                g[3] = ts
+            if ts > g[4]:
+                g[4] = ts
+            g[6] = e["message"]
+    for g in groups.values():
+        g[6] = g[6][:MAX_EXAMPLE_CHARS]
+    return list(groups.values())
+
+
 def _receiver(e: dict) -> str | None:
     """What received an event (``receiver``; events made before it had one: ``source``)."""
     r = e.get("receiver")
@@ -1055,10 +1079,13 @@ class SqliteStore:
         if applied_seq and cursors is None:
             cursors = dict.fromkeys(range(self.partitions), applied_seq)
         # what needs no transaction is done before the writer turn, which the other shards
-        # wait for: the events' bodies and the batch's window counts (used as they are unless
-        # the transaction finds ids already stored or aliases to rename)
+        # wait for: the events' bodies, the batch's window counts, template rows, names and
+        # (id, text) pairs (used as they are unless the transaction finds ids already stored
+        # or aliases to rename)
         ready = ([_body_json(e) for e in events],
-                 count_windows(events, window_seconds, arrival=True)) if events else None
+                 count_windows(events, window_seconds, arrival=True), _template_rows(events),
+                 list({x for e in events for x in (e["host"], e["component"], e["template_id"])}),
+                 texts_of(events, catalog)) if events else None
         with self._writer_turn():
             return self._write(events, window_seconds, catalog, incidents, cursors, ready)
 
@@ -1100,6 +1127,7 @@ class SqliteStore:
             renamed = self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
             whole = ready is not None and len(new) == len(events)  # ``ready`` is of ``new``
+            same = whole and not renamed  # ``ready`` holds this batch's ids and names too
             # read inside the transaction: other processes (shards) write events too
             self._next_seq = self._first_free_seq(conn)
             first = seq = self._next_seq
@@ -1109,19 +1137,20 @@ class SqliteStore:
             if new:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
-                self._insert_events(conn, new, seq - 1, ready[0] if whole else None)
+                self._insert_events(conn, new, seq - 1, ready[0] if whole else None,
+                                    ready[3] if same else None)
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
-                self._add_windows(conn, ready[1] if whole and not renamed
+                self._add_windows(conn, ready[1] if same
                                   else count_windows(new, window_seconds, arrival=True))
-                self._upsert_templates(conn, new)
+                self._upsert_templates(conn, new, ready[2] if same else None)
                 linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
                 if linked:
                     conn.executemany("INSERT OR REPLACE INTO event_incidents (seq, incident_id) "
                                      "VALUES (?, ?)", linked)
             if catalog:
                 conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in catalog])
-            self._converge(conn, texts_of(new, catalog),
+            self._converge(conn, ready[4] if same else texts_of(new, catalog),
                            {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
                 _upsert_incidents(conn, incidents)
@@ -1155,17 +1184,19 @@ class SqliteStore:
                           upsert=_ADD_COUNT)
 
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int,
-                       bodies: list[bytes] | None = None) -> None:
+                       bodies: list[bytes] | None = None, names: list | None = None) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary); ``bodies``: their
-        ``_body_json``, when already made."""
+        ``_body_json``, and ``names``: their hosts, components and template ids, when already
+        made."""
         if bodies is None:
             bodies = [_body_json(e) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
-        key = _Names.keys(conn, [x for e in events for x in (e["host"], e["component"],
-                                                               e["template_id"])])
+        if names is None:
+            names = [x for e in events for x in (e["host"], e["component"], e["template_id"])]
+        key = _Names.keys(conn, names)
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], e["id"], e["ts"], e["received"], key.get(e["host"]),
              key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
@@ -1194,32 +1225,16 @@ class SqliteStore:
             conn.execute(_insert_rows(n, table, columns, upsert), values)
             k += n
 
-    def _upsert_templates(self, conn: sqlite3.Connection, events: list[dict]) -> None:
-        """Template rows of a batch: count, earliest and latest event time, the newest text,
-        (for a template new to the store) the first event's message as its example, and the
-        batch's last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS).
-        In a few multi-row upserts (``_insert_rows``), not a row-by-row executemany: that
-        released and took back the GIL once per template (~100 a batch) while this shard held
-        the store's writer turn, each time waiting for the pipeline thread's switch interval."""
-        groups: dict[str, list] = {}
-        for e in events:
-            g = groups.get(e["template_id"])
-            ts = e["ts"]
-            if g is None:
-                groups[e["template_id"]] = [e["template_id"], e["template"], 1, ts, ts,
-                                            e["message"][:MAX_EXAMPLE_CHARS], e["message"]]
-            else:
-                g[1] = e["template"]
-                g[2] += 1
-                if ts < g[3]:
-                    g[3] = ts
-                if ts > g[4]:
-                    g[4] = ts
-                g[6] = e["message"]
-        for g in groups.values():
-            g[6] = g[6][:MAX_EXAMPLE_CHARS]
-        self._insert_many(conn, "templates", _TEMPLATE_COLUMNS, list(groups.values()),
-                          upsert=_ADD_TEMPLATE)
+    def _upsert_templates(self, conn: sqlite3.Connection, events: list[dict],
+                          rows: list | None = None) -> None:
+        """Template rows of a batch (``_template_rows``; ``rows``: when already made), in a
+        few multi-row upserts (``_insert_rows``), not a row-by-row executemany: that released
+        and took back the GIL once per template (~100 a batch) while this shard held the
+        store's writer turn, each time waiting for the pipeline thread's switch interval."""
+        if rows is None:
+            rows = _template_rows(events)
+        self._insert_many(conn, "templates", _TEMPLATE_COLUMNS, rows, upsert=_ADD_TEMPLATE)
+
 
     @staticmethod
     def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:

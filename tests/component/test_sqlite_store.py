@@ -477,7 +477,7 @@ def test_a_batch_rolled_back_after_training_a_dictionary_leaves_nothing_behind(t
     store.write([dict(e) for e in events[:1500]], window_seconds=60)
     real = store._upsert_templates
 
-    def fail(conn, evs):
+    def fail(conn, evs, rows=None):
         raise RuntimeError("disk full")
 
     store._upsert_templates = fail
@@ -892,7 +892,8 @@ def test_a_batch_is_written_in_a_few_statements_whatever_its_number_of_templates
     assert len(rows) == 500 and set(rows.values()) == {4}
 
 
-def test_bodies_and_window_counts_are_made_before_the_writer_turn(tmp_path, monkeypatch):
+def test_bodies_window_counts_and_template_rows_are_made_before_the_writer_turn(tmp_path,
+                                                                               monkeypatch):
     """The writer turn is what the shards wait for (issue 18): the Python work a batch needs
     no transaction for is done before it is taken; what the transaction changes (ids already
     stored, ids the catalog renames) is made again inside, from the events kept."""
@@ -919,12 +920,17 @@ def test_bodies_and_window_counts_are_made_before_the_writer_turn(tmp_path, monk
     monkeypatch.setattr(sq, "_body_json", lambda e: made.append(("body", bool(inside))) or body(e))
     monkeypatch.setattr(sq, "count_windows",
                         lambda *a, **k: made.append(("counts", bool(inside))) or count(*a, **k))
+    rows = sq._template_rows
+    monkeypatch.setattr(sq, "_template_rows",
+                        lambda evs: made.append(("templates", bool(inside))) or rows(evs))
     events = [_loglike(i) for i in range(200)]
     store.write([dict(e) for e in events[:100]], window_seconds=60)
-    assert made and not any(held for _, held in made)
+    assert {what for what, _ in made} == {"body", "counts", "templates"}
+    assert not any(held for _, held in made)
     # half of this batch is stored already: only the other half is counted
     store.write([dict(e) for e in events[50:150]], window_seconds=60)
     assert store.count_events() == 150
     total = dict(((w, d), n) for w, d, k, n in store._conn().execute(
         "SELECT start, dim, key, count FROM windows") if k == "*")
     assert sum(n for (w, d), n in total.items() if d == "total") == 150
+    assert sum(store._conn().execute("SELECT sum(count) FROM templates").fetchone()) == 150
