@@ -249,9 +249,11 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
         # what a shard lost to the one SQLite writer is shown (issue 18): each wrote its
         # batches holding the writer turn, with the GIL switch interval its writer needs
         for s in st["shards"]:
-            assert s["waited_s"]["store_turn_held"] > 0, s
-            assert {"store_turn", "writer_behind", "idle"} <= set(s["waited_s"]), s
+            assert {"store_turn", "store_turn_held", "writer_behind", "idle"} <= set(
+                s["waited_s"]), s
             assert s["switch_interval"] == pytest.approx(SWITCH_SECONDS), s
+            if s["processed"]:  # (a shard may own none of these sources' partitions)
+                assert s["waited_s"]["store_turn_held"] > 0, s
     finally:
         sup.stop()
     assert not sup.alive
