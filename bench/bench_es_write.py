@@ -14,7 +14,14 @@ versions alternate ``--rounds`` times. Per version, per 1,000 events, median ove
 - the index's own times from ``_stats`` (indexing, refresh, merges; ms per 1,000 events): these
   count only this index's work, so other users of the engine disturb them much less;
 - the writer's CPU (µs per event: building the documents, the bulk requests);
-- the bytes on disk per event after a flush and force-merge to one segment.
+- the bytes on disk per event after a flush and force-merge to one segment;
+- with ``--threads``, Elasticsearch's CPU by thread (``jcmd Thread.print``): the indexing
+  (write), refresh, merge and HTTP threads' sum ("work") apart from the JIT compilers, which
+  on a JVM started minutes ago take as much again and fall run after run (bench/RESULTS.md).
+
+``--settings '{"merge.scheduler.max_thread_count": 1}'`` adds index settings to this
+checkout's template (a lever measured without editing the store); ``SMARTLOGS_ES_URL`` and
+``SMARTLOGS_ENGINES_DIR`` point it at a private Elasticsearch.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_full_stack import cpu_seconds, engine_env, engine_pids  # noqa: E402
+from bench_full_stack import ES_WORK as _WORK  # noqa: E402
+from bench_full_stack import cpu_seconds, engine_env, engine_pids, jvm_thread_cpu  # noqa: E402
 
 
 def _load_store_module(rev: str):
@@ -71,7 +79,8 @@ def _index_stats(es, pattern: str) -> dict:
 
 
 def run_one(mod, url: str, events: list[dict], es_pid: int | None,
-            refresh: str | None = None) -> dict:
+            refresh: str | None = None, settings: dict | None = None,
+            threads: bool = False) -> dict:
     prefix = f"bench-esw-{uuid.uuid4().hex[:8]}"
     store = mod.ElasticsearchStore(url, index_prefix=prefix, index_period="month")
     run = uuid.uuid4().hex[:6]
@@ -79,11 +88,14 @@ def run_one(mod, url: str, events: list[dict], es_pid: int | None,
                for k in range(0, len(events), 500)]
     store.ensure_setup()
     es = store.client
-    if refresh:  # this refresh interval whatever the version's own
+    if refresh or settings:  # this refresh interval whatever the version's own; more settings
         body = mod.index_template(prefix)
-        body["template"]["settings"]["index"]["refresh_interval"] = refresh
+        if refresh:
+            body["template"]["settings"]["index"]["refresh_interval"] = refresh
+        body["template"]["settings"]["index"].update(settings or {})
         es.indices.put_index_template(name=prefix, **body)
     try:
+        th0 = jvm_thread_cpu(es_pid) if threads and es_pid else {}
         es_cpu0 = cpu_seconds(es_pid) if es_pid else 0.0
         me0 = time.process_time()
         t0 = time.perf_counter()
@@ -93,6 +105,10 @@ def run_one(mod, url: str, events: list[dict], es_pid: int | None,
         wall = time.perf_counter() - t0
         me = time.process_time() - me0
         es_cpu = (cpu_seconds(es_pid) - es_cpu0) if es_pid else float("nan")
+        th1 = jvm_thread_cpu(es_pid) if th0 else {}
+        diff = {k: v - th0.get(k, 0.0) for k, v in th1.items()}
+        work = sum(diff.get(k, 0.0) for k in _WORK) if th0 else float("nan")
+        jit = sum(v for k, v in diff.items() if "Compiler" in k) if th0 else float("nan")
         st = _index_stats(es, store.pattern)
         es.indices.forcemerge(index=store.pattern, max_num_segments=1, flush=True)
         size = es.indices.stats(index=store.pattern, metric="store").body[
@@ -103,7 +119,8 @@ def run_one(mod, url: str, events: list[dict], es_pid: int | None,
             index=f"{store.catalog_index},{store.incidents_index}", ignore_unavailable=True)
         store.close()
     n = len(events)
-    return {"es_us": es_cpu / n * 1e6, "writer_us": me / n * 1e6, "docs_s": n / wall,
+    return {"es_us": es_cpu / n * 1e6, "work_us": work / n * 1e6, "jit_us": jit / n * 1e6,
+            "writer_us": me / n * 1e6, "docs_s": n / wall,
             "bytes": size / n, **{k: v / n * 1000 for k, v in st.items()}}
 
 
@@ -114,7 +131,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--refresh", help="refresh intervals, OTHER,THIS (e.g. 1s,1s: the mapping "
                     "alone; 1s,500ms): instead of each version's own")
+    ap.add_argument("--settings", help="JSON: more index settings for this checkout's indices")
+    ap.add_argument("--threads", action="store_true", help="Elasticsearch's CPU by thread (jcmd)")
     args = ap.parse_args()
+    import json
+
+    settings = json.loads(args.settings) if args.settings else None
     import smartlogs.store.elasticsearch as this
 
     url = os.environ.get("SMARTLOGS_ES_URL") or engine_env()["SMARTLOGS_ES_URL"].strip("'")
@@ -128,18 +150,21 @@ def main() -> None:
     run_one(this, url, events[:2000], es_pid)
     for _ in range(args.rounds):
         for name, mod in ((args.against, other), ("this checkout", this)):
-            runs[name].append(run_one(mod, url, events, es_pid, refresh.get(name)))
-    keys = ("es_us", "index_ms", "refresh_ms", "merge_ms", "flush_ms", "writer_us", "docs_s", "bytes")
+            runs[name].append(run_one(mod, url, events, es_pid, refresh.get(name),
+                                      settings if mod is this else None, args.threads))
+    keys = ("es_us", "work_us", "jit_us", "index_ms", "refresh_ms", "merge_ms", "flush_ms", "writer_us", "docs_s", "bytes")
     print(f"{args.events:,} events x {args.rounds} rounds; 1-min load average {load:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after; refresh intervals: {refresh or 'each version its own'}")
-    print("| version | ES CPU µs/event | index ms/1k | refresh ms/1k | merge ms/1k | flush ms/1k "
+          f"{os.getloadavg()[0]:.1f} after; refresh intervals: {refresh or 'each version its own'}"
+          f"; this checkout's extra settings: {settings or 'none'}")
+    print("| version | ES CPU µs/event | of which work threads / JIT | index ms/1k | refresh ms/1k | merge ms/1k | flush ms/1k "
           "| writer CPU µs/event | docs/s | bytes/event |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, rs in runs.items():
         name = f"{name} ({refresh[name]})" if name in refresh else name
         med = {k: statistics.median(r[k] for r in rs) for k in keys}
         rng = {k: (min(r[k] for r in rs), max(r[k] for r in rs)) for k in ("es_us", "index_ms")}
         print(f"| {name} | {med['es_us']:.0f} ({rng['es_us'][0]:.0f}–{rng['es_us'][1]:.0f}) "
+              f"| {med['work_us']:.0f} / {med['jit_us']:.0f} "
               f"| {med['index_ms']:.1f} ({rng['index_ms'][0]:.1f}–{rng['index_ms'][1]:.1f}) "
               f"| {med['refresh_ms']:.1f} | {med['merge_ms']:.1f} | {med['flush_ms']:.1f} "
               f"| {med['writer_us']:.0f} | {med['docs_s']:,.0f} | {med['bytes']:.0f} |")

@@ -20,13 +20,27 @@ Needs the engines (make engines-up; eval "$(scripts/engines/env.sh)").
 ``--streams K`` sends the sustained phase as K named sources (the partition key: one source
 all lands in one partition, so more workers than sources have nothing to do);
 ``--seconds 0`` skips the latency phase.
+
+``--warmup N`` (default 4,000) sends N lines the same way and waits until they are searchable
+before any CPU clock starts: the processes' start (the worker imports and builds its app for
+~2 s of CPU, its topics are made, the day indices created) is not a cost per line, and over a
+40,000-line run it was half the worker's figure (bench/RESULTS.md). ``--warmup 0`` measures
+from the start, as the runs before 2026-12-07 17:00 did.
+
+``--es URL --es-dir DIR`` writes to another Elasticsearch than the shared one (started with
+``SMARTLOGS_ENGINES_DIR=DIR SMARTLOGS_ES_PORT=... scripts/engines/start.sh elasticsearch``):
+its CPU then counts only this run, not every other user's searches, index churn and the
+JIT compilation they cause. ``--es-threads`` also splits Elasticsearch's CPU by thread pool
+(``jcmd Thread.print``: indexing, refresh, HTTP, JIT compiler, GC, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -94,10 +108,10 @@ def drop_queues_and_topics(env: dict, tag: str) -> None:
 
 
 @contextmanager
-def full_stack(tag: str, workers: int = 1):
+def full_stack(tag: str, workers: int = 1, es_url: str | None = None):
     """``start_stack``, then stop its processes and delete what the run made (Elasticsearch
     indices, queues, topics): yields (url, processes: api, bridge, worker(s))."""
-    url, env, procs = start_stack(tag, workers)
+    url, env, procs = start_stack(tag, workers, es_url)
     try:
         yield url, procs
     finally:
@@ -117,10 +131,11 @@ def full_stack(tag: str, workers: int = 1):
         drop_queues_and_topics(env, tag)
 
 
-def start_stack(tag: str, workers: int = 1) -> tuple[str, dict, list]:
+def start_stack(tag: str, workers: int = 1, es_url: str | None = None) -> tuple[str, dict, list]:
     port = _port()
     data = tempfile.mkdtemp(prefix="smartlogs-fsbench-")
     env = {**os.environ, **{k: v.strip("'") for k, v in engine_env().items()},
+           **({"SMARTLOGS_ES_URL": es_url} if es_url else {}),
            "SMARTLOGS_AMQP_QUEUE": f"bench.ingest.{tag}", "SMARTLOGS_AMQP_DLQ": f"bench.dlq.{tag}",
            # the topics' names carry tests/integration/stack.py's TOPIC_MARKS: an integration
            # session sharing the broker deletes the new topics without them when it ends, and
@@ -178,17 +193,49 @@ class PeakRss(threading.Thread):
                 self.peak[name] = max(self.peak[name], kb / 1024)
 
 
-def engine_pids() -> dict[str, int]:
-    """Pids of the engines scripts/engines runs (their pid files in the state dir)."""
+def engine_pids(es_dir: str | None = None) -> dict[str, int]:
+    """Pids of the engines scripts/engines runs (their pid files in the state dir; with
+    ``es_dir``, Elasticsearch's from that state dir instead)."""
     state = Path(os.environ.get("SMARTLOGS_ENGINES_DIR", "/var/tmp/smartlogs-engines"))
     out = {}
     for name, rel in (("rabbitmq", "rabbitmq/rabbitmq.pid"), ("kafka", "kafka/kafka.pid"),
                       ("elasticsearch", "elasticsearch/run/elasticsearch.pid")):
+        base = Path(es_dir) if es_dir and name == "elasticsearch" else state
         try:
-            out[name] = int((state / rel).read_text().split()[0])
+            out[name] = int((base / rel).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pass
     return out
+
+
+# Elasticsearch's thread pools that do the work of our writes; the rest is the JIT compilers,
+# GC, and on a shared node other users' searches and cluster-state changes
+ES_WORK = ("write", "refresh", "transport_worker", "merge", "flush")
+
+
+def _jcmd() -> str | None:
+    for cand in (os.environ.get("JAVA_HOME", "") + "/bin/jcmd",
+                 *sorted(glob.glob("/usr/lib/jvm/*17*/bin/jcmd")), "jcmd"):
+        if cand and (os.path.isfile(cand) or cand == "jcmd"):
+            return cand
+    return None
+
+
+def jvm_thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds by thread group of a JVM (``jcmd PID Thread.print``: Elasticsearch's thread
+    pools by name, the JIT compilers, GC threads, ...); empty if jcmd is not at hand."""
+    jcmd = _jcmd()
+    try:
+        out = subprocess.run([jcmd, str(pid), "Thread.print"], capture_output=True, text=True,
+                             timeout=60).stdout if jcmd else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    groups: dict[str, float] = {}
+    for m in re.finditer(r'^"([^"]+)".*?cpu=([\d.]+)ms', out, re.M):
+        pool = re.match(r"elasticsearch\[[^\]]+\]\[([^\]]+)\]", m.group(1))
+        name = pool.group(1) if pool else re.sub(r"#?\d+$", "", m.group(1)).strip()
+        groups[name] = groups.get(name, 0.0) + float(m.group(2)) / 1000
+    return groups
 
 
 def total(url: str, **params) -> int:
@@ -199,31 +246,33 @@ def total(url: str, **params) -> int:
     return r.json()["total"] if r.status_code == 200 else -1
 
 
-def sustained_streams(url: str, path: Path, n: int, streams: int) -> dict:
-    """The sustained phase as ``streams`` named sources (round robin, 1,000 lines a request)."""
+def sustained_streams(url: str, path: Path, n: int, streams: int, run: str = "sus",
+                      already: int = 0) -> dict:
+    """The sustained phase as ``streams`` named sources (round robin, 1,000 lines a request);
+    done once ``already`` + ``n`` events are searchable."""
     base = path.read_text(errors="replace").splitlines()
     t0 = time.perf_counter()
     with httpx.Client(timeout=60) as c:
         for start in range(0, n, 1000):
-            body = b"\n".join(orjson.dumps({"id": f"sus:{k}", "raw": base[(k // streams) % len(base)],
+            body = b"\n".join(orjson.dumps({"id": f"{run}:{k}", "raw": base[(k // streams) % len(base)],
                                              "stream": f"bench-{k % streams}"})
                               for k in range(start, min(n, start + 1000)))
             r = c.post(f"{url}/ingest", content=body, headers={"Content-Type": "application/x-ndjson"})
             r.raise_for_status()
     sent = time.perf_counter() - t0
-    while total(url) < n:
+    while total(url) < already + n:
         time.sleep(0.1)
     done = time.perf_counter() - t0
     return {"lines": n, "seconds": done, "lines_per_s": n / done, "send_s": sent}
 
 
-def sustained(url: str, path: Path, n: int) -> dict:
+def sustained(url: str, path: Path, n: int, run: str = "sus", already: int = 0) -> dict:
     reps = -(-n // 2000)
     lines = ((i, x) for k, (i, x) in enumerate(read_lines(path, reps)) if k < n)
     t0 = time.perf_counter()
-    res = send_batches(url, plan_batches(lines, batch_size=1000), run_id="sus")
+    res = send_batches(url, plan_batches(lines, batch_size=1000), run_id=run)
     sent = time.perf_counter() - t0
-    while total(url) < res.accepted:
+    while total(url) < already + res.accepted:
         time.sleep(0.1)
     done = time.perf_counter() - t0
     return {"lines": res.accepted, "seconds": done, "lines_per_s": res.accepted / done, "send_s": sent}
@@ -319,6 +368,12 @@ def main() -> None:
     ap.add_argument("--record", type=Path)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=4000,
+                    help="lines sent and searchable before the CPU clocks start (0: none)")
+    ap.add_argument("--es", help="URL of a private Elasticsearch for this run (with --es-dir)")
+    ap.add_argument("--es-dir", help="scripts/engines state dir of that Elasticsearch (its pid)")
+    ap.add_argument("--es-threads", action="store_true",
+                    help="split Elasticsearch's CPU by thread pool (needs jcmd)")
     args = ap.parse_args()
     from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
 
@@ -330,22 +385,42 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     # SIGTERM (e.g. `timeout`) ends the run through full_stack's cleanup: no orphan worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
-    with full_stack(tag, args.workers) as (url, procs):
+    with full_stack(tag, args.workers, args.es) as (url, procs):
         pids = {"api": procs[0].pid, "bridge": procs[1].pid, "worker": procs[2].pid,
-                **{f"worker{i}": p.pid for i, p in enumerate(procs[3:], 1)}, **engine_pids()}
+                **{f"worker{i}": p.pid for i, p in enumerate(procs[3:], 1)},
+                **engine_pids(args.es_dir)}
+        if args.workers > 1:  # every worker in the group holds its partitions before the clock
+            time.sleep(15)
+
+        def phase(n: int, run: str, already: int = 0) -> dict:
+            return (sustained_streams(url, path, n, args.streams, run, already) if args.streams > 1
+                    else sustained(url, path, n, run, already))
+
+        warm = phase(args.warmup, "warm")["lines"] if args.warmup else 0
+        es_url = args.es or engine_env()["SMARTLOGS_ES_URL"].strip("'")
+        prefix = f"bench-{tag}"
+        try:
+            own0 = index_stats(es_url, prefix) if warm else {}
+        except (httpx.HTTPError, KeyError):
+            own0 = {}
+        es_pid = pids.get("elasticsearch")
+        threads0 = jvm_thread_cpu(es_pid) if args.es_threads and es_pid else {}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         rss = PeakRss(pids)
         rss.start()
-        if args.workers > 1:  # every worker in the group holds its partitions before the clock
-            time.sleep(15)
-        sus = (sustained_streams(url, path, args.lines, args.streams) if args.streams > 1
-               else sustained(url, path, args.lines))
+        sus = phase(args.lines, "sus", warm)
         rss.done.set()
         cpu_us = {k: (cpu_seconds(p) - before[k]) / sus["lines"] * 1e6 for k, p in pids.items()}
-        es_url, prefix = engine_env()["SMARTLOGS_ES_URL"].strip("'"), f"bench-{tag}"
+        es_threads = {}
+        if threads0:
+            threads1 = jvm_thread_cpu(es_pid)
+            es_threads = {k: (v - threads0.get(k, 0.0)) / sus["lines"] * 1e6
+                          for k, v in threads1.items()}
+            es_threads = dict(sorted(((k, v) for k, v in es_threads.items() if v >= 0.5),
+                                     key=lambda kv: -kv[1]))
         counts = {}
         try:
-            own = index_stats(es_url, prefix)
+            own = {k: v - own0.get(k, 0) for k, v in index_stats(es_url, prefix).items()}
             counts = {"lines per shard bulk": sus["lines"] / max(1, own.pop("bulks")),
                       "refreshes": own.pop("refreshes")}
             own = {k: v / sus["lines"] * 1000 for k, v in own.items()}
@@ -363,7 +438,8 @@ def main() -> None:
         "",
         f"- sustained, HTTP to searchable in Elasticsearch: **{sus['lines_per_s']:,.0f} lines/s** "
         f"({sus['lines']:,} lines in {sus['seconds']:.1f} s; the client finished sending after {sus['send_s']:.1f} s) — target ≥ 5,000"
-        f"; {args.workers} worker(s), {args.streams} source(s)",
+        f"; {args.workers} worker(s), {args.streams} source(s); after a warm-up of {warm:,} lines"
+        + (f"; a private Elasticsearch ({args.es})" if args.es else "; the shared Elasticsearch"),
         *([f"- ingest→searchable latency at {lat['rate']:,.0f} lines/s offered for {lat['seconds']:.0f} s "
            f"({lat['samples']} probes): p50 **{lat['p50']:.2f} s**, p99 **{lat['p99']:.2f} s**, max {lat['max']:.2f} s — target p99 ≤ 1 s; "
           f"of which received → handed to Elasticsearch p50 {lat['write_p50']:.2f} s, p99 {lat['write_p99']:.2f} s "
@@ -376,6 +452,11 @@ def main() -> None:
         "- CPU per line during the sustained phase (µs): "
         + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items())
         + f" = {sum(cpu_us.values()):.0f} in all",
+        *(["- Elasticsearch's CPU per line by thread (µs, `jcmd Thread.print`): "
+           + ", ".join(f"{k} {v:.0f}" for k, v in es_threads.items())
+           + f"; its work for these lines (indexing, refresh, HTTP, merges, flushes) "
+           f"**{sum(es_threads.get(k, 0.0) for k in ES_WORK):.0f}**, the JIT compilers "
+           f"{sum(v for k, v in es_threads.items() if 'Compiler' in k):.0f}"] if es_threads else []),
         *(["- this run's indices' own times during the sustained phase (`_stats`, ms per 1,000 lines): "
            + ", ".join(f"{k} {v:.0f}" for k, v in own.items())
            + "; " + ", ".join(f"{k} {v:.0f}" for k, v in counts.items())] if own else []),

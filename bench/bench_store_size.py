@@ -4,6 +4,8 @@ the latency of each /api/events filter kind, at N stored lines.
     python bench/bench_store_size.py --lines 1000000 [--against REV] [--keep DIR]
     python bench/bench_store_size.py --keep DIR --queries-only   # the queries again, on DIR
     python bench/bench_store_size.py --keep DIR --queries-only --compare REV --runs 5
+    python bench/bench_store_size.py --keep DIR --queries-only --compare REV --compare-dir OLD
+        # a layout change: REV's code on the store REV wrote (OLD) against this one's on DIR
 
 Linux_2k.log goes through the real pipeline once (parse, template mining, scoring); its 2,000
 events are then written N/2000 times through ``SqliteStore.write`` (2,000 per batch, as the
@@ -219,6 +221,8 @@ def main() -> None:
                     "log spans (default: as the log, ~45 days; fewer: more events per window)")
     ap.add_argument("--compare", metavar="REV", help="with --queries-only: also query the store "
                     "with REV's smartlogs/store/sqlite.py, alternately (before | now)")
+    ap.add_argument("--compare-dir", metavar="DIR", help="with --compare: query the store in DIR "
+                    "(written by REV: a layout change) instead of the same files")
     ap.add_argument("--runs", type=int, default=3, help="runs of each query (median)")
     ap.add_argument("--elasticsearch", metavar="URL", help="measure the Elasticsearch store "
                     "instead (indices under a prefix of its own, deleted afterwards)")
@@ -233,7 +237,8 @@ def main() -> None:
     store = cls(d / "smartlogs.db", window_seconds=60, query_timeout=600)
     if args.queries_only:
         # a budget far above the API's 10 s: the point is how long each query takes
-        other = load_store_class(args.compare)(d / "smartlogs.db", window_seconds=60,
+        od = pathlib.Path(args.compare_dir) if args.compare_dir else d
+        other = load_store_class(args.compare)(od / "smartlogs.db", window_seconds=60,
                                                query_timeout=600) if args.compare else None
         run_queries(store, base, args.copy_span, other, args.runs)
         store.close()

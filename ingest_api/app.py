@@ -40,6 +40,7 @@ from ingest_api.receivers import (LineBudget, es_bulk, ingest_slot, loki, otlp, 
                                  sender_key)
 from ingest_api.receivers.kafka_source import start_kafka_source
 from ingest_api.receivers.syslog import start_syslog
+from ingest_api.store_errors import STORE_ERRORS, store_refusal
 from ingest_api.templates_routes import router as templates_router
 from ingest_api.timeouts import ReadTimeoutMiddleware
 from ingest_api.transports import build_embedded, build_full
@@ -287,6 +288,12 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         metrics.rejected("invalid_query", detail=f"q: {exc}")
         return JSONResponse({"error": "invalid_query", "detail": f"q: {exc}", "field": "q"},
                             status_code=422)
+
+    async def _store_error(request: Request, exc: Exception):  # Elasticsearch busy or down
+        return await _ingest_error(request, store_refusal(exc))
+
+    for error_type in STORE_ERRORS:
+        app.add_exception_handler(error_type, _store_error)
 
     @app.exception_handler(QueryTimeout)
     async def _query_timeout(request: Request, exc: QueryTimeout):

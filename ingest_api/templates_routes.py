@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest_api.decode import IngestError
 from ingest_api.openapi import refusals, TimeText, time_query
+from ingest_api.store_errors import STORE_ERRORS, store_refusal
 from streams.catalog import MAX_NOTE_CHARS, TemplateChange, normalise_mark
 
 __all__ = ["router"]
@@ -37,27 +38,11 @@ TemplateId = Annotated[str, FastApiPath(pattern=TEMPLATE_ID, max_length=19,
 
 def _store(request: Request, method: str, *args, **kwargs):
     """A call to the store; a store that cannot answer now (Elasticsearch down or overloaded)
-    is a 503 that says so, never a 500."""
-    from smartlogs.store.elasticsearch import ElasticsearchStoreError
-
+    is a 503 that says so, never a 500 (``ingest_api.store_errors``)."""
     try:
         return getattr(request.app.state.store, method)(*args, **kwargs)
-    except ElasticsearchStoreError as exc:
-        raise _unavailable(exc) from None
-    except Exception as exc:
-        from elasticsearch import ApiError, TransportError
-
-        if isinstance(exc, (ApiError, TransportError)):
-            raise _unavailable(exc) from None
-        raise
-
-
-def _unavailable(exc: Exception) -> IngestError:
-    from smartlogs.security import redact
-
-    return IngestError(503, "store_unavailable", "the store cannot answer now "
-                       f"({redact(f'{type(exc).__name__}: {exc}')[:200]}); retry later",
-                       retry_after=5)
+    except STORE_ERRORS as exc:
+        raise store_refusal(exc) from None
 
 
 def _since(value: str | None) -> float | None:

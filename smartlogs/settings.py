@@ -96,7 +96,9 @@ class Settings(BaseSettings):
         None, ge=1, le=9999, description="Year for syslog lines that carry none (default: the current year)."
     )
     log_format: str | None = Field(None, description="Force one header format instead of detection "
-                                   "(one of streams.parsing.FORMATS; empty: detect).")
+                                   "(one of streams.parsing.FORMATS: rfc5424, syslog, apache, hdfs, "
+                                   "zookeeper, json; or a grok pattern / regex with named groups; "
+                                   "empty: detect). Any other name is refused at start.")
     log_patterns: dict[str, str] = Field(default_factory=dict, description=(
         "Declared formats per source, JSON {glob: pattern}: the glob matches the source's "
         "name (X-SmartLogs-Stream, a shipped file's path, a receiver: syslog, loki, otlp, "
@@ -224,7 +226,8 @@ class Settings(BaseSettings):
             if "%{" not in v and "(?P<" not in v and "(?<" not in v:
                 raise ValueError(f"unknown log format {v!r}; expected one of: "
                                  f"{', '.join(FORMATS)}, or a grok pattern / regex with named "
-                                 "groups")
+                                 "groups, or empty to detect (other headers are learned per "
+                                 "source)")
             from streams.formats import UserFormat
 
             UserFormat(v)  # FormatError (a ValueError): refused at start, pattern and error

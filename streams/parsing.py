@@ -9,7 +9,6 @@ Supported formats (``FORMATS``)::
     hdfs       081109 203615 148 INFO dfs.DataNode$PacketResponder: msg
     zookeeper  2015-07-29 17:41:44,747 - INFO  [thread:Class@line] - msg
                (log4j "%d{ISO8601} - %-5p [%t:%C{1}@%L] - %m")
-    bgl        - 1117838570 2005.06.03 NODE 2005-06-03-15.42.50.675872 NODE RAS KERNEL INFO msg
     json       {"ts": ..., "level": ..., "msg": ..., ...}
 
 Anything else comes back as ``ParsedLine(message=line.rstrip(), ok=False, format="raw")``.
@@ -29,10 +28,6 @@ structured CSVs, which agree except where noted):
   component is the class (``FastLeaderElection``), fields ``thread`` (the text before the
   last ``:``, ``QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181``) and ``line`` (``774``). (loghub's
   CSV cuts at the *first* ``:`` instead; that cut fits its files only and is not copied.)
-* bgl: the timestamp comes from the microsecond time column (taken as UTC, like every
-  naive log time); the epoch column is kept in ``fields["epoch"]`` (the two may differ by a
-  time-zone offset: the time column is local time).
-  Fields: ``label`` ("-" = normal), ``type``, ``epoch`` (+ ``node_repeat`` if it differs).
 
 Timestamps are always timezone-aware UTC.  Naive log times are taken as UTC; offsets
 (RFC 5424, ISO 8601 in JSON) are converted.  Syslog lines without a year use the ``year``
@@ -107,10 +102,10 @@ class ParsedLine:
     fields: dict[str, str] = field(default_factory=dict)  # extra fields
 
 
-FORMATS: tuple[str, ...] = ("rfc5424", "syslog", "apache", "hdfs", "zookeeper", "bgl", "json")
+FORMATS: tuple[str, ...] = ("rfc5424", "syslog", "apache", "hdfs", "zookeeper", "json")
 # full detection order (specific before generic); the per-first-character shortlists in
 # LineParser follow it too
-_DETECTION_ORDER = ("rfc5424", "apache", "hdfs", "zookeeper", "json", "syslog", "bgl")
+_DETECTION_ORDER = ("rfc5424", "apache", "hdfs", "zookeeper", "json", "syslog")
 
 # ---------------------------------------------------------------------------------------
 # levels
@@ -241,7 +236,7 @@ class _DtCache(dict):
     """Per-parser cache: timestamp groups -> datetime | _INVALID; emptied when full.
 
     Keys are tuples whose shape tells the formats apart: syslog (int year, int month, 5 str),
-    apache (month name first, 7 str), bgl (7 str, 4-digit year first), hdfs (6 str), ISO
+    apache (month name first, 7 str), hdfs (6 str), ISO
     8601 (8 items, shared by rfc5424 and ISO syslog), zookeeper (the 23-character text).
     """
 
@@ -320,14 +315,6 @@ _HDFS_RE = re.compile(
 _ZK_RE = re.compile(
     r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)[,.](\d{3})\s+-\s+([A-Za-z]+)\s+"
     r"\[(.*?)\]\s+-(?:\s+|$)(?s:(.*))"
-)
-
-# BGL.  Groups: 1 label, 2 epoch, 3 date, 4 node, 5 Y, 6 M, 7 D, 8 h, 9 m, 10 s, 11 us,
-# 12 node repeat, 13 type, 14 component, 15 level, 16 msg
-_BGL_RE = re.compile(
-    r"(\S+)\s+(\d{1,12})\s+(\d{4}\.\d\d\.\d\d)\s+(\S+)\s+"
-    r"(\d{4})-(\d\d)-(\d\d)-(\d\d)\.(\d\d)\.(\d\d)\.(\d{1,6})\s+"
-    r"(\S+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s+(?s:(.*)))?"
 )
 
 # ---------------------------------------------------------------------------------------
@@ -521,24 +508,44 @@ class LineParser:
             "apache": self._parse_apache,
             "hdfs": self._parse_hdfs,
             "zookeeper": self._parse_zookeeper,
-            "bgl": self._parse_bgl,
             "json": self._parse_json,
         }
         if fmt is not None:
             self._order = (table[fmt],)
             self._by_char = None
         else:
-            # specific before generic; BGL's label column can start with anything
+            # specific before generic
             self._order = tuple(table[n] for n in _DETECTION_ORDER)
-            lt = ("rfc5424", "syslog", "bgl")
-            by_char: dict[str, tuple] = {"<": lt, "[": ("apache", "bgl"), "{": ("json", "bgl")}
+            lt = ("rfc5424", "syslog")
+            by_char: dict[str, tuple] = {"<": lt, "[": ("apache",), "{": ("json",)}
             for c in "0123456789":
-                by_char[c] = ("hdfs", "zookeeper", "syslog", "bgl")
+                by_char[c] = ("hdfs", "zookeeper", "syslog")
             for c in "ADFJMNOS":  # month initials
-                by_char[c] = ("syslog", "bgl")
+                by_char[c] = ("syslog",)
             self._by_char = {c: tuple(table[n] for n in names) for c, names in by_char.items()}
-            self._by_char[""] = (table["bgl"],)
         self._last = self._order[0]
+
+    # -- pickling (model checkpoints) ---------------------------------------------------
+    # A checkpoint keeps the parser's settings only: its tables are bound methods, which a
+    # pickle names, so a format removed from this module would make every older checkpoint
+    # unloadable (and the model be started afresh).
+
+    def __reduce__(self):
+        return (_restore_parser, (self.fmt, self.year, self.max_length))
+
+    def __setstate__(self, state) -> None:
+        # checkpoints written before __reduce__: (None, {slot: value}), tables included
+        slots = state[1] if isinstance(state, tuple) else state
+        fmt = slots.get("fmt")
+        self.__init__(fmt if fmt in FORMATS else None, year=slots.get("year"),
+                      max_length=slots.get("max_length", 65536))
+
+    def __getattr__(self, name: str):
+        # only reached when a name is missing: an older checkpoint's table naming the parser
+        # of a format since removed; it matches nothing, and __setstate__ rebuilds the tables
+        if name.startswith("_parse_"):
+            return _no_match
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- public -----------------------------------------------------------------------
 
@@ -584,7 +591,7 @@ class LineParser:
                 if self._by_char is None:
                     cands = self._order
                 else:
-                    cands = self._by_char.get(s[0]) or self._by_char[""]
+                    cands = self._by_char.get(s[0], ())
                 for p in cands:
                     if p is not last:
                         r = p(s)
@@ -826,34 +833,6 @@ class LineParser:
             msg.rstrip(), ts, None, component, None, level, "zookeeper", True, False, fields
         )
 
-    # BGL ------------------------------------------------------------------------------
-
-    def _parse_bgl(self, s: str) -> ParsedLine | None:
-        m = _BGL_RE.match(s)
-        if m is None:
-            return None
-        (label, epoch, _date, node, y, mo, d, hh, mi, ss, us, node2, typ, comp, level, msg) = (
-            m.groups()
-        )
-        fields = {"label": label, "type": typ, "epoch": epoch}
-        if node2 != node:
-            fields["node_repeat"] = node2
-        key = m.group(5, 6, 7, 8, 9, 10, 11)
-        cache = self._cache
-        ts = cache.get(key)
-        if ts is None:
-            ts = cache.put(
-                key,
-                _make_dt(int(y), int(mo), int(d), int(hh), int(mi), int(ss), _frac_to_us(us))
-                or _INVALID,
-            )
-        if ts is _INVALID:
-            ts = None
-            fields["invalid_timestamp"] = s[m.start(5) : m.end(11)]
-        return ParsedLine(
-            (msg or "").rstrip(), ts, node, comp, None, level, "bgl", True, False, fields
-        )
-
     # JSON -----------------------------------------------------------------------------
 
     def _parse_json(self, s: str) -> ParsedLine | None:
@@ -945,3 +924,13 @@ def parse_line(line: str, fmt: str | None = None, *, year: int | None = None) ->
     if parser is None:
         parser = _PARSERS.setdefault((fmt, year), LineParser(fmt, year=year))
     return parser.parse(line)
+
+
+def _restore_parser(fmt: str | None, year: int | None, max_length: int) -> LineParser:
+    """A parser from a checkpoint: its settings (a format no longer known: detection)."""
+    return LineParser(fmt if fmt in FORMATS else None, year=year, max_length=max_length)
+
+
+def _no_match(s: str) -> None:
+    """A removed format's parser in an older checkpoint: matches no line."""
+    return None

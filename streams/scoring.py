@@ -44,7 +44,10 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
                   at ERROR or worse it weighs as much as it is rare in the line's kind of
                   source (``severity × (1 - share of its lines at this level or worse)``):
                   a FATAL where half the lines are FATAL says little, one where FATAL is
-                  news keeps its full weight.
+                  news keeps its full weight. The share is the lower of two moving
+                  averages, over the kind's last ~1,000 lines and its last ~64: a level
+                  routine in the long run but not lately (the first FATAL long after a
+                  crash dump) is news again.
 ================  ============================================================================
 
 The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, except severity
@@ -508,6 +511,8 @@ class AnomalyScorer:
         # kind of source (moving averages over ~1 / _SEVERE_ALPHA lines)
         self.level_share: dict[float, float] = {}
         self._levels: dict[str | None, dict[float, float]] = {}
+        # the same per kind over its last ~1 / _NOVEL_ALPHA lines (how usual a level is lately)
+        self._recent_levels: dict[str | None, dict[float, float]] = {}
         # per kind of source: [lines, patterns first seen there still seen once, new rate]
         self._novel: dict[str | None, list] = {}
         self._kind_seen: dict[tuple, int] = {}  # (kind, pattern) -> lines seen
@@ -578,6 +583,7 @@ class AnomalyScorer:
             state["seen"] = old.get("seen", 0)
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
+        state.setdefault("_recent_levels", {})  # before a level's recent share was read
         if "_kind_seen" not in state:  # before patterns were counted per kind
             state["_kind_seen"], state["_kind_seen_legacy"] = {}, True
         if "_novel" not in state:  # before novelty per kind: the one rate was every kind's
@@ -729,6 +735,26 @@ class AnomalyScorer:
         if mass > 0.0:
             as_bad /= mass
         levels[sev] = levels.get(sev, 0.0) + _SEVERE_ALPHA
+        # a level is routine only if it is routine lately too: the same share over the kind's
+        # last ~1 / _NOVEL_ALPHA lines (novelty's recent memory), bias-corrected alike, and the
+        # lower of the two is read; a crash dump's FATAL lines make FATAL routine for a long
+        # memory, not the first FATAL after a long calm (the issue's "first such level there
+        # in a long while")
+        recent = self._recent_levels.get(kind)
+        if recent is None:
+            if len(self._recent_levels) >= _MAX_KEYS:
+                self._recent_levels.clear()
+            recent = self._recent_levels[kind] = {}
+        lately = rmass = 0.0
+        keep_recent = 1.0 - _NOVEL_ALPHA
+        for v, p in recent.items():
+            if v >= sev:
+                lately += p
+            rmass += p
+            recent[v] = p * keep_recent
+        recent[sev] = recent.get(sev, 0.0) + _NOVEL_ALPHA
+        if rmass > 0.0 and mass > 0.0:
+            as_bad = min(as_bad, lately / rmass)
         whole = self.level_share
         for v in whole:
             whole[v] *= keep_share

@@ -24,6 +24,8 @@
 #   SMARTLOGS_ES_PORT                Elasticsearch HTTP port (9200)
 #   SMARTLOGS_ES_TRANSPORT_PORT      Elasticsearch transport port (HTTP port + 100 = 9300)
 #   SMARTLOGS_ES_HEAP                Elasticsearch heap, used for -Xms and -Xmx (512m)
+#   SMARTLOGS_ES_JAVA_OPTS           more JVM flags for Elasticsearch (none), e.g. -XX:-UseCodeCacheFlushing
+#                                    (another GC needs jvm.options.d: the distribution sets G1)
 #   SMARTLOGS_ES_USER                unprivileged user that runs Elasticsearch when we are root
 #                                    (smartlogs-es)
 #   SMARTLOGS_JAVA_HOME              Java 17+ to use (default: JAVA_HOME, then `java` on PATH)
@@ -112,6 +114,11 @@ _check_number SMARTLOGS_ES_PORT "$ES_PORT"
 ES_TRANSPORT_PORT=${SMARTLOGS_ES_TRANSPORT_PORT:-$((ES_PORT + 100))}
 _check_number SMARTLOGS_ES_TRANSPORT_PORT "$ES_TRANSPORT_PORT"
 ES_HEAP=${SMARTLOGS_ES_HEAP:-512m}
+ES_EXTRA_JAVA_OPTS=${SMARTLOGS_ES_JAVA_OPTS:-}
+# es_java_opts: the JVM flags Elasticsearch starts with (ES_JAVA_OPTS): the heap, then ours
+es_java_opts() {
+  printf '%s\n' "-Xms$ES_HEAP -Xmx$ES_HEAP${ES_EXTRA_JAVA_OPTS:+ $ES_EXTRA_JAVA_OPTS}"
+}
 ES_USER=${SMARTLOGS_ES_USER:-smartlogs-es}
 ES_CLUSTER_NAME=smartlogs
 ES_DIR=$STATE_DIR/elasticsearch

@@ -352,7 +352,7 @@ start_elasticsearch() {
   local cmd=(env -i
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
     ES_JAVA_HOME="$JAVA_HOME_FOUND" ES_PATH_CONF="$ES_HOME/config" ES_TMPDIR="$ES_TMP"
-    ES_JAVA_OPTS="-Xms$ES_HEAP -Xmx$ES_HEAP"
+    ES_JAVA_OPTS="$(es_java_opts)"
     timeout "$ENGINES_TIMEOUT" "$ES_HOME/bin/elasticsearch" -d -p "$ES_PIDFILE"
     -E cluster.name="$ES_CLUSTER_NAME" -E node.name=smartlogs-es
     -E path.data="$ES_DATA" -E path.logs="$ES_LOG_DIR"

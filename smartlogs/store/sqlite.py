@@ -14,22 +14,36 @@ Tables
   spool      accepted-but-not-yet-processed request batches (the write-ahead log of ingest;
              in the spool file)
   events     one row per event; ``seq`` is the store's own monotonically growing cursor. Columns
-             only for what queries filter, sort or count by (id, ts, received, host, component,
+             only for what queries filter, sort or count by (ts, received, host, component,
              level, template id, anomaly, and the source of an event without a host: with a
              host, the host is its source and the column stays NULL); host, component and
              template id are 1-3 byte keys of ``names``. What is only displayed (message,
-             template text, params, pid, score, ...) is in ``body_blocks``; ``body`` is empty
-             (a store written before blocks keeps one blob per event there, read as before)
+             template text, params, pid, score, ..., and the event's id) is in ``body_blocks``;
+             ``body`` is empty (a store written before blocks keeps one blob per event there,
+             read as before). ``id`` is NULL: a store made before ``event_ids`` keeps the id
+             there, under a UNIQUE index, and keeps doing so (its rows are not rewritten)
+  event_ids  (stem code, tail) → seq, one per event: an id is the text before its trailing
+             digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those digits as a
+             number, or (0, the id) when it has none (``_id_key``). Exact and in the ids'
+             order, so a batch's ids (one stem, counting up) land on a few index pages; how
+             duplicates are refused and a run's stored events counted (``count_ids``)
+  id_stems   code ↔ stem of every stored id
   body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
              each, compressed with a dictionary trained on the store's own events (``_Bodies``,
              ``body_dicts``): neighbouring lines repeat each other's words
   names      key ↔ text of every host, component and template id events name (``_Names``)
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
-             second time here), ``detail=full``: word positions, which phrases
-             (``"session opened"``) need; ``columnsize=0`` (no ranking, no sizes kept)
+             second time here), ``detail=none``: for each word only the list of its events, no
+             positions (~1/3 of the bytes); phrases are checked against the stored text for the
+             candidates; plus one synthetic token per event for its template id, and prefixes
+             asked as the OR of their words (smartlogs/store/fts.py); ``columnsize=0`` (no
+             ranking, no sizes kept). An index written with positions is rebuilt once when the
+             store is opened (``fts.convert``, resumable)
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
-  windows    (window start, dimension, key) → count, derived from stored events only
+  windows    (window start, dimension, key) → count, derived from stored events only; the
+             dimension is a 1-byte code (``_DIM_CODES``; a store made before codes keeps the
+             names, and each store is read and written in its own form: ``_dim``)
   templates  template id → latest text, count, first/last event time, its first and latest
              line, the feedback mark (the template catalog, streams/catalog.py)
   template_history  the catalog's history records (generalised, merged, feedback), one per id
@@ -55,10 +69,11 @@ with one body blob per event, or with texts in host/component/template id, needs
 rows are read as they are (the file stays as large as it was; new events take the new layout).
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, the source of hostless events, id): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
-event. The template filter has none: it walks the time index (a page of a common template is
-quick; its total, and a rare template, read every event); ``/api/stats`` counts come from
-``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+one, the source of hostless events; ids through ``event_ids``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
+synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
+time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
+from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
 Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
@@ -66,7 +81,9 @@ Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsea
 so a filter matching millions of events reads ~10,000 of them for its total; pages are exact
 whatever the total says. Words alone in many events (>= 1 in _DENSE) are answered by walking
 the events in the order asked for a chunk at a time (``_walk``); in few, the full-text index
-drives.
+drives. A query holding a phrase is asked of the index as its words (a superset) and each
+candidate checked against its message (``fts_check``, ``fts.matcher``): bounded totals keep that
+to ~10,000 candidates plus the page.
 
 Queries (``search``, ``stats``) run under a time budget enforced inside SQLite: a progress
 handler stops the statement once ``query_timeout`` seconds have passed or ``interrupt_queries()``
@@ -95,8 +112,9 @@ from pathlib import Path
 import orjson
 import zstandard as zstd
 
+from smartlogs.store import fts
 from smartlogs.store import query as qsyntax
-from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, EventQuery, QueryInterrupted,
+from smartlogs.store.base import (DEFAULT_QUERY_TIMEOUT, MAX_SEQ, EventQuery, QueryInterrupted,
                                   QueryTimeout, SearchResult, bounded_total, template_detail,
                                   template_row)
 from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key, texts_of
@@ -121,7 +139,7 @@ CREATE TABLE IF NOT EXISTS spool (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT,
     ts REAL NOT NULL,
     received REAL NOT NULL,
     host TEXT,
@@ -137,12 +155,16 @@ CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
+-- the events' ids, each as (the code of its stem, its numeric tail) (_id_key): what finds a
+-- stored id; the id itself is in the event's body
+CREATE TABLE IF NOT EXISTS id_stems (code INTEGER PRIMARY KEY, stem TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS event_ids (
+    stem INTEGER NOT NULL, tail NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stem, tail)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-    message, content='', tokenize='unicode61', detail='full', columnsize=0
-);
+-- events_fts: see smartlogs/store/fts.py (created from fts.SCHEMA)
 -- the hosts, components and template ids events name, each by a short key (see _Names)
 CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE,
                                   text TEXT NOT NULL UNIQUE);
@@ -153,7 +175,7 @@ CREATE TABLE IF NOT EXISTS body_blocks (first_seq INTEGER PRIMARY KEY, n INTEGER
 CREATE TABLE IF NOT EXISTS body_dicts (id INTEGER PRIMARY KEY, events INTEGER NOT NULL,
                                        dict BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
-    start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
+    start REAL NOT NULL, dim INTEGER NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (start, dim, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS templates (
@@ -192,7 +214,7 @@ CREATE TABLE IF NOT EXISTS event_incidents (
     seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_incidents_incident ON event_incidents(incident_id, seq);
-"""
+""" + fts.SCHEMA.format(name="events_fts") + ";\n"
 _UPSERT_INCIDENT = """
 INSERT INTO incidents (id, status, source, template_id, first_ts, last_ts, count, rev, doc,
                        last_received)
@@ -307,7 +329,7 @@ class _Bodies:
         _, c, head = cache
         return [head + c.compress(v) for v in values]
 
-    def decode(self, conn: sqlite3.Connection, blob: bytes) -> list:
+    def _decompress(self, conn: sqlite3.Connection, blob: bytes) -> bytes:
         n = blob[0]
         ds = getattr(self._local, "d", None)
         if ds is None:
@@ -316,7 +338,24 @@ class _Bodies:
         got = ds.get(n)
         if got is None or got[0] is not zd:  # (a dictionary of a rolled-back batch: replaced)
             got = ds[n] = (zd, zstd.ZstdDecompressor(dict_data=zd) if n else zstd.ZstdDecompressor())
-        return orjson.loads(got[1].decompress(memoryview(blob)[1:]))
+        return got[1].decompress(memoryview(blob)[1:])
+
+    def decode(self, conn: sqlite3.Connection, blob: bytes) -> list:
+        return orjson.loads(self._decompress(conn, blob))
+
+    def decode_some(self, conn: sqlite3.Connection, blob: bytes, n: int, wanted) -> dict:
+        """The bodies at positions ``wanted`` of a block of ``n`` (index → body), parsing
+        only those: a block is ``[`` + its bodies joined by ``,`` + ``]`` and every body is a
+        JSON array (``encode_blocks``), so the n - 1 boundaries are each ``],[``; when the text
+        holds exactly n - 1 of them (none inside a string), it is cut there. Else the whole
+        block is parsed. (Checking a phrase needs ~1 message in 10 of a block.)"""
+        raw = self._decompress(conn, blob)
+        parts = raw[1:-1].split(b"],[")
+        if len(parts) != n:
+            bodies = orjson.loads(raw)
+            return {i: bodies[i] for i in wanted}
+        return {i: orjson.loads((b"[" if i > 0 else b"") + parts[i] + (b"]" if i < n - 1 else b""))
+                for i in wanted}
 
     def encode_blocks(self, conn: sqlite3.Connection,
                       bodies: list[tuple[int, bytes]]) -> list[tuple[int, int, bytes]]:
@@ -444,13 +483,51 @@ def _ts_text(ts: float) -> str:
         "+00:00", "Z")
 
 
-def _body_json(e: dict) -> bytes:
+def _body_json(e: dict, with_id: bool = False) -> bytes:
+    """The values of ``_BODY`` as JSON; ``with_id``: the event's id after them (a store whose
+    ids are in ``event_ids``, not in the row)."""
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
-    return orjson.dumps([ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
-                         e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
-                         e["format"], e["truncated"], e["fields"] or None])
+    values = [ts_text, _receiver(e), e["pid"], e["message"], e["raw"], e["template"],
+              e["params"], e["score"], e["reason"], e["warming_up"], e["parse_ok"],
+              e["format"], e["truncated"], e["fields"] or None]
+    if with_id:
+        values.append(e["id"])
+    return orjson.dumps(values)
+
+
+# Event ids. A store made before ``event_ids`` keeps each id in its row with a UNIQUE index on
+# it (~35 bytes an event for ids of ~12 characters, twice that for the API's ~15): its events
+# keep that layout. A newer store keeps the id only in the event's body (compressed with its
+# neighbours: a run's ids differ in their last digits) and finds ids through ``event_ids``:
+# an id is its stem (the text before its trailing digits, once in ``id_stems``, by a 1-3 byte
+# code) and those digits as a number (``RUN:123456`` → (code of ``RUN:``, 123456)), ~14 bytes
+# an event where the text took ~23 in the index and ~12 in the row. The key is exact (no
+# hash: nothing to check against the body) and keeps the order of the ids, so a batch's ids,
+# which share a stem and count up, go to the same few pages of the index: a 32-bit hash
+# (tried first) scattered each batch's 2,000 inserts over as many pages, +8-10 µs of CPU an
+# event at 200,000 events and growing with the store. An id without trailing digits is its
+# own key (stem code 0, the whole id as text). A replay's progress (``count_ids("RUN:")``)
+# reads the range of stems that start with the prefix, then each one's range of keys.
+_DIGITS = "0123456789"
+
+
+@lru_cache(maxsize=8192)  # a batch's ids are split when looked up, then again when stored
+def _id_key(eid: str) -> tuple[str | None, int | str]:
+    """An id as (stem, tail): its trailing ASCII digits (at most 18, no leading zero: a number
+    SQLite stores in 1-8 bytes) and the text before them, ``stem + str(tail) == eid``; (None,
+    eid) when it does not end with a digit."""
+    stem = eid.rstrip(_DIGITS)
+    digits = eid[len(stem):]
+    if not digits:
+        return None, eid
+    if len(digits) > 18:
+        stem, digits = eid[:-18], digits[-18:]
+    if len(digits) > 1 and digits[0] == "0":  # leading zeros belong to the stem
+        nz = digits.lstrip("0") or "0"
+        stem, digits = eid[:len(eid) - len(nz)], nz
+    return stem, int(digits)
 
 
 def _template_rows(events: list[dict]) -> list[list]:
@@ -502,6 +579,13 @@ def _insert_rows(n: int, table: str = "events", columns: tuple = _COLUMNS, upser
 _FTS_COLUMNS = ("rowid", "message")
 _BLOCK_COLUMNS = ("first_seq", "n", "blob")
 _WINDOW_COLUMNS = ("start", "dim", "key", "count")
+# the template dims under either layout (a code never equals a name)
+_TEMPLATE_DIMS = "'template', 'a:template', 5, 21"
+# A window's dimension as stored: a 1-byte code (0 and 1 take no byte at all), where a store
+# made before codes keeps the name (TEXT: 4-11 bytes in each of ~0.75 rows an event)
+_DIM_CODES = {d: k for k, d in enumerate(("total", "anomaly", "host", "component", "level",
+                                          "template"))}
+_DIM_CODES.update({"a:" + d: 16 + k for d, k in list(_DIM_CODES.items())})
 _ADD_COUNT = " ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count"
 
 # Arrival time (``received``) is searched through ``arrival_blocks`` instead of an index on
@@ -585,18 +669,22 @@ _SELECT = f"SELECT {', '.join('e.' + c for c in _COLUMNS)} FROM events e"
 _PROGRESS_STEPS = 10_000  # SQLite VM steps between two looks at the clock (~1 ms of work)
 
 
-def _match_sql(node: qsyntax.Node) -> tuple[str, list]:
-    """A WHERE condition on ``e.seq`` for a query tree: whole subtrees FTS5 can say become one
-    MATCH; negations FTS5 cannot say alone (``-cron``, ``a OR -b``) become SQL NOT."""
-    fts = qsyntax.fts5(node)
-    if fts is not None:
-        return "e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [fts]
+def _match_sql(node: qsyntax.Node, expand) -> tuple[str, list]:
+    """A WHERE condition on ``e.seq`` for a query tree, true for a superset of its matches
+    (exactly them when ``fts.exact(node)``; else ``fts_check`` makes them exact): whole
+    subtrees FTS5 can say become one MATCH; negations FTS5 cannot say alone (``-cron``,
+    ``a OR -b``) become SQL NOT, but a negated phrase is left to the check."""
+    expr = fts.relaxed(node, expand)
+    if expr is not None:
+        return "e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)", [expr]
     if isinstance(node, qsyntax.Not):
-        inner, args = _match_sql(node.child)
+        if not fts.exact(node.child):
+            return "1", []
+        inner, args = _match_sql(node.child, expand)
         return f"NOT ({inner})", args
     parts, args = [], []
     for child in node.children:
-        sql, a = _match_sql(child)
+        sql, a = _match_sql(child, expand)
         parts.append(f"({sql})")
         args.extend(a)
     return (" AND " if isinstance(node, qsyntax.And) else " OR ").join(parts), args
@@ -626,6 +714,7 @@ class SqliteStore:
         # held it: what the shards lose to the one SQLite writer (``/healthz``, the benchmark)
         self.turn_waited = self.turn_held = 0.0
         self._rows_per_insert: int | None = None
+        self._ids_keyed = True  # set from the store's layout when opened (_keyed_layout)
         self._bodies = _Bodies()
         self._names = _Names()
         conn = self._conn()
@@ -635,10 +724,18 @@ class SqliteStore:
         self._upgrade_templates(conn)
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
+        self._ids_keyed = self._keyed_layout(conn)
+        self._dims_coded = any(r[1] == "dim" and r[2].upper() == "INTEGER"
+                               for r in conn.execute("PRAGMA table_info(windows)"))
         if names_from is not None:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
         self._bodies.load(conn)
+        if not fts.is_current(conn):  # an index with positions: rebuilt once (fts.convert)
+            import logging
+
+            fts.convert(conn, lambda c, rows: [b[3] for b in self._decoded(c, rows)],
+                        log=logging.getLogger(__name__))
         self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
             self._fill_sources(conn)
@@ -662,6 +759,21 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def _dim(self, name: str):
+        """A window dimension as this store keeps it (its code, or its name in a store made
+        before codes)."""
+        return _DIM_CODES[name] if self._dims_coded else name
+
+    @staticmethod
+    def _keyed_layout(conn: sqlite3.Connection) -> bool:
+        """Whether the store finds ids through ``event_ids`` (False: a store made before it,
+        whose events table has the id in each row under a UNIQUE index, kept as it is)."""
+        for _, name, unique, *_ in conn.execute("PRAGMA index_list(events)").fetchall():
+            if unique and [r[2] for r in conn.execute(
+                    "SELECT * FROM pragma_index_info(?)", (name,))] == ["id"]:
+                return False
+        return True
 
     @staticmethod
     def _names_from(conn: sqlite3.Connection) -> int | None:
@@ -699,7 +811,7 @@ class SqliteStore:
     def _backfill_arrival_windows(self, conn: sqlite3.Connection, upto: int, size: int) -> None:
         """Arrival-time windows of the events a store held before it counted them (once, in
         the caller's transaction)."""
-        conn.execute(_UPSERT_ARRIVAL_WINDOWS, (1, upto, size))
+        conn.execute(_WINDOW_SQL[_UPSERT_ARRIVAL_WINDOWS, self._dims_coded], (1, upto, size))
         conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', ?) ON CONFLICT (key) "
                      "DO UPDATE SET value = excluded.value", (upto,))
         self._arrival_windows = upto
@@ -821,6 +933,7 @@ class SqliteStore:
         total = conn.execute("SELECT count(*) FROM events_v1").fetchone()[0]
         log.info("moving %d events to the compact layout (once)", total)
         conn.executescript(_SCHEMA)
+        self._ids_keyed = self._keyed_layout(conn)
         self._bodies.load(conn)
         while True:
             start = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -1082,10 +1195,11 @@ class SqliteStore:
         # wait for: the events' bodies, the batch's window counts, template rows, names and
         # (id, text) pairs (used as they are unless the transaction finds ids already stored
         # or aliases to rename)
-        ready = ([_body_json(e) for e in events],
+        keyed = self._ids_keyed
+        ready = ([_body_json(e, keyed) for e in events],
                  count_windows(events, window_seconds, arrival=True), _template_rows(events),
                  list({x for e in events for x in (e["host"], e["component"], e["template_id"])}),
-                 texts_of(events, catalog)) if events else None
+                 texts_of(events, catalog), keyed) if events else None
         with self._writer_turn():
             return self._write(events, window_seconds, catalog, incidents, cursors, ready)
 
@@ -1137,7 +1251,8 @@ class SqliteStore:
             if new:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
-                self._insert_events(conn, new, seq - 1, ready[0] if whole else None,
+                self._insert_events(conn, new, seq - 1,
+                                    ready[0] if whole and ready[5] == self._ids_keyed else None,
                                     ready[3] if same else None)
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
@@ -1180,17 +1295,18 @@ class SqliteStore:
         from the batch's events, grouped, so ~1 row per line is upserted; counting them in SQL
         from the inserted rows cost over twice the CPU) in a few multi-row upserts."""
         self._insert_many(conn, "windows", _WINDOW_COLUMNS,
-                          [(w, dim, key, n) for (w, dim, key), n in counts.items()],
+                          [(w, self._dim(dim), key, n) for (w, dim, key), n in counts.items()],
                           upsert=_ADD_COUNT)
 
     def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int,
                        bodies: list[bytes] | None = None, names: list | None = None) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
         store's event count after them (when to train a body dictionary); ``bodies``: their
-        ``_body_json``, and ``names``: their hosts, components and template ids, when already
-        made."""
+        ``_body_json`` (for this layout), and ``names``: their hosts, components and template
+        ids, when already made."""
+        keyed = self._ids_keyed
         if bodies is None:
-            bodies = [_body_json(e) for e in events]
+            bodies = [_body_json(e, keyed) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
@@ -1198,12 +1314,17 @@ class SqliteStore:
             names = [x for e in events for x in (e["host"], e["component"], e["template_id"])]
         key = _Names.keys(conn, names)
         self._insert_many(conn, "events", _COLUMNS, [
-            (e["seq"], e["id"], e["ts"], e["received"], key.get(e["host"]),
+            (e["seq"], None if keyed else e["id"], e["ts"], e["received"], key.get(e["host"]),
              key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
              _source_column(e))
             for e in events])
+        if keyed:
+            ids = [e["id"] for e in events]
+            self._insert_many(conn, "event_ids", ("stem", "tail", "seq"), [
+                (*k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)])
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
-                          [(e["seq"], e["message"]) for e in events])
+                          [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]]))
+                           for e in events])
         received = [e["received"] for e in events]
         conn.execute(_ADD_ARRIVAL_BLOCK, (events[0]["seq"], events[-1]["seq"], min(received),
                                           max(received), _BLOCK_EVENTS))
@@ -1236,18 +1357,69 @@ class SqliteStore:
         self._insert_many(conn, "templates", _TEMPLATE_COLUMNS, rows, upsert=_ADD_TEMPLATE)
 
 
-    @staticmethod
-    def _new_only(conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
+    def _new_only(self, conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
         """Drop events whose id is already stored (or repeated within the batch)."""
-        ids = orjson.dumps([e["id"] for e in events])
-        seen = {r[0] for r in conn.execute(
-            "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
+        if self._ids_keyed:
+            seen = self._stored_ids(conn, [e["id"] for e in events])
+        else:
+            ids = orjson.dumps([e["id"] for e in events])
+            seen = {r[0] for r in conn.execute(
+                "SELECT j.value FROM json_each(?) j JOIN events e ON e.id = j.value", (ids,))}
         out = []
         for e in events:
             if e["id"] not in seen:
                 seen.add(e["id"])
                 out.append(e)
         return out
+
+    @staticmethod
+    def _id_keys(conn: sqlite3.Connection, ids: list[str], *,
+                 add: bool = False) -> list[tuple[int, int | str] | None]:
+        """The ``event_ids`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
+        get a code (in the caller's transaction), else an id of an unknown stem has None (it
+        is not stored)."""
+        split = [_id_key(i) for i in ids]
+        wanted = sorted({st for st, _ in split if st is not None})
+        codes: dict[str, int] = {}
+        for k in range(0, len(wanted), 500):
+            part = wanted[k:k + 500]
+            codes.update(conn.execute(
+                f"SELECT stem, code FROM id_stems WHERE stem IN ({', '.join('?' * len(part))})", part))
+        if add:
+            new = [st for st in wanted if st not in codes]
+            if new:
+                code = conn.execute("SELECT coalesce(max(code), 0) FROM id_stems").fetchone()[0]
+                for st in new:
+                    code += 1
+                    codes[st] = code
+                conn.executemany("INSERT INTO id_stems (code, stem) VALUES (?, ?)",
+                                 [(codes[st], st) for st in new])
+        return [(0, tail) if st is None else (codes[st], tail) if st in codes else None
+                for st, tail in split]
+
+    def _stored_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        """The stored ids among ``ids`` (a store with ``event_ids``). Ids of a stem whose
+        stored numbers all lie below theirs (a run counting up: the usual batch) are new
+        without a look-up each: one read of the stem's highest number decides."""
+        by_key = {k: i for k, i in zip(self._id_keys(conn, ids), ids) if k is not None}
+        lowest: dict[int, int] = {}
+        for code, tail in by_key:
+            if code and (code not in lowest or tail < lowest[code]):
+                lowest[code] = tail
+        for code, lo in lowest.items():
+            row = conn.execute("SELECT tail FROM event_ids WHERE stem = ? ORDER BY tail DESC "
+                               "LIMIT 1", (code,)).fetchone()
+            lowest[code] = row is None or lo > row[0]  # True: none of them is stored
+        keys = sorted((k for k in by_key if not (k[0] and lowest[k[0]] is True)),
+                      key=lambda k: (k[0], isinstance(k[1], str), k[1]))
+        found: set[str] = set()
+        for k in range(0, len(keys), 500):
+            part = keys[k:k + 500]
+            values = [x for key in part for x in key]
+            found.update(by_key[key] for key in conn.execute(
+                "SELECT x.stem, x.tail FROM (VALUES " + ", ".join(["(?, ?)"] * len(part))
+                + ") v JOIN event_ids x ON x.stem = v.column1 AND x.tail = v.column2", values))
+        return found
 
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
@@ -1342,8 +1514,7 @@ class SqliteStore:
             conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in records])
         return self._rewrite(conn, changes)
 
-    @staticmethod
-    def _rewrite(conn: sqlite3.Connection, pairs: dict[str, str]) -> int:
+    def _rewrite(self, conn: sqlite3.Connection, pairs: dict[str, str]) -> int:
         """Rewrite the events, window counts and template rows of ids that are aliases now
         (old id → canonical id), in the caller's transaction. Events keep the template text
         they were emitted with (as after any generalisation); the surviving template row
@@ -1373,10 +1544,10 @@ class SqliteStore:
         conn.execute(f"DELETE FROM templates WHERE id IN (SELECT old FROM {m})", args)
         conn.execute(
             f"INSERT INTO windows (start, dim, key, count) SELECT w.start, w.dim, m.new, w.count "
-            f"FROM windows w JOIN {m} m ON w.dim IN ('template', 'a:template') AND w.key = m.old "
+            f"FROM windows w JOIN {m} m ON w.dim IN ({_TEMPLATE_DIMS}) AND w.key = m.old "
             "WHERE true "
             "ON CONFLICT (start, dim, key) DO UPDATE SET count = count + excluded.count", args)
-        conn.execute(f"DELETE FROM windows WHERE dim IN ('template', 'a:template') "
+        conn.execute(f"DELETE FROM windows WHERE dim IN ({_TEMPLATE_DIMS}) "
                      f"AND key IN (SELECT old FROM {m})", args)
         # events name a template by its key (or, written before names, by its id itself)
         key = _Names.keys(conn, list(pairs.values()))
@@ -1386,12 +1557,29 @@ class SqliteStore:
         n = 0
         for i in range(0, len(cases), 400):  # (SQLite's bound-parameter limit)
             part = cases[i:i + 400]
+            self._reindex_templates(conn, dict(part))
             n += conn.execute(
                 "UPDATE events SET template_id = CASE template_id "
                 + " ".join(["WHEN ? THEN ?"] * len(part)) + " END WHERE template_id IN ("
                 + ", ".join("?" * len(part)) + ")",
                 [x for case in part for x in case] + [old for old, _ in part]).rowcount
         return n
+
+    def _reindex_templates(self, conn: sqlite3.Connection, new_of: dict) -> None:
+        """The full-text rows of the events about to move from one template id to another
+        (stored value → new key): their template token changes (``fts.template_token``), so
+        each row is deleted with the text it was indexed with and indexed again."""
+        olds = list(new_of)
+        rows = conn.execute(
+            "SELECT seq, body, template_id FROM events WHERE template_id IN ("
+            + ", ".join("?" * len(olds)) + ")", olds).fetchall()
+        if not rows:
+            return
+        messages = [b[3] for b in self._decoded(conn, [(r[0], r[1]) for r in rows])]
+        conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) VALUES ('delete', ?, ?)",
+                         [(r[0], fts.indexed_text(m, r[2])) for r, m in zip(rows, messages)])
+        conn.executemany("INSERT INTO events_fts (rowid, message) VALUES (?, ?)",
+                         [(r[0], fts.indexed_text(m, new_of[r[2]])) for r, m in zip(rows, messages)])
 
     def write_incidents(self, incidents: list[dict]) -> None:
         """Upsert incident snapshots by id (a newer ``rev`` wins; the same one again is a
@@ -1477,24 +1665,43 @@ class SqliteStore:
 
     def _search(self, conn: sqlite3.Connection, query: EventQuery, node, where: list,
                 args: list, join: str) -> SearchResult:
-        if node is not None:
-            fts = qsyntax.fts5(node)
-            if fts is not None:  # the usual case: FTS5 drives the query
-                join = " JOIN events_fts f ON f.rowid = e.seq"
-                where.append("events_fts MATCH ?")
-                args.append(fts)
-            else:
-                sql, a = _match_sql(node)
-                where.append(f"({sql})")
-                args.extend(a)
+        # the full-text index answers the words (a superset when they hold a phrase: the
+        # candidates are then checked against the text, ``checked``) and the template id (its
+        # synthetic token, fts.template_token); other filters are conditions on the events
+        expand = self._expander(conn)
+        texts = (any(x is not None for x in (query.host, query.template, query.source))
+                 and self._texts_stored(conn))
+        checked = node is not None and not fts.exact(node)
+        drive = [fts.relaxed(node, expand)] if node is not None else []
+        if drive and drive[0] is None:  # a negation FTS5 cannot say alone
+            sql, a = _match_sql(node, expand)
+            where.append(f"({sql})")
+            args.extend(a)
+            drive = []
+        if query.template is not None and not texts:
+            # a template in few events (< 1 in _DENSE): its list in the index drives; in many,
+            # the events are walked in the order asked for, each tested (a page fills fast)
+            tok = fts.template_token(_Names.key_of(conn, query.template))
+            if tok is not None:
+                last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+                dense = -(-last // _DENSE) if _DENSE else 0
+                if conn.execute("SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts "
+                                "MATCH ? LIMIT ?)", (f'"{tok}"', dense)).fetchone()[0] < dense:
+                    drive.append(f'"{tok}"')
+        if drive:  # the usual case: FTS5 drives the query
+            join = " JOIN events_fts f ON f.rowid = e.seq"
+            where.insert(0, "events_fts MATCH ?")
+            args.insert(0, drive[0] if len(drive) == 1 else "(" + " AND ".join(drive) + ")")
+        if checked:
+            self._checker(conn, node)
+            where.append("fts_check(e.seq, e.body)")
+        n_words = len(where)  # the conditions that say the words
         if query.level is not None:
             where.append("e.level = ?")
             args.append(query.level)
         # a host or template id is its key in ``names``; rows of a store written before names
         # hold the text itself (then either matches: slower, an IN does not walk the index
         # in time order)
-        texts = (any(x is not None for x in (query.host, query.template, query.source))
-                 and self._texts_stored(conn))
 
         def named(col: str, val: str) -> str:
             args.extend((val, _Names.key_of(conn, val)) if texts else (_Names.key_of(conn, val),))
@@ -1543,9 +1750,10 @@ class SqliteStore:
             page = f"{clause} AND {cond}" if clause else f" WHERE {cond}"
             page_args.extend(key)
 
-        fts = args[0] if join else None
-        only_words = bool(join) and len(where) == 1
-        words_alone = node is not None and len(where) == 1  # no other filter, no range
+        fts_expr = args[0] if join else None
+        # only the index's words (exact: no phrase to check): its count is the total
+        only_words = bool(join) and len(where) == 1 and not checked
+        words_alone = node is not None and len(where) == n_words  # no other filter, no range
         # a range of time or seqs is read through its index, each row probing the full-text
         # index: kept whatever the words (the walk would read every match first)
         ranged = query.since is not None or query.until is not None or query.after_seq is not None
@@ -1563,7 +1771,7 @@ class SqliteStore:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             nonlocal join, clause, page
             total = None
-            if fts is not None:
+            if fts_expr is not None:
                 # How many events have the words decides the plan. Few: the full-text index
                 # drives (each match looked up, then sorted). Many (>= 1% of the store) and no
                 # time range: the matches are read once into a set and the events walked in
@@ -1571,7 +1779,7 @@ class SqliteStore:
                 # is full; the join would look up and sort every match. Same rows either way.
                 # Counted up to what the plan and the total need, no further.
                 dense = -(-last // _DENSE) if _DENSE else 0
-                hits = count("FROM events_fts WHERE events_fts MATCH ?", [fts],
+                hits = count("FROM events_fts WHERE events_fts MATCH ?", [fts_expr],
                              upto=min(dense, _WALK_HITS) if words_alone and _WALK else dense)
                 if only_words:  # every indexed message is a stored event's
                     total = hits
@@ -1580,16 +1788,21 @@ class SqliteStore:
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
             rows = None
-            if (_WALK and words_alone and not ranged and (fts is None or not join)
-                    and query.limit >= 0 and not any(t.prefix for t in qsyntax.terms_of(node))):
+            if (_WALK and words_alone and not ranged and (fts_expr is None or not join)
+                    and query.limit >= 0 and not any(fts.relaxed(t, expand).endswith("*")
+                                                     for t in qsyntax.terms_of(node))):
                 # the page (and, when the words cannot be counted in the index alone, the
                 # bounded total) by walking the events; None: they are too far out of order
+                if total is None and checked and fts_expr is not None:
+                    # a phrase: its candidates in the index, newest seq first, each checked,
+                    # up to the bound (no need to walk the events in order for a count)
+                    total = self._count_checked(conn, node, fts_expr, cap)
                 counting = total is None
-                walked = self._walk(conn, node, query, query.limit + 1,
+                walked = self._walk(conn, node, query, query.limit + 1, expand,
                                     counting=counting and query.page_after is None, upto=cap)
                 if walked is not None and counting and query.page_after is not None:
                     # the total counts every match, not only those after the cursor
-                    counted = self._walk(conn, node, replace(query, page_after=None), 0,
+                    counted = self._walk(conn, node, replace(query, page_after=None), 0, expand,
                                          counting=True, upto=cap)
                     walked = None if counted is None else (walked[0], counted[1])
                 if walked is not None:
@@ -1620,7 +1833,7 @@ class SqliteStore:
         return SearchResult(total=total, events=events, last_seq=last, more=more,
                             total_relation=relation)
 
-    def _walk(self, conn: sqlite3.Connection, node, query: EventQuery, need: int, *,
+    def _walk(self, conn: sqlite3.Connection, node, query: EventQuery, need: int, expand, *,
               counting: bool, upto: int | None) -> tuple[list, int] | None:
         """The first ``need`` events matching ``node`` in the order ``query`` asks for (newest
         first by event time, or by arrival), after ``query.page_after``, and, with
@@ -1648,7 +1861,7 @@ class SqliteStore:
             lo, hi = min(seqs), max(seqs)
             if hi - lo >= _WALK_SPREAD * len(rows):
                 return None
-            hits = self._match_set(conn, node, lo, hi, seqs)
+            hits = self._match_set(conn, node, lo, hi, seqs, expand)
             if len(page) < need:
                 page.extend([r[0] for r in rows if r[0] in hits][:need - len(page)])
             n += len(hits) if counting else 0
@@ -1664,20 +1877,124 @@ class SqliteStore:
             (orjson.dumps(page),))} if page else {}
         return [got[q] for q in page], n
 
-    @staticmethod
-    def _match_set(conn: sqlite3.Connection, node, lo: int, hi: int, seqs: set) -> set:
+    def _match_set(self, conn: sqlite3.Connection, node, lo: int, hi: int, seqs: set,
+                   expand) -> set:
         """The seqs among ``seqs`` (all within lo..hi) whose message matches ``node``: each
-        subtree FTS5 can say is one MATCH over the rowid range; NOT is what the chunk holds
-        minus the matches."""
-        fts = qsyntax.fts5(node)
-        if fts is not None:
-            return {r for (r,) in conn.execute(
-                "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid BETWEEN ? AND ?",
-                (fts, lo, hi))} & seqs
+        subtree the index answers alone is one MATCH over the rowid range; a phrase is its
+        words' events checked against their text; NOT is what the chunk holds minus the
+        matches."""
+        if fts.exact(node) or isinstance(node, qsyntax.Term):
+            expr = fts.relaxed(node, expand)
+            if expr is not None:
+                got = {r for (r,) in conn.execute(
+                    "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                    (expr, lo, hi))} & seqs
+                if isinstance(node, qsyntax.Term) and not fts.exact(node):
+                    test = fts.matcher(node)
+                    got = {s for s, m in self._messages(conn, got).items() if test(fts.tokens(m))}
+                return got
         if isinstance(node, qsyntax.Not):
-            return seqs - SqliteStore._match_set(conn, node.child, lo, hi, seqs)
-        parts = [SqliteStore._match_set(conn, c, lo, hi, seqs) for c in node.children]
+            return seqs - self._match_set(conn, node.child, lo, hi, seqs, expand)
+        parts = [self._match_set(conn, c, lo, hi, seqs, expand) for c in node.children]
         return set.intersection(*parts) if isinstance(node, qsyntax.And) else set.union(*parts)
+
+    def _count_checked(self, conn: sqlite3.Connection, node, expr: str,
+                       upto: int | None) -> int:
+        """How many events match ``node`` (up to ``upto`` + 1; None: all), from the candidates
+        of its relaxed expression ``expr`` (every index row is a stored event's), read from
+        the index newest seq first a run at a time, each checked against its message."""
+        test = fts.matcher(node)
+        stop = upto + 1 if upto is not None else None
+        n, below, run = 0, MAX_SEQ, 512
+        while stop is None or n < stop:
+            seqs = [r for (r,) in conn.execute(
+                "SELECT rowid FROM events_fts WHERE events_fts MATCH ? AND rowid < ? "
+                "ORDER BY rowid DESC LIMIT ?", (expr, below, run))]
+            if not seqs:
+                break
+            n += sum(1 for m in self._messages(conn, seqs).values() if test(fts.tokens(m)))
+            # (most candidates usually match: read about what the bound still needs)
+            below = seqs[-1]
+            run = min(run * 2, 8192) if stop is None else max(64, min(run * 2, 8192, stop - n))
+        return n if stop is None else min(n, stop)
+
+    def _messages(self, conn: sqlite3.Connection, seqs) -> dict[int, str]:
+        """seq → the stored message of each of ``seqs``: the blocks that may hold them read in
+        one statement, each decompressed once and only the bodies asked for parsed; seqs in
+        no block (a store written with one body per event) read ``events.body``."""
+        if not seqs:
+            return {}
+        want = sorted(seqs)
+        blocks = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq "
+                              "BETWEEN ? AND ? ORDER BY first_seq",
+                              (want[0] - _Bodies.BLOCK + 1, want[-1])).fetchall()
+        firsts = [b[0] for b in blocks]
+        by_block: dict[int, list[int]] = {}
+        alone = []
+        for seq in want:
+            k = bisect.bisect_right(firsts, seq) - 1
+            if k < 0 or seq >= firsts[k] + blocks[k][1]:
+                alone.append(seq)
+            else:
+                by_block.setdefault(k, []).append(seq - firsts[k])
+        out: dict[int, str] = {}
+        for k, idx in by_block.items():
+            first, n, blob = blocks[k]
+            for i, body in self._bodies.decode_some(conn, blob, n, idx).items():
+                out[first + i] = body[3]
+        if alone:
+            rows = conn.execute("SELECT seq, body FROM events WHERE seq IN (SELECT value FROM "
+                                "json_each(?))", (orjson.dumps(alone),)).fetchall()
+            for seq, body in rows:
+                if not body:
+                    raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+                out[seq] = self._bodies.decode(conn, body)[3]
+        return out
+
+    def _checker(self, conn: sqlite3.Connection, node) -> None:
+        """Define ``fts_check(seq, body)`` on ``conn`` for this query: 1 when the event's
+        message matches ``node`` as a positional index answers it (fts.matcher), read from
+        its body (the last few blocks read are kept: a plan reads events in runs)."""
+        test = fts.matcher(node)
+        blocks: dict[int, list] = {}
+
+        def message(seq: int, body: bytes | None) -> str:
+            if body:
+                return self._bodies.decode(conn, body)[3]
+            for first, msgs in blocks.items():
+                if first <= seq < first + len(msgs):
+                    return msgs[seq - first]
+            row = conn.execute("SELECT first_seq, n, blob FROM body_blocks WHERE first_seq <= ? "
+                               "ORDER BY first_seq DESC LIMIT 1", (seq,)).fetchone()
+            if row is None or seq >= row[0] + row[1]:
+                raise sqlite3.DatabaseError(f"the body of event {seq} is missing from the store")
+            if len(blocks) >= 16:
+                del blocks[next(iter(blocks))]
+            msgs = blocks[row[0]] = [b[3] for b in self._bodies.decode(conn, row[2])]
+            return msgs[seq - row[0]]
+
+        conn.create_function("fts_check", 2, lambda seq, body: int(test(fts.tokens(
+            message(seq, body)))))
+
+    def _expander(self, conn: sqlite3.Connection):
+        """prefix → the words of the index that start with it, in order (``fts5vocab`` over
+        the index, a range of its terms), or None when there are more than
+        fts.MAX_EXPANSION; remembered for the query."""
+        if not getattr(self._local, "vocab", None):
+            conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.events_vocab USING "
+                         "fts5vocab(main, events_fts, 'row')")
+            self._local.vocab = True
+        memo: dict[str, list | None] = {}
+
+        def expand(prefix: str) -> list | None:
+            if prefix not in memo:
+                hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                words = [w for (w,) in conn.execute(
+                    "SELECT term FROM temp.events_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                    (prefix, hi, fts.MAX_EXPANSION + 1)) if w.startswith(prefix)]
+                memo[prefix] = None if len(words) > fts.MAX_EXPANSION else words
+            return memo[prefix]
+        return expand
 
     @staticmethod
     def _arrival_runs(conn: sqlite3.Connection, since: float | None,
@@ -1726,7 +2043,9 @@ class SqliteStore:
         (seq, eid, ts, received, host, component, level, template_id, anomaly, _, source) = row
         host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
-         parse_ok, fmt, truncated, fields) = body
+         parse_ok, fmt, truncated, fields) = body[:14]
+        if eid is None:  # a store with event_ids: the id is in the body
+            eid = body[14]
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
             "received": received, "source": source or host or receiver, "receiver": receiver,
@@ -1751,16 +2070,18 @@ class SqliteStore:
         hi = until if until is not None else float("inf")
         starts = [r[0] for r in conn.execute(
             "SELECT DISTINCT start FROM windows WHERE dim = ? AND start >= ? AND start < ? "
-            "ORDER BY start DESC LIMIT ?", (p + "total", lo, hi, windows))]
+            "ORDER BY start DESC LIMIT ?", (self._dim(p + "total"), lo, hi, windows))]
         starts.reverse()
         per: dict[float, dict] = {s: {"start": s, "total": 0, "anomalies": 0, "levels": {}}
                                   for s in starts}
         if starts:
             rows = conn.execute(
                 "SELECT start, dim, key, count FROM windows WHERE start >= ? AND start <= ? "
-                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], p + "total", p + "anomaly", p + "level"))
+                "AND dim IN (?, ?, ?)", (starts[0], starts[-1], *map(self._dim, (
+                    p + "total", p + "anomaly", p + "level"))))
+            names = {self._dim(p + d): d for d in ("total", "anomaly", "level")}
             for start, dim, key, count in rows:
-                dim = dim[len(p):]
+                dim = names[dim]
                 w = per.get(start)
                 if w is None:
                     continue
@@ -1774,12 +2095,14 @@ class SqliteStore:
         def top_of(dim: str) -> list[dict]:
             return [{"key": k, "count": c} for k, c in conn.execute(
                 "SELECT key, sum(count) AS c FROM windows WHERE dim = ? AND start >= ? "
-                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (p + dim, lo, hi, top))]
+                "AND start < ? GROUP BY key ORDER BY c DESC LIMIT ?", (self._dim(p + dim), lo, hi,
+                                                                       top))]
 
         totals = conn.execute(
             "SELECT coalesce(sum(CASE WHEN dim = ? THEN count END), 0), "
             "coalesce(sum(CASE WHEN dim = ? THEN count END), 0) FROM windows "
-            "WHERE start >= ? AND start < ?", (p + "total", p + "anomaly", lo, hi)).fetchone()
+            "WHERE start >= ? AND start < ?", (self._dim(p + "total"), self._dim(p + "anomaly"),
+                                               lo, hi)).fetchone()
         top_templates = top_of("template")
         texts = dict(conn.execute(
             f"SELECT id, template FROM templates WHERE id IN ({','.join('?' * len(top_templates))})",
@@ -1874,11 +2197,30 @@ class SqliteStore:
         return self._conn().execute("SELECT count(*) FROM events").fetchone()[0]
 
     def count_ids(self, prefix: str) -> int:
-        """Events whose id starts with ``prefix``: a range on the unique id index (ids compare
-        as UTF-8 bytes), not a scan."""
+        """Events whose id starts with ``prefix`` (ids compare as UTF-8 bytes). A store with
+        ``event_ids`` and a prefix that does not end with a digit (a replay's ``RUN:``): every
+        such id is a stem in the prefix's range and a number, or an id without digits at its
+        end (``_id_key``), so the count is ranges of ``id_stems`` and ``event_ids``; another
+        prefix scans every body (no caller asks for one). A store made before: a range on the
+        unique id index."""
         if not prefix:
             return self.count_events()
+        conn = self._conn()
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        if self._ids_keyed:
+            if prefix[-1] not in _DIGITS:
+                return conn.execute(
+                    "SELECT coalesce(sum((SELECT count(*) FROM event_ids x WHERE x.stem = s.code)), 0) "
+                    "+ (SELECT count(*) FROM event_ids WHERE stem = 0 AND tail >= ?1 AND tail < ?2) "
+                    "FROM id_stems s WHERE s.stem >= ?1 AND s.stem < ?2", (prefix, upper)).fetchone()[0]
+            n, last = 0, 0
+            while True:
+                rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq "
+                                    "LIMIT 10000", (last,)).fetchall()
+                if not rows:
+                    return n
+                last = rows[-1][0]
+                n += sum(1 for b in self._decoded(conn, rows) if b[14].startswith(prefix))
         return self._conn().execute("SELECT count(*) FROM events WHERE id >= ? AND id < ?",
                                     (prefix, upper)).fetchone()[0]
     def delete_before(self, ts: float, *, limit: int = 1000, window_seconds: int = 60) -> int:
@@ -1890,22 +2232,35 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            doomed = conn.execute("SELECT seq, body FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
-                                  (ts, limit)).fetchall()
-            rows = [(seq, body[3]) for (seq, _), body in zip(doomed, self._decoded(conn, doomed))]
+            doomed = conn.execute("SELECT seq, body, template_id FROM events WHERE ts < ? "
+                                  "ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
+            bodies = self._decoded(conn, [(r[0], r[1]) for r in doomed])
+            # the index is contentless: a delete gives the text the row was indexed with
+            rows = [(seq, fts.indexed_text(body[3], tid)) for (seq, _, tid), body
+                    in zip(doomed, bodies)]
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
                 conn.executemany("INSERT INTO temp.doomed (seq) VALUES (?)", [(r[0],) for r in rows])
                 # what the write added for them, taken away (the stored rows carry names as
                 # keys: the statement reads their texts, as count_windows counted them)
-                conn.execute(_UNCOUNT_WINDOWS, (0, 0, window_seconds))
+                conn.execute(_WINDOW_SQL[_UNCOUNT_WINDOWS, self._dims_coded], (0, 0, window_seconds))
                 if self._arrival_windows is not None:
-                    conn.execute(_UNCOUNT_ARRIVAL_WINDOWS, (0, 0, window_seconds))
+                    conn.execute(_WINDOW_SQL[_UNCOUNT_ARRIVAL_WINDOWS, self._dims_coded],
+                                 (0, 0, window_seconds))
                 conn.execute("DELETE FROM windows WHERE count <= 0")
                 conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) "
                                  "VALUES ('delete', ?, ?)", rows)
                 conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM temp.doomed)")
+                if self._ids_keyed:
+                    ids = [b[14] for b in bodies]
+                    keys = self._id_keys(conn, ids)
+                    conn.executemany("DELETE FROM event_ids WHERE stem = ? AND tail = ? AND seq = ?",
+                                     [(*k, r[0]) for k, r in zip(keys, rows) if k is not None])
+                    # stems none of whose ids is left (the API's: one per request)
+                    conn.executemany("DELETE FROM id_stems WHERE code = ?1 AND NOT EXISTS (SELECT 1 "
+                                     "FROM event_ids WHERE stem = ?1)",
+                                     [(c,) for c in {k[0] for k in keys if k and k[0]}])
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
                 # body blocks none of whose events is left
                 conn.execute("DELETE FROM body_blocks WHERE first_seq IN (SELECT b.first_seq FROM "
@@ -1932,6 +2287,21 @@ _UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS = (
     for sql in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS))
 assert all("temp.doomed" in q and "count - excluded" in q
            for q in (_UNCOUNT_WINDOWS, _UNCOUNT_ARRIVAL_WINDOWS))
+
+
+def _dims_coded(sql: str) -> str:
+    """A window statement above for a store whose dims are codes (_DIM_CODES)."""
+    case = "CASE dim " + " ".join(f"WHEN '{d}' THEN {c}" for d, c in _DIM_CODES.items()) + " END"
+    assert sql.count("SELECT w, dim, coalesce(") == 1
+    assert sql.count("FROM g WHERE true GROUP BY w, dim, k\n") == 1
+    return sql.replace("SELECT w, dim, coalesce(", f"SELECT w, {case} AS d, coalesce(").replace(
+        "FROM g WHERE true GROUP BY w, dim, k\n", "FROM g WHERE true GROUP BY w, d, k\n")
+
+
+# (statement, coded) → the statement for that layout
+_WINDOW_SQL = {(q, coded): _dims_coded(q) if coded else q
+               for q in (_UPSERT_WINDOWS, _UPSERT_ARRIVAL_WINDOWS, _UNCOUNT_WINDOWS,
+                         _UNCOUNT_ARRIVAL_WINDOWS) for coded in (False, True)}
 
 
 def _history_row(c) -> tuple:

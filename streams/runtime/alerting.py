@@ -54,9 +54,24 @@ recorded again (``_first_record``), whichever path raises it again: the facts ju
 a partition's raw records processed again from its saved offset by its new holder, two
 workers' copies of one group. What remains is the window between handing an alert to the
 notifier and writing its record: a kill -9 there sends it once more (at least once; the
-``X-SmartLogs-Alert-Id`` header lets a receiver drop the repeat). Limits: a part that cannot be read when it is taken starts fresh (as a
-whole engine does at start); the workers do not read the single ``engine`` record a one-worker
-deployment saved before this (its open alerts may fire once more after the upgrade).
+``X-SmartLogs-Alert-Id`` header lets a receiver drop the repeat; the Slack message shows the
+id, as Slack drops nothing). Limits: a part whose history records cannot be applied when it
+is taken starts fresh (as a whole engine does at start; one that cannot be read at all is
+tried again at the next batch or tick); the workers do not read the single ``engine`` record a
+one-worker deployment saved before this (its open alerts may fire once more after the upgrade).
+
+A part has one owner at a time, even when a worker was frozen past the session timeout and
+wakes up believing it still holds its partitions: the Elasticsearch history writes a part
+only if nobody wrote it since this writer read or wrote it (``if_seq_no``/``if_primary_term``;
+the minimal distribution has them), and ``take_state`` writes the part back with a token of
+its own (``claim``) as it reads it, so an earlier owner's later write is refused
+(``StaleOwner``). A refused save makes this process drop the part, unsaved (``_lose``), and not
+take it up again before the next assignment (``assigned``; after a missed generation of the
+group, ``assigned(retake=True)`` reads back every part it keeps); before notifying (or
+forwarding) alerts, ``_owned`` asks the store whether their part is still this process's
+(``owns``: the claim token; the global part for the alerts the judge admits), so the alerts
+an older state raises are neither notified nor recorded. ``alerts.db`` (embedded mode) has one
+writer, its process: its ``take_state`` is a plain read and it owns every part.
 """
 
 from __future__ import annotations
@@ -66,6 +81,7 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -79,10 +95,16 @@ from smartlogs.settings import rules_from_file  # read with the settings (the fi
 from streams.alerts import (GLOBAL_LAG_SECONDS, GLOBAL_SCOPE, MAX_GROUPS, Alert, AlertEngine,
                             alert_from_dict, facts_of, placement)
 
-__all__ = ["AlertHistory", "EsAlertHistory", "Notifier", "Alerting",
+__all__ = ["AlertHistory", "EsAlertHistory", "Notifier", "Alerting", "StaleOwner",
            "json_payload", "slack_payload", "rules_from_file"]
 
 log = logging.getLogger(__name__)
+
+
+class StaleOwner(Exception):
+    """A part of the engine's state was taken up by another owner since this process read or
+    wrote it (it was frozen past the session timeout, or missed a rebalance): it is no longer
+    this process's to write."""
 
 # (id, state) pairs remembered as recorded (``Alerting._first_record``): 4 x 10,000 groups
 _RECORDED_MAX = 4 * MAX_GROUPS
@@ -123,8 +145,12 @@ def slack_payload(alert: Alert, console_url: str | None = None) -> dict:
     link = console_link(console_url, alert)
     if link:
         lines.append(f"<{link}|open in SmartLogs>")
-    return {"text": title, "blocks": [{"type": "section",
-                                       "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]}
+    # Slack drops no repeat (it ignores X-SmartLogs-Alert-Id): the id lets people tell a repeat
+    # (delivery is at least once) from a new alert
+    return {"text": title, "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+        {"type": "context", "elements": [{"type": "mrkdwn",
+                                          "text": f"alert `{alert.id}|{alert.state}`"}]}]}
 
 
 # -- delivery --------------------------------------------------------------------------------
@@ -298,6 +324,12 @@ class AlertHistory:
                                    (scope,)).fetchone()
         return (row[0], row[1]) if row else (None, None)
 
+    # one process owns ``alerts.db``: no other owner can write a part behind its back
+    take_state = load_state
+
+    def owns(self, scope: str) -> bool:
+        return True
+
     def follow(self, position: int | None) -> None:
         """Records written from now on come after ``position`` (a state saved by another
         process): always so here, one sequence for all."""
@@ -338,7 +370,7 @@ class EsAlertHistory:
         "rule": {"type": "keyword"}, "group": {"type": "keyword"}, "until": {"type": "double"}}}
     _STATE_MAPPINGS = {"dynamic": False, "properties": {
         "position": {"type": "long"}, "saved": {"type": "double"},
-        "state": {"type": "binary"}}}
+        "state": {"type": "binary"}, "claim": {"type": "keyword"}}}
 
     def __init__(self, client, prefix: str):
         self._es = client
@@ -347,6 +379,10 @@ class EsAlertHistory:
         self.state_index = f"{prefix}.alert-state"
         self._ready = False
         self._seq = time.time_ns()  # orders records of one writer (the worker) as written
+        # per part: the version (seq_no, primary_term) of this writer's last read or write,
+        # and the token it claimed the part with (``take_state``)
+        self._versions: dict[str, tuple[int, int]] = {}
+        self._claims: dict[str, str] = {}
 
     def _ensure(self) -> None:
         if self._ready:
@@ -411,23 +447,97 @@ class EsAlertHistory:
         if position is not None:
             self._seq = max(self._seq, int(position))
 
+    #
+    # Ownership of a part (several workers): a worker frozen past the session timeout (SIGSTOP,
+    # a GC pause, a starved VM) wakes up believing it still holds its partitions, and would
+    # write its older in-memory part over the one their new holder saved. So every write of a
+    # part is conditional (Elasticsearch's optimistic concurrency, ``if_seq_no`` and
+    # ``if_primary_term``: in every distribution, the minimal one too) on the version this
+    # writer last read or wrote; taking a part up (``take_state``) reads it and writes it
+    # back at once with a token of its own (``claim``), so from then on any earlier owner's
+    # write is refused (``StaleOwner``), saved before or not. ``owns`` compares the token.
     def save_state(self, scope: str, state: bytes, position: int) -> None:
         import base64
 
         self._ensure()
-        self._es.index(index=self.state_index, id=scope, document={
-            "position": position, "saved": time.time(),
-            "state": base64.b64encode(state).decode("ascii")})
+        self._write(scope, {"position": position, "saved": time.time(),
+                            "state": base64.b64encode(state).decode("ascii")})
+
+    def _write(self, scope: str, doc: dict) -> None:
+        """Write ``scope``'s part if nobody else wrote it since this writer read or wrote it
+        (a first one only if there is none); else ``StaleOwner``."""
+        from elasticsearch import ConflictError
+
+        doc = {**doc, "claim": self._claims.get(scope)}
+        for _ in range(2):
+            version = self._versions.get(scope)
+            try:
+                if version is None:
+                    res = self._es.index(index=self.state_index, id=scope, document=doc,
+                                         op_type="create")
+                else:
+                    res = self._es.index(index=self.state_index, id=scope, document=doc,
+                                         if_seq_no=version[0], if_primary_term=version[1])
+            except ConflictError:
+                # refused: unless the newer version is this writer's own (a write that
+                # landed though its answer was lost), another owner wrote it
+                found = self._read(scope)
+                if (found is not None and doc["claim"] is not None
+                        and found[0].get("claim") == doc["claim"]):
+                    self._versions[scope] = found[1]
+                    continue
+                self._versions.pop(scope, None)
+                raise StaleOwner(scope) from None
+            self._versions[scope] = (res["_seq_no"], res["_primary_term"])
+            return
+        raise StaleOwner(scope)
+
+    def _read(self, scope: str) -> tuple[dict, tuple[int, int]] | None:
+        doc = self._es.options(ignore_status=404).get(index=self.state_index, id=scope)
+        if not doc.get("found"):
+            return None
+        return doc["_source"], (doc["_seq_no"], doc["_primary_term"])
 
     def load_state(self, scope: str) -> tuple[bytes | None, int | None]:
+        """``scope``'s saved part and position (None, None if none): a read, no claim."""
         import base64
 
         self._ensure()
-        doc = self._es.options(ignore_status=404).get(index=self.state_index, id=scope)
-        if not doc.get("found"):
+        found = self._read(scope)
+        if found is None or not found[0].get("state"):  # none, or only claimed
             return None, None
-        src = doc["_source"]
+        return base64.b64decode(found[0]["state"]), found[0]["position"]
+
+    def take_state(self, scope: str) -> tuple[bytes | None, int | None]:
+        """Read ``scope``'s part and claim it (see above): the writes of whoever held it
+        before are refused from now on; ``StaleOwner`` if another took it meanwhile."""
+        import base64
+
+        self._ensure()
+        found = self._read(scope)
+        self._versions.pop(scope, None)
+        src = {"position": None, "saved": time.time(), "state": None}
+        if found is not None:
+            src, self._versions[scope] = found[0], found[1]
+        self._claims[scope] = uuid.uuid4().hex
+        self._write(scope, {**src, "claimed": time.time()})
+        if not src.get("state"):
+            return None, None
         return base64.b64decode(src["state"]), src["position"]
+
+    def owns(self, scope: str) -> bool:
+        """Whether ``scope``'s part is still this writer's (nobody claimed it since): True
+        when this writer never took it, or the store cannot say (an error is not a loss)."""
+        mine = self._claims.get(scope)
+        if mine is None:
+            return True
+        try:
+            doc = self._es.options(ignore_status=404).get(
+                index=self.state_index, id=scope, source_includes=["claim"])
+        except Exception:  # noqa: BLE001 - cannot tell: at least once (README)
+            log.warning("cannot read who owns the alert engine's %s part; going on", scope)
+            return True
+        return not doc.get("found") or (doc.get("_source") or {}).get("claim") == mine
 
     def records_after(self, position: int | None, scope: str | None = None) -> Iterator[dict]:
         self._ensure()
@@ -498,6 +608,11 @@ class Alerting:
         self._recorded: dict[tuple[str, str], None] = {}
         self._recorded_lock = threading.Lock()
         self._held: set[str] = set()   # the records restored (and not dropped since)
+        # the records another owner took up since this process did (a write of it refused:
+        # this process was frozen or missed a rebalance): not taken up again before the next
+        # assignment (``assigned``)
+        self._lost: set[str] = set()
+        self._untaken: set[str] = set()  # the records whose take-up failed (store unreadable)
         self._dirty: set[str] = set()  # the records whose part changed since its last save
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
@@ -580,11 +695,17 @@ class Alerting:
                 self._dirty.add(self._record_of(GLOBAL_SCOPE))
         self._dispatch(done, route=False)
 
-    def assigned(self) -> None:
+    def assigned(self, *, retake: bool = False) -> None:
         """A rebalance is over (the runtime's assignment is the new one): the facts may be
-        judged again, by this process if it still holds partition 0."""
+        judged again, by this process if it still holds partition 0, and the parts lost to
+        another owner may be taken up again (read back) if held now. ``retake``: this process
+        missed a generation of the group (another may have held its partitions meanwhile):
+        the parts it held are forgotten and read back too, not kept."""
         with self._lock:
             self._fenced = False
+            self._lost.clear()
+            for scope in sorted(self._held) if retake else ():
+                self._forget(scope)
 
     def tick(self) -> None:
         busy = self.busy is not None and self.busy()
@@ -618,28 +739,61 @@ class Alerting:
         yet (one process: ``scope``'s, once), and forget the groups of those it no longer
         holds (their new holder restores them; they were saved when revoked); the alerts the
         restores close."""
-        wanted = {self.scope} if self.holds is None else set(self.holds())
+        wanted = {self.scope} if self.holds is None else set(self.holds()) - self._lost
         done = []
         for scope in sorted(wanted - self._held):
             done += self._restore(scope)
         for scope in self._held - wanted:
-            if scope == GLOBAL_SCOPE:
-                self._facts_next = -1  # the next holder goes on from the saved position
-            dropped = self.engine.drop(scope)
-            self._held.discard(scope)
-            self._dirty.discard(scope)
-            log.info("alert engine: %s is no longer held here (%d group(s) forgotten)",
-                     scope, dropped)
+            self._forget(scope)
         return done
 
+    def _forget(self, scope: str) -> int:
+        """(Under the lock.) Drop ``scope``'s groups, unsaved: its holder reads it back."""
+        if scope == GLOBAL_SCOPE:
+            self._facts_next = -1  # the next holder goes on from the saved position
+        dropped = self.engine.drop(scope)
+        self._held.discard(scope)
+        self._dirty.discard(scope)
+        log.info("alert engine: %s is no longer held here (%d group(s) forgotten)",
+                 scope, dropped)
+        return dropped
+
+    def _lose(self, scope: str) -> None:
+        """(Under the lock.) Another owner took ``scope`` up since this process did (its write
+        was refused): forget it, unsaved, and do not take it up again before the next
+        assignment (this process is frozen or behind the group: it learns soon)."""
+        log.warning("alert engine: %s was taken up by another worker since this one held it "
+                    "(it was frozen or missed a rebalance): its state here is older, dropped "
+                    "without saving, and not taken up again before the next assignment", scope)
+        self._lost.add(scope)
+        if scope in self._held:
+            self._forget(scope)
+
     def _restore(self, scope: str) -> list[tuple[Alert, str | None]]:
-        """(Under the lock.) ``scope``'s saved state and its history records after it; the
-        alerts ``restore`` closes. A store that cannot be read is logged, and that part
-        starts fresh (an alert open before may then fire again)."""
+        """(Under the lock.) Take ``scope``'s saved state up (``take_state``: with several
+        workers, a claim that refuses any earlier owner's later write) and its history
+        records after it; the alerts ``restore`` closes. A store that cannot be read is
+        logged and tried again at the next batch or tick; one whose records cannot be applied,
+        logged, and that part starts fresh (an alert open before may then fire again)."""
         self._held.add(scope)
         owner = scope if self.holds is not None else None
         try:
-            blob, position = self.history.load_state(scope)
+            blob, position = self.history.take_state(scope)
+        except StaleOwner:  # another worker claimed it meanwhile: not this one's
+            self._held.discard(scope)
+            self._lose(scope)
+            return []
+        except Exception as exc:  # noqa: BLE001 - alerting must never take the platform down
+            # not taken up (nor claimed): tried again at the next batch or tick (logged once
+            # until it succeeds: the store may be down for a while)
+            self._held.discard(scope)
+            (log.debug if scope in self._untaken else log.warning)(
+                "the alert engine's state (%s) could not be taken up (%s: %s); tried again at "
+                "each batch and tick", scope, type(exc).__name__, str(exc)[:200])
+            self._untaken.add(scope)
+            return []
+        self._untaken.discard(scope)
+        try:
             self.history.follow(position)  # this process's records of it come after the save
             saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
             if owner is None or owner == GLOBAL_SCOPE:  # the facts judged before the save
@@ -670,7 +824,8 @@ class Alerting:
         """Save the engine's state if it changed since the last save (``clean``: at a stop,
         or of the partitions being revoked, whatever changed: nothing of it is observed here
         after it): each record held (``scopes``: only those); False if one failed (it is saved
-        again at the next interval). The global record carries the position of the next fact
+        again at the next interval) or was refused (another owner took that part up since:
+        it is dropped here, see ``_lose``). The global record carries the position of the next fact
         to judge. ``fence``: the partitions saved are being revoked; if partition 0 is among
         them, no fact is judged here until ``assigned`` (its next holder takes over from this
         save, so a fact is judged by one of the two)."""
@@ -694,6 +849,10 @@ class Alerting:
         for scope, blob in blobs.items():
             try:
                 self.history.save_state(scope, zlib.compress(blob, 1), position)
+            except StaleOwner:  # a newer owner's save stays; this process's part is older
+                with self._lock:
+                    self._lose(scope)
+                ok = False
             except Exception:  # noqa: BLE001 - saved again at the next interval
                 log.exception("saving the alert engine's state (%s) failed; retried in %.0f s",
                               scope, self.state_seconds)
@@ -710,6 +869,7 @@ class Alerting:
         """Notify and record ``alerts``; with ``route`` and several workers (``shares``), the
         alerts of partition-local rules are forwarded to the holder of partition 0 instead,
         which admits them under the cap over every worker's firings (``on_facts``)."""
+        alerts = self._owned(alerts, route)  # (forwarded or not) none of a part lost
         routed = (route and alerts and self.forward is not None and self.shares is not None
                   and self.shares())
         if routed:
@@ -729,6 +889,32 @@ class Alerting:
                     n.submit(a)
             self.history.record(a, notified=notify and bool(self.notifiers), scope=scope)
             log.info("alert %s %s: %s", a.state, a.id, "; ".join(a.reasons[:2]))
+
+    def _owned(self, alerts: list[tuple[Alert, str | None]],
+               route: bool) -> list[tuple[Alert, str | None]]:
+        """``alerts`` without those of a part another worker took up since this process did
+        (checked in the store, once per part; those parts are dropped here): a worker that
+        wakes up from a freeze past the session timeout does not notify nor record the
+        alerts of its older state. The part that decides is the alert's own, or the global
+        one for the alerts the judge admits from the facts (``route`` False). One process
+        (``holds`` unset) owns every part."""
+        if not alerts or self.holds is None:
+            return alerts
+        verdict: dict[str, bool] = {}
+        kept = []
+        for a, scope in alerts:
+            part = scope if route else GLOBAL_SCOPE
+            if part is not None and part not in verdict:
+                verdict[part] = self.history.owns(part)
+                if not verdict[part]:
+                    with self._lock:
+                        self._lose(part)
+            if part is None or verdict[part]:
+                kept.append((a, scope))
+            else:
+                log.warning("alert %s %s: not notified nor recorded here (%s belongs to another "
+                            "worker now, which judges it)", a.state, a.id, part)
+        return kept
 
     def _remember(self, records) -> None:
         with self._recorded_lock:

@@ -1079,9 +1079,11 @@ async def _on_assigned(sender, assigned, **kwargs) -> None:  # noqa: ARG001 - Fa
                 log.info("partition %d: revoked; its state (%d lines learned, saved at offset "
                          "%s) goes with it", p, parts[p].pipeline.lines, parts[p].saved_offset)
             await _drop_part(p)
-    finally:  # whatever happened above, the judging is not left fenced off
+    finally:  # whatever happened above, the judging is not left fenced off; after a missed
+        # generation the alert engine's parts are read back too (another may have saved them)
         if _alerting is not None:
-            await asyncio.get_running_loop().run_in_executor(None, _alerting.assigned)
+            await asyncio.get_running_loop().run_in_executor(
+                None, partial(_alerting.assigned, retake=missed))
 
 
 _generation: int | None = None  # the consumer group generation of this worker's last assignment

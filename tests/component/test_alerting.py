@@ -356,6 +356,83 @@ def test_a_batch_of_a_partition_no_longer_held_is_judged_but_not_kept(tmp_path):
     a.stop()
 
 
+class _ContestedHistory:
+    """alerts.db, with parts another worker takes up behind this one's back (``taken``):
+    its writes of them are refused, it owns them no longer (Elasticsearch's conditional
+    writes, tests/integration/test_alerts_elasticsearch.py)."""
+
+    def __init__(self, path):
+        from streams.runtime.alerting import AlertHistory
+
+        self._db = AlertHistory(path)
+        self.taken: set[str] = set()
+        self.takes: list[str] = []
+        self.unreadable = False
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def take_state(self, scope):
+        self.takes.append(scope)
+        if self.unreadable:
+            raise ConnectionError("the store is down")
+        self.taken.discard(scope)  # claimed back (as after a new assignment)
+        return self._db.load_state(scope)
+
+    def save_state(self, scope, state, position):
+        from streams.runtime.alerting import StaleOwner
+
+        if scope in self.taken:
+            raise StaleOwner(scope)
+        self._db.save_state(scope, state, position)
+
+    def owns(self, scope):
+        return scope not in self.taken
+
+
+def test_a_part_another_worker_took_up_is_dropped_neither_saved_nor_alerted_until_reassigned(
+        tmp_path, caplog):
+    """A worker whose part was taken up by another (it was frozen): its refused save drops
+    the part (logged, no exception, no retry), it neither notifies nor records an alert of
+    that part, nor takes it up again before the next assignment; then it does."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting
+    from streams.alerts import AlertEngine, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    history = _ContestedHistory(tmp_path / "alerts.db")
+    sent = _Sent()
+    t = 1_800_000_000.0
+    a = Alerting(AlertEngine(rules, warmup_lines=0), history, [sent], clock=lambda: t,
+                 tick_seconds=3600)
+    a.holds = lambda: scopes_held({0, 1}, 2)
+    a.start()
+    a.on_stored([_line(i, t, "web1", "INFO") for i in range(3)], "p0")
+    a.on_stored([_line(i, t, "web2", "INFO") for i in range(3)], "p1")
+    assert a.save(clean=True) and sorted(history.takes) == ["global", "p0", "p1"]
+
+    history.taken.add("p1")  # another worker took partition 1 while this one was frozen
+    a.on_stored([_line(i, t, "web2") for i in range(6)], "p1")  # its older state fires
+    assert sent.got == [] and list(history.records_after(None)) == []
+    assert a.engine.open_alerts() == []  # its groups forgotten
+    assert "p1 was taken up by another worker" in caplog.text
+    assert sorted(history.takes) == ["global", "p0", "p1"]  # not taken up again
+
+    history.taken.add("p0")
+    a.on_stored([_line(i, t, "web1", "INFO") for i in range(3)], "p0")
+    assert a.save(clean=True) is False  # p0's refused: dropped, not retried
+    assert a.save(clean=True) is True  # the global part only, still this worker's
+
+    a.assigned(retake=True)  # the next assignment: both partitions again, read back
+    a.on_stored([_line(i, t, "web2") for i in range(6)], "p1")
+    assert sorted(history.takes) == ["global", "global", "p0", "p0", "p1", "p1"]
+    assert [state for _, state in sent.got] == ["firing"]
+    assert [(r["group"], r["state"]) for r in history.records_after(None, "p1")] == [
+        ("web2", "firing")]
+    a.stop()
+
+
 FACT_RULES = """
 warmup_lines: 0
 rules:
@@ -527,6 +604,61 @@ def test_host_alerts_of_several_workers_go_through_the_judge_under_one_cap(tmp_p
     c.on_facts(topic)
     assert sorted((r["group"], r["state"]) for r in c.history.list()) == got
     for w in (a, b, c):
+        w.stop()
+
+
+def test_a_part_whose_saved_state_cannot_be_read_is_taken_up_later_not_started_fresh(
+        tmp_path):
+    """The store cannot be read when a worker takes a partition's part up: the part is not
+    held (nor saved over) and is taken up at a later batch, from its saved state: an alert
+    open there stays one alert (the old code started the part fresh: the firing again)."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting
+    from streams.alerts import AlertEngine, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(RESTART_RULES), "rules.yaml")
+    t = 1_800_000_000.0
+    history = _ContestedHistory(tmp_path / "alerts.db")
+    first = Alerting(AlertEngine(rules, warmup_lines=0), history, [_Sent()], clock=lambda: t,
+                     tick_seconds=3600)
+    first.holds = lambda: scopes_held({1}, 2)
+    first.start()
+    first.on_stored([_line(i, t, "web2") for i in range(6)], "p1")  # firing
+    assert first.save(clean=True)
+
+    history = _ContestedHistory(tmp_path / "alerts.db")  # its successor, the store down
+    history.unreadable = True
+    sent = _Sent()
+    a = Alerting(AlertEngine(rules, warmup_lines=0), history, [sent], clock=lambda: t + 10,
+                 tick_seconds=3600)
+    a.holds = lambda: scopes_held({1}, 2)
+    a.start()
+    assert history.takes == ["p1"] and a.save(clean=True)  # nothing held: nothing saved
+    history.unreadable = False
+    a.on_stored([_line(i, t + 10, "web2") for i in range(6)], "p1")  # taken up now
+    assert history.takes == ["p1", "p1"]
+    assert sent.got == [] and [x.group for x in a.engine.open_alerts()] == ["web2"]
+    a.stop()
+
+
+def test_a_worker_whose_part_was_taken_up_forwards_none_of_its_alerts_nor_judges_them(
+        tmp_path):
+    """Sharing workers: B, whose partition 1 another worker took up while B was frozen,
+    forwards none of the host alerts its older state raises there; A, the judge, whose
+    global part was taken up, admits none of the forwarded alerts (its successor does)."""
+    topic: list[tuple[int, dict]] = []
+    a = _sharing_worker({0}, _ContestedHistory(tmp_path / "a.db"), topic)
+    b = _sharing_worker({1}, _ContestedHistory(tmp_path / "b.db"), topic)
+    b.on_stored([_line(0, _T + 1, "h4")], "p1")
+    assert len(topic) == 1  # B owns partition 1: its alert goes to the judge
+    b.history.taken.add("p1")
+    b.on_stored([_line(0, _T + 2, "h5")], "p1")
+    assert len(topic) == 1  # not forwarded: partition 1 is another worker's now
+    a.history.taken.add("global")
+    a.on_facts(topic)
+    assert a.history.list() == []  # the judge's part is another's: nothing notified
+    for w in (a, b):
         w.stop()
 
 

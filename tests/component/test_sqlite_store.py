@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from smartlogs.store import SqliteStore
+from smartlogs.store.sqlite import _DIM_CODES
 from streams.windows import count_windows
 
 
@@ -44,7 +45,8 @@ def test_windows_and_templates_equal_the_pure_definitions(tmp_path, size):
         store.write(batch, window_seconds=size)
         written.extend(events[k:k + 150])
     conn = store._conn()
-    rows = conn.execute("SELECT * FROM windows").fetchall()
+    dims = {c: d for d, c in _DIM_CODES.items()}  # (stored as 1-byte codes)
+    rows = [(w, dims[d], k, n) for w, d, k, n in conn.execute("SELECT * FROM windows")]
     got = Counter({(w, d, k): n for w, d, k, n in rows if not d.startswith("a:")})
     assert got == count_windows(written, size)
     # the same counts in arrival-time windows (dims "a:…")
@@ -120,6 +122,15 @@ def test_a_lost_spool_file_does_not_hide_new_batches_behind_the_stored_cursor(tm
     store.close()
 
 
+def _seq_ids(store: SqliteStore) -> list[tuple[int, str]]:
+    """(seq, id) of every stored event, in seq order (the id is in the row in a store made
+    before ``event_ids``, in the body after)."""
+    conn = store._conn()
+    rows = conn.execute("SELECT seq, id, body FROM events ORDER BY seq").fetchall()
+    bodies = store._decoded(conn, [(q, b) for q, _, b in rows])
+    return [(q, i if i is not None else b[14]) for (q, i, _), b in zip(rows, bodies)]
+
+
 @pytest.mark.parametrize("per_insert", [1, 4, 1024])
 def test_a_batch_is_stored_whole_whatever_the_rows_per_statement(tmp_path, per_insert):
     rng = random.Random(per_insert)
@@ -128,8 +139,7 @@ def test_a_batch_is_stored_whole_whatever_the_rows_per_statement(tmp_path, per_i
     events = [_event(i, rng) for i in range(1, 1301)]
     assert store.write(events[:23], window_seconds=60) == 23
     assert store.write(events[23:], window_seconds=60) == 1277
-    rows = store._conn().execute("SELECT seq, id FROM events ORDER BY seq").fetchall()
-    assert rows == [(i + 1, e["id"]) for i, e in enumerate(events)]
+    assert _seq_ids(store) == [(i + 1, e["id"]) for i, e in enumerate(events)]
     store.close()
 
 
@@ -246,6 +256,7 @@ def test_query_language(tmp_path, q, want):
 # the full-text index reading ``message`` from the table (external content)
 _OLD_LAYOUT = """
 DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts; DROP TABLE IF EXISTS body_blocks;
+DROP TABLE IF EXISTS event_ids; DROP TABLE IF EXISTS id_stems;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, timestamp TEXT NOT NULL,
     received REAL NOT NULL, source TEXT, host TEXT, component TEXT, pid TEXT, level TEXT,
@@ -504,7 +515,8 @@ def test_a_store_made_before_arrival_windows_counts_its_events_once(tmp_path):
     store = SqliteStore(tmp_path / "s.db")
     store.write(events[:200], window_seconds=60)
     conn = store._conn()  # as a store made before arrival windows were counted
-    conn.execute("DELETE FROM windows WHERE dim LIKE 'a:%'")
+    conn.execute("DELETE FROM windows WHERE dim IN (SELECT value FROM json_each(?))",
+                 (str([c for d, c in _DIM_CODES.items() if d.startswith("a:")]),))
     conn.execute("DELETE FROM meta WHERE key = 'arrival_windows'")
     store.close()
     store = SqliteStore(tmp_path / "s.db", window_seconds=60)  # counts them when opened
@@ -613,10 +625,24 @@ def test_retention_takes_deleted_events_out_of_the_full_text_index(tmp_path):
         want = [e["id"] for e in sorted(left, key=lambda e: -e["ts"]) if has(e["message"])]
         got = store.search(EventQuery(q=q, limit=-1))
         assert got.total == len(want) and [e["id"] for e in got.events] == want
+        # the index itself (no positions: a phrase is asked as its words, a superset)
+        words = fts_words(q)
         fts = store._conn().execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH ?",
-                                    (q.replace("auth*", '"auth"*'),)).fetchone()[0]
-        assert fts == len(want)
+                                    (" AND ".join(f'"{w}"' + "*" * q.endswith("*")
+                                                  for w in words),)).fetchone()[0]
+        assert fts == sum(all(any(t == w or (q.endswith("*") and t.startswith(w))
+                                  for t in fts_tokens(e["message"])) for w in words)
+                          for e in left)
     store.close()
+
+
+def fts_words(q: str) -> list[str]:
+    return [w.lower() for w in q.strip('"*').split()]
+
+
+def fts_tokens(message: str) -> list[str]:
+    from smartlogs.store.fts import tokens
+    return tokens(message)
 
 
 # -- bodies in blocks: what is only displayed is compressed with its neighbours -------------
@@ -879,6 +905,7 @@ def test_a_batch_is_written_in_a_few_statements_whatever_its_number_of_templates
         e = _loglike(i)
         e["template_id"] = f"T{i % 500}"
         e["template"] = f"pattern {i % 500} <*>"
+        e["id"] = f"b:{i}"  # ids of one request's stem, as the API makes them
         events.append(e)
     store = SqliteStore(tmp_path / "s.db")
     store.write([dict(e) for e in events[:1000]], window_seconds=60)
@@ -917,7 +944,8 @@ def test_bodies_window_counts_and_template_rows_are_made_before_the_writer_turn(
     made = []
     body, count = sq._body_json, sq.count_windows
     monkeypatch.setattr(store, "_writer_turn", watched)
-    monkeypatch.setattr(sq, "_body_json", lambda e: made.append(("body", bool(inside))) or body(e))
+    monkeypatch.setattr(sq, "_body_json",
+                        lambda e, *a: made.append(("body", bool(inside))) or body(e, *a))
     monkeypatch.setattr(sq, "count_windows",
                         lambda *a, **k: made.append(("counts", bool(inside))) or count(*a, **k))
     rows = sq._template_rows
@@ -932,5 +960,184 @@ def test_bodies_window_counts_and_template_rows_are_made_before_the_writer_turn(
     assert store.count_events() == 150
     total = dict(((w, d), n) for w, d, k, n in store._conn().execute(
         "SELECT start, dim, key, count FROM windows") if k == "*")
-    assert sum(n for (w, d), n in total.items() if d == "total") == 150
+    assert sum(n for (w, d), n in total.items() if d in ("total", store._dim("total"))) == 150
     assert sum(store._conn().execute("SELECT sum(count) FROM templates").fetchone()) == 150
+
+
+# -- event ids: (stem, number) of each id in event_ids, the id itself in the body ------------------
+def _ids_of(store: SqliteStore) -> list[str]:
+    from smartlogs.store.base import EventQuery
+    got = store.search(EventQuery(limit=100_000, arrival=True, total_limit=None))
+    return sorted(e["id"] for e in got.events)
+
+
+def _run_event(eid: str, i: int, rng: random.Random) -> dict:
+    e = _event(i, rng)
+    e["id"] = eid
+    return e
+
+
+def test_ids_are_found_by_stem_and_number_not_a_unique_index_and_read_from_the_body(tmp_path):
+    rng = random.Random(5)
+    store = SqliteStore(tmp_path / "s.db")
+    conn = store._conn()
+    assert not [r for r in conn.execute("PRAGMA index_list(events)") if r[2]]  # no UNIQUE index
+    ids = [f"{'r1' if i % 3 else 'r2'}:{i}" for i in range(600)]
+    events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
+    assert store.write(events[:400], window_seconds=60) == 400
+    # ids stored already (a resent batch, a retried request) and repeated within the batch
+    assert store.write(events[200:] + events[590:], window_seconds=60) == 200
+    assert _ids_of(store) == sorted(ids)
+    assert conn.execute("SELECT count(*) FROM events WHERE id IS NOT NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 600
+    assert conn.execute("SELECT count(*) FROM id_stems").fetchone()[0] == 2
+    assert store.count_ids("r1:") == 400 and store.count_ids("r2:") == 200
+    assert store.count_ids("r3:") == 0 and store.count_ids("") == 600
+    store.close()
+
+
+_TRICKY_IDS = [
+    "t:0", "t:00", "t:007", "t:07", "t:7", "t:70", "7", "07", "0", "00", "t:", "t", "abc", "a-1", "a-01", "x" + "9" * 25, "x" + "9" * 24, "x" + "0" * 20 + "1",
+    "1" * 19, "1" * 18, "r:\u0663", "r:3", "nul\x00:1", "nul\x00:2", "é:12", "é:012",
+    "3f9a2c1b7e00-0", "3f9a2c1b7e00-10", "3f9a2c1b7e01-0",
+]
+
+
+def test_ids_split_into_stem_and_number_are_stored_once_each_and_found_again(tmp_path):
+    from smartlogs.store.sqlite import _id_key
+
+    for eid in _TRICKY_IDS:  # the key gives the id back, the number as SQLite can keep it
+        stem, tail = _id_key(eid)
+        assert (eid == tail if stem is None else stem + str(tail) == eid and 0 <= tail < 2 ** 63)
+    rng = random.Random(6)
+    store = SqliteStore(tmp_path / "s.db")
+    ids = [*_TRICKY_IDS, *(f"run:{i}" for i in range(200))]
+    events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
+    for k in range(0, len(events), 70):
+        assert store.write(events[k:k + 70], window_seconds=60) == len(events[k:k + 70])
+    assert store.write(events, window_seconds=60) == 0
+    assert store.write(events[::7] + [_run_event("run:new", 999, rng)], window_seconds=60) == 1
+    assert _ids_of(store) == sorted([*ids, "run:new"])
+    assert store.count_ids("run:") == 200 + 1 and store.count_ids("t:") == 7
+    # retention takes deleted events out of event_ids (and stems left without ids out of
+    # id_stems) and out of the counts: they can come back, the others still cannot
+    conn = store._conn()
+    cut = sorted(e["ts"] for e in events)[len(events) // 2]
+    while store.delete_before(cut, limit=50):
+        pass
+    kept = _ids_of(store)
+    gone = sorted(set(ids) - set(kept))
+    assert gone and store.count_ids("run:") == sum(x.startswith("run:") for x in kept)
+    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == len(kept)
+    stems = {r[0] for r in conn.execute("SELECT stem FROM id_stems")}
+    assert stems == {_id_key(x)[0] for x in kept} - {None}
+    again = store.write(events, window_seconds=60)
+    want = sorted(set(ids) | ({"run:new"} & set(kept)))
+    assert again == len(gone) and _ids_of(store) == want
+    assert store.count_ids("run:") == sum(x.startswith("run:") for x in want)
+    while store.delete_before(4e9, limit=100):
+        pass
+    assert conn.execute("SELECT (SELECT count(*) FROM event_ids) + (SELECT count(*) FROM id_stems)"
+                        ).fetchone()[0] == 0
+    store.close()
+
+
+def test_count_ids_counts_nested_run_prefixes_and_any_other_prefix(tmp_path):
+    rng = random.Random(7)
+    store = SqliteStore(tmp_path / "s.db")
+    ids = ["a:b:1", "a:b:2", "a:c:1", "a:1", "ab:1", "b-1", "a:b:c:d:e:1", "é:1", "a:x", "a:b:12",
+           "a:b:x7y", "a:b:07", "a:b:0", "a:", "a", "10", "17", "a:b:" + "1" * 20, "z\U0010ffff:1"]
+    store.write([_run_event(x, i, rng) for i, x in enumerate(ids)], window_seconds=60)
+    want = {"a:": 12, "a:b:": 8, "a:c:": 1, "ab:": 1, "b:": 0, "a:b:c:": 1, "a:b:c:d:": 1,
+            "a:b:c:d:e:": 1, "é:": 1, "a": 14, "a:b": 8, "b-": 1, "x": 0, "a:b:1": 3, "a:b:0": 2,
+            "1": 2, "a:b:x": 1, "a:b:x7": 1, "z\U0010ffff:": 1, "z": 1}
+    assert {p: store.count_ids(p) for p in want} == want
+    store.close()
+
+
+# the events table as stores made it before event_ids (commit db63daa and earlier)
+_UNIQUE_ID_EVENTS = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, received REAL NOT NULL,
+    host TEXT, component TEXT, level TEXT, template_id TEXT NOT NULL, anomaly INTEGER NOT NULL,
+    body BLOB NOT NULL, source TEXT
+);
+"""
+
+
+def test_a_store_with_ids_in_a_unique_index_keeps_that_layout_and_answers_the_same(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:
+        c.executescript(_UNIQUE_ID_EVENTS)
+    rng = random.Random(8)
+    ids = [f"old:{i}" for i in range(300)]
+    events = [_run_event(x, i, rng) for i, x in enumerate(ids)]
+    store = SqliteStore(path)
+    assert store.write(events[:200], window_seconds=60) == 200
+    store.close()
+    store = SqliteStore(path)  # opened again: the same layout
+    assert store.write(events, window_seconds=60) == 100
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 0
+    assert sorted(r[0] for r in conn.execute("SELECT id FROM events")) == sorted(ids)
+    assert _ids_of(store) == sorted(ids) and store.count_ids("old:") == 300
+    cut = sorted(e["ts"] for e in events)[100]
+    while store.delete_before(cut, limit=64):
+        pass
+    kept = _ids_of(store)
+    assert len(kept) < 300 and store.count_ids("old:") == len(kept)
+    assert store.write(events, window_seconds=60) == 300 - len(kept)
+    store.close()
+
+
+# the windows table as stores made it before dimension codes (commit db63daa and earlier)
+_NAMED_DIMS_WINDOWS = """
+CREATE TABLE windows (
+    start REAL NOT NULL, dim TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (start, dim, key)
+) WITHOUT ROWID;
+"""
+
+
+@pytest.mark.parametrize("size", [60, 3600])
+def test_windows_with_dimension_codes_or_names_give_the_same_stats(tmp_path, size):
+    import sqlite3
+
+    rng = random.Random(size)
+    events = [_event(i, rng) for i in range(900)]
+    for i, e in enumerate(events):
+        e["received"] = 1_800_000_000.0 + (i * 37 % 900) * 1.3
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as c:
+        c.executescript(_NAMED_DIMS_WINDOWS)
+    stores = [SqliteStore(tmp_path / "new.db"), SqliteStore(old)]
+    for st in stores:
+        for k in range(0, 900, 300):
+            st.write([dict(e) for e in events[k:k + 300]], window_seconds=size)
+    new_dims = {r[0] for r in stores[0]._conn().execute("SELECT DISTINCT dim FROM windows")}
+    old_dims = {r[0] for r in stores[1]._conn().execute("SELECT DISTINCT dim FROM windows")}
+    assert new_dims <= set(_DIM_CODES.values()) and old_dims <= set(_DIM_CODES)
+    assert all(0 <= c < 128 for c in new_dims)  # one byte each at most
+
+    def stats(st):
+        return [st.stats(since=since, until=until, windows=w, top=t, basis=b)
+                for since, until in ((None, None), (0.0, 3600.0), (-4000.0, 1.8e9 + 600))
+                for w, t in ((60, 10), (3, 2)) for b in ("event", "arrival")]
+
+    assert stats(stores[0]) == stats(stores[1])
+    for st in stores:  # a template merge and retention rewrite and uncount both kinds of rows
+        st.merge_templates({"T2": "T1"})
+    assert stats(stores[0]) == stats(stores[1])
+    for st in stores:
+        while st.delete_before(60.0, limit=100, window_seconds=size):
+            pass
+    assert stats(stores[0]) == stats(stores[1])
+    # a store made before codes is opened again as it is (no rows rewritten)
+    stores[1].close()
+    stores[1] = SqliteStore(old)
+    assert {r[0] for r in stores[1]._conn().execute("SELECT DISTINCT dim FROM windows")} <= set(_DIM_CODES)
+    assert stats(stores[0]) == stats(stores[1])
+    for st in stores:
+        st.close()

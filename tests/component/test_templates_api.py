@@ -225,7 +225,7 @@ def test_a_merged_id_answers_404_naming_the_template_it_was_merged_into(app_clie
 
 
 def test_the_full_stack_api_answers_503_not_500_when_elasticsearch_is_away(tmp_path):
-    """The catalog routes of `smartlogs api` (full mode) with no Elasticsearch behind them: a
+    """The store's routes of `smartlogs api` (full mode) with no Elasticsearch behind them: a
     503 with Retry-After that says the store cannot answer (no engine needed: nothing listens)."""
     import socket
 
@@ -243,7 +243,11 @@ def test_the_full_stack_api_answers_503_not_500_when_elasticsearch_is_away(tmp_p
                         amqp_url=f"amqp://guest:guest@127.0.0.1:{ports[1]}/")
     with TestClient(create_app(settings, mode="full")) as client:
         for method, path, body in (("GET", "/api/templates", None), ("GET", "/api/templates/T1", None),
-                                   ("POST", "/api/templates/T1/feedback", {"mark": "expected"})):
+                                   ("POST", "/api/templates/T1/feedback", {"mark": "expected"}),
+                                   # every other read of the store, not only the catalog's
+                                   ("GET", "/api/events", None), ("GET", "/api/events?q=panic", None),
+                                   ("GET", "/api/stats", None), ("GET", "/api/incidents", None),
+                                   ("GET", "/api/incidents/i1", None)):
             r = client.request(method, path, json=body)
             assert r.status_code == 503, (path, r.text)
             assert r.json()["error"] == "store_unavailable" and r.headers["Retry-After"] == "5"

@@ -110,6 +110,8 @@ class _MemoryHistory:
     def load_state(self, scope):
         return None, None
 
+    take_state = load_state
+
     def follow(self, position):
         pass
 
@@ -389,6 +391,144 @@ def test_the_global_rules_state_follows_partition_0(elasticsearch):
         assert len({p["id"] for p in receiver.posts}) == 1
         group.stop()  # B saves the global record: the alert is over
         assert [bool(g[3]["firing"]) for g in group.state("global")["groups"]] == [False]
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_frozen_past_the_session_timeout_cannot_overwrite_the_survivors_state(
+        elasticsearch):
+    """A holds both partitions (the judge) and saved; it is frozen past the session timeout
+    and B takes both partitions (A saves nothing: frozen). web2 floods: B fires and saves.
+    A wakes up still believing it holds them and finishes its in-flight batch (the same
+    lines): its older state would fire the same alert again and its save (the clock's, or
+    the revocation's) would overwrite B's newer parts. Now A's alert is neither notified nor
+    recorded, its saves are refused, it drops the parts (not taken up again before the next
+    assignment) and B's parts stay, B saving on; after the next assignment A takes up what
+    it holds then, from B's save. The old code notified the firing twice and replaced B's
+    parts with A's."""
+    import base64
+
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    group = _Workers(client, prefix, receiver, _HOST_RULES, 2, now)
+
+    def minutes(w, n, level="ERROR"):  # a line every 10 s from web2 (partition 1)
+        lines = []
+        for _ in range(n * 6):
+            now[0] += 10
+            lines += _errors(now[0], "web2", level)
+            w.on_stored(lines[-1:], "p1")
+            w.tick()
+        return lines
+
+    def doc(scope):
+        return client.get(index=f"{prefix}.alert-state", id=scope)["_source"]
+
+    try:
+        a = group.start("A", {0, 1})
+        minutes(a, 1, level="INFO")
+        assert a.save(clean=True)
+        b = group.start("B", set())
+        group.move(0, "A", "B", crash=True)  # A is frozen: B takes both partitions
+        group.move(1, "A", "B", crash=True)
+        flood = minutes(b, 1)  # web2 floods: B fires
+        assert _posts(receiver, 1) == [("errors", "web2", "firing")]
+        assert b.save(clean=True)
+        survivor = {s: doc(s) for s in ("p0", "p1", "global")}
+        assert [bool(g[3]["firing"]) for g in group.state("p1")["groups"]] == [True]
+
+        group.held["A"] = {0, 1}  # A wakes up: it still believes it holds both
+        a.on_stored(flood, "p1")  # its in-flight batch: its older state fires again
+        a.tick()
+        assert a.save(clean=True) is False  # the revocation's save: refused
+        assert _posts(receiver, 1) == [("errors", "web2", "firing")]  # not notified twice
+        assert {s: doc(s) for s in survivor} == survivor  # B's parts stay
+        assert a.engine.open_alerts() == []  # A dropped the parts it lost
+        a.on_stored(_errors(now[0] + 1, "web2"), "p1")
+        a.tick()  # ... and does not take them up again before the next assignment
+        assert a.engine.open_alerts() == [] and {s: doc(s) for s in survivor} == survivor
+        base64.b64decode(doc("p1")["state"])  # a whole part, not a claim only
+
+        assert b.save(clean=True)  # B, the owner, saves on
+        # the next assignment: A gets partition 0 back (B saved it when it was revoked)
+        group.held["A"] = set()
+        group.move(0, "B", "A")
+        a.assigned(retake=True)
+        now[0] += 10
+        a.tick()
+        b.tick()
+        assert a.save(clean=True)  # A owns partition 0's part and the global one again
+        assert b.save(clean=True)  # B still owns partition 1's
+        assert [bool(g[3]["firing"]) for g in group.state("p1")["groups"]] == [True]
+        assert _posts(receiver, 1) == [("errors", "web2", "firing")]
+    finally:
+        group.stop()
+        receiver.close()
+        _cleanup(client, prefix)
+        client.close()
+
+
+class _Killed(BaseException):
+    """The judging worker is killed (-9) here: nothing after this line of it runs."""
+
+
+@pytest.mark.timeout(120)
+def test_a_judge_killed_between_notifying_and_recording_repeats_the_alert_with_the_same_id(
+        elasticsearch):
+    """Delivery is at least once: A, the holder of partition 0, judges a flood from the
+    facts, hands the firing to the notifier (the receiver gets it) and is killed before its
+    history record is written. B takes partition 0 up from A's last save, judges the facts
+    after it again and sends the firing once more: with the same X-SmartLogs-Alert-Id and the
+    same alert (id, state, window, count, trigger), so the receiver can drop it; the history
+    keeps one record of it."""
+    from tests.component.test_alerting import Receiver
+
+    prefix = f"slt-{uuid.uuid4().hex[:10]}"
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    receiver = Receiver()
+    now = [1_800_000_000.0]
+    rules = ("warmup_lines: 0\nrules:\n  - {name: flood, kind: error_flood, level: ERROR, "
+             "threshold: 4, window: 60s}\n")
+    group = _Workers(client, prefix, receiver, rules, 2, now)
+
+    def lines(n, level):  # from web2 (partition 1, held by B): facts for the judge
+        for _ in range(n):
+            now[0] += 5
+            group.store("B", _errors(now[0], "web2", level), "p1")
+
+    try:
+        a = group.start("A", {0})
+        group.start("B", {1})
+        lines(3, "INFO")
+        group.read_facts()
+        assert a.save(clean=True)  # the global part, with the position of the next fact
+
+        def killed(*args, **kwargs):
+            raise _Killed
+
+        a.history.record = killed
+        lines(4, "ERROR")
+        with pytest.raises(_Killed):
+            group.read_facts()  # A: notified, killed before the record
+        assert _posts(receiver, 1) == [("flood", "*", "firing")]
+        group.crash("A")
+        group.move(0, "A", "B", crash=True)
+        group.read_facts()  # B goes on from A's save: the flood is judged again
+        assert _posts(receiver, 2) == [("flood", "*", "firing"), ("flood", "*", "firing")]
+        first, again = receiver.posts
+        assert receiver.ids[0] == receiver.ids[1] == f"{first['id']}|firing"
+        same = ("id", "state", "rule", "group", "window_start", "window_end", "count", "trigger")
+        assert {k: again[k] for k in same} == {k: first[k] for k in same}
+        client.indices.refresh(index=f"{prefix}.alerts")
+        assert client.count(index=f"{prefix}.alerts")["count"] == 1  # one record of it
     finally:
         group.stop()
         receiver.close()

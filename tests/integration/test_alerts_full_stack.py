@@ -487,16 +487,26 @@ def test_a_judging_worker_frozen_past_the_session_timeout_alerts_again_for_every
     partitions back). Then a new template from a host of every partition raises its
     new-pattern alert. The old code kept the partitions it was given back with their fenced
     writers: their facts never reached the judge again, so the hosts of those partitions got
-    no global alert (bench/RELIABILITY.md, the alert stall)."""
+    no global alert (bench/RELIABILITY.md, the alert stall). The judge is kept frozen until
+    the survivor has taken the global rules' part up: thawed, its write of that part is
+    refused (the older code wrote its older state over the survivor's)."""
     import signal
 
-    url = global_stack["url"]
+    url, env = global_stack["url"], global_stack["env"]
     workers, hosts = _two_workers_marked(global_stack)
     judge = next(name for name, (_, port) in workers.items() if 0 in _held(port))
     proc, _ = workers[judge]
+    state = f"{env['SMARTLOGS_ES_URL']}/{env['SMARTLOGS_ES_INDEX_PREFIX']}.alert-state/_doc/global"
+
+    def claim():  # who took the global rules' part up last (streams.runtime.alerting)
+        return httpx.get(state, timeout=10).json().get("_source", {}).get("claim")
+
+    before = claim()
+    assert before, state
     proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(15)
+        time.sleep(15)  # and until the survivor took the judge's part up (its claim)
+        assert _wait(lambda: claim() != before, timeout=60), stack_logs(global_stack)
     finally:
         proc.send_signal(signal.SIGCONT)
 
@@ -523,3 +533,7 @@ def test_a_judging_worker_frozen_past_the_session_timeout_alerts_again_for_every
             missing.append(host)
     logs = "".join((global_stack["tmp"] / f"{name}.log").read_text()[-4000:] for name in workers)
     assert not missing, (missing, logs)
+    # thawed, the frozen worker's write of the parts it had held (at the revocation, or its
+    # clock's save) was refused: the survivor's newer parts stayed (the old code overwrote them)
+    assert "global was taken up by another worker" in (
+        global_stack["tmp"] / f"{judge}.log").read_text(), logs

@@ -181,6 +181,23 @@ def test_an_alert_says_whether_the_model_was_warming_up_and_how_much_it_had_lear
     assert "warming up" not in slack_payload(b)["blocks"][0]["text"]["text"]
 
 
+def test_the_slack_message_carries_the_alert_id_a_repeat_shares():
+    """Slack drops no repeat by the X-SmartLogs-Alert-Id header (delivery is at least once):
+    the message shows the same id and state, so a repeat can be told from a new alert."""
+    from streams.runtime.alerting import slack_payload
+
+    loaded, _ = rules("rules: [{name: errs, kind: error_flood, level: ERROR, threshold: 2, "
+                      "window: 60s}]")
+    (a,) = AlertEngine(loaded, warmup_lines=0).observe(
+        [ev(T0 + i, level="ERROR") for i in range(2)])
+    body = slack_payload(a)
+    assert body["blocks"][-1] == {"type": "context", "elements": [
+        {"type": "mrkdwn", "text": f"alert `{a.id}|firing`"}]}
+    (again,) = AlertEngine(loaded, warmup_lines=0).observe(  # raised again from the same lines
+        [ev(T0 + i, level="ERROR") for i in range(2)])
+    assert slack_payload(again)["blocks"][-1] == body["blocks"][-1]
+
+
 def test_an_anomaly_burst_grouped_by_incident_is_one_alert_per_incident():
     """Issue 20: an alert for an incident, never per line: 40 flagged lines of one incident
     are one firing (count 40), a second incident another; resolved once its window closes."""

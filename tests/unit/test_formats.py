@@ -86,3 +86,17 @@ def test_the_first_matching_glob_wins_and_a_host_may_select():
     assert fs.for_source("http", host="web-3").pattern == r"(?P<message>.*)"
     assert fs.for_source("http").pattern == JAVA
     assert not UserFormats(())
+
+
+def test_a_format_name_no_longer_built_in_is_refused_at_start_with_the_allowed_names():
+    """`bgl` was a built-in format; it is now learned like any header. A setting that still
+    names it stops the start with one line saying which values are allowed (no traceback)."""
+    from smartlogs.cli import settings_errors
+    from streams.parsing import FORMATS
+
+    with pytest.raises(ValidationError) as bad:
+        Settings(log_format="bgl")
+    text = settings_errors(bad.value)
+    assert "SMARTLOGS_LOG_FORMAT=bgl: unknown log format 'bgl'" in text
+    assert ", ".join(FORMATS) in text and "empty to detect" in text
+    assert "bgl" not in FORMATS

@@ -297,3 +297,46 @@ def test_glued_bracketed_header_fields_are_read_as_fields():
         assert r.timestamp.hour == 9  # +0100 applied
         assert r.message.startswith("GC("), r.message
         assert r.fields.get("context") == "gc,heap"
+
+
+def test_a_header_of_plain_columns_is_learned_with_its_node_and_level():
+    """No built-in format for a header of plain columns (alert label, epoch, date, node,
+    time, node again, type, component, level): inference reads the time column, the node as
+    the host, the component and the level word, and leaves the other columns in fields."""
+    rnd = random.Random(3)
+    p = Pipeline(PipelineConfig())  # built-in formats on: none of them takes these lines
+    lines, want = [], []
+    for i in range(60):
+        node = f"ctl-{rnd.choice('abc')}{rnd.randint(1, 9)}"
+        label = "-" if rnd.random() < 0.8 else "DISKERR"
+        level, comp = rnd.choice(["INFO", "INFO", "WARNING", "FATAL"]), rnd.choice(["RAID", "FAN"])
+        lines.append(f"{label} {1700000000 + i * 7} 2023.11.14 {node} 2023-11-14-22.{i:02d}.20.123456"
+                     f" {node} EVT {comp} {level} disk {i} slow")
+        want.append((node, comp, level, f"disk {i} slow", f"2023-11-14T22:{i:02d}:20.123Z"))
+    events = p.process([{"id": i, "raw": x, "received": 1.8e9, "stream": "array.log"}
+                        for i, x in enumerate(lines)])
+    for e, (node, comp, level, message, ts) in zip(events, want):
+        assert e["parse_ok"] and e["format"] == "inferred", e
+        assert (e["host"], e["component"], e["message"], e["timestamp"]) == (node, comp, message, ts)
+        assert e["level"] == _LEVELS.get(level.lower(), level), e
+        assert "EVT" in e["fields"].values()
+
+
+def test_every_line_of_the_column_sample_through_the_default_pipeline(loghub):
+    """BGL's header has no built-in format: with the defaults (built-ins on) every line is
+    learned, and time, node (host), component, level and message agree with the CSV."""
+    log, structured = find_samples(loghub)["BGL"]
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = _rows(structured)
+    p = Pipeline(PipelineConfig())
+    ok = {"inferred": 0, "time": 0, "host": 0, "level": 0, "component": 0, "message": 0}
+    for i, (line, row) in enumerate(zip(lines, rows)):
+        r = p._parse(line, {"id": i, "raw": line, "received": 1.8e9, "stream": "BGL"})
+        ok["inferred"] += r.ok and r.format == "inferred"
+        want = datetime.strptime(row["Time"], "%Y-%m-%d-%H.%M.%S.%f").replace(tzinfo=UTC)
+        ok["time"] += r.timestamp == want
+        ok["host"] += r.host == row["Node"]
+        ok["level"] += r.level == row["Level"]
+        ok["component"] += r.component == row["Component"]
+        ok["message"] += r.message == row["Content"].strip()
+    assert ok == dict.fromkeys(ok, len(lines))

@@ -110,19 +110,6 @@ def _zookeeper(row: dict[str, str]) -> dict[str, object]:
     }
 
 
-def _bgl(row: dict[str, str]) -> dict[str, object]:
-    return {
-        "timestamp": datetime.strptime(row["Time"], "%Y-%m-%d-%H.%M.%S.%f").replace(tzinfo=UTC),
-        "host": row["Node"],
-        "component": row["Component"],
-        "level": row["Level"],
-        "fields.label": row["Label"],
-        "fields.type": row["Type"],
-        "fields.epoch": row["Timestamp"],
-        "pid": None,
-    }
-
-
 @dataclass(frozen=True)
 class Sample:
     name: str
@@ -141,7 +128,6 @@ SAMPLES = {
         Sample("Apache", "Apache/Apache_2k.log", "apache", 2000, None, _apache),
         Sample("HDFS", "HDFS/HDFS_2k.log", "hdfs", 2000, None, _hdfs),
         Sample("Zookeeper", "Zookeeper/Zookeeper_2k.log", "zookeeper", 2000, None, _zookeeper),
-        Sample("BGL", "BGL/BGL_2k_first1000.log", "bgl", 1000, None, _bgl),
     )
 }
 
@@ -294,7 +280,7 @@ def test_unknown_format_rejected() -> None:
 
 
 def test_formats_tuple() -> None:
-    assert set(FORMATS) == {"rfc5424", "syslog", "apache", "hdfs", "zookeeper", "bgl", "json"}
+    assert set(FORMATS) == {"rfc5424", "syslog", "apache", "hdfs", "zookeeper", "json"}
     assert len(FORMATS) == len(set(FORMATS))
 
 
@@ -465,8 +451,6 @@ def test_invalid_dates_keep_line_with_timestamp_none() -> None:
         "apache": "[Sun Feb 30 04:47:44 2005] [notice] bad date",
         "hdfs": "081130 256115 148 INFO dfs.DataNode: bad date",
         "zookeeper": "2015-13-29 17:41:44,747 - INFO  [main:QuorumPeerMain@127] - bad date",
-        "bgl": "- 1117838570 2005.06.31 R02 2005-06-31-15.42.50.675872 R02 RAS KERNEL INFO"
-        " bad date",
     }
     for fmt, line in cases.items():
         r = parse_line(line, year=2005)
@@ -491,16 +475,14 @@ def test_apache_24_format() -> None:
     )
 
 
-def test_bgl_alert_label_and_empty_message() -> None:
-    r = parse_line(
-        "KERNDTLB 1118536327 2005.06.11 R30-M0-N9-C:J16-U01 2005-06-11-17.32.07.581048 "
-        "R30-M0-N9-C:J16-U01 RAS KERNEL FATAL data TLB error interrupt"
-    )
-    assert (r.format, r.fields["label"], r.level) == ("bgl", "KERNDTLB", "FATAL")
-    assert r.host == "R30-M0-N9-C:J16-U01"
-    assert r.message == "data TLB error interrupt"
-    r = parse_line("- 1117838570 2005.06.03 R02 2005-06-03-15.42.50.675872 R02 RAS KERNEL INFO")
-    assert (r.ok, r.format, r.message) == (True, "bgl", "")
+def test_a_column_header_of_one_system_is_not_a_built_in_format() -> None:
+    """A header of plain columns (label, epoch, date, node, time, node, type, component,
+    level) is one system's own layout: no built-in format takes it; the pipeline learns it
+    per source (tests/unit/test_headers.py)."""
+    line = ("- 1700000000 2023.11.14 ctl-a7 2023-11-14-22.13.20.123456 ctl-a7 EVT RAID WARNING"
+            " disk 4 slow")
+    r = parse_line(line)
+    assert (r.ok, r.format, r.message) == (False, "raw", line)
 
 
 # --------------------------------------------------------------------------------------
@@ -729,7 +711,7 @@ def test_levels_as_written_in_samples() -> None:
         parser = LineParser(year=2005)
         seen.update(parser.parse(line).level for line in lines)
     seen.discard(None)
-    assert {"notice", "error", "INFO", "WARN", "ERROR", "FATAL", "SEVERE", "WARNING"} <= seen
+    assert {"notice", "error", "INFO", "WARN", "ERROR"} <= seen
     assert {normalize_level(s) for s in seen} <= {"NOTICE", "ERROR", "INFO", "WARNING", "FATAL"}
 
 
@@ -749,3 +731,18 @@ def test_a_line_without_a_year_is_placed_by_its_arrival_not_by_when_it_is_proces
     monkeypatch.setattr(streams.parsing.time, "time", lambda: arrived + 400 * 86400.0)
     again = Pipeline().process([dict(item)])[0]  # processed over a year later
     assert again["ts"] == first["ts"]
+
+
+def test_a_pickled_parser_keeps_its_settings_not_its_tables() -> None:
+    """Model checkpoints pickle the parser: only its settings go in (no parser method is
+    named, so removing a format never makes a checkpoint unloadable), and it parses alike.
+    tests/unit/test_checkpoints.py loads one written when `bgl` was a built-in format."""
+    import pickle
+
+    for parser in (LineParser(), LineParser("syslog", year=2005, max_length=40)):
+        data = pickle.dumps(parser)
+        assert b"_parse_" not in data
+        again = pickle.loads(data)
+        assert (again.fmt, again.year, again.max_length) == (parser.fmt, parser.year,
+                                                              parser.max_length)
+        assert again.parse(LINUX_LINE) == parser.parse(LINUX_LINE)

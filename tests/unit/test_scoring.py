@@ -609,6 +609,43 @@ def test_a_levels_weight_reads_its_share_among_the_lines_seen_not_how_many_were_
     assert after > inside + 0.1
 
 
+def test_the_first_fatal_after_a_long_calm_weighs_fully_though_a_dump_made_fatal_common():
+    """Issue 19 (BGL alone, ``rts panic!``): a crash dump (a few hundred FATAL lines) made FATAL
+    a quarter of the kind's last ~1,000 lines, so every FATAL long after it weighed only
+    ``1 - 0.25`` of its level. A level is routine only if it is routine lately too: the first
+    FATAL after 200 calm lines weighs nearly fully; inside the dump, and where FATAL is steadily
+    common, it stays discounted; and a model from before this share restores and scores."""
+    def weight(level_of, lines):
+        s = AnomalyScorer(window_size=50)
+        for i in range(lines):
+            level = level_of(i)
+            s.score(*s.features(template_id="Tf" if level == "FATAL" else f"T{i % 5}",
+                                seen_before=i, is_new=False, level=level, tokens=8,
+                                parsed=True, host=f"h{i % 4}", window_start=0.0,
+                                ts=float(i), kind="k"))
+        x, ctx = s.features(template_id="Tnew", seen_before=0, is_new=True, level="FATAL",
+                            tokens=8, parsed=True, host="h9", window_start=0.0,
+                            ts=float(lines), kind="k")
+        return ctx["severity_weight"], s
+
+    dump = lambda i: "FATAL" if 500 <= i < 800 else "INFO"  # noqa: E731
+    after_calm, s = weight(dump, 1000)  # 200 INFO lines after the dump
+    assert after_calm > 0.9  # the code before: 0.66 (the dump still a third of the share)
+    inside, _ = weight(dump, 790)
+    assert inside < 0.6 and after_calm > inside + 0.3  # the dump: FATAL is half the lines
+    steady, _ = weight(lambda i: "FATAL" if i % 4 == 0 else "INFO", 1000)  # noqa: E731
+    assert steady < 0.8
+
+    state = s.__getstate__()
+    del state["_recent_levels"]  # a checkpoint from before
+    old = AnomalyScorer.__new__(AnomalyScorer)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    x, ctx = old.features(template_id="T1", seen_before=5, is_new=False, level="FATAL",
+                          tokens=8, parsed=True, host="h1", window_start=0.0, ts=1001.0,
+                          kind="k")
+    assert 0.0 <= old.score(x, ctx).score <= 1.0
+
+
 def test_a_model_from_before_level_shares_keeps_its_share_of_severe_lines():
     """A checkpoint from before the shares per level held one share (lines at ERROR or worse)
     per kind: restored, severity that counts judges with it as before."""
@@ -618,7 +655,7 @@ def test_a_model_from_before_level_shares_keeps_its_share_of_severe_lines():
                             tokens=8, parsed=True, host="h", window_start=0.0, ts=float(i),
                             kind="k"))
     state = s.__getstate__()
-    del state["_levels"], state["level_share"]
+    del state["_levels"], state["level_share"], state["_recent_levels"]  # none of these then
     state["_severe"], state["severe_share"] = {"k": 0.3}, 0.0  # severe lines routine in "k"
     old = AnomalyScorer.__new__(AnomalyScorer)
     old.__setstate__(pickle.loads(pickle.dumps(state)))

@@ -56,6 +56,9 @@ async def main():
     out = {}
     w.app.consumer = Consumer()
     assigned = {TP(TOPIC, 1), TP(TOPIC, 2)}
+    retakes = []  # what the alert engine is told after each assignment
+    alerting, w._alerting = w._alerting, SimpleNamespace(
+        assigned=lambda retake=False: retakes.append(retake))
     # generation 2: this worker holds partitions 1 and 2
     one, two = part(1, Writer()), part(2, Writer())
     w.parts.update({1: one, 2: two})
@@ -71,6 +74,8 @@ async def main():
     await w._on_assigned(None, assigned)
     out["kept_after_missed"] = [w.parts.get(1) is one, w.parts.get(2) is two]
     out["writers_stopped"] = [one.writer.stopped, two.writer.stopped]
+    out["alert_parts_read_back"] = retakes
+    w._alerting = alerting
 
     # a transaction that finds the writer fenced: the partition is taken up again at its
     # next message (here without a missed generation, e.g. the fencing came first)
@@ -78,6 +83,7 @@ async def main():
     w.parts.clear()
     w.parts[1] = three
     three.outbox.add(8, b"{}")
+    w._facts_topic_ready.set()  # the facts topic "exists": no Kafka admin call from a unit test
     try:
         await w._commit(three)
         out["commit"] = "committed"
@@ -108,6 +114,8 @@ def test_a_partition_kept_after_the_worker_missed_a_rebalance_or_found_fenced_is
     assert out["kept_next"] == [True, True]  # consecutive generations: nobody else held them
     assert out["kept_after_missed"] == [False, False]  # read back from the state topic
     assert out["writers_stopped"] == [True, True]
+    # and the alert engine's parts too, only after the missed generation
+    assert out["alert_parts_read_back"] == [False, False, True]
     assert out["commit"] == "RuntimeError"  # the failure is still the caller's to log
     assert out["retaken"] == [True, [1], True, True]
     assert out["then_kept"] == [True, [1]]  # once
