@@ -11,11 +11,15 @@ Flow, per AMQP message (one HTTP batch, ``orjson`` list of item dicts, each with
     max_record_bytes serialized; a single item too large for Kafka goes to the DLQ instead)
        │
        ▼
+    deliveries already buffered behind it go with it: a source's records of consecutive
+    messages are joined within the same limits (many small messages → few Kafka records)
+       │
+       ▼
     producer.send(topic, key=source, partition=partition_of(source, n), value=orjson.dumps(chunk))
                                                                   (every record) ──▶ futures
        │
        ▼
-    await all futures (Kafka acks=all) ─▶ AMQP ack          (Kafka failed ─▶ nack + requeue)
+    await all futures (Kafka acks=all) ─▶ AMQP ack of each message (Kafka failed ─▶ nack + requeue)
 
 Guarantees and how they are kept:
 
@@ -442,7 +446,7 @@ class Bridge:
         while not self._inflight.empty():
             entry = self._inflight.get_nowait()
             if entry is not None:
-                for fut in entry[2]:
+                for fut in entry[1]:
                     fut.add_done_callback(_consume_result)
 
     def _fail(self, exc: BaseException) -> None:
@@ -452,26 +456,37 @@ class Bridge:
 
     async def _dispatch(self) -> None:
         while True:
-            seq, message = await self._buffer.get()
-            if seq not in self._unacked:
-                continue  # already settled
-            if not _channel_open(message):
-                del self._unacked[seq]
-                self.stale_dropped += 1
-                continue
-            try:
-                items = decode_batch(message.body)
-            except InvalidBatch as exc:
-                await self._dead_letter(seq, message, str(exc))
-                continue
-            records, oversized = self._records(items)
-            if oversized:
-                if not await self._dead_letter_items(seq, message, oversized):
+            waiting = [await self._buffer.get()]
+            # the deliveries already buffered go out with it: their records of one source are
+            # joined (``_join``), so many small messages (clients posting a line each) make
+            # few Kafka records, and the worker pays its per-message cost once for them
+            while not self._buffer.empty() and len(waiting) < self.prefetch:
+                waiting.append(self._buffer.get_nowait())
+            taken: list[tuple[int, AbstractIncomingMessage, list]] = []
+            for seq, message in waiting:
+                if seq not in self._unacked:
+                    continue  # already settled
+                if not _channel_open(message):
+                    del self._unacked[seq]
+                    self.stale_dropped += 1
                     continue
+                try:
+                    items = decode_batch(message.body)
+                except InvalidBatch as exc:
+                    await self._dead_letter(seq, message, str(exc))
+                    continue
+                records, oversized = self._records(items)
+                if oversized:
+                    if not await self._dead_letter_items(seq, message, oversized):
+                        continue
+                taken.append((seq, message, records))
+            if not taken:
+                continue
+            records = self._join([r for _, _, r in taken])
             producer = self._producer
             futures: list[asyncio.Future] = []
-            headers = ([("smartlogs-batch", message.message_id.encode())]
-                       if message.message_id else None)
+            ids = ",".join(m.message_id for _, m, _ in taken if m.message_id)
+            headers = [("smartlogs-batch", ids.encode())] if ids else None
             try:
                 if producer is None:
                     raise RuntimeError("no Kafka producer")
@@ -485,14 +500,35 @@ class Bridge:
                     fut.add_done_callback(_consume_result)
                 self._fail(exc)
                 return
-            self._inflight.put_nowait((seq, message, futures, records))
+            self._inflight.put_nowait(([(seq, m) for seq, m, _ in taken], futures, records))
+
+    def _join(self, per_message: list[list[tuple[bytes, bytes, int]]]) -> list[tuple[bytes, bytes, int]]:
+        """The records of consecutive messages, those of one source joined where the limits
+        allow (``max_lines_per_record``, ``max_record_bytes``): a message's items are appended
+        to the latest record of their source, so each source's items keep their order."""
+        if len(per_message) == 1:
+            return per_message[0]
+        out: list[tuple[bytes, bytes, int]] = []
+        latest: dict[bytes, int] = {}  # source key → index of its latest record in ``out``
+        for records in per_message:
+            for key, value, n in records:
+                i = latest.get(key)
+                if i is not None:
+                    _, joined, m = out[i]
+                    if (m + n <= self.max_lines_per_record
+                            and len(joined) + len(value) - 1 <= self.max_record_bytes):
+                        out[i] = (key, joined[:-1] + b"," + value[1:], m + n)  # two JSON arrays
+                        continue
+                latest[key] = len(out)
+                out.append((key, value, n))
+        return out
 
     async def _ack_loop(self) -> None:
         while True:
             entry = await self._inflight.get()
             if entry is None:
                 return
-            seq, message, futures, records = entry
+            deliveries, futures, records = entry
             if futures:
                 try:
                     await asyncio.gather(*futures)
@@ -501,15 +537,18 @@ class Bridge:
                         fut.add_done_callback(_consume_result)
                     self._fail(exc)
                     return
-            if self._unacked.pop(seq, None) is None:
-                continue
+            live = [(seq, m) for seq, m in deliveries if self._unacked.pop(seq, None) is not None]
+            if not live:
+                continue  # settled meanwhile (requeued): they come again
             self.produced_records += len(records)
             self.produced_lines += sum(n for _k, _v, n in records)
-            if await self._settle(message, requeue=None):
-                self.acked += 1
-                metrics.LAST_EVENT.labels("bridge").set(time.time())
-                log.info("moved %d lines to Kafka in %d records", sum(n for _k, _v, n in records),
-                         len(records), extra={"correlation_id": message.message_id})
+            for _seq, message in live:
+                if await self._settle(message, requeue=None):
+                    self.acked += 1
+                    metrics.LAST_EVENT.labels("bridge").set(time.time())
+            log.info("moved %d lines of %d message(s) to Kafka in %d records",
+                     sum(n for _k, _v, n in records), len(deliveries), len(records),
+                     extra={"correlation_id": ",".join(m.message_id or "" for _, m in deliveries)})
 
     async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool | None) -> bool:
         """ack (requeue=None) or nack; False if the delivery's channel is gone."""

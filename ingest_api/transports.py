@@ -162,7 +162,7 @@ class SpoolTransport:
     def __init__(self, settings: Settings):
         from smartlogs.store import SqliteStore
         from streams.pipeline import PipelineConfig
-        from streams.runtime.embedded import EmbeddedRunner
+        from streams.runtime.embedded import GATHER_SECONDS, EmbeddedRunner
         from streams.runtime.shards import ShardSupervisor
         from streams.runtime.stage import RetryPolicy
 
@@ -177,7 +177,8 @@ class SpoolTransport:
                            checkpoint_path=settings.checkpoint_path,
                            checkpoint_seconds=settings.checkpoint_seconds,
                            n_partitions=settings.partitions,
-                           retry=RetryPolicy.from_settings(settings))
+                           retry=RetryPolicy.from_settings(settings),
+                           gather_seconds=GATHER_SECONDS)
             if shards == 1 else ShardSupervisor(settings, self.store, shards))
         # gather: clients that post one line at a time come back within a fraction of a
         # commit (an fsync); each commit waits for them (GroupCommit, bench/RESULTS.md)

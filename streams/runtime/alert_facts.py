@@ -39,11 +39,31 @@ were lost. Per crash window of a batch *b* on worker W (old code → now):
 
 A facts path that fails (Kafka refusing the transaction) never holds the pipeline: the
 batch is acked, its facts wait in memory (``Outbox``) and go with the next transaction; if W
-dies meanwhile, case 2 applies. Limits: a partition with no saved state (its first
-``SMARTLOGS_CHECKPOINT_SECONDS``) is taken up from the group's committed offset, so a batch
-acked before its facts were committed is lost to the global rules if its worker dies then;
-a state saved before the mark existed has none, and every batch processed again after it is
-judged (after a kill -9 during the upgrade, a few seconds' lines may count twice).
+dies meanwhile, case 2 applies: the new owner processes the batch again from the partition's
+saved state, which is older than any batch whose facts wait (a save carries them). That
+holds from a partition's first batch on: a partition taken with no saved state is saved (a
+fresh model at the offset it starts from, with the mark) before its first message is
+processed (``streams.runtime.worker._first_save``); the old code saved it at the first
+checkpoint, ``SMARTLOGS_CHECKPOINT_SECONDS`` later, and a worker killed before that left its
+next owner to start at the group's committed offset, past a batch acked before its facts
+were committed: lost to the global rules (tested with a worker whose facts transactions are
+refused, killed -9 once the group's commit passed its batches).
+
+**The partition-local rules** (host/incident: ``streams.alerts.placement``) are judged by the
+worker holding the partition, their groups saved in Elasticsearch as that partition's part of
+the alert engine's state (``streams.runtime.alerting``), with the raw offset from which the
+partition's batches are not in it. A batch processed again by the new owner is judged by
+them from its stored events when at or past that offset, and not at all before it (it is
+counted in the part restored). The old code judged the events a write newly stored, so a
+batch Elasticsearch took just before its worker was killed (cases 2-4) was never judged by
+them. Alerts raised again are not recorded nor notified twice (the history records after
+the part's save are restored with it). Left: a host alert forwarded to the holder of partition
+0 (a plain send) in the milliseconds before a kill -9, after a save of its part that counted
+its batch, is lost; a part saved older than the partition's state misses the counts of the
+batches in between (their alerts were recorded).
+
+Limits: a state saved before the mark existed has none, and every batch processed again
+after it is judged (after a kill -9 during the upgrade, a few seconds' lines may count twice).
 """
 
 from __future__ import annotations

@@ -28,7 +28,10 @@ scope of its group. At each batch and tick the alerting restores the parts it ga
 (``AlertEngine.restore(..., owner=scope)`` into the running engine, then that scope's records
 written after the save) and forgets the groups of the parts it lost (``AlertEngine.drop``);
 the worker saves the parts of the partitions being revoked before the rebalance completes
-(``save(scopes=...)``), so the new holder reads them. The history's ``follow(position)``
+(``save(scopes=...)``), so the new holder reads them. A partition's part also records the
+raw offset from which the partition's batches are not in it (``raw``, from ``on_stored``'s
+``offset``): a batch its new holder processes again after a crash is judged by the
+partition-local rules once, whether or not its old holder judged it. The history's ``follow(position)``
 makes the records this process writes after taking a part up come after that part's saved
 position (Elasticsearch's ``seq`` is a per-writer counter started at its clock), so a later
 holder applies them whichever writer's clock is ahead. Embedded mode (``holds`` unset) saves
@@ -614,16 +617,28 @@ class Alerting:
         self._lost: set[str] = set()
         self._untaken: set[str] = set()  # the records whose take-up failed (store unreadable)
         self._dirty: set[str] = set()  # the records whose part changed since its last save
+        # per partition part held (with ``on_stored(..., offset=...)``, the Kafka worker): the
+        # raw offset from which its batches are not in that part's state yet, saved with it
+        # (``raw``): a batch processed again after a crash is judged by the partition-local
+        # rules from its stored events when at or past it, and not at all before it. None: a
+        # part saved before this was recorded (its rules judge the events newly stored)
+        self._local_next: dict[str, int | None] = {}
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
 
     def on_stored(self, events: list[dict], owner: str | None = None, *,
-                  seen: list[dict] | None = None) -> list[dict] | None:
+                  seen: list[dict] | None = None, offset: int | None = None,
+                  batch: list[dict] | None = None) -> list[dict] | None:
         """Judge a stored batch; ``owner``: the scope of the partition it came from
         (``streams.alerts.partition_scope``; with ``holds`` set). ``seen``: the batch's events
         the global rules see, when not ``events`` (the Kafka worker's: the batch's stored
         events when its global-rule input was never committed, though Elasticsearch had its
-        events already, and none when it was: ``streams.runtime.alert_facts``). Returns the
+        events already, and none when it was: ``streams.runtime.alert_facts``). ``offset``
+        and ``batch`` (the Kafka worker's): the batch's raw offset and all its stored events;
+        the partition-local rules then judge ``batch`` when the offset is at or past the
+        first one the owner's saved part does not cover, nothing before it (a batch
+        processed again after a crash: its events were stored, ``events``, the newly stored
+        ones, is empty), and ``events`` when the part predates that record. Returns the
         facts the holder of partition 0 needs of it (``streams.alerts.facts_of``) when its
         global rules are judged there: a list, maybe empty (its lines still count towards
         the warm-up there), to send; None when this process judges every rule of it."""
@@ -631,6 +646,11 @@ class Alerting:
         glob = events if seen is None else seen
         with self._lock:
             done = self._sync()
+            if offset is not None and batch is not None and owner in self._local_next:
+                start = self._local_next[owner]
+                if start is not None:
+                    events = batch if offset >= start else []  # (``seen`` is it, usually)
+                self._local_next[owner] = max(start or 0, offset + 1)
             away = () if local is None else tuple(
                 r for r in self.engine.rules if placement(r) == "global" and r not in local)
             if glob is events or away:
@@ -650,6 +670,7 @@ class Alerting:
                 # the last batch of a partition revoked meanwhile: judged and recorded (its
                 # new holder applies the records), not kept (nobody here saves that part)
                 self.engine.drop(owner)
+                self._local_next.pop(owner, None)
             # the batch's groups moved; so did the templates seen and lines observed (global)
             self._dirty |= {self._record_of(owner), self._record_of(GLOBAL_SCOPE)}
         self._dispatch(done)
@@ -752,6 +773,7 @@ class Alerting:
         if scope == GLOBAL_SCOPE:
             self._facts_next = -1  # the next holder goes on from the saved position
         dropped = self.engine.drop(scope)
+        self._local_next.pop(scope, None)
         self._held.discard(scope)
         self._dirty.discard(scope)
         log.info("alert engine: %s is no longer held here (%d group(s) forgotten)",
@@ -777,16 +799,21 @@ class Alerting:
         logged, and that part starts fresh (an alert open before may then fire again)."""
         self._held.add(scope)
         owner = scope if self.holds is not None else None
+        local = owner is not None and owner != GLOBAL_SCOPE
+        if local:  # a part that starts fresh covers no batch
+            self._local_next[scope] = 0
         try:
             blob, position = self.history.take_state(scope)
         except StaleOwner:  # another worker claimed it meanwhile: not this one's
             self._held.discard(scope)
+            self._local_next.pop(scope, None)
             self._lose(scope)
             return []
         except Exception as exc:  # noqa: BLE001 - alerting must never take the platform down
             # not taken up (nor claimed): tried again at the next batch or tick (logged once
             # until it succeeds: the store may be down for a while)
             self._held.discard(scope)
+            self._local_next.pop(scope, None)
             (log.debug if scope in self._untaken else log.warning)(
                 "the alert engine's state (%s) could not be taken up (%s: %s); tried again at "
                 "each batch and tick", scope, type(exc).__name__, str(exc)[:200])
@@ -796,6 +823,8 @@ class Alerting:
         try:
             self.history.follow(position)  # this process's records of it come after the save
             saved = orjson.loads(zlib.decompress(blob)) if blob is not None else {}
+            if local and blob is not None:
+                self._local_next[scope] = saved.get("raw")
             if owner is None or owner == GLOBAL_SCOPE:  # the facts judged before the save
                 self._facts_next = int(saved.get("facts", -1))
                 if self.shares is not None and position is not None:
@@ -810,6 +839,8 @@ class Alerting:
         except Exception:  # noqa: BLE001 - alerting must never take the platform down
             log.exception("the alert engine's state (%s) could not be restored: it starts fresh, "
                           "so an alert open before may fire again", scope)
+            if local:
+                self._local_next[scope] = 0
             return []
         opened = sum(1 for a in self.engine.open_alerts()
                      if owner is None or self.engine.owner_of(a) == owner)
@@ -838,7 +869,9 @@ class Alerting:
             blobs = {scope: orjson.dumps({
                 "engine": self.engine.snapshot(scope if self.holds is not None else None),
                 "clean": clean, "at": self.clock(),
-                **({"facts": self._facts_next} if scope in (GLOBAL_SCOPE, self.scope) else {})})
+                **({"facts": self._facts_next} if scope in (GLOBAL_SCOPE, self.scope) else {}),
+                **({"raw": self._local_next[scope]} if self._local_next.get(scope) is not None
+                   else {})})
                 for scope in sorted(due)}
             self._dirty -= set(blobs)
             if fence and GLOBAL_SCOPE in due:

@@ -46,6 +46,16 @@ __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # t
 log = logging.getLogger(__name__)
 
 IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its spool cursors
+# Small batches: a step that found fewer than GATHER_ITEMS items waits GATHER_SECONDS before
+# the next read, so what arrives meanwhile is processed and stored as one batch. Every step and
+# its write cost a fixed ~1 ms of CPU whatever their size (the transaction, its commit, the
+# hand-off to the writer thread), against ~40 µs a line on big batches: many clients posting a
+# line each made batches of a few dozen lines at ~150 µs a line (bench/RESULTS.md, issue 18).
+# The first item after a pause is read at once (a lone request is not held); the wait adds at
+# most GATHER_SECONDS to ingest → searchable, far below the 1 s p99 target, and never applies
+# while the shard is behind (its reads are then full, max_batch items).
+GATHER_SECONDS = 0.02
+GATHER_ITEMS = 500
 
 
 def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
@@ -75,12 +85,17 @@ class EmbeddedRunner:
         wake_event=None,
         reload_marks: float | None = None,
         retry: RetryPolicy | None = None,
+        gather_seconds: float = 0.0,
+        gather_items: int = GATHER_ITEMS,
     ):
         self.store = store
         self.config = config
         self.checkpoint_path = checkpoint_path
         self.checkpoint_seconds = checkpoint_seconds
         self.max_batch = max_batch
+        # small batches wait this long for more (0: never; the shards use GATHER_SECONDS)
+        self.gather_seconds = gather_seconds
+        self.gather_items = min(gather_items, max_batch)
         self.n_partitions = n_partitions or store.partitions
         self.parts = sorted(partitions) if partitions is not None else list(range(self.n_partitions))
         if not self.parts or not all(0 <= p < self.n_partitions for p in self.parts):
@@ -100,6 +115,7 @@ class EmbeddedRunner:
         # processed batches waiting for the writer thread; SQLite releases the GIL while it
         # writes, so storing batch k overlaps with processing batch k+1
         self._pending: queue.Queue = queue.Queue(maxsize=2)
+        self._moved = False  # the last step's read found the spool grown
         self._listeners: list = []
         self._last_ckpt = time.monotonic()
         self._last_tick = 0.0  # monotonic time of the last incident tick
@@ -110,8 +126,9 @@ class EmbeddedRunner:
         self._marks_version = -1  # the store's marks version the pipelines' marks reflect
         self.checkpoints = 0  # written by this runner
         # seconds the processing thread waited: for the writer thread to take a batch (the
-        # store is the bottleneck: its turn, its write), and for work (nothing in the spool)
-        self.waited = {"writer_behind": 0.0, "idle": 0.0}
+        # store is the bottleneck: its turn, its write), for work (nothing in the spool), and
+        # for a small read to grow (the gather)
+        self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0}
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -266,13 +283,21 @@ class EmbeddedRunner:
             if (time.monotonic() - self._last_ckpt
                     >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
                 self.checkpoint()
-            if not did:
-                if time.monotonic() - self._last_tick >= 1.0:
-                    self._last_tick = time.monotonic()
-                    try:
-                        self.tick()
-                    except Exception:  # noqa: BLE001 - retried at the next idle second
-                        log.exception("incident tick failed")
+            if not did and time.monotonic() - self._last_tick >= 1.0:
+                self._last_tick = time.monotonic()
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - retried at the next idle second
+                    log.exception("incident tick failed")
+            if (did < self.gather_items and self.gather_seconds > 0
+                    and (did or self._moved)):
+                # a small batch, or only other shards' rows: let the next read grow (the
+                # wake-ups meanwhile are not needed, the next read follows the wait)
+                t = time.monotonic()
+                self._stop.wait(self.gather_seconds)
+                self._wake.clear()
+                self.waited["gather"] += time.monotonic() - t
+            elif not did:
                 t = time.monotonic()
                 self._wake.wait(0.25)
                 self._wake.clear()
@@ -312,6 +337,7 @@ class EmbeddedRunner:
         low = min(seqs.values())
         # only the spool rows of this runner's partitions (the API keeps a row per partition)
         batches, last_seq = self.store.spool_rows(low, self.max_batch, self._positions(seqs))
+        self._moved = last_seq > low  # the spool grew (maybe with other shards' rows only)
         if last_seq <= low:
             return 0
         if batches:

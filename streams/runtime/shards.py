@@ -103,7 +103,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     from smartlogs.logs import configure_logging
     from smartlogs.store.sqlite import SqliteStore
     from streams.pipeline import PipelineConfig
-    from streams.runtime.embedded import EmbeddedRunner
+    from streams.runtime.embedded import GATHER_SECONDS, EmbeddedRunner
     from streams.runtime.gc_tuning import tune_gc
     from streams.runtime.stage import RetryPolicy
 
@@ -126,7 +126,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             checkpoint_seconds=settings.checkpoint_seconds,
                             partitions=parts, n_partitions=settings.partitions,
                             wake_event=wake, reload_marks=MARKS_SECONDS,
-                            retry=RetryPolicy.from_settings(settings))
+                            retry=RetryPolicy.from_settings(settings),
+                            gather_seconds=GATHER_SECONDS)
     tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     # the writer thread takes the GIL back after each SQLite call while holding the store's
     # writer turn, which the other shards wait for: after 1 ms of the pipeline thread's work,

@@ -31,8 +31,9 @@ lives in Kafka, not in a local file: the compacted topic ``<worker id>-state``, 
 partition *p* holds the state of raw partition *p* (``streams.runtime.state_records`` for the records,
 ``streams.runtime.state_topic`` for the topic). Every ``SMARTLOGS_CHECKPOINT_SECONDS`` the partitions
 that processed lines since their last save write the rows that changed, the rest of the model
-and a head with the raw-topic offset the state reflects, in one Kafka transaction. A save only
-covers batches Elasticsearch took (a partition with a batch in flight waits for it). The same
+and a head with the raw-topic offset the state reflects, in one Kafka transaction (and a
+partition taken with no state is saved at its start offset before its first message:
+``_first_save``). A save only covers batches Elasticsearch took (a partition with a batch in flight waits for it). The same
 producer commits each stored batch's alert facts with the partition's facts mark (a task of
 its own, ``_commit_facts``; a save carries those not committed yet), so the global alert rules
 see every batch once whatever the crash point (``streams.runtime.alert_facts``).
@@ -275,6 +276,17 @@ async def _store_batches(loop, stream, group: list[tuple]) -> None:
             await stream.ack(event)
 
 
+# A write that stored fewer than WRITE_GATHER_EVENTS events is followed by a pause of
+# WRITE_GATHER_SECONDS before the next, so the small batches processed meanwhile go as one bulk
+# request: each write costs the worker a fixed share of CPU (the thread hop, the bulk request,
+# its answer) whatever its size, and with many clients posting a line each every Kafka message
+# held a few lines (bench/RESULTS.md, issue 18). The first write after a pause goes at once; a
+# backlog fills the writes past the bound, so it never waits; the pause adds at most this much
+# to ingest → searchable (p99 target 1 s).
+WRITE_GATHER_SECONDS = 0.02
+WRITE_GATHER_EVENTS = 500
+
+
 class _Writes:
     """The agent's processed batches on their way to the store: one task writes them in
     order, and the batches processed while a write is in flight go together in the next one
@@ -306,6 +318,10 @@ class _Writes:
                 group, self.queue, self.events = self.queue, [], 0
                 self._taken.set()
                 await _store_batches(self.loop, self.stream, group)
+                if sum(len(g[3].events) for g in group) < WRITE_GATHER_EVENTS:
+                    # a small write (clients posting a line each): the batches of the next
+                    # few ms go together in the next one (see WRITE_GATHER_SECONDS)
+                    await asyncio.sleep(WRITE_GATHER_SECONDS)
             # a save that waited for these writes is taken now, not at the next message or
             # tick (a stop before either would leave the state topic without what they covered)
             if not _save_due:
@@ -341,28 +357,29 @@ class _Writes:
 async def _judge(part: Part, offset: int, events: list[dict], new: list[dict],
                  rejected: list[dict]) -> None:
     """The alert rules over a stored batch at raw ``offset``: the partition-local ones over
-    the events the store newly took (``new``), the global ones over the batch's stored events
-    unless the facts mark says they saw them before this process took the partition
-    (``streams.runtime.alert_facts``: a batch stored by a worker that died before its facts
-    were committed is judged by the one processing it again). Their input (the facts for the
-    holder of partition 0, or only the mark when judged here) goes to the partition's outbox,
-    committed in a transaction by ``_commit_facts``, never awaited here: a failing facts path
-    does not hold the pipeline."""
+    the batch's stored events unless the partition's part of the alert engine's saved state
+    covers the batch already (``Alerting.on_stored``'s ``offset``: a batch stored by a worker
+    that died before judging it is judged by the one processing it again, whose write newly
+    stores none of it), the global ones over them unless the facts mark says they saw them
+    before this process took the partition (``streams.runtime.alert_facts``). Their input
+    (the facts for the holder of partition 0, or only the mark when judged here) goes to the
+    partition's outbox, committed in a transaction by ``_commit_facts``, never awaited here:
+    a failing facts path does not hold the pipeline."""
     if _alerting is None:
         return
-    glob: list[dict] = []
-    if not part.outbox.seen(offset):
-        dead = {id(d.get("event")) for d in rejected}
-        ids: set = set()  # a repeated id is stored once (the first)
-        for e in events:
-            if id(e) not in dead and e.get("id") not in ids:
-                ids.add(e.get("id"))
-                glob.append(e)
-    if not new and not glob:
+    dead = {id(d.get("event")) for d in rejected}
+    stored: list[dict] = []
+    ids: set = set()  # a repeated id is stored once (the first)
+    for e in events:
+        if id(e) not in dead and e.get("id") not in ids:
+            ids.add(e.get("id"))
+            stored.append(e)
+    glob = [] if part.outbox.seen(offset) else stored
+    if not new and not stored:
         return
     # off the event loop: the history is written to Elasticsearch (never raises)
     facts = await asyncio.get_running_loop().run_in_executor(
-        None, _alert_on, new, part.partition, None if len(glob) == len(new) else glob)
+        None, _alert_on, new, part.partition, glob, offset, stored)
     if glob:
         part.outbox.add(offset + 1, None if facts is None
                         else alert_facts.encode_facts(len(glob), facts))
@@ -371,8 +388,8 @@ async def _judge(part: Part, offset: int, events: list[dict], new: list[dict],
 
 def _make_alerting():
     """Alert rules in the full stack (``SMARTLOGS_ALERT_RULES``): the same engine as embedded
-    mode, fed with each batch once Elasticsearch took it (each event once: only the events
-    the store newly took), its history in Elasticsearch (the API lists it). Each rule is
+    mode, fed with each batch once Elasticsearch took it (each batch once, also when
+    processed again after a crash: ``_judge``), its history in Elasticsearch (the API lists it). Each rule is
     evaluated once however many workers share the topic (``streams.alerts.assign_rules``:
     with every partition, all rules over this worker's events; else host/incident rules over
     its events, and the global ones by the holder of partition 0, over the facts every
@@ -667,6 +684,22 @@ async def _part_of(event) -> Part | None:
     return part
 
 
+async def _first_save(event, part: Part, committed: int | None) -> None:
+    """A partition with no state saved (``Part.applied`` None) is saved, a fresh model at the
+    offset it starts from, before its first message is processed: the facts mark is that
+    offset from then on. Without it a worker killed in the partition's first
+    ``SMARTLOGS_CHECKPOINT_SECONDS`` left no state, and its next owner took the partition up
+    from the group's committed offset, past a batch acked before its alert facts were
+    committed: the global rules never saw that batch (``streams.runtime.alert_facts``). A
+    save that fails is logged; the next checkpoint tries again (the window stays open until
+    one succeeds)."""
+    if committed is None:
+        committed = committed_offset(app.consumer, event.message.tp)
+    part.applied = committed if committed is not None else event.message.offset
+    async with _save_lock:
+        await _save_part(part)
+
+
 @app.agent(raw_topic)
 async def process(batches):
     """One Kafka message = one batch, through the pipeline of its partition. Acks are manual: a
@@ -705,6 +738,8 @@ async def process(batches):
                 log.info("partition %s: first message (offset %d) before Faust knew the commit; "
                          "Kafka's committed offset: %s", event.message.partition,
                          event.message.offset, committed)
+            if _needs_start(event) and part.applied is None:
+                await _first_save(event, part, committed)
             gap = _continuity(event, part, committed)
             if gap is not None:
                 await writes.drain()  # keep writes and acks in order
@@ -801,9 +836,11 @@ async def _adopt_aliases() -> None:
         log.info("template catalog: %d template(s) renamed to their canonical id", renamed)
 
 
-def _alert_on(events: list[dict], partition: int, seen: list[dict] | None) -> list[dict] | None:
+def _alert_on(events: list[dict], partition: int, seen: list[dict], offset: int,
+              stored: list[dict]) -> list[dict] | None:
     try:
-        return _alerting.on_stored(events, partition_scope(partition), seen=seen)
+        return _alerting.on_stored(events, partition_scope(partition), seen=seen, offset=offset,
+                                   batch=stored)
     except Exception:  # noqa: BLE001 - alerting must never hold the pipeline
         log.exception("alert rules failed on a batch")
         return None

@@ -712,3 +712,65 @@ def test_a_host_alert_forwarded_before_the_judge_crashed_is_not_sent_again_by_it
     assert sent.got == [(f"errs|h1|{t:.0f}", "firing")]
     assert [(r["group"], r["state"]) for r in c.history.list()] == [("h1", "firing")]
     c.stop()
+
+
+def test_a_batch_stored_before_a_crash_is_judged_once_by_the_host_rules_of_its_next_owner(
+        tmp_path):
+    """The Kafka worker hands each batch over with its raw offset and stored events
+    (``on_stored(..., offset=, batch=)``). A judges offset 10 (one error on h1), saves
+    partition 0's part (which covers offsets before 11), and is killed after Elasticsearch
+    took offset 11 (one more error), before judging it. C takes the partition from A's save
+    and processes 10 and 11 again: its writes newly store nothing. The host rule (3 errors
+    a minute) judges 11 from its events (the old code judged the newly stored ones: none, so
+    11 was never counted) and not 10 (in the saved part already: counted twice it would fire
+    now), so it fires at offset 12, the third error, once. A part saved before the offset was
+    recorded judges the newly stored events, as before."""
+    import yaml
+
+    from streams.runtime.alerting import Alerting, AlertHistory
+    from streams.alerts import AlertEngine, assign_rules, load_rules, scopes_held
+
+    rules, _ = load_rules(yaml.safe_load(
+        "warmup_lines: 0\nrules:\n  - {name: errs, kind: error_flood, threshold: 3, "
+        "window: 60s, group_by: host}\n"), "rules.yaml")
+
+    def worker():
+        a = Alerting(AlertEngine(rules, warmup_lines=0), AlertHistory(tmp_path / "alerts.db"),
+                     [], clock=lambda: _T + 1, tick_seconds=3600)
+        a.holds = lambda: scopes_held({0, 1}, 2)
+        a.plan = lambda: assign_rules(rules, {0, 1}, 2)
+        a.start()
+        return a
+
+    line = [_line(i, _T + 1, "h1") for i in range(3)]
+    a = worker()
+    assert a.on_stored(line[:1], "p0", seen=line[:1], offset=10, batch=line[:1]) is None
+    assert a.save(clean=True)
+    # offset 11 stored, then A is killed -9 (no judging, no save)
+    c = worker()
+    c.on_stored([], "p0", seen=[], offset=10, batch=line[:1])  # covered by the saved part
+    c.on_stored([], "p0", seen=[], offset=11, batch=line[1:2])  # stored by A, never judged
+    assert c.history.list() == []  # 2 errors, not 3
+    c.on_stored(line[2:], "p0", seen=line[2:], offset=12, batch=line[2:])
+    assert [(r["rule"], r["group"], r["state"]) for r in c.history.list()] == [
+        ("errs", "h1", "firing")]
+    assert c.save(clean=True)
+    # a part saved without the offset (an older release): the newly stored events, as before
+    import orjson
+    import zlib
+
+    blob, position = c.history.load_state("p0")
+    saved = orjson.loads(zlib.decompress(blob))
+    assert saved["raw"] == 13
+    del saved["raw"]
+    c.history.save_state("p0", zlib.compress(orjson.dumps(saved)), position)
+    d = worker()
+    d.on_stored([], "p1", seen=[], offset=5, batch=[_line(7, _T + 1, "h2")])  # p1: none saved
+    d.on_stored([], "p1", seen=[], offset=6, batch=[_line(8, _T + 1, "h2")])
+    d.on_stored([], "p0", seen=[], offset=13, batch=[_line(9, _T + 1, "h3")] * 3)  # not judged
+    d.on_stored([_line(10, _T + 1, "h2")], "p1", seen=[], offset=7,
+                batch=[_line(10, _T + 1, "h2")])
+    assert sorted((r["group"], r["state"]) for r in d.history.list()) == [
+        ("h1", "firing"), ("h2", "firing")]  # h2: its part had no save, every batch judged
+    for w in (a, c, d):
+        w.stop()

@@ -345,3 +345,77 @@ def test_the_stored_log_line_names_the_requests_correlation_ids(tmp_path, caplog
         runner.drain()
     stored = [r for r in caplog.records if r.getMessage().startswith("stored ")]
     assert stored and stored[0].correlation_id == "req-1,req-2"
+
+
+def _counting_writes(store: SqliteStore) -> list[int]:
+    """The number of events of each batch the store is handed, in order."""
+    sizes: list[int] = []
+    write = store.write_batch
+
+    def counted(batch, **kw):
+        if batch.events:
+            sizes.append(len(batch.events))
+        return write(batch, **kw)
+
+    store.write_batch = counted
+    return sizes
+
+
+def _wait_for(cond, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+
+def test_small_batches_arriving_one_after_another_are_gathered_into_one_write(tmp_path):
+    """Clients posting a line each (issue 18): every read and write of the runner costs a
+    fixed ~1 ms of CPU, so a read that found a few items waits (``gather_seconds``) for what
+    follows instead of storing each commit of the API as its own batch. Before, each of these
+    five requests was a batch of its own."""
+    store = SqliteStore(tmp_path / "db")
+    sizes = _counting_writes(store)
+    runner = EmbeddedRunner(store, CONFIG, gather_seconds=1.0)
+    runner.start()
+    try:
+        store.spool_append(_items(["first line after a pause"], "a"))
+        runner.wake()
+        assert _wait_for(lambda: sizes == [1], 5)  # read at once: not held
+        for i in range(5):  # within the gather that the first small read started
+            store.spool_append(_items([f"request {i} of a client"], f"r{i}"))
+            runner.wake()
+            time.sleep(0.02)
+        assert _wait_for(lambda: sum(sizes) == 6, 10)
+        assert sizes == [1, 5]
+    finally:
+        runner.stop()
+    assert store.count_events() == 6 == _window_total(store)
+
+
+def test_the_gather_never_holds_a_lone_request_a_runner_behind_or_a_stop(tmp_path):
+    """Bounded (the gather here is 30 s): the first item after a pause is read at once, full
+    reads (a backlog) follow each other without waiting, and stop() ends a wait."""
+    store = SqliteStore(tmp_path / "lone.db")
+    sizes = _counting_writes(store)
+    runner = EmbeddedRunner(store, CONFIG, gather_seconds=30.0)
+    runner.start()
+    try:
+        store.spool_append(_items(["a lone request"], "lone"))
+        runner.wake()
+        assert _wait_for(lambda: sizes == [1], 10)
+    finally:
+        started = time.monotonic()
+        runner.stop()  # it waits in its gather now: stop ends the wait
+    assert time.monotonic() - started < 15
+
+    store = SqliteStore(tmp_path / "backlog.db")
+    sizes = _counting_writes(store)
+    for k in range(4):  # a backlog of full reads (20 items each)
+        store.spool_append(_items([f"backlog {k}.{i}" for i in range(20)], f"b{k}"))
+    runner = EmbeddedRunner(store, CONFIG, gather_seconds=30.0, gather_items=10, max_batch=20)
+    runner.start()
+    try:
+        assert _wait_for(lambda: store.count_events() == 80, 15)
+    finally:
+        runner.stop()
+    assert sizes == [20, 20, 20, 20]

@@ -249,7 +249,7 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
         # what a shard lost to the one SQLite writer is shown (issue 18): each wrote its
         # batches holding the writer turn, with the GIL switch interval its writer needs
         for s in st["shards"]:
-            assert {"store_turn", "store_turn_held", "writer_behind", "idle"} <= set(
+            assert {"store_turn", "store_turn_held", "writer_behind", "idle", "gather"} <= set(
                 s["waited_s"]), s
             assert s["switch_interval"] == pytest.approx(SWITCH_SECONDS), s
             if s["processed"]:  # (a shard may own none of these sources' partitions)
@@ -321,3 +321,42 @@ def test_a_shard_in_another_process_reads_feedback_marks_from_the_store(tmp_path
         shard.stop()
         api.close()
         store.close()
+
+
+def test_a_shard_that_sees_only_other_shards_rows_does_not_read_at_every_commit(tmp_path):
+    """Issue 18 (small requests): the API wakes every shard at each commit; a shard whose
+    partitions got nothing read the spool each time (a read of the spool and of the marks, for
+    nothing). It now reads at the gather's pace while the spool grows with other shards' rows,
+    and still takes its own rows, and stores nothing of the others'."""
+    store = SqliteStore(tmp_path / "db", partitions=P)
+    mine = shard_partitions(1, 2, P)
+    theirs = next(s for s in (f"stream-{i}" for i in range(100))
+                  if partition_of(partition_key({"stream": s}), P) not in mine)
+    own = next(s for s in (f"stream-{i}" for i in range(100))
+               if partition_of(partition_key({"stream": s}), P) in mine)
+    reads = []
+    spool_rows = store.spool_rows
+
+    def counted(*a, **kw):
+        reads.append(time.monotonic())
+        return spool_rows(*a, **kw)
+
+    store.spool_rows = counted
+    shard = EmbeddedRunner(store, CONFIG, n_partitions=P, partitions=mine, gather_seconds=1.0)
+    shard.start()
+    try:
+        time.sleep(0.3)
+        reads.clear()
+        for i in range(10):  # ten commits of another shard's source, each waking this shard
+            store.spool_append(_items([f"other shard line {i}"], f"o{i}", theirs))
+            shard.wake()
+            time.sleep(0.03)
+        assert len(reads) <= 3  # before: one read (at least) per wake-up
+        store.spool_append(_items(["a line of its own"], "own", own))
+        shard.wake()
+        deadline = time.monotonic() + 10
+        while store.count_events() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        shard.stop()
+    assert [e[3] for e in _events(store).values()] == ["a line of its own"]

@@ -537,3 +537,214 @@ def test_a_judging_worker_frozen_past_the_session_timeout_alerts_again_for_every
     # clock's save) was refused: the survivor's newer parts stayed (the old code overwrote them)
     assert "global was taken up by another worker" in (
         global_stack["tmp"] / f"{judge}.log").read_text(), logs
+
+
+# -- crash windows of a partition (streams/runtime/alert_facts.py) ------------------------------
+HOST_RULES = """warmup_lines: 0
+rules:
+  - {name: errs, kind: error_flood, level: ERROR, threshold: 1, window: 1m, group_by: host}
+"""
+
+
+@pytest.fixture
+def host_stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    yield from _stack_with_rules(HOST_RULES, tmp_path, rabbitmq, kafka, elasticsearch)
+
+
+def _up(port: int):
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+    except httpx.TransportError:
+        return None
+
+
+def _start_victim(stack, module: str, env: dict):
+    import subprocess
+    import sys
+
+    from tests.integration.stack import free_port
+
+    port = free_port()
+    proc = stack["procs"]["victim"] = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env={**stack["env"], "SMARTLOGS_WORKER_METRICS_PORT": str(port), **env},
+        stdout=open(stack["tmp"] / "victim.log", "w"), stderr=subprocess.STDOUT)
+    return proc, port
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_stored_by_a_worker_killed_before_judging_it_raises_its_host_alert_once(
+        host_stack):
+    """Two real workers share the 4 partitions. One is killed with SIGKILL right after
+    Elasticsearch took a batch (tests/integration/die_after_storing.py) holding an ERROR line
+    of a host of a partition it holds: before its host rule judged it. The survivor takes the
+    partition and processes the batch again; its write newly stores none of it, and the batch
+    lies past what the partition's saved alert part covers, so the host rule (1 error a
+    minute) judges it from its stored events: one alert for that host, not zero (the old
+    code judged only the events a write newly stored) and not two."""
+    url, procs, env, tmp = (host_stack[k] for k in ("url", "procs", "env", "tmp"))
+    word = "controller reset the bus after a timeout"
+    hosts = _hosts_over_partitions()
+    warm = [{"message": f"heartbeat ok from worker {i % 7}", "host": hosts[i % len(hosts)],
+             "level": "INFO", "timestamp": time.time()} for i in range(100)]
+    assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
+    assert wait_total(url, 100, procs=procs) == 100, stack_logs(host_stack)
+    victim, port = _start_victim(host_stack, "tests.integration.die_after_storing",
+                                 {"SMARTLOGS_TEST_DIE_AFTER_STORING": word})
+    ports = [int(env["SMARTLOGS_WORKER_METRICS_PORT"]), port]
+    last = []
+
+    def spread():  # a line in every partition: each worker shows the partitions it holds
+        httpx.post(f"{url}/ingest", json=[{"message": "heartbeat ok from worker 1", "host": h,
+                                           "level": "INFO", "timestamp": time.time()}
+                                          for h in hosts], timeout=30)
+        held = [_held(p) for p in ports]
+        ok = (all(_up(p) for p in ports) and held[1] and set().union(*held) == {0, 1, 2, 3}
+              and sum(map(len, held)) == 4)
+        settled = ok and last == held
+        last[:] = held if ok else []
+        return settled and held
+
+    held = _wait(spread, timeout=240)
+    assert held, stack_logs(host_stack) + (tmp / "victim.log").read_text()[-3000:]
+    time.sleep(6)  # the victim's alert parts are saved (every 5 s)
+    host = hosts[2 * min(held[1])]  # (two hosts per partition, in partition order)
+    _Hook.got.clear()
+    assert httpx.post(f"{url}/ingest", timeout=30, json=[
+        {"message": word, "host": host, "level": "ERROR", "timestamp": time.time()}]
+    ).status_code == 202
+    assert victim.wait(90) == -9, (tmp / "victim.log").read_text()[-3000:]
+    assert "event(s) stored; SIGKILL" in (tmp / "victim.log").read_text()
+    assert not [a for a in _Hook.got if a["group"] == host]  # nobody judged it yet
+    assert _wait(lambda: httpx.get(f"{url}/api/events", params={"q": "controller"}, timeout=10
+                                   ).json().get("total") == 1, timeout=30)
+    fired = _wait(lambda: [a for a in _Hook.got if a["group"] == host], timeout=180)
+    assert fired, (_Hook.got, stack_logs(host_stack))
+    assert fired[0]["state"] == "firing" and fired[0]["trigger"]["message"] == word
+    time.sleep(8)  # nothing more comes
+    got = [(a["rule"], a["state"]) for a in _Hook.got if a["group"] == host]
+    assert got.count(("errs", "firing")) == 1 and set(got) == {("errs", "firing")}, got
+
+
+def _group_committed(env: dict, partitions) -> dict[int, int | None]:
+    """The consumer group's committed offsets of raw partitions (asked of Kafka)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    async def ask():
+        consumer = AIOKafkaConsumer(bootstrap_servers=env["SMARTLOGS_KAFKA_BOOTSTRAP"],
+                                    group_id=env["SMARTLOGS_WORKER_ID"], enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {p: await consumer.committed(TopicPartition(env["SMARTLOGS_KAFKA_TOPIC"], p))
+                    for p in partitions}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(ask())
+
+
+FIRST_RULES = """warmup_lines: 0
+rules:
+  - {name: new-pattern, kind: new_template, window: 10s}
+"""
+
+
+@pytest.fixture
+def first_stack(tmp_path, rabbitmq, kafka, elasticsearch):
+    yield from _stack_with_rules(FIRST_RULES, tmp_path, rabbitmq, kafka, elasticsearch)
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_acked_in_a_partitions_first_seconds_is_judged_after_a_kill_9(first_stack):
+    """Two real workers share the 4 partitions before any line was sent (no partition has a
+    state yet). One of them has its facts transactions refused
+    (tests/integration/refuse_facts.py): its partitions' first batches are stored and acked,
+    their facts wait in memory, and no state save of those partitions commits (their first
+    seconds, stretched). One new template per host: once the group's commit passed the
+    victim's batches, it is killed with SIGKILL, and a line goes to every host. The survivor
+    takes its partitions up from
+    the state saved when each was taken (a fresh model at its start offset, the facts mark
+    with it), processes the batches again, and every host's template raises its new-pattern
+    alert once. The old code took the partitions up from the group's committed offset, past
+    those batches: the global rules never saw them."""
+    import signal
+
+    url, procs, env, tmp = (first_stack[k] for k in ("url", "procs", "env", "tmp"))
+    victim, port = _start_victim(first_stack, "tests.integration.refuse_facts", {})
+    ports = [int(env["SMARTLOGS_WORKER_METRICS_PORT"]), port]
+
+    def assigned(port):
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()[
+                "kafka"]["assigned_partitions"]
+        except (httpx.TransportError, ValueError, KeyError):
+            return 0
+
+    last = []
+
+    def settled():  # both hold partitions, the same twice in a row 3 s apart
+        now = [assigned(p) for p in ports]
+        ok = all(now) and last == now
+        last[:] = now
+        time.sleep(3)
+        return ok
+
+    assert _wait(settled, timeout=240), stack_logs(first_stack) + (
+        tmp / "victim.log").read_text()[-3000:]
+    hosts = _hosts_over_partitions()
+    rng = random.Random(2020)
+    messages = {h: " ".join("".join(rng.choices(string.ascii_lowercase, k=7))
+                            for _ in range(3 + k)) for k, h in enumerate(hosts)}
+    assert httpx.post(f"{url}/ingest", timeout=30, json=[
+        {"message": m, "host": h, "level": "INFO", "timestamp": time.time()}
+        for h, m in messages.items()]).status_code == 202
+    assert wait_total(url, len(hosts), procs=procs) == len(hosts), stack_logs(first_stack)
+
+    def victims():  # the victim's partitions, once the group's commit passed their batches
+        try:
+            state = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()[
+                "kafka"]["state"]
+        except (httpx.TransportError, ValueError, KeyError):
+            return None
+        applied = {int(p): s["offset"] for p, s in state.items() if s["offset"]}
+        if not applied:
+            return None
+        committed = _group_committed(env, applied)
+        return applied if all((committed[p] or 0) >= o for p, o in applied.items()) else None
+
+    mine = _wait(victims, timeout=60)
+    assert mine, (tmp / "victim.log").read_text()[-3000:]
+    assert "alert facts of" in (tmp / "victim.log").read_text()  # refused, kept
+    lost = {h: m for h, m in messages.items() if _partition(h) in mine}
+    assert lost and not [a for a in _Hook.got
+                         if (a.get("trigger") or {}).get("message") in lost.values()]
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(30) == -9
+    # logs go on (a partition's state is taken up at its next message)
+    assert httpx.post(f"{url}/ingest", json=[
+        {"message": "heartbeat ok from worker 1", "host": h, "level": "INFO",
+         "timestamp": time.time()} for h in hosts], timeout=30).status_code == 202
+
+    def fired():
+        got = {(a.get("trigger") or {}).get("message") for a in _Hook.got
+               if a["rule"] == "new-pattern" and a["state"] == "firing"}
+        return set(messages.values()) <= got
+
+    assert _wait(fired, timeout=180), (sorted(set(lost) - {
+        h for h, m in lost.items() if any((a.get("trigger") or {}).get("message") == m
+                                          for a in _Hook.got)}), stack_logs(first_stack))
+    time.sleep(8)  # nothing more comes
+    sent = [(a["id"], a["state"]) for a in _Hook.got]
+    assert len(sent) == len(set(sent)), sent
+    for m in messages.values():
+        assert [a["state"] for a in _Hook.got if a["state"] == "firing"
+                and (a.get("trigger") or {}).get("message") == m] == ["firing"], m
+
+
+def _partition(host: str, n: int = 4) -> int:
+    from streams.partitions import partition_of
+
+    return partition_of(host, n)

@@ -589,3 +589,46 @@ def test_large_items_split_by_bytes_and_oversized_item_dead_lettered(rabbitmq, k
     assert [it["id"] for it in orjson.loads(dead.body)] == [oversized_id]
     assert dead.headers["x-smartlogs-items"] == 1 and "larger than" in dead.headers[ERROR_HEADER]
     assert (bridge.dead_lettered, bridge.dead_lettered_items, bridge.produced_lines) == (1, 1, 12)
+
+
+def test_many_small_messages_are_joined_into_few_records_exactly_once_in_order(rabbitmq, kafka):
+    """Issue 18 (small requests): clients posting a line each make one AMQP message per group
+    commit, a few lines each, and the bridge made one Kafka record per source of each, so the
+    worker paid its per-message cost for every few lines. The deliveries the bridge holds go
+    out together, a source's items joined into one record (in order; every item once; each
+    message acked after Kafka took its records)."""
+    names = Names()
+    sources = ("app-1.log", "app-2.log")
+    batches = [_items(names.tag, i, [("stream", (sources[i % 2], f"small request {i}"))])
+               for i in range(40)]
+    order = [it["id"] for items in batches for it in items]
+
+    async def main():
+        pub = AmqpPublisher(rabbitmq, names.queue, timeout=5.0, dlq=names.dlq)
+        bridge = Bridge(rabbitmq, names.queue, names.dlq, kafka, names.topic, prefetch=64,
+                        partitions=4)
+        task = None
+        try:
+            await pub.start()
+            for i, items in enumerate(batches):  # all waiting before the bridge starts
+                await pub.publish(items, batch_id=f"{names.tag}-{i}")
+            task = await _start(bridge)
+            await _wait(lambda: bridge.acked == len(batches), 30, "40 messages acked")
+            records = await _read_topic(kafka, names.topic, len(order))
+            assert await _queue_depth(rabbitmq, names.queue) == 0
+        finally:
+            if task is not None:
+                await _stop(bridge, task)
+            await pub.close()
+            await _cleanup(rabbitmq, kafka, names)
+        return records, bridge
+
+    records, bridge = asyncio.run(main())
+    got = [it["id"] for r in records for it in r["items"]]
+    assert sorted(got) == sorted(order), "every item exactly once"
+    for source in sources:
+        assert ([it["id"] for r in records if r["key"] == source for it in r["items"]]
+                == [it["id"] for items in batches for it in items if it["stream"] == source])
+    # before: 40, one a message; how many join depends on how the deliveries reach the buffer
+    assert len(records) < len(batches)
+    assert (bridge.acked, bridge.produced_lines, bridge.produced_records) == (40, 40, len(records))

@@ -379,6 +379,40 @@ def test_the_worker_waits_for_the_writer_beyond_a_bulk_of_events(monkeypatch, tm
     assert [c[1] for c in store.calls] == [["a"], ["b", "c", "d"]]
 
 
+def test_small_batches_that_follow_a_small_write_are_gathered_into_one(monkeypatch, tmp_path):
+    """Issue 18 (small requests): with clients posting a line each, every Kafka message held a
+    few lines and, the writer being idle, each was its own bulk request. After a small write
+    the writer waits (``WRITE_GATHER_SECONDS``) and the batches processed meanwhile go as one;
+    the first batch after a pause is written at once, and every message is acked in order."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.pipeline import Pipeline
+    from streams.runtime import worker
+    from streams.runtime.state_records import Book
+
+    store = FakeStore()
+    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
+    monkeypatch.setattr(worker, "WRITE_GATHER_SECONDS", 1.0)
+    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    acked = []
+
+    class Stream:
+        async def ack(self, event):
+            acked.append(event)
+
+    async def run():
+        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        for n, i in enumerate("abcd"):
+            part.unstored += 1
+            writes.add(f"m{n}", part, [{"id": i}], _batch((i,)), n)
+            await writes.room()
+            await asyncio.sleep(0.02)  # one message after the other, the writer idle
+        await asyncio.wait_for(writes.drain(), 10)
+
+    asyncio.run(run())
+    assert [c[1] for c in store.calls] == [["a"], ["b", "c", "d"]]
+    assert acked == ["m0", "m1", "m2", "m3"] and part.unstored == 0
+
+
 def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkeypatch, tmp_path):
     """A checkpoint that found a batch in flight used to wait for the next message (or the
     next tick): after the last batch of a replay a stop could come first, and the next worker
