@@ -48,6 +48,7 @@ from streams.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from streams.hst_batch import BatchHST  # noqa: E402
 from streams.scoring import FEATURES, AnomalyScorer  # noqa: E402
 from streams.templates import TemplateMiner  # noqa: E402
+from streams.runtime.shards import STATUS_SECONDS  # noqa: E402
 from streams.windows import window_start  # noqa: E402
 
 
@@ -196,6 +197,13 @@ def _hwm_mb(pids) -> float:
     return total / 1024
 
 
+def _waited(url: str) -> dict[str, dict[str, float]]:
+    """Each shard's seconds waited so far (its status in /healthz, ``waited_s``): for the
+    store's writer turn, holding it, for its writer thread, for work."""
+    shards = httpx.get(f"{url}/healthz").json()["pipeline"].get("shards", [])
+    return {f"shard {s['shard']}": s.get("waited_s", {}) for s in shards}
+
+
 def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, sources: int = 1,
                partitions: int = 4) -> dict:
     from concurrent.futures import ThreadPoolExecutor
@@ -213,6 +221,7 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
                                 headers={"x-smartlogs-stream": stream})
 
         shard_pids = [s["pid"] for s in httpx.get(f"{url}/healthz").json()["pipeline"].get("shards", [])]
+        waited0 = _waited(url)
         cpu0 = {p: _cpu_s(p) for p in [pid, *shard_pids]}
         client0 = sum(os.times()[:2])
         t0 = time.perf_counter()
@@ -235,6 +244,9 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
             t_all = time.perf_counter() - t0
             total = c.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"}).json()["total"]
             assert total == accepted, f"{total} events stored of {accepted} accepted"
+        time.sleep(1.2 * STATUS_SECONDS)  # the shards' status files: written every second
+        waited = {k: {w: s - waited0.get(k, {}).get(w, 0.0) for w, s in v.items()}
+                  for k, v in _waited(url).items()}
         us = 1e6 / max(accepted, 1)
         cpu = {("api" if p == pid else f"shard {k - 1}"):
                ((sent_cpu[p] if p == pid and shard_pids else _cpu_s(p)) - c) * us
@@ -244,7 +256,7 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
                 "not_delivered": sum(r.not_delivered for r in results), "send_s": t_sent,
                 "stored_s": t_all, "lines_per_s": accepted / t_all,
                 "peak_rss_mb": _hwm_mb([pid, *shard_pids]), "batch": batch,
-                "shards": len(shard_pids) or 1, "sources": sources}
+                "shards": len(shard_pids) or 1, "sources": sources, "waited_s": waited}
 
 
 def main() -> None:
@@ -280,6 +292,10 @@ def main() -> None:
         f"end to end / HST alone = **{ratio:.2f}** (target ≥ 0.33, issue 18)",
         f"- the same trees walked a batch at a time (streams/hst_batch.py, what the pipeline runs; "
         f"identical scores): {batch_rate:,.0f} lines/s; end to end / that = {e2e['lines_per_s'] / batch_rate:.2f}",
+        "- seconds each shard waited during the run (of "
+        f"{e2e['stored_s']:.1f} s; its status in /healthz): "
+        + "; ".join(f"{k}: " + ", ".join(f"{w} {v:.2f}" for w, v in ws.items())
+                    for k, ws in e2e["waited_s"].items()),
         f"- peak RSS of the `smartlogs up` process and its shards: **{e2e['peak_rss_mb']:.0f} MB**",
         "- CPU µs per line, by process (end to end run; the API and the client until the last "
         "batch was accepted, the shards until the last line was stored): "

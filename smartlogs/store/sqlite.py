@@ -530,6 +530,30 @@ def _id_key(eid: str) -> tuple[str | None, int | str]:
     return stem, int(digits)
 
 
+def _template_rows(events: list[dict]) -> list[list]:
+    """Template rows of a batch: count, earliest and latest event time, the newest text, (for
+    a template new to the store) the first event's message as its example, and the batch's
+    last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS)."""
+    groups: dict[str, list] = {}
+    for e in events:
+        g = groups.get(e["template_id"])
+        ts = e["ts"]
+        if g is None:
+            groups[e["template_id"]] = [e["template_id"], e["template"], 1, ts, ts,
+                                        e["message"][:MAX_EXAMPLE_CHARS], e["message"]]
+        else:
+            g[1] = e["template"]
+            g[2] += 1
+            if ts < g[3]:
+                g[3] = ts
+            if ts > g[4]:
+                g[4] = ts
+            g[6] = e["message"]
+    for g in groups.values():
+        g[6] = g[6][:MAX_EXAMPLE_CHARS]
+    return list(groups.values())
+
+
 def _receiver(e: dict) -> str | None:
     """What received an event (``receiver``; events made before it had one: ``source``)."""
     r = e.get("receiver")
@@ -631,9 +655,8 @@ _UPSERT_ARRIVAL_WINDOWS = (
     .replace("w, 'template'", "w, 'a:template'").replace("w, 'anomaly'", "w, 'a:anomaly'"))
 assert _UPSERT_ARRIVAL_WINDOWS.count("received") == 3 and _UPSERT_ARRIVAL_WINDOWS.count("'a:") == 6
 # a template row: the newest text, the first example ever seen, the earliest and latest event time
-_UPSERT_TEMPLATE = """
-INSERT INTO templates (id, template, count, first_ts, last_ts, example, last_example)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+_TEMPLATE_COLUMNS = ("id", "template", "count", "first_ts", "last_ts", "example", "last_example")
+_ADD_TEMPLATE = """
 ON CONFLICT (id) DO UPDATE SET template = excluded.template, count = count + excluded.count,
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
     last_example = excluded.last_example
@@ -687,6 +710,9 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._turn_file = None  # the writers' lock file (``_writer_turn``), opened on first use
         self._turn_thread = threading.Lock()
+        # seconds this store's batch writes waited for their turn (another shard writing) and
+        # held it: what the shards lose to the one SQLite writer (``/healthz``, the benchmark)
+        self.turn_waited = self.turn_held = 0.0
         self._rows_per_insert: int | None = None
         self._ids_keyed = True  # set from the store's layout when opened (_keyed_layout)
         self._bodies = _Bodies()
@@ -1165,8 +1191,17 @@ class SqliteStore:
         and record ids are ignored."""
         if applied_seq and cursors is None:
             cursors = dict.fromkeys(range(self.partitions), applied_seq)
+        # what needs no transaction is done before the writer turn, which the other shards
+        # wait for: the events' bodies, the batch's window counts, template rows, names and
+        # (id, text) pairs (used as they are unless the transaction finds ids already stored
+        # or aliases to rename)
+        keyed = self._ids_keyed
+        ready = ([_body_json(e, keyed) for e in events],
+                 count_windows(events, window_seconds, arrival=True), _template_rows(events),
+                 list({x for e in events for x in (e["host"], e["component"], e["template_id"])}),
+                 texts_of(events, catalog), keyed) if events else None
         with self._writer_turn():
-            return self._write(events, window_seconds, catalog, incidents, cursors)
+            return self._write(events, window_seconds, catalog, incidents, cursors, ready)
 
     def write_batch(self, batch, *, window_seconds: int) -> int:
         """Store a processed batch (``streams.runtime.stage.Batch``): its events, catalog
@@ -1186,20 +1221,27 @@ class SqliteStore:
             f = self._turn_file
             if f is None:
                 f = self._turn_file = open(self.path.with_name(self.path.name + "-writer.lock"), "a+")  # noqa: SIM115
+        asked = time.monotonic()
         with self._turn_thread:
             fcntl.flock(f, fcntl.LOCK_EX)
+            got = time.monotonic()
+            self.turn_waited += got - asked
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+                self.turn_held += time.monotonic() - got
 
     def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
-               incidents: list[dict] | None, cursors: dict[int, int] | None) -> int:
+               incidents: list[dict] | None, cursors: dict[int, int] | None,
+               ready: tuple | None = None) -> int:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._canonical_ids(conn, events)
+            renamed = self._canonical_ids(conn, events)
             new = self._new_only(conn, events)
+            whole = ready is not None and len(new) == len(events)  # ``ready`` is of ``new``
+            same = whole and not renamed  # ``ready`` holds this batch's ids and names too
             # read inside the transaction: other processes (shards) write events too
             self._next_seq = self._first_free_seq(conn)
             first = seq = self._next_seq
@@ -1209,18 +1251,21 @@ class SqliteStore:
             if new:
                 # a few statements for the whole batch, each run by SQLite with the GIL
                 # released: storing batch k overlaps with the pipeline working on batch k+1
-                self._insert_events(conn, new, seq - 1)
+                self._insert_events(conn, new, seq - 1,
+                                    ready[0] if whole and ready[5] == self._ids_keyed else None,
+                                    ready[3] if same else None)
                 if self._arrival_windows is None:  # a store made before arrival windows
                     self._backfill_arrival_windows(conn, first - 1, window_seconds)
-                self._add_windows(conn, count_windows(new, window_seconds, arrival=True))
-                self._upsert_templates(conn, new)
+                self._add_windows(conn, ready[1] if same
+                                  else count_windows(new, window_seconds, arrival=True))
+                self._upsert_templates(conn, new, ready[2] if same else None)
                 linked = [(e["seq"], e["incident_id"]) for e in new if e.get("incident_id")]
                 if linked:
                     conn.executemany("INSERT OR REPLACE INTO event_incidents (seq, incident_id) "
                                      "VALUES (?, ?)", linked)
             if catalog:
                 conn.executemany(_INSERT_HISTORY, [_history_row(c) for c in catalog])
-            self._converge(conn, texts_of(new, catalog),
+            self._converge(conn, ready[4] if same else texts_of(new, catalog),
                            {(c.template_id, c.into) for c in catalog or () if c.kind == "merged"})
             if incidents:
                 _upsert_incidents(conn, incidents)
@@ -1253,16 +1298,21 @@ class SqliteStore:
                           [(w, self._dim(dim), key, n) for (w, dim, key), n in counts.items()],
                           upsert=_ADD_COUNT)
 
-    def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int) -> None:
+    def _insert_events(self, conn: sqlite3.Connection, events: list[dict], upto: int,
+                       bodies: list[bytes] | None = None, names: list | None = None) -> None:
         """Rows of ``events`` (their ``seq`` set) and their full-text entries; ``upto``: the
-        store's event count after them (when to train a body dictionary)."""
+        store's event count after them (when to train a body dictionary); ``bodies``: their
+        ``_body_json`` (for this layout), and ``names``: their hosts, components and template
+        ids, when already made."""
         keyed = self._ids_keyed
-        bodies = [_body_json(e, keyed) for e in events]
+        if bodies is None:
+            bodies = [_body_json(e, keyed) for e in events]
         self._bodies.maybe_train(conn, upto, bodies)
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
-        key = _Names.keys(conn, [x for e in events for x in (e["host"], e["component"],
-                                                               e["template_id"])])
+        if names is None:
+            names = [x for e in events for x in (e["host"], e["component"], e["template_id"])]
+        key = _Names.keys(conn, names)
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], None if keyed else e["id"], e["ts"], e["received"], key.get(e["host"]),
              key.get(e["component"]), e["level"], key[e["template_id"]], e["anomaly"], b"",
@@ -1296,29 +1346,16 @@ class SqliteStore:
             conn.execute(_insert_rows(n, table, columns, upsert), values)
             k += n
 
-    @staticmethod
-    def _upsert_templates(conn: sqlite3.Connection, events: list[dict]) -> None:
-        """Template rows of a batch: count, earliest and latest event time, the newest text,
-        (for a template new to the store) the first event's message as its example, and the
-        batch's last message of it as its latest example (both cut to MAX_EXAMPLE_CHARS)."""
-        groups: dict[str, list] = {}
-        for e in events:
-            g = groups.get(e["template_id"])
-            ts = e["ts"]
-            if g is None:
-                groups[e["template_id"]] = [e["template_id"], e["template"], 1, ts, ts,
-                                            e["message"][:MAX_EXAMPLE_CHARS], e["message"]]
-            else:
-                g[1] = e["template"]
-                g[2] += 1
-                if ts < g[3]:
-                    g[3] = ts
-                if ts > g[4]:
-                    g[4] = ts
-                g[6] = e["message"]
-        for g in groups.values():
-            g[6] = g[6][:MAX_EXAMPLE_CHARS]
-        conn.executemany(_UPSERT_TEMPLATE, list(groups.values()))
+    def _upsert_templates(self, conn: sqlite3.Connection, events: list[dict],
+                          rows: list | None = None) -> None:
+        """Template rows of a batch (``_template_rows``; ``rows``: when already made), in a
+        few multi-row upserts (``_insert_rows``), not a row-by-row executemany: that released
+        and took back the GIL once per template (~100 a batch) while this shard held the
+        store's writer turn, each time waiting for the pipeline thread's switch interval."""
+        if rows is None:
+            rows = _template_rows(events)
+        self._insert_many(conn, "templates", _TEMPLATE_COLUMNS, rows, upsert=_ADD_TEMPLATE)
+
 
     def _new_only(self, conn: sqlite3.Connection, events: list[dict]) -> list[dict]:
         """Drop events whose id is already stored (or repeated within the batch)."""
@@ -1409,12 +1446,12 @@ class SqliteStore:
         return dict(self._conn().execute("SELECT id, canonical FROM template_aliases"))
 
     @staticmethod
-    def _canonical_ids(conn: sqlite3.Connection, events: list[dict]) -> None:
+    def _canonical_ids(conn: sqlite3.Connection, events: list[dict]) -> bool:
         """Events named by an alias (a miner that has not taken the catalog's names yet) are
-        stored under the canonical id (the event dicts are updated)."""
+        stored under the canonical id (the event dicts are updated). True: some were."""
         ids = {e["template_id"] for e in events}
         if not ids:
-            return
+            return False
         found = dict(conn.execute(
             "SELECT a.id, a.canonical FROM json_each(?) j JOIN template_aliases a ON a.id = j.value",
             (orjson.dumps(sorted(ids)),)))
@@ -1423,6 +1460,7 @@ class SqliteStore:
                 c = found.get(e["template_id"])
                 if c is not None:
                     e["template_id"] = c
+        return bool(found)
 
     def _converge(self, conn: sqlite3.Connection, pairs: set[tuple[str, str]],
                   recorded: set | None = None) -> int:

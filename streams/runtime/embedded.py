@@ -125,6 +125,10 @@ class EmbeddedRunner:
         self._reload_marks = reload_marks
         self._marks_version = -1  # the store's marks version the pipelines' marks reflect
         self.checkpoints = 0  # written by this runner
+        # seconds the processing thread waited: for the writer thread to take a batch (the
+        # store is the bottleneck: its turn, its write), for work (nothing in the spool), and
+        # for a small read to grow (the gather)
+        self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0}
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -289,11 +293,15 @@ class EmbeddedRunner:
                     and (did or self._moved)):
                 # a small batch, or only other shards' rows: let the next read grow (the
                 # wake-ups meanwhile are not needed, the next read follows the wait)
+                t = time.monotonic()
                 self._stop.wait(self.gather_seconds)
                 self._wake.clear()
+                self.waited["gather"] += time.monotonic() - t
             elif not did:
+                t = time.monotonic()
                 self._wake.wait(0.25)
                 self._wake.clear()
+                self.waited["idle"] += time.monotonic() - t
 
     def _refresh_marks(self) -> None:
         """Feedback given through the API process (shards in processes of their own): re-read
@@ -408,7 +416,9 @@ class EmbeddedRunner:
         batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors,
                       correlation=correlation)
         if self._writer is not None and self._writer.is_alive():
+            t = time.monotonic()
             self._pending.put(batch)
+            self.waited["writer_behind"] += time.monotonic() - t
         else:
             self._write(batch)
 
@@ -524,6 +534,11 @@ class EmbeddedRunner:
             "threshold": models[0]["threshold"] if len(models) == 1 else
             {p: m["threshold"] for p, m in zip(self.pipelines, models)},
             "open_incidents": sum(m["open_incidents"] for m in models),
+            # seconds since start: the store's turn waited for (another shard writing) and
+            # held, this shard waiting for its writer thread, and for work
+            "waited_s": {"store_turn": round(getattr(self.store, "turn_waited", 0.0), 3),
+                         "store_turn_held": round(getattr(self.store, "turn_held", 0.0), 3),
+                         **{k: round(v, 3) for k, v in self.waited.items()}},
             "counts": COUNTS_EXPLAINED,
         }
 

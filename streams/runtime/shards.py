@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,12 @@ __all__ = ["ShardSupervisor", "shard_partitions"]
 
 STATUS_SECONDS = 1.0
 MARKS_SECONDS = 5.0
+# GIL switch interval of a shard process. Its two busy threads are the pipeline (pure
+# Python) and the writer (mostly SQLite, the GIL released); each time a SQLite call returns,
+# the writer waits for the pipeline thread to give the GIL up, up to the switch interval,
+# while it holds the store's one writer turn that the other shards wait for. At Python's 5 ms,
+# a batch's write held the turn several times as long as its CPU (bench/RESULTS.md, issue 18).
+SWITCH_SECONDS = 0.001
 TAIL_SECONDS = 0.25  # how often stored events are read back for the API's listeners  # how soon feedback given through the API reaches a shard
 
 
@@ -122,6 +129,10 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             retry=RetryPolicy.from_settings(settings),
                             gather_seconds=GATHER_SECONDS)
     tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
+    # the writer thread takes the GIL back after each SQLite call while holding the store's
+    # writer turn, which the other shards wait for: after 1 ms of the pipeline thread's work,
+    # not Python's default 5 ms (see SWITCH_SECONDS)
+    sys.setswitchinterval(SWITCH_SECONDS)
     runner.start()
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
     status_path = folder / f"shard-{k}.json"
@@ -134,6 +145,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                 break
             try:
                 _write_status(status_path, {**runner.status(), "pid": os.getpid(),
+                                            "switch_interval": sys.getswitchinterval(),
                                             "sources": runner.describe_sources(),
                                             "written_at": time.time()})
             except Exception:  # noqa: BLE001 - status is best effort

@@ -219,7 +219,7 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
     listeners (alerting) see each stored event once, in order, and stop() leaves the spool
     trimmed (each shard wrote its final checkpoints)."""
     from smartlogs.settings import Settings
-    from streams.runtime.shards import ShardSupervisor
+    from streams.runtime.shards import SWITCH_SECONDS, ShardSupervisor
 
     settings = Settings(data_dir=tmp_path / "var", partitions=P, shards=2, checkpoint_seconds=0.5)
     store = SqliteStore(settings.db_path, partitions=P)
@@ -246,6 +246,14 @@ def test_supervised_shard_processes_feed_the_api_listeners_and_stop_cleanly(tmp_
         assert st["processed"] == 2400 and st["lines"] == 2400
         assert sorted(p for s in st["shards"] for p in s["partitions"]) == list(range(P))
         assert {s["restarts"] for s in st["shards"]} == {0}
+        # what a shard lost to the one SQLite writer is shown (issue 18): each wrote its
+        # batches holding the writer turn, with the GIL switch interval its writer needs
+        for s in st["shards"]:
+            assert {"store_turn", "store_turn_held", "writer_behind", "idle", "gather"} <= set(
+                s["waited_s"]), s
+            assert s["switch_interval"] == pytest.approx(SWITCH_SECONDS), s
+            if s["processed"]:  # (a shard may own none of these sources' partitions)
+                assert s["waited_s"]["store_turn_held"] > 0, s
     finally:
         sup.stop()
     assert not sup.alive

@@ -488,7 +488,7 @@ def test_a_batch_rolled_back_after_training_a_dictionary_leaves_nothing_behind(t
     store.write([dict(e) for e in events[:1500]], window_seconds=60)
     real = store._upsert_templates
 
-    def fail(conn, evs):
+    def fail(conn, evs, rows=None):
         raise RuntimeError("disk full")
 
     store._upsert_templates = fail
@@ -893,6 +893,75 @@ def test_the_default_total_stops_at_ten_thousand(tmp_path):
     r = store.search(EventQuery(q="message", limit=1))  # the words' count, bounded the same
     assert (r.total, r.total_relation) == (TOTAL_LIMIT, "gte")
     store.close()
+
+
+def test_a_batch_is_written_in_a_few_statements_whatever_its_number_of_templates(tmp_path):
+    """Bounded: each statement the writer runs releases the GIL and takes it back, waiting for
+    the pipeline thread while the shard holds the store's one writer turn (issue 18). A batch's
+    template rows were one statement each (an executemany: 500 templates, 500+ statements);
+    they are a few multi-row upserts now, with the same rows (the test above)."""
+    events = []
+    for i in range(2000):
+        e = _loglike(i)
+        e["template_id"] = f"T{i % 500}"
+        e["template"] = f"pattern {i % 500} <*>"
+        e["id"] = f"b:{i}"  # ids of one request's stem, as the API makes them
+        events.append(e)
+    store = SqliteStore(tmp_path / "s.db")
+    store.write([dict(e) for e in events[:1000]], window_seconds=60)
+    statements = []
+    store._conn().set_trace_callback(lambda sql: statements.append(sql))
+    store.write([dict(e) for e in events[1000:]], window_seconds=60)
+    store._conn().set_trace_callback(None)
+    ours = [s for s in statements if not s.startswith("--")]  # not FTS5's own, run inside ours
+    assert len(ours) < 60, len(ours)
+    rows = dict(store._conn().execute("SELECT id, count FROM templates"))
+    assert len(rows) == 500 and set(rows.values()) == {4}
+
+
+def test_bodies_window_counts_and_template_rows_are_made_before_the_writer_turn(tmp_path,
+                                                                               monkeypatch):
+    """The writer turn is what the shards wait for (issue 18): the Python work a batch needs
+    no transaction for is done before it is taken; what the transaction changes (ids already
+    stored, ids the catalog renames) is made again inside, from the events kept."""
+    from contextlib import contextmanager
+
+    import smartlogs.store.sqlite as sq
+
+    store = SqliteStore(tmp_path / "s.db")
+    inside = []
+    turn = store._writer_turn
+
+    @contextmanager
+    def watched():
+        with turn():
+            inside.append(True)
+            try:
+                yield
+            finally:
+                inside.pop()
+
+    made = []
+    body, count = sq._body_json, sq.count_windows
+    monkeypatch.setattr(store, "_writer_turn", watched)
+    monkeypatch.setattr(sq, "_body_json",
+                        lambda e, *a: made.append(("body", bool(inside))) or body(e, *a))
+    monkeypatch.setattr(sq, "count_windows",
+                        lambda *a, **k: made.append(("counts", bool(inside))) or count(*a, **k))
+    rows = sq._template_rows
+    monkeypatch.setattr(sq, "_template_rows",
+                        lambda evs: made.append(("templates", bool(inside))) or rows(evs))
+    events = [_loglike(i) for i in range(200)]
+    store.write([dict(e) for e in events[:100]], window_seconds=60)
+    assert {what for what, _ in made} == {"body", "counts", "templates"}
+    assert not any(held for _, held in made)
+    # half of this batch is stored already: only the other half is counted
+    store.write([dict(e) for e in events[50:150]], window_seconds=60)
+    assert store.count_events() == 150
+    total = dict(((w, d), n) for w, d, k, n in store._conn().execute(
+        "SELECT start, dim, key, count FROM windows") if k == "*")
+    assert sum(n for (w, d), n in total.items() if d in ("total", store._dim("total"))) == 150
+    assert sum(store._conn().execute("SELECT sum(count) FROM templates").fetchone()) == 150
 
 
 # -- event ids: (stem, number) of each id in event_ids, the id itself in the body ------------------
