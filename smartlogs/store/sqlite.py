@@ -121,6 +121,7 @@ from streams.catalog import MAX_EXAMPLE_CHARS, alias_change, converge, text_key,
 from streams.incidents import merge_part
 from streams.partitions import partition_key, partition_of
 from streams.windows import count_windows
+from smartlogs.store.sqlite_tx import immediate
 
 __all__ = ["SqliteStore"]
 
@@ -752,13 +753,8 @@ class SqliteStore:
             conn.execute("INSERT INTO meta (key, value) VALUES ('arrival_windows', 0)")
             self._arrival_windows = 0
         elif self._arrival_windows is None and window_seconds:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 self._backfill_arrival_windows(conn, self._next_seq - 1, window_seconds)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def _dim(self, name: str):
         """A window dimension as this store keeps it (its code, or its name in a store made
@@ -822,15 +818,10 @@ class SqliteStore:
         their text's id now (a lost checkpoint, another shard) joins the stored ids."""
         if conn.execute("SELECT 1 FROM meta WHERE key = 'template_texts'").fetchone():
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             pairs = set(conn.execute("SELECT id, template FROM templates"))
             self._converge(conn, pairs)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('template_texts', 1)")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _upgrade_templates(conn: sqlite3.Connection) -> None:
@@ -869,16 +860,11 @@ class SqliteStore:
         cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
         if not cols or "source" in cols:
             return False
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             conn.execute("ALTER TABLE events ADD COLUMN source TEXT")
             # to be filled (resumable: the row goes once every hostless event has a source)
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sources_filled', 0)")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return True
 
     def _fill_sources(self, conn: sqlite3.Connection) -> None:
@@ -893,15 +879,10 @@ class SqliteStore:
             if not rows:
                 break
             done = rows[-1][0]
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 conn.executemany("UPDATE events SET source = ? WHERE seq = ? AND source IS NULL",
                                  [(b[1], q) for (q, _), b in zip(rows, self._decoded(conn, rows))])
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'sources_filled'", (done,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         conn.execute("DELETE FROM meta WHERE key = 'sources_filled'")
 
     _MIGRATE_BATCH = 20_000
@@ -914,17 +895,12 @@ class SqliteStore:
         the file compacted (VACUUM). Windows, templates and meta stay as they are."""
         cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
         if "message" in cols:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 for ix in ("events_ts", "events_host_ts", "events_anomaly_ts", "events_received",
                            "events_level_ts"):
                     conn.execute(f"DROP INDEX IF EXISTS {ix}")
                 conn.execute("DROP TABLE IF EXISTS events_fts")
                 conn.execute("ALTER TABLE events RENAME TO events_v1")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_v1'").fetchone():
             return
         import logging
@@ -968,17 +944,12 @@ class SqliteStore:
         place, once."""
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_received'").fetchone():
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             conn.execute("DELETE FROM arrival_blocks")
             conn.execute(f"INSERT INTO arrival_blocks (first_seq, last_seq, lo, hi) "
                          f"SELECT min(seq), max(seq), min(received), max(received) FROM events "
                          f"GROUP BY seq / {_BLOCK_EVENTS}")
             conn.execute("DROP INDEX events_received")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _adopt_old_spool(self, conn: sqlite3.Connection) -> None:
         """Spool batches are numbered past everything the store has applied: from a store
@@ -1065,14 +1036,9 @@ class SqliteStore:
         conn = self._spool()
         rows = [[(p, len(group), orjson.dumps(group)) for p, group in self._by_partition(items)]
                 for items in batches]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             seqs = [[conn.execute("INSERT INTO spool (part, n, items) VALUES (?, ?, ?)", row).lastrowid
                      for row in group][-1] for group in rows]
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return seqs
 
     def _by_partition(self, items: list[dict]) -> list[tuple[int | None, list[dict]]]:
@@ -1166,16 +1132,11 @@ class SqliteStore:
         """Record the spool positions the partitions' durable checkpoints now cover, and trim
         the spool below the lowest of every partition's (only what all of them cover)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                 "SET value = max(CAST(value AS INTEGER), excluded.value)",
                 [(f"ckpt_seq/{p}", seq) for p, seq in positions.items()])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         covered = min(self._partition_values("ckpt_seq").values())
         if covered:
             self.spool_trim(covered)
@@ -1431,13 +1392,8 @@ class SqliteStore:
         if not links:
             return 0
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             n = self._link(conn, links, recorded=set(links))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return n
 
     def template_aliases(self) -> dict[str, str]:
@@ -1587,13 +1543,8 @@ class SqliteStore:
         if not incidents:
             return
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             _upsert_incidents(conn, incidents)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def incidents(self, *, status: str | None = None, since: float | None = None,
                   source: str | None = None, template: str | None = None,
@@ -2166,8 +2117,7 @@ class SqliteStore:
         """Feedback (a ``streams.catalog.TemplateChange`` of kind feedback): the template's
         mark and its history record, in one transaction. False: no such template."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             n = conn.execute("UPDATE templates SET mark = ? WHERE id = ?",
                              (change.mark, change.template_id)).rowcount
             if n:
@@ -2175,10 +2125,6 @@ class SqliteStore:
                 # shards in other processes compare this before each batch (marks_version)
                 conn.execute("INSERT INTO meta (key, value) VALUES ('marks_version', 1) "
                              "ON CONFLICT(key) DO UPDATE SET value = value + 1")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return bool(n)
 
     def marks_version(self) -> int:
@@ -2230,8 +2176,7 @@ class SqliteStore:
         stored), in one short transaction. Returns the events deleted (0: done). Called in a
         loop with pauses, so ingest (another file) and the writer never wait long."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             doomed = conn.execute("SELECT seq, body, template_id FROM events WHERE ts < ? "
                                   "ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
             bodies = self._decoded(conn, [(r[0], r[1]) for r in doomed])
@@ -2272,10 +2217,6 @@ class SqliteStore:
                              "(SELECT min(seq) FROM events)")
             # incidents whose last line is past the cutoff go with their events
             conn.execute("DELETE FROM incidents WHERE last_ts < ? AND status = 'resolved'", (ts,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return len(rows)
 
 

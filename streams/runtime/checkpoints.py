@@ -34,6 +34,7 @@ from pathlib import Path
 
 from streams.keyed import pickle_without_rows
 from streams.pipeline import Pipeline, PipelineConfig
+from smartlogs.store.sqlite_tx import immediate
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_generation"]
 
@@ -115,8 +116,7 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
         lineage = uuid.uuid4().hex
     body = pickle_without_rows(pipeline, maps)
     written = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         if full:
             conn.execute("DELETE FROM rows")
         for name, view in maps.items():
@@ -157,10 +157,6 @@ def _save(conn: sqlite3.Connection, pipeline: Pipeline, maps: dict, force_full: 
             ("model", body), ("digest", hashlib.sha256(body).hexdigest()),
             ("lineage", lineage), ("generation", str(generation + 1)),
             ("maps", ",".join(maps))])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     pipeline.ckpt_lineage, pipeline.ckpt_generation = lineage, generation + 1
     return {"rows": written, "full": full, "bytes": len(body)}
 
