@@ -130,14 +130,19 @@ class Outbox:
     >>> mark, records, n = box.take(at_least=5)
     >>> mark, records, n
     (12, [b'{}'], 2)
-    >>> box.committed(n, mark); box.mark, box.pending
-    (12, [])
+    >>> box.committed(n, mark), box.mark, box.pending
+    ([], 12, [])
+    >>> box.forward(b"a", [("p1", "id", "firing")]); box.add(13, None)
+    >>> mark, records, n = box.take()
+    >>> box.committed(n, mark), box.mark
+    ([('p1', 'id', 'firing')], 13)
     """
 
     def __init__(self, resume: int | None = None) -> None:
         self.resume = resume
         self.mark = resume or 0
         self.pending: list[tuple[int, bytes | None]] = []  # (batch end offset, facts record)
+        self._keys: dict[int, list] = {}  # id of a forwarded alerts record → its keys
 
     def seen(self, offset: int) -> bool:
         """Whether the global rules saw the batch at raw ``offset`` before this process took
@@ -149,10 +154,19 @@ class Outbox:
         (None: judged here, only the mark moves) go with the next transaction."""
         if len(self.pending) >= OUTBOX_MAX:
             lost = self.pending.pop(0)
+            self._keys.pop(id(lost[1]), None)
             log.error("alert facts: %d batches wait for a transaction; the facts of the batch "
                       "before offset %d are dropped (the global rules miss it)",
                       len(self.pending) + 1, lost[0])
         self.pending.append((end, record))
+
+    def forward(self, record: bytes, keys: list) -> None:
+        """Alerts of the partition's partition-local rules for the holder of partition 0
+        (``encode_facts(0, [], alerts)``), raised by this process: they go with the next
+        transaction; ``committed`` returns their ``keys`` once it committed. The mark does
+        not move for them."""
+        self.add(0, record)
+        self._keys[id(record)] = keys  # (the record is alive while pending: its id is its)
 
     def take(self, at_least: int = 0) -> tuple[int, list[bytes], int]:
         """What the next transaction writes: (the mark, the facts records, how many pending
@@ -161,10 +175,13 @@ class Outbox:
         mark = max([self.mark, at_least] + [end for end, _ in self.pending])
         return mark, [r for _, r in self.pending if r is not None], n
 
-    def committed(self, n: int, mark: int) -> None:
-        """The transaction of ``take``'s answer committed."""
+    def committed(self, n: int, mark: int) -> list:
+        """The transaction of ``take``'s answer committed: the keys of the forwarded alerts
+        it carried (``forward``)."""
+        keys = [k for _, r in self.pending[:n] if r is not None for k in self._keys.pop(id(r), ())]
         del self.pending[:n]
         self.mark = max(self.mark, mark)
+        return keys
 
 
 async def ensure_facts_topic(bootstrap: str, topic: str, replication: int = 1, **client) -> None:
