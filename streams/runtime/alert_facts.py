@@ -57,10 +57,22 @@ them from its stored events when at or past that offset, and not at all before i
 counted in the part restored). The old code judged the events a write newly stored, so a
 batch Elasticsearch took just before its worker was killed (cases 2-4) was never judged by
 them. Alerts raised again are not recorded nor notified twice (the history records after
-the part's save are restored with it). Left: a host alert forwarded to the holder of partition
-0 (a plain send) in the milliseconds before a kill -9, after a save of its part that counted
-its batch, is lost; a part saved older than the partition's state misses the counts of the
-batches in between (their alerts were recorded).
+the part's save are restored with it).
+
+**Forwarded alerts.** A worker that shares the partitions forwards the alerts of its
+partition-local rules to the holder of partition 0, which notifies and records them: they go
+into the partition's ``Outbox`` (``Outbox.forward``) and out in its next transaction with the
+facts and the mark, read ``read_committed`` like the facts; and a part is not saved while an
+alert its groups raised is not delivered (``Alerting.delivered``: recorded here, or its
+transaction committed). A worker killed before the alert's transaction committed leaves a part
+saved before the batch that raised it (or the tick that did): the new owner judges the batch
+again (and ticks) and raises the alert again, with the same id; the judge drops a repeat of one
+it recorded. The old code sent them by a plain send while the part could be saved, counting
+the batch and the open alert: a kill -9 in between lost the alert (tested with a worker that
+stops before the alert leaves, its parts saved meanwhile, then killed -9). Left: a part saved
+older than the partition's state misses the counts of the batches in between (their alerts
+were recorded); a part whose alerts wait for a transaction Kafka keeps refusing is not saved
+meanwhile (its next owner starts from its last save, as the partition's state does).
 
 Limits: a state saved before the mark existed has none, and every batch processed again
 after it is judged (after a kill -9 during the upgrade, a few seconds' lines may count twice).

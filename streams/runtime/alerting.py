@@ -46,7 +46,10 @@ reads it and hands them to ``on_facts``, which judges them with the same engine 
 (``observe``) under the global record. With ``shares`` and ``forward`` set, the alerts of
 partition-local rules are not notified where they were raised but forwarded as facts too,
 and ``on_facts`` admits them under the cap over every worker's firings
-(``AlertEngine.admit``), notifies and records them with their partition's scope. The
+(``AlertEngine.admit``), notifies and records them with their partition's scope. A part is not
+saved while an alert its groups raised is not delivered (``delivered``: recorded, or forwarded
+and committed by the runtime), so a crash in between leaves the alert to be raised again from
+the older save (``streams.runtime.alert_facts``). The
 position of the next fact is saved with the global
 record, so a new holder of partition 0 (after a rebalance or a crash) goes on from the facts
 after the last save: those judged since are judged again, and the history records written
