@@ -799,6 +799,7 @@ class Alerting:
                     "(it was frozen or missed a rebalance): its state here is older, dropped "
                     "without saving, and not taken up again before the next assignment", scope)
         self._lost.add(scope)
+        self._undelivered.pop(scope, None)  # (its groups are not this process's to save)
         if scope in self._held:
             self._forget(scope)
 
@@ -809,6 +810,7 @@ class Alerting:
         logged and tried again at the next batch or tick; one whose records cannot be applied,
         logged, and that part starts fresh (an alert open before may then fire again)."""
         self._held.add(scope)
+        self._undelivered.pop(scope, None)  # (left from an earlier holding: none of its groups)
         owner = scope if self.holds is not None else None
         local = owner is not None and owner != GLOBAL_SCOPE
         if local:  # a part that starts fresh covers no batch

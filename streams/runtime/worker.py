@@ -934,8 +934,16 @@ def _outbox_alerts(record: dict, plain: asyncio.Queue) -> None:
         else:
             by_part.setdefault(part.partition, []).append(alert)
     for p, alerts in by_part.items():
-        parts[p].outbox.forward(alert_facts.encode_facts(0, [], alerts),
-                                [(a.get("scope"), a.get("id"), a.get("state")) for a in alerts])
+        keys = [(a.get("scope"), a.get("id"), a.get("state")) for a in alerts]
+        try:
+            parts[p].outbox.forward(alert_facts.encode_facts(0, [], alerts), keys)
+        except Exception:  # noqa: BLE001 - alerting must never hold the pipeline (nor the
+            # part's saves: given up as delivered)
+            log.exception("partition %d: %d alert(s) could not be forwarded", p, len(alerts))
+            if _alerting is not None:
+                asyncio.get_running_loop().run_in_executor(
+                    None, _alerting.delivered, partition_scope(p), [tuple(k[1:]) for k in keys])
+            continue
         _facts_due.set()
 
 
