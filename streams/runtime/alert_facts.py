@@ -57,10 +57,22 @@ them from its stored events when at or past that offset, and not at all before i
 counted in the part restored). The old code judged the events a write newly stored, so a
 batch Elasticsearch took just before its worker was killed (cases 2-4) was never judged by
 them. Alerts raised again are not recorded nor notified twice (the history records after
-the part's save are restored with it). Left: a host alert forwarded to the holder of partition
-0 (a plain send) in the milliseconds before a kill -9, after a save of its part that counted
-its batch, is lost; a part saved older than the partition's state misses the counts of the
-batches in between (their alerts were recorded).
+the part's save are restored with it).
+
+**Forwarded alerts.** A worker that shares the partitions forwards the alerts of its
+partition-local rules to the holder of partition 0, which notifies and records them: they go
+into the partition's ``Outbox`` (``Outbox.forward``) and out in its next transaction with the
+facts and the mark, read ``read_committed`` like the facts; and a part is not saved while an
+alert its groups raised is not delivered (``Alerting.delivered``: recorded here, or its
+transaction committed). A worker killed before the alert's transaction committed leaves a part
+saved before the batch that raised it (or the tick that did): the new owner judges the batch
+again (and ticks) and raises the alert again, with the same id; the judge drops a repeat of one
+it recorded. The old code sent them by a plain send while the part could be saved, counting
+the batch and the open alert: a kill -9 in between lost the alert (tested with a worker that
+stops before the alert leaves, its parts saved meanwhile, then killed -9). Left: a part saved
+older than the partition's state misses the counts of the batches in between (their alerts
+were recorded); a part whose alerts wait for a transaction Kafka keeps refusing is not saved
+meanwhile (its next owner starts from its last save, as the partition's state does).
 
 Limits: a state saved before the mark existed has none, and every batch processed again
 after it is judged (after a kill -9 during the upgrade, a few seconds' lines may count twice).
@@ -130,14 +142,19 @@ class Outbox:
     >>> mark, records, n = box.take(at_least=5)
     >>> mark, records, n
     (12, [b'{}'], 2)
-    >>> box.committed(n, mark); box.mark, box.pending
-    (12, [])
+    >>> box.committed(n, mark), box.mark, box.pending
+    ([], 12, [])
+    >>> box.forward(b"a", [("p1", "id", "firing")]); box.add(13, None)
+    >>> mark, records, n = box.take()
+    >>> box.committed(n, mark), box.mark
+    ([('p1', 'id', 'firing')], 13)
     """
 
     def __init__(self, resume: int | None = None) -> None:
         self.resume = resume
         self.mark = resume or 0
         self.pending: list[tuple[int, bytes | None]] = []  # (batch end offset, facts record)
+        self._keys: dict[int, list] = {}  # id of a forwarded alerts record → its keys
 
     def seen(self, offset: int) -> bool:
         """Whether the global rules saw the batch at raw ``offset`` before this process took
@@ -149,10 +166,19 @@ class Outbox:
         (None: judged here, only the mark moves) go with the next transaction."""
         if len(self.pending) >= OUTBOX_MAX:
             lost = self.pending.pop(0)
+            self._keys.pop(id(lost[1]), None)
             log.error("alert facts: %d batches wait for a transaction; the facts of the batch "
                       "before offset %d are dropped (the global rules miss it)",
                       len(self.pending) + 1, lost[0])
         self.pending.append((end, record))
+
+    def forward(self, record: bytes, keys: list) -> None:
+        """Alerts of the partition's partition-local rules for the holder of partition 0
+        (``encode_facts(0, [], alerts)``), raised by this process: they go with the next
+        transaction; ``committed`` returns their ``keys`` once it committed. The mark does
+        not move for them."""
+        self.add(0, record)
+        self._keys[id(record)] = keys  # (the record is alive while pending: its id is its)
 
     def take(self, at_least: int = 0) -> tuple[int, list[bytes], int]:
         """What the next transaction writes: (the mark, the facts records, how many pending
@@ -161,10 +187,13 @@ class Outbox:
         mark = max([self.mark, at_least] + [end for end, _ in self.pending])
         return mark, [r for _, r in self.pending if r is not None], n
 
-    def committed(self, n: int, mark: int) -> None:
-        """The transaction of ``take``'s answer committed."""
+    def committed(self, n: int, mark: int) -> list:
+        """The transaction of ``take``'s answer committed: the keys of the forwarded alerts
+        it carried (``forward``)."""
+        keys = [k for _, r in self.pending[:n] if r is not None for k in self._keys.pop(id(r), ())]
         del self.pending[:n]
         self.mark = max(self.mark, mark)
+        return keys
 
 
 async def ensure_facts_topic(bootstrap: str, topic: str, replication: int = 1, **client) -> None:

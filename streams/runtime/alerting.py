@@ -46,7 +46,10 @@ reads it and hands them to ``on_facts``, which judges them with the same engine 
 (``observe``) under the global record. With ``shares`` and ``forward`` set, the alerts of
 partition-local rules are not notified where they were raised but forwarded as facts too,
 and ``on_facts`` admits them under the cap over every worker's firings
-(``AlertEngine.admit``), notifies and records them with their partition's scope. The
+(``AlertEngine.admit``), notifies and records them with their partition's scope. A part is not
+saved while an alert its groups raised is not delivered (``delivered``: recorded, or forwarded
+and committed by the runtime), so a crash in between leaves the alert to be raised again from
+the older save (``streams.runtime.alert_facts``). The
 position of the next fact is saved with the global
 record, so a new holder of partition 0 (after a rebalance or a crash) goes on from the facts
 after the last save: those judged since are judged again, and the history records written
@@ -623,6 +626,11 @@ class Alerting:
         # rules from its stored events when at or past it, and not at all before it. None: a
         # part saved before this was recorded (its rules judge the events newly stored)
         self._local_next: dict[str, int | None] = {}
+        # per record: the (id, state) of the alerts its groups raised that are not delivered
+        # yet (recorded here, or forwarded and committed: ``delivered``); the record is not
+        # saved meanwhile, so a save never covers an alert that a crash loses (its next
+        # holder, from the older save, raises it again; the same id: not recorded twice)
+        self._undelivered: dict[str, set[tuple[str, str]]] = {}
         self._last_save = time.monotonic()
         self._save_cost = 0.0  # seconds the last save took
 
@@ -753,6 +761,8 @@ class Alerting:
         changed."""
         out = [(a, self._record_of(self.engine.owner_of(a))) for a in alerts]
         self._dirty.update(scope for _, scope in out)
+        for a, scope in out:  # not saved before they are delivered (``_dispatch``)
+            self._undelivered.setdefault(scope, set()).add((a.id, a.state))
         return out
 
     def _sync(self) -> list[tuple[Alert, str | None]]:
@@ -774,6 +784,7 @@ class Alerting:
             self._facts_next = -1  # the next holder goes on from the saved position
         dropped = self.engine.drop(scope)
         self._local_next.pop(scope, None)
+        self._undelivered.pop(scope, None)
         self._held.discard(scope)
         self._dirty.discard(scope)
         log.info("alert engine: %s is no longer held here (%d group(s) forgotten)",
@@ -788,6 +799,7 @@ class Alerting:
                     "(it was frozen or missed a rebalance): its state here is older, dropped "
                     "without saving, and not taken up again before the next assignment", scope)
         self._lost.add(scope)
+        self._undelivered.pop(scope, None)  # (its groups are not this process's to save)
         if scope in self._held:
             self._forget(scope)
 
@@ -798,6 +810,7 @@ class Alerting:
         logged and tried again at the next batch or tick; one whose records cannot be applied,
         logged, and that part starts fresh (an alert open before may then fire again)."""
         self._held.add(scope)
+        self._undelivered.pop(scope, None)  # (left from an earlier holding: none of its groups)
         owner = scope if self.holds is not None else None
         local = owner is not None and owner != GLOBAL_SCOPE
         if local:  # a part that starts fresh covers no batch
@@ -866,6 +879,10 @@ class Alerting:
             due = self._held if clean else self._held & self._dirty
             if scopes is not None:
                 due = due & set(scopes)
+            waiting = {scope for scope in due if self._undelivered.get(scope)}
+            if waiting:  # saved once their alerts are delivered (a later save)
+                log.debug("alert engine: %s not saved yet (alerts not delivered)", sorted(waiting))
+                due = due - waiting
             blobs = {scope: orjson.dumps({
                 "engine": self.engine.snapshot(scope if self.holds is not None else None),
                 "clean": clean, "at": self.clock(),
@@ -878,7 +895,7 @@ class Alerting:
                 # partition 0 is being revoked: the facts after this save are its next
                 # holder's to judge (judged here again only once the rebalance is over)
                 self._fenced = True
-        ok = True
+        ok = not waiting
         for scope, blob in blobs.items():
             try:
                 self.history.save_state(scope, zlib.compress(blob, 1), position)
@@ -898,6 +915,16 @@ class Alerting:
         self._last_save = time.monotonic()
         return ok
 
+    def delivered(self, scope: str | None, keys) -> None:
+        """The alerts ``keys`` ((id, state)) of ``scope``'s groups are delivered: recorded, or
+        (the Kafka worker, ``forward``) committed in the partition's transaction."""
+        with self._lock:
+            left = self._undelivered.get(scope)
+            if left is not None:
+                left.difference_update(keys)
+                if not left:
+                    del self._undelivered[scope]
+
     def _dispatch(self, alerts: list[tuple[Alert, str | None]], *, route: bool = True) -> None:
         """Notify and record ``alerts``; with ``route`` and several workers (``shares``), the
         alerts of partition-local rules are forwarded to the holder of partition 0 instead,
@@ -908,19 +935,23 @@ class Alerting:
         if routed:
             local = {r.name for r in self.engine.rules if placement(r) == "partition"}
             away = [{**asdict(a), "scope": scope} for a, scope in alerts if a.rule in local]
-            if away:
+            if away:  # delivered once the runtime committed them (``delivered``)
                 self.forward({"lines": 0, "events": [], "alerts": away})
                 alerts = [(a, scope) for a, scope in alerts if a.rule not in local]
         now = self.clock()
         for a, scope in alerts:
             if not self._first_record(a):
                 log.info("alert %s %s: recorded already, not notified again", a.state, a.id)
+                self.delivered(scope, [(a.id, a.state)])
                 continue
-            notify = not a.historical and not self.history.silenced(a.rule, a.group, now)
-            if notify:
-                for n in self.notifiers:
-                    n.submit(a)
-            self.history.record(a, notified=notify and bool(self.notifiers), scope=scope)
+            try:
+                notify = not a.historical and not self.history.silenced(a.rule, a.group, now)
+                if notify:
+                    for n in self.notifiers:
+                        n.submit(a)
+                self.history.record(a, notified=notify and bool(self.notifiers), scope=scope)
+            finally:  # (a record that failed does not stop the part's saves)
+                self.delivered(scope, [(a.id, a.state)])
             log.info("alert %s %s: %s", a.state, a.id, "; ".join(a.reasons[:2]))
 
     def _owned(self, alerts: list[tuple[Alert, str | None]],

@@ -870,7 +870,14 @@ async def _commit(part: Part, records: list = (), reflects: int = 0) -> None:
             if part.writer.fenced():  # no later transaction of this writer can commit
                 part.stale = True
             raise
-        part.outbox.committed(n, mark)
+        delivered = part.outbox.committed(n, mark)
+    if delivered and _alerting is not None:  # forwarded alerts: their part may be saved now
+        by_scope: dict = {}
+        for scope, *key in delivered:
+            by_scope.setdefault(scope, []).append(tuple(key))
+        for scope, keys in by_scope.items():  # (its lock: off the loop)
+            await asyncio.get_running_loop().run_in_executor(None, _alerting.delivered,
+                                                             scope, keys)
 
 
 @app.task
@@ -905,10 +912,45 @@ async def _commit_facts() -> None:
             delay = 0.0
 
 
+def _outbox_alerts(record: dict, plain: asyncio.Queue) -> None:
+    """(On the event loop.) Alerts of partition-local rules this worker raised
+    (``Alerting.forward``) for the holder of partition 0, which notifies and records them:
+    into the outbox of the partition whose part raised them, out in its next transaction
+    with the facts and the facts mark (``_commit``). Their part is not saved before that
+    transaction committed (``Alerting.delivered``): a worker killed first leaves the part's
+    last save older than the batch that raised them, so the next owner judges it again and
+    raises them again (``streams.runtime.alert_facts``). Those of a partition not held here
+    any more (the last batch of a revoked one) go by a plain send (``plain``)."""
+    by_part: dict[int, list[dict]] = {}
+    for alert in record.get("alerts") or ():
+        scope = str(alert.get("scope") or "")
+        part = parts.get(int(scope[1:])) if scope[:1] == "p" and scope[1:].isdigit() else None
+        if part is None or part.stale:
+            plain.put_nowait({"alerts": [alert]})
+            if _alerting is not None:  # (its lock: off the loop)
+                asyncio.get_running_loop().run_in_executor(
+                    None, _alerting.delivered, alert.get("scope"),
+                    [(alert.get("id"), alert.get("state"))])
+        else:
+            by_part.setdefault(part.partition, []).append(alert)
+    for p, alerts in by_part.items():
+        keys = [(a.get("scope"), a.get("id"), a.get("state")) for a in alerts]
+        try:
+            parts[p].outbox.forward(alert_facts.encode_facts(0, [], alerts), keys)
+        except Exception:  # noqa: BLE001 - alerting must never hold the pipeline (nor the
+            # part's saves: given up as delivered)
+            log.exception("partition %d: %d alert(s) could not be forwarded", p, len(alerts))
+            if _alerting is not None:
+                asyncio.get_running_loop().run_in_executor(
+                    None, _alerting.delivered, partition_scope(p), [tuple(k[1:]) for k in keys])
+            continue
+        _facts_due.set()
+
+
 async def _send_alerts(alerts: list[dict]) -> None:
-    """Alerts of partition-local rules to the holder of partition 0 (``Alerting.forward``),
-    a plain send (they are recorded where they were raised: see streams.runtime.alerting). A
-    send that fails is logged; the cap over every worker's firings misses them."""
+    """Alerts of partition-local rules to the holder of partition 0 (``Alerting.forward``)
+    whose partition is not held here any more, a plain send (``_outbox_alerts``). A send
+    that fails is logged; the cap over every worker's firings misses them."""
     try:
         if not _facts_topic_ready.is_set():
             await _ensure_facts_topic()
@@ -919,8 +961,8 @@ async def _send_alerts(alerts: list[dict]) -> None:
 
 
 async def _forward_alerts(forwarded: asyncio.Queue) -> None:
-    """Send the alerts of partition-local rules this worker raised (``Alerting.forward``, from
-    any thread) to the holder of partition 0, in the order they were raised."""
+    """Send the alerts of partition-local rules this worker raised for a partition it no
+    longer holds (``_outbox_alerts``) to the holder of partition 0, in the order raised."""
     while True:
         record = await forwarded.get()
         await _send_alerts(record.get("alerts") or [])
@@ -937,8 +979,8 @@ async def _start_alerting() -> None:
     if _alerting is None:
         return
     loop = asyncio.get_running_loop()
-    forwarded: asyncio.Queue = asyncio.Queue()
-    _alerting.forward = lambda record: loop.call_soon_threadsafe(forwarded.put_nowait, record)
+    forwarded: asyncio.Queue = asyncio.Queue()  # those of a partition not held: plain sends
+    _alerting.forward = lambda record: loop.call_soon_threadsafe(_outbox_alerts, record, forwarded)
     app.add_future(_forward_alerts(forwarded))
     # restores the engine's state from Elasticsearch: off the loop
     await loop.run_in_executor(None, _alerting.start)

@@ -626,6 +626,59 @@ def test_a_batch_stored_by_a_worker_killed_before_judging_it_raises_its_host_ale
     assert got.count(("errs", "firing")) == 1 and set(got) == {("errs", "firing")}, got
 
 
+@pytest.mark.timeout(600)
+def test_a_host_alert_forwarded_by_a_worker_killed_before_it_left_arrives_once(host_stack):
+    """Two real workers share the 4 partitions. An ERROR line of a host of a partition the
+    victim holds raises its host alert there, which the victim forwards to the holder of
+    partition 0; the victim (tests/integration/die_before_forwarding.py) stops its event loop
+    for 5 s before the alert leaves (its alert parts are saved every second meanwhile) and
+    is killed with SIGKILL. The survivor takes the partition: the alert arrives once. The old
+    code sent the alert by a plain send and saved the partition's part counting the batch and
+    the open alert meanwhile, so the survivor neither processed the batch for the host rule
+    nor raised the alert: it never arrived. Now the alert goes in the partition's
+    transaction, and the part is not saved before that transaction committed."""
+    url, procs, env, tmp = (host_stack[k] for k in ("url", "procs", "env", "tmp"))
+    word = "disk array lost a member and went degraded"
+    hosts = _hosts_over_partitions()
+    warm = [{"message": f"heartbeat ok from worker {i % 7}", "host": hosts[i % len(hosts)],
+             "level": "INFO", "timestamp": time.time()} for i in range(100)]
+    assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
+    assert wait_total(url, 100, procs=procs) == 100, stack_logs(host_stack)
+    victim, port = _start_victim(host_stack, "tests.integration.die_before_forwarding",
+                                 {"SMARTLOGS_TEST_DIE_BEFORE_FORWARDING": word})
+    ports = [int(env["SMARTLOGS_WORKER_METRICS_PORT"]), port]
+    last = []
+
+    def spread():  # a line in every partition: each worker shows the partitions it holds
+        httpx.post(f"{url}/ingest", json=[{"message": "heartbeat ok from worker 1", "host": h,
+                                           "level": "INFO", "timestamp": time.time()}
+                                          for h in hosts], timeout=30)
+        held = [_held(p) for p in ports]
+        ok = (all(_up(p) for p in ports) and held[1] and set().union(*held) == {0, 1, 2, 3}
+              and sum(map(len, held)) == 4)
+        settled = ok and last == held
+        last[:] = held if ok else []
+        return settled and held
+
+    held = _wait(spread, timeout=240)
+    assert held, stack_logs(host_stack) + (tmp / "victim.log").read_text()[-3000:]
+    time.sleep(3)  # the victim's alert parts are saved (every second)
+    host = hosts[2 * min(held[1])]  # (two hosts per partition, in partition order)
+    _Hook.got.clear()
+    assert httpx.post(f"{url}/ingest", timeout=30, json=[
+        {"message": word, "host": host, "level": "ERROR", "timestamp": time.time()}]
+    ).status_code == 202
+    assert victim.wait(90) == -9, (tmp / "victim.log").read_text()[-3000:]
+    assert "alert(s) to forward; SIGKILL" in (tmp / "victim.log").read_text()
+    assert not [a for a in _Hook.got if a["group"] == host]  # it never left the victim
+    fired = _wait(lambda: [a for a in _Hook.got if a["group"] == host], timeout=180)
+    assert fired, (_Hook.got, stack_logs(host_stack), (tmp / "victim.log").read_text()[-3000:])
+    assert fired[0]["state"] == "firing" and fired[0]["trigger"]["message"] == word
+    time.sleep(8)  # nothing more comes
+    got = [(a["rule"], a["state"]) for a in _Hook.got if a["group"] == host]
+    assert got.count(("errs", "firing")) == 1 and set(got) == {("errs", "firing")}, got
+
+
 def _group_committed(env: dict, partitions) -> dict[int, int | None]:
     """The consumer group's committed offsets of raw partitions (asked of Kafka)."""
     import asyncio
