@@ -572,26 +572,21 @@ def _start_victim(stack, module: str, env: dict):
     return proc, port
 
 
-@pytest.mark.timeout(600)
-def test_a_batch_stored_by_a_worker_killed_before_judging_it_raises_its_host_alert_once(
-        host_stack):
-    """Two real workers share the 4 partitions. One is killed with SIGKILL right after
-    Elasticsearch took a batch (tests/integration/die_after_storing.py) holding an ERROR line
-    of a host of a partition it holds: before its host rule judged it. The survivor takes the
-    partition and processes the batch again; its write newly stores none of it, and the batch
-    lies past what the partition's saved alert part covers, so the host rule (1 error a
-    minute) judges it from its stored events: one alert for that host, not zero (the old
-    code judged only the events a write newly stored) and not two."""
-    url, procs, env, tmp = (host_stack[k] for k in ("url", "procs", "env", "tmp"))
-    word = "controller reset the bus after a timeout"
+def _error_on_a_victims_host(host_stack, module: str, env: dict, word: str,
+                              saved_seconds: float) -> tuple[str, object]:
+    """Two real workers sharing the 4 partitions: the stack's and a victim running
+    ``module`` (a fault-injection wrapper of the worker, configured by ``env``). Warms the
+    hosts, waits until both hold partitions (settled), then ``saved_seconds`` for the
+    victim's alert parts to be saved, and sends one ERROR line ``word`` from a host of a
+    partition the victim holds. Returns (host, victim process)."""
+    url, procs, stack_env, tmp = (host_stack[k] for k in ("url", "procs", "env", "tmp"))
     hosts = _hosts_over_partitions()
     warm = [{"message": f"heartbeat ok from worker {i % 7}", "host": hosts[i % len(hosts)],
              "level": "INFO", "timestamp": time.time()} for i in range(100)]
     assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
     assert wait_total(url, 100, procs=procs) == 100, stack_logs(host_stack)
-    victim, port = _start_victim(host_stack, "tests.integration.die_after_storing",
-                                 {"SMARTLOGS_TEST_DIE_AFTER_STORING": word})
-    ports = [int(env["SMARTLOGS_WORKER_METRICS_PORT"]), port]
+    victim, port = _start_victim(host_stack, module, env)
+    ports = [int(stack_env["SMARTLOGS_WORKER_METRICS_PORT"]), port]
     last = []
 
     def spread():  # a line in every partition: each worker shows the partitions it holds
@@ -607,12 +602,30 @@ def test_a_batch_stored_by_a_worker_killed_before_judging_it_raises_its_host_ale
 
     held = _wait(spread, timeout=240)
     assert held, stack_logs(host_stack) + (tmp / "victim.log").read_text()[-3000:]
-    time.sleep(6)  # the victim's alert parts are saved (every 5 s)
+    time.sleep(saved_seconds)
     host = hosts[2 * min(held[1])]  # (two hosts per partition, in partition order)
     _Hook.got.clear()
     assert httpx.post(f"{url}/ingest", timeout=30, json=[
         {"message": word, "host": host, "level": "ERROR", "timestamp": time.time()}]
     ).status_code == 202
+    return host, victim
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_stored_by_a_worker_killed_before_judging_it_raises_its_host_alert_once(
+        host_stack):
+    """Two real workers share the 4 partitions. One is killed with SIGKILL right after
+    Elasticsearch took a batch (tests/integration/die_after_storing.py) holding an ERROR line
+    of a host of a partition it holds: before its host rule judged it. The survivor takes the
+    partition and processes the batch again; its write newly stores none of it, and the batch
+    lies past what the partition's saved alert part covers, so the host rule (1 error a
+    minute) judges it from its stored events: one alert for that host, not zero (the old
+    code judged only the events a write newly stored) and not two."""
+    url, tmp = host_stack["url"], host_stack["tmp"]
+    word = "controller reset the bus after a timeout"
+    # (the victim's alert parts are saved every 5 s)
+    host, victim = _error_on_a_victims_host(host_stack, "tests.integration.die_after_storing",
+                                            {"SMARTLOGS_TEST_DIE_AFTER_STORING": word}, word, 6)
     assert victim.wait(90) == -9, (tmp / "victim.log").read_text()[-3000:]
     assert "event(s) stored; SIGKILL" in (tmp / "victim.log").read_text()
     assert not [a for a in _Hook.got if a["group"] == host]  # nobody judged it yet
@@ -637,37 +650,11 @@ def test_a_host_alert_forwarded_by_a_worker_killed_before_it_left_arrives_once(h
     the open alert meanwhile, so the survivor neither processed the batch for the host rule
     nor raised the alert: it never arrived. Now the alert goes in the partition's
     transaction, and the part is not saved before that transaction committed."""
-    url, procs, env, tmp = (host_stack[k] for k in ("url", "procs", "env", "tmp"))
+    tmp = host_stack["tmp"]
     word = "disk array lost a member and went degraded"
-    hosts = _hosts_over_partitions()
-    warm = [{"message": f"heartbeat ok from worker {i % 7}", "host": hosts[i % len(hosts)],
-             "level": "INFO", "timestamp": time.time()} for i in range(100)]
-    assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
-    assert wait_total(url, 100, procs=procs) == 100, stack_logs(host_stack)
-    victim, port = _start_victim(host_stack, "tests.integration.die_before_forwarding",
-                                 {"SMARTLOGS_TEST_DIE_BEFORE_FORWARDING": word})
-    ports = [int(env["SMARTLOGS_WORKER_METRICS_PORT"]), port]
-    last = []
-
-    def spread():  # a line in every partition: each worker shows the partitions it holds
-        httpx.post(f"{url}/ingest", json=[{"message": "heartbeat ok from worker 1", "host": h,
-                                           "level": "INFO", "timestamp": time.time()}
-                                          for h in hosts], timeout=30)
-        held = [_held(p) for p in ports]
-        ok = (all(_up(p) for p in ports) and held[1] and set().union(*held) == {0, 1, 2, 3}
-              and sum(map(len, held)) == 4)
-        settled = ok and last == held
-        last[:] = held if ok else []
-        return settled and held
-
-    held = _wait(spread, timeout=240)
-    assert held, stack_logs(host_stack) + (tmp / "victim.log").read_text()[-3000:]
-    time.sleep(3)  # the victim's alert parts are saved (every second)
-    host = hosts[2 * min(held[1])]  # (two hosts per partition, in partition order)
-    _Hook.got.clear()
-    assert httpx.post(f"{url}/ingest", timeout=30, json=[
-        {"message": word, "host": host, "level": "ERROR", "timestamp": time.time()}]
-    ).status_code == 202
+    # (the victim's alert parts are saved every second)
+    host, victim = _error_on_a_victims_host(host_stack, "tests.integration.die_before_forwarding",
+                                            {"SMARTLOGS_TEST_DIE_BEFORE_FORWARDING": word}, word, 3)
     assert victim.wait(90) == -9, (tmp / "victim.log").read_text()[-3000:]
     assert "alert(s) to forward; SIGKILL" in (tmp / "victim.log").read_text()
     assert not [a for a in _Hook.got if a["group"] == host]  # it never left the victim

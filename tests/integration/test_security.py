@@ -501,7 +501,7 @@ def test_bridge_produces_over_sasl_and_a_wrong_password_fails_clearly(rmq_user, 
                         "the ack", (good,))
         finally:
             good.stop()
-        assert "moved 20 lines to Kafka" in good.log()
+        assert "moved 20 lines of 1 message(s) to Kafka" in good.log()
         _no_secret(good.log(), *secrets, where="the bridge log")
     finally:
         asyncio.run(_delete_queues(rmq_user["url"], queue, dlq))
