@@ -1333,12 +1333,11 @@ class SqliteStore:
                 out.append(e)
         return out
 
-    @staticmethod
-    def _id_keys(conn: sqlite3.Connection, ids: list[str], *,
+    def _id_keys(self, conn: sqlite3.Connection, ids: list[str], *,
                  add: bool = False) -> list[tuple[int, int | str] | None]:
         """The ``event_ids`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
-        get a code (in the caller's transaction), else an id of an unknown stem has None (it
-        is not stored)."""
+        get a code (in the caller's transaction, a few multi-row INSERTs: ``_insert_many``),
+        else an id of an unknown stem has None (it is not stored)."""
         split = [_id_key(i) for i in ids]
         wanted = sorted({st for st, _ in split if st is not None})
         codes: dict[str, int] = {}
@@ -1353,8 +1352,8 @@ class SqliteStore:
                 for st in new:
                     code += 1
                     codes[st] = code
-                conn.executemany("INSERT INTO id_stems (code, stem) VALUES (?, ?)",
-                                 [(codes[st], st) for st in new])
+                self._insert_many(conn, "id_stems", ("code", "stem"),
+                                  [(codes[st], st) for st in new])
         return [(0, tail) if st is None else (codes[st], tail) if st in codes else None
                 for st, tail in split]
 

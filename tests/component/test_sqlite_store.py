@@ -919,6 +919,29 @@ def test_a_batch_is_written_in_a_few_statements_whatever_its_number_of_templates
     assert len(rows) == 500 and set(rows.values()) == {4}
 
 
+def test_a_batch_of_many_new_id_stems_is_written_in_a_few_statements(tmp_path):
+    """Bounded, as the templates above: a batch whose ids have many stems not stored yet
+    (ids from many clients) adds their ``id_stems`` rows in a few multi-row INSERTs, not one
+    statement a stem (an executemany: 1,000 stems, 1,000+ statements in the writer turn)."""
+    events = []
+    for i in range(1000):
+        e = _loglike(i)
+        e["id"] = f"client{i}x:{i}"  # a stem of its own each
+        events.append(e)
+    store = SqliteStore(tmp_path / "s.db")
+    store.write([_loglike(5000)], window_seconds=60)  # the store and its statements exist
+    statements = []
+    store._conn().set_trace_callback(lambda sql: statements.append(sql))
+    assert store.write([dict(e) for e in events], window_seconds=60) == 1000
+    store._conn().set_trace_callback(None)
+    ours = [s for s in statements if not s.startswith("--")]  # not FTS5's own, run inside ours
+    assert len(ours) < 60, len(ours)
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM id_stems").fetchone()[0] == 1001
+    assert sorted(_ids_of(store)) == sorted([e["id"] for e in events] + [_loglike(5000)["id"]])
+    store.close()
+
+
 def test_bodies_window_counts_and_template_rows_are_made_before_the_writer_turn(tmp_path,
                                                                                monkeypatch):
     """The writer turn is what the shards wait for (issue 18): the Python work a batch needs
