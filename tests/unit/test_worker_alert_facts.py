@@ -14,46 +14,9 @@ real engines and a real kill -9)."""
 
 from __future__ import annotations
 
-from tests.unit.worker_probe import run_probe
+from tests.unit.worker_probe import FAKES, FINISH, run_probe
 
-_PROBE = r"""
-import asyncio, json, os, sys
-from pathlib import Path
-import orjson
-import streams.runtime.worker as w
-from streams.alerts import AlertEngine, AlertRule, assign_rules, scopes_held
-from streams.pipeline import Pipeline
-from streams.runtime import alert_facts
-from streams.runtime.alerting import Alerting, AlertHistory
-from streams.runtime.stage import Sink
-from streams.runtime.state_records import Book, decode_state
-
-class Store:  # idempotent by id, as Elasticsearch is; newly stored events get a seq
-    ids = set()
-    def write_batch(self, batch, *, window_seconds):
-        n = 0
-        for e in batch.events:
-            if e["id"] not in self.ids:
-                self.ids.add(e["id"]); e["seq"] = len(self.ids); n += 1
-        return n
-    def merge_templates(self, merges):
-        return 0
-
-class Topic:  # a partition of the state topic, and the facts topic: what committed
-    def __init__(self):
-        self.state, self.facts, self.fail = {}, [], False
-    def writer(self):
-        topic = self
-        class Writer:
-            async def write(self, records, *, facts=(), facts_topic=None):
-                if topic.fail:
-                    raise OSError("the transaction was refused")
-                topic.state.update(records)
-                topic.facts += [orjson.loads(f) for f in facts]
-            def fenced(self):  # refused, not fenced: the same writer tries again
-                return False
-        return Writer()
-
+_PROBE = FAKES + r"""
 RULES = (AlertRule("new", "new_template"),)
 n = [0]
 def worker():  # a worker process holding raw partition 1 of 4: global rules judged elsewhere
@@ -64,20 +27,14 @@ def worker():  # a worker process holding raw partition 1 of 4: global rules jud
     alerting.holds = lambda: scopes_held({1}, 4)
     w._alerting = alerting
 
-def take(topic):  # a new owner of partition 1: its state and facts mark read back
-    restored = decode_state(topic.state, w._config)
-    pipeline, offset, book = restored if restored else (Pipeline(w._config), None, Book())
-    return w.Part(1, pipeline, offset, book, topic.writer(), alert_facts.decode_mark(topic.state))
+take = take_part  # a new owner of partition 1
 
 def items(offset, text):
     return orjson.dumps([{"id": f"{offset}-{i}", "received": 1.7e9 + offset, "source": "t",
                           "raw": f"{text} {i}"} for i in range(3)])
 
 async def batch(part, offset, text):
-    got, b = w._decode_and_process(items(offset, text), part)
-    part.applied = offset + 1
-    part.unstored += 1
-    await w._store_batch(asyncio.get_running_loop(), None, None, part, got, b, offset)
+    await store_batch(part, offset, items(offset, text))
 
 def messages(topic):
     return [e["message"] for f in topic.facts for e in f["events"]]
@@ -125,12 +82,7 @@ async def main():
     out["judged_after_c"] = messages(topic)
     out["lines"] = [f["lines"] for f in topic.facts]
     return out
-
-out = asyncio.run(main())
-sys.stdout.write("RESULT " + json.dumps(out) + "\n")
-sys.stdout.flush()
-os._exit(0)  # Faust's app holds threads; nothing to clean up
-"""
+""" + FINISH
 
 
 def test_a_batch_stored_before_its_worker_died_is_judged_once_by_the_global_rules(tmp_path):

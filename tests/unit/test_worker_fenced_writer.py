@@ -15,12 +15,7 @@ subprocess with fake writers (no Kafka)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-from tests.unit.worker_probe import run_probe
+from tests.unit.worker_probe import FINISH, run_probe
 
 _PROBE = r"""
 import asyncio, json, os, sys
@@ -100,12 +95,7 @@ async def main():
     again = await w._part_of(event)
     out["then_kept"] = [again is got, taken]
     return out
-
-out = asyncio.run(main())
-sys.stdout.write("RESULT " + json.dumps(out) + "\n")
-sys.stdout.flush()
-os._exit(0)  # Faust's app holds threads; nothing to clean up
-"""
+""" + FINISH
 
 
 def test_a_partition_kept_after_the_worker_missed_a_rebalance_or_found_fenced_is_read_back(tmp_path):
@@ -121,16 +111,12 @@ def test_a_partition_kept_after_the_worker_missed_a_rebalance_or_found_fenced_is
     assert out["then_kept"] == [True, [1]]  # once
 
 
-def test_the_missed_generation_doctest():
-    root = Path(__file__).resolve().parents[2]
-    code = ("import doctest, os, sys, streams.runtime.worker as w\n"
+def test_the_missed_generation_doctest(tmp_path):
+    code = ("import doctest, json, os, sys, streams.runtime.worker as w\n"
             "runner = doctest.DocTestRunner()\n"
             "for t in doctest.DocTestFinder().find(w._missed_generation, globs=vars(w)):\n"
             "    runner.run(t)\n"
             "r = runner.summarize(verbose=False)\n"
-            "print('DOCTEST', r.attempted, r.failed); sys.stdout.flush(); os._exit(0)\n")
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("SMARTLOGS_ALERT_RULES", None)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert "DOCTEST 1 0" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+            "print('RESULT ' + json.dumps([r.attempted, r.failed])); sys.stdout.flush()\n"
+            "os._exit(0)\n")
+    assert run_probe(code, tmp_path) == [1, 0]

@@ -8,49 +8,14 @@ sent it by a plain send and saved ``raw`` past the batch, so the next owner did 
 batch again and the alert was never notified.
 
 Runs in a subprocess (the worker module builds a Faust app at import), with the fakes of
-tests/unit/test_worker_alert_facts.py: a store idempotent by id, a state topic partition that
+tests/unit/worker_probe.py (``FAKES``): a store idempotent by id, a state topic partition that
 records what committed; tests/integration/test_alerts_full_stack.py covers the real engines."""
 
 from __future__ import annotations
 
-from tests.unit.worker_probe import run_probe
+from tests.unit.worker_probe import FAKES, FINISH, run_probe
 
-_PROBE = r"""
-import asyncio, json, os, sys, zlib
-from pathlib import Path
-import orjson
-import streams.runtime.worker as w
-from streams.alerts import AlertEngine, AlertRule, assign_rules, scopes_held
-from streams.pipeline import Pipeline
-from streams.runtime import alert_facts
-from streams.runtime.alerting import Alerting, AlertHistory
-from streams.runtime.stage import Sink
-from streams.runtime.state_records import Book, decode_state
-
-class Store:
-    ids = set()
-    def write_batch(self, batch, *, window_seconds):
-        n = 0
-        for e in batch.events:
-            if e["id"] not in self.ids:
-                self.ids.add(e["id"]); e["seq"] = len(self.ids); n += 1
-        return n
-    def merge_templates(self, merges):
-        return 0
-
-class Topic:
-    def __init__(self):
-        self.state, self.facts = {}, []
-    def writer(self):
-        topic = self
-        class Writer:
-            async def write(self, records, *, facts=(), facts_topic=None):
-                topic.state.update(records)
-                topic.facts += [orjson.loads(f) for f in facts]
-            def fenced(self):
-                return False
-        return Writer()
-
+_PROBE = FAKES + r"""
 RULES = (AlertRule("flood", "error_flood", group_by="host", threshold=3, level="ERROR"),)
 DB = Path(os.environ["SMARTLOGS_DATA_DIR"]) / "alerts.db"  # the parts' store, shared
 plain = None
@@ -66,9 +31,7 @@ def worker(loop):  # a worker holding raw partition 1 of 4, sharing the topic wi
     return alerting
 
 def take(topic):
-    restored = decode_state(topic.state, w._config)
-    pipeline, offset, book = restored if restored else (Pipeline(w._config), None, Book())
-    part = w.Part(1, pipeline, offset, book, topic.writer(), alert_facts.decode_mark(topic.state))
+    part = take_part(topic)
     w.parts.clear(); w.parts[1] = part
     return part
 
@@ -78,10 +41,7 @@ def items(offset, level):
                          for i in range(3)])
 
 async def batch(part, offset, level):
-    got, b = w._decode_and_process(items(offset, level), part)
-    part.applied = offset + 1
-    part.unstored += 1
-    await w._store_batch(asyncio.get_running_loop(), None, None, part, got, b, offset)
+    await store_batch(part, offset, items(offset, level))
 
 def forwarded(topic):
     return [(a["rule"], a["state"], a["id"]) for f in topic.facts for a in f.get("alerts") or ()]
@@ -129,12 +89,7 @@ async def main():
     out["after_c"] = forwarded(topic)
     out["plain"] = plain.qsize()
     return out
-
-out = asyncio.run(main())
-sys.stdout.write("RESULT " + json.dumps(out) + "\n")
-sys.stdout.flush()
-os._exit(0)
-"""
+""" + FINISH
 
 
 def test_a_forwarded_host_alert_lost_with_its_worker_is_raised_again_by_the_next_owner(tmp_path):
