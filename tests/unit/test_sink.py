@@ -87,6 +87,40 @@ def _batch(ids=("a", "b"), merges=None) -> Batch:
     return Batch([_event(i) for i in ids], [], merges, [], [{"id": "inc-1", "rev": 1}])
 
 
+def _worker_module(monkeypatch, tmp_path):
+    """The Kafka worker module, its data directory ``tmp_path`` (it builds a Faust app at
+    import: only the tests that need it import it)."""
+    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
+    from streams.runtime import worker
+
+    return worker
+
+
+def _part(worker, p: int = 0, writer=None):
+    """A fresh partition of the worker: a new pipeline, no offset, no state writer."""
+    from streams.pipeline import Pipeline
+    from streams.runtime.state_records import Book
+
+    return worker.Part(p, Pipeline(PipelineConfig()), None, Book(), writer=writer)
+
+
+def _sink_of(worker, store, monkeypatch, **kwargs) -> Sink:
+    """The worker's sink, writing to ``store``."""
+    sink = Sink(store, name="elasticsearch", window_seconds=60, **kwargs)
+    monkeypatch.setattr(worker, "_sink", sink)
+    return sink
+
+
+class Acks:
+    """The agent's stream as the worker's writer sees it: records the messages it acks."""
+
+    def __init__(self):
+        self.acked: list = []
+
+    async def ack(self, event):
+        self.acked.append(event)
+
+
 def test_the_retry_policy_doubles_up_to_its_cap_and_comes_from_the_settings(monkeypatch):
     from itertools import islice
 
@@ -164,17 +198,13 @@ def _embedded(store, batch, policy, monkeypatch, tmp_path):
 
 
 def _worker(store, batch, policy, monkeypatch, tmp_path):
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
-    sink = Sink(store, name="elasticsearch", window_seconds=60, policy=policy)
-    monkeypatch.setattr(worker, "_sink", sink)
+    sink = _sink_of(worker, store, monkeypatch, policy=policy)
     waits: list[float] = []
     # the stopping flag it hands the sink's thread (set if the write is cancelled)
     monkeypatch.setattr(worker, "threading", SimpleNamespace(Event=lambda: _recording(waits)))
-    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    part = _part(worker)
     part.unstored = 1
     retried = []
     monkeypatch.setattr(part.merges, "retry", lambda: retried.append(True))
@@ -229,12 +259,9 @@ def test_the_sink_state_is_what_health_reads(monkeypatch, tmp_path):
     assert st["failing_since"] == 123.0 and st["last_error"] == "OSError: disk on fire"
     assert st["errors"] == 4 and st["sink"]["ok"] is False
 
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.runtime import worker
-
-    sink = Sink(FakeStore(), name="elasticsearch", window_seconds=60)
+    worker = _worker_module(monkeypatch, tmp_path)
+    sink = _sink_of(worker, FakeStore(), monkeypatch)
     sink.state = runner.sink.state
-    monkeypatch.setattr(worker, "_sink", sink)
 
     class Es:
         def health(self):
@@ -251,17 +278,13 @@ def test_the_workers_incident_tick_writes_through_the_sink(monkeypatch, tmp_path
     """Resolved incidents (the worker's timer) take the same write: a failure shows in the sink
     state that /healthz reads and the snapshots are kept for the next tick, as in embedded mode
     (where ticks go through the writer thread)."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
     store = FakeStore(fail=1)
-    sink = Sink(store, name="elasticsearch", window_seconds=60)
-    monkeypatch.setattr(worker, "_sink", sink)
+    sink = _sink_of(worker, store, monkeypatch)
     monkeypatch.setattr(worker, "_lagging", lambda: False)
     monkeypatch.setattr(worker, "_unwritten_ticks", [])
-    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    part = _part(worker)
     snaps = iter([[{"id": "inc-9", "rev": 3}], []])
     monkeypatch.setattr(part.pipeline.incidents, "tick", lambda now: next(snaps))
     monkeypatch.setattr(worker, "parts", {0: part})
@@ -306,24 +329,17 @@ def test_the_worker_writes_the_batches_processed_during_a_write_as_one(monkeypat
     that are processed while a write is in flight wait for it and then go to the store
     together, in their order, each message acked after its events were taken, in order; with
     the writer idle, a batch is written at once, alone."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
     store = SlowStore()
-    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
-    parts = [worker.Part(p, Pipeline(PipelineConfig()), None, Book(), writer=None)
-             for p in (0, 1)]
-    acked = []
-
-    class Stream:
-        async def ack(self, event):
-            acked.append(event)
+    _sink_of(worker, store, monkeypatch)
+    parts = [_part(worker, p) for p in (0, 1)]
+    stream = Acks()
+    acked = stream.acked
 
     async def run():
         loop = asyncio.get_running_loop()
-        writes = worker._Writes(loop, Stream(), limit=5)
+        writes = worker._Writes(loop, stream, limit=5)
         for n, (ids, part) in enumerate([(("a", "b"), parts[0]), (("c",), parts[1]),
                                          (("d", "e"), parts[0])]):
             part.unstored += 1
@@ -348,21 +364,14 @@ def test_the_worker_writes_the_batches_processed_during_a_write_as_one(monkeypat
 def test_the_worker_waits_for_the_writer_beyond_a_bulk_of_events(monkeypatch, tmp_path):
     """The batches waiting for a write are bounded: at ``limit`` events the agent waits until
     the writer took them."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
     store = SlowStore()
-    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
-    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
-
-    class Stream:
-        async def ack(self, event):
-            pass
+    _sink_of(worker, store, monkeypatch)
+    part = _part(worker)
 
     async def run():
-        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=3)
+        writes = worker._Writes(asyncio.get_running_loop(), Acks(), limit=3)
         part.unstored += 2
         writes.add("m0", part, [], _batch(("a",)), 0)
         await writes.room()
@@ -384,23 +393,17 @@ def test_small_batches_that_follow_a_small_write_are_gathered_into_one(monkeypat
     few lines and, the writer being idle, each was its own bulk request. After a small write
     the writer waits (``WRITE_GATHER_SECONDS``) and the batches processed meanwhile go as one;
     the first batch after a pause is written at once, and every message is acked in order."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
     store = FakeStore()
-    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
+    _sink_of(worker, store, monkeypatch)
     monkeypatch.setattr(worker, "WRITE_GATHER_SECONDS", 1.0)
-    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
-    acked = []
-
-    class Stream:
-        async def ack(self, event):
-            acked.append(event)
+    part = _part(worker)
+    stream = Acks()
+    acked = stream.acked
 
     async def run():
-        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        writes = worker._Writes(asyncio.get_running_loop(), stream, limit=100)
         for n, i in enumerate("abcd"):
             part.unstored += 1
             writes.add(f"m{n}", part, [{"id": i}], _batch((i,)), n)
@@ -417,13 +420,10 @@ def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkey
     """A checkpoint that found a batch in flight used to wait for the next message (or the
     next tick): after the last batch of a replay a stop could come first, and the next worker
     found no state. The writer takes it once its queue is written."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
-    monkeypatch.setattr(worker, "_sink", Sink(FakeStore(), name="elasticsearch", window_seconds=60))
-    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    _sink_of(worker, FakeStore(), monkeypatch)
+    part = _part(worker)
     saved = []
 
     async def save_parts(only=None):
@@ -433,12 +433,8 @@ def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkey
     monkeypatch.setattr(worker, "_save_parts", save_parts)
     monkeypatch.setattr(worker, "_save_due", True)
 
-    class Stream:
-        async def ack(self, event):
-            pass
-
     async def run():
-        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        writes = worker._Writes(asyncio.get_running_loop(), Acks(), limit=100)
         part.unstored += 1
         writes.add("m0", part, [], _batch(("a",)), 0)
         await writes.drain()
@@ -450,14 +446,11 @@ def test_a_save_that_waited_for_a_write_is_taken_when_the_writes_are_done(monkey
 def test_batches_added_while_the_writer_saves_are_written_by_it(monkeypatch, tmp_path):
     """The save the writer takes yields to the event loop (a Kafka transaction): batches the
     agent adds meanwhile are written by the same task, none is left behind unwritten."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
     store = FakeStore()
-    monkeypatch.setattr(worker, "_sink", Sink(store, name="elasticsearch", window_seconds=60))
-    part = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=None)
+    _sink_of(worker, store, monkeypatch)
+    part = _part(worker)
     release = asyncio.Event()
 
     async def save_parts(only=None):
@@ -467,14 +460,11 @@ def test_batches_added_while_the_writer_saves_are_written_by_it(monkeypatch, tmp
 
     monkeypatch.setattr(worker, "_save_parts", save_parts)
     monkeypatch.setattr(worker, "_save_due", True)
-    acked = []
-
-    class Stream:
-        async def ack(self, event):
-            acked.append(event)
+    stream = Acks()
+    acked = stream.acked
 
     async def run():
-        writes = worker._Writes(asyncio.get_running_loop(), Stream(), limit=100)
+        writes = worker._Writes(asyncio.get_running_loop(), stream, limit=100)
         part.unstored += 2
         writes.add("m0", part, [], _batch(("a",)), 0)
         await asyncio.sleep(0.01)  # written; the save waits
@@ -491,10 +481,7 @@ def test_a_clean_stop_saves_the_partitions_state(monkeypatch, tmp_path):
     last checkpoint tick is saved all the same (a stop right after a replay, before the first
     tick, used to leave the next worker a fresh model). A partition with a batch not stored
     is not saved (a save covers stored batches only)."""
-    monkeypatch.setenv("SMARTLOGS_DATA_DIR", str(tmp_path))
-    from streams.pipeline import Pipeline
-    from streams.runtime import worker
-    from streams.runtime.state_records import Book
+    worker = _worker_module(monkeypatch, tmp_path)
 
     class Writer:
         def __init__(self):
@@ -503,8 +490,8 @@ def test_a_clean_stop_saves_the_partitions_state(monkeypatch, tmp_path):
         async def write(self, records, **kwargs):
             self.saves.append(len(records))
 
-    done = worker.Part(0, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
-    busy = worker.Part(1, Pipeline(PipelineConfig()), None, Book(), writer=Writer())
+    done = _part(worker, 0, Writer())
+    busy = _part(worker, 1, Writer())
     done.applied, busy.applied, busy.unstored = 3, 7, 1
     monkeypatch.setattr(worker, "parts", {0: done, 1: busy})
     asyncio.run(worker._save_on_stop(None))
