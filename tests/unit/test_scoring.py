@@ -578,6 +578,26 @@ def test_a_level_weighs_as_much_as_it_is_rare_in_its_kind_of_source():
         **routine.features, "level": "FATAL", "level_share": 0.33, "template_id": "Tf"})
 
 
+def _fed(lines: int, level_of) -> AnomalyScorer:
+    """A scorer that scored ``lines`` lines of one kind, line i at level ``level_of(i)``: the
+    FATAL ones of template Tf, the others of five templates, over four hosts."""
+    s = AnomalyScorer(window_size=50)
+    for i in range(lines):
+        level = level_of(i)
+        s.score(*s.features(template_id="Tf" if level == "FATAL" else f"T{i % 5}",
+                            seen_before=i, is_new=False, level=level, tokens=8,
+                            parsed=True, host=f"h{i % 4}", window_start=0.0,
+                            ts=float(i), kind="k"))
+    return s
+
+
+def _next_fatal(s: AnomalyScorer, lines: int, **line) -> dict:
+    """The context of a FATAL line of that kind after the ``lines`` lines ``_fed`` gave it."""
+    _, ctx = s.features(level="FATAL", tokens=8, parsed=True, window_start=0.0,
+                        ts=float(lines), kind="k", **line)
+    return ctx
+
+
 def test_a_levels_weight_reads_its_share_among_the_lines_seen_not_how_many_were_seen():
     """Issue 19 (BGL with its own partition): the share that weighs a level is a moving average
     started from nothing; read as it was, it stayed far below the real share over a kind's first
@@ -585,16 +605,8 @@ def test_a_levels_weight_reads_its_share_among_the_lines_seen_not_how_many_were_
     third FATAL, a FATAL weighs the same after 150 lines as after 1,500; and a FATAL some lines
     after a crash dump (a run of FATAL lines) weighs more than one inside the dump."""
     def weight_after(lines, level_of):
-        s = AnomalyScorer(window_size=50)
-        for i in range(lines):
-            level = level_of(i)
-            s.score(*s.features(template_id="Tf" if level == "FATAL" else f"T{i % 5}",
-                                seen_before=i, is_new=False, level=level, tokens=8,
-                                parsed=True, host=f"h{i % 4}", window_start=0.0,
-                                ts=float(i), kind="k"))
-        x, ctx = s.features(template_id="Tf", seen_before=100, is_new=False, level="FATAL",
-                            tokens=8, parsed=True, host="h0", window_start=0.0,
-                            ts=float(lines), kind="k")
+        ctx = _next_fatal(_fed(lines, level_of), lines, template_id="Tf", seen_before=100,
+                          is_new=False, host="h0")
         return ctx["severity_weight"], ctx["level_share"]
 
     third = lambda i: "FATAL" if i % 3 == 0 else "INFO"  # noqa: E731
@@ -616,16 +628,8 @@ def test_the_first_fatal_after_a_long_calm_weighs_fully_though_a_dump_made_fatal
     FATAL after 200 calm lines weighs nearly fully; inside the dump, and where FATAL is steadily
     common, it stays discounted; and a model from before this share restores and scores."""
     def weight(level_of, lines):
-        s = AnomalyScorer(window_size=50)
-        for i in range(lines):
-            level = level_of(i)
-            s.score(*s.features(template_id="Tf" if level == "FATAL" else f"T{i % 5}",
-                                seen_before=i, is_new=False, level=level, tokens=8,
-                                parsed=True, host=f"h{i % 4}", window_start=0.0,
-                                ts=float(i), kind="k"))
-        x, ctx = s.features(template_id="Tnew", seen_before=0, is_new=True, level="FATAL",
-                            tokens=8, parsed=True, host="h9", window_start=0.0,
-                            ts=float(lines), kind="k")
+        s = _fed(lines, level_of)
+        ctx = _next_fatal(s, lines, template_id="Tnew", seen_before=0, is_new=True, host="h9")
         return ctx["severity_weight"], s
 
     dump = lambda i: "FATAL" if 500 <= i < 800 else "INFO"  # noqa: E731
