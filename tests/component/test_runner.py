@@ -25,10 +25,19 @@ def _window_total(store: SqliteStore) -> int:
     return store.stats(windows=100000)["totals"]["events"]
 
 
+def _opened(tmp_path, *, checkpoint: bool = False,
+            **kwargs) -> tuple[SqliteStore, EmbeddedRunner]:
+    """The store ``tmp_path/db`` and a runner over it (``checkpoint``: with its checkpoint
+    file ``tmp_path/ckpt``); opened again after a stop or a crash, the same files."""
+    store = SqliteStore(tmp_path / "db")
+    if checkpoint:
+        kwargs["checkpoint_path"] = tmp_path / "ckpt"
+    return store, EmbeddedRunner(store, CONFIG, **kwargs)
+
+
 def test_every_line_stored_once_in_order(tmp_path, loghub):
     lines = _linux(loghub)
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store, runner = _opened(tmp_path, checkpoint=True)
     for k in range(0, 2000, 300):
         store.spool_append(_items(lines[k:k + 300], f"b{k}"))
     runner.drain()
@@ -54,8 +63,7 @@ def test_crash_between_checkpoints_recovers_exactly(tmp_path, loghub):
     expected = {e["id"]: (e["template_id"], e["score"], e["anomaly"])
                 for e in ref_store.search(EventQuery(limit=1000, after_seq=0)).events}
 
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store, runner = _opened(tmp_path, checkpoint=True)
     for k in range(0, 1000, 250):
         store.spool_append(_items(lines[k:k + 250], f"b{k}"))
     runner.step()            # first 1000 lines stored
@@ -65,8 +73,7 @@ def test_crash_between_checkpoints_recovers_exactly(tmp_path, loghub):
     runner.step()            # 500 more stored, NOT checkpointed: then the process dies
     store.close()
 
-    store2 = SqliteStore(tmp_path / "db")
-    runner2 = EmbeddedRunner(store2, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store2, runner2 = _opened(tmp_path, checkpoint=True)
     assert runner2.pipeline.applied_seq < store2.stored_seq()  # it must re-run those batches
     for k in range(1500, 2000, 250):  # the client goes on sending (and retries one batch)
         store2.spool_append(_items(lines[k:k + 250], f"b{k}"))
@@ -85,8 +92,7 @@ def test_corrupt_checkpoint_starts_fresh_and_names_known_patterns_as_before(tmp_
     """Ids come from the templates' text: a model that starts fresh (its checkpoint lost)
     names a pattern's first line as the lost model did, and a new kind gets an id of its own."""
     lines = _linux(loghub)
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store, runner = _opened(tmp_path, checkpoint=True)
     store.spool_append(_items(lines[:1000], "a"))
     runner.drain()
     runner.checkpoint()
@@ -96,8 +102,7 @@ def test_corrupt_checkpoint_starts_fresh_and_names_known_patterns_as_before(tmp_
     (tmp_path / "ckpt").write_bytes(data[: len(data) // 2])  # truncated
     store.close()
 
-    store2 = SqliteStore(tmp_path / "db")
-    runner2 = EmbeddedRunner(store2, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store2, runner2 = _opened(tmp_path, checkpoint=True)
     assert "unusable" in caplog.text
     store2.spool_append(_items([lines[0], "a line of a brand new kind xyz"], "b"))
     runner2.drain()
@@ -108,8 +113,7 @@ def test_corrupt_checkpoint_starts_fresh_and_names_known_patterns_as_before(tmp_
 
 
 def test_runner_thread_processes_and_notifies(tmp_path):
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt", checkpoint_seconds=0.1)
+    store, runner = _opened(tmp_path, checkpoint=True, checkpoint_seconds=0.1)
     seen = []
     runner.subscribe(seen.extend)
     runner.start()
@@ -128,8 +132,7 @@ def test_runner_thread_processes_and_notifies(tmp_path):
 
 
 def test_a_poison_item_is_stored_flagged_and_does_not_block_the_rest(tmp_path, monkeypatch):
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG)
+    store, runner = _opened(tmp_path)
     real = runner.pipeline.process
 
     def fragile(items):
@@ -162,8 +165,7 @@ def test_a_template_merge_rewrites_the_events_stored_before_it(tmp_path):
     """An enumeration (user=root, user=ftp, ...) outgrows its handful of values and merges into
     its first group: the lines stored under the sibling ids before the merge are found by the
     surviving id, and the counts follow."""
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store, runner = _opened(tmp_path, checkpoint=True)
     store.spool_append(_auth_items(USERS[:4] * 2, "a"))  # four values: four sibling groups
     runner.drain()
     before = {e["template_id"] for e in store.search(EventQuery(limit=100)).events}
@@ -199,8 +201,7 @@ def test_a_template_merge_rewrites_the_events_stored_before_it(tmp_path):
 def test_a_merge_lost_in_a_crash_is_applied_on_restart(tmp_path):
     """A crash after a batch was stored but before its merge was applied: the restarted runner
     applies the merges its checkpoint knows of."""
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG, checkpoint_path=tmp_path / "ckpt")
+    store, runner = _opened(tmp_path, checkpoint=True)
     store.spool_append(_auth_items(USERS[:4], "a"))
     store.spool_append(_auth_items(USERS[4:], "b"))
     store.merge_templates = lambda merges: 0  # the crash: the merge never reaches the store
@@ -218,8 +219,7 @@ def test_a_merge_lost_in_a_crash_is_applied_on_restart(tmp_path):
 
 
 def test_a_failed_merge_does_not_stop_the_pipeline_and_is_asked_again(tmp_path):
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG)
+    store, runner = _opened(tmp_path)
     real, calls = store.merge_templates, []
 
     def flaky(merges):
@@ -336,8 +336,7 @@ def test_the_stored_log_line_names_the_requests_correlation_ids(tmp_path, caplog
     which do not carry the request's ``cid``)."""
     import logging
 
-    store = SqliteStore(tmp_path / "db")
-    runner = EmbeddedRunner(store, CONFIG)
+    store, runner = _opened(tmp_path)
     items = _items(["alpha one", "beta two"], "r")
     items[0]["cid"], items[1]["cid"] = "req-1", "req-2"
     store.spool_append(items)
