@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aio_pika
@@ -143,6 +144,37 @@ async def _stop(bridge: Bridge, task: asyncio.Task) -> None:
     await asyncio.wait_for(task, 30)
 
 
+class _Session:
+    """A test's publisher, started, and the bridge it runs (``start``/``stop``)."""
+
+    def __init__(self, pub: AmqpPublisher):
+        self.pub = pub
+        self.running: tuple[Bridge, asyncio.Task] | None = None
+
+    async def start(self, bridge: Bridge) -> None:
+        self.running = (bridge, await _start(bridge))
+
+    async def stop(self) -> None:
+        bridge, task = self.running
+        self.running = None
+        await _stop(bridge, task)
+
+
+@asynccontextmanager
+async def _session(pub: AmqpPublisher, amqp: str, kafka: str, names: Names):
+    """``pub`` started; on the way out, whatever happened: the running bridge stopped, the
+    publisher closed, the test's queues and topic deleted."""
+    run = _Session(pub)
+    try:
+        await pub.start()
+        yield run
+    finally:
+        if run.running is not None:
+            await run.stop()
+        await pub.close()
+        await _cleanup(amqp, kafka, names)
+
+
 # -- tests --------------------------------------------------------------------------------
 
 def test_batches_arrive_exactly_once_keyed_by_source_in_order(rabbitmq, kafka):
@@ -174,12 +206,10 @@ def test_batches_arrive_exactly_once_keyed_by_source_in_order(rabbitmq, kafka):
         pub = AmqpPublisher(rabbitmq, names.queue, timeout=5.0, dlq=names.dlq)
         bridge = Bridge(rabbitmq, names.queue, names.dlq, kafka, names.topic, prefetch=16,
                         partitions=4, max_lines_per_record=max_lines)
-        task = None
-        try:
-            await pub.start()
+        async with _session(pub, rabbitmq, kafka, names) as run:
             for i, items in enumerate(batches):
                 await pub.publish(items, batch_id=f"{names.tag}-{i}")
-            task = await _start(bridge)
+            await run.start(bridge)
             await _wait(lambda: bridge.acked == len(batches), 20, "3 batches acked")
             records = await _read_topic(kafka, names.topic, total)
             assert await _queue_depth(rabbitmq, names.queue) == 0
@@ -190,11 +220,6 @@ def test_batches_arrive_exactly_once_keyed_by_source_in_order(rabbitmq, kafka):
                 assert len(meta["partitions"]) == 4
             finally:
                 await admin.close()
-        finally:
-            if task is not None:
-                await _stop(bridge, task)
-            await pub.close()
-            await _cleanup(rabbitmq, kafka, names)
         return records, bridge
 
     records, bridge = asyncio.run(main())
@@ -240,11 +265,9 @@ def test_garbage_goes_to_the_dlq_while_good_batches_flow(rabbitmq, kafka):
     async def main():
         pub = AmqpPublisher(rabbitmq, names.queue, timeout=5.0, dlq=names.dlq)
         bridge = Bridge(rabbitmq, names.queue, names.dlq, kafka, names.topic)
-        task = None
         dead = []
-        try:
-            await pub.start()
-            task = await _start(bridge)
+        async with _session(pub, rabbitmq, kafka, names) as run:
+            await run.start(bridge)
             await pub.publish(good[0], batch_id="good-0")
             for i, (body, _) in enumerate(garbage):
                 await pub._channel.default_exchange.publish(
@@ -261,11 +284,6 @@ def test_garbage_goes_to_the_dlq_while_good_batches_flow(rabbitmq, kafka):
                 while (msg := await dlq.get(fail=False, no_ack=True)) is not None:
                     dead.append(msg)
             depth = await _queue_depth(rabbitmq, names.queue)
-        finally:
-            if task is not None:
-                await _stop(bridge, task)
-            await pub.close()
-            await _cleanup(rabbitmq, kafka, names)
         return records, dead, depth, bridge
 
     records, dead, depth, bridge = asyncio.run(main())
@@ -294,26 +312,19 @@ def test_nothing_is_acked_while_kafka_is_unreachable(rabbitmq, kafka):
         blind = Bridge(rabbitmq, names.queue, names.dlq, dead_kafka, names.topic,
                        connect_timeout=1.0, reconnect_base=0.2, reconnect_cap=0.5)
         good = Bridge(rabbitmq, names.queue, names.dlq, kafka, names.topic)
-        task = None
-        try:
-            await pub.start()
+        async with _session(pub, rabbitmq, kafka, names) as run:
             for i, items in enumerate(batches):
                 await pub.publish(items, batch_id=f"b{i}")
-            task = await _start(blind)
+            await run.start(blind)
             await asyncio.sleep(2.5)
             assert (blind.acked, blind.produced_lines) == (0, 0)
             assert await _queue_depth(rabbitmq, names.queue) == 2  # still there, ready
-            await _stop(blind, task)
+            await run.stop()
             assert await _queue_depth(rabbitmq, names.queue) == 2
 
-            task = await _start(good)
+            await run.start(good)
             await _wait(lambda: good.acked == 2, 20, "the batches to flow")
             records = await _read_topic(kafka, names.topic, 60)
-        finally:
-            if task is not None:
-                await _stop(good, task)
-            await pub.close()
-            await _cleanup(rabbitmq, kafka, names)
         return records
 
     records = asyncio.run(main())
@@ -362,23 +373,16 @@ def test_kafka_failure_nacks_and_redelivers(rabbitmq, kafka):
         pub = AmqpPublisher(rabbitmq, names.queue, timeout=5.0, dlq=names.dlq)
         bridge = FlakyBridge(rabbitmq, names.queue, names.dlq, kafka, names.topic,
                              reconnect_base=0.3)
-        task = None
-        try:
-            await pub.start()
+        async with _session(pub, rabbitmq, kafka, names) as run:
             for i, items in enumerate(batches):
                 await pub.publish(items, batch_id=f"b{i}")
-            task = await _start(bridge)
+            await run.start(bridge)
             await _wait(lambda: bridge.consumed >= 3, 10, "deliveries")
             await asyncio.sleep(0.5)  # the sends are pending: nothing may be acked yet
             observed["acked_while_pending"] = bridge.acked
             observed["unacked_while_pending"] = len(bridge._unacked)
             await _wait(lambda: bridge.acked == 3, 20, "redelivered batches acked")
             records = await _read_topic(kafka, names.topic, 75)
-        finally:
-            if task is not None:
-                await _stop(bridge, task)
-            await pub.close()
-            await _cleanup(rabbitmq, kafka, names)
         return records, bridge
 
     records, bridge = asyncio.run(main())
@@ -562,11 +566,9 @@ def test_large_items_split_by_bytes_and_oversized_item_dead_lettered(rabbitmq, k
         pub = AmqpPublisher(rabbitmq, names.queue, timeout=5.0, dlq=names.dlq)
         bridge = Bridge(rabbitmq, names.queue, names.dlq, kafka, names.topic,
                         max_record_bytes=512 * 1024)
-        task = None
-        try:
-            await pub.start()
+        async with _session(pub, rabbitmq, kafka, names) as run:
             await pub.publish(items, batch_id="big")
-            task = await _start(bridge)
+            await run.start(bridge)
             await _wait(lambda: bridge.acked == 1, 20, "the batch acked")
             records = await _read_topic(kafka, names.topic, 12)
             conn = await aio_pika.connect(rabbitmq, timeout=10)
@@ -574,11 +576,6 @@ def test_large_items_split_by_bytes_and_oversized_item_dead_lettered(rabbitmq, k
                 ch = await conn.channel()
                 dlq = await ch.declare_queue(names.dlq, passive=True)
                 dead = await dlq.get(timeout=5, no_ack=True)
-        finally:
-            if task is not None:
-                await _stop(bridge, task)
-            await pub.close()
-            await _cleanup(rabbitmq, kafka, names)
         return records, dead, bridge
 
     records, dead, bridge = asyncio.run(main())
@@ -607,20 +604,13 @@ def test_many_small_messages_are_joined_into_few_records_exactly_once_in_order(r
         pub = AmqpPublisher(rabbitmq, names.queue, timeout=5.0, dlq=names.dlq)
         bridge = Bridge(rabbitmq, names.queue, names.dlq, kafka, names.topic, prefetch=64,
                         partitions=4)
-        task = None
-        try:
-            await pub.start()
+        async with _session(pub, rabbitmq, kafka, names) as run:
             for i, items in enumerate(batches):  # all waiting before the bridge starts
                 await pub.publish(items, batch_id=f"{names.tag}-{i}")
-            task = await _start(bridge)
+            await run.start(bridge)
             await _wait(lambda: bridge.acked == len(batches), 30, "40 messages acked")
             records = await _read_topic(kafka, names.topic, len(order))
             assert await _queue_depth(rabbitmq, names.queue) == 0
-        finally:
-            if task is not None:
-                await _stop(bridge, task)
-            await pub.close()
-            await _cleanup(rabbitmq, kafka, names)
         return records, bridge
 
     records, bridge = asyncio.run(main())
