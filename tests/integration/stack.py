@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -111,3 +112,49 @@ def cli(stack, *args) -> subprocess.CompletedProcess:
 def stack_logs(stack) -> str:
     return "\n".join(f"--- {v} ---\n" + (stack["tmp"] / f"{v}.log").read_text()[-2500:]
                      for v in ("api", "bridge", "worker"))
+
+
+def post_items(url: str, items: list[dict], size: int = 250) -> None:
+    """POST ``items`` to the stack's /ingest, ``size`` a request; each must be accepted."""
+    with httpx.Client(timeout=60) as client:
+        for i in range(0, len(items), size):
+            r = client.post(f"{url}/ingest", json=items[i:i + size])
+            assert r.status_code == 202, r.text
+
+
+def start_worker(stack, name: str) -> subprocess.Popen:
+    """Another `smartlogs worker` on the stack's settings (its log ``<tmp>/<name>.log``, its
+    /healthz on ``proc.metrics_port``); the caller stops it."""
+    port = free_port()
+    env = {**stack["env"], "SMARTLOGS_WORKER_METRICS_PORT": str(port)}
+    log = open(stack["tmp"] / f"{name}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "worker"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.metrics_port = port
+    return proc
+
+
+def assigned(port: int) -> int:
+    """How many partitions the worker whose /healthz is on ``port`` holds (0 if it does not
+    answer)."""
+    try:
+        detail = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+    except (httpx.TransportError, ValueError):
+        return 0
+    return len(detail.get("kafka", {}).get("state", {}))
+
+
+@contextmanager
+def two_workers(tmp_path, rabbitmq: str, kafka: str, elasticsearch: str, **kwargs):
+    """``run_stack`` (``kwargs``: its own) with a second worker, ``procs["worker-b"]``: yields
+    (stack, the second worker's process). On the way out the second worker is killed (unless
+    the test took it out of ``procs``) and the stack stopped and cleaned up."""
+    gen = run_stack(tmp_path, rabbitmq, kafka, elasticsearch, **kwargs)
+    stack = next(gen)
+    second = stack["procs"]["worker-b"] = start_worker(stack, "worker-b")
+    try:
+        yield stack, second
+    finally:
+        if "worker-b" in stack["procs"]:
+            stack["procs"].pop("worker-b").kill()
+        next(gen, None)

@@ -176,7 +176,7 @@ def test_floods_lasting_while_a_second_worker_joins_are_one_alert_each_resolved_
     a second worker joins while they do, and the partitions it takes carry their part of the
     alert engine's state over (saved when revoked from the first worker, restored with its
     open alerts by the second). Each host: one firing, one resolved, one id."""
-    from tests.integration.test_worker_partitions import _assigned, _start_worker
+    from tests.integration.stack import assigned, start_worker
 
     url = flood_stack["url"]
     hosts = [f"h{i}" for i in range(8)]
@@ -195,8 +195,8 @@ def test_floods_lasting_while_a_second_worker_joins_are_one_alert_each_resolved_
     try:
         assert _wait(lambda: len({a["group"] for a in _Hook.got}) == len(hosts), timeout=90), \
             (_Hook.got, stack_logs(flood_stack))
-        second = flood_stack["procs"]["worker-b"] = _start_worker(flood_stack, "worker-b")
-        assert _wait(lambda: _assigned(second.metrics_port) > 0, timeout=90), \
+        second = flood_stack["procs"]["worker-b"] = start_worker(flood_stack, "worker-b")
+        assert _wait(lambda: assigned(second.metrics_port) > 0, timeout=90), \
             stack_logs(flood_stack)
         time.sleep(12)  # three windows more of the floods, with two workers
     finally:
@@ -254,7 +254,7 @@ def _two_workers_marked(stack) -> tuple[dict, list[str]]:
     """Warm the model up on every partition, start a second worker, and mark the pattern
     ``MARKED`` always-alert (each of its lines is then flagged: anomaly bursts on demand).
     Returns {name: (process, metrics port)} and the hosts."""
-    from tests.integration.test_worker_partitions import _start_worker
+    from tests.integration.stack import start_worker
 
     url, procs, env = stack["url"], stack["procs"], stack["env"]
     hosts = _hosts_over_partitions()
@@ -265,7 +265,7 @@ def _two_workers_marked(stack) -> tuple[dict, list[str]]:
                  "timestamp": time.time()})
     assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
     assert wait_total(url, 401, procs=procs) == 401, stack_logs(stack)
-    second = procs["worker-b"] = _start_worker(stack, "worker-b")
+    second = procs["worker-b"] = start_worker(stack, "worker-b")
     workers = {"worker": (procs["worker"], int(env["SMARTLOGS_WORKER_METRICS_PORT"])),
                "worker-b": (second, second.metrics_port)}
     def assigned(port):  # raw partitions assigned (a worker lists a partition's state
@@ -415,7 +415,7 @@ def test_a_batch_stored_by_a_worker_killed_before_its_facts_went_out_is_judged_o
     import sys
 
     from tests.integration.stack import free_port
-    from tests.integration.test_worker_partitions import _start_worker
+    from tests.integration.stack import start_worker
 
     url, procs, env, tmp = (global_stack[k] for k in ("url", "procs", "env", "tmp"))
     new = "power supply unit reported a voltage sag on its rail"
@@ -425,7 +425,7 @@ def test_a_batch_stored_by_a_worker_killed_before_its_facts_went_out_is_judged_o
              "level": "INFO", "timestamp": now + i * 0.01} for i in range(400)]
     assert httpx.post(f"{url}/ingest", json=warm, timeout=30).status_code == 202
     assert wait_total(url, 400, procs=procs) == 400, stack_logs(global_stack)
-    procs["worker-b"] = second = _start_worker(global_stack, "worker-b")
+    procs["worker-b"] = second = start_worker(global_stack, "worker-b")
     port = free_port()
     victim = procs["victim"] = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.die_after_storing"],

@@ -17,7 +17,8 @@ import time
 import httpx
 
 from tests.component.test_incidents_api import burst, normal
-from tests.integration.stack import free_port, run_stack, stack_logs, wait_total
+from tests.integration.stack import (assigned, post_items, run_stack, stack_logs,
+                                     two_workers, wait_total)
 from tests.integration.test_incidents_full_stack import _settled
 
 STREAMS = 12  # sources (the partition key), spread over the 4 partitions
@@ -33,31 +34,6 @@ def _items(loghub, tag: str, first: int, end: int) -> list[dict]:
         out.append({"id": f"{tag}:{k}", "raw": pool[(k // STREAMS) % len(pool)],
                     "stream": f"svc-{s}"})
     return out
-
-
-def _post(url: str, items: list[dict], size: int = 250) -> None:
-    with httpx.Client(timeout=60) as client:
-        for i in range(0, len(items), size):
-            r = client.post(f"{url}/ingest", json=items[i:i + size])
-            assert r.status_code == 202, r.text
-
-
-def _start_worker(stack, name: str) -> subprocess.Popen:
-    port = free_port()
-    env = {**stack["env"], "SMARTLOGS_WORKER_METRICS_PORT": str(port)}
-    log = open(stack["tmp"] / f"{name}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "smartlogs.cli", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    proc.metrics_port = port
-    return proc
-
-
-def _assigned(port: int) -> int:
-    try:
-        detail = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
-    except (httpx.TransportError, ValueError):
-        return 0
-    return len(detail.get("kafka", {}).get("state", {}))
 
 
 def _es_count(es: str, prefix: str, query: dict) -> int:
@@ -78,25 +54,21 @@ def _wait_log(path, pattern: str, timeout: float = 60) -> list[str]:
 
 def test_two_workers_share_the_partitions_and_a_kill_9_moves_them(tmp_path, rabbitmq, kafka,
                                                                    elasticsearch, loghub):
-    gen = run_stack(tmp_path, rabbitmq, kafka, elasticsearch)
-    stack = next(gen)
-    url, env = stack["url"], stack["env"]
-    second = _start_worker(stack, "worker-b")
-    stack["procs"]["worker-b"] = second
-    first_port = int(env["SMARTLOGS_WORKER_METRICS_PORT"])
-    try:
+    with two_workers(tmp_path, rabbitmq, kafka, elasticsearch) as (stack, second):
+        url, env = stack["url"], stack["env"]
+        first_port = int(env["SMARTLOGS_WORKER_METRICS_PORT"])
         # phase 1: both workers hold partitions and learn (every source's model warms up)
-        _post(url, _items(loghub, "p", 0, 15_000))
+        post_items(url, _items(loghub, "p", 0, 15_000))
         assert wait_total(url, 15_000, timeout=150, procs=stack["procs"]) == 15_000, stack_logs(stack)
         deadline = time.monotonic() + 30
-        while not (_assigned(first_port) and _assigned(second.metrics_port)):
+        while not (assigned(first_port) and assigned(second.metrics_port)):
             assert time.monotonic() < deadline, "both workers should hold partitions"
             time.sleep(0.5)
-        held_by_b = _assigned(second.metrics_port)
+        held_by_b = assigned(second.metrics_port)
         time.sleep(3)  # a save (every second here) covers phase 1 on both workers
         # phase 2, sent while worker b is killed mid-way
         phase2 = time.time()
-        sender = threading.Thread(target=_post, args=(url, _items(loghub, "p", 15_000, 30_000), 100))
+        sender = threading.Thread(target=post_items, args=(url, _items(loghub, "p", 15_000, 30_000), 100))
         sender.start()
         wait_total(url, 18_000, timeout=120, procs=stack["procs"])
         second.send_signal(signal.SIGKILL)
@@ -109,7 +81,7 @@ def test_two_workers_share_the_partitions_and_a_kill_9_moves_them(tmp_path, rabb
         assert wait_total(url, 30_000, timeout=5) == 30_000
 
         # the killed worker's partitions moved to the survivor, which read their state back
-        assert _assigned(first_port) == 4
+        assert assigned(first_port) == 4
         restored = re.findall(r"partition (\d): state restored from .*?: (\d+) lines learned",
                               (tmp_path / "worker.log").read_text())
         assert len({p for p, lines in restored if int(lines) > 0}) >= held_by_b, restored
@@ -135,10 +107,6 @@ def test_two_workers_share_the_partitions_and_a_kill_9_moves_them(tmp_path, rabb
                 window, {"term": {"anomaly": True}}]}})
             rate[name] = flagged / n
         assert rate["after"] <= rate["before"] * 1.5 + 0.002, rate
-    finally:
-        if "worker-b" in stack["procs"]:
-            stack["procs"].pop("worker-b").kill()
-        next(gen, None)
 
 
 def test_a_restarted_worker_restores_its_state_from_kafka_and_incident_counts_stay_exact(
@@ -156,14 +124,14 @@ def test_a_restarted_worker_restores_its_state_from_kafka_and_incident_counts_st
     try:
         url = stack["url"]
         events, b = normal(), burst()
-        _post(url, events)
+        post_items(url, events)
         assert wait_total(url, 1500, procs=stack["procs"]) == 1500, stack_logs(stack)
         # a save covers the normal lines (not the one at offset 0 a partition gets when taken)
         _wait_log(log, r"state saved at offset [1-9]", timeout=40)
         time.sleep(0.5)
         saves = len(re.findall(r"state saved at offset", log.read_text()))
         for i in range(0, 20, 5):  # half the burst, in four messages
-            _post(url, b[i:i + 5])
+            post_items(url, b[i:i + 5])
         assert wait_total(url, 1520, procs=stack["procs"]) == 1520
         time.sleep(4)  # Faust commits every ~3 s: these offsets are committed now
         assert len(re.findall(r"state saved at offset", log.read_text())) == saves, \
@@ -177,7 +145,7 @@ def test_a_restarted_worker_restores_its_state_from_kafka_and_incident_counts_st
             [sys.executable, "-m", "smartlogs.cli", "worker"], env=stack["env"], stdout=log2,
             stderr=subprocess.STDOUT)
         for i in range(20, 40, 5):
-            _post(url, b[i:i + 5])
+            post_items(url, b[i:i + 5])
         assert wait_total(url, 1540, timeout=120, procs=stack["procs"]) == 1540, stack_logs(stack)
         text = _wait_log(tmp_path / "worker-2.log", r"state restored from [^:]+ in [\d.]+ s: \d+ lines")
         assert text
