@@ -47,6 +47,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # the only files the console serves (no path from the URL ever reaches the file system)
 _ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
+    "views.js": "text/javascript; charset=utf-8",  # how the views below start
     "incidents.js": "text/javascript; charset=utf-8",  # the incidents view
     "templates.js": "text/javascript; charset=utf-8",  # the Templates page
     "alerts.js": "text/javascript; charset=utf-8",  # the Alerts page

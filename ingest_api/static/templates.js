@@ -2,14 +2,12 @@
 //
 // Lists GET /api/templates (sorted by count, first seen or last seen, new since a time), opens
 // one template's GET /api/templates/{id} (example lines, history of changes) and marks it with
-// POST /api/templates/{id}/feedback (expected, always alert, clear). Uses the helpers
-// console.js exports as window.smartlogsUI; like console.js, it inserts data as text only.
+// POST /api/templates/{id}/feedback (expected, always alert, clear). Uses console.js's helpers
+// (views.js: window.smartlogsView); like console.js, it inserts data as text only.
 "use strict";
 
-(function () {
-  const ui = window.smartlogsUI;
+window.smartlogsView((ui, $) => {
   const { h, clear, api, fmtInt, fmtEpoch, fmtTime } = ui;
-  const $ = (id) => document.getElementById(id);
   const MARK_LABEL = { expected: "expected", always_alert: "always alert" };
   const state = { loaded: false, rows: [], gen: 0 };
 
@@ -174,6 +172,5 @@
   }
 
   window.smartlogsTemplates = { load, open, render, state, get loaded() { return state.loaded; } };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
-  else init();
-})();
+  init();
+});

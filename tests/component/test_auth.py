@@ -220,8 +220,13 @@ def test_console_stream_takes_the_key_as_a_query_parameter(secured):
 def test_the_console_page_and_its_files_load_without_a_key(secured):
     """A browser sends no key for <script>/<link>: the page's files must be open, or the page
     (which asks for the key) can never run."""
+    import re
+
     client, _, _ = secured
-    for name in ("console.js", "console.css", "favicon.svg"):
+    page = client.get("/", headers={"Accept": "text/html"}).text
+    names = set(re.findall(r'(?:src|href)="console/([^"]+)"', page))
+    assert {"console.js", "views.js", "incidents.js", "console.css", "favicon.svg"} <= names
+    for name in names:  # every file the page names (a script it cannot load stops a view)
         r = client.get(f"/console/{name}")
         assert r.status_code == 200 and r.content, name
     # only the listed files: any other name is a 404, never a file from disk
