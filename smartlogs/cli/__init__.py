@@ -998,6 +998,24 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(templates_app, name="templates")
 
 
+def _flowing_summaries(typer_app: typer.Typer) -> None:
+    """The commands panel of --help shows each command's first docstring paragraph, and in
+    rich markup mode Typer keeps that paragraph's line breaks: in a narrow terminal a summary
+    broke mid-sentence. Each command without a short help gets its first paragraph as one
+    line (the terminal wraps it); its own --help page is unchanged."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        if info.short_help is None:
+            doc = info.help or inspect.getdoc(info.callback) or ""
+            info.short_help = " ".join(doc.split("\n\n")[0].split()) or None
+    for group in typer_app.registered_groups:
+        _flowing_summaries(group.typer_instance)
+
+
+_flowing_summaries(app)
+
+
 def main() -> None:  # pragma: no cover
     from pydantic import ValidationError
 

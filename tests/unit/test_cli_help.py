@@ -89,3 +89,27 @@ def test_search_shows_a_bounded_total_as_a_lower_bound(monkeypatch, relation, sh
                            terminal_width=120)
     assert r.exit_code == 0, r.output
     assert shown in r.output and ("10,000+" in r.output) == (relation == "gte"), r.output
+
+
+@pytest.mark.parametrize("group", [[], ["templates"], ["alerts"], ["eval"]], ids=lambda g: " ".join(g) or "smartlogs")
+def test_the_commands_list_wraps_each_summary_as_one_paragraph(group):
+    """The commands panel shows each command's first docstring paragraph; Typer's rich mode
+    kept the docstring's line breaks, so at 80 columns a summary broke mid-sentence after a
+    few words ("... (the same source or pattern and the same" / "evidence), ..."). Each row's
+    text now flows: no line breaks where the next line's first word would still have fit."""
+    r = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert r.exit_code == 0, r.output
+    panel = r.output.split("Commands")[-1].splitlines()[1:]
+    rows: list[list[str]] = []
+    for line in panel:
+        if not line.startswith("│"):
+            continue
+        name, _, text = line.strip("│").partition("  ")
+        if name.strip():
+            rows.append([])
+        rows[-1].append(text.strip())
+    assert rows, r.output
+    width = max(len(x) for row in rows for x in row)
+    for row in rows:  # a kept line break: the next word would have fit on the line
+        assert all(len(a) + 1 + len(b.split()[0]) > width for a, b in zip(row, row[1:])), \
+            (row, r.output)
