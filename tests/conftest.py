@@ -1,8 +1,8 @@
-"""Shared fixtures. Sample data is read from ../shared/data/loghub (never copied here)."""
+"""Shared fixtures. Sample data is read where the CLI finds it (never copied here):
+$SMARTLOGS_LOGHUB_DIR, else data/loghub (`smartlogs data fetch`), else ../shared/data/loghub."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def loghub_path() -> Path:
-    return Path(os.environ.get("SMARTLOGS_LOGHUB_DIR", REPO.parent / "shared" / "data" / "loghub")).resolve()
+    from smartlogs.cli.datasets import default_loghub_dir
+
+    return default_loghub_dir().resolve()
 
 
 @pytest.fixture(scope="session")

@@ -70,3 +70,19 @@ def test_missing_samples_say_what_to_set(tmp_path, monkeypatch):
                        env={**__import__("os").environ, "SMARTLOGS_LOGHUB_DIR": str(tmp_path / "nowhere")})
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "set SMARTLOGS_LOGHUB_DIR" in r.stderr, r.stderr
+
+
+def test_the_tests_find_the_samples_where_smartlogs_data_fetch_put_them(tmp_path, monkeypatch):
+    """A newcomer's fresh clone: `smartlogs data fetch` fills data/loghub, and `make test` then
+    looked only in $SMARTLOGS_LOGHUB_DIR or ../shared/data/loghub ("loghub samples not found").
+    The tests look where the CLI and the benchmarks look (``default_loghub_dir``)."""
+    from tests.conftest import loghub_path
+
+    fetched = tmp_path / "data" / "loghub" / "Linux"
+    fetched.mkdir(parents=True)
+    (fetched / "Linux_2k.log").write_text("Jun 14 15:16:01 combo sshd[1]: a line\n")
+    monkeypatch.delenv("SMARTLOGS_LOGHUB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert loghub_path() == (tmp_path / "data" / "loghub").resolve()
+    monkeypatch.setenv("SMARTLOGS_LOGHUB_DIR", str(tmp_path / "elsewhere"))
+    assert loghub_path() == (tmp_path / "elsewhere").resolve()
