@@ -69,8 +69,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ingest_api.publisher import (RECONNECT_BASE, RECONNECT_CAP, connect_with_backoff,
                                   declare_ingest_queue)
 from smartlogs import metrics
-from smartlogs.security import (amqp_connect_url, amqp_ssl_context, kafka_client_kwargs, redact,
-                                redact_url, register_secrets)
+from smartlogs.security import (amqp_connect_url, amqp_ssl_context, describe_error,
+                                kafka_client_kwargs, redact_url, register_secrets)
 from smartlogs.settings import Settings, get_settings
 from streams.partitions import partition_key, partition_of
 
@@ -213,7 +213,7 @@ class Bridge:
                     await self._start_kafka()
                 except Exception as exc:
                     log.warning("Kafka %s unavailable (%s); retrying in %.1f s",
-                                self.kafka_bootstrap, _describe(exc), delay)
+                                self.kafka_bootstrap, describe_error(exc), delay)
                     await self._stop_producer()
                     await self._sleep(delay)
                     delay = min(self.reconnect_cap, delay * 2)
@@ -227,7 +227,7 @@ class Bridge:
                 self.kafka_failures += 1
                 self.reconnects += 1
                 log.warning("Kafka send failed (%s): messages requeued; recreating the producer "
-                            "in %.1f s", _describe(failure), delay)
+                            "in %.1f s", describe_error(failure), delay)
                 await self._stop_producer()
                 await self._sleep(delay)
                 delay = min(self.reconnect_cap, delay * 2)
@@ -265,7 +265,7 @@ class Bridge:
                                                   base=self.reconnect_base, cap=self.reconnect_cap,
                                                   ssl_context=self.amqp_ssl_context)
             except Exception as exc:
-                log.warning("RabbitMQ unavailable (%s); retrying in %.1f s", _describe(exc), delay)
+                log.warning("RabbitMQ unavailable (%s); retrying in %.1f s", describe_error(exc), delay)
                 await self._sleep(delay)
                 delay = min(self.reconnect_cap, delay * 2)
                 continue
@@ -279,7 +279,7 @@ class Bridge:
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await conn.close()
-                log.warning("RabbitMQ setup failed (%s); retrying in %.1f s", _describe(exc), delay)
+                log.warning("RabbitMQ setup failed (%s); retrying in %.1f s", describe_error(exc), delay)
                 await self._sleep(delay)
                 delay = min(self.reconnect_cap, delay * 2)
                 continue
@@ -348,7 +348,7 @@ class Bridge:
         try:
             await asyncio.wait_for(producer.stop(), 5.0)
         except Exception as exc:  # a dead broker: pending batches are abandoned (requeued above)
-            log.debug("producer stop: %s", _describe(exc))
+            log.debug("producer stop: %s", describe_error(exc))
 
     async def _shutdown(self) -> None:
         await self._stop_producer()
@@ -415,7 +415,7 @@ class Bridge:
                 return True
             except Exception as exc:
                 log.warning("cannot start consuming %r (%s); retrying in %.1f s", self.queue_name,
-                            _describe(exc), delay)
+                            describe_error(exc), delay)
                 await self._sleep(delay)
                 delay = min(self.reconnect_cap, delay * 2)
         return False
@@ -427,7 +427,7 @@ class Bridge:
         try:
             await asyncio.wait_for(self._queue.cancel(tag), 5.0)
         except Exception as exc:
-            log.debug("consumer cancel: %s", _describe(exc))
+            log.debug("consumer cancel: %s", describe_error(exc))
 
     async def _requeue_all(self) -> None:
         """Nack (requeue) every unacknowledged delivery, in delivery order."""
@@ -560,7 +560,7 @@ class Bridge:
             return True
         except Exception as exc:
             self.ack_failures += 1
-            log.debug("cannot settle delivery %s: %s", message.delivery_tag, _describe(exc))
+            log.debug("cannot settle delivery %s: %s", message.delivery_tag, describe_error(exc))
             return False
 
     # -- records --------------------------------------------------------------------------
@@ -628,7 +628,7 @@ class Bridge:
             await self._publish_dlq(message.body, message, reason)
         except Exception as exc:
             log.warning("cannot dead-letter message %s (%s); requeueing it", message.message_id,
-                        _describe(exc))
+                        describe_error(exc))
             await self._requeue_one(seq, message)
             return
         self.dead_lettered += 1
@@ -647,7 +647,7 @@ class Bridge:
                                     {"x-smartlogs-items": len(items)})
         except Exception as exc:
             log.warning("cannot dead-letter oversized items of %s (%s); requeueing",
-                        message.message_id, _describe(exc))
+                        message.message_id, describe_error(exc))
             await self._requeue_one(seq, message)
             return False
         self.dead_lettered += 1
@@ -719,13 +719,6 @@ async def _cancel(*tasks: asyncio.Task) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    text = redact(str(exc).strip())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def from_settings(s: Settings) -> Bridge:

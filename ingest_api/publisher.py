@@ -44,7 +44,7 @@ from aio_pika.abc import ConnectionParameter
 from aio_pika.robust_connection import RobustConnection
 from aiormq.connection import parse_timeout
 
-from smartlogs.security import redact, redact_url
+from smartlogs.security import describe_error, redact_url
 
 __all__ = ["AmqpPublisher", "QueueUnavailable", "BackoffRobustConnection", "connect_with_backoff"]
 
@@ -148,7 +148,7 @@ async def declare_ingest_queue(connection: AbstractRobustConnection, channel: Ab
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         log.warning("queue %r exists with other arguments than %s (%s); using it as it is. "
                     "To apply SMARTLOGS_AMQP_MAX_QUEUE_BYTES, delete the queue once it is drained.",
-                    name, queue_arguments(max_bytes), _describe(exc))
+                    name, queue_arguments(max_bytes), describe_error(exc))
     channel = await asyncio.wait_for(connection.channel(**channel_kwargs), timeout=timeout)
     queue = await channel.declare_queue(name, passive=True, timeout=timeout)
     return channel, queue
@@ -191,7 +191,7 @@ class AmqpPublisher:
         try:
             await self._connect_once()
         except Exception as exc:
-            reason = _describe(exc)
+            reason = describe_error(exc)
             self._last_error = reason
             log.warning("RabbitMQ %s unavailable (%s); retrying in the background",
                         _safe_url(self.url), reason)
@@ -232,7 +232,7 @@ class AmqpPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._last_error = _describe(exc)
+                self._last_error = describe_error(exc)
                 delay = min(self.reconnect_cap, delay * 2)
                 log.warning("RabbitMQ still unavailable (%s); next attempt in %.1f s",
                             self._last_error, delay)
@@ -267,7 +267,7 @@ class AmqpPublisher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure is "no answer now"
-            raise QueueUnavailable(f"queue state unknown: {_describe(exc)}") from None
+            raise QueueUnavailable(f"queue state unknown: {describe_error(exc)}") from None
 
     async def close(self) -> None:
         self._closed = True
@@ -316,19 +316,11 @@ class AmqpPublisher:
                 f"message returned: queue {self.queue!r} does not exist") from None
         except aio_pika.exceptions.DeliveryError as exc:  # Basic.Nack/Reject
             self.failed += 1
-            raise QueueUnavailable(f"broker refused the message: {_describe(exc)}") from None
+            raise QueueUnavailable(f"broker refused the message: {describe_error(exc)}") from None
         except Exception as exc:  # channel/connection closed mid-publish, socket errors, ...
             self.failed += 1
-            raise QueueUnavailable(f"RabbitMQ error: {_describe(exc)}") from None
+            raise QueueUnavailable(f"RabbitMQ error: {describe_error(exc)}") from None
         self.published += 1
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for logs and 503 bodies, scrubbed of URL passwords and known secrets."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    text = redact(str(exc).strip())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _safe_url(url: str) -> str:

@@ -324,6 +324,16 @@ def redact(text: Any) -> str:
     return out
 
 
+def describe_error(exc: BaseException) -> str:
+    """A short reason for logs and 503 bodies (the publisher's, the bridge's): the exception's
+    type and text, scrubbed of URL passwords and registered secrets (``redact``); a timeout
+    (``asyncio.TimeoutError`` is ``TimeoutError``) is "timed out"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = redact(str(exc).strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 _installed = False
 
 

@@ -203,6 +203,21 @@ def test_settings_secrets_cover_urls_and_secret_fields():
     assert {"url/pw", "url%2Fpw", "espw", "sasl-pw", "api-key-1", "amqp-pw", "key-pw"} <= got
 
 
+def test_an_error_is_described_in_one_line_without_its_secrets():
+    """What the publisher's 503 bodies and the bridge's log lines say of a failure (one
+    function for both, ``describe_error``)."""
+    import asyncio
+
+    pw = _secret()
+    sec.register_secret(pw)
+    assert sec.describe_error(asyncio.TimeoutError()) == "timed out"
+    assert sec.describe_error(TimeoutError("connect")) == "timed out"
+    assert sec.describe_error(ConnectionError(f" refused by amqp://u:{pw}@h/ \n")) == \
+        "ConnectionError: refused by amqp://u:***@h/"
+    assert sec.describe_error(OSError(f"auth failed with {pw}")) == "OSError: auth failed with ***"
+    assert sec.describe_error(RuntimeError("  ")) == "RuntimeError"
+
+
 def test_registered_secrets_never_reach_a_log_line():
     pw = _secret()
     sec.register_secret(pw)
