@@ -845,6 +845,13 @@ class ElasticsearchStore:
         self._stopping.set()
 
     def _search(self, **body):
+        """A search of the events' indices (``_search_index``)."""
+        return self._search_index(self.pattern, **body)
+
+    def _search_index(self, index: str, **body) -> dict:
+        """A search of ``index`` (a pattern, or one index that may not exist yet: no hits)
+        within the query budget: a timeout or a partial answer is ``QueryTimeout``, a stop
+        ``QueryInterrupted``."""
         budget = self.query_timeout
         es = self._es.options(request_timeout=budget + 2, max_retries=0, retry_on_timeout=False)
 
@@ -852,8 +859,7 @@ class ElasticsearchStore:
             if self._stopping.is_set():
                 raise QueryInterrupted(budget)
             try:
-                return es.search(index=self.pattern, ignore_unavailable=True,
-                                 allow_no_indices=True,
+                return es.search(index=index, ignore_unavailable=True, allow_no_indices=True,
                                  timeout=f"{max(1, int(budget * 1_000_000))}micros", **body)
             except ConnectionTimeout:  # not retried: the budget is spent
                 raise QueryTimeout(budget) from None
@@ -1271,25 +1277,6 @@ class ElasticsearchStore:
                                                              id=incident_id),
                               retries=QUERY_RETRIES)
         return resp.body.get("_source") if resp.body.get("found") else None
-
-    def _search_index(self, index: str, **body) -> dict:
-        """A search of one index that may not exist yet (no incident so far: no hits)."""
-        budget = self.query_timeout
-        es = self._es.options(request_timeout=budget + 2, max_retries=0, retry_on_timeout=False)
-
-        def once():
-            if self._stopping.is_set():
-                raise QueryInterrupted(budget)
-            try:
-                return es.search(index=index, ignore_unavailable=True, allow_no_indices=True,
-                                 timeout=f"{max(1, int(budget * 1_000_000))}micros", **body)
-            except ConnectionTimeout:
-                raise QueryTimeout(budget) from None
-
-        resp = self._retrying("search", once, retries=QUERY_RETRIES)
-        if resp.body.get("timed_out"):
-            raise QueryTimeout(budget)
-        return resp.body
 
     def count_ids(self, prefix: str) -> int:
         """Events whose id (a keyword) starts with ``prefix``."""
