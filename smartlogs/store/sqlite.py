@@ -22,11 +22,15 @@ Tables
              ``body`` is empty (a store written before blocks keeps one blob per event there,
              read as before). ``id`` is NULL: a store made before ``event_ids`` keeps the id
              there, under a UNIQUE index, and keeps doing so (its rows are not rewritten)
-  event_ids  (stem code, tail) → seq, one per event: an id is the text before its trailing
-             digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those digits as a
-             number, or (0, the id) when it has none (``_id_key``). Exact and in the ids'
-             order, so a batch's ids (one stem, counting up) land on a few index pages; how
-             duplicates are refused and a run's stored events counted (``count_ids``)
+  id_runs    runs of ids: (stem code, first tail) → (n, first seq): the ids stem + tail ..
+             stem + (tail + n - 1) are the events seq .. seq + n - 1. An id is the text before
+             its trailing digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those
+             digits as a number, or (0, the id) when it has none (``_id_key``, a run of one). A
+             batch's ids (one stem, counting up, consecutive seqs) are one row, not one per
+             event (14.8 bytes an event at 1M); how duplicates are refused and a run's stored
+             events counted (``count_ids``). Retention splits the runs it deletes ids from, so
+             every id a run covers is stored. A store made with ``event_ids`` (one row per
+             event) has it turned into runs when opened (``_ids_to_runs``, resumable)
   id_stems   code ↔ stem of every stored id
   body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
              each, compressed with a dictionary trained on the store's own events (``_Bodies``,
@@ -69,7 +73,7 @@ with one body blob per event, or with texts in host/component/template id, needs
 rows are read as they are (the file stays as large as it was; new events take the new layout).
 
 Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, the source of hostless events; ids through ``event_ids``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
+one, the source of hostless events; ids through ``id_runs``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
 event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
 synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
 time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
@@ -156,11 +160,12 @@ CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
--- the events' ids, each as (the code of its stem, its numeric tail) (_id_key): what finds a
--- stored id; the id itself is in the event's body
+-- the events' ids, as runs of (the code of their stem, consecutive numeric tails) on
+-- consecutive seqs (_id_key, _id_runs): what finds a stored id; the id itself is in the body
 CREATE TABLE IF NOT EXISTS id_stems (code INTEGER PRIMARY KEY, stem TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS event_ids (
-    stem INTEGER NOT NULL, tail NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stem, tail)
+CREATE TABLE IF NOT EXISTS id_runs (
+    stem INTEGER NOT NULL, tail NOT NULL, n INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (stem, tail)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
@@ -486,7 +491,7 @@ def _ts_text(ts: float) -> str:
 
 def _body_json(e: dict, with_id: bool = False) -> bytes:
     """The values of ``_BODY`` as JSON; ``with_id``: the event's id after them (a store whose
-    ids are in ``event_ids``, not in the row)."""
+    ids are in ``id_runs``, not in the row)."""
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
@@ -501,16 +506,16 @@ def _body_json(e: dict, with_id: bool = False) -> bytes:
 # Event ids. A store made before ``event_ids`` keeps each id in its row with a UNIQUE index on
 # it (~35 bytes an event for ids of ~12 characters, twice that for the API's ~15): its events
 # keep that layout. A newer store keeps the id only in the event's body (compressed with its
-# neighbours: a run's ids differ in their last digits) and finds ids through ``event_ids``:
+# neighbours: a run's ids differ in their last digits) and finds ids through ``id_runs``:
 # an id is its stem (the text before its trailing digits, once in ``id_stems``, by a 1-3 byte
-# code) and those digits as a number (``RUN:123456`` → (code of ``RUN:``, 123456)), ~14 bytes
-# an event where the text took ~23 in the index and ~12 in the row. The key is exact (no
-# hash: nothing to check against the body) and keeps the order of the ids, so a batch's ids,
-# which share a stem and count up, go to the same few pages of the index: a 32-bit hash
-# (tried first) scattered each batch's 2,000 inserts over as many pages, +8-10 µs of CPU an
-# event at 200,000 events and growing with the store. An id without trailing digits is its
-# own key (stem code 0, the whole id as text). A replay's progress (``count_ids("RUN:")``)
-# reads the range of stems that start with the prefix, then each one's range of keys.
+# code) and those digits as a number (``RUN:123456`` → (code of ``RUN:``, 123456)). The key
+# is exact (no hash: nothing to check against the body) and keeps the order of the ids: a
+# batch's ids share a stem, count up and get consecutive seqs, so they are one row of
+# ``id_runs`` (stem, first number, how many, first seq), where ``event_ids`` (one row an
+# event, storage4) took 14.8 bytes an event; a 32-bit hash (tried before that) scattered each
+# batch's inserts over as many pages. An id without trailing digits is its own key (stem code
+# 0, the whole id as text, a run of one). A replay's progress (``count_ids("RUN:")``) sums the
+# runs of the stems that start with the prefix.
 _DIGITS = "0123456789"
 
 
@@ -529,6 +534,27 @@ def _id_key(eid: str) -> tuple[str | None, int | str]:
         nz = digits.lstrip("0") or "0"
         stem, digits = eid[:len(eid) - len(nz)], nz
     return stem, int(digits)
+
+
+def _id_runs(pairs: list) -> list[tuple]:
+    """((stem code, tail), seq) pairs → ``id_runs`` rows (stem, tail, n, seq): ids of one stem
+    whose numbers and seqs both count up by one are one row."""
+    out: list[list] = []
+    for (stem, tail), seq in sorted(pairs, key=lambda p: (p[0][0], isinstance(p[0][1], str),
+                                                          p[0][1])):
+        r = out[-1] if out else None
+        if (r is not None and stem and r[0] == stem and tail == r[1] + r[2]
+                and seq == r[3] + r[2]):
+            r[2] += 1
+        else:
+            out.append([stem, tail, 1, seq])
+    return [tuple(r) for r in out]
+
+
+# an id's key (v.column1, v.column2) is stored: the run that starts at or before it covers it
+_IN_A_RUN = ("(SELECT r.tail = v.column2 OR (typeof(r.tail) = 'integer' AND v.column2 < r.tail + r.n) "
+             "FROM id_runs r WHERE r.stem = v.column1 AND r.tail <= v.column2 "
+             "ORDER BY r.tail DESC LIMIT 1)")
 
 
 def _template_rows(events: list[dict]) -> list[list]:
@@ -726,6 +752,7 @@ class SqliteStore:
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
         self._ids_keyed = self._keyed_layout(conn)
+        self._ids_to_runs(conn)
         self._dims_coded = any(r[1] == "dim" and r[2].upper() == "INTEGER"
                                for r in conn.execute("PRAGMA table_info(windows)"))
         if names_from is not None:
@@ -1281,8 +1308,8 @@ class SqliteStore:
             for e in events])
         if keyed:
             ids = [e["id"] for e in events]
-            self._insert_many(conn, "event_ids", ("stem", "tail", "seq"), [
-                (*k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)])
+            self._insert_many(conn, "id_runs", ("stem", "tail", "n", "seq"), _id_runs(
+                [(k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)]))
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
                           [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]]))
                            for e in events])
@@ -1336,7 +1363,7 @@ class SqliteStore:
     @staticmethod
     def _id_keys(conn: sqlite3.Connection, ids: list[str], *,
                  add: bool = False) -> list[tuple[int, int | str] | None]:
-        """The ``event_ids`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
+        """The ``id_runs`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
         get a code (in the caller's transaction), else an id of an unknown stem has None (it
         is not stored)."""
         split = [_id_key(i) for i in ids]
@@ -1359,16 +1386,17 @@ class SqliteStore:
                 for st, tail in split]
 
     def _stored_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-        """The stored ids among ``ids`` (a store with ``event_ids``). Ids of a stem whose
+        """The stored ids among ``ids`` (a store with ``id_runs``). Ids of a stem whose
         stored numbers all lie below theirs (a run counting up: the usual batch) are new
-        without a look-up each: one read of the stem's highest number decides."""
+        without a look-up each: one read of the stem's highest number decides. Else each id
+        is looked for in the run that starts at or before it (one index seek)."""
         by_key = {k: i for k, i in zip(self._id_keys(conn, ids), ids) if k is not None}
         lowest: dict[int, int] = {}
         for code, tail in by_key:
             if code and (code not in lowest or tail < lowest[code]):
                 lowest[code] = tail
         for code, lo in lowest.items():
-            row = conn.execute("SELECT tail FROM event_ids WHERE stem = ? ORDER BY tail DESC "
+            row = conn.execute("SELECT tail + n - 1 FROM id_runs WHERE stem = ? ORDER BY tail DESC "
                                "LIMIT 1", (code,)).fetchone()
             lowest[code] = row is None or lo > row[0]  # True: none of them is stored
         keys = sorted((k for k in by_key if not (k[0] and lowest[k[0]] is True)),
@@ -1378,9 +1406,65 @@ class SqliteStore:
             part = keys[k:k + 500]
             values = [x for key in part for x in key]
             found.update(by_key[key] for key in conn.execute(
-                "SELECT x.stem, x.tail FROM (VALUES " + ", ".join(["(?, ?)"] * len(part))
-                + ") v JOIN event_ids x ON x.stem = v.column1 AND x.tail = v.column2", values))
+                "SELECT v.column1, v.column2 FROM (VALUES " + ", ".join(["(?, ?)"] * len(part))
+                + ") v WHERE " + _IN_A_RUN, values))
         return found
+
+    @staticmethod
+    def _drop_ids(conn: sqlite3.Connection, keys: list) -> None:
+        """Retention: take the ids of ``keys`` ((stem code, tail) of deleted events) out of
+        their runs: each run they were in is replaced by the runs of its ids left (none, one,
+        or more when the deleted ids were inside it), so a run covers only stored events."""
+        runs: dict[tuple, list] = {}
+        last = None  # the run the previous key was in (keys sorted: most share it)
+        for stem, tail in sorted(set(keys), key=lambda k: (k[0], isinstance(k[1], str), k[1])):
+            if not (last is not None and last[0] == stem and isinstance(tail, int)
+                    and last[1] <= tail < last[1] + last[2]):
+                row = conn.execute("SELECT tail, n, seq FROM id_runs WHERE stem = ? AND tail <= ? "
+                                   "ORDER BY tail DESC LIMIT 1", (stem, tail)).fetchone()
+                if row is None:
+                    continue
+                last = (stem, *row)
+            t0, n = last[1], last[2]
+            if t0 == tail:
+                off = 0
+            elif isinstance(t0, int) and isinstance(tail, int) and t0 < tail < t0 + n:
+                off = tail - t0
+            else:
+                continue
+            runs.setdefault((stem, t0), [n, last[3], set()])[2].add(off)
+        kept = []
+        for (stem, t0), (n, s0, gone) in runs.items():
+            prev = 0
+            for off in [*sorted(gone), n]:
+                if off > prev:
+                    kept.append((stem, t0 + prev, off - prev, s0 + prev))
+                prev = off + 1
+        conn.executemany("DELETE FROM id_runs WHERE stem = ? AND tail = ?", list(runs))
+        conn.executemany("INSERT INTO id_runs (stem, tail, n, seq) VALUES (?, ?, ?, ?)", kept)
+
+    _RUNS_BATCH = 50_000
+
+    def _ids_to_runs(self, conn: sqlite3.Connection) -> None:
+        """A store made with ``event_ids`` (one row per event): its rows become ``id_runs``,
+        once, when it is opened, ``_RUNS_BATCH`` rows a transaction in key order (each moved
+        batch is deleted from ``event_ids`` in the same transaction, so a store stopped midway
+        resumes where it was; processes opening it together share the work); then the table
+        is dropped. (A run cut at a batch's end is two rows: still exact.)"""
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_ids'").fetchone():
+            return
+        while True:
+            with immediate(conn):
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_ids'").fetchone():
+                    return
+                rows = conn.execute("SELECT stem, tail, seq FROM event_ids ORDER BY stem, tail "
+                                    "LIMIT ?", (self._RUNS_BATCH,)).fetchall()
+                if not rows:
+                    conn.execute("DROP TABLE event_ids")
+                    return
+                conn.executemany("INSERT INTO id_runs (stem, tail, n, seq) VALUES (?, ?, ?, ?)",
+                                 _id_runs([((st, t), q) for st, t, q in rows]))
+                conn.execute("DELETE FROM event_ids WHERE (stem, tail) <= (?, ?)", rows[-1][:2])
 
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
@@ -1995,7 +2079,7 @@ class SqliteStore:
         host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
          parse_ok, fmt, truncated, fields) = body[:14]
-        if eid is None:  # a store with event_ids: the id is in the body
+        if eid is None:  # a store with id_runs: the id is in the body
             eid = body[14]
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
@@ -2144,9 +2228,9 @@ class SqliteStore:
 
     def count_ids(self, prefix: str) -> int:
         """Events whose id starts with ``prefix`` (ids compare as UTF-8 bytes). A store with
-        ``event_ids`` and a prefix that does not end with a digit (a replay's ``RUN:``): every
+        ``id_runs`` and a prefix that does not end with a digit (a replay's ``RUN:``): every
         such id is a stem in the prefix's range and a number, or an id without digits at its
-        end (``_id_key``), so the count is ranges of ``id_stems`` and ``event_ids``; another
+        end (``_id_key``), so the count is the runs' sizes of those stems; another
         prefix scans every body (no caller asks for one). A store made before: a range on the
         unique id index."""
         if not prefix:
@@ -2156,8 +2240,8 @@ class SqliteStore:
         if self._ids_keyed:
             if prefix[-1] not in _DIGITS:
                 return conn.execute(
-                    "SELECT coalesce(sum((SELECT count(*) FROM event_ids x WHERE x.stem = s.code)), 0) "
-                    "+ (SELECT count(*) FROM event_ids WHERE stem = 0 AND tail >= ?1 AND tail < ?2) "
+                    "SELECT coalesce(sum((SELECT sum(n) FROM id_runs x WHERE x.stem = s.code)), 0) "
+                    "+ (SELECT count(*) FROM id_runs WHERE stem = 0 AND tail >= ?1 AND tail < ?2) "
                     "FROM id_stems s WHERE s.stem >= ?1 AND s.stem < ?2", (prefix, upper)).fetchone()[0]
             n, last = 0, 0
             while True:
@@ -2200,11 +2284,10 @@ class SqliteStore:
                 if self._ids_keyed:
                     ids = [b[14] for b in bodies]
                     keys = self._id_keys(conn, ids)
-                    conn.executemany("DELETE FROM event_ids WHERE stem = ? AND tail = ? AND seq = ?",
-                                     [(*k, r[0]) for k, r in zip(keys, rows) if k is not None])
+                    self._drop_ids(conn, [k for k in keys if k is not None])
                     # stems none of whose ids is left (the API's: one per request)
                     conn.executemany("DELETE FROM id_stems WHERE code = ?1 AND NOT EXISTS (SELECT 1 "
-                                     "FROM event_ids WHERE stem = ?1)",
+                                     "FROM id_runs WHERE stem = ?1)",
                                      [(c,) for c in {k[0] for k in keys if k and k[0]}])
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
                 # body blocks none of whose events is left
