@@ -156,7 +156,6 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
@@ -759,14 +758,22 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
         self._bodies.load(conn)
-        if not fts.is_current(conn):  # an index with positions: rebuilt once (fts.convert)
-            import logging
-
-            fts.convert(conn, lambda c, rows: [b[3] for b in self._decoded(c, rows)],
-                        log=logging.getLogger(__name__))
         self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
             self._fill_sources(conn)
+        self._fts_made_empty(conn)
+        if not fts.is_current(conn):  # positions, or no host/source tokens: rebuilt once
+            import logging
+
+            fts.convert(conn, lambda c, rows: self._indexed(c, [
+                (b[3], r[1], r[2], r[3]) for r, b in zip(rows, self._decoded(
+                    c, [(r[0], r[4]) for r in rows]))]), log=logging.getLogger(__name__))
+        # hosts are found through their tokens in the index; rows written before names (a
+        # host stored as text, no token) keep the (host, time) index
+        if self._texts_stored(conn):
+            conn.execute("CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts)")
+        else:
+            conn.execute("DROP INDEX IF EXISTS events_host_ts")
         self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         if not any(c[1] == "part" for c in self._spool().execute("PRAGMA table_info(spool)")):
@@ -782,6 +789,23 @@ class SqliteStore:
         elif self._arrival_windows is None and window_seconds:
             with immediate(conn):
                 self._backfill_arrival_windows(conn, self._next_seq - 1, window_seconds)
+
+    @staticmethod
+    def _fts_made_empty(conn: sqlite3.Connection) -> None:
+        """An index without positions made while the store holds no event has every token
+        its events will get (host and source tokens included): marked current."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_fts'").fetchone()
+        if (row is not None and "detail='none'" in row[0]
+                and not conn.execute("SELECT 1 FROM events LIMIT 1").fetchone()):
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fts_sources', 1)")
+
+    @staticmethod
+    def _indexed(conn: sqlite3.Connection, rows) -> list[str]:
+        """The texts the index holds (``fts.indexed_text``) for stored (message, template_id,
+        host, source) values: the source column is a text, its token names its key (added to
+        ``names`` when missing, in the caller's transaction)."""
+        keys = _Names.keys(conn, [r[3] for r in rows if r[3] is not None])
+        return [fts.indexed_text(m, t, h, keys.get(src)) for m, t, h, src in rows]
 
     def _dim(self, name: str):
         """A window dimension as this store keeps it (its code, or its name in a store made
@@ -936,6 +960,7 @@ class SqliteStore:
         total = conn.execute("SELECT count(*) FROM events_v1").fetchone()[0]
         log.info("moving %d events to the compact layout (once)", total)
         conn.executescript(_SCHEMA)
+        self._fts_made_empty(conn)
         self._ids_keyed = self._keyed_layout(conn)
         self._bodies.load(conn)
         while True:
@@ -1186,7 +1211,8 @@ class SqliteStore:
         keyed = self._ids_keyed
         ready = ([_body_json(e, keyed) for e in events],
                  count_windows(events, window_seconds, arrival=True), _template_rows(events),
-                 list({x for e in events for x in (e["host"], e["component"], e["template_id"])}),
+                 list({x for e in events for x in (e["host"], e["component"], e["template_id"],
+                                                   _source_column(e))}),
                  texts_of(events, catalog), keyed) if events else None
         with self._writer_turn():
             return self._write(events, window_seconds, catalog, incidents, cursors, ready)
@@ -1299,7 +1325,8 @@ class SqliteStore:
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
         if names is None:
-            names = [x for e in events for x in (e["host"], e["component"], e["template_id"])]
+            names = [x for e in events for x in (e["host"], e["component"], e["template_id"],
+                                                 _source_column(e))]
         key = _Names.keys(conn, names)
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], None if keyed else e["id"], e["ts"], e["received"], key.get(e["host"]),
@@ -1311,7 +1338,9 @@ class SqliteStore:
             self._insert_many(conn, "id_runs", ("stem", "tail", "n", "seq"), _id_runs(
                 [(k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)]))
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
-                          [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]]))
+                          [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]],
+                                                       key.get(e["host"]),
+                                                       key.get(_source_column(e))))
                            for e in events])
         received = [e["received"] for e in events]
         conn.execute(_ADD_ARRIVAL_BLOCK, (events[0]["seq"], events[-1]["seq"], min(received),
@@ -1611,15 +1640,17 @@ class SqliteStore:
         each row is deleted with the text it was indexed with and indexed again."""
         olds = list(new_of)
         rows = conn.execute(
-            "SELECT seq, body, template_id FROM events WHERE template_id IN ("
+            "SELECT seq, body, template_id, host, source FROM events WHERE template_id IN ("
             + ", ".join("?" * len(olds)) + ")", olds).fetchall()
         if not rows:
             return
         messages = [b[3] for b in self._decoded(conn, [(r[0], r[1]) for r in rows])]
+        before = self._indexed(conn, [(m, r[2], r[3], r[4]) for r, m in zip(rows, messages)])
+        after = self._indexed(conn, [(m, new_of[r[2]], r[3], r[4]) for r, m in zip(rows, messages)])
         conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) VALUES ('delete', ?, ?)",
-                         [(r[0], fts.indexed_text(m, r[2])) for r, m in zip(rows, messages)])
+                         [(r[0], t) for r, t in zip(rows, before)])
         conn.executemany("INSERT INTO events_fts (rowid, message) VALUES (?, ?)",
-                         [(r[0], fts.indexed_text(m, new_of[r[2]])) for r, m in zip(rows, messages)])
+                         [(r[0], t) for r, t in zip(rows, after)])
 
     def write_incidents(self, incidents: list[dict]) -> None:
         """Upsert incident snapshots by id (a newer ``rev`` wins; the same one again is a
@@ -1713,16 +1744,34 @@ class SqliteStore:
             where.append(f"({sql})")
             args.extend(a)
             drive = []
-        if query.template is not None and not texts:
-            # a template in few events (< 1 in _DENSE): its list in the index drives; in many,
+        # the template, host and source filters as their synthetic tokens (exact: each token
+        # is in the index for exactly the events whose column holds its key)
+        tokens: list[str] = []
+        if not texts:
+            if query.template is not None:
+                tok = fts.template_token(_Names.key_of(conn, query.template))
+                tokens.append(f'"{tok}"' if tok else '""')
+            if query.host is not None:
+                tok = fts.host_token(_Names.key_of(conn, query.host))
+                tokens.append(f'"{tok}"' if tok else '""')
+            if query.source is not None:  # its host's events, and hostless ones naming it
+                key = _Names.key_of(conn, query.source)
+                tokens.append(f'("{fts.host_token(key)}" OR "{fts.source_token(key)}")'
+                              if key is not None else '""')
+        if tokens:
+            # a filter in few events (< 1 in _DENSE): its list in the index drives; in many,
             # the events are walked in the order asked for, each tested (a page fills fast)
-            tok = fts.template_token(_Names.key_of(conn, query.template))
-            if tok is not None:
-                last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-                dense = -(-last // _DENSE) if _DENSE else 0
-                if conn.execute("SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts "
-                                "MATCH ? LIMIT ?)", (f'"{tok}"', dense)).fetchone()[0] < dense:
-                    drive.append(f'"{tok}"')
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            dense = -(-last // _DENSE) if _DENSE else 0
+            for tok in tokens:
+                if tok != '""' and conn.execute(
+                        "SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts MATCH ? "
+                        "LIMIT ?)", (tok, dense)).fetchone()[0] < dense:
+                    drive.append(tok)
+        # no words and no other filter: the total is the tokens' count in the index
+        only_tokens = (bool(tokens) and node is None and '""' not in tokens
+                       and all(x is None for x in (query.level, query.anomaly, query.incident,
+                                                   query.since, query.until, query.after_seq)))
         if drive:  # the usual case: FTS5 drives the query
             join = " JOIN events_fts f ON f.rowid = e.seq"
             where.insert(0, "events_fts MATCH ?")
@@ -1806,6 +1855,9 @@ class SqliteStore:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             nonlocal join, clause, page
             total = None
+            if only_tokens:
+                total = count("FROM events_fts WHERE events_fts MATCH ?",
+                              [" AND ".join(tokens)])
             if fts_expr is not None:
                 # How many events have the words decides the plan. Few: the full-text index
                 # drives (each match looked up, then sorted). Many (>= 1% of the store) and no
@@ -2261,12 +2313,12 @@ class SqliteStore:
         loop with pauses, so ingest (another file) and the writer never wait long."""
         conn = self._conn()
         with immediate(conn):
-            doomed = conn.execute("SELECT seq, body, template_id FROM events WHERE ts < ? "
-                                  "ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
+            doomed = conn.execute("SELECT seq, body, template_id, host, source FROM events "
+                                  "WHERE ts < ? ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
             bodies = self._decoded(conn, [(r[0], r[1]) for r in doomed])
             # the index is contentless: a delete gives the text the row was indexed with
-            rows = [(seq, fts.indexed_text(body[3], tid)) for (seq, _, tid), body
-                    in zip(doomed, bodies)]
+            rows = list(zip([r[0] for r in doomed], self._indexed(conn, [
+                (body[3], tid, host, src) for (_, _, tid, host, src), body in zip(doomed, bodies)])))
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
