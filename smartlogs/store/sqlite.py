@@ -39,10 +39,11 @@ Tables
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
              second time here), ``detail=none``: for each word only the list of its events, no
              positions (~1/3 of the bytes); phrases are checked against the stored text for the
-             candidates; plus one synthetic token per event for its template id, and prefixes
-             asked as the OR of their words (smartlogs/store/fts.py); ``columnsize=0`` (no
-             ranking, no sizes kept). An index written with positions is rebuilt once when the
-             store is opened (``fts.convert``, resumable)
+             candidates; plus synthetic tokens per event for its template id and its host (or,
+             without a host, its source column), and prefixes asked as the OR of their words
+             (smartlogs/store/fts.py); ``columnsize=0`` (no ranking, no sizes kept). An index
+             written with positions, or without host tokens, is rebuilt once when the store is
+             opened (``fts.convert``, resumable), and the (host, ts) index it replaces dropped
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
   windows    (window start, dimension, key) → count, derived from stored events only; the
@@ -72,12 +73,14 @@ A store written before bodies (every field a column, the full-text index reading
 with one body blob per event, or with texts in host/component/template id, needs no move: its
 rows are read as they are (the file stays as large as it was; new events take the new layout).
 
-Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, the source of hostless events; ids through ``id_runs``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
-event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
-synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
-time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
-from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+Indexes are kept to what the hot queries need (time, anomalies, level when there is one, the
+source of hostless events; ids through ``id_runs``): each extra index costs ~2 µs per stored
+line (bench/RESULTS.md) and ~15-25 bytes per event. The template, host and source filters have
+none: one in few events (< 1 in _DENSE) is read from its synthetic token's list in the
+full-text index (~1-2 bytes an event each); a common one walks the time index (a page fills
+fast), and when it is the only filter its total is its tokens' count in the index (stops at
+~10,000). A store whose rows were written before names (hosts as texts, no tokens) keeps its
+(host, ts) index. ``/api/stats`` counts come from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
 Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
@@ -426,7 +429,7 @@ class _Names:
     """Hosts, components and template ids in ``events`` as short keys: each distinct text gets
     a number in ``names`` (1, 2, ...), stored in events as the big-endian bytes of that number,
     a BLOB of 1-3 bytes where the text took 5-15 (a template id is 13: "T" and 12 hex digits),
-    in the table and in the (host, ts) index. A BLOB, because the columns are TEXT: SQLite
+    in the table and in the full-text index's tokens. A BLOB, because the columns are TEXT: SQLite
     would store a number there as its decimal text, and a key must never read as a text an
     older store holds (stores written before names keep their texts in these columns, and
     every reader takes either). Keys are given inside the writer's transaction (shards in
