@@ -1844,6 +1844,11 @@ class SqliteStore:
         # a range of time or seqs is read through its index, each row probing the full-text
         # index: kept whatever the words (the walk would read every match first)
         ranged = query.since is not None or query.until is not None or query.after_seq is not None
+        # an event-time range: (since, until), open ends as infinities
+        timed = ((-float("inf") if query.since is None else query.since,
+                  float("inf") if query.until is None else query.until)
+                 if col == "e.ts" and (query.since is not None or query.until is not None)
+                 else None)
 
         cap = query.total_limit  # count at most cap + 1 matches (None: every one)
 
@@ -1877,6 +1882,14 @@ class SqliteStore:
                                    or (words_alone and _WALK and hits >= _WALK_HITS)):
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
+                elif join and timed and conn.execute(
+                        "SELECT count(*) FROM (SELECT 1 FROM events WHERE ts >= ? AND ts < ? "
+                        "LIMIT ?)", (*timed, hits + 1)).fetchone()[0] <= hits:
+                    # fewer events in the time range than matches of the words: the range
+                    # (the time index) drives and each of its events probes the index; SQLite
+                    # would have the index drive, reading every match (at 10M, 1.2 million
+                    # for `session`, ~1 s, where the range's ~1,300 events take ~25 ms)
+                    join = join.replace(" JOIN ", " CROSS JOIN ")
             rows = None
             if (_WALK and words_alone and not ranged and (fts_expr is None or not join)
                     and query.limit >= 0 and not any(fts.relaxed(t, expand).endswith("*")
