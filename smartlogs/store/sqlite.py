@@ -22,11 +22,15 @@ Tables
              ``body`` is empty (a store written before blocks keeps one blob per event there,
              read as before). ``id`` is NULL: a store made before ``event_ids`` keeps the id
              there, under a UNIQUE index, and keeps doing so (its rows are not rewritten)
-  event_ids  (stem code, tail) → seq, one per event: an id is the text before its trailing
-             digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those digits as a
-             number, or (0, the id) when it has none (``_id_key``). Exact and in the ids'
-             order, so a batch's ids (one stem, counting up) land on a few index pages; how
-             duplicates are refused and a run's stored events counted (``count_ids``)
+  id_runs    runs of ids: (stem code, first tail) → (n, first seq): the ids stem + tail ..
+             stem + (tail + n - 1) are the events seq .. seq + n - 1. An id is the text before
+             its trailing digits (its stem, once in ``id_stems``, by a 1-3 byte code) and those
+             digits as a number, or (0, the id) when it has none (``_id_key``, a run of one). A
+             batch's ids (one stem, counting up, consecutive seqs) are one row, not one per
+             event (14.8 bytes an event at 1M); how duplicates are refused and a run's stored
+             events counted (``count_ids``). Retention splits the runs it deletes ids from, so
+             every id a run covers is stored. A store made with ``event_ids`` (one row per
+             event) has it turned into runs when opened (``_ids_to_runs``, resumable)
   id_stems   code ↔ stem of every stored id
   body_blocks  the display-only part of runs of up to 128 consecutive events, one zstd frame
              each, compressed with a dictionary trained on the store's own events (``_Bodies``,
@@ -35,10 +39,11 @@ Tables
   events_fts FTS5 over the message, contentless (rowid = seq; the text is in the body, not a
              second time here), ``detail=none``: for each word only the list of its events, no
              positions (~1/3 of the bytes); phrases are checked against the stored text for the
-             candidates; plus one synthetic token per event for its template id, and prefixes
-             asked as the OR of their words (smartlogs/store/fts.py); ``columnsize=0`` (no
-             ranking, no sizes kept). An index written with positions is rebuilt once when the
-             store is opened (``fts.convert``, resumable)
+             candidates; plus synthetic tokens per event for its template id and its host (or,
+             without a host, its source column), and prefixes asked as the OR of their words
+             (smartlogs/store/fts.py); ``columnsize=0`` (no ranking, no sizes kept). An index
+             written with positions, or without host tokens, is rebuilt once when the store is
+             opened (``fts.convert``, resumable), and the (host, ts) index it replaces dropped
   arrival_blocks  runs of seqs with their lowest and highest arrival time: how arrival-time
              ranges are searched, instead of an index on every event
   windows    (window start, dimension, key) → count, derived from stored events only; the
@@ -68,12 +73,14 @@ A store written before bodies (every field a column, the full-text index reading
 with one body blob per event, or with texts in host/component/template id, needs no move: its
 rows are read as they are (the file stays as large as it was; new events take the new layout).
 
-Indexes are kept to what the hot queries need (time, host, anomalies, level when there is
-one, the source of hostless events; ids through ``event_ids``): each extra index costs ~2 µs per stored line (bench/RESULTS.md) and ~15-25 bytes per
-event. The template filter has none: a template in few events (< 1 in _DENSE) is read from its
-synthetic token's list in the full-text index (~1-2 bytes an event); a common one walks the
-time index (a page fills fast, a bounded total stops at ~10,000); ``/api/stats`` counts come
-from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
+Indexes are kept to what the hot queries need (time, anomalies, level when there is one, the
+source of hostless events; ids through ``id_runs``): each extra index costs ~2 µs per stored
+line (bench/RESULTS.md) and ~15-25 bytes per event. The template, host and source filters have
+none: one in few events (< 1 in _DENSE) is read from its synthetic token's list in the
+full-text index (~1-2 bytes an event each); a common one walks the time index (a page fills
+fast), and when it is the only filter its total is its tokens' count in the index (stops at
+~10,000). A store whose rows were written before names (hosts as texts, no tokens) keeps its
+(host, ts) index. ``/api/stats`` counts come from ``windows``. Bytes per event and query times at 1M and 10M lines: bench/bench_store_size.py,
 bench/RESULTS.md.
 
 Totals are bounded (``EventQuery.total_limit``, 10,000 by default, as Elasticsearch's
@@ -152,15 +159,15 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
 CREATE INDEX IF NOT EXISTS events_source_ts ON events(source, ts) WHERE source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_anomaly_ts ON events(ts) WHERE anomaly = 1;
 CREATE INDEX IF NOT EXISTS events_level_ts ON events(level, ts) WHERE level IS NOT NULL;
--- the events' ids, each as (the code of its stem, its numeric tail) (_id_key): what finds a
--- stored id; the id itself is in the event's body
+-- the events' ids, as runs of (the code of their stem, consecutive numeric tails) on
+-- consecutive seqs (_id_key, _id_runs): what finds a stored id; the id itself is in the body
 CREATE TABLE IF NOT EXISTS id_stems (code INTEGER PRIMARY KEY, stem TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS event_ids (
-    stem INTEGER NOT NULL, tail NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stem, tail)
+CREATE TABLE IF NOT EXISTS id_runs (
+    stem INTEGER NOT NULL, tail NOT NULL, n INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (stem, tail)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS arrival_blocks (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL
@@ -422,7 +429,7 @@ class _Names:
     """Hosts, components and template ids in ``events`` as short keys: each distinct text gets
     a number in ``names`` (1, 2, ...), stored in events as the big-endian bytes of that number,
     a BLOB of 1-3 bytes where the text took 5-15 (a template id is 13: "T" and 12 hex digits),
-    in the table and in the (host, ts) index. A BLOB, because the columns are TEXT: SQLite
+    in the table and in the full-text index's tokens. A BLOB, because the columns are TEXT: SQLite
     would store a number there as its decimal text, and a key must never read as a text an
     older store holds (stores written before names keep their texts in these columns, and
     every reader takes either). Keys are given inside the writer's transaction (shards in
@@ -486,7 +493,7 @@ def _ts_text(ts: float) -> str:
 
 def _body_json(e: dict, with_id: bool = False) -> bytes:
     """The values of ``_BODY`` as JSON; ``with_id``: the event's id after them (a store whose
-    ids are in ``event_ids``, not in the row)."""
+    ids are in ``id_runs``, not in the row)."""
     ts_text = e["timestamp"]
     if ts_text == _ts_text(e["ts"]):  # rebuilt when read
         ts_text = None
@@ -501,16 +508,16 @@ def _body_json(e: dict, with_id: bool = False) -> bytes:
 # Event ids. A store made before ``event_ids`` keeps each id in its row with a UNIQUE index on
 # it (~35 bytes an event for ids of ~12 characters, twice that for the API's ~15): its events
 # keep that layout. A newer store keeps the id only in the event's body (compressed with its
-# neighbours: a run's ids differ in their last digits) and finds ids through ``event_ids``:
+# neighbours: a run's ids differ in their last digits) and finds ids through ``id_runs``:
 # an id is its stem (the text before its trailing digits, once in ``id_stems``, by a 1-3 byte
-# code) and those digits as a number (``RUN:123456`` → (code of ``RUN:``, 123456)), ~14 bytes
-# an event where the text took ~23 in the index and ~12 in the row. The key is exact (no
-# hash: nothing to check against the body) and keeps the order of the ids, so a batch's ids,
-# which share a stem and count up, go to the same few pages of the index: a 32-bit hash
-# (tried first) scattered each batch's 2,000 inserts over as many pages, +8-10 µs of CPU an
-# event at 200,000 events and growing with the store. An id without trailing digits is its
-# own key (stem code 0, the whole id as text). A replay's progress (``count_ids("RUN:")``)
-# reads the range of stems that start with the prefix, then each one's range of keys.
+# code) and those digits as a number (``RUN:123456`` → (code of ``RUN:``, 123456)). The key
+# is exact (no hash: nothing to check against the body) and keeps the order of the ids: a
+# batch's ids share a stem, count up and get consecutive seqs, so they are one row of
+# ``id_runs`` (stem, first number, how many, first seq), where ``event_ids`` (one row an
+# event, storage4) took 14.8 bytes an event; a 32-bit hash (tried before that) scattered each
+# batch's inserts over as many pages. An id without trailing digits is its own key (stem code
+# 0, the whole id as text, a run of one). A replay's progress (``count_ids("RUN:")``) sums the
+# runs of the stems that start with the prefix.
 _DIGITS = "0123456789"
 
 
@@ -529,6 +536,27 @@ def _id_key(eid: str) -> tuple[str | None, int | str]:
         nz = digits.lstrip("0") or "0"
         stem, digits = eid[:len(eid) - len(nz)], nz
     return stem, int(digits)
+
+
+def _id_runs(pairs: list) -> list[tuple]:
+    """((stem code, tail), seq) pairs → ``id_runs`` rows (stem, tail, n, seq): ids of one stem
+    whose numbers and seqs both count up by one are one row."""
+    out: list[list] = []
+    for (stem, tail), seq in sorted(pairs, key=lambda p: (p[0][0], isinstance(p[0][1], str),
+                                                          p[0][1])):
+        r = out[-1] if out else None
+        if (r is not None and stem and r[0] == stem and tail == r[1] + r[2]
+                and seq == r[3] + r[2]):
+            r[2] += 1
+        else:
+            out.append([stem, tail, 1, seq])
+    return [tuple(r) for r in out]
+
+
+# an id's key (v.column1, v.column2) is stored: the run that starts at or before it covers it
+_IN_A_RUN = ("(SELECT r.tail = v.column2 OR (typeof(r.tail) = 'integer' AND v.column2 < r.tail + r.n) "
+             "FROM id_runs r WHERE r.stem = v.column1 AND r.tail <= v.column2 "
+             "ORDER BY r.tail DESC LIMIT 1)")
 
 
 def _template_rows(events: list[dict]) -> list[list]:
@@ -726,20 +754,29 @@ class SqliteStore:
         added = self._add_source_column(conn)
         conn.executescript(_SCHEMA)
         self._ids_keyed = self._keyed_layout(conn)
+        self._ids_to_runs(conn)
         self._dims_coded = any(r[1] == "dim" and r[2].upper() == "INTEGER"
                                for r in conn.execute("PRAGMA table_info(windows)"))
         if names_from is not None:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('names_from', ?)",
                          (names_from,))
         self._bodies.load(conn)
-        if not fts.is_current(conn):  # an index with positions: rebuilt once (fts.convert)
-            import logging
-
-            fts.convert(conn, lambda c, rows: [b[3] for b in self._decoded(c, rows)],
-                        log=logging.getLogger(__name__))
         self.partitions = self._check_partitions(conn, partitions)
         if added or conn.execute("SELECT 1 FROM meta WHERE key = 'sources_filled'").fetchone():
             self._fill_sources(conn)
+        self._fts_made_empty(conn)
+        if not fts.is_current(conn):  # positions, or no host/source tokens: rebuilt once
+            import logging
+
+            fts.convert(conn, lambda c, rows: self._indexed(c, [
+                (b[3], r[1], r[2], r[3]) for r, b in zip(rows, self._decoded(
+                    c, [(r[0], r[4]) for r in rows]))]), log=logging.getLogger(__name__))
+        # hosts are found through their tokens in the index; rows written before names (a
+        # host stored as text, no token) keep the (host, time) index
+        if self._texts_stored(conn):
+            conn.execute("CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts)")
+        else:
+            conn.execute("DROP INDEX IF EXISTS events_host_ts")
         self._record_stored_texts(conn)
         self._spool().executescript(_SPOOL_SCHEMA)
         if not any(c[1] == "part" for c in self._spool().execute("PRAGMA table_info(spool)")):
@@ -755,6 +792,23 @@ class SqliteStore:
         elif self._arrival_windows is None and window_seconds:
             with immediate(conn):
                 self._backfill_arrival_windows(conn, self._next_seq - 1, window_seconds)
+
+    @staticmethod
+    def _fts_made_empty(conn: sqlite3.Connection) -> None:
+        """An index without positions made while the store holds no event has every token
+        its events will get (host and source tokens included): marked current."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events_fts'").fetchone()
+        if (row is not None and "detail='none'" in row[0]
+                and not conn.execute("SELECT 1 FROM events LIMIT 1").fetchone()):
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fts_sources', 1)")
+
+    @staticmethod
+    def _indexed(conn: sqlite3.Connection, rows) -> list[str]:
+        """The texts the index holds (``fts.indexed_text``) for stored (message, template_id,
+        host, source) values: the source column is a text, its token names its key (added to
+        ``names`` when missing, in the caller's transaction)."""
+        keys = _Names.keys(conn, [r[3] for r in rows if r[3] is not None])
+        return [fts.indexed_text(m, t, h, keys.get(src)) for m, t, h, src in rows]
 
     def _dim(self, name: str):
         """A window dimension as this store keeps it (its code, or its name in a store made
@@ -909,6 +963,7 @@ class SqliteStore:
         total = conn.execute("SELECT count(*) FROM events_v1").fetchone()[0]
         log.info("moving %d events to the compact layout (once)", total)
         conn.executescript(_SCHEMA)
+        self._fts_made_empty(conn)
         self._ids_keyed = self._keyed_layout(conn)
         self._bodies.load(conn)
         while True:
@@ -1159,7 +1214,8 @@ class SqliteStore:
         keyed = self._ids_keyed
         ready = ([_body_json(e, keyed) for e in events],
                  count_windows(events, window_seconds, arrival=True), _template_rows(events),
-                 list({x for e in events for x in (e["host"], e["component"], e["template_id"])}),
+                 list({x for e in events for x in (e["host"], e["component"], e["template_id"],
+                                                   _source_column(e))}),
                  texts_of(events, catalog), keyed) if events else None
         with self._writer_turn():
             return self._write(events, window_seconds, catalog, incidents, cursors, ready)
@@ -1272,7 +1328,8 @@ class SqliteStore:
         self._insert_many(conn, "body_blocks", _BLOCK_COLUMNS, self._bodies.encode_blocks(
             conn, [(e["seq"], b) for e, b in zip(events, bodies)]))
         if names is None:
-            names = [x for e in events for x in (e["host"], e["component"], e["template_id"])]
+            names = [x for e in events for x in (e["host"], e["component"], e["template_id"],
+                                                 _source_column(e))]
         key = _Names.keys(conn, names)
         self._insert_many(conn, "events", _COLUMNS, [
             (e["seq"], None if keyed else e["id"], e["ts"], e["received"], key.get(e["host"]),
@@ -1281,10 +1338,12 @@ class SqliteStore:
             for e in events])
         if keyed:
             ids = [e["id"] for e in events]
-            self._insert_many(conn, "event_ids", ("stem", "tail", "seq"), [
-                (*k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)])
+            self._insert_many(conn, "id_runs", ("stem", "tail", "n", "seq"), _id_runs(
+                [(k, e["seq"]) for k, e in zip(self._id_keys(conn, ids, add=True), events)]))
         self._insert_many(conn, "events_fts", _FTS_COLUMNS,
-                          [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]]))
+                          [(e["seq"], fts.indexed_text(e["message"], key[e["template_id"]],
+                                                       key.get(e["host"]),
+                                                       key.get(_source_column(e))))
                            for e in events])
         received = [e["received"] for e in events]
         conn.execute(_ADD_ARRIVAL_BLOCK, (events[0]["seq"], events[-1]["seq"], min(received),
@@ -1335,7 +1394,7 @@ class SqliteStore:
 
     def _id_keys(self, conn: sqlite3.Connection, ids: list[str], *,
                  add: bool = False) -> list[tuple[int, int | str] | None]:
-        """The ``event_ids`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
+        """The ``id_runs`` key (stem code, tail) of each id (``_id_key``); ``add``: new stems
         get a code (in the caller's transaction, a few multi-row INSERTs: ``_insert_many``),
         else an id of an unknown stem has None (it is not stored)."""
         split = [_id_key(i) for i in ids]
@@ -1358,16 +1417,17 @@ class SqliteStore:
                 for st, tail in split]
 
     def _stored_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-        """The stored ids among ``ids`` (a store with ``event_ids``). Ids of a stem whose
+        """The stored ids among ``ids`` (a store with ``id_runs``). Ids of a stem whose
         stored numbers all lie below theirs (a run counting up: the usual batch) are new
-        without a look-up each: one read of the stem's highest number decides."""
+        without a look-up each: one read of the stem's highest number decides. Else each id
+        is looked for in the run that starts at or before it (one index seek)."""
         by_key = {k: i for k, i in zip(self._id_keys(conn, ids), ids) if k is not None}
         lowest: dict[int, int] = {}
         for code, tail in by_key:
             if code and (code not in lowest or tail < lowest[code]):
                 lowest[code] = tail
         for code, lo in lowest.items():
-            row = conn.execute("SELECT tail FROM event_ids WHERE stem = ? ORDER BY tail DESC "
+            row = conn.execute("SELECT tail + n - 1 FROM id_runs WHERE stem = ? ORDER BY tail DESC "
                                "LIMIT 1", (code,)).fetchone()
             lowest[code] = row is None or lo > row[0]  # True: none of them is stored
         keys = sorted((k for k in by_key if not (k[0] and lowest[k[0]] is True)),
@@ -1377,9 +1437,65 @@ class SqliteStore:
             part = keys[k:k + 500]
             values = [x for key in part for x in key]
             found.update(by_key[key] for key in conn.execute(
-                "SELECT x.stem, x.tail FROM (VALUES " + ", ".join(["(?, ?)"] * len(part))
-                + ") v JOIN event_ids x ON x.stem = v.column1 AND x.tail = v.column2", values))
+                "SELECT v.column1, v.column2 FROM (VALUES " + ", ".join(["(?, ?)"] * len(part))
+                + ") v WHERE " + _IN_A_RUN, values))
         return found
+
+    @staticmethod
+    def _drop_ids(conn: sqlite3.Connection, keys: list) -> None:
+        """Retention: take the ids of ``keys`` ((stem code, tail) of deleted events) out of
+        their runs: each run they were in is replaced by the runs of its ids left (none, one,
+        or more when the deleted ids were inside it), so a run covers only stored events."""
+        runs: dict[tuple, list] = {}
+        last = None  # the run the previous key was in (keys sorted: most share it)
+        for stem, tail in sorted(set(keys), key=lambda k: (k[0], isinstance(k[1], str), k[1])):
+            if not (last is not None and last[0] == stem and isinstance(tail, int)
+                    and last[1] <= tail < last[1] + last[2]):
+                row = conn.execute("SELECT tail, n, seq FROM id_runs WHERE stem = ? AND tail <= ? "
+                                   "ORDER BY tail DESC LIMIT 1", (stem, tail)).fetchone()
+                if row is None:
+                    continue
+                last = (stem, *row)
+            t0, n = last[1], last[2]
+            if t0 == tail:
+                off = 0
+            elif isinstance(t0, int) and isinstance(tail, int) and t0 < tail < t0 + n:
+                off = tail - t0
+            else:
+                continue
+            runs.setdefault((stem, t0), [n, last[3], set()])[2].add(off)
+        kept = []
+        for (stem, t0), (n, s0, gone) in runs.items():
+            prev = 0
+            for off in [*sorted(gone), n]:
+                if off > prev:
+                    kept.append((stem, t0 + prev, off - prev, s0 + prev))
+                prev = off + 1
+        conn.executemany("DELETE FROM id_runs WHERE stem = ? AND tail = ?", list(runs))
+        conn.executemany("INSERT INTO id_runs (stem, tail, n, seq) VALUES (?, ?, ?, ?)", kept)
+
+    _RUNS_BATCH = 50_000
+
+    def _ids_to_runs(self, conn: sqlite3.Connection) -> None:
+        """A store made with ``event_ids`` (one row per event): its rows become ``id_runs``,
+        once, when it is opened, ``_RUNS_BATCH`` rows a transaction in key order (each moved
+        batch is deleted from ``event_ids`` in the same transaction, so a store stopped midway
+        resumes where it was; processes opening it together share the work); then the table
+        is dropped. (A run cut at a batch's end is two rows: still exact.)"""
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_ids'").fetchone():
+            return
+        while True:
+            with immediate(conn):
+                if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_ids'").fetchone():
+                    return
+                rows = conn.execute("SELECT stem, tail, seq FROM event_ids ORDER BY stem, tail "
+                                    "LIMIT ?", (self._RUNS_BATCH,)).fetchall()
+                if not rows:
+                    conn.execute("DROP TABLE event_ids")
+                    return
+                conn.executemany("INSERT INTO id_runs (stem, tail, n, seq) VALUES (?, ?, ?, ?)",
+                                 _id_runs([((st, t), q) for st, t, q in rows]))
+                conn.execute("DELETE FROM event_ids WHERE (stem, tail) <= (?, ?)", rows[-1][:2])
 
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (``TemplateMiner.merges``: old id → the id that took it
@@ -1526,15 +1642,17 @@ class SqliteStore:
         each row is deleted with the text it was indexed with and indexed again."""
         olds = list(new_of)
         rows = conn.execute(
-            "SELECT seq, body, template_id FROM events WHERE template_id IN ("
+            "SELECT seq, body, template_id, host, source FROM events WHERE template_id IN ("
             + ", ".join("?" * len(olds)) + ")", olds).fetchall()
         if not rows:
             return
         messages = [b[3] for b in self._decoded(conn, [(r[0], r[1]) for r in rows])]
+        before = self._indexed(conn, [(m, r[2], r[3], r[4]) for r, m in zip(rows, messages)])
+        after = self._indexed(conn, [(m, new_of[r[2]], r[3], r[4]) for r, m in zip(rows, messages)])
         conn.executemany("INSERT INTO events_fts (events_fts, rowid, message) VALUES ('delete', ?, ?)",
-                         [(r[0], fts.indexed_text(m, r[2])) for r, m in zip(rows, messages)])
+                         [(r[0], t) for r, t in zip(rows, before)])
         conn.executemany("INSERT INTO events_fts (rowid, message) VALUES (?, ?)",
-                         [(r[0], fts.indexed_text(m, new_of[r[2]])) for r, m in zip(rows, messages)])
+                         [(r[0], t) for r, t in zip(rows, after)])
 
     def write_incidents(self, incidents: list[dict]) -> None:
         """Upsert incident snapshots by id (a newer ``rev`` wins; the same one again is a
@@ -1628,16 +1746,34 @@ class SqliteStore:
             where.append(f"({sql})")
             args.extend(a)
             drive = []
-        if query.template is not None and not texts:
-            # a template in few events (< 1 in _DENSE): its list in the index drives; in many,
+        # the template, host and source filters as their synthetic tokens (exact: each token
+        # is in the index for exactly the events whose column holds its key)
+        tokens: list[str] = []
+        if not texts:
+            if query.template is not None:
+                tok = fts.template_token(_Names.key_of(conn, query.template))
+                tokens.append(f'"{tok}"' if tok else '""')
+            if query.host is not None:
+                tok = fts.host_token(_Names.key_of(conn, query.host))
+                tokens.append(f'"{tok}"' if tok else '""')
+            if query.source is not None:  # its host's events, and hostless ones naming it
+                key = _Names.key_of(conn, query.source)
+                tokens.append(f'("{fts.host_token(key)}" OR "{fts.source_token(key)}")'
+                              if key is not None else '""')
+        if tokens:
+            # a filter in few events (< 1 in _DENSE): its list in the index drives; in many,
             # the events are walked in the order asked for, each tested (a page fills fast)
-            tok = fts.template_token(_Names.key_of(conn, query.template))
-            if tok is not None:
-                last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-                dense = -(-last // _DENSE) if _DENSE else 0
-                if conn.execute("SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts "
-                                "MATCH ? LIMIT ?)", (f'"{tok}"', dense)).fetchone()[0] < dense:
-                    drive.append(f'"{tok}"')
+            last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            dense = -(-last // _DENSE) if _DENSE else 0
+            for tok in tokens:
+                if tok != '""' and conn.execute(
+                        "SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts MATCH ? "
+                        "LIMIT ?)", (tok, dense)).fetchone()[0] < dense:
+                    drive.append(tok)
+        # no words and no other filter: the total is the tokens' count in the index
+        only_tokens = (bool(tokens) and node is None and '""' not in tokens
+                       and all(x is None for x in (query.level, query.anomaly, query.incident,
+                                                   query.since, query.until, query.after_seq)))
         if drive:  # the usual case: FTS5 drives the query
             join = " JOIN events_fts f ON f.rowid = e.seq"
             where.insert(0, "events_fts MATCH ?")
@@ -1707,6 +1843,11 @@ class SqliteStore:
         # a range of time or seqs is read through its index, each row probing the full-text
         # index: kept whatever the words (the walk would read every match first)
         ranged = query.since is not None or query.until is not None or query.after_seq is not None
+        # an event-time range: (since, until), open ends as infinities
+        timed = ((-float("inf") if query.since is None else query.since,
+                  float("inf") if query.until is None else query.until)
+                 if col == "e.ts" and (query.since is not None or query.until is not None)
+                 else None)
 
         cap = query.total_limit  # count at most cap + 1 matches (None: every one)
 
@@ -1721,6 +1862,9 @@ class SqliteStore:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             nonlocal join, clause, page
             total = None
+            if only_tokens:
+                total = count("FROM events_fts WHERE events_fts MATCH ?",
+                              [" AND ".join(tokens)])
             if fts_expr is not None:
                 # How many events have the words decides the plan. Few: the full-text index
                 # drives (each match looked up, then sorted). Many (>= 1% of the store) and no
@@ -1737,6 +1881,14 @@ class SqliteStore:
                                    or (words_alone and _WALK and hits >= _WALK_HITS)):
                     join = ""
                     clause, page = (x.replace("events_fts MATCH ?", _FTS_SET) for x in (clause, page))
+                elif join and timed and conn.execute(
+                        "SELECT count(*) FROM (SELECT 1 FROM events WHERE ts >= ? AND ts < ? "
+                        "LIMIT ?)", (*timed, hits + 1)).fetchone()[0] <= hits:
+                    # fewer events in the time range than matches of the words: the range
+                    # (the time index) drives and each of its events probes the index; SQLite
+                    # would have the index drive, reading every match (at 10M, 1.2 million
+                    # for `session`, ~1 s, where the range's ~1,300 events take ~25 ms)
+                    join = join.replace(" JOIN ", " CROSS JOIN ")
             rows = None
             if (_WALK and words_alone and not ranged and (fts_expr is None or not join)
                     and query.limit >= 0 and not any(fts.relaxed(t, expand).endswith("*")
@@ -1994,7 +2146,7 @@ class SqliteStore:
         host, component, template_id = (text.get(x, x) for x in (host, component, template_id))
         (ts_text, receiver, pid, message, raw, template, params, score, reason, warming_up,
          parse_ok, fmt, truncated, fields) = body[:14]
-        if eid is None:  # a store with event_ids: the id is in the body
+        if eid is None:  # a store with id_runs: the id is in the body
             eid = body[14]
         return {
             "seq": seq, "id": eid, "ts": ts, "timestamp": ts_text or _ts_text(ts),
@@ -2143,9 +2295,9 @@ class SqliteStore:
 
     def count_ids(self, prefix: str) -> int:
         """Events whose id starts with ``prefix`` (ids compare as UTF-8 bytes). A store with
-        ``event_ids`` and a prefix that does not end with a digit (a replay's ``RUN:``): every
+        ``id_runs`` and a prefix that does not end with a digit (a replay's ``RUN:``): every
         such id is a stem in the prefix's range and a number, or an id without digits at its
-        end (``_id_key``), so the count is ranges of ``id_stems`` and ``event_ids``; another
+        end (``_id_key``), so the count is the runs' sizes of those stems; another
         prefix scans every body (no caller asks for one). A store made before: a range on the
         unique id index."""
         if not prefix:
@@ -2155,8 +2307,8 @@ class SqliteStore:
         if self._ids_keyed:
             if prefix[-1] not in _DIGITS:
                 return conn.execute(
-                    "SELECT coalesce(sum((SELECT count(*) FROM event_ids x WHERE x.stem = s.code)), 0) "
-                    "+ (SELECT count(*) FROM event_ids WHERE stem = 0 AND tail >= ?1 AND tail < ?2) "
+                    "SELECT coalesce(sum((SELECT sum(n) FROM id_runs x WHERE x.stem = s.code)), 0) "
+                    "+ (SELECT count(*) FROM id_runs WHERE stem = 0 AND tail >= ?1 AND tail < ?2) "
                     "FROM id_stems s WHERE s.stem >= ?1 AND s.stem < ?2", (prefix, upper)).fetchone()[0]
             n, last = 0, 0
             while True:
@@ -2176,12 +2328,12 @@ class SqliteStore:
         loop with pauses, so ingest (another file) and the writer never wait long."""
         conn = self._conn()
         with immediate(conn):
-            doomed = conn.execute("SELECT seq, body, template_id FROM events WHERE ts < ? "
-                                  "ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
+            doomed = conn.execute("SELECT seq, body, template_id, host, source FROM events "
+                                  "WHERE ts < ? ORDER BY ts LIMIT ?", (ts, limit)).fetchall()
             bodies = self._decoded(conn, [(r[0], r[1]) for r in doomed])
             # the index is contentless: a delete gives the text the row was indexed with
-            rows = [(seq, fts.indexed_text(body[3], tid)) for (seq, _, tid), body
-                    in zip(doomed, bodies)]
+            rows = list(zip([r[0] for r in doomed], self._indexed(conn, [
+                (body[3], tid, host, src) for (_, _, tid, host, src), body in zip(doomed, bodies)])))
             if rows:
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY)")
                 conn.execute("DELETE FROM temp.doomed")
@@ -2199,11 +2351,10 @@ class SqliteStore:
                 if self._ids_keyed:
                     ids = [b[14] for b in bodies]
                     keys = self._id_keys(conn, ids)
-                    conn.executemany("DELETE FROM event_ids WHERE stem = ? AND tail = ? AND seq = ?",
-                                     [(*k, r[0]) for k, r in zip(keys, rows) if k is not None])
+                    self._drop_ids(conn, [k for k in keys if k is not None])
                     # stems none of whose ids is left (the API's: one per request)
                     conn.executemany("DELETE FROM id_stems WHERE code = ?1 AND NOT EXISTS (SELECT 1 "
-                                     "FROM event_ids WHERE stem = ?1)",
+                                     "FROM id_runs WHERE stem = ?1)",
                                      [(c,) for c in {k[0] for k in keys if k and k[0]}])
                 conn.execute("DELETE FROM event_incidents WHERE seq IN (SELECT seq FROM temp.doomed)")
                 # body blocks none of whose events is left

@@ -256,7 +256,7 @@ def test_query_language(tmp_path, q, want):
 # the full-text index reading ``message`` from the table (external content)
 _OLD_LAYOUT = """
 DROP TABLE events; DROP TABLE events_fts; DROP TABLE body_dicts; DROP TABLE IF EXISTS body_blocks;
-DROP TABLE IF EXISTS event_ids; DROP TABLE IF EXISTS id_stems;
+DROP TABLE IF EXISTS event_ids; DROP TABLE IF EXISTS id_runs; DROP TABLE IF EXISTS id_stems;
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, timestamp TEXT NOT NULL,
     received REAL NOT NULL, source TEXT, host TEXT, component TEXT, pid TEXT, level TEXT,
@@ -987,7 +987,7 @@ def test_bodies_window_counts_and_template_rows_are_made_before_the_writer_turn(
     assert sum(store._conn().execute("SELECT sum(count) FROM templates").fetchone()) == 150
 
 
-# -- event ids: (stem, number) of each id in event_ids, the id itself in the body ------------------
+# -- event ids: (stem, number) of each id, in runs (id_runs), the id itself in the body --------------
 def _ids_of(store: SqliteStore) -> list[str]:
     from smartlogs.store.base import EventQuery
     got = store.search(EventQuery(limit=100_000, arrival=True, total_limit=None))
@@ -1012,7 +1012,7 @@ def test_ids_are_found_by_stem_and_number_not_a_unique_index_and_read_from_the_b
     assert store.write(events[200:] + events[590:], window_seconds=60) == 200
     assert _ids_of(store) == sorted(ids)
     assert conn.execute("SELECT count(*) FROM events WHERE id IS NOT NULL").fetchone()[0] == 0
-    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 600
+    assert conn.execute("SELECT count(*) FROM id_runs").fetchone()[0] <= 400
     assert conn.execute("SELECT count(*) FROM id_stems").fetchone()[0] == 2
     assert store.count_ids("r1:") == 400 and store.count_ids("r2:") == 200
     assert store.count_ids("r3:") == 0 and store.count_ids("") == 600
@@ -1042,7 +1042,7 @@ def test_ids_split_into_stem_and_number_are_stored_once_each_and_found_again(tmp
     assert store.write(events[::7] + [_run_event("run:new", 999, rng)], window_seconds=60) == 1
     assert _ids_of(store) == sorted([*ids, "run:new"])
     assert store.count_ids("run:") == 200 + 1 and store.count_ids("t:") == 7
-    # retention takes deleted events out of event_ids (and stems left without ids out of
+    # retention takes deleted events out of id_runs (and stems left without ids out of
     # id_stems) and out of the counts: they can come back, the others still cannot
     conn = store._conn()
     cut = sorted(e["ts"] for e in events)[len(events) // 2]
@@ -1051,7 +1051,7 @@ def test_ids_split_into_stem_and_number_are_stored_once_each_and_found_again(tmp
     kept = _ids_of(store)
     gone = sorted(set(ids) - set(kept))
     assert gone and store.count_ids("run:") == sum(x.startswith("run:") for x in kept)
-    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == len(kept)
+    assert conn.execute("SELECT sum(n) FROM id_runs").fetchone()[0] == len(kept)
     stems = {r[0] for r in conn.execute("SELECT stem FROM id_stems")}
     assert stems == {_id_key(x)[0] for x in kept} - {None}
     again = store.write(events, window_seconds=60)
@@ -1060,7 +1060,7 @@ def test_ids_split_into_stem_and_number_are_stored_once_each_and_found_again(tmp
     assert store.count_ids("run:") == sum(x.startswith("run:") for x in want)
     while store.delete_before(4e9, limit=100):
         pass
-    assert conn.execute("SELECT (SELECT count(*) FROM event_ids) + (SELECT count(*) FROM id_stems)"
+    assert conn.execute("SELECT (SELECT count(*) FROM id_runs) + (SELECT count(*) FROM id_stems)"
                         ).fetchone()[0] == 0
     store.close()
 
@@ -1075,6 +1075,105 @@ def test_count_ids_counts_nested_run_prefixes_and_any_other_prefix(tmp_path):
             "a:b:c:d:e:": 1, "é:": 1, "a": 14, "a:b": 8, "b-": 1, "x": 0, "a:b:1": 3, "a:b:0": 2,
             "1": 2, "a:b:x": 1, "a:b:x7": 1, "z\U0010ffff:": 1, "z": 1}
     assert {p: store.count_ids(p) for p in want} == want
+    store.close()
+
+
+def test_a_batch_of_counting_ids_is_one_run_and_retention_inside_a_run_splits_it(tmp_path):
+    """One row of ``id_runs`` for a batch whose ids count up (14.8 bytes an event before, as
+    one row each); deleting events from the middle of a run leaves runs of exactly the ids
+    still stored: those can be written again, the others are refused."""
+    rng = random.Random(9)
+    store = SqliteStore(tmp_path / "s.db")
+    conn = store._conn()
+    events = [_run_event(f"run:{i}", i, rng) for i in range(1000)]
+    for e, k in zip(events, range(1000)):  # event times out of id order: retention cuts holes
+        e["ts"] = 1.7e9 + (k * 7919) % 1000
+    assert store.write(events[:500], window_seconds=60) == 500
+    assert store.write(events[500:], window_seconds=60) == 500
+    assert conn.execute("SELECT count(*), sum(n) FROM id_runs").fetchone() == (2, 1000)
+    while store.delete_before(1.7e9 + 300, limit=37):
+        pass
+    kept = _ids_of(store)
+    assert len(kept) == 700 and store.count_ids("run:") == 700
+    runs = conn.execute("SELECT tail, n, seq FROM id_runs ORDER BY tail").fetchall()
+    assert sum(n for _, n, _ in runs) == 700 and len(runs) > 2
+    from smartlogs.store.base import EventQuery
+    stored = {e["id"]: e["seq"] for e in store.search(EventQuery(limit=2000, total_limit=None)).events}
+    for tail, n, seq in runs:  # each run: ids that are stored, at the seqs it says
+        assert all(stored[f"run:{tail + k}"] == seq + k for k in range(n))
+    assert store.write(events, window_seconds=60) == 300
+    assert _ids_of(store) == sorted(e["id"] for e in events)
+    assert store.write(events, window_seconds=60) == 0
+    store.close()
+
+
+def test_a_store_with_one_id_row_an_event_gets_runs_when_opened_resumably(tmp_path, monkeypatch):
+    """A store made with ``event_ids`` (storage4's layout): opened, its rows become runs in
+    batches (a crash after the first batch resumes), the table is dropped, and the same ids
+    are found, counted, refused and deleted as before."""
+    import sqlite3
+
+    rng = random.Random(10)
+    path = tmp_path / "s.db"
+    events = [_run_event(x, i, rng) for i, x in enumerate(
+        [*(f"a:{i}" for i in range(300)), *(f"b-{i}" for i in range(50)), "plain", "x0y"])]
+    store = SqliteStore(path)
+    assert store.write(events[:200], window_seconds=60) == 200
+    assert store.write(events[200:], window_seconds=60) == len(events) - 200
+    store.close()
+    with sqlite3.connect(path) as c:  # back to one row an event, as storage4 wrote them
+        c.execute("CREATE TABLE event_ids (stem INTEGER NOT NULL, tail NOT NULL, seq INTEGER "
+                  "NOT NULL, PRIMARY KEY (stem, tail)) WITHOUT ROWID")
+        for stem, tail, n, seq in c.execute("SELECT * FROM id_runs").fetchall():
+            c.executemany("INSERT INTO event_ids VALUES (?, ?, ?)",
+                          [(stem, tail + k if n > 1 or isinstance(tail, int) else tail, seq + k)
+                           for k in range(n)])
+        c.execute("DROP TABLE id_runs")
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM event_ids").fetchone()[0] == len(events)
+    monkeypatch.setattr(SqliteStore, "_RUNS_BATCH", 100)
+    real = SqliteStore._ids_to_runs
+    calls = []
+
+    def crash_after_one_batch(self, conn):
+        real_immediate = sqlite_module.immediate
+        n = [0]
+
+        @contextlib.contextmanager
+        def once(c):
+            n[0] += 1
+            if n[0] > 1:
+                raise KeyboardInterrupt("crash")
+            with real_immediate(c):
+                yield
+        monkeypatch.setattr(sqlite_module, "immediate", once)
+        try:
+            real(self, conn)
+        finally:
+            monkeypatch.setattr(sqlite_module, "immediate", real_immediate)
+        calls.append(1)
+
+    import contextlib
+
+    import smartlogs.store.sqlite as sqlite_module
+    monkeypatch.setattr(SqliteStore, "_ids_to_runs", crash_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        SqliteStore(path)
+    with sqlite3.connect(path) as c:
+        left = c.execute("SELECT count(*) FROM event_ids").fetchone()[0]
+        assert left == len(events) - 100 and c.execute("SELECT sum(n) FROM id_runs").fetchone()[0] == 100
+    monkeypatch.setattr(SqliteStore, "_ids_to_runs", real)
+    store = SqliteStore(path)
+    conn = store._conn()
+    assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_ids'").fetchone()
+    assert conn.execute("SELECT sum(n) FROM id_runs").fetchone()[0] == len(events)
+    assert conn.execute("SELECT count(*) FROM id_runs").fetchone()[0] < 10
+    assert store.count_ids("a:") == 300 and store.count_ids("b-") == 50
+    assert _ids_of(store) == sorted(e["id"] for e in events)
+    assert store.write(events, window_seconds=60) == 0
+    while store.delete_before(4e9, limit=64):
+        pass
+    assert conn.execute("SELECT count(*) FROM id_runs").fetchone()[0] == 0
+    assert store.write(events, window_seconds=60) == len(events)
     store.close()
 
 
@@ -1103,7 +1202,7 @@ def test_a_store_with_ids_in_a_unique_index_keeps_that_layout_and_answers_the_sa
     store = SqliteStore(path)  # opened again: the same layout
     assert store.write(events, window_seconds=60) == 100
     conn = store._conn()
-    assert conn.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM id_runs").fetchone()[0] == 0
     assert sorted(r[0] for r in conn.execute("SELECT id FROM events")) == sorted(ids)
     assert _ids_of(store) == sorted(ids) and store.count_ids("old:") == 300
     cut = sorted(e["ts"] for e in events)[100]
