@@ -195,18 +195,19 @@ class Pipeline:
                     truncated = p.truncated
                 if len(message) > limit:  # structured events obey the same limit, flagged
                     message, truncated = message[:limit], True
+            received = item["received"]
             if isinstance(ts, datetime):
                 ts = ts.timestamp()
             if ts is None:
-                ts = item["received"]
+                ts = received
             elif not (_MIN_TS <= ts < _MAX_TS):  # NaN, ±inf, outside years 1-9999: a poison pill
                 extra = {**extra, "invalid_timestamp": str(ts)}
-                ts = item["received"]
-            elif ts > item["received"] + MAX_FUTURE_SECONDS:
+                ts = received
+            elif ts > received + MAX_FUTURE_SECONDS:
                 # a clock or a client far off (year 9999, 2262): kept, flagged, placed at arrival,
                 # so it does not head every newest-first listing and window for years
                 extra = {**extra, "future_timestamp": _iso(ts)}
-                ts = item["received"]
+                ts = received
             level = normalize_level(normalize_single_letter(level))
             source = source_of(item, host, service, component)  # streams.partitions
             # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
@@ -215,7 +216,8 @@ class Pipeline:
                 self._record(notes, item["id"], ts, message)
             # a kind: hosts of one named stream (a service, a file) are each other's fleet,
             # else the hosts writing one format; a learned layout is its source's own
-            kind = (f"{fmt}:{item['stream']}" if item.get("stream")
+            stream = item.get("stream")
+            kind = (f"{fmt}:{stream}" if stream
                     else fmt if fmt != "inferred" else f"inferred:{item.get('source')}")
             kinds.append(kind)
             x, ctx = features(
@@ -239,7 +241,7 @@ class Pipeline:
                 "id": item["id"],
                 "ts": ts,
                 "timestamp": _iso(ts),
-                "received": item["received"],
+                "received": received,
                 "source": source,
                 "receiver": item.get("source", "http"),
                 "host": host,

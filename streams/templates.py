@@ -853,8 +853,22 @@ class TemplateMiner:
     def _masked(self, tokens: list[str]) -> list[str]:
         """``mask`` of a message split at whitespace (``tokens``), as a new list of tokens."""
         cache = self._tokens
-        out = []
-        for tok in tokens:
+        # every token memoised (most lines): one lookup each in a comprehension; from the
+        # first token not memoised on, token by token as below (the memo's state after the
+        # line is the same either way: a lookup changes nothing)
+        out = list(map(cache.get, tokens))
+        if None in out:
+            first = out.index(None)
+            del out[first:]
+            self._mask_rest(tokens, first, out)
+        if not _DATE_TOKENS.isdisjoint(out):
+            _mask_date_names(out)
+        return out
+
+    def _mask_rest(self, tokens: list[str], first: int, out: list[str]) -> None:
+        """``_masked``'s tokens from ``first`` on, appended to ``out``, memoising each."""
+        cache = self._tokens
+        for tok in tokens[first:]:
             masked = cache.get(tok)
             if masked is None:
                 masked = self._mask_token(tok) if _MAYBE_VARIABLE.search(tok) else tok
@@ -865,9 +879,6 @@ class TemplateMiner:
                 cache[tok] = masked
                 chars[0] += len(tok)
             out.append(masked)
-        if not _DATE_TOKENS.isdisjoint(out):
-            _mask_date_names(out)
-        return out
 
     def mine(self, message: str) -> MinedTemplate:
         # split once: the masking and the values (``_params``) read the same tokens, unless a
