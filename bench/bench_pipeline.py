@@ -3,7 +3,8 @@
 Two workloads, both fed to one ``Pipeline`` in batches of 1000 as the runtimes do:
 
 - ``linux4``: Linux_2k.log repeated to 100,000 lines, sent as 4 sources (batch k by source k % 4);
-- ``mixed``: every loghub ``*_2k.log`` sample, one source each, their batches interleaved.
+- ``mixed``: every loghub ``*_2k.log`` sample, one source each, their batches interleaved;
+- ``structured`` (for ``compare``): the samples' ``_structured.csv`` rows as JSON events.
 
 Subcommands:
 
@@ -84,10 +85,40 @@ def workload(name: str) -> list[list[dict]]:
         for k in range(max(len(b) for b in per.values())):
             out += [b[k] for b in per.values() if k < len(b)]
         return out
+    if name == "structured":
+        return _structured()
     if name.startswith("sample:"):
         s = name.split(":", 1)[1]
         return _batches(_lines(s), s.lower(), s)
     raise SystemExit(f"unknown workload {name!r}")
+
+
+def _structured() -> list[list[dict]]:
+    """Structured events (the JSON path): each sample's ``_structured.csv`` rows as events with
+    their level, component, pid and a host of three, an event time of their own; every
+    seventh a bare message holding the whole raw line (parsed for its header, not learned)."""
+    import csv
+
+    out = []
+    for s in _samples():
+        path = _root() / s / f"{s}_2k.log_structured.csv"
+        if not path.exists():
+            continue
+        raw = _lines(s)
+        with open(path, newline="", errors="replace") as f:
+            rows = list(csv.DictReader(f))
+        items = []
+        for i, r in enumerate(rows):
+            if i % 7 == 6 and i < len(raw):
+                item = {"message": raw[i]}
+            else:
+                item = {"message": r.get("Content") or "", "level": r.get("Level") or None,
+                        "component": r.get("Component") or None, "pid": r.get("PID") or r.get("Pid"),
+                        "host": f"{s.lower()}-{i % 3}", "ts": RECEIVED - 3600.0 + i}
+            items.append({**item, "id": f"{s}:j{i}", "received": RECEIVED, "source": "http",
+                          "key": s.lower()})
+        out += [items[k:k + BATCH] for k in range(0, len(items), BATCH)]
+    return out
 
 
 def run(batches: list[list[dict]]) -> float:
@@ -277,7 +308,8 @@ def main() -> None:
     elif args.cmd == "profile":
         profile(workload(args.workload), args.top)
     elif args.cmd == "compare":
-        names = args.workload or ["linux4", "mixed", *(f"sample:{s}" for s in _samples())]
+        names = args.workload or ["linux4", "mixed", "structured",
+                                  *(f"sample:{s}" for s in _samples())]
         sys.exit(compare(args.ref, names))
     else:
         dump(args.workload, args.out)

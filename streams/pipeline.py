@@ -208,8 +208,10 @@ class Pipeline:
                 # so it does not head every newest-first listing and window for years
                 extra = {**extra, "future_timestamp": _iso(ts)}
                 ts = received
-            level = normalize_level(normalize_single_letter(level))
-            source = source_of(item, host, service, component)  # streams.partitions
+            if level is not None:  # (both return None for None: no calls for most lines)
+                level = normalize_level(normalize_single_letter(level))
+            # streams.partitions' rule (a line with a host is its host's, without a call)
+            source = host or source_of(item, host, service, component)
             # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
             mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
             if notes:  # this line generalised a template, or merged an enumeration
@@ -220,21 +222,21 @@ class Pipeline:
             kind = (f"{fmt}:{stream}" if stream
                     else fmt if fmt != "inferred" else f"inferred:{item.get('source')}")
             kinds.append(kind)
-            x, ctx = features(
-                template_id=mined.template_id,
-                seen_before=mined.seen_before,
-                is_new=mined.is_new,
-                level=level,
-                tokens=message.count(" ") + 1,
-                parsed=ok,
-                host=host,
-                window_start=window_start(ts, size),
-                ts=ts,
-                params=mined.params,
-                source=source,  # a line without a host is judged as its source
-                kind=kind,
-                # a line without a level: a word that names a severity or an attack
-                word=severe_word(message) if level is None else None,
+            x, ctx = features(  # by position (the hot path), in AnomalyScorer.features' order:
+                mined.template_id,  # template_id
+                mined.seen_before,  # seen_before
+                mined.is_new,  # is_new
+                level,  # level
+                message.count(" ") + 1,  # tokens
+                ok,  # parsed
+                host,  # host
+                window_start(ts, size),  # window_start
+                ts,  # ts
+                mined.params,  # params
+                source,  # source: a line without a host is judged as its source
+                kind,  # kind
+                # word: a line without a level, a word that names a severity or an attack
+                severe_word(message) if level is None else None,
             )
             lines.append((x, ctx))
             out.append({

@@ -620,7 +620,6 @@ class AnomalyScorer:
     # -- features ---------------------------------------------------------------------------
     def features(
         self,
-        *,
         template_id: str,
         seen_before: int,
         is_new: bool,
@@ -636,7 +635,9 @@ class AnomalyScorer:
         word: tuple[str, str] | None = None,
     ) -> tuple[dict[str, float], dict]:
         """The feature vector and its context for the next line. Lines are scored in the order
-        their features were computed, one by one (``score``) or in a batch (``score_many``)."""
+        their features were computed, one by one (``score``) or in a batch (``score_many``).
+        Positional arguments are accepted for the pipeline's hot path (a call with thirteen
+        keywords costs several times one with positions); name them everywhere else."""
         n = self.seen + self._pending
         self._pending += 1
         # a line without a host is judged as its named source (a file, a stream), never lumped
