@@ -121,6 +121,16 @@ def _structured() -> list[list[dict]]:
     return out
 
 
+def runtime_gc() -> None:
+    """The garbage-collector settings the shards run with (streams/runtime/gc_tuning.py), so
+    the figures are a shard's; ``--default-gc`` keeps CPython's."""
+    try:
+        from streams.runtime.gc_tuning import tune_gc
+    except ImportError:  # a checkout from before it
+        return
+    tune_gc()
+
+
 def run(batches: list[list[dict]]) -> float:
     """CPU seconds of Pipeline.process over the batches (fresh items each run: process may
     add keys). CPU time, not wall time: on a shared machine it is what the process itself spent."""
@@ -283,6 +293,8 @@ def compare(ref: Path, names: list[str]) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--default-gc", action="store_true",
+                    help="CPython's collector settings, not the shards' (streams/runtime/gc_tuning.py)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("stages")
     s.add_argument("--workload", default="linux4")
@@ -297,6 +309,8 @@ def main() -> None:
     d.add_argument("--workload", required=True)
     d.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if not args.default_gc:
+        runtime_gc()
     if args.cmd == "stages":
         batches = workload(args.workload)
         res = stages(batches, args.repeat)

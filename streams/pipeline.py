@@ -13,6 +13,7 @@ scores; the sink drops the ones it already stored.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -418,6 +419,33 @@ def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:
 
 @lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
 def _iso(ts: float) -> str:
+    """``ts`` as ISO 8601 UTC with milliseconds ("2026-12-07T20:30:00.123Z"): what
+    ``datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")`` writes.
+    Its second is memoised apart (a new millisecond of a second already written costs no
+    datetime); the microseconds are rounded as CPython's ``fromtimestamp`` rounds them
+    (``_PyTime_DoubleToDenominator``: modf, times 10**6, half to even, carried into the
+    second), then cut to milliseconds as ``isoformat`` does."""
+    try:
+        frac, whole = math.modf(ts)
+        us = round(frac * 1e6)
+        if us >= 1_000_000:
+            us -= 1_000_000
+            whole += 1.0
+        elif us < 0:
+            us += 1_000_000
+            whole -= 1.0
+        return f"{_iso_second(int(whole))}.{us // 1000:03d}Z"
+    except (ValueError, OverflowError, OSError):  # outside what the fast path handles
+        return _iso_datetime(ts)
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(sec: int) -> str:
+    return datetime.fromtimestamp(sec, timezone.utc).isoformat(timespec="seconds")[:-6]
+
+
+def _iso_datetime(ts: float) -> str:
+    """The reference: ``datetime``'s own text (the fast path of ``_iso`` must equal it)."""
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
