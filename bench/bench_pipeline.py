@@ -56,11 +56,16 @@ def _root() -> Path:
 
 def _lines(system: str) -> list[str]:
     path = _root() / system / f"{system}_2k.log"
+    if not path.exists():  # a sample kept in part (BGL: its first 1000 lines)
+        path = _root() / system / f"{system}_2k_first1000.log"
     return path.read_text(errors="replace").splitlines()
 
 
-def _samples() -> list[str]:
-    return sorted(p.name for p in _root().iterdir() if (p / f"{p.name}_2k.log").exists())
+def _samples(partial: bool = False) -> list[str]:
+    """The samples with a whole ``_2k.log``; with ``partial``, also those kept in part."""
+    return sorted(p.name for p in _root().iterdir()
+                  if (p / f"{p.name}_2k.log").exists()
+                  or (partial and (p / f"{p.name}_2k_first1000.log").exists()))
 
 
 def _batches(lines: list[str], source: str, tag: str) -> list[list[dict]]:
@@ -330,7 +335,7 @@ def main() -> None:
         profile(workload(args.workload), args.top)
     elif args.cmd == "compare":
         names = args.workload or ["linux4", "mixed", "structured",
-                                  *(f"sample:{s}" for s in _samples())]
+                                  *(f"sample:{s}" for s in _samples(partial=True))]
         sys.exit(compare(args.ref, names))
     else:
         dump(args.workload, args.out)
