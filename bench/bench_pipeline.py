@@ -13,6 +13,10 @@ Subcommands:
         stage wrapped in a timer: the stages' µs a line and the rest ("glue").
     python bench/bench_pipeline.py profile [--workload mixed]
         cProfile of one run, the top functions by own time.
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python bench/bench_pipeline.py run --workload linux4 --batches 20   (then --batches 0)
+        instructions of 20 batches: the difference of the two "Collected" counts; the one
+        figure a shared machine does not disturb.
     python bench/bench_pipeline.py compare --ref DIR
         runs every workload and every loghub 2k sample alone through the pipeline of the
         checkout in DIR (e.g. ``git archive main | tar -x -C DIR``) and of this checkout, each
@@ -317,6 +321,10 @@ def main() -> None:
     c = sub.add_parser("compare")
     c.add_argument("--ref", type=Path, required=True)
     c.add_argument("--workload", action="append", help="default: linux4, mixed and every sample")
+    r = sub.add_parser("run", help="build the workload, warm up on 3 batches, run N batches: "
+                       "under valgrind --tool=callgrind, N=20 minus N=0 counts the instructions")
+    r.add_argument("--workload", default="linux4")
+    r.add_argument("--batches", type=int, default=20)
     d = sub.add_parser("dump")
     d.add_argument("--workload", required=True)
     d.add_argument("--out", type=Path, required=True)
@@ -333,6 +341,11 @@ def main() -> None:
             print(f"| {k} | {v:.2f} |")
     elif args.cmd == "profile":
         profile(workload(args.workload), args.top)
+    elif args.cmd == "run":
+        batches = workload(args.workload)
+        run(batches[:3])
+        if args.batches:
+            run(batches[:args.batches])
     elif args.cmd == "compare":
         names = args.workload or ["linux4", "mixed", "structured",
                                   *(f"sample:{s}" for s in _samples(partial=True))]
