@@ -5,7 +5,10 @@ Runs Linux_2k.log repeated to --lines lines (default 100,000) and measures, in o
 1. end to end: a real `smartlogs up` process, the replay client sending batches over HTTP,
    until `/api/events` reports every line stored (i.e. stored *and* searchable);
 2. per-stage cost (µs/line, in this process): parse, template mining, features,
-   scoring (HST score+learn a batch at a time, threshold, reasons), store write (SQLite + FTS5 + window counts);
+   scoring (HST score+learn a batch at a time, threshold, reasons), each run alone; then
+   pipeline.process whole (CPU time) and, in the rows marked "…", what it spends inside,
+   every stage it calls timed on its own (bench/bench_pipeline.py, CPU) and the rest; store
+   write (SQLite + FTS5 + window counts);
 3. River HalfSpaceTrees score_one + learn_one alone on the same feature vectors (the target
    is at least half of that rate end to end), and the same trees walked a batch at a time
    (streams/hst_batch.py: what the pipeline runs, with River's exact scores);
@@ -40,6 +43,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "bench"))  # bench_pipeline
 
 from smartlogs.cli.replay import plan_batches, read_lines, send_batches  # noqa: E402
 from smartlogs.store import SqliteStore  # noqa: E402
@@ -118,11 +122,15 @@ def stage_costs(lines: list[str]) -> dict[str, float]:
     pipe = Pipeline(cfg)
     now = time.time()  # arrival: now, as in the end-to-end run
     items = [{"id": f"b:{i}", "raw": x, "received": now} for i, x in enumerate(lines)]
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time, as the rows "…" below (wall time counts waits for a core)
     events = []
     for k in range(0, n, 1000):
         events.extend(pipe.process(items[k:k + 1000]))
-    t_pipe = time.perf_counter() - t
+    t_pipe = time.process_time() - t
+    # what pipeline.process spends it on: each stage it calls timed on its own (bench_pipeline)
+    from bench_pipeline import split
+
+    inner = split([items[k:k + 1000] for k in range(0, n, 1000)])
     with tempfile.TemporaryDirectory() as d:
         store = SqliteStore(Path(d) / "b.db")
         t = time.perf_counter()
@@ -131,9 +139,14 @@ def stage_costs(lines: list[str]) -> dict[str, float]:
         t_store = time.perf_counter() - t
         store.close()
     us = 1e6 / n
+    within = {f"… {k}": v * us for k, v in inner.items()}
+    # (this process keeps CPython's GC settings: its passes fall in the rest, unlike in a shard)
+    within["… rest (event dicts, kinds, timestamps, loops, GC passes)"] = max(
+        0.0, t_pipe * us - sum(within.values()))
     return {
         "parse": t_parse * us, "template": t_mine * us, "features": t_feat * us,
         "score+learn (incl. threshold)": t_score * us, "pipeline.process total": t_pipe * us,
+        **within,
         "store write (SQLite+FTS5+windows)": t_store * us, "hst_alone_lines_per_s": n / t_hst,
         "batch_hst_lines_per_s": n / t_fast,
     }

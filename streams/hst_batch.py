@@ -23,6 +23,8 @@ boundaries, batch sizes and checkpoints.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
@@ -94,7 +96,10 @@ class BatchHST:
             self._arrays = None
         if self._arrays is None:
             self._build()
-        x = np.asarray(rows, dtype=float).reshape(len(rows), len(self.features))
+        # from a flat iterator: faster than np.asarray on a list of tuples, the same values (a
+        # row of the wrong width fails the reshape, as before)
+        x = np.fromiter(chain.from_iterable(rows), dtype=float).reshape(
+            len(rows), len(self.features))
         start = 0
         window = hst.window_size
         while start < len(x):

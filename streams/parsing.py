@@ -640,7 +640,11 @@ class LineParser:
             level = _SYSLOG_SEVERITIES[p & 7]
         year = self.year
         if year is None:
-            year = self._default_year(month)
+            now = self._now  # _default_year's memo of this minute, inlined (once a line)
+            if now is not None and self._now_expiry - 60.0 <= now < self._now_expiry:
+                year = self._now_year - 1 if month > self._now_month + 1 else self._now_year
+            else:
+                year = self._default_year(month)
         key = (year, month, day, hh, mi, ss, frac)
         cache = self._cache
         ts = cache.get(key)

@@ -13,6 +13,7 @@ scores; the sink drops the ones it already stored.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -195,51 +196,55 @@ class Pipeline:
                     truncated = p.truncated
                 if len(message) > limit:  # structured events obey the same limit, flagged
                     message, truncated = message[:limit], True
+            received = item["received"]
             if isinstance(ts, datetime):
                 ts = ts.timestamp()
             if ts is None:
-                ts = item["received"]
+                ts = received
             elif not (_MIN_TS <= ts < _MAX_TS):  # NaN, ±inf, outside years 1-9999: a poison pill
                 extra = {**extra, "invalid_timestamp": str(ts)}
-                ts = item["received"]
-            elif ts > item["received"] + MAX_FUTURE_SECONDS:
+                ts = received
+            elif ts > received + MAX_FUTURE_SECONDS:
                 # a clock or a client far off (year 9999, 2262): kept, flagged, placed at arrival,
                 # so it does not head every newest-first listing and window for years
                 extra = {**extra, "future_timestamp": _iso(ts)}
-                ts = item["received"]
-            level = normalize_level(normalize_single_letter(level))
-            source = source_of(item, host, service, component)  # streams.partitions
+                ts = received
+            if level is not None:  # (both return None for None: no calls for most lines)
+                level = normalize_level(normalize_single_letter(level))
+            # streams.partitions' rule (a line with a host is its host's, without a call)
+            source = host or source_of(item, host, service, component)
             # a multi-line event (a stack trace) is grouped by its first line; the rest is detail
             mined = mine(message if "\n" not in message else message.split("\n", 1)[0])
             if notes:  # this line generalised a template, or merged an enumeration
                 self._record(notes, item["id"], ts, message)
             # a kind: hosts of one named stream (a service, a file) are each other's fleet,
             # else the hosts writing one format; a learned layout is its source's own
-            kind = (f"{fmt}:{item['stream']}" if item.get("stream")
+            stream = item.get("stream")
+            kind = (f"{fmt}:{stream}" if stream
                     else fmt if fmt != "inferred" else f"inferred:{item.get('source')}")
             kinds.append(kind)
-            x, ctx = features(
-                template_id=mined.template_id,
-                seen_before=mined.seen_before,
-                is_new=mined.is_new,
-                level=level,
-                tokens=message.count(" ") + 1,
-                parsed=ok,
-                host=host,
-                window_start=window_start(ts, size),
-                ts=ts,
-                params=mined.params,
-                source=source,  # a line without a host is judged as its source
-                kind=kind,
-                # a line without a level: a word that names a severity or an attack
-                word=severe_word(message) if level is None else None,
+            x, ctx = features(  # by position (the hot path), in AnomalyScorer.features' order:
+                mined.template_id,  # template_id
+                mined.seen_before,  # seen_before
+                mined.is_new,  # is_new
+                level,  # level
+                message.count(" ") + 1,  # tokens
+                ok,  # parsed
+                host,  # host
+                window_start(ts, size),  # window_start
+                ts,  # ts
+                mined.params,  # params
+                source,  # source: a line without a host is judged as its source
+                kind,  # kind
+                # word: a line without a level, a word that names a severity or an attack
+                severe_word(message) if level is None else None,
             )
             lines.append((x, ctx))
             out.append({
                 "id": item["id"],
                 "ts": ts,
                 "timestamp": _iso(ts),
-                "received": item["received"],
+                "received": received,
                 "source": source,
                 "receiver": item.get("source", "http"),
                 "host": host,
@@ -414,6 +419,33 @@ def _incident_key(x: dict, ctx: dict, event: dict, stream: str) -> tuple:
 
 @lru_cache(maxsize=4096)  # log timestamps repeat (many lines per second)
 def _iso(ts: float) -> str:
+    """``ts`` as ISO 8601 UTC with milliseconds ("2026-12-07T20:30:00.123Z"): what
+    ``datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")`` writes.
+    Its second is memoised apart (a new millisecond of a second already written costs no
+    datetime); the microseconds are rounded as CPython's ``fromtimestamp`` rounds them
+    (``_PyTime_DoubleToDenominator``: modf, times 10**6, half to even, carried into the
+    second), then cut to milliseconds as ``isoformat`` does."""
+    try:
+        frac, whole = math.modf(ts)
+        us = round(frac * 1e6)
+        if us >= 1_000_000:
+            us -= 1_000_000
+            whole += 1.0
+        elif us < 0:
+            us += 1_000_000
+            whole -= 1.0
+        return f"{_iso_second(int(whole))}.{us // 1000:03d}Z"
+    except (ValueError, OverflowError, OSError):  # outside what the fast path handles
+        return _iso_datetime(ts)
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(sec: int) -> str:
+    return datetime.fromtimestamp(sec, timezone.utc).isoformat(timespec="seconds")[:-6]
+
+
+def _iso_datetime(ts: float) -> str:
+    """The reference: ``datetime``'s own text (the fast path of ``_iso`` must equal it)."""
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )

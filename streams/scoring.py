@@ -122,6 +122,7 @@ FEATURES = (
     "unparsed",
 ) + EVIDENCE
 _ROW = itemgetter(*FEATURES)  # a feature dict as the row BatchHST takes
+_N_BASE = len(FEATURES) - len(EVIDENCE)  # a row's evidence starts here
 
 SEVERITY: dict[str | None, float] = {
     None: 0.2,
@@ -619,7 +620,6 @@ class AnomalyScorer:
     # -- features ---------------------------------------------------------------------------
     def features(
         self,
-        *,
         template_id: str,
         seen_before: int,
         is_new: bool,
@@ -635,7 +635,9 @@ class AnomalyScorer:
         word: tuple[str, str] | None = None,
     ) -> tuple[dict[str, float], dict]:
         """The feature vector and its context for the next line. Lines are scored in the order
-        their features were computed, one by one (``score``) or in a batch (``score_many``)."""
+        their features were computed, one by one (``score``) or in a batch (``score_many``).
+        Positional arguments are accepted for the pipeline's hot path (a call with thirteen
+        keywords costs several times one with positions); name them everywhere else."""
         n = self.seen + self._pending
         self._pending += 1
         # a line without a host is judged as its named source (a file, a stream), never lumped
@@ -1029,22 +1031,35 @@ class AnomalyScorer:
         BatchHST does a batch's tree walks at once, with the same numbers)."""
         if self._batch is None:
             self._batch = BatchHST(self.hst, FEATURES)
-        hs = self._batch.score_learn([_ROW(x) for x, _ in lines])
+        rows = [_ROW(x) for x, _ in lines]
+        hs = self._batch.score_learn(rows)
         self._pending = max(0, self._pending - len(lines))
-        return [self._decide(x, ctx, h) for (x, ctx), h in zip(lines, hs)]
+        # each evidence's weight, looked up once a batch; a line's evidence values are the
+        # tail of the row the trees took (FEATURES ends with EVIDENCE)
+        weights = tuple(WEIGHTS.get(k, 1.0) for k in EVIDENCE)
+        decide = self._decide
+        return [decide(x, ctx, h, row, weights) for (x, ctx), h, row in zip(lines, hs, rows)]
 
     def discard_pending(self) -> None:
         """Forget lines featurised but never scored (their batch failed)."""
         self._pending = 0
 
-    def _decide(self, x: dict[str, float], ctx: dict, h: float) -> Score:
-        warming = not self.warmed_up
+    def _decide(self, x: dict[str, float], ctx: dict, h: float, row: tuple | None = None,
+                weights: tuple | None = None) -> Score:
+        """``row``: ``x`` as the trees' row (``_ROW``), ``weights``: the evidence's weights in
+        ``EVIDENCE`` order (``score_many`` passes both, made once)."""
+        warming = self.seen < self.window_size  # not warmed_up (inlined: once a line)
         self.seen += 1
         keep = (1.0 - W_SEVERITY * ctx.get("severity_weight", x["severity"])) * (1.0 - W_HST * h)
-        for k in EVIDENCE:
-            v = x[k]
-            if v:
-                keep *= 1.0 - v * WEIGHTS.get(k, 1.0)
+        if row is None:
+            row = _ROW(x)
+        if weights is None:
+            weights = tuple(WEIGHTS.get(k, 1.0) for k in EVIDENCE)
+        evidence = row[_N_BASE:]
+        if any(evidence):  # most lines have none: one C call instead of the loop
+            for v, w in zip(evidence, weights):  # the same products in the same order
+                if v:
+                    keep *= 1.0 - v * w
         s = 1.0 - keep
         always = ctx.get("mark") == "always_alert"
         if warming:

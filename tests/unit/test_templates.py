@@ -528,3 +528,33 @@ def test_mined_values_are_those_of_the_message_split_on_its_own():
         while group.merged_into is not None:
             group = group.merged_into
         assert got.params == _params(line, group)
+
+
+def _masked_token_by_token(miner: TemplateMiner, tokens: list[str]) -> list[str]:
+    """The token memo as it was read before the fast path: one token at a time."""
+    out: list[str] = []
+    miner._mask_rest(tokens, 0, out)
+    return out
+
+
+def test_the_token_memo_read_at_once_masks_and_memoises_as_token_by_token():
+    # a memo so small it is emptied in the middle of lines: the fast path (every token
+    # memoised, read at once) and the slow one (from the first token not memoised) must
+    # leave the same masks and the same memo, in the same order, as one token at a time
+    lines = ["a 1 b 2 c 3", "a 1 b 2 c 3", "x 10.0.0.1 y 2 c 3", "a 1 b 2 c 3 z 4 5 6",
+             "Jun 14 15:16:01 combo 4", "a 1 b 2 c 3"] * 3
+    fast, slow = TemplateMiner(cache_size=5), TemplateMiner(cache_size=5)
+    for line in lines:
+        tokens = line.split()
+        assert fast._masked(tokens) == _mask_date_names_of(slow, tokens)
+        assert list(fast._tokens.items()) == list(slow._tokens.items())
+        assert fast._memo_chars == slow._memo_chars
+
+
+def _mask_date_names_of(miner: TemplateMiner, tokens: list[str]) -> list[str]:
+    from streams.templates import _DATE_TOKENS, _mask_date_names
+
+    out = _masked_token_by_token(miner, tokens)
+    if not _DATE_TOKENS.isdisjoint(out):
+        _mask_date_names(out)
+    return out
