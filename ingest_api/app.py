@@ -218,6 +218,22 @@ def stream_name(value: str | None) -> str | None:
     return value or None
 
 
+_INGEST_HEADERS = frozenset((b"content-type", b"content-encoding", b"x-smartlogs-source",
+                             b"x-smartlogs-stream"))
+
+
+def _ingest_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The request headers ``POST /ingest`` reads, in one pass over the ASGI headers (names
+    are lower case there), the first of each as ``request.headers.get`` gives it: four
+    lookups through Starlette's ``Headers`` scanned the list four times (bench/RESULTS.md,
+    small requests)."""
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        if name in _INGEST_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
 def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> FastAPI:
     """The API. ``embedded``: spool + in-process pipeline + SQLite. ``full``: RabbitMQ + Elasticsearch."""
     s = settings or get_settings()
@@ -264,6 +280,9 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
         description="Real-time log ingest, template mining, anomaly detection and search.",
         lifespan=lifespan,
         docs_url=None, redoc_url=None,  # /docs is served offline below (ingest_api/docs.py)
+        # no OpenTelemetry here (Prometheus metrics at /metrics): FastAPI would otherwise ask
+        # the OpenTelemetry providers on every request whether one was configured since
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     add_offline_docs(app)
     _declare_refusal_shape(app)
@@ -342,17 +361,18 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
     async def ingest(request: Request):
         body = await read_body(request, s.max_body_bytes)
         async with ingest_slot(request, body):  # bounded decoding: see receivers.ingest_slot
-            decode = partial(decode_body, body, content_type=request.headers.get("content-type"),
-                             content_encoding=request.headers.get("content-encoding"),
+            h = _ingest_headers(request.scope["headers"])
+            decode = partial(decode_body, body, content_type=h.get(b"content-type"),
+                             content_encoding=h.get(b"content-encoding"),
                              max_bytes=s.max_body_bytes, max_line_length=s.max_line_length,
                              multiline=s.multiline, max_lines=s.max_lines_per_request)
             # a small body is decoded at once: the hop to a worker thread costs more than the work
             items = decode() if len(body) <= _INLINE_DECODE_BYTES else await run_in_threadpool(decode)
             del body, decode
-            source = "file" if request.headers.get("x-smartlogs-source") == "file" else "http"
-            stream = stream_name(request.headers.get("x-smartlogs-stream"))
+            source = "file" if h.get(b"x-smartlogs-source") == "file" else "http"
+            stream = stream_name(h.get(b"x-smartlogs-stream"))
             key = sender_key(request)
-            metrics.EVENTS_RECEIVED.labels(source).inc(len(items))
+            metrics.child(metrics.EVENTS_RECEIVED, source).inc(len(items))
             batch_id, now = secrets.token_hex(6), time.time()
             for i, item in enumerate(items):
                 item.setdefault("id", f"{batch_id}-{i}")
@@ -363,8 +383,11 @@ def create_app(settings: Settings | None = None, *, mode: str = "embedded") -> F
                 if key:  # the source of a line that names nothing else (streams.partitions)
                     item["key"] = key
                 item["cid"] = batch_id  # correlation id, logged by every hop (smartlogs.logs)
-            with metrics.ACCEPT_SECONDS.time():
+            started = time.perf_counter()
+            try:
                 await request.app.state.transport.accept(items, batch_id)
+            finally:  # (what ACCEPT_SECONDS.time() does, without its context manager object)
+                metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
         metrics.accepted(source, len(items))
         log.info("accepted %d events", len(items), extra={"correlation_id": batch_id})
         # serialised here: FastAPI's own encoding of a returned dict walks every id in Python

@@ -151,6 +151,8 @@ class GroupCommit:
 
 
 _SPOOL_GATHER = 0.5  # × the last commit's duration (GroupCommit.gather)
+# the spool's backlog is measured at most this often by the commits (an upper bound between)
+_BACKLOG_MEASURE_SECONDS = 0.1
 
 
 class SpoolTransport:
@@ -158,6 +160,8 @@ class SpoolTransport:
     in-process runner."""
 
     mode = "embedded"
+    _backlog_estimate: int | None = None  # see _backlog
+    _backlog_measured_at = 0.0
 
     def __init__(self, settings: Settings):
         from smartlogs.store import SqliteStore
@@ -229,10 +233,13 @@ class SpoolTransport:
         """One spool transaction for the batches that fit under the backlog limit, then one
         wake-up of the runner (its shards) for them all: a wake-up per request cost the API
         a pipe write per shard, and each shard a read, for every one-line request."""
-        backlog, limit = self.store.spool_backlog(), self.settings.max_backlog_events
+        limit = self.settings.max_backlog_events
+        backlog, fresh = self._backlog()
         outcomes: list[BaseException | None] = []
         taken = []
         for items in batches:
+            if backlog + len(items) > limit and not fresh:  # an estimate: measure before refusing
+                backlog, fresh = self.store.spool_backlog() + sum(map(len, taken)), True
             if backlog + len(items) > limit:
                 outcomes.append(IngestError(503, "backlog_full",
                                             "the pipeline is behind; retry after a few seconds",
@@ -244,7 +251,20 @@ class SpoolTransport:
         if taken:
             self.store.spool_append_many(taken)
             self.runner.wake()
+        self._backlog_estimate = backlog
         return outcomes
+
+    def _backlog(self) -> tuple[int, bool]:
+        """(items accepted and not yet stored, whether just measured). The measurement (two
+        queries, one on the events file the shards write) is made at most every
+        ``_BACKLOG_MEASURE_SECONDS``; in between, the last one plus what was appended since:
+        an upper bound, since storing only lowers the backlog, so nothing over the limit is
+        taken. A commit that this bound would refuse measures again first (``_commit``)."""
+        now = time.monotonic()
+        if self._backlog_estimate is None or now - self._backlog_measured_at > _BACKLOG_MEASURE_SECONDS:
+            self._backlog_measured_at = now
+            return self.store.spool_backlog(), True
+        return self._backlog_estimate, False
 
     def health(self) -> tuple[bool, dict]:
         st = self.runner.status()  # down while processing or storing keeps failing

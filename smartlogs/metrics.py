@@ -22,7 +22,7 @@ import orjson
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 __all__ = [
-    "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS", "rejected",
+    "EVENTS_RECEIVED", "EVENTS_ACCEPTED", "REQUESTS_REJECTED", "ACCEPT_SECONDS", "rejected", "child",
     "recent_rejections", "CURRENT_REQUEST",
     "EVENTS_PROCESSED", "ANOMALIES", "SINK_SECONDS", "SINK_FAILURES", "DEAD_LETTERED",
     "MODEL_WARMED_UP", "BACKLOG", "LAST_EVENT", "accepted", "GAPS_REPAIRED", "CONSUMER_LAG", "StatsCollector", "serve", "expose",
@@ -61,11 +61,26 @@ LAST_EVENT = Gauge("smartlogs_last_event_timestamp_seconds",
                    ["stage"])
 
 
+# A labelled metric's child for each label value, looked up once: ``labels()`` checks and
+# converts its values and takes a lock on every call, several µs a request where the API
+# answers one-line requests in ~150 µs (bench/RESULTS.md, small requests). The children of a
+# metric are never removed here, so a cached one is the one ``labels()`` would return.
+_children: dict[tuple[object, str], object] = {}
+
+
+def child(metric, value: str):
+    """``metric.labels(value)``, cached (one label)."""
+    c = _children.get((metric, value))
+    if c is None:
+        c = _children[(metric, value)] = metric.labels(value)
+    return c
+
+
 def accepted(source: str, n: int) -> None:
     """Count ``n`` events the API accepted from ``source`` and note when (``status``'s
     "last event" of the ingest stage)."""
-    EVENTS_ACCEPTED.labels(source).inc(n)
-    LAST_EVENT.labels("api").set(time.time())
+    child(EVENTS_ACCEPTED, source).inc(n)
+    child(LAST_EVENT, "api").set(time.time())
 
 
 RECENT_REJECTIONS = 20  # how many refusals ``recent_rejections`` keeps (per process)

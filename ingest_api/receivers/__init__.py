@@ -130,8 +130,7 @@ def request_weight(request: Request, body: bytes | None) -> int | None:
     return body.count(b"\n") + 1
 
 
-@asynccontextmanager
-async def ingest_slot(request: Request, body: bytes | None = None):
+def ingest_slot(request: Request, body: bytes | None = None):
     """Hold a share of the app's ``LineBudget`` while a body is decoded and its items handed to
     the transport (every receiver takes one: one shared bound). Without ``body`` (or for an
     encoded one), a full request's share.
@@ -146,8 +145,8 @@ async def ingest_slot(request: Request, body: bytes | None = None):
     if budget is None:  # one per app, created on its event loop
         budget = state.ingest_slots = LineBudget(s.ingest_concurrency * s.max_lines_per_request)
     weight = request_weight(request, body)
-    async with budget.hold(s.max_lines_per_request if weight is None else weight):
-        yield
+    # the budget's own context manager (``async with ingest_slot(...)``), not one wrapping it
+    return budget.hold(s.max_lines_per_request if weight is None else weight)
 
 
 def body_digest(data: bytes) -> str:

@@ -3,6 +3,7 @@ that drops mid-body is an INFO line at most (a real uvicorn server, as `smartlog
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -122,3 +123,82 @@ def test_a_client_that_drops_mid_body_is_an_info_line_not_an_error(server, caplo
     _, got = _closed_within(c, 10)
     c.close()
     assert got.startswith(b"HTTP/1.1 200")
+
+
+def _through_read_timeout(receive, timeout: float = 5.0):
+    """The message an app behind ``ReadTimeoutMiddleware`` gets from its first receive."""
+    from ingest_api.timeouts import ReadTimeoutMiddleware
+
+    got = []
+
+    async def app(scope, receive, send):
+        got.append(await receive())
+
+    async def main():
+        mw = ReadTimeoutMiddleware(app, timeout=timeout)
+        await mw({"type": "http", "method": "POST", "path": "/ingest"}, receive, None)
+
+    asyncio.run(main())
+    return got[0]
+
+
+def test_a_body_already_here_is_taken_without_a_timer():
+    """A one-line POST's body arrives with its headers: the receive does not wait, and no
+    timer is set and cancelled for it (before: an ``asyncio.timeout`` around every first
+    receive); a receive that has to wait is still bounded (the 408 tests above)."""
+    import sys
+
+    message = {"type": "http.request", "body": b"a line\n", "more_body": False}
+    timers = []
+
+    async def receive():
+        return message
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.endswith("asyncio/timeouts.py"):
+            timers.append(frame.f_code.co_name)
+
+    sys.setprofile(watch)
+    try:
+        got = _through_read_timeout(receive)
+    finally:
+        sys.setprofile(None)
+    assert got is message
+    assert timers == []
+
+
+def test_a_receive_that_waits_gets_its_message_and_its_cancellation_through():
+    """The receive that suspends is resumed with what it waited for, under the bound; a
+    cancellation reaches it (it can clean up) and ends the request as before."""
+    message = {"type": "http.request", "body": b"late\n", "more_body": False}
+    cleaned = []
+
+    async def late_receive():
+        await asyncio.sleep(0.01)
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, message)
+        return await fut
+
+    assert _through_read_timeout(late_receive) is message
+
+    async def endless_receive():
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append(True)
+
+    async def cancel_it():
+        from ingest_api.timeouts import ReadTimeoutMiddleware
+
+        async def app(scope, receive, send):
+            await receive()
+
+        task = asyncio.create_task(ReadTimeoutMiddleware(app, timeout=60)(
+            {"type": "http", "method": "POST", "path": "/ingest"}, endless_receive, None))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_it())
+    assert cleaned == [True]
