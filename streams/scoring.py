@@ -613,7 +613,8 @@ class AnomalyScorer:
 
     @property
     def warmed_up(self) -> bool:
-        # HST scores 0 until its first reference window is complete
+        # no flags until the trees have their first reference window (their scores in it are
+        # judged against the window so far: BatchHST judge_first_window)
         return self.seen >= self.window_size
 
     # -- features ---------------------------------------------------------------------------
@@ -1028,7 +1029,7 @@ class AnomalyScorer:
         results as ``score`` line by line (River's HST scores a line before learning it;
         BatchHST does a batch's tree walks at once, with the same numbers)."""
         if self._batch is None:
-            self._batch = BatchHST(self.hst, FEATURES)
+            self._batch = BatchHST(self.hst, FEATURES, judge_first_window=True)
         hs = self._batch.score_learn([_ROW(x) for x, _ in lines])
         self._pending = max(0, self._pending - len(lines))
         return [self._decide(x, ctx, h) for (x, ctx), h in zip(lines, hs)]

@@ -696,3 +696,25 @@ def test_the_trees_do_not_rate_rare_a_new_pattern_where_new_patterns_are_routine
                       tokens=8, parsed=True, host="calm0", window_start=0.0, ts=3000.0,
                       kind="calm")
     assert x["new_template"] == 1.0 and x["novelty"] > 0.5
+
+
+def test_a_models_first_window_is_judged_by_the_trees_not_scored_zero():
+    """Issue 19 (BGL at 8 partitions): the trees scored a model's first window 0 (River has no
+    reference yet) and every line after it on the reference, so a partition's first lines
+    ranked by when they came: a source alone in its partition had a quarter of its lines
+    (250 of 1,000) without the trees' part, and an unusual line there below routine lines
+    after it. Now a first-window line is judged against what the window learned so far: a
+    line whose only unusual trait is one the trees see (it matches no known format) scores
+    above the routine lines around it, before and after the window ends."""
+    s = AnomalyScorer(window_size=100)
+
+    def line(i, parsed=True):
+        return s.score(*s.features(template_id="T1", seen_before=i, is_new=i == 0, level="INFO",
+                                   tokens=8, parsed=parsed, host="h", window_start=0.0,
+                                   ts=float(i), kind="k")).score
+
+    routine = [line(i) for i in range(60)]
+    odd = line(60, parsed=False)  # in the first window
+    routine += [line(i) for i in range(61, 140)]
+    assert odd > max(routine[30:]) + 0.05  # (0.13 against 0.06; on River's zero, the same 0.06)
+    assert abs(routine[98] - routine[101]) < 0.02  # no step when the reference takes over
