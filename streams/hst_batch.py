@@ -19,6 +19,11 @@ seeded), the masses are copied back into its nodes before a checkpoint is writte
 (``sync``), and River's ``score_one`` on a restored model gives the same scores.
 tests/unit/test_hst_batch.py checks equality with River line by line, across window
 boundaries, batch sizes and checkpoints.
+
+One departure, asked for by the scorer (``judge_first_window``, ``BatchHST``): River scores the
+trees' first window 0; with it, those lines are scored against the window's masses so far. The
+first window's scores are then not River's (River has none to give); everything learned, and
+every score after the first window, still is.
 """
 
 from __future__ import annotations
