@@ -19,6 +19,11 @@ seeded), the masses are copied back into its nodes before a checkpoint is writte
 (``sync``), and River's ``score_one`` on a restored model gives the same scores.
 tests/unit/test_hst_batch.py checks equality with River line by line, across window
 boundaries, batch sizes and checkpoints.
+
+One departure, asked for by the scorer (``judge_first_window``, ``BatchHST``): River scores the
+trees' first window 0; with it, those lines are scored against the window's masses so far. The
+first window's scores are then not River's (River has none to give); everything learned, and
+every score after the first window, still is.
 """
 
 from __future__ import annotations
@@ -32,11 +37,23 @@ __all__ = ["BatchHST"]
 
 
 class BatchHST:
-    """Score-then-learn over a matrix of feature rows (columns in ``features`` order)."""
+    """Score-then-learn over a matrix of feature rows (columns in ``features`` order).
 
-    def __init__(self, hst: HalfSpaceTrees, features: tuple[str, ...]):
+    ``judge_first_window``: River scores every line of the trees' first window 0 (there is
+    no reference mass yet), then the lines after it on the reference: a step that depends on
+    when a line came, not on what it is, and that every model goes through (each partition's
+    its own, so at P partitions a source has more of its lines in it). With this set, a line
+    of the first window is scored against the masses the window learned so far, scaled to a
+    full window (``l_mass × window / lines so far``), by River's own walk and size limit,
+    once the window holds that size limit (0.1 × window) of lines; the lines before that
+    still score 0. Learning, and every score after the first window, are River's exactly.
+    """
+
+    def __init__(self, hst: HalfSpaceTrees, features: tuple[str, ...], *,
+                 judge_first_window: bool = False):
         self.hst = hst
         self.features = tuple(features)
+        self.judge_first_window = judge_first_window
         self._col = {f: i for i, f in enumerate(self.features)}
         self._arrays: tuple | None = None  # built with (or after) River's trees
 
@@ -127,7 +144,8 @@ class BatchHST:
         path[height] = node
 
         if hst._first_window:
-            scores = [0] * m
+            scores = (self._first_window_scores(path, l_mass, hst.counter)
+                      if self.judge_first_window else [0] * m)
         else:
             # River stops at the first node whose reference mass is under the size limit,
             # after adding that node's term
@@ -148,3 +166,32 @@ class BatchHST:
             hst._first_window = False
             hst.counter = 0
         return scores
+
+    def _first_window_scores(self, path: np.ndarray, l_mass: np.ndarray,
+                             counter: int) -> list[float]:
+        """Scores of rows of the first window (``path``: depth × tree × row), each against the
+        masses learned before it in this window, scaled to a full window; River's walk (stop
+        after the first node under the size limit) and normalisation. Rows while the window
+        holds fewer lines than the size limit score 0, as in River. Runs for a model's first
+        ``window_size`` lines only."""
+        hst = self.hst
+        window = hst.window_size
+        limit = 0.1 * window
+        height, n_trees, m = path.shape
+        trees = np.arange(n_trees)[None, :]
+        weight = (2.0 ** np.arange(height))[:, None]
+        seen = l_mass.copy()  # the window's masses, learned row by row here
+        out: list[float] = []
+        for j in range(m):
+            node = path[:, :, j]  # depth × tree; one node per depth, so no repeats in a tree
+            k = counter + j
+            if k >= limit:
+                ref = seen[trees, node] * (window / k)
+                under = ref < limit
+                stopped_before = np.cumsum(under, axis=0) - under > 0
+                total = np.where(stopped_before, 0.0, ref * weight).sum()
+                out.append(float(1 - total / hst._max_score))
+            else:
+                out.append(0.0)
+            seen[trees, node] += 1
+        return out

@@ -47,7 +47,10 @@ rates) become evidence through one ramp, ``1 - exp(-(s - s0) / k)`` above ``s0``
                   news keeps its full weight. The share is the lower of two moving
                   averages, over the kind's last ~1,000 lines and its last ~64: a level
                   routine in the long run but not lately (the first FATAL long after a
-                  crash dump) is news again.
+                  crash dump) is news again; and the kind's first line at ERROR or worse
+                  after more than an hour (``recurrence_half_life``) without one weighs
+                  fully, whatever the shares remember (they count lines: a source that logs
+                  little keeps a dump of days ago in its last ~64).
 ================  ============================================================================
 
 The score is a noisy-OR, ``1 - Π(1 - w·e)``, over the evidence (weight 1, except severity
@@ -514,6 +517,9 @@ class AnomalyScorer:
         self._levels: dict[str | None, dict[float, float]] = {}
         # the same per kind over its last ~1 / _NOVEL_ALPHA lines (how usual a level is lately)
         self._recent_levels: dict[str | None, dict[float, float]] = {}
+        # per kind of source: event time of its latest line at ERROR or worse (a severe line
+        # after a long while without one weighs fully, whatever the shares remember)
+        self._severe_last: dict[str | None, float] = {}
         # per kind of source: [lines, patterns first seen there still seen once, new rate]
         self._novel: dict[str | None, list] = {}
         self._kind_seen: dict[tuple, int] = {}  # (kind, pattern) -> lines seen
@@ -585,6 +591,7 @@ class AnomalyScorer:
         state.setdefault("_incidents", {})  # checkpoints from before incidents
         state.setdefault("_kind_peers", {})  # checkpoints from before sources had kinds
         state.setdefault("_recent_levels", {})  # before a level's recent share was read
+        state.setdefault("_severe_last", {})  # before a long while without severe lines counted
         if "_kind_seen" not in state:  # before patterns were counted per kind
             state["_kind_seen"], state["_kind_seen_legacy"] = {}, True
         if "_novel" not in state:  # before novelty per kind: the one rate was every kind's
@@ -614,7 +621,8 @@ class AnomalyScorer:
 
     @property
     def warmed_up(self) -> bool:
-        # HST scores 0 until its first reference window is complete
+        # no flags until the trees have their first reference window (their scores in it are
+        # judged against the window so far: BatchHST judge_first_window)
         return self.seen >= self.window_size
 
     # -- features ---------------------------------------------------------------------------
@@ -763,6 +771,21 @@ class AnomalyScorer:
         whole[sev] = whole.get(sev, 0.0) + _SEVERE_ALPHA
         severe = sev >= SEVERE
         # the level's weight as evidence: discounted by how routine it is here (ERROR or worse)
+        # ... unless the kind logged nothing at ERROR or worse for a long while (the scorer's
+        # hour, ``recurrence_half_life``): its first such line since is news whatever the shares
+        # remember (they count lines, and a source that logs little keeps a crash dump of days
+        # ago in its last ~64 lines); the issue's "first such level there in a long while"
+        quiet_for = None
+        if severe and ts is not None:
+            last_severe = self._severe_last.get(kind)
+            if last_severe is None:
+                if len(self._severe_last) >= _MAX_KEYS:
+                    self._severe_last.clear()
+            elif ts - last_severe > self.recurrence_half_life:
+                quiet_for = ts - last_severe
+                as_bad = 0.0
+            if last_severe is None or ts > last_severe:
+                self._severe_last[kind] = ts
         sev_weight = sev * max(1.0 - as_bad, 0.0) if severe else sev
         # severity that counts: the first line of a pattern at ERROR or worse from this host or
         # source, where its kind of source rarely logs that level
@@ -827,6 +850,8 @@ class AnomalyScorer:
                "recurrence_count": rec_fast, "gap": gap, "usual_gap": usual_gap,
                "param": param_what, "ts": t_ev, "severity_weight": sev_weight,
                "level_share": as_bad}
+        if quiet_for is not None:
+            ctx["severe_quiet"] = quiet_for
         if mark is not None:
             ctx["mark"] = mark
         if first_severe and mark != "expected":
@@ -1030,7 +1055,7 @@ class AnomalyScorer:
         results as ``score`` line by line (River's HST scores a line before learning it;
         BatchHST does a batch's tree walks at once, with the same numbers)."""
         if self._batch is None:
-            self._batch = BatchHST(self.hst, FEATURES)
+            self._batch = BatchHST(self.hst, FEATURES, judge_first_window=True)
         rows = [_ROW(x) for x, _ in lines]
         hs = self._batch.score_learn(rows)
         self._pending = max(0, self._pending - len(lines))
@@ -1199,7 +1224,10 @@ def explain(x: dict[str, float], ctx: dict, strong: float = 0.3) -> str:
                          f"is rare ({ctx['first_severe']:.1%} of this kind of source's lines)"))
     if get("severity", 0.0) >= 0.5:
         level, usual = ctx.get("level"), ctx.get("level_share") or 0.0
-        if get("severity", 0.0) >= SEVERE and usual >= SEVERE_RARE:  # weighed less: routine here
+        if ctx.get("severe_quiet") is not None:  # weighed fully: none for a long while
+            words.append(f"severity {level} (the first line at ERROR or worse from this kind of "
+                         f"source in {_dur(ctx['severe_quiet'])})")
+        elif get("severity", 0.0) >= SEVERE and usual >= SEVERE_RARE:  # weighed less: routine here
             words.append(f"severity {level} ({usual:.0%} of this kind of source's lines are "
                          f"{level} or worse)")
         else:

@@ -111,3 +111,50 @@ def test_the_pipeline_gives_the_same_events_whatever_the_batch_size(loghub):
     whole, single = run(700), run(1)
     assert whole == single
     assert sum(e["anomaly"] for e in whole) > 5 and not whole[-1]["warming_up"]
+
+
+def test_the_first_window_is_judged_against_what_it_learned_so_far():
+    """River scores the trees' whole first window 0, then the lines after it on the reference:
+    a step that depends on when a line came. With ``judge_first_window`` a line of the first
+    window is scored against the window's masses so far, scaled to a full window (River's walk
+    and size limit), once the window holds the size limit of lines; learning and every later
+    score stay River's exactly, whatever the batch sizes."""
+    window = 100
+    rows = [[0.5, 0.5, 0.5, 0.5]] * 60 + [[0.05, 0.95, 0.05, 0.95]] + [[0.5, 0.5, 0.5, 0.5]] * 339
+    river = HalfSpaceTrees(n_trees=10, height=6, window_size=window, seed=7)
+    want = []
+    for r in rows:
+        x = dict(zip(FEATURES, r))
+        want.append(river.score_one(x))
+        river.learn_one(x)
+    for sizes in ([400], [1, 9, 40, 11, 39, 300], [1] * 400):
+        fast = BatchHST(HalfSpaceTrees(n_trees=10, height=6, window_size=window, seed=7),
+                        FEATURES, judge_first_window=True)
+        got, k = [], 0
+        for size in sizes:
+            got.extend(fast.score_learn(rows[k:k + size]))
+            k += size
+        assert got[window:] == want[window:]  # after the first window: River's, exactly
+        fast.sync()
+        assert _masses(fast.hst) == _masses(river)
+        assert got[:10] == [0.0] * 10  # under the size limit (0.1 x window): nothing to judge by
+        assert got[60] > 0.5  # unlike all 60 lines before it
+        assert got[30] < 0.05 and got[99] < 0.05  # like the lines before them
+        assert abs(got[99] - got[100]) < 0.05  # no step when the reference takes over
+        if sizes == [400]:
+            first = got
+        assert got == first  # the same scores whatever the batch sizes
+    # the scaled reference is River's own score with r_mass = l_mass x window / lines so far
+    probe = BatchHST(HalfSpaceTrees(n_trees=10, height=6, window_size=window, seed=7), FEATURES,
+                     judge_first_window=True)
+    probe.score_learn(rows[:61])
+    probe.sync()
+    ref = pickle.loads(pickle.dumps(probe.hst))
+    for t in ref.trees:
+        for n in t.iter_dfs():
+            n.r_mass = n.l_mass * window / 61
+    ref._first_window = False
+    x = dict(zip(FEATURES, rows[61]))
+    assert probe.score_learn([rows[61]])[0] == pytest.approx(ref.score_one(x), abs=1e-12)
+    assert BatchHST(HalfSpaceTrees(n_trees=10, height=6, window_size=window, seed=7),
+                    FEATURES).score_learn(rows[:100]) == [0] * 100  # River's, by default

@@ -700,3 +700,66 @@ def test_the_trees_do_not_rate_rare_a_new_pattern_where_new_patterns_are_routine
                       tokens=8, parsed=True, host="calm0", window_start=0.0, ts=3000.0,
                       kind="calm")
     assert x["new_template"] == 1.0 and x["novelty"] > 0.5
+
+
+def test_a_models_first_window_is_judged_by_the_trees_not_scored_zero():
+    """Issue 19 (BGL at 8 partitions): the trees scored a model's first window 0 (River has no
+    reference yet) and every line after it on the reference, so a partition's first lines
+    ranked by when they came: a source alone in its partition had a quarter of its lines
+    (250 of 1,000) without the trees' part, and an unusual line there below routine lines
+    after it. Now a first-window line is judged against what the window learned so far: a
+    line whose only unusual trait is one the trees see (it matches no known format) scores
+    above the routine lines around it, before and after the window ends."""
+    s = AnomalyScorer(window_size=100)
+
+    def line(i, parsed=True):
+        return s.score(*s.features(template_id="T1", seen_before=i, is_new=i == 0, level="INFO",
+                                   tokens=8, parsed=parsed, host="h", window_start=0.0,
+                                   ts=float(i), kind="k")).score
+
+    routine = [line(i) for i in range(60)]
+    odd = line(60, parsed=False)  # in the first window
+    routine += [line(i) for i in range(61, 140)]
+    assert odd > max(routine[30:]) + 0.05  # (0.13 against 0.06; on River's zero, the same 0.06)
+    assert abs(routine[98] - routine[101]) < 0.02  # no step when the reference takes over
+
+
+def test_the_first_severe_line_after_an_hour_without_one_weighs_fully_in_a_quiet_source():
+    """Issue 19 (BGL, lines 346 and 363): a source that logs little keeps a crash dump of days
+    ago in its last ~64 lines, so its first FATAL days later still read FATAL as half its
+    recent lines and weighed half. "First such level there in a long while" is a matter of
+    time: a kind's first line at ERROR or worse after more than the scorer's hour without one
+    weighs fully, and its reason says so; inside a dump, and within the hour, the shares still
+    discount it; a model from before restores and scores."""
+    def scorer_after(gap_after_dump):
+        s = AnomalyScorer(window_size=50)
+        for i in range(300):  # the dump: a FATAL line a second
+            s.score(*s.features(template_id=f"R{i % 30}", seen_before=i // 30, is_new=i < 30,
+                                level="FATAL", tokens=8, parsed=True, host=f"n{i}",
+                                window_start=0.0, ts=float(i), kind="k"))
+        for j in range(30):  # then 30 INFO lines spread over the gap
+            ts = 300.0 + gap_after_dump * (j + 1) / 31
+            s.score(*s.features(template_id="I", seen_before=j, is_new=j == 0, level="INFO",
+                                tokens=8, parsed=True, host=f"m{j}", window_start=0.0, ts=ts,
+                                kind="k"))
+        return s
+
+    def fatal(s, ts):
+        return s.features(template_id="Tnew", seen_before=0, is_new=True, level="FATAL",
+                          tokens=8, parsed=True, host="h9", window_start=0.0, ts=ts, kind="k")
+
+    s = scorer_after(2 * 86400.0)
+    x, ctx = fatal(s, 300.0 + 2 * 86400.0)
+    assert ctx["severity_weight"] > 0.95  # the code before: 0.38 (30 INFO lines after 300 FATAL)
+    assert "first line at ERROR or worse from this kind of source in 2.0 days" in explain(x, ctx)
+    _, ctx2 = fatal(s, 301.0 + 2 * 86400.0)  # the next one, a second later: routine again
+    assert ctx2["severity_weight"] < 0.6
+    within = scorer_after(1800.0)
+    _, ctx3 = fatal(within, 300.0 + 1800.0)  # half an hour after the dump: still discounted
+    assert ctx3["severity_weight"] < 0.6
+
+    state = s.__getstate__()
+    del state["_severe_last"]  # a checkpoint from before
+    old = AnomalyScorer.__new__(AnomalyScorer)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert 0.0 <= old.score(*fatal(old, 400.0 + 3 * 86400.0)).score <= 1.0
