@@ -746,9 +746,10 @@ class ElasticsearchStore:
             for p in chunk:
                 lines.append(p.header)
                 lines.append(p.body)
-            try:
+            lines.append(b"")  # the body ends with a newline
+            try:  # one bytes body: the client's NDJSON serialiser would copy it line by line
                 resp = self._bulk_es.bulk(
-                    operations=lines, filter_path="errors,items.*.status,items.*.error",
+                    operations=b"\n".join(lines), filter_path="errors,items.*.status,items.*.error",
                     **extra)  # filter_path: a much smaller answer
                 items = [next(iter(it.values())) for it in resp.body.get("items") or ()]
             except ApiError as exc:

@@ -831,3 +831,32 @@ def test_count_ids_by_run_prefix_agrees_with_sqlite(pair):
     for prefix in ("lx:", "ap:", "js:", "nope:", "l"):
         assert store.count_ids(prefix) == sql.count_ids(prefix), prefix
     assert sql.count_ids("lx:") == 500 and sql.count_ids("nope:") == 0
+
+
+def test_stored_documents_are_the_reference_documents(make_store, es):
+    """What Elasticsearch keeps of each event (``_source``) is the document the store wrote
+    before issue 18's cheaper document building (tests/unit/test_es_documents.py's reference,
+    ``words`` excluded from ``_source``), for pipeline events and odd ones alike; and each is
+    stored under the reference's index and ``_id``."""
+    import orjson
+
+    from tests.unit.test_es_documents import _reference, odd_events, pipeline_events
+
+    store = make_store()
+    odd = [dict(e, id=f"odd:{k}:{e['id']}") for k, e in enumerate(odd_events())]
+    events = pipeline_events(400) + odd
+    assert store.write(events) == len(events)
+    expected = {}
+    for e in events:
+        index, doc_id, _, body = _reference(store.index_prefix, 10, e, e["seq"], 0)
+        doc = orjson.loads(body)
+        doc.pop("words", None)
+        expected[(index, doc_id)] = doc
+    got = es.mget(docs=[{"_index": i, "_id": d} for i, d in expected]).body["docs"]
+    assert all(d["found"] for d in got)
+    for d in got:
+        want = expected[(d["_index"], d["_id"])]
+        stored_at = d["_source"].pop("stored_at")
+        want.pop("stored_at")
+        assert isinstance(stored_at, int) and stored_at > 1.7e12
+        assert d["_source"] == want
