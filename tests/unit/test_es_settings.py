@@ -56,6 +56,9 @@ class _FakeBulkClient:
     put_mapping = put_settings = put_index_template
 
     def bulk(self, operations, **kw):
+        if isinstance(operations, bytes):  # one NDJSON body: a line each, a final newline
+            assert operations.endswith(b"\n")
+            operations = operations.split(b"\n")[:-1]
         self.requests.append(list(operations))
         if self.answer is not None:
             return self.answer(operations)
