@@ -23,9 +23,10 @@ Layout
 Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change the mapping)
   @timestamp date (event time, what Kibana uses), ts double (exact epoch seconds: filters and
   sort), keyword host/component/level/template_id/source/receiver/format/pid/incident_id, id
-  keyword (no doc values: unique, only searched by prefix), words (the message's words, not in
-  ``_source``: what the API's ``q`` and Kibana's free text (``index.query.default_field``)
-  match, so search behaves like the embedded FTS5 index), template keyword, score float,
+  keyword (no doc values: unique, only searched by prefix), words (the message's words: what
+  the API's ``q`` and Kibana's free text (``index.query.default_field``) match, so search
+  behaves like the embedded FTS5 index; kept in ``_source`` since schema 5, see below),
+  template keyword, score float,
   anomaly/warming_up/parse_ok/truncated boolean, reason text + reason.keyword (flagged events
   only), received date (epoch seconds), seq long, fields flattened. Kept in ``_source`` for
   display and not indexed at all (no inverted index, no doc values), since nothing searches,
@@ -33,6 +34,11 @@ Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change t
   timestamp (the ISO copy of @timestamp) and stored_at (write time, epoch ms). Indexing each
   of those cost Elasticsearch CPU on every event (bench/RESULTS.md, issue 18); indices made by
   an older template keep their mapping (a field's indexing cannot change in place).
+  ``_source`` is the document as written, ``words`` included (schema 5): with ``words``
+  excluded (schemas 2-4) Elasticsearch filtered and re-serialised every document and kept the
+  whole original beside it as its recovery source, ~15% more of its indexing CPU and ~25% more
+  bytes an event (bench/RESULTS.md, issue 18); and an event indexed again from its ``_source``
+  (a template merge's rewrite) lost its words. Searches leave ``words`` out of their answers.
 
 Sequence numbers
   ``seq`` = microseconds since the epoch at write time + the position in the batch, strictly
@@ -117,8 +123,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 2: ``words`` holds word positions (phrase queries); 3: incident_id;
-#                    4: fields never searched are not indexed (bench/RESULTS.md, issue 18)
+SCHEMA_VERSION = 5  # 2: ``words`` holds word positions (phrase queries); 3: incident_id;
+#                    4: fields never searched are not indexed (bench/RESULTS.md, issue 18);
+#                    5: ``words`` kept in _source (no excludes: less indexing work, fewer bytes)
 # how often new documents become searchable: the p99 ingest->searchable target of 1 s needs
 # less than 1 s here (a document waits up to a whole interval), measured in bench/RESULTS.md
 DEFAULT_REFRESH_INTERVAL = "500ms"
@@ -195,7 +202,6 @@ def index_template(prefix: str, refresh_interval: str = DEFAULT_REFRESH_INTERVAL
             "mappings": {
                 "dynamic": False,
                 "_meta": {"schema_version": SCHEMA_VERSION},
-                "_source": {"excludes": ["words"]},
                 "properties": {
                     "@timestamp": {"type": "date"},
                     # a copy of @timestamp, and the write time: displayed, never searched
@@ -213,7 +219,7 @@ def index_template(prefix: str, refresh_interval: str = DEFAULT_REFRESH_INTERVAL
                     "level": _keyword(),
                     "format": _keyword(),
                     "message": {"type": "text", "index": False},
-                    # the message's words, space-separated (not kept in _source): the
+                    # the message's words, space-separated: the
                     # API's q matches these (with positions, for phrases), so "workerEnv" finds
                     # "workerEnv.init()" and
                     # "218" finds "rhost=218.188.2.4", exactly like the embedded FTS5 index
@@ -839,6 +845,10 @@ class ElasticsearchStore:
             for h in hits:
                 src = h["_source"]
                 src["template_id"] = pairs[src["template_id"]]
+                if "words" not in src and isinstance(src.get("message"), str):
+                    # an index made before schema 5 keeps them out of _source: indexed
+                    # again without them, the event would not be found by its words
+                    src["words"] = " ".join(search_words(src["message"]))
                 actions.append({"_op_type": "index", "_index": h["_index"], "_id": h["_id"],
                                 "_source": src})
             n = 0
@@ -946,7 +956,7 @@ class ElasticsearchStore:
             query={"bool": {"filter": flt}}, sort=sort, size=min(limit + 1, MAX_RESULT_WINDOW),
             # exact up to the limit, then "gte" (Elasticsearch's default of 10,000)
             track_total_hits=True if query.total_limit is None else query.total_limit,
-            source_excludes=["@timestamp", "stored_at"],
+            source_excludes=["@timestamp", "stored_at", "words"],
             aggs={"all": {"global": {}, "aggs": {"last_seq": {"max": {"field": "seq"}}}}},
             **extra,
         )

@@ -39,6 +39,17 @@ def test_fields_nothing_searches_are_not_indexed():
     assert index_template("p")["template"]["settings"]["index"]["query"]["default_field"] == ["words"]
 
 
+def test_documents_are_stored_as_written_schema_5():
+    """Schema 5: no ``_source`` excludes (with ``words`` left out, Elasticsearch filtered and
+    re-serialised every document and kept the original beside it: bench/RESULTS.md)."""
+    from smartlogs.store.elasticsearch import SCHEMA_VERSION
+
+    body = index_template("p")
+    assert SCHEMA_VERSION == 5 and body["version"] == 5
+    assert body["template"]["mappings"]["_meta"]["schema_version"] == 5
+    assert "excludes" not in body["template"]["mappings"].get("_source", {})
+
+
 class _FakeBulkClient:
     """Stands in for the Elasticsearch client: records each _bulk request's lines."""
 
