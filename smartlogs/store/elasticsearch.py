@@ -36,7 +36,7 @@ Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change t
   an older template keep their mapping (a field's indexing cannot change in place).
   ``_source`` is the document as written, ``words`` included (schema 5): with ``words``
   excluded (schemas 2-4) Elasticsearch filtered and re-serialised every document and kept the
-  whole original beside it as its recovery source, ~15% more of its indexing CPU and ~25% more
+  whole original beside it as its recovery source, ~15% more of its indexing CPU and ~30% more
   bytes an event (bench/RESULTS.md, issue 18); and an event indexed again from its ``_source``
   (a template merge's rewrite) lost its words. Searches leave ``words`` out of their answers.
 
