@@ -20,7 +20,11 @@ versions alternate ``--rounds`` times. Per version, per 1,000 events, median ove
   on a JVM started minutes ago take as much again and fall run after run (bench/RESULTS.md).
 
 ``--settings '{"merge.scheduler.max_thread_count": 1}'`` adds index settings to this
-checkout's template (a lever measured without editing the store); ``SMARTLOGS_ES_URL`` and
+checkout's template, and ``--mapping '{"properties": {"template": {"type": "keyword",
+"index": false, "doc_values": false}}}'`` replaces mapping entries of it (each property
+given replaces that property; other keys, e.g. ``_source``, replace that key of the
+mappings): a lever measured without editing the store. ``--against HEAD`` with a lever
+measures it alone (the same code both sides). ``SMARTLOGS_ES_URL`` and
 ``SMARTLOGS_ENGINES_DIR`` point it at a private Elasticsearch.
 """
 
@@ -80,7 +84,7 @@ def _index_stats(es, pattern: str) -> dict:
 
 def run_one(mod, url: str, events: list[dict], es_pid: int | None,
             refresh: str | None = None, settings: dict | None = None,
-            threads: bool = False) -> dict:
+            threads: bool = False, mapping: dict | None = None) -> dict:
     prefix = f"bench-esw-{uuid.uuid4().hex[:8]}"
     store = mod.ElasticsearchStore(url, index_prefix=prefix, index_period="month")
     run = uuid.uuid4().hex[:6]
@@ -88,11 +92,17 @@ def run_one(mod, url: str, events: list[dict], es_pid: int | None,
                for k in range(0, len(events), 500)]
     store.ensure_setup()
     es = store.client
-    if refresh or settings:  # this refresh interval whatever the version's own; more settings
-        body = mod.index_template(prefix)
+    if refresh or settings or mapping:  # this refresh interval whatever the version's own;
+        body = mod.index_template(prefix)  # more settings; mapping entries replaced
         if refresh:
             body["template"]["settings"]["index"]["refresh_interval"] = refresh
         body["template"]["settings"]["index"].update(settings or {})
+        mappings = body["template"]["mappings"]
+        for key, value in (mapping or {}).items():
+            if key == "properties":
+                mappings["properties"].update(value)
+            else:
+                mappings[key] = value
         es.indices.put_index_template(name=prefix, **body)
     try:
         th0 = jvm_thread_cpu(es_pid) if threads and es_pid else {}
@@ -132,11 +142,13 @@ def main() -> None:
     ap.add_argument("--refresh", help="refresh intervals, OTHER,THIS (e.g. 1s,1s: the mapping "
                     "alone; 1s,500ms): instead of each version's own")
     ap.add_argument("--settings", help="JSON: more index settings for this checkout's indices")
+    ap.add_argument("--mapping", help="JSON: mapping entries replaced in this checkout's template")
     ap.add_argument("--threads", action="store_true", help="Elasticsearch's CPU by thread (jcmd)")
     args = ap.parse_args()
     import json
 
     settings = json.loads(args.settings) if args.settings else None
+    mapping = json.loads(args.mapping) if args.mapping else None
     import smartlogs.store.elasticsearch as this
 
     url = os.environ.get("SMARTLOGS_ES_URL") or engine_env()["SMARTLOGS_ES_URL"].strip("'")
@@ -151,11 +163,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, mod in ((args.against, other), ("this checkout", this)):
             runs[name].append(run_one(mod, url, events, es_pid, refresh.get(name),
-                                      settings if mod is this else None, args.threads))
+                                      settings if mod is this else None, args.threads,
+                                      mapping if mod is this else None))
     keys = ("es_us", "work_us", "jit_us", "index_ms", "refresh_ms", "merge_ms", "flush_ms", "writer_us", "docs_s", "bytes")
     print(f"{args.events:,} events x {args.rounds} rounds; 1-min load average {load:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after; refresh intervals: {refresh or 'each version its own'}"
-          f"; this checkout's extra settings: {settings or 'none'}")
+          f"; this checkout's extra settings: {settings or 'none'}, mapping entries: "
+          f"{mapping or 'none'}")
     print("| version | ES CPU µs/event | of which work threads / JIT | index ms/1k | refresh ms/1k | merge ms/1k | flush ms/1k "
           "| writer CPU µs/event | docs/s | bytes/event |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -23,9 +23,10 @@ Layout
 Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change the mapping)
   @timestamp date (event time, what Kibana uses), ts double (exact epoch seconds: filters and
   sort), keyword host/component/level/template_id/source/receiver/format/pid/incident_id, id
-  keyword (no doc values: unique, only searched by prefix), words (the message's words, not in
-  ``_source``: what the API's ``q`` and Kibana's free text (``index.query.default_field``)
-  match, so search behaves like the embedded FTS5 index), template keyword, score float,
+  keyword (no doc values: unique, only searched by prefix), words (the message's words: what
+  the API's ``q`` and Kibana's free text (``index.query.default_field``) match, so search
+  behaves like the embedded FTS5 index; kept in ``_source`` since schema 5, see below),
+  template keyword, score float,
   anomaly/warming_up/parse_ok/truncated boolean, reason text + reason.keyword (flagged events
   only), received date (epoch seconds), seq long, fields flattened. Kept in ``_source`` for
   display and not indexed at all (no inverted index, no doc values), since nothing searches,
@@ -33,6 +34,11 @@ Mapping (``dynamic: false``: unknown keys stay in ``_source`` but never change t
   timestamp (the ISO copy of @timestamp) and stored_at (write time, epoch ms). Indexing each
   of those cost Elasticsearch CPU on every event (bench/RESULTS.md, issue 18); indices made by
   an older template keep their mapping (a field's indexing cannot change in place).
+  ``_source`` is the document as written, ``words`` included (schema 5): with ``words``
+  excluded (schemas 2-4) Elasticsearch filtered and re-serialised every document and kept the
+  whole original beside it as its recovery source, ~15% more of its indexing CPU and ~30% more
+  bytes an event (bench/RESULTS.md, issue 18); and an event indexed again from its ``_source``
+  (a template merge's rewrite) lost its words. Searches leave ``words`` out of their answers.
 
 Sequence numbers
   ``seq`` = microseconds since the epoch at write time + the position in the batch, strictly
@@ -81,6 +87,7 @@ matches no index yet (``ignore_unavailable``/``allow_no_indices``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -116,8 +123,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 2: ``words`` holds word positions (phrase queries); 3: incident_id;
-#                    4: fields never searched are not indexed (bench/RESULTS.md, issue 18)
+SCHEMA_VERSION = 5  # 2: ``words`` holds word positions (phrase queries); 3: incident_id;
+#                    4: fields never searched are not indexed (bench/RESULTS.md, issue 18);
+#                    5: ``words`` kept in _source (no excludes: less indexing work, fewer bytes)
 # how often new documents become searchable: the p99 ingest->searchable target of 1 s needs
 # less than 1 s here (a document waits up to a whole interval), measured in bench/RESULTS.md
 DEFAULT_REFRESH_INTERVAL = "500ms"
@@ -194,7 +202,6 @@ def index_template(prefix: str, refresh_interval: str = DEFAULT_REFRESH_INTERVAL
             "mappings": {
                 "dynamic": False,
                 "_meta": {"schema_version": SCHEMA_VERSION},
-                "_source": {"excludes": ["words"]},
                 "properties": {
                     "@timestamp": {"type": "date"},
                     # a copy of @timestamp, and the write time: displayed, never searched
@@ -212,7 +219,7 @@ def index_template(prefix: str, refresh_interval: str = DEFAULT_REFRESH_INTERVAL
                     "level": _keyword(),
                     "format": _keyword(),
                     "message": {"type": "text", "index": False},
-                    # the message's words, space-separated (not kept in _source): the
+                    # the message's words, space-separated: the
                     # API's q matches these (with positions, for phrases), so "workerEnv" finds
                     # "workerEnv.init()" and
                     # "218" finds "rhost=218.188.2.4", exactly like the embedded FTS5 index
@@ -274,10 +281,17 @@ def _aligned(t: float, size: int) -> float:
 class _Pending:
     __slots__ = ("event", "index", "id", "seq", "body", "header", "attempts")
 
-    def __init__(self, event: dict, index: str, doc_id: str, seq: int, body: bytes):
+    def __init__(self, event: dict, index: str, doc_id: str, seq: int, body: bytes,
+                 header: bytes):
         self.event, self.index, self.id, self.seq, self.body = event, index, doc_id, seq, body
-        self.header = orjson.dumps({"create": {"_index": index, "_id": doc_id}})  # its bulk line
+        self.header = header  # its bulk line: {"create":{"_index":...,"_id":...}}
         self.attempts = 0
+
+
+# the ISO time of an event's ts: lines of one second share it (one formatting per second of
+# log, not per line: ~0.4 µs a line of the worker's CPU, bench/RESULTS.md)
+_iso_of = functools.lru_cache(maxsize=4096)(_iso)
+_HEADS_MAX = 10_000  # index names (days or months) whose bulk header start is kept
 
 
 class ElasticsearchStore:
@@ -305,6 +319,7 @@ class ElasticsearchStore:
         self.query_timeout = query_timeout
         self._stopping = threading.Event()
         self._suffix_len = 10 if index_period == "day" else 7  # of the ISO date: YYYY-MM(-DD)
+        self._heads: dict[str, tuple[str, bytes]] = {}  # date -> (index, its bulk header start)
         self.url = redact_url(url)  # for messages: a user:password in the URL stays hidden
         self.index_prefix = index_prefix
         self.pattern = f"{index_prefix}-*"
@@ -737,9 +752,10 @@ class ElasticsearchStore:
             for p in chunk:
                 lines.append(p.header)
                 lines.append(p.body)
-            try:
+            lines.append(b"")  # the body ends with a newline
+            try:  # one bytes body: the client's NDJSON serialiser would copy it line by line
                 resp = self._bulk_es.bulk(
-                    operations=lines, filter_path="errors,items.*.status,items.*.error",
+                    operations=b"\n".join(lines), filter_path="errors,items.*.status,items.*.error",
                     **extra)  # filter_path: a much smaller answer
                 items = [next(iter(it.values())) for it in resp.body.get("items") or ()]
             except ApiError as exc:
@@ -749,34 +765,50 @@ class ElasticsearchStore:
             start = end
 
     def _prepare(self, e: dict, seq: int, stored_at: int) -> _Pending:
+        """An event's document and bulk header, serialised once. Per-line work of the worker
+        (~9 µs a line before, bench/RESULTS.md): the ISO time is formatted once per distinct
+        ts, the header's start once per index, the four flags without a loop; the bytes are
+        the same as before (tests/unit/test_es_documents.py)."""
         event_id = e["id"]
         if not isinstance(event_id, str):
             event_id = str(event_id)
         ts = float(e["ts"])
-        iso = _iso(ts)
+        iso = _iso_of(ts)
+        get = e.get
         doc: dict = {"@timestamp": iso, "id": event_id, "ts": ts}
         for k in _PASSTHROUGH:
-            v = e.get(k)
+            v = get(k)
             if v is not None:
                 doc[k] = v
-        message = e.get("message")
+        message = get("message")
         if isinstance(message, str):
             doc["words"] = " ".join(search_words(message))
         if "timestamp" not in doc:
             doc["timestamp"] = iso
-        received = e.get("received")
+        received = get("received")
         if received is not None:
             doc["received"] = received
-        for k in _FLAGS:
-            doc[k] = bool(e.get(k))
-        fields = e.get("fields")
+        doc["anomaly"] = bool(get("anomaly"))  # _FLAGS, in their order
+        doc["warming_up"] = bool(get("warming_up"))
+        doc["parse_ok"] = bool(get("parse_ok"))
+        doc["truncated"] = bool(get("truncated"))
+        fields = get("fields")
         if fields:
             doc["fields"] = fields
         doc["stored_at"] = stored_at
         doc["seq"] = seq
-        index = f"{self.index_prefix}-{iso[:self._suffix_len].replace('-', '.')}"
-        return _Pending(e, index, _doc_id(event_id), seq,
-                        orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS))
+        day = iso[:self._suffix_len]
+        head = self._heads.get(day)
+        if head is None:
+            if len(self._heads) >= _HEADS_MAX:
+                self._heads.clear()
+            index = f"{self.index_prefix}-{day.replace('-', '.')}"
+            head = self._heads[day] = (index, b'{"create":{"_index":' + orjson.dumps(index)
+                                       + b',"_id":')
+        # (at most 4 UTF-8 bytes a character: an id this short is within _id's limit)
+        doc_id = event_id if len(event_id) <= MAX_ID_BYTES // 4 else _doc_id(event_id)
+        body = orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS)
+        return _Pending(e, head[0], doc_id, seq, body, head[1] + orjson.dumps(doc_id) + b"}}")
 
     def merge_templates(self, merges: dict[str, str]) -> int:
         """Apply a miner's merges (old id → the id that took it over) to the catalog: each
@@ -813,6 +845,10 @@ class ElasticsearchStore:
             for h in hits:
                 src = h["_source"]
                 src["template_id"] = pairs[src["template_id"]]
+                if "words" not in src and isinstance(src.get("message"), str):
+                    # an index made before schema 5 keeps them out of _source: indexed
+                    # again without them, the event would not be found by its words
+                    src["words"] = " ".join(search_words(src["message"]))
                 actions.append({"_op_type": "index", "_index": h["_index"], "_id": h["_id"],
                                 "_source": src})
             n = 0
@@ -926,7 +962,7 @@ class ElasticsearchStore:
             query={"bool": {"filter": flt}}, sort=sort, size=min(limit + 1, MAX_RESULT_WINDOW),
             # exact up to the limit, then "gte" (Elasticsearch's default of 10,000)
             track_total_hits=True if query.total_limit is None else query.total_limit,
-            source_excludes=["@timestamp", "stored_at"],
+            source_excludes=["@timestamp", "stored_at", "words"],
             aggs={"all": {"global": {}, "aggs": {"last_seq": {"max": {"field": "seq"}}}}},
             **extra,
         )

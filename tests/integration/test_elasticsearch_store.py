@@ -179,7 +179,8 @@ def test_template_mapping_and_empty_store(make_store, es):
     for name in ("params", "timestamp", "stored_at"):
         assert props[name]["doc_values"] is False, name
     assert "fields" not in props["template"] and props["id"]["doc_values"] is False
-    assert mapping["_source"] == {"excludes": ["words"]}
+    # schema 5: the document is stored as written (no filtered copy beside a recovery source)
+    assert "_source" not in mapping or not mapping["_source"].get("excludes"), mapping.get("_source")
     assert props["reason"]["fields"]["keyword"]["type"] == "keyword"
 
 
@@ -349,6 +350,13 @@ def test_a_template_merge_rewrites_stored_events_like_sqlite(make_store, tmp_pat
         assert stored[e["id"]]["received"] == e["received"] and stored[e["id"]]["ts"] == e["ts"]
     assert es.merge_templates(merges) == 0  # idempotent
     assert es.count_events() == 14
+    # the rewritten events are still found by their words, as in SqliteStore (schema 4 kept
+    # ``words`` out of _source, so an event indexed again from its _source lost them)
+    for q, n in (("authentication failure", 14), ("ftp", 3), ('"rhost 10.0.0.3"', 1),
+                 ("authen*", 14)):
+        got, want = es.search(EventQuery(q=q, limit=100)), lite.search(EventQuery(q=q, limit=100))
+        assert got.total == want.total == n, q
+        assert {e["id"] for e in got.events} == {e["id"] for e in want.events}, q
 
 
 def test_rejected_documents_go_to_dead_letter(make_store, loghub):
@@ -831,3 +839,30 @@ def test_count_ids_by_run_prefix_agrees_with_sqlite(pair):
     for prefix in ("lx:", "ap:", "js:", "nope:", "l"):
         assert store.count_ids(prefix) == sql.count_ids(prefix), prefix
     assert sql.count_ids("lx:") == 500 and sql.count_ids("nope:") == 0
+
+
+def test_stored_documents_are_the_reference_documents(make_store, es):
+    """What Elasticsearch keeps of each event (``_source``) is the document the store wrote
+    before issue 18's cheaper document building (tests/unit/test_es_documents.py's reference;
+    ``words`` included since schema 5), for pipeline events and odd ones alike; and each is
+    stored under the reference's index and ``_id``."""
+    import orjson
+
+    from tests.unit.test_es_documents import _reference, odd_events, pipeline_events
+
+    store = make_store()
+    odd = [dict(e, id=f"odd:{k}:{e['id']}") for k, e in enumerate(odd_events())]
+    events = pipeline_events(400) + odd
+    assert store.write(events) == len(events)
+    expected = {}
+    for e in events:
+        index, doc_id, _, body = _reference(store.index_prefix, 10, e, e["seq"], 0)
+        expected[(index, doc_id)] = orjson.loads(body)
+    got = es.mget(docs=[{"_index": i, "_id": d} for i, d in expected]).body["docs"]
+    assert all(d["found"] for d in got)
+    for d in got:
+        want = expected[(d["_index"], d["_id"])]
+        stored_at = d["_source"].pop("stored_at")
+        want.pop("stored_at")
+        assert isinstance(stored_at, int) and stored_at > 1.7e12
+        assert d["_source"] == want

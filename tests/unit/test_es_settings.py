@@ -39,6 +39,17 @@ def test_fields_nothing_searches_are_not_indexed():
     assert index_template("p")["template"]["settings"]["index"]["query"]["default_field"] == ["words"]
 
 
+def test_documents_are_stored_as_written_schema_5():
+    """Schema 5: no ``_source`` excludes (with ``words`` left out, Elasticsearch filtered and
+    re-serialised every document and kept the original beside it: bench/RESULTS.md)."""
+    from smartlogs.store.elasticsearch import SCHEMA_VERSION
+
+    body = index_template("p")
+    assert SCHEMA_VERSION == 5 and body["version"] == 5
+    assert body["template"]["mappings"]["_meta"]["schema_version"] == 5
+    assert "excludes" not in body["template"]["mappings"].get("_source", {})
+
+
 class _FakeBulkClient:
     """Stands in for the Elasticsearch client: records each _bulk request's lines."""
 
@@ -56,6 +67,9 @@ class _FakeBulkClient:
     put_mapping = put_settings = put_index_template
 
     def bulk(self, operations, **kw):
+        if isinstance(operations, bytes):  # one NDJSON body: a line each, a final newline
+            assert operations.endswith(b"\n")
+            operations = operations.split(b"\n")[:-1]
         self.requests.append(list(operations))
         if self.answer is not None:
             return self.answer(operations)
