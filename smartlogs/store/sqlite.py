@@ -714,6 +714,9 @@ class SqliteStore:
         # seconds this store's batch writes waited for their turn (another shard writing) and
         # held it: what the shards lose to the one SQLite writer (``/healthz``, the benchmark)
         self.turn_waited = self.turn_held = 0.0
+        # called with "turn wait", "turn held", "turn done" around each writer turn (a
+        # shard's timeline: streams/runtime/timeline.py); None: not recorded
+        self.turn_hook = None
         self._rows_per_insert: int | None = None
         self._ids_keyed = True  # set from the store's layout when opened (_keyed_layout)
         self._bodies = _Bodies()
@@ -1182,16 +1185,23 @@ class SqliteStore:
             f = self._turn_file
             if f is None:
                 f = self._turn_file = open(self.path.with_name(self.path.name + "-writer.lock"), "a+")  # noqa: SIM115
+        hook = self.turn_hook
+        if hook is not None:
+            hook("turn wait")
         asked = time.monotonic()
         with self._turn_thread:
             fcntl.flock(f, fcntl.LOCK_EX)
             got = time.monotonic()
+            if hook is not None:
+                hook("turn held")
             self.turn_waited += got - asked
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
                 self.turn_held += time.monotonic() - got
+                if hook is not None:
+                    hook("turn done")
 
     def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
                incidents: list[dict] | None, cursors: dict[int, int] | None,

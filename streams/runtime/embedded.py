@@ -39,6 +39,7 @@ from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage, unprocessable_event
+from streams.runtime.timeline import Timeline
 from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.runtime.stage's
@@ -129,6 +130,10 @@ class EmbeddedRunner:
         # store is the bottleneck: its turn, its write), for work (nothing in the spool), and
         # for a small read to grow (the gather)
         self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0}
+        # when: each state change of the runner and writer threads (streams.runtime.timeline)
+        self.timeline = Timeline()
+        self._mark = self.timeline.mark
+        store.turn_hook = self.timeline.hook("writer")
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -269,6 +274,7 @@ class EmbeddedRunner:
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
+        mark = self._mark
         while not self._stop.is_set():
             try:
                 did = self.step()
@@ -282,9 +288,11 @@ class EmbeddedRunner:
             self._failing.pop("step", None)
             if (time.monotonic() - self._last_ckpt
                     >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
+                mark("runner", "checkpoint")
                 self.checkpoint()
             if not did and time.monotonic() - self._last_tick >= 1.0:
                 self._last_tick = time.monotonic()
+                mark("runner", "tick")
                 try:
                     self.tick()
                 except Exception:  # noqa: BLE001 - retried at the next idle second
@@ -293,11 +301,13 @@ class EmbeddedRunner:
                     and (did or self._moved)):
                 # a small batch, or only other shards' rows: let the next read grow (the
                 # wake-ups meanwhile are not needed, the next read follows the wait)
+                mark("runner", "gather")
                 t = time.monotonic()
                 self._stop.wait(self.gather_seconds)
                 self._wake.clear()
                 self.waited["gather"] += time.monotonic() - t
             elif not did:
+                mark("runner", "idle")
                 t = time.monotonic()
                 self._wake.wait(0.25)
                 self._wake.clear()
@@ -333,6 +343,7 @@ class EmbeddedRunner:
         """
         if self._reload_marks is not None:  # a shard process: feedback given since
             self._refresh_marks()
+        self._mark("runner", "read")
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
         low = min(seqs.values())
         # only the spool rows of this runner's partitions (the API keeps a row per partition)
@@ -342,6 +353,7 @@ class EmbeddedRunner:
             return 0
         if batches:
             self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
+        self._mark("runner", "pipeline")
         per = self._split(batches, seqs)
         events: list[dict] = []
         merges: dict = {}
@@ -416,9 +428,11 @@ class EmbeddedRunner:
         batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors,
                       correlation=correlation)
         if self._writer is not None and self._writer.is_alive():
+            self._mark("runner", "hand-off")
             t = time.monotonic()
             self._pending.put(batch)
             self.waited["writer_behind"] += time.monotonic() - t
+            self._mark("runner", "pipeline")  # what is left of the step: its cursors
         else:
             self._write(batch)
 
@@ -466,8 +480,11 @@ class EmbeddedRunner:
         return True
 
     def _write_loop(self) -> None:
+        mark = self._mark
         while True:
+            mark("writer", "idle")
             batch = self._pending.get()
+            mark("writer", "prepare")  # the rows made before the store's writer turn
             try:
                 # already processed: stored, never dropped; stop() may give up waiting (the
                 # batch then stays in the spool)

@@ -47,6 +47,9 @@ MARKS_SECONDS = 5.0
 # while it holds the store's one writer turn that the other shards wait for. At Python's 5 ms,
 # a batch's write held the turn several times as long as its CPU (bench/RESULTS.md, issue 18).
 SWITCH_SECONDS = 0.001
+# set (to anything) in a server's environment, its shards write ``shards/timeline-<k>.json``
+# every second: their threads' state changes (``bench/bench_embedded.py --timeline``)
+TIMELINE_ENV = "SMARTLOGS_SHARD_TIMELINE"
 TAIL_SECONDS = 0.25  # how often stored events are read back for the API's listeners  # how soon feedback given through the API reaches a shard
 
 
@@ -136,6 +139,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     runner.start()
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
     status_path = folder / f"shard-{k}.json"
+    # bench only: the threads' state changes (streams/runtime/timeline.py), written with the status
+    timeline_path = folder / f"timeline-{k}.json" if os.environ.get(TIMELINE_ENV) else None
     try:
         first = True
         while first or not stop.wait(STATUS_SECONDS):
@@ -148,6 +153,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                                             "switch_interval": sys.getswitchinterval(),
                                             "sources": runner.describe_sources(),
                                             "written_at": time.time()})
+                if timeline_path is not None:
+                    _write_status(timeline_path, {"marks": runner.timeline.dump()})
             except Exception:  # noqa: BLE001 - status is best effort
                 log.exception("shard %d: status not written", k)
     finally:

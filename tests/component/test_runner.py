@@ -419,3 +419,29 @@ def test_the_gather_never_holds_a_lone_request_a_runner_behind_or_a_stop(tmp_pat
     finally:
         runner.stop()
     assert sizes == [20, 20, 20, 20]
+
+
+def test_the_runner_records_when_its_threads_read_process_hand_off_and_hold_the_writer_turn(tmp_path):
+    """Issue 18: the shards' counters say how long they waited, the timeline says when
+    (``bench/bench_embedded.py --timeline``): the runner thread's spool reads, pipeline,
+    hand-offs and idle waits, and the writer thread's turns in the store, in order."""
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    runner.start()
+    try:
+        store.spool_append(_items([f"line {i} of a test" for i in range(50)], "t"))
+        runner.wake()
+        assert _wait_for(lambda: store.count_events() == 50, 10)
+        assert _wait_for(lambda: [m[2] for m in runner.timeline.dump()
+                                  if m[1] == "writer"][-1] == "idle", 10)  # written
+    finally:
+        runner.stop()
+    marks = runner.timeline.dump()
+    assert [m[0] for m in marks] == sorted(m[0] for m in marks)  # monotonic time, in order
+    runner_states = [s for _, thread, s in marks if thread == "runner"]
+    writer_states = [s for _, thread, s in marks if thread == "writer"]
+    at = runner_states.index("pipeline")
+    assert runner_states[at - 1] == "read" and "hand-off" in runner_states[at:]
+    assert "idle" in runner_states
+    i = writer_states.index("prepare")
+    assert writer_states[i:i + 4] == ["prepare", "turn wait", "turn held", "turn done"]
