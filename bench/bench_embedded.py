@@ -260,6 +260,8 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
             marks = {k: json.loads((data_dir / "shards" / f"timeline-{k}.json").read_bytes())["marks"]
                      for k in range(len(shard_pids))}
             lines_timeline = (marks, t0, t0 + t_sent, t0 + t_all)
+            print(f"timeline: {data_dir}/shards/timeline-*.json (run from {t0:.3f} to "
+                  f"{t0 + t_all:.3f}, monotonic)", file=sys.stderr)
         us = 1e6 / max(accepted, 1)
         cpu = {("api" if p == pid else f"shard {k - 1}"):
                ((sent_cpu[p] if p == pid and shard_pids else _cpu_s(p)) - c) * us

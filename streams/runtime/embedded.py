@@ -57,6 +57,14 @@ IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its s
 # while the shard is behind (its reads are then full, max_batch items).
 GATHER_SECONDS = 0.02
 GATHER_ITEMS = 500
+# Shards yield to their writer's turn: while this shard's writer thread holds the store's one
+# writer turn (which every other shard waits for), its runner thread pauses between chunks of
+# YIELD_ITEMS items of the pipeline. The writer then has the GIL at once after each SQLite
+# call and a core to itself, and the other shard's pipeline the other core; before, the turn
+# was held ~twice its CPU time, most of the run, while three busy threads shared two cores
+# (bench/RESULTS.md, issue 18). The pipeline's results do not depend on how items are
+# chunked (it already processes whatever each spool read returns).
+YIELD_ITEMS = 500
 
 
 def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
@@ -88,6 +96,7 @@ class EmbeddedRunner:
         retry: RetryPolicy | None = None,
         gather_seconds: float = 0.0,
         gather_items: int = GATHER_ITEMS,
+        yield_to_writer: bool = False,
     ):
         self.store = store
         self.config = config
@@ -129,17 +138,62 @@ class EmbeddedRunner:
         # seconds the processing thread waited: for the writer thread to take a batch (the
         # store is the bottleneck: its turn, its write), for work (nothing in the spool), and
         # for a small read to grow (the gather)
-        self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0}
+        self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0, "yield": 0.0}
         # when: each state change of the runner and writer threads (streams.runtime.timeline)
         self.timeline = Timeline()
         self._mark = self.timeline.mark
-        store.turn_hook = self.timeline.hook("writer")
+        # set unless this runner's writer holds the store's writer turn (``yield_to_writer``:
+        # the runner thread waits for it between chunks of the pipeline; see YIELD_ITEMS)
+        self._turn_free = threading.Event()
+        self._turn_free.set()
+        self.yield_to_writer = yield_to_writer
+        store.turn_hook = self._on_turn
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
         self.last_event_at: float | None = None
         # since when processing (a whole step) keeps failing (storing: self.sink.state)
         self._failing: dict[str, float] = {}
+
+    def _on_turn(self, state: str) -> None:
+        """The store's writer turn: ``turn wait``, ``turn held``, ``turn done``."""
+        self._mark("writer", state)
+        if state == "turn held":
+            self._turn_free.clear()
+        elif state == "turn done":
+            self._turn_free.set()
+
+    def _run_stage(self, p: int, pipeline: Pipeline, items: list[dict]) -> Batch:
+        """``run_stage`` over ``items``, in chunks of YIELD_ITEMS between which the runner
+        waits while its writer thread holds the store's writer turn (``yield_to_writer``)."""
+        if not self.yield_to_writer or len(items) <= YIELD_ITEMS:
+            self._yield_to_writer()
+            return run_stage(pipeline, self._merges[p], items)
+        parts = []
+        for k in range(0, len(items), YIELD_ITEMS):
+            self._yield_to_writer()
+            parts.append(run_stage(pipeline, self._merges[p], items[k:k + YIELD_ITEMS]))
+        out = parts[0]
+        for b in parts[1:]:
+            out.events.extend(b.events)
+            out.dead_letters.extend(b.dead_letters)
+            if b.merges:
+                out.merges = {**(out.merges or {}), **b.merges}
+            out.catalog.extend(b.catalog)
+            out.incidents.extend(b.incidents)
+        if len(parts) > 1 and out.incidents:  # an incident's last snapshot, as one call gives
+            out.incidents = list({i["id"]: i for i in out.incidents}.values())
+        return out
+
+    def _yield_to_writer(self) -> None:
+        if not self.yield_to_writer or self._turn_free.is_set():
+            return
+        self._mark("runner", "yield")
+        t = time.monotonic()
+        # bounded: the turn's end always sets it (the store's ``finally``)
+        self._turn_free.wait(1.0)
+        self.waited["yield"] += time.monotonic() - t
+        self._mark("runner", "pipeline")
 
     @property
     def pipeline(self) -> Pipeline:
@@ -368,7 +422,7 @@ class EmbeddedRunner:
                 n += len(items)
                 if logged:
                     cids.update(dict.fromkeys(filter(None, correlation_ids(items).split(","))))
-                batch = run_stage(pipeline, self._merges[p], items)  # shared with the Kafka worker
+                batch = self._run_stage(p, pipeline, items)  # shared with the Kafka worker
                 self._dead_letters(batch.dead_letters)
                 events.extend(batch.events)
                 merges.update(batch.merges or {})

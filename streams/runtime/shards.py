@@ -130,7 +130,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             partitions=parts, n_partitions=settings.partitions,
                             wake_event=wake, reload_marks=MARKS_SECONDS,
                             retry=RetryPolicy.from_settings(settings),
-                            gather_seconds=GATHER_SECONDS)
+                            gather_seconds=GATHER_SECONDS, yield_to_writer=True)
     tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     # the writer thread takes the GIL back after each SQLite call while holding the store's
     # writer turn, which the other shards wait for: after 1 ms of the pipeline thread's work,
