@@ -57,13 +57,14 @@ IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its s
 # while the shard is behind (its reads are then full, max_batch items).
 GATHER_SECONDS = 0.02
 GATHER_ITEMS = 500
-# Shards yield to their writer's turn: while this shard's writer thread holds the store's one
-# writer turn (which every other shard waits for), its runner thread pauses between chunks of
-# YIELD_ITEMS items of the pipeline. The writer then has the GIL at once after each SQLite
-# call and a core to itself, and the other shard's pipeline the other core; before, the turn
-# was held ~twice its CPU time, most of the run, while three busy threads shared two cores
-# (bench/RESULTS.md, issue 18). The pipeline's results do not depend on how items are
-# chunked (it already processes whatever each spool read returns).
+# ``yield_to_writer``: while this runner's writer thread holds the store's one writer turn
+# (which every other shard waits for), the runner thread pauses between chunks of
+# YIELD_ITEMS items of the pipeline, so that the writer has the GIL at once after each SQLite
+# call and a core, and the other shard's pipeline the other core: the turn was held ~twice
+# its CPU time, most of the run, while three busy threads shared two cores (bench/RESULTS.md,
+# issue 18). Off in the shards for now (``streams.runtime.shards.YIELD_TO_WRITER``). The
+# pipeline's results do not depend on how items are chunked (it already processes whatever
+# each spool read returns).
 YIELD_ITEMS = 500
 
 

@@ -50,6 +50,15 @@ SWITCH_SECONDS = 0.001
 # set (to anything) in a server's environment, its shards write ``shards/timeline-<k>.json``
 # every second: their threads' state changes (``bench/bench_embedded.py --timeline``)
 TIMELINE_ENV = "SMARTLOGS_SHARD_TIMELINE"
+# Whether a shard's pipeline pauses while its writer holds the store's writer turn
+# (``EmbeddedRunner(yield_to_writer=...)``, streams/runtime/embedded.py YIELD_ITEMS). Off:
+# measured on a machine loaded by other work (load 12-15, bench/bench_shard_files.py, 3 rounds)
+# it shortened the turn but lengthened the run every time (the paused thread's share of the
+# cores went to other processes, not to the writer); not yet measured on a quiet machine,
+# where it should help (bench/RESULTS.md, issue 18). On for a benchmark with
+# SMARTLOGS_SHARD_YIELD set in the server's environment.
+YIELD_ENV = "SMARTLOGS_SHARD_YIELD"
+YIELD_TO_WRITER = bool(os.environ.get(YIELD_ENV))
 TAIL_SECONDS = 0.25  # how often stored events are read back for the API's listeners  # how soon feedback given through the API reaches a shard
 
 
@@ -130,7 +139,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             partitions=parts, n_partitions=settings.partitions,
                             wake_event=wake, reload_marks=MARKS_SECONDS,
                             retry=RetryPolicy.from_settings(settings),
-                            gather_seconds=GATHER_SECONDS, yield_to_writer=True)
+                            gather_seconds=GATHER_SECONDS, yield_to_writer=YIELD_TO_WRITER)
     tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     # the writer thread takes the GIL back after each SQLite call while holding the store's
     # writer turn, which the other shards wait for: after 1 ms of the pipeline thread's work,
