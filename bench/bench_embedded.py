@@ -277,7 +277,9 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
 
 # the timeline's states, grouped into what the table shows (ms of each slice)
 _RUNNER = {"pipeline": ("pipeline",), "read": ("read",), "hand-off": ("hand-off",),
-           "idle": ("idle", "gather", "tick", "checkpoint")}
+           "checkpoint": ("checkpoint", "checkpoint: turn wait", "checkpoint: turn held",
+                          "checkpoint: turn done"),
+           "idle": ("idle", "gather", "tick", "yield")}
 _WRITER = {"held": ("turn held",), "wait": ("turn wait",),
            "other": ("prepare", "turn done"), "idle": ("idle",)}
 
@@ -292,7 +294,7 @@ def timeline_table(timeline, step: float = 0.25) -> list[str]:
     marks, t0, t_sent, t_end = timeline
     shares = {k: busy_share(m, t0, t_end, step) for k, m in marks.items()}
     head = "| s |" + "".join(
-        f" s{k} pipe · read · hand-off · idle | s{k} turn held · wait · other · writer idle |"
+        f" s{k} pipe · read · hand-off · ckpt · idle | s{k} turn held · wait · other · writer idle |"
         for k in marks)
     out = [head, "|---:|" + "---|---|" * len(marks)]
     totals = {k: {} for k in marks}
@@ -373,7 +375,8 @@ def main() -> None:
     if e2e["timeline"]:
         out += ["What each shard's threads did, ms of each 250 ms of the run (* the client still "
                 "sending; runner: spool read, pipeline, hand-off to the writer thread = blocked "
-                "while it is behind, idle/gather; writer: the store's writer turn held, waited "
+                "while it is behind, checkpoint (waiting for its writer to store what it "
+                "covers, then writing it), idle/gather/yield; writer: the store's writer turn held, waited "
                 "for, its work before and after the turn, idle):", "",
                 *timeline_table(e2e["timeline"]), ""]
     text = "\n".join(out)

@@ -25,10 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-VARIANTS = {  # name: (a file per shard, yield_to_writer)
-    "one file, no yield (main)": (False, False),
-    "one file, yield": (False, True),
-    "a file per shard": (True, False),
+VARIANTS = {  # name: (a file per shard, yield_to_writer, the runners' max_batch)
+    "one file, no yield (main)": (False, False, 5000),
+    "one file, yield": (False, True, 5000),
+    "a file per shard": (True, False, 5000),
+    "one file, batches of 2000": (False, False, 2000),
+    "one file, batches of 1000": (False, False, 1000),
 }
 
 
@@ -55,7 +57,7 @@ def _fill(path: Path, k_list: list[int], lines: list[str], per_shard: int, batch
     store.close()
 
 
-def _shard(k: int, path: str, yield_to_writer: bool, go, out) -> None:
+def _shard(k: int, path: str, yield_to_writer: bool, max_batch: int, go, out) -> None:
     from smartlogs.store.sqlite import SqliteStore
     from streams.pipeline import PipelineConfig
     from streams.runtime.embedded import GATHER_SECONDS, EmbeddedRunner
@@ -64,6 +66,7 @@ def _shard(k: int, path: str, yield_to_writer: bool, go, out) -> None:
 
     store = SqliteStore(path, partitions=2)
     runner = EmbeddedRunner(store, PipelineConfig(), partitions=[k], n_partitions=2,
+                            max_batch=max_batch,
                             gather_seconds=GATHER_SECONDS, yield_to_writer=yield_to_writer)
     tune_gc()
     sys.setswitchinterval(SWITCH_SECONDS)
@@ -79,7 +82,7 @@ def _shard(k: int, path: str, yield_to_writer: bool, go, out) -> None:
 
 
 def run(variant: str, lines: list[str], n: int, batch: int) -> dict:
-    per_file, yields = VARIANTS[variant]
+    per_file, yields, max_batch = VARIANTS[variant]
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as d:
         paths = [Path(d) / f"s{k}.db" for k in range(2)] if per_file else [Path(d) / "one.db"] * 2
@@ -89,7 +92,7 @@ def run(variant: str, lines: list[str], n: int, batch: int) -> dict:
         else:
             _fill(paths[0], [0, 1], lines, n // 2, batch)
         go, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_shard, args=(k, str(paths[k]), yields, go, out))
+        procs = [ctx.Process(target=_shard, args=(k, str(paths[k]), yields, max_batch, go, out))
                  for k in range(2)]
         for p in procs:
             p.start()

@@ -157,7 +157,11 @@ class EmbeddedRunner:
         self._failing: dict[str, float] = {}
 
     def _on_turn(self, state: str) -> None:
-        """The store's writer turn: ``turn wait``, ``turn held``, ``turn done``."""
+        """The store's writer turn: ``turn wait``, ``turn held``, ``turn done`` (the runner
+        thread takes it too, to checkpoint: marked as ``checkpoint: ...``)."""
+        if threading.current_thread() is not self._writer:
+            self._mark("runner", f"checkpoint: {state}")
+            return
         self._mark("writer", state)
         if state == "turn held":
             self._turn_free.clear()
