@@ -17,6 +17,10 @@ server's own default, the number of cores); ``--sources N`` sends the lines as N
 partitions): a source's lines are learned by its own partition, so one source keeps one
 shard busy whatever K is.
 
+``--timeline`` also prints what each shard's threads did per 250 ms of the run (spool read,
+pipeline, hand-off, checkpoint, idle; the writer turn held or waited for), from the state
+changes the shards record (streams/runtime/timeline.py).
+
     python bench/bench_embedded.py --lines 100000 --shards 2 --sources 4 --record bench/RESULTS.md
 """
 
