@@ -62,7 +62,7 @@ GATHER_ITEMS = 500
 # YIELD_ITEMS items of the pipeline, so that the writer has the GIL at once after each SQLite
 # call and a core, and the other shard's pipeline the other core: the turn was held ~twice
 # its CPU time, most of the run, while three busy threads shared two cores (bench/RESULTS.md,
-# issue 18). Off in the shards for now (``streams.runtime.shards.YIELD_TO_WRITER``). The
+# issue 18). On in the shards (``streams.runtime.shards.YIELD_TO_WRITER``). The
 # pipeline's results do not depend on how items are chunked (it already processes whatever
 # each spool read returns).
 YIELD_ITEMS = 500

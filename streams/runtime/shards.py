@@ -51,14 +51,14 @@ SWITCH_SECONDS = 0.001
 # every second: their threads' state changes (``bench/bench_embedded.py --timeline``)
 TIMELINE_ENV = "SMARTLOGS_SHARD_TIMELINE"
 # Whether a shard's pipeline pauses while its writer holds the store's writer turn
-# (``EmbeddedRunner(yield_to_writer=...)``, streams/runtime/embedded.py YIELD_ITEMS). Off:
-# measured on a machine loaded by other work (load 12-15, bench/bench_shard_files.py, 3 rounds)
-# it shortened the turn but lengthened the run every time (the paused thread's share of the
-# cores went to other processes, not to the writer); not yet measured on a quiet machine,
-# where it should help (bench/RESULTS.md, issue 18). On for a benchmark with
-# SMARTLOGS_SHARD_YIELD set in the server's environment.
+# (``EmbeddedRunner(yield_to_writer=...)``, streams/runtime/embedded.py YIELD_ITEMS). On: at
+# load 2.5-4.5 it made runs 12-24% faster with 8-12% less CPU a line (less GIL hand-off
+# between a shard's two threads), 5 of 5 pairs; on a machine loaded far beyond its cores by
+# other work (load 12-15) it made them slower, 5 of 5 (the paused thread's share of the cores
+# went to other processes, not to the writer): bench/RESULTS.md, issue 18.
+# SMARTLOGS_SHARD_YIELD=0 in the server's environment turns it off (a benchmark, a shared box).
 YIELD_ENV = "SMARTLOGS_SHARD_YIELD"
-YIELD_TO_WRITER = bool(os.environ.get(YIELD_ENV))
+YIELD_TO_WRITER = os.environ.get(YIELD_ENV, "1") != "0"
 TAIL_SECONDS = 0.25  # how often stored events are read back for the API's listeners  # how soon feedback given through the API reaches a shard
 
 
