@@ -53,7 +53,7 @@ TIMELINE_ENV = "SMARTLOGS_SHARD_TIMELINE"
 # Whether a shard's pipeline pauses while its writer holds the store's writer turn
 # (``EmbeddedRunner(yield_to_writer=...)``, streams/runtime/embedded.py YIELD_ITEMS). On: at
 # load 2.5-4.5 it made runs 12-24% faster with 8-12% less CPU a line (less GIL hand-off
-# between a shard's two threads), 5 of 5 pairs; on a machine loaded far beyond its cores by
+# between a shard's two threads), 4 of 4 pairs; on a machine loaded far beyond its cores by
 # other work (load 12-15) it made them slower, 5 of 5 (the paused thread's share of the cores
 # went to other processes, not to the writer): bench/RESULTS.md, issue 18.
 # SMARTLOGS_SHARD_YIELD=0 in the server's environment turns it off (a benchmark, a shared box).
