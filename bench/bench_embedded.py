@@ -20,6 +20,10 @@ server's own default, the number of cores); ``--sources N`` sends the lines as N
 partitions): a source's lines are learned by its own partition, so one source keeps one
 shard busy whatever K is.
 
+``--timeline`` also prints what each shard's threads did per 250 ms of the run (spool read,
+pipeline, hand-off, checkpoint, idle; the writer turn held or waited for), from the state
+changes the shards record (streams/runtime/timeline.py).
+
     python bench/bench_embedded.py --lines 100000 --shards 2 --sources 4 --record bench/RESULTS.md
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import signal
@@ -52,7 +57,7 @@ from streams.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from streams.hst_batch import BatchHST  # noqa: E402
 from streams.scoring import FEATURES, AnomalyScorer  # noqa: E402
 from streams.templates import TemplateMiner  # noqa: E402
-from streams.runtime.shards import STATUS_SECONDS  # noqa: E402
+from streams.runtime.shards import STATUS_SECONDS, TIMELINE_ENV  # noqa: E402
 from streams.windows import window_start  # noqa: E402
 
 
@@ -218,12 +223,16 @@ def _waited(url: str) -> dict[str, dict[str, float]]:
 
 
 def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, sources: int = 1,
-               partitions: int = 4) -> dict:
+               partitions: int = 4, timeline: bool = False) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     env = {"SMARTLOGS_PARTITIONS": str(partitions)}
     if shards:
         env["SMARTLOGS_SHARDS"] = str(shards)
+    data_dir = None
+    if timeline:  # the shards write their threads' state changes (streams/runtime/timeline.py)
+        data_dir = Path(tempfile.mkdtemp(prefix="smartlogs-bench-"))
+        env.update({TIMELINE_ENV: "1", "SMARTLOGS_DATA_DIR": str(data_dir)})
     with embedded_server(env) as (url, pid):
         share = -(-n // sources)
         reps = -(-share // 2000)
@@ -237,10 +246,10 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
         waited0 = _waited(url)
         cpu0 = {p: _cpu_s(p) for p in [pid, *shard_pids]}
         client0 = sum(os.times()[:2])
-        t0 = time.perf_counter()
+        t0 = time.monotonic()  # the shards' timelines use the same clock
         with ThreadPoolExecutor(sources) as pool:
             results = list(pool.map(send, range(sources), _streams(sources, partitions)))
-        t_sent = time.perf_counter() - t0
+        t_sent = time.monotonic() - t0
         # the API's and the client's part ends when the last batch is accepted (202: on disk);
         # after that the API process only answers this benchmark's polling (with one shard it
         # also runs the pipeline: then it is counted to the end)
@@ -254,12 +263,22 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
             while not c.get(f"{url}/api/events", params={"limit": 1, "after": accepted - 1}
                             ).json()["total"]:
                 time.sleep(0.02)
-            t_all = time.perf_counter() - t0
+            t_all = time.monotonic() - t0
             total = c.get(f"{url}/api/events", params={"limit": 1, "exact_total": "true"}).json()["total"]
             assert total == accepted, f"{total} events stored of {accepted} accepted"
         time.sleep(1.2 * STATUS_SECONDS)  # the shards' status files: written every second
+        # (the counters' difference: the status read before the run may be up to a second
+        # old and the one after is read ~1.2 s after the end, so it counts ~1-2 s of the
+        # shards idling outside the run; the timeline below is cut at the run's ends)
         waited = {k: {w: s - waited0.get(k, {}).get(w, 0.0) for w, s in v.items()}
                   for k, v in _waited(url).items()}
+        lines_timeline = None
+        if data_dir is not None:
+            marks = {k: json.loads((data_dir / "shards" / f"timeline-{k}.json").read_bytes())["marks"]
+                     for k in range(len(shard_pids))}
+            lines_timeline = (marks, t0, t0 + t_sent, t0 + t_all)
+            print(f"timeline: {data_dir}/shards/timeline-*.json (run from {t0:.3f} to "
+                  f"{t0 + t_all:.3f}, monotonic)", file=sys.stderr)
         us = 1e6 / max(accepted, 1)
         cpu = {("api" if p == pid else f"shard {k - 1}"):
                ((sent_cpu[p] if p == pid and shard_pids else _cpu_s(p)) - c) * us
@@ -269,7 +288,54 @@ def end_to_end(path: Path, n: int, batch: int, shards: int | None = None, source
                 "not_delivered": sum(r.not_delivered for r in results), "send_s": t_sent,
                 "stored_s": t_all, "lines_per_s": accepted / t_all,
                 "peak_rss_mb": _hwm_mb([pid, *shard_pids]), "batch": batch,
-                "shards": len(shard_pids) or 1, "sources": sources, "waited_s": waited}
+                "shards": len(shard_pids) or 1, "sources": sources, "waited_s": waited,
+                "timeline": lines_timeline}
+
+
+# the timeline's states, grouped into what the table shows (ms of each slice)
+_RUNNER = {"pipeline": ("pipeline",), "read": ("read",), "hand-off": ("hand-off",),
+           "checkpoint": ("checkpoint", "checkpoint: turn wait", "checkpoint: turn held",
+                          "checkpoint: turn done"),
+           "idle": ("idle", "gather", "tick", "yield")}
+_WRITER = {"held": ("turn held",), "wait": ("turn wait",),
+           "other": ("prepare", "turn done"), "idle": ("idle",)}
+
+
+def timeline_table(timeline, step: float = 0.25) -> list[str]:
+    """Markdown: per ``step`` seconds of the run, what each shard's runner thread (spool read,
+    pipeline, hand-off to the writer: blocked while the writer is behind, idle) and writer
+    thread (the store's writer turn held, waited for, the rows made before and the work after
+    it, idle) did, in ms of the slice; then the whole run's seconds."""
+    from streams.runtime.timeline import busy_share
+
+    marks, t0, t_sent, t_end = timeline
+    shares = {k: busy_share(m, t0, t_end, step) for k, m in marks.items()}
+    head = "| s |" + "".join(
+        f" s{k} pipe · read · hand-off · ckpt · idle | s{k} turn held · wait · other · writer idle |"
+        for k in marks)
+    out = [head, "|---:|" + "---|---|" * len(marks)]
+    totals = {k: {} for k in marks}
+
+    def cells(slot: dict, groups: dict, tot: dict) -> str:
+        vals = []
+        for name, states in groups.items():
+            v = sum(slot.get(s, 0.0) for s in states)
+            tot[name] = tot.get(name, 0.0) + v
+            vals.append(f"{v * 1000:.0f}")
+        return " · ".join(vals)
+
+    for i in range(len(next(iter(shares.values())))):
+        row = f"| {i * step:.2f}{'*' if t0 + i * step < t_sent else ''} |"
+        for k in marks:
+            slot = shares[k][i]
+            row += (f" {cells(slot.get('runner', {}), _RUNNER, totals[k].setdefault('r', {}))} |"
+                    f" {cells(slot.get('writer', {}), _WRITER, totals[k].setdefault('w', {}))} |")
+        out.append(row)
+    out.append("")
+    out.append("Whole run (s): " + "; ".join(
+        f"shard {k}: " + ", ".join(f"runner {n} {v:.2f}" for n, v in t["r"].items()) + ", "
+        + ", ".join(f"writer {n} {v:.2f}" for n, v in t["w"].items()) for k, t in totals.items()))
+    return out
 
 
 def main() -> None:
@@ -280,12 +346,15 @@ def main() -> None:
                     help="shard processes of the server (default: the server's, the cores)")
     ap.add_argument("--sources", type=int, default=1, help="sources (streams) to send as, concurrently")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--timeline", action="store_true",
+                    help="print what each shard's threads did per 250 ms of the run")
     ap.add_argument("--record", type=Path, help="append a results section to this Markdown file")
     args = ap.parse_args()
     path = loghub() / "Linux" / "Linux_2k.log"
     lines = lines_of(path, args.lines)
     load = os.getloadavg()[0]
-    e2e = end_to_end(path, args.lines, args.batch, args.shards, args.sources, args.partitions)
+    e2e = end_to_end(path, args.lines, args.batch, args.shards, args.sources, args.partitions,
+                     args.timeline)
     stages = stage_costs(lines)
     hst_rate = stages.pop("hst_alone_lines_per_s")
     batch_rate = stages.pop("batch_hst_lines_per_s")
@@ -320,6 +389,13 @@ def main() -> None:
         *(f"| {k} | {v:.1f} |" for k, v in stages.items()),
         "",
     ]
+    if e2e["timeline"]:
+        out += ["What each shard's threads did, ms of each 250 ms of the run (* the client still "
+                "sending; runner: spool read, pipeline, hand-off to the writer thread = blocked "
+                "while it is behind, checkpoint (waiting for its writer to store what it "
+                "covers, then writing it), idle/gather/yield; writer: the store's writer turn held, waited "
+                "for, its work before and after the turn, idle):", "",
+                *timeline_table(e2e["timeline"]), ""]
     text = "\n".join(out)
     print(text)
     if args.record:

@@ -742,6 +742,9 @@ class SqliteStore:
         # seconds this store's batch writes waited for their turn (another shard writing) and
         # held it: what the shards lose to the one SQLite writer (``/healthz``, the benchmark)
         self.turn_waited = self.turn_held = 0.0
+        # called with "turn wait", "turn held", "turn done" around each writer turn (a
+        # shard's timeline: streams/runtime/timeline.py); None: not recorded
+        self.turn_hook = None
         self._rows_per_insert: int | None = None
         self._ids_keyed = True  # set from the store's layout when opened (_keyed_layout)
         self._bodies = _Bodies()
@@ -1044,10 +1047,11 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("PRAGMA synchronous=FULL")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO meta (key, value) VALUES ('synced_at', strftime('%s')) "
-                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            conn.execute("COMMIT")
+            with self._writer_turn():  # (see checkpointed)
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO meta (key, value) VALUES ('synced_at', strftime('%s')) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                conn.execute("COMMIT")
         finally:
             conn.execute("PRAGMA synchronous=NORMAL")
 
@@ -1187,7 +1191,10 @@ class SqliteStore:
         """Record the spool positions the partitions' durable checkpoints now cover, and trim
         the spool below the lowest of every partition's (only what all of them cover)."""
         conn = self._conn()
-        with immediate(conn):
+        # in the writers' turn, as the batches are: SQLite's busy handler, polling with sleeps
+        # of up to 100 ms, kept missing the moments between another shard's batches while the
+        # shard's pipeline waited for its checkpoint (bench/RESULTS.md, issue 18)
+        with self._writer_turn(), immediate(conn):
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                 "SET value = max(CAST(value AS INTEGER), excluded.value)",
@@ -1238,16 +1245,23 @@ class SqliteStore:
             f = self._turn_file
             if f is None:
                 f = self._turn_file = open(self.path.with_name(self.path.name + "-writer.lock"), "a+")  # noqa: SIM115
+        hook = self.turn_hook
+        if hook is not None:
+            hook("turn wait")
         asked = time.monotonic()
         with self._turn_thread:
             fcntl.flock(f, fcntl.LOCK_EX)
             got = time.monotonic()
+            if hook is not None:
+                hook("turn held")
             self.turn_waited += got - asked
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
                 self.turn_held += time.monotonic() - got
+                if hook is not None:
+                    hook("turn done")
 
     def _write(self, events: list[dict], window_seconds: int, catalog: list | None,
                incidents: list[dict] | None, cursors: dict[int, int] | None,
@@ -1507,7 +1521,7 @@ class SqliteStore:
         if not links:
             return 0
         conn = self._conn()
-        with immediate(conn):
+        with self._writer_turn(), immediate(conn):  # (see checkpointed)
             n = self._link(conn, links, recorded=set(links))
         return n
 

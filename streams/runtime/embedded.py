@@ -39,6 +39,7 @@ from streams.runtime.checkpoints import load_checkpoint, save_checkpoint
 from streams.partitions import partition_key, partition_of
 from streams.pipeline import Pipeline, PipelineConfig
 from streams.runtime.stage import Batch, RetryPolicy, Sink, run_stage, unprocessable_event
+from streams.runtime.timeline import Timeline
 from streams.templates import MergeNotices
 
 __all__ = ["EmbeddedRunner", "partition_checkpoint", "unprocessable_event"]  # the latter: streams.runtime.stage's
@@ -56,6 +57,15 @@ IDLE_CURSOR_SECONDS = 0.5  # how often a shard with nothing to store moves its s
 # while the shard is behind (its reads are then full, max_batch items).
 GATHER_SECONDS = 0.02
 GATHER_ITEMS = 500
+# ``yield_to_writer``: while this runner's writer thread holds the store's one writer turn
+# (which every other shard waits for), the runner thread pauses between chunks of
+# YIELD_ITEMS items of the pipeline, so that the writer has the GIL at once after each SQLite
+# call and a core, and the other shard's pipeline the other core: the turn was held ~twice
+# its CPU time, most of the run, while three busy threads shared two cores (bench/RESULTS.md,
+# issue 18). On in the shards (``streams.runtime.shards.YIELD_TO_WRITER``). The
+# pipeline's results do not depend on how items are chunked (it already processes whatever
+# each spool read returns).
+YIELD_ITEMS = 500
 
 
 def partition_checkpoint(path: Path, partition: int, partitions: int) -> Path:
@@ -87,6 +97,7 @@ class EmbeddedRunner:
         retry: RetryPolicy | None = None,
         gather_seconds: float = 0.0,
         gather_items: int = GATHER_ITEMS,
+        yield_to_writer: bool = False,
     ):
         self.store = store
         self.config = config
@@ -128,13 +139,66 @@ class EmbeddedRunner:
         # seconds the processing thread waited: for the writer thread to take a batch (the
         # store is the bottleneck: its turn, its write), for work (nothing in the spool), and
         # for a small read to grow (the gather)
-        self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0}
+        self.waited = {"writer_behind": 0.0, "idle": 0.0, "gather": 0.0, "yield": 0.0}
+        # when: each state change of the runner and writer threads (streams.runtime.timeline)
+        self.timeline = Timeline()
+        self._mark = self.timeline.mark
+        # set unless this runner's writer holds the store's writer turn (``yield_to_writer``:
+        # the runner thread waits for it between chunks of the pipeline; see YIELD_ITEMS)
+        self._turn_free = threading.Event()
+        self._turn_free.set()
+        self.yield_to_writer = yield_to_writer
+        store.turn_hook = self._on_turn
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
         self.last_event_at: float | None = None
         # since when processing (a whole step) keeps failing (storing: self.sink.state)
         self._failing: dict[str, float] = {}
+
+    def _on_turn(self, state: str) -> None:
+        """The store's writer turn: ``turn wait``, ``turn held``, ``turn done`` (the runner
+        thread takes it too, to checkpoint: marked as ``checkpoint: ...``)."""
+        if threading.current_thread() is not self._writer:
+            self._mark("runner", f"checkpoint: {state}")
+            return
+        self._mark("writer", state)
+        if state == "turn held":
+            self._turn_free.clear()
+        elif state == "turn done":
+            self._turn_free.set()
+
+    def _run_stage(self, p: int, pipeline: Pipeline, items: list[dict]) -> Batch:
+        """``run_stage`` over ``items``, in chunks of YIELD_ITEMS between which the runner
+        waits while its writer thread holds the store's writer turn (``yield_to_writer``)."""
+        if not self.yield_to_writer or len(items) <= YIELD_ITEMS:
+            self._yield_to_writer()
+            return run_stage(pipeline, self._merges[p], items)
+        parts = []
+        for k in range(0, len(items), YIELD_ITEMS):
+            self._yield_to_writer()
+            parts.append(run_stage(pipeline, self._merges[p], items[k:k + YIELD_ITEMS]))
+        out = parts[0]
+        for b in parts[1:]:
+            out.events.extend(b.events)
+            out.dead_letters.extend(b.dead_letters)
+            if b.merges:
+                out.merges = {**(out.merges or {}), **b.merges}
+            out.catalog.extend(b.catalog)
+            out.incidents.extend(b.incidents)
+        if len(parts) > 1 and out.incidents:  # an incident's last snapshot, as one call gives
+            out.incidents = list({i["id"]: i for i in out.incidents}.values())
+        return out
+
+    def _yield_to_writer(self) -> None:
+        if not self.yield_to_writer or self._turn_free.is_set():
+            return
+        self._mark("runner", "yield")
+        t = time.monotonic()
+        # bounded: the turn's end always sets it (the store's ``finally``)
+        self._turn_free.wait(1.0)
+        self.waited["yield"] += time.monotonic() - t
+        self._mark("runner", "pipeline")
 
     @property
     def pipeline(self) -> Pipeline:
@@ -269,6 +333,7 @@ class EmbeddedRunner:
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
+        mark = self._mark
         while not self._stop.is_set():
             try:
                 did = self.step()
@@ -282,9 +347,11 @@ class EmbeddedRunner:
             self._failing.pop("step", None)
             if (time.monotonic() - self._last_ckpt
                     >= max(self.checkpoint_seconds, 10.0 * self._ckpt_cost)):
+                mark("runner", "checkpoint")
                 self.checkpoint()
             if not did and time.monotonic() - self._last_tick >= 1.0:
                 self._last_tick = time.monotonic()
+                mark("runner", "tick")
                 try:
                     self.tick()
                 except Exception:  # noqa: BLE001 - retried at the next idle second
@@ -293,11 +360,13 @@ class EmbeddedRunner:
                     and (did or self._moved)):
                 # a small batch, or only other shards' rows: let the next read grow (the
                 # wake-ups meanwhile are not needed, the next read follows the wait)
+                mark("runner", "gather")
                 t = time.monotonic()
                 self._stop.wait(self.gather_seconds)
                 self._wake.clear()
                 self.waited["gather"] += time.monotonic() - t
             elif not did:
+                mark("runner", "idle")
                 t = time.monotonic()
                 self._wake.wait(0.25)
                 self._wake.clear()
@@ -333,6 +402,7 @@ class EmbeddedRunner:
         """
         if self._reload_marks is not None:  # a shard process: feedback given since
             self._refresh_marks()
+        self._mark("runner", "read")
         seqs = {p: pl.applied_seq for p, pl in self.pipelines.items()}
         low = min(seqs.values())
         # only the spool rows of this runner's partitions (the API keeps a row per partition)
@@ -342,6 +412,7 @@ class EmbeddedRunner:
             return 0
         if batches:
             self._adopt_aliases(list(self.pipelines.values()), every=self.checkpoint_seconds)
+        self._mark("runner", "pipeline")
         per = self._split(batches, seqs)
         events: list[dict] = []
         merges: dict = {}
@@ -356,7 +427,7 @@ class EmbeddedRunner:
                 n += len(items)
                 if logged:
                     cids.update(dict.fromkeys(filter(None, correlation_ids(items).split(","))))
-                batch = run_stage(pipeline, self._merges[p], items)  # shared with the Kafka worker
+                batch = self._run_stage(p, pipeline, items)  # shared with the Kafka worker
                 self._dead_letters(batch.dead_letters)
                 events.extend(batch.events)
                 merges.update(batch.merges or {})
@@ -416,9 +487,11 @@ class EmbeddedRunner:
         batch = Batch(events, [], merges, catalog or [], incidents, cursors=cursors,
                       correlation=correlation)
         if self._writer is not None and self._writer.is_alive():
+            self._mark("runner", "hand-off")
             t = time.monotonic()
             self._pending.put(batch)
             self.waited["writer_behind"] += time.monotonic() - t
+            self._mark("runner", "pipeline")  # what is left of the step: its cursors
         else:
             self._write(batch)
 
@@ -466,8 +539,11 @@ class EmbeddedRunner:
         return True
 
     def _write_loop(self) -> None:
+        mark = self._mark
         while True:
+            mark("writer", "idle")
             batch = self._pending.get()
+            mark("writer", "prepare")  # the rows made before the store's writer turn
             try:
                 # already processed: stored, never dropped; stop() may give up waiting (the
                 # batch then stays in the spool)

@@ -47,6 +47,18 @@ MARKS_SECONDS = 5.0
 # while it holds the store's one writer turn that the other shards wait for. At Python's 5 ms,
 # a batch's write held the turn several times as long as its CPU (bench/RESULTS.md, issue 18).
 SWITCH_SECONDS = 0.001
+# set (to anything) in a server's environment, its shards write ``shards/timeline-<k>.json``
+# every second: their threads' state changes (``bench/bench_embedded.py --timeline``)
+TIMELINE_ENV = "SMARTLOGS_SHARD_TIMELINE"
+# Whether a shard's pipeline pauses while its writer holds the store's writer turn
+# (``EmbeddedRunner(yield_to_writer=...)``, streams/runtime/embedded.py YIELD_ITEMS). On: at
+# load 2.5-4.5 it made runs 12-24% faster with 8-12% less CPU a line (less GIL hand-off
+# between a shard's two threads), 4 of 4 pairs; on a machine loaded far beyond its cores by
+# other work (load 12-15) it made them slower, 5 of 5 (the paused thread's share of the cores
+# went to other processes, not to the writer): bench/RESULTS.md, issue 18.
+# SMARTLOGS_SHARD_YIELD=0 in the server's environment turns it off (a benchmark, a shared box).
+YIELD_ENV = "SMARTLOGS_SHARD_YIELD"
+YIELD_TO_WRITER = os.environ.get(YIELD_ENV, "1") != "0"
 TAIL_SECONDS = 0.25  # how often stored events are read back for the API's listeners  # how soon feedback given through the API reaches a shard
 
 
@@ -127,7 +139,7 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                             partitions=parts, n_partitions=settings.partitions,
                             wake_event=wake, reload_marks=MARKS_SECONDS,
                             retry=RetryPolicy.from_settings(settings),
-                            gather_seconds=GATHER_SECONDS)
+                            gather_seconds=GATHER_SECONDS, yield_to_writer=YIELD_TO_WRITER)
     tune_gc()  # the models are restored: see streams/runtime/gc_tuning.py
     # the writer thread takes the GIL back after each SQLite call while holding the store's
     # writer turn, which the other shards wait for: after 1 ms of the pipeline thread's work,
@@ -136,6 +148,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
     runner.start()
     log.info("shard %d of %d running partitions %s (pid %d)", k, shards, parts, os.getpid())
     status_path = folder / f"shard-{k}.json"
+    # bench only: the threads' state changes (streams/runtime/timeline.py), written with the status
+    timeline_path = folder / f"timeline-{k}.json" if os.environ.get(TIMELINE_ENV) else None
     try:
         first = True
         while first or not stop.wait(STATUS_SECONDS):
@@ -148,6 +162,8 @@ def shard_main(k: int, shards: int, settings, log_level: str, wake_conn) -> None
                                             "switch_interval": sys.getswitchinterval(),
                                             "sources": runner.describe_sources(),
                                             "written_at": time.time()})
+                if timeline_path is not None:
+                    _write_status(timeline_path, {"marks": runner.timeline.dump()})
             except Exception:  # noqa: BLE001 - status is best effort
                 log.exception("shard %d: status not written", k)
     finally:

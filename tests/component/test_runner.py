@@ -418,3 +418,99 @@ def test_the_gather_never_holds_a_lone_request_a_runner_behind_or_a_stop(tmp_pat
     finally:
         runner.stop()
     assert sizes == [20, 20, 20, 20]
+
+
+def test_the_runner_records_when_its_threads_read_process_hand_off_and_hold_the_writer_turn(tmp_path):
+    """Issue 18: the shards' counters say how long they waited, the timeline says when
+    (``bench/bench_embedded.py --timeline``): the runner thread's spool reads, pipeline,
+    hand-offs and idle waits, and the writer thread's turns in the store, in order."""
+    store = SqliteStore(tmp_path / "db")
+    runner = EmbeddedRunner(store, CONFIG)
+    runner.start()
+    try:
+        store.spool_append(_items([f"line {i} of a test" for i in range(50)], "t"))
+        runner.wake()
+        assert _wait_for(lambda: store.count_events() == 50, 10)
+        assert _wait_for(lambda: [m[2] for m in runner.timeline.dump()
+                                  if m[1] == "writer"][-1] == "idle", 10)  # written
+    finally:
+        runner.stop()
+    marks = runner.timeline.dump()
+    assert [m[0] for m in marks] == sorted(m[0] for m in marks)  # monotonic time, in order
+    runner_states = [s for _, thread, s in marks if thread == "runner"]
+    writer_states = [s for _, thread, s in marks if thread == "writer"]
+    at = runner_states.index("pipeline")
+    assert runner_states[at - 1] == "read" and "hand-off" in runner_states[at:]
+    assert "idle" in runner_states
+    i = writer_states.index("prepare")
+    assert writer_states[i:i + 4] == ["prepare", "turn wait", "turn held", "turn done"]
+
+
+def test_a_shard_runner_pauses_its_pipeline_while_its_writer_holds_the_store_turn(tmp_path,
+                                                                                  monkeypatch):
+    """Issue 18: the store's one writer turn is what every other shard waits for; a shard's
+    pipeline thread running beside its writer in the turn (the GIL, a core) made the turn last
+    about twice its CPU. With ``yield_to_writer`` (the shards') the runner starts no chunk of
+    the pipeline while its writer holds the turn; without it (before) it went on."""
+    import streams.runtime.embedded as embedded
+
+    monkeypatch.setattr(embedded, "YIELD_ITEMS", 20)
+
+    def run(yield_to_writer: bool, name: str) -> tuple[int, int]:
+        store = SqliteStore(tmp_path / name)
+        write = store._write
+
+        def slow_write(*a, **kw):  # inside the turn
+            time.sleep(0.2)
+            return write(*a, **kw)
+
+        store._write = slow_write
+        for k in range(6):
+            store.spool_append(_items([f"line {k}.{i} of a test" for i in range(100)], f"{name}{k}"))
+        runner = EmbeddedRunner(store, CONFIG, max_batch=100, yield_to_writer=yield_to_writer)
+        started = {"in_turn": 0, "all": 0}
+        for pipeline in runner.pipelines.values():
+            process = pipeline.process
+
+            def counted(items, process=process):
+                started["all"] += 1
+                started["in_turn"] += not runner._turn_free.is_set()
+                return process(items)
+
+            pipeline.process = counted
+        runner.start()
+        try:
+            assert _wait_for(lambda: store.count_events() == 600, 30)
+        finally:
+            runner.stop()
+        return started["in_turn"], started["all"]
+
+    in_turn, chunks = run(True, "yield.db")
+    assert chunks >= 30 and in_turn <= 1, (in_turn, chunks)  # (one may race the turn's start)
+    in_turn, chunks = run(False, "no-yield.db")
+    assert in_turn >= 2, (in_turn, chunks)  # the runner ran ahead of its writer
+
+
+def test_a_runner_that_yields_to_its_writer_stores_the_same_events(tmp_path, loghub, monkeypatch):
+    """The pipeline run in chunks (``YIELD_ITEMS``) between the writer's turns gives the same
+    stored events, window counts and templates as whole spool reads."""
+    import streams.runtime.embedded as embedded
+
+    monkeypatch.setattr(embedded, "YIELD_ITEMS", 70)
+    lines = _linux(loghub)
+
+    def stored(yield_to_writer: bool, name: str):
+        store = SqliteStore(tmp_path / name)
+        for k in range(0, 2000, 400):
+            store.spool_append(_items(lines[k:k + 400], f"b{k}"))
+        runner = EmbeddedRunner(store, CONFIG, yield_to_writer=yield_to_writer)
+        runner.start()
+        try:
+            assert _wait_for(lambda: store.count_events() == 2000, 60)
+        finally:
+            runner.stop()
+        events = store.search(EventQuery(after_seq=0, limit=2000)).events
+        return (events, store.stats(windows=100000)["totals"],
+                [(t["id"], t["count"]) for t in store.templates(limit=1000)])
+
+    assert stored(True, "yield.db") == stored(False, "whole.db")

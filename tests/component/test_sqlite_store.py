@@ -1263,3 +1263,31 @@ def test_windows_with_dimension_codes_or_names_give_the_same_stats(tmp_path, siz
     assert stats(stores[0]) == stats(stores[1])
     for st in stores:
         st.close()
+
+
+@pytest.mark.parametrize("call", ["sync", "checkpointed", "merge_templates"])
+def test_checkpoint_and_merge_writes_wait_in_the_writer_turn(tmp_path, call):
+    """Issue 18: a shard's checkpoint (``sync``, ``checkpointed``) and template merges take
+    the writers' turn (the lock file) as the batches do, and so start the moment the other
+    shard's write ends; before, they waited in SQLite's busy handler, which polls with sleeps
+    of up to 100 ms and kept missing the gaps between the other shard's batches (a shard's
+    pipeline waited seconds for its checkpoint on a busy machine)."""
+    import fcntl
+    import threading
+
+    store = SqliteStore(tmp_path / "db")
+    other = open(tmp_path / "db-writer.lock", "a+")  # another shard, holding the turn
+    fcntl.flock(other, fcntl.LOCK_EX)
+    args = {"sync": (), "checkpointed": ({0: 1},), "merge_templates": ({"a": "b"},)}[call]
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (getattr(store, call)(*args), done.set()))
+    t.start()
+    try:
+        assert not done.wait(0.5), f"{call} did not wait for the writer turn"
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        other.close()
+    assert done.wait(10)
+    t.join(5)
+    assert store.turn_waited >= 0.4
+    store.close()
