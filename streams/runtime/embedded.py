@@ -168,27 +168,13 @@ class EmbeddedRunner:
         elif state == "turn done":
             self._turn_free.set()
 
-    def _run_stage(self, p: int, pipeline: Pipeline, items: list[dict]) -> Batch:
-        """``run_stage`` over ``items``, in chunks of YIELD_ITEMS between which the runner
-        waits while its writer thread holds the store's writer turn (``yield_to_writer``)."""
-        if not self.yield_to_writer or len(items) <= YIELD_ITEMS:
+    def _chunks(self, items: list[dict]):
+        """``items`` in chunks of YIELD_ITEMS (whole unless ``yield_to_writer``), the runner
+        waiting before each while its writer thread holds the store's writer turn."""
+        size = YIELD_ITEMS if self.yield_to_writer else len(items)
+        for k in range(0, len(items), size):
             self._yield_to_writer()
-            return run_stage(pipeline, self._merges[p], items)
-        parts = []
-        for k in range(0, len(items), YIELD_ITEMS):
-            self._yield_to_writer()
-            parts.append(run_stage(pipeline, self._merges[p], items[k:k + YIELD_ITEMS]))
-        out = parts[0]
-        for b in parts[1:]:
-            out.events.extend(b.events)
-            out.dead_letters.extend(b.dead_letters)
-            if b.merges:
-                out.merges = {**(out.merges or {}), **b.merges}
-            out.catalog.extend(b.catalog)
-            out.incidents.extend(b.incidents)
-        if len(parts) > 1 and out.incidents:  # an incident's last snapshot, as one call gives
-            out.incidents = list({i["id"]: i for i in out.incidents}.values())
-        return out
+            yield items[k:k + size]
 
     def _yield_to_writer(self) -> None:
         if not self.yield_to_writer or self._turn_free.is_set():
@@ -427,12 +413,17 @@ class EmbeddedRunner:
                 n += len(items)
                 if logged:
                     cids.update(dict.fromkeys(filter(None, correlation_ids(items).split(","))))
-                batch = self._run_stage(p, pipeline, items)  # shared with the Kafka worker
-                self._dead_letters(batch.dead_letters)
-                events.extend(batch.events)
-                merges.update(batch.merges or {})
-                catalog.extend(batch.catalog)  # templates generalised or merged
-                incidents.extend(batch.incidents)  # stored in the batch's transaction
+                first, chunks = len(incidents), 0
+                for chunk in self._chunks(items):
+                    batch = run_stage(pipeline, self._merges[p], chunk)  # shared with the Kafka worker
+                    self._dead_letters(batch.dead_letters)
+                    events.extend(batch.events)
+                    merges.update(batch.merges or {})
+                    catalog.extend(batch.catalog)  # templates generalised or merged
+                    incidents.extend(batch.incidents)  # stored in the batch's transaction
+                    chunks += 1
+                if chunks > 1:  # each incident's last snapshot, as one call over all gives
+                    incidents[first:] = {i["id"]: i for i in incidents[first:]}.values()
             else:  # a merge adopted from the catalog since, say
                 merges.update(self._merges[p].news(pipeline.miner) or {})
                 catalog.extend(pipeline.take_catalog())
