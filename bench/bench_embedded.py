@@ -62,12 +62,9 @@ from streams.windows import window_start  # noqa: E402
 
 
 def loghub() -> Path:
-    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import loghub_dir_or_exit
 
-    try:
-        return require_loghub_dir("Linux")
-    except LoghubNotFound as exc:
-        sys.exit(f"error: {exc}")
+    return loghub_dir_or_exit("Linux")
 
 
 def lines_of(path: Path, n: int) -> list[str]:

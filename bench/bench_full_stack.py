@@ -375,12 +375,9 @@ def main() -> None:
     ap.add_argument("--es-threads", action="store_true",
                     help="split Elasticsearch's CPU by thread pool (needs jcmd)")
     args = ap.parse_args()
-    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import loghub_dir_or_exit
 
-    try:
-        path = require_loghub_dir("Linux") / "Linux" / "Linux_2k.log"
-    except LoghubNotFound as exc:
-        sys.exit(f"error: {exc}")
+    path = loghub_dir_or_exit("Linux") / "Linux" / "Linux_2k.log"
     tag = uuid.uuid4().hex[:8]
     load0 = os.getloadavg()[0]
     # SIGTERM (e.g. `timeout`) ends the run through full_stack's cleanup: no orphan worker

@@ -50,12 +50,9 @@ RECEIVED = 1_700_000_000.0  # a fixed arrival time: runs are comparable across c
 
 
 def _root() -> Path:
-    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import loghub_dir_or_exit
 
-    try:
-        return require_loghub_dir("Linux")
-    except LoghubNotFound as exc:
-        sys.exit(f"error: {exc}")
+    return loghub_dir_or_exit("Linux")
 
 
 def _lines(system: str) -> list[str]:

@@ -54,12 +54,9 @@ HOST = "combo"
 
 
 def loghub() -> Path:
-    from smartlogs.cli.datasets import LoghubNotFound, require_loghub_dir
+    from smartlogs.cli.datasets import loghub_dir_or_exit
 
-    try:
-        return require_loghub_dir("Linux")
-    except LoghubNotFound as exc:
-        sys.exit(f"error: {exc}")
+    return loghub_dir_or_exit("Linux")
 
 
 def make_lines(n: int) -> list[str]:

@@ -60,6 +60,16 @@ def require_loghub_dir(*datasets: str) -> Path:
     return root
 
 
+
+def loghub_dir_or_exit(*datasets: str) -> Path:
+    """``require_loghub_dir`` for a script: its message and exit status 1 when the samples
+    are missing (the benchmarks)."""
+    try:
+        return require_loghub_dir(*datasets)
+    except LoghubNotFound as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/logpai/loghub/master"
 
 
